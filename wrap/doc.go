@@ -1,0 +1,19 @@
+// Package wrap is the cryptography of Krypton's key hierarchy: key
+// identities, key types that cannot leak, and the sealed and wrapped blob
+// format.
+//
+// A tenant key (L2, TenantKey) seals service keys (L3, ServiceKey); a
+// service key wraps data keys (L4, DataKey). Every seal or wrap derives a
+// one-time AES-256-GCM key from the parent key and 32 random salt bytes,
+// and binds the blob to the parent's identity (tenant, service, version)
+// and to the caller's context, so that a blob made for one tenant, service,
+// version or context never opens under another.
+//
+// Names: ValidateName is the one definition of a tenant or service name
+// in Krypton; KeyID names one key version.
+//
+// wrap imports only the standard library and memguard. It never logs, and
+// none of its errors carries key bytes or echoes the bytes of a blob. See
+// DESIGN.md next to this file for why it is built the way it is, and
+// docs/format.md for the blob format.
+package wrap
