@@ -1,0 +1,58 @@
+# Krypton build, test and development entry points. `make help` lists them.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --dirty 2>/dev/null || echo 0.1.0-dev)
+COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS := -X github.com/kryptonkms/krypton/internal/version.Version=$(VERSION) \
+           -X github.com/kryptonkms/krypton/internal/version.Commit=$(COMMIT)
+# The race detector needs cgo; PKCS#11 tests need it too.
+export CGO_ENABLED ?= 1
+# Fuzz time per target for `make fuzz`.
+FUZZTIME ?= 60s
+
+.PHONY: help build test test-short dev demo proto proto-check bench fuzz jepsen lint clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build bin/krypton
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/krypton ./cmd/krypton
+
+test: build lint proto-check ## the one test command: lint, generated-code check, all tests with -race
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short: ## quick tests without -race
+	$(GO) test -count=1 -short ./...
+
+dev: build ## run a local development deployment on the file:// anchor
+	./bin/krypton dev
+
+demo: build ## run the development walkthrough non-interactively and exit
+	./bin/krypton dev --demo
+
+proto: ## regenerate the gRPC code from proto/
+	bash scripts/genproto.sh
+
+proto-check: ## fail if the committed generated code is stale
+	bash scripts/genproto.sh --check
+
+bench: ## micro-benchmarks of the hot path
+	$(GO) test -run '^$$' -bench . -benchmem ./wrap/... ./fsm/...
+
+fuzz: ## run every fuzz target for FUZZTIME each
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
+	done
+
+jepsen: build ## the long chaos schedule (jepsen/)
+	$(GO) test -race -count=1 -timeout 60m ./jepsen/... -args -long
+
+lint: ## gofmt and go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+clean: ## remove build output
+	rm -rf bin .bin

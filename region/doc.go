@@ -1,0 +1,6 @@
+// Package region will run one node of a region: the keyring of unsealed L2 and L3 keys (RAM only,
+// in memguard), the leader's duties (unsealing each tenant's L2 through its anchor, checking L1 every
+// period, consuming the governance feed, handing key material to followers), serving leases, and the
+// wrap service that every node serves. It builds on cluster (Raft and gossip) and fsm (the state).
+// See ../shared/DESIGN.md, "Inside a region".
+package region
