@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/kryptonkms/krypton/wrap"
 )
 
 var (
@@ -99,31 +101,13 @@ func (id Identity) validate() error {
 		return fmt.Errorf("%w: unknown kind %d", ErrInvalidIdentity, int(id.Kind))
 	}
 	for _, n := range names {
-		if !validName(n) {
+		if wrap.ValidateName(n) != nil {
 			// The name is not echoed: it may come from an attacker's
 			// certificate and end up in logs.
 			return fmt.Errorf("%w: bad %s name", ErrInvalidIdentity, id.Kind)
 		}
 	}
 	return nil
-}
-
-// validName mirrors wrap.ValidateName (not importable yet when pki was
-// written): 1-64 bytes, [a-z0-9] first, then [a-z0-9._-].
-func validName(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case i > 0 && (c == '.' || c == '_' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // ParseIdentity parses a Krypton SPIFFE URI.
