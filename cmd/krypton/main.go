@@ -1,4 +1,11 @@
-// Command krypton runs every Krypton role as a subcommand, in the manner of consul and vault.
+// Command krypton runs every Krypton role as a subcommand, in the manner of consul and vault:
+//
+//	krypton server ...       run a region node
+//	krypton dev              a local development deployment
+//	krypton certs ...        a development CA and certificates
+//	krypton version          the version and commit
+//
+// Run `krypton help` for the whole list.
 package main
 
 import (
@@ -10,13 +17,20 @@ import (
 )
 
 func main() {
-	// Signals are handled here rather than with memguard.CatchSignal, which would os.Exit without
-	// running deferred shutdowns (see PEERS.md); commands wipe their secrets on the way out.
+	// Signals are handled here rather than with memguard.CatchSignal, which calls os.Exit without
+	// running deferred shutdowns (PEERS.md); commands wipe their secrets on the way out.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCmd().ExecuteContext(ctx)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "krypton:", err)
-		os.Exit(exitCode(err))
+	os.Exit(code)
+}
+
+// run executes one command line and returns the process exit code: 0 success, 1 failure, 2 usage.
+func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
+	err := dispatch(ctx, rootCommand(), args, &streams{out: stdout, err: stderr})
+	if err == nil {
+		return 0
 	}
+	fmt.Fprintln(stderr, "krypton:", err)
+	return exitCode(err)
 }
