@@ -20,6 +20,12 @@ const MaxNameLen = 64
 // parsed back unambiguously. The error names the offending position, never
 // the name's bytes.
 func ValidateName(s string) error {
+	return validateNameBytes(s)
+}
+
+// validateNameBytes is ValidateName for both strings and the byte slices
+// of a blob header being parsed, so that both follow one definition.
+func validateNameBytes[T string | []byte](s T) error {
 	if len(s) == 0 {
 		return fmt.Errorf("%w: empty", ErrInvalidName)
 	}

@@ -1,0 +1,384 @@
+package wrap
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Nonces and usage limits.
+//
+// Every derivation uses 32 fresh random salt bytes, so every derived
+// AES-256-GCM key is, with overwhelming probability (collisions after about
+// 2^128 derivations), used for one seal, or for the items of one batch and
+// never again. This is what lifts GCM's limit of 2^32 messages per key with
+// random 96-bit nonces (crypto/cipher's note; NIST SP 800-38D section 8.3)
+// off the parent key: the parent key never meets GCM, and a parent key may
+// wrap as many data keys as it is asked to (the limit becomes 2^64-ish
+// derivations for a 2^-64 salt-collision risk: unreachable).
+//
+// Under one derived key, nonces are a counter: item i of a batch gets
+// 00000000 || uint64_be(i); a single wrap or seal is item 0. A counter
+// never repeats under one key, and needs no randomness per item. A reader
+// accepts any nonce, so the rule may change without a format version.
+//
+// ItemsPerDerivedKey bounds how many items one derived key seals: WrapBatch
+// derives a fresh key every ItemsPerDerivedKey items. GCM itself would
+// allow far more; the bound limits what one derived key (whose AES key
+// schedule lives briefly in the Go heap, see DESIGN.md) can expose, while
+// leaving the derivation below 1% of a batch's cost.
+const ItemsPerDerivedKey = 4096
+
+func nonceFor(i uint64) [NonceSize]byte {
+	var n [NonceSize]byte
+	binary.BigEndian.PutUint64(n[4:], i)
+	return n
+}
+
+func randomSalt(r io.Reader) ([SaltSize]byte, error) {
+	var s [SaltSize]byte
+	if _, err := io.ReadFull(r, s[:]); err != nil {
+		return s, fmt.Errorf("wrap: reading salt: %w", err)
+	}
+	return s, nil
+}
+
+// newAEAD derives the one-time key from parent, label and salt and returns
+// AES-256-GCM under it. The derived key bytes are wiped; the AES key
+// schedule inside the returned AEAD is not (it cannot be), see DESIGN.md.
+func newAEAD(parent *lockedKey, kdf KDF, label string, salt *[SaltSize]byte) (cipher.AEAD, error) {
+	var k [KeySize]byte
+	defer clear(k[:])
+	if err := parent.derive(&k, kdf, label, salt); err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(k[:])
+	if err != nil {
+		return nil, fmt.Errorf("wrap: %w", err) // cannot happen: 32-byte key
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("wrap: %w", err)
+	}
+	return aead, nil
+}
+
+// aadPool holds buffers for the additional data: header plus context, up
+// to MaxBlobSize+4+MaxContextSize bytes. The AAD must not share memory
+// with the output blob (GCM writes the ciphertext before it hashes the
+// AAD), and a fresh buffer per call would be the largest allocation on the
+// hot path.
+var aadPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, MaxBlobSize+4+MaxContextSize)
+	return &b
+}}
+
+// seal appends one blob to dst: the header, then plaintext sealed under
+// aead with the header and context as additional data.
+func seal(dst []byte, aead cipher.AEAD, kind Kind, kdf KDF, parent, subject KeyID,
+	salt *[SaltSize]byte, nonce *[NonceSize]byte, plaintext []byte, context []byte) []byte {
+	start := len(dst)
+	dst = appendHeader(dst, kind, kdf, parent, subject, salt, nonce)
+	ap := aadPool.Get().(*[]byte)
+	aad := appendAAD((*ap)[:0], dst[start:], context)
+	dst = aead.Seal(dst, nonce[:], plaintext, aad)
+	*ap = aad[:0]
+	aadPool.Put(ap)
+	return dst
+}
+
+// open decrypts the ciphertext of a parsed blob into out[:0] (whose
+// capacity must be at least KeySize).
+func open(out []byte, aead cipher.AEAD, blob []byte, h *rawHeader, context []byte) error {
+	ap := aadPool.Get().(*[]byte)
+	aad := appendAAD((*ap)[:0], blob[:h.size], context)
+	_, err := aead.Open(out[:0], h.nonce[:], blob[h.size:], aad)
+	*ap = aad[:0]
+	aadPool.Put(ap)
+	if err != nil {
+		return ErrAuthentication
+	}
+	return nil
+}
+
+func checkContext(context []byte) error {
+	if len(context) > MaxContextSize {
+		return fmt.Errorf("%w: %d bytes, limit %d", ErrContextTooLarge, len(context), MaxContextSize)
+	}
+	return nil
+}
+
+// SealServiceKey seals the service key l3 under the tenant key l2, for
+// storage in the region FSM. The blob names l2 (tenant and L2 version)
+// and l3 (service and L3 version) and is authenticated with both, so it
+// opens only with OpenServiceKey under the same L2 and for the same L3 id.
+// l3 must belong to l2's tenant.
+func (l2 *TenantKey) SealServiceKey(l3 *ServiceKey) ([]byte, error) {
+	salt, err := randomSalt(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return l2.sealServiceKey(l3, defaultKDF, &salt)
+}
+
+func (l2 *TenantKey) sealServiceKey(l3 *ServiceKey, kdf KDF, salt *[SaltSize]byte) ([]byte, error) {
+	parent, subject := l2.ID(), l3.ID()
+	if l2.IsZero() || l3.IsZero() {
+		return nil, ErrDestroyed
+	}
+	if subject.Tenant != parent.Tenant {
+		return nil, fmt.Errorf("%w: service key of another tenant", ErrKeyMismatch)
+	}
+	aead, err := newAEAD(l2.core(), kdf, labelSealServiceKey, salt)
+	if err != nil {
+		return nil, err
+	}
+	pt, err := l3.core().acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer l3.core().release()
+	nonce := nonceFor(0)
+	out := make([]byte, 0, headerSize(KindSealedServiceKey, parent, subject)+ciphertextSize)
+	return seal(out, aead, KindSealedServiceKey, kdf, parent, subject, salt, &nonce, pt[offKey:offKey+KeySize], nil), nil
+}
+
+// OpenServiceKey opens a blob made by SealServiceKey and returns the
+// service key named id. The blob must name l2 and id: otherwise it
+// returns ErrKeyMismatch, before any cryptography. The key is decrypted
+// straight into locked memory. The caller must Destroy the key.
+func (l2 *TenantKey) OpenServiceKey(id KeyID, blob []byte) (*ServiceKey, error) {
+	if err := id.validateService(); err != nil {
+		return nil, err
+	}
+	if l2.IsZero() {
+		return nil, ErrDestroyed
+	}
+	h, err := parse(blob)
+	if err != nil {
+		return nil, err
+	}
+	parent := l2.ID()
+	switch {
+	case h.kind != KindSealedServiceKey:
+		return nil, fmt.Errorf("%w: blob is a %v, not a sealed service key", ErrKeyMismatch, h.kind)
+	case string(h.tenant) != parent.Tenant || h.version != parent.Version:
+		return nil, fmt.Errorf("%w: sealed under another tenant key", ErrKeyMismatch)
+	case string(h.subjService) != id.Service || h.subjVersion != id.Version || id.Tenant != parent.Tenant:
+		return nil, fmt.Errorf("%w: blob holds another service key", ErrKeyMismatch)
+	}
+	aead, err := newAEAD(l2.core(), h.kdf, labelSealServiceKey, h.salt)
+	if err != nil {
+		return nil, err
+	}
+	k, err := newLockedKeyFunc(id, func(dst []byte) error {
+		return open(dst, aead, blob, &h, nil)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &ServiceKey{k: k}, nil
+}
+
+// Wrap wraps the data key dk under l3, bound to l3's identity and to the
+// caller's context (at most MaxContextSize bytes; nil and empty are the
+// same context). The blob is self-contained: Unwrap with the same key and
+// context opens it.
+func (l3 *ServiceKey) Wrap(dk *DataKey, context []byte) ([]byte, error) {
+	salt, err := randomSalt(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	return l3.wrap(dk, context, defaultKDF, &salt)
+}
+
+func (l3 *ServiceKey) wrap(dk *DataKey, context []byte, kdf KDF, salt *[SaltSize]byte) ([]byte, error) {
+	if dk.IsZero() {
+		return nil, ErrDestroyed
+	}
+	if err := checkContext(context); err != nil {
+		return nil, err
+	}
+	aead, err := newAEAD(l3.core(), kdf, labelWrapDataKey, salt)
+	if err != nil {
+		return nil, err
+	}
+	id := l3.ID()
+	nonce := nonceFor(0)
+	out := make([]byte, 0, headerSize(KindWrappedDataKey, id, KeyID{})+ciphertextSize)
+	return seal(out, aead, KindWrappedDataKey, kdf, id, KeyID{}, salt, &nonce, dk.b[:], context), nil
+}
+
+// Unwrap opens a blob made by Wrap or WrapBatch under l3 with the same
+// context. A blob for another key (tenant, service or version) or of
+// another kind gives ErrKeyMismatch; a tampered blob or another context
+// gives ErrAuthentication. The caller should Destroy the data key when
+// done.
+func (l3 *ServiceKey) Unwrap(blob, context []byte) (*DataKey, error) {
+	if l3.IsZero() {
+		return nil, ErrDestroyed
+	}
+	h, err := parse(blob)
+	if err != nil {
+		return nil, err
+	}
+	if err := l3.checkWrapped(&h, context); err != nil {
+		return nil, err
+	}
+	aead, err := newAEAD(l3.core(), h.kdf, labelWrapDataKey, h.salt)
+	if err != nil {
+		return nil, err
+	}
+	return openDataKey(aead, blob, &h, context)
+}
+
+func (l3 *ServiceKey) checkWrapped(h *rawHeader, context []byte) error {
+	id := l3.ID()
+	if h.kind != KindWrappedDataKey {
+		return fmt.Errorf("%w: blob is a %v, not a wrapped data key", ErrKeyMismatch, h.kind)
+	}
+	if string(h.tenant) != id.Tenant || string(h.service) != id.Service || h.version != id.Version {
+		return fmt.Errorf("%w: wrapped under another service key", ErrKeyMismatch)
+	}
+	return checkContext(context)
+}
+
+func openDataKey(aead cipher.AEAD, blob []byte, h *rawHeader, context []byte) (*DataKey, error) {
+	dk := new(DataKey)
+	if err := open(dk.b[:0], aead, blob, h, context); err != nil {
+		return nil, err
+	}
+	dk.live = true
+	return dk, nil
+}
+
+// WrapBatch wraps each dks[i] with context contexts[i] (contexts may be
+// nil: no context for every item) under l3, paying one key derivation per
+// ItemsPerDerivedKey items instead of one per item. Each blob is still
+// self-contained (it carries its salt and its own nonce) and opens alone
+// with Unwrap. Either every item is wrapped or none is.
+func (l3 *ServiceKey) WrapBatch(dks []*DataKey, contexts [][]byte) ([][]byte, error) {
+	return l3.wrapBatch(dks, contexts, defaultKDF, rand.Reader)
+}
+
+func (l3 *ServiceKey) wrapBatch(dks []*DataKey, contexts [][]byte, kdf KDF, saltSource io.Reader) ([][]byte, error) {
+	if contexts != nil && len(contexts) != len(dks) {
+		return nil, fmt.Errorf("%w: %d keys, %d contexts", ErrBatchMismatch, len(dks), len(contexts))
+	}
+	if l3.IsZero() {
+		return nil, ErrDestroyed
+	}
+	for i, dk := range dks {
+		if dk.IsZero() {
+			return nil, fmt.Errorf("wrap: batch item %d: %w", i, ErrDestroyed)
+		}
+		if contexts != nil {
+			if err := checkContext(contexts[i]); err != nil {
+				return nil, fmt.Errorf("wrap: batch item %d: %w", i, err)
+			}
+		}
+	}
+	id := l3.ID()
+	size := headerSize(KindWrappedDataKey, id, KeyID{}) + ciphertextSize
+	// One allocation for all blobs; each blob is a full slice expression
+	// so that appending to one cannot overwrite the next.
+	buf := make([]byte, 0, len(dks)*size)
+	blobs := make([][]byte, len(dks))
+	var aead cipher.AEAD
+	var salt [SaltSize]byte
+	for i, dk := range dks {
+		n := uint64(i % ItemsPerDerivedKey)
+		if n == 0 {
+			var err error
+			if salt, err = randomSalt(saltSource); err != nil {
+				return nil, err
+			}
+			if aead, err = newAEAD(l3.core(), kdf, labelWrapDataKey, &salt); err != nil {
+				return nil, err
+			}
+		}
+		var context []byte
+		if contexts != nil {
+			context = contexts[i]
+		}
+		nonce := nonceFor(n)
+		start := len(buf)
+		buf = seal(buf, aead, KindWrappedDataKey, kdf, id, KeyID{}, &salt, &nonce, dk.b[:], context)
+		blobs[i] = buf[start:len(buf):len(buf)]
+	}
+	return blobs, nil
+}
+
+// UnwrapBatch opens each blobs[i] with context contexts[i] (contexts may
+// be nil: no context for every item) under l3, deriving once per distinct
+// salt, so the blobs of one WrapBatch cost one derivation. Items fail
+// independently: if any fails, UnwrapBatch returns a *BatchError with one
+// error per item, and dks[i] is nil exactly where the item failed. A
+// call-level problem (mismatched lengths, destroyed l3) returns a plain
+// error and no keys.
+func (l3 *ServiceKey) UnwrapBatch(blobs, contexts [][]byte) ([]*DataKey, error) {
+	if contexts != nil && len(contexts) != len(blobs) {
+		return nil, fmt.Errorf("%w: %d blobs, %d contexts", ErrBatchMismatch, len(blobs), len(contexts))
+	}
+	if l3.IsZero() {
+		return nil, ErrDestroyed
+	}
+	dks := make([]*DataKey, len(blobs))
+	var errs []error
+	// Blobs of one batch are usually adjacent, so check the last salt
+	// before the map.
+	var lastSalt *[SaltSize]byte
+	var lastKDF KDF
+	var lastAEAD cipher.AEAD
+	type saltKDF struct {
+		salt [SaltSize]byte
+		kdf  KDF
+	}
+	var seen map[saltKDF]cipher.AEAD
+	for i, blob := range blobs {
+		var context []byte
+		if contexts != nil {
+			context = contexts[i]
+		}
+		dk, err := func() (*DataKey, error) {
+			h, err := parse(blob)
+			if err != nil {
+				return nil, err
+			}
+			if err := l3.checkWrapped(&h, context); err != nil {
+				return nil, err
+			}
+			if lastAEAD == nil || *lastSalt != *h.salt || lastKDF != h.kdf {
+				key := saltKDF{*h.salt, h.kdf}
+				aead, ok := seen[key]
+				if !ok {
+					if aead, err = newAEAD(l3.core(), h.kdf, labelWrapDataKey, h.salt); err != nil {
+						return nil, err
+					}
+					if seen == nil {
+						seen = make(map[saltKDF]cipher.AEAD)
+					}
+					seen[key] = aead
+				}
+				lastSalt, lastKDF, lastAEAD = h.salt, h.kdf, aead
+			}
+			return openDataKey(lastAEAD, blob, &h, context)
+		}()
+		if err != nil {
+			if errs == nil {
+				errs = make([]error, len(blobs))
+			}
+			errs[i] = err
+			continue
+		}
+		dks[i] = dk
+	}
+	if errs != nil {
+		return dks, &BatchError{Errs: errs}
+	}
+	return dks, nil
+}
