@@ -96,6 +96,7 @@ generate() {
 	local out="$1"
 	mkdir -p "$out"
 	(cd proto && "$PROTOC" \
+		--fatal_warnings \
 		-I . -I "$wkt_include" \
 		--plugin=protoc-gen-go="$bin/protoc-gen-go" \
 		--plugin=protoc-gen-go-grpc="$bin/protoc-gen-go-grpc" \

@@ -62,9 +62,13 @@ const (
 type AdminServiceClient interface {
 	// Members lists the gossip (memberlist) members this node knows, with their
 	// health. Served from local state; may lag the cluster by a gossip round.
+	//
+	// Errors: only UNAUTHENTICATED and PERMISSION_DENIED.
 	Members(ctx context.Context, in *MembersRequest, opts ...grpc.CallOption) (*MembersResponse, error)
 	// ListPeers returns the Raft configuration as this node has it, and the
-	// leader it knows of.
+	// leader it knows of. Served from local state.
+	//
+	// Errors: only UNAUTHENTICATED and PERMISSION_DENIED.
 	ListPeers(ctx context.Context, in *ListPeersRequest, opts ...grpc.CallOption) (*ListPeersResponse, error)
 	// Join adds a node to the Raft configuration (as Consul's join does once
 	// gossip has found the node). Joining a node already present with the
@@ -97,7 +101,10 @@ type AdminServiceClient interface {
 	TransferLeadership(ctx context.Context, in *TransferLeadershipRequest, opts ...grpc.CallOption) (*TransferLeadershipResponse, error)
 	// Status describes the node serving the call: Raft state and indexes, the
 	// leader it knows, its serving lease and keyring size. Local; never
-	// forwarded; never UNAVAILABLE.
+	// forwarded.
+	//
+	// Errors: only UNAUTHENTICATED and PERMISSION_DENIED (never UNAVAILABLE:
+	// it answers most usefully when the region is in trouble).
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
 	// SnapshotSave streams a consistent snapshot of the region's state machine
 	// (it holds sealed keys only, never unsealed ones). The first chunk carries
@@ -123,7 +130,10 @@ type AdminServiceClient interface {
 	// unknown anchor scheme; FAILED_PRECONDITION if the anchor denied the seal;
 	// UNAVAILABLE if the anchor could not be reached.
 	CreateTenant(ctx context.Context, in *CreateTenantRequest, opts ...grpc.CallOption) (*Tenant, error)
-	// ListTenants lists the region's tenants, ordered by name.
+	// ListTenants lists the region's tenants, ordered by name. Served from
+	// this node's applied state.
+	//
+	// Errors: INVALID_ARGUMENT for a bad page_size or page_token.
 	ListTenants(ctx context.Context, in *ListTenantsRequest, opts ...grpc.CallOption) (*ListTenantsResponse, error)
 	// DescribeTenant returns one tenant with its service keys.
 	//
@@ -407,9 +417,13 @@ func (c *adminServiceClient) UnlockTenant(ctx context.Context, in *UnlockTenantR
 type AdminServiceServer interface {
 	// Members lists the gossip (memberlist) members this node knows, with their
 	// health. Served from local state; may lag the cluster by a gossip round.
+	//
+	// Errors: only UNAUTHENTICATED and PERMISSION_DENIED.
 	Members(context.Context, *MembersRequest) (*MembersResponse, error)
 	// ListPeers returns the Raft configuration as this node has it, and the
-	// leader it knows of.
+	// leader it knows of. Served from local state.
+	//
+	// Errors: only UNAUTHENTICATED and PERMISSION_DENIED.
 	ListPeers(context.Context, *ListPeersRequest) (*ListPeersResponse, error)
 	// Join adds a node to the Raft configuration (as Consul's join does once
 	// gossip has found the node). Joining a node already present with the
@@ -442,7 +456,10 @@ type AdminServiceServer interface {
 	TransferLeadership(context.Context, *TransferLeadershipRequest) (*TransferLeadershipResponse, error)
 	// Status describes the node serving the call: Raft state and indexes, the
 	// leader it knows, its serving lease and keyring size. Local; never
-	// forwarded; never UNAVAILABLE.
+	// forwarded.
+	//
+	// Errors: only UNAUTHENTICATED and PERMISSION_DENIED (never UNAVAILABLE:
+	// it answers most usefully when the region is in trouble).
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
 	// SnapshotSave streams a consistent snapshot of the region's state machine
 	// (it holds sealed keys only, never unsealed ones). The first chunk carries
@@ -468,7 +485,10 @@ type AdminServiceServer interface {
 	// unknown anchor scheme; FAILED_PRECONDITION if the anchor denied the seal;
 	// UNAVAILABLE if the anchor could not be reached.
 	CreateTenant(context.Context, *CreateTenantRequest) (*Tenant, error)
-	// ListTenants lists the region's tenants, ordered by name.
+	// ListTenants lists the region's tenants, ordered by name. Served from
+	// this node's applied state.
+	//
+	// Errors: INVALID_ARGUMENT for a bad page_size or page_token.
 	ListTenants(context.Context, *ListTenantsRequest) (*ListTenantsResponse, error)
 	// DescribeTenant returns one tenant with its service keys.
 	//

@@ -12,9 +12,9 @@
 // certificates carry a SPIFFE-style URI SAN naming their tenant and service;
 // node certificates name the node ID; operator certificates name an operator.
 //
-// Names. Tenant, service, region and node names are 1 to 63 characters of
-// lower-case ASCII letters, digits and '-', starting and ending with a letter
-// or digit (a DNS label). Anything else is INVALID_ARGUMENT.
+// Names. Tenant, service, region and node names are 1 to 64 bytes of
+// [a-z0-9._-], the first in [a-z0-9] (wrap.ValidateName, the one definition
+// of a name in Krypton). Anything else is INVALID_ARGUMENT.
 //
 // Idempotency. Every request that changes state carries a request_id: a
 // client-chosen string of 1 to 128 printable ASCII characters, unique per

@@ -74,6 +74,8 @@ type GovernanceServiceClient interface {
 	// Errors: NOT_FOUND for an unknown tenant.
 	GetTenant(ctx context.Context, in *GetTenantRequest, opts ...grpc.CallOption) (*GovernanceTenant, error)
 	// ListTenants lists tenants ordered by name.
+	//
+	// Errors: INVALID_ARGUMENT for a bad page_size or page_token.
 	ListTenants(ctx context.Context, in *GovernanceListTenantsRequest, opts ...grpc.CallOption) (*GovernanceListTenantsResponse, error)
 	// SetAnchor points a tenant at a (new) L1 anchor URI; regions re-seal the
 	// tenant's L2 under it. Emits EVENT_KIND_SET_ANCHOR.
@@ -146,7 +148,10 @@ type GovernanceServiceClient interface {
 	// Errors: PERMISSION_DENIED if region is not the one the caller's
 	// certificate names; OUT_OF_RANGE if applied_cursor is beyond the head.
 	ReportCursor(ctx context.Context, in *ReportCursorRequest, opts ...grpc.CallOption) (*ReportCursorResponse, error)
-	// Status describes the governance cluster and each region's lag.
+	// Status describes the governance cluster and each region's lag, from the
+	// answering node's state.
+	//
+	// Errors: only UNAUTHENTICATED and PERMISSION_DENIED.
 	Status(ctx context.Context, in *GovernanceStatusRequest, opts ...grpc.CallOption) (*GovernanceStatusResponse, error)
 }
 
@@ -335,6 +340,8 @@ type GovernanceServiceServer interface {
 	// Errors: NOT_FOUND for an unknown tenant.
 	GetTenant(context.Context, *GetTenantRequest) (*GovernanceTenant, error)
 	// ListTenants lists tenants ordered by name.
+	//
+	// Errors: INVALID_ARGUMENT for a bad page_size or page_token.
 	ListTenants(context.Context, *GovernanceListTenantsRequest) (*GovernanceListTenantsResponse, error)
 	// SetAnchor points a tenant at a (new) L1 anchor URI; regions re-seal the
 	// tenant's L2 under it. Emits EVENT_KIND_SET_ANCHOR.
@@ -407,7 +414,10 @@ type GovernanceServiceServer interface {
 	// Errors: PERMISSION_DENIED if region is not the one the caller's
 	// certificate names; OUT_OF_RANGE if applied_cursor is beyond the head.
 	ReportCursor(context.Context, *ReportCursorRequest) (*ReportCursorResponse, error)
-	// Status describes the governance cluster and each region's lag.
+	// Status describes the governance cluster and each region's lag, from the
+	// answering node's state.
+	//
+	// Errors: only UNAUTHENTICATED and PERMISSION_DENIED.
 	Status(context.Context, *GovernanceStatusRequest) (*GovernanceStatusResponse, error)
 	mustEmbedUnimplementedGovernanceServiceServer()
 }

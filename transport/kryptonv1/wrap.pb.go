@@ -30,7 +30,8 @@ type WrapRequest struct {
 	// The service key to wrap under. tenant and service are required; version
 	// 0 means the current version.
 	Key *KeyRef `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
-	// The L4 data key to wrap: 1 to 64 bytes. L4 only; never an L1, L2 or L3.
+	// The L4 data key to wrap: 32 bytes (see the limits above). L4 only;
+	// never an L1, L2 or L3.
 	Plaintext []byte `protobuf:"bytes,3,opt,name=plaintext,proto3" json:"plaintext,omitempty"`
 	// Additional authenticated data bound to the blob, at most 4096 bytes.
 	Context       []byte `protobuf:"bytes,4,opt,name=context,proto3" json:"context,omitempty"`

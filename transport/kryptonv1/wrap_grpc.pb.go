@@ -44,10 +44,15 @@ const (
 // operations that identity may use. By default a caller may use exactly the
 // tenant and service its certificate names.
 //
-// Limits (a request over a limit fails with INVALID_ARGUMENT):
-//   - plaintext: 1 to 64 bytes (data keys are 32 bytes);
-//   - context: at most 4096 bytes (may be empty);
-//   - blob: at most 1024 bytes;
+// Limits (a request over a limit fails with INVALID_ARGUMENT, before any
+// key is touched):
+//   - plaintext: at most 64 bytes on the wire. This version accepts exactly
+//     32 bytes (a 256-bit data key, wrap.KeySize); any other length is
+//     INVALID_ARGUMENT. The bound leaves room for other data key sizes in a
+//     later blob format without a new field;
+//   - context: at most 4096 bytes (may be empty; wrap.MaxContextSize);
+//   - blob: at most 1024 bytes on the wire (blob format 1 makes at most
+//     wrap.MaxBlobSize bytes; longer ones are refused unparsed);
 //   - a batch: 1 to 1024 items. Servers accept messages up to 8 MiB so that a
 //     maximal batch fits.
 //
@@ -101,13 +106,29 @@ type WrapServiceClient interface {
 	// Errors: as Unwrap.
 	Rewrap(ctx context.Context, in *RewrapRequest, opts ...grpc.CallOption) (*RewrapResponse, error)
 	// BatchWrap is Wrap for up to 1024 items. results[i] answers items[i].
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE, and INVALID_ARGUMENT for 0 or
+	// more than 1024 items, fail the call; every other error of Wrap is
+	// reported per item in results[i].error.
 	BatchWrap(ctx context.Context, in *BatchWrapRequest, opts ...grpc.CallOption) (*BatchWrapResponse, error)
 	// BatchUnwrap is Unwrap for up to 1024 items. results[i] answers items[i].
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE, and INVALID_ARGUMENT for 0 or
+	// more than 1024 items, fail the call; every other error of Unwrap is
+	// reported per item in results[i].error.
 	BatchUnwrap(ctx context.Context, in *BatchUnwrapRequest, opts ...grpc.CallOption) (*BatchUnwrapResponse, error)
-	// BatchGenerateDataKey is GenerateDataKey for up to 1024 items. results[i]
-	// answers items[i].
+	// BatchGenerateDataKey is GenerateDataKey for up to 1024 items.
+	// results[i] answers items[i].
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE, and INVALID_ARGUMENT for 0 or
+	// more than 1024 items, fail the call; every other error of
+	// GenerateDataKey is reported per item in results[i].error.
 	BatchGenerateDataKey(ctx context.Context, in *BatchGenerateDataKeyRequest, opts ...grpc.CallOption) (*BatchGenerateDataKeyResponse, error)
 	// BatchRewrap is Rewrap for up to 1024 items. results[i] answers items[i].
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE, and INVALID_ARGUMENT for 0 or
+	// more than 1024 items, fail the call; every other error of Rewrap is
+	// reported per item in results[i].error.
 	BatchRewrap(ctx context.Context, in *BatchRewrapRequest, opts ...grpc.CallOption) (*BatchRewrapResponse, error)
 }
 
@@ -212,10 +233,15 @@ func (c *wrapServiceClient) BatchRewrap(ctx context.Context, in *BatchRewrapRequ
 // operations that identity may use. By default a caller may use exactly the
 // tenant and service its certificate names.
 //
-// Limits (a request over a limit fails with INVALID_ARGUMENT):
-//   - plaintext: 1 to 64 bytes (data keys are 32 bytes);
-//   - context: at most 4096 bytes (may be empty);
-//   - blob: at most 1024 bytes;
+// Limits (a request over a limit fails with INVALID_ARGUMENT, before any
+// key is touched):
+//   - plaintext: at most 64 bytes on the wire. This version accepts exactly
+//     32 bytes (a 256-bit data key, wrap.KeySize); any other length is
+//     INVALID_ARGUMENT. The bound leaves room for other data key sizes in a
+//     later blob format without a new field;
+//   - context: at most 4096 bytes (may be empty; wrap.MaxContextSize);
+//   - blob: at most 1024 bytes on the wire (blob format 1 makes at most
+//     wrap.MaxBlobSize bytes; longer ones are refused unparsed);
 //   - a batch: 1 to 1024 items. Servers accept messages up to 8 MiB so that a
 //     maximal batch fits.
 //
@@ -269,13 +295,29 @@ type WrapServiceServer interface {
 	// Errors: as Unwrap.
 	Rewrap(context.Context, *RewrapRequest) (*RewrapResponse, error)
 	// BatchWrap is Wrap for up to 1024 items. results[i] answers items[i].
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE, and INVALID_ARGUMENT for 0 or
+	// more than 1024 items, fail the call; every other error of Wrap is
+	// reported per item in results[i].error.
 	BatchWrap(context.Context, *BatchWrapRequest) (*BatchWrapResponse, error)
 	// BatchUnwrap is Unwrap for up to 1024 items. results[i] answers items[i].
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE, and INVALID_ARGUMENT for 0 or
+	// more than 1024 items, fail the call; every other error of Unwrap is
+	// reported per item in results[i].error.
 	BatchUnwrap(context.Context, *BatchUnwrapRequest) (*BatchUnwrapResponse, error)
-	// BatchGenerateDataKey is GenerateDataKey for up to 1024 items. results[i]
-	// answers items[i].
+	// BatchGenerateDataKey is GenerateDataKey for up to 1024 items.
+	// results[i] answers items[i].
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE, and INVALID_ARGUMENT for 0 or
+	// more than 1024 items, fail the call; every other error of
+	// GenerateDataKey is reported per item in results[i].error.
 	BatchGenerateDataKey(context.Context, *BatchGenerateDataKeyRequest) (*BatchGenerateDataKeyResponse, error)
 	// BatchRewrap is Rewrap for up to 1024 items. results[i] answers items[i].
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE, and INVALID_ARGUMENT for 0 or
+	// more than 1024 items, fail the call; every other error of Rewrap is
+	// reported per item in results[i].error.
 	BatchRewrap(context.Context, *BatchRewrapRequest) (*BatchRewrapResponse, error)
 	mustEmbedUnimplementedWrapServiceServer()
 }
