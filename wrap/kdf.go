@@ -1,6 +1,7 @@
 package wrap
 
 import (
+	"bytes"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding"
@@ -128,6 +129,7 @@ type ctrScratch struct {
 	h     hash.Hash
 	msg   [4 + 64 + 1 + SaltSize + 4]byte
 	inner [sha256.Size]byte
+	out   [sha256.Size]byte
 }
 
 var ctrPool = sync.Pool{New: func() any { return &ctrScratch{h: sha256.New()} }}
@@ -153,15 +155,19 @@ func deriveCounter(out *[KeySize]byte, innerState, outerState []byte, label stri
 		panic("wrap: sha256 UnmarshalBinary: " + err.Error())
 	}
 	s.h.Write(s.inner[:])
-	s.h.Sum(out[:0])
+	s.h.Sum(s.out[:0])
+	*out = s.out
 	s.h.Reset()
 	clear(s.inner[:])
+	clear(s.out[:])
 	ctrPool.Put(s)
 }
 
 // deriveHKDF computes the HKDF-SHA256 key into out.
 func deriveHKDF(out *[KeySize]byte, key []byte, label string, salt *[SaltSize]byte) {
-	k, err := hkdf.Key(sha256.New, key, salt[:], label, KeySize)
+	// hkdf.Key lets its salt escape; a copy keeps the caller's salt on
+	// the stack (the HKDF path allocates a dozen times anyway).
+	k, err := hkdf.Key(sha256.New, key, bytes.Clone(salt[:]), label, KeySize)
 	if err != nil {
 		panic("wrap: hkdf: " + err.Error()) // only for lengths > 255*32
 	}

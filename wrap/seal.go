@@ -39,7 +39,23 @@ func nonceFor(i uint64) [NonceSize]byte {
 	return n
 }
 
-func randomSalt(r io.Reader) ([SaltSize]byte, error) {
+// randomSalt returns a fresh salt from crypto/rand.
+func randomSalt() ([SaltSize]byte, error) {
+	var s [SaltSize]byte
+	if _, err := rand.Read(s[:]); err != nil {
+		return s, fmt.Errorf("wrap: reading salt: %w", err)
+	}
+	return s, nil
+}
+
+// saltFrom reads a salt from r, or from crypto/rand when r is nil. Only
+// tests pass an r, to make known-answer vectors; it is kept apart from
+// randomSalt because io.ReadFull would make the salt escape (one more
+// allocation per wrap).
+func saltFrom(r io.Reader) ([SaltSize]byte, error) {
+	if r == nil {
+		return randomSalt()
+	}
 	var s [SaltSize]byte
 	if _, err := io.ReadFull(r, s[:]); err != nil {
 		return s, fmt.Errorf("wrap: reading salt: %w", err)
@@ -85,7 +101,10 @@ func seal(dst []byte, aead cipher.AEAD, kind Kind, kdf KDF, parent, subject KeyI
 	dst = appendHeader(dst, kind, kdf, parent, subject, salt, nonce)
 	ap := aadPool.Get().(*[]byte)
 	aad := appendAAD((*ap)[:0], dst[start:], context)
-	dst = aead.Seal(dst, nonce[:], plaintext, aad)
+	// The nonce is read from the header just written rather than from
+	// *nonce, which would escape through the AEAD interface and cost an
+	// allocation per item. Seal appends after it, so they do not overlap.
+	dst = aead.Seal(dst, dst[len(dst)-NonceSize:], plaintext, aad)
 	*ap = aad[:0]
 	aadPool.Put(ap)
 	return dst
@@ -118,7 +137,7 @@ func checkContext(context []byte) error {
 // opens only with OpenServiceKey under the same L2 and for the same L3 id.
 // l3 must belong to l2's tenant.
 func (l2 *TenantKey) SealServiceKey(l3 *ServiceKey) ([]byte, error) {
-	salt, err := randomSalt(rand.Reader)
+	salt, err := randomSalt()
 	if err != nil {
 		return nil, err
 	}
@@ -189,7 +208,7 @@ func (l2 *TenantKey) OpenServiceKey(id KeyID, blob []byte) (*ServiceKey, error) 
 // same context). The blob is self-contained: Unwrap with the same key and
 // context opens it.
 func (l3 *ServiceKey) Wrap(dk *DataKey, context []byte) ([]byte, error) {
-	salt, err := randomSalt(rand.Reader)
+	salt, err := randomSalt()
 	if err != nil {
 		return nil, err
 	}
@@ -262,7 +281,7 @@ func openDataKey(aead cipher.AEAD, blob []byte, h *rawHeader, context []byte) (*
 // self-contained (it carries its salt and its own nonce) and opens alone
 // with Unwrap. Either every item is wrapped or none is.
 func (l3 *ServiceKey) WrapBatch(dks []*DataKey, contexts [][]byte) ([][]byte, error) {
-	return l3.wrapBatch(dks, contexts, defaultKDF, rand.Reader)
+	return l3.wrapBatch(dks, contexts, defaultKDF, nil)
 }
 
 func (l3 *ServiceKey) wrapBatch(dks []*DataKey, contexts [][]byte, kdf KDF, saltSource io.Reader) ([][]byte, error) {
@@ -294,7 +313,7 @@ func (l3 *ServiceKey) wrapBatch(dks []*DataKey, contexts [][]byte, kdf KDF, salt
 		n := uint64(i % ItemsPerDerivedKey)
 		if n == 0 {
 			var err error
-			if salt, err = randomSalt(saltSource); err != nil {
+			if salt, err = saltFrom(saltSource); err != nil {
 				return nil, err
 			}
 			if aead, err = newAEAD(l3.core(), kdf, labelWrapDataKey, &salt); err != nil {

@@ -53,7 +53,7 @@ func TestWrapUnwrapRoundTrip(t *testing.T) {
 		t.Run(kdf.String(), func(t *testing.T) {
 			for _, ctx := range [][]byte{nil, []byte("bucket=invoices"), bytes.Repeat([]byte{0xa5}, MaxContextSize)} {
 				dk := NewDataKey()
-				salt, _ := randomSalt(randReader{})
+				salt, _ := saltFrom(randReader{})
 				blob, err := l3.wrap(dk, ctx, kdf, &salt)
 				if err != nil {
 					t.Fatal(err)
@@ -102,7 +102,7 @@ func TestSealOpenServiceKey(t *testing.T) {
 	l2 := newTenantKey(t, l2ID)
 	l3 := newServiceKey(t, l3ID)
 	for _, kdf := range kdfs {
-		salt, _ := randomSalt(randReader{})
+		salt, _ := saltFrom(randReader{})
 		blob, err := l2.sealServiceKey(l3, kdf, &salt)
 		if err != nil {
 			t.Fatal(err)
