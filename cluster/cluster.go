@@ -1,0 +1,433 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// Cluster is one node of a Raft cluster with gossip membership. All
+// methods are safe for concurrent use. After Shutdown (or Leave) every
+// method that does work returns ErrShutdown.
+type Cluster struct {
+	cfg    Config
+	logger *slog.Logger
+	codec  ResponseCodec
+
+	fsm    *trackingFSM
+	raft   *raft.Raft
+	trans  *raft.NetworkTransport
+	store  *raftboltdb.BoltStore
+	logs   raft.LogStore
+	snaps  *raft.FileSnapshotStore
+	mux    *mux
+	rpc    *rpcClient
+	gossip *gossip
+
+	metrics *collector
+
+	// readyTerm is the term in which this node, as leader, has applied a
+	// barrier: from then on its commit index covers every entry of earlier
+	// terms, and reads may use it (see leaderReadIndex).
+	readyTerm atomic.Uint64
+
+	obsMu     sync.Mutex // guards observers, obsNext
+	observers map[int]func(LeaderChange)
+	obsNext   int
+
+	tombMu     sync.Mutex // guards tombstones
+	tombstones map[string]time.Time
+
+	restoreMu sync.Mutex // serialises Restore
+
+	shutdownCh   chan struct{}
+	shutdownOnce sync.Once
+	shutdownErr  error
+	wg           sync.WaitGroup
+}
+
+// LeaderChange describes who leads after a change of leadership. LeaderID
+// is empty while there is no leader.
+type LeaderChange struct {
+	LeaderID   string
+	LeaderAddr string
+	// IsSelf is true when this node is the leader.
+	IsSelf bool
+}
+
+// Option adjusts New.
+type Option func(*options)
+
+type options struct {
+	codec  ResponseCodec
+	filter ConnFilter
+}
+
+// WithResponseCodec sets the codec of forwarded Apply responses (default
+// DefaultCodec).
+func WithResponseCodec(c ResponseCodec) Option { return func(o *options) { o.codec = c } }
+
+// WithConnFilter installs a node-to-node connection filter; tests use it to
+// partition a cluster (clustertest).
+func WithConnFilter(f ConnFilter) Option { return func(o *options) { o.filter = f } }
+
+// New opens (or creates) the node's Raft state in cfg.DataDir, starts the
+// Raft transport and gossip, and joins cfg.Join. It does not wait for a
+// leader: see WaitForLeader. fsm is wrapped to track its applied index;
+// it must follow raft.FSM's rules (deterministic Apply, Restore discards
+// all previous state, Persist tolerates concurrent Apply).
+func New(cfg Config, fsm raft.FSM, opts ...Option) (c *Cluster, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if fsm == nil {
+		return nil, &ConfigError{Field: "fsm", Reason: "nil"}
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.codec == nil {
+		o.codec = DefaultCodec{}
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = discardLogger()
+	}
+	logger = logger.With("node-id", cfg.NodeID)
+	c = &Cluster{
+		cfg:        cfg,
+		logger:     logger,
+		codec:      o.codec,
+		fsm:        newTrackingFSM(fsm),
+		observers:  make(map[int]func(LeaderChange)),
+		tombstones: make(map[string]time.Time),
+		shutdownCh: make(chan struct{}),
+	}
+	// Undo whatever was started if a later step fails.
+	var cleanup []func()
+	defer func() {
+		if err != nil {
+			for i := len(cleanup) - 1; i >= 0; i-- {
+				cleanup[i]()
+			}
+		}
+	}()
+
+	if err := os.MkdirAll(filepath.Join(cfg.DataDir, "raft"), 0o700); err != nil {
+		return nil, fmt.Errorf("cluster: data dir: %w", err)
+	}
+	c.store, err = raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(cfg.DataDir, "raft", "raft.db"),
+		// Fail rather than hang when another process holds the file.
+		BoltOptions: &bbolt.Options{Timeout: time.Second},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open raft store: %w", err)
+	}
+	cleanup = append(cleanup, func() { c.store.Close() })
+	c.logs, err = raft.NewLogCache(512, c.store)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: log cache: %w", err)
+	}
+	hclogger := newHCLogger(logger, "raft")
+	c.snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, hclogger)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
+	}
+	hasState, err := raft.HasExistingState(c.logs, c.store, c.snaps)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: inspect raft state: %w", err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.RaftAddr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: listen %s: %w", cfg.RaftAddr, err)
+	}
+	advertise, err := net.ResolveTCPAddr("tcp", cfg.raftAdvertise())
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("cluster: RaftAdvertise: %w", err)
+	}
+	c.mux = newMux(cfg.NodeID, ln, advertise, cfg.TLS, o.filter, logger)
+	c.mux.start(c.serveRPC)
+	cleanup = append(cleanup, c.mux.close)
+	c.rpc = &rpcClient{m: c.mux, idle: make(map[string][]*rpcConn)}
+	cleanup = append(cleanup, c.rpc.close)
+
+	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  newStreamLayer(c.mux),
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  hclogger,
+	})
+	cleanup = append(cleanup, func() { c.trans.Close() })
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.Logger = hclogger
+	c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.store, c.snaps, c.trans)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start raft: %w", err)
+	}
+	cleanup = append(cleanup, func() { _ = c.raft.Shutdown().Error() })
+
+	c.gossip, err = newGossip(c)
+	if err != nil {
+		return nil, err
+	}
+	c.gossip.setMeta(func(m *nodeMeta) { m.HasState = hasState })
+	cleanup = append(cleanup, func() { _ = c.gossip.list.Shutdown() })
+
+	if cfg.Registerer != nil {
+		c.metrics = newCollector(c)
+		if err := cfg.Registerer.Register(c.metrics); err != nil {
+			return nil, fmt.Errorf("cluster: register metrics: %w", err)
+		}
+	}
+
+	c.startObserver()
+	c.goLoop(c.leaderLoop)
+	if len(cfg.Join) > 0 {
+		c.goLoop(c.joinLoop)
+	}
+	if cfg.BootstrapExpect > 0 && !hasState {
+		c.goLoop(c.bootstrapLoop)
+	} else if hasState {
+		logger.Info("existing raft state found; not bootstrapping")
+	}
+	logger.Info("cluster node started", "raft-addr", cfg.raftAdvertise(),
+		"gossip-addr", cfg.gossipAdvertise(), "bootstrap-expect", cfg.BootstrapExpect)
+	return c, nil
+}
+
+func (c *Cluster) goLoop(f func()) {
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		f()
+	}()
+}
+
+func (c *Cluster) isShutdown() bool {
+	select {
+	case <-c.shutdownCh:
+		return true
+	default:
+		return false
+	}
+}
+
+// Shutdown stops the node without leaving the cluster (the others see it
+// fail, and it rejoins when restarted with the same DataDir). The first
+// call returns the error of stopping, if any; every later call returns
+// ErrShutdown.
+func (c *Cluster) Shutdown() error {
+	err := ErrShutdown
+	c.shutdownOnce.Do(func() {
+		err = c.shutdown()
+	})
+	return err
+}
+
+func (c *Cluster) shutdown() error {
+	close(c.shutdownCh)
+	var first error
+	note := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	note(c.raft.Shutdown().Error())
+	note(c.trans.Close())
+	c.rpc.close()
+	c.mux.close()
+	note(c.gossip.list.Shutdown())
+	c.wg.Wait()
+	if c.metrics != nil {
+		c.cfg.Registerer.Unregister(c.metrics)
+	}
+	note(c.store.Close())
+	c.logger.Info("cluster node stopped")
+	if first != nil {
+		return fmt.Errorf("cluster: shutdown: %w", first)
+	}
+	return nil
+}
+
+// NodeID returns this node's id.
+func (c *Cluster) NodeID() string { return c.cfg.NodeID }
+
+// RaftAddr returns the address other nodes reach this node's Raft and RPC
+// port on.
+func (c *Cluster) RaftAddr() string { return c.cfg.raftAdvertise() }
+
+// Leader returns the current leader's id and address as this node knows
+// them; both are empty when no leader is known.
+func (c *Cluster) Leader() (id, addr string) {
+	a, i := c.raft.LeaderWithID()
+	return string(i), string(a)
+}
+
+// IsLeader reports whether this node is the leader.
+func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
+
+// State returns this node's Raft state.
+func (c *Cluster) State() raft.RaftState { return c.raft.State() }
+
+// LastContact returns when this node last heard from the leader; the
+// leader itself returns the current time.
+func (c *Cluster) LastContact() time.Time {
+	if c.IsLeader() {
+		return time.Now()
+	}
+	return c.raft.LastContact()
+}
+
+// Stats returns Raft's diagnostic counters (raft.Raft.Stats) plus the
+// FSM's applied index.
+func (c *Cluster) Stats() map[string]string {
+	s := c.raft.Stats()
+	s["fsm_applied_index"] = fmt.Sprint(c.fsm.applied.Load())
+	return s
+}
+
+// AppliedIndex returns the index of the last log entry the FSM applied.
+func (c *Cluster) AppliedIndex() uint64 { return c.fsm.applied.Load() }
+
+// Peer is a server in the Raft configuration.
+type Peer struct {
+	ID       string
+	Address  string
+	Suffrage string // "Voter", "Nonvoter", "Staging"
+	Leader   bool
+}
+
+// Peers returns the latest Raft configuration as this node knows it.
+func (c *Cluster) Peers() ([]Peer, error) {
+	if c.isShutdown() {
+		return nil, ErrShutdown
+	}
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, mapRaftErr(err)
+	}
+	leader, _ := c.Leader()
+	var out []Peer
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Peer{
+			ID:       string(s.ID),
+			Address:  string(s.Address),
+			Suffrage: s.Suffrage.String(),
+			Leader:   string(s.ID) == leader,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+// Members returns the nodes gossip knows, sorted by id, including dead and
+// departed ones it has seen.
+func (c *Cluster) Members() ([]Member, error) {
+	if c.isShutdown() {
+		return nil, ErrShutdown
+	}
+	m, _ := c.gossip.members()
+	return m, nil
+}
+
+// WaitForLeader blocks until a leader is known and returns its id.
+func (c *Cluster) WaitForLeader(ctx context.Context) (string, error) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if c.isShutdown() {
+			return "", ErrShutdown
+		}
+		if id, _ := c.Leader(); id != "" {
+			return id, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
+		case <-c.shutdownCh:
+			return "", ErrShutdown
+		case <-t.C:
+		}
+	}
+}
+
+// OnLeaderChange registers f to be called after every change of leader
+// (including to none). Calls are made one at a time, in order, from one
+// goroutine the cluster owns, with the state at the time of the call
+// (changes in quick succession may be reported once); f must not block
+// for long. The returned function unregisters f.
+func (c *Cluster) OnLeaderChange(f func(LeaderChange)) (cancel func()) {
+	c.obsMu.Lock()
+	id := c.obsNext
+	c.obsNext++
+	c.observers[id] = f
+	c.obsMu.Unlock()
+	return func() {
+		c.obsMu.Lock()
+		delete(c.observers, id)
+		c.obsMu.Unlock()
+	}
+}
+
+func (c *Cluster) startObserver() {
+	ch := make(chan raft.Observation, 16)
+	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.LeaderObservation, raft.RaftState:
+			return true
+		}
+		return false
+	})
+	c.raft.RegisterObserver(obs)
+	c.goLoop(func() {
+		defer c.raft.DeregisterObserver(obs)
+		var last LeaderChange
+		first := true
+		for {
+			select {
+			case <-c.shutdownCh:
+				return
+			case <-ch:
+			}
+			id, addr := c.Leader()
+			now := LeaderChange{LeaderID: id, LeaderAddr: addr, IsSelf: c.IsLeader() && id == c.cfg.NodeID}
+			if !first && now == last {
+				continue
+			}
+			first, last = false, now
+			c.obsMu.Lock()
+			fs := make([]func(LeaderChange), 0, len(c.observers))
+			for _, f := range c.observers {
+				fs = append(fs, f)
+			}
+			c.obsMu.Unlock()
+			for _, f := range fs {
+				f(now)
+			}
+		}
+	})
+}

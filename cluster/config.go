@@ -1,0 +1,251 @@
+package cluster
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// Config configures one cluster node. Every node of a cluster is normally
+// started with the same Config apart from NodeID, DataDir, the addresses
+// and the TLS certificate.
+type Config struct {
+	// NodeID names this node in Raft and gossip. It must match the node
+	// id in this node's TLS certificate (spiffe://krypton/node/<id>) and
+	// must never be reused for a different machine's data.
+	NodeID string
+
+	// DataDir holds the Raft log and stable store (DataDir/raft/raft.db)
+	// and snapshots (DataDir/snapshots). Created if missing.
+	DataDir string
+
+	// RaftAddr is the host:port the Raft and cluster-RPC listener binds.
+	RaftAddr string
+	// RaftAdvertise is the host:port other nodes dial; empty means
+	// RaftAddr, which then must not be an unspecified address (0.0.0.0).
+	RaftAdvertise string
+
+	// GossipAddr is the host:port memberlist binds (TCP and UDP).
+	GossipAddr string
+	// GossipAdvertise is the host:port other nodes reach gossip on; empty
+	// means GossipAddr.
+	GossipAdvertise string
+	// GossipKey is the 32-byte AES-256 key that encrypts and authenticates
+	// gossip. All nodes share it.
+	GossipKey []byte
+
+	// BootstrapExpect is the number of servers that bootstrap a new
+	// cluster together: when a node without Raft state sees that many
+	// servers in gossip, none of them with state, it bootstraps Raft with
+	// all of them. 0 means never bootstrap (the node joins an existing
+	// cluster and is added as a voter by its leader).
+	BootstrapExpect int
+	// Join lists gossip addresses (host:port) of nodes to join at start.
+	// One reachable address is enough.
+	Join []string
+
+	// TLS is the node's mutual TLS configuration (see
+	// pki.NodeTLSConfig): it must present the node certificate and hold
+	// the CA in both RootCAs and ClientCAs. The Raft transport and the
+	// cluster-internal RPC use it in both directions; peers whose
+	// certificate does not chain to the CA or does not name a node are
+	// refused during the handshake.
+	TLS *tls.Config
+
+	// Raft timing; see raft.Config. On loopback, tests use tens of
+	// milliseconds; across a region's zones the defaults are sensible.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	// SnapshotThreshold is how many log entries since the last snapshot
+	// trigger a new one (checked every SnapshotInterval).
+	SnapshotThreshold uint64
+	SnapshotInterval  time.Duration
+	// TrailingLogs is how many log entries are kept after a snapshot so
+	// that a slightly lagging follower catches up without a snapshot
+	// transfer. Must be positive: 0 breaks restarts (PEERS.md).
+	TrailingLogs uint64
+
+	// Gossip timing; see memberlist.Config.
+	GossipInterval      time.Duration
+	GossipProbeInterval time.Duration
+	GossipProbeTimeout  time.Duration
+
+	// ReconcileInterval is how often the leader compares gossip with the
+	// Raft configuration (it also reacts to every gossip event at once).
+	ReconcileInterval time.Duration
+
+	// Meta holds small tags gossiped with the node (e.g. "grpc" ->
+	// "10.0.0.5:7400", so the region can discover nodes). Keys and values
+	// together must stay under about 300 bytes.
+	Meta map[string]string
+
+	// Logger receives structured logs, including Raft's and memberlist's.
+	// nil discards them.
+	Logger *slog.Logger
+
+	// Registerer, if set, receives the cluster's Prometheus collectors;
+	// they are unregistered at Shutdown.
+	Registerer prometheus.Registerer
+}
+
+// DefaultConfig returns a Config with production timings and no
+// identity, addresses or TLS: the caller fills those in.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:    1000 * time.Millisecond,
+		ElectionTimeout:     1000 * time.Millisecond,
+		LeaderLeaseTimeout:  500 * time.Millisecond,
+		CommitTimeout:       50 * time.Millisecond,
+		SnapshotThreshold:   8192,
+		SnapshotInterval:    2 * time.Minute,
+		TrailingLogs:        10240,
+		GossipInterval:      200 * time.Millisecond,
+		GossipProbeInterval: 1 * time.Second,
+		GossipProbeTimeout:  500 * time.Millisecond,
+		ReconcileInterval:   10 * time.Second,
+	}
+}
+
+// maxMetaBytes leaves room inside memberlist's 512-byte meta limit for
+// the fields cluster adds itself.
+const maxMetaBytes = 300
+
+// Validate reports the first invalid field as a *ConfigError.
+func (c *Config) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return &ConfigError{Field: field, Reason: fmt.Sprintf(format, args...)}
+	}
+	// The node id appears in the node's certificate, so it follows the
+	// project's one naming rule.
+	if err := wrap.ValidateName(c.NodeID); err != nil {
+		return bad("NodeID", "%v", err)
+	}
+	if c.DataDir == "" {
+		return bad("DataDir", "empty")
+	}
+	if !filepath.IsAbs(c.DataDir) {
+		return bad("DataDir", "must be an absolute path")
+	}
+	if err := validHostPort(c.RaftAddr, true); err != nil {
+		return bad("RaftAddr", "%v", err)
+	}
+	if c.RaftAdvertise != "" {
+		if err := validHostPort(c.RaftAdvertise, false); err != nil {
+			return bad("RaftAdvertise", "%v", err)
+		}
+	} else if err := validHostPort(c.RaftAddr, false); err != nil {
+		return bad("RaftAdvertise", "required when RaftAddr %v", err)
+	}
+	if err := validHostPort(c.GossipAddr, true); err != nil {
+		return bad("GossipAddr", "%v", err)
+	}
+	if c.GossipAdvertise != "" {
+		if err := validHostPort(c.GossipAdvertise, false); err != nil {
+			return bad("GossipAdvertise", "%v", err)
+		}
+	}
+	if len(c.GossipKey) != 32 {
+		return bad("GossipKey", "must be 32 bytes, got %d", len(c.GossipKey))
+	}
+	if c.BootstrapExpect < 0 {
+		return bad("BootstrapExpect", "negative")
+	}
+	for i, j := range c.Join {
+		if err := validHostPort(j, false); err != nil {
+			return bad(fmt.Sprintf("Join[%d]", i), "%v", err)
+		}
+	}
+	if c.TLS == nil {
+		return bad("TLS", "required: cluster traffic is always mutually authenticated")
+	}
+	if len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil {
+		return bad("TLS", "no certificate")
+	}
+	if c.TLS.RootCAs == nil || c.TLS.ClientCAs == nil {
+		return bad("TLS", "RootCAs and ClientCAs must both hold the CA (use pki.NodeTLSConfig)")
+	}
+	durations := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"HeartbeatTimeout", c.HeartbeatTimeout},
+		{"ElectionTimeout", c.ElectionTimeout},
+		{"LeaderLeaseTimeout", c.LeaderLeaseTimeout},
+		{"CommitTimeout", c.CommitTimeout},
+		{"SnapshotInterval", c.SnapshotInterval},
+		{"GossipInterval", c.GossipInterval},
+		{"GossipProbeInterval", c.GossipProbeInterval},
+		{"GossipProbeTimeout", c.GossipProbeTimeout},
+		{"ReconcileInterval", c.ReconcileInterval},
+	}
+	for _, d := range durations {
+		if d.d <= 0 {
+			return bad(d.name, "must be positive")
+		}
+	}
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		return bad("LeaderLeaseTimeout", "must not exceed HeartbeatTimeout")
+	}
+	if c.ElectionTimeout < c.HeartbeatTimeout {
+		return bad("ElectionTimeout", "must not be less than HeartbeatTimeout")
+	}
+	if c.SnapshotThreshold == 0 {
+		return bad("SnapshotThreshold", "must be positive")
+	}
+	if c.TrailingLogs == 0 {
+		return bad("TrailingLogs", "must be positive (0 breaks restarts)")
+	}
+	n := 0
+	for k, v := range c.Meta {
+		if k == "" {
+			return bad("Meta", "empty key")
+		}
+		n += len(k) + len(v) + 6
+	}
+	if n > maxMetaBytes {
+		return bad("Meta", "%d bytes, more than %d", n, maxMetaBytes)
+	}
+	return nil
+}
+
+func (c *Config) raftAdvertise() string {
+	if c.RaftAdvertise != "" {
+		return c.RaftAdvertise
+	}
+	return c.RaftAddr
+}
+
+func (c *Config) gossipAdvertise() string {
+	if c.GossipAdvertise != "" {
+		return c.GossipAdvertise
+	}
+	return c.GossipAddr
+}
+
+func validHostPort(s string, bind bool) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port", s)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 || (!bind && p == 0) {
+		return fmt.Errorf("%q has a bad port", s)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", s)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() && !bind {
+		return fmt.Errorf("%q is unspecified", s)
+	}
+	return nil
+}

@@ -1,0 +1,113 @@
+package cluster
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/raft"
+)
+
+// trackingFSM wraps the caller's FSM to record the index of the last log
+// the FSM has actually applied. raft.AppliedIndex cannot serve the read
+// barrier: it counts entries handed to the FSM goroutine, not applied
+// (PEERS.md).
+//
+// Restore does not receive the snapshot's index from Raft, so each
+// snapshot the wrapper persists starts with an 8-byte header holding the
+// applied index at capture time; Restore reads it back. An operator
+// restore (Cluster.Restore) is the exception: Raft re-indexes the
+// snapshot, and the cluster tells the wrapper the index it will use.
+type trackingFSM struct {
+	inner raft.FSM
+
+	applied atomic.Uint64
+
+	mu      sync.Mutex
+	waiters chan struct{} // closed when applied advances; nil if no one waits
+
+	// userRestoreIndex, when non-zero, is the index an operator restore
+	// in progress will be recorded at (set and cleared by Cluster.Restore).
+	userRestoreIndex func() uint64
+	userRestoring    atomic.Bool
+}
+
+const snapshotHeaderLen = 8
+
+func newTrackingFSM(inner raft.FSM) *trackingFSM {
+	return &trackingFSM{inner: inner}
+}
+
+func (f *trackingFSM) Apply(l *raft.Log) any {
+	resp := f.inner.Apply(l)
+	f.advance(l.Index)
+	return resp
+}
+
+func (f *trackingFSM) advance(idx uint64) {
+	f.applied.Store(idx)
+	f.mu.Lock()
+	if f.waiters != nil {
+		close(f.waiters)
+		f.waiters = nil
+	}
+	f.mu.Unlock()
+}
+
+// changed returns a channel closed at the next advance of the applied
+// index.
+func (f *trackingFSM) changed() <-chan struct{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.waiters == nil {
+		f.waiters = make(chan struct{})
+	}
+	return f.waiters
+}
+
+func (f *trackingFSM) Snapshot() (raft.FSMSnapshot, error) {
+	// Snapshot runs on the FSM goroutine, between Applies, so the index
+	// read here is exactly the state the inner snapshot captures.
+	idx := f.applied.Load()
+	s, err := f.inner.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return &trackingSnapshot{inner: s, index: idx}, nil
+}
+
+func (f *trackingFSM) Restore(rc io.ReadCloser) error {
+	var hdr [snapshotHeaderLen]byte
+	if _, err := io.ReadFull(rc, hdr[:]); err != nil {
+		rc.Close()
+		return fmt.Errorf("cluster: read snapshot header: %w", err)
+	}
+	idx := binary.BigEndian.Uint64(hdr[:])
+	if f.userRestoring.Load() && f.userRestoreIndex != nil {
+		idx = f.userRestoreIndex()
+	}
+	if err := f.inner.Restore(rc); err != nil {
+		return err
+	}
+	f.advance(idx)
+	return nil
+}
+
+type trackingSnapshot struct {
+	inner raft.FSMSnapshot
+	index uint64
+}
+
+func (s *trackingSnapshot) Persist(sink raft.SnapshotSink) error {
+	var hdr [snapshotHeaderLen]byte
+	binary.BigEndian.PutUint64(hdr[:], s.index)
+	if _, err := sink.Write(hdr[:]); err != nil {
+		sink.Cancel()
+		return fmt.Errorf("cluster: write snapshot header: %w", err)
+	}
+	return s.inner.Persist(sink)
+}
+
+func (s *trackingSnapshot) Release() { s.inner.Release() }

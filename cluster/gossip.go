@@ -1,0 +1,223 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// nodeMeta is what every node gossips about itself. Bootstrap and the
+// leader's reconcile loop decide from it alone.
+type nodeMeta struct {
+	ID       string            `json:"id"`
+	RaftAddr string            `json:"raft"`
+	Expect   int               `json:"expect,omitempty"`
+	HasState bool              `json:"state,omitempty"`
+	Leaving  bool              `json:"leaving,omitempty"`
+	Tags     map[string]string `json:"tags,omitempty"`
+}
+
+// MemberStatus is a node's gossip health.
+type MemberStatus string
+
+// Member statuses.
+const (
+	StatusAlive   MemberStatus = "alive"
+	StatusSuspect MemberStatus = "suspect"
+	StatusDead    MemberStatus = "dead"
+	StatusLeft    MemberStatus = "left"
+)
+
+// Member is a node as gossip sees it.
+type Member struct {
+	ID         string
+	GossipAddr string
+	RaftAddr   string
+	Status     MemberStatus
+	// Leaving is set while the node leaves gracefully.
+	Leaving bool
+	// Meta is the node's Config.Meta.
+	Meta map[string]string
+}
+
+// gossip owns the memberlist and the delegate callbacks.
+type gossip struct {
+	list *memberlist.Memberlist
+
+	mu   sync.Mutex // guards meta, seen
+	meta nodeMeta
+	// seen remembers nodes that are dead or left: memberlist.Members
+	// lists only live ones, and operators want to see the others.
+	seen map[string]Member
+
+	// events is poked (without blocking) on every membership change so
+	// that bootstrap and reconcile react at once instead of at their next
+	// tick.
+	events chan struct{}
+}
+
+func (g *gossip) setMeta(f func(*nodeMeta)) {
+	g.mu.Lock()
+	f(&g.meta)
+	g.mu.Unlock()
+}
+
+// NodeMeta implements memberlist.Delegate.
+func (g *gossip) NodeMeta(limit int) []byte {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b, err := json.Marshal(g.meta)
+	if err != nil || len(b) > limit {
+		// Config.Validate bounds Meta, so this is a bug; an empty meta
+		// makes the node invisible to bootstrap rather than wrong.
+		return nil
+	}
+	return b
+}
+
+// NotifyMsg, GetBroadcasts, LocalState and MergeRemoteState implement
+// memberlist.Delegate; cluster sends no user messages.
+func (g *gossip) NotifyMsg([]byte)                           {}
+func (g *gossip) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (g *gossip) LocalState(join bool) []byte                { return nil }
+func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
+
+// NotifyJoin, NotifyLeave and NotifyUpdate implement
+// memberlist.EventDelegate.
+func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.note(n) }
+func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.note(n) }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.note(n) }
+
+func (g *gossip) note(n *memberlist.Node) {
+	m := toMember(n)
+	g.mu.Lock()
+	if g.seen == nil {
+		g.seen = make(map[string]Member)
+	}
+	g.seen[n.Name] = m
+	g.mu.Unlock()
+	select {
+	case g.events <- struct{}{}:
+	default:
+	}
+}
+
+func toMember(n *memberlist.Node) Member {
+	m := Member{
+		ID:         n.Name,
+		GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))),
+	}
+	switch n.State {
+	case memberlist.StateAlive:
+		m.Status = StatusAlive
+	case memberlist.StateSuspect:
+		m.Status = StatusSuspect
+	case memberlist.StateDead:
+		m.Status = StatusDead
+	case memberlist.StateLeft:
+		m.Status = StatusLeft
+	}
+	var meta nodeMeta
+	if err := json.Unmarshal(n.Meta, &meta); err == nil {
+		m.RaftAddr = meta.RaftAddr
+		m.Leaving = meta.Leaving
+		m.Meta = meta.Tags
+	}
+	return m
+}
+
+// members returns live members (with current suspicion state) and the
+// dead and left ones remembered from events, sorted by id.
+func (g *gossip) members() ([]Member, map[string]nodeMeta) {
+	live := g.list.Members()
+	out := make(map[string]Member, len(live))
+	metas := make(map[string]nodeMeta, len(live))
+	for _, n := range live {
+		out[n.Name] = toMember(n)
+		var meta nodeMeta
+		if err := json.Unmarshal(n.Meta, &meta); err == nil && meta.ID == n.Name {
+			metas[n.Name] = meta
+		}
+	}
+	g.mu.Lock()
+	for id, m := range g.seen {
+		if _, ok := out[id]; !ok && (m.Status == StatusDead || m.Status == StatusLeft) {
+			out[id] = m
+		}
+	}
+	g.mu.Unlock()
+	list := make([]Member, 0, len(out))
+	for _, m := range out {
+		list = append(list, m)
+	}
+	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
+	return list, metas
+}
+
+func newGossip(c *Cluster) (*gossip, error) {
+	cfg := c.cfg
+	g := &gossip{
+		events: make(chan struct{}, 1),
+		meta: nodeMeta{
+			ID:       cfg.NodeID,
+			RaftAddr: cfg.raftAdvertise(),
+			Expect:   cfg.BootstrapExpect,
+			Tags:     cfg.Meta,
+		},
+	}
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = cfg.NodeID
+	host, port, err := splitHostPort(cfg.GossipAddr)
+	if err != nil {
+		return nil, err
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	ahost, aport, err := splitHostPort(cfg.gossipAdvertise())
+	if err != nil {
+		return nil, err
+	}
+	if ip := net.ParseIP(ahost); ip != nil && !ip.IsUnspecified() {
+		mc.AdvertiseAddr, mc.AdvertisePort = ahost, aport
+	}
+	kr, err := memberlist.NewKeyring(nil, cfg.GossipKey)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip keyring: %w", err)
+	}
+	mc.Keyring = kr
+	mc.GossipVerifyIncoming = true
+	mc.GossipVerifyOutgoing = true
+	mc.GossipInterval = cfg.GossipInterval
+	mc.ProbeInterval = cfg.GossipProbeInterval
+	mc.ProbeTimeout = cfg.GossipProbeTimeout
+	if cfg.GossipProbeInterval < mc.PushPullInterval/10 {
+		// Fast test timings: push-pull often enough that a restarted
+		// node's metadata converges within a test's patience.
+		mc.PushPullInterval = 10 * cfg.GossipProbeInterval
+	}
+	mc.Delegate = g
+	mc.Events = g
+	mc.LogOutput = memberlistWriter{l: c.logger}
+	list, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip: %w", err)
+	}
+	g.list = list
+	return g, nil
+}
+
+func splitHostPort(s string) (string, int, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("cluster: %q: %w", s, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", 0, fmt.Errorf("cluster: %q: bad port", s)
+	}
+	return host, p, nil
+}

@@ -1,0 +1,363 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// mapRaftErr turns hashicorp/raft's errors into this package's sentinels,
+// keeping the original in the chain.
+func mapRaftErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %w", ErrShutdown, err)
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrAbortedByRestore):
+		return fmt.Errorf("%w: %w", ErrLeadershipLost, err)
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
+	}
+	return err
+}
+
+// timeoutOf turns a context deadline into the timeout hashicorp/raft
+// takes (0 = none).
+func timeoutOf(ctx context.Context) time.Duration {
+	if dl, ok := ctx.Deadline(); ok {
+		if d := time.Until(dl); d > 0 {
+			return d
+		}
+		return time.Nanosecond
+	}
+	return 0
+}
+
+// waitFuture waits for a Raft future or the context, whichever ends first.
+// The future is always resolved eventually (at the latest by Raft's
+// shutdown), so the helper goroutine ends; the cluster's WaitGroup owns it.
+func (c *Cluster) waitFuture(ctx context.Context, f raft.Future) error {
+	done := make(chan error, 1)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		done <- f.Error()
+	}()
+	select {
+	case err := <-done:
+		return mapRaftErr(err)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// forward runs op on the leader: locally when this node leads, otherwise
+// over the cluster RPC. It retries while the request was certainly not
+// performed (no leader yet, leader changed) until ctx ends.
+func (c *Cluster) forward(ctx context.Context, local func() (*rpcResponse, error), req *rpcRequest) (*rpcResponse, error) {
+	backoff := 5 * time.Millisecond
+	for {
+		if c.isShutdown() {
+			return nil, ErrShutdown
+		}
+		var resp *rpcResponse
+		var err error
+		id, addr := c.Leader()
+		switch {
+		case id == "":
+			err = ErrNoLeader
+		case id == c.cfg.NodeID:
+			resp, err = local()
+		default:
+			resp, err = c.rpc.call(ctx, addr, req)
+			if err == nil {
+				err = resp.err()
+			}
+		}
+		retry := errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader)
+		if !retry {
+			return resp, err
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(err, ErrNoLeader) {
+				return nil, fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
+			}
+			return nil, fmt.Errorf("%w: %w", err, ctx.Err())
+		case <-c.shutdownCh:
+			return nil, ErrShutdown
+		case <-time.After(backoff):
+		}
+		if backoff < 100*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+// Apply commits cmd to the Raft log and returns the FSM's response to it.
+// On a follower the command is forwarded to the leader and the response
+// comes back through the ResponseCodec. An FSM that reports errors in its
+// response value gets them back as the response, not as err.
+//
+// Errors wrapping ErrLeadershipLost or ErrForward, and context errors
+// after the command was sent, are ambiguous: the command may still be
+// committed. Commands should carry a request id so that the FSM can ignore
+// a retried duplicate. ErrNotLeader and ErrNoLeader mean it was not sent.
+func (c *Cluster) Apply(ctx context.Context, cmd []byte) (any, error) {
+	var localResp any
+	resp, err := c.forward(ctx, func() (*rpcResponse, error) {
+		r, err := c.applyLocal(ctx, cmd)
+		localResp = r
+		return &rpcResponse{}, err
+	}, &rpcRequest{Op: opApply, Cmd: cmd})
+	if err != nil {
+		return nil, err
+	}
+	if resp.Resp == nil {
+		return localResp, nil
+	}
+	return c.codec.DecodeResponse(resp.Resp)
+}
+
+func (c *Cluster) applyLocal(ctx context.Context, cmd []byte) (any, error) {
+	f := c.raft.Apply(cmd, timeoutOf(ctx))
+	if err := c.waitFuture(ctx, f); err != nil {
+		return nil, err
+	}
+	return f.Response(), nil
+}
+
+// Barrier returns once this node's FSM reflects every write that was
+// committed before Barrier was called, cluster-wide: a read of local FSM
+// state after it is linearizable with preceding writes. hashicorp/raft has
+// no ReadIndex; this builds one: the leader confirms it still leads
+// (VerifyLeader) and takes its commit index; a follower asks the leader for
+// that index over the cluster RPC; then the node waits until its FSM has
+// applied it.
+func (c *Cluster) Barrier(ctx context.Context) error {
+	resp, err := c.forward(ctx, func() (*rpcResponse, error) {
+		idx, err := c.leaderReadIndex(ctx)
+		return &rpcResponse{Index: idx}, err
+	}, &rpcRequest{Op: opReadIndex})
+	if err != nil {
+		return err
+	}
+	return c.waitApplied(ctx, resp.Index)
+}
+
+// leaderReadIndex returns a commit index that covers every write
+// acknowledged before the call.
+func (c *Cluster) leaderReadIndex(ctx context.Context) (uint64, error) {
+	if c.raft.State() != raft.Leader {
+		return 0, ErrNotLeader
+	}
+	term := c.raft.CurrentTerm()
+	if c.readyTerm.Load() != term {
+		// A new leader's commit index may not yet cover entries that an
+		// earlier leader committed (Raft §8): a barrier entry of its own
+		// term fixes that, and applies everything before it.
+		if err := c.waitFuture(ctx, c.raft.Barrier(timeoutOf(ctx))); err != nil {
+			return 0, err
+		}
+		c.readyTerm.Store(term)
+	}
+	idx := c.raft.CommitIndex()
+	// Confirm with a quorum that no newer leader exists; taking the index
+	// first means any write acknowledged before this call is included.
+	if err := c.waitFuture(ctx, c.raft.VerifyLeader()); err != nil {
+		return 0, err
+	}
+	return idx, nil
+}
+
+// waitApplied waits until the FSM has applied every command up to index.
+func (c *Cluster) waitApplied(ctx context.Context, index uint64) error {
+	// Entries the FSM never sees (no-ops, barriers, configuration
+	// changes) do not advance its index, so the wait also wakes on a
+	// short tick to check whether only such entries remain.
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		changed := c.fsm.changed()
+		if c.appliedThrough(index) {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.shutdownCh:
+			return ErrShutdown
+		}
+	}
+}
+
+// maxGapScan bounds how many log entries appliedThrough reads; a longer gap
+// means the FSM is busy applying and will wake the waiter itself.
+const maxGapScan = 256
+
+// appliedThrough reports whether the FSM state includes every command up to
+// index.
+func (c *Cluster) appliedThrough(index uint64) bool {
+	a := c.fsm.applied.Load()
+	if a >= index {
+		return true
+	}
+	// raft.AppliedIndex counts entries handed to the FSM goroutine. Once it
+	// has passed index, the FSM lags only if a command in (a, index] is
+	// still queued; if the gap holds no command, the state is current.
+	if c.raft.AppliedIndex() < index || index-a > maxGapScan {
+		return false
+	}
+	for i := a + 1; i <= index; i++ {
+		var l raft.Log
+		if err := c.logs.GetLog(i, &l); err != nil {
+			return false
+		}
+		if l.Type == raft.LogCommand {
+			return false
+		}
+	}
+	return true
+}
+
+// Join adds a node to the Raft configuration as a voter (through the
+// leader). Nodes that join gossip are added by the leader on their own;
+// Join is for operators and for nodes outside gossip.
+func (c *Cluster) Join(ctx context.Context, id, raftAddr string) error {
+	_, err := c.forward(ctx, func() (*rpcResponse, error) {
+		return &rpcResponse{}, c.addVoterLocal(ctx, id, raftAddr)
+	}, &rpcRequest{Op: opAddVoter, ID: id, Addr: raftAddr})
+	return err
+}
+
+func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string) error {
+	if id == "" || addr == "" {
+		return fmt.Errorf("%w: join needs a node id and address", ErrRejected)
+	}
+	c.tombMu.Lock()
+	delete(c.tombstones, id) // an explicit join overrides an earlier removal
+	c.tombMu.Unlock()
+	f := c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx))
+	if err := c.waitFuture(ctx, f); err != nil {
+		return err
+	}
+	c.logger.Info("added voter", "peer-id", id, "peer-addr", addr)
+	return nil
+}
+
+// Remove removes a node from the Raft configuration (through the leader).
+// The leader will not add it back from gossip while it stays alive there;
+// if it is later restarted after failing or leaving, it is added again.
+func (c *Cluster) Remove(ctx context.Context, id string) error {
+	_, err := c.forward(ctx, func() (*rpcResponse, error) {
+		return &rpcResponse{}, c.removeLocal(ctx, id)
+	}, &rpcRequest{Op: opRemove, ID: id})
+	return err
+}
+
+func (c *Cluster) removeLocal(ctx context.Context, id string) error {
+	if id == "" {
+		return fmt.Errorf("%w: remove needs a node id", ErrRejected)
+	}
+	c.tombMu.Lock()
+	c.tombstones[id] = time.Now()
+	c.tombMu.Unlock()
+	f := c.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx))
+	if err := c.waitFuture(ctx, f); err != nil {
+		return err
+	}
+	c.logger.Info("removed server", "peer-id", id)
+	return nil
+}
+
+// TransferLeadership asks the leader to hand leadership to node to (""
+// means the most up-to-date other voter) and waits until it has.
+func (c *Cluster) TransferLeadership(ctx context.Context, to string) error {
+	_, err := c.forward(ctx, func() (*rpcResponse, error) {
+		return &rpcResponse{}, c.transferLocal(ctx, to)
+	}, &rpcRequest{Op: opTransfer, ID: to})
+	return err
+}
+
+func (c *Cluster) transferLocal(ctx context.Context, to string) error {
+	var f raft.Future
+	if to == "" {
+		f = c.raft.LeadershipTransfer()
+	} else {
+		if to == c.cfg.NodeID {
+			return nil // already leads
+		}
+		cf := c.raft.GetConfiguration()
+		if err := cf.Error(); err != nil {
+			return mapRaftErr(err)
+		}
+		var addr raft.ServerAddress
+		for _, s := range cf.Configuration().Servers {
+			if string(s.ID) == to && s.Suffrage == raft.Voter {
+				addr = s.Address
+			}
+		}
+		if addr == "" {
+			return fmt.Errorf("%w: %s is not a voter", ErrRejected, to)
+		}
+		f = c.raft.LeadershipTransferToServer(raft.ServerID(to), addr)
+	}
+	if err := c.waitFuture(ctx, f); err != nil {
+		return err
+	}
+	c.logger.Info("leadership transferred", "to", to)
+	return nil
+}
+
+// Leave takes this node out of the cluster gracefully and shuts it down:
+// a leader first hands leadership to another voter; then the leader
+// removes this node from the Raft configuration; then the node leaves
+// gossip (so others see "left", not "dead"); then it shuts down. The
+// remaining voters keep quorum throughout. A sole voter just shuts down.
+func (c *Cluster) Leave(ctx context.Context) error {
+	if c.isShutdown() {
+		return ErrShutdown
+	}
+	peers, err := c.Peers()
+	if err != nil {
+		return err
+	}
+	voters := 0
+	member := false
+	for _, p := range peers {
+		if p.Suffrage == raft.Voter.String() {
+			voters++
+		}
+		if p.ID == c.cfg.NodeID {
+			member = true
+		}
+	}
+	// Tell gossip first that this node is leaving, so that no leader's
+	// reconcile adds it back between its removal and its gossip leave.
+	c.gossip.setMeta(func(m *nodeMeta) { m.Leaving = true })
+	_ = c.gossip.list.UpdateNode(time.Second)
+
+	if member && voters > 1 {
+		if c.IsLeader() {
+			if err := c.transferLocal(ctx, ""); err != nil {
+				return fmt.Errorf("cluster: leave: transfer leadership: %w", err)
+			}
+		}
+		if err := c.Remove(ctx, c.cfg.NodeID); err != nil {
+			return fmt.Errorf("cluster: leave: %w", err)
+		}
+	}
+	if err := c.gossip.list.Leave(5 * time.Second); err != nil {
+		c.logger.Warn("gossip leave failed", "error", err)
+	}
+	c.logger.Info("left the cluster")
+	return c.Shutdown()
+}

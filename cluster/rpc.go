@@ -1,0 +1,306 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kryptonkms/krypton/internal/pki"
+)
+
+// The cluster-internal RPC forwards to the leader what only the leader can
+// do. It only ever talks to authenticated nodes, so a JSON envelope behind
+// a length prefix is enough; the limit keeps a confused peer from making
+// us allocate without bound.
+const maxFrame = 64 << 20
+
+type rpcOp string
+
+const (
+	opApply     rpcOp = "apply"
+	opAddVoter  rpcOp = "add-voter"
+	opRemove    rpcOp = "remove-server"
+	opReadIndex rpcOp = "read-index"
+	opTransfer  rpcOp = "transfer-leadership"
+)
+
+type rpcRequest struct {
+	Op      rpcOp         `json:"op"`
+	Cmd     []byte        `json:"cmd,omitempty"`
+	ID      string        `json:"id,omitempty"`
+	Addr    string        `json:"addr,omitempty"`
+	Timeout time.Duration `json:"timeout,omitempty"`
+}
+
+// Error codes on the wire. A received code maps to a local sentinel; the
+// message only adds context for people reading logs.
+const (
+	codeOK         = ""
+	codeNotLeader  = "not-leader"
+	codeLost       = "leadership-lost"
+	codeShutdown   = "shutdown"
+	codeTimeout    = "timeout"
+	codeRejected   = "rejected"
+	codeBadRequest = "bad-request"
+)
+
+type rpcResponse struct {
+	Code  string `json:"code,omitempty"`
+	Msg   string `json:"msg,omitempty"`
+	Resp  []byte `json:"resp,omitempty"`
+	Index uint64 `json:"index,omitempty"`
+}
+
+func (r *rpcResponse) err() error {
+	var base error
+	switch r.Code {
+	case codeOK:
+		return nil
+	case codeNotLeader:
+		base = ErrNotLeader
+	case codeLost:
+		base = ErrLeadershipLost
+	case codeShutdown:
+		// The leader is shutting down: for us that is no leader.
+		base = ErrNotLeader
+	case codeTimeout:
+		base = context.DeadlineExceeded
+	default:
+		base = ErrRejected
+	}
+	return fmt.Errorf("%w (leader: %s)", base, r.Msg)
+}
+
+func writeFrame(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	if len(b) > maxFrame {
+		return fmt.Errorf("cluster: frame of %d bytes exceeds %d", len(b), maxFrame)
+	}
+	var hdr [4]byte
+	binary.BigEndian.PutUint32(hdr[:], uint32(len(b)))
+	if _, err := w.Write(append(hdr[:], b...)); err != nil {
+		return err
+	}
+	return nil
+}
+
+func readFrame(r io.Reader, v any) error {
+	var hdr [4]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return err
+	}
+	n := binary.BigEndian.Uint32(hdr[:])
+	if n > maxFrame {
+		return fmt.Errorf("cluster: frame of %d bytes exceeds %d", n, maxFrame)
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+// serveRPC answers requests on one connection until it closes.
+func (c *Cluster) serveRPC(conn net.Conn, peer pki.Identity) {
+	br := bufio.NewReader(conn)
+	for {
+		var req rpcRequest
+		if err := readFrame(br, &req); err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				c.logger.Debug("cluster rpc read failed", "node-id", peer.NodeID, "error", err)
+			}
+			return
+		}
+		resp := c.handleRPC(&req, peer)
+		if err := writeFrame(conn, resp); err != nil {
+			return
+		}
+	}
+}
+
+func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
+	timeout := req.Timeout
+	if timeout <= 0 || timeout > time.Minute {
+		timeout = time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	// A forwarded request is served only by the leader itself: chains of
+	// forwards could loop while leadership moves.
+	if c.raft.State() != raft.Leader {
+		return &rpcResponse{Code: codeNotLeader, Msg: "not the leader"}
+	}
+	switch req.Op {
+	case opApply:
+		resp, err := c.applyLocal(ctx, req.Cmd)
+		if err != nil {
+			return errResponse(err)
+		}
+		b, err := c.codec.EncodeResponse(resp)
+		if err != nil {
+			return &rpcResponse{Code: codeRejected, Msg: err.Error()}
+		}
+		return &rpcResponse{Resp: b}
+	case opReadIndex:
+		idx, err := c.leaderReadIndex(ctx)
+		if err != nil {
+			return errResponse(err)
+		}
+		return &rpcResponse{Index: idx}
+	case opAddVoter:
+		if err := c.addVoterLocal(ctx, req.ID, req.Addr); err != nil {
+			return errResponse(err)
+		}
+		return &rpcResponse{}
+	case opRemove:
+		if err := c.removeLocal(ctx, req.ID); err != nil {
+			return errResponse(err)
+		}
+		c.logger.Info("removed server on request", "node-id", req.ID, "requested-by", peer.NodeID)
+		return &rpcResponse{}
+	case opTransfer:
+		if err := c.transferLocal(ctx, req.ID); err != nil {
+			return errResponse(err)
+		}
+		return &rpcResponse{}
+	}
+	return &rpcResponse{Code: codeBadRequest, Msg: "unknown op"}
+}
+
+func errResponse(err error) *rpcResponse {
+	code := codeRejected
+	switch {
+	case errors.Is(err, ErrNotLeader):
+		code = codeNotLeader
+	case errors.Is(err, ErrLeadershipLost):
+		code = codeLost
+	case errors.Is(err, ErrShutdown):
+		code = codeShutdown
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codeTimeout
+	}
+	return &rpcResponse{Code: code, Msg: err.Error()}
+}
+
+// rpcClient keeps a few idle connections per leader address.
+type rpcClient struct {
+	m *mux
+
+	mu   sync.Mutex // guards idle
+	idle map[string][]*rpcConn
+}
+
+type rpcConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+const maxIdlePerAddr = 4
+
+// alive reports whether an idle connection is still open: the peer sends
+// nothing unasked, so a read that times out at once means alive, and EOF
+// means the peer (say, a restarted leader) closed it. Checking first keeps a
+// stale connection from turning a forwarded Apply into an ambiguous failure.
+func (c *rpcConn) alive() bool {
+	_ = c.SetReadDeadline(time.Now())
+	_, err := c.br.Peek(1)
+	_ = c.SetReadDeadline(time.Time{})
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (rc *rpcClient) call(ctx context.Context, addr string, req *rpcRequest) (*rpcResponse, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		req.Timeout = time.Until(dl)
+	}
+	conn, err := rc.get(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	// The deadline bounds the whole exchange; a context without one still
+	// ends the exchange when cancelled.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl.Add(time.Second))
+	}
+	if err := writeFrame(conn, req); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("%w: %v", ErrForward, err)
+	}
+	var resp rpcResponse
+	if err := readFrame(conn.br, &resp); err != nil {
+		conn.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w: %w", ErrForward, ctx.Err())
+		}
+		return nil, fmt.Errorf("%w: %v", ErrForward, err)
+	}
+	if !stop() {
+		conn.Close() // the deadline was poked: do not reuse
+		return &resp, nil
+	}
+	_ = conn.SetDeadline(time.Time{})
+	rc.put(addr, conn)
+	return &resp, nil
+}
+
+func (rc *rpcClient) get(ctx context.Context, addr string) (*rpcConn, error) {
+	for {
+		rc.mu.Lock()
+		l := rc.idle[addr]
+		if len(l) == 0 {
+			rc.mu.Unlock()
+			break
+		}
+		c := l[len(l)-1]
+		rc.idle[addr] = l[:len(l)-1]
+		rc.mu.Unlock()
+		if c.alive() {
+			return c, nil
+		}
+		c.Close()
+	}
+	conn, err := rc.m.dial(ctx, addr, protoRPC)
+	if err != nil {
+		if errors.Is(err, ErrShutdown) {
+			return nil, err
+		}
+		// Nothing was sent: the request was certainly not performed.
+		return nil, fmt.Errorf("%w: %w", ErrNotLeader, err)
+	}
+	return &rpcConn{Conn: conn, br: bufio.NewReader(conn)}, nil
+}
+
+func (rc *rpcClient) put(addr string, c *rpcConn) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if rc.idle == nil || len(rc.idle[addr]) >= maxIdlePerAddr {
+		c.Close()
+		return
+	}
+	rc.idle[addr] = append(rc.idle[addr], c)
+}
+
+func (rc *rpcClient) close() {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, l := range rc.idle {
+		for _, c := range l {
+			c.Close()
+		}
+	}
+	rc.idle = nil
+}

@@ -1,0 +1,342 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/kryptonkms/krypton/internal/pki"
+)
+
+// One TLS port carries two protocols. After the mutually authenticated
+// handshake the dialer writes one byte that says which (as Consul does
+// with its RPC type byte, but inside TLS, so that nothing is read from an
+// unauthenticated peer).
+const (
+	protoRaft byte = 'r'
+	protoRPC  byte = 'c'
+)
+
+const handshakeTimeout = 5 * time.Second
+
+// ConnFilter decides whether a connection between two nodes may carry
+// traffic; tests use it to partition a cluster. It is consulted at
+// connect time and on every read and write, so a partition also cuts
+// established connections.
+type ConnFilter func(localID, remoteID string) bool
+
+// mux owns the listener: it accepts TLS connections, refuses peers that
+// are not nodes, and hands Raft streams to the Raft transport (through
+// streamLayer) and RPC connections to the RPC server.
+type mux struct {
+	self      string
+	ln        net.Listener
+	advertise net.Addr
+	server    *tls.Config
+	client    *tls.Config
+	logger    *slog.Logger
+	filter    ConnFilter // nil: allow all
+	handleRPC func(net.Conn, pki.Identity)
+
+	raftCh     chan net.Conn
+	shutdownCh chan struct{}
+	closeOnce  sync.Once
+	wg         sync.WaitGroup
+
+	mu    sync.Mutex // guards conns
+	conns map[net.Conn]struct{}
+}
+
+func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, filter ConnFilter, logger *slog.Logger) *mux {
+	server := base.Clone()
+	server.MinVersion = tls.VersionTLS13
+	server.ClientAuth = tls.RequireAndVerifyClientCert
+	server.VerifyConnection = requireNode(base.VerifyConnection)
+	client := base.Clone()
+	client.MinVersion = tls.VersionTLS13
+	client.VerifyConnection = requireNode(base.VerifyConnection)
+	return &mux{
+		self:       self,
+		ln:         ln,
+		advertise:  advertise,
+		server:     server,
+		client:     client,
+		logger:     logger,
+		filter:     filter,
+		raftCh:     make(chan net.Conn),
+		shutdownCh: make(chan struct{}),
+		conns:      make(map[net.Conn]struct{}),
+	}
+}
+
+// requireNode refuses a peer whose verified certificate does not name a
+// node, after whatever check the caller's configuration already had.
+func requireNode(prev func(tls.ConnectionState) error) func(tls.ConnectionState) error {
+	kind := pki.RequireKind(pki.KindNode)
+	return func(cs tls.ConnectionState) error {
+		if prev != nil {
+			if err := prev(cs); err != nil {
+				return err
+			}
+		}
+		return kind(cs)
+	}
+}
+
+func (m *mux) start(handleRPC func(net.Conn, pki.Identity)) {
+	m.handleRPC = handleRPC
+	m.wg.Add(1)
+	go m.acceptLoop()
+}
+
+func (m *mux) acceptLoop() {
+	defer m.wg.Done()
+	for {
+		c, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.shutdownCh:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			m.logger.Error("accept failed", "error", err)
+			select {
+			case <-m.shutdownCh:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		if !m.track(c) {
+			c.Close()
+			return
+		}
+		m.wg.Add(1)
+		go m.serve(c)
+	}
+}
+
+// track registers a connection so that close can end it; it reports false
+// once the mux is closed.
+func (m *mux) track(c net.Conn) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conns == nil {
+		return false
+	}
+	m.conns[c] = struct{}{}
+	return true
+}
+
+func (m *mux) untrack(c net.Conn) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conns != nil {
+		delete(m.conns, c)
+	}
+}
+
+func (m *mux) serve(raw net.Conn) {
+	defer m.wg.Done()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			raw.Close()
+			m.untrack(raw)
+		}
+	}()
+	_ = raw.SetDeadline(time.Now().Add(handshakeTimeout))
+	tc := tls.Server(raw, m.server)
+	if err := tc.Handshake(); err != nil {
+		m.logger.Warn("refused cluster connection", "remote-addr", raw.RemoteAddr().String(), "error", err)
+		return
+	}
+	id, err := pki.PeerIdentity(tc.ConnectionState())
+	if err != nil { // unreachable: VerifyConnection checked it
+		return
+	}
+	var proto [1]byte
+	if _, err := tc.Read(proto[:]); err != nil {
+		return
+	}
+	_ = raw.SetDeadline(time.Time{})
+	conn := m.wrap(tc, raw, id.NodeID)
+	if m.filter != nil && !m.filter(m.self, id.NodeID) {
+		return
+	}
+	switch proto[0] {
+	case protoRaft:
+		select {
+		case m.raftCh <- conn:
+			handedOff = true // Raft owns it now; close still ends it
+		case <-m.shutdownCh:
+		}
+	case protoRPC:
+		m.handleRPC(conn, id)
+	default:
+		m.logger.Warn("unknown cluster protocol", "node-id", id.NodeID, "byte", proto[0])
+	}
+}
+
+// dial opens a mutually authenticated connection to a node and selects the
+// protocol.
+func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, error) {
+	select {
+	case <-m.shutdownCh:
+		return nil, ErrShutdown
+	default:
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: dial %s: %w", addr, err)
+	}
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: dial %s: %w", addr, err)
+	}
+	if !m.track(raw) {
+		raw.Close()
+		return nil, ErrShutdown
+	}
+	fail := func(err error) (net.Conn, error) {
+		raw.Close()
+		m.untrack(raw)
+		return nil, err
+	}
+	cfg := m.client
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return fail(fmt.Errorf("cluster: handshake with %s: %w", addr, err))
+	}
+	id, err := pki.PeerIdentity(tc.ConnectionState())
+	if err != nil {
+		return fail(fmt.Errorf("cluster: %s: %w", addr, err))
+	}
+	if m.filter != nil && !m.filter(m.self, id.NodeID) {
+		return fail(fmt.Errorf("cluster: connection to %s blocked by filter", id.NodeID))
+	}
+	if _, err := tc.Write([]byte{proto}); err != nil {
+		return fail(fmt.Errorf("cluster: %s: %w", addr, err))
+	}
+	return m.wrap(tc, raw, id.NodeID), nil
+}
+
+func (m *mux) wrap(tc *tls.Conn, raw net.Conn, remote string) net.Conn {
+	return &muxConn{Conn: tc, raw: raw, m: m, remote: remote}
+}
+
+// close stops accepting, ends every connection it accepted or dialed, and
+// waits for its goroutines.
+func (m *mux) close() {
+	m.closeOnce.Do(func() {
+		close(m.shutdownCh)
+		m.ln.Close()
+		m.mu.Lock()
+		conns := m.conns
+		m.conns = nil
+		m.mu.Unlock()
+		for c := range conns {
+			c.Close()
+		}
+	})
+	m.wg.Wait()
+}
+
+// muxConn is a node-to-node connection: it applies the filter on every
+// read and write and forgets itself when closed.
+type muxConn struct {
+	net.Conn
+	raw    net.Conn
+	m      *mux
+	remote string
+	once   sync.Once
+}
+
+var errFiltered = errors.New("cluster: connection blocked by filter")
+
+func (c *muxConn) allowed() bool {
+	return c.m.filter == nil || c.m.filter(c.m.self, c.remote)
+}
+
+func (c *muxConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err == nil && !c.allowed() {
+		c.Close()
+		return 0, errFiltered
+	}
+	return n, err
+}
+
+func (c *muxConn) Write(p []byte) (int, error) {
+	if !c.allowed() {
+		c.Close()
+		return 0, errFiltered
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *muxConn) Close() error {
+	var err error
+	c.once.Do(func() {
+		// Close the TCP connection directly: tls.Conn.Close would first
+		// try to send close_notify and can block on a stalled peer.
+		err = c.raw.Close()
+		c.m.untrack(c.raw)
+	})
+	return err
+}
+
+// streamLayer adapts the mux to raft.StreamLayer.
+type streamLayer struct {
+	m         *mux
+	closeOnce sync.Once
+	closed    chan struct{}
+}
+
+func newStreamLayer(m *mux) *streamLayer {
+	return &streamLayer{m: m, closed: make(chan struct{})}
+}
+
+func (s *streamLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-s.m.raftCh:
+		return c, nil
+	case <-s.closed:
+		return nil, net.ErrClosed
+	case <-s.m.shutdownCh:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close is called by the Raft transport; the mux itself is closed by the
+// cluster, after Raft.
+func (s *streamLayer) Close() error {
+	s.closeOnce.Do(func() { close(s.closed) })
+	return nil
+}
+
+func (s *streamLayer) Addr() net.Addr { return s.m.advertise }
+
+func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return s.m.dial(ctx, string(address), protoRaft)
+}
