@@ -1,0 +1,116 @@
+package anchor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// An Opener makes a Provider for a parsed URI of its scheme. It may
+// contact the provider (to resolve the key, check credentials) within
+// ctx. Its errors follow the Provider contract: a *DeniedError if the key
+// is definitely unusable, a *TransientError if the provider could not be
+// reached.
+type Opener func(ctx context.Context, u URI, opts Options) (Provider, error)
+
+// Options are what Open passes to an Opener besides the URI.
+type Options struct {
+	// Logger receives the provider's logs; nil means slog.Default().
+	Logger *slog.Logger
+
+	// Create asks a provider that can make its own key to make it if it
+	// does not exist. Only the file:// development anchor can; cloud keys
+	// and HSM keys are the customer's to create.
+	Create bool
+
+	// Provider holds provider-specific options keyed by scheme, e.g.
+	// {"awskms": awskms.Options{...}}; each provider package documents the
+	// type it takes. A config can carry options for every scheme, and
+	// each provider picks its own.
+	Provider map[string]any
+}
+
+// Log returns o.Logger, or slog.Default() if it is nil.
+func (o Options) Log() *slog.Logger {
+	if o.Logger != nil {
+		return o.Logger
+	}
+	return slog.Default()
+}
+
+// registry maps schemes to openers. Written by Register, usually from
+// provider packages' init functions; read by Open.
+var registry struct {
+	mu      sync.RWMutex
+	openers map[string]Opener // guarded by mu
+}
+
+// Register makes a provider available to Open for scheme. Provider
+// packages call it from init, so that a binary gets a provider by
+// importing its package:
+//
+//	import _ "github.com/kryptonkms/krypton/anchor/file"
+//
+// It panics if scheme is not one of Schemes, opener is nil, or the scheme
+// is already registered: all are programming errors.
+func Register(scheme string, opener Opener) {
+	if !slices.Contains(Schemes, scheme) {
+		panic("anchor: Register of unknown scheme " + scheme)
+	}
+	if opener == nil {
+		panic("anchor: Register with a nil opener for " + scheme)
+	}
+	registry.mu.Lock()
+	defer registry.mu.Unlock()
+	if registry.openers == nil {
+		registry.openers = map[string]Opener{}
+	}
+	if _, dup := registry.openers[scheme]; dup {
+		panic("anchor: Register called twice for " + scheme)
+	}
+	registry.openers[scheme] = opener
+}
+
+// Registered returns the schemes that have a provider in this binary,
+// sorted.
+func Registered() []string {
+	registry.mu.RLock()
+	defer registry.mu.RUnlock()
+	var s []string
+	for k := range registry.openers {
+		s = append(s, k)
+	}
+	slices.Sort(s)
+	return s
+}
+
+// Open parses uri and opens a Provider for it with the registered
+// opener:
+//
+//	p, err := anchor.Open(ctx, "file:///var/lib/krypton/dev/root.key?create=1", anchor.Options{Logger: log})
+//	if err != nil { ... }
+//	defer p.Close()
+//
+// Errors: those of Parse; ErrNotRegistered when this binary has no
+// provider for the scheme; and those of the opener.
+func Open(ctx context.Context, uri string, opts Options) (Provider, error) {
+	u, err := Parse(uri)
+	if err != nil {
+		return nil, err
+	}
+	registry.mu.RLock()
+	open := registry.openers[u.Scheme()]
+	registry.mu.RUnlock()
+	if open == nil {
+		reg := Registered()
+		if len(reg) == 0 {
+			reg = []string{"none"}
+		}
+		return nil, fmt.Errorf("%w: %q (registered: %s; import the provider package)",
+			ErrNotRegistered, u.Scheme(), strings.Join(reg, ", "))
+	}
+	return open(ctx, u, opts)
+}

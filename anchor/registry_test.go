@@ -1,0 +1,50 @@
+package anchor
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestOpenUnregistered(t *testing.T) {
+	// Package anchor's own tests link no provider (providers import
+	// anchor, not the other way round), so awskms is unregistered here.
+	_, err := Open(context.Background(), "awskms://alias/x?region=eu-west-1", Options{})
+	if !errors.Is(err, ErrNotRegistered) || !strings.Contains(err.Error(), `"awskms"`) {
+		t.Fatalf("err %v, want ErrNotRegistered naming awskms", err)
+	}
+	if _, err := Open(context.Background(), "nope://x", Options{}); !errors.Is(err, ErrUnknownScheme) {
+		t.Fatalf("err %v, want ErrUnknownScheme", err)
+	}
+	if _, err := Open(context.Background(), "gcpkms://bad", Options{}); !errors.Is(err, ErrInvalidURI) {
+		t.Fatalf("err %v, want ErrInvalidURI", err)
+	}
+}
+
+func TestRegisterPanics(t *testing.T) {
+	mustPanic := func(name string, f func()) {
+		t.Helper()
+		defer func() {
+			if recover() == nil {
+				t.Errorf("%s did not panic", name)
+			}
+		}()
+		f()
+	}
+	op := func(context.Context, URI, Options) (Provider, error) { return nil, nil }
+	mustPanic("unknown scheme", func() { Register("vault", op) })
+	mustPanic("nil opener", func() { Register(SchemeGCPKMS, nil) })
+	Register(SchemeAzureKV, op)
+	mustPanic("second registration", func() { Register(SchemeAzureKV, op) })
+	if r := Registered(); !slices.Contains(r, SchemeAzureKV) {
+		t.Errorf("Registered() = %v", r)
+	}
+}
+
+func TestOptionsLog(t *testing.T) {
+	if (Options{}).Log() == nil {
+		t.Fatal("nil logger not defaulted")
+	}
+}
