@@ -37,6 +37,11 @@ func TestRegisterPanics(t *testing.T) {
 	mustPanic("unknown scheme", func() { Register("vault", op) })
 	mustPanic("nil opener", func() { Register(SchemeGCPKMS, nil) })
 	Register(SchemeAzureKV, op)
+	t.Cleanup(func() { // keep the test repeatable (-count)
+		registry.mu.Lock()
+		delete(registry.openers, SchemeAzureKV)
+		registry.mu.Unlock()
+	})
 	mustPanic("second registration", func() { Register(SchemeAzureKV, op) })
 	if r := Registered(); !slices.Contains(r, SchemeAzureKV) {
 		t.Errorf("Registered() = %v", r)

@@ -202,12 +202,17 @@ func (p *Provider) read(op string) (*rootKey, error) {
 	return k, nil
 }
 
-// begin is the common start of every call: closed check, WARN, key.
-func (p *Provider) begin(op string) (*rootKey, error) {
+// begin is the common start of every call: closed check, WARN, context,
+// key. A done context is transient, as a cloud provider's timeout is: the
+// caller gave up, the key said nothing.
+func (p *Provider) begin(ctx context.Context, op string) (*rootKey, error) {
 	if p.closed.Load() {
 		return nil, anchor.ErrClosed
 	}
 	p.log.Warn(devWarning, "op", op)
+	if err := ctx.Err(); err != nil {
+		return nil, anchor.Transient(op, anchor.SchemeFile, err)
+	}
 	return p.read(op)
 }
 
@@ -219,7 +224,7 @@ func (p *Provider) Seal(ctx context.Context, plaintext []byte, ac anchor.Context
 	if err := anchor.CheckSeal(plaintext, ac); err != nil {
 		return nil, err
 	}
-	k, err := p.begin("seal")
+	k, err := p.begin(ctx, "seal")
 	if err != nil {
 		return nil, err
 	}
@@ -246,7 +251,7 @@ func (p *Provider) Unseal(ctx context.Context, sealed []byte, ac anchor.Context)
 	if err := anchor.CheckUnseal(anchor.SchemeFile, sealed, ac); err != nil {
 		return nil, err
 	}
-	k, err := p.begin("unseal")
+	k, err := p.begin(ctx, "unseal")
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +279,7 @@ func (p *Provider) Unseal(ctx context.Context, sealed []byte, ac anchor.Context)
 // Check implements anchor.Provider: the key file exists, is private,
 // holds the key this Provider was opened on, and no marker is set.
 func (p *Provider) Check(ctx context.Context) error {
-	k, err := p.begin("check")
+	k, err := p.begin(ctx, "check")
 	if err != nil {
 		return err
 	}
