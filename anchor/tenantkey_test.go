@@ -80,3 +80,14 @@ func TestTenantKeyErrors(t *testing.T) {
 		t.Errorf("short plaintext: %v", err)
 	}
 }
+
+func TestProbe(t *testing.T) {
+	p := openDev(t)
+	if err := anchor.Probe(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if err := anchor.Probe(context.Background(), p); !errors.Is(err, anchor.ErrClosed) {
+		t.Fatalf("Probe after Close: %v", err)
+	}
+}

@@ -51,7 +51,10 @@ func openAt(t *testing.T, path string, create bool, lb *logBuf) (*Provider, erro
 	return p, err
 }
 
-var ac = anchor.Context{Region: "dev", Tenant: "acme", Version: 1}
+var (
+	ac      = anchor.Context{Region: "dev", Tenant: "acme", Version: 1}
+	discard = slog.New(slog.DiscardHandler)
+)
 
 func TestCreatePermissions(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "a", "b")
