@@ -1,0 +1,319 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Command is one replicated change of the region's state. It is implemented
+// only by the command types of this package. Every value a command needs
+// (sealed blobs, versions, the time) is chosen by the leader before it
+// proposes, so that Apply is deterministic.
+type Command interface {
+	// Type is the command's stable tag in the log encoding.
+	Type() string
+}
+
+// CreateTenant creates a tenant with its L1 anchor and its first L2 version.
+type CreateTenant struct {
+	Tenant   string `json:"tenant"`
+	Anchor   string `json:"anchor"`
+	SealedL2 []byte `json:"sealed-l2"` // L2 v1, sealed by the anchor
+}
+
+// RotateTenantKey adds L2 version Version, which must be the current one
+// plus one. The previous current version becomes DECRYPT_ONLY.
+type RotateTenantKey struct {
+	Tenant   string `json:"tenant"`
+	Version  uint32 `json:"version"`
+	SealedL2 []byte `json:"sealed-l2"`
+}
+
+// CreateService creates a service with its first L3 version, sealed by the
+// tenant's current L2 version SealedBy.
+type CreateService struct {
+	Tenant   string `json:"tenant"`
+	Service  string `json:"service"`
+	SealedL3 []byte `json:"sealed-l3"`
+	SealedBy uint32 `json:"sealed-by"`
+}
+
+// RotateServiceKey adds L3 version Version, which must be the current one
+// plus one, and makes it current and ACTIVE; the previous current version
+// becomes DECRYPT_ONLY (unless it is REVOKED, which is terminal).
+type RotateServiceKey struct {
+	Tenant   string `json:"tenant"`
+	Service  string `json:"service"`
+	Version  uint32 `json:"version"`
+	SealedL3 []byte `json:"sealed-l3"`
+	SealedBy uint32 `json:"sealed-by"`
+}
+
+// RevokeTenant revokes a tenant and so everything under it, for good.
+type RevokeTenant struct {
+	Tenant string `json:"tenant"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// RevokeService revokes a service and all its key versions, for good.
+type RevokeService struct {
+	Tenant  string `json:"tenant"`
+	Service string `json:"service"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// RevokeKeyVersion revokes one L3 version, for good.
+type RevokeKeyVersion struct {
+	Tenant  string `json:"tenant"`
+	Service string `json:"service"`
+	Version uint32 `json:"version"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// LockTenant locks a tenant out, typically because its L1 denied access.
+// Locking a locked tenant refreshes the reason.
+type LockTenant struct {
+	Tenant string `json:"tenant"`
+	Reason string `json:"reason"`
+}
+
+// UnlockTenant lifts a lockout. Unlocking an active tenant does nothing.
+type UnlockTenant struct {
+	Tenant string `json:"tenant"`
+}
+
+// SetAnchor points a tenant at a new L1 anchor URI. If the new anchor is a
+// different key, Resealed carries every L2 version re-sealed under it, in
+// version order; if it is the same key under a new URI, Resealed is empty.
+type SetAnchor struct {
+	Tenant   string   `json:"tenant"`
+	Anchor   string   `json:"anchor"`
+	Resealed [][]byte `json:"resealed,omitempty"`
+}
+
+// DeleteAnchor records that the tenant's L1 is gone: the kill switch. It is
+// terminal and enters the revocation log.
+type DeleteAnchor struct {
+	Tenant string `json:"tenant"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// ApplyGovernanceEvent applies one event of the governance feed. Events are
+// idempotent by Cursor: one at or below the region's governance cursor is a
+// no-op. Event is any command but another ApplyGovernanceEvent.
+type ApplyGovernanceEvent struct {
+	Cursor  uint64  `json:"cursor"`
+	EventID string  `json:"event-id"`
+	Event   Command `json:"-"`
+}
+
+// SetSettings replaces the region settings.
+type SetSettings struct {
+	Settings Settings `json:"settings"`
+}
+
+func (CreateTenant) Type() string         { return "create-tenant" }
+func (RotateTenantKey) Type() string      { return "rotate-tenant-key" }
+func (CreateService) Type() string        { return "create-service" }
+func (RotateServiceKey) Type() string     { return "rotate-service-key" }
+func (RevokeTenant) Type() string         { return "revoke-tenant" }
+func (RevokeService) Type() string        { return "revoke-service" }
+func (RevokeKeyVersion) Type() string     { return "revoke-key-version" }
+func (LockTenant) Type() string           { return "lock-tenant" }
+func (UnlockTenant) Type() string         { return "unlock-tenant" }
+func (SetAnchor) Type() string            { return "set-anchor" }
+func (DeleteAnchor) Type() string         { return "delete-anchor" }
+func (ApplyGovernanceEvent) Type() string { return "governance-event" }
+func (SetSettings) Type() string          { return "set-settings" }
+
+// newCommand returns a pointer to a zero command of the given tag.
+func newCommand(tag string) Command {
+	switch tag {
+	case "create-tenant":
+		return &CreateTenant{}
+	case "rotate-tenant-key":
+		return &RotateTenantKey{}
+	case "create-service":
+		return &CreateService{}
+	case "rotate-service-key":
+		return &RotateServiceKey{}
+	case "revoke-tenant":
+		return &RevokeTenant{}
+	case "revoke-service":
+		return &RevokeService{}
+	case "revoke-key-version":
+		return &RevokeKeyVersion{}
+	case "lock-tenant":
+		return &LockTenant{}
+	case "unlock-tenant":
+		return &UnlockTenant{}
+	case "set-anchor":
+		return &SetAnchor{}
+	case "delete-anchor":
+		return &DeleteAnchor{}
+	case "governance-event":
+		return &ApplyGovernanceEvent{}
+	case "set-settings":
+		return &SetSettings{}
+	}
+	return nil
+}
+
+// deref turns the *T that newCommand returns into the T that Apply switches on.
+func deref(c Command) Command {
+	switch c := c.(type) {
+	case *CreateTenant:
+		return *c
+	case *RotateTenantKey:
+		return *c
+	case *CreateService:
+		return *c
+	case *RotateServiceKey:
+		return *c
+	case *RevokeTenant:
+		return *c
+	case *RevokeService:
+		return *c
+	case *RevokeKeyVersion:
+		return *c
+	case *LockTenant:
+		return *c
+	case *UnlockTenant:
+		return *c
+	case *SetAnchor:
+		return *c
+	case *DeleteAnchor:
+		return *c
+	case *ApplyGovernanceEvent:
+		return *c
+	case *SetSettings:
+		return *c
+	}
+	return c
+}
+
+// Entry is what the leader proposes: a command with the request id that
+// makes retries idempotent and the leader's clock reading.
+type Entry struct {
+	// RequestID, if set, makes the entry idempotent: applying an entry whose
+	// id is remembered (see Settings.DedupeWindow) returns the original
+	// Result and changes nothing.
+	RequestID string
+	// At is the leader's clock when it proposed, in Unix nanoseconds. It is
+	// the only time Apply uses.
+	At      int64
+	Command Command
+}
+
+// EncodingVersion is the version of the log entry encoding that Encode
+// writes and Decode accepts.
+const EncodingVersion = 1
+
+// MaxRequestID bounds Entry.RequestID in bytes.
+const MaxRequestID = 128
+
+type wireEntry struct {
+	V         int             `json:"v"`
+	Type      string          `json:"type"`
+	RequestID string          `json:"request-id,omitempty"`
+	At        int64           `json:"at"`
+	Cmd       json.RawMessage `json:"cmd"`
+}
+
+type wireEvent struct {
+	Cursor  uint64          `json:"cursor"`
+	EventID string          `json:"event-id"`
+	Type    string          `json:"type"`
+	Cmd     json.RawMessage `json:"cmd"`
+}
+
+// Encode returns the log encoding of e: a JSON object with a version, the
+// command's type tag and the command.
+func Encode(e Entry) ([]byte, error) {
+	if e.Command == nil {
+		return nil, errors.New("fsm: encode: nil command")
+	}
+	cmd, err := encodeCommand(e.Command)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(wireEntry{V: EncodingVersion, Type: e.Command.Type(), RequestID: e.RequestID, At: e.At, Cmd: cmd})
+}
+
+func encodeCommand(c Command) (json.RawMessage, error) {
+	if g, ok := c.(*ApplyGovernanceEvent); ok {
+		c = *g
+	}
+	g, ok := c.(ApplyGovernanceEvent)
+	if !ok {
+		return json.Marshal(c)
+	}
+	if g.Event == nil {
+		return nil, errors.New("fsm: encode: governance event without a command")
+	}
+	if _, nested := deref(g.Event).(ApplyGovernanceEvent); nested {
+		return nil, errors.New("fsm: encode: nested governance event")
+	}
+	inner, err := json.Marshal(g.Event)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(wireEvent{Cursor: g.Cursor, EventID: g.EventID, Type: g.Event.Type(), Cmd: inner})
+}
+
+// Decode parses a log entry written by Encode. It refuses unknown versions,
+// unknown types and unknown fields: a node that does not fully understand
+// an entry must stop rather than apply part of it.
+func Decode(b []byte) (Entry, error) {
+	var w wireEntry
+	if err := strictUnmarshal(b, &w); err != nil {
+		return Entry{}, fmt.Errorf("fsm: decode entry: %w", err)
+	}
+	if w.V != EncodingVersion {
+		return Entry{}, fmt.Errorf("fsm: decode entry: unsupported encoding version %d", w.V)
+	}
+	c, err := decodeCommand(w.Type, w.Cmd, true)
+	if err != nil {
+		return Entry{}, err
+	}
+	return Entry{RequestID: w.RequestID, At: w.At, Command: c}, nil
+}
+
+func decodeCommand(tag string, raw json.RawMessage, outer bool) (Command, error) {
+	c := newCommand(tag)
+	if c == nil {
+		return nil, fmt.Errorf("fsm: decode entry: unknown command type %q", tag)
+	}
+	if _, ok := c.(*ApplyGovernanceEvent); ok {
+		if !outer {
+			return nil, errors.New("fsm: decode entry: nested governance event")
+		}
+		var w wireEvent
+		if err := strictUnmarshal(raw, &w); err != nil {
+			return nil, fmt.Errorf("fsm: decode entry: %s: %w", tag, err)
+		}
+		inner, err := decodeCommand(w.Type, w.Cmd, false)
+		if err != nil {
+			return nil, err
+		}
+		return ApplyGovernanceEvent{Cursor: w.Cursor, EventID: w.EventID, Event: inner}, nil
+	}
+	if err := strictUnmarshal(raw, c); err != nil {
+		return nil, fmt.Errorf("fsm: decode entry: %s: %w", tag, err)
+	}
+	return deref(c), nil
+}
+
+func strictUnmarshal(b []byte, v any) error {
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return errors.New("trailing data")
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package fsm
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// Sentinel errors. Apply, the queries and Usable return these, bare (Usable)
+// or inside an *Error that names the subject (everything else): test with
+// errors.Is. Each has a stable code (see codes) so that a response forwarded
+// between nodes decodes to the same sentinel.
+var (
+	// ErrTenantExists is returned when CreateTenant names a tenant that
+	// exists or existed: revoked tenants stay as tombstones and their names
+	// are never reused.
+	ErrTenantExists = errors.New("fsm: tenant exists")
+	// ErrTenantNotFound is returned when a command or query names an unknown
+	// tenant.
+	ErrTenantNotFound = errors.New("fsm: tenant not found")
+	// ErrServiceExists is returned when CreateService names a service that
+	// exists or existed in the tenant.
+	ErrServiceExists = errors.New("fsm: service exists")
+	// ErrServiceNotFound is returned when a command or query names an
+	// unknown service.
+	ErrServiceNotFound = errors.New("fsm: service not found")
+	// ErrVersionNotFound is returned when a key version does not exist (or
+	// when an unwrap asks for version 0, which only a wrap may use).
+	ErrVersionNotFound = errors.New("fsm: key version not found")
+	// ErrRevoked is returned when the tenant, service or key version is
+	// revoked. Revocation is terminal.
+	ErrRevoked = errors.New("fsm: revoked")
+	// ErrLocked is returned when the tenant is locked out (its L1 anchor
+	// denied access) and the operation needs it unlocked.
+	ErrLocked = errors.New("fsm: tenant locked")
+	// ErrAnchorDeleted is returned when the tenant's L1 anchor was deleted
+	// (the governance kill switch). It is terminal.
+	ErrAnchorDeleted = errors.New("fsm: anchor deleted")
+	// ErrDecryptOnly is returned by Usable when a wrap names a key version
+	// that has been rotated out and may only unwrap.
+	ErrDecryptOnly = errors.New("fsm: key version is decrypt-only")
+	// ErrBadVersion is returned when a rotation does not carry exactly the
+	// next version, or a blob claims to be sealed by an L2 version other
+	// than the tenant's current one.
+	ErrBadVersion = errors.New("fsm: unexpected key version")
+	// ErrInvalidName is returned when a tenant or service name is not 1-64
+	// bytes of [a-z0-9] followed by [a-z0-9._-].
+	ErrInvalidName = errors.New("fsm: invalid name")
+	// ErrInvalidCommand is returned when a command is malformed: a missing
+	// or oversized blob, a bad anchor URI, bad settings, a nested governance
+	// event, an oversized request id.
+	ErrInvalidCommand = errors.New("fsm: invalid command")
+	// ErrRequestIDReused is returned when a request id that is still
+	// remembered is reused for a different kind of command.
+	ErrRequestIDReused = errors.New("fsm: request id reused for a different command")
+)
+
+// codes maps each sentinel to its stable wire code. Codes never change
+// meaning; add new ones at the end.
+var codes = []struct {
+	err  error
+	code string
+}{
+	{ErrTenantExists, "tenant-exists"},
+	{ErrTenantNotFound, "tenant-not-found"},
+	{ErrServiceExists, "service-exists"},
+	{ErrServiceNotFound, "service-not-found"},
+	{ErrVersionNotFound, "version-not-found"},
+	{ErrRevoked, "revoked"},
+	{ErrLocked, "locked"},
+	{ErrAnchorDeleted, "anchor-deleted"},
+	{ErrDecryptOnly, "decrypt-only"},
+	{ErrBadVersion, "bad-version"},
+	{ErrInvalidName, "invalid-name"},
+	{ErrInvalidCommand, "invalid-command"},
+	{ErrRequestIDReused, "request-id-reused"},
+}
+
+// codeOf returns the wire code of err's sentinel, or "" if it has none.
+func codeOf(err error) string {
+	for _, c := range codes {
+		if errors.Is(err, c.err) {
+			return c.code
+		}
+	}
+	return ""
+}
+
+// sentinelOf returns the sentinel for a wire code, or nil.
+func sentinelOf(code string) error {
+	for _, c := range codes {
+		if c.code == code {
+			return c.err
+		}
+	}
+	return nil
+}
+
+// Error is a refusal: one of the sentinels above and what it concerns. It
+// never carries key material, and never echoes an invalid name (which may be
+// arbitrary bytes); Field then says which input was bad.
+type Error struct {
+	Err     error  // one of the sentinels
+	Tenant  string // the tenant concerned, if any
+	Service string // the service concerned, if any
+	Version uint32 // the key version concerned, if any
+	Field   string // the offending input, for ErrInvalidName and ErrInvalidCommand
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.Err.Error())
+	sep := " ("
+	add := func(k, v string) {
+		b.WriteString(sep)
+		b.WriteString(k)
+		b.WriteString(" ")
+		b.WriteString(v)
+		sep = ", "
+	}
+	if e.Tenant != "" {
+		add("tenant", strconv.Quote(e.Tenant))
+	}
+	if e.Service != "" {
+		add("service", strconv.Quote(e.Service))
+	}
+	if e.Version != 0 {
+		add("version", strconv.FormatUint(uint64(e.Version), 10))
+	}
+	if e.Field != "" {
+		add("field", e.Field)
+	}
+	if sep == ", " {
+		b.WriteString(")")
+	}
+	return b.String()
+}
+
+// Unwrap returns the sentinel.
+func (e *Error) Unwrap() error { return e.Err }
+
+func refuse(err error, tenant, service string, version uint32) *Error {
+	return &Error{Err: err, Tenant: tenant, Service: service, Version: version}
+}
+
+func invalid(err error, field string) *Error {
+	return &Error{Err: err, Field: field}
+}

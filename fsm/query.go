@@ -1,0 +1,200 @@
+package fsm
+
+import (
+	"slices"
+	"strings"
+)
+
+// The queries below take mu for reading and return copies: nothing they
+// return aliases the state.
+
+// Usable reports whether a key version may be used for op, cheaply enough
+// for the wrap path. For OpWrap, version 0 means the service's current
+// version; Usable returns the version to use. It returns a bare sentinel
+// saying why not, checked in this order: ErrTenantNotFound, ErrRevoked (the
+// tenant), ErrAnchorDeleted, ErrLocked, ErrServiceNotFound, ErrRevoked (the
+// service), ErrVersionNotFound, ErrRevoked (the version), ErrDecryptOnly.
+func (s *State) Usable(tenant, service string, version uint32, op Op) (uint32, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t := s.root.tenants[tenant]
+	switch {
+	case t == nil:
+		return 0, ErrTenantNotFound
+	case t.t.Status == StatusRevoked:
+		return 0, ErrRevoked
+	case t.t.AnchorDeleted:
+		return 0, ErrAnchorDeleted
+	case t.t.Status == StatusLocked:
+		return 0, ErrLocked
+	}
+	sv := t.services[service]
+	switch {
+	case sv == nil:
+		return 0, ErrServiceNotFound
+	case sv.s.Status == StatusRevoked:
+		return 0, ErrRevoked
+	}
+	if version == 0 && op == OpWrap {
+		version = sv.s.Current
+	}
+	if version == 0 || int(version) > len(sv.versions) {
+		return 0, ErrVersionNotFound
+	}
+	switch sv.versions[version-1].Status {
+	case StatusActive:
+		return version, nil
+	case StatusDecryptOnly:
+		if op == OpUnwrap {
+			return version, nil
+		}
+		return 0, ErrDecryptOnly
+	}
+	return 0, ErrRevoked
+}
+
+func copyTenant(t Tenant) Tenant {
+	t.L2 = slices.Clone(t.L2)
+	for i := range t.L2 {
+		t.L2[i].Sealed = slices.Clone(t.L2[i].Sealed)
+	}
+	return t
+}
+
+func copyKeyVersion(kv KeyVersion) KeyVersion {
+	kv.Sealed = slices.Clone(kv.Sealed)
+	return kv
+}
+
+// Tenant returns a tenant, with its L2 versions.
+func (s *State) Tenant(name string) (Tenant, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t := s.root.tenants[name]
+	if t == nil {
+		return Tenant{}, refuse(ErrTenantNotFound, name, "", 0)
+	}
+	return copyTenant(t.t), nil
+}
+
+func (s *State) service(tenant, service string) (*serviceNode, error) {
+	t := s.root.tenants[tenant]
+	if t == nil {
+		return nil, refuse(ErrTenantNotFound, tenant, "", 0)
+	}
+	sv := t.services[service]
+	if sv == nil {
+		return nil, refuse(ErrServiceNotFound, tenant, service, 0)
+	}
+	return sv, nil
+}
+
+// Service returns a service.
+func (s *State) Service(tenant, service string) (Service, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sv, err := s.service(tenant, service)
+	if err != nil {
+		return Service{}, err
+	}
+	return sv.s, nil
+}
+
+// KeyVersion returns one L3 version with its sealed blob; version 0 means
+// the current one. Its Status is its own; use Usable to decide whether it
+// may be used.
+func (s *State) KeyVersion(tenant, service string, version uint32) (KeyVersion, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sv, err := s.service(tenant, service)
+	if err != nil {
+		return KeyVersion{}, err
+	}
+	if version == 0 {
+		version = sv.s.Current
+	}
+	if int(version) > len(sv.versions) {
+		return KeyVersion{}, refuse(ErrVersionNotFound, tenant, service, version)
+	}
+	return copyKeyVersion(sv.versions[version-1]), nil
+}
+
+// CurrentVersion returns the current L3 version of a service.
+func (s *State) CurrentVersion(tenant, service string) (uint32, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sv, err := s.service(tenant, service)
+	if err != nil {
+		return 0, err
+	}
+	return sv.s.Current, nil
+}
+
+// ListTenants returns every tenant, revoked ones included, sorted by name.
+func (s *State) ListTenants() []Tenant {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]Tenant, 0, len(s.root.tenants))
+	for _, t := range s.root.tenants {
+		out = append(out, copyTenant(t.t))
+	}
+	slices.SortFunc(out, func(a, b Tenant) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// ListServices returns the services of a tenant, sorted by name.
+func (s *State) ListServices(tenant string) ([]Service, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t := s.root.tenants[tenant]
+	if t == nil {
+		return nil, refuse(ErrTenantNotFound, tenant, "", 0)
+	}
+	out := make([]Service, 0, len(t.services))
+	for _, sv := range t.services {
+		out = append(out, sv.s)
+	}
+	slices.SortFunc(out, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
+}
+
+// ListKeyVersions returns the L3 versions of a service, oldest first.
+func (s *State) ListKeyVersions(tenant, service string) ([]KeyVersion, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sv, err := s.service(tenant, service)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]KeyVersion, len(sv.versions))
+	for i, kv := range sv.versions {
+		out[i] = copyKeyVersion(kv)
+	}
+	return out, nil
+}
+
+// RevocationLog returns the revocation log entries with Seq > since, in
+// order. RevocationLog(0) returns the whole log.
+func (s *State) RevocationLog(since uint64) []Revocation {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	log := s.root.revlog
+	if since >= uint64(len(log)) {
+		return nil
+	}
+	return slices.Clone(log[since:])
+}
+
+// GovernanceCursor returns the cursor of the last governance event applied.
+func (s *State) GovernanceCursor() uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.root.cursor
+}
+
+// Settings returns the replicated region settings.
+func (s *State) Settings() Settings {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.root.settings
+}
