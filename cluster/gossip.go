@@ -22,15 +22,16 @@ type nodeMeta struct {
 	Tags     map[string]string `json:"tags,omitempty"`
 }
 
-// MemberStatus is a node's gossip health.
+// MemberStatus is a node's gossip health. Suspicion is not reported:
+// memberlist exposes it only through state its goroutines mutate, and a
+// suspect node is reported alive until it is declared dead.
 type MemberStatus string
 
 // Member statuses.
 const (
-	StatusAlive   MemberStatus = "alive"
-	StatusSuspect MemberStatus = "suspect"
-	StatusDead    MemberStatus = "dead"
-	StatusLeft    MemberStatus = "left"
+	StatusAlive MemberStatus = "alive"
+	StatusDead  MemberStatus = "dead"
+	StatusLeft  MemberStatus = "left"
 )
 
 // Member is a node as gossip sees it.
@@ -53,7 +54,8 @@ type gossip struct {
 	meta nodeMeta
 	// seen remembers nodes that are dead or left: memberlist.Members
 	// lists only live ones, and operators want to see the others.
-	seen map[string]Member
+	seen  map[string]Member
+	metas map[string]nodeMeta
 
 	// events is poked (without blocking) on every membership change so
 	// that bootstrap and reconcile react at once instead of at their next
@@ -89,17 +91,21 @@ func (g *gossip) MergeRemoteState(buf []byte, join bool)     {}
 
 // NotifyJoin, NotifyLeave and NotifyUpdate implement
 // memberlist.EventDelegate.
-func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.note(n) }
-func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.note(n) }
-func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.note(n) }
+func (g *gossip) NotifyJoin(n *memberlist.Node)   { g.note(n, false) }
+func (g *gossip) NotifyLeave(n *memberlist.Node)  { g.note(n, true) }
+func (g *gossip) NotifyUpdate(n *memberlist.Node) { g.note(n, false) }
 
-func (g *gossip) note(n *memberlist.Node) {
-	m := toMember(n)
+// note records a node; memberlist calls the event delegate with its node
+// lock held, so reading n here does not race with its updates.
+func (g *gossip) note(n *memberlist.Node, gone bool) {
+	m, meta := toMember(n, gone)
 	g.mu.Lock()
 	if g.seen == nil {
 		g.seen = make(map[string]Member)
+		g.metas = make(map[string]nodeMeta)
 	}
 	g.seen[n.Name] = m
+	g.metas[n.Name] = meta
 	g.mu.Unlock()
 	select {
 	case g.events <- struct{}{}:
@@ -107,53 +113,48 @@ func (g *gossip) note(n *memberlist.Node) {
 	}
 }
 
-func toMember(n *memberlist.Node) Member {
+// toMember converts a node from an event. Node.State is not the node's
+// current state (memberlist keeps that in a private field), so the status
+// comes from the event: a departure is "left" when the node had announced
+// it was leaving (Leave sets that in its metadata before it leaves gossip)
+// and "dead" otherwise.
+func toMember(n *memberlist.Node, gone bool) (Member, nodeMeta) {
 	m := Member{
 		ID:         n.Name,
 		GossipAddr: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))),
-	}
-	switch n.State {
-	case memberlist.StateAlive:
-		m.Status = StatusAlive
-	case memberlist.StateSuspect:
-		m.Status = StatusSuspect
-	case memberlist.StateDead:
-		m.Status = StatusDead
-	case memberlist.StateLeft:
-		m.Status = StatusLeft
+		Status:     StatusAlive,
 	}
 	var meta nodeMeta
-	if err := json.Unmarshal(n.Meta, &meta); err == nil {
+	if err := json.Unmarshal(n.Meta, &meta); err == nil && meta.ID == n.Name {
 		m.RaftAddr = meta.RaftAddr
 		m.Leaving = meta.Leaving
 		m.Meta = meta.Tags
+	} else {
+		meta = nodeMeta{}
 	}
-	return m
+	if gone {
+		m.Status = StatusDead
+		if meta.Leaving {
+			m.Status = StatusLeft
+		}
+	}
+	return m, meta
 }
 
-// members returns live members (with current suspicion state) and the
-// dead and left ones remembered from events, sorted by id.
+// members returns every node gossip has told us about, sorted by id, and
+// the metadata of the alive ones. It works from the event delegate's
+// copies only: memberlist.Members hands out pointers into state that its
+// goroutines keep writing, and reading them races.
 func (g *gossip) members() ([]Member, map[string]nodeMeta) {
-	live := g.list.Members()
-	out := make(map[string]Member, len(live))
-	metas := make(map[string]nodeMeta, len(live))
-	for _, n := range live {
-		out[n.Name] = toMember(n)
-		var meta nodeMeta
-		if err := json.Unmarshal(n.Meta, &meta); err == nil && meta.ID == n.Name {
-			metas[n.Name] = meta
-		}
-	}
 	g.mu.Lock()
+	defer g.mu.Unlock()
+	list := make([]Member, 0, len(g.seen))
+	metas := make(map[string]nodeMeta, len(g.seen))
 	for id, m := range g.seen {
-		if _, ok := out[id]; !ok && (m.Status == StatusDead || m.Status == StatusLeft) {
-			out[id] = m
-		}
-	}
-	g.mu.Unlock()
-	list := make([]Member, 0, len(out))
-	for _, m := range out {
 		list = append(list, m)
+		if m.Status == StatusAlive {
+			metas[id] = g.metas[id]
+		}
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].ID < list[j].ID })
 	return list, metas

@@ -168,7 +168,7 @@ func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
 		if err := c.removeLocal(ctx, req.ID); err != nil {
 			return errResponse(err)
 		}
-		c.logger.Info("removed server on request", "node-id", req.ID, "requested-by", peer.NodeID)
+		c.logger.Info("removed server on request", "peer-id", req.ID, "requested-by", peer.NodeID)
 		return &rpcResponse{}
 	case opTransfer:
 		if err := c.transferLocal(ctx, req.ID); err != nil {

@@ -116,7 +116,7 @@ func (h *Harness) newNode(id string, expect int) *Node {
 	c.BootstrapExpect = expect
 	c.TLS = pki.NodeTLSConfig(h.CA.Pool(), cert.TLSCertificate())
 	c.Meta = map[string]string{"grpc": "127.0.0.1:0"}
-	c.Logger = NewLogger(h.t).With("node", id)
+	c.Logger = NewLogger(h.t)
 	if h.configure != nil {
 		h.configure(&c)
 	}
