@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+
+	"github.com/kryptonkms/krypton/wrap"
 )
 
 // Sentinel errors. Apply, the queries and Usable return these, bare (Usable)
@@ -43,8 +45,9 @@ var (
 	// next version, or a blob claims to be sealed by an L2 version other
 	// than the tenant's current one.
 	ErrBadVersion = errors.New("fsm: unexpected key version")
-	// ErrInvalidName is returned when a tenant or service name is not 1-64
-	// bytes of [a-z0-9] followed by [a-z0-9._-].
+	// ErrInvalidName is returned when a tenant or service name is refused
+	// by wrap.ValidateName (1-64 bytes, [a-z0-9] then [a-z0-9._-]). The
+	// *Error that carries it also matches wrap.ErrInvalidName.
 	ErrInvalidName = errors.New("fsm: invalid name")
 	// ErrInvalidCommand is returned when a command is malformed: a missing
 	// or oversized blob, a bad anchor URI, bad settings, a nested governance
@@ -136,8 +139,15 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// Unwrap returns the sentinel.
-func (e *Error) Unwrap() error { return e.Err }
+// Unwrap returns the sentinel. An ErrInvalidName refusal also matches
+// wrap.ErrInvalidName, the one definition of a valid name, so that callers
+// can map both with one rule.
+func (e *Error) Unwrap() []error {
+	if e.Err == ErrInvalidName {
+		return []error{e.Err, wrap.ErrInvalidName}
+	}
+	return []error{e.Err}
+}
 
 func refuse(err error, tenant, service string, version uint32) *Error {
 	return &Error{Err: err, Tenant: tenant, Service: service, Version: version}

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+
+	"github.com/kryptonkms/krypton/wrap"
 )
 
 // Options configure a State or FSM.
@@ -268,30 +270,16 @@ func (a *applier) command(cmd Command, src source) (Result, error) {
 
 // Limits on command fields, so that an oversized input is refused whole.
 const (
-	maxNameLen   = 64
 	maxAnchorLen = 2048
 	maxBlobLen   = 4096
 	maxReasonLen = 1024
 	maxEventID   = 256
 )
 
-// validName reports whether name is 1-64 bytes, [a-z0-9] then [a-z0-9._-].
-// It mirrors wrap.ValidateName, which fsm does not import so that the state
-// machine builds on its own.
+// validName reports whether name is a valid tenant or service name, by
+// Krypton's one definition of a name.
 func validName(name string) bool {
-	if len(name) == 0 || len(name) > maxNameLen {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
-		case i > 0 && (c == '.' || c == '_' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
+	return wrap.ValidateName(name) == nil
 }
 
 func checkTenantName(name string) error {

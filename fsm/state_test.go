@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kryptonkms/krypton/wrap"
 )
 
 func TestCommands(t *testing.T) {
@@ -242,6 +244,9 @@ func TestCommands(t *testing.T) {
 			if tt.wantErr != nil {
 				if !errors.Is(err, tt.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tt.wantErr)
+				}
+				if tt.wantErr == ErrInvalidName && !errors.Is(err, wrap.ErrInvalidName) {
+					t.Fatalf("err = %v, want it to match wrap.ErrInvalidName too", err)
 				}
 				var fe *Error
 				if !errors.As(err, &fe) || !strings.HasPrefix(err.Error(), "fsm: ") {
