@@ -1,25 +1,95 @@
 // Package transport carries Krypton's gRPC API (package krypton.v1, generated
 // into transport/kryptonv1) over the network: servers and clients with
-// mutually authenticated TLS, interceptors for identity, authorisation,
-// logging, metrics and panics, gRPC health checking, and the one table that
-// maps domain errors to gRPC status codes.
+// mutually authenticated TLS, the interceptors for panics, metrics,
+// identity, authorisation, errors and audit, gRPC health checking, the
+// request limits handlers check first, the Prometheus admin endpoint, and
+// the one table that maps domain errors to gRPC status codes.
 //
-// Identity comes only from the peer's verified certificate: node
-// certificates name a node ID, callers' certificates a tenant and service
-// (SPIFFE-style URI SAN), operators' certificates an operator. A call
-// without a client certificate fails with codes.Unauthenticated, one whose
-// certificate is not allowed with codes.PermissionDenied.
+// # Servers
 //
-// The error table (etcd's toGRPCErrorMap is the model) maps every sentinel
-// and typed error of the lower packages to a code, as docs/api.md lists:
-// InvalidArgument for malformed or oversized input, NotFound for an unknown
-// tenant, service or key version, PermissionDenied, Unauthenticated,
-// FailedPrecondition for revoked keys and locked tenants, Unavailable for no
-// serving lease, no quorum or an unreachable leader, AlreadyExists,
-// Aborted, DeadlineExceeded and OutOfRange where the RPC comments say so.
-// Anything unmapped becomes codes.Internal with a generic message. No status
-// message or detail ever carries key material or echoes request bytes, and
-// a client never rebuilds a domain error from a status message string.
+// NewServer returns a *Server (an embedded *grpc.Server plus its health
+// service) that requires a client certificate chaining to the configured
+// CA: a client without one, or with one from another CA, fails the TLS
+// handshake, which the client sees as codes.Unavailable (no call ever
+// reaches the server). Messages are bounded at 8 MiB (DefaultMaxMsgSize), so
+// a maximal batch fits and a larger request fails with ResourceExhausted
+// before it is decoded. The interceptor chain, outermost first: panic
+// recovery, metrics, identity, audit, authorisation, error translation (see
+// NewServer).
+//
+// # Identity and authorisation
+//
+// Identity comes only from the peer's verified certificate (package
+// internal/pki): node certificates name a node ID, callers' certificates a
+// tenant and service (a SPIFFE URI SAN), operators' certificates an
+// operator. Handlers read it with IdentityFromContext. A Policy admits kinds
+// of certificate per gRPC service (DefaultPolicy: WrapService for service
+// certificates, AdminService for operators, NodeService for nodes,
+// GovernanceService for operators and nodes, health for all); a call without
+// a Krypton identity fails with codes.Unauthenticated, one of the wrong kind
+// with codes.PermissionDenied. Finer checks are the handlers', with
+// AuthorizeKey (the caller's own tenant and service) and AuthorizeNode (the
+// node_id of a NodeService request is the caller's).
+//
+// # Errors
+//
+// ToStatus turns any error into a status for the wire. The table (etcd's
+// toGRPCErrorMap is the model) maps the sentinels of wrap, fsm, anchor and
+// pki and the context errors with errors.Is, as docs/api.md lists:
+// InvalidArgument for malformed input and a blob that does not
+// authenticate, NotFound, AlreadyExists, FailedPrecondition for revoked keys,
+// locked tenants and anchor denials, Unavailable for what a retry may cure,
+// Aborted for races. Errors that carry a status already (region's own) pass
+// through. Anything else becomes codes.Internal with a generic message, and
+// its detail goes to the log. Every wire message is a fixed string of the
+// table (plus, for fsm errors, the validated names they concern): none
+// carries key material or echoes request bytes. Clients act on the code and
+// never rebuild a domain error from a status message.
+//
+// # Clients
+//
+// Dial connects with mutual TLS, keepalive and the servers' message limits;
+// LoadClientConfig reads the CA, certificate and key files `krypton certs`
+// writes.
+//
+// Example, a region node serving the wrap service:
+//
+//	reg := prometheus.NewRegistry()
+//	m, err := transport.NewMetrics(reg)
+//	srv, err := transport.NewServer(transport.ServerConfig{
+//		Roots:       roots,             // pki.LoadCertPool("ca.pem")
+//		Certificate: node.TLSCertificate(),
+//		Metrics:     m,
+//		Audit:       auditRefusal,     // func(ctx, method, id, code)
+//		Logger:      logger,
+//	})
+//	kryptonv1.RegisterWrapServiceServer(srv, wrapService)
+//	srv.SetServing(transport.WrapService, leaseHeld)
+//	go srv.Serve(apiListener)
+//	admin, err := transport.ServeAdminHTTP(adminListener, transport.AdminHTTPConfig{Gatherer: reg})
+//	...
+//	srv.Shutdown(ctx)
+//	admin.Shutdown(ctx)
+//
+// and its handler, checking before touching a key:
+//
+//	func (s *wrapService) Wrap(ctx context.Context, req *kryptonv1.WrapRequest) (*kryptonv1.WrapResponse, error) {
+//		if err := transport.AuthorizeKey(ctx, req.GetKey().GetTenant(), req.GetKey().GetService()); err != nil {
+//			return nil, err
+//		}
+//		if err := transport.CheckPlaintext(req.Plaintext); err != nil {
+//			return nil, err
+//		}
+//		...
+//		return resp, err // a domain error: the server maps it with ToStatus
+//	}
+//
+// A client:
+//
+//	cfg, err := transport.LoadClientConfig("ca.pem", "payments.pem", "payments-key.pem")
+//	conn, err := transport.Dial(ctx, "10.0.0.1:7400", cfg)
+//	defer conn.Close()
+//	resp, err := kryptonv1.NewWrapServiceClient(conn).Wrap(ctx, req)
 //
 // Regions, governance, gateways, the CLI and the chaos harness import this
 // package; it imports none of them.

@@ -1,0 +1,131 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/kryptonkms/krypton/internal/pki"
+)
+
+// ClientConfig configures Dial.
+type ClientConfig struct {
+	// Roots are the CAs the server's certificate must chain to. Required.
+	Roots *x509.CertPool
+	// Certificate is the client's certificate and key: a service, operator
+	// or node certificate, which decides what the client may call.
+	Certificate tls.Certificate
+	// ServerName is the name the server's certificate must carry; empty
+	// means the host of the address dialled.
+	ServerName string
+
+	// MaxMsgSize bounds one message sent or received, in bytes; 0 means
+	// DefaultMaxMsgSize.
+	MaxMsgSize int
+	// KeepaliveTime is how long the connection may be idle before the
+	// client pings the server; 0 means 30 s. Servers made by NewServer
+	// disconnect a client that pings more often than every 10 s.
+	KeepaliveTime time.Duration
+	// KeepaliveTimeout is how long the client waits for a ping's answer
+	// before it considers the connection dead; 0 means 10 s.
+	KeepaliveTimeout time.Duration
+	// WaitReady makes Dial wait, until ctx ends, for the connection to be
+	// established, and fail if it cannot be (a refused handshake, say).
+	// Without it Dial returns at once and connects on the first call, as
+	// grpc.NewClient does.
+	WaitReady bool
+}
+
+// LoadClientConfig reads a client configuration from PEM files: the CA
+// certificate(s) to trust, and the client's certificate and private key
+// (as `krypton certs` writes them). The CLI and nodes use it.
+func LoadClientConfig(caPath, certPath, keyPath string) (ClientConfig, error) {
+	roots, err := pki.LoadCertPool(caPath)
+	if err != nil {
+		return ClientConfig{}, fmt.Errorf("transport: loading CA: %w", err)
+	}
+	cert, err := pki.LoadCertificate(certPath, keyPath)
+	if err != nil {
+		return ClientConfig{}, fmt.Errorf("transport: loading client certificate: %w", err)
+	}
+	return ClientConfig{Roots: roots, Certificate: cert.TLSCertificate()}, nil
+}
+
+// Validate reports the first unusable field of c, by name.
+func (c ClientConfig) Validate() error {
+	switch {
+	case c.Roots == nil:
+		return errors.New("transport: ClientConfig.Roots is required")
+	case len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil:
+		return errors.New("transport: ClientConfig.Certificate is required")
+	case c.MaxMsgSize < 0:
+		return errors.New("transport: ClientConfig.MaxMsgSize must not be negative")
+	case c.KeepaliveTime < 0 || c.KeepaliveTimeout < 0:
+		return errors.New("transport: ClientConfig.Keepalive* must not be negative")
+	}
+	return nil
+}
+
+// Dial returns a client connection to addr (host:port) with mutual TLS,
+// keepalive, and message size limits matching the servers'. Calls fail
+// fast (no wait-for-ready) so that a caller such as the gateway can try
+// another node; a refused TLS handshake surfaces on a call as
+// codes.Unavailable. ctx bounds only the wait of WaitReady.
+//
+// The caller closes the connection.
+func Dial(ctx context.Context, addr string, cfg ClientConfig) (*grpc.ClientConn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxMsgSize == 0 {
+		cfg.MaxMsgSize = DefaultMaxMsgSize
+	}
+	if cfg.KeepaliveTime == 0 {
+		cfg.KeepaliveTime = 30 * time.Second
+	}
+	if cfg.KeepaliveTimeout == 0 {
+		cfg.KeepaliveTimeout = 10 * time.Second
+	}
+	tlsCfg := pki.ClientTLSConfig(cfg.Roots, cfg.Certificate, cfg.ServerName)
+	conn, err := grpc.NewClient(addr,
+		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time:                cfg.KeepaliveTime,
+			Timeout:             cfg.KeepaliveTimeout,
+			PermitWithoutStream: true,
+		}),
+		grpc.WithDefaultCallOptions(
+			grpc.MaxCallRecvMsgSize(cfg.MaxMsgSize),
+			grpc.MaxCallSendMsgSize(cfg.MaxMsgSize),
+		),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("transport: dialing %s: %w", addr, err)
+	}
+	if !cfg.WaitReady {
+		return conn, nil
+	}
+	conn.Connect()
+	for {
+		s := conn.GetState()
+		switch s {
+		case connectivity.Ready:
+			return conn, nil
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			_ = conn.Close()
+			return nil, fmt.Errorf("transport: connecting to %s: connection %s", addr, s)
+		}
+		if !conn.WaitForStateChange(ctx, s) {
+			_ = conn.Close()
+			return nil, fmt.Errorf("transport: connecting to %s: %w", addr, ctx.Err())
+		}
+	}
+}

@@ -1,0 +1,188 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"strconv"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// ErrShutdown is returned by Server.Shutdown and AdminHTTP.Shutdown when
+// called after the first call.
+var ErrShutdown = errors.New("transport: shut down")
+
+// errorRow maps one domain error to a gRPC code and a fixed wire message.
+// The message is written here, never taken from the error: a domain error's
+// text may hold a provider's diagnostic or a position in a blob, and a fixed
+// string is the only one that provably carries no key bytes nor request
+// bytes. fsm's *Error is the exception, see subject.
+type errorRow struct {
+	err  error
+	code codes.Code
+	msg  string
+}
+
+// errorTable is the one table from domain errors to gRPC codes (etcd's
+// v3rpc/util.go toGRPCErrorMap is the model). ToStatus tests the rows in
+// order with errors.Is and the first match wins, so an error that wraps
+// several sentinels (errors.Join, wrap.BatchError) gets the code of the
+// earliest row. docs/api.md "Error model" says what each code means.
+var errorTable = []errorRow{
+	// Package wrap. A blob that does not open says so without saying why:
+	// tampering and a wrong context are deliberately the same answer
+	// (docs/api.md, Unwrap). ErrKeyMismatch is InvalidArgument, not
+	// PermissionDenied: the blob names another key than the one it was
+	// presented for (from its public header), which is a malformed request,
+	// not an authorisation decision — authorisation is AuthorizeKey's.
+	{wrap.ErrAuthentication, codes.InvalidArgument, "wrap: blob does not authenticate"},
+	{wrap.ErrKeyMismatch, codes.InvalidArgument, "wrap: blob is for another key"},
+	{wrap.ErrMalformed, codes.InvalidArgument, "wrap: malformed blob"},
+	{wrap.ErrUnsupportedVersion, codes.InvalidArgument, "wrap: unsupported blob version"},
+	{wrap.ErrContextTooLarge, codes.InvalidArgument, "wrap: context too large"},
+	{wrap.ErrInvalidName, codes.InvalidArgument, "wrap: invalid name"},
+	{wrap.ErrInvalidKeyID, codes.InvalidArgument, "wrap: invalid key id"},
+	// A key destroyed under a running call: the keyring wiped it (revocation,
+	// lockout, shutdown). Retrying finds the key's new state, here or on
+	// another node.
+	{wrap.ErrDestroyed, codes.Unavailable, "wrap: key no longer held; retry"},
+	// Both are the server's own mistakes: the key bytes and the batch
+	// slices are built by the node, never taken from a request.
+	{wrap.ErrInvalidKey, codes.Internal, "transport: internal error"},
+	{wrap.ErrBatchMismatch, codes.Internal, "transport: internal error"},
+
+	// Package fsm. Its *Error text names the tenant, service and version
+	// (names it validated, never an invalid one), which helps an operator
+	// and carries no key material: subject appends it.
+	{fsm.ErrTenantNotFound, codes.NotFound, "fsm: tenant not found"},
+	{fsm.ErrServiceNotFound, codes.NotFound, "fsm: service not found"},
+	{fsm.ErrVersionNotFound, codes.NotFound, "fsm: key version not found"},
+	{fsm.ErrTenantExists, codes.AlreadyExists, "fsm: tenant exists"},
+	{fsm.ErrServiceExists, codes.AlreadyExists, "fsm: service exists"},
+	{fsm.ErrRevoked, codes.FailedPrecondition, "fsm: revoked"},
+	{fsm.ErrLocked, codes.FailedPrecondition, "fsm: tenant locked"},
+	{fsm.ErrAnchorDeleted, codes.FailedPrecondition, "fsm: anchor deleted"},
+	{fsm.ErrDecryptOnly, codes.FailedPrecondition, "fsm: key version is decrypt-only"},
+	// Two rotations raced, or a sealed key names an L2 version that moved
+	// on: nothing is wrong with the request, and a retry sees the new state.
+	{fsm.ErrBadVersion, codes.Aborted, "fsm: unexpected key version; retry"},
+	{fsm.ErrInvalidName, codes.InvalidArgument, "fsm: invalid name"},
+	{fsm.ErrInvalidCommand, codes.InvalidArgument, "fsm: invalid command"},
+	{fsm.ErrRequestIDReused, codes.InvalidArgument, "fsm: request id reused for a different command"},
+
+	// Package anchor. Definite denials by the customer's provider are
+	// FailedPrecondition (the tenant's root key refuses; nothing will change
+	// until its owner acts); transient failures are Unavailable. A sealed
+	// tenant key that does not open is the provider's denial too. The
+	// provider's own diagnostic (ARNs, request ids) stays in the log.
+	{anchor.ErrDisabled, codes.FailedPrecondition, "anchor: root key disabled"},
+	{anchor.ErrPendingDeletion, codes.FailedPrecondition, "anchor: root key pending deletion"},
+	{anchor.ErrDestroyed, codes.FailedPrecondition, "anchor: root key destroyed"},
+	{anchor.ErrKeyNotFound, codes.FailedPrecondition, "anchor: root key not found"},
+	{anchor.ErrAccessDenied, codes.FailedPrecondition, "anchor: access to root key denied"},
+	{anchor.ErrKeyUnusable, codes.FailedPrecondition, "anchor: root key unusable"},
+	{anchor.ErrInvalidCiphertext, codes.FailedPrecondition, "anchor: sealed tenant key does not open"},
+	{anchor.ErrUnavailable, codes.Unavailable, "anchor: provider unavailable; retry"},
+	{anchor.ErrClosed, codes.Unavailable, "anchor: provider closed; retry"},
+	{anchor.ErrInvalidURI, codes.InvalidArgument, "anchor: invalid anchor URI"},
+	{anchor.ErrUnknownScheme, codes.InvalidArgument, "anchor: unknown anchor scheme"},
+	{anchor.ErrNotRegistered, codes.InvalidArgument, "anchor: anchor scheme not supported by this server"},
+	// The region builds the plaintext and context it seals: its mistake.
+	{anchor.ErrPlaintextSize, codes.Internal, "transport: internal error"},
+	{anchor.ErrInvalidContext, codes.Internal, "transport: internal error"},
+
+	// Package pki, for the identity interceptor and for handlers that check
+	// a peer themselves.
+	{pki.ErrUnverified, codes.Unauthenticated, "transport: no verified client certificate"},
+	{pki.ErrNoIdentity, codes.Unauthenticated, "transport: client certificate names no krypton identity"},
+	{pki.ErrAmbiguousIdentity, codes.Unauthenticated, "transport: client certificate names more than one krypton identity"},
+	{pki.ErrInvalidIdentity, codes.Unauthenticated, "transport: client certificate names an invalid krypton identity"},
+	{pki.ErrWrongKind, codes.PermissionDenied, "transport: certificate kind not allowed"},
+
+	// The call's own context.
+	{context.DeadlineExceeded, codes.DeadlineExceeded, "transport: deadline exceeded"},
+	{context.Canceled, codes.Canceled, "transport: canceled"},
+}
+
+// internalMessage is all the wire learns of an error the table does not map.
+const internalMessage = "transport: internal error"
+
+// ToStatus returns err as a gRPC status error for the wire:
+//
+//   - nil stays nil;
+//   - an error that carries a status already (a GRPCStatus method, anywhere
+//     in its chain: region's own sentinels, a status from a forwarded call)
+//     passes through with that status, whatever text wraps it;
+//   - an error matching a row of the table (errors.Is, first row wins) gets
+//     the row's code and fixed message — for fsm's *Error with the tenant,
+//     service and version it names;
+//   - anything else is codes.Internal with a generic message.
+//
+// The message never carries key bytes nor echoes request bytes. ToStatus does
+// not log; the server's error interceptor logs the detail of what it could
+// not map (see NewServer).
+func ToStatus(err error) error {
+	st, _ := toStatus(err)
+	return st.Err()
+}
+
+// toStatus is ToStatus, also reporting whether err was mapped (false: the
+// wire says Internal and the detail belongs in the log).
+func toStatus(err error) (*status.Status, bool) {
+	if err == nil {
+		return nil, true
+	}
+	var se interface{ GRPCStatus() *status.Status }
+	if errors.As(err, &se) {
+		st := se.GRPCStatus()
+		if st != nil && st.Code() != codes.OK {
+			return st, true
+		}
+		// A status error that says OK is a bug; it must not read as success.
+		return status.New(codes.Internal, internalMessage), false
+	}
+	for _, row := range errorTable {
+		if errors.Is(err, row.err) {
+			return status.New(row.code, row.msg+subject(err)), true
+		}
+	}
+	return status.New(codes.Internal, internalMessage), false
+}
+
+// subject returns " (tenant "a", service "b", version 3)" for an fsm.Error,
+// from names fsm accepted (so they are valid names, safe to print), and ""
+// otherwise.
+func subject(err error) string {
+	var fe *fsm.Error
+	if !errors.As(err, &fe) {
+		return ""
+	}
+	s := ""
+	sep := " ("
+	add := func(k, v string) {
+		s += sep + k + " " + v
+		sep = ", "
+	}
+	if fe.Tenant != "" && wrap.ValidateName(fe.Tenant) == nil {
+		add("tenant", `"`+fe.Tenant+`"`)
+	}
+	if fe.Service != "" && wrap.ValidateName(fe.Service) == nil {
+		add("service", `"`+fe.Service+`"`)
+	}
+	if fe.Version != 0 {
+		add("version", strconv.FormatUint(uint64(fe.Version), 10))
+	}
+	if fe.Field != "" && wrap.ValidateName(fe.Field) == nil {
+		add("field", fe.Field)
+	}
+	if s != "" {
+		s += ")"
+	}
+	return s
+}

@@ -1,0 +1,178 @@
+package transport
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	"github.com/kryptonkms/krypton/internal/pki"
+)
+
+// Fully qualified gRPC service names, as they appear in a method's full name
+// "/<service>/<method>" and in health checks.
+const (
+	WrapService       = "krypton.v1.WrapService"
+	AdminService      = "krypton.v1.AdminService"
+	NodeService       = "krypton.v1.NodeService"
+	GovernanceService = "krypton.v1.GovernanceService"
+	HealthService     = "grpc.health.v1.Health"
+)
+
+// Policy says which kinds of certificate may call each gRPC service, by
+// fully qualified service name. A service missing from the policy may be
+// called by nobody: a server that registers a service must also say who may
+// call it. An empty (non-nil) list admits any verified identity.
+//
+// This is the coarse, per-service check, done before any handler runs.
+// Finer checks are the handlers' (AuthorizeKey, AuthorizeNode, the voter
+// check of NodeService, governance policy).
+type Policy map[string][]pki.Kind
+
+// DefaultPolicy returns the policy of Krypton's servers:
+//
+//   - WrapService: service certificates only. Operators administer a region
+//     but do not use its keys: an operator certificate that could unwrap
+//     would open every tenant's data keys, which is exactly what separating
+//     the customer's services from the operator forbids. `krypton wrap` and
+//     the gateway therefore present a service certificate (a tenant's).
+//   - AdminService: operator certificates only.
+//   - NodeService: node certificates only (handlers then check the node ID
+//     and that the node is a current voter).
+//   - GovernanceService: operators (administration) and nodes (the
+//     revocation feed); handlers tell them apart by method.
+//   - grpc.health.v1.Health: any verified identity.
+func DefaultPolicy() Policy {
+	return Policy{
+		WrapService:       {pki.KindService},
+		AdminService:      {pki.KindOperator},
+		NodeService:       {pki.KindNode},
+		GovernanceService: {pki.KindOperator, pki.KindNode},
+		HealthService:     {},
+	}
+}
+
+type identityKey struct{}
+
+// identityResult is what the identity step stored for a call: the identity,
+// or why there is none.
+type identityResult struct {
+	id  pki.Identity
+	err error
+}
+
+// IdentityFromContext returns the verified identity of the peer of the call
+// whose context ctx is, as the server's interceptors found it in the peer's
+// client certificate. ok is false outside a call of a transport server, and
+// for a peer whose certificate names no Krypton identity (such a call never
+// reaches a handler: it is refused with codes.Unauthenticated).
+func IdentityFromContext(ctx context.Context) (pki.Identity, bool) {
+	r, ok := ctx.Value(identityKey{}).(*identityResult)
+	if !ok || r.err != nil {
+		return pki.Identity{}, false
+	}
+	return r.id, true
+}
+
+// peerIdentity reads the verified client certificate of the call's
+// connection. The chain was verified during the handshake
+// (tls.RequireAndVerifyClientCert); pki.PeerIdentity insists on that.
+func peerIdentity(ctx context.Context) (pki.Identity, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.AuthInfo == nil {
+		return pki.Identity{}, pki.ErrUnverified
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok {
+		return pki.Identity{}, pki.ErrUnverified
+	}
+	return pki.PeerIdentity(info.State)
+}
+
+// withIdentity stores the peer's identity (or why there is none) in ctx.
+func withIdentity(ctx context.Context) (context.Context, *identityResult) {
+	id, err := peerIdentity(ctx)
+	r := &identityResult{id: id, err: err}
+	return context.WithValue(ctx, identityKey{}, r), r
+}
+
+// splitMethod splits "/pkg.Service/Method" into service and method.
+func splitMethod(full string) (service, method string) {
+	full = strings.TrimPrefix(full, "/")
+	if i := strings.LastIndexByte(full, '/'); i >= 0 {
+		return full[:i], full[i+1:]
+	}
+	return "unknown", full
+}
+
+// authorize applies p to a call of fullMethod by r's identity: nil, or a
+// status error with Unauthenticated (no identity) or PermissionDenied (a
+// kind the service does not admit, or a service the policy does not list).
+func (p Policy) authorize(fullMethod string, r *identityResult) error {
+	if r == nil {
+		return status.Error(codes.Unauthenticated, "transport: no verified client certificate")
+	}
+	if r.err != nil {
+		return ToStatus(r.err)
+	}
+	service, _ := splitMethod(fullMethod)
+	kinds, ok := p[service]
+	if !ok {
+		return status.Error(codes.PermissionDenied, "transport: service not open to any caller")
+	}
+	if len(kinds) > 0 && !slices.Contains(kinds, r.id.Kind) {
+		return status.Errorf(codes.PermissionDenied, "transport: a %s certificate may not call %s", r.id.Kind, service)
+	}
+	return nil
+}
+
+// AuthorizeKey returns nil if the caller of the call whose context ctx is
+// may use the keys of tenant and service; otherwise a status error:
+// Unauthenticated without an identity, PermissionDenied unless the caller's
+// certificate is a service certificate naming exactly that tenant and
+// service. The names are not echoed (they come from the request).
+//
+// This is the default rule of docs/api.md ("a caller may use exactly the
+// tenant and service its certificate names"). Governance policy will widen
+// it (a rule may grant an identity pattern other services and operations);
+// handlers should call this helper so that the widening happens in one
+// place.
+func AuthorizeKey(ctx context.Context, tenant, service string) error {
+	id, ok := IdentityFromContext(ctx)
+	if !ok {
+		return status.Error(codes.Unauthenticated, "transport: no verified client certificate")
+	}
+	if id.Kind != pki.KindService || id.Tenant != tenant || id.Service != service {
+		return status.Error(codes.PermissionDenied, "transport: caller may not use this key")
+	}
+	return nil
+}
+
+// AuthorizeNode returns nil if the caller is the node nodeID (its node
+// certificate names it), as NodeService requires of the node_id in a
+// request; otherwise Unauthenticated or PermissionDenied. Whether the node
+// is a current voter is for the handler to check against the Raft
+// configuration.
+func AuthorizeNode(ctx context.Context, nodeID string) error {
+	id, ok := IdentityFromContext(ctx)
+	if !ok {
+		return status.Error(codes.Unauthenticated, "transport: no verified client certificate")
+	}
+	if id.Kind != pki.KindNode || id.NodeID != nodeID {
+		return status.Error(codes.PermissionDenied, "transport: node_id is not the caller's")
+	}
+	return nil
+}
+
+// identityStream is a grpc.ServerStream whose Context carries the identity.
+type identityStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *identityStream) Context() context.Context { return s.ctx }

@@ -1,0 +1,409 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"runtime/debug"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/kryptonkms/krypton/internal/pki"
+)
+
+// DefaultMaxMsgSize is the largest gRPC message servers and clients accept
+// and send by default: 8 MiB, so that a batch of 1024 maximal items fits
+// (docs/api.md).
+const DefaultMaxMsgSize = 8 << 20
+
+// AuditFunc is told of every call the server refused: one that ended with
+// PermissionDenied, Unauthenticated, InvalidArgument, FailedPrecondition or
+// NotFound, whether the refusal came from the interceptors (no identity,
+// wrong kind of certificate) or from the handler. id is the zero Identity
+// when the caller had none. It runs on the call's goroutine after the call,
+// so it should be quick (append to the audit log); it never sees a payload.
+//
+// A message over the size limit is refused by gRPC (ResourceExhausted)
+// before any interceptor runs, so it reaches neither AuditFunc nor Metrics.
+type AuditFunc func(ctx context.Context, method string, id pki.Identity, code codes.Code)
+
+// ServerConfig configures NewServer. Zero fields take the defaults of
+// DefaultServerConfig, except Roots and Certificate, which are required.
+type ServerConfig struct {
+	// Roots are the CAs whose client certificates the server accepts
+	// (pki.LoadCertPool). A client without a certificate, or with one from
+	// another CA, fails the TLS handshake.
+	Roots *x509.CertPool
+	// Certificate is the server's own certificate and key (a node
+	// certificate for region and governance nodes).
+	Certificate tls.Certificate
+
+	// Policy says which kinds of certificate may call which service; nil
+	// means DefaultPolicy().
+	Policy Policy
+	// Metrics, if set, counts calls and their latency. One Metrics may be
+	// shared by several servers of a process.
+	Metrics *Metrics
+	// Audit, if set, is told of every refused call.
+	Audit AuditFunc
+	// Logger receives panics and errors the error table could not map; nil
+	// discards.
+	Logger *slog.Logger
+
+	// MaxRecvMsgSize and MaxSendMsgSize bound one gRPC message, in bytes.
+	// A larger request fails with ResourceExhausted before it is decoded.
+	MaxRecvMsgSize int
+	MaxSendMsgSize int
+	// MaxConcurrentStreams bounds the calls in flight on one connection.
+	MaxConcurrentStreams uint32
+	// ConnectionTimeout bounds the TLS handshake of a new connection.
+	ConnectionTimeout time.Duration
+
+	// KeepaliveTime is how long a connection may be silent before the
+	// server pings the client; KeepaliveTimeout how long it waits for the
+	// answer before closing the connection.
+	KeepaliveTime    time.Duration
+	KeepaliveTimeout time.Duration
+	// KeepaliveMinTime is the shortest ping interval the server tolerates
+	// from a client (a client pinging more often is disconnected). Clients
+	// made by Dial ping no more often than this default.
+	KeepaliveMinTime time.Duration
+}
+
+// DefaultServerConfig returns a configuration with every default set and
+// no certificates.
+func DefaultServerConfig() ServerConfig {
+	return ServerConfig{
+		MaxRecvMsgSize:       DefaultMaxMsgSize,
+		MaxSendMsgSize:       DefaultMaxMsgSize,
+		MaxConcurrentStreams: 1024,
+		ConnectionTimeout:    10 * time.Second,
+		KeepaliveTime:        30 * time.Second,
+		KeepaliveTimeout:     10 * time.Second,
+		KeepaliveMinTime:     10 * time.Second,
+	}
+}
+
+// withDefaults returns c with every zero field set from DefaultServerConfig.
+func (c ServerConfig) withDefaults() ServerConfig {
+	d := DefaultServerConfig()
+	if c.Policy == nil {
+		c.Policy = DefaultPolicy()
+	}
+	if c.MaxRecvMsgSize == 0 {
+		c.MaxRecvMsgSize = d.MaxRecvMsgSize
+	}
+	if c.MaxSendMsgSize == 0 {
+		c.MaxSendMsgSize = d.MaxSendMsgSize
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = d.MaxConcurrentStreams
+	}
+	if c.ConnectionTimeout == 0 {
+		c.ConnectionTimeout = d.ConnectionTimeout
+	}
+	if c.KeepaliveTime == 0 {
+		c.KeepaliveTime = d.KeepaliveTime
+	}
+	if c.KeepaliveTimeout == 0 {
+		c.KeepaliveTimeout = d.KeepaliveTimeout
+	}
+	if c.KeepaliveMinTime == 0 {
+		c.KeepaliveMinTime = d.KeepaliveMinTime
+	}
+	return c
+}
+
+// Validate reports the first field of c (after defaults) that is not
+// usable, by name.
+func (c ServerConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Roots == nil:
+		return errors.New("transport: ServerConfig.Roots is required")
+	case len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil:
+		return errors.New("transport: ServerConfig.Certificate is required")
+	case c.MaxRecvMsgSize < 0:
+		return errors.New("transport: ServerConfig.MaxRecvMsgSize must not be negative")
+	case c.MaxSendMsgSize < 0:
+		return errors.New("transport: ServerConfig.MaxSendMsgSize must not be negative")
+	case c.ConnectionTimeout < 0:
+		return errors.New("transport: ServerConfig.ConnectionTimeout must not be negative")
+	case c.KeepaliveTime < 0 || c.KeepaliveTimeout < 0 || c.KeepaliveMinTime < 0:
+		return errors.New("transport: ServerConfig.Keepalive* must not be negative")
+	}
+	return nil
+}
+
+// Server is a gRPC server made by NewServer, with its health service.
+// Register services on it as on a *grpc.Server (it embeds one), then Serve.
+type Server struct {
+	*grpc.Server
+	health *health.Server
+
+	mu   sync.Mutex // guards shut
+	shut bool
+}
+
+// NewServer returns a gRPC server with mutual TLS, message and stream
+// limits, keepalive, the gRPC health service, and this interceptor chain,
+// outermost first, for unary and streaming calls alike:
+//
+//  1. panic recovery: a panic anywhere below becomes codes.Internal, and is
+//     logged with its stack (and the panic value only if it is a runtime
+//     error; never a payload). The server keeps serving.
+//  2. metrics (if cfg.Metrics): in-flight, handled by code, latency.
+//  3. identity: the verified client certificate's pki.Identity goes into the
+//     context (IdentityFromContext). This step refuses nothing.
+//  4. audit (if cfg.Audit): after the call, a refused code is reported
+//     with the caller's identity.
+//  5. authorisation: cfg.Policy by certificate kind; Unauthenticated
+//     without an identity, PermissionDenied for the wrong kind.
+//  6. error translation: the handler's error goes through ToStatus; what
+//     the table does not map is logged here and goes out as Internal.
+//
+// Services are registered by the caller. The health service reports
+// SERVING for "" (the whole server) once NewServer returns; use SetServing
+// for each service.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	ic := &interceptors{
+		log:     orDiscard(cfg.Logger),
+		metrics: cfg.Metrics,
+		policy:  cfg.Policy,
+		audit:   cfg.Audit,
+	}
+	tlsCfg := pki.ServerTLSConfig(cfg.Roots, cfg.Certificate)
+	gs := grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg)),
+		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
+		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
+		grpc.MaxConcurrentStreams(cfg.MaxConcurrentStreams),
+		grpc.ConnectionTimeout(cfg.ConnectionTimeout),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{
+			MinTime:             cfg.KeepaliveMinTime,
+			PermitWithoutStream: true,
+		}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:    cfg.KeepaliveTime,
+			Timeout: cfg.KeepaliveTimeout,
+		}),
+		grpc.ChainUnaryInterceptor(ic.unary()...),
+		grpc.ChainStreamInterceptor(ic.stream()...),
+	)
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(gs, h)
+	return &Server{Server: gs, health: h}, nil
+}
+
+// SetServing sets the health status of service (a fully qualified service
+// name such as WrapService, or "" for the whole server) to SERVING or
+// NOT_SERVING. A region node sets WrapService NOT_SERVING while it holds no
+// serving lease, so that gateways steer away before calls fail.
+func (s *Server) SetServing(service string, serving bool) {
+	st := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		st = healthpb.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus(service, st)
+}
+
+// Shutdown reports NOT_SERVING for every service, then stops the server
+// gracefully: it stops accepting connections and waits for calls in flight
+// until ctx ends, when it closes what remains. It returns ctx's error if it
+// had to cut calls short. Every call after the first returns ErrShutdown.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	if s.shut {
+		s.mu.Unlock()
+		return ErrShutdown
+	}
+	s.shut = true
+	s.mu.Unlock()
+
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Stop()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// refused reports whether code is a refusal AuditFunc must hear of.
+func refused(code codes.Code) bool {
+	switch code {
+	case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument,
+		codes.FailedPrecondition, codes.NotFound:
+		return true
+	}
+	return false
+}
+
+// interceptors holds what the server's interceptors share.
+type interceptors struct {
+	log     *slog.Logger
+	metrics *Metrics
+	policy  Policy
+	audit   AuditFunc
+}
+
+func (ic *interceptors) unary() []grpc.UnaryServerInterceptor {
+	chain := []grpc.UnaryServerInterceptor{ic.recoverUnary}
+	if ic.metrics != nil {
+		chain = append(chain, ic.metrics.unary)
+	}
+	chain = append(chain, identityUnary)
+	if ic.audit != nil {
+		chain = append(chain, ic.auditUnary)
+	}
+	return append(chain, ic.authzUnary, ic.errorsUnary)
+}
+
+func (ic *interceptors) stream() []grpc.StreamServerInterceptor {
+	chain := []grpc.StreamServerInterceptor{ic.recoverStream}
+	if ic.metrics != nil {
+		chain = append(chain, ic.metrics.stream)
+	}
+	chain = append(chain, identityStreamInterceptor)
+	if ic.audit != nil {
+		chain = append(chain, ic.auditStream)
+	}
+	return append(chain, ic.authzStream, ic.errorsStream)
+}
+
+// recovered logs a recovered panic and returns the error the call ends
+// with. The panic value is logged only when it is a runtime error (an index
+// out of range, a nil dereference): any other value could be a handler's
+// string or struct holding request bytes. The stack says where.
+func (ic *interceptors) recovered(method string, p any) error {
+	attrs := []any{"method", method, "panic-type", fmt.Sprintf("%T", p), "stack", string(debug.Stack())}
+	if re, ok := p.(runtime.Error); ok {
+		attrs = append(attrs, "panic", re.Error())
+	}
+	ic.log.Error("transport: panic in call", attrs...)
+	return status.Error(codes.Internal, internalMessage)
+}
+
+func (ic *interceptors) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = nil, ic.recovered(info.FullMethod, p)
+		}
+	}()
+	return handler(ctx, req)
+}
+
+func (ic *interceptors) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = ic.recovered(info.FullMethod, p)
+		}
+	}()
+	return handler(srv, ss)
+}
+
+func identityUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, _ = withIdentity(ctx)
+	return handler(ctx, req)
+}
+
+func identityStreamInterceptor(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, _ := withIdentity(ss.Context())
+	return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
+}
+
+// report calls the audit hook if code is a refusal.
+func (ic *interceptors) report(ctx context.Context, method string, code codes.Code) {
+	if !refused(code) {
+		return
+	}
+	var id pki.Identity
+	if r, ok := ctx.Value(identityKey{}).(*identityResult); ok && r.err == nil {
+		id = r.id
+	}
+	ic.audit(ctx, method, id, code)
+}
+
+func (ic *interceptors) auditUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	ic.report(ctx, info.FullMethod, status.Code(err))
+	return resp, err
+}
+
+func (ic *interceptors) auditStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	err := handler(srv, ss)
+	ic.report(ss.Context(), info.FullMethod, status.Code(err))
+	return err
+}
+
+func (ic *interceptors) authzUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	r, _ := ctx.Value(identityKey{}).(*identityResult)
+	if err := ic.policy.authorize(info.FullMethod, r); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (ic *interceptors) authzStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	r, _ := ss.Context().Value(identityKey{}).(*identityResult)
+	if err := ic.policy.authorize(info.FullMethod, r); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+// translate maps a handler's error for the wire, logging what the table
+// does not know.
+func (ic *interceptors) translate(method string, err error) error {
+	if err == nil {
+		return nil
+	}
+	st, mapped := toStatus(err)
+	if !mapped {
+		ic.log.Error("transport: unmapped error", "method", method, "error", err)
+	}
+	return st.Err()
+}
+
+func (ic *interceptors) errorsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	resp, err := handler(ctx, req)
+	if err != nil {
+		return nil, ic.translate(info.FullMethod, err)
+	}
+	return resp, nil
+}
+
+func (ic *interceptors) errorsStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	return ic.translate(info.FullMethod, handler(srv, ss))
+}
+
+// orDiscard returns l, or a logger that discards everything if l is nil.
+func orDiscard(l *slog.Logger) *slog.Logger {
+	if l == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return l
+}
