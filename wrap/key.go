@@ -14,13 +14,14 @@ import (
 // in one memguard LockedBuffer (mlocked, between guard pages, canary
 // checked, read-only after creation) for as long as the key is alive.
 //
-// Why a LockedBuffer and not an Enclave: opening an Enclave costs about
-// 60 µs (BenchmarkEnclaveOpen), a read of a held LockedBuffer costs
-// nothing measurable (BenchmarkLockedBufferHold), and a wrap must cost
-// about 1 µs. A parent key's at-rest form is its sealed blob (an L3 under
+// Why a LockedBuffer and not an Enclave: opening an Enclave (and
+// destroying the buffer it opens into) costs 160-190 µs here under load
+// (BenchmarkEnclaveOpen; PEERS.md saw 65-85 µs on a quiet machine), using
+// a held LockedBuffer costs 8-11 ns (BenchmarkLockedBufferHold: the read
+// lock), and a whole wrap costs about 1.4 µs. A parent key's at-rest form is its sealed blob (an L3 under
 // its L2, in the FSM) or the anchor (an L2 under L1), so no Enclave is
 // needed at all. Each LockedBuffer costs 3 pages of mlocked memory and 4
-// syscalls to create (about 25 µs, BenchmarkNewServiceKey), so the keyring
+// syscalls to create (80-90 µs, BenchmarkNewServiceKey), so the keyring
 // must bound how many keys it holds open.
 //
 // mu guards buf: readers (derivations) hold it shared for the whole time
