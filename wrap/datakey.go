@@ -11,11 +11,11 @@ import (
 //
 // Unlike parent keys, a DataKey's bytes live in an ordinary Go array,
 // wiped by Destroy, not in memguard: a gateway makes and drops one per
-// request, up to a million a second, and a LockedBuffer costs 80-90 µs
-// and three pages (one mlocked) to create (BenchmarkNewServiceKey), 60 times the
-// cost of the wrap itself (NewDataKey is 0.2 µs); and a data key's plaintext leaves
-// the process anyway, in the response to the application that asked for
-// it. See DESIGN.md.
+// request, up to a million a second, and a LockedBuffer costs 80-90 µs and
+// three pages (one mlocked) to create (BenchmarkNewServiceKey), 60 times
+// the cost of the wrap itself (NewDataKey is 0.2 µs); and a data key's
+// plaintext leaves the process anyway, in the response to the application
+// that asked for it. See DESIGN.md.
 //
 // A DataKey belongs to one goroutine at a time: Destroy must not run
 // concurrently with its other methods. Do not copy a DataKey value (the

@@ -18,11 +18,12 @@ import (
 // destroying the buffer it opens into) costs 160-190 µs here under load
 // (BenchmarkEnclaveOpen; PEERS.md saw 65-85 µs on a quiet machine), using
 // a held LockedBuffer costs 8-11 ns (BenchmarkLockedBufferHold: the read
-// lock), and a whole wrap costs about 1.4 µs. A parent key's at-rest form is its sealed blob (an L3 under
-// its L2, in the FSM) or the anchor (an L2 under L1), so no Enclave is
-// needed at all. Each LockedBuffer costs 3 pages (one mlocked) and several
-// syscalls to create (80-90 µs, BenchmarkNewServiceKey), so the keyring
-// must bound how many keys it holds open.
+// lock), and a whole wrap costs about 1.4 µs. A parent key's at-rest form
+// is its sealed blob (an L3 under its L2, in the FSM) or the anchor (an L2
+// under L1), so no Enclave is needed at all. Each LockedBuffer costs 3
+// pages (one mlocked) and several syscalls to create (80-90 µs,
+// BenchmarkNewServiceKey), so the keyring must bound how many keys it
+// holds open.
 //
 // mu guards buf: readers (derivations) hold it shared for the whole time
 // they read the locked memory, Destroy holds it exclusively, so a key can
