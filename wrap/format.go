@@ -23,11 +23,12 @@ const (
 	// longer ones before they reach a key.
 	MaxContextSize = 4096
 
-	// MaxBlobSize is the longest blob this format can produce or accept:
-	// a sealed service key with 64-byte tenant and service names. Wrapped
-	// data keys are at most MaxBlobSize-65 bytes. transport uses it to
-	// bound request sizes.
-	MaxBlobSize = fixedHeaderSize + (1 + MaxNameLen) + (1 + MaxNameLen) + 4 + (1 + MaxNameLen) + 4 +
+	// MaxBlobSize is the longest blob this format can produce or accept,
+	// 235 bytes: a sealed service key whose tenant and service names are
+	// 64 bytes long (its parent, an L2, has an empty service). Wrapped
+	// data keys are at most 230 bytes. transport uses it to bound request
+	// sizes.
+	MaxBlobSize = fixedHeaderSize + (1 + MaxNameLen) + 1 + 4 + (1 + MaxNameLen) + 4 +
 		SaltSize + NonceSize + KeySize + TagSize
 
 	fixedHeaderSize = 4 // magic, format version, kind, KDF id

@@ -501,3 +501,30 @@ func TestConcurrentDestroy(t *testing.T) {
 	l3.Destroy()
 	wg.Wait()
 }
+
+// TestMaxBlobSize checks that the longest names give exactly the
+// documented maximum sizes.
+func TestMaxBlobSize(t *testing.T) {
+	if MaxBlobSize != 235 {
+		t.Fatalf("MaxBlobSize = %d, docs/format.md says 235", MaxBlobSize)
+	}
+	long := func(c byte) string { return string(bytes.Repeat([]byte{c}, MaxNameLen)) }
+	l2 := newTenantKey(t, KeyID{Tenant: long('t'), Version: 1 << 31})
+	l3 := newServiceKey(t, KeyID{Tenant: long('t'), Service: long('s'), Version: 1<<32 - 1})
+	sealed, err := l2.SealServiceKey(l3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped, err := l3.Wrap(NewDataKey(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sealed) != MaxBlobSize || len(wrapped) != 230 {
+		t.Fatalf("sealed %d bytes, wrapped %d bytes", len(sealed), len(wrapped))
+	}
+	if k, err := l2.OpenServiceKey(l3.ID(), sealed); err != nil || !k.Equal(l3) {
+		t.Fatalf("OpenServiceKey: %v", err)
+	} else {
+		k.Destroy()
+	}
+}
