@@ -68,7 +68,7 @@ func TestNoPlaintextKeyMaterial(t *testing.T) {
 		RevokeTenant{}, RevokeService{}, RevokeKeyVersion{}, LockTenant{}, UnlockTenant{},
 		SetAnchor{}, DeleteAnchor{}, ApplyGovernanceEvent{}, SetSettings{},
 		wireEntry{}, wireEvent{}, wireResponse{},
-		root{}, record{}, snapshotHeader{}, snapshot{},
+		root{}, snapshotHeader{}, snapshot{}, dedupeEntry{},
 		Tenant{}, Service{}, KeyVersion{}, Revocation{},
 	}
 	for _, v := range types {
@@ -106,8 +106,9 @@ func TestPlaintextKeyWalkerCatches(t *testing.T) {
 // Krypton but wrap (for names); only Raft, for the FSM interface.
 func TestImports(t *testing.T) {
 	allowed := map[string]bool{
-		"bufio": true, "bytes": true, "crypto/sha256": true, "encoding/json": true, "errors": true,
-		"fmt": true, "io": true, "maps": true, "slices": true, "strconv": true, "strings": true,
+		"bufio": true, "bytes": true, "crypto/sha256": true, "encoding/binary": true, "encoding/json": true, "errors": true,
+		"math": true,
+		"fmt":  true, "io": true, "maps": true, "slices": true, "strconv": true, "strings": true,
 		"sync": true, "sync/atomic": true, "time": true,
 		"github.com/hashicorp/raft":          true,
 		"github.com/kryptonkms/krypton/wrap": true,

@@ -2,7 +2,9 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -39,49 +41,137 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	}
 }
 
+type rawRecord struct {
+	kind    byte
+	payload []byte
+}
+
+// splitSnapshot splits a snapshot into its header line and its records.
+func splitSnapshot(t *testing.T, b []byte) (string, []rawRecord) {
+	t.Helper()
+	i := bytes.IndexByte(b, '\n')
+	hdr, rest := string(b[:i+1]), b[i+1:]
+	var recs []rawRecord
+	for len(rest) > 0 {
+		size, n := binary.Uvarint(rest[1:])
+		recs = append(recs, rawRecord{rest[0], rest[1+n : 1+n+int(size)]})
+		rest = rest[1+n+int(size):]
+	}
+	return hdr, recs
+}
+
+func joinSnapshot(hdr string, recs []rawRecord) string {
+	var b bytes.Buffer
+	b.WriteString(hdr)
+	for _, r := range recs {
+		b.WriteByte(r.kind)
+		b.Write(binary.AppendUvarint(nil, uint64(len(r.payload))))
+		b.Write(r.payload)
+	}
+	return b.String()
+}
+
+func build(kind byte, f func(e *recWriter)) rawRecord {
+	e := &recWriter{}
+	f(e)
+	return rawRecord{kind, e.buf}
+}
+
+func tenantRecord(name string, status Status) rawRecord {
+	return build(recTenant, func(e *recWriter) {
+		e.str(name)
+		e.str("file:///x")
+		e.status(status)
+		e.str("")
+		e.bool(false)
+		e.uvarint(1)
+		e.varint(1)
+		e.varint(0)
+		e.varint(0)
+		e.uvarint(1)
+		e.uvarint(1)
+		e.bytes([]byte("sealed"))
+		e.status(StatusActive)
+		e.varint(1)
+	})
+}
+
 func TestRestoreRefusesMalformed(t *testing.T) {
 	h := fixture(t)
+	h.applyEntry(Entry{RequestID: "r1", Command: UnlockTenant{Tenant: "acme"}})
 	good := string(snapshotBytes(t, h.s))
-	lines := strings.SplitAfter(good, "\n")
-	lines = lines[:len(lines)-1] // the empty string after the last newline
-	find := func(prefix string) int {
-		for i, l := range lines {
-			if strings.HasPrefix(l, prefix) {
+	hdr, recs := splitSnapshot(t, []byte(good))
+	if joinSnapshot(hdr, recs) != good {
+		t.Fatal("split/join is not the identity")
+	}
+	find := func(kind byte) int {
+		for i, r := range recs {
+			if r.kind == kind {
 				return i
 			}
 		}
-		t.Fatalf("no %s line", prefix)
+		t.Fatalf("no record of kind %d", kind)
 		return 0
 	}
-	without := func(i int) string { return strings.Join(append(lines[:i:i], lines[i+1:]...), "") }
-	swap := func(i, j int) string {
-		l := append([]string(nil), lines...)
-		l[i], l[j] = l[j], l[i]
-		return strings.Join(l, "")
+	with := func(i int, r rawRecord) string {
+		c := slices.Clone(recs)
+		c[i] = r
+		return joinSnapshot(hdr, c)
 	}
-	key := find(`{"key":`)
+	without := func(i int) string { return joinSnapshot(hdr, slices.Delete(slices.Clone(recs), i, i+1)) }
+	swap := func(i, j int) string {
+		c := slices.Clone(recs)
+		c[i], c[j] = c[j], c[i]
+		return joinSnapshot(hdr, c)
+	}
+	key, svc, end := find(recKeyVersion), find(recService), find(recEnd)
+	cursor := find(recCursor)
 	cases := map[string]string{
-		"empty":             "",
-		"not a snapshot":    "{}\n",
-		"future version":    strings.Replace(good, `"v":1`, `"v":2`, 1),
-		"truncated":         strings.Join(lines[:len(lines)-1], ""),
-		"cut mid-line":      good[:len(good)/2],
-		"missing key":       without(key),
-		"missing revoked":   without(find(`{"revocation":`)),
-		"key before svc":    swap(key, key-1),
-		"trailing data":     good + `{"cursor":1}` + "\n",
-		"unknown record":    strings.Replace(good, `{"cursor":`, `{"nope":1,"cursor":`, 1),
-		"two records":       strings.Replace(good, `{"cursor":`, `{"end":{"records":0},"cursor":`, 1),
-		"no record":         strings.Replace(good, `{"cursor":0}`, `{}`, 1),
-		"bad json":          strings.Replace(good, `{"cursor":`, `{"cursor"`, 1),
-		"bad status":        strings.Replace(good, `"status":"ACTIVE"`, `"status":"FINE"`, 1),
-		"missing status":    strings.Replace(good, `"status":"ACTIVE",`, ``, 1),
-		"bad tenant name":   strings.Replace(good, `{"tenant":{"name":"acme"`, `{"tenant":{"name":"ACME"`, 1),
-		"duplicate tenant":  strings.Replace(good, `{"tenant":{"name":"gone"`, `{"tenant":{"name":"acme"`, 1),
-		"bad settings":      strings.Replace(good, `"dedupe-window":10000`, `"dedupe-window":0`, 1),
-		"count mismatch":    strings.Replace(good, `{"end":{"records":`, `{"end":{"records":1`, 1),
-		"header only":       lines[0],
-		"service elsewhere": strings.Replace(good, `{"service":{"tenant":"acme"`, `{"service":{"tenant":"gone"`, 1),
+		"empty":               "",
+		"not a snapshot":      "{}\n",
+		"future version":      strings.Replace(good, `"v":1`, `"v":2`, 1),
+		"header only":         hdr,
+		"truncated":           joinSnapshot(hdr, recs[:end]),
+		"cut mid-record":      good[:len(good)-2],
+		"missing key version": without(key),
+		"missing revocation":  without(find(recRevocation)),
+		"key before service":  swap(key, svc),
+		"service first":       swap(svc, cursor),
+		"trailing data":       good + "x",
+		"unknown kind":        with(cursor, rawRecord{99, recs[cursor].payload}),
+		"payload too long":    with(cursor, rawRecord{recCursor, append(slices.Clone(recs[cursor].payload), 0)}),
+		"payload too short":   with(cursor, rawRecord{recCursor, nil}),
+		"huge length":         hdr + string([]byte{recCursor}) + string(binary.AppendUvarint(nil, 1<<40)),
+		"bad tenant name":     with(find(recTenant), tenantRecord("ACME", StatusActive)),
+		"bad tenant status":   with(find(recTenant), tenantRecord("acme", Status(9))),
+		"duplicate tenant":    joinSnapshot(hdr, slices.Insert(slices.Clone(recs), cursor+1, tenantRecord("acme", StatusActive))),
+		"bad settings":        with(find(recSettings), build(recSettings, func(e *recWriter) { e.varint(1); e.varint(1); e.varint(0); e.uvarint(0) })),
+		"count mismatch":      with(end, build(recEnd, func(e *recWriter) { e.uvarint(3) })),
+		"sealed by unknown l2": with(key, build(recKeyVersion, func(e *recWriter) {
+			e.uvarint(1)
+			e.bytes([]byte("s"))
+			e.uvarint(2)
+			e.status(StatusActive)
+			e.varint(0)
+			e.varint(0)
+			e.varint(0)
+		})),
+		"bad dedupe type": with(find(recDedupe), build(recDedupe, func(e *recWriter) {
+			e.str("r1")
+			e.str("no-such-command")
+			e.result(Result{Index: 1})
+		})),
+		"bad dedupe error code": with(find(recDedupe), build(recDedupe, func(e *recWriter) {
+			e.str("r1")
+			e.str("unlock-tenant")
+			e.result(Result{Index: 1})
+			e.buf[len(e.buf)-1] = 1 // has an event error...
+			e.str("no-such-code")   // ...with an unknown code
+			e.str("")
+			e.str("")
+			e.uvarint(0)
+			e.str("")
+		})),
 	}
 	before := h.s.Hash()
 	for name, in := range cases {
@@ -94,6 +184,10 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 	}
 	if h.s.Hash() != before {
 		t.Fatal("a failed restore changed the state")
+	}
+	// The unmodified snapshot still restores.
+	if err := h.s.Restore(strings.NewReader(joinSnapshot(hdr, recs))); err != nil {
+		t.Fatal(err)
 	}
 }
 
