@@ -52,28 +52,43 @@ func BenchmarkUsable(b *testing.B) {
 	})
 }
 
-// BenchmarkApplyRotateServiceKey measures Apply of a rotation, including
-// decoding the log entry, as FSM.Apply does.
+// BenchmarkApplyRotateServiceKey measures Apply of a rotation with a request
+// id: "apply" on a decoded entry, "decode+apply" from log bytes, as
+// FSM.Apply does.
 func BenchmarkApplyRotateServiceKey(b *testing.B) {
-	s := benchState(b, 100, 10, 1)
-	sealed := bytes.Repeat([]byte{0xa5}, 60)
-	idx := s.AppliedIndex()
-	version := uint32(1)
-	for b.Loop() {
-		version++
-		data, err := Encode(Entry{RequestID: fmt.Sprint("req-", version), At: int64(version),
-			Command: RotateServiceKey{Tenant: "tenant-0042", Service: "service-0007", Version: version, SealedL3: sealed, SealedBy: 1}})
-		if err != nil {
-			b.Fatal(err)
+	for _, decode := range []bool{false, true} {
+		name := "apply"
+		if decode {
+			name = "decode+apply"
 		}
-		idx++
-		e, err := Decode(data)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := s.Apply(idx, e); err != nil {
-			b.Fatal(err)
-		}
+		b.Run(name, func(b *testing.B) {
+			s := benchState(b, 100, 10, 1)
+			sealed := bytes.Repeat([]byte{0xa5}, 60)
+			idx := s.AppliedIndex()
+			entries := make([]Entry, b.N)
+			data := make([][]byte, b.N)
+			for i := range entries {
+				v := uint32(i + 2)
+				entries[i] = Entry{RequestID: fmt.Sprint("req-", v), At: int64(v),
+					Command: RotateServiceKey{Tenant: "tenant-0042", Service: "service-0007", Version: v, SealedL3: sealed, SealedBy: 1}}
+				data[i], _ = Encode(entries[i])
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				e := entries[i]
+				if decode {
+					var err error
+					if e, err = Decode(data[i]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				idx++
+				if _, err := s.Apply(idx, e); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 
