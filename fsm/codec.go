@@ -126,3 +126,13 @@ func DecodeResponse(b []byte) (any, error) {
 	}
 	return nil, errors.New("fsm: decode response: want exactly one of result and error")
 }
+
+// Codec offers EncodeResponse and DecodeResponse as methods, to be handed to
+// the cluster layer as its response codec (cluster.WithResponseCodec).
+type Codec struct{}
+
+// EncodeResponse calls EncodeResponse.
+func (Codec) EncodeResponse(v any) ([]byte, error) { return EncodeResponse(v) }
+
+// DecodeResponse calls DecodeResponse.
+func (Codec) DecodeResponse(b []byte) (any, error) { return DecodeResponse(b) }

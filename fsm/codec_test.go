@@ -68,6 +68,20 @@ func TestResponseCodecFixed(t *testing.T) {
 	}
 }
 
+func TestCodecType(t *testing.T) {
+	var c interface {
+		EncodeResponse(any) ([]byte, error)
+		DecodeResponse([]byte) (any, error)
+	} = Codec{}
+	b, err := c.EncodeResponse(refuse(ErrLocked, "acme", "", 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := c.DecodeResponse(b); err != nil || !errors.Is(v.(error), ErrLocked) {
+		t.Fatalf("%v, %v", v, err)
+	}
+}
+
 func TestResponseCodecRefuses(t *testing.T) {
 	if _, err := EncodeResponse(errors.New("fsm: something else")); err == nil {
 		t.Fatal("encoded an error without a code")

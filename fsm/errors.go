@@ -149,7 +149,15 @@ func (e *Error) Unwrap() []error {
 	return []error{e.Err}
 }
 
+// refuse builds a refusal. Queries take names unvalidated, so a name that is
+// not valid is left out rather than echoed (it may be arbitrary bytes).
 func refuse(err error, tenant, service string, version uint32) *Error {
+	if tenant != "" && !validName(tenant) {
+		tenant = ""
+	}
+	if service != "" && !validName(service) {
+		service = ""
+	}
 	return &Error{Err: err, Tenant: tenant, Service: service, Version: version}
 }
 

@@ -491,6 +491,10 @@ func TestQueriesReturnCopies(t *testing.T) {
 	if _, err := h.s.KeyVersion("acme", "pay", 9); !errors.Is(err, ErrVersionNotFound) {
 		t.Fatal(err)
 	}
+	// A query never echoes a name that is not valid.
+	if _, err := h.s.Service("acme", "PAY\x00secret"); !errors.Is(err, ErrServiceNotFound) || strings.Contains(err.Error(), "secret") {
+		t.Fatal(err)
+	}
 	log := h.s.RevocationLog(0)
 	if len(log) != 4 || h.s.RevocationLog(3)[0].Seq != 4 || h.s.RevocationLog(4) != nil {
 		t.Fatalf("log = %+v", log)
