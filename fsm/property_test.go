@@ -317,6 +317,7 @@ func TestUsableAgainstModel(t *testing.T) {
 				}
 				m.apply(c)
 			}
+			checkInvariants(t, s)
 			for _, tn := range append(g.tenants, "zz") {
 				for _, sn := range append(g.svcs, "zz") {
 					for v := range uint32(5) {
@@ -330,5 +331,54 @@ func TestUsableAgainstModel(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// checkInvariants checks what must hold after any log: versions are 1..n
+// without gaps, only the current version can be ACTIVE, blobs reference
+// existing L2 versions, the revocation log is numbered in log order, and the
+// dedupe table is within its window.
+func checkInvariants(t *testing.T, s *State) {
+	t.Helper()
+	for _, tn := range s.ListTenants() {
+		if int(tn.CurrentL2) != len(tn.L2) {
+			t.Fatalf("%s: current L2 %d of %d", tn.Name, tn.CurrentL2, len(tn.L2))
+		}
+		for i, l2 := range tn.L2 {
+			want := StatusDecryptOnly
+			if i == len(tn.L2)-1 {
+				want = StatusActive
+			}
+			if l2.Version != uint32(i+1) || l2.Status != want {
+				t.Fatalf("%s: L2 %+v at %d", tn.Name, l2, i)
+			}
+		}
+		svcs, _ := s.ListServices(tn.Name)
+		for _, sv := range svcs {
+			kvs, _ := s.ListKeyVersions(tn.Name, sv.Name)
+			if int(sv.Current) != len(kvs) {
+				t.Fatalf("%s/%s: current %d of %d", tn.Name, sv.Name, sv.Current, len(kvs))
+			}
+			for i, kv := range kvs {
+				if kv.Version != uint32(i+1) || kv.SealedBy == 0 || kv.SealedBy > tn.CurrentL2 {
+					t.Fatalf("%s/%s: %+v at %d", tn.Name, sv.Name, kv, i)
+				}
+				if kv.Status == StatusActive && kv.Version != sv.Current {
+					t.Fatalf("%s/%s: non-current version %d is ACTIVE", tn.Name, sv.Name, kv.Version)
+				}
+			}
+		}
+	}
+	var lastIndex uint64
+	for i, r := range s.RevocationLog(0) {
+		if r.Seq != uint64(i+1) || r.Index < lastIndex || (r.RequestID != "" && r.Cursor != 0) {
+			t.Fatalf("revocation %d: %+v", i, r)
+		}
+		lastIndex = r.Index
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if d := s.root.dedupe; len(d.order) != len(d.ids) || len(d.order) > s.root.settings.DedupeWindow {
+		t.Fatalf("dedupe: %d ids, %d in order, window %d", len(d.ids), len(d.order), s.root.settings.DedupeWindow)
 	}
 }
