@@ -18,14 +18,14 @@ import (
 // never again. This is what lifts GCM's limit of 2^32 messages per key with
 // random 96-bit nonces (crypto/cipher's note; NIST SP 800-38D section 8.3)
 // off the parent key: the parent key never meets GCM, and a parent key may
-// wrap as many data keys as it is asked to (the limit becomes 2^64-ish
-// derivations for a 2^-64 salt-collision risk: unreachable).
+// wrap as many data keys as it is asked to (2^96 derivations keep the
+// chance of any salt collision below 2^-64: unreachable).
 //
 // Under one derived key, nonces are a counter: item i of a batch gets
 // 00000000 || uint64_be(i); a single wrap or seal is item 0. A counter
 // never repeats under one key, and needs no randomness per item. A reader
 // accepts any nonce, so the rule may change without a format version.
-//
+
 // ItemsPerDerivedKey bounds how many items one derived key seals: WrapBatch
 // derives a fresh key every ItemsPerDerivedKey items. GCM itself would
 // allow far more; the bound limits what one derived key (whose AES key
