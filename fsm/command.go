@@ -14,6 +14,9 @@ import (
 type Command interface {
 	// Type is the command's stable tag in the log encoding.
 	Type() string
+	// command seals the interface: a command from elsewhere would encode,
+	// then fail to decode on every node and stop the region.
+	command()
 }
 
 // CreateTenant creates a tenant with its L1 anchor and its first L2 version.
@@ -127,6 +130,20 @@ func (SetAnchor) Type() string            { return "set-anchor" }
 func (DeleteAnchor) Type() string         { return "delete-anchor" }
 func (ApplyGovernanceEvent) Type() string { return "governance-event" }
 func (SetSettings) Type() string          { return "set-settings" }
+
+func (CreateTenant) command()         {}
+func (RotateTenantKey) command()      {}
+func (CreateService) command()        {}
+func (RotateServiceKey) command()     {}
+func (RevokeTenant) command()         {}
+func (RevokeService) command()        {}
+func (RevokeKeyVersion) command()     {}
+func (LockTenant) command()           {}
+func (UnlockTenant) command()         {}
+func (SetAnchor) command()            {}
+func (DeleteAnchor) command()         {}
+func (ApplyGovernanceEvent) command() {}
+func (SetSettings) command()          {}
 
 // newCommand returns a pointer to a zero command of the given tag.
 func newCommand(tag string) Command {
