@@ -247,7 +247,7 @@ type wireEvent struct {
 }
 
 // Encode returns the log encoding of e: a JSON object with a version, the
-// command's type tag and the command.
+// command's type tag and the command. It checks that the result decodes.
 func Encode(e Entry) ([]byte, error) {
 	if e.Command == nil {
 		return nil, errors.New("fsm: encode: nil command")
@@ -256,7 +256,17 @@ func Encode(e Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(wireEntry{V: EncodingVersion, Type: e.Command.Type(), RequestID: e.RequestID, At: e.At, Cmd: cmd})
+	b, err := json.Marshal(wireEntry{V: EncodingVersion, Type: e.Command.Type(), RequestID: e.RequestID, At: e.At, Cmd: cmd})
+	if err != nil {
+		return nil, err
+	}
+	// An entry that does not decode would stop every node that applies it:
+	// refuse it here, on the proposer, instead. Proposals are rare enough
+	// for the extra decode.
+	if _, err := Decode(b); err != nil {
+		return nil, fmt.Errorf("fsm: encode: entry would not decode: %w", err)
+	}
+	return b, nil
 }
 
 func encodeCommand(c Command) (json.RawMessage, error) {
