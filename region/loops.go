@@ -1,0 +1,168 @@
+package region
+
+import (
+	"context"
+	"strings"
+	"time"
+
+	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/fsm"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// leaseLoop keeps this node's serving lease fresh (DESIGN.md, "Serving leases"): every third of a
+// lease period, and at once when the leader changes.
+func (n *Node) leaseLoop() {
+	defer n.wg.Done()
+	kick := make(chan struct{}, 1)
+	cancel := n.cl.OnLeaderChange(func(cluster.LeaderChange) {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	})
+	defer cancel()
+	for {
+		d := n.state.Settings().LeaseDuration
+		n.renewLease(d)
+		t := time.NewTimer(max(d/3, 20*time.Millisecond))
+		select {
+		case <-n.stop:
+			t.Stop()
+			return
+		case <-kick:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// renewLease asks the leader for a lease (or, on the leader, confirms leadership with a quorum).
+// A failure leaves the current lease to run out on its own.
+func (n *Node) renewLease(d time.Duration) {
+	sent := n.lease.now()
+	ctx, cancel := context.WithTimeout(context.Background(), max(d/3, 20*time.Millisecond))
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if n.cl.IsLeader() {
+		if err := n.cl.Barrier(ctx); err == nil {
+			n.lease.grant(sent, d, n.cl.Term())
+		}
+		return
+	}
+	client, _, err := n.peers.leader()
+	if err != nil {
+		return
+	}
+	resp, err := client.RenewLease(ctx, &kv1.RenewLeaseRequest{NodeId: n.cfg.NodeID, AppliedIndex: n.state.AppliedIndex()})
+	if err != nil {
+		n.log.Debug("lease renewal failed", "err", err)
+		return
+	}
+	// Serve under the grant only once everything committed before it is applied here: a
+	// revocation committed before the grant then already refuses its key on this node.
+	if err := n.cl.WaitApplied(ctx, resp.GetCommitIndex()); err != nil {
+		n.log.Debug("lease granted but the log is not applied in time", "commit-index", resp.GetCommitIndex(), "err", err)
+		return
+	}
+	n.lease.grant(sent, resp.GetLeaseDuration().AsDuration(), resp.GetTerm())
+}
+
+// lockPrefix marks lockouts made by the L1 check, which the check may lift again when the anchor
+// answers; a lockout by an operator or governance stays until they lift it.
+const lockPrefix = "l1: "
+
+// anchorLoop is the leader's L1 check (DESIGN.md, "L1 checks"): each period it asks every
+// tenant's anchor whether the root key is usable. A definite denial locks the tenant out at once;
+// transient failures lock it out after the grace period.
+func (n *Node) anchorLoop() {
+	defer n.wg.Done()
+	failingSince := map[string]time.Time{}
+	for {
+		period := n.state.Settings().AnchorCheckPeriod
+		t := time.NewTimer(period)
+		select {
+		case <-n.stop:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if !n.cl.IsLeader() {
+			clear(failingSince)
+			continue
+		}
+		n.checkAnchors(failingSince)
+	}
+}
+
+func (n *Node) checkAnchors(failingSince map[string]time.Time) {
+	settings := n.state.Settings()
+	for _, t := range n.state.ListTenants() {
+		if t.Status == fsm.StatusRevoked || t.AnchorDeleted {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), min(settings.AnchorCheckPeriod, 30*time.Second))
+		err := n.checkAnchor(ctx, t.Anchor)
+		cancel()
+		n.countAnchor("check", err)
+		autoLocked := t.Status == fsm.StatusLocked && strings.HasPrefix(t.LockReason, lockPrefix)
+		switch {
+		case err == nil:
+			delete(failingSince, t.Name)
+			if autoLocked {
+				n.log.Info("L1 answers again; lifting the lockout", "tenant", t.Name)
+				n.unlockTenant(t.Name)
+			}
+		case anchor.IsDenied(err):
+			delete(failingSince, t.Name)
+			if t.Status != fsm.StatusLocked {
+				reason, _ := anchor.Reason(err)
+				n.lockTenant(t.Name, lockPrefix+"the root key denied access ("+reason.String()+")")
+			}
+		default:
+			first, ok := failingSince[t.Name]
+			if !ok {
+				failingSince[t.Name] = time.Now()
+				first = time.Now()
+			}
+			n.log.Warn("L1 check failed transiently", "tenant", t.Name, "failing-for", time.Since(first).Round(time.Second), "err", err)
+			if time.Since(first) >= settings.AnchorGracePeriod && t.Status != fsm.StatusLocked {
+				n.lockTenant(t.Name, lockPrefix+"the root key has been unreachable for longer than the grace period")
+			}
+		}
+	}
+}
+
+func (n *Node) checkAnchor(ctx context.Context, uri string) error {
+	p, err := n.anchors.get(ctx, uri)
+	if err != nil {
+		return err
+	}
+	return p.Check(ctx)
+}
+
+func (n *Node) lockTenant(tenant, reason string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.LockTenant(ctx, "", tenant, reason); err != nil {
+		n.log.Error("locking out tenant failed", "tenant", tenant, "err", err)
+		return
+	}
+	n.metrics.lockouts.Inc()
+	n.log.Warn("tenant locked out", "tenant", tenant, "reason", reason)
+}
+
+func (n *Node) unlockTenant(tenant string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n.UnlockTenant(ctx, "", tenant); err != nil {
+		n.log.Error("lifting lockout failed", "tenant", tenant, "err", err)
+	}
+}

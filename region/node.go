@@ -1,0 +1,289 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/grpc/codes"
+
+	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// Gossip tags a region node publishes, so that nodes and gateways can find each other's API.
+const (
+	metaRPC     = "grpc"
+	metaRegion  = "region"
+	metaVersion = "version"
+)
+
+// Node is one running region node: Raft and gossip (cluster), the replicated state (fsm), the
+// keyring, the serving lease, and the gRPC API (wrap, admin and node services) on RPCAddr.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	fsm     *fsm.FSM
+	state   *fsm.State
+	cl      *cluster.Cluster
+	keys    *keyring
+	lease   *lease
+	anchors *anchorCache
+	peers   *peerClients
+	reg     *prometheus.Registry
+	metrics *nodeMetrics
+	audit   *audit.Log
+	srv     *transport.Server
+	rpcLn   net.Listener
+	http    *transport.AdminHTTP
+	flight  singleflight.Group // one unseal or fetch per L2 version at a time
+	started time.Time
+
+	stop     chan struct{} // closed by Shutdown: the loops below return
+	wg       sync.WaitGroup
+	shutOnce sync.Once
+	shut     atomic.Bool
+}
+
+// New starts a node: it opens its data directory, joins or bootstraps the region, and serves the
+// API on cfg.RPCAddr until Shutdown or Leave.
+func New(cfg Config) (n *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("node", cfg.NodeID, "region", cfg.Region)
+	n = &Node{
+		cfg:     cfg,
+		log:     log,
+		keys:    newKeyring(),
+		lease:   newLease(),
+		reg:     prometheus.NewRegistry(),
+		started: time.Now(),
+		stop:    make(chan struct{}),
+	}
+	// Undo what was started if a later step fails.
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+			n.keys.wipeAll()
+		}
+	}()
+
+	auditPath := cfg.AuditPath
+	if auditPath == "" {
+		auditPath = filepath.Join(cfg.DataDir, "audit.log")
+	}
+	if n.audit, err = audit.Open(auditPath, audit.Options{Node: cfg.NodeID, SyncInterval: 100 * time.Millisecond}); err != nil {
+		return nil, fmt.Errorf("region: audit log: %w", err)
+	}
+	closers = append(closers, func() { n.audit.Close() })
+
+	n.anchors = newAnchorCache(log, cfg.AllowDevAnchor)
+	closers = append(closers, n.anchors.close)
+	n.metrics = newNodeMetrics(n.reg, n)
+
+	n.fsm = fsm.New(fsm.Options{OnChange: n.onChange})
+	n.state = n.fsm.State()
+
+	ccfg := cluster.DefaultConfig()
+	ccfg.NodeID = cfg.NodeID
+	ccfg.DataDir = cfg.DataDir
+	ccfg.RaftAddr = cfg.RaftAddr
+	ccfg.GossipAddr = cfg.GossipAddr
+	ccfg.GossipKey = cfg.GossipKey
+	ccfg.BootstrapExpect = cfg.BootstrapExpect
+	ccfg.Join = cfg.Join
+	ccfg.TLS = pki.NodeTLSConfig(cfg.Roots, cfg.Certificate)
+	ccfg.Meta = map[string]string{metaRPC: cfg.RPCAddr, metaRegion: cfg.Region}
+	ccfg.Logger = log
+	ccfg.Registerer = n.reg
+	if cfg.Tune != nil {
+		cfg.Tune(&ccfg)
+	}
+
+	// The API listener comes first so that a port clash fails before Raft starts.
+	if n.rpcLn, err = net.Listen("tcp", cfg.RPCAddr); err != nil {
+		return nil, fmt.Errorf("region: RPCAddr: %w", err)
+	}
+	closers = append(closers, func() { n.rpcLn.Close() })
+
+	if n.cl, err = cluster.New(ccfg, n.fsm, append([]cluster.Option{cluster.WithResponseCodec(fsm.Codec{})}, cfg.ClusterOptions...)...); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { n.cl.Shutdown() })
+	n.peers = newPeerClients(n.cl, transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate}, cfg.PeerFilter)
+	closers = append(closers, n.peers.close)
+
+	tm, err := transport.NewMetrics(n.reg)
+	if err != nil {
+		return nil, err
+	}
+	n.srv, err = transport.NewServer(transport.ServerConfig{
+		Roots:       cfg.Roots,
+		Certificate: cfg.Certificate,
+		Metrics:     tm,
+		Audit:       n.auditRefusal,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	kv1.RegisterWrapServiceServer(n.srv, &wrapService{n: n})
+	kv1.RegisterAdminServiceServer(n.srv, &adminService{n: n})
+	kv1.RegisterNodeServiceServer(n.srv, &nodeService{n: n})
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.srv.Serve(n.rpcLn); err != nil && !n.shut.Load() {
+			n.log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	closers = append(closers, func() { n.srv.Stop() })
+
+	if cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return nil, fmt.Errorf("region: HTTPAddr: %w", err)
+		}
+		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
+
+	n.wg.Add(2)
+	go n.leaseLoop()
+	go n.anchorLoop()
+	log.Info("region node started", "rpc", cfg.RPCAddr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr)
+	return n, nil
+}
+
+// ID is the node's id; RPCAddr the address its API listens on.
+func (n *Node) ID() string      { return n.cfg.NodeID }
+func (n *Node) RPCAddr() string { return n.rpcLn.Addr().String() }
+
+// Cluster exposes the node's Raft and gossip layer to tests and the command line.
+func (n *Node) Cluster() *cluster.Cluster { return n.cl }
+
+// State is the node's replicated state, as applied here.
+func (n *Node) State() *fsm.State { return n.state }
+
+// Registry is where the node's metrics are registered.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// Serving reports whether the node may serve wraps now, and if not, why.
+func (n *Node) Serving() error {
+	if n.shut.Load() {
+		return ErrShutdown
+	}
+	return n.lease.check()
+}
+
+func (n *Node) healthy() error {
+	if n.shut.Load() {
+		return ErrShutdown
+	}
+	return nil
+}
+
+// Shutdown stops the node without leaving the region (the others see it fail; restarted with the
+// same data directory, it rejoins). It wipes every key from memory. The first call returns the
+// error of stopping, if any; every later call returns ErrShutdown.
+func (n *Node) Shutdown() error {
+	var err error = ErrShutdown
+	n.shutOnce.Do(func() { err = n.shutdown(func() error { return n.cl.Shutdown() }) })
+	return err
+}
+
+// Leave takes the node out of the region gracefully (a leader hands leadership over first; the node
+// is removed from the Raft configuration, then leaves gossip) and then shuts it down.
+func (n *Node) Leave(ctx context.Context) error {
+	var err error = ErrShutdown
+	n.shutOnce.Do(func() {
+		err = n.shutdown(func() error {
+			if e := n.cl.Leave(ctx); e != nil {
+				n.log.Warn("leave failed; shutting down without leaving", "err", e)
+				n.cl.Shutdown()
+				return e
+			}
+			return nil
+		})
+	})
+	return err
+}
+
+func (n *Node) shutdown(stopCluster func() error) error {
+	n.shut.Store(true)
+	n.lease.drop()
+	close(n.stop)
+	for _, s := range []string{kv1.WrapService_ServiceDesc.ServiceName, kv1.AdminService_ServiceDesc.ServiceName} {
+		n.srv.SetServing(s, false)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// Leave needs the gRPC server no longer, but in-flight calls may still need Raft: stop taking
+	// calls first, then stop the cluster.
+	n.srv.Shutdown(ctx)
+	err := stopCluster()
+	if errors.Is(err, cluster.ErrShutdown) {
+		err = nil
+	}
+	if n.http != nil {
+		n.http.Shutdown(ctx)
+	}
+	n.wg.Wait()
+	n.peers.close()
+	n.anchors.close()
+	n.keys.wipeAll()
+	if e := n.audit.Close(); e != nil && err == nil {
+		err = e
+	}
+	n.log.Info("region node stopped")
+	return err
+}
+
+// onChange runs inside FSM.Apply (fsm.Options.OnChange): it must not block. It wipes the keys that
+// a revocation, lockout or deleted anchor makes unusable. The state machine already refuses them;
+// this only takes their bytes out of memory.
+func (n *Node) onChange(c fsm.Change) {
+	switch c.Kind {
+	case fsm.TenantRevoked, fsm.TenantLocked, fsm.AnchorDeleted:
+		n.keys.wipeTenant(c.Tenant)
+	case fsm.ServiceRevoked:
+		n.keys.wipeService(c.Tenant, c.Service, 0)
+	case fsm.KeyVersionRevoked:
+		n.keys.wipeService(c.Tenant, c.Service, c.Version)
+	case fsm.Restored:
+		n.keys.wipeAll()
+	}
+}
+
+// raftStat reads one of Raft's numeric statistics (term, commit_index, ...).
+func (n *Node) raftStat(name string) uint64 {
+	v, _ := strconv.ParseUint(n.cl.Stats()[name], 10, 64)
+	return v
+}
+
+func (n *Node) auditRefusal(ctx context.Context, method string, id pki.Identity, code codes.Code) {
+	n.audit.Record(audit.Event{Kind: audit.KindCallRefused, Actor: id.String(), Code: code.String(), Detail: map[string]string{"method": method}})
+}

@@ -1,0 +1,151 @@
+package region
+
+import (
+	"context"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// nodeService serves krypton.v1.NodeService: node-to-node calls. transport admits node
+// certificates only; each handler also checks that the caller is a voter of this region.
+type nodeService struct {
+	kv1.UnimplementedNodeServiceServer
+	n *Node
+}
+
+// isVoter reports whether id is a voter in the Raft configuration as this node knows it.
+func (n *Node) isVoter(id string) bool {
+	peers, err := n.cl.Peers()
+	if err != nil {
+		return false
+	}
+	for _, p := range peers {
+		if p.ID == id && p.Suffrage == "Voter" {
+			return true
+		}
+	}
+	return false
+}
+
+// authorizeVoter checks that the caller's certificate names nodeID (when given) and a voter.
+func (n *Node) authorizeVoter(ctx context.Context, nodeID string) error {
+	id, ok := transport.IdentityFromContext(ctx)
+	if !ok {
+		return ErrNotVoter
+	}
+	if nodeID != "" {
+		if err := transport.AuthorizeNode(ctx, nodeID); err != nil {
+			return err
+		}
+	}
+	if !n.isVoter(id.NodeID) {
+		return ErrNotVoter
+	}
+	return nil
+}
+
+func (s *nodeService) FetchTenantKey(ctx context.Context, req *kv1.FetchTenantKeyRequest) (*kv1.FetchTenantKeyResponse, error) {
+	n := s.n
+	if err := n.authorizeVoter(ctx, req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	if !n.cl.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	if req.GetSuite() != kv1.HpkeSuite_HPKE_SUITE_X25519_SHA256_AES256GCM {
+		return nil, &codedErrorInvalid{"region: unsupported HPKE suite"}
+	}
+	if err := transport.CheckName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	// A tenant that may not be used is not handed out either.
+	t, err := n.state.Tenant(req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case t.Status == fsm.StatusRevoked:
+		return nil, &fsm.Error{Err: fsm.ErrRevoked, Tenant: t.Name}
+	case t.AnchorDeleted:
+		return nil, &fsm.Error{Err: fsm.ErrAnchorDeleted, Tenant: t.Name}
+	case t.Status == fsm.StatusLocked:
+		return nil, &fsm.Error{Err: fsm.ErrLocked, Tenant: t.Name}
+	}
+	k, err := n.tenantKey(ctx, req.GetTenant(), req.GetTenantKeyVersion())
+	if err != nil {
+		return nil, err
+	}
+	enc, ct, err := sealHandoff(n.cfg.Region, req.GetNodeId(), k, req.GetRecipientPublicKey())
+	if err != nil {
+		return nil, &codedErrorInvalid{err.Error()}
+	}
+	return &kv1.FetchTenantKeyResponse{
+		TenantKeyVersion: req.GetTenantKeyVersion(),
+		Suite:            kv1.HpkeSuite_HPKE_SUITE_X25519_SHA256_AES256GCM,
+		EncapsulatedKey:  enc,
+		Ciphertext:       ct,
+	}, nil
+}
+
+// RenewLease grants a serving lease, but only after confirming with a quorum that this node still
+// leads (the read barrier's VerifyLeader): a deposed leader cannot grant (DESIGN.md).
+func (s *nodeService) RenewLease(ctx context.Context, req *kv1.RenewLeaseRequest) (*kv1.RenewLeaseResponse, error) {
+	n := s.n
+	if err := n.authorizeVoter(ctx, req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	if !n.cl.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	if err := n.cl.Barrier(ctx); err != nil {
+		return nil, ErrNotLeader
+	}
+	// Read after the barrier: any revocation committed before this grant is at or below it.
+	return &kv1.RenewLeaseResponse{
+		Term:          n.cl.Term(),
+		CommitIndex:   n.cl.CommitIndex(),
+		LeaseDuration: durationpb.New(n.state.Settings().LeaseDuration),
+	}, nil
+}
+
+// Fence waits until this node has applied the log up to the given index. Any voter may ask: a
+// revocation may be fenced by whichever node took the operator's call.
+func (s *nodeService) Fence(ctx context.Context, req *kv1.FenceRequest) (*kv1.FenceResponse, error) {
+	n := s.n
+	if err := n.authorizeVoter(ctx, ""); err != nil {
+		return nil, err
+	}
+	wait := req.GetWait().AsDuration()
+	if d, ok := ctx.Deadline(); ok {
+		// Leave time to answer before the caller gives up.
+		wait = min(wait, time.Until(d)-20*time.Millisecond)
+	}
+	applied := n.waitApplied(ctx, req.GetIndex(), wait)
+	return &kv1.FenceResponse{AppliedIndex: applied, Reached: applied >= req.GetIndex()}, nil
+}
+
+// waitApplied waits up to wait for the state machine to apply index, and returns the applied index.
+// It polls: fences are rare (one per revocation) and a millisecond is well inside their budget.
+func (n *Node) waitApplied(ctx context.Context, index uint64, wait time.Duration) uint64 {
+	deadline := time.Now().Add(wait)
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		applied := n.state.AppliedIndex()
+		if applied >= index || !time.Now().Before(deadline) {
+			return applied
+		}
+		select {
+		case <-ctx.Done():
+			return n.state.AppliedIndex()
+		case <-n.stop:
+			return n.state.AppliedIndex()
+		case <-t.C:
+		}
+	}
+}

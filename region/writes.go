@@ -1,0 +1,326 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// Writes are prepared on the node that receives them and proposed through cluster.Apply, which
+// forwards to the leader (DESIGN.md, "Who makes a write").
+
+// ErrAmbiguous is returned when a write was sent but its outcome is unknown (the leader changed
+// while it was in flight). Retrying with the same request id is safe: it applies at most once.
+var ErrAmbiguous = &codedError{codes.Unavailable, "region: the write may or may not have been applied; retry with the same request id"}
+
+// apply proposes one command and returns its result; the state machine's refusals come back as
+// errors.
+func (n *Node) apply(ctx context.Context, requestID string, cmd fsm.Command) (fsm.Result, error) {
+	if n.shut.Load() {
+		return fsm.Result{}, ErrShutdown
+	}
+	b, err := fsm.Encode(fsm.Entry{RequestID: requestID, At: time.Now().UnixNano(), Command: cmd})
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	v, err := n.cl.Apply(ctx, b)
+	switch {
+	case err == nil:
+	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader):
+		return fsm.Result{}, ErrNoLeader
+	case errors.Is(err, cluster.ErrShutdown):
+		return fsm.Result{}, ErrShutdown
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
+		return fsm.Result{}, err
+	default:
+		n.log.Warn("write outcome unknown", "request-id", requestID, "err", err)
+		return fsm.Result{}, ErrAmbiguous
+	}
+	switch r := v.(type) {
+	case fsm.Result:
+		// Read your writes: a follower that forwarded the command answers from its own state.
+		if err := n.cl.WaitApplied(ctx, r.Index); err != nil {
+			return r, err
+		}
+		return r, nil
+	case error:
+		return fsm.Result{}, r
+	default:
+		return fsm.Result{}, errors.New("region: unexpected response from the state machine")
+	}
+}
+
+// actor names the caller for the audit log.
+func actor(ctx context.Context) string {
+	if id, ok := transport.IdentityFromContext(ctx); ok {
+		return id.String()
+	}
+	return "node"
+}
+
+func (n *Node) record(ctx context.Context, e audit.Event) {
+	e.Actor = actor(ctx)
+	if err := n.audit.Record(e); err != nil {
+		n.log.Error("audit log write failed", "kind", e.Kind, "err", err)
+	}
+}
+
+// CreateTenant creates a tenant whose L2 version 1 is sealed by the anchor at anchorURI.
+func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI string) (fsm.Tenant, error) {
+	if err := transport.CheckName("tenant", tenant); err != nil {
+		return fsm.Tenant{}, err
+	}
+	p, err := n.anchors.get(ctx, anchorURI)
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
+	l2, err := wrap.NewTenantKey(wrap.KeyID{Tenant: tenant, Version: 1})
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
+	sealed, err := anchor.SealTenantKey(ctx, p, l2, n.cfg.Region)
+	n.countAnchor("seal", err)
+	if err != nil {
+		l2.Destroy()
+		return fsm.Tenant{}, err
+	}
+	res, err := n.apply(ctx, requestID, fsm.CreateTenant{Tenant: tenant, Anchor: anchorURI, SealedL2: sealed})
+	if err != nil || res.Duplicate {
+		l2.Destroy()
+		if err != nil {
+			return fsm.Tenant{}, err
+		}
+	} else {
+		n.keys.putTenantKey(l2)
+		n.record(ctx, audit.Event{Kind: audit.KindKeyCreate, Tenant: tenant, Version: 1, RequestID: requestID, Detail: map[string]string{"layer": "L2", "anchor": p.Describe().URI}})
+	}
+	return n.state.Tenant(tenant)
+}
+
+// CreateKey creates a service and its L3 version 1, sealed under the tenant's current L2.
+func (n *Node) CreateKey(ctx context.Context, requestID, tenant, service string) (fsm.Service, error) {
+	return n.sealNewVersion(ctx, requestID, tenant, service, 1)
+}
+
+// RotateKey makes a new L3 version current; the previous one becomes decrypt-only.
+func (n *Node) RotateKey(ctx context.Context, requestID, tenant, service string) (fsm.Service, error) {
+	for attempt := 0; ; attempt++ {
+		svc, err := n.state.Service(tenant, service)
+		if err != nil {
+			return fsm.Service{}, err
+		}
+		s, err := n.sealNewVersion(ctx, requestID, tenant, service, svc.Current+1)
+		// A stale view of the current version: catch up and try once more.
+		if errors.Is(err, fsm.ErrBadVersion) && attempt == 0 {
+			if err := n.cl.Barrier(ctx); err != nil {
+				return fsm.Service{}, ErrNoLeader
+			}
+			continue
+		}
+		return s, err
+	}
+}
+
+func (n *Node) sealNewVersion(ctx context.Context, requestID, tenant, service string, version uint32) (fsm.Service, error) {
+	if err := transport.CheckName("tenant", tenant); err != nil {
+		return fsm.Service{}, err
+	}
+	if err := transport.CheckName("service", service); err != nil {
+		return fsm.Service{}, err
+	}
+	t, err := n.state.Tenant(tenant)
+	if err != nil {
+		return fsm.Service{}, err
+	}
+	l2, err := n.tenantKey(ctx, tenant, t.CurrentL2)
+	if err != nil {
+		return fsm.Service{}, err
+	}
+	id := wrap.KeyID{Tenant: tenant, Service: service, Version: version}
+	l3, err := wrap.NewServiceKey(id)
+	if err != nil {
+		return fsm.Service{}, err
+	}
+	sealed, err := l2.SealServiceKey(l3)
+	if err != nil {
+		l3.Destroy()
+		return fsm.Service{}, err
+	}
+	var cmd fsm.Command = fsm.CreateService{Tenant: tenant, Service: service, SealedL3: sealed, SealedBy: t.CurrentL2}
+	kind := audit.KindKeyCreate
+	if version > 1 {
+		cmd = fsm.RotateServiceKey{Tenant: tenant, Service: service, Version: version, SealedL3: sealed, SealedBy: t.CurrentL2}
+		kind = audit.KindKeyRotate
+	}
+	res, err := n.apply(ctx, requestID, cmd)
+	if err != nil || res.Duplicate {
+		l3.Destroy()
+		if err != nil {
+			return fsm.Service{}, err
+		}
+	} else {
+		n.keys.putServiceKey(l3)
+		n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, Service: service, Version: version, RequestID: requestID})
+	}
+	return n.state.Service(tenant, service)
+}
+
+// Scope names what a revocation covers: a tenant, one of its services, or one key version.
+type Scope struct {
+	Tenant  string
+	Service string // empty: the whole tenant
+	Version uint32 // 0: the whole service
+}
+
+// Revoke revokes a tenant, a service or one key version for good, and returns only when no node
+// of the region can use it any longer (DESIGN.md, "The revocation fence").
+func (n *Node) Revoke(ctx context.Context, requestID string, s Scope, reason string) (*kv1.FenceResult, error) {
+	if err := transport.CheckName("tenant", s.Tenant); err != nil {
+		return nil, err
+	}
+	var cmd fsm.Command
+	switch {
+	case s.Service == "" && s.Version != 0:
+		return nil, &codedErrorInvalid{"region: a key version needs a service"}
+	case s.Service == "":
+		cmd = fsm.RevokeTenant{Tenant: s.Tenant, Reason: reason}
+	case s.Version == 0:
+		cmd = fsm.RevokeService{Tenant: s.Tenant, Service: s.Service, Reason: reason}
+	default:
+		cmd = fsm.RevokeKeyVersion{Tenant: s.Tenant, Service: s.Service, Version: s.Version, Reason: reason}
+	}
+	if s.Service != "" {
+		if err := transport.CheckName("service", s.Service); err != nil {
+			return nil, err
+		}
+	}
+	res, err := n.apply(ctx, requestID, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if !res.Duplicate {
+		n.record(ctx, audit.Event{Kind: audit.KindKeyRevoke, Tenant: s.Tenant, Service: s.Service, Version: s.Version, Reason: reason, RequestID: requestID})
+	}
+	return n.fence(ctx, res.Index)
+}
+
+// LockTenant locks a tenant out (every call for its keys is refused) until UnlockTenant; its sealed
+// keys stay intact. It returns when no node serves the tenant any longer.
+func (n *Node) LockTenant(ctx context.Context, requestID, tenant, reason string) (*kv1.FenceResult, error) {
+	if err := transport.CheckName("tenant", tenant); err != nil {
+		return nil, err
+	}
+	res, err := n.apply(ctx, requestID, fsm.LockTenant{Tenant: tenant, Reason: reason})
+	if err != nil {
+		return nil, err
+	}
+	n.record(ctx, audit.Event{Kind: audit.KindTenantLock, Tenant: tenant, Reason: reason, RequestID: requestID})
+	return n.fence(ctx, res.Index)
+}
+
+// UnlockTenant lifts a lockout.
+func (n *Node) UnlockTenant(ctx context.Context, requestID, tenant string) (fsm.Tenant, error) {
+	if err := transport.CheckName("tenant", tenant); err != nil {
+		return fsm.Tenant{}, err
+	}
+	if _, err := n.apply(ctx, requestID, fsm.UnlockTenant{Tenant: tenant}); err != nil {
+		return fsm.Tenant{}, err
+	}
+	n.record(ctx, audit.Event{Kind: audit.KindTenantUnlock, Tenant: tenant, RequestID: requestID})
+	return n.state.Tenant(tenant)
+}
+
+// SetSettings replaces the region's replicated settings (lease duration, L1 check period, ...).
+func (n *Node) SetSettings(ctx context.Context, s fsm.Settings) error {
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	_, err := n.apply(ctx, "", fsm.SetSettings{Settings: s})
+	return err
+}
+
+// fence returns once every voter has applied index, or can no longer be serving under a lease
+// granted before it (DESIGN.md, "The revocation fence").
+func (n *Node) fence(ctx context.Context, index uint64) (*kv1.FenceResult, error) {
+	start := time.Now()
+	deadline := start.Add(n.cfg.leaseFenceWait(n.state.Settings().LeaseDuration))
+	peers, err := n.cl.Peers()
+	if err != nil {
+		return nil, ErrNoLeader
+	}
+	var (
+		mu                 sync.Mutex
+		confirmed, expired []string
+		wg                 sync.WaitGroup
+	)
+	done := func(id string, ok bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if ok {
+			confirmed = append(confirmed, id)
+		} else {
+			expired = append(expired, id)
+		}
+	}
+	for _, p := range peers {
+		if p.Suffrage != "Voter" {
+			continue // non-voters are never granted a lease, so never serve
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if p.ID == n.cfg.NodeID {
+				done(p.ID, n.waitApplied(ctx, index, time.Until(deadline)) >= index)
+				return
+			}
+			done(p.ID, n.fencePeer(ctx, p.ID, index, deadline))
+		}()
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		// The wait was cut short: a node that did not confirm may still be serving.
+		return nil, ErrFenceTimeout
+	}
+	n.metrics.fenceSeconds.Observe(time.Since(start).Seconds())
+	n.metrics.fenceExpired.Add(float64(len(expired)))
+	return &kv1.FenceResult{Index: index, ConfirmedNodes: confirmed, LeaseExpiredNodes: expired, EffectiveAt: timestamppb.Now()}, nil
+}
+
+// fencePeer asks one node to confirm index until the deadline; false means the deadline passed
+// without a confirmation (the node's lease has run out by then).
+func (n *Node) fencePeer(ctx context.Context, id string, index uint64, deadline time.Time) bool {
+	for {
+		remaining := time.Until(deadline)
+		if remaining <= 0 || ctx.Err() != nil {
+			return false
+		}
+		if client, err := n.peers.node(id); err == nil {
+			cctx, cancel := context.WithDeadline(ctx, deadline)
+			resp, err := client.Fence(cctx, &kv1.FenceRequest{Index: index, Wait: durationpb.New(remaining)})
+			cancel()
+			if err == nil && resp.GetReached() {
+				return true
+			}
+		}
+		t := time.NewTimer(min(50*time.Millisecond, max(remaining, 0)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+}
