@@ -51,6 +51,9 @@ type Cluster struct {
 
 	restoreMu sync.Mutex // serialises Restore
 
+	// logClosed silences the logger after shutdown (see gateHandler).
+	logClosed *atomic.Bool
+
 	shutdownCh   chan struct{}
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -87,7 +90,7 @@ func WithConnFilter(f ConnFilter) Option { return func(o *options) { o.filter = 
 // leader: see WaitForLeader. fsm is wrapped to track its applied index;
 // it must follow raft.FSM's rules (deterministic Apply, Restore discards
 // all previous state, Persist tolerates concurrent Apply).
-func New(cfg Config, fsm raft.FSM, opts ...Option) (c *Cluster, err error) {
+func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -105,8 +108,10 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (c *Cluster, err error) {
 	if logger == nil {
 		logger = discardLogger()
 	}
-	logger = logger.With("node-id", cfg.NodeID)
-	c = &Cluster{
+	logClosed := new(atomic.Bool)
+	logger = slog.New(gateHandler{h: logger.Handler(), closed: logClosed}).With("node-id", cfg.NodeID)
+	c := &Cluster{
+		logClosed:  logClosed,
 		cfg:        cfg,
 		logger:     logger,
 		codec:      o.codec,
@@ -122,6 +127,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (c *Cluster, err error) {
 			for i := len(cleanup) - 1; i >= 0; i-- {
 				cleanup[i]()
 			}
+			logClosed.Store(true)
 		}
 	}()
 
@@ -267,6 +273,7 @@ func (c *Cluster) shutdown() error {
 	}
 	note(c.store.Close())
 	c.logger.Info("cluster node stopped")
+	c.logClosed.Store(true)
 	if first != nil {
 		return fmt.Errorf("cluster: shutdown: %w", first)
 	}

@@ -9,12 +9,41 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 )
 
 // discardLogger is the logger of a Config without one.
 func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// gateHandler drops records once closed is set. Raft's transport and
+// memberlist do not wait for all their goroutines when shut down, and a
+// straggler's last log line must not reach a logger whose owner is gone
+// (in tests: t.Log after the test, which panics).
+type gateHandler struct {
+	h      slog.Handler
+	closed *atomic.Bool
+}
+
+func (g gateHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return !g.closed.Load() && g.h.Enabled(ctx, l)
+}
+
+func (g gateHandler) Handle(ctx context.Context, r slog.Record) error {
+	if g.closed.Load() {
+		return nil
+	}
+	return g.h.Handle(ctx, r)
+}
+
+func (g gateHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return gateHandler{h: g.h.WithAttrs(as), closed: g.closed}
+}
+
+func (g gateHandler) WithGroup(name string) slog.Handler {
+	return gateHandler{h: g.h.WithGroup(name), closed: g.closed}
+}
 
 // newHCLogger bridges hashicorp/raft's hclog to slog: hclog writes JSON
 // lines, and each line becomes one slog record with its fields as

@@ -87,9 +87,11 @@ func Start(t testing.TB, n int, opts ...Option) *Harness {
 // enough for -race on two shared cores.
 func Config() cluster.Config {
 	c := cluster.DefaultConfig()
-	c.HeartbeatTimeout = 300 * time.Millisecond
-	c.ElectionTimeout = 300 * time.Millisecond
-	c.LeaderLeaseTimeout = 150 * time.Millisecond
+	// Raft's election timings stay at the production defaults (1 s, lease
+	// 500 ms): with -race on two cores shared with other builds, bbolt's
+	// fsync and the scheduler stall a follower for hundreds of
+	// milliseconds, and a shorter lease made leaders step down mid-test,
+	// turning writes into ambiguous ErrLeadershipLost.
 	c.CommitTimeout = 5 * time.Millisecond
 	c.SnapshotThreshold = 1024
 	c.SnapshotInterval = time.Second
