@@ -6,6 +6,8 @@ package regiontest
 import (
 	"context"
 	"crypto/rand"
+	"io"
+	"log/slog"
 	"net"
 	"path/filepath"
 	"strconv"
@@ -38,41 +40,72 @@ type Region struct {
 	Nodes  []*region.Node
 	Cfgs   []region.Config
 
+	opts      options
+	gossipKey []byte
+
 	mu      sync.Mutex
 	blocked map[[2]string]bool
 	conns   []*grpc.ClientConn
 }
 
+// Option changes how Start builds a region.
+type Option func(*options)
+
+type options struct {
+	anchor string    // an existing anchor URI to use instead of a new root key
+	logs   io.Writer // where the nodes log (at debug level) instead of t.Log
+}
+
+// WithAnchor makes the region's tenants use an existing anchor URI (another region's Anchor, say,
+// so that a snapshot of that region opens here) instead of a new development root key.
+func WithAnchor(uri string) Option { return func(o *options) { o.anchor = uri } }
+
+// WithLogs sends every node's log, at debug level, to w (which must be safe for concurrent
+// writes) instead of the test log.
+func WithLogs(w io.Writer) Option { return func(o *options) { o.logs = w } }
+
+// StartNoWait starts n nodes that bootstrap together and returns without waiting for a leader.
+func StartNoWait(t testing.TB, n int, opts ...Option) *Region { return start(t, n, false, opts) }
+
 // Start starts n nodes that bootstrap together, waits for a leader, sets the test lease, and waits
 // until every node serves. Everything stops when the test ends.
-func StartNoWait(t testing.TB, n int) *Region { return start(t, n, false) }
+func Start(t testing.TB, n int, opts ...Option) *Region { return start(t, n, true, opts) }
 
-func Start(t testing.TB, n int) *Region { return start(t, n, true) }
-
-func start(t testing.TB, n int, wait bool) *Region {
+func start(t testing.TB, n int, wait bool, opts []Option) *Region {
 	t.Helper()
 	ca, err := pki.NewCA("regiontest CA", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := &Region{t: t, Dir: t.TempDir(), CA: ca, blocked: map[[2]string]bool{}}
-	keyPath := filepath.Join(r.Dir, "anchor", "root.key")
-	r.Anchor = "file://" + keyPath
-	// Create the development root key once; tenants name it without ?create.
-	p, err := anchor.Open(context.Background(), r.Anchor, anchor.Options{Create: true, Logger: clustertest.NewLogger(t)})
-	if err != nil {
-		t.Fatal(err)
+	for _, o := range opts {
+		o(&r.opts)
 	}
-	p.Close()
+	if r.opts.anchor != "" {
+		r.Anchor = r.opts.anchor
+	} else {
+		keyPath := filepath.Join(r.Dir, "anchor", "root.key")
+		r.Anchor = "file://" + keyPath
+		// Create the development root key once; tenants name it without ?create.
+		p, err := anchor.Open(context.Background(), r.Anchor, anchor.Options{Create: true, Logger: r.logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Close()
+	}
 
-	gossipKey := make([]byte, 32)
-	rand.Read(gossipKey)
+	r.gossipKey = make([]byte, 32)
+	rand.Read(r.gossipKey)
 	for i := range n {
-		r.Cfgs = append(r.Cfgs, r.config("node-"+strconv.Itoa(i+1), n, gossipKey))
+		r.Cfgs = append(r.Cfgs, r.config("node-"+strconv.Itoa(i+1), n, r.gossipKey))
 	}
+	// Every node joins through every other, as an operator would configure them: a node restarted
+	// on its own (node-1 included) must find the others in gossip again.
 	for i := range r.Cfgs {
-		if i > 0 {
-			r.Cfgs[i].Join = []string{r.Cfgs[0].GossipAddr}
+		for j := range r.Cfgs {
+			if j != i {
+				r.Cfgs[i].Join = append(r.Cfgs[i].Join, r.Cfgs[j].GossipAddr)
+			}
 		}
 	}
 	r.Nodes = make([]*region.Node, n)
@@ -112,7 +145,7 @@ func (r *Region) config(id string, expect int, gossipKey []byte) region.Config {
 	c.Roots = r.CA.Pool()
 	c.Certificate = cert.TLSCertificate()
 	c.AllowDevAnchor = true
-	c.Logger = clustertest.NewLogger(r.t)
+	c.Logger = r.logger()
 	c.Tune = func(cc *cluster.Config) {
 		base := clustertest.Config()
 		cc.CommitTimeout = base.CommitTimeout
@@ -127,6 +160,26 @@ func (r *Region) config(id string, expect int, gossipKey []byte) region.Config {
 	c.ClusterOptions = []cluster.Option{cluster.WithConnFilter(r.allowed)}
 	c.PeerFilter = func(remote string) bool { return r.allowed(id, remote) }
 	return c
+}
+
+func (r *Region) logger() *slog.Logger {
+	if r.opts.logs != nil {
+		return slog.New(slog.NewTextHandler(r.opts.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return clustertest.NewLogger(r.t)
+}
+
+// AddNode starts a new node that joins the running region through the gossip address of node via
+// (BootstrapExpect 0): the leader adds it as a voter when gossip shows it. It returns the new slot.
+func (r *Region) AddNode(via int) int {
+	r.t.Helper()
+	i := len(r.Cfgs)
+	c := r.config("node-"+strconv.Itoa(i+1), 0, r.gossipKey)
+	c.Join = []string{r.Cfgs[via].GossipAddr}
+	r.Cfgs = append(r.Cfgs, c)
+	r.Nodes = append(r.Nodes, nil)
+	r.Start(i)
+	return i
 }
 
 // Start starts (or restarts, from its data directory) node i.
@@ -194,6 +247,15 @@ func (r *Region) Leader() int {
 		}
 	}
 	return -1
+}
+
+// WaitCaughtUp waits until node i has applied everything the leader has applied.
+func (r *Region) WaitCaughtUp(i int) {
+	r.t.Helper()
+	clustertest.Eventually(r.t, 20*time.Second, r.Cfgs[i].NodeID+" caught up with the leader", func() bool {
+		ld := r.Leader()
+		return ld >= 0 && r.Nodes[i] != nil && r.Nodes[i].State().AppliedIndex() >= r.Nodes[ld].State().AppliedIndex()
+	})
 }
 
 // Followers returns the slots of running nodes that do not lead.
