@@ -85,19 +85,26 @@ const lockPrefix = "l1: "
 func (n *Node) anchorLoop() {
 	defer n.wg.Done()
 	failingSince := map[string]time.Time{}
+	var last time.Time
+	// Wake often and compare with the period, so that a new period set through the log takes
+	// effect without waiting out the old one.
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
 	for {
-		period := n.state.Settings().AnchorCheckPeriod
-		t := time.NewTimer(period)
 		select {
 		case <-n.stop:
-			t.Stop()
 			return
 		case <-t.C:
 		}
 		if !n.cl.IsLeader() {
 			clear(failingSince)
+			last = time.Time{}
 			continue
 		}
+		if time.Since(last) < n.state.Settings().AnchorCheckPeriod {
+			continue
+		}
+		last = time.Now()
 		n.checkAnchors(failingSince)
 	}
 }
