@@ -57,7 +57,10 @@ type Config struct {
 	// the CA in both RootCAs and ClientCAs. The Raft transport and the
 	// cluster-internal RPC use it in both directions; peers whose
 	// certificate does not chain to the CA or does not name a node are
-	// refused during the handshake.
+	// refused during the handshake. A dialing node verifies the peer's
+	// certificate against the host of the address it dials (unless
+	// TLS.ServerName is set), so node certificates must name the
+	// advertised Raft host (pki.NodeOptions IPs or DNSNames).
 	TLS *tls.Config
 
 	// Raft timing; see raft.Config. On loopback, tests use tens of

@@ -77,6 +77,10 @@ func TestPartitionedLeaderIsReplaced(t *testing.T) {
 	if _, err := old.Cluster.Apply(ctx, []byte("lost")); err == nil {
 		t.Error("isolated old leader committed a write")
 	}
+	// Nor can it serve a linearizable read: VerifyLeader needs a quorum.
+	if err := old.Cluster.Barrier(h.Context(time.Second)); err == nil {
+		t.Error("isolated old leader passed a read barrier")
+	}
 	h.Heal()
 	h.WaitForLeader()
 	// Whatever happened to "lost", every node ends with the same log.
@@ -95,4 +99,40 @@ func TestPartitionedLeaderIsReplaced(t *testing.T) {
 			t.Error("a write the isolated leader could not commit was applied")
 		}
 	}
+}
+
+// TestCatchUpBySnapshot restarts a follower after the leader has compacted
+// the entries it missed, so it must install a snapshot; the applied index
+// recorded in the snapshot header lets its read barrier work right away.
+func TestCatchUpBySnapshot(t *testing.T) {
+	h := clustertest.Start(t, 3, clustertest.WithConfig(func(c *cluster.Config) {
+		c.SnapshotThreshold = 16
+		c.SnapshotInterval = 100 * time.Millisecond
+		c.TrailingLogs = 4
+	}))
+	leader := h.WaitForLeader()
+	f := h.Followers()[0]
+	fIdx := h.Index(f)
+	applyN(t, h, leader, "a", 2)
+	waitConverged(t, h, 2)
+	h.Kill(fIdx)
+	applyN(t, h, leader, "b", 60)
+	h.Eventually(10*time.Second, "the leader to snapshot and compact", func() bool {
+		s := leader.Cluster.Stats()
+		return s["last_snapshot_index"] != "0" && s["last_snapshot_index"] != ""
+	})
+	h.Restart(fIdx)
+	f = h.Nodes[fIdx]
+	ctx := h.Context(10 * time.Second)
+	if err := f.Cluster.Barrier(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.FSM.Len(); n != 62 {
+		t.Fatalf("after barrier the restarted follower has %d entries, want 62", n)
+	}
+	if f.Cluster.AppliedIndex() < leader.Cluster.AppliedIndex()-1 {
+		t.Errorf("applied index %d, leader %d", f.Cluster.AppliedIndex(), leader.Cluster.AppliedIndex())
+	}
+	applyN(t, h, f, "c", 1)
+	waitConverged(t, h, 63)
 }
