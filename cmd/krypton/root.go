@@ -15,6 +15,17 @@ func rootCommand() *command {
 		sub: []*command{
 			versionCommand(),
 			certsCommand(),
+			membersCommand(),
+			statusCommand(),
+			operatorCommand(),
+			joinCommand(),
+			leaveCommand(),
+			snapshotCommand(),
+			tenantCommand(),
+			keyCommand(),
+			wrapCommand(),
+			unwrapCommand(),
+			datakeyCommand(),
 		},
 	}
 }
