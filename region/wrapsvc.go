@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"google.golang.org/grpc/status"
@@ -33,6 +34,11 @@ func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op) (*wrap
 		return nil, err
 	}
 	v, err := n.state.Usable(ref.GetTenant(), ref.GetService(), ref.GetVersion(), op)
+	if isNotFound(err) && n.catchUp(ctx) == nil {
+		// A key created a moment ago on another node may not be applied here yet: catch up
+		// with the leader once and look again, so that "create, then wrap anywhere" works.
+		v, err = n.state.Usable(ref.GetTenant(), ref.GetService(), ref.GetVersion(), op)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +86,7 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 		return nil, err
 	}
 	// DataKeyFromBytes copies the plaintext into the key and wipes the request's copy.
-	dk, err := wrap.DataKeyFromBytes(req.GetPlaintext())
+	dk, err := dataKey(req.GetPlaintext())
 	if err != nil {
 		return nil, err
 	}
@@ -142,6 +148,33 @@ func (n *Node) rewrapOne(ctx context.Context, req *kv1.RewrapRequest) (*kv1.Rewr
 		return nil, err
 	}
 	return &kv1.RewrapResponse{Blob: blob, Key: keyRef(dst.ID()), SourceKey: keyRef(sid)}, nil
+}
+
+func isNotFound(err error) bool {
+	return errors.Is(err, fsm.ErrTenantNotFound) || errors.Is(err, fsm.ErrServiceNotFound) || errors.Is(err, fsm.ErrVersionNotFound)
+}
+
+// catchUp runs a read barrier; concurrent callers share one, so a burst of requests for unknown
+// keys costs the leader one round trip, not one each.
+func (n *Node) catchUp(ctx context.Context) error {
+	_, err, _ := n.flight.Do("barrier", func() (any, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		return nil, n.cl.Barrier(ctx)
+	})
+	return err
+}
+
+// errWeakDataKey refuses a plaintext that cannot be a data key (all zero bytes).
+var errWeakDataKey = &codedErrorInvalid{"region: the plaintext is not a usable data key (all zero bytes)"}
+
+// dataKey takes a caller's plaintext as a data key; the request's copy is wiped.
+func dataKey(plaintext []byte) (*wrap.DataKey, error) {
+	dk, err := wrap.DataKeyFromBytes(plaintext)
+	if errors.Is(err, wrap.ErrInvalidKey) {
+		return nil, errWeakDataKey
+	}
+	return dk, err
 }
 
 // observe records an operation's latency on the node's histogram.
@@ -209,7 +242,7 @@ func (s *wrapService) BatchWrap(ctx context.Context, req *kv1.BatchWrapRequest) 
 			fail(err)
 			continue
 		}
-		dk, err := wrap.DataKeyFromBytes(item.GetPlaintext())
+		dk, err := dataKey(item.GetPlaintext())
 		if err != nil {
 			fail(err)
 			continue
