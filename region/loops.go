@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ func (n *Node) leaseLoop() {
 	defer cancel()
 	for {
 		d := n.state.Settings().LeaseDuration
+		if n.lease.check() != nil && n.lease.until.Load() != 0 {
+			n.log.Warn("DBG lease lapsed before renewal", "by", -n.lease.expiresIn())
+		}
 		n.renewLease(d)
 		t := time.NewTimer(max(d/3, 20*time.Millisecond))
 		select {
@@ -42,6 +46,12 @@ func (n *Node) leaseLoop() {
 // A failure leaves the current lease to run out on its own.
 func (n *Node) renewLease(d time.Duration) {
 	sent := n.lease.now()
+	// A node that is no longer a voter gets no more grants; stop serving at once rather than at
+	// the end of the lease, and keep the departures the fence must wait out.
+	if voters, err := n.voters(); err == nil && !slices.Contains(voters, n.cfg.NodeID) {
+		n.lease.drop()
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), max(d/3, 20*time.Millisecond))
 	defer cancel()
 	go func() {
@@ -54,25 +64,31 @@ func (n *Node) renewLease(d time.Duration) {
 	if n.cl.IsLeader() {
 		if err := n.cl.Barrier(ctx); err == nil {
 			n.lease.grant(sent, d, n.cl.Term())
+		} else {
+			n.log.Warn("DBG leader barrier failed", "err", err, "took", time.Duration(n.lease.now()-sent))
 		}
 		return
 	}
 	client, _, err := n.peers.leader()
 	if err != nil {
+		n.log.Warn("DBG no leader client", "err", err)
 		return
 	}
 	resp, err := client.RenewLease(ctx, &kv1.RenewLeaseRequest{NodeId: n.cfg.NodeID, AppliedIndex: n.state.AppliedIndex()})
 	if err != nil {
-		n.log.Debug("lease renewal failed", "err", err)
+		n.log.Warn("DBG lease renewal failed", "took", time.Duration(n.lease.now()-sent), "err", err)
 		return
 	}
 	// Serve under the grant only once everything committed before it is applied here: a
 	// revocation committed before the grant then already refuses its key on this node.
 	if err := n.cl.WaitApplied(ctx, resp.GetCommitIndex()); err != nil {
-		n.log.Debug("lease granted but the log is not applied in time", "commit-index", resp.GetCommitIndex(), "err", err)
+		n.log.Warn("DBG lease granted but the log is not applied in time", "commit-index", resp.GetCommitIndex(), "err", err)
 		return
 	}
 	n.lease.grant(sent, resp.GetLeaseDuration().AsDuration(), resp.GetTerm())
+	if took := time.Duration(n.lease.now() - sent); took > 150*time.Millisecond {
+		n.log.Warn("DBG slow renewal", "took", took)
+	}
 }
 
 // lockPrefix marks lockouts made by the L1 check, which the check may lift again when the anchor

@@ -50,6 +50,7 @@ type Node struct {
 	rpcLn   net.Listener
 	http    *transport.AdminHTTP
 	flight  singleflight.Group // one unseal or fetch per L2 version at a time
+	watch   *voterWatch
 	started time.Time
 
 	stop     chan struct{} // closed by Shutdown: the loops below return
@@ -74,6 +75,7 @@ func New(cfg Config) (n *Node, err error) {
 		log:     log,
 		keys:    newKeyring(),
 		lease:   newLease(),
+		watch:   newVoterWatch(),
 		reg:     prometheus.NewRegistry(),
 		started: time.Now(),
 		stop:    make(chan struct{}),

@@ -256,8 +256,9 @@ func (n *Node) SetSettings(ctx context.Context, s fsm.Settings) error {
 // granted before it (DESIGN.md, "The revocation fence").
 func (n *Node) fence(ctx context.Context, index uint64) (*kv1.FenceResult, error) {
 	start := time.Now()
-	deadline := start.Add(n.cfg.leaseFenceWait(n.state.Settings().LeaseDuration))
-	peers, err := n.cl.Peers()
+	wait := n.cfg.leaseFenceWait(n.state.Settings().LeaseDuration)
+	deadline := start.Add(wait)
+	voters, err := n.voters()
 	if err != nil {
 		return nil, ErrNoLeader
 	}
@@ -275,18 +276,25 @@ func (n *Node) fence(ctx context.Context, index uint64) (*kv1.FenceResult, error
 			expired = append(expired, id)
 		}
 	}
-	for _, p := range peers {
-		if p.Suffrage != "Voter" {
-			continue // non-voters are never granted a lease, so never serve
-		}
+	// Non-voters are never granted a lease, so never serve; voters must confirm or run out.
+	for _, id := range voters {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if p.ID == n.cfg.NodeID {
-				done(p.ID, n.waitApplied(ctx, index, time.Until(deadline)) >= index)
+			if id == n.cfg.NodeID {
+				done(id, n.waitApplied(ctx, index, time.Until(deadline)) >= index)
 				return
 			}
-			done(p.ID, n.fencePeer(ctx, p.ID, index, deadline))
+			done(id, n.fencePeer(ctx, id, index, deadline))
+		}()
+	}
+	// A node removed lately may still hold a lease granted before its removal (this node saw it
+	// gone at t, so the removal committed before t): its lease has run out by t + wait.
+	for id, gone := range n.watch.departed() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done(id, n.fencePeer(ctx, id, index, gone.Add(wait)))
 		}()
 	}
 	wg.Wait()
