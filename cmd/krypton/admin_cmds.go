@@ -199,6 +199,10 @@ func transferLeaderCommand() *command {
 				return err
 			}
 			return c.output(s.out, resp, func(w io.Writer) error {
+				if resp.GetLeaderId() == "" {
+					_, err := fmt.Fprintf(w, "Leadership transferred; %s does not know the new leader yet (see `krypton operator raft list-peers`)\n", c.addr)
+					return err
+				}
 				_, err := fmt.Fprintf(w, "Leader is now %s (term %d)\n", resp.GetLeaderId(), resp.GetTerm())
 				return err
 			})

@@ -143,14 +143,15 @@ func (c *cliRegion) fails(node int, cert [2]string, code int, want string, args 
 	}
 }
 
-// waitApplied waits, through `krypton status`, until every node has applied what the leader has
-// committed: reads (describe, list) and wraps are served from a node's own applied state, so a
+// waitApplied waits, through `krypton status`, until every node serves and has applied what the
+// leader has applied (applied_index counts state machine entries only, so it is compared with the
+// leader's applied_index, not its commit_index): reads (describe, list) and wraps are served from a node's own applied state, so a
 // write forwarded to the leader is not yet visible on a follower when the write returns.
 func (c *cliRegion) waitApplied() {
 	c.t.Helper()
 	type status struct {
-		CommitIndex  uint64 `json:"commit_index,string"`
 		AppliedIndex uint64 `json:"applied_index,string"`
+		Lease        string `json:"lease_state"`
 	}
 	var ld status
 	c.okJSON(c.r.Leader(), c.op, &ld, "status")
@@ -159,11 +160,11 @@ func (c *cliRegion) waitApplied() {
 		for {
 			var st status
 			c.okJSON(i, c.op, &st, "status")
-			if st.AppliedIndex >= ld.CommitIndex {
+			if st.AppliedIndex >= ld.AppliedIndex && st.Lease == "LEASE_STATE_SERVING" {
 				break
 			}
 			if time.Now().After(deadline) {
-				c.t.Fatalf("node %d applied %d, the leader committed %d", i, st.AppliedIndex, ld.CommitIndex)
+				c.t.Fatalf("node %d applied %d (lease %s), the leader %d", i, st.AppliedIndex, st.Lease, ld.AppliedIndex)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -344,17 +345,65 @@ func TestCLIEndToEnd(t *testing.T) {
 	damaged := filepath.Join(c.dir, "damaged.snap")
 	os.WriteFile(damaged, b, 0o600)
 	c.fails(leader, c.op, 1, "krypton: ", "snapshot", "restore", damaged)
+	c.waitApplied()
 
 	// Revoke: the fence is reported, then unwrap fails with FailedPrecondition everywhere.
 	out = c.ok(follower, c.op, "key", "revoke", "-reason", "test", "acme", "payments")
 	if !strings.Contains(out, "Revoked acme/payments") || !strings.Contains(out, "confirmed (applied it)") {
 		t.Fatalf("revoke:\n%s", out)
 	}
+	// A node whose lease lapsed (a restore, or a slow -race run) refuses with Unavailable until it
+	// serves again; what it must never do is unwrap.
 	for i := range 3 {
-		c.fails(i, c.svc, 1, "krypton: FailedPrecondition: ", "unwrap", "-context", "order=42", blob)
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			_, errOut, code := c.run(i, c.svc, "unwrap", "-context", "order=42", blob)
+			if code == 1 && strings.HasPrefix(errOut, "krypton: FailedPrecondition: ") {
+				break
+			}
+			if code != 1 || !strings.HasPrefix(errOut, "krypton: Unavailable: ") || time.Now().After(deadline) {
+				t.Fatalf("unwrap on node %d after revoke: exit %d, %q; want FailedPrecondition", i, code, errOut)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 	// The other service's key still works.
 	c.ok(leader, c.other, "datakey", "-key", "acme/ledger")
+
+	// A lockout is fenced as a revocation is, and lifted by unlock.
+	out = c.ok(follower, c.op, "tenant", "lock", "-reason", "incident 7", "acme")
+	if !strings.Contains(out, "Locked tenant acme") || !strings.Contains(out, "confirmed (applied it)") {
+		t.Fatalf("tenant lock:\n%s", out)
+	}
+	c.fails(third, c.other, 1, "krypton: FailedPrecondition: ", "datakey", "-key", "acme/ledger")
+	if out := c.ok(leader, c.op, "tenant", "describe", "acme"); !strings.Contains(out, "locked") || !strings.Contains(out, "incident 7") {
+		t.Errorf("tenant describe of a locked tenant:\n%s", out)
+	}
+	c.ok(follower, c.op, "tenant", "unlock", "acme")
+	c.waitApplied()
+	c.ok(third, c.other, "datakey", "-key", "acme/ledger")
+
+	// Leadership moves where it is asked to. (The response's leader_id can be empty: the node that
+	// answers may not know the new leader yet, so list-peers is the check.)
+	target := c.r.Cfgs[follower].NodeID
+	c.ok(third, c.op, "operator", "raft", "transfer-leader", target)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.okJSON(third, c.op, &peers, "operator", "raft", "list-peers")
+		var got []string
+		for _, p := range peers.Peers {
+			if p.Leader {
+				got = append(got, p.NodeID)
+			}
+		}
+		if len(got) == 1 && got[0] == target {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after transfer-leader %s, list-peers names leaders %v", target, got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestClientExitCodes checks the exit codes the script tests cannot see: 2 for a usage mistake,
