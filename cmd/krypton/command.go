@@ -18,9 +18,9 @@ import (
 // command is one node of the command tree: either it runs, or it holds subcommands.
 type command struct {
 	name     string
-	synopsis string // one line, shown in listings
-	usage    string // arguments after the name, for the usage line
-	help     string // a paragraph shown by -h
+	synopsis string                 // one line, shown in listings
+	usage    string                 // arguments after the name, for the usage line
+	help     string                 // a paragraph shown by -h
 	flags    func(fs *flag.FlagSet) // declares the command's flags; nil for none
 	run      func(ctx context.Context, s *streams, fs *flag.FlagSet) error
 	sub      []*command
@@ -129,7 +129,7 @@ func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 		if given[f.Name] || err != nil {
 			return
 		}
-		name := "KRYPTON_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		name := envName(f.Name)
 		if v, ok := lookup(name); ok {
 			if e := fs.Set(f.Name, v); e != nil {
 				err = usagef("%s: %v", name, e)
@@ -137,4 +137,9 @@ func applyEnv(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 		}
 	})
 	return err
+}
+
+// envName is the environment variable that fills a flag: -ca-cert from KRYPTON_CA_CERT.
+func envName(flagName string) string {
+	return "KRYPTON_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }

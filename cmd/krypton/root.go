@@ -26,6 +26,8 @@ func rootCommand() *command {
 			wrapCommand(),
 			unwrapCommand(),
 			datakeyCommand(),
+			serverCommand(),
+			devCommand(),
 		},
 	}
 }

@@ -1,0 +1,202 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/region"
+)
+
+// serverFlags are the flags of `krypton server`; each may also come from a config file (-config,
+// JSON with the flag names as keys) or from KRYPTON_<NAME>. The command line wins over the
+// environment, which wins over the file.
+type serverFlags struct {
+	config          string
+	nodeID          string
+	region          string
+	dataDir         string
+	raftAddr        string
+	gossipAddr      string
+	apiAddr         string
+	httpAddr        string
+	bootstrapExpect int
+	join            string
+	gossipKey       string
+	caCert          string
+	cert            string
+	key             string
+	devAnchor       bool
+	logLevel        string
+	logFormat       string
+}
+
+func (f *serverFlags) declare(fs *flag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "JSON config file whose keys are these flags' names (e.g. \"node-id\")")
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's id; its certificate must name it (spiffe://krypton/node/<id>)")
+	fs.StringVar(&f.region, "region", "dev", "the region's name; bound into every tenant-key seal, never change it")
+	fs.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, snapshots and the audit log")
+	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7410", "host:port for Raft (mutual TLS)")
+	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7420", "host:port for gossip (encrypted, TCP and UDP)")
+	fs.StringVar(&f.apiAddr, "api-addr", "127.0.0.1:7400", "host:port for the gRPC API (mutual TLS)")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics, /healthz and /debug/pprof (plain HTTP: keep it on loopback or a management network); empty disables")
+	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "number of nodes that bootstrap a new region together (3 or 5); 0 joins an existing region")
+	fs.StringVar(&f.join, "join", "", "gossip addresses of other nodes, comma-separated")
+	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 of the 32-byte key that encrypts gossip; the same on every node")
+	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA that signs node, service and operator certificates")
+	fs.StringVar(&f.cert, "cert", "", "PEM file of this node's certificate")
+	fs.StringVar(&f.key, "key", "", "PEM file of this node's private key")
+	fs.BoolVar(&f.devAnchor, "dev-anchor", false, "allow tenants on the file:// development anchor (never in production)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+}
+
+// applyConfigFile sets every flag that neither the command line nor the environment set from the
+// JSON file named by -config.
+func applyConfigFile(fs *flag.FlagSet, path string, fromEnv map[string]bool) error {
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("server: config: %w", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		return fmt.Errorf("server: config %s: %w", path, err)
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for name, v := range raw {
+		if fs.Lookup(name) == nil || name == "config" {
+			return usagef("server: config %s: unknown key %q", path, name)
+		}
+		if given[name] || fromEnv[name] {
+			continue
+		}
+		var s any
+		if err := json.Unmarshal(v, &s); err != nil {
+			return fmt.Errorf("server: config %s: key %q: %w", path, name, err)
+		}
+		var str string
+		switch x := s.(type) {
+		case string:
+			str = x
+		case []any:
+			parts := make([]string, len(x))
+			for i, p := range x {
+				parts[i] = fmt.Sprint(p)
+			}
+			str = strings.Join(parts, ",")
+		default:
+			str = fmt.Sprint(x)
+		}
+		if err := fs.Set(name, str); err != nil {
+			return usagef("server: config %s: key %q: %v", path, name, err)
+		}
+	}
+	return nil
+}
+
+func newLogger(level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, usagef("-log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, usagef("-log-format %q: want text or json", format)
+}
+
+func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
+	cfg := region.DefaultConfig()
+	cfg.NodeID, cfg.Region, cfg.DataDir = f.nodeID, f.region, f.dataDir
+	cfg.RaftAddr, cfg.GossipAddr, cfg.RPCAddr, cfg.HTTPAddr = f.raftAddr, f.gossipAddr, f.apiAddr, f.httpAddr
+	cfg.BootstrapExpect = f.bootstrapExpect
+	cfg.Join = splitList(f.join)
+	cfg.AllowDevAnchor = f.devAnchor
+	cfg.Logger = log
+	if f.gossipKey == "" {
+		return cfg, usagef("server: -gossip-key is required (32 bytes, base64; e.g. head -c32 /dev/urandom | base64)")
+	}
+	key, err := base64.StdEncoding.DecodeString(f.gossipKey)
+	if err != nil || len(key) != 32 {
+		return cfg, usagef("server: -gossip-key must be base64 of exactly 32 bytes")
+	}
+	cfg.GossipKey = key
+	if f.caCert == "" || f.cert == "" || f.key == "" {
+		return cfg, usagef("server: -ca-cert, -cert and -key are required: Krypton never runs without mutual TLS (`krypton certs` makes development ones)")
+	}
+	if cfg.Roots, err = pki.LoadCertPool(f.caCert); err != nil {
+		return cfg, err
+	}
+	cert, err := pki.LoadCertificate(f.cert, f.key)
+	if err != nil {
+		return cfg, err
+	}
+	id, err := cert.Identity()
+	if err != nil {
+		return cfg, err
+	}
+	if id.Kind != pki.KindNode || id.NodeID != f.nodeID {
+		return cfg, usagef("server: the certificate names %s, not node %q", id, f.nodeID)
+	}
+	cfg.Certificate = cert.TLSCertificate()
+	return cfg, cfg.Validate()
+}
+
+func serverCommand() *command {
+	f := &serverFlags{}
+	return &command{
+		name:     "server",
+		synopsis: "run a region node",
+		help: "Runs one node of a region until SIGINT or SIGTERM, which stop it cleanly and wipe every key from memory.\n" +
+			"Start three (or five) nodes the same way with -bootstrap-expect 3 and -join pointing at one another.",
+		flags: f.declare,
+		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
+			if fs.NArg() != 0 {
+				return usagef("server takes no arguments")
+			}
+			fromEnv := map[string]bool{}
+			fs.VisitAll(func(fl *flag.Flag) {
+				if _, ok := os.LookupEnv(envName(fl.Name)); ok {
+					fromEnv[fl.Name] = true
+				}
+			})
+			if err := applyConfigFile(fs, f.config, fromEnv); err != nil {
+				return err
+			}
+			log, err := newLogger(f.logLevel, f.logFormat)
+			if err != nil {
+				return err
+			}
+			cfg, err := f.regionConfig(log)
+			if err != nil {
+				return err
+			}
+			// Whatever happens below, no key outlives the process in locked memory.
+			defer memguard.Purge()
+			n, err := region.New(cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(s.err, "krypton: node %s of region %s serving on %s\n", cfg.NodeID, cfg.Region, n.RPCAddr())
+			<-ctx.Done()
+			log.Info("signal received; shutting down")
+			return n.Shutdown()
+		},
+	}
+}
