@@ -13,7 +13,10 @@ import (
 )
 
 // leaseLoop keeps this node's serving lease fresh (DESIGN.md, "Serving leases"): every third of a
-// lease period, and at once when the leader changes.
+// lease period, and at once when the leader changes. The period is counted from when each request
+// was sent, as the lease is, and is a third of the lease just granted: counted from the end of a
+// slow or timed-out renewal, or from a lease duration read before the settings changed, one late
+// renewal would let the lease lapse on a healthy node.
 func (n *Node) leaseLoop() {
 	defer n.wg.Done()
 	kick := make(chan struct{}, 1)
@@ -26,11 +29,11 @@ func (n *Node) leaseLoop() {
 	defer cancel()
 	for {
 		d := n.state.Settings().LeaseDuration
-		if n.lease.check() != nil && n.lease.until.Load() != 0 {
-			n.log.Warn("DBG lease lapsed before renewal", "by", -n.lease.expiresIn())
+		start := time.Now()
+		if granted := n.renewLease(d); granted > 0 {
+			d = granted
 		}
-		n.renewLease(d)
-		t := time.NewTimer(max(d/3, 20*time.Millisecond))
+		t := time.NewTimer(max(d/3-time.Since(start), 20*time.Millisecond))
 		select {
 		case <-n.stop:
 			t.Stop()
@@ -43,14 +46,15 @@ func (n *Node) leaseLoop() {
 }
 
 // renewLease asks the leader for a lease (or, on the leader, confirms leadership with a quorum).
-// A failure leaves the current lease to run out on its own.
-func (n *Node) renewLease(d time.Duration) {
+// It returns the lease duration granted, or 0; a failure leaves the current lease to run out on
+// its own.
+func (n *Node) renewLease(d time.Duration) time.Duration {
 	sent := n.lease.now()
 	// A node that is no longer a voter gets no more grants; stop serving at once rather than at
 	// the end of the lease, and keep the departures the fence must wait out.
 	if voters, err := n.voters(); err == nil && !slices.Contains(voters, n.cfg.NodeID) {
 		n.lease.drop()
-		return
+		return 0
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), max(d/3, 20*time.Millisecond))
 	defer cancel()
@@ -62,33 +66,30 @@ func (n *Node) renewLease(d time.Duration) {
 		}
 	}()
 	if n.cl.IsLeader() {
-		if err := n.cl.Barrier(ctx); err == nil {
-			n.lease.grant(sent, d, n.cl.Term())
-		} else {
-			n.log.Warn("DBG leader barrier failed", "err", err, "took", time.Duration(n.lease.now()-sent))
+		if err := n.cl.Barrier(ctx); err != nil {
+			return 0
 		}
-		return
+		n.lease.grant(sent, d, n.cl.Term())
+		return d
 	}
 	client, _, err := n.peers.leader()
 	if err != nil {
-		n.log.Warn("DBG no leader client", "err", err)
-		return
+		return 0
 	}
 	resp, err := client.RenewLease(ctx, &kv1.RenewLeaseRequest{NodeId: n.cfg.NodeID, AppliedIndex: n.state.AppliedIndex()})
 	if err != nil {
-		n.log.Warn("DBG lease renewal failed", "took", time.Duration(n.lease.now()-sent), "err", err)
-		return
+		n.log.Debug("lease renewal failed", "err", err)
+		return 0
 	}
 	// Serve under the grant only once everything committed before it is applied here: a
 	// revocation committed before the grant then already refuses its key on this node.
 	if err := n.cl.WaitApplied(ctx, resp.GetCommitIndex()); err != nil {
-		n.log.Warn("DBG lease granted but the log is not applied in time", "commit-index", resp.GetCommitIndex(), "err", err)
-		return
+		n.log.Debug("lease granted but the log is not applied in time", "commit-index", resp.GetCommitIndex(), "err", err)
+		return 0
 	}
-	n.lease.grant(sent, resp.GetLeaseDuration().AsDuration(), resp.GetTerm())
-	if took := time.Duration(n.lease.now() - sent); took > 150*time.Millisecond {
-		n.log.Warn("DBG slow renewal", "took", took)
-	}
+	granted := resp.GetLeaseDuration().AsDuration()
+	n.lease.grant(sent, granted, resp.GetTerm())
+	return granted
 }
 
 // lockPrefix marks lockouts made by the L1 check, which the check may lift again when the anchor
