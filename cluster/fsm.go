@@ -17,9 +17,12 @@ import (
 //
 // Restore does not receive the snapshot's index from Raft, so each
 // snapshot the wrapper persists starts with an 8-byte header holding the
-// applied index at capture time; Restore reads it back. An operator
-// restore (Cluster.Restore) is the exception: Raft re-indexes the
-// snapshot, and the cluster tells the wrapper the index it will use.
+// snapshot's Raft index, which indexingStore hands to Persist through the
+// sink; Restore reads it back. That index may name a barrier or
+// configuration entry after the last command: the state covers everything
+// up to it either way. An operator restore (Cluster.Restore) is the
+// exception: Raft re-indexes the snapshot, and the cluster tells the
+// wrapper the index it will use.
 type trackingFSM struct {
 	inner raft.FSM
 
@@ -69,7 +72,8 @@ func (f *trackingFSM) changed() <-chan struct{} {
 
 func (f *trackingFSM) Snapshot() (raft.FSMSnapshot, error) {
 	// Snapshot runs on the FSM goroutine, between Applies, so the index
-	// read here is exactly the state the inner snapshot captures.
+	// read here is exactly the last command the inner snapshot captures;
+	// Persist prefers the snapshot's Raft index when the sink carries it.
 	idx := f.applied.Load()
 	s, err := f.inner.Snapshot()
 	if err != nil {
@@ -101,8 +105,12 @@ type trackingSnapshot struct {
 }
 
 func (s *trackingSnapshot) Persist(sink raft.SnapshotSink) error {
+	idx := s.index
+	if is, ok := sink.(*indexedSink); ok {
+		idx = is.index
+	}
 	var hdr [snapshotHeaderLen]byte
-	binary.BigEndian.PutUint64(hdr[:], s.index)
+	binary.BigEndian.PutUint64(hdr[:], idx)
 	if _, err := sink.Write(hdr[:]); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("cluster: write snapshot header: %w", err)
@@ -111,3 +119,23 @@ func (s *trackingSnapshot) Persist(sink raft.SnapshotSink) error {
 }
 
 func (s *trackingSnapshot) Release() { s.inner.Release() }
+
+// indexingStore passes each snapshot's Raft index to Persist by wrapping
+// the sink; hashicorp/raft hands Persist the sink Create returned.
+type indexingStore struct {
+	raft.SnapshotStore
+}
+
+func (s indexingStore) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
+	configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
+	sink, err := s.SnapshotStore.Create(version, index, term, configuration, configurationIndex, trans)
+	if err != nil {
+		return nil, err
+	}
+	return &indexedSink{SnapshotSink: sink, index: index}, nil
+}
+
+type indexedSink struct {
+	raft.SnapshotSink
+	index uint64
+}
