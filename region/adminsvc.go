@@ -254,6 +254,9 @@ func (s *adminService) SnapshotRestore(stream kv1.AdminService_SnapshotRestoreSe
 	case meta.GetRegion() != s.n.cfg.Region:
 		return status.Error(codes.InvalidArgument, "region: snapshot of another region ("+strconv.Quote(meta.GetRegion())+")")
 	}
+	if err := s.n.checkRestoreKeepsRevocations(buf.Bytes()); err != nil {
+		return err
+	}
 	if err := s.n.cl.Restore(stream.Context(), &buf); err != nil {
 		if errors.Is(err, cluster.ErrNotLeader) {
 			return status.Error(codes.FailedPrecondition, "region: restore runs on the leader; call the leader's API")
@@ -462,4 +465,57 @@ func (s *adminService) UnlockTenant(ctx context.Context, req *kv1.UnlockTenantRe
 		return nil, err
 	}
 	return s.n.tenantProto(t), nil
+}
+
+// checkRestoreKeepsRevocations refuses a snapshot that would make a revoked key usable again: one
+// taken before revocations this region has since made. Revocation is forever; a backup must not
+// undo it. The snapshot is restored into a scratch state machine and every revocation in this
+// region's log is looked up there: it must be revoked there too, or absent.
+func (n *Node) checkRestoreKeepsRevocations(file []byte) error {
+	data, err := cluster.SnapshotFSMData(file)
+	if err != nil {
+		return status.Error(codes.InvalidArgument, "region: malformed snapshot")
+	}
+	scratch := fsm.NewState(fsm.Options{})
+	if err := scratch.Restore(bytes.NewReader(data)); err != nil {
+		return status.Error(codes.InvalidArgument, "region: malformed snapshot state")
+	}
+	undone := 0
+	for _, r := range n.state.RevocationLog(0) {
+		if !revokedIn(scratch, r) {
+			undone++
+		}
+	}
+	if undone > 0 {
+		return status.Errorf(codes.FailedPrecondition, "region: the snapshot predates %d revocation(s) made since; restoring it would make revoked keys usable again", undone)
+	}
+	return nil
+}
+
+// revokedIn reports whether state s keeps revocation r in force (or does not hold the key at all).
+func revokedIn(s *fsm.State, r fsm.Revocation) bool {
+	t, err := s.Tenant(r.Tenant)
+	if err != nil {
+		return true // no such tenant: nothing of it can be used
+	}
+	if t.Status == fsm.StatusRevoked {
+		return true
+	}
+	switch r.Kind {
+	case fsm.RevokedTenant:
+		return false
+	case fsm.RevokedAnchor:
+		return t.AnchorDeleted
+	case fsm.RevokedService:
+		svc, err := s.Service(r.Tenant, r.Service)
+		return err != nil || svc.Status == fsm.StatusRevoked
+	case fsm.RevokedKeyVersion:
+		svc, err := s.Service(r.Tenant, r.Service)
+		if err != nil || svc.Status == fsm.StatusRevoked {
+			return true
+		}
+		kv, err := s.KeyVersion(r.Tenant, r.Service, r.Version)
+		return err != nil || kv.Status == fsm.StatusRevoked
+	}
+	return false
 }
