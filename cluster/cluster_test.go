@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,7 +94,6 @@ func TestBootstrapApplyForward(t *testing.T) {
 	if st := f.Cluster.State(); st != raft.Follower {
 		t.Errorf("follower state %v", st)
 	}
-	_ = bytes.Equal
 }
 
 func applyN(t *testing.T, h *clustertest.Harness, via *clustertest.Node, prefix string, n int) {
@@ -282,7 +282,7 @@ func TestLeaveLeaderHandsOver(t *testing.T) {
 
 func TestBarrierSeesPrecedingWrite(t *testing.T) {
 	h := clustertest.Start(t, 3)
-	leader := h.WaitForLeader()
+	h.WaitForLeader()
 	ctx := h.Context(20 * time.Second)
 	for i := 0; i < 30; i++ {
 		writer := h.Running()[i%3]
@@ -298,7 +298,6 @@ func TestBarrierSeesPrecedingWrite(t *testing.T) {
 			t.Fatalf("after barrier %s sees %d entries, last %q; want %q", reader.ID, len(e), e[len(e)-1], cmd)
 		}
 	}
-	_ = leader
 }
 
 func TestShutdownTwice(t *testing.T) {
@@ -344,9 +343,21 @@ func TestSnapshotRestore(t *testing.T) {
 	applyN(t, h, leader, "b", 2)
 	waitConverged(t, h, 5)
 
+	// The FSM's own snapshot can be inspected before a restore.
+	data, err := cluster.SnapshotFSMData(snap.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(data)); got != `["YTA=","YTE=","YTI="]` {
+		t.Errorf("FSM data in snapshot = %s", got)
+	}
+
 	// Damaged snapshots are refused whole.
 	bad := bytes.Clone(snap.Bytes())
 	bad[len(bad)/2] ^= 1
+	if _, err := cluster.SnapshotFSMData(bad); !errors.Is(err, cluster.ErrBadSnapshot) {
+		t.Errorf("SnapshotFSMData of a corrupt file: %v", err)
+	}
 	if err := leader.Cluster.Restore(ctx, bytes.NewReader(bad)); !errors.Is(err, cluster.ErrBadSnapshot) {
 		t.Fatalf("corrupt restore: %v, want ErrBadSnapshot", err)
 	}
