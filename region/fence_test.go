@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/cluster/clustertest"
+	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/region/regiontest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -273,4 +274,42 @@ func TestLeasesHoldOnAHealthyRegion(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestFenceAfterShorteningTheLease: a follower cut off while it holds a long lease keeps it when
+// the region's lease is shortened behind its back; a revocation made then must still wait out the
+// long lease, or the follower serves the revoked key after Revoke returned.
+func TestFenceAfterShorteningTheLease(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	ld := r.Leader()
+	long := fsm.DefaultSettings()
+	long.LeaseDuration = 4 * regiontest.LeaseDuration
+	if err := r.Nodes[ld].SetSettings(ctxT(t), long); err != nil {
+		t.Fatal(err)
+	}
+	victim := mustWrap(t, r, ld, "acme", "payments")
+	p := r.Followers()[0]
+	mustUnwrap(t, r, p, "acme", "payments", victim)
+	clustertest.Eventually(t, 10*time.Second, "a long lease on the follower", func() bool {
+		until := r.Nodes[p].Status().GetLeaseExpiresAt()
+		return until != nil && time.Until(until.AsTime()) > 2*regiontest.LeaseDuration
+	})
+
+	r.Partition(p)
+	short := long
+	short.LeaseDuration = regiontest.LeaseDuration
+	if err := r.Nodes[ld].SetSettings(ctxT(t), short); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := r.AdminClient(ld).RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments"}, Reason: "test"})
+	if err != nil {
+		t.Fatalf("RevokeKey: %v", err)
+	}
+	_, err = r.WrapClient(p, "acme", "payments").Unwrap(ctxT(t), &kv1.UnwrapRequest{Blob: victim.blob, Context: victim.ctx})
+	if err == nil {
+		t.Fatalf("%s unwrapped a revoked key after RevokeKey returned (fence %v)", r.Cfgs[p].NodeID, resp.GetFence())
+	}
+	wantCode(t, err, codes.Unavailable, "unwrap on the cut-off follower after the fence")
+	r.Heal()
 }

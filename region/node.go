@@ -53,6 +53,8 @@ type Node struct {
 	watch   *voterWatch
 	started time.Time
 
+	leaseBound leaseBound // a longer lease in force until lately, for the fence
+
 	stop     chan struct{} // closed by Shutdown: the loops below return
 	wg       sync.WaitGroup
 	shutOnce sync.Once
@@ -277,6 +279,9 @@ func (n *Node) onChange(c fsm.Change) {
 		n.keys.wipeService(c.Tenant, c.Service, c.Version)
 	case fsm.Restored:
 		n.keys.wipeAll()
+		n.leaseBound.note(n.state.Settings().LeaseDuration, n.cfg.ClockDrift)
+	case fsm.SettingsChanged:
+		n.leaseBound.note(n.state.Settings().LeaseDuration, n.cfg.ClockDrift)
 	}
 }
 

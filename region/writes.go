@@ -256,7 +256,7 @@ func (n *Node) SetSettings(ctx context.Context, s fsm.Settings) error {
 // granted before it (DESIGN.md, "The revocation fence").
 func (n *Node) fence(ctx context.Context, index uint64) (*kv1.FenceResult, error) {
 	start := time.Now()
-	wait := n.cfg.leaseFenceWait(n.state.Settings().LeaseDuration)
+	wait := n.cfg.leaseFenceWait(n.leaseBound.max(n.state.Settings().LeaseDuration))
 	deadline := start.Add(wait)
 	voters, err := n.voters()
 	if err != nil {
