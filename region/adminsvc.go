@@ -267,6 +267,21 @@ func (s *adminService) SnapshotRestore(stream kv1.AdminService_SnapshotRestoreSe
 	return stream.SendAndClose(&kv1.SnapshotRestoreResponse{Index: s.n.state.AppliedIndex()})
 }
 
+// checkRequestID requires the request id every operator write carries (docs/api.md,
+// "Idempotency"): 1 to 128 printable ASCII characters. Without one a retry after an ambiguous
+// failure could apply a write twice. (The node's own writes, such as L1 lockouts, do not pass here.)
+func checkRequestID(id string) error {
+	if id == "" || len(id) > 128 {
+		return &codedErrorInvalid{"region: request_id must be 1 to 128 printable ASCII characters"}
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return &codedErrorInvalid{"region: request_id must be 1 to 128 printable ASCII characters"}
+		}
+	}
+	return nil
+}
+
 func tenantState(t fsm.Tenant) kv1.TenantState {
 	switch {
 	case t.Status == fsm.StatusRevoked:
@@ -323,6 +338,9 @@ func (n *Node) keyProto(svc fsm.Service) (*kv1.Key, error) {
 }
 
 func (s *adminService) CreateTenant(ctx context.Context, req *kv1.CreateTenantRequest) (*kv1.Tenant, error) {
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
 	t, err := s.n.CreateTenant(ctx, req.GetRequestId(), req.GetTenant(), req.GetAnchorUri())
 	if err != nil {
 		return nil, err
@@ -381,6 +399,9 @@ func (s *adminService) DescribeTenant(_ context.Context, req *kv1.DescribeTenant
 }
 
 func (s *adminService) CreateKey(ctx context.Context, req *kv1.CreateKeyRequest) (*kv1.Key, error) {
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
 	svc, err := s.n.CreateKey(ctx, req.GetRequestId(), req.GetTenant(), req.GetService())
 	if err != nil {
 		return nil, err
@@ -389,6 +410,9 @@ func (s *adminService) CreateKey(ctx context.Context, req *kv1.CreateKeyRequest)
 }
 
 func (s *adminService) RotateKey(ctx context.Context, req *kv1.RotateKeyRequest) (*kv1.Key, error) {
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
 	svc, err := s.n.RotateKey(ctx, req.GetRequestId(), req.GetTenant(), req.GetService())
 	if err != nil {
 		return nil, err
@@ -423,6 +447,9 @@ func (s *adminService) DescribeKey(_ context.Context, req *kv1.DescribeKeyReques
 }
 
 func (s *adminService) RevokeKey(ctx context.Context, req *kv1.RevokeKeyRequest) (*kv1.RevokeKeyResponse, error) {
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
 	sc := req.GetScope()
 	scope := Scope{Tenant: sc.GetTenant(), Service: sc.GetService(), Version: sc.GetVersion()}
 	fence, err := s.n.Revoke(ctx, req.GetRequestId(), scope, req.GetReason())
@@ -448,6 +475,9 @@ func (s *adminService) RevokeKey(ctx context.Context, req *kv1.RevokeKeyRequest)
 }
 
 func (s *adminService) LockTenant(ctx context.Context, req *kv1.LockTenantRequest) (*kv1.LockTenantResponse, error) {
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
 	fence, err := s.n.LockTenant(ctx, req.GetRequestId(), req.GetTenant(), req.GetReason())
 	if err != nil {
 		return nil, err
@@ -460,6 +490,9 @@ func (s *adminService) LockTenant(ctx context.Context, req *kv1.LockTenantReques
 }
 
 func (s *adminService) UnlockTenant(ctx context.Context, req *kv1.UnlockTenantRequest) (*kv1.Tenant, error) {
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
 	t, err := s.n.UnlockTenant(ctx, req.GetRequestId(), req.GetTenant())
 	if err != nil {
 		return nil, err
