@@ -53,6 +53,7 @@ func (n *Node) renewLease(d time.Duration) time.Duration {
 	// A node that is no longer a voter gets no more grants; stop serving at once rather than at
 	// the end of the lease, and keep the departures the fence must wait out.
 	if voters, err := n.voters(); err == nil && !slices.Contains(voters, n.cfg.NodeID) {
+		n.log.Debug("not a voter; no lease", "voters", voters)
 		n.lease.drop()
 		return 0
 	}
@@ -74,6 +75,7 @@ func (n *Node) renewLease(d time.Duration) time.Duration {
 	}
 	client, _, err := n.peers.leader()
 	if err != nil {
+		n.log.Debug("no leader to renew the lease with", "err", err)
 		return 0
 	}
 	resp, err := client.RenewLease(ctx, &kv1.RenewLeaseRequest{NodeId: n.cfg.NodeID, AppliedIndex: n.state.AppliedIndex()})

@@ -63,7 +63,7 @@ type Node struct {
 
 // New starts a node: it opens its data directory, joins or bootstraps the region, and serves the
 // API on cfg.RPCAddr until Shutdown or Leave.
-func New(cfg Config) (n *Node, err error) {
+func New(cfg Config) (_ *Node, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -72,7 +72,7 @@ func New(cfg Config) (n *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.NodeID, "region", cfg.Region)
-	n = &Node{
+	n := &Node{
 		cfg:     cfg,
 		log:     log,
 		keys:    newKeyring(),
