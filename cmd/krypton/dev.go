@@ -188,9 +188,13 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 		c.Logger = log
 		d.cfgs = append(d.cfgs, c)
 	}
+	// Every node joins through all the others, as production nodes are started: a node restarted
+	// while the others run finds them again whichever of them it was.
 	for i := range d.cfgs {
-		if i > 0 {
-			d.cfgs[i].Join = []string{d.cfgs[0].GossipAddr}
+		for j := range d.cfgs {
+			if j != i {
+				d.cfgs[i].Join = append(d.cfgs[i].Join, d.cfgs[j].GossipAddr)
+			}
 		}
 	}
 	d.nodes = make([]*region.Node, devNodes)

@@ -16,13 +16,15 @@ import (
 	"syscall"
 )
 
-func main() {
-	// Signals are handled here rather than with memguard.CatchSignal, which calls os.Exit without
-	// running deferred shutdowns (PEERS.md); commands wipe their secrets on the way out.
+func main() { os.Exit(runMain()) }
+
+// runMain runs the command line of this process. SIGINT and SIGTERM cancel the command's context:
+// signals are handled here rather than with memguard.CatchSignal, which calls os.Exit without
+// running deferred shutdowns (PEERS.md), so commands stop cleanly and wipe their secrets.
+func runMain() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
-	stop()
-	os.Exit(code)
+	defer stop()
+	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 }
 
 // run executes one command line and returns the process exit code: 0 success, 1 failure, 2 usage.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/awnumar/memguard"
@@ -123,7 +124,15 @@ func newLogger(level, format string) (*slog.Logger, error) {
 
 func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	cfg := region.DefaultConfig()
-	cfg.NodeID, cfg.Region, cfg.DataDir = f.nodeID, f.region, f.dataDir
+	cfg.NodeID, cfg.Region = f.nodeID, f.region
+	if f.dataDir == "" {
+		return cfg, usagef("server: -data-dir is required")
+	}
+	dir, err := filepath.Abs(f.dataDir)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.DataDir = dir
 	cfg.RaftAddr, cfg.GossipAddr, cfg.RPCAddr, cfg.HTTPAddr = f.raftAddr, f.gossipAddr, f.apiAddr, f.httpAddr
 	cfg.BootstrapExpect = f.bootstrapExpect
 	cfg.Join = splitList(f.join)
@@ -132,7 +141,7 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	if f.gossipKey == "" {
 		return cfg, usagef("server: -gossip-key is required (32 bytes, base64; e.g. head -c32 /dev/urandom | base64)")
 	}
-	key, err := base64.StdEncoding.DecodeString(f.gossipKey)
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(f.gossipKey))
 	if err != nil || len(key) != 32 {
 		return cfg, usagef("server: -gossip-key must be base64 of exactly 32 bytes")
 	}
