@@ -17,7 +17,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +24,7 @@ import (
 
 	"google.golang.org/grpc"
 
+	"github.com/kryptonkms/krypton/internal/leaktest"
 	"github.com/kryptonkms/krypton/internal/pki"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -270,40 +270,5 @@ func dial(t *testing.T, addr string, cert tls.Certificate) *grpc.ClientConn {
 	return conn
 }
 
-// TestMain fails the run if goroutines of gRPC or of this package outlive
-// the tests (a lightweight goleak).
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		if leaked := waitForLeaks(5 * time.Second); leaked != "" {
-			fmt.Fprintf(os.Stderr, "goroutines left behind:\n%s\n", leaked)
-			code = 1
-		}
-	}
-	os.Exit(code)
-}
-
-func waitForLeaks(wait time.Duration) string {
-	deadline := time.Now().Add(wait)
-	for {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		var leaked []string
-		for _, g := range strings.Split(string(buf), "\n\n") {
-			if strings.Contains(g, "TestMain") || strings.Contains(g, "waitForLeaks") {
-				continue
-			}
-			if strings.Contains(g, "google.golang.org/grpc") || strings.Contains(g, "krypton/transport") ||
-				strings.Contains(g, "net/http") {
-				leaked = append(leaked, g)
-			}
-		}
-		if len(leaked) == 0 {
-			return ""
-		}
-		if time.Now().After(deadline) {
-			return strings.Join(leaked, "\n\n")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// TestMain fails the run if goroutines outlive the tests.
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m, 5*time.Second) }

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"strconv"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -313,29 +313,14 @@ func (h *Harness) allowed(local, remote string) bool {
 	return !h.blocked[[2]string{local, remote}]
 }
 
-// freePort finds a port free on 127.0.0.1 (for TCP, and for UDP too when
-// udp is set, as memberlist binds both).
+// freePort finds a port free on 127.0.0.1 (for TCP, and for UDP too when udp is set).
 func freePort(t testing.TB, udp bool) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if udp {
-			u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-			if err != nil {
-				l.Close()
-				continue
-			}
-			u.Close()
-		}
-		l.Close()
-		return port
+	port, err := netutil.FreePort(udp)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("clustertest: no free port")
-	return 0
+	return port
 }
 
 // NewLogger returns a logger writing to t.Log, at debug level when

@@ -23,6 +23,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor"
 	anchorfile "github.com/kryptonkms/krypton/anchor/file"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/transport"
@@ -243,23 +244,11 @@ func devAddr(base, i int, udp bool) (string, error) {
 	if base != 0 {
 		return net.JoinHostPort("127.0.0.1", strconv.Itoa(base+i)), nil
 	}
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if udp {
-			u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
-			if err != nil {
-				continue
-			}
-			u.Close()
-		}
-		return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
+	port, err := netutil.FreePort(udp)
+	if err != nil {
+		return "", err
 	}
-	return "", errors.New("dev: no free port")
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), nil
 }
 
 func (d *devRegion) start(i int) error {

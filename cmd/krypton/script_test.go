@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"regexp"
 	"strconv"
@@ -9,6 +8,8 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/kryptonkms/krypton/internal/netutil"
 )
 
 // TestMain lets the test binary act as the krypton command inside script tests, as age does.
@@ -38,18 +39,13 @@ func cmdFreeport(ts *testscript.TestScript, neg bool, args []string) {
 	seen := map[int]bool{}
 	for _, name := range args {
 		for {
-			l, err := net.Listen("tcp", "127.0.0.1:0")
+			port, err := netutil.FreePort(true)
 			ts.Check(err)
-			port := l.Addr().(*net.TCPAddr).Port
-			l.Close()
-			u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-			if err != nil || seen[port] {
-				continue
+			if !seen[port] {
+				seen[port] = true
+				ts.Setenv(name, strconv.Itoa(port))
+				break
 			}
-			u.Close()
-			seen[port] = true
-			ts.Setenv(name, strconv.Itoa(port))
-			break
 		}
 	}
 }

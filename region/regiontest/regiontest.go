@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"io"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -21,6 +20,7 @@ import (
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/cluster/clustertest"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/transport"
@@ -341,26 +341,12 @@ func (r *Region) AdminClient(i int) kv1.AdminServiceClient {
 	return kv1.NewAdminServiceClient(r.dial(i, cert))
 }
 
-// freePort finds a port free on 127.0.0.1 for TCP (and UDP too when udp is set: memberlist binds both).
+// freePort finds a port free on 127.0.0.1 (for TCP, and for UDP too when udp is set).
 func freePort(t testing.TB, udp bool) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		if udp {
-			u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
-			if err != nil {
-				l.Close()
-				continue
-			}
-			u.Close()
-		}
-		l.Close()
-		return port
+	port, err := netutil.FreePort(udp)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("regiontest: no free port")
-	return 0
+	return port
 }
