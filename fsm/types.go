@@ -145,7 +145,7 @@ type Settings struct {
 	// AnchorCheckPeriod is how often the leader checks each tenant's L1.
 	AnchorCheckPeriod time.Duration `json:"anchor-check-period"`
 	// AnchorGracePeriod is how long transient L1 failures are tolerated
-	// before the tenant is locked out.
+	// before the tenant is locked out; 0 fails closed at the first one.
 	AnchorGracePeriod time.Duration `json:"anchor-grace-period"`
 	// DedupeWindow is how many request ids (the most recent, by log index)
 	// are remembered for idempotent retries.
@@ -156,8 +156,8 @@ type Settings struct {
 func DefaultSettings() Settings {
 	return Settings{
 		LeaseDuration:     5 * time.Second,
-		AnchorCheckPeriod: time.Minute,
-		AnchorGracePeriod: 15 * time.Minute,
+		AnchorCheckPeriod: 30 * time.Second,
+		AnchorGracePeriod: 5 * time.Minute,
 		DedupeWindow:      10000,
 	}
 }

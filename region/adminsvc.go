@@ -489,6 +489,17 @@ func (s *adminService) LockTenant(ctx context.Context, req *kv1.LockTenantReques
 	return &kv1.LockTenantResponse{Tenant: s.n.tenantProto(t), Fence: fence}, nil
 }
 
+func (s *adminService) RekeyTenant(ctx context.Context, req *kv1.RekeyTenantRequest) (*kv1.Tenant, error) {
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	t, err := s.n.RekeyTenant(ctx, req.GetRequestId(), req.GetTenant(), req.GetAnchorUri())
+	if err != nil {
+		return nil, err
+	}
+	return s.n.tenantProto(t), nil
+}
+
 func (s *adminService) UnlockTenant(ctx context.Context, req *kv1.UnlockTenantRequest) (*kv1.Tenant, error) {
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err

@@ -96,7 +96,7 @@ func (n *Node) renewLease(d time.Duration) time.Duration {
 
 // lockPrefix marks lockouts made by the L1 check, which the check may lift again when the anchor
 // answers; a lockout by an operator or governance stays until they lift it.
-const lockPrefix = "l1: "
+const lockPrefix = "L1 unavailable: "
 
 // anchorLoop is the leader's L1 check (DESIGN.md, "L1 checks"): each period it asks every
 // tenant's anchor whether the root key is usable. A definite denial locks the tenant out at once;
@@ -105,6 +105,17 @@ func (n *Node) anchorLoop() {
 	defer n.wg.Done()
 	failingSince := map[string]time.Time{}
 	var last time.Time
+	// A new leader checks at once: the customer may have pulled the plug while no one was looking.
+	became := make(chan struct{}, 1)
+	cancel := n.cl.OnLeaderChange(func(c cluster.LeaderChange) {
+		if c.IsSelf {
+			select {
+			case became <- struct{}{}:
+			default:
+			}
+		}
+	})
+	defer cancel()
 	// Wake often and compare with the period, so that a new period set through the log takes
 	// effect without waiting out the old one.
 	t := time.NewTicker(100 * time.Millisecond)
@@ -113,6 +124,8 @@ func (n *Node) anchorLoop() {
 		select {
 		case <-n.stop:
 			return
+		case <-became:
+			last = time.Time{}
 		case <-t.C:
 		}
 		if !n.cl.IsLeader() {

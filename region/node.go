@@ -20,6 +20,7 @@ import (
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/version"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -118,7 +119,7 @@ func New(cfg Config) (_ *Node, err error) {
 	ccfg.BootstrapExpect = cfg.BootstrapExpect
 	ccfg.Join = cfg.Join
 	ccfg.TLS = pki.NodeTLSConfig(cfg.Roots, cfg.Certificate)
-	ccfg.Meta = map[string]string{metaRPC: cfg.RPCAddr, metaRegion: cfg.Region}
+	ccfg.Meta = map[string]string{metaRPC: cfg.RPCAddr, metaRegion: cfg.Region, metaVersion: version.Version}
 	ccfg.Logger = log
 	ccfg.Registerer = n.reg
 	if cfg.Tune != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/fsm"
@@ -38,6 +39,9 @@ func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op) (*wrap
 		// A key created a moment ago on another node may not be applied here yet: catch up
 		// with the leader once and look again, so that "create, then wrap anywhere" works.
 		v, err = n.state.Usable(ref.GetTenant(), ref.GetService(), ref.GetVersion(), op)
+	}
+	if errors.Is(err, fsm.ErrLocked) {
+		return nil, n.lockedError(ref.GetTenant())
 	}
 	if err != nil {
 		return nil, err
@@ -148,6 +152,16 @@ func (n *Node) rewrapOne(ctx context.Context, req *kv1.RewrapRequest) (*kv1.Rewr
 		return nil, err
 	}
 	return &kv1.RewrapResponse{Blob: blob, Key: keyRef(dst.ID()), SourceKey: keyRef(sid)}, nil
+}
+
+// lockedError says why a tenant is locked out ("L1 unavailable: ..." after the L1 check, or the
+// operator's reason). Reasons are written by Krypton and operators, never key material.
+func (n *Node) lockedError(tenant string) error {
+	reason := "locked by an operator"
+	if t, err := n.state.Tenant(tenant); err == nil && t.LockReason != "" {
+		reason = t.LockReason
+	}
+	return status.Error(codes.FailedPrecondition, "region: tenant "+tenant+" is locked out: "+reason)
 }
 
 func isNotFound(err error) bool {

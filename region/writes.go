@@ -87,6 +87,13 @@ func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI st
 	if err != nil {
 		return fsm.Tenant{}, err
 	}
+	// Accept an anchor only once it has sealed and unsealed: a typo in a key name, a missing grant
+	// or a disabled key is refused here, not at the first wrap.
+	err = anchor.Probe(ctx, p)
+	n.countAnchor("probe", err)
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
 	l2, err := wrap.NewTenantKey(wrap.KeyID{Tenant: tenant, Version: 1})
 	if err != nil {
 		return fsm.Tenant{}, err
@@ -231,15 +238,71 @@ func (n *Node) LockTenant(ctx context.Context, requestID, tenant, reason string)
 	return n.fence(ctx, res.Index)
 }
 
-// UnlockTenant lifts a lockout.
+// UnlockTenant lifts a lockout, once the tenant's anchor answers a seal/unseal round trip again:
+// unlocking a tenant whose root key still denies access would only fail every call later.
 func (n *Node) UnlockTenant(ctx context.Context, requestID, tenant string) (fsm.Tenant, error) {
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
+	}
+	t, err := n.state.Tenant(tenant)
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
+	if t.Status == fsm.StatusLocked {
+		if err := n.checkAnchor(ctx, t.Anchor); err != nil {
+			n.countAnchor("check", err)
+			return fsm.Tenant{}, err
+		}
 	}
 	if _, err := n.apply(ctx, requestID, fsm.UnlockTenant{Tenant: tenant}); err != nil {
 		return fsm.Tenant{}, err
 	}
 	n.record(ctx, audit.Event{Kind: audit.KindTenantUnlock, Tenant: tenant, RequestID: requestID})
+	return n.state.Tenant(tenant)
+}
+
+// RekeyTenant seals every L2 version of a tenant under a new anchor (DESIGN.md of package anchor:
+// rotating L1 never changes L2, so nothing below it needs rewrapping).
+func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI string) (fsm.Tenant, error) {
+	if err := transport.CheckName("tenant", tenant); err != nil {
+		return fsm.Tenant{}, err
+	}
+	t, err := n.state.Tenant(tenant)
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
+	switch {
+	case t.Status == fsm.StatusRevoked:
+		return fsm.Tenant{}, &fsm.Error{Err: fsm.ErrRevoked, Tenant: tenant}
+	case t.AnchorDeleted:
+		return fsm.Tenant{}, &fsm.Error{Err: fsm.ErrAnchorDeleted, Tenant: tenant}
+	}
+	p, err := n.anchors.get(ctx, anchorURI)
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
+	err = anchor.Probe(ctx, p)
+	n.countAnchor("probe", err)
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
+	resealed := make([][]byte, len(t.L2))
+	for i := range t.L2 {
+		l2, err := n.tenantKey(ctx, tenant, uint32(i+1))
+		if err != nil {
+			return fsm.Tenant{}, err
+		}
+		sealed, err := anchor.SealTenantKey(ctx, p, l2, n.cfg.Region)
+		n.countAnchor("seal", err)
+		if err != nil {
+			return fsm.Tenant{}, err
+		}
+		resealed[i] = sealed
+	}
+	if _, err := n.apply(ctx, requestID, fsm.SetAnchor{Tenant: tenant, Anchor: anchorURI, Resealed: resealed}); err != nil {
+		return fsm.Tenant{}, err
+	}
+	n.record(ctx, audit.Event{Kind: "tenant.rekey", Tenant: tenant, RequestID: requestID, Detail: map[string]string{"anchor": p.Describe().URI}})
 	return n.state.Tenant(tenant)
 }
 

@@ -540,10 +540,10 @@ func sendSnapshot(ctx context.Context, admin kv1.AdminServiceClient, requestID, 
 
 func tenantCommand() *command {
 	return &command{
-		name: "tenant", synopsis: "create, list, describe, lock and unlock tenants",
+		name: "tenant", synopsis: "create, list, describe, lock, unlock and rekey tenants",
 		help: "Tenants of the region, each with its L1 anchor (a key in the customer's KMS or HSM) and its tenant key (L2) sealed by it.",
 		sub: []*command{
-			tenantCreateCommand(), tenantListCommand(), tenantDescribeCommand(), tenantLockCommand(), tenantUnlockCommand(),
+			tenantCreateCommand(), tenantListCommand(), tenantDescribeCommand(), tenantLockCommand(), tenantUnlockCommand(), tenantRekeyCommand(),
 		},
 	}
 }
@@ -564,15 +564,25 @@ func tenantText(w io.Writer, t *kv1.Tenant) error {
 }
 
 func tenantCreateCommand() *command {
+	return tenantAnchorCommand("create", "create a tenant with its L1 anchor", "the tenant's L1 anchor URI (required)",
+		"Creates <tenant>: the leader generates its tenant key (L2) and seals it through the anchor, a key in the tenant's own KMS or HSM "+
+			"(awskms://, gcpkms://, azurekv://, pkcs11:, or file:// for development), after a seal/unseal round trip through it. "+
+			"Regions fed by governance get their tenants from it instead.",
+		func(ctx context.Context, c *apiClient, tenant, uri string) (*kv1.Tenant, error) {
+			return c.admin().CreateTenant(ctx, &kv1.CreateTenantRequest{RequestId: c.requestID, Tenant: tenant, AnchorUri: uri})
+		})
+}
+
+// tenantAnchorCommand is a tenant write that takes <tenant> and -anchor <uri>: create and rekey.
+func tenantAnchorCommand(name, synopsis, flagHelp, help string, call func(ctx context.Context, c *apiClient, tenant, uri string) (*kv1.Tenant, error)) *command {
 	var anchorURI string
 	return clientCommand(clientSpec{
-		name: "create", synopsis: "create a tenant with its L1 anchor", usage: "-anchor <uri> <tenant>",
-		help: "Creates <tenant>: the leader generates its tenant key (L2) and seals it through the anchor, a key in the tenant's own KMS or HSM " +
-			"(awskms://, gcpkms://, azurekv://, pkcs11:, or file:// for development). Regions fed by governance get their tenants from it instead.",
+		name: name, synopsis: synopsis, usage: "-anchor <uri> <tenant>",
+		help:  help,
 		kind:  pki.KindOperator,
 		write: true,
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&anchorURI, "anchor", "", "the tenant's L1 anchor URI (required)")
+			fs.StringVar(&anchorURI, "anchor", "", flagHelp)
 		},
 		check: func(fs *flag.FlagSet) error {
 			if err := nargs(fs, 1, 1, "-anchor <uri> <tenant>"); err != nil {
@@ -584,7 +594,7 @@ func tenantCreateCommand() *command {
 			return nil
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			t, err := c.admin().CreateTenant(ctx, &kv1.CreateTenantRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI})
+			t, err := call(ctx, c, fs.Arg(0), anchorURI)
 			if err != nil {
 				return err
 			}
@@ -703,4 +713,13 @@ func tenantUnlockCommand() *command {
 			return c.output(s.out, t, func(w io.Writer) error { return tenantText(w, t) })
 		},
 	})
+}
+
+func tenantRekeyCommand() *command {
+	return tenantAnchorCommand("rekey", "move a tenant to another L1 anchor (L1 rotation)", "the tenant's new L1 anchor URI (required)",
+		"Seals every version of <tenant>'s tenant key (L2) again under the new anchor, after a seal/unseal round trip through it. "+
+			"L2 does not change, so nothing wrapped under the tenant needs rewrapping; the old root key may be retired afterwards.",
+		func(ctx context.Context, c *apiClient, tenant, uri string) (*kv1.Tenant, error) {
+			return c.admin().RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: c.requestID, Tenant: tenant, AnchorUri: uri})
+		})
 }

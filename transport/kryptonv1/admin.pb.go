@@ -2566,6 +2566,67 @@ func (x *UnlockTenantRequest) GetTenant() string {
 	return ""
 }
 
+type RekeyTenantRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The new L1 anchor URI.
+	AnchorUri     string `protobuf:"bytes,3,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RekeyTenantRequest) Reset() {
+	*x = RekeyTenantRequest{}
+	mi := &file_krypton_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RekeyTenantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RekeyTenantRequest) ProtoMessage() {}
+
+func (x *RekeyTenantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RekeyTenantRequest.ProtoReflect.Descriptor instead.
+func (*RekeyTenantRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *RekeyTenantRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *RekeyTenantRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *RekeyTenantRequest) GetAnchorUri() string {
+	if x != nil {
+		return x.AnchorUri
+	}
+	return ""
+}
+
 var File_krypton_v1_admin_proto protoreflect.FileDescriptor
 
 const file_krypton_v1_admin_proto_rawDesc = "" +
@@ -2742,7 +2803,13 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\x13UnlockTenantRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
-	"\x06tenant\x18\x02 \x01(\tR\x06tenant*\x91\x01\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"j\n" +
+	"\x12RekeyTenantRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1d\n" +
+	"\n" +
+	"anchor_uri\x18\x03 \x01(\tR\tanchorUri*\x91\x01\n" +
 	"\fMemberStatus\x12\x1d\n" +
 	"\x19MEMBER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATUS_ALIVE\x10\x01\x12\x19\n" +
@@ -2765,8 +2832,7 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\x17LEASE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13LEASE_STATE_SERVING\x10\x01\x12\x17\n" +
 	"\x13LEASE_STATE_EXPIRED\x10\x02\x12\x1b\n" +
-	"\x17LEASE_STATE_CATCHING_UP\x10\x032\xfd\n" +
-	"\n" +
+	"\x17LEASE_STATE_CATCHING_UP\x10\x032\xc0\v\n" +
 	"\fAdminService\x12B\n" +
 	"\aMembers\x12\x1a.krypton.v1.MembersRequest\x1a\x1b.krypton.v1.MembersResponse\x12H\n" +
 	"\tListPeers\x12\x1c.krypton.v1.ListPeersRequest\x1a\x1d.krypton.v1.ListPeersResponse\x129\n" +
@@ -2788,7 +2854,8 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\tRevokeKey\x12\x1c.krypton.v1.RevokeKeyRequest\x1a\x1d.krypton.v1.RevokeKeyResponse\x12K\n" +
 	"\n" +
 	"LockTenant\x12\x1d.krypton.v1.LockTenantRequest\x1a\x1e.krypton.v1.LockTenantResponse\x12C\n" +
-	"\fUnlockTenant\x12\x1f.krypton.v1.UnlockTenantRequest\x1a\x12.krypton.v1.TenantB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
+	"\fUnlockTenant\x12\x1f.krypton.v1.UnlockTenantRequest\x1a\x12.krypton.v1.Tenant\x12A\n" +
+	"\vRekeyTenant\x12\x1e.krypton.v1.RekeyTenantRequest\x1a\x12.krypton.v1.TenantB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
 
 var (
 	file_krypton_v1_admin_proto_rawDescOnce sync.Once
@@ -2803,7 +2870,7 @@ func file_krypton_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_krypton_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_krypton_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_krypton_v1_admin_proto_goTypes = []any{
 	(MemberStatus)(0),                  // 0: krypton.v1.MemberStatus
 	(Suffrage)(0),                      // 1: krypton.v1.Suffrage
@@ -2848,13 +2915,14 @@ var file_krypton_v1_admin_proto_goTypes = []any{
 	(*LockTenantRequest)(nil),          // 40: krypton.v1.LockTenantRequest
 	(*LockTenantResponse)(nil),         // 41: krypton.v1.LockTenantResponse
 	(*UnlockTenantRequest)(nil),        // 42: krypton.v1.UnlockTenantRequest
-	(*timestamppb.Timestamp)(nil),      // 43: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 44: google.protobuf.Duration
-	(TenantState)(0),                   // 45: krypton.v1.TenantState
-	(KeyState)(0),                      // 46: krypton.v1.KeyState
-	(*KeyScope)(nil),                   // 47: krypton.v1.KeyScope
-	(*KeyRef)(nil),                     // 48: krypton.v1.KeyRef
-	(*FenceResult)(nil),                // 49: krypton.v1.FenceResult
+	(*RekeyTenantRequest)(nil),         // 43: krypton.v1.RekeyTenantRequest
+	(*timestamppb.Timestamp)(nil),      // 44: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 45: google.protobuf.Duration
+	(TenantState)(0),                   // 46: krypton.v1.TenantState
+	(KeyState)(0),                      // 47: krypton.v1.KeyState
+	(*KeyScope)(nil),                   // 48: krypton.v1.KeyScope
+	(*KeyRef)(nil),                     // 49: krypton.v1.KeyRef
+	(*FenceResult)(nil),                // 50: krypton.v1.FenceResult
 }
 var file_krypton_v1_admin_proto_depIdxs = []int32{
 	6,  // 0: krypton.v1.MembersResponse.members:type_name -> krypton.v1.Member
@@ -2863,28 +2931,28 @@ var file_krypton_v1_admin_proto_depIdxs = []int32{
 	1,  // 3: krypton.v1.Peer.suffrage:type_name -> krypton.v1.Suffrage
 	2,  // 4: krypton.v1.StatusResponse.raft_state:type_name -> krypton.v1.RaftState
 	3,  // 5: krypton.v1.StatusResponse.lease_state:type_name -> krypton.v1.LeaseState
-	43, // 6: krypton.v1.StatusResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
-	44, // 7: krypton.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	43, // 8: krypton.v1.SnapshotMeta.created_at:type_name -> google.protobuf.Timestamp
+	44, // 6: krypton.v1.StatusResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	45, // 7: krypton.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	44, // 8: krypton.v1.SnapshotMeta.created_at:type_name -> google.protobuf.Timestamp
 	21, // 9: krypton.v1.SnapshotChunk.meta:type_name -> krypton.v1.SnapshotMeta
 	22, // 10: krypton.v1.SnapshotRestoreRequest.chunk:type_name -> krypton.v1.SnapshotChunk
-	45, // 11: krypton.v1.Tenant.state:type_name -> krypton.v1.TenantState
-	43, // 12: krypton.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	43, // 13: krypton.v1.Tenant.locked_at:type_name -> google.protobuf.Timestamp
+	46, // 11: krypton.v1.Tenant.state:type_name -> krypton.v1.TenantState
+	44, // 12: krypton.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	44, // 13: krypton.v1.Tenant.locked_at:type_name -> google.protobuf.Timestamp
 	25, // 14: krypton.v1.ListTenantsResponse.tenants:type_name -> krypton.v1.Tenant
 	25, // 15: krypton.v1.DescribeTenantResponse.tenant:type_name -> krypton.v1.Tenant
 	31, // 16: krypton.v1.DescribeTenantResponse.keys:type_name -> krypton.v1.Key
 	32, // 17: krypton.v1.Key.versions:type_name -> krypton.v1.KeyVersion
-	46, // 18: krypton.v1.KeyVersion.state:type_name -> krypton.v1.KeyState
-	43, // 19: krypton.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
-	43, // 20: krypton.v1.KeyVersion.rotated_at:type_name -> google.protobuf.Timestamp
-	43, // 21: krypton.v1.KeyVersion.revoked_at:type_name -> google.protobuf.Timestamp
+	47, // 18: krypton.v1.KeyVersion.state:type_name -> krypton.v1.KeyState
+	44, // 19: krypton.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
+	44, // 20: krypton.v1.KeyVersion.rotated_at:type_name -> google.protobuf.Timestamp
+	44, // 21: krypton.v1.KeyVersion.revoked_at:type_name -> google.protobuf.Timestamp
 	31, // 22: krypton.v1.ListKeysResponse.keys:type_name -> krypton.v1.Key
-	47, // 23: krypton.v1.RevokeKeyRequest.scope:type_name -> krypton.v1.KeyScope
-	48, // 24: krypton.v1.RevokeKeyResponse.revoked:type_name -> krypton.v1.KeyRef
-	49, // 25: krypton.v1.RevokeKeyResponse.fence:type_name -> krypton.v1.FenceResult
+	48, // 23: krypton.v1.RevokeKeyRequest.scope:type_name -> krypton.v1.KeyScope
+	49, // 24: krypton.v1.RevokeKeyResponse.revoked:type_name -> krypton.v1.KeyRef
+	50, // 25: krypton.v1.RevokeKeyResponse.fence:type_name -> krypton.v1.FenceResult
 	25, // 26: krypton.v1.LockTenantResponse.tenant:type_name -> krypton.v1.Tenant
-	49, // 27: krypton.v1.LockTenantResponse.fence:type_name -> krypton.v1.FenceResult
+	50, // 27: krypton.v1.LockTenantResponse.fence:type_name -> krypton.v1.FenceResult
 	4,  // 28: krypton.v1.AdminService.Members:input_type -> krypton.v1.MembersRequest
 	7,  // 29: krypton.v1.AdminService.ListPeers:input_type -> krypton.v1.ListPeersRequest
 	10, // 30: krypton.v1.AdminService.Join:input_type -> krypton.v1.JoinRequest
@@ -2904,27 +2972,29 @@ var file_krypton_v1_admin_proto_depIdxs = []int32{
 	38, // 44: krypton.v1.AdminService.RevokeKey:input_type -> krypton.v1.RevokeKeyRequest
 	40, // 45: krypton.v1.AdminService.LockTenant:input_type -> krypton.v1.LockTenantRequest
 	42, // 46: krypton.v1.AdminService.UnlockTenant:input_type -> krypton.v1.UnlockTenantRequest
-	5,  // 47: krypton.v1.AdminService.Members:output_type -> krypton.v1.MembersResponse
-	8,  // 48: krypton.v1.AdminService.ListPeers:output_type -> krypton.v1.ListPeersResponse
-	11, // 49: krypton.v1.AdminService.Join:output_type -> krypton.v1.JoinResponse
-	13, // 50: krypton.v1.AdminService.Leave:output_type -> krypton.v1.LeaveResponse
-	15, // 51: krypton.v1.AdminService.RemovePeer:output_type -> krypton.v1.RemovePeerResponse
-	17, // 52: krypton.v1.AdminService.TransferLeadership:output_type -> krypton.v1.TransferLeadershipResponse
-	19, // 53: krypton.v1.AdminService.Status:output_type -> krypton.v1.StatusResponse
-	22, // 54: krypton.v1.AdminService.SnapshotSave:output_type -> krypton.v1.SnapshotChunk
-	24, // 55: krypton.v1.AdminService.SnapshotRestore:output_type -> krypton.v1.SnapshotRestoreResponse
-	25, // 56: krypton.v1.AdminService.CreateTenant:output_type -> krypton.v1.Tenant
-	28, // 57: krypton.v1.AdminService.ListTenants:output_type -> krypton.v1.ListTenantsResponse
-	30, // 58: krypton.v1.AdminService.DescribeTenant:output_type -> krypton.v1.DescribeTenantResponse
-	31, // 59: krypton.v1.AdminService.CreateKey:output_type -> krypton.v1.Key
-	31, // 60: krypton.v1.AdminService.RotateKey:output_type -> krypton.v1.Key
-	36, // 61: krypton.v1.AdminService.ListKeys:output_type -> krypton.v1.ListKeysResponse
-	31, // 62: krypton.v1.AdminService.DescribeKey:output_type -> krypton.v1.Key
-	39, // 63: krypton.v1.AdminService.RevokeKey:output_type -> krypton.v1.RevokeKeyResponse
-	41, // 64: krypton.v1.AdminService.LockTenant:output_type -> krypton.v1.LockTenantResponse
-	25, // 65: krypton.v1.AdminService.UnlockTenant:output_type -> krypton.v1.Tenant
-	47, // [47:66] is the sub-list for method output_type
-	28, // [28:47] is the sub-list for method input_type
+	43, // 47: krypton.v1.AdminService.RekeyTenant:input_type -> krypton.v1.RekeyTenantRequest
+	5,  // 48: krypton.v1.AdminService.Members:output_type -> krypton.v1.MembersResponse
+	8,  // 49: krypton.v1.AdminService.ListPeers:output_type -> krypton.v1.ListPeersResponse
+	11, // 50: krypton.v1.AdminService.Join:output_type -> krypton.v1.JoinResponse
+	13, // 51: krypton.v1.AdminService.Leave:output_type -> krypton.v1.LeaveResponse
+	15, // 52: krypton.v1.AdminService.RemovePeer:output_type -> krypton.v1.RemovePeerResponse
+	17, // 53: krypton.v1.AdminService.TransferLeadership:output_type -> krypton.v1.TransferLeadershipResponse
+	19, // 54: krypton.v1.AdminService.Status:output_type -> krypton.v1.StatusResponse
+	22, // 55: krypton.v1.AdminService.SnapshotSave:output_type -> krypton.v1.SnapshotChunk
+	24, // 56: krypton.v1.AdminService.SnapshotRestore:output_type -> krypton.v1.SnapshotRestoreResponse
+	25, // 57: krypton.v1.AdminService.CreateTenant:output_type -> krypton.v1.Tenant
+	28, // 58: krypton.v1.AdminService.ListTenants:output_type -> krypton.v1.ListTenantsResponse
+	30, // 59: krypton.v1.AdminService.DescribeTenant:output_type -> krypton.v1.DescribeTenantResponse
+	31, // 60: krypton.v1.AdminService.CreateKey:output_type -> krypton.v1.Key
+	31, // 61: krypton.v1.AdminService.RotateKey:output_type -> krypton.v1.Key
+	36, // 62: krypton.v1.AdminService.ListKeys:output_type -> krypton.v1.ListKeysResponse
+	31, // 63: krypton.v1.AdminService.DescribeKey:output_type -> krypton.v1.Key
+	39, // 64: krypton.v1.AdminService.RevokeKey:output_type -> krypton.v1.RevokeKeyResponse
+	41, // 65: krypton.v1.AdminService.LockTenant:output_type -> krypton.v1.LockTenantResponse
+	25, // 66: krypton.v1.AdminService.UnlockTenant:output_type -> krypton.v1.Tenant
+	25, // 67: krypton.v1.AdminService.RekeyTenant:output_type -> krypton.v1.Tenant
+	48, // [48:68] is the sub-list for method output_type
+	28, // [28:48] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -2942,7 +3012,7 @@ func file_krypton_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_admin_proto_rawDesc), len(file_krypton_v1_admin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -40,6 +40,7 @@ const (
 	AdminService_RevokeKey_FullMethodName          = "/krypton.v1.AdminService/RevokeKey"
 	AdminService_LockTenant_FullMethodName         = "/krypton.v1.AdminService/LockTenant"
 	AdminService_UnlockTenant_FullMethodName       = "/krypton.v1.AdminService/UnlockTenant"
+	AdminService_RekeyTenant_FullMethodName        = "/krypton.v1.AdminService/RekeyTenant"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -185,6 +186,18 @@ type AdminServiceClient interface {
 	// tenant is revoked or the anchor still denies access; UNAVAILABLE if the
 	// anchor could not be reached.
 	UnlockTenant(ctx context.Context, in *UnlockTenantRequest, opts ...grpc.CallOption) (*Tenant, error)
+	// RekeyTenant moves a tenant to another L1 (BYOK/HYOK key rotation or a
+	// move between providers): every L2 version is unsealed through the old
+	// anchor and sealed again through the new one, in one replicated change.
+	// L2 itself does not change, so no wrapped L3 or L4 anywhere needs
+	// rewrapping. The new anchor must pass a seal/unseal round trip first.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed or unknown-scheme anchor_uri (or
+	// a file:// anchor on a node that does not allow development anchors);
+	// NOT_FOUND for an unknown tenant; FAILED_PRECONDITION if the tenant is
+	// revoked, its anchor was deleted, or either anchor denies access;
+	// UNAVAILABLE if an anchor could not be reached.
+	RekeyTenant(ctx context.Context, in *RekeyTenantRequest, opts ...grpc.CallOption) (*Tenant, error)
 }
 
 type adminServiceClient struct {
@@ -397,6 +410,16 @@ func (c *adminServiceClient) UnlockTenant(ctx context.Context, in *UnlockTenantR
 	return out, nil
 }
 
+func (c *adminServiceClient) RekeyTenant(ctx context.Context, in *RekeyTenantRequest, opts ...grpc.CallOption) (*Tenant, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Tenant)
+	err := c.cc.Invoke(ctx, AdminService_RekeyTenant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -540,6 +563,18 @@ type AdminServiceServer interface {
 	// tenant is revoked or the anchor still denies access; UNAVAILABLE if the
 	// anchor could not be reached.
 	UnlockTenant(context.Context, *UnlockTenantRequest) (*Tenant, error)
+	// RekeyTenant moves a tenant to another L1 (BYOK/HYOK key rotation or a
+	// move between providers): every L2 version is unsealed through the old
+	// anchor and sealed again through the new one, in one replicated change.
+	// L2 itself does not change, so no wrapped L3 or L4 anywhere needs
+	// rewrapping. The new anchor must pass a seal/unseal round trip first.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed or unknown-scheme anchor_uri (or
+	// a file:// anchor on a node that does not allow development anchors);
+	// NOT_FOUND for an unknown tenant; FAILED_PRECONDITION if the tenant is
+	// revoked, its anchor was deleted, or either anchor denies access;
+	// UNAVAILABLE if an anchor could not be reached.
+	RekeyTenant(context.Context, *RekeyTenantRequest) (*Tenant, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -606,6 +641,9 @@ func (UnimplementedAdminServiceServer) LockTenant(context.Context, *LockTenantRe
 }
 func (UnimplementedAdminServiceServer) UnlockTenant(context.Context, *UnlockTenantRequest) (*Tenant, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnlockTenant not implemented")
+}
+func (UnimplementedAdminServiceServer) RekeyTenant(context.Context, *RekeyTenantRequest) (*Tenant, error) {
+	return nil, status.Error(codes.Unimplemented, "method RekeyTenant not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -952,6 +990,24 @@ func _AdminService_UnlockTenant_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_RekeyTenant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RekeyTenantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).RekeyTenant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_RekeyTenant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).RekeyTenant(ctx, req.(*RekeyTenantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1026,6 +1082,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnlockTenant",
 			Handler:    _AdminService_UnlockTenant_Handler,
+		},
+		{
+			MethodName: "RekeyTenant",
+			Handler:    _AdminService_RekeyTenant_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
