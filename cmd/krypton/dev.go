@@ -37,6 +37,7 @@ type devOptions struct {
 	portBase int
 	demo     bool
 	logLevel string
+	anchor   string
 }
 
 func devCommand() *command {
@@ -52,6 +53,7 @@ func devCommand() *command {
 			fs.BoolVar(&o.keep, "keep", false, "keep -dir when the region stops (a temporary one is removed otherwise)")
 			fs.IntVar(&o.portBase, "port-base", 7400, "API ports are base, base+1, base+2; Raft +10, gossip +20, metrics +30; 0 picks free ports")
 			fs.BoolVar(&o.demo, "demo", false, "run the walkthrough and exit")
+			fs.StringVar(&o.anchor, "anchor", "", "the L1 anchor URI for the demo tenants (awskms://, gcpkms://, azurekv://, pkcs11:); default: a file:// development root key in -dir")
 			fs.StringVar(&o.logLevel, "log-level", "info", "level of the node logs written to krypton.log in -dir: debug, info, warn or error")
 		},
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
@@ -150,14 +152,19 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 		return nil, err
 	}
 
-	// The development root key: a file, created once, that the file:// anchor warns about on every use.
-	d.anchorPath = filepath.Join(d.dir, "anchor", "root.key")
-	d.anchorURI = "file://" + d.anchorPath
-	p, err := anchor.Open(ctx, d.anchorURI, anchor.Options{Create: true, Logger: log})
-	if err != nil {
-		return nil, err
+	// The development root key: a file, created once, that the file:// anchor warns about on every
+	// use — unless -anchor names a real KMS or HSM key.
+	if o.anchor != "" {
+		d.anchorURI = o.anchor
+	} else {
+		d.anchorPath = filepath.Join(d.dir, "anchor", "root.key")
+		d.anchorURI = "file://" + d.anchorPath
+		p, err := anchor.Open(ctx, d.anchorURI, anchor.Options{Create: true, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+		p.Close()
 	}
-	p.Close()
 
 	gossipKey := make([]byte, 32)
 	rand.Read(gossipKey)
@@ -338,7 +345,7 @@ func (d *devRegion) dial(i int, certFile, keyFile string) (*grpc.ClientConn, err
 
 func (d *devRegion) printWelcome(w io.Writer) {
 	leader := d.leader()
-	fmt.Fprintln(w, "==> Krypton development region is running. NOT FOR PRODUCTION: the root key is a file on this machine.")
+	fmt.Fprintln(w, "==> Krypton development region is running. NOT FOR PRODUCTION: a throwaway CA, and by default a root key in a file on this machine.")
 	fmt.Fprintln(w)
 	for i, c := range d.cfgs {
 		role := "follower"
@@ -360,7 +367,11 @@ func (d *devRegion) printWelcome(w io.Writer) {
 	fmt.Fprintln(w, "    krypton key describe demo app")
 	fmt.Fprintln(w, "\nWrap and unwrap as the service demo/app (wrapping takes a service certificate):")
 	fmt.Fprintf(w, "    KRYPTON_CLIENT_CERT=%s KRYPTON_CLIENT_KEY=%s \\\n      krypton datakey -key demo/app\n\n", d.service[0], d.service[1])
-	fmt.Fprintf(w, "Pull the plug on the root key (the L1 kill switch) and watch calls fail:  touch %s.disabled\n", d.anchorPath)
+	if d.anchorPath != "" {
+		fmt.Fprintf(w, "Pull the plug on the root key (the L1 kill switch) and watch calls fail:  touch %s.disabled\n", d.anchorPath)
+	} else {
+		fmt.Fprintf(w, "Pull the plug: disable %s in its console, and every node refuses the tenant within one check period.\n", d.anchorURI)
+	}
 	fmt.Fprintln(w, "Ctrl-C stops the region and wipes every key from memory.")
 }
 
@@ -505,6 +516,11 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 		say("%s refuses the v1 blob: %s", d.cfgs[i].NodeID, status.Convert(err).Message())
 	}
 
+	if d.anchorPath == "" {
+		step("the L1 kill switch: disable the key %s in its own console and every node refuses acme within one check period", d.anchorURI)
+		fmt.Fprintln(w, "\n==> demo complete")
+		return nil
+	}
 	step("the customer disables the root key (the L1 kill switch): every node refuses the tenant")
 	if err := anchorfile.Disable(d.anchorPath); err != nil {
 		return err
