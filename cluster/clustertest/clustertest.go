@@ -27,8 +27,7 @@ type Harness struct {
 
 	configure func(*cluster.Config)
 
-	mu      sync.Mutex // guards blocked
-	blocked map[[2]string]bool
+	links Links
 }
 
 // Node is one member of a Harness.
@@ -62,7 +61,7 @@ func Start(t testing.TB, n int, opts ...Option) *Harness {
 	if _, err := rand.Read(key); err != nil {
 		t.Fatal(err)
 	}
-	h := &Harness{t: t, CA: ca, key: key, blocked: make(map[[2]string]bool)}
+	h := &Harness{t: t, CA: ca, key: key}
 	for _, o := range opts {
 		o(h)
 	}
@@ -129,7 +128,7 @@ func (h *Harness) start(i int) {
 	h.t.Helper()
 	nd := h.Nodes[i]
 	nd.FSM = &FSM{}
-	cl, err := cluster.New(nd.Config, nd.FSM, cluster.WithConnFilter(h.allowed))
+	cl, err := cluster.New(nd.Config, nd.FSM, cluster.WithConnFilter(h.links.Allowed))
 	if err != nil {
 		h.t.Fatalf("start %s: %v", nd.ID, err)
 	}
@@ -284,34 +283,24 @@ func (h *Harness) Context(d time.Duration) context.Context {
 // talking to everyone. Existing connections fail at their next read or
 // write.
 func (h *Harness) Partition(groups ...[]int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
+	ids := func(slots []int) []string {
+		out := make([]string, len(slots))
+		for i, s := range slots {
+			out[i] = h.Nodes[s].ID
+		}
+		return out
+	}
 	for gi, g := range groups {
 		for gj, o := range groups {
-			if gi == gj {
-				continue
-			}
-			for _, a := range g {
-				for _, b := range o {
-					h.blocked[[2]string{h.Nodes[a].ID, h.Nodes[b].ID}] = true
-				}
+			if gi != gj {
+				h.links.Cut(ids(g), ids(o))
 			}
 		}
 	}
 }
 
 // Heal removes every partition.
-func (h *Harness) Heal() {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	clear(h.blocked)
-}
-
-func (h *Harness) allowed(local, remote string) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return !h.blocked[[2]string{local, remote}]
-}
+func (h *Harness) Heal() { h.links.Heal() }
 
 // freePort finds a port free on 127.0.0.1 (for TCP, and for UDP too when udp is set).
 func freePort(t testing.TB, udp bool) int {

@@ -43,9 +43,9 @@ type Region struct {
 	opts      options
 	gossipKey []byte
 
-	mu      sync.Mutex
-	blocked map[[2]string]bool
-	conns   []*grpc.ClientConn
+	mu    sync.Mutex // guards conns
+	links clustertest.Links
+	conns []*grpc.ClientConn
 }
 
 // Option changes how Start builds a region.
@@ -77,7 +77,7 @@ func start(t testing.TB, n int, wait bool, opts []Option) *Region {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &Region{t: t, Dir: t.TempDir(), CA: ca, blocked: map[[2]string]bool{}}
+	r := &Region{t: t, Dir: t.TempDir(), CA: ca}
 	for _, o := range opts {
 		o(&r.opts)
 	}
@@ -157,8 +157,8 @@ func (r *Region) config(id string, expect int, gossipKey []byte) region.Config {
 		cc.GossipProbeTimeout = base.GossipProbeTimeout
 		cc.ReconcileInterval = base.ReconcileInterval
 	}
-	c.ClusterOptions = []cluster.Option{cluster.WithConnFilter(r.allowed)}
-	c.PeerFilter = func(remote string) bool { return r.allowed(id, remote) }
+	c.ClusterOptions = []cluster.Option{cluster.WithConnFilter(r.links.Allowed)}
+	c.PeerFilter = func(remote string) bool { return r.links.Allowed(id, remote) }
 	return c
 }
 
@@ -285,28 +285,19 @@ func (r *Region) WaitServing() {
 // Partition cuts node i off from every other node (Raft, cluster RPC and node service), in both
 // directions; gossip and client calls still reach it.
 func (r *Region) Partition(i int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	var others []string
 	for j := range r.Cfgs {
 		if j != i {
-			r.blocked[[2]string{r.Cfgs[i].NodeID, r.Cfgs[j].NodeID}] = true
-			r.blocked[[2]string{r.Cfgs[j].NodeID, r.Cfgs[i].NodeID}] = true
+			others = append(others, r.Cfgs[j].NodeID)
 		}
 	}
+	me := []string{r.Cfgs[i].NodeID}
+	r.links.Cut(me, others)
+	r.links.Cut(others, me)
 }
 
 // Heal removes every partition.
-func (r *Region) Heal() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	clear(r.blocked)
-}
-
-func (r *Region) allowed(local, remote string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return !r.blocked[[2]string{local, remote}]
-}
+func (r *Region) Heal() { r.links.Heal() }
 
 // dial connects to node i's API with cert.
 func (r *Region) dial(i int, cert *pki.Certificate) *grpc.ClientConn {
