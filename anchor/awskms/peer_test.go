@@ -128,7 +128,9 @@ func serveLocalKMS(w http.ResponseWriter, r *http.Request, l *logrus.Logger, db 
 //     decrypts with the KeyId's key, so a blob whose key ARN bytes were
 //     changed still opens; AWS answers IncorrectKeyException;
 //   - a blob cut inside local-kms's GCM nonce makes its handler panic
-//     (slice bounds); AWS answers InvalidCiphertextException.
+//     (slice bounds), and so does a first byte (its key ARN length) near
+//     255, whose length check overflows a uint8; AWS answers
+//     InvalidCiphertextException.
 func decryptGuard(w http.ResponseWriter, r *http.Request, db *data.Database) bool {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -141,6 +143,10 @@ func decryptGuard(w http.ResponseWriter, r *http.Request, db *data.Database) boo
 	}
 	if json.Unmarshal(body, &in) != nil {
 		return true // local-kms answers the bad request itself
+	}
+	if b := in.CiphertextBlob; len(b) > 0 && len(b) < 1+int(b[0])+4+1 {
+		kmsError(w, "InvalidCiphertextException")
+		return false
 	}
 	ident, _, ct, ok := service.UnpackCiphertextBlob(in.CiphertextBlob)
 	if !ok {
@@ -314,10 +320,9 @@ func TestConformance(t *testing.T) {
 			f.mode.Store(flaky503)
 			return func() { f.mode.Store(flakyOff) }
 		},
-		// local-kms answers AccessDeniedException to Decrypt with a disabled
-		// or pending-deletion key (AWS: DisabledException,
-		// KMSInvalidStateException); TestLocalKMSReasons pins what it says.
-		ExactReasons: false,
+		// With the KeyId pinned, local-kms answers DisabledException and
+		// KMSInvalidStateException as AWS does (TestLocalKMSReasons).
+		ExactReasons: true,
 		Secrets:      []string{testSecretKey, testToken},
 		Timeout:      20 * time.Second,
 	})
