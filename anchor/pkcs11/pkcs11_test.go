@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 
@@ -191,6 +192,16 @@ func TestOpenDenials(t *testing.T) {
 	}
 	noPIN(t, "Describe", fmt.Sprintf("%v %+v %#v", p.Describe(), p.Describe(), p.Describe()))
 	noPIN(t, "the Provider", fmt.Sprintf("%v %+v %#v %+v %v", p, p, p, p.pool, p.pool.pin))
+	// A PIN logged by mistake is redacted; TestMain scans every log line.
+	var buf bytes.Buffer
+	l := slog.New(slog.NewJSONHandler(&buf, nil))
+	l.Info("oops", "pin", p.pool.pin, "pool", p.pool, "provider", p)
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("oops", "pin", p.pool.pin)
+	testLogger(t).Info("oops", "pin", p.pool.pin)
+	if !bytes.Contains(buf.Bytes(), []byte("xxxxx")) {
+		t.Error("the PIN is not shown as xxxxx in logs")
+	}
+	noPIN(t, "a log", buf.String())
 }
 
 func TestTokenAbsentIsTransient(t *testing.T) {
