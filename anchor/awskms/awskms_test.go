@@ -313,3 +313,28 @@ func TestURIForms(t *testing.T) {
 		t.Error("awskms not registered")
 	}
 }
+
+// TestDefaultChain opens with no Options: credentials and region come from
+// the environment through config.LoadDefaultConfig, and the package's own
+// HTTP client is used (its idle connections closed by Close, which the
+// goroutine check in TestMain watches).
+func TestDefaultChain(t *testing.T) {
+	h := newHarness(t)
+	arn := h.peer.newKey(t)
+	id := arn[strings.LastIndex(arn, "/")+1:]
+	dir := t.TempDir()
+	t.Setenv("AWS_CONFIG_FILE", dir+"/config")
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", dir+"/credentials")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	t.Setenv("AWS_ACCESS_KEY_ID", testAccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", testSecretKey)
+	t.Setenv("AWS_SESSION_TOKEN", testToken)
+	t.Setenv("AWS_REGION", "eu-west-1")
+	p, err := anchor.Open(context.Background(), "awskms://"+id+"?endpoint="+h.peer.url, anchor.Options{})
+	must(t, err)
+	must(t, p.Check(context.Background()))
+	must(t, p.Close())
+	if err := p.Check(context.Background()); !errors.Is(err, anchor.ErrClosed) {
+		t.Errorf("Check after Close: %v", err)
+	}
+}
