@@ -3,6 +3,8 @@ package gcpkms_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -13,7 +15,11 @@ import (
 
 	kms "cloud.google.com/go/kms/apiv1"
 	"cloud.google.com/go/kms/apiv1/kmspb"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/fieldmaskpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -306,6 +312,26 @@ func TestUnreachable(t *testing.T) {
 	must(t, err)
 	defer p.Close()
 	wantTransient(t, "Check", p.Check(ctx(t)))
+}
+
+// The fake speaks TLS only: a plaintext client, or one that does not
+// trust the fake's CA, gets no answer, and that is transient.
+func TestFakeRequiresTLS(t *testing.T) {
+	e := newEnv(t)
+	key := e.newKey(t)
+	for name, dial := range map[string]option.ClientOption{
+		"plaintext":      option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		"untrusted root": option.WithGRPCDialOption(grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: x509.NewCertPool()}))),
+	} {
+		p, err := anchor.Open(ctx(t), "gcpkms://"+key, anchor.Options{Provider: map[string]any{"gcpkms": gcpkms.Options{
+			Endpoint:      e.srv.Addr,
+			ClientOptions: []option.ClientOption{option.WithoutAuthentication(), dial},
+			CallTimeout:   2 * time.Second,
+		}}})
+		must(t, err)
+		wantTransient(t, name, p.Check(ctx(t)))
+		p.Close()
+	}
 }
 
 // Options come through anchor.Options.Provider as a value or a pointer;
