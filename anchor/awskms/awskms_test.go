@@ -18,7 +18,9 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/anchor/anchortest"
 	"github.com/kryptonkms/krypton/anchor/awskms"
+	"github.com/kryptonkms/krypton/anchor/awskms/awskmstest"
 )
 
 var ac = anchor.Context{Region: "eu-west-1", Tenant: "acme", Version: 3}
@@ -133,9 +135,9 @@ func openCanned(t *testing.T, key string, rt http.RoundTripper) anchor.Provider 
 // the provider's retry policy (not the SDK's) makes the attempts.
 func TestTransientModes(t *testing.T) {
 	h := newHarness(t)
-	key := h.peer.newKey(t)
+	key := h.peer.CreateKey(t)
 	for _, mode := range []int32{flaky503, flakyConnRefused} {
-		p := h.open(t, "awskms://"+key+"?endpoint="+h.peer.url, key,
+		p := h.open(t, "awskms://"+key+"?endpoint="+h.peer.URL, key,
 			awskms.Options{Retry: anchor.RetryPolicy{Attempts: 2, Initial: time.Millisecond}})
 		f := h.get(p).flaky
 		sealed, err := p.Seal(context.Background(), key32(), ac)
@@ -204,7 +206,7 @@ func TestLocalKMSReasons(t *testing.T) {
 	sealed, err := p.Seal(ctx, key32(), ac)
 	must(t, err)
 
-	_, err = h.peer.admin.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(key)})
+	_, err = h.peer.Admin.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(key)})
 	must(t, err)
 	_, err = p.Seal(ctx, key32(), ac)
 	if !errors.Is(err, anchor.ErrDisabled) {
@@ -214,15 +216,15 @@ func TestLocalKMSReasons(t *testing.T) {
 	if !errors.Is(err, anchor.ErrDisabled) {
 		t.Errorf("Unseal, disabled key: %v; want ErrDisabled", err)
 	}
-	_, err = h.peer.admin.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: sealed, EncryptionContext: ac.Map()})
+	_, err = h.peer.Admin.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: sealed, EncryptionContext: ac.Map()})
 	if code := apiCode(err); code != "AccessDeniedException" {
 		t.Errorf("Decrypt without KeyId, disabled key: %v; local-kms used to answer AccessDeniedException", err)
 	}
-	_, err = h.peer.admin.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(key)})
+	_, err = h.peer.Admin.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(key)})
 	must(t, err)
 	must(t, p.Check(ctx))
 
-	_, err = h.peer.admin.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(key), PendingWindowInDays: aws.Int32(7)})
+	_, err = h.peer.Admin.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: aws.String(key), PendingWindowInDays: aws.Int32(7)})
 	must(t, err)
 	_, err = p.Seal(ctx, key32(), ac)
 	if !errors.Is(err, anchor.ErrPendingDeletion) {
@@ -232,15 +234,15 @@ func TestLocalKMSReasons(t *testing.T) {
 	if !errors.Is(err, anchor.ErrPendingDeletion) {
 		t.Errorf("Unseal, key pending deletion: %v; want ErrPendingDeletion", err)
 	}
-	_, err = h.peer.admin.CancelKeyDeletion(ctx, &kms.CancelKeyDeletionInput{KeyId: aws.String(key)})
+	_, err = h.peer.Admin.CancelKeyDeletion(ctx, &kms.CancelKeyDeletionInput{KeyId: aws.String(key)})
 	must(t, err)
 	// A cancelled deletion leaves the key disabled, as on AWS.
-	_, err = h.peer.admin.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(key)})
+	_, err = h.peer.Admin.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(key)})
 	must(t, err)
 	must(t, p.Check(ctx))
 
 	// A key that does not exist.
-	nf := h.open(t, "awskms://arn:aws:kms:eu-west-1:111122223333:key/00000000-0000-0000-0000-000000000000?endpoint="+h.peer.url, "", awskms.Options{})
+	nf := h.open(t, "awskms://arn:aws:kms:eu-west-1:111122223333:key/00000000-0000-0000-0000-000000000000?endpoint="+h.peer.URL, "", awskms.Options{})
 	if err := nf.Check(ctx); !errors.Is(err, anchor.ErrKeyNotFound) {
 		t.Errorf("Check, no such key: %v; want ErrKeyNotFound", err)
 	}
@@ -259,11 +261,11 @@ func apiCode(err error) string {
 func TestURIForms(t *testing.T) {
 	h := newHarness(t)
 	ctx := context.Background()
-	arn := h.peer.newKey(t)
+	arn := h.peer.CreateKey(t)
 	id := arn[strings.LastIndex(arn, "/")+1:]
-	_, err := h.peer.admin.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/krypton-acme"), TargetKeyId: aws.String(id)})
+	_, err := h.peer.Admin.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: aws.String("alias/krypton-acme"), TargetKeyId: aws.String(id)})
 	must(t, err)
-	ep := "endpoint=" + h.peer.url
+	ep := "endpoint=" + h.peer.URL
 	uris := []string{
 		"awskms://" + arn + "?" + ep,
 		"awskms://" + arn + "?region=eu-west-1&" + ep,
@@ -320,7 +322,7 @@ func TestURIForms(t *testing.T) {
 // goroutine check in TestMain watches).
 func TestDefaultChain(t *testing.T) {
 	h := newHarness(t)
-	arn := h.peer.newKey(t)
+	arn := h.peer.CreateKey(t)
 	id := arn[strings.LastIndex(arn, "/")+1:]
 	dir := t.TempDir()
 	t.Setenv("AWS_CONFIG_FILE", dir+"/config")
@@ -330,11 +332,52 @@ func TestDefaultChain(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", testSecretKey)
 	t.Setenv("AWS_SESSION_TOKEN", testToken)
 	t.Setenv("AWS_REGION", "eu-west-1")
-	p, err := anchor.Open(context.Background(), "awskms://"+id+"?endpoint="+h.peer.url, anchor.Options{})
+	p, err := anchor.Open(context.Background(), "awskms://"+id+"?endpoint="+h.peer.URL, anchor.Options{})
 	must(t, err)
 	must(t, p.Check(context.Background()))
 	must(t, p.Close())
 	if err := p.Check(context.Background()); !errors.Is(err, anchor.ErrClosed) {
 		t.Errorf("Check after Close: %v", err)
+	}
+}
+
+// The test server's own switch (awskmstest.Server.SetMode), as the region's kill-switch tests use
+// it: a 503 or a dropped connection is transient, never a denial, and service comes back.
+func TestServerModes(t *testing.T) {
+	srv := awskmstest.Start(t)
+	key := srv.CreateKey(t)
+	p, err := anchor.Open(context.Background(), srv.URI(key), anchor.Options{
+		Logger:   anchortest.Logger(t),
+		Provider: map[string]any{anchor.SchemeAWSKMS: srv.Options()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	for _, m := range []awskmstest.Mode{awskmstest.Unavailable, awskmstest.Unreachable} {
+		srv.SetMode(m)
+		err := p.Check(ctx)
+		if !anchor.IsTransient(err) {
+			t.Errorf("mode %d: Check = %v, want a *anchor.TransientError", m, err)
+		}
+		srv.SetMode(awskmstest.Up)
+		if err := p.Check(ctx); err != nil {
+			t.Fatalf("mode %d, then Up: Check = %v", m, err)
+		}
+	}
+	srv.Disable(t, key)
+	if err := p.Check(ctx); !anchor.IsDenied(err) {
+		t.Errorf("Check on a disabled key = %v, want a denial", err)
+	}
+	srv.Enable(t, key)
+	srv.ScheduleDeletion(t, key)
+	if err := p.Check(ctx); !anchor.IsDenied(err) {
+		t.Errorf("Check on a key pending deletion = %v, want a denial", err)
+	}
+	srv.CancelDeletion(t, key)
+	srv.Enable(t, key)
+	if err := p.Check(ctx); err != nil {
+		t.Fatalf("Check after CancelDeletion and Enable: %v", err)
 	}
 }

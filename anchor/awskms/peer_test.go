@@ -1,14 +1,9 @@
 package awskms_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
-	"net/http/httptest"
-	"path/filepath"
-	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,178 +11,24 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
-	"github.com/nsmithuk/local-kms/src/config"
-	"github.com/nsmithuk/local-kms/src/data"
-	"github.com/nsmithuk/local-kms/src/handler"
-	"github.com/nsmithuk/local-kms/src/service"
-	"github.com/sirupsen/logrus"
 
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/anchor/anchortest"
 	"github.com/kryptonkms/krypton/anchor/awskms"
+	"github.com/kryptonkms/krypton/anchor/awskms/awskmstest"
 	"github.com/kryptonkms/krypton/internal/leaktest"
 )
 
-// The local-kms account and region. local-kms reads them from package
-// variables of its config package (its main sets them from KMS_REGION and
-// KMS_ACCOUNT_ID); keys it makes have ARNs in them.
+var testCreds = awskmstest.Credentials()
+
 const (
-	testRegion  = "eu-west-1"
-	testAccount = "111122223333"
+	testAccessKey = awskmstest.AccessKey
+	testSecretKey = awskmstest.SecretKey
+	testToken     = awskmstest.SessionToken
 )
 
-// Static test credentials: local-kms does not check signatures, but they
-// must never show in Describe or an error.
-const (
-	testAccessKey = "AKIAKRYPTONTESTKEY01"
-	testSecretKey = "krypton-test-secret-Zq8vX2mN4pL7"
-	testToken     = "krypton-test-session-token-Hf3kT9"
-)
-
-var testCreds = credentials.NewStaticCredentialsProvider(testAccessKey, testSecretKey, testToken)
-
-func TestMain(m *testing.M) {
-	config.AWSRegion = testRegion
-	config.AWSAccountId = testAccount
-	leaktest.VerifyTestMain(m, 5*time.Second)
-}
-
-// peer is local-kms served inside the test process on 127.0.0.1, with a
-// leveldb in a temporary directory, and an admin client for the key
-// owner's side (CreateKey, DisableKey, ScheduleKeyDeletion).
-type peer struct {
-	url   string
-	admin *kms.Client
-}
-
-// startPeer serves local-kms for the duration of t. local-kms is linked
-// into the test binary, so there is no peer binary to miss and nothing
-// here skips, with or without KRYPTON_REQUIRE_PEERS. Requests go through
-// local-kms's own handlers (package handler, the code behind
-// src.HandleRequest); serveLocalKMS repeats src.HandleRequest's twenty
-// lines of dispatch only to give them a silent logger, as src's is
-// unexported and logs every request to stderr.
-func startPeer(t testing.TB) *peer {
-	t.Helper()
-	db := data.NewDatabase(filepath.Join(t.TempDir(), "local-kms"))
-	log := logrus.New()
-	log.SetOutput(io.Discard)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		serveLocalKMS(w, r, log, db)
-	}))
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	t.Cleanup(func() {
-		tr.CloseIdleConnections()
-		srv.Close()
-		db.Close()
-	})
-	admin := kms.New(kms.Options{
-		Region:       testRegion,
-		Credentials:  testCreds,
-		BaseEndpoint: aws.String(srv.URL),
-		HTTPClient:   &http.Client{Transport: tr},
-	})
-	return &peer{url: srv.URL, admin: admin}
-}
-
-// serveLocalKMS is src.HandleRequest of local-kms with logger l.
-func serveLocalKMS(w http.ResponseWriter, r *http.Request, l *logrus.Logger, db *data.Database) {
-	switch {
-	case r.URL.Path != "/":
-		http.NotFound(w, r)
-		return
-	case r.Method != http.MethodPost:
-		w.WriteHeader(http.StatusMethodNotAllowed)
-		return
-	case !strings.Contains(r.Header.Get("Content-Type"), "json"):
-		w.WriteHeader(http.StatusUnsupportedMediaType)
-		return
-	}
-	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-	if r.Header.Get("X-Amz-Target") == "TrentService.Decrypt" && !decryptGuard(w, r, db) {
-		return
-	}
-	h := handler.NewRequestHandler(r, l, db)
-	target := strings.Split(r.Header.Get("X-Amz-Target"), ".")
-	if len(target) >= 2 {
-		if m := reflect.ValueOf(h).MethodByName(target[1]); m.IsValid() {
-			resp := m.Call(nil)[0].Interface().(handler.Response)
-			w.WriteHeader(resp.Code)
-			io.WriteString(w, resp.Body)
-			return
-		}
-	}
-	w.WriteHeader(http.StatusNotImplemented)
-}
-
-// decryptGuard does two checks of AWS KMS Decrypt that local-kms lacks,
-// and answers as AWS does if one fails (returning false):
-//   - with a KeyId, local-kms ignores the key named inside the blob and
-//     decrypts with the KeyId's key, so a blob whose key ARN bytes were
-//     changed still opens; AWS answers IncorrectKeyException;
-//   - a blob cut inside local-kms's GCM nonce makes its handler panic
-//     (slice bounds), and so does a first byte (its key ARN length) near
-//     255, whose length check overflows a uint8; AWS answers
-//     InvalidCiphertextException.
-func decryptGuard(w http.ResponseWriter, r *http.Request, db *data.Database) bool {
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		return false
-	}
-	r.Body = io.NopCloser(bytes.NewReader(body))
-	var in struct {
-		KeyId          *string
-		CiphertextBlob []byte
-	}
-	if json.Unmarshal(body, &in) != nil {
-		return true // local-kms answers the bad request itself
-	}
-	if b := in.CiphertextBlob; len(b) > 0 && len(b) < 1+int(b[0])+4+1 {
-		kmsError(w, "InvalidCiphertextException")
-		return false
-	}
-	ident, _, ct, ok := service.UnpackCiphertextBlob(in.CiphertextBlob)
-	if !ok {
-		return true
-	}
-	if len(ct) < 12+16 {
-		kmsError(w, "InvalidCiphertextException")
-		return false
-	}
-	if in.KeyId == nil {
-		return true
-	}
-	want := *in.KeyId
-	if strings.Contains(want, "alias/") {
-		a, err := db.LoadAlias(config.EnsureArn("", want))
-		if err != nil {
-			return true // local-kms answers NotFound
-		}
-		want = a.TargetKeyId
-	}
-	if config.EnsureArn("key/", want) != ident {
-		kmsError(w, "IncorrectKeyException")
-		return false
-	}
-	return true
-}
-
-func kmsError(w http.ResponseWriter, code string) {
-	w.WriteHeader(http.StatusBadRequest)
-	json.NewEncoder(w).Encode(map[string]string{"__type": code})
-}
-
-// newKey makes a symmetric key and returns its ARN.
-func (pr *peer) newKey(t testing.TB) string {
-	t.Helper()
-	out, err := pr.admin.CreateKey(context.Background(), &kms.CreateKeyInput{Description: aws.String("krypton test L1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return aws.ToString(out.KeyMetadata.Arn)
-}
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m, 5*time.Second) }
 
 // flaky is an http.RoundTripper that fails every request while its mode
 // says so: with a 503 answer, or with a connection error. It counts the
@@ -244,13 +85,13 @@ type opened struct {
 
 // harness opens providers on fresh keys of one peer.
 type harness struct {
-	peer *peer
+	peer *awskmstest.Server
 	mu   sync.Mutex
 	ps   map[anchor.Provider]opened
 }
 
 func newHarness(t testing.TB) *harness {
-	return &harness{peer: startPeer(t), ps: map[anchor.Provider]opened{}}
+	return &harness{peer: awskmstest.Start(t), ps: map[anchor.Provider]opened{}}
 }
 
 // open opens uri with a flaky transport of its own.
@@ -282,8 +123,8 @@ func (h *harness) get(p anchor.Provider) opened {
 // openNew opens a provider on a fresh key, by ARN with the peer as
 // endpoint.
 func (h *harness) openNew(t testing.TB) anchor.Provider {
-	key := h.peer.newKey(t)
-	return h.open(t, "awskms://"+key+"?endpoint="+h.peer.url, key, awskms.Options{})
+	key := h.peer.CreateKey(t)
+	return h.open(t, "awskms://"+key+"?endpoint="+h.peer.URL, key, awskms.Options{})
 }
 
 func must(t testing.TB, err error) {
@@ -300,18 +141,18 @@ func TestConformance(t *testing.T) {
 		Open: func(t *testing.T) anchor.Provider { return h.openNew(t) },
 		Reopen: func(t *testing.T, p anchor.Provider) anchor.Provider {
 			key := h.get(p).key
-			return h.open(t, "awskms://"+key+"?endpoint="+h.peer.url, key, awskms.Options{})
+			return h.open(t, "awskms://"+key+"?endpoint="+h.peer.URL, key, awskms.Options{})
 		},
 		Disable: func(t *testing.T, p anchor.Provider) {
-			_, err := h.peer.admin.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(h.get(p).key)})
+			_, err := h.peer.Admin.DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(h.get(p).key)})
 			must(t, err)
 		},
 		Enable: func(t *testing.T, p anchor.Provider) {
-			_, err := h.peer.admin.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(h.get(p).key)})
+			_, err := h.peer.Admin.EnableKey(ctx, &kms.EnableKeyInput{KeyId: aws.String(h.get(p).key)})
 			must(t, err)
 		},
 		Destroy: func(t *testing.T, p anchor.Provider) {
-			_, err := h.peer.admin.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{
+			_, err := h.peer.Admin.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{
 				KeyId: aws.String(h.get(p).key), PendingWindowInDays: aws.Int32(7)})
 			must(t, err)
 		},
