@@ -17,14 +17,7 @@ import (
 
 func setEnabled(t *testing.T, p anchor.Provider, on bool) {
 	t.Helper()
-	s := admin(t, testToken, testPIN)
-	h := keyHandle(t, s, p.(*Provider).key.label)
-	if err := env.mod.ctx.SetAttributeValue(s, h, []*p11.Attribute{
-		p11.NewAttribute(p11.CKA_ENCRYPT, on),
-		p11.NewAttribute(p11.CKA_DECRYPT, on),
-	}); err != nil {
-		t.Fatalf("C_SetAttributeValue CKA_ENCRYPT/CKA_DECRYPT=%v: %v", on, err)
-	}
+	env.test.SetEnabled(t, p.(*Provider).key.label, on)
 }
 
 func TestConformance(t *testing.T) {
@@ -44,10 +37,7 @@ func TestConformance(t *testing.T) {
 		Disable: func(t *testing.T, p anchor.Provider) { setEnabled(t, p, false) },
 		Enable:  func(t *testing.T, p anchor.Provider) { setEnabled(t, p, true) },
 		Destroy: func(t *testing.T, p anchor.Provider) {
-			s := admin(t, testToken, testPIN)
-			if err := env.mod.ctx.DestroyObject(s, keyHandle(t, s, p.(*Provider).key.label)); err != nil {
-				t.Fatal(err)
-			}
+			env.test.Destroy(t, p.(*Provider).key.label)
 		},
 		// A lost session: the hook closes, with the real module, the
 		// session each operation is about to use, so that every call meets
@@ -150,8 +140,14 @@ func TestConcurrent16(t *testing.T) {
 
 func TestOpenDenials(t *testing.T) {
 	needHSM(t)
-	label := genKey(t, testToken, testPIN)
-	otherLabel := genKey(t, otherToken, otherPIN)
+	label := genKey(t, testToken)
+	otherLabel := genKey(t, otherToken)
+	// A provider holding sessions keeps the test token logged in for the "token logged in" case.
+	held, err := openURI(t, testURI(label), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
 	base := "?module-path=" + softhsmPath
 	for _, tc := range []struct {
 		name, uri string
@@ -164,10 +160,10 @@ func TestOpenDenials(t *testing.T) {
 		// The test token is logged in (login is per process): a wrong
 		// PIN must not ride on that login.
 		{"wrong PIN, token logged in", "pkcs11:token=" + testToken + ";object=" + label + base + "&pin-value=" + otherPIN, anchor.ErrAccessDenied},
-		{"extractable key", testURI(genKey(t, testToken, testPIN, p11.NewAttribute(p11.CKA_EXTRACTABLE, true))), anchor.ErrKeyUnusable},
-		{"not sensitive", testURI(genKey(t, testToken, testPIN, p11.NewAttribute(p11.CKA_SENSITIVE, false))), anchor.ErrKeyUnusable},
-		{"AES-128", testURI(genKey(t, testToken, testPIN, p11.NewAttribute(p11.CKA_VALUE_LEN, 16))), anchor.ErrKeyUnusable},
-		{"disabled", testURI(genKey(t, testToken, testPIN, p11.NewAttribute(p11.CKA_ENCRYPT, false))), anchor.ErrDisabled},
+		{"extractable key", testURI(genKey(t, testToken, p11.NewAttribute(p11.CKA_EXTRACTABLE, true))), anchor.ErrKeyUnusable},
+		{"not sensitive", testURI(genKey(t, testToken, p11.NewAttribute(p11.CKA_SENSITIVE, false))), anchor.ErrKeyUnusable},
+		{"AES-128", testURI(genKey(t, testToken, p11.NewAttribute(p11.CKA_VALUE_LEN, 16))), anchor.ErrKeyUnusable},
+		{"disabled", testURI(genKey(t, testToken, p11.NewAttribute(p11.CKA_ENCRYPT, false))), anchor.ErrDisabled},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p, err := openURI(t, tc.uri, Options{})
@@ -246,16 +242,11 @@ func TestRecreatedLabel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := admin(t, testToken, testPIN)
-	if err := env.mod.ctx.DestroyObject(s, keyHandle(t, s, p.key.label)); err != nil {
-		t.Fatal(err)
-	}
+	env.test.Destroy(t, p.key.label)
 	if err := p.Check(ctx); !errors.Is(err, anchor.ErrDestroyed) {
 		t.Fatalf("Check after destroy: %v", err)
 	}
-	if _, err := env.mod.ctx.GenerateKey(s, []*p11.Mechanism{p11.NewMechanism(p11.CKM_AES_KEY_GEN, nil)}, keyTemplate(p.key.label)); err != nil {
-		t.Fatal(err)
-	}
+	env.test.GenerateKey(t, p.key.label)
 	if _, err := p.Unseal(ctx, sealed, ac); !errors.Is(err, anchor.ErrInvalidCiphertext) {
 		t.Fatalf("old blob under the new key: %v, want ErrInvalidCiphertext", err)
 	}

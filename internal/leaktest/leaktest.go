@@ -34,6 +34,13 @@ func VerifyTestMain(m *testing.M, grace time.Duration, opts ...goleak.Option) {
 	os.Exit(code)
 }
 
+// Check runs the same check as VerifyTestMain once the tests have run, for a TestMain that has
+// more to do before it exits (release a module, remove a directory): it returns an error naming
+// the goroutines still running after grace, or nil.
+func Check(grace time.Duration, opts ...goleak.Option) error {
+	return wait(grace, append(append([]goleak.Option{}, Ignored...), opts...))
+}
+
 func wait(grace time.Duration, opts []goleak.Option) error {
 	deadline := time.Now().Add(grace)
 	for {
