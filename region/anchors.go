@@ -15,14 +15,15 @@ import (
 type anchorCache struct {
 	log      *slog.Logger
 	allowDev bool
+	provider map[string]any // Config.AnchorOptions
 
 	mu     sync.Mutex // guards open and closed
 	open   map[string]anchor.Provider
 	closed bool
 }
 
-func newAnchorCache(log *slog.Logger, allowDev bool) *anchorCache {
-	return &anchorCache{log: log, allowDev: allowDev, open: make(map[string]anchor.Provider)}
+func newAnchorCache(log *slog.Logger, allowDev bool, provider map[string]any) *anchorCache {
+	return &anchorCache{log: log, allowDev: allowDev, provider: provider, open: make(map[string]anchor.Provider)}
 }
 
 // get returns the provider for uri, opening it on first use. A development anchor is refused
@@ -36,7 +37,7 @@ func (c *anchorCache) get(ctx context.Context, uri string) (anchor.Provider, err
 	if p := c.open[uri]; p != nil {
 		return p, nil
 	}
-	p, err := anchor.Open(ctx, uri, anchor.Options{Logger: c.log})
+	p, err := anchor.Open(ctx, uri, anchor.Options{Logger: c.log, Provider: c.provider})
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,13 @@ type Config struct {
 	// a file on the server is not a customer-held key.
 	AllowDevAnchor bool
 
+	// AnchorOptions are the anchor providers' own options, keyed by URI scheme ("awskms",
+	// "pkcs11", ...), passed to every anchor.Open as anchor.Options.Provider: credentials or an
+	// endpoint for a cloud KMS, a session pool size for an HSM. Nil means each provider's
+	// defaults (the SDKs' default credential chains). The providers themselves are registered by
+	// importing their packages (cmd/krypton imports them all).
+	AnchorOptions map[string]any
+
 	// ClockDrift bounds how much faster one node's monotonic clock may run than another's over a
 	// lease period; the revocation fence waits lease × (1 + ClockDrift) for a node that did not
 	// confirm. 0.05 by default.

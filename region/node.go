@@ -103,7 +103,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	closers = append(closers, func() { n.audit.Close() })
 
-	n.anchors = newAnchorCache(log, cfg.AllowDevAnchor)
+	n.anchors = newAnchorCache(log, cfg.AllowDevAnchor, cfg.AnchorOptions)
 	closers = append(closers, n.anchors.close)
 	n.metrics = newNodeMetrics(n.reg, n)
 

@@ -52,8 +52,9 @@ type Region struct {
 type Option func(*options)
 
 type options struct {
-	anchor string    // an existing anchor URI to use instead of a new root key
-	logs   io.Writer // where the nodes log (at debug level) instead of t.Log
+	anchor        string    // an existing anchor URI to use instead of a new root key
+	logs          io.Writer // where the nodes log (at debug level) instead of t.Log
+	anchorOptions map[string]any
 }
 
 // WithAnchor makes the region's tenants use an existing anchor URI (another region's Anchor, say,
@@ -63,6 +64,13 @@ func WithAnchor(uri string) Option { return func(o *options) { o.anchor = uri } 
 // WithLogs sends every node's log, at debug level, to w (which must be safe for concurrent
 // writes) instead of the test log.
 func WithLogs(w io.Writer) Option { return func(o *options) { o.logs = w } }
+
+// WithAnchorOptions gives every node these anchor provider options (region.Config.AnchorOptions,
+// keyed by URI scheme): the endpoint and test credentials of an awskmstest server, say. The test
+// process registers the providers by importing their packages.
+func WithAnchorOptions(o map[string]any) Option {
+	return func(opts *options) { opts.anchorOptions = o }
+}
 
 // StartNoWait starts n nodes that bootstrap together and returns without waiting for a leader.
 func StartNoWait(t testing.TB, n int, opts ...Option) *Region { return start(t, n, false, opts) }
@@ -145,6 +153,7 @@ func (r *Region) config(id string, expect int, gossipKey []byte) region.Config {
 	c.Roots = r.CA.Pool()
 	c.Certificate = cert.TLSCertificate()
 	c.AllowDevAnchor = true
+	c.AnchorOptions = r.opts.anchorOptions
 	c.Logger = r.logger()
 	c.Tune = func(cc *cluster.Config) {
 		base := clustertest.Config()
