@@ -1,0 +1,328 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/kryptonkms/krypton/internal/bench"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// The tenant and service key that `krypton bench -spawn` creates in the region it starts.
+const (
+	benchTenant  = "bench"
+	benchService = "load"
+)
+
+// addrList is -addr as bench takes it: repeated, or a comma list, or both.
+type addrList []string
+
+func (a *addrList) String() string { return strings.Join(*a, ",") }
+
+func (a *addrList) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*a = append(*a, s)
+		}
+	}
+	return nil
+}
+
+// benchOptions are the flags of `krypton bench`.
+type benchOptions struct {
+	addrs                         addrList
+	caCert, clientCert, clientKey string
+	key                           string
+	spawn, via                    int
+	op                            string
+	cfg                           bench.Config
+	out, plot                     string
+	quiet                         bool
+}
+
+func benchCommand() *command {
+	o := &benchOptions{cfg: bench.DefaultConfig()}
+	return &command{
+		name:     "bench",
+		synopsis: "measure wrap throughput and latency under load",
+		usage:    "[-spawn 3 | -addr <host:port>[,...] -key <tenant>/<service>] [-op wrap|unwrap|datakey|rewrap|mixed] [-batch N] [-callers N | -rate ops/s]",
+		help: "Drives a region's WrapService over gRPC with mutual TLS and reports throughput and latency: a live line on stderr\n" +
+			"once a second, then a table (ops/s, p50, p90, p99, p99.9, max, errors by gRPC code) on stdout, and with -out and -plot\n" +
+			"a JSON result and a latency plot.\n\n" +
+			"Load: -callers callers each keep one call in flight (closed loop, latency from send to answer); or, with -rate, calls\n" +
+			"are scheduled at fixed intervals whatever the answers (open loop, latency from each call's intended send time, so\n" +
+			"that a stall counts for every call it delays: no coordinated omission), with at most -callers in flight.\n" +
+			"-batch N sends the batch RPCs with N items per call; ops count items.\n\n" +
+			"Against running nodes: -addr (repeated or comma-separated, callers are spread over them), -key, and a SERVICE\n" +
+			"certificate for that key (-client-cert, -client-key, -ca-cert, or KRYPTON_CLIENT_CERT, KRYPTON_CLIENT_KEY,\n" +
+			"KRYPTON_CA_CERT). With -spawn 3 it starts a development region in this process on free ports instead (as\n" +
+			"`krypton dev`), creates tenant \"bench\" with key bench/load and a service certificate, runs, and stops it;\n" +
+			"region and load generator then share this machine's cores.\n\n" +
+			"Errors are counted by code and never stop the run; it exits 1 if no operation succeeded.",
+		flags: func(fs *flag.FlagSet) {
+			fs.Var(&o.addrs, "addr", "host:port of a region node's API; repeat it or give a comma list to spread the load (default "+defaultAPIAddr+")")
+			fs.StringVar(&o.caCert, "ca-cert", "", "PEM file of the CA that signed the node certificates")
+			fs.StringVar(&o.clientCert, "client-cert", "", "PEM file of a service (tenant/service) certificate")
+			fs.StringVar(&o.clientKey, "client-key", "", "PEM file of the client certificate's private key")
+			fs.StringVar(&o.key, "key", "", "the service key, tenant/service (required without -spawn)")
+			fs.IntVar(&o.spawn, "spawn", 0, "start a local development region of this many nodes (3) and measure it")
+			fs.IntVar(&o.via, "via", 0, "with -spawn: spread the load over this many of its nodes (default: all; 1 measures through one node)")
+			fs.StringVar(&o.op, "op", string(o.cfg.Op), "operation: wrap, unwrap, datakey, rewrap or mixed (all four in equal shares)")
+			fs.IntVar(&o.cfg.Batch, "batch", 0, "items per call with the batch RPCs, 1 to 1024; 0 sends unary RPCs")
+			fs.IntVar(&o.cfg.Callers, "callers", o.cfg.Callers, "concurrent callers, each with one call in flight; with -rate, the most calls in flight")
+			fs.Float64Var(&o.cfg.Rate, "rate", 0, "open-loop target rate in operations per second (0: closed loop)")
+			fs.DurationVar(&o.cfg.Duration, "duration", o.cfg.Duration, "how long to measure, after the warm-up")
+			fs.DurationVar(&o.cfg.Warmup, "warmup", o.cfg.Warmup, "how long to run unmeasured first")
+			fs.DurationVar(&o.cfg.CallTimeout, "call-timeout", o.cfg.CallTimeout, "deadline of each call; one that runs out counts as DeadlineExceeded")
+			fs.DurationVar(&o.cfg.ReadyTimeout, "ready-timeout", o.cfg.ReadyTimeout, "how long each node may answer Unavailable to a first wrap before the run gives up")
+			fs.StringVar(&o.out, "out", "", "write the result as JSON to this file (configuration, figures, percentile distribution, timeline)")
+			fs.StringVar(&o.plot, "plot", "", "write a latency plot to this file, .svg or .png (by percentile, and per second over time)")
+			fs.BoolVar(&o.quiet, "quiet", false, "no live progress line on stderr")
+		},
+		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
+			if err := o.check(fs); err != nil {
+				return err
+			}
+			return o.run(ctx, s)
+		},
+	}
+}
+
+// check validates the flags before anything is started or dialled.
+func (o *benchOptions) check(fs *flag.FlagSet) error {
+	if fs.NArg() != 0 {
+		return usagef("bench takes no arguments")
+	}
+	if err := refuseEnv(); err != nil {
+		return err
+	}
+	o.cfg.Op = bench.Op(o.op)
+	if err := o.checkLoad(); err != nil {
+		return err
+	}
+	if o.spawn != 0 {
+		if o.spawn != devNodes {
+			return usagef("-spawn %d: the development region has %d nodes; give -spawn %d", o.spawn, devNodes, devNodes)
+		}
+		if o.via == 0 {
+			o.via = devNodes
+		}
+		if o.via < 1 || o.via > devNodes {
+			return usagef("-via must be 1 to %d", devNodes)
+		}
+		// Connection flags name another region: refuse them on the command line, and ignore
+		// them when they come from KRYPTON_* variables (as `krypton dev` suggests exporting).
+		for _, f := range []string{"addr", "ca-cert", "client-cert", "client-key", "key"} {
+			if fl := fs.Lookup(f); isSet(fs, f) && fl.Value.String() != os.Getenv(envName(f)) {
+				return usagef("-%s cannot be given with -spawn: the region it starts has its own addresses, key and certificates", f)
+			}
+		}
+		o.cfg.Tenant, o.cfg.Service = benchTenant, benchService
+	} else {
+		if o.via != 0 {
+			return usagef("-via is for -spawn; give the nodes to load with -addr")
+		}
+		ref, err := parseKeyFlag(o.key)
+		if err != nil {
+			return err
+		}
+		o.cfg.Tenant, o.cfg.Service = ref.GetTenant(), ref.GetService()
+		if len(o.addrs) == 0 {
+			o.addrs = addrList{defaultAPIAddr}
+		}
+	}
+	if o.plot != "" {
+		if _, err := bench.PlotFormat(o.plot); err != nil {
+			return usagef("-plot %s: want a .svg or .png file", o.plot)
+		}
+	}
+	for _, f := range []struct{ flag, path string }{{"out", o.out}, {"plot", o.plot}} {
+		if f.path == "" {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Dir(f.path)); err != nil || !fi.IsDir() {
+			return usagef("-%s %s: directory %s does not exist", f.flag, f.path, filepath.Dir(f.path))
+		}
+	}
+	return nil
+}
+
+// checkLoad validates the load flags, naming them as the command line does.
+func (o *benchOptions) checkLoad() error {
+	c := o.cfg
+	switch {
+	case c.Op != bench.OpWrap && c.Op != bench.OpUnwrap && c.Op != bench.OpDataKey && c.Op != bench.OpRewrap && c.Op != bench.OpMixed:
+		return usagef("unknown -op %q (want wrap, unwrap, datakey, rewrap or mixed)", o.op)
+	case c.Batch < 0 || c.Batch > transport.MaxBatchItems:
+		return usagef("-batch must be 0 (unary) or 1 to %d", transport.MaxBatchItems)
+	case c.Callers < 1 || c.Callers > bench.MaxCallers:
+		return usagef("-callers must be 1 to %d", bench.MaxCallers)
+	case c.Rate < 0:
+		return usagef("-rate must not be negative")
+	case c.Duration <= 0:
+		return usagef("-duration must be positive")
+	case c.Warmup < 0:
+		return usagef("-warmup must not be negative")
+	case c.CallTimeout <= 0:
+		return usagef("-call-timeout must be positive")
+	case c.ReadyTimeout <= 0:
+		return usagef("-ready-timeout must be positive")
+	}
+	probe := c
+	probe.Tenant, probe.Service = "t", "s"
+	if err := probe.Validate(); err != nil {
+		return usagef("%s", strings.TrimPrefix(err.Error(), "bench: "))
+	}
+	return nil
+}
+
+// isSet says whether flag name was set, on the command line or by applyEnv.
+func isSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func (o *benchOptions) run(ctx context.Context, s *streams) error {
+	var cfg transport.ClientConfig
+	addrs := []string(o.addrs)
+	if o.spawn > 0 {
+		defer memguard.Purge()
+		d, err := startDev(ctx, &devOptions{logLevel: "warn"}, s.err)
+		if err != nil {
+			return err
+		}
+		defer d.close()
+		if cfg, err = d.benchSetup(ctx); err != nil {
+			return err
+		}
+		addrs = nil
+		for i := range o.via {
+			addrs = append(addrs, d.cfgs[i].RPCAddr)
+		}
+		fmt.Fprintf(s.err, "krypton: %d-node region started; load on %s\n", devNodes, strings.Join(addrs, ", "))
+	} else {
+		cf := &clientFlags{kind: pki.KindService, caCert: o.caCert, clientCert: o.clientCert, clientKey: o.clientKey}
+		var err error
+		if cfg, err = cf.loadConfig(); err != nil {
+			return err
+		}
+	}
+	targets := make([]bench.Target, len(addrs))
+	for i, a := range addrs {
+		conn, err := transport.Dial(ctx, a, cfg)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		targets[i] = bench.Target{Name: a, Client: kv1.NewWrapServiceClient(conn)}
+	}
+
+	var progress func(bench.Tick)
+	if !o.quiet {
+		progress = progressLine(s.err)
+	}
+	res, err := bench.Run(ctx, o.cfg, targets, progress)
+	if progress != nil {
+		endProgress(s.err)
+	}
+	if err != nil {
+		return err
+	}
+	if err := res.WriteTable(s.out); err != nil {
+		return err
+	}
+	if o.out != "" {
+		if err := writeFileAtomic(o.out, true, func(f *os.File) error { return res.WriteJSON(f) }); err != nil {
+			return fmt.Errorf("-out: %w", err)
+		}
+		fmt.Fprintf(s.out, "result: %s\n", o.out)
+	}
+	if o.plot != "" && res.Total.OK > 0 {
+		format, _ := bench.PlotFormat(o.plot)
+		if err := writeFileAtomic(o.plot, true, func(f *os.File) error { return res.WritePlot(f, format) }); err != nil {
+			return fmt.Errorf("-plot: %w", err)
+		}
+		fmt.Fprintf(s.out, "plot: %s\n", o.plot)
+	}
+	if res.Total.OK == 0 {
+		return fmt.Errorf("bench: no operation succeeded (errors: %s)", errorSummary(res.Total.Errors))
+	}
+	return nil
+}
+
+func errorSummary(errs map[string]int64) string {
+	if len(errs) == 0 {
+		return "none; no call was sent in the measured time"
+	}
+	var parts []string
+	for c, n := range errs {
+		parts = append(parts, fmt.Sprintf("%s %d", c, n))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// benchSetup creates the bench tenant and key in a development region and returns a client
+// configuration with a service certificate for them.
+func (d *devRegion) benchSetup(ctx context.Context) (transport.ClientConfig, error) {
+	leader := d.leader()
+	if leader < 0 {
+		return transport.ClientConfig{}, fmt.Errorf("bench: the development region has no leader")
+	}
+	if _, err := d.nodes[leader].CreateTenant(ctx, newRequestID(), benchTenant, d.anchorURI); err != nil {
+		return transport.ClientConfig{}, fmt.Errorf("bench: creating tenant %s: %w", benchTenant, err)
+	}
+	if _, err := d.nodes[leader].CreateKey(ctx, newRequestID(), benchTenant, benchService); err != nil {
+		return transport.ClientConfig{}, fmt.Errorf("bench: creating key %s/%s: %w", benchTenant, benchService, err)
+	}
+	cert, err := d.ca.IssueService(benchTenant, benchService, 24*time.Hour)
+	if err != nil {
+		return transport.ClientConfig{}, err
+	}
+	return transport.ClientConfig{Roots: d.ca.Pool(), Certificate: cert.TLSCertificate()}, nil
+}
+
+// progressLine returns the live display: on a terminal one line rewritten in place, elsewhere
+// (a log, a CI job) one line per second.
+func progressLine(w io.Writer) func(bench.Tick) {
+	tty := isTerminal(w)
+	return func(t bench.Tick) {
+		phase := "measuring"
+		if t.Warmup {
+			phase = "warm-up  "
+		}
+		line := fmt.Sprintf("[%4.0fs] %s %9.0f ops/s  p50 %7.3f ms  p99 %7.3f ms  errors %d",
+			t.Elapsed.Seconds(), phase, t.OpsPerSec, t.P50.Seconds()*1000, t.P99.Seconds()*1000, t.Errors)
+		if tty {
+			fmt.Fprintf(w, "\r\033[K%s", line)
+		} else {
+			fmt.Fprintln(w, line)
+		}
+	}
+}
+
+// endProgress ends the line that progressLine rewrites.
+func endProgress(w io.Writer) {
+	if isTerminal(w) {
+		fmt.Fprint(w, "\r\033[K")
+	}
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

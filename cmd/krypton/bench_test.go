@@ -1,0 +1,115 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/kryptonkms/krypton/internal/leaktest"
+)
+
+// TestBenchSpawn runs `krypton bench -spawn 3` in this process, as a person would: a real
+// three-node region over gRPC with mutual TLS. It checks what the run produced — counts and
+// structure, never speed — and that nothing is left running.
+func TestBenchSpawn(t *testing.T) {
+	ignore := append([]goleak.Option{goleak.IgnoreCurrent()}, leaktest.Ignored...)
+	dir := t.TempDir()
+	out, plot := filepath.Join(dir, "r.json"), filepath.Join(dir, "p.svg")
+	var stdout, stderr bytes.Buffer
+	err := dispatch(context.Background(), rootCommand(), []string{"bench", "-spawn", "3",
+		"-duration", "2s", "-warmup", "500ms", "-callers", "4", "-op", "mixed", "-out", out, "-plot", plot},
+		&streams{out: &stdout, err: &stderr})
+	if err != nil {
+		t.Fatalf("krypton bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+
+	var res struct {
+		Config struct {
+			Op      string   `json:"op"`
+			Callers int      `json:"callers"`
+			Load    string   `json:"load"`
+			Targets []string `json:"targets"`
+		} `json:"config"`
+		Total struct {
+			Calls   int64            `json:"calls"`
+			OK      int64            `json:"ok"`
+			Errors  map[string]int64 `json:"errors"`
+			Latency struct {
+				Count int64 `json:"count"`
+				P50   int64 `json:"p50_us"`
+				P99   int64 `json:"p99_us"`
+				Max   int64 `json:"max_us"`
+			} `json:"latency"`
+		} `json:"total"`
+		ByOp []struct {
+			Op string `json:"op"`
+			OK int64  `json:"ok"`
+		} `json:"by_op"`
+		Distribution []struct {
+			Percentile float64 `json:"percentile"`
+		} `json:"distribution"`
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatalf("-out is not the result JSON: %v\n%s", err, b)
+	}
+	if res.Config.Op != "mixed" || res.Config.Callers != 4 || res.Config.Load != "closed-loop" || len(res.Config.Targets) != 3 {
+		t.Errorf("config = %+v, want mixed, 4 callers, closed loop, 3 nodes", res.Config)
+	}
+	if res.Total.OK <= 0 || res.Total.Latency.Count <= 0 {
+		t.Errorf("total: %d successful operations, %d timed calls; want some", res.Total.OK, res.Total.Latency.Count)
+	}
+	if l := res.Total.Latency; !(0 < l.P50 && l.P50 <= l.P99 && l.P99 <= l.Max) {
+		t.Errorf("latency landmarks out of order: %+v", l)
+	}
+	var ops []string
+	for _, s := range res.ByOp {
+		ops = append(ops, s.Op)
+		if s.OK <= 0 {
+			t.Errorf("%s: no successful operation", s.Op)
+		}
+	}
+	if strings.Join(ops, ",") != "wrap,unwrap,datakey,rewrap" {
+		t.Errorf("operations %v, want wrap, unwrap, datakey, rewrap", ops)
+	}
+	if n := len(res.Distribution); n == 0 || res.Distribution[n-1].Percentile != 100 {
+		t.Errorf("distribution of %d brackets does not end at 100%%", n)
+	}
+	svg, err := os.ReadFile(plot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(svg, []byte("<svg")) {
+		t.Errorf("-plot %s is not an SVG", plot)
+	}
+	for _, want := range []string{"p50 ms", "p99.9 ms", "unwrap", "errors by code:", "result: " + out, "plot: " + plot} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if !strings.Contains(stderr.String(), "measuring") || !strings.Contains(stderr.String(), "ops/s") {
+		t.Errorf("no progress line on stderr:\n%s", stderr.String())
+	}
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := goleak.Find(ignore...)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("goroutines left behind by krypton bench: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

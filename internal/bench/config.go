@@ -1,0 +1,136 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// Op is an operation the generator sends.
+type Op string
+
+// The operations. OpMixed sends wrap, unwrap, datakey and rewrap in equal shares, each caller
+// cycling through them.
+const (
+	OpWrap    Op = "wrap"
+	OpUnwrap  Op = "unwrap"
+	OpDataKey Op = "datakey"
+	OpRewrap  Op = "rewrap"
+	OpMixed   Op = "mixed"
+)
+
+// Ops are the operations Config.Op accepts, in the order reports list them.
+var Ops = []Op{OpWrap, OpUnwrap, OpDataKey, OpRewrap, OpMixed}
+
+// mixedOps are the operations of OpMixed, in the order a caller cycles through them.
+var mixedOps = []Op{OpWrap, OpUnwrap, OpDataKey, OpRewrap}
+
+// Config is one run of the generator.
+type Config struct {
+	// Op is the operation sent.
+	Op Op
+	// Batch is the number of items per call: 0 sends the unary RPCs (Wrap, ...), 1 to
+	// transport.MaxBatchItems the batch RPCs (BatchWrap, ...) with that many items.
+	Batch int
+	// Callers is, in a closed loop, the number of callers, each with one call in flight; with a
+	// Rate, the most calls in flight at once (a call that cannot start on time starts late, and
+	// its lateness counts in its latency).
+	Callers int
+	// Rate is the open-loop target in operations (items) per second; 0 runs a closed loop.
+	Rate float64
+	// Duration is how long the figures are measured, after Warmup.
+	Duration time.Duration
+	// Warmup is how long the load runs, unmeasured, first: connections, key caches and the
+	// runtime settle.
+	Warmup time.Duration
+	// CallTimeout bounds each call; a call that runs out counts as a DeadlineExceeded error.
+	CallTimeout time.Duration
+	// ReadyTimeout bounds how long Run waits for each target's first successful wrap, while a
+	// freshly started node may still answer Unavailable (no serving lease yet).
+	ReadyTimeout time.Duration
+	// Tenant and Service name the service key used.
+	Tenant  string
+	Service string
+	// Context is the additional data bound to every blob.
+	Context []byte
+}
+
+// DefaultConfig returns the defaults of `krypton bench`: unary wraps from 16 callers for 10 s
+// after a 2 s warm-up. Tenant and Service must still be set.
+func DefaultConfig() Config {
+	return Config{
+		Op:           OpWrap,
+		Callers:      16,
+		Duration:     10 * time.Second,
+		Warmup:       2 * time.Second,
+		CallTimeout:  10 * time.Second,
+		ReadyTimeout: 30 * time.Second,
+		Context:      []byte("krypton-bench"),
+	}
+}
+
+// MaxCallers bounds Config.Callers: far more than two cores can use, small enough that a typo is
+// caught.
+const MaxCallers = 10000
+
+// Validate reports the first unusable field of c, by name.
+func (c Config) Validate() error {
+	switch {
+	case !validOp(c.Op):
+		return fmt.Errorf("bench: Config.Op %q is not one of wrap, unwrap, datakey, rewrap, mixed", c.Op)
+	case c.Batch < 0 || c.Batch > transport.MaxBatchItems:
+		return fmt.Errorf("bench: Config.Batch must be 0 (unary) or 1 to %d, not %d", transport.MaxBatchItems, c.Batch)
+	case c.Callers < 1 || c.Callers > MaxCallers:
+		return fmt.Errorf("bench: Config.Callers must be 1 to %d, not %d", MaxCallers, c.Callers)
+	case c.Rate < 0 || c.Rate != c.Rate:
+		return errors.New("bench: Config.Rate must not be negative")
+	case c.Rate > 0 && c.interval() < time.Microsecond:
+		return fmt.Errorf("bench: Config.Rate %g ops/s schedules calls less than 1µs apart; raise Config.Batch", c.Rate)
+	case c.Duration <= 0:
+		return errors.New("bench: Config.Duration must be positive")
+	case c.Warmup < 0:
+		return errors.New("bench: Config.Warmup must not be negative")
+	case c.CallTimeout <= 0:
+		return errors.New("bench: Config.CallTimeout must be positive")
+	case c.ReadyTimeout <= 0:
+		return errors.New("bench: Config.ReadyTimeout must be positive")
+	case wrap.ValidateName(c.Tenant) != nil:
+		return errors.New("bench: Config.Tenant is not a valid tenant name")
+	case wrap.ValidateName(c.Service) != nil:
+		return errors.New("bench: Config.Service is not a valid service name")
+	case len(c.Context) > wrap.MaxContextSize:
+		return fmt.Errorf("bench: Config.Context is longer than %d bytes", wrap.MaxContextSize)
+	}
+	return nil
+}
+
+func validOp(op Op) bool {
+	for _, o := range Ops {
+		if op == o {
+			return true
+		}
+	}
+	return false
+}
+
+// items is the number of operations one call carries.
+func (c Config) items() int { return max(c.Batch, 1) }
+
+// interval is the open-loop spacing of calls.
+func (c Config) interval() time.Duration {
+	return time.Duration(float64(time.Second) * float64(c.items()) / c.Rate)
+}
+
+// ops are the operations a run sends.
+func (c Config) ops() []Op {
+	if c.Op == OpMixed {
+		return mixedOps
+	}
+	return []Op{c.Op}
+}
+
+func (c Config) keyRef() *kv1.KeyRef { return &kv1.KeyRef{Tenant: c.Tenant, Service: c.Service} }

@@ -1,0 +1,244 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kryptonkms/krypton/internal/leaktest"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+func TestMain(m *testing.M) { leaktest.VerifyTestMain(m, 5*time.Second) }
+
+// fakeWrap is a WrapService client that answers at once, so that these tests check what Run
+// counts, exactly, without a region (the real one is measured by cmd/krypton's bench test). Every
+// failEvery-th unary call fails with Unavailable; the first item of every batch with NotFound.
+type fakeWrap struct {
+	kv1.WrapServiceClient // nil: a method not overridden panics
+	failEvery             int64
+	wrapErr               error // returned by every Wrap when set
+	calls                 atomic.Int64
+	badBlobs              atomic.Int64
+	onCall                func(n int64) // called with each call's number, when set
+}
+
+var fakeBlob = []byte("fake-blob")
+
+func (f *fakeWrap) unary() error {
+	n := f.calls.Add(1)
+	if f.onCall != nil {
+		f.onCall(n)
+	}
+	if f.failEvery > 0 && n%f.failEvery == 0 {
+		return status.Error(codes.Unavailable, "fake: no lease")
+	}
+	return nil
+}
+
+func (f *fakeWrap) checkBlob(b []byte) {
+	if !bytes.Equal(b, fakeBlob) {
+		f.badBlobs.Add(1)
+	}
+}
+
+func (f *fakeWrap) Wrap(ctx context.Context, in *kv1.WrapRequest, _ ...grpc.CallOption) (*kv1.WrapResponse, error) {
+	if f.wrapErr != nil {
+		return nil, f.wrapErr
+	}
+	if err := f.unary(); err != nil {
+		return nil, err
+	}
+	return &kv1.WrapResponse{Blob: fakeBlob, Key: in.GetKey()}, nil
+}
+
+func (f *fakeWrap) Unwrap(ctx context.Context, in *kv1.UnwrapRequest, _ ...grpc.CallOption) (*kv1.UnwrapResponse, error) {
+	f.checkBlob(in.GetBlob())
+	if err := f.unary(); err != nil {
+		return nil, err
+	}
+	return &kv1.UnwrapResponse{Plaintext: make([]byte, 32)}, nil
+}
+
+func (f *fakeWrap) GenerateDataKey(ctx context.Context, in *kv1.GenerateDataKeyRequest, _ ...grpc.CallOption) (*kv1.GenerateDataKeyResponse, error) {
+	if err := f.unary(); err != nil {
+		return nil, err
+	}
+	return &kv1.GenerateDataKeyResponse{Plaintext: make([]byte, 32), Blob: fakeBlob}, nil
+}
+
+func (f *fakeWrap) Rewrap(ctx context.Context, in *kv1.RewrapRequest, _ ...grpc.CallOption) (*kv1.RewrapResponse, error) {
+	f.checkBlob(in.GetBlob())
+	if err := f.unary(); err != nil {
+		return nil, err
+	}
+	return &kv1.RewrapResponse{Blob: fakeBlob}, nil
+}
+
+func (f *fakeWrap) BatchWrap(ctx context.Context, in *kv1.BatchWrapRequest, _ ...grpc.CallOption) (*kv1.BatchWrapResponse, error) {
+	resp := &kv1.BatchWrapResponse{}
+	for i := range in.GetItems() {
+		r := &kv1.WrapResult{Result: &kv1.WrapResult_Value{Value: &kv1.WrapResponse{Blob: fakeBlob}}}
+		// The blobs Run makes for unwrap before the load are all good; later batches fail their first item.
+		if i == 0 && len(in.GetItems()) != blobPool {
+			r.Result = &kv1.WrapResult_Error{Error: &kv1.ItemError{Code: uint32(codes.NotFound)}}
+		}
+		resp.Results = append(resp.Results, r)
+	}
+	return resp, nil
+}
+
+func (f *fakeWrap) BatchUnwrap(ctx context.Context, in *kv1.BatchUnwrapRequest, _ ...grpc.CallOption) (*kv1.BatchUnwrapResponse, error) {
+	resp := &kv1.BatchUnwrapResponse{}
+	for _, it := range in.GetItems() {
+		f.checkBlob(it.GetBlob())
+		resp.Results = append(resp.Results, &kv1.UnwrapResult{Result: &kv1.UnwrapResult_Value{Value: &kv1.UnwrapResponse{Plaintext: make([]byte, 32)}}})
+	}
+	return resp, nil
+}
+
+func testConfig(op Op) Config {
+	cfg := DefaultConfig()
+	cfg.Op, cfg.Tenant, cfg.Service = op, "acme", "payments"
+	cfg.Callers, cfg.Duration, cfg.Warmup = 4, 300*time.Millisecond, 100*time.Millisecond
+	return cfg
+}
+
+func checkBalanced(t *testing.T, s Summary) {
+	t.Helper()
+	var errs int64
+	for _, n := range s.Errors {
+		errs += n
+	}
+	if s.OK+errs != s.Ops {
+		t.Errorf("%s: ok %d + errors %d != ops %d", s.Op, s.OK, errs, s.Ops)
+	}
+}
+
+func TestRunClosedLoopMixed(t *testing.T) {
+	f := &fakeWrap{failEvery: 5}
+	f2 := &fakeWrap{failEvery: 5}
+	res, err := Run(context.Background(), testConfig(OpMixed), []Target{{"a", f}, {"b", f2}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Total.OK == 0 || res.Total.Errors["Unavailable"] == 0 || len(res.Total.Errors) != 1 {
+		t.Errorf("ok %d, errors %v: want successes and Unavailable errors only", res.Total.OK, res.Total.Errors)
+	}
+	checkBalanced(t, res.Total)
+	if len(res.ByOp) != 4 {
+		t.Fatalf("%d operations in a mixed run, want 4", len(res.ByOp))
+	}
+	var sum int64
+	for i, s := range res.ByOp {
+		if s.Op != mixedOps[i] || s.Calls == 0 {
+			t.Errorf("operation %d: %s with %d calls", i, s.Op, s.Calls)
+		}
+		checkBalanced(t, s)
+		sum += s.Calls
+	}
+	if sum != res.Total.Calls || res.Total.Calls != res.Total.Ops {
+		t.Errorf("unary calls: per operation %d, total calls %d, ops %d", sum, res.Total.Calls, res.Total.Ops)
+	}
+	if f2.calls.Load() == 0 {
+		t.Error("the second target got no calls")
+	}
+	if f.badBlobs.Load()+f2.badBlobs.Load() != 0 {
+		t.Error("unwrap or rewrap sent a blob that Run had not made")
+	}
+	// Failed calls are counted, not timed: the histogram holds the answered ones.
+	if res.Total.Latency.Count != res.Total.OK {
+		t.Errorf("latency count %d, want the %d successful calls", res.Total.Latency.Count, res.Total.OK)
+	}
+	if res.Config.Load != "closed-loop" || res.Interrupted || res.Unsent != 0 {
+		t.Errorf("config %+v, interrupted %v, unsent %d", res.Config, res.Interrupted, res.Unsent)
+	}
+}
+
+func TestRunBatchItemErrors(t *testing.T) {
+	cfg := testConfig(OpWrap)
+	cfg.Batch = 8
+	res, err := Run(context.Background(), cfg, []Target{{"a", &fakeWrap{}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.Total
+	if s.Calls == 0 || s.Ops != 8*s.Calls || s.OK != 7*s.Calls || s.Errors["NotFound"] != s.Calls {
+		t.Errorf("calls %d, ops %d, ok %d, errors %v: want 8 items a call, the first NotFound", s.Calls, s.Ops, s.OK, s.Errors)
+	}
+	if s.Latency.Count != s.Calls {
+		t.Errorf("latency count %d, want one per answered call (%d)", s.Latency.Count, s.Calls)
+	}
+
+	cfg.Op = OpUnwrap
+	f := &fakeWrap{}
+	res, err = Run(context.Background(), cfg, []Target{{"a", f}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Total.OK != 8*res.Total.Calls || res.Total.OK == 0 || f.badBlobs.Load() != 0 {
+		t.Errorf("batch unwrap: ok %d of %d calls, %d bad blobs", res.Total.OK, res.Total.Calls, f.badBlobs.Load())
+	}
+}
+
+func TestRunOpenLoop(t *testing.T) {
+	cfg := testConfig(OpDataKey)
+	cfg.Rate, cfg.Warmup, cfg.Duration = 200, 0, 500*time.Millisecond
+	res, err := Run(context.Background(), cfg, []Target{{"a", &fakeWrap{}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 100 calls are due in 500 ms at 200/s: each was sent and measured, or counted as unsent.
+	if res.Total.Calls+res.Unsent != 100 || res.Total.Calls == 0 {
+		t.Errorf("calls %d + unsent %d, want 100", res.Total.Calls, res.Unsent)
+	}
+	if res.Config.Load != "open-loop" || res.Config.LatencyFrom != "intended-send" {
+		t.Errorf("config %+v", res.Config)
+	}
+}
+
+func TestRunRefusesABadKeyAtOnce(t *testing.T) {
+	f := &fakeWrap{wrapErr: status.Error(codes.PermissionDenied, "fake: not yours")}
+	_, err := Run(context.Background(), testConfig(OpWrap), []Target{{"node-1", f}}, nil)
+	if err == nil || !strings.Contains(err.Error(), "node-1") || !strings.Contains(err.Error(), "PermissionDenied") {
+		t.Errorf("Run = %v, want PermissionDenied from node-1", err)
+	}
+	if _, err := Run(context.Background(), testConfig(OpWrap), nil, nil); err == nil {
+		t.Error("Run without targets did not fail")
+	}
+	bad := testConfig(OpWrap)
+	bad.Callers = 0
+	if _, err := Run(context.Background(), bad, []Target{{"a", &fakeWrap{}}}, nil); err == nil {
+		t.Error("Run with 0 callers did not fail")
+	}
+}
+
+func TestRunInterrupted(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg := testConfig(OpWrap)
+	cfg.Warmup, cfg.Duration = 0, time.Hour
+	f := &fakeWrap{}
+	f.onCall = func(n int64) {
+		if n == 500 {
+			cancel()
+		}
+	}
+	res, err := Run(ctx, cfg, []Target{{"a", f}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Interrupted || res.Total.OK == 0 || res.MeasuredSeconds >= time.Hour.Seconds() {
+		t.Errorf("interrupted %v, ok %d, measured %vs", res.Interrupted, res.Total.OK, res.MeasuredSeconds)
+	}
+	if len(res.Total.Errors) != 0 {
+		t.Errorf("errors %v: calls cut short by the interruption are not the server's errors", res.Total.Errors)
+	}
+}
