@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -266,8 +268,8 @@ func errorSummary(errs map[string]int64) string {
 		return "none; no call was sent in the measured time"
 	}
 	var parts []string
-	for c, n := range errs {
-		parts = append(parts, fmt.Sprintf("%s %d", c, n))
+	for _, c := range slices.Sorted(maps.Keys(errs)) {
+		parts = append(parts, fmt.Sprintf("%s %d", c, errs[c]))
 	}
 	return strings.Join(parts, ", ")
 }
