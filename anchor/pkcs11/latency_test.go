@@ -3,41 +3,44 @@ package pkcs11
 import (
 	"context"
 	"crypto/rand"
-	"os"
 	"slices"
 	"testing"
 	"time"
 )
 
-// TestLatency measures Seal and Unseal against SoftHSM2, one call at a
-// time (the find-by-label included). It runs only when asked:
+// BenchmarkLatency measures Seal and Unseal against SoftHSM2, one call at a time (the key's
+// find-by-label included), and reports median and p99 per call, on the scale of the other
+// providers' benchmarks:
 //
-//	KRYPTON_PKCS11_LATENCY=1 go test -run TestLatency -v ./anchor/pkcs11/
-func TestLatency(t *testing.T) {
-	if os.Getenv("KRYPTON_PKCS11_LATENCY") != "1" {
-		t.Skip("set KRYPTON_PKCS11_LATENCY=1 to measure")
+//	go test -run '^$' -bench Latency -benchtime 500x ./anchor/pkcs11/
+func BenchmarkLatency(b *testing.B) {
+	if env.skip != "" {
+		b.Skip(env.skip)
 	}
-	p := openNew(t, Options{})
+	p := openNew(b, Options{})
 	ctx := context.Background()
-	const n = 500
 	k := make([]byte, 32)
-	rand.Read(k)
-	seal, unseal := make([]time.Duration, n), make([]time.Duration, n)
-	for i := range n {
-		start := time.Now()
+	seal := make([]time.Duration, 0, b.N)
+	unseal := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for range b.N {
+		rand.Read(k)
+		t0 := time.Now()
 		sealed, err := p.Seal(ctx, k, ac)
-		seal[i] = time.Since(start)
+		t1 := time.Now()
 		if err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
-		start = time.Now()
 		if _, err := p.Unseal(ctx, sealed, ac); err != nil {
-			t.Fatal(err)
+			b.Fatal(err)
 		}
-		unseal[i] = time.Since(start)
+		seal = append(seal, t1.Sub(t0))
+		unseal = append(unseal, time.Since(t1))
 	}
+	b.StopTimer()
 	for name, d := range map[string][]time.Duration{"seal": seal, "unseal": unseal} {
 		slices.Sort(d)
-		t.Logf("%s: median %v, p99 %v over %d calls", name, d[n/2], d[n*99/100], n)
+		b.ReportMetric(float64(d[len(d)/2].Nanoseconds())/1e3, name+"-p50-µs")
+		b.ReportMetric(float64(d[len(d)*99/100].Nanoseconds())/1e3, name+"-p99-µs")
 	}
 }
