@@ -190,7 +190,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.Logger = hclogger
-	c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.store, indexingStore{c.snaps}, c.trans)
+	c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.store, indexingStore{c.snaps}, noPipeline{c.trans})
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
