@@ -78,19 +78,28 @@ func (n *Node) record(ctx context.Context, e audit.Event) {
 	}
 }
 
+// probedAnchor opens the anchor at uri and accepts it only once it has sealed and unsealed: a typo
+// in a key name, a missing grant or a disabled key is refused when a tenant is created or re-keyed,
+// not at its first wrap.
+func (n *Node) probedAnchor(ctx context.Context, uri string) (anchor.Provider, error) {
+	p, err := n.anchors.get(ctx, uri)
+	if err != nil {
+		return nil, err
+	}
+	err = anchor.Probe(ctx, p)
+	n.countAnchor("probe", err)
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
 // CreateTenant creates a tenant whose L2 version 1 is sealed by the anchor at anchorURI.
 func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI string) (fsm.Tenant, error) {
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
 	}
-	p, err := n.anchors.get(ctx, anchorURI)
-	if err != nil {
-		return fsm.Tenant{}, err
-	}
-	// Accept an anchor only once it has sealed and unsealed: a typo in a key name, a missing grant
-	// or a disabled key is refused here, not at the first wrap.
-	err = anchor.Probe(ctx, p)
-	n.countAnchor("probe", err)
+	p, err := n.probedAnchor(ctx, anchorURI)
 	if err != nil {
 		return fsm.Tenant{}, err
 	}
@@ -277,12 +286,7 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI str
 	case t.AnchorDeleted:
 		return fsm.Tenant{}, &fsm.Error{Err: fsm.ErrAnchorDeleted, Tenant: tenant}
 	}
-	p, err := n.anchors.get(ctx, anchorURI)
-	if err != nil {
-		return fsm.Tenant{}, err
-	}
-	err = anchor.Probe(ctx, p)
-	n.countAnchor("probe", err)
+	p, err := n.probedAnchor(ctx, anchorURI)
 	if err != nil {
 		return fsm.Tenant{}, err
 	}
