@@ -46,12 +46,17 @@ type NodeOptions struct {
 	IPs []net.IP
 	// Lifetime of the certificate; 0 means NodeLifetime.
 	Lifetime time.Duration
+	// Region, if set, names the region the node belongs to; the certificate
+	// then names spiffe://krypton/region/<region>/node/<id>. A region node
+	// that follows the governance feed needs it.
+	Region string
 }
 
 // IssueNode issues a certificate for cluster node id, usable as TLS server
-// and client, naming spiffe://krypton/node/<id>.
+// and client, naming spiffe://krypton/node/<id> (or, with opts.Region,
+// spiffe://krypton/region/<region>/node/<id>).
 func (ca *CA) IssueNode(id string, opts NodeOptions) (*Certificate, error) {
-	ident := Identity{Kind: KindNode, NodeID: id}
+	ident := Identity{Kind: KindNode, NodeID: id, Region: opts.Region}
 	if err := ident.validate(); err != nil {
 		return nil, err
 	}
@@ -61,7 +66,11 @@ func (ca *CA) IssueNode(id string, opts NodeOptions) (*Certificate, error) {
 	}
 	dns := append([]string{"localhost"}, opts.DNSNames...)
 	ips := append([]net.IP{net.IPv4(127, 0, 0, 1)}, opts.IPs...)
-	return ca.issue(ident, "node "+id, dns, ips, lifetime,
+	cn := "node " + id
+	if opts.Region != "" {
+		cn = "node " + opts.Region + "/" + id
+	}
+	return ca.issue(ident, cn, dns, ips, lifetime,
 		[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth})
 }
 

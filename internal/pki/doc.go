@@ -7,6 +7,7 @@
 // domain "krypton":
 //
 //	spiffe://krypton/node/<node-id>
+//	spiffe://krypton/region/<region>/node/<node-id>
 //	spiffe://krypton/tenant/<tenant>/service/<service>
 //	spiffe://krypton/operator/<name>
 //

@@ -59,13 +59,20 @@ const (
 // Identity is the principal named by a certificate's Krypton SPIFFE URI:
 //
 //	spiffe://krypton/node/<node-id>
+//	spiffe://krypton/region/<region>/node/<node-id>
 //	spiffe://krypton/tenant/<tenant>/service/<service>
 //	spiffe://krypton/operator/<name>
+//
+// A node certificate may name the region the node belongs to; governance
+// serves a region's feed (WatchRevocations, ReportCursor) only to nodes whose
+// certificate names that region. Governance nodes and region nodes without a
+// governance feed use the first form.
 //
 // Only the fields of its Kind are set.
 type Identity struct {
 	Kind     Kind
 	NodeID   string // KindNode
+	Region   string // KindNode, optional: the region the node belongs to
 	Tenant   string // KindService
 	Service  string // KindService
 	Operator string // KindOperator
@@ -77,6 +84,9 @@ func (id Identity) URI() *url.URL {
 	switch id.Kind {
 	case KindNode:
 		path = "/node/" + id.NodeID
+		if id.Region != "" {
+			path = "/region/" + id.Region + path
+		}
 	case KindService:
 		path = "/tenant/" + id.Tenant + "/service/" + id.Service
 	case KindOperator:
@@ -93,6 +103,9 @@ func (id Identity) validate() error {
 	switch id.Kind {
 	case KindNode:
 		names = []string{id.NodeID}
+		if id.Region != "" {
+			names = append(names, id.Region)
+		}
 	case KindService:
 		names = []string{id.Tenant, id.Service}
 	case KindOperator:
@@ -124,6 +137,11 @@ func ParseIdentity(u *url.URL) (Identity, error) {
 	switch {
 	case len(parts) == 3 && parts[0] == "" && parts[1] == "node":
 		id = Identity{Kind: KindNode, NodeID: parts[2]}
+	case len(parts) == 5 && parts[0] == "" && parts[1] == "region" && parts[3] == "node":
+		id = Identity{Kind: KindNode, Region: parts[2], NodeID: parts[4]}
+		if id.Region == "" {
+			return Identity{}, fmt.Errorf("%w: bad node name", ErrInvalidIdentity)
+		}
 	case len(parts) == 5 && parts[0] == "" && parts[1] == "tenant" && parts[3] == "service":
 		id = Identity{Kind: KindService, Tenant: parts[2], Service: parts[4]}
 	case len(parts) == 3 && parts[0] == "" && parts[1] == "operator":

@@ -143,9 +143,28 @@ func TestIssueRefusesBadNames(t *testing.T) {
 	}
 }
 
+func TestIssueNodeRegion(t *testing.T) {
+	ca := newCA(t)
+	c, err := ca.IssueNode("n1", NodeOptions{Region: "eu-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := c.Identity()
+	if want := (Identity{Kind: KindNode, NodeID: "n1", Region: "eu-1"}); err != nil || id != want {
+		t.Fatalf("Identity() = %+v, %v; want %+v", id, err, want)
+	}
+	if got := c.Leaf().URIs[0].String(); got != "spiffe://krypton/region/eu-1/node/n1" {
+		t.Errorf("URI = %s", got)
+	}
+	if _, err := ca.IssueNode("n1", NodeOptions{Region: "EU"}); !errors.Is(err, ErrInvalidIdentity) {
+		t.Errorf("IssueNode with a bad region: err = %v, want ErrInvalidIdentity", err)
+	}
+}
+
 func TestParseIdentity(t *testing.T) {
 	good := map[string]Identity{
 		"spiffe://krypton/node/n1":                 {Kind: KindNode, NodeID: "n1"},
+		"spiffe://krypton/region/eu-1/node/n1":     {Kind: KindNode, NodeID: "n1", Region: "eu-1"},
 		"spiffe://krypton/tenant/t/service/s":      {Kind: KindService, Tenant: "t", Service: "s"},
 		"spiffe://krypton/operator/bob":            {Kind: KindOperator, Operator: "bob"},
 		"spiffe://krypton/tenant/t-1/service/s.v2": {Kind: KindService, Tenant: "t-1", Service: "s.v2"},
@@ -173,6 +192,10 @@ func TestParseIdentity(t *testing.T) {
 		"spiffe://krypton/operator",
 		"spiffe://krypton/admin/x",
 		"spiffe://krypton//node/n1",
+		"spiffe://krypton/region//node/n1",
+		"spiffe://krypton/region/EU/node/n1",
+		"spiffe://krypton/region/eu/node/",
+		"spiffe://krypton/region/eu/nodes/n1",
 	}
 	for _, s := range bad {
 		u, err := url.Parse(s)
