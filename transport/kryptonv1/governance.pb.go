@@ -39,21 +39,23 @@ const (
 	EventKind_EVENT_KIND_SET_ANCHOR     EventKind = 7
 	EventKind_EVENT_KIND_SET_POLICY     EventKind = 8
 	EventKind_EVENT_KIND_CREATE_TENANT  EventKind = 9
+	EventKind_EVENT_KIND_CREATE_SERVICE EventKind = 10
 )
 
 // Enum value maps for EventKind.
 var (
 	EventKind_name = map[int32]string{
-		0: "EVENT_KIND_UNSPECIFIED",
-		1: "EVENT_KIND_REVOKE_TENANT",
-		2: "EVENT_KIND_REVOKE_SERVICE",
-		3: "EVENT_KIND_REVOKE_VERSION",
-		4: "EVENT_KIND_LOCK_TENANT",
-		5: "EVENT_KIND_UNLOCK_TENANT",
-		6: "EVENT_KIND_DELETE_ANCHOR",
-		7: "EVENT_KIND_SET_ANCHOR",
-		8: "EVENT_KIND_SET_POLICY",
-		9: "EVENT_KIND_CREATE_TENANT",
+		0:  "EVENT_KIND_UNSPECIFIED",
+		1:  "EVENT_KIND_REVOKE_TENANT",
+		2:  "EVENT_KIND_REVOKE_SERVICE",
+		3:  "EVENT_KIND_REVOKE_VERSION",
+		4:  "EVENT_KIND_LOCK_TENANT",
+		5:  "EVENT_KIND_UNLOCK_TENANT",
+		6:  "EVENT_KIND_DELETE_ANCHOR",
+		7:  "EVENT_KIND_SET_ANCHOR",
+		8:  "EVENT_KIND_SET_POLICY",
+		9:  "EVENT_KIND_CREATE_TENANT",
+		10: "EVENT_KIND_CREATE_SERVICE",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":    0,
@@ -66,6 +68,7 @@ var (
 		"EVENT_KIND_SET_ANCHOR":     7,
 		"EVENT_KIND_SET_POLICY":     8,
 		"EVENT_KIND_CREATE_TENANT":  9,
+		"EVENT_KIND_CREATE_SERVICE": 10,
 	}
 )
 
@@ -96,6 +99,257 @@ func (EventKind) EnumDescriptor() ([]byte, []int) {
 	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{0}
 }
 
+// GovernanceServiceInfo is a service as governance knows it.
+type GovernanceServiceInfo struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Tenant    string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// True once the service (or its whole tenant) was revoked.
+	Revoked bool `protobuf:"varint,4,opt,name=revoked,proto3" json:"revoked,omitempty"`
+	// Cursor of the event that created it.
+	Cursor        uint64 `protobuf:"varint,5,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GovernanceServiceInfo) Reset() {
+	*x = GovernanceServiceInfo{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GovernanceServiceInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GovernanceServiceInfo) ProtoMessage() {}
+
+func (x *GovernanceServiceInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GovernanceServiceInfo.ProtoReflect.Descriptor instead.
+func (*GovernanceServiceInfo) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *GovernanceServiceInfo) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GovernanceServiceInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *GovernanceServiceInfo) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *GovernanceServiceInfo) GetRevoked() bool {
+	if x != nil {
+		return x.Revoked
+	}
+	return false
+}
+
+func (x *GovernanceServiceInfo) GetCursor() uint64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
+type GovernanceCreateServiceRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant        string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Service       string                 `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GovernanceCreateServiceRequest) Reset() {
+	*x = GovernanceCreateServiceRequest{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GovernanceCreateServiceRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GovernanceCreateServiceRequest) ProtoMessage() {}
+
+func (x *GovernanceCreateServiceRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GovernanceCreateServiceRequest.ProtoReflect.Descriptor instead.
+func (*GovernanceCreateServiceRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GovernanceCreateServiceRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *GovernanceCreateServiceRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GovernanceCreateServiceRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+type GovernanceListServicesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	PageSize      int32                  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken     string                 `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GovernanceListServicesRequest) Reset() {
+	*x = GovernanceListServicesRequest{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GovernanceListServicesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GovernanceListServicesRequest) ProtoMessage() {}
+
+func (x *GovernanceListServicesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GovernanceListServicesRequest.ProtoReflect.Descriptor instead.
+func (*GovernanceListServicesRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *GovernanceListServicesRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GovernanceListServicesRequest) GetPageSize() int32 {
+	if x != nil {
+		return x.PageSize
+	}
+	return 0
+}
+
+func (x *GovernanceListServicesRequest) GetPageToken() string {
+	if x != nil {
+		return x.PageToken
+	}
+	return ""
+}
+
+type GovernanceListServicesResponse struct {
+	state         protoimpl.MessageState   `protogen:"open.v1"`
+	Services      []*GovernanceServiceInfo `protobuf:"bytes,1,rep,name=services,proto3" json:"services,omitempty"`
+	NextPageToken string                   `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GovernanceListServicesResponse) Reset() {
+	*x = GovernanceListServicesResponse{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GovernanceListServicesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GovernanceListServicesResponse) ProtoMessage() {}
+
+func (x *GovernanceListServicesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GovernanceListServicesResponse.ProtoReflect.Descriptor instead.
+func (*GovernanceListServicesResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *GovernanceListServicesResponse) GetServices() []*GovernanceServiceInfo {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *GovernanceListServicesResponse) GetNextPageToken() string {
+	if x != nil {
+		return x.NextPageToken
+	}
+	return ""
+}
+
 // GovernanceTenant is a tenant as governance knows it.
 type GovernanceTenant struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -103,7 +357,9 @@ type GovernanceTenant struct {
 	// L1 anchor URI; empty after DeleteAnchor.
 	AnchorUri string `protobuf:"bytes,2,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
 	// Regions the tenant may live in.
-	Regions   []string               `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty"`
+	Regions []string `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty"`
+	// REVOKED once revoked; LOCKED while locked by LockTenant or while the
+	// anchor is deleted; ACTIVE otherwise.
 	State     TenantState            `protobuf:"varint,4,opt,name=state,proto3,enum=krypton.v1.TenantState" json:"state,omitempty"`
 	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
 	// When DeleteAnchor removed the anchor; unset otherwise.
@@ -116,7 +372,7 @@ type GovernanceTenant struct {
 
 func (x *GovernanceTenant) Reset() {
 	*x = GovernanceTenant{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[0]
+	mi := &file_krypton_v1_governance_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -128,7 +384,7 @@ func (x *GovernanceTenant) String() string {
 func (*GovernanceTenant) ProtoMessage() {}
 
 func (x *GovernanceTenant) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[0]
+	mi := &file_krypton_v1_governance_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -141,7 +397,7 @@ func (x *GovernanceTenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceTenant.ProtoReflect.Descriptor instead.
 func (*GovernanceTenant) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{0}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GovernanceTenant) GetName() string {
@@ -206,7 +462,7 @@ type GovernanceCreateTenantRequest struct {
 
 func (x *GovernanceCreateTenantRequest) Reset() {
 	*x = GovernanceCreateTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[1]
+	mi := &file_krypton_v1_governance_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -218,7 +474,7 @@ func (x *GovernanceCreateTenantRequest) String() string {
 func (*GovernanceCreateTenantRequest) ProtoMessage() {}
 
 func (x *GovernanceCreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[1]
+	mi := &file_krypton_v1_governance_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -231,7 +487,7 @@ func (x *GovernanceCreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceCreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceCreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{1}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GovernanceCreateTenantRequest) GetRequestId() string {
@@ -271,7 +527,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[2]
+	mi := &file_krypton_v1_governance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -283,7 +539,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[2]
+	mi := &file_krypton_v1_governance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -296,7 +552,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{2}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetTenantRequest) GetTenant() string {
@@ -316,7 +572,7 @@ type GovernanceListTenantsRequest struct {
 
 func (x *GovernanceListTenantsRequest) Reset() {
 	*x = GovernanceListTenantsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[3]
+	mi := &file_krypton_v1_governance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +584,7 @@ func (x *GovernanceListTenantsRequest) String() string {
 func (*GovernanceListTenantsRequest) ProtoMessage() {}
 
 func (x *GovernanceListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[3]
+	mi := &file_krypton_v1_governance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +597,7 @@ func (x *GovernanceListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{3}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GovernanceListTenantsRequest) GetPageSize() int32 {
@@ -368,7 +624,7 @@ type GovernanceListTenantsResponse struct {
 
 func (x *GovernanceListTenantsResponse) Reset() {
 	*x = GovernanceListTenantsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[4]
+	mi := &file_krypton_v1_governance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -380,7 +636,7 @@ func (x *GovernanceListTenantsResponse) String() string {
 func (*GovernanceListTenantsResponse) ProtoMessage() {}
 
 func (x *GovernanceListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[4]
+	mi := &file_krypton_v1_governance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -393,7 +649,7 @@ func (x *GovernanceListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{4}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GovernanceListTenantsResponse) GetTenants() []*GovernanceTenant {
@@ -421,7 +677,7 @@ type SetAnchorRequest struct {
 
 func (x *SetAnchorRequest) Reset() {
 	*x = SetAnchorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[5]
+	mi := &file_krypton_v1_governance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -433,7 +689,7 @@ func (x *SetAnchorRequest) String() string {
 func (*SetAnchorRequest) ProtoMessage() {}
 
 func (x *SetAnchorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[5]
+	mi := &file_krypton_v1_governance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -446,7 +702,7 @@ func (x *SetAnchorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAnchorRequest.ProtoReflect.Descriptor instead.
 func (*SetAnchorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{5}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *SetAnchorRequest) GetRequestId() string {
@@ -484,7 +740,7 @@ type DeleteAnchorRequest struct {
 
 func (x *DeleteAnchorRequest) Reset() {
 	*x = DeleteAnchorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[6]
+	mi := &file_krypton_v1_governance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -496,7 +752,7 @@ func (x *DeleteAnchorRequest) String() string {
 func (*DeleteAnchorRequest) ProtoMessage() {}
 
 func (x *DeleteAnchorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[6]
+	mi := &file_krypton_v1_governance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -509,7 +765,7 @@ func (x *DeleteAnchorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAnchorRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAnchorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{6}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DeleteAnchorRequest) GetRequestId() string {
@@ -552,7 +808,7 @@ type DeleteAnchorResponse struct {
 
 func (x *DeleteAnchorResponse) Reset() {
 	*x = DeleteAnchorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[7]
+	mi := &file_krypton_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +820,7 @@ func (x *DeleteAnchorResponse) String() string {
 func (*DeleteAnchorResponse) ProtoMessage() {}
 
 func (x *DeleteAnchorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[7]
+	mi := &file_krypton_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +833,7 @@ func (x *DeleteAnchorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAnchorResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAnchorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{7}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteAnchorResponse) GetEvent() *RevocationEvent {
@@ -611,7 +867,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[8]
+	mi := &file_krypton_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +879,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[8]
+	mi := &file_krypton_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +892,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{8}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Policy) GetTenant() string {
@@ -685,7 +941,7 @@ type PolicyRule struct {
 
 func (x *PolicyRule) Reset() {
 	*x = PolicyRule{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[9]
+	mi := &file_krypton_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -697,7 +953,7 @@ func (x *PolicyRule) String() string {
 func (*PolicyRule) ProtoMessage() {}
 
 func (x *PolicyRule) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[9]
+	mi := &file_krypton_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -710,7 +966,7 @@ func (x *PolicyRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRule.ProtoReflect.Descriptor instead.
 func (*PolicyRule) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{9}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PolicyRule) GetCaller() string {
@@ -749,7 +1005,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[10]
+	mi := &file_krypton_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -761,7 +1017,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[10]
+	mi := &file_krypton_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -774,7 +1030,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetPolicyRequest) GetRequestId() string {
@@ -807,7 +1063,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[11]
+	mi := &file_krypton_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -819,7 +1075,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[11]
+	mi := &file_krypton_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -832,7 +1088,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetPolicyRequest) GetTenant() string {
@@ -859,7 +1115,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[12]
+	mi := &file_krypton_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -871,7 +1127,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[12]
+	mi := &file_krypton_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -884,7 +1140,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RevokeRequest) GetRequestId() string {
@@ -938,7 +1194,7 @@ type BlastRadius struct {
 
 func (x *BlastRadius) Reset() {
 	*x = BlastRadius{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[13]
+	mi := &file_krypton_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -950,7 +1206,7 @@ func (x *BlastRadius) String() string {
 func (*BlastRadius) ProtoMessage() {}
 
 func (x *BlastRadius) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[13]
+	mi := &file_krypton_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -963,7 +1219,7 @@ func (x *BlastRadius) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlastRadius.ProtoReflect.Descriptor instead.
 func (*BlastRadius) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BlastRadius) GetTenants() []string {
@@ -1008,7 +1264,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[14]
+	mi := &file_krypton_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1276,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[14]
+	mi := &file_krypton_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1289,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *RevokeResponse) GetBlastRadius() *BlastRadius {
@@ -1069,7 +1325,7 @@ type GovernanceLockTenantRequest struct {
 
 func (x *GovernanceLockTenantRequest) Reset() {
 	*x = GovernanceLockTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[15]
+	mi := &file_krypton_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1337,7 @@ func (x *GovernanceLockTenantRequest) String() string {
 func (*GovernanceLockTenantRequest) ProtoMessage() {}
 
 func (x *GovernanceLockTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[15]
+	mi := &file_krypton_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1350,7 @@ func (x *GovernanceLockTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceLockTenantRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceLockTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GovernanceLockTenantRequest) GetRequestId() string {
@@ -1128,7 +1384,7 @@ type GovernanceUnlockTenantRequest struct {
 
 func (x *GovernanceUnlockTenantRequest) Reset() {
 	*x = GovernanceUnlockTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[16]
+	mi := &file_krypton_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1140,7 +1396,7 @@ func (x *GovernanceUnlockTenantRequest) String() string {
 func (*GovernanceUnlockTenantRequest) ProtoMessage() {}
 
 func (x *GovernanceUnlockTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[16]
+	mi := &file_krypton_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1153,7 +1409,7 @@ func (x *GovernanceUnlockTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceUnlockTenantRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceUnlockTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GovernanceUnlockTenantRequest) GetRequestId() string {
@@ -1173,6 +1429,26 @@ func (x *GovernanceUnlockTenantRequest) GetTenant() string {
 // RevocationEvent is one event of the governance log. Applying an event
 // twice has the same effect as applying it once (regions dedupe by
 // event_id and cursor).
+//
+// What each kind carries (target.tenant is always set):
+//   - CREATE_TENANT: anchor_uri and regions (the tenant's regions, sorted).
+//     Sent only to those regions, like every later event of the tenant.
+//   - CREATE_SERVICE: target.service, the new service.
+//   - SET_ANCHOR: anchor_uri, the new pointer. It also ends a DELETE_ANCHOR:
+//     the tenant may be unsealed again (it stays locked if LOCK_TENANT
+//     locked it).
+//   - DELETE_ANCHOR: the kill switch; reason. Regions lock the tenant out
+//     and wipe its keys until a SET_ANCHOR.
+//   - LOCK_TENANT: reason. UNLOCK_TENANT: nothing more (regions unlock once
+//     their anchor works).
+//   - REVOKE_TENANT: reason; terminal for the tenant.
+//   - REVOKE_SERVICE: target.service; reason; terminal for the service.
+//   - REVOKE_VERSION: target.service and target.version; reason.
+//   - SET_POLICY: policy, the whole new policy (tenant, rules, revision,
+//     updated_at); it replaces the previous one.
+//
+// event_id is 32 lowercase hex digits; time never goes backwards along the
+// log.
 type RevocationEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Position in the log: strictly increasing, starting at 1, no gaps.
@@ -1199,7 +1475,7 @@ type RevocationEvent struct {
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[17]
+	mi := &file_krypton_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1487,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[17]
+	mi := &file_krypton_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1500,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RevocationEvent) GetCursor() uint64 {
@@ -1304,7 +1580,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[18]
+	mi := &file_krypton_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1316,7 +1592,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[18]
+	mi := &file_krypton_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1329,7 +1605,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *WatchRevocationsRequest) GetAfterCursor() uint64 {
@@ -1361,7 +1637,7 @@ type WatchRevocationsResponse struct {
 
 func (x *WatchRevocationsResponse) Reset() {
 	*x = WatchRevocationsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[19]
+	mi := &file_krypton_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1373,7 +1649,7 @@ func (x *WatchRevocationsResponse) String() string {
 func (*WatchRevocationsResponse) ProtoMessage() {}
 
 func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[19]
+	mi := &file_krypton_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1386,7 +1662,7 @@ func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchRevocationsResponse) GetEvents() []*RevocationEvent {
@@ -1408,13 +1684,21 @@ type ReportCursorRequest struct {
 	Region string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
 	// Every event up to this cursor is applied and fenced in the region.
 	AppliedCursor uint64 `protobuf:"varint,2,opt,name=applied_cursor,json=appliedCursor,proto3" json:"applied_cursor,omitempty"`
+	// With has_inventory, the region's key versions that are not revoked
+	// (ACTIVE and DECRYPT_ONLY), at most 100000: they replace what the region
+	// reported before, and Revoke dry runs list them in the blast radius.
+	// Without has_inventory the last inventory stays. Send it when it changed
+	// (after a key is created, rotated or revoked) and on the first report
+	// of a stream, not on every report: it is replicated.
+	Inventory     []*KeyRef `protobuf:"bytes,3,rep,name=inventory,proto3" json:"inventory,omitempty"`
+	HasInventory  bool      `protobuf:"varint,4,opt,name=has_inventory,json=hasInventory,proto3" json:"has_inventory,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReportCursorRequest) Reset() {
 	*x = ReportCursorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[20]
+	mi := &file_krypton_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1426,7 +1710,7 @@ func (x *ReportCursorRequest) String() string {
 func (*ReportCursorRequest) ProtoMessage() {}
 
 func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[20]
+	mi := &file_krypton_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1439,7 +1723,7 @@ func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorRequest.ProtoReflect.Descriptor instead.
 func (*ReportCursorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReportCursorRequest) GetRegion() string {
@@ -1456,6 +1740,20 @@ func (x *ReportCursorRequest) GetAppliedCursor() uint64 {
 	return 0
 }
 
+func (x *ReportCursorRequest) GetInventory() []*KeyRef {
+	if x != nil {
+		return x.Inventory
+	}
+	return nil
+}
+
+func (x *ReportCursorRequest) GetHasInventory() bool {
+	if x != nil {
+		return x.HasInventory
+	}
+	return false
+}
+
 type ReportCursorResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The cursor governance has recorded for the region (the maximum reported).
@@ -1466,7 +1764,7 @@ type ReportCursorResponse struct {
 
 func (x *ReportCursorResponse) Reset() {
 	*x = ReportCursorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	mi := &file_krypton_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1478,7 +1776,7 @@ func (x *ReportCursorResponse) String() string {
 func (*ReportCursorResponse) ProtoMessage() {}
 
 func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	mi := &file_krypton_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1491,7 +1789,7 @@ func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorResponse.ProtoReflect.Descriptor instead.
 func (*ReportCursorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReportCursorResponse) GetRecordedCursor() uint64 {
@@ -1509,7 +1807,7 @@ type GovernanceStatusRequest struct {
 
 func (x *GovernanceStatusRequest) Reset() {
 	*x = GovernanceStatusRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1521,7 +1819,7 @@ func (x *GovernanceStatusRequest) String() string {
 func (*GovernanceStatusRequest) ProtoMessage() {}
 
 func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1534,7 +1832,7 @@ func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 // RegionCursor is how far one region has applied the governance log.
@@ -1550,7 +1848,7 @@ type RegionCursor struct {
 
 func (x *RegionCursor) Reset() {
 	*x = RegionCursor{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[23]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1860,7 @@ func (x *RegionCursor) String() string {
 func (*RegionCursor) ProtoMessage() {}
 
 func (x *RegionCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[23]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1873,7 @@ func (x *RegionCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionCursor.ProtoReflect.Descriptor instead.
 func (*RegionCursor) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RegionCursor) GetRegion() string {
@@ -1613,7 +1911,7 @@ type RegionLag struct {
 
 func (x *RegionLag) Reset() {
 	*x = RegionLag{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[24]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1923,7 @@ func (x *RegionLag) String() string {
 func (*RegionLag) ProtoMessage() {}
 
 func (x *RegionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[24]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1936,7 @@ func (x *RegionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionLag.ProtoReflect.Descriptor instead.
 func (*RegionLag) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *RegionLag) GetCursor() *RegionCursor {
@@ -1680,7 +1978,7 @@ type GovernanceStatusResponse struct {
 
 func (x *GovernanceStatusResponse) Reset() {
 	*x = GovernanceStatusResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[25]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1990,7 @@ func (x *GovernanceStatusResponse) String() string {
 func (*GovernanceStatusResponse) ProtoMessage() {}
 
 func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[25]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +2003,7 @@ func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GovernanceStatusResponse) GetNodeId() string {
@@ -1762,7 +2060,27 @@ var File_krypton_v1_governance_proto protoreflect.FileDescriptor
 const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"\x1bkrypton/v1/governance.proto\x12\n" +
-	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\"\xa9\x02\n" +
+	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\"\xb0\x01\n" +
+	"\x15GovernanceServiceInfo\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x18\n" +
+	"\arevoked\x18\x04 \x01(\bR\arevoked\x12\x16\n" +
+	"\x06cursor\x18\x05 \x01(\x04R\x06cursor\"q\n" +
+	"\x1eGovernanceCreateServiceRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
+	"\aservice\x18\x03 \x01(\tR\aservice\"s\n" +
+	"\x1dGovernanceListServicesRequest\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x1b\n" +
+	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
+	"\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\"\x87\x01\n" +
+	"\x1eGovernanceListServicesResponse\x12=\n" +
+	"\bservices\x18\x01 \x03(\v2!.krypton.v1.GovernanceServiceInfoR\bservices\x12&\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa9\x02\n" +
 	"\x10GovernanceTenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -1866,10 +2184,12 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x18WatchRevocationsResponse\x123\n" +
 	"\x06events\x18\x01 \x03(\v2\x1b.krypton.v1.RevocationEventR\x06events\x12\x1f\n" +
 	"\vhead_cursor\x18\x02 \x01(\x04R\n" +
-	"headCursor\"T\n" +
+	"headCursor\"\xab\x01\n" +
 	"\x13ReportCursorRequest\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12%\n" +
-	"\x0eapplied_cursor\x18\x02 \x01(\x04R\rappliedCursor\"?\n" +
+	"\x0eapplied_cursor\x18\x02 \x01(\x04R\rappliedCursor\x120\n" +
+	"\tinventory\x18\x03 \x03(\v2\x12.krypton.v1.KeyRefR\tinventory\x12#\n" +
+	"\rhas_inventory\x18\x04 \x01(\bR\fhasInventory\"?\n" +
 	"\x14ReportCursorResponse\x12'\n" +
 	"\x0frecorded_cursor\x18\x01 \x01(\x04R\x0erecordedCursor\"\x19\n" +
 	"\x17GovernanceStatusRequest\"\x8a\x01\n" +
@@ -1890,7 +2210,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x1f\n" +
 	"\vhead_cursor\x18\x06 \x01(\x04R\n" +
 	"headCursor\x12/\n" +
-	"\aregions\x18\a \x03(\v2\x15.krypton.v1.RegionLagR\aregions*\xaf\x02\n" +
+	"\aregions\x18\a \x03(\v2\x15.krypton.v1.RegionLagR\aregions*\xce\x02\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18EVENT_KIND_REVOKE_TENANT\x10\x01\x12\x1d\n" +
@@ -1901,12 +2221,16 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x18EVENT_KIND_DELETE_ANCHOR\x10\x06\x12\x19\n" +
 	"\x15EVENT_KIND_SET_ANCHOR\x10\a\x12\x19\n" +
 	"\x15EVENT_KIND_SET_POLICY\x10\b\x12\x1c\n" +
-	"\x18EVENT_KIND_CREATE_TENANT\x10\t2\xab\b\n" +
+	"\x18EVENT_KIND_CREATE_TENANT\x10\t\x12\x1d\n" +
+	"\x19EVENT_KIND_CREATE_SERVICE\x10\n" +
+	"2\xf2\t\n" +
 	"\x11GovernanceService\x12W\n" +
 	"\fCreateTenant\x12).krypton.v1.GovernanceCreateTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12G\n" +
 	"\tGetTenant\x12\x1c.krypton.v1.GetTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12b\n" +
 	"\vListTenants\x12(.krypton.v1.GovernanceListTenantsRequest\x1a).krypton.v1.GovernanceListTenantsResponse\x12G\n" +
-	"\tSetAnchor\x12\x1c.krypton.v1.SetAnchorRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12Q\n" +
+	"\tSetAnchor\x12\x1c.krypton.v1.SetAnchorRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12^\n" +
+	"\rCreateService\x12*.krypton.v1.GovernanceCreateServiceRequest\x1a!.krypton.v1.GovernanceServiceInfo\x12e\n" +
+	"\fListServices\x12).krypton.v1.GovernanceListServicesRequest\x1a*.krypton.v1.GovernanceListServicesResponse\x12Q\n" +
 	"\fDeleteAnchor\x12\x1f.krypton.v1.DeleteAnchorRequest\x1a .krypton.v1.DeleteAnchorResponse\x12=\n" +
 	"\tSetPolicy\x12\x1c.krypton.v1.SetPolicyRequest\x1a\x12.krypton.v1.Policy\x12=\n" +
 	"\tGetPolicy\x12\x1c.krypton.v1.GetPolicyRequest\x1a\x12.krypton.v1.Policy\x12?\n" +
@@ -1931,99 +2255,110 @@ func file_krypton_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_krypton_v1_governance_proto_goTypes = []any{
-	(EventKind)(0),                        // 0: krypton.v1.EventKind
-	(*GovernanceTenant)(nil),              // 1: krypton.v1.GovernanceTenant
-	(*GovernanceCreateTenantRequest)(nil), // 2: krypton.v1.GovernanceCreateTenantRequest
-	(*GetTenantRequest)(nil),              // 3: krypton.v1.GetTenantRequest
-	(*GovernanceListTenantsRequest)(nil),  // 4: krypton.v1.GovernanceListTenantsRequest
-	(*GovernanceListTenantsResponse)(nil), // 5: krypton.v1.GovernanceListTenantsResponse
-	(*SetAnchorRequest)(nil),              // 6: krypton.v1.SetAnchorRequest
-	(*DeleteAnchorRequest)(nil),           // 7: krypton.v1.DeleteAnchorRequest
-	(*DeleteAnchorResponse)(nil),          // 8: krypton.v1.DeleteAnchorResponse
-	(*Policy)(nil),                        // 9: krypton.v1.Policy
-	(*PolicyRule)(nil),                    // 10: krypton.v1.PolicyRule
-	(*SetPolicyRequest)(nil),              // 11: krypton.v1.SetPolicyRequest
-	(*GetPolicyRequest)(nil),              // 12: krypton.v1.GetPolicyRequest
-	(*RevokeRequest)(nil),                 // 13: krypton.v1.RevokeRequest
-	(*BlastRadius)(nil),                   // 14: krypton.v1.BlastRadius
-	(*RevokeResponse)(nil),                // 15: krypton.v1.RevokeResponse
-	(*GovernanceLockTenantRequest)(nil),   // 16: krypton.v1.GovernanceLockTenantRequest
-	(*GovernanceUnlockTenantRequest)(nil), // 17: krypton.v1.GovernanceUnlockTenantRequest
-	(*RevocationEvent)(nil),               // 18: krypton.v1.RevocationEvent
-	(*WatchRevocationsRequest)(nil),       // 19: krypton.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil),      // 20: krypton.v1.WatchRevocationsResponse
-	(*ReportCursorRequest)(nil),           // 21: krypton.v1.ReportCursorRequest
-	(*ReportCursorResponse)(nil),          // 22: krypton.v1.ReportCursorResponse
-	(*GovernanceStatusRequest)(nil),       // 23: krypton.v1.GovernanceStatusRequest
-	(*RegionCursor)(nil),                  // 24: krypton.v1.RegionCursor
-	(*RegionLag)(nil),                     // 25: krypton.v1.RegionLag
-	(*GovernanceStatusResponse)(nil),      // 26: krypton.v1.GovernanceStatusResponse
-	(TenantState)(0),                      // 27: krypton.v1.TenantState
-	(*timestamppb.Timestamp)(nil),         // 28: google.protobuf.Timestamp
-	(Operation)(0),                        // 29: krypton.v1.Operation
-	(*KeyScope)(nil),                      // 30: krypton.v1.KeyScope
-	(*KeyRef)(nil),                        // 31: krypton.v1.KeyRef
-	(*durationpb.Duration)(nil),           // 32: google.protobuf.Duration
+	(EventKind)(0),                         // 0: krypton.v1.EventKind
+	(*GovernanceServiceInfo)(nil),          // 1: krypton.v1.GovernanceServiceInfo
+	(*GovernanceCreateServiceRequest)(nil), // 2: krypton.v1.GovernanceCreateServiceRequest
+	(*GovernanceListServicesRequest)(nil),  // 3: krypton.v1.GovernanceListServicesRequest
+	(*GovernanceListServicesResponse)(nil), // 4: krypton.v1.GovernanceListServicesResponse
+	(*GovernanceTenant)(nil),               // 5: krypton.v1.GovernanceTenant
+	(*GovernanceCreateTenantRequest)(nil),  // 6: krypton.v1.GovernanceCreateTenantRequest
+	(*GetTenantRequest)(nil),               // 7: krypton.v1.GetTenantRequest
+	(*GovernanceListTenantsRequest)(nil),   // 8: krypton.v1.GovernanceListTenantsRequest
+	(*GovernanceListTenantsResponse)(nil),  // 9: krypton.v1.GovernanceListTenantsResponse
+	(*SetAnchorRequest)(nil),               // 10: krypton.v1.SetAnchorRequest
+	(*DeleteAnchorRequest)(nil),            // 11: krypton.v1.DeleteAnchorRequest
+	(*DeleteAnchorResponse)(nil),           // 12: krypton.v1.DeleteAnchorResponse
+	(*Policy)(nil),                         // 13: krypton.v1.Policy
+	(*PolicyRule)(nil),                     // 14: krypton.v1.PolicyRule
+	(*SetPolicyRequest)(nil),               // 15: krypton.v1.SetPolicyRequest
+	(*GetPolicyRequest)(nil),               // 16: krypton.v1.GetPolicyRequest
+	(*RevokeRequest)(nil),                  // 17: krypton.v1.RevokeRequest
+	(*BlastRadius)(nil),                    // 18: krypton.v1.BlastRadius
+	(*RevokeResponse)(nil),                 // 19: krypton.v1.RevokeResponse
+	(*GovernanceLockTenantRequest)(nil),    // 20: krypton.v1.GovernanceLockTenantRequest
+	(*GovernanceUnlockTenantRequest)(nil),  // 21: krypton.v1.GovernanceUnlockTenantRequest
+	(*RevocationEvent)(nil),                // 22: krypton.v1.RevocationEvent
+	(*WatchRevocationsRequest)(nil),        // 23: krypton.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil),       // 24: krypton.v1.WatchRevocationsResponse
+	(*ReportCursorRequest)(nil),            // 25: krypton.v1.ReportCursorRequest
+	(*ReportCursorResponse)(nil),           // 26: krypton.v1.ReportCursorResponse
+	(*GovernanceStatusRequest)(nil),        // 27: krypton.v1.GovernanceStatusRequest
+	(*RegionCursor)(nil),                   // 28: krypton.v1.RegionCursor
+	(*RegionLag)(nil),                      // 29: krypton.v1.RegionLag
+	(*GovernanceStatusResponse)(nil),       // 30: krypton.v1.GovernanceStatusResponse
+	(*timestamppb.Timestamp)(nil),          // 31: google.protobuf.Timestamp
+	(TenantState)(0),                       // 32: krypton.v1.TenantState
+	(Operation)(0),                         // 33: krypton.v1.Operation
+	(*KeyScope)(nil),                       // 34: krypton.v1.KeyScope
+	(*KeyRef)(nil),                         // 35: krypton.v1.KeyRef
+	(*durationpb.Duration)(nil),            // 36: google.protobuf.Duration
 }
 var file_krypton_v1_governance_proto_depIdxs = []int32{
-	27, // 0: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
-	28, // 1: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
-	28, // 2: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
-	1,  // 3: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
-	18, // 4: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
-	24, // 5: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
-	10, // 6: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
-	28, // 7: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	29, // 8: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
-	9,  // 9: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
-	30, // 10: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
-	31, // 11: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
-	31, // 12: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
-	14, // 13: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
-	18, // 14: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
-	24, // 15: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
-	0,  // 16: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
-	30, // 17: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
-	28, // 18: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
-	9,  // 19: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
-	18, // 20: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
-	28, // 21: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
-	24, // 22: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
-	32, // 23: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
-	25, // 24: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
-	2,  // 25: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
-	3,  // 26: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
-	4,  // 27: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
-	6,  // 28: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
-	7,  // 29: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
-	11, // 30: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
-	12, // 31: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
-	13, // 32: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
-	16, // 33: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
-	17, // 34: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
-	19, // 35: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
-	21, // 36: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
-	23, // 37: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
-	1,  // 38: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
-	1,  // 39: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 40: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
-	1,  // 41: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
-	8,  // 42: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
-	9,  // 43: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
-	9,  // 44: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
-	15, // 45: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
-	1,  // 46: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
-	1,  // 47: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
-	20, // 48: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
-	22, // 49: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
-	26, // 50: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
-	38, // [38:51] is the sub-list for method output_type
-	25, // [25:38] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	31, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
+	1,  // 1: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
+	32, // 2: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
+	31, // 3: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
+	31, // 4: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
+	5,  // 5: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
+	22, // 6: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
+	28, // 7: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
+	14, // 8: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
+	31, // 9: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	33, // 10: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
+	13, // 11: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
+	34, // 12: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
+	35, // 13: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
+	35, // 14: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
+	18, // 15: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
+	22, // 16: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
+	28, // 17: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
+	0,  // 18: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
+	34, // 19: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
+	31, // 20: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
+	13, // 21: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
+	22, // 22: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
+	35, // 23: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
+	31, // 24: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
+	28, // 25: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
+	36, // 26: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
+	29, // 27: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
+	6,  // 28: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
+	7,  // 29: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
+	8,  // 30: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
+	10, // 31: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
+	2,  // 32: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
+	3,  // 33: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
+	11, // 34: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
+	15, // 35: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
+	16, // 36: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
+	17, // 37: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
+	20, // 38: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
+	21, // 39: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
+	23, // 40: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
+	25, // 41: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
+	27, // 42: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
+	5,  // 43: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 44: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
+	9,  // 45: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
+	5,  // 46: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
+	1,  // 47: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
+	4,  // 48: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
+	12, // 49: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
+	13, // 50: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
+	13, // 51: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
+	19, // 52: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
+	5,  // 53: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 54: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
+	24, // 55: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
+	26, // 56: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
+	30, // 57: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
+	43, // [43:58] is the sub-list for method output_type
+	28, // [28:43] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_governance_proto_init() }
@@ -2038,7 +2373,7 @@ func file_krypton_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_governance_proto_rawDesc), len(file_krypton_v1_governance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,8 @@ const (
 	GovernanceService_GetTenant_FullMethodName        = "/krypton.v1.GovernanceService/GetTenant"
 	GovernanceService_ListTenants_FullMethodName      = "/krypton.v1.GovernanceService/ListTenants"
 	GovernanceService_SetAnchor_FullMethodName        = "/krypton.v1.GovernanceService/SetAnchor"
+	GovernanceService_CreateService_FullMethodName    = "/krypton.v1.GovernanceService/CreateService"
+	GovernanceService_ListServices_FullMethodName     = "/krypton.v1.GovernanceService/ListServices"
 	GovernanceService_DeleteAnchor_FullMethodName     = "/krypton.v1.GovernanceService/DeleteAnchor"
 	GovernanceService_SetPolicy_FullMethodName        = "/krypton.v1.GovernanceService/SetPolicy"
 	GovernanceService_GetPolicy_FullMethodName        = "/krypton.v1.GovernanceService/GetPolicy"
@@ -51,7 +53,16 @@ const (
 //
 // Callers: operators (operator certificates) for every RPC but
 // WatchRevocations and ReportCursor, which region nodes (node certificates
-// naming their region) call.
+// naming their region) call. A region node's certificate names its region in
+// its URI SAN, spiffe://krypton/region/<region>/node/<node-id>
+// (pki.NodeOptions.Region); a node certificate without a region (a
+// governance node's) may call neither. Nodes may call only WatchRevocations
+// and ReportCursor (PERMISSION_DENIED for every other RPC), and only for the
+// region their certificate names.
+//
+// Writes may be sent to any governance node: a follower forwards them to the
+// leader. Reads (GetTenant, ListTenants, GetPolicy) pass a read barrier first,
+// so they see every write acknowledged before them.
 //
 // Errors common to every RPC of this service:
 //   - UNAUTHENTICATED: no client certificate.
@@ -83,6 +94,22 @@ type GovernanceServiceClient interface {
 	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for an unknown
 	// anchor scheme; FAILED_PRECONDITION if the tenant is revoked.
 	SetAnchor(ctx context.Context, in *SetAnchorRequest, opts ...grpc.CallOption) (*GovernanceTenant, error)
+	// CreateService registers a service of a tenant (a name for which regions
+	// keep an L3 key) and emits an EVENT_KIND_CREATE_SERVICE event, so that
+	// every region of the tenant creates the service. A retry with the same
+	// request_id returns the original service; creating an existing service
+	// with a new request_id is ALREADY_EXISTS.
+	//
+	// Errors: NOT_FOUND for an unknown tenant; ALREADY_EXISTS if the service
+	// exists; FAILED_PRECONDITION if the tenant is revoked; INVALID_ARGUMENT
+	// for a bad name.
+	CreateService(ctx context.Context, in *GovernanceCreateServiceRequest, opts ...grpc.CallOption) (*GovernanceServiceInfo, error)
+	// ListServices lists a tenant's services ordered by name: those created
+	// with CreateService.
+	//
+	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for a bad
+	// page_size or page_token.
+	ListServices(ctx context.Context, in *GovernanceListServicesRequest, opts ...grpc.CallOption) (*GovernanceListServicesResponse, error)
 	// DeleteAnchor is the kill switch: it removes the tenant's L1 pointer, so
 	// that no region can unseal the tenant's L2 again, and regions lock the
 	// tenant out and wipe its keys. Emits EVENT_KIND_DELETE_ANCHOR. Deleting a
@@ -111,6 +138,11 @@ type GovernanceServiceClient interface {
 	// uses the keys. Revoking what is already revoked succeeds and returns the
 	// original event.
 	//
+	// A service is known to governance if it was created with CreateService
+	// or a region reported one of its key versions (ReportCursorRequest
+	// inventory). Revoking a service or version of a revoked tenant returns
+	// the tenant's revocation event.
+	//
 	// Errors: NOT_FOUND for an unknown tenant or service (governance does not
 	// know every region's key versions; an unknown version is NOT_FOUND in the
 	// regions, reported as a region failure); DEADLINE_EXCEEDED if wait was
@@ -136,17 +168,31 @@ type GovernanceServiceClient interface {
 	// seconds) telling the head cursor. The stream never skips an event; a
 	// watcher that reconnects with the last cursor it applied loses nothing.
 	//
+	// Any governance node serves the stream: a node only ever applies
+	// committed entries, so what it streams is a prefix of the one log. The
+	// node passes a read barrier (through the leader) when the stream opens,
+	// so after_cursor is checked against an up-to-date head. While streaming,
+	// a follower that has not heard from a leader for a few election timeouts
+	// ends the stream with UNAVAILABLE rather than let a partitioned node
+	// hold a region on a stale log; so does a node that shuts down.
+	//
 	// Errors: OUT_OF_RANGE if after_cursor is beyond the head of the log (the
 	// region is ahead of governance, e.g. governance was restored from an old
 	// backup; an operator must decide); UNAVAILABLE when the serving
-	// governance node loses leadership (reconnect anywhere).
+	// governance node cannot reach a leader (at the start, or later as above)
+	// or shuts down: reconnect to any node with the last applied cursor.
 	WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRevocationsResponse], error)
 	// ReportCursor records how far a region has applied the event log. A
 	// region reports only cursors whose events it has fenced. Reports that go
 	// backwards are ignored.
 	//
+	// Reports are replicated (so that a Revoke waiting on any governance node
+	// sees them); a report that neither advances the cursor nor carries an
+	// inventory still records its time.
+	//
 	// Errors: PERMISSION_DENIED if region is not the one the caller's
-	// certificate names; OUT_OF_RANGE if applied_cursor is beyond the head.
+	// certificate names; OUT_OF_RANGE if applied_cursor is beyond the head;
+	// INVALID_ARGUMENT for more than 100000 inventory entries or a bad name.
 	ReportCursor(ctx context.Context, in *ReportCursorRequest, opts ...grpc.CallOption) (*ReportCursorResponse, error)
 	// Status describes the governance cluster and each region's lag, from the
 	// answering node's state.
@@ -197,6 +243,26 @@ func (c *governanceServiceClient) SetAnchor(ctx context.Context, in *SetAnchorRe
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GovernanceTenant)
 	err := c.cc.Invoke(ctx, GovernanceService_SetAnchor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *governanceServiceClient) CreateService(ctx context.Context, in *GovernanceCreateServiceRequest, opts ...grpc.CallOption) (*GovernanceServiceInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GovernanceServiceInfo)
+	err := c.cc.Invoke(ctx, GovernanceService_CreateService_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *governanceServiceClient) ListServices(ctx context.Context, in *GovernanceListServicesRequest, opts ...grpc.CallOption) (*GovernanceListServicesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GovernanceListServicesResponse)
+	err := c.cc.Invoke(ctx, GovernanceService_ListServices_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +383,16 @@ func (c *governanceServiceClient) Status(ctx context.Context, in *GovernanceStat
 //
 // Callers: operators (operator certificates) for every RPC but
 // WatchRevocations and ReportCursor, which region nodes (node certificates
-// naming their region) call.
+// naming their region) call. A region node's certificate names its region in
+// its URI SAN, spiffe://krypton/region/<region>/node/<node-id>
+// (pki.NodeOptions.Region); a node certificate without a region (a
+// governance node's) may call neither. Nodes may call only WatchRevocations
+// and ReportCursor (PERMISSION_DENIED for every other RPC), and only for the
+// region their certificate names.
+//
+// Writes may be sent to any governance node: a follower forwards them to the
+// leader. Reads (GetTenant, ListTenants, GetPolicy) pass a read barrier first,
+// so they see every write acknowledged before them.
 //
 // Errors common to every RPC of this service:
 //   - UNAUTHENTICATED: no client certificate.
@@ -349,6 +424,22 @@ type GovernanceServiceServer interface {
 	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for an unknown
 	// anchor scheme; FAILED_PRECONDITION if the tenant is revoked.
 	SetAnchor(context.Context, *SetAnchorRequest) (*GovernanceTenant, error)
+	// CreateService registers a service of a tenant (a name for which regions
+	// keep an L3 key) and emits an EVENT_KIND_CREATE_SERVICE event, so that
+	// every region of the tenant creates the service. A retry with the same
+	// request_id returns the original service; creating an existing service
+	// with a new request_id is ALREADY_EXISTS.
+	//
+	// Errors: NOT_FOUND for an unknown tenant; ALREADY_EXISTS if the service
+	// exists; FAILED_PRECONDITION if the tenant is revoked; INVALID_ARGUMENT
+	// for a bad name.
+	CreateService(context.Context, *GovernanceCreateServiceRequest) (*GovernanceServiceInfo, error)
+	// ListServices lists a tenant's services ordered by name: those created
+	// with CreateService.
+	//
+	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for a bad
+	// page_size or page_token.
+	ListServices(context.Context, *GovernanceListServicesRequest) (*GovernanceListServicesResponse, error)
 	// DeleteAnchor is the kill switch: it removes the tenant's L1 pointer, so
 	// that no region can unseal the tenant's L2 again, and regions lock the
 	// tenant out and wipe its keys. Emits EVENT_KIND_DELETE_ANCHOR. Deleting a
@@ -377,6 +468,11 @@ type GovernanceServiceServer interface {
 	// uses the keys. Revoking what is already revoked succeeds and returns the
 	// original event.
 	//
+	// A service is known to governance if it was created with CreateService
+	// or a region reported one of its key versions (ReportCursorRequest
+	// inventory). Revoking a service or version of a revoked tenant returns
+	// the tenant's revocation event.
+	//
 	// Errors: NOT_FOUND for an unknown tenant or service (governance does not
 	// know every region's key versions; an unknown version is NOT_FOUND in the
 	// regions, reported as a region failure); DEADLINE_EXCEEDED if wait was
@@ -402,17 +498,31 @@ type GovernanceServiceServer interface {
 	// seconds) telling the head cursor. The stream never skips an event; a
 	// watcher that reconnects with the last cursor it applied loses nothing.
 	//
+	// Any governance node serves the stream: a node only ever applies
+	// committed entries, so what it streams is a prefix of the one log. The
+	// node passes a read barrier (through the leader) when the stream opens,
+	// so after_cursor is checked against an up-to-date head. While streaming,
+	// a follower that has not heard from a leader for a few election timeouts
+	// ends the stream with UNAVAILABLE rather than let a partitioned node
+	// hold a region on a stale log; so does a node that shuts down.
+	//
 	// Errors: OUT_OF_RANGE if after_cursor is beyond the head of the log (the
 	// region is ahead of governance, e.g. governance was restored from an old
 	// backup; an operator must decide); UNAVAILABLE when the serving
-	// governance node loses leadership (reconnect anywhere).
+	// governance node cannot reach a leader (at the start, or later as above)
+	// or shuts down: reconnect to any node with the last applied cursor.
 	WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[WatchRevocationsResponse]) error
 	// ReportCursor records how far a region has applied the event log. A
 	// region reports only cursors whose events it has fenced. Reports that go
 	// backwards are ignored.
 	//
+	// Reports are replicated (so that a Revoke waiting on any governance node
+	// sees them); a report that neither advances the cursor nor carries an
+	// inventory still records its time.
+	//
 	// Errors: PERMISSION_DENIED if region is not the one the caller's
-	// certificate names; OUT_OF_RANGE if applied_cursor is beyond the head.
+	// certificate names; OUT_OF_RANGE if applied_cursor is beyond the head;
+	// INVALID_ARGUMENT for more than 100000 inventory entries or a bad name.
 	ReportCursor(context.Context, *ReportCursorRequest) (*ReportCursorResponse, error)
 	// Status describes the governance cluster and each region's lag, from the
 	// answering node's state.
@@ -440,6 +550,12 @@ func (UnimplementedGovernanceServiceServer) ListTenants(context.Context, *Govern
 }
 func (UnimplementedGovernanceServiceServer) SetAnchor(context.Context, *SetAnchorRequest) (*GovernanceTenant, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetAnchor not implemented")
+}
+func (UnimplementedGovernanceServiceServer) CreateService(context.Context, *GovernanceCreateServiceRequest) (*GovernanceServiceInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreateService not implemented")
+}
+func (UnimplementedGovernanceServiceServer) ListServices(context.Context, *GovernanceListServicesRequest) (*GovernanceListServicesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListServices not implemented")
 }
 func (UnimplementedGovernanceServiceServer) DeleteAnchor(context.Context, *DeleteAnchorRequest) (*DeleteAnchorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteAnchor not implemented")
@@ -557,6 +673,42 @@ func _GovernanceService_SetAnchor_Handler(srv interface{}, ctx context.Context, 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(GovernanceServiceServer).SetAnchor(ctx, req.(*SetAnchorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GovernanceService_CreateService_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GovernanceCreateServiceRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).CreateService(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_CreateService_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).CreateService(ctx, req.(*GovernanceCreateServiceRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GovernanceService_ListServices_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GovernanceListServicesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).ListServices(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_ListServices_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).ListServices(ctx, req.(*GovernanceListServicesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -738,6 +890,14 @@ var GovernanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetAnchor",
 			Handler:    _GovernanceService_SetAnchor_Handler,
+		},
+		{
+			MethodName: "CreateService",
+			Handler:    _GovernanceService_CreateService_Handler,
+		},
+		{
+			MethodName: "ListServices",
+			Handler:    _GovernanceService_ListServices_Handler,
 		},
 		{
 			MethodName: "DeleteAnchor",
