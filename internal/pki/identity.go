@@ -69,17 +69,30 @@ const (
 // governance feed use the first form.
 //
 // Only the fields of its Kind are set.
+//
+// An operator authenticated by an OIDC bearer token rather than a
+// certificate (package transport) is a KindOperator Identity whose Issuer is
+// the token's issuer ("iss") and whose Operator is the token's subject
+// ("sub"), which need not be a strict Krypton name. Its URI is
+// oidc:<issuer>#<subject>, never a SPIFFE URI, so it cannot be mistaken for
+// a certificate's operator.
 type Identity struct {
 	Kind     Kind
 	NodeID   string // KindNode
 	Region   string // KindNode, optional: the region the node belongs to
 	Tenant   string // KindService
 	Service  string // KindService
-	Operator string // KindOperator
+	Operator string // KindOperator: the certificate's name, or the token's subject
+	Issuer   string // KindOperator from an OIDC token: the token's issuer; empty for a certificate
 }
 
-// URI returns the SPIFFE URI of the identity.
+// URI returns the SPIFFE URI of the identity, or, for an operator
+// authenticated by a token, oidc:<issuer>#<subject> (the subject escaped as
+// a URI fragment).
 func (id Identity) URI() *url.URL {
+	if id.Issuer != "" {
+		return &url.URL{Scheme: "oidc", Opaque: id.Issuer, Fragment: id.Operator}
+	}
 	var path string
 	switch id.Kind {
 	case KindNode:

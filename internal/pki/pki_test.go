@@ -411,3 +411,13 @@ func TestPeerIdentityNeedsVerification(t *testing.T) {
 		t.Errorf("err = %v, want ErrUnverified", err)
 	}
 }
+
+func TestTokenOperatorURI(t *testing.T) {
+	id := Identity{Kind: KindOperator, Operator: "auth0|42 x", Issuer: "https://idp.example.com/realms/ops"}
+	if got, want := id.String(), "oidc:https://idp.example.com/realms/ops#auth0%7C42%20x"; got != want {
+		t.Fatalf("String() = %q, want %q", got, want)
+	}
+	if _, err := ParseIdentity(id.URI()); err == nil {
+		t.Fatal("a token operator's URI parsed as a certificate identity")
+	}
+}
