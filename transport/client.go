@@ -21,8 +21,13 @@ type ClientConfig struct {
 	// Roots are the CAs the server's certificate must chain to. Required.
 	Roots *x509.CertPool
 	// Certificate is the client's certificate and key: a service, operator
-	// or node certificate, which decides what the client may call.
+	// or node certificate, which decides what the client may call. It may
+	// be empty when Token is set.
 	Certificate tls.Certificate
+	// Token, if set, sends an OIDC bearer token with every call; the
+	// server then authenticates the caller by the token (operator RPCs
+	// only; see ServerConfig.OIDC), with or without a certificate.
+	Token TokenSource
 	// ServerName is the name the server's certificate must carry; empty
 	// means the host of the address dialled.
 	ServerName string
@@ -64,8 +69,10 @@ func (c ClientConfig) Validate() error {
 	switch {
 	case c.Roots == nil:
 		return errors.New("transport: ClientConfig.Roots is required")
-	case len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil:
-		return errors.New("transport: ClientConfig.Certificate is required")
+	case c.Token == nil && (len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil):
+		return errors.New("transport: ClientConfig.Certificate is required (or a Token)")
+	case len(c.Certificate.Certificate) > 0 && c.Certificate.PrivateKey == nil:
+		return errors.New("transport: ClientConfig.Certificate has no private key")
 	case c.MaxMsgSize < 0:
 		return errors.New("transport: ClientConfig.MaxMsgSize must not be negative")
 	case c.KeepaliveTime < 0 || c.KeepaliveTimeout < 0:
@@ -95,7 +102,14 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*grpc.ClientConn,
 		cfg.KeepaliveTimeout = 10 * time.Second
 	}
 	tlsCfg := pki.ClientTLSConfig(cfg.Roots, cfg.Certificate, cfg.ServerName)
-	conn, err := grpc.NewClient(addr,
+	var extra []grpc.DialOption
+	if cfg.Token != nil {
+		extra = append(extra, grpc.WithPerRPCCredentials(tokenCredentials{cfg.Token}))
+	}
+	if len(cfg.Certificate.Certificate) == 0 {
+		tlsCfg.Certificates = nil // a token-only client presents no certificate
+	}
+	conn, err := grpc.NewClient(addr, append(extra,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                cfg.KeepaliveTime,
@@ -106,7 +120,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*grpc.ClientConn,
 			grpc.MaxCallRecvMsgSize(cfg.MaxMsgSize),
 			grpc.MaxCallSendMsgSize(cfg.MaxMsgSize),
 		),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("transport: dialing %s: %w", addr, err)
 	}

@@ -31,6 +31,23 @@
 // AuthorizeKey (the caller's own tenant and service) and AuthorizeNode (the
 // node_id of a NodeService request is the caller's).
 //
+// # Operators with OIDC bearer tokens
+//
+// A server made with ServerConfig.OIDC (an OIDCVerifier for one issuer,
+// audience, role claim and role map) also admits operators who present an
+// OIDC bearer token ("authorization: Bearer <JWT>") instead of an operator
+// certificate. The token is checked against the issuer's published keys
+// (discovered on first use, refetched on an unknown key id), its iss, aud,
+// exp and nbf; its role claim maps to RoleAdmin (everything an operator
+// certificate may do) or RoleViewer (the read-only RPCs). TokenMethods is
+// the one table of which RPC needs which role; RPCs outside it (the wrap
+// and node services, governance's feed) refuse every token. Such a server
+// accepts TLS connections without a client certificate, but a call on one
+// is admitted only with a valid token. Handlers see the token's holder as a
+// KindOperator pki.Identity with Issuer set (oidc:<issuer>#<subject>);
+// TokenFromContext gives its roles. Clients send a token with
+// ClientConfig.Token (StaticToken, TokenFile). See docs/identity.md.
+//
 // # Errors
 //
 // ToStatus turns any error into a status for the wire. The table (etcd's

@@ -64,11 +64,16 @@ type identityKey struct{}
 type identityResult struct {
 	id  pki.Identity
 	err error
+	// token is set when the call's bearer token was accepted by the OIDC
+	// verifier; id is then the token's operator identity.
+	token *TokenIdentity
 }
 
 // IdentityFromContext returns the verified identity of the peer of the call
 // whose context ctx is, as the server's interceptors found it in the peer's
-// client certificate. ok is false outside a call of a transport server, and
+// client certificate or, for an operator call with an OIDC bearer token, in
+// the token (a KindOperator identity with Issuer set). ok is false outside a
+// call of a transport server, and
 // for a peer whose certificate names no Krypton identity (such a call never
 // reaches a handler: it is refused with codes.Unauthenticated).
 func IdentityFromContext(ctx context.Context) (pki.Identity, bool) {
@@ -119,6 +124,11 @@ func (p Policy) authorize(fullMethod string, r *identityResult) error {
 	}
 	if r.err != nil {
 		return ToStatus(r.err)
+	}
+	if r.token != nil {
+		if err := authorizeToken(fullMethod, r.token); err != nil {
+			return err
+		}
 	}
 	service, _ := splitMethod(fullMethod)
 	kinds, ok := p[service]

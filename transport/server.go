@@ -58,6 +58,15 @@ type ServerConfig struct {
 	Metrics *Metrics
 	// Audit, if set, is told of every refused call.
 	Audit AuditFunc
+	// OIDC, if set, lets operators call operator RPCs with an OIDC bearer
+	// token instead of an operator certificate (see oidc.go). The server
+	// then accepts TLS connections without a client certificate
+	// (tls.VerifyClientCertIfGiven), but on such a connection only calls
+	// with a valid token are admitted, and only to the methods of
+	// TokenMethods: wrap and node services still need certificates. Nil
+	// means every client must present a certificate, as before. The
+	// caller owns the verifier and closes it after the server.
+	OIDC *OIDCVerifier
 	// Logger receives panics and errors the error table could not map; nil
 	// discards.
 	Logger *slog.Logger
@@ -165,12 +174,14 @@ type Server struct {
 //     logged with its stack (and the panic value only if it is a runtime
 //     error; never a payload). The server keeps serving.
 //  2. metrics (if cfg.Metrics): in-flight, handled by code, latency.
-//  3. identity: the verified client certificate's pki.Identity goes into the
-//     context (IdentityFromContext). This step refuses nothing.
+//  3. identity: the verified client certificate's pki.Identity, or that of
+//     the call's OIDC bearer token (cfg.OIDC), goes into the context
+//     (IdentityFromContext). This step refuses nothing.
 //  4. audit (if cfg.Audit): after the call, a refused code is reported
 //     with the caller's identity.
 //  5. authorisation: cfg.Policy by certificate kind; Unauthenticated
-//     without an identity, PermissionDenied for the wrong kind.
+//     without an identity, PermissionDenied for the wrong kind; for a
+//     token, TokenMethods and its roles.
 //  6. error translation: the handler's error goes through ToStatus; what
 //     the table does not map is logged here and goes out as Internal.
 //
@@ -187,8 +198,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		metrics: cfg.Metrics,
 		policy:  cfg.Policy,
 		audit:   cfg.Audit,
+		tokens:  cfg.OIDC,
 	}
 	tlsCfg := pki.ServerTLSConfig(cfg.Roots, cfg.Certificate)
+	if cfg.OIDC != nil {
+		// A certificate, if given, is still verified against Roots; a
+		// connection without one can only carry token-authenticated calls.
+		tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
 	gs := grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg)),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
@@ -268,6 +285,7 @@ type interceptors struct {
 	metrics *Metrics
 	policy  Policy
 	audit   AuditFunc
+	tokens  *OIDCVerifier // nil: bearer tokens are refused
 }
 
 func (ic *interceptors) unary() []grpc.UnaryServerInterceptor {
@@ -275,7 +293,7 @@ func (ic *interceptors) unary() []grpc.UnaryServerInterceptor {
 	if ic.metrics != nil {
 		chain = append(chain, ic.metrics.unary)
 	}
-	chain = append(chain, identityUnary)
+	chain = append(chain, ic.identityUnary)
 	if ic.audit != nil {
 		chain = append(chain, ic.auditUnary)
 	}
@@ -287,7 +305,7 @@ func (ic *interceptors) stream() []grpc.StreamServerInterceptor {
 	if ic.metrics != nil {
 		chain = append(chain, ic.metrics.stream)
 	}
-	chain = append(chain, identityStreamInterceptor)
+	chain = append(chain, ic.identityStream)
 	if ic.audit != nil {
 		chain = append(chain, ic.auditStream)
 	}
@@ -325,13 +343,13 @@ func (ic *interceptors) recoverStream(srv any, ss grpc.ServerStream, info *grpc.
 	return handler(srv, ss)
 }
 
-func identityUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-	ctx, _ = withIdentity(ctx)
+func (ic *interceptors) identityUnary(ctx context.Context, req any, _ *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	ctx, _ = ic.identify(ctx)
 	return handler(ctx, req)
 }
 
-func identityStreamInterceptor(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-	ctx, _ := withIdentity(ss.Context())
+func (ic *interceptors) identityStream(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	ctx, _ := ic.identify(ss.Context())
 	return handler(srv, &identityStream{ServerStream: ss, ctx: ctx})
 }
 
