@@ -115,7 +115,10 @@ func TestEntryEncoding(t *testing.T) {
 		SetAnchor{Tenant: "a", Anchor: "file:///y", Resealed: [][]byte{{6}}},
 		DeleteAnchor{Tenant: "a", Reason: "r"},
 		ApplyGovernanceEvent{Cursor: 3, EventID: "e", Event: RevokeTenant{Tenant: "a"}},
+		ApplyGovernanceEvent{Cursor: 5, After: 3, EventID: "e5", Event: SetAnchor{Tenant: "a", Anchor: "file:///z"},
+			Refused: &Error{Err: ErrAnchorMismatch, Tenant: "a"}},
 		SetSettings{Settings: DefaultSettings()},
+		SetPolicy{Tenant: "a", Policy: Policy{Revision: 4, Rules: []PolicyRule{{Caller: "spiffe://krypton/**", Service: "*", Operations: []PolicyOp{PolicyWrap, PolicyRewrap}}}}},
 	}
 	for _, c := range cmds {
 		e := Entry{RequestID: "r1", At: 12345, Command: c}

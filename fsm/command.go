@@ -90,26 +90,57 @@ type UnlockTenant struct {
 // SetAnchor points a tenant at a new L1 anchor URI. If the new anchor is a
 // different key, Resealed carries every L2 version re-sealed under it, in
 // version order; if it is the same key under a new URI, Resealed is empty.
+//
+// After a DeleteAnchor it restores the pointer and lifts the kill switch;
+// Resealed must then be empty (the deleted pointer cannot open the L2
+// versions to reseal them), and the proposer must have checked that the
+// new anchor opens every sealed L2 version. A proposer whose check failed
+// proposes the event refused instead (ApplyGovernanceEvent.Refused), so
+// the tenant stays locked out.
 type SetAnchor struct {
 	Tenant   string   `json:"tenant"`
 	Anchor   string   `json:"anchor"`
 	Resealed [][]byte `json:"resealed,omitempty"`
 }
 
-// DeleteAnchor records that the tenant's L1 is gone: the kill switch. It is
-// terminal and enters the revocation log.
+// DeleteAnchor deletes the tenant's L1 pointer: the kill switch. Every use
+// of the tenant's keys is refused (ErrAnchorDeleted) until a SetAnchor sets
+// a pointer again; the sealed L2 and L3 versions stay intact, so restoring
+// the pointer loses nothing. It enters the revocation log.
 type DeleteAnchor struct {
 	Tenant string `json:"tenant"`
 	Reason string `json:"reason,omitempty"`
 }
 
+// SetPolicy replaces a tenant's access policy. Policy.Revision must be
+// greater than the current one (governance increments it on every change).
+type SetPolicy struct {
+	Tenant string `json:"tenant"`
+	Policy Policy `json:"policy"`
+}
+
 // ApplyGovernanceEvent applies one event of the governance feed. Events are
 // idempotent by Cursor: one at or below the region's governance cursor is a
 // no-op. Event is any command but another ApplyGovernanceEvent.
+//
+// After is the cursor the proposer saw applied when it prepared the event:
+// an event above the cursor applies only if After equals it, otherwise it
+// is refused with ErrCursorMismatch and changes nothing. So events apply
+// as a chain, in the order one proposer read them, even if a deposed
+// leader's feed proposes concurrently: no event can jump ahead of one the
+// current chain has not applied yet.
+//
+// Refused, if set, is the proposer's verdict that the event cannot be
+// applied here (its tenant is unknown to the region, its new anchor does
+// not open the sealed keys, its anchor did not answer in time): the event
+// is recorded as refused and advances the cursor without running Event.
+// It must be an error with one of fsm's sentinels.
 type ApplyGovernanceEvent struct {
 	Cursor  uint64  `json:"cursor"`
+	After   uint64  `json:"after"`
 	EventID string  `json:"event-id"`
 	Event   Command `json:"-"`
+	Refused error   `json:"-"`
 }
 
 // SetSettings replaces the region settings.
@@ -130,6 +161,7 @@ func (SetAnchor) Type() string            { return "set-anchor" }
 func (DeleteAnchor) Type() string         { return "delete-anchor" }
 func (ApplyGovernanceEvent) Type() string { return "governance-event" }
 func (SetSettings) Type() string          { return "set-settings" }
+func (SetPolicy) Type() string            { return "set-policy" }
 
 func (CreateTenant) command()         {}
 func (RotateTenantKey) command()      {}
@@ -144,6 +176,7 @@ func (SetAnchor) command()            {}
 func (DeleteAnchor) command()         {}
 func (ApplyGovernanceEvent) command() {}
 func (SetSettings) command()          {}
+func (SetPolicy) command()            {}
 
 // newCommand returns a pointer to a zero command of the given tag.
 func newCommand(tag string) Command {
@@ -174,6 +207,8 @@ func newCommand(tag string) Command {
 		return &ApplyGovernanceEvent{}
 	case "set-settings":
 		return &SetSettings{}
+	case "set-policy":
+		return &SetPolicy{}
 	}
 	return nil
 }
@@ -206,6 +241,8 @@ func deref(c Command) Command {
 	case *ApplyGovernanceEvent:
 		return *c
 	case *SetSettings:
+		return *c
+	case *SetPolicy:
 		return *c
 	}
 	return c
@@ -241,9 +278,11 @@ type wireEntry struct {
 
 type wireEvent struct {
 	Cursor  uint64          `json:"cursor"`
+	After   uint64          `json:"after"`
 	EventID string          `json:"event-id"`
 	Type    string          `json:"type"`
 	Cmd     json.RawMessage `json:"cmd"`
+	Refused *wireError      `json:"refused,omitempty"`
 }
 
 // Encode returns the log encoding of e: a JSON object with a version, the
@@ -287,7 +326,13 @@ func encodeCommand(c Command) (json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(wireEvent{Cursor: g.Cursor, EventID: g.EventID, Type: g.Event.Type(), Cmd: inner})
+	w := wireEvent{Cursor: g.Cursor, After: g.After, EventID: g.EventID, Type: g.Event.Type(), Cmd: inner}
+	if g.Refused != nil {
+		if w.Refused, err = toWireError(g.Refused); err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(w)
 }
 
 // Decode parses a log entry written by Encode. It refuses unknown versions,
@@ -325,7 +370,13 @@ func decodeCommand(tag string, raw json.RawMessage, outer bool) (Command, error)
 		if err != nil {
 			return nil, err
 		}
-		return ApplyGovernanceEvent{Cursor: w.Cursor, EventID: w.EventID, Event: inner}, nil
+		g := ApplyGovernanceEvent{Cursor: w.Cursor, After: w.After, EventID: w.EventID, Event: inner}
+		if w.Refused != nil {
+			if g.Refused, err = fromWireError(w.Refused); err != nil {
+				return nil, fmt.Errorf("fsm: decode entry: %s: %w", tag, err)
+			}
+		}
+		return g, nil
 	}
 	if err := strictUnmarshal(raw, c); err != nil {
 		return nil, fmt.Errorf("fsm: decode entry: %s: %w", tag, err)

@@ -35,8 +35,8 @@ var (
 	// ErrLocked is returned when the tenant is locked out (its L1 anchor
 	// denied access) and the operation needs it unlocked.
 	ErrLocked = errors.New("fsm: tenant locked")
-	// ErrAnchorDeleted is returned when the tenant's L1 anchor was deleted
-	// (the governance kill switch). It is terminal.
+	// ErrAnchorDeleted is returned when the tenant's L1 anchor pointer was
+	// deleted (the governance kill switch), until a SetAnchor restores it.
 	ErrAnchorDeleted = errors.New("fsm: anchor deleted")
 	// ErrDecryptOnly is returned by Usable when a wrap names a key version
 	// that has been rotated out and may only unwrap.
@@ -56,6 +56,16 @@ var (
 	// ErrRequestIDReused is returned when a request id that is still
 	// remembered is reused for a different kind of command.
 	ErrRequestIDReused = errors.New("fsm: request id reused for a different command")
+	// ErrCursorMismatch is returned when a governance event's After is not
+	// the region's governance cursor: the proposer's view is stale (another
+	// feed applied events meanwhile). Nothing changed; re-read the cursor.
+	ErrCursorMismatch = errors.New("fsm: governance cursor moved")
+	// ErrAnchorMismatch records a SetAnchor refused because the new anchor
+	// does not open the tenant's sealed L2 versions.
+	ErrAnchorMismatch = errors.New("fsm: anchor does not open the tenant's sealed keys")
+	// ErrAnchorUnavailable records a governance event refused because the
+	// tenant's anchor did not answer while the region prepared it.
+	ErrAnchorUnavailable = errors.New("fsm: anchor unavailable")
 )
 
 // codes maps each sentinel to its stable wire code. Codes never change
@@ -77,6 +87,9 @@ var codes = []struct {
 	{ErrInvalidName, "invalid-name"},
 	{ErrInvalidCommand, "invalid-command"},
 	{ErrRequestIDReused, "request-id-reused"},
+	{ErrCursorMismatch, "cursor-mismatch"},
+	{ErrAnchorMismatch, "anchor-mismatch"},
+	{ErrAnchorUnavailable, "anchor-unavailable"},
 }
 
 // codeOf returns the wire code of err's sentinel, or "" if it has none.

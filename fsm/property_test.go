@@ -82,19 +82,39 @@ func (g *gen) command(s *State) Command {
 		}
 		return SetAnchor{Tenant: tn, Anchor: fmt.Sprintf("file:///%s/%d", tn, g.n), Resealed: re}
 	case 16, 17:
-		// Mostly advancing, sometimes stale cursors.
-		c := g.cursor + uint64(g.rng.IntN(3))
-		g.cursor = max(g.cursor, c)
+		// Mostly advancing and chained to the applied cursor, sometimes
+		// stale cursors, a wrong After or a proposer's refusal.
+		applied := s.GovernanceCursor()
+		c := applied + uint64(g.rng.IntN(3))
+		after := applied
+		if g.rng.IntN(8) == 0 {
+			after = applied + 1
+		}
 		var ev Command
-		switch g.rng.IntN(3) {
+		switch g.rng.IntN(6) {
 		case 0:
 			ev = RevokeKeyVersion{Tenant: tn, Service: sn, Version: cur}
 		case 1:
 			ev = UnlockTenant{Tenant: tn}
+		case 2:
+			ev = DeleteAnchor{Tenant: tn, Reason: "kill"}
+		case 3:
+			ev = SetAnchor{Tenant: tn, Anchor: fmt.Sprintf("file:///%s/back", tn)}
+		case 4:
+			rev := uint64(1)
+			if p, err := s.Policy(tn); err == nil {
+				rev = p.Revision + uint64(g.rng.IntN(2))
+			}
+			ev = SetPolicy{Tenant: tn, Policy: Policy{Revision: rev, Rules: []PolicyRule{{Caller: "spiffe://krypton/tenant/" + tn + "/service/*", Service: "*", Operations: []PolicyOp{PolicyWrap}}}}}
 		default:
 			ev = RevokeService{Tenant: tn, Service: sn}
 		}
-		return ApplyGovernanceEvent{Cursor: c, EventID: fmt.Sprint("ev-", c), Event: ev}
+		g.cursor = max(g.cursor, c)
+		e := ApplyGovernanceEvent{Cursor: c, After: after, EventID: fmt.Sprint("ev-", c), Event: ev}
+		if g.rng.IntN(10) == 0 {
+			e.Refused = refuse(ErrAnchorMismatch, tn, "", 0)
+		}
+		return e
 	case 18:
 		return SetSettings{Settings: Settings{LeaseDuration: time.Duration(1+g.rng.IntN(9)) * time.Second, AnchorCheckPeriod: time.Minute, DedupeWindow: 2 + g.rng.IntN(20)}}
 	}
@@ -263,6 +283,11 @@ func (m *model) apply(c Command) {
 		if x := t(c.Tenant); x != nil {
 			x.anchorDeleted = true
 		}
+	case SetAnchor:
+		// The kill switch is lifted by a pointer that needs no resealing.
+		if x := t(c.Tenant); x != nil && !x.revoked && len(c.Resealed) == 0 {
+			x.anchorDeleted = false
+		}
 	}
 }
 
@@ -310,7 +335,7 @@ func TestUsableAgainstModel(t *testing.T) {
 		for i := range 400 {
 			e := g.entry(s)
 			res, err := s.Apply(uint64(i+1), e)
-			if err == nil && !res.Duplicate && !res.Skipped {
+			if err == nil && !res.Duplicate && !res.Skipped && res.EventErr == nil {
 				c := e.Command
 				if ev, ok := c.(ApplyGovernanceEvent); ok {
 					c = ev.Event

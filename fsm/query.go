@@ -185,6 +185,18 @@ func (s *State) RevocationLog(since uint64) []Revocation {
 	return slices.Clone(log[since:])
 }
 
+// Policy returns a tenant's access policy (Revision 0 and no rules if none
+// was ever set).
+func (s *State) Policy(tenant string) (Policy, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t := s.root.tenants[tenant]
+	if t == nil {
+		return Policy{}, refuse(ErrTenantNotFound, tenant, "", 0)
+	}
+	return copyPolicy(t.policy), nil
+}
+
 // GovernanceCursor returns the cursor of the last governance event applied.
 func (s *State) GovernanceCursor() uint64 {
 	s.mu.RLock()

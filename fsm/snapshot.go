@@ -14,14 +14,15 @@ import (
 	"time"
 )
 
-// Snapshot format, version 1.
+// Snapshot format, version 2.
 //
 // The first line is a JSON header (format, version, applied index), so that
 // `head -1` says what a file is. Then come length-prefixed binary records,
 // each a kind byte, a uvarint payload length and the payload, in an order
 // fully determined by the state: settings, cursor, each tenant (sorted by
 // name, with its L2 versions) followed by each of its services (sorted by
-// name), each followed by its key versions in order; then the revocation log
+// name), each followed by its key versions in order (a tenant with a policy
+// has a policy record right after its own); then the revocation log
 // and the dedupe table in order; and last an end record with the record
 // count, so that a truncated stream is refused. A key version record names
 // neither tenant nor service: it belongs to the service record before it.
@@ -37,12 +38,16 @@ import (
 // versions JSON lines took 7 s to write and 18 s to restore here, this
 // format 0.15 s and 0.7 s (and a third of the size).
 // Hash is SHA-256 of the same records, without the header.
+//
+// Version 2 added the policy record and the revocation record's error code
+// (the last field). Version 1 snapshots still restore: they have neither.
 
 // SnapshotFormat names the snapshot format in its header.
 const SnapshotFormat = "krypton-fsm-snapshot"
 
-// SnapshotVersion is the snapshot format version written and accepted.
-const SnapshotVersion = 1
+// SnapshotVersion is the snapshot format version written. Restore accepts
+// it and every earlier version.
+const SnapshotVersion = 2
 
 // maxRecord bounds one record's payload: the largest is a tenant with its L2
 // versions, each at most maxBlobLen bytes.
@@ -64,6 +69,7 @@ const (
 	recRevocation
 	recDedupe
 	recEnd
+	recPolicy // since version 2
 )
 
 // capture returns the current root and makes it immutable by starting a new
@@ -177,6 +183,20 @@ func writeRecords(w *bufio.Writer, r *root) error {
 			e.varint(l2.CreatedAt)
 		}
 		e.end(recTenant)
+		if p := &t.policy; p.Revision != 0 {
+			e.begin()
+			e.uvarint(p.Revision)
+			e.uvarint(uint64(len(p.Rules)))
+			for _, rule := range p.Rules {
+				e.str(rule.Caller)
+				e.str(rule.Service)
+				e.uvarint(uint64(len(rule.Operations)))
+				for _, op := range rule.Operations {
+					e.uvarint(uint64(op))
+				}
+			}
+			e.end(recPolicy)
+		}
 		for _, sn := range sortedKeys(t.services) {
 			sv := t.services[sn]
 			e.begin()
@@ -217,6 +237,7 @@ func writeRecords(w *bufio.Writer, r *root) error {
 		e.uvarint(rv.Cursor)
 		e.str(rv.EventID)
 		e.varint(rv.At)
+		e.str(rv.Error)
 		e.end(recRevocation)
 	}
 	for _, id := range r.dedupe.order {
@@ -405,16 +426,17 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 	if err := strictUnmarshal(line, &hdr); err != nil || hdr.Format != SnapshotFormat {
 		return fail("not a krypton fsm snapshot")
 	}
-	if hdr.V != SnapshotVersion {
+	if hdr.V < 1 || hdr.V > SnapshotVersion {
 		return fail(fmt.Sprintf("unsupported version %d", hdr.V))
 	}
 
 	// The root is built with generation 0; Restore stamps it.
 	r := newRoot(0)
 	var (
-		tenant  *tenantNode
-		service *serviceNode
-		buf     []byte
+		tenant     *tenantNode
+		service    *serviceNode
+		buf        []byte
+		lastTenant bool
 	)
 	// closeService checks that the service just read has all its versions.
 	closeService := func() bool {
@@ -441,6 +463,9 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 			return fail("truncated record")
 		}
 		d := &recReader{b: buf}
+		// lastTenant: the previous record was a tenant's (its policy may follow).
+		wasTenant := lastTenant
+		lastTenant = false
 		switch kind {
 		case recSettings:
 			st := Settings{
@@ -488,6 +513,32 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 			}
 			tenant = &tenantNode{t: t, services: map[string]*serviceNode{}}
 			r.tenants[t.Name] = tenant
+			lastTenant = true
+		case recPolicy:
+			if hdr.V < 2 || !wasTenant {
+				return fail("policy outside its tenant")
+			}
+			p := Policy{Revision: d.uvarint()}
+			count := d.uvarint()
+			if d.bad || count > MaxPolicyRules {
+				return fail("bad policy")
+			}
+			p.Rules = make([]PolicyRule, 0, count)
+			for range count {
+				rule := PolicyRule{Caller: d.str(), Service: d.str()}
+				ops := d.uvarint()
+				if d.bad || ops > uint64(len(policyOpNames)) {
+					return fail("bad policy")
+				}
+				for range ops {
+					rule.Operations = append(rule.Operations, PolicyOp(d.uvarint()))
+				}
+				p.Rules = append(p.Rules, rule)
+			}
+			if !d.ok() || checkPolicy(p) != nil {
+				return fail("bad policy")
+			}
+			tenant.policy = p
 		case recService:
 			if !closeService() {
 				return fail("service without its versions")
@@ -525,6 +576,9 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 				Seq: d.uvarint(), Index: d.uvarint(), Kind: RevocationKind(d.str()), Tenant: d.str(),
 				Service: d.str(), Version: d.u32(), Reason: d.str(), RequestID: d.str(), Cursor: d.uvarint(),
 				EventID: d.str(), At: d.varint(),
+			}
+			if hdr.V >= 2 {
+				rv.Error = d.str()
 			}
 			if !d.ok() || rv.Seq != uint64(len(r.revlog))+1 {
 				return fail("bad revocation")

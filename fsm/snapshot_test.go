@@ -13,9 +13,14 @@ import (
 func TestSnapshotRoundTrip(t *testing.T) {
 	h := fixture(t)
 	h.must(ApplyGovernanceEvent{Cursor: 4, EventID: "e4", Event: LockTenant{Tenant: "acme", Reason: "gov"}})
+	h.must(ApplyGovernanceEvent{Cursor: 6, After: 4, EventID: "e6", Event: SetPolicy{Tenant: "acme", Policy: Policy{Revision: 3, Rules: []PolicyRule{
+		{Caller: "spiffe://krypton/tenant/acme/service/*", Service: "*", Operations: []PolicyOp{PolicyWrap, PolicyUnwrap}},
+		{Caller: "spiffe://krypton/tenant/other/**", Service: "pay", Operations: []PolicyOp{PolicyRewrap}},
+	}}}})
+	h.must(ApplyGovernanceEvent{Cursor: 7, After: 6, EventID: "e7", Event: SetAnchor{Tenant: "acme", Anchor: "file:///x"}, Refused: refuse(ErrAnchorMismatch, "acme", "", 0)})
 	h.applyEntry(Entry{RequestID: "r1", Command: UnlockTenant{Tenant: "acme"}})
 	snap := snapshotBytes(t, h.s)
-	if !bytes.HasPrefix(snap, []byte(`{"format":"krypton-fsm-snapshot","v":1,"index":`)) {
+	if !bytes.HasPrefix(snap, []byte(`{"format":"krypton-fsm-snapshot","v":2,"index":`)) {
 		t.Fatalf("header: %.80s", snap)
 	}
 	var restored []Change
@@ -33,7 +38,13 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if len(restored) != 2 || restored[1] != (Change{Index: h.index, Kind: Restored}) {
 		t.Fatalf("changes = %+v", restored)
 	}
-	if s.GovernanceCursor() != 4 {
+	if p, err := s.Policy("acme"); err != nil || p.Revision != 3 || len(p.Rules) != 2 || p.Rules[1].Operations[0] != PolicyRewrap {
+		t.Fatalf("policy = %+v, %v", p, err)
+	}
+	if log := s.RevocationLog(0); log[len(log)-1].Error != "anchor-mismatch" || log[len(log)-1].Kind != EventAnchorSet {
+		t.Fatalf("revocation log = %+v", log)
+	}
+	if s.GovernanceCursor() != 7 {
 		t.Fatalf("cursor = %d", s.GovernanceCursor())
 	}
 	if res, err := s.Apply(h.index+1, Entry{RequestID: "r1", Command: UnlockTenant{Tenant: "acme"}}); err != nil || !res.Duplicate {
@@ -129,7 +140,7 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 	cases := map[string]string{
 		"empty":               "",
 		"not a snapshot":      "{}\n",
-		"future version":      strings.Replace(good, `"v":1`, `"v":2`, 1),
+		"future version":      strings.Replace(good, `"v":2`, `"v":3`, 1),
 		"header only":         hdr,
 		"truncated":           joinSnapshot(hdr, recs[:end]),
 		"cut mid-record":      good[:len(good)-2],
@@ -243,5 +254,38 @@ func TestSnapshotConcurrentApply(t *testing.T) {
 	}
 	if s.Hash() == h.s.Hash() {
 		t.Fatal("test made no changes")
+	}
+}
+
+// TestRestoreVersion1 restores a snapshot in the first format (no policy
+// records, no error code in revocation records), as a node upgraded from
+// the previous release finds on disk.
+func TestRestoreVersion1(t *testing.T) {
+	h := fixture(t)
+	h.must(ApplyGovernanceEvent{Cursor: 4, EventID: "e4", Event: RevokeService{Tenant: "acme", Service: "pay"}})
+	hdr, recs := splitSnapshot(t, snapshotBytes(t, h.s))
+	var v1 bytes.Buffer
+	v1.WriteString(strings.Replace(hdr, `"v":2`, `"v":1`, 1))
+	for _, r := range recs {
+		p := r.payload
+		if r.kind == recRevocation {
+			if p[len(p)-1] != 0 {
+				t.Fatal("revocation record without an empty error code at its end")
+			}
+			p = p[:len(p)-1]
+		}
+		if r.kind == recPolicy {
+			t.Fatal("fixture has a policy")
+		}
+		v1.WriteByte(r.kind)
+		v1.Write(binary.AppendUvarint(nil, uint64(len(p))))
+		v1.Write(p)
+	}
+	s := NewState(Options{})
+	if err := s.Restore(&v1); err != nil {
+		t.Fatal(err)
+	}
+	if s.Hash() != h.s.Hash() {
+		t.Fatal("a version 1 snapshot restores to a different state")
 	}
 }

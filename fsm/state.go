@@ -69,6 +69,9 @@ type tenantNode struct {
 	gen      uint64
 	t        Tenant // t.L2 elements are changed in place only if gen is current
 	services map[string]*serviceNode
+	// policy is replaced whole by SetPolicy, never changed in place, so
+	// sharing its rules with a snapshot is safe.
+	policy Policy
 }
 
 type serviceNode struct {
@@ -264,6 +267,8 @@ func (a *applier) command(cmd Command, src source) (Result, error) {
 		return a.governance(c)
 	case SetSettings:
 		return a.setSettings(c)
+	case SetPolicy:
+		return a.setPolicy(c)
 	}
 	return Result{}, invalid(ErrInvalidCommand, "type")
 }
@@ -474,13 +479,18 @@ func (a *applier) rotateServiceKey(c RotateServiceKey) (Result, error) {
 }
 
 func (a *applier) revoked(kind RevocationKind, tenant, service string, version uint32, reason string, src source) uint64 {
+	return a.logged(Revocation{Kind: kind, Tenant: tenant, Service: service, Version: version, Reason: reason}, src)
+}
+
+// logged appends rv to the revocation log, stamped with its sequence
+// number, index, time and source.
+func (a *applier) logged(rv Revocation, src source) uint64 {
 	r := a.s.wRoot()
-	seq := uint64(len(r.revlog)) + 1
-	r.revlog = append(r.revlog, Revocation{
-		Seq: seq, Index: a.index, Kind: kind, Tenant: tenant, Service: service, Version: version,
-		Reason: reason, RequestID: src.requestID, Cursor: src.cursor, EventID: src.eventID, At: a.at,
-	})
-	return seq
+	rv.Seq = uint64(len(r.revlog)) + 1
+	rv.Index, rv.At = a.index, a.at
+	rv.RequestID, rv.Cursor, rv.EventID = src.requestID, src.cursor, src.eventID
+	r.revlog = append(r.revlog, rv)
+	return rv.Seq
 }
 
 func (a *applier) revokeTenant(c RevokeTenant, src source) (Result, error) {
@@ -603,12 +613,24 @@ func (a *applier) unlockTenant(c UnlockTenant) (Result, error) {
 }
 
 func (a *applier) setAnchor(c SetAnchor) (Result, error) {
-	t, err := a.tenantFor(c.Tenant, false)
-	if err != nil {
+	if err := checkTenantName(c.Tenant); err != nil {
 		return Result{}, err
+	}
+	// Unlike the other tenant writes, SetAnchor applies to a tenant whose
+	// anchor was deleted: it is what lifts the kill switch.
+	t := a.s.root.tenants[c.Tenant]
+	switch {
+	case t == nil:
+		return Result{}, refuse(ErrTenantNotFound, c.Tenant, "", 0)
+	case t.t.Status == StatusRevoked:
+		return Result{}, refuse(ErrRevoked, c.Tenant, "", 0)
 	}
 	if err := checkAnchor(c.Anchor); err != nil {
 		return Result{}, err
+	}
+	if t.t.AnchorDeleted && len(c.Resealed) != 0 {
+		// Nothing could have unsealed the L2 versions to reseal them.
+		return Result{}, &Error{Err: ErrInvalidCommand, Tenant: c.Tenant, Field: "resealed"}
 	}
 	if len(c.Resealed) != 0 {
 		if len(c.Resealed) != len(t.t.L2) {
@@ -622,11 +644,75 @@ func (a *applier) setAnchor(c SetAnchor) (Result, error) {
 	}
 	t = a.s.wTenant(c.Tenant)
 	t.t.Anchor = c.Anchor
+	t.t.AnchorDeleted = false
 	for i, b := range c.Resealed {
 		t.t.L2[i].Sealed = b
 	}
 	a.changed(AnchorSet, c.Tenant, "", 0, "")
 	return Result{Tenant: c.Tenant}, nil
+}
+
+func (a *applier) setPolicy(c SetPolicy) (Result, error) {
+	if err := checkTenantName(c.Tenant); err != nil {
+		return Result{}, err
+	}
+	if err := checkPolicy(c.Policy); err != nil {
+		return Result{}, err
+	}
+	// Policy may change while a tenant is locked out or its anchor is
+	// deleted: it says who may use the keys once they are usable again.
+	t := a.s.root.tenants[c.Tenant]
+	switch {
+	case t == nil:
+		return Result{}, refuse(ErrTenantNotFound, c.Tenant, "", 0)
+	case t.t.Status == StatusRevoked:
+		return Result{}, refuse(ErrRevoked, c.Tenant, "", 0)
+	case c.Policy.Revision <= t.policy.Revision:
+		return Result{}, &Error{Err: ErrBadVersion, Tenant: c.Tenant, Field: "revision"}
+	}
+	t = a.s.wTenant(c.Tenant)
+	t.policy = copyPolicy(c.Policy)
+	a.changed(PolicySet, c.Tenant, "", 0, "")
+	return Result{Tenant: c.Tenant}, nil
+}
+
+func checkPolicy(p Policy) error {
+	if p.Revision == 0 {
+		return invalid(ErrInvalidCommand, "policy-revision")
+	}
+	if len(p.Rules) > MaxPolicyRules {
+		return invalid(ErrInvalidCommand, "policy-rules")
+	}
+	for _, r := range p.Rules {
+		if len(r.Caller) == 0 || len(r.Caller) > MaxPolicyPattern {
+			return invalid(ErrInvalidCommand, "policy-caller")
+		}
+		for i := 0; i < len(r.Caller); i++ {
+			if r.Caller[i] < 0x21 || r.Caller[i] > 0x7e {
+				return invalid(ErrInvalidCommand, "policy-caller")
+			}
+		}
+		if r.Service != "*" && !validName(r.Service) {
+			return invalid(ErrInvalidName, "policy-service")
+		}
+		if len(r.Operations) == 0 || len(r.Operations) > len(policyOpNames) {
+			return invalid(ErrInvalidCommand, "policy-operations")
+		}
+		for _, op := range r.Operations {
+			if op == 0 || int(op) >= len(policyOpNames) {
+				return invalid(ErrInvalidCommand, "policy-operations")
+			}
+		}
+	}
+	return nil
+}
+
+func copyPolicy(p Policy) Policy {
+	p.Rules = slices.Clone(p.Rules)
+	for i := range p.Rules {
+		p.Rules[i].Operations = slices.Clone(p.Rules[i].Operations)
+	}
+	return p
 }
 
 func (a *applier) deleteAnchor(c DeleteAnchor, src source) (Result, error) {
@@ -645,6 +731,7 @@ func (a *applier) deleteAnchor(c DeleteAnchor, src source) (Result, error) {
 	}
 	t = a.s.wTenant(c.Tenant)
 	t.t.AnchorDeleted = true
+	t.t.Anchor = ""
 	seq := a.revoked(RevokedAnchor, c.Tenant, "", 0, c.Reason, src)
 	a.changed(AnchorDeleted, c.Tenant, "", 0, c.Reason)
 	return Result{Tenant: c.Tenant, Seq: seq}, nil
@@ -667,13 +754,80 @@ func (a *applier) governance(c ApplyGovernanceEvent) (Result, error) {
 	if c.Cursor <= a.s.root.cursor {
 		return Result{Cursor: a.s.root.cursor, Skipped: true}, nil
 	}
-	res, err := a.command(ev, source{cursor: c.Cursor, eventID: c.EventID})
+	if c.After != a.s.root.cursor {
+		return Result{}, &Error{Err: ErrCursorMismatch, Field: "after"}
+	}
+	if c.Refused != nil && codeOf(c.Refused) == "" {
+		return Result{}, invalid(ErrInvalidCommand, "refused")
+	}
+	src := source{cursor: c.Cursor, eventID: c.EventID}
+	var (
+		res Result
+		err = c.Refused
+	)
+	if err == nil {
+		res, err = a.command(ev, src)
+	}
 	a.s.wRoot().cursor = c.Cursor
-	if err != nil {
-		res = Result{EventErr: err}
+	kind := eventKind(ev)
+	if err != nil || !kind.IsRevocation() {
+		// Successful revocations log themselves; everything else the feed
+		// applied is logged here, so that the log holds one entry per event.
+		rv := eventTarget(ev)
+		rv.Kind = kind
+		if err != nil {
+			rv.Error = codeOf(err)
+		}
+		seq := a.logged(rv, src)
+		if err != nil {
+			res = Result{EventErr: err, Seq: seq}
+		}
 	}
 	res.Cursor = c.Cursor
 	return res, nil
+}
+
+// eventTarget returns what a governance event's command concerns, for the
+// revocation log. Names are left out unless valid: a refused command may
+// carry anything.
+func eventTarget(c Command) Revocation {
+	var rv Revocation
+	switch c := c.(type) {
+	case RevokeTenant:
+		rv.Tenant, rv.Reason = c.Tenant, c.Reason
+	case RevokeService:
+		rv.Tenant, rv.Service, rv.Reason = c.Tenant, c.Service, c.Reason
+	case RevokeKeyVersion:
+		rv.Tenant, rv.Service, rv.Version, rv.Reason = c.Tenant, c.Service, c.Version, c.Reason
+	case DeleteAnchor:
+		rv.Tenant, rv.Reason = c.Tenant, c.Reason
+	case LockTenant:
+		rv.Tenant, rv.Reason = c.Tenant, c.Reason
+	case UnlockTenant:
+		rv.Tenant = c.Tenant
+	case SetAnchor:
+		rv.Tenant = c.Tenant
+	case SetPolicy:
+		rv.Tenant = c.Tenant
+	case CreateTenant:
+		rv.Tenant = c.Tenant
+	case CreateService:
+		rv.Tenant, rv.Service = c.Tenant, c.Service
+	case RotateTenantKey:
+		rv.Tenant = c.Tenant
+	case RotateServiceKey:
+		rv.Tenant, rv.Service = c.Tenant, c.Service
+	}
+	if !validName(rv.Tenant) {
+		rv.Tenant = ""
+	}
+	if !validName(rv.Service) {
+		rv.Service = ""
+	}
+	if len(rv.Reason) > maxReasonLen {
+		rv.Reason = ""
+	}
+	return rv
 }
 
 func (a *applier) setSettings(c SetSettings) (Result, error) {

@@ -191,7 +191,16 @@ func TestCommands(t *testing.T) {
 		{"set anchor resealed short", SetAnchor{Tenant: "acme", Anchor: "file:///new", Resealed: [][]byte{blob(), blob()}}, ErrBadVersion, nil},
 		{"set anchor resealed empty blob", SetAnchor{Tenant: "acme", Anchor: "file:///new", Resealed: [][]byte{{}}}, ErrInvalidCommand, nil},
 		{"set anchor bad uri", SetAnchor{Tenant: "acme", Anchor: ""}, ErrInvalidCommand, nil},
-		{"set anchor deleted", SetAnchor{Tenant: "shred", Anchor: "file:///new"}, ErrAnchorDeleted, nil},
+		{"set anchor deleted restores", SetAnchor{Tenant: "shred", Anchor: "file:///new"}, nil,
+			func(t *testing.T, h *harness, _ Result) {
+				if tn, _ := h.s.Tenant("shred"); tn.AnchorDeleted || tn.Anchor != "file:///new" {
+					t.Fatalf("tenant = %+v", tn)
+				}
+				if _, err := h.s.Usable("shred", "pay", 1, OpUnwrap); err != nil {
+					t.Fatalf("Usable after restore: %v", err)
+				}
+			}},
+		{"set anchor deleted resealed", SetAnchor{Tenant: "shred", Anchor: "file:///new", Resealed: [][]byte{blob()}}, ErrInvalidCommand, nil},
 		{"set anchor revoked", SetAnchor{Tenant: "gone", Anchor: "file:///new"}, ErrRevoked, nil},
 		{"delete anchor", DeleteAnchor{Tenant: "acme", Reason: "customer deleted key"}, nil,
 			func(t *testing.T, h *harness, res Result) {
@@ -206,6 +215,24 @@ func TestCommands(t *testing.T) {
 		{"delete anchor twice", DeleteAnchor{Tenant: "shred"}, ErrAnchorDeleted, nil},
 		{"delete anchor unknown", DeleteAnchor{Tenant: "nope"}, ErrTenantNotFound, nil},
 
+		// SetPolicy
+		{"set policy", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 2, Rules: []PolicyRule{{Caller: "spiffe://krypton/tenant/acme/service/*", Service: "*", Operations: []PolicyOp{PolicyWrap}}}}}, nil,
+			func(t *testing.T, h *harness, _ Result) {
+				if p, _ := h.s.Policy("acme"); p.Revision != 2 || len(p.Rules) != 1 {
+					t.Fatalf("policy = %+v", p)
+				}
+			}},
+		{"set policy no rules", SetPolicy{Tenant: "lockd", Policy: Policy{Revision: 1}}, nil, nil},
+		{"set policy anchor deleted", SetPolicy{Tenant: "shred", Policy: Policy{Revision: 1}}, nil, nil},
+		{"set policy revoked", SetPolicy{Tenant: "gone", Policy: Policy{Revision: 1}}, ErrRevoked, nil},
+		{"set policy unknown", SetPolicy{Tenant: "nope", Policy: Policy{Revision: 1}}, ErrTenantNotFound, nil},
+		{"set policy revision 0", SetPolicy{Tenant: "acme", Policy: Policy{}}, ErrInvalidCommand, nil},
+		{"set policy bad service", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 1, Rules: []PolicyRule{{Caller: "x", Service: "A", Operations: []PolicyOp{PolicyWrap}}}}}, ErrInvalidName, nil},
+		{"set policy no ops", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 1, Rules: []PolicyRule{{Caller: "x", Service: "*"}}}}, ErrInvalidCommand, nil},
+		{"set policy bad op", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 1, Rules: []PolicyRule{{Caller: "x", Service: "*", Operations: []PolicyOp{9}}}}}, ErrInvalidCommand, nil},
+		{"set policy empty caller", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 1, Rules: []PolicyRule{{Service: "*", Operations: []PolicyOp{PolicyWrap}}}}}, ErrInvalidCommand, nil},
+		{"set policy caller with space", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 1, Rules: []PolicyRule{{Caller: "a b", Service: "*", Operations: []PolicyOp{PolicyWrap}}}}}, ErrInvalidCommand, nil},
+
 		// ApplyGovernanceEvent
 		{"governance revoke", ApplyGovernanceEvent{Cursor: 7, EventID: "ev-7", Event: RevokeService{Tenant: "acme", Service: "pay"}}, nil,
 			func(t *testing.T, h *harness, res Result) {
@@ -219,6 +246,28 @@ func TestCommands(t *testing.T) {
 			func(t *testing.T, h *harness, res Result) {
 				if !errors.Is(res.EventErr, ErrTenantNotFound) || h.s.GovernanceCursor() != 8 {
 					t.Fatalf("result = %+v, cursor = %d", res, h.s.GovernanceCursor())
+				}
+			}},
+		{"governance after mismatch", ApplyGovernanceEvent{Cursor: 9, After: 3, Event: RevokeTenant{Tenant: "acme"}}, ErrCursorMismatch, nil},
+		{"governance refused by proposer", ApplyGovernanceEvent{Cursor: 9, EventID: "ev-9", Event: SetAnchor{Tenant: "shred", Anchor: "file:///other-key"}, Refused: refuse(ErrAnchorMismatch, "shred", "", 0)}, nil,
+			func(t *testing.T, h *harness, res Result) {
+				if !errors.Is(res.EventErr, ErrAnchorMismatch) || h.s.GovernanceCursor() != 9 {
+					t.Fatalf("result = %+v, cursor = %d", res, h.s.GovernanceCursor())
+				}
+				if _, err := h.s.Usable("shred", "pay", 1, OpUnwrap); !errors.Is(err, ErrAnchorDeleted) {
+					t.Fatalf("refused SetAnchor lifted the kill switch: %v", err)
+				}
+				log := h.s.RevocationLog(0)
+				if last := log[len(log)-1]; last.Kind != EventAnchorSet || last.Error != "anchor-mismatch" || last.Cursor != 9 || last.Tenant != "shred" {
+					t.Fatalf("log = %+v", last)
+				}
+			}},
+		{"governance refusal without a code", ApplyGovernanceEvent{Cursor: 9, Event: UnlockTenant{Tenant: "acme"}, Refused: errors.New("x")}, ErrInvalidCommand, nil},
+		{"governance non-revocation is logged", ApplyGovernanceEvent{Cursor: 9, EventID: "ev-9", Event: LockTenant{Tenant: "acme", Reason: "gov"}}, nil,
+			func(t *testing.T, h *harness, res Result) {
+				log := h.s.RevocationLog(0)
+				if last := log[len(log)-1]; last.Kind != EventLocked || last.Error != "" || last.Cursor != 9 || last.Reason != "gov" {
+					t.Fatalf("log = %+v", last)
 				}
 			}},
 		{"governance cursor zero", ApplyGovernanceEvent{Cursor: 0, Event: RevokeTenant{Tenant: "acme"}}, ErrInvalidCommand, nil},
@@ -417,7 +466,6 @@ func TestRevocationIsTerminal(t *testing.T) {
 		RevokeKeyVersion{Tenant: "acme", Service: "pay", Version: 3},
 		RevokeService{Tenant: "acme", Service: "old"},
 		RotateServiceKey{Tenant: "acme", Service: "old", Version: 2, SealedL3: blob(), SealedBy: 1},
-		SetAnchor{Tenant: "shred", Anchor: "file:///back"},
 	} {
 		if _, err := h.apply(c); err == nil {
 			t.Errorf("%s %+v succeeded", c.Type(), c)

@@ -63,8 +63,10 @@ type Tenant struct {
 	// Status is StatusActive, StatusLocked or StatusRevoked.
 	Status     Status `json:"status"`
 	LockReason string `json:"lock-reason,omitempty"`
-	// AnchorDeleted is the governance kill switch: the customer's L1 is
-	// gone, so nothing of this tenant can be used again.
+	// AnchorDeleted is the governance kill switch: the tenant's L1 pointer
+	// was deleted (Anchor is then empty), so nothing of this tenant may be
+	// used until a SetAnchor points it at an anchor that opens its sealed
+	// L2 versions again. The sealed blobs stay as they were.
 	AnchorDeleted bool   `json:"anchor-deleted,omitempty"`
 	CurrentL2     uint32 `json:"current-l2"`
 	CreatedAt     int64  `json:"created-at"`
@@ -120,7 +122,59 @@ const (
 	RevokedAnchor     RevocationKind = "anchor-deleted"
 )
 
-// Revocation is one entry of the region's revocation log.
+// Kinds of the other governance events the log records (see Revocation).
+// They are not revocations; RevocationKind.IsRevocation tells them apart.
+const (
+	EventTenantCreated  RevocationKind = "tenant-created"
+	EventServiceCreated RevocationKind = "service-created"
+	EventLocked         RevocationKind = "locked"
+	EventUnlocked       RevocationKind = "unlocked"
+	EventAnchorSet      RevocationKind = "anchor-set"
+	EventPolicySet      RevocationKind = "policy-set"
+)
+
+// IsRevocation reports whether k revokes something or deletes an anchor,
+// rather than recording another governance event.
+func (k RevocationKind) IsRevocation() bool {
+	switch k {
+	case RevokedTenant, RevokedService, RevokedKeyVersion, RevokedAnchor:
+		return true
+	}
+	return false
+}
+
+// eventKind is the log kind of a governance event's command.
+func eventKind(c Command) RevocationKind {
+	switch c.(type) {
+	case RevokeTenant:
+		return RevokedTenant
+	case RevokeService:
+		return RevokedService
+	case RevokeKeyVersion:
+		return RevokedKeyVersion
+	case DeleteAnchor:
+		return RevokedAnchor
+	case CreateTenant:
+		return EventTenantCreated
+	case CreateService:
+		return EventServiceCreated
+	case LockTenant:
+		return EventLocked
+	case UnlockTenant:
+		return EventUnlocked
+	case SetAnchor:
+		return EventAnchorSet
+	case SetPolicy:
+		return EventPolicySet
+	}
+	return RevocationKind(c.Type())
+}
+
+// Revocation is one entry of the region's revocation log. The log records
+// every revocation and anchor deletion (local or from governance), and every
+// other governance event the region applied (kinds Event*), refused ones
+// included (Error says why), so that it can be checked against governance's
+// own log: one entry per cursor, in cursor order.
 type Revocation struct {
 	Seq     uint64         `json:"seq"`   // 1, 2, 3, ... in log order
 	Index   uint64         `json:"index"` // the Raft log index that applied it
@@ -134,7 +188,82 @@ type Revocation struct {
 	Cursor    uint64 `json:"cursor,omitempty"`
 	EventID   string `json:"event-id,omitempty"`
 	At        int64  `json:"at"`
+	// Error is the stable code of the refusal (see fsm's codes) when a
+	// governance event was refused: it advanced the cursor, changed nothing.
+	Error string `json:"error,omitempty"`
 }
+
+// PolicyOp is an operation a policy rule allows. The values are those of
+// the krypton.v1 Operation enum; they are part of the snapshot format.
+type PolicyOp uint8
+
+// Policy operations.
+const (
+	PolicyWrap PolicyOp = iota + 1
+	PolicyUnwrap
+	PolicyGenerateDataKey
+	PolicyRewrap
+)
+
+var policyOpNames = [...]string{
+	PolicyWrap:            "wrap",
+	PolicyUnwrap:          "unwrap",
+	PolicyGenerateDataKey: "generate-data-key",
+	PolicyRewrap:          "rewrap",
+}
+
+func (o PolicyOp) String() string {
+	if int(o) < len(policyOpNames) && policyOpNames[o] != "" {
+		return policyOpNames[o]
+	}
+	return fmt.Sprintf("PolicyOp(%d)", uint8(o))
+}
+
+// MarshalText encodes the operation by name.
+func (o PolicyOp) MarshalText() ([]byte, error) {
+	if int(o) >= len(policyOpNames) || policyOpNames[o] == "" {
+		return nil, fmt.Errorf("fsm: invalid policy operation %d", uint8(o))
+	}
+	return []byte(policyOpNames[o]), nil
+}
+
+// UnmarshalText decodes an operation name.
+func (o *PolicyOp) UnmarshalText(b []byte) error {
+	for i, n := range policyOpNames {
+		if n != "" && n == string(b) {
+			*o = PolicyOp(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("fsm: invalid policy operation %q", b)
+}
+
+// Policy is a tenant's access policy as governance set it (the krypton.v1
+// Policy message in plain Go types). A call is allowed if any rule allows
+// it; with no rules a caller may use exactly the tenant and service its
+// certificate names. The region enforces it (package region); the state
+// machine only stores it.
+type Policy struct {
+	// Revision is governance's revision of the policy; 0 means never set.
+	Revision uint64       `json:"revision"`
+	Rules    []PolicyRule `json:"rules,omitempty"`
+}
+
+// PolicyRule allows callers whose certificate URI matches Caller (a
+// pattern: '*' matches a run of characters other than '/', a trailing
+// "/**" any remaining path) to use Service ("*" for every service of the
+// tenant) for Operations.
+type PolicyRule struct {
+	Caller     string     `json:"caller"`
+	Service    string     `json:"service"`
+	Operations []PolicyOp `json:"operations"`
+}
+
+// Limits on a policy, as governance's API sets them.
+const (
+	MaxPolicyRules   = 1000
+	MaxPolicyPattern = 512
+)
 
 // Settings are region settings replicated through the log so that every node
 // agrees on them.
@@ -216,8 +345,9 @@ const (
 type ChangeKind uint8
 
 // Change kinds. The region wipes keyring entries on TenantRevoked,
-// ServiceRevoked, KeyVersionRevoked, TenantLocked and AnchorDeleted, and
-// rebuilds from scratch on Restored.
+// ServiceRevoked, KeyVersionRevoked, TenantLocked and AnchorDeleted,
+// recompiles a tenant's policy on PolicySet, and rebuilds from scratch on
+// Restored. AnchorSet after AnchorDeleted lifts the kill switch.
 const (
 	TenantCreated ChangeKind = iota + 1
 	TenantKeyRotated
@@ -233,6 +363,8 @@ const (
 	SettingsChanged
 	// Restored: the whole state was replaced from a snapshot.
 	Restored
+	// PolicySet: a tenant's access policy was replaced.
+	PolicySet
 )
 
 var changeNames = [...]string{
@@ -249,6 +381,7 @@ var changeNames = [...]string{
 	AnchorDeleted:     "anchor-deleted",
 	SettingsChanged:   "settings-changed",
 	Restored:          "restored",
+	PolicySet:         "policy-set",
 }
 
 func (k ChangeKind) String() string {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"io"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -525,7 +526,7 @@ func (n *Node) checkRestoreKeepsRevocations(file []byte) error {
 		return status.Error(codes.InvalidArgument, "region: malformed snapshot state")
 	}
 	undone := 0
-	for _, r := range n.state.RevocationLog(0) {
+	for _, r := range inForce(n.state.RevocationLog(0)) {
 		if !revokedIn(scratch, r) {
 			undone++
 		}
@@ -534,6 +535,25 @@ func (n *Node) checkRestoreKeepsRevocations(file []byte) error {
 		return status.Errorf(codes.FailedPrecondition, "region: the snapshot predates %d revocation(s) made since; restoring it would make revoked keys usable again", undone)
 	}
 	return nil
+}
+
+// inForce returns the revocations of log that still stand: the log also records governance events
+// that revoke nothing, refused ones, and anchor deletions that a later SetAnchor lifted (the kill
+// switch is reversible; revocation is not).
+func inForce(log []fsm.Revocation) []fsm.Revocation {
+	var out []fsm.Revocation
+	for i, r := range log {
+		if r.Error != "" || !r.Kind.IsRevocation() {
+			continue
+		}
+		if r.Kind == fsm.RevokedAnchor && slices.ContainsFunc(log[i+1:], func(l fsm.Revocation) bool {
+			return l.Kind == fsm.EventAnchorSet && l.Error == "" && l.Tenant == r.Tenant
+		}) {
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // revokedIn reports whether state s keeps revocation r in force (or does not hold the key at all).
