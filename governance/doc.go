@@ -1,4 +1,27 @@
-// Package governance will hold the governance plane: its own Raft cluster (reusing cluster) whose
-// state is the tenants, each tenant's L1 anchor URI and regions, services, access policy and the
-// ordered revocation log, and the stream that feeds each region's leader. It never encrypts.
+// Package governance is the governance plane ("the brain"): its own Raft
+// cluster (built on package cluster) whose replicated state is the tenants,
+// each tenant's L1 anchor URI and regions, services, access policy, and one
+// ordered, append-only event log (create, anchor set and deleted, policy
+// set, lock, unlock, revoke) with a strictly increasing cursor. It never
+// encrypts and holds no key material.
+//
+// Regions follow the log with GovernanceService.WatchRevocations and report
+// how far they have applied it with ReportCursor; Revoke and DeleteAnchor
+// with wait return once every region of the tenant has reported the event.
+//
+// Start one node (a single-node development governance):
+//
+//	n, err := governance.Start(ctx, governance.Config{
+//		NodeID: "gov-1", DataDir: dir,
+//		RaftAddr: "127.0.0.1:7510", GossipAddr: "127.0.0.1:7520", RPCAddr: "127.0.0.1:7500",
+//		BootstrapExpect: 1, GossipKey: key32,
+//		Roots: ca.Pool(), Certificate: nodeCert.TLSCertificate(),
+//		AllowDevAnchor: true,
+//	})
+//	defer n.Close()
+//	fmt.Println(n.Addr()) // the GovernanceService address
+//
+// The state machine (FSM) is usable without Raft: ApplyCommand replays
+// commands, which is how its tests check determinism. See DESIGN.md for
+// why it is built this way, and governancetest for in-process clusters.
 package governance

@@ -1,0 +1,162 @@
+package governance
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Op names a state-machine command.
+type Op string
+
+// Commands of the governance state machine.
+const (
+	OpCreateTenant  Op = "create-tenant"
+	OpCreateService Op = "create-service"
+	OpSetAnchor     Op = "set-anchor"
+	OpDeleteAnchor  Op = "delete-anchor"
+	OpSetPolicy     Op = "set-policy"
+	OpRevoke        Op = "revoke"
+	OpLock          Op = "lock"
+	OpUnlock        Op = "unlock"
+	OpReport        Op = "report"
+)
+
+// Command is one entry of the governance Raft log. The proposing node fills
+// in everything that is not deterministic (Time, EventID) before it
+// proposes, so that Apply is a pure function of the state and the command.
+//
+// Commands are JSON: small, self-describing, and readable in a log dump.
+// encoding/json is the one decoder; FuzzDecodeCommand exercises it.
+type Command struct {
+	Op Op `json:"op"`
+	// RequestID makes a write idempotent; Fingerprint is a digest of the
+	// request's parameters, so that a reused id with other parameters is
+	// refused. Both empty for OpReport.
+	RequestID   string `json:"rid,omitempty"`
+	Fingerprint string `json:"fp,omitempty"`
+	// EventID is the id of the event this command emits, if it emits one.
+	EventID string `json:"eid,omitempty"`
+	// Time is the proposing node's clock (Unix ns).
+	Time int64 `json:"time"`
+
+	Tenant    string   `json:"tenant,omitempty"`
+	Service   string   `json:"service,omitempty"`
+	Version   uint32   `json:"version,omitempty"`
+	AnchorURI string   `json:"anchor,omitempty"`
+	Regions   []string `json:"regions,omitempty"`
+	Reason    string   `json:"reason,omitempty"`
+
+	Rules            []Rule `json:"rules,omitempty"`
+	ExpectedRevision uint64 `json:"expect,omitempty"`
+
+	Region       string   `json:"region,omitempty"`
+	Cursor       uint64   `json:"cursor,omitempty"`
+	Inventory    []KeyRef `json:"inv,omitempty"`
+	HasInventory bool     `json:"has-inv,omitempty"`
+}
+
+// MaxCommandSize bounds an encoded command (a full policy or a full
+// inventory fits well within it).
+const MaxCommandSize = 16 << 20
+
+// Encode returns the command's log bytes.
+func (c *Command) Encode() ([]byte, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("governance: encode command: %w", err)
+	}
+	if len(b) > MaxCommandSize {
+		return nil, ErrLimit
+	}
+	return b, nil
+}
+
+var errBadCommand = errors.New("governance: malformed command")
+
+// DecodeCommand parses a command's log bytes. It refuses unknown fields,
+// trailing data and oversized input; it does not check the command's
+// meaning (Apply does).
+func DecodeCommand(b []byte) (*Command, error) {
+	if len(b) > MaxCommandSize {
+		return nil, errBadCommand
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var c Command
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("%w: %v", errBadCommand, err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data", errBadCommand)
+	}
+	switch c.Op {
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLock, OpUnlock, OpReport:
+	default:
+		return nil, fmt.Errorf("%w: unknown op", errBadCommand)
+	}
+	return &c, nil
+}
+
+// Result is what Apply returns for a command: the event it emitted (or, for
+// a retried request, the original one), and the resulting state of what it
+// changed. Err is one of this package's sentinels.
+type Result struct {
+	Err      error
+	Event    *Event
+	Tenant   *Tenant
+	Service  *Service
+	Policy   *Policy
+	Recorded uint64 // OpReport: the cursor recorded for the region
+}
+
+// resultWire is Result on the wire between a leader and a follower that
+// forwarded the command.
+type resultWire struct {
+	Err      string   `json:"err,omitempty"`
+	Event    *Event   `json:"event,omitempty"`
+	Tenant   *Tenant  `json:"tenant,omitempty"`
+	Service  *Service `json:"service,omitempty"`
+	Policy   *Policy  `json:"policy,omitempty"`
+	Recorded uint64   `json:"recorded,omitempty"`
+}
+
+// Codec is the cluster.ResponseCodec of the governance state machine: it
+// carries a Result across a forwarded Apply, its error as the sentinel's
+// key (never a message to be parsed).
+type Codec struct{}
+
+// EncodeResponse implements cluster.ResponseCodec.
+func (Codec) EncodeResponse(resp any) ([]byte, error) {
+	r, ok := resp.(*Result)
+	if !ok {
+		return nil, fmt.Errorf("governance: cannot encode a %T response", resp)
+	}
+	w := resultWire{Event: r.Event, Tenant: r.Tenant, Service: r.Service, Policy: r.Policy, Recorded: r.Recorded}
+	if r.Err != nil {
+		var e *Error
+		if !errors.As(r.Err, &e) {
+			return nil, fmt.Errorf("governance: cannot encode error %T", r.Err)
+		}
+		w.Err = e.key
+	}
+	return json.Marshal(w)
+}
+
+// DecodeResponse implements cluster.ResponseCodec.
+func (Codec) DecodeResponse(data []byte) (any, error) {
+	var w resultWire
+	if err := json.Unmarshal(data, &w); err != nil {
+		return nil, fmt.Errorf("governance: decode response: %w", err)
+	}
+	r := &Result{Event: w.Event, Tenant: w.Tenant, Service: w.Service, Policy: w.Policy, Recorded: w.Recorded}
+	if w.Err != "" {
+		e, ok := errorsByKey[w.Err]
+		if !ok {
+			return nil, fmt.Errorf("governance: unknown error key in response")
+		}
+		r.Err = e
+	}
+	return r, nil
+}

@@ -1,0 +1,117 @@
+package governance
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// Config configures one governance node. Every node of the governance
+// cluster is started with the same Config apart from NodeID, DataDir, the
+// addresses and the certificate.
+type Config struct {
+	// NodeID names the node in Raft, gossip and its certificate
+	// (spiffe://krypton/node/<id>).
+	NodeID string
+	// DataDir holds the Raft log, snapshots and the audit log.
+	DataDir string
+
+	// RaftAddr (Raft and cluster RPC, mutual TLS), GossipAddr (memberlist,
+	// encrypted) and RPCAddr (the gRPC API, mutual TLS) are host:port to
+	// bind; port 0 picks a free port for RPCAddr only. HTTPAddr serves
+	// /metrics, /healthz and /debug/pprof in plain HTTP; empty disables it.
+	RaftAddr   string
+	GossipAddr string
+	RPCAddr    string
+	HTTPAddr   string
+
+	// BootstrapExpect is the number of nodes that bootstrap a new cluster
+	// together (3 in production, 1 in development); 0 joins an existing
+	// cluster. Join lists gossip addresses of other nodes.
+	BootstrapExpect int
+	Join            []string
+	// GossipKey is the 32-byte key that encrypts gossip.
+	GossipKey []byte
+
+	// Roots are the CAs of node, service and operator certificates;
+	// Certificate is this node's (a node certificate naming NodeID).
+	Roots       *x509.CertPool
+	Certificate tls.Certificate
+
+	// Regions, if not empty, are the only regions tenants may name; empty
+	// accepts any valid region name.
+	Regions []string
+	// AllowDevAnchor lets tenants use the file:// development anchor.
+	AllowDevAnchor bool
+
+	// HeartbeatInterval is how often WatchRevocations sends a heartbeat
+	// when no event is sent (default 5 s; tests shorten it).
+	HeartbeatInterval time.Duration
+	// StaleAfter is how long a follower serving WatchRevocations may go
+	// without hearing from a leader before it ends the stream with
+	// UNAVAILABLE (default 3 × the Raft election timeout).
+	StaleAfter time.Duration
+
+	// AuditPath is the hash-chained audit log; empty means
+	// DataDir/audit.log.
+	AuditPath string
+
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+
+	// Tune, if set, adjusts the cluster configuration before the node
+	// starts (test timings).
+	Tune func(*cluster.Config)
+	// ClusterOptions are passed to cluster.New (partition filters in tests).
+	ClusterOptions []cluster.Option
+}
+
+// DefaultConfig returns a Config with the defaults and no identity,
+// addresses or certificates.
+func DefaultConfig() Config {
+	return Config{HeartbeatInterval: 5 * time.Second}
+}
+
+// Validate names the first bad field.
+func (c *Config) Validate() error {
+	if err := wrap.ValidateName(c.NodeID); err != nil {
+		return fmt.Errorf("governance: NodeID: %w", err)
+	}
+	if c.DataDir == "" {
+		return fmt.Errorf("governance: DataDir is required")
+	}
+	for name, addr := range map[string]string{"RaftAddr": c.RaftAddr, "GossipAddr": c.GossipAddr, "RPCAddr": c.RPCAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("governance: %s %q: %w", name, addr, err)
+		}
+	}
+	if c.HTTPAddr != "" {
+		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+			return fmt.Errorf("governance: HTTPAddr %q: %w", c.HTTPAddr, err)
+		}
+	}
+	if c.Roots == nil {
+		return fmt.Errorf("governance: Roots (the CA pool) is required")
+	}
+	if len(c.Certificate.Certificate) == 0 {
+		return fmt.Errorf("governance: Certificate (the node certificate) is required")
+	}
+	if c.BootstrapExpect < 0 {
+		return fmt.Errorf("governance: BootstrapExpect %d is negative", c.BootstrapExpect)
+	}
+	for _, r := range c.Regions {
+		if err := wrap.ValidateName(r); err != nil {
+			return fmt.Errorf("governance: Regions: %w", err)
+		}
+	}
+	if c.HeartbeatInterval < 0 || c.StaleAfter < 0 {
+		return fmt.Errorf("governance: HeartbeatInterval and StaleAfter must not be negative")
+	}
+	return nil
+}

@@ -1,0 +1,272 @@
+package governance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+
+	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/version"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// Gossip tags a governance node publishes.
+const (
+	metaRPC     = "grpc"
+	metaRole    = "role"
+	metaVersion = "version"
+)
+
+// Node is one running governance node: Raft and gossip (cluster), the
+// replicated state (FSM), the audit log, and the GovernanceService API on
+// RPCAddr.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	fsm     *FSM
+	cl      *cluster.Cluster
+	reg     *prometheus.Registry
+	audit   *audit.Log
+	srv     *transport.Server
+	rpcLn   net.Listener
+	http    *transport.AdminHTTP
+	svc     *api
+	metrics *collector
+
+	stop     chan struct{} // closed by Close: streams and waits end
+	wg       sync.WaitGroup
+	shutOnce sync.Once
+	shut     atomic.Bool
+}
+
+// Start starts a governance node: it opens its data directory, joins or
+// bootstraps the governance cluster, and serves the API on cfg.RPCAddr until
+// Close. A node that bootstraps alone (BootstrapExpect 1, no Join: the
+// development set-up) waits, within ctx, until it leads; otherwise Start
+// returns at once (WaitLeader waits).
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.HeartbeatInterval == 0 {
+		cfg.HeartbeatInterval = DefaultConfig().HeartbeatInterval
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("node", cfg.NodeID, "plane", "governance")
+	n := &Node{cfg: cfg, log: log, fsm: NewFSM(), reg: prometheus.NewRegistry(), stop: make(chan struct{})}
+	var closers []func()
+	defer func() {
+		if err != nil {
+			for i := len(closers) - 1; i >= 0; i-- {
+				closers[i]()
+			}
+		}
+	}()
+
+	auditPath := cfg.AuditPath
+	if auditPath == "" {
+		auditPath = filepath.Join(cfg.DataDir, "audit.log")
+	}
+	if n.audit, err = audit.Open(auditPath, audit.Options{Node: cfg.NodeID, SyncInterval: 100 * time.Millisecond}); err != nil {
+		return nil, fmt.Errorf("governance: audit log: %w", err)
+	}
+	closers = append(closers, func() { n.audit.Close() })
+
+	ccfg := cluster.DefaultConfig()
+	ccfg.NodeID = cfg.NodeID
+	ccfg.DataDir = cfg.DataDir
+	ccfg.RaftAddr = cfg.RaftAddr
+	ccfg.GossipAddr = cfg.GossipAddr
+	ccfg.GossipKey = cfg.GossipKey
+	ccfg.BootstrapExpect = cfg.BootstrapExpect
+	ccfg.Join = cfg.Join
+	ccfg.TLS = pki.NodeTLSConfig(cfg.Roots, cfg.Certificate)
+	ccfg.Logger = log
+	ccfg.Registerer = n.reg
+	if cfg.Tune != nil {
+		cfg.Tune(&ccfg)
+	}
+	if n.cfg.StaleAfter == 0 {
+		n.cfg.StaleAfter = 3 * ccfg.ElectionTimeout
+	}
+
+	// The API listener comes first so that a port clash fails before Raft
+	// starts, and so that port 0 resolves before gossip publishes it.
+	if n.rpcLn, err = net.Listen("tcp", cfg.RPCAddr); err != nil {
+		return nil, fmt.Errorf("governance: RPCAddr: %w", err)
+	}
+	closers = append(closers, func() { n.rpcLn.Close() })
+	ccfg.Meta = map[string]string{metaRPC: n.rpcLn.Addr().String(), metaRole: "governance", metaVersion: version.Version}
+
+	if n.cl, err = cluster.New(ccfg, n.fsm, append([]cluster.Option{cluster.WithResponseCodec(Codec{})}, cfg.ClusterOptions...)...); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { n.cl.Shutdown() })
+
+	n.metrics = newCollector(n)
+	if err := n.reg.Register(n.metrics); err != nil {
+		return nil, err
+	}
+	tm, err := transport.NewMetrics(n.reg)
+	if err != nil {
+		return nil, err
+	}
+	n.srv, err = transport.NewServer(transport.ServerConfig{
+		Roots:       cfg.Roots,
+		Certificate: cfg.Certificate,
+		Metrics:     tm,
+		Audit:       n.auditRefusal,
+		Logger:      log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	n.svc = &api{n: n}
+	kv1.RegisterGovernanceServiceServer(n.srv, n.svc)
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		if err := n.srv.Serve(n.rpcLn); err != nil && !n.shut.Load() {
+			n.log.Error("gRPC server stopped", "err", err)
+		}
+	}()
+	closers = append(closers, func() { n.srv.Stop() })
+
+	if cfg.HTTPAddr != "" {
+		ln, err := net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			return nil, fmt.Errorf("governance: HTTPAddr: %w", err)
+		}
+		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		closers = append(closers, func() { n.http.Shutdown(context.Background()) })
+	}
+	log.Info("governance node started", "rpc", n.Addr(), "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr)
+	if cfg.BootstrapExpect == 1 && len(cfg.Join) == 0 {
+		if err := n.WaitLeader(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+// WaitLeader waits until a leader is known and this node has applied its
+// log up to the leader's commit index.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	if _, err := n.cl.WaitForLeader(ctx); err != nil {
+		return fmt.Errorf("governance: waiting for a leader: %w", err)
+	}
+	return n.cl.Barrier(ctx)
+}
+
+// ID returns the node's id.
+func (n *Node) ID() string { return n.cfg.NodeID }
+
+// Addr returns the address the gRPC API listens on.
+func (n *Node) Addr() string { return n.rpcLn.Addr().String() }
+
+// Cluster exposes the node's Raft and gossip layer to tests and tools.
+func (n *Node) Cluster() *cluster.Cluster { return n.cl }
+
+// FSM is the node's replicated state, as applied here.
+func (n *Node) FSM() *FSM { return n.fsm }
+
+// Registry is where the node's metrics are registered.
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+func (n *Node) healthy() error {
+	if n.shut.Load() {
+		return ErrShutdown
+	}
+	return nil
+}
+
+// Close stops the node without leaving the cluster (the others see it
+// fail; restarted with the same DataDir it rejoins). Streams end with
+// UNAVAILABLE. The first call returns the error of stopping, if any; every
+// later call returns ErrShutdown.
+func (n *Node) Close() error {
+	err := error(ErrShutdown)
+	n.shutOnce.Do(func() { err = n.shutdown(func() error { return n.cl.Shutdown() }) })
+	return err
+}
+
+// Leave takes the node out of the cluster gracefully (leadership handed
+// over, removed from the configuration, gossip left), then closes it.
+func (n *Node) Leave(ctx context.Context) error {
+	err := error(ErrShutdown)
+	n.shutOnce.Do(func() {
+		err = n.shutdown(func() error {
+			if e := n.cl.Leave(ctx); e != nil {
+				n.cl.Shutdown()
+				return e
+			}
+			return nil
+		})
+	})
+	return err
+}
+
+func (n *Node) shutdown(stopCluster func() error) error {
+	n.shut.Store(true)
+	close(n.stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n.srv.Shutdown(ctx)
+	err := stopCluster()
+	if errors.Is(err, cluster.ErrShutdown) {
+		err = nil
+	}
+	if n.http != nil {
+		n.http.Shutdown(ctx)
+	}
+	n.wg.Wait()
+	n.reg.Unregister(n.metrics)
+	if e := n.audit.Close(); e != nil && err == nil {
+		err = e
+	}
+	n.log.Info("governance node stopped")
+	return err
+}
+
+func (n *Node) raftStat(name string) uint64 {
+	v, _ := strconv.ParseUint(n.cl.Stats()[name], 10, 64)
+	return v
+}
+
+func (n *Node) auditRefusal(_ context.Context, method string, id pki.Identity, code codes.Code) {
+	actor := ""
+	if id.Kind != 0 {
+		actor = id.String()
+	}
+	n.audit.Record(audit.Event{Kind: audit.KindCallRefused, Actor: actor, Code: code.String(), Detail: map[string]string{"method": method}})
+}
+
+// record writes a governance decision to the audit log with the caller's
+// identity.
+func (n *Node) record(ctx context.Context, e audit.Event) {
+	if id, ok := transport.IdentityFromContext(ctx); ok {
+		e.Actor = id.String()
+	}
+	if err := n.audit.Record(e); err != nil {
+		n.log.Error("audit log write failed", "kind", e.Kind, "err", err)
+	}
+}

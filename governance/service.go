@@ -1,0 +1,575 @@
+package governance
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// Audit event kinds of governance decisions.
+const (
+	AuditTenantCreate  = "governance.tenant.create"
+	AuditServiceCreate = "governance.service.create"
+	AuditAnchorSet     = "governance.anchor.set"
+	AuditAnchorDelete  = "governance.anchor.delete"
+	AuditPolicySet     = "governance.policy.set"
+	AuditTenantLock    = "governance.tenant.lock"
+	AuditTenantUnlock  = "governance.tenant.unlock"
+	AuditRevoke        = "governance.revoke"
+	AuditRevokeDryRun  = "governance.revoke.dry-run"
+	AuditWatchStart    = "governance.watch.start"
+)
+
+// api implements kv1.GovernanceServiceServer over a Node.
+type api struct {
+	kv1.UnimplementedGovernanceServiceServer
+	n *Node
+}
+
+// operator refuses callers that are not operators. transport's policy
+// admits operators and nodes to the service; nodes may only follow the feed.
+func operator(ctx context.Context) error {
+	id, ok := transport.IdentityFromContext(ctx)
+	if !ok {
+		return status.Error(codes.Unauthenticated, "transport: no verified client certificate")
+	}
+	if id.Kind != pki.KindOperator {
+		return ErrNotOperator
+	}
+	return nil
+}
+
+// regionNode refuses callers that are not a node of region.
+func regionNode(ctx context.Context, region string) error {
+	id, ok := transport.IdentityFromContext(ctx)
+	if !ok {
+		return status.Error(codes.Unauthenticated, "transport: no verified client certificate")
+	}
+	if id.Kind != pki.KindNode || id.Region == "" || id.Region != region {
+		return ErrWrongRegion
+	}
+	return nil
+}
+
+// propose fills in what only the proposing node may choose (time, event id)
+// and the request's fingerprint, commits the command, and returns the
+// state machine's result or its error.
+func (n *Node) propose(ctx context.Context, c *Command) (*Result, error) {
+	if c.Op != OpReport {
+		fp, err := json.Marshal(c) // the request's parameters: nothing chosen yet
+		if err != nil {
+			return nil, err
+		}
+		sum := sha256.Sum256(fp)
+		c.Fingerprint = hex.EncodeToString(sum[:16])
+		var id [16]byte
+		rand.Read(id[:])
+		c.EventID = hex.EncodeToString(id[:])
+	}
+	c.Time = time.Now().UnixNano()
+	b, err := c.Encode()
+	if err != nil {
+		return nil, err
+	}
+	resp, err := n.cl.Apply(ctx, b)
+	if err != nil {
+		return nil, n.clusterErr(err)
+	}
+	r, ok := resp.(*Result)
+	if !ok {
+		return nil, fmt.Errorf("governance: unexpected apply response %T", resp)
+	}
+	if r.Err != nil {
+		return nil, r.Err
+	}
+	return r, nil
+}
+
+// clusterErr maps cluster errors to the API's. Ambiguous outcomes
+// (leadership lost, forwarding failed) are UNAVAILABLE: the client retries
+// with the same request_id and learns the outcome.
+func (n *Node) clusterErr(err error) error {
+	switch {
+	case errors.Is(err, cluster.ErrShutdown):
+		return ErrShutdown
+	case errors.Is(err, context.DeadlineExceeded):
+		return context.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return context.Canceled
+	case errors.Is(err, cluster.ErrNoLeader), errors.Is(err, cluster.ErrNotLeader),
+		errors.Is(err, cluster.ErrLeadershipLost), errors.Is(err, cluster.ErrForward):
+		return ErrUnavailable
+	}
+	n.log.Warn("cluster call failed", "err", err)
+	return ErrUnavailable
+}
+
+// barrier makes the local state reflect every acknowledged write.
+func (n *Node) barrier(ctx context.Context) error {
+	if err := n.cl.Barrier(ctx); err != nil {
+		return n.clusterErr(err)
+	}
+	return nil
+}
+
+// waitRegions blocks until every region has reported a cursor at or beyond
+// cursor, waking on every state change (reports are replicated, so any node
+// sees them).
+func (n *Node) waitRegions(ctx context.Context, cursor uint64, regions []string) ([]*kv1.RegionCursor, error) {
+	for {
+		changed := n.fsm.Changed()
+		out := make([]*kv1.RegionCursor, 0, len(regions))
+		done := true
+		for _, r := range regions {
+			rep := n.fsm.Report(r)
+			out = append(out, rep.Proto())
+			if rep.Cursor < cursor {
+				done = false
+			}
+		}
+		if done {
+			return out, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return nil, ErrWaitTimeout
+			}
+			return nil, ctx.Err()
+		case <-n.stop:
+			return nil, ErrShutdown
+		}
+	}
+}
+
+func redactedAnchor(uri string) string {
+	u, err := anchor.Parse(uri)
+	if err != nil {
+		return ""
+	}
+	return u.String()
+}
+
+func eventDetail(e *Event) map[string]string {
+	if e == nil {
+		return nil
+	}
+	return map[string]string{"cursor": strconv.FormatUint(e.Cursor, 10), "event-id": e.ID}
+}
+
+func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantRequest) (*kv1.GovernanceTenant, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := checkAnchor(req.GetAnchorUri(), s.n.cfg.AllowDevAnchor); err != nil {
+		return nil, err
+	}
+	regions, err := normRegions(req.GetRegions(), s.n.cfg.Regions)
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &Command{Op: OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions})
+	if err != nil {
+		return nil, err
+	}
+	d := eventDetail(r.Event)
+	d["anchor"] = redactedAnchor(req.GetAnchorUri())
+	d["regions"] = fmt.Sprint(regions)
+	s.n.record(ctx, audit.Event{Kind: AuditTenantCreate, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
+	return r.Tenant.Proto(), nil
+}
+
+func (s *api) GetTenant(ctx context.Context, req *kv1.GetTenantRequest) (*kv1.GovernanceTenant, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	t, err := s.n.fsm.Tenant(req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	return t.Proto(), nil
+}
+
+// page decodes a page size and token (the base64url of the last name of
+// the previous page).
+func page(size int32, token string) (int, string, error) {
+	if size < 0 || size > MaxPageSize {
+		return 0, "", invalid(fmt.Sprintf("page_size must be 0 to %d", MaxPageSize))
+	}
+	if size == 0 {
+		size = DefaultPageSize
+	}
+	after, err := base64.RawURLEncoding.DecodeString(token)
+	if err != nil || (token != "" && checkName("page_token", string(after)) != nil) {
+		return 0, "", invalid("page_token is not valid")
+	}
+	return int(size), string(after), nil
+}
+
+func nextToken(last string) string { return base64.RawURLEncoding.EncodeToString([]byte(last)) }
+
+func (s *api) ListTenants(ctx context.Context, req *kv1.GovernanceListTenantsRequest) (*kv1.GovernanceListTenantsResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	size, after, err := page(req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	ts := s.n.fsm.Tenants(after, size+1)
+	out := &kv1.GovernanceListTenantsResponse{}
+	if len(ts) > size {
+		ts = ts[:size]
+		out.NextPageToken = nextToken(ts[size-1].Name)
+	}
+	for _, t := range ts {
+		out.Tenants = append(out.Tenants, t.Proto())
+	}
+	return out, nil
+}
+
+func (s *api) CreateService(ctx context.Context, req *kv1.GovernanceCreateServiceRequest) (*kv1.GovernanceServiceInfo, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := checkName("service", req.GetService()); err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &Command{Op: OpCreateService, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Service: req.GetService()})
+	if err != nil {
+		return nil, err
+	}
+	s.n.record(ctx, audit.Event{Kind: AuditServiceCreate, Tenant: req.GetTenant(), Service: req.GetService(), RequestID: req.GetRequestId(), Detail: eventDetail(r.Event)})
+	if r.Service == nil {
+		return nil, ErrServiceNotFound
+	}
+	return r.Service.Proto(), nil
+}
+
+func (s *api) ListServices(ctx context.Context, req *kv1.GovernanceListServicesRequest) (*kv1.GovernanceListServicesResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	size, after, err := page(req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	svcs, err := s.n.fsm.Services(req.GetTenant(), after, size+1)
+	if err != nil {
+		return nil, err
+	}
+	out := &kv1.GovernanceListServicesResponse{}
+	if len(svcs) > size {
+		svcs = svcs[:size]
+		out.NextPageToken = nextToken(svcs[size-1].Name)
+	}
+	for _, sv := range svcs {
+		out.Services = append(out.Services, sv.Proto())
+	}
+	return out, nil
+}
+
+func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.GovernanceTenant, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := checkAnchor(req.GetAnchorUri(), s.n.cfg.AllowDevAnchor); err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &Command{Op: OpSetAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri()})
+	if err != nil {
+		return nil, err
+	}
+	d := eventDetail(r.Event)
+	d["anchor"] = redactedAnchor(req.GetAnchorUri())
+	s.n.record(ctx, audit.Event{Kind: AuditAnchorSet, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
+	return r.Tenant.Proto(), nil
+}
+
+func (s *api) DeleteAnchor(ctx context.Context, req *kv1.DeleteAnchorRequest) (*kv1.DeleteAnchorResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := checkReason(req.GetReason()); err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &Command{Op: OpDeleteAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Reason: req.GetReason()})
+	if err != nil {
+		return nil, err
+	}
+	s.n.record(ctx, audit.Event{Kind: AuditAnchorDelete, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: eventDetail(r.Event)})
+	out := &kv1.DeleteAnchorResponse{Event: r.Event.Proto()}
+	if req.GetWait() {
+		if out.Regions, err = s.n.waitRegions(ctx, r.Event.Cursor, r.Tenant.Regions); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func (s *api) SetPolicy(ctx context.Context, req *kv1.SetPolicyRequest) (*kv1.Policy, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if req.GetPolicy() == nil {
+		return nil, invalid("policy is required")
+	}
+	tenant := req.GetPolicy().GetTenant()
+	if err := checkName("policy.tenant", tenant); err != nil {
+		return nil, err
+	}
+	rules, err := rulesFromProto(req.GetPolicy().GetRules())
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &Command{Op: OpSetPolicy, RequestID: req.GetRequestId(), Tenant: tenant, Rules: rules, ExpectedRevision: req.GetExpectedRevision()})
+	if err != nil {
+		return nil, err
+	}
+	d := eventDetail(r.Event)
+	d["rules"] = strconv.Itoa(len(rules))
+	d["revision"] = strconv.FormatUint(r.Policy.Revision, 10)
+	s.n.record(ctx, audit.Event{Kind: AuditPolicySet, Tenant: tenant, RequestID: req.GetRequestId(), Detail: d})
+	return r.Policy.Proto(tenant), nil
+}
+
+func (s *api) GetPolicy(ctx context.Context, req *kv1.GetPolicyRequest) (*kv1.Policy, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	p, err := s.n.fsm.Policy(req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	return p.Proto(req.GetTenant()), nil
+}
+
+func blastProto(b *BlastRadius) *kv1.BlastRadius {
+	if b == nil {
+		return nil
+	}
+	out := &kv1.BlastRadius{Tenants: b.Tenants, Regions: b.Regions}
+	for _, k := range b.Services {
+		out.Services = append(out.Services, &kv1.KeyRef{Tenant: k.Tenant, Service: k.Service})
+	}
+	for _, k := range b.KeyVersions {
+		out.KeyVersions = append(out.KeyVersions, &kv1.KeyRef{Tenant: k.Tenant, Service: k.Service, Version: k.Version})
+	}
+	return out
+}
+
+func (s *api) Revoke(ctx context.Context, req *kv1.RevokeRequest) (*kv1.RevokeResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	t := req.GetTarget()
+	if err := checkScope(t); err != nil {
+		return nil, err
+	}
+	if err := checkReason(req.GetReason()); err != nil {
+		return nil, err
+	}
+	detail := func(d map[string]string) map[string]string {
+		if d == nil {
+			d = map[string]string{}
+		}
+		d["scope"] = scopeString(t)
+		return d
+	}
+	if req.GetDryRun() {
+		if err := s.n.barrier(ctx); err != nil {
+			return nil, err
+		}
+		b, err := s.n.fsm.Blast(t.GetTenant(), t.GetService(), t.GetVersion())
+		if err != nil {
+			return nil, err
+		}
+		s.n.record(ctx, audit.Event{Kind: AuditRevokeDryRun, Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(),
+			RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: detail(nil)})
+		return &kv1.RevokeResponse{BlastRadius: blastProto(b)}, nil
+	}
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &Command{Op: OpRevoke, RequestID: req.GetRequestId(), Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(), Reason: req.GetReason()})
+	if err != nil {
+		return nil, err
+	}
+	s.n.record(ctx, audit.Event{Kind: AuditRevoke, Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(),
+		RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: detail(eventDetail(r.Event))})
+	out := &kv1.RevokeResponse{Event: r.Event.Proto()}
+	// The blast radius from this node's state; it may lag the leader's by
+	// the entry just committed, which does not change what it covers.
+	if b, err := s.n.fsm.Blast(t.GetTenant(), t.GetService(), t.GetVersion()); err == nil {
+		out.BlastRadius = blastProto(b)
+	}
+	if req.GetWait() {
+		if out.Regions, err = s.n.waitRegions(ctx, r.Event.Cursor, r.Tenant.Regions); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func scopeString(t *kv1.KeyScope) string {
+	s := t.GetTenant()
+	if t.GetService() != "" {
+		s += "/" + t.GetService()
+	}
+	if t.GetVersion() != 0 {
+		s += "/" + strconv.FormatUint(uint64(t.GetVersion()), 10)
+	}
+	return s
+}
+
+func (s *api) LockTenant(ctx context.Context, req *kv1.GovernanceLockTenantRequest) (*kv1.GovernanceTenant, error) {
+	return s.lock(ctx, OpLock, req.GetRequestId(), req.GetTenant(), req.GetReason())
+}
+
+func (s *api) UnlockTenant(ctx context.Context, req *kv1.GovernanceUnlockTenantRequest) (*kv1.GovernanceTenant, error) {
+	return s.lock(ctx, OpUnlock, req.GetRequestId(), req.GetTenant(), "")
+}
+
+func (s *api) lock(ctx context.Context, op Op, rid, tenant, reason string) (*kv1.GovernanceTenant, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkRequestID(rid); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", tenant); err != nil {
+		return nil, err
+	}
+	if err := checkReason(reason); err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &Command{Op: op, RequestID: rid, Tenant: tenant, Reason: reason})
+	if err != nil {
+		return nil, err
+	}
+	kind := AuditTenantLock
+	if op == OpUnlock {
+		kind = AuditTenantUnlock
+	}
+	s.n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, RequestID: rid, Reason: reason, Detail: eventDetail(r.Event)})
+	return r.Tenant.Proto(), nil
+}
+
+func (s *api) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*kv1.ReportCursorResponse, error) {
+	if err := checkName("region", req.GetRegion()); err != nil {
+		return nil, err
+	}
+	if err := regionNode(ctx, req.GetRegion()); err != nil {
+		return nil, err
+	}
+	if len(req.GetInventory()) > MaxInventory {
+		return nil, invalid(fmt.Sprintf("more than %d inventory entries", MaxInventory))
+	}
+	c := &Command{Op: OpReport, Region: req.GetRegion(), Cursor: req.GetAppliedCursor(), HasInventory: req.GetHasInventory()}
+	if c.HasInventory {
+		c.Inventory = make([]KeyRef, 0, len(req.GetInventory()))
+		for _, k := range req.GetInventory() {
+			if checkName("inventory tenant", k.GetTenant()) != nil || checkName("inventory service", k.GetService()) != nil || k.GetVersion() == 0 {
+				return nil, invalid("inventory holds a malformed key reference")
+			}
+			c.Inventory = append(c.Inventory, KeyRef{Tenant: k.GetTenant(), Service: k.GetService(), Version: k.GetVersion()})
+		}
+	}
+	r, err := s.n.propose(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return &kv1.ReportCursorResponse{RecordedCursor: r.Recorded}, nil
+}
+
+func (s *api) Status(ctx context.Context, _ *kv1.GovernanceStatusRequest) (*kv1.GovernanceStatusResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	n := s.n
+	leader, _ := n.cl.Leader()
+	out := &kv1.GovernanceStatusResponse{
+		NodeId:       n.cfg.NodeID,
+		LeaderId:     leader,
+		Term:         n.cl.Term(),
+		CommitIndex:  n.cl.CommitIndex(),
+		AppliedIndex: n.cl.AppliedIndex(),
+		HeadCursor:   n.fsm.Head(),
+	}
+	now := time.Now()
+	for _, l := range n.fsm.Lags() {
+		rl := &kv1.RegionLag{Cursor: l.RegionReport.Proto(), PendingEvents: l.Pending, Lag: durationpb.New(0)}
+		if l.Pending > 0 {
+			rl.Lag = durationpb.New(max(0, now.Sub(time.Unix(0, l.OldestPending))))
+		}
+		out.Regions = append(out.Regions, rl)
+	}
+	return out, nil
+}

@@ -1,0 +1,258 @@
+package governance
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/kryptonkms/krypton/anchor"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// Limits on what governance accepts. They bound the replicated state and
+// every message; anything larger is refused whole with InvalidArgument (or
+// ResourceExhausted for the state limits).
+const (
+	// MaxRequestID is the longest request_id (common.proto).
+	MaxRequestID = 128
+	// MaxReason is the longest operator reason, in bytes.
+	MaxReason = 1024
+	// MaxAnchorURI is the longest anchor URI, in bytes.
+	MaxAnchorURI = 2048
+	// MaxTenantRegions is how many regions one tenant may name.
+	MaxTenantRegions = 64
+	// MaxRules is the most rules of one policy (governance.proto).
+	MaxRules = 1000
+	// MaxCallerPattern is the longest caller pattern of a rule.
+	MaxCallerPattern = 512
+	// MaxInventory is the most key versions one region reports.
+	MaxInventory = 100000
+	// MaxTenants is the most tenants governance holds.
+	MaxTenants = 100000
+	// MaxServices is the most services of one tenant.
+	MaxServices = 10000
+	// MaxPageSize is the largest page of a List RPC; DefaultPageSize is
+	// used for 0.
+	MaxPageSize     = 1000
+	DefaultPageSize = 100
+)
+
+func checkName(field, name string) error {
+	if wrap.ValidateName(name) != nil {
+		return invalid(field + " is not a valid name")
+	}
+	return nil
+}
+
+func checkRequestID(id string) error {
+	if id == "" {
+		return invalid("request_id is required")
+	}
+	if len(id) > MaxRequestID {
+		return invalid(fmt.Sprintf("request_id longer than %d characters", MaxRequestID))
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return invalid("request_id must be printable ASCII")
+		}
+	}
+	return nil
+}
+
+func checkReason(r string) error {
+	if len(r) > MaxReason {
+		return invalid(fmt.Sprintf("reason longer than %d bytes", MaxReason))
+	}
+	if !utf8.ValidString(r) {
+		return invalid("reason is not UTF-8")
+	}
+	for _, c := range r {
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			return invalid("reason holds control characters")
+		}
+	}
+	return nil
+}
+
+// checkAnchor validates an anchor URI without contacting the provider. The
+// URI is never echoed (a pkcs11 URI may hold a PIN).
+func checkAnchor(uri string, allowDev bool) error {
+	if uri == "" {
+		return invalid("anchor_uri is required")
+	}
+	if len(uri) > MaxAnchorURI {
+		return invalid(fmt.Sprintf("anchor_uri longer than %d bytes", MaxAnchorURI))
+	}
+	u, err := anchor.Parse(uri)
+	if err != nil {
+		// anchor's errors name the part that is wrong and never the URI.
+		return invalid(err.Error())
+	}
+	if u.Scheme() == anchor.SchemeFile && !allowDev {
+		return invalid("file:// anchors are for development only; this governance does not allow them (--dev-anchor)")
+	}
+	return nil
+}
+
+// normRegions checks a tenant's regions and returns them sorted without
+// duplicates. known, if not empty, is the set of regions governance accepts.
+func normRegions(regions, known []string) ([]string, error) {
+	if len(regions) == 0 {
+		return nil, invalid("at least one region is required")
+	}
+	if len(regions) > MaxTenantRegions {
+		return nil, invalid(fmt.Sprintf("more than %d regions", MaxTenantRegions))
+	}
+	out := make([]string, 0, len(regions))
+	for _, r := range regions {
+		if err := checkName("region", r); err != nil {
+			return nil, err
+		}
+		if len(known) > 0 && !slices.Contains(known, r) {
+			return nil, invalid("unknown region " + r) // a valid name: safe to print
+		}
+		out = append(out, r)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// checkScope validates a revocation target.
+func checkScope(s *kv1.KeyScope) error {
+	if s == nil {
+		return invalid("target is required")
+	}
+	if err := checkName("target.tenant", s.GetTenant()); err != nil {
+		return err
+	}
+	if s.GetService() != "" {
+		if err := checkName("target.service", s.GetService()); err != nil {
+			return err
+		}
+	} else if s.GetVersion() != 0 {
+		return invalid("target.version needs target.service")
+	}
+	return nil
+}
+
+// rulesFromProto validates policy rules and returns them normalised
+// (operations sorted, without duplicates).
+func rulesFromProto(rules []*kv1.PolicyRule) ([]Rule, error) {
+	if len(rules) > MaxRules {
+		return nil, invalid(fmt.Sprintf("more than %d rules", MaxRules))
+	}
+	out := make([]Rule, 0, len(rules))
+	for i, r := range rules {
+		if err := CheckCallerPattern(r.GetCaller()); err != nil {
+			return nil, invalid(fmt.Sprintf("rule %d: %v", i+1, err))
+		}
+		if r.GetService() != "*" && wrap.ValidateName(r.GetService()) != nil {
+			return nil, invalid(fmt.Sprintf("rule %d: service must be a valid name or \"*\"", i+1))
+		}
+		if len(r.GetOperations()) == 0 {
+			return nil, invalid(fmt.Sprintf("rule %d: at least one operation is required", i+1))
+		}
+		var ops []int32
+		for _, op := range r.GetOperations() {
+			if op <= kv1.Operation_OPERATION_UNSPECIFIED || op > kv1.Operation_OPERATION_REWRAP {
+				return nil, invalid(fmt.Sprintf("rule %d: unknown operation", i+1))
+			}
+			ops = append(ops, int32(op))
+		}
+		slices.Sort(ops)
+		out = append(out, Rule{Caller: r.GetCaller(), Service: r.GetService(), Operations: slices.Compact(ops)})
+	}
+	return out, nil
+}
+
+// validRules re-checks normalised rules inside the state machine.
+func validRules(rules []Rule) bool {
+	if len(rules) > MaxRules {
+		return false
+	}
+	for _, r := range rules {
+		if CheckCallerPattern(r.Caller) != nil || (r.Service != "*" && wrap.ValidateName(r.Service) != nil) || len(r.Operations) == 0 {
+			return false
+		}
+		for i, op := range r.Operations {
+			if op <= 0 || op > int32(kv1.Operation_OPERATION_REWRAP) || (i > 0 && r.Operations[i-1] >= op) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// CheckCallerPattern checks a policy rule's caller pattern: 1 to
+// MaxCallerPattern printable ASCII characters without spaces; '*' matches a
+// run of characters other than '/' and may appear anywhere; "**" is allowed
+// only as a final "/**" segment (any remaining path). The error never echoes
+// the pattern.
+func CheckCallerPattern(p string) error {
+	if p == "" {
+		return fmt.Errorf("caller is required")
+	}
+	if len(p) > MaxCallerPattern {
+		return fmt.Errorf("caller longer than %d characters", MaxCallerPattern)
+	}
+	for i := 0; i < len(p); i++ {
+		if p[i] < 0x21 || p[i] > 0x7e {
+			return fmt.Errorf("caller must be printable ASCII without spaces")
+		}
+	}
+	body := strings.TrimSuffix(p, "/**")
+	if strings.Contains(body, "**") {
+		return fmt.Errorf(`caller may hold "**" only as a final "/**"`)
+	}
+	return nil
+}
+
+// MatchCaller reports whether a caller identity (the URI SAN of its
+// certificate, e.g. "spiffe://krypton/tenant/acme/service/billing") matches
+// a rule's caller pattern, with the semantics of kv1.PolicyRule: '*' matches
+// any run of characters other than '/', a trailing "/**" any remaining path
+// (including none).
+func MatchCaller(pattern, caller string) bool {
+	if rest, ok := strings.CutSuffix(pattern, "/**"); ok {
+		// "/**" matches "" or "/anything": try every '/' boundary.
+		if matchStar(rest, caller) {
+			return true
+		}
+		for i := 0; i < len(caller); i++ {
+			if caller[i] == '/' && matchStar(rest, caller[:i]) {
+				return true
+			}
+		}
+		return false
+	}
+	return matchStar(pattern, caller)
+}
+
+// matchStar matches p, where '*' is a run of non-'/' characters, against s.
+// Iterative with one backtrack point, as path.Match does: linear in practice
+// and never exponential.
+func matchStar(p, s string) bool {
+	pi, si := 0, 0
+	starP, starS := -1, 0
+	for si < len(s) {
+		switch {
+		case pi < len(p) && p[pi] == '*':
+			starP, starS = pi, si
+			pi++
+		case pi < len(p) && p[pi] == s[si]:
+			pi++
+			si++
+		case starP >= 0 && s[starS] != '/':
+			starS++
+			pi, si = starP+1, starS
+		default:
+			return false
+		}
+	}
+	for pi < len(p) && p[pi] == '*' {
+		pi++
+	}
+	return pi == len(p)
+}
