@@ -49,6 +49,15 @@
 // (Result.LastHash, Event.Hash) out of the node's reach, for instance in a
 // later line of another node's log or with an operator.
 //
+// # Syslog
+//
+// NewSyslog starts a sink that sends every line to a SIEM as an RFC 5424
+// message over TLS (RFC 5425, octet-counted frames): the event's fields,
+// seq, prev and hash as structured data (SD-ID SyslogSDID), the line itself
+// as the message. Pass its Forward method as Options.Forward. It never
+// blocks Record: lines wait in a bounded queue whose oldest line is dropped
+// when it is full (counted and logged); the file stays the record.
+//
 // # Secrets
 //
 // Events never carry key material, in any field or encoding. Record refuses
