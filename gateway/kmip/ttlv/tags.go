@@ -17,6 +17,7 @@ const (
 	TagCommonTemplateAttribute               Tag = 0x42001F
 	TagCompromiseDate                        Tag = 0x420020
 	TagCompromiseOccurrenceDate              Tag = 0x420021
+	TagCriticalityIndicator                  Tag = 0x420026
 	TagCredential                            Tag = 0x420023
 	TagCryptographicAlgorithm                Tag = 0x420028
 	TagCryptographicLength                   Tag = 0x42002A
