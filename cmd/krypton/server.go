@@ -38,6 +38,8 @@ type serverFlags struct {
 	devAnchor       bool
 	logLevel        string
 	logFormat       string
+	tuning          raftTuning
+	settings        string
 }
 
 func (f *serverFlags) declare(fs *flag.FlagSet) {
@@ -58,6 +60,8 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.BoolVar(&f.devAnchor, "dev-anchor", false, "allow tenants on the file:// development anchor (never in production)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	f.tuning.declare(fs)
+	fs.StringVar(&f.settings, "region-settings", "", "region settings the leader keeps proposing while the replicated ones differ, as lease-duration=2s,anchor-check-period=1s,anchor-grace-period=10s (give every node the same; for tests and the chaos suite)")
 }
 
 // applyConfigFile sets every flag that neither the command line nor the environment set from the
@@ -138,6 +142,7 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	cfg.Join = splitList(f.join)
 	cfg.AllowDevAnchor = f.devAnchor
 	cfg.Logger = log
+	cfg.Tune = f.tuning.apply
 	if f.gossipKey == "" {
 		return cfg, usagef("server: -gossip-key is required (32 bytes, base64; e.g. head -c32 /dev/urandom | base64)")
 	}
@@ -196,6 +201,10 @@ func serverCommand() *command {
 			if err != nil {
 				return err
 			}
+			settings, err := parseRegionSettings(f.settings)
+			if err != nil {
+				return err
+			}
 			// Whatever happens below, no key outlives the process in locked memory.
 			defer memguard.Purge()
 			n, err := region.New(cfg)
@@ -203,6 +212,11 @@ func serverCommand() *command {
 				return err
 			}
 			fmt.Fprintf(s.err, "krypton: node %s of region %s serving on %s\n", cfg.NodeID, cfg.Region, n.RPCAddr())
+			if settings != nil {
+				done := make(chan struct{})
+				defer func() { <-done }()
+				go func() { defer close(done); enforceSettings(ctx, n, *settings, log) }()
+			}
 			<-ctx.Done()
 			log.Info("signal received; shutting down")
 			return n.Shutdown()

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/region"
+)
+
+// raftTuning are the server's Raft timing and snapshot flags; zero keeps cluster.DefaultConfig's
+// value. Operators rarely need them (the defaults suit a region spread over zones); tests and the
+// chaos suite (jepsen/) set short timings and tiny snapshot thresholds so that elections and
+// snapshot installs happen within seconds.
+type raftTuning struct {
+	heartbeat, election, leaderLease, snapshotInterval time.Duration
+	snapshotThreshold, trailingLogs                    uint64
+}
+
+func (t *raftTuning) declare(fs *flag.FlagSet) {
+	fs.DurationVar(&t.heartbeat, "raft-heartbeat-timeout", 0, "Raft heartbeat timeout (0: 1s)")
+	fs.DurationVar(&t.election, "raft-election-timeout", 0, "Raft election timeout, at least the heartbeat timeout (0: 1s)")
+	fs.DurationVar(&t.leaderLease, "raft-leader-lease-timeout", 0, "Raft leader lease timeout, at most the heartbeat timeout (0: 500ms)")
+	fs.DurationVar(&t.snapshotInterval, "raft-snapshot-interval", 0, "how often Raft checks whether to snapshot (0: 2m)")
+	fs.Uint64Var(&t.snapshotThreshold, "raft-snapshot-threshold", 0, "log entries since the last snapshot that trigger a new one (0: 8192)")
+	fs.Uint64Var(&t.trailingLogs, "raft-trailing-logs", 0, "log entries kept after a snapshot for lagging followers (0: 10240)")
+}
+
+// apply is region.Config.Tune: cluster.Config.Validate checks the result.
+func (t *raftTuning) apply(c *cluster.Config) {
+	set := func(dst *time.Duration, v time.Duration) {
+		if v > 0 {
+			*dst = v
+		}
+	}
+	set(&c.HeartbeatTimeout, t.heartbeat)
+	set(&c.ElectionTimeout, t.election)
+	set(&c.LeaderLeaseTimeout, t.leaderLease)
+	set(&c.SnapshotInterval, t.snapshotInterval)
+	if t.snapshotThreshold > 0 {
+		c.SnapshotThreshold = t.snapshotThreshold
+	}
+	if t.trailingLogs > 0 {
+		c.TrailingLogs = t.trailingLogs
+	}
+	// A leader lease longer than a shortened heartbeat would fail validation; keep it inside.
+	if t.heartbeat > 0 && t.leaderLease == 0 && c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		c.LeaderLeaseTimeout = c.HeartbeatTimeout / 2
+	}
+}
+
+// parseRegionSettings reads -region-settings: comma-separated name=value over the defaults of a
+// new region (fsm.DefaultSettings). Empty means none (nil).
+func parseRegionSettings(v string) (*fsm.Settings, error) {
+	if strings.TrimSpace(v) == "" {
+		return nil, nil
+	}
+	s := fsm.DefaultSettings()
+	for _, kv := range splitList(v) {
+		name, val, ok := strings.Cut(kv, "=")
+		if !ok {
+			return nil, usagef("-region-settings: %q is not name=value", kv)
+		}
+		var dst *time.Duration
+		switch name {
+		case "lease-duration":
+			dst = &s.LeaseDuration
+		case "anchor-check-period":
+			dst = &s.AnchorCheckPeriod
+		case "anchor-grace-period":
+			dst = &s.AnchorGracePeriod
+		case "dedupe-window":
+			if _, err := fmt.Sscanf(val, "%d", &s.DedupeWindow); err != nil {
+				return nil, usagef("-region-settings: dedupe-window %q is not a number", val)
+			}
+			continue
+		default:
+			return nil, usagef("-region-settings: unknown setting %q (want lease-duration, anchor-check-period, anchor-grace-period or dedupe-window)", name)
+		}
+		d, err := time.ParseDuration(val)
+		if err != nil {
+			return nil, usagef("-region-settings: %s: %v", name, err)
+		}
+		*dst = d
+	}
+	if err := s.Validate(); err != nil {
+		return nil, usagef("-region-settings: %v", err)
+	}
+	return &s, nil
+}
+
+// enforceSettings proposes want whenever this node leads and the replicated settings differ, until
+// ctx ends: a region started with -region-settings converges on them, whichever node leads.
+func enforceSettings(ctx context.Context, n *region.Node, want fsm.Settings, log *slog.Logger) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !n.Cluster().IsLeader() || n.State().Settings() == want {
+			continue
+		}
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := n.SetSettings(actx, want); err != nil {
+			log.Warn("proposing -region-settings failed; will retry", "err", err)
+		} else {
+			log.Info("region settings set from -region-settings")
+		}
+		cancel()
+	}
+}
