@@ -44,6 +44,9 @@ func (l *lease) drop() { l.until.Store(0) }
 
 // check reports whether the node may serve now.
 func (l *lease) check() error {
+	if unsafeServeWithoutLease {
+		return nil
+	}
 	until := l.until.Load()
 	if until == 0 || l.now() >= until {
 		return ErrNoLease
