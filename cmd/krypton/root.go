@@ -29,6 +29,7 @@ func rootCommand() *command {
 			serverCommand(),
 			devCommand(),
 			benchCommand(),
+			auditCommand(),
 		},
 	}
 }

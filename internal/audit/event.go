@@ -141,7 +141,7 @@ func parseLine(line []byte) (Event, string) {
 	body = append(body, '}')
 	sum := sha256.Sum256(body)
 	if hex.EncodeToString(sum[:]) != string(hexHash) {
-		return Event{}, "hash does not match the line"
+		return Event{}, reasonHashMismatch
 	}
 
 	var e Event
