@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""End-to-end check of Krypton's KMIP front end with PyKMIP, a real external
+KMIP client (Debian package python3-pykmip).
+
+Run by TestPyKMIP (pykmip_test.go):
+
+    pykmip_e2e.py HOST PORT CERT KEY CA VERSION NAME
+
+VERSION is 1.4 or 2.0. The script prints one "step: result" line per step
+and "done" at the end; the Go test checks them. Any failure raises and ends
+the script with a non-zero status.
+"""
+
+import os
+import sys
+
+from kmip.core import enums
+from kmip.core import exceptions as core_exceptions
+from kmip.core.attributes import CryptographicParameters
+from kmip.core.factories import attributes as attribute_factories
+from kmip.core.messages import payloads
+from kmip.pie import client as pie_client
+from kmip.pie import exceptions as pie_exceptions
+
+
+def main():
+    host, port, cert, key, ca, version, name = sys.argv[1:8]
+    kmip_version = {
+        "1.4": enums.KMIPVersion.KMIP_1_4,
+        "2.0": enums.KMIPVersion.KMIP_2_0,
+    }[version]
+
+    client = pie_client.ProxyKmipClient(
+        hostname=host,
+        port=int(port),
+        cert=cert,
+        key=key,
+        ca=ca,
+        # PyKMIP's default, PROTOCOL_SSLv23, negotiates the highest version
+        # both ends support: TLS 1.3 with Krypton. Named here to be explicit.
+        ssl_version="PROTOCOL_SSLv23",
+        # No configuration file: every setting is given here.
+        config_file=os.devnull,
+        kmip_version=kmip_version,
+    )
+    factory = attribute_factories.AttributeFactory()
+    with client:
+        uid = client.create(enums.CryptographicAlgorithm.AES, 256, name=name)
+        print("create:", uid)
+
+        client.activate(uid)
+        print("activate: ok")
+
+        # CBC with PKCS#5 padding and a server-chosen IV, through the
+        # high-level client (whose Encrypt has no place for a GCM tag).
+        data = b"The quick brown fox jumps over the lazy dog"
+        cbc = {
+            "block_cipher_mode": enums.BlockCipherMode.CBC,
+            "padding_method": enums.PaddingMethod.PKCS5,
+            "cryptographic_algorithm": enums.CryptographicAlgorithm.AES,
+        }
+        ciphertext, iv = client.encrypt(
+            data, uid=uid,
+            cryptographic_parameters=dict(cbc, random_iv=True))
+        assert ciphertext != data and len(ciphertext) == 48, len(ciphertext)
+        assert iv is not None and len(iv) == 16
+        plaintext = client.decrypt(
+            ciphertext, uid=uid, cryptographic_parameters=cbc,
+            iv_counter_nonce=iv)
+        assert plaintext == data
+        print("encrypt-decrypt-cbc: ok")
+
+        # AES-GCM with additional data, through PyKMIP's lower-level proxy,
+        # whose payloads carry the Authenticated Encryption Tag (KMIP 1.4+).
+        gcm = CryptographicParameters(
+            block_cipher_mode=enums.BlockCipherMode.GCM,
+            cryptographic_algorithm=enums.CryptographicAlgorithm.AES)
+        aad = b"customer=42"
+        enc = client.proxy.send_request_payload(
+            enums.Operation.ENCRYPT,
+            payloads.EncryptRequestPayload(
+                unique_identifier=uid, cryptographic_parameters=gcm,
+                data=data, auth_additional_data=aad))
+        assert len(enc.iv_counter_nonce) == 12 and len(enc.auth_tag) == 16
+        dec = client.proxy.send_request_payload(
+            enums.Operation.DECRYPT,
+            payloads.DecryptRequestPayload(
+                unique_identifier=uid, cryptographic_parameters=gcm,
+                data=enc.data, iv_counter_nonce=enc.iv_counter_nonce,
+                auth_additional_data=aad, auth_tag=enc.auth_tag))
+        assert dec.data == data
+        try:
+            client.proxy.send_request_payload(
+                enums.Operation.DECRYPT,
+                payloads.DecryptRequestPayload(
+                    unique_identifier=uid, cryptographic_parameters=gcm,
+                    data=enc.data, iv_counter_nonce=enc.iv_counter_nonce,
+                    auth_additional_data=b"customer=43",
+                    auth_tag=enc.auth_tag))
+            raise AssertionError("GCM decrypt with the wrong AAD succeeded")
+        except core_exceptions.OperationFailure as e:
+            assert e.reason == enums.ResultReason.CRYPTOGRAPHIC_FAILURE, e
+        print("encrypt-decrypt-gcm: ok")
+
+        _, attrs = client.get_attributes(
+            uid, ["State", "Cryptographic Algorithm", "Cryptographic Length",
+                  "Name"])
+        got = {}
+        for a in attrs:
+            value = a.attribute_value
+            if a.attribute_name.value == "Name":
+                value = value.name_value.value
+            else:
+                value = value.value
+            got[a.attribute_name.value] = value
+        print("get-attributes: state=%s algorithm=%s length=%s name=%s" % (
+            got["State"].name, got["Cryptographic Algorithm"].name,
+            got["Cryptographic Length"], got["Name"]))
+
+        names = client.get_attribute_list(uid)
+        assert "Cryptographic Algorithm" in names, names
+        print("get-attribute-list: %d" % len(names))
+
+        located = client.locate(
+            attributes=[factory.create_attribute(enums.AttributeType.NAME,
+                                                 name)])
+        print("locate:", ",".join(located))
+
+        key_object = client.get(uid)
+        assert len(key_object.value) == 32
+        print("get: %d bytes" % len(key_object.value))
+
+        client.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
+        print("revoke: ok")
+        try:
+            client.encrypt(data, uid=uid,
+                           cryptographic_parameters=dict(cbc, random_iv=True))
+            raise AssertionError("encrypt with a revoked key succeeded")
+        except pie_exceptions.KmipOperationFailure as e:
+            print("encrypt-after-revoke:", e.reason.name)
+
+        client.destroy(uid)
+        _, attrs = client.get_attributes(uid, ["State"])
+        print("destroy: state=%s" % attrs[0].attribute_value.value.name)
+    print("done")
+
+
+if __name__ == "__main__":
+    main()
