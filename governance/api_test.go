@@ -1,0 +1,226 @@
+package governance_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/kryptonkms/krypton/governance/governancetest"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+func TestPermissions(t *testing.T) {
+	g := governancetest.Start(t, 1)
+	ctx := g.Context(30 * time.Second)
+	g.CreateTenant("acme", devAnchor, "eu")
+
+	eu := g.NodeClient(0, "eu", "eu-1")
+	// A node of eu may not follow or report for us.
+	s, err := eu.WatchRevocations(ctx, &kv1.WatchRevocationsRequest{Region: "us"})
+	if err == nil {
+		_, err = s.Recv()
+	}
+	wantCode(t, err, codes.PermissionDenied)
+	_, err = eu.ReportCursor(ctx, &kv1.ReportCursorRequest{Region: "us"})
+	wantCode(t, err, codes.PermissionDenied)
+	// Nor make operator calls.
+	_, err = eu.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: rid(), Tenant: "x", AnchorUri: devAnchor, Regions: []string{"eu"}})
+	wantCode(t, err, codes.PermissionDenied)
+	_, err = eu.Revoke(ctx, &kv1.RevokeRequest{Target: &kv1.KeyScope{Tenant: "acme"}, DryRun: true})
+	wantCode(t, err, codes.PermissionDenied)
+
+	// A node certificate without a region (a governance node's) follows no feed.
+	cert, err := g.CA.IssueNode("gov-9", pki.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := transport.Dial(ctx, g.Addr(0), transport.ClientConfig{Roots: g.CA.Pool(), Certificate: cert.TLSCertificate()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = kv1.NewGovernanceServiceClient(conn).ReportCursor(ctx, &kv1.ReportCursorRequest{Region: "eu"})
+	wantCode(t, err, codes.PermissionDenied)
+
+	// An operator may not report for a region either.
+	_, err = g.Client(0).ReportCursor(ctx, &kv1.ReportCursorRequest{Region: "eu"})
+	wantCode(t, err, codes.PermissionDenied)
+
+	// A service certificate is refused by transport's policy.
+	svc, err := g.CA.IssueService("acme", "billing", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn2, err := transport.Dial(ctx, g.Addr(0), transport.ClientConfig{Roots: g.CA.Pool(), Certificate: svc.TLSCertificate()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn2.Close()
+	_, err = kv1.NewGovernanceServiceClient(conn2).GetTenant(ctx, &kv1.GetTenantRequest{Tenant: "acme"})
+	wantCode(t, err, codes.PermissionDenied)
+
+	// Reports beyond the head are out of range.
+	_, err = eu.ReportCursor(ctx, &kv1.ReportCursorRequest{Region: "eu", AppliedCursor: 99})
+	wantCode(t, err, codes.OutOfRange)
+}
+
+func TestValidation(t *testing.T) {
+	g := governancetest.Start(t, 1, governancetest.WithRegions("eu", "us"))
+	op := g.Client(0)
+	ctx := g.Context(30 * time.Second)
+	g.CreateTenant("acme", devAnchor, "eu")
+	create := func(r *kv1.GovernanceCreateTenantRequest) error {
+		_, err := op.CreateTenant(ctx, r)
+		return err
+	}
+	for name, r := range map[string]*kv1.GovernanceCreateTenantRequest{
+		"no request id":  {Tenant: "t", AnchorUri: devAnchor, Regions: []string{"eu"}},
+		"bad name":       {RequestId: rid(), Tenant: "Bad Name", AnchorUri: devAnchor, Regions: []string{"eu"}},
+		"bad anchor":     {RequestId: rid(), Tenant: "t", AnchorUri: "nope://x", Regions: []string{"eu"}},
+		"no regions":     {RequestId: rid(), Tenant: "t", AnchorUri: devAnchor},
+		"unknown region": {RequestId: rid(), Tenant: "t", AnchorUri: devAnchor, Regions: []string{"mars"}},
+	} {
+		if err := create(r); err == nil || !strings.Contains(err.Error(), "InvalidArgument") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	wantCode(t, create(&kv1.GovernanceCreateTenantRequest{RequestId: rid(), Tenant: "acme", AnchorUri: devAnchor, Regions: []string{"eu"}}), codes.AlreadyExists)
+
+	rules := make([]*kv1.PolicyRule, 1001)
+	for i := range rules {
+		rules[i] = &kv1.PolicyRule{Caller: "spiffe://krypton/**", Service: "*", Operations: []kv1.Operation{kv1.Operation_OPERATION_WRAP}}
+	}
+	_, err := op.SetPolicy(ctx, &kv1.SetPolicyRequest{RequestId: rid(), Policy: &kv1.Policy{Tenant: "acme", Rules: rules}})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = op.SetPolicy(ctx, &kv1.SetPolicyRequest{RequestId: rid(), Policy: &kv1.Policy{Tenant: "acme", Rules: []*kv1.PolicyRule{{Caller: "x", Service: "*"}}}})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = op.SetPolicy(ctx, &kv1.SetPolicyRequest{RequestId: rid(), Policy: &kv1.Policy{Tenant: "nobody"}})
+	wantCode(t, err, codes.NotFound)
+	_, err = op.Revoke(ctx, &kv1.RevokeRequest{RequestId: rid(), Target: &kv1.KeyScope{Tenant: "acme", Version: 3}})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = op.Revoke(ctx, &kv1.RevokeRequest{RequestId: rid(), Target: &kv1.KeyScope{Tenant: "acme", Service: "nope"}})
+	wantCode(t, err, codes.NotFound)
+	_, err = op.ListTenants(ctx, &kv1.GovernanceListTenantsRequest{PageToken: "!!"})
+	wantCode(t, err, codes.InvalidArgument)
+
+	// The same request id for another request.
+	_, err = op.LockTenant(ctx, &kv1.GovernanceLockTenantRequest{RequestId: "same", Tenant: "acme"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = op.LockTenant(ctx, &kv1.GovernanceLockTenantRequest{RequestId: "same", Tenant: "acme", Reason: "different"})
+	wantCode(t, err, codes.InvalidArgument)
+}
+
+func TestPolicyAndPages(t *testing.T) {
+	g := governancetest.Start(t, 1)
+	op := g.Client(0)
+	ctx := g.Context(30 * time.Second)
+	for _, n := range []string{"c", "a", "b"} {
+		g.CreateTenant(n, devAnchor, "eu")
+	}
+	p, err := op.GetPolicy(ctx, &kv1.GetPolicyRequest{Tenant: "a"})
+	if err != nil || p.GetRevision() != 0 || len(p.GetRules()) != 0 {
+		t.Fatalf("empty policy: %v %v", p, err)
+	}
+	rule := &kv1.PolicyRule{Caller: "spiffe://krypton/tenant/a/service/*", Service: "*", Operations: []kv1.Operation{kv1.Operation_OPERATION_UNWRAP, kv1.Operation_OPERATION_WRAP, kv1.Operation_OPERATION_WRAP}}
+	p, err = op.SetPolicy(ctx, &kv1.SetPolicyRequest{RequestId: rid(), Policy: &kv1.Policy{Tenant: "a", Rules: []*kv1.PolicyRule{rule}}})
+	if err != nil || p.GetRevision() != 1 || len(p.GetRules()[0].GetOperations()) != 2 {
+		t.Fatalf("set: %v %v", p, err)
+	}
+	_, err = op.SetPolicy(ctx, &kv1.SetPolicyRequest{RequestId: rid(), Policy: &kv1.Policy{Tenant: "a"}, ExpectedRevision: 5})
+	wantCode(t, err, codes.Aborted)
+	got, err := op.GetPolicy(ctx, &kv1.GetPolicyRequest{Tenant: "a"})
+	if err != nil || got.GetRevision() != 1 || got.GetRules()[0].GetCaller() != rule.GetCaller() {
+		t.Fatalf("get: %v %v", got, err)
+	}
+
+	var names []string
+	token := ""
+	for {
+		r, err := op.ListTenants(ctx, &kv1.GovernanceListTenantsRequest{PageSize: 2, PageToken: token})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tn := range r.GetTenants() {
+			names = append(names, tn.GetName())
+		}
+		if token = r.GetNextPageToken(); token == "" {
+			break
+		}
+	}
+	if strings.Join(names, ",") != "a,b,c" {
+		t.Fatalf("pages: %v", names)
+	}
+}
+
+func TestDryRunAndWaitDeadline(t *testing.T) {
+	g := governancetest.Start(t, 1)
+	op := g.Client(0)
+	ctx := g.Context(30 * time.Second)
+	g.CreateTenant("acme", devAnchor, "eu", "us")
+	if _, err := op.CreateService(ctx, &kv1.GovernanceCreateServiceRequest{RequestId: rid(), Tenant: "acme", Service: "billing"}); err != nil {
+		t.Fatal(err)
+	}
+	eu := g.NodeClient(0, "eu", "eu-1")
+	inv := []*kv1.KeyRef{{Tenant: "acme", Service: "billing", Version: 1}, {Tenant: "acme", Service: "billing", Version: 2}}
+	if _, err := eu.ReportCursor(ctx, &kv1.ReportCursorRequest{Region: "eu", AppliedCursor: 2, Inventory: inv, HasInventory: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	before, _ := g.Nodes[0].FSM().Encode()
+	r, err := op.Revoke(ctx, &kv1.RevokeRequest{Target: &kv1.KeyScope{Tenant: "acme", Service: "billing"}, DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := r.GetBlastRadius()
+	if r.GetEvent() != nil || len(b.GetKeyVersions()) != 2 || len(b.GetRegions()) != 2 || len(b.GetServices()) != 1 || b.GetTenants()[0] != "acme" {
+		t.Fatalf("dry run: %v", r)
+	}
+	after, _ := g.Nodes[0].FSM().Encode()
+	if string(before) != string(after) {
+		t.Fatal("a dry run changed the state")
+	}
+
+	// Wait with a deadline no region meets: DEADLINE_EXCEEDED, committed.
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	_, err = op.DeleteAnchor(short, &kv1.DeleteAnchorRequest{RequestId: "kill", Tenant: "acme", Wait: true})
+	cancel()
+	wantCode(t, err, codes.DeadlineExceeded)
+	tn, err := op.GetTenant(ctx, &kv1.GetTenantRequest{Tenant: "acme"})
+	if err != nil || tn.GetAnchorUri() != "" || tn.GetAnchorDeletedAt() == nil {
+		t.Fatalf("the deletion did not commit: %v %v", tn, err)
+	}
+	head := g.Nodes[0].FSM().Head()
+	for _, region := range []string{"eu", "us"} {
+		if _, err := g.NodeClient(0, region, region+"-1").ReportCursor(ctx, &kv1.ReportCursorRequest{Region: region, AppliedCursor: head}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The retry with the same request id returns the original event, now effective.
+	d, err := op.DeleteAnchor(ctx, &kv1.DeleteAnchorRequest{RequestId: "kill", Tenant: "acme", Wait: true})
+	if err != nil || d.GetEvent().GetCursor() != head || len(d.GetRegions()) != 2 {
+		t.Fatalf("retry: %v %v", d, err)
+	}
+	if g.Nodes[0].FSM().Head() != head {
+		t.Fatal("the retry made a new event")
+	}
+}
+
+// TestCloseTwice checks that Close after Close returns ErrShutdown.
+func TestCloseTwice(t *testing.T) {
+	g := governancetest.Start(t, 1)
+	n := g.Nodes[0]
+	g.Nodes[0] = nil
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err == nil || !strings.Contains(err.Error(), "shut down") {
+		t.Fatalf("second Close: %v", err)
+	}
+}
