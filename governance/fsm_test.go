@@ -189,7 +189,7 @@ func randomCommands(seed uint64, n int) []*governance.Command {
 	var out []*governance.Command
 	for i := range n {
 		tn := tenants[r.IntN(len(tenants))]
-		rid := fmt.Sprintf("r%d", r.IntN(n)) // ids repeat: retries and reuse
+		rid := fmt.Sprintf("r%d", r.IntN(n))  // ids repeat: retries and reuse
 		tm := int64(1000 + i*10 - r.IntN(50)) // clocks jitter backwards
 		var c *governance.Command
 		switch r.IntN(9) {
