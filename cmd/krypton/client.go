@@ -32,7 +32,7 @@ import (
 
 const defaultAPIAddr = "127.0.0.1:7400"
 
-const operatorCertHelp = "Needs an OPERATOR certificate (`krypton certs operator <name>`): -client-cert, -client-key and -ca-cert, or KRYPTON_CLIENT_CERT, KRYPTON_CLIENT_KEY and KRYPTON_CA_CERT."
+const operatorCertHelp = "Needs an OPERATOR certificate (`krypton certs operator <name>`): -client-cert, -client-key and -ca-cert, or KRYPTON_CLIENT_CERT, KRYPTON_CLIENT_KEY and KRYPTON_CA_CERT; or, on a server that accepts OIDC, a bearer token (-token-file or KRYPTON_TOKEN) and -ca-cert."
 
 const serviceCertHelp = "Needs a SERVICE certificate naming the tenant and service (`krypton certs service <tenant> <service>`): -client-cert, -client-key and -ca-cert, or KRYPTON_CLIENT_CERT, KRYPTON_CLIENT_KEY and KRYPTON_CA_CERT. Operator certificates cannot use keys."
 
@@ -47,6 +47,7 @@ type clientFlags struct {
 	timeout    time.Duration
 	format     string
 	requestID  string
+	tokenFile  string // operator commands: an OIDC bearer token instead of a certificate
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -58,6 +59,9 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&c.clientCert, "client-cert", "", "PEM file of "+who+" certificate")
 	fs.StringVar(&c.clientKey, "client-key", "", "PEM file of the client certificate's private key")
+	if c.kind == pki.KindOperator {
+		fs.StringVar(&c.tokenFile, "token-file", "", "file holding an OIDC bearer token to use instead of -client-cert/-client-key (read before every call); the token itself may be given as KRYPTON_TOKEN")
+	}
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline of the whole command")
 	fs.StringVar(&c.format, "format", "text", "output format: text or json")
 	if c.write {
@@ -160,6 +164,9 @@ func refuseEnv() error {
 // flag is missing or which file cannot be read, and checks that the certificate is of the kind the
 // command needs.
 func (c *clientFlags) loadConfig() (transport.ClientConfig, error) {
+	if tok := c.token(); tok != nil && c.clientCert == "" && c.clientKey == "" {
+		return c.loadTokenConfig(tok)
+	}
 	for _, f := range []struct{ name, value string }{
 		{"ca-cert", c.caCert}, {"client-cert", c.clientCert}, {"client-key", c.clientKey},
 	} {
@@ -186,6 +193,7 @@ func (c *clientFlags) loadConfig() (transport.ClientConfig, error) {
 	if id.Kind != c.kind {
 		return transport.ClientConfig{}, fmt.Errorf("-client-cert %s names %s, a %s certificate; %s", c.clientCert, id, id.Kind, c.certHint())
 	}
+	cfg.Token = c.token() // with a certificate too, a token (if any) decides who calls
 	return cfg, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -107,6 +108,11 @@ func (iss *Issuer) Roots() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(iss.srv.Certificate())
 	return p
+}
+
+// RootsPEM is the issuer's TLS certificate in PEM, for a CA file (-oidc-ca).
+func (iss *Issuer) RootsPEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: iss.srv.Certificate().Raw})
 }
 
 // JWKSFetches counts the requests for the JWKS so far.
