@@ -16,6 +16,11 @@ type version struct{ major, minor int32 }
 // Discover Versions advertises them (most preferred first).
 var supportedVersions = []version{{2, 0}, {1, 4}, {1, 3}, {1, 2}}
 
+// maxBatchItems bounds the batch items of one message. KMIP sets no limit;
+// clients batch a handful, and a message of thousands of Locates would hold
+// a connection's worker for a long time.
+const maxBatchItems = 64
+
 // defaultVersion answers a message whose own version cannot be read.
 var defaultVersion = version{1, 4}
 
@@ -150,6 +155,9 @@ func (s *Server) handleMessage(ctx context.Context, sess *session, log *slog.Log
 	bc := hdr.Child(ttlv.TagBatchCount)
 	if bc == nil || bc.Type != ttlv.TypeInteger || bc.Int != int64(len(items)) || len(items) == 0 {
 		return invalid("Batch Count does not match the batch items")
+	}
+	if len(items) > maxBatchItems {
+		return invalid("more than 64 batch items")
 	}
 	if len(msg.Children) != 1+len(items) {
 		return invalid("unexpected field in Request Message")

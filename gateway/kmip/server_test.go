@@ -324,6 +324,15 @@ func TestCreateRefuses(t *testing.T) {
 
 func decodeVector(t *testing.T, raw []byte) ttlv.Item {
 	t.Helper()
+	it, err := parseVector(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return it
+}
+
+// parseVector decodes a ttlv/testdata/vectors file.
+func parseVector(raw []byte) (ttlv.Item, error) {
 	var h strings.Builder
 	for _, line := range strings.Split(string(raw), "\n") {
 		if !strings.HasPrefix(line, "#") {
@@ -332,13 +341,9 @@ func decodeVector(t *testing.T, raw []byte) ttlv.Item {
 	}
 	b, err := hex.DecodeString(h.String())
 	if err != nil {
-		t.Fatal(err)
+		return ttlv.Item{}, err
 	}
-	it, err := ttlv.Decode(b, ttlv.DefaultLimits())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return it
+	return ttlv.Decode(b, ttlv.DefaultLimits())
 }
 
 // TestDiscoverVersions answers the 1.1 test case's request (any version
