@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -98,6 +99,11 @@ type OIDCConfig struct {
 	// Roots are the CAs trusted for the issuer's HTTPS certificate; nil
 	// means the system pool.
 	Roots *x509.CertPool
+	// IssuerRefreshInterval is how often, at most, the verifier asks the
+	// issuer for its discovery document or keys once a burst of four is
+	// spent; 0 means 10 s. A new signing key at the IdP is picked up with
+	// the first token that uses it, within this limit.
+	IssuerRefreshInterval time.Duration
 	// Logger receives why tokens were refused (never the token); nil
 	// discards.
 	Logger *slog.Logger
@@ -115,6 +121,8 @@ func (c OIDCConfig) Validate() error {
 		return errors.New("transport: OIDCConfig.Audience is required")
 	case c.RoleClaim == "":
 		return errors.New("transport: OIDCConfig.RoleClaim is required")
+	case c.IssuerRefreshInterval < 0:
+		return errors.New("transport: OIDCConfig.IssuerRefreshInterval is negative")
 	case len(c.RoleMap) == 0:
 		return errors.New("transport: OIDCConfig.RoleMap is required (which claim values grant admin or viewer)")
 	}
@@ -168,12 +176,41 @@ func NewOIDCVerifier(cfg OIDCConfig) (*OIDCVerifier, error) {
 		MaxIdleConnsPerHost: 2,
 		IdleConnTimeout:     90 * time.Second,
 	}
+	// Every token with a key id the verifier has not cached, or a bad
+	// signature, makes go-oidc fetch the JWKS again: without a limit, anyone
+	// who can open a TLS connection could make every node hammer the IdP.
+	// Requests to the issuer are therefore rate-limited (a burst for
+	// discovery, the first JWKS and a rotation; then one per
+	// IssuerRefreshInterval); a token that needs a fetch beyond the limit is
+	// refused as invalid and its holder retries.
+	every := cfg.IssuerRefreshInterval
+	if every == 0 {
+		every = 10 * time.Second
+	}
+	lim := rate.NewLimiter(rate.Every(every), 4)
 	return &OIDCVerifier{
 		cfg:    cfg,
 		log:    orDiscard(cfg.Logger),
-		client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		client: &http.Client{Transport: limitedTransport{tr, lim}, Timeout: 30 * time.Second},
 		sem:    make(chan struct{}, 1),
 	}, nil
+}
+
+// limitedTransport refuses requests beyond its limiter's rate.
+type limitedTransport struct {
+	*http.Transport
+	lim *rate.Limiter
+}
+
+// errIssuerRateLimited is what a request to the issuer fails with beyond
+// the limit.
+var errIssuerRateLimited = errors.New("transport: requests to the OIDC issuer rate-limited")
+
+func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if !t.lim.Allow() {
+		return nil, errIssuerRateLimited
+	}
+	return t.Transport.RoundTrip(req)
 }
 
 // Close closes the verifier's idle connections to the issuer. A verifier

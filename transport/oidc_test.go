@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net"
 	"slices"
 	"strings"
@@ -404,6 +405,40 @@ func TestOIDCKeyRotation(t *testing.T) {
 	// The old key is no longer published: its tokens are refused once the
 	// cache has been refreshed.
 	wantCode(t, "token of the withdrawn key", status1(old), codes.Unauthenticated)
+}
+
+// TestOIDCIssuerRateLimit: tokens with unknown keys do not make the server
+// fetch the issuer's keys more than the limit allows.
+func TestOIDCIssuerRateLimit(t *testing.T) {
+	env := startOIDC(t, jose.RS256, func(c *OIDCConfig) { c.IssuerRefreshInterval = time.Hour })
+	good := env.token(t, "alice", "krypton-viewers")
+	conn := func(tok string) kv1.AdminServiceClient {
+		return kv1.NewAdminServiceClient(dialToken(t, env.addr, tok, tls.Certificate{}))
+	}
+	if _, err := conn(good).Status(t.Context(), &kv1.StatusRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		k, err := oidctest.NewKey(fmt.Sprintf("rogue-%d", i), jose.ES256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := k.Sign(env.iss.Claims("mallory", testAudience, time.Hour, map[string]any{"groups": []string{"krypton-admins"}}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = conn(tok).Status(t.Context(), &kv1.StatusRequest{})
+		wantCode(t, "unknown key", err, codes.Unauthenticated)
+	}
+	// One discovery and one JWKS fetch for the good token, then at most
+	// the rest of the burst of four.
+	if n := env.iss.JWKSFetches(); n > 3 {
+		t.Fatalf("%d JWKS fetches for 20 tokens of unknown keys", n)
+	}
+	// Known keys still verify without the issuer.
+	if _, err := conn(good).Status(t.Context(), &kv1.StatusRequest{}); err != nil {
+		t.Fatalf("a token of a cached key after the limit: %v", err)
+	}
 }
 
 func TestOIDCIssuerUnreachable(t *testing.T) {
