@@ -215,7 +215,11 @@ func (t limitedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // Close closes the verifier's idle connections to the issuer. A verifier
 // may still be used after Close (it reconnects); Close is for shutdown.
+// Close on a nil verifier does nothing.
 func (v *OIDCVerifier) Close() {
+	if v == nil {
+		return
+	}
 	v.client.CloseIdleConnections()
 }
 
