@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -58,6 +59,20 @@ type Config struct {
 	// confirm. 0.05 by default.
 	ClockDrift float64
 
+	// Governance lists the addresses (host:port) of the governance plane's nodes. When set, the
+	// region's leader follows the governance feed (any node will do; it moves on to the next on
+	// failure) and reports back how far it has applied it; Region must then be the name that
+	// governance knows this region by, and Certificate must name it
+	// (spiffe://krypton/region/<region>/node/<id>). Empty: the region is run on its own, by its
+	// admin API only.
+	Governance []string
+
+	// GovernanceAnchorWait is how long the feed retries an event that needs a tenant's anchor
+	// (create a tenant, set an anchor, create a service) while the anchor does not answer; then it
+	// records the event as refused in this region and goes on, so that one customer's flaky KMS
+	// cannot hold back the revocations behind it. One minute by default.
+	GovernanceAnchorWait time.Duration
+
 	// AuditPath is the hash-chained JSON-lines audit log; empty means DataDir/audit.log.
 	AuditPath string
 
@@ -79,7 +94,7 @@ type Config struct {
 
 // DefaultConfig returns a Config with the defaults filled in and the per-node fields empty.
 func DefaultConfig() Config {
-	return Config{Region: "dev", ClockDrift: 0.05}
+	return Config{Region: "dev", ClockDrift: 0.05, GovernanceAnchorWait: time.Minute}
 }
 
 // Validate names the first bad field.
@@ -111,6 +126,25 @@ func (c *Config) Validate() error {
 	}
 	if c.ClockDrift < 0 || c.ClockDrift > 1 {
 		return fmt.Errorf("region: ClockDrift %v is outside [0, 1]", c.ClockDrift)
+	}
+	for i, addr := range c.Governance {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return fmt.Errorf("region: Governance[%d] %q: %w", i, addr, err)
+		}
+	}
+	if len(c.Governance) > 0 && len(c.Certificate.Certificate) > 0 {
+		// Governance serves a region's feed only to nodes whose certificate names the region.
+		leaf, err := x509.ParseCertificate(c.Certificate.Certificate[0])
+		if err != nil {
+			return fmt.Errorf("region: Certificate: %w", err)
+		}
+		id, err := pki.IdentityFromCertificate(leaf)
+		if err != nil || id.Kind != pki.KindNode || id.Region != c.Region {
+			return fmt.Errorf("region: with Governance set, Certificate must be a node certificate naming region %q (spiffe://krypton/region/%s/node/%s)", c.Region, c.Region, c.NodeID)
+		}
+	}
+	if c.GovernanceAnchorWait < 0 {
+		return fmt.Errorf("region: GovernanceAnchorWait %v is negative", c.GovernanceAnchorWait)
 	}
 	if c.BootstrapExpect < 0 {
 		return fmt.Errorf("region: BootstrapExpect %d is negative", c.BootstrapExpect)

@@ -52,7 +52,10 @@ type Node struct {
 	http    *transport.AdminHTTP
 	flight  singleflight.Group // one unseal or fetch per L2 version at a time
 	watch   *voterWatch
-	started time.Time
+	// policies are the tenants' compiled access policies (policy.go), kept in step with the state
+	// machine by onChange.
+	policies *policyTable
+	started  time.Time
 
 	leaseBound leaseBound // a longer lease in force until lately, for the fence
 
@@ -74,14 +77,15 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	log = log.With("node", cfg.NodeID, "region", cfg.Region)
 	n := &Node{
-		cfg:     cfg,
-		log:     log,
-		keys:    newKeyring(),
-		lease:   newLease(),
-		watch:   newVoterWatch(),
-		reg:     prometheus.NewRegistry(),
-		started: time.Now(),
-		stop:    make(chan struct{}),
+		cfg:      cfg,
+		log:      log,
+		keys:     newKeyring(),
+		lease:    newLease(),
+		watch:    newVoterWatch(),
+		policies: newPolicyTable(),
+		reg:      prometheus.NewRegistry(),
+		started:  time.Now(),
+		stop:     make(chan struct{}),
 	}
 	// Undo what was started if a later step fails.
 	var closers []func()
@@ -179,6 +183,10 @@ func New(cfg Config) (_ *Node, err error) {
 	n.wg.Add(2)
 	go n.leaseLoop()
 	go n.anchorLoop()
+	if len(cfg.Governance) > 0 {
+		n.wg.Add(1)
+		go newFeed(n).loop()
+	}
 	log.Info("region node started", "rpc", cfg.RPCAddr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr)
 	return n, nil
 }
@@ -278,8 +286,13 @@ func (n *Node) onChange(c fsm.Change) {
 		n.keys.wipeService(c.Tenant, c.Service, 0)
 	case fsm.KeyVersionRevoked:
 		n.keys.wipeService(c.Tenant, c.Service, c.Version)
+	case fsm.PolicySet:
+		if p, err := n.state.Policy(c.Tenant); err == nil {
+			n.policies.set(c.Tenant, p)
+		}
 	case fsm.Restored:
 		n.keys.wipeAll()
+		n.policies.rebuild(n.state)
 		n.leaseBound.note(n.state.Settings().LeaseDuration, n.cfg.ClockDrift)
 	case fsm.SettingsChanged:
 		n.leaseBound.note(n.state.Settings().LeaseDuration, n.cfg.ClockDrift)

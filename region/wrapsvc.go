@@ -24,14 +24,15 @@ type wrapService struct {
 }
 
 // usableKey checks everything but the request's payload and returns the L3 version to use.
-func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op) (*wrap.ServiceKey, error) {
+// pop is the operation the caller asked for, as policy names it.
+func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop fsm.PolicyOp) (*wrap.ServiceKey, error) {
 	if err := n.Serving(); err != nil {
 		return nil, err
 	}
 	if ref.GetTenant() == "" || ref.GetService() == "" {
 		return nil, ErrMissingKey
 	}
-	if err := transport.AuthorizeKey(ctx, ref.GetTenant(), ref.GetService()); err != nil {
+	if err := n.authorize(ctx, ref.GetTenant(), ref.GetService(), pop); err != nil {
 		return nil, err
 	}
 	v, err := n.state.Usable(ref.GetTenant(), ref.GetService(), ref.GetVersion(), op)
@@ -50,7 +51,7 @@ func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op) (*wrap
 }
 
 // blobKey reads the key a blob names and checks it as usableKey does.
-func (n *Node) blobKey(ctx context.Context, blob, context []byte, op fsm.Op) (*wrap.ServiceKey, error) {
+func (n *Node) blobKey(ctx context.Context, blob, context []byte, op fsm.Op, pop fsm.PolicyOp) (*wrap.ServiceKey, error) {
 	if err := n.Serving(); err != nil {
 		return nil, err
 	}
@@ -71,7 +72,7 @@ func (n *Node) blobKey(ctx context.Context, blob, context []byte, op fsm.Op) (*w
 	if ref.Version == 0 {
 		return nil, wrap.ErrMalformed
 	}
-	return n.usableKey(ctx, ref, op)
+	return n.usableKey(ctx, ref, op, pop)
 }
 
 func keyRef(id wrap.KeyID) *kv1.KeyRef {
@@ -85,7 +86,7 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 	if err := transport.CheckContext(req.GetContext()); err != nil {
 		return nil, err
 	}
-	l3, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap)
+	l3, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, fsm.PolicyWrap)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +104,7 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 }
 
 func (n *Node) unwrapOne(ctx context.Context, req *kv1.UnwrapRequest) (*kv1.UnwrapResponse, error) {
-	l3, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap)
+	l3, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap, fsm.PolicyUnwrap)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +120,7 @@ func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest)
 	if err := transport.CheckContext(req.GetContext()); err != nil {
 		return nil, err
 	}
-	l3, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap)
+	l3, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, fsm.PolicyGenerateDataKey)
 	if err != nil {
 		return nil, err
 	}
@@ -133,12 +134,12 @@ func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest)
 }
 
 func (n *Node) rewrapOne(ctx context.Context, req *kv1.RewrapRequest) (*kv1.RewrapResponse, error) {
-	src, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap)
+	src, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap, fsm.PolicyRewrap)
 	if err != nil {
 		return nil, err
 	}
 	sid := src.ID()
-	dst, err := n.usableKey(ctx, &kv1.KeyRef{Tenant: sid.Tenant, Service: sid.Service}, fsm.OpWrap)
+	dst, err := n.usableKey(ctx, &kv1.KeyRef{Tenant: sid.Tenant, Service: sid.Service}, fsm.OpWrap, fsm.PolicyRewrap)
 	if err != nil {
 		return nil, err
 	}
@@ -251,7 +252,7 @@ func (s *wrapService) BatchWrap(ctx context.Context, req *kv1.BatchWrapRequest) 
 			fail(err)
 			continue
 		}
-		l3, err := s.n.usableKey(ctx, item.GetKey(), fsm.OpWrap)
+		l3, err := s.n.usableKey(ctx, item.GetKey(), fsm.OpWrap, fsm.PolicyWrap)
 		if err != nil {
 			fail(err)
 			continue

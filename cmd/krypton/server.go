@@ -38,6 +38,7 @@ type serverFlags struct {
 	devAnchor       bool
 	logLevel        string
 	logFormat       string
+	governance      string
 	tuning          raftTuning
 	settings        string
 }
@@ -60,6 +61,7 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.BoolVar(&f.devAnchor, "dev-anchor", false, "allow tenants on the file:// development anchor (never in production)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&f.governance, "governance", "", "gRPC addresses of the governance nodes, comma-separated: the region's leader follows their feed (the node certificate must then name the region: spiffe://krypton/region/<region>/node/<id>); empty runs the region on its own")
 	f.tuning.declare(fs)
 	fs.StringVar(&f.settings, "region-settings", "", "region settings the leader keeps proposing while the replicated ones differ, as lease-duration=2s,anchor-check-period=1s,anchor-grace-period=10s (give every node the same; for tests and the chaos suite)")
 }
@@ -140,6 +142,7 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	cfg.RaftAddr, cfg.GossipAddr, cfg.RPCAddr, cfg.HTTPAddr = f.raftAddr, f.gossipAddr, f.apiAddr, f.httpAddr
 	cfg.BootstrapExpect = f.bootstrapExpect
 	cfg.Join = splitList(f.join)
+	cfg.Governance = splitList(f.governance)
 	cfg.AllowDevAnchor = f.devAnchor
 	cfg.Logger = log
 	cfg.Tune = f.tuning.apply

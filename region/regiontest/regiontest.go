@@ -55,7 +55,22 @@ type options struct {
 	anchor        string    // an existing anchor URI to use instead of a new root key
 	logs          io.Writer // where the nodes log (at debug level) instead of t.Log
 	anchorOptions map[string]any
+	ca            *pki.CA
+	region        string
+	governance    []string
 }
+
+// WithCA issues the nodes' certificates from ca instead of a new CA (a governancetest cluster's,
+// so that the region can follow its feed and the two planes trust each other).
+func WithCA(ca *pki.CA) Option { return func(o *options) { o.ca = ca } }
+
+// WithRegion names the region (region.Config.Region; "test" by default); the nodes' certificates
+// then name it too (spiffe://krypton/region/<name>/node/<id>), as governance requires of the feed.
+func WithRegion(name string) Option { return func(o *options) { o.region = name } }
+
+// WithGovernance makes the region follow the governance feed at addrs (region.Config.Governance).
+// Use WithCA and WithRegion with it.
+func WithGovernance(addrs ...string) Option { return func(o *options) { o.governance = addrs } }
 
 // WithAnchor makes the region's tenants use an existing anchor URI (another region's Anchor, say,
 // so that a snapshot of that region opens here) instead of a new development root key.
@@ -81,13 +96,17 @@ func Start(t testing.TB, n int, opts ...Option) *Region { return start(t, n, tru
 
 func start(t testing.TB, n int, wait bool, opts []Option) *Region {
 	t.Helper()
-	ca, err := pki.NewCA("regiontest CA", time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &Region{t: t, Dir: t.TempDir(), CA: ca}
+	r := &Region{t: t, Dir: t.TempDir()}
 	for _, o := range opts {
 		o(&r.opts)
+	}
+	r.CA = r.opts.ca
+	if r.CA == nil {
+		ca, err := pki.NewCA("regiontest CA", time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.CA = ca
 	}
 	if r.opts.anchor != "" {
 		r.Anchor = r.opts.anchor
@@ -137,13 +156,17 @@ func start(t testing.TB, n int, wait bool, opts []Option) *Region {
 }
 
 func (r *Region) config(id string, expect int, gossipKey []byte) region.Config {
-	cert, err := r.CA.IssueNode(id, pki.NodeOptions{})
+	cert, err := r.CA.IssueNode(id, pki.NodeOptions{Region: r.opts.region})
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	c := region.DefaultConfig()
 	c.NodeID = id
 	c.Region = "test"
+	if r.opts.region != "" {
+		c.Region = r.opts.region
+	}
+	c.Governance = r.opts.governance
 	c.DataDir = filepath.Join(r.Dir, id)
 	c.RaftAddr = "127.0.0.1:" + strconv.Itoa(freePort(r.t, false))
 	c.GossipAddr = "127.0.0.1:" + strconv.Itoa(freePort(r.t, true))
