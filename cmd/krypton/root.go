@@ -21,7 +21,7 @@ func rootCommand() *command {
 			joinCommand(),
 			leaveCommand(),
 			snapshotCommand(),
-			tenantCommand(),
+			tenantCommandWithGovernance(),
 			keyCommand(),
 			wrapCommand(),
 			unwrapCommand(),
@@ -30,6 +30,10 @@ func rootCommand() *command {
 			devCommand(),
 			benchCommand(),
 			auditCommand(),
+			governanceCommand(),
+			serviceCommand(),
+			policyCommand(),
+			revokeCommand(),
 		},
 	}
 }
