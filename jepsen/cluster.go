@@ -1,0 +1,320 @@
+package jepsen
+
+import (
+	"context"
+	cryptorand "crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/kryptonkms/krypton/internal/pki"
+)
+
+// Timing is a run's randomised Raft timing and region settings (from the seed), printed and
+// recorded in the summary so that a failing run can be repeated.
+type Timing struct {
+	Heartbeat         time.Duration `json:"heartbeat"`
+	Election          time.Duration `json:"election"`
+	LeaderLease       time.Duration `json:"leader-lease"`
+	SnapshotThreshold uint64        `json:"snapshot-threshold"`
+	SnapshotInterval  time.Duration `json:"snapshot-interval"`
+	TrailingLogs      uint64        `json:"trailing-logs"`
+	Lease             time.Duration `json:"lease"`
+	AnchorCheck       time.Duration `json:"anchor-check"`
+	AnchorGrace       time.Duration `json:"anchor-grace"`
+}
+
+// randomTiming draws short timings, with low snapshot thresholds and trailing logs so that
+// snapshot installs really run.
+func randomTiming(r *rand.Rand) Timing {
+	hb := time.Duration(150+r.IntN(250)) * time.Millisecond
+	return Timing{
+		Heartbeat:         hb,
+		Election:          hb + time.Duration(r.IntN(int(hb))),
+		LeaderLease:       hb / 2,
+		SnapshotThreshold: uint64(16 + r.IntN(112)),
+		SnapshotInterval:  time.Duration(500+r.IntN(1500)) * time.Millisecond,
+		TrailingLogs:      uint64(4 + r.IntN(60)),
+		Lease:             time.Duration(1500+r.IntN(1500)) * time.Millisecond,
+		AnchorCheck:       time.Duration(500+r.IntN(500)) * time.Millisecond,
+		AnchorGrace:       time.Duration(3000+r.IntN(3000)) * time.Millisecond,
+	}
+}
+
+// node is one krypton server process (or none, while it is down).
+type node struct {
+	i       int
+	id      string
+	dir     string // data directory
+	logPath string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	paused  bool
+	removed bool // removed from the configuration by the member nemesis
+}
+
+// cluster runs the region under test: certificates, anchors, node processes, the network.
+type cluster struct {
+	bin       string
+	dir       string
+	net       network
+	timing    Timing
+	gossipKey string
+	ca        *pki.CA
+	caPath    string
+	nodes     []*node
+	anchors   []string // anchor key files, one per tenant
+	logf      func(string, ...any)
+}
+
+func newCluster(bin, dir string, nw network, n int, timing Timing, tenants int, logf func(string, ...any)) (*cluster, error) {
+	c := &cluster{bin: bin, dir: dir, net: nw, timing: timing, logf: logf}
+	key := make([]byte, 32)
+	if _, err := cryptorand.Read(key); err != nil {
+		return nil, err
+	}
+	c.gossipKey = base64.StdEncoding.EncodeToString(key)
+	pkiDir := filepath.Join(dir, "pki")
+	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
+		return nil, err
+	}
+	ca, err := pki.NewCA("krypton jepsen CA", 0)
+	if err != nil {
+		return nil, err
+	}
+	c.ca = ca
+	c.caPath = filepath.Join(pkiDir, "ca.pem")
+	if err := ca.WriteFiles(c.caPath, filepath.Join(pkiDir, "ca-key.pem")); err != nil {
+		return nil, err
+	}
+	for i := range n {
+		nd := &node{i: i, id: "n" + strconv.Itoa(i+1), dir: filepath.Join(dir, "nodes", "n"+strconv.Itoa(i+1), "data")}
+		nd.logPath = filepath.Join(dir, "nodes", nd.id, "server.log")
+		if err := os.MkdirAll(filepath.Dir(nd.dir), 0o700); err != nil {
+			return nil, err
+		}
+		cert, err := ca.IssueNode(nd.id, pki.NodeOptions{IPs: []net.IP{net.ParseIP(nw.host(i))}})
+		if err != nil {
+			return nil, err
+		}
+		if err := cert.WriteFiles(c.certPath(nd), c.keyPath(nd)); err != nil {
+			return nil, err
+		}
+		c.nodes = append(c.nodes, nd)
+	}
+	anchorDir := filepath.Join(dir, "anchors")
+	if err := os.MkdirAll(anchorDir, 0o700); err != nil {
+		return nil, err
+	}
+	for t := range tenants {
+		c.anchors = append(c.anchors, filepath.Join(anchorDir, "t"+strconv.Itoa(t+1)+".key"))
+	}
+	return c, nil
+}
+
+func (c *cluster) certPath(nd *node) string {
+	return filepath.Join(c.dir, "pki", "node-"+nd.id+".pem")
+}
+func (c *cluster) keyPath(nd *node) string {
+	return filepath.Join(c.dir, "pki", "node-"+nd.id+"-key.pem")
+}
+
+func (c *cluster) addr(i, kind int) string {
+	return net.JoinHostPort(c.net.host(i), strconv.Itoa(c.net.port(i, kind)))
+}
+
+// apiAddr is node i's gRPC address.
+func (c *cluster) apiAddr(i int) string { return c.addr(i, 0) }
+
+// anchorURI is tenant t's file:// development anchor.
+func (c *cluster) anchorURI(t int) string { return "file://" + c.anchors[t] + "?create=1" }
+
+// start launches node i; bootstrap says whether it may bootstrap a new region (the first start)
+// or only joins (a wiped node coming back).
+func (c *cluster) start(i int, bootstrap bool) error {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd != nil {
+		return fmt.Errorf("jepsen: %s is already running", nd.id)
+	}
+	var join []string
+	for j := range c.nodes {
+		if j != i {
+			join = append(join, c.addr(j, 2))
+		}
+	}
+	expect := 0
+	if bootstrap {
+		expect = len(c.nodes)
+	}
+	t := c.timing
+	argv := []string{c.bin, "server",
+		"-node-id", nd.id, "-region", "jepsen", "-data-dir", nd.dir,
+		"-api-addr", c.addr(i, 0), "-raft-addr", c.addr(i, 1), "-gossip-addr", c.addr(i, 2),
+		"-bootstrap-expect", strconv.Itoa(expect), "-join", joinList(join),
+		"-gossip-key", c.gossipKey, "-ca-cert", c.caPath, "-cert", c.certPath(nd), "-key", c.keyPath(nd),
+		"-dev-anchor", "-log-level", "info",
+		"-raft-heartbeat-timeout", t.Heartbeat.String(), "-raft-election-timeout", t.Election.String(),
+		"-raft-leader-lease-timeout", t.LeaderLease.String(),
+		"-raft-snapshot-threshold", strconv.FormatUint(t.SnapshotThreshold, 10),
+		"-raft-snapshot-interval", t.SnapshotInterval.String(),
+		"-raft-trailing-logs", strconv.FormatUint(t.TrailingLogs, 10),
+		"-region-settings", fmt.Sprintf("lease-duration=%s,anchor-check-period=%s,anchor-grace-period=%s", t.Lease, t.AnchorCheck, t.AnchorGrace),
+	}
+	argv = c.net.wrap(i, argv)
+	logf, err := os.OpenFile(nd.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(logf, "=== jepsen: starting %s at %s\n", nd.id, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Each node in its own process group, so that a signal to the harness (Ctrl-C in a
+	// terminal) does not reach the nodes before the harness has recorded and stopped them.
+	// (No Pdeathsig: it fires when the forking OS thread ends, and the netns dialer ends threads.
+	// Teardown and the stale-namespace sweep stop nodes instead.)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("jepsen: starting %s: %w", nd.id, err)
+	}
+	nd.cmd = cmd
+	nd.paused = false
+	exited := make(chan struct{})
+	nd.exited = exited
+	go func() {
+		cmd.Wait()
+		logf.Close()
+		close(exited)
+	}()
+	return nil
+}
+
+func joinList(s []string) string {
+	out := ""
+	for i, v := range s {
+		if i > 0 {
+			out += ","
+		}
+		out += v
+	}
+	return out
+}
+
+// signal sends sig to node i's process; false if it is not running.
+func (c *cluster) signal(i int, sig syscall.Signal) bool {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd == nil {
+		return false
+	}
+	_ = nd.cmd.Process.Signal(sig)
+	switch sig {
+	case syscall.SIGSTOP:
+		nd.paused = true
+	case syscall.SIGCONT:
+		nd.paused = false
+	}
+	return true
+}
+
+// kill SIGKILLs node i and waits for it to be gone.
+func (c *cluster) kill(i int) {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	cmd, exited := nd.cmd, nd.exited
+	nd.cmd = nil
+	nd.paused = false
+	nd.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGKILL)
+	<-exited
+}
+
+// stop stops node i gracefully (SIGCONT first if paused, then SIGTERM), SIGKILL after timeout.
+func (c *cluster) stop(i int, timeout time.Duration) {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	cmd, exited := nd.cmd, nd.exited
+	nd.cmd = nil
+	nd.paused = false
+	nd.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGCONT)
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-exited:
+	case <-time.After(timeout):
+		_ = cmd.Process.Signal(syscall.SIGKILL)
+		<-exited
+	}
+}
+
+func (c *cluster) running(i int) bool {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	return nd.cmd != nil && !nd.paused
+}
+
+// wipe deletes node i's data directory (it must be down).
+func (c *cluster) wipe(i int) error { return os.RemoveAll(c.nodes[i].dir) }
+
+// shutdown stops every node, in parallel.
+func (c *cluster) shutdown() {
+	var wg sync.WaitGroup
+	for i := range c.nodes {
+		wg.Add(1)
+		go func() { defer wg.Done(); c.stop(i, 10*time.Second) }()
+	}
+	wg.Wait()
+}
+
+// setAnchor puts tenant t's anchor in a mode by its marker files (anchor/file's documented
+// ".unavailable" and ".disabled" suffixes): "ok", "unavailable" (transient failures) or
+// "disabled" (a definite denial).
+func (c *cluster) setAnchor(t int, mode string) error {
+	p := c.anchors[t]
+	for _, m := range []string{".unavailable", ".disabled"} {
+		if err := os.Remove(p + m); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	if mode == "ok" {
+		return nil
+	}
+	return os.WriteFile(p+"."+mode, nil, 0o600)
+}
+
+// waitExited is for tests: whether node i's process has exited.
+func (c *cluster) waitExited(ctx context.Context, i int) error {
+	nd := c.nodes[i]
+	nd.mu.Lock()
+	ch := nd.exited
+	nd.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,427 @@
+package jepsen
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// Nemesis kinds. Each can run alone or mixed in a scenario.
+const (
+	KillLeader        = "kill-leader"        // SIGKILL the leader, restart it later
+	KillFollower      = "kill-follower"      // SIGKILL a follower, restart it later
+	KillAll           = "kill-all"           // SIGKILL every node at once, restart them all
+	PauseLeader       = "pause-leader"       // SIGSTOP the leader past the election timeout and lease
+	PauseFollower     = "pause-follower"     // SIGSTOP a follower likewise
+	PartitionLeader   = "partition-leader"   // the leader in a minority
+	PartitionFollower = "partition-follower" // one follower cut off while clients still reach it
+	Bridge            = "bridge"             // two halves that only one node connects
+	OneWay            = "one-way"            // the leader's packets to one follower are dropped
+	Slow              = "slow"               // packet loss (and delay, with netem) on one node's link
+	Member            = "member"             // a follower removed, wiped, and joined again
+	Transfer          = "transfer"           // leadership transfers under load
+	AnchorFlaky       = "anchor-flaky"       // a tenant's L1 fails transiently
+	AnchorDead        = "anchor-dead"        // a tenant's L1 denies definitely, then returns
+)
+
+// AllNemeses lists every kind.
+var AllNemeses = []string{KillLeader, KillFollower, KillAll, PauseLeader, PauseFollower, PartitionLeader,
+	PartitionFollower, Bridge, OneWay, Slow, Member, Transfer, AnchorFlaky, AnchorDead}
+
+// needsNetwork are the kinds that need the netns network.
+var needsNetwork = map[string]bool{PartitionLeader: true, PartitionFollower: true, Bridge: true, OneWay: true, Slow: true}
+
+// Fault is one injected fault, as the report shows it.
+type Fault struct {
+	Kind   string `json:"kind"`
+	Start  int64  `json:"start-ns"`
+	End    int64  `json:"end-ns"`
+	Detail string `json:"detail"`
+}
+
+// nemesis injects faults into a cluster.
+type nemesis struct {
+	c      *cluster
+	cs     *conns
+	h      *history
+	r      *rand.Rand
+	logf   func(string, ...any)
+	faults []Fault
+	active string // the fault now in force, for the progress line
+}
+
+// leader asks every running node and returns the index of the node that says it leads in the
+// highest term, or -1.
+func (nm *nemesis) leader(ctx context.Context) int {
+	best, term := -1, uint64(0)
+	for i := range nm.c.nodes {
+		if !nm.c.running(i) {
+			continue
+		}
+		a, err := nm.cs.admin(i)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := a.Status(cctx, &kv1.StatusRequest{})
+		cancel()
+		if err == nil && st.GetRaftState() == kv1.RaftState_RAFT_STATE_LEADER && st.GetTerm() >= term {
+			best, term = i, st.GetTerm()
+		}
+	}
+	return best
+}
+
+// waitLeader waits up to d for a leader.
+func (nm *nemesis) waitLeader(ctx context.Context, d time.Duration) int {
+	deadline := time.Now().Add(d)
+	for {
+		if l := nm.leader(ctx); l >= 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return l
+		}
+		sleep(ctx, 200*time.Millisecond)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// follower picks a running node other than the leader l.
+func (nm *nemesis) follower(l int) int {
+	var fs []int
+	for i := range nm.c.nodes {
+		if i != l && nm.c.running(i) {
+			fs = append(fs, i)
+		}
+	}
+	if len(fs) == 0 {
+		return -1
+	}
+	return fs[nm.r.IntN(len(fs))]
+}
+
+// hold is how long a fault lasts: past the election timeout and, usually, past the serving
+// lease, so that leases really expire.
+func (nm *nemesis) hold() time.Duration {
+	t := nm.c.timing
+	base := max(3*t.Election, t.Lease+t.Lease/4)
+	return base + time.Duration(nm.r.IntN(2500))*time.Millisecond
+}
+
+// partition cuts every pair of nodes in different groups, both ways.
+func (nm *nemesis) partition(groups ...[]int) error {
+	for gi, g := range groups {
+		for gj, h := range groups {
+			if gi == gj {
+				continue
+			}
+			for _, a := range g {
+				for _, b := range h {
+					if err := nm.c.net.drop(a, b); err != nil {
+						return err
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (nm *nemesis) ids(is []int) string {
+	var s []string
+	for _, i := range is {
+		s = append(s, nm.c.nodes[i].id)
+	}
+	return strings.Join(s, ",")
+}
+
+// inject runs one fault of kind from start to heal; it returns when the fault is healed.
+func (nm *nemesis) inject(ctx context.Context, kind string) error {
+	c := nm.c
+	n := len(c.nodes)
+	f := Fault{Kind: kind, Start: nm.h.now()}
+	nm.active = kind
+	defer func() {
+		f.End = nm.h.now()
+		nm.faults = append(nm.faults, f)
+		nm.active = ""
+		nm.logf("nemesis: %s healed (%s)", kind, f.Detail)
+	}()
+	l := nm.leader(ctx)
+	hold := nm.hold()
+	switch kind {
+	case KillLeader, KillFollower, PauseLeader, PauseFollower:
+		target := l
+		if kind == KillFollower || kind == PauseFollower || l < 0 {
+			target = nm.follower(l)
+		}
+		if target < 0 {
+			f.Detail = "no target"
+			return nil
+		}
+		f.Detail = c.nodes[target].id
+		nm.logf("nemesis: %s %s for %s", kind, c.nodes[target].id, hold)
+		if strings.HasPrefix(kind, "kill") {
+			c.kill(target)
+			sleep(ctx, hold)
+			return c.start(target, false)
+		}
+		c.signal(target, syscall.SIGSTOP)
+		sleep(ctx, hold)
+		c.signal(target, syscall.SIGCONT)
+		return nil
+	case KillAll:
+		f.Detail = "all"
+		nm.logf("nemesis: kill-all for %s", hold)
+		for i := range n {
+			c.kill(i)
+		}
+		sleep(ctx, hold)
+		for i := range n {
+			if err := c.start(i, false); err != nil {
+				return err
+			}
+		}
+		return nil
+	case PartitionLeader, PartitionFollower, Bridge, OneWay, Slow:
+		defer c.net.heal()
+		var err error
+		switch kind {
+		case PartitionLeader:
+			if l < 0 {
+				l = 0
+			}
+			minority := []int{l}
+			var rest []int
+			for i := range n {
+				if i != l {
+					rest = append(rest, i)
+				}
+			}
+			nm.r.Shuffle(len(rest), func(a, b int) { rest[a], rest[b] = rest[b], rest[a] })
+			for len(minority) < (n-1)/2 {
+				minority, rest = append(minority, rest[0]), rest[1:]
+			}
+			f.Detail = nm.ids(minority) + " | " + nm.ids(rest)
+			err = nm.partition(minority, rest)
+		case PartitionFollower:
+			fo := nm.follower(l)
+			if fo < 0 {
+				fo = 0
+			}
+			var rest []int
+			for i := range n {
+				if i != fo {
+					rest = append(rest, i)
+				}
+			}
+			f.Detail = nm.ids([]int{fo}) + " | " + nm.ids(rest)
+			err = nm.partition([]int{fo}, rest)
+		case Bridge:
+			perm := nm.r.Perm(n)
+			half := n / 2
+			a, b, bridge := perm[:half], perm[half+1:], perm[half]
+			if n == 3 {
+				a, b, bridge = perm[:1], perm[2:], perm[1]
+			}
+			f.Detail = nm.ids(a) + " <" + c.nodes[bridge].id + "> " + nm.ids(b)
+			err = nm.partition(a, b)
+		case OneWay:
+			if l < 0 {
+				l = 0
+			}
+			fo := nm.follower(l)
+			if fo < 0 {
+				fo = (l + 1) % n
+			}
+			f.Detail = c.nodes[l].id + " -/-> " + c.nodes[fo].id
+			err = c.net.drop(l, fo)
+		case Slow:
+			t := nm.r.IntN(n)
+			loss := 10 + nm.r.IntN(30)
+			f.Detail = fmt.Sprintf("%s loss %d%% delay 50ms", c.nodes[t].id, loss)
+			err = c.net.slow(t, loss, 50)
+		}
+		if err != nil {
+			return err
+		}
+		nm.logf("nemesis: %s %s for %s", kind, f.Detail, hold)
+		sleep(ctx, hold)
+		return nil
+	case Member:
+		return nm.member(ctx, l, &f)
+	case Transfer:
+		f.Detail = "transfers"
+		deadline := time.Now().Add(hold)
+		count := 0
+		for time.Now().Before(deadline) && ctx.Err() == nil {
+			l := nm.leader(ctx)
+			if l < 0 {
+				sleep(ctx, 200*time.Millisecond)
+				continue
+			}
+			target := nm.follower(l)
+			a, err := nm.cs.admin(l)
+			if err == nil && target >= 0 {
+				cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				_, err = a.TransferLeadership(cctx, &kv1.TransferLeadershipRequest{RequestId: fmt.Sprintf("jepsen-transfer-%d", nm.h.now()), TargetId: c.nodes[target].id})
+				cancel()
+				if err == nil {
+					count++
+				}
+			}
+			sleep(ctx, time.Duration(300+nm.r.IntN(700))*time.Millisecond)
+		}
+		f.Detail = fmt.Sprintf("%d transfers", count)
+		return nil
+	case AnchorFlaky, AnchorDead:
+		t := nm.r.IntN(len(c.anchors))
+		mode := "unavailable"
+		if kind == AnchorDead {
+			mode = "disabled"
+		}
+		f.Detail = fmt.Sprintf("tenant t%d %s", t+1, mode)
+		nm.logf("nemesis: anchor of t%d %s for %s", t+1, mode, hold)
+		if err := c.setAnchor(t, mode); err != nil {
+			return err
+		}
+		sleep(ctx, hold)
+		return c.setAnchor(t, "ok")
+	}
+	return fmt.Errorf("jepsen: unknown nemesis %q", kind)
+}
+
+// member removes a follower from the configuration while it is down, wipes its data and starts it
+// again as a new node that joins the region.
+func (nm *nemesis) member(ctx context.Context, l int, f *Fault) error {
+	c := nm.c
+	if l < 0 {
+		f.Detail = "no leader"
+		return nil
+	}
+	target := nm.follower(l)
+	if target < 0 {
+		f.Detail = "no follower"
+		return nil
+	}
+	id := c.nodes[target].id
+	f.Detail = id
+	nm.logf("nemesis: member: removing, wiping and re-adding %s", id)
+	c.kill(target)
+	// Remove through whichever node answers (writes are forwarded to the leader).
+	removed := false
+	for attempt := 0; attempt < 20 && !removed && ctx.Err() == nil; attempt++ {
+		for i := range c.nodes {
+			if !c.running(i) {
+				continue
+			}
+			a, err := nm.cs.admin(i)
+			if err != nil {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = a.RemovePeer(cctx, &kv1.RemovePeerRequest{RequestId: fmt.Sprintf("jepsen-remove-%s-%d", id, nm.h.now()), NodeId: id})
+			cancel()
+			if err == nil || strings.Contains(err.Error(), "NotFound") {
+				removed = true
+				break
+			}
+		}
+		if !removed {
+			sleep(ctx, 500*time.Millisecond)
+		}
+	}
+	if err := c.wipe(target); err != nil {
+		return err
+	}
+	sleep(ctx, nm.hold())
+	if err := c.start(target, false); err != nil {
+		return err
+	}
+	return nm.ensureVoter(ctx, target, 30*time.Second)
+}
+
+// ensureVoter waits until node i is a voter again, asking the region to add it (Join) meanwhile.
+func (nm *nemesis) ensureVoter(ctx context.Context, i int, d time.Duration) error {
+	c := nm.c
+	deadline := time.Now().Add(d)
+	for ctx.Err() == nil && time.Now().Before(deadline) {
+		if slices.Contains(nm.voters(ctx), c.nodes[i].id) {
+			return nil
+		}
+		for j := range c.nodes {
+			if j == i || !c.running(j) {
+				continue
+			}
+			a, err := nm.cs.admin(j)
+			if err != nil {
+				continue
+			}
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, err = a.Join(cctx, &kv1.JoinRequest{RequestId: fmt.Sprintf("jepsen-join-%s-%d", c.nodes[i].id, nm.h.now()), NodeId: c.nodes[i].id, RaftAddress: c.addr(i, 1)})
+			cancel()
+			if err == nil {
+				break
+			}
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
+	if slices.Contains(nm.voters(ctx), c.nodes[i].id) {
+		return nil
+	}
+	return fmt.Errorf("jepsen: %s did not become a voter again within %s", c.nodes[i].id, d)
+}
+
+// voters is the Raft configuration as the leader reports it.
+func (nm *nemesis) voters(ctx context.Context) []string {
+	l := nm.leader(ctx)
+	if l < 0 {
+		return nil
+	}
+	a, err := nm.cs.admin(l)
+	if err != nil {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	resp, err := a.ListPeers(cctx, &kv1.ListPeersRequest{})
+	if err != nil {
+		return nil
+	}
+	var ids []string
+	for _, p := range resp.GetPeers() {
+		if p.GetSuffrage() == kv1.Suffrage_SUFFRAGE_VOTER {
+			ids = append(ids, p.GetNodeId())
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// healAll undoes every fault: network rules, paused and stopped nodes, anchors.
+func (nm *nemesis) healAll() {
+	c := nm.c
+	c.net.heal()
+	for t := range c.anchors {
+		c.setAnchor(t, "ok")
+	}
+	for i := range c.nodes {
+		c.signal(i, syscall.SIGCONT)
+		if !c.running(i) {
+			c.start(i, false)
+		}
+	}
+}

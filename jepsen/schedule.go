@@ -1,0 +1,39 @@
+package jepsen
+
+import "time"
+
+// ShortSchedule is what `make test` runs on every submission: two scenarios of about half a minute
+// that between them cover crashes, pauses, partitions, membership, leadership transfer and the
+// anchor — a smoke test of the fence, not a search.
+func ShortSchedule() []Scenario {
+	return []Scenario{
+		{Name: "short-partition-kill", Nodes: 3, Duration: 30 * time.Second,
+			Nemeses: []string{PartitionLeader, PartitionFollower, PauseFollower, KillLeader}},
+		{Name: "short-member-anchor", Nodes: 3, Duration: 30 * time.Second,
+			Nemeses: []string{Member, AnchorDead, Transfer, OneWay}},
+	}
+}
+
+// LongSchedule is `make jepsen`: ten scenarios of d each (about a minute), every nemesis alone
+// and then all of them mixed, on three and five nodes.
+func LongSchedule(d time.Duration) []Scenario {
+	return []Scenario{
+		{Name: "kill", Nodes: 3, Duration: d, Nemeses: []string{KillLeader, KillFollower, KillAll}},
+		{Name: "pause", Nodes: 3, Duration: d, Nemeses: []string{PauseLeader, PauseFollower}},
+		{Name: "partition-5", Nodes: 5, Duration: d, Nemeses: []string{PartitionLeader, PartitionFollower}},
+		{Name: "bridge-one-way-5", Nodes: 5, Duration: d, Nemeses: []string{Bridge, OneWay}},
+		{Name: "slow", Nodes: 3, Duration: d, Nemeses: []string{Slow}},
+		{Name: "member", Nodes: 3, Duration: d, Nemeses: []string{Member}},
+		{Name: "transfer-5", Nodes: 5, Duration: d, Nemeses: []string{Transfer, KillLeader}},
+		{Name: "anchor", Nodes: 3, Duration: d, Nemeses: []string{AnchorFlaky, AnchorDead}},
+		{Name: "mixed-3", Nodes: 3, Duration: d, Nemeses: AllNemeses},
+		{Name: "mixed-5", Nodes: 5, Duration: d, Nemeses: AllNemeses},
+	}
+}
+
+// BrokenScenario is run against the deliberately broken build (a node serves without a lease):
+// one follower is cut off for longer than the lease while revocations continue, so the broken
+// node keeps using revoked keys.
+func BrokenScenario() Scenario {
+	return Scenario{Name: "broken-no-lease", Nodes: 3, Duration: 25 * time.Second, Nemeses: []string{PartitionFollower}}
+}

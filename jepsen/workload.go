@@ -1,0 +1,409 @@
+package jepsen
+
+import (
+	"bytes"
+	"context"
+	cryptorand "crypto/rand"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// Workload shape. Keys live for a bounded number of operations and are then revoked as a whole
+// service and replaced, so that each key's history stays small enough for the linearizability
+// checker to decide in seconds, and the create and revoke paths run all the time.
+const (
+	activeKeys    = 6   // service keys in use at once
+	keyLifetime   = 600 // operations on a key before it is retired (service revoked)
+	maxRotations  = 40  // versions per key stay below 64 (the model's bitmask)
+	wrapTimeout   = 3 * time.Second
+	writeTimeout  = 5 * time.Second
+	probeDeadline = 2 * time.Second
+)
+
+// wkey is the workload's view of one service key.
+type wkey struct {
+	tenant, service string
+	mu              sync.Mutex
+	ops             int
+	rotations       int
+	wraps           []int            // acknowledged wraps (op ids)
+	byVersion       map[uint32][]int // acknowledged wraps by version
+	maxVersion      uint32           // highest version acknowledged (create: 1)
+	revoked         map[uint32]bool  // versions whose revocation was acknowledged
+	retired         bool
+}
+
+func (k *wkey) name() string { return k.tenant + "/" + k.service }
+
+// Refusal measures, for one acknowledged revocation and one node, how long after the
+// acknowledgement the node's first refusal of the revoked key came back.
+type Refusal struct {
+	Revoke int           `json:"revoke"`
+	Node   string        `json:"node"`
+	After  time.Duration `json:"after"`
+	// Code is the refusal's gRPC code (FailedPrecondition: revoked; Unavailable: no lease, or
+	// the node is down; DeadlineExceeded: paused or cut off).
+	Code string `json:"code"`
+}
+
+// workload drives the clients.
+type workload struct {
+	c       *cluster
+	cs      *conns
+	h       *history
+	tenants []string
+	timing  Timing
+
+	mu       sync.Mutex
+	active   []*wkey
+	all      map[string]*wkey
+	nextSvc  int
+	refusals []Refusal
+
+	okOps atomic.Int64
+	reqs  atomic.Int64
+}
+
+func newWorkload(c *cluster, cs *conns, h *history, tenants []string, timing Timing) *workload {
+	return &workload{c: c, cs: cs, h: h, tenants: tenants, timing: timing, all: map[string]*wkey{}}
+}
+
+func (w *workload) requestID(p int) string {
+	return fmt.Sprintf("jepsen-%d-%d", p, w.reqs.Add(1))
+}
+
+// client runs one client until ctx ends: one request in flight at a time.
+func (w *workload) client(ctx context.Context, p int, seed uint64) {
+	r := rand.New(rand.NewPCG(seed, uint64(p)))
+	for ctx.Err() == nil {
+		w.step(ctx, p, r)
+	}
+}
+
+func (w *workload) step(ctx context.Context, p int, r *rand.Rand) {
+	n := r.IntN(len(w.c.nodes))
+	w.mu.Lock()
+	if len(w.active) < activeKeys {
+		w.nextSvc++
+		k := &wkey{tenant: w.tenants[r.IntN(len(w.tenants))], service: "s" + strconv.Itoa(w.nextSvc),
+			byVersion: map[uint32][]int{}, revoked: map[uint32]bool{}}
+		w.active = append(w.active, k)
+		w.all[k.name()] = k
+		w.mu.Unlock()
+		w.create(ctx, p, n, k)
+		return
+	}
+	k := w.active[r.IntN(len(w.active))]
+	w.mu.Unlock()
+
+	k.mu.Lock()
+	k.ops++
+	retire := k.ops > keyLifetime && !k.retired
+	if retire {
+		k.retired = true
+	}
+	nwraps := len(k.wraps)
+	canRotate := k.rotations < maxRotations
+	k.mu.Unlock()
+	if retire {
+		w.mu.Lock()
+		for i, a := range w.active {
+			if a == k {
+				w.active = append(w.active[:i], w.active[i+1:]...)
+				break
+			}
+		}
+		w.mu.Unlock()
+		w.revoke(ctx, p, n, k, 0)
+		return
+	}
+	switch x := r.IntN(100); {
+	case x < 50 || nwraps == 0:
+		w.wrap(ctx, p, n, k, r)
+	case x < 88:
+		w.unwrap(ctx, p, n, k, r)
+	case x < 94 && canRotate:
+		w.rotate(ctx, p, n, k)
+	default:
+		k.mu.Lock()
+		var v uint32
+		if k.maxVersion > 0 {
+			// Mostly old versions (what an operator retires), sometimes the current one.
+			v = uint32(1 + r.IntN(int(k.maxVersion)))
+		}
+		already := k.revoked[v]
+		k.mu.Unlock()
+		if v == 0 || already {
+			w.wrap(ctx, p, n, k, r)
+			return
+		}
+		w.revoke(ctx, p, n, k, v)
+	}
+}
+
+// classify turns a call's error into an outcome. For writes every error that does not prove the
+// write was refused is indeterminate.
+func classify(err error, write bool) (outcome, code string) {
+	if err == nil {
+		return OK, ""
+	}
+	st, _ := status.FromError(err)
+	c := st.Code()
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		c = codes.DeadlineExceeded
+	}
+	if !write {
+		if c == codes.DeadlineExceeded || c == codes.Canceled {
+			return Info, c.String()
+		}
+		return Fail, c.String()
+	}
+	switch c {
+	case codes.NotFound, codes.AlreadyExists, codes.FailedPrecondition, codes.InvalidArgument,
+		codes.PermissionDenied, codes.Unauthenticated, codes.OutOfRange:
+		return Fail, c.String()
+	}
+	return Info, c.String()
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	if st, ok := status.FromError(err); ok {
+		return st.Message()
+	}
+	return err.Error()
+}
+
+func (w *workload) create(ctx context.Context, p, n int, k *wkey) {
+	op := Op{Process: p, Type: OpCreate, Key: k.name(), Node: w.c.nodes[n].id, RequestID: w.requestID(p)}
+	w.h.begin(&op)
+	err := w.withAdmin(ctx, n, writeTimeout, func(cctx context.Context, a kv1.AdminServiceClient) error {
+		_, err := a.CreateKey(cctx, &kv1.CreateKeyRequest{RequestId: op.RequestID, Tenant: k.tenant, Service: k.service})
+		return err
+	})
+	op.Outcome, op.Code = classify(err, true)
+	op.Error = errText(err)
+	if op.Outcome == OK {
+		op.Version = 1
+		k.mu.Lock()
+		k.maxVersion = max(k.maxVersion, 1)
+		k.mu.Unlock()
+	}
+	w.h.end(&op, nil)
+	w.count(op)
+	if op.Outcome == Fail {
+		// Refused for sure (a locked tenant, say): the key never exists; replace it.
+		k.mu.Lock()
+		k.retired = true
+		k.mu.Unlock()
+		w.mu.Lock()
+		for i, a := range w.active {
+			if a == k {
+				w.active = append(w.active[:i], w.active[i+1:]...)
+				break
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *workload) rotate(ctx context.Context, p, n int, k *wkey) {
+	op := Op{Process: p, Type: OpRotate, Key: k.name(), Node: w.c.nodes[n].id, RequestID: w.requestID(p)}
+	k.mu.Lock()
+	k.rotations++
+	k.mu.Unlock()
+	w.h.begin(&op)
+	var resp *kv1.Key
+	err := w.withAdmin(ctx, n, writeTimeout, func(cctx context.Context, a kv1.AdminServiceClient) error {
+		var err error
+		resp, err = a.RotateKey(cctx, &kv1.RotateKeyRequest{RequestId: op.RequestID, Tenant: k.tenant, Service: k.service})
+		return err
+	})
+	op.Outcome, op.Code = classify(err, true)
+	op.Error = errText(err)
+	if op.Outcome == OK {
+		op.Version = resp.GetCurrentVersion()
+		k.mu.Lock()
+		k.maxVersion = max(k.maxVersion, op.Version)
+		k.mu.Unlock()
+	}
+	w.h.end(&op, nil)
+	w.count(op)
+}
+
+func (w *workload) revokeTimeout() time.Duration {
+	return writeTimeout + w.timing.Lease*2
+}
+
+// revoke revokes version v of k (0: the whole service) and, once acknowledged, probes every node
+// with a blob of a revoked version (the revocation fence: from the acknowledgement on, no node
+// may use it).
+func (w *workload) revoke(ctx context.Context, p, n int, k *wkey, v uint32) {
+	op := Op{Process: p, Type: OpRevoke, Key: k.name(), Node: w.c.nodes[n].id, Arg: v, RequestID: w.requestID(p)}
+	w.h.begin(&op)
+	var resp *kv1.RevokeKeyResponse
+	err := w.withAdmin(ctx, n, w.revokeTimeout(), func(cctx context.Context, a kv1.AdminServiceClient) error {
+		var err error
+		resp, err = a.RevokeKey(cctx, &kv1.RevokeKeyRequest{RequestId: op.RequestID,
+			Scope: &kv1.KeyScope{Tenant: k.tenant, Service: k.service, Version: v}, Reason: "jepsen"})
+		return err
+	})
+	op.Outcome, op.Code = classify(err, true)
+	op.Error = errText(err)
+	if op.Outcome == OK {
+		f := resp.GetFence()
+		op.Fence = "confirmed=" + strings.Join(f.GetConfirmedNodes(), ",") + " expired=" + strings.Join(f.GetLeaseExpiredNodes(), ",")
+	}
+	w.h.end(&op, nil)
+	w.count(op)
+	if op.Outcome != OK {
+		return
+	}
+	k.mu.Lock()
+	var blob int
+	if v == 0 {
+		for ver := range k.maxVersion {
+			k.revoked[ver+1] = true
+		}
+		if len(k.wraps) > 0 {
+			blob = k.wraps[len(k.wraps)-1]
+		}
+	} else {
+		k.revoked[v] = true
+		if ws := k.byVersion[v]; len(ws) > 0 {
+			blob = ws[len(ws)-1]
+		}
+	}
+	k.mu.Unlock()
+	if blob != 0 {
+		w.probe(ctx, op, k, blob)
+	}
+}
+
+// probe asks every node to unwrap a blob of the revoked version right after the revocation was
+// acknowledged, repeating until the node refuses, and records how long that took.
+func (w *workload) probe(ctx context.Context, rev Op, k *wkey, wrapID int) {
+	d := w.h.get(wrapID)
+	if d == nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for i := range w.c.nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			deadline := time.Now().Add(probeDeadline)
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				op := w.unwrapOnce(ctx, probeProcess+i, i, k, wrapID, d)
+				if op.Outcome != OK {
+					w.mu.Lock()
+					w.refusals = append(w.refusals, Refusal{Revoke: rev.ID, Node: w.c.nodes[i].id,
+						After: time.Duration(op.Complete - rev.Complete), Code: op.Code})
+					w.mu.Unlock()
+					return
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (w *workload) wrap(ctx context.Context, p, n int, k *wkey, r *rand.Rand) {
+	op := Op{Process: p, Type: OpWrap, Key: k.name(), Node: w.c.nodes[n].id}
+	d := &opData{plaintext: make([]byte, 32)}
+	cryptorand.Read(d.plaintext)
+	w.h.begin(&op)
+	d.context = []byte("jepsen op " + strconv.Itoa(op.ID))
+	cl, err := w.cs.wrap(n, k.tenant, k.service)
+	var resp *kv1.WrapResponse
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, wrapTimeout)
+		resp, err = cl.Wrap(cctx, &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: k.tenant, Service: k.service},
+			Plaintext: bytes.Clone(d.plaintext), Context: d.context})
+		cancel()
+	}
+	op.Outcome, op.Code = classify(err, false)
+	op.Error = errText(err)
+	if op.Outcome == OK {
+		op.Version = resp.GetKey().GetVersion()
+		d.blob = resp.GetBlob()
+		d.version = op.Version
+		w.h.end(&op, d)
+		k.mu.Lock()
+		k.wraps = append(k.wraps, op.ID)
+		k.byVersion[op.Version] = append(k.byVersion[op.Version], op.ID)
+		k.mu.Unlock()
+	} else {
+		w.h.end(&op, nil)
+	}
+	w.count(op)
+}
+
+func (w *workload) unwrap(ctx context.Context, p, n int, k *wkey, r *rand.Rand) {
+	k.mu.Lock()
+	id := k.wraps[r.IntN(len(k.wraps))]
+	// Mostly blobs of versions not known to be revoked: those must keep unwrapping.
+	for try := 0; try < 4 && k.revoked[w.h.get(id).version]; try++ {
+		id = k.wraps[r.IntN(len(k.wraps))]
+	}
+	k.mu.Unlock()
+	if d := w.h.get(id); d != nil {
+		w.unwrapOnce(ctx, p, n, k, id, d)
+	}
+}
+
+// unwrapOnce unwraps the blob of wrap op wrapID on node n and checks the plaintext.
+func (w *workload) unwrapOnce(ctx context.Context, p, n int, k *wkey, wrapID int, d *opData) Op {
+	op := Op{Process: p, Type: OpUnwrap, Key: k.name(), Node: w.c.nodes[n].id, WrapOf: wrapID}
+	op.Arg = d.version
+	w.h.begin(&op)
+	cl, err := w.cs.wrap(n, k.tenant, k.service)
+	var resp *kv1.UnwrapResponse
+	if err == nil {
+		cctx, cancel := context.WithTimeout(ctx, wrapTimeout)
+		resp, err = cl.Unwrap(cctx, &kv1.UnwrapRequest{Blob: d.blob, Context: d.context})
+		cancel()
+	}
+	op.Outcome, op.Code = classify(err, false)
+	op.Error = errText(err)
+	if op.Outcome == OK {
+		op.Version = resp.GetKey().GetVersion()
+		if !bytes.Equal(resp.GetPlaintext(), d.plaintext) {
+			op.Error = "plaintext differs from the one wrapped"
+		}
+	}
+	w.h.end(&op, nil)
+	w.count(op)
+	return op
+}
+
+func (w *workload) count(op Op) {
+	if op.Outcome == OK {
+		w.okOps.Add(1)
+	}
+}
+
+// withAdmin calls f with node n's AdminService under a timeout.
+func (w *workload) withAdmin(ctx context.Context, n int, timeout time.Duration, f func(context.Context, kv1.AdminServiceClient) error) error {
+	a, err := w.cs.admin(n)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return f(cctx, a)
+}
