@@ -19,9 +19,9 @@ import (
 // service). transport.Dial is not used because the clients must dial from inside the control
 // namespace (network.dial); the TLS configuration is the same pki.ClientTLSConfig.
 type conns struct {
-	c  *cluster
-	mu sync.Mutex
-	m  map[string]*grpc.ClientConn // identity + "@" + node
+	c   *cluster
+	mu  sync.Mutex
+	m   map[string]*grpc.ClientConn // identity + "@" + node
 	ids map[string]*pki.Certificate
 }
 

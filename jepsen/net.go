@@ -75,11 +75,11 @@ func newLoopbackNet(n int) (*loopbackNet, error) {
 	return l, nil
 }
 
-func (l *loopbackNet) name() string                      { return "loopback" }
-func (l *loopbackNet) host(int) string                   { return "127.0.0.1" }
+func (l *loopbackNet) name() string                       { return "loopback" }
+func (l *loopbackNet) host(int) string                    { return "127.0.0.1" }
 func (l *loopbackNet) wrap(_ int, argv []string) []string { return argv }
-func (l *loopbackNet) port(i, kind int) int              { return l.ports[i][kind] }
-func (l *loopbackNet) canPartition() bool                { return false }
+func (l *loopbackNet) port(i, kind int) int               { return l.ports[i][kind] }
+func (l *loopbackNet) canPartition() bool                 { return false }
 func (l *loopbackNet) dial(ctx context.Context, addr string) (net.Conn, error) {
 	var d net.Dialer
 	return d.DialContext(ctx, "tcp", addr)
