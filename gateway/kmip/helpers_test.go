@@ -3,6 +3,7 @@ package kmip
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -29,7 +30,7 @@ var (
 
 // env is a running server with its CA, for one test.
 type env struct {
-	t    *testing.T
+	t    testing.TB
 	ca   *pki.CA
 	keys *kmiptest.Keys
 	srv  *Server
@@ -39,7 +40,7 @@ type env struct {
 	cfg  Config
 }
 
-type testLogWriter struct{ t *testing.T }
+type testLogWriter struct{ t testing.TB }
 
 func (w testLogWriter) Write(p []byte) (int, error) {
 	w.t.Helper()
@@ -47,13 +48,13 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // newEnv starts a server on 127.0.0.1 with a throwaway CA. mod may change
 // the configuration before New.
-func newEnv(t *testing.T, mod func(*Config)) *env {
+func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
 	ca, err := pki.NewCA("kmip test CA", 0)
 	if err != nil {
@@ -115,7 +116,7 @@ func (e *env) stop() {
 
 // client is a bare KMIP client over TLS, built on package ttlv.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	conn *tls.Conn
 }
 
@@ -146,7 +147,6 @@ func requestMessage(v version, items ...ttlv.Item) ttlv.Item {
 
 // roundTrip sends raw bytes and reads one response message.
 func (c *client) roundTrip(raw []byte) (ttlv.Item, error) {
-	c.t.Helper()
 	c.conn.SetDeadline(time.Now().Add(30 * time.Second))
 	if _, err := c.conn.Write(raw); err != nil {
 		return ttlv.Item{}, err
@@ -161,21 +161,30 @@ func (c *client) roundTrip(raw []byte) (ttlv.Item, error) {
 // send sends a request of items and returns the response's batch items.
 func (c *client) send(v version, items ...ttlv.Item) []ttlv.Item {
 	c.t.Helper()
-	resp, err := c.roundTrip(ttlv.Marshal(requestMessage(v, items...)))
+	out, err := c.sendErr(v, items...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
+	return out
+}
+
+// sendErr is send for goroutines other than the test's: it returns errors.
+func (c *client) sendErr(v version, items ...ttlv.Item) ([]ttlv.Item, error) {
+	resp, err := c.roundTrip(ttlv.Marshal(requestMessage(v, items...)))
+	if err != nil {
+		return nil, err
+	}
 	if resp.Tag != ttlv.TagResponseMessage {
-		c.t.Fatalf("response tag %v", resp.Tag)
+		return nil, fmt.Errorf("response tag %v", resp.Tag)
 	}
 	var out []ttlv.Item
 	for _, bi := range resp.All(ttlv.TagBatchItem) {
 		out = append(out, *bi)
 	}
 	if n := resp.Child(ttlv.TagResponseHeader).Child(ttlv.TagBatchCount).Int; n != int64(len(out)) {
-		c.t.Fatalf("batch count %d for %d items", n, len(out))
+		return nil, fmt.Errorf("batch count %d for %d items", n, len(out))
 	}
-	return out
+	return out, nil
 }
 
 // do runs one operation and returns its batch item.
@@ -209,7 +218,7 @@ func (c *client) failure(v version, reason uint32, op uint32, payload ...ttlv.It
 	checkFailure(c.t, bi, reason)
 }
 
-func checkFailure(t *testing.T, bi ttlv.Item, reason uint32) {
+func checkFailure(t testing.TB, bi ttlv.Item, reason uint32) {
 	t.Helper()
 	st := bi.Child(ttlv.TagResultStatus)
 	if st == nil || st.Int != int64(ttlv.StatusOperationFailed) {

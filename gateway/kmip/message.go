@@ -210,9 +210,12 @@ func (s *Server) handleMessage(ctx context.Context, sess *session, log *slog.Log
 		}
 	}
 	out := s.response(v, results)
-	for _, b := range r.wipe {
-		clear(b)
-	}
+	defer func() {
+		for _, b := range r.wipe {
+			clear(b)
+		}
+		wipeByteStrings(&msg) // Encrypt's plaintext, Decrypt's ciphertext and the like
+	}()
 	if maxResp > 0 && int64(len(out)) > maxResp {
 		clear(out)
 		for i := range results {
@@ -222,6 +225,16 @@ func (s *Server) handleMessage(ctx context.Context, sess *session, log *slog.Log
 		out = s.response(v, results)
 	}
 	return out
+}
+
+// wipeByteStrings clears every Byte String of a decoded request.
+func wipeByteStrings(it *ttlv.Item) {
+	if it.Type == ttlv.TypeByteString {
+		clear(it.Bytes)
+	}
+	for i := range it.Children {
+		wipeByteStrings(&it.Children[i])
+	}
 }
 
 // handleItem runs one batch item.

@@ -431,6 +431,31 @@ func TestBatch(t *testing.T) {
 	}
 	// A missing placeholder is an Invalid Field.
 	c.failure(v14, ttlv.ReasonInvalidField, ttlv.OpActivate)
+
+	// Unique Batch Item IDs are echoed, also when Maximum Response Size
+	// turns every item into Response Too Large.
+	for _, max := range []int32{0, 64} {
+		item := batchItem(ttlv.OpDiscoverVersions)
+		item.Children = append(item.Children[:1], append([]ttlv.Item{ttlv.Bytes(ttlv.TagUniqueBatchItemID, []byte{7, 7})}, item.Children[1:]...)...)
+		msg := requestMessage(v14, item)
+		if max > 0 {
+			hdr := msg.Child(ttlv.TagRequestHeader)
+			hdr.Children = append(hdr.Children, ttlv.Int(ttlv.TagMaximumResponseSize, max))
+		}
+		resp, err := c.roundTrip(ttlv.Marshal(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bi := resp.Child(ttlv.TagBatchItem)
+		if id := bi.Child(ttlv.TagUniqueBatchItemID); id == nil || !bytes.Equal(id.Bytes, []byte{7, 7}) {
+			t.Fatalf("max %d: batch item id not echoed", max)
+		}
+		if max > 0 {
+			checkFailure(t, *bi, ttlv.ReasonResponseTooLarge)
+		} else if describeFailure(*bi) != "success" {
+			t.Fatal(describeFailure(*bi))
+		}
+	}
 }
 
 // TestMalformed: bad TTLV gets a KMIP error and never a crash; when the
