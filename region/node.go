@@ -55,6 +55,7 @@ type Node struct {
 	// policies are the tenants' compiled access policies (policy.go), kept in step with the state
 	// machine by onChange.
 	policies *policyTable
+	events   *keyEvents // gateways' key-event watchers (keyevents.go)
 	started  time.Time
 
 	leaseBound leaseBound // a longer lease in force until lately, for the fence
@@ -87,6 +88,7 @@ func New(cfg Config) (_ *Node, err error) {
 		started:  time.Now(),
 		stop:     make(chan struct{}),
 	}
+	n.events = newKeyEvents(n.lease, cfg.ClockDrift)
 	// Undo what was started if a later step fails.
 	var closers []func()
 	defer func() {
@@ -279,6 +281,7 @@ func (n *Node) shutdown(stopCluster func() error) error {
 // a revocation, lockout or deleted anchor makes unusable. The state machine already refuses them;
 // this only takes their bytes out of memory.
 func (n *Node) onChange(c fsm.Change) {
+	n.events.onChange(c)
 	switch c.Kind {
 	case fsm.TenantRevoked, fsm.TenantLocked, fsm.AnchorDeleted:
 		n.keys.wipeTenant(c.Tenant)

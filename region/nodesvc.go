@@ -136,15 +136,16 @@ func (n *Node) waitApplied(ctx context.Context, index uint64, wait time.Duration
 	t := time.NewTicker(time.Millisecond)
 	defer t.Stop()
 	for {
-		applied := n.state.AppliedIndex()
+		// Gateways watching key events must have dropped what the change revokes (keyevents.go).
+		applied := n.events.settled(n.state.AppliedIndex())
 		if applied >= index || !time.Now().Before(deadline) {
 			return applied
 		}
 		select {
 		case <-ctx.Done():
-			return n.state.AppliedIndex()
+			return n.events.settled(n.state.AppliedIndex())
 		case <-n.stop:
-			return n.state.AppliedIndex()
+			return n.events.settled(n.state.AppliedIndex())
 		case <-t.C:
 		}
 	}

@@ -27,6 +27,7 @@ func rootCommand() *command {
 			unwrapCommand(),
 			datakeyCommand(),
 			serverCommand(),
+			gatewayCommand(),
 			devCommand(),
 			benchCommand(),
 			auditCommand(),

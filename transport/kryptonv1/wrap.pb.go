@@ -11,6 +11,7 @@ package kryptonv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -22,6 +23,448 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// EndpointStatus is what the answering node knows of a node's serving state.
+type EndpointStatus int32
+
+const (
+	EndpointStatus_ENDPOINT_STATUS_UNSPECIFIED EndpointStatus = 0
+	// The answering node itself, holding a fresh serving lease.
+	EndpointStatus_ENDPOINT_STATUS_SERVING EndpointStatus = 1
+	// The answering node without a lease, or a node gossip reports failed or
+	// departed.
+	EndpointStatus_ENDPOINT_STATUS_NOT_SERVING EndpointStatus = 2
+	// Another node that gossip reports alive: ask it (ListEndpoints on its
+	// address) for its own word.
+	EndpointStatus_ENDPOINT_STATUS_ALIVE EndpointStatus = 3
+)
+
+// Enum value maps for EndpointStatus.
+var (
+	EndpointStatus_name = map[int32]string{
+		0: "ENDPOINT_STATUS_UNSPECIFIED",
+		1: "ENDPOINT_STATUS_SERVING",
+		2: "ENDPOINT_STATUS_NOT_SERVING",
+		3: "ENDPOINT_STATUS_ALIVE",
+	}
+	EndpointStatus_value = map[string]int32{
+		"ENDPOINT_STATUS_UNSPECIFIED": 0,
+		"ENDPOINT_STATUS_SERVING":     1,
+		"ENDPOINT_STATUS_NOT_SERVING": 2,
+		"ENDPOINT_STATUS_ALIVE":       3,
+	}
+)
+
+func (x EndpointStatus) Enum() *EndpointStatus {
+	p := new(EndpointStatus)
+	*p = x
+	return p
+}
+
+func (x EndpointStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EndpointStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_krypton_v1_wrap_proto_enumTypes[0].Descriptor()
+}
+
+func (EndpointStatus) Type() protoreflect.EnumType {
+	return &file_krypton_v1_wrap_proto_enumTypes[0]
+}
+
+func (x EndpointStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EndpointStatus.Descriptor instead.
+func (EndpointStatus) EnumDescriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{0}
+}
+
+// KeyEventKind is the kind of a KeyEvent.
+type KeyEventKind int32
+
+const (
+	KeyEventKind_KEY_EVENT_KIND_UNSPECIFIED KeyEventKind = 0
+	// The first message: unusable holds every scope of the tenant that is
+	// unusable now (a tenant-only scope when the tenant is locked, revoked or
+	// its anchor deleted).
+	KeyEventKind_KEY_EVENT_KIND_SNAPSHOT KeyEventKind = 1
+	// scope was revoked at index: a tenant, a service, or one version.
+	KeyEventKind_KEY_EVENT_KIND_REVOKED KeyEventKind = 2
+	// The tenant was locked out, or its anchor deleted, at index.
+	KeyEventKind_KEY_EVENT_KIND_LOCKED KeyEventKind = 3
+	// The node's state was replaced from a snapshot at index: drop every key.
+	KeyEventKind_KEY_EVENT_KIND_FLUSH KeyEventKind = 4
+	// A cache lease, answering the renewal renew_seq: cached keys may be used
+	// for lease after the renewal was sent.
+	KeyEventKind_KEY_EVENT_KIND_LEASE KeyEventKind = 5
+)
+
+// Enum value maps for KeyEventKind.
+var (
+	KeyEventKind_name = map[int32]string{
+		0: "KEY_EVENT_KIND_UNSPECIFIED",
+		1: "KEY_EVENT_KIND_SNAPSHOT",
+		2: "KEY_EVENT_KIND_REVOKED",
+		3: "KEY_EVENT_KIND_LOCKED",
+		4: "KEY_EVENT_KIND_FLUSH",
+		5: "KEY_EVENT_KIND_LEASE",
+	}
+	KeyEventKind_value = map[string]int32{
+		"KEY_EVENT_KIND_UNSPECIFIED": 0,
+		"KEY_EVENT_KIND_SNAPSHOT":    1,
+		"KEY_EVENT_KIND_REVOKED":     2,
+		"KEY_EVENT_KIND_LOCKED":      3,
+		"KEY_EVENT_KIND_FLUSH":       4,
+		"KEY_EVENT_KIND_LEASE":       5,
+	}
+)
+
+func (x KeyEventKind) Enum() *KeyEventKind {
+	p := new(KeyEventKind)
+	*p = x
+	return p
+}
+
+func (x KeyEventKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (KeyEventKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_krypton_v1_wrap_proto_enumTypes[1].Descriptor()
+}
+
+func (KeyEventKind) Type() protoreflect.EnumType {
+	return &file_krypton_v1_wrap_proto_enumTypes[1]
+}
+
+func (x KeyEventKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use KeyEventKind.Descriptor instead.
+func (KeyEventKind) EnumDescriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{1}
+}
+
+type ListEndpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEndpointsRequest) Reset() {
+	*x = ListEndpointsRequest{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEndpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEndpointsRequest) ProtoMessage() {}
+
+func (x *ListEndpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEndpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListEndpointsRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{0}
+}
+
+type ListEndpointsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every node the answering node knows, sorted by node_id, the answering
+	// node included.
+	Endpoints []*Endpoint `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// The node that answered.
+	NodeId string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// The answering node's region.
+	Region        string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEndpointsResponse) Reset() {
+	*x = ListEndpointsResponse{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEndpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEndpointsResponse) ProtoMessage() {}
+
+func (x *ListEndpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEndpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListEndpointsResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *ListEndpointsResponse) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *ListEndpointsResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *ListEndpointsResponse) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+type Endpoint struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	NodeId string                 `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// host:port of the node's API (WrapService), from the node's gossip tags.
+	Address string         `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	Status  EndpointStatus `protobuf:"varint,3,opt,name=status,proto3,enum=krypton.v1.EndpointStatus" json:"status,omitempty"`
+	// Whether the node is a voter in the Raft configuration the answering node
+	// knows.
+	Voter         bool `protobuf:"varint,4,opt,name=voter,proto3" json:"voter,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Endpoint) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *Endpoint) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Endpoint) GetStatus() EndpointStatus {
+	if x != nil {
+		return x.Status
+	}
+	return EndpointStatus_ENDPOINT_STATUS_UNSPECIFIED
+}
+
+func (x *Endpoint) GetVoter() bool {
+	if x != nil {
+		return x.Voter
+	}
+	return false
+}
+
+type WatchKeyEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// If non-zero, asks for a cache lease: the node answers with a
+	// KEY_EVENT_KIND_LEASE event carrying the same renew_seq. The gateway
+	// counts the lease from when it sent this message.
+	RenewSeq uint64 `protobuf:"varint,1,opt,name=renew_seq,json=renewSeq,proto3" json:"renew_seq,omitempty"`
+	// If non-zero, acknowledges every event with index <= ack_index: the
+	// gateway has dropped the affected keys and will not serve them again.
+	AckIndex      uint64 `protobuf:"varint,2,opt,name=ack_index,json=ackIndex,proto3" json:"ack_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchKeyEventsRequest) Reset() {
+	*x = WatchKeyEventsRequest{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchKeyEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchKeyEventsRequest) ProtoMessage() {}
+
+func (x *WatchKeyEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchKeyEventsRequest.ProtoReflect.Descriptor instead.
+func (*WatchKeyEventsRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *WatchKeyEventsRequest) GetRenewSeq() uint64 {
+	if x != nil {
+		return x.RenewSeq
+	}
+	return 0
+}
+
+func (x *WatchKeyEventsRequest) GetAckIndex() uint64 {
+	if x != nil {
+		return x.AckIndex
+	}
+	return 0
+}
+
+type KeyEvent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  KeyEventKind           `protobuf:"varint,1,opt,name=kind,proto3,enum=krypton.v1.KeyEventKind" json:"kind,omitempty"`
+	// The Raft index of the change (REVOKED, LOCKED, FLUSH), or the node's
+	// applied index (SNAPSHOT, LEASE).
+	Index uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	// The scope affected (REVOKED, LOCKED).
+	Scope *KeyScope `protobuf:"bytes,3,opt,name=scope,proto3" json:"scope,omitempty"`
+	// SNAPSHOT only.
+	Unusable []*KeyScope `protobuf:"bytes,4,rep,name=unusable,proto3" json:"unusable,omitempty"`
+	// LEASE only: the renewal answered, and for how long the lease runs.
+	RenewSeq      uint64               `protobuf:"varint,5,opt,name=renew_seq,json=renewSeq,proto3" json:"renew_seq,omitempty"`
+	Lease         *durationpb.Duration `protobuf:"bytes,6,opt,name=lease,proto3" json:"lease,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyEvent) Reset() {
+	*x = KeyEvent{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyEvent) ProtoMessage() {}
+
+func (x *KeyEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyEvent.ProtoReflect.Descriptor instead.
+func (*KeyEvent) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *KeyEvent) GetKind() KeyEventKind {
+	if x != nil {
+		return x.Kind
+	}
+	return KeyEventKind_KEY_EVENT_KIND_UNSPECIFIED
+}
+
+func (x *KeyEvent) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *KeyEvent) GetScope() *KeyScope {
+	if x != nil {
+		return x.Scope
+	}
+	return nil
+}
+
+func (x *KeyEvent) GetUnusable() []*KeyScope {
+	if x != nil {
+		return x.Unusable
+	}
+	return nil
+}
+
+func (x *KeyEvent) GetRenewSeq() uint64 {
+	if x != nil {
+		return x.RenewSeq
+	}
+	return 0
+}
+
+func (x *KeyEvent) GetLease() *durationpb.Duration {
+	if x != nil {
+		return x.Lease
+	}
+	return nil
+}
 
 type WrapRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -41,7 +484,7 @@ type WrapRequest struct {
 
 func (x *WrapRequest) Reset() {
 	*x = WrapRequest{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[0]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -53,7 +496,7 @@ func (x *WrapRequest) String() string {
 func (*WrapRequest) ProtoMessage() {}
 
 func (x *WrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[0]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -66,7 +509,7 @@ func (x *WrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrapRequest.ProtoReflect.Descriptor instead.
 func (*WrapRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{0}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WrapRequest) GetRequestId() string {
@@ -109,7 +552,7 @@ type WrapResponse struct {
 
 func (x *WrapResponse) Reset() {
 	*x = WrapResponse{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[1]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -121,7 +564,7 @@ func (x *WrapResponse) String() string {
 func (*WrapResponse) ProtoMessage() {}
 
 func (x *WrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[1]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -134,7 +577,7 @@ func (x *WrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrapResponse.ProtoReflect.Descriptor instead.
 func (*WrapResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{1}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WrapResponse) GetBlob() []byte {
@@ -165,7 +608,7 @@ type UnwrapRequest struct {
 
 func (x *UnwrapRequest) Reset() {
 	*x = UnwrapRequest{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[2]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -177,7 +620,7 @@ func (x *UnwrapRequest) String() string {
 func (*UnwrapRequest) ProtoMessage() {}
 
 func (x *UnwrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[2]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -190,7 +633,7 @@ func (x *UnwrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnwrapRequest.ProtoReflect.Descriptor instead.
 func (*UnwrapRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{2}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UnwrapRequest) GetRequestId() string {
@@ -226,7 +669,7 @@ type UnwrapResponse struct {
 
 func (x *UnwrapResponse) Reset() {
 	*x = UnwrapResponse{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[3]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -238,7 +681,7 @@ func (x *UnwrapResponse) String() string {
 func (*UnwrapResponse) ProtoMessage() {}
 
 func (x *UnwrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[3]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -251,7 +694,7 @@ func (x *UnwrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnwrapResponse.ProtoReflect.Descriptor instead.
 func (*UnwrapResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{3}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UnwrapResponse) GetPlaintext() []byte {
@@ -282,7 +725,7 @@ type GenerateDataKeyRequest struct {
 
 func (x *GenerateDataKeyRequest) Reset() {
 	*x = GenerateDataKeyRequest{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[4]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -294,7 +737,7 @@ func (x *GenerateDataKeyRequest) String() string {
 func (*GenerateDataKeyRequest) ProtoMessage() {}
 
 func (x *GenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[4]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -307,7 +750,7 @@ func (x *GenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateDataKeyRequest.ProtoReflect.Descriptor instead.
 func (*GenerateDataKeyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{4}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GenerateDataKeyRequest) GetRequestId() string {
@@ -345,7 +788,7 @@ type GenerateDataKeyResponse struct {
 
 func (x *GenerateDataKeyResponse) Reset() {
 	*x = GenerateDataKeyResponse{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[5]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +800,7 @@ func (x *GenerateDataKeyResponse) String() string {
 func (*GenerateDataKeyResponse) ProtoMessage() {}
 
 func (x *GenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[5]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +813,7 @@ func (x *GenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateDataKeyResponse.ProtoReflect.Descriptor instead.
 func (*GenerateDataKeyResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{5}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GenerateDataKeyResponse) GetPlaintext() []byte {
@@ -408,7 +851,7 @@ type RewrapRequest struct {
 
 func (x *RewrapRequest) Reset() {
 	*x = RewrapRequest{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[6]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -420,7 +863,7 @@ func (x *RewrapRequest) String() string {
 func (*RewrapRequest) ProtoMessage() {}
 
 func (x *RewrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[6]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -433,7 +876,7 @@ func (x *RewrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapRequest.ProtoReflect.Descriptor instead.
 func (*RewrapRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{6}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RewrapRequest) GetRequestId() string {
@@ -471,7 +914,7 @@ type RewrapResponse struct {
 
 func (x *RewrapResponse) Reset() {
 	*x = RewrapResponse{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[7]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +926,7 @@ func (x *RewrapResponse) String() string {
 func (*RewrapResponse) ProtoMessage() {}
 
 func (x *RewrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[7]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +939,7 @@ func (x *RewrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapResponse.ProtoReflect.Descriptor instead.
 func (*RewrapResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{7}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RewrapResponse) GetBlob() []byte {
@@ -532,7 +975,7 @@ type BatchWrapRequest struct {
 
 func (x *BatchWrapRequest) Reset() {
 	*x = BatchWrapRequest{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[8]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -544,7 +987,7 @@ func (x *BatchWrapRequest) String() string {
 func (*BatchWrapRequest) ProtoMessage() {}
 
 func (x *BatchWrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[8]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -557,7 +1000,7 @@ func (x *BatchWrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchWrapRequest.ProtoReflect.Descriptor instead.
 func (*BatchWrapRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{8}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *BatchWrapRequest) GetRequestId() string {
@@ -584,7 +1027,7 @@ type BatchWrapResponse struct {
 
 func (x *BatchWrapResponse) Reset() {
 	*x = BatchWrapResponse{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[9]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +1039,7 @@ func (x *BatchWrapResponse) String() string {
 func (*BatchWrapResponse) ProtoMessage() {}
 
 func (x *BatchWrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[9]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +1052,7 @@ func (x *BatchWrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchWrapResponse.ProtoReflect.Descriptor instead.
 func (*BatchWrapResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{9}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *BatchWrapResponse) GetResults() []*WrapResult {
@@ -632,7 +1075,7 @@ type WrapResult struct {
 
 func (x *WrapResult) Reset() {
 	*x = WrapResult{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[10]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -644,7 +1087,7 @@ func (x *WrapResult) String() string {
 func (*WrapResult) ProtoMessage() {}
 
 func (x *WrapResult) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[10]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -657,7 +1100,7 @@ func (x *WrapResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WrapResult.ProtoReflect.Descriptor instead.
 func (*WrapResult) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{10}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WrapResult) GetResult() isWrapResult_Result {
@@ -713,7 +1156,7 @@ type BatchUnwrapRequest struct {
 
 func (x *BatchUnwrapRequest) Reset() {
 	*x = BatchUnwrapRequest{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[11]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +1168,7 @@ func (x *BatchUnwrapRequest) String() string {
 func (*BatchUnwrapRequest) ProtoMessage() {}
 
 func (x *BatchUnwrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[11]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +1181,7 @@ func (x *BatchUnwrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchUnwrapRequest.ProtoReflect.Descriptor instead.
 func (*BatchUnwrapRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{11}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *BatchUnwrapRequest) GetRequestId() string {
@@ -765,7 +1208,7 @@ type BatchUnwrapResponse struct {
 
 func (x *BatchUnwrapResponse) Reset() {
 	*x = BatchUnwrapResponse{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[12]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -777,7 +1220,7 @@ func (x *BatchUnwrapResponse) String() string {
 func (*BatchUnwrapResponse) ProtoMessage() {}
 
 func (x *BatchUnwrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[12]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -790,7 +1233,7 @@ func (x *BatchUnwrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchUnwrapResponse.ProtoReflect.Descriptor instead.
 func (*BatchUnwrapResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{12}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BatchUnwrapResponse) GetResults() []*UnwrapResult {
@@ -813,7 +1256,7 @@ type UnwrapResult struct {
 
 func (x *UnwrapResult) Reset() {
 	*x = UnwrapResult{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[13]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +1268,7 @@ func (x *UnwrapResult) String() string {
 func (*UnwrapResult) ProtoMessage() {}
 
 func (x *UnwrapResult) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[13]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +1281,7 @@ func (x *UnwrapResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnwrapResult.ProtoReflect.Descriptor instead.
 func (*UnwrapResult) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{13}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UnwrapResult) GetResult() isUnwrapResult_Result {
@@ -894,7 +1337,7 @@ type BatchGenerateDataKeyRequest struct {
 
 func (x *BatchGenerateDataKeyRequest) Reset() {
 	*x = BatchGenerateDataKeyRequest{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[14]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1349,7 @@ func (x *BatchGenerateDataKeyRequest) String() string {
 func (*BatchGenerateDataKeyRequest) ProtoMessage() {}
 
 func (x *BatchGenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[14]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1362,7 @@ func (x *BatchGenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGenerateDataKeyRequest.ProtoReflect.Descriptor instead.
 func (*BatchGenerateDataKeyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{14}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BatchGenerateDataKeyRequest) GetRequestId() string {
@@ -946,7 +1389,7 @@ type BatchGenerateDataKeyResponse struct {
 
 func (x *BatchGenerateDataKeyResponse) Reset() {
 	*x = BatchGenerateDataKeyResponse{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[15]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -958,7 +1401,7 @@ func (x *BatchGenerateDataKeyResponse) String() string {
 func (*BatchGenerateDataKeyResponse) ProtoMessage() {}
 
 func (x *BatchGenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[15]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -971,7 +1414,7 @@ func (x *BatchGenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchGenerateDataKeyResponse.ProtoReflect.Descriptor instead.
 func (*BatchGenerateDataKeyResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{15}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BatchGenerateDataKeyResponse) GetResults() []*GenerateDataKeyResult {
@@ -994,7 +1437,7 @@ type GenerateDataKeyResult struct {
 
 func (x *GenerateDataKeyResult) Reset() {
 	*x = GenerateDataKeyResult{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[16]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1449,7 @@ func (x *GenerateDataKeyResult) String() string {
 func (*GenerateDataKeyResult) ProtoMessage() {}
 
 func (x *GenerateDataKeyResult) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[16]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1462,7 @@ func (x *GenerateDataKeyResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GenerateDataKeyResult.ProtoReflect.Descriptor instead.
 func (*GenerateDataKeyResult) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{16}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GenerateDataKeyResult) GetResult() isGenerateDataKeyResult_Result {
@@ -1075,7 +1518,7 @@ type BatchRewrapRequest struct {
 
 func (x *BatchRewrapRequest) Reset() {
 	*x = BatchRewrapRequest{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[17]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1530,7 @@ func (x *BatchRewrapRequest) String() string {
 func (*BatchRewrapRequest) ProtoMessage() {}
 
 func (x *BatchRewrapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[17]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1543,7 @@ func (x *BatchRewrapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRewrapRequest.ProtoReflect.Descriptor instead.
 func (*BatchRewrapRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{17}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BatchRewrapRequest) GetRequestId() string {
@@ -1127,7 +1570,7 @@ type BatchRewrapResponse struct {
 
 func (x *BatchRewrapResponse) Reset() {
 	*x = BatchRewrapResponse{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[18]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1139,7 +1582,7 @@ func (x *BatchRewrapResponse) String() string {
 func (*BatchRewrapResponse) ProtoMessage() {}
 
 func (x *BatchRewrapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[18]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1152,7 +1595,7 @@ func (x *BatchRewrapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchRewrapResponse.ProtoReflect.Descriptor instead.
 func (*BatchRewrapResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{18}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BatchRewrapResponse) GetResults() []*RewrapResult {
@@ -1175,7 +1618,7 @@ type RewrapResult struct {
 
 func (x *RewrapResult) Reset() {
 	*x = RewrapResult{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[19]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1187,7 +1630,7 @@ func (x *RewrapResult) String() string {
 func (*RewrapResult) ProtoMessage() {}
 
 func (x *RewrapResult) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[19]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1200,7 +1643,7 @@ func (x *RewrapResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RewrapResult.ProtoReflect.Descriptor instead.
 func (*RewrapResult) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{19}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RewrapResult) GetResult() isRewrapResult_Result {
@@ -1249,7 +1692,27 @@ var File_krypton_v1_wrap_proto protoreflect.FileDescriptor
 const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"\n" +
 	"\x15krypton/v1/wrap.proto\x12\n" +
-	"krypton.v1\x1a\x17krypton/v1/common.proto\"\x8a\x01\n" +
+	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17krypton/v1/common.proto\"\x16\n" +
+	"\x14ListEndpointsRequest\"|\n" +
+	"\x15ListEndpointsResponse\x122\n" +
+	"\tendpoints\x18\x01 \x03(\v2\x14.krypton.v1.EndpointR\tendpoints\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x16\n" +
+	"\x06region\x18\x03 \x01(\tR\x06region\"\x87\x01\n" +
+	"\bEndpoint\x12\x17\n" +
+	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x122\n" +
+	"\x06status\x18\x03 \x01(\x0e2\x1a.krypton.v1.EndpointStatusR\x06status\x12\x14\n" +
+	"\x05voter\x18\x04 \x01(\bR\x05voter\"Q\n" +
+	"\x15WatchKeyEventsRequest\x12\x1b\n" +
+	"\trenew_seq\x18\x01 \x01(\x04R\brenewSeq\x12\x1b\n" +
+	"\tack_index\x18\x02 \x01(\x04R\backIndex\"\xfa\x01\n" +
+	"\bKeyEvent\x12,\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x18.krypton.v1.KeyEventKindR\x04kind\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\x12*\n" +
+	"\x05scope\x18\x03 \x01(\v2\x14.krypton.v1.KeyScopeR\x05scope\x120\n" +
+	"\bunusable\x18\x04 \x03(\v2\x14.krypton.v1.KeyScopeR\bunusable\x12\x1b\n" +
+	"\trenew_seq\x18\x05 \x01(\x04R\brenewSeq\x12/\n" +
+	"\x05lease\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x05lease\"\x8a\x01\n" +
 	"\vWrapRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12$\n" +
@@ -1326,7 +1789,19 @@ const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"\fRewrapResult\x122\n" +
 	"\x05value\x18\x01 \x01(\v2\x1a.krypton.v1.RewrapResponseH\x00R\x05value\x12-\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.krypton.v1.ItemErrorH\x00R\x05errorB\b\n" +
-	"\x06result2\xfb\x04\n" +
+	"\x06result*\x8a\x01\n" +
+	"\x0eEndpointStatus\x12\x1f\n" +
+	"\x1bENDPOINT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17ENDPOINT_STATUS_SERVING\x10\x01\x12\x1f\n" +
+	"\x1bENDPOINT_STATUS_NOT_SERVING\x10\x02\x12\x19\n" +
+	"\x15ENDPOINT_STATUS_ALIVE\x10\x03*\xb6\x01\n" +
+	"\fKeyEventKind\x12\x1e\n" +
+	"\x1aKEY_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17KEY_EVENT_KIND_SNAPSHOT\x10\x01\x12\x1a\n" +
+	"\x16KEY_EVENT_KIND_REVOKED\x10\x02\x12\x19\n" +
+	"\x15KEY_EVENT_KIND_LOCKED\x10\x03\x12\x18\n" +
+	"\x14KEY_EVENT_KIND_FLUSH\x10\x04\x12\x18\n" +
+	"\x14KEY_EVENT_KIND_LEASE\x10\x052\xa0\x06\n" +
 	"\vWrapService\x129\n" +
 	"\x04Wrap\x12\x17.krypton.v1.WrapRequest\x1a\x18.krypton.v1.WrapResponse\x12?\n" +
 	"\x06Unwrap\x12\x19.krypton.v1.UnwrapRequest\x1a\x1a.krypton.v1.UnwrapResponse\x12Z\n" +
@@ -1335,7 +1810,9 @@ const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"\tBatchWrap\x12\x1c.krypton.v1.BatchWrapRequest\x1a\x1d.krypton.v1.BatchWrapResponse\x12N\n" +
 	"\vBatchUnwrap\x12\x1e.krypton.v1.BatchUnwrapRequest\x1a\x1f.krypton.v1.BatchUnwrapResponse\x12i\n" +
 	"\x14BatchGenerateDataKey\x12'.krypton.v1.BatchGenerateDataKeyRequest\x1a(.krypton.v1.BatchGenerateDataKeyResponse\x12N\n" +
-	"\vBatchRewrap\x12\x1e.krypton.v1.BatchRewrapRequest\x1a\x1f.krypton.v1.BatchRewrapResponseB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
+	"\vBatchRewrap\x12\x1e.krypton.v1.BatchRewrapRequest\x1a\x1f.krypton.v1.BatchRewrapResponse\x12T\n" +
+	"\rListEndpoints\x12 .krypton.v1.ListEndpointsRequest\x1a!.krypton.v1.ListEndpointsResponse\x12M\n" +
+	"\x0eWatchKeyEvents\x12!.krypton.v1.WatchKeyEventsRequest\x1a\x14.krypton.v1.KeyEvent(\x010\x01B=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
 
 var (
 	file_krypton_v1_wrap_proto_rawDescOnce sync.Once
@@ -1349,76 +1826,96 @@ func file_krypton_v1_wrap_proto_rawDescGZIP() []byte {
 	return file_krypton_v1_wrap_proto_rawDescData
 }
 
-var file_krypton_v1_wrap_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_krypton_v1_wrap_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_krypton_v1_wrap_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_krypton_v1_wrap_proto_goTypes = []any{
-	(*WrapRequest)(nil),                  // 0: krypton.v1.WrapRequest
-	(*WrapResponse)(nil),                 // 1: krypton.v1.WrapResponse
-	(*UnwrapRequest)(nil),                // 2: krypton.v1.UnwrapRequest
-	(*UnwrapResponse)(nil),               // 3: krypton.v1.UnwrapResponse
-	(*GenerateDataKeyRequest)(nil),       // 4: krypton.v1.GenerateDataKeyRequest
-	(*GenerateDataKeyResponse)(nil),      // 5: krypton.v1.GenerateDataKeyResponse
-	(*RewrapRequest)(nil),                // 6: krypton.v1.RewrapRequest
-	(*RewrapResponse)(nil),               // 7: krypton.v1.RewrapResponse
-	(*BatchWrapRequest)(nil),             // 8: krypton.v1.BatchWrapRequest
-	(*BatchWrapResponse)(nil),            // 9: krypton.v1.BatchWrapResponse
-	(*WrapResult)(nil),                   // 10: krypton.v1.WrapResult
-	(*BatchUnwrapRequest)(nil),           // 11: krypton.v1.BatchUnwrapRequest
-	(*BatchUnwrapResponse)(nil),          // 12: krypton.v1.BatchUnwrapResponse
-	(*UnwrapResult)(nil),                 // 13: krypton.v1.UnwrapResult
-	(*BatchGenerateDataKeyRequest)(nil),  // 14: krypton.v1.BatchGenerateDataKeyRequest
-	(*BatchGenerateDataKeyResponse)(nil), // 15: krypton.v1.BatchGenerateDataKeyResponse
-	(*GenerateDataKeyResult)(nil),        // 16: krypton.v1.GenerateDataKeyResult
-	(*BatchRewrapRequest)(nil),           // 17: krypton.v1.BatchRewrapRequest
-	(*BatchRewrapResponse)(nil),          // 18: krypton.v1.BatchRewrapResponse
-	(*RewrapResult)(nil),                 // 19: krypton.v1.RewrapResult
-	(*KeyRef)(nil),                       // 20: krypton.v1.KeyRef
-	(*ItemError)(nil),                    // 21: krypton.v1.ItemError
+	(EndpointStatus)(0),                  // 0: krypton.v1.EndpointStatus
+	(KeyEventKind)(0),                    // 1: krypton.v1.KeyEventKind
+	(*ListEndpointsRequest)(nil),         // 2: krypton.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),        // 3: krypton.v1.ListEndpointsResponse
+	(*Endpoint)(nil),                     // 4: krypton.v1.Endpoint
+	(*WatchKeyEventsRequest)(nil),        // 5: krypton.v1.WatchKeyEventsRequest
+	(*KeyEvent)(nil),                     // 6: krypton.v1.KeyEvent
+	(*WrapRequest)(nil),                  // 7: krypton.v1.WrapRequest
+	(*WrapResponse)(nil),                 // 8: krypton.v1.WrapResponse
+	(*UnwrapRequest)(nil),                // 9: krypton.v1.UnwrapRequest
+	(*UnwrapResponse)(nil),               // 10: krypton.v1.UnwrapResponse
+	(*GenerateDataKeyRequest)(nil),       // 11: krypton.v1.GenerateDataKeyRequest
+	(*GenerateDataKeyResponse)(nil),      // 12: krypton.v1.GenerateDataKeyResponse
+	(*RewrapRequest)(nil),                // 13: krypton.v1.RewrapRequest
+	(*RewrapResponse)(nil),               // 14: krypton.v1.RewrapResponse
+	(*BatchWrapRequest)(nil),             // 15: krypton.v1.BatchWrapRequest
+	(*BatchWrapResponse)(nil),            // 16: krypton.v1.BatchWrapResponse
+	(*WrapResult)(nil),                   // 17: krypton.v1.WrapResult
+	(*BatchUnwrapRequest)(nil),           // 18: krypton.v1.BatchUnwrapRequest
+	(*BatchUnwrapResponse)(nil),          // 19: krypton.v1.BatchUnwrapResponse
+	(*UnwrapResult)(nil),                 // 20: krypton.v1.UnwrapResult
+	(*BatchGenerateDataKeyRequest)(nil),  // 21: krypton.v1.BatchGenerateDataKeyRequest
+	(*BatchGenerateDataKeyResponse)(nil), // 22: krypton.v1.BatchGenerateDataKeyResponse
+	(*GenerateDataKeyResult)(nil),        // 23: krypton.v1.GenerateDataKeyResult
+	(*BatchRewrapRequest)(nil),           // 24: krypton.v1.BatchRewrapRequest
+	(*BatchRewrapResponse)(nil),          // 25: krypton.v1.BatchRewrapResponse
+	(*RewrapResult)(nil),                 // 26: krypton.v1.RewrapResult
+	(*KeyScope)(nil),                     // 27: krypton.v1.KeyScope
+	(*durationpb.Duration)(nil),          // 28: google.protobuf.Duration
+	(*KeyRef)(nil),                       // 29: krypton.v1.KeyRef
+	(*ItemError)(nil),                    // 30: krypton.v1.ItemError
 }
 var file_krypton_v1_wrap_proto_depIdxs = []int32{
-	20, // 0: krypton.v1.WrapRequest.key:type_name -> krypton.v1.KeyRef
-	20, // 1: krypton.v1.WrapResponse.key:type_name -> krypton.v1.KeyRef
-	20, // 2: krypton.v1.UnwrapResponse.key:type_name -> krypton.v1.KeyRef
-	20, // 3: krypton.v1.GenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
-	20, // 4: krypton.v1.GenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
-	20, // 5: krypton.v1.RewrapResponse.key:type_name -> krypton.v1.KeyRef
-	20, // 6: krypton.v1.RewrapResponse.source_key:type_name -> krypton.v1.KeyRef
-	0,  // 7: krypton.v1.BatchWrapRequest.items:type_name -> krypton.v1.WrapRequest
-	10, // 8: krypton.v1.BatchWrapResponse.results:type_name -> krypton.v1.WrapResult
-	1,  // 9: krypton.v1.WrapResult.value:type_name -> krypton.v1.WrapResponse
-	21, // 10: krypton.v1.WrapResult.error:type_name -> krypton.v1.ItemError
-	2,  // 11: krypton.v1.BatchUnwrapRequest.items:type_name -> krypton.v1.UnwrapRequest
-	13, // 12: krypton.v1.BatchUnwrapResponse.results:type_name -> krypton.v1.UnwrapResult
-	3,  // 13: krypton.v1.UnwrapResult.value:type_name -> krypton.v1.UnwrapResponse
-	21, // 14: krypton.v1.UnwrapResult.error:type_name -> krypton.v1.ItemError
-	4,  // 15: krypton.v1.BatchGenerateDataKeyRequest.items:type_name -> krypton.v1.GenerateDataKeyRequest
-	16, // 16: krypton.v1.BatchGenerateDataKeyResponse.results:type_name -> krypton.v1.GenerateDataKeyResult
-	5,  // 17: krypton.v1.GenerateDataKeyResult.value:type_name -> krypton.v1.GenerateDataKeyResponse
-	21, // 18: krypton.v1.GenerateDataKeyResult.error:type_name -> krypton.v1.ItemError
-	6,  // 19: krypton.v1.BatchRewrapRequest.items:type_name -> krypton.v1.RewrapRequest
-	19, // 20: krypton.v1.BatchRewrapResponse.results:type_name -> krypton.v1.RewrapResult
-	7,  // 21: krypton.v1.RewrapResult.value:type_name -> krypton.v1.RewrapResponse
-	21, // 22: krypton.v1.RewrapResult.error:type_name -> krypton.v1.ItemError
-	0,  // 23: krypton.v1.WrapService.Wrap:input_type -> krypton.v1.WrapRequest
-	2,  // 24: krypton.v1.WrapService.Unwrap:input_type -> krypton.v1.UnwrapRequest
-	4,  // 25: krypton.v1.WrapService.GenerateDataKey:input_type -> krypton.v1.GenerateDataKeyRequest
-	6,  // 26: krypton.v1.WrapService.Rewrap:input_type -> krypton.v1.RewrapRequest
-	8,  // 27: krypton.v1.WrapService.BatchWrap:input_type -> krypton.v1.BatchWrapRequest
-	11, // 28: krypton.v1.WrapService.BatchUnwrap:input_type -> krypton.v1.BatchUnwrapRequest
-	14, // 29: krypton.v1.WrapService.BatchGenerateDataKey:input_type -> krypton.v1.BatchGenerateDataKeyRequest
-	17, // 30: krypton.v1.WrapService.BatchRewrap:input_type -> krypton.v1.BatchRewrapRequest
-	1,  // 31: krypton.v1.WrapService.Wrap:output_type -> krypton.v1.WrapResponse
-	3,  // 32: krypton.v1.WrapService.Unwrap:output_type -> krypton.v1.UnwrapResponse
-	5,  // 33: krypton.v1.WrapService.GenerateDataKey:output_type -> krypton.v1.GenerateDataKeyResponse
-	7,  // 34: krypton.v1.WrapService.Rewrap:output_type -> krypton.v1.RewrapResponse
-	9,  // 35: krypton.v1.WrapService.BatchWrap:output_type -> krypton.v1.BatchWrapResponse
-	12, // 36: krypton.v1.WrapService.BatchUnwrap:output_type -> krypton.v1.BatchUnwrapResponse
-	15, // 37: krypton.v1.WrapService.BatchGenerateDataKey:output_type -> krypton.v1.BatchGenerateDataKeyResponse
-	18, // 38: krypton.v1.WrapService.BatchRewrap:output_type -> krypton.v1.BatchRewrapResponse
-	31, // [31:39] is the sub-list for method output_type
-	23, // [23:31] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	4,  // 0: krypton.v1.ListEndpointsResponse.endpoints:type_name -> krypton.v1.Endpoint
+	0,  // 1: krypton.v1.Endpoint.status:type_name -> krypton.v1.EndpointStatus
+	1,  // 2: krypton.v1.KeyEvent.kind:type_name -> krypton.v1.KeyEventKind
+	27, // 3: krypton.v1.KeyEvent.scope:type_name -> krypton.v1.KeyScope
+	27, // 4: krypton.v1.KeyEvent.unusable:type_name -> krypton.v1.KeyScope
+	28, // 5: krypton.v1.KeyEvent.lease:type_name -> google.protobuf.Duration
+	29, // 6: krypton.v1.WrapRequest.key:type_name -> krypton.v1.KeyRef
+	29, // 7: krypton.v1.WrapResponse.key:type_name -> krypton.v1.KeyRef
+	29, // 8: krypton.v1.UnwrapResponse.key:type_name -> krypton.v1.KeyRef
+	29, // 9: krypton.v1.GenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
+	29, // 10: krypton.v1.GenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
+	29, // 11: krypton.v1.RewrapResponse.key:type_name -> krypton.v1.KeyRef
+	29, // 12: krypton.v1.RewrapResponse.source_key:type_name -> krypton.v1.KeyRef
+	7,  // 13: krypton.v1.BatchWrapRequest.items:type_name -> krypton.v1.WrapRequest
+	17, // 14: krypton.v1.BatchWrapResponse.results:type_name -> krypton.v1.WrapResult
+	8,  // 15: krypton.v1.WrapResult.value:type_name -> krypton.v1.WrapResponse
+	30, // 16: krypton.v1.WrapResult.error:type_name -> krypton.v1.ItemError
+	9,  // 17: krypton.v1.BatchUnwrapRequest.items:type_name -> krypton.v1.UnwrapRequest
+	20, // 18: krypton.v1.BatchUnwrapResponse.results:type_name -> krypton.v1.UnwrapResult
+	10, // 19: krypton.v1.UnwrapResult.value:type_name -> krypton.v1.UnwrapResponse
+	30, // 20: krypton.v1.UnwrapResult.error:type_name -> krypton.v1.ItemError
+	11, // 21: krypton.v1.BatchGenerateDataKeyRequest.items:type_name -> krypton.v1.GenerateDataKeyRequest
+	23, // 22: krypton.v1.BatchGenerateDataKeyResponse.results:type_name -> krypton.v1.GenerateDataKeyResult
+	12, // 23: krypton.v1.GenerateDataKeyResult.value:type_name -> krypton.v1.GenerateDataKeyResponse
+	30, // 24: krypton.v1.GenerateDataKeyResult.error:type_name -> krypton.v1.ItemError
+	13, // 25: krypton.v1.BatchRewrapRequest.items:type_name -> krypton.v1.RewrapRequest
+	26, // 26: krypton.v1.BatchRewrapResponse.results:type_name -> krypton.v1.RewrapResult
+	14, // 27: krypton.v1.RewrapResult.value:type_name -> krypton.v1.RewrapResponse
+	30, // 28: krypton.v1.RewrapResult.error:type_name -> krypton.v1.ItemError
+	7,  // 29: krypton.v1.WrapService.Wrap:input_type -> krypton.v1.WrapRequest
+	9,  // 30: krypton.v1.WrapService.Unwrap:input_type -> krypton.v1.UnwrapRequest
+	11, // 31: krypton.v1.WrapService.GenerateDataKey:input_type -> krypton.v1.GenerateDataKeyRequest
+	13, // 32: krypton.v1.WrapService.Rewrap:input_type -> krypton.v1.RewrapRequest
+	15, // 33: krypton.v1.WrapService.BatchWrap:input_type -> krypton.v1.BatchWrapRequest
+	18, // 34: krypton.v1.WrapService.BatchUnwrap:input_type -> krypton.v1.BatchUnwrapRequest
+	21, // 35: krypton.v1.WrapService.BatchGenerateDataKey:input_type -> krypton.v1.BatchGenerateDataKeyRequest
+	24, // 36: krypton.v1.WrapService.BatchRewrap:input_type -> krypton.v1.BatchRewrapRequest
+	2,  // 37: krypton.v1.WrapService.ListEndpoints:input_type -> krypton.v1.ListEndpointsRequest
+	5,  // 38: krypton.v1.WrapService.WatchKeyEvents:input_type -> krypton.v1.WatchKeyEventsRequest
+	8,  // 39: krypton.v1.WrapService.Wrap:output_type -> krypton.v1.WrapResponse
+	10, // 40: krypton.v1.WrapService.Unwrap:output_type -> krypton.v1.UnwrapResponse
+	12, // 41: krypton.v1.WrapService.GenerateDataKey:output_type -> krypton.v1.GenerateDataKeyResponse
+	14, // 42: krypton.v1.WrapService.Rewrap:output_type -> krypton.v1.RewrapResponse
+	16, // 43: krypton.v1.WrapService.BatchWrap:output_type -> krypton.v1.BatchWrapResponse
+	19, // 44: krypton.v1.WrapService.BatchUnwrap:output_type -> krypton.v1.BatchUnwrapResponse
+	22, // 45: krypton.v1.WrapService.BatchGenerateDataKey:output_type -> krypton.v1.BatchGenerateDataKeyResponse
+	25, // 46: krypton.v1.WrapService.BatchRewrap:output_type -> krypton.v1.BatchRewrapResponse
+	3,  // 47: krypton.v1.WrapService.ListEndpoints:output_type -> krypton.v1.ListEndpointsResponse
+	6,  // 48: krypton.v1.WrapService.WatchKeyEvents:output_type -> krypton.v1.KeyEvent
+	39, // [39:49] is the sub-list for method output_type
+	29, // [29:39] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_wrap_proto_init() }
@@ -1427,19 +1924,19 @@ func file_krypton_v1_wrap_proto_init() {
 		return
 	}
 	file_krypton_v1_common_proto_init()
-	file_krypton_v1_wrap_proto_msgTypes[10].OneofWrappers = []any{
+	file_krypton_v1_wrap_proto_msgTypes[15].OneofWrappers = []any{
 		(*WrapResult_Value)(nil),
 		(*WrapResult_Error)(nil),
 	}
-	file_krypton_v1_wrap_proto_msgTypes[13].OneofWrappers = []any{
+	file_krypton_v1_wrap_proto_msgTypes[18].OneofWrappers = []any{
 		(*UnwrapResult_Value)(nil),
 		(*UnwrapResult_Error)(nil),
 	}
-	file_krypton_v1_wrap_proto_msgTypes[16].OneofWrappers = []any{
+	file_krypton_v1_wrap_proto_msgTypes[21].OneofWrappers = []any{
 		(*GenerateDataKeyResult_Value)(nil),
 		(*GenerateDataKeyResult_Error)(nil),
 	}
-	file_krypton_v1_wrap_proto_msgTypes[19].OneofWrappers = []any{
+	file_krypton_v1_wrap_proto_msgTypes[24].OneofWrappers = []any{
 		(*RewrapResult_Value)(nil),
 		(*RewrapResult_Error)(nil),
 	}
@@ -1448,13 +1945,14 @@ func file_krypton_v1_wrap_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_wrap_proto_rawDesc), len(file_krypton_v1_wrap_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   20,
+			NumEnums:      2,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_krypton_v1_wrap_proto_goTypes,
 		DependencyIndexes: file_krypton_v1_wrap_proto_depIdxs,
+		EnumInfos:         file_krypton_v1_wrap_proto_enumTypes,
 		MessageInfos:      file_krypton_v1_wrap_proto_msgTypes,
 	}.Build()
 	File_krypton_v1_wrap_proto = out.File

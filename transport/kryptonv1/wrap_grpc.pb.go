@@ -29,6 +29,8 @@ const (
 	WrapService_BatchUnwrap_FullMethodName          = "/krypton.v1.WrapService/BatchUnwrap"
 	WrapService_BatchGenerateDataKey_FullMethodName = "/krypton.v1.WrapService/BatchGenerateDataKey"
 	WrapService_BatchRewrap_FullMethodName          = "/krypton.v1.WrapService/BatchRewrap"
+	WrapService_ListEndpoints_FullMethodName        = "/krypton.v1.WrapService/ListEndpoints"
+	WrapService_WatchKeyEvents_FullMethodName       = "/krypton.v1.WrapService/WatchKeyEvents"
 )
 
 // WrapServiceClient is the client API for WrapService service.
@@ -130,6 +132,35 @@ type WrapServiceClient interface {
 	// more than 1024 items, fail the call; every other error of Rewrap is
 	// reported per item in results[i].error.
 	BatchRewrap(ctx context.Context, in *BatchRewrapRequest, opts ...grpc.CallOption) (*BatchRewrapResponse, error)
+	// ListEndpoints returns the region's nodes as the answering node knows
+	// them (gossip and the Raft configuration): each node's WrapService address
+	// and status. Gateways call it on the addresses they were given to find
+	// every node of the region, and again on every node they know to keep the
+	// list fresh: a node's word about itself (SERVING or NOT_SERVING) is exact,
+	// its word about the others is only what gossip says. It touches no key
+	// and needs no lease.
+	//
+	// Errors: UNAUTHENTICATED; UNAVAILABLE while the node shuts down.
+	ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error)
+	// WatchKeyEvents streams the changes that make keys of the caller's tenant
+	// unusable (revocations, lockouts, a deleted anchor, a restored snapshot),
+	// so that a gateway with a cache of unwrapped data keys can drop them at
+	// once. The gateway sends renewals and acknowledgements; the node answers
+	// each renewal with a cache lease (a heartbeat) while, and only while, it
+	// holds its own serving lease for at least as long.
+	//
+	// Exactness: the node delivers each change to its watchers as it applies
+	// it, and it confirms a revocation's fence only once every watcher of the
+	// tenant has acknowledged it or the watcher's cache lease has run out
+	// (a watcher whose stream broke counts until its last lease runs out).
+	// So a gateway that serves cached keys only under an unexpired cache
+	// lease, counted from when it sent the renewal, never serves a key once
+	// Revoke has returned. The first message is a SNAPSHOT of the scopes of
+	// the tenant that are unusable now; events follow in log order.
+	//
+	// Errors: UNAUTHENTICATED; PERMISSION_DENIED for a certificate that names
+	// no tenant; UNAVAILABLE while the node shuts down.
+	WatchKeyEvents(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchKeyEventsRequest, KeyEvent], error)
 }
 
 type wrapServiceClient struct {
@@ -219,6 +250,29 @@ func (c *wrapServiceClient) BatchRewrap(ctx context.Context, in *BatchRewrapRequ
 	}
 	return out, nil
 }
+
+func (c *wrapServiceClient) ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEndpointsResponse)
+	err := c.cc.Invoke(ctx, WrapService_ListEndpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *wrapServiceClient) WatchKeyEvents(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[WatchKeyEventsRequest, KeyEvent], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &WrapService_ServiceDesc.Streams[0], WrapService_WatchKeyEvents_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchKeyEventsRequest, KeyEvent]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WrapService_WatchKeyEventsClient = grpc.BidiStreamingClient[WatchKeyEventsRequest, KeyEvent]
 
 // WrapServiceServer is the server API for WrapService service.
 // All implementations must embed UnimplementedWrapServiceServer
@@ -319,6 +373,35 @@ type WrapServiceServer interface {
 	// more than 1024 items, fail the call; every other error of Rewrap is
 	// reported per item in results[i].error.
 	BatchRewrap(context.Context, *BatchRewrapRequest) (*BatchRewrapResponse, error)
+	// ListEndpoints returns the region's nodes as the answering node knows
+	// them (gossip and the Raft configuration): each node's WrapService address
+	// and status. Gateways call it on the addresses they were given to find
+	// every node of the region, and again on every node they know to keep the
+	// list fresh: a node's word about itself (SERVING or NOT_SERVING) is exact,
+	// its word about the others is only what gossip says. It touches no key
+	// and needs no lease.
+	//
+	// Errors: UNAUTHENTICATED; UNAVAILABLE while the node shuts down.
+	ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error)
+	// WatchKeyEvents streams the changes that make keys of the caller's tenant
+	// unusable (revocations, lockouts, a deleted anchor, a restored snapshot),
+	// so that a gateway with a cache of unwrapped data keys can drop them at
+	// once. The gateway sends renewals and acknowledgements; the node answers
+	// each renewal with a cache lease (a heartbeat) while, and only while, it
+	// holds its own serving lease for at least as long.
+	//
+	// Exactness: the node delivers each change to its watchers as it applies
+	// it, and it confirms a revocation's fence only once every watcher of the
+	// tenant has acknowledged it or the watcher's cache lease has run out
+	// (a watcher whose stream broke counts until its last lease runs out).
+	// So a gateway that serves cached keys only under an unexpired cache
+	// lease, counted from when it sent the renewal, never serves a key once
+	// Revoke has returned. The first message is a SNAPSHOT of the scopes of
+	// the tenant that are unusable now; events follow in log order.
+	//
+	// Errors: UNAUTHENTICATED; PERMISSION_DENIED for a certificate that names
+	// no tenant; UNAVAILABLE while the node shuts down.
+	WatchKeyEvents(grpc.BidiStreamingServer[WatchKeyEventsRequest, KeyEvent]) error
 	mustEmbedUnimplementedWrapServiceServer()
 }
 
@@ -352,6 +435,12 @@ func (UnimplementedWrapServiceServer) BatchGenerateDataKey(context.Context, *Bat
 }
 func (UnimplementedWrapServiceServer) BatchRewrap(context.Context, *BatchRewrapRequest) (*BatchRewrapResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchRewrap not implemented")
+}
+func (UnimplementedWrapServiceServer) ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEndpoints not implemented")
+}
+func (UnimplementedWrapServiceServer) WatchKeyEvents(grpc.BidiStreamingServer[WatchKeyEventsRequest, KeyEvent]) error {
+	return status.Error(codes.Unimplemented, "method WatchKeyEvents not implemented")
 }
 func (UnimplementedWrapServiceServer) mustEmbedUnimplementedWrapServiceServer() {}
 func (UnimplementedWrapServiceServer) testEmbeddedByValue()                     {}
@@ -518,6 +607,31 @@ func _WrapService_BatchRewrap_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WrapService_ListEndpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEndpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WrapServiceServer).ListEndpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WrapService_ListEndpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WrapServiceServer).ListEndpoints(ctx, req.(*ListEndpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WrapService_WatchKeyEvents_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(WrapServiceServer).WatchKeyEvents(&grpc.GenericServerStream[WatchKeyEventsRequest, KeyEvent]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type WrapService_WatchKeyEventsServer = grpc.BidiStreamingServer[WatchKeyEventsRequest, KeyEvent]
+
 // WrapService_ServiceDesc is the grpc.ServiceDesc for WrapService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -557,7 +671,18 @@ var WrapService_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "BatchRewrap",
 			Handler:    _WrapService_BatchRewrap_Handler,
 		},
+		{
+			MethodName: "ListEndpoints",
+			Handler:    _WrapService_ListEndpoints_Handler,
+		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchKeyEvents",
+			Handler:       _WrapService_WatchKeyEvents_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "krypton/v1/wrap.proto",
 }

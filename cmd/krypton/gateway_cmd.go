@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/awnumar/memguard"
+
+	"github.com/kryptonkms/krypton/gateway"
+	"github.com/kryptonkms/krypton/internal/pki"
+)
+
+// gatewayFlags are the flags of `krypton gateway`; each may also come from KRYPTON_<NAME> or from
+// a JSON config file (-config) whose keys are the flag names. The command line wins over the
+// environment, which wins over the file.
+type gatewayFlags struct {
+	config          string
+	region          string
+	caCert          string
+	cert, key       string
+	serverCert      string
+	serverKey       string
+	listen          string
+	unixSocket      string
+	unixSocketMode  string
+	unixSocketGroup int
+	httpAddr        string
+	batchSize       int
+	batchWait       time.Duration
+	cacheEntries    int
+	cacheBytes      int
+	cacheTTL        time.Duration
+	attemptTimeout  time.Duration
+	maxAttempts     int
+	refresh         time.Duration
+	kmipAddr        string
+	logLevel        string
+	logFormat       string
+}
+
+func (f *gatewayFlags) declare(fs *flag.FlagSet) {
+	d := gateway.DefaultConfig()
+	fs.StringVar(&f.config, "config", "", "JSON config file whose keys are these flags' names (e.g. \"batch-size\")")
+	fs.StringVar(&f.region, "region", "", "API addresses (host:port) of one or more region nodes, comma-separated; the gateway finds the others")
+	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA of the region's and the applications' certificates")
+	fs.StringVar(&f.cert, "cert", "", "PEM file of the gateway's service certificate (krypton certs service TENANT SERVICE): the tenant and service it acts for")
+	fs.StringVar(&f.key, "key", "", "PEM file of that certificate's private key")
+	fs.StringVar(&f.serverCert, "server-cert", "", "PEM file of the certificate the TCP front end presents (krypton certs node -ip ADDR gateway-1); needed with -listen")
+	fs.StringVar(&f.serverKey, "server-key", "", "PEM file of its private key")
+	fs.StringVar(&f.listen, "listen", "127.0.0.1:7600", "host:port of the gRPC front end (mutual TLS; applications present service certificates of the gateway's tenant); empty disables")
+	fs.StringVar(&f.unixSocket, "unix-socket", "", "path of a Unix socket serving the same API without TLS (whoever can open it acts as the gateway); empty disables")
+	fs.StringVar(&f.unixSocketMode, "unix-socket-mode", "0600", "the socket file's mode, in octal")
+	fs.IntVar(&f.unixSocketGroup, "unix-socket-group", -1, "numeric group id given to the socket file (with -unix-socket-mode 0660 to admit that group); -1 keeps the default")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics and /healthz (plain HTTP); empty disables")
+	fs.IntVar(&f.batchSize, "batch-size", d.BatchSize, "most requests coalesced into one region call (1 turns batching off)")
+	fs.DurationVar(&f.batchWait, "batch-wait", d.BatchWait, "longest a request waits for others to join its batch")
+	fs.IntVar(&f.cacheEntries, "cache-entries", 0, "entries of the cache of unwrapped data keys; 0 (the default) turns the cache off")
+	fs.IntVar(&f.cacheBytes, "cache-bytes", d.CacheBytes, "bytes the cache may hold (blobs, contexts and keys)")
+	fs.DurationVar(&f.cacheTTL, "cache-ttl", d.CacheTTL, "longest a cached data key is used after the region unwrapped it")
+	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", d.AttemptTimeout, "bound on one call to one region node")
+	fs.IntVar(&f.maxAttempts, "max-attempts", d.MaxAttempts, "attempts per request across region nodes (1 to 16)")
+	fs.DurationVar(&f.refresh, "refresh-interval", d.RefreshInterval, "how often the gateway asks the region for its nodes")
+	fs.StringVar(&f.kmipAddr, "kmip-addr", "", "host:port of the KMIP front end (TTLV over TLS; 127.0.0.1:5696 is KMIP's port); empty disables")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
+}
+
+func (f *gatewayFlags) gatewayConfig() (gateway.Config, error) {
+	cfg := gateway.DefaultConfig()
+	cfg.RegionAddrs = splitList(f.region)
+	if len(cfg.RegionAddrs) == 0 {
+		return cfg, usagef("gateway: -region is required")
+	}
+	if f.caCert == "" || f.cert == "" || f.key == "" {
+		return cfg, usagef("gateway: -ca-cert, -cert and -key are required: the gateway calls the region with its own service certificate")
+	}
+	var err error
+	if cfg.Roots, err = pki.LoadCertPool(f.caCert); err != nil {
+		return cfg, err
+	}
+	cert, err := pki.LoadCertificate(f.cert, f.key)
+	if err != nil {
+		return cfg, err
+	}
+	if id, err := cert.Identity(); err != nil || id.Kind != pki.KindService {
+		return cfg, usagef("gateway: -cert must be a service certificate (krypton certs service TENANT SERVICE)")
+	}
+	cfg.Certificate = cert.TLSCertificate()
+	cfg.ListenAddr = f.listen
+	if f.listen != "" {
+		if f.serverCert == "" || f.serverKey == "" {
+			return cfg, usagef("gateway: -listen needs -server-cert and -server-key (or -listen '' for the Unix socket only)")
+		}
+		sc, err := pki.LoadCertificate(f.serverCert, f.serverKey)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.ServerCertificate = sc.TLSCertificate()
+	}
+	cfg.UnixSocket = f.unixSocket
+	mode, err := strconv.ParseUint(f.unixSocketMode, 8, 32)
+	if err != nil || mode > 0o777 {
+		return cfg, usagef("gateway: -unix-socket-mode %q: want an octal mode such as 0600", f.unixSocketMode)
+	}
+	cfg.UnixSocketMode = os.FileMode(mode)
+	cfg.UnixSocketGroup = f.unixSocketGroup
+	cfg.HTTPAddr = f.httpAddr
+	cfg.BatchSize, cfg.BatchWait = f.batchSize, f.batchWait
+	cfg.CacheEntries, cfg.CacheBytes, cfg.CacheTTL = f.cacheEntries, f.cacheBytes, f.cacheTTL
+	cfg.AttemptTimeout, cfg.MaxAttempts, cfg.RefreshInterval = f.attemptTimeout, f.maxAttempts, f.refresh
+	if cfg.ListenAddr == "" && cfg.UnixSocket == "" && f.kmipAddr == "" {
+		return cfg, usagef("gateway: nothing to serve: give -listen, -unix-socket or -kmip-addr")
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError{err.Error()}
+	}
+	return cfg, nil
+}
+
+func gatewayCommand() *command {
+	f := &gatewayFlags{}
+	return &command{
+		name:     "gateway",
+		synopsis: "run a gateway beside applications",
+		help: "Runs a gateway until SIGINT or SIGTERM: it makes data keys at the edge, has the region wrap and unwrap them\n" +
+			"(batching concurrent requests, failing over between nodes), and serves applications over gRPC with TLS,\n" +
+			"a Unix socket, and KMIP. See docs/gateway.md.",
+		flags: f.declare,
+		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
+			if fs.NArg() != 0 {
+				return usagef("gateway takes no arguments")
+			}
+			fromEnv := map[string]bool{}
+			fs.VisitAll(func(fl *flag.Flag) {
+				if _, ok := os.LookupEnv(envName(fl.Name)); ok {
+					fromEnv[fl.Name] = true
+				}
+			})
+			if err := applyConfigFile(fs, f.config, fromEnv); err != nil {
+				return err
+			}
+			log, err := newLogger(f.logLevel, f.logFormat)
+			if err != nil {
+				return err
+			}
+			cfg, err := f.gatewayConfig()
+			if err != nil {
+				return err
+			}
+			cfg.Logger = log
+			// Whatever happens below, no cached key outlives the process in locked memory.
+			defer memguard.Purge()
+			g, err := gateway.New(cfg)
+			if err != nil {
+				return err
+			}
+			stopKMIP, err := startKMIP(f, cfg, g)
+			if err != nil {
+				g.Close()
+				return err
+			}
+			served := make(chan error, 1)
+			go func() { served <- g.Serve() }()
+			id := g.Identity()
+			fmt.Fprintf(s.err, "krypton: gateway for %s/%s", id.Tenant, id.Service)
+			if a := g.Addr(); a != nil {
+				fmt.Fprintf(s.err, " serving on %s", a)
+			}
+			if cfg.UnixSocket != "" {
+				fmt.Fprintf(s.err, " and %s", cfg.UnixSocket)
+			}
+			fmt.Fprintln(s.err)
+			select {
+			case <-ctx.Done():
+				log.Info("signal received; shutting down")
+			case err := <-served:
+				stopKMIP()
+				g.Close()
+				return err
+			}
+			stopKMIP()
+			err = g.Close()
+			<-served
+			return err
+		},
+	}
+}

@@ -1,0 +1,124 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// batcher coalesces concurrent requests into batch calls. A batch is sent when it holds size
+// requests, or when its first request has waited wait, whichever comes first; so a lone request
+// is delayed by at most wait. With size 1 every request is sent at once, alone.
+//
+// send answers every request of a batch: results[i] and errs[i] answer reqs[i]. It runs on its
+// own goroutine, so several batches may be in flight at once.
+type batcher[Req, Res any] struct {
+	size int
+	wait time.Duration
+	send func(ctx context.Context, reqs []Req) ([]Res, []error)
+	// onBatch observes each batch's size (metrics).
+	onBatch func(n int)
+	// drop is called with a result nobody will read (its caller gave up), so that key material
+	// in it can be wiped.
+	drop func(Res)
+
+	mu      sync.Mutex // guards pending, gen and closed
+	pending []*call[Req, Res]
+	gen     uint64 // counts batches started, so that a late timer does not cut a younger batch
+	closed  bool
+	wg      sync.WaitGroup // batches in flight
+}
+
+type call[Req, Res any] struct {
+	req  Req
+	res  Res
+	err  error
+	done chan struct{}
+	// abandoned is set (under the batcher's mutex) by a caller that stopped waiting.
+	abandoned bool
+}
+
+// do queues req and waits for its answer or for ctx to end.
+func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
+	c := &call[Req, Res]{req: req, done: make(chan struct{})}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		var zero Res
+		return zero, errShutdown
+	}
+	b.pending = append(b.pending, c)
+	switch {
+	case len(b.pending) >= b.size || b.wait == 0:
+		b.flushLocked()
+	case len(b.pending) == 1:
+		gen := b.gen
+		time.AfterFunc(b.wait, func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if b.gen == gen && len(b.pending) > 0 {
+				b.flushLocked()
+			}
+		})
+	}
+	b.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.res, c.err
+	case <-ctx.Done():
+		b.mu.Lock()
+		select {
+		case <-c.done:
+			b.mu.Unlock()
+			return c.res, c.err
+		default:
+		}
+		c.abandoned = true
+		b.mu.Unlock()
+		var zero Res
+		return zero, errOr(nil, ctx.Err())
+	}
+}
+
+// flushLocked sends what is pending as one batch. The caller holds b.mu.
+func (b *batcher[Req, Res]) flushLocked() {
+	batch := b.pending
+	b.pending = nil
+	b.gen++
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		if b.onBatch != nil {
+			b.onBatch(len(batch))
+		}
+		reqs := make([]Req, len(batch))
+		for i, c := range batch {
+			reqs[i] = c.req
+		}
+		// The batch serves several callers: it runs to its own deadline (the pool's attempts),
+		// not to any one caller's.
+		res, errs := b.send(context.Background(), reqs)
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		for i, c := range batch {
+			c.res, c.err = res[i], errs[i]
+			if c.abandoned && c.err == nil && b.drop != nil {
+				b.drop(c.res)
+			}
+			close(c.done)
+		}
+	}()
+}
+
+// close refuses new requests, sends what is pending and waits for every batch in flight.
+func (b *batcher[Req, Res]) close() {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		if len(b.pending) > 0 {
+			b.flushLocked()
+		}
+	}
+	b.mu.Unlock()
+	b.wg.Wait()
+}

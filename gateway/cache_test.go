@@ -1,0 +1,202 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+func testCache(t *testing.T, entries, bytes int, ttl time.Duration, valid func() bool) *cache {
+	t.Helper()
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.CacheEntries, cfg.CacheBytes, cfg.CacheTTL = entries, bytes, ttl
+	c := newCache(cfg, valid, m)
+	t.Cleanup(c.close)
+	return c
+}
+
+func key(i int) []byte { return bytes.Repeat([]byte{byte(i + 1)}, 32) }
+
+func blob(i int) []byte { return fmt.Appendf(nil, "blob-%04d", i) }
+
+var idA = wrap.KeyID{Tenant: "a", Service: "s", Version: 1}
+
+// TestCacheBounds: count, bytes and age each bound the cache; the least recently used goes first.
+func TestCacheBounds(t *testing.T) {
+	always := func() bool { return true }
+	dst := make([]byte, 32)
+
+	c := testCache(t, 3, 1<<20, time.Hour, always)
+	for i := range 4 {
+		c.put(c.startEpoch(), idA, blob(i), nil, key(i))
+		if i == 1 {
+			c.get(blob(0), nil, dst) // 0 becomes the most recently used: 1 goes first
+		}
+	}
+	if c.len() != 3 {
+		t.Fatalf("%d entries, want 3", c.len())
+	}
+	if _, ok := c.get(blob(1), nil, dst); ok {
+		t.Errorf("the least recently used entry survived")
+	}
+	if _, ok := c.get(blob(0), nil, dst); !ok || !bytes.Equal(dst, key(0)) {
+		t.Errorf("entry 0: ok=%v", ok)
+	}
+
+	// Bytes: each entry counts blob (9) + context (1) + key (32) = 42 bytes.
+	c = testCache(t, 100, 100, time.Hour, always)
+	for i := range 5 {
+		c.put(c.startEpoch(), idA, blob(i), []byte("x"), key(i))
+	}
+	if c.len() != 2 || c.size > 100 {
+		t.Fatalf("%d entries of %d bytes, want 2 within 100", c.len(), c.size)
+	}
+
+	// Age.
+	c = testCache(t, 10, 1<<20, time.Minute, always)
+	clock := time.Now()
+	c.now = func() time.Time { return clock }
+	c.put(c.startEpoch(), idA, blob(0), nil, key(0))
+	if _, ok := c.get(blob(0), nil, dst); !ok {
+		t.Fatal("a fresh entry was not served")
+	}
+	clock = clock.Add(time.Minute + 1)
+	if _, ok := c.get(blob(0), nil, dst); ok {
+		t.Errorf("an entry older than the TTL was served")
+	}
+	if c.len() != 0 {
+		t.Errorf("the expired entry was kept")
+	}
+}
+
+// TestCacheRevocation: no lease, no hit; a revocation wipes its scope and denies it; an answer that
+// started before an event is not cached after it.
+func TestCacheRevocation(t *testing.T) {
+	var mu sync.Mutex
+	lease := false
+	c := testCache(t, 10, 1<<20, time.Hour, func() bool { mu.Lock(); defer mu.Unlock(); return lease })
+	dst := make([]byte, 32)
+	other := wrap.KeyID{Tenant: "a", Service: "t", Version: 1}
+	c.put(c.startEpoch(), idA, blob(0), nil, key(0))
+	c.put(c.startEpoch(), other, blob(1), nil, key(1))
+	if _, ok := c.get(blob(0), nil, dst); ok {
+		t.Fatal("served without a cache lease")
+	}
+	mu.Lock()
+	lease = true
+	mu.Unlock()
+	if _, ok := c.get(blob(0), nil, dst); !ok {
+		t.Fatal("not served under a lease")
+	}
+	epoch := c.startEpoch()
+	c.revoke(wrap.KeyID{Tenant: "a", Service: "s"})
+	if _, ok := c.get(blob(0), nil, dst); ok {
+		t.Error("a revoked service's key was served")
+	}
+	if _, ok := c.get(blob(1), nil, dst); !ok {
+		t.Error("another service's key was wiped too")
+	}
+	c.put(c.startEpoch(), wrap.KeyID{Tenant: "a", Service: "s", Version: 2}, blob(2), nil, key(2))
+	if _, ok := c.get(blob(2), nil, dst); ok {
+		t.Error("a key of the revoked service was cached after the revocation")
+	}
+	c.put(epoch, other, blob(3), nil, key(3))
+	if _, ok := c.get(blob(3), nil, dst); ok {
+		t.Error("an answer that started before the event was cached after it")
+	}
+	c.reset([]wrap.KeyID{{Tenant: "a"}})
+	if c.len() != 0 {
+		t.Error("reset kept entries")
+	}
+	c.put(c.startEpoch(), other, blob(4), nil, key(4))
+	if c.len() != 0 {
+		t.Error("a key of a denied tenant was cached")
+	}
+}
+
+// TestCacheWipedOnClose: close wipes and frees the locked memory and serves nothing after.
+func TestCacheWipedOnClose(t *testing.T) {
+	c := testCache(t, 4, 1<<20, time.Hour, func() bool { return true })
+	c.put(c.startEpoch(), idA, blob(0), nil, key(0))
+	arena := c.arena.Bytes()[:32]
+	c.close()
+	if c.arena.IsAlive() {
+		t.Error("the locked buffer is still alive after close")
+	}
+	if c.len() != 0 {
+		t.Error("entries left after close")
+	}
+	dst := make([]byte, 32)
+	if _, ok := c.get(blob(0), nil, dst); ok {
+		t.Error("served after close")
+	}
+	_ = arena // memguard unmapped it: reading it now would fault, which is the point
+	c.close() // twice is fine
+}
+
+// TestBatcher: a batch closes at its size; per-item errors go back to their own callers.
+func TestBatcher(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	b := &batcher[int, int]{
+		size: 4, wait: time.Hour, // only the size closes a batch here
+		send: func(_ context.Context, reqs []int) ([]int, []error) {
+			res, errs := make([]int, len(reqs)), make([]error, len(reqs))
+			for i, r := range reqs {
+				if r%3 == 0 {
+					errs[i] = fmt.Errorf("item %d refused", r)
+				} else {
+					res[i] = r * 10
+				}
+			}
+			return res, errs
+		},
+		onBatch: func(n int) { mu.Lock(); sizes = append(sizes, n); mu.Unlock() },
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := b.do(context.Background(), i)
+			switch {
+			case i%3 == 0 && (err == nil || err.Error() != fmt.Sprintf("item %d refused", i)):
+				t.Errorf("caller %d: err %v", i, err)
+			case i%3 != 0 && (err != nil || res != i*10):
+				t.Errorf("caller %d: %d, %v", i, res, err)
+			}
+		}()
+	}
+	wg.Wait()
+	b.close()
+	if len(sizes) != 2 || sizes[0] != 4 || sizes[1] != 4 {
+		t.Errorf("batch sizes %v, want [4 4]", sizes)
+	}
+	if _, err := b.do(context.Background(), 1); !errors.Is(err, errShutdown) {
+		t.Errorf("after close: %v", err)
+	}
+}
+
+// TestBatcherLoneRequest: a lone request is sent after the wait, not held for company.
+func TestBatcherLoneRequest(t *testing.T) {
+	b := &batcher[int, int]{
+		size: 1024, wait: time.Millisecond,
+		send: func(_ context.Context, reqs []int) ([]int, []error) { return reqs, make([]error, len(reqs)) },
+	}
+	defer b.close()
+	if res, err := b.do(context.Background(), 7); err != nil || res != 7 {
+		t.Fatalf("%d, %v", res, err)
+	}
+}

@@ -1,0 +1,128 @@
+package gateway
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Gateway. Start from DefaultConfig; New validates it and names the bad field.
+type Config struct {
+	// RegionAddrs are host:port addresses of one or more region nodes' API. The gateway asks them
+	// for every node of the region (WrapService.ListEndpoints) and keeps that list fresh; a single
+	// reachable address is enough. Required.
+	RegionAddrs []string
+	// Roots are the CAs the region nodes' certificates chain to, and the CAs whose service
+	// certificates the TCP front end accepts from applications. Required.
+	Roots *x509.CertPool
+	// Certificate is the gateway's own service certificate (krypton certs service TENANT SERVICE):
+	// the identity it calls the region with. The gateway serves exactly that tenant and service.
+	// Required.
+	Certificate tls.Certificate
+
+	// ListenAddr is the TCP address of the gRPC front end (TLS, client certificates of the
+	// gateway's tenant required); empty disables it. Needs ServerCertificate.
+	ListenAddr string
+	// ServerCertificate is what the TCP front end presents (a node certificate naming the
+	// gateway's host, krypton certs node -ip ... gateway-1).
+	ServerCertificate tls.Certificate
+	// UnixSocket is the path of a Unix socket serving the same API without TLS; anyone who can
+	// open the file acts with the gateway's identity, so its mode matters. Empty disables it.
+	UnixSocket string
+	// UnixSocketMode is the socket file's mode; 0 means 0600.
+	UnixSocketMode fs.FileMode
+	// UnixSocketGroup, if not -1, is the numeric group the socket file is given (with mode 0660,
+	// say, to admit one group of applications). DefaultConfig sets -1.
+	UnixSocketGroup int
+	// HTTPAddr, if set, serves /metrics and /healthz.
+	HTTPAddr string
+
+	// BatchSize is the most requests coalesced into one region batch call (1 to 1024). 1 turns
+	// batching off: every request is its own RPC.
+	BatchSize int
+	// BatchWait is the longest a request waits for others to join its batch; a batch is sent when
+	// it is full or when its first request has waited this long. 0 sends a batch as soon as the
+	// previous one to go has been handed to the network, taking whatever queued meanwhile.
+	BatchWait time.Duration
+
+	// CacheEntries enables the cache of unwrapped data keys when positive: at most this many
+	// entries. Off (0) by default: every Decrypt and Unwrap then goes to the region.
+	CacheEntries int
+	// CacheBytes bounds the bytes the cache holds (each entry counts its blob, context and key).
+	CacheBytes int
+	// CacheTTL bounds how long an entry may be used after the region unwrapped it.
+	CacheTTL time.Duration
+
+	// AttemptTimeout bounds one RPC to one region node.
+	AttemptTimeout time.Duration
+	// MaxAttempts bounds how many nodes one request (or batch) is tried on.
+	MaxAttempts int
+	// RefreshInterval is how often the gateway asks the nodes for the region's endpoints.
+	RefreshInterval time.Duration
+
+	// MaxDataSize bounds Encrypt's data (at most envelope.MaxDataSize).
+	MaxDataSize int
+
+	// Logger receives the gateway's logs (never key material); nil discards.
+	Logger *slog.Logger
+	// Registerer, if set, is where the gateway's metrics are registered, in addition to the
+	// gateway's own registry (Gateway.Registry).
+	Registerer prometheus.Registerer
+}
+
+// DefaultConfig returns a configuration with every default set and no addresses or certificates.
+func DefaultConfig() Config {
+	return Config{
+		UnixSocketMode:  0o600,
+		UnixSocketGroup: -1,
+		BatchSize:       128,
+		BatchWait:       500 * time.Microsecond,
+		CacheBytes:      8 << 20,
+		CacheTTL:        5 * time.Minute,
+		AttemptTimeout:  2 * time.Second,
+		MaxAttempts:     6,
+		RefreshInterval: 2 * time.Second,
+		MaxDataSize:     4 << 20,
+	}
+}
+
+// Validate reports the first unusable field, by name.
+func (c Config) Validate() error {
+	switch {
+	case len(c.RegionAddrs) == 0:
+		return errors.New("gateway: Config.RegionAddrs is required")
+	case c.Roots == nil:
+		return errors.New("gateway: Config.Roots is required")
+	case len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil:
+		return errors.New("gateway: Config.Certificate is required")
+	case c.ListenAddr != "" && (len(c.ServerCertificate.Certificate) == 0 || c.ServerCertificate.PrivateKey == nil):
+		return errors.New("gateway: Config.ServerCertificate is required with ListenAddr")
+	case c.BatchSize < 1 || c.BatchSize > 1024:
+		return fmt.Errorf("gateway: Config.BatchSize %d is outside [1, 1024]", c.BatchSize)
+	case c.BatchWait < 0 || c.BatchWait > time.Second:
+		return fmt.Errorf("gateway: Config.BatchWait %v is outside [0, 1s]", c.BatchWait)
+	case c.CacheEntries < 0:
+		return errors.New("gateway: Config.CacheEntries must not be negative")
+	case c.CacheEntries > 0 && c.CacheBytes <= 0:
+		return errors.New("gateway: Config.CacheBytes must be positive with a cache")
+	case c.CacheEntries > 0 && c.CacheTTL <= 0:
+		return errors.New("gateway: Config.CacheTTL must be positive with a cache")
+	case c.AttemptTimeout <= 0:
+		return errors.New("gateway: Config.AttemptTimeout must be positive")
+	case c.MaxAttempts < 1 || c.MaxAttempts > 16:
+		return fmt.Errorf("gateway: Config.MaxAttempts %d is outside [1, 16]", c.MaxAttempts)
+	case c.RefreshInterval <= 0:
+		return errors.New("gateway: Config.RefreshInterval must be positive")
+	case c.MaxDataSize < 0 || c.MaxDataSize > 4<<20:
+		return errors.New("gateway: Config.MaxDataSize is outside [0, 4 MiB]")
+	case c.UnixSocketMode&^0o777 != 0:
+		return errors.New("gateway: Config.UnixSocketMode has bits beyond 0777")
+	}
+	return nil
+}

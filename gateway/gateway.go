@@ -1,0 +1,497 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kryptonkms/krypton/gateway/envelope"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// Errors.
+var (
+	// ErrShutdown is returned by every call after Close, and by Close after the first.
+	ErrShutdown = errors.New("gateway: shut down")
+	// errShutdown is ErrShutdown as a status.
+	errShutdown = status.Error(codes.Unavailable, "gateway: shut down")
+	// errOtherTenant refuses a key of a tenant the gateway does not act for.
+	errOtherTenant = status.Error(codes.PermissionDenied, "gateway: this gateway does not act for the key's tenant")
+)
+
+// Gateway is a running gateway: the region pool, the batchers, the optional cache, and the front
+// ends. Its data-key methods (Encrypt, Decrypt, GenerateDataKey, Unwrap) are what every front end
+// calls, so that gRPC, the Unix socket and KMIP behave alike.
+type Gateway struct {
+	cfg     Config
+	log     *slog.Logger
+	id      pki.Identity
+	reg     *prometheus.Registry
+	metrics *metrics
+	pool    *pool
+	cache   *cache   // nil when off
+	watch   *watcher // nil when the cache is off
+	wraps   *batcher[*kv1.WrapRequest, *kv1.WrapResponse]
+	unwraps *batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
+
+	tcpLn, unixLn, httpLn net.Listener
+	tcpSrv                *transport.Server
+	unixSrv               *grpc.Server
+	http                  *transport.AdminHTTP
+
+	mu       sync.Mutex // guards closed
+	closed   bool
+	serveErr chan error
+	done     chan struct{}
+}
+
+// New starts a gateway: it checks cfg, opens the listeners (so that a port clash fails here), and
+// starts finding the region's nodes. Serve then serves the front ends until Close.
+func New(cfg Config) (_ *Gateway, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(cfg.Certificate.Certificate[0])
+	if err != nil {
+		return nil, fmt.Errorf("gateway: Config.Certificate: %w", err)
+	}
+	id, err := pki.IdentityFromCertificate(leaf)
+	if err != nil || id.Kind != pki.KindService {
+		return nil, errors.New("gateway: Config.Certificate must be a service certificate (krypton certs service TENANT SERVICE)")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("tenant", id.Tenant, "service", id.Service)
+	g := &Gateway{cfg: cfg, log: log, id: id, reg: prometheus.NewRegistry(), serveErr: make(chan error, 4), done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			g.Close()
+		}
+	}()
+	if g.metrics, err = newMetrics(g.reg, cfg.Registerer); err != nil {
+		return nil, err
+	}
+	if g.pool, err = newPool(cfg, log, g.metrics); err != nil {
+		return nil, err
+	}
+	g.wraps = &batcher[*kv1.WrapRequest, *kv1.WrapResponse]{
+		size: cfg.BatchSize, wait: cfg.BatchWait, send: g.sendWraps,
+		onBatch: func(n int) { g.metrics.batch("wrap", n) },
+	}
+	g.unwraps = &batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]{
+		size: cfg.BatchSize, wait: cfg.BatchWait, send: g.sendUnwraps,
+		onBatch: func(n int) { g.metrics.batch("unwrap", n) },
+		drop:    func(r *kv1.UnwrapResponse) { clear(r.GetPlaintext()) },
+	}
+	if cfg.BatchSize == 1 {
+		g.wraps.wait, g.unwraps.wait = 0, 0
+	}
+	if cfg.CacheEntries > 0 {
+		g.watch = newWatcher(g.pool, log)
+		g.cache = newCache(cfg, g.watch.leaseValid, g.metrics)
+		g.watch.cache = g.cache
+	}
+	if cfg.ListenAddr != "" {
+		if g.tcpLn, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
+			return nil, fmt.Errorf("gateway: ListenAddr: %w", err)
+		}
+	}
+	if cfg.UnixSocket != "" {
+		if g.unixLn, err = listenUnix(cfg); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.HTTPAddr != "" {
+		if g.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("gateway: HTTPAddr: %w", err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.AttemptTimeout)
+	g.pool.start(ctx)
+	cancel()
+	if g.watch != nil {
+		g.watch.start()
+	}
+	log.Info("gateway started", "region", cfg.RegionAddrs, "listen", cfg.ListenAddr, "unix", cfg.UnixSocket,
+		"batch-size", cfg.BatchSize, "batch-wait", cfg.BatchWait, "cache-entries", cfg.CacheEntries)
+	return g, nil
+}
+
+func listenUnix(cfg Config) (net.Listener, error) {
+	if fi, err := os.Lstat(cfg.UnixSocket); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("gateway: UnixSocket %s exists and is not a socket", cfg.UnixSocket)
+		}
+		os.Remove(cfg.UnixSocket) // a stale socket of an earlier run
+	}
+	ln, err := net.Listen("unix", cfg.UnixSocket)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: UnixSocket: %w", err)
+	}
+	mode := cfg.UnixSocketMode
+	if mode == 0 {
+		mode = 0o600
+	}
+	if err := os.Chmod(cfg.UnixSocket, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("gateway: UnixSocket mode: %w", err)
+	}
+	if cfg.UnixSocketGroup >= 0 {
+		if err := os.Chown(cfg.UnixSocket, -1, cfg.UnixSocketGroup); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("gateway: UnixSocketGroup: %w", err)
+		}
+	}
+	return ln, nil
+}
+
+// Identity is the tenant and service the gateway acts for.
+func (g *Gateway) Identity() pki.Identity { return g.id }
+
+// Registry holds the gateway's metrics.
+func (g *Gateway) Registry() *prometheus.Registry { return g.reg }
+
+// Addr is the TCP front end's address (nil when off); UnixAddr the socket's path.
+func (g *Gateway) Addr() net.Addr {
+	if g.tcpLn == nil {
+		return nil
+	}
+	return g.tcpLn.Addr()
+}
+
+// UnixSocket is the Unix socket's path, or "".
+func (g *Gateway) UnixSocket() string { return g.cfg.UnixSocket }
+
+// HTTPAddr is the metrics endpoint's address (nil when off).
+func (g *Gateway) HTTPAddr() net.Addr {
+	if g.httpLn == nil {
+		return nil
+	}
+	return g.httpLn.Addr()
+}
+
+// Close stops the front ends (calls in flight finish, for up to five seconds), sends what is
+// batched, stops the region pool, and wipes and frees the cache. Later calls return ErrShutdown.
+func (g *Gateway) Close() error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return ErrShutdown
+	}
+	g.closed = true
+	g.mu.Unlock()
+	close(g.done)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if g.tcpSrv != nil {
+		g.tcpSrv.Shutdown(ctx)
+	}
+	if g.unixSrv != nil {
+		stopped := make(chan struct{})
+		go func() { g.unixSrv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			g.unixSrv.Stop()
+			<-stopped
+		}
+	}
+	for _, ln := range []net.Listener{g.tcpLn, g.unixLn, g.httpLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if g.http != nil {
+		g.http.Shutdown(ctx)
+	}
+	if g.wraps != nil {
+		g.wraps.close()
+		g.unwraps.close()
+	}
+	if g.watch != nil {
+		g.watch.close()
+	}
+	if g.cache != nil {
+		g.cache.close()
+	}
+	if g.pool != nil {
+		g.pool.close()
+	}
+	g.log.Info("gateway stopped")
+	return nil
+}
+
+func (g *Gateway) isClosed() bool {
+	select {
+	case <-g.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// resolve fills in the gateway's own tenant and service and refuses another tenant's key.
+func (g *Gateway) resolve(k wrap.KeyID) (wrap.KeyID, error) {
+	if k.Tenant == "" {
+		k.Tenant = g.id.Tenant
+	}
+	if k.Service == "" {
+		k.Service = g.id.Service
+	}
+	if k.Tenant != g.id.Tenant {
+		return k, errOtherTenant
+	}
+	return k, nil
+}
+
+func keyRef(k wrap.KeyID) *kv1.KeyRef {
+	return &kv1.KeyRef{Tenant: k.Tenant, Service: k.Service, Version: k.Version}
+}
+
+func keyID(r *kv1.KeyRef) wrap.KeyID {
+	return wrap.KeyID{Tenant: r.GetTenant(), Service: r.GetService(), Version: r.GetVersion()}
+}
+
+// GenerateDataKey makes a fresh 32-byte data key with crypto/rand and has the region wrap it under
+// key (empty fields: the gateway's own service key, current version) with context. It returns
+// the plaintext key, the wrapped blob and the key version that wrapped it.
+func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context []byte) (plaintext, blob []byte, used wrap.KeyID, err error) {
+	if g.isClosed() {
+		return nil, nil, wrap.KeyID{}, errShutdown
+	}
+	if key, err = g.resolve(key); err != nil {
+		return nil, nil, key, err
+	}
+	if err := transport.CheckContext(context); err != nil {
+		return nil, nil, key, err
+	}
+	plaintext = make([]byte, wrap.KeySize)
+	if _, err := rand.Read(plaintext); err != nil {
+		return nil, nil, key, err
+	}
+	// The request gets its own copy, wiped once the region has answered.
+	sent := append([]byte(nil), plaintext...)
+	resp, err := g.wraps.do(ctx, &kv1.WrapRequest{Key: keyRef(key), Plaintext: sent, Context: context})
+	clear(sent)
+	if err != nil {
+		clear(plaintext)
+		return nil, nil, key, err
+	}
+	return plaintext, resp.GetBlob(), keyID(resp.GetKey()), nil
+}
+
+// Unwrap has the region open a wrapped data key (or serves it from the cache, when on and allowed).
+func (g *Gateway) Unwrap(ctx context.Context, blob, context []byte) (plaintext []byte, used wrap.KeyID, err error) {
+	if g.isClosed() {
+		return nil, wrap.KeyID{}, errShutdown
+	}
+	if err := transport.CheckBlob(blob); err != nil {
+		return nil, wrap.KeyID{}, err
+	}
+	if err := transport.CheckContext(context); err != nil {
+		return nil, wrap.KeyID{}, err
+	}
+	h, err := wrap.ParseHeader(blob)
+	if err != nil {
+		return nil, wrap.KeyID{}, err
+	}
+	if h.Parent.Tenant != g.id.Tenant {
+		return nil, h.Parent, errOtherTenant
+	}
+	var epoch uint64
+	if g.cache != nil {
+		plaintext = make([]byte, wrap.KeySize)
+		if id, ok := g.cache.get(blob, context, plaintext); ok {
+			return plaintext, id, nil
+		}
+		epoch = g.cache.startEpoch()
+	}
+	resp, err := g.unwraps.do(ctx, &kv1.UnwrapRequest{Blob: blob, Context: context})
+	if err != nil {
+		return nil, h.Parent, err
+	}
+	used = keyID(resp.GetKey())
+	if g.cache != nil {
+		g.cache.put(epoch, used, blob, context, resp.GetPlaintext())
+	}
+	return resp.GetPlaintext(), used, nil
+}
+
+// Encrypt seals data under a fresh data key wrapped by the region (envelope format).
+func (g *Gateway) Encrypt(ctx context.Context, key wrap.KeyID, data, context []byte) (ciphertext []byte, used wrap.KeyID, err error) {
+	if len(data) > g.cfg.MaxDataSize {
+		return nil, key, status.Errorf(codes.InvalidArgument, "gateway: data over %d bytes", g.cfg.MaxDataSize)
+	}
+	dk, blob, used, err := g.GenerateDataKey(ctx, key, context)
+	if err != nil {
+		return nil, used, err
+	}
+	defer clear(dk)
+	ct, err := envelope.Seal(dk, blob, data, context)
+	if err != nil {
+		return nil, used, envelopeStatus(err)
+	}
+	return ct, used, nil
+}
+
+// Decrypt opens a ciphertext made by Encrypt (here, by another gateway of the tenant, or by the
+// client package in direct mode).
+func (g *Gateway) Decrypt(ctx context.Context, ciphertext, context []byte) (data []byte, used wrap.KeyID, err error) {
+	c, err := envelope.Parse(ciphertext)
+	if err != nil {
+		return nil, wrap.KeyID{}, envelopeStatus(err)
+	}
+	dk, used, err := g.Unwrap(ctx, c.Blob, context)
+	if err != nil {
+		return nil, used, err
+	}
+	defer clear(dk)
+	data, err = envelope.Open(dk, c, context)
+	if err != nil {
+		return nil, used, envelopeStatus(err)
+	}
+	return data, used, nil
+}
+
+// envelopeStatus maps the envelope package's errors to codes.
+func envelopeStatus(err error) error {
+	switch {
+	case errors.Is(err, envelope.ErrMalformed), errors.Is(err, envelope.ErrVersion),
+		errors.Is(err, envelope.ErrOpen), errors.Is(err, envelope.ErrTooLarge), errors.Is(err, envelope.ErrKeySize):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return err
+}
+
+// itemErr turns a batch item's error into a status error.
+func itemErr(e *kv1.ItemError) error {
+	if e == nil || e.GetCode() == 0 {
+		return status.Error(codes.Internal, "gateway: the region answered an item with neither value nor error")
+	}
+	return status.Error(codes.Code(e.GetCode()), e.GetMessage())
+}
+
+var errShortBatch = status.Error(codes.Internal, "gateway: the region answered a batch with the wrong number of results")
+
+// sendWraps sends one batch of wraps (a unary Wrap for a batch of one). Items that fail with
+// UNAVAILABLE alone (a node that cannot obtain the tenant's key right now) are sent once more, in
+// a batch of their own, to whichever node the pool picks.
+func (g *Gateway) sendWraps(ctx context.Context, reqs []*kv1.WrapRequest) ([]*kv1.WrapResponse, []error) {
+	res, errs := make([]*kv1.WrapResponse, len(reqs)), make([]error, len(reqs))
+	todo := make([]int, len(reqs))
+	for i := range todo {
+		todo[i] = i
+	}
+	for round := 0; round < 2 && len(todo) > 0; round++ {
+		if len(todo) == 1 && round == 0 && len(reqs) == 1 {
+			var resp *kv1.WrapResponse
+			err := g.pool.call(ctx, "Wrap", func(ctx context.Context, c kv1.WrapServiceClient) (err error) {
+				resp, err = c.Wrap(ctx, reqs[0])
+				return err
+			})
+			res[0], errs[0] = resp, err
+			return res, errs
+		}
+		items := make([]*kv1.WrapRequest, len(todo))
+		for j, i := range todo {
+			items[j] = reqs[i]
+		}
+		var resp *kv1.BatchWrapResponse
+		err := g.pool.call(ctx, "BatchWrap", func(ctx context.Context, c kv1.WrapServiceClient) (err error) {
+			resp, err = c.BatchWrap(ctx, &kv1.BatchWrapRequest{Items: items})
+			return err
+		})
+		if err == nil && len(resp.GetResults()) != len(items) {
+			err = errShortBatch
+		}
+		if err != nil {
+			for _, i := range todo {
+				errs[i] = err
+			}
+			break
+		}
+		var again []int
+		for j, r := range resp.GetResults() {
+			i := todo[j]
+			if v := r.GetValue(); v != nil {
+				res[i], errs[i] = v, nil
+				continue
+			}
+			errs[i] = itemErr(r.GetError())
+			if status.Code(errs[i]) == codes.Unavailable {
+				again = append(again, i)
+			}
+		}
+		todo = again
+	}
+	return res, errs
+}
+
+// sendUnwraps is sendWraps for unwraps.
+func (g *Gateway) sendUnwraps(ctx context.Context, reqs []*kv1.UnwrapRequest) ([]*kv1.UnwrapResponse, []error) {
+	res, errs := make([]*kv1.UnwrapResponse, len(reqs)), make([]error, len(reqs))
+	todo := make([]int, len(reqs))
+	for i := range todo {
+		todo[i] = i
+	}
+	for round := 0; round < 2 && len(todo) > 0; round++ {
+		if len(todo) == 1 && round == 0 && len(reqs) == 1 {
+			var resp *kv1.UnwrapResponse
+			err := g.pool.call(ctx, "Unwrap", func(ctx context.Context, c kv1.WrapServiceClient) (err error) {
+				resp, err = c.Unwrap(ctx, reqs[0])
+				return err
+			})
+			res[0], errs[0] = resp, err
+			return res, errs
+		}
+		items := make([]*kv1.UnwrapRequest, len(todo))
+		for j, i := range todo {
+			items[j] = reqs[i]
+		}
+		var resp *kv1.BatchUnwrapResponse
+		err := g.pool.call(ctx, "BatchUnwrap", func(ctx context.Context, c kv1.WrapServiceClient) (err error) {
+			resp, err = c.BatchUnwrap(ctx, &kv1.BatchUnwrapRequest{Items: items})
+			return err
+		})
+		if err == nil && len(resp.GetResults()) != len(items) {
+			err = errShortBatch
+		}
+		if err != nil {
+			for _, i := range todo {
+				errs[i] = err
+			}
+			break
+		}
+		var again []int
+		for j, r := range resp.GetResults() {
+			i := todo[j]
+			if v := r.GetValue(); v != nil {
+				res[i], errs[i] = v, nil
+				continue
+			}
+			errs[i] = itemErr(r.GetError())
+			if status.Code(errs[i]) == codes.Unavailable {
+				again = append(again, i)
+			}
+		}
+		todo = again
+	}
+	return res, errs
+}

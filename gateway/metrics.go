@@ -1,0 +1,89 @@
+package gateway
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/status"
+)
+
+// metrics are the gateway's Prometheus metrics. Labels never carry key material, contexts or
+// blobs: only operation names, gRPC codes, node ids and eviction reasons.
+type metrics struct {
+	requests   *prometheus.CounterVec   // op, code
+	batches    *prometheus.CounterVec   // op
+	batchSize  *prometheus.HistogramVec // op
+	rpcs       *prometheus.CounterVec   // method, code
+	hits       prometheus.Counter
+	misses     prometheus.Counter
+	evictions  *prometheus.CounterVec // reason
+	entries    prometheus.Gauge
+	cacheBytes prometheus.Gauge
+	nodes      *prometheus.GaugeVec // node
+}
+
+func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krypton_gateway_requests_total", Help: "Application requests handled, by operation and gRPC code.",
+		}, []string{"op", "code"}),
+		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krypton_gateway_batches_total", Help: "Batches sent to the region, by operation.",
+		}, []string{"op"}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "krypton_gateway_batch_size", Help: "Requests per batch sent to the region.",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024},
+		}, []string{"op"}),
+		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krypton_gateway_region_rpcs_total", Help: "RPCs sent to region nodes, by method and gRPC code.",
+		}, []string{"method", "code"}),
+		hits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "krypton_gateway_cache_hits_total", Help: "Data keys served from the cache."}),
+		misses: prometheus.NewCounter(prometheus.CounterOpts{Name: "krypton_gateway_cache_misses_total", Help: "Cache lookups that went to the region."}),
+		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krypton_gateway_cache_evictions_total", Help: "Cache entries removed, by reason (capacity, expired, revoked, flushed, shutdown).",
+		}, []string{"reason"}),
+		entries:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "krypton_gateway_cache_entries", Help: "Data keys in the cache."}),
+		cacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "krypton_gateway_cache_bytes", Help: "Bytes the cache's entries count."}),
+		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "krypton_gateway_region_node_serving", Help: "1 if the region node serves (its own word, or a call that succeeded), else 0.",
+		}, []string{"node"}),
+	}
+	for _, r := range regs {
+		if r == nil {
+			continue
+		}
+		for _, c := range []prometheus.Collector{m.requests, m.batches, m.batchSize, m.rpcs, m.hits, m.misses, m.evictions, m.entries, m.cacheBytes, m.nodes} {
+			if err := r.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) request(op string, err error) {
+	m.requests.WithLabelValues(op, status.Code(err).String()).Inc()
+}
+
+func (m *metrics) batch(op string, n int) {
+	m.batches.WithLabelValues(op).Inc()
+	m.batchSize.WithLabelValues(op).Observe(float64(n))
+}
+
+func (m *metrics) rpc(method string, err error) {
+	m.rpcs.WithLabelValues(method, status.Code(err).String()).Inc()
+}
+
+func (m *metrics) cacheHit()                { m.hits.Inc() }
+func (m *metrics) cacheMiss()               { m.misses.Inc() }
+func (m *metrics) cacheEvict(reason string) { m.evictions.WithLabelValues(reason).Inc() }
+func (m *metrics) cacheSize(n, bytes int) {
+	m.entries.Set(float64(n))
+	m.cacheBytes.Set(float64(bytes))
+}
+func (m *metrics) forgetNode(node string) { m.nodes.DeleteLabelValues(node) }
+func (m *metrics) nodeHealthy(node string, ok bool) {
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.nodes.WithLabelValues(node).Set(v)
+}

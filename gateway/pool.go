@@ -1,0 +1,323 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// errNoNode is what a request gets when no region node could serve it within its attempts.
+var errNoNode = status.Error(codes.Unavailable, "gateway: no region node could serve the request; retry later")
+
+// endpoint is one region node's API, as discovered.
+type endpoint struct {
+	addr string
+	conn *grpc.ClientConn
+	wrap kv1.WrapServiceClient
+	seed bool // given in Config.RegionAddrs: never forgotten
+
+	nodeID   atomic.Pointer[string]
+	inflight atomic.Int64
+	serving  atomic.Bool  // the node's last word about itself, or a call that succeeded since
+	down     atomic.Int64 // unix nanoseconds until which the node is avoided after a failure
+}
+
+func (e *endpoint) id() string {
+	if p := e.nodeID.Load(); p != nil {
+		return *p
+	}
+	return e.addr
+}
+
+// pool finds the region's nodes (ListEndpoints), keeps the list fresh, and sends each call to a
+// serving node: the less loaded of two picked at random ("power of two choices" on in-flight
+// calls), failing over to another node on a retryable error.
+//
+// Retries. Every RPC the gateway makes is a WrapService read (ListEndpoints, BatchWrap,
+// BatchUnwrap, Wrap, Unwrap, WatchKeyEvents): none changes replicated state, and a repeated wrap
+// only makes another equally valid blob (a fresh salt), so retrying can never duplicate an
+// effect. The gateway makes no writes. It retries, on another node when there is one:
+//   - UNAVAILABLE: the node is down, shutting down, or holds no serving lease (the region's own
+//     word for "try another node");
+//   - DEADLINE_EXCEEDED of one attempt (Config.AttemptTimeout) while the request's own deadline
+//     still has time: a slow or partitioned node. Safe for the reason above.
+//
+// Every other code is the region's answer about the request (INVALID_ARGUMENT, PERMISSION_DENIED,
+// NOT_FOUND, FAILED_PRECONDITION, ...) and goes back to the caller unchanged. Attempts are bounded
+// by Config.MaxAttempts and by the request's deadline; once every known node has been tried, the
+// next round waits a short, growing backoff (a region electing a leader serves again within a
+// lease period).
+type pool struct {
+	cfg     Config
+	ccfg    transport.ClientConfig
+	log     *slog.Logger
+	metrics *metrics
+
+	mu   sync.RWMutex // guards eps and list
+	eps  map[string]*endpoint
+	list []*endpoint
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+func newPool(cfg Config, log *slog.Logger, m *metrics) (*pool, error) {
+	p := &pool{
+		cfg:     cfg,
+		ccfg:    transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate},
+		log:     log,
+		metrics: m,
+		eps:     map[string]*endpoint{},
+		stop:    make(chan struct{}),
+	}
+	for _, a := range cfg.RegionAddrs {
+		if _, err := p.add(a, true); err != nil {
+			p.close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+// start refreshes once (bounded by ctx) and then every RefreshInterval until close.
+func (p *pool) start(ctx context.Context) {
+	p.refresh(ctx)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(p.cfg.RefreshInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-t.C:
+				ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AttemptTimeout)
+				p.refresh(ctx)
+				cancel()
+			}
+		}
+	}()
+}
+
+func (p *pool) add(addr string, seed bool) (*endpoint, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.eps[addr]; e != nil {
+		return e, nil
+	}
+	conn, err := transport.Dial(context.Background(), addr, p.ccfg)
+	if err != nil {
+		return nil, err
+	}
+	e := &endpoint{addr: addr, conn: conn, wrap: kv1.NewWrapServiceClient(conn), seed: seed}
+	p.eps[addr] = e
+	p.list = append(p.list, e)
+	return e, nil
+}
+
+// refresh asks every known node for the region's endpoints and its own status.
+func (p *pool) refresh(ctx context.Context) {
+	p.mu.RLock()
+	list := p.list
+	p.mu.RUnlock()
+	var (
+		mu       sync.Mutex
+		seen     = map[string]bool{}
+		answered int
+		wg       sync.WaitGroup
+	)
+	for _, e := range list {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := e.wrap.ListEndpoints(ctx, &kv1.ListEndpointsRequest{})
+			p.metrics.rpc("ListEndpoints", err)
+			if err != nil {
+				e.serving.Store(false)
+				return
+			}
+			self := resp.GetNodeId()
+			e.nodeID.Store(&self)
+			mu.Lock()
+			defer mu.Unlock()
+			answered++
+			for _, ep := range resp.GetEndpoints() {
+				seen[ep.GetAddress()] = true
+				if ep.GetNodeId() == self {
+					e.serving.Store(ep.GetStatus() == kv1.EndpointStatus_ENDPOINT_STATUS_SERVING)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for addr := range seen {
+		if _, err := p.add(addr, false); err != nil {
+			p.log.Warn("cannot dial a region node", "addr", addr, "err", err)
+		}
+	}
+	if answered > 0 {
+		p.forget(seen)
+	}
+	for _, e := range p.endpoints() {
+		p.metrics.nodeHealthy(e.id(), e.serving.Load())
+	}
+}
+
+// forget drops discovered (not seed) endpoints that no node listed any more.
+func (p *pool) forget(seen map[string]bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keep := p.list[:0:0]
+	for _, e := range p.list {
+		if e.seed || seen[e.addr] {
+			keep = append(keep, e)
+			continue
+		}
+		p.metrics.forgetNode(e.id())
+		delete(p.eps, e.addr)
+		e.conn.Close()
+	}
+	p.list = keep
+}
+
+func (p *pool) endpoints() []*endpoint {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.list
+}
+
+// pick returns a node to call, preferring serving ones not avoided nor tried, or nil.
+func (p *pool) pick(tried map[*endpoint]bool) *endpoint {
+	now := time.Now().UnixNano()
+	all := p.endpoints()
+	var cands []*endpoint
+	for pass := 0; pass < 3 && len(cands) == 0; pass++ {
+		for _, e := range all {
+			if tried[e] {
+				continue
+			}
+			switch {
+			case pass == 0 && (!e.serving.Load() || e.down.Load() > now):
+			case pass == 1 && e.down.Load() > now:
+			default:
+				cands = append(cands, e)
+			}
+		}
+	}
+	switch len(cands) {
+	case 0:
+		return nil
+	case 1:
+		return cands[0]
+	}
+	a, b := cands[rand.IntN(len(cands))], cands[rand.IntN(len(cands))]
+	if b.inflight.Load() < a.inflight.Load() {
+		return b
+	}
+	return a
+}
+
+// retryable says whether err from one attempt may be retried on another node (see pool).
+func retryable(ctx context.Context, err error) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
+// call runs fn against region nodes until it succeeds, fails for good, or runs out of attempts.
+func (p *pool) call(ctx context.Context, method string, fn func(ctx context.Context, c kv1.WrapServiceClient) error) error {
+	tried := map[*endpoint]bool{}
+	backoff := 20 * time.Millisecond
+	var last error
+	for attempt := 0; attempt < p.cfg.MaxAttempts; attempt++ {
+		e := p.pick(tried)
+		if e == nil && len(tried) > 0 {
+			// Every node has been tried: wait a little, then go round again.
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return errOr(last, ctx.Err())
+			case <-p.stop:
+				t.Stop()
+				return errOr(last, errShutdown)
+			case <-t.C:
+			}
+			backoff = min(2*backoff, 500*time.Millisecond)
+			clear(tried)
+			e = p.pick(tried)
+		}
+		if e == nil {
+			break
+		}
+		tried[e] = true
+		actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
+		e.inflight.Add(1)
+		err := fn(actx, e.wrap)
+		e.inflight.Add(-1)
+		cancel()
+		p.metrics.rpc(method, err)
+		if err == nil {
+			e.serving.Store(true)
+			e.down.Store(0)
+			return nil
+		}
+		if !retryable(ctx, err) {
+			if ctx.Err() != nil {
+				return errOr(err, ctx.Err())
+			}
+			return err
+		}
+		p.log.Debug("region call failed; trying another node", "method", method, "node", e.id(), "code", status.Code(err).String())
+		e.serving.Store(false)
+		e.down.Store(time.Now().Add(p.cfg.RefreshInterval).UnixNano())
+		last = err
+	}
+	return errOr(last, errNoNode)
+}
+
+// errOr returns err as a status error, or else.
+func errOr(err, orElse error) error {
+	if err != nil {
+		return err
+	}
+	if errors.Is(orElse, context.DeadlineExceeded) {
+		return status.Error(codes.DeadlineExceeded, "gateway: request deadline exceeded")
+	}
+	if errors.Is(orElse, context.Canceled) {
+		return status.Error(codes.Canceled, "gateway: request canceled")
+	}
+	return orElse
+}
+
+func (p *pool) close() {
+	select {
+	case <-p.stop:
+		return
+	default:
+	}
+	close(p.stop)
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.list {
+		e.conn.Close()
+	}
+}

@@ -1,0 +1,47 @@
+package region
+
+import (
+	"context"
+
+	"github.com/kryptonkms/krypton/cluster"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// ListEndpoints tells a caller (a gateway) where the region's wrap service runs: every node gossip
+// knows with an API address, whether it votes, and whether it serves. Only this node's word about
+// itself is exact (its own serving lease); for the others it reports what gossip says, and a
+// gateway asks each of them in turn.
+func (s *wrapService) ListEndpoints(ctx context.Context, _ *kv1.ListEndpointsRequest) (*kv1.ListEndpointsResponse, error) {
+	n := s.n
+	if n.shut.Load() {
+		return nil, ErrShutdown
+	}
+	members, err := n.cl.Members()
+	if err != nil {
+		return nil, err
+	}
+	voters := map[string]bool{}
+	if peers, err := n.cl.Peers(); err == nil {
+		for _, p := range peers {
+			voters[p.ID] = p.Suffrage == "Voter"
+		}
+	}
+	resp := &kv1.ListEndpointsResponse{NodeId: n.cfg.NodeID, Region: n.cfg.Region}
+	for _, m := range members {
+		addr := m.Meta[metaRPC]
+		if addr == "" {
+			continue
+		}
+		st := kv1.EndpointStatus_ENDPOINT_STATUS_NOT_SERVING
+		switch {
+		case m.ID == n.cfg.NodeID:
+			if n.Serving() == nil {
+				st = kv1.EndpointStatus_ENDPOINT_STATUS_SERVING
+			}
+		case m.Status == cluster.StatusAlive && !m.Leaving:
+			st = kv1.EndpointStatus_ENDPOINT_STATUS_ALIVE
+		}
+		resp.Endpoints = append(resp.Endpoints, &kv1.Endpoint{NodeId: m.ID, Address: addr, Status: st, Voter: voters[m.ID]})
+	}
+	return resp, nil
+}

@@ -1,0 +1,281 @@
+package region
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// Key events tell gateways that cache unwrapped data keys which keys just became unusable
+// (WrapService.WatchKeyEvents). The promise of the revocation fence ("once Revoke returns, nothing
+// in the region uses the key") must hold for such a cache too, so:
+//
+//   - onChange queues each relevant change for every watcher of the tenant, in log order, as the
+//     node applies it (inside FSM.Apply, so before AppliedIndex passes it);
+//   - the node reports an index as applied to a fence (waitApplied, through settled) only once
+//     every watcher has acknowledged every event up to it, or that watcher's cache lease has run
+//     out; a watcher whose stream broke stays as a tombstone until then;
+//   - a cache lease is granted only while this node's own serving lease outlasts it, so a node
+//     that is fenced by lease expiry has stopped every cache it fed by then too.
+//
+// A gateway counts its cache lease from when it sent the renewal, on its own clock; the node
+// counts it from when it received it, stretched by ClockDrift.
+
+// keyEventsMaxQueue bounds the events queued for one watcher; a watcher that falls further behind
+// is cut off (its stream ends; it becomes a tombstone until its lease runs out).
+const keyEventsMaxQueue = 4096
+
+// cacheLeaseFraction is the cache lease as a fraction of the serving lease: much shorter, so that
+// a node can always grant one inside its own lease.
+const cacheLeaseFraction = 4
+
+type keyEvents struct {
+	l     *lease  // the node's serving lease, and its monotonic clock
+	drift float64 // Config.ClockDrift
+
+	mu       sync.Mutex // guards watchers and every watcher's fields
+	watchers map[*keyWatcher]struct{}
+}
+
+type keyWatcher struct {
+	tenant     string
+	queue      []*kv1.KeyEvent
+	kick       chan struct{} // 1-buffered: queue has grown
+	unacked    []uint64      // indexes of queued or sent events not yet acknowledged, ascending
+	leaseUntil int64         // lease.now() reading at which the watcher's cache lease surely ended
+	closed     bool          // the stream ended: a tombstone until leaseUntil
+}
+
+func newKeyEvents(l *lease, drift float64) *keyEvents {
+	return &keyEvents{l: l, drift: drift, watchers: map[*keyWatcher]struct{}{}}
+}
+
+// event maps an applied change to the event watchers of its tenant get; nil for the others.
+func keyEventFor(c fsm.Change) *kv1.KeyEvent {
+	e := &kv1.KeyEvent{Index: c.Index, Scope: &kv1.KeyScope{Tenant: c.Tenant}}
+	switch c.Kind {
+	case fsm.TenantRevoked:
+		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_REVOKED
+	case fsm.ServiceRevoked:
+		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_REVOKED
+		e.Scope.Service = c.Service
+	case fsm.KeyVersionRevoked:
+		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_REVOKED
+		e.Scope.Service, e.Scope.Version = c.Service, c.Version
+	case fsm.TenantLocked, fsm.AnchorDeleted:
+		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_LOCKED
+	case fsm.Restored:
+		e.Kind, e.Scope = kv1.KeyEventKind_KEY_EVENT_KIND_FLUSH, nil
+	default:
+		return nil
+	}
+	return e
+}
+
+// onChange runs inside FSM.Apply: it only queues.
+func (k *keyEvents) onChange(c fsm.Change) {
+	e := keyEventFor(c)
+	if e == nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.l.now()
+	for w := range k.watchers {
+		if e.Scope != nil && w.tenant != c.Tenant {
+			continue
+		}
+		if w.closed && now >= w.leaseUntil {
+			delete(k.watchers, w)
+			continue
+		}
+		w.unacked = append(w.unacked, c.Index)
+		if w.closed {
+			continue
+		}
+		if len(w.queue) >= keyEventsMaxQueue {
+			w.closed = true // the stream's sender sees it and ends the stream
+		} else {
+			w.queue = append(w.queue, e)
+		}
+		w.signal()
+	}
+}
+
+func (w *keyWatcher) signal() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// settled returns the highest index at or below applied that every watcher has acknowledged as
+// far as it concerns it (or whose cache lease has run out): what this node may confirm to a fence.
+func (k *keyEvents) settled(applied uint64) uint64 {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.l.now()
+	for w := range k.watchers {
+		if now >= w.leaseUntil {
+			if w.closed {
+				delete(k.watchers, w)
+			}
+			continue
+		}
+		if len(w.unacked) > 0 && w.unacked[0] <= applied {
+			applied = w.unacked[0] - 1
+		}
+	}
+	return applied
+}
+
+// watch registers a watcher of tenant and queues its snapshot first: what is unusable now. It runs
+// under k.mu, so that a change applied concurrently is either in the snapshot or queued after it
+// (or both: the events are idempotent).
+func (k *keyEvents) watch(tenant string, state *fsm.State) *keyWatcher {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	w := &keyWatcher{tenant: tenant, kick: make(chan struct{}, 1)}
+	snap := &kv1.KeyEvent{Kind: kv1.KeyEventKind_KEY_EVENT_KIND_SNAPSHOT, Index: state.AppliedIndex(), Unusable: unusableScopes(state, tenant)}
+	w.queue = append(w.queue, snap)
+	w.signal()
+	k.watchers[w] = struct{}{}
+	return w
+}
+
+// unusableScopes lists what of tenant is unusable now.
+func unusableScopes(state *fsm.State, tenant string) []*kv1.KeyScope {
+	t, err := state.Tenant(tenant)
+	if err != nil {
+		return nil // no such tenant (yet): it has no keys to cache
+	}
+	if t.Status != fsm.StatusActive || t.AnchorDeleted {
+		return []*kv1.KeyScope{{Tenant: tenant}}
+	}
+	var out []*kv1.KeyScope
+	services, _ := state.ListServices(tenant)
+	for _, s := range services {
+		if s.Status == fsm.StatusRevoked {
+			out = append(out, &kv1.KeyScope{Tenant: tenant, Service: s.Name})
+			continue
+		}
+		versions, _ := state.ListKeyVersions(tenant, s.Name)
+		for _, v := range versions {
+			if v.Status == fsm.StatusRevoked {
+				out = append(out, &kv1.KeyScope{Tenant: tenant, Service: s.Name, Version: v.Version})
+			}
+		}
+	}
+	return out
+}
+
+// take returns the queued events; ok is false once the watcher was cut off.
+func (k *keyEvents) take(w *keyWatcher) (events []*kv1.KeyEvent, ok bool) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	events, w.queue = w.queue, nil
+	return events, !w.closed
+}
+
+// ack records that the watcher dropped every key affected by events up to index.
+func (k *keyEvents) ack(w *keyWatcher, index uint64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	i, _ := slices.BinarySearch(w.unacked, index+1)
+	w.unacked = w.unacked[i:]
+}
+
+// renew grants a cache lease if this node's serving lease outlasts it, and queues the answer (in
+// stream order, after every event queued before: a gateway that reads the grant has read them).
+func (k *keyEvents) renew(w *keyWatcher, seq uint64, serving time.Duration) {
+	d := serving / cacheLeaseFraction
+	stretched := time.Duration(float64(d) * (1 + k.drift))
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if w.closed {
+		return
+	}
+	ans := &kv1.KeyEvent{Kind: kv1.KeyEventKind_KEY_EVENT_KIND_LEASE, RenewSeq: seq, Lease: durationpb.New(0)}
+	if k.l.expiresIn() > stretched {
+		until := k.l.now() + int64(stretched)
+		w.leaseUntil = max(w.leaseUntil, until)
+		ans.Lease = durationpb.New(d)
+	}
+	w.queue = append(w.queue, ans)
+	w.signal()
+}
+
+// unwatch turns the watcher into a tombstone: it still holds fences back until its lease ends.
+func (k *keyEvents) unwatch(w *keyWatcher) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	w.closed = true
+	w.queue = nil
+	if k.l.now() >= w.leaseUntil {
+		delete(k.watchers, w)
+	}
+}
+
+var errNoTenant = &codedError{codes.PermissionDenied, "region: the caller's certificate names no tenant"}
+
+// WatchKeyEvents streams key events of the caller's tenant (see keyEvents above).
+func (s *wrapService) WatchKeyEvents(stream kv1.WrapService_WatchKeyEventsServer) error {
+	n := s.n
+	ctx := stream.Context()
+	id, ok := transport.IdentityFromContext(ctx)
+	if !ok || id.Tenant == "" {
+		return errNoTenant
+	}
+	if err := n.Serving(); err != nil {
+		return err
+	}
+	w := n.events.watch(id.Tenant, n.state)
+	defer n.events.unwatch(w)
+
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			if req.GetAckIndex() > 0 {
+				n.events.ack(w, req.GetAckIndex())
+			}
+			if req.GetRenewSeq() > 0 {
+				n.events.renew(w, req.GetRenewSeq(), n.state.Settings().LeaseDuration)
+			}
+		}
+	}()
+	for {
+		select {
+		case <-w.kick:
+			events, ok := n.events.take(w)
+			for _, e := range events {
+				if err := stream.Send(e); err != nil {
+					return err
+				}
+			}
+			if !ok {
+				return &codedError{codes.ResourceExhausted, "region: key-event watcher fell too far behind"}
+			}
+		case err := <-recvErr:
+			if err == nil || ctx.Err() != nil {
+				return nil
+			}
+			return nil // the gateway closed its side
+		case <-ctx.Done():
+			return nil
+		case <-n.stop:
+			return ErrShutdown
+		}
+	}
+}
