@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/transport"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -61,6 +63,13 @@ type Config struct {
 	// AuditPath is the hash-chained audit log; empty means
 	// DataDir/audit.log.
 	AuditPath string
+	// AuditSyslog, if set, sends a copy of every audit line to a syslog
+	// receiver (a SIEM); the node starts and closes the sink.
+	AuditSyslog *audit.SyslogConfig
+
+	// OIDC, if set, lets operators call with OIDC bearer tokens
+	// (transport.ServerConfig.OIDC); the caller closes it after Close.
+	OIDC *transport.OIDCVerifier
 
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger

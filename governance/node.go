@@ -40,6 +40,7 @@ type Node struct {
 	cl      *cluster.Cluster
 	reg     *prometheus.Registry
 	audit   *audit.Log
+	syslog  *audit.Syslog // nil without Config.AuditSyslog
 	srv     *transport.Server
 	rpcLn   net.Listener
 	http    *transport.AdminHTTP
@@ -83,7 +84,20 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if auditPath == "" {
 		auditPath = filepath.Join(cfg.DataDir, "audit.log")
 	}
-	if n.audit, err = audit.Open(auditPath, audit.Options{Node: cfg.NodeID, SyncInterval: 100 * time.Millisecond}); err != nil {
+	aopts := audit.Options{Node: cfg.NodeID, SyncInterval: 100 * time.Millisecond}
+	if cfg.AuditSyslog != nil {
+		sc := *cfg.AuditSyslog
+		sc.Registerer = n.reg
+		if sc.Logger == nil {
+			sc.Logger = log
+		}
+		if n.syslog, err = audit.NewSyslog(sc); err != nil {
+			return nil, fmt.Errorf("governance: audit syslog: %w", err)
+		}
+		closers = append(closers, func() { n.syslog.Close() })
+		aopts.Forward = n.syslog.Forward
+	}
+	if n.audit, err = audit.Open(auditPath, aopts); err != nil {
 		return nil, fmt.Errorf("governance: audit log: %w", err)
 	}
 	closers = append(closers, func() { n.audit.Close() })
@@ -133,6 +147,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Metrics:     tm,
 		Audit:       n.auditRefusal,
 		Logger:      log,
+		OIDC:        cfg.OIDC,
 	})
 	if err != nil {
 		return nil, err
@@ -242,6 +257,9 @@ func (n *Node) shutdown(stopCluster func() error) error {
 	n.reg.Unregister(n.metrics)
 	if e := n.audit.Close(); e != nil && err == nil {
 		err = e
+	}
+	if n.syslog != nil {
+		n.syslog.Close()
 	}
 	n.log.Info("governance node stopped")
 	return err

@@ -161,10 +161,15 @@ func (n *Node) waitRegions(ctx context.Context, cursor uint64, regions []string)
 	}
 }
 
+// redactedAnchor returns uri in anchor's redacted canonical form, safe for
+// logs and operators; "" stays "".
 func redactedAnchor(uri string) string {
+	if uri == "" {
+		return ""
+	}
 	u, err := anchor.Parse(uri)
 	if err != nil {
-		return ""
+		return "(unparseable)"
 	}
 	return u.String()
 }

@@ -163,11 +163,13 @@ func (t *Tenant) State() kv1.TenantState {
 	return kv1.TenantState_TENANT_STATE_ACTIVE
 }
 
-// Proto returns the tenant as the API sends it.
+// Proto returns the tenant as the API sends it to operators: the anchor URI
+// in its redacted canonical form (a pkcs11 pin-value shows as "xxxxx"). The
+// feed's events carry the URI as set, for the regions.
 func (t *Tenant) Proto() *kv1.GovernanceTenant {
 	out := &kv1.GovernanceTenant{
 		Name:      t.Name,
-		AnchorUri: t.AnchorURI,
+		AnchorUri: redactedAnchor(t.AnchorURI),
 		Regions:   append([]string(nil), t.Regions...),
 		State:     t.State(),
 		CreatedAt: ts(t.CreatedAt),

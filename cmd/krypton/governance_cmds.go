@@ -801,6 +801,8 @@ type govServerFlags struct {
 	heartbeat                                   time.Duration
 	logLevel, logFormat                         string
 	tuning                                      raftTuning
+	oidc                                        oidcFlags
+	audit                                       auditFlags
 }
 
 func (f *govServerFlags) declare(fs *flag.FlagSet) {
@@ -823,6 +825,8 @@ func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	f.tuning.declare(fs)
+	f.oidc.declare(fs)
+	f.audit.declare(fs)
 }
 
 func (f *govServerFlags) governanceConfig() (governance.Config, error) {
@@ -909,6 +913,15 @@ func governanceServerCommand() *command {
 				return err
 			}
 			cfg.Logger = log
+			if cfg.AuditSyslog, err = f.audit.syslogConfig(log); err != nil {
+				return err
+			}
+			if cfg.OIDC, err = f.oidc.verifier(log); err != nil {
+				return err
+			}
+			if cfg.OIDC != nil {
+				defer cfg.OIDC.Close() // after the node has stopped
+			}
 			n, err := governance.Start(ctx, cfg)
 			if err != nil {
 				return err
