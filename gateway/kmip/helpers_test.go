@@ -273,9 +273,11 @@ func (c *client) create(v version, name string) string {
 
 func uidItem(id string) ttlv.Item { return ttlv.Text(ttlv.TagUniqueIdentifier, id) }
 
-// readAll drains c until the server closes it, with a deadline.
+// closedByServer drains c and reports whether the server closed it (rather
+// than the read timing out).
 func (c *client) closedByServer() bool {
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	_, err := io.Copy(io.Discard, c.conn)
-	return err == nil
+	var ne net.Error
+	return !errors.As(err, &ne) || !ne.Timeout()
 }

@@ -309,6 +309,12 @@ type session struct {
 func (s *Server) serveConn(raw net.Conn) {
 	remote := raw.RemoteAddr().String()
 	tc := tls.Server(raw, s.tls)
+	defer func() {
+		// close_notify when the handshake completed; never wait long for a
+		// client that does not read.
+		tc.SetWriteDeadline(time.Now().Add(time.Second))
+		tc.Close()
+	}()
 	hsCtx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
 	err := tc.HandshakeContext(hsCtx)
 	cancel()
