@@ -80,15 +80,16 @@ func TestPyKMIP(t *testing.T) {
 			}
 			uid := lines["create"]
 			want := map[string]string{
-				"activate":             "ok",
-				"encrypt-decrypt-cbc":  "ok",
-				"encrypt-decrypt-gcm":  "ok",
-				"get-attributes":       fmt.Sprintf("state=ACTIVE algorithm=AES length=256 name=%s", name),
-				"locate":               uid,
-				"get":                  "32 bytes",
-				"revoke":               "ok",
-				"encrypt-after-revoke": "PERMISSION_DENIED",
-				"destroy":              "state=DESTROYED",
+				"activate":                    "ok",
+				"encrypt-decrypt-cbc":         "ok",
+				"encrypt-decrypt-gcm":         "ok",
+				"decrypt-default-without-tag": "INVALID_FIELD",
+				"get-attributes":              fmt.Sprintf("state=ACTIVE algorithm=AES length=256 name=%s", name),
+				"locate":                      uid,
+				"get":                         "32 bytes",
+				"revoke":                      "ok",
+				"encrypt-after-revoke":        "PERMISSION_DENIED",
+				"destroy":                     "state=DESTROYED",
 			}
 			if v == "2.0" {
 				want["encrypt-after-revoke"] = "WRONG_KEY_LIFECYCLE_STATE"

@@ -102,6 +102,16 @@ def main():
             assert e.reason == enums.ResultReason.CRYPTOGRAPHIC_FAILURE, e
         print("encrypt-decrypt-gcm: ok")
 
+        # Without parameters the gateway uses GCM; PyKMIP's high-level
+        # encrypt drops the tag, so its decrypt is refused, not misread.
+        ciphertext, iv = client.encrypt(data, uid=uid)
+        assert len(iv) == 12 and len(ciphertext) == len(data)
+        try:
+            client.decrypt(ciphertext, uid=uid, iv_counter_nonce=iv)
+            raise AssertionError("GCM decrypt without a tag succeeded")
+        except pie_exceptions.KmipOperationFailure as e:
+            print("decrypt-default-without-tag:", e.reason.name)
+
         _, attrs = client.get_attributes(
             uid, ["State", "Cryptographic Algorithm", "Cryptographic Length",
                   "Name"])
