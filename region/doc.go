@@ -1,6 +1,7 @@
-// Package region will run one node of a region: the keyring of unsealed L2 and L3 keys (RAM only,
+// Package region runs one node of a region: the keyring of unsealed L2 and L3 keys (RAM only,
 // in memguard), the leader's duties (unsealing each tenant's L2 through its anchor, checking L1 every
-// period, consuming the governance feed, handing key material to followers), serving leases, and the
-// wrap service that every node serves. It builds on cluster (Raft and gossip) and fsm (the state).
-// See ../shared/DESIGN.md, "Inside a region".
+// period, following the governance feed, handing key material to followers), serving leases, the
+// access policy governance sets per tenant, and the wrap service that every node serves. It builds
+// on cluster (Raft and gossip) and fsm (the state). See ../shared/DESIGN.md, "Inside a region",
+// and DESIGN.md here.
 package region

@@ -170,14 +170,6 @@ func (p *planes) wrapEverywhere(tenant, service string) []wrapped {
 	return out
 }
 
-// wantCode fails unless err has code.
-func wantCode(t *testing.T, err error, code codes.Code, what string) {
-	t.Helper()
-	if status.Code(err) != code {
-		t.Fatalf("%s: got %v, want %v", what, err, code)
-	}
-}
-
 // governanceLog reads governance's event log for region, as the feed sees it, up to head.
 func (p *planes) governanceLog(regionName string, head uint64) []*kv1.RevocationEvent {
 	p.t.Helper()
