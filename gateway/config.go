@@ -42,6 +42,14 @@ type Config struct {
 	UnixSocketGroup int
 	// HTTPAddr, if set, serves /metrics and /healthz.
 	HTTPAddr string
+	// KMIPAddr is the TCP address of the KMIP front end (TTLV over mutual TLS, package
+	// gateway/kmip; 127.0.0.1:5696 is KMIP's port); empty disables it. Needs ServerCertificate.
+	// KMIP clients present service certificates; only the gateway's own tenant and service is
+	// served.
+	KMIPAddr string
+	// KMIPRegistryPath is the bbolt file where the KMIP front end keeps its objects (wrapped keys
+	// and attributes); empty keeps them in memory, lost when the gateway stops.
+	KMIPRegistryPath string
 
 	// BatchSize is the most requests coalesced into one region batch call (1 to 1024). 1 turns
 	// batching off: every request is its own RPC.
@@ -101,8 +109,8 @@ func (c Config) Validate() error {
 		return errors.New("gateway: Config.Roots is required")
 	case len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil:
 		return errors.New("gateway: Config.Certificate is required")
-	case c.ListenAddr != "" && (len(c.ServerCertificate.Certificate) == 0 || c.ServerCertificate.PrivateKey == nil):
-		return errors.New("gateway: Config.ServerCertificate is required with ListenAddr")
+	case (c.ListenAddr != "" || c.KMIPAddr != "") && (len(c.ServerCertificate.Certificate) == 0 || c.ServerCertificate.PrivateKey == nil):
+		return errors.New("gateway: Config.ServerCertificate is required with ListenAddr or KMIPAddr")
 	case c.BatchSize < 1 || c.BatchSize > 1024:
 		return fmt.Errorf("gateway: Config.BatchSize %d is outside [1, 1024]", c.BatchSize)
 	case c.BatchWait < 0 || c.BatchWait > time.Second:

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/gateway/envelope"
+	"github.com/kryptonkms/krypton/gateway/kmip"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -49,10 +50,11 @@ type Gateway struct {
 	wraps   *batcher[*kv1.WrapRequest, *kv1.WrapResponse]
 	unwraps *batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
 
-	tcpLn, unixLn, httpLn net.Listener
-	tcpSrv                *transport.Server
-	unixSrv               *grpc.Server
-	http                  *transport.AdminHTTP
+	tcpLn, unixLn, httpLn, kmipLn net.Listener
+	tcpSrv                        *transport.Server
+	kmipSrv                       *kmip.Server
+	unixSrv                       *grpc.Server
+	http                          *transport.AdminHTTP
 
 	mu       sync.Mutex // guards closed
 	closed   bool
@@ -123,6 +125,17 @@ func New(cfg Config) (_ *Gateway, err error) {
 			return nil, fmt.Errorf("gateway: HTTPAddr: %w", err)
 		}
 	}
+	if cfg.KMIPAddr != "" {
+		kc := kmip.DefaultConfig()
+		kc.ClientCAs, kc.Certificate = cfg.Roots, cfg.ServerCertificate
+		kc.RegistryPath, kc.Logger, kc.Registerer = cfg.KMIPRegistryPath, log, g.reg
+		if g.kmipSrv, err = kmip.New(kc, KMIPKeys{G: g}); err != nil {
+			return nil, err
+		}
+		if g.kmipLn, err = net.Listen("tcp", cfg.KMIPAddr); err != nil {
+			return nil, fmt.Errorf("gateway: KMIPAddr: %w", err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.AttemptTimeout)
 	g.pool.start(ctx)
 	cancel()
@@ -176,6 +189,14 @@ func (g *Gateway) Addr() net.Addr {
 	return g.tcpLn.Addr()
 }
 
+// KMIPAddr is the KMIP front end's address (nil when off).
+func (g *Gateway) KMIPAddr() net.Addr {
+	if g.kmipLn == nil {
+		return nil
+	}
+	return g.kmipLn.Addr()
+}
+
 // UnixSocket is the Unix socket's path, or "".
 func (g *Gateway) UnixSocket() string { return g.cfg.UnixSocket }
 
@@ -213,7 +234,10 @@ func (g *Gateway) Close() error {
 			<-stopped
 		}
 	}
-	for _, ln := range []net.Listener{g.tcpLn, g.unixLn, g.httpLn} {
+	if g.kmipSrv != nil {
+		g.kmipSrv.Close()
+	}
+	for _, ln := range []net.Listener{g.tcpLn, g.unixLn, g.httpLn, g.kmipLn} {
 		if ln != nil {
 			ln.Close()
 		}

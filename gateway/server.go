@@ -10,6 +10,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/kryptonkms/krypton/gateway/kmip"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -65,6 +66,10 @@ func (g *Gateway) Serve() error {
 		n++
 		go func() { g.serveErr <- srv.Serve(g.unixLn) }()
 	}
+	if g.kmipLn != nil {
+		n++
+		go func() { g.serveErr <- g.kmipSrv.Serve(g.kmipLn) }()
+	}
 	if g.httpLn != nil {
 		h, err := transport.ServeAdminHTTP(g.httpLn, transport.AdminHTTPConfig{Gatherer: g.reg, Logger: g.log})
 		if err != nil {
@@ -77,7 +82,7 @@ func (g *Gateway) Serve() error {
 	for range n {
 		select {
 		case err := <-g.serveErr:
-			if err != nil && !errors.Is(err, grpc.ErrServerStopped) && !g.isClosed() {
+			if err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, kmip.ErrShutdown) && !g.isClosed() {
 				return err
 			}
 		case <-g.done:

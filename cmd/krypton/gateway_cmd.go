@@ -14,6 +14,10 @@ import (
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
+// defaultKMIPAddr is where -kmip serves: KMIP's registered port (IANA 5696), on loopback unless
+// -kmip-addr says otherwise.
+const defaultKMIPAddr = "127.0.0.1:5696"
+
 // gatewayFlags are the flags of `krypton gateway`; each may also come from KRYPTON_<NAME> or from
 // a JSON config file (-config) whose keys are the flag names. The command line wins over the
 // environment, which wins over the file.
@@ -37,7 +41,9 @@ type gatewayFlags struct {
 	attemptTimeout  time.Duration
 	maxAttempts     int
 	refresh         time.Duration
+	kmip            bool
 	kmipAddr        string
+	kmipRegistry    string
 	logLevel        string
 	logFormat       string
 }
@@ -64,7 +70,9 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", d.AttemptTimeout, "bound on one call to one region node")
 	fs.IntVar(&f.maxAttempts, "max-attempts", d.MaxAttempts, "attempts per request across region nodes (1 to 16)")
 	fs.DurationVar(&f.refresh, "refresh-interval", d.RefreshInterval, "how often the gateway asks the region for its nodes")
-	fs.StringVar(&f.kmipAddr, "kmip-addr", "", "host:port of the KMIP front end (TTLV over TLS; 127.0.0.1:5696 is KMIP's port); empty disables")
+	fs.BoolVar(&f.kmip, "kmip", false, "serve KMIP (TTLV over mutual TLS) on -kmip-addr, by default "+defaultKMIPAddr)
+	fs.StringVar(&f.kmipAddr, "kmip-addr", "", "host:port of the KMIP front end; setting it enables KMIP (needs -server-cert and -server-key)")
+	fs.StringVar(&f.kmipRegistry, "kmip-registry", "", "bbolt file keeping the KMIP objects (wrapped keys and attributes); empty keeps them in memory only")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 }
@@ -91,9 +99,13 @@ func (f *gatewayFlags) gatewayConfig() (gateway.Config, error) {
 	}
 	cfg.Certificate = cert.TLSCertificate()
 	cfg.ListenAddr = f.listen
-	if f.listen != "" {
+	if f.kmip && f.kmipAddr == "" {
+		f.kmipAddr = defaultKMIPAddr
+	}
+	cfg.KMIPAddr, cfg.KMIPRegistryPath = f.kmipAddr, f.kmipRegistry
+	if f.listen != "" || f.kmipAddr != "" {
 		if f.serverCert == "" || f.serverKey == "" {
-			return cfg, usagef("gateway: -listen needs -server-cert and -server-key (or -listen '' for the Unix socket only)")
+			return cfg, usagef("gateway: -listen and -kmip-addr need -server-cert and -server-key (or -listen '' for the Unix socket only)")
 		}
 		sc, err := pki.LoadCertificate(f.serverCert, f.serverKey)
 		if err != nil {
@@ -158,11 +170,6 @@ func gatewayCommand() *command {
 			if err != nil {
 				return err
 			}
-			stopKMIP, err := startKMIP(f, cfg, g)
-			if err != nil {
-				g.Close()
-				return err
-			}
 			served := make(chan error, 1)
 			go func() { served <- g.Serve() }()
 			id := g.Identity()
@@ -171,18 +178,19 @@ func gatewayCommand() *command {
 				fmt.Fprintf(s.err, " serving on %s", a)
 			}
 			if cfg.UnixSocket != "" {
-				fmt.Fprintf(s.err, " and %s", cfg.UnixSocket)
+				fmt.Fprintf(s.err, ", %s", cfg.UnixSocket)
+			}
+			if a := g.KMIPAddr(); a != nil {
+				fmt.Fprintf(s.err, ", KMIP on %s", a)
 			}
 			fmt.Fprintln(s.err)
 			select {
 			case <-ctx.Done():
 				log.Info("signal received; shutting down")
 			case err := <-served:
-				stopKMIP()
 				g.Close()
 				return err
 			}
-			stopKMIP()
 			err = g.Close()
 			<-served
 			return err
