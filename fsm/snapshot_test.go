@@ -137,7 +137,32 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 	}
 	key, svc, end := find(recKeyVersion), find(recService), find(recEnd)
 	cursor := find(recCursor)
+	// insert adds a record before position i and fixes the end record's count, so that only the
+	// inserted record is at fault.
+	insert := func(i int, r rawRecord) string {
+		c := slices.Insert(slices.Clone(recs), i, r)
+		c[len(c)-1] = build(recEnd, func(e *recWriter) { e.uvarint(uint64(len(c) - 1)) })
+		return joinSnapshot(hdr, c)
+	}
+	policy := func(rev uint64, service string) rawRecord {
+		return build(recPolicy, func(e *recWriter) {
+			e.uvarint(rev)
+			e.uvarint(1)
+			e.str("spiffe://krypton/**")
+			e.str(service)
+			e.uvarint(1)
+			e.uvarint(uint64(PolicyWrap))
+		})
+	}
+	tenant := find(recTenant)
+	if err := NewState(Options{}).Restore(strings.NewReader(insert(tenant+1, policy(1, "*")))); err != nil {
+		t.Fatalf("a well-formed policy record is refused: %v", err)
+	}
 	cases := map[string]string{
+		"policy outside a tenant": insert(cursor+1, policy(1, "*")),
+		"policy revision 0":       insert(tenant+1, policy(0, "*")),
+		"policy bad service":      insert(tenant+1, policy(1, "A")),
+		"policy in version 1":     strings.Replace(insert(tenant+1, policy(1, "*")), `"v":2`, `"v":1`, 1),
 		"empty":               "",
 		"not a snapshot":      "{}\n",
 		"future version":      strings.Replace(good, `"v":2`, `"v":3`, 1),
