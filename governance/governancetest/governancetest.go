@@ -9,7 +9,8 @@
 //	        governancetest.WithCA(region.CA),       // share a CA with regiontest (default: a new one)
 //	        governancetest.WithHeartbeat(100*time.Millisecond), // WatchRevocations heartbeat (default 200 ms)
 //	        governancetest.WithRegions("eu", "us"), // Config.Regions (default: any region name)
-//	        governancetest.WithLogs(w))             // node logs to w instead of t.Log
+//	        governancetest.WithLogs(w),             // node logs to w instead of t.Log
+//	        governancetest.WithClusterConfig(f))    // adjust Raft timings and snapshot thresholds
 //	g.CA                       // *pki.CA
 //	g.Nodes[i], g.Cfgs[i]      // *governance.Node (nil while killed), governance.Config
 //	g.Addr(i) / g.Addrs()      // gRPC address of node i / of every node (stable across restarts)
@@ -71,6 +72,7 @@ type options struct {
 	heartbeat time.Duration
 	regions   []string
 	logs      io.Writer
+	tune      func(*cluster.Config)
 }
 
 // WithCA issues the nodes' certificates from ca (e.g. a regiontest
@@ -86,6 +88,10 @@ func WithRegions(r ...string) Option { return func(o *options) { o.regions = r }
 // WithLogs sends every node's log, at debug level, to w (safe for
 // concurrent writes) instead of the test log.
 func WithLogs(w io.Writer) Option { return func(o *options) { o.logs = w } }
+
+// WithClusterConfig lets a test adjust every node's cluster configuration
+// after the test timings are set (snapshot thresholds, say).
+func WithClusterConfig(f func(*cluster.Config)) Option { return func(o *options) { o.tune = f } }
 
 // Start starts n governance nodes that bootstrap together, and waits until
 // a leader is elected and every node has caught up with it.
@@ -160,6 +166,9 @@ func (c *Cluster) config(id string, expect int, key []byte) governance.Config {
 		cc.GossipProbeInterval = base.GossipProbeInterval
 		cc.GossipProbeTimeout = base.GossipProbeTimeout
 		cc.ReconcileInterval = base.ReconcileInterval
+		if c.opts.tune != nil {
+			c.opts.tune(cc)
+		}
 	}
 	g.ClusterOptions = []cluster.Option{cluster.WithConnFilter(c.links.Allowed)}
 	return g
