@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/anchor"
@@ -250,15 +251,23 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 		f.dropConn(addr)
 		return false, err
 	}
+	// Governance sends at least a heartbeat every 5 seconds: a stream silent for much longer is
+	// dead in a way TCP has not noticed yet (keepalive takes longer).
+	watchdog := time.AfterFunc(feedSilence, cancel)
+	defer watchdog.Stop()
 	first := true
 	for {
 		msg, err := stream.Recv()
 		if err != nil {
+			if status.Code(err) == codes.OutOfRange {
+				n.log.Error("this region has applied governance events beyond governance's head (was governance restored from an older backup?); an operator must decide", "applied-cursor", cursor, "err", err)
+			}
 			if ctx.Err() == nil {
 				f.dropConn(addr)
 			}
 			return progressed, err
 		}
+		watchdog.Reset(feedSilence)
 		f.metrics.connected.Set(1)
 		f.metrics.head.Set(float64(msg.GetHeadCursor()))
 		for _, ev := range msg.GetEvents() {
@@ -419,6 +428,9 @@ func (f *feed) afterApply(ctx context.Context, ev *kv1.RevocationEvent, cmd fsm.
 	}
 	n.recordAs(e)
 }
+
+// feedSilence is how long a stream may go without a message before the feed gives up on it.
+const feedSilence = 20 * time.Second
 
 // eventDeadline bounds one anchor or key operation while an event is prepared.
 const eventDeadline = 10 * time.Second

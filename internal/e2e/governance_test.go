@@ -91,7 +91,7 @@ func testRevocation(t *testing.T, p *planes) {
 			for _, w := range blobs {
 				r := p.regions()[w.region]
 				for i := range r.Nodes {
-					c := r.WrapClient(i, "acme", "pay")
+					c := p.wrapClient(r, i, "acme", "pay")
 					expectCode(t, codes.FailedPrecondition, fmt.Sprintf("unwrap of a revoked blob on %s/%s", w.region, r.Cfgs[i].NodeID), func() error {
 						_, err := c.Unwrap(context.Background(), &kv1.UnwrapRequest{Blob: w.blob})
 						return err
@@ -129,7 +129,7 @@ func testPolicy(t *testing.T, p *planes) {
 		where := name + "/" + r.Cfgs[i].NodeID
 		// Widened: web-frontend may now unwrap pay's blobs.
 		w := blobs[slices.IndexFunc(blobs, func(w wrapped) bool { return w.region == name })]
-		web, pay := r.WrapClient(i, "pol", "web-frontend"), r.WrapClient(i, "pol", "pay")
+		web, pay := p.wrapClient(r, i, "pol", "web-frontend"), p.wrapClient(r, i, "pol", "pay")
 		var resp *kv1.UnwrapResponse
 		expectCode(t, codes.OK, where+": unwrap allowed by policy", func() error {
 			var err error
@@ -175,7 +175,7 @@ func testKillSwitch(t *testing.T, p *planes) {
 		for _, w := range blobs {
 			r := p.regions()[w.region]
 			for i := range r.Nodes {
-				c := r.WrapClient(i, "kill", "vault")
+				c := p.wrapClient(r, i, "kill", "vault")
 				expectCode(t, codes.FailedPrecondition, when+": unwrap on "+w.region+"/"+r.Cfgs[i].NodeID, func() error {
 					_, err := c.Unwrap(context.Background(), &kv1.UnwrapRequest{Blob: w.blob})
 					return err
@@ -222,7 +222,7 @@ func testKillSwitch(t *testing.T, p *planes) {
 	for _, w := range blobs {
 		r := p.regions()[w.region]
 		for i := range r.Nodes {
-			c := r.WrapClient(i, "kill", "vault")
+			c := p.wrapClient(r, i, "kill", "vault")
 			var resp *kv1.UnwrapResponse
 			waitFor(t, 30*time.Second, "unwrap on "+w.region+"/"+r.Cfgs[i].NodeID+" after the anchor is back", func() bool {
 				resp, err = c.Unwrap(context.Background(), &kv1.UnwrapRequest{Blob: w.blob})

@@ -31,13 +31,28 @@ type planes struct {
 	us    *regiontest.Region
 	proxy *replayProxy
 
-	mu      sync.Mutex // guards clients
+	mu      sync.Mutex // guards clients and wraps
 	clients map[int]kv1.GovernanceServiceClient
+	wraps   map[string]kv1.WrapServiceClient // by region, node, tenant and service
+}
+
+// wrapClient returns a (cached) wrap-service client of node i of r, calling as tenant/service: a
+// new certificate and handshake per call would cost more than the calls under -race.
+func (p *planes) wrapClient(r *regiontest.Region, i int, tenant, service string) kv1.WrapServiceClient {
+	key := r.Cfgs[i].Region + "/" + r.Cfgs[i].NodeID + "/" + tenant + "/" + service
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	c := p.wraps[key]
+	if c == nil {
+		c = r.WrapClient(i, tenant, service)
+		p.wraps[key] = c
+	}
+	return c
 }
 
 func startPlanes(t *testing.T) *planes {
 	g := governancetest.Start(t, 3, governancetest.WithHeartbeat(100*time.Millisecond))
-	p := &planes{t: t, g: g, clients: map[int]kv1.GovernanceServiceClient{}}
+	p := &planes{t: t, g: g, clients: map[int]kv1.GovernanceServiceClient{}, wraps: map[string]kv1.WrapServiceClient{}}
 	p.eu = regiontest.Start(t, 3, regiontest.WithCA(g.CA), regiontest.WithRegion("eu"), regiontest.WithGovernance(g.Addrs()...))
 	p.proxy = startReplayProxy(t, g.CA, "us", g.Addrs())
 	p.us = regiontest.Start(t, 3, regiontest.WithCA(g.CA), regiontest.WithRegion("us"), regiontest.WithAnchor(p.eu.Anchor),
@@ -160,7 +175,7 @@ func (p *planes) wrapEverywhere(tenant, service string) []wrapped {
 		plain := bytes.Repeat([]byte{byte(len(out) + 1)}, 32)
 		var resp *kv1.WrapResponse
 		var err error
-		c := r.WrapClient(i, tenant, service)
+		c := p.wrapClient(r, i, tenant, service)
 		clustertest.Eventually(p.t, 20*time.Second, "a wrap on "+name+"/"+r.Cfgs[i].NodeID, func() bool {
 			resp, err = c.Wrap(context.Background(), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: tenant, Service: service}, Plaintext: plain})
 			return err == nil
