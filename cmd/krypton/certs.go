@@ -100,11 +100,12 @@ func certsCommand() *command {
 }
 
 func nodeCertCommand() *command {
-	var dir, ips, dns *string
+	var dir, ips, dns, region *string
 	return &command{
 		name: "node", synopsis: "issue a node certificate", usage: "<node-id>",
 		flags: func(fs *flag.FlagSet) {
 			dir = fs.String("dir", "certs", "directory of the CA and certificates")
+			region = fs.String("region", "", "the region the node belongs to, named in its certificate (spiffe://krypton/region/<region>/node/<id>): needed by region nodes that follow governance")
 			ips = fs.String("ip", "", "extra IP addresses the node is reached at, comma-separated (127.0.0.1 is always included)")
 			dns = fs.String("dns", "", "extra DNS names, comma-separated (localhost is always included)")
 		},
@@ -112,7 +113,7 @@ func nodeCertCommand() *command {
 			if fs.NArg() != 1 {
 				return usagef("certs node: want <node-id>")
 			}
-			opts := pki.NodeOptions{DNSNames: splitList(*dns)}
+			opts := pki.NodeOptions{DNSNames: splitList(*dns), Region: *region}
 			for _, v := range splitList(*ips) {
 				ip := net.ParseIP(v)
 				if ip == nil {
