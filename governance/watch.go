@@ -2,6 +2,7 @@ package governance
 
 import (
 	"context"
+	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -45,7 +46,7 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	if pos > n.fsm.Head() {
 		return ErrCursorAhead
 	}
-	n.record(ctx, audit.Event{Kind: AuditWatchStart, Detail: map[string]string{"region": region, "after-cursor": uitoa(pos)}})
+	n.record(ctx, audit.Event{Kind: AuditWatchStart, Detail: map[string]string{"region": region, "after-cursor": strconv.FormatUint(pos, 10)}})
 
 	hb := time.NewTicker(n.cfg.HeartbeatInterval)
 	defer hb.Stop()
@@ -109,19 +110,4 @@ func (n *Node) stale() error {
 		return ErrUnavailable
 	}
 	return nil
-}
-
-func uitoa(v uint64) string {
-	const digits = "0123456789"
-	if v == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	for v > 0 {
-		i--
-		b[i] = digits[v%10]
-		v /= 10
-	}
-	return string(b[i:])
 }
