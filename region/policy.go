@@ -106,8 +106,8 @@ func (c *compiledPolicy) allows(caller []byte, service string, op fsm.PolicyOp) 
 }
 
 // pattern is a caller identity pattern (fsm.PolicyRule.Caller), split on '/': within a segment
-// '*' matches any run of characters other than '/'; a last segment "**" matches one or more
-// remaining segments. Hand-written rather than path.Match: path.Match has no "**", treats '?',
+// '*' matches any run of characters other than '/'; a last segment "**" matches any remaining
+// path, including none (docs/governance.md). Hand-written rather than path.Match: path.Match has no "**", treats '?',
 // '[' and '\' as special (the policy language does not), and returns an error per call.
 type pattern struct {
 	prefix string // the literal text before the first '*': a cheap first test
@@ -147,10 +147,7 @@ func (p *pattern) match(uri []byte) bool {
 			return false
 		}
 		if i == len(p.segs)-1 {
-			if p.tail {
-				return j >= 0 && len(rest) > 0 // "/**": one or more segments follow
-			}
-			return j < 0 // no segments follow
+			return p.tail || j < 0 // "/**" matches any remaining path, none included
 		}
 		if j < 0 {
 			return false // the URI has fewer segments than the pattern

@@ -21,7 +21,8 @@ func TestPatternMatch(t *testing.T) {
 		{"spiffe://krypton/tenant/*/service/*", true},
 		{"spiffe://krypton/tenant/acme/**", true},
 		{"spiffe://krypton/**", true},
-		{"spiffe://krypton/tenant/acme/service/payments/**", false}, // "/**" needs one more segment
+		{"spiffe://krypton/tenant/acme/service/payments/**", true}, // "/**" matches no more segments too
+		{"spiffe://krypton/tenant/acme/service/payment/**", false},
 		{"spiffe://krypton/tenant/acme/service", false},
 		{"spiffe://krypton/tenant/acme/*", false}, // '*' does not cross '/'
 		{"spiffe://krypton/tenant/acme/service/pay", false},
