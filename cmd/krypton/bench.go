@@ -50,6 +50,7 @@ type benchOptions struct {
 	cfg                           bench.Config
 	out, plot                     string
 	quiet                         bool
+	gw                            gatewayBench // bench_gateway.go
 }
 
 func benchCommand() *command {
@@ -90,6 +91,10 @@ func benchCommand() *command {
 			fs.StringVar(&o.out, "out", "", "write the result as JSON to this file (configuration, figures, percentile distribution, timeline)")
 			fs.StringVar(&o.plot, "plot", "", "write a latency plot to this file, .svg or .png (by percentile, and per second over time)")
 			fs.BoolVar(&o.quiet, "quiet", false, "no live progress line on stderr")
+			fs.StringVar(&o.gw.addr, "gateway", "", "load a running gateway's gRPC front end at host:port instead of region nodes (-op datakey or unwrap; -key names the gateway's tenant/service)")
+			fs.BoolVar(&o.gw.spawn, "spawn-gateway", false, "with -spawn: start a gateway in this process in front of the region and load it")
+			fs.IntVar(&o.gw.batch, "gateway-batch", 128, "with -spawn-gateway: the gateway's batch size (1: batching off)")
+			fs.DurationVar(&o.gw.batchWait, "gateway-batch-wait", 500*time.Microsecond, "with -spawn-gateway: the gateway's batch wait")
 		},
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
 			if err := o.check(fs); err != nil {
@@ -110,6 +115,9 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 	}
 	o.cfg.Op = bench.Op(o.op)
 	if err := o.checkLoad(); err != nil {
+		return err
+	}
+	if err := o.gw.check(o); err != nil {
 		return err
 	}
 	if o.spawn != 0 {
@@ -197,6 +205,7 @@ func isSet(fs *flag.FlagSet, name string) bool {
 
 func (o *benchOptions) run(ctx context.Context, s *streams) error {
 	var cfg transport.ClientConfig
+	var ca *pki.CA
 	addrs := []string(o.addrs)
 	if o.spawn > 0 {
 		defer memguard.Purge()
@@ -208,7 +217,7 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 		if cfg, err = d.benchSetup(ctx); err != nil {
 			return err
 		}
-		addrs = nil
+		addrs, ca = nil, d.ca
 		for i := range o.via {
 			addrs = append(addrs, d.cfgs[i].RPCAddr)
 		}
@@ -220,14 +229,22 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 			return err
 		}
 	}
-	targets := make([]bench.Target, len(addrs))
-	for i, a := range addrs {
+	var targets []bench.Target
+	if o.gw.enabled() {
+		client, name, stop, err := o.gw.start(ctx, cfg, ca, addrs, s.err)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		addrs, targets = nil, []bench.Target{{Name: name, Client: client}}
+	}
+	for _, a := range addrs {
 		conn, err := transport.Dial(ctx, a, cfg)
 		if err != nil {
 			return err
 		}
 		defer conn.Close()
-		targets[i] = bench.Target{Name: a, Client: kv1.NewWrapServiceClient(conn)}
+		targets = append(targets, bench.Target{Name: a, Client: kv1.NewWrapServiceClient(conn)})
 	}
 
 	var progress func(bench.Tick)

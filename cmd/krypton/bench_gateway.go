@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kryptonkms/krypton/gateway"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// gatewayBench holds bench's gateway flags: load a running gateway (-gateway), or one started in
+// this process in front of the region (-spawn-gateway).
+type gatewayBench struct {
+	addr      string
+	spawn     bool
+	batch     int
+	batchWait time.Duration
+}
+
+func (b *gatewayBench) enabled() bool { return b.addr != "" || b.spawn }
+
+// check validates the gateway flags against the rest of bench's.
+func (b *gatewayBench) check(o *benchOptions) error {
+	if !b.enabled() {
+		return nil
+	}
+	switch {
+	case b.addr != "" && b.spawn:
+		return usagef("-gateway and -spawn-gateway exclude each other")
+	case b.spawn && o.spawn == 0:
+		return usagef("-spawn-gateway starts a gateway in front of -spawn's region; for a running region start krypton gateway and give -gateway")
+	case o.op != "datakey" && o.op != "unwrap":
+		return usagef("-op %s: through a gateway, bench measures datakey (GenerateDataKey) and unwrap", o.op)
+	case o.cfg.Batch != 0:
+		return usagef("-batch is for the region's batch RPCs; the gateway batches by itself (-gateway-batch)")
+	case b.batch < 1 || b.batch > transport.MaxBatchItems:
+		return usagef("-gateway-batch must be 1 (batching off) to %d", transport.MaxBatchItems)
+	}
+	return nil
+}
+
+// start returns the bench target for the gateway: a running one at b.addr, or a new one in front
+// of regionAddrs (with its stop function).
+func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca *pki.CA, regionAddrs []string, logw io.Writer) (kv1.WrapServiceClient, string, func(), error) {
+	addr := b.addr
+	stop := func() {}
+	if b.spawn {
+		if ca == nil {
+			return nil, "", nil, errors.New("bench: -spawn-gateway needs -spawn")
+		}
+		srvCert, err := ca.IssueNode("gateway-bench", pki.NodeOptions{})
+		if err != nil {
+			return nil, "", nil, err
+		}
+		gc := gateway.DefaultConfig()
+		gc.RegionAddrs = regionAddrs
+		gc.Roots, gc.Certificate, gc.ServerCertificate = cfg.Roots, cfg.Certificate, srvCert.TLSCertificate()
+		gc.ListenAddr = "127.0.0.1:0"
+		gc.BatchSize, gc.BatchWait = b.batch, b.batchWait
+		g, err := gateway.New(gc)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		served := make(chan error, 1)
+		go func() { served <- g.Serve() }()
+		stop = func() { g.Close(); <-served }
+		addr = g.Addr().String()
+		fmt.Fprintf(logw, "krypton: gateway on %s in front of %d nodes (batch %d, wait %s)\n", addr, len(regionAddrs), b.batch, b.batchWait)
+	}
+	conn, err := transport.Dial(ctx, addr, cfg)
+	if err != nil {
+		stop()
+		return nil, "", nil, err
+	}
+	return gatewayWrapClient{kv1.NewGatewayServiceClient(conn)}, addr, func() { conn.Close(); stop() }, nil
+}
+
+// gatewayWrapClient lets bench's WrapService load generator drive a gateway: GenerateDataKey and
+// Unwrap go to the gateway's methods of the same name. Wrap and BatchWrap, which bench uses only
+// to check the target and to make blobs for unwrap, make data keys instead (the gateway wraps only
+// keys it made). Everything else is Unimplemented.
+type gatewayWrapClient struct {
+	gw kv1.GatewayServiceClient
+}
+
+var errNotThroughGateway = status.Error(codes.Unimplemented, "bench: not measured through a gateway")
+
+func (c gatewayWrapClient) GenerateDataKey(ctx context.Context, in *kv1.GenerateDataKeyRequest, opts ...grpc.CallOption) (*kv1.GenerateDataKeyResponse, error) {
+	return c.gw.GenerateDataKey(ctx, in, opts...)
+}
+
+func (c gatewayWrapClient) Unwrap(ctx context.Context, in *kv1.UnwrapRequest, opts ...grpc.CallOption) (*kv1.UnwrapResponse, error) {
+	return c.gw.Unwrap(ctx, in, opts...)
+}
+
+func (c gatewayWrapClient) Wrap(ctx context.Context, in *kv1.WrapRequest, opts ...grpc.CallOption) (*kv1.WrapResponse, error) {
+	resp, err := c.gw.GenerateDataKey(ctx, &kv1.GenerateDataKeyRequest{Key: in.GetKey(), Context: in.GetContext()}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	clear(resp.GetPlaintext())
+	return &kv1.WrapResponse{Blob: resp.GetBlob(), Key: resp.GetKey()}, nil
+}
+
+func (c gatewayWrapClient) BatchWrap(ctx context.Context, in *kv1.BatchWrapRequest, opts ...grpc.CallOption) (*kv1.BatchWrapResponse, error) {
+	out := &kv1.BatchWrapResponse{}
+	for _, it := range in.GetItems() {
+		resp, err := c.Wrap(ctx, it, opts...)
+		if err != nil {
+			return nil, err
+		}
+		out.Results = append(out.Results, &kv1.WrapResult{Result: &kv1.WrapResult_Value{Value: resp}})
+	}
+	return out, nil
+}
+
+func (gatewayWrapClient) Rewrap(context.Context, *kv1.RewrapRequest, ...grpc.CallOption) (*kv1.RewrapResponse, error) {
+	return nil, errNotThroughGateway
+}
+
+func (gatewayWrapClient) BatchUnwrap(context.Context, *kv1.BatchUnwrapRequest, ...grpc.CallOption) (*kv1.BatchUnwrapResponse, error) {
+	return nil, errNotThroughGateway
+}
+
+func (gatewayWrapClient) BatchGenerateDataKey(context.Context, *kv1.BatchGenerateDataKeyRequest, ...grpc.CallOption) (*kv1.BatchGenerateDataKeyResponse, error) {
+	return nil, errNotThroughGateway
+}
+
+func (gatewayWrapClient) BatchRewrap(context.Context, *kv1.BatchRewrapRequest, ...grpc.CallOption) (*kv1.BatchRewrapResponse, error) {
+	return nil, errNotThroughGateway
+}
+
+func (gatewayWrapClient) ListEndpoints(context.Context, *kv1.ListEndpointsRequest, ...grpc.CallOption) (*kv1.ListEndpointsResponse, error) {
+	return nil, errNotThroughGateway
+}
+
+func (gatewayWrapClient) WatchKeyEvents(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[kv1.WatchKeyEventsRequest, kv1.KeyEvent], error) {
+	return nil, errNotThroughGateway
+}
