@@ -23,6 +23,7 @@ var (
 	only     = flag.String("jepsen.scenario", "", "run only the scenarios whose name contains this")
 	nemeses  = flag.String("jepsen.nemeses", "", "comma-separated nemeses: one scenario of just these (overrides the schedule)")
 	nodes    = flag.Int("jepsen.nodes", 3, "nodes of the -jepsen.nemeses scenario")
+	netFlag  = flag.String("jepsen.network", "", "netns or loopback (default: netns when root)")
 )
 
 // binDir holds the krypton binaries the nodes run, built once by TestMain.
@@ -120,7 +121,7 @@ func TestSchedule(t *testing.T) {
 			dir := runDir(t, sc.Name, s)
 			t.Logf("scenario %s, seed %d, report in %s (repeat: go test ./jepsen -run 'TestSchedule/%s' -args -jepsen.seed %d%s)",
 				sc.Name, s, dir, sc.Name, s-uint64(i), longArg())
-			res, err := jepsen.Run(context.Background(), sc, jepsen.Options{Binary: bin, Dir: dir, Seed: s, Logf: t.Logf})
+			res, err := jepsen.Run(context.Background(), sc, jepsen.Options{Binary: bin, Dir: dir, Seed: s, Logf: t.Logf, Network: *netFlag})
 			if err != nil {
 				t.Fatalf("the harness failed: %v (report in %s)", err, dir)
 			}

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -53,8 +54,30 @@ type nemesis struct {
 	h      *history
 	r      *rand.Rand
 	logf   func(string, ...any)
+
+	mu     sync.Mutex // guards faults and active, which the progress line reads
 	faults []Fault
-	active string // the fault now in force, for the progress line
+	active string // the fault now in force
+}
+
+func (nm *nemesis) setActive(kind string) {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	nm.active = kind
+}
+
+// status returns the fault in force and how many have been injected.
+func (nm *nemesis) status() (string, int) {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	return nm.active, len(nm.faults)
+}
+
+// injected returns the faults so far.
+func (nm *nemesis) injected() []Fault {
+	nm.mu.Lock()
+	defer nm.mu.Unlock()
+	return append([]Fault(nil), nm.faults...)
 }
 
 // leader asks every running node and returns the index of the node that says it leads in the
@@ -153,11 +176,13 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 	c := nm.c
 	n := len(c.nodes)
 	f := Fault{Kind: kind, Start: nm.h.now()}
-	nm.active = kind
+	nm.setActive(kind)
 	defer func() {
 		f.End = nm.h.now()
+		nm.mu.Lock()
 		nm.faults = append(nm.faults, f)
 		nm.active = ""
+		nm.mu.Unlock()
 		nm.logf("nemesis: %s healed (%s)", kind, f.Detail)
 	}()
 	l := nm.leader(ctx)

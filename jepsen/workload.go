@@ -24,10 +24,10 @@ import (
 // checker to decide in seconds, and the create and revoke paths run all the time.
 const (
 	activeKeys    = 6   // service keys in use at once
-	keyLifetime   = 600 // operations on a key before it is retired (service revoked)
+	keyLifetime   = 2000 // operations on a key before it is retired (service revoked)
 	maxRotations  = 40  // versions per key stay below 64 (the model's bitmask)
 	wrapTimeout   = 3 * time.Second
-	writeTimeout  = 5 * time.Second
+	writeTimeout  = 3 * time.Second
 	probeDeadline = 2 * time.Second
 )
 
@@ -129,11 +129,11 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) {
 		return
 	}
 	switch x := r.IntN(100); {
-	case x < 50 || nwraps == 0:
+	case x < 55 || nwraps == 0:
 		w.wrap(ctx, p, n, k, r)
-	case x < 88:
+	case x < 95:
 		w.unwrap(ctx, p, n, k, r)
-	case x < 94 && canRotate:
+	case x < 98 && canRotate:
 		w.rotate(ctx, p, n, k)
 	default:
 		k.mu.Lock()
