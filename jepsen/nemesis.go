@@ -49,11 +49,11 @@ type Fault struct {
 
 // nemesis injects faults into a cluster.
 type nemesis struct {
-	c      *cluster
-	cs     *conns
-	h      *history
-	r      *rand.Rand
-	logf   func(string, ...any)
+	c    *cluster
+	cs   *conns
+	h    *history
+	r    *rand.Rand
+	logf func(string, ...any)
 
 	mu     sync.Mutex // guards faults and active, which the progress line reads
 	faults []Fault

@@ -23,9 +23,9 @@ import (
 // service and replaced, so that each key's history stays small enough for the linearizability
 // checker to decide in seconds, and the create and revoke paths run all the time.
 const (
-	activeKeys    = 6   // service keys in use at once
+	activeKeys    = 6    // service keys in use at once
 	keyLifetime   = 2000 // operations on a key before it is retired (service revoked)
-	maxRotations  = 40  // versions per key stay below 64 (the model's bitmask)
+	maxRotations  = 40   // versions per key stay below 64 (the model's bitmask)
 	wrapTimeout   = 3 * time.Second
 	writeTimeout  = 3 * time.Second
 	probeDeadline = 2 * time.Second
