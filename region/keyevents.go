@@ -57,7 +57,8 @@ func newKeyEvents(l *lease, drift float64) *keyEvents {
 	return &keyEvents{l: l, drift: drift, watchers: map[*keyWatcher]struct{}{}}
 }
 
-// event maps an applied change to the event watchers of its tenant get; nil for the others.
+// keyEventFor maps an applied change to the event watchers get; nil for changes that make no key
+// unusable. The event goes to the watchers of c.Tenant, or to all when its scope is nil.
 func keyEventFor(c fsm.Change) *kv1.KeyEvent {
 	e := &kv1.KeyEvent{Index: c.Index, Scope: &kv1.KeyScope{Tenant: c.Tenant}}
 	switch c.Kind {
@@ -71,6 +72,10 @@ func keyEventFor(c fsm.Change) *kv1.KeyEvent {
 		e.Scope.Service, e.Scope.Version = c.Service, c.Version
 	case fsm.TenantLocked, fsm.AnchorDeleted:
 		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_LOCKED
+	case fsm.PolicySet:
+		// What the policy now allows is the region's to judge: the tenant's gateways drop their
+		// cached keys and fetch them again through the region's checks.
+		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_FLUSH
 	case fsm.Restored:
 		e.Kind, e.Scope = kv1.KeyEventKind_KEY_EVENT_KIND_FLUSH, nil
 	default:

@@ -143,9 +143,9 @@ type WrapServiceClient interface {
 	// Errors: UNAUTHENTICATED; UNAVAILABLE while the node shuts down.
 	ListEndpoints(ctx context.Context, in *ListEndpointsRequest, opts ...grpc.CallOption) (*ListEndpointsResponse, error)
 	// WatchKeyEvents streams the changes that make keys of the caller's tenant
-	// unusable (revocations, lockouts, a deleted anchor, a restored snapshot),
-	// so that a gateway with a cache of unwrapped data keys can drop them at
-	// once. The gateway sends renewals and acknowledgements; the node answers
+	// unusable (revocations, lockouts, a deleted anchor, a new access policy, a
+	// restored snapshot), so that a gateway with a cache of unwrapped data keys
+	// can drop them at once. The gateway sends renewals and acknowledgements; the node answers
 	// each renewal with a cache lease (a heartbeat) while, and only while, it
 	// holds its own serving lease for at least as long.
 	//
@@ -384,9 +384,9 @@ type WrapServiceServer interface {
 	// Errors: UNAUTHENTICATED; UNAVAILABLE while the node shuts down.
 	ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error)
 	// WatchKeyEvents streams the changes that make keys of the caller's tenant
-	// unusable (revocations, lockouts, a deleted anchor, a restored snapshot),
-	// so that a gateway with a cache of unwrapped data keys can drop them at
-	// once. The gateway sends renewals and acknowledgements; the node answers
+	// unusable (revocations, lockouts, a deleted anchor, a new access policy, a
+	// restored snapshot), so that a gateway with a cache of unwrapped data keys
+	// can drop them at once. The gateway sends renewals and acknowledgements; the node answers
 	// each renewal with a cache lease (a heartbeat) while, and only while, it
 	// holds its own serving lease for at least as long.
 	//
