@@ -57,6 +57,28 @@ type Refusal struct {
 	Code string `json:"code"`
 }
 
+// Revoker is how the workload revokes: an acknowledgement (nil error) must mean that no node of
+// the region uses the scope's keys any more. adminRevoker calls the region's own
+// AdminService.RevokeKey through node n. Once the governance feed exists, a governance revoker
+// (GovernanceService.Revoke, acknowledged when the region reports the event fenced) plugs in
+// here, and every checker applies to governance-issued revocations unchanged.
+type Revoker interface {
+	Revoke(ctx context.Context, n int, requestID string, scope *kv1.KeyScope) (*kv1.FenceResult, error)
+}
+
+// adminRevoker revokes through the region's AdminService.
+type adminRevoker struct{ w *workload }
+
+func (a adminRevoker) Revoke(ctx context.Context, n int, requestID string, scope *kv1.KeyScope) (*kv1.FenceResult, error) {
+	var resp *kv1.RevokeKeyResponse
+	err := a.w.withAdmin(ctx, n, a.w.revokeTimeout(), func(cctx context.Context, c kv1.AdminServiceClient) error {
+		var err error
+		resp, err = c.RevokeKey(cctx, &kv1.RevokeKeyRequest{RequestId: requestID, Scope: scope, Reason: "jepsen"})
+		return err
+	})
+	return resp.GetFence(), err
+}
+
 // workload drives the clients.
 type workload struct {
 	c       *cluster
@@ -64,6 +86,7 @@ type workload struct {
 	h       *history
 	tenants []string
 	timing  Timing
+	revoker Revoker
 
 	mu       sync.Mutex
 	active   []*wkey
@@ -76,7 +99,9 @@ type workload struct {
 }
 
 func newWorkload(c *cluster, cs *conns, h *history, tenants []string, timing Timing) *workload {
-	return &workload{c: c, cs: cs, h: h, tenants: tenants, timing: timing, all: map[string]*wkey{}}
+	w := &workload{c: c, cs: cs, h: h, tenants: tenants, timing: timing, all: map[string]*wkey{}}
+	w.revoker = adminRevoker{w}
+	return w
 }
 
 func (w *workload) requestID(p int) string {
@@ -254,18 +279,11 @@ func (w *workload) revokeTimeout() time.Duration {
 func (w *workload) revoke(ctx context.Context, p, n int, k *wkey, v uint32) {
 	op := Op{Process: p, Type: OpRevoke, Key: k.name(), Node: w.c.nodes[n].id, Arg: v, RequestID: w.requestID(p)}
 	w.h.begin(&op)
-	var resp *kv1.RevokeKeyResponse
-	err := w.withAdmin(ctx, n, w.revokeTimeout(), func(cctx context.Context, a kv1.AdminServiceClient) error {
-		var err error
-		resp, err = a.RevokeKey(cctx, &kv1.RevokeKeyRequest{RequestId: op.RequestID,
-			Scope: &kv1.KeyScope{Tenant: k.tenant, Service: k.service, Version: v}, Reason: "jepsen"})
-		return err
-	})
+	fence, err := w.revoker.Revoke(ctx, n, op.RequestID, &kv1.KeyScope{Tenant: k.tenant, Service: k.service, Version: v})
 	op.Outcome, op.Code = classify(err, true)
 	op.Error = errText(err)
 	if op.Outcome == OK {
-		f := resp.GetFence()
-		op.Fence = "confirmed=" + strings.Join(f.GetConfirmedNodes(), ",") + " expired=" + strings.Join(f.GetLeaseExpiredNodes(), ",")
+		op.Fence = "confirmed=" + strings.Join(fence.GetConfirmedNodes(), ",") + " expired=" + strings.Join(fence.GetLeaseExpiredNodes(), ",")
 	}
 	w.h.end(&op, nil)
 	w.count(op)
