@@ -97,8 +97,10 @@ type feed struct {
 	// anchorWaits remembers since when an event has waited for an anchor that does not answer
 	// (by cursor); only the feed goroutine touches it.
 	anchorWaits map[uint64]time.Time
-	// inventory is the digest of the key inventory last reported; only the feed goroutine.
-	inventory [32]byte
+	// inventory is the digest of the key inventory last reported, inventoryAt the applied index
+	// it was computed at; only the feed goroutine touches them.
+	inventory   [32]byte
+	inventoryAt uint64
 }
 
 func newFeed(n *Node) *feed {
@@ -298,7 +300,7 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 		rcancel()
 		if err != nil {
 			if req.HasInventory {
-				f.inventory = [32]byte{} // send it again next time
+				f.inventory, f.inventoryAt = [32]byte{}, 0 // send it again next time
 			}
 			return progressed, fmt.Errorf("report cursor: %w", err)
 		}
@@ -311,6 +313,13 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 // addInventory attaches the region's key inventory (versions not revoked) to a report when it
 // changed since the last report, or on the first report of a stream.
 func (f *feed) addInventory(req *kv1.ReportCursorRequest, first bool) {
+	// Walking the state on every heartbeat would cost O(key versions) each time: only look when
+	// something was applied since the last look.
+	applied := f.n.state.AppliedIndex()
+	if !first && applied == f.inventoryAt {
+		return
+	}
+	f.inventoryAt = applied
 	var refs []*kv1.KeyRef
 	h := sha256.New()
 	var buf [4]byte
