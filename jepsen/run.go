@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -109,16 +110,29 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 		return nil, err
 	}
 
-	// SIGINT or SIGTERM cancels the run; the deferred teardown then runs as on any other exit.
+	// SIGINT or SIGTERM cancels the run; the deferred teardown then runs as on any other exit,
+	// and the signal is raised again once it has, so that the process ends as the sender meant
+	// (a schedule does not go on to its next scenario).
 	ctx, cancel := context.WithCancel(ctx)
+	var got atomic.Value
+	defer func() {
+		if s, ok := got.Load().(syscall.Signal); ok {
+			logf("torn down; raising %s again", s)
+			syscall.Kill(os.Getpid(), s)
+		}
+	}()
 	defer cancel()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	watchDone := make(chan struct{})
+	defer func() { cancel(); <-watchDone }()
 	go func() {
+		defer close(watchDone)
 		select {
 		case s := <-sigs:
 			logf("%s: stopping and tearing down", s)
+			got.Store(s.(syscall.Signal))
 			cancel()
 		case <-ctx.Done():
 		}
