@@ -182,15 +182,23 @@ func TestCoalescing(t *testing.T) {
 func TestRevocation(t *testing.T) {
 	r := regiontest.Start(t, 3)
 	setupTenant(t, r, "acme", "payments", "ledger")
+	setupTenant(t, r, "locked", "app")
 	off := startGateway(t, r, "acme", "payments", nil)
 	on := startGateway(t, r, "acme", "ledger", func(c *gateway.Config) { c.CacheEntries = 100 })
+	lockedOn := startGateway(t, r, "locked", "app", func(c *gateway.Config) { c.CacheEntries = 100 })
 	admin := r.AdminClient(r.WaitLeader())
 
 	for _, tc := range []struct {
 		name    string
 		g       *gateway.Gateway
 		service string
-	}{{"cache off", off, "payments"}, {"cache on", on, "ledger"}} {
+		cached  bool
+		lock    bool // lock the tenant out instead of revoking the version
+	}{
+		{"cache off", off, "payments", false, false},
+		{"cache on", on, "ledger", true, false},
+		{"cache on, tenant locked", lockedOn, "app", true, true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ct, _, err := tc.g.Encrypt(ctxT(t), wrap.KeyID{}, []byte("secret"), []byte("ctx"))
 			if err != nil {
@@ -199,7 +207,7 @@ func TestRevocation(t *testing.T) {
 			if _, _, err := tc.g.Decrypt(ctxT(t), ct, []byte("ctx")); err != nil {
 				t.Fatal(err)
 			}
-			if tc.g == on {
+			if tc.cached {
 				// Served from the cache once the gateway holds a cache lease.
 				clustertest.Eventually(t, 20*time.Second, "a cache hit", func() bool {
 					if _, _, err := tc.g.Decrypt(ctxT(t), ct, []byte("ctx")); err != nil {
@@ -208,7 +216,11 @@ func TestRevocation(t *testing.T) {
 					return counter(t, tc.g.Registry(), "krypton_gateway_cache_hits_total", nil) > 0
 				})
 			}
-			if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{
+			if tc.lock {
+				if _, err := admin.LockTenant(ctxT(t), &kv1.LockTenantRequest{RequestId: "lock", Tenant: "locked", Reason: "test"}); err != nil {
+					t.Fatalf("LockTenant: %v", err)
+				}
+			} else if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{
 				RequestId: "revoke-" + tc.service, Reason: "test",
 				Scope: &kv1.KeyScope{Tenant: "acme", Service: tc.service, Version: 1},
 			}); err != nil {
@@ -218,7 +230,7 @@ func TestRevocation(t *testing.T) {
 			if _, _, err := tc.g.Decrypt(ctxT(t), ct, []byte("ctx")); status.Code(err) != codes.FailedPrecondition {
 				t.Fatalf("Decrypt after Revoke returned: %v, want FailedPrecondition", err)
 			}
-			if tc.g == on {
+			if tc.cached {
 				if n := counter(t, tc.g.Registry(), "krypton_gateway_cache_entries", nil); n != 0 {
 					t.Errorf("%v entries still cached after the revocation", n)
 				}
@@ -280,5 +292,37 @@ func TestTenantIsolation(t *testing.T) {
 	cb := tcpClient(t, r, ga, "tenant-b", "app")
 	if _, err := cb.Decrypt(ctxT(t), &kv1.DecryptRequest{Ciphertext: ctB}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("tenant B's application calling gateway A: %v, want PermissionDenied", err)
+	}
+}
+
+// TestClose: Close wipes the cache and stops serving; a second Close returns ErrShutdown.
+func TestClose(t *testing.T) {
+	r := regiontest.Start(t, 3)
+	setupTenant(t, r, "acme", "payments")
+	g := startGateway(t, r, "acme", "payments", func(c *gateway.Config) { c.CacheEntries = 10 })
+	_, blob, _, err := g.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := g.Unwrap(ctxT(t), blob, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := counter(t, g.Registry(), "krypton_gateway_cache_entries", nil); n != 1 {
+		t.Fatalf("%v cache entries, want 1", n)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if n := counter(t, g.Registry(), "krypton_gateway_cache_entries", nil); n != 0 {
+		t.Errorf("%v cache entries after Close", n)
+	}
+	if n := counter(t, g.Registry(), "krypton_gateway_cache_evictions_total", map[string]string{"reason": "shutdown"}); n != 1 {
+		t.Errorf("%v entries wiped on shutdown, want 1", n)
+	}
+	if _, _, err := g.Unwrap(ctxT(t), blob, nil); status.Code(err) != codes.Unavailable {
+		t.Errorf("Unwrap after Close: %v, want Unavailable", err)
+	}
+	if err := g.Close(); err != gateway.ErrShutdown {
+		t.Errorf("second Close: %v, want ErrShutdown", err)
 	}
 }
