@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/anchor/file"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/governance/governancetest"
 	"github.com/kryptonkms/krypton/region"
@@ -33,6 +35,7 @@ func TestGovernance(t *testing.T) {
 	t.Run("revocation", func(t *testing.T) { p.t = t; testRevocation(t, p) })
 	t.Run("policy", func(t *testing.T) { p.t = t; testPolicy(t, p) })
 	t.Run("kill-switch", func(t *testing.T) { p.t = t; testKillSwitch(t, p) })
+	t.Run("flaky-anchor", func(t *testing.T) { p.t = t; testFlakyAnchor(t, p) })
 	t.Run("feed-survival", func(t *testing.T) { p.t = t; testFeedSurvival(t, p) })
 }
 
@@ -272,6 +275,55 @@ func testKillSwitch(t *testing.T, p *planes) {
 			return deleted > 0 && set > 0
 		})
 	}
+}
+
+// testFlakyAnchor: an event that needs an anchor that does not answer must not hold back the
+// events behind it. A tenant is created on a root key that is unavailable: each region's leader
+// retries it for GovernanceAnchorWait (2 s here), then records it refused and goes on, so a
+// revocation of another tenant issued after it still becomes effective everywhere and Revoke with
+// wait returns. Once the key answers, its other tenant works as before.
+func testFlakyAnchor(t *testing.T, p *planes) {
+	keyPath := filepath.Join(t.TempDir(), "flaky.key")
+	uri := "file://" + keyPath
+	pv, err := anchor.Open(context.Background(), uri, anchor.Options{Create: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pv.Close()
+	p.createTenant("bystander", "pay")
+	marker := keyPath + file.UnavailableSuffix
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stuck uint64
+	id := governancetest.RequestID()
+	p.gov("create a tenant on a root key that does not answer", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+		tn, err := c.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: id, Tenant: "flaky", AnchorUri: uri, Regions: []string{"eu", "us"}})
+		stuck = tn.GetCursor()
+		return err
+	})
+	start := time.Now()
+	id = governancetest.RequestID()
+	p.gov("revoke behind the stuck event", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+		_, err := c.Revoke(ctx, &kv1.RevokeRequest{RequestId: id, Target: &kv1.KeyScope{Tenant: "bystander", Service: "pay"}, Reason: "test", Wait: true})
+		return err
+	})
+	t.Logf("a revocation queued behind an event whose root key does not answer took %v (GovernanceAnchorWait 2s)", time.Since(start).Round(time.Millisecond))
+	p.eachNode(func(name string, r *regiontest.Region, i int) {
+		if _, err := r.Nodes[i].State().Usable("bystander", "pay", 0, fsm.OpWrap); !errors.Is(err, fsm.ErrRevoked) {
+			t.Fatalf("%s/%s: the revocation is not effective: %v", name, r.Cfgs[i].NodeID, err)
+		}
+		log := r.Nodes[i].State().RevocationLog(0)
+		j := slices.IndexFunc(log, func(rv fsm.Revocation) bool { return rv.Cursor == stuck })
+		if j < 0 || log[j].Kind != fsm.EventTenantCreated || log[j].Error != "anchor-unavailable" {
+			t.Fatalf("%s/%s: the stuck event is not recorded as refused: %+v", name, r.Cfgs[i].NodeID, log[max(0, len(log)-3):])
+		}
+	})
+	// The key answers again: a tenant on it is created as usual.
+	if err := os.Remove(marker); err != nil {
+		t.Fatal(err)
+	}
+	p.createTenantOn("flaky-again", uri, "first")
 }
 
 // testFeedSurvival issues a stream of events at governance while it kills the governance leader,

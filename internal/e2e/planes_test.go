@@ -53,10 +53,12 @@ func (p *planes) wrapClient(r *regiontest.Region, i int, tenant, service string)
 func startPlanes(t *testing.T) *planes {
 	g := governancetest.Start(t, 3, governancetest.WithHeartbeat(100*time.Millisecond))
 	p := &planes{t: t, g: g, clients: map[int]kv1.GovernanceServiceClient{}, wraps: map[string]kv1.WrapServiceClient{}}
-	p.eu = regiontest.Start(t, 3, regiontest.WithCA(g.CA), regiontest.WithRegion("eu"), regiontest.WithGovernance(g.Addrs()...))
+	// An event waits at most this long for an anchor that does not answer (testFlakyAnchor).
+	anchorWait := regiontest.WithConfig(func(c *region.Config) { c.GovernanceAnchorWait = 2 * time.Second })
+	p.eu = regiontest.Start(t, 3, regiontest.WithCA(g.CA), regiontest.WithRegion("eu"), regiontest.WithGovernance(g.Addrs()...), anchorWait)
 	p.proxy = startReplayProxy(t, g.CA, "us", g.Addrs())
 	p.us = regiontest.Start(t, 3, regiontest.WithCA(g.CA), regiontest.WithRegion("us"), regiontest.WithAnchor(p.eu.Anchor),
-		regiontest.WithGovernance(p.proxy.Addr()))
+		regiontest.WithGovernance(p.proxy.Addr()), anchorWait)
 	return p
 }
 
@@ -123,11 +125,24 @@ func (p *planes) gov(what string, call func(ctx context.Context, c kv1.Governanc
 // until every node of both regions has them.
 func (p *planes) createTenant(tenant string, services ...string) {
 	p.t.Helper()
+	p.createTenantOn(tenant, p.eu.Anchor, services...)
+}
+
+// createTenantOn is createTenant with the tenant's root key at anchorURI.
+func (p *planes) createTenantOn(tenant, anchorURI string, services ...string) {
+	p.t.Helper()
 	id := governancetest.RequestID()
 	p.gov("create tenant "+tenant, func(ctx context.Context, c kv1.GovernanceServiceClient) error {
-		_, err := c.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: id, Tenant: tenant, AnchorUri: p.eu.Anchor, Regions: []string{"eu", "us"}})
+		_, err := c.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: id, Tenant: tenant, AnchorUri: anchorURI, Regions: []string{"eu", "us"}})
 		return err
 	})
+	p.createServices(tenant, services...)
+}
+
+// createServices creates services of a tenant through governance and waits until every node of
+// both regions has them.
+func (p *planes) createServices(tenant string, services ...string) {
+	p.t.Helper()
 	for _, s := range services {
 		id := governancetest.RequestID()
 		p.gov("create service "+s, func(ctx context.Context, c kv1.GovernanceServiceClient) error {

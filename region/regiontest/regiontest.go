@@ -58,7 +58,11 @@ type options struct {
 	ca            *pki.CA
 	region        string
 	governance    []string
+	config        func(*region.Config)
 }
+
+// WithConfig lets f adjust every node's configuration last (GovernanceAnchorWait, say).
+func WithConfig(f func(*region.Config)) Option { return func(o *options) { o.config = f } }
 
 // WithCA issues the nodes' certificates from ca instead of a new CA (a governancetest cluster's,
 // so that the region can follow its feed and the two planes trust each other).
@@ -191,6 +195,9 @@ func (r *Region) config(id string, expect int, gossipKey []byte) region.Config {
 	}
 	c.ClusterOptions = []cluster.Option{cluster.WithConnFilter(r.links.Allowed)}
 	c.PeerFilter = func(remote string) bool { return r.links.Allowed(id, remote) }
+	if r.opts.config != nil {
+		r.opts.config(&c)
+	}
 	return c
 }
 
