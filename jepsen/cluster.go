@@ -60,7 +60,6 @@ type node struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	paused  bool
-	removed bool // removed from the configuration by the member nemesis
 }
 
 // cluster runs the region under test: certificates, anchors, node processes, the network.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -247,7 +248,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	res.Verdicts = append(res.Verdicts, finalChecks(ctx, c, cs, nm, wl, h, logf)...)
 	ops = h.snapshot()
 	lin, model, info := checkLinearizable(remapClients(ops, sc.Clients), 60*time.Second)
-	res.Verdicts = append(res.Verdicts, lin, checkRevocationFence(ops), checkPlaintexts(ops), checkVersions(ops))
+	res.Verdicts = append(res.Verdicts, lin, checkRevocationFence(ops), checkPlaintexts(ops), checkVersions(ops), checkCreateThenUse(ops))
 	faults := nm.injected()
 	for _, f := range faults {
 		res.Faults[f.Kind]++
@@ -356,11 +357,16 @@ func progress(ctx context.Context, h *history, nm *nemesis, logf func(string, ..
 // finalChecks heals the region and checks its end state.
 func finalChecks(ctx context.Context, c *cluster, cs *conns, nm *nemesis, wl *workload, h *history, logf func(string, ...any)) []*Verdict {
 	nm.healAll()
-	for i := range c.nodes {
-		if c.nodes[i].removed {
-			nm.ensureVoter(ctx, i, 30*time.Second)
+	members := newVerdict("membership")
+	// Every node is a voter again once healed (a member nemesis cut short may have left one out).
+	for i, nd := range c.nodes {
+		if !slices.Contains(nm.voters(ctx), nd.id) {
+			if err := nm.ensureVoter(ctx, i, 30*time.Second); err != nil {
+				members.problem("%v", err)
+			}
 		}
 	}
+	members.Detail = "voters: " + strings.Join(nm.voters(ctx), ",")
 	final := newVerdict("final-write")
 	// One write after healing must succeed: retried with the same request id (idempotent) until
 	// a leader takes it.
@@ -403,7 +409,7 @@ func finalChecks(ctx context.Context, c *cluster, cs *conns, nm *nemesis, wl *wo
 	ops := h.snapshot()
 	acked := checkAckedWrites(ops, c, cs)
 	unwraps := checkFinalUnwraps(ctx, ops, c, wl, h)
-	return []*Verdict{final, conv, acked, unwraps}
+	return []*Verdict{members, final, conv, acked, unwraps}
 }
 
 // describeAll reads every tenant with its keys from node i's applied state.
