@@ -4,7 +4,7 @@
 //
 // The revocation latency figures of the closing note of issue 5 come from
 //
-//	go test ./internal/e2e -run 'TestGovernance/revocation' -revocations 100 -v
+//	go test ./internal/e2e -run 'TestGovernance/revocation' -revocations=100 -v
 //
 // which prints the median and worst time from Revoke (with wait) at governance to its return,
 // when every node of both regions refuses the revoked key.
