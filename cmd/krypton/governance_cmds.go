@@ -175,7 +175,7 @@ func tenantCommandWithGovernance() *command {
 	return t
 }
 
-func govTenantText(w io.Writer, t *kv1.GovernanceTenant) error {
+func govTenantText(w io.Writer, t *kv1.GovernanceTenant, extra ...[]string) error {
 	anchor := t.GetAnchorUri()
 	if anchor == "" {
 		anchor = "(deleted: the kill switch is on)"
@@ -191,7 +191,7 @@ func govTenantText(w io.Writer, t *kv1.GovernanceTenant) error {
 	if t.GetAnchorDeletedAt() != nil {
 		rows = append(rows, []string{"Anchor deleted:", timeText(t.GetAnchorDeletedAt())})
 	}
-	return tableNoHeader(w, rows)
+	return tableNoHeader(w, append(rows, extra...))
 }
 
 func govTenantCreateCommand() *command {
@@ -302,10 +302,13 @@ func govTenantDescribeCommand() *command {
 				return err
 			}
 			return c.outputJSON(s.out, d, func(w io.Writer) error {
-				if err := govTenantText(w, t); err != nil {
+				policy := "none"
+				if p.GetRevision() > 0 {
+					policy = fmt.Sprintf("revision %d, %d rules", p.GetRevision(), len(p.GetRules()))
+				}
+				if err := govTenantText(w, t, []string{"Policy:", policy}); err != nil {
 					return err
 				}
-				fmt.Fprintf(w, "Policy:           revision %d, %d rules\n", p.GetRevision(), len(p.GetRules()))
 				if len(svcs.GetServices()) == 0 {
 					return nil
 				}
