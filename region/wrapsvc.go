@@ -44,6 +44,9 @@ func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop fs
 	if errors.Is(err, fsm.ErrLocked) {
 		return nil, n.lockedError(ref.GetTenant())
 	}
+	if errors.Is(err, fsm.ErrAnchorDeleted) {
+		return nil, status.Error(codes.FailedPrecondition, "region: tenant "+ref.GetTenant()+"'s root-key pointer was deleted (the kill switch): every use of its keys is refused until governance sets an anchor again")
+	}
 	if err != nil {
 		return nil, err
 	}
