@@ -20,7 +20,7 @@ import (
 )
 
 // writeReport writes the run directory's report: summary.json and summary.txt, faults.json,
-// refusals.json, the latency plot (latency.svg) and porcupine's visualization
+// refusals.json, the latency plot (latency.png) and porcupine's visualization
 // (linearizability.html). history.jsonl is written as the run goes.
 func writeReport(res *Result, c *cluster, ops []Op, faults []Fault, refusals []Refusal, model porcupine.Model, info porcupine.LinearizationInfo, clients int) error {
 	dir := res.Dir
@@ -44,7 +44,7 @@ func writeReport(res *Result, c *cluster, ops []Op, faults []Fault, refusals []R
 	if err := porcupine.VisualizePath(model, info, filepath.Join(dir, "linearizability.html")); err != nil {
 		return err
 	}
-	return plotLatency(filepath.Join(dir, "latency.svg"), res, ops, faults)
+	return plotLatency(filepath.Join(dir, "latency.png"), res, ops, faults)
 }
 
 // Text is the human summary.

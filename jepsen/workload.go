@@ -24,9 +24,9 @@ import (
 // checker to decide in seconds, and the create and revoke paths run all the time.
 const (
 	activeKeys    = 6    // service keys in use at once
-	keyLifetime   = 2000 // operations on a key before it is retired (service revoked)
+	keyLifetime   = 5000 // operations on a key before it is retired (service revoked)
 	maxRotations  = 40   // versions per key stay below 64 (the model's bitmask)
-	wrapTimeout   = 3 * time.Second
+	wrapTimeout   = time.Second
 	writeTimeout  = 3 * time.Second
 	probeDeadline = 2 * time.Second
 )
