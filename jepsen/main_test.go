@@ -128,6 +128,10 @@ func TestSchedule(t *testing.T) {
 			t.Log("\n" + res.Text())
 			if !res.OK() {
 				t.Errorf("checkers failed (seed %d): see %s", s, dir)
+			} else if *dirFlag == "" {
+				// make test keeps the reports of failed runs only; make jepsen names a directory
+				// and keeps them all.
+				os.RemoveAll(dir)
 			}
 		})
 	}
