@@ -81,6 +81,10 @@ type Config struct {
 	ClusterOptions []cluster.Option
 }
 
+// MaxHeartbeatInterval is the longest HeartbeatInterval: WatchRevocations
+// promises a message at least every 5 seconds.
+const MaxHeartbeatInterval = 5 * time.Second
+
 // DefaultConfig returns a Config with the defaults and no identity,
 // addresses or certificates.
 func DefaultConfig() Config {
@@ -121,6 +125,11 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval < 0 || c.StaleAfter < 0 {
 		return fmt.Errorf("governance: HeartbeatInterval and StaleAfter must not be negative")
+	}
+	if c.HeartbeatInterval > MaxHeartbeatInterval {
+		// The API promises a heartbeat at least every 5 s; regions time out
+		// silent streams on that promise.
+		return fmt.Errorf("governance: HeartbeatInterval %v exceeds %v", c.HeartbeatInterval, MaxHeartbeatInterval)
 	}
 	return nil
 }

@@ -1,6 +1,8 @@
 package governance
 
 import (
+	"maps"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,6 +19,7 @@ type collector struct {
 	lag     *prometheus.Desc
 	events  *prometheus.Desc
 	tenants *prometheus.Desc
+	streams *prometheus.Desc
 }
 
 func newCollector(n *Node) *collector {
@@ -28,11 +31,12 @@ func newCollector(n *Node) *collector {
 		lag:     prometheus.NewDesc("krypton_governance_region_lag_seconds", "Age of the oldest event a region has not reported applied; 0 when none is pending.", []string{"region"}, nil),
 		events:  prometheus.NewDesc("krypton_governance_events_total", "Events in the governance log, by kind.", []string{"kind"}, nil),
 		tenants: prometheus.NewDesc("krypton_governance_tenants", "Tenants governance holds.", nil, nil),
+		streams: prometheus.NewDesc("krypton_governance_watch_streams", "WatchRevocations streams this node serves now, by region.", []string{"region"}, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.head, c.applied, c.pending, c.lag, c.events, c.tenants} {
+	for _, d := range []*prometheus.Desc{c.head, c.applied, c.pending, c.lag, c.events, c.tenants, c.streams} {
 		ch <- d
 	}
 }
@@ -55,4 +59,28 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(counts[k]), k.String())
 	}
 	ch <- prometheus.MustNewConstMetric(c.tenants, prometheus.GaugeValue, float64(f.TenantCount()))
+	for region, n := range c.n.watchers.snapshot() {
+		ch <- prometheus.MustNewConstMetric(c.streams, prometheus.GaugeValue, float64(n), region)
+	}
+}
+
+// watchCount counts the streams a node serves, by region.
+type watchCount struct {
+	mu sync.Mutex // guards n
+	n  map[string]int
+}
+
+func (w *watchCount) add(region string, d int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n == nil {
+		w.n = map[string]int{}
+	}
+	w.n[region] += d
+}
+
+func (w *watchCount) snapshot() map[string]int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.n)
 }

@@ -34,18 +34,19 @@ const (
 // replicated state (FSM), the audit log, and the GovernanceService API on
 // RPCAddr.
 type Node struct {
-	cfg     Config
-	log     *slog.Logger
-	fsm     *FSM
-	cl      *cluster.Cluster
-	reg     *prometheus.Registry
-	audit   *audit.Log
-	syslog  *audit.Syslog // nil without Config.AuditSyslog
-	srv     *transport.Server
-	rpcLn   net.Listener
-	http    *transport.AdminHTTP
-	svc     *api
-	metrics *collector
+	cfg      Config
+	log      *slog.Logger
+	fsm      *FSM
+	cl       *cluster.Cluster
+	reg      *prometheus.Registry
+	audit    *audit.Log
+	syslog   *audit.Syslog // nil without Config.AuditSyslog
+	srv      *transport.Server
+	rpcLn    net.Listener
+	http     *transport.AdminHTTP
+	svc      *api
+	metrics  *collector
+	watchers watchCount // streams served, by region (metrics)
 
 	stop     chan struct{} // closed by Close: streams and waits end
 	wg       sync.WaitGroup

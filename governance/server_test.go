@@ -80,6 +80,9 @@ func TestSingleNodeFlow(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := recvEvents(t, w, 2)
+	if v := gatherValue(t, g.Nodes[0].Registry(), "krypton_governance_watch_streams", "eu"); v != 1 {
+		t.Fatalf("watch streams metric: %v", v)
+	}
 	if got[0].GetKind() != kv1.EventKind_EVENT_KIND_CREATE_TENANT || got[0].GetCursor() != 1 ||
 		got[1].GetKind() != kv1.EventKind_EVENT_KIND_CREATE_SERVICE || got[1].GetCursor() != 3 {
 		t.Fatalf("backlog: %v", got)

@@ -46,6 +46,8 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	if pos > n.fsm.Head() {
 		return ErrCursorAhead
 	}
+	n.watchers.add(region, 1)
+	defer n.watchers.add(region, -1)
 	n.record(ctx, audit.Event{Kind: AuditWatchStart, Detail: map[string]string{"region": region, "after-cursor": strconv.FormatUint(pos, 10)}})
 
 	hb := time.NewTicker(n.cfg.HeartbeatInterval)

@@ -824,7 +824,7 @@ func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.key, "key", "", "PEM file of this node's private key")
 	fs.StringVar(&f.regions, "regions", "", "the only regions tenants may name, comma-separated; empty accepts any region name")
 	fs.BoolVar(&f.devAnchor, "dev-anchor", false, "allow tenants on the file:// development anchor (never in production)")
-	fs.DurationVar(&f.heartbeat, "heartbeat-interval", 5*time.Second, "how often the revocation feed sends a heartbeat when idle")
+	fs.DurationVar(&f.heartbeat, "heartbeat-interval", 5*time.Second, "how often the revocation feed sends a heartbeat when idle (at most 5s)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	f.tuning.declare(fs)

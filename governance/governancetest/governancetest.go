@@ -22,6 +22,7 @@
 //	g.OperatorConfig() / g.NodeConfig(region, nodeID) // transport.ClientConfig to dial any node
 //	g.Context(d)               // a context ending after d or with the test
 //	g.CreateTenant(tenant, anchorURI, regions...) // a tenant, through the leader
+//	governancetest.RequestID() // a request id unique in the process
 //
 // Everything stops when the test ends (t.Cleanup). The file:// development
 // anchor is allowed, so tenants may use a regiontest region's Anchor.
