@@ -1,0 +1,48 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/fsm"
+)
+
+func TestParseRegionSettings(t *testing.T) {
+	s, err := parseRegionSettings("lease-duration=2s, anchor-check-period=500ms,anchor-grace-period=0s,dedupe-window=100")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fsm.DefaultSettings()
+	want.LeaseDuration, want.AnchorCheckPeriod, want.AnchorGracePeriod, want.DedupeWindow = 2*time.Second, 500*time.Millisecond, 0, 100
+	if *s != want {
+		t.Fatalf("got %+v, want %+v", *s, want)
+	}
+	if s, err := parseRegionSettings(" "); s != nil || err != nil {
+		t.Fatalf("empty: got %v, %v; want none", s, err)
+	}
+	for _, bad := range []string{"lease-duration", "lease-duration=soon", "lease=2s", "lease-duration=0s", "dedupe-window=x"} {
+		if _, err := parseRegionSettings(bad); err == nil {
+			t.Errorf("%q: accepted", bad)
+		}
+	}
+}
+
+func TestRaftTuning(t *testing.T) {
+	c := cluster.DefaultConfig()
+	(&raftTuning{}).apply(&c)
+	d := cluster.DefaultConfig()
+	if c.HeartbeatTimeout != d.HeartbeatTimeout || c.ElectionTimeout != d.ElectionTimeout || c.LeaderLeaseTimeout != d.LeaderLeaseTimeout ||
+		c.SnapshotThreshold != d.SnapshotThreshold || c.SnapshotInterval != d.SnapshotInterval || c.TrailingLogs != d.TrailingLogs {
+		t.Fatal("zero tuning changed the defaults")
+	}
+	tu := raftTuning{heartbeat: 200 * time.Millisecond, election: 300 * time.Millisecond, snapshotThreshold: 16, trailingLogs: 8, snapshotInterval: time.Second}
+	tu.apply(&c)
+	if c.HeartbeatTimeout != 200*time.Millisecond || c.ElectionTimeout != 300*time.Millisecond || c.SnapshotThreshold != 16 || c.TrailingLogs != 8 || c.SnapshotInterval != time.Second {
+		t.Fatalf("tuning not applied: %+v", c)
+	}
+	// The default leader lease (500 ms) would exceed a 200 ms heartbeat and fail validation.
+	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
+		t.Fatalf("leader lease %s exceeds the heartbeat %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+}
