@@ -199,8 +199,13 @@ func checkRevocationFence(ops []Op) *Verdict {
 			}
 		}
 	}
+	checked := 0
+	for _, a := range acks {
+		checked += len(a)
+	}
+	v.Detail = fmt.Sprintf("%d acknowledged revocations", checked)
 	if n > 0 {
-		v.Detail = fmt.Sprintf("%d uses of revoked keys after the acknowledgement", n)
+		v.Detail += fmt.Sprintf("; %d uses of revoked keys after the acknowledgement", n)
 	}
 	return v
 }

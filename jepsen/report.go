@@ -84,6 +84,14 @@ func (r *Result) Text() string {
 		fmt.Fprintf(&b, "  %-20s %3d\n", k, r.Faults[k])
 	}
 	fmt.Fprintf(&b, "\nrevocations probed: %d node refusals (%d probes of paused or cut-off nodes unanswered); worst time from acknowledgement to the last node's refusal: %s\n", r.Refusals, r.Unanswered, r.WorstRefusal.Round(time.Millisecond))
+	if len(r.RefusalCodes) > 0 {
+		var codes []string
+		for c, n := range r.RefusalCodes {
+			codes = append(codes, fmt.Sprintf("%s %d", c, n))
+		}
+		sort.Strings(codes)
+		fmt.Fprintf(&b, "refusals by code: %s\n", strings.Join(codes, ", "))
+	}
 	b.WriteString("\ncheckers:\n")
 	for _, v := range r.Verdicts {
 		fmt.Fprintf(&b, "  %-22s %-7s %s\n", v.Checker, v.Result, v.Detail)

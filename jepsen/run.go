@@ -59,11 +59,12 @@ type Result struct {
 	Verdicts []*Verdict     `json:"verdicts"`
 	// WorstRefusal is the longest time from a revocation's acknowledgement to the last node's
 	// refusal of the revoked key (zero when no revocation was probed).
-	WorstRefusal time.Duration `json:"worst-refusal"`
-	Refusals     int           `json:"refusals"`
-	Unanswered   int           `json:"unanswered-probes"` // probes of paused or cut-off nodes that timed out
-	Elapsed      time.Duration `json:"elapsed"`
-	Skipped      []string      `json:"skipped,omitempty"` // nemeses this network cannot run
+	WorstRefusal time.Duration  `json:"worst-refusal"`
+	Refusals     int            `json:"refusals"`
+	RefusalCodes map[string]int `json:"refusal-codes"`     // FailedPrecondition: revoked; Unavailable: no lease or down
+	Unanswered   int            `json:"unanswered-probes"` // probes of paused or cut-off nodes that timed out
+	Elapsed      time.Duration  `json:"elapsed"`
+	Skipped      []string       `json:"skipped,omitempty"` // nemeses this network cannot run
 }
 
 // OK reports whether every checker passed (an "unknown" linearizability verdict counts as
@@ -106,7 +107,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	logf := func(format string, args ...any) { opts.Logf("[%s] "+format, append([]any{sc.Name}, args...)...) }
 	r := rand.New(rand.NewPCG(opts.Seed, 0x6a657073656e))
 	timing := randomTiming(r)
-	res = &Result{Scenario: sc, Seed: opts.Seed, Timing: timing, Dir: opts.Dir, Ops: map[string]int{}, Faults: map[string]int{}}
+	res = &Result{Scenario: sc, Seed: opts.Seed, Timing: timing, Dir: opts.Dir, Ops: map[string]int{}, Faults: map[string]int{}, RefusalCodes: map[string]int{}}
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -262,6 +263,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 			continue
 		}
 		res.Refusals++
+		res.RefusalCodes[rf.Code]++
 		res.WorstRefusal = max(res.WorstRefusal, rf.After)
 	}
 	c.shutdown()
