@@ -25,8 +25,8 @@ type network interface {
 	port(i, kind int) int
 	// canPartition reports whether drop, slow and heal work.
 	canPartition() bool
-	// drop discards every packet from node a to node b (one direction; TCP then fails both ways
-	// for connections a opens, and b's connections to a lose their replies... see DESIGN.md).
+	// drop discards every packet from node a to node b. It is one-way for gossip's UDP; a TCP
+	// connection between them fails whichever side opened it (its data or its replies are lost).
 	drop(a, b int) error
 	// slow makes node i's link lossy (lossPct % of packets dropped both ways) and, where the
 	// kernel has netem, delayed.
@@ -37,7 +37,7 @@ type network interface {
 	close() error
 }
 
-// envFreePorts picks free loopback ports for the unprivileged network.
+// freePort picks a free loopback port for the unprivileged network.
 func freePort(udp bool) (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
