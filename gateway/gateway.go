@@ -237,13 +237,17 @@ func (g *Gateway) Close() error {
 	if g.kmipSrv != nil {
 		g.kmipSrv.Close()
 	}
-	for _, ln := range []net.Listener{g.tcpLn, g.unixLn, g.httpLn, g.kmipLn} {
+	if g.http != nil {
+		g.http.Shutdown(ctx)
+	}
+	// Listeners a server never took (Serve not called, or it failed early).
+	for _, ln := range []net.Listener{g.tcpLn, g.unixLn, g.kmipLn} {
 		if ln != nil {
 			ln.Close()
 		}
 	}
-	if g.http != nil {
-		g.http.Shutdown(ctx)
+	if g.http == nil && g.httpLn != nil {
+		g.httpLn.Close()
 	}
 	if g.wraps != nil {
 		g.wraps.close()

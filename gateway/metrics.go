@@ -43,8 +43,8 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 		entries:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "krypton_gateway_cache_entries", Help: "Data keys in the cache."}),
 		cacheBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "krypton_gateway_cache_bytes", Help: "Bytes the cache's entries count."}),
 		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "krypton_gateway_region_node_serving", Help: "1 if the region node serves (its own word, or a call that succeeded), else 0.",
-		}, []string{"node"}),
+			Name: "krypton_gateway_region_node_serving", Help: "1 if the region node at addr serves (its own word, or a call that succeeded), else 0; node is empty until the node has answered once.",
+		}, []string{"addr", "node"}),
 	}
 	for _, r := range regs {
 		if r == nil {
@@ -79,11 +79,18 @@ func (m *metrics) cacheSize(n, bytes int) {
 	m.entries.Set(float64(n))
 	m.cacheBytes.Set(float64(bytes))
 }
-func (m *metrics) forgetNode(node string) { m.nodes.DeleteLabelValues(node) }
-func (m *metrics) nodeHealthy(node string, ok bool) {
+func (m *metrics) forgetNode(addr string) {
+	m.nodes.DeletePartialMatch(prometheus.Labels{"addr": addr})
+}
+
+// nodeHealthy reports a node's state; id is "" until the node has said who it is.
+func (m *metrics) nodeHealthy(addr, id string, ok bool) {
 	v := 0.0
 	if ok {
 		v = 1
 	}
-	m.nodes.WithLabelValues(node).Set(v)
+	if id != "" {
+		m.nodes.DeleteLabelValues(addr, "")
+	}
+	m.nodes.WithLabelValues(addr, id).Set(v)
 }

@@ -171,7 +171,11 @@ func (p *pool) refresh(ctx context.Context) {
 		p.forget(seen)
 	}
 	for _, e := range p.endpoints() {
-		p.metrics.nodeHealthy(e.id(), e.serving.Load())
+		id := ""
+		if p := e.nodeID.Load(); p != nil {
+			id = *p
+		}
+		p.metrics.nodeHealthy(e.addr, id, e.serving.Load())
 	}
 }
 
@@ -185,7 +189,7 @@ func (p *pool) forget(seen map[string]bool) {
 			keep = append(keep, e)
 			continue
 		}
-		p.metrics.forgetNode(e.id())
+		p.metrics.forgetNode(e.addr)
 		delete(p.eps, e.addr)
 		e.conn.Close()
 	}
