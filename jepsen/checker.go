@@ -345,3 +345,44 @@ func checkCreateThenUse(ops []Op) *Verdict {
 	}
 	return v
 }
+
+// checkKillSwitch measures the customer's kill switch: for each time a tenant's anchor was
+// disabled (anchor-dead), how long after it operations on the tenant's keys still began and
+// succeeded. region/DESIGN.md ("L1 checks") promises a lockout within one check period, fenced
+// like a revocation (the lease); past check period + lease × 1.05 + 1 s the checker warns (a
+// warning, not a failure: a leader paused or cut off by another fault checks late, which the
+// promise allows).
+func checkKillSwitch(ops []Op, faults []Fault, t Timing) (*Verdict, time.Duration) {
+	v := newVerdict("kill-switch")
+	bound := t.AnchorCheck + time.Duration(float64(t.Lease)*1.05) + time.Second
+	var worst time.Duration
+	n := 0
+	for _, f := range faults {
+		if f.Kind != AnchorDead {
+			continue
+		}
+		var tenant string
+		if _, err := fmt.Sscanf(f.Detail, "tenant %s disabled", &tenant); err != nil {
+			continue
+		}
+		n++
+		var last time.Duration
+		for _, op := range ops {
+			if op.Outcome != OK || (op.Type != OpWrap && op.Type != OpUnwrap) || !strings.HasPrefix(op.Key, tenant+"/") {
+				continue
+			}
+			if op.Invoke >= f.Start && op.Invoke <= f.End {
+				last = max(last, time.Duration(op.Invoke-f.Start))
+			}
+		}
+		worst = max(worst, last)
+		if last > bound {
+			v.Result = Warn
+			if len(v.Problems) < maxProblems {
+				v.Problems = append(v.Problems, fmt.Sprintf("tenant %s: its keys still served %s after its anchor was disabled (bound %s)", tenant, last.Round(time.Millisecond), bound.Round(time.Millisecond)))
+			}
+		}
+	}
+	v.Detail = fmt.Sprintf("%d anchor disablings; worst time from disabling to the last use that began: %s (bound %s)", n, worst.Round(time.Millisecond), bound.Round(time.Millisecond))
+	return v, worst
+}

@@ -63,8 +63,11 @@ type Result struct {
 	Refusals     int            `json:"refusals"`
 	RefusalCodes map[string]int `json:"refusal-codes"`     // FailedPrecondition: revoked; Unavailable: no lease or down
 	Unanswered   int            `json:"unanswered-probes"` // probes of paused or cut-off nodes that timed out
-	Elapsed      time.Duration  `json:"elapsed"`
-	Skipped      []string       `json:"skipped,omitempty"` // nemeses this network cannot run
+	// WorstKillSwitch is the longest time from disabling a tenant's anchor to the last use of
+	// its keys that began after it.
+	WorstKillSwitch time.Duration `json:"worst-kill-switch"`
+	Elapsed         time.Duration `json:"elapsed"`
+	Skipped         []string      `json:"skipped,omitempty"` // nemeses this network cannot run
 }
 
 // OK reports whether every checker passed (an "unknown" linearizability verdict counts as
@@ -254,6 +257,9 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	for _, f := range faults {
 		res.Faults[f.Kind]++
 	}
+	ks, worstKill := checkKillSwitch(ops, faults, timing)
+	res.Verdicts = append(res.Verdicts, ks)
+	res.WorstKillSwitch = worstKill
 	for _, op := range ops {
 		res.Ops[op.Type+" "+op.Outcome]++
 	}

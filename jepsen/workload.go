@@ -171,12 +171,18 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 		return w.unwrap(ctx, p, n, k, r)
 	case x < 98 && canRotate:
 		return w.rotate(ctx, p, n, k)
+	case x < 99:
+		return w.wrap(ctx, p, n, k, r)
 	default:
 		k.mu.Lock()
 		var v uint32
-		if k.maxVersion > 0 {
-			// Mostly old versions (what an operator retires), sometimes the current one.
-			v = uint32(1 + r.IntN(int(k.maxVersion)))
+		switch {
+		case k.maxVersion > 1 && r.IntN(10) > 0:
+			// Mostly old versions (what an operator retires)...
+			v = uint32(1 + r.IntN(int(k.maxVersion-1)))
+		case k.maxVersion > 0:
+			// ...sometimes the current one, after which wraps fail until the next rotation.
+			v = k.maxVersion
 		}
 		already := k.revoked[v]
 		k.mu.Unlock()
