@@ -1,7 +1,6 @@
 package jepsen
 
 import (
-	"context"
 	cryptorand "crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -73,11 +72,10 @@ type cluster struct {
 	caPath    string
 	nodes     []*node
 	anchors   []string // anchor key files, one per tenant
-	logf      func(string, ...any)
 }
 
-func newCluster(bin, dir string, nw network, n int, timing Timing, tenants int, logf func(string, ...any)) (*cluster, error) {
-	c := &cluster{bin: bin, dir: dir, net: nw, timing: timing, logf: logf}
+func newCluster(bin, dir string, nw network, n int, timing Timing, tenants int) (*cluster, error) {
+	c := &cluster{bin: bin, dir: dir, net: nw, timing: timing}
 	key := make([]byte, 32)
 	if _, err := cryptorand.Read(key); err != nil {
 		return nil, err
@@ -299,21 +297,4 @@ func (c *cluster) setAnchor(t int, mode string) error {
 		return nil
 	}
 	return os.WriteFile(p+"."+mode, nil, 0o600)
-}
-
-// waitExited is for tests: whether node i's process has exited.
-func (c *cluster) waitExited(ctx context.Context, i int) error {
-	nd := c.nodes[i]
-	nd.mu.Lock()
-	ch := nd.exited
-	nd.mu.Unlock()
-	if ch == nil {
-		return nil
-	}
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

@@ -174,7 +174,7 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	logf("seed %d, %d nodes on %s, raft heartbeat %s election %s snapshot-threshold %d trailing-logs %d, lease %s",
 		opts.Seed, sc.Nodes, nw.name(), timing.Heartbeat, timing.Election, timing.SnapshotThreshold, timing.TrailingLogs, timing.Lease)
 
-	c, err := newCluster(opts.Binary, opts.Dir, nw, sc.Nodes, timing, numTenants, logf)
+	c, err := newCluster(opts.Binary, opts.Dir, nw, sc.Nodes, timing, numTenants)
 	if err != nil {
 		return nil, err
 	}
