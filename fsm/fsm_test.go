@@ -66,9 +66,12 @@ func TestRaftCluster(t *testing.T) {
 	conf := func(id raft.ServerID) *raft.Config {
 		c := raft.DefaultConfig()
 		c.LocalID = id
-		c.HeartbeatTimeout = 50 * time.Millisecond
-		c.ElectionTimeout = 50 * time.Millisecond
-		c.LeaderLeaseTimeout = 50 * time.Millisecond
+		// Loose enough that a loaded machine (two cores shared by many test
+		// processes, -race) keeps one leader for the whole test: it has no
+		// retry logic, since a retried Apply could apply an entry twice.
+		c.HeartbeatTimeout = 500 * time.Millisecond
+		c.ElectionTimeout = 500 * time.Millisecond
+		c.LeaderLeaseTimeout = 500 * time.Millisecond
 		c.CommitTimeout = 5 * time.Millisecond
 		c.SnapshotThreshold = 1 << 30
 		c.TrailingLogs = 10
