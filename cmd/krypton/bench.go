@@ -95,6 +95,7 @@ func benchCommand() *command {
 			fs.BoolVar(&o.gw.spawn, "spawn-gateway", false, "with -spawn: start a gateway in this process in front of the region and load it")
 			fs.IntVar(&o.gw.batch, "gateway-batch", 128, "with -spawn-gateway: the gateway's batch size (1: batching off)")
 			fs.DurationVar(&o.gw.batchWait, "gateway-batch-wait", 500*time.Microsecond, "with -spawn-gateway: the gateway's batch wait")
+			fs.IntVar(&o.gw.payload, "gateway-payload", 1024, "with -op encrypt through a gateway: bytes of data per Encrypt")
 		},
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
 			if err := o.check(fs); err != nil {
@@ -113,7 +114,7 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 	if err := refuseEnv(); err != nil {
 		return err
 	}
-	o.cfg.Op = bench.Op(o.op)
+	o.cfg.Op = bench.Op(o.gw.op(o.op))
 	if err := o.checkLoad(); err != nil {
 		return err
 	}
@@ -258,6 +259,7 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 	if err != nil {
 		return err
 	}
+	o.gw.relabel(res)
 	if err := res.WriteTable(s.out); err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/gateway"
+	"github.com/kryptonkms/krypton/internal/bench"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -24,6 +25,30 @@ type gatewayBench struct {
 	spawn     bool
 	batch     int
 	batchWait time.Duration
+	payload   int  // -gateway-payload: bytes per Encrypt
+	encrypt   bool // -op encrypt: run as datakey, each call an Encrypt of payload bytes
+}
+
+// op maps -op for the load generator: through a gateway, encrypt runs the datakey load with
+// every GenerateDataKey turned into an Encrypt (the gateway makes a data key, has it wrapped,
+// and seals the payload), and is reported as encrypt.
+func (b *gatewayBench) op(op string) string {
+	if b.enabled() && op == "encrypt" {
+		b.encrypt = true
+		return string(bench.OpDataKey)
+	}
+	return op
+}
+
+// relabel names an encrypt run's figures after what was measured.
+func (b *gatewayBench) relabel(r *bench.Result) {
+	if !b.encrypt {
+		return
+	}
+	r.Config.Op, r.Total.Op = "encrypt", "encrypt"
+	for i := range r.ByOp {
+		r.ByOp[i].Op = "encrypt"
+	}
 }
 
 func (b *gatewayBench) enabled() bool { return b.addr != "" || b.spawn }
@@ -38,8 +63,10 @@ func (b *gatewayBench) check(o *benchOptions) error {
 		return usagef("-gateway and -spawn-gateway exclude each other")
 	case b.spawn && o.spawn == 0:
 		return usagef("-spawn-gateway starts a gateway in front of -spawn's region; for a running region start krypton gateway and give -gateway")
-	case o.op != "datakey" && o.op != "unwrap":
-		return usagef("-op %s: through a gateway, bench measures datakey (GenerateDataKey) and unwrap", o.op)
+	case o.op != "datakey" && o.op != "unwrap" && o.op != "encrypt":
+		return usagef("-op %s: through a gateway, bench measures datakey (GenerateDataKey), encrypt and unwrap", o.op)
+	case b.payload < 0 || b.payload > 4<<20:
+		return usagef("-gateway-payload must be 0 to 4 MiB")
 	case o.cfg.Batch != 0:
 		return usagef("-batch is for the region's batch RPCs; the gateway batches by itself (-gateway-batch)")
 	case b.batch < 1 || b.batch > transport.MaxBatchItems:
@@ -81,20 +108,32 @@ func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca
 		stop()
 		return nil, "", nil, err
 	}
-	return gatewayWrapClient{kv1.NewGatewayServiceClient(conn)}, addr, func() { conn.Close(); stop() }, nil
+	client := gatewayWrapClient{gw: kv1.NewGatewayServiceClient(conn)}
+	if b.encrypt {
+		client.payload = make([]byte, b.payload)
+	}
+	return client, addr, func() { conn.Close(); stop() }, nil
 }
 
 // gatewayWrapClient lets bench's WrapService load generator drive a gateway: GenerateDataKey and
-// Unwrap go to the gateway's methods of the same name. Wrap and BatchWrap, which bench uses only
+// Unwrap go to the gateway's methods of the same name (GenerateDataKey to Encrypt for -op
+// encrypt). Wrap and BatchWrap, which bench uses only
 // to check the target and to make blobs for unwrap, make data keys instead (the gateway wraps only
 // keys it made). Everything else is Unimplemented.
 type gatewayWrapClient struct {
-	gw kv1.GatewayServiceClient
+	gw      kv1.GatewayServiceClient
+	payload []byte // non-nil: GenerateDataKey is an Encrypt of payload
 }
 
 var errNotThroughGateway = status.Error(codes.Unimplemented, "bench: not measured through a gateway")
 
 func (c gatewayWrapClient) GenerateDataKey(ctx context.Context, in *kv1.GenerateDataKeyRequest, opts ...grpc.CallOption) (*kv1.GenerateDataKeyResponse, error) {
+	if c.payload != nil {
+		if _, err := c.gw.Encrypt(ctx, &kv1.EncryptRequest{Key: in.GetKey(), Data: c.payload, Context: in.GetContext()}, opts...); err != nil {
+			return nil, err
+		}
+		return &kv1.GenerateDataKeyResponse{}, nil
+	}
 	return c.gw.GenerateDataKey(ctx, in, opts...)
 }
 
