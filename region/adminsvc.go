@@ -306,7 +306,7 @@ func (n *Node) tenantProto(t fsm.Tenant) *kv1.Tenant {
 		out.LockedReason, out.LockedAt = t.LockReason, ts(t.LockedAt)
 	}
 	if t.AnchorDeleted {
-		out.LockedReason = "the tenant's L1 anchor was deleted"
+		out.LockedReason = "the tenant's L1 anchor pointer was deleted (the kill switch); it serves again once governance sets an anchor"
 	}
 	if svcs, err := n.state.ListServices(t.Name); err == nil {
 		out.ServiceCount = uint32(len(svcs))
