@@ -344,13 +344,31 @@ func (nm *nemesis) member(ctx context.Context, l int, f *Fault) error {
 	}
 	id := c.nodes[target].id
 	f.Detail = id
-	nm.logf("nemesis: member: removing, wiping and re-adding %s", id)
-	c.kill(target)
+	// Half the time the node is removed while it still runs, cut off from the others, so that it
+	// cannot learn of its removal: it may hold a lease granted just before, which the fence of
+	// any revocation in the next lease periods must wait out (region/DESIGN.md, "The revocation
+	// fence"); clients still reach it. Otherwise it is killed first.
+	running := c.net.canPartition() && nm.r.IntN(2) == 0
+	if running {
+		var rest []int
+		for i := range c.nodes {
+			if i != target {
+				rest = append(rest, i)
+			}
+		}
+		if err := nm.partition([]int{target}, rest); err != nil {
+			return err
+		}
+		f.Detail = id + " (removed while running, cut off)"
+	} else {
+		c.kill(target)
+	}
+	nm.logf("nemesis: member: removing, wiping and re-adding %s", f.Detail)
 	// Remove through whichever node answers (writes are forwarded to the leader).
 	removed := false
 	for attempt := 0; attempt < 20 && !removed && ctx.Err() == nil; attempt++ {
 		for i := range c.nodes {
-			if !c.running(i) {
+			if i == target || !c.running(i) {
 				continue
 			}
 			a, err := nm.cs.admin(i)
@@ -369,10 +387,15 @@ func (nm *nemesis) member(ctx context.Context, l int, f *Fault) error {
 			sleep(ctx, 500*time.Millisecond)
 		}
 	}
+	sleep(ctx, nm.hold())
+	if running {
+		c.kill(target)
+		c.net.heal()
+	}
 	if err := c.wipe(target); err != nil {
 		return err
 	}
-	sleep(ctx, nm.hold())
+	sleep(ctx, nm.c.timing.Election)
 	if err := c.start(target, false); err != nil {
 		return err
 	}

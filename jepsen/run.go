@@ -577,14 +577,30 @@ func checkFinalUnwraps(ctx context.Context, ops []Op, c *cluster, wl *workload, 
 			}
 		}
 	}
-	// At most maxFinalUnwraps, an even sample, so that the final phase stays short.
+	// At most maxFinalUnwraps, so that the final phase stays short: wraps of versions not
+	// revoked first (they must still open), then an even sample of the revoked (they must not).
 	total := len(jobs)
 	if total > maxFinalUnwraps {
-		sampled := make([]job, 0, maxFinalUnwraps)
-		for i := range maxFinalUnwraps {
-			sampled = append(sampled, jobs[i*total/maxFinalUnwraps])
+		var live, dead []job
+		for _, j := range jobs {
+			if svcRevoked[j.op.Key] || revoked[j.op.Key][j.op.Version] {
+				dead = append(dead, j)
+			} else {
+				live = append(live, j)
+			}
 		}
-		jobs = sampled
+		even := func(js []job, n int) []job {
+			if len(js) <= n {
+				return js
+			}
+			out := make([]job, 0, n)
+			for i := range n {
+				out = append(out, js[i*len(js)/n])
+			}
+			return out
+		}
+		live = even(live, maxFinalUnwraps*4/5)
+		jobs = append(live, even(dead, maxFinalUnwraps-len(live))...)
 	}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
