@@ -235,6 +235,22 @@ func TestRevocation(t *testing.T) {
 					t.Errorf("%v entries still cached after the revocation", n)
 				}
 			}
+			if tc.lock {
+				// Unlocked, the tenant's keys open again, and the gateway caches them again.
+				if _, err := admin.UnlockTenant(ctxT(t), &kv1.UnlockTenantRequest{RequestId: "unlock", Tenant: "locked"}); err != nil {
+					t.Fatalf("UnlockTenant: %v", err)
+				}
+				hits := counter(t, tc.g.Registry(), "krypton_gateway_cache_hits_total", nil)
+				clustertest.Eventually(t, 20*time.Second, "cache hits after the unlock", func() bool {
+					// An unlock is not fenced: a node may still be applying it.
+					if _, _, err := tc.g.Decrypt(ctxT(t), ct, []byte("ctx")); status.Code(err) == codes.FailedPrecondition {
+						return false
+					} else if err != nil {
+						t.Fatalf("Decrypt after the unlock: %v", err)
+					}
+					return counter(t, tc.g.Registry(), "krypton_gateway_cache_hits_total", nil) > hits
+				})
+			}
 		})
 	}
 }

@@ -72,9 +72,10 @@ func keyEventFor(c fsm.Change) *kv1.KeyEvent {
 		e.Scope.Service, e.Scope.Version = c.Service, c.Version
 	case fsm.TenantLocked, fsm.AnchorDeleted:
 		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_LOCKED
-	case fsm.PolicySet:
+	case fsm.PolicySet, fsm.TenantUnlocked:
 		// What the policy now allows is the region's to judge: the tenant's gateways drop their
-		// cached keys and fetch them again through the region's checks.
+		// cached keys and fetch them again through the region's checks. After an unlock, the new
+		// stream's snapshot no longer denies the tenant, so its gateways may cache again.
 		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_FLUSH
 	case fsm.Restored:
 		e.Kind, e.Scope = kv1.KeyEventKind_KEY_EVENT_KIND_FLUSH, nil

@@ -96,8 +96,8 @@ const (
 	// The tenant was locked out, or its anchor deleted, at index.
 	KeyEventKind_KEY_EVENT_KIND_LOCKED KeyEventKind = 3
 	// The node's state was replaced from a snapshot, or the tenant's access
-	// policy was replaced, at index: drop every cached key and subscribe again
-	// (the new stream's SNAPSHOT says what is unusable).
+	// policy was replaced, or the tenant unlocked, at index: drop every cached
+	// key and subscribe again (the new stream's SNAPSHOT says what is unusable).
 	KeyEventKind_KEY_EVENT_KIND_FLUSH KeyEventKind = 4
 	// A cache lease, answering the renewal renew_seq: cached keys may be used
 	// for lease after the renewal was sent.
