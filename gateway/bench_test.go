@@ -1,0 +1,44 @@
+package gateway_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/kryptonkms/krypton/gateway"
+	"github.com/kryptonkms/krypton/region/regiontest"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// BenchmarkGenerateDataKey measures data keys made through an in-process gateway against a
+// three-node region on loopback, from 64 goroutines, with batching on and off. (krypton bench
+// -spawn 3 -spawn-gateway measures the same through the gRPC front end.)
+func BenchmarkGenerateDataKey(b *testing.B) {
+	r := regiontest.Start(b, 3)
+	setupTenant(b, r, "acme", "payments")
+	for _, bc := range []struct {
+		name string
+		size int
+		wait time.Duration
+	}{{"batched", 128, 500 * time.Microsecond}, {"unbatched", 1, 0}} {
+		b.Run(bc.name, func(b *testing.B) {
+			g := startGateway(b, r, "acme", "payments", func(c *gateway.Config) {
+				c.BatchSize, c.BatchWait = bc.size, bc.wait
+				c.Logger = nil
+			})
+			if _, _, _, err := g.GenerateDataKey(ctxT(b), wrap.KeyID{}, nil); err != nil {
+				b.Fatal(err)
+			}
+			b.SetParallelism(32) // 64 goroutines on two cores
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				ctx := ctxT(b)
+				for pb.Next() {
+					if _, _, _, err := g.GenerateDataKey(ctx, wrap.KeyID{}, []byte("bench")); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
