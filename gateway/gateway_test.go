@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -303,6 +304,10 @@ func TestTenantIsolation(t *testing.T) {
 				t.Fatalf("Decrypt: %q, %v", dec.GetData(), err)
 			}
 		})
+	}
+	// The socket admits its owner only, unless configured otherwise.
+	if fi, err := os.Stat(ga.UnixSocket()); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
+		t.Errorf("Unix socket: %v, %v; want a socket with mode 0600", fi.Mode(), err)
 	}
 	// An application of tenant B, with a valid certificate of the same CA, at gateway A's door.
 	cb := tcpClient(t, r, ga, "tenant-b", "app")
