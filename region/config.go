@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/transport"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -75,6 +77,15 @@ type Config struct {
 
 	// AuditPath is the hash-chained JSON-lines audit log; empty means DataDir/audit.log.
 	AuditPath string
+
+	// AuditSyslog, if set, sends a copy of every audit line to a syslog receiver (RFC 5424 over
+	// TLS; audit.NewSyslog). The node sets its Logger and Registerer. A receiver that is down
+	// delays nothing: see docs/audit.md.
+	AuditSyslog *audit.SyslogConfig
+
+	// OIDC, if set, admits operators with OIDC bearer tokens on the operator RPCs
+	// (transport.ServerConfig.OIDC, docs/identity.md). The caller closes it after Shutdown.
+	OIDC *transport.OIDCVerifier
 
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger

@@ -47,6 +47,7 @@ type Node struct {
 	reg     *prometheus.Registry
 	metrics *nodeMetrics
 	audit   *audit.Log
+	syslog  *audit.Syslog // nil without Config.AuditSyslog
 	srv     *transport.Server
 	rpcLn   net.Listener
 	http    *transport.AdminHTTP
@@ -104,7 +105,17 @@ func New(cfg Config) (_ *Node, err error) {
 	if auditPath == "" {
 		auditPath = filepath.Join(cfg.DataDir, "audit.log")
 	}
-	if n.audit, err = audit.Open(auditPath, audit.Options{Node: cfg.NodeID, SyncInterval: 100 * time.Millisecond}); err != nil {
+	auditOpts := audit.Options{Node: cfg.NodeID, SyncInterval: 100 * time.Millisecond}
+	if cfg.AuditSyslog != nil {
+		sc := *cfg.AuditSyslog
+		sc.Logger, sc.Registerer = log, n.reg
+		if n.syslog, err = audit.NewSyslog(sc); err != nil {
+			return nil, fmt.Errorf("region: audit syslog: %w", err)
+		}
+		closers = append(closers, func() { n.syslog.Close() })
+		auditOpts.Forward = n.syslog.Forward
+	}
+	if n.audit, err = audit.Open(auditPath, auditOpts); err != nil {
 		return nil, fmt.Errorf("region: audit log: %w", err)
 	}
 	closers = append(closers, func() { n.audit.Close() })
@@ -154,6 +165,7 @@ func New(cfg Config) (_ *Node, err error) {
 		Certificate: cfg.Certificate,
 		Metrics:     tm,
 		Audit:       n.auditRefusal,
+		OIDC:        cfg.OIDC,
 		Logger:      log,
 	})
 	if err != nil {
@@ -272,6 +284,9 @@ func (n *Node) shutdown(stopCluster func() error) error {
 	n.keys.wipeAll()
 	if e := n.audit.Close(); e != nil && err == nil {
 		err = e
+	}
+	if n.syslog != nil {
+		n.syslog.Close() // after the log: its last lines are queued
 	}
 	n.log.Info("region node stopped")
 	return err

@@ -40,6 +40,8 @@ type serverFlags struct {
 	logFormat       string
 	governance      string
 	tuning          raftTuning
+	oidc            oidcFlags
+	audit           auditFlags
 	settings        string
 }
 
@@ -63,6 +65,8 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&f.governance, "governance", "", "gRPC addresses of the governance nodes, comma-separated: the region's leader follows their feed (the node certificate must then name the region: spiffe://krypton/region/<region>/node/<id>); empty runs the region on its own")
 	f.tuning.declare(fs)
+	f.oidc.declare(fs)
+	f.audit.declare(fs)
 	fs.StringVar(&f.settings, "region-settings", "", "region settings the leader keeps proposing while the replicated ones differ, as lease-duration=2s,anchor-check-period=1s,anchor-grace-period=10s (give every node the same; for tests and the chaos suite)")
 }
 
@@ -146,6 +150,12 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	cfg.AllowDevAnchor = f.devAnchor
 	cfg.Logger = log
 	cfg.Tune = f.tuning.apply
+	if cfg.AuditSyslog, err = f.audit.syslogConfig(log); err != nil {
+		return cfg, err
+	}
+	if cfg.OIDC, err = f.oidc.verifier(log); err != nil {
+		return cfg, err
+	}
 	if f.gossipKey == "" {
 		return cfg, usagef("server: -gossip-key is required (32 bytes, base64; e.g. head -c32 /dev/urandom | base64)")
 	}
@@ -210,6 +220,7 @@ func serverCommand() *command {
 			}
 			// Whatever happens below, no key outlives the process in locked memory.
 			defer memguard.Purge()
+			defer cfg.OIDC.Close() // after the node has stopped
 			n, err := region.New(cfg)
 			if err != nil {
 				return err
