@@ -23,6 +23,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor"
 	anchorfile "github.com/kryptonkms/krypton/anchor/file"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/region"
@@ -87,6 +88,7 @@ type devRegion struct {
 	anchorURI  string
 	cfgs       []region.Config
 	nodes      []*region.Node
+	gov        *governance.Node // the single-node governance plane that feeds the region
 	conns      []*grpc.ClientConn
 	operator   [2]string // certificate and key files
 	logPath    string
@@ -94,7 +96,41 @@ type devRegion struct {
 	service    [2]string // of the demo/app service
 }
 
-const devNodes = 3
+const (
+	devNodes      = 3
+	devRegionName = "dev"
+)
+
+// startGovernance starts the single-node governance plane on base+40 (Raft +41, gossip +42,
+// metrics +43); the region's leader follows its event feed.
+func (d *devRegion) startGovernance(ctx context.Context, log *slog.Logger, gossipKey []byte) error {
+	cert, err := d.ca.IssueNode("governance-1", pki.NodeOptions{})
+	if err != nil {
+		return err
+	}
+	c := governance.DefaultConfig()
+	c.NodeID, c.DataDir = "governance-1", filepath.Join(d.dir, "governance-1")
+	for _, a := range []struct {
+		addr *string
+		by   int
+		udp  bool
+	}{{&c.RPCAddr, 40, false}, {&c.RaftAddr, 41, false}, {&c.GossipAddr, 42, true}, {&c.HTTPAddr, 43, false}} {
+		if *a.addr, err = devAddr(offset(d.opts.portBase, a.by), 0, a.udp); err != nil {
+			return err
+		}
+	}
+	c.BootstrapExpect = 1
+	c.GossipKey = gossipKey
+	c.Roots = d.ca.Pool()
+	c.Certificate = cert.TLSCertificate()
+	c.AllowDevAnchor = true
+	c.HeartbeatInterval = time.Second
+	c.Logger = log.With("plane", "governance")
+	if d.gov, err = governance.Start(ctx, c); err != nil {
+		return fmt.Errorf("dev: starting governance: %w", err)
+	}
+	return nil
+}
 
 func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, error) {
 	d := &devRegion{opts: o, dir: o.dir}
@@ -168,14 +204,21 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 
 	gossipKey := make([]byte, 32)
 	rand.Read(gossipKey)
+	govGossipKey := make([]byte, 32)
+	rand.Read(govGossipKey)
+	if err := d.startGovernance(ctx, log, govGossipKey); err != nil {
+		return nil, err
+	}
 	for i := range devNodes {
 		id := "node-" + strconv.Itoa(i+1)
-		cert, err := d.ca.IssueNode(id, pki.NodeOptions{})
+		// The certificate names the region: governance feeds a region's events only to its nodes.
+		cert, err := d.ca.IssueNode(id, pki.NodeOptions{Region: devRegionName})
 		if err != nil {
 			return nil, err
 		}
 		c := region.DefaultConfig()
-		c.NodeID, c.Region, c.DataDir = id, "dev", filepath.Join(d.dir, id)
+		c.NodeID, c.Region, c.DataDir = id, devRegionName, filepath.Join(d.dir, id)
+		c.Governance = []string{d.gov.Addr()}
 		if c.RPCAddr, err = devAddr(o.portBase, i, false); err != nil {
 			return nil, err
 		}
@@ -281,6 +324,9 @@ func (d *devRegion) close() {
 	for i := range d.nodes {
 		d.kill(i)
 	}
+	if d.gov != nil {
+		d.gov.Close()
+	}
 	if d.logFile != nil {
 		d.logFile.Close()
 	}
@@ -331,11 +377,15 @@ func (d *devRegion) waitServing(ctx context.Context) error {
 }
 
 func (d *devRegion) dial(i int, certFile, keyFile string) (*grpc.ClientConn, error) {
+	return d.dialAddr(d.cfgs[i].RPCAddr, certFile, keyFile)
+}
+
+func (d *devRegion) dialAddr(addr, certFile, keyFile string) (*grpc.ClientConn, error) {
 	cfg, err := transport.LoadClientConfig(filepath.Join(d.dir, "certs", caCertFile), certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := transport.Dial(context.Background(), d.cfgs[i].RPCAddr, cfg)
+	conn, err := transport.Dial(context.Background(), addr, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -354,6 +404,7 @@ func (d *devRegion) printWelcome(w io.Writer) {
 		}
 		fmt.Fprintf(w, "    %-7s api %-16s raft %-16s metrics http://%s/metrics  (%s)\n", c.NodeID, c.RPCAddr, c.RaftAddr, c.HTTPAddr, role)
 	}
+	fmt.Fprintf(w, "    governance api %s: the region's leader follows its event feed\n", d.gov.Addr())
 	fmt.Fprintf(w, "\n    data, certificates and root key: %s\n", d.dir)
 	fmt.Fprintf(w, "    tenant \"demo\" on %s, with service key \"demo/app\"\n\n", d.anchorURI)
 	fmt.Fprintln(w, "Talk to it as an operator:")
@@ -365,6 +416,12 @@ func (d *devRegion) printWelcome(w io.Writer) {
 	fmt.Fprintln(w, "    krypton operator raft list-peers")
 	fmt.Fprintln(w, "    krypton key rotate demo app")
 	fmt.Fprintln(w, "    krypton key describe demo app")
+	fmt.Fprintf(w, "\nGovern it (tenants, policy, revocation, the kill switch):\n    export KRYPTON_GOVERNANCE_ADDR=%s\n", d.gov.Addr())
+	fmt.Fprintln(w, "    krypton tenant create -anchor "+d.anchorURI+" -regions dev acme")
+	fmt.Fprintln(w, "    krypton service create acme payments")
+	fmt.Fprintln(w, "    krypton revoke -tenant acme -service payments -version 1 -reason demo -dry-run")
+	fmt.Fprintln(w, "    krypton tenant delete-anchor -wait acme      # the kill switch; set-anchor lifts it")
+	fmt.Fprintln(w, "    krypton governance status")
 	fmt.Fprintln(w, "\nWrap and unwrap as the service demo/app (wrapping takes a service certificate):")
 	fmt.Fprintf(w, "    KRYPTON_CLIENT_CERT=%s KRYPTON_CLIENT_KEY=%s \\\n      krypton datakey -key demo/app\n\n", d.service[0], d.service[1])
 	if d.anchorPath != "" {
@@ -401,13 +458,25 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 		say("%-7s raft %-16s voter, %s", p.GetNodeId(), p.GetRaftAddress(), role)
 	}
 
-	step("create tenant acme on the file:// anchor and its service key acme/payments (asked of follower %s, forwarded to the leader)", d.cfgs[follower].NodeID)
-	if _, err := admin.CreateTenant(ctx, &kv1.CreateTenantRequest{RequestId: "demo-tenant", Tenant: "acme", AnchorUri: d.anchorURI}); err != nil {
+	step("governance creates tenant acme on %s in region dev, and its service acme/payments; the region's leader follows the feed", d.anchorURI)
+	govConn, err := d.dialAddr(d.gov.Addr(), d.operator[0], d.operator[1])
+	if err != nil {
 		return err
 	}
-	if _, err := admin.CreateKey(ctx, &kv1.CreateKeyRequest{RequestId: "demo-key", Tenant: "acme", Service: "payments"}); err != nil {
+	gov := kv1.NewGovernanceServiceClient(govConn)
+	if _, err := gov.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "demo-tenant", Tenant: "acme", AnchorUri: d.anchorURI, Regions: []string{devRegionName}}); err != nil {
 		return err
 	}
+	if _, err := gov.CreateService(ctx, &kv1.GovernanceCreateServiceRequest{RequestId: "demo-service", Tenant: "acme", Service: "payments"}); err != nil {
+		return err
+	}
+	if err := poll(ctx, 20*time.Second, "acme/payments in the region", func() bool {
+		_, err := admin.DescribeKey(ctx, &kv1.DescribeKeyRequest{Tenant: "acme", Service: "payments"})
+		return err == nil
+	}); err != nil {
+		return err
+	}
+	say("follower %s knows acme/payments: the leader sealed its L2 with the anchor and its L3 under the L2", d.cfgs[follower].NodeID)
 	svc, err := d.ca.IssueService("acme", "payments", time.Hour)
 	if err != nil {
 		return err
@@ -516,6 +585,10 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 		say("%s refuses the v1 blob: %s", d.cfgs[i].NodeID, status.Convert(err).Message())
 	}
 
+	if err := d.demoGovernanceKillSwitch(ctx, gov, clients, ref, step, say); err != nil {
+		return err
+	}
+
 	if d.anchorPath == "" {
 		step("the L1 kill switch: disable the key %s in its own console and every node refuses acme within one check period", d.anchorURI)
 		fmt.Fprintln(w, "\n==> demo complete")
@@ -548,4 +621,56 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 	say("root key enabled again: acme wraps again, nothing was lost")
 	fmt.Fprintln(w, "\n==> demo complete")
 	return nil
+}
+
+// demoGovernanceKillSwitch deletes acme's L1 pointer at governance, shows every node refusing the
+// tenant the moment DeleteAnchor returns, then sets the pointer back and shows that a blob wrapped
+// before the switch still unwraps: the sealed keys were never touched.
+func (d *devRegion) demoGovernanceKillSwitch(ctx context.Context, gov kv1.GovernanceServiceClient, clients []kv1.WrapServiceClient,
+	ref *kv1.KeyRef, step func(string, ...any), say func(string, ...any)) error {
+	blobCtx := []byte("invoice=42")
+	before, err := clients[0].GenerateDataKey(ctx, &kv1.GenerateDataKeyRequest{Key: ref, Context: blobCtx})
+	if err != nil {
+		return err
+	}
+	step("governance pulls the kill switch: delete acme's L1 pointer and wait until every region has it in force")
+	start := time.Now()
+	del, err := gov.DeleteAnchor(ctx, &kv1.DeleteAnchorRequest{RequestId: "demo-kill", Tenant: "acme", Reason: "demo", Wait: true})
+	if err != nil {
+		return err
+	}
+	say("event %d effective in %v (regions %v)", del.GetEvent().GetCursor(), time.Since(start).Round(time.Millisecond), regionNames(del.GetRegions()))
+	for i := range devNodes {
+		_, err := clients[i].Unwrap(ctx, &kv1.UnwrapRequest{Blob: before.GetBlob(), Context: blobCtx})
+		if status.Code(err) != codes.FailedPrecondition {
+			return fmt.Errorf("dev: %s answered %v after the kill switch, want FailedPrecondition", d.cfgs[i].NodeID, err)
+		}
+		say("%s refuses acme: %s", d.cfgs[i].NodeID, status.Convert(err).Message())
+	}
+	step("set the pointer again: the region checks that the anchor opens the sealed tenant keys, then serves")
+	if _, err := gov.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: "demo-restore", Tenant: "acme", AnchorUri: d.anchorURI}); err != nil {
+		return err
+	}
+	for i := range devNodes {
+		var got *kv1.UnwrapResponse
+		if err := poll(ctx, 20*time.Second, d.cfgs[i].NodeID+" to serve acme again", func() bool {
+			got, err = clients[i].Unwrap(ctx, &kv1.UnwrapRequest{Blob: before.GetBlob(), Context: blobCtx})
+			return err == nil
+		}); err != nil {
+			return err
+		}
+		if !bytes.Equal(got.GetPlaintext(), before.GetPlaintext()) {
+			return fmt.Errorf("dev: %s unwrapped other bytes after the kill switch", d.cfgs[i].NodeID)
+		}
+	}
+	say("every node unwraps the blob wrapped before the switch: nothing was lost")
+	return nil
+}
+
+func regionNames(rc []*kv1.RegionCursor) []string {
+	names := make([]string, len(rc))
+	for i, r := range rc {
+		names[i] = r.GetRegion()
+	}
+	return names
 }
