@@ -7,8 +7,10 @@ import (
 )
 
 // batcher coalesces concurrent requests into batch calls. A batch is sent when it holds size
-// requests, or when its first request has waited wait, whichever comes first; so a lone request
-// is delayed by at most wait. With size 1 every request is sent at once, alone.
+// requests, or when its first request has waited wait, or as soon as no other batch is in flight,
+// whichever comes first. So a lone request is delayed by at most wait (by nothing on an idle
+// gateway), and requests are batched exactly while the region is busy with an earlier batch, as a
+// database groups commits. With size 1 every request is sent at once, alone.
 //
 // send answers every request of a batch: results[i] and errs[i] answer reqs[i]. It runs on its
 // own goroutine, so several batches may be in flight at once.
@@ -22,10 +24,11 @@ type batcher[Req, Res any] struct {
 	// in it can be wiped.
 	drop func(Res)
 
-	mu      sync.Mutex // guards pending, gen and closed
-	pending []*call[Req, Res]
-	gen     uint64 // counts batches started, so that a late timer does not cut a younger batch
-	closed  bool
+	mu       sync.Mutex // guards pending, gen, inflight and closed
+	pending  []*call[Req, Res]
+	gen      uint64 // counts batches started, so that a late timer does not cut a younger batch
+	inflight int    // batches sent and not yet answered
+	closed   bool
 	wg      sync.WaitGroup // batches in flight
 }
 
@@ -49,7 +52,7 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	}
 	b.pending = append(b.pending, c)
 	switch {
-	case len(b.pending) >= b.size || b.wait == 0:
+	case len(b.pending) >= b.size || b.wait == 0 || b.inflight == 0:
 		b.flushLocked()
 	case len(b.pending) == 1:
 		gen := b.gen
@@ -85,6 +88,7 @@ func (b *batcher[Req, Res]) flushLocked() {
 	batch := b.pending
 	b.pending = nil
 	b.gen++
+	b.inflight++
 	b.wg.Add(1)
 	go func() {
 		defer b.wg.Done()
@@ -100,6 +104,11 @@ func (b *batcher[Req, Res]) flushLocked() {
 		res, errs := b.send(context.Background(), reqs)
 		b.mu.Lock()
 		defer b.mu.Unlock()
+		b.inflight--
+		if b.inflight == 0 && len(b.pending) > 0 {
+			// What queued behind this batch goes now, without waiting out its timer.
+			b.flushLocked()
+		}
 		for i, c := range batch {
 			c.res, c.err = res[i], errs[i]
 			if c.abandoned && c.err == nil && b.drop != nil {

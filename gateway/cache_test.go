@@ -146,13 +146,17 @@ func TestCacheWipedOnClose(t *testing.T) {
 	c.close() // twice is fine
 }
 
-// TestBatcher: a batch closes at its size; per-item errors go back to their own callers.
+// TestBatcher: a request to an idle batcher goes at once; behind a batch in flight, requests
+// gather until a batch is full; per-item errors go back to their own callers.
 func TestBatcher(t *testing.T) {
 	var mu sync.Mutex
 	var sizes []int
+	gate, sending := make(chan struct{}), make(chan struct{}, 16)
 	b := &batcher[int, int]{
-		size: 4, wait: time.Hour, // only the size closes a batch here
+		size: 4, wait: time.Hour, // no timer closes a batch here
 		send: func(_ context.Context, reqs []int) ([]int, []error) {
+			sending <- struct{}{}
+			<-gate
 			res, errs := make([]int, len(reqs)), make([]error, len(reqs))
 			for i, r := range reqs {
 				if r%3 == 0 {
@@ -166,37 +170,59 @@ func TestBatcher(t *testing.T) {
 		onBatch: func(n int) { mu.Lock(); sizes = append(sizes, n); mu.Unlock() },
 	}
 	var wg sync.WaitGroup
-	for i := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			res, err := b.do(context.Background(), i)
-			switch {
-			case i%3 == 0 && (err == nil || err.Error() != fmt.Sprintf("item %d refused", i)):
-				t.Errorf("caller %d: err %v", i, err)
-			case i%3 != 0 && (err != nil || res != i*10):
-				t.Errorf("caller %d: %d, %v", i, res, err)
-			}
-		}()
+	caller := func(i int) {
+		defer wg.Done()
+		res, err := b.do(context.Background(), i)
+		switch {
+		case i%3 == 0 && (err == nil || err.Error() != fmt.Sprintf("item %d refused", i)):
+			t.Errorf("caller %d: err %v", i, err)
+		case i%3 != 0 && (err != nil || res != i*10):
+			t.Errorf("caller %d: %d, %v", i, res, err)
+		}
 	}
+	wg.Add(1)
+	go caller(0)
+	<-sending // caller 0's batch, alone, is in flight
+	for i := 1; i <= 8; i++ {
+		wg.Add(1)
+		go caller(i)
+	}
+	<-sending
+	<-sending // two full batches of four went while the first was in flight
+	close(gate)
 	wg.Wait()
 	b.close()
-	if len(sizes) != 2 || sizes[0] != 4 || sizes[1] != 4 {
-		t.Errorf("batch sizes %v, want [4 4]", sizes)
+	if len(sizes) != 3 || sizes[0] != 1 || sizes[1] != 4 || sizes[2] != 4 {
+		t.Errorf("batch sizes %v, want [1 4 4]", sizes)
 	}
 	if _, err := b.do(context.Background(), 1); !errors.Is(err, errShutdown) {
 		t.Errorf("after close: %v", err)
 	}
 }
 
-// TestBatcherLoneRequest: a lone request is sent after the wait, not held for company.
+// TestBatcherLoneRequest: a lone request is not held for company: on an idle batcher it goes at
+// once, and behind a batch in flight it goes when its wait is over.
 func TestBatcherLoneRequest(t *testing.T) {
+	gate, sending := make(chan struct{}), make(chan struct{}, 1)
 	b := &batcher[int, int]{
 		size: 1024, wait: time.Millisecond,
-		send: func(_ context.Context, reqs []int) ([]int, []error) { return reqs, make([]error, len(reqs)) },
+		send: func(_ context.Context, reqs []int) ([]int, []error) {
+			if reqs[0] == 0 {
+				sending <- struct{}{}
+				<-gate // the first batch stays in flight
+			}
+			return reqs, make([]error, len(reqs))
+		},
 	}
 	defer b.close()
+	done := make(chan error, 1)
+	go func() { _, err := b.do(context.Background(), 0); done <- err }()
+	<-sending
 	if res, err := b.do(context.Background(), 7); err != nil || res != 7 {
 		t.Fatalf("%d, %v", res, err)
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

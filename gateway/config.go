@@ -55,8 +55,8 @@ type Config struct {
 	// batching off: every request is its own RPC.
 	BatchSize int
 	// BatchWait is the longest a request waits for others to join its batch; a batch is sent when
-	// it is full or when its first request has waited this long. 0 sends every request at once,
-	// alone (batching off, as BatchSize 1).
+	// it is full, when its first request has waited this long, or as soon as no earlier batch is
+	// in flight. 0 sends every request at once, alone (batching off, as BatchSize 1).
 	BatchWait time.Duration
 
 	// CacheEntries enables the cache of unwrapped data keys when positive: at most this many
