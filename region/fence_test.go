@@ -313,3 +313,45 @@ func TestFenceAfterShorteningTheLease(t *testing.T) {
 	wantCode(t, err, codes.Unavailable, "unwrap on the cut-off follower after the fence")
 	r.Heal()
 }
+
+// TestFenceConfirmsARestartedNode: a revocation made while a node is down waits out its lease;
+// once the node is back and serving, the next revocation gets its confirmation instead of waiting
+// out the lease again. (The leader's connection to the node failed for a whole lease period, so
+// gRPC's connect backoff grew past a second: the fence must redial rather than wait it out.)
+func TestFenceConfirmsARestartedNode(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	for _, id := range []string{"rot-2", "rot-3"} {
+		if _, err := r.AdminClient(r.Leader()).RotateKey(ctxT(t), &kv1.RotateKeyRequest{RequestId: id, Tenant: "acme", Service: "payments"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The old leader goes down; the new leader fences it by lease expiry.
+	old := r.Leader()
+	oid := r.Cfgs[old].NodeID
+	r.Kill(old)
+	var admin kv1.AdminServiceClient
+	clustertest.Eventually(t, 30*time.Second, "a new leader", func() bool {
+		if l := r.Leader(); l >= 0 && l != old {
+			admin = r.AdminClient(l)
+			return true
+		}
+		return false
+	})
+	resp, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-1", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(resp.GetFence().GetLeaseExpiredNodes(), oid) {
+		t.Fatalf("fence with %s down: confirmed %v, expired %v; want %s expired", oid, resp.GetFence().GetConfirmedNodes(), resp.GetFence().GetLeaseExpiredNodes(), oid)
+	}
+	r.Start(old)
+	clustertest.Eventually(t, 30*time.Second, oid+" serving again", func() bool { return r.Nodes[old].Serving() == nil })
+	resp, err = admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-2", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := resp.GetFence().GetConfirmedNodes(); !slices.Contains(got, oid) {
+		t.Fatalf("fence after %s restarted: confirmed %v, expired %v; want %s confirmed", oid, got, resp.GetFence().GetLeaseExpiredNodes(), oid)
+	}
+}

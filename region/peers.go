@@ -71,6 +71,23 @@ func (p *peerClients) node(nodeID string) (kv1.NodeServiceClient, error) {
 	return kv1.NewNodeServiceClient(conn), nil
 }
 
+// redial ends the connect backoff of the connection to nodeID, if there is one, so that the next
+// call dials at once. After a peer restarts, gRPC would otherwise wait out a backoff that grew
+// while the peer was down (up to seconds), and a fence would wait out the peer's lease instead of
+// getting its confirmation.
+func (p *peerClients) redial(nodeID string) {
+	addr, ok := p.apiAddr(nodeID)
+	if !ok {
+		return
+	}
+	p.mu.Lock()
+	conn := p.conns[addr]
+	p.mu.Unlock()
+	if conn != nil {
+		conn.ResetConnectBackoff()
+	}
+}
+
 // leader returns a node-service client for the current leader and its id.
 func (p *peerClients) leader() (kv1.NodeServiceClient, string, error) {
 	id, _ := p.cl.Leader()

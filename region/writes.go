@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -388,6 +389,9 @@ func (n *Node) fencePeer(ctx context.Context, id string, index uint64, deadline 
 			cancel()
 			if err == nil && resp.GetReached() {
 				return true
+			}
+			if status.Code(err) == codes.Unavailable {
+				n.peers.redial(id)
 			}
 		}
 		t := time.NewTimer(min(50*time.Millisecond, max(remaining, 0)))
