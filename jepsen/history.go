@@ -66,6 +66,7 @@ type history struct {
 	ops   []Op
 	data  map[int]*opData
 	next  int
+	count map[string]int // by outcome, for the progress line
 	w     *bufio.Writer
 	f     *os.File
 }
@@ -75,7 +76,7 @@ func newHistory(path string, start time.Time) (*history, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &history{start: start, data: map[int]*opData{}, f: f, w: bufio.NewWriter(f)}, nil
+	return &history{start: start, data: map[int]*opData{}, count: map[string]int{}, f: f, w: bufio.NewWriter(f)}, nil
 }
 
 func (h *history) now() int64 { return int64(time.Since(h.start)) }
@@ -95,12 +96,20 @@ func (h *history) end(op *Op, data *opData) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.ops = append(h.ops, *op)
+	h.count[op.Outcome]++
 	if data != nil {
 		h.data[op.ID] = data
 	}
 	b, _ := json.Marshal(op)
 	h.w.Write(b)
 	h.w.WriteByte('\n')
+}
+
+// counts returns how many operations completed ok, failed and were indeterminate.
+func (h *history) counts() (ok, fail, info int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.count[OK], h.count[Fail], h.count[Info]
 }
 
 func (h *history) snapshot() []Op {

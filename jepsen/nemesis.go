@@ -277,7 +277,7 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		case Slow:
 			t := nm.r.IntN(n)
 			loss := 10 + nm.r.IntN(30)
-			f.Detail = fmt.Sprintf("%s loss %d%% delay 50ms", c.nodes[t].id, loss)
+			f.Detail = fmt.Sprintf("%s loss %d%%, slow link", c.nodes[t].id, loss)
 			err = c.net.slow(t, loss, 50)
 		}
 		if err != nil {

@@ -202,8 +202,18 @@ func (w *netnsNet) slow(i, lossPct, delayMs int) error {
 			return err
 		}
 	}
-	if delayMs > 0 && w.netem {
+	if delayMs <= 0 {
+		return nil
+	}
+	if w.netem {
 		return run("ip", "netns", "exec", w.ctl(), "tc", "qdisc", "replace", "dev", "v"+strconv.Itoa(i+1), "root", "netem", "delay", fmt.Sprintf("%dms", delayMs), fmt.Sprintf("%dms", delayMs/4))
+	}
+	// Without netem, a token bucket on both ends of the node's link: a narrow link whose queue
+	// delays packets under load (up to the latency bound) and drops beyond it.
+	for _, at := range [][2]string{{w.ctl(), "v" + strconv.Itoa(i+1)}, {w.node(i), "eth0"}} {
+		if err := run("ip", "netns", "exec", at[0], "tc", "qdisc", "replace", "dev", at[1], "root", "tbf", "rate", "2mbit", "burst", "16kb", "latency", fmt.Sprintf("%dms", 4*delayMs)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -211,10 +221,10 @@ func (w *netnsNet) slow(i, lossPct, delayMs int) error {
 func (w *netnsNet) heal() error {
 	// "add table" then "delete table" makes the delete succeed whether or not it existed.
 	err := w.nft("add table inet jepsen\ndelete table inet jepsen\nadd table inet jepsen\nadd chain inet jepsen faults { type filter hook forward priority 0; policy accept; }\n")
-	if w.netem {
-		for i := range w.n {
-			_ = run("ip", "netns", "exec", w.ctl(), "tc", "qdisc", "del", "dev", "v"+strconv.Itoa(i+1), "root")
-		}
+	for i := range w.n {
+		// Deleting a root qdisc that was never added fails harmlessly.
+		_ = run("ip", "netns", "exec", w.ctl(), "tc", "qdisc", "del", "dev", "v"+strconv.Itoa(i+1), "root")
+		_ = run("ip", "netns", "exec", w.node(i), "tc", "qdisc", "del", "dev", "eth0", "root")
 	}
 	return err
 }

@@ -342,23 +342,12 @@ func progress(ctx context.Context, h *history, nm *nemesis, logf func(string, ..
 			return
 		case <-t.C:
 		}
-		ops := h.snapshot()
-		var ok, fail, info int
-		for _, op := range ops {
-			switch op.Outcome {
-			case OK:
-				ok++
-			case Fail:
-				fail++
-			default:
-				info++
-			}
-		}
+		ok, fail, info := h.counts()
 		active, nfaults := nm.status()
 		if active == "" {
 			active = "none"
 		}
-		logf("t=%3.0fs ops=%d ok=%d fail=%d info=%d faults=%d now=%s", time.Since(h.start).Seconds(), len(ops), ok, fail, info, nfaults, active)
+		logf("t=%3.0fs ops=%d ok=%d fail=%d info=%d faults=%d now=%s", time.Since(h.start).Seconds(), ok+fail+info, ok, fail, info, nfaults, active)
 	}
 }
 

@@ -149,6 +149,13 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 	}
 	nwraps := len(k.wraps)
 	canRotate := k.rotations < maxRotations
+	// The current version was revoked: wraps fail until a rotation, so rotate soon (or retire
+	// the key when it may rotate no more).
+	currentRevoked := k.maxVersion > 0 && k.revoked[k.maxVersion]
+	if currentRevoked && !canRotate && !k.retired {
+		retire = true
+		k.retired = true
+	}
 	k.mu.Unlock()
 	if retire || stillborn {
 		w.mu.Lock()
@@ -163,6 +170,9 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 			return Op{}
 		}
 		return w.revoke(ctx, p, n, k, 0)
+	}
+	if currentRevoked && r.IntN(4) == 0 {
+		return w.rotate(ctx, p, n, k)
 	}
 	switch x := r.IntN(100); {
 	case x < 55 || nwraps == 0:
@@ -180,7 +190,7 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 		case k.maxVersion > 1 && r.IntN(10) > 0:
 			// Mostly old versions (what an operator retires)...
 			v = uint32(1 + r.IntN(int(k.maxVersion-1)))
-		case k.maxVersion > 0:
+		case k.maxVersion > 0 && canRotate:
 			// ...sometimes the current one, after which wraps fail until the next rotation.
 			v = k.maxVersion
 		}
