@@ -314,10 +314,10 @@ func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context [
 	if _, err := rand.Read(plaintext); err != nil {
 		return nil, nil, key, err
 	}
-	// The request gets its own copy, wiped once the region has answered.
+	// The request gets its own copy, which sendWraps wipes once the region has answered (not
+	// here: a caller that gives up leaves its request in a batch still being sent).
 	sent := append([]byte(nil), plaintext...)
 	resp, err := g.wraps.do(ctx, &kv1.WrapRequest{Key: keyRef(key), Plaintext: sent, Context: context})
-	clear(sent)
 	if err != nil {
 		clear(plaintext)
 		return nil, nil, key, err
@@ -422,6 +422,11 @@ var errShortBatch = status.Error(codes.Internal, "gateway: the region answered a
 // UNAVAILABLE alone (a node that cannot obtain the tenant's key right now) are sent once more, in
 // a batch of their own, to whichever node the pool picks.
 func (g *Gateway) sendWraps(ctx context.Context, reqs []*kv1.WrapRequest) ([]*kv1.WrapResponse, []error) {
+	defer func() {
+		for _, r := range reqs {
+			clear(r.GetPlaintext()) // the data keys' copies made for the region
+		}
+	}()
 	res, errs := make([]*kv1.WrapResponse, len(reqs)), make([]error, len(reqs))
 	todo := make([]int, len(reqs))
 	for i := range todo {
