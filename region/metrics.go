@@ -1,6 +1,8 @@
 package region
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -8,6 +10,7 @@ import (
 // transport. Labels are operation names and outcomes only — never key names or material.
 type nodeMetrics struct {
 	ops          *prometheus.HistogramVec // wrap path latency by operation
+	opObservers  sync.Map                 // operation name -> its child of ops (a prometheus.Observer)
 	anchorCalls  *prometheus.CounterVec   // L1 calls by operation and outcome
 	fenceSeconds prometheus.Histogram     // how long a revocation took to become effective everywhere
 	fenceExpired prometheus.Counter       // nodes fenced by lease expiry rather than confirmation

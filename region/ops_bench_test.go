@@ -53,6 +53,19 @@ func BenchmarkOps(b *testing.B) {
 	for range 256 {
 		batch.Items = append(batch.Items, wrapReq)
 	}
+	// BatchUnwrap opens the blobs of one BatchWrap, as a gateway's would be.
+	wrapped, err := client.BatchWrap(ctx, batch)
+	if err != nil {
+		b.Fatal(err)
+	}
+	batchUnwrap := &kv1.BatchUnwrapRequest{}
+	for _, res := range wrapped.GetResults() {
+		batchUnwrap.Items = append(batchUnwrap.Items, &kv1.UnwrapRequest{Blob: res.GetValue().GetBlob(), Context: []byte("bench")})
+	}
+	batchDataKey := &kv1.BatchGenerateDataKeyRequest{}
+	for range 256 {
+		batchDataKey.Items = append(batchDataKey.Items, &kv1.GenerateDataKeyRequest{Key: ref, Context: []byte("bench")})
+	}
 	ops := []struct {
 		name  string
 		items int
@@ -68,6 +81,8 @@ func BenchmarkOps(b *testing.B) {
 			return err
 		}},
 		{"batchwrap256", 256, func() error { _, err := client.BatchWrap(ctx, batch); return err }},
+		{"batchunwrap256", 256, func() error { _, err := client.BatchUnwrap(ctx, batchUnwrap); return err }},
+		{"batchdatakey256", 256, func() error { _, err := client.BatchGenerateDataKey(ctx, batchDataKey); return err }},
 	}
 	for _, op := range ops {
 		for _, callers := range []int{1, 16, 64} {

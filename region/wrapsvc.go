@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -58,24 +59,29 @@ func (n *Node) blobKey(ctx context.Context, blob, context []byte, op fsm.Op, pop
 	if err := n.Serving(); err != nil {
 		return nil, err
 	}
-	if err := transport.CheckBlob(blob); err != nil {
-		return nil, err
-	}
-	if err := transport.CheckContext(context); err != nil {
-		return nil, err
-	}
-	h, err := wrap.ParseHeader(blob)
+	ref, err := blobRef(blob, context)
 	if err != nil {
 		return nil, err
 	}
-	if h.Kind != wrap.KindWrappedDataKey {
-		return nil, wrap.ErrMalformed
+	return n.usableKey(ctx, &ref, op, pop)
+}
+
+// blobRef checks a blob and its context and returns the key the blob names.
+func blobRef(blob, context []byte) (kv1.KeyRef, error) {
+	if err := transport.CheckBlob(blob); err != nil {
+		return kv1.KeyRef{}, err
 	}
-	ref := &kv1.KeyRef{Tenant: h.Parent.Tenant, Service: h.Parent.Service, Version: h.Parent.Version}
-	if ref.Version == 0 {
-		return nil, wrap.ErrMalformed
+	if err := transport.CheckContext(context); err != nil {
+		return kv1.KeyRef{}, err
 	}
-	return n.usableKey(ctx, ref, op, pop)
+	h, err := wrap.ParseHeader(blob)
+	if err != nil {
+		return kv1.KeyRef{}, err
+	}
+	if h.Kind != wrap.KindWrappedDataKey || h.Parent.Version == 0 {
+		return kv1.KeyRef{}, wrap.ErrMalformed
+	}
+	return kv1.KeyRef{Tenant: h.Parent.Tenant, Service: h.Parent.Service, Version: h.Parent.Version}, nil
 }
 
 func keyRef(id wrap.KeyID) *kv1.KeyRef {
@@ -197,7 +203,11 @@ func dataKey(plaintext []byte) (*wrap.DataKey, error) {
 
 // observe records an operation's latency on the node's histogram.
 func (n *Node) observe(op string, start time.Time) {
-	n.metrics.ops.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	o, ok := n.metrics.opObservers.Load(op)
+	if !ok {
+		o, _ = n.metrics.opObservers.LoadOrStore(op, n.metrics.ops.WithLabelValues(op))
+	}
+	o.(prometheus.Observer).Observe(time.Since(start).Seconds())
 }
 
 func (s *wrapService) Wrap(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResponse, error) {
@@ -226,24 +236,95 @@ func itemError(err error) *kv1.ItemError {
 	return kv1.NewItemError(status.Convert(transport.ToStatus(err)))
 }
 
+// batchKeys remembers, for one batch call, the outcome of usableKey for each key reference and
+// operation its items named: a batch pays for the lease, policy, state and keyring checks once per
+// distinct key, not once per item. The checks are the same as for unary calls; they only run
+// earlier for the later items of a batch (microseconds), as a unary call's run before its wrap.
+type batchKeys struct {
+	n       *Node
+	ctx     context.Context
+	last    *batchKey // the entry found or made last: batches usually name one key
+	entries map[batchKeyRef]*batchKey
+}
+
+type batchKeyRef struct {
+	tenant, service string
+	version         uint32
+	op              fsm.Op
+	pop             fsm.PolicyOp
+}
+
+type batchKey struct {
+	ref batchKeyRef
+	l3  *wrap.ServiceKey
+	err error
+	out *kv1.KeyRef // the key as responses name it, shared by the items wrapped under it
+}
+
+// get is usableKey for ref, op and pop, once per batch.
+func (b *batchKeys) get(ref *kv1.KeyRef, op fsm.Op, pop fsm.PolicyOp) *batchKey {
+	k := batchKeyRef{ref.GetTenant(), ref.GetService(), ref.GetVersion(), op, pop}
+	if b.last != nil && b.last.ref == k {
+		return b.last
+	}
+	e := b.entries[k]
+	if e == nil {
+		e = &batchKey{ref: k}
+		e.l3, e.err = b.n.usableKey(b.ctx, ref, op, pop)
+		if e.err == nil {
+			e.out = keyRef(e.l3.ID())
+		}
+		if b.entries == nil {
+			b.entries = make(map[batchKeyRef]*batchKey)
+		}
+		b.entries[k] = e
+	}
+	b.last = e
+	return e
+}
+
+// batchGroup is the items of a batch that use one key.
+type batchGroup struct {
+	key  *batchKey
+	idx  []int
+	dks  []*wrap.DataKey
+	ctxs [][]byte
+}
+
+// groups collects batch items by key, in the order the keys first appear.
+type groups struct {
+	list  []*batchGroup
+	byKey map[*batchKey]*batchGroup
+}
+
+func (gs *groups) add(k *batchKey, i int, dk *wrap.DataKey, ctx []byte, size int) {
+	g := gs.byKey[k]
+	if g == nil {
+		if gs.byKey == nil {
+			gs.byKey = make(map[*batchKey]*batchGroup)
+		}
+		g = &batchGroup{key: k, idx: make([]int, 0, size), dks: make([]*wrap.DataKey, 0, size), ctxs: make([][]byte, 0, size)}
+		gs.byKey[k] = g
+		gs.list = append(gs.list, g)
+	}
+	g.idx = append(g.idx, i)
+	g.dks = append(g.dks, dk)
+	g.ctxs = append(g.ctxs, ctx)
+}
+
 // BatchWrap wraps the items that share a key under one derived key (wrap.WrapBatch), and each of
 // the others alone. Items fail one by one; the call itself fails only when it is malformed or the
 // node cannot serve at all.
 func (s *wrapService) BatchWrap(ctx context.Context, req *kv1.BatchWrapRequest) (*kv1.BatchWrapResponse, error) {
 	defer s.n.observe("batch-wrap", time.Now())
-	if err := s.n.batchPreamble(len(req.GetItems())); err != nil {
+	items := req.GetItems()
+	if err := s.n.batchPreamble(len(items)); err != nil {
 		return nil, err
 	}
-	results := make([]*kv1.WrapResult, len(req.GetItems()))
-	// Group the items by the key they name, so that each group pays for one derivation.
-	type group struct {
-		l3   *wrap.ServiceKey
-		idx  []int
-		dks  []*wrap.DataKey
-		ctxs [][]byte
-	}
-	groups := map[wrap.KeyID]*group{}
-	for i, item := range req.GetItems() {
+	results := make([]*kv1.WrapResult, len(items))
+	keys := batchKeys{n: s.n, ctx: ctx}
+	var gs groups
+	for i, item := range items {
 		fail := func(err error) {
 			results[i] = &kv1.WrapResult{Result: &kv1.WrapResult_Error{Error: itemError(err)}}
 		}
@@ -255,9 +336,9 @@ func (s *wrapService) BatchWrap(ctx context.Context, req *kv1.BatchWrapRequest) 
 			fail(err)
 			continue
 		}
-		l3, err := s.n.usableKey(ctx, item.GetKey(), fsm.OpWrap, fsm.PolicyWrap)
-		if err != nil {
-			fail(err)
+		k := keys.get(item.GetKey(), fsm.OpWrap, fsm.PolicyWrap)
+		if k.err != nil {
+			fail(k.err)
 			continue
 		}
 		dk, err := dataKey(item.GetPlaintext())
@@ -265,59 +346,140 @@ func (s *wrapService) BatchWrap(ctx context.Context, req *kv1.BatchWrapRequest) 
 			fail(err)
 			continue
 		}
-		g := groups[l3.ID()]
-		if g == nil {
-			g = &group{l3: l3}
-			groups[l3.ID()] = g
-		}
-		g.idx = append(g.idx, i)
-		g.dks = append(g.dks, dk)
-		g.ctxs = append(g.ctxs, item.GetContext())
+		gs.add(k, i, dk, item.GetContext(), len(items))
 	}
-	for id, g := range groups {
-		blobs, err := g.l3.WrapBatch(g.dks, g.ctxs)
+	// The successful results, in three allocations rather than three per item.
+	vals := make([]kv1.WrapResult, len(items))
+	oneofs := make([]kv1.WrapResult_Value, len(items))
+	resps := make([]kv1.WrapResponse, len(items))
+	for _, g := range gs.list {
+		blobs, err := g.key.l3.WrapBatch(g.dks, g.ctxs)
 		for j, i := range g.idx {
 			g.dks[j].Destroy()
 			if err != nil {
 				results[i] = &kv1.WrapResult{Result: &kv1.WrapResult_Error{Error: itemError(err)}}
 				continue
 			}
-			results[i] = &kv1.WrapResult{Result: &kv1.WrapResult_Value{Value: &kv1.WrapResponse{Blob: blobs[j], Key: keyRef(id)}}}
+			resps[i].Blob, resps[i].Key = blobs[j], g.key.out
+			oneofs[i].Value = &resps[i]
+			vals[i].Result = &oneofs[i]
+			results[i] = &vals[i]
 		}
 	}
 	return &kv1.BatchWrapResponse{Results: results}, nil
 }
 
+// BatchUnwrap opens each item's blob, checking each key once per batch and deriving once per
+// distinct salt of a key (wrap.UnwrapBatch): the blobs of one BatchWrap cost one derivation.
 func (s *wrapService) BatchUnwrap(ctx context.Context, req *kv1.BatchUnwrapRequest) (*kv1.BatchUnwrapResponse, error) {
 	defer s.n.observe("batch-unwrap", time.Now())
-	if err := s.n.batchPreamble(len(req.GetItems())); err != nil {
+	items := req.GetItems()
+	if err := s.n.batchPreamble(len(items)); err != nil {
 		return nil, err
 	}
-	results := make([]*kv1.UnwrapResult, len(req.GetItems()))
-	for i, item := range req.GetItems() {
-		resp, err := s.n.unwrapOne(ctx, item)
+	results := make([]*kv1.UnwrapResult, len(items))
+	fail := func(i int, err error) {
+		results[i] = &kv1.UnwrapResult{Result: &kv1.UnwrapResult_Error{Error: itemError(err)}}
+	}
+	keys := batchKeys{n: s.n, ctx: ctx}
+	type group struct {
+		key   *batchKey
+		idx   []int
+		blobs [][]byte
+		ctxs  [][]byte
+	}
+	var list []*group
+	byKey := map[*batchKey]*group{}
+	for i, item := range items {
+		ref, err := blobRef(item.GetBlob(), item.GetContext())
 		if err != nil {
-			results[i] = &kv1.UnwrapResult{Result: &kv1.UnwrapResult_Error{Error: itemError(err)}}
+			fail(i, err)
 			continue
 		}
-		results[i] = &kv1.UnwrapResult{Result: &kv1.UnwrapResult_Value{Value: resp}}
+		k := keys.get(&ref, fsm.OpUnwrap, fsm.PolicyUnwrap)
+		if k.err != nil {
+			fail(i, k.err)
+			continue
+		}
+		g := byKey[k]
+		if g == nil {
+			g = &group{key: k}
+			byKey[k] = g
+			list = append(list, g)
+		}
+		g.idx = append(g.idx, i)
+		g.blobs = append(g.blobs, item.GetBlob())
+		g.ctxs = append(g.ctxs, item.GetContext())
+	}
+	vals := make([]kv1.UnwrapResult, len(items))
+	oneofs := make([]kv1.UnwrapResult_Value, len(items))
+	resps := make([]kv1.UnwrapResponse, len(items))
+	for _, g := range list {
+		dks, err := g.key.l3.UnwrapBatch(g.blobs, g.ctxs)
+		var be *wrap.BatchError
+		errors.As(err, &be)
+		for j, i := range g.idx {
+			switch {
+			case be != nil && be.Errs[j] != nil:
+				fail(i, be.Errs[j])
+				continue
+			case be == nil && err != nil:
+				fail(i, err)
+				continue
+			}
+			resps[i].Plaintext, resps[i].Key = dks[j].Bytes(), g.key.out
+			dks[j].Destroy()
+			oneofs[i].Value = &resps[i]
+			vals[i].Result = &oneofs[i]
+			results[i] = &vals[i]
+		}
 	}
 	return &kv1.BatchUnwrapResponse{Results: results}, nil
 }
 
+// BatchGenerateDataKey makes a data key per item and wraps those that share a key under one
+// derived key, as BatchWrap does.
 func (s *wrapService) BatchGenerateDataKey(ctx context.Context, req *kv1.BatchGenerateDataKeyRequest) (*kv1.BatchGenerateDataKeyResponse, error) {
 	defer s.n.observe("batch-generate-data-key", time.Now())
-	if err := s.n.batchPreamble(len(req.GetItems())); err != nil {
+	items := req.GetItems()
+	if err := s.n.batchPreamble(len(items)); err != nil {
 		return nil, err
 	}
-	results := make([]*kv1.GenerateDataKeyResult, len(req.GetItems()))
-	for i, item := range req.GetItems() {
-		resp, err := s.n.generateOne(ctx, item)
-		if err != nil {
-			results[i] = &kv1.GenerateDataKeyResult{Result: &kv1.GenerateDataKeyResult_Error{Error: itemError(err)}}
+	results := make([]*kv1.GenerateDataKeyResult, len(items))
+	fail := func(i int, err error) {
+		results[i] = &kv1.GenerateDataKeyResult{Result: &kv1.GenerateDataKeyResult_Error{Error: itemError(err)}}
+	}
+	keys := batchKeys{n: s.n, ctx: ctx}
+	var gs groups
+	for i, item := range items {
+		if err := transport.CheckContext(item.GetContext()); err != nil {
+			fail(i, err)
 			continue
 		}
-		results[i] = &kv1.GenerateDataKeyResult{Result: &kv1.GenerateDataKeyResult_Value{Value: resp}}
+		k := keys.get(item.GetKey(), fsm.OpWrap, fsm.PolicyGenerateDataKey)
+		if k.err != nil {
+			fail(i, k.err)
+			continue
+		}
+		gs.add(k, i, wrap.NewDataKey(), item.GetContext(), len(items))
+	}
+	vals := make([]kv1.GenerateDataKeyResult, len(items))
+	oneofs := make([]kv1.GenerateDataKeyResult_Value, len(items))
+	resps := make([]kv1.GenerateDataKeyResponse, len(items))
+	for _, g := range gs.list {
+		blobs, err := g.key.l3.WrapBatch(g.dks, g.ctxs)
+		for j, i := range g.idx {
+			if err != nil {
+				g.dks[j].Destroy()
+				fail(i, err)
+				continue
+			}
+			resps[i].Plaintext, resps[i].Blob, resps[i].Key = g.dks[j].Bytes(), blobs[j], g.key.out
+			g.dks[j].Destroy()
+			oneofs[i].Value = &resps[i]
+			vals[i].Result = &oneofs[i]
+			results[i] = &vals[i]
+		}
 	}
 	return &kv1.BatchGenerateDataKeyResponse{Results: results}, nil
 }
