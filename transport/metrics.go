@@ -2,6 +2,8 @@ package transport
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,7 +35,25 @@ type Metrics struct {
 	handled  *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	inFlight *prometheus.GaugeVec
+
+	// methods caches each method's label children (*methodMetrics by full
+	// method name), so that a call looks its collectors up once in a
+	// sync.Map instead of hashing label values into three vectors.
+	methods sync.Map
 }
+
+// methodMetrics are the collectors of one method, made on its first call.
+type methodMetrics struct {
+	inFlight prometheus.Gauge
+	latency  prometheus.Observer
+	handled  [maxCode + 1]atomic.Pointer[prometheus.Counter] // by code, made on first use
+	service  string
+	method   string
+	m        *Metrics
+}
+
+// maxCode is the largest gRPC status code (Unauthenticated).
+const maxCode = codes.Unauthenticated
 
 // NewMetrics creates the collectors and registers them on reg (never the
 // global registry unless that is what reg is).
@@ -64,37 +84,62 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	return m, nil
 }
 
-// observe starts counting a call and returns the function that ends it.
-// A call that panics ends with codes.Internal, as recovery will make it.
-func (m *Metrics) observe(fullMethod string) func(err error, panicked bool) {
-	service, method := splitMethod(fullMethod)
-	g := m.inFlight.WithLabelValues(service, method)
-	g.Inc()
-	start := time.Now()
-	return func(err error, panicked bool) {
-		code := status.Code(err)
-		if panicked {
-			code = codes.Internal
-		}
-		g.Dec()
-		m.handled.WithLabelValues(service, method, code.String()).Inc()
-		m.latency.WithLabelValues(service, method).Observe(time.Since(start).Seconds())
+// forMethod returns fullMethod's collectors.
+func (m *Metrics) forMethod(fullMethod string) *methodMetrics {
+	if mm, ok := m.methods.Load(fullMethod); ok {
+		return mm.(*methodMetrics)
 	}
+	service, method := splitMethod(fullMethod)
+	mm := &methodMetrics{
+		inFlight: m.inFlight.WithLabelValues(service, method),
+		latency:  m.latency.WithLabelValues(service, method),
+		service:  service,
+		method:   method,
+		m:        m,
+	}
+	got, _ := m.methods.LoadOrStore(fullMethod, mm)
+	return got.(*methodMetrics)
+}
+
+// done ends a call started at start. A call that panicked ends with
+// codes.Internal, as recovery will make it.
+func (mm *methodMetrics) done(start time.Time, err error, panicked bool) {
+	code := status.Code(err)
+	if panicked {
+		code = codes.Internal
+	}
+	mm.inFlight.Dec()
+	if code > maxCode {
+		mm.m.handled.WithLabelValues(mm.service, mm.method, code.String()).Inc()
+	} else {
+		c := mm.handled[code].Load()
+		if c == nil {
+			n := mm.m.handled.WithLabelValues(mm.service, mm.method, code.String())
+			mm.handled[code].CompareAndSwap(nil, &n)
+			c = &n
+		}
+		(*c).Inc()
+	}
+	mm.latency.Observe(time.Since(start).Seconds())
 }
 
 func (m *Metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	done := m.observe(info.FullMethod)
+	mm := m.forMethod(info.FullMethod)
+	mm.inFlight.Inc()
+	start := time.Now()
 	panicked := true
-	defer func() { done(err, panicked) }()
+	defer func() { mm.done(start, err, panicked) }()
 	resp, err = handler(ctx, req)
 	panicked = false
 	return resp, err
 }
 
 func (m *Metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
-	done := m.observe(info.FullMethod)
+	mm := m.forMethod(info.FullMethod)
+	mm.inFlight.Inc()
+	start := time.Now()
 	panicked := true
-	defer func() { done(err, panicked) }()
+	defer func() { mm.done(start, err, panicked) }()
 	err = handler(srv, ss)
 	panicked = false
 	return err

@@ -374,8 +374,9 @@ func claimStrings(claims map[string]any, name string) []string {
 // metadata, whether the call carried one, and an error for a malformed or
 // repeated header.
 func bearerToken(ctx context.Context) (string, bool, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	vals := md.Get("authorization")
+	// ValueFromIncomingContext copies only this header's values (none on a
+	// certificate call), where FromIncomingContext copies all metadata.
+	vals := metadata.ValueFromIncomingContext(ctx, "authorization")
 	if len(vals) == 0 {
 		return "", false, nil
 	}
