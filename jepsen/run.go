@@ -264,7 +264,10 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 		res.Ops[op.Type+" "+op.Outcome]++
 	}
 	for _, rf := range wl.refusals {
-		if rf.Code == "DeadlineExceeded" {
+		switch rf.Code {
+		case "Canceled":
+			continue // the run ended under the probe
+		case "DeadlineExceeded":
 			res.Unanswered++ // a paused or cut-off node: no answer is not a refusal
 			continue
 		}
