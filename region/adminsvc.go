@@ -181,12 +181,8 @@ func (n *Node) Status() *kv1.StatusResponse {
 	if d := n.lease.expiresIn(); d > 0 {
 		st.LeaseExpiresAt = timestamppb.New(time.Now().Add(d))
 	}
-	n.keys.mu.RLock()
-	st.KeyringServiceKeys = uint32(len(n.keys.svc))
-	for _, v := range n.keys.tenants {
-		st.KeyringTenantKeys += uint32(len(v))
-	}
-	n.keys.mu.RUnlock()
+	tk, sk := n.keys.counts()
+	st.KeyringTenantKeys, st.KeyringServiceKeys = uint32(tk), uint32(sk)
 	return st
 }
 

@@ -75,6 +75,12 @@ type Config struct {
 	// cannot hold back the revocations behind it. One minute by default.
 	GovernanceAnchorWait time.Duration
 
+	// KeyringSize bounds the unsealed keys the node holds in locked memory: at most this many L2
+	// versions and this many L3 versions; a full keyring evicts a key not used lately (it is
+	// opened again on its next use). 0 means DefaultKeyringSize (512). Each key locks one page;
+	// raise RLIMIT_MEMLOCK (systemd LimitMEMLOCK) before raising this past ~900.
+	KeyringSize int
+
 	// AuditPath is the hash-chained JSON-lines audit log; empty means DataDir/audit.log.
 	AuditPath string
 
@@ -134,6 +140,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Certificate.Certificate) == 0 {
 		return fmt.Errorf("region: Certificate (the node certificate) is required")
+	}
+	if c.KeyringSize < 0 {
+		return fmt.Errorf("region: KeyringSize %d is negative", c.KeyringSize)
 	}
 	if c.ClockDrift < 0 || c.ClockDrift > 1 {
 		return fmt.Errorf("region: ClockDrift %v is outside [0, 1]", c.ClockDrift)

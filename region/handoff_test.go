@@ -72,7 +72,7 @@ func TestHandoffRoundTripAndBinding(t *testing.T) {
 }
 
 func TestKeyringWipes(t *testing.T) {
-	r := newKeyring()
+	r := newKeyring(0)
 	defer r.wipeAll()
 	mk := func(id wrap.KeyID) *wrap.ServiceKey {
 		k, err := wrap.NewServiceKey(id)

@@ -2,9 +2,16 @@ package region
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"github.com/kryptonkms/krypton/wrap"
 )
+
+// DefaultKeyringSize is how many unsealed keys of each kind (L2 versions, and L3 versions) a node
+// holds at most unless Config.KeyringSize says otherwise. Each held key is a memguard LockedBuffer:
+// one mlocked page between two guard pages. 512 of each kind lock 4 MiB, half of the 8 MiB
+// RLIMIT_MEMLOCK an unprivileged process gets by default (memguard panics when mlock fails).
+const DefaultKeyringSize = 512
 
 // keyring holds the unsealed keys of one node: each tenant's L2 versions and the L3 versions opened
 // under them. It lives in RAM only; the key types keep their bytes in memguard (see wrap/DESIGN.md)
@@ -14,23 +21,115 @@ import (
 // machine on every call (fsm's Usable). Wiping on revocation is hygiene — the bytes of a key that
 // will never be used again should not stay in memory — and makes a lookup miss, so a racing call
 // that slipped past the state check fails rather than using a wiped key.
+//
+// It is bounded: a region of 100,000 tenants cannot hold every key open (each costs locked
+// memory, which the kernel limits). When a kind is full, putting a key evicts and destroys one that
+// was not looked up since the last eviction passed it (the CLOCK, or second-chance, approximation
+// of least recently used: a lookup only sets a flag under the read lock, where true LRU would need
+// the write lock on every call). A key put starts unflagged, so a burst of keys opened once
+// (a batch naming many services, say) evicts among themselves, not the keys in steady use. An evicted L3 is opened again from its sealed blob on its next use
+// (~0.1 ms); an evicted L2 is fetched from the leader, or unsealed through the anchor on the leader.
+// A call that found a key just before it was evicted gets wrap.ErrDestroyed when it uses it; the
+// wrap path then looks the key up once more (wrapsvc.go).
 type keyring struct {
-	mu      sync.RWMutex                          // guards the maps below, not the keys (each key has its own lock)
-	tenants map[string]map[uint32]*wrap.TenantKey // tenant -> L2 version -> key
-	svc     map[wrap.KeyID]*wrap.ServiceKey       // L3 by tenant, service, version
+	mu      sync.RWMutex // guards the maps below, not the keys (each key has its own lock)
+	tenants bounded[tenantVersion, *wrap.TenantKey]
+	svc     bounded[wrap.KeyID, *wrap.ServiceKey]
 }
 
-func newKeyring() *keyring {
+// tenantVersion names an L2 version.
+type tenantVersion struct {
+	tenant  string
+	version uint32
+}
+
+// bounded is one kind of key, at most max of them. Its map is guarded by the keyring's mu.
+type bounded[K comparable, V interface{ Destroy() }] struct {
+	m         map[K]*held[V]
+	max       int
+	evictions atomic.Uint64
+}
+
+type held[V any] struct {
+	key  V
+	used atomic.Bool // looked up since the last eviction sweep passed it
+}
+
+func newBounded[K comparable, V interface{ Destroy() }](max int) bounded[K, V] {
+	return bounded[K, V]{m: make(map[K]*held[V]), max: max}
+}
+
+// get returns the key for k (the zero V if none); the caller holds mu for reading.
+func (b *bounded[K, V]) get(k K) (v V) {
+	h := b.m[k]
+	if h == nil {
+		return v
+	}
+	if !h.used.Load() { // a store only when the flag changes: no shared cache line written per call
+		h.used.Store(true)
+	}
+	return h.key
+}
+
+// put stores v for k, or destroys v and returns the key already held; the caller holds mu.
+func (b *bounded[K, V]) put(k K, v V) V {
+	if h := b.m[k]; h != nil {
+		v.Destroy()
+		return h.key
+	}
+	if len(b.m) >= b.max {
+		b.evict()
+	}
+	b.m[k] = &held[V]{key: v} // not yet used: it earns its second chance by a lookup
+	return v
+}
+
+// evict destroys one key that was not used since the last sweep passed it, clearing the flags of
+// those it passes. Go's map order starts each sweep at a random place; a second sweep always
+// finds a key, since the first cleared every flag (lookups cannot run: the caller holds mu).
+func (b *bounded[K, V]) evict() {
+	for range 2 {
+		for k, h := range b.m {
+			if h.used.Load() {
+				h.used.Store(false)
+				continue
+			}
+			h.key.Destroy()
+			delete(b.m, k)
+			b.evictions.Add(1)
+			return
+		}
+	}
+}
+
+// wipe destroys the keys for which match is true and returns how many.
+func (b *bounded[K, V]) wipe(match func(K) bool) int {
+	n := 0
+	for k, h := range b.m {
+		if match(k) {
+			h.key.Destroy()
+			delete(b.m, k)
+			n++
+		}
+	}
+	return n
+}
+
+// newKeyring returns a keyring that holds at most size keys of each kind (0: DefaultKeyringSize).
+func newKeyring(size int) *keyring {
+	if size <= 0 {
+		size = DefaultKeyringSize
+	}
 	return &keyring{
-		tenants: make(map[string]map[uint32]*wrap.TenantKey),
-		svc:     make(map[wrap.KeyID]*wrap.ServiceKey),
+		tenants: newBounded[tenantVersion, *wrap.TenantKey](size),
+		svc:     newBounded[wrap.KeyID, *wrap.ServiceKey](size),
 	}
 }
 
 func (r *keyring) tenantKey(tenant string, version uint32) *wrap.TenantKey {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.tenants[tenant][version]
+	return r.tenants.get(tenantVersion{tenant, version})
 }
 
 // putTenantKey stores k unless a key for the same version is already held, in which case k is
@@ -39,97 +138,62 @@ func (r *keyring) putTenantKey(k *wrap.TenantKey) *wrap.TenantKey {
 	id := k.ID()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	versions := r.tenants[id.Tenant]
-	if versions == nil {
-		versions = make(map[uint32]*wrap.TenantKey)
-		r.tenants[id.Tenant] = versions
-	}
-	if held := versions[id.Version]; held != nil {
-		k.Destroy()
-		return held
-	}
-	versions[id.Version] = k
-	return k
+	return r.tenants.put(tenantVersion{id.Tenant, id.Version}, k)
 }
 
 func (r *keyring) serviceKey(id wrap.KeyID) *wrap.ServiceKey {
 	r.mu.RLock()
-	k := r.svc[id]
+	k := r.svc.get(id)
 	r.mu.RUnlock()
 	return k
 }
 
 // putServiceKey stores k, or destroys it and returns the one already held for its id.
 func (r *keyring) putServiceKey(k *wrap.ServiceKey) *wrap.ServiceKey {
-	id := k.ID()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if held := r.svc[id]; held != nil {
-		k.Destroy()
-		return held
-	}
-	r.svc[id] = k
-	return k
+	return r.svc.put(k.ID(), k)
 }
 
 // wipeTenant destroys every key of a tenant: its L2 versions and all its L3 versions.
 func (r *keyring) wipeTenant(tenant string) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
-	for _, k := range r.tenants[tenant] {
-		k.Destroy()
-		n++
-	}
-	delete(r.tenants, tenant)
-	for id, k := range r.svc {
-		if id.Tenant == tenant {
-			k.Destroy()
-			delete(r.svc, id)
-			n++
-		}
-	}
-	return n
+	return r.tenants.wipe(func(k tenantVersion) bool { return k.tenant == tenant }) +
+		r.svc.wipe(func(id wrap.KeyID) bool { return id.Tenant == tenant })
 }
 
 // wipeService destroys the L3 versions of one service, or of one version when version > 0.
 func (r *keyring) wipeService(tenant, service string, version uint32) int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := 0
-	for id, k := range r.svc {
-		if id.Tenant == tenant && id.Service == service && (version == 0 || id.Version == version) {
-			k.Destroy()
-			delete(r.svc, id)
-			n++
-		}
-	}
-	return n
+	return r.svc.wipe(func(id wrap.KeyID) bool {
+		return id.Tenant == tenant && id.Service == service && (version == 0 || id.Version == version)
+	})
 }
 
 // wipeAll destroys every key; used on shutdown and when a restored snapshot replaces the state.
 func (r *keyring) wipeAll() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, versions := range r.tenants {
-		for _, k := range versions {
-			k.Destroy()
-		}
-	}
-	for _, k := range r.svc {
-		k.Destroy()
-	}
-	r.tenants = make(map[string]map[uint32]*wrap.TenantKey)
-	r.svc = make(map[wrap.KeyID]*wrap.ServiceKey)
+	r.tenants.wipe(func(tenantVersion) bool { return true })
+	r.svc.wipe(func(wrap.KeyID) bool { return true })
+}
+
+// counts returns the number of L2 and of L3 versions held.
+func (r *keyring) counts() (tenantKeys, serviceKeys int) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.tenants.m), len(r.svc.m)
 }
 
 // size is the number of keys held: L2 and L3 versions together.
 func (r *keyring) size() int {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	n := len(r.svc)
-	for _, versions := range r.tenants {
-		n += len(versions)
-	}
-	return n
+	t, s := r.counts()
+	return t + s
+}
+
+// evictions returns how many L2 and L3 versions were evicted to keep within the bound.
+func (r *keyring) evictions() (tenantKeys, serviceKeys uint64) {
+	return r.tenants.evictions.Load(), r.svc.evictions.Load()
 }

@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -27,6 +28,13 @@ func (n *Node) serviceKey(ctx context.Context, id wrap.KeyID) (*wrap.ServiceKey,
 		return nil, err
 	}
 	k, err := l2.OpenServiceKey(id, kv.Sealed)
+	if errors.Is(err, wrap.ErrDestroyed) {
+		// The L2 was evicted from the keyring (or wiped) after the lookup: look it up once more.
+		if l2, err = n.tenantKey(ctx, id.Tenant, kv.SealedBy); err != nil {
+			return nil, err
+		}
+		k, err = l2.OpenServiceKey(id, kv.Sealed)
+	}
 	if err != nil {
 		// The blob is in replicated state and was sealed by this region: failing to open it
 		// means corruption or a wrong L2, never a caller's mistake.

@@ -47,6 +47,16 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 			Name: "krypton_keyring_keys",
 			Help: "Unsealed keys (L2 and L3 versions) held in this node's memory.",
 		}, func() float64 { return float64(n.keys.size()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "krypton_keyring_evictions_total",
+			Help:        "Keys evicted from this node's keyring to keep it within its bound (Config.KeyringSize), by kind.",
+			ConstLabels: prometheus.Labels{"kind": "tenant"},
+		}, func() float64 { t, _ := n.keys.evictions(); return float64(t) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "krypton_keyring_evictions_total",
+			Help:        "Keys evicted from this node's keyring to keep it within its bound (Config.KeyringSize), by kind.",
+			ConstLabels: prometheus.Labels{"kind": "service"},
+		}, func() float64 { _, s := n.keys.evictions(); return float64(s) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "krypton_lease_serving",
 			Help: "1 when this node holds a serving lease and has applied the log up to it.",

@@ -81,7 +81,7 @@ func New(cfg Config) (_ *Node, err error) {
 	n := &Node{
 		cfg:      cfg,
 		log:      log,
-		keys:     newKeyring(),
+		keys:     newKeyring(cfg.KeyringSize),
 		lease:    newLease(),
 		watch:    newVoterWatch(),
 		policies: newPolicyTable(),

@@ -84,6 +84,13 @@ func blobRef(blob, context []byte) (kv1.KeyRef, error) {
 	return kv1.KeyRef{Tenant: h.Parent.Tenant, Service: h.Parent.Service, Version: h.Parent.Version}, nil
 }
 
+// lookAgain is usableKey for a call whose key was destroyed between its lookup and its use:
+// evicted from the bounded keyring (the next lookup opens it again) or wiped by a revocation
+// (the state check now refuses it).
+func (n *Node) lookAgain(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop fsm.PolicyOp) (*wrap.ServiceKey, error) {
+	return n.usableKey(ctx, ref, op, pop)
+}
+
 func keyRef(id wrap.KeyID) *kv1.KeyRef {
 	return &kv1.KeyRef{Tenant: id.Tenant, Service: id.Service, Version: id.Version}
 }
@@ -106,6 +113,12 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 	}
 	defer dk.Destroy()
 	blob, err := l3.Wrap(dk, req.GetContext())
+	if errors.Is(err, wrap.ErrDestroyed) {
+		l3, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, fsm.PolicyWrap)
+		if err == nil {
+			blob, err = l3.Wrap(dk, req.GetContext())
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +131,12 @@ func (n *Node) unwrapOne(ctx context.Context, req *kv1.UnwrapRequest) (*kv1.Unwr
 		return nil, err
 	}
 	dk, err := l3.Unwrap(req.GetBlob(), req.GetContext())
+	if errors.Is(err, wrap.ErrDestroyed) {
+		l3, err = n.lookAgain(ctx, keyRef(l3.ID()), fsm.OpUnwrap, fsm.PolicyUnwrap)
+		if err == nil {
+			dk, err = l3.Unwrap(req.GetBlob(), req.GetContext())
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +155,12 @@ func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest)
 	dk := wrap.NewDataKey()
 	defer dk.Destroy()
 	blob, err := l3.Wrap(dk, req.GetContext())
+	if errors.Is(err, wrap.ErrDestroyed) {
+		l3, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, fsm.PolicyGenerateDataKey)
+		if err == nil {
+			blob, err = l3.Wrap(dk, req.GetContext())
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -283,6 +308,28 @@ func (b *batchKeys) get(ref *kv1.KeyRef, op fsm.Op, pop fsm.PolicyOp) *batchKey 
 	return e
 }
 
+// again looks k up once more after its key was destroyed under the batch (see lookAgain).
+func (k *batchKey) again(b *batchKeys) error {
+	ref := &kv1.KeyRef{Tenant: k.ref.tenant, Service: k.ref.service, Version: k.ref.version}
+	l3, err := b.n.lookAgain(b.ctx, ref, k.ref.op, k.ref.pop)
+	if err != nil {
+		return err
+	}
+	k.l3 = l3
+	return nil
+}
+
+// wrapBatch wraps dks under k's key, looking it up once more if it was destroyed meanwhile.
+func (k *batchKey) wrapBatch(b *batchKeys, dks []*wrap.DataKey, ctxs [][]byte) ([][]byte, error) {
+	blobs, err := k.l3.WrapBatch(dks, ctxs)
+	if errors.Is(err, wrap.ErrDestroyed) {
+		if err = k.again(b); err == nil {
+			blobs, err = k.l3.WrapBatch(dks, ctxs)
+		}
+	}
+	return blobs, err
+}
+
 // batchGroup is the items of a batch that use one key.
 type batchGroup struct {
 	key  *batchKey
@@ -353,7 +400,7 @@ func (s *wrapService) BatchWrap(ctx context.Context, req *kv1.BatchWrapRequest) 
 	oneofs := make([]kv1.WrapResult_Value, len(items))
 	resps := make([]kv1.WrapResponse, len(items))
 	for _, g := range gs.list {
-		blobs, err := g.key.l3.WrapBatch(g.dks, g.ctxs)
+		blobs, err := g.key.wrapBatch(&keys, g.dks, g.ctxs)
 		for j, i := range g.idx {
 			g.dks[j].Destroy()
 			if err != nil {
@@ -416,6 +463,11 @@ func (s *wrapService) BatchUnwrap(ctx context.Context, req *kv1.BatchUnwrapReque
 	resps := make([]kv1.UnwrapResponse, len(items))
 	for _, g := range list {
 		dks, err := g.key.l3.UnwrapBatch(g.blobs, g.ctxs)
+		if errors.Is(err, wrap.ErrDestroyed) && !errors.As(err, new(*wrap.BatchError)) {
+			if err = g.key.again(&keys); err == nil {
+				dks, err = g.key.l3.UnwrapBatch(g.blobs, g.ctxs)
+			}
+		}
 		var be *wrap.BatchError
 		errors.As(err, &be)
 		for j, i := range g.idx {
@@ -467,7 +519,7 @@ func (s *wrapService) BatchGenerateDataKey(ctx context.Context, req *kv1.BatchGe
 	oneofs := make([]kv1.GenerateDataKeyResult_Value, len(items))
 	resps := make([]kv1.GenerateDataKeyResponse, len(items))
 	for _, g := range gs.list {
-		blobs, err := g.key.l3.WrapBatch(g.dks, g.ctxs)
+		blobs, err := g.key.wrapBatch(&keys, g.dks, g.ctxs)
 		for j, i := range g.idx {
 			if err != nil {
 				g.dks[j].Destroy()
