@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,7 +21,9 @@ import (
 
 	"github.com/kryptonkms/krypton/anchor"
 	anchorfile "github.com/kryptonkms/krypton/anchor/file"
+	"github.com/kryptonkms/krypton/client"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/gateway"
 	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -89,6 +90,9 @@ type devRegion struct {
 	cfgs       []region.Config
 	nodes      []*region.Node
 	gov        *governance.Node // the single-node governance plane that feeds the region
+	gw         *gateway.Gateway // a gateway for the service demo/app
+	gwDone     chan error       // Serve's result
+	svcCert    *pki.Certificate // demo/app
 	conns      []*grpc.ClientConn
 	operator   [2]string // certificate and key files
 	logPath    string
@@ -100,6 +104,38 @@ const (
 	devNodes      = 3
 	devRegionName = "dev"
 )
+
+// startGateway starts a gateway for the service demo/app beside the region: gRPC on base+50,
+// KMIP on base+51, metrics on base+52, and a Unix socket in the directory.
+func (d *devRegion) startGateway(log *slog.Logger) error {
+	sc, err := d.ca.IssueNode("gateway", pki.NodeOptions{})
+	if err != nil {
+		return err
+	}
+	c := gateway.DefaultConfig()
+	for _, n := range d.cfgs {
+		c.RegionAddrs = append(c.RegionAddrs, n.RPCAddr)
+	}
+	c.Roots = d.ca.Pool()
+	c.Certificate = d.svcCert.TLSCertificate()
+	c.ServerCertificate = sc.TLSCertificate()
+	for _, a := range []struct {
+		addr *string
+		by   int
+	}{{&c.ListenAddr, 50}, {&c.KMIPAddr, 51}, {&c.HTTPAddr, 52}} {
+		if *a.addr, err = devAddr(offset(d.opts.portBase, a.by), 0, false); err != nil {
+			return err
+		}
+	}
+	c.UnixSocket = filepath.Join(d.dir, "gateway.sock")
+	c.Logger = log.With("plane", "gateway")
+	if d.gw, err = gateway.New(c); err != nil {
+		return fmt.Errorf("dev: starting the gateway: %w", err)
+	}
+	d.gwDone = make(chan error, 1)
+	go func() { d.gwDone <- d.gw.Serve() }()
+	return nil
+}
 
 // startGovernance starts the single-node governance plane on base+40 (Raft +41, gossip +42,
 // metrics +43); the region's leader follows its event feed.
@@ -179,12 +215,11 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 	if err := opCert.WriteFiles(d.operator[0], d.operator[1]); err != nil {
 		return nil, err
 	}
-	svcCert, err := d.ca.IssueService("demo", "app", 0)
-	if err != nil {
+	if d.svcCert, err = d.ca.IssueService("demo", "app", 0); err != nil {
 		return nil, err
 	}
 	d.service[0], d.service[1] = serviceCertFiles(certDir, "demo", "app")
-	if err := svcCert.WriteFiles(d.service[0], d.service[1]); err != nil {
+	if err := d.svcCert.WriteFiles(d.service[0], d.service[1]); err != nil {
 		return nil, err
 	}
 
@@ -270,11 +305,30 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 	if err := d.waitServing(ctx); err != nil {
 		return nil, err
 	}
-	// The tenant and key the welcome text's commands use.
-	if _, err := d.nodes[leader].CreateTenant(ctx, "dev-demo-tenant", "demo", d.anchorURI); err != nil && !errors.Is(err, fsm.ErrTenantExists) {
+	// The tenant and key the welcome text's commands use, made at governance: the region's leader
+	// follows the feed, seals the tenant key with the anchor and creates the service key.
+	govConn, err := d.dialAddr(d.gov.Addr(), d.operator[0], d.operator[1])
+	if err != nil {
 		return nil, err
 	}
-	if _, err := d.nodes[leader].CreateKey(ctx, "dev-demo-key", "demo", "app"); err != nil && !errors.Is(err, fsm.ErrServiceExists) {
+	gov := kv1.NewGovernanceServiceClient(govConn)
+	if _, err := gov.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "dev-demo-tenant", Tenant: "demo", AnchorUri: d.anchorURI, Regions: []string{devRegionName}}); err != nil && status.Code(err) != codes.AlreadyExists {
+		return nil, err
+	}
+	if _, err := gov.CreateService(ctx, &kv1.GovernanceCreateServiceRequest{RequestId: "dev-demo-key", Tenant: "demo", Service: "app"}); err != nil && status.Code(err) != codes.AlreadyExists {
+		return nil, err
+	}
+	if err := poll(ctx, 30*time.Second, "every node to know demo/app", func() bool {
+		for _, n := range d.nodes {
+			if _, err := n.State().Service("demo", "app"); err != nil {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		return nil, err
+	}
+	if err := d.startGateway(log); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -318,6 +372,10 @@ func (d *devRegion) kill(i int) {
 }
 
 func (d *devRegion) close() {
+	if d.gw != nil {
+		d.gw.Close()
+		<-d.gwDone
+	}
 	for _, c := range d.conns {
 		c.Close()
 	}
@@ -405,6 +463,7 @@ func (d *devRegion) printWelcome(w io.Writer) {
 		fmt.Fprintf(w, "    %-7s api %-16s raft %-16s metrics http://%s/metrics  (%s)\n", c.NodeID, c.RPCAddr, c.RaftAddr, c.HTTPAddr, role)
 	}
 	fmt.Fprintf(w, "    governance api %s: the region's leader follows its event feed\n", d.gov.Addr())
+	fmt.Fprintf(w, "    gateway for demo/app: grpc %s, KMIP %s, unix %s\n", d.gw.Addr(), d.gw.KMIPAddr(), d.gw.UnixSocket())
 	fmt.Fprintf(w, "\n    data, certificates and root key: %s\n", d.dir)
 	fmt.Fprintf(w, "    tenant \"demo\" on %s, with service key \"demo/app\"\n\n", d.anchorURI)
 	fmt.Fprintln(w, "Talk to it as an operator:")
@@ -424,6 +483,8 @@ func (d *devRegion) printWelcome(w io.Writer) {
 	fmt.Fprintln(w, "    krypton governance status")
 	fmt.Fprintln(w, "\nWrap and unwrap as the service demo/app (wrapping takes a service certificate):")
 	fmt.Fprintf(w, "    KRYPTON_CLIENT_CERT=%s KRYPTON_CLIENT_KEY=%s \\\n      krypton datakey -key demo/app\n\n", d.service[0], d.service[1])
+	fmt.Fprintf(w, "Applications encrypt through the gateway (Go: client.DialGatewayUnix(%q)); KMIP clients such as\n", d.gw.UnixSocket())
+	fmt.Fprintf(w, "PyKMIP connect to %s with a demo/app service certificate (docs/gateway.md, docs/kmip.md).\n\n", d.gw.KMIPAddr())
 	if d.anchorPath != "" {
 		fmt.Fprintf(w, "Pull the plug on the root key (the L1 kill switch) and watch calls fail:  touch %s.disabled\n", d.anchorPath)
 	} else {
@@ -518,6 +579,10 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("dev: unwrap under another context: %v, want InvalidArgument", err)
 	}
 	say("under another context it does not open: %s", codes.InvalidArgument)
+
+	if err := d.demoGateway(ctx, step, say); err != nil {
+		return err
+	}
 
 	step("rotate acme/payments: new wraps use v2, the v1 blob still unwraps")
 	key, err := admin.RotateKey(ctx, &kv1.RotateKeyRequest{RequestId: "demo-rotate", Tenant: "acme", Service: "payments"})
@@ -673,4 +738,36 @@ func regionNames(rc []*kv1.RegionCursor) []string {
 		names[i] = r.GetRegion()
 	}
 	return names
+}
+
+// demoGateway encrypts a record through the gateway's Unix socket, as an application beside it
+// would: the gateway makes the data key locally, has a region node wrap it, and seals the record
+// under it with AES-256-GCM; the ciphertext carries the wrapped key.
+func (d *devRegion) demoGateway(ctx context.Context, step func(string, ...any), say func(string, ...any)) error {
+	step("an application encrypts a record through the gateway beside it (Unix socket %s)", d.gw.UnixSocket())
+	c, err := client.DialGatewayUnix(d.gw.UnixSocket())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	record, recCtx := []byte("card=4111111111111111;exp=12/29"), []byte("customer=42")
+	ct, err := c.Encrypt(ctx, record, recCtx)
+	if err != nil {
+		return fmt.Errorf("dev: encrypt through the gateway: %w", err)
+	}
+	say("%d-byte record -> %d-byte ciphertext (wrapped data key + AES-256-GCM payload), under demo/app", len(record), len(ct))
+	pt, err := c.Decrypt(ctx, ct, recCtx)
+	if err != nil {
+		return fmt.Errorf("dev: decrypt through the gateway: %w", err)
+	}
+	if !bytes.Equal(pt, record) {
+		return fmt.Errorf("dev: the gateway decrypted other bytes")
+	}
+	say("decrypted: the same record")
+	if _, err := c.Decrypt(ctx, ct, []byte("customer=43")); err == nil {
+		return fmt.Errorf("dev: decrypt under another context succeeded")
+	} else {
+		say("under another context it does not decrypt: %s", status.Code(err))
+	}
+	return nil
 }
