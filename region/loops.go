@@ -143,14 +143,22 @@ func (n *Node) anchorLoop() {
 
 func (n *Node) checkAnchors(failingSince map[string]time.Time) {
 	settings := n.state.Settings()
+	// Tenants that share an anchor URI share the L1 key: ask it once per sweep. (100,000 tenants
+	// on one development anchor spent a third of the leader's CPU re-reading its file,
+	// BenchmarkScale; against a KMS it would be 100,000 calls every period.)
+	checked := make(map[string]error)
 	for _, t := range n.state.ListTenants() {
 		if t.Status == fsm.StatusRevoked || t.AnchorDeleted {
 			continue
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), min(settings.AnchorCheckPeriod, 30*time.Second))
-		err := n.checkAnchor(ctx, t.Anchor)
-		cancel()
-		n.countAnchor("check", err)
+		err, ok := checked[t.Anchor]
+		if !ok {
+			ctx, cancel := context.WithTimeout(context.Background(), min(settings.AnchorCheckPeriod, 30*time.Second))
+			err = n.checkAnchor(ctx, t.Anchor)
+			cancel()
+			n.countAnchor("check", err)
+			checked[t.Anchor] = err
+		}
 		autoLocked := t.Status == fsm.StatusLocked && strings.HasPrefix(t.LockReason, lockPrefix)
 		switch {
 		case err == nil:
