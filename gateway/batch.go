@@ -29,7 +29,7 @@ type batcher[Req, Res any] struct {
 	gen      uint64 // counts batches started, so that a late timer does not cut a younger batch
 	inflight int    // batches sent and not yet answered
 	closed   bool
-	wg      sync.WaitGroup // batches in flight
+	wg       sync.WaitGroup // batches in flight
 }
 
 type call[Req, Res any] struct {
