@@ -46,6 +46,7 @@ type benchOptions struct {
 	caCert, clientCert, clientKey string
 	key                           string
 	spawn, via                    int
+	conns                         int
 	op                            string
 	cfg                           bench.Config
 	out, plot                     string
@@ -79,6 +80,7 @@ func benchCommand() *command {
 			fs.StringVar(&o.clientKey, "client-key", "", "PEM file of the client certificate's private key")
 			fs.StringVar(&o.key, "key", "", "the service key, tenant/service (required without -spawn)")
 			fs.IntVar(&o.spawn, "spawn", 0, "start a local development region of this many nodes (3) and measure it")
+			fs.IntVar(&o.conns, "conns", 1, "gRPC connections to each node; callers are spread over them (one HTTP/2 connection carries all its callers through one reader and one writer goroutine on each side)")
 			fs.IntVar(&o.via, "via", 0, "with -spawn: spread the load over this many of its nodes (default: all; 1 measures through one node)")
 			fs.StringVar(&o.op, "op", string(o.cfg.Op), "operation: wrap, unwrap, datakey, rewrap or mixed (all four in equal shares)")
 			fs.IntVar(&o.cfg.Batch, "batch", 0, "items per call with the batch RPCs, 1 to 1024; 0 sends unary RPCs")
@@ -178,6 +180,8 @@ func (o *benchOptions) checkLoad() error {
 		return usagef("-batch must be 0 (unary) or 1 to %d", transport.MaxBatchItems)
 	case c.Callers < 1 || c.Callers > bench.MaxCallers:
 		return usagef("-callers must be 1 to %d", bench.MaxCallers)
+	case o.conns < 1 || o.conns > 64:
+		return usagef("-conns must be 1 to 64")
 	case c.Rate < 0:
 		return usagef("-rate must not be negative")
 	case c.Duration <= 0:
@@ -239,13 +243,17 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 		defer stop()
 		addrs, targets = nil, []bench.Target{{Name: name, Client: client}}
 	}
-	for _, a := range addrs {
-		conn, err := transport.Dial(ctx, a, cfg)
-		if err != nil {
-			return err
+	// Connections in rounds over the addresses, so that callers, given targets round robin,
+	// spread over every node and every connection.
+	for range o.conns {
+		for _, a := range addrs {
+			conn, err := transport.Dial(ctx, a, cfg)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			targets = append(targets, bench.Target{Name: a, Client: kv1.NewWrapServiceClient(conn)})
 		}
-		defer conn.Close()
-		targets = append(targets, bench.Target{Name: a, Client: kv1.NewWrapServiceClient(conn)})
 	}
 
 	var progress func(bench.Tick)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,9 +95,11 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 	if interrupted {
 		measured = max(stopped.Sub(measureFrom), 0)
 	}
-	names := make([]string, len(targets))
-	for i, t := range targets {
-		names[i] = t.Name
+	var names []string // each target once, though several connections may lead to it
+	for _, t := range targets {
+		if !slices.Contains(names, t.Name) {
+			names = append(names, t.Name)
+		}
 	}
 	return newResult(cfg, names, start, measured, interrupted, rec), nil
 }
