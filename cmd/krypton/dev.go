@@ -289,8 +289,7 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 			return nil, err
 		}
 	}
-	leader, err := d.waitLeader(ctx)
-	if err != nil {
+	if _, err := d.waitLeader(ctx); err != nil {
 		return nil, err
 	}
 	// Development settings: a short lease and a fast L1 check, so that revocation and the kill
@@ -299,8 +298,18 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 	s.LeaseDuration = 2 * time.Second
 	s.AnchorCheckPeriod = time.Second
 	s.AnchorGracePeriod = 10 * time.Second
-	if err := d.nodes[leader].SetSettings(ctx, s); err != nil {
-		return nil, err
+	// Settings replace the replicated ones whole, so a retry after an ambiguous failure (the
+	// leader changed while the write was in flight, as happens on a loaded machine) is safe.
+	var setErr error
+	if err := poll(ctx, 30*time.Second, "the development settings", func() bool {
+		l := d.leader()
+		if l < 0 {
+			return false
+		}
+		setErr = d.nodes[l].SetSettings(ctx, s)
+		return setErr == nil
+	}); err != nil {
+		return nil, fmt.Errorf("%w: %v", err, setErr)
 	}
 	if err := d.waitServing(ctx); err != nil {
 		return nil, err
@@ -312,10 +321,14 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 		return nil, err
 	}
 	gov := kv1.NewGovernanceServiceClient(govConn)
-	if _, err := gov.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "dev-demo-tenant", Tenant: "demo", AnchorUri: d.anchorURI, Regions: []string{devRegionName}}); err != nil && status.Code(err) != codes.AlreadyExists {
+	if _, err := retryWrite(ctx, func() (*kv1.GovernanceTenant, error) {
+		return gov.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "dev-demo-tenant", Tenant: "demo", AnchorUri: d.anchorURI, Regions: []string{devRegionName}})
+	}); err != nil && status.Code(err) != codes.AlreadyExists {
 		return nil, err
 	}
-	if _, err := gov.CreateService(ctx, &kv1.GovernanceCreateServiceRequest{RequestId: "dev-demo-key", Tenant: "demo", Service: "app"}); err != nil && status.Code(err) != codes.AlreadyExists {
+	if _, err := retryWrite(ctx, func() (*kv1.GovernanceServiceInfo, error) {
+		return gov.CreateService(ctx, &kv1.GovernanceCreateServiceRequest{RequestId: "dev-demo-key", Tenant: "demo", Service: "app"})
+	}); err != nil && status.Code(err) != codes.AlreadyExists {
 		return nil, err
 	}
 	if err := poll(ctx, 30*time.Second, "every node to know demo/app", func() bool {
@@ -525,10 +538,14 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 		return err
 	}
 	gov := kv1.NewGovernanceServiceClient(govConn)
-	if _, err := gov.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "demo-tenant", Tenant: "acme", AnchorUri: d.anchorURI, Regions: []string{devRegionName}}); err != nil {
+	if _, err := retryWrite(ctx, func() (*kv1.GovernanceTenant, error) {
+		return gov.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "demo-tenant", Tenant: "acme", AnchorUri: d.anchorURI, Regions: []string{devRegionName}})
+	}); err != nil {
 		return err
 	}
-	if _, err := gov.CreateService(ctx, &kv1.GovernanceCreateServiceRequest{RequestId: "demo-service", Tenant: "acme", Service: "payments"}); err != nil {
+	if _, err := retryWrite(ctx, func() (*kv1.GovernanceServiceInfo, error) {
+		return gov.CreateService(ctx, &kv1.GovernanceCreateServiceRequest{RequestId: "demo-service", Tenant: "acme", Service: "payments"})
+	}); err != nil {
 		return err
 	}
 	if err := poll(ctx, 20*time.Second, "acme/payments in the region", func() bool {
@@ -585,7 +602,9 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 	}
 
 	step("rotate acme/payments: new wraps use v2, the v1 blob still unwraps")
-	key, err := admin.RotateKey(ctx, &kv1.RotateKeyRequest{RequestId: "demo-rotate", Tenant: "acme", Service: "payments"})
+	key, err := retryWrite(ctx, func() (*kv1.Key, error) {
+		return admin.RotateKey(ctx, &kv1.RotateKeyRequest{RequestId: "demo-rotate", Tenant: "acme", Service: "payments"})
+	})
 	if err != nil {
 		return err
 	}
@@ -630,7 +649,9 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 	}
 	admin = kv1.NewAdminServiceClient(opConn2)
 	step("revoke acme/payments v1 while %s is down", d.cfgs[leader].NodeID)
-	rv, err := admin.RevokeKey(ctx, &kv1.RevokeKeyRequest{RequestId: "demo-revoke", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "demo"})
+	rv, err := retryWrite(ctx, func() (*kv1.RevokeKeyResponse, error) {
+		return admin.RevokeKey(ctx, &kv1.RevokeKeyRequest{RequestId: "demo-revoke", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "demo"})
+	})
 	if err != nil {
 		return err
 	}
@@ -700,7 +721,9 @@ func (d *devRegion) demoGovernanceKillSwitch(ctx context.Context, gov kv1.Govern
 	}
 	step("governance pulls the kill switch: delete acme's L1 pointer and wait until every region has it in force")
 	start := time.Now()
-	del, err := gov.DeleteAnchor(ctx, &kv1.DeleteAnchorRequest{RequestId: "demo-kill", Tenant: "acme", Reason: "demo", Wait: true})
+	del, err := retryWrite(ctx, func() (*kv1.DeleteAnchorResponse, error) {
+		return gov.DeleteAnchor(ctx, &kv1.DeleteAnchorRequest{RequestId: "demo-kill", Tenant: "acme", Reason: "demo", Wait: true})
+	})
 	if err != nil {
 		return err
 	}
@@ -713,7 +736,9 @@ func (d *devRegion) demoGovernanceKillSwitch(ctx context.Context, gov kv1.Govern
 		say("%s refuses acme: %s", d.cfgs[i].NodeID, status.Convert(err).Message())
 	}
 	step("set the pointer again: the region checks that the anchor opens the sealed tenant keys, then serves")
-	if _, err := gov.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: "demo-restore", Tenant: "acme", AnchorUri: d.anchorURI}); err != nil {
+	if _, err := retryWrite(ctx, func() (*kv1.GovernanceTenant, error) {
+		return gov.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: "demo-restore", Tenant: "acme", AnchorUri: d.anchorURI})
+	}); err != nil {
 		return err
 	}
 	for i := range devNodes {
@@ -770,4 +795,24 @@ func (d *devRegion) demoGateway(ctx context.Context, step func(string, ...any), 
 		say("under another context it does not decrypt: %s", status.Code(err))
 	}
 	return nil
+}
+
+// retryWrite retries a write that carries a request id while it fails with UNAVAILABLE (no leader,
+// leadership lost mid-write: the write may or may not have applied): a retry with the same id
+// returns the first result, so it is safe, and the walkthrough rides out an election that a loaded
+// machine can cause at any step.
+func retryWrite[T any](ctx context.Context, call func() (T, error)) (T, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		res, err := call()
+		if status.Code(err) != codes.Unavailable {
+			return res, err
+		}
+		select {
+		case <-ctx.Done():
+			return res, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
