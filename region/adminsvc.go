@@ -332,6 +332,11 @@ func (n *Node) keyProto(svc fsm.Service) (*kv1.Key, error) {
 	}
 	k := &kv1.Key{Tenant: svc.Tenant, Service: svc.Name, CurrentVersion: svc.Current}
 	for _, v := range versions {
+		if v.Version > svc.Current {
+			// svc describes the key as a write left it (CreateKey, RotateKey): later versions
+			// are another call's.
+			break
+		}
 		k.Versions = append(k.Versions, &kv1.KeyVersion{Version: v.Version, State: keyState(v.Status), CreatedAt: ts(v.CreatedAt), RotatedAt: ts(v.RotatedAt), RevokedAt: ts(v.RevokedAt)})
 	}
 	return k, nil

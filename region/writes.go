@@ -192,7 +192,14 @@ func (n *Node) sealNewVersion(ctx context.Context, requestID, tenant, service st
 		n.keys.putServiceKey(l3)
 		n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, Service: service, Version: version, RequestID: requestID})
 	}
-	return n.state.Service(tenant, service)
+	svc, err := n.state.Service(tenant, service)
+	if err != nil {
+		return fsm.Service{}, err
+	}
+	// Describe the version this call made (or, for a retry, the one the first call with this
+	// request id made), not whatever is current by now: a concurrent rotation may have followed.
+	svc.Current = res.Version
+	return svc, nil
 }
 
 // Scope names what a revocation covers: a tenant, one of its services, or one key version.
