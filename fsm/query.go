@@ -210,3 +210,36 @@ func (s *State) Settings() Settings {
 	defer s.mu.RUnlock()
 	return s.root.settings
 }
+
+// DescribeService returns a service and its L3 versions as a client should
+// see them (the admin API's Key): a service of a revoked tenant is revoked
+// too, a revoked service has Current 0, and each version of a revoked
+// service or tenant is REVOKED whatever status it kept, with RevokedAt the
+// earliest revocation that covers it. The stored state is left as it is
+// (revoking a tenant does not rewrite its services), so snapshots taken
+// before this view existed describe the same way.
+func (s *State) DescribeService(tenant, service string) (Service, []KeyVersion, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	sv, err := s.service(tenant, service)
+	if err != nil {
+		return Service{}, nil, err
+	}
+	svc := sv.s
+	t := s.root.tenants[tenant].t
+	if t.Status == StatusRevoked && (svc.Status != StatusRevoked || t.RevokedAt < svc.RevokedAt) {
+		svc.Status, svc.RevokedAt = StatusRevoked, t.RevokedAt
+	}
+	versions := make([]KeyVersion, len(sv.versions))
+	for i, kv := range sv.versions {
+		kv = copyKeyVersion(kv)
+		if svc.Status == StatusRevoked && (kv.Status != StatusRevoked || svc.RevokedAt < kv.RevokedAt) {
+			kv.Status, kv.RevokedAt = StatusRevoked, svc.RevokedAt
+		}
+		versions[i] = kv
+	}
+	if svc.Status == StatusRevoked {
+		svc.Current = 0
+	}
+	return svc, versions, nil
+}

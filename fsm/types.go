@@ -99,6 +99,8 @@ type Service struct {
 // KeyVersion is one version of a service key (L3), sealed by an L2 version.
 // Its Status is its own: a version of a revoked service or tenant keeps the
 // status it had, and Usable is the authority on whether it may be used.
+// State.DescribeService gives the view a client sees (every version of a
+// revoked service or tenant REVOKED).
 type KeyVersion struct {
 	Tenant    string `json:"tenant"`
 	Service   string `json:"service"`

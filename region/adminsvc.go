@@ -326,11 +326,16 @@ func keyState(s fsm.Status) kv1.KeyState {
 }
 
 func (n *Node) keyProto(svc fsm.Service) (*kv1.Key, error) {
-	versions, err := n.state.ListKeyVersions(svc.Tenant, svc.Name)
+	// A revoked service, or any of a revoked tenant, reports current version 0 and every version
+	// REVOKED (admin.proto, Key).
+	now, versions, err := n.state.DescribeService(svc.Tenant, svc.Name)
 	if err != nil {
 		return nil, err
 	}
 	k := &kv1.Key{Tenant: svc.Tenant, Service: svc.Name, CurrentVersion: svc.Current}
+	if now.Status == fsm.StatusRevoked {
+		k.CurrentVersion = 0
+	}
 	for _, v := range versions {
 		if v.Version > svc.Current {
 			// svc describes the key as a write left it (CreateKey, RotateKey): later versions

@@ -82,3 +82,40 @@ func seq(n uint32) []uint32 {
 	}
 	return out
 }
+
+// TestDescribeRevokedKey: DescribeKey (on any node) of a revoked service, and of any service of a
+// revoked tenant, reports current version 0 and every version REVOKED.
+func TestDescribeRevokedKey(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	admin := r.AdminClient(r.Leader())
+	createTenant(t, admin, r.Anchor, "globex", "payments")
+	for _, c := range []struct{ tenant, service string }{{"acme", "payments"}, {"globex", "payments"}} {
+		if _, err := admin.RotateKey(ctxT(t), &kv1.RotateKeyRequest{RequestId: "rot-" + c.tenant, Tenant: c.tenant, Service: c.service}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rv-svc", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments"}, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rv-tenant", Scope: &kv1.KeyScope{Tenant: "globex"}, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	waitSameState(t, r)
+	for i := range r.Nodes {
+		for _, tenant := range []string{"acme", "globex"} {
+			k, err := r.AdminClient(i).DescribeKey(ctxT(t), &kv1.DescribeKeyRequest{Tenant: tenant, Service: "payments"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if k.GetCurrentVersion() != 0 || len(k.GetVersions()) != 2 {
+				t.Errorf("%s/payments on %s: current %d, %d versions; want 0, 2", tenant, r.Cfgs[i].NodeID, k.GetCurrentVersion(), len(k.GetVersions()))
+			}
+			for _, v := range k.GetVersions() {
+				if v.GetState() != kv1.KeyState_KEY_STATE_REVOKED || v.GetRevokedAt() == nil {
+					t.Errorf("%s/payments v%d on %s: %v (revoked at %v), want REVOKED", tenant, v.GetVersion(), r.Cfgs[i].NodeID, v.GetState(), v.GetRevokedAt())
+				}
+			}
+		}
+	}
+}
