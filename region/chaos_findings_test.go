@@ -1,10 +1,14 @@
 package region_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
 
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -118,4 +122,71 @@ func TestDescribeRevokedKey(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestReRevokeIsFenced: revoking what is already revoked succeeds, names the revoked versions and
+// runs the fence: a client whose first revocation timed out in its fence (a partitioned follower
+// neither confirmed nor had lost its lease yet) retries under a new request id and gets a fence
+// result that accounts for every node.
+func TestReRevokeIsFenced(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	ld := r.Leader()
+	admin := r.AdminClient(ld)
+	if _, err := admin.RotateKey(ctxT(t), &kv1.RotateKeyRequest{RequestId: "rot", Tenant: "acme", Service: "payments"}); err != nil {
+		t.Fatal(err)
+	}
+	waitSameState(t, r)
+	cut := r.Followers()[0]
+	r.Partition(cut)
+	t.Cleanup(r.Heal)
+	scope := &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}
+	short, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, err := admin.RevokeKey(short, &kv1.RevokeKeyRequest{RequestId: "rv-1", Scope: scope, Reason: "test"})
+	wantCode(t, err, codes.DeadlineExceeded, "revocation with a partitioned follower and a 1 s deadline")
+
+	check := func(what string, resp *kv1.RevokeKeyResponse, wantVersions ...uint32) {
+		t.Helper()
+		var got []uint32
+		for _, ref := range resp.GetRevoked() {
+			got = append(got, ref.GetVersion())
+		}
+		if !slices.Equal(got, wantVersions) {
+			t.Errorf("%s: revoked %v, want %v", what, got, wantVersions)
+		}
+		f := resp.GetFence()
+		if f == nil {
+			t.Fatalf("%s: no fence result", what)
+		}
+		nodes := append(slices.Clone(f.GetConfirmedNodes()), f.GetLeaseExpiredNodes()...)
+		slices.Sort(nodes)
+		var want []string
+		for _, c := range r.Cfgs {
+			want = append(want, c.NodeID)
+		}
+		slices.Sort(want)
+		if !slices.Equal(nodes, want) {
+			t.Errorf("%s: fence accounts for %v, want every node %v", what, nodes, want)
+		}
+	}
+	resp, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rv-2", Scope: scope, Reason: "test"})
+	if err != nil {
+		t.Fatalf("re-revoking with a new request id: %v", err)
+	}
+	check("re-revoke while partitioned", resp, 1)
+	if !slices.Contains(resp.GetFence().GetLeaseExpiredNodes(), r.Cfgs[cut].NodeID) {
+		t.Errorf("fence %v does not wait out the partitioned node %s's lease", resp.GetFence(), r.Cfgs[cut].NodeID)
+	}
+
+	// Healed: re-revoking through a follower, and a version of a service whose tenant is revoked.
+	r.Heal()
+	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rv-tenant", Scope: &kv1.KeyScope{Tenant: "acme"}, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err = r.AdminClient(r.Followers()[0]).RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rv-3", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 2}, Reason: "test"})
+	if err != nil {
+		t.Fatalf("revoking a version of a revoked tenant: %v", err)
+	}
+	check("re-revoke through a follower", resp, 2)
 }

@@ -232,6 +232,20 @@ func (n *Node) Revoke(ctx context.Context, requestID string, s Scope, reason str
 		}
 	}
 	res, err := n.apply(ctx, requestID, cmd)
+	if errors.Is(err, fsm.ErrRevoked) {
+		// Already revoked: that succeeds (admin.proto, RevokeKey), and it is fenced like the
+		// first revocation, whose caller may have timed out before its fence and now retries
+		// under a new request id. The leader refused this entry after the revocation had
+		// committed, so after a read barrier this node has applied it, and a fence at its
+		// applied index covers it.
+		if err := n.cl.Barrier(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil, ErrFenceTimeout
+			}
+			return nil, ErrNoLeader
+		}
+		return n.fence(ctx, n.state.AppliedIndex())
+	}
 	if err != nil {
 		return nil, err
 	}
