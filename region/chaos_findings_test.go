@@ -190,3 +190,31 @@ func TestReRevokeIsFenced(t *testing.T) {
 	}
 	check("re-revoke through a follower", resp, 2)
 }
+
+// TestCreateKeyOnLaggingFollower: a write through a follower that has not yet applied the tenant
+// it names catches up before it answers NotFound: cut off, the follower answers Unavailable (it
+// cannot know); healed, the CreateKey succeeds at once.
+func TestCreateKeyOnLaggingFollower(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	f := r.Followers()[0]
+	r.Partition(f)
+	t.Cleanup(r.Heal)
+	if _, err := r.AdminClient(r.Leader()).CreateTenant(ctxT(t), &kv1.CreateTenantRequest{RequestId: "t-late", Tenant: "late", AnchorUri: r.Anchor}); err != nil {
+		t.Fatal(err)
+	}
+	follower := r.AdminClient(f)
+	_, err := follower.CreateKey(ctxT(t), &kv1.CreateKeyRequest{RequestId: "k-late-0", Tenant: "late", Service: "payments"})
+	wantCode(t, err, codes.Unavailable, "CreateKey through a partitioned follower that never saw the tenant")
+	r.Heal()
+	err = retryUnavailable(t, "CreateKey through the healed follower", func() error {
+		_, err := follower.CreateKey(ctxT(t), &kv1.CreateKeyRequest{RequestId: "k-late", Tenant: "late", Service: "payments"})
+		return err
+	})
+	if err != nil {
+		t.Fatalf("CreateKey through a lagging follower after an acknowledged CreateTenant: %v", err)
+	}
+	// An unknown tenant is still NotFound, once the node has caught up.
+	_, err = follower.CreateKey(ctxT(t), &kv1.CreateKeyRequest{RequestId: "k-none", Tenant: "nobody", Service: "payments"})
+	wantCode(t, err, codes.NotFound, "CreateKey for a tenant that does not exist")
+}

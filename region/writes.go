@@ -135,7 +135,7 @@ func (n *Node) CreateKey(ctx context.Context, requestID, tenant, service string)
 // RotateKey makes a new L3 version current; the previous one becomes decrypt-only.
 func (n *Node) RotateKey(ctx context.Context, requestID, tenant, service string) (fsm.Service, error) {
 	for attempt := 0; ; attempt++ {
-		svc, err := n.state.Service(tenant, service)
+		svc, err := freshRead(ctx, n, func() (fsm.Service, error) { return n.state.Service(tenant, service) })
 		if err != nil {
 			return fsm.Service{}, err
 		}
@@ -158,7 +158,8 @@ func (n *Node) sealNewVersion(ctx context.Context, requestID, tenant, service st
 	if err := transport.CheckName("service", service); err != nil {
 		return fsm.Service{}, err
 	}
-	t, err := n.state.Tenant(tenant)
+	// A tenant acknowledged a moment ago may not be applied here yet: catch up before NotFound.
+	t, err := freshRead(ctx, n, func() (fsm.Tenant, error) { return n.state.Tenant(tenant) })
 	if err != nil {
 		return fsm.Service{}, err
 	}
@@ -275,7 +276,7 @@ func (n *Node) UnlockTenant(ctx context.Context, requestID, tenant string) (fsm.
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
 	}
-	t, err := n.state.Tenant(tenant)
+	t, err := freshRead(ctx, n, func() (fsm.Tenant, error) { return n.state.Tenant(tenant) })
 	if err != nil {
 		return fsm.Tenant{}, err
 	}
@@ -298,7 +299,7 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI str
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
 	}
-	t, err := n.state.Tenant(tenant)
+	t, err := freshRead(ctx, n, func() (fsm.Tenant, error) { return n.state.Tenant(tenant) })
 	if err != nil {
 		return fsm.Tenant{}, err
 	}
