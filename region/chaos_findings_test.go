@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -217,4 +218,50 @@ func TestCreateKeyOnLaggingFollower(t *testing.T) {
 	// An unknown tenant is still NotFound, once the node has caught up.
 	_, err = follower.CreateKey(ctxT(t), &kv1.CreateKeyRequest{RequestId: "k-none", Tenant: "nobody", Service: "payments"})
 	wantCode(t, err, codes.NotFound, "CreateKey for a tenant that does not exist")
+}
+
+// TestWrapRightAfterCreateKey: a wrap on a follower right after CreateKey returned on the leader
+// finds the key (the follower's catch-up barrier started after the wrap arrived), concurrent
+// wraps on the same follower included.
+func TestWrapRightAfterCreateKey(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	admin := r.AdminClient(r.Leader())
+	f := r.Followers()[0]
+	for i := range 5 {
+		svc := fmt.Sprintf("svc-%d", i)
+		if _, err := admin.CreateKey(ctxT(t), &kv1.CreateKeyRequest{RequestId: "k-" + svc, Tenant: "acme", Service: svc}); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		for range 3 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, err := r.WrapClient(f, "acme", svc).Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: svc}, Plaintext: randKey(t), Context: []byte("c")})
+				if status.Code(err) == codes.NotFound {
+					t.Errorf("wrap under %s on a follower right after CreateKey: %v", svc, err)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+}
+
+// TestWrapOnCutOffNodeIsUnavailable: a node cut off from the leader that does not know a key
+// (created after the partition) cannot know whether it exists, and answers Unavailable, not
+// NotFound.
+func TestWrapOnCutOffNodeIsUnavailable(t *testing.T) {
+	t.Parallel()
+	r := setup(t)
+	f := r.Followers()[0]
+	r.Partition(f)
+	t.Cleanup(r.Heal)
+	if _, err := r.AdminClient(r.Leader()).CreateKey(ctxT(t), &kv1.CreateKeyRequest{RequestId: "k-fresh", Tenant: "acme", Service: "fresh"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := r.WrapClient(f, "acme", "fresh").Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: "fresh"}, Plaintext: randKey(t), Context: []byte("c")})
+	wantCode(t, err, codes.Unavailable, "wrap on a partitioned follower under a key created after the partition")
+	r.Heal()
+	mustWrap(t, r, f, "acme", "fresh")
 }

@@ -52,7 +52,9 @@ type Node struct {
 	rpcLn   net.Listener
 	http    *transport.AdminHTTP
 	flight  singleflight.Group // one unseal or fetch per L2 version at a time
-	watch   *voterWatch
+	// barriers coalesces the read barriers of requests that find nothing in local state (catchup.go).
+	barriers barriers
+	watch    *voterWatch
 	// policies are the tenants' compiled access policies (policy.go), kept in step with the state
 	// machine by onChange.
 	policies *policyTable

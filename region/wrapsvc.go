@@ -36,12 +36,12 @@ func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop fs
 	if err := n.authorize(ctx, ref.GetTenant(), ref.GetService(), pop); err != nil {
 		return nil, err
 	}
-	v, err := n.state.Usable(ref.GetTenant(), ref.GetService(), ref.GetVersion(), op)
-	if isNotFound(err) && n.catchUp(ctx) == nil {
-		// A key created a moment ago on another node may not be applied here yet: catch up
-		// with the leader once and look again, so that "create, then wrap anywhere" works.
-		v, err = n.state.Usable(ref.GetTenant(), ref.GetService(), ref.GetVersion(), op)
-	}
+	// A key created a moment ago on another node may not be applied here yet: freshRead catches
+	// up with the leader and looks again, so that "create, then wrap anywhere" works, and a node
+	// that cannot catch up answers Unavailable, not NotFound.
+	v, err := freshRead(ctx, n, func() (uint32, error) {
+		return n.state.Usable(ref.GetTenant(), ref.GetService(), ref.GetVersion(), op)
+	})
 	if errors.Is(err, fsm.ErrLocked) {
 		return nil, n.lockedError(ref.GetTenant())
 	}
@@ -201,17 +201,6 @@ func (n *Node) lockedError(tenant string) error {
 
 func isNotFound(err error) bool {
 	return errors.Is(err, fsm.ErrTenantNotFound) || errors.Is(err, fsm.ErrServiceNotFound) || errors.Is(err, fsm.ErrVersionNotFound)
-}
-
-// catchUp runs a read barrier; concurrent callers share one, so a burst of requests for unknown
-// keys costs the leader one round trip, not one each.
-func (n *Node) catchUp(ctx context.Context) error {
-	_, err, _ := n.flight.Do("barrier", func() (any, error) {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		return nil, n.cl.Barrier(ctx)
-	})
-	return err
 }
 
 // errWeakDataKey refuses a plaintext that cannot be a data key (all zero bytes).
