@@ -263,6 +263,14 @@ func (s *adminService) SnapshotRestore(stream kv1.AdminService_SnapshotRestoreSe
 		}
 		return clusterErr(err)
 	}
+	// The restored state's applied index is the one in the snapshot, below the index Raft
+	// installed it at; a node serves only once its state has applied a lease grant's commit
+	// index, so without a later entry no node (nor a follower restarted on the installed
+	// snapshot) would serve again. Re-proposing the current settings is that entry, and changes
+	// nothing else.
+	if err := s.n.SetSettings(stream.Context(), s.n.state.Settings()); err != nil {
+		return err
+	}
 	s.n.record(stream.Context(), audit.Event{Kind: "snapshot.restore", RequestID: requestID})
 	return stream.SendAndClose(&kv1.SnapshotRestoreResponse{Index: s.n.state.AppliedIndex()})
 }

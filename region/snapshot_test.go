@@ -144,6 +144,14 @@ func TestSnapshotIntoFreshRegion(t *testing.T) {
 			mustUnwrap(t, r2, i, b.tenant, b.service, b.w)
 		}
 	}
+	// A follower restarted on the installed snapshot serves again with no write after the restore.
+	f := r2.Followers()[0]
+	r2.Kill(f)
+	r2.Start(f)
+	r2.WaitServing()
+	for _, b := range blobs {
+		mustUnwrap(t, r2, f, b.tenant, b.service, b.w)
+	}
 	// And it carries on from there: version 2 is current, new wraps open on the old region too.
 	w := mustWrap(t, r2, 0, "acme", "payments")
 	mustUnwrap(t, r1, 0, "acme", "payments", w)
