@@ -43,6 +43,7 @@ type serverFlags struct {
 	oidc            oidcFlags
 	audit           auditFlags
 	settings        string
+	keyringSize     int
 }
 
 func (f *serverFlags) declare(fs *flag.FlagSet) {
@@ -65,6 +66,7 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&f.governance, "governance", "", "gRPC addresses of the governance nodes, comma-separated: the region's leader follows their feed (the node certificate must then name the region: spiffe://krypton/region/<region>/node/<id>); empty runs the region on its own")
 	f.tuning.declare(fs)
+	fs.IntVar(&f.keyringSize, "keyring-size", 0, "most unsealed L2 versions, and most L3 versions, held in locked memory at once (0: 512); each locks a page, so raise the memlock limit (systemd LimitMEMLOCK) before going past ~900")
 	f.oidc.declare(fs)
 	f.audit.declare(fs)
 	fs.StringVar(&f.settings, "region-settings", "", "region settings the leader keeps proposing while the replicated ones differ, as lease-duration=2s,anchor-check-period=1s,anchor-grace-period=10s (give every node the same; for tests and the chaos suite)")
@@ -150,6 +152,10 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	cfg.AllowDevAnchor = f.devAnchor
 	cfg.Logger = log
 	cfg.Tune = f.tuning.apply
+	if f.keyringSize < 0 {
+		return cfg, usagef("server: -keyring-size %d is negative", f.keyringSize)
+	}
+	cfg.KeyringSize = f.keyringSize
 	if cfg.AuditSyslog, err = f.audit.syslogConfig(log); err != nil {
 		return cfg, err
 	}
