@@ -362,7 +362,7 @@ func (w *workload) probe(ctx context.Context, rev Op, k *wkey, wrapID int) {
 					w.mu.Unlock()
 					return
 				}
-				time.Sleep(50 * time.Millisecond)
+				sleep(ctx, 50*time.Millisecond) // ends with the run, like every wait of the harness
 			}
 		}()
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -856,32 +855,9 @@ func (f *govServerFlags) governanceConfig() (governance.Config, error) {
 	}
 	cfg.HeartbeatInterval = f.heartbeat
 	cfg.Tune = f.tuning.apply
-	if f.gossipKey == "" {
-		return cfg, usagef("governance server: -gossip-key is required (32 bytes, base64; e.g. head -c32 /dev/urandom | base64)")
-	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(f.gossipKey))
-	if err != nil || len(key) != 32 {
-		return cfg, usagef("governance server: -gossip-key must be base64 of exactly 32 bytes")
-	}
-	cfg.GossipKey = key
-	if f.caCert == "" || f.cert == "" || f.key == "" {
-		return cfg, usagef("governance server: -ca-cert, -cert and -key are required: Krypton never runs without mutual TLS (`krypton certs` makes development ones)")
-	}
-	if cfg.Roots, err = pki.LoadCertPool(f.caCert); err != nil {
+	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("governance server", f.gossipKey, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err
 	}
-	cert, err := pki.LoadCertificate(f.cert, f.key)
-	if err != nil {
-		return cfg, err
-	}
-	id, err := cert.Identity()
-	if err != nil {
-		return cfg, err
-	}
-	if id.Kind != pki.KindNode || id.NodeID != f.nodeID {
-		return cfg, usagef("governance server: the certificate names %s, not node %q", id, f.nodeID)
-	}
-	cfg.Certificate = cert.TLSCertificate()
 	return cfg, cfg.Validate()
 }
 

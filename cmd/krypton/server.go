@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
@@ -162,33 +164,42 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	if cfg.OIDC, err = f.oidc.verifier(log); err != nil {
 		return cfg, err
 	}
-	if f.gossipKey == "" {
-		return cfg, usagef("server: -gossip-key is required (32 bytes, base64; e.g. head -c32 /dev/urandom | base64)")
+	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("server", f.gossipKey, f.caCert, f.cert, f.key, f.nodeID); err != nil {
+		return cfg, err
 	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(f.gossipKey))
+	return cfg, cfg.Validate()
+}
+
+// nodeSecrets checks and loads what every node command (server, governance server) needs to join
+// its cluster: the gossip key (base64 of 32 bytes), the CA pool, and a node certificate naming
+// nodeID. cmd prefixes the usage errors.
+func nodeSecrets(cmd, gossipKey, caCert, certFile, keyFile, nodeID string) ([]byte, *x509.CertPool, tls.Certificate, error) {
+	if gossipKey == "" {
+		return nil, nil, tls.Certificate{}, usagef("%s: -gossip-key is required (32 bytes, base64; e.g. head -c32 /dev/urandom | base64)", cmd)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(gossipKey))
 	if err != nil || len(key) != 32 {
-		return cfg, usagef("server: -gossip-key must be base64 of exactly 32 bytes")
+		return nil, nil, tls.Certificate{}, usagef("%s: -gossip-key must be base64 of exactly 32 bytes", cmd)
 	}
-	cfg.GossipKey = key
-	if f.caCert == "" || f.cert == "" || f.key == "" {
-		return cfg, usagef("server: -ca-cert, -cert and -key are required: Krypton never runs without mutual TLS (`krypton certs` makes development ones)")
+	if caCert == "" || certFile == "" || keyFile == "" {
+		return nil, nil, tls.Certificate{}, usagef("%s: -ca-cert, -cert and -key are required: Krypton never runs without mutual TLS (`krypton certs` makes development ones)", cmd)
 	}
-	if cfg.Roots, err = pki.LoadCertPool(f.caCert); err != nil {
-		return cfg, err
-	}
-	cert, err := pki.LoadCertificate(f.cert, f.key)
+	roots, err := pki.LoadCertPool(caCert)
 	if err != nil {
-		return cfg, err
+		return nil, nil, tls.Certificate{}, err
+	}
+	cert, err := pki.LoadCertificate(certFile, keyFile)
+	if err != nil {
+		return nil, nil, tls.Certificate{}, err
 	}
 	id, err := cert.Identity()
 	if err != nil {
-		return cfg, err
+		return nil, nil, tls.Certificate{}, err
 	}
-	if id.Kind != pki.KindNode || id.NodeID != f.nodeID {
-		return cfg, usagef("server: the certificate names %s, not node %q", id, f.nodeID)
+	if id.Kind != pki.KindNode || id.NodeID != nodeID {
+		return nil, nil, tls.Certificate{}, usagef("%s: the certificate names %s, not node %q", cmd, id, nodeID)
 	}
-	cfg.Certificate = cert.TLSCertificate()
-	return cfg, cfg.Validate()
+	return key, roots, cert.TLSCertificate(), nil
 }
 
 func serverCommand() *command {
