@@ -185,3 +185,15 @@ func (gatewayWrapClient) ListEndpoints(context.Context, *kv1.ListEndpointsReques
 func (gatewayWrapClient) WatchKeyEvents(context.Context, ...grpc.CallOption) (grpc.BidiStreamingClient[kv1.WatchKeyEventsRequest, kv1.KeyEvent], error) {
 	return nil, errNotThroughGateway
 }
+
+func (gatewayWrapClient) PackedWrap(context.Context, *kv1.PackedWrapRequest, ...grpc.CallOption) (*kv1.PackedWrapResponse, error) {
+	return nil, errNotThroughGateway
+}
+
+func (gatewayWrapClient) PackedUnwrap(context.Context, *kv1.PackedUnwrapRequest, ...grpc.CallOption) (*kv1.PackedUnwrapResponse, error) {
+	return nil, errNotThroughGateway
+}
+
+func (gatewayWrapClient) PackedGenerateDataKey(context.Context, *kv1.PackedGenerateDataKeyRequest, ...grpc.CallOption) (*kv1.PackedGenerateDataKeyResponse, error) {
+	return nil, errNotThroughGateway
+}

@@ -1689,6 +1689,459 @@ func (*RewrapResult_Value) isRewrapResult_Result() {}
 
 func (*RewrapResult_Error) isRewrapResult_Result() {}
 
+type PackedWrapRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional; correlates the batch in the audit log.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The service key to wrap under, as WrapRequest.key.
+	Key *KeyRef `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// 1 to 1024 L4 plaintexts, each as WrapRequest.plaintext.
+	Plaintexts [][]byte `protobuf:"bytes,3,rep,name=plaintexts,proto3" json:"plaintexts,omitempty"`
+	// See above.
+	Contexts      [][]byte `protobuf:"bytes,4,rep,name=contexts,proto3" json:"contexts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedWrapRequest) Reset() {
+	*x = PackedWrapRequest{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedWrapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedWrapRequest) ProtoMessage() {}
+
+func (x *PackedWrapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedWrapRequest.ProtoReflect.Descriptor instead.
+func (*PackedWrapRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *PackedWrapRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PackedWrapRequest) GetKey() *KeyRef {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *PackedWrapRequest) GetPlaintexts() [][]byte {
+	if x != nil {
+		return x.Plaintexts
+	}
+	return nil
+}
+
+func (x *PackedWrapRequest) GetContexts() [][]byte {
+	if x != nil {
+		return x.Contexts
+	}
+	return nil
+}
+
+type PackedWrapResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key version that sealed every blob.
+	Key *KeyRef `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// One blob per plaintext, in the request's order.
+	Blobs         [][]byte `protobuf:"bytes,2,rep,name=blobs,proto3" json:"blobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedWrapResponse) Reset() {
+	*x = PackedWrapResponse{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedWrapResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedWrapResponse) ProtoMessage() {}
+
+func (x *PackedWrapResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedWrapResponse.ProtoReflect.Descriptor instead.
+func (*PackedWrapResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *PackedWrapResponse) GetKey() *KeyRef {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *PackedWrapResponse) GetBlobs() [][]byte {
+	if x != nil {
+		return x.Blobs
+	}
+	return nil
+}
+
+type PackedUnwrapRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional; correlates the batch in the audit log.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// 1 to 1024 blobs, each as UnwrapRequest.blob.
+	Blobs [][]byte `protobuf:"bytes,2,rep,name=blobs,proto3" json:"blobs,omitempty"`
+	// See above.
+	Contexts      [][]byte `protobuf:"bytes,3,rep,name=contexts,proto3" json:"contexts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedUnwrapRequest) Reset() {
+	*x = PackedUnwrapRequest{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedUnwrapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedUnwrapRequest) ProtoMessage() {}
+
+func (x *PackedUnwrapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedUnwrapRequest.ProtoReflect.Descriptor instead.
+func (*PackedUnwrapRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *PackedUnwrapRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PackedUnwrapRequest) GetBlobs() [][]byte {
+	if x != nil {
+		return x.Blobs
+	}
+	return nil
+}
+
+func (x *PackedUnwrapRequest) GetContexts() [][]byte {
+	if x != nil {
+		return x.Contexts
+	}
+	return nil
+}
+
+type PackedUnwrapResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// One entry per blob, in the request's order: the L4 data key, or empty
+	// where the item failed.
+	Plaintexts [][]byte `protobuf:"bytes,1,rep,name=plaintexts,proto3" json:"plaintexts,omitempty"`
+	// The distinct key versions that opened the blobs that succeeded.
+	Keys []*KeyRef `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	// One entry per blob: keys[key_index[i]] opened blobs[i]. Meaningless
+	// (0) where the item failed.
+	KeyIndex []uint32 `protobuf:"varint,3,rep,packed,name=key_index,json=keyIndex,proto3" json:"key_index,omitempty"`
+	// The items that failed, in ascending index order; empty when every item
+	// succeeded.
+	Errors        []*PackedItemError `protobuf:"bytes,4,rep,name=errors,proto3" json:"errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedUnwrapResponse) Reset() {
+	*x = PackedUnwrapResponse{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedUnwrapResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedUnwrapResponse) ProtoMessage() {}
+
+func (x *PackedUnwrapResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedUnwrapResponse.ProtoReflect.Descriptor instead.
+func (*PackedUnwrapResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PackedUnwrapResponse) GetPlaintexts() [][]byte {
+	if x != nil {
+		return x.Plaintexts
+	}
+	return nil
+}
+
+func (x *PackedUnwrapResponse) GetKeys() []*KeyRef {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *PackedUnwrapResponse) GetKeyIndex() []uint32 {
+	if x != nil {
+		return x.KeyIndex
+	}
+	return nil
+}
+
+func (x *PackedUnwrapResponse) GetErrors() []*PackedItemError {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+// PackedItemError is the error of one item of a packed batch.
+type PackedItemError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The item's index in the request.
+	Index         uint32     `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Error         *ItemError `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedItemError) Reset() {
+	*x = PackedItemError{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedItemError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedItemError) ProtoMessage() {}
+
+func (x *PackedItemError) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedItemError.ProtoReflect.Descriptor instead.
+func (*PackedItemError) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *PackedItemError) GetIndex() uint32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *PackedItemError) GetError() *ItemError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+type PackedGenerateDataKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional; correlates the batch in the audit log.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// As WrapRequest.key.
+	Key *KeyRef `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// How many data keys to make: 1 to 1024.
+	Count uint32 `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	// See above; with one per item, count must equal their number.
+	Contexts      [][]byte `protobuf:"bytes,4,rep,name=contexts,proto3" json:"contexts,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedGenerateDataKeyRequest) Reset() {
+	*x = PackedGenerateDataKeyRequest{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedGenerateDataKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedGenerateDataKeyRequest) ProtoMessage() {}
+
+func (x *PackedGenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedGenerateDataKeyRequest.ProtoReflect.Descriptor instead.
+func (*PackedGenerateDataKeyRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *PackedGenerateDataKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *PackedGenerateDataKeyRequest) GetKey() *KeyRef {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *PackedGenerateDataKeyRequest) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PackedGenerateDataKeyRequest) GetContexts() [][]byte {
+	if x != nil {
+		return x.Contexts
+	}
+	return nil
+}
+
+type PackedGenerateDataKeyResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key version that sealed every blob.
+	Key *KeyRef `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// count fresh 32-byte L4 data keys. L4 only.
+	Plaintexts [][]byte `protobuf:"bytes,2,rep,name=plaintexts,proto3" json:"plaintexts,omitempty"`
+	// blobs[i] wraps plaintexts[i].
+	Blobs         [][]byte `protobuf:"bytes,3,rep,name=blobs,proto3" json:"blobs,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PackedGenerateDataKeyResponse) Reset() {
+	*x = PackedGenerateDataKeyResponse{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackedGenerateDataKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackedGenerateDataKeyResponse) ProtoMessage() {}
+
+func (x *PackedGenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackedGenerateDataKeyResponse.ProtoReflect.Descriptor instead.
+func (*PackedGenerateDataKeyResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PackedGenerateDataKeyResponse) GetKey() *KeyRef {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *PackedGenerateDataKeyResponse) GetPlaintexts() [][]byte {
+	if x != nil {
+		return x.Plaintexts
+	}
+	return nil
+}
+
+func (x *PackedGenerateDataKeyResponse) GetBlobs() [][]byte {
+	if x != nil {
+		return x.Blobs
+	}
+	return nil
+}
+
 var File_krypton_v1_wrap_proto protoreflect.FileDescriptor
 
 const file_krypton_v1_wrap_proto_rawDesc = "" +
@@ -1791,7 +2244,45 @@ const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"\fRewrapResult\x122\n" +
 	"\x05value\x18\x01 \x01(\v2\x1a.krypton.v1.RewrapResponseH\x00R\x05value\x12-\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.krypton.v1.ItemErrorH\x00R\x05errorB\b\n" +
-	"\x06result*\x8a\x01\n" +
+	"\x06result\"\x94\x01\n" +
+	"\x11PackedWrapRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12$\n" +
+	"\x03key\x18\x02 \x01(\v2\x12.krypton.v1.KeyRefR\x03key\x12\x1e\n" +
+	"\n" +
+	"plaintexts\x18\x03 \x03(\fR\n" +
+	"plaintexts\x12\x1a\n" +
+	"\bcontexts\x18\x04 \x03(\fR\bcontexts\"P\n" +
+	"\x12PackedWrapResponse\x12$\n" +
+	"\x03key\x18\x01 \x01(\v2\x12.krypton.v1.KeyRefR\x03key\x12\x14\n" +
+	"\x05blobs\x18\x02 \x03(\fR\x05blobs\"f\n" +
+	"\x13PackedUnwrapRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05blobs\x18\x02 \x03(\fR\x05blobs\x12\x1a\n" +
+	"\bcontexts\x18\x03 \x03(\fR\bcontexts\"\xb0\x01\n" +
+	"\x14PackedUnwrapResponse\x12\x1e\n" +
+	"\n" +
+	"plaintexts\x18\x01 \x03(\fR\n" +
+	"plaintexts\x12&\n" +
+	"\x04keys\x18\x02 \x03(\v2\x12.krypton.v1.KeyRefR\x04keys\x12\x1b\n" +
+	"\tkey_index\x18\x03 \x03(\rR\bkeyIndex\x123\n" +
+	"\x06errors\x18\x04 \x03(\v2\x1b.krypton.v1.PackedItemErrorR\x06errors\"T\n" +
+	"\x0fPackedItemError\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\rR\x05index\x12+\n" +
+	"\x05error\x18\x02 \x01(\v2\x15.krypton.v1.ItemErrorR\x05error\"\x95\x01\n" +
+	"\x1cPackedGenerateDataKeyRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12$\n" +
+	"\x03key\x18\x02 \x01(\v2\x12.krypton.v1.KeyRefR\x03key\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\rR\x05count\x12\x1a\n" +
+	"\bcontexts\x18\x04 \x03(\fR\bcontexts\"{\n" +
+	"\x1dPackedGenerateDataKeyResponse\x12$\n" +
+	"\x03key\x18\x01 \x01(\v2\x12.krypton.v1.KeyRefR\x03key\x12\x1e\n" +
+	"\n" +
+	"plaintexts\x18\x02 \x03(\fR\n" +
+	"plaintexts\x12\x14\n" +
+	"\x05blobs\x18\x03 \x03(\fR\x05blobs*\x8a\x01\n" +
 	"\x0eEndpointStatus\x12\x1f\n" +
 	"\x1bENDPOINT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ENDPOINT_STATUS_SERVING\x10\x01\x12\x1f\n" +
@@ -1803,7 +2294,7 @@ const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"\x16KEY_EVENT_KIND_REVOKED\x10\x02\x12\x19\n" +
 	"\x15KEY_EVENT_KIND_LOCKED\x10\x03\x12\x18\n" +
 	"\x14KEY_EVENT_KIND_FLUSH\x10\x04\x12\x18\n" +
-	"\x14KEY_EVENT_KIND_LEASE\x10\x052\xa0\x06\n" +
+	"\x14KEY_EVENT_KIND_LEASE\x10\x052\xae\b\n" +
 	"\vWrapService\x129\n" +
 	"\x04Wrap\x12\x17.krypton.v1.WrapRequest\x1a\x18.krypton.v1.WrapResponse\x12?\n" +
 	"\x06Unwrap\x12\x19.krypton.v1.UnwrapRequest\x1a\x1a.krypton.v1.UnwrapResponse\x12Z\n" +
@@ -1812,7 +2303,11 @@ const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"\tBatchWrap\x12\x1c.krypton.v1.BatchWrapRequest\x1a\x1d.krypton.v1.BatchWrapResponse\x12N\n" +
 	"\vBatchUnwrap\x12\x1e.krypton.v1.BatchUnwrapRequest\x1a\x1f.krypton.v1.BatchUnwrapResponse\x12i\n" +
 	"\x14BatchGenerateDataKey\x12'.krypton.v1.BatchGenerateDataKeyRequest\x1a(.krypton.v1.BatchGenerateDataKeyResponse\x12N\n" +
-	"\vBatchRewrap\x12\x1e.krypton.v1.BatchRewrapRequest\x1a\x1f.krypton.v1.BatchRewrapResponse\x12T\n" +
+	"\vBatchRewrap\x12\x1e.krypton.v1.BatchRewrapRequest\x1a\x1f.krypton.v1.BatchRewrapResponse\x12K\n" +
+	"\n" +
+	"PackedWrap\x12\x1d.krypton.v1.PackedWrapRequest\x1a\x1e.krypton.v1.PackedWrapResponse\x12Q\n" +
+	"\fPackedUnwrap\x12\x1f.krypton.v1.PackedUnwrapRequest\x1a .krypton.v1.PackedUnwrapResponse\x12l\n" +
+	"\x15PackedGenerateDataKey\x12(.krypton.v1.PackedGenerateDataKeyRequest\x1a).krypton.v1.PackedGenerateDataKeyResponse\x12T\n" +
 	"\rListEndpoints\x12 .krypton.v1.ListEndpointsRequest\x1a!.krypton.v1.ListEndpointsResponse\x12M\n" +
 	"\x0eWatchKeyEvents\x12!.krypton.v1.WatchKeyEventsRequest\x1a\x14.krypton.v1.KeyEvent(\x010\x01B=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
 
@@ -1829,95 +2324,115 @@ func file_krypton_v1_wrap_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_wrap_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_krypton_v1_wrap_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_krypton_v1_wrap_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_krypton_v1_wrap_proto_goTypes = []any{
-	(EndpointStatus)(0),                  // 0: krypton.v1.EndpointStatus
-	(KeyEventKind)(0),                    // 1: krypton.v1.KeyEventKind
-	(*ListEndpointsRequest)(nil),         // 2: krypton.v1.ListEndpointsRequest
-	(*ListEndpointsResponse)(nil),        // 3: krypton.v1.ListEndpointsResponse
-	(*Endpoint)(nil),                     // 4: krypton.v1.Endpoint
-	(*WatchKeyEventsRequest)(nil),        // 5: krypton.v1.WatchKeyEventsRequest
-	(*KeyEvent)(nil),                     // 6: krypton.v1.KeyEvent
-	(*WrapRequest)(nil),                  // 7: krypton.v1.WrapRequest
-	(*WrapResponse)(nil),                 // 8: krypton.v1.WrapResponse
-	(*UnwrapRequest)(nil),                // 9: krypton.v1.UnwrapRequest
-	(*UnwrapResponse)(nil),               // 10: krypton.v1.UnwrapResponse
-	(*GenerateDataKeyRequest)(nil),       // 11: krypton.v1.GenerateDataKeyRequest
-	(*GenerateDataKeyResponse)(nil),      // 12: krypton.v1.GenerateDataKeyResponse
-	(*RewrapRequest)(nil),                // 13: krypton.v1.RewrapRequest
-	(*RewrapResponse)(nil),               // 14: krypton.v1.RewrapResponse
-	(*BatchWrapRequest)(nil),             // 15: krypton.v1.BatchWrapRequest
-	(*BatchWrapResponse)(nil),            // 16: krypton.v1.BatchWrapResponse
-	(*WrapResult)(nil),                   // 17: krypton.v1.WrapResult
-	(*BatchUnwrapRequest)(nil),           // 18: krypton.v1.BatchUnwrapRequest
-	(*BatchUnwrapResponse)(nil),          // 19: krypton.v1.BatchUnwrapResponse
-	(*UnwrapResult)(nil),                 // 20: krypton.v1.UnwrapResult
-	(*BatchGenerateDataKeyRequest)(nil),  // 21: krypton.v1.BatchGenerateDataKeyRequest
-	(*BatchGenerateDataKeyResponse)(nil), // 22: krypton.v1.BatchGenerateDataKeyResponse
-	(*GenerateDataKeyResult)(nil),        // 23: krypton.v1.GenerateDataKeyResult
-	(*BatchRewrapRequest)(nil),           // 24: krypton.v1.BatchRewrapRequest
-	(*BatchRewrapResponse)(nil),          // 25: krypton.v1.BatchRewrapResponse
-	(*RewrapResult)(nil),                 // 26: krypton.v1.RewrapResult
-	(*KeyScope)(nil),                     // 27: krypton.v1.KeyScope
-	(*durationpb.Duration)(nil),          // 28: google.protobuf.Duration
-	(*KeyRef)(nil),                       // 29: krypton.v1.KeyRef
-	(*ItemError)(nil),                    // 30: krypton.v1.ItemError
+	(EndpointStatus)(0),                   // 0: krypton.v1.EndpointStatus
+	(KeyEventKind)(0),                     // 1: krypton.v1.KeyEventKind
+	(*ListEndpointsRequest)(nil),          // 2: krypton.v1.ListEndpointsRequest
+	(*ListEndpointsResponse)(nil),         // 3: krypton.v1.ListEndpointsResponse
+	(*Endpoint)(nil),                      // 4: krypton.v1.Endpoint
+	(*WatchKeyEventsRequest)(nil),         // 5: krypton.v1.WatchKeyEventsRequest
+	(*KeyEvent)(nil),                      // 6: krypton.v1.KeyEvent
+	(*WrapRequest)(nil),                   // 7: krypton.v1.WrapRequest
+	(*WrapResponse)(nil),                  // 8: krypton.v1.WrapResponse
+	(*UnwrapRequest)(nil),                 // 9: krypton.v1.UnwrapRequest
+	(*UnwrapResponse)(nil),                // 10: krypton.v1.UnwrapResponse
+	(*GenerateDataKeyRequest)(nil),        // 11: krypton.v1.GenerateDataKeyRequest
+	(*GenerateDataKeyResponse)(nil),       // 12: krypton.v1.GenerateDataKeyResponse
+	(*RewrapRequest)(nil),                 // 13: krypton.v1.RewrapRequest
+	(*RewrapResponse)(nil),                // 14: krypton.v1.RewrapResponse
+	(*BatchWrapRequest)(nil),              // 15: krypton.v1.BatchWrapRequest
+	(*BatchWrapResponse)(nil),             // 16: krypton.v1.BatchWrapResponse
+	(*WrapResult)(nil),                    // 17: krypton.v1.WrapResult
+	(*BatchUnwrapRequest)(nil),            // 18: krypton.v1.BatchUnwrapRequest
+	(*BatchUnwrapResponse)(nil),           // 19: krypton.v1.BatchUnwrapResponse
+	(*UnwrapResult)(nil),                  // 20: krypton.v1.UnwrapResult
+	(*BatchGenerateDataKeyRequest)(nil),   // 21: krypton.v1.BatchGenerateDataKeyRequest
+	(*BatchGenerateDataKeyResponse)(nil),  // 22: krypton.v1.BatchGenerateDataKeyResponse
+	(*GenerateDataKeyResult)(nil),         // 23: krypton.v1.GenerateDataKeyResult
+	(*BatchRewrapRequest)(nil),            // 24: krypton.v1.BatchRewrapRequest
+	(*BatchRewrapResponse)(nil),           // 25: krypton.v1.BatchRewrapResponse
+	(*RewrapResult)(nil),                  // 26: krypton.v1.RewrapResult
+	(*PackedWrapRequest)(nil),             // 27: krypton.v1.PackedWrapRequest
+	(*PackedWrapResponse)(nil),            // 28: krypton.v1.PackedWrapResponse
+	(*PackedUnwrapRequest)(nil),           // 29: krypton.v1.PackedUnwrapRequest
+	(*PackedUnwrapResponse)(nil),          // 30: krypton.v1.PackedUnwrapResponse
+	(*PackedItemError)(nil),               // 31: krypton.v1.PackedItemError
+	(*PackedGenerateDataKeyRequest)(nil),  // 32: krypton.v1.PackedGenerateDataKeyRequest
+	(*PackedGenerateDataKeyResponse)(nil), // 33: krypton.v1.PackedGenerateDataKeyResponse
+	(*KeyScope)(nil),                      // 34: krypton.v1.KeyScope
+	(*durationpb.Duration)(nil),           // 35: google.protobuf.Duration
+	(*KeyRef)(nil),                        // 36: krypton.v1.KeyRef
+	(*ItemError)(nil),                     // 37: krypton.v1.ItemError
 }
 var file_krypton_v1_wrap_proto_depIdxs = []int32{
 	4,  // 0: krypton.v1.ListEndpointsResponse.endpoints:type_name -> krypton.v1.Endpoint
 	0,  // 1: krypton.v1.Endpoint.status:type_name -> krypton.v1.EndpointStatus
 	1,  // 2: krypton.v1.KeyEvent.kind:type_name -> krypton.v1.KeyEventKind
-	27, // 3: krypton.v1.KeyEvent.scope:type_name -> krypton.v1.KeyScope
-	27, // 4: krypton.v1.KeyEvent.unusable:type_name -> krypton.v1.KeyScope
-	28, // 5: krypton.v1.KeyEvent.lease:type_name -> google.protobuf.Duration
-	29, // 6: krypton.v1.WrapRequest.key:type_name -> krypton.v1.KeyRef
-	29, // 7: krypton.v1.WrapResponse.key:type_name -> krypton.v1.KeyRef
-	29, // 8: krypton.v1.UnwrapResponse.key:type_name -> krypton.v1.KeyRef
-	29, // 9: krypton.v1.GenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
-	29, // 10: krypton.v1.GenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
-	29, // 11: krypton.v1.RewrapResponse.key:type_name -> krypton.v1.KeyRef
-	29, // 12: krypton.v1.RewrapResponse.source_key:type_name -> krypton.v1.KeyRef
+	34, // 3: krypton.v1.KeyEvent.scope:type_name -> krypton.v1.KeyScope
+	34, // 4: krypton.v1.KeyEvent.unusable:type_name -> krypton.v1.KeyScope
+	35, // 5: krypton.v1.KeyEvent.lease:type_name -> google.protobuf.Duration
+	36, // 6: krypton.v1.WrapRequest.key:type_name -> krypton.v1.KeyRef
+	36, // 7: krypton.v1.WrapResponse.key:type_name -> krypton.v1.KeyRef
+	36, // 8: krypton.v1.UnwrapResponse.key:type_name -> krypton.v1.KeyRef
+	36, // 9: krypton.v1.GenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
+	36, // 10: krypton.v1.GenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
+	36, // 11: krypton.v1.RewrapResponse.key:type_name -> krypton.v1.KeyRef
+	36, // 12: krypton.v1.RewrapResponse.source_key:type_name -> krypton.v1.KeyRef
 	7,  // 13: krypton.v1.BatchWrapRequest.items:type_name -> krypton.v1.WrapRequest
 	17, // 14: krypton.v1.BatchWrapResponse.results:type_name -> krypton.v1.WrapResult
 	8,  // 15: krypton.v1.WrapResult.value:type_name -> krypton.v1.WrapResponse
-	30, // 16: krypton.v1.WrapResult.error:type_name -> krypton.v1.ItemError
+	37, // 16: krypton.v1.WrapResult.error:type_name -> krypton.v1.ItemError
 	9,  // 17: krypton.v1.BatchUnwrapRequest.items:type_name -> krypton.v1.UnwrapRequest
 	20, // 18: krypton.v1.BatchUnwrapResponse.results:type_name -> krypton.v1.UnwrapResult
 	10, // 19: krypton.v1.UnwrapResult.value:type_name -> krypton.v1.UnwrapResponse
-	30, // 20: krypton.v1.UnwrapResult.error:type_name -> krypton.v1.ItemError
+	37, // 20: krypton.v1.UnwrapResult.error:type_name -> krypton.v1.ItemError
 	11, // 21: krypton.v1.BatchGenerateDataKeyRequest.items:type_name -> krypton.v1.GenerateDataKeyRequest
 	23, // 22: krypton.v1.BatchGenerateDataKeyResponse.results:type_name -> krypton.v1.GenerateDataKeyResult
 	12, // 23: krypton.v1.GenerateDataKeyResult.value:type_name -> krypton.v1.GenerateDataKeyResponse
-	30, // 24: krypton.v1.GenerateDataKeyResult.error:type_name -> krypton.v1.ItemError
+	37, // 24: krypton.v1.GenerateDataKeyResult.error:type_name -> krypton.v1.ItemError
 	13, // 25: krypton.v1.BatchRewrapRequest.items:type_name -> krypton.v1.RewrapRequest
 	26, // 26: krypton.v1.BatchRewrapResponse.results:type_name -> krypton.v1.RewrapResult
 	14, // 27: krypton.v1.RewrapResult.value:type_name -> krypton.v1.RewrapResponse
-	30, // 28: krypton.v1.RewrapResult.error:type_name -> krypton.v1.ItemError
-	7,  // 29: krypton.v1.WrapService.Wrap:input_type -> krypton.v1.WrapRequest
-	9,  // 30: krypton.v1.WrapService.Unwrap:input_type -> krypton.v1.UnwrapRequest
-	11, // 31: krypton.v1.WrapService.GenerateDataKey:input_type -> krypton.v1.GenerateDataKeyRequest
-	13, // 32: krypton.v1.WrapService.Rewrap:input_type -> krypton.v1.RewrapRequest
-	15, // 33: krypton.v1.WrapService.BatchWrap:input_type -> krypton.v1.BatchWrapRequest
-	18, // 34: krypton.v1.WrapService.BatchUnwrap:input_type -> krypton.v1.BatchUnwrapRequest
-	21, // 35: krypton.v1.WrapService.BatchGenerateDataKey:input_type -> krypton.v1.BatchGenerateDataKeyRequest
-	24, // 36: krypton.v1.WrapService.BatchRewrap:input_type -> krypton.v1.BatchRewrapRequest
-	2,  // 37: krypton.v1.WrapService.ListEndpoints:input_type -> krypton.v1.ListEndpointsRequest
-	5,  // 38: krypton.v1.WrapService.WatchKeyEvents:input_type -> krypton.v1.WatchKeyEventsRequest
-	8,  // 39: krypton.v1.WrapService.Wrap:output_type -> krypton.v1.WrapResponse
-	10, // 40: krypton.v1.WrapService.Unwrap:output_type -> krypton.v1.UnwrapResponse
-	12, // 41: krypton.v1.WrapService.GenerateDataKey:output_type -> krypton.v1.GenerateDataKeyResponse
-	14, // 42: krypton.v1.WrapService.Rewrap:output_type -> krypton.v1.RewrapResponse
-	16, // 43: krypton.v1.WrapService.BatchWrap:output_type -> krypton.v1.BatchWrapResponse
-	19, // 44: krypton.v1.WrapService.BatchUnwrap:output_type -> krypton.v1.BatchUnwrapResponse
-	22, // 45: krypton.v1.WrapService.BatchGenerateDataKey:output_type -> krypton.v1.BatchGenerateDataKeyResponse
-	25, // 46: krypton.v1.WrapService.BatchRewrap:output_type -> krypton.v1.BatchRewrapResponse
-	3,  // 47: krypton.v1.WrapService.ListEndpoints:output_type -> krypton.v1.ListEndpointsResponse
-	6,  // 48: krypton.v1.WrapService.WatchKeyEvents:output_type -> krypton.v1.KeyEvent
-	39, // [39:49] is the sub-list for method output_type
-	29, // [29:39] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	37, // 28: krypton.v1.RewrapResult.error:type_name -> krypton.v1.ItemError
+	36, // 29: krypton.v1.PackedWrapRequest.key:type_name -> krypton.v1.KeyRef
+	36, // 30: krypton.v1.PackedWrapResponse.key:type_name -> krypton.v1.KeyRef
+	36, // 31: krypton.v1.PackedUnwrapResponse.keys:type_name -> krypton.v1.KeyRef
+	31, // 32: krypton.v1.PackedUnwrapResponse.errors:type_name -> krypton.v1.PackedItemError
+	37, // 33: krypton.v1.PackedItemError.error:type_name -> krypton.v1.ItemError
+	36, // 34: krypton.v1.PackedGenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
+	36, // 35: krypton.v1.PackedGenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
+	7,  // 36: krypton.v1.WrapService.Wrap:input_type -> krypton.v1.WrapRequest
+	9,  // 37: krypton.v1.WrapService.Unwrap:input_type -> krypton.v1.UnwrapRequest
+	11, // 38: krypton.v1.WrapService.GenerateDataKey:input_type -> krypton.v1.GenerateDataKeyRequest
+	13, // 39: krypton.v1.WrapService.Rewrap:input_type -> krypton.v1.RewrapRequest
+	15, // 40: krypton.v1.WrapService.BatchWrap:input_type -> krypton.v1.BatchWrapRequest
+	18, // 41: krypton.v1.WrapService.BatchUnwrap:input_type -> krypton.v1.BatchUnwrapRequest
+	21, // 42: krypton.v1.WrapService.BatchGenerateDataKey:input_type -> krypton.v1.BatchGenerateDataKeyRequest
+	24, // 43: krypton.v1.WrapService.BatchRewrap:input_type -> krypton.v1.BatchRewrapRequest
+	27, // 44: krypton.v1.WrapService.PackedWrap:input_type -> krypton.v1.PackedWrapRequest
+	29, // 45: krypton.v1.WrapService.PackedUnwrap:input_type -> krypton.v1.PackedUnwrapRequest
+	32, // 46: krypton.v1.WrapService.PackedGenerateDataKey:input_type -> krypton.v1.PackedGenerateDataKeyRequest
+	2,  // 47: krypton.v1.WrapService.ListEndpoints:input_type -> krypton.v1.ListEndpointsRequest
+	5,  // 48: krypton.v1.WrapService.WatchKeyEvents:input_type -> krypton.v1.WatchKeyEventsRequest
+	8,  // 49: krypton.v1.WrapService.Wrap:output_type -> krypton.v1.WrapResponse
+	10, // 50: krypton.v1.WrapService.Unwrap:output_type -> krypton.v1.UnwrapResponse
+	12, // 51: krypton.v1.WrapService.GenerateDataKey:output_type -> krypton.v1.GenerateDataKeyResponse
+	14, // 52: krypton.v1.WrapService.Rewrap:output_type -> krypton.v1.RewrapResponse
+	16, // 53: krypton.v1.WrapService.BatchWrap:output_type -> krypton.v1.BatchWrapResponse
+	19, // 54: krypton.v1.WrapService.BatchUnwrap:output_type -> krypton.v1.BatchUnwrapResponse
+	22, // 55: krypton.v1.WrapService.BatchGenerateDataKey:output_type -> krypton.v1.BatchGenerateDataKeyResponse
+	25, // 56: krypton.v1.WrapService.BatchRewrap:output_type -> krypton.v1.BatchRewrapResponse
+	28, // 57: krypton.v1.WrapService.PackedWrap:output_type -> krypton.v1.PackedWrapResponse
+	30, // 58: krypton.v1.WrapService.PackedUnwrap:output_type -> krypton.v1.PackedUnwrapResponse
+	33, // 59: krypton.v1.WrapService.PackedGenerateDataKey:output_type -> krypton.v1.PackedGenerateDataKeyResponse
+	3,  // 60: krypton.v1.WrapService.ListEndpoints:output_type -> krypton.v1.ListEndpointsResponse
+	6,  // 61: krypton.v1.WrapService.WatchKeyEvents:output_type -> krypton.v1.KeyEvent
+	49, // [49:62] is the sub-list for method output_type
+	36, // [36:49] is the sub-list for method input_type
+	36, // [36:36] is the sub-list for extension type_name
+	36, // [36:36] is the sub-list for extension extendee
+	0,  // [0:36] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_wrap_proto_init() }
@@ -1948,7 +2463,7 @@ func file_krypton_v1_wrap_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_wrap_proto_rawDesc), len(file_krypton_v1_wrap_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   25,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

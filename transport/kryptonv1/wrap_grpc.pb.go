@@ -21,16 +21,19 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	WrapService_Wrap_FullMethodName                 = "/krypton.v1.WrapService/Wrap"
-	WrapService_Unwrap_FullMethodName               = "/krypton.v1.WrapService/Unwrap"
-	WrapService_GenerateDataKey_FullMethodName      = "/krypton.v1.WrapService/GenerateDataKey"
-	WrapService_Rewrap_FullMethodName               = "/krypton.v1.WrapService/Rewrap"
-	WrapService_BatchWrap_FullMethodName            = "/krypton.v1.WrapService/BatchWrap"
-	WrapService_BatchUnwrap_FullMethodName          = "/krypton.v1.WrapService/BatchUnwrap"
-	WrapService_BatchGenerateDataKey_FullMethodName = "/krypton.v1.WrapService/BatchGenerateDataKey"
-	WrapService_BatchRewrap_FullMethodName          = "/krypton.v1.WrapService/BatchRewrap"
-	WrapService_ListEndpoints_FullMethodName        = "/krypton.v1.WrapService/ListEndpoints"
-	WrapService_WatchKeyEvents_FullMethodName       = "/krypton.v1.WrapService/WatchKeyEvents"
+	WrapService_Wrap_FullMethodName                  = "/krypton.v1.WrapService/Wrap"
+	WrapService_Unwrap_FullMethodName                = "/krypton.v1.WrapService/Unwrap"
+	WrapService_GenerateDataKey_FullMethodName       = "/krypton.v1.WrapService/GenerateDataKey"
+	WrapService_Rewrap_FullMethodName                = "/krypton.v1.WrapService/Rewrap"
+	WrapService_BatchWrap_FullMethodName             = "/krypton.v1.WrapService/BatchWrap"
+	WrapService_BatchUnwrap_FullMethodName           = "/krypton.v1.WrapService/BatchUnwrap"
+	WrapService_BatchGenerateDataKey_FullMethodName  = "/krypton.v1.WrapService/BatchGenerateDataKey"
+	WrapService_BatchRewrap_FullMethodName           = "/krypton.v1.WrapService/BatchRewrap"
+	WrapService_PackedWrap_FullMethodName            = "/krypton.v1.WrapService/PackedWrap"
+	WrapService_PackedUnwrap_FullMethodName          = "/krypton.v1.WrapService/PackedUnwrap"
+	WrapService_PackedGenerateDataKey_FullMethodName = "/krypton.v1.WrapService/PackedGenerateDataKey"
+	WrapService_ListEndpoints_FullMethodName         = "/krypton.v1.WrapService/ListEndpoints"
+	WrapService_WatchKeyEvents_FullMethodName        = "/krypton.v1.WrapService/WatchKeyEvents"
 )
 
 // WrapServiceClient is the client API for WrapService service.
@@ -132,6 +135,31 @@ type WrapServiceClient interface {
 	// more than 1024 items, fail the call; every other error of Rewrap is
 	// reported per item in results[i].error.
 	BatchRewrap(ctx context.Context, in *BatchRewrapRequest, opts ...grpc.CallOption) (*BatchRewrapResponse, error)
+	// PackedWrap is the packed form of BatchWrap: up to 1024 plaintexts under
+	// one service key, carried as repeated bytes rather than a message per
+	// item, so that a batch costs little more on the wire and in protobuf than
+	// its bytes. The key is checked once; every item is wrapped under the same
+	// version, or the call fails. blobs[i] wraps plaintexts[i].
+	//
+	// Errors: as Wrap, for the call as a whole. INVALID_ARGUMENT also for 0 or
+	// more than 1024 plaintexts, a plaintext or context over its limit (the
+	// message names the item's index), or a number of contexts other than 0,
+	// 1 or one per plaintext.
+	PackedWrap(ctx context.Context, in *PackedWrapRequest, opts ...grpc.CallOption) (*PackedWrapResponse, error)
+	// PackedUnwrap is the packed form of BatchUnwrap: up to 1024 blobs, of any
+	// keys the caller may unwrap under. plaintexts[i] opens blobs[i]; an item
+	// that fails has an empty plaintext and an entry in errors.
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE, and INVALID_ARGUMENT for 0 or more
+	// than 1024 blobs or a wrong number of contexts, fail the call; every
+	// other error of Unwrap is reported per item in errors.
+	PackedUnwrap(ctx context.Context, in *PackedUnwrapRequest, opts ...grpc.CallOption) (*PackedUnwrapResponse, error)
+	// PackedGenerateDataKey is the packed form of BatchGenerateDataKey: count
+	// fresh data keys under one service key, returned in plaintext and
+	// wrapped. plaintexts[i] is the key blobs[i] wraps.
+	//
+	// Errors: as PackedWrap.
+	PackedGenerateDataKey(ctx context.Context, in *PackedGenerateDataKeyRequest, opts ...grpc.CallOption) (*PackedGenerateDataKeyResponse, error)
 	// ListEndpoints returns the region's nodes as the answering node knows
 	// them (gossip and the Raft configuration): each node's WrapService address
 	// and status. Gateways call it on the addresses they were given to find
@@ -245,6 +273,36 @@ func (c *wrapServiceClient) BatchRewrap(ctx context.Context, in *BatchRewrapRequ
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(BatchRewrapResponse)
 	err := c.cc.Invoke(ctx, WrapService_BatchRewrap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *wrapServiceClient) PackedWrap(ctx context.Context, in *PackedWrapRequest, opts ...grpc.CallOption) (*PackedWrapResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PackedWrapResponse)
+	err := c.cc.Invoke(ctx, WrapService_PackedWrap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *wrapServiceClient) PackedUnwrap(ctx context.Context, in *PackedUnwrapRequest, opts ...grpc.CallOption) (*PackedUnwrapResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PackedUnwrapResponse)
+	err := c.cc.Invoke(ctx, WrapService_PackedUnwrap_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *wrapServiceClient) PackedGenerateDataKey(ctx context.Context, in *PackedGenerateDataKeyRequest, opts ...grpc.CallOption) (*PackedGenerateDataKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PackedGenerateDataKeyResponse)
+	err := c.cc.Invoke(ctx, WrapService_PackedGenerateDataKey_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -373,6 +431,31 @@ type WrapServiceServer interface {
 	// more than 1024 items, fail the call; every other error of Rewrap is
 	// reported per item in results[i].error.
 	BatchRewrap(context.Context, *BatchRewrapRequest) (*BatchRewrapResponse, error)
+	// PackedWrap is the packed form of BatchWrap: up to 1024 plaintexts under
+	// one service key, carried as repeated bytes rather than a message per
+	// item, so that a batch costs little more on the wire and in protobuf than
+	// its bytes. The key is checked once; every item is wrapped under the same
+	// version, or the call fails. blobs[i] wraps plaintexts[i].
+	//
+	// Errors: as Wrap, for the call as a whole. INVALID_ARGUMENT also for 0 or
+	// more than 1024 plaintexts, a plaintext or context over its limit (the
+	// message names the item's index), or a number of contexts other than 0,
+	// 1 or one per plaintext.
+	PackedWrap(context.Context, *PackedWrapRequest) (*PackedWrapResponse, error)
+	// PackedUnwrap is the packed form of BatchUnwrap: up to 1024 blobs, of any
+	// keys the caller may unwrap under. plaintexts[i] opens blobs[i]; an item
+	// that fails has an empty plaintext and an entry in errors.
+	//
+	// Errors: UNAUTHENTICATED, UNAVAILABLE, and INVALID_ARGUMENT for 0 or more
+	// than 1024 blobs or a wrong number of contexts, fail the call; every
+	// other error of Unwrap is reported per item in errors.
+	PackedUnwrap(context.Context, *PackedUnwrapRequest) (*PackedUnwrapResponse, error)
+	// PackedGenerateDataKey is the packed form of BatchGenerateDataKey: count
+	// fresh data keys under one service key, returned in plaintext and
+	// wrapped. plaintexts[i] is the key blobs[i] wraps.
+	//
+	// Errors: as PackedWrap.
+	PackedGenerateDataKey(context.Context, *PackedGenerateDataKeyRequest) (*PackedGenerateDataKeyResponse, error)
 	// ListEndpoints returns the region's nodes as the answering node knows
 	// them (gossip and the Raft configuration): each node's WrapService address
 	// and status. Gateways call it on the addresses they were given to find
@@ -435,6 +518,15 @@ func (UnimplementedWrapServiceServer) BatchGenerateDataKey(context.Context, *Bat
 }
 func (UnimplementedWrapServiceServer) BatchRewrap(context.Context, *BatchRewrapRequest) (*BatchRewrapResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method BatchRewrap not implemented")
+}
+func (UnimplementedWrapServiceServer) PackedWrap(context.Context, *PackedWrapRequest) (*PackedWrapResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PackedWrap not implemented")
+}
+func (UnimplementedWrapServiceServer) PackedUnwrap(context.Context, *PackedUnwrapRequest) (*PackedUnwrapResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PackedUnwrap not implemented")
+}
+func (UnimplementedWrapServiceServer) PackedGenerateDataKey(context.Context, *PackedGenerateDataKeyRequest) (*PackedGenerateDataKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PackedGenerateDataKey not implemented")
 }
 func (UnimplementedWrapServiceServer) ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEndpoints not implemented")
@@ -607,6 +699,60 @@ func _WrapService_BatchRewrap_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WrapService_PackedWrap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PackedWrapRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WrapServiceServer).PackedWrap(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WrapService_PackedWrap_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WrapServiceServer).PackedWrap(ctx, req.(*PackedWrapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WrapService_PackedUnwrap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PackedUnwrapRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WrapServiceServer).PackedUnwrap(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WrapService_PackedUnwrap_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WrapServiceServer).PackedUnwrap(ctx, req.(*PackedUnwrapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _WrapService_PackedGenerateDataKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PackedGenerateDataKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WrapServiceServer).PackedGenerateDataKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WrapService_PackedGenerateDataKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WrapServiceServer).PackedGenerateDataKey(ctx, req.(*PackedGenerateDataKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _WrapService_ListEndpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListEndpointsRequest)
 	if err := dec(in); err != nil {
@@ -670,6 +816,18 @@ var WrapService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "BatchRewrap",
 			Handler:    _WrapService_BatchRewrap_Handler,
+		},
+		{
+			MethodName: "PackedWrap",
+			Handler:    _WrapService_PackedWrap_Handler,
+		},
+		{
+			MethodName: "PackedUnwrap",
+			Handler:    _WrapService_PackedUnwrap_Handler,
+		},
+		{
+			MethodName: "PackedGenerateDataKey",
+			Handler:    _WrapService_PackedGenerateDataKey_Handler,
 		},
 		{
 			MethodName: "ListEndpoints",
