@@ -17,7 +17,8 @@ import (
 )
 
 // BenchmarkOps drives one node of a three-node in-process region (real gRPC with mutual TLS on
-// loopback) with unary Wrap, Unwrap and GenerateDataKey and with BatchWrap of 256, from a fixed
+// loopback) with unary Wrap, Unwrap and GenerateDataKey, with their batch forms of 256 items and
+// with the packed forms of 256 (PackedWrap, PackedUnwrap, PackedGenerateDataKey), from a fixed
 // number of callers that each keep one call in flight. b.N counts calls; it reports items per
 // second and the p50 and p99 of call latency. The load generator shares the machine's cores with
 // the region, as `krypton bench -spawn 3` does. Profile with
@@ -66,6 +67,16 @@ func BenchmarkOps(b *testing.B) {
 	for range 256 {
 		batchDataKey.Items = append(batchDataKey.Items, &kv1.GenerateDataKeyRequest{Key: ref, Context: []byte("bench")})
 	}
+	// The packed forms of the same three batches: one key, the items as repeated bytes.
+	packedWrap := &kv1.PackedWrapRequest{Key: ref, Contexts: [][]byte{[]byte("bench")}}
+	for range 256 {
+		packedWrap.Plaintexts = append(packedWrap.Plaintexts, plaintext)
+	}
+	packedUnwrap := &kv1.PackedUnwrapRequest{Contexts: [][]byte{[]byte("bench")}}
+	for _, item := range batchUnwrap.Items {
+		packedUnwrap.Blobs = append(packedUnwrap.Blobs, item.GetBlob())
+	}
+	packedDataKey := &kv1.PackedGenerateDataKeyRequest{Key: ref, Count: 256, Contexts: [][]byte{[]byte("bench")}}
 	ops := []struct {
 		name  string
 		items int
@@ -83,6 +94,9 @@ func BenchmarkOps(b *testing.B) {
 		{"batchwrap256", 256, func() error { _, err := client.BatchWrap(ctx, batch); return err }},
 		{"batchunwrap256", 256, func() error { _, err := client.BatchUnwrap(ctx, batchUnwrap); return err }},
 		{"batchdatakey256", 256, func() error { _, err := client.BatchGenerateDataKey(ctx, batchDataKey); return err }},
+		{"packedwrap256", 256, func() error { _, err := client.PackedWrap(ctx, packedWrap); return err }},
+		{"packedunwrap256", 256, func() error { _, err := client.PackedUnwrap(ctx, packedUnwrap); return err }},
+		{"packeddatakey256", 256, func() error { _, err := client.PackedGenerateDataKey(ctx, packedDataKey); return err }},
 	}
 	for _, op := range ops {
 		for _, callers := range []int{1, 16, 64} {
