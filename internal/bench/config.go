@@ -29,13 +29,28 @@ var Ops = []Op{OpWrap, OpUnwrap, OpDataKey, OpRewrap, OpMixed}
 // mixedOps are the operations of OpMixed, in the order a caller cycles through them.
 var mixedOps = []Op{OpWrap, OpUnwrap, OpDataKey, OpRewrap}
 
+// BatchForm is the form of the batch RPCs a batched run sends.
+type BatchForm string
+
+// The batch forms. Rewrap has no packed form: a batched rewrap always sends BatchRewrap.
+const (
+	// FormPacked sends PackedWrap, PackedUnwrap and PackedGenerateDataKey: one key reference per
+	// batch and the items as repeated bytes.
+	FormPacked BatchForm = "packed"
+	// FormItems sends BatchWrap, BatchUnwrap and BatchGenerateDataKey: a request message per item.
+	FormItems BatchForm = "items"
+)
+
 // Config is one run of the generator.
 type Config struct {
 	// Op is the operation sent.
 	Op Op
 	// Batch is the number of items per call: 0 sends the unary RPCs (Wrap, ...), 1 to
-	// transport.MaxBatchItems the batch RPCs (BatchWrap, ...) with that many items.
+	// transport.MaxBatchItems the batch RPCs with that many items, in BatchForm.
 	Batch int
+	// BatchForm is the form of the batch RPCs when Batch > 0: FormPacked (PackedWrap, ...; also
+	// what "" means) or FormItems (BatchWrap, ...). Rewrap sends BatchRewrap in either.
+	BatchForm BatchForm
 	// Callers is, in a closed loop, the number of callers, each with one call in flight; with a
 	// Rate, the most calls in flight at once (a call that cannot start on time starts late, and
 	// its lateness counts in its latency).
@@ -64,6 +79,7 @@ type Config struct {
 func DefaultConfig() Config {
 	return Config{
 		Op:           OpWrap,
+		BatchForm:    FormPacked,
 		Callers:      16,
 		Duration:     10 * time.Second,
 		Warmup:       2 * time.Second,
@@ -84,6 +100,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("bench: Config.Op %q is not one of wrap, unwrap, datakey, rewrap, mixed", c.Op)
 	case c.Batch < 0 || c.Batch > transport.MaxBatchItems:
 		return fmt.Errorf("bench: Config.Batch must be 0 (unary) or 1 to %d, not %d", transport.MaxBatchItems, c.Batch)
+	case c.BatchForm != "" && c.BatchForm != FormPacked && c.BatchForm != FormItems:
+		return fmt.Errorf("bench: Config.BatchForm %q is not packed or items", c.BatchForm)
 	case c.Callers < 1 || c.Callers > MaxCallers:
 		return fmt.Errorf("bench: Config.Callers must be 1 to %d, not %d", MaxCallers, c.Callers)
 	case c.Rate < 0 || c.Rate != c.Rate:
@@ -120,6 +138,18 @@ func validOp(op Op) bool {
 // items is the number of operations one call carries.
 func (c Config) items() int { return max(c.Batch, 1) }
 
+// form is the batch form op is sent in: "" for unary calls, FormItems for rewrap (it has no packed
+// form), else Config.BatchForm.
+func (c Config) form(op Op) BatchForm {
+	switch {
+	case c.Batch == 0:
+		return ""
+	case op == OpRewrap || c.BatchForm == FormItems:
+		return FormItems
+	}
+	return FormPacked
+}
+
 // interval is the open-loop spacing of calls.
 func (c Config) interval() time.Duration {
 	return time.Duration(float64(time.Second) * float64(c.items()) / c.Rate)
@@ -131,6 +161,14 @@ func (c Config) ops() []Op {
 		return mixedOps
 	}
 	return []Op{c.Op}
+}
+
+// contexts is Context as the packed requests carry it: one context shared by every item, or none.
+func (c Config) contexts() [][]byte {
+	if len(c.Context) == 0 {
+		return nil
+	}
+	return [][]byte{c.Context}
 }
 
 func (c Config) keyRef() *kv1.KeyRef { return &kv1.KeyRef{Tenant: c.Tenant, Service: c.Service} }

@@ -44,6 +44,7 @@ type Result struct {
 type RunConfig struct {
 	Op                 Op       `json:"op"`
 	Batch              int      `json:"batch"`
+	BatchForm          string   `json:"batch_form,omitempty"` // batched runs: "packed" or "items"
 	Callers            int      `json:"callers"`
 	Rate               float64  `json:"rate,omitempty"`
 	Load               string   `json:"load"`         // "closed-loop" or "open-loop"
@@ -128,7 +129,7 @@ func newResult(cfg Config, targets []string, start time.Time, measured time.Dura
 	defer rec.mu.Unlock()
 	r := &Result{
 		Config: RunConfig{
-			Op: cfg.Op, Batch: cfg.Batch, Callers: cfg.Callers, Rate: cfg.Rate,
+			Op: cfg.Op, Batch: cfg.Batch, BatchForm: string(cfg.form(cfg.Op)), Callers: cfg.Callers, Rate: cfg.Rate,
 			Load: "closed-loop", LatencyFrom: "send",
 			DurationSeconds: cfg.Duration.Seconds(), WarmupSeconds: cfg.Warmup.Seconds(), CallTimeoutSeconds: cfg.CallTimeout.Seconds(),
 			Tenant: cfg.Tenant, Service: cfg.Service, Targets: targets,
@@ -202,6 +203,9 @@ func (r *Result) Description() string {
 	fmt.Fprintf(&b, "%s", c.Op)
 	if c.Batch > 0 {
 		fmt.Fprintf(&b, ", batches of %d", c.Batch)
+		if c.BatchForm != "" {
+			fmt.Fprintf(&b, ", %s (%s)", c.BatchForm, batchRPCs(c.Op, BatchForm(c.BatchForm)))
+		}
 	} else {
 		b.WriteString(", unary")
 	}
@@ -212,6 +216,28 @@ func (r *Result) Description() string {
 	}
 	fmt.Fprintf(&b, ", %gs after %gs warm-up, %d node(s)", c.DurationSeconds, c.WarmupSeconds, len(c.Targets))
 	return b.String()
+}
+
+// batchRPCs names the RPCs a batched run of op sends in form.
+func batchRPCs(op Op, form BatchForm) string {
+	prefix := "Batch"
+	if form == FormPacked {
+		prefix = "Packed"
+	}
+	switch op {
+	case OpWrap:
+		return prefix + "Wrap"
+	case OpUnwrap:
+		return prefix + "Unwrap"
+	case OpDataKey:
+		return prefix + "GenerateDataKey"
+	case OpRewrap:
+		return "BatchRewrap"
+	}
+	if form == FormPacked {
+		return "PackedWrap, PackedUnwrap, PackedGenerateDataKey, BatchRewrap"
+	}
+	return "BatchWrap, BatchUnwrap, BatchGenerateDataKey, BatchRewrap"
 }
 
 // WriteTable writes the figures for people: one row per operation (and a total for a mixed

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -278,6 +279,48 @@ func TestBatchOutcome(t *testing.T) {
 	}
 }
 
+func TestPackedUnwrapErrors(t *testing.T) {
+	resp := &kv1.PackedUnwrapResponse{
+		Plaintexts: [][]byte{{1}, nil, {3}, nil, nil, {6}},
+		Errors: []*kv1.PackedItemError{
+			{Index: 1, Error: &kv1.ItemError{Code: uint32(codes.NotFound)}},
+			{Index: 3, Error: &kv1.ItemError{Code: uint32(codes.PermissionDenied)}},
+			{Index: 3, Error: &kv1.ItemError{Code: uint32(codes.Aborted)}}, // repeated: skipped
+			{Index: 9, Error: &kv1.ItemError{Code: uint32(codes.Aborted)}}, // no such item: skipped
+		},
+	}
+	// Item 4 has neither a plaintext nor an entry: Internal.
+	o := batchOutcome(6, 6, nil, packedUnwrapErrors(nil, resp))
+	want := []codes.Code{codes.NotFound, codes.PermissionDenied, codes.Internal}
+	if o.ok != 3 || !slices.Equal(o.fails, want) {
+		t.Errorf("outcome %+v, want 3 ok and fails %v", o, want)
+	}
+}
+
+func TestDescriptionNamesTheForm(t *testing.T) {
+	for _, c := range []struct {
+		op   Op
+		form BatchForm
+		want string
+	}{
+		{OpWrap, FormPacked, "wrap, batches of 8, packed (PackedWrap)"},
+		{OpUnwrap, FormItems, "unwrap, batches of 8, items (BatchUnwrap)"},
+		{OpRewrap, FormPacked, "rewrap, batches of 8, items (BatchRewrap)"},
+		{OpMixed, FormPacked, "mixed, batches of 8, packed (PackedWrap, PackedUnwrap, PackedGenerateDataKey, BatchRewrap)"},
+	} {
+		cfg := DefaultConfig()
+		cfg.Op, cfg.Batch, cfg.BatchForm = c.op, 8, c.form
+		r := &Result{Config: RunConfig{Op: cfg.Op, Batch: cfg.Batch, BatchForm: string(cfg.form(cfg.Op)), Callers: 1, Load: "closed-loop"}}
+		if got := r.Description(); !strings.HasPrefix(got, c.want) {
+			t.Errorf("%s in %s: %q, want it to start %q", c.op, c.form, got, c.want)
+		}
+	}
+	unary := DefaultConfig()
+	if f := unary.form(OpWrap); f != "" {
+		t.Errorf("a unary run's form is %q, want none", f)
+	}
+}
+
 func TestScheduled(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.Rate = 100 // every 10 ms
@@ -300,6 +343,7 @@ func TestValidate(t *testing.T) {
 	for name, c := range map[string]func(c *Config){
 		"Config.Op":           func(c *Config) { c.Op = "encrypt" },
 		"Config.Batch":        func(c *Config) { c.Batch = 1025 },
+		"Config.BatchForm":    func(c *Config) { c.BatchForm = "compact" },
 		"Config.Callers":      func(c *Config) { c.Callers = 0 },
 		"Config.Rate ":        func(c *Config) { c.Rate = -1 },
 		"less than 1µs":       func(c *Config) { c.Rate = 2e6 },

@@ -32,7 +32,8 @@ const blobPool = 256
 //
 // Before the load starts, each target must answer one wrap (Unavailable is retried for up to
 // Config.ReadyTimeout; any other error ends Run): a wrong key, certificate or address fails at once
-// rather than as a run of errors. During the run, errors are counted by gRPC code and never stop
+// rather than as a run of errors; so does a target that answers Unimplemented to a packed RPC the
+// run sends (Config.BatchForm). During the run, errors are counted by gRPC code and never stop
 // it. When ctx ends early the run stops and the result, marked Interrupted, covers the measured
 // time so far.
 func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick)) (*Result, error) {
@@ -104,7 +105,8 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 	return newResult(cfg, names, start, measured, interrupted, rec), nil
 }
 
-// prepare checks that every target wraps, and makes the blobs that unwrap and rewrap open.
+// prepare checks that every target wraps (and serves the packed RPCs the run sends), and makes the
+// blobs that unwrap and rewrap open.
 func prepare(ctx context.Context, cfg Config, targets []Target) ([][]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, cfg.ReadyTimeout)
 	defer cancel()
@@ -134,9 +136,22 @@ func prepare(ctx context.Context, cfg Config, targets []Target) ([][]byte, error
 	for _, op := range cfg.ops() {
 		needBlobs = needBlobs || op == OpUnwrap || op == OpRewrap
 	}
-	if !needBlobs {
-		return nil, nil
+	var blobs [][]byte
+	if needBlobs {
+		var err error
+		if blobs, err = makeBlobs(ctx, cfg, targets[0]); err != nil {
+			return nil, err
+		}
 	}
+	if err := probePacked(ctx, cfg, targets, plaintext, blobs); err != nil {
+		return nil, err
+	}
+	return blobs, nil
+}
+
+// makeBlobs wraps the pool of blobs that unwrap and rewrap open, in one BatchWrap (which every
+// region version serves, and a gateway's client stand-in too).
+func makeBlobs(ctx context.Context, cfg Config, t Target) ([][]byte, error) {
 	n := max(blobPool, cfg.Batch)
 	req := &kv1.BatchWrapRequest{Items: make([]*kv1.WrapRequest, n)}
 	for i := range req.Items {
@@ -144,19 +159,52 @@ func prepare(ctx context.Context, cfg Config, targets []Target) ([][]byte, error
 		rand.Read(p)
 		req.Items[i] = &kv1.WrapRequest{Key: cfg.keyRef(), Plaintext: p, Context: cfg.Context}
 	}
-	resp, err := targets[0].Client.BatchWrap(ctx, req)
+	resp, err := t.Client.BatchWrap(ctx, req)
 	if err != nil {
 		st := status.Convert(err)
-		return nil, fmt.Errorf("bench: %s: making %d blobs to unwrap: %s: %s", targets[0].Name, n, st.Code(), st.Message())
+		return nil, fmt.Errorf("bench: %s: making %d blobs to unwrap: %s: %s", t.Name, n, st.Code(), st.Message())
 	}
 	blobs := make([][]byte, 0, n)
 	for _, r := range resp.GetResults() {
 		if e := r.GetError(); e != nil {
-			return nil, fmt.Errorf("bench: %s: making blobs to unwrap: %s: %s", targets[0].Name, codes.Code(e.GetCode()), e.GetMessage())
+			return nil, fmt.Errorf("bench: %s: making blobs to unwrap: %s: %s", t.Name, codes.Code(e.GetCode()), e.GetMessage())
 		}
 		blobs = append(blobs, r.GetValue().GetBlob())
 	}
 	return blobs, nil
+}
+
+// probePacked sends each packed RPC the run uses, with one item, to every target, so that a node
+// that does not serve them (one of an older version answers Unimplemented) fails the run at once
+// rather than every call of it. Any other error is left for the run to count.
+func probePacked(ctx context.Context, cfg Config, targets []Target, plaintext []byte, blobs [][]byte) error {
+	for _, op := range cfg.ops() {
+		if cfg.form(op) != FormPacked {
+			continue
+		}
+		for _, t := range targets {
+			cctx, cancel := context.WithTimeout(ctx, cfg.CallTimeout)
+			var err error
+			method := ""
+			switch op {
+			case OpWrap:
+				method = "PackedWrap"
+				_, err = t.Client.PackedWrap(cctx, &kv1.PackedWrapRequest{Key: cfg.keyRef(), Plaintexts: [][]byte{plaintext}, Contexts: cfg.contexts()})
+			case OpUnwrap:
+				method = "PackedUnwrap"
+				_, err = t.Client.PackedUnwrap(cctx, &kv1.PackedUnwrapRequest{Blobs: blobs[:1], Contexts: cfg.contexts()})
+			case OpDataKey:
+				method = "PackedGenerateDataKey"
+				_, err = t.Client.PackedGenerateDataKey(cctx, &kv1.PackedGenerateDataKeyRequest{Key: cfg.keyRef(), Count: 1, Contexts: cfg.contexts()})
+			}
+			cancel()
+			if status.Code(err) == codes.Unimplemented {
+				return fmt.Errorf("bench: %s does not serve %s (a node of an older version?): %s; the per-item batch form (-batch-form items) does not need it",
+					t.Name, method, status.Convert(err).Message())
+			}
+		}
+	}
+	return nil
 }
 
 // caller sends calls one at a time. Its requests are built once and reused: the generator shares
@@ -175,6 +223,9 @@ type caller struct {
 	bunwrap  *kv1.BatchUnwrapRequest
 	bdatakey *kv1.BatchGenerateDataKeyRequest
 	brewrap  *kv1.BatchRewrapRequest
+	pwrap    *kv1.PackedWrapRequest
+	punwrap  *kv1.PackedUnwrapRequest
+	pdatakey *kv1.PackedGenerateDataKeyRequest
 }
 
 func newCaller(cfg Config, client kv1.WrapServiceClient, blobs [][]byte, w int) *caller {
@@ -197,6 +248,14 @@ func newCaller(cfg Config, client kv1.WrapServiceClient, blobs [][]byte, w int) 
 			c.bunwrap.Items = append(c.bunwrap.Items, &kv1.UnwrapRequest{Context: cfg.Context})
 			c.brewrap.Items = append(c.brewrap.Items, &kv1.RewrapRequest{Context: cfg.Context})
 		}
+		// The packed forms: every item shares the key and the one context; the plaintexts are
+		// the same slice n times, as the items above share one WrapRequest.
+		c.pwrap = &kv1.PackedWrapRequest{Key: ref, Plaintexts: make([][]byte, cfg.Batch), Contexts: cfg.contexts()}
+		for i := range c.pwrap.Plaintexts {
+			c.pwrap.Plaintexts[i] = plaintext
+		}
+		c.punwrap = &kv1.PackedUnwrapRequest{Blobs: make([][]byte, cfg.Batch), Contexts: cfg.contexts()}
+		c.pdatakey = &kv1.PackedGenerateDataKeyRequest{Key: ref, Count: uint32(cfg.Batch), Contexts: cfg.contexts()}
 	}
 	return c
 }
@@ -278,6 +337,9 @@ func (c *caller) call(ctx context.Context, op Op) outcome {
 		}
 		return outcome{items: 1, ok: 1}
 	}
+	if c.cfg.form(op) == FormPacked {
+		return c.callPacked(ctx, op)
+	}
 	var errs []*kv1.ItemError
 	var err error
 	got := 0
@@ -322,6 +384,63 @@ func (c *caller) call(ctx context.Context, op Op) outcome {
 		}
 	}
 	return batchOutcome(c.cfg.Batch, got, err, errs)
+}
+
+// callPacked sends one call of op in the packed form (wrap, unwrap and datakey have one).
+func (c *caller) callPacked(ctx context.Context, op Op) outcome {
+	var errs []*kv1.ItemError
+	var err error
+	got := 0
+	switch op {
+	case OpWrap:
+		var resp *kv1.PackedWrapResponse
+		if resp, err = c.client.PackedWrap(ctx, c.pwrap); err == nil {
+			got = len(resp.GetBlobs())
+			for _, b := range resp.GetBlobs() {
+				errs = appendItemError(errs, nil, len(b) > 0)
+			}
+		}
+	case OpUnwrap:
+		for i := range c.punwrap.Blobs {
+			c.punwrap.Blobs[i] = c.blob()
+		}
+		var resp *kv1.PackedUnwrapResponse
+		if resp, err = c.client.PackedUnwrap(ctx, c.punwrap); err == nil {
+			got = len(resp.GetPlaintexts())
+			errs = packedUnwrapErrors(errs, resp)
+		}
+	case OpDataKey:
+		var resp *kv1.PackedGenerateDataKeyResponse
+		if resp, err = c.client.PackedGenerateDataKey(ctx, c.pdatakey); err == nil {
+			pts, blobs := resp.GetPlaintexts(), resp.GetBlobs()
+			got = min(len(pts), len(blobs))
+			for i := range got {
+				errs = appendItemError(errs, nil, len(pts[i]) > 0 && len(blobs[i]) > 0)
+			}
+		}
+	}
+	return batchOutcome(c.cfg.Batch, got, err, errs)
+}
+
+// packedUnwrapErrors appends to errs the failed items of a PackedUnwrap answer, one per item: the
+// item's entry in resp.errors, or, for an item with neither a plaintext nor an entry, Internal (as
+// a batch result with neither value nor error). Entries out of order or repeated are skipped, so
+// their items count once, as missing.
+func packedUnwrapErrors(errs []*kv1.ItemError, resp *kv1.PackedUnwrapResponse) []*kv1.ItemError {
+	pe := resp.GetErrors()
+	j := 0
+	for i, p := range resp.GetPlaintexts() {
+		for j < len(pe) && pe[j].GetIndex() < uint32(i) {
+			j++
+		}
+		if j < len(pe) && pe[j].GetIndex() == uint32(i) {
+			errs = appendItemError(errs, pe[j].GetError(), false)
+			j++
+			continue
+		}
+		errs = appendItemError(errs, nil, len(p) > 0)
+	}
+	return errs
 }
 
 // missingResult stands for a result that carries neither a value nor an error.

@@ -19,8 +19,12 @@ import (
 func TestMain(m *testing.M) { leaktest.VerifyTestMain(m, 5*time.Second) }
 
 // fakeWrap is a WrapService client that answers at once, so that these tests check what Run
-// counts, exactly, without a region (the real one is measured by cmd/krypton's bench test). Every
-// failEvery-th unary call fails with Unavailable; the first item of every batch with NotFound.
+// counts, exactly, without a region (TestRunRegion runs against a real one). Every failEvery-th
+// unary call fails with Unavailable; the first item of every batch with NotFound. In the packed
+// form (after the one-item probes): every other PackedWrap fails whole with NotFound, each
+// PackedUnwrap fails its first item with PermissionDenied and answers its last with nothing
+// (Internal), and each PackedGenerateDataKey answers one key short (Internal). With noPacked the
+// packed RPCs are Unimplemented, as on a region of an older version.
 type fakeWrap struct {
 	kv1.WrapServiceClient // nil: a method not overridden panics
 	failEvery             int64
@@ -28,6 +32,8 @@ type fakeWrap struct {
 	calls                 atomic.Int64
 	badBlobs              atomic.Int64
 	onCall                func(n int64) // called with each call's number, when set
+	noPacked              bool
+	packedWraps           atomic.Int64
 }
 
 var fakeBlob = []byte("fake-blob")
@@ -104,6 +110,72 @@ func (f *fakeWrap) BatchUnwrap(ctx context.Context, in *kv1.BatchUnwrapRequest, 
 	return resp, nil
 }
 
+func (f *fakeWrap) BatchGenerateDataKey(ctx context.Context, in *kv1.BatchGenerateDataKeyRequest, _ ...grpc.CallOption) (*kv1.BatchGenerateDataKeyResponse, error) {
+	resp := &kv1.BatchGenerateDataKeyResponse{}
+	for range in.GetItems() {
+		resp.Results = append(resp.Results, &kv1.GenerateDataKeyResult{Result: &kv1.GenerateDataKeyResult_Value{Value: &kv1.GenerateDataKeyResponse{Plaintext: make([]byte, 32), Blob: fakeBlob}}})
+	}
+	return resp, nil
+}
+
+func (f *fakeWrap) BatchRewrap(ctx context.Context, in *kv1.BatchRewrapRequest, _ ...grpc.CallOption) (*kv1.BatchRewrapResponse, error) {
+	resp := &kv1.BatchRewrapResponse{}
+	for _, it := range in.GetItems() {
+		f.checkBlob(it.GetBlob())
+		resp.Results = append(resp.Results, &kv1.RewrapResult{Result: &kv1.RewrapResult_Value{Value: &kv1.RewrapResponse{Blob: fakeBlob}}})
+	}
+	return resp, nil
+}
+
+var errOldRegion = status.Error(codes.Unimplemented, "unknown method PackedWrap for service krypton.v1.WrapService")
+
+func (f *fakeWrap) PackedWrap(ctx context.Context, in *kv1.PackedWrapRequest, _ ...grpc.CallOption) (*kv1.PackedWrapResponse, error) {
+	if f.noPacked {
+		return nil, errOldRegion
+	}
+	if len(in.GetPlaintexts()) > 1 && f.packedWraps.Add(1)%2 == 0 {
+		return nil, status.Error(codes.NotFound, "fake: no such key")
+	}
+	resp := &kv1.PackedWrapResponse{Key: in.GetKey()}
+	for range in.GetPlaintexts() {
+		resp.Blobs = append(resp.Blobs, fakeBlob)
+	}
+	return resp, nil
+}
+
+func (f *fakeWrap) PackedUnwrap(ctx context.Context, in *kv1.PackedUnwrapRequest, _ ...grpc.CallOption) (*kv1.PackedUnwrapResponse, error) {
+	if f.noPacked {
+		return nil, errOldRegion
+	}
+	n := len(in.GetBlobs())
+	resp := &kv1.PackedUnwrapResponse{Plaintexts: make([][]byte, n), KeyIndex: make([]uint32, n), Keys: []*kv1.KeyRef{{Tenant: "acme", Service: "payments", Version: 1}}}
+	for i, b := range in.GetBlobs() {
+		f.checkBlob(b)
+		resp.Plaintexts[i] = make([]byte, 32)
+	}
+	if n > 1 {
+		resp.Plaintexts[0], resp.Plaintexts[n-1] = nil, nil
+		resp.Errors = []*kv1.PackedItemError{{Index: 0, Error: &kv1.ItemError{Code: uint32(codes.PermissionDenied)}}}
+	}
+	return resp, nil
+}
+
+func (f *fakeWrap) PackedGenerateDataKey(ctx context.Context, in *kv1.PackedGenerateDataKeyRequest, _ ...grpc.CallOption) (*kv1.PackedGenerateDataKeyResponse, error) {
+	if f.noPacked {
+		return nil, errOldRegion
+	}
+	n := int(in.GetCount())
+	if n > 1 {
+		n--
+	}
+	resp := &kv1.PackedGenerateDataKeyResponse{Key: in.GetKey()}
+	for range n {
+		resp.Plaintexts = append(resp.Plaintexts, make([]byte, 32))
+		resp.Blobs = append(resp.Blobs, fakeBlob)
+	}
+	return resp, nil
+}
+
 func testConfig(op Op) Config {
 	cfg := DefaultConfig()
 	cfg.Op, cfg.Tenant, cfg.Service = op, "acme", "payments"
@@ -164,7 +236,7 @@ func TestRunClosedLoopMixed(t *testing.T) {
 
 func TestRunBatchItemErrors(t *testing.T) {
 	cfg := testConfig(OpWrap)
-	cfg.Batch = 8
+	cfg.Batch, cfg.BatchForm = 8, FormItems
 	res, err := Run(context.Background(), cfg, []Target{{"a", &fakeWrap{}}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -185,6 +257,78 @@ func TestRunBatchItemErrors(t *testing.T) {
 	}
 	if res.Total.OK != 8*res.Total.Calls || res.Total.OK == 0 || f.badBlobs.Load() != 0 {
 		t.Errorf("batch unwrap: ok %d of %d calls, %d bad blobs", res.Total.OK, res.Total.Calls, f.badBlobs.Load())
+	}
+}
+
+func TestRunPackedErrors(t *testing.T) {
+	cfg := testConfig(OpWrap)
+	cfg.Batch = 8 // packed by default
+	if cfg.BatchForm != FormPacked {
+		t.Fatalf("default form %q, want packed", cfg.BatchForm)
+	}
+	res, err := Run(context.Background(), cfg, []Target{{"a", &fakeWrap{}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := res.Total
+	// Every other call fails whole (the callers interleave, so about half).
+	if s.Calls < 2 || s.Ops != 8*s.Calls || s.OK%8 != 0 || s.OK == 0 || s.Errors["NotFound"] == 0 || s.Errors["NotFound"]%8 != 0 || len(s.Errors) != 1 {
+		t.Errorf("packed wrap: calls %d, ops %d, ok %d, errors %v: want whole calls of 8 failing NotFound", s.Calls, s.Ops, s.OK, s.Errors)
+	}
+	checkBalanced(t, s)
+	if res.Config.BatchForm != "packed" || !strings.Contains(res.Description(), "PackedWrap") {
+		t.Errorf("form %q, description %q", res.Config.BatchForm, res.Description())
+	}
+
+	cfg.Op = OpUnwrap
+	f := &fakeWrap{}
+	res, err = Run(context.Background(), cfg, []Target{{"a", f}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = res.Total
+	if s.Calls == 0 || s.OK != 6*s.Calls || s.Errors["PermissionDenied"] != s.Calls || s.Errors["Internal"] != s.Calls || f.badBlobs.Load() != 0 {
+		t.Errorf("packed unwrap: calls %d, ok %d, errors %v, %d bad blobs: want per call 6 ok, 1 PermissionDenied, 1 Internal", s.Calls, s.OK, s.Errors, f.badBlobs.Load())
+	}
+	if s.Latency.Count != s.Calls {
+		t.Errorf("latency count %d, want one per answered call (%d)", s.Latency.Count, s.Calls)
+	}
+
+	cfg.Op = OpDataKey
+	res, err = Run(context.Background(), cfg, []Target{{"a", &fakeWrap{}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = res.Total
+	if s.Calls == 0 || s.OK != 7*s.Calls || s.Errors["Internal"] != s.Calls {
+		t.Errorf("packed datakey: calls %d, ok %d, errors %v: want per call 7 ok and one missing (Internal)", s.Calls, s.OK, s.Errors)
+	}
+}
+
+// A node that does not serve the packed RPCs fails the run before the load, naming the method;
+// the per-item form still runs against it, and so does rewrap, which has no packed form.
+func TestRunPackedOnAnOldRegion(t *testing.T) {
+	for _, op := range []Op{OpWrap, OpUnwrap, OpDataKey, OpMixed} {
+		cfg := testConfig(op)
+		cfg.Batch = 8
+		_, err := Run(context.Background(), cfg, []Target{{"node-1", &fakeWrap{noPacked: true}}}, nil)
+		if err == nil || !strings.Contains(err.Error(), "node-1 does not serve Packed") || !strings.Contains(err.Error(), "-batch-form items") {
+			t.Errorf("%s: Run = %v, want node-1 named as not serving the packed form", op, err)
+		}
+	}
+	for _, c := range []struct {
+		op   Op
+		form BatchForm
+	}{{OpMixed, FormItems}, {OpRewrap, FormPacked}} {
+		cfg := testConfig(c.op)
+		cfg.Batch, cfg.BatchForm = 8, c.form
+		res, err := Run(context.Background(), cfg, []Target{{"node-1", &fakeWrap{noPacked: true}}}, nil)
+		if err != nil {
+			t.Fatalf("%s in the %s form: %v", c.op, c.form, err)
+		}
+		if res.Total.OK == 0 || res.Config.BatchForm != "items" {
+			t.Errorf("%s in the %s form: ok %d, recorded form %q (want items)", c.op, c.form, res.Total.OK, res.Config.BatchForm)
+		}
 	}
 }
 
