@@ -81,6 +81,17 @@ type Config struct {
 	// raise RLIMIT_MEMLOCK (systemd LimitMEMLOCK) before raising this past ~900.
 	KeyringSize int
 
+	// AnchorCheckConcurrency bounds the leader's L1 checks in flight at once (DESIGN.md, "L1
+	// checks"): each period every distinct anchor URI is asked once. 0 means
+	// DefaultAnchorCheckConcurrency (64): with 100,000 tenants on their own keys and ~30 ms a
+	// check, a round takes ~50 s at 64 — raise it, or the period, when
+	// krypton_anchor_check_rounds_late_total grows.
+	AnchorCheckConcurrency int
+
+	// AnchorCheckTimeout bounds one L1 check; a check that times out counts as a transient
+	// failure. 0 means DefaultAnchorCheckTimeout (10 s).
+	AnchorCheckTimeout time.Duration
+
 	// AuditPath is the hash-chained JSON-lines audit log; empty means DataDir/audit.log.
 	AuditPath string
 
@@ -163,6 +174,12 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("region: with Governance set, Certificate must be a node certificate naming region %q (spiffe://krypton/region/%s/node/%s)", c.Region, c.Region, c.NodeID)
 		}
 	}
+	if c.AnchorCheckConcurrency < 0 {
+		return fmt.Errorf("region: AnchorCheckConcurrency %d is negative", c.AnchorCheckConcurrency)
+	}
+	if c.AnchorCheckTimeout < 0 {
+		return fmt.Errorf("region: AnchorCheckTimeout %v is negative", c.AnchorCheckTimeout)
+	}
 	if c.GovernanceAnchorWait < 0 {
 		return fmt.Errorf("region: GovernanceAnchorWait %v is negative", c.GovernanceAnchorWait)
 	}
@@ -176,4 +193,24 @@ func (c *Config) Validate() error {
 // be serving under a lease granted before it.
 func (c *Config) leaseFenceWait(lease time.Duration) time.Duration {
 	return time.Duration(float64(lease) * (1 + c.ClockDrift))
+}
+
+// The defaults of Config.AnchorCheckConcurrency and Config.AnchorCheckTimeout.
+const (
+	DefaultAnchorCheckConcurrency = 64
+	DefaultAnchorCheckTimeout     = 10 * time.Second
+)
+
+func (c *Config) anchorCheckConcurrency() int {
+	if c.AnchorCheckConcurrency == 0 {
+		return DefaultAnchorCheckConcurrency
+	}
+	return c.AnchorCheckConcurrency
+}
+
+func (c *Config) anchorCheckTimeout() time.Duration {
+	if c.AnchorCheckTimeout == 0 {
+		return DefaultAnchorCheckTimeout
+	}
+	return c.AnchorCheckTimeout
 }

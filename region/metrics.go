@@ -15,6 +15,9 @@ type nodeMetrics struct {
 	fenceSeconds prometheus.Histogram     // how long a revocation took to become effective everywhere
 	fenceExpired prometheus.Counter       // nodes fenced by lease expiry rather than confirmation
 	lockouts     prometheus.Counter
+	// anchorRoundsLate counts L1 check rounds that were due while the previous one was still
+	// starting its checks.
+	anchorRoundsLate prometheus.Counter
 }
 
 func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
@@ -42,7 +45,15 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 			Help: "Tenants this node (as leader) locked out after an L1 denial or grace period.",
 		}),
 	}
-	reg.MustRegister(m.ops, m.anchorCalls, m.fenceSeconds, m.fenceExpired, m.lockouts,
+	m.anchorRoundsLate = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "krypton_anchor_check_rounds_late_total",
+		Help: "L1 check rounds that were due while the previous round was still starting its checks (raise the anchor check concurrency).",
+	})
+	reg.MustRegister(m.ops, m.anchorCalls, m.fenceSeconds, m.fenceExpired, m.lockouts, m.anchorRoundsLate,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "krypton_anchor_checks_in_flight",
+			Help: "L1 checks this node (as leader) is running now.",
+		}, func() float64 { return float64(n.anchorChecks.inFlightCount()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "krypton_keyring_keys",
 			Help: "Unsealed keys (L2 and L3 versions) held in this node's memory.",

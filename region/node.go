@@ -43,15 +43,17 @@ type Node struct {
 	keys    *keyring
 	lease   *lease
 	anchors *anchorCache
-	peers   *peerClients
-	reg     *prometheus.Registry
-	metrics *nodeMetrics
-	audit   *audit.Log
-	syslog  *audit.Syslog // nil without Config.AuditSyslog
-	srv     *transport.Server
-	rpcLn   net.Listener
-	http    *transport.AdminHTTP
-	flight  singleflight.Group // one unseal or fetch per L2 version at a time
+	// anchorChecks runs the leader's L1 checks (anchorcheck.go).
+	anchorChecks *anchorChecker
+	peers        *peerClients
+	reg          *prometheus.Registry
+	metrics      *nodeMetrics
+	audit        *audit.Log
+	syslog       *audit.Syslog // nil without Config.AuditSyslog
+	srv          *transport.Server
+	rpcLn        net.Listener
+	http         *transport.AdminHTTP
+	flight       singleflight.Group // one unseal or fetch per L2 version at a time
 	// barriers coalesces the read barriers of requests that find nothing in local state (catchup.go).
 	barriers barriers
 	watch    *voterWatch
@@ -124,6 +126,7 @@ func New(cfg Config) (_ *Node, err error) {
 
 	n.anchors = newAnchorCache(log, cfg.AllowDevAnchor, cfg.AnchorOptions)
 	closers = append(closers, n.anchors.close)
+	n.anchorChecks = newAnchorChecker(n)
 	n.metrics = newNodeMetrics(n.reg, n)
 
 	n.fsm = fsm.New(fsm.Options{OnChange: n.onChange})

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/kryptonkms/krypton/anchor"
 )
@@ -31,7 +32,19 @@ const (
 	// UnavailableSuffix: while "<key file>.unavailable" exists, every call
 	// fails with a *anchor.TransientError, as an unreachable KMS.
 	UnavailableSuffix = ".unavailable"
+
+	// StalledSuffix: while "<key file>.stalled" exists, every call waits,
+	// as a KMS that accepts the connection and never answers: until the
+	// marker is removed (the call then goes on), or the call's context
+	// ends (a *anchor.TransientError).
+	StalledSuffix = ".stalled"
 )
+
+// stallPoll is how often a stalled call looks for its marker again. The
+// markers are plain files checked on every call; polling keeps it that
+// way for a development anchor (a file-watching library for one test
+// hook would be more than it is worth).
+const stallPoll = 10 * time.Millisecond
 
 // Sentinel errors.
 var (
@@ -213,7 +226,30 @@ func (p *Provider) begin(ctx context.Context, op string) (*rootKey, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, anchor.Transient(op, anchor.SchemeFile, err)
 	}
+	if err := p.waitStalled(ctx); err != nil {
+		return nil, anchor.Transient(op, anchor.SchemeFile, err)
+	}
 	return p.read(op)
+}
+
+// waitStalled returns when the stalled marker is absent, or with ctx's
+// error when ctx ends first.
+func (p *Provider) waitStalled(ctx context.Context) error {
+	if _, err := os.Lstat(p.path + StalledSuffix); err != nil {
+		return nil
+	}
+	t := time.NewTicker(stallPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("file: stalled marker present: %w", ctx.Err())
+		case <-t.C:
+		}
+		if _, err := os.Lstat(p.path + StalledSuffix); err != nil {
+			return nil
+		}
+	}
 }
 
 // Seal implements anchor.Provider.
@@ -315,6 +351,16 @@ func SetUnavailable(path string, on bool) error {
 		return touch(path + UnavailableSuffix)
 	}
 	return rmMarker(path + UnavailableSuffix)
+}
+
+// SetStalled creates (on) or removes (off) the ".stalled" marker: while it
+// exists, every call of providers on path waits for its removal or its
+// context's end.
+func SetStalled(path string, on bool) error {
+	if on {
+		return touch(path + StalledSuffix)
+	}
+	return rmMarker(path + StalledSuffix)
 }
 
 // Destroy removes the key file at path: everything sealed under it is

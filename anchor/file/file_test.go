@@ -48,3 +48,34 @@ func TestConformance(t *testing.T) {
 		Development:  true,
 	})
 }
+
+// A stalled key answers nothing: a call waits until its context ends (transient) or until the
+// marker is removed (then it answers as usual).
+func TestStalled(t *testing.T) {
+	p := openNew(t)
+	defer p.Close()
+	if err := file.SetStalled(keyPath(p), true); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Check(ctx) }()
+	cancel()
+	if err := <-done; !anchor.IsTransient(err) {
+		t.Fatalf("Check of a stalled key after its context ended: %v, want a transient error", err)
+	}
+
+	done = make(chan error, 1)
+	go func() { done <- p.Check(context.Background()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Check of a stalled key answered %v before the marker was removed", err)
+	default:
+	}
+	if err := file.SetStalled(keyPath(p), false); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Check after the stall ended: %v", err)
+	}
+}

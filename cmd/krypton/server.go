@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/awnumar/memguard"
 
@@ -46,6 +47,8 @@ type serverFlags struct {
 	audit           auditFlags
 	settings        string
 	keyringSize     int
+	anchorChecks    int
+	anchorTimeout   time.Duration
 }
 
 func (f *serverFlags) declare(fs *flag.FlagSet) {
@@ -69,6 +72,8 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.governance, "governance", "", "gRPC addresses of the governance nodes, comma-separated: the region's leader follows their feed (the node certificate must then name the region: spiffe://krypton/region/<region>/node/<id>); empty runs the region on its own")
 	f.tuning.declare(fs)
 	fs.IntVar(&f.keyringSize, "keyring-size", 0, "most unsealed L2 versions, and most L3 versions, held in locked memory at once (0: 512); each locks a page, so raise the memlock limit (systemd LimitMEMLOCK) before going past ~900")
+	fs.IntVar(&f.anchorChecks, "anchor-check-concurrency", 0, "most L1 checks the leader runs at once, each anchor once per anchor-check-period (0: 64); raise it when krypton_anchor_check_rounds_late_total grows")
+	fs.DurationVar(&f.anchorTimeout, "anchor-check-timeout", 0, "how long one L1 check may take before it counts as a transient failure (0: 10s)")
 	f.oidc.declare(fs)
 	f.audit.declare(fs)
 	fs.StringVar(&f.settings, "region-settings", "", "region settings the leader keeps proposing while the replicated ones differ, as lease-duration=2s,anchor-check-period=1s,anchor-grace-period=10s (give every node the same; for tests and the chaos suite)")
@@ -158,6 +163,10 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 		return cfg, usagef("server: -keyring-size %d is negative", f.keyringSize)
 	}
 	cfg.KeyringSize = f.keyringSize
+	if f.anchorChecks < 0 || f.anchorTimeout < 0 {
+		return cfg, usagef("server: -anchor-check-concurrency and -anchor-check-timeout must not be negative")
+	}
+	cfg.AnchorCheckConcurrency, cfg.AnchorCheckTimeout = f.anchorChecks, f.anchorTimeout
 	if cfg.AuditSyslog, err = f.audit.syslogConfig(log); err != nil {
 		return cfg, err
 	}
