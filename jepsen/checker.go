@@ -347,8 +347,8 @@ func checkCreateThenUse(ops []Op) *Verdict {
 }
 
 // checkKillSwitch measures the customer's kill switch: for each time a tenant's anchor was
-// disabled (anchor-dead), how long after it operations on the tenant's keys still began and
-// succeeded. region/DESIGN.md ("L1 checks") promises a lockout within one check period, fenced
+// disabled (anchor-dead; anchor-hung, while another tenant's anchor hangs), how long after it
+// operations on the tenant's keys still began and succeeded. region/DESIGN.md ("L1 checks") promises a lockout within one check period, fenced
 // like a revocation (the lease); past check period + lease × 1.05 + 1 s the checker warns (a
 // warning, not a failure: a leader paused or cut off by another fault checks late, which the
 // promise allows).
@@ -358,7 +358,7 @@ func checkKillSwitch(ops []Op, faults []Fault, t Timing) (*Verdict, time.Duratio
 	var worst time.Duration
 	n := 0
 	for _, f := range faults {
-		if f.Kind != AnchorDead {
+		if f.Kind != AnchorDead && f.Kind != AnchorHung {
 			continue
 		}
 		var tenant string

@@ -288,7 +288,7 @@ func (c *cluster) shutdown() {
 // "disabled" (a definite denial).
 func (c *cluster) setAnchor(t int, mode string) error {
 	p := c.anchors[t]
-	for _, m := range []string{".unavailable", ".disabled"} {
+	for _, m := range []string{".unavailable", ".disabled", ".stalled"} { // anchor/file's markers
 		if err := os.Remove(p + m); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return err
 		}

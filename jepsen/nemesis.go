@@ -30,11 +30,12 @@ const (
 	Transfer          = "transfer"           // leadership transfers under load
 	AnchorFlaky       = "anchor-flaky"       // a tenant's L1 fails transiently
 	AnchorDead        = "anchor-dead"        // a tenant's L1 denies definitely, then returns
+	AnchorHung        = "anchor-hung"        // one tenant's L1 answers nothing while another's is disabled
 )
 
 // AllNemeses lists every kind.
 var AllNemeses = []string{KillLeader, KillFollower, KillAll, PauseLeader, PauseFollower, PartitionLeader,
-	PartitionFollower, Bridge, OneWay, Slow, Member, Transfer, AnchorFlaky, AnchorDead}
+	PartitionFollower, Bridge, OneWay, Slow, Member, Transfer, AnchorFlaky, AnchorDead, AnchorHung}
 
 // needsNetwork are the kinds that need the netns network.
 var needsNetwork = map[string]bool{PartitionLeader: true, PartitionFollower: true, Bridge: true, OneWay: true, Slow: true}
@@ -325,6 +326,28 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		}
 		sleep(ctx, hold)
 		return c.setAnchor(t, "ok")
+	case AnchorHung:
+		// A customer's KMS that hangs must not delay another customer's kill switch: the
+		// disabled tenant is measured by the kill-switch checker like anchor-dead's.
+		if len(c.anchors) < 2 {
+			f.Detail = "fewer than two tenants"
+			return nil
+		}
+		hung := nm.r.IntN(len(c.anchors))
+		dead := (hung + 1 + nm.r.IntN(len(c.anchors)-1)) % len(c.anchors)
+		f.Detail = fmt.Sprintf("tenant t%d disabled while t%d hung", dead+1, hung+1)
+		nm.logf("nemesis: anchor of t%d hung and of t%d disabled for %s", hung+1, dead+1, hold)
+		if err := c.setAnchor(hung, "stalled"); err != nil {
+			return err
+		}
+		if err := c.setAnchor(dead, "disabled"); err != nil {
+			return err
+		}
+		sleep(ctx, hold)
+		if err := c.setAnchor(dead, "ok"); err != nil {
+			return err
+		}
+		return c.setAnchor(hung, "ok")
 	}
 	return fmt.Errorf("jepsen: unknown nemesis %q", kind)
 }

@@ -25,7 +25,7 @@ func LongSchedule(d time.Duration) []Scenario {
 		{Name: "slow", Nodes: 3, Duration: d, Nemeses: []string{Slow}},
 		{Name: "member", Nodes: 3, Duration: d, Nemeses: []string{Member}},
 		{Name: "transfer-5", Nodes: 5, Duration: d, Nemeses: []string{Transfer, KillLeader}},
-		{Name: "anchor", Nodes: 3, Duration: d, Nemeses: []string{AnchorFlaky, AnchorDead}},
+		{Name: "anchor", Nodes: 3, Duration: d, Nemeses: []string{AnchorFlaky, AnchorDead, AnchorHung}},
 		{Name: "mixed-3", Nodes: 3, Duration: d, Nemeses: AllNemeses},
 		{Name: "mixed-5", Nodes: 5, Duration: d, Nemeses: AllNemeses},
 	}
