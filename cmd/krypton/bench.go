@@ -48,6 +48,7 @@ type benchOptions struct {
 	spawn, via                    int
 	conns                         int
 	op                            string
+	batchForm                     string
 	cfg                           bench.Config
 	out, plot                     string
 	quiet                         bool
@@ -59,14 +60,18 @@ func benchCommand() *command {
 	return &command{
 		name:     "bench",
 		synopsis: "measure wrap throughput and latency under load",
-		usage:    "[-spawn 3 | -addr <host:port>[,...] -key <tenant>/<service>] [-op wrap|unwrap|datakey|rewrap|mixed] [-batch N] [-callers N | -rate ops/s]",
+		usage:    "[-spawn 3 | -addr <host:port>[,...] -key <tenant>/<service>] [-op wrap|unwrap|datakey|rewrap|mixed] [-batch N [-batch-form packed|items]] [-callers N | -rate ops/s]",
 		help: "Drives a region's WrapService over gRPC with mutual TLS and reports throughput and latency: a live line on stderr\n" +
 			"once a second, then a table (ops/s, p50, p90, p99, p99.9, max, errors by gRPC code) on stdout, and with -out and -plot\n" +
 			"a JSON result and a latency plot.\n\n" +
 			"Load: -callers callers each keep one call in flight (closed loop, latency from send to answer); or, with -rate, calls\n" +
 			"are scheduled at fixed intervals whatever the answers (open loop, latency from each call's intended send time, so\n" +
 			"that a stall counts for every call it delays: no coordinated omission), with at most -callers in flight.\n" +
-			"-batch N sends the batch RPCs with N items per call; ops count items.\n\n" +
+			"-batch N sends batch RPCs with N items per call; ops count items. Wrap, unwrap and datakey go in the packed form\n" +
+			"(PackedWrap, PackedUnwrap, PackedGenerateDataKey: one key per call, the items as repeated bytes), or with\n" +
+			"-batch-form items in the per-item form (BatchWrap, BatchUnwrap, BatchGenerateDataKey: a message per item), to\n" +
+			"compare; rewrap has only the per-item form (BatchRewrap). A node that does not serve the packed form (an older\n" +
+			"version) fails the run before the load.\n\n" +
 			"Against running nodes: -addr (repeated or comma-separated, callers are spread over them), -key, and a SERVICE\n" +
 			"certificate for that key (-client-cert, -client-key, -ca-cert, or KRYPTON_CLIENT_CERT, KRYPTON_CLIENT_KEY,\n" +
 			"KRYPTON_CA_CERT). With -spawn 3 it starts a development region in this process on free ports instead (as\n" +
@@ -84,6 +89,7 @@ func benchCommand() *command {
 			fs.IntVar(&o.via, "via", 0, "with -spawn: spread the load over this many of its nodes (default: all; 1 measures through one node)")
 			fs.StringVar(&o.op, "op", string(o.cfg.Op), "operation: wrap, unwrap, datakey, rewrap or mixed (all four in equal shares)")
 			fs.IntVar(&o.cfg.Batch, "batch", 0, "items per call with the batch RPCs, 1 to 1024; 0 sends unary RPCs")
+			fs.StringVar(&o.batchForm, "batch-form", string(bench.FormPacked), "with -batch: packed (PackedWrap, PackedUnwrap, PackedGenerateDataKey) or items (BatchWrap, BatchUnwrap, BatchGenerateDataKey); rewrap is always BatchRewrap")
 			fs.IntVar(&o.cfg.Callers, "callers", o.cfg.Callers, "concurrent callers, each with one call in flight; with -rate, the most calls in flight")
 			fs.Float64Var(&o.cfg.Rate, "rate", 0, "open-loop target rate in operations per second (0: closed loop)")
 			fs.DurationVar(&o.cfg.Duration, "duration", o.cfg.Duration, "how long to measure, after the warm-up")
@@ -122,6 +128,9 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 	}
 	if err := o.gw.check(o); err != nil {
 		return err
+	}
+	if o.gw.enabled() && isSet(fs, "batch-form") {
+		return usagef("-batch-form is for the region's batch RPCs (-batch); the gateway sends its own batches packed")
 	}
 	if o.spawn != 0 {
 		if o.spawn != devNodes {
@@ -172,12 +181,15 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 
 // checkLoad validates the load flags, naming them as the command line does.
 func (o *benchOptions) checkLoad() error {
+	o.cfg.BatchForm = bench.BatchForm(o.batchForm)
 	c := o.cfg
 	switch {
 	case c.Op != bench.OpWrap && c.Op != bench.OpUnwrap && c.Op != bench.OpDataKey && c.Op != bench.OpRewrap && c.Op != bench.OpMixed:
 		return usagef("unknown -op %q (want wrap, unwrap, datakey, rewrap or mixed)", o.op)
 	case c.Batch < 0 || c.Batch > transport.MaxBatchItems:
 		return usagef("-batch must be 0 (unary) or 1 to %d", transport.MaxBatchItems)
+	case o.batchForm != string(bench.FormPacked) && o.batchForm != string(bench.FormItems):
+		return usagef("-batch-form must be packed or items, not %q", o.batchForm)
 	case c.Callers < 1 || c.Callers > bench.MaxCallers:
 		return usagef("-callers must be 1 to %d", bench.MaxCallers)
 	case o.conns < 1 || o.conns > 64:

@@ -119,7 +119,8 @@ func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca
 // Unwrap go to the gateway's methods of the same name (GenerateDataKey to Encrypt for -op
 // encrypt). Wrap and BatchWrap, which bench uses only
 // to check the target and to make blobs for unwrap, make data keys instead (the gateway wraps only
-// keys it made). Everything else is Unimplemented.
+// keys it made). Everything else is Unimplemented, the packed RPCs included: bench refuses -batch
+// with a gateway, which batches (packed) by itself.
 type gatewayWrapClient struct {
 	gw      kv1.GatewayServiceClient
 	payload []byte // non-nil: GenerateDataKey is an Encrypt of payload
