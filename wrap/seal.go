@@ -301,17 +301,24 @@ func (l3 *ServiceKey) wrapBatch(dks []*DataKey, contexts [][]byte, kdf KDF, salt
 			}
 		}
 	}
+	return l3.sealItems(len(dks), func(i int) []byte { return dks[i].b[:] }, contexts, kdf, saltSource)
+}
+
+// sealItems wraps the n data keys plaintext(i) under l3, item i with
+// contextOf(contexts, i), one derivation per ItemsPerDerivedKey items. The
+// caller has checked the keys and contexts.
+func (l3 *ServiceKey) sealItems(n int, plaintext func(int) []byte, contexts [][]byte, kdf KDF, saltSource io.Reader) ([][]byte, error) {
 	id := l3.ID()
 	size := headerSize(KindWrappedDataKey, id, KeyID{}) + ciphertextSize
 	// One allocation for all blobs; each blob is a full slice expression
 	// so that appending to one cannot overwrite the next.
-	buf := make([]byte, 0, len(dks)*size)
-	blobs := make([][]byte, len(dks))
+	buf := make([]byte, 0, n*size)
+	blobs := make([][]byte, n)
 	var aead cipher.AEAD
 	var salt [SaltSize]byte
-	for i, dk := range dks {
-		n := uint64(i % ItemsPerDerivedKey)
-		if n == 0 {
+	for i := range n {
+		c := uint64(i % ItemsPerDerivedKey)
+		if c == 0 {
 			var err error
 			if salt, err = saltFrom(saltSource); err != nil {
 				return nil, err
@@ -320,16 +327,24 @@ func (l3 *ServiceKey) wrapBatch(dks []*DataKey, contexts [][]byte, kdf KDF, salt
 				return nil, err
 			}
 		}
-		var context []byte
-		if contexts != nil {
-			context = contexts[i]
-		}
-		nonce := nonceFor(n)
+		nonce := nonceFor(c)
 		start := len(buf)
-		buf = seal(buf, aead, KindWrappedDataKey, kdf, id, KeyID{}, &salt, &nonce, dk.b[:], context)
+		buf = seal(buf, aead, KindWrappedDataKey, kdf, id, KeyID{}, &salt, &nonce, plaintext(i), contextOf(contexts, i))
 		blobs[i] = buf[start:len(buf):len(buf)]
 	}
 	return blobs, nil
+}
+
+// contextOf is item i's context among contexts: none (nil), one shared by
+// every item, or one per item.
+func contextOf(contexts [][]byte, i int) []byte {
+	switch len(contexts) {
+	case 0:
+		return nil
+	case 1:
+		return contexts[0]
+	}
+	return contexts[i]
 }
 
 // UnwrapBatch opens each blobs[i] with context contexts[i] (contexts may
@@ -348,44 +363,18 @@ func (l3 *ServiceKey) UnwrapBatch(blobs, contexts [][]byte) ([]*DataKey, error) 
 	}
 	dks := make([]*DataKey, len(blobs))
 	var errs []error
-	// Blobs of one batch are usually adjacent, so check the last salt
-	// before the map.
-	var lastSalt *[SaltSize]byte
-	var lastKDF KDF
-	var lastAEAD cipher.AEAD
-	type saltKDF struct {
-		salt [SaltSize]byte
-		kdf  KDF
-	}
-	var seen map[saltKDF]cipher.AEAD
+	var aeads aeadCache
 	for i, blob := range blobs {
 		var context []byte
 		if contexts != nil {
 			context = contexts[i]
 		}
 		dk, err := func() (*DataKey, error) {
-			h, err := parse(blob)
+			h, aead, err := aeads.forBlob(l3, blob, context)
 			if err != nil {
 				return nil, err
 			}
-			if err := l3.checkWrapped(&h, context); err != nil {
-				return nil, err
-			}
-			if lastAEAD == nil || *lastSalt != *h.salt || lastKDF != h.kdf {
-				key := saltKDF{*h.salt, h.kdf}
-				aead, ok := seen[key]
-				if !ok {
-					if aead, err = newAEAD(l3.core(), h.kdf, labelWrapDataKey, h.salt); err != nil {
-						return nil, err
-					}
-					if seen == nil {
-						seen = make(map[saltKDF]cipher.AEAD)
-					}
-					seen[key] = aead
-				}
-				lastSalt, lastKDF, lastAEAD = h.salt, h.kdf, aead
-			}
-			return openDataKey(lastAEAD, blob, &h, context)
+			return openDataKey(aead, blob, &h, context)
 		}()
 		if err != nil {
 			if errs == nil {
@@ -400,4 +389,48 @@ func (l3 *ServiceKey) UnwrapBatch(blobs, contexts [][]byte) ([]*DataKey, error) 
 		return dks, &BatchError{Errs: errs}
 	}
 	return dks, nil
+}
+
+// aeadCache holds the AEADs a batch unwrap derived, by salt and KDF, so
+// that the blobs of one WrapBatch cost one derivation.
+type aeadCache struct {
+	// Blobs of one batch are usually adjacent, so the last salt is
+	// checked before the map.
+	lastSalt *[SaltSize]byte
+	lastKDF  KDF
+	last     cipher.AEAD
+	seen     map[saltKDF]cipher.AEAD
+}
+
+type saltKDF struct {
+	salt [SaltSize]byte
+	kdf  KDF
+}
+
+// forBlob parses blob, checks that it is a data key wrapped under l3 and
+// that context is within its limit, and returns its header and the AEAD
+// that opens it.
+func (c *aeadCache) forBlob(l3 *ServiceKey, blob, context []byte) (rawHeader, cipher.AEAD, error) {
+	h, err := parse(blob)
+	if err != nil {
+		return h, nil, err
+	}
+	if err := l3.checkWrapped(&h, context); err != nil {
+		return h, nil, err
+	}
+	if c.last == nil || *c.lastSalt != *h.salt || c.lastKDF != h.kdf {
+		key := saltKDF{*h.salt, h.kdf}
+		aead, ok := c.seen[key]
+		if !ok {
+			if aead, err = newAEAD(l3.core(), h.kdf, labelWrapDataKey, h.salt); err != nil {
+				return h, nil, err
+			}
+			if c.seen == nil {
+				c.seen = make(map[saltKDF]cipher.AEAD)
+			}
+			c.seen[key] = aead
+		}
+		c.lastSalt, c.lastKDF, c.last = h.salt, h.kdf, aead
+	}
+	return h, c.last, nil
 }
