@@ -224,3 +224,52 @@ func TestCloseTwice(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+// A report that moves nothing is not written again for a while: a quiet region's heartbeats cost
+// no Raft entry each. A report that advances the cursor, or carries an inventory, is written.
+func TestQuietReportsAreNotWrittenEachTime(t *testing.T) {
+	g := governancetest.Start(t, 1)
+	ctx := g.Context(30 * time.Second)
+	g.CreateTenant("acme", devAnchor, "eu")
+	eu := g.NodeClient(0, "eu", "eu-1")
+	// report sends r and returns governance's commit index after it.
+	report := func(r *kv1.ReportCursorRequest) uint64 {
+		t.Helper()
+		if _, err := eu.ReportCursor(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+		st, err := g.Client(0).Status(ctx, &kv1.GovernanceStatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.GetCommitIndex()
+	}
+	first := report(&kv1.ReportCursorRequest{Region: "eu", AppliedCursor: 1})
+	for _, r := range []*kv1.ReportCursorRequest{
+		{Region: "eu", AppliedCursor: 1},
+		{Region: "eu", AppliedCursor: 1},
+		{Region: "eu", AppliedCursor: 0}, // behind what is recorded
+	} {
+		if got := report(r); got != first {
+			t.Fatalf("a report of cursor %d that moves nothing was written: commit index %d -> %d", r.GetAppliedCursor(), first, got)
+		}
+	}
+	withInventory := report(&kv1.ReportCursorRequest{Region: "eu", AppliedCursor: 1, HasInventory: true})
+	if withInventory <= first {
+		t.Fatalf("a report with an inventory was not written: commit index %d -> %d", first, withInventory)
+	}
+	g.CreateTenant("globex", devAnchor, "eu") // event 2
+	before := report(&kv1.ReportCursorRequest{Region: "eu", AppliedCursor: 1})
+	if after := report(&kv1.ReportCursorRequest{Region: "eu", AppliedCursor: 2}); after <= before {
+		t.Fatalf("a report that advances the cursor was not written: commit index %d -> %d", before, after)
+	}
+	lags, err := g.Client(0).Status(ctx, &kv1.GovernanceStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range lags.GetRegions() {
+		if l.GetCursor().GetRegion() == "eu" && l.GetCursor().GetAppliedCursor() != 2 {
+			t.Fatalf("eu's recorded cursor is %d, want 2", l.GetCursor().GetAppliedCursor())
+		}
+	}
+}
