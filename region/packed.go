@@ -27,33 +27,29 @@ func packedInvalid(i int, err error) error {
 	return status.Errorf(codes.InvalidArgument, "region: item %d: %s", i, status.Convert(transport.ToStatus(err)).Message())
 }
 
-// packedContexts checks the contexts of a packed request of n items (none, one shared, or one per
-// item; each within its limit) and returns them as WrapBatch and UnwrapBatch take them: nil for
-// none, else one per item.
-func packedContexts(contexts [][]byte, n int) ([][]byte, error) {
-	switch len(contexts) {
-	case 0:
-		return nil, nil
-	case 1, n:
-	default:
-		return nil, status.Errorf(codes.InvalidArgument, "region: %d contexts for %d items: give none, one shared by every item, or one per item", len(contexts), n)
+// packedContexts checks the contexts of a PackedWrap or PackedGenerateDataKey of n items: none,
+// one shared by every item, or one per item, each within its limit.
+func packedContexts(contexts [][]byte, n int) error {
+	if err := packedContextCount(contexts, n); err != nil {
+		return err
 	}
 	for i, c := range contexts {
 		if err := transport.CheckContext(c); err != nil {
 			if len(contexts) == 1 && n > 1 {
-				return nil, status.Errorf(codes.InvalidArgument, "region: the shared context: %s", status.Convert(err).Message())
+				return status.Errorf(codes.InvalidArgument, "region: the shared context: %s", status.Convert(err).Message())
 			}
-			return nil, packedInvalid(i, err)
+			return packedInvalid(i, err)
 		}
 	}
-	if len(contexts) == n {
-		return contexts, nil
+	return nil
+}
+
+// packedContextCount checks the number of contexts of a packed request of n items.
+func packedContextCount(contexts [][]byte, n int) error {
+	if len(contexts) > 1 && len(contexts) != n {
+		return status.Errorf(codes.InvalidArgument, "region: %d contexts for %d items: give none, one shared by every item, or one per item", len(contexts), n)
 	}
-	all := make([][]byte, n)
-	for i := range all {
-		all[i] = contexts[0]
-	}
-	return all, nil
+	return nil
 }
 
 // packedPlaintexts checks every plaintext of a PackedWrap: a usable data key of wrap.KeySize bytes.
@@ -87,8 +83,20 @@ func (n *Node) packedKey(ctx context.Context, ref *kv1.KeyRef, pop fsm.PolicyOp)
 	return keys, k, nil
 }
 
-// PackedWrap wraps every plaintext under one version of one service key (wrap.WrapBatch: one
-// derivation per wrap.ItemsPerDerivedKey items), or fails as a whole.
+// wrapKeys wraps plaintexts under k's key (wrap.WrapKeys: one derivation per
+// wrap.ItemsPerDerivedKey items, no copy of a plaintext), looking the key up once more if it was
+// destroyed meanwhile.
+func (k *batchKey) wrapKeys(b *batchKeys, plaintexts, contexts [][]byte) ([][]byte, error) {
+	blobs, err := k.l3.WrapKeys(plaintexts, contexts)
+	if errors.Is(err, wrap.ErrDestroyed) {
+		if err = k.again(b); err == nil {
+			blobs, err = k.l3.WrapKeys(plaintexts, contexts)
+		}
+	}
+	return blobs, err
+}
+
+// PackedWrap wraps every plaintext under one version of one service key, or fails as a whole.
 func (s *wrapService) PackedWrap(ctx context.Context, req *kv1.PackedWrapRequest) (*kv1.PackedWrapResponse, error) {
 	defer s.n.observe("packed-wrap", time.Now())
 	plaintexts := req.GetPlaintexts()
@@ -104,93 +112,71 @@ func (s *wrapService) PackedWrap(ctx context.Context, req *kv1.PackedWrapRequest
 	if err := packedPlaintexts(plaintexts); err != nil {
 		return nil, err
 	}
-	ctxs, err := packedContexts(req.GetContexts(), len(plaintexts))
-	if err != nil {
+	if err := packedContexts(req.GetContexts(), len(plaintexts)); err != nil {
 		return nil, err
 	}
 	keys, k, err := s.n.packedKey(ctx, req.GetKey(), fsm.PolicyWrap)
 	if err != nil {
 		return nil, err
 	}
-	dks := make([]*wrap.DataKey, len(plaintexts))
-	defer func() {
-		for _, dk := range dks {
-			dk.Destroy()
-		}
-	}()
-	for i, p := range plaintexts {
-		if dks[i], err = dataKey(p); err != nil {
-			return nil, packedInvalid(i, err) // checked above; cannot happen
-		}
-	}
-	blobs, err := k.wrapBatch(keys, dks, ctxs)
+	blobs, err := k.wrapKeys(keys, plaintexts, req.GetContexts())
 	if err != nil {
 		return nil, err
 	}
 	return &kv1.PackedWrapResponse{Key: k.out, Blobs: blobs}, nil
 }
 
-// PackedGenerateDataKey makes count fresh data keys and wraps them as PackedWrap does.
+// PackedGenerateDataKey makes count fresh data keys (wrap.NewDataKeys, one allocation) and wraps
+// them as PackedWrap does.
 func (s *wrapService) PackedGenerateDataKey(ctx context.Context, req *kv1.PackedGenerateDataKeyRequest) (*kv1.PackedGenerateDataKeyResponse, error) {
 	defer s.n.observe("packed-generate-data-key", time.Now())
 	count := int(req.GetCount())
 	if err := transport.CheckBatch(count); err != nil {
 		return nil, err
 	}
-	ctxs, err := packedContexts(req.GetContexts(), count)
-	if err != nil {
+	if err := packedContexts(req.GetContexts(), count); err != nil {
 		return nil, err
 	}
 	keys, k, err := s.n.packedKey(ctx, req.GetKey(), fsm.PolicyGenerateDataKey)
 	if err != nil {
 		return nil, err
 	}
-	dks := make([]*wrap.DataKey, count)
-	defer func() {
-		for _, dk := range dks {
-			dk.Destroy()
-		}
-	}()
-	for i := range dks {
-		dks[i] = wrap.NewDataKey()
-	}
-	blobs, err := k.wrapBatch(keys, dks, ctxs)
+	plaintexts := wrap.NewDataKeys(count)
+	blobs, err := k.wrapKeys(keys, plaintexts, req.GetContexts())
 	if err != nil {
+		for _, p := range plaintexts {
+			clear(p)
+		}
 		return nil, err
 	}
-	plaintexts := make([][]byte, count)
-	for i, dk := range dks {
-		plaintexts[i] = dk.Bytes()
-	}
+	// The plaintexts leave in the response, as a unary GenerateDataKey's does.
 	return &kv1.PackedGenerateDataKeyResponse{Key: k.out, Plaintexts: plaintexts, Blobs: blobs}, nil
 }
 
 // PackedUnwrap opens each blob as BatchUnwrap does: each key checked once per call, one
-// wrap.UnwrapBatch per key; an item that fails gets an empty plaintext and an entry in errors.
+// wrap.UnwrapKeys per key, into one buffer; an item that fails gets an empty plaintext and an
+// entry in errors.
 func (s *wrapService) PackedUnwrap(ctx context.Context, req *kv1.PackedUnwrapRequest) (*kv1.PackedUnwrapResponse, error) {
 	defer s.n.observe("packed-unwrap", time.Now())
-	blobs := req.GetBlobs()
+	blobs, contexts := req.GetBlobs(), req.GetContexts()
 	if err := transport.CheckBatch(len(blobs)); err != nil {
 		return nil, err
 	}
 	// Only the number of contexts fails the call; a context over its limit fails its items.
-	switch len(req.GetContexts()) {
-	case 0, 1, len(blobs):
-	default:
-		return nil, status.Errorf(codes.InvalidArgument, "region: %d contexts for %d blobs: give none, one shared by every blob, or one per blob", len(req.GetContexts()), len(blobs))
+	if err := packedContextCount(contexts, len(blobs)); err != nil {
+		return nil, err
 	}
 	if err := s.n.Serving(); err != nil {
 		return nil, err
 	}
 	contextOf := func(i int) []byte {
-		switch c := req.GetContexts(); len(c) {
+		switch len(contexts) {
 		case 0:
 			return nil
 		case 1:
-			return c[0]
-		default:
-			return c[i]
+			return contexts[0]
 		}
+		return contexts[i]
 	}
 	var errs []error // one per item, nil where it opened; made at the first failure
 	fail := func(i int, err error) {
@@ -201,21 +187,29 @@ func (s *wrapService) PackedUnwrap(ctx context.Context, req *kv1.PackedUnwrapReq
 	}
 	keys := batchKeys{n: s.n, ctx: ctx}
 	type group struct {
-		key   *batchKey
-		idx   []int
-		blobs [][]byte
-		ctxs  [][]byte
+		key *batchKey
+		idx []int
 	}
 	var list []*group
 	var byKey map[*batchKey]*group
+	// A batch's blobs usually name one key: the header of a blob that names the same key as the
+	// one before it is not parsed again (wrap.SameParent).
+	var prev []byte
+	var ref *kv1.KeyRef
 	for i, blob := range blobs {
 		c := contextOf(i)
-		ref, err := blobRef(blob, c)
-		if err != nil {
+		if prev == nil || !wrap.SameParent(prev, blob) {
+			r, err := blobRef(blob, c)
+			if err != nil {
+				fail(i, err)
+				continue
+			}
+			prev, ref = blob, &r
+		} else if err := transport.CheckContext(c); err != nil {
 			fail(i, err)
 			continue
 		}
-		k := keys.get(&ref, fsm.OpUnwrap, fsm.PolicyUnwrap)
+		k := keys.get(ref, fsm.OpUnwrap, fsm.PolicyUnwrap)
 		if k.err != nil {
 			fail(i, k.err)
 			continue
@@ -224,7 +218,7 @@ func (s *wrapService) PackedUnwrap(ctx context.Context, req *kv1.PackedUnwrapReq
 		if len(list) > 0 && list[len(list)-1].key == k {
 			g = list[len(list)-1]
 		} else if g = byKey[k]; g == nil {
-			g = &group{key: k, idx: make([]int, 0, len(blobs)-i), blobs: make([][]byte, 0, len(blobs)-i), ctxs: make([][]byte, 0, len(blobs)-i)}
+			g = &group{key: k, idx: make([]int, 0, len(blobs)-i)}
 			if byKey == nil {
 				byKey = make(map[*batchKey]*group)
 			}
@@ -232,20 +226,33 @@ func (s *wrapService) PackedUnwrap(ctx context.Context, req *kv1.PackedUnwrapReq
 			list = append(list, g)
 		}
 		g.idx = append(g.idx, i)
-		g.blobs = append(g.blobs, blob)
-		g.ctxs = append(g.ctxs, c)
 	}
 	resp := &kv1.PackedUnwrapResponse{
 		Plaintexts: make([][]byte, len(blobs)),
 		KeyIndex:   make([]uint32, len(blobs)),
 	}
-	// The plaintexts, in one slab.
-	slab := make([]byte, len(blobs)*wrap.KeySize)
+	// The plaintexts, in one buffer: each group opens into its own part of it.
+	buf := make([]byte, len(blobs)*wrap.KeySize)
 	for _, g := range list {
-		dks, err := g.key.l3.UnwrapBatch(g.blobs, g.ctxs)
+		gBlobs, gContexts := blobs, contexts
+		if len(g.idx) != len(blobs) { // not every item of the call: gather this group's
+			gBlobs, gContexts = make([][]byte, len(g.idx)), nil
+			if len(contexts) > 0 {
+				gContexts = make([][]byte, len(g.idx))
+			}
+			for j, i := range g.idx {
+				gBlobs[j] = blobs[i]
+				if gContexts != nil {
+					gContexts[j] = contextOf(i)
+				}
+			}
+		}
+		dst := buf[:len(g.idx)*wrap.KeySize]
+		buf = buf[len(dst):]
+		plain, err := g.key.l3.UnwrapKeys(dst, gBlobs, gContexts)
 		if errors.Is(err, wrap.ErrDestroyed) && !errors.As(err, new(*wrap.BatchError)) {
 			if err = g.key.again(&keys); err == nil {
-				dks, err = g.key.l3.UnwrapBatch(g.blobs, g.ctxs)
+				plain, err = g.key.l3.UnwrapKeys(dst, gBlobs, gContexts)
 			}
 		}
 		var be *wrap.BatchError
@@ -264,12 +271,7 @@ func (s *wrapService) PackedUnwrap(ctx context.Context, req *kv1.PackedUnwrapReq
 				keyIndex = len(resp.Keys)
 				resp.Keys = append(resp.Keys, g.key.out)
 			}
-			p := slab[i*wrap.KeySize : (i+1)*wrap.KeySize : (i+1)*wrap.KeySize]
-			b := dks[j].Bytes()
-			copy(p, b)
-			clear(b)
-			dks[j].Destroy()
-			resp.Plaintexts[i] = p
+			resp.Plaintexts[i] = plain[j]
 			resp.KeyIndex[i] = uint32(keyIndex)
 		}
 	}
