@@ -19,6 +19,10 @@ var allowedKeyFields = map[protoreflect.FullName]string{
 	"krypton.v1.WrapRequest.plaintext":             "L4 data key to wrap",
 	"krypton.v1.UnwrapResponse.plaintext":          "unwrapped L4 data key",
 	"krypton.v1.GenerateDataKeyResponse.plaintext": "generated L4 data key",
+	// The packed batch forms (PackedWrap, PackedUnwrap, PackedGenerateDataKey).
+	"krypton.v1.PackedWrapRequest.plaintexts":             "L4 data keys to wrap",
+	"krypton.v1.PackedUnwrapResponse.plaintexts":          "unwrapped L4 data keys",
+	"krypton.v1.PackedGenerateDataKeyResponse.plaintexts": "generated L4 data keys",
 	// HPKE transfer of an L2 (NodeService.FetchTenantKey): a public key, the
 	// public KEM output and the sealed L2; none opens without the follower's
 	// ephemeral private key, which never leaves it.
