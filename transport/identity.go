@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 
@@ -84,25 +85,68 @@ func IdentityFromContext(ctx context.Context) (pki.Identity, bool) {
 	return r.id, true
 }
 
-// peerIdentity reads the verified client certificate of the call's
-// connection. The chain was verified during the handshake
-// (tls.RequireAndVerifyClientCert); pki.PeerIdentity insists on that.
-func peerIdentity(ctx context.Context) (pki.Identity, error) {
+// identifyingCreds are a server's TLS credentials that also read the
+// client certificate's identity once per connection, when the handshake
+// completes, instead of on every call: parsing the certificate's SPIFFE URI
+// allocated on every call (the split of its path, the identityResult);
+// with the one-function interceptor (interceptors.unary) 7 allocations a
+// call were saved (docs/performance.md). A
+// TLS 1.3 connection's peer cannot change after the handshake (there is no
+// renegotiation), so the result holds for the connection's life.
+type identifyingCreds struct {
+	credentials.TransportCredentials
+}
+
+// ServerHandshake is the TLS handshake, then the peer's identity.
+func (c identifyingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	conn, ai, err := c.TransportCredentials.ServerHandshake(raw)
+	if err != nil {
+		return conn, ai, err
+	}
+	info, ok := ai.(credentials.TLSInfo)
+	if !ok {
+		return conn, ai, nil
+	}
+	id, ierr := pki.PeerIdentity(info.State)
+	return conn, &identifiedTLSInfo{TLSInfo: info, result: &identityResult{id: id, err: ierr}}, nil
+}
+
+// Clone keeps the wrapper.
+func (c identifyingCreds) Clone() credentials.TransportCredentials {
+	return identifyingCreds{c.TransportCredentials.Clone()}
+}
+
+// identifiedTLSInfo is the AuthInfo of a connection accepted through
+// identifyingCreds: gRPC's TLSInfo and the identity its verified client
+// certificate names. result is shared by every call on the connection and
+// never modified.
+type identifiedTLSInfo struct {
+	credentials.TLSInfo
+	result *identityResult
+}
+
+// peerIdentity returns the identity of the verified client certificate of
+// the call's connection, or why there is none. The chain was verified during
+// the handshake (tls.RequireAndVerifyClientCert); pki.PeerIdentity insists on
+// that. The result may be shared with other calls: do not modify it.
+func peerIdentity(ctx context.Context) *identityResult {
 	p, ok := peer.FromContext(ctx)
 	if !ok || p.AuthInfo == nil {
-		return pki.Identity{}, pki.ErrUnverified
+		return &identityResult{err: pki.ErrUnverified}
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if !ok {
-		return pki.Identity{}, pki.ErrUnverified
+	switch info := p.AuthInfo.(type) {
+	case *identifiedTLSInfo:
+		return info.result
+	case credentials.TLSInfo: // a server whose credentials were not wrapped
+		id, err := pki.PeerIdentity(info.State)
+		return &identityResult{id: id, err: err}
 	}
-	return pki.PeerIdentity(info.State)
+	return &identityResult{err: pki.ErrUnverified}
 }
 
 // withIdentity stores the peer's identity (or why there is none) in ctx.
 func withIdentity(ctx context.Context) (context.Context, *identityResult) {
-	id, err := peerIdentity(ctx)
-	r := &identityResult{id: id, err: err}
+	r := peerIdentity(ctx)
 	return context.WithValue(ctx, identityKey{}, r), r
 }
 

@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -121,17 +120,6 @@ func (mm *methodMetrics) done(start time.Time, err error, panicked bool) {
 		(*c).Inc()
 	}
 	mm.latency.Observe(time.Since(start).Seconds())
-}
-
-func (m *Metrics) unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
-	mm := m.forMethod(info.FullMethod)
-	mm.inFlight.Inc()
-	start := time.Now()
-	panicked := true
-	defer func() { mm.done(start, err, panicked) }()
-	resp, err = handler(ctx, req)
-	panicked = false
-	return resp, err
 }
 
 func (m *Metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
