@@ -163,6 +163,12 @@ func TestCoalescing(t *testing.T) {
 	if rpcs*4 > requests {
 		t.Errorf("%v RPCs for %v requests: batching should send far fewer RPCs than requests", rpcs, requests)
 	}
+	// The batches go packed: the region's nodes all serve the packed forms.
+	for method, packed := range map[string]bool{"PackedWrap": true, "PackedUnwrap": true, "BatchWrap": false, "BatchUnwrap": false} {
+		if n := counter(t, g.Registry(), "krypton_gateway_region_rpcs_total", map[string]string{"method": method}); (n > 0) != packed {
+			t.Errorf("%v %s calls", n, method)
+		}
+	}
 	// Every blob opens, directly on the region, to the key its caller was given.
 	wc := r.WrapClient(0, "acme", "payments")
 	for i := range results {

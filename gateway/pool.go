@@ -31,7 +31,21 @@ type endpoint struct {
 	inflight atomic.Int64
 	serving  atomic.Bool  // the node's last word about itself, or a call that succeeded since
 	down     atomic.Int64 // unix nanoseconds until which the node is avoided after a failure
+	// unpacked holds the unix nanoseconds until which the node is sent the per-item batch forms
+	// (BatchWrap, BatchUnwrap) instead of the packed ones: it answered Unimplemented to a packed
+	// RPC, as a node of an older version does during a rolling upgrade (see callPacked).
+	unpacked atomic.Int64
 }
+
+// packedRetry is how long a node that answered Unimplemented to a packed RPC is sent the per-item
+// forms before it is asked again. An upgrade restarts the node, usually at the same address: the
+// pool forgets the answer at once when it sees the node fail (refresh), and after packedRetry in
+// any case, so a restart between two refreshes is noticed too, at the cost of one Unimplemented
+// answer a minute from a node that really is old.
+const packedRetry = time.Minute
+
+// packed says whether the node is sent the packed batch forms.
+func (e *endpoint) packed() bool { return e.unpacked.Load() <= time.Now().UnixNano() }
 
 func (e *endpoint) id() string {
 	if p := e.nodeID.Load(); p != nil {
@@ -44,8 +58,8 @@ func (e *endpoint) id() string {
 // serving node: the less loaded of two picked at random ("power of two choices" on in-flight
 // calls), failing over to another node on a retryable error.
 //
-// Retries. Every RPC the gateway makes is a WrapService read (ListEndpoints, BatchWrap,
-// BatchUnwrap, Wrap, Unwrap, WatchKeyEvents): none changes replicated state, and a repeated wrap
+// Retries. Every RPC the gateway makes is a WrapService read (ListEndpoints, PackedWrap,
+// PackedUnwrap, BatchWrap, BatchUnwrap, Wrap, Unwrap, WatchKeyEvents): none changes replicated state, and a repeated wrap
 // only makes another equally valid blob (a fresh salt), so retrying can never duplicate an
 // effect. The gateway makes no writes. It retries, on another node when there is one:
 //   - UNAVAILABLE: the node is down, shutting down, or holds no serving lease (the region's own
@@ -146,6 +160,7 @@ func (p *pool) refresh(ctx context.Context) {
 			p.metrics.rpc("ListEndpoints", err)
 			if err != nil {
 				e.serving.Store(false)
+				e.unpacked.Store(0) // down or restarting: it may come back as another version
 				return
 			}
 			self := resp.GetNodeId()
@@ -247,6 +262,37 @@ func retryable(ctx context.Context, err error) bool {
 
 // call runs fn against region nodes until it succeeds, fails for good, or runs out of attempts.
 func (p *pool) call(ctx context.Context, method string, fn func(ctx context.Context, c kv1.WrapServiceClient) error) error {
+	return p.callOn(ctx, func(ctx context.Context, e *endpoint) (string, error) {
+		return method, fn(ctx, e.wrap)
+	})
+}
+
+// callPacked is call for a batch RPC with a packed form: packed is sent to a node that serves the
+// packed form, batch (the per-item form, which every version serves) to one that does not. A node
+// that answers packed with Unimplemented is an older version (a rolling upgrade): the same attempt
+// goes on with batch, and the node gets batch alone until it has been seen down or packedRetry has
+// passed. packed and batch each set their own result and clear the other's: one attempt may use
+// either.
+func (p *pool) callPacked(ctx context.Context, packedMethod, batchMethod string, packed, batch func(ctx context.Context, c kv1.WrapServiceClient) error) error {
+	return p.callOn(ctx, func(ctx context.Context, e *endpoint) (string, error) {
+		if e.packed() {
+			err := packed(ctx, e.wrap)
+			if status.Code(err) != codes.Unimplemented {
+				return packedMethod, err
+			}
+			p.metrics.rpc(packedMethod, err)
+			if e.unpacked.Swap(time.Now().Add(packedRetry).UnixNano()) == 0 {
+				p.log.Info("region node does not serve the packed batch RPCs (an older version?); sending it the per-item form",
+					"node", e.id(), "method", packedMethod)
+			}
+		}
+		return batchMethod, batch(ctx, e.wrap)
+	})
+}
+
+// callOn runs fn against region nodes until it succeeds, fails for good, or runs out of attempts;
+// fn returns the method it called, for the metrics.
+func (p *pool) callOn(ctx context.Context, fn func(ctx context.Context, e *endpoint) (method string, err error)) error {
 	tried := map[*endpoint]bool{}
 	backoff := 20 * time.Millisecond
 	var last error
@@ -274,7 +320,7 @@ func (p *pool) call(ctx context.Context, method string, fn func(ctx context.Cont
 		tried[e] = true
 		actx, cancel := context.WithTimeout(ctx, p.cfg.AttemptTimeout)
 		e.inflight.Add(1)
-		err := fn(actx, e.wrap)
+		method, err := fn(actx, e)
 		e.inflight.Add(-1)
 		cancel()
 		p.metrics.rpc(method, err)
