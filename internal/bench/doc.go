@@ -15,6 +15,12 @@
 //     Latency is measured from the intended send time, not the actual one, so a stall of the
 //     server (or of the generator) counts in full for every call it delayed, as in wrk2.
 //
+// Config.Batch > 0 sends batch RPCs of that many items: wrap, unwrap and datakey in the packed form
+// (PackedWrap, PackedUnwrap, PackedGenerateDataKey) unless Config.BatchForm is FormItems
+// (BatchWrap, BatchUnwrap, BatchGenerateDataKey); rewrap always as BatchRewrap, its only batch
+// form. Each caller builds its requests once and reuses them, so the generator allocates nothing
+// per item on the request side.
+//
 // Usage:
 //
 //	res, err := bench.Run(ctx, bench.Config{
