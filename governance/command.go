@@ -21,6 +21,7 @@ const (
 	OpLock          Op = "lock"
 	OpUnlock        Op = "unlock"
 	OpReport        Op = "report"
+	OpResync        Op = "resync"
 )
 
 // Command is one entry of the governance Raft log. The proposing node fills
@@ -92,7 +93,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: trailing data", errBadCommand)
 	}
 	switch c.Op {
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLock, OpUnlock, OpReport:
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLock, OpUnlock, OpReport, OpResync:
 	default:
 		return nil, fmt.Errorf("%w: unknown op", errBadCommand)
 	}

@@ -26,6 +26,9 @@ var (
 	// ErrNoAnchor is returned by UnlockTenant while the tenant's anchor is
 	// deleted: set an anchor first.
 	ErrNoAnchor = newError("no-anchor", codes.FailedPrecondition, "governance: tenant has no anchor (deleted); set one first")
+	// ErrNotTenantRegion is returned by ResyncTenant for a region that is
+	// not one of the tenant's.
+	ErrNotTenantRegion = newError("not-tenant-region", codes.InvalidArgument, "governance: a named region is not one of the tenant's regions")
 	// ErrRevisionMismatch is returned by SetPolicy when expected_revision is
 	// not the current revision.
 	ErrRevisionMismatch = newError("revision-mismatch", codes.Aborted, "governance: policy revision changed; re-read and retry")

@@ -311,8 +311,55 @@ func (s *state) write(c *Command, now int64) *Result {
 
 	case OpRevoke:
 		return s.revoke(c, t, now)
+
+	case OpResync:
+		return s.resync(c, t, now)
 	}
 	return &Result{Err: ErrInvalidCommand}
+}
+
+// resync emits a RESYNC_TENANT event: what a region needs to converge on
+// the tenant as governance holds it now (governance/DESIGN.md, "Resync").
+// c.Regions, sorted, names a subset of the tenant's regions; empty means
+// all of them. A revoked tenant, or one whose anchor is deleted, is
+// refused: a resync never brings back what a revocation or the kill switch
+// took away (and without an anchor no region could create the tenant).
+func (s *state) resync(c *Command, t *tenant, now int64) *Result {
+	if t.RevokeCursor != 0 {
+		return &Result{Err: ErrRevoked}
+	}
+	if t.AnchorDeletedAt != 0 || t.AnchorURI == "" {
+		return &Result{Err: ErrNoAnchor}
+	}
+	regions := slices.Clone(t.Regions)
+	if len(c.Regions) > 0 {
+		if !slices.IsSorted(c.Regions) || len(slices.Compact(slices.Clone(c.Regions))) != len(c.Regions) {
+			return &Result{Err: ErrInvalidCommand}
+		}
+		for _, r := range c.Regions {
+			if !slices.Contains(t.Regions, r) {
+				return &Result{Err: ErrNotTenantRegion}
+			}
+		}
+		regions = slices.Clone(c.Regions)
+	}
+	var services []string
+	for _, name := range slices.Sorted(maps.Keys(t.Services)) {
+		// Only services created at governance (one learnt from a region's
+		// inventory was created in that region), not revoked, and with no
+		// revoked version: a region that lacks such a service would create
+		// it afresh and, by rotating, hand out the version numbers
+		// governance lists as revoked.
+		if sv := t.Services[name]; sv.Cursor != 0 && sv.RevokeCursor == 0 && len(sv.Versions) == 0 {
+			services = append(services, name)
+		}
+	}
+	e := s.emit(c, KindResyncTenant, now)
+	e.AnchorURI, e.Regions, e.Services, e.Locked = t.AnchorURI, regions, services, t.Locked
+	if t.Policy != nil {
+		e.Policy = t.Policy.clone()
+	}
+	return s.result(c, e)
 }
 
 func (s *state) revoke(c *Command, t *tenant, now int64) *Result {
@@ -622,7 +669,7 @@ func (f *FSM) EventsFor(region string, after uint64, max int) (events []*Event, 
 	n := uint64(len(f.st.Events))
 	for c := after + 1; c <= n; c++ {
 		e := f.st.Events[c-1]
-		if region != "" && !f.st.inRegion(e.Tenant, region) {
+		if region != "" && !f.st.forRegion(e, region) {
 			continue
 		}
 		events = append(events, e)
@@ -636,6 +683,15 @@ func (f *FSM) EventsFor(region string, after uint64, max int) (events []*Event, 
 func (s *state) inRegion(tenant, region string) bool {
 	t := s.Tenants[tenant]
 	return t != nil && slices.Contains(t.Regions, region)
+}
+
+// forRegion reports whether e is sent to region: every event of a tenant of
+// the region, but a RESYNC_TENANT only to the regions it names.
+func (s *state) forRegion(e *Event, region string) bool {
+	if e.Kind == KindResyncTenant {
+		return slices.Contains(e.Regions, region) && s.inRegion(e.Tenant, region)
+	}
+	return s.inRegion(e.Tenant, region)
 }
 
 // Report returns what region last reported.
@@ -678,7 +734,7 @@ func (f *FSM) Lags() []RegionLag {
 		}
 		for c := l.Cursor + 1; c <= uint64(len(f.st.Events)); c++ {
 			e := f.st.Events[c-1]
-			if f.st.inRegion(e.Tenant, name) {
+			if f.st.forRegion(e, name) {
 				if l.Pending == 0 {
 					l.OldestPending = e.Time
 				}

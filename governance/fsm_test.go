@@ -192,7 +192,7 @@ func randomCommands(seed uint64, n int) []*governance.Command {
 		rid := fmt.Sprintf("r%d", r.IntN(n))  // ids repeat: retries and reuse
 		tm := int64(1000 + i*10 - r.IntN(50)) // clocks jitter backwards
 		var c *governance.Command
-		switch r.IntN(9) {
+		switch r.IntN(10) {
 		case 0:
 			c = cmd(governance.OpCreateTenant, rid, tn, withAnchor(devAnchor), withRegions("eu"))
 		case 1:
@@ -214,6 +214,8 @@ func randomCommands(seed uint64, n int) []*governance.Command {
 			if c.Service == "" {
 				c.Version = 0
 			}
+		case 9:
+			c = cmd(governance.OpResync, rid, tn, withRegions([][]string{nil, {"eu"}, {"us"}}[r.IntN(3)]...))
 		case 8:
 			c = &governance.Command{Op: governance.OpReport, Region: "eu", Cursor: uint64(r.IntN(i + 1)), HasInventory: r.IntN(2) == 0,
 				Inventory: []governance.KeyRef{{Tenant: tn, Service: "y", Version: 1}}}

@@ -36,6 +36,7 @@ const (
 	AuditRevoke        = "governance.revoke"
 	AuditRevokeDryRun  = "governance.revoke.dry-run"
 	AuditWatchStart    = "governance.watch.start"
+	AuditTenantResync  = "governance.tenant.resync"
 )
 
 // api implements kv1.GovernanceServiceServer over a Node.
@@ -525,6 +526,43 @@ func (s *api) lock(ctx context.Context, op Op, rid, tenant, reason string) (*kv1
 	}
 	s.n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, RequestID: rid, Reason: reason, Detail: eventDetail(r.Event)})
 	return r.Tenant.Proto(), nil
+}
+
+// ResyncTenant emits a RESYNC_TENANT event for the named regions (all the
+// tenant's if none), and with wait returns once they have reported it.
+func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*kv1.ResyncTenantResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	var regions []string
+	if len(req.GetRegions()) > 0 {
+		var err error
+		// Whether they are the tenant's is the state machine's to say.
+		if regions, err = normRegions(req.GetRegions(), nil); err != nil {
+			return nil, err
+		}
+	}
+	r, err := s.n.propose(ctx, &Command{Op: OpResync, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
+	if err != nil {
+		return nil, err
+	}
+	d := eventDetail(r.Event)
+	d["regions"] = fmt.Sprint(r.Event.Regions)
+	d["services"] = strconv.Itoa(len(r.Event.Services))
+	s.n.record(ctx, audit.Event{Kind: AuditTenantResync, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
+	out := &kv1.ResyncTenantResponse{Event: r.Event.Proto()}
+	if req.GetWait() {
+		if out.Regions, err = s.n.waitRegions(ctx, r.Event.Cursor, r.Event.Regions); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // reportRefresh is how often a region's unchanged cursor report is written again (ReportCursor).

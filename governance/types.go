@@ -23,6 +23,7 @@ const (
 	KindSetPolicy     = Kind(kv1.EventKind_EVENT_KIND_SET_POLICY)
 	KindCreateTenant  = Kind(kv1.EventKind_EVENT_KIND_CREATE_TENANT)
 	KindCreateService = Kind(kv1.EventKind_EVENT_KIND_CREATE_SERVICE)
+	KindResyncTenant  = Kind(kv1.EventKind_EVENT_KIND_RESYNC_TENANT)
 )
 
 // String returns the kind in kebab case ("revoke-tenant"), as metrics and the
@@ -49,13 +50,15 @@ func (k Kind) String() string {
 		return "create-tenant"
 	case KindCreateService:
 		return "create-service"
+	case KindResyncTenant:
+		return "resync-tenant"
 	}
 	return "unknown"
 }
 
 // allKinds lists every kind, for metrics.
 var allKinds = []Kind{KindCreateTenant, KindCreateService, KindSetAnchor, KindDeleteAnchor, KindSetPolicy,
-	KindLockTenant, KindUnlockTenant, KindRevokeTenant, KindRevokeService, KindRevokeVersion}
+	KindLockTenant, KindUnlockTenant, KindRevokeTenant, KindRevokeService, KindRevokeVersion, KindResyncTenant}
 
 // Event is one entry of the governance log. Events are immutable once
 // appended; Cursor is its position (1, 2, 3, ... without gaps).
@@ -71,6 +74,10 @@ type Event struct {
 	AnchorURI string   `json:"anchor,omitempty"`
 	Regions   []string `json:"regions,omitempty"`
 	Policy    *Policy  `json:"policy,omitempty"`
+	// Services and Locked are set by RESYNC_TENANT only: the tenant's
+	// services that are not revoked, and governance's lock.
+	Services []string `json:"services,omitempty"`
+	Locked   bool     `json:"locked,omitempty"`
 }
 
 // Proto returns the event as the API sends it.
@@ -87,6 +94,8 @@ func (e *Event) Proto() *kv1.RevocationEvent {
 		Reason:    e.Reason,
 		AnchorUri: e.AnchorURI,
 		Regions:   append([]string(nil), e.Regions...),
+		Services:  append([]string(nil), e.Services...),
+		Locked:    e.Locked,
 	}
 	if e.Policy != nil {
 		out.Policy = e.Policy.Proto(e.Tenant)

@@ -54,6 +54,7 @@ var TokenMethods = map[string]Role{
 	"/krypton.v1.GovernanceService/Revoke":        RoleAdmin,
 	"/krypton.v1.GovernanceService/LockTenant":    RoleAdmin,
 	"/krypton.v1.GovernanceService/UnlockTenant":  RoleAdmin,
+	"/krypton.v1.GovernanceService/ResyncTenant":  RoleAdmin,
 }
 
 // certificateOnly are the methods of the operator services that no token may

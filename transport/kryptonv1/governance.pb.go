@@ -40,6 +40,7 @@ const (
 	EventKind_EVENT_KIND_SET_POLICY     EventKind = 8
 	EventKind_EVENT_KIND_CREATE_TENANT  EventKind = 9
 	EventKind_EVENT_KIND_CREATE_SERVICE EventKind = 10
+	EventKind_EVENT_KIND_RESYNC_TENANT  EventKind = 11
 )
 
 // Enum value maps for EventKind.
@@ -56,6 +57,7 @@ var (
 		8:  "EVENT_KIND_SET_POLICY",
 		9:  "EVENT_KIND_CREATE_TENANT",
 		10: "EVENT_KIND_CREATE_SERVICE",
+		11: "EVENT_KIND_RESYNC_TENANT",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":    0,
@@ -69,6 +71,7 @@ var (
 		"EVENT_KIND_SET_POLICY":     8,
 		"EVENT_KIND_CREATE_TENANT":  9,
 		"EVENT_KIND_CREATE_SERVICE": 10,
+		"EVENT_KIND_RESYNC_TENANT":  11,
 	}
 )
 
@@ -1426,6 +1429,130 @@ func (x *GovernanceUnlockTenantRequest) GetTenant() string {
 	return ""
 }
 
+type ResyncTenantRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The regions to resync, a subset of the tenant's; empty for all of them.
+	Regions []string `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty"`
+	// Return only once every named region reports the event applied.
+	Wait          bool `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResyncTenantRequest) Reset() {
+	*x = ResyncTenantRequest{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResyncTenantRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResyncTenantRequest) ProtoMessage() {}
+
+func (x *ResyncTenantRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResyncTenantRequest.ProtoReflect.Descriptor instead.
+func (*ResyncTenantRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ResyncTenantRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ResyncTenantRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *ResyncTenantRequest) GetRegions() []string {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
+func (x *ResyncTenantRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+type ResyncTenantResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The event emitted (or, on a retry, the original one).
+	Event *RevocationEvent `protobuf:"bytes,1,opt,name=event,proto3" json:"event,omitempty"`
+	// With wait: every named region and the cursor it reported.
+	Regions       []*RegionCursor `protobuf:"bytes,2,rep,name=regions,proto3" json:"regions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResyncTenantResponse) Reset() {
+	*x = ResyncTenantResponse{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResyncTenantResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResyncTenantResponse) ProtoMessage() {}
+
+func (x *ResyncTenantResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResyncTenantResponse.ProtoReflect.Descriptor instead.
+func (*ResyncTenantResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ResyncTenantResponse) GetEvent() *RevocationEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *ResyncTenantResponse) GetRegions() []*RegionCursor {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
 // RevocationEvent is one event of the governance log. Applying an event
 // twice has the same effect as applying it once (regions dedupe by
 // event_id and cursor).
@@ -1446,6 +1573,10 @@ func (x *GovernanceUnlockTenantRequest) GetTenant() string {
 //   - REVOKE_VERSION: target.service and target.version; reason.
 //   - SET_POLICY: policy, the whole new policy (tenant, rules, revision,
 //     updated_at); it replaces the previous one.
+//   - RESYNC_TENANT: anchor_uri (the tenant's current one), regions (those
+//     to resync: the event is sent only to them), services (the tenant's
+//     services that are not revoked, sorted), policy (unset if none was ever
+//     set) and locked (governance's lock). Regions create what is missing.
 //
 // event_id is 32 lowercase hex digits; time never goes backwards along the
 // log.
@@ -1463,19 +1594,27 @@ type RevocationEvent struct {
 	Time *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=time,proto3" json:"time,omitempty"`
 	// Operator's reason, if any.
 	Reason string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
-	// For SET_ANCHOR and CREATE_TENANT: the new anchor URI.
+	// For SET_ANCHOR and CREATE_TENANT: the new anchor URI. For
+	// RESYNC_TENANT: the tenant's anchor URI.
 	AnchorUri string `protobuf:"bytes,7,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
-	// For CREATE_TENANT: the tenant's regions.
+	// For CREATE_TENANT: the tenant's regions. For RESYNC_TENANT: the regions
+	// to resync.
 	Regions []string `protobuf:"bytes,8,rep,name=regions,proto3" json:"regions,omitempty"`
-	// For SET_POLICY: the new policy.
-	Policy        *Policy `protobuf:"bytes,9,opt,name=policy,proto3" json:"policy,omitempty"`
+	// For SET_POLICY: the new policy. For RESYNC_TENANT: the tenant's policy,
+	// if one was ever set.
+	Policy *Policy `protobuf:"bytes,9,opt,name=policy,proto3" json:"policy,omitempty"`
+	// For RESYNC_TENANT: the tenant's services that are not revoked.
+	Services []string `protobuf:"bytes,10,rep,name=services,proto3" json:"services,omitempty"`
+	// For RESYNC_TENANT: whether governance has the tenant locked
+	// (LockTenant).
+	Locked        bool `protobuf:"varint,11,opt,name=locked,proto3" json:"locked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	mi := &file_krypton_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1487,7 +1626,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	mi := &file_krypton_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1500,7 +1639,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevocationEvent) GetCursor() uint64 {
@@ -1566,6 +1705,20 @@ func (x *RevocationEvent) GetPolicy() *Policy {
 	return nil
 }
 
+func (x *RevocationEvent) GetServices() []string {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
+func (x *RevocationEvent) GetLocked() bool {
+	if x != nil {
+		return x.Locked
+	}
+	return false
+}
+
 type WatchRevocationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stream events with a cursor greater than this; 0 for the whole log.
@@ -1580,7 +1733,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	mi := &file_krypton_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1745,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	mi := &file_krypton_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1758,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *WatchRevocationsRequest) GetAfterCursor() uint64 {
@@ -1637,7 +1790,7 @@ type WatchRevocationsResponse struct {
 
 func (x *WatchRevocationsResponse) Reset() {
 	*x = WatchRevocationsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[23]
+	mi := &file_krypton_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1802,7 @@ func (x *WatchRevocationsResponse) String() string {
 func (*WatchRevocationsResponse) ProtoMessage() {}
 
 func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[23]
+	mi := &file_krypton_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1815,7 @@ func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchRevocationsResponse) GetEvents() []*RevocationEvent {
@@ -1698,7 +1851,7 @@ type ReportCursorRequest struct {
 
 func (x *ReportCursorRequest) Reset() {
 	*x = ReportCursorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[24]
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1710,7 +1863,7 @@ func (x *ReportCursorRequest) String() string {
 func (*ReportCursorRequest) ProtoMessage() {}
 
 func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[24]
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1723,7 +1876,7 @@ func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorRequest.ProtoReflect.Descriptor instead.
 func (*ReportCursorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReportCursorRequest) GetRegion() string {
@@ -1764,7 +1917,7 @@ type ReportCursorResponse struct {
 
 func (x *ReportCursorResponse) Reset() {
 	*x = ReportCursorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[25]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1776,7 +1929,7 @@ func (x *ReportCursorResponse) String() string {
 func (*ReportCursorResponse) ProtoMessage() {}
 
 func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[25]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1789,7 +1942,7 @@ func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorResponse.ProtoReflect.Descriptor instead.
 func (*ReportCursorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReportCursorResponse) GetRecordedCursor() uint64 {
@@ -1807,7 +1960,7 @@ type GovernanceStatusRequest struct {
 
 func (x *GovernanceStatusRequest) Reset() {
 	*x = GovernanceStatusRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1819,7 +1972,7 @@ func (x *GovernanceStatusRequest) String() string {
 func (*GovernanceStatusRequest) ProtoMessage() {}
 
 func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1832,7 +1985,7 @@ func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 // RegionCursor is how far one region has applied the governance log.
@@ -1848,7 +2001,7 @@ type RegionCursor struct {
 
 func (x *RegionCursor) Reset() {
 	*x = RegionCursor{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1860,7 +2013,7 @@ func (x *RegionCursor) String() string {
 func (*RegionCursor) ProtoMessage() {}
 
 func (x *RegionCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1873,7 +2026,7 @@ func (x *RegionCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionCursor.ProtoReflect.Descriptor instead.
 func (*RegionCursor) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RegionCursor) GetRegion() string {
@@ -1911,7 +2064,7 @@ type RegionLag struct {
 
 func (x *RegionLag) Reset() {
 	*x = RegionLag{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1923,7 +2076,7 @@ func (x *RegionLag) String() string {
 func (*RegionLag) ProtoMessage() {}
 
 func (x *RegionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1936,7 +2089,7 @@ func (x *RegionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionLag.ProtoReflect.Descriptor instead.
 func (*RegionLag) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RegionLag) GetCursor() *RegionCursor {
@@ -1978,7 +2131,7 @@ type GovernanceStatusResponse struct {
 
 func (x *GovernanceStatusResponse) Reset() {
 	*x = GovernanceStatusResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1990,7 +2143,7 @@ func (x *GovernanceStatusResponse) String() string {
 func (*GovernanceStatusResponse) ProtoMessage() {}
 
 func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2003,7 +2156,7 @@ func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GovernanceStatusResponse) GetNodeId() string {
@@ -2166,7 +2319,16 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x1dGovernanceUnlockTenantRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
-	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"\xca\x02\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"z\n" +
+	"\x13ResyncTenantRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
+	"\aregions\x18\x03 \x03(\tR\aregions\x12\x12\n" +
+	"\x04wait\x18\x04 \x01(\bR\x04wait\"}\n" +
+	"\x14ResyncTenantResponse\x121\n" +
+	"\x05event\x18\x01 \x01(\v2\x1b.krypton.v1.RevocationEventR\x05event\x122\n" +
+	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"\xfe\x02\n" +
 	"\x0fRevocationEvent\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x04R\x06cursor\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12)\n" +
@@ -2177,7 +2339,10 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"anchor_uri\x18\a \x01(\tR\tanchorUri\x12\x18\n" +
 	"\aregions\x18\b \x03(\tR\aregions\x12*\n" +
-	"\x06policy\x18\t \x01(\v2\x12.krypton.v1.PolicyR\x06policy\"T\n" +
+	"\x06policy\x18\t \x01(\v2\x12.krypton.v1.PolicyR\x06policy\x12\x1a\n" +
+	"\bservices\x18\n" +
+	" \x03(\tR\bservices\x12\x16\n" +
+	"\x06locked\x18\v \x01(\bR\x06locked\"T\n" +
 	"\x17WatchRevocationsRequest\x12!\n" +
 	"\fafter_cursor\x18\x01 \x01(\x04R\vafterCursor\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\"p\n" +
@@ -2210,7 +2375,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x1f\n" +
 	"\vhead_cursor\x18\x06 \x01(\x04R\n" +
 	"headCursor\x12/\n" +
-	"\aregions\x18\a \x03(\v2\x15.krypton.v1.RegionLagR\aregions*\xce\x02\n" +
+	"\aregions\x18\a \x03(\v2\x15.krypton.v1.RegionLagR\aregions*\xec\x02\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18EVENT_KIND_REVOKE_TENANT\x10\x01\x12\x1d\n" +
@@ -2223,7 +2388,9 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x15EVENT_KIND_SET_POLICY\x10\b\x12\x1c\n" +
 	"\x18EVENT_KIND_CREATE_TENANT\x10\t\x12\x1d\n" +
 	"\x19EVENT_KIND_CREATE_SERVICE\x10\n" +
-	"2\xf2\t\n" +
+	"\x12\x1c\n" +
+	"\x18EVENT_KIND_RESYNC_TENANT\x10\v2\xc5\n" +
+	"\n" +
 	"\x11GovernanceService\x12W\n" +
 	"\fCreateTenant\x12).krypton.v1.GovernanceCreateTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12G\n" +
 	"\tGetTenant\x12\x1c.krypton.v1.GetTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12b\n" +
@@ -2237,7 +2404,8 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x06Revoke\x12\x19.krypton.v1.RevokeRequest\x1a\x1a.krypton.v1.RevokeResponse\x12S\n" +
 	"\n" +
 	"LockTenant\x12'.krypton.v1.GovernanceLockTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12W\n" +
-	"\fUnlockTenant\x12).krypton.v1.GovernanceUnlockTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12_\n" +
+	"\fUnlockTenant\x12).krypton.v1.GovernanceUnlockTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12Q\n" +
+	"\fResyncTenant\x12\x1f.krypton.v1.ResyncTenantRequest\x1a .krypton.v1.ResyncTenantResponse\x12_\n" +
 	"\x10WatchRevocations\x12#.krypton.v1.WatchRevocationsRequest\x1a$.krypton.v1.WatchRevocationsResponse0\x01\x12Q\n" +
 	"\fReportCursor\x12\x1f.krypton.v1.ReportCursorRequest\x1a .krypton.v1.ReportCursorResponse\x12S\n" +
 	"\x06Status\x12#.krypton.v1.GovernanceStatusRequest\x1a$.krypton.v1.GovernanceStatusResponseB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
@@ -2255,7 +2423,7 @@ func file_krypton_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_krypton_v1_governance_proto_goTypes = []any{
 	(EventKind)(0),                         // 0: krypton.v1.EventKind
 	(*GovernanceServiceInfo)(nil),          // 1: krypton.v1.GovernanceServiceInfo
@@ -2279,86 +2447,92 @@ var file_krypton_v1_governance_proto_goTypes = []any{
 	(*RevokeResponse)(nil),                 // 19: krypton.v1.RevokeResponse
 	(*GovernanceLockTenantRequest)(nil),    // 20: krypton.v1.GovernanceLockTenantRequest
 	(*GovernanceUnlockTenantRequest)(nil),  // 21: krypton.v1.GovernanceUnlockTenantRequest
-	(*RevocationEvent)(nil),                // 22: krypton.v1.RevocationEvent
-	(*WatchRevocationsRequest)(nil),        // 23: krypton.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil),       // 24: krypton.v1.WatchRevocationsResponse
-	(*ReportCursorRequest)(nil),            // 25: krypton.v1.ReportCursorRequest
-	(*ReportCursorResponse)(nil),           // 26: krypton.v1.ReportCursorResponse
-	(*GovernanceStatusRequest)(nil),        // 27: krypton.v1.GovernanceStatusRequest
-	(*RegionCursor)(nil),                   // 28: krypton.v1.RegionCursor
-	(*RegionLag)(nil),                      // 29: krypton.v1.RegionLag
-	(*GovernanceStatusResponse)(nil),       // 30: krypton.v1.GovernanceStatusResponse
-	(*timestamppb.Timestamp)(nil),          // 31: google.protobuf.Timestamp
-	(TenantState)(0),                       // 32: krypton.v1.TenantState
-	(Operation)(0),                         // 33: krypton.v1.Operation
-	(*KeyScope)(nil),                       // 34: krypton.v1.KeyScope
-	(*KeyRef)(nil),                         // 35: krypton.v1.KeyRef
-	(*durationpb.Duration)(nil),            // 36: google.protobuf.Duration
+	(*ResyncTenantRequest)(nil),            // 22: krypton.v1.ResyncTenantRequest
+	(*ResyncTenantResponse)(nil),           // 23: krypton.v1.ResyncTenantResponse
+	(*RevocationEvent)(nil),                // 24: krypton.v1.RevocationEvent
+	(*WatchRevocationsRequest)(nil),        // 25: krypton.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil),       // 26: krypton.v1.WatchRevocationsResponse
+	(*ReportCursorRequest)(nil),            // 27: krypton.v1.ReportCursorRequest
+	(*ReportCursorResponse)(nil),           // 28: krypton.v1.ReportCursorResponse
+	(*GovernanceStatusRequest)(nil),        // 29: krypton.v1.GovernanceStatusRequest
+	(*RegionCursor)(nil),                   // 30: krypton.v1.RegionCursor
+	(*RegionLag)(nil),                      // 31: krypton.v1.RegionLag
+	(*GovernanceStatusResponse)(nil),       // 32: krypton.v1.GovernanceStatusResponse
+	(*timestamppb.Timestamp)(nil),          // 33: google.protobuf.Timestamp
+	(TenantState)(0),                       // 34: krypton.v1.TenantState
+	(Operation)(0),                         // 35: krypton.v1.Operation
+	(*KeyScope)(nil),                       // 36: krypton.v1.KeyScope
+	(*KeyRef)(nil),                         // 37: krypton.v1.KeyRef
+	(*durationpb.Duration)(nil),            // 38: google.protobuf.Duration
 }
 var file_krypton_v1_governance_proto_depIdxs = []int32{
-	31, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
+	33, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
-	32, // 2: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
-	31, // 3: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
-	31, // 4: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
+	34, // 2: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
+	33, // 3: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
+	33, // 4: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
 	5,  // 5: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
-	22, // 6: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
-	28, // 7: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
+	24, // 6: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
+	30, // 7: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
 	14, // 8: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
-	31, // 9: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	33, // 10: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
+	33, // 9: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	35, // 10: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
 	13, // 11: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
-	34, // 12: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
-	35, // 13: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
-	35, // 14: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
+	36, // 12: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
+	37, // 13: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
+	37, // 14: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
 	18, // 15: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
-	22, // 16: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
-	28, // 17: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
-	0,  // 18: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
-	34, // 19: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
-	31, // 20: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
-	13, // 21: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
-	22, // 22: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
-	35, // 23: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
-	31, // 24: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
-	28, // 25: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
-	36, // 26: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
-	29, // 27: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
-	6,  // 28: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
-	7,  // 29: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
-	8,  // 30: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
-	10, // 31: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
-	2,  // 32: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
-	3,  // 33: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
-	11, // 34: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
-	15, // 35: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
-	16, // 36: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
-	17, // 37: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
-	20, // 38: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
-	21, // 39: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
-	23, // 40: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
-	25, // 41: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
-	27, // 42: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
-	5,  // 43: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 44: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
-	9,  // 45: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
-	5,  // 46: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
-	1,  // 47: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
-	4,  // 48: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
-	12, // 49: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
-	13, // 50: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
-	13, // 51: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
-	19, // 52: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
-	5,  // 53: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 54: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
-	24, // 55: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
-	26, // 56: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
-	30, // 57: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
-	43, // [43:58] is the sub-list for method output_type
-	28, // [28:43] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	24, // 16: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
+	30, // 17: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
+	24, // 18: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
+	30, // 19: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
+	0,  // 20: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
+	36, // 21: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
+	33, // 22: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
+	13, // 23: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
+	24, // 24: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
+	37, // 25: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
+	33, // 26: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
+	30, // 27: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
+	38, // 28: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
+	31, // 29: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
+	6,  // 30: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
+	7,  // 31: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
+	8,  // 32: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
+	10, // 33: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
+	2,  // 34: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
+	3,  // 35: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
+	11, // 36: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
+	15, // 37: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
+	16, // 38: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
+	17, // 39: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
+	20, // 40: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
+	21, // 41: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
+	22, // 42: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
+	25, // 43: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
+	27, // 44: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
+	29, // 45: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
+	5,  // 46: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 47: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
+	9,  // 48: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
+	5,  // 49: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
+	1,  // 50: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
+	4,  // 51: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
+	12, // 52: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
+	13, // 53: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
+	13, // 54: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
+	19, // 55: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
+	5,  // 56: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 57: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
+	23, // 58: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
+	26, // 59: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
+	28, // 60: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
+	32, // 61: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
+	46, // [46:62] is the sub-list for method output_type
+	30, // [30:46] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_governance_proto_init() }
@@ -2373,7 +2547,7 @@ func file_krypton_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_governance_proto_rawDesc), len(file_krypton_v1_governance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   30,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	GovernanceService_Revoke_FullMethodName           = "/krypton.v1.GovernanceService/Revoke"
 	GovernanceService_LockTenant_FullMethodName       = "/krypton.v1.GovernanceService/LockTenant"
 	GovernanceService_UnlockTenant_FullMethodName     = "/krypton.v1.GovernanceService/UnlockTenant"
+	GovernanceService_ResyncTenant_FullMethodName     = "/krypton.v1.GovernanceService/ResyncTenant"
 	GovernanceService_WatchRevocations_FullMethodName = "/krypton.v1.GovernanceService/WatchRevocations"
 	GovernanceService_ReportCursor_FullMethodName     = "/krypton.v1.GovernanceService/ReportCursor"
 	GovernanceService_Status_FullMethodName           = "/krypton.v1.GovernanceService/Status"
@@ -161,6 +162,32 @@ type GovernanceServiceClient interface {
 	// Errors: NOT_FOUND for an unknown tenant; FAILED_PRECONDITION if the
 	// tenant is revoked or has no anchor.
 	UnlockTenant(ctx context.Context, in *GovernanceUnlockTenantRequest, opts ...grpc.CallOption) (*GovernanceTenant, error)
+	// ResyncTenant is the repair path for a tenant that a region refused to
+	// create (its anchor did not answer within the region's anchor wait, so
+	// the CREATE_TENANT event, and the tenant's later events, were recorded
+	// as refused there). It emits an EVENT_KIND_RESYNC_TENANT carrying what
+	// governance holds for the tenant now: its anchor URI, its services (those
+	// created with CreateService and not revoked), its policy and whether it
+	// is locked. Each named region applies it idempotently: it creates the
+	// tenant if it is missing there, each listed service that is missing,
+	// sets the policy if the region's is older, and locks the tenant if
+	// governance has it locked; what is present is left as it is (no new key
+	// versions). It never lifts a lock, a kill switch or a revocation: a
+	// region whose copy of the tenant is revoked records the event as
+	// refused. A retry with the same request_id returns the original event;
+	// a new request_id emits a new event (resyncing is always safe).
+	//
+	// With wait it returns once every named region reports the event's
+	// cursor, as Revoke does; whether a region applied or refused it is in
+	// the region's revocation log and audit log.
+	//
+	// Errors: NOT_FOUND for an unknown tenant; FAILED_PRECONDITION if the
+	// tenant is revoked or its anchor is deleted (set one first);
+	// INVALID_ARGUMENT if a named region is not one of the tenant's;
+	// DEADLINE_EXCEEDED if wait was set and some region did not report in
+	// time (the event has committed; retry with the same request_id to wait
+	// again).
+	ResyncTenant(ctx context.Context, in *ResyncTenantRequest, opts ...grpc.CallOption) (*ResyncTenantResponse, error)
 	// WatchRevocations streams the event log (despite its name, every kind
 	// of event, not only revocations) from after_cursor on: first the
 	// backlog, then new events as they commit. Each response carries a batch
@@ -329,6 +356,16 @@ func (c *governanceServiceClient) UnlockTenant(ctx context.Context, in *Governan
 	return out, nil
 }
 
+func (c *governanceServiceClient) ResyncTenant(ctx context.Context, in *ResyncTenantRequest, opts ...grpc.CallOption) (*ResyncTenantResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResyncTenantResponse)
+	err := c.cc.Invoke(ctx, GovernanceService_ResyncTenant_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *governanceServiceClient) WatchRevocations(ctx context.Context, in *WatchRevocationsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchRevocationsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	stream, err := c.cc.NewStream(ctx, &GovernanceService_ServiceDesc.Streams[0], GovernanceService_WatchRevocations_FullMethodName, cOpts...)
@@ -491,6 +528,32 @@ type GovernanceServiceServer interface {
 	// Errors: NOT_FOUND for an unknown tenant; FAILED_PRECONDITION if the
 	// tenant is revoked or has no anchor.
 	UnlockTenant(context.Context, *GovernanceUnlockTenantRequest) (*GovernanceTenant, error)
+	// ResyncTenant is the repair path for a tenant that a region refused to
+	// create (its anchor did not answer within the region's anchor wait, so
+	// the CREATE_TENANT event, and the tenant's later events, were recorded
+	// as refused there). It emits an EVENT_KIND_RESYNC_TENANT carrying what
+	// governance holds for the tenant now: its anchor URI, its services (those
+	// created with CreateService and not revoked), its policy and whether it
+	// is locked. Each named region applies it idempotently: it creates the
+	// tenant if it is missing there, each listed service that is missing,
+	// sets the policy if the region's is older, and locks the tenant if
+	// governance has it locked; what is present is left as it is (no new key
+	// versions). It never lifts a lock, a kill switch or a revocation: a
+	// region whose copy of the tenant is revoked records the event as
+	// refused. A retry with the same request_id returns the original event;
+	// a new request_id emits a new event (resyncing is always safe).
+	//
+	// With wait it returns once every named region reports the event's
+	// cursor, as Revoke does; whether a region applied or refused it is in
+	// the region's revocation log and audit log.
+	//
+	// Errors: NOT_FOUND for an unknown tenant; FAILED_PRECONDITION if the
+	// tenant is revoked or its anchor is deleted (set one first);
+	// INVALID_ARGUMENT if a named region is not one of the tenant's;
+	// DEADLINE_EXCEEDED if wait was set and some region did not report in
+	// time (the event has committed; retry with the same request_id to wait
+	// again).
+	ResyncTenant(context.Context, *ResyncTenantRequest) (*ResyncTenantResponse, error)
 	// WatchRevocations streams the event log (despite its name, every kind
 	// of event, not only revocations) from after_cursor on: first the
 	// backlog, then new events as they commit. Each response carries a batch
@@ -574,6 +637,9 @@ func (UnimplementedGovernanceServiceServer) LockTenant(context.Context, *Governa
 }
 func (UnimplementedGovernanceServiceServer) UnlockTenant(context.Context, *GovernanceUnlockTenantRequest) (*GovernanceTenant, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnlockTenant not implemented")
+}
+func (UnimplementedGovernanceServiceServer) ResyncTenant(context.Context, *ResyncTenantRequest) (*ResyncTenantResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResyncTenant not implemented")
 }
 func (UnimplementedGovernanceServiceServer) WatchRevocations(*WatchRevocationsRequest, grpc.ServerStreamingServer[WatchRevocationsResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchRevocations not implemented")
@@ -821,6 +887,24 @@ func _GovernanceService_UnlockTenant_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GovernanceService_ResyncTenant_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResyncTenantRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).ResyncTenant(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_ResyncTenant_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).ResyncTenant(ctx, req.(*ResyncTenantRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _GovernanceService_WatchRevocations_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchRevocationsRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -922,6 +1006,10 @@ var GovernanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnlockTenant",
 			Handler:    _GovernanceService_UnlockTenant_Handler,
+		},
+		{
+			MethodName: "ResyncTenant",
+			Handler:    _GovernanceService_ResyncTenant_Handler,
 		},
 		{
 			MethodName: "ReportCursor",
