@@ -119,6 +119,9 @@ func TestEntryEncoding(t *testing.T) {
 			Refused: &Error{Err: ErrAnchorMismatch, Tenant: "a"}},
 		SetSettings{Settings: DefaultSettings()},
 		SetPolicy{Tenant: "a", Policy: Policy{Revision: 4, Rules: []PolicyRule{{Caller: "spiffe://krypton/**", Service: "*", Operations: []PolicyOp{PolicyWrap, PolicyRewrap}}}}},
+		ResyncTenant{Tenant: "a", Create: &CreateTenant{Tenant: "a", Anchor: "file:///x", SealedL2: []byte{7}},
+			Services: []CreateService{{Tenant: "a", Service: "b", SealedL3: []byte{8}, SealedBy: 1}}, Policy: &Policy{Revision: 2}, Lock: "governance: l"},
+		ApplyGovernanceEvent{Cursor: 6, After: 5, EventID: "e6", Event: ResyncTenant{Tenant: "a"}},
 	}
 	for _, c := range cmds {
 		e := Entry{RequestID: "r1", At: 12345, Command: c}

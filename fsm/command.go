@@ -143,6 +143,25 @@ type ApplyGovernanceEvent struct {
 	Refused error   `json:"-"`
 }
 
+// ResyncTenant converges a tenant with governance's view of it (a
+// RESYNC_TENANT event): the proposer compares the event with the region's
+// state and proposes only what is missing here. Create, if set, creates
+// the tenant as CreateTenant does (the tenant must be missing); Services
+// creates each service as CreateService does (each must be missing, sealed
+// by the tenant's current L2 version, or version 1 with Create); Policy,
+// if set, replaces a policy of a lower revision; Lock, if set, locks the
+// tenant with that reason unless it is locked already. It never unlocks,
+// revives or re-points anything. It is all or nothing: if any part would
+// be refused, nothing changes. With nothing set it changes nothing (the
+// region already has what governance has) and still advances the cursor.
+type ResyncTenant struct {
+	Tenant   string          `json:"tenant"`
+	Create   *CreateTenant   `json:"create,omitempty"`
+	Services []CreateService `json:"services,omitempty"`
+	Policy   *Policy         `json:"policy,omitempty"`
+	Lock     string          `json:"lock,omitempty"`
+}
+
 // SetSettings replaces the region settings.
 type SetSettings struct {
 	Settings Settings `json:"settings"`
@@ -162,6 +181,7 @@ func (DeleteAnchor) Type() string         { return "delete-anchor" }
 func (ApplyGovernanceEvent) Type() string { return "governance-event" }
 func (SetSettings) Type() string          { return "set-settings" }
 func (SetPolicy) Type() string            { return "set-policy" }
+func (ResyncTenant) Type() string         { return "resync-tenant" }
 
 func (CreateTenant) command()         {}
 func (RotateTenantKey) command()      {}
@@ -177,6 +197,7 @@ func (DeleteAnchor) command()         {}
 func (ApplyGovernanceEvent) command() {}
 func (SetSettings) command()          {}
 func (SetPolicy) command()            {}
+func (ResyncTenant) command()         {}
 
 // newCommand returns a pointer to a zero command of the given tag.
 func newCommand(tag string) Command {
@@ -209,6 +230,8 @@ func newCommand(tag string) Command {
 		return &SetSettings{}
 	case "set-policy":
 		return &SetPolicy{}
+	case "resync-tenant":
+		return &ResyncTenant{}
 	}
 	return nil
 }
@@ -243,6 +266,8 @@ func deref(c Command) Command {
 	case *SetSettings:
 		return *c
 	case *SetPolicy:
+		return *c
+	case *ResyncTenant:
 		return *c
 	}
 	return c

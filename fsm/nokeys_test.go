@@ -66,7 +66,7 @@ func TestNoPlaintextKeyMaterial(t *testing.T) {
 		Entry{}, Result{}, Change{}, Settings{},
 		CreateTenant{}, RotateTenantKey{}, CreateService{}, RotateServiceKey{},
 		RevokeTenant{}, RevokeService{}, RevokeKeyVersion{}, LockTenant{}, UnlockTenant{},
-		SetAnchor{}, DeleteAnchor{}, ApplyGovernanceEvent{}, SetSettings{}, SetPolicy{},
+		SetAnchor{}, DeleteAnchor{}, ApplyGovernanceEvent{}, SetSettings{}, SetPolicy{}, ResyncTenant{},
 		Policy{}, PolicyRule{}, tenantNode{},
 		wireEntry{}, wireEvent{}, wireResponse{},
 		root{}, snapshotHeader{}, snapshot{}, dedupeEntry{},
@@ -80,7 +80,7 @@ func TestNoPlaintextKeyMaterial(t *testing.T) {
 	// Every command type is listed above.
 	for _, tag := range []string{"create-tenant", "rotate-tenant-key", "create-service", "rotate-service-key",
 		"revoke-tenant", "revoke-service", "revoke-key-version", "lock-tenant", "unlock-tenant",
-		"set-anchor", "delete-anchor", "governance-event", "set-settings"} {
+		"set-anchor", "delete-anchor", "governance-event", "set-settings", "set-policy", "resync-tenant"} {
 		if newCommand(tag) == nil {
 			t.Errorf("unknown tag %s", tag)
 		}

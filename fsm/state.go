@@ -269,6 +269,8 @@ func (a *applier) command(cmd Command, src source) (Result, error) {
 		return a.setSettings(c)
 	case SetPolicy:
 		return a.setPolicy(c)
+	case ResyncTenant:
+		return a.resyncTenant(c)
 	}
 	return Result{}, invalid(ErrInvalidCommand, "type")
 }
@@ -676,6 +678,115 @@ func (a *applier) setPolicy(c SetPolicy) (Result, error) {
 	return Result{Tenant: c.Tenant}, nil
 }
 
+// maxResyncServices bounds the services one ResyncTenant creates
+// (governance's own bound on a tenant's services).
+const maxResyncServices = 10000
+
+// resyncTenant applies a ResyncTenant. Every part is checked against the
+// state before anything changes, so that a refusal changes nothing; then
+// the parts apply in order (tenant, services, policy, lock) through the
+// same code as their own commands.
+func (a *applier) resyncTenant(c ResyncTenant) (Result, error) {
+	if err := checkTenantName(c.Tenant); err != nil {
+		return Result{}, err
+	}
+	if len(c.Services) > maxResyncServices {
+		return Result{}, invalid(ErrInvalidCommand, "services")
+	}
+	t := a.s.root.tenants[c.Tenant]
+	var (
+		current   uint32 // the L2 version services must be sealed by
+		policyRev uint64
+		locked    bool
+	)
+	if c.Create != nil {
+		if c.Create.Tenant != c.Tenant {
+			return Result{}, invalid(ErrInvalidCommand, "create")
+		}
+		if err := checkAnchor(c.Create.Anchor); err != nil {
+			return Result{}, err
+		}
+		if err := checkBlob(c.Create.SealedL2, "sealed-l2"); err != nil {
+			return Result{}, err
+		}
+		if t != nil {
+			return Result{}, refuse(ErrTenantExists, c.Tenant, "", 0)
+		}
+		current = 1
+	} else {
+		switch {
+		case t == nil:
+			return Result{}, refuse(ErrTenantNotFound, c.Tenant, "", 0)
+		case t.t.Status == StatusRevoked:
+			return Result{}, refuse(ErrRevoked, c.Tenant, "", 0)
+		case t.t.AnchorDeleted && (len(c.Services) > 0 || c.Lock != ""):
+			return Result{}, refuse(ErrAnchorDeleted, c.Tenant, "", 0)
+		case t.t.Status == StatusLocked && len(c.Services) > 0:
+			return Result{}, refuse(ErrLocked, c.Tenant, "", 0)
+		}
+		current, policyRev, locked = t.t.CurrentL2, t.policy.Revision, t.t.Status == StatusLocked
+	}
+	seen := make(map[string]bool, len(c.Services))
+	for _, sv := range c.Services {
+		if sv.Tenant != c.Tenant {
+			return Result{}, invalid(ErrInvalidCommand, "services")
+		}
+		if err := checkNames(sv.Tenant, sv.Service); err != nil {
+			return Result{}, err
+		}
+		if err := checkBlob(sv.SealedL3, "sealed-l3"); err != nil {
+			return Result{}, err
+		}
+		if seen[sv.Service] {
+			return Result{}, invalid(ErrInvalidCommand, "services")
+		}
+		seen[sv.Service] = true
+		if t != nil && t.services[sv.Service] != nil {
+			return Result{}, refuse(ErrServiceExists, c.Tenant, sv.Service, 0)
+		}
+		if sv.SealedBy != current {
+			return Result{}, &Error{Err: ErrBadVersion, Tenant: c.Tenant, Service: sv.Service, Version: sv.SealedBy, Field: "sealed-by"}
+		}
+	}
+	if c.Policy != nil {
+		if err := checkPolicy(*c.Policy); err != nil {
+			return Result{}, err
+		}
+		if c.Policy.Revision <= policyRev {
+			return Result{}, &Error{Err: ErrBadVersion, Tenant: c.Tenant, Field: "revision"}
+		}
+	}
+	if c.Lock != "" {
+		if err := checkReason(c.Lock); err != nil {
+			return Result{}, err
+		}
+	}
+	// Everything checked: from here on no part is refused.
+	res := Result{Tenant: c.Tenant}
+	if c.Create != nil {
+		if _, err := a.createTenant(*c.Create); err != nil {
+			return Result{}, err
+		}
+		res.Version = 1
+	}
+	for _, sv := range c.Services {
+		if _, err := a.createService(sv); err != nil {
+			return Result{}, err
+		}
+	}
+	if c.Policy != nil {
+		if _, err := a.setPolicy(SetPolicy{Tenant: c.Tenant, Policy: *c.Policy}); err != nil {
+			return Result{}, err
+		}
+	}
+	if c.Lock != "" && !locked {
+		if _, err := a.lockTenant(LockTenant{Tenant: c.Tenant, Reason: c.Lock}); err != nil {
+			return Result{}, err
+		}
+	}
+	return res, nil
+}
+
 func checkPolicy(p Policy) error {
 	if p.Revision == 0 {
 		return invalid(ErrInvalidCommand, "policy-revision")
@@ -808,6 +919,8 @@ func eventTarget(c Command) Revocation {
 	case SetAnchor:
 		rv.Tenant = c.Tenant
 	case SetPolicy:
+		rv.Tenant = c.Tenant
+	case ResyncTenant:
 		rv.Tenant = c.Tenant
 	case CreateTenant:
 		rv.Tenant = c.Tenant

@@ -274,6 +274,72 @@ func TestCommands(t *testing.T) {
 		{"governance no event", ApplyGovernanceEvent{Cursor: 9}, ErrInvalidCommand, nil},
 		{"governance nested", ApplyGovernanceEvent{Cursor: 9, Event: ApplyGovernanceEvent{Cursor: 10, Event: RevokeTenant{Tenant: "acme"}}}, ErrInvalidCommand, nil},
 
+		// ResyncTenant
+		{"resync creates a missing tenant with its services, policy and lock", ResyncTenant{Tenant: "fresh",
+			Create:   &CreateTenant{Tenant: "fresh", Anchor: "file:///l1/fresh", SealedL2: blob("fresh", 1)},
+			Services: []CreateService{{Tenant: "fresh", Service: "a", SealedL3: blob("fresh", "a"), SealedBy: 1}, {Tenant: "fresh", Service: "b", SealedL3: blob("fresh", "b"), SealedBy: 1}},
+			Policy:   &Policy{Revision: 3},
+			Lock:     "governance: locked",
+		}, nil,
+			func(t *testing.T, h *harness, res Result) {
+				tn, err := h.s.Tenant("fresh")
+				if err != nil || tn.Status != StatusLocked || tn.LockReason != "governance: locked" || len(tn.L2) != 1 {
+					t.Fatalf("tenant = %+v, %v", tn, err)
+				}
+				for _, s := range []string{"a", "b"} {
+					if kv, err := h.s.KeyVersion("fresh", s, 1); err != nil || kv.SealedBy != 1 {
+						t.Fatalf("service %s: %+v, %v", s, kv, err)
+					}
+				}
+				if p, _ := h.s.Policy("fresh"); p.Revision != 3 {
+					t.Fatalf("policy = %+v", p)
+				}
+				kinds := map[ChangeKind]int{}
+				for _, c := range h.changes {
+					kinds[c.Kind]++
+				}
+				if kinds[TenantCreated] != 1 || kinds[ServiceCreated] != 2 || kinds[PolicySet] != 1 || kinds[TenantLocked] != 1 {
+					t.Fatalf("changes = %+v", h.changes)
+				}
+			}},
+		{"resync adds a missing service", ResyncTenant{Tenant: "acme", Services: []CreateService{{Tenant: "acme", Service: "new", SealedL3: blob(), SealedBy: 1}}}, nil,
+			func(t *testing.T, h *harness, res Result) {
+				if _, err := h.s.Usable("acme", "new", 0, OpWrap); err != nil {
+					t.Fatalf("new service: %v", err)
+				}
+				if sv, _ := h.s.Service("acme", "pay"); sv.Current != 3 {
+					t.Fatalf("pay touched: %+v", sv)
+				}
+			}},
+		{"resync with nothing missing changes nothing", ResyncTenant{Tenant: "acme"}, nil,
+			func(t *testing.T, h *harness, res Result) {
+				if len(h.changes) != 0 {
+					t.Fatalf("changes = %+v", h.changes)
+				}
+			}},
+		{"resync does not lock a locked tenant again", ResyncTenant{Tenant: "lockd", Lock: "governance: x"}, nil,
+			func(t *testing.T, h *harness, res Result) {
+				if tn, _ := h.s.Tenant("lockd"); tn.LockReason != "l1 denied" || len(h.changes) != 0 {
+					t.Fatalf("tenant = %+v, changes %+v", tn, h.changes)
+				}
+			}},
+		{"resync sets a newer policy of a tenant whose anchor is deleted", ResyncTenant{Tenant: "shred", Policy: &Policy{Revision: 1}}, nil, nil},
+		{"resync of a revoked tenant", ResyncTenant{Tenant: "gone"}, ErrRevoked, nil},
+		{"resync creating a revoked tenant", ResyncTenant{Tenant: "gone", Create: &CreateTenant{Tenant: "gone", Anchor: "file:///x", SealedL2: blob()}}, ErrTenantExists, nil},
+		{"resync of an unknown tenant without create", ResyncTenant{Tenant: "nope"}, ErrTenantNotFound, nil},
+		{"resync services of an anchor-deleted tenant", ResyncTenant{Tenant: "shred", Services: []CreateService{{Tenant: "shred", Service: "x", SealedL3: blob(), SealedBy: 1}}}, ErrAnchorDeleted, nil},
+		{"resync lock of an anchor-deleted tenant", ResyncTenant{Tenant: "shred", Lock: "governance: x"}, ErrAnchorDeleted, nil},
+		{"resync services of a locked tenant", ResyncTenant{Tenant: "lockd", Services: []CreateService{{Tenant: "lockd", Service: "x", SealedL3: blob(), SealedBy: 1}}}, ErrLocked, nil},
+		{"resync of an existing service", ResyncTenant{Tenant: "acme", Services: []CreateService{{Tenant: "acme", Service: "x", SealedL3: blob(), SealedBy: 1}, {Tenant: "acme", Service: "pay", SealedL3: blob(), SealedBy: 1}}}, ErrServiceExists, nil},
+		{"resync service sealed by another L2", ResyncTenant{Tenant: "acme", Services: []CreateService{{Tenant: "acme", Service: "x", SealedL3: blob(), SealedBy: 2}}}, ErrBadVersion, nil},
+		{"resync new tenant service not sealed by v1", ResyncTenant{Tenant: "fresh", Create: &CreateTenant{Tenant: "fresh", Anchor: "file:///x", SealedL2: blob()},
+			Services: []CreateService{{Tenant: "fresh", Service: "x", SealedL3: blob(), SealedBy: 2}}}, ErrBadVersion, nil},
+		{"resync duplicate service", ResyncTenant{Tenant: "acme", Services: []CreateService{{Tenant: "acme", Service: "x", SealedL3: blob(), SealedBy: 1}, {Tenant: "acme", Service: "x", SealedL3: blob(), SealedBy: 1}}}, ErrInvalidCommand, nil},
+		{"resync service of another tenant", ResyncTenant{Tenant: "acme", Services: []CreateService{{Tenant: "lockd", Service: "x", SealedL3: blob(), SealedBy: 1}}}, ErrInvalidCommand, nil},
+		{"resync create of another tenant", ResyncTenant{Tenant: "fresh", Create: &CreateTenant{Tenant: "other", Anchor: "file:///x", SealedL2: blob()}}, ErrInvalidCommand, nil},
+		{"resync policy of revision 0", ResyncTenant{Tenant: "acme", Services: []CreateService{{Tenant: "acme", Service: "x", SealedL3: blob(), SealedBy: 1}}, Policy: &Policy{Revision: 0}}, ErrInvalidCommand, nil},
+		{"resync bad name", ResyncTenant{Tenant: "Bad Name"}, ErrInvalidName, nil},
+
 		// SetSettings
 		{"set settings", SetSettings{Settings: Settings{LeaseDuration: time.Second, AnchorCheckPeriod: time.Minute, DedupeWindow: 5}}, nil,
 			func(t *testing.T, h *harness, res Result) {

@@ -133,6 +133,7 @@ const (
 	EventUnlocked       RevocationKind = "unlocked"
 	EventAnchorSet      RevocationKind = "anchor-set"
 	EventPolicySet      RevocationKind = "policy-set"
+	EventTenantResynced RevocationKind = "tenant-resynced"
 )
 
 // IsRevocation reports whether k revokes something or deletes an anchor,
@@ -168,6 +169,8 @@ func eventKind(c Command) RevocationKind {
 		return EventAnchorSet
 	case SetPolicy:
 		return EventPolicySet
+	case ResyncTenant:
+		return EventTenantResynced
 	}
 	return RevocationKind(c.Type())
 }

@@ -38,6 +38,7 @@ const (
 	auditGovPolicy       = "policy.set"
 	auditGovTenant       = "tenant.create"
 	auditGovService      = audit.KindKeyCreate
+	auditGovResync       = "tenant.resync"
 	auditGovRefused      = "governance.event-refused"
 	auditPolicyDenied    = "policy.deny"
 )
@@ -432,6 +433,12 @@ func (f *feed) afterApply(ctx context.Context, ev *kv1.RevocationEvent, cmd fsm.
 	case fsm.CreateService:
 		e.Kind = auditGovService
 		e.Version = 1
+	case fsm.ResyncTenant:
+		e.Kind = auditGovResync
+		e.Detail["tenant-created"] = fmt.Sprint(c.Create != nil)
+		e.Detail["services-created"] = fmt.Sprint(len(c.Services))
+		e.Detail["policy-set"] = fmt.Sprint(c.Policy != nil)
+		e.Detail["locked"] = fmt.Sprint(c.Lock != "")
 	default:
 		e.Kind = "governance." + kind
 	}
@@ -479,6 +486,8 @@ func (f *feed) prepare(ctx context.Context, ev *kv1.RevocationEvent) (cmd fsm.Co
 		return f.prepareCreateTenant(ctx, ev, tenant, ev.GetAnchorUri())
 	case kv1.EventKind_EVENT_KIND_CREATE_SERVICE:
 		return f.prepareCreateService(ctx, ev, tenant, service)
+	case kv1.EventKind_EVENT_KIND_RESYNC_TENANT:
+		return f.prepareResync(ctx, ev, tenant)
 	}
 	// A kind this node does not know may be a revocation: stop here, loudly, rather than skip it.
 	n.log.Error("governance event of an unknown kind; this node must be upgraded before the feed can go on", "cursor", ev.GetCursor(), "kind", int32(ev.GetKind()))
@@ -667,6 +676,130 @@ func (f *feed) prepareCreateService(ctx context.Context, ev *kv1.RevocationEvent
 	return cmd, nil, nil
 }
 
+// resyncLockReason is the lock a RESYNC_TENANT applies for a tenant governance has locked (the
+// event does not carry the original LOCK_TENANT's reason).
+const resyncLockReason = "governance: locked by governance (resync)"
+
+// prepareResync compares a RESYNC_TENANT event with this region's state and proposes only what is
+// missing here (DESIGN.md, "Resync"): the tenant, created as CREATE_TENANT would (L2 sealed
+// through the anchor, with the same anchor-wait and refusal rules) together with every listed
+// service, or, for a tenant present here, each listed service that is missing (L3 sealed under the
+// current L2); the policy if this region's is older; a lock if governance has the tenant locked
+// and it is not locked here. What is present is left alone: a resync of a converged tenant
+// proposes an empty command and creates no key version. It never revives or unlocks anything: a
+// tenant revoked here is refused (ErrRevoked); a tenant whose anchor is deleted here (the kill
+// switch, or a SET_ANCHOR this region refused) or that is locked here is refused if services are
+// missing (ErrAnchorDeleted, ErrLocked: its L2 cannot be used to seal them), as CREATE_SERVICE is.
+func (f *feed) prepareResync(ctx context.Context, ev *kv1.RevocationEvent, tenant string) (fsm.Command, error, error) {
+	n := f.n
+	cmd := fsm.ResyncTenant{Tenant: tenant}
+	if !validName(tenant) {
+		return cmd, &fsm.Error{Err: fsm.ErrInvalidName, Field: "tenant"}, nil
+	}
+	services := ev.GetServices()
+	for _, s := range services {
+		if !validName(s) {
+			return cmd, &fsm.Error{Err: fsm.ErrInvalidName, Field: "service"}, nil
+		}
+	}
+	var policy *fsm.Policy
+	if p := ev.GetPolicy(); p.GetRevision() > 0 {
+		pol := policyFromProto(p)
+		policy = &pol
+	}
+	actx, cancel := context.WithTimeout(ctx, eventDeadline)
+	defer cancel()
+
+	t, err := n.state.Tenant(tenant)
+	if errors.Is(err, fsm.ErrTenantNotFound) {
+		// Missing here: create it with every service, as CREATE_TENANT and CREATE_SERVICE would.
+		uri := ev.GetAnchorUri()
+		create := &fsm.CreateTenant{Tenant: tenant, Anchor: uri}
+		p, err := n.probedAnchor(actx, uri)
+		if err != nil {
+			refused, retry := f.anchorTrouble(ev, tenant, err, &fsm.Error{Err: fsm.ErrAnchorUnavailable, Tenant: tenant})
+			return cmd, refused, retry
+		}
+		l2, err := wrap.NewTenantKey(wrap.KeyID{Tenant: tenant, Version: 1})
+		if err != nil {
+			return cmd, nil, err
+		}
+		defer l2.Destroy() // unsealed again on first use, through the anchor
+		if create.SealedL2, err = anchor.SealTenantKey(actx, p, l2, n.cfg.Region); err != nil {
+			n.countAnchor("seal", err)
+			refused, retry := f.anchorTrouble(ev, tenant, err, &fsm.Error{Err: fsm.ErrAnchorUnavailable, Tenant: tenant})
+			return cmd, refused, retry
+		}
+		n.countAnchor("seal", nil)
+		cmd.Create = create
+		if cmd.Services, err = sealNewServices(l2, tenant, 1, services); err != nil {
+			return cmd, nil, err
+		}
+		cmd.Policy = policy
+		if ev.GetLocked() {
+			cmd.Lock = resyncLockReason
+		}
+		return cmd, nil, nil
+	}
+	if err != nil {
+		return cmd, err, nil
+	}
+	if t.Status == fsm.StatusRevoked {
+		return cmd, &fsm.Error{Err: fsm.ErrRevoked, Tenant: tenant}, nil
+	}
+	var missing []string
+	for _, s := range services {
+		if _, err := n.state.Service(tenant, s); errors.Is(err, fsm.ErrServiceNotFound) {
+			missing = append(missing, s) // a service revoked here exists: it stays revoked
+		}
+	}
+	if policy != nil {
+		if cur, err := n.state.Policy(tenant); err == nil && cur.Revision >= policy.Revision {
+			policy = nil
+		}
+	}
+	cmd.Policy = policy
+	if ev.GetLocked() && t.Status != fsm.StatusLocked && !t.AnchorDeleted {
+		cmd.Lock = resyncLockReason // a deleted anchor locks the tenant out already
+	}
+	if len(missing) == 0 {
+		return cmd, nil, nil
+	}
+	switch {
+	case t.AnchorDeleted:
+		return cmd, &fsm.Error{Err: fsm.ErrAnchorDeleted, Tenant: tenant}, nil
+	case t.Status == fsm.StatusLocked:
+		return cmd, &fsm.Error{Err: fsm.ErrLocked, Tenant: tenant}, nil
+	}
+	l2, err := n.tenantKey(actx, tenant, t.CurrentL2)
+	if err != nil {
+		refused, retry := f.anchorTrouble(ev, tenant, err, &fsm.Error{Err: fsm.ErrAnchorUnavailable, Tenant: tenant})
+		return cmd, refused, retry
+	}
+	if cmd.Services, err = sealNewServices(l2, tenant, t.CurrentL2, missing); err != nil {
+		return cmd, nil, err
+	}
+	return cmd, nil, nil
+}
+
+// sealNewServices generates L3 version 1 of each service and seals it under l2 (version l2v).
+func sealNewServices(l2 *wrap.TenantKey, tenant string, l2v uint32, services []string) ([]fsm.CreateService, error) {
+	out := make([]fsm.CreateService, 0, len(services))
+	for _, s := range services {
+		l3, err := wrap.NewServiceKey(wrap.KeyID{Tenant: tenant, Service: s, Version: 1})
+		if err != nil {
+			return nil, err
+		}
+		sealed, err := l2.SealServiceKey(l3)
+		l3.Destroy() // opened again from its sealed blob on first use
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, fsm.CreateService{Tenant: tenant, Service: s, SealedL3: sealed, SealedBy: l2v})
+	}
+	return out, nil
+}
+
 // policyFromProto converts governance's policy into the state machine's plain types. Rules the
 // state machine refuses (bad operations, patterns) make the whole event refused there.
 func policyFromProto(p *kv1.Policy) fsm.Policy {
@@ -703,6 +836,8 @@ func eventKindName(k kv1.EventKind) string {
 		return "create-tenant"
 	case kv1.EventKind_EVENT_KIND_CREATE_SERVICE:
 		return "create-service"
+	case kv1.EventKind_EVENT_KIND_RESYNC_TENANT:
+		return "resync-tenant"
 	}
 	return "unknown"
 }

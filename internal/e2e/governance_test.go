@@ -36,6 +36,7 @@ func TestGovernance(t *testing.T) {
 	t.Run("policy", func(t *testing.T) { p.t = t; testPolicy(t, p) })
 	t.Run("kill-switch", func(t *testing.T) { p.t = t; testKillSwitch(t, p) })
 	t.Run("flaky-anchor", func(t *testing.T) { p.t = t; testFlakyAnchor(t, p) })
+	t.Run("resync", func(t *testing.T) { p.t = t; testResync(t, p) })
 	t.Run("feed-survival", func(t *testing.T) { p.t = t; testFeedSurvival(t, p) })
 }
 
