@@ -169,8 +169,8 @@ func tenantCommandWithGovernance() *command {
 			t.sub[i] = dualCommand(sub, g)
 		}
 	}
-	t.sub = append(t.sub, govSetAnchorCommand(), govDeleteAnchorCommand())
-	t.synopsis = "create, list, describe, lock, unlock and rekey tenants; set and delete their anchor (governance)"
+	t.sub = append(t.sub, govSetAnchorCommand(), govDeleteAnchorCommand(), govTenantResyncCommand())
+	t.synopsis = "create, list, describe, lock, unlock and rekey tenants; set and delete their anchor, resync them (governance)"
 	return t
 }
 
@@ -428,6 +428,65 @@ func govDeleteAnchorCommand() *command {
 			return c.output(s.out, resp, func(w io.Writer) error {
 				fmt.Fprintf(w, "Deleted the anchor of tenant %s: event %d at %s\n", fs.Arg(0), resp.GetEvent().GetCursor(), timeText(resp.GetEvent().GetTime()))
 				return regionCursorsText(w, resp.GetRegions(), wait)
+			})
+		},
+	})
+}
+
+func govTenantResyncCommand() *command {
+	var regions string
+	var wait bool
+	return govCommand(clientSpec{
+		name: "resync", synopsis: "repair a tenant a region refused to create (governance)", usage: "[-regions <r1,r2>] [-wait] <tenant>",
+		help: "Emits a resync event for <tenant> to the named regions (default: all of the tenant's). Each region creates what it " +
+			"lacks of the tenant as governance holds it — the tenant itself (its root key must answer), its services, its policy, " +
+			"governance's lock — and leaves what it has alone: no new key versions. It never lifts a lock, the kill switch or a " +
+			"revocation; a revoked tenant, or one whose anchor is deleted, is refused. Use it after a region refused the tenant's " +
+			"creation because its root key did not answer in time. With -wait it returns once every named region has reported the " +
+			"event (bounded by -timeout; on timeout the event stands, and the same -request-id waits again); whether a region applied " +
+			"or refused it is in that region's audit log (governance.event-refused).",
+		write: true,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&regions, "regions", "", "comma-separated regions to resync (default: every region of the tenant)")
+			fs.BoolVar(&wait, "wait", false, "return only once every named region reports the event")
+		},
+		check: exactArgs(1, "[-regions <r1,r2>] [-wait] <tenant>"),
+		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
+			req := &kv1.ResyncTenantRequest{RequestId: c.requestID, Tenant: fs.Arg(0), Wait: wait}
+			for _, r := range strings.Split(regions, ",") {
+				if r = strings.TrimSpace(r); r != "" {
+					req.Regions = append(req.Regions, r)
+				}
+			}
+			resp, err := c.gov().ResyncTenant(ctx, req)
+			if err != nil {
+				return err
+			}
+			return c.output(s.out, resp, func(w io.Writer) error {
+				e := resp.GetEvent()
+				fmt.Fprintf(w, "Resync of tenant %s: event %d at %s\n", fs.Arg(0), e.GetCursor(), timeText(e.GetTime()))
+				services := strings.Join(e.GetServices(), ", ")
+				if services == "" {
+					services = "none"
+				}
+				if err := tableNoHeader(w, [][]string{
+					{"Regions:", strings.Join(e.GetRegions(), ", ")},
+					{"Services:", services},
+					{"Policy revision:", strconv.FormatUint(e.GetPolicy().GetRevision(), 10)},
+					{"Locked:", strconv.FormatBool(e.GetLocked())},
+				}); err != nil {
+					return err
+				}
+				if !wait {
+					_, err := fmt.Fprintln(w, "Not waited for: `krypton governance status` shows each region's progress.")
+					return err
+				}
+				fmt.Fprintln(w, "Reported by every named region (a refusal is in that region's audit log):")
+				var rows [][]string
+				for _, r := range resp.GetRegions() {
+					rows = append(rows, []string{r.GetRegion(), strconv.FormatUint(r.GetAppliedCursor(), 10), timeText(r.GetReportedAt())})
+				}
+				return table(w, []string{"Region", "Applied cursor", "Reported"}, rows)
 			})
 		},
 	})
@@ -747,7 +806,17 @@ func governanceCommand() *command {
 	return &command{
 		name: "governance", synopsis: "run and inspect the governance plane",
 		help: "The governance plane holds tenants, their L1 anchor pointers, services, access policy and the revocation log that every region follows.",
-		sub:  []*command{governanceServerCommand(), governanceStatusCommand()},
+		sub:  []*command{governanceServerCommand(), governanceStatusCommand(), governanceTenantCommand()},
+	}
+}
+
+// governanceTenantCommand is `krypton governance tenant`: the tenant commands that exist only at
+// governance. They are also under `krypton tenant`, next to the commands that exist in both.
+func governanceTenantCommand() *command {
+	return &command{
+		name: "tenant", synopsis: "tenant commands that only governance has (also under `krypton tenant`)",
+		help: "Tenant commands that exist only at governance. `krypton tenant` has them too, next to create, list, describe, lock and unlock.",
+		sub:  []*command{govSetAnchorCommand(), govDeleteAnchorCommand(), govTenantResyncCommand()},
 	}
 }
 
