@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"time"
 
@@ -65,10 +66,15 @@ func packedPlaintexts(plaintexts [][]byte) error {
 	return nil
 }
 
+// allZero reports whether b is all zero bytes, eight at a time (a byte loop over the plaintexts
+// of a batch of 256 was 3% of a PackedWrap's CPU), without an early exit.
 func allZero(b []byte) bool {
-	var acc byte
+	var acc uint64
+	for ; len(b) >= 8; b = b[8:] {
+		acc |= binary.LittleEndian.Uint64(b)
+	}
 	for _, c := range b {
-		acc |= c
+		acc |= uint64(c)
 	}
 	return acc == 0
 }

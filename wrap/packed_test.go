@@ -259,6 +259,23 @@ func TestSameParent(t *testing.T) {
 	}
 }
 
+// TestIsAllZero: every length, with one non-zero byte at every position.
+func TestIsAllZero(t *testing.T) {
+	for n := range 41 {
+		b := make([]byte, n)
+		if !isAllZero(b) {
+			t.Fatalf("%d zero bytes: not all zero", n)
+		}
+		for i := range b {
+			b[i] = 0x80
+			if isAllZero(b) {
+				t.Fatalf("%d bytes with byte %d set: all zero", n, i)
+			}
+			b[i] = 0
+		}
+	}
+}
+
 // BenchmarkWrapKeys256 is BenchmarkWrapBatch256 for keys held as bytes, with one shared context.
 func BenchmarkWrapKeys256(b *testing.B) {
 	l3 := newServiceKey(b, l3ID)
