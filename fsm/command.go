@@ -150,7 +150,9 @@ type ApplyGovernanceEvent struct {
 // creates each service as CreateService does (each must be missing, sealed
 // by the tenant's current L2 version, or version 1 with Create); Policy,
 // if set, replaces a policy of a lower revision; Lock, if set, locks the
-// tenant with that reason unless it is locked already. It never unlocks,
+// tenant with that reason (a locked tenant's reason is replaced, as
+// LockTenant does; the proposer sets Lock only when that changes
+// something). It never unlocks,
 // revives or re-points anything. It is all or nothing: if any part would
 // be refused, nothing changes. With nothing set it changes nothing (the
 // region already has what governance has) and still advances the cursor.

@@ -697,7 +697,6 @@ func (a *applier) resyncTenant(c ResyncTenant) (Result, error) {
 	var (
 		current   uint32 // the L2 version services must be sealed by
 		policyRev uint64
-		locked    bool
 	)
 	if c.Create != nil {
 		if c.Create.Tenant != c.Tenant {
@@ -724,7 +723,7 @@ func (a *applier) resyncTenant(c ResyncTenant) (Result, error) {
 		case t.t.Status == StatusLocked && len(c.Services) > 0:
 			return Result{}, refuse(ErrLocked, c.Tenant, "", 0)
 		}
-		current, policyRev, locked = t.t.CurrentL2, t.policy.Revision, t.t.Status == StatusLocked
+		current, policyRev = t.t.CurrentL2, t.policy.Revision
 	}
 	seen := make(map[string]bool, len(c.Services))
 	for _, sv := range c.Services {
@@ -779,7 +778,7 @@ func (a *applier) resyncTenant(c ResyncTenant) (Result, error) {
 			return Result{}, err
 		}
 	}
-	if c.Lock != "" && !locked {
+	if c.Lock != "" {
 		if _, err := a.lockTenant(LockTenant{Tenant: c.Tenant, Reason: c.Lock}); err != nil {
 			return Result{}, err
 		}

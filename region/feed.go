@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -475,7 +476,7 @@ func (f *feed) prepare(ctx context.Context, ev *kv1.RevocationEvent) (cmd fsm.Co
 		if reason == "" {
 			reason = "locked by governance"
 		}
-		return fsm.LockTenant{Tenant: tenant, Reason: "governance: " + reason}, nil, nil
+		return fsm.LockTenant{Tenant: tenant, Reason: governanceLockPrefix + reason}, nil, nil
 	case kv1.EventKind_EVENT_KIND_UNLOCK_TENANT:
 		return f.prepareUnlock(ctx, tenant)
 	case kv1.EventKind_EVENT_KIND_SET_POLICY:
@@ -678,7 +679,10 @@ func (f *feed) prepareCreateService(ctx context.Context, ev *kv1.RevocationEvent
 
 // resyncLockReason is the lock a RESYNC_TENANT applies for a tenant governance has locked (the
 // event does not carry the original LOCK_TENANT's reason).
-const resyncLockReason = "governance: locked by governance (resync)"
+const resyncLockReason = governanceLockPrefix + "locked by governance (resync)"
+
+// governanceLockPrefix starts the reason of every lock the feed applies for governance.
+const governanceLockPrefix = "governance: "
 
 // prepareResync compares a RESYNC_TENANT event with this region's state and proposes only what is
 // missing here (DESIGN.md, "Resync"): the tenant, created as CREATE_TENANT would (L2 sealed
@@ -759,8 +763,11 @@ func (f *feed) prepareResync(ctx context.Context, ev *kv1.RevocationEvent, tenan
 		}
 	}
 	cmd.Policy = policy
-	if ev.GetLocked() && t.Status != fsm.StatusLocked && !t.AnchorDeleted {
-		cmd.Lock = resyncLockReason // a deleted anchor locks the tenant out already
+	// Governance's lock, unless this region holds it already. A lockout of the L1 check (another
+	// reason) is taken over, as LOCK_TENANT does, so that the check's lifting it does not lift
+	// governance's lock too. A deleted anchor locks the tenant out already.
+	if ev.GetLocked() && !t.AnchorDeleted && (t.Status != fsm.StatusLocked || !strings.HasPrefix(t.LockReason, governanceLockPrefix)) {
+		cmd.Lock = resyncLockReason
 	}
 	if len(missing) == 0 {
 		return cmd, nil, nil
