@@ -27,7 +27,9 @@ import (
 // GovernanceAnchorWait (and its CREATE_SERVICE and SET_POLICY, for a tenant they do not have).
 // Once the key answers, ResyncTenant with wait creates the tenant, its service and its policy in
 // both regions, and wrap and unwrap work on every node when it returns. A second resync changes
-// nothing (the same sealed key versions); a revoked tenant is not resynced.
+// nothing (the same sealed key versions). A service missing in a tenant the regions have is
+// created by a resync of one region. A tenant revoked in one region, or at governance, is not
+// brought back.
 func testResync(t *testing.T, p *planes) {
 	keyPath := filepath.Join(t.TempDir(), "resync.key")
 	uri := "file://" + keyPath
@@ -214,7 +216,40 @@ func testResync(t *testing.T, p *planes) {
 		})
 	}
 
-	// Revoked: governance refuses to resync it, and it stays revoked in every region.
+	// Revoked in one region only (by its own operator): a resync of that region is recorded there as
+	// refused, and the tenant stays revoked.
+	id = governancetest.RequestID()
+	waitFor(t, time.Minute, "revoking the tenant in us", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := p.us.AdminClient(p.us.WaitLeader()).RevokeKey(ctx, &kv1.RevokeKeyRequest{RequestId: id, Scope: &kv1.KeyScope{Tenant: "resync"}, Reason: "local"})
+		switch status.Code(err) {
+		case codes.OK:
+			return true
+		case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
+			return false
+		}
+		t.Fatalf("revoke in us: %v", err)
+		return false
+	})
+	id = governancetest.RequestID()
+	var usOnly *kv1.ResyncTenantResponse
+	p.gov("resync us", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+		var err error
+		usOnly, err = c.ResyncTenant(ctx, &kv1.ResyncTenantRequest{RequestId: id, Tenant: "resync", Regions: []string{"us"}, Wait: true})
+		return err
+	})
+	for i, n := range p.us.Nodes {
+		st := n.State()
+		if e := refusal(st.RevocationLog(0), usOnly.GetEvent().GetCursor()); e != "revoked" {
+			t.Fatalf("us/%s: resync of a tenant revoked there: %q, want refused as revoked", p.us.Cfgs[i].NodeID, e)
+		}
+		if _, err := st.Usable("resync", "pay", 0, fsm.OpUnwrap); !errors.Is(err, fsm.ErrRevoked) {
+			t.Fatalf("us/%s: a resync revived a tenant revoked there: %v", p.us.Cfgs[i].NodeID, err)
+		}
+	}
+
+	// Revoked at governance: governance refuses to resync it, and it stays revoked in every region.
 	id = governancetest.RequestID()
 	p.gov("revoke the tenant", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
 		_, err := c.Revoke(ctx, &kv1.RevokeRequest{RequestId: id, Target: &kv1.KeyScope{Tenant: "resync"}, Reason: "offboarded", Wait: true})
