@@ -160,6 +160,10 @@ func TestUnwrapKeysPerItem(t *testing.T) {
 	}
 	tampered := bytes.Clone(blobs[1])
 	tampered[len(tampered)-1] ^= 1
+	// Another salt: the same parent (the header is parsed once per run of such blobs), but the
+	// key derived for it does not open the blob.
+	otherSalt := bytes.Clone(blobs[2])
+	otherSalt[len(otherSalt)-(SaltSize+NonceSize+ciphertextSize)] ^= 1
 	items := []struct {
 		blob, ctx []byte
 		want      error // nil: opens to keys[key]
@@ -171,7 +175,9 @@ func TestUnwrapKeysPerItem(t *testing.T) {
 		{blobs[3][:10], []byte("ctx"), ErrMalformed, 0},
 		{foreign[0], []byte("ctx"), ErrKeyMismatch, 0},
 		{blobs[3], make([]byte, MaxContextSize+1), ErrContextTooLarge, 0},
+		{otherSalt, []byte("ctx"), ErrAuthentication, 0},
 		{blobs[3], []byte("ctx"), nil, 3},
+		{blobs[2], []byte("ctx"), nil, 2},
 	}
 	var in, ctxs [][]byte
 	for _, it := range items {

@@ -400,6 +400,10 @@ type aeadCache struct {
 	lastKDF  KDF
 	last     cipher.AEAD
 	seen     map[saltKDF]cipher.AEAD
+	// The last blob that parsed and named l3, and its header: a blob with
+	// the same parent (SameParent) is not parsed again.
+	prevBlob []byte
+	prevH    rawHeader
 }
 
 type saltKDF struct {
@@ -411,13 +415,28 @@ type saltKDF struct {
 // that context is within its limit, and returns its header and the AEAD
 // that opens it.
 func (c *aeadCache) forBlob(l3 *ServiceKey, blob, context []byte) (rawHeader, cipher.AEAD, error) {
-	h, err := parse(blob)
-	if err != nil {
-		return h, nil, err
+	var h rawHeader
+	if c.prevBlob != nil && SameParent(c.prevBlob, blob) {
+		// parse would accept blob as it did prevBlob, and checkWrapped
+		// find the same names: only salt and nonce differ.
+		h = c.prevH
+		off := len(blob) - (SaltSize + NonceSize + ciphertextSize)
+		h.salt = (*[SaltSize]byte)(blob[off : off+SaltSize])
+		h.nonce = (*[NonceSize]byte)(blob[off+SaltSize : off+SaltSize+NonceSize])
+		if err := checkContext(context); err != nil {
+			return h, nil, err
+		}
+	} else {
+		var err error
+		if h, err = parse(blob); err != nil {
+			return h, nil, err
+		}
+		if err := l3.checkWrapped(&h, context); err != nil {
+			return h, nil, err
+		}
+		c.prevBlob, c.prevH = blob, h
 	}
-	if err := l3.checkWrapped(&h, context); err != nil {
-		return h, nil, err
-	}
+	var err error
 	if c.last == nil || *c.lastSalt != *h.salt || c.lastKDF != h.kdf {
 		key := saltKDF{*h.salt, h.kdf}
 		aead, ok := c.seen[key]
