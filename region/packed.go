@@ -198,24 +198,28 @@ func (s *wrapService) PackedUnwrap(ctx context.Context, req *kv1.PackedUnwrapReq
 	}
 	var list []*group
 	var byKey map[*batchKey]*group
-	// A batch's blobs usually name one key: the header of a blob that names the same key as the
-	// one before it is not parsed again (wrap.SameParent).
+	// A batch's blobs usually name one key: a blob whose header names the same key as the last
+	// one parsed (wrap.SameParent) is neither parsed nor looked up again, only its context checked.
 	var prev []byte
-	var ref *kv1.KeyRef
+	var prevKey *batchKey
 	for i, blob := range blobs {
 		c := contextOf(i)
-		if prev == nil || !wrap.SameParent(prev, blob) {
-			r, err := blobRef(blob, c)
+		var k *batchKey
+		if prev != nil && wrap.SameParent(prev, blob) {
+			if err := transport.CheckContext(c); err != nil {
+				fail(i, err)
+				continue
+			}
+			k = prevKey
+		} else {
+			ref, err := blobRef(blob, c)
 			if err != nil {
 				fail(i, err)
 				continue
 			}
-			prev, ref = blob, &r
-		} else if err := transport.CheckContext(c); err != nil {
-			fail(i, err)
-			continue
+			k = keys.get(&ref, fsm.OpUnwrap, fsm.PolicyUnwrap)
+			prev, prevKey = blob, k
 		}
-		k := keys.get(ref, fsm.OpUnwrap, fsm.PolicyUnwrap)
 		if k.err != nil {
 			fail(i, k.err)
 			continue
