@@ -2,12 +2,13 @@
 // cluster (built on package cluster) whose replicated state is the tenants,
 // each tenant's L1 anchor URI and regions, services, access policy, and one
 // ordered, append-only event log (create, anchor set and deleted, policy
-// set, lock, unlock, revoke) with a strictly increasing cursor. It never
+// set, lock, unlock, revoke, resync) with a strictly increasing cursor. It never
 // encrypts and holds no key material.
 //
 // Regions follow the log with GovernanceService.WatchRevocations and report
-// how far they have applied it with ReportCursor; Revoke and DeleteAnchor
-// with wait return once every region of the tenant has reported the event.
+// how far they have applied it with ReportCursor; Revoke, DeleteAnchor and
+// ResyncTenant with wait return once every region concerned has reported the
+// event.
 //
 // Start one node (a single-node development governance):
 //
