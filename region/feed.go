@@ -688,8 +688,8 @@ const governanceLockPrefix = "governance: "
 // missing here (DESIGN.md, "Resync"): the tenant, created as CREATE_TENANT would (L2 sealed
 // through the anchor, with the same anchor-wait and refusal rules) together with every listed
 // service, or, for a tenant present here, each listed service that is missing (L3 sealed under the
-// current L2); the policy if this region's is older; a lock if governance has the tenant locked
-// and it is not locked here. What is present is left alone: a resync of a converged tenant
+// current L2); the policy if this region's is older; governance's lock if governance has the
+// tenant locked and this region does not hold that lock. What is present is left alone: a resync of a converged tenant
 // proposes an empty command and creates no key version. It never revives or unlocks anything: a
 // tenant revoked here is refused (ErrRevoked); a tenant whose anchor is deleted here (the kill
 // switch, or a SET_ANCHOR this region refused) or that is locked here is refused if services are
