@@ -90,9 +90,9 @@ func IdentityFromContext(ctx context.Context) (pki.Identity, bool) {
 // completes, instead of on every call: parsing the certificate's SPIFFE URI
 // allocated on every call (the split of its path, the identityResult);
 // with the one-function interceptor (interceptors.unary) 7 allocations a
-// call were saved (docs/performance.md). A
-// TLS 1.3 connection's peer cannot change after the handshake (there is no
-// renegotiation), so the result holds for the connection's life.
+// call were saved (docs/performance.md). A TLS 1.3 connection's peer
+// cannot change after the handshake (there is no renegotiation), so the
+// result holds for the connection's life.
 type identifyingCreds struct {
 	credentials.TransportCredentials
 }

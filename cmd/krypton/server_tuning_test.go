@@ -1,6 +1,10 @@
 package main
 
 import (
+	"flag"
+	"io"
+	"log/slog"
+	"runtime/debug"
 	"testing"
 	"time"
 
@@ -44,5 +48,43 @@ func TestRaftTuning(t *testing.T) {
 	// The default leader lease (500 ms) would exceed a 200 ms heartbeat and fail validation.
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		t.Fatalf("leader lease %s exceeds the heartbeat %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+}
+
+func TestGCTuning(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	before := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetGCPercent(before) })
+
+	var g gcTuning
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	g.declare(fs)
+	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.apply(log); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("no -gc-percent changed GOGC to %d", got)
+	}
+	if err := fs.Parse([]string{"-gc-percent", "250"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.apply(log); err != nil {
+		t.Fatal(err)
+	}
+	if got := debug.SetGCPercent(100); got != 250 {
+		t.Fatalf("-gc-percent 250 set GOGC to %d", got)
+	}
+	if err := fs.Parse([]string{"-gc-percent", "-1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.apply(log); err == nil {
+		t.Error("-gc-percent -1 accepted")
+	}
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Fatalf("a refused -gc-percent changed GOGC to %d", got)
 	}
 }
