@@ -59,9 +59,9 @@ func (e *endpoint) id() string {
 // calls), failing over to another node on a retryable error.
 //
 // Retries. Every RPC the gateway makes is a WrapService read (ListEndpoints, PackedWrap,
-// PackedUnwrap, BatchWrap, BatchUnwrap, Wrap, Unwrap, WatchKeyEvents): none changes replicated state, and a repeated wrap
-// only makes another equally valid blob (a fresh salt), so retrying can never duplicate an
-// effect. The gateway makes no writes. It retries, on another node when there is one:
+// PackedUnwrap, BatchWrap, BatchUnwrap, Wrap, Unwrap, WatchKeyEvents): none changes replicated
+// state, and a repeated wrap only makes another equally valid blob (a fresh salt), so retrying
+// can never duplicate an effect. The gateway makes no writes. It retries, on another node when there is one:
 //   - UNAVAILABLE: the node is down, shutting down, or holds no serving lease (the region's own
 //     word for "try another node");
 //   - DEADLINE_EXCEEDED of one attempt (Config.AttemptTimeout) while the request's own deadline
