@@ -806,17 +806,7 @@ func governanceCommand() *command {
 	return &command{
 		name: "governance", synopsis: "run and inspect the governance plane",
 		help: "The governance plane holds tenants, their L1 anchor pointers, services, access policy and the revocation log that every region follows.",
-		sub:  []*command{governanceServerCommand(), governanceStatusCommand(), governanceTenantCommand()},
-	}
-}
-
-// governanceTenantCommand is `krypton governance tenant`: the tenant commands that exist only at
-// governance. They are also under `krypton tenant`, next to the commands that exist in both.
-func governanceTenantCommand() *command {
-	return &command{
-		name: "tenant", synopsis: "tenant commands that only governance has (also under `krypton tenant`)",
-		help: "Tenant commands that exist only at governance. `krypton tenant` has them too, next to create, list, describe, lock and unlock.",
-		sub:  []*command{govSetAnchorCommand(), govDeleteAnchorCommand(), govTenantResyncCommand()},
+		sub:  []*command{governanceServerCommand(), governanceStatusCommand()},
 	}
 }
 
