@@ -59,19 +59,20 @@ func (t *raftTuning) apply(c *cluster.Config) {
 // heap may grow past the live heap, in percent, before a collection.
 //
 // Higher values trade memory for CPU. With the default 100, garbage collection was ~15 % of the CPU
-// of unary wraps in BenchmarkOps (region/ops_bench_test.go: GODEBUG=gctrace=1, 16 callers: ~10 µs
-// of ~70 µs per call); GOGC=200 cut the whole process's CPU per unary Wrap and Unwrap by 11 %
-// (benchstat, 12 interleaved runs, p ≤ 0.01) and of a BatchUnwrap of 256 by 11 % (p = 0.02); 400
-// did no measurably better (-10 % and -13 %). The price is heap: it peaks near (1 + N/100) × the live
-// heap (20, 31 and 51 MiB there for 100, 200 and 400 over a ~10 MiB live heap), so a node holding
-// 1,000,000 key versions (~380 MiB live, docs/performance.md) would peak near 1.1 GiB at 200. The
-// default therefore stays Go's (the GOGC environment variable, else 100); raise it where memory
-// allows, and bound it with GOMEMLIMIT (Go's soft memory limit), under which the collector runs
-// more often again as the heap nears the limit.
+// of unary wraps in BenchmarkOps (region/ops_bench_test.go, 16 callers, GODEBUG=gctrace=1: ~10 µs
+// of ~70 µs per call; ~5-7 µs at 200). GOGC=200 cut the whole process's CPU per unary Wrap and
+// Unwrap by 11 % (benchstat, 12 interleaved runs, p ≤ 0.01; a 6-run repeat saw -4 % for Wrap,
+// within the noise, and -15 % for GenerateDataKey, p = 0.009) and of a BatchUnwrap of 256 by 11 %
+// (p = 0.02); 400 did no measurably better (-10 % and -13 %). The price is heap: it peaks near
+// (1 + N/100) × the live heap (20, 31 and 51 MiB there for 100, 200 and 400 over a ~10 MiB live
+// heap), so a node holding 1,000,000 key versions (~380 MiB live, docs/performance.md) would peak
+// near 1.1 GiB at 200. The default therefore stays Go's (the GOGC environment variable, else 100);
+// raise it where memory allows, and bound it with GOMEMLIMIT (Go's soft memory limit), under which
+// the collector runs more often again as the heap nears the limit.
 type gcTuning struct{ percent int }
 
 func (g *gcTuning) declare(fs *flag.FlagSet) {
-	fs.IntVar(&g.percent, "gc-percent", 0, "Go garbage collector target (GOGC): heap growth over the live heap, in percent, before a collection (0: Go's, the GOGC environment variable or 100); 200 cut the CPU of a unary wrap by ~11 % for a heap of up to 3x the live heap: bound it with GOMEMLIMIT")
+	fs.IntVar(&g.percent, "gc-percent", 0, "Go garbage collector target (GOGC): heap growth over the live heap, in percent, before a collection (0: Go's, the GOGC environment variable or 100); 200 cut the CPU of a unary wrap by up to ~11 % for a heap of up to 3x the live heap: bound it with GOMEMLIMIT")
 }
 
 // apply sets the collector's target, if the flag asks for one.
