@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -113,6 +114,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*grpc.ClientConn,
 	// measured.
 	conn, err := grpc.NewClient(addr, append(extra,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		experimental.WithBufferPool(bufferPool), // see bufferPool
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                cfg.KeepaliveTime,
 			Timeout:             cfg.KeepaliveTimeout,
@@ -121,6 +123,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*grpc.ClientConn,
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(cfg.MaxMsgSize),
 			grpc.MaxCallSendMsgSize(cfg.MaxMsgSize),
+			grpc.ForceCodecV2(codec{}), // see codec
 		),
 	)...)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -234,6 +235,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		// with 2 workers per core it was still 5 %, with 8 under 1 %. Calls
 		// beyond the pool still get a goroutine of their own.
 		grpc.NumStreamWorkers(uint32(8*runtime.GOMAXPROCS(0))),
+		experimental.BufferPool(bufferPool),
+		grpc.ForceServerCodecV2(codec{}),
 		grpc.ChainUnaryInterceptor(ic.unary()...),
 		grpc.ChainStreamInterceptor(ic.stream()...),
 	)
