@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"runtime"
 	"testing"
 	"time"
 
@@ -51,6 +52,11 @@ func TestRunRegion(t *testing.T) {
 				t.Errorf("%s %s: %d calls, %d items, %d ok: want 16 items a call, some ok", form, s.Op, s.Calls, s.Ops, s.OK)
 			}
 		}
-		t.Logf("%s: %s: %.0f ops/s", form, res.Description(), res.Total.OpsPerSecond)
+		// The process ran the region and the load: it used CPU in the measured time, and at most
+		// all of its cores.
+		if res.ProcessCPUSeconds <= 0 || res.ProcessCPUSeconds > float64(runtime.NumCPU())*res.MeasuredSeconds*1.5 || res.CPUMicrosPerOp <= 0 {
+			t.Errorf("%s: process CPU %.3fs over %.1fs measured, %.2f µs per op", form, res.ProcessCPUSeconds, res.MeasuredSeconds, res.CPUMicrosPerOp)
+		}
+		t.Logf("%s: %s: %.0f ops/s, %.2f µs of process CPU per op", form, res.Description(), res.Total.OpsPerSecond, res.CPUMicrosPerOp)
 	}
 }

@@ -27,6 +27,12 @@ type Result struct {
 	// because every caller was still busy when the run ended: a sign that the target rate was
 	// not kept.
 	Unsent int64 `json:"unsent_calls,omitempty"`
+	// ProcessCPUSeconds is the CPU time (user and system, all cores) this process used in the
+	// measured time: the load generator's, and the nodes' too when they run in the same process
+	// (`krypton bench -spawn`). CPUMicrosPerOp divides it by the successful operations. Both are
+	// 0 when not measured (an interrupted run, or a platform without getrusage).
+	ProcessCPUSeconds float64 `json:"process_cpu_seconds,omitempty"`
+	CPUMicrosPerOp    float64 `json:"process_cpu_us_per_op,omitempty"`
 	// Total sums every operation; ByOp has one summary per operation of a mixed run.
 	Total Summary   `json:"total"`
 	ByOp  []Summary `json:"by_op,omitempty"`
@@ -158,6 +164,14 @@ func newResult(cfg Config, targets []string, start time.Time, measured time.Dura
 	return r
 }
 
+// setCPU records the process's CPU time over the measured time.
+func (r *Result) setCPU(used time.Duration) {
+	r.ProcessCPUSeconds = used.Seconds()
+	if r.Total.OK > 0 {
+		r.CPUMicrosPerOp = float64(used.Microseconds()) / float64(r.Total.OK)
+	}
+}
+
 // scheduled counts the open-loop calls due in [from, end): call i is due at start + i·interval.
 func scheduled(cfg Config, start, from, end time.Time) int64 {
 	iv := cfg.interval()
@@ -269,6 +283,10 @@ func (r *Result) WriteTable(w io.Writer) error {
 	}
 	tw.Flush()
 	fmt.Fprintf(&b, "\nerrors by code: %s\n", errorList(r.Total.Errors))
+	if r.ProcessCPUSeconds > 0 && r.MeasuredSeconds > 0 {
+		fmt.Fprintf(&b, "process CPU: %.2f cores busy, %.2f µs per ok op (this process: the load generator, and the nodes with -spawn)\n",
+			r.ProcessCPUSeconds/r.MeasuredSeconds, r.CPUMicrosPerOp)
+	}
 	if r.Config.Load == "open-loop" {
 		b.WriteString("latency: from each call's intended send time (open loop; queueing behind slow calls counts)\n")
 		if r.Unsent > 0 {

@@ -52,6 +52,8 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 	measureFrom := start.Add(cfg.Warmup)
 	end := measureFrom.Add(cfg.Duration)
 	rec := newRecorder(cfg.ops(), start, measureFrom, end)
+	cpu := newCPUWindow(cfg.Warmup, cfg.Warmup+cfg.Duration)
+	defer cpu.stop()
 	runCtx, cancel := context.WithDeadline(ctx, end.Add(cfg.CallTimeout))
 	defer cancel()
 
@@ -102,7 +104,53 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 			names = append(names, t.Name)
 		}
 	}
-	return newResult(cfg, names, start, measured, interrupted, rec), nil
+	r := newResult(cfg, names, start, measured, interrupted, rec)
+	if used, ok := cpu.used(); ok && !interrupted {
+		r.setCPU(used)
+	}
+	return r, nil
+}
+
+// cpuWindow samples the process's CPU time when the measured time starts and when it ends, on
+// timers: the calls still in flight after the end, and the warm-up, are not counted.
+type cpuWindow struct {
+	mu         sync.Mutex
+	from, to   time.Duration
+	fromOK     bool
+	toOK       bool
+	startTimer *time.Timer
+	endTimer   *time.Timer
+}
+
+func newCPUWindow(from, to time.Duration) *cpuWindow {
+	w := &cpuWindow{}
+	sample := func(d *time.Duration, ok *bool) func() {
+		return func() {
+			v, measured := processCPU()
+			w.mu.Lock()
+			*d, *ok = v, measured
+			w.mu.Unlock()
+		}
+	}
+	w.startTimer = time.AfterFunc(from, sample(&w.from, &w.fromOK))
+	w.endTimer = time.AfterFunc(to, sample(&w.to, &w.toOK))
+	return w
+}
+
+// used is the CPU time of the measured window, if both samples were taken.
+func (w *cpuWindow) used() (time.Duration, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.fromOK || !w.toOK {
+		return 0, false
+	}
+	return w.to - w.from, true
+}
+
+// stop cancels the samples not yet taken (a run that ended early).
+func (w *cpuWindow) stop() {
+	w.startTimer.Stop()
+	w.endTimer.Stop()
 }
 
 // prepare checks that every target wraps (and serves the packed RPCs the run sends), and makes the

@@ -385,4 +385,7 @@ func TestRunInterrupted(t *testing.T) {
 	if len(res.Total.Errors) != 0 {
 		t.Errorf("errors %v: calls cut short by the interruption are not the server's errors", res.Total.Errors)
 	}
+	if res.ProcessCPUSeconds != 0 || res.CPUMicrosPerOp != 0 {
+		t.Errorf("an interrupted run reports process CPU %.3fs (%.2f µs/op) for a window it did not finish", res.ProcessCPUSeconds, res.CPUMicrosPerOp)
+	}
 }
