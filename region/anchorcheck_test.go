@@ -78,7 +78,9 @@ func TestHungAnchorDelaysNoOtherKillSwitch(t *testing.T) {
 		t.Fatal(err)
 	}
 	eachNodeAnswers(t, r, codes.FailedPrecondition, "every node refusing acme while aaa's check hangs")
-	if n := checksInFlight(t, r); n < 1 {
-		t.Fatalf("the hung anchor's check is no longer in flight (%v): the test did not hold it", n)
-	}
+	// The hung anchor is still being asked (by the same leader, or by a new one if leadership
+	// moved meanwhile): the test held it throughout.
+	clustertest.Eventually(t, 5*time.Second, "the hung anchor's check still in flight", func() bool {
+		return checksInFlight(t, r) >= 1
+	})
 }
