@@ -42,9 +42,14 @@ func (cs *conns) cert(ident string, issue func() (*pki.Certificate, error)) (*pk
 }
 
 func (cs *conns) conn(ident string, i int, issue func() (*pki.Certificate, error)) (*grpc.ClientConn, error) {
+	return cs.connTo(ident, cs.c.nodes[i].id, i, cs.c.apiAddr(i), issue)
+}
+
+// connTo returns the connection of ident to the node named id at network host index i, addr.
+func (cs *conns) connTo(ident, id string, i int, addr string, issue func() (*pki.Certificate, error)) (*grpc.ClientConn, error) {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	key := ident + "@" + cs.c.nodes[i].id
+	key := ident + "@" + id
 	if cc, ok := cs.m[key]; ok {
 		return cc, nil
 	}
@@ -53,7 +58,7 @@ func (cs *conns) conn(ident string, i int, issue func() (*pki.Certificate, error
 		return nil, err
 	}
 	tlsCfg := pki.ClientTLSConfig(cs.c.ca.Pool(), cert.TLSCertificate(), cs.c.net.host(i))
-	cc, err := grpc.NewClient("passthrough:///"+cs.c.apiAddr(i),
+	cc, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return cs.c.net.dial(ctx, addr) }),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 2 * time.Second, PermitWithoutStream: false}),
@@ -73,6 +78,16 @@ func (cs *conns) admin(i int) (kv1.AdminServiceClient, error) {
 		return nil, err
 	}
 	return kv1.NewAdminServiceClient(cc), nil
+}
+
+// gov is governance node j's GovernanceService, as the operator.
+func (cs *conns) gov(j int) (kv1.GovernanceServiceClient, error) {
+	nd := cs.c.gov[j]
+	cc, err := cs.connTo("operator", nd.id, nd.i, cs.c.govAddr(j), func() (*pki.Certificate, error) { return cs.c.ca.IssueOperator("jepsen", 0) })
+	if err != nil {
+		return nil, err
+	}
+	return kv1.NewGovernanceServiceClient(cc), nil
 }
 
 func (cs *conns) wrap(i int, tenant, service string) (kv1.WrapServiceClient, error) {

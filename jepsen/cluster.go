@@ -61,7 +61,8 @@ type node struct {
 	paused  bool
 }
 
-// cluster runs the region under test: certificates, anchors, node processes, the network.
+// cluster runs the region under test: certificates, anchors, node processes, the network; and,
+// in governance mode, the governance plane that feeds the region.
 type cluster struct {
 	bin       string
 	dir       string
@@ -72,15 +73,30 @@ type cluster struct {
 	caPath    string
 	nodes     []*node
 	anchors   []string // anchor key files, one per tenant
+
+	// Governance mode (Scenario.Governance > 0): the governance nodes, on the network's hosts
+	// after the region's (host index len(nodes)+j), with a gossip key of their own.
+	gov          []*node
+	govGossipKey string
 }
 
-func newCluster(bin, dir string, nw network, n int, timing Timing, tenants int) (*cluster, error) {
+// regionName is the region's name; in governance mode the node certificates name it.
+const regionName = "jepsen"
+
+func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govNodes int) (*cluster, error) {
 	c := &cluster{bin: bin, dir: dir, net: nw, timing: timing}
 	key := make([]byte, 32)
 	if _, err := cryptorand.Read(key); err != nil {
 		return nil, err
 	}
 	c.gossipKey = base64.StdEncoding.EncodeToString(key)
+	if govNodes > 0 {
+		gk := make([]byte, 32)
+		if _, err := cryptorand.Read(gk); err != nil {
+			return nil, err
+		}
+		c.govGossipKey = base64.StdEncoding.EncodeToString(gk)
+	}
 	pkiDir := filepath.Join(dir, "pki")
 	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
 		return nil, err
@@ -100,7 +116,12 @@ func newCluster(bin, dir string, nw network, n int, timing Timing, tenants int) 
 		if err := os.MkdirAll(filepath.Dir(nd.dir), 0o700); err != nil {
 			return nil, err
 		}
-		cert, err := ca.IssueNode(nd.id, pki.NodeOptions{IPs: []net.IP{net.ParseIP(nw.host(i))}})
+		opts := pki.NodeOptions{IPs: []net.IP{net.ParseIP(nw.host(i))}}
+		if govNodes > 0 {
+			// Governance feeds a region's events only to nodes whose certificate names it.
+			opts.Region = regionName
+		}
+		cert, err := ca.IssueNode(nd.id, opts)
 		if err != nil {
 			return nil, err
 		}
@@ -108,6 +129,23 @@ func newCluster(bin, dir string, nw network, n int, timing Timing, tenants int) 
 			return nil, err
 		}
 		c.nodes = append(c.nodes, nd)
+	}
+	for j := range govNodes {
+		i := n + j
+		nd := &node{i: i, id: "g" + strconv.Itoa(j+1), dir: filepath.Join(dir, "nodes", "g"+strconv.Itoa(j+1), "data")}
+		nd.logPath = filepath.Join(dir, "nodes", nd.id, "server.log")
+		if err := os.MkdirAll(filepath.Dir(nd.dir), 0o700); err != nil {
+			return nil, err
+		}
+		// A governance node's certificate names no region.
+		cert, err := ca.IssueNode(nd.id, pki.NodeOptions{IPs: []net.IP{net.ParseIP(nw.host(i))}})
+		if err != nil {
+			return nil, err
+		}
+		if err := cert.WriteFiles(c.certPath(nd), c.keyPath(nd)); err != nil {
+			return nil, err
+		}
+		c.gov = append(c.gov, nd)
 	}
 	anchorDir := filepath.Join(dir, "anchors")
 	if err := os.MkdirAll(anchorDir, 0o700); err != nil {
@@ -132,6 +170,18 @@ func (c *cluster) addr(i, kind int) string {
 
 // apiAddr is node i's gRPC address.
 func (c *cluster) apiAddr(i int) string { return c.addr(i, 0) }
+
+// govAddr is governance node j's GovernanceService address.
+func (c *cluster) govAddr(j int) string { return c.addr(len(c.nodes)+j, 0) }
+
+// govAddrs lists every governance node's API address (the region's -governance flag).
+func (c *cluster) govAddrs() []string {
+	var out []string
+	for j := range c.gov {
+		out = append(out, c.govAddr(j))
+	}
+	return out
+}
 
 // anchorURI is tenant t's file:// development anchor.
 func (c *cluster) anchorURI(t int) string { return "file://" + c.anchors[t] + "?create=1" }
@@ -169,7 +219,50 @@ func (c *cluster) start(i int, bootstrap bool) error {
 		"-raft-trailing-logs", strconv.FormatUint(t.TrailingLogs, 10),
 		"-region-settings", fmt.Sprintf("lease-duration=%s,anchor-check-period=%s,anchor-grace-period=%s", t.Lease, t.AnchorCheck, t.AnchorGrace),
 	}
-	argv = c.net.wrap(i, argv)
+	if len(c.gov) > 0 {
+		argv = append(argv, "-governance", joinList(c.govAddrs()))
+	}
+	return c.launch(nd, argv)
+}
+
+// startGov launches governance node j; bootstrap as for start.
+func (c *cluster) startGov(j int, bootstrap bool) error {
+	nd := c.gov[j]
+	nd.mu.Lock()
+	defer nd.mu.Unlock()
+	if nd.cmd != nil {
+		return fmt.Errorf("jepsen: %s is already running", nd.id)
+	}
+	n := len(c.nodes)
+	var join []string
+	for k := range c.gov {
+		if k != j {
+			join = append(join, c.addr(n+k, 2))
+		}
+	}
+	expect := 0
+	if bootstrap {
+		expect = len(c.gov)
+	}
+	t := c.timing
+	argv := []string{c.bin, "governance", "server",
+		"-node-id", nd.id, "-data-dir", nd.dir,
+		"-api-addr", c.addr(nd.i, 0), "-raft-addr", c.addr(nd.i, 1), "-gossip-addr", c.addr(nd.i, 2),
+		"-bootstrap-expect", strconv.Itoa(expect), "-join", joinList(join),
+		"-gossip-key", c.govGossipKey, "-ca-cert", c.caPath, "-cert", c.certPath(nd), "-key", c.keyPath(nd),
+		"-dev-anchor", "-log-level", "info", "-heartbeat-interval", "1s",
+		"-raft-heartbeat-timeout", t.Heartbeat.String(), "-raft-election-timeout", t.Election.String(),
+		"-raft-leader-lease-timeout", t.LeaderLease.String(),
+		"-raft-snapshot-threshold", strconv.FormatUint(t.SnapshotThreshold, 10),
+		"-raft-snapshot-interval", t.SnapshotInterval.String(),
+		"-raft-trailing-logs", strconv.FormatUint(t.TrailingLogs, 10),
+	}
+	return c.launch(nd, argv)
+}
+
+// launch starts argv as node nd (nd.mu held) in its network namespace, logging to its log file.
+func (c *cluster) launch(nd *node, argv []string) error {
+	argv = c.net.wrap(nd.i, argv)
 	logf, err := os.OpenFile(nd.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
 		return err
@@ -210,8 +303,9 @@ func joinList(s []string) string {
 }
 
 // signal sends sig to node i's process; false if it is not running.
-func (c *cluster) signal(i int, sig syscall.Signal) bool {
-	nd := c.nodes[i]
+func (c *cluster) signal(i int, sig syscall.Signal) bool { return signalNode(c.nodes[i], sig) }
+
+func signalNode(nd *node, sig syscall.Signal) bool {
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
 	if nd.cmd == nil {
@@ -228,8 +322,9 @@ func (c *cluster) signal(i int, sig syscall.Signal) bool {
 }
 
 // kill SIGKILLs node i and waits for it to be gone.
-func (c *cluster) kill(i int) {
-	nd := c.nodes[i]
+func (c *cluster) kill(i int) { killNode(c.nodes[i]) }
+
+func killNode(nd *node) {
 	nd.mu.Lock()
 	cmd, exited := nd.cmd, nd.exited
 	nd.cmd = nil
@@ -243,8 +338,9 @@ func (c *cluster) kill(i int) {
 }
 
 // stop stops node i gracefully (SIGCONT first if paused, then SIGTERM), SIGKILL after timeout.
-func (c *cluster) stop(i int, timeout time.Duration) {
-	nd := c.nodes[i]
+func (c *cluster) stop(i int, timeout time.Duration) { stopNode(c.nodes[i], timeout) }
+
+func stopNode(nd *node, timeout time.Duration) {
 	nd.mu.Lock()
 	cmd, exited := nd.cmd, nd.exited
 	nd.cmd = nil
@@ -263,8 +359,9 @@ func (c *cluster) stop(i int, timeout time.Duration) {
 	}
 }
 
-func (c *cluster) running(i int) bool {
-	nd := c.nodes[i]
+func (c *cluster) running(i int) bool { return runningNode(c.nodes[i]) }
+
+func runningNode(nd *node) bool {
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
 	return nd.cmd != nil && !nd.paused
@@ -276,9 +373,9 @@ func (c *cluster) wipe(i int) error { return os.RemoveAll(c.nodes[i].dir) }
 // shutdown stops every node, in parallel.
 func (c *cluster) shutdown() {
 	var wg sync.WaitGroup
-	for i := range c.nodes {
+	for _, nd := range append(append([]*node(nil), c.nodes...), c.gov...) {
 		wg.Add(1)
-		go func() { defer wg.Done(); c.stop(i, 10*time.Second) }()
+		go func() { defer wg.Done(); stopNode(nd, 10*time.Second) }()
 	}
 	wg.Wait()
 }

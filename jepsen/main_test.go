@@ -24,6 +24,7 @@ var (
 	nemeses  = flag.String("jepsen.nemeses", "", "comma-separated nemeses: one scenario of just these (overrides the schedule)")
 	nodes    = flag.Int("jepsen.nodes", 3, "nodes of the -jepsen.nemeses scenario")
 	netFlag  = flag.String("jepsen.network", "", "netns or loopback (default: netns when root)")
+	govFlag  = flag.Int("jepsen.governance", 0, "governance nodes of the -jepsen.nemeses scenario (0: a region on its own)")
 )
 
 // binDir holds the krypton binaries the nodes run, built once by TestMain.
@@ -89,7 +90,7 @@ func schedule() []jepsen.Scenario {
 	var s []jepsen.Scenario
 	switch {
 	case *nemeses != "":
-		s = []jepsen.Scenario{{Name: "custom", Nodes: *nodes, Duration: time.Minute, Nemeses: strings.Split(*nemeses, ",")}}
+		s = []jepsen.Scenario{{Name: "custom", Nodes: *nodes, Governance: *govFlag, Duration: time.Minute, Nemeses: strings.Split(*nemeses, ",")}}
 	case *long:
 		s = jepsen.LongSchedule(time.Minute)
 	default:

@@ -31,14 +31,23 @@ const (
 	AnchorFlaky       = "anchor-flaky"       // a tenant's L1 fails transiently
 	AnchorDead        = "anchor-dead"        // a tenant's L1 denies definitely, then returns
 	AnchorHung        = "anchor-hung"        // one tenant's L1 answers nothing while another's is disabled
+
+	// Governance nemeses: only in a scenario with Governance set (a no-op otherwise).
+	GovernanceKill      = "governance-kill"      // SIGKILL the governance leader (or its only node), restart it later
+	GovernancePartition = "governance-partition" // the region's leader cut off from every governance node
 )
 
 // AllNemeses lists every kind.
 var AllNemeses = []string{KillLeader, KillFollower, KillAll, PauseLeader, PauseFollower, PartitionLeader,
 	PartitionFollower, Bridge, OneWay, Slow, Member, Transfer, AnchorFlaky, AnchorDead, AnchorHung}
 
+// GovernanceNemeses lists the governance kinds (not in AllNemeses: the mixed scenarios run
+// without governance).
+var GovernanceNemeses = []string{GovernanceKill, GovernancePartition}
+
 // needsNetwork are the kinds that need the netns network.
-var needsNetwork = map[string]bool{PartitionLeader: true, PartitionFollower: true, Bridge: true, OneWay: true, Slow: true}
+var needsNetwork = map[string]bool{PartitionLeader: true, PartitionFollower: true, Bridge: true, OneWay: true, Slow: true,
+	GovernancePartition: true}
 
 // Fault is one injected fault, as the report shows it.
 type Fault struct {
@@ -289,6 +298,43 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		return nil
 	case Member:
 		return nm.member(ctx, l, &f)
+	case GovernanceKill:
+		if len(c.gov) == 0 {
+			f.Detail = "no governance"
+			return nil
+		}
+		g := nm.govLeader(ctx)
+		if g < 0 {
+			g = nm.r.IntN(len(c.gov))
+		}
+		f.Detail = c.gov[g].id
+		nm.logf("nemesis: %s %s for %s", kind, f.Detail, hold)
+		killNode(c.gov[g])
+		sleep(ctx, hold)
+		return c.startGov(g, false)
+	case GovernancePartition:
+		if len(c.gov) == 0 {
+			f.Detail = "no governance"
+			return nil
+		}
+		defer c.net.heal()
+		if l < 0 {
+			l = 0
+		}
+		var gs []int
+		for j := range c.gov {
+			gs = append(gs, len(c.nodes)+j)
+		}
+		// The leader's feed is cut, and so is any new leader's if it moves back; the other
+		// region nodes keep their links to governance, so a leader elected among them (after a
+		// region fault) follows the feed again.
+		f.Detail = c.nodes[l].id + " | governance"
+		if err := nm.partition([]int{l}, gs); err != nil {
+			return err
+		}
+		nm.logf("nemesis: %s %s for %s", kind, f.Detail, hold)
+		sleep(ctx, hold)
+		return nil
 	case Transfer:
 		f.Detail = "transfers"
 		deadline := time.Now().Add(hold)
@@ -494,5 +540,44 @@ func (nm *nemesis) healAll() {
 		if !c.running(i) {
 			c.start(i, false)
 		}
+	}
+	for j, nd := range c.gov {
+		signalNode(nd, syscall.SIGCONT)
+		if !runningNode(nd) {
+			c.startGov(j, false)
+		}
+	}
+}
+
+// govLeader asks every running governance node and returns the index of the one that names
+// itself leader in the highest term, or -1.
+func (nm *nemesis) govLeader(ctx context.Context) int {
+	best, term := -1, uint64(0)
+	for j, nd := range nm.c.gov {
+		if !runningNode(nd) {
+			continue
+		}
+		g, err := nm.cs.gov(j)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := g.Status(cctx, &kv1.GovernanceStatusRequest{})
+		cancel()
+		if err == nil && st.GetLeaderId() == nd.id && st.GetTerm() >= term {
+			best, term = j, st.GetTerm()
+		}
+	}
+	return best
+}
+
+// waitGovLeader waits up to d for a governance leader.
+func (nm *nemesis) waitGovLeader(ctx context.Context, d time.Duration) int {
+	deadline := time.Now().Add(d)
+	for {
+		if g := nm.govLeader(ctx); g >= 0 || time.Now().After(deadline) || ctx.Err() != nil {
+			return g
+		}
+		sleep(ctx, 200*time.Millisecond)
 	}
 }

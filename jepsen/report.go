@@ -56,6 +56,9 @@ func (r *Result) Text() string {
 	}
 	fmt.Fprintf(&b, "%s  scenario %s: %d nodes, %s, nemeses %s\n", verdict, r.Scenario.Name, r.Scenario.Nodes, r.Scenario.Duration, strings.Join(r.Scenario.Nemeses, ","))
 	fmt.Fprintf(&b, "seed %d, network %s, elapsed %s\n", r.Seed, r.Network, r.Elapsed.Round(time.Second))
+	if r.Scenario.Governance > 0 {
+		fmt.Fprintf(&b, "governance mode: %d governance node(s) feed the region; tenants, services and revocations from governance\n", r.Scenario.Governance)
+	}
 	t := r.Timing
 	fmt.Fprintf(&b, "raft: heartbeat %s, election %s, leader lease %s, snapshot threshold %d every %s, trailing logs %d; serving lease %s, anchor check %s, grace %s\n",
 		t.Heartbeat, t.Election, t.LeaderLease, t.SnapshotThreshold, t.SnapshotInterval, t.TrailingLogs, t.Lease, t.AnchorCheck, t.AnchorGrace)
@@ -181,7 +184,7 @@ func checkNoPlaintext(c *cluster, h *history) *Verdict {
 	v := newVerdict("no-plaintext-on-disk")
 	needles := plaintextIndex(h)
 	files, bytesScanned := 0, 0
-	for _, nd := range c.nodes {
+	for _, nd := range append(append([]*node(nil), c.nodes...), c.gov...) {
 		root := filepath.Dir(nd.dir)
 		filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() {

@@ -30,6 +30,10 @@ type Scenario struct {
 	Nemeses  []string      `json:"nemeses"` // chosen at random, one at a time, between quiet spells
 	Duration time.Duration `json:"duration"`
 	Clients  int           `json:"clients"`
+	// Governance, when positive, runs a governance plane of that many `krypton governance
+	// server` nodes (1 or 3) that feeds the region: tenants and services are created there and
+	// revocations issued there (governanceRevoker). See DESIGN.md, "Governance mode".
+	Governance int `json:"governance,omitempty"`
 }
 
 // Options configure Run.
@@ -146,13 +150,13 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	var nw network
 	switch {
 	case opts.Network == "netns" || (opts.Network == "" && isRoot()):
-		w, err := newNetnsNet(sc.Nodes)
+		w, err := newNetnsNet(sc.Nodes + sc.Governance)
 		if err != nil {
 			return nil, err
 		}
 		nw = w
 	default:
-		w, err := newLoopbackNet(sc.Nodes)
+		w, err := newLoopbackNet(sc.Nodes + sc.Governance)
 		if err != nil {
 			return nil, err
 		}
@@ -174,7 +178,10 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	logf("seed %d, %d nodes on %s, raft heartbeat %s election %s snapshot-threshold %d trailing-logs %d, lease %s",
 		opts.Seed, sc.Nodes, nw.name(), timing.Heartbeat, timing.Election, timing.SnapshotThreshold, timing.TrailingLogs, timing.Lease)
 
-	c, err := newCluster(opts.Binary, opts.Dir, nw, sc.Nodes, timing, numTenants)
+	if sc.Governance > 0 {
+		logf("governance mode: %d governance node(s) feed the region", sc.Governance)
+	}
+	c, err := newCluster(opts.Binary, opts.Dir, nw, sc.Nodes, timing, numTenants, sc.Governance)
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +194,11 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 		return nil, err
 	}
 	defer h.close()
+	for j := range c.gov {
+		if err := c.startGov(j, true); err != nil {
+			return nil, err
+		}
+	}
 	for i := range c.nodes {
 		if err := c.start(i, true); err != nil {
 			return nil, err
@@ -308,6 +320,9 @@ func setup(ctx context.Context, c *cluster, cs *conns, nm *nemesis, logf func(st
 	if nm.waitLeader(ctx, 60*time.Second) < 0 {
 		return errors.New("jepsen: no leader within 60 s of starting the region")
 	}
+	if len(c.gov) > 0 {
+		return setupGovernance(ctx, c, cs, nm, logf)
+	}
 	for t := range c.anchors {
 		name := fmt.Sprintf("t%d", t+1)
 		var err error
@@ -332,6 +347,48 @@ func setup(ctx context.Context, c *cluster, cs *conns, nm *nemesis, logf func(st
 		}
 	}
 	logf("region up: %d nodes, %d tenants", len(c.nodes), len(c.anchors))
+	return nil
+}
+
+// setupGovernance creates the tenants at governance (a governance-fed region takes its tenants
+// from the feed) and waits until every region node has them.
+func setupGovernance(ctx context.Context, c *cluster, cs *conns, nm *nemesis, logf func(string, ...any)) error {
+	if nm.waitGovLeader(ctx, 60*time.Second) < 0 {
+		return errors.New("jepsen: no governance leader within 60 s of starting it")
+	}
+	for t := range c.anchors {
+		name := fmt.Sprintf("t%d", t+1)
+		var err error
+		for attempt := 0; attempt < 60 && ctx.Err() == nil; attempt++ {
+			var g kv1.GovernanceServiceClient
+			if g, err = cs.gov(attempt % len(c.gov)); err != nil {
+				break
+			}
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err = g.CreateTenant(cctx, &kv1.GovernanceCreateTenantRequest{RequestId: "jepsen-tenant-" + name, Tenant: name,
+				AnchorUri: c.anchorURI(t), Regions: []string{regionName}})
+			cancel()
+			if err == nil || strings.Contains(err.Error(), "AlreadyExists") {
+				err = nil
+				break
+			}
+			sleep(ctx, 500*time.Millisecond)
+		}
+		if err != nil {
+			return fmt.Errorf("jepsen: creating tenant %s at governance: %w", name, err)
+		}
+	}
+	wl := &workload{c: c, cs: cs}
+	for t := range c.anchors {
+		name := fmt.Sprintf("t%d", t+1)
+		if !wl.regionHas(ctx, 0, 60*time.Second, func(cctx context.Context, a kv1.AdminServiceClient) error {
+			_, err := a.DescribeTenant(cctx, &kv1.DescribeTenantRequest{Tenant: name})
+			return err
+		}, true) {
+			return fmt.Errorf("jepsen: tenant %s, created at governance, not on every region node within 60 s", name)
+		}
+	}
+	logf("region up: %d nodes, %d governance node(s), %d tenants from governance", len(c.nodes), len(c.gov), len(c.anchors))
 	return nil
 }
 
@@ -372,7 +429,16 @@ func finalChecks(ctx context.Context, c *cluster, cs *conns, nm *nemesis, wl *wo
 	// a leader takes it.
 	k := &wkey{tenant: "t1", service: "final", byVersion: map[uint32][]int{}, revoked: map[uint32]bool{}}
 	var err error
-	for attempt := 0; attempt < 60 && ctx.Err() == nil; attempt++ {
+	for attempt := 0; len(c.gov) > 0 && attempt < 60 && ctx.Err() == nil; attempt++ {
+		// In governance mode the final write is a service created at governance and applied by
+		// the region through the feed: both planes, and the feed between them, recovered.
+		err = wl.createAtGovernance(ctx, attempt, "jepsen-final-write", k.tenant, k.service, 10*time.Second)
+		if err == nil {
+			break
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
+	for attempt := 0; len(c.gov) == 0 && attempt < 60 && ctx.Err() == nil; attempt++ {
 		err = wl.withAdmin(ctx, attempt%len(c.nodes), 10*time.Second, func(cctx context.Context, a kv1.AdminServiceClient) error {
 			_, err := a.CreateKey(cctx, &kv1.CreateKeyRequest{RequestId: "jepsen-final-write", Tenant: k.tenant, Service: k.service})
 			return err
@@ -409,7 +475,47 @@ func finalChecks(ctx context.Context, c *cluster, cs *conns, nm *nemesis, wl *wo
 	ops := h.snapshot()
 	acked := checkAckedWrites(ops, c, cs)
 	unwraps := checkFinalUnwraps(ctx, ops, c, wl, h)
+	if len(c.gov) > 0 {
+		return []*Verdict{members, final, conv, checkFeedCaughtUp(ctx, c, cs, nm), acked, unwraps}
+	}
 	return []*Verdict{members, final, conv, acked, unwraps}
+}
+
+// checkFeedCaughtUp: once healed, the region reports every governance event applied (no event of
+// its tenants pending at the governance leader) within a minute.
+func checkFeedCaughtUp(ctx context.Context, c *cluster, cs *conns, nm *nemesis) *Verdict {
+	v := newVerdict("feed-caught-up")
+	deadline := time.Now().Add(60 * time.Second)
+	var last string
+	for ctx.Err() == nil {
+		if g := nm.govLeader(ctx); g >= 0 {
+			if cl, err := cs.gov(g); err == nil {
+				cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				st, err := cl.Status(cctx, &kv1.GovernanceStatusRequest{})
+				cancel()
+				if err == nil {
+					last = fmt.Sprintf("head cursor %d, region not reported", st.GetHeadCursor())
+					for _, r := range st.GetRegions() {
+						if r.GetCursor().GetRegion() != regionName {
+							continue
+						}
+						last = fmt.Sprintf("head cursor %d, region %s applied %d, %d pending", st.GetHeadCursor(), regionName,
+							r.GetCursor().GetAppliedCursor(), r.GetPendingEvents())
+						if r.GetPendingEvents() == 0 {
+							v.Detail = last
+							return v
+						}
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
+	v.problem("the region did not catch up with the governance feed within a minute: %s", last)
+	return v
 }
 
 // describeAll reads every tenant with its keys from node i's applied state.

@@ -14,8 +14,9 @@ func ShortSchedule() []Scenario {
 	}
 }
 
-// LongSchedule is `make jepsen`: ten scenarios of d each (about a minute), every nemesis alone
-// and then all of them mixed, on three and five nodes.
+// LongSchedule is `make jepsen`: eleven scenarios of d each (about a minute), every nemesis alone
+// and then all of them mixed, on three and five nodes, and the governance-fed region with its
+// revocations issued at governance.
 func LongSchedule(d time.Duration) []Scenario {
 	return []Scenario{
 		{Name: "kill", Nodes: 3, Duration: d, Nemeses: []string{KillLeader, KillFollower, KillAll}},
@@ -28,6 +29,8 @@ func LongSchedule(d time.Duration) []Scenario {
 		{Name: "anchor", Nodes: 3, Duration: d, Nemeses: []string{AnchorFlaky, AnchorDead, AnchorHung}},
 		{Name: "mixed-3", Nodes: 3, Duration: d, Nemeses: AllNemeses},
 		{Name: "mixed-5", Nodes: 5, Duration: d, Nemeses: AllNemeses},
+		{Name: "governance", Nodes: 3, Governance: 3, Duration: d,
+			Nemeses: []string{KillLeader, PartitionFollower, GovernanceKill, GovernancePartition}},
 	}
 }
 

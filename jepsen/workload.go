@@ -58,25 +58,60 @@ type Refusal struct {
 }
 
 // Revoker is how the workload revokes: an acknowledgement (nil error) must mean that no node of
-// the region uses the scope's keys any more. adminRevoker calls the region's own
-// AdminService.RevokeKey through node n. Once the governance feed exists, a governance revoker
-// (GovernanceService.Revoke, acknowledged when the region reports the event fenced) plugs in
-// here, and every checker applies to governance-issued revocations unchanged.
+// the region uses the scope's keys any more. Revoke is sent through node n (a region node for
+// adminRevoker, governance node n mod the governance nodes for governanceRevoker); target names
+// that node for the history, and fence is how the revocation was made effective, as the history
+// records it. Every checker applies to every Revoker unchanged.
 type Revoker interface {
-	Revoke(ctx context.Context, n int, requestID string, scope *kv1.KeyScope) (*kv1.FenceResult, error)
+	Revoke(ctx context.Context, n int, requestID string, scope *kv1.KeyScope) (fence string, err error)
+	target(n int) string
 }
 
-// adminRevoker revokes through the region's AdminService.
+// adminRevoker revokes through the region's own AdminService.RevokeKey, which returns once the
+// region's revocation fence has run.
 type adminRevoker struct{ w *workload }
 
-func (a adminRevoker) Revoke(ctx context.Context, n int, requestID string, scope *kv1.KeyScope) (*kv1.FenceResult, error) {
+func (a adminRevoker) target(n int) string { return a.w.c.nodes[n].id }
+
+func (a adminRevoker) Revoke(ctx context.Context, n int, requestID string, scope *kv1.KeyScope) (string, error) {
 	var resp *kv1.RevokeKeyResponse
 	err := a.w.withAdmin(ctx, n, a.w.revokeTimeout(), func(cctx context.Context, c kv1.AdminServiceClient) error {
 		var err error
 		resp, err = c.RevokeKey(cctx, &kv1.RevokeKeyRequest{RequestId: requestID, Scope: scope, Reason: "jepsen"})
 		return err
 	})
-	return resp.GetFence(), err
+	if err != nil {
+		return "", err
+	}
+	fence := resp.GetFence()
+	return "confirmed=" + strings.Join(fence.GetConfirmedNodes(), ",") + " expired=" + strings.Join(fence.GetLeaseExpiredNodes(), ","), nil
+}
+
+// governanceRevoker revokes at the governance plane: GovernanceService.Revoke with wait, which
+// returns only once every region of the tenant has reported the event applied, and a region
+// reports only after its own revocation fence (governance/DESIGN.md, "Waiting"). Its errors map
+// as a region write's do (classify): NOT_FOUND, FAILED_PRECONDITION, INVALID_ARGUMENT are
+// definite refusals; UNAVAILABLE (no governance leader) and DEADLINE_EXCEEDED (the wait ran out:
+// the event stands and a region may apply it later) are indeterminate.
+type governanceRevoker struct{ w *workload }
+
+func (g governanceRevoker) target(n int) string { return g.w.c.gov[n%len(g.w.c.gov)].id }
+
+func (g governanceRevoker) Revoke(ctx context.Context, n int, requestID string, scope *kv1.KeyScope) (string, error) {
+	var resp *kv1.RevokeResponse
+	err := g.w.withGov(ctx, n, g.w.govRevokeTimeout(), func(cctx context.Context, c kv1.GovernanceServiceClient) error {
+		var err error
+		resp, err = c.Revoke(cctx, &kv1.RevokeRequest{RequestId: requestID, Target: scope, Reason: "jepsen", Wait: true})
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	var regions []string
+	for _, r := range resp.GetRegions() {
+		regions = append(regions, fmt.Sprintf("%s@%d", r.GetRegion(), r.GetAppliedCursor()))
+	}
+	return fmt.Sprintf("governance event=%d regions=%s", resp.GetEvent().GetCursor(), strings.Join(regions, ",")), nil
 }
 
 // workload drives the clients.
@@ -87,6 +122,9 @@ type workload struct {
 	tenants []string
 	timing  Timing
 	revoker Revoker
+	// governance: services are created at governance (CreateService, then awaited in the
+	// region) and revoked there (governanceRevoker); rotations stay region admin writes.
+	governance bool
 
 	mu       sync.Mutex
 	active   []*wkey
@@ -101,6 +139,10 @@ type workload struct {
 func newWorkload(c *cluster, cs *conns, h *history, tenants []string, timing Timing) *workload {
 	w := &workload{c: c, cs: cs, h: h, tenants: tenants, timing: timing, all: map[string]*wkey{}}
 	w.revoker = adminRevoker{w}
+	if len(c.gov) > 0 {
+		w.governance = true
+		w.revoker = governanceRevoker{w}
+	}
 	return w
 }
 
@@ -241,10 +283,16 @@ func errText(err error) string {
 func (w *workload) create(ctx context.Context, p, n int, k *wkey) Op {
 	op := Op{Process: p, Type: OpCreate, Key: k.name(), Node: w.c.nodes[n].id, RequestID: w.requestID(p)}
 	w.h.begin(&op)
-	err := w.withAdmin(ctx, n, writeTimeout, func(cctx context.Context, a kv1.AdminServiceClient) error {
-		_, err := a.CreateKey(cctx, &kv1.CreateKeyRequest{RequestId: op.RequestID, Tenant: k.tenant, Service: k.service})
-		return err
-	})
+	var err error
+	if w.governance {
+		op.Node = w.c.gov[n%len(w.c.gov)].id
+		err = w.createAtGovernance(ctx, n, op.RequestID, k.tenant, k.service, writeTimeout)
+	} else {
+		err = w.withAdmin(ctx, n, writeTimeout, func(cctx context.Context, a kv1.AdminServiceClient) error {
+			_, err := a.CreateKey(cctx, &kv1.CreateKeyRequest{RequestId: op.RequestID, Tenant: k.tenant, Service: k.service})
+			return err
+		})
+	}
 	op.Outcome, op.Code = classify(err, true)
 	op.Error = errText(err)
 	if op.Outcome == OK {
@@ -301,17 +349,24 @@ func (w *workload) revokeTimeout() time.Duration {
 	return writeTimeout + w.timing.Lease*2
 }
 
+// govRevokeTimeout bounds a governance revocation with wait: the governance write, the feed's
+// delivery, the region's write and fence (up to a lease and a half when a node does not
+// confirm), and the report back.
+func (w *workload) govRevokeTimeout() time.Duration {
+	return w.revokeTimeout() + 2*time.Second
+}
+
 // revoke revokes version v of k (0: the whole service) and, once acknowledged, probes every node
 // with a blob of a revoked version (the revocation fence: from the acknowledgement on, no node
 // may use it).
 func (w *workload) revoke(ctx context.Context, p, n int, k *wkey, v uint32) Op {
-	op := Op{Process: p, Type: OpRevoke, Key: k.name(), Node: w.c.nodes[n].id, Arg: v, RequestID: w.requestID(p)}
+	op := Op{Process: p, Type: OpRevoke, Key: k.name(), Node: w.revoker.target(n), Arg: v, RequestID: w.requestID(p)}
 	w.h.begin(&op)
 	fence, err := w.revoker.Revoke(ctx, n, op.RequestID, &kv1.KeyScope{Tenant: k.tenant, Service: k.service, Version: v})
 	op.Outcome, op.Code = classify(err, true)
 	op.Error = errText(err)
 	if op.Outcome == OK {
-		op.Fence = "confirmed=" + strings.Join(fence.GetConfirmedNodes(), ",") + " expired=" + strings.Join(fence.GetLeaseExpiredNodes(), ",")
+		op.Fence = fence
 	}
 	w.h.end(&op, nil)
 	w.count(op)
@@ -444,6 +499,62 @@ func (w *workload) count(op Op) {
 	if op.Outcome == OK {
 		w.okOps.Add(1)
 	}
+}
+
+// withGov calls f with governance node n mod the governance nodes under a timeout.
+func (w *workload) withGov(ctx context.Context, n int, timeout time.Duration, f func(context.Context, kv1.GovernanceServiceClient) error) error {
+	g, err := w.cs.gov(n % len(w.c.gov))
+	if err != nil {
+		return err
+	}
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return f(cctx, g)
+}
+
+// createAtGovernance creates tenant/service at governance (through governance node n) and waits,
+// up to timeout more, until the region has applied it: a region node describes the key. An
+// acknowledged governance write that the region has not applied in time is indeterminate
+// (DEADLINE_EXCEEDED): the region will apply it later, but a wrap now may not find it.
+func (w *workload) createAtGovernance(ctx context.Context, n int, requestID, tenant, service string, timeout time.Duration) error {
+	err := w.withGov(ctx, n, timeout, func(cctx context.Context, g kv1.GovernanceServiceClient) error {
+		_, err := g.CreateService(cctx, &kv1.GovernanceCreateServiceRequest{RequestId: requestID, Tenant: tenant, Service: service})
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !w.regionHas(ctx, n, timeout, func(cctx context.Context, a kv1.AdminServiceClient) error {
+		_, err := a.DescribeKey(cctx, &kv1.DescribeKeyRequest{Tenant: tenant, Service: service})
+		return err
+	}, false) {
+		return status.Errorf(codes.DeadlineExceeded, "governance acknowledged %s/%s, but no region node had it within %s", tenant, service, timeout)
+	}
+	return nil
+}
+
+// regionHas asks region nodes (from n on, round robin) until describe succeeds on one, or, with
+// all, on every node; false if that did not happen within timeout. A node that describes a key
+// has applied its creation, so the region committed it.
+func (w *workload) regionHas(ctx context.Context, n int, timeout time.Duration, describe func(context.Context, kv1.AdminServiceClient) error, all bool) bool {
+	deadline := time.Now().Add(timeout)
+	have := map[int]bool{}
+	for try := 0; ctx.Err() == nil; try++ {
+		i := (n + try) % len(w.c.nodes)
+		if !have[i] && w.withAdmin(ctx, i, time.Second, describe) == nil {
+			have[i] = true
+			if !all || len(have) == len(w.c.nodes) {
+				return true
+			}
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		if i == len(w.c.nodes)-1 || !all {
+			sleep(ctx, 50*time.Millisecond)
+		}
+	}
+	return false
 }
 
 // withAdmin calls f with node n's AdminService under a timeout.
