@@ -11,7 +11,8 @@ import (
 // TestBrokenBuildCaught shows that the harness can fail: against a build whose nodes serve
 // without a serving lease (-tags krypton_unsafe_no_lease), a follower cut off by a partition
 // keeps using keys revoked after it was cut off, and the checkers must say so. The schedule makes
-// that very likely in one run; the test allows three.
+// that very likely in one run; the test allows three. With -long it also runs the governance-fed
+// variant (BrokenGovernanceScenario), whose revocations are issued at governance.
 func TestBrokenBuildCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the chaos schedule does not run with -short")
@@ -25,7 +26,18 @@ func TestBrokenBuildCaught(t *testing.T) {
 		t.Skip("needs root for network namespaces")
 	}
 	bin := build(t, "krypton-unsafe", "krypton_unsafe_no_lease")
-	sc := jepsen.BrokenScenario()
+	scenarios := []jepsen.Scenario{jepsen.BrokenScenario()}
+	if *long {
+		// The same fault with the region fed by governance and every revocation issued there:
+		// the checkers apply to governance-issued revocations unchanged, so they must fail too.
+		scenarios = append(scenarios, jepsen.BrokenGovernanceScenario())
+	}
+	for _, sc := range scenarios {
+		t.Run(sc.Name, func(t *testing.T) { brokenCaught(t, bin, sc) })
+	}
+}
+
+func brokenCaught(t *testing.T, bin string, sc jepsen.Scenario) {
 	base := seed()
 	for attempt := range 3 {
 		s := base + uint64(attempt)

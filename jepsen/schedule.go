@@ -40,3 +40,12 @@ func LongSchedule(d time.Duration) []Scenario {
 func BrokenScenario() Scenario {
 	return Scenario{Name: "broken-no-lease", Nodes: 3, Duration: 25 * time.Second, Nemeses: []string{PartitionFollower}}
 }
+
+// BrokenGovernanceScenario is BrokenScenario with the region fed by a one-node governance plane
+// and every revocation issued there (governanceRevoker): a region reports a governance event only
+// after its fence, which a node serving without a lease defeats just the same.
+func BrokenGovernanceScenario() Scenario {
+	sc := BrokenScenario()
+	sc.Name, sc.Governance = "broken-no-lease-governance", 1
+	return sc
+}
