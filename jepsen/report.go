@@ -87,6 +87,10 @@ func (r *Result) Text() string {
 		fmt.Fprintf(&b, "  %-20s %3d\n", k, r.Faults[k])
 	}
 	fmt.Fprintf(&b, "\nrevocations probed: %d node refusals (%d probes of paused or cut-off nodes unanswered); worst time from acknowledgement to the last node's refusal: %s\n", r.Refusals, r.Unanswered, r.WorstRefusal.Round(time.Millisecond))
+	if l := r.RevokeLatency; l != nil {
+		fmt.Fprintf(&b, "governance revocations acknowledged (every region applied and fenced): %d; latency p50 %s, p99 %s, max %s\n",
+			l.Count, l.P50.Round(time.Millisecond), l.P99.Round(time.Millisecond), l.Max.Round(time.Millisecond))
+	}
 	if len(r.RefusalCodes) > 0 {
 		var codes []string
 		for c, n := range r.RefusalCodes {

@@ -70,8 +70,11 @@ type Result struct {
 	// WorstKillSwitch is the longest time from disabling a tenant's anchor to the last use of
 	// its keys that began after it.
 	WorstKillSwitch time.Duration `json:"worst-kill-switch"`
-	Elapsed         time.Duration `json:"elapsed"`
-	Skipped         []string      `json:"skipped,omitempty"` // nemeses this network cannot run
+	// RevokeLatency is, in governance mode, the time from invoking a governance revocation to
+	// its acknowledgement (every region applied and fenced it): median, 99th percentile, max.
+	RevokeLatency *Latency      `json:"revoke-latency,omitempty"`
+	Elapsed       time.Duration `json:"elapsed"`
+	Skipped       []string      `json:"skipped,omitempty"` // nemeses this network cannot run
 }
 
 // OK reports whether every checker passed (an "unknown" linearizability verdict counts as
@@ -275,6 +278,9 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	for _, op := range ops {
 		res.Ops[op.Type+" "+op.Outcome]++
 	}
+	if sc.Governance > 0 {
+		res.RevokeLatency = revokeLatency(ops)
+	}
 	for _, rf := range wl.refusals {
 		switch rf.Code {
 		case "Canceled":
@@ -300,6 +306,29 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 		os.RemoveAll(filepath.Join(opts.Dir, "pki"))
 	}
 	return res, nil
+}
+
+// Latency summarises a set of durations.
+type Latency struct {
+	Count int           `json:"count"`
+	P50   time.Duration `json:"p50"`
+	P99   time.Duration `json:"p99"`
+	Max   time.Duration `json:"max"`
+}
+
+// revokeLatency is the latency of the acknowledged revocations.
+func revokeLatency(ops []Op) *Latency {
+	var d []time.Duration
+	for _, op := range ops {
+		if op.Type == OpRevoke && op.Outcome == OK {
+			d = append(d, time.Duration(op.Complete-op.Invoke))
+		}
+	}
+	if len(d) == 0 {
+		return &Latency{}
+	}
+	slices.Sort(d)
+	return &Latency{Count: len(d), P50: d[len(d)/2], P99: d[len(d)*99/100], Max: d[len(d)-1]}
 }
 
 // remapClients numbers probe processes after the clients, as porcupine's visualization wants
