@@ -5,7 +5,8 @@
 // leadership transfers, a failing L1 anchor), records every operation, and checks the history:
 // linearizability of each key with porcupine, the revocation fence (once RevokeKey returns no
 // node uses the key), durability of every acknowledged write on every node, and no data key on
-// disk. Each run writes a report directory. DESIGN.md says what is checked and why.
+// disk. A scenario may run the region fed by real governance nodes and revoke there
+// (Scenario.Governance). Each run writes a report directory. DESIGN.md says what is checked and why.
 //
 //	res, err := jepsen.Run(ctx, jepsen.ShortSchedule()[0], jepsen.Options{Binary: "bin/krypton", Dir: dir, Seed: 1})
 //	if err == nil && !res.OK() {
