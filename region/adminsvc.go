@@ -355,6 +355,20 @@ func (n *Node) keyProto(svc fsm.Service) (*kv1.Key, error) {
 	return k, nil
 }
 
+// writtenKeyProto is keyProto for the answer of a write that made svc.Current (CreateKey,
+// RotateKey, or a retry of one, which returns the first result): current_version is the version
+// the write made even if the service has been revoked since — the write was acknowledged before
+// the revocation, and its answer must say what it did (jepsen finding 6). The versions' states are
+// as they are now.
+func (n *Node) writtenKeyProto(svc fsm.Service) (*kv1.Key, error) {
+	k, err := n.keyProto(svc)
+	if err != nil {
+		return nil, err
+	}
+	k.CurrentVersion = svc.Current
+	return k, nil
+}
+
 func (s *adminService) CreateTenant(ctx context.Context, req *kv1.CreateTenantRequest) (*kv1.Tenant, error) {
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
@@ -424,7 +438,7 @@ func (s *adminService) CreateKey(ctx context.Context, req *kv1.CreateKeyRequest)
 	if err != nil {
 		return nil, err
 	}
-	return s.n.keyProto(svc)
+	return s.n.writtenKeyProto(svc)
 }
 
 func (s *adminService) RotateKey(ctx context.Context, req *kv1.RotateKeyRequest) (*kv1.Key, error) {
@@ -435,7 +449,7 @@ func (s *adminService) RotateKey(ctx context.Context, req *kv1.RotateKeyRequest)
 	if err != nil {
 		return nil, err
 	}
-	return s.n.keyProto(svc)
+	return s.n.writtenKeyProto(svc)
 }
 
 func (s *adminService) ListKeys(_ context.Context, req *kv1.ListKeysRequest) (*kv1.ListKeysResponse, error) {

@@ -265,3 +265,30 @@ func TestWrapOnCutOffNodeIsUnavailable(t *testing.T) {
 	r.Heal()
 	mustWrap(t, r, f, "acme", "fresh")
 }
+
+// TestRotateKeyReportsItsVersionAfterServiceRevoked (jepsen finding 6): a rotation acknowledged
+// reports the version it made even when the service was revoked before the response was built
+// (here: a retry with the same request id after the revocation, which returns the first result;
+// in the chaos run, a service revocation racing the rotation). keyProto takes the current status
+// (revoked: current_version 0) with the write's own svc.
+func TestRotateKeyReportsItsVersionAfterServiceRevoked(t *testing.T) {
+	r := setup(t)
+	admin := r.AdminClient(r.Leader())
+	k, err := admin.RotateKey(ctxT(t), &kv1.RotateKeyRequest{RequestId: "rot-f6", Tenant: "acme", Service: "payments"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k.GetCurrentVersion() != 2 {
+		t.Fatalf("rotation reported v%d, want v2", k.GetCurrentVersion())
+	}
+	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rv-f6", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments"}, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	again, err := admin.RotateKey(ctxT(t), &kv1.RotateKeyRequest{RequestId: "rot-f6", Tenant: "acme", Service: "payments"})
+	if err != nil {
+		t.Fatalf("retry of an acknowledged rotation: %v", err)
+	}
+	if again.GetCurrentVersion() != 2 {
+		t.Errorf("retry of the acknowledged rotation reports v%d after the service was revoked, want v2 (the first result)", again.GetCurrentVersion())
+	}
+}

@@ -1856,7 +1856,9 @@ type Key struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Tenant  string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	Service string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
-	// The ACTIVE version, or 0 if the service is revoked.
+	// The ACTIVE version, or 0 if the service is revoked. In the answer of
+	// CreateKey or RotateKey (or a retry of one), the version that call made,
+	// even if the service has been revoked since.
 	CurrentVersion uint32 `protobuf:"varint,3,opt,name=current_version,json=currentVersion,proto3" json:"current_version,omitempty"`
 	// Every version, in increasing order.
 	Versions      []*KeyVersion `protobuf:"bytes,4,rep,name=versions,proto3" json:"versions,omitempty"`
