@@ -35,6 +35,10 @@ const (
 	// Governance nemeses: only in a scenario with Governance set (a no-op otherwise).
 	GovernanceKill      = "governance-kill"      // SIGKILL the governance leader (or its only node), restart it later
 	GovernancePartition = "governance-partition" // the region's leader cut off from every governance node
+	// GovernanceIsolate cuts the governance leader off from the other governance nodes (three
+	// or more) while the region and the clients still reach it: it loses leadership, and a feed
+	// it serves must end (StaleAfter) so that the region moves to a node that hears the leader.
+	GovernanceIsolate = "governance-isolate"
 )
 
 // AllNemeses lists every kind.
@@ -43,11 +47,11 @@ var AllNemeses = []string{KillLeader, KillFollower, KillAll, PauseLeader, PauseF
 
 // GovernanceNemeses lists the governance kinds (not in AllNemeses: the mixed scenarios run
 // without governance).
-var GovernanceNemeses = []string{GovernanceKill, GovernancePartition}
+var GovernanceNemeses = []string{GovernanceKill, GovernancePartition, GovernanceIsolate}
 
 // needsNetwork are the kinds that need the netns network.
 var needsNetwork = map[string]bool{PartitionLeader: true, PartitionFollower: true, Bridge: true, OneWay: true, Slow: true,
-	GovernancePartition: true}
+	GovernancePartition: true, GovernanceIsolate: true}
 
 // Fault is one injected fault, as the report shows it.
 type Fault struct {
@@ -330,6 +334,29 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		// region fault) follows the feed again.
 		f.Detail = c.nodes[l].id + " | governance"
 		if err := nm.partition([]int{l}, gs); err != nil {
+			return err
+		}
+		nm.logf("nemesis: %s %s for %s", kind, f.Detail, hold)
+		sleep(ctx, hold)
+		return nil
+	case GovernanceIsolate:
+		if len(c.gov) < 3 {
+			f.Detail = "needs three governance nodes"
+			return nil
+		}
+		defer c.net.heal()
+		g := nm.govLeader(ctx)
+		if g < 0 {
+			g = nm.r.IntN(len(c.gov))
+		}
+		var rest []int
+		for j := range c.gov {
+			if j != g {
+				rest = append(rest, len(c.nodes)+j)
+			}
+		}
+		f.Detail = c.gov[g].id + " | other governance nodes"
+		if err := nm.partition([]int{len(c.nodes) + g}, rest); err != nil {
 			return err
 		}
 		nm.logf("nemesis: %s %s for %s", kind, f.Detail, hold)
