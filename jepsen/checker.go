@@ -386,3 +386,37 @@ func checkKillSwitch(ops []Op, faults []Fault, t Timing) (*Verdict, time.Duratio
 	v.Detail = fmt.Sprintf("%d anchor disablings; worst time from disabling to the last use that began: %s (bound %s)", n, worst.Round(time.Millisecond), bound.Round(time.Millisecond))
 	return v, worst
 }
+
+// checkGovernanceKillSwitch: once DeleteAnchor with wait was acknowledged (every region of the
+// tenant applied and fenced it), no wrap or unwrap of the tenant's keys that began after the
+// acknowledgement and before the anchor was set again succeeded, on any node
+// (docs/governance.md, "The kill switch"). Unlike the customer's own kill switch (checkKillSwitch,
+// a warning bounded by the L1 check period), this one is acknowledged, so it is a hard check.
+func checkGovernanceKillSwitch(ops []Op, faults []Fault) *Verdict {
+	v := newVerdict("governance-kill-switch")
+	n, refused := 0, 0
+	for _, f := range faults {
+		if f.Kind != GovernanceKillSwitch || f.Acked == 0 {
+			continue
+		}
+		var tenant string
+		if _, err := fmt.Sscanf(f.Detail, "tenant %s", &tenant); err != nil {
+			continue
+		}
+		n++
+		for _, op := range ops {
+			if (op.Type != OpWrap && op.Type != OpUnwrap) || !strings.HasPrefix(op.Key, tenant+"/") ||
+				op.Invoke <= f.Acked || op.Invoke >= f.Lifted {
+				continue
+			}
+			if op.Outcome == OK {
+				v.problem("op %d: %s of %s v%d on %s succeeded %s after the kill switch of %s was acknowledged",
+					op.ID, op.Type, op.Key, op.Version, op.Node, time.Duration(op.Invoke-f.Acked).Round(time.Millisecond), tenant)
+			} else if op.Outcome == Fail {
+				refused++
+			}
+		}
+	}
+	v.Detail = fmt.Sprintf("%d acknowledged kill switches; %d wraps and unwraps of their tenants refused while in force", n, refused)
+	return v
+}

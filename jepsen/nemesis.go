@@ -11,6 +11,9 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -39,6 +42,9 @@ const (
 	// or more) while the region and the clients still reach it: it loses leadership, and a feed
 	// it serves must end (StaleAfter) so that the region moves to a node that hears the leader.
 	GovernanceIsolate = "governance-isolate"
+	// GovernanceKillSwitch deletes a tenant's anchor pointer at governance (DeleteAnchor with
+	// wait: every region applied and fenced it), holds, and sets it again (SetAnchor).
+	GovernanceKillSwitch = "governance-kill-switch"
 )
 
 // AllNemeses lists every kind.
@@ -47,7 +53,7 @@ var AllNemeses = []string{KillLeader, KillFollower, KillAll, PauseLeader, PauseF
 
 // GovernanceNemeses lists the governance kinds (not in AllNemeses: the mixed scenarios run
 // without governance).
-var GovernanceNemeses = []string{GovernanceKill, GovernancePartition, GovernanceIsolate}
+var GovernanceNemeses = []string{GovernanceKill, GovernancePartition, GovernanceIsolate, GovernanceKillSwitch}
 
 // needsNetwork are the kinds that need the netns network.
 var needsNetwork = map[string]bool{PartitionLeader: true, PartitionFollower: true, Bridge: true, OneWay: true, Slow: true,
@@ -59,6 +65,10 @@ type Fault struct {
 	Start  int64  `json:"start-ns"`
 	End    int64  `json:"end-ns"`
 	Detail string `json:"detail"`
+	// Governance kill switch only: when DeleteAnchor (with wait) was acknowledged, and when the
+	// first SetAnchor that lifted it was invoked; 0 if that did not happen.
+	Acked  int64 `json:"acked-ns,omitempty"`
+	Lifted int64 `json:"lifted-ns,omitempty"`
 }
 
 // nemesis injects faults into a cluster.
@@ -362,6 +372,12 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		nm.logf("nemesis: %s %s for %s", kind, f.Detail, hold)
 		sleep(ctx, hold)
 		return nil
+	case GovernanceKillSwitch:
+		if len(c.gov) == 0 {
+			f.Detail = "no governance"
+			return nil
+		}
+		return nm.killSwitch(ctx, hold, &f)
 	case Transfer:
 		f.Detail = "transfers"
 		deadline := time.Now().Add(hold)
@@ -606,5 +622,70 @@ func (nm *nemesis) waitGovLeader(ctx context.Context, d time.Duration) int {
 			return g
 		}
 		sleep(ctx, 200*time.Millisecond)
+	}
+}
+
+// killSwitch pulls one tenant's kill switch at governance (DeleteAnchor with wait), holds, and
+// sets the same anchor again. f.Acked is when the deletion was acknowledged (every region applied
+// and fenced it: from then on no node may serve the tenant), f.Lifted when the first SetAnchor
+// was invoked; checkGovernanceKillSwitch checks the window between them.
+func (nm *nemesis) killSwitch(ctx context.Context, hold time.Duration, f *Fault) error {
+	c := nm.c
+	t := nm.r.IntN(len(c.anchors))
+	tenant := fmt.Sprintf("t%d", t+1)
+	f.Detail = "tenant " + tenant
+	nm.logf("nemesis: governance kill switch of %s for %s", tenant, hold)
+	id := fmt.Sprintf("jepsen-kill-%s-%d", tenant, nm.h.now())
+	timeout := writeTimeout + 2*c.timing.Lease + 2*time.Second
+	err := callGov(ctx, nm.cs, nm.r.IntN(len(c.gov)), timeout, func(cctx context.Context, g kv1.GovernanceServiceClient) error {
+		_, err := g.DeleteAnchor(cctx, &kv1.DeleteAnchorRequest{RequestId: id, Tenant: tenant, Reason: "jepsen", Wait: true})
+		return err
+	})
+	if err == nil {
+		f.Acked = nm.h.now()
+	} else {
+		// It may still have committed: lift it all the same.
+		f.Detail += " (deletion not acknowledged: " + errText(err) + ")"
+	}
+	sleep(ctx, hold)
+	f.Lifted = nm.h.now()
+	rid := fmt.Sprintf("jepsen-restore-%s-%d", tenant, nm.h.now())
+	deadline := time.Now().Add(30 * time.Second)
+	for ctx.Err() == nil {
+		err = callGov(ctx, nm.cs, nm.r.IntN(len(c.gov)), 10*time.Second, func(cctx context.Context, g kv1.GovernanceServiceClient) error {
+			_, err := g.SetAnchor(cctx, &kv1.SetAnchorRequest{RequestId: rid, Tenant: tenant, AnchorUri: c.anchorURI(t)})
+			return err
+		})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		sleep(ctx, 500*time.Millisecond)
+	}
+	if err != nil {
+		return fmt.Errorf("jepsen: setting %s's anchor again at governance: %w", tenant, err)
+	}
+	return nil
+}
+
+// callGov calls f with governance node n mod the governance nodes under a timeout. While f fails
+// UNAVAILABLE (the node is down, or has no leader) and time remains, it calls f again on the next
+// governance node, as an operator's client would: every governance write carries a request id,
+// so a retry returns the first attempt's result if that one committed.
+func callGov(ctx context.Context, cs *conns, n int, timeout time.Duration, f func(context.Context, kv1.GovernanceServiceClient) error) error {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for try := 0; ; try++ {
+		g, err := cs.gov((n + try) % len(cs.c.gov))
+		if err != nil {
+			return err
+		}
+		err = f(cctx, g)
+		if status.Code(err) != codes.Unavailable || cctx.Err() != nil {
+			return err
+		}
+		sleep(cctx, 100*time.Millisecond)
+		if cctx.Err() != nil {
+			return err
+		}
 	}
 }

@@ -274,6 +274,9 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	}
 	ks, worstKill := checkKillSwitch(ops, faults, timing)
 	res.Verdicts = append(res.Verdicts, ks)
+	if sc.Governance > 0 {
+		res.Verdicts = append(res.Verdicts, checkGovernanceKillSwitch(ops, faults))
+	}
 	res.WorstKillSwitch = worstKill
 	for _, op := range ops {
 		res.Ops[op.Type+" "+op.Outcome]++

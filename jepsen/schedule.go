@@ -30,7 +30,7 @@ func LongSchedule(d time.Duration) []Scenario {
 		{Name: "mixed-3", Nodes: 3, Duration: d, Nemeses: AllNemeses},
 		{Name: "mixed-5", Nodes: 5, Duration: d, Nemeses: AllNemeses},
 		{Name: "governance", Nodes: 3, Governance: 3, Duration: d,
-			Nemeses: []string{KillLeader, PartitionFollower, GovernanceKill, GovernancePartition, GovernanceIsolate}},
+			Nemeses: []string{KillLeader, PartitionFollower, GovernanceKill, GovernancePartition, GovernanceIsolate, GovernanceKillSwitch}},
 	}
 }
 

@@ -501,27 +501,9 @@ func (w *workload) count(op Op) {
 	}
 }
 
-// withGov calls f with governance node n mod the governance nodes under a timeout. While f
-// fails UNAVAILABLE (the node is down, or has no leader) and time remains, it calls f again on
-// the next governance node, as an operator's client would: every governance write carries a
-// request id, so a retry returns the first attempt's result if that one committed.
+// withGov is callGov through governance node n (mod the governance nodes).
 func (w *workload) withGov(ctx context.Context, n int, timeout time.Duration, f func(context.Context, kv1.GovernanceServiceClient) error) error {
-	cctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for try := 0; ; try++ {
-		g, err := w.cs.gov((n + try) % len(w.c.gov))
-		if err != nil {
-			return err
-		}
-		err = f(cctx, g)
-		if status.Code(err) != codes.Unavailable || cctx.Err() != nil {
-			return err
-		}
-		sleep(cctx, 100*time.Millisecond)
-		if cctx.Err() != nil {
-			return err
-		}
-	}
+	return callGov(ctx, w.cs, n, timeout, f)
 }
 
 // createAtGovernance creates tenant/service at governance (through governance node n) and waits,
