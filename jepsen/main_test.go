@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,7 +21,7 @@ var (
 	seedFlag = flag.Uint64("jepsen.seed", 0, "seed of the run (0: from the clock); printed so that a run can be repeated")
 	duration = flag.Duration("jepsen.duration", 0, "duration of each scenario (0: the schedule's)")
 	dirFlag  = flag.String("jepsen.dir", "", "directory for the run reports (default: $TMPDIR/krypton-jepsen)")
-	only     = flag.String("jepsen.scenario", "", "run only the scenarios whose name contains this")
+	only     = flag.String("jepsen.scenario", "", "run only the scenarios whose name contains this (from the long schedule if none of the short one does)")
 	nemeses  = flag.String("jepsen.nemeses", "", "comma-separated nemeses: one scenario of just these (overrides the schedule)")
 	nodes    = flag.Int("jepsen.nodes", 3, "nodes of the -jepsen.nemeses scenario")
 	netFlag  = flag.String("jepsen.network", "", "netns or loopback (default: netns when root)")
@@ -95,6 +96,11 @@ func schedule() []jepsen.Scenario {
 		s = jepsen.LongSchedule(time.Minute)
 	default:
 		s = jepsen.ShortSchedule()
+		if *only != "" && !slices.ContainsFunc(s, func(sc jepsen.Scenario) bool { return strings.Contains(sc.Name, *only) }) {
+			// -jepsen.scenario naming a scenario of the long schedule only (governance, say)
+			// runs it without -long.
+			s = jepsen.LongSchedule(time.Minute)
+		}
 	}
 	var out []jepsen.Scenario
 	for _, sc := range s {
