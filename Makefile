@@ -54,8 +54,8 @@ fuzz: ## run every fuzz target for FUZZTIME each
 	  done; \
 	done
 
-jepsen: ## the long chaos schedule (jepsen/): DURATION per scenario, SEED (0: the clock), reports in JEPSEN_DIR
-	$(GO) test -count=1 -timeout 90m -v -run 'TestSchedule' ./jepsen/ -args -long \
+jepsen: ## the long chaos schedule (jepsen/) and the broken builds it must catch: DURATION per scenario, SEED (0: the clock), reports in JEPSEN_DIR
+	$(GO) test -count=1 -timeout 90m -v -run 'TestSchedule|TestBrokenBuildCaught' ./jepsen/ -args -long \
 	  -jepsen.duration $(DURATION) -jepsen.seed $(SEED) -jepsen.dir $(JEPSEN_DIR)
 
 lint: ## gofmt and go vet
