@@ -8,7 +8,9 @@ import (
 
 	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
 
+	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/region/regiontest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -19,9 +21,31 @@ import (
 // state machine refuses the version (polled every 100 µs on every node), and until RevokeKey
 // returns. Each iteration first rotates the service to make a new version to revoke.
 //
+// It runs with the test regions' Raft commit timeout (5 ms) and with the production default
+// (cluster.DefaultConfig): followers learn that an entry committed on the next append the leader
+// sends them, at the latest one commit timeout later when no other write is under way, so the
+// commit timeout bounds how soon an idle region's followers apply a revocation.
+//
 //	go test -run '^$' -bench RevokeToRefusal -benchtime 200x ./region/
 func BenchmarkRevokeToRefusal(b *testing.B) {
-	r := regiontest.Start(b, 3)
+	for _, ct := range []struct {
+		name string
+		d    time.Duration
+	}{{"commit=5ms", 5 * time.Millisecond}, {"commit=default", cluster.DefaultConfig().CommitTimeout}} {
+		b.Run(ct.name, func(b *testing.B) { benchmarkRevokeToRefusal(b, ct.d) })
+	}
+}
+
+func benchmarkRevokeToRefusal(b *testing.B, commitTimeout time.Duration) {
+	r := regiontest.Start(b, 3, regiontest.WithConfig(func(c *region.Config) {
+		tune := c.Tune
+		c.Tune = func(cc *cluster.Config) {
+			if tune != nil {
+				tune(cc)
+			}
+			cc.CommitTimeout = commitTimeout
+		}
+	}))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	admin := r.AdminClient(r.Followers()[0])
