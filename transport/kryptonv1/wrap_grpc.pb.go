@@ -142,9 +142,10 @@ type WrapServiceClient interface {
 	// version, or the call fails. blobs[i] wraps plaintexts[i].
 	//
 	// Errors: as Wrap, for the call as a whole. INVALID_ARGUMENT also for 0 or
-	// more than 1024 plaintexts, a plaintext or context over its limit (the
-	// message names the item's index), or a number of contexts other than 0,
-	// 1 or one per plaintext.
+	// more than 1024 plaintexts, a plaintext that is not a usable data key (not
+	// 32 bytes, or all zero) or a context over its limit (the message names the
+	// item's index), or a number of contexts other than 0, 1 or one per
+	// plaintext.
 	PackedWrap(ctx context.Context, in *PackedWrapRequest, opts ...grpc.CallOption) (*PackedWrapResponse, error)
 	// PackedUnwrap is the packed form of BatchUnwrap: up to 1024 blobs, of any
 	// keys the caller may unwrap under. plaintexts[i] opens blobs[i]; an item
@@ -438,9 +439,10 @@ type WrapServiceServer interface {
 	// version, or the call fails. blobs[i] wraps plaintexts[i].
 	//
 	// Errors: as Wrap, for the call as a whole. INVALID_ARGUMENT also for 0 or
-	// more than 1024 plaintexts, a plaintext or context over its limit (the
-	// message names the item's index), or a number of contexts other than 0,
-	// 1 or one per plaintext.
+	// more than 1024 plaintexts, a plaintext that is not a usable data key (not
+	// 32 bytes, or all zero) or a context over its limit (the message names the
+	// item's index), or a number of contexts other than 0, 1 or one per
+	// plaintext.
 	PackedWrap(context.Context, *PackedWrapRequest) (*PackedWrapResponse, error)
 	// PackedUnwrap is the packed form of BatchUnwrap: up to 1024 blobs, of any
 	// keys the caller may unwrap under. plaintexts[i] opens blobs[i]; an item
