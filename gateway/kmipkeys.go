@@ -7,6 +7,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -35,7 +37,36 @@ func (k KMIPKeys) GenerateDataKey(ctx context.Context, owner pki.Identity, aad [
 	return pt, blob, err
 }
 
-// Unwrap opens a blob made by GenerateDataKey for owner and aad.
+// WrapKey has the region wrap a key a KMIP client supplied (Register) under the gateway's own
+// service key, bound to aad, through the same batching and failover as GenerateDataKey. The
+// caller keeps and wipes plaintext; the request gets its own copy, which sendWraps wipes.
+func (k KMIPKeys) WrapKey(ctx context.Context, owner pki.Identity, plaintext, aad []byte) ([]byte, error) {
+	if err := k.check(owner); err != nil {
+		return nil, err
+	}
+	g := k.G
+	if g.isClosed() {
+		return nil, errShutdown
+	}
+	key, err := g.resolve(wrap.KeyID{})
+	if err != nil {
+		return nil, err
+	}
+	if len(plaintext) != wrap.KeySize {
+		return nil, status.Errorf(codes.InvalidArgument, "gateway: a data key is %d bytes", wrap.KeySize)
+	}
+	if err := transport.CheckContext(aad); err != nil {
+		return nil, err
+	}
+	sent := append([]byte(nil), plaintext...)
+	resp, err := g.wraps.do(ctx, &kv1.WrapRequest{Key: keyRef(key), Plaintext: sent, Context: aad})
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetBlob(), nil
+}
+
+// Unwrap opens a blob made by GenerateDataKey or WrapKey for owner and aad.
 func (k KMIPKeys) Unwrap(ctx context.Context, owner pki.Identity, wrapped, aad []byte) ([]byte, error) {
 	if err := k.check(owner); err != nil {
 		return nil, err

@@ -33,6 +33,7 @@ var attrDefs = []attrDef{
 	{"Compromise Occurrence Date", ttlv.TagCompromiseOccurrenceDate, ttlv.TypeDateTime},
 	{"Compromise Date", ttlv.TagCompromiseDate, ttlv.TypeDateTime},
 	{"Revocation Reason", ttlv.TagRevocationReason, ttlv.TypeStructure},
+	{"Link", ttlv.TagLink, ttlv.TypeStructure},
 	{"Last Change Date", ttlv.TagLastChangeDate, ttlv.TypeDateTime},
 }
 
@@ -173,6 +174,15 @@ func objectAttrs(o *object) []ttlv.Item {
 			r.Children = append(r.Children, ttlv.Text(ttlv.TagRevocationMessage, o.RevocationMessage))
 		}
 		out = append(out, r)
+	}
+	for _, l := range []struct {
+		typ uint32
+		id  string
+	}{{ttlv.LinkReplacementObject, o.Replacement}, {ttlv.LinkReplacedObject, o.Replaced}} {
+		if l.id != "" {
+			out = append(out, ttlv.Struct(ttlv.TagLink,
+				ttlv.Enum(ttlv.TagLinkType, l.typ), ttlv.Text(ttlv.TagLinkedObjectIdentifier, l.id)))
+		}
 	}
 	out = append(out, ttlv.DateTime(ttlv.TagLastChangeDate, o.LastChange))
 	return out

@@ -28,8 +28,13 @@ type Keys interface {
 	// GenerateDataKey returns a fresh 32-byte data key and its wrapped
 	// blob. The caller wipes plaintext.
 	GenerateDataKey(ctx context.Context, owner pki.Identity, aad []byte) (plaintext, wrapped []byte, err error)
-	// Unwrap opens a blob made by GenerateDataKey for the same owner and
-	// aad. The caller wipes the result.
+	// WrapKey has the region wrap a 32-byte key the client supplied
+	// (KMIP Register) under owner's service key, bound to aad, and returns
+	// the blob, which Unwrap opens. It does not keep or wipe plaintext;
+	// the caller wipes it.
+	WrapKey(ctx context.Context, owner pki.Identity, plaintext, aad []byte) (wrapped []byte, err error)
+	// Unwrap opens a blob made by GenerateDataKey or WrapKey for the same
+	// owner and aad. The caller wipes the result.
 	Unwrap(ctx context.Context, owner pki.Identity, wrapped, aad []byte) (plaintext []byte, err error)
 }
 

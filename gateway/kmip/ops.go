@@ -24,6 +24,8 @@ func init() {
 		ttlv.OpDiscoverVersions: (*Server).discoverVersions,
 		ttlv.OpQuery:            (*Server).query,
 		ttlv.OpCreate:           (*Server).create,
+		ttlv.OpRegister:         (*Server).register,
+		ttlv.OpRekey:            (*Server).rekey,
 		ttlv.OpGet:              (*Server).get,
 		ttlv.OpGetAttributes:    (*Server).getAttributes,
 		ttlv.OpGetAttributeList: (*Server).getAttributeList,
@@ -168,14 +170,11 @@ func nameOf(v ttlv.Item) (string, error) {
 	return n, nil
 }
 
-func (s *Server) create(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.Item, error) {
-	ot := p.Child(ttlv.TagObjectType)
-	if ot == nil || ot.Type != ttlv.TypeEnumeration {
-		return nil, invalidField("Object Type is required")
-	}
-	if uint32(ot.Int) != ttlv.ObjectSymmetricKey {
-		return nil, invalidField("only symmetric keys can be created")
-	}
+// newObject makes an object from the attributes of a Create or Register
+// request: Cryptographic Algorithm (AES) and Length (256) must be given,
+// unless the caller has them from elsewhere (Register's Key Block) and says
+// so with algLenKnown; verb names the operation in messages.
+func (s *Server) newObject(p ttlv.Item, verb string, algLenKnown bool) (*object, error) {
 	attrs, err := requestAttrs(p)
 	if err != nil {
 		return nil, err
@@ -183,6 +182,7 @@ func (s *Server) create(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.It
 	now := s.now().UTC().Truncate(1e9)
 	o := &object{
 		State:     ttlv.StatePreActive,
+		Algorithm: ttlv.AlgorithmAES, Length: 256,
 		UsageMask: int32(ttlv.UsageEncrypt | ttlv.UsageDecrypt),
 		Initial:   now, LastChange: now,
 	}
@@ -195,19 +195,19 @@ func (s *Server) create(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.It
 		switch a.def.tag {
 		case ttlv.TagCryptographicAlgorithm:
 			if uint32(v.Int) != ttlv.AlgorithmAES {
-				return nil, invalidField("only AES keys can be created")
+				return nil, invalidField("only AES keys can be %s", verb)
 			}
-			o.Algorithm, haveAlg = ttlv.AlgorithmAES, true
+			haveAlg = true
 		case ttlv.TagCryptographicLength:
 			if v.Int != 256 {
-				return nil, invalidField("only 256-bit keys can be created")
+				return nil, invalidField("only 256-bit keys can be %s", verb)
 			}
-			o.Length, haveLen = 256, true
+			haveLen = true
 		case ttlv.TagCryptographicUsageMask:
 			o.UsageMask = int32(v.Int)
 		case ttlv.TagObjectType:
 			if uint32(v.Int) != ttlv.ObjectSymmetricKey {
-				return nil, invalidField("only symmetric keys can be created")
+				return nil, invalidField("only symmetric keys can be %s", verb)
 			}
 		case ttlv.TagName:
 			n, err := nameOf(v)
@@ -242,10 +242,33 @@ func (s *Server) create(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.It
 			return nil, invalidField("attribute %s is set by the server", a.def.name)
 		}
 	}
-	if !haveAlg || !haveLen {
+	if !algLenKnown && (!haveAlg || !haveLen) {
 		return nil, invalidField("Cryptographic Algorithm (AES) and Cryptographic Length (256) are required")
 	}
 	if o.ID, err = newUID(); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// objectType checks a request's Object Type: Symmetric Key.
+func objectType(p ttlv.Item, verb string) error {
+	ot := p.Child(ttlv.TagObjectType)
+	if ot == nil || ot.Type != ttlv.TypeEnumeration {
+		return invalidField("Object Type is required")
+	}
+	if uint32(ot.Int) != ttlv.ObjectSymmetricKey {
+		return invalidField("only symmetric keys can be %s", verb)
+	}
+	return nil
+}
+
+func (s *Server) create(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.Item, error) {
+	if err := objectType(p, "created"); err != nil {
+		return nil, err
+	}
+	o, err := s.newObject(p, "created", false)
+	if err != nil {
 		return nil, err
 	}
 	pt, wrapped, err := s.keys.GenerateDataKey(ctx, r.sess.id, objectAAD(r.sess.id, o.ID))
@@ -266,6 +289,181 @@ func (s *Server) create(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.It
 		ttlv.Enum(ttlv.TagObjectType, ttlv.ObjectSymmetricKey),
 		ttlv.Text(ttlv.TagUniqueIdentifier, o.ID),
 	}, nil
+}
+
+// registeredKey reads the key material of a Register request's Symmetric
+// Key: a Key Block of format Raw or Transparent Symmetric Key, not wrapped,
+// holding 32 bytes for AES-256. It returns the request's own bytes (wiped
+// with the request) and whether the Key Block names algorithm and length.
+// No error message carries key bytes or their length.
+func registeredKey(p ttlv.Item) (key []byte, algLen bool, err error) {
+	sk := p.Child(ttlv.TagSymmetricKey)
+	if sk == nil || sk.Type != ttlv.TypeStructure {
+		return nil, false, invalidField("a Symmetric Key object is required")
+	}
+	kb := sk.Child(ttlv.TagKeyBlock)
+	if kb == nil || kb.Type != ttlv.TypeStructure {
+		return nil, false, invalidField("the Symmetric Key has no Key Block")
+	}
+	if kb.Child(ttlv.TagKeyWrappingData) != nil {
+		return nil, false, fail(ttlv.ReasonFeatureNotSupported, "wrapped Key Blocks cannot be registered")
+	}
+	if kb.Child(ttlv.TagKeyCompressionType) != nil {
+		return nil, false, fail(ttlv.ReasonFeatureNotSupported, "key compression is not supported")
+	}
+	kft := kb.Child(ttlv.TagKeyFormatType)
+	if kft == nil || kft.Type != ttlv.TypeEnumeration {
+		return nil, false, invalidField("the Key Block has no Key Format Type")
+	}
+	format := uint32(kft.Int)
+	if format != ttlv.KeyFormatRaw && format != ttlv.KeyFormatTransparentSymmetricKey {
+		return nil, false, fail(ttlv.ReasonKeyFormatNotSupported, "key formats: Raw and Transparent Symmetric Key")
+	}
+	alg, length := kb.Child(ttlv.TagCryptographicAlgorithm), kb.Child(ttlv.TagCryptographicLength)
+	if alg != nil && (alg.Type != ttlv.TypeEnumeration || uint32(alg.Int) != ttlv.AlgorithmAES) {
+		return nil, false, invalidField("only AES keys can be registered")
+	}
+	if length != nil && (length.Type != ttlv.TypeInteger || length.Int != 256) {
+		return nil, false, invalidField("only 256-bit keys can be registered")
+	}
+	kv := kb.Child(ttlv.TagKeyValue)
+	if kv == nil || kv.Type != ttlv.TypeStructure {
+		return nil, false, invalidField("the Key Block has no Key Value")
+	}
+	km := kv.Child(ttlv.TagKeyMaterial)
+	if km != nil && format == ttlv.KeyFormatTransparentSymmetricKey {
+		if km.Type != ttlv.TypeStructure {
+			return nil, false, invalidField("Transparent Symmetric Key material is a structure")
+		}
+		km = km.Child(ttlv.TagKey)
+	}
+	if km == nil || km.Type != ttlv.TypeByteString {
+		return nil, false, invalidField("the Key Value has no key material")
+	}
+	if len(km.Bytes) != 32 {
+		return nil, false, invalidField("AES-256 key material is 32 bytes")
+	}
+	var nonzero byte
+	for _, b := range km.Bytes {
+		nonzero |= b
+	}
+	if nonzero == 0 {
+		return nil, false, invalidField("an all-zero key cannot be registered")
+	}
+	return km.Bytes, alg != nil && length != nil, nil
+}
+
+// register stores a client's AES-256 key: wrapped by the region, as Create
+// keeps the keys it makes; the plaintext supplied is wiped once wrapped.
+func (s *Server) register(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.Item, error) {
+	if err := objectType(p, "registered"); err != nil {
+		return nil, err
+	}
+	key, algLen, err := registeredKey(p)
+	if err != nil {
+		return nil, err
+	}
+	r.wipe = append(r.wipe, key) // also wiped with the request's byte strings
+	o, err := s.newObject(p, "registered", algLen)
+	if err != nil {
+		return nil, err
+	}
+	wrapped, err := s.keys.WrapKey(ctx, r.sess.id, key, objectAAD(r.sess.id, o.ID))
+	clear(key)
+	if err != nil {
+		return nil, r.keysError(err)
+	}
+	if len(wrapped) == 0 {
+		return nil, errors.New("kmip: key service returned an empty wrapped key")
+	}
+	o.Wrapped = wrapped
+	if err := s.reg.create(r.sess.owner, o); err != nil {
+		return nil, err
+	}
+	r.placeholder = o.ID
+	r.log.Info("kmip: key registered", "unique-id", o.ID)
+	return []ttlv.Item{ttlv.Text(ttlv.TagUniqueIdentifier, o.ID)}, nil
+}
+
+// rekey replaces a key with a fresh one (KMIP 1.4 section 4.4): a new
+// object with the old one's attributes and a new key, the old key's Names
+// moved to it, linked both ways (Replacement Object on the old key,
+// Replaced Object on the new). The old key's state is left as it is. A key
+// has at most one replacement; Offset and new template attributes are not
+// supported (docs/kmip.md).
+func (s *Server) rekey(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.Item, error) {
+	if p.Child(ttlv.TagOffset) != nil {
+		return nil, fail(ttlv.ReasonFeatureNotSupported, "Re-key with an Offset is not supported")
+	}
+	attrs, err := requestAttrs(p)
+	if err != nil {
+		return nil, err
+	}
+	if len(attrs) > 0 {
+		return nil, fail(ttlv.ReasonFeatureNotSupported, "Re-key with new attributes is not supported")
+	}
+	old, err := s.lookup(r, p)
+	if err != nil {
+		return nil, err
+	}
+	if old.Replacement != "" {
+		return nil, fail(ttlv.ReasonIllegalOperation, "the object has been re-keyed already; re-key its replacement")
+	}
+	now := s.now().UTC().Truncate(1e9)
+	n := &object{
+		State:     ttlv.StatePreActive,
+		Algorithm: old.Algorithm, Length: old.Length, UsageMask: old.UsageMask,
+		Group: old.Group, Mode: old.Mode, Padding: old.Padding,
+		Replaced: old.ID,
+		Initial:  now, LastChange: now,
+	}
+	if !old.Activation.IsZero() {
+		n.State, n.Activation = ttlv.StateActive, now
+	}
+	if n.ID, err = newUID(); err != nil {
+		return nil, err
+	}
+	pt, wrapped, err := s.keys.GenerateDataKey(ctx, r.sess.id, objectAAD(r.sess.id, n.ID))
+	clear(pt)
+	if err != nil {
+		return nil, r.keysError(err)
+	}
+	if len(pt) != 32 || len(wrapped) == 0 {
+		return nil, errors.New("kmip: key service returned a key of the wrong size")
+	}
+	n.Wrapped = wrapped
+	// Link the old key first: it claims the replacement (only one per
+	// key) and hands its names over in one atomic update.
+	var names []string
+	if _, err := s.reg.update(r.sess.owner, old.ID, func(o *object) error {
+		if o.Replacement != "" {
+			return fail(ttlv.ReasonIllegalOperation, "the object has been re-keyed already; re-key its replacement")
+		}
+		names, o.Names = o.Names, nil
+		o.Replacement, o.LastChange = n.ID, now
+		return nil
+	}); err != nil {
+		if errors.Is(err, errNotFound) {
+			return nil, fail(ttlv.ReasonItemNotFound, "no such object")
+		}
+		return nil, err
+	}
+	n.Names = names
+	if err := s.reg.create(r.sess.owner, n); err != nil {
+		// Undo the link so that the old key can be re-keyed again.
+		if _, uerr := s.reg.update(r.sess.owner, old.ID, func(o *object) error {
+			if o.Replacement == n.ID {
+				o.Names, o.Replacement = names, ""
+			}
+			return nil
+		}); uerr != nil {
+			r.log.Error("kmip: re-key could not unlink the old key", "unique-id", old.ID, "err", uerr)
+		}
+		return nil, err
+	}
+	r.placeholder = n.ID
+	r.log.Info("kmip: key re-keyed", "unique-id", n.ID, "replaced", old.ID)
+	return []ttlv.Item{ttlv.Text(ttlv.TagUniqueIdentifier, n.ID)}, nil
 }
 
 // usable refuses an object that is revoked or destroyed.

@@ -30,6 +30,10 @@ type object struct {
 	// attribute, the defaults of Encrypt and Decrypt (0: unset).
 	Mode    uint32 `json:"mode,omitempty"`
 	Padding uint32 `json:"pad,omitempty"`
+	// Replacement and Replaced are the Link attributes Re-key sets: the
+	// key that replaced this one, and the key this one replaced.
+	Replacement string `json:"replacement,omitempty"`
+	Replaced    string `json:"replaced,omitempty"`
 	// Wrapped is the data key wrapped by the region; nil once destroyed.
 	Wrapped []byte `json:"wrapped,omitempty"`
 

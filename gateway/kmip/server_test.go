@@ -315,7 +315,7 @@ func TestCreateRefuses(t *testing.T) {
 		c.failure(v, ttlv.ReasonInvalidField, ttlv.OpCreate, ttlv.Enum(ttlv.TagObjectType, ttlv.ObjectSymmetricKey), desAttrs)
 		c.failure(v, ttlv.ReasonInvalidField, ttlv.OpCreate, append([]ttlv.Item{ttlv.Enum(ttlv.TagObjectType, 0x07)}, keyAttrs(v, 256, "")...)...)
 		c.failure(v, ttlv.ReasonInvalidField, ttlv.OpCreate, ttlv.Enum(ttlv.TagObjectType, ttlv.ObjectSymmetricKey))
-		c.failure(v, ttlv.ReasonOperationNotSupported, ttlv.OpRegister, ttlv.Enum(ttlv.TagObjectType, ttlv.ObjectSymmetricKey))
+		c.failure(v, ttlv.ReasonOperationNotSupported, ttlv.OpCreateKeyPair, ttlv.Enum(ttlv.TagObjectType, ttlv.ObjectSymmetricKey))
 	}
 	if e.keys.Generated.Load() != 0 {
 		t.Fatal("a refused Create made a key")

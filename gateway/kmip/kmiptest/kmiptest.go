@@ -5,6 +5,7 @@
 package kmiptest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync"
@@ -29,8 +30,8 @@ type Keys struct {
 	l3      map[string]*wrap.ServiceKey
 	refused map[string]bool
 
-	// Generated and Unwrapped count successful calls.
-	Generated, Unwrapped atomic.Int64
+	// Generated, Wrapped and Unwrapped count successful calls.
+	Generated, Wrapped, Unwrapped atomic.Int64
 }
 
 // NewKeys returns an empty Keys; call Close to destroy its service keys.
@@ -70,6 +71,25 @@ func (k *Keys) GenerateDataKey(_ context.Context, owner pki.Identity, aad []byte
 	}
 	k.Generated.Add(1)
 	return dk.Bytes(), blob, nil
+}
+
+// WrapKey implements kmip.Keys.
+func (k *Keys) WrapKey(_ context.Context, owner pki.Identity, plaintext, aad []byte) ([]byte, error) {
+	l3, err := k.serviceKey(owner)
+	if err != nil {
+		return nil, err
+	}
+	dk, err := wrap.DataKeyFromBytes(bytes.Clone(plaintext)) // it wipes its argument
+	if err != nil {
+		return nil, err
+	}
+	defer dk.Destroy()
+	blob, err := l3.Wrap(dk, aad)
+	if err != nil {
+		return nil, err
+	}
+	k.Wrapped.Add(1)
+	return blob, nil
 }
 
 // Unwrap implements kmip.Keys.

@@ -7,7 +7,9 @@ package ttlv
 // Operation.
 const (
 	OpCreate           uint32 = 0x01
+	OpCreateKeyPair    uint32 = 0x02
 	OpRegister         uint32 = 0x03
+	OpRekey            uint32 = 0x04
 	OpLocate           uint32 = 0x08
 	OpGet              uint32 = 0x0A
 	OpGetAttributes    uint32 = 0x0B
@@ -90,6 +92,12 @@ const (
 	RevocationUnspecified   uint32 = 0x01
 	RevocationKeyCompromise uint32 = 0x02
 	RevocationCACompromise  uint32 = 0x03
+)
+
+// Link Type (KMIP 1.4 section 9.1.3.2.20).
+const (
+	LinkReplacementObject uint32 = 0x00000106
+	LinkReplacedObject    uint32 = 0x00000107
 )
 
 // Name Type.

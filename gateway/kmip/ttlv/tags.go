@@ -34,8 +34,12 @@ const (
 	TagKeyFormatType                         Tag = 0x420042
 	TagKeyMaterial                           Tag = 0x420043
 	TagKeyValue                              Tag = 0x420045
+	TagKeyWrappingData                       Tag = 0x420046
 	TagKeyWrappingSpecification              Tag = 0x420047
 	TagLastChangeDate                        Tag = 0x420048
+	TagLink                                  Tag = 0x42004A
+	TagLinkType                              Tag = 0x42004B
+	TagLinkedObjectIdentifier                Tag = 0x42004C
 	TagMaximumItems                          Tag = 0x42004F
 	TagMaximumResponseSize                   Tag = 0x420050
 	TagMessageExtension                      Tag = 0x420051
@@ -44,6 +48,7 @@ const (
 	TagNameValue                             Tag = 0x420055
 	TagObjectGroup                           Tag = 0x420056
 	TagObjectType                            Tag = 0x420057
+	TagOffset                                Tag = 0x420058
 	TagOperation                             Tag = 0x42005C
 	TagOperationPolicyName                   Tag = 0x42005D
 	TagPaddingMethod                         Tag = 0x42005F
