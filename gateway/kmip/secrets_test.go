@@ -48,6 +48,11 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	c.ok(v14, ttlv.OpDecrypt, uidItem(id), cbcParams(), *enc.Child(ttlv.TagData), *enc.Child(ttlv.TagIVCounterNonce))
 	c.failure(v14, ttlv.ReasonCryptographicFailure, ttlv.OpDecrypt, uidItem(id), cbcParams(),
 		ttlv.Bytes(ttlv.TagData, make([]byte, 16)), *enc.Child(ttlv.TagIVCounterNonce))
+	registered := randomKey(t, 32)
+	rid := c.register(v14, "registered-secret", registered)
+	c.ok(v14, ttlv.OpRekey, uidItem(rid))
+	c.failure(v14, ttlv.ReasonInvalidField, ttlv.OpRegister, ttlv.Enum(ttlv.TagObjectType, ttlv.ObjectSymmetricKey),
+		symmetricKey(ttlv.KeyFormatRaw, bytes.Clone(registered[:24]), ttlv.AlgorithmAES, 256))
 	o, err := e.srv.reg.get("acme/db", id)
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +62,8 @@ func TestLogsHoldNoSecrets(t *testing.T) {
 	if !strings.Contains(out, id) {
 		t.Fatal("logs do not mention the object at all; the test checks nothing")
 	}
-	for what, secret := range map[string][]byte{"key": key, "plaintext": plaintext, "wrapped key": o.Wrapped} {
+	for what, secret := range map[string][]byte{"key": key, "plaintext": plaintext, "wrapped key": o.Wrapped,
+		"registered key": registered, "refused registered key": registered[:24]} {
 		for _, form := range []string{string(secret), hex.EncodeToString(secret), strings.ToUpper(hex.EncodeToString(secret)),
 			base64.StdEncoding.EncodeToString(secret), base64.RawURLEncoding.EncodeToString(secret)} {
 			if strings.Contains(out, form) {
