@@ -432,32 +432,19 @@ func (s *Server) rekey(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.Ite
 		return nil, errors.New("kmip: key service returned a key of the wrong size")
 	}
 	n.Wrapped = wrapped
-	// Link the old key first: it claims the replacement (only one per
-	// key) and hands its names over in one atomic update.
-	var names []string
-	if _, err := s.reg.update(r.sess.owner, old.ID, func(o *object) error {
+	// Link the old key, hand its names over and store the new key in one
+	// atomic step: a key has at most one replacement, and a crash leaves
+	// either both changes or neither.
+	if err := s.reg.replace(r.sess.owner, old.ID, func(o *object) (*object, error) {
 		if o.Replacement != "" {
-			return fail(ttlv.ReasonIllegalOperation, "the object has been re-keyed already; re-key its replacement")
+			return nil, fail(ttlv.ReasonIllegalOperation, "the object has been re-keyed already; re-key its replacement")
 		}
-		names, o.Names = o.Names, nil
+		n.Names, o.Names = o.Names, nil
 		o.Replacement, o.LastChange = n.ID, now
-		return nil
+		return n, nil
 	}); err != nil {
 		if errors.Is(err, errNotFound) {
 			return nil, fail(ttlv.ReasonItemNotFound, "no such object")
-		}
-		return nil, err
-	}
-	n.Names = names
-	if err := s.reg.create(r.sess.owner, n); err != nil {
-		// Undo the link so that the old key can be re-keyed again.
-		if _, uerr := s.reg.update(r.sess.owner, old.ID, func(o *object) error {
-			if o.Replacement == n.ID {
-				o.Names, o.Replacement = names, ""
-			}
-			return nil
-		}); uerr != nil {
-			r.log.Error("kmip: re-key could not unlink the old key", "unique-id", old.ID, "err", uerr)
 		}
 		return nil, err
 	}

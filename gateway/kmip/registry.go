@@ -81,6 +81,9 @@ type registry interface {
 	get(owner, id string) (*object, error)
 	create(owner string, o *object) error
 	update(owner, id string, fn func(*object) error) (*object, error)
+	// replace is update of the object id and create of the object fn
+	// returns, in one atomic step: both are kept, or neither (Re-key).
+	replace(owner, id string, fn func(old *object) (*object, error)) error
 	list(owner string) ([]*object, error)
 	close() error
 }
@@ -134,6 +137,27 @@ func (m *memRegistry) update(owner, id string, fn func(*object) error) (*object,
 	}
 	m.objects[k] = o
 	return o.clone(), nil
+}
+
+func (m *memRegistry) replace(owner, id string, fn func(*object) (*object, error)) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := recordKey(owner, id)
+	cur, ok := m.objects[k]
+	if !ok {
+		return errNotFound
+	}
+	o := cur.clone()
+	n, err := fn(o)
+	if err != nil {
+		return err
+	}
+	nk := recordKey(owner, n.ID)
+	if _, ok := m.objects[nk]; ok {
+		return fmt.Errorf("kmip: object identifier collision")
+	}
+	m.objects[k], m.objects[nk] = o, n.clone()
+	return nil
 }
 
 func (m *memRegistry) list(owner string) ([]*object, error) {
@@ -237,6 +261,41 @@ func (b *boltRegistry) update(owner, id string, fn func(*object) error) (*object
 		return nil, err
 	}
 	return o, nil
+}
+
+func (b *boltRegistry) replace(owner, id string, fn func(*object) (*object, error)) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bk := tx.Bucket(objectsBucket)
+		k := []byte(recordKey(owner, id))
+		v := bk.Get(k)
+		if v == nil {
+			return errNotFound
+		}
+		o, err := decodeObject(v)
+		if err != nil {
+			return err
+		}
+		n, err := fn(o)
+		if err != nil {
+			return err
+		}
+		nk := []byte(recordKey(owner, n.ID))
+		if bk.Get(nk) != nil {
+			return fmt.Errorf("kmip: object identifier collision")
+		}
+		ov, err := json.Marshal(o)
+		if err != nil {
+			return err
+		}
+		nv, err := json.Marshal(n)
+		if err != nil {
+			return err
+		}
+		if err := bk.Put(k, ov); err != nil {
+			return err
+		}
+		return bk.Put(nk, nv)
+	})
 }
 
 func (b *boltRegistry) list(owner string) ([]*object, error) {

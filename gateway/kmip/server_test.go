@@ -577,3 +577,54 @@ func TestConfigAndClose(t *testing.T) {
 		t.Fatalf("second Close: %v", err)
 	}
 }
+
+// A Re-key's two registry changes (the old key linked, the new key stored) are one step: when the
+// second cannot be made, the first is not kept either, in memory and in the file.
+func TestRegistryReplaceIsAtomic(t *testing.T) {
+	bolt, err := openBoltRegistry(filepath.Join(t.TempDir(), "kmip.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bolt.close()
+	for name, reg := range map[string]registry{"memory": newMemRegistry(), "file": bolt} {
+		t.Run(name, func(t *testing.T) {
+			for _, id := range []string{"old", "taken"} {
+				if err := reg.create("o", &object{ID: id, Names: []string{id + "-name"}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// The new object's identifier is taken: the whole replace fails.
+			err := reg.replace("o", "old", func(o *object) (*object, error) {
+				n := &object{ID: "taken", Replaced: o.ID}
+				n.Names, o.Names, o.Replacement = o.Names, nil, n.ID
+				return n, nil
+			})
+			if err == nil {
+				t.Fatal("replace onto a taken identifier succeeded")
+			}
+			old, err := reg.get("o", "old")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if old.Replacement != "" || len(old.Names) != 1 {
+				t.Fatalf("the failed replace changed the old object: replacement %q, names %v", old.Replacement, old.Names)
+			}
+			// A free identifier: both changes are kept.
+			if err := reg.replace("o", "old", func(o *object) (*object, error) {
+				n := &object{ID: "new", Replaced: o.ID}
+				n.Names, o.Names, o.Replacement = o.Names, nil, n.ID
+				return n, nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			old, _ = reg.get("o", "old")
+			n, err := reg.get("o", "new")
+			if err != nil || old.Replacement != "new" || n.Replaced != "old" || len(n.Names) != 1 || len(old.Names) != 0 {
+				t.Fatalf("after replace: old %+v, new %+v, %v", old, n, err)
+			}
+			if err := reg.replace("o", "missing", func(o *object) (*object, error) { return &object{ID: "x"}, nil }); !errors.Is(err, errNotFound) {
+				t.Fatalf("replace of a missing object: %v", err)
+			}
+		})
+	}
+}
