@@ -87,6 +87,8 @@ func TestPyKMIP(t *testing.T) {
 				"get-attributes":              fmt.Sprintf("state=ACTIVE algorithm=AES length=256 name=%s", name),
 				"locate":                      uid,
 				"get":                         "32 bytes",
+				"rekey":                       "ok",
+				"register":                    "ok",
 				"revoke":                      "ok",
 				"encrypt-after-revoke":        "PERMISSION_DENIED",
 				"destroy":                     "state=DESTROYED",

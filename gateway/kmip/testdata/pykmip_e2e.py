@@ -21,6 +21,7 @@ from kmip.core.factories import attributes as attribute_factories
 from kmip.core.messages import payloads
 from kmip.pie import client as pie_client
 from kmip.pie import exceptions as pie_exceptions
+from kmip.pie import objects as pie_objects
 
 
 def main():
@@ -139,6 +140,34 @@ def main():
         key_object = client.get(uid)
         assert len(key_object.value) == 32
         print("get: %d bytes" % len(key_object.value))
+
+        # Re-key: a new key under a new identifier, the name moved to it.
+        new_uid = client.rekey(uid=uid)
+        assert new_uid != uid
+        rekeyed = client.get(new_uid)
+        assert len(rekeyed.value) == 32 and rekeyed.value != key_object.value
+        located = client.locate(
+            attributes=[factory.create_attribute(enums.AttributeType.NAME,
+                                                 name)])
+        assert located == [new_uid], located
+        print("rekey: ok")
+
+        # Register a key the client made; Get returns the same bytes, and
+        # the gateway encrypts with it.
+        own = os.urandom(32)
+        reg_uid = client.register(pie_objects.SymmetricKey(
+            enums.CryptographicAlgorithm.AES, 256, own,
+            masks=[enums.CryptographicUsageMask.ENCRYPT,
+                   enums.CryptographicUsageMask.DECRYPT]))
+        assert client.get(reg_uid).value == own
+        client.activate(reg_uid)
+        ciphertext, iv = client.encrypt(
+            data, uid=reg_uid,
+            cryptographic_parameters=dict(cbc, random_iv=True))
+        assert client.decrypt(ciphertext, uid=reg_uid,
+                              cryptographic_parameters=cbc,
+                              iv_counter_nonce=iv) == data
+        print("register: ok")
 
         client.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
         print("revoke: ok")
