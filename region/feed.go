@@ -617,24 +617,37 @@ func (f *feed) prepareCreateTenant(ctx context.Context, ev *kv1.RevocationEvent,
 	}
 	actx, cancel := context.WithTimeout(ctx, eventDeadline)
 	defer cancel()
+	l2, sealed, refused, retry := f.newSealedTenantKey(actx, ev, tenant, uri)
+	if l2 == nil {
+		return cmd, refused, retry
+	}
+	l2.Destroy() // unsealed again on first use, through the anchor
+	cmd.SealedL2 = sealed
+	return cmd, nil, nil
+}
+
+// newSealedTenantKey makes a tenant's first L2 and seals it through the anchor at uri (probed
+// first), as CREATE_TENANT and the RESYNC_TENANT of a missing tenant both do. On success the
+// caller destroys l2; otherwise l2 is nil and refused or retry says why, as anchorTrouble does.
+func (f *feed) newSealedTenantKey(actx context.Context, ev *kv1.RevocationEvent, tenant, uri string) (l2 *wrap.TenantKey, sealed []byte, refused, retry error) {
+	n := f.n
 	p, err := n.probedAnchor(actx, uri)
 	if err != nil {
 		refused, retry := f.anchorTrouble(ev, tenant, err, &fsm.Error{Err: fsm.ErrAnchorUnavailable, Tenant: tenant})
-		return cmd, refused, retry
+		return nil, nil, refused, retry
 	}
-	l2, err := wrap.NewTenantKey(wrap.KeyID{Tenant: tenant, Version: 1})
+	l2, err = wrap.NewTenantKey(wrap.KeyID{Tenant: tenant, Version: 1})
 	if err != nil {
-		return cmd, nil, err
+		return nil, nil, nil, err
 	}
-	defer l2.Destroy() // unsealed again on first use, through the anchor
-	sealed, err := anchor.SealTenantKey(actx, p, l2, n.cfg.Region)
+	sealed, err = anchor.SealTenantKey(actx, p, l2, n.cfg.Region)
 	n.countAnchor("seal", err)
 	if err != nil {
+		l2.Destroy()
 		refused, retry := f.anchorTrouble(ev, tenant, err, &fsm.Error{Err: fsm.ErrAnchorUnavailable, Tenant: tenant})
-		return cmd, refused, retry
+		return nil, nil, refused, retry
 	}
-	cmd.SealedL2 = sealed
-	return cmd, nil, nil
+	return l2, sealed, nil, nil
 }
 
 func (f *feed) prepareCreateService(ctx context.Context, ev *kv1.RevocationEvent, tenant, service string) (fsm.Command, error, error) {
@@ -719,22 +732,12 @@ func (f *feed) prepareResync(ctx context.Context, ev *kv1.RevocationEvent, tenan
 		// Missing here: create it with every service, as CREATE_TENANT and CREATE_SERVICE would.
 		uri := ev.GetAnchorUri()
 		create := &fsm.CreateTenant{Tenant: tenant, Anchor: uri}
-		p, err := n.probedAnchor(actx, uri)
-		if err != nil {
-			refused, retry := f.anchorTrouble(ev, tenant, err, &fsm.Error{Err: fsm.ErrAnchorUnavailable, Tenant: tenant})
+		l2, sealed, refused, retry := f.newSealedTenantKey(actx, ev, tenant, uri)
+		if l2 == nil {
 			return cmd, refused, retry
 		}
-		l2, err := wrap.NewTenantKey(wrap.KeyID{Tenant: tenant, Version: 1})
-		if err != nil {
-			return cmd, nil, err
-		}
-		defer l2.Destroy() // unsealed again on first use, through the anchor
-		if create.SealedL2, err = anchor.SealTenantKey(actx, p, l2, n.cfg.Region); err != nil {
-			n.countAnchor("seal", err)
-			refused, retry := f.anchorTrouble(ev, tenant, err, &fsm.Error{Err: fsm.ErrAnchorUnavailable, Tenant: tenant})
-			return cmd, refused, retry
-		}
-		n.countAnchor("seal", nil)
+		defer l2.Destroy() // it seals the services below; unsealed again on first use
+		create.SealedL2 = sealed
 		cmd.Create = create
 		if cmd.Services, err = sealNewServices(l2, tenant, 1, services); err != nil {
 			return cmd, nil, err

@@ -45,15 +45,6 @@ func TestPackedAgreesWithUnary(t *testing.T) {
 		}
 		return out
 	}
-	contextOf := func(contexts [][]byte, i int) []byte {
-		switch len(contexts) {
-		case 0:
-			return nil
-		case 1:
-			return contexts[0]
-		}
-		return contexts[i]
-	}
 	for _, tc := range []struct {
 		name     string
 		contexts [][]byte
@@ -70,7 +61,7 @@ func TestPackedAgreesWithUnary(t *testing.T) {
 			t.Fatalf("PackedWrap (%s): %d blobs for %d plaintexts", tc.name, len(resp.GetBlobs()), n)
 		}
 		for i, blob := range resp.GetBlobs() {
-			u, err := other.Unwrap(ctxT(t), &kv1.UnwrapRequest{Blob: blob, Context: contextOf(tc.contexts, i)})
+			u, err := other.Unwrap(ctxT(t), &kv1.UnwrapRequest{Blob: blob, Context: wrap.ItemContext(tc.contexts, i)})
 			if err != nil || !bytes.Equal(u.GetPlaintext(), plains[i]) {
 				t.Fatalf("PackedWrap (%s) blob %d: unary Unwrap: %v, or other bytes", tc.name, i, err)
 			}
@@ -106,7 +97,7 @@ func TestPackedAgreesWithUnary(t *testing.T) {
 				t.Fatalf("PackedGenerateDataKey (%s) item %d: %d bytes, or a key that repeats", tc.name, i, len(p))
 			}
 			seen[string(p)] = true
-			u, err := other.Unwrap(ctxT(t), &kv1.UnwrapRequest{Blob: blob, Context: contextOf(tc.contexts, i)})
+			u, err := other.Unwrap(ctxT(t), &kv1.UnwrapRequest{Blob: blob, Context: wrap.ItemContext(tc.contexts, i)})
 			if err != nil || !bytes.Equal(u.GetPlaintext(), p) {
 				t.Fatalf("PackedGenerateDataKey (%s) blob %d: unary Unwrap: %v, or other bytes", tc.name, i, err)
 			}

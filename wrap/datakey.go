@@ -35,16 +35,25 @@ func NewDataKey() *DataKey {
 	return dk
 }
 
+// CheckDataKey reports whether b can be a data key: KeySize bytes, not all
+// zero (ErrInvalidKey otherwise; the message never holds b's bytes).
+func CheckDataKey(b []byte) error {
+	if len(b) != KeySize {
+		return fmt.Errorf("%w: %d bytes, want %d", ErrInvalidKey, len(b), KeySize)
+	}
+	if isAllZero(b) {
+		return fmt.Errorf("%w: all zero", ErrInvalidKey)
+	}
+	return nil
+}
+
 // DataKeyFromBytes returns the data key with the KeySize bytes of b,
 // for a key the application generated itself (KMIP Register, say). It
 // copies b and wipes b, whether or not it succeeds.
 func DataKeyFromBytes(b []byte) (*DataKey, error) {
 	defer clear(b)
-	if len(b) != KeySize {
-		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrInvalidKey, len(b), KeySize)
-	}
-	if isAllZero(b) {
-		return nil, fmt.Errorf("%w: all zero", ErrInvalidKey)
+	if err := CheckDataKey(b); err != nil {
+		return nil, err
 	}
 	dk := &DataKey{live: true}
 	copy(dk.b[:], b)

@@ -30,11 +30,8 @@ func (l3 *ServiceKey) WrapKeys(plaintexts, contexts [][]byte) ([][]byte, error) 
 		return nil, ErrDestroyed
 	}
 	for i, p := range plaintexts {
-		if len(p) != KeySize {
-			return nil, fmt.Errorf("wrap: batch item %d: %w: %d bytes, want %d", i, ErrInvalidKey, len(p), KeySize)
-		}
-		if isAllZero(p) {
-			return nil, fmt.Errorf("wrap: batch item %d: %w: all zero", i, ErrInvalidKey)
+		if err := CheckDataKey(p); err != nil {
+			return nil, fmt.Errorf("wrap: batch item %d: %w", i, err)
 		}
 	}
 	return l3.sealItems(len(plaintexts), func(i int) []byte { return plaintexts[i] }, contexts, defaultKDF, nil)
@@ -64,7 +61,7 @@ func (l3 *ServiceKey) UnwrapKeys(dst []byte, blobs, contexts [][]byte) ([][]byte
 	var errs []error
 	var aeads aeadCache
 	for i, blob := range blobs {
-		context := contextOf(contexts, i)
+		context := ItemContext(contexts, i)
 		out := dst[i*KeySize : (i+1)*KeySize : (i+1)*KeySize]
 		h, aead, err := aeads.forBlob(l3, blob, context)
 		if err == nil {

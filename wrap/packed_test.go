@@ -54,7 +54,7 @@ func TestWrapKeysRoundTrip(t *testing.T) {
 		}
 		// Each blob opens alone, and in a batch of either kind.
 		for _, i := range []int{0, 1, ItemsPerDerivedKey, n - 1} {
-			dk, err := l3.Unwrap(blobs[i], contextOf(tc.contexts, i))
+			dk, err := l3.Unwrap(blobs[i], ItemContext(tc.contexts, i))
 			if err != nil || !bytes.Equal(dk.Bytes(), orig[i]) {
 				t.Fatalf("%s item %d alone: %v", tc.name, i, err)
 			}
@@ -63,7 +63,7 @@ func TestWrapKeysRoundTrip(t *testing.T) {
 		if tc.contexts != nil {
 			perItemCtx = make([][]byte, n)
 			for i := range perItemCtx {
-				perItemCtx[i] = contextOf(tc.contexts, i)
+				perItemCtx[i] = ItemContext(tc.contexts, i)
 			}
 		}
 		dks, err := l3.UnwrapBatch(blobs, perItemCtx)

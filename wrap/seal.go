@@ -305,7 +305,7 @@ func (l3 *ServiceKey) wrapBatch(dks []*DataKey, contexts [][]byte, kdf KDF, salt
 }
 
 // sealItems wraps the n data keys plaintext(i) under l3, item i with
-// contextOf(contexts, i), one derivation per ItemsPerDerivedKey items. The
+// ItemContext(contexts, i), one derivation per ItemsPerDerivedKey items. The
 // caller has checked the keys and contexts.
 func (l3 *ServiceKey) sealItems(n int, plaintext func(int) []byte, contexts [][]byte, kdf KDF, saltSource io.Reader) ([][]byte, error) {
 	id := l3.ID()
@@ -329,15 +329,15 @@ func (l3 *ServiceKey) sealItems(n int, plaintext func(int) []byte, contexts [][]
 		}
 		nonce := nonceFor(c)
 		start := len(buf)
-		buf = seal(buf, aead, KindWrappedDataKey, kdf, id, KeyID{}, &salt, &nonce, plaintext(i), contextOf(contexts, i))
+		buf = seal(buf, aead, KindWrappedDataKey, kdf, id, KeyID{}, &salt, &nonce, plaintext(i), ItemContext(contexts, i))
 		blobs[i] = buf[start:len(buf):len(buf)]
 	}
 	return blobs, nil
 }
 
-// contextOf is item i's context among contexts: none (nil), one shared by
-// every item, or one per item.
-func contextOf(contexts [][]byte, i int) []byte {
+// ItemContext is item i's context among the contexts of a batch: none
+// (nil), one shared by every item, or one per item.
+func ItemContext(contexts [][]byte, i int) []byte {
 	switch len(contexts) {
 	case 0:
 		return nil
