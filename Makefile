@@ -23,11 +23,10 @@ help: ## list the targets
 build: ## build bin/krypton
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/krypton ./cmd/krypton
 
-# The chaos suite's short schedule runs on its own after the rest: its three krypton processes and
-# its clients keep both cores busy, and the other packages' Raft clusters run on short test timeouts.
+# scripts/gotest.sh runs every package with -race, then the chaos suite's short schedule on its own,
+# through gotestsum: failed tests' output only, their names again at the end, and a summary line.
 test: build lint proto-check ## the one test command: lint, generated-code check, all tests with -race
-	$(GO) test -race -count=1 -timeout 20m $$($(GO) list ./... | grep -v '/jepsen$$')
-	$(GO) test -race -count=1 -timeout 20m ./jepsen/
+	GO=$(GO) bash scripts/gotest.sh
 
 test-short: ## quick tests without -race
 	$(GO) test -count=1 -short ./...
