@@ -25,6 +25,11 @@
 // line (with its continuations) is one command, run by `bash -o pipefail -c` with the test-built
 // krypton first on PATH, and a failure names the file and line of the command, its exit status and
 // its output.
+//
+// TestDocCommandsExist reads every other krypton command line of README.md and docs/*.md too (the
+// unmarked blocks, inline code such as `krypton tenant lock -reason TEXT acme`) and checks against
+// the binary's own help that the command exists and takes each flag the line gives it, without
+// running it.
 package docstest
 
 import (
@@ -245,4 +250,157 @@ func indent(s string) string {
 		b.WriteString("    | " + sc.Text() + "\n")
 	}
 	return b.String()
+}
+
+// codeSpan is one inline code span of Markdown (single backticks).
+var codeSpan = regexp.MustCompile("`([^`]+)`")
+
+// Invocations returns every krypton command line a Markdown file shows, marked runnable or not:
+// the inline code spans that start with `krypton `, and the lines of fenced blocks that do (after
+// an optional `$ ` prompt), with continuations joined. FlagsDefined checks them against the binary.
+func Invocations(path, name string) ([]Command, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	lines := strings.Split(string(data), "\n")
+	var cmds []Command
+	inBlock := false
+	for i := 0; i < len(lines); i++ {
+		text := strings.TrimSpace(lines[i])
+		if strings.HasPrefix(text, "```") {
+			inBlock = !inBlock
+			continue
+		}
+		if !inBlock {
+			for _, m := range codeSpan.FindAllStringSubmatch(lines[i], -1) {
+				if strings.HasPrefix(m[1], "krypton ") {
+					cmds = append(cmds, Command{Source: fmt.Sprintf("%s:%d", name, i+1), Text: m[1]})
+				}
+			}
+			continue
+		}
+		text = strings.TrimPrefix(text, "$ ")
+		if !strings.HasPrefix(text, "krypton ") {
+			continue
+		}
+		start := i
+		for strings.HasSuffix(text, `\`) && i+1 < len(lines) {
+			i++
+			text = strings.TrimSpace(strings.TrimSuffix(text, `\`)) + " " + strings.TrimSpace(lines[i])
+		}
+		cmds = append(cmds, Command{Source: fmt.Sprintf("%s:%d", name, start+1), Text: text})
+	}
+	return cmds, nil
+}
+
+var (
+	// word is a command or subcommand name.
+	word = regexp.MustCompile(`^[a-z][a-z0-9-]*$`)
+	// flagToken is a flag as a command line or a usage synopsis writes it: -name, --name,
+	// -name=value, [-name.
+	flagToken = regexp.MustCompile(`^[\[(]?--?([a-z][a-z0-9-]*)`)
+	// helpFlag is a flag line of the flag package's usage output.
+	helpFlag = regexp.MustCompile(`(?m)^  -([a-z][a-z0-9-]*)`)
+	// helpCommand is a line of a command group's list.
+	helpCommand = regexp.MustCompile(`(?m)^  ([a-z][a-z0-9-]*)  `)
+)
+
+// helpNode is what `krypton <path> -h` says: a group of commands, or a command and its flags.
+type helpNode struct {
+	subs  map[string]bool // a group's commands
+	flags map[string]bool // a command's flags
+}
+
+// FlagChecker says whether the commands and flags a command line uses exist in the binary, from
+// the binary's own help. It only ever runs `krypton help` and `krypton <command>... -h` for
+// commands the help listed, so that checking a line never runs it.
+type FlagChecker struct {
+	Krypton string // the binary
+	nodes   map[string]*helpNode
+}
+
+func (f *FlagChecker) node(path string) (*helpNode, error) {
+	if n, ok := f.nodes[path]; ok {
+		return n, nil
+	}
+	args := append(strings.Fields(path), "-h")
+	if path == "" {
+		args = []string{"help"}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, _ := exec.CommandContext(ctx, f.Krypton, args...).CombinedOutput()
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("krypton %s did not finish: %v", strings.Join(args, " "), ctx.Err())
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	want := strings.TrimSpace("Usage: krypton " + path)
+	if !strings.HasPrefix(first, want+" ") {
+		return nil, fmt.Errorf("krypton %s printed no usage: %s", strings.Join(args, " "), tail(string(out), 512))
+	}
+	n := &helpNode{}
+	if strings.HasPrefix(first, want+" <command>") {
+		n.subs = map[string]bool{}
+		for _, m := range helpCommand.FindAllStringSubmatch(string(out), -1) {
+			n.subs[m[1]] = true
+		}
+	} else {
+		n.flags = map[string]bool{"h": true, "help": true}
+		for _, m := range helpFlag.FindAllStringSubmatch(string(out), -1) {
+			n.flags[m[1]] = true
+		}
+	}
+	if f.nodes == nil {
+		f.nodes = map[string]*helpNode{}
+	}
+	f.nodes[path] = n
+	return n, nil
+}
+
+// Check returns an error naming the command's source when it names no krypton command, or uses a
+// flag that command does not define. It reads only up to the end of the krypton command (a pipe,
+// a redirection, a comment). A group alone (`krypton tenant`) is fine.
+func (f *FlagChecker) Check(c Command) error {
+	text := strings.ReplaceAll(c.Text, `\|`, " ")
+	if i := strings.IndexAny(text, "|#>;&"); i >= 0 {
+		text = text[:i]
+	}
+	fields := strings.Fields(text)
+	if len(fields) == 0 || fields[0] != "krypton" {
+		return fmt.Errorf("%s: %s: not a krypton command", c.Source, c.Text)
+	}
+	path := ""
+	n, err := f.node(path)
+	if err != nil {
+		return fmt.Errorf("%s: %v", c.Source, err)
+	}
+	rest := fields[1:]
+	for n.subs != nil && len(rest) > 0 && word.MatchString(rest[0]) {
+		if rest[0] == "help" {
+			return nil // `krypton help`, `krypton tenant help`: help on any group
+		}
+		if !n.subs[rest[0]] {
+			return fmt.Errorf("%s: %s: `krypton %s` is not a krypton command (`%s` lists them)", c.Source, c.Text,
+				strings.TrimSpace(path+" "+rest[0]), strings.TrimSpace("krypton "+path+" -h"))
+		}
+		path = strings.TrimSpace(path + " " + rest[0])
+		rest = rest[1:]
+		if n, err = f.node(path); err != nil {
+			return fmt.Errorf("%s: %v", c.Source, err)
+		}
+	}
+	for _, t := range rest {
+		m := flagToken.FindStringSubmatch(t)
+		if m == nil {
+			continue
+		}
+		if n.flags == nil {
+			return fmt.Errorf("%s: %s: `krypton %s` is a group of commands: name one before %s", c.Source, c.Text, path, t)
+		}
+		if !n.flags[m[1]] {
+			return fmt.Errorf("%s: %s: `krypton %s` has no flag -%s (krypton %s -h lists its flags)", c.Source, c.Text, path, m[1], path)
+		}
+	}
+	return nil
 }

@@ -386,3 +386,85 @@ func TestRunnerExportsAndTimeout(t *testing.T) {
 		t.Errorf("the timed-out pipeline took %v to end", d)
 	}
 }
+
+// TestDocCommandsExist checks every krypton command line README.md and docs/*.md show, runnable
+// or not (a production `krypton server ...`, a command in the prose), against the binary's help:
+// the command exists and takes every flag the line gives it.
+func TestDocCommandsExist(t *testing.T) {
+	root := repoRoot(t)
+	f := &FlagChecker{Krypton: filepath.Join(kryptonBin(t), "krypton")}
+	docs, err := filepath.Glob(filepath.Join(root, "docs", "*.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, p := range append([]string{filepath.Join(root, "README.md")}, docs...) {
+		rel, _ := filepath.Rel(root, p)
+		cmds, err := Invocations(p, filepath.ToSlash(rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range cmds {
+			n++
+			if err := f.Check(c); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	t.Logf("%d krypton command lines checked", n)
+	if n < 50 {
+		t.Errorf("found %d krypton command lines in README.md and docs/*.md, want at least 50: is Invocations still reading them?", n)
+	}
+}
+
+// TestFlagCheckerReportsDrift: a doc line with a flag the command lacks, a command that does not
+// exist, or a flag given to a group fails naming its file:line; synopses with [-flag] and \|, pipes,
+// comments, help and a group named in prose pass. Checking runs only help, never the command.
+func TestFlagCheckerReportsDrift(t *testing.T) {
+	dir := t.TempDir()
+	doc := "Use `krypton tenant delete-anchor -reason TEXT [-wait] acme` or `krypton tenant` or `krypton help`.\n" + // 1
+		"| `krypton policy set (-rule R… \\| -file F) acme` | policy |\n" + // 2
+		"`krypton dev -oidc-issuer URL`\n" + // 3
+		"```sh\n" + // 4
+		"$ krypton revoke -tenant acme -dry-run | head -1   # -not-a-flag in a comment\n" + // 5
+		"krypton key rotate demo app \\\n" + // 6
+		"  -addr 127.0.0.1:1 -no-such-flag\n" + // 7
+		"krypton tenants list\n" + // 8
+		"krypton tenant -reason x\n" + // 9
+		"```\n"
+	p := filepath.Join(dir, "drift.md")
+	if err := os.WriteFile(p, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmds, err := Invocations(p, "docs/drift.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &FlagChecker{Krypton: filepath.Join(kryptonBin(t), "krypton")}
+	want := map[string]string{ // source -> the error it must contain; absent: passes
+		"docs/drift.md:3": "`krypton dev` has no flag -oidc-issuer",
+		"docs/drift.md:6": "`krypton key rotate` has no flag -no-such-flag",
+		"docs/drift.md:8": "`krypton tenants` is not a krypton command",
+		"docs/drift.md:9": "`krypton tenant` is a group of commands",
+	}
+	seen := map[string]bool{}
+	for _, c := range cmds {
+		seen[c.Source] = true
+		err := f.Check(c)
+		w, bad := want[c.Source]
+		switch {
+		case !bad && err != nil:
+			t.Errorf("%s: %s: %v; want it to pass", c.Source, c.Text, err)
+		case bad && (err == nil || !strings.Contains(err.Error(), c.Source+": ") || !strings.Contains(err.Error(), w)):
+			t.Errorf("%s: %s: got %v, want an error naming %s and saying %s", c.Source, c.Text, err, c.Source, w)
+		}
+	}
+	if len(cmds) != 9 {
+		t.Errorf("got %d command lines, want 9: %q", len(cmds), cmds)
+	}
+	for src := range want {
+		if !seen[src] {
+			t.Errorf("no command line read from %s", src)
+		}
+	}
+}
