@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -480,6 +481,9 @@ func (d *devRegion) printWelcome(w io.Writer) {
 	fmt.Fprintf(w, "\n    data, certificates and root key: %s\n", d.dir)
 	fmt.Fprintf(w, "    tenant \"demo\" on %s, with service key \"demo/app\"\n\n", d.anchorURI)
 	fmt.Fprintln(w, "Talk to it as an operator:")
+	if dir := pathToSelf(); dir != "" {
+		fmt.Fprintf(w, "    export PATH=\"%s:$PATH\"\n", dir)
+	}
 	fmt.Fprintf(w, "    export KRYPTON_ADDR=%s\n", d.cfgs[0].RPCAddr)
 	fmt.Fprintf(w, "    export KRYPTON_CA_CERT=%s\n", filepath.Join(d.dir, "certs", caCertFile))
 	fmt.Fprintf(w, "    export KRYPTON_CLIENT_CERT=%s\n", d.operator[0])
@@ -492,7 +496,8 @@ func (d *devRegion) printWelcome(w io.Writer) {
 	fmt.Fprintln(w, "    krypton tenant create -anchor "+d.anchorURI+" -regions dev acme")
 	fmt.Fprintln(w, "    krypton service create acme payments")
 	fmt.Fprintln(w, "    krypton revoke -tenant acme -service payments -version 1 -reason demo -dry-run")
-	fmt.Fprintln(w, "    krypton tenant delete-anchor -wait acme      # the kill switch; set-anchor lifts it")
+	fmt.Fprintln(w, "    krypton tenant delete-anchor -reason \"trying the kill switch\" -wait acme   # every node refuses acme")
+	fmt.Fprintln(w, "    krypton tenant set-anchor -anchor "+d.anchorURI+" acme   # lifts it; nothing was lost")
 	fmt.Fprintln(w, "    krypton governance status")
 	fmt.Fprintln(w, "\nWrap and unwrap as the service demo/app (wrapping takes a service certificate):")
 	fmt.Fprintf(w, "    KRYPTON_CLIENT_CERT=%s KRYPTON_CLIENT_KEY=%s \\\n      krypton datakey -key demo/app\n\n", d.service[0], d.service[1])
@@ -504,6 +509,27 @@ func (d *devRegion) printWelcome(w io.Writer) {
 		fmt.Fprintf(w, "Pull the plug: disable %s in its console, and every node refuses the tenant within one check period.\n", d.anchorURI)
 	}
 	fmt.Fprintln(w, "Ctrl-C stops the region and wipes every key from memory.")
+}
+
+// pathToSelf is the directory of this executable when `krypton` on PATH is not this executable (as
+// after `make dev`, which runs bin/krypton): the welcome's commands then need that directory on
+// PATH, or they fail with "command not found". Empty when PATH already finds this executable.
+func pathToSelf() string {
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	if self, err = filepath.EvalSymlinks(self); err != nil {
+		return ""
+	}
+	if found, err := exec.LookPath("krypton"); err == nil {
+		if found, err = filepath.Abs(found); err == nil {
+			if found, err = filepath.EvalSymlinks(found); err == nil && found == self {
+				return ""
+			}
+		}
+	}
+	return filepath.Dir(self)
 }
 
 // runDemo is the walkthrough of `krypton dev -demo`. Every step goes through the public gRPC API
