@@ -75,7 +75,8 @@ type Config struct {
 	SnapshotInterval  time.Duration
 	// TrailingLogs is how many log entries are kept after a snapshot so
 	// that a slightly lagging follower catches up without a snapshot
-	// transfer. Must be positive: 0 breaks restarts (PEERS.md).
+	// transfer. Must be positive: 0 breaks restarts (a known hashicorp/raft
+	// pitfall).
 	TrailingLogs uint64
 
 	// Gossip timing; see memberlist.Config.

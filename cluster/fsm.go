@@ -13,7 +13,7 @@ import (
 // trackingFSM wraps the caller's FSM to record the index of the last log
 // the FSM has actually applied. raft.AppliedIndex cannot serve the read
 // barrier: it counts entries handed to the FSM goroutine, not applied
-// (PEERS.md).
+// (DESIGN.md, "Read barrier").
 //
 // Restore does not receive the snapshot's index from Raft, so each
 // snapshot the wrapper persists starts with an 8-byte header holding the

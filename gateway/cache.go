@@ -20,7 +20,7 @@ import (
 //
 // The keys live in one memguard buffer (mlocked, guard pages, wiped on Destroy) cut into 32-byte
 // slots: one LockedBuffer per key would cost three pages of locked memory and tens of
-// microseconds each (../shared/PEERS.md).
+// microseconds each (wrap/DESIGN.md, "Where secrets live, honestly").
 //
 // Revocation. An entry is served only while:
 //   - the gateway holds a fresh cache lease from a region node (watcher.leaseValid), and

@@ -24,8 +24,9 @@ type barriers struct {
 
 // barrierTurn is one barrier and everyone waiting on it.
 type barrierTurn struct {
-	done chan struct{}
-	err  error
+	done    chan struct{}
+	err     error
+	waiters int // callers sharing this turn, under barriers.mu: tests wait on it, not on time
 }
 
 // catchUp returns once this node has applied every write committed before the call (a read barrier
@@ -47,6 +48,7 @@ func (b *barriers) do(ctx context.Context, barrier func() error) error {
 		b.next = &barrierTurn{done: make(chan struct{})}
 	}
 	turn := b.next
+	turn.waiters++
 	if !b.running {
 		b.running = true
 		b.next = nil

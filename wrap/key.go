@@ -17,7 +17,7 @@ import (
 //
 // Why a LockedBuffer and not an Enclave: opening an Enclave (and
 // destroying the buffer it opens into) costs 160-190 µs here under load
-// (BenchmarkEnclaveOpen; PEERS.md saw 65-85 µs on a quiet machine), using
+// (BenchmarkEnclaveOpen; 65-85 µs on a quiet machine), using
 // a held LockedBuffer costs 8-11 ns (BenchmarkLockedBufferHold: the read
 // lock), and a whole wrap costs about 1.4 µs. A parent key's at-rest form
 // is its sealed blob (an L3 under its L2, in the FSM) or the anchor (an L2

@@ -196,7 +196,7 @@ func TestBinding(t *testing.T) {
 // TestLocalKMSReasons pins what local-kms answers. With the KeyId pinned,
 // as this package sends it, Decrypt gives AWS's codes
 // (DisabledException, KMSInvalidStateException); only a Decrypt without
-// KeyId gets the AccessDeniedException PEERS.md describes, which this
+// KeyId gets the AccessDeniedException seen in earlier runs, which this
 // package never sends.
 func TestLocalKMSReasons(t *testing.T) {
 	h := newHarness(t)

@@ -331,7 +331,9 @@ func (f *fakeVault) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", "", "The service is temporarily unavailable.")
 		return
 	case throttled:
-		w.Header().Set("Retry-After", "1")
+		// A minute: far above the client's MaxRetryDelay, so that a client honouring it would
+		// take a minute, which no busy machine turns a quick Check into.
+		w.Header().Set("Retry-After", "60")
 		writeError(w, http.StatusTooManyRequests, "Throttled", "", "Request was not allowed because the number of requests exceeded the vault's throttling limits.")
 		return
 	case !found:

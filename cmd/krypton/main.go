@@ -20,7 +20,7 @@ func main() { os.Exit(runMain()) }
 
 // runMain runs the command line of this process. SIGINT and SIGTERM cancel the command's context:
 // signals are handled here rather than with memguard.CatchSignal, which calls os.Exit without
-// running deferred shutdowns (PEERS.md), so commands stop cleanly and wipe their secrets.
+// running deferred shutdowns (memguard v0.23), so commands stop cleanly and wipe their secrets.
 func runMain() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

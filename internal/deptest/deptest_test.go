@@ -1,5 +1,6 @@
-// Package deptest checks the import boundaries that ../shared/DESIGN.md and STYLE.md write down,
-// in the manner of tailscale's deptest: a package that imports what it must not fails this test.
+// Package deptest checks the rules docs/architecture.md writes down: the import boundaries, in the
+// manner of tailscale's deptest (a package that imports what it must not fails this test), and
+// that no file of the repository refers to a file outside it.
 package deptest
 
 import (
