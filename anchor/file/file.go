@@ -58,8 +58,8 @@ var (
 	ErrMalformedFile = errors.New("file: key file is malformed")
 )
 
-// devWarning is logged at WARN on open and on every call.
-const devWarning = "the file:// anchor is for development only: its root key is a plain file on this machine, not in a KMS or HSM"
+// DevWarning is logged at WARN on open and on every call.
+const DevWarning = "the file:// anchor is for development only: its root key is a plain file on this machine, not in a KMS or HSM"
 
 // Provider is the file:// development anchor. It re-reads the key file on
 // every call, so removing the file or adding a marker takes effect at
@@ -106,7 +106,7 @@ func Open(ctx context.Context, u *anchor.FileURI, opts anchor.Options) (*Provide
 	p.keyID = k.id
 	k.wipe()
 	p.log = opts.Log().With("anchor", anchor.SchemeFile, "path", u.Path, "key-id", hex.EncodeToString(p.keyID[:]))
-	p.log.Warn(devWarning, "op", "open")
+	p.log.Warn(DevWarning, "op", "open")
 	return p, nil
 }
 
@@ -222,7 +222,7 @@ func (p *Provider) begin(ctx context.Context, op string) (*rootKey, error) {
 	if p.closed.Load() {
 		return nil, anchor.ErrClosed
 	}
-	p.log.Warn(devWarning, "op", op)
+	p.log.Warn(DevWarning, "op", op)
 	if err := ctx.Err(); err != nil {
 		return nil, anchor.Transient(op, anchor.SchemeFile, err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kryptonkms/krypton/anchor/file"
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -323,7 +324,27 @@ func NewLogger(t testing.TB) *slog.Logger {
 	case "info":
 		level = slog.LevelInfo
 	}
-	return slog.New(slog.NewTextHandler(&tWriter{t: t}, &slog.HandlerOptions{Level: level}))
+	return slog.New(quietDevAnchor{slog.NewTextHandler(&tWriter{t: t}, &slog.HandlerOptions{Level: level})})
+}
+
+// quietDevAnchor drops the warning that the file:// anchor logs on every use (file.DevWarning) unless
+// KRYPTON_TEST_LOG asks for info or debug. Tests run on that anchor on purpose, and at warn level
+// the warning made up most of a failed test's log, hiding the lines that explain the failure.
+type quietDevAnchor struct{ slog.Handler }
+
+func (h quietDevAnchor) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level == slog.LevelWarn && r.Message == file.DevWarning && !h.Handler.Enabled(ctx, slog.LevelInfo) {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h quietDevAnchor) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return quietDevAnchor{h.Handler.WithAttrs(attrs)}
+}
+
+func (h quietDevAnchor) WithGroup(name string) slog.Handler {
+	return quietDevAnchor{h.Handler.WithGroup(name)}
 }
 
 type tWriter struct {
