@@ -171,7 +171,7 @@ func TestJoinRemoveLeave(t *testing.T) {
 	if _, err := r.AdminClient(ld).RotateKey(ctxT(t), &kv1.RotateKeyRequest{RequestId: "rot-after-leave", Tenant: "acme", Service: "payments"}); err != nil {
 		t.Fatalf("RotateKey after the leader left: %v", err)
 	}
-	if _, err := r.AdminClient(ld).RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-after-leave", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}}); err != nil {
+	if _, err := r.AdminClient(ld).RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-after-leave", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "test"}); err != nil {
 		t.Fatalf("RevokeKey after the leader left: %v", err)
 	}
 }
