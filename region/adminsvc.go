@@ -94,6 +94,10 @@ func clusterErr(err error) error {
 		return ErrNoLeader
 	case errors.Is(err, cluster.ErrShutdown):
 		return ErrShutdown
+	case errors.Is(err, cluster.ErrBadAddress):
+		return status.Error(codes.InvalidArgument, "region: "+err.Error())
+	case errors.Is(err, cluster.ErrUnknownServer):
+		return status.Error(codes.NotFound, "region: "+err.Error())
 	case errors.Is(err, cluster.ErrRejected):
 		return status.Error(codes.FailedPrecondition, "region: "+err.Error())
 	case errors.Is(err, cluster.ErrBadSnapshot):
