@@ -30,8 +30,16 @@ var (
 	// malformed or fails its checksum.
 	ErrBadSnapshot = errors.New("cluster: bad snapshot")
 	// ErrRejected is returned when the leader refused a forwarded request
-	// for a reason other than those above; the message says why.
+	// for a reason other than those above; the message says why. A join
+	// whose node cannot be reached, or presents a certificate of another
+	// node or region, is refused with it.
 	ErrRejected = errors.New("cluster: request rejected")
+	// ErrBadAddress is returned by Join for a Raft address that is not
+	// host:port (a host and a port from 1 to 65535).
+	ErrBadAddress = errors.New("cluster: malformed Raft address")
+	// ErrUnknownServer is returned by Remove for a node that is not in the
+	// Raft configuration; nothing was written to the log.
+	ErrUnknownServer = errors.New("cluster: no such server in the Raft configuration")
 )
 
 // ConfigError names the Config field that Validate rejected.

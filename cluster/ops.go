@@ -2,11 +2,17 @@ package cluster
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/kryptonkms/krypton/internal/pki"
 )
 
 // mapRaftErr turns hashicorp/raft's errors into this package's sentinels,
@@ -231,7 +237,20 @@ func (c *Cluster) appliedThrough(index uint64) bool {
 // Join adds a node to the Raft configuration as a voter (through the
 // leader). Nodes that join gossip are added by the leader on their own;
 // Join is for operators and for nodes outside gossip.
+//
+// The leader first dials raftAddr and checks the node there (checkJoiner):
+// one typo in an address would otherwise add a voter that never answers,
+// so that every commit waits on the rest and one real failure later costs
+// the quorum, with the bogus voter removable only by that quorum. A
+// malformed address is ErrBadAddress; a node that cannot be reached or is
+// not the one named is refused (ErrRejected, saying which).
 func (c *Cluster) Join(ctx context.Context, id, raftAddr string) error {
+	if c.isShutdown() {
+		return ErrShutdown
+	}
+	if err := checkRaftAddr(raftAddr); err != nil {
+		return err
+	}
 	_, err := c.forward(ctx, func() (*rpcResponse, error) {
 		return &rpcResponse{}, c.addVoterLocal(ctx, id, raftAddr)
 	}, &rpcRequest{Op: opAddVoter, ID: id, Addr: raftAddr})
@@ -241,6 +260,12 @@ func (c *Cluster) Join(ctx context.Context, id, raftAddr string) error {
 func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string) error {
 	if id == "" || addr == "" {
 		return fmt.Errorf("%w: join needs a node id and address", ErrRejected)
+	}
+	if err := checkRaftAddr(addr); err != nil {
+		return err
+	}
+	if err := c.checkJoiner(ctx, id, addr); err != nil {
+		return err
 	}
 	c.tombMu.Lock()
 	delete(c.tombstones, id) // an explicit join overrides an earlier removal
@@ -266,6 +291,15 @@ func (c *Cluster) Remove(ctx context.Context, id string) error {
 func (c *Cluster) removeLocal(ctx context.Context, id string) error {
 	if id == "" {
 		return fmt.Errorf("%w: remove needs a node id", ErrRejected)
+	}
+	// Removing a node that is not there would still append a configuration
+	// entry (and tombstone the name): say so instead, writing nothing.
+	cf := c.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return mapRaftErr(err)
+	}
+	if !slices.ContainsFunc(cf.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == id }) {
+		return fmt.Errorf("%w: %s", ErrUnknownServer, id)
 	}
 	c.tombMu.Lock()
 	c.tombstones[id] = time.Now()
@@ -360,4 +394,60 @@ func (c *Cluster) Leave(ctx context.Context) error {
 	}
 	c.logger.Info("left the cluster")
 	return c.Shutdown()
+}
+
+// checkRaftAddr refuses an address that is not host:port with a host and a
+// port from 1 to 65535.
+func checkRaftAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" {
+		return fmt.Errorf("%w: %q is not host:port", ErrBadAddress, addr)
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("%w: %q has no port from 1 to 65535", ErrBadAddress, addr)
+	}
+	return nil
+}
+
+// joinProbeTimeout bounds how long the leader tries to reach a joining node.
+const joinProbeTimeout = 5 * time.Second
+
+// checkJoiner dials addr as Raft would (mutual TLS, the certificate checked
+// against the host dialled) and checks that the node answering there is
+// node id: its certificate must name that node and, if this node's
+// certificate names a region, the same region. It sends nothing.
+func (c *Cluster) checkJoiner(ctx context.Context, id, addr string) error {
+	pctx, cancel := context.WithTimeout(ctx, joinProbeTimeout)
+	defer cancel()
+	peer, err := c.mux.probe(pctx, addr)
+	if err != nil {
+		return fmt.Errorf("%w: cannot reach node %s at %s over the cluster's TLS (is it running, and does its certificate name that host?): %v", ErrRejected, id, addr, err)
+	}
+	if peer.NodeID != id {
+		return fmt.Errorf("%w: the node at %s is %s, not %s", ErrRejected, addr, peer.NodeID, id)
+	}
+	if own := c.ownRegion(); own != "" && peer.Region != own {
+		return fmt.Errorf("%w: node %s at %s has a certificate of region %q, not %q", ErrRejected, id, addr, peer.Region, own)
+	}
+	return nil
+}
+
+// ownRegion is the region this node's certificate names ("" if none).
+func (c *Cluster) ownRegion() string {
+	if len(c.cfg.TLS.Certificates) == 0 {
+		return ""
+	}
+	cert := c.cfg.TLS.Certificates[0]
+	leaf := cert.Leaf
+	if leaf == nil && len(cert.Certificate) > 0 {
+		leaf, _ = x509.ParseCertificate(cert.Certificate[0])
+	}
+	if leaf == nil {
+		return ""
+	}
+	id, err := pki.IdentityFromCertificate(leaf)
+	if err != nil {
+		return ""
+	}
+	return id.Region
 }

@@ -51,6 +51,8 @@ const (
 	codeTimeout    = "timeout"
 	codeRejected   = "rejected"
 	codeBadRequest = "bad-request"
+	codeBadAddress = "bad-address"
+	codeUnknown    = "unknown-server"
 )
 
 type rpcResponse struct {
@@ -74,6 +76,10 @@ func (r *rpcResponse) err() error {
 		base = ErrNotLeader
 	case codeTimeout:
 		base = context.DeadlineExceeded
+	case codeBadAddress:
+		base = ErrBadAddress
+	case codeUnknown:
+		base = ErrUnknownServer
 	default:
 		base = ErrRejected
 	}
@@ -190,6 +196,10 @@ func errResponse(err error) *rpcResponse {
 		code = codeShutdown
 	case errors.Is(err, context.DeadlineExceeded):
 		code = codeTimeout
+	case errors.Is(err, ErrBadAddress):
+		code = codeBadAddress
+	case errors.Is(err, ErrUnknownServer):
+		code = codeUnknown
 	}
 	return &rpcResponse{Code: code, Msg: err.Error()}
 }

@@ -239,6 +239,46 @@ func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, erro
 	return m.wrap(tc, raw, id.NodeID), nil
 }
 
+// probe completes a mutually authenticated handshake with the node at addr,
+// as dial does, and returns its verified identity without selecting a
+// protocol (the peer sees a connection that closes before its first byte).
+func (m *mux) probe(ctx context.Context, addr string) (pki.Identity, error) {
+	select {
+	case <-m.shutdownCh:
+		return pki.Identity{}, ErrShutdown
+	default:
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return pki.Identity{}, err
+	}
+	var d net.Dialer
+	raw, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return pki.Identity{}, err
+	}
+	defer raw.Close()
+	cfg := m.client
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	tc := tls.Client(raw, cfg)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		return pki.Identity{}, err
+	}
+	id, err := pki.PeerIdentity(tc.ConnectionState())
+	if err != nil {
+		return pki.Identity{}, err
+	}
+	if m.filter != nil && !m.filter(m.self, id.NodeID) {
+		return pki.Identity{}, fmt.Errorf("connection to %s blocked by filter", id.NodeID)
+	}
+	return id, nil
+}
+
 func (m *mux) wrap(tc *tls.Conn, raw net.Conn, remote string) net.Conn {
 	return &muxConn{Conn: tc, raw: raw, m: m, remote: remote}
 }

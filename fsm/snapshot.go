@@ -14,7 +14,7 @@ import (
 	"time"
 )
 
-// Snapshot format, version 2.
+// Snapshot format, version 3.
 //
 // The first line is a JSON header (format, version, applied index), so that
 // `head -1` says what a file is. Then come length-prefixed binary records,
@@ -40,14 +40,17 @@ import (
 // Hash is SHA-256 of the same records, without the header.
 //
 // Version 2 added the policy record and the revocation record's error code
-// (the last field). Version 1 snapshots still restore: they have neither.
+// (the last field). Version 3 added the dedupe record's request digest (its
+// last field, 32 bytes). Version 1 and 2 snapshots still restore; their
+// dedupe entries have no digest, so their ids are refused if used again
+// (a retry cannot be told from another request without it).
 
 // SnapshotFormat names the snapshot format in its header.
 const SnapshotFormat = "krypton-fsm-snapshot"
 
 // SnapshotVersion is the snapshot format version written. Restore accepts
 // it and every earlier version.
-const SnapshotVersion = 2
+const SnapshotVersion = 3
 
 // maxRecord bounds one record's payload: the largest is a tenant with its L2
 // versions, each at most maxBlobLen bytes.
@@ -248,6 +251,7 @@ func writeRecords(w *bufio.Writer, r *root) error {
 		if err := e.result(d.Result); err != nil {
 			return err
 		}
+		e.bytes(d.Digest[:])
 		e.end(recDedupe)
 	}
 	n := e.n
@@ -591,13 +595,23 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 			tenant = nil
 			id, typ := d.str(), d.str()
 			res, ok := d.result()
+			var digest [32]byte
+			if hdr.V >= 3 {
+				// An all-zero digest is refused: it is what an entry of an older
+				// snapshot has, and would make the id unusable, not checked.
+				b := d.raw()
+				if len(b) != len(digest) || [32]byte(b) == digest {
+					return fail("bad dedupe digest")
+				}
+				digest = [32]byte(b)
+			}
 			if !ok || !d.ok() || id == "" || newCommand(typ) == nil {
 				return fail("bad dedupe entry")
 			}
 			if _, dup := r.dedupe.ids[id]; dup {
 				return fail("duplicate dedupe entry")
 			}
-			r.dedupe.ids[id] = dedupeEntry{ID: id, Type: typ, Result: res}
+			r.dedupe.ids[id] = dedupeEntry{ID: id, Type: typ, Result: res, Digest: digest}
 			r.dedupe.order = append(r.dedupe.order, id)
 		case recEnd:
 			if !closeService() {

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -20,7 +21,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	h.must(ApplyGovernanceEvent{Cursor: 7, After: 6, EventID: "e7", Event: SetAnchor{Tenant: "acme", Anchor: "file:///x"}, Refused: refuse(ErrAnchorMismatch, "acme", "", 0)})
 	h.applyEntry(Entry{RequestID: "r1", Command: UnlockTenant{Tenant: "acme"}})
 	snap := snapshotBytes(t, h.s)
-	if !bytes.HasPrefix(snap, []byte(`{"format":"krypton-fsm-snapshot","v":2,"index":`)) {
+	if !bytes.HasPrefix(snap, []byte(`{"format":"krypton-fsm-snapshot","v":3,"index":`)) {
 		t.Fatalf("header: %.80s", snap)
 	}
 	var restored []Change
@@ -162,10 +163,10 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 		"policy outside a tenant": insert(cursor+1, policy(1, "*")),
 		"policy revision 0":       insert(tenant+1, policy(0, "*")),
 		"policy bad service":      insert(tenant+1, policy(1, "A")),
-		"policy in version 1":     strings.Replace(insert(tenant+1, policy(1, "*")), `"v":2`, `"v":1`, 1),
+		"policy in version 1":     strings.Replace(insert(tenant+1, policy(1, "*")), `"v":3`, `"v":1`, 1),
 		"empty":                   "",
 		"not a snapshot":          "{}\n",
-		"future version":          strings.Replace(good, `"v":2`, `"v":3`, 1),
+		"future version":          strings.Replace(good, `"v":3`, `"v":4`, 1),
 		"header only":             hdr,
 		"truncated":               joinSnapshot(hdr, recs[:end]),
 		"cut mid-record":          good[:len(good)-2],
@@ -196,6 +197,24 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 			e.str("r1")
 			e.str("no-such-command")
 			e.result(Result{Index: 1})
+			e.bytes(bytes.Repeat([]byte{1}, 32))
+		})),
+		"dedupe without a digest": with(find(recDedupe), build(recDedupe, func(e *recWriter) {
+			e.str("r1")
+			e.str("unlock-tenant")
+			e.result(Result{Index: 1})
+		})),
+		"dedupe with a zero digest": with(find(recDedupe), build(recDedupe, func(e *recWriter) {
+			e.str("r1")
+			e.str("unlock-tenant")
+			e.result(Result{Index: 1})
+			e.bytes(make([]byte, 32))
+		})),
+		"dedupe with a short digest": with(find(recDedupe), build(recDedupe, func(e *recWriter) {
+			e.str("r1")
+			e.str("unlock-tenant")
+			e.result(Result{Index: 1})
+			e.bytes([]byte("short"))
 		})),
 		"bad dedupe error code": with(find(recDedupe), build(recDedupe, func(e *recWriter) {
 			e.str("r1")
@@ -207,6 +226,7 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 			e.str("")
 			e.uvarint(0)
 			e.str("")
+			e.bytes(bytes.Repeat([]byte{1}, 32))
 		})),
 	}
 	before := h.s.Hash()
@@ -282,35 +302,80 @@ func TestSnapshotConcurrentApply(t *testing.T) {
 	}
 }
 
+// oldSnapshot rewrites a current snapshot into format version v (1 or 2): no
+// dedupe digests and, for 1, no revocation error codes (the fixture has no
+// policy records, which version 1 lacks).
+func oldSnapshot(t *testing.T, snap []byte, v int) *bytes.Buffer {
+	t.Helper()
+	hdr, recs := splitSnapshot(t, snap)
+	var out bytes.Buffer
+	out.WriteString(strings.Replace(hdr, `"v":3`, fmt.Sprintf(`"v":%d`, v), 1))
+	for _, r := range recs {
+		p := r.payload
+		if r.kind == recRevocation && v < 2 {
+			if p[len(p)-1] != 0 {
+				t.Fatal("revocation record without an empty error code at its end")
+			}
+			p = p[:len(p)-1]
+		}
+		if r.kind == recDedupe {
+			if p[len(p)-33] != 32 {
+				t.Fatal("dedupe record without a digest at its end")
+			}
+			p = p[:len(p)-33]
+		}
+		if r.kind == recPolicy && v < 2 {
+			t.Fatal("fixture has a policy")
+		}
+		out.WriteByte(r.kind)
+		out.Write(binary.AppendUvarint(nil, uint64(len(p))))
+		out.Write(p)
+	}
+	return &out
+}
+
 // TestRestoreVersion1 restores a snapshot in the first format (no policy
 // records, no error code in revocation records), as a node upgraded from
 // the previous release finds on disk.
 func TestRestoreVersion1(t *testing.T) {
 	h := fixture(t)
 	h.must(ApplyGovernanceEvent{Cursor: 4, EventID: "e4", Event: RevokeService{Tenant: "acme", Service: "pay"}})
-	hdr, recs := splitSnapshot(t, snapshotBytes(t, h.s))
-	var v1 bytes.Buffer
-	v1.WriteString(strings.Replace(hdr, `"v":2`, `"v":1`, 1))
-	for _, r := range recs {
-		p := r.payload
-		if r.kind == recRevocation {
-			if p[len(p)-1] != 0 {
-				t.Fatal("revocation record without an empty error code at its end")
-			}
-			p = p[:len(p)-1]
-		}
-		if r.kind == recPolicy {
-			t.Fatal("fixture has a policy")
-		}
-		v1.WriteByte(r.kind)
-		v1.Write(binary.AppendUvarint(nil, uint64(len(p))))
-		v1.Write(p)
-	}
 	s := NewState(Options{})
-	if err := s.Restore(&v1); err != nil {
+	if err := s.Restore(oldSnapshot(t, snapshotBytes(t, h.s), 1)); err != nil {
 		t.Fatal(err)
 	}
 	if s.Hash() != h.s.Hash() {
 		t.Fatal("a version 1 snapshot restores to a different state")
+	}
+}
+
+// TestRestoreVersion2 restores a snapshot whose dedupe entries carry no
+// request digest: their ids cannot show that a retry is the same request,
+// so every use of them is refused and changes nothing; the rest of the
+// state is as it was.
+func TestRestoreVersion2(t *testing.T) {
+	h := fixture(t)
+	revoke := Entry{RequestID: "rv", Command: RevokeService{Tenant: "lockd", Service: "pay", Reason: "r"}}
+	if _, err := h.applyEntry(revoke); err != nil {
+		t.Fatal(err)
+	}
+	s := NewState(Options{})
+	if err := s.Restore(oldSnapshot(t, snapshotBytes(t, h.s), 2)); err != nil {
+		t.Fatal(err)
+	}
+	if s.root.dedupe.ids["rv"].Digest != [32]byte{} {
+		t.Fatal("a version 2 dedupe entry has a digest")
+	}
+	before := s.Hash()
+	for _, c := range []Command{revoke.Command, RevokeService{Tenant: "acme", Service: "pay", Reason: "r"}} {
+		if _, err := s.Apply(100, Entry{RequestID: "rv", Command: c}); !errors.Is(err, ErrRequestIDReused) {
+			t.Fatalf("%+v with a version 2 id: %v", c, err)
+		}
+	}
+	if s.Hash() != before {
+		t.Fatal("a refused reuse changed the state")
+	}
+	if st, _ := s.Service("acme", "pay"); st.Status == StatusRevoked {
+		t.Fatal("acme/pay revoked")
 	}
 }

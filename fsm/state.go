@@ -91,6 +91,10 @@ type dedupeEntry struct {
 	ID     string `json:"id"`
 	Type   string `json:"type"`
 	Result Result `json:"result"`
+	// Digest names the request the id was used for (requestDigest). It is zero for an entry
+	// restored from a snapshot older than version 3, which cannot show that a retry is the same
+	// request: any use of such an id is refused, not answered.
+	Digest [32]byte `json:"digest"`
 }
 
 func newRoot(gen uint64) *root {
@@ -201,9 +205,17 @@ func (a *applier) entry(e Entry) (Result, error) {
 	if len(e.RequestID) > MaxRequestID {
 		return Result{}, invalid(ErrInvalidCommand, "request-id")
 	}
+	var digest [32]byte
 	if e.RequestID != "" {
+		var err error
+		if digest, err = requestDigest(cmd); err != nil {
+			return Result{}, invalid(ErrInvalidCommand, "command")
+		}
 		if d, ok := a.s.root.dedupe.ids[e.RequestID]; ok {
-			if d.Type != cmd.Type() {
+			// A request id names one exact request: the same id with another type or other
+			// parameters is refused, never answered with the first request's result (which
+			// would acknowledge a revocation that was not made).
+			if d.Type != cmd.Type() || d.Digest != digest {
 				return Result{}, invalid(ErrRequestIDReused, "request-id")
 			}
 			res := d.Result
@@ -218,7 +230,7 @@ func (a *applier) entry(e Entry) (Result, error) {
 	res.Index = a.index
 	if e.RequestID != "" {
 		r := a.s.wRoot()
-		r.dedupe.add(dedupeEntry{ID: e.RequestID, Type: cmd.Type(), Result: res}, r.settings.DedupeWindow)
+		r.dedupe.add(dedupeEntry{ID: e.RequestID, Type: cmd.Type(), Result: res, Digest: digest}, r.settings.DedupeWindow)
 	}
 	return res, nil
 }

@@ -101,15 +101,15 @@ func TestValidation(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument)
 	_, err = op.SetPolicy(ctx, &kv1.SetPolicyRequest{RequestId: rid(), Policy: &kv1.Policy{Tenant: "nobody"}})
 	wantCode(t, err, codes.NotFound)
-	_, err = op.Revoke(ctx, &kv1.RevokeRequest{RequestId: rid(), Target: &kv1.KeyScope{Tenant: "acme", Version: 3}})
+	_, err = op.Revoke(ctx, &kv1.RevokeRequest{RequestId: rid(), Target: &kv1.KeyScope{Tenant: "acme", Version: 3}, Reason: "test"})
 	wantCode(t, err, codes.InvalidArgument)
-	_, err = op.Revoke(ctx, &kv1.RevokeRequest{RequestId: rid(), Target: &kv1.KeyScope{Tenant: "acme", Service: "nope"}})
+	_, err = op.Revoke(ctx, &kv1.RevokeRequest{RequestId: rid(), Target: &kv1.KeyScope{Tenant: "acme", Service: "nope"}, Reason: "test"})
 	wantCode(t, err, codes.NotFound)
 	_, err = op.ListTenants(ctx, &kv1.GovernanceListTenantsRequest{PageToken: "!!"})
 	wantCode(t, err, codes.InvalidArgument)
 
 	// The same request id for another request.
-	_, err = op.LockTenant(ctx, &kv1.GovernanceLockTenantRequest{RequestId: "same", Tenant: "acme"})
+	_, err = op.LockTenant(ctx, &kv1.GovernanceLockTenantRequest{RequestId: "same", Tenant: "acme", Reason: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestDryRunAndWaitDeadline(t *testing.T) {
 	// the write itself time to commit on busy cores (300 ms did not always): no region reports
 	// here, so the call runs to it whatever it is.
 	short, cancel := context.WithTimeout(ctx, 3*time.Second)
-	_, err = op.DeleteAnchor(short, &kv1.DeleteAnchorRequest{RequestId: "kill", Tenant: "acme", Wait: true})
+	_, err = op.DeleteAnchor(short, &kv1.DeleteAnchorRequest{RequestId: "kill", Tenant: "acme", Reason: "test", Wait: true})
 	cancel()
 	wantCode(t, err, codes.DeadlineExceeded)
 	tn, err := op.GetTenant(ctx, &kv1.GetTenantRequest{Tenant: "acme"})
@@ -205,7 +205,7 @@ func TestDryRunAndWaitDeadline(t *testing.T) {
 		}
 	}
 	// The retry with the same request id returns the original event, now effective.
-	d, err := op.DeleteAnchor(ctx, &kv1.DeleteAnchorRequest{RequestId: "kill", Tenant: "acme", Wait: true})
+	d, err := op.DeleteAnchor(ctx, &kv1.DeleteAnchorRequest{RequestId: "kill", Tenant: "acme", Reason: "test", Wait: true})
 	if err != nil || d.GetEvent().GetCursor() != head || len(d.GetRegions()) != 2 {
 		t.Fatalf("retry: %v %v", d, err)
 	}

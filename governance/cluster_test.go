@@ -224,7 +224,7 @@ func TestFollowerServesFeedAndWrites(t *testing.T) {
 	// A revoke waiting on the follower wakes on a report sent to the leader.
 	done := make(chan error, 1)
 	go func() {
-		_, err := op.Revoke(ctx, &kv1.RevokeRequest{RequestId: "r", Target: &kv1.KeyScope{Tenant: "acme"}, Wait: true})
+		_, err := op.Revoke(ctx, &kv1.RevokeRequest{RequestId: "r", Target: &kv1.KeyScope{Tenant: "acme"}, Reason: "test", Wait: true})
 		done <- err
 	}()
 	ev := recvEvents(t, s, 1)[0]

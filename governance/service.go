@@ -74,6 +74,9 @@ func regionNode(ctx context.Context, region string) error {
 // and the request's fingerprint, commits the command, and returns the
 // state machine's result or its error.
 func (n *Node) propose(ctx context.Context, c *Command) (*Result, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
 	if c.Op != OpReport {
 		fp, err := json.Marshal(c) // the request's parameters: nothing chosen yet
 		if err != nil {
@@ -354,7 +357,7 @@ func (s *api) DeleteAnchor(ctx context.Context, req *kv1.DeleteAnchorRequest) (*
 	if err := checkName("tenant", req.GetTenant()); err != nil {
 		return nil, err
 	}
-	if err := checkReason(req.GetReason()); err != nil {
+	if err := requireReason(req.GetReason()); err != nil {
 		return nil, err
 	}
 	r, err := s.n.propose(ctx, &Command{Op: OpDeleteAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Reason: req.GetReason()})
@@ -464,6 +467,9 @@ func (s *api) Revoke(ctx context.Context, req *kv1.RevokeRequest) (*kv1.RevokeRe
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
+	if err := requireReason(req.GetReason()); err != nil {
+		return nil, err
+	}
 	r, err := s.n.propose(ctx, &Command{Op: OpRevoke, RequestID: req.GetRequestId(), Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(), Reason: req.GetReason()})
 	if err != nil {
 		return nil, err
@@ -513,7 +519,11 @@ func (s *api) lock(ctx context.Context, op Op, rid, tenant, reason string) (*kv1
 	if err := checkName("tenant", tenant); err != nil {
 		return nil, err
 	}
-	if err := checkReason(reason); err != nil {
+	check := checkReason
+	if op == OpLock {
+		check = requireReason
+	}
+	if err := check(reason); err != nil {
 		return nil, err
 	}
 	r, err := s.n.propose(ctx, &Command{Op: op, RequestID: rid, Tenant: tenant, Reason: reason})

@@ -30,7 +30,7 @@ func TestSnapshotInstallAndRestart(t *testing.T) {
 	op := g.Client(leader)
 	ctx := g.Context(60 * time.Second)
 	for i := range 40 {
-		if _, err := op.LockTenant(ctx, &kv1.GovernanceLockTenantRequest{RequestId: fmt.Sprintf("s-%d", i), Tenant: "acme"}); err != nil {
+		if _, err := op.LockTenant(ctx, &kv1.GovernanceLockTenantRequest{RequestId: fmt.Sprintf("s-%d", i), Tenant: "acme", Reason: "test"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -61,6 +61,8 @@ func checkRequestID(id string) error {
 	return nil
 }
 
+// checkReason checks an operator's reason: at most MaxReason bytes of UTF-8 without control
+// characters. requireReason also refuses an empty one.
 func checkReason(r string) error {
 	if len(r) > MaxReason {
 		return invalid(fmt.Sprintf("reason longer than %d bytes", MaxReason))
@@ -74,6 +76,65 @@ func checkReason(r string) error {
 		}
 	}
 	return nil
+}
+
+// requireReason is checkReason for the writes whose reason the audit log needs (revoke, lock,
+// delete-anchor; the CLI asks for -reason): an empty or blank one is refused.
+func requireReason(r string) error {
+	if strings.TrimSpace(r) == "" {
+		return invalid("a reason is required (it goes to the event and the audit log)")
+	}
+	return checkReason(r)
+}
+
+// Validate checks everything about a command that does not depend on the state, before it is
+// proposed: a malformed command is refused where it arrives and never reaches the Raft log (the
+// state machine's own checks stay the last line). The API's handlers check their requests
+// field by field with messages that name the field; Validate is the shared net under them.
+func (c *Command) Validate() error {
+	if c.Op == OpReport {
+		if checkName("region", c.Region) != nil || len(c.Inventory) > MaxInventory {
+			return invalid("malformed report")
+		}
+		return nil
+	}
+	if err := checkRequestID(c.RequestID); err != nil {
+		return err
+	}
+	if err := checkName("tenant", c.Tenant); err != nil {
+		return err
+	}
+	if c.Service != "" {
+		if err := checkName("service", c.Service); err != nil {
+			return err
+		}
+	} else if c.Version != 0 {
+		return invalid("a version needs a service")
+	}
+	if len(c.AnchorURI) > MaxAnchorURI {
+		return invalid(fmt.Sprintf("anchor_uri longer than %d bytes", MaxAnchorURI))
+	}
+	if len(c.Regions) > MaxTenantRegions || !slices.IsSorted(c.Regions) {
+		return invalid("malformed regions")
+	}
+	for _, r := range c.Regions {
+		if err := checkName("region", r); err != nil {
+			return err
+		}
+	}
+	if !validRules(c.Rules) {
+		return invalid("malformed policy rules")
+	}
+	switch c.Op {
+	case OpRevoke, OpLock, OpDeleteAnchor:
+		return requireReason(c.Reason)
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpSetPolicy, OpUnlock, OpResync:
+		if c.Reason != "" {
+			return invalid("this request takes no reason")
+		}
+		return nil
+	}
+	return invalid("unknown op")
 }
 
 // checkAnchor validates an anchor URI without contacting the provider. The

@@ -9,7 +9,9 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -92,6 +94,10 @@ func clusterErr(err error) error {
 		return ErrNoLeader
 	case errors.Is(err, cluster.ErrShutdown):
 		return ErrShutdown
+	case errors.Is(err, cluster.ErrBadAddress):
+		return status.Error(codes.InvalidArgument, "region: "+err.Error())
+	case errors.Is(err, cluster.ErrUnknownServer):
+		return status.Error(codes.NotFound, "region: "+err.Error())
 	case errors.Is(err, cluster.ErrRejected):
 		return status.Error(codes.FailedPrecondition, "region: "+err.Error())
 	case errors.Is(err, cluster.ErrBadSnapshot):
@@ -290,6 +296,29 @@ func checkRequestID(id string) error {
 	return nil
 }
 
+// maxReason bounds an operator's reason in bytes (the state machine's own limit).
+const maxReason = 1024
+
+// checkReason requires the reason every revocation and lockout carries for the audit log (the CLI
+// asks for -reason): 1 to 1024 bytes of UTF-8 without control characters, not only blanks. It
+// runs before anything is proposed: a refused reason never reaches the Raft log.
+func checkReason(r string) error {
+	switch {
+	case strings.TrimSpace(r) == "":
+		return &codedErrorInvalid{"region: a reason is required (it goes to the audit log)"}
+	case len(r) > maxReason:
+		return &codedErrorInvalid{"region: the reason is longer than 1024 bytes"}
+	case !utf8.ValidString(r):
+		return &codedErrorInvalid{"region: the reason is not UTF-8"}
+	}
+	for _, c := range r {
+		if c < 0x20 && c != '\t' || c == 0x7f {
+			return &codedErrorInvalid{"region: the reason holds control characters"}
+		}
+	}
+	return nil
+}
+
 func tenantState(t fsm.Tenant) kv1.TenantState {
 	switch {
 	case t.Status == fsm.StatusRevoked:
@@ -482,14 +511,17 @@ func (s *adminService) RevokeKey(ctx context.Context, req *kv1.RevokeKeyRequest)
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
+	if err := checkReason(req.GetReason()); err != nil {
+		return nil, err
+	}
 	sc := req.GetScope()
-	scope := Scope{Tenant: sc.GetTenant(), Service: sc.GetService(), Version: sc.GetVersion()}
-	fence, err := s.n.Revoke(ctx, req.GetRequestId(), scope, req.GetReason())
+	scope, fence, err := s.n.revoke(ctx, req.GetRequestId(), Scope{Tenant: sc.GetTenant(), Service: sc.GetService(), Version: sc.GetVersion()}, req.GetReason())
 	if err != nil {
 		return nil, err
 	}
 	out := &kv1.RevokeKeyResponse{Fence: fence}
-	// Name what the revocation covers, as the state now records it.
+	// Name what the revocation covers (the one applied under this request id), as the state now
+	// records it.
 	if svcs, err := s.n.state.ListServices(scope.Tenant); err == nil {
 		for _, svc := range svcs {
 			if scope.Service != "" && svc.Name != scope.Service {
@@ -510,11 +542,14 @@ func (s *adminService) LockTenant(ctx context.Context, req *kv1.LockTenantReques
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
-	fence, err := s.n.LockTenant(ctx, req.GetRequestId(), req.GetTenant(), req.GetReason())
+	if err := checkReason(req.GetReason()); err != nil {
+		return nil, err
+	}
+	tenant, fence, err := s.n.lockTenantResult(ctx, req.GetRequestId(), req.GetTenant(), req.GetReason())
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.n.state.Tenant(req.GetTenant())
+	t, err := s.n.state.Tenant(tenant)
 	if err != nil {
 		return nil, err
 	}

@@ -159,7 +159,7 @@ func TestBadInput(t *testing.T) {
 			return err
 		}, codes.PermissionDenied},
 		{"service certificate revoking", func() error {
-			_, err := serviceAsAdmin.RevokeKey(ctxShort(t), &kv1.RevokeKeyRequest{RequestId: "x", Scope: &kv1.KeyScope{Tenant: "acme"}})
+			_, err := serviceAsAdmin.RevokeKey(ctxShort(t), &kv1.RevokeKeyRequest{RequestId: "x", Scope: &kv1.KeyScope{Tenant: "acme"}, Reason: "test"})
 			return err
 		}, codes.PermissionDenied},
 		{"service certificate on NodeService", func() error {
@@ -213,15 +213,15 @@ func TestBadInput(t *testing.T) {
 		{"write with a request id of 129 bytes", createKey(&kv1.CreateKeyRequest{RequestId: strings.Repeat("r", 129), Tenant: "acme", Service: "norid"}), codes.InvalidArgument},
 		{"write with a request id not printable", createKey(&kv1.CreateKeyRequest{RequestId: "a\nb", Tenant: "acme", Service: "norid"}), codes.InvalidArgument},
 		{"revoke without a request id", func() error {
-			_, err := admin.RevokeKey(ctxShort(t), &kv1.RevokeKeyRequest{Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}})
+			_, err := admin.RevokeKey(ctxShort(t), &kv1.RevokeKeyRequest{Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "test"})
 			return err
 		}, codes.InvalidArgument},
 		{"revoking a version without a service", func() error {
-			_, err := admin.RevokeKey(ctxShort(t), &kv1.RevokeKeyRequest{RequestId: "bad-rev", Scope: &kv1.KeyScope{Tenant: "acme", Version: 1}})
+			_, err := admin.RevokeKey(ctxShort(t), &kv1.RevokeKeyRequest{RequestId: "bad-rev", Scope: &kv1.KeyScope{Tenant: "acme", Version: 1}, Reason: "test"})
 			return err
 		}, codes.InvalidArgument},
 		{"revoking an unknown tenant", func() error {
-			_, err := admin.RevokeKey(ctxShort(t), &kv1.RevokeKeyRequest{RequestId: "bad-rev2", Scope: &kv1.KeyScope{Tenant: "nobody"}})
+			_, err := admin.RevokeKey(ctxShort(t), &kv1.RevokeKeyRequest{RequestId: "bad-rev2", Scope: &kv1.KeyScope{Tenant: "nobody"}, Reason: "test"})
 			return err
 		}, codes.NotFound},
 	}

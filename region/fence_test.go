@@ -338,7 +338,7 @@ func TestFenceConfirmsARestartedNode(t *testing.T) {
 		}
 		return false
 	})
-	resp, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-1", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}})
+	resp, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-1", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,7 +347,7 @@ func TestFenceConfirmsARestartedNode(t *testing.T) {
 	}
 	r.Start(old)
 	clustertest.Eventually(t, 30*time.Second, oid+" serving again", func() bool { return r.Nodes[old].Serving() == nil })
-	resp, err = admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-2", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 2}})
+	resp, err = admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-2", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 2}, Reason: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

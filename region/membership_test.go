@@ -2,10 +2,12 @@ package region_test
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/cluster/clustertest"
@@ -171,7 +173,67 @@ func TestJoinRemoveLeave(t *testing.T) {
 	if _, err := r.AdminClient(ld).RotateKey(ctxT(t), &kv1.RotateKeyRequest{RequestId: "rot-after-leave", Tenant: "acme", Service: "payments"}); err != nil {
 		t.Fatalf("RotateKey after the leader left: %v", err)
 	}
-	if _, err := r.AdminClient(ld).RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-after-leave", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}}); err != nil {
+	if _, err := r.AdminClient(ld).RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-after-leave", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "test"}); err != nil {
 		t.Fatalf("RevokeKey after the leader left: %v", err)
+	}
+}
+
+// TestJoinChecksTheNode is issue 14, finding 11: a join of a malformed or dead address made a
+// voter that never answers (every revocation then waited out a lease, and one real failure cost
+// the quorum), and removing an unknown node answered OK and wrote a log entry. The leader now
+// dials the joining node and checks its certificate first, and removes only what is there; a
+// refused call changes neither the voters nor the Raft log.
+func TestJoinChecksTheNode(t *testing.T) {
+	t.Parallel()
+	r := regiontest.Start(t, 3, regiontest.WithRegion("eu"))
+	other := regiontest.Start(t, 1, regiontest.WithCA(r.CA), regiontest.WithRegion("us"))
+	ld := r.WaitLeader()
+	admin := r.AdminClient(r.Followers()[0]) // forwarded to the leader
+	peers := func() string {
+		resp, err := r.AdminClient(ld).ListPeers(ctxT(t), &kv1.ListPeersRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, p := range resp.GetPeers() {
+			out = append(out, p.GetNodeId()+"@"+p.GetRaftAddress()+"/"+p.GetSuffrage().String())
+		}
+		slices.Sort(out)
+		return strings.Join(out, ",")
+	}
+	before, index := peers(), r.Nodes[ld].Status().GetLastLogIndex()
+	for _, c := range []struct {
+		name, id, addr string
+		code           codes.Code
+		says           string
+	}{
+		{"not an address", "node-9", "not-an-address", codes.InvalidArgument, "host:port"},
+		{"no port", "node-9", "127.0.0.1:", codes.InvalidArgument, "port"},
+		{"port 0", "node-9", "127.0.0.1:0", codes.InvalidArgument, "port"},
+		{"a dead address", "node-9", "127.0.0.1:1", codes.FailedPrecondition, "cannot reach"},
+		{"another node's address", "node-9", r.Cfgs[1].RaftAddr, codes.FailedPrecondition, "is node-2, not node-9"},
+		{"a node of another region", "node-1", other.Cfgs[0].RaftAddr, codes.FailedPrecondition, `region "us", not "eu"`},
+	} {
+		_, err := admin.Join(ctxT(t), &kv1.JoinRequest{RequestId: "join-" + c.name, NodeId: c.id, RaftAddress: c.addr})
+		if status.Code(err) != c.code || !strings.Contains(status.Convert(err).Message(), c.says) {
+			t.Fatalf("join %s: %v, want %s saying %q", c.name, err, c.code, c.says)
+		}
+	}
+	_, err := admin.RemovePeer(ctxT(t), &kv1.RemovePeerRequest{RequestId: "remove-unknown", NodeId: "node-9"})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("remove-peer of an unknown node: %v, want NotFound", err)
+	}
+	if got := peers(); got != before {
+		t.Fatalf("peers %s, were %s", got, before)
+	}
+	if got := r.Nodes[ld].Status().GetLastLogIndex(); got != index {
+		t.Fatalf("the Raft log moved from %d to %d", index, got)
+	}
+	// A node that is what the join says passes the check (here one already a voter: no change).
+	if _, err := admin.Join(ctxT(t), &kv1.JoinRequest{RequestId: "join-node-2", NodeId: "node-2", RaftAddress: r.Cfgs[1].RaftAddr}); err != nil {
+		t.Fatalf("join of node-2 at its own address: %v", err)
+	}
+	if got := peers(); got != before {
+		t.Fatalf("peers %s, were %s", got, before)
 	}
 }

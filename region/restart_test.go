@@ -37,7 +37,7 @@ func TestRestartAll(t *testing.T) {
 	if _, err := admin.RotateKey(ctxT(t), &kv1.RotateKeyRequest{RequestId: "rot-acme", Tenant: "acme", Service: "payments"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}}); err != nil {
+	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	var kept []blob // the acme/payments@v1 blobs are revoked with it

@@ -34,7 +34,7 @@ func TestRestoreCannotUndoRevocation(t *testing.T) {
 		}
 		chunks = append(chunks, ch)
 	}
-	if _, err := admin.RevokeKey(ctx, &kv1.RevokeKeyRequest{RequestId: "rev", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments"}}); err != nil {
+	if _, err := admin.RevokeKey(ctx, &kv1.RevokeKeyRequest{RequestId: "rev", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments"}, Reason: "test"}); err != nil {
 		t.Fatalf("RevokeKey: %v", err)
 	}
 	before := r.Nodes[r.Leader()].State().Hash()

@@ -74,7 +74,7 @@ func benchmarkRevokeToRefusal(b *testing.B, commitTimeout time.Duration) {
 		start := time.Now()
 		done := make(chan error, 1)
 		go func() {
-			_, err := admin.RevokeKey(ctx, &kv1.RevokeKeyRequest{RequestId: "rev-" + strconv.Itoa(i), Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: v}})
+			_, err := admin.RevokeKey(ctx, &kv1.RevokeKeyRequest{RequestId: "rev-" + strconv.Itoa(i), Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: v}, Reason: "test"})
 			done <- err
 		}()
 		for _, n := range r.Nodes {

@@ -254,10 +254,10 @@ func TestNoSecretsAtRest(t *testing.T) {
 	}
 
 	// Revoke a version and a tenant, as the run's last writes.
-	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-v1", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}}); err != nil {
+	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-v1", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-globex", Scope: &kv1.KeyScope{Tenant: "globex"}}); err != nil {
+	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-globex", Scope: &kv1.KeyScope{Tenant: "globex"}, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
 	// An operator snapshot of every node: Raft writes it to the node's snapshot store too. Its

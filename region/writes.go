@@ -28,12 +28,20 @@ import (
 var ErrAmbiguous = &codedError{codes.Unavailable, "region: the write may or may not have been applied; retry with the same request id"}
 
 // apply proposes one command and returns its result; the state machine's refusals come back as
-// errors.
+// errors. The command is validated first, here where the request arrived: a malformed one never
+// reaches the Raft log (fsm.Validate; the state machine's checks stay the last line).
+//
+// For a retried request id the result is the first request's (Result.Duplicate): callers build
+// their answer from it, never from their own arguments.
 func (n *Node) apply(ctx context.Context, requestID string, cmd fsm.Command) (fsm.Result, error) {
 	if n.shut.Load() {
 		return fsm.Result{}, ErrShutdown
 	}
-	b, err := fsm.Encode(fsm.Entry{RequestID: requestID, At: time.Now().UnixNano(), Command: cmd})
+	e := fsm.Entry{RequestID: requestID, At: time.Now().UnixNano(), Command: cmd}
+	if err := fsm.Validate(e); err != nil {
+		return fsm.Result{}, err
+	}
+	b, err := fsm.Encode(e)
 	if err != nil {
 		return fsm.Result{}, err
 	}
@@ -124,7 +132,7 @@ func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI st
 		n.keys.putTenantKey(l2)
 		n.record(ctx, audit.Event{Kind: audit.KindKeyCreate, Tenant: tenant, Version: 1, RequestID: requestID, Detail: map[string]string{"layer": "L2", "anchor": p.Describe().URI}})
 	}
-	return n.state.Tenant(tenant)
+	return n.state.Tenant(res.Tenant)
 }
 
 // CreateKey creates a service and its L3 version 1, sealed under the tenant's current L2.
@@ -193,7 +201,7 @@ func (n *Node) sealNewVersion(ctx context.Context, requestID, tenant, service st
 		n.keys.putServiceKey(l3)
 		n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, Service: service, Version: version, RequestID: requestID})
 	}
-	svc, err := n.state.Service(tenant, service)
+	svc, err := n.state.Service(res.Tenant, res.Service)
 	if err != nil {
 		return fsm.Service{}, err
 	}
@@ -213,13 +221,20 @@ type Scope struct {
 // Revoke revokes a tenant, a service or one key version for good, and returns only when no node
 // of the region can use it any longer (DESIGN.md, "The revocation fence").
 func (n *Node) Revoke(ctx context.Context, requestID string, s Scope, reason string) (*kv1.FenceResult, error) {
+	_, fence, err := n.revoke(ctx, requestID, s, reason)
+	return fence, err
+}
+
+// revoke is Revoke, also returning the scope that was revoked: for a retried request id, the first
+// request's, as the state machine recorded it.
+func (n *Node) revoke(ctx context.Context, requestID string, s Scope, reason string) (Scope, *kv1.FenceResult, error) {
 	if err := transport.CheckName("tenant", s.Tenant); err != nil {
-		return nil, err
+		return Scope{}, nil, err
 	}
 	var cmd fsm.Command
 	switch {
 	case s.Service == "" && s.Version != 0:
-		return nil, &codedErrorInvalid{"region: a key version needs a service"}
+		return Scope{}, nil, &codedErrorInvalid{"region: a key version needs a service"}
 	case s.Service == "":
 		cmd = fsm.RevokeTenant{Tenant: s.Tenant, Reason: reason}
 	case s.Version == 0:
@@ -229,7 +244,7 @@ func (n *Node) Revoke(ctx context.Context, requestID string, s Scope, reason str
 	}
 	if s.Service != "" {
 		if err := transport.CheckName("service", s.Service); err != nil {
-			return nil, err
+			return Scope{}, nil, err
 		}
 	}
 	res, err := n.apply(ctx, requestID, cmd)
@@ -241,33 +256,43 @@ func (n *Node) Revoke(ctx context.Context, requestID string, s Scope, reason str
 		// applied index covers it.
 		if err := n.cl.Barrier(ctx); err != nil {
 			if ctx.Err() != nil {
-				return nil, ErrFenceTimeout
+				return Scope{}, nil, ErrFenceTimeout
 			}
-			return nil, ErrNoLeader
+			return Scope{}, nil, ErrNoLeader
 		}
-		return n.fence(ctx, n.state.AppliedIndex())
+		fence, err := n.fence(ctx, n.state.AppliedIndex())
+		return s, fence, err
 	}
 	if err != nil {
-		return nil, err
+		return Scope{}, nil, err
 	}
 	if !res.Duplicate {
 		n.record(ctx, audit.Event{Kind: audit.KindKeyRevoke, Tenant: s.Tenant, Service: s.Service, Version: s.Version, Reason: reason, RequestID: requestID})
 	}
-	return n.fence(ctx, res.Index)
+	fence, err := n.fence(ctx, res.Index)
+	return Scope{Tenant: res.Tenant, Service: res.Service, Version: res.Version}, fence, err
 }
 
 // LockTenant locks a tenant out (every call for its keys is refused) until UnlockTenant; its sealed
 // keys stay intact. It returns when no node serves the tenant any longer.
 func (n *Node) LockTenant(ctx context.Context, requestID, tenant, reason string) (*kv1.FenceResult, error) {
+	_, fence, err := n.lockTenantResult(ctx, requestID, tenant, reason)
+	return fence, err
+}
+
+// lockTenantResult is LockTenant, also returning the tenant that was locked (for a retried request id,
+// the first request's).
+func (n *Node) lockTenantResult(ctx context.Context, requestID, tenant, reason string) (string, *kv1.FenceResult, error) {
 	if err := transport.CheckName("tenant", tenant); err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	res, err := n.apply(ctx, requestID, fsm.LockTenant{Tenant: tenant, Reason: reason})
 	if err != nil {
-		return nil, err
+		return "", nil, err
 	}
 	n.record(ctx, audit.Event{Kind: audit.KindTenantLock, Tenant: tenant, Reason: reason, RequestID: requestID})
-	return n.fence(ctx, res.Index)
+	fence, err := n.fence(ctx, res.Index)
+	return res.Tenant, fence, err
 }
 
 // UnlockTenant lifts a lockout, once the tenant's anchor answers a seal/unseal round trip again:
@@ -286,11 +311,12 @@ func (n *Node) UnlockTenant(ctx context.Context, requestID, tenant string) (fsm.
 			return fsm.Tenant{}, err
 		}
 	}
-	if _, err := n.apply(ctx, requestID, fsm.UnlockTenant{Tenant: tenant}); err != nil {
+	res, err := n.apply(ctx, requestID, fsm.UnlockTenant{Tenant: tenant})
+	if err != nil {
 		return fsm.Tenant{}, err
 	}
 	n.record(ctx, audit.Event{Kind: audit.KindTenantUnlock, Tenant: tenant, RequestID: requestID})
-	return n.state.Tenant(tenant)
+	return n.state.Tenant(res.Tenant)
 }
 
 // RekeyTenant seals every L2 version of a tenant under a new anchor (DESIGN.md of package anchor:
@@ -326,11 +352,12 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI str
 		}
 		resealed[i] = sealed
 	}
-	if _, err := n.apply(ctx, requestID, fsm.SetAnchor{Tenant: tenant, Anchor: anchorURI, Resealed: resealed}); err != nil {
+	res, err := n.apply(ctx, requestID, fsm.SetAnchor{Tenant: tenant, Anchor: anchorURI, Resealed: resealed})
+	if err != nil {
 		return fsm.Tenant{}, err
 	}
 	n.record(ctx, audit.Event{Kind: "tenant.rekey", Tenant: tenant, RequestID: requestID, Detail: map[string]string{"anchor": p.Describe().URI}})
-	return n.state.Tenant(tenant)
+	return n.state.Tenant(res.Tenant)
 }
 
 // SetSettings replaces the region's replicated settings (lease duration, L1 check period, ...).
