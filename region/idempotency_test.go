@@ -214,14 +214,17 @@ func TestValidationBeforeReplication(t *testing.T) {
 	r := setup(t)
 	ctx := ctxT(t)
 	waitSameState(t, r)
-	lastIndex := func() []uint64 {
-		var out []uint64
+	// What this node proposed to the Raft log: the last log index would also count what the region
+	// appends on its own (a new leader's first entry, the L1 checks' results), so it is read from
+	// the proposals metric instead.
+	proposed := func() []float64 {
+		var out []float64
 		for _, n := range r.Nodes {
-			out = append(out, n.Status().GetLastLogIndex())
+			out = append(out, proposals(t, n))
 		}
 		return out
 	}
-	before := lastIndex()
+	before := proposed()
 	huge := strings.Repeat("x", 3<<20) // under gRPC's message limit: it is the region that must refuse it
 	calls := map[string]func(admin kv1.AdminServiceClient) error{
 		"revoke with a 3 MiB reason": func(admin kv1.AdminServiceClient) error {
@@ -260,8 +263,15 @@ func TestValidationBeforeReplication(t *testing.T) {
 			}
 		}
 	}
-	if after := lastIndex(); !slices.Equal(after, before) {
-		t.Fatalf("the Raft log grew: last indexes %v, were %v", after, before)
+	if after := proposed(); !slices.Equal(after, before) {
+		t.Fatalf("refused calls reached the Raft log: the nodes proposed %v commands, %v before", after, before)
 	}
 	mustWrap(t, r, 0, "acme", "payments")
+	// The metric does count: an accepted revocation is proposed.
+	if _, err := r.AdminClient(0).RevokeKey(ctx, &kv1.RevokeKeyRequest{RequestId: "ok-rv", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "rotated out"}); err != nil {
+		t.Fatal(err)
+	}
+	if after := proposed(); after[0] != before[0]+1 {
+		t.Fatalf("an accepted revocation on node-1: the nodes proposed %v commands, %v before", after, before)
+	}
 }

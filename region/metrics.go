@@ -18,6 +18,9 @@ type nodeMetrics struct {
 	// anchorRoundsLate counts L1 check rounds that were due while the previous one was still
 	// starting its checks.
 	anchorRoundsLate prometheus.Counter
+	// proposals counts the commands this node proposed to the Raft log, by command type. A request
+	// refused by validation never reaches it.
+	proposals *prometheus.CounterVec
 }
 
 func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
@@ -49,7 +52,11 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 		Name: "krypton_anchor_check_rounds_late_total",
 		Help: "L1 check rounds that were due while the previous round was still starting its checks (raise the anchor check concurrency).",
 	})
-	reg.MustRegister(m.ops, m.anchorCalls, m.fenceSeconds, m.fenceExpired, m.lockouts, m.anchorRoundsLate,
+	m.proposals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "krypton_raft_proposals_total",
+		Help: "Commands this node proposed to the Raft log (after validation), by command type.",
+	}, []string{"command"})
+	reg.MustRegister(m.ops, m.anchorCalls, m.fenceSeconds, m.fenceExpired, m.lockouts, m.anchorRoundsLate, m.proposals,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "krypton_anchor_checks_in_flight",
 			Help: "L1 checks this node (as leader) is running now.",

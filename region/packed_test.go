@@ -28,8 +28,8 @@ func TestPackedAgreesWithUnary(t *testing.T) {
 	r := setup(t)
 	waitSameState(t, r)
 	f := r.Followers()[0]
-	c := r.WrapClient(f, "acme", "payments")
-	other := r.WrapClient(r.Leader(), "acme", "payments")
+	c := r.ServingWrapClient(f, "acme", "payments")
+	other := r.ServingWrapClient(r.Leader(), "acme", "payments")
 
 	const n = 40
 	plains := make([][]byte, n)
@@ -151,7 +151,7 @@ func TestPackedErrors(t *testing.T) {
 	}
 	waitSameState(t, r)
 	f := r.Followers()[0]
-	c := r.WrapClient(f, "acme", "payments")
+	c := r.ServingWrapClient(f, "acme", "payments")
 	wrapOne := func(client kv1.WrapServiceClient, ref *kv1.KeyRef, ctx []byte) wrapped {
 		t.Helper()
 		w := wrapped{plain: randKey(t), ctx: ctx}
@@ -176,7 +176,7 @@ func TestPackedErrors(t *testing.T) {
 	v2 := wrapOne(c, ref, []byte("v2"))
 	rotate("rot-3")
 	v3 := wrapOne(c, ref, []byte("v3"))
-	ledger := wrapOne(r.WrapClient(f, "acme", "ledger"), &kv1.KeyRef{Tenant: "acme", Service: "ledger"}, nil)
+	ledger := wrapOne(r.ServingWrapClient(f, "acme", "ledger"), &kv1.KeyRef{Tenant: "acme", Service: "ledger"}, nil)
 	if _, err := admin.RevokeKey(ctxT(t), &kv1.RevokeKeyRequest{RequestId: "rev-1", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}
@@ -269,8 +269,8 @@ func TestPackedErrors(t *testing.T) {
 
 	t.Run("key", func(t *testing.T) {
 		// Each key error of PackedWrap and PackedGenerateDataKey is the unary call's.
-		globex := r.WrapClient(f, "globex", "payments")
-		nosvc := r.WrapClient(f, "acme", "nosuch")
+		globex := r.ServingWrapClient(f, "globex", "payments")
+		nosvc := r.ServingWrapClient(f, "acme", "nosuch")
 		for _, tc := range []struct {
 			name   string
 			client kv1.WrapServiceClient

@@ -45,6 +45,7 @@ func (n *Node) apply(ctx context.Context, requestID string, cmd fsm.Command) (fs
 	if err != nil {
 		return fsm.Result{}, err
 	}
+	n.metrics.proposals.WithLabelValues(cmd.Type()).Inc()
 	v, err := n.cl.Apply(ctx, b)
 	switch {
 	case err == nil:

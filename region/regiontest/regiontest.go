@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/cluster"
@@ -359,6 +361,40 @@ func (r *Region) WrapClient(i int, tenant, service string) kv1.WrapServiceClient
 		r.t.Fatal(err)
 	}
 	return kv1.NewWrapServiceClient(r.dial(i, cert))
+}
+
+// ServingWrapClient is WrapClient for tests about what a node answers once it serves: a call
+// that node i answers with Unavailable because it holds no serving lease (its lease lapsed on a busy
+// machine, or a leader is being elected) is made again, every 50 ms for up to 20 s. Such an answer
+// says nothing about the request, and wrap-service calls change no state. Tests about the
+// Unavailable answer itself use WrapClient.
+func (r *Region) ServingWrapClient(i int, tenant, service string) kv1.WrapServiceClient {
+	r.t.Helper()
+	cert, err := r.CA.IssueService(tenant, service, time.Hour)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return kv1.NewWrapServiceClient(leaseRetrying{r.dial(i, cert)})
+}
+
+// leaseRetrying makes a unary call again while the node answers that it holds no serving lease.
+type leaseRetrying struct{ grpc.ClientConnInterface }
+
+func (c leaseRetrying) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := c.ClientConnInterface.Invoke(ctx, method, args, reply, opts...)
+		if status.Code(err) != codes.Unavailable || status.Convert(err).Message() != region.ErrNoLease.Error() || time.Now().After(deadline) {
+			return err
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
 }
 
 // AdminClient returns an admin-service client of node i with an operator certificate.
