@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"context"
 	cryptorand "crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -15,6 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kryptonkms/krypton/anchor"
+	// The file:// development anchor, whose key files the cluster makes.
+	_ "github.com/kryptonkms/krypton/anchor/file"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -152,7 +156,15 @@ func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govN
 		return nil, err
 	}
 	for t := range tenants {
-		c.anchors = append(c.anchors, filepath.Join(anchorDir, "t"+strconv.Itoa(t+1)+".key"))
+		path := filepath.Join(anchorDir, "t"+strconv.Itoa(t+1)+".key")
+		// The key files are made here, as `krypton dev` makes its own: a node never creates one
+		// because a tenant's URI says create=1 (anchor/file).
+		p, err := anchor.Open(context.Background(), "file://"+path, anchor.Options{Create: true})
+		if err != nil {
+			return nil, err
+		}
+		p.Close()
+		c.anchors = append(c.anchors, path)
 	}
 	return c, nil
 }
@@ -184,7 +196,7 @@ func (c *cluster) govAddrs() []string {
 }
 
 // anchorURI is tenant t's file:// development anchor.
-func (c *cluster) anchorURI(t int) string { return "file://" + c.anchors[t] + "?create=1" }
+func (c *cluster) anchorURI(t int) string { return "file://" + c.anchors[t] }
 
 // start launches node i; bootstrap says whether it may bootstrap a new region (the first start)
 // or only joins (a wiped node coming back).
