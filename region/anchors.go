@@ -65,7 +65,7 @@ func (c *anchorCache) close() {
 	defer c.mu.Unlock()
 	for uri, p := range c.open {
 		if err := p.Close(); err != nil {
-			c.log.Warn("closing anchor", "anchor", p.Describe().URI, "err", err)
+			c.log.Warn("closing anchor", "anchor", anchor.Redact(uri), "err", err)
 		}
 		delete(c.open, uri)
 	}
