@@ -8,10 +8,11 @@ import (
 
 // Redact returns an anchor URI in a form that may be shown anywhere: in an
 // API response (to viewer tokens too), an audit record or a log line. It is
-// the one redaction every plane uses. A URI that parses comes back in its
-// canonical form with every secret query parameter's value shown as
-// "xxxxx" (a pkcs11 pin-value, a vendor attribute named like a credential;
-// see SecretParam); one that does not parse shows only its scheme if it is
+// the one redaction every plane uses. A URI that parses and holds no secret
+// comes back as it is; one that holds a secret comes back in its canonical
+// form with every secret query parameter's value shown as "xxxxx" (a pkcs11
+// pin-value, a vendor attribute named like a credential; see SecretParam);
+// one that does not parse shows only its scheme if it is
 // a known one, since what failed to parse may be a misplaced secret. ""
 // stays "".
 //
@@ -28,6 +29,9 @@ func Redact(uri string) string {
 			return "(anchor URI not shown: it does not parse)"
 		}
 		return scheme + ":(not shown: the URI does not parse)"
+	}
+	if CheckStorable(u) == nil {
+		return uri // it parses and holds no secret: shown as the operator wrote it
 	}
 	return u.String()
 }

@@ -49,7 +49,7 @@ func TestRedact(t *testing.T) {
 		"": "",
 		"pkcs11:token=t;object=o?module-path=/usr/lib/x.so&pin-value=" + testPIN:  "pkcs11:token=t;object=o?module-path=%2Fusr%2Flib%2Fx.so&pin-value=xxxxx",
 		"pkcs11:token=t;object=o?x-vendor-password=" + testPIN + "&x-slot-hint=3": "pkcs11:token=t;object=o?x-slot-hint=3&x-vendor-password=xxxxx",
-		"pkcs11:token=t;object=o?pin-source=file:/etc/krypton/pin":                "pkcs11:token=t;object=o?pin-source=file%3A%2Fetc%2Fkrypton%2Fpin",
+		"pkcs11:token=t;object=o?pin-source=file:/etc/krypton/pin":                "pkcs11:token=t;object=o?pin-source=file:/etc/krypton/pin",
 		"pkcs11:token=t;object=o;pin-value=" + testPIN:                            "pkcs11:(not shown: the URI does not parse)",
 		"pkcs11:token=t;object=o?pin-value=" + testPIN + "&pin-source=/etc/pin":   "pkcs11:(not shown: the URI does not parse)",
 		testPIN + "://x": "(anchor URI not shown: it does not parse)",
