@@ -9,7 +9,7 @@
 //	gcpkms://projects/P/locations/L/keyRings/R/cryptoKeys/K
 //	azurekv://VAULT.vault.azure.net/keys/NAME[/VERSION]
 //	pkcs11:token=T;object=O?module-path=/usr/lib/x.so&pin-source=file:/etc/pin
-//	file:///var/lib/krypton/dev/root.key?create=1              (development only)
+//	file:///var/lib/krypton/dev/root.key                       (development only)
 //
 // Parse validates all five without contacting anything; Open needs the
 // provider's package linked in, which registers its scheme from init:

@@ -76,6 +76,16 @@ var (
 	// ErrNotRegistered is returned by Open when the URI is valid but no
 	// provider for its scheme is linked into this binary (see Register).
 	ErrNotRegistered = errors.New("anchor: no provider registered for scheme")
+
+	// ErrDevelopment is returned by Open for a development anchor
+	// (file://) when Options.Development is not set, before the provider
+	// touches anything.
+	ErrDevelopment = errors.New("anchor: development anchors (file://) are not allowed here")
+
+	// ErrSecretInURI is returned by CheckStorable for a URI that carries a
+	// secret (a pkcs11 pin-value) and would put it in every Raft log,
+	// snapshot and backup that stores the URI.
+	ErrSecretInURI = errors.New("anchor: URI carries a secret")
 )
 
 // A DenialReason says why a provider definitely refused. See the sentinel

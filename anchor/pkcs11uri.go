@@ -22,7 +22,8 @@ import (
 // secret-key.
 //
 // pin-value is a secret: it is kept out of String, GoString, KeyName and
-// every error. Prefer pin-source, which names a file the PIN is read from.
+// every error, and CheckStorable refuses it in any URI Krypton stores (a
+// tenant's anchor). Use pin-source, which names a file the PIN is read from.
 type PKCS11URI struct {
 	path   map[string]string // decoded path attributes
 	query  map[string]string // decoded query attributes, without pin-value
@@ -216,10 +217,15 @@ func (u *PKCS11URI) KeyName() string {
 	return strings.Join(parts, ";")
 }
 
-// String returns the canonical URI with pin-value shown as "xxxxx".
+// String returns the canonical URI with pin-value, and any vendor query
+// attribute named like a credential (SecretParam), shown as "xxxxx".
 func (u *PKCS11URI) String() string {
 	var q []string
 	for _, a := range u.attrOrder(u.query, pkcs11QueryAttrs) {
+		if SecretParam(a) { // a vendor attribute named like a credential
+			q = append(q, a+"=xxxxx")
+			continue
+		}
 		q = append(q, a+"="+pkcs11Escape(u.query[a]))
 	}
 	if u.hasPIN {

@@ -21,9 +21,19 @@ type Options struct {
 	// Logger receives the provider's logs; nil means slog.Default().
 	Logger *slog.Logger
 
+	// Development lets Open open a development anchor (file://). A server
+	// sets it only when started with -dev-anchor; without it the file
+	// provider refuses with ErrDevelopment before it touches any file, so a
+	// tenant naming file:///etc/x?create=1 on a production node reads and
+	// writes nothing.
+	Development bool
+
 	// Create asks a provider that can make its own key to make it if it
 	// does not exist. Only the file:// development anchor can; cloud keys
-	// and HSM keys are the customer's to create.
+	// and HSM keys are the customer's to create. Only `krypton dev` and
+	// tests set it (it implies Development): a URI's own "?create=1" is
+	// not enough, because a URI comes from an operator's request and a
+	// server must never make directories and key files because one asked.
 	Create bool
 
 	// Provider holds provider-specific options keyed by scheme, e.g.
@@ -90,7 +100,7 @@ func Registered() []string {
 // Open parses uri and opens a Provider for it with the registered
 // opener:
 //
-//	p, err := anchor.Open(ctx, "file:///var/lib/krypton/dev/root.key?create=1", anchor.Options{Logger: log})
+//	p, err := anchor.Open(ctx, "file:///var/lib/krypton/dev/root.key", anchor.Options{Development: true, Logger: log})
 //	if err != nil { ... }
 //	defer p.Close()
 //

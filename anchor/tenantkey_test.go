@@ -14,8 +14,8 @@ import (
 
 func openDev(t *testing.T) anchor.Provider {
 	t.Helper()
-	uri := "file://" + filepath.Join(t.TempDir(), "root.key") + "?create=1"
-	p, err := anchor.Open(context.Background(), uri, anchor.Options{Logger: anchortest.Logger(t)})
+	uri := "file://" + filepath.Join(t.TempDir(), "root.key")
+	p, err := anchor.Open(context.Background(), uri, anchor.Options{Create: true, Logger: anchortest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -340,8 +340,10 @@ func (u *AzureKVURI) String() string { return "azurekv://" + u.KeyName() }
 // ---- file ----
 
 // FileURI is file:///abs/path/root.key[?create=1]: the development anchor
-// (package anchor/file). Create asks Open to make the key file if it does
-// not exist.
+// (package anchor/file). Create records the URI's create=1, which no
+// longer makes anything by itself: only anchor.Options.Create, set by
+// `krypton dev` and tests, lets the file provider make a key file (a URI
+// comes from a request; a node must not create files because one asked).
 type FileURI struct {
 	Path   string
 	Create bool

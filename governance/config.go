@@ -27,11 +27,15 @@ type Config struct {
 	// RaftAddr (Raft and cluster RPC, mutual TLS), GossipAddr (memberlist,
 	// encrypted) and RPCAddr (the gRPC API, mutual TLS) are host:port to
 	// bind; port 0 picks a free port for RPCAddr only. HTTPAddr serves
-	// /metrics, /healthz and /debug/pprof in plain HTTP; empty disables it.
+	// /metrics and /healthz in plain HTTP; empty disables it.
 	RaftAddr   string
 	GossipAddr string
 	RPCAddr    string
 	HTTPAddr   string
+
+	// PprofAddr, if set, serves Go's profiler (/debug/pprof/) there over mutual TLS to operator
+	// certificates only (transport.ServePprof); empty (the default) serves it nowhere.
+	PprofAddr string
 
 	// BootstrapExpect is the number of nodes that bootstrap a new cluster
 	// together (3 in production, 1 in development); 0 joins an existing
@@ -107,6 +111,11 @@ func (c *Config) Validate() error {
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			return fmt.Errorf("governance: HTTPAddr %q: %w", c.HTTPAddr, err)
+		}
+	}
+	if c.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
+			return fmt.Errorf("governance: PprofAddr %q: %w", c.PprofAddr, err)
 		}
 	}
 	if c.Roots == nil {

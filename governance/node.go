@@ -44,6 +44,7 @@ type Node struct {
 	srv      *transport.Server
 	rpcLn    net.Listener
 	http     *transport.AdminHTTP
+	pprof    *transport.AdminHTTP // nil unless Config.PprofAddr
 	svc      *api
 	metrics  *collector
 	watchers watchCount // streams served, by region (metrics)
@@ -175,6 +176,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 		closers = append(closers, func() { n.http.Shutdown(context.Background()) })
 	}
+	if cfg.PprofAddr != "" {
+		ln, err := net.Listen("tcp", cfg.PprofAddr)
+		if err != nil {
+			return nil, fmt.Errorf("governance: PprofAddr: %w", err)
+		}
+		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log}); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		closers = append(closers, func() { n.pprof.Shutdown(context.Background()) })
+		log.Warn("the profiler is on (-pprof): operator certificates may read heap and goroutine profiles", "addr", ln.Addr().String())
+	}
 	log.Info("governance node started", "rpc", n.Addr(), "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr)
 	if cfg.BootstrapExpect == 1 && len(cfg.Join) == 0 {
 		if err := n.WaitLeader(ctx); err != nil {
@@ -253,6 +266,9 @@ func (n *Node) shutdown(stopCluster func() error) error {
 	}
 	if n.http != nil {
 		n.http.Shutdown(ctx)
+	}
+	if n.pprof != nil {
+		n.pprof.Shutdown(ctx)
 	}
 	n.wg.Wait()
 	n.reg.Unregister(n.metrics)

@@ -165,17 +165,14 @@ func (n *Node) waitRegions(ctx context.Context, cursor uint64, regions []string)
 	}
 }
 
-// redactedAnchor returns uri in anchor's redacted canonical form, safe for
-// logs and operators; "" stays "".
-func redactedAnchor(uri string) string {
-	if uri == "" {
-		return ""
+// operatorEvent is an event as an operator's answer shows it: the anchor URI redacted
+// (anchor.Redact). The feed to the regions (watch.go) sends it as set.
+func operatorEvent(e *Event) *kv1.RevocationEvent {
+	pe := e.Proto()
+	if pe != nil {
+		pe.AnchorUri = anchor.Redact(pe.AnchorUri)
 	}
-	u, err := anchor.Parse(uri)
-	if err != nil {
-		return "(unparseable)"
-	}
-	return u.String()
+	return pe
 }
 
 func eventDetail(e *Event) map[string]string {
@@ -207,7 +204,7 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 		return nil, err
 	}
 	d := eventDetail(r.Event)
-	d["anchor"] = redactedAnchor(req.GetAnchorUri())
+	d["anchor"] = anchor.Redact(req.GetAnchorUri())
 	d["regions"] = fmt.Sprint(regions)
 	s.n.record(ctx, audit.Event{Kind: AuditTenantCreate, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
 	return r.Tenant.Proto(), nil
@@ -342,7 +339,7 @@ func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.Go
 		return nil, err
 	}
 	d := eventDetail(r.Event)
-	d["anchor"] = redactedAnchor(req.GetAnchorUri())
+	d["anchor"] = anchor.Redact(req.GetAnchorUri())
 	s.n.record(ctx, audit.Event{Kind: AuditAnchorSet, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
 	return r.Tenant.Proto(), nil
 }
@@ -365,7 +362,7 @@ func (s *api) DeleteAnchor(ctx context.Context, req *kv1.DeleteAnchorRequest) (*
 		return nil, err
 	}
 	s.n.record(ctx, audit.Event{Kind: AuditAnchorDelete, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: eventDetail(r.Event)})
-	out := &kv1.DeleteAnchorResponse{Event: r.Event.Proto()}
+	out := &kv1.DeleteAnchorResponse{Event: operatorEvent(r.Event)}
 	if req.GetWait() {
 		if out.Regions, err = s.n.waitRegions(ctx, r.Event.Cursor, r.Tenant.Regions); err != nil {
 			return nil, err
@@ -476,7 +473,7 @@ func (s *api) Revoke(ctx context.Context, req *kv1.RevokeRequest) (*kv1.RevokeRe
 	}
 	s.n.record(ctx, audit.Event{Kind: AuditRevoke, Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(),
 		RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: detail(eventDetail(r.Event))})
-	out := &kv1.RevokeResponse{Event: r.Event.Proto()}
+	out := &kv1.RevokeResponse{Event: operatorEvent(r.Event)}
 	// The blast radius from this node's state; it may lag the leader's by
 	// the entry just committed, which does not change what it covers.
 	if b, err := s.n.fsm.Blast(t.GetTenant(), t.GetService(), t.GetVersion()); err == nil {
@@ -566,7 +563,7 @@ func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*
 	d["regions"] = fmt.Sprint(r.Event.Regions)
 	d["services"] = strconv.Itoa(len(r.Event.Services))
 	s.n.record(ctx, audit.Event{Kind: AuditTenantResync, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
-	out := &kv1.ResyncTenantResponse{Event: r.Event.Proto()}
+	out := &kv1.ResyncTenantResponse{Event: operatorEvent(r.Event)}
 	if req.GetWait() {
 		if out.Regions, err = s.n.waitRegions(ctx, r.Event.Cursor, r.Event.Regions); err != nil {
 			return nil, err

@@ -5,6 +5,7 @@ import (
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/kryptonkms/krypton/anchor"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -173,12 +174,13 @@ func (t *Tenant) State() kv1.TenantState {
 }
 
 // Proto returns the tenant as the API sends it to operators: the anchor URI
-// in its redacted canonical form (a pkcs11 pin-value shows as "xxxxx"). The
-// feed's events carry the URI as set, for the regions.
+// as anchor.Redact shows it (a pkcs11 pin-value as "xxxxx", also in a URI
+// stored before pin-value was refused). The feed's events carry the URI as
+// set, for the regions.
 func (t *Tenant) Proto() *kv1.GovernanceTenant {
 	out := &kv1.GovernanceTenant{
 		Name:      t.Name,
-		AnchorUri: redactedAnchor(t.AnchorURI),
+		AnchorUri: anchor.Redact(t.AnchorURI),
 		Regions:   append([]string(nil), t.Regions...),
 		State:     t.State(),
 		CreatedAt: ts(t.CreatedAt),

@@ -137,8 +137,9 @@ func (c *Command) Validate() error {
 	return invalid("unknown op")
 }
 
-// checkAnchor validates an anchor URI without contacting the provider. The
-// URI is never echoed (a pkcs11 URI may hold a PIN).
+// checkAnchor validates an anchor URI without contacting the provider and
+// refuses one that would store a secret. The URI is never echoed (a pkcs11
+// URI may hold a PIN).
 func checkAnchor(uri string, allowDev bool) error {
 	if uri == "" {
 		return invalid("anchor_uri is required")
@@ -149,6 +150,11 @@ func checkAnchor(uri string, allowDev bool) error {
 	u, err := anchor.Parse(uri)
 	if err != nil {
 		// anchor's errors name the part that is wrong and never the URI.
+		return invalid(err.Error())
+	}
+	// A tenant's URI is in every Raft log, snapshot and backup of governance and of its regions:
+	// no PIN in it (anchor.CheckStorable names pin-source as the fix).
+	if err := anchor.CheckStorable(u); err != nil {
 		return invalid(err.Error())
 	}
 	if u.Scheme() == anchor.SchemeFile && !allowDev {

@@ -1,6 +1,7 @@
 package jepsen
 
 import (
+	"context"
 	cryptorand "crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -15,6 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/kryptonkms/krypton/anchor"
+	// The file:// development anchor, whose key files the cluster makes.
+	_ "github.com/kryptonkms/krypton/anchor/file"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -68,7 +72,7 @@ type cluster struct {
 	dir       string
 	net       network
 	timing    Timing
-	gossipKey string
+	gossipKey string // a file holding the region's gossip key (never on a node's argv)
 	ca        *pki.CA
 	caPath    string
 	nodes     []*node
@@ -77,7 +81,7 @@ type cluster struct {
 	// Governance mode (Scenario.Governance > 0): the governance nodes, on the network's hosts
 	// after the region's (host index len(nodes)+j), with a gossip key of their own.
 	gov          []*node
-	govGossipKey string
+	govGossipKey string // a file, as gossipKey
 }
 
 // regionName is the region's name; in governance mode the node certificates name it.
@@ -85,21 +89,27 @@ const regionName = "jepsen"
 
 func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govNodes int) (*cluster, error) {
 	c := &cluster{bin: bin, dir: dir, net: nw, timing: timing}
-	key := make([]byte, 32)
-	if _, err := cryptorand.Read(key); err != nil {
-		return nil, err
-	}
-	c.gossipKey = base64.StdEncoding.EncodeToString(key)
-	if govNodes > 0 {
-		gk := make([]byte, 32)
-		if _, err := cryptorand.Read(gk); err != nil {
-			return nil, err
-		}
-		c.govGossipKey = base64.StdEncoding.EncodeToString(gk)
-	}
 	pkiDir := filepath.Join(dir, "pki")
 	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
 		return nil, err
+	}
+	// Gossip keys go to the nodes as files: `krypton server` refuses -gossip-key on argv.
+	newKeyFile := func(name string) (string, error) {
+		key := make([]byte, 32)
+		if _, err := cryptorand.Read(key); err != nil {
+			return "", err
+		}
+		path := filepath.Join(pkiDir, name)
+		return path, os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
+	}
+	var err error
+	if c.gossipKey, err = newKeyFile("gossip.key"); err != nil {
+		return nil, err
+	}
+	if govNodes > 0 {
+		if c.govGossipKey, err = newKeyFile("gov-gossip.key"); err != nil {
+			return nil, err
+		}
 	}
 	ca, err := pki.NewCA("krypton jepsen CA", 0)
 	if err != nil {
@@ -152,7 +162,15 @@ func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govN
 		return nil, err
 	}
 	for t := range tenants {
-		c.anchors = append(c.anchors, filepath.Join(anchorDir, "t"+strconv.Itoa(t+1)+".key"))
+		path := filepath.Join(anchorDir, "t"+strconv.Itoa(t+1)+".key")
+		// The key files are made here, as `krypton dev` makes its own: a node never creates one
+		// because a tenant's URI says create=1 (anchor/file).
+		p, err := anchor.Open(context.Background(), "file://"+path, anchor.Options{Create: true})
+		if err != nil {
+			return nil, err
+		}
+		p.Close()
+		c.anchors = append(c.anchors, path)
 	}
 	return c, nil
 }
@@ -184,7 +202,7 @@ func (c *cluster) govAddrs() []string {
 }
 
 // anchorURI is tenant t's file:// development anchor.
-func (c *cluster) anchorURI(t int) string { return "file://" + c.anchors[t] + "?create=1" }
+func (c *cluster) anchorURI(t int) string { return "file://" + c.anchors[t] }
 
 // start launches node i; bootstrap says whether it may bootstrap a new region (the first start)
 // or only joins (a wiped node coming back).
@@ -210,7 +228,7 @@ func (c *cluster) start(i int, bootstrap bool) error {
 		"-node-id", nd.id, "-region", "jepsen", "-data-dir", nd.dir,
 		"-api-addr", c.addr(i, 0), "-raft-addr", c.addr(i, 1), "-gossip-addr", c.addr(i, 2),
 		"-bootstrap-expect", strconv.Itoa(expect), "-join", joinList(join),
-		"-gossip-key", c.gossipKey, "-ca-cert", c.caPath, "-cert", c.certPath(nd), "-key", c.keyPath(nd),
+		"-gossip-key-file", c.gossipKey, "-ca-cert", c.caPath, "-cert", c.certPath(nd), "-key", c.keyPath(nd),
 		"-dev-anchor", "-log-level", "info",
 		"-raft-heartbeat-timeout", t.Heartbeat.String(), "-raft-election-timeout", t.Election.String(),
 		"-raft-leader-lease-timeout", t.LeaderLease.String(),
@@ -249,7 +267,7 @@ func (c *cluster) startGov(j int, bootstrap bool) error {
 		"-node-id", nd.id, "-data-dir", nd.dir,
 		"-api-addr", c.addr(nd.i, 0), "-raft-addr", c.addr(nd.i, 1), "-gossip-addr", c.addr(nd.i, 2),
 		"-bootstrap-expect", strconv.Itoa(expect), "-join", joinList(join),
-		"-gossip-key", c.govGossipKey, "-ca-cert", c.caPath, "-cert", c.certPath(nd), "-key", c.keyPath(nd),
+		"-gossip-key-file", c.govGossipKey, "-ca-cert", c.caPath, "-cert", c.certPath(nd), "-key", c.keyPath(nd),
 		"-dev-anchor", "-log-level", "info", "-heartbeat-interval", "1s",
 		"-raft-heartbeat-timeout", t.Heartbeat.String(), "-raft-election-timeout", t.Election.String(),
 		"-raft-leader-lease-timeout", t.LeaderLease.String(),

@@ -20,6 +20,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
@@ -337,7 +338,7 @@ func ts(nanos int64) *timestamppb.Timestamp {
 }
 
 func (n *Node) tenantProto(t fsm.Tenant) *kv1.Tenant {
-	out := &kv1.Tenant{Name: t.Name, AnchorUri: t.Anchor, State: tenantState(t), TenantKeyVersion: t.CurrentL2, CreatedAt: ts(t.CreatedAt)}
+	out := &kv1.Tenant{Name: t.Name, AnchorUri: anchor.Redact(t.Anchor), State: tenantState(t), TenantKeyVersion: t.CurrentL2, CreatedAt: ts(t.CreatedAt)}
 	if t.Status == fsm.StatusLocked {
 		out.LockedReason, out.LockedAt = t.LockReason, ts(t.LockedAt)
 	}

@@ -194,7 +194,7 @@ func (c *anchorChecker) check(ctx context.Context, uri string, tenants []string)
 	}
 	c.n.countAnchor("check", err)
 	if err != nil && !anchor.IsDenied(err) {
-		c.n.log.Warn("L1 check failed transiently", "anchor", redactedAnchor(uri), "tenants", len(tenants), "err", err)
+		c.n.log.Warn("L1 check failed transiently", "anchor", anchor.Redact(uri), "tenants", len(tenants), "err", err)
 	}
 	for _, name := range tenants {
 		c.decide(ctx, name, err)
@@ -238,15 +238,6 @@ func (c *anchorChecker) decide(ctx context.Context, tenant string, err error) {
 			c.n.lockTenant(ctx, tenant, lockPrefix+"the root key has been unreachable for longer than the grace period")
 		}
 	}
-}
-
-// redactedAnchor names an anchor URI in a log line without its query (a pkcs11 pin-value lives
-// there; the providers' own Describe().URI redacts it, but this runs before or without opening).
-func redactedAnchor(uri string) string {
-	if i := strings.IndexAny(uri, "?"); i >= 0 {
-		return uri[:i] + "?…"
-	}
-	return uri
 }
 
 func (n *Node) checkAnchor(ctx context.Context, uri string) error {

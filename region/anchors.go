@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 
@@ -27,7 +28,8 @@ func newAnchorCache(log *slog.Logger, allowDev bool, provider map[string]any) *a
 }
 
 // get returns the provider for uri, opening it on first use. A development anchor is refused
-// unless the node allows them.
+// unless the node allows them: the file provider itself refuses before it touches any file
+// (anchor.Options.Development), and the Description check below stays as a second line.
 func (c *anchorCache) get(ctx context.Context, uri string) (anchor.Provider, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -37,7 +39,10 @@ func (c *anchorCache) get(ctx context.Context, uri string) (anchor.Provider, err
 	if p := c.open[uri]; p != nil {
 		return p, nil
 	}
-	p, err := anchor.Open(ctx, uri, anchor.Options{Logger: c.log, Provider: c.provider})
+	p, err := anchor.Open(ctx, uri, anchor.Options{Logger: c.log, Provider: c.provider, Development: c.allowDev})
+	if errors.Is(err, anchor.ErrDevelopment) {
+		return nil, ErrDevAnchor
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +65,7 @@ func (c *anchorCache) close() {
 	defer c.mu.Unlock()
 	for uri, p := range c.open {
 		if err := p.Close(); err != nil {
-			c.log.Warn("closing anchor", "anchor", p.Describe().URI, "err", err)
+			c.log.Warn("closing anchor", "anchor", anchor.Redact(uri), "err", err)
 		}
 		delete(c.open, uri)
 	}

@@ -26,12 +26,16 @@ type Config struct {
 	DataDir string
 
 	// RaftAddr (Raft and cluster RPC, mutual TLS), GossipAddr (memberlist, encrypted) and RPCAddr
-	// (the gRPC API, mutual TLS) are host:port to bind. HTTPAddr serves /metrics, /healthz and
-	// /debug/pprof in plain HTTP: bind it to loopback or a management network; empty disables it.
+	// (the gRPC API, mutual TLS) are host:port to bind. HTTPAddr serves /metrics and /healthz
+	// in plain HTTP: bind it to loopback or a management network; empty disables it.
 	RaftAddr   string
 	GossipAddr string
 	RPCAddr    string
 	HTTPAddr   string
+
+	// PprofAddr, if set, serves Go's profiler (/debug/pprof/) there over mutual TLS to operator
+	// certificates only (transport.ServePprof); empty (the default) serves it nowhere.
+	PprofAddr string
 
 	// BootstrapExpect is the number of nodes that bootstrap a new region together (3 or 5); 0
 	// joins an existing region. Join lists gossip addresses of other nodes.
@@ -144,6 +148,11 @@ func (c *Config) Validate() error {
 	if c.HTTPAddr != "" {
 		if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 			return fmt.Errorf("region: HTTPAddr %q: %w", c.HTTPAddr, err)
+		}
+	}
+	if c.PprofAddr != "" {
+		if _, _, err := net.SplitHostPort(c.PprofAddr); err != nil {
+			return fmt.Errorf("region: PprofAddr %q: %w", c.PprofAddr, err)
 		}
 	}
 	if c.Roots == nil {

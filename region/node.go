@@ -53,7 +53,8 @@ type Node struct {
 	srv          *transport.Server
 	rpcLn        net.Listener
 	http         *transport.AdminHTTP
-	flight       singleflight.Group // one unseal or fetch per L2 version at a time
+	pprof        *transport.AdminHTTP // nil unless Config.PprofAddr
+	flight       singleflight.Group   // one unseal or fetch per L2 version at a time
 	// barriers coalesces the read barriers of requests that find nothing in local state (catchup.go).
 	barriers barriers
 	watch    *voterWatch
@@ -198,6 +199,18 @@ func New(cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 	}
+	if cfg.PprofAddr != "" {
+		ln, err := net.Listen("tcp", cfg.PprofAddr)
+		if err != nil {
+			return nil, fmt.Errorf("region: PprofAddr: %w", err)
+		}
+		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log}); err != nil {
+			ln.Close()
+			return nil, err
+		}
+		closers = append(closers, func() { n.pprof.Shutdown(context.Background()) })
+		log.Warn("the profiler is on (-pprof): operator certificates may read heap and goroutine profiles", "addr", ln.Addr().String())
+	}
 
 	n.wg.Add(2)
 	go n.leaseLoop()
@@ -282,6 +295,9 @@ func (n *Node) shutdown(stopCluster func() error) error {
 	}
 	if n.http != nil {
 		n.http.Shutdown(ctx)
+	}
+	if n.pprof != nil {
+		n.pprof.Shutdown(ctx)
 	}
 	n.wg.Wait()
 	n.peers.close()

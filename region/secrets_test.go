@@ -198,7 +198,7 @@ func TestNoSecretsAtRest(t *testing.T) {
 	}
 	off := len("krypton-dev-root") + 1 + 16
 	secrets["L1 root key"] = keyFile[off : off+32]
-	p, err := anchor.Open(context.Background(), r.Anchor, anchor.Options{})
+	p, err := anchor.Open(context.Background(), r.Anchor, anchor.Options{Development: true})
 	if err != nil {
 		t.Fatal(err)
 	}

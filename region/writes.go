@@ -104,9 +104,26 @@ func (n *Node) probedAnchor(ctx context.Context, uri string) (anchor.Provider, e
 	return p, nil
 }
 
+// storableAnchor refuses an anchor URI that must not be stored: one that does not parse, or one
+// that carries a secret (a pkcs11 pin-value), which every Raft log, snapshot and backup of the
+// region would keep. It runs before the anchor is opened and before anything is proposed.
+func storableAnchor(uri string) error {
+	u, err := anchor.Parse(uri)
+	if err != nil {
+		return err
+	}
+	if err := anchor.CheckStorable(u); err != nil {
+		return &codedErrorInvalid{"region: " + err.Error()} // names the fix (pin-source), never the value
+	}
+	return nil
+}
+
 // CreateTenant creates a tenant whose L2 version 1 is sealed by the anchor at anchorURI.
 func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI string) (fsm.Tenant, error) {
 	if err := transport.CheckName("tenant", tenant); err != nil {
+		return fsm.Tenant{}, err
+	}
+	if err := storableAnchor(anchorURI); err != nil {
 		return fsm.Tenant{}, err
 	}
 	p, err := n.probedAnchor(ctx, anchorURI)
@@ -131,7 +148,7 @@ func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI st
 		}
 	} else {
 		n.keys.putTenantKey(l2)
-		n.record(ctx, audit.Event{Kind: audit.KindKeyCreate, Tenant: tenant, Version: 1, RequestID: requestID, Detail: map[string]string{"layer": "L2", "anchor": p.Describe().URI}})
+		n.record(ctx, audit.Event{Kind: audit.KindKeyCreate, Tenant: tenant, Version: 1, RequestID: requestID, Detail: map[string]string{"layer": "L2", "anchor": anchor.Redact(anchorURI)}})
 	}
 	return n.state.Tenant(res.Tenant)
 }
@@ -326,6 +343,9 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI str
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
 	}
+	if err := storableAnchor(anchorURI); err != nil {
+		return fsm.Tenant{}, err
+	}
 	t, err := freshRead(ctx, n, func() (fsm.Tenant, error) { return n.state.Tenant(tenant) })
 	if err != nil {
 		return fsm.Tenant{}, err
@@ -357,7 +377,7 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI str
 	if err != nil {
 		return fsm.Tenant{}, err
 	}
-	n.record(ctx, audit.Event{Kind: "tenant.rekey", Tenant: tenant, RequestID: requestID, Detail: map[string]string{"anchor": p.Describe().URI}})
+	n.record(ctx, audit.Event{Kind: "tenant.rekey", Tenant: tenant, RequestID: requestID, Detail: map[string]string{"anchor": anchor.Redact(anchorURI)}})
 	return n.state.Tenant(res.Tenant)
 }
 

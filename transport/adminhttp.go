@@ -2,6 +2,8 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -12,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kryptonkms/krypton/internal/pki"
 )
 
 // AdminHTTPConfig configures ServeAdminHTTP.
@@ -31,11 +35,13 @@ type AdminHTTPConfig struct {
 //
 //	/metrics         Prometheus exposition of the Gatherer
 //	/healthz         liveness for load balancers and orchestrators
-//	/debug/pprof/*   Go's profiler
 //
 // It carries no TLS and no authentication, like Consul's and etcd's metrics
 // ports: bind it to loopback or a management network. Nothing it serves
-// holds key material (keys live in memguard; profiles show code, not data).
+// holds a secret. The profiler is not here: /debug/pprof/cmdline showed the
+// process's argv to anyone who could reach the port, and profiles are an
+// operator's tool, so ServePprof serves them on a listener of their own,
+// to operator certificates only.
 type AdminHTTP struct {
 	srv  *http.Server
 	log  *slog.Logger
@@ -69,15 +75,65 @@ func ServeAdminHTTP(ln net.Listener, cfg AdminHTTPConfig) (*AdminHTTP, error) {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	return serveHTTP(ln, mux, nil, log), nil
+}
+
+// PprofConfig configures ServePprof.
+type PprofConfig struct {
+	// Roots are the CAs whose operator certificates are accepted, and
+	// Certificate the server's own: the node's, as on its gRPC API.
+	// Required.
+	Roots       *x509.CertPool
+	Certificate tls.Certificate
+	// Logger receives the server's errors; nil discards.
+	Logger *slog.Logger
+}
+
+// ServePprof serves Go's profiler (/debug/pprof/: index, heap, goroutine,
+// profile, trace, symbol, ...) on ln, in the background, until Shutdown:
+// over TLS 1.3 with the same mutual TLS as the AdminService, so only a
+// client presenting an operator certificate of Roots completes the
+// handshake (pki.RequireKind); the handler checks the identity again.
+// /debug/pprof/cmdline is not served (the process's argv is nobody's
+// business over the network). It is off unless a process is started with
+// -pprof; docs/security.md explains the choice.
+//
+//	go tool pprof -tls_ca ca.pem -tls_cert operator-ops.pem -tls_key operator-ops-key.pem \
+//		https://127.0.0.1:7431/debug/pprof/heap
+func ServePprof(ln net.Listener, cfg PprofConfig) (*AdminHTTP, error) {
+	if cfg.Roots == nil || len(cfg.Certificate.Certificate) == 0 {
+		return nil, errors.New("transport: PprofConfig.Roots and Certificate are required")
+	}
+	log := orDiscard(cfg.Logger)
+	tc := pki.ServerTLSConfig(cfg.Roots, cfg.Certificate)
+	tc.VerifyConnection = pki.RequireKind(pki.KindOperator)
+	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/cmdline", http.NotFound)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	operatorOnly := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil {
+			http.Error(w, "operator certificate required", http.StatusUnauthorized)
+			return
+		}
+		if id, err := pki.PeerIdentity(*r.TLS); err != nil || id.Kind != pki.KindOperator {
+			http.Error(w, "operator certificate required", http.StatusForbidden)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+	return serveHTTP(tls.NewListener(ln, tc), operatorOnly, tc, log), nil
+}
 
+// serveHTTP serves h on ln in the background. tc, if set, is ln's TLS
+// configuration (ln is then a tls.Listener already).
+func serveHTTP(ln net.Listener, h http.Handler, tc *tls.Config, log *slog.Logger) *AdminHTTP {
 	a := &AdminHTTP{
 		srv: &http.Server{
-			Handler:           mux,
+			Handler:           h,
+			TLSConfig:         tc,
 			ReadHeaderTimeout: 10 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
@@ -90,7 +146,7 @@ func ServeAdminHTTP(ln net.Listener, cfg AdminHTTPConfig) (*AdminHTTP, error) {
 			log.Error("transport: admin HTTP server stopped", "error", err)
 		}
 	}()
-	return a, nil
+	return a
 }
 
 // Shutdown stops the endpoint: it closes the listener, waits for requests

@@ -93,6 +93,8 @@ var errorTable = []errorRow{
 	{anchor.ErrInvalidURI, codes.InvalidArgument, "anchor: invalid anchor URI"},
 	{anchor.ErrUnknownScheme, codes.InvalidArgument, "anchor: unknown anchor scheme"},
 	{anchor.ErrNotRegistered, codes.InvalidArgument, "anchor: anchor scheme not supported by this server"},
+	{anchor.ErrSecretInURI, codes.InvalidArgument, "anchor: a stored anchor URI must hold no PIN: give pin-source=file:/path/to/pin, not pin-value"},
+	{anchor.ErrDevelopment, codes.InvalidArgument, "anchor: development anchors (file://) are not allowed by this server"},
 	// The region builds the plaintext and context it seals: its mistake.
 	{anchor.ErrPlaintextSize, codes.Internal, "transport: internal error"},
 	{anchor.ErrInvalidContext, codes.Internal, "transport: internal error"},

@@ -64,6 +64,8 @@ var errorCases = []struct {
 	{anchor.ErrInvalidURI, codes.InvalidArgument},
 	{anchor.ErrUnknownScheme, codes.InvalidArgument},
 	{anchor.ErrNotRegistered, codes.InvalidArgument},
+	{anchor.ErrSecretInURI, codes.InvalidArgument},
+	{anchor.ErrDevelopment, codes.InvalidArgument},
 	{anchor.ErrPlaintextSize, codes.Internal},
 	{anchor.ErrInvalidContext, codes.Internal},
 

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -107,8 +108,11 @@ func TestAdminHTTP(t *testing.T) {
 	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
 	}
-	if code, body := get("/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
-		t.Errorf("/debug/pprof/: %d", code)
+	// The profiler is not on the plain-HTTP port: /debug/pprof/cmdline showed argv to anyone.
+	for _, p := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap"} {
+		if code, _ := get(p); code != http.StatusNotFound {
+			t.Errorf("%s on the admin HTTP port: %d, want 404", p, code)
+		}
 	}
 	if code, _ := get("/nothing"); code != http.StatusNotFound {
 		t.Errorf("/nothing: %d, want 404", code)
@@ -187,4 +191,63 @@ func ExampleToStatus() {
 	// FailedPrecondition fsm: revoked (tenant "acme", service "payments", version 3)
 	// InvalidArgument wrap: blob does not authenticate
 	// Internal transport: internal error
+}
+
+// The profiler answers only to an operator certificate of the CA: a client without a certificate,
+// with a node or service certificate, or with another CA's, fails the handshake; cmdline is not
+// served even to an operator.
+func TestServePprof(t *testing.T) {
+	f := testPKI(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ServePprof(ln, PprofConfig{Roots: f.ca.Pool(), Certificate: f.server, Logger: testLogger(t, nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Shutdown(context.Background())
+	url := "https://" + ln.Addr().String()
+	get := func(cert *tls.Certificate, path string) (int, error) {
+		t.Helper()
+		tc := &tls.Config{RootCAs: f.ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13}
+		if cert != nil {
+			tc.Certificates = []tls.Certificate{*cert}
+		}
+		c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc, DisableKeepAlives: true}}
+		resp, err := c.Get(url + path)
+		if err != nil {
+			return 0, err
+		}
+		defer resp.Body.Close()
+		_, _ = io.Copy(io.Discard, resp.Body)
+		return resp.StatusCode, nil
+	}
+	if code, err := get(&f.operator, "/debug/pprof/heap"); err != nil || code != 200 {
+		t.Fatalf("operator GET /debug/pprof/heap: %d %v, want 200", code, err)
+	}
+	if code, err := get(&f.operator, "/debug/pprof/cmdline"); err != nil || code != http.StatusNotFound {
+		t.Errorf("operator GET /debug/pprof/cmdline: %d %v, want 404", code, err)
+	}
+	for name, cert := range map[string]*tls.Certificate{"no certificate": nil, "a node certificate": &f.node,
+		"a service certificate": &f.service, "another CA's certificate": &f.foreign} {
+		if code, err := get(cert, "/debug/pprof/cmdline"); err == nil {
+			t.Errorf("%s: GET /debug/pprof/cmdline answered %d, want a refused handshake", name, code)
+		}
+		if code, err := get(cert, "/debug/pprof/heap"); err == nil {
+			t.Errorf("%s: GET /debug/pprof/heap answered %d, want a refused handshake", name, code)
+		}
+	}
+	// Plain HTTP gets nothing either.
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Get("http://" + ln.Addr().String() + "/debug/pprof/cmdline")
+	if err == nil {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == 200 || strings.Contains(string(body), "transport.test") {
+			t.Errorf("plain HTTP GET /debug/pprof/cmdline: %d %q", resp.StatusCode, body)
+		}
+	}
+	if _, err := ServePprof(ln, PprofConfig{}); err == nil {
+		t.Error("ServePprof without Roots and Certificate succeeded")
+	}
 }

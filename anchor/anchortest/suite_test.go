@@ -63,7 +63,7 @@ func runBroken(t *testing.T, name string) {
 	}
 	open := func(t *testing.T) anchor.Provider {
 		path := filepath.Join(t.TempDir(), "root.key")
-		p, err := anchor.Open(context.Background(), "file://"+path+"?create=1", anchor.Options{Logger: anchortest.Logger(t)})
+		p, err := anchor.Open(context.Background(), "file://"+path, anchor.Options{Create: true, Logger: anchortest.Logger(t)})
 		if err != nil {
 			t.Fatal(err)
 		}

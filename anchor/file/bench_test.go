@@ -19,7 +19,7 @@ import (
 //	go test -run '^$' -bench Latency -benchtime 2000x ./anchor/file
 func BenchmarkLatency(b *testing.B) {
 	path := filepath.Join(b.TempDir(), "anchor", "root.key")
-	p, err := anchor.Open(context.Background(), "file://"+path+"?create=1", anchor.Options{Logger: slog.New(slog.DiscardHandler)})
+	p, err := anchor.Open(context.Background(), "file://"+path, anchor.Options{Create: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

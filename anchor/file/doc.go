@@ -6,10 +6,15 @@
 //
 //	import _ "github.com/kryptonkms/krypton/anchor/file"
 //
-//	p, err := anchor.Open(ctx, "file:///home/me/.krypton/root.key?create=1", anchor.Options{})
+//	p, err := anchor.Open(ctx, "file:///home/me/.krypton/root.key", anchor.Options{Create: true})
 //
-// The key file (256-bit key, 0600, in a 0700 directory) is made on
-// request and refused if group or others can read it. Markers next to it
+// Open refuses with anchor.ErrDevelopment, before it touches any file,
+// unless the caller allows development anchors (anchor.Options.Development,
+// which a server sets only with -dev-anchor) or asks to create the key
+// (anchor.Options.Create, set only by `krypton dev` and tests). The key
+// file (256-bit key, 0600, in a 0700 directory) is made only on
+// Options.Create, never because a URI says create=1, and is refused if
+// group or others can read it. Markers next to it
 // drive the kill switch in development: "<file>.disabled" denies every
 // call as ErrDisabled, "<file>.unavailable" makes every call fail
 // transiently, and removing the file (Destroy) denies every call as

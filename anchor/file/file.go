@@ -82,19 +82,29 @@ func open(ctx context.Context, u anchor.URI, opts anchor.Options) (anchor.Provid
 	return Open(ctx, fu, opts)
 }
 
-// Open opens the key file u names, creating it first if u.Create or
-// opts.Create is set and it does not exist. It logs a WARN that this
-// anchor is for development only.
+// Open opens the key file u names, creating it first if opts.Create is set
+// and it does not exist. It logs a WARN that this anchor is for development
+// only.
 //
-// Errors: a *anchor.DeniedError with ReasonDestroyed if the file does not
+// Unless opts.Development or opts.Create is set, Open refuses with
+// anchor.ErrDevelopment before it looks at, reads or makes any file. Only
+// opts.Create (set by `krypton dev` and tests) makes a key file; the URI's
+// own create=1 is accepted for compatibility and makes nothing: a URI
+// arrives in an operator's request, and a node must not make directories
+// and files because a request asked it to.
+//
+// Errors: anchor.ErrDevelopment; a *anchor.DeniedError with ReasonDestroyed if the file does not
 // exist (and is not to be created), ReasonKeyUnusable wrapping
 // ErrInsecureFile or ErrMalformedFile; other I/O errors as they come.
 func Open(ctx context.Context, u *anchor.FileURI, opts anchor.Options) (*Provider, error) {
+	if !opts.Development && !opts.Create {
+		return nil, fmt.Errorf("%w: file: this process was not started for development", anchor.ErrDevelopment)
+	}
 	p := &Provider{
 		path: u.Path,
 		desc: anchor.Description{Scheme: anchor.SchemeFile, Key: u.Path, URI: u.String(), Development: true},
 	}
-	if u.Create || opts.Create {
+	if opts.Create {
 		if err := create(u.Path); err != nil {
 			return nil, err
 		}

@@ -16,7 +16,7 @@ func keyPath(p anchor.Provider) string { return p.Describe().Key }
 func openNew(t *testing.T) anchor.Provider {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "anchor", "root.key")
-	p, err := anchor.Open(context.Background(), "file://"+path+"?create=1", anchor.Options{Logger: anchortest.Logger(t)})
+	p, err := anchor.Open(context.Background(), "file://"+path, anchor.Options{Create: true, Logger: anchortest.Logger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,7 +33,7 @@ func TestConformance(t *testing.T) {
 	anchortest.Run(t, anchortest.Harness{
 		Open: openNew,
 		Reopen: func(t *testing.T, p anchor.Provider) anchor.Provider {
-			q, err := anchor.Open(context.Background(), "file://"+keyPath(p), anchor.Options{Logger: anchortest.Logger(t)})
+			q, err := anchor.Open(context.Background(), "file://"+keyPath(p), anchor.Options{Development: true, Logger: anchortest.Logger(t)})
 			must(t, err)
 			return q
 		},

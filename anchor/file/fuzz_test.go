@@ -13,7 +13,7 @@ import (
 // return plaintext for anything but a blob Seal made.
 func FuzzUnseal(f *testing.F) {
 	path := filepath.Join(f.TempDir(), "root.key")
-	p, err := Open(context.Background(), &anchor.FileURI{Path: path, Create: true}, anchor.Options{Logger: discard})
+	p, err := Open(context.Background(), &anchor.FileURI{Path: path}, anchor.Options{Create: true, Logger: discard})
 	if err != nil {
 		f.Fatal(err)
 	}

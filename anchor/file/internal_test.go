@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -44,7 +45,7 @@ func openAt(t *testing.T, path string, create bool, lb *logBuf) (*Provider, erro
 	if lb != nil {
 		log = slog.New(slog.NewTextHandler(lb, nil))
 	}
-	p, err := Open(context.Background(), &anchor.FileURI{Path: path, Create: create}, anchor.Options{Logger: log})
+	p, err := Open(context.Background(), &anchor.FileURI{Path: path}, anchor.Options{Create: create, Development: true, Logger: log})
 	if err == nil {
 		t.Cleanup(func() { p.Close() })
 	}
@@ -294,5 +295,39 @@ func TestFileURIThroughOpen(t *testing.T) {
 	d := p.Describe()
 	if d.Scheme != "file" || d.Key != path || !d.Development || d.URI != "file://"+path {
 		t.Errorf("Describe() = %+v", d)
+	}
+}
+
+// TestNoFileTouchedUnlessDevelopment: a file:// URI with create=1 opened by a process that does
+// not allow development anchors (a production node) is refused before anything is made or read,
+// and a development process makes the key only when it asked for Create itself, never because
+// the URI (which comes from a request) says create=1.
+func TestNoFileTouchedUnlessDevelopment(t *testing.T) {
+	root := t.TempDir()
+	uri := "file://" + filepath.Join(root, "x", "y") + "?create=1"
+	_, err := anchor.Open(context.Background(), uri, anchor.Options{Logger: discard})
+	if !errors.Is(err, anchor.ErrDevelopment) {
+		t.Fatalf("open without Development: %v, want ErrDevelopment", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "x")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("open without Development made %s/x (Lstat: %v)", root, err)
+	}
+
+	// An existing key is not read either: the refusal comes first.
+	path := filepath.Join(t.TempDir(), "root.key")
+	if _, err := openAt(t, path, true, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := anchor.Open(context.Background(), "file://"+path, anchor.Options{Logger: discard}); !errors.Is(err, anchor.ErrDevelopment) {
+		t.Fatalf("open of an existing key without Development: %v, want ErrDevelopment", err)
+	}
+
+	// Development allowed, but no Create from the process: create=1 in the URI makes nothing.
+	_, err = anchor.Open(context.Background(), uri, anchor.Options{Development: true, Logger: discard})
+	if !errors.Is(err, anchor.ErrDestroyed) {
+		t.Fatalf("open with Development, create=1 in the URI only: %v, want ErrDestroyed", err)
+	}
+	if _, err := os.Lstat(filepath.Join(root, "x")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("create=1 in the URI alone made %s/x (Lstat: %v)", root, err)
 	}
 }

@@ -19,9 +19,12 @@
 // CKA_ID, may narrow it); serial and slot-id, if given, must match too.
 // module-path names the vendor's library (module-name is not supported).
 // pin-source=file:/path names a file holding the user PIN (one trailing
-// newline is ignored); pin-value=... puts the PIN in the URI itself, which
-// is allowed for tests and discouraged elsewhere. The PIN never appears
-// in an error, a log or Describe.
+// newline is ignored). pin-value=... puts the PIN in the URI itself: Open
+// accepts it (tests, a one-off check that stores nothing), but a tenant's
+// anchor is stored in every Raft log, snapshot and backup, so governance
+// and the region refuse pin-value there (anchor.CheckStorable) and name
+// pin-source as the fix. The PIN never appears in an error, a log or
+// Describe, and anchor.Redact shows a stored one as "xxxxx".
 //
 // # The key
 //

@@ -854,16 +854,18 @@ func governanceStatusCommand() *command {
 // govServerFlags are the flags of `krypton governance server`, read as `krypton server` reads its
 // own (command line over KRYPTON_<NAME> over -config).
 type govServerFlags struct {
-	config, nodeID, dataDir                     string
-	raftAddr, gossipAddr, apiAddr, httpAddr     string
-	bootstrapExpect                             int
-	join, gossipKey, caCert, cert, key, regions string
-	devAnchor                                   bool
-	heartbeat                                   time.Duration
-	logLevel, logFormat                         string
-	tuning                                      raftTuning
-	oidc                                        oidcFlags
-	audit                                       auditFlags
+	config, nodeID, dataDir                 string
+	raftAddr, gossipAddr, apiAddr, httpAddr string
+	pprofAddr                               string
+	bootstrapExpect                         int
+	join, caCert, cert, key, regions        string
+	gossip                                  gossipKeyFlags
+	devAnchor                               bool
+	heartbeat                               time.Duration
+	logLevel, logFormat                     string
+	tuning                                  raftTuning
+	oidc                                    oidcFlags
+	audit                                   auditFlags
 }
 
 func (f *govServerFlags) declare(fs *flag.FlagSet) {
@@ -873,10 +875,11 @@ func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7510", "host:port for Raft (mutual TLS)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7520", "host:port for gossip (encrypted, TCP and UDP)")
 	fs.StringVar(&f.apiAddr, "api-addr", defaultGovernanceAddr, "host:port for the GovernanceService API (mutual TLS)")
-	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics, /healthz and /debug/pprof (plain HTTP); empty disables")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics and /healthz (plain HTTP); empty disables")
+	fs.StringVar(&f.pprofAddr, "pprof", "", "host:port to serve /debug/pprof on, over mutual TLS to operator certificates only; empty (the default) disables the profiler")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "number of nodes that bootstrap a new governance cluster together (3 in production, 1 for development); 0 joins an existing one")
 	fs.StringVar(&f.join, "join", "", "gossip addresses of other governance nodes, comma-separated")
-	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 of the 32-byte key that encrypts gossip; the same on every node")
+	f.gossip.declare(fs)
 	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA that signs node, service and operator certificates")
 	fs.StringVar(&f.cert, "cert", "", "PEM file of this node's certificate")
 	fs.StringVar(&f.key, "key", "", "PEM file of this node's private key")
@@ -905,6 +908,7 @@ func (f *govServerFlags) governanceConfig() (governance.Config, error) {
 	}
 	cfg.DataDir = dir
 	cfg.RaftAddr, cfg.GossipAddr, cfg.RPCAddr, cfg.HTTPAddr = f.raftAddr, f.gossipAddr, f.apiAddr, f.httpAddr
+	cfg.PprofAddr = f.pprofAddr
 	cfg.BootstrapExpect = f.bootstrapExpect
 	cfg.Join = splitList(f.join)
 	cfg.Regions = splitList(f.regions)
@@ -914,7 +918,7 @@ func (f *govServerFlags) governanceConfig() (governance.Config, error) {
 	}
 	cfg.HeartbeatInterval = f.heartbeat
 	cfg.Tune = f.tuning.apply
-	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("governance server", f.gossipKey, f.caCert, f.cert, f.key, f.nodeID); err != nil {
+	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("governance server", &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err
 	}
 	return cfg, cfg.Validate()
@@ -939,6 +943,9 @@ func governanceServerCommand() *command {
 					fromEnv[fl.Name] = true
 				}
 			})
+			if err := f.gossip.refuseArgv("governance server"); err != nil {
+				return err
+			}
 			if err := applyConfigFile(fs, f.config, fromEnv); err != nil {
 				return err
 			}

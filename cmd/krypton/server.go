@@ -32,9 +32,10 @@ type serverFlags struct {
 	gossipAddr      string
 	apiAddr         string
 	httpAddr        string
+	pprofAddr       string
 	bootstrapExpect int
 	join            string
-	gossipKey       string
+	gossip          gossipKeyFlags
 	caCert          string
 	cert            string
 	key             string
@@ -60,10 +61,11 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7410", "host:port for Raft (mutual TLS)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7420", "host:port for gossip (encrypted, TCP and UDP)")
 	fs.StringVar(&f.apiAddr, "api-addr", "127.0.0.1:7400", "host:port for the gRPC API (mutual TLS)")
-	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics, /healthz and /debug/pprof (plain HTTP: keep it on loopback or a management network); empty disables")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics and /healthz (plain HTTP: keep it on loopback or a management network); empty disables")
+	fs.StringVar(&f.pprofAddr, "pprof", "", "host:port to serve /debug/pprof on, over mutual TLS to operator certificates only; empty (the default) disables the profiler")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "number of nodes that bootstrap a new region together (3 or 5); 0 joins an existing region")
 	fs.StringVar(&f.join, "join", "", "gossip addresses of other nodes, comma-separated")
-	fs.StringVar(&f.gossipKey, "gossip-key", "", "base64 of the 32-byte key that encrypts gossip; the same on every node")
+	f.gossip.declare(fs)
 	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA that signs node, service and operator certificates")
 	fs.StringVar(&f.cert, "cert", "", "PEM file of this node's certificate")
 	fs.StringVar(&f.key, "key", "", "PEM file of this node's private key")
@@ -155,6 +157,7 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	}
 	cfg.DataDir = dir
 	cfg.RaftAddr, cfg.GossipAddr, cfg.RPCAddr, cfg.HTTPAddr = f.raftAddr, f.gossipAddr, f.apiAddr, f.httpAddr
+	cfg.PprofAddr = f.pprofAddr
 	cfg.BootstrapExpect = f.bootstrapExpect
 	cfg.Join = splitList(f.join)
 	cfg.Governance = splitList(f.governance)
@@ -175,22 +178,83 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	if cfg.OIDC, err = f.oidc.verifier(log); err != nil {
 		return cfg, err
 	}
-	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("server", f.gossipKey, f.caCert, f.cert, f.key, f.nodeID); err != nil {
+	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("server", &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err
 	}
 	return cfg, cfg.Validate()
 }
 
-// nodeSecrets checks and loads what every node command (server, governance server) needs to join
-// its cluster: the gossip key (base64 of 32 bytes), the CA pool, and a node certificate naming
-// nodeID. cmd prefixes the usage errors.
-func nodeSecrets(cmd, gossipKey, caCert, certFile, keyFile, nodeID string) ([]byte, *x509.CertPool, tls.Certificate, error) {
-	if gossipKey == "" {
-		return nil, nil, tls.Certificate{}, usagef("%s: -gossip-key is required (32 bytes, base64; e.g. head -c32 /dev/urandom | base64)", cmd)
+// gossipKeyFlags are where a node's gossip key comes from: a file (-gossip-key-file), the
+// environment (KRYPTON_GOSSIP_KEY) or the -config file's "gossip-key", never the command line,
+// which every user of the machine reads in ps and /proc/<pid>/cmdline. -gossip-key stays declared
+// only so that giving it is refused with an error that names the alternatives (an unknown flag
+// would not, and the flag package's own error would echo the key).
+type gossipKeyFlags struct {
+	key  secretValue
+	file string
+}
+
+func (g *gossipKeyFlags) declare(fs *flag.FlagSet) {
+	fs.Var(&g.key, "gossip-key", "refused on the command line (ps shows it): use -gossip-key-file or KRYPTON_GOSSIP_KEY")
+	fs.StringVar(&g.file, "gossip-key-file", "", "file holding base64 of the 32-byte key that encrypts gossip, the same on every node (or KRYPTON_GOSSIP_KEY; never -gossip-key)")
+}
+
+// refuseArgv fails if -gossip-key was given on the command line. Call it after the command line
+// and the environment were read and before the -config file is: a value then came from one of
+// the two, and it came from the environment only if KRYPTON_GOSSIP_KEY holds exactly it.
+func (g *gossipKeyFlags) refuseArgv(cmd string) error {
+	if !g.key.set {
+		return nil
 	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(gossipKey))
+	if env, ok := os.LookupEnv(envName("gossip-key")); ok && env == g.key.v {
+		return nil
+	}
+	return usagef("%s: -gossip-key on the command line is refused: every user of the machine can read a process's arguments (ps, /proc/<pid>/cmdline); "+
+		"give -gossip-key-file FILE (mode 0600) or set KRYPTON_GOSSIP_KEY", cmd)
+}
+
+// load returns the key, from -gossip-key-file or from KRYPTON_GOSSIP_KEY (or the -config file).
+func (g *gossipKeyFlags) load(cmd string) ([]byte, error) {
+	b64 := g.key.v
+	switch {
+	case g.file != "" && g.key.set:
+		return nil, usagef("%s: give the gossip key once: -gossip-key-file or KRYPTON_GOSSIP_KEY, not both", cmd)
+	case g.file != "":
+		b, err := os.ReadFile(g.file)
+		if err != nil {
+			return nil, usagef("%s: -gossip-key-file: %v", cmd, err)
+		}
+		b64 = string(b)
+		clear(b)
+	case !g.key.set:
+		return nil, usagef("%s: a gossip key is required: -gossip-key-file FILE or KRYPTON_GOSSIP_KEY (base64 of 32 bytes; e.g. head -c32 /dev/urandom | base64 > gossip.key)", cmd)
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(b64))
 	if err != nil || len(key) != 32 {
-		return nil, nil, tls.Certificate{}, usagef("%s: -gossip-key must be base64 of exactly 32 bytes", cmd)
+		return nil, usagef("%s: the gossip key must be base64 of exactly 32 bytes", cmd)
+	}
+	return key, nil
+}
+
+// secretValue is a string flag whose value no usage text or error ever shows.
+type secretValue struct {
+	v   string
+	set bool
+}
+
+func (s *secretValue) String() string { return "" }
+func (s *secretValue) Set(v string) error {
+	s.v, s.set = v, v != "" // an empty KRYPTON_GOSSIP_KEY= is no key
+	return nil
+}
+
+// nodeSecrets checks and loads what every node command (server, governance server) needs to join
+// its cluster: the gossip key, the CA pool, and a node certificate naming nodeID. cmd prefixes the
+// usage errors.
+func nodeSecrets(cmd string, gossip *gossipKeyFlags, caCert, certFile, keyFile, nodeID string) ([]byte, *x509.CertPool, tls.Certificate, error) {
+	key, err := gossip.load(cmd)
+	if err != nil {
+		return nil, nil, tls.Certificate{}, err
 	}
 	if caCert == "" || certFile == "" || keyFile == "" {
 		return nil, nil, tls.Certificate{}, usagef("%s: -ca-cert, -cert and -key are required: Krypton never runs without mutual TLS (`krypton certs` makes development ones)", cmd)
@@ -231,6 +295,9 @@ func serverCommand() *command {
 					fromEnv[fl.Name] = true
 				}
 			})
+			if err := f.gossip.refuseArgv("server"); err != nil {
+				return err
+			}
 			if err := applyConfigFile(fs, f.config, fromEnv); err != nil {
 				return err
 			}
