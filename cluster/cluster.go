@@ -15,6 +15,8 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+
+	"github.com/kryptonkms/krypton/internal/netutil"
 )
 
 // Cluster is one node of a Raft cluster with gossip membership. All
@@ -161,6 +163,11 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: listen %s: %w", cfg.RaftAddr, err)
 	}
+	// Pre-authentication limits: the mux tells the listener when a peer has completed the
+	// handshake (netutil.Authenticated); until then a connection holds a pending slot only.
+	ln = netutil.LimitHandshakes(ln, netutil.HandshakeLimits{
+		Listener: "raft", HandshakeTimeout: handshakeTimeout, Registerer: cfg.Registerer,
+	})
 	advertise, err := net.ResolveTCPAddr("tcp", cfg.raftAdvertise())
 	if err != nil {
 		ln.Close()

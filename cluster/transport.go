@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -160,6 +161,9 @@ func (m *mux) serve(raw net.Conn) {
 	tc := tls.Server(raw, m.server)
 	if err := tc.Handshake(); err != nil {
 		m.logger.Warn("refused cluster connection", "remote-addr", raw.RemoteAddr().String(), "error", err)
+		return
+	}
+	if !netutil.Authenticated(raw) { // out of the listener's pending budget; false if it timed out
 		return
 	}
 	id, err := pki.PeerIdentity(tc.ConnectionState())

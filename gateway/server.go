@@ -40,6 +40,8 @@ func (g *Gateway) Serve() error {
 			Logger:         g.log,
 			MaxRecvMsgSize: maxMsgSize,
 			MaxSendMsgSize: maxMsgSize,
+			Listener:       "gateway",
+			Registerer:     g.reg,
 		})
 		if err != nil {
 			g.mu.Unlock()

@@ -150,6 +150,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Audit:       n.auditRefusal,
 		Logger:      log,
 		OIDC:        cfg.OIDC,
+		Listener:    "governance",
+		Registerer:  n.reg,
 	})
 	if err != nil {
 		return nil, err

@@ -173,6 +173,8 @@ func New(cfg Config) (_ *Node, err error) {
 		Audit:       n.auditRefusal,
 		OIDC:        cfg.OIDC,
 		Logger:      log,
+		Listener:    "api",
+		Registerer:  n.reg,
 	})
 	if err != nil {
 		return nil, err

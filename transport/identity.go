@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"net"
 	"slices"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -97,11 +99,20 @@ type identifyingCreds struct {
 	credentials.TransportCredentials
 }
 
-// ServerHandshake is the TLS handshake, then the peer's identity.
+var errConnLimit = errors.New("transport: connection refused: the server is at its connection limit (ServerConfig.MaxConns)")
+
+// ServerHandshake is the TLS handshake, then the peer's identity. Once the
+// handshake has completed, the connection leaves the listener's pending
+// budget (netutil.Authenticated) and takes a connection slot, or is closed
+// when none is free.
 func (c identifyingCreds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	conn, ai, err := c.TransportCredentials.ServerHandshake(raw)
 	if err != nil {
 		return conn, ai, err
+	}
+	if !netutil.Authenticated(raw) {
+		conn.Close()
+		return nil, nil, errConnLimit
 	}
 	info, ok := ai.(credentials.TLSInfo)
 	if !ok {

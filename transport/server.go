@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"runtime"
 	"runtime/debug"
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -21,6 +23,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 
+	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -78,8 +81,25 @@ type ServerConfig struct {
 	MaxSendMsgSize int
 	// MaxConcurrentStreams bounds the calls in flight on one connection.
 	MaxConcurrentStreams uint32
-	// ConnectionTimeout bounds the TLS handshake of a new connection.
+	// ConnectionTimeout bounds the TLS handshake of a new connection: the
+	// listener closes a connection that has not completed it this long
+	// after it was accepted (and gRPC's own deadline covers the HTTP/2
+	// preface as well).
 	ConnectionTimeout time.Duration
+
+	// Pre-authentication limits (netutil.LimitHandshakes), applied by
+	// Serve to its listener. MaxPendingHandshakes bounds the connections
+	// still in their TLS handshake, in total, and MaxPendingPerSource per
+	// source address; more are closed at once. MaxConns bounds the
+	// connections that completed the handshake (zero: no limit), so a flood
+	// of connections that never handshake cannot take their slots.
+	// Refusals are counted in krypton_handshakes_refused_total{listener}
+	// of Registerer (nil: not exported), with Listener as the label.
+	MaxPendingHandshakes int
+	MaxPendingPerSource  int
+	MaxConns             int
+	Listener             string
+	Registerer           prometheus.Registerer
 
 	// KeepaliveTime is how long a connection may be silent before the
 	// server pings the client; KeepaliveTimeout how long it waits for the
@@ -99,7 +119,9 @@ func DefaultServerConfig() ServerConfig {
 		MaxRecvMsgSize:       DefaultMaxMsgSize,
 		MaxSendMsgSize:       DefaultMaxMsgSize,
 		MaxConcurrentStreams: 1024,
-		ConnectionTimeout:    10 * time.Second,
+		MaxPendingHandshakes: netutil.DefaultMaxPending,
+		MaxPendingPerSource:  netutil.DefaultMaxPendingPerSource,
+		ConnectionTimeout:    netutil.DefaultHandshakeTimeout,
 		KeepaliveTime:        30 * time.Second,
 		KeepaliveTimeout:     10 * time.Second,
 		KeepaliveMinTime:     10 * time.Second,
@@ -123,6 +145,15 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.ConnectionTimeout == 0 {
 		c.ConnectionTimeout = d.ConnectionTimeout
+	}
+	if c.MaxPendingHandshakes == 0 {
+		c.MaxPendingHandshakes = d.MaxPendingHandshakes
+	}
+	if c.MaxPendingPerSource == 0 {
+		c.MaxPendingPerSource = d.MaxPendingPerSource
+	}
+	if c.Listener == "" {
+		c.Listener = "grpc"
 	}
 	if c.KeepaliveTime == 0 {
 		c.KeepaliveTime = d.KeepaliveTime
@@ -151,6 +182,8 @@ func (c ServerConfig) Validate() error {
 		return errors.New("transport: ServerConfig.MaxSendMsgSize must not be negative")
 	case c.ConnectionTimeout < 0:
 		return errors.New("transport: ServerConfig.ConnectionTimeout must not be negative")
+	case c.MaxPendingHandshakes < 0 || c.MaxPendingPerSource < 0 || c.MaxConns < 0:
+		return errors.New("transport: ServerConfig.MaxPendingHandshakes, MaxPendingPerSource and MaxConns must not be negative")
 	case c.KeepaliveTime < 0 || c.KeepaliveTimeout < 0 || c.KeepaliveMinTime < 0:
 		return errors.New("transport: ServerConfig.Keepalive* must not be negative")
 	}
@@ -162,6 +195,7 @@ func (c ServerConfig) Validate() error {
 type Server struct {
 	*grpc.Server
 	health *health.Server
+	limits netutil.HandshakeLimits
 
 	mu   sync.Mutex // guards shut
 	shut bool
@@ -242,7 +276,23 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	)
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(gs, h)
-	return &Server{Server: gs, health: h}, nil
+	limits := netutil.HandshakeLimits{
+		Listener:            cfg.Listener,
+		MaxPending:          cfg.MaxPendingHandshakes,
+		MaxPendingPerSource: cfg.MaxPendingPerSource,
+		HandshakeTimeout:    cfg.ConnectionTimeout,
+		MaxConns:            cfg.MaxConns,
+		Registerer:          cfg.Registerer,
+	}
+	return &Server{Server: gs, health: h, limits: limits}, nil
+}
+
+// Serve serves gRPC on l, a listener of raw TCP connections, wrapped in the
+// pre-authentication limits of the configuration (netutil.LimitHandshakes;
+// the TLS handshake tells the listener when a connection authenticated).
+// Use it rather than the embedded grpc.Server's Serve.
+func (s *Server) Serve(l net.Listener) error {
+	return s.Server.Serve(netutil.LimitHandshakes(l, s.limits))
 }
 
 // SetServing sets the health status of service (a fully qualified service

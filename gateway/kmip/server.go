@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kryptonkms/krypton/gateway/kmip/ttlv"
+	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -42,9 +43,20 @@ type Config struct {
 	// one is answered with Invalid Message and the connection closed.
 	// Default 1 MiB.
 	MaxMessageSize int
-	// MaxConns bounds concurrent client connections; more are closed at
-	// once. Default 1024.
+	// MaxConns bounds concurrent authenticated client connections: a
+	// connection takes a slot only once its TLS handshake has completed
+	// with a service certificate, and one beyond the limit is closed then.
+	// Default 1024.
 	MaxConns int
+	// MaxPendingHandshakes bounds the connections still in their TLS
+	// handshake, in total, and MaxPendingPerSource per source address;
+	// more are closed at once (krypton_handshakes_refused_total). Defaults
+	// netutil.DefaultMaxPending and DefaultMaxPendingPerSource.
+	MaxPendingHandshakes int
+	MaxPendingPerSource  int
+	// HandshakeTimeout closes a connection whose TLS handshake has not
+	// completed this long after it was accepted. Default 5 seconds.
+	HandshakeTimeout time.Duration
 	// IdleTimeout closes a connection that sends nothing for this long.
 	// Default 5 minutes.
 	IdleTimeout time.Duration
@@ -61,10 +73,13 @@ type Config struct {
 // sets ClientCAs and Certificate.
 func DefaultConfig() Config {
 	return Config{
-		MaxMessageSize: 1 << 20,
-		MaxConns:       1024,
-		IdleTimeout:    5 * time.Minute,
-		OpTimeout:      10 * time.Second,
+		MaxMessageSize:       1 << 20,
+		MaxConns:             1024,
+		MaxPendingHandshakes: netutil.DefaultMaxPending,
+		MaxPendingPerSource:  netutil.DefaultMaxPendingPerSource,
+		HandshakeTimeout:     netutil.DefaultHandshakeTimeout,
+		IdleTimeout:          5 * time.Minute,
+		OpTimeout:            10 * time.Second,
 	}
 }
 
@@ -81,6 +96,10 @@ func (c *Config) Validate() error {
 		return errors.New("kmip: Config.MaxMessageSize exceeds 64 MiB")
 	case c.MaxConns < 0:
 		return errors.New("kmip: Config.MaxConns is negative")
+	case c.MaxPendingHandshakes < 0 || c.MaxPendingPerSource < 0:
+		return errors.New("kmip: Config.MaxPendingHandshakes and MaxPendingPerSource must not be negative")
+	case c.HandshakeTimeout < 0:
+		return errors.New("kmip: Config.HandshakeTimeout is negative")
 	case c.IdleTimeout < 0:
 		return errors.New("kmip: Config.IdleTimeout is negative")
 	case c.OpTimeout < 0:
@@ -96,6 +115,15 @@ func (c *Config) fill() {
 	}
 	if c.MaxConns == 0 {
 		c.MaxConns = d.MaxConns
+	}
+	if c.MaxPendingHandshakes == 0 {
+		c.MaxPendingHandshakes = d.MaxPendingHandshakes
+	}
+	if c.MaxPendingPerSource == 0 {
+		c.MaxPendingPerSource = d.MaxPendingPerSource
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = d.HandshakeTimeout
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = d.IdleTimeout
@@ -200,8 +228,19 @@ func (s *Server) ListenAndServe(addr string) error {
 
 // Serve accepts plain TCP connections on l, does the TLS handshake itself,
 // and serves each connection until Close. It closes l when it returns, and
-// returns ErrShutdown after Close.
+// returns ErrShutdown after Close. l is wrapped in the pre-authentication
+// limits (netutil.LimitHandshakes): MaxPendingHandshakes,
+// MaxPendingPerSource and HandshakeTimeout before the handshake, MaxConns
+// after it, per call of Serve.
 func (s *Server) Serve(l net.Listener) error {
+	l = netutil.LimitHandshakes(l, netutil.HandshakeLimits{
+		Listener:            "kmip",
+		MaxPending:          s.cfg.MaxPendingHandshakes,
+		MaxPendingPerSource: s.cfg.MaxPendingPerSource,
+		HandshakeTimeout:    s.cfg.HandshakeTimeout,
+		MaxConns:            s.cfg.MaxConns,
+		Registerer:          s.cfg.Registerer,
+	})
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -252,16 +291,13 @@ func (s *Server) Serve(l net.Listener) error {
 	}
 }
 
-// track registers c, or reports false when the server is closed or full.
+// track registers c so that Close ends it, or reports false when the
+// server is closed. It counts nothing against MaxConns: an unauthenticated
+// connection must not take a client's slot (the listener bounds those).
 func (s *Server) track(c net.Conn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return false
-	}
-	if len(s.conns) >= s.cfg.MaxConns {
-		s.metrics.rejected.WithLabelValues("too_many_connections").Inc()
-		s.log.Warn("kmip: connection refused, at the connection limit", "remote", c.RemoteAddr().String())
 		return false
 	}
 	s.conns[c] = struct{}{}
@@ -315,7 +351,9 @@ func (s *Server) serveConn(raw net.Conn) {
 		tc.SetWriteDeadline(time.Now().Add(time.Second))
 		tc.Close()
 	}()
-	hsCtx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+	// The listener closes raw after HandshakeTimeout too; the context makes
+	// the handshake's own error say so.
+	hsCtx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(hsCtx)
 	cancel()
 	if err != nil {
@@ -327,6 +365,11 @@ func (s *Server) serveConn(raw net.Conn) {
 	if err != nil || id.Kind != pki.KindService {
 		// VerifyConnection already refused these; this is a second lock.
 		s.metrics.rejected.WithLabelValues("identity").Inc()
+		return
+	}
+	if !netutil.Authenticated(raw) {
+		s.metrics.rejected.WithLabelValues("too_many_connections").Inc()
+		s.log.Warn("kmip: connection refused, at the connection limit", "remote", remote)
 		return
 	}
 	sess := &session{id: id, owner: ownerKey(id), remote: remote}

@@ -1,4 +1,6 @@
-// Package netutil holds small network helpers shared by the development region and the tests.
+// Package netutil holds small network helpers: free ports for the development region and the
+// tests, and the pre-authentication limits every TLS listener of Krypton is wrapped in
+// (LimitHandshakes).
 package netutil
 
 import (

@@ -397,13 +397,33 @@ func ReadMessage(r io.Reader, maxSize int) ([]byte, error) {
 	if length%8 != 0 {
 		return nil, &DecodeError{Offset: 0, Reason: "structure length not a multiple of 8", Err: ErrMalformed}
 	}
-	buf := make([]byte, HeaderSize+int(length))
+	// The buffer grows with the bytes that actually arrive, doubling from
+	// readChunk, never to more than the declared size: a peer that
+	// declares a large length and sends little pins little, not the
+	// declared size per connection.
+	total := HeaderSize + int(length)
+	buf := make([]byte, HeaderSize, min(total, HeaderSize+readChunk))
 	copy(buf, h[:])
-	if _, err := io.ReadFull(r, buf[HeaderSize:]); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
+	for len(buf) < total {
+		if len(buf) == cap(buf) {
+			grown := make([]byte, len(buf), min(total, 2*cap(buf)))
+			copy(grown, buf)
+			clear(buf) // a request can carry key material
+			buf = grown
 		}
-		return nil, err
+		n, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			clear(buf)
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
 	}
 	return buf, nil
 }
+
+// readChunk is the first allocation of ReadMessage for a message body;
+// most KMIP requests fit in it.
+const readChunk = 4 << 10

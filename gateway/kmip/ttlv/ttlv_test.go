@@ -2,11 +2,14 @@ package ttlv_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"io"
+	"runtime"
 	"strings"
 	"testing"
+	"testing/iotest"
 
 	"github.com/kryptonkms/krypton/gateway/kmip/ttlv"
 )
@@ -127,5 +130,36 @@ func TestReadMessage(t *testing.T) {
 	}
 	if _, err := ttlv.ReadMessage(bytes.NewReader(msg[:12]), 1024); err != io.ErrUnexpectedEOF {
 		t.Fatalf("truncated: %v", err)
+	}
+}
+
+// TestReadMessageGrowsWithData: a header that declares a large length, followed by few bytes,
+// makes ReadMessage allocate about what arrived, not the declared size (a client pinned 1 MiB
+// per connection that way), and a large message that does arrive whole is read intact, in
+// small reads.
+func TestReadMessageGrowsWithData(t *testing.T) {
+	const declared = 64<<20 - 8
+	hdr := []byte{0x42, 0x00, 0x78, byte(ttlv.TypeStructure), 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(hdr[4:], declared)
+	stream := append(hdr, make([]byte, 1000)...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err := ttlv.ReadMessage(bytes.NewReader(stream), 64<<20)
+	runtime.ReadMemStats(&after)
+	if err != io.ErrUnexpectedEOF {
+		t.Fatalf("truncated message: %v", err)
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > 1<<20 {
+		t.Fatalf("ReadMessage allocated %d bytes for a message of 1000 bytes declaring %d", got, declared)
+	}
+
+	var items []ttlv.Item
+	for i := range 3000 {
+		items = append(items, ttlv.Bytes(0x420005, bytes.Repeat([]byte{byte(i)}, 40)))
+	}
+	msg := ttlv.Marshal(ttlv.Struct(ttlv.TagRequestMessage, items...))
+	got, err := ttlv.ReadMessage(iotest.HalfReader(bytes.NewReader(msg)), len(msg))
+	if err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("ReadMessage of %d bytes in small reads: equal %v, %v", len(msg), bytes.Equal(got, msg), err)
 	}
 }
