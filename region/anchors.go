@@ -27,8 +27,13 @@ func newAnchorCache(log *slog.Logger, allowDev bool, provider map[string]any) *a
 }
 
 // get returns the provider for uri, opening it on first use. A development anchor is refused
-// unless the node allows them.
+// unless the node allows them, and refused before it is opened: opening reads the key file, or
+// creates it (file://...?create=1), and would answer with the file's state ("destroyed",
+// "unusable") instead of naming -dev-anchor.
 func (c *anchorCache) get(ctx context.Context, uri string) (anchor.Provider, error) {
+	if !c.allowDev && anchor.IsDevelopment(uri) {
+		return nil, ErrDevAnchor
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -41,7 +46,7 @@ func (c *anchorCache) get(ctx context.Context, uri string) (anchor.Provider, err
 	if err != nil {
 		return nil, err
 	}
-	if p.Describe().Development && !c.allowDev {
+	if p.Describe().Development && !c.allowDev { // a development scheme IsDevelopment does not know
 		p.Close()
 		return nil, ErrDevAnchor
 	}
