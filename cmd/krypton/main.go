@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
@@ -33,6 +34,25 @@ func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "krypton:", err)
+	fmt.Fprintln(stderr, errorLine(err))
 	return exitCode(err)
+}
+
+// errorLine is the one line main prints for a failed command: exactly one "krypton: " prefix.
+// Every error leaves the process through here, so the prefix is added here only: messages name a
+// command without the program ("server: -data-dir is required", cmdName), and a "krypton: " that a
+// wrapped error brought along is dropped rather than printed as "krypton: krypton: ...".
+func errorLine(err error) string {
+	msg := err.Error()
+	for {
+		trimmed := strings.TrimLeft(msg, " ")
+		switch {
+		case strings.HasPrefix(trimmed, "krypton: "):
+			msg = strings.TrimPrefix(trimmed, "krypton: ")
+		case strings.HasPrefix(trimmed, "krypton:"):
+			msg = strings.TrimPrefix(trimmed, "krypton:")
+		default:
+			return "krypton: " + trimmed
+		}
+	}
 }
