@@ -233,7 +233,7 @@ func joinCommand() *command {
 func leaveCommand() *command {
 	return clientCommand(clientSpec{
 		name: "leave", synopsis: "make the node at -addr leave the region gracefully",
-		help:  "Makes the node at -addr leave the region: it hands over leadership if it leads, is removed from the Raft configuration, leaves gossip and shuts down.",
+		help:  "Makes the node at -addr leave the region: it hands over leadership if it leads, is removed from the Raft configuration, leaves gossip and shuts down; its `krypton server` process then exits.",
 		kind:  pki.KindOperator,
 		write: true,
 		check: exactArgs(0, "no arguments (the node at -addr leaves)"),
