@@ -359,8 +359,9 @@ func endProgress(w io.Writer) {
 	}
 }
 
+// isTerminal says whether w is a terminal (through main.go's EPIPE watch too).
 func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
+	f, ok := w.(interface{ Stat() (os.FileInfo, error) })
 	if !ok {
 		return false
 	}
