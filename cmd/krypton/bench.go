@@ -358,13 +358,3 @@ func endProgress(w io.Writer) {
 		fmt.Fprint(w, "\r\033[K")
 	}
 }
-
-// isTerminal says whether w is a terminal (through main.go's EPIPE watch too).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(interface{ Stat() (os.FileInfo, error) })
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
