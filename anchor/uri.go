@@ -70,6 +70,16 @@ func Parse(s string) (URI, error) {
 	return nil, fmt.Errorf("%w %s (known: %s)", ErrUnknownScheme, quoteName(scheme), strings.Join(Schemes, ", "))
 }
 
+// IsDevelopment says whether uri names a development anchor (file://), from its scheme alone,
+// without parsing the rest or touching anything. A server that refuses development anchors asks
+// this before Open: opening first would read the key file, or create one (file://...?create=1),
+// on a production node, and answer with the file's state (missing: "destroyed"; too open:
+// "unusable") where the one useful answer is that the flag allowing development anchors is off.
+func IsDevelopment(uri string) bool {
+	i := strings.IndexByte(uri, ':')
+	return i > 0 && strings.EqualFold(strings.TrimSpace(uri[:i]), SchemeFile)
+}
+
 // splitScheme returns the lower-cased scheme and what follows "://" (or
 // ":" for pkcs11, whose RFC 7512 form has no authority).
 func splitScheme(s string) (scheme, rest string, ok bool) {

@@ -28,9 +28,14 @@ func newAnchorCache(log *slog.Logger, allowDev bool, provider map[string]any) *a
 }
 
 // get returns the provider for uri, opening it on first use. A development anchor is refused
-// unless the node allows them: the file provider itself refuses before it touches any file
-// (anchor.Options.Development), and the Description check below stays as a second line.
+// unless the node allows them, and refused before it is opened: opening would read the key file
+// and answer with its state ("destroyed", "unusable") instead of naming -dev-anchor. The file
+// provider itself also refuses before it touches any file (anchor.Options.Development), and the
+// Description check below stays as a third line.
 func (c *anchorCache) get(ctx context.Context, uri string) (anchor.Provider, error) {
+	if !c.allowDev && anchor.IsDevelopment(uri) {
+		return nil, ErrDevAnchor
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -46,7 +51,7 @@ func (c *anchorCache) get(ctx context.Context, uri string) (anchor.Provider, err
 	if err != nil {
 		return nil, err
 	}
-	if p.Describe().Development && !c.allowDev {
+	if p.Describe().Development && !c.allowDev { // a development scheme IsDevelopment does not know
 		p.Close()
 		return nil, ErrDevAnchor
 	}

@@ -22,7 +22,7 @@ var (
 	ErrNotVoter = &codedError{codes.PermissionDenied, "region: caller is not a voter of this region"}
 	// ErrDevAnchor is returned when a tenant names a file:// anchor on a node that does not allow
 	// development anchors.
-	ErrDevAnchor = &codedError{codes.InvalidArgument, "region: file:// anchors are for development only; this node does not allow them (-dev-anchor)"}
+	ErrDevAnchor = &codedError{codes.InvalidArgument, "region: file:// is for development only; pass -dev-anchor to krypton server to use it (never in production)"}
 	// ErrMissingKey is returned when a request names no tenant or service.
 	ErrMissingKey = &codedError{codes.InvalidArgument, "region: the request names no key (tenant and service are required)"}
 	// ErrFenceTimeout is returned when a revocation committed but the call's deadline ended before

@@ -70,6 +70,8 @@ type Node struct {
 	wg       sync.WaitGroup
 	shutOnce sync.Once
 	shut     atomic.Bool
+	done     chan struct{} // closed once shutdown has finished; shutErr is set before
+	shutErr  error
 }
 
 // New starts a node: it opens its data directory, joins or bootstraps the region, and serves the
@@ -93,6 +95,7 @@ func New(cfg Config) (_ *Node, err error) {
 		reg:      prometheus.NewRegistry(),
 		started:  time.Now(),
 		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	n.events = newKeyEvents(n.lease, cfg.ClockDrift)
 	// Undo what was started if a later step fails.
@@ -262,6 +265,18 @@ func (n *Node) Shutdown() error {
 	return err
 }
 
+// Done is closed once the node has stopped, whoever stopped it: Shutdown, Leave, or an operator's
+// `krypton leave` (the admin API's Leave, which shuts the node down after answering). Raft and the
+// data directory are closed and every key wiped by then. A process that runs a node waits on Done
+// as well as on its signals, so that a node that left does not leave its process running.
+func (n *Node) Done() <-chan struct{} { return n.done }
+
+// StopErr is the error of stopping the node (nil for a clean stop), once Done is closed.
+func (n *Node) StopErr() error {
+	<-n.done
+	return n.shutErr
+}
+
 // Leave takes the node out of the region gracefully (a leader hands leadership over first; the node
 // is removed from the Raft configuration, then leaves gossip) and then shuts it down.
 func (n *Node) Leave(ctx context.Context) error {
@@ -312,6 +327,8 @@ func (n *Node) shutdown(stopCluster func() error) error {
 		n.syslog.Close() // after the log: its last lines are queued
 	}
 	n.log.Info("region node stopped")
+	n.shutErr = err
+	close(n.done)
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"strconv"
@@ -233,7 +234,7 @@ func joinCommand() *command {
 func leaveCommand() *command {
 	return clientCommand(clientSpec{
 		name: "leave", synopsis: "make the node at -addr leave the region gracefully",
-		help:  "Makes the node at -addr leave the region: it hands over leadership if it leads, is removed from the Raft configuration, leaves gossip and shuts down.",
+		help:  "Makes the node at -addr leave the region: it hands over leadership if it leads, is removed from the Raft configuration, leaves gossip and shuts down; its `krypton server` process then exits.",
 		kind:  pki.KindOperator,
 		write: true,
 		check: exactArgs(0, "no arguments (the node at -addr leaves)"),
@@ -270,7 +271,8 @@ func snapshotCommand() *command {
 func snapshotSaveCommand() *command {
 	return clientCommand(clientSpec{
 		name: "save", synopsis: "save a snapshot of the region to a file", usage: "<file>",
-		help:  "Streams a consistent snapshot of the region's state to <file> (mode 0600, written atomically: the file appears whole or not at all). The SHA-256 the node sends is checked before the file is kept.",
+		help: "Streams a consistent snapshot of the region's state to <file> (mode 0600, written atomically: the file appears whole or not at all). The SHA-256 the node sends is checked before the file is kept. " +
+			"Prints the size and SHA-256 of the file saved, as `wc -c` and `sha256sum` show them (-format json adds the metadata and state_sha256, the checksum of the state inside, which SHA256SUMS in the archive holds).",
 		kind:  pki.KindOperator,
 		check: exactArgs(1, "<file>"),
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
@@ -280,29 +282,36 @@ func snapshotSaveCommand() *command {
 				return err
 			}
 			var meta *kv1.SnapshotMeta
-			var sum string
+			var stateSum string
+			// The size and checksum printed are the file's: every byte written to it passes
+			// through file (the state's own are meta.Size and stateSum, inside the archive).
+			file := &countingHash{h: sha256.New()}
 			err = writeFileAtomic(path, true, func(f *os.File) error {
-				meta, sum, err = receiveSnapshot(stream, f)
+				file.w = f
+				meta, stateSum, err = receiveSnapshot(stream, file)
 				return err
 			})
 			if err != nil {
 				return err
 			}
-			out := &snapshotFile{Path: path, Meta: meta, Sha256: sum}
+			out := &snapshotFile{Path: path, Size: file.n, Sha256: hex.EncodeToString(file.h.Sum(nil)), Meta: meta, StateSha256: stateSum}
 			return c.outputJSON(s.out, out, func(w io.Writer) error {
-				_, err := fmt.Fprintf(w, "Saved snapshot of region %s at index %d (%d bytes, sha256 %s) to %s\n",
-					meta.GetRegion(), meta.GetIndex(), meta.GetSize(), sum, path)
+				_, err := fmt.Fprintf(w, "Saved snapshot of region %s at index %d to %s (%d bytes, sha256 %s)\n",
+					meta.GetRegion(), meta.GetIndex(), path, out.Size, out.Sha256)
 				return err
 			})
 		},
 	})
 }
 
-// snapshotFile is what snapshot save prints with -format json.
+// snapshotFile is what snapshot save prints with -format json: the file's size and SHA-256, and
+// the metadata and checksum of the state inside it.
 type snapshotFile struct {
-	Path   string
-	Meta   *kv1.SnapshotMeta
-	Sha256 string
+	Path        string
+	Size        int64
+	Sha256      string
+	Meta        *kv1.SnapshotMeta
+	StateSha256 string
 }
 
 func (f *snapshotFile) MarshalJSON() ([]byte, error) {
@@ -310,7 +319,21 @@ func (f *snapshotFile) MarshalJSON() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return fmt.Appendf(nil, `{"path":%q,"meta":%s,"sha256":%q}`, f.Path, meta, f.Sha256), nil
+	return fmt.Appendf(nil, `{"path":%q,"size":%d,"sha256":%q,"meta":%s,"state_sha256":%q}`, f.Path, f.Size, f.Sha256, meta, f.StateSha256), nil
+}
+
+// countingHash writes to w and counts and hashes what was written.
+type countingHash struct {
+	w io.Writer
+	h hash.Hash
+	n int64
+}
+
+func (c *countingHash) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.h.Write(p[:n])
+	c.n += int64(n)
+	return n, err
 }
 
 // receiveSnapshot writes the stream as a snapshot archive to w and returns its metadata and the

@@ -358,12 +358,3 @@ func endProgress(w io.Writer) {
 		fmt.Fprint(w, "\r\033[K")
 	}
 }
-
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -324,13 +328,75 @@ func TestCLIEndToEnd(t *testing.T) {
 		t.Fatalf("datakey without -show-plaintext printed a plaintext:\n%s", out)
 	}
 
+	// Output that scripts use. datakey prints what its help promises, the blob, alone on its
+	// line; with -show-plaintext the data key on a second line.
+	out = c.ok(third, c.svc, "datakey", "-key", "acme/payments")
+	if lines := strings.Split(out, "\n"); len(lines) != 2 || lines[1] != "" {
+		t.Fatalf("datakey printed %q, want the blob alone on one line", out)
+	} else if _, err := base64.StdEncoding.DecodeString(lines[0]); err != nil {
+		t.Fatalf("datakey printed %q, not a base64 blob: %v", out, err)
+	}
+	out = c.ok(third, c.svc, "datakey", "-key", "acme/payments", "-show-plaintext")
+	lines := strings.Split(out, "\n")
+	if len(lines) != 3 || lines[2] != "" {
+		t.Fatalf("datakey -show-plaintext printed %q, want the blob and the data key on two lines", out)
+	}
+	dkBlob, dkText := lines[0], lines[1]
+	// unwrap -show-plaintext pipes into base64 -d: exactly the base64 of the key and a newline.
+	out = c.ok(leader, c.svc, "unwrap", "-show-plaintext", dkBlob)
+	if out != dkText+"\n" {
+		t.Fatalf("unwrap -show-plaintext printed %q, want %q", out, dkText+"\n")
+	}
+	decode := exec.Command("base64", "-d")
+	decode.Stdin = strings.NewReader(out)
+	keyBytes, err := decode.Output()
+	if err != nil || len(keyBytes) != 32 {
+		t.Fatalf("krypton unwrap -show-plaintext | base64 -d: %d bytes, %v", len(keyBytes), err)
+	}
+	// -format raw: the data key's bytes themselves; the blob's bytes for datakey and wrap.
+	if raw := c.ok(follower, c.svc, "unwrap", "-show-plaintext", "-format", "raw", dkBlob); raw != string(keyBytes) {
+		t.Fatalf("unwrap -format raw printed %x, want %x", raw, keyBytes)
+	}
+	c.fails(follower, c.svc, 2, "-format raw prints the data key: add -show-plaintext", "unwrap", "-format", "raw", dkBlob)
+	rawBlob := c.ok(third, c.svc, "datakey", "-key", "acme/payments", "-format", "raw")
+	c.ok(leader, c.svc, "unwrap", base64.StdEncoding.EncodeToString([]byte(rawBlob)))
+	rawBlob = c.ok(third, c.svc, "wrap", "-key", "acme/payments", "-plaintext-file", dkFile, "-format", "raw")
+	if got := c.ok(leader, c.svc, "unwrap", "-format", "raw", "-show-plaintext", base64.StdEncoding.EncodeToString([]byte(rawBlob))); got != string(dk) {
+		t.Fatalf("a raw blob from wrap did not unwrap to the data key")
+	}
+	// With -out, where the key went is a note on stderr: stdout keeps only the blob.
+	outKey := filepath.Join(c.dir, "datakey.bin")
+	o, e, code := c.run(third, c.svc, "datakey", "-key", "acme/payments", "-out", outKey)
+	if code != 0 || strings.Count(o, "\n") != 1 || strings.Contains(o, outKey) || !strings.Contains(e, "data key written to "+outKey) {
+		t.Fatalf("datakey -out: exit %d, stdout %q, stderr %q", code, o, e)
+	}
+
 	// A snapshot saved from a follower, restored through a follower (the command finds the leader).
+	// It prints the size and SHA-256 of the file it saved, as wc -c and sha256sum would.
 	snap := filepath.Join(c.dir, "region.snap")
-	if out := c.ok(follower, c.op, "snapshot", "save", snap); !strings.Contains(out, "Saved snapshot of region test") {
+	out = c.ok(follower, c.op, "snapshot", "save", snap)
+	if !strings.Contains(out, "Saved snapshot of region test") {
 		t.Errorf("snapshot save:\n%s", out)
 	}
 	if fi, err := os.Stat(snap); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("snapshot file: %v %v", fi, err)
+	}
+	saved, err := os.ReadFile(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fileSum := sha256.Sum256(saved)
+	if want := fmt.Sprintf("(%d bytes, sha256 %x)", len(saved), fileSum); !strings.Contains(out, want) {
+		t.Errorf("snapshot save printed %q; the saved file is %s", out, want)
+	}
+	var snapJSON struct {
+		Size   int64  `json:"size"`
+		Sha256 string `json:"sha256"`
+	}
+	c.okJSON(follower, c.op, &snapJSON, "snapshot", "save", snap)
+	saved, _ = os.ReadFile(snap)
+	if fileSum = sha256.Sum256(saved); snapJSON.Size != int64(len(saved)) || snapJSON.Sha256 != hex.EncodeToString(fileSum[:]) {
+		t.Errorf("snapshot save -format json: %+v; the saved file is %d bytes, sha256 %x", snapJSON, len(saved), fileSum)
 	}
 	var restored struct {
 		Index string `json:"index"`

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 )
@@ -46,6 +47,7 @@ type clientFlags struct {
 	clientKey  string
 	timeout    time.Duration
 	format     string
+	raw        bool // the command has a -format raw (clientSpec.raw)
 	requestID  string
 	tokenFile  string // operator commands: an OIDC bearer token instead of a certificate
 }
@@ -63,7 +65,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 		fs.StringVar(&c.tokenFile, "token-file", "", "file holding an OIDC bearer token to use instead of -client-cert/-client-key (read before every call); the token itself may be given as KRYPTON_TOKEN")
 	}
 	fs.DurationVar(&c.timeout, "timeout", 30*time.Second, "deadline of the whole command")
-	fs.StringVar(&c.format, "format", "text", "output format: text or json")
+	fs.StringVar(&c.format, "format", formatText, formatHelp(c.raw))
 	if c.write {
 		fs.StringVar(&c.requestID, "request-id", "", "idempotency key of the change (default: a fresh random one); repeat a command with the same -request-id to retry it safely")
 	}
@@ -75,6 +77,7 @@ type clientSpec struct {
 	name, synopsis, usage, help string
 	kind                        pki.Kind
 	write                       bool
+	raw                         bool // the command prints bytes with -format raw
 	flags                       func(fs *flag.FlagSet)
 	// check validates arguments and flags before anything is dialled; nil for none.
 	check func(fs *flag.FlagSet) error
@@ -89,7 +92,7 @@ type apiClient struct {
 }
 
 func clientCommand(spec clientSpec) *command {
-	cf := &clientFlags{kind: spec.kind, write: spec.write}
+	cf := &clientFlags{kind: spec.kind, write: spec.write, raw: spec.raw}
 	help := spec.help
 	switch spec.kind {
 	case pki.KindOperator:
@@ -109,8 +112,11 @@ func clientCommand(spec clientSpec) *command {
 			if err := refuseEnv(); err != nil {
 				return err
 			}
-			if cf.format != "text" && cf.format != "json" {
-				return usagef("unknown -format %q (want text or json)", cf.format)
+			if err := checkFormat(cf.format, cf.raw); err != nil {
+				return err
+			}
+			if cf.format == formatRaw && isTerminal(s.out) {
+				return usagef("-format raw writes bytes, not text: redirect stdout to a file or a pipe")
 			}
 			if cf.timeout <= 0 {
 				return usagef("-timeout must be positive")
@@ -227,6 +233,9 @@ func checkRequestID(id string) error {
 // mayHaveCommitted says whether a failed write may have been applied, or be applied by a retry
 // with the same request id. A call that never left for want of a connection was not.
 func mayHaveCommitted(err error) bool {
+	if definiteRefusal(err) {
+		return false
+	}
 	switch status.Code(err) {
 	case codes.DeadlineExceeded, codes.Aborted:
 		return true
@@ -234,6 +243,20 @@ func mayHaveCommitted(err error) bool {
 		return !notSent(err)
 	}
 	return errors.Is(err, context.DeadlineExceeded)
+}
+
+// definiteRefusal recognises the Aborted answers that are not races of an unknown outcome but
+// refusals of a precondition, decided on the leader before anything was written: the policy
+// revision that -expected-revision names is not the current one.
+func definiteRefusal(err error) bool {
+	return revisionMismatch(err)
+}
+
+// revisionMismatch says whether err is governance's answer that a policy's revision is not the
+// one expected (governance.ErrRevisionMismatch: a fixed message under codes.Aborted).
+func revisionMismatch(err error) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Aborted && st.Message() == governance.ErrRevisionMismatch.Error()
 }
 
 // notSent recognises grpc-go's fail-fast error for a call made while the connection could not be
@@ -290,31 +313,20 @@ func writeProtoJSON(w io.Writer, m proto.Message) error {
 	return err
 }
 
-// output prints m as JSON with -format json, and with text otherwise.
+// output prints m, a response of the API, in the command's -format (emit).
 func (c *clientFlags) output(w io.Writer, m proto.Message, text func(w io.Writer) error) error {
-	if c.format == "json" {
-		return writeProtoJSON(w, m)
-	}
-	return text(w)
+	return emit(w, c.format, m, text, nil)
 }
 
 // outputJSON is output for a response of the command's own making: v must marshal to JSON in the
 // same style (snake_case names).
 func (c *clientFlags) outputJSON(w io.Writer, v any, text func(w io.Writer) error) error {
-	if c.format == "json" {
-		b, err := json.Marshal(v)
-		if err != nil {
-			return err
-		}
-		var buf bytes.Buffer
-		if err := json.Indent(&buf, b, "", "  "); err != nil {
-			return err
-		}
-		buf.WriteByte('\n')
-		_, err = w.Write(buf.Bytes())
-		return err
-	}
-	return text(w)
+	return emit(w, c.format, v, text, nil)
+}
+
+// outputRaw is outputJSON for the commands with a -format raw: raw writes the bytes.
+func (c *clientFlags) outputRaw(w io.Writer, v any, text, raw func(w io.Writer) error) error {
+	return emit(w, c.format, v, text, raw)
 }
 
 // table writes rows under a header, aligned as consul's tables are.

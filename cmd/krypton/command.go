@@ -47,7 +47,14 @@ func exitCode(err error) int {
 	return 1
 }
 
+// dispatch runs the command line args against the root command c. `krypton --version` and
+// `krypton -version` are `krypton version`, as in consul and vault: the first thing a newcomer types.
 func dispatch(ctx context.Context, c *command, args []string, s *streams) error {
+	if len(args) > 0 && (args[0] == "--version" || args[0] == "-version") {
+		if sub := c.find("version"); sub != nil {
+			return sub.dispatch(ctx, c.name+" "+sub.name, args[1:], s)
+		}
+	}
 	return c.dispatch(ctx, c.name, args, s)
 }
 
@@ -68,7 +75,9 @@ func (c *command) dispatch(ctx context.Context, path string, args []string, s *s
 		sub := c.find(args[0])
 		if sub == nil {
 			c.printSubcommands(s.err, path)
-			return usagef("%s: unknown command %q", path, args[0])
+			// The path names the group ("krypton key") but must not lead the message: main's
+			// printer adds the one "krypton: " prefix (errorLine).
+			return usagef("unknown command %q for %q (run %s help)", args[0], path, path)
 		}
 		return sub.dispatch(ctx, path+" "+sub.name, args[1:], s)
 	}

@@ -49,8 +49,10 @@ func devCommand() *command {
 		name:     "dev",
 		synopsis: "run a local three-node development region (not for production)",
 		help: "Starts a three-node region in this process on 127.0.0.1, with a throwaway CA and the file:// development\n" +
-			"anchor, and stays up until Ctrl-C, like `vault server -dev`. With -demo it walks through bootstrap, wrap and\n" +
-			"unwrap on different nodes, rotation, losing the leader, revocation and the L1 kill switch, then exits.",
+			"anchor, and stays up until Ctrl-C, like `vault server -dev`: SIGINT, SIGTERM or SIGHUP stop it and remove\n" +
+			"the temporary directory (unless -keep), also when stdout is a pipe whose reader is gone. With -demo it walks\n" +
+			"through bootstrap, wrap and unwrap on different nodes, rotation, losing the leader, revocation and the L1 kill\n" +
+			"switch, then exits.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&o.dir, "dir", "", "directory for data, certificates and the development root key (default: a new temporary directory)")
 			fs.BoolVar(&o.keep, "keep", false, "keep -dir when the region stops (a temporary one is removed otherwise)")

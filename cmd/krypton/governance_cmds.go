@@ -663,6 +663,13 @@ func policySetCommand() *command {
 			}
 			p.Tenant, p.Revision, p.UpdatedAt = fs.Arg(0), 0, nil
 			got, err := c.gov().SetPolicy(ctx, &kv1.SetPolicyRequest{RequestId: c.requestID, Policy: p, ExpectedRevision: expected})
+			if revisionMismatch(err) {
+				// Governance checked the revision before writing anything: a definite no.
+				return fmt.Errorf("the policy of %s was NOT changed: its revision is no longer %d (it was changed since). "+
+					"Read it again (krypton policy get %s), and run this command again with -expected-revision set to the revision shown "+
+					"(and a new -request-id, or none)",
+					p.Tenant, expected, p.Tenant)
+			}
 			if err != nil {
 				return err
 			}

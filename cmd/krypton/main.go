@@ -10,29 +10,88 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 )
 
 func main() { os.Exit(runMain()) }
 
-// runMain runs the command line of this process. SIGINT and SIGTERM cancel the command's context:
-// signals are handled here rather than with memguard.CatchSignal, which calls os.Exit without
-// running deferred shutdowns (memguard v0.23), so commands stop cleanly and wipe their secrets.
+// runMain runs the command line of this process. SIGINT, SIGTERM and SIGHUP cancel the command's
+// context: signals are handled here rather than with memguard.CatchSignal, which calls os.Exit
+// without running deferred shutdowns (memguard v0.23), so commands stop cleanly and wipe their secrets,
+// and `krypton dev` removes its directory (root.key, the CA's private key).
+//
+// SIGPIPE is caught too. Under `make dev 2>&1 | tee log`, Ctrl-C ends tee as well, and the first
+// write to the closed pipe would otherwise kill the process on the spot (Go's default for stdout
+// and stderr), before any cleanup. Caught, the write fails with EPIPE instead, and run treats that
+// as a reason to shut down cleanly (pipeWatch).
+//
+// SIGHUP is left alone when the process started with it ignored: `nohup krypton server` must not
+// stop when its terminal closes.
 func runMain() int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		sigs = append(sigs, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
 	defer stop()
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE) // never read: catching it is what keeps the process alive
+	defer signal.Stop(pipe)
 	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 }
 
 // run executes one command line and returns the process exit code: 0 success, 1 failure, 2 usage.
+// A write to stdout or stderr that fails with EPIPE (the reader is gone) cancels the command's
+// context: nobody reads what it prints, and it stops as it would on SIGINT.
 func run(ctx context.Context, args []string, stdout, stderr *os.File) int {
-	err := dispatch(ctx, rootCommand(), args, &streams{out: stdout, err: stderr})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &streams{out: &pipeWatch{f: stdout, broken: cancel}, err: &pipeWatch{f: stderr, broken: cancel}}
+	err := dispatch(ctx, rootCommand(), args, s)
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(stderr, "krypton:", err)
+	fmt.Fprintln(s.err, errorLine(err))
 	return exitCode(err)
+}
+
+// pipeWatch writes to f and calls broken when a write finds the reading end closed (EPIPE).
+type pipeWatch struct {
+	f      *os.File
+	broken func()
+}
+
+func (p *pipeWatch) Write(b []byte) (int, error) {
+	n, err := p.f.Write(b)
+	if err != nil && errors.Is(err, syscall.EPIPE) {
+		p.broken()
+	}
+	return n, err
+}
+
+// Stat lets isTerminal see the file.
+func (p *pipeWatch) Stat() (os.FileInfo, error) { return p.f.Stat() }
+
+// errorLine is the one line main prints for a failed command: exactly one "krypton: " prefix.
+// Every error leaves the process through here, so the prefix is added here only: messages name a
+// command without the program ("server: -data-dir is required", cmdName), and a "krypton: " that a
+// wrapped error brought along is dropped rather than printed as "krypton: krypton: ...".
+func errorLine(err error) string {
+	msg := err.Error()
+	for {
+		trimmed := strings.TrimLeft(msg, " ")
+		switch {
+		case strings.HasPrefix(trimmed, "krypton: "):
+			msg = strings.TrimPrefix(trimmed, "krypton: ")
+		case strings.HasPrefix(trimmed, "krypton:"):
+			msg = strings.TrimPrefix(trimmed, "krypton:")
+		default:
+			return "krypton: " + trimmed
+		}
+	}
 }

@@ -282,7 +282,8 @@ func serverCommand() *command {
 	return &command{
 		name:     "server",
 		synopsis: "run a region node",
-		help: "Runs one node of a region until SIGINT or SIGTERM, which stop it cleanly and wipe every key from memory.\n" +
+		help: "Runs one node of a region until SIGINT or SIGTERM, which stop it cleanly and wipe every key from memory,\n" +
+			"or until `krypton leave` takes the node out of the region, after which the process exits (code 0).\n" +
 			"Start three (or five) nodes the same way with -bootstrap-expect 3 and -join pointing at one another.",
 		flags: f.declare,
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
@@ -325,13 +326,22 @@ func serverCommand() *command {
 			}
 			fmt.Fprintf(s.err, "krypton: node %s of region %s serving on %s\n", cfg.NodeID, cfg.Region, n.RPCAddr())
 			if settings != nil {
+				// The node may stop without a signal (below): end the enforcer then as well.
+				sctx, cancel := context.WithCancel(ctx)
 				done := make(chan struct{})
-				defer func() { <-done }()
-				go func() { defer close(done); enforceSettings(ctx, n, *settings, log) }()
+				defer func() { cancel(); <-done }()
+				go func() { defer close(done); enforceSettings(sctx, n, *settings, log) }()
 			}
-			<-ctx.Done()
-			log.Info("signal received; shutting down")
-			return n.Shutdown()
+			select {
+			case <-ctx.Done():
+				log.Info("signal received; shutting down")
+				return n.Shutdown()
+			case <-n.Done():
+				// `krypton leave` took the node out of the region and stopped it (Raft and bolt
+				// closed, keys wiped): a process with no node has nothing left to serve.
+				log.Info("the node has left the region; exiting")
+				return n.StopErr()
+			}
 		},
 	}
 }

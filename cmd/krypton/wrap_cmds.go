@@ -18,7 +18,11 @@ import (
 
 // The wrap commands use a tenant's keys with a service certificate. Their IO rules:
 //
-//   - blobs are printed and read as standard, padded base64;
+//   - blobs are printed and read as standard, padded base64 (-format raw prints the bytes);
+//   - stdout holds only what a script captures: wrap and datakey print the blob on one line (datakey
+//     with -show-plaintext the data key on a second), unwrap -show-plaintext exactly the data key
+//     as base64 and a newline, so that `krypton unwrap -show-plaintext BLOB | base64 -d` gives the
+//     key's bytes; notes for people (where -out wrote the key) go to stderr;
 //   - a data key (L4 plaintext) is read from -plaintext-file or stdin, raw (exactly 32 bytes) or as
 //     base64 or hex text (-in-format);
 //   - a data key is written only where asked: to -out, a new file of mode 0600 (raw bytes, never
@@ -116,6 +120,33 @@ func (p *plaintextOut) text(res *wrapResult) string {
 	return strings.Join(parts, "; ")
 }
 
+// note tells people on stderr where -out wrote the data key, so that stdout holds only what a
+// script captures.
+func (p *plaintextOut) note(w io.Writer, res *wrapResult) {
+	if res.PlaintextFile != "" {
+		fmt.Fprintf(w, "krypton: data key written to %s (mode 0600)\n", res.PlaintextFile)
+	}
+}
+
+// writeRaw writes the data key's bytes (-format raw -show-plaintext).
+func (p *plaintextOut) writeRaw(w io.Writer, res *wrapResult) error {
+	key, err := base64.StdEncoding.DecodeString(res.Plaintext)
+	defer clear(key)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(key)
+	return err
+}
+
+// format is the -format a command was given.
+func format(fs *flag.FlagSet) string {
+	if f := fs.Lookup("format"); f != nil {
+		return f.Value.String()
+	}
+	return formatText
+}
+
 // readPlaintext reads a data key from path ("" or "-" for stdin) in the given format.
 func readPlaintext(path, format string) ([]byte, error) {
 	var r io.Reader
@@ -208,8 +239,9 @@ func wrapCommand() *command {
 		name: "wrap", synopsis: "wrap a data key under a service key", usage: "-key <tenant>/<service> [-context <text>] [-plaintext-file <file>]",
 		help: "Wraps a 32-byte data key under the current version of the service key -key, binding -context as additional data " +
 			"(the same context must be given to unwrap). The data key is read from -plaintext-file or stdin: raw bytes, or base64 or hex text with -in-format. " +
-			"Prints the blob as base64.",
+			"Prints the blob as base64 on one line (-format raw: its bytes; -format json: the blob and the key version).",
 		kind: pki.KindService,
+		raw:  true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&key, "key", "", "the service key, tenant/service (required)")
 			fs.StringVar(&wctx, "context", "", "context bound to the blob (additional authenticated data)")
@@ -238,10 +270,8 @@ func wrapCommand() *command {
 				return err
 			}
 			res := &wrapResult{Blob: base64.StdEncoding.EncodeToString(resp.GetBlob()), Key: keyRef(resp.GetKey())}
-			return c.outputJSON(s.out, res, func(w io.Writer) error {
-				_, err := fmt.Fprintln(w, res.Blob)
-				return err
-			})
+			return c.outputRaw(s.out, res, func(w io.Writer) error { return line(w, res.Blob) },
+				func(w io.Writer) error { _, err := w.Write(resp.GetBlob()); return err })
 		},
 	})
 }
@@ -263,9 +293,11 @@ func unwrapCommand() *command {
 	return clientCommand(clientSpec{
 		name: "unwrap", synopsis: "unwrap a blob to its data key", usage: "[-context <text>] [-out <file> | -show-plaintext] <blob>|-",
 		help: "Unwraps <blob> (base64; - reads it from stdin) with -context, the context given when it was wrapped. " +
-			"The data key is written to -out (raw, a new file of mode 0600) or printed as base64 with -show-plaintext; without either, " +
-			"the command only checks that the blob opens and names its key.",
+			"The data key is written to -out (raw, a new file of mode 0600) or printed with -show-plaintext: exactly its base64 and a newline, " +
+			"so that `krypton unwrap -show-plaintext <blob> | base64 -d` gives its bytes, or the bytes themselves with -format raw. " +
+			"Without either, the command only checks that the blob opens and names its key.",
 		kind: pki.KindService,
+		raw:  true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&wctx, "context", "", "the context the blob was wrapped with")
 			po.register(fs)
@@ -276,6 +308,9 @@ func unwrapCommand() *command {
 			}
 			if err := checkWrapFlags(wctx, "raw"); err != nil {
 				return err
+			}
+			if format(fs) == formatRaw && !po.show {
+				return usagef("-format raw prints the data key: add -show-plaintext (or write it to a file with -out)")
 			}
 			return po.check()
 		},
@@ -292,8 +327,15 @@ func unwrapCommand() *command {
 			if err := po.deliver(resp.Plaintext, res); err != nil {
 				return err
 			}
-			return c.outputJSON(s.out, res, func(w io.Writer) error {
+			return c.outputRaw(s.out, res, func(w io.Writer) error {
+				if po.show {
+					po.note(s.err, res)
+					return line(w, res.Plaintext)
+				}
 				return tableNoHeader(w, [][]string{{"Key:", res.Key.String()}, {"Data key:", po.text(res)}})
+			}, func(w io.Writer) error {
+				po.note(s.err, res)
+				return po.writeRaw(w, res)
 			})
 		},
 	})
@@ -305,10 +347,12 @@ func datakeyCommand() *command {
 	var po plaintextOut
 	return clientCommand(clientSpec{
 		name: "datakey", synopsis: "generate a data key and its blob", usage: "-key <tenant>/<service> [-context <text>] [-out <file> | -show-plaintext]",
-		help: "Has the node generate a fresh 32-byte data key and wrap it under -key with -context. Prints the blob (base64). " +
-			"The data key itself is written to -out (raw, a new file of mode 0600) or printed as base64 with -show-plaintext; without either it is discarded, " +
-			"and unwrapping the blob later recovers it.",
+		help: "Has the node generate a fresh 32-byte data key and wrap it under -key with -context. Prints the blob as base64 on one line " +
+			"(-format raw: its bytes; -format json: the blob, the key version and, with -show-plaintext, the data key). " +
+			"The data key itself is written to -out (raw, a new file of mode 0600) or, with -show-plaintext, printed as base64 on a second line; " +
+			"without either it is discarded, and unwrapping the blob later recovers it.",
 		kind: pki.KindService,
+		raw:  true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&key, "key", "", "the service key, tenant/service (required)")
 			fs.StringVar(&wctx, "context", "", "context bound to the blob (additional authenticated data)")
@@ -325,6 +369,9 @@ func datakeyCommand() *command {
 			if err := checkWrapFlags(wctx, "raw"); err != nil {
 				return err
 			}
+			if format(fs) == formatRaw && po.show {
+				return usagef("-format raw prints the blob's bytes only: for the data key too, use -format json or text, or -out <file>")
+			}
 			return po.check()
 		},
 		body: func(ctx context.Context, s *streams, _ *flag.FlagSet, c *apiClient) error {
@@ -336,9 +383,13 @@ func datakeyCommand() *command {
 			if err := po.deliver(resp.Plaintext, res); err != nil {
 				return err
 			}
-			return c.outputJSON(s.out, res, func(w io.Writer) error {
-				return tableNoHeader(w, [][]string{{"Blob:", res.Blob}, {"Key:", res.Key.String()}, {"Data key:", po.text(res)}})
-			})
+			po.note(s.err, res)
+			return c.outputRaw(s.out, res, func(w io.Writer) error {
+				if err := line(w, res.Blob); err != nil || !po.show {
+					return err
+				}
+				return line(w, res.Plaintext)
+			}, func(w io.Writer) error { _, err := w.Write(resp.GetBlob()); return err })
 		},
 	})
 }
