@@ -51,6 +51,10 @@ type Cluster struct {
 
 	restoreMu sync.Mutex // serialises Restore
 
+	// started is raft once NewRaft has returned, for the transport and mux,
+	// whose goroutines may run before c.raft is set.
+	started atomic.Pointer[raft.Raft]
+
 	// logClosed silences the logger after shutdown (see gateHandler).
 	logClosed *atomic.Bool
 
@@ -173,7 +177,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 	cleanup = append(cleanup, c.rpc.close)
 
 	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  newStreamLayer(c.mux),
+		Stream:  newStreamLayer(c.mux, c.serverAt),
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hclogger,
@@ -195,6 +199,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = c.raft.Shutdown().Error() })
+	c.started.Store(c.raft)
 
 	c.gossip, err = newGossip(c)
 	if err != nil {
@@ -278,6 +283,22 @@ func (c *Cluster) shutdown() error {
 		return fmt.Errorf("cluster: shutdown: %w", first)
 	}
 	return nil
+}
+
+// serverAt returns the ID of the server at addr in the latest Raft
+// configuration, or "" (before Raft starts, or for an address it does not
+// hold).
+func (c *Cluster) serverAt(addr raft.ServerAddress) string {
+	r := c.started.Load()
+	if r == nil {
+		return ""
+	}
+	for _, s := range r.GetConfiguration().Configuration().Servers {
+		if s.Address == addr {
+			return string(s.ID)
+		}
+	}
+	return ""
 }
 
 // NodeID returns this node's id.

@@ -81,7 +81,7 @@ func (c *Cluster) forward(ctx context.Context, local func() (*rpcResponse, error
 		case id == c.cfg.NodeID:
 			resp, err = local()
 		default:
-			resp, err = c.rpc.call(ctx, addr, req)
+			resp, err = c.rpc.call(ctx, id, addr, req)
 			if err == nil {
 				err = resp.err()
 			}

@@ -204,7 +204,7 @@ func errResponse(err error) *rpcResponse {
 	return &rpcResponse{Code: code, Msg: err.Error()}
 }
 
-// rpcClient keeps a few idle connections per leader address.
+// rpcClient keeps a few idle connections per leader (node ID and address).
 type rpcClient struct {
 	m *mux
 
@@ -231,11 +231,13 @@ func (c *rpcConn) alive() bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (rc *rpcClient) call(ctx context.Context, addr string, req *rpcRequest) (*rpcResponse, error) {
+// call sends req to node id at addr (the leader) and returns its answer.
+func (rc *rpcClient) call(ctx context.Context, id, addr string, req *rpcRequest) (*rpcResponse, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		req.Timeout = time.Until(dl)
 	}
-	conn, err := rc.get(ctx, addr)
+	key := id + "@" + addr
+	conn, err := rc.get(ctx, id, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -263,27 +265,31 @@ func (rc *rpcClient) call(ctx context.Context, addr string, req *rpcRequest) (*r
 		return &resp, nil
 	}
 	_ = conn.SetDeadline(time.Time{})
-	rc.put(addr, conn)
+	rc.put(key, conn)
 	return &resp, nil
 }
 
-func (rc *rpcClient) get(ctx context.Context, addr string) (*rpcConn, error) {
+// get returns an idle connection to node id at addr, or dials one; idle
+// connections are kept by node and address, so that one to a node is never
+// used for another that took its address.
+func (rc *rpcClient) get(ctx context.Context, id, addr string) (*rpcConn, error) {
+	key := id + "@" + addr
 	for {
 		rc.mu.Lock()
-		l := rc.idle[addr]
+		l := rc.idle[key]
 		if len(l) == 0 {
 			rc.mu.Unlock()
 			break
 		}
 		c := l[len(l)-1]
-		rc.idle[addr] = l[:len(l)-1]
+		rc.idle[key] = l[:len(l)-1]
 		rc.mu.Unlock()
 		if c.alive() {
 			return c, nil
 		}
 		c.Close()
 	}
-	conn, err := rc.m.dial(ctx, addr, protoRPC)
+	conn, err := rc.m.dial(ctx, addr, id, protoRPC)
 	if err != nil {
 		if errors.Is(err, ErrShutdown) {
 			return nil, err
@@ -294,14 +300,14 @@ func (rc *rpcClient) get(ctx context.Context, addr string) (*rpcConn, error) {
 	return &rpcConn{Conn: conn, br: bufio.NewReader(conn)}, nil
 }
 
-func (rc *rpcClient) put(addr string, c *rpcConn) {
+func (rc *rpcClient) put(key string, c *rpcConn) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if rc.idle == nil || len(rc.idle[addr]) >= maxIdlePerAddr {
+	if rc.idle == nil || len(rc.idle[key]) >= maxIdlePerAddr {
 		c.Close()
 		return
 	}
-	rc.idle[addr] = append(rc.idle[addr], c)
+	rc.idle[key] = append(rc.idle[key], c)
 }
 
 func (rc *rpcClient) close() {

@@ -26,10 +26,13 @@ func TestRaftPortRefusesStrangers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreignNode, _ := other.IssueNode("node-9", pki.NodeOptions{})
+	foreignNode, _ := other.IssueNode("node-9", pki.NodeOptions{Region: clustertest.Region})
 	service, _ := h.CA.IssueService("acme", "web", 0)
 	operator, _ := h.CA.IssueOperator("alice", 0)
-	goodNode, _ := h.CA.IssueNode("node-8", pki.NodeOptions{})
+	otherRegion, _ := h.CA.IssueNode("node-0", pki.NodeOptions{Region: "elsewhere"})
+	governance, _ := h.CA.IssueGovernance("node-0", pki.NodeOptions{})
+	gateway, _ := h.CA.IssueGateway("acme", "node-0", pki.NodeOptions{})
+	goodNode, _ := h.CA.IssueNode("node-8", pki.NodeOptions{Region: clustertest.Region})
 
 	// probe connects, sends the Raft protocol byte and reports whether the
 	// server kept the connection (a read that times out) or ended it.
@@ -59,9 +62,12 @@ func TestRaftPortRefusesStrangers(t *testing.T) {
 		t.Fatal("control: a node certificate of the cluster's CA was refused")
 	}
 	for name, cert := range map[string]*pki.Certificate{
-		"node of another CA": foreignNode,
-		"service":            service,
-		"operator":           operator,
+		"node of another CA":     foreignNode,
+		"service":                service,
+		"operator":               operator,
+		"node of another region": otherRegion,
+		"governance node":        governance,
+		"gateway (server-only)":  gateway,
 	} {
 		if probe(cert) {
 			t.Errorf("%s certificate accepted at the Raft port", name)

@@ -33,10 +33,13 @@ const handshakeTimeout = 5 * time.Second
 type ConnFilter func(localID, remoteID string) bool
 
 // mux owns the listener: it accepts TLS connections, refuses peers that
-// are not nodes, and hands Raft streams to the Raft transport (through
-// streamLayer) and RPC connections to the RPC server.
+// are not nodes of this node's plane (its region's nodes for a region node,
+// governance nodes for a governance node), and hands Raft streams to the
+// Raft transport (through streamLayer) and RPC connections to the RPC
+// server.
 type mux struct {
 	self      string
+	plane     pki.Identity // the peers this node's certificate may talk to (pki.PlaneOf)
 	ln        net.Listener
 	advertise net.Addr
 	server    *tls.Config
@@ -55,15 +58,20 @@ type mux struct {
 }
 
 func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, filter ConnFilter, logger *slog.Logger) *mux {
+	var plane pki.Identity
+	if len(base.Certificates) > 0 {
+		plane = pki.PlaneOf(base.Certificates[0])
+	}
 	server := base.Clone()
 	server.MinVersion = tls.VersionTLS13
 	server.ClientAuth = tls.RequireAndVerifyClientCert
-	server.VerifyConnection = requireNode(base.VerifyConnection)
+	server.VerifyConnection = requirePlane(base.VerifyConnection, plane)
 	client := base.Clone()
 	client.MinVersion = tls.VersionTLS13
-	client.VerifyConnection = requireNode(base.VerifyConnection)
+	client.VerifyConnection = requirePlane(base.VerifyConnection, plane)
 	return &mux{
 		self:       self,
+		plane:      plane,
 		ln:         ln,
 		advertise:  advertise,
 		server:     server,
@@ -76,10 +84,13 @@ func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, 
 	}
 }
 
-// requireNode refuses a peer whose verified certificate does not name a
-// node, after whatever check the caller's configuration already had.
-func requireNode(prev func(tls.ConnectionState) error) func(tls.ConnectionState) error {
-	kind := pki.RequireKind(pki.KindNode)
+// requirePlane refuses a peer whose verified certificate does not name a
+// node of plane (a region node of this node's region, or a governance node
+// for governance: never a gateway, a service, an operator, another region's
+// node or the other plane's), after whatever check the caller's
+// configuration already had.
+func requirePlane(prev func(tls.ConnectionState) error, plane pki.Identity) func(tls.ConnectionState) error {
+	kind := pki.RequirePeer(plane)
 	return func(cs tls.ConnectionState) error {
 		if prev != nil {
 			if err := prev(cs); err != nil {
@@ -190,8 +201,10 @@ func (m *mux) serve(raw net.Conn) {
 }
 
 // dial opens a mutually authenticated connection to a node and selects the
-// protocol.
-func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, error) {
+// protocol. If wantID is set, the node answering at addr must be that node
+// (its certificate names it): a Raft append or a forwarded command never goes
+// to whoever took over an address.
+func (m *mux) dial(ctx context.Context, addr, wantID string, proto byte) (net.Conn, error) {
 	select {
 	case <-m.shutdownCh:
 		return nil, ErrShutdown
@@ -229,6 +242,9 @@ func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, erro
 	id, err := pki.PeerIdentity(tc.ConnectionState())
 	if err != nil {
 		return fail(fmt.Errorf("cluster: %s: %w", addr, err))
+	}
+	if wantID != "" && id.NodeID != wantID {
+		return fail(fmt.Errorf("cluster: the node at %s is %s, not %s", addr, id.NodeID, wantID))
 	}
 	if m.filter != nil && !m.filter(m.self, id.NodeID) {
 		return fail(fmt.Errorf("cluster: connection to %s blocked by filter", id.NodeID))
@@ -346,13 +362,17 @@ func (c *muxConn) Close() error {
 
 // streamLayer adapts the mux to raft.StreamLayer.
 type streamLayer struct {
-	m         *mux
+	m *mux
+	// idOf names the server at a Raft address in the latest configuration
+	// ("" if none): Raft dials by address only, and the node answering
+	// there must be the one the configuration names.
+	idOf      func(raft.ServerAddress) string
 	closeOnce sync.Once
 	closed    chan struct{}
 }
 
-func newStreamLayer(m *mux) *streamLayer {
-	return &streamLayer{m: m, closed: make(chan struct{})}
+func newStreamLayer(m *mux, idOf func(raft.ServerAddress) string) *streamLayer {
+	return &streamLayer{m: m, idOf: idOf, closed: make(chan struct{})}
 }
 
 func (s *streamLayer) Accept() (net.Conn, error) {
@@ -378,5 +398,5 @@ func (s *streamLayer) Addr() net.Addr { return s.m.advertise }
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return s.m.dial(ctx, string(address), protoRaft)
+	return s.m.dial(ctx, string(address), s.idOf(address), protoRaft)
 }

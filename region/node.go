@@ -158,7 +158,8 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { n.cl.Shutdown() })
-	n.peers = newPeerClients(n.cl, transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate}, cfg.PeerFilter)
+	n.peers = newPeerClients(n.cl, transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate,
+		Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region}}, cfg.PeerFilter)
 	closers = append(closers, n.peers.close)
 
 	tm, err := transport.NewMetrics(n.reg)

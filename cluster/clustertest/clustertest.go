@@ -18,6 +18,9 @@ import (
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
+// Region is the region the harness's node certificates name.
+const Region = "test"
+
 // Harness is an in-process cluster on 127.0.0.1 with a throwaway CA.
 type Harness struct {
 	t   testing.TB
@@ -105,7 +108,7 @@ func Config() cluster.Config {
 
 func (h *Harness) newNode(id string, expect int) *Node {
 	h.t.Helper()
-	cert, err := h.CA.IssueNode(id, pki.NodeOptions{})
+	cert, err := h.CA.IssueNode(id, pki.NodeOptions{Region: Region})
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -104,6 +104,9 @@ func start(t testing.TB, n int, wait bool, opts []Option) *Region {
 	for _, o := range opts {
 		o(&r.opts)
 	}
+	if r.opts.region == "" {
+		r.opts.region = "test"
+	}
 	r.CA = r.opts.ca
 	if r.CA == nil {
 		ca, err := pki.NewCA("regiontest CA", time.Hour)
@@ -166,10 +169,7 @@ func (r *Region) config(id string, expect int, gossipKey []byte) region.Config {
 	}
 	c := region.DefaultConfig()
 	c.NodeID = id
-	c.Region = "test"
-	if r.opts.region != "" {
-		c.Region = r.opts.region
-	}
+	c.Region = r.opts.region
 	c.Governance = r.opts.governance
 	c.DataDir = filepath.Join(r.Dir, id)
 	c.RaftAddr = "127.0.0.1:" + strconv.Itoa(freePort(r.t, false))
@@ -341,7 +341,8 @@ func (r *Region) Heal() { r.links.Heal() }
 // dial connects to node i's API with cert.
 func (r *Region) dial(i int, cert *pki.Certificate) *grpc.ClientConn {
 	r.t.Helper()
-	conn, err := transport.Dial(context.Background(), r.Cfgs[i].RPCAddr, transport.ClientConfig{Roots: r.CA.Pool(), Certificate: cert.TLSCertificate()})
+	conn, err := transport.Dial(context.Background(), r.Cfgs[i].RPCAddr, transport.ClientConfig{Roots: r.CA.Pool(), Certificate: cert.TLSCertificate(),
+		Server: pki.Identity{Kind: pki.KindNode, Region: r.opts.region, NodeID: r.Cfgs[i].NodeID}})
 	if err != nil {
 		r.t.Fatal(err)
 	}
