@@ -49,7 +49,7 @@ type Config struct {
 	// cluster together: when a node without Raft state sees that many
 	// servers in gossip, none of them with state, it bootstraps Raft with
 	// all of them. 0 means never bootstrap (the node joins an existing
-	// cluster and is added as a voter by its leader).
+	// cluster and is added as a voter by an operator's Join at the leader).
 	BootstrapExpect int
 	// Join lists gossip addresses (host:port) of nodes to join at start.
 	// One reachable address is enough.
@@ -96,6 +96,14 @@ type Config struct {
 	// "10.0.0.5:7400", so the region can discover nodes). Keys and values
 	// together must stay under about 300 bytes.
 	Meta map[string]string
+
+	// OnPeerRequest, if set, is told (on the leader, from the RPC's
+	// goroutine; it must not block for long) of every add-voter,
+	// remove-server and transfer-leadership another node asked for over the
+	// cluster RPC, done or failed, and of every request refused because the
+	// asking node is not in the configuration: the region audits them with
+	// the requesting node's identity.
+	OnPeerRequest func(PeerRequest)
 
 	// Logger receives structured logs, including Raft's and memberlist's.
 	// nil discards them.

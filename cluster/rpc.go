@@ -136,7 +136,57 @@ func (c *Cluster) serveRPC(conn net.Conn, peer pki.Identity) {
 	}
 }
 
+// PeerRequest is a request another node made of this one over the cluster
+// RPC, as Config.OnPeerRequest is told of it.
+type PeerRequest struct {
+	// Op is the request: "apply", "add-voter", "remove-server",
+	// "transfer-leadership" or "read-index".
+	Op string
+	// Peer is the identity the requesting node's certificate names.
+	Peer pki.Identity
+	// Target is the node added, removed or transferred to ("" for others).
+	Target string
+	// Addr is the Raft address of a node added.
+	Addr string
+	// Err is why the request failed or was refused; nil if it was done.
+	Err error
+	// Refused is set when the request was refused because the asking node is
+	// not in the configuration.
+	Refused bool
+}
+
 func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
+	// Only the configuration's nodes may ask anything, checked on every
+	// request: a pooled connection outlives a removal (issue 14).
+	if member, _ := c.isMember(peer.NodeID); !member {
+		err := fmt.Errorf("%w: %s is not in the leader's Raft configuration", ErrRejected, peer.NodeID)
+		c.logger.Warn("cluster rpc refused", "op", string(req.Op), "peer", peer.String(), "target", req.ID, "error", err)
+		c.notePeerRequest(PeerRequest{Op: string(req.Op), Peer: peer, Target: req.ID, Addr: req.Addr, Err: err, Refused: true})
+		return &rpcResponse{Code: codeRejected, Msg: err.Error()}
+	}
+	resp := c.serveMember(req, peer)
+	switch req.Op {
+	case opAddVoter, opRemove, opTransfer:
+		// Membership and leadership changes are rare and decisive: each is logged and audited
+		// with who asked.
+		err := resp.err()
+		c.logger.Info("cluster rpc", "op", string(req.Op), "peer", peer.String(), "target", req.ID, "addr", req.Addr, "error", err)
+		c.notePeerRequest(PeerRequest{Op: string(req.Op), Peer: peer, Target: req.ID, Addr: req.Addr, Err: err})
+	case opApply:
+		// Every forwarded write; the node that took the request audits it with its caller.
+		c.logger.Debug("cluster rpc", "op", string(req.Op), "peer", peer.String(), "bytes", len(req.Cmd), "code", resp.Code)
+	}
+	return resp
+}
+
+// notePeerRequest tells Config.OnPeerRequest, if set.
+func (c *Cluster) notePeerRequest(r PeerRequest) {
+	if c.cfg.OnPeerRequest != nil {
+		c.cfg.OnPeerRequest(r)
+	}
+}
+
+func (c *Cluster) serveMember(req *rpcRequest, peer pki.Identity) *rpcResponse {
 	timeout := req.Timeout
 	if timeout <= 0 || timeout > time.Minute {
 		timeout = time.Minute
@@ -174,7 +224,6 @@ func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
 		if err := c.removeLocal(ctx, req.ID); err != nil {
 			return errResponse(err)
 		}
-		c.logger.Info("removed server on request", "peer-id", req.ID, "requested-by", peer.NodeID)
 		return &rpcResponse{}
 	case opTransfer:
 		if err := c.transferLocal(ctx, req.ID); err != nil {

@@ -32,7 +32,10 @@ func TestRaftPortRefusesStrangers(t *testing.T) {
 	otherRegion, _ := h.CA.IssueNode("node-0", pki.NodeOptions{Region: "elsewhere"})
 	governance, _ := h.CA.IssueGovernance("node-0", pki.NodeOptions{})
 	gateway, _ := h.CA.IssueGateway("acme", "node-0", pki.NodeOptions{})
-	goodNode, _ := h.CA.IssueNode("node-8", pki.NodeOptions{Region: clustertest.Region})
+	// A node of the region is admitted only if it is in the configuration: node-0 is, node-8
+	// is not.
+	goodNode, _ := h.CA.IssueNode(nd.ID, pki.NodeOptions{Region: clustertest.Region})
+	stranger, _ := h.CA.IssueNode("node-8", pki.NodeOptions{Region: clustertest.Region})
 
 	// probe connects, sends the Raft protocol byte and reports whether the
 	// server kept the connection (a read that times out) or ended it.
@@ -59,15 +62,16 @@ func TestRaftPortRefusesStrangers(t *testing.T) {
 		return false
 	}
 	if !probe(goodNode) {
-		t.Fatal("control: a node certificate of the cluster's CA was refused")
+		t.Fatal("control: a member's node certificate was refused")
 	}
 	for name, cert := range map[string]*pki.Certificate{
-		"node of another CA":     foreignNode,
-		"service":                service,
-		"operator":               operator,
-		"node of another region": otherRegion,
-		"governance node":        governance,
-		"gateway (server-only)":  gateway,
+		"node of another CA":            foreignNode,
+		"service":                       service,
+		"operator":                      operator,
+		"node of another region":        otherRegion,
+		"governance node":               governance,
+		"gateway (server-only)":         gateway,
+		"node not in the configuration": stranger,
 	} {
 		if probe(cert) {
 			t.Errorf("%s certificate accepted at the Raft port", name)

@@ -47,14 +47,17 @@ type mux struct {
 	logger    *slog.Logger
 	filter    ConnFilter // nil: allow all
 	handleRPC func(net.Conn, pki.Identity)
+	// admit decides, after the handshake, whether a peer of the plane may
+	// open a connection of protocol proto (see Cluster.admitPeer).
+	admit func(peer pki.Identity, proto byte) error
 
 	raftCh     chan net.Conn
 	shutdownCh chan struct{}
 	closeOnce  sync.Once
 	wg         sync.WaitGroup
 
-	mu    sync.Mutex // guards conns
-	conns map[net.Conn]struct{}
+	mu    sync.Mutex          // guards conns
+	conns map[net.Conn]string // the raw connection -> the peer's node ID, for Raft streams
 }
 
 func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, filter ConnFilter, logger *slog.Logger) *mux {
@@ -80,7 +83,7 @@ func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, 
 		filter:     filter,
 		raftCh:     make(chan net.Conn),
 		shutdownCh: make(chan struct{}),
-		conns:      make(map[net.Conn]struct{}),
+		conns:      make(map[net.Conn]string),
 	}
 }
 
@@ -101,8 +104,9 @@ func requirePlane(prev func(tls.ConnectionState) error, plane pki.Identity) func
 	}
 }
 
-func (m *mux) start(handleRPC func(net.Conn, pki.Identity)) {
+func (m *mux) start(handleRPC func(net.Conn, pki.Identity), admit func(pki.Identity, byte) error) {
 	m.handleRPC = handleRPC
+	m.admit = admit
 	m.wg.Add(1)
 	go m.acceptLoop()
 }
@@ -146,7 +150,7 @@ func (m *mux) track(c net.Conn) bool {
 	if m.conns == nil {
 		return false
 	}
-	m.conns[c] = struct{}{}
+	m.conns[c] = ""
 	return true
 }
 
@@ -182,8 +186,14 @@ func (m *mux) serve(raw net.Conn) {
 		return
 	}
 	_ = raw.SetDeadline(time.Time{})
-	conn := m.wrap(tc, raw, id.NodeID)
+	conn := m.wrap(tc, raw, id.NodeID, proto[0])
 	if m.filter != nil && !m.filter(m.self, id.NodeID) {
+		return
+	}
+	if err := m.admit(id, proto[0]); err != nil {
+		// A certificate of the plane is not membership: only the configuration's nodes may
+		// speak Raft or ask the leader for anything (issue 14).
+		m.logger.Warn("refused cluster connection", "peer", id.String(), "remote-addr", raw.RemoteAddr().String(), "error", err)
 		return
 	}
 	switch proto[0] {
@@ -252,7 +262,7 @@ func (m *mux) dial(ctx context.Context, addr, wantID string, proto byte) (net.Co
 	if _, err := tc.Write([]byte{proto}); err != nil {
 		return fail(fmt.Errorf("cluster: %s: %w", addr, err))
 	}
-	return m.wrap(tc, raw, id.NodeID), nil
+	return m.wrap(tc, raw, id.NodeID, proto), nil
 }
 
 // probe completes a mutually authenticated handshake with the node at addr,
@@ -295,8 +305,33 @@ func (m *mux) probe(ctx context.Context, addr string) (pki.Identity, error) {
 	return id, nil
 }
 
-func (m *mux) wrap(tc *tls.Conn, raw net.Conn, remote string) net.Conn {
+func (m *mux) wrap(tc *tls.Conn, raw net.Conn, remote string, proto byte) net.Conn {
+	if proto == protoRaft {
+		// Only Raft streams are ended by dropPeer: the cluster RPC checks membership on every
+		// request, and the request that removes a node may come on a connection from that node.
+		m.mu.Lock()
+		if _, ok := m.conns[raw]; ok {
+			m.conns[raw] = remote
+		}
+		m.mu.Unlock()
+	}
 	return &muxConn{Conn: tc, raw: raw, m: m, remote: remote}
+}
+
+// dropPeer ends every Raft stream to or from node id: after its removal, a
+// stream it opened while a member must not outlive its membership.
+func (m *mux) dropPeer(id string) {
+	m.mu.Lock()
+	var drop []net.Conn
+	for c, remote := range m.conns {
+		if remote == id {
+			drop = append(drop, c)
+		}
+	}
+	m.mu.Unlock()
+	for _, c := range drop {
+		c.Close()
+	}
 }
 
 // close stops accepting, ends every connection it accepted or dialed, and

@@ -208,8 +208,9 @@ func (r *Region) logger() *slog.Logger {
 	return clustertest.NewLogger(r.t)
 }
 
-// AddNode starts a new node that joins the running region through the gossip address of node via
-// (BootstrapExpect 0): the leader adds it as a voter when gossip shows it. It returns the new slot.
+// AddNode starts a new node that joins the running region's gossip through the gossip address of
+// node via (BootstrapExpect 0), then has an operator's Join (AdminService.Join at node via) add it
+// as a voter: gossip alone never makes a voter. It returns the new slot.
 func (r *Region) AddNode(via int) int {
 	r.t.Helper()
 	i := len(r.Cfgs)
@@ -218,6 +219,11 @@ func (r *Region) AddNode(via int) int {
 	r.Cfgs = append(r.Cfgs, c)
 	r.Nodes = append(r.Nodes, nil)
 	r.Start(i)
+	admin := r.AdminClient(via)
+	clustertest.Eventually(r.t, 30*time.Second, "Join of "+c.NodeID, func() bool {
+		_, err := admin.Join(r.Context(10*time.Second), &kv1.JoinRequest{RequestId: "regiontest-join-" + c.NodeID, NodeId: c.NodeID, RaftAddress: c.RaftAddr})
+		return err == nil
+	})
 	return i
 }
 
