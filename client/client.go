@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/gateway/envelope"
+	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -39,8 +40,19 @@ type Client struct {
 }
 
 // DialGateway connects to a gateway's TCP front end with mutual TLS; cfg holds the CA and the
-// application's service certificate (of the gateway's tenant).
+// application's service certificate (of the gateway's tenant). The server must present a gateway
+// certificate of that tenant (spiffe://krypton/tenant/<tenant>/gateway/<name>) unless cfg.Server
+// says otherwise (to name the gateway, say): a node's or another tenant's gateway's certificate is
+// refused at the handshake, before any data is sent.
 func DialGateway(ctx context.Context, addr string, cfg transport.ClientConfig) (*Client, error) {
+	if cfg.Server.Kind == 0 {
+		cfg.Server = pki.Identity{Kind: pki.KindGateway}
+		if id, err := pki.LeafIdentity(cfg.Certificate); err == nil && id.Kind == pki.KindService {
+			cfg.Server.Tenant = id.Tenant
+		} else {
+			return nil, errors.New("client: DialGateway needs a service certificate (of the gateway's tenant) or cfg.Server")
+		}
+	}
 	conn, err := transport.Dial(ctx, addr, cfg)
 	if err != nil {
 		return nil, err
@@ -66,10 +78,14 @@ func NewGateway(conn grpc.ClientConnInterface) *Client {
 // DialRegion connects directly to region nodes with a service certificate (cfg) for
 // tenant/service. Encrypt asks a node for a data key (GenerateDataKey) and seals locally; Decrypt
 // has a node unwrap it. A node that answers UNAVAILABLE (down, or without a serving lease) is
-// passed over for the next one.
+// passed over for the next one. Each server must present a region node's certificate (of the
+// region cfg.Server names, if it names one).
 func DialRegion(ctx context.Context, addrs []string, cfg transport.ClientConfig, tenant, service string) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("client: no region address")
+	}
+	if cfg.Server.Kind == 0 {
+		cfg.Server = pki.Identity{Kind: pki.KindNode}
 	}
 	c := &Client{key: &kv1.KeyRef{Tenant: tenant, Service: service}}
 	for _, a := range addrs {

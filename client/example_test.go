@@ -123,7 +123,7 @@ func startRegion() *exampleRegion {
 		log.Fatal(err)
 	}
 	p.Close()
-	cert, err := ca.IssueNode("node-1", pki.NodeOptions{})
+	cert, err := ca.IssueNode("node-1", pki.NodeOptions{Region: "dev"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func (r *exampleRegion) startGateway() *gateway.Gateway {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srvCert, err := r.ca.IssueNode("gateway-1", pki.NodeOptions{})
+	srvCert, err := r.ca.IssueGateway("acme", "gateway-1", pki.NodeOptions{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -17,6 +17,7 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/kryptonkms/krypton/internal/netutil"
+	"github.com/kryptonkms/krypton/internal/pki"
 )
 
 // Cluster is one node of a Raft cluster with gossip membership. All
@@ -48,10 +49,15 @@ type Cluster struct {
 	observers map[int]func(LeaderChange)
 	obsNext   int
 
-	tombMu     sync.Mutex // guards tombstones
+	tombMu     sync.Mutex // guards tombstones and unjoined
 	tombstones map[string]time.Time
+	unjoined   map[string]time.Time // id@addr -> when reconcile last logged it (noteUnjoined)
 
 	restoreMu sync.Mutex // serialises Restore
+
+	// started is raft once NewRaft has returned, for the transport and mux,
+	// whose goroutines may run before c.raft is set.
+	started atomic.Pointer[raft.Raft]
 
 	// logClosed silences the logger after shutdown (see gateHandler).
 	logClosed *atomic.Bool
@@ -120,6 +126,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 		fsm:        newTrackingFSM(fsm),
 		observers:  make(map[int]func(LeaderChange)),
 		tombstones: make(map[string]time.Time),
+		unjoined:   make(map[string]time.Time),
 		shutdownCh: make(chan struct{}),
 	}
 	// Undo whatever was started if a later step fails.
@@ -174,13 +181,13 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("cluster: RaftAdvertise: %w", err)
 	}
 	c.mux = newMux(cfg.NodeID, ln, advertise, cfg.TLS, o.filter, logger)
-	c.mux.start(c.serveRPC)
+	c.mux.start(c.serveRPC, c.admitPeer)
 	cleanup = append(cleanup, c.mux.close)
 	c.rpc = &rpcClient{m: c.mux, idle: make(map[string][]*rpcConn)}
 	cleanup = append(cleanup, c.rpc.close)
 
 	c.trans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  newStreamLayer(c.mux),
+		Stream:  newStreamLayer(c.mux, c.serverAt),
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  hclogger,
@@ -202,6 +209,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = c.raft.Shutdown().Error() })
+	c.started.Store(c.raft)
 
 	c.gossip, err = newGossip(c)
 	if err != nil {
@@ -285,6 +293,59 @@ func (c *Cluster) shutdown() error {
 		return fmt.Errorf("cluster: shutdown: %w", first)
 	}
 	return nil
+}
+
+// isMember reports whether id is a server (of any suffrage) in the latest
+// Raft configuration, and whether that configuration is empty (a node not
+// yet bootstrapped or joined).
+func (c *Cluster) isMember(id string) (member, empty bool) {
+	r := c.started.Load()
+	if r == nil {
+		return false, true
+	}
+	servers := r.GetConfiguration().Configuration().Servers
+	for _, s := range servers {
+		if string(s.ID) == id {
+			return true, false
+		}
+	}
+	return false, len(servers) == 0
+}
+
+// admitPeer decides whether peer, whose certificate names a node of this
+// node's plane (the TLS handshake checked that), may open a connection for
+// proto: only nodes of the current configuration may, for either protocol.
+// A certificate of the region alone is not membership: a removed node, or
+// any holder of a node certificate of the region, could otherwise send
+// Raft appends and votes or drive the leader's cluster RPC. The one
+// exception is a node with an empty configuration (not yet bootstrapped or
+// joined): it accepts Raft streams from nodes of its plane, so that the
+// leader that has just added it can reach it.
+func (c *Cluster) admitPeer(peer pki.Identity, proto byte) error {
+	member, empty := c.isMember(peer.NodeID)
+	switch {
+	case member:
+		return nil
+	case empty && proto == protoRaft:
+		return nil
+	}
+	return fmt.Errorf("%w: %s is not in this node's Raft configuration (add it with krypton join at the leader)", ErrRejected, peer.NodeID)
+}
+
+// serverAt returns the ID of the server at addr in the latest Raft
+// configuration, or "" (before Raft starts, or for an address it does not
+// hold).
+func (c *Cluster) serverAt(addr raft.ServerAddress) string {
+	r := c.started.Load()
+	if r == nil {
+		return ""
+	}
+	for _, s := range r.GetConfiguration().Configuration().Servers {
+		if s.Address == addr {
+			return string(s.ID)
+		}
+	}
+	return ""
 }
 
 // NodeID returns this node's id.

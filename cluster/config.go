@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -19,8 +20,10 @@ import (
 // and the TLS certificate.
 type Config struct {
 	// NodeID names this node in Raft and gossip. It must match the node
-	// id in this node's TLS certificate (spiffe://krypton/node/<id>) and
-	// must never be reused for a different machine's data.
+	// id in this node's TLS certificate (a region node's
+	// spiffe://krypton/region/<region>/node/<id>, or a governance node's
+	// spiffe://krypton/governance/node/<id>) and must never be reused for a
+	// different machine's data.
 	NodeID string
 
 	// DataDir holds the Raft log and stable store (DataDir/raft/raft.db)
@@ -46,7 +49,7 @@ type Config struct {
 	// cluster together: when a node without Raft state sees that many
 	// servers in gossip, none of them with state, it bootstraps Raft with
 	// all of them. 0 means never bootstrap (the node joins an existing
-	// cluster and is added as a voter by its leader).
+	// cluster and is added as a voter by an operator's Join at the leader).
 	BootstrapExpect int
 	// Join lists gossip addresses (host:port) of nodes to join at start.
 	// One reachable address is enough.
@@ -56,8 +59,9 @@ type Config struct {
 	// pki.NodeTLSConfig): it must present the node certificate and hold
 	// the CA in both RootCAs and ClientCAs. The Raft transport and the
 	// cluster-internal RPC use it in both directions; peers whose
-	// certificate does not chain to the CA or does not name a node are
-	// refused during the handshake. A dialing node verifies the peer's
+	// certificate does not chain to the CA or does not name a node of this
+	// node's plane (its region, or governance) are refused during the
+	// handshake. A dialing node verifies the peer's
 	// certificate against the host of the address it dials (unless
 	// TLS.ServerName is set), so node certificates must name the
 	// advertised Raft host (pki.NodeOptions IPs or DNSNames).
@@ -92,6 +96,14 @@ type Config struct {
 	// "10.0.0.5:7400", so the region can discover nodes). Keys and values
 	// together must stay under about 300 bytes.
 	Meta map[string]string
+
+	// OnPeerRequest, if set, is told (on the leader, from the RPC's
+	// goroutine; it must not block for long) of every add-voter,
+	// remove-server and transfer-leadership another node asked for over the
+	// cluster RPC, done or failed, and of every request refused because the
+	// asking node is not in the configuration: the region audits them with
+	// the requesting node's identity.
+	OnPeerRequest func(PeerRequest)
 
 	// Logger receives structured logs, including Raft's and memberlist's.
 	// nil discards them.
@@ -183,6 +195,18 @@ func (c *Config) Validate() error {
 	}
 	if c.TLS.RootCAs == nil || c.TLS.ClientCAs == nil {
 		return bad("TLS", "RootCAs and ClientCAs must both hold the CA (use pki.NodeTLSConfig)")
+	}
+	if len(c.TLS.Certificates) > 0 {
+		// Peers are admitted by the plane this certificate names (pki.PlaneOf), and by the node ID
+		// they present: a certificate of another kind or node would admit no one, or the wrong ones.
+		id, err := pki.LeafIdentity(c.TLS.Certificates[0])
+		if err != nil {
+			return bad("TLS", "certificate: %v", err)
+		}
+		if (id.Kind != pki.KindNode && id.Kind != pki.KindGovernance) || id.NodeID != c.NodeID {
+			return bad("TLS", "the certificate names %s, not node %s of a region (krypton certs node -region R %s) or of governance (krypton certs governance %s)",
+				id, c.NodeID, c.NodeID, c.NodeID)
+		}
 	}
 	durations := []struct {
 		name string

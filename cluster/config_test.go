@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"testing"
+
+	"github.com/kryptonkms/krypton/internal/pki"
 )
 
 func validConfig() Config {
@@ -16,9 +18,24 @@ func validConfig() Config {
 	c.GossipKey = make([]byte, 32)
 	c.BootstrapExpect = 3
 	c.Join = []string{"127.0.0.1:7311"}
-	pool := x509.NewCertPool()
-	c.TLS = &tls.Config{Certificates: []tls.Certificate{{}}, RootCAs: pool, ClientCAs: pool}
+	c.TLS = pki.NodeTLSConfig(testCA.Pool(), testCert("node-1"))
 	return c
+}
+
+var testCA = func() *pki.CA {
+	ca, err := pki.NewCA("config test CA", 0)
+	if err != nil {
+		panic(err)
+	}
+	return ca
+}()
+
+func testCert(id string) tls.Certificate {
+	c, err := testCA.IssueNode(id, pki.NodeOptions{Region: "test"})
+	if err != nil {
+		panic(err)
+	}
+	return c.TLSCertificate()
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -45,6 +62,11 @@ func TestConfigValidate(t *testing.T) {
 		{"TLS", func(c *Config) { c.TLS = nil }},
 		{"TLS", func(c *Config) { c.TLS = &tls.Config{RootCAs: x509.NewCertPool(), ClientCAs: x509.NewCertPool()} }},
 		{"TLS", func(c *Config) { c.TLS.ClientCAs = nil }},
+		{"TLS", func(c *Config) { c.TLS = pki.NodeTLSConfig(testCA.Pool(), testCert("node-2")) }},
+		{"TLS", func(c *Config) {
+			gw, _ := testCA.IssueGateway("acme", "node-1", pki.NodeOptions{})
+			c.TLS = pki.NodeTLSConfig(testCA.Pool(), gw.TLSCertificate())
+		}},
 		{"HeartbeatTimeout", func(c *Config) { c.HeartbeatTimeout = 0 }},
 		{"ElectionTimeout", func(c *Config) { c.ElectionTimeout = c.HeartbeatTimeout / 2 }},
 		{"LeaderLeaseTimeout", func(c *Config) { c.LeaderLeaseTimeout = 2 * c.HeartbeatTimeout }},

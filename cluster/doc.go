@@ -5,7 +5,8 @@
 // planes both build on it.
 //
 // It provides Consul-style bootstrap (every node starts with the same
-// BootstrapExpect and Join list), automatic joining of new nodes, graceful
+// BootstrapExpect and Join list, each peer's certificate checked), joining
+// of new nodes by an operator's Join (gossip never makes a voter), graceful
 // leave, Apply that a follower forwards to the leader, a linearizable read
 // Barrier, leadership transfer, operator snapshots, and Prometheus
 // metrics.
@@ -22,7 +23,7 @@
 //	cfg.GossipKey = key32
 //	cfg.BootstrapExpect = 3
 //	cfg.Join = []string{"10.0.0.2:7301", "10.0.0.3:7301"}
-//	cfg.TLS = pki.NodeTLSConfig(ca.Pool(), cert.TLSCertificate())
+//	cfg.TLS = pki.NodeTLSConfig(ca.Pool(), cert.TLSCertificate()) // a node of region R
 //	cfg.Logger = logger
 //	c, err := cluster.New(cfg, myFSM)
 //	defer c.Shutdown()

@@ -37,12 +37,19 @@ func (c *Cluster) joinLoop() {
 // with a configuration of all N. Every node that does so computes the same
 // configuration (sorted by id), and hashicorp/raft tolerates identical
 // bootstraps on several nodes, so no node has to be special. A node that
-// sees existing state anywhere stops: it will be added by the leader.
+// sees existing state anywhere stops: an operator adds it with Join.
+//
+// Gossip only proposes: whoever holds the gossip key can advertise members,
+// so each one is dialled and its certificate checked (checkJoiner: that node
+// ID, of this node's plane and region, at that Raft address) before it
+// counts, for the configuration and for "has state" alike. Members that fail
+// the check are ignored (and logged), never bootstrapped with.
 func (c *Cluster) bootstrapLoop() {
 	tick := time.NewTicker(c.cfg.GossipInterval)
 	defer tick.Stop()
+	verified := make(map[string]string) // node ID -> Raft address checked
 	for {
-		done := c.tryBootstrap()
+		done := c.tryBootstrap(verified)
 		if done {
 			return
 		}
@@ -55,7 +62,7 @@ func (c *Cluster) bootstrapLoop() {
 	}
 }
 
-func (c *Cluster) tryBootstrap() (done bool) {
+func (c *Cluster) tryBootstrap(verified map[string]string) (done bool) {
 	// A leader elsewhere may already have added us.
 	if id, _ := c.Leader(); id != "" {
 		return true
@@ -64,6 +71,20 @@ func (c *Cluster) tryBootstrap() (done bool) {
 	expect := c.cfg.BootstrapExpect
 	var servers []raft.Server
 	for _, m := range metas {
+		if m.ID != c.cfg.NodeID && verified[m.ID] != m.RaftAddr {
+			if m.RaftAddr == "" {
+				continue
+			}
+			ctx, cancel := c.untilShutdown()
+			err := c.checkJoiner(ctx, m.ID, m.RaftAddr)
+			cancel()
+			if err != nil {
+				c.logger.Warn("a gossip member failed the certificate check; not bootstrapping with it",
+					"peer-id", m.ID, "peer-addr", m.RaftAddr, "error", err)
+				continue
+			}
+			verified[m.ID] = m.RaftAddr
+		}
 		if m.HasState {
 			c.logger.Info("a peer has raft state; not bootstrapping", "peer-id", m.ID)
 			return true
@@ -178,12 +199,19 @@ func (c *Cluster) lead(stop chan struct{}) {
 // re-added while gossip still sees it alive.
 const tombstoneTTL = 10 * time.Minute
 
-// reconcile makes the Raft configuration follow gossip: an alive server
-// missing from it is added as a voter (this is how new nodes join), one
-// that changed address is updated, and one that left gossip gracefully is
-// removed. Failed (dead) nodes are kept: they are usually restarting, and
-// removing voters on a failure detector's word would shrink the quorum
-// behind the operator's back.
+// reconcile compares gossip with the Raft configuration. Gossip may
+// propose, never promote (issue 14): anyone holding the gossip key can
+// advertise members, and a leader that made every advertised member a voter
+// lost its quorum for good to fake members at dead addresses. So an alive
+// member missing from the configuration is only logged (an operator adds it
+// with Join, which checks its certificate first), and a member that left
+// gossip stays a voter until removed (Leave removes itself through the
+// leader first). The one change made here: a voter seen at a new Raft
+// address is moved there, once the node at that address has proved with
+// its certificate (checkJoiner) that it is that voter. Failed (dead) nodes
+// are kept as well: they are usually restarting, and removing voters on a
+// failure detector's word would shrink the quorum behind the operator's
+// back.
 func (c *Cluster) reconcile(ctx context.Context) {
 	cf := c.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
@@ -213,42 +241,81 @@ func (c *Cluster) reconcile(ctx context.Context) {
 			if !has || meta.Leaving || meta.RaftAddr == "" {
 				continue
 			}
-			if ok && string(s.Address) == meta.RaftAddr {
+			if !ok {
+				c.tombMu.Lock()
+				_, barred := c.tombstones[m.ID]
+				c.tombMu.Unlock()
+				if !barred && c.noteUnjoined(m.ID, meta.RaftAddr) {
+					c.logger.Info("a gossip member is not a voter; if it is a new node, add it with krypton join at the leader",
+						"peer-id", m.ID, "peer-addr", meta.RaftAddr)
+				}
 				continue
 			}
-			c.tombMu.Lock()
-			_, barred := c.tombstones[m.ID]
-			c.tombMu.Unlock()
-			if barred {
+			if string(s.Address) == meta.RaftAddr {
 				continue
 			}
 			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			if err := c.checkJoiner(actx, m.ID, meta.RaftAddr); err != nil {
+				c.logger.Warn("reconcile: a voter's new address failed the certificate check; kept the old one",
+					"peer-id", m.ID, "peer-addr", meta.RaftAddr, "error", err)
+				cancel()
+				continue
+			}
 			f := c.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(meta.RaftAddr), 0, 10*time.Second)
 			if err := c.waitFuture(actx, f); err != nil {
-				c.logger.Warn("reconcile: add voter failed", "peer-id", m.ID, "error", err)
+				c.logger.Warn("reconcile: moving a voter failed", "peer-id", m.ID, "error", err)
 			} else {
-				c.logger.Info("reconcile: added voter", "peer-id", m.ID, "peer-addr", meta.RaftAddr)
+				c.logger.Info("reconcile: moved voter to its new address", "peer-id", m.ID, "peer-addr", meta.RaftAddr)
 			}
 			cancel()
 		case StatusLeft:
 			c.tombMu.Lock()
 			delete(c.tombstones, m.ID)
 			c.tombMu.Unlock()
-			if !ok {
-				continue
+			if ok {
+				c.logger.Warn("a voter left gossip but is still in the configuration; remove it with krypton remove-peer if it is gone for good",
+					"peer-id", m.ID)
 			}
-			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			f := c.raft.RemoveServer(raft.ServerID(m.ID), 0, 10*time.Second)
-			if err := c.waitFuture(actx, f); err != nil {
-				c.logger.Warn("reconcile: remove departed server failed", "peer-id", m.ID, "error", err)
-			} else {
-				c.logger.Info("reconcile: removed departed server", "peer-id", m.ID)
-			}
-			cancel()
 		case StatusDead:
 			c.tombMu.Lock()
 			delete(c.tombstones, m.ID)
 			c.tombMu.Unlock()
 		}
 	}
+}
+
+// untilShutdown returns a context that ends at Shutdown or when cancel is
+// called.
+func (c *Cluster) untilShutdown() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		select {
+		case <-c.shutdownCh:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
+// unjoinedLogEvery bounds how often reconcile logs one member that is not a
+// voter.
+const unjoinedLogEvery = time.Minute
+
+// noteUnjoined reports whether to log that member id, at addr, is in gossip
+// but not a voter: once per member and address per unjoinedLogEvery, so
+// that fake members cannot flood the log either.
+func (c *Cluster) noteUnjoined(id, addr string) bool {
+	c.tombMu.Lock()
+	defer c.tombMu.Unlock()
+	key := id + "@" + addr
+	now := time.Now()
+	if t, ok := c.unjoined[key]; ok && now.Sub(t) < unjoinedLogEvery {
+		return false
+	}
+	if len(c.unjoined) >= 1024 {
+		clear(c.unjoined)
+	}
+	c.unjoined[key] = now
+	return true
 }

@@ -81,7 +81,7 @@ func (c *Cluster) forward(ctx context.Context, local func() (*rpcResponse, error
 		case id == c.cfg.NodeID:
 			resp, err = local()
 		default:
-			resp, err = c.rpc.call(ctx, addr, req)
+			resp, err = c.rpc.call(ctx, id, addr, req)
 			if err == nil {
 				err = resp.err()
 			}
@@ -235,8 +235,9 @@ func (c *Cluster) appliedThrough(index uint64) bool {
 }
 
 // Join adds a node to the Raft configuration as a voter (through the
-// leader). Nodes that join gossip are added by the leader on their own;
-// Join is for operators and for nodes outside gossip.
+// leader). It is the only way a node becomes a voter after bootstrap:
+// gossip only proposes (reconcile logs members that are not voters), since
+// anyone holding the gossip key can advertise members.
 //
 // The leader first dials raftAddr and checks the node there (checkJoiner):
 // one typo in an address would otherwise add a voter that never answers,
@@ -279,8 +280,7 @@ func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string) error {
 }
 
 // Remove removes a node from the Raft configuration (through the leader).
-// The leader will not add it back from gossip while it stays alive there;
-// if it is later restarted after failing or leaving, it is added again.
+// It comes back only through Join.
 func (c *Cluster) Remove(ctx context.Context, id string) error {
 	_, err := c.forward(ctx, func() (*rpcResponse, error) {
 		return &rpcResponse{}, c.removeLocal(ctx, id)
@@ -307,6 +307,9 @@ func (c *Cluster) removeLocal(ctx context.Context, id string) error {
 	f := c.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx))
 	if err := c.waitFuture(ctx, f); err != nil {
 		return err
+	}
+	if id != c.cfg.NodeID {
+		c.mux.dropPeer(id)
 	}
 	c.logger.Info("removed server", "peer-id", id)
 	return nil
@@ -374,8 +377,8 @@ func (c *Cluster) Leave(ctx context.Context) error {
 			member = true
 		}
 	}
-	// Tell gossip first that this node is leaving, so that no leader's
-	// reconcile adds it back between its removal and its gossip leave.
+	// Tell gossip first that this node is leaving, so that the leader's
+	// reconcile does not report it as a member to join.
 	c.gossip.setMeta(func(m *nodeMeta) { m.Leaving = true })
 	_ = c.gossip.list.UpdateNode(time.Second)
 

@@ -136,7 +136,57 @@ func (c *Cluster) serveRPC(conn net.Conn, peer pki.Identity) {
 	}
 }
 
+// PeerRequest is a request another node made of this one over the cluster
+// RPC, as Config.OnPeerRequest is told of it.
+type PeerRequest struct {
+	// Op is the request: "apply", "add-voter", "remove-server",
+	// "transfer-leadership" or "read-index".
+	Op string
+	// Peer is the identity the requesting node's certificate names.
+	Peer pki.Identity
+	// Target is the node added, removed or transferred to ("" for others).
+	Target string
+	// Addr is the Raft address of a node added.
+	Addr string
+	// Err is why the request failed or was refused; nil if it was done.
+	Err error
+	// Refused is set when the request was refused because the asking node is
+	// not in the configuration.
+	Refused bool
+}
+
 func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
+	// Only the configuration's nodes may ask anything, checked on every
+	// request: a pooled connection outlives a removal (issue 14).
+	if member, _ := c.isMember(peer.NodeID); !member {
+		err := fmt.Errorf("%w: %s is not in the leader's Raft configuration", ErrRejected, peer.NodeID)
+		c.logger.Warn("cluster rpc refused", "op", string(req.Op), "peer", peer.String(), "target", req.ID, "error", err)
+		c.notePeerRequest(PeerRequest{Op: string(req.Op), Peer: peer, Target: req.ID, Addr: req.Addr, Err: err, Refused: true})
+		return &rpcResponse{Code: codeRejected, Msg: err.Error()}
+	}
+	resp := c.serveMember(req, peer)
+	switch req.Op {
+	case opAddVoter, opRemove, opTransfer:
+		// Membership and leadership changes are rare and decisive: each is logged and audited
+		// with who asked.
+		err := resp.err()
+		c.logger.Info("cluster rpc", "op", string(req.Op), "peer", peer.String(), "target", req.ID, "addr", req.Addr, "error", err)
+		c.notePeerRequest(PeerRequest{Op: string(req.Op), Peer: peer, Target: req.ID, Addr: req.Addr, Err: err})
+	case opApply:
+		// Every forwarded write; the node that took the request audits it with its caller.
+		c.logger.Debug("cluster rpc", "op", string(req.Op), "peer", peer.String(), "bytes", len(req.Cmd), "code", resp.Code)
+	}
+	return resp
+}
+
+// notePeerRequest tells Config.OnPeerRequest, if set.
+func (c *Cluster) notePeerRequest(r PeerRequest) {
+	if c.cfg.OnPeerRequest != nil {
+		c.cfg.OnPeerRequest(r)
+	}
+}
+
+func (c *Cluster) serveMember(req *rpcRequest, peer pki.Identity) *rpcResponse {
 	timeout := req.Timeout
 	if timeout <= 0 || timeout > time.Minute {
 		timeout = time.Minute
@@ -174,7 +224,6 @@ func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
 		if err := c.removeLocal(ctx, req.ID); err != nil {
 			return errResponse(err)
 		}
-		c.logger.Info("removed server on request", "peer-id", req.ID, "requested-by", peer.NodeID)
 		return &rpcResponse{}
 	case opTransfer:
 		if err := c.transferLocal(ctx, req.ID); err != nil {
@@ -204,7 +253,7 @@ func errResponse(err error) *rpcResponse {
 	return &rpcResponse{Code: code, Msg: err.Error()}
 }
 
-// rpcClient keeps a few idle connections per leader address.
+// rpcClient keeps a few idle connections per leader (node ID and address).
 type rpcClient struct {
 	m *mux
 
@@ -231,11 +280,13 @@ func (c *rpcConn) alive() bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-func (rc *rpcClient) call(ctx context.Context, addr string, req *rpcRequest) (*rpcResponse, error) {
+// call sends req to node id at addr (the leader) and returns its answer.
+func (rc *rpcClient) call(ctx context.Context, id, addr string, req *rpcRequest) (*rpcResponse, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		req.Timeout = time.Until(dl)
 	}
-	conn, err := rc.get(ctx, addr)
+	key := id + "@" + addr
+	conn, err := rc.get(ctx, id, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -263,27 +314,31 @@ func (rc *rpcClient) call(ctx context.Context, addr string, req *rpcRequest) (*r
 		return &resp, nil
 	}
 	_ = conn.SetDeadline(time.Time{})
-	rc.put(addr, conn)
+	rc.put(key, conn)
 	return &resp, nil
 }
 
-func (rc *rpcClient) get(ctx context.Context, addr string) (*rpcConn, error) {
+// get returns an idle connection to node id at addr, or dials one; idle
+// connections are kept by node and address, so that one to a node is never
+// used for another that took its address.
+func (rc *rpcClient) get(ctx context.Context, id, addr string) (*rpcConn, error) {
+	key := id + "@" + addr
 	for {
 		rc.mu.Lock()
-		l := rc.idle[addr]
+		l := rc.idle[key]
 		if len(l) == 0 {
 			rc.mu.Unlock()
 			break
 		}
 		c := l[len(l)-1]
-		rc.idle[addr] = l[:len(l)-1]
+		rc.idle[key] = l[:len(l)-1]
 		rc.mu.Unlock()
 		if c.alive() {
 			return c, nil
 		}
 		c.Close()
 	}
-	conn, err := rc.m.dial(ctx, addr, protoRPC)
+	conn, err := rc.m.dial(ctx, addr, id, protoRPC)
 	if err != nil {
 		if errors.Is(err, ErrShutdown) {
 			return nil, err
@@ -294,14 +349,14 @@ func (rc *rpcClient) get(ctx context.Context, addr string) (*rpcConn, error) {
 	return &rpcConn{Conn: conn, br: bufio.NewReader(conn)}, nil
 }
 
-func (rc *rpcClient) put(addr string, c *rpcConn) {
+func (rc *rpcClient) put(key string, c *rpcConn) {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if rc.idle == nil || len(rc.idle[addr]) >= maxIdlePerAddr {
+	if rc.idle == nil || len(rc.idle[key]) >= maxIdlePerAddr {
 		c.Close()
 		return
 	}
-	rc.idle[addr] = append(rc.idle[addr], c)
+	rc.idle[key] = append(rc.idle[key], c)
 }
 
 func (rc *rpcClient) close() {

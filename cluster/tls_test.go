@@ -26,10 +26,16 @@ func TestRaftPortRefusesStrangers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	foreignNode, _ := other.IssueNode("node-9", pki.NodeOptions{})
+	foreignNode, _ := other.IssueNode("node-9", pki.NodeOptions{Region: clustertest.Region})
 	service, _ := h.CA.IssueService("acme", "web", 0)
 	operator, _ := h.CA.IssueOperator("alice", 0)
-	goodNode, _ := h.CA.IssueNode("node-8", pki.NodeOptions{})
+	otherRegion, _ := h.CA.IssueNode("node-0", pki.NodeOptions{Region: "elsewhere"})
+	governance, _ := h.CA.IssueGovernance("node-0", pki.NodeOptions{})
+	gateway, _ := h.CA.IssueGateway("acme", "node-0", pki.NodeOptions{})
+	// A node of the region is admitted only if it is in the configuration: node-0 is, node-8
+	// is not.
+	goodNode, _ := h.CA.IssueNode(nd.ID, pki.NodeOptions{Region: clustertest.Region})
+	stranger, _ := h.CA.IssueNode("node-8", pki.NodeOptions{Region: clustertest.Region})
 
 	// probe connects, sends the Raft protocol byte and reports whether the
 	// server kept the connection (a read that times out) or ended it.
@@ -56,12 +62,16 @@ func TestRaftPortRefusesStrangers(t *testing.T) {
 		return false
 	}
 	if !probe(goodNode) {
-		t.Fatal("control: a node certificate of the cluster's CA was refused")
+		t.Fatal("control: a member's node certificate was refused")
 	}
 	for name, cert := range map[string]*pki.Certificate{
-		"node of another CA": foreignNode,
-		"service":            service,
-		"operator":           operator,
+		"node of another CA":            foreignNode,
+		"service":                       service,
+		"operator":                      operator,
+		"node of another region":        otherRegion,
+		"governance node":               governance,
+		"gateway (server-only)":         gateway,
+		"node not in the configuration": stranger,
 	} {
 		if probe(cert) {
 			t.Errorf("%s certificate accepted at the Raft port", name)

@@ -34,10 +34,13 @@ const handshakeTimeout = 5 * time.Second
 type ConnFilter func(localID, remoteID string) bool
 
 // mux owns the listener: it accepts TLS connections, refuses peers that
-// are not nodes, and hands Raft streams to the Raft transport (through
-// streamLayer) and RPC connections to the RPC server.
+// are not nodes of this node's plane (its region's nodes for a region node,
+// governance nodes for a governance node), and hands Raft streams to the
+// Raft transport (through streamLayer) and RPC connections to the RPC
+// server.
 type mux struct {
 	self      string
+	plane     pki.Identity // the peers this node's certificate may talk to (pki.PlaneOf)
 	ln        net.Listener
 	advertise net.Addr
 	server    *tls.Config
@@ -45,26 +48,34 @@ type mux struct {
 	logger    *slog.Logger
 	filter    ConnFilter // nil: allow all
 	handleRPC func(net.Conn, pki.Identity)
+	// admit decides, after the handshake, whether a peer of the plane may
+	// open a connection of protocol proto (see Cluster.admitPeer).
+	admit func(peer pki.Identity, proto byte) error
 
 	raftCh     chan net.Conn
 	shutdownCh chan struct{}
 	closeOnce  sync.Once
 	wg         sync.WaitGroup
 
-	mu    sync.Mutex // guards conns
-	conns map[net.Conn]struct{}
+	mu    sync.Mutex          // guards conns
+	conns map[net.Conn]string // the raw connection -> the peer's node ID, for Raft streams
 }
 
 func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, filter ConnFilter, logger *slog.Logger) *mux {
+	var plane pki.Identity
+	if len(base.Certificates) > 0 {
+		plane = pki.PlaneOf(base.Certificates[0])
+	}
 	server := base.Clone()
 	server.MinVersion = tls.VersionTLS13
 	server.ClientAuth = tls.RequireAndVerifyClientCert
-	server.VerifyConnection = requireNode(base.VerifyConnection)
+	server.VerifyConnection = requirePlane(base.VerifyConnection, plane)
 	client := base.Clone()
 	client.MinVersion = tls.VersionTLS13
-	client.VerifyConnection = requireNode(base.VerifyConnection)
+	client.VerifyConnection = requirePlane(base.VerifyConnection, plane)
 	return &mux{
 		self:       self,
+		plane:      plane,
 		ln:         ln,
 		advertise:  advertise,
 		server:     server,
@@ -73,14 +84,17 @@ func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, 
 		filter:     filter,
 		raftCh:     make(chan net.Conn),
 		shutdownCh: make(chan struct{}),
-		conns:      make(map[net.Conn]struct{}),
+		conns:      make(map[net.Conn]string),
 	}
 }
 
-// requireNode refuses a peer whose verified certificate does not name a
-// node, after whatever check the caller's configuration already had.
-func requireNode(prev func(tls.ConnectionState) error) func(tls.ConnectionState) error {
-	kind := pki.RequireKind(pki.KindNode)
+// requirePlane refuses a peer whose verified certificate does not name a
+// node of plane (a region node of this node's region, or a governance node
+// for governance: never a gateway, a service, an operator, another region's
+// node or the other plane's), after whatever check the caller's
+// configuration already had.
+func requirePlane(prev func(tls.ConnectionState) error, plane pki.Identity) func(tls.ConnectionState) error {
+	kind := pki.RequirePeer(plane)
 	return func(cs tls.ConnectionState) error {
 		if prev != nil {
 			if err := prev(cs); err != nil {
@@ -91,8 +105,9 @@ func requireNode(prev func(tls.ConnectionState) error) func(tls.ConnectionState)
 	}
 }
 
-func (m *mux) start(handleRPC func(net.Conn, pki.Identity)) {
+func (m *mux) start(handleRPC func(net.Conn, pki.Identity), admit func(pki.Identity, byte) error) {
 	m.handleRPC = handleRPC
+	m.admit = admit
 	m.wg.Add(1)
 	go m.acceptLoop()
 }
@@ -136,7 +151,7 @@ func (m *mux) track(c net.Conn) bool {
 	if m.conns == nil {
 		return false
 	}
-	m.conns[c] = struct{}{}
+	m.conns[c] = ""
 	return true
 }
 
@@ -175,8 +190,14 @@ func (m *mux) serve(raw net.Conn) {
 		return
 	}
 	_ = raw.SetDeadline(time.Time{})
-	conn := m.wrap(tc, raw, id.NodeID)
+	conn := m.wrap(tc, raw, id.NodeID, proto[0])
 	if m.filter != nil && !m.filter(m.self, id.NodeID) {
+		return
+	}
+	if err := m.admit(id, proto[0]); err != nil {
+		// A certificate of the plane is not membership: only the configuration's nodes may
+		// speak Raft or ask the leader for anything (issue 14).
+		m.logger.Warn("refused cluster connection", "peer", id.String(), "remote-addr", raw.RemoteAddr().String(), "error", err)
 		return
 	}
 	switch proto[0] {
@@ -194,8 +215,10 @@ func (m *mux) serve(raw net.Conn) {
 }
 
 // dial opens a mutually authenticated connection to a node and selects the
-// protocol.
-func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, error) {
+// protocol. If wantID is set, the node answering at addr must be that node
+// (its certificate names it): a Raft append or a forwarded command never goes
+// to whoever took over an address.
+func (m *mux) dial(ctx context.Context, addr, wantID string, proto byte) (net.Conn, error) {
 	select {
 	case <-m.shutdownCh:
 		return nil, ErrShutdown
@@ -234,13 +257,16 @@ func (m *mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, erro
 	if err != nil {
 		return fail(fmt.Errorf("cluster: %s: %w", addr, err))
 	}
+	if wantID != "" && id.NodeID != wantID {
+		return fail(fmt.Errorf("cluster: the node at %s is %s, not %s", addr, id.NodeID, wantID))
+	}
 	if m.filter != nil && !m.filter(m.self, id.NodeID) {
 		return fail(fmt.Errorf("cluster: connection to %s blocked by filter", id.NodeID))
 	}
 	if _, err := tc.Write([]byte{proto}); err != nil {
 		return fail(fmt.Errorf("cluster: %s: %w", addr, err))
 	}
-	return m.wrap(tc, raw, id.NodeID), nil
+	return m.wrap(tc, raw, id.NodeID, proto), nil
 }
 
 // probe completes a mutually authenticated handshake with the node at addr,
@@ -283,8 +309,33 @@ func (m *mux) probe(ctx context.Context, addr string) (pki.Identity, error) {
 	return id, nil
 }
 
-func (m *mux) wrap(tc *tls.Conn, raw net.Conn, remote string) net.Conn {
+func (m *mux) wrap(tc *tls.Conn, raw net.Conn, remote string, proto byte) net.Conn {
+	if proto == protoRaft {
+		// Only Raft streams are ended by dropPeer: the cluster RPC checks membership on every
+		// request, and the request that removes a node may come on a connection from that node.
+		m.mu.Lock()
+		if _, ok := m.conns[raw]; ok {
+			m.conns[raw] = remote
+		}
+		m.mu.Unlock()
+	}
 	return &muxConn{Conn: tc, raw: raw, m: m, remote: remote}
+}
+
+// dropPeer ends every Raft stream to or from node id: after its removal, a
+// stream it opened while a member must not outlive its membership.
+func (m *mux) dropPeer(id string) {
+	m.mu.Lock()
+	var drop []net.Conn
+	for c, remote := range m.conns {
+		if remote == id {
+			drop = append(drop, c)
+		}
+	}
+	m.mu.Unlock()
+	for _, c := range drop {
+		c.Close()
+	}
 }
 
 // close stops accepting, ends every connection it accepted or dialed, and
@@ -350,13 +401,17 @@ func (c *muxConn) Close() error {
 
 // streamLayer adapts the mux to raft.StreamLayer.
 type streamLayer struct {
-	m         *mux
+	m *mux
+	// idOf names the server at a Raft address in the latest configuration
+	// ("" if none): Raft dials by address only, and the node answering
+	// there must be the one the configuration names.
+	idOf      func(raft.ServerAddress) string
 	closeOnce sync.Once
 	closed    chan struct{}
 }
 
-func newStreamLayer(m *mux) *streamLayer {
-	return &streamLayer{m: m, closed: make(chan struct{})}
+func newStreamLayer(m *mux, idOf func(raft.ServerAddress) string) *streamLayer {
+	return &streamLayer{m: m, idOf: idOf, closed: make(chan struct{})}
 }
 
 func (s *streamLayer) Accept() (net.Conn, error) {
@@ -382,5 +437,5 @@ func (s *streamLayer) Addr() net.Addr { return s.m.advertise }
 func (s *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	return s.m.dial(ctx, string(address), protoRaft)
+	return s.m.dial(ctx, string(address), s.idOf(address), protoRaft)
 }

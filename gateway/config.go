@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kryptonkms/krypton/internal/pki"
 )
 
 // Config configures a Gateway. Start from DefaultConfig; New validates it and names the bad field.
@@ -29,8 +31,11 @@ type Config struct {
 	// ListenAddr is the TCP address of the gRPC front end (TLS, client certificates of the
 	// gateway's tenant required); empty disables it. Needs ServerCertificate.
 	ListenAddr string
-	// ServerCertificate is what the TCP front end presents (a node certificate naming the
-	// gateway's host, krypton certs node -ip ... gateway-1).
+	// ServerCertificate is what the TCP front end presents: a gateway certificate of the
+	// gateway's tenant naming the gateway's host (krypton certs gateway -ip ... TENANT NAME,
+	// spiffe://krypton/tenant/<tenant>/gateway/<name>). Never a node's certificate: no node
+	// listener accepts a gateway's, so a gateway that is broken into holds nothing that speaks for
+	// a node.
 	ServerCertificate tls.Certificate
 	// UnixSocket is the path of a Unix socket serving the same API without TLS; anyone who can
 	// open the file acts with the gateway's identity, so its mode matters. Empty disables it.
@@ -111,6 +116,9 @@ func (c Config) Validate() error {
 		return errors.New("gateway: Config.Certificate is required")
 	case (c.ListenAddr != "" || c.KMIPAddr != "") && (len(c.ServerCertificate.Certificate) == 0 || c.ServerCertificate.PrivateKey == nil):
 		return errors.New("gateway: Config.ServerCertificate is required with ListenAddr or KMIPAddr")
+	case len(c.ServerCertificate.Certificate) > 0 && !isGatewayOf(c.ServerCertificate, c.Certificate):
+		return errors.New("gateway: Config.ServerCertificate must be a gateway certificate of the gateway's tenant " +
+			"(krypton certs gateway TENANT NAME: spiffe://krypton/tenant/<tenant>/gateway/<name>), not a node's or another tenant's")
 	case c.BatchSize < 1 || c.BatchSize > 1024:
 		return fmt.Errorf("gateway: Config.BatchSize %d is outside [1, 1024]", c.BatchSize)
 	case c.BatchWait < 0 || c.BatchWait > time.Second:
@@ -133,4 +141,15 @@ func (c Config) Validate() error {
 		return errors.New("gateway: Config.UnixSocketMode has bits beyond 0777")
 	}
 	return nil
+}
+
+// isGatewayOf reports whether server is a gateway certificate of the tenant that the service
+// certificate client names.
+func isGatewayOf(server, client tls.Certificate) bool {
+	sid, err := pki.LeafIdentity(server)
+	if err != nil || sid.Kind != pki.KindGateway {
+		return false
+	}
+	cid, err := pki.LeafIdentity(client)
+	return err == nil && cid.Kind == pki.KindService && cid.Tenant == sid.Tenant
 }

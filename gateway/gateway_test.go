@@ -315,8 +315,14 @@ func TestTenantIsolation(t *testing.T) {
 	if fi, err := os.Stat(ga.UnixSocket()); err != nil || fi.Mode().Perm() != 0o600 || fi.Mode()&os.ModeSocket == 0 {
 		t.Errorf("Unix socket: %v, %v; want a socket with mode 0600", fi.Mode(), err)
 	}
-	// An application of tenant B, with a valid certificate of the same CA, at gateway A's door.
+	// An application of tenant B, with a valid certificate of the same CA, at gateway A's door:
+	// expecting its own tenant's gateway, it refuses gateway A's certificate before sending anything.
 	cb := tcpClient(t, r, ga, "tenant-b", "app")
+	if _, err := cb.Decrypt(ctxT(t), &kv1.DecryptRequest{Ciphertext: ctB}); status.Code(err) != codes.Unavailable {
+		t.Errorf("tenant B's application dialling gateway A as its own: %v, want Unavailable (the handshake refused)", err)
+	}
+	// Knowingly calling gateway A, it is refused by the gateway.
+	cb = tcpClientTo(t, r, ga, "tenant-b", "app", "tenant-a")
 	if _, err := cb.Decrypt(ctxT(t), &kv1.DecryptRequest{Ciphertext: ctB}); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("tenant B's application calling gateway A: %v, want PermissionDenied", err)
 	}

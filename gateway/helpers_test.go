@@ -48,7 +48,7 @@ func startGateway(t testing.TB, r *regiontest.Region, tenant, service string, tu
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvCert, err := r.CA.IssueNode("gateway-"+tenant, pki.NodeOptions{})
+	srvCert, err := r.CA.IssueGateway(tenant, "gateway-"+tenant, pki.NodeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,14 +86,21 @@ func startGateway(t testing.TB, r *regiontest.Region, tenant, service string, tu
 	return g
 }
 
-// tcpClient dials the gateway's TCP front end as tenant/service.
+// tcpClient dials the gateway's TCP front end as tenant/service, expecting the gateway of tenant.
 func tcpClient(t testing.TB, r *regiontest.Region, g *gateway.Gateway, tenant, service string) kv1.GatewayServiceClient {
+	t.Helper()
+	return tcpClientTo(t, r, g, tenant, service, tenant)
+}
+
+// tcpClientTo dials the gateway's TCP front end as tenant/service, expecting a gateway of gwTenant.
+func tcpClientTo(t testing.TB, r *regiontest.Region, g *gateway.Gateway, tenant, service, gwTenant string) kv1.GatewayServiceClient {
 	t.Helper()
 	cert, err := r.CA.IssueService(tenant, service, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := transport.Dial(context.Background(), g.Addr().String(), transport.ClientConfig{Roots: r.CA.Pool(), Certificate: cert.TLSCertificate()})
+	conn, err := transport.Dial(context.Background(), g.Addr().String(), transport.ClientConfig{Roots: r.CA.Pool(), Certificate: cert.TLSCertificate(),
+		Server: pki.Identity{Kind: pki.KindGateway, Tenant: gwTenant}})
 	if err != nil {
 		t.Fatal(err)
 	}

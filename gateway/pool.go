@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -88,8 +89,10 @@ type pool struct {
 
 func newPool(cfg Config, log *slog.Logger, m *metrics) (*pool, error) {
 	p := &pool{
-		cfg:     cfg,
-		ccfg:    transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate},
+		cfg: cfg,
+		// Only a region node answers for the region: the gateway's calls (and its tenant's data
+		// keys) never go to another gateway or anything else of the CA that took the address.
+		ccfg:    transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Server: pki.Identity{Kind: pki.KindNode}},
 		log:     log,
 		metrics: m,
 		eps:     map[string]*endpoint{},

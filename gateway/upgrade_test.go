@@ -40,7 +40,7 @@ type oldNode struct {
 
 func startOldNode(t *testing.T, r *regiontest.Region, i int, tenant, service string) *oldNode {
 	t.Helper()
-	cert, err := r.CA.IssueNode("old-node", pki.NodeOptions{})
+	cert, err := r.CA.IssueNode("old-node", pki.NodeOptions{Region: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,12 +34,12 @@ func TestPermissions(t *testing.T) {
 	_, err = eu.Revoke(ctx, &kv1.RevokeRequest{Target: &kv1.KeyScope{Tenant: "acme"}, DryRun: true})
 	wantCode(t, err, codes.PermissionDenied)
 
-	// A node certificate without a region (a governance node's) follows no feed.
-	cert, err := g.CA.IssueNode("gov-9", pki.NodeOptions{})
+	// A governance node's certificate follows no feed.
+	cert, err := g.CA.IssueGovernance("gov-9", pki.NodeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn, err := transport.Dial(ctx, g.Addr(0), transport.ClientConfig{Roots: g.CA.Pool(), Certificate: cert.TLSCertificate()})
+	conn, err := transport.Dial(ctx, g.Addr(0), transport.ClientConfig{Roots: g.CA.Pool(), Certificate: cert.TLSCertificate(), Server: pki.Identity{Kind: pki.KindGovernance}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +56,7 @@ func TestPermissions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn2, err := transport.Dial(ctx, g.Addr(0), transport.ClientConfig{Roots: g.CA.Pool(), Certificate: svc.TLSCertificate()})
+	conn2, err := transport.Dial(ctx, g.Addr(0), transport.ClientConfig{Roots: g.CA.Pool(), Certificate: svc.TLSCertificate(), Server: pki.Identity{Kind: pki.KindGovernance}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	"github.com/kryptonkms/krypton/wrap"
 )
@@ -19,7 +20,7 @@ import (
 // addresses and the certificate.
 type Config struct {
 	// NodeID names the node in Raft, gossip and its certificate
-	// (spiffe://krypton/node/<id>).
+	// (spiffe://krypton/governance/node/<id>).
 	NodeID string
 	// DataDir holds the Raft log, snapshots and the audit log.
 	DataDir string
@@ -46,7 +47,7 @@ type Config struct {
 	GossipKey []byte
 
 	// Roots are the CAs of node, service and operator certificates;
-	// Certificate is this node's (a node certificate naming NodeID).
+	// Certificate is this node's: a governance node certificate naming NodeID.
 	Roots       *x509.CertPool
 	Certificate tls.Certificate
 
@@ -123,6 +124,14 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Certificate.Certificate) == 0 {
 		return fmt.Errorf("governance: Certificate (the node certificate) is required")
+	}
+	if id, err := pki.LeafIdentity(c.Certificate); err != nil || id.Kind != pki.KindGovernance || id.NodeID != c.NodeID {
+		why := "names another identity"
+		if err != nil {
+			why = err.Error()
+		}
+		return fmt.Errorf("governance: Certificate must be a governance node certificate naming spiffe://krypton/governance/node/%s (krypton certs governance %s): %s",
+			c.NodeID, c.NodeID, why)
 	}
 	if c.BootstrapExpect < 0 {
 		return fmt.Errorf("governance: BootstrapExpect %d is negative", c.BootstrapExpect)

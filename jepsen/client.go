@@ -58,6 +58,13 @@ func (cs *conns) connTo(ident, id string, i int, addr string, issue func() (*pki
 		return nil, err
 	}
 	tlsCfg := pki.ClientTLSConfig(cs.c.ca.Pool(), cert.TLSCertificate(), cs.c.net.host(i))
+	// The server must be the node named id, of the region or of governance, as transport.Dial's
+	// ClientConfig.Server has it.
+	server := pki.Identity{Kind: pki.KindNode, Region: regionName, NodeID: id}
+	if i >= len(cs.c.nodes) {
+		server = pki.Identity{Kind: pki.KindGovernance, NodeID: id}
+	}
+	tlsCfg.VerifyConnection = pki.RequirePeer(server)
 	cc, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
 		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return cs.c.net.dial(ctx, addr) }),

@@ -84,7 +84,7 @@ type cluster struct {
 	govGossipKey string // a file, as gossipKey
 }
 
-// regionName is the region's name; in governance mode the node certificates name it.
+// regionName is the region's name, which the node certificates name.
 const regionName = "jepsen"
 
 func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govNodes int) (*cluster, error) {
@@ -126,11 +126,8 @@ func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govN
 		if err := os.MkdirAll(filepath.Dir(nd.dir), 0o700); err != nil {
 			return nil, err
 		}
-		opts := pki.NodeOptions{IPs: []net.IP{net.ParseIP(nw.host(i))}}
-		if govNodes > 0 {
-			// Governance feeds a region's events only to nodes whose certificate names it.
-			opts.Region = regionName
-		}
+		// The certificate names the region: peers and governance's feed admit only its nodes.
+		opts := pki.NodeOptions{IPs: []net.IP{net.ParseIP(nw.host(i))}, Region: regionName}
 		cert, err := ca.IssueNode(nd.id, opts)
 		if err != nil {
 			return nil, err
@@ -147,8 +144,7 @@ func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govN
 		if err := os.MkdirAll(filepath.Dir(nd.dir), 0o700); err != nil {
 			return nil, err
 		}
-		// A governance node's certificate names no region.
-		cert, err := ca.IssueNode(nd.id, pki.NodeOptions{IPs: []net.IP{net.ParseIP(nw.host(i))}})
+		cert, err := ca.IssueGovernance(nd.id, pki.NodeOptions{IPs: []net.IP{net.ParseIP(nw.host(i))}})
 		if err != nil {
 			return nil, err
 		}

@@ -64,10 +64,10 @@ func TestBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	serviceAsAdmin := kv1.NewAdminServiceClient(dial(transport.ClientConfig{Roots: r.CA.Pool(), Certificate: svcCert.TLSCertificate()}))
-	serviceAsNode := kv1.NewNodeServiceClient(dial(transport.ClientConfig{Roots: r.CA.Pool(), Certificate: svcCert.TLSCertificate()}))
-	operatorAsService := kv1.NewWrapServiceClient(dial(transport.ClientConfig{Roots: r.CA.Pool(), Certificate: opCert.TLSCertificate()}))
-	foreignClient := kv1.NewWrapServiceClient(dial(transport.ClientConfig{Roots: r.CA.Pool(), Certificate: foreign.TLSCertificate()}))
+	serviceAsAdmin := kv1.NewAdminServiceClient(dial(transport.ClientConfig{Roots: r.CA.Pool(), Certificate: svcCert.TLSCertificate(), Server: pki.Identity{Kind: pki.KindNode}}))
+	serviceAsNode := kv1.NewNodeServiceClient(dial(transport.ClientConfig{Roots: r.CA.Pool(), Certificate: svcCert.TLSCertificate(), Server: pki.Identity{Kind: pki.KindNode}}))
+	operatorAsService := kv1.NewWrapServiceClient(dial(transport.ClientConfig{Roots: r.CA.Pool(), Certificate: opCert.TLSCertificate(), Server: pki.Identity{Kind: pki.KindNode}}))
+	foreignClient := kv1.NewWrapServiceClient(dial(transport.ClientConfig{Roots: r.CA.Pool(), Certificate: foreign.TLSCertificate(), Server: pki.Identity{Kind: pki.KindNode}}))
 	// No client certificate at all: crypto/tls directly, since transport.Dial insists on one.
 	noCertConn, err := grpc.NewClient(r.Cfgs[0].RPCAddr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: r.CA.Pool()})))
 	if err != nil {

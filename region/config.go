@@ -18,7 +18,8 @@ import (
 // Config configures one region node. Every node of a region is started with the same Config apart
 // from NodeID, DataDir, the addresses and the certificate.
 type Config struct {
-	// NodeID names the node in Raft, gossip and its certificate (spiffe://krypton/node/<id>).
+	// NodeID names the node in Raft, gossip and its certificate
+	// (spiffe://krypton/region/<region>/node/<id>).
 	NodeID string
 	// Region names the region; it is bound into every L2 seal, so it must never change.
 	Region string
@@ -45,7 +46,8 @@ type Config struct {
 	GossipKey []byte
 
 	// Roots are the CAs that sign node, service and operator certificates; Certificate is this
-	// node's own (a node certificate naming NodeID).
+	// node's own: a region node certificate naming NodeID and Region
+	// (spiffe://krypton/region/<region>/node/<id>, `krypton certs node -region R`).
 	Roots       *x509.CertPool
 	Certificate tls.Certificate
 
@@ -172,15 +174,18 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("region: Governance[%d] %q: %w", i, addr, err)
 		}
 	}
-	if len(c.Governance) > 0 && len(c.Certificate.Certificate) > 0 {
-		// Governance serves a region's feed only to nodes whose certificate names the region.
-		leaf, err := x509.ParseCertificate(c.Certificate.Certificate[0])
-		if err != nil {
-			return fmt.Errorf("region: Certificate: %w", err)
-		}
-		id, err := pki.IdentityFromCertificate(leaf)
-		if err != nil || id.Kind != pki.KindNode || id.Region != c.Region {
-			return fmt.Errorf("region: with Governance set, Certificate must be a node certificate naming region %q (spiffe://krypton/region/%s/node/%s)", c.Region, c.Region, c.NodeID)
+	if len(c.Certificate.Certificate) > 0 {
+		// Peers admit only nodes of their own region, and governance serves a region's feed only to
+		// nodes whose certificate names the region: a certificate naming another region or node, or
+		// none, could not work with either.
+		id, err := pki.LeafIdentity(c.Certificate)
+		if err != nil || id.Kind != pki.KindNode || id.Region != c.Region || id.NodeID != c.NodeID {
+			why := "names another identity"
+			if err != nil {
+				why = err.Error()
+			}
+			return fmt.Errorf("region: Certificate must be a region node certificate naming spiffe://krypton/region/%s/node/%s (krypton certs node -region %s %s): %s",
+				c.Region, c.NodeID, c.Region, c.NodeID, why)
 		}
 	}
 	if c.AnchorCheckConcurrency < 0 {

@@ -8,15 +8,16 @@ import (
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
-// TestConfigGovernanceCertificate: a node that follows the governance feed must present a
-// certificate naming its region, or governance would refuse it.
-func TestConfigGovernanceCertificate(t *testing.T) {
+// TestConfigCertificate: a node must present a region node certificate naming its own region and
+// node ID: peers and governance admit only those, and a governance node's or a gateway's is no
+// region node's.
+func TestConfigCertificate(t *testing.T) {
 	ca, err := pki.NewCA("test", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	config := func(opts pki.NodeOptions, gov ...string) Config {
-		cert, err := ca.IssueNode("n1", opts)
+	config := func(issue func() (*pki.Certificate, error), gov ...string) Config {
+		cert, err := issue()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -27,15 +28,22 @@ func TestConfigGovernanceCertificate(t *testing.T) {
 		c.Governance = gov
 		return c
 	}
+	node := func(id, region string) func() (*pki.Certificate, error) {
+		return func() (*pki.Certificate, error) { return ca.IssueNode(id, pki.NodeOptions{Region: region}) }
+	}
+	const want = "must be a region node certificate naming spiffe://krypton/region/eu/node/n1"
 	for name, tt := range map[string]struct {
 		c    Config
 		want string
 	}{
-		"no governance, no region in the certificate": {config(pki.NodeOptions{}), ""},
-		"governance and the region":                   {config(pki.NodeOptions{Region: "eu"}, "127.0.0.1:9"), ""},
-		"governance without a region":                 {config(pki.NodeOptions{}, "127.0.0.1:9"), "must be a node certificate naming region"},
-		"governance and another region":               {config(pki.NodeOptions{Region: "us"}, "127.0.0.1:9"), "must be a node certificate naming region"},
-		"bad governance address":                      {config(pki.NodeOptions{Region: "eu"}, "nowhere"), "Governance[0]"},
+		"the region, no governance":  {config(node("n1", "eu")), ""},
+		"governance and the region":  {config(node("n1", "eu"), "127.0.0.1:9"), ""},
+		"another region":             {config(node("n1", "us")), want},
+		"governance, another region": {config(node("n1", "us"), "127.0.0.1:9"), want},
+		"another node":               {config(node("n2", "eu")), want},
+		"a governance node":          {config(func() (*pki.Certificate, error) { return ca.IssueGovernance("n1", pki.NodeOptions{}) }), want},
+		"a gateway":                  {config(func() (*pki.Certificate, error) { return ca.IssueGateway("eu", "n1", pki.NodeOptions{}) }), want},
+		"bad governance address":     {config(node("n1", "eu"), "nowhere"), "Governance[0]"},
 	} {
 		err := tt.c.Validate()
 		if (err == nil) != (tt.want == "") || (err != nil && !strings.Contains(err.Error(), tt.want)) {

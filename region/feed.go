@@ -19,6 +19,7 @@ import (
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
@@ -202,7 +203,10 @@ func (f *feed) client(ctx context.Context, addr string) (kv1.GovernanceServiceCl
 	conn := f.conns[addr]
 	if conn == nil {
 		var err error
-		conn, err = transport.Dial(ctx, addr, transport.ClientConfig{Roots: f.n.cfg.Roots, Certificate: f.n.cfg.Certificate})
+		conn, err = transport.Dial(ctx, addr, transport.ClientConfig{Roots: f.n.cfg.Roots, Certificate: f.n.cfg.Certificate,
+			// Only governance feeds a region: a region node, gateway or anything else answering at
+			// a governance address is refused at the handshake.
+			Server: pki.Identity{Kind: pki.KindGovernance}})
 		if err != nil {
 			return nil, err
 		}

@@ -146,6 +146,7 @@ func New(cfg Config) (_ *Node, err error) {
 	ccfg.Join = cfg.Join
 	ccfg.TLS = pki.NodeTLSConfig(cfg.Roots, cfg.Certificate)
 	ccfg.Meta = map[string]string{metaRPC: cfg.RPCAddr, metaRegion: cfg.Region, metaVersion: version.Version}
+	ccfg.OnPeerRequest = n.auditPeerRequest
 	ccfg.Logger = log
 	ccfg.Registerer = n.reg
 	if cfg.Tune != nil {
@@ -162,7 +163,8 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { n.cl.Shutdown() })
-	n.peers = newPeerClients(n.cl, transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate}, cfg.PeerFilter)
+	n.peers = newPeerClients(n.cl, transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate,
+		Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region}}, cfg.PeerFilter)
 	closers = append(closers, n.peers.close)
 
 	tm, err := transport.NewMetrics(n.reg)
@@ -361,6 +363,29 @@ func (n *Node) onChange(c fsm.Change) {
 func (n *Node) raftStat(name string) uint64 {
 	v, _ := strconv.ParseUint(n.cl.Stats()[name], 10, 64)
 	return v
+}
+
+// auditPeerRequest records a membership change or leadership transfer another node asked this
+// one (the leader) for over the cluster RPC, with the requesting node's identity, and every such
+// request refused because the node is not in the configuration.
+func (n *Node) auditPeerRequest(r cluster.PeerRequest) {
+	e := audit.Event{Kind: "cluster." + r.Op, Actor: r.Peer.String(), Detail: map[string]string{}}
+	if r.Target != "" {
+		e.Detail["node"] = r.Target
+	}
+	if r.Addr != "" {
+		e.Detail["raft-address"] = r.Addr
+	}
+	switch {
+	case r.Refused:
+		e.Kind = audit.KindCallRefused
+		e.Code = "PermissionDenied"
+		e.Reason = r.Err.Error()
+		e.Detail["op"] = "cluster." + r.Op
+	case r.Err != nil:
+		e.Reason = "failed: " + r.Err.Error()
+	}
+	n.audit.Record(e)
 }
 
 func (n *Node) auditRefusal(ctx context.Context, method string, id pki.Identity, code codes.Code) {

@@ -12,8 +12,11 @@ import (
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
-// peerClients keeps one gRPC connection per peer API address, dialled with this node's certificate,
-// for the node service (L2 handoff, lease renewal, fence). Addresses come from gossip tags.
+// peerClients keeps one gRPC connection per peer (node ID and API address), dialled with this node's
+// certificate, for the node service (L2 handoff, lease renewal, fence). Addresses come from gossip
+// tags, which anyone holding the gossip key can forge: each connection therefore checks that the
+// server's certificate names that node of this region (ClientConfig.Server), so an L2 handoff or a
+// fence confirmation never goes to or comes from another process.
 type peerClients struct {
 	cl     *cluster.Cluster
 	cfg    transport.ClientConfig
@@ -59,14 +62,16 @@ func (p *peerClients) node(nodeID string) (kv1.NodeServiceClient, error) {
 	if p.closed {
 		return nil, ErrShutdown
 	}
-	conn := p.conns[addr]
+	conn := p.conns[peerKey(nodeID, addr)]
 	if conn == nil {
 		var err error
+		cfg := p.cfg
+		cfg.Server.NodeID = nodeID
 		// Dial returns at once and connects on the first call.
-		if conn, err = transport.Dial(context.Background(), addr, p.cfg); err != nil {
+		if conn, err = transport.Dial(context.Background(), addr, cfg); err != nil {
 			return nil, err
 		}
-		p.conns[addr] = conn
+		p.conns[peerKey(nodeID, addr)] = conn
 	}
 	return kv1.NewNodeServiceClient(conn), nil
 }
@@ -81,7 +86,7 @@ func (p *peerClients) redial(nodeID string) {
 		return
 	}
 	p.mu.Lock()
-	conn := p.conns[addr]
+	conn := p.conns[peerKey(nodeID, addr)]
 	p.mu.Unlock()
 	if conn != nil {
 		conn.ResetConnectBackoff()
@@ -97,6 +102,9 @@ func (p *peerClients) leader() (kv1.NodeServiceClient, string, error) {
 	c, err := p.node(id)
 	return c, id, err
 }
+
+// peerKey names the connection to node nodeID at addr.
+func peerKey(nodeID, addr string) string { return nodeID + "@" + addr }
 
 func (p *peerClients) close() {
 	p.mu.Lock()

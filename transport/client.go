@@ -32,6 +32,16 @@ type ClientConfig struct {
 	// ServerName is the name the server's certificate must carry; empty
 	// means the host of the address dialled.
 	ServerName string
+	// Server is who the server must be: its Kind (required) and, where the
+	// caller knows them, its Region, NodeID, or for a gateway its Tenant
+	// (pki.Identity.Check). A chain of the right CA and a name that matches
+	// are not enough: every node, gateway and governance certificate of a
+	// development CA carries 127.0.0.1, so without this a gateway's
+	// certificate could pose as a region node or governance. E.g.
+	// {Kind: pki.KindNode, Region: "eu-1"} to call a region,
+	// {Kind: pki.KindGovernance} to call governance, {Kind: pki.KindGateway,
+	// Tenant: "acme"} to call acme's gateway.
+	Server pki.Identity
 
 	// MaxMsgSize bounds one message sent or received, in bytes; 0 means
 	// DefaultMaxMsgSize.
@@ -52,7 +62,8 @@ type ClientConfig struct {
 
 // LoadClientConfig reads a client configuration from PEM files: the CA
 // certificate(s) to trust, and the client's certificate and private key
-// (as `krypton certs` writes them). The CLI and nodes use it.
+// (as `krypton certs` writes them). The CLI and nodes use it; the caller
+// then sets Server to the server it dials.
 func LoadClientConfig(caPath, certPath, keyPath string) (ClientConfig, error) {
 	roots, err := pki.LoadCertPool(caPath)
 	if err != nil {
@@ -70,6 +81,9 @@ func (c ClientConfig) Validate() error {
 	switch {
 	case c.Roots == nil:
 		return errors.New("transport: ClientConfig.Roots is required")
+	case c.Server.Kind == 0:
+		return errors.New("transport: ClientConfig.Server is required: the kind of server dialled " +
+			"(pki.KindNode for a region, pki.KindGovernance, pki.KindGateway)")
 	case c.Token == nil && (len(c.Certificate.Certificate) == 0 || c.Certificate.PrivateKey == nil):
 		return errors.New("transport: ClientConfig.Certificate is required (or a Token)")
 	case len(c.Certificate.Certificate) > 0 && c.Certificate.PrivateKey == nil:
@@ -103,6 +117,7 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*grpc.ClientConn,
 		cfg.KeepaliveTimeout = 10 * time.Second
 	}
 	tlsCfg := pki.ClientTLSConfig(cfg.Roots, cfg.Certificate, cfg.ServerName)
+	tlsCfg.VerifyConnection = pki.RequirePeer(cfg.Server)
 	var extra []grpc.DialOption
 	if cfg.Token != nil {
 		extra = append(extra, grpc.WithPerRPCCredentials(tokenCredentials{cfg.Token}))

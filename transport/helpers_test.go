@@ -34,8 +34,11 @@ import (
 // certificate of the first CA that names no Krypton identity.
 type fixture struct {
 	ca       *pki.CA
-	server   tls.Certificate // node "srv"
-	node     tls.Certificate // node "node-2"
+	server   tls.Certificate // node "srv" of region eu
+	node     tls.Certificate // node "node-2" of region eu
+	usNode   tls.Certificate // node "node-2" of region us
+	govNode  tls.Certificate // governance node "node-2"
+	gateway  tls.Certificate // gateway acme/gw
 	service  tls.Certificate // acme/payments
 	operator tls.Certificate // alice
 	foreign  tls.Certificate // acme/payments, from another CA
@@ -74,8 +77,11 @@ func newFixture() (fixture, error) {
 		}
 		return c.TLSCertificate()
 	}
-	f.server = issue(f.ca.IssueNode("srv", pki.NodeOptions{}))
-	f.node = issue(f.ca.IssueNode("node-2", pki.NodeOptions{}))
+	f.server = issue(f.ca.IssueNode("srv", pki.NodeOptions{Region: "eu"}))
+	f.node = issue(f.ca.IssueNode("node-2", pki.NodeOptions{Region: "eu"}))
+	f.usNode = issue(f.ca.IssueNode("node-2", pki.NodeOptions{Region: "us"}))
+	f.govNode = issue(f.ca.IssueGovernance("node-2", pki.NodeOptions{}))
+	f.gateway = issue(f.ca.IssueGateway("acme", "gw", pki.NodeOptions{}))
 	f.service = issue(f.ca.IssueService("acme", "payments", 0))
 	f.operator = issue(f.ca.IssueOperator("alice", 0))
 	f.foreign = issue(other.IssueService("acme", "payments", 0))
@@ -259,10 +265,13 @@ func startServer(t *testing.T, edit func(*ServerConfig)) (*Server, string) {
 	return s, ln.Addr().String()
 }
 
-// dial connects to addr with cert, trusting the test CA.
+// srvIdentity is who the test server is: what clients expect.
+var srvIdentity = pki.Identity{Kind: pki.KindNode, Region: "eu", NodeID: "srv"}
+
+// dial connects to addr with cert, trusting the test CA and expecting the test server.
 func dial(t *testing.T, addr string, cert tls.Certificate) *grpc.ClientConn {
 	t.Helper()
-	conn, err := Dial(t.Context(), addr, ClientConfig{Roots: testPKI(t).ca.Pool(), Certificate: cert})
+	conn, err := Dial(t.Context(), addr, ClientConfig{Roots: testPKI(t).ca.Pool(), Certificate: cert, Server: srvIdentity})
 	if err != nil {
 		t.Fatal(err)
 	}

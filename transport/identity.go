@@ -45,10 +45,13 @@ type Policy map[string][]pki.Kind
 //     the customer's services from the operator forbids. `krypton wrap` and
 //     the gateway therefore present a service certificate (a tenant's).
 //   - AdminService: operator certificates only.
-//   - NodeService: node certificates only (handlers then check the node ID
-//     and that the node is a current voter).
-//   - GovernanceService: operators (administration) and nodes (the
-//     revocation feed); handlers tell them apart by method.
+//   - NodeService: region node certificates only, and only of the server's
+//     own region (a server whose certificate is not a region node's admits
+//     nobody); handlers then check the node ID and that the node is a
+//     current voter. Never a gateway's or a governance node's certificate.
+//   - GovernanceService: operators (administration) and region nodes (the
+//     revocation feed, which governance serves to a region's own nodes
+//     only); handlers tell them apart by method. Never a gateway's.
 //   - grpc.health.v1.Health: any verified identity.
 func DefaultPolicy() Policy {
 	return Policy{
@@ -170,10 +173,12 @@ func splitMethod(full string) (service, method string) {
 	return "unknown", full
 }
 
-// authorize applies p to a call of fullMethod by r's identity: nil, or a
-// status error with Unauthenticated (no identity) or PermissionDenied (a
-// kind the service does not admit, or a service the policy does not list).
-func (p Policy) authorize(fullMethod string, r *identityResult) error {
+// authorize applies p to a call of fullMethod by r's identity on a server
+// whose own certificate names self: nil, or a status error with
+// Unauthenticated (no identity) or PermissionDenied (a kind the service does
+// not admit, a service the policy does not list, or a NodeService caller
+// of another region than self's).
+func (p Policy) authorize(fullMethod string, r *identityResult, self pki.Identity) error {
 	if r == nil {
 		return status.Error(codes.Unauthenticated, "transport: no verified client certificate")
 	}
@@ -192,6 +197,13 @@ func (p Policy) authorize(fullMethod string, r *identityResult) error {
 	}
 	if len(kinds) > 0 && !slices.Contains(kinds, r.id.Kind) {
 		return status.Errorf(codes.PermissionDenied, "transport: a %s certificate may not call %s", r.id.Kind, service)
+	}
+	if service == NodeService {
+		// A node of another region shares node IDs with this one's
+		// (node-1 is in every region): only this region's nodes are peers.
+		if self.Kind != pki.KindNode || r.id.Kind != pki.KindNode || r.id.Region != self.Region {
+			return status.Errorf(codes.PermissionDenied, "transport: only nodes of region %s may call %s", self.Region, service)
+		}
 	}
 	return nil
 }
@@ -231,6 +243,8 @@ func AuthorizeNode(ctx context.Context, nodeID string) error {
 	if id.Kind != pki.KindNode || id.NodeID != nodeID {
 		return status.Error(codes.PermissionDenied, "transport: node_id is not the caller's")
 	}
+	// The region was checked by the policy (NodeService admits only nodes
+	// of the server's region).
 	return nil
 }
 

@@ -153,6 +153,7 @@ func TestLoadClientConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, addr := startServer(t, nil)
+	cfg.Server = srvIdentity
 	conn, err := Dial(t.Context(), addr, cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -172,7 +173,7 @@ func TestLoadClientConfig(t *testing.T) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
-	if _, err := Dial(t.Context(), addr, ClientConfig{Roots: f.ca.Pool()}); err == nil || !strings.Contains(err.Error(), "ClientConfig.Certificate") {
+	if _, err := Dial(t.Context(), addr, ClientConfig{Roots: f.ca.Pool(), Server: srvIdentity}); err == nil || !strings.Contains(err.Error(), "ClientConfig.Certificate") {
 		t.Errorf("Dial without a certificate: %v", err)
 	}
 }

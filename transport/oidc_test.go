@@ -140,7 +140,7 @@ func startTokenServer(t *testing.T, v *OIDCVerifier, audit AuditFunc) string {
 // dialToken connects with tok as bearer token and cert (may be empty).
 func dialToken(t *testing.T, addr string, tok string, cert tls.Certificate) *grpc.ClientConn {
 	t.Helper()
-	cfg := ClientConfig{Roots: testPKI(t).ca.Pool(), Certificate: cert}
+	cfg := ClientConfig{Roots: testPKI(t).ca.Pool(), Certificate: cert, Server: srvIdentity}
 	if tok != "" {
 		cfg.Token = StaticToken(tok)
 	}
@@ -369,7 +369,7 @@ func TestOIDCTokenOnlyForOperatorRPCs(t *testing.T) {
 	// A certificate from another CA is still refused. Go's TLS client does
 	// not even send it (the server names its CAs in the certificate
 	// request), so the connection is anonymous: Unauthenticated.
-	conn, err := Dial(ctx, env.addr, ClientConfig{Roots: f.ca.Pool(), Certificate: f.foreign})
+	conn, err := Dial(ctx, env.addr, ClientConfig{Roots: f.ca.Pool(), Certificate: f.foreign, Server: srvIdentity})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -228,10 +228,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	// The server's own identity scopes NodeService to its region; a
+	// certificate naming none serves NodeService to nobody.
+	self, _ := pki.LeafIdentity(cfg.Certificate)
 	ic := &interceptors{
 		log:     orDiscard(cfg.Logger),
 		metrics: cfg.Metrics,
 		policy:  cfg.Policy,
+		self:    self,
 		audit:   cfg.Audit,
 		tokens:  cfg.OIDC,
 	}
@@ -351,6 +355,7 @@ type interceptors struct {
 	log     *slog.Logger
 	metrics *Metrics
 	policy  Policy
+	self    pki.Identity // the server certificate's identity (see Policy.authorize)
 	audit   AuditFunc
 	tokens  *OIDCVerifier // nil: bearer tokens are refused
 }
@@ -393,7 +398,7 @@ func (ic *interceptors) serveUnary(ctx context.Context, req any, info *grpc.Unar
 		resp, err = nil, ic.recovered(info.FullMethod, p)
 	}()
 	ctx, r := ic.identify(ctx)
-	if err = ic.policy.authorize(info.FullMethod, r); err == nil {
+	if err = ic.policy.authorize(info.FullMethod, r, ic.self); err == nil {
 		resp, err = handler(ctx, req)
 		if err != nil {
 			resp, err = nil, ic.translate(info.FullMethod, err)
@@ -468,7 +473,7 @@ func (ic *interceptors) auditStream(srv any, ss grpc.ServerStream, info *grpc.St
 
 func (ic *interceptors) authzStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	r, _ := ss.Context().Value(identityKey{}).(*identityResult)
-	if err := ic.policy.authorize(info.FullMethod, r); err != nil {
+	if err := ic.policy.authorize(info.FullMethod, r, ic.self); err != nil {
 		return err
 	}
 	return handler(srv, ss)

@@ -55,7 +55,7 @@ func TestHandshakeRefused(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	conn, err := Dial(ctx, addr, ClientConfig{Roots: f.ca.Pool(), Certificate: f.foreign, WaitReady: true})
+	conn, err := Dial(ctx, addr, ClientConfig{Roots: f.ca.Pool(), Certificate: f.foreign, Server: srvIdentity, WaitReady: true})
 	if err == nil {
 		conn.Close()
 		t.Fatal("Dial with WaitReady and a foreign certificate succeeded")
@@ -64,11 +64,50 @@ func TestHandshakeRefused(t *testing.T) {
 		t.Errorf("error %q lacks the package prefix", err)
 	}
 
-	conn, err = Dial(ctx, addr, ClientConfig{Roots: f.ca.Pool(), Certificate: f.service, WaitReady: true})
+	conn, err = Dial(ctx, addr, ClientConfig{Roots: f.ca.Pool(), Certificate: f.service, Server: srvIdentity, WaitReady: true})
 	if err != nil {
 		t.Fatalf("Dial with WaitReady and a good certificate: %v", err)
 	}
 	conn.Close()
+}
+
+// TestClientChecksServer: a client refuses a server that is not the one it means to call, though
+// its chain and name are good: a gateway's certificate posing as a region node, a node of another
+// region, another node than the one named, governance for a region.
+func TestClientChecksServer(t *testing.T) {
+	f := testPKI(t)
+	_, gwAddr := startServer(t, func(c *ServerConfig) { c.Certificate = f.gateway })
+	_, addr := startServer(t, nil)
+	for name, tc := range map[string]struct {
+		addr string
+		want pki.Identity
+		ok   bool
+	}{
+		"a gateway posing as a region node":  {gwAddr, pki.Identity{Kind: pki.KindNode}, false},
+		"the region node":                    {addr, pki.Identity{Kind: pki.KindNode}, true},
+		"the region node of its region":      {addr, pki.Identity{Kind: pki.KindNode, Region: "eu", NodeID: "srv"}, true},
+		"a node of another region":           {addr, pki.Identity{Kind: pki.KindNode, Region: "us"}, false},
+		"another node":                       {addr, pki.Identity{Kind: pki.KindNode, Region: "eu", NodeID: "node-1"}, false},
+		"a region node posing as governance": {addr, pki.Identity{Kind: pki.KindGovernance}, false},
+		"a region node posing as a gateway":  {addr, pki.Identity{Kind: pki.KindGateway, Tenant: "acme"}, false},
+		"the gateway of its tenant":          {gwAddr, pki.Identity{Kind: pki.KindGateway, Tenant: "acme"}, true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+			defer cancel()
+			conn, err := Dial(ctx, tc.addr, ClientConfig{Roots: f.ca.Pool(), Certificate: f.service, Server: tc.want, WaitReady: true})
+			if err == nil {
+				conn.Close()
+			}
+			if (err == nil) != tc.ok {
+				t.Fatalf("Dial: %v, want success %v", err, tc.ok)
+			}
+		})
+	}
+	if _, err := Dial(t.Context(), addr, ClientConfig{Roots: f.ca.Pool(), Certificate: f.service}); err == nil ||
+		!strings.Contains(err.Error(), "ClientConfig.Server") {
+		t.Errorf("Dial without Server: %v, want an error naming ClientConfig.Server", err)
+	}
 }
 
 func TestAuthorization(t *testing.T) {
@@ -78,6 +117,8 @@ func TestAuthorization(t *testing.T) {
 		"service":  dial(t, addr, f.service),
 		"operator": dial(t, addr, f.operator),
 		"node":     dial(t, addr, f.node),
+		"us node":  dial(t, addr, f.usNode),
+		"gov node": dial(t, addr, f.govNode),
 		"anon":     dial(t, addr, f.anon),
 	}
 	wrapCall := func(c *grpc.ClientConn) error {
@@ -132,6 +173,10 @@ func TestAuthorization(t *testing.T) {
 		{"node", "NodeService.RenewLease for another node", renewCall("srv"), codes.PermissionDenied},
 		{"node", "AdminService.Status", statusCall, codes.PermissionDenied},
 		{"node", "Wrap", wrapCall, codes.PermissionDenied},
+		// node-2 of another region, and governance's node-2, are not this region's node-2.
+		{"us node", "NodeService.RenewLease", renewCall("node-2"), codes.PermissionDenied},
+		{"gov node", "NodeService.RenewLease", renewCall("node-2"), codes.PermissionDenied},
+		{"gov node", "AdminService.Status", statusCall, codes.PermissionDenied},
 		{"anon", "Wrap", wrapCall, codes.Unauthenticated},
 		{"anon", "AdminService.SnapshotSave", snapshotCall, codes.Unauthenticated},
 	} {

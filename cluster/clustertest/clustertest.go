@@ -18,6 +18,9 @@ import (
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
+// Region is the region the harness's node certificates name.
+const Region = "test"
+
 // Harness is an in-process cluster on 127.0.0.1 with a throwaway CA.
 type Harness struct {
 	t   testing.TB
@@ -105,7 +108,7 @@ func Config() cluster.Config {
 
 func (h *Harness) newNode(id string, expect int) *Node {
 	h.t.Helper()
-	cert, err := h.CA.IssueNode(id, pki.NodeOptions{})
+	cert, err := h.CA.IssueNode(id, pki.NodeOptions{Region: Region})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -136,9 +139,34 @@ func (h *Harness) start(i int) {
 	nd.Cluster = cl
 }
 
-// AddNode starts a new node that joins the running cluster through gossip
-// (BootstrapExpect 0); the leader adds it as a voter.
+// AddNode starts a new node that joins the running cluster's gossip
+// (BootstrapExpect 0), as StartNode does, then has an operator's Join add
+// it as a voter through a running node: gossip alone never makes a voter.
 func (h *Harness) AddNode() *Node {
+	h.t.Helper()
+	nd := h.StartNode()
+	h.Eventually(20*time.Second, "Join of "+nd.ID, func() bool {
+		var via *Node
+		for _, other := range h.Running() {
+			if other != nd {
+				via = other
+				break
+			}
+		}
+		if via == nil {
+			return false
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return via.Cluster.Join(ctx, nd.ID, nd.Config.RaftAddr) == nil
+	})
+	return nd
+}
+
+// StartNode starts a new node that joins the running cluster's gossip
+// (BootstrapExpect 0) and nothing more: it stays out of the Raft
+// configuration until someone calls Join.
+func (h *Harness) StartNode() *Node {
 	h.t.Helper()
 	nd := h.newNode(fmt.Sprintf("node-%d", len(h.Nodes)), 0)
 	for _, other := range h.Nodes {

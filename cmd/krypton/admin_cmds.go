@@ -484,7 +484,9 @@ func snapshotRestoreCommand() *command {
 			}
 			if st.GetRaftState() != kv1.RaftState_RAFT_STATE_LEADER && st.GetLeaderAddress() != "" {
 				fmt.Fprintf(s.err, "%s does not lead; restoring through the leader %s at %s\n", c.addr, st.GetLeaderId(), st.GetLeaderAddress())
-				conn, err := transport.Dial(ctx, st.GetLeaderAddress(), c.cfg)
+				lcfg := c.cfg
+				lcfg.Server.NodeID = st.GetLeaderId() // the leader it named, not whoever has the address
+				conn, err := transport.Dial(ctx, st.GetLeaderAddress(), lcfg)
 				if err != nil {
 					return err
 				}

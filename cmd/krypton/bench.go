@@ -259,7 +259,9 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 	// spread over every node and every connection.
 	for range o.conns {
 		for _, a := range addrs {
-			conn, err := transport.Dial(ctx, a, cfg)
+			rcfg := cfg
+			rcfg.Server = pki.Identity{Kind: pki.KindNode}
+			conn, err := transport.Dial(ctx, a, rcfg)
 			if err != nil {
 				return err
 			}

@@ -84,7 +84,7 @@ func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca
 		if ca == nil {
 			return nil, "", nil, errors.New("bench: -spawn-gateway needs -spawn")
 		}
-		srvCert, err := ca.IssueNode("gateway-bench", pki.NodeOptions{})
+		srvCert, err := ca.IssueGateway(benchTenant, "gateway-bench", pki.NodeOptions{})
 		if err != nil {
 			return nil, "", nil, err
 		}
@@ -103,7 +103,12 @@ func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca
 		addr = g.Addr().String()
 		fmt.Fprintf(logw, "krypton: gateway on %s in front of %d nodes (batch %d, wait %s)\n", addr, len(regionAddrs), b.batch, b.batchWait)
 	}
-	conn, err := transport.Dial(ctx, addr, cfg)
+	gcfg := cfg
+	gcfg.Server = pki.Identity{Kind: pki.KindGateway}
+	if id, err := pki.LeafIdentity(cfg.Certificate); err == nil {
+		gcfg.Server.Tenant = id.Tenant // the gateway of the caller's tenant
+	}
+	conn, err := transport.Dial(ctx, addr, gcfg)
 	if err != nil {
 		stop()
 		return nil, "", nil, err

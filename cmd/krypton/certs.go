@@ -26,6 +26,15 @@ func nodeCertFiles(dir, id string) (string, string) {
 	return filepath.Join(dir, "node-"+id+".pem"), filepath.Join(dir, "node-"+id+"-key.pem")
 }
 
+func governanceCertFiles(dir, id string) (string, string) {
+	return filepath.Join(dir, "governance-"+id+".pem"), filepath.Join(dir, "governance-"+id+"-key.pem")
+}
+
+func gatewayCertFiles(dir, tenant, name string) (string, string) {
+	base := "gateway-" + tenant + "-" + name
+	return filepath.Join(dir, base+".pem"), filepath.Join(dir, base+"-key.pem")
+}
+
 func serviceCertFiles(dir, tenant, service string) (string, string) {
 	base := "service-" + tenant + "-" + service
 	return filepath.Join(dir, base+".pem"), filepath.Join(dir, base+"-key.pem")
@@ -40,7 +49,7 @@ func certsCommand() *command {
 	dirFlag := func(fs *flag.FlagSet) { dir = fs.String("dir", "certs", "directory of the CA and certificates") }
 	return &command{
 		name:     "certs",
-		synopsis: "make a development CA and node, service and operator certificates",
+		synopsis: "make a development CA and region node, governance node, gateway, service and operator certificates",
 		help: "Certificates for development and tests, from a throwaway CA, so that no one runs Krypton without TLS by accident.\n" +
 			"Production deployments may use their own CA, as long as certificates carry Krypton's SPIFFE URIs.",
 		sub: []*command{
@@ -57,6 +66,8 @@ func certsCommand() *command {
 				},
 			},
 			nodeCertCommand(),
+			governanceCertCommand(),
+			gatewayCertCommand(),
 			{
 				name: "service", synopsis: "issue a caller certificate naming a tenant and service", usage: "<tenant> <service>",
 				flags: dirFlag,
@@ -99,25 +110,85 @@ func certsCommand() *command {
 	}
 }
 
+// Each role has its own kind of certificate (internal/pki): a region node's names its region, a
+// governance node's says it is governance's, a gateway's names its tenant. None is accepted where
+// another is expected, so a gateway that is broken into holds nothing a node listener accepts.
+
 func nodeCertCommand() *command {
-	var dir, ips, dns, region *string
+	var region *string
+	return serverCertCommand(serverCertSpec{
+		name: "node", synopsis: "issue a region node certificate naming its region", usage: "-region <region> <node-id>",
+		args: []string{"<node-id>"},
+		flags: func(fs *flag.FlagSet) {
+			region = fs.String("region", "", "the region the node belongs to, named in its certificate (spiffe://krypton/region/<region>/node/<id>); required: peers, governance's feed and clients admit only nodes of the region")
+		},
+		issue: func(ca *pki.CA, args []string, opts pki.NodeOptions) (*pki.Certificate, error) {
+			if *region == "" {
+				return nil, usagef("certs node: -region is required (the region the node belongs to); a governance node's certificate is made by `krypton certs governance <node-id>`")
+			}
+			opts.Region = *region
+			return ca.IssueNode(args[0], opts)
+		},
+		files: func(dir string, args []string) (string, string) { return nodeCertFiles(dir, args[0]) },
+	})
+}
+
+func governanceCertCommand() *command {
+	return serverCertCommand(serverCertSpec{
+		name: "governance", synopsis: "issue a governance node certificate", usage: "<node-id>",
+		args: []string{"<node-id>"},
+		issue: func(ca *pki.CA, args []string, opts pki.NodeOptions) (*pki.Certificate, error) {
+			return ca.IssueGovernance(args[0], opts)
+		},
+		files: func(dir string, args []string) (string, string) { return governanceCertFiles(dir, args[0]) },
+	})
+}
+
+func gatewayCertCommand() *command {
+	return serverCertCommand(serverCertSpec{
+		name: "gateway", synopsis: "issue a gateway's server certificate for a tenant", usage: "<tenant> <name>",
+		help: "The certificate the gateway's gRPC and KMIP front ends present to the tenant's services " +
+			"(krypton gateway -server-cert): spiffe://krypton/tenant/<tenant>/gateway/<name>. It is a server certificate only; " +
+			"the gateway calls the region with a service certificate of its tenant.",
+		args: []string{"<tenant>", "<name>"},
+		issue: func(ca *pki.CA, args []string, opts pki.NodeOptions) (*pki.Certificate, error) {
+			return ca.IssueGateway(args[0], args[1], opts)
+		},
+		files: func(dir string, args []string) (string, string) { return gatewayCertFiles(dir, args[0], args[1]) },
+	})
+}
+
+// serverCertSpec describes a `krypton certs` subcommand issuing a server certificate (with -ip and
+// -dns for the names it is reached by).
+type serverCertSpec struct {
+	name, synopsis, usage, help string
+	args                        []string
+	flags                       func(fs *flag.FlagSet)
+	issue                       func(ca *pki.CA, args []string, opts pki.NodeOptions) (*pki.Certificate, error)
+	files                       func(dir string, args []string) (cert, key string)
+}
+
+func serverCertCommand(spec serverCertSpec) *command {
+	var dir, ips, dns *string
 	return &command{
-		name: "node", synopsis: "issue a node certificate", usage: "<node-id>",
+		name: spec.name, synopsis: spec.synopsis, usage: spec.usage, help: spec.help,
 		flags: func(fs *flag.FlagSet) {
 			dir = fs.String("dir", "certs", "directory of the CA and certificates")
-			region = fs.String("region", "", "the region the node belongs to, named in its certificate (spiffe://krypton/region/<region>/node/<id>): needed by region nodes that follow governance")
-			ips = fs.String("ip", "", "extra IP addresses the node is reached at, comma-separated (127.0.0.1 is always included)")
+			if spec.flags != nil {
+				spec.flags(fs)
+			}
+			ips = fs.String("ip", "", "extra IP addresses the server is reached at, comma-separated (127.0.0.1 is always included)")
 			dns = fs.String("dns", "", "extra DNS names, comma-separated (localhost is always included)")
 		},
 		run: func(_ context.Context, s *streams, fs *flag.FlagSet) error {
-			if fs.NArg() != 1 {
-				return usagef("certs node: want <node-id>")
+			if fs.NArg() != len(spec.args) {
+				return usagef("certs %s: want %s", spec.name, strings.Join(spec.args, " "))
 			}
-			opts := pki.NodeOptions{DNSNames: splitList(*dns), Region: *region}
+			opts := pki.NodeOptions{DNSNames: splitList(*dns)}
 			for _, v := range splitList(*ips) {
 				ip := net.ParseIP(v)
 				if ip == nil {
-					return usagef("certs node: -ip %q is not an IP address", v)
+					return usagef("certs %s: -ip %q is not an IP address", spec.name, v)
 				}
 				opts.IPs = append(opts.IPs, ip)
 			}
@@ -125,11 +196,11 @@ func nodeCertCommand() *command {
 			if err != nil {
 				return err
 			}
-			cert, err := ca.IssueNode(fs.Arg(0), opts)
+			cert, err := spec.issue(ca, fs.Args(), opts)
 			if err != nil {
 				return err
 			}
-			c, k := nodeCertFiles(*dir, fs.Arg(0))
+			c, k := spec.files(*dir, fs.Args())
 			return writeCert(s.out, cert, c, k)
 		},
 	}

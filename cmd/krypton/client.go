@@ -40,6 +40,7 @@ const serviceCertHelp = "Needs a SERVICE certificate naming the tenant and servi
 // clientFlags are the flags of one client command invocation.
 type clientFlags struct {
 	kind       pki.Kind // the certificate kind the command needs
+	server     pki.Kind // the kind of server it talks to: a region node, or governance
 	write      bool     // whether the command changes state (and so takes -request-id)
 	addr       string
 	caCert     string
@@ -76,9 +77,11 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 type clientSpec struct {
 	name, synopsis, usage, help string
 	kind                        pki.Kind
-	write                       bool
-	raw                         bool // the command prints bytes with -format raw
-	flags                       func(fs *flag.FlagSet)
+	// server is the kind of server the command talks to; 0 means a region node (KindNode).
+	server pki.Kind
+	write  bool
+	raw    bool // the command prints bytes with -format raw
+	flags  func(fs *flag.FlagSet)
 	// check validates arguments and flags before anything is dialled; nil for none.
 	check func(fs *flag.FlagSet) error
 	body  func(ctx context.Context, s *streams, fs *flag.FlagSet, cl *apiClient) error
@@ -92,7 +95,10 @@ type apiClient struct {
 }
 
 func clientCommand(spec clientSpec) *command {
-	cf := &clientFlags{kind: spec.kind, write: spec.write, raw: spec.raw}
+	cf := &clientFlags{kind: spec.kind, server: spec.server, write: spec.write, raw: spec.raw}
+	if cf.server == 0 {
+		cf.server = pki.KindNode
+	}
 	help := spec.help
 	switch spec.kind {
 	case pki.KindOperator:
@@ -137,6 +143,9 @@ func clientCommand(spec clientSpec) *command {
 			if err != nil {
 				return err
 			}
+			// The server must be what the command means to talk to: the CA signs gateways and
+			// nodes of every plane, all of whose development certificates carry 127.0.0.1.
+			cfg.Server = pki.Identity{Kind: cf.server}
 			ctx, cancel := context.WithTimeout(ctx, cf.timeout)
 			defer cancel()
 			cl := &apiClient{clientFlags: cf, cfg: cfg}

@@ -111,7 +111,9 @@ const (
 // startGateway starts a gateway for the service demo/app beside the region: gRPC on base+50,
 // KMIP on base+51, metrics on base+52, and a Unix socket in the directory.
 func (d *devRegion) startGateway(log *slog.Logger) error {
-	sc, err := d.ca.IssueNode("gateway", pki.NodeOptions{})
+	// The gateway's front end presents a gateway certificate of its tenant, never a node's: no
+	// node listener accepts it.
+	sc, err := d.ca.IssueGateway("demo", "gateway", pki.NodeOptions{})
 	if err != nil {
 		return err
 	}
@@ -143,7 +145,7 @@ func (d *devRegion) startGateway(log *slog.Logger) error {
 // startGovernance starts the single-node governance plane on base+40 (Raft +41, gossip +42,
 // metrics +43); the region's leader follows its event feed.
 func (d *devRegion) startGovernance(ctx context.Context, log *slog.Logger, gossipKey []byte) error {
-	cert, err := d.ca.IssueNode("governance-1", pki.NodeOptions{})
+	cert, err := d.ca.IssueGovernance("governance-1", pki.NodeOptions{})
 	if err != nil {
 		return err
 	}
@@ -249,7 +251,7 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 	}
 	for i := range devNodes {
 		id := "node-" + strconv.Itoa(i+1)
-		// The certificate names the region: governance feeds a region's events only to its nodes.
+		// The certificate names the region: peers and governance's feed admit only its nodes.
 		cert, err := d.ca.IssueNode(id, pki.NodeOptions{Region: devRegionName})
 		if err != nil {
 			return nil, err
@@ -319,7 +321,7 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 	}
 	// The tenant and key the welcome text's commands use, made at governance: the region's leader
 	// follows the feed, seals the tenant key with the anchor and creates the service key.
-	govConn, err := d.dialAddr(d.gov.Addr(), d.operator[0], d.operator[1])
+	govConn, err := d.dialAddr(d.gov.Addr(), pki.Identity{Kind: pki.KindGovernance}, d.operator[0], d.operator[1])
 	if err != nil {
 		return nil, err
 	}
@@ -451,14 +453,15 @@ func (d *devRegion) waitServing(ctx context.Context) error {
 }
 
 func (d *devRegion) dial(i int, certFile, keyFile string) (*grpc.ClientConn, error) {
-	return d.dialAddr(d.cfgs[i].RPCAddr, certFile, keyFile)
+	return d.dialAddr(d.cfgs[i].RPCAddr, pki.Identity{Kind: pki.KindNode, Region: devRegionName, NodeID: d.cfgs[i].NodeID}, certFile, keyFile)
 }
 
-func (d *devRegion) dialAddr(addr, certFile, keyFile string) (*grpc.ClientConn, error) {
+func (d *devRegion) dialAddr(addr string, server pki.Identity, certFile, keyFile string) (*grpc.ClientConn, error) {
 	cfg, err := transport.LoadClientConfig(filepath.Join(d.dir, "certs", caCertFile), certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
+	cfg.Server = server
 	conn, err := transport.Dial(context.Background(), addr, cfg)
 	if err != nil {
 		return nil, err
@@ -561,7 +564,7 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 	}
 
 	step("governance creates tenant acme on %s in region dev, and its service acme/payments; the region's leader follows the feed", d.anchorURI)
-	govConn, err := d.dialAddr(d.gov.Addr(), d.operator[0], d.operator[1])
+	govConn, err := d.dialAddr(d.gov.Addr(), pki.Identity{Kind: pki.KindGovernance}, d.operator[0], d.operator[1])
 	if err != nil {
 		return err
 	}

@@ -55,7 +55,7 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA of the region's and the applications' certificates")
 	fs.StringVar(&f.cert, "cert", "", "PEM file of the gateway's service certificate (krypton certs service TENANT SERVICE): the tenant and service it acts for")
 	fs.StringVar(&f.key, "key", "", "PEM file of that certificate's private key")
-	fs.StringVar(&f.serverCert, "server-cert", "", "PEM file of the certificate the TCP front end presents (krypton certs node -ip ADDR gateway-1); needed with -listen")
+	fs.StringVar(&f.serverCert, "server-cert", "", "PEM file of the certificate the TCP front end presents (a gateway certificate of the tenant: krypton certs gateway -ip ADDR TENANT gateway-1); needed with -listen")
 	fs.StringVar(&f.serverKey, "server-key", "", "PEM file of its private key")
 	fs.StringVar(&f.listen, "listen", "127.0.0.1:7600", "host:port of the gRPC front end (mutual TLS; applications present service certificates of the gateway's tenant); empty disables")
 	fs.StringVar(&f.unixSocket, "unix-socket", "", "path of a Unix socket serving the same API without TLS (whoever can open it acts as the gateway); empty disables")

@@ -40,6 +40,7 @@ func govCommand(spec clientSpec) *command {
 	var gov string
 	flags, check := spec.flags, spec.check
 	spec.kind = pki.KindOperator
+	spec.server = pki.KindGovernance
 	spec.flags = func(fs *flag.FlagSet) {
 		fs.StringVar(&gov, "governance", "", governanceAddrHelp)
 		if f := fs.Lookup("addr"); f != nil {
@@ -877,7 +878,7 @@ type govServerFlags struct {
 
 func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "JSON config file whose keys are these flags' names (e.g. \"node-id\")")
-	fs.StringVar(&f.nodeID, "node-id", "", "this node's id; its certificate must name it (spiffe://krypton/node/<id>)")
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's id; its certificate must name it (spiffe://krypton/governance/node/<id>, krypton certs governance <id>)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, snapshots and the audit log")
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7510", "host:port for Raft (mutual TLS)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7520", "host:port for gossip (encrypted, TCP and UDP)")
@@ -925,7 +926,7 @@ func (f *govServerFlags) governanceConfig() (governance.Config, error) {
 	}
 	cfg.HeartbeatInterval = f.heartbeat
 	cfg.Tune = f.tuning.apply
-	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("governance server", &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
+	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("governance server", pki.KindGovernance, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err
 	}
 	return cfg, cfg.Validate()

@@ -100,7 +100,7 @@ func TestAuditFlags(t *testing.T) {
 	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cl, err := ca.IssueNode("n1", pki.NodeOptions{})
+	cl, err := ca.IssueNode("n1", pki.NodeOptions{Region: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +175,7 @@ func TestCLIToken(t *testing.T) {
 	if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	node, err := ca.IssueNode("n1", pki.NodeOptions{})
+	node, err := ca.IssueNode("n1", pki.NodeOptions{Region: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}

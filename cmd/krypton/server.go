@@ -55,7 +55,7 @@ type serverFlags struct {
 
 func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.config, "config", "", "JSON config file whose keys are these flags' names (e.g. \"node-id\")")
-	fs.StringVar(&f.nodeID, "node-id", "", "this node's id; its certificate must name it (spiffe://krypton/node/<id>)")
+	fs.StringVar(&f.nodeID, "node-id", "", "this node's id; its certificate must name it and the region (spiffe://krypton/region/<region>/node/<id>, krypton certs node -region R <id>)")
 	fs.StringVar(&f.region, "region", "dev", "the region's name; bound into every tenant-key seal, never change it")
 	fs.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, snapshots and the audit log")
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7410", "host:port for Raft (mutual TLS)")
@@ -178,7 +178,7 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	if cfg.OIDC, err = f.oidc.verifier(log); err != nil {
 		return cfg, err
 	}
-	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("server", &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
+	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("server", pki.KindNode, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err
 	}
 	return cfg, cfg.Validate()
@@ -249,9 +249,9 @@ func (s *secretValue) Set(v string) error {
 }
 
 // nodeSecrets checks and loads what every node command (server, governance server) needs to join
-// its cluster: the gossip key, the CA pool, and a node certificate naming nodeID. cmd prefixes the
-// usage errors.
-func nodeSecrets(cmd string, gossip *gossipKeyFlags, caCert, certFile, keyFile, nodeID string) ([]byte, *x509.CertPool, tls.Certificate, error) {
+// its cluster: the gossip key, the CA pool, and a node certificate of kind (a region node's, or a
+// governance node's) naming nodeID. cmd prefixes the usage errors.
+func nodeSecrets(cmd string, kind pki.Kind, gossip *gossipKeyFlags, caCert, certFile, keyFile, nodeID string) ([]byte, *x509.CertPool, tls.Certificate, error) {
 	key, err := gossip.load(cmd)
 	if err != nil {
 		return nil, nil, tls.Certificate{}, err
@@ -271,8 +271,12 @@ func nodeSecrets(cmd string, gossip *gossipKeyFlags, caCert, certFile, keyFile, 
 	if err != nil {
 		return nil, nil, tls.Certificate{}, err
 	}
-	if id.Kind != pki.KindNode || id.NodeID != nodeID {
-		return nil, nil, tls.Certificate{}, usagef("%s: the certificate names %s, not node %q", cmd, id, nodeID)
+	if id.Kind != kind || id.NodeID != nodeID {
+		fix := "krypton certs node -region R " + nodeID
+		if kind == pki.KindGovernance {
+			fix = "krypton certs governance " + nodeID
+		}
+		return nil, nil, tls.Certificate{}, usagef("%s: the certificate names %s, not the %s %q (%s)", cmd, id, kind, nodeID, fix)
 	}
 	return key, roots, cert.TLSCertificate(), nil
 }

@@ -19,7 +19,7 @@ import (
 // with a service certificate, which protocol versions it speaks.
 func Example() {
 	ca, _ := pki.NewCA("example CA", 0)
-	serverCert, _ := ca.IssueNode("gateway-1", pki.NodeOptions{})
+	serverCert, _ := ca.IssueGateway("acme", "gateway-1", pki.NodeOptions{})
 	keys := kmiptest.NewKeys() // the gateway core passes gateway.KMIPKeys here
 	defer keys.Close()
 

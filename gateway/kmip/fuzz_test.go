@@ -52,7 +52,7 @@ func FuzzHandleMessage(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	cert, err := ca.IssueNode("gateway-fuzz", pki.NodeOptions{})
+	cert, err := ca.IssueGateway("acme", "gateway-fuzz", pki.NodeOptions{})
 	if err != nil {
 		f.Fatal(err)
 	}

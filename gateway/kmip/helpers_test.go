@@ -60,7 +60,7 @@ func newEnv(t testing.TB, mod func(*Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srvCert, err := ca.IssueNode("gateway-1", pki.NodeOptions{})
+	srvCert, err := ca.IssueGateway("acme", "gateway-1", pki.NodeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -139,7 +139,7 @@ func Start(t testing.TB, n int, opts ...Option) *Cluster {
 }
 
 func (c *Cluster) config(id string, expect int, key []byte) governance.Config {
-	cert, err := c.CA.IssueNode(id, pki.NodeOptions{})
+	cert, err := c.CA.IssueGovernance(id, pki.NodeOptions{})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -288,7 +288,7 @@ func (c *Cluster) OperatorConfig() transport.ClientConfig {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return transport.ClientConfig{Roots: c.CA.Pool(), Certificate: cert.TLSCertificate()}
+	return transport.ClientConfig{Roots: c.CA.Pool(), Certificate: cert.TLSCertificate(), Server: pki.Identity{Kind: pki.KindGovernance}}
 }
 
 // NodeConfig returns a client configuration with a new node certificate
@@ -299,7 +299,7 @@ func (c *Cluster) NodeConfig(region, nodeID string) transport.ClientConfig {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	return transport.ClientConfig{Roots: c.CA.Pool(), Certificate: cert.TLSCertificate()}
+	return transport.ClientConfig{Roots: c.CA.Pool(), Certificate: cert.TLSCertificate(), Server: pki.Identity{Kind: pki.KindGovernance}}
 }
 
 func (c *Cluster) dial(i int, cfg transport.ClientConfig) *grpc.ClientConn {

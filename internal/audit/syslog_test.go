@@ -63,11 +63,11 @@ func newPKI(t *testing.T) pkiFix {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := ca.IssueNode("siem", pki.NodeOptions{})
+	srv, err := ca.IssueNode("siem", pki.NodeOptions{Region: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := ca.IssueNode("n1", pki.NodeOptions{})
+	cl, err := ca.IssueNode("n1", pki.NodeOptions{Region: "test"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +330,7 @@ func TestSyslogFields(t *testing.T) {
 		if m.host != "node-1.example" || m.app != "krypton" || m.msgid != e.Kind || m.sdID != audit.SyslogSDID {
 			t.Errorf("event %d: header %q %q %q, SD-ID %q", i, m.host, m.app, m.msgid, m.sdID)
 		}
-		if m.clientIdentity != "spiffe://krypton/node/n1" {
+		if m.clientIdentity != "spiffe://krypton/region/test/node/n1" {
 			t.Errorf("receiver saw client %q, want the sink's certificate", m.clientIdentity)
 		}
 		// The message is the audit line byte for byte: the SIEM can verify it.

@@ -39,7 +39,8 @@ type replayProxy struct {
 
 func startReplayProxy(t *testing.T, ca *pki.CA, region string, upstream []string) *replayProxy {
 	t.Helper()
-	srvCert, err := ca.IssueNode("replay-proxy", pki.NodeOptions{})
+	// The proxy stands in for governance: the region's feed accepts only a governance node.
+	srvCert, err := ca.IssueGovernance("replay-proxy", pki.NodeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +50,7 @@ func startReplayProxy(t *testing.T, ca *pki.CA, region string, upstream []string
 	}
 	p := &replayProxy{
 		upstream: upstream,
-		client:   transport.ClientConfig{Roots: ca.Pool(), Certificate: cliCert.TLSCertificate()},
+		client:   transport.ClientConfig{Roots: ca.Pool(), Certificate: cliCert.TLSCertificate(), Server: pki.Identity{Kind: pki.KindGovernance}},
 		conns:    map[string]*grpc.ClientConn{},
 		cutAfter: 12,
 	}

@@ -37,8 +37,9 @@ func (c *Certificate) TLSCertificate() tls.Certificate {
 // CertPEM returns the certificate in PEM form.
 func (c *Certificate) CertPEM() []byte { return encodeCertPEM(c.leaf.Raw) }
 
-// NodeOptions adds names to a node certificate beyond the defaults
-// (DNS localhost and IP 127.0.0.1), and overrides its lifetime.
+// NodeOptions adds names to a node's (or a gateway's) server certificate
+// beyond the defaults (DNS localhost and IP 127.0.0.1), and overrides its
+// lifetime.
 type NodeOptions struct {
 	// DNSNames are extra DNS SANs, e.g. the host name peers dial.
 	DNSNames []string
@@ -46,17 +47,51 @@ type NodeOptions struct {
 	IPs []net.IP
 	// Lifetime of the certificate; 0 means NodeLifetime.
 	Lifetime time.Duration
-	// Region, if set, names the region the node belongs to; the certificate
-	// then names spiffe://krypton/region/<region>/node/<id>. A region node
-	// that follows the governance feed needs it.
+	// Region names the region the node belongs to: required by IssueNode
+	// (spiffe://krypton/region/<region>/node/<id>), refused by
+	// IssueGovernance and IssueGateway.
 	Region string
 }
 
-// IssueNode issues a certificate for cluster node id, usable as TLS server
-// and client, naming spiffe://krypton/node/<id> (or, with opts.Region,
-// spiffe://krypton/region/<region>/node/<id>).
+// ErrNoRegion is returned by IssueNode without NodeOptions.Region.
+var ErrNoRegion = fmt.Errorf("%w: a region node's certificate must name its region "+
+	"(krypton certs node -region R); a governance node's is issued by krypton certs governance", ErrInvalidIdentity)
+
+// IssueNode issues a certificate for node id of region opts.Region
+// (required), usable as TLS server and client, naming
+// spiffe://krypton/region/<region>/node/<id>.
 func (ca *CA) IssueNode(id string, opts NodeOptions) (*Certificate, error) {
+	if opts.Region == "" {
+		return nil, ErrNoRegion
+	}
 	ident := Identity{Kind: KindNode, NodeID: id, Region: opts.Region}
+	return ca.issueServer(ident, "node "+opts.Region+"/"+id, opts, true)
+}
+
+// IssueGovernance issues a certificate for governance node id, usable as
+// TLS server and client, naming spiffe://krypton/governance/node/<id>.
+func (ca *CA) IssueGovernance(id string, opts NodeOptions) (*Certificate, error) {
+	if opts.Region != "" {
+		return nil, fmt.Errorf("%w: a governance node belongs to no region", ErrInvalidIdentity)
+	}
+	return ca.issueServer(Identity{Kind: KindGovernance, NodeID: id}, "governance node "+id, opts, true)
+}
+
+// IssueGateway issues the server certificate of gateway name of tenant,
+// naming spiffe://krypton/tenant/<tenant>/gateway/<name>: what the
+// gateway's gRPC and KMIP front ends present to the tenant's services. It
+// is a server certificate only (no client authentication): the gateway
+// calls the region with a service certificate of its tenant, and no
+// listener of a node accepts a gateway's certificate.
+func (ca *CA) IssueGateway(tenant, name string, opts NodeOptions) (*Certificate, error) {
+	if opts.Region != "" {
+		return nil, fmt.Errorf("%w: a gateway's certificate names its tenant, not a region", ErrInvalidIdentity)
+	}
+	return ca.issueServer(Identity{Kind: KindGateway, Tenant: tenant, Gateway: name},
+		"gateway "+tenant+"/"+name, opts, false)
+}
+
+func (ca *CA) issueServer(ident Identity, cn string, opts NodeOptions, client bool) (*Certificate, error) {
 	if err := ident.validate(); err != nil {
 		return nil, err
 	}
@@ -66,12 +101,11 @@ func (ca *CA) IssueNode(id string, opts NodeOptions) (*Certificate, error) {
 	}
 	dns := append([]string{"localhost"}, opts.DNSNames...)
 	ips := append([]net.IP{net.IPv4(127, 0, 0, 1)}, opts.IPs...)
-	cn := "node " + id
-	if opts.Region != "" {
-		cn = "node " + opts.Region + "/" + id
+	eku := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	if client {
+		eku = append(eku, x509.ExtKeyUsageClientAuth)
 	}
-	return ca.issue(ident, cn, dns, ips, lifetime,
-		[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth})
+	return ca.issue(ident, cn, dns, ips, lifetime, eku)
 }
 
 // IssueService issues a client certificate for a calling service,

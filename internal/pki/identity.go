@@ -27,26 +27,46 @@ var (
 	// ErrWrongKind is returned when a peer's identity is not of a kind the
 	// caller accepts.
 	ErrWrongKind = errors.New("pki: peer identity of the wrong kind")
+	// ErrWrongPeer is returned when a peer's identity is of the expected
+	// kind but names another region, node or tenant than the one expected.
+	ErrWrongPeer = errors.New("pki: peer is not the one expected")
+	// ErrLegacyNode is returned for the region-less node URI
+	// spiffe://krypton/node/<id> of earlier releases: a node must now say
+	// whether it is a region's (and which region's) or governance's.
+	ErrLegacyNode = fmt.Errorf("%w: spiffe://krypton/node/<id> names no region or plane; "+
+		"reissue the certificate with `krypton certs node -region R` (a region node) or "+
+		"`krypton certs governance` (a governance node)", ErrInvalidIdentity)
 )
 
 // Kind is the kind of principal a certificate names.
 type Kind int
 
 // Principal kinds.
+//
+// Each role has its own kind, and no kind is accepted where another is
+// expected: a gateway's certificate is never a node's, a governance node's
+// never a region node's, and a region node's names its region, so that a
+// certificate of one region cannot act in another.
 const (
-	KindNode     Kind = iota + 1 // a cluster node
-	KindService                  // a tenant's calling service
-	KindOperator                 // a human operator
+	KindNode       Kind = iota + 1 // a region's cluster node, of one region
+	KindService                    // a tenant's calling service
+	KindOperator                   // a human operator
+	KindGovernance                 // a governance plane's cluster node
+	KindGateway                    // a tenant's gateway: its front end's server certificate
 )
 
 func (k Kind) String() string {
 	switch k {
 	case KindNode:
-		return "node"
+		return "region node"
 	case KindService:
 		return "service"
 	case KindOperator:
 		return "operator"
+	case KindGovernance:
+		return "governance node"
+	case KindGateway:
+		return "gateway"
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
@@ -58,15 +78,17 @@ const (
 
 // Identity is the principal named by a certificate's Krypton SPIFFE URI:
 //
-//	spiffe://krypton/node/<node-id>
-//	spiffe://krypton/region/<region>/node/<node-id>
-//	spiffe://krypton/tenant/<tenant>/service/<service>
-//	spiffe://krypton/operator/<name>
+//	spiffe://krypton/region/<region>/node/<node-id>     KindNode
+//	spiffe://krypton/governance/node/<node-id>          KindGovernance
+//	spiffe://krypton/tenant/<tenant>/gateway/<name>     KindGateway
+//	spiffe://krypton/tenant/<tenant>/service/<service>  KindService
+//	spiffe://krypton/operator/<name>                    KindOperator
 //
-// A node certificate may name the region the node belongs to; governance
-// serves a region's feed (WatchRevocations, ReportCursor) only to nodes whose
-// certificate names that region. Governance nodes and region nodes without a
-// governance feed use the first form.
+// A region node's certificate names its region: its region's cluster and
+// NodeService admit only nodes of that region, and governance serves a
+// region's feed (WatchRevocations, ReportCursor) only to that region's
+// nodes. The region-less spiffe://krypton/node/<id> of earlier releases is
+// refused (ErrLegacyNode).
 //
 // Only the fields of its Kind are set.
 //
@@ -78,10 +100,11 @@ const (
 // a certificate's operator.
 type Identity struct {
 	Kind     Kind
-	NodeID   string // KindNode
-	Region   string // KindNode, optional: the region the node belongs to
-	Tenant   string // KindService
+	NodeID   string // KindNode, KindGovernance
+	Region   string // KindNode: the region the node belongs to
+	Tenant   string // KindService, KindGateway
 	Service  string // KindService
+	Gateway  string // KindGateway: the gateway's name
 	Operator string // KindOperator: the certificate's name, or the token's subject
 	Issuer   string // KindOperator from an OIDC token: the token's issuer; empty for a certificate
 }
@@ -96,10 +119,11 @@ func (id Identity) URI() *url.URL {
 	var path string
 	switch id.Kind {
 	case KindNode:
-		path = "/node/" + id.NodeID
-		if id.Region != "" {
-			path = "/region/" + id.Region + path
-		}
+		path = "/region/" + id.Region + "/node/" + id.NodeID
+	case KindGovernance:
+		path = "/governance/node/" + id.NodeID
+	case KindGateway:
+		path = "/tenant/" + id.Tenant + "/gateway/" + id.Gateway
 	case KindService:
 		path = "/tenant/" + id.Tenant + "/service/" + id.Service
 	case KindOperator:
@@ -115,10 +139,11 @@ func (id Identity) validate() error {
 	var names []string
 	switch id.Kind {
 	case KindNode:
+		names = []string{id.NodeID, id.Region}
+	case KindGovernance:
 		names = []string{id.NodeID}
-		if id.Region != "" {
-			names = append(names, id.Region)
-		}
+	case KindGateway:
+		names = []string{id.Tenant, id.Gateway}
 	case KindService:
 		names = []string{id.Tenant, id.Service}
 	case KindOperator:
@@ -149,12 +174,13 @@ func ParseIdentity(u *url.URL) (Identity, error) {
 	var id Identity
 	switch {
 	case len(parts) == 3 && parts[0] == "" && parts[1] == "node":
-		id = Identity{Kind: KindNode, NodeID: parts[2]}
+		return Identity{}, ErrLegacyNode
 	case len(parts) == 5 && parts[0] == "" && parts[1] == "region" && parts[3] == "node":
 		id = Identity{Kind: KindNode, Region: parts[2], NodeID: parts[4]}
-		if id.Region == "" {
-			return Identity{}, fmt.Errorf("%w: bad node name", ErrInvalidIdentity)
-		}
+	case len(parts) == 4 && parts[0] == "" && parts[1] == "governance" && parts[2] == "node":
+		id = Identity{Kind: KindGovernance, NodeID: parts[3]}
+	case len(parts) == 5 && parts[0] == "" && parts[1] == "tenant" && parts[3] == "gateway":
+		id = Identity{Kind: KindGateway, Tenant: parts[2], Gateway: parts[4]}
 	case len(parts) == 5 && parts[0] == "" && parts[1] == "tenant" && parts[3] == "service":
 		id = Identity{Kind: KindService, Tenant: parts[2], Service: parts[4]}
 	case len(parts) == 3 && parts[0] == "" && parts[1] == "operator":
@@ -213,5 +239,49 @@ func RequireKind(kinds ...Kind) func(tls.ConnectionState) error {
 			}
 		}
 		return fmt.Errorf("%w: %s", ErrWrongKind, id.Kind)
+	}
+}
+
+// Check returns nil if id is the peer want describes: of want's Kind and,
+// for each of want's Region, NodeID, Tenant, Gateway, Service and Operator
+// that is set, naming the same. Otherwise ErrWrongKind or ErrWrongPeer,
+// saying what was expected; names from id are not echoed (they come from
+// the peer), the expected ones are the caller's own.
+func (want Identity) Check(id Identity) error {
+	if want.Kind == 0 {
+		return fmt.Errorf("%w: no kind of peer expected", ErrWrongKind)
+	}
+	if id.Kind != want.Kind {
+		return fmt.Errorf("%w: a %s certificate, not a %s", ErrWrongKind, id.Kind, want.Kind)
+	}
+	for _, f := range []struct{ what, want, got string }{
+		{"region", want.Region, id.Region},
+		{"node", want.NodeID, id.NodeID},
+		{"tenant", want.Tenant, id.Tenant},
+		{"gateway", want.Gateway, id.Gateway},
+		{"service", want.Service, id.Service},
+		{"operator", want.Operator, id.Operator},
+	} {
+		if f.want != "" && f.got != f.want {
+			return fmt.Errorf("%w: a %s certificate of another %s than %s", ErrWrongPeer, id.Kind, f.what, f.want)
+		}
+	}
+	return nil
+}
+
+// RequirePeer returns a tls.Config.VerifyConnection hook that refuses a
+// handshake unless the verified peer is the one want describes (see
+// Identity.Check): e.g. a client dialling a region node of region eu-1
+// sets RequirePeer(Identity{Kind: KindNode, Region: "eu-1"}), a node
+// dialling peer node-2 adds NodeID "node-2". Clients use it to refuse a
+// server of the wrong kind (a gateway's certificate posing as a region
+// node), servers to refuse clients of another region or plane.
+func RequirePeer(want Identity) func(tls.ConnectionState) error {
+	return func(cs tls.ConnectionState) error {
+		id, err := PeerIdentity(cs)
+		if err != nil {
+			return err
+		}
+		return want.Check(id)
 	}
 }

@@ -66,7 +66,15 @@ func issueRaw(t *testing.T, ca *CA, uris ...string) *Certificate {
 
 func TestIssueAndIdentity(t *testing.T) {
 	ca := newCA(t)
-	node, err := ca.IssueNode("node-1", NodeOptions{DNSNames: []string{"n1.example"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}})
+	node, err := ca.IssueNode("node-1", NodeOptions{Region: "eu", DNSNames: []string{"n1.example"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gov, err := ca.IssueGovernance("gov-1", NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := ca.IssueGateway("acme", "gw-1", NodeOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +92,12 @@ func TestIssueAndIdentity(t *testing.T) {
 		uri  string
 		eku  []x509.ExtKeyUsage
 	}{
-		{node, Identity{Kind: KindNode, NodeID: "node-1"}, "spiffe://krypton/node/node-1",
+		{node, Identity{Kind: KindNode, NodeID: "node-1", Region: "eu"}, "spiffe://krypton/region/eu/node/node-1",
 			[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
+		{gov, Identity{Kind: KindGovernance, NodeID: "gov-1"}, "spiffe://krypton/governance/node/gov-1",
+			[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}},
+		{gw, Identity{Kind: KindGateway, Tenant: "acme", Gateway: "gw-1"}, "spiffe://krypton/tenant/acme/gateway/gw-1",
+			[]x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}},
 		{svc, Identity{Kind: KindService, Tenant: "acme", Service: "billing.v2"}, "spiffe://krypton/tenant/acme/service/billing.v2",
 			[]x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}},
 		{op, Identity{Kind: KindOperator, Operator: "alice"}, "spiffe://krypton/operator/alice",
@@ -121,12 +133,61 @@ func TestIssueAndIdentity(t *testing.T) {
 	if got := svc.Leaf().NotAfter.Sub(svc.Leaf().NotBefore); got > ServiceLifetime+time.Hour {
 		t.Errorf("service lifetime %v", got)
 	}
+	// A gateway's certificate is a server's only: it cannot authenticate
+	// as a client anywhere.
+	if _, err := gw.Leaf().Verify(x509.VerifyOptions{Roots: ca.Pool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err == nil {
+		t.Error("a gateway certificate verifies for client authentication")
+	}
+}
+
+// TestIssueRefusesMixedRoles: a region node's certificate must name its region; governance nodes
+// and gateways name none.
+func TestIssueRefusesMixedRoles(t *testing.T) {
+	ca := newCA(t)
+	if _, err := ca.IssueNode("n1", NodeOptions{}); !errors.Is(err, ErrNoRegion) ||
+		!strings.Contains(err.Error(), "krypton certs node -region") {
+		t.Errorf("IssueNode without a region: err = %v, want ErrNoRegion naming the fix", err)
+	}
+	if _, err := ca.IssueGovernance("g1", NodeOptions{Region: "eu"}); !errors.Is(err, ErrInvalidIdentity) {
+		t.Errorf("IssueGovernance with a region: err = %v", err)
+	}
+	if _, err := ca.IssueGateway("acme", "gw", NodeOptions{Region: "eu"}); !errors.Is(err, ErrInvalidIdentity) {
+		t.Errorf("IssueGateway with a region: err = %v", err)
+	}
+	if _, err := ca.IssueGateway("acme", "GW", NodeOptions{}); !errors.Is(err, ErrInvalidIdentity) {
+		t.Errorf("IssueGateway with a bad name: err = %v", err)
+	}
+}
+
+// TestLegacyNodeRefused: a certificate of the region-less spiffe://krypton/node/<id> form names
+// no identity at all, with an error that says how to reissue it.
+func TestLegacyNodeRefused(t *testing.T) {
+	ca := newCA(t)
+	legacy := issueRaw(t, ca, "spiffe://krypton/node/n1")
+	_, err := IdentityFromCertificate(legacy.Leaf())
+	if !errors.Is(err, ErrLegacyNode) || !errors.Is(err, ErrInvalidIdentity) {
+		t.Fatalf("err = %v, want ErrLegacyNode", err)
+	}
+	for _, fix := range []string{"krypton certs node -region", "krypton certs governance"} {
+		if !strings.Contains(err.Error(), fix) {
+			t.Errorf("err %q does not name the fix %q", err, fix)
+		}
+	}
+	n1, _ := ca.IssueNode("n1", NodeOptions{Region: "eu"})
+	serr, _, _ := handshake(t, NodeTLSConfig(ca.Pool(), n1.TLSCertificate()),
+		ClientTLSConfig(ca.Pool(), legacy.TLSCertificate(), "localhost"))
+	if !errors.Is(serr, ErrLegacyNode) {
+		t.Errorf("a node accepted a legacy node certificate: server err = %v", serr)
+	}
 }
 
 func TestIssueRefusesBadNames(t *testing.T) {
 	ca := newCA(t)
 	for _, name := range []string{"", "Node", "-a", ".a", "a/b", "a b", strings.Repeat("a", 65), "é"} {
-		if _, err := ca.IssueNode(name, NodeOptions{}); !errors.Is(err, ErrInvalidIdentity) {
+		if _, err := ca.IssueNode(name, NodeOptions{Region: "eu"}); !errors.Is(err, ErrInvalidIdentity) {
+			t.Errorf("IssueNode(%q) err = %v", name, err)
+		}
+		if _, err := ca.IssueGovernance(name, NodeOptions{}); !errors.Is(err, ErrInvalidIdentity) {
 			t.Errorf("IssueNode(%q) err = %v", name, err)
 		}
 		if _, err := ca.IssueService("acme", name, 0); !errors.Is(err, ErrInvalidIdentity) {
@@ -137,7 +198,7 @@ func TestIssueRefusesBadNames(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"a", "0", "a-b_c.d", strings.Repeat("z", 64)} {
-		if _, err := ca.IssueNode(name, NodeOptions{}); err != nil {
+		if _, err := ca.IssueNode(name, NodeOptions{Region: "eu"}); err != nil {
 			t.Errorf("IssueNode(%q): %v", name, err)
 		}
 	}
@@ -163,8 +224,9 @@ func TestIssueNodeRegion(t *testing.T) {
 
 func TestParseIdentity(t *testing.T) {
 	good := map[string]Identity{
-		"spiffe://krypton/node/n1":                 {Kind: KindNode, NodeID: "n1"},
 		"spiffe://krypton/region/eu-1/node/n1":     {Kind: KindNode, NodeID: "n1", Region: "eu-1"},
+		"spiffe://krypton/governance/node/g1":      {Kind: KindGovernance, NodeID: "g1"},
+		"spiffe://krypton/tenant/t/gateway/gw.1":   {Kind: KindGateway, Tenant: "t", Gateway: "gw.1"},
 		"spiffe://krypton/tenant/t/service/s":      {Kind: KindService, Tenant: "t", Service: "s"},
 		"spiffe://krypton/operator/bob":            {Kind: KindOperator, Operator: "bob"},
 		"spiffe://krypton/tenant/t-1/service/s.v2": {Kind: KindService, Tenant: "t-1", Service: "s.v2"},
@@ -196,6 +258,12 @@ func TestParseIdentity(t *testing.T) {
 		"spiffe://krypton/region/EU/node/n1",
 		"spiffe://krypton/region/eu/node/",
 		"spiffe://krypton/region/eu/nodes/n1",
+		"spiffe://krypton/node/n1",
+		"spiffe://krypton/governance/n1",
+		"spiffe://krypton/governance/node/",
+		"spiffe://krypton/governance/eu/node/n1",
+		"spiffe://krypton/tenant/t/gateway/",
+		"spiffe://krypton/tenant/T/gateway/g",
 	}
 	for _, s := range bad {
 		u, err := url.Parse(s)
@@ -216,9 +284,9 @@ func TestIdentityFromCertificateURICount(t *testing.T) {
 	}{
 		{nil, ErrNoIdentity},
 		{[]string{"spiffe://example.org/ns/default/sa/web"}, ErrNoIdentity},
-		{[]string{"spiffe://krypton/node/a", "spiffe://krypton/node/b"}, ErrAmbiguousIdentity},
-		{[]string{"spiffe://krypton/node/a", "SPIFFE://KRYPTON/operator/b"}, ErrAmbiguousIdentity},
-		{[]string{"spiffe://example.org/x", "spiffe://krypton/node/a"}, nil},
+		{[]string{"spiffe://krypton/region/r/node/a", "spiffe://krypton/region/r/node/b"}, ErrAmbiguousIdentity},
+		{[]string{"spiffe://krypton/region/r/node/a", "SPIFFE://KRYPTON/operator/b"}, ErrAmbiguousIdentity},
+		{[]string{"spiffe://example.org/x", "spiffe://krypton/region/r/node/a"}, nil},
 	}
 	for _, tt := range tests {
 		c := issueRaw(t, ca, tt.uris...)
@@ -241,7 +309,7 @@ func TestFilesRoundTrip(t *testing.T) {
 	if err := os.WriteFile(nodeKey, []byte("old"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	node, err := ca.IssueNode("n1", NodeOptions{})
+	node, err := ca.IssueNode("n1", NodeOptions{Region: "eu"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -337,10 +405,14 @@ func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr e
 func TestTLS(t *testing.T) {
 	ca := newCA(t)
 	other := newCA(t)
-	n1, _ := ca.IssueNode("n1", NodeOptions{})
-	n2, _ := ca.IssueNode("n2", NodeOptions{})
+	n1, _ := ca.IssueNode("n1", NodeOptions{Region: "eu"})
+	n2, _ := ca.IssueNode("n2", NodeOptions{Region: "eu"})
+	us, _ := ca.IssueNode("n4", NodeOptions{Region: "us"})
+	gov, _ := ca.IssueGovernance("g1", NodeOptions{})
+	gov2, _ := ca.IssueGovernance("g2", NodeOptions{})
+	gw, _ := ca.IssueGateway("acme", "gw", NodeOptions{})
 	svc, _ := ca.IssueService("acme", "web", 0)
-	stranger, _ := other.IssueNode("n3", NodeOptions{})
+	stranger, _ := other.IssueNode("n3", NodeOptions{Region: "eu"})
 	nouri := issueRaw(t, ca)
 
 	t.Run("node to node", func(t *testing.T) {
@@ -350,8 +422,71 @@ func TestTLS(t *testing.T) {
 		if serr != nil || cerr != nil {
 			t.Fatalf("server %v, client %v", serr, cerr)
 		}
-		if peer != (Identity{Kind: KindNode, NodeID: "n2"}) {
+		if peer != (Identity{Kind: KindNode, NodeID: "n2", Region: "eu"}) {
 			t.Errorf("peer = %+v", peer)
+		}
+	})
+	t.Run("governance node to governance node", func(t *testing.T) {
+		c := NodeTLSConfig(ca.Pool(), gov2.TLSCertificate())
+		c.ServerName = "127.0.0.1"
+		serr, cerr, _ := handshake(t, NodeTLSConfig(ca.Pool(), gov.TLSCertificate()), c)
+		if serr != nil || cerr != nil {
+			t.Fatalf("server %v, client %v", serr, cerr)
+		}
+	})
+	// A node's cluster port admits only nodes of its own plane: not another region's, not
+	// governance's, and never a gateway's (whose certificate is not even a client's).
+	for name, tc := range map[string]struct {
+		server, client *Certificate
+		want           error
+	}{
+		"node of another region": {n1, us, ErrWrongPeer},
+		"governance to region":   {n1, gov, ErrWrongKind},
+		"region to governance":   {gov, n1, ErrWrongKind},
+	} {
+		t.Run(name+" refused", func(t *testing.T) {
+			serr, _, _ := handshake(t, NodeTLSConfig(ca.Pool(), tc.server.TLSCertificate()),
+				ClientTLSConfig(ca.Pool(), tc.client.TLSCertificate(), "localhost"))
+			if !errors.Is(serr, tc.want) {
+				t.Errorf("server err = %v, want %v", serr, tc.want)
+			}
+		})
+	}
+	t.Run("gateway refused as a client", func(t *testing.T) {
+		serr, _, _ := handshake(t, NodeTLSConfig(ca.Pool(), n1.TLSCertificate()),
+			ClientTLSConfig(ca.Pool(), gw.TLSCertificate(), "localhost"))
+		if serr == nil {
+			t.Error("a node accepted a gateway's certificate as a client")
+		}
+	})
+	// Clients check the server's kind, and where they know them its region and node.
+	t.Run("client refuses a gateway posing as a region node", func(t *testing.T) {
+		c := ClientTLSConfig(ca.Pool(), svc.TLSCertificate(), "localhost")
+		c.VerifyConnection = RequirePeer(Identity{Kind: KindNode, Region: "eu"})
+		_, cerr, _ := handshake(t, ServerTLSConfig(ca.Pool(), gw.TLSCertificate()), c)
+		if !errors.Is(cerr, ErrWrongKind) {
+			t.Errorf("client err = %v, want ErrWrongKind", cerr)
+		}
+	})
+	t.Run("client refuses another node than the one dialled", func(t *testing.T) {
+		c := NodeTLSConfig(ca.Pool(), n2.TLSCertificate())
+		c.ServerName = "localhost"
+		c.VerifyConnection = RequirePeer(Identity{Kind: KindNode, Region: "eu", NodeID: "n9"})
+		_, cerr, _ := handshake(t, NodeTLSConfig(ca.Pool(), n1.TLSCertificate()), c)
+		if !errors.Is(cerr, ErrWrongPeer) {
+			t.Errorf("client err = %v, want ErrWrongPeer", cerr)
+		}
+	})
+	t.Run("client accepts the gateway of its tenant", func(t *testing.T) {
+		c := ClientTLSConfig(ca.Pool(), svc.TLSCertificate(), "localhost")
+		c.VerifyConnection = RequirePeer(Identity{Kind: KindGateway, Tenant: "acme"})
+		serr, cerr, _ := handshake(t, ServerTLSConfig(ca.Pool(), gw.TLSCertificate()), c)
+		if serr != nil || cerr != nil {
+			t.Fatalf("server %v, client %v", serr, cerr)
+		}
+		c.VerifyConnection = RequirePeer(Identity{Kind: KindGateway, Tenant: "other"})
+		if _, cerr, _ := handshake(t, ServerTLSConfig(ca.Pool(), gw.TLSCertificate()), c); !errors.Is(cerr, ErrWrongPeer) {
+			t.Errorf("gateway of another tenant: client err = %v, want ErrWrongPeer", cerr)
 		}
 	})
 	t.Run("service to server", func(t *testing.T) {
@@ -405,7 +540,7 @@ func TestTLS(t *testing.T) {
 
 func TestPeerIdentityNeedsVerification(t *testing.T) {
 	ca := newCA(t)
-	n1, _ := ca.IssueNode("n1", NodeOptions{})
+	n1, _ := ca.IssueNode("n1", NodeOptions{Region: "eu"})
 	cs := tls.ConnectionState{PeerCertificates: []*x509.Certificate{n1.Leaf()}}
 	if _, err := PeerIdentity(cs); !errors.Is(err, ErrUnverified) {
 		t.Errorf("err = %v, want ErrUnverified", err)

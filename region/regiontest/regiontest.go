@@ -106,6 +106,9 @@ func start(t testing.TB, n int, wait bool, opts []Option) *Region {
 	for _, o := range opts {
 		o(&r.opts)
 	}
+	if r.opts.region == "" {
+		r.opts.region = "test"
+	}
 	r.CA = r.opts.ca
 	if r.CA == nil {
 		ca, err := pki.NewCA("regiontest CA", time.Hour)
@@ -168,10 +171,7 @@ func (r *Region) config(id string, expect int, gossipKey []byte) region.Config {
 	}
 	c := region.DefaultConfig()
 	c.NodeID = id
-	c.Region = "test"
-	if r.opts.region != "" {
-		c.Region = r.opts.region
-	}
+	c.Region = r.opts.region
 	c.Governance = r.opts.governance
 	c.DataDir = filepath.Join(r.Dir, id)
 	c.RaftAddr = "127.0.0.1:" + strconv.Itoa(freePort(r.t, false))
@@ -210,8 +210,9 @@ func (r *Region) logger() *slog.Logger {
 	return clustertest.NewLogger(r.t)
 }
 
-// AddNode starts a new node that joins the running region through the gossip address of node via
-// (BootstrapExpect 0): the leader adds it as a voter when gossip shows it. It returns the new slot.
+// AddNode starts a new node that joins the running region's gossip through the gossip address of
+// node via (BootstrapExpect 0), then has an operator's Join (AdminService.Join at node via) add it
+// as a voter: gossip alone never makes a voter. It returns the new slot.
 func (r *Region) AddNode(via int) int {
 	r.t.Helper()
 	i := len(r.Cfgs)
@@ -220,6 +221,11 @@ func (r *Region) AddNode(via int) int {
 	r.Cfgs = append(r.Cfgs, c)
 	r.Nodes = append(r.Nodes, nil)
 	r.Start(i)
+	admin := r.AdminClient(via)
+	clustertest.Eventually(r.t, 30*time.Second, "Join of "+c.NodeID, func() bool {
+		_, err := admin.Join(r.Context(10*time.Second), &kv1.JoinRequest{RequestId: "regiontest-join-" + c.NodeID, NodeId: c.NodeID, RaftAddress: c.RaftAddr})
+		return err == nil
+	})
 	return i
 }
 
@@ -343,7 +349,8 @@ func (r *Region) Heal() { r.links.Heal() }
 // dial connects to node i's API with cert.
 func (r *Region) dial(i int, cert *pki.Certificate) *grpc.ClientConn {
 	r.t.Helper()
-	conn, err := transport.Dial(context.Background(), r.Cfgs[i].RPCAddr, transport.ClientConfig{Roots: r.CA.Pool(), Certificate: cert.TLSCertificate()})
+	conn, err := transport.Dial(context.Background(), r.Cfgs[i].RPCAddr, transport.ClientConfig{Roots: r.CA.Pool(), Certificate: cert.TLSCertificate(),
+		Server: pki.Identity{Kind: pki.KindNode, Region: r.opts.region, NodeID: r.Cfgs[i].NodeID}})
 	if err != nil {
 		r.t.Fatal(err)
 	}
