@@ -108,7 +108,9 @@ func New(cfg Config) (_ *Gateway, err error) {
 	}
 	if cfg.CacheEntries > 0 {
 		g.watch = newWatcher(g.pool, log)
-		g.cache = newCache(cfg, g.watch.leaseValid, g.metrics)
+		if g.cache, err = newCache(cfg, g.watch.leaseValid, g.metrics); err != nil {
+			return nil, err
+		}
 		g.watch.cache = g.cache
 	}
 	if cfg.ListenAddr != "" {

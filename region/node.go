@@ -82,10 +82,14 @@ func New(cfg Config) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.NodeID, "region", cfg.Region)
+	size, err := keyringSize(cfg.KeyringSize)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{
 		cfg:      cfg,
 		log:      log,
-		keys:     newKeyring(cfg.KeyringSize),
+		keys:     newKeyring(size),
 		lease:    newLease(),
 		watch:    newVoterWatch(),
 		policies: newPolicyTable(),
@@ -101,7 +105,7 @@ func New(cfg Config) (_ *Node, err error) {
 			for i := len(closers) - 1; i >= 0; i-- {
 				closers[i]()
 			}
-			n.keys.wipeAll()
+			n.keys.close()
 		}
 	}()
 
@@ -286,7 +290,7 @@ func (n *Node) shutdown(stopCluster func() error) error {
 	n.wg.Wait()
 	n.peers.close()
 	n.anchors.close()
-	n.keys.wipeAll()
+	n.keys.close()
 	if e := n.audit.Close(); e != nil && err == nil {
 		err = e
 	}
