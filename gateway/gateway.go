@@ -91,6 +91,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 	if g.metrics, err = newMetrics(g.reg, cfg.Registerer); err != nil {
 		return nil, err
 	}
+	g.reg.MustRegister(transport.LockedMemoryCollectors()...)
 	if g.pool, err = newPool(cfg, log, g.metrics); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kryptonkms/krypton/transport"
 )
 
 // nodeMetrics are the region's own collectors; Raft's come from cluster and the gRPC server's from
@@ -49,7 +51,12 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 		Name: "krypton_anchor_check_rounds_late_total",
 		Help: "L1 check rounds that were due while the previous round was still starting its checks (raise the anchor check concurrency).",
 	})
+	reg.MustRegister(transport.LockedMemoryCollectors()...)
 	reg.MustRegister(m.ops, m.anchorCalls, m.fenceSeconds, m.fenceExpired, m.lockouts, m.anchorRoundsLate,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "krypton_keyring_pressure_evictions_total",
+			Help: "Keys this node's keyring gave back because the process's locked memory (RLIMIT_MEMLOCK) was full.",
+		}, func() float64 { return float64(n.keys.pressure.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "krypton_anchor_checks_in_flight",
 			Help: "L1 checks this node (as leader) is running now.",

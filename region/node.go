@@ -23,6 +23,7 @@ import (
 	"github.com/kryptonkms/krypton/internal/version"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
 )
 
 // Gossip tags a region node publishes, so that nodes and gateways can find each other's API.
@@ -96,6 +97,11 @@ func New(cfg Config) (_ *Node, err error) {
 		reg:      prometheus.NewRegistry(),
 		started:  time.Now(),
 		stop:     make(chan struct{}),
+	}
+	if size < DefaultKeyringSize && cfg.KeyringSize == 0 {
+		used, limit, _ := wrap.LockedMemory()
+		log.Warn("keyring sized below the default to fit RLIMIT_MEMLOCK; raise the limit (ulimit -l, systemd LimitMEMLOCK=) for more",
+			"keys_per_kind", size, "default", DefaultKeyringSize, "memlock_limit_bytes", limit, "locked_bytes", used)
 	}
 	n.events = newKeyEvents(n.lease, cfg.ClockDrift)
 	// Undo what was started if a later step fails.
