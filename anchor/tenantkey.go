@@ -45,6 +45,10 @@ func UnsealTenantKey(ctx context.Context, p Provider, sealed []byte, ac Context)
 	}
 	defer clear(pt)
 	k, err := wrap.TenantKeyFromBytes(wrap.KeyID{Tenant: ac.Tenant, Version: ac.Version}, pt)
+	if errors.Is(err, wrap.ErrLockedMemory) {
+		// The node's locked memory is full, not the blob wrong: never a denial by L1.
+		return nil, err
+	}
 	if err != nil {
 		d := p.Describe()
 		return nil, Deny("unseal", d.Scheme, ReasonInvalidCiphertext,

@@ -4,10 +4,9 @@ import (
 	"container/list"
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"time"
-
-	"github.com/awnumar/memguard"
 
 	"github.com/kryptonkms/krypton/wrap"
 )
@@ -20,7 +19,9 @@ import (
 //
 // The keys live in one memguard buffer (mlocked, guard pages, wiped on Destroy) cut into 32-byte
 // slots: one LockedBuffer per key would cost three pages of locked memory and tens of
-// microseconds each (wrap/DESIGN.md, "Where secrets live, honestly").
+// microseconds each (wrap/DESIGN.md, "Where secrets live, honestly"). The arena is counted in the
+// process's locked-memory budget (wrap.NewLockedBuffer): a gateway whose arena does not fit in
+// RLIMIT_MEMLOCK refuses to start rather than let memguard's failed mlock purge every buffer.
 //
 // Revocation. An entry is served only while:
 //   - the gateway holds a fresh cache lease from a region node (watcher.leaseValid), and
@@ -38,7 +39,7 @@ type cache struct {
 	metrics *metrics
 
 	mu      sync.Mutex // guards everything below
-	arena   *memguard.LockedBuffer
+	arena   *wrap.LockedBuffer
 	free    []int
 	entries map[[32]byte]*list.Element // of *cacheEntry
 	lru     *list.List                 // front: most recently used
@@ -91,7 +92,16 @@ func covers(scope, id wrap.KeyID) bool {
 		(scope.Version == 0 || scope.Version == id.Version)
 }
 
-func newCache(cfg Config, valid func() bool, m *metrics) *cache {
+func newCache(cfg Config, valid func() bool, m *metrics) (*cache, error) {
+	need := wrap.LockedBytes(cfg.CacheEntries * wrap.KeySize)
+	what := fmt.Sprintf("a data key cache of %d entries", cfg.CacheEntries)
+	if err := wrap.CheckLockedFit(need, what, "fewer -cache-entries (Config.CacheEntries)"); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	arena, err := wrap.NewLockedBuffer(cfg.CacheEntries * wrap.KeySize)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: data key cache: %w", err)
+	}
 	c := &cache{
 		max:     cfg.CacheEntries,
 		maxSize: cfg.CacheBytes,
@@ -99,7 +109,7 @@ func newCache(cfg Config, valid func() bool, m *metrics) *cache {
 		valid:   valid,
 		now:     time.Now,
 		metrics: m,
-		arena:   memguard.NewBuffer(cfg.CacheEntries * wrap.KeySize),
+		arena:   arena,
 		entries: map[[32]byte]*list.Element{},
 		lru:     list.New(),
 	}
@@ -108,7 +118,7 @@ func newCache(cfg Config, valid func() bool, m *metrics) *cache {
 	for i := range c.free {
 		c.free[i] = cfg.CacheEntries - 1 - i
 	}
-	return c
+	return c, nil
 }
 
 func cacheKey(blob, context []byte) [32]byte {

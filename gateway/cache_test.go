@@ -22,7 +22,10 @@ func testCache(t *testing.T, entries, bytes int, ttl time.Duration, valid func()
 	}
 	cfg := DefaultConfig()
 	cfg.CacheEntries, cfg.CacheBytes, cfg.CacheTTL = entries, bytes, ttl
-	c := newCache(cfg, valid, m)
+	c, err := newCache(cfg, valid, m)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(c.close)
 	return c
 }

@@ -91,6 +91,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 	if g.metrics, err = newMetrics(g.reg, cfg.Registerer); err != nil {
 		return nil, err
 	}
+	g.reg.MustRegister(transport.LockedMemoryCollectors()...)
 	if g.pool, err = newPool(cfg, log, g.metrics); err != nil {
 		return nil, err
 	}
@@ -108,7 +109,9 @@ func New(cfg Config) (_ *Gateway, err error) {
 	}
 	if cfg.CacheEntries > 0 {
 		g.watch = newWatcher(g.pool, log)
-		g.cache = newCache(cfg, g.watch.leaseValid, g.metrics)
+		if g.cache, err = newCache(cfg, g.watch.leaseValid, g.metrics); err != nil {
+			return nil, err
+		}
 		g.watch.cache = g.cache
 	}
 	if cfg.ListenAddr != "" {

@@ -523,8 +523,10 @@ func transientAnchorErr(err error) bool {
 	if anchor.IsDenied(err) {
 		return false
 	}
+	// wrap.ErrLockedMemory: this node's RLIMIT_MEMLOCK is full for now, which says nothing of the
+	// anchor and must not refuse the event for good.
 	return anchor.IsTransient(err) || errors.Is(err, anchor.ErrUnavailable) || errors.Is(err, anchor.ErrClosed) ||
-		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrShutdown)
+		errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrShutdown) || errors.Is(err, wrap.ErrLockedMemory)
 }
 
 func (f *feed) prepareUnlock(ctx context.Context, tenant string) (fsm.Command, error, error) {

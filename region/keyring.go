@@ -1,6 +1,7 @@
 package region
 
 import (
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -8,10 +9,32 @@ import (
 )
 
 // DefaultKeyringSize is how many unsealed keys of each kind (L2 versions, and L3 versions) a node
-// holds at most unless Config.KeyringSize says otherwise. Each held key is a memguard LockedBuffer:
-// one mlocked page between two guard pages. 512 of each kind lock 4 MiB, half of the 8 MiB
-// RLIMIT_MEMLOCK an unprivileged process gets by default (memguard panics when mlock fails).
+// holds at most unless Config.KeyringSize says otherwise, and RLIMIT_MEMLOCK allows it. Each held
+// key is a memguard LockedBuffer: one mlocked page between two guard pages. 512 of each kind lock
+// 4 MiB, half of the 8 MiB RLIMIT_MEMLOCK an unprivileged process gets by default.
 const DefaultKeyringSize = 512
+
+// MinKeyringSize is the smallest keyring a node sizes for itself from RLIMIT_MEMLOCK: below it a
+// node would spend its time reopening keys, so it refuses to start instead.
+const MinKeyringSize = 16
+
+// keyringSize returns the size of a node's keyring (keys of each kind) from the configured size and
+// the process's locked-memory budget (wrap/locked.go; DESIGN.md, "Locked memory"). A configured
+// size must fit beside what the process has locked already, or the node refuses to start with an
+// error that names the fixes; with none configured the node takes DefaultKeyringSize, or what
+// fits if that is less (at least MinKeyringSize).
+func keyringSize(configured int) (int, error) {
+	size := configured
+	if size <= 0 {
+		size = min(DefaultKeyringSize, max(wrap.LockedKeysThatFit()/2, MinKeyringSize))
+	}
+	need := 2 * int64(size) * wrap.KeyLockedBytes
+	what := fmt.Sprintf("a keyring of %d L2 and %d L3 keys", size, size)
+	if err := wrap.CheckLockedFit(need, what, "a smaller -keyring-size (Config.KeyringSize)"); err != nil {
+		return 0, fmt.Errorf("region: %w", err)
+	}
+	return size, nil
+}
 
 // keyring holds the unsealed keys of one node: each tenant's L2 versions and the L3 versions opened
 // under them. It lives in RAM only; the key types keep their bytes in memguard (see wrap/DESIGN.md)
@@ -31,10 +54,18 @@ const DefaultKeyringSize = 512
 // (~0.1 ms); an evicted L2 is fetched from the leader, or unsealed through the anchor on the leader.
 // A call that found a key just before it was evicted gets wrap.ErrDestroyed when it uses it; the
 // wrap path then looks the key up once more (wrapsvc.go).
+//
+// Locked memory is also a budget of the whole process (wrap/locked.go): when a new key does not fit
+// in RLIMIT_MEMLOCK, the budget asks every keyring for a key back (evictOne) before it refuses the
+// allocation with wrap.ErrLockedMemory (Unavailable), so a full process sheds its least recently
+// used keys instead of failing, and never lets memguard purge every key.
 type keyring struct {
 	mu      sync.RWMutex // guards the maps below, not the keys (each key has its own lock)
 	tenants bounded[tenantVersion, *wrap.TenantKey]
 	svc     bounded[wrap.KeyID, *wrap.ServiceKey]
+
+	pressure    atomic.Uint64 // keys given back to the locked-memory budget
+	stopEvictor func()
 }
 
 // tenantVersion names an L2 version.
@@ -85,9 +116,10 @@ func (b *bounded[K, V]) put(k K, v V) V {
 }
 
 // evict destroys one key that was not used since the last sweep passed it, clearing the flags of
-// those it passes. Go's map order starts each sweep at a random place; a second sweep always
-// finds a key, since the first cleared every flag (lookups cannot run: the caller holds mu).
-func (b *bounded[K, V]) evict() {
+// those it passes, and reports whether there was one to destroy. Go's map order starts each sweep
+// at a random place; a second sweep always finds a key, since the first cleared every flag
+// (lookups cannot run: the caller holds mu).
+func (b *bounded[K, V]) evict() bool {
 	for range 2 {
 		for k, h := range b.m {
 			if h.used.Load() {
@@ -97,9 +129,10 @@ func (b *bounded[K, V]) evict() {
 			h.key.Destroy()
 			delete(b.m, k)
 			b.evictions.Add(1)
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // wipe destroys the keys for which match is true and returns how many.
@@ -120,10 +153,31 @@ func newKeyring(size int) *keyring {
 	if size <= 0 {
 		size = DefaultKeyringSize
 	}
-	return &keyring{
+	r := &keyring{
 		tenants: newBounded[tenantVersion, *wrap.TenantKey](size),
 		svc:     newBounded[wrap.KeyID, *wrap.ServiceKey](size),
 	}
+	r.stopEvictor = wrap.AddLockedEvictor(r.evictOne)
+	return r
+}
+
+// evictOne gives one key back to the locked-memory budget: an L3 not used lately if any is held
+// (it reopens from its sealed blob in ~0.1 ms), else an L2 (fetched again from the leader or the
+// anchor). It reports whether it destroyed a key.
+func (r *keyring) evictOne() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.svc.evict() || r.tenants.evict() {
+		r.pressure.Add(1)
+		return true
+	}
+	return false
+}
+
+// close wipes every key and stops answering the budget's evictions: the node is shutting down.
+func (r *keyring) close() {
+	r.stopEvictor()
+	r.wipeAll()
 }
 
 func (r *keyring) tenantKey(tenant string, version uint32) *wrap.TenantKey {

@@ -35,6 +35,10 @@ func (n *Node) serviceKey(ctx context.Context, id wrap.KeyID) (*wrap.ServiceKey,
 		}
 		k, err = l2.OpenServiceKey(id, kv.Sealed)
 	}
+	if errors.Is(err, wrap.ErrLockedMemory) {
+		// No room in RLIMIT_MEMLOCK even after every keyring gave back what it could: Unavailable.
+		return nil, err
+	}
 	if err != nil {
 		// The blob is in replicated state and was sealed by this region: failing to open it
 		// means corruption or a wrong L2, never a caller's mistake.

@@ -4,6 +4,8 @@ import (
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kryptonkms/krypton/transport"
 )
 
 // nodeMetrics are the region's own collectors; Raft's come from cluster and the gRPC server's from
@@ -56,7 +58,12 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 		Name: "krypton_raft_proposals_total",
 		Help: "Commands this node proposed to the Raft log (after validation), by command type.",
 	}, []string{"command"})
+	reg.MustRegister(transport.LockedMemoryCollectors()...)
 	reg.MustRegister(m.ops, m.anchorCalls, m.fenceSeconds, m.fenceExpired, m.lockouts, m.anchorRoundsLate, m.proposals,
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "krypton_keyring_pressure_evictions_total",
+			Help: "Keys this node's keyring gave back because the process's locked memory (RLIMIT_MEMLOCK) was full.",
+		}, func() float64 { return float64(n.keys.pressure.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "krypton_anchor_checks_in_flight",
 			Help: "L1 checks this node (as leader) is running now.",

@@ -23,6 +23,7 @@ import (
 	"github.com/kryptonkms/krypton/internal/version"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
 )
 
 // Gossip tags a region node publishes, so that nodes and gateways can find each other's API.
@@ -85,10 +86,14 @@ func New(cfg Config) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.NodeID, "region", cfg.Region)
+	size, err := keyringSize(cfg.KeyringSize)
+	if err != nil {
+		return nil, err
+	}
 	n := &Node{
 		cfg:      cfg,
 		log:      log,
-		keys:     newKeyring(cfg.KeyringSize),
+		keys:     newKeyring(size),
 		lease:    newLease(),
 		watch:    newVoterWatch(),
 		policies: newPolicyTable(),
@@ -96,6 +101,11 @@ func New(cfg Config) (_ *Node, err error) {
 		started:  time.Now(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
+	}
+	if size < DefaultKeyringSize && cfg.KeyringSize == 0 {
+		used, limit, _ := wrap.LockedMemory()
+		log.Warn("keyring sized below the default to fit RLIMIT_MEMLOCK; raise the limit (ulimit -l, systemd LimitMEMLOCK=) for more",
+			"keys_per_kind", size, "default", DefaultKeyringSize, "memlock_limit_bytes", limit, "locked_bytes", used)
 	}
 	n.events = newKeyEvents(n.lease, cfg.ClockDrift)
 	// Undo what was started if a later step fails.
@@ -105,7 +115,7 @@ func New(cfg Config) (_ *Node, err error) {
 			for i := len(closers) - 1; i >= 0; i-- {
 				closers[i]()
 			}
-			n.keys.wipeAll()
+			n.keys.close()
 		}
 	}()
 
@@ -321,7 +331,7 @@ func (n *Node) shutdown(stopCluster func() error) error {
 	n.wg.Wait()
 	n.peers.close()
 	n.anchors.close()
-	n.keys.wipeAll()
+	n.keys.close()
 	if e := n.audit.Close(); e != nil && err == nil {
 		err = e
 	}

@@ -52,6 +52,9 @@ var errorTable = []errorRow{
 	// lockout, shutdown). Retrying finds the key's new state, here or on
 	// another node.
 	{wrap.ErrDestroyed, codes.Unavailable, "wrap: key no longer held; retry"},
+	// The process's locked-memory budget (RLIMIT_MEMLOCK) has no room for the key even after
+	// evicting every key its keyrings would give back: retry later, or raise the limit.
+	{wrap.ErrLockedMemory, codes.Unavailable, "locked memory exhausted; raise RLIMIT_MEMLOCK"},
 	// Both are the server's own mistakes: the key bytes and the batch
 	// slices are built by the node, never taken from a request.
 	{wrap.ErrInvalidKey, codes.Internal, "transport: internal error"},

@@ -35,6 +35,7 @@ var errorCases = []struct {
 	{wrap.ErrInvalidName, codes.InvalidArgument},
 	{wrap.ErrInvalidKeyID, codes.InvalidArgument},
 	{wrap.ErrDestroyed, codes.Unavailable},
+	{wrap.ErrLockedMemory, codes.Unavailable},
 	{wrap.ErrInvalidKey, codes.Internal},
 	{wrap.ErrBatchMismatch, codes.Internal},
 

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -9,6 +10,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/kryptonkms/krypton/wrap"
 )
 
 // LatencyBuckets are the histogram buckets of handling time, in seconds:
@@ -131,4 +134,31 @@ func (m *Metrics) stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerI
 	err = handler(srv, ss)
 	panicked = false
 	return err
+}
+
+// LockedMemoryCollectors are the gauges of the process's locked-memory budget (wrap/locked.go):
+//
+//	krypton_locked_memory_bytes        locked memory held by keys and locked buffers now
+//	krypton_locked_memory_limit_bytes  the soft RLIMIT_MEMLOCK; +Inf when the kernel does not
+//	                                   enforce it (CAP_IPC_LOCK, or an infinite limit)
+//
+// The budget is the limit less wrap.LockedMargin. Both describe the whole process, so a process
+// running several nodes reports the same values from each.
+func LockedMemoryCollectors() []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "krypton_locked_memory_bytes",
+			Help: "Locked memory (mlock) this process holds for keys and locked buffers, in bytes.",
+		}, func() float64 { used, _, _ := wrap.LockedMemory(); return float64(used) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "krypton_locked_memory_limit_bytes",
+			Help: "The process's RLIMIT_MEMLOCK in bytes (+Inf when not enforced: CAP_IPC_LOCK or unlimited); keys are refused, after evicting what the keyrings give back, 256 KiB short of it.",
+		}, func() float64 {
+			_, limit, enforced := wrap.LockedMemory()
+			if !enforced {
+				return math.Inf(1)
+			}
+			return float64(limit)
+		}),
+	}
 }

@@ -107,7 +107,7 @@ func BenchmarkGenerateDataKey(b *testing.B) {
 }
 
 func BenchmarkDerive(b *testing.B) {
-	k := randomLockedKey(l3ID)
+	k, _ := randomLockedKey(l3ID)
 	defer k.destroy()
 	var salt [SaltSize]byte
 	var out [KeySize]byte
@@ -139,7 +139,7 @@ func BenchmarkEnclaveOpen(b *testing.B) {
 // BenchmarkLockedBufferHold is the per-use cost of a key held in a
 // LockedBuffer: take the read lock and read the bytes, as derive does.
 func BenchmarkLockedBufferHold(b *testing.B) {
-	k := randomLockedKey(l3ID)
+	k, _ := randomLockedKey(l3ID)
 	defer k.destroy()
 	b.ReportAllocs()
 	var sink byte

@@ -12,7 +12,12 @@
 // Names: ValidateName is the one definition of a tenant or service name
 // in Krypton; KeyID names one key version.
 //
-// wrap imports only the standard library and memguard. It never logs, and
+// It is also where the process's locked memory is counted (locked.go): every
+// memguard buffer is made here, against a budget of RLIMIT_MEMLOCK, so that
+// an mlock never fails (memguard would purge every key and panic).
+//
+// wrap imports only the standard library, memguard and x/sys/unix (for
+// getrlimit and capget). It never logs, and
 // none of its errors carries key bytes or echoes the bytes of a blob. See
 // DESIGN.md next to this file for why it is built the way it is, and
 // docs/format.md for the blob format.

@@ -6,8 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
-
-	"github.com/awnumar/memguard"
 )
 
 // lockedKey is the core shared by TenantKey and ServiceKey: a parent key
@@ -33,23 +31,28 @@ type lockedKey struct {
 	id KeyID
 
 	mu  sync.RWMutex
-	buf *memguard.LockedBuffer // nil once destroyed
+	buf *LockedBuffer // nil once destroyed
 }
 
-func newLockedKey(id KeyID, key []byte) *lockedKey {
-	k, _ := newLockedKeyFunc(id, func(dst []byte) error {
+// newLockedKey copies key into locked memory and wipes key, also when the
+// budget has no room (ErrLockedMemory).
+func newLockedKey(id KeyID, key []byte) (*lockedKey, error) {
+	defer clear(key)
+	return newLockedKeyFunc(id, func(dst []byte) error {
 		copy(dst, key)
-		clear(key)
 		return nil
 	})
-	return k
 }
 
 // newLockedKeyFunc makes a locked buffer, lets fill write the KeySize key
 // bytes straight into it (OpenServiceKey decrypts into it, so an opened L3
-// never touches unlocked memory), and prepares the HMAC states.
+// never touches unlocked memory), and prepares the HMAC states. It returns
+// ErrLockedMemory when the locked-memory budget has no room (locked.go).
 func newLockedKeyFunc(id KeyID, fill func(dst []byte) error) (*lockedKey, error) {
-	buf := memguard.NewBuffer(lockedSize)
+	buf, err := newLockedBuffer(lockedSize)
+	if err != nil {
+		return nil, err
+	}
 	b := buf.Bytes()
 	if err := fill(b[offKey:offInner]); err != nil {
 		buf.Destroy()
@@ -60,7 +63,7 @@ func newLockedKeyFunc(id KeyID, fill func(dst []byte) error) (*lockedKey, error)
 	return &lockedKey{id: id, buf: buf}, nil
 }
 
-func randomLockedKey(id KeyID) *lockedKey {
+func randomLockedKey(id KeyID) (*lockedKey, error) {
 	var k [KeySize]byte
 	if _, err := rand.Read(k[:]); err != nil {
 		panic("wrap: crypto/rand failed: " + err.Error()) // crypto/rand.Read never fails on Linux
@@ -77,7 +80,7 @@ func lockedKeyFromBytes(id KeyID, b []byte) (*lockedKey, error) {
 	if isAllZero(b) {
 		return nil, fmt.Errorf("%w: all zero", ErrInvalidKey)
 	}
-	return newLockedKey(id, b), nil
+	return newLockedKey(id, b)
 }
 
 // isAllZero reports whether b is all zero bytes, eight at a time, with no
@@ -218,7 +221,11 @@ func NewTenantKey(id KeyID) (*TenantKey, error) {
 	if err := id.validateTenant(); err != nil {
 		return nil, err
 	}
-	return &TenantKey{k: randomLockedKey(id)}, nil
+	k, err := randomLockedKey(id)
+	if err != nil {
+		return nil, err
+	}
+	return &TenantKey{k: k}, nil
 }
 
 // TenantKeyFromBytes returns the tenant key named id with the KeySize bytes
@@ -298,7 +305,11 @@ func NewServiceKey(id KeyID) (*ServiceKey, error) {
 	if err := id.validateService(); err != nil {
 		return nil, err
 	}
-	return &ServiceKey{k: randomLockedKey(id)}, nil
+	k, err := randomLockedKey(id)
+	if err != nil {
+		return nil, err
+	}
+	return &ServiceKey{k: k}, nil
 }
 
 // ServiceKeyFromBytes returns the service key named id with the KeySize
