@@ -1,7 +1,6 @@
 package jepsen
 
 import (
-	"context"
 	cryptorand "crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -16,9 +15,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/kryptonkms/krypton/anchor"
 	// The file:// development anchor, whose key files the cluster makes.
-	_ "github.com/kryptonkms/krypton/anchor/file"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -159,13 +156,11 @@ func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govN
 	}
 	for t := range tenants {
 		path := filepath.Join(anchorDir, "t"+strconv.Itoa(t+1)+".key")
-		// The key files are made here, as `krypton dev` makes its own: a node never creates one
-		// because a tenant's URI says create=1 (anchor/file).
-		p, err := anchor.Open(context.Background(), "file://"+path, anchor.Options{Create: true})
-		if err != nil {
-			return nil, err
+		// The key files are made by the binary under test (`krypton dev -new-anchor`): a node never
+		// creates one because a tenant's URI says create=1, and the harness knows only the binary.
+		if out, err := exec.Command(bin, "dev", "-new-anchor", path).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("jepsen: making the root key of tenant t%d: %v: %s", t+1, err, out)
 		}
-		p.Close()
 		c.anchors = append(c.anchors, path)
 	}
 	return c, nil

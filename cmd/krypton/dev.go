@@ -41,6 +41,8 @@ type devOptions struct {
 	demo     bool
 	logLevel string
 	anchor   string
+	// newAnchor, if set, is where to write a new development root key, and all there is to do.
+	newAnchor string
 }
 
 func devCommand() *command {
@@ -60,12 +62,16 @@ func devCommand() *command {
 			fs.BoolVar(&o.demo, "demo", false, "run the walkthrough and exit")
 			fs.StringVar(&o.anchor, "anchor", "", "the L1 anchor URI for the demo tenants (awskms://, gcpkms://, azurekv://, pkcs11:); default: a file:// development root key in -dir")
 			fs.StringVar(&o.logLevel, "log-level", "info", "level of the node logs written to krypton.log in -dir: debug, info, warn or error")
+			fs.StringVar(&o.newAnchor, "new-anchor", "", "only write a new development root key to this file (mode 0600), print its file:// URI and exit: for hand-started nodes with -dev-anchor, which never create one")
 		},
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
 			if fs.NArg() != 0 {
 				return usagef("dev takes no arguments")
 			}
 			defer memguard.Purge()
+			if o.newAnchor != "" {
+				return newDevAnchor(ctx, s, o.newAnchor)
+			}
 			d, err := startDev(ctx, o, s.err)
 			if err != nil {
 				return err
@@ -80,6 +86,27 @@ func devCommand() *command {
 			return nil
 		},
 	}
+}
+
+// newDevAnchor writes a new development root key to path for the file:// anchor, and prints its URI.
+// A node never creates one (a tenant's "?create=1" is ignored), so this is how a hand-started region
+// on -dev-anchor, or the chaos suite, which knows the binary only, gets its key files.
+func newDevAnchor(ctx context.Context, s *streams, path string) error {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(abs); err == nil {
+		return usagef("dev -new-anchor: %s exists; choose another file (a root key is never overwritten)", abs)
+	}
+	uri := "file://" + abs
+	p, err := anchor.Open(ctx, uri, anchor.Options{Create: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	p.Close()
+	fmt.Fprintln(s.out, uri)
+	return nil
 }
 
 // devRegion is a development region running in this process.
