@@ -111,7 +111,7 @@ func (p *process) exited(t *testing.T, limit time.Duration, why string) error {
 func TestServerExitsAfterLeave(t *testing.T) {
 	dir := t.TempDir()
 	kryptonOK(t, dir, "certs", "ca", "-dir", "pki")
-	kryptonOK(t, dir, "certs", "node", "-dir", "pki", "node-1")
+	kryptonOK(t, dir, "certs", "node", "-dir", "pki", "-region", "dev", "node-1")
 	kryptonOK(t, dir, "certs", "operator", "-dir", "pki", "admin")
 	addr := func(udp bool) string {
 		port, err := netutil.FreePort(udp)
@@ -123,9 +123,9 @@ func TestServerExitsAfterLeave(t *testing.T) {
 	api, raftAddr, gossip := addr(false), addr(false), addr(true)
 	server := exec.Command(kryptonPath(t), "server", "-node-id", "node-1", "-data-dir", "n1", "-bootstrap-expect", "1",
 		"-api-addr", api, "-raft-addr", raftAddr, "-gossip-addr", gossip,
-		"-gossip-key", "MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=",
 		"-ca-cert", "pki/ca.pem", "-cert", "pki/node-node-1.pem", "-key", "pki/node-node-1-key.pem")
 	server.Dir = dir
+	server.Env = append(os.Environ(), "KRYPTON_GOSSIP_KEY=MDEyMzQ1Njc4OTAxMjM0NTY3ODkwMTIzNDU2Nzg5MDE=") // never on argv
 	var logs lockedBuffer
 	server.Stdout, server.Stderr = &logs, &logs
 	t.Cleanup(func() {
