@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/kryptonkms/krypton/anchor"
 )
 
 // TestDevAnchorRefusedBeforeOpen: a node without -dev-anchor answers every file:// anchor with
@@ -43,13 +45,22 @@ func TestDevAnchorRefusedBeforeOpen(t *testing.T) {
 		t.Fatalf("a refused file://...?create=1 left %s behind (%v)", filepath.Dir(created), err)
 	}
 
-	// A node started with -dev-anchor opens (and creates) the same anchor.
+	// A node started with -dev-anchor opens the anchor, but never creates its key file, whatever
+	// the URI says: only krypton dev does (krypton dev -new-anchor, anchor.Options.Create).
 	dev := newAnchorCache(slog.New(slog.DiscardHandler), true, nil)
 	defer dev.close()
-	if _, err := dev.get(context.Background(), "file://"+created+"?create=1"); err != nil {
-		t.Fatalf("with -dev-anchor: %v", err)
+	if _, err := dev.get(context.Background(), "file://"+created+"?create=1"); err == nil || errors.Is(err, ErrDevAnchor) {
+		t.Fatalf("with -dev-anchor, a missing key file: %v, want the file's own error", err)
 	}
-	if _, err := os.Stat(created); err != nil {
-		t.Fatalf("with -dev-anchor, ?create=1 made no key file: %v", err)
+	if _, err := os.Lstat(filepath.Dir(created)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("with -dev-anchor, ?create=1 made %s (%v)", filepath.Dir(created), err)
+	}
+	p, err := anchor.Open(context.Background(), "file://"+created, anchor.Options{Create: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Close()
+	if _, err := dev.get(context.Background(), "file://"+created); err != nil {
+		t.Fatalf("with -dev-anchor, a key file krypton dev made: %v", err)
 	}
 }
