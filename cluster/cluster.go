@@ -59,6 +59,11 @@ type Cluster struct {
 	// whose goroutines may run before c.raft is set.
 	started atomic.Pointer[raft.Raft]
 
+	// applyGate is held for reading by every entry this node proposes as leader, from its
+	// proposal until Raft resolves it, and for writing by RestoreChecked: its check then sees
+	// every entry proposed here before it, and none is proposed until the restore is done.
+	applyGate sync.RWMutex
+
 	// logClosed silences the logger after shutdown (see gateHandler).
 	logClosed *atomic.Bool
 
@@ -204,7 +209,11 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 	rc.SnapshotInterval = cfg.SnapshotInterval
 	rc.TrailingLogs = cfg.TrailingLogs
 	rc.Logger = hclogger
+	// NewRaft restores the newest local snapshot before it returns: the FSM is told so
+	// (RestoreStartup), since the log that follows that snapshot is replayed after it.
+	c.fsm.starting.Store(true)
 	c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.store, indexingStore{c.snaps}, noPipeline{c.trans})
+	c.fsm.starting.Store(false)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}

@@ -35,6 +35,40 @@ type trackingFSM struct {
 	// in progress will be recorded at (set and cleared by Cluster.Restore).
 	userRestoreIndex func() uint64
 	userRestoring    atomic.Bool
+	// starting is set while raft.NewRaft runs (it restores the newest local snapshot).
+	starting atomic.Bool
+}
+
+// RestoreKind says why Raft restores the FSM.
+type RestoreKind int
+
+const (
+	// RestoreStartup: the node's own newest snapshot, at start; the log after it is replayed.
+	RestoreStartup RestoreKind = iota
+	// RestoreInstall: a snapshot the leader sent (InstallSnapshot), replacing this node's state.
+	RestoreInstall
+	// RestoreOperator: an operator's restore on this node, the leader (Cluster.Restore). Raft
+	// panics if the FSM refuses it, so the FSM should not: RestoreChecked's check runs before.
+	RestoreOperator
+)
+
+func (k RestoreKind) String() string {
+	switch k {
+	case RestoreStartup:
+		return "startup"
+	case RestoreInstall:
+		return "install-snapshot"
+	case RestoreOperator:
+		return "operator"
+	}
+	return fmt.Sprintf("RestoreKind(%d)", int(k))
+}
+
+// KindRestorer is an FSM that wants to know why it is restored: the cluster then calls
+// RestoreKind instead of Restore. A refusal of a RestoreInstall leaves the node on its state
+// and Raft's leader sends the snapshot again later.
+type KindRestorer interface {
+	RestoreKind(rc io.ReadCloser, kind RestoreKind) error
 }
 
 const snapshotHeaderLen = 8
@@ -89,10 +123,23 @@ func (f *trackingFSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("cluster: read snapshot header: %w", err)
 	}
 	idx := binary.BigEndian.Uint64(hdr[:])
-	if f.userRestoring.Load() && f.userRestoreIndex != nil {
+	kind := RestoreInstall
+	switch {
+	case f.userRestoring.Load():
+		kind = RestoreOperator
+	case f.starting.Load():
+		kind = RestoreStartup
+	}
+	if kind == RestoreOperator && f.userRestoreIndex != nil {
 		idx = f.userRestoreIndex()
 	}
-	if err := f.inner.Restore(rc); err != nil {
+	var err error
+	if kr, ok := f.inner.(KindRestorer); ok {
+		err = kr.RestoreKind(rc, kind)
+	} else {
+		err = f.inner.Restore(rc)
+	}
+	if err != nil {
 		return err
 	}
 	f.advance(idx)

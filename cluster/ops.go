@@ -132,11 +132,28 @@ func (c *Cluster) Apply(ctx context.Context, cmd []byte) (any, error) {
 }
 
 func (c *Cluster) applyLocal(ctx context.Context, cmd []byte) (any, error) {
+	// The gate is held until Raft resolves the entry (applied, or certainly failed), not until
+	// this caller stops waiting: RestoreChecked's check must see every entry proposed before it.
+	// (A raft future has one waiter: its Error hands the result to the first caller only.)
+	c.applyGate.RLock()
 	f := c.raft.Apply(cmd, timeoutOf(ctx))
-	if err := c.waitFuture(ctx, f); err != nil {
-		return nil, err
+	done := make(chan error, 1)
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		err := f.Error()
+		c.applyGate.RUnlock()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, mapRaftErr(err)
+		}
+		return f.Response(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return f.Response(), nil
 }
 
 // Barrier returns once this node's FSM reflects every write that was

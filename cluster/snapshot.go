@@ -84,6 +84,14 @@ func (c *Cluster) openSnapshot() (*raft.SnapshotMeta, io.ReadCloser, error) {
 // spooled to DataDir before Raft sees it. Writes in flight are aborted
 // (ErrLeadershipLost) and followers receive the snapshot through Raft.
 func (c *Cluster) Restore(ctx context.Context, r io.Reader) error {
+	return c.RestoreChecked(ctx, r, nil)
+}
+
+// RestoreChecked is Restore, with a last check of the FSM data (what SnapshotFSMData returns)
+// once the file is verified: no entry proposed on this node is in flight while check runs and
+// none is proposed until the restore is done, and every earlier one has been applied. An error
+// from check is returned as it is and the cluster is untouched.
+func (c *Cluster) RestoreChecked(ctx context.Context, r io.Reader, check func(fsmData io.Reader) error) error {
 	if c.isShutdown() {
 		return ErrShutdown
 	}
@@ -131,6 +139,25 @@ func (c *Cluster) Restore(ctx context.Context, r io.Reader) error {
 	}
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("cluster: restore: %w", err)
+	}
+
+	if check != nil {
+		c.applyGate.Lock()
+		defer c.applyGate.Unlock()
+		// Every entry proposed before the gate closed is resolved; a barrier makes sure the
+		// FSM has applied them (and any forwarded here before this node led).
+		if err := c.waitFuture(ctx, c.raft.Barrier(timeoutOf(ctx))); err != nil {
+			return fmt.Errorf("cluster: restore: %w", err)
+		}
+		if _, err := tmp.Seek(snapshotHeaderLen, io.SeekStart); err != nil {
+			return fmt.Errorf("cluster: restore: %w", err)
+		}
+		if err := check(io.LimitReader(tmp, meta.Size-snapshotHeaderLen)); err != nil {
+			return err
+		}
+		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("cluster: restore: %w", err)
+		}
 	}
 
 	// Raft re-indexes the snapshot past everything it has; the FSM

@@ -69,6 +69,13 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	return f.state.Restore(rc)
 }
 
+// RestoreChecked replaces the whole state with a snapshot that check accepts
+// (State.RestoreChecked).
+func (f *FSM) RestoreChecked(rc io.ReadCloser, check func(*State) error) error {
+	defer rc.Close()
+	return f.state.RestoreChecked(rc, check)
+}
+
 type snapshot struct {
 	root  *root
 	index uint64

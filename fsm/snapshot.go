@@ -313,9 +313,26 @@ func writeSnapshot(w io.Writer, r *root, index uint64) error {
 // AppliedIndex to the snapshot's index. On error the state is unchanged.
 // Then OnChange is called once with a Restored change.
 func (s *State) Restore(rd io.Reader) error {
+	return s.RestoreChecked(rd, nil)
+}
+
+// RestoreChecked is Restore, but first hands the snapshot, read into a State
+// of its own, to check (if not nil): an error from check refuses the
+// snapshot and leaves this state unchanged. check may call the given
+// State's queries; it is how a node refuses a snapshot that lacks a
+// revocation it has seen (region/DESIGN.md, "Revocations survive every
+// restore").
+func (s *State) RestoreChecked(rd io.Reader, check func(*State) error) error {
 	r, index, err := readSnapshot(rd)
 	if err != nil {
 		return err
+	}
+	if check != nil {
+		scratch := &State{root: r, gen: 1}
+		scratch.applied.Store(index)
+		if err := check(scratch); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	s.gen++

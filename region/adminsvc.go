@@ -261,10 +261,15 @@ func (s *adminService) SnapshotRestore(stream kv1.AdminService_SnapshotRestoreSe
 	case meta.GetRegion() != s.n.cfg.Region:
 		return status.Error(codes.InvalidArgument, "region: snapshot of another region ("+strconv.Quote(meta.GetRegion())+")")
 	}
-	if err := s.n.checkRestoreKeepsRevocations(buf.Bytes()); err != nil {
-		return err
+	if _, err := cluster.SnapshotFSMData(buf.Bytes()); err != nil {
+		return status.Error(codes.InvalidArgument, "region: malformed snapshot")
 	}
-	if err := s.n.cl.Restore(stream.Context(), &buf); err != nil {
+	// The check runs under the cluster's apply gate: no revocation can be applied between it and
+	// the restore.
+	if err := s.n.cl.RestoreChecked(stream.Context(), &buf, s.n.checkRestoreKeepsRevocations); err != nil {
+		if _, ok := status.FromError(err); ok {
+			return err
+		}
 		if errors.Is(err, cluster.ErrNotLeader) {
 			return status.Error(codes.FailedPrecondition, "region: restore runs on the leader; call the leader's API")
 		}
@@ -583,14 +588,17 @@ func (s *adminService) UnlockTenant(ctx context.Context, req *kv1.UnlockTenantRe
 // taken before revocations this region has since made. Revocation is forever; a backup must not
 // undo it. The snapshot is restored into a scratch state machine and every revocation in this
 // region's log is looked up there: it must be revoked there too, or absent.
-func (n *Node) checkRestoreKeepsRevocations(file []byte) error {
-	data, err := cluster.SnapshotFSMData(file)
-	if err != nil {
-		return status.Error(codes.InvalidArgument, "region: malformed snapshot")
-	}
+//
+// It also refuses a snapshot that lacks any revocation of this node's durable set (revset.go), in
+// which a revocation stays after a restore emptied the log: otherwise restoring a snapshot from
+// before a tenant existed, then one from before its revocation, would undo it.
+func (n *Node) checkRestoreKeepsRevocations(data io.Reader) error {
 	scratch := fsm.NewState(fsm.Options{})
-	if err := scratch.Restore(bytes.NewReader(data)); err != nil {
+	if err := scratch.Restore(data); err != nil {
 		return status.Error(codes.InvalidArgument, "region: malformed snapshot state")
+	}
+	if missing := n.revs.missingFrom(scratch); len(missing) > 0 {
+		return status.Errorf(codes.FailedPrecondition, "region: the snapshot lacks %d revocation(s) this node has applied (%s); restoring it would make revoked keys usable again, and revocation is final: restore a snapshot taken after them", len(missing), describeMissing(missing))
 	}
 	undone := 0
 	for _, r := range inForce(n.state.RevocationLog(0)) {

@@ -244,6 +244,10 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 	if err := n.cl.Barrier(ctx); err != nil {
 		return false, fmt.Errorf("read barrier: %w", err)
 	}
+	// A restore (operator's, or a snapshot from a new leader) rewinds the applied cursor to the
+	// snapshot's: the session must then end, so that the next one resumes from there and the
+	// events after it apply again, rather than go on reporting the stream's head as applied.
+	restores := n.restores.Load()
 	cursor := n.state.GovernanceCursor()
 	unfenced := n.state.AppliedIndex()
 	f.metrics.cursor.Set(float64(cursor))
@@ -278,6 +282,11 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 		watchdog.Reset(feedSilence)
 		f.metrics.connected.Set(1)
 		f.metrics.head.Set(float64(msg.GetHeadCursor()))
+		if n.restores.Load() != restores {
+			f.inventory, f.inventoryAt = [32]byte{}, 0
+			n.log.Info("the state was restored from a snapshot; the governance feed resumes from its cursor", "snapshot-cursor", n.state.GovernanceCursor(), "session-cursor", cursor)
+			return progressed, errResync
+		}
 		for _, ev := range msg.GetEvents() {
 			if ev.GetCursor() <= cursor {
 				continue // a duplicate delivery: applied already
@@ -298,6 +307,12 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 				return progressed, fmt.Errorf("fence: %w", err)
 			}
 			unfenced = 0
+		}
+		// Nor report past a restore that landed while this message was applied: what it covers
+		// may no longer be in the state.
+		if n.restores.Load() != restores {
+			f.inventory, f.inventoryAt = [32]byte{}, 0
+			return progressed, errResync
 		}
 		req := &kv1.ReportCursorRequest{Region: n.cfg.Region, AppliedCursor: msg.GetHeadCursor()}
 		f.addInventory(req, first)

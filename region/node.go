@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -66,6 +67,13 @@ type Node struct {
 	started  time.Time
 
 	leaseBound leaseBound // a longer lease in force until lately, for the fence
+
+	// revs is the durable revocation set (revset.go): it only grows, and survives restores.
+	revs *revSet
+	// restores counts snapshots installed into the state (the feed restarts its session after
+	// one); refusedSnapshots counts snapshots refused for lacking a revocation of revs.
+	restores         atomic.Uint64
+	refusedSnapshots atomic.Uint64
 
 	stop     chan struct{} // closed by Shutdown: the loops below return
 	wg       sync.WaitGroup
@@ -143,6 +151,12 @@ func New(cfg Config) (_ *Node, err error) {
 	n.anchorChecks = newAnchorChecker(n)
 	n.metrics = newNodeMetrics(n.reg, n)
 
+	// The durable revocation set opens before Raft starts: restoring the local snapshot at start
+	// and replaying the log add to it (onChange).
+	if n.revs, err = openRevSet(cfg.DataDir); err != nil {
+		return nil, err
+	}
+	closers = append(closers, func() { n.revs.close() })
 	n.fsm = fsm.New(fsm.Options{OnChange: n.onChange})
 	n.state = n.fsm.State()
 
@@ -169,7 +183,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	closers = append(closers, func() { n.rpcLn.Close() })
 
-	if n.cl, err = cluster.New(ccfg, n.fsm, append([]cluster.Option{cluster.WithResponseCodec(fsm.Codec{})}, cfg.ClusterOptions...)...); err != nil {
+	if n.cl, err = cluster.New(ccfg, &regionFSM{FSM: n.fsm, n: n}, append([]cluster.Option{cluster.WithResponseCodec(fsm.Codec{})}, cfg.ClusterOptions...)...); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { n.cl.Shutdown() })
@@ -332,6 +346,9 @@ func (n *Node) shutdown(stopCluster func() error) error {
 	n.peers.close()
 	n.anchors.close()
 	n.keys.close()
+	if e := n.revs.close(); e != nil && err == nil {
+		err = e
+	}
 	if e := n.audit.Close(); e != nil && err == nil {
 		err = e
 	}
@@ -350,23 +367,69 @@ func (n *Node) shutdown(stopCluster func() error) error {
 func (n *Node) onChange(c fsm.Change) {
 	n.events.onChange(c)
 	switch c.Kind {
-	case fsm.TenantRevoked, fsm.TenantLocked, fsm.AnchorDeleted:
+	case fsm.TenantRevoked:
+		n.keys.wipeTenant(c.Tenant)
+		n.addRevoked(revEntry{Tenant: c.Tenant, Index: c.Index})
+	case fsm.TenantLocked, fsm.AnchorDeleted:
 		n.keys.wipeTenant(c.Tenant)
 	case fsm.ServiceRevoked:
 		n.keys.wipeService(c.Tenant, c.Service, 0)
+		n.addRevoked(revEntry{Tenant: c.Tenant, Service: c.Service, Index: c.Index})
 	case fsm.KeyVersionRevoked:
 		n.keys.wipeService(c.Tenant, c.Service, c.Version)
+		n.addRevoked(revEntry{Tenant: c.Tenant, Service: c.Service, Version: c.Version, Index: c.Index})
 	case fsm.PolicySet:
 		if p, err := n.state.Policy(c.Tenant); err == nil {
 			n.policies.set(c.Tenant, p)
 		}
 	case fsm.Restored:
+		n.restores.Add(1)
 		n.keys.wipeAll()
+		// The union: what the snapshot revokes joins the set (its check made sure it lacks
+		// nothing of the set, save on a start, where the log that follows is replayed).
+		n.addRevoked(revFromLog(n.state.RevocationLog(0))...)
 		n.policies.rebuild(n.state)
 		n.leaseBound.note(n.state.Settings().LeaseDuration, n.cfg.ClockDrift)
 	case fsm.SettingsChanged:
 		n.leaseBound.note(n.state.Settings().LeaseDuration, n.cfg.ClockDrift)
 	}
+}
+
+// addRevoked records revocations in the durable set. It runs inside FSM.Apply, before the
+// applied index passes them, so a fence or Revoke never acknowledges a revocation this node has
+// not recorded. It costs a bbolt write (an fsync) per revocation, which only revocations pay.
+func (n *Node) addRevoked(e ...revEntry) {
+	if err := n.revs.add(e); err != nil {
+		// Still enforced in memory until the process ends; the next start re-adds it from the
+		// log or snapshot. An operator must look at the disk.
+		n.log.Error("cannot record a revocation in the durable revocation set; it is enforced in memory only", "file", revsetFile, "err", err)
+	}
+}
+
+// regionFSM is the state machine as Raft sees it: the fsm, with a check on each snapshot the
+// leader sends (InstallSnapshot).
+type regionFSM struct {
+	*fsm.FSM
+	n *Node
+}
+
+// RestoreKind refuses a snapshot from the leader that lacks a revocation of the durable set
+// (DESIGN.md, "Revocations survive every restore"). The node stays on its state (and so stops
+// serving once the region's commit index passes it); the leader sends the snapshot again later.
+// A snapshot at start is this node's own, followed by its log; an operator's was checked under
+// the cluster's apply gate before Raft took it (and Raft panics on a refusal there).
+func (f *regionFSM) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind) error {
+	if kind != cluster.RestoreInstall {
+		return f.FSM.Restore(rc)
+	}
+	return f.FSM.RestoreChecked(rc, func(s *fsm.State) error {
+		if missing := f.n.revs.missingFrom(s); len(missing) > 0 {
+			f.n.refusedSnapshots.Add(1)
+			f.n.log.Error("refusing a snapshot from the leader: it lacks revocations this node has applied; restoring it would make revoked keys usable again. Restore a snapshot taken after them on the leader.", "snapshot-index", s.AppliedIndex(), "missing", describeMissing(missing))
+			return fmt.Errorf("region: refusing a snapshot (index %d) that lacks %d revocation(s) this node has applied: %s", s.AppliedIndex(), len(missing), describeMissing(missing))
+		}
+		return nil
+	})
 }
 
 // raftStat reads one of Raft's numeric statistics (term, commit_index, ...).
