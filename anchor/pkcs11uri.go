@@ -212,6 +212,10 @@ func (u *PKCS11URI) Scheme() string { return SchemePKCS11 }
 func (u *PKCS11URI) KeyName() string {
 	var parts []string
 	for _, a := range u.attrOrder(u.path, pkcs11PathAttrs) {
+		if SecretParam(a) { // a vendor path attribute named like a credential
+			parts = append(parts, a+"=xxxxx")
+			continue
+		}
 		parts = append(parts, a+"="+pkcs11Escape(u.path[a]))
 	}
 	return strings.Join(parts, ";")

@@ -75,11 +75,23 @@ func CheckStorable(u URI) error {
 		return fmt.Errorf("%w: pkcs11: pin-value puts the PIN in the tenant's URI, which every Raft log, snapshot and backup keeps; "+
 			"write the PIN to a file readable only by krypton on every node and give pin-source=file:/path/to/pin instead", ErrSecretInURI)
 	}
-	for name := range p.query {
+	// Vendor attributes may stand in the path as well as in the query (RFC 7512).
+	for name := range mapsKeys(p.path, p.query) {
 		if SecretParam(name) {
 			return fmt.Errorf("%w: pkcs11: a query attribute named like a credential would be stored with the tenant; "+
 				"give the PIN with pin-source=file:/path/to/pin and credentials in the node's configuration", ErrSecretInURI)
 		}
 	}
 	return nil
+}
+
+// mapsKeys yields the keys of every map given.
+func mapsKeys(ms ...map[string]string) map[string]struct{} {
+	out := map[string]struct{}{}
+	for _, m := range ms {
+		for k := range m {
+			out[k] = struct{}{}
+		}
+	}
+	return out
 }

@@ -13,6 +13,7 @@ func TestCheckStorableRefusesSecrets(t *testing.T) {
 		"pkcs11:token=t;object=o?module-path=/usr/lib/x.so&pin-value=" + testPIN,
 		"pkcs11:token=t;object=o?pin-value=" + testPIN,
 		"pkcs11:token=t;object=o?module-path=/usr/lib/x.so&x-vendor-password=" + testPIN,
+		"pkcs11:token=t;object=o;x-pin=" + testPIN + "?module-path=/usr/lib/x.so", // in the path too
 	} {
 		u, err := Parse(s)
 		if err != nil {
@@ -50,6 +51,7 @@ func TestRedact(t *testing.T) {
 		"pkcs11:token=t;object=o?module-path=/usr/lib/x.so&pin-value=" + testPIN:  "pkcs11:token=t;object=o?module-path=%2Fusr%2Flib%2Fx.so&pin-value=xxxxx",
 		"pkcs11:token=t;object=o?x-vendor-password=" + testPIN + "&x-slot-hint=3": "pkcs11:token=t;object=o?x-slot-hint=3&x-vendor-password=xxxxx",
 		"pkcs11:token=t;object=o?pin-source=file:/etc/krypton/pin":                "pkcs11:token=t;object=o?pin-source=file:/etc/krypton/pin",
+		"pkcs11:token=t;object=o;x-pin=" + testPIN:                                "pkcs11:token=t;object=o;x-pin=xxxxx",
 		"pkcs11:token=t;object=o;pin-value=" + testPIN:                            "pkcs11:(not shown: the URI does not parse)",
 		"pkcs11:token=t;object=o?pin-value=" + testPIN + "&pin-source=/etc/pin":   "pkcs11:(not shown: the URI does not parse)",
 		testPIN + "://x": "(anchor URI not shown: it does not parse)",

@@ -196,7 +196,7 @@ func (p Policy) authorize(fullMethod string, r *identityResult, self pki.Identit
 		return status.Error(codes.PermissionDenied, "transport: service not open to any caller")
 	}
 	if len(kinds) > 0 && !slices.Contains(kinds, r.id.Kind) {
-		return status.Errorf(codes.PermissionDenied, "transport: a %s certificate may not call %s", r.id.Kind, service)
+		return status.Errorf(codes.PermissionDenied, "transport: %s certificate may not call %s", r.id.Kind.Article(), service)
 	}
 	if service == NodeService {
 		// A node of another region shares node IDs with this one's

@@ -31,9 +31,21 @@ func (c *apiClient) admin() kv1.AdminServiceClient { return kv1.NewAdminServiceC
 
 func nargs(fs *flag.FlagSet, min, max int, usage string) error {
 	if fs.NArg() < min || fs.NArg() > max {
-		return usagef("%s: want %s", cmdName(fs), usage)
+		return usagef("%s: want %s%s", cmdName(fs), usage, flagsFirstHint(fs))
 	}
 	return nil
+}
+
+// flagsFirstHint explains a wrong argument count caused by a flag written after the arguments
+// (`krypton key describe demo app -format json`): Go's flag package stops at the first argument and
+// takes the rest as arguments too.
+func flagsFirstHint(fs *flag.FlagSet) string {
+	for _, a := range fs.Args() {
+		if len(a) > 1 && strings.HasPrefix(a, "-") {
+			return fmt.Sprintf(" (%s was read as an argument: flags go before the arguments)", a)
+		}
+	}
+	return ""
 }
 
 // cmdName is the command's path without the program name: "tenant lock".

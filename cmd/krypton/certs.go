@@ -182,7 +182,7 @@ func serverCertCommand(spec serverCertSpec) *command {
 		},
 		run: func(_ context.Context, s *streams, fs *flag.FlagSet) error {
 			if fs.NArg() != len(spec.args) {
-				return usagef("certs %s: want %s", spec.name, strings.Join(spec.args, " "))
+				return usagef("certs %s: want %s%s", spec.name, strings.Join(spec.args, " "), flagsFirstHint(fs))
 			}
 			opts := pki.NodeOptions{DNSNames: splitList(*dns)}
 			for _, v := range splitList(*ips) {

@@ -206,7 +206,7 @@ func (c *clientFlags) loadConfig() (transport.ClientConfig, error) {
 		return transport.ClientConfig{}, fmt.Errorf("-client-cert %s: %w", c.clientCert, err)
 	}
 	if id.Kind != c.kind {
-		return transport.ClientConfig{}, fmt.Errorf("-client-cert %s names %s, a %s certificate; %s", c.clientCert, id, id.Kind, c.certHint())
+		return transport.ClientConfig{}, fmt.Errorf("-client-cert %s names %s, %s certificate; %s", c.clientCert, id, id.Kind.Article(), c.certHint())
 	}
 	cfg.Token = c.token() // with a certificate too, a token (if any) decides who calls
 	return cfg, nil
@@ -313,12 +313,17 @@ func writeProtoJSON(w io.Writer, m proto.Message) error {
 	if err != nil {
 		return err
 	}
+	return writeIndented(w, b)
+}
+
+// writeIndented writes the JSON document b indented by two spaces, with a final newline.
+func writeIndented(w io.Writer, b []byte) error {
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, b, "", "  "); err != nil {
 		return err
 	}
 	buf.WriteByte('\n')
-	_, err = w.Write(buf.Bytes())
+	_, err := w.Write(buf.Bytes())
 	return err
 }
 

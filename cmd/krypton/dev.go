@@ -532,7 +532,10 @@ func (d *devRegion) printWelcome(w io.Writer) {
 	fmt.Fprintln(w, "    krypton tenant set-anchor -anchor "+d.anchorURI+" acme   # lifts it; nothing was lost")
 	fmt.Fprintln(w, "    krypton governance status")
 	fmt.Fprintln(w, "\nWrap and unwrap as the service demo/app (wrapping takes a service certificate):")
-	fmt.Fprintf(w, "    KRYPTON_CLIENT_CERT=%s KRYPTON_CLIENT_KEY=%s \\\n      krypton datakey -key demo/app\n\n", d.service[0], d.service[1])
+	// The blob datakey prints goes straight to unwrap, which gives the data key back: one pipe,
+	// each side with the service certificate (a NAME=value prefix reaches one command only).
+	svc := fmt.Sprintf("KRYPTON_CLIENT_CERT=%s KRYPTON_CLIENT_KEY=%s", d.service[0], d.service[1])
+	fmt.Fprintf(w, "    %s \\\n      krypton datakey -key demo/app | \\\n    %s \\\n      krypton unwrap -show-plaintext -\n\n", svc, svc)
 	fmt.Fprintf(w, "Applications encrypt through the gateway (Go: client.DialGatewayUnix(%q)); KMIP clients such as\n", d.gw.UnixSocket())
 	fmt.Fprintf(w, "PyKMIP connect to %s with a demo/app service certificate (docs/gateway.md, docs/kmip.md).\n\n", d.gw.KMIPAddr())
 	if d.anchorPath != "" {

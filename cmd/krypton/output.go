@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -63,13 +62,7 @@ func emit(w io.Writer, format string, v any, text, raw func(io.Writer) error) er
 		if err != nil {
 			return err
 		}
-		var buf bytes.Buffer
-		if err := json.Indent(&buf, b, "", "  "); err != nil {
-			return err
-		}
-		buf.WriteByte('\n')
-		_, err = w.Write(buf.Bytes())
-		return err
+		return writeIndented(w, b)
 	case formatRaw:
 		if raw == nil {
 			return checkFormat(format, false)

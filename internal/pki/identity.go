@@ -71,6 +71,14 @@ func (k Kind) String() string {
 	return fmt.Sprintf("Kind(%d)", int(k))
 }
 
+// Article returns the kind with its indefinite article, for messages: "an operator", "a gateway".
+func (k Kind) Article() string {
+	if name := k.String(); strings.IndexByte("aeiou", name[0]) >= 0 {
+		return "an " + name
+	}
+	return "a " + k.String()
+}
+
 const (
 	spiffeScheme = "spiffe"
 	trustDomain  = "krypton"
@@ -252,7 +260,7 @@ func (want Identity) Check(id Identity) error {
 		return fmt.Errorf("%w: no kind of peer expected", ErrWrongKind)
 	}
 	if id.Kind != want.Kind {
-		return fmt.Errorf("%w: a %s certificate, not a %s", ErrWrongKind, id.Kind, want.Kind)
+		return fmt.Errorf("%w: %s certificate, not %s", ErrWrongKind, id.Kind.Article(), want.Kind.Article())
 	}
 	for _, f := range []struct{ what, want, got string }{
 		{"region", want.Region, id.Region},
@@ -263,7 +271,7 @@ func (want Identity) Check(id Identity) error {
 		{"operator", want.Operator, id.Operator},
 	} {
 		if f.want != "" && f.got != f.want {
-			return fmt.Errorf("%w: a %s certificate of another %s than %s", ErrWrongPeer, id.Kind, f.what, f.want)
+			return fmt.Errorf("%w: %s certificate of another %s than %s", ErrWrongPeer, id.Kind.Article(), f.what, f.want)
 		}
 	}
 	return nil
