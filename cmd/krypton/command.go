@@ -62,9 +62,17 @@ func (c *command) dispatch(ctx context.Context, path string, args []string, s *s
 	if len(c.sub) > 0 {
 		if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 			if len(args) > 1 && args[0] == "help" {
-				if sub := c.find(args[1]); sub != nil {
-					return sub.dispatch(ctx, path+" "+sub.name, []string{"-h"}, s)
+				// `krypton help key describe` is `krypton key describe -h`, at any depth.
+				sub := c.find(args[1])
+				if sub == nil {
+					c.printSubcommands(s.err, path)
+					return usagef("unknown command %q for %q (run %s help)", args[1], path, path)
 				}
+				rest := []string{"-h"}
+				if len(sub.sub) > 0 {
+					rest = append([]string{"help"}, args[2:]...)
+				}
+				return sub.dispatch(ctx, path+" "+sub.name, rest, s)
 			}
 			c.printSubcommands(s.out, path)
 			if len(args) == 0 {
