@@ -14,7 +14,7 @@ import (
 
 	"github.com/awnumar/memguard"
 
-	"github.com/kryptonkms/krypton/internal/bench"
+	"github.com/kryptonkms/krypton/cmd/krypton/internal/bench"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kryptonkms/krypton/cmd/krypton/internal/bench"
 	"github.com/kryptonkms/krypton/gateway"
-	"github.com/kryptonkms/krypton/internal/bench"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"

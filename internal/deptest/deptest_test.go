@@ -50,7 +50,8 @@ func listPackages(t *testing.T) []pkg {
 }
 
 // rule forbids a package (and its subpackages, unless exact) from depending on anything with a
-// listed prefix, directly (Imports) or through others (Deps).
+// listed prefix, directly (Imports) or through others (Deps). A forbidden entry that starts with
+// "=" names one package exactly, not its subpackages.
 type rule struct {
 	pkg        string
 	exact      bool
@@ -73,18 +74,34 @@ var rules = []rule{
 		forbidden: []string{module + "/region", module + "/fsm", module + "/cluster", module + "/governance", module + "/gateway"}},
 	{pkg: module + "/jepsen", transitive: false, why: "jepsen is black-box: it runs the binary and speaks only the public API",
 		forbidden: []string{module + "/region", module + "/fsm", module + "/cluster", module + "/wrap", module + "/governance", module + "/gateway", module + "/anchor"}},
+	{pkg: module + "/jepsen", transitive: true, why: "jepsen is black-box: not even through another package may it link the code it tests",
+		forbidden: []string{module + "/region", module + "/fsm", module + "/cluster", module + "/governance", module + "/gateway", module + "/anchor"}},
+	{pkg: module + "/gateway", transitive: true, why: "the gateway runs beside the applications: it links no consensus, region or governance code, so compromising it yields no path into them",
+		forbidden: []string{module + "/region", module + "/governance", module + "/cluster"}},
+	{pkg: module + "/client", transitive: true, why: "the client library is what applications link: the public API only, no server code",
+		forbidden: []string{module + "/region", module + "/governance", module + "/cluster", "=" + module + "/gateway", module + "/gateway/kmip"}},
+	{pkg: module + "/region", transitive: true, why: "a region talks to governance over the API only (the feed); it links none of governance's code",
+		forbidden: []string{module + "/governance"}},
+	{pkg: module + "/governance", transitive: true, why: "governance talks to regions over the API only; it links none of the region's code",
+		forbidden: []string{module + "/region"}},
 }
 
-// matches reports whether path is prefix or below it; a prefix ending in "/" matches below it only.
+// matches reports whether path is prefix or below it; a prefix ending in "/" matches below it only,
+// and one starting with "=" matches that one path only.
 func matches(path, prefix string) bool {
+	if exact, ok := strings.CutPrefix(prefix, "="); ok {
+		return path == exact
+	}
 	if strings.HasSuffix(prefix, "/") {
 		return strings.HasPrefix(path, prefix)
 	}
 	return path == prefix || strings.HasPrefix(path, prefix+"/")
 }
 
-func TestImportBoundaries(t *testing.T) {
-	for _, p := range listPackages(t) {
+// violations lists every rule a package of pkgs breaks, one line each.
+func violations(pkgs []pkg) []string {
+	var out []string
+	for _, p := range pkgs {
 		for _, r := range rules {
 			if !(p.ImportPath == r.pkg || (!r.exact && strings.HasPrefix(p.ImportPath, r.pkg+"/"))) {
 				continue
@@ -103,13 +120,66 @@ func TestImportBoundaries(t *testing.T) {
 						continue // its own subpackages
 					}
 					if matches(d, f) {
-						t.Errorf("%s imports %s: %s", p.ImportPath, d, r.why)
+						out = append(out, p.ImportPath+" imports "+d+": "+r.why)
 					}
 				}
 			}
 		}
 	}
+	return out
 }
+
+func TestImportBoundaries(t *testing.T) {
+	for _, v := range violations(listPackages(t)) {
+		t.Error(v)
+	}
+}
+
+// TestEachRuleBites feeds every rule a made-up package that breaks it, so a rule that can no
+// longer fail (a typo in its path, a prefix that matches nothing) fails here.
+func TestEachRuleBites(t *testing.T) {
+	for i, r := range rules {
+		f := r.forbidden[0]
+		bad := strings.TrimPrefix(strings.TrimSuffix(f, "/"), "=")
+		if strings.HasSuffix(f, "/") {
+			bad += "/something"
+		}
+		p := pkg{ImportPath: r.pkg, Imports: []string{bad}, Deps: []string{bad}}
+		if v := violations([]pkg{p}); len(v) == 0 {
+			t.Errorf("rule %d (%s: %s) does not refuse an import of %s", i, r.pkg, r.why, bad)
+		}
+		if r.transitive {
+			// Through another package: only Deps carries it.
+			p := pkg{ImportPath: r.pkg, Imports: []string{"fmt"}, Deps: []string{"fmt", bad}}
+			if v := violations([]pkg{p}); len(v) == 0 {
+				t.Errorf("transitive rule %d (%s) misses %s reached through another package", i, r.pkg, bad)
+			}
+		}
+	}
+	// The "=" form names one package, not its subpackages: client may use gateway/envelope.
+	ok := pkg{ImportPath: module + "/client", Imports: []string{module + "/gateway/envelope"}, Deps: []string{module + "/gateway/envelope"}}
+	if v := violations([]pkg{ok}); len(v) != 0 {
+		t.Errorf("client using gateway/envelope refused: %v", v)
+	}
+}
+
+// TestNoTestKitInProduction fails when a production package depends, directly or not, on a test kit
+// of ours (a package whose name ends in "test", such as region/regiontest): test kits make fixed
+// keys, open ports and skip checks, and must never be linked into a binary.
+func TestNoTestKitInProduction(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if isTestKit(p.ImportPath) {
+			continue
+		}
+		for _, d := range p.Deps {
+			if strings.HasPrefix(d, module+"/") && isTestKit(d) {
+				t.Errorf("%s depends on the test kit %s", p.ImportPath, d)
+			}
+		}
+	}
+}
+
+func isTestKit(path string) bool { return strings.HasSuffix(path, "test") }
 
 // TestNoTestingInProduction fails when a non-test package of ours imports the testing package: test
 // support belongs in <pkg>test packages, which production code never imports. (Direct imports only:
@@ -130,6 +200,9 @@ func TestNoTestingInProduction(t *testing.T) {
 // TestNothingImportsCmd keeps cmd at the top: it wires everything and nothing depends on it.
 func TestNothingImportsCmd(t *testing.T) {
 	for _, p := range listPackages(t) {
+		if strings.HasPrefix(p.ImportPath, module+"/cmd/") {
+			continue // the command's own internal packages (cmd/krypton/internal/bench)
+		}
 		for _, d := range p.Imports {
 			if strings.HasPrefix(d, module+"/cmd") {
 				t.Errorf("%s imports %s: nothing imports cmd", p.ImportPath, d)
