@@ -102,7 +102,9 @@ func TestPermits(t *testing.T) {
 	}
 }
 
-func validName(s string) bool { return s != "" && strings.ToLower(s) == s && !strings.ContainsAny(s, "/* ") }
+func validName(s string) bool {
+	return s != "" && strings.ToLower(s) == s && !strings.ContainsAny(s, "/* ")
+}
 
 func TestValidate(t *testing.T) {
 	rule := func(caller, service string, ops ...Op) Policy {
