@@ -83,6 +83,12 @@ type pool struct {
 	eps  map[string]*endpoint
 	list []*endpoint
 
+	// onPolicy, if set before start, gets the tenant's key-use policy from every ListEndpoints
+	// answer (concurrently).
+	onPolicy func(*kv1.Policy)
+	// kick asks for a refresh now (1-buffered; refreshNow).
+	kick chan struct{}
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -98,6 +104,7 @@ func newPool(cfg Config, log *slog.Logger, m *metrics) (*pool, error) {
 		metrics: m,
 		eps:     map[string]*endpoint{},
 		stop:    make(chan struct{}),
+		kick:    make(chan struct{}, 1),
 	}
 	for _, a := range cfg.RegionAddrs {
 		if _, err := p.add(a, true); err != nil {
@@ -121,12 +128,21 @@ func (p *pool) start(ctx context.Context) {
 			case <-p.stop:
 				return
 			case <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AttemptTimeout)
-				p.refresh(ctx)
-				cancel()
+			case <-p.kick:
 			}
+			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AttemptTimeout)
+			p.refresh(ctx)
+			cancel()
 		}
 	}()
+}
+
+// refreshNow asks the refresh loop to refresh at once (the tenant's policy changed).
+func (p *pool) refreshNow() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (p *pool) add(addr string, seed bool) (*endpoint, error) {
@@ -169,6 +185,9 @@ func (p *pool) refresh(ctx context.Context) {
 			}
 			self := resp.GetNodeId()
 			e.nodeID.Store(&self)
+			if pol := resp.GetPolicy(); pol != nil && p.onPolicy != nil {
+				p.onPolicy(pol)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			answered++
