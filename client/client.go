@@ -78,14 +78,21 @@ func NewGateway(conn grpc.ClientConnInterface) *Client {
 // DialRegion connects directly to region nodes with a service certificate (cfg) for
 // tenant/service. Encrypt asks a node for a data key (GenerateDataKey) and seals locally; Decrypt
 // has a node unwrap it. A node that answers UNAVAILABLE (down, or without a serving lease) is
-// passed over for the next one. Each server must present a region node's certificate (of the
-// region cfg.Server names, if it names one).
-func DialRegion(ctx context.Context, addrs []string, cfg transport.ClientConfig, tenant, service string) (*Client, error) {
+// passed over for the next one. Each server must present a node certificate of region (the
+// region's name, required): a node of another region, though of the same CA, is refused at the
+// handshake, before anything is sent. cfg.Server, if set, must name a node of that region.
+func DialRegion(ctx context.Context, region string, addrs []string, cfg transport.ClientConfig, tenant, service string) (*Client, error) {
 	if len(addrs) == 0 {
 		return nil, errors.New("client: no region address")
 	}
-	if cfg.Server.Kind == 0 {
-		cfg.Server = pki.Identity{Kind: pki.KindNode}
+	if region == "" {
+		return nil, errors.New("client: DialRegion needs the region's name, so that a node of another region is refused")
+	}
+	switch {
+	case cfg.Server.Kind == 0:
+		cfg.Server = pki.Identity{Kind: pki.KindNode, Region: region}
+	case cfg.Server.Kind != pki.KindNode || cfg.Server.Region != region:
+		return nil, errors.New("client: DialRegion's cfg.Server must name a node of the region given")
 	}
 	c := &Client{key: &kv1.KeyRef{Tenant: tenant, Service: service}}
 	for _, a := range addrs {

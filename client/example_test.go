@@ -58,7 +58,7 @@ func ExampleDialRegion() {
 	defer r.stop()
 	ctx := context.Background()
 
-	c, err := client.DialRegion(ctx, []string{r.addr}, r.serviceConfig(), "acme", "billing")
+	c, err := client.DialRegion(ctx, "dev", []string{r.addr}, r.serviceConfig(), "acme", "billing")
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -196,7 +196,7 @@ func (r *exampleRegion) startGateway() *gateway.Gateway {
 		log.Fatal(err)
 	}
 	cfg := gateway.DefaultConfig()
-	cfg.RegionAddrs = []string{r.addr}
+	cfg.RegionAddrs, cfg.Region = []string{r.addr}, "dev"
 	cfg.Roots, cfg.Certificate = r.ca.Pool(), cert.TLSCertificate()
 	cfg.ListenAddr, cfg.ServerCertificate = freeAddr(false), srvCert.TLSCertificate()
 	cfg.UnixSocket = filepath.Join(r.dir, "gateway.sock")

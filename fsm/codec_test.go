@@ -5,6 +5,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/kryptonkms/krypton/policy"
 )
 
 func TestResponseCodecRoundTrip(t *testing.T) {
@@ -118,9 +120,9 @@ func TestEntryEncoding(t *testing.T) {
 		ApplyGovernanceEvent{Cursor: 5, After: 3, EventID: "e5", Event: SetAnchor{Tenant: "a", Anchor: "file:///z"},
 			Refused: &Error{Err: ErrAnchorMismatch, Tenant: "a"}},
 		SetSettings{Settings: DefaultSettings()},
-		SetPolicy{Tenant: "a", Policy: Policy{Revision: 4, Rules: []PolicyRule{{Caller: "spiffe://krypton/**", Service: "*", Operations: []PolicyOp{PolicyWrap, PolicyRewrap}}}}},
+		SetPolicy{Tenant: "a", Policy: policy.Policy{Revision: 4, Rules: []policy.Rule{{Caller: "spiffe://krypton/**", Service: "*", Operations: []policy.Op{policy.Wrap, policy.Rewrap}}}}},
 		ResyncTenant{Tenant: "a", Create: &CreateTenant{Tenant: "a", Anchor: "file:///x", SealedL2: []byte{7}},
-			Services: []CreateService{{Tenant: "a", Service: "b", SealedL3: []byte{8}, SealedBy: 1}}, Policy: &Policy{Revision: 2}, Lock: "governance: l"},
+			Services: []CreateService{{Tenant: "a", Service: "b", SealedL3: []byte{8}, SealedBy: 1}}, Policy: &policy.Policy{Revision: 2}, Lock: "governance: l"},
 		ApplyGovernanceEvent{Cursor: 6, After: 5, EventID: "e6", Event: ResyncTenant{Tenant: "a"}},
 	}
 	for _, c := range cmds {

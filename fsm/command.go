@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+
+	"github.com/kryptonkms/krypton/policy"
 )
 
 // Command is one replicated change of the region's state. It is implemented
@@ -115,8 +117,8 @@ type DeleteAnchor struct {
 // SetPolicy replaces a tenant's access policy. Policy.Revision must be
 // greater than the current one (governance increments it on every change).
 type SetPolicy struct {
-	Tenant string `json:"tenant"`
-	Policy Policy `json:"policy"`
+	Tenant string        `json:"tenant"`
+	Policy policy.Policy `json:"policy"`
 }
 
 // ApplyGovernanceEvent applies one event of the governance feed. Events are
@@ -160,7 +162,7 @@ type ResyncTenant struct {
 	Tenant   string          `json:"tenant"`
 	Create   *CreateTenant   `json:"create,omitempty"`
 	Services []CreateService `json:"services,omitempty"`
-	Policy   *Policy         `json:"policy,omitempty"`
+	Policy   *policy.Policy  `json:"policy,omitempty"`
 	Lock     string          `json:"lock,omitempty"`
 }
 

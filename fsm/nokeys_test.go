@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/kryptonkms/krypton/policy"
 )
 
 // keyTypeName matches type names that hold plaintext key material in the
@@ -67,7 +69,7 @@ func TestNoPlaintextKeyMaterial(t *testing.T) {
 		CreateTenant{}, RotateTenantKey{}, CreateService{}, RotateServiceKey{},
 		RevokeTenant{}, RevokeService{}, RevokeKeyVersion{}, LockTenant{}, UnlockTenant{},
 		SetAnchor{}, DeleteAnchor{}, ApplyGovernanceEvent{}, SetSettings{}, SetPolicy{}, ResyncTenant{},
-		Policy{}, PolicyRule{}, tenantNode{},
+		policy.Policy{}, policy.Rule{}, tenantNode{},
 		wireEntry{}, wireEvent{}, wireResponse{},
 		root{}, snapshotHeader{}, snapshot{}, dedupeEntry{},
 		Tenant{}, Service{}, KeyVersion{}, Revocation{},
@@ -104,15 +106,17 @@ func TestPlaintextKeyWalkerCatches(t *testing.T) {
 }
 
 // TestImports: fsm does no I/O of its own and depends on no other part of
-// Krypton but wrap (for names); only Raft, for the FSM interface.
+// Krypton but wrap (for names) and policy (the key-use policy language,
+// itself standard library only); only Raft, for the FSM interface.
 func TestImports(t *testing.T) {
 	allowed := map[string]bool{
 		"bufio": true, "bytes": true, "crypto/sha256": true, "encoding/binary": true, "encoding/json": true, "errors": true,
 		"math": true,
 		"fmt":  true, "io": true, "maps": true, "slices": true, "strconv": true, "strings": true,
 		"sync": true, "sync/atomic": true, "time": true,
-		"github.com/hashicorp/raft":          true,
-		"github.com/kryptonkms/krypton/wrap": true,
+		"github.com/hashicorp/raft":            true,
+		"github.com/kryptonkms/krypton/wrap":   true,
+		"github.com/kryptonkms/krypton/policy": true,
 	}
 	files, _ := filepath.Glob("*.go")
 	fset := token.NewFileSet()

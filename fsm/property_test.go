@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/kryptonkms/krypton/policy"
 )
 
 // gen makes random but mostly sensible entries: it peeks at a State to pick
@@ -105,7 +107,7 @@ func (g *gen) command(s *State) Command {
 			if p, err := s.Policy(tn); err == nil {
 				rev = p.Revision + uint64(g.rng.IntN(2))
 			}
-			ev = SetPolicy{Tenant: tn, Policy: Policy{Revision: rev, Rules: []PolicyRule{{Caller: "spiffe://krypton/tenant/" + tn + "/service/*", Service: "*", Operations: []PolicyOp{PolicyWrap}}}}}
+			ev = SetPolicy{Tenant: tn, Policy: policy.Policy{Revision: rev, Rules: []policy.Rule{{Caller: "spiffe://krypton/tenant/" + tn + "/service/*", Service: "*", Operations: []policy.Op{policy.Wrap}}}}}
 		default:
 			ev = RevokeService{Tenant: tn, Service: sn}
 		}

@@ -3,6 +3,8 @@ package fsm
 import (
 	"slices"
 	"strings"
+
+	"github.com/kryptonkms/krypton/policy"
 )
 
 // The queries below take mu for reading and return copies: nothing they
@@ -187,14 +189,14 @@ func (s *State) RevocationLog(since uint64) []Revocation {
 
 // Policy returns a tenant's access policy (Revision 0 and no rules if none
 // was ever set).
-func (s *State) Policy(tenant string) (Policy, error) {
+func (s *State) Policy(tenant string) (policy.Policy, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	t := s.root.tenants[tenant]
 	if t == nil {
-		return Policy{}, refuse(ErrTenantNotFound, tenant, "", 0)
+		return policy.Policy{}, refuse(ErrTenantNotFound, tenant, "", 0)
 	}
-	return copyPolicy(t.policy), nil
+	return t.policy.Clone(), nil
 }
 
 // GovernanceCursor returns the cursor of the last governance event applied.

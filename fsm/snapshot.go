@@ -12,6 +12,8 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/kryptonkms/krypton/policy"
 )
 
 // Snapshot format, version 3.
@@ -539,20 +541,20 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 			if hdr.V < 2 || !wasTenant {
 				return fail("policy outside its tenant")
 			}
-			p := Policy{Revision: d.uvarint()}
+			p := policy.Policy{Revision: d.uvarint()}
 			count := d.uvarint()
-			if d.bad || count > MaxPolicyRules {
+			if d.bad || count > policy.MaxRules {
 				return fail("bad policy")
 			}
-			p.Rules = make([]PolicyRule, 0, count)
+			p.Rules = make([]policy.Rule, 0, count)
 			for range count {
-				rule := PolicyRule{Caller: d.str(), Service: d.str()}
+				rule := policy.Rule{Caller: d.str(), Service: d.str()}
 				ops := d.uvarint()
-				if d.bad || ops > uint64(len(policyOpNames)) {
+				if d.bad || ops > policy.NumOps {
 					return fail("bad policy")
 				}
 				for range ops {
-					rule.Operations = append(rule.Operations, PolicyOp(d.uvarint()))
+					rule.Operations = append(rule.Operations, policy.Op(d.uvarint()))
 				}
 				p.Rules = append(p.Rules, rule)
 			}

@@ -9,14 +9,16 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/kryptonkms/krypton/policy"
 )
 
 func TestSnapshotRoundTrip(t *testing.T) {
 	h := fixture(t)
 	h.must(ApplyGovernanceEvent{Cursor: 4, EventID: "e4", Event: LockTenant{Tenant: "acme", Reason: "gov"}})
-	h.must(ApplyGovernanceEvent{Cursor: 6, After: 4, EventID: "e6", Event: SetPolicy{Tenant: "acme", Policy: Policy{Revision: 3, Rules: []PolicyRule{
-		{Caller: "spiffe://krypton/tenant/acme/service/*", Service: "*", Operations: []PolicyOp{PolicyWrap, PolicyUnwrap}},
-		{Caller: "spiffe://krypton/tenant/other/**", Service: "pay", Operations: []PolicyOp{PolicyRewrap}},
+	h.must(ApplyGovernanceEvent{Cursor: 6, After: 4, EventID: "e6", Event: SetPolicy{Tenant: "acme", Policy: policy.Policy{Revision: 3, Rules: []policy.Rule{
+		{Caller: "spiffe://krypton/tenant/acme/service/*", Service: "*", Operations: []policy.Op{policy.Wrap, policy.Unwrap}},
+		{Caller: "spiffe://krypton/tenant/other/**", Service: "pay", Operations: []policy.Op{policy.Rewrap}},
 	}}}})
 	h.must(ApplyGovernanceEvent{Cursor: 7, After: 6, EventID: "e7", Event: SetAnchor{Tenant: "acme", Anchor: "file:///x"}, Refused: refuse(ErrAnchorMismatch, "acme", "", 0)})
 	h.applyEntry(Entry{RequestID: "r1", Command: UnlockTenant{Tenant: "acme"}})
@@ -39,7 +41,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if len(restored) != 2 || restored[1] != (Change{Index: h.index, Kind: Restored}) {
 		t.Fatalf("changes = %+v", restored)
 	}
-	if p, err := s.Policy("acme"); err != nil || p.Revision != 3 || len(p.Rules) != 2 || p.Rules[1].Operations[0] != PolicyRewrap {
+	if p, err := s.Policy("acme"); err != nil || p.Revision != 3 || len(p.Rules) != 2 || p.Rules[1].Operations[0] != policy.Rewrap {
 		t.Fatalf("policy = %+v, %v", p, err)
 	}
 	if log := s.RevocationLog(0); log[len(log)-1].Error != "anchor-mismatch" || log[len(log)-1].Kind != EventAnchorSet {
@@ -152,7 +154,7 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 			e.str("spiffe://krypton/**")
 			e.str(service)
 			e.uvarint(1)
-			e.uvarint(uint64(PolicyWrap))
+			e.uvarint(uint64(policy.Wrap))
 		})
 	}
 	tenant := find(recTenant)

@@ -1,11 +1,13 @@
 package fsm
 
 import (
+	"errors"
 	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
 
+	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -71,7 +73,7 @@ type tenantNode struct {
 	services map[string]*serviceNode
 	// policy is replaced whole by SetPolicy, never changed in place, so
 	// sharing its rules with a snapshot is safe.
-	policy Policy
+	policy policy.Policy
 }
 
 type serviceNode struct {
@@ -685,7 +687,7 @@ func (a *applier) setPolicy(c SetPolicy) (Result, error) {
 		return Result{}, &Error{Err: ErrBadVersion, Tenant: c.Tenant, Field: "revision"}
 	}
 	t = a.s.wTenant(c.Tenant)
-	t.policy = copyPolicy(c.Policy)
+	t.policy = c.Policy.Clone()
 	a.changed(PolicySet, c.Tenant, "", 0, "")
 	return Result{Tenant: c.Tenant}, nil
 }
@@ -798,43 +800,24 @@ func (a *applier) resyncTenant(c ResyncTenant) (Result, error) {
 	return res, nil
 }
 
-func checkPolicy(p Policy) error {
+// checkPolicy checks a policy by the language's one Validate (package policy), and that it has
+// a revision; a refusal names the part as "policy-<field>".
+func checkPolicy(p policy.Policy) error {
 	if p.Revision == 0 {
 		return invalid(ErrInvalidCommand, "policy-revision")
 	}
-	if len(p.Rules) > MaxPolicyRules {
-		return invalid(ErrInvalidCommand, "policy-rules")
-	}
-	for _, r := range p.Rules {
-		if len(r.Caller) == 0 || len(r.Caller) > MaxPolicyPattern {
-			return invalid(ErrInvalidCommand, "policy-caller")
-		}
-		for i := 0; i < len(r.Caller); i++ {
-			if r.Caller[i] < 0x21 || r.Caller[i] > 0x7e {
-				return invalid(ErrInvalidCommand, "policy-caller")
-			}
-		}
-		if r.Service != "*" && !validName(r.Service) {
+	if err := p.Validate(validName); err != nil {
+		var pe *policy.Error
+		if errors.As(err, &pe) && pe.Field == "service" {
 			return invalid(ErrInvalidName, "policy-service")
 		}
-		if len(r.Operations) == 0 || len(r.Operations) > len(policyOpNames) {
-			return invalid(ErrInvalidCommand, "policy-operations")
+		field := "rules"
+		if pe != nil {
+			field = pe.Field
 		}
-		for _, op := range r.Operations {
-			if op == 0 || int(op) >= len(policyOpNames) {
-				return invalid(ErrInvalidCommand, "policy-operations")
-			}
-		}
+		return invalid(ErrInvalidCommand, "policy-"+field)
 	}
 	return nil
-}
-
-func copyPolicy(p Policy) Policy {
-	p.Rules = slices.Clone(p.Rules)
-	for i := range p.Rules {
-		p.Rules[i].Operations = slices.Clone(p.Rules[i].Operations)
-	}
-	return p
 }
 
 func (a *applier) deleteAnchor(c DeleteAnchor, src source) (Result, error) {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -217,22 +218,22 @@ func TestCommands(t *testing.T) {
 		{"delete anchor unknown", DeleteAnchor{Tenant: "nope"}, ErrTenantNotFound, nil},
 
 		// SetPolicy
-		{"set policy", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 2, Rules: []PolicyRule{{Caller: "spiffe://krypton/tenant/acme/service/*", Service: "*", Operations: []PolicyOp{PolicyWrap}}}}}, nil,
+		{"set policy", SetPolicy{Tenant: "acme", Policy: policy.Policy{Revision: 2, Rules: []policy.Rule{{Caller: "spiffe://krypton/tenant/acme/service/*", Service: "*", Operations: []policy.Op{policy.Wrap}}}}}, nil,
 			func(t *testing.T, h *harness, _ Result) {
 				if p, _ := h.s.Policy("acme"); p.Revision != 2 || len(p.Rules) != 1 {
 					t.Fatalf("policy = %+v", p)
 				}
 			}},
-		{"set policy no rules", SetPolicy{Tenant: "lockd", Policy: Policy{Revision: 1}}, nil, nil},
-		{"set policy anchor deleted", SetPolicy{Tenant: "shred", Policy: Policy{Revision: 1}}, nil, nil},
-		{"set policy revoked", SetPolicy{Tenant: "gone", Policy: Policy{Revision: 1}}, ErrRevoked, nil},
-		{"set policy unknown", SetPolicy{Tenant: "nope", Policy: Policy{Revision: 1}}, ErrTenantNotFound, nil},
-		{"set policy revision 0", SetPolicy{Tenant: "acme", Policy: Policy{}}, ErrInvalidCommand, nil},
-		{"set policy bad service", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 1, Rules: []PolicyRule{{Caller: "x", Service: "A", Operations: []PolicyOp{PolicyWrap}}}}}, ErrInvalidName, nil},
-		{"set policy no ops", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 1, Rules: []PolicyRule{{Caller: "x", Service: "*"}}}}, ErrInvalidCommand, nil},
-		{"set policy bad op", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 1, Rules: []PolicyRule{{Caller: "x", Service: "*", Operations: []PolicyOp{9}}}}}, ErrInvalidCommand, nil},
-		{"set policy empty caller", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 1, Rules: []PolicyRule{{Service: "*", Operations: []PolicyOp{PolicyWrap}}}}}, ErrInvalidCommand, nil},
-		{"set policy caller with space", SetPolicy{Tenant: "acme", Policy: Policy{Revision: 1, Rules: []PolicyRule{{Caller: "a b", Service: "*", Operations: []PolicyOp{PolicyWrap}}}}}, ErrInvalidCommand, nil},
+		{"set policy no rules", SetPolicy{Tenant: "lockd", Policy: policy.Policy{Revision: 1}}, nil, nil},
+		{"set policy anchor deleted", SetPolicy{Tenant: "shred", Policy: policy.Policy{Revision: 1}}, nil, nil},
+		{"set policy revoked", SetPolicy{Tenant: "gone", Policy: policy.Policy{Revision: 1}}, ErrRevoked, nil},
+		{"set policy unknown", SetPolicy{Tenant: "nope", Policy: policy.Policy{Revision: 1}}, ErrTenantNotFound, nil},
+		{"set policy revision 0", SetPolicy{Tenant: "acme", Policy: policy.Policy{}}, ErrInvalidCommand, nil},
+		{"set policy bad service", SetPolicy{Tenant: "acme", Policy: policy.Policy{Revision: 1, Rules: []policy.Rule{{Caller: "x", Service: "A", Operations: []policy.Op{policy.Wrap}}}}}, ErrInvalidName, nil},
+		{"set policy no ops", SetPolicy{Tenant: "acme", Policy: policy.Policy{Revision: 1, Rules: []policy.Rule{{Caller: "x", Service: "*"}}}}, ErrInvalidCommand, nil},
+		{"set policy bad op", SetPolicy{Tenant: "acme", Policy: policy.Policy{Revision: 1, Rules: []policy.Rule{{Caller: "x", Service: "*", Operations: []policy.Op{9}}}}}, ErrInvalidCommand, nil},
+		{"set policy empty caller", SetPolicy{Tenant: "acme", Policy: policy.Policy{Revision: 1, Rules: []policy.Rule{{Service: "*", Operations: []policy.Op{policy.Wrap}}}}}, ErrInvalidCommand, nil},
+		{"set policy caller with space", SetPolicy{Tenant: "acme", Policy: policy.Policy{Revision: 1, Rules: []policy.Rule{{Caller: "a b", Service: "*", Operations: []policy.Op{policy.Wrap}}}}}, ErrInvalidCommand, nil},
 
 		// ApplyGovernanceEvent
 		{"governance revoke", ApplyGovernanceEvent{Cursor: 7, EventID: "ev-7", Event: RevokeService{Tenant: "acme", Service: "pay"}}, nil,
@@ -279,7 +280,7 @@ func TestCommands(t *testing.T) {
 		{"resync creates a missing tenant with its services, policy and lock", ResyncTenant{Tenant: "fresh",
 			Create:   &CreateTenant{Tenant: "fresh", Anchor: "file:///l1/fresh", SealedL2: blob("fresh", 1)},
 			Services: []CreateService{{Tenant: "fresh", Service: "a", SealedL3: blob("fresh", "a"), SealedBy: 1}, {Tenant: "fresh", Service: "b", SealedL3: blob("fresh", "b"), SealedBy: 1}},
-			Policy:   &Policy{Revision: 3},
+			Policy:   &policy.Policy{Revision: 3},
 			Lock:     "governance: locked",
 		}, nil,
 			func(t *testing.T, h *harness, res Result) {
@@ -324,7 +325,7 @@ func TestCommands(t *testing.T) {
 					t.Fatalf("tenant = %+v", tn)
 				}
 			}},
-		{"resync sets a newer policy of a tenant whose anchor is deleted", ResyncTenant{Tenant: "shred", Policy: &Policy{Revision: 1}}, nil, nil},
+		{"resync sets a newer policy of a tenant whose anchor is deleted", ResyncTenant{Tenant: "shred", Policy: &policy.Policy{Revision: 1}}, nil, nil},
 		{"resync of a revoked tenant", ResyncTenant{Tenant: "gone"}, ErrRevoked, nil},
 		{"resync creating a revoked tenant", ResyncTenant{Tenant: "gone", Create: &CreateTenant{Tenant: "gone", Anchor: "file:///x", SealedL2: blob()}}, ErrTenantExists, nil},
 		{"resync of an unknown tenant without create", ResyncTenant{Tenant: "nope"}, ErrTenantNotFound, nil},
@@ -338,7 +339,7 @@ func TestCommands(t *testing.T) {
 		{"resync duplicate service", ResyncTenant{Tenant: "acme", Services: []CreateService{{Tenant: "acme", Service: "x", SealedL3: blob(), SealedBy: 1}, {Tenant: "acme", Service: "x", SealedL3: blob(), SealedBy: 1}}}, ErrInvalidCommand, nil},
 		{"resync service of another tenant", ResyncTenant{Tenant: "acme", Services: []CreateService{{Tenant: "lockd", Service: "x", SealedL3: blob(), SealedBy: 1}}}, ErrInvalidCommand, nil},
 		{"resync create of another tenant", ResyncTenant{Tenant: "fresh", Create: &CreateTenant{Tenant: "other", Anchor: "file:///x", SealedL2: blob()}}, ErrInvalidCommand, nil},
-		{"resync policy of revision 0", ResyncTenant{Tenant: "acme", Services: []CreateService{{Tenant: "acme", Service: "x", SealedL3: blob(), SealedBy: 1}}, Policy: &Policy{Revision: 0}}, ErrInvalidCommand, nil},
+		{"resync policy of revision 0", ResyncTenant{Tenant: "acme", Services: []CreateService{{Tenant: "acme", Service: "x", SealedL3: blob(), SealedBy: 1}}, Policy: &policy.Policy{Revision: 0}}, ErrInvalidCommand, nil},
 		{"resync bad name", ResyncTenant{Tenant: "Bad Name"}, ErrInvalidName, nil},
 
 		// SetSettings
@@ -477,8 +478,8 @@ func TestIdempotentRequestID(t *testing.T) {
 // nothing; a retry of the same request, re-prepared by a leader (fresh
 // blobs, the next version), returns the first result.
 func TestRequestIDNamesOneRequest(t *testing.T) {
-	pol := func(rev uint64, svc string) Policy {
-		return Policy{Revision: rev, Rules: []PolicyRule{{Caller: "spiffe://krypton/**", Service: svc, Operations: []PolicyOp{PolicyWrap}}}}
+	pol := func(rev uint64, svc string) policy.Policy {
+		return policy.Policy{Revision: rev, Rules: []policy.Rule{{Caller: "spiffe://krypton/**", Service: svc, Operations: []policy.Op{policy.Wrap}}}}
 	}
 	cases := []struct {
 		name                  string

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/wrap"
 )
 
 // Config configures a Gateway. Start from DefaultConfig; New validates it and names the bad field.
@@ -20,6 +21,10 @@ type Config struct {
 	// for every node of the region (WrapService.ListEndpoints) and keeps that list fresh; a single
 	// reachable address is enough. Required.
 	RegionAddrs []string
+	// Region is the name of the region those nodes belong to. Every node must present a node
+	// certificate of that region (spiffe://krypton/region/<region>/node/<id>); a node of another
+	// region, though of the same CA, is refused at the handshake. Required.
+	Region string
 	// Roots are the CAs the region nodes' certificates chain to, and the CAs whose service
 	// certificates the TCP front end accepts from applications. Required.
 	Roots *x509.CertPool
@@ -139,6 +144,10 @@ func (c Config) Validate() error {
 		return errors.New("gateway: Config.MaxDataSize is outside [0, 4 MiB]")
 	case c.UnixSocketMode&^0o777 != 0:
 		return errors.New("gateway: Config.UnixSocketMode has bits beyond 0777")
+	case c.Region == "":
+		return errors.New("gateway: Config.Region is required: the name of the region RegionAddrs belong to (-region-name), so that a node of another region is refused")
+	case wrap.ValidateName(c.Region) != nil:
+		return fmt.Errorf("gateway: Config.Region %q is not a valid region name", c.Region)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +22,7 @@ import (
 	"github.com/kryptonkms/krypton/gateway/envelope"
 	"github.com/kryptonkms/krypton/gateway/kmip"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
@@ -56,6 +58,10 @@ type Gateway struct {
 	kmipSrv                       *kmip.Server
 	unixSrv                       *grpc.Server
 	http                          *transport.AdminHTTP
+
+	// policy is the tenant's key-use policy as last learnt from the region (nil until a node has
+	// answered): TCP callers are checked by it (permit).
+	policy atomic.Pointer[policy.Compiled]
 
 	mu       sync.Mutex // guards closed
 	closed   bool
@@ -95,6 +101,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 	if g.pool, err = newPool(cfg, log, g.metrics); err != nil {
 		return nil, err
 	}
+	g.pool.onPolicy = g.learnPolicy
 	g.wraps = &batcher[*kv1.WrapRequest, *kv1.WrapResponse]{
 		size: cfg.BatchSize, wait: cfg.BatchWait, send: g.sendWraps,
 		onBatch: func(n int) { g.metrics.batch("wrap", n) },
@@ -279,6 +286,62 @@ func (g *Gateway) isClosed() bool {
 	}
 }
 
+// learnPolicy installs the tenant's policy from a region node's answer if it is newer than the
+// one held: revisions only grow, so a node that lags never takes the gateway back.
+func (g *Gateway) learnPolicy(p *kv1.Policy) {
+	if p.GetTenant() != g.id.Tenant {
+		return
+	}
+	for {
+		cur := g.policy.Load()
+		if cur != nil && cur.Revision() >= p.GetRevision() {
+			return
+		}
+		next := policy.Policy{Revision: p.GetRevision()}
+		for _, r := range p.GetRules() {
+			rule := policy.Rule{Caller: r.GetCaller(), Service: r.GetService()}
+			for _, op := range r.GetOperations() {
+				if op > 0 && op <= policy.NumOps {
+					rule.Operations = append(rule.Operations, policy.Op(op))
+				}
+			}
+			next.Rules = append(next.Rules, rule)
+		}
+		if g.policy.CompareAndSwap(cur, policy.Compile(next)) {
+			g.log.Info("tenant key-use policy", "revision", next.Revision, "rules", len(next.Rules))
+			return
+		}
+	}
+}
+
+// callerKey marks a context with the identity of a TCP front-end caller (a service of the
+// gateway's tenant); permit checks it against the tenant's policy.
+type callerKey struct{}
+
+// permit checks that the caller of ctx, if a TCP front end marked one, may use key for op by the
+// tenant's policy (the same compiled matcher the region uses), before the gateway acts for it:
+// a call through the gateway needs the policy to allow both that caller (here) and the gateway's
+// own service (at the region). Callers of the socket, of KMIP (which serves only the gateway's
+// own service) and in process act as the gateway's own service, which only the region checks.
+func (g *Gateway) permit(ctx context.Context, key wrap.KeyID, op policy.Op) error {
+	c, ok := ctx.Value(callerKey{}).(pki.Identity)
+	if !ok || c.Tenant == g.id.Tenant && c.Service == g.id.Service {
+		return nil
+	}
+	p := g.policy.Load()
+	if p == nil {
+		return status.Error(codes.Unavailable, "gateway: the tenant's key-use policy is not known yet (no region node has answered); retry later")
+	}
+	if c.Kind == pki.KindService && p.Permits(c.Tenant, c.Service, key.Tenant, key.Service, op) {
+		return nil
+	}
+	rule := "the default rule (a service may use only its own key)"
+	if !p.Default() {
+		rule = fmt.Sprintf("the tenant's policy (revision %d)", p.Revision())
+	}
+	return status.Errorf(codes.PermissionDenied, "gateway: %s may not %s with this key: refused by %s", c.String(), op, rule)
+}
+
 // resolve fills in the gateway's own tenant and service and refuses another tenant's key.
 func (g *Gateway) resolve(k wrap.KeyID) (wrap.KeyID, error) {
 	if k.Tenant == "" {
@@ -309,6 +372,9 @@ func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context [
 		return nil, nil, wrap.KeyID{}, errShutdown
 	}
 	if key, err = g.resolve(key); err != nil {
+		return nil, nil, key, err
+	}
+	if err := g.permit(ctx, key, policy.GenerateDataKey); err != nil {
 		return nil, nil, key, err
 	}
 	if err := transport.CheckContext(context); err != nil {
@@ -346,6 +412,9 @@ func (g *Gateway) Unwrap(ctx context.Context, blob, context []byte) (plaintext [
 	}
 	if h.Parent.Tenant != g.id.Tenant {
 		return nil, h.Parent, errOtherTenant
+	}
+	if err := g.permit(ctx, h.Parent, policy.Unwrap); err != nil {
+		return nil, h.Parent, err
 	}
 	var epoch uint64
 	if g.cache != nil {

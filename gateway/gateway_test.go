@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"sync"
@@ -362,5 +363,30 @@ func TestClose(t *testing.T) {
 	}
 	if err := g.Close(); err != gateway.ErrShutdown {
 		t.Errorf("second Close: %v, want ErrShutdown", err)
+	}
+}
+
+// TestRefusesNodeOfAnotherRegion: a gateway configured for region "other" refuses the nodes of
+// region "test" (same CA, valid node certificates) at the handshake: nothing is sent to them, and
+// every request is Unavailable.
+func TestRefusesNodeOfAnotherRegion(t *testing.T) {
+	r := regiontest.Start(t, 1)
+	setupTenant(t, r, "acme", "payments")
+	g := startGateway(t, r, "acme", "payments", func(c *gateway.Config) {
+		c.Region = "other"
+		c.MaxAttempts = 2
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, _, err := g.GenerateDataKey(ctx, wrap.KeyID{}, nil); status.Code(err) != codes.Unavailable {
+		t.Fatalf("GenerateDataKey through a gateway of another region: %v, want Unavailable", err)
+	}
+	if n := counter(t, g.Registry(), "krypton_gateway_region_rpcs_total", map[string]string{"code": "OK"}); n != 0 {
+		t.Errorf("%v region calls succeeded", n)
+	}
+	// Configured for the region, it serves.
+	g = startGateway(t, r, "acme", "payments", nil)
+	if _, _, _, err := g.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil); err != nil {
+		t.Fatalf("GenerateDataKey through a gateway of the region: %v", err)
 	}
 }

@@ -60,6 +60,7 @@ func startGateway(t testing.TB, r *regiontest.Region, tenant, service string, tu
 	for _, c := range r.Cfgs {
 		cfg.RegionAddrs = append(cfg.RegionAddrs, c.RPCAddr)
 	}
+	cfg.Region = r.Cfgs[0].Region
 	cfg.Roots = r.CA.Pool()
 	cfg.Certificate = cert.TLSCertificate()
 	cfg.ServerCertificate = srvCert.TLSCertificate()

@@ -83,6 +83,12 @@ type pool struct {
 	eps  map[string]*endpoint
 	list []*endpoint
 
+	// onPolicy, if set before start, gets the tenant's key-use policy from every ListEndpoints
+	// answer (concurrently).
+	onPolicy func(*kv1.Policy)
+	// kick asks for a refresh now (1-buffered; refreshNow).
+	kick chan struct{}
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -90,13 +96,15 @@ type pool struct {
 func newPool(cfg Config, log *slog.Logger, m *metrics) (*pool, error) {
 	p := &pool{
 		cfg: cfg,
-		// Only a region node answers for the region: the gateway's calls (and its tenant's data
-		// keys) never go to another gateway or anything else of the CA that took the address.
-		ccfg:    transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Server: pki.Identity{Kind: pki.KindNode}},
+		// Only a node of the configured region answers for it: the gateway's calls (and its
+		// tenant's data keys) never go to a node of another region, another gateway or anything
+		// else of the CA that took the address.
+		ccfg:    transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region}},
 		log:     log,
 		metrics: m,
 		eps:     map[string]*endpoint{},
 		stop:    make(chan struct{}),
+		kick:    make(chan struct{}, 1),
 	}
 	for _, a := range cfg.RegionAddrs {
 		if _, err := p.add(a, true); err != nil {
@@ -120,12 +128,21 @@ func (p *pool) start(ctx context.Context) {
 			case <-p.stop:
 				return
 			case <-t.C:
-				ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AttemptTimeout)
-				p.refresh(ctx)
-				cancel()
+			case <-p.kick:
 			}
+			ctx, cancel := context.WithTimeout(context.Background(), p.cfg.AttemptTimeout)
+			p.refresh(ctx)
+			cancel()
 		}
 	}()
+}
+
+// refreshNow asks the refresh loop to refresh at once (the tenant's policy changed).
+func (p *pool) refreshNow() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (p *pool) add(addr string, seed bool) (*endpoint, error) {
@@ -168,6 +185,9 @@ func (p *pool) refresh(ctx context.Context) {
 			}
 			self := resp.GetNodeId()
 			e.nodeID.Store(&self)
+			if pol := resp.GetPolicy(); pol != nil && p.onPolicy != nil {
+				p.onPolicy(pol)
+			}
 			mu.Lock()
 			defer mu.Unlock()
 			answered++

@@ -103,20 +103,22 @@ type grpcService struct {
 	g *Gateway
 }
 
-// authorize admits Unix socket callers (the socket's mode decides who they are) and TCP callers
-// whose service certificate names the gateway's tenant.
-func (s *grpcService) authorize(ctx context.Context) error {
+// authorize admits Unix socket callers (the socket's mode decides who they are: they act as the
+// gateway's own service) and TCP callers whose service certificate names the gateway's tenant;
+// for those it marks the context with the caller, whom the Gateway's methods check against the
+// tenant's policy for the key and operation (permit) before acting.
+func (s *grpcService) authorize(ctx context.Context) (context.Context, error) {
 	if v, _ := ctx.Value(unixKey{}).(bool); v {
-		return nil
+		return ctx, nil
 	}
 	id, ok := transport.IdentityFromContext(ctx)
 	if !ok {
-		return status.Error(codes.Unauthenticated, "gateway: no verified client certificate")
+		return ctx, status.Error(codes.Unauthenticated, "gateway: no verified client certificate")
 	}
 	if id.Kind != pki.KindService || id.Tenant != s.g.id.Tenant {
-		return status.Error(codes.PermissionDenied, "gateway: the caller's certificate names another tenant")
+		return ctx, status.Error(codes.PermissionDenied, "gateway: the caller's certificate names another tenant")
 	}
-	return nil
+	return context.WithValue(ctx, callerKey{}, id), nil
 }
 
 // finish counts a request and turns its error into a status the caller can act on.
@@ -134,7 +136,8 @@ func (s *grpcService) finish(op string, err error) error {
 }
 
 func (s *grpcService) Encrypt(ctx context.Context, req *kv1.EncryptRequest) (*kv1.EncryptResponse, error) {
-	if err := s.authorize(ctx); err != nil {
+	ctx, err := s.authorize(ctx)
+	if err != nil {
 		return nil, s.finish("encrypt", err)
 	}
 	ct, used, err := s.g.Encrypt(ctx, keyID(req.GetKey()), req.GetData(), req.GetContext())
@@ -146,7 +149,8 @@ func (s *grpcService) Encrypt(ctx context.Context, req *kv1.EncryptRequest) (*kv
 }
 
 func (s *grpcService) Decrypt(ctx context.Context, req *kv1.DecryptRequest) (*kv1.DecryptResponse, error) {
-	if err := s.authorize(ctx); err != nil {
+	ctx, err := s.authorize(ctx)
+	if err != nil {
 		return nil, s.finish("decrypt", err)
 	}
 	data, used, err := s.g.Decrypt(ctx, req.GetCiphertext(), req.GetContext())
@@ -158,7 +162,8 @@ func (s *grpcService) Decrypt(ctx context.Context, req *kv1.DecryptRequest) (*kv
 }
 
 func (s *grpcService) GenerateDataKey(ctx context.Context, req *kv1.GenerateDataKeyRequest) (*kv1.GenerateDataKeyResponse, error) {
-	if err := s.authorize(ctx); err != nil {
+	ctx, err := s.authorize(ctx)
+	if err != nil {
 		return nil, s.finish("generate-data-key", err)
 	}
 	pt, blob, used, err := s.g.GenerateDataKey(ctx, keyID(req.GetKey()), req.GetContext())
@@ -170,7 +175,8 @@ func (s *grpcService) GenerateDataKey(ctx context.Context, req *kv1.GenerateData
 }
 
 func (s *grpcService) Unwrap(ctx context.Context, req *kv1.UnwrapRequest) (*kv1.UnwrapResponse, error) {
-	if err := s.authorize(ctx); err != nil {
+	ctx, err := s.authorize(ctx)
+	if err != nil {
 		return nil, s.finish("unwrap", err)
 	}
 	pt, used, err := s.g.Unwrap(ctx, req.GetBlob(), req.GetContext())

@@ -177,6 +177,7 @@ func (w *watcher) session(e *endpoint) error {
 			w.until.Store(0)
 			w.cache.reset(nil)
 			w.cache.denyAll()
+			w.pool.refreshNow() // a policy change flushes too: learn the new policy at once
 			ack(ev.GetIndex())
 			return status.Error(codes.Aborted, "gateway: region state restored; resubscribing")
 		case kv1.KeyEventKind_KEY_EVENT_KIND_LEASE:

@@ -325,24 +325,3 @@ func TestBlast(t *testing.T) {
 	// A service known only from an inventory can be revoked.
 	mustOK(t, apply(t, f, cmd(governance.OpRevoke, "r3", "acme", withService("mail", 0))))
 }
-
-func TestMatchCaller(t *testing.T) {
-	for _, c := range []struct {
-		pattern, caller string
-		want            bool
-	}{
-		{"spiffe://krypton/tenant/acme/service/*", "spiffe://krypton/tenant/acme/service/billing", true},
-		{"spiffe://krypton/tenant/acme/service/*", "spiffe://krypton/tenant/acme/service/a/b", false},
-		{"spiffe://krypton/tenant/*/service/billing", "spiffe://krypton/tenant/acme/service/billing", true},
-		{"spiffe://krypton/tenant/acme/**", "spiffe://krypton/tenant/acme/service/billing", true},
-		{"spiffe://krypton/tenant/acme/**", "spiffe://krypton/tenant/acme", true},
-		{"spiffe://krypton/tenant/acme/**", "spiffe://krypton/tenant/acmex/service/b", false},
-		{"spiffe://krypton/tenant/acme/service/bill*", "spiffe://krypton/tenant/acme/service/billing", true},
-		{"exact", "exact", true},
-		{"exact", "exactly", false},
-	} {
-		if got := governance.MatchCaller(c.pattern, c.caller); got != c.want {
-			t.Errorf("MatchCaller(%q, %q) = %v", c.pattern, c.caller, got)
-		}
-	}
-}

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/policy"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
 )
@@ -23,10 +24,10 @@ const (
 	MaxAnchorURI = 2048
 	// MaxTenantRegions is how many regions one tenant may name.
 	MaxTenantRegions = 64
-	// MaxRules is the most rules of one policy (governance.proto).
-	MaxRules = 1000
-	// MaxCallerPattern is the longest caller pattern of a rule.
-	MaxCallerPattern = 512
+	// MaxRules is the most rules of one policy (governance.proto; package policy's limit).
+	MaxRules = policy.MaxRules
+	// MaxCallerPattern is the longest caller pattern of a rule (package policy's limit).
+	MaxCallerPattern = policy.MaxPattern
 	// MaxInventory is the most key versions one region reports.
 	MaxInventory = 100000
 	// MaxTenants is the most tenants governance holds.
@@ -204,122 +205,57 @@ func checkScope(s *kv1.KeyScope) error {
 	return nil
 }
 
-// rulesFromProto validates policy rules and returns them normalised
-// (operations sorted, without duplicates).
+// rulesFromProto validates policy rules by the language's one Validate (package policy) and
+// returns them normalised (operations sorted, without duplicates).
 func rulesFromProto(rules []*kv1.PolicyRule) ([]Rule, error) {
 	if len(rules) > MaxRules {
 		return nil, invalid(fmt.Sprintf("more than %d rules", MaxRules))
 	}
 	out := make([]Rule, 0, len(rules))
-	for i, r := range rules {
-		if err := CheckCallerPattern(r.GetCaller()); err != nil {
-			return nil, invalid(fmt.Sprintf("rule %d: %v", i+1, err))
-		}
-		if r.GetService() != "*" && wrap.ValidateName(r.GetService()) != nil {
-			return nil, invalid(fmt.Sprintf("rule %d: service must be a valid name or \"*\"", i+1))
-		}
-		if len(r.GetOperations()) == 0 {
-			return nil, invalid(fmt.Sprintf("rule %d: at least one operation is required", i+1))
-		}
+	for _, r := range rules {
 		var ops []int32
 		for _, op := range r.GetOperations() {
-			if op <= kv1.Operation_OPERATION_UNSPECIFIED || op > kv1.Operation_OPERATION_REWRAP {
-				return nil, invalid(fmt.Sprintf("rule %d: unknown operation", i+1))
-			}
 			ops = append(ops, int32(op))
 		}
 		slices.Sort(ops)
 		out = append(out, Rule{Caller: r.GetCaller(), Service: r.GetService(), Operations: slices.Compact(ops)})
 	}
+	if err := policyOf(out).Validate(validName); err != nil {
+		return nil, invalid(err.Error()) // "rule N: ...": never echoes a pattern or name
+	}
 	return out, nil
 }
 
-// validRules re-checks normalised rules inside the state machine.
+// validRules re-checks normalised rules inside the state machine: the language's Validate, and
+// governance's normal form (operations strictly ascending).
 func validRules(rules []Rule) bool {
 	if len(rules) > MaxRules {
 		return false
 	}
 	for _, r := range rules {
-		if CheckCallerPattern(r.Caller) != nil || (r.Service != "*" && wrap.ValidateName(r.Service) != nil) || len(r.Operations) == 0 {
-			return false
-		}
 		for i, op := range r.Operations {
-			if op <= 0 || op > int32(kv1.Operation_OPERATION_REWRAP) || (i > 0 && r.Operations[i-1] >= op) {
+			if op <= 0 || op > policy.NumOps || (i > 0 && r.Operations[i-1] >= op) {
 				return false
 			}
 		}
 	}
-	return true
+	return policyOf(rules).Validate(validName) == nil
 }
 
-// CheckCallerPattern checks a policy rule's caller pattern: 1 to
-// MaxCallerPattern printable ASCII characters without spaces; '*' matches a
-// run of characters other than '/' and may appear anywhere; "**" is allowed
-// only as a final "/**" segment (any remaining path). The error never echoes
-// the pattern.
-func CheckCallerPattern(p string) error {
-	if p == "" {
-		return fmt.Errorf("caller is required")
-	}
-	if len(p) > MaxCallerPattern {
-		return fmt.Errorf("caller longer than %d characters", MaxCallerPattern)
-	}
-	for i := 0; i < len(p); i++ {
-		if p[i] < 0x21 || p[i] > 0x7e {
-			return fmt.Errorf("caller must be printable ASCII without spaces")
-		}
-	}
-	body := strings.TrimSuffix(p, "/**")
-	if strings.Contains(body, "**") {
-		return fmt.Errorf(`caller may hold "**" only as a final "/**"`)
-	}
-	return nil
-}
-
-// MatchCaller reports whether a caller identity (the URI SAN of its
-// certificate, e.g. "spiffe://krypton/tenant/acme/service/billing") matches
-// a rule's caller pattern, with the semantics of kv1.PolicyRule: '*' matches
-// any run of characters other than '/', a trailing "/**" any remaining path
-// (including none).
-func MatchCaller(pattern, caller string) bool {
-	if rest, ok := strings.CutSuffix(pattern, "/**"); ok {
-		// "/**" matches "" or "/anything": try every '/' boundary.
-		if matchStar(rest, caller) {
-			return true
-		}
-		for i := 0; i < len(caller); i++ {
-			if caller[i] == '/' && matchStar(rest, caller[:i]) {
-				return true
+// policyOf is rules in the policy language's types (operations are kv1.Operation values, which
+// policy.Op shares; one out of its range becomes 0, which Validate refuses as unknown).
+func policyOf(rules []Rule) policy.Policy {
+	p := policy.Policy{Rules: make([]policy.Rule, len(rules))}
+	for i, r := range rules {
+		ops := make([]policy.Op, len(r.Operations))
+		for j, op := range r.Operations {
+			if op > 0 && op <= policy.NumOps {
+				ops[j] = policy.Op(op)
 			}
 		}
-		return false
+		p.Rules[i] = policy.Rule{Caller: r.Caller, Service: r.Service, Operations: ops}
 	}
-	return matchStar(pattern, caller)
+	return p
 }
 
-// matchStar matches p, where '*' is a run of non-'/' characters, against s.
-// Iterative with one backtrack point, as path.Match does: linear in practice
-// and never exponential.
-func matchStar(p, s string) bool {
-	pi, si := 0, 0
-	starP, starS := -1, 0
-	for si < len(s) {
-		switch {
-		case pi < len(p) && p[pi] == '*':
-			starP, starS = pi, si
-			pi++
-		case pi < len(p) && p[pi] == s[si]:
-			pi++
-			si++
-		case starP >= 0 && s[starS] != '/':
-			starS++
-			pi, si = starP+1, starS
-		default:
-			return false
-		}
-	}
-	for pi < len(p) && p[pi] == '*' {
-		pi++
-	}
-	return pi == len(p)
-}
+func validName(s string) bool { return wrap.ValidateName(s) == nil }

@@ -4,6 +4,9 @@ import (
 	"context"
 
 	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/policy"
+	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -43,5 +46,24 @@ func (s *wrapService) ListEndpoints(ctx context.Context, _ *kv1.ListEndpointsReq
 		}
 		resp.Endpoints = append(resp.Endpoints, &kv1.Endpoint{NodeId: m.ID, Address: addr, Status: st, Voter: voters[m.ID]})
 	}
+	// The caller's own tenant's key-use policy, for a gateway to check its callers by.
+	if id, ok := transport.IdentityFromContext(ctx); ok && id.Kind == pki.KindService {
+		if p, err := n.state.Policy(id.Tenant); err == nil {
+			resp.Policy = policyToProto(id.Tenant, p)
+		}
+	}
 	return resp, nil
+}
+
+// policyToProto is policyFromProto's inverse.
+func policyToProto(tenant string, p policy.Policy) *kv1.Policy {
+	out := &kv1.Policy{Tenant: tenant, Revision: p.Revision}
+	for _, r := range p.Rules {
+		pr := &kv1.PolicyRule{Caller: r.Caller, Service: r.Service}
+		for _, op := range r.Operations {
+			pr.Operations = append(pr.Operations, kv1.Operation(op))
+		}
+		out.Rules = append(out.Rules, pr)
+	}
+	return out
 }

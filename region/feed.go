@@ -20,6 +20,7 @@ import (
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
@@ -740,10 +741,10 @@ func (f *feed) prepareResync(ctx context.Context, ev *kv1.RevocationEvent, tenan
 			return cmd, &fsm.Error{Err: fsm.ErrInvalidName, Field: "service"}, nil
 		}
 	}
-	var policy *fsm.Policy
+	var newPolicy *policy.Policy
 	if p := ev.GetPolicy(); p.GetRevision() > 0 {
 		pol := policyFromProto(p)
-		policy = &pol
+		newPolicy = &pol
 	}
 	actx, cancel := context.WithTimeout(ctx, eventDeadline)
 	defer cancel()
@@ -763,7 +764,7 @@ func (f *feed) prepareResync(ctx context.Context, ev *kv1.RevocationEvent, tenan
 		if cmd.Services, err = sealNewServices(l2, tenant, 1, services); err != nil {
 			return cmd, nil, err
 		}
-		cmd.Policy = policy
+		cmd.Policy = newPolicy
 		if ev.GetLocked() {
 			cmd.Lock = resyncLockReason
 		}
@@ -781,12 +782,12 @@ func (f *feed) prepareResync(ctx context.Context, ev *kv1.RevocationEvent, tenan
 			missing = append(missing, s) // a service revoked here exists: it stays revoked
 		}
 	}
-	if policy != nil {
-		if cur, err := n.state.Policy(tenant); err == nil && cur.Revision >= policy.Revision {
-			policy = nil
+	if newPolicy != nil {
+		if cur, err := n.state.Policy(tenant); err == nil && cur.Revision >= newPolicy.Revision {
+			newPolicy = nil
 		}
 	}
-	cmd.Policy = policy
+	cmd.Policy = newPolicy
 	// Governance's lock, unless this region holds it already. A lockout of the L1 check (another
 	// reason) is taken over, as LOCK_TENANT does, so that the check's lifting it does not lift
 	// governance's lock too. A deleted anchor locks the tenant out already.
@@ -833,12 +834,12 @@ func sealNewServices(l2 *wrap.TenantKey, tenant string, l2v uint32, services []s
 
 // policyFromProto converts governance's policy into the state machine's plain types. Rules the
 // state machine refuses (bad operations, patterns) make the whole event refused there.
-func policyFromProto(p *kv1.Policy) fsm.Policy {
-	out := fsm.Policy{Revision: p.GetRevision()}
+func policyFromProto(p *kv1.Policy) policy.Policy {
+	out := policy.Policy{Revision: p.GetRevision()}
 	for _, r := range p.GetRules() {
-		rule := fsm.PolicyRule{Caller: r.GetCaller(), Service: r.GetService()}
+		rule := policy.Rule{Caller: r.GetCaller(), Service: r.GetService()}
 		for _, op := range r.GetOperations() {
-			rule.Operations = append(rule.Operations, fsm.PolicyOp(op))
+			rule.Operations = append(rule.Operations, policy.Op(op))
 		}
 		out.Rules = append(out.Rules, rule)
 	}

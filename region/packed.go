@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
@@ -66,7 +67,7 @@ func packedPlaintexts(plaintexts [][]byte) error {
 }
 
 // packedKey checks the one key of a PackedWrap or PackedGenerateDataKey, as a unary call does.
-func (n *Node) packedKey(ctx context.Context, ref *kv1.KeyRef, pop fsm.PolicyOp) (*batchKeys, *batchKey, error) {
+func (n *Node) packedKey(ctx context.Context, ref *kv1.KeyRef, pop policy.Op) (*batchKeys, *batchKey, error) {
 	keys := &batchKeys{n: n, ctx: ctx}
 	k := keys.get(ref, fsm.OpWrap, pop)
 	if k.err != nil {
@@ -107,7 +108,7 @@ func (s *wrapService) PackedWrap(ctx context.Context, req *kv1.PackedWrapRequest
 	if err := packedContexts(req.GetContexts(), len(plaintexts)); err != nil {
 		return nil, err
 	}
-	keys, k, err := s.n.packedKey(ctx, req.GetKey(), fsm.PolicyWrap)
+	keys, k, err := s.n.packedKey(ctx, req.GetKey(), policy.Wrap)
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +130,7 @@ func (s *wrapService) PackedGenerateDataKey(ctx context.Context, req *kv1.Packed
 	if err := packedContexts(req.GetContexts(), count); err != nil {
 		return nil, err
 	}
-	keys, k, err := s.n.packedKey(ctx, req.GetKey(), fsm.PolicyGenerateDataKey)
+	keys, k, err := s.n.packedKey(ctx, req.GetKey(), policy.GenerateDataKey)
 	if err != nil {
 		return nil, err
 	}
@@ -194,7 +195,7 @@ func (s *wrapService) PackedUnwrap(ctx context.Context, req *kv1.PackedUnwrapReq
 				fail(i, err)
 				continue
 			}
-			k = keys.get(&ref, fsm.OpUnwrap, fsm.PolicyUnwrap)
+			k = keys.get(&ref, fsm.OpUnwrap, policy.Unwrap)
 			prev, prevKey = blob, k
 		}
 		if k.err != nil {

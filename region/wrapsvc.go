@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
@@ -26,7 +27,7 @@ type wrapService struct {
 
 // usableKey checks everything but the request's payload and returns the L3 version to use.
 // pop is the operation the caller asked for, as policy names it.
-func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop fsm.PolicyOp) (*wrap.ServiceKey, error) {
+func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop policy.Op) (*wrap.ServiceKey, error) {
 	if err := n.Serving(); err != nil {
 		return nil, err
 	}
@@ -60,7 +61,7 @@ func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop fs
 }
 
 // blobKey reads the key a blob names and checks it as usableKey does.
-func (n *Node) blobKey(ctx context.Context, blob, context []byte, op fsm.Op, pop fsm.PolicyOp) (*wrap.ServiceKey, error) {
+func (n *Node) blobKey(ctx context.Context, blob, context []byte, op fsm.Op, pop policy.Op) (*wrap.ServiceKey, error) {
 	if err := n.Serving(); err != nil {
 		return nil, err
 	}
@@ -92,7 +93,7 @@ func blobRef(blob, context []byte) (kv1.KeyRef, error) {
 // lookAgain is usableKey for a call whose key was destroyed between its lookup and its use:
 // evicted from the bounded keyring (the next lookup opens it again) or wiped by a revocation
 // (the state check now refuses it).
-func (n *Node) lookAgain(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop fsm.PolicyOp) (*wrap.ServiceKey, error) {
+func (n *Node) lookAgain(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop policy.Op) (*wrap.ServiceKey, error) {
 	return n.usableKey(ctx, ref, op, pop)
 }
 
@@ -107,7 +108,7 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 	if err := transport.CheckContext(req.GetContext()); err != nil {
 		return nil, err
 	}
-	l3, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, fsm.PolicyWrap)
+	l3, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap)
 	if err != nil {
 		return nil, err
 	}
@@ -119,7 +120,7 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 	defer dk.Destroy()
 	blob, err := l3.Wrap(dk, req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
-		l3, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, fsm.PolicyWrap)
+		l3, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap)
 		if err == nil {
 			blob, err = l3.Wrap(dk, req.GetContext())
 		}
@@ -131,13 +132,13 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 }
 
 func (n *Node) unwrapOne(ctx context.Context, req *kv1.UnwrapRequest) (*kv1.UnwrapResponse, error) {
-	l3, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap, fsm.PolicyUnwrap)
+	l3, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap, policy.Unwrap)
 	if err != nil {
 		return nil, err
 	}
 	dk, err := l3.Unwrap(req.GetBlob(), req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
-		l3, err = n.lookAgain(ctx, keyRef(l3.ID()), fsm.OpUnwrap, fsm.PolicyUnwrap)
+		l3, err = n.lookAgain(ctx, keyRef(l3.ID()), fsm.OpUnwrap, policy.Unwrap)
 		if err == nil {
 			dk, err = l3.Unwrap(req.GetBlob(), req.GetContext())
 		}
@@ -153,7 +154,7 @@ func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest)
 	if err := transport.CheckContext(req.GetContext()); err != nil {
 		return nil, err
 	}
-	l3, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, fsm.PolicyGenerateDataKey)
+	l3, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, policy.GenerateDataKey)
 	if err != nil {
 		return nil, err
 	}
@@ -161,7 +162,7 @@ func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest)
 	defer dk.Destroy()
 	blob, err := l3.Wrap(dk, req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
-		l3, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, fsm.PolicyGenerateDataKey)
+		l3, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, policy.GenerateDataKey)
 		if err == nil {
 			blob, err = l3.Wrap(dk, req.GetContext())
 		}
@@ -173,12 +174,12 @@ func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest)
 }
 
 func (n *Node) rewrapOne(ctx context.Context, req *kv1.RewrapRequest) (*kv1.RewrapResponse, error) {
-	src, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap, fsm.PolicyRewrap)
+	src, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap, policy.Rewrap)
 	if err != nil {
 		return nil, err
 	}
 	sid := src.ID()
-	dst, err := n.usableKey(ctx, &kv1.KeyRef{Tenant: sid.Tenant, Service: sid.Service}, fsm.OpWrap, fsm.PolicyRewrap)
+	dst, err := n.usableKey(ctx, &kv1.KeyRef{Tenant: sid.Tenant, Service: sid.Service}, fsm.OpWrap, policy.Rewrap)
 	if err != nil {
 		return nil, err
 	}
@@ -270,7 +271,7 @@ type batchKeyRef struct {
 	tenant, service string
 	version         uint32
 	op              fsm.Op
-	pop             fsm.PolicyOp
+	pop             policy.Op
 }
 
 type batchKey struct {
@@ -281,7 +282,7 @@ type batchKey struct {
 }
 
 // get is usableKey for ref, op and pop, once per batch.
-func (b *batchKeys) get(ref *kv1.KeyRef, op fsm.Op, pop fsm.PolicyOp) *batchKey {
+func (b *batchKeys) get(ref *kv1.KeyRef, op fsm.Op, pop policy.Op) *batchKey {
 	k := batchKeyRef{ref.GetTenant(), ref.GetService(), ref.GetVersion(), op, pop}
 	if b.last != nil && b.last.ref == k {
 		return b.last
@@ -377,7 +378,7 @@ func (s *wrapService) BatchWrap(ctx context.Context, req *kv1.BatchWrapRequest) 
 			fail(err)
 			continue
 		}
-		k := keys.get(item.GetKey(), fsm.OpWrap, fsm.PolicyWrap)
+		k := keys.get(item.GetKey(), fsm.OpWrap, policy.Wrap)
 		if k.err != nil {
 			fail(k.err)
 			continue
@@ -437,7 +438,7 @@ func (s *wrapService) BatchUnwrap(ctx context.Context, req *kv1.BatchUnwrapReque
 			fail(i, err)
 			continue
 		}
-		k := keys.get(&ref, fsm.OpUnwrap, fsm.PolicyUnwrap)
+		k := keys.get(&ref, fsm.OpUnwrap, policy.Unwrap)
 		if k.err != nil {
 			fail(i, k.err)
 			continue
@@ -502,7 +503,7 @@ func (s *wrapService) BatchGenerateDataKey(ctx context.Context, req *kv1.BatchGe
 			fail(i, err)
 			continue
 		}
-		k := keys.get(item.GetKey(), fsm.OpWrap, fsm.PolicyGenerateDataKey)
+		k := keys.get(item.GetKey(), fsm.OpWrap, policy.GenerateDataKey)
 		if k.err != nil {
 			fail(i, k.err)
 			continue

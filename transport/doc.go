@@ -27,9 +27,12 @@
 // certificates, AdminService for operators, NodeService for nodes,
 // GovernanceService for operators and nodes, health for all); a call without
 // a Krypton identity fails with codes.Unauthenticated, one of the wrong kind
-// with codes.PermissionDenied. Finer checks are the handlers', with
-// AuthorizeKey (the caller's own tenant and service) and AuthorizeNode (the
-// node_id of a NodeService request is the caller's).
+// with codes.PermissionDenied. Finer checks are the handlers': whether the
+// caller may use a key is the tenant's key-use policy (package policy: the
+// default rule, a service uses exactly its own tenant and service, or the
+// rules governance set), which the region's wrap handlers and the gateway
+// check; AuthorizeNode checks that the node_id of a NodeService request is
+// the caller's.
 //
 // # Operators with OIDC bearer tokens
 //
@@ -91,8 +94,10 @@
 // and its handler, checking before touching a key:
 //
 //	func (s *wrapService) Wrap(ctx context.Context, req *kryptonv1.WrapRequest) (*kryptonv1.WrapResponse, error) {
-//		if err := transport.AuthorizeKey(ctx, req.GetKey().GetTenant(), req.GetKey().GetService()); err != nil {
-//			return nil, err
+//		id, _ := transport.IdentityFromContext(ctx) // the interceptor admitted only service certificates
+//		key := req.GetKey()
+//		if !s.policies.get(key.GetTenant()).Permits(id.Tenant, id.Service, key.GetTenant(), key.GetService(), policy.Wrap) {
+//			return nil, status.Error(codes.PermissionDenied, "refused by the tenant's policy")
 //		}
 //		if err := transport.CheckPlaintext(req.Plaintext); err != nil {
 //			return nil, err

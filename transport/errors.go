@@ -40,7 +40,7 @@ var errorTable = []errorRow{
 	// (docs/api.md, Unwrap). ErrKeyMismatch is InvalidArgument, not
 	// PermissionDenied: the blob names another key than the one it was
 	// presented for (from its public header), which is a malformed request,
-	// not an authorisation decision — authorisation is AuthorizeKey's.
+	// not an authorisation decision — authorisation is the key-use policy's (package policy).
 	{wrap.ErrAuthentication, codes.InvalidArgument, "wrap: blob does not authenticate"},
 	{wrap.ErrKeyMismatch, codes.InvalidArgument, "wrap: blob is for another key"},
 	{wrap.ErrMalformed, codes.InvalidArgument, "wrap: malformed blob"},

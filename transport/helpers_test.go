@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/internal/leaktest"
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -188,8 +190,9 @@ func (wrapServer) Wrap(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 	if err, ok := handlerErrors.Load(req.RequestId); ok {
 		return nil, err.(error)
 	}
-	if err := AuthorizeKey(ctx, req.GetKey().GetTenant(), req.GetKey().GetService()); err != nil {
-		return nil, err
+	// The default key-use rule (package policy), as a region applies it to a tenant without rules.
+	if id, ok := IdentityFromContext(ctx); !ok || id.Kind != pki.KindService || id.Tenant != req.GetKey().GetTenant() || id.Service != req.GetKey().GetService() {
+		return nil, status.Error(codes.PermissionDenied, "transport: caller may not use this key")
 	}
 	if err := CheckPlaintext(req.Plaintext); err != nil {
 		return nil, err

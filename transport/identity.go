@@ -33,8 +33,8 @@ const (
 // call it. An empty (non-nil) list admits any verified identity.
 //
 // This is the coarse, per-service check, done before any handler runs.
-// Finer checks are the handlers' (AuthorizeKey, AuthorizeNode, the voter
-// check of NodeService, governance policy).
+// Finer checks are the handlers' (AuthorizeNode, the voter check of
+// NodeService, the tenant's key-use policy: package policy).
 type Policy map[string][]pki.Kind
 
 // DefaultPolicy returns the policy of Krypton's servers:
@@ -204,28 +204,6 @@ func (p Policy) authorize(fullMethod string, r *identityResult, self pki.Identit
 		if self.Kind != pki.KindNode || r.id.Kind != pki.KindNode || r.id.Region != self.Region {
 			return status.Errorf(codes.PermissionDenied, "transport: only nodes of region %s may call %s", self.Region, service)
 		}
-	}
-	return nil
-}
-
-// AuthorizeKey returns nil if the caller of the call whose context ctx is
-// may use the keys of tenant and service; otherwise a status error:
-// Unauthenticated without an identity, PermissionDenied unless the caller's
-// certificate is a service certificate naming exactly that tenant and
-// service. The names are not echoed (they come from the request).
-//
-// This is the default rule of docs/api.md ("a caller may use exactly the
-// tenant and service its certificate names"). Governance policy will widen
-// it (a rule may grant an identity pattern other services and operations);
-// handlers should call this helper so that the widening happens in one
-// place.
-func AuthorizeKey(ctx context.Context, tenant, service string) error {
-	id, ok := IdentityFromContext(ctx)
-	if !ok {
-		return status.Error(codes.Unauthenticated, "transport: no verified client certificate")
-	}
-	if id.Kind != pki.KindService || id.Tenant != tenant || id.Service != service {
-		return status.Error(codes.PermissionDenied, "transport: caller may not use this key")
 	}
 	return nil
 }

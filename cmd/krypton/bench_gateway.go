@@ -89,7 +89,7 @@ func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca
 			return nil, "", nil, err
 		}
 		gc := gateway.DefaultConfig()
-		gc.RegionAddrs = regionAddrs
+		gc.RegionAddrs, gc.Region = regionAddrs, devRegionName // -spawn starts a development region
 		gc.Roots, gc.Certificate, gc.ServerCertificate = cfg.Roots, cfg.Certificate, srvCert.TLSCertificate()
 		gc.ListenAddr = "127.0.0.1:0"
 		gc.BatchSize, gc.BatchWait = b.batch, b.batchWait

@@ -148,6 +148,7 @@ func (d *devRegion) startGateway(log *slog.Logger) error {
 	for _, n := range d.cfgs {
 		c.RegionAddrs = append(c.RegionAddrs, n.RPCAddr)
 	}
+	c.Region = devRegionName
 	c.Roots = d.ca.Pool()
 	c.Certificate = d.svcCert.TLSCertificate()
 	c.ServerCertificate = sc.TLSCertificate()

@@ -24,6 +24,7 @@ const defaultKMIPAddr = "127.0.0.1:5696"
 type gatewayFlags struct {
 	config          string
 	region          string
+	regionName      string
 	caCert          string
 	cert, key       string
 	serverCert      string
@@ -52,6 +53,7 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	d := gateway.DefaultConfig()
 	fs.StringVar(&f.config, "config", "", "JSON config file whose keys are these flags' names (e.g. \"batch-size\")")
 	fs.StringVar(&f.region, "region", "", "API addresses (host:port) of one or more region nodes, comma-separated; the gateway finds the others")
+	fs.StringVar(&f.regionName, "region-name", "", "the name of that region (required): every node must present a node certificate of it, so a node of another region is refused")
 	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA of the region's and the applications' certificates")
 	fs.StringVar(&f.cert, "cert", "", "PEM file of the gateway's service certificate (krypton certs service TENANT SERVICE): the tenant and service it acts for")
 	fs.StringVar(&f.key, "key", "", "PEM file of that certificate's private key")
@@ -79,7 +81,7 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 
 func (f *gatewayFlags) gatewayConfig() (gateway.Config, error) {
 	cfg := gateway.DefaultConfig()
-	cfg.RegionAddrs = splitList(f.region)
+	cfg.RegionAddrs, cfg.Region = splitList(f.region), f.regionName
 	if len(cfg.RegionAddrs) == 0 {
 		return cfg, usagef("gateway: -region is required")
 	}

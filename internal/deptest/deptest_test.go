@@ -57,6 +57,9 @@ type rule struct {
 	exact      bool
 	transitive bool
 	forbidden  []string
+	// stdlibOnly forbids everything outside the standard library (an import path whose first
+	// element has no dot is the standard library's).
+	stdlibOnly bool
 	why        string
 }
 
@@ -68,6 +71,9 @@ var rules = []rule{
 	{pkg: module + "/fsm", transitive: false, why: "fsm is deterministic: no I/O, no network, no clocks of its own, no cluster or region",
 		forbidden: []string{"os", "net", "net/http", "math/rand", "math/rand/v2", "crypto/rand", "log", "log/slog",
 			module + "/cluster", module + "/region", module + "/transport", module + "/governance", module + "/gateway"}},
+	{pkg: module + "/policy", exact: true, transitive: true, stdlibOnly: true, why: "policy is the pure key-use policy language and matcher: standard library only, no I/O"},
+	{pkg: module + "/policy", exact: true, why: "policy is pure: no I/O, no clocks, no logging",
+		forbidden: []string{"os", "net", "net/http", "log", "log/slog", "time", "math/rand", "math/rand/v2", "crypto/rand"}},
 	{pkg: module + "/cluster", transitive: true, why: "cluster is generic: it knows no region, governance or API",
 		forbidden: []string{module + "/region", module + "/governance", module + "/gateway", module + "/fsm", module + "/transport"}},
 	{pkg: module + "/anchor", transitive: true, why: "anchors seal L2 for the region; they know nothing of the region",
@@ -98,6 +104,13 @@ func matches(path, prefix string) bool {
 	return path == prefix || strings.HasPrefix(path, prefix+"/")
 }
 
+// stdlib reports whether an import path is the standard library's: its first element has no dot
+// (as cmd/go decides; "C" and vendored paths do not occur here).
+func stdlib(path string) bool {
+	first, _, _ := strings.Cut(path, "/")
+	return !strings.Contains(first, ".")
+}
+
 // violations lists every rule a package of pkgs breaks, one line each.
 func violations(pkgs []pkg) []string {
 	var out []string
@@ -115,6 +128,9 @@ func violations(pkgs []pkg) []string {
 				deps = p.Deps
 			}
 			for _, d := range deps {
+				if r.stdlibOnly && !stdlib(d) {
+					out = append(out, p.ImportPath+" imports "+d+": "+r.why)
+				}
 				for _, f := range r.forbidden {
 					if d == r.pkg || strings.HasPrefix(d, r.pkg+"/") {
 						continue // its own subpackages
@@ -139,10 +155,13 @@ func TestImportBoundaries(t *testing.T) {
 // longer fail (a typo in its path, a prefix that matches nothing) fails here.
 func TestEachRuleBites(t *testing.T) {
 	for i, r := range rules {
-		f := r.forbidden[0]
-		bad := strings.TrimPrefix(strings.TrimSuffix(f, "/"), "=")
-		if strings.HasSuffix(f, "/") {
-			bad += "/something"
+		bad := "github.com/example/notstdlib"
+		if len(r.forbidden) > 0 {
+			f := r.forbidden[0]
+			bad = strings.TrimPrefix(strings.TrimSuffix(f, "/"), "=")
+			if strings.HasSuffix(f, "/") {
+				bad += "/something"
+			}
 		}
 		p := pkg{ImportPath: r.pkg, Imports: []string{bad}, Deps: []string{bad}}
 		if v := violations([]pkg{p}); len(v) == 0 {

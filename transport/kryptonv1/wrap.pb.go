@@ -195,7 +195,12 @@ type ListEndpointsResponse struct {
 	// The node that answered.
 	NodeId string `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// The answering node's region.
-	Region        string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	Region string `protobuf:"bytes,3,opt,name=region,proto3" json:"region,omitempty"`
+	// The key-use policy of the caller's tenant as the answering node has
+	// applied it (revision 0 and no rules: the default rule), so that a gateway
+	// checks the services that call it by the same policy before it acts for
+	// them (policy/DESIGN.md). A caller learns only its own tenant's policy.
+	Policy        *Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -249,6 +254,13 @@ func (x *ListEndpointsResponse) GetRegion() string {
 		return x.Region
 	}
 	return ""
+}
+
+func (x *ListEndpointsResponse) GetPolicy() *Policy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
 }
 
 type Endpoint struct {
@@ -2147,12 +2159,13 @@ var File_krypton_v1_wrap_proto protoreflect.FileDescriptor
 const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"\n" +
 	"\x15krypton/v1/wrap.proto\x12\n" +
-	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17krypton/v1/common.proto\"\x16\n" +
-	"\x14ListEndpointsRequest\"|\n" +
+	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17krypton/v1/common.proto\x1a\x1bkrypton/v1/governance.proto\"\x16\n" +
+	"\x14ListEndpointsRequest\"\xa8\x01\n" +
 	"\x15ListEndpointsResponse\x122\n" +
 	"\tendpoints\x18\x01 \x03(\v2\x14.krypton.v1.EndpointR\tendpoints\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x16\n" +
-	"\x06region\x18\x03 \x01(\tR\x06region\"\x87\x01\n" +
+	"\x06region\x18\x03 \x01(\tR\x06region\x12*\n" +
+	"\x06policy\x18\x04 \x01(\v2\x12.krypton.v1.PolicyR\x06policy\"\x87\x01\n" +
 	"\bEndpoint\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x122\n" +
@@ -2360,79 +2373,81 @@ var file_krypton_v1_wrap_proto_goTypes = []any{
 	(*PackedItemError)(nil),               // 31: krypton.v1.PackedItemError
 	(*PackedGenerateDataKeyRequest)(nil),  // 32: krypton.v1.PackedGenerateDataKeyRequest
 	(*PackedGenerateDataKeyResponse)(nil), // 33: krypton.v1.PackedGenerateDataKeyResponse
-	(*KeyScope)(nil),                      // 34: krypton.v1.KeyScope
-	(*durationpb.Duration)(nil),           // 35: google.protobuf.Duration
-	(*KeyRef)(nil),                        // 36: krypton.v1.KeyRef
-	(*ItemError)(nil),                     // 37: krypton.v1.ItemError
+	(*Policy)(nil),                        // 34: krypton.v1.Policy
+	(*KeyScope)(nil),                      // 35: krypton.v1.KeyScope
+	(*durationpb.Duration)(nil),           // 36: google.protobuf.Duration
+	(*KeyRef)(nil),                        // 37: krypton.v1.KeyRef
+	(*ItemError)(nil),                     // 38: krypton.v1.ItemError
 }
 var file_krypton_v1_wrap_proto_depIdxs = []int32{
 	4,  // 0: krypton.v1.ListEndpointsResponse.endpoints:type_name -> krypton.v1.Endpoint
-	0,  // 1: krypton.v1.Endpoint.status:type_name -> krypton.v1.EndpointStatus
-	1,  // 2: krypton.v1.KeyEvent.kind:type_name -> krypton.v1.KeyEventKind
-	34, // 3: krypton.v1.KeyEvent.scope:type_name -> krypton.v1.KeyScope
-	34, // 4: krypton.v1.KeyEvent.unusable:type_name -> krypton.v1.KeyScope
-	35, // 5: krypton.v1.KeyEvent.lease:type_name -> google.protobuf.Duration
-	36, // 6: krypton.v1.WrapRequest.key:type_name -> krypton.v1.KeyRef
-	36, // 7: krypton.v1.WrapResponse.key:type_name -> krypton.v1.KeyRef
-	36, // 8: krypton.v1.UnwrapResponse.key:type_name -> krypton.v1.KeyRef
-	36, // 9: krypton.v1.GenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
-	36, // 10: krypton.v1.GenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
-	36, // 11: krypton.v1.RewrapResponse.key:type_name -> krypton.v1.KeyRef
-	36, // 12: krypton.v1.RewrapResponse.source_key:type_name -> krypton.v1.KeyRef
-	7,  // 13: krypton.v1.BatchWrapRequest.items:type_name -> krypton.v1.WrapRequest
-	17, // 14: krypton.v1.BatchWrapResponse.results:type_name -> krypton.v1.WrapResult
-	8,  // 15: krypton.v1.WrapResult.value:type_name -> krypton.v1.WrapResponse
-	37, // 16: krypton.v1.WrapResult.error:type_name -> krypton.v1.ItemError
-	9,  // 17: krypton.v1.BatchUnwrapRequest.items:type_name -> krypton.v1.UnwrapRequest
-	20, // 18: krypton.v1.BatchUnwrapResponse.results:type_name -> krypton.v1.UnwrapResult
-	10, // 19: krypton.v1.UnwrapResult.value:type_name -> krypton.v1.UnwrapResponse
-	37, // 20: krypton.v1.UnwrapResult.error:type_name -> krypton.v1.ItemError
-	11, // 21: krypton.v1.BatchGenerateDataKeyRequest.items:type_name -> krypton.v1.GenerateDataKeyRequest
-	23, // 22: krypton.v1.BatchGenerateDataKeyResponse.results:type_name -> krypton.v1.GenerateDataKeyResult
-	12, // 23: krypton.v1.GenerateDataKeyResult.value:type_name -> krypton.v1.GenerateDataKeyResponse
-	37, // 24: krypton.v1.GenerateDataKeyResult.error:type_name -> krypton.v1.ItemError
-	13, // 25: krypton.v1.BatchRewrapRequest.items:type_name -> krypton.v1.RewrapRequest
-	26, // 26: krypton.v1.BatchRewrapResponse.results:type_name -> krypton.v1.RewrapResult
-	14, // 27: krypton.v1.RewrapResult.value:type_name -> krypton.v1.RewrapResponse
-	37, // 28: krypton.v1.RewrapResult.error:type_name -> krypton.v1.ItemError
-	36, // 29: krypton.v1.PackedWrapRequest.key:type_name -> krypton.v1.KeyRef
-	36, // 30: krypton.v1.PackedWrapResponse.key:type_name -> krypton.v1.KeyRef
-	36, // 31: krypton.v1.PackedUnwrapResponse.keys:type_name -> krypton.v1.KeyRef
-	31, // 32: krypton.v1.PackedUnwrapResponse.errors:type_name -> krypton.v1.PackedItemError
-	37, // 33: krypton.v1.PackedItemError.error:type_name -> krypton.v1.ItemError
-	36, // 34: krypton.v1.PackedGenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
-	36, // 35: krypton.v1.PackedGenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
-	7,  // 36: krypton.v1.WrapService.Wrap:input_type -> krypton.v1.WrapRequest
-	9,  // 37: krypton.v1.WrapService.Unwrap:input_type -> krypton.v1.UnwrapRequest
-	11, // 38: krypton.v1.WrapService.GenerateDataKey:input_type -> krypton.v1.GenerateDataKeyRequest
-	13, // 39: krypton.v1.WrapService.Rewrap:input_type -> krypton.v1.RewrapRequest
-	15, // 40: krypton.v1.WrapService.BatchWrap:input_type -> krypton.v1.BatchWrapRequest
-	18, // 41: krypton.v1.WrapService.BatchUnwrap:input_type -> krypton.v1.BatchUnwrapRequest
-	21, // 42: krypton.v1.WrapService.BatchGenerateDataKey:input_type -> krypton.v1.BatchGenerateDataKeyRequest
-	24, // 43: krypton.v1.WrapService.BatchRewrap:input_type -> krypton.v1.BatchRewrapRequest
-	27, // 44: krypton.v1.WrapService.PackedWrap:input_type -> krypton.v1.PackedWrapRequest
-	29, // 45: krypton.v1.WrapService.PackedUnwrap:input_type -> krypton.v1.PackedUnwrapRequest
-	32, // 46: krypton.v1.WrapService.PackedGenerateDataKey:input_type -> krypton.v1.PackedGenerateDataKeyRequest
-	2,  // 47: krypton.v1.WrapService.ListEndpoints:input_type -> krypton.v1.ListEndpointsRequest
-	5,  // 48: krypton.v1.WrapService.WatchKeyEvents:input_type -> krypton.v1.WatchKeyEventsRequest
-	8,  // 49: krypton.v1.WrapService.Wrap:output_type -> krypton.v1.WrapResponse
-	10, // 50: krypton.v1.WrapService.Unwrap:output_type -> krypton.v1.UnwrapResponse
-	12, // 51: krypton.v1.WrapService.GenerateDataKey:output_type -> krypton.v1.GenerateDataKeyResponse
-	14, // 52: krypton.v1.WrapService.Rewrap:output_type -> krypton.v1.RewrapResponse
-	16, // 53: krypton.v1.WrapService.BatchWrap:output_type -> krypton.v1.BatchWrapResponse
-	19, // 54: krypton.v1.WrapService.BatchUnwrap:output_type -> krypton.v1.BatchUnwrapResponse
-	22, // 55: krypton.v1.WrapService.BatchGenerateDataKey:output_type -> krypton.v1.BatchGenerateDataKeyResponse
-	25, // 56: krypton.v1.WrapService.BatchRewrap:output_type -> krypton.v1.BatchRewrapResponse
-	28, // 57: krypton.v1.WrapService.PackedWrap:output_type -> krypton.v1.PackedWrapResponse
-	30, // 58: krypton.v1.WrapService.PackedUnwrap:output_type -> krypton.v1.PackedUnwrapResponse
-	33, // 59: krypton.v1.WrapService.PackedGenerateDataKey:output_type -> krypton.v1.PackedGenerateDataKeyResponse
-	3,  // 60: krypton.v1.WrapService.ListEndpoints:output_type -> krypton.v1.ListEndpointsResponse
-	6,  // 61: krypton.v1.WrapService.WatchKeyEvents:output_type -> krypton.v1.KeyEvent
-	49, // [49:62] is the sub-list for method output_type
-	36, // [36:49] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	34, // 1: krypton.v1.ListEndpointsResponse.policy:type_name -> krypton.v1.Policy
+	0,  // 2: krypton.v1.Endpoint.status:type_name -> krypton.v1.EndpointStatus
+	1,  // 3: krypton.v1.KeyEvent.kind:type_name -> krypton.v1.KeyEventKind
+	35, // 4: krypton.v1.KeyEvent.scope:type_name -> krypton.v1.KeyScope
+	35, // 5: krypton.v1.KeyEvent.unusable:type_name -> krypton.v1.KeyScope
+	36, // 6: krypton.v1.KeyEvent.lease:type_name -> google.protobuf.Duration
+	37, // 7: krypton.v1.WrapRequest.key:type_name -> krypton.v1.KeyRef
+	37, // 8: krypton.v1.WrapResponse.key:type_name -> krypton.v1.KeyRef
+	37, // 9: krypton.v1.UnwrapResponse.key:type_name -> krypton.v1.KeyRef
+	37, // 10: krypton.v1.GenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
+	37, // 11: krypton.v1.GenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
+	37, // 12: krypton.v1.RewrapResponse.key:type_name -> krypton.v1.KeyRef
+	37, // 13: krypton.v1.RewrapResponse.source_key:type_name -> krypton.v1.KeyRef
+	7,  // 14: krypton.v1.BatchWrapRequest.items:type_name -> krypton.v1.WrapRequest
+	17, // 15: krypton.v1.BatchWrapResponse.results:type_name -> krypton.v1.WrapResult
+	8,  // 16: krypton.v1.WrapResult.value:type_name -> krypton.v1.WrapResponse
+	38, // 17: krypton.v1.WrapResult.error:type_name -> krypton.v1.ItemError
+	9,  // 18: krypton.v1.BatchUnwrapRequest.items:type_name -> krypton.v1.UnwrapRequest
+	20, // 19: krypton.v1.BatchUnwrapResponse.results:type_name -> krypton.v1.UnwrapResult
+	10, // 20: krypton.v1.UnwrapResult.value:type_name -> krypton.v1.UnwrapResponse
+	38, // 21: krypton.v1.UnwrapResult.error:type_name -> krypton.v1.ItemError
+	11, // 22: krypton.v1.BatchGenerateDataKeyRequest.items:type_name -> krypton.v1.GenerateDataKeyRequest
+	23, // 23: krypton.v1.BatchGenerateDataKeyResponse.results:type_name -> krypton.v1.GenerateDataKeyResult
+	12, // 24: krypton.v1.GenerateDataKeyResult.value:type_name -> krypton.v1.GenerateDataKeyResponse
+	38, // 25: krypton.v1.GenerateDataKeyResult.error:type_name -> krypton.v1.ItemError
+	13, // 26: krypton.v1.BatchRewrapRequest.items:type_name -> krypton.v1.RewrapRequest
+	26, // 27: krypton.v1.BatchRewrapResponse.results:type_name -> krypton.v1.RewrapResult
+	14, // 28: krypton.v1.RewrapResult.value:type_name -> krypton.v1.RewrapResponse
+	38, // 29: krypton.v1.RewrapResult.error:type_name -> krypton.v1.ItemError
+	37, // 30: krypton.v1.PackedWrapRequest.key:type_name -> krypton.v1.KeyRef
+	37, // 31: krypton.v1.PackedWrapResponse.key:type_name -> krypton.v1.KeyRef
+	37, // 32: krypton.v1.PackedUnwrapResponse.keys:type_name -> krypton.v1.KeyRef
+	31, // 33: krypton.v1.PackedUnwrapResponse.errors:type_name -> krypton.v1.PackedItemError
+	38, // 34: krypton.v1.PackedItemError.error:type_name -> krypton.v1.ItemError
+	37, // 35: krypton.v1.PackedGenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
+	37, // 36: krypton.v1.PackedGenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
+	7,  // 37: krypton.v1.WrapService.Wrap:input_type -> krypton.v1.WrapRequest
+	9,  // 38: krypton.v1.WrapService.Unwrap:input_type -> krypton.v1.UnwrapRequest
+	11, // 39: krypton.v1.WrapService.GenerateDataKey:input_type -> krypton.v1.GenerateDataKeyRequest
+	13, // 40: krypton.v1.WrapService.Rewrap:input_type -> krypton.v1.RewrapRequest
+	15, // 41: krypton.v1.WrapService.BatchWrap:input_type -> krypton.v1.BatchWrapRequest
+	18, // 42: krypton.v1.WrapService.BatchUnwrap:input_type -> krypton.v1.BatchUnwrapRequest
+	21, // 43: krypton.v1.WrapService.BatchGenerateDataKey:input_type -> krypton.v1.BatchGenerateDataKeyRequest
+	24, // 44: krypton.v1.WrapService.BatchRewrap:input_type -> krypton.v1.BatchRewrapRequest
+	27, // 45: krypton.v1.WrapService.PackedWrap:input_type -> krypton.v1.PackedWrapRequest
+	29, // 46: krypton.v1.WrapService.PackedUnwrap:input_type -> krypton.v1.PackedUnwrapRequest
+	32, // 47: krypton.v1.WrapService.PackedGenerateDataKey:input_type -> krypton.v1.PackedGenerateDataKeyRequest
+	2,  // 48: krypton.v1.WrapService.ListEndpoints:input_type -> krypton.v1.ListEndpointsRequest
+	5,  // 49: krypton.v1.WrapService.WatchKeyEvents:input_type -> krypton.v1.WatchKeyEventsRequest
+	8,  // 50: krypton.v1.WrapService.Wrap:output_type -> krypton.v1.WrapResponse
+	10, // 51: krypton.v1.WrapService.Unwrap:output_type -> krypton.v1.UnwrapResponse
+	12, // 52: krypton.v1.WrapService.GenerateDataKey:output_type -> krypton.v1.GenerateDataKeyResponse
+	14, // 53: krypton.v1.WrapService.Rewrap:output_type -> krypton.v1.RewrapResponse
+	16, // 54: krypton.v1.WrapService.BatchWrap:output_type -> krypton.v1.BatchWrapResponse
+	19, // 55: krypton.v1.WrapService.BatchUnwrap:output_type -> krypton.v1.BatchUnwrapResponse
+	22, // 56: krypton.v1.WrapService.BatchGenerateDataKey:output_type -> krypton.v1.BatchGenerateDataKeyResponse
+	25, // 57: krypton.v1.WrapService.BatchRewrap:output_type -> krypton.v1.BatchRewrapResponse
+	28, // 58: krypton.v1.WrapService.PackedWrap:output_type -> krypton.v1.PackedWrapResponse
+	30, // 59: krypton.v1.WrapService.PackedUnwrap:output_type -> krypton.v1.PackedUnwrapResponse
+	33, // 60: krypton.v1.WrapService.PackedGenerateDataKey:output_type -> krypton.v1.PackedGenerateDataKeyResponse
+	3,  // 61: krypton.v1.WrapService.ListEndpoints:output_type -> krypton.v1.ListEndpointsResponse
+	6,  // 62: krypton.v1.WrapService.WatchKeyEvents:output_type -> krypton.v1.KeyEvent
+	50, // [50:63] is the sub-list for method output_type
+	37, // [37:50] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_wrap_proto_init() }
@@ -2441,6 +2456,7 @@ func file_krypton_v1_wrap_proto_init() {
 		return
 	}
 	file_krypton_v1_common_proto_init()
+	file_krypton_v1_governance_proto_init()
 	file_krypton_v1_wrap_proto_msgTypes[15].OneofWrappers = []any{
 		(*WrapResult_Value)(nil),
 		(*WrapResult_Error)(nil),
