@@ -81,8 +81,34 @@ func actor(ctx context.Context) string {
 	return "node"
 }
 
+// Origins of an audited command, in its record's detail "origin" (docs/audit.md): who made this
+// node propose or do it.
+const (
+	// originAPI: a call of the node's API; the record's actor is the caller's identity.
+	originAPI = "api"
+	// originFeed: an event of governance's feed; the record's actor is "governance", its detail
+	// the event's cursor, id and kind, and the governance node that served it.
+	originFeed = "governance-feed"
+	// originPeer: another node of the region, over the cluster RPC or the node service; the
+	// record's actor is that node's identity.
+	originPeer = "peer"
+	// originNode: this node's own decision (an L1 check's lockout, a restore's settings); the
+	// record's actor is "node".
+	originNode = "node"
+)
+
+// record writes an audit event for a command or call that came through ctx: its actor is the
+// API caller (origin "api"), or "node" for the node's own work (origin "node").
 func (n *Node) record(ctx context.Context, e audit.Event) {
 	e.Actor = actor(ctx)
+	origin := originNode
+	if _, ok := transport.IdentityFromContext(ctx); ok {
+		origin = originAPI
+	}
+	if e.Detail == nil {
+		e.Detail = map[string]string{}
+	}
+	e.Detail["origin"] = origin
 	if err := n.audit.Record(e); err != nil {
 		n.log.Error("audit log write failed", "kind", e.Kind, "err", err)
 	}
