@@ -15,7 +15,7 @@ import (
 )
 
 // shellSplit splits a command line as a POSIX shell would for the words a governed region's
-// refusal prints: plain words and single-quoted strings (with '\” for a quote inside).
+// refusal prints: plain words and single-quoted strings, a quote inside being closed, escaped and reopened.
 func shellSplit(t *testing.T, line string) []string {
 	t.Helper()
 	var words []string
