@@ -133,13 +133,20 @@ func (n *Node) probedAnchor(ctx context.Context, uri string) (anchor.Provider, e
 // storableAnchor refuses an anchor URI that must not be stored: one that does not parse, or one
 // that carries a secret (a pkcs11 pin-value), which every Raft log, snapshot and backup of the
 // region would keep. It runs before the anchor is opened and before anything is proposed.
-func storableAnchor(uri string) error {
+//
+// It also refuses an endpoint override that would send the tenant key in clear (an awskms
+// http:// endpoint), unless the node allows development anchors and the endpoint is on loopback
+// (anchor.CheckTransport).
+func (n *Node) storableAnchor(uri string) error {
 	u, err := anchor.Parse(uri)
 	if err != nil {
 		return err
 	}
 	if err := anchor.CheckStorable(u); err != nil {
 		return &codedErrorInvalid{"region: " + err.Error()} // names the fix (pin-source), never the value
+	}
+	if err := anchor.CheckTransport(u, n.cfg.AllowDevAnchor); err != nil {
+		return &codedErrorInvalid{"region: " + err.Error()} // names the fix: https://
 	}
 	return nil
 }
@@ -149,7 +156,7 @@ func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI st
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
 	}
-	if err := storableAnchor(anchorURI); err != nil {
+	if err := n.storableAnchor(anchorURI); err != nil {
 		return fsm.Tenant{}, err
 	}
 	p, err := n.probedAnchor(ctx, anchorURI)
@@ -369,7 +376,7 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI str
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
 	}
-	if err := storableAnchor(anchorURI); err != nil {
+	if err := n.storableAnchor(anchorURI); err != nil {
 		return fsm.Tenant{}, err
 	}
 	t, err := freshRead(ctx, n, func() (fsm.Tenant, error) { return n.state.Tenant(tenant) })
