@@ -712,7 +712,10 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	say("event %d effective in regions %v (every voter applied it, or its lease ran out)", rv.GetEvent().GetCursor(), regionNames(rv.GetRegions()))
+	// Region dev reported it applied and fenced: every voter confirmed, or its serving lease ran
+	// out. The stopped node cannot confirm, so the fence waited out its lease.
+	say("event %d effective in regions %v: the running nodes applied it; %s is down, so the fence waited until its lease expired on [%s]",
+		rv.GetEvent().GetCursor(), regionNames(rv.GetRegions()), d.cfgs[leader].NodeID, d.cfgs[leader].NodeID)
 	step("restart %s from its data directory: it catches up before it serves", d.cfgs[leader].NodeID)
 	if err := d.start(leader); err != nil {
 		return err
