@@ -86,6 +86,11 @@ var (
 	// secret (a pkcs11 pin-value) and would put it in every Raft log,
 	// snapshot and backup that stores the URI.
 	ErrSecretInURI = errors.New("anchor: URI carries a secret")
+
+	// ErrPlainEndpoint is returned by CheckTransport, and by Open, for an
+	// endpoint override that would carry the tenant key in clear: an awskms
+	// endpoint=http://... outside development (see CheckTransport).
+	ErrPlainEndpoint = errors.New("anchor: endpoint override without TLS")
 )
 
 // A DenialReason says why a provider definitely refused. See the sentinel

@@ -104,11 +104,15 @@ func Registered() []string {
 //	if err != nil { ... }
 //	defer p.Close()
 //
-// Errors: those of Parse; ErrNotRegistered when this binary has no
-// provider for the scheme; and those of the opener.
+// Errors: those of Parse; ErrPlainEndpoint for an endpoint without TLS
+// outside development (CheckTransport); ErrNotRegistered when this binary
+// has no provider for the scheme; and those of the opener.
 func Open(ctx context.Context, uri string, opts Options) (Provider, error) {
 	u, err := Parse(uri)
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckTransport(u, opts.Development || opts.Create); err != nil {
 		return nil, err
 	}
 	registry.mu.RLock()

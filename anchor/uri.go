@@ -155,6 +155,50 @@ func validateEndpoint(scheme, ep string) error {
 	return nil
 }
 
+// CheckTransport refuses an endpoint override that would send keys in
+// clear. Sealing hands the provider the plaintext tenant key (L2), so an
+// awskms endpoint must be https://. Plain http:// is accepted only when dev
+// is set — the switch that also admits file:// anchors (-dev-anchor,
+// Options.Development) — and only to a loopback host (localhost, 127.0.0.0/8,
+// ::1): an emulator such as local-kms on the same machine, where the key
+// never crosses a network. Governance (tenant create, set-anchor) and the
+// region (tenant create, rekey) call it before anything is stored or
+// proposed, and Open calls it before a provider is made, so a URI stored
+// before the check existed is refused too. The error wraps ErrPlainEndpoint
+// and names the fix.
+//
+// The other schemes cannot name a plaintext transport: a gcpkms endpoint is
+// a gRPC host:port dialled with TLS (only the node's own
+// gcpkms.Options.ClientOptions can turn it off), and an azurekv vault is
+// always reached at https://<vault-host>.
+func CheckTransport(u URI, dev bool) error {
+	a, ok := u.(*AWSKMSURI)
+	if !ok || a.Endpoint == "" {
+		return nil
+	}
+	ep, err := url.Parse(a.Endpoint)
+	if err != nil {
+		return fmt.Errorf("%w: awskms: malformed endpoint", ErrInvalidURI)
+	}
+	if ep.Scheme == "https" {
+		return nil
+	}
+	if dev && isLoopback(ep.Hostname()) {
+		return nil
+	}
+	return fmt.Errorf("%w: awskms: an http:// endpoint would send the tenant key to KMS in clear; give an https:// endpoint "+
+		"(plain http:// is accepted only for an emulator on a loopback address, on a node started with -dev-anchor)", ErrPlainEndpoint)
+}
+
+// isLoopback says whether host is "localhost" or a loopback IP address.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // ---- awskms ----
 
 // AWSKMSURI is awskms://<key>[?region=R][&endpoint=URL].

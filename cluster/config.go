@@ -99,10 +99,11 @@ type Config struct {
 
 	// OnPeerRequest, if set, is told (on the leader, from the RPC's
 	// goroutine; it must not block for long) of every add-voter,
-	// remove-server and transfer-leadership another node asked for over the
-	// cluster RPC, done or failed, and of every request refused because the
-	// asking node is not in the configuration: the region audits them with
-	// the requesting node's identity.
+	// remove-server, transfer-leadership and apply (a forwarded write)
+	// another node asked for over the cluster RPC, done or failed, and of
+	// every request refused because the asking node is not in the
+	// configuration: the region audits them with the requesting node's
+	// identity.
 	OnPeerRequest func(PeerRequest)
 
 	// Logger receives structured logs, including Raft's and memberlist's.

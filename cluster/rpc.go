@@ -153,6 +153,9 @@ type PeerRequest struct {
 	// Refused is set when the request was refused because the asking node is
 	// not in the configuration.
 	Refused bool
+	// Cmd is the entry a peer forwarded to be applied (op "apply"), as it
+	// was proposed; nil for other ops.
+	Cmd []byte
 }
 
 func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
@@ -173,8 +176,12 @@ func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
 		c.logger.Info("cluster rpc", "op", string(req.Op), "peer", peer.String(), "target", req.ID, "addr", req.Addr, "error", err)
 		c.notePeerRequest(PeerRequest{Op: string(req.Op), Peer: peer, Target: req.ID, Addr: req.Addr, Err: err})
 	case opApply:
-		// Every forwarded write; the node that took the request audits it with its caller.
+		// Every forwarded write: the node that took the request audits it with its caller, and
+		// this leader with the peer that forwarded it.
 		c.logger.Debug("cluster rpc", "op", string(req.Op), "peer", peer.String(), "bytes", len(req.Cmd), "code", resp.Code)
+		if resp.Code != codeNotLeader { // not proposed here: the peer retries at the leader
+			c.notePeerRequest(PeerRequest{Op: string(req.Op), Peer: peer, Err: resp.err(), Cmd: req.Cmd})
+		}
 	}
 	return resp
 }

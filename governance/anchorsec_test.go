@@ -110,3 +110,42 @@ func TestStoredPINIsRedactedByGovernance(t *testing.T) {
 		t.Fatalf("Proto shows anchor %q, want the PIN as xxxxx", got)
 	}
 }
+
+// An anchor's endpoint override must use TLS (issue 14): CreateTenant and SetAnchor refuse an awskms
+// endpoint=http://... that is not on loopback, with InvalidArgument naming https://, before
+// anything is proposed. This governance allows development anchors (governancetest), so an
+// emulator on loopback is accepted: the dev and test path; a governance without -dev-anchor
+// refuses that too (TestCheckAnchorEndpoint).
+func TestPlainEndpointRefusedByGovernance(t *testing.T) {
+	g := governancetest.Start(t, 1)
+	op := g.Client(0)
+	ctx := g.Context(30 * time.Second)
+	g.CreateTenant("acme", devAnchor, "eu")
+	before, err := op.Status(ctx, &kv1.GovernanceStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const remote = "awskms://alias/krypton-acme?region=eu-west-1&endpoint=http://192.0.2.7:4599"
+	refused := func(what string, err error) {
+		t.Helper()
+		if status.Code(err) != codes.InvalidArgument || !strings.Contains(status.Convert(err).Message(), "https://") {
+			t.Fatalf("%s on a remote http endpoint: %v, want InvalidArgument naming https://", what, err)
+		}
+	}
+	_, err = op.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: rid(), Tenant: "cloud", AnchorUri: remote, Regions: []string{"eu"}})
+	refused("CreateTenant", err)
+	_, err = op.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: rid(), Tenant: "acme", AnchorUri: remote})
+	refused("SetAnchor", err)
+	after, err := op.Status(ctx, &kv1.GovernanceStatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.GetHeadCursor() != before.GetHeadCursor() || after.GetCommitIndex() != before.GetCommitIndex() {
+		t.Fatalf("the refusals moved the log: head %d -> %d, commit %d -> %d",
+			before.GetHeadCursor(), after.GetHeadCursor(), before.GetCommitIndex(), after.GetCommitIndex())
+	}
+	if _, err := op.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: rid(), Tenant: "emulated",
+		AnchorUri: "awskms://alias/krypton-acme?region=eu-west-1&endpoint=http://127.0.0.1:4599", Regions: []string{"eu"}}); err != nil {
+		t.Fatalf("CreateTenant on a loopback emulator with development anchors allowed: %v", err)
+	}
+}

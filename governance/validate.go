@@ -158,6 +158,11 @@ func checkAnchor(uri string, allowDev bool) error {
 	if err := anchor.CheckStorable(u); err != nil {
 		return invalid(err.Error())
 	}
+	// Sealing hands the provider the tenant key: no endpoint override without TLS, but for a
+	// loopback emulator where development anchors are allowed (anchor.CheckTransport).
+	if err := anchor.CheckTransport(u, allowDev); err != nil {
+		return invalid(err.Error())
+	}
 	if u.Scheme() == anchor.SchemeFile && !allowDev {
 		return invalid("file:// anchors are for development only; this governance does not allow them (--dev-anchor)")
 	}

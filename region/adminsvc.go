@@ -405,6 +405,9 @@ func (n *Node) writtenKeyProto(svc fsm.Service) (*kv1.Key, error) {
 }
 
 func (s *adminService) CreateTenant(ctx context.Context, req *kv1.CreateTenantRequest) (*kv1.Tenant, error) {
+	if err := s.n.governedCreateTenant(req.GetTenant(), req.GetAnchorUri()); err != nil {
+		return nil, err
+	}
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
@@ -466,6 +469,9 @@ func (s *adminService) DescribeTenant(_ context.Context, req *kv1.DescribeTenant
 }
 
 func (s *adminService) CreateKey(ctx context.Context, req *kv1.CreateKeyRequest) (*kv1.Key, error) {
+	if err := s.n.governedCreateKey(req.GetTenant(), req.GetService()); err != nil {
+		return nil, err
+	}
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
@@ -514,6 +520,9 @@ func (s *adminService) DescribeKey(_ context.Context, req *kv1.DescribeKeyReques
 }
 
 func (s *adminService) RevokeKey(ctx context.Context, req *kv1.RevokeKeyRequest) (*kv1.RevokeKeyResponse, error) {
+	if err := s.n.governedRevoke(Scope{Tenant: req.GetScope().GetTenant(), Service: req.GetScope().GetService(), Version: req.GetScope().GetVersion()}, req.GetReason()); err != nil {
+		return nil, err
+	}
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
@@ -545,6 +554,9 @@ func (s *adminService) RevokeKey(ctx context.Context, req *kv1.RevokeKeyRequest)
 }
 
 func (s *adminService) LockTenant(ctx context.Context, req *kv1.LockTenantRequest) (*kv1.LockTenantResponse, error) {
+	if err := s.n.governedLock(req.GetTenant(), req.GetReason()); err != nil {
+		return nil, err
+	}
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
@@ -563,6 +575,9 @@ func (s *adminService) LockTenant(ctx context.Context, req *kv1.LockTenantReques
 }
 
 func (s *adminService) RekeyTenant(ctx context.Context, req *kv1.RekeyTenantRequest) (*kv1.Tenant, error) {
+	if err := s.n.governedRekey(req.GetTenant(), req.GetAnchorUri()); err != nil {
+		return nil, err
+	}
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
@@ -574,6 +589,9 @@ func (s *adminService) RekeyTenant(ctx context.Context, req *kv1.RekeyTenantRequ
 }
 
 func (s *adminService) UnlockTenant(ctx context.Context, req *kv1.UnlockTenantRequest) (*kv1.Tenant, error) {
+	if err := s.n.governedUnlock(req.GetTenant()); err != nil {
+		return nil, err
+	}
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}

@@ -105,6 +105,9 @@ type feed struct {
 	// it was computed at; only the feed goroutine touches them.
 	inventory   [32]byte
 	inventoryAt uint64
+	// source is the governance node the current session follows, for the audit records of the
+	// events it applies; only the feed goroutine touches it.
+	source string
 }
 
 func newFeed(n *Node) *feed {
@@ -249,6 +252,7 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 	// snapshot's: the session must then end, so that the next one resumes from there and the
 	// events after it apply again, rather than go on reporting the stream's head as applied.
 	restores := n.restores.Load()
+	f.source = addr
 	cursor := n.state.GovernanceCursor()
 	unfenced := n.state.AppliedIndex()
 	f.metrics.cursor.Set(float64(cursor))
@@ -415,7 +419,8 @@ func (f *feed) afterApply(ctx context.Context, ev *kv1.RevocationEvent, cmd fsm.
 		Service: validOrEmpty(target.GetService()),
 		Version: target.GetVersion(),
 		Reason:  ev.GetReason(),
-		Detail:  map[string]string{"cursor": fmt.Sprint(ev.GetCursor()), "event-id": validOrEmpty(ev.GetEventId()), "event": kind},
+		Detail: map[string]string{"cursor": fmt.Sprint(ev.GetCursor()), "event-id": validOrEmpty(ev.GetEventId()), "event": kind,
+			"origin": originFeed, "governance": f.source},
 	}
 	if res.EventErr != nil {
 		f.metrics.events.WithLabelValues(kind, "refused").Inc()

@@ -438,11 +438,21 @@ func (n *Node) raftStat(name string) uint64 {
 	return v
 }
 
-// auditPeerRequest records a membership change or leadership transfer another node asked this
-// one (the leader) for over the cluster RPC, with the requesting node's identity, and every such
-// request refused because the node is not in the configuration.
+// auditPeerRequest records a membership change, leadership transfer or forwarded write another
+// node asked this one (the leader) for over the cluster RPC, with the requesting node's identity
+// (origin "peer"), and every such request refused because the node is not in the configuration.
 func (n *Node) auditPeerRequest(r cluster.PeerRequest) {
-	e := audit.Event{Kind: "cluster." + r.Op, Actor: r.Peer.String(), Detail: map[string]string{}}
+	e := audit.Event{Kind: "cluster." + r.Op, Actor: r.Peer.String(), Detail: map[string]string{"origin": originPeer}}
+	if r.Cmd != nil {
+		// A write another node took and forwarded to this leader: which command, under which
+		// request id (the forwarding node's own record names its API caller).
+		if entry, err := fsm.Decode(r.Cmd); err == nil {
+			e.Detail["command"] = entry.Command.Type()
+			e.RequestID = entry.RequestID
+		} else {
+			e.Detail["command"] = "(undecodable)"
+		}
+	}
 	if r.Target != "" {
 		e.Detail["node"] = r.Target
 	}

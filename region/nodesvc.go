@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -84,6 +85,7 @@ func (s *nodeService) FetchTenantKey(ctx context.Context, req *kv1.FetchTenantKe
 	if err != nil {
 		return nil, &codedErrorInvalid{err.Error()}
 	}
+	n.auditHandout(ctx, req.GetNodeId(), req.GetTenant(), req.GetTenantKeyVersion())
 	return &kv1.FetchTenantKeyResponse{
 		TenantKeyVersion: req.GetTenantKeyVersion(),
 		Suite:            kv1.HpkeSuite_HPKE_SUITE_X25519_SHA256_AES256GCM,
@@ -149,4 +151,16 @@ func (n *Node) waitApplied(ctx context.Context, index uint64, wait time.Duration
 		case <-t.C:
 		}
 	}
+}
+
+// auditKeyHandout is the kind of the record of an L2 handed to a follower.
+const auditKeyHandout = "key.hand-out"
+
+// auditHandout records an L2 the leader sealed to a follower (FetchTenantKey): which node (as its
+// certificate names it; authorizeVoter made it the request's node id), which tenant, which version.
+func (n *Node) auditHandout(ctx context.Context, node, tenant string, version uint32) {
+	e := audit.Event{Kind: auditKeyHandout, Tenant: tenant, Version: version,
+		Detail: map[string]string{"layer": "L2", "node": node, "origin": originPeer}}
+	e.Actor = actor(ctx)
+	n.recordAs(e)
 }

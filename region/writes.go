@@ -81,8 +81,34 @@ func actor(ctx context.Context) string {
 	return "node"
 }
 
+// Origins of an audited command, in its record's detail "origin" (docs/audit.md): who made this
+// node propose or do it.
+const (
+	// originAPI: a call of the node's API; the record's actor is the caller's identity.
+	originAPI = "api"
+	// originFeed: an event of governance's feed; the record's actor is "governance", its detail
+	// the event's cursor, id and kind, and the governance node that served it.
+	originFeed = "governance-feed"
+	// originPeer: another node of the region, over the cluster RPC or the node service; the
+	// record's actor is that node's identity.
+	originPeer = "peer"
+	// originNode: this node's own decision (an L1 check's lockout, a restore's settings); the
+	// record's actor is "node".
+	originNode = "node"
+)
+
+// record writes an audit event for a command or call that came through ctx: its actor is the
+// API caller (origin "api"), or "node" for the node's own work (origin "node").
 func (n *Node) record(ctx context.Context, e audit.Event) {
 	e.Actor = actor(ctx)
+	origin := originNode
+	if _, ok := transport.IdentityFromContext(ctx); ok {
+		origin = originAPI
+	}
+	if e.Detail == nil {
+		e.Detail = map[string]string{}
+	}
+	e.Detail["origin"] = origin
 	if err := n.audit.Record(e); err != nil {
 		n.log.Error("audit log write failed", "kind", e.Kind, "err", err)
 	}
@@ -107,13 +133,20 @@ func (n *Node) probedAnchor(ctx context.Context, uri string) (anchor.Provider, e
 // storableAnchor refuses an anchor URI that must not be stored: one that does not parse, or one
 // that carries a secret (a pkcs11 pin-value), which every Raft log, snapshot and backup of the
 // region would keep. It runs before the anchor is opened and before anything is proposed.
-func storableAnchor(uri string) error {
+//
+// It also refuses an endpoint override that would send the tenant key in clear (an awskms
+// http:// endpoint), unless the node allows development anchors and the endpoint is on loopback
+// (anchor.CheckTransport).
+func (n *Node) storableAnchor(uri string) error {
 	u, err := anchor.Parse(uri)
 	if err != nil {
 		return err
 	}
 	if err := anchor.CheckStorable(u); err != nil {
 		return &codedErrorInvalid{"region: " + err.Error()} // names the fix (pin-source), never the value
+	}
+	if err := anchor.CheckTransport(u, n.cfg.AllowDevAnchor); err != nil {
+		return &codedErrorInvalid{"region: " + err.Error()} // names the fix: https://
 	}
 	return nil
 }
@@ -123,7 +156,7 @@ func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI st
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
 	}
-	if err := storableAnchor(anchorURI); err != nil {
+	if err := n.storableAnchor(anchorURI); err != nil {
 		return fsm.Tenant{}, err
 	}
 	p, err := n.probedAnchor(ctx, anchorURI)
@@ -343,7 +376,7 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI str
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
 	}
-	if err := storableAnchor(anchorURI); err != nil {
+	if err := n.storableAnchor(anchorURI); err != nil {
 		return fsm.Tenant{}, err
 	}
 	t, err := freshRead(ctx, n, func() (fsm.Tenant, error) { return n.state.Tenant(tenant) })

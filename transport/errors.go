@@ -97,6 +97,7 @@ var errorTable = []errorRow{
 	{anchor.ErrUnknownScheme, codes.InvalidArgument, "anchor: unknown anchor scheme"},
 	{anchor.ErrNotRegistered, codes.InvalidArgument, "anchor: anchor scheme not supported by this server"},
 	{anchor.ErrSecretInURI, codes.InvalidArgument, "anchor: a stored anchor URI must hold no PIN: give pin-source=file:/path/to/pin, not pin-value"},
+	{anchor.ErrPlainEndpoint, codes.InvalidArgument, "anchor: an anchor's endpoint must be https:// (http:// only for a loopback emulator on a node started with -dev-anchor)"},
 	{anchor.ErrDevelopment, codes.InvalidArgument, "anchor: development anchors (file://) are not allowed by this server"},
 	// The region builds the plaintext and context it seals: its mistake.
 	{anchor.ErrPlaintextSize, codes.Internal, "transport: internal error"},

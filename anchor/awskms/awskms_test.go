@@ -119,6 +119,7 @@ func TestRealErrorCodes(t *testing.T) {
 func openCanned(t *testing.T, key string, rt http.RoundTripper) anchor.Provider {
 	t.Helper()
 	p, err := anchor.Open(context.Background(), "awskms://"+key+"?endpoint=http://127.0.0.1:1", anchor.Options{
+		Development: true, // http:// on loopback (anchor.CheckTransport)
 		Provider: map[string]any{anchor.SchemeAWSKMS: &awskms.Options{
 			Credentials: testCreds, HTTPClient: &http.Client{Transport: rt},
 			Retry: anchor.RetryPolicy{Attempts: 1},
@@ -303,7 +304,7 @@ func TestURIForms(t *testing.T) {
 	// Region from Options when the URI has none; none at all is an error.
 	p := h.open(t, "awskms://"+id+"?"+ep, arn, awskms.Options{Region: "eu-west-1"})
 	must(t, p.Check(ctx))
-	_, err = anchor.Open(ctx, "awskms://"+id+"?"+ep, anchor.Options{Provider: map[string]any{"awskms": awskms.Options{Credentials: testCreds}}})
+	_, err = anchor.Open(ctx, "awskms://"+id+"?"+ep, anchor.Options{Development: true, Provider: map[string]any{"awskms": awskms.Options{Credentials: testCreds}}})
 	if err == nil || !strings.HasPrefix(err.Error(), "awskms: ") {
 		t.Errorf("no region: %v", err)
 	}
@@ -332,7 +333,7 @@ func TestDefaultChain(t *testing.T) {
 	t.Setenv("AWS_SECRET_ACCESS_KEY", testSecretKey)
 	t.Setenv("AWS_SESSION_TOKEN", testToken)
 	t.Setenv("AWS_REGION", "eu-west-1")
-	p, err := anchor.Open(context.Background(), "awskms://"+id+"?endpoint="+h.peer.URL, anchor.Options{})
+	p, err := anchor.Open(context.Background(), "awskms://"+id+"?endpoint="+h.peer.URL, anchor.Options{Development: true})
 	must(t, err)
 	must(t, p.Check(context.Background()))
 	must(t, p.Close())
@@ -347,8 +348,9 @@ func TestServerModes(t *testing.T) {
 	srv := awskmstest.Start(t)
 	key := srv.CreateKey(t)
 	p, err := anchor.Open(context.Background(), srv.URI(key), anchor.Options{
-		Logger:   anchortest.Logger(t),
-		Provider: map[string]any{anchor.SchemeAWSKMS: srv.Options()},
+		Logger:      anchortest.Logger(t),
+		Provider:    map[string]any{anchor.SchemeAWSKMS: srv.Options()},
+		Development: true, // the emulator's http:// on loopback (anchor.CheckTransport)
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -17,7 +17,9 @@
 // redirect Krypton. Region defaults to the ARN's; with alias/NAME or a key
 // id give ?region= (or Options.Region, or AWS_REGION). endpoint overrides
 // the service endpoint (a VPC interface endpoint, a FIPS endpoint,
-// local-kms in tests). AWS managed keys (alias/aws/...) are refused.
+// local-kms in tests); it must be https:// (the tenant key is sent to it),
+// http:// only to a loopback host with anchor.Options.Development
+// (anchor.CheckTransport). AWS managed keys (alias/aws/...) are refused.
 //
 // # What is sent
 //

@@ -104,6 +104,9 @@ func (h *harness) open(t testing.TB, uri, key string, o awskms.Options) anchor.P
 	p, err := anchor.Open(context.Background(), uri, anchor.Options{
 		Logger:   anchortest.Logger(t),
 		Provider: map[string]any{anchor.SchemeAWSKMS: o},
+		// The emulator speaks http:// on loopback, admitted only for development
+		// (anchor.CheckTransport).
+		Development: true,
 	})
 	if err != nil {
 		t.Fatal(err)

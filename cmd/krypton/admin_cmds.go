@@ -604,7 +604,7 @@ func tenantCreateCommand() *command {
 	return tenantAnchorCommand("create", "create a tenant with its L1 anchor", "the tenant's L1 anchor URI (required)",
 		"Creates <tenant>: the leader generates its tenant key (L2) and seals it through the anchor, a key in the tenant's own KMS or HSM "+
 			"(awskms://, gcpkms://, azurekv://, pkcs11:, or file:// for development), after a seal/unseal round trip through it. "+
-			"Regions fed by governance get their tenants from it instead.",
+			"Regions fed by governance get their tenants from it instead, and refuse this command naming the one to run there.",
 		func(ctx context.Context, c *apiClient, tenant, uri string) (*kv1.Tenant, error) {
 			return c.admin().CreateTenant(ctx, &kv1.CreateTenantRequest{RequestId: c.requestID, Tenant: tenant, AnchorUri: uri})
 		})

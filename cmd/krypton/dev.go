@@ -704,20 +704,19 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 		say("%s wraps again (%v after the kill)", d.cfgs[i].NodeID, time.Since(start).Round(time.Millisecond))
 	}
 
-	survivor := (leader + 1) % devNodes
-	opConn2, err := d.dial(survivor, d.operator[0], d.operator[1])
-	if err != nil {
-		return err
-	}
-	admin = kv1.NewAdminServiceClient(opConn2)
-	step("revoke acme/payments v1 while %s is down", d.cfgs[leader].NodeID)
-	rv, err := retryWrite(ctx, func() (*kv1.RevokeKeyResponse, error) {
-		return admin.RevokeKey(ctx, &kv1.RevokeKeyRequest{RequestId: "demo-revoke", Scope: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "demo"})
+	// The region follows governance, which alone revokes (a governed region refuses region-level
+	// revocations): the surviving nodes' new leader applies the event and fences it.
+	step("revoke acme/payments v1 at governance while %s is down", d.cfgs[leader].NodeID)
+	rv, err := retryWrite(ctx, func() (*kv1.RevokeResponse, error) {
+		return gov.Revoke(ctx, &kv1.RevokeRequest{RequestId: "demo-revoke", Target: &kv1.KeyScope{Tenant: "acme", Service: "payments", Version: 1}, Reason: "demo", Wait: true})
 	})
 	if err != nil {
 		return err
 	}
-	say("effective: confirmed by %v, lease expired on %v", rv.GetFence().GetConfirmedNodes(), rv.GetFence().GetLeaseExpiredNodes())
+	// Region dev reported it applied and fenced: every voter confirmed, or its serving lease ran
+	// out. The stopped node cannot confirm, so the fence waited out its lease.
+	say("event %d effective in regions %v: the running nodes applied it; %s is down, so the fence waited until its lease expired on [%s]",
+		rv.GetEvent().GetCursor(), regionNames(rv.GetRegions()), d.cfgs[leader].NodeID, d.cfgs[leader].NodeID)
 	step("restart %s from its data directory: it catches up before it serves", d.cfgs[leader].NodeID)
 	if err := d.start(leader); err != nil {
 		return err

@@ -68,7 +68,8 @@ func keyText(w io.Writer, k *kv1.Key) error {
 func keyCreateCommand() *command {
 	return clientCommand(clientSpec{
 		name: "create", synopsis: "create the service key of a tenant's service", usage: "<tenant> <service>",
-		help:  "Creates the service key (L3) of <service> in <tenant>, at version 1, sealed by the tenant key.",
+		help: "Creates the service key (L3) of <service> in <tenant>, at version 1, sealed by the tenant key. " +
+			"A region that follows governance refuses it and names the command to use there: krypton service create -governance <addr> <tenant> <service>.",
 		kind:  pki.KindOperator,
 		write: true,
 		check: exactArgs(2, "<tenant> <service>"),
@@ -143,7 +144,8 @@ func keyRevokeCommand() *command {
 		name: "revoke", synopsis: "revoke a tenant, a service or one key version, for good", usage: "-reason <text> <tenant> [<service> [<version>]]",
 		help: "Revokes every key of <tenant>, every version of <service>, or one <version>. Revocation is final. " +
 			"The command returns only once no node of the region can use the revoked keys, and says how that was reached: " +
-			"the nodes that confirmed applying it, and the nodes that did not answer but whose serving lease has run out.",
+			"the nodes that confirmed applying it, and the nodes that did not answer but whose serving lease has run out. " +
+			"A region that follows governance refuses it and names the command to use there: krypton revoke -governance <addr> ...",
 		kind:  pki.KindOperator,
 		write: true,
 		flags: func(fs *flag.FlagSet) { fs.StringVar(&reason, "reason", "", "why, for the audit log (required)") },

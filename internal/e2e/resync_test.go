@@ -216,13 +216,15 @@ func testResync(t *testing.T, p *planes) {
 		})
 	}
 
-	// Revoked in one region only (by its own operator): a resync of that region is recorded there as
-	// refused, and the tenant stays revoked.
+	// Revoked in one region only: a resync of that region is recorded there as refused, and the
+	// tenant stays revoked. (A governed region's admin API refuses a region-level revoke; the
+	// revocation is proposed in-process, as a region restored from a backup taken before it
+	// followed governance may hold one.)
 	id = governancetest.RequestID()
 	waitFor(t, time.Minute, "revoking the tenant in us", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		_, err := p.us.AdminClient(p.us.WaitLeader()).RevokeKey(ctx, &kv1.RevokeKeyRequest{RequestId: id, Scope: &kv1.KeyScope{Tenant: "resync"}, Reason: "local"})
+		_, err := p.us.Nodes[p.us.WaitLeader()].Revoke(ctx, id, region.Scope{Tenant: "resync"}, "local")
 		switch status.Code(err) {
 		case codes.OK:
 			return true

@@ -4,7 +4,8 @@
 //	srv := awskmstest.Start(t)
 //	arn := srv.CreateKey(t)
 //	p, err := anchor.Open(ctx, srv.URI(arn), anchor.Options{
-//		Provider: map[string]any{anchor.SchemeAWSKMS: srv.Options()}})
+//		Provider: map[string]any{anchor.SchemeAWSKMS: srv.Options()},
+//		Development: true}) // http:// on loopback is for development only (anchor.CheckTransport)
 //	srv.Disable(t, arn) // the customer's kill switch
 //
 // local-kms is linked into the test binary (it is a Go module), so there is no peer binary to
@@ -77,7 +78,9 @@ var configOnce sync.Once
 
 // Server is local-kms served on 127.0.0.1 with a leveldb in a temporary directory.
 type Server struct {
-	// URL is the endpoint (http://127.0.0.1:port), the anchor URI's endpoint parameter.
+	// URL is the endpoint (http://127.0.0.1:port), the anchor URI's endpoint parameter: plain
+	// http on loopback, which a node accepts only with development anchors allowed
+	// (anchor.CheckTransport; regiontest allows them).
 	URL string
 	// Admin is a KMS client for the key owner's side: CreateKey, DisableKey, ScheduleKeyDeletion.
 	Admin *kms.Client
