@@ -17,7 +17,6 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/kryptonkms/krypton/internal/netutil"
-	"github.com/kryptonkms/krypton/internal/pki"
 )
 
 // Cluster is one node of a Raft cluster with gossip membership. All
@@ -56,8 +55,11 @@ type Cluster struct {
 	restoreMu sync.Mutex // serialises Restore
 
 	// started is raft once NewRaft has returned, for the transport and mux,
-	// whose goroutines may run before c.raft is set.
-	started atomic.Pointer[raft.Raft]
+	// whose goroutines may run before c.raft is set; startedCh is closed then.
+	// NewRaft loads the configuration (snapshot and log) before it returns, so
+	// until then no Raft stream is admitted: admitRaft waits.
+	started   atomic.Pointer[raft.Raft]
+	startedCh chan struct{}
 
 	// applyGate is held for reading by every entry this node proposes as leader, from its
 	// proposal until Raft resolves it, and for writing by RestoreChecked: its check then sees
@@ -133,6 +135,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 		tombstones: make(map[string]time.Time),
 		unjoined:   make(map[string]time.Time),
 		shutdownCh: make(chan struct{}),
+		startedCh:  make(chan struct{}),
 	}
 	// Undo whatever was started if a later step fails.
 	var cleanup []func()
@@ -219,6 +222,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 	}
 	cleanup = append(cleanup, func() { _ = c.raft.Shutdown().Error() })
 	c.started.Store(c.raft)
+	close(c.startedCh)
 
 	c.gossip, err = newGossip(c)
 	if err != nil {
@@ -236,6 +240,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 
 	c.startObserver()
 	c.goLoop(c.leaderLoop)
+	c.goLoop(c.sweepLoop)
 	if len(cfg.Join) > 0 {
 		c.goLoop(c.joinLoop)
 	}
@@ -323,22 +328,119 @@ func (c *Cluster) isMember(id string) (member, empty bool) {
 
 // admitPeer decides whether peer, whose certificate names a node of this
 // node's plane (the TLS handshake checked that), may open a connection for
-// proto: only nodes of the current configuration may, for either protocol.
-// A certificate of the region alone is not membership: a removed node, or
-// any holder of a node certificate of the region, could otherwise send
-// Raft appends and votes or drive the leader's cluster RPC. The one
-// exception is a node with an empty configuration (not yet bootstrapped or
-// joined): it accepts Raft streams from nodes of its plane, so that the
-// leader that has just added it can reach it.
-func (c *Cluster) admitPeer(peer pki.Identity, proto byte) error {
-	member, empty := c.isMember(peer.NodeID)
-	switch {
-	case member:
-		return nil
-	case empty && proto == protoRaft:
+// proto: only nodes of the current configuration may, for either protocol
+// (admitRaft says which for Raft streams). A certificate of the region alone
+// is not membership: a removed node, or any holder of a node certificate of
+// the region, could otherwise send Raft appends and votes or drive the
+// leader's cluster RPC.
+func (c *Cluster) admitPeer(peerID string, proto byte) error {
+	if proto == protoRaft {
+		return c.admitRaft(peerID)
+	}
+	if member, _ := c.isMember(peerID); member {
 		return nil
 	}
-	return fmt.Errorf("%w: %s is not in this node's Raft configuration (add it with krypton join at the leader)", ErrRejected, peer.NodeID)
+	return fmt.Errorf("%w: %s is not in this node's Raft configuration (add it with krypton join at the leader)", ErrRejected, peerID)
+}
+
+// admitRaft decides whether peerID may send Raft messages to this node now.
+// It is asked when a Raft stream opens and again on every read of it
+// (muxConn.Read), so it is the current configuration that decides, not the
+// one of the moment the stream opened. Until NewRaft has loaded the
+// configuration it waits (a stream opened while the node starts is judged
+// by the configuration it starts with). Admitted:
+//   - a node of the latest configuration;
+//   - any node of the plane while the configuration is empty (not yet
+//     bootstrapped or joined), so that the leader that has just added this
+//     node can reach it;
+//   - while this node is not in its own configuration yet (a node that was
+//     just added replays the log up to the entry adding it, and the entries
+//     before it may not name the current leader: a node added later that now
+//     leads), the leader it follows, which it can only have come to follow
+//     through a message admitted here.
+//
+// Anyone else is refused, and their streams are closed (here on the next
+// read, and by sweepLoop when this node observes the change).
+func (c *Cluster) admitRaft(peerID string) error {
+	r := c.waitStarted()
+	if r == nil {
+		return ErrShutdown
+	}
+	if raftAdmits(r, c.cfg.NodeID, peerID) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is not in this node's Raft configuration (add it with krypton join at the leader)", ErrRejected, peerID)
+}
+
+// raftAdmits is admitRaft's rule against r's latest configuration.
+func raftAdmits(r *raft.Raft, self, peerID string) bool {
+	servers := r.GetConfiguration().Configuration().Servers
+	if len(servers) == 0 {
+		return true
+	}
+	selfIn := false
+	for _, s := range servers {
+		switch string(s.ID) {
+		case peerID:
+			return true
+		case self:
+			selfIn = true
+		}
+	}
+	if !selfIn {
+		_, leader := r.LeaderWithID()
+		return leader != "" && string(leader) == peerID
+	}
+	return false
+}
+
+// waitStarted returns raft once NewRaft has returned, or nil if the node is
+// shut down (or failed to start) first.
+func (c *Cluster) waitStarted() *raft.Raft {
+	if r := c.started.Load(); r != nil {
+		return r
+	}
+	select {
+	case <-c.startedCh:
+		return c.started.Load()
+	case <-c.mux.shutdownCh:
+		return nil
+	}
+}
+
+// sweepInterval is how often sweepLoop looks for a change of configuration
+// or leader.
+const sweepInterval = 100 * time.Millisecond
+
+// sweepLoop ends, on every node (followers too), the Raft streams to and
+// from nodes admitRaft no longer admits, whenever the configuration or the
+// leader changed: a removed node's stream is refused at its next message
+// anyway (muxConn.Read), but must not stay open either. The leader that
+// removes a node also ends its streams at once (dropPeer). hashicorp/raft
+// tells followers of no configuration change, hence the poll: one atomic
+// load of the configuration per interval.
+func (c *Cluster) sweepLoop() {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	var lastIndex uint64
+	var lastLeader raft.ServerID
+	first := true
+	for {
+		f := c.raft.GetConfiguration()
+		_, leader := c.raft.LeaderWithID()
+		if idx := f.Index(); first || idx != lastIndex || leader != lastLeader {
+			first, lastIndex, lastLeader = false, idx, leader
+			dropped := c.mux.dropUnless(func(peer string) bool { return raftAdmits(c.raft, c.cfg.NodeID, peer) })
+			for _, p := range dropped {
+				c.logger.Warn("closed a Raft stream of a node not in the configuration", "peer", p)
+			}
+		}
+		select {
+		case <-c.shutdownCh:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // serverAt returns the ID of the server at addr in the latest Raft
