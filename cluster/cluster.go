@@ -54,6 +54,10 @@ type Cluster struct {
 
 	restoreMu sync.Mutex // serialises Restore
 
+	// fellBackToLog is set when, at the start, the FSM refused the only snapshot and the log
+	// begins at index 1 (quarantineSnapshot): New then starts Raft again, from the log.
+	fellBackToLog atomic.Bool
+
 	// started is raft once NewRaft has returned, for the transport and mux,
 	// whose goroutines may run before c.raft is set; startedCh is closed then.
 	// NewRaft loads the configuration (snapshot and log) before it returns, so
@@ -214,8 +218,17 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 	rc.Logger = hclogger
 	// NewRaft restores the newest local snapshot before it returns: the FSM is told so
 	// (RestoreStartup), since the log that follows that snapshot is replayed after it.
+	store := &indexingStore{SnapshotStore: c.snaps}
+	c.fsm.store = store
+	c.fsm.refused = c.quarantineSnapshot
 	c.fsm.starting.Store(true)
-	c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.store, indexingStore{c.snaps}, noPipeline{c.trans})
+	c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.store, store, noPipeline{c.trans})
+	if err != nil && c.fellBackToLog.Load() {
+		// The FSM refused the only snapshot and it was taken out of the store, the log
+		// beginning at index 1: Raft gave up on the snapshots it had listed, and starts from
+		// the log now.
+		c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.store, store, noPipeline{c.trans})
+	}
 	c.fsm.starting.Store(false)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
@@ -457,6 +470,68 @@ func (c *Cluster) serverAt(addr raft.ServerAddress) string {
 		}
 	}
 	return ""
+}
+
+// refusedSnapshotsDir holds, under DataDir, the newest snapshot the FSM refused, for inspection.
+const refusedSnapshotsDir = "snapshots-refused"
+
+// quarantineSnapshot takes a snapshot the FSM refused (ErrSnapshotRefused) out of the snapshot
+// store, into DataDir/snapshots-refused (which keeps only the newest): left in the store, a
+// snapshot refused on install would be restored unchecked at the next start, and sent to other
+// nodes as this node's newest should it lead. At a start it is taken out only if the node can do
+// without it: an older snapshot is left for Raft to try next, or the log begins at index 1.
+// Otherwise it stays, the start fails, and the FSM's error says what the snapshot lacks.
+func (c *Cluster) quarantineSnapshot(meta raft.SnapshotMeta, kind RestoreKind) {
+	if kind == RestoreInstall {
+		// The one Raft has just stored from the leader is the newest, and ahead of this node's
+		// state: a snapshot of its own (opened by a backup meanwhile) is neither.
+		list, err := c.snaps.List()
+		if err != nil || len(list) == 0 || list[0].ID != meta.ID || meta.Index <= c.fsm.applied.Load() {
+			c.logger.Error("cannot tell which snapshot the refused install stored; left in the store", "snapshot-id", meta.ID, "error", err)
+			return
+		}
+	}
+	if kind == RestoreStartup {
+		list, err := c.snaps.List()
+		if err != nil {
+			c.logger.Error("cannot list snapshots; the refused snapshot stays", "snapshot-id", meta.ID, "error", err)
+			return
+		}
+		older := false
+		for _, m := range list {
+			older = older || m.ID != meta.ID
+		}
+		first, err := c.logs.FirstIndex()
+		switch {
+		case older:
+		case err == nil && first <= 1:
+			c.fellBackToLog.Store(true)
+		default:
+			c.logger.Error("the state machine refused this node's only snapshot and the log no longer begins at index 1: cannot start without it",
+				"snapshot-id", meta.ID, "snapshot-index", meta.Index)
+			return
+		}
+	}
+	src := filepath.Join(c.cfg.DataDir, "snapshots", meta.ID)
+	dir := filepath.Join(c.cfg.DataDir, refusedSnapshotsDir)
+	// The leader sends a refused snapshot again and again: keep one, not each copy.
+	err := os.RemoveAll(dir)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o700)
+	}
+	if err == nil {
+		err = os.Rename(src, filepath.Join(dir, meta.ID))
+	}
+	if err != nil {
+		// It must not stay either way: a removal is better than a snapshot restored unchecked.
+		c.logger.Error("cannot move a refused snapshot aside; removing it", "snapshot-id", meta.ID, "error", err)
+		if err := os.RemoveAll(src); err != nil {
+			c.logger.Error("cannot remove a refused snapshot", "snapshot-id", meta.ID, "error", err)
+		}
+		return
+	}
+	c.logger.Warn("took a refused snapshot out of the snapshot store", "snapshot-id", meta.ID,
+		"snapshot-index", meta.Index, "restore", kind.String(), "moved-to", filepath.Join(dir, meta.ID))
 }
 
 // NodeID returns this node's id.
