@@ -17,7 +17,6 @@ import (
 	"go.etcd.io/bbolt"
 
 	"github.com/kryptonkms/krypton/internal/netutil"
-	"github.com/kryptonkms/krypton/internal/pki"
 )
 
 // Cluster is one node of a Raft cluster with gossip membership. All
@@ -55,9 +54,16 @@ type Cluster struct {
 
 	restoreMu sync.Mutex // serialises Restore
 
+	// fellBackToLog is set when, at the start, the FSM refused the only snapshot and the log
+	// begins at index 1 (quarantineSnapshot): New then starts Raft again, from the log.
+	fellBackToLog atomic.Bool
+
 	// started is raft once NewRaft has returned, for the transport and mux,
-	// whose goroutines may run before c.raft is set.
-	started atomic.Pointer[raft.Raft]
+	// whose goroutines may run before c.raft is set; startedCh is closed then.
+	// NewRaft loads the configuration (snapshot and log) before it returns, so
+	// until then no Raft stream is admitted: admitRaft waits.
+	started   atomic.Pointer[raft.Raft]
+	startedCh chan struct{}
 
 	// applyGate is held for reading by every entry this node proposes as leader, from its
 	// proposal until Raft resolves it, and for writing by RestoreChecked: its check then sees
@@ -133,6 +139,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 		tombstones: make(map[string]time.Time),
 		unjoined:   make(map[string]time.Time),
 		shutdownCh: make(chan struct{}),
+		startedCh:  make(chan struct{}),
 	}
 	// Undo whatever was started if a later step fails.
 	var cleanup []func()
@@ -211,14 +218,24 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 	rc.Logger = hclogger
 	// NewRaft restores the newest local snapshot before it returns: the FSM is told so
 	// (RestoreStartup), since the log that follows that snapshot is replayed after it.
+	store := &indexingStore{SnapshotStore: c.snaps}
+	c.fsm.store = store
+	c.fsm.refused = c.quarantineSnapshot
 	c.fsm.starting.Store(true)
-	c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.store, indexingStore{c.snaps}, noPipeline{c.trans})
+	c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.store, store, noPipeline{c.trans})
+	if err != nil && c.fellBackToLog.Load() {
+		// The FSM refused the only snapshot and it was taken out of the store, the log
+		// beginning at index 1: Raft gave up on the snapshots it had listed, and starts from
+		// the log now.
+		c.raft, err = raft.NewRaft(rc, c.fsm, c.logs, c.store, store, noPipeline{c.trans})
+	}
 	c.fsm.starting.Store(false)
 	if err != nil {
 		return nil, fmt.Errorf("cluster: start raft: %w", err)
 	}
 	cleanup = append(cleanup, func() { _ = c.raft.Shutdown().Error() })
 	c.started.Store(c.raft)
+	close(c.startedCh)
 
 	c.gossip, err = newGossip(c)
 	if err != nil {
@@ -236,6 +253,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 
 	c.startObserver()
 	c.goLoop(c.leaderLoop)
+	c.goLoop(c.sweepLoop)
 	if len(cfg.Join) > 0 {
 		c.goLoop(c.joinLoop)
 	}
@@ -323,22 +341,111 @@ func (c *Cluster) isMember(id string) (member, empty bool) {
 
 // admitPeer decides whether peer, whose certificate names a node of this
 // node's plane (the TLS handshake checked that), may open a connection for
-// proto: only nodes of the current configuration may, for either protocol.
-// A certificate of the region alone is not membership: a removed node, or
-// any holder of a node certificate of the region, could otherwise send
-// Raft appends and votes or drive the leader's cluster RPC. The one
-// exception is a node with an empty configuration (not yet bootstrapped or
-// joined): it accepts Raft streams from nodes of its plane, so that the
-// leader that has just added it can reach it.
-func (c *Cluster) admitPeer(peer pki.Identity, proto byte) error {
-	member, empty := c.isMember(peer.NodeID)
-	switch {
-	case member:
-		return nil
-	case empty && proto == protoRaft:
+// proto: only nodes of the current configuration may, for either protocol
+// (admitRaft says which for Raft streams). A certificate of the region alone
+// is not membership: a removed node, or any holder of a node certificate of
+// the region, could otherwise send Raft appends and votes or drive the
+// leader's cluster RPC.
+func (c *Cluster) admitPeer(peerID string, proto byte) error {
+	if proto == protoRaft {
+		return c.admitRaft(peerID)
+	}
+	if member, _ := c.isMember(peerID); member {
 		return nil
 	}
-	return fmt.Errorf("%w: %s is not in this node's Raft configuration (add it with krypton join at the leader)", ErrRejected, peer.NodeID)
+	return fmt.Errorf("%w: %s is not in this node's Raft configuration (add it with krypton join at the leader)", ErrRejected, peerID)
+}
+
+// admitRaft decides whether peerID may send Raft messages to this node now.
+// It is asked when a Raft stream opens and again on every read of it
+// (muxConn.Read), so it is the current configuration that decides, not the
+// one of the moment the stream opened. Until NewRaft has loaded the
+// configuration it waits (a stream opened while the node starts is judged
+// by the configuration it starts with). Admitted:
+//   - a node of the latest configuration;
+//   - any node of the plane while the configuration is empty (not yet
+//     bootstrapped or joined), so that the leader that has just added this
+//     node can reach it;
+//   - while this node is not in its own configuration yet (a node that was
+//     just added replays the log up to the entry adding it, and the entries
+//     before it may not name the current leader: a node added later that now
+//     leads), the leader it follows, which it can only have come to follow
+//     through a message admitted here.
+//
+// Anyone else is refused, and their streams are closed (here on the next
+// read, and by sweepLoop when this node observes the change).
+func (c *Cluster) admitRaft(peerID string) error {
+	r := c.waitStarted()
+	if r == nil {
+		return ErrShutdown
+	}
+	if raftAdmits(r, c.cfg.NodeID, peerID) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s is not in this node's Raft configuration (add it with krypton join at the leader)", ErrRejected, peerID)
+}
+
+// raftAdmits is admitRaft's rule against r's latest configuration.
+func raftAdmits(r *raft.Raft, self, peerID string) bool {
+	servers := r.GetConfiguration().Configuration().Servers
+	if len(servers) == 0 {
+		return true
+	}
+	selfIn := false
+	for _, s := range servers {
+		switch string(s.ID) {
+		case peerID:
+			return true
+		case self:
+			selfIn = true
+		}
+	}
+	if !selfIn {
+		_, leader := r.LeaderWithID()
+		return leader != "" && string(leader) == peerID
+	}
+	return false
+}
+
+// waitStarted returns raft once NewRaft has returned, or nil if the node is
+// shut down (or failed to start) first.
+func (c *Cluster) waitStarted() *raft.Raft {
+	if r := c.started.Load(); r != nil {
+		return r
+	}
+	select {
+	case <-c.startedCh:
+		return c.started.Load()
+	case <-c.mux.shutdownCh:
+		return nil
+	}
+}
+
+// sweepInterval is how often sweepLoop looks for streams to end.
+const sweepInterval = 100 * time.Millisecond
+
+// sweepLoop ends, on every node (followers too), the Raft streams to and
+// from nodes admitRaft no longer admits: a removed node's stream is refused
+// at its next message anyway (muxConn.Read), but must not stay open either.
+// The leader that removes a node also ends its streams at once (dropPeer).
+// hashicorp/raft tells followers of no configuration change (and its
+// GetConfiguration future does not carry the index), hence a poll: each
+// interval, admitRaft's rule for each open Raft stream, about a microsecond
+// each.
+func (c *Cluster) sweepLoop() {
+	t := time.NewTicker(sweepInterval)
+	defer t.Stop()
+	for {
+		dropped := c.mux.dropUnless(func(peer string) bool { return raftAdmits(c.raft, c.cfg.NodeID, peer) })
+		for _, p := range dropped {
+			c.logger.Warn("closed a Raft stream of a node not in the configuration", "peer", p)
+		}
+		select {
+		case <-c.shutdownCh:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // serverAt returns the ID of the server at addr in the latest Raft
@@ -355,6 +462,68 @@ func (c *Cluster) serverAt(addr raft.ServerAddress) string {
 		}
 	}
 	return ""
+}
+
+// refusedSnapshotsDir holds, under DataDir, the newest snapshot the FSM refused, for inspection.
+const refusedSnapshotsDir = "snapshots-refused"
+
+// quarantineSnapshot takes a snapshot the FSM refused (ErrSnapshotRefused) out of the snapshot
+// store, into DataDir/snapshots-refused (which keeps only the newest): left in the store, a
+// snapshot refused on install would be restored unchecked at the next start, and sent to other
+// nodes as this node's newest should it lead. At a start it is taken out only if the node can do
+// without it: an older snapshot is left for Raft to try next, or the log begins at index 1.
+// Otherwise it stays, the start fails, and the FSM's error says what the snapshot lacks.
+func (c *Cluster) quarantineSnapshot(meta raft.SnapshotMeta, kind RestoreKind) {
+	if kind == RestoreInstall {
+		// The one Raft has just stored from the leader is the newest, and ahead of this node's
+		// state: a snapshot of its own (opened by a backup meanwhile) is neither.
+		list, err := c.snaps.List()
+		if err != nil || len(list) == 0 || list[0].ID != meta.ID || meta.Index <= c.fsm.applied.Load() {
+			c.logger.Error("cannot tell which snapshot the refused install stored; left in the store", "snapshot-id", meta.ID, "error", err)
+			return
+		}
+	}
+	if kind == RestoreStartup {
+		list, err := c.snaps.List()
+		if err != nil {
+			c.logger.Error("cannot list snapshots; the refused snapshot stays", "snapshot-id", meta.ID, "error", err)
+			return
+		}
+		older := false
+		for _, m := range list {
+			older = older || m.ID != meta.ID
+		}
+		first, err := c.logs.FirstIndex()
+		switch {
+		case older:
+		case err == nil && first <= 1:
+			c.fellBackToLog.Store(true)
+		default:
+			c.logger.Error("the state machine refused this node's only snapshot and the log no longer begins at index 1: cannot start without it",
+				"snapshot-id", meta.ID, "snapshot-index", meta.Index)
+			return
+		}
+	}
+	src := filepath.Join(c.cfg.DataDir, "snapshots", meta.ID)
+	dir := filepath.Join(c.cfg.DataDir, refusedSnapshotsDir)
+	// The leader sends a refused snapshot again and again: keep one, not each copy.
+	err := os.RemoveAll(dir)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o700)
+	}
+	if err == nil {
+		err = os.Rename(src, filepath.Join(dir, meta.ID))
+	}
+	if err != nil {
+		// It must not stay either way: a removal is better than a snapshot restored unchecked.
+		c.logger.Error("cannot move a refused snapshot aside; removing it", "snapshot-id", meta.ID, "error", err)
+		if err := os.RemoveAll(src); err != nil {
+			c.logger.Error("cannot remove a refused snapshot", "snapshot-id", meta.ID, "error", err)
+		}
+		return
+	}
+	c.logger.Warn("took a refused snapshot out of the snapshot store", "snapshot-id", meta.ID,
+		"snapshot-index", meta.Index, "restore", kind.String(), "moved-to", filepath.Join(dir, meta.ID))
 }
 
 // NodeID returns this node's id.

@@ -40,6 +40,11 @@ var (
 	// ErrUnknownServer is returned by Remove for a node that is not in the
 	// Raft configuration; nothing was written to the log.
 	ErrUnknownServer = errors.New("cluster: no such server in the Raft configuration")
+	// ErrSnapshotRefused, wrapped in the error of an FSM's RestoreKind, says the FSM refuses
+	// that snapshot for its content: the cluster then takes it out of the snapshot store
+	// (moving it to DataDir/snapshots-refused), so that it is neither restored at the next
+	// start nor sent to other nodes as this node's newest.
+	ErrSnapshotRefused = errors.New("cluster: snapshot refused by the state machine")
 )
 
 // ConfigError names the Config field that Validate rejected.

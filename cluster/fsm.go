@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -37,6 +38,10 @@ type trackingFSM struct {
 	userRestoring    atomic.Bool
 	// starting is set while raft.NewRaft runs (it restores the newest local snapshot).
 	starting atomic.Bool
+	// store is the snapshot store Raft opens snapshots through (it says which one a restore
+	// reads); refused takes a snapshot the FSM refused out of the store.
+	store   *indexingStore
+	refused func(meta raft.SnapshotMeta, kind RestoreKind)
 }
 
 // RestoreKind says why Raft restores the FSM.
@@ -65,10 +70,14 @@ func (k RestoreKind) String() string {
 }
 
 // KindRestorer is an FSM that wants to know why it is restored: the cluster then calls
-// RestoreKind instead of Restore. A refusal of a RestoreInstall leaves the node on its state
-// and Raft's leader sends the snapshot again later.
+// RestoreKind instead of Restore, with the Raft index the snapshot stands at (for
+// RestoreStartup the log after that index is replayed next). A refusal of a RestoreInstall
+// leaves the node on its state and Raft's leader sends the snapshot again later. A refusal
+// that wraps ErrSnapshotRefused also takes the snapshot out of the store (RestoreInstall and
+// RestoreStartup): at a start Raft then tries the next older snapshot, or, when there is none
+// and the log still begins at index 1, the node starts from the log.
 type KindRestorer interface {
-	RestoreKind(rc io.ReadCloser, kind RestoreKind) error
+	RestoreKind(rc io.ReadCloser, kind RestoreKind, index uint64) error
 }
 
 const snapshotHeaderLen = 8
@@ -133,13 +142,28 @@ func (f *trackingFSM) Restore(rc io.ReadCloser) error {
 	if kind == RestoreOperator && f.userRestoreIndex != nil {
 		idx = f.userRestoreIndex()
 	}
+	// The snapshot Raft opened for this restore. At a start nothing else opens one; on a
+	// follower's install only a backup could, and the cluster checks it took the newest, ahead of
+	// this node's state, before it takes it out (quarantineSnapshot).
+	var opened raft.SnapshotMeta
+	if f.store != nil {
+		opened = f.store.lastOpened()
+	}
+	at := idx
+	if kind == RestoreStartup && opened.ID != "" {
+		at = opened.Index // an operator's restore is stored at a Raft index of its own
+	}
 	var err error
 	if kr, ok := f.inner.(KindRestorer); ok {
-		err = kr.RestoreKind(rc, kind)
+		err = kr.RestoreKind(rc, kind, at)
 	} else {
 		err = f.inner.Restore(rc)
 	}
 	if err != nil {
+		if errors.Is(err, ErrSnapshotRefused) && opened.ID != "" && f.refused != nil &&
+			(kind == RestoreInstall || kind == RestoreStartup) {
+			f.refused(opened, kind)
+		}
 		return err
 	}
 	f.advance(idx)
@@ -168,12 +192,33 @@ func (s *trackingSnapshot) Persist(sink raft.SnapshotSink) error {
 func (s *trackingSnapshot) Release() { s.inner.Release() }
 
 // indexingStore passes each snapshot's Raft index to Persist by wrapping
-// the sink; hashicorp/raft hands Persist the sink Create returned.
+// the sink; hashicorp/raft hands Persist the sink Create returned. It also
+// remembers the snapshot last opened, so that a restore knows which one it
+// reads (Raft hands the FSM a reader that does not say).
 type indexingStore struct {
 	raft.SnapshotStore
+
+	mu     sync.Mutex
+	opened raft.SnapshotMeta
 }
 
-func (s indexingStore) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
+func (s *indexingStore) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	meta, rc, err := s.SnapshotStore.Open(id)
+	if err == nil {
+		s.mu.Lock()
+		s.opened = *meta
+		s.mu.Unlock()
+	}
+	return meta, rc, err
+}
+
+func (s *indexingStore) lastOpened() raft.SnapshotMeta {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opened
+}
+
+func (s *indexingStore) Create(version raft.SnapshotVersion, index, term uint64, configuration raft.Configuration,
 	configurationIndex uint64, trans raft.Transport) (raft.SnapshotSink, error) {
 	sink, err := s.SnapshotStore.Create(version, index, term, configuration, configurationIndex, trans)
 	if err != nil {

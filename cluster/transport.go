@@ -49,8 +49,9 @@ type mux struct {
 	filter    ConnFilter // nil: allow all
 	handleRPC func(net.Conn, pki.Identity)
 	// admit decides, after the handshake, whether a peer of the plane may
-	// open a connection of protocol proto (see Cluster.admitPeer).
-	admit func(peer pki.Identity, proto byte) error
+	// open a connection of protocol proto (see Cluster.admitPeer); for Raft
+	// streams it is asked again on every read (muxConn.Read).
+	admit func(peerID string, proto byte) error
 
 	raftCh     chan net.Conn
 	shutdownCh chan struct{}
@@ -105,7 +106,7 @@ func requirePlane(prev func(tls.ConnectionState) error, plane pki.Identity) func
 	}
 }
 
-func (m *mux) start(handleRPC func(net.Conn, pki.Identity), admit func(pki.Identity, byte) error) {
+func (m *mux) start(handleRPC func(net.Conn, pki.Identity), admit func(string, byte) error) {
 	m.handleRPC = handleRPC
 	m.admit = admit
 	m.wg.Add(1)
@@ -191,10 +192,16 @@ func (m *mux) serve(raw net.Conn) {
 	}
 	_ = raw.SetDeadline(time.Time{})
 	conn := m.wrap(tc, raw, id.NodeID, proto[0])
+	if proto[0] == protoRaft {
+		// Admission is not decided once: every read of an accepted Raft stream asks again (see
+		// muxConn.Read), so a stream outlives neither its peer's membership nor a decision taken
+		// before this node knew its configuration.
+		conn.(*muxConn).recheck = true
+	}
 	if m.filter != nil && !m.filter(m.self, id.NodeID) {
 		return
 	}
-	if err := m.admit(id, proto[0]); err != nil {
+	if err := m.admit(id.NodeID, proto[0]); err != nil {
 		// A certificate of the plane is not membership: only the configuration's nodes may
 		// speak Raft or ask the leader for anything (issue 14).
 		m.logger.Warn("refused cluster connection", "peer", id.String(), "remote-addr", raw.RemoteAddr().String(), "error", err)
@@ -325,17 +332,26 @@ func (m *mux) wrap(tc *tls.Conn, raw net.Conn, remote string, proto byte) net.Co
 // dropPeer ends every Raft stream to or from node id: after its removal, a
 // stream it opened while a member must not outlive its membership.
 func (m *mux) dropPeer(id string) {
+	m.dropUnless(func(remote string) bool { return remote != id })
+}
+
+// dropUnless ends every Raft stream, to or from any node, whose peer keep
+// refuses, and returns the peers it ended streams of.
+func (m *mux) dropUnless(keep func(peerID string) bool) []string {
 	m.mu.Lock()
 	var drop []net.Conn
+	var peers []string
 	for c, remote := range m.conns {
-		if remote == id {
+		if remote != "" && !keep(remote) {
 			drop = append(drop, c)
+			peers = append(peers, remote)
 		}
 	}
 	m.mu.Unlock()
 	for _, c := range drop {
 		c.Close()
 	}
+	return peers
 }
 
 // close stops accepting, ends every connection it accepted or dialed, and
@@ -356,13 +372,15 @@ func (m *mux) close() {
 }
 
 // muxConn is a node-to-node connection: it applies the filter on every
-// read and write and forgets itself when closed.
+// read and write and forgets itself when closed. On an accepted Raft stream
+// (recheck) it also asks the mux's admit on every read.
 type muxConn struct {
 	net.Conn
-	raw    net.Conn
-	m      *mux
-	remote string
-	once   sync.Once
+	raw     net.Conn
+	m       *mux
+	remote  string
+	recheck bool // an accepted Raft stream: admission is checked on every read
+	once    sync.Once
 }
 
 var errFiltered = errors.New("cluster: connection blocked by filter")
@@ -371,11 +389,26 @@ func (c *muxConn) allowed() bool {
 	return c.m.filter == nil || c.m.filter(c.m.self, c.remote)
 }
 
+// Read reads from the peer. On an accepted Raft stream the peer's admission
+// is checked after the bytes arrived and before Raft sees them, against the
+// configuration of that moment: hashicorp/raft's transport hands whatever it
+// decodes to Raft without asking who sent it, so this is where an
+// AppendEntries, RequestVote or InstallSnapshot from a node that is no longer
+// (or never was) a member is refused. The stream is then closed. Bytes that
+// arrive together (one TLS record, up to 16 KiB) are checked once.
 func (c *muxConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if err == nil && !c.allowed() {
 		c.Close()
 		return 0, errFiltered
+	}
+	if n > 0 && c.recheck {
+		if aerr := c.m.admit(c.remote, protoRaft); aerr != nil {
+			c.m.logger.Warn("refused a Raft stream's message; closing it", "peer", c.remote,
+				"remote-addr", c.raw.RemoteAddr().String(), "error", aerr)
+			c.Close()
+			return 0, aerr
+		}
 	}
 	return n, err
 }

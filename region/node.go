@@ -74,6 +74,9 @@ type Node struct {
 	// one); refusedSnapshots counts snapshots refused for lacking a revocation of revs.
 	restores         atomic.Uint64
 	refusedSnapshots atomic.Uint64
+	// startRefusal is why the snapshot restored at start was refused (RestoreKind), for New's
+	// error if the node cannot start without it.
+	startRefusal atomic.Pointer[error]
 
 	stop     chan struct{} // closed by Shutdown: the loops below return
 	wg       sync.WaitGroup
@@ -184,6 +187,9 @@ func New(cfg Config) (_ *Node, err error) {
 	closers = append(closers, func() { n.rpcLn.Close() })
 
 	if n.cl, err = cluster.New(ccfg, &regionFSM{FSM: n.fsm, n: n}, append([]cluster.Option{cluster.WithResponseCodec(fsm.Codec{})}, cfg.ClusterOptions...)...); err != nil {
+		if refused := n.startRefusal.Load(); refused != nil {
+			return nil, fmt.Errorf("%w (%w). Fix: restore on the leader a snapshot taken after these revocations and start this node with an empty data directory, so that the leader sends it the region's state", *refused, err)
+		}
 		return nil, err
 	}
 	closers = append(closers, func() { n.cl.Shutdown() })
@@ -413,23 +419,51 @@ type regionFSM struct {
 	n *Node
 }
 
-// RestoreKind refuses a snapshot from the leader that lacks a revocation of the durable set
-// (DESIGN.md, "Revocations survive every restore"). The node stays on its state (and so stops
-// serving once the region's commit index passes it); the leader sends the snapshot again later.
-// A snapshot at start is this node's own, followed by its log; an operator's was checked under
-// the cluster's apply gate before Raft took it (and Raft panics on a refusal there).
-func (f *regionFSM) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind) error {
-	if kind != cluster.RestoreInstall {
-		return f.FSM.Restore(rc)
-	}
-	return f.FSM.RestoreChecked(rc, func(s *fsm.State) error {
-		if missing := f.n.revs.missingFrom(s); len(missing) > 0 {
+// RestoreKind refuses a snapshot that lacks a revocation of the durable set (DESIGN.md,
+// "Revocations survive every restore"), with an error wrapping cluster.ErrSnapshotRefused, so
+// that the cluster also takes it out of the snapshot store:
+//   - from the leader (InstallSnapshot): the node stays on its state (and so stops serving once
+//     the region's commit index passes it); the leader sends the snapshot again later;
+//   - at a start, the node's newest stored snapshot: a revocation the set holds may be missing
+//     from it only if this node saw it after the snapshot's index (the log that follows replays
+//     it). Otherwise it is a snapshot the node must not restore (one refused on install and left
+//     in the store by an earlier version, say): Raft falls back to the previous snapshot, or to
+//     the log if it begins at index 1; failing both, the node does not start, and New's error
+//     names what the snapshot lacks.
+//
+// An operator's restore was checked under the cluster's apply gate before Raft took it (and
+// Raft panics on a refusal there).
+func (f *regionFSM) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind, index uint64) error {
+	switch kind {
+	case cluster.RestoreInstall:
+		return f.FSM.RestoreChecked(rc, func(s *fsm.State) error {
+			if missing := f.n.revs.missingFrom(s); len(missing) > 0 {
+				f.n.refusedSnapshots.Add(1)
+				f.n.log.Error("refusing a snapshot from the leader: it lacks revocations this node has applied; restoring it would make revoked keys usable again. Restore a snapshot taken after them on the leader.", "snapshot-index", s.AppliedIndex(), "missing", describeMissing(missing))
+				return fmt.Errorf("%w: region: refusing a snapshot (index %d) that lacks %d revocation(s) this node has applied: %s", cluster.ErrSnapshotRefused, s.AppliedIndex(), len(missing), describeMissing(missing))
+			}
+			return nil
+		})
+	case cluster.RestoreStartup:
+		return f.FSM.RestoreChecked(rc, func(s *fsm.State) error {
+			var missing []revEntry
+			for _, e := range f.n.revs.missingFrom(s) {
+				if e.Index <= index {
+					missing = append(missing, e)
+				}
+			}
+			if len(missing) == 0 {
+				return nil
+			}
 			f.n.refusedSnapshots.Add(1)
-			f.n.log.Error("refusing a snapshot from the leader: it lacks revocations this node has applied; restoring it would make revoked keys usable again. Restore a snapshot taken after them on the leader.", "snapshot-index", s.AppliedIndex(), "missing", describeMissing(missing))
-			return fmt.Errorf("region: refusing a snapshot (index %d) that lacks %d revocation(s) this node has applied: %s", s.AppliedIndex(), len(missing), describeMissing(missing))
-		}
-		return nil
-	})
+			err := fmt.Errorf("%w: region: this node's newest Raft snapshot (index %d, in %s) lacks %d revocation(s) this node has applied before that index: %s; restoring it would make revoked keys usable again",
+				cluster.ErrSnapshotRefused, index, filepath.Join(f.n.cfg.DataDir, "snapshots"), len(missing), describeMissing(missing))
+			f.n.startRefusal.Store(&err)
+			f.n.log.Error("refusing to restore this node's snapshot at start; trying the previous snapshot or the log", "err", err)
+			return err
+		})
+	}
+	return f.FSM.Restore(rc)
 }
 
 // raftStat reads one of Raft's numeric statistics (term, commit_index, ...).

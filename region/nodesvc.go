@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/kryptonkms/krypton/fsm"
@@ -76,6 +78,12 @@ func (s *nodeService) FetchTenantKey(ctx context.Context, req *kv1.FetchTenantKe
 		return nil, &fsm.Error{Err: fsm.ErrAnchorDeleted, Tenant: t.Name}
 	case t.Status == fsm.StatusLocked:
 		return nil, &fsm.Error{Err: fsm.ErrLocked, Tenant: t.Name}
+	}
+	// Nor one the durable revocation set revokes, whatever snapshot the state was restored from
+	// since (DESIGN.md, "Revocations survive every restore"): the wrap path checks it, and the
+	// hand-out of the tenant key to a follower must not be the way around it.
+	if n.revs.revoked(t.Name, "", 0) {
+		return nil, status.Errorf(codes.FailedPrecondition, "region: tenant %s was revoked (this node's durable revocation set); revocation is final, its tenant key is not handed out", t.Name)
 	}
 	k, err := n.tenantKey(ctx, req.GetTenant(), req.GetTenantKeyVersion())
 	if err != nil {
