@@ -6,6 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"slices"
+
+	"github.com/hashicorp/raft"
 )
 
 // These accessors serve the region's serving leases (region/DESIGN.md): a follower extends its
@@ -45,4 +48,24 @@ func SnapshotFSMData(file []byte) ([]byte, error) {
 	}
 	// The cluster's 8-byte applied-index header comes first; the FSM's snapshot follows.
 	return data[8:], nil
+}
+
+// Configuration returns the log index of the latest Raft configuration this node knows and the IDs
+// of its voters, sorted. A region reports them to governance, which then accepts reports and feed
+// subscriptions only from those voters (governance/DESIGN.md, "Who may report").
+func (c *Cluster) Configuration() (index uint64, voters []string, err error) {
+	if c.isShutdown() {
+		return 0, nil, ErrShutdown
+	}
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return 0, nil, mapRaftErr(err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, string(s.ID))
+		}
+	}
+	slices.Sort(voters)
+	return f.Index(), voters, nil
 }

@@ -29,6 +29,8 @@ const (
 	MaxCallerPattern = 512
 	// MaxInventory is the most key versions one region reports.
 	MaxInventory = 100000
+	// MaxVoters is the most voters of a region's Raft configuration a report may name.
+	MaxVoters = 100
 	// MaxTenants is the most tenants governance holds.
 	MaxTenants = 100000
 	// MaxServices is the most services of one tenant.
@@ -93,7 +95,8 @@ func requireReason(r string) error {
 // field by field with messages that name the field; Validate is the shared net under them.
 func (c *Command) Validate() error {
 	if c.Op == OpReport {
-		if checkName("region", c.Region) != nil || len(c.Inventory) > MaxInventory {
+		if checkName("region", c.Region) != nil || len(c.Inventory) > MaxInventory || !validConfig(c.ConfigIndex, c.Voters) ||
+			(c.Node != "" && wrap.ValidateName(c.Node) != nil) {
 			return invalid("malformed report")
 		}
 		return nil
@@ -322,4 +325,21 @@ func matchStar(p, s string) bool {
 		pi++
 	}
 	return pi == len(p)
+}
+
+// validConfig checks a reported Raft configuration: none (index 0, no voters), or an index with
+// 1 to MaxVoters voters, each a valid node name, sorted and without duplicates.
+func validConfig(index uint64, voters []string) bool {
+	if index == 0 {
+		return len(voters) == 0
+	}
+	if len(voters) == 0 || len(voters) > MaxVoters || !slices.IsSorted(voters) {
+		return false
+	}
+	for i, v := range voters {
+		if wrap.ValidateName(v) != nil || (i > 0 && voters[i-1] == v) {
+			return false
+		}
+	}
+	return true
 }
