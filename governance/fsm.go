@@ -94,7 +94,9 @@ func (r *region) changes(c *Command) bool {
 	if r == nil {
 		return true
 	}
-	if c.Cursor > r.Cursor || c.ConfigIndex > r.ConfigIndex {
+	// A configuration index is a position in the region's log: a newer one with the same voters
+	// changes nothing worth a write.
+	if c.Cursor > r.Cursor || (c.ConfigIndex > r.ConfigIndex && !slices.Equal(c.Voters, r.Voters)) {
 		return true
 	}
 	return c.HasInventory && !slices.Equal(normInventory(c.Inventory), r.Inventory)

@@ -35,12 +35,6 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	if err := regionNode(ctx, region); err != nil {
 		return err
 	}
-	// Once governance knows the region's configuration, only its voters follow the feed: a node
-	// removed from the region reads no more of it (the anchor URIs and policies of its tenants).
-	id, _ := transport.IdentityFromContext(ctx)
-	if !n.fsm.MayFollow(region, id.NodeID) {
-		return ErrNotRegionVoter
-	}
 	// Check after_cursor against a head that includes every acknowledged
 	// write, not a lagging follower's.
 	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -48,6 +42,13 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	cancel()
 	if err != nil {
 		return ErrUnavailable
+	}
+	// Once governance knows the region's configuration, only its voters follow the feed: a node
+	// removed from the region reads no more of it (the anchor URIs and policies of its tenants).
+	// Checked after the barrier, so against every configuration governance has acknowledged.
+	id, _ := transport.IdentityFromContext(ctx)
+	if !n.fsm.MayFollow(region, id.NodeID) {
+		return ErrNotRegionVoter
 	}
 	pos := req.GetAfterCursor()
 	if pos > n.fsm.Head() {
