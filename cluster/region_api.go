@@ -6,6 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"slices"
+
+	"github.com/hashicorp/raft"
 )
 
 // These accessors serve the region's serving leases (region/DESIGN.md): a follower extends its
@@ -45,4 +48,29 @@ func SnapshotFSMData(file []byte) ([]byte, error) {
 	}
 	// The cluster's 8-byte applied-index header comes first; the FSM's snapshot follows.
 	return data[8:], nil
+}
+
+// Configuration returns a log position and the IDs of the voters of the latest Raft configuration
+// this node knows at or after it, sorted. A region reports them to governance, which then accepts
+// reports and feed subscriptions only from those voters (governance/DESIGN.md, "Who may report").
+// hashicorp/raft does not expose the index of the configuration's own entry (its future's Index
+// is always 0), so the position is this node's commit index read before the configuration: the
+// configuration includes every configuration entry up to it, so a later position never pairs with
+// an older committed configuration.
+func (c *Cluster) Configuration() (index uint64, voters []string, err error) {
+	if c.isShutdown() {
+		return 0, nil, ErrShutdown
+	}
+	index = max(c.raft.CommitIndex(), 1)
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return 0, nil, mapRaftErr(err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			voters = append(voters, string(s.ID))
+		}
+	}
+	slices.Sort(voters)
+	return index, voters, nil
 }

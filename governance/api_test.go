@@ -228,7 +228,7 @@ func TestCloseTwice(t *testing.T) {
 }
 
 // A report that moves nothing is not written again for a while: a quiet region's heartbeats cost
-// no Raft entry each. A report that advances the cursor, or carries an inventory, is written.
+// no Raft entry each. A report that advances the cursor, or carries a new inventory, is written.
 func TestQuietReportsAreNotWrittenEachTime(t *testing.T) {
 	g := governancetest.Start(t, 1)
 	ctx := g.Context(30 * time.Second)
@@ -256,9 +256,14 @@ func TestQuietReportsAreNotWrittenEachTime(t *testing.T) {
 			t.Fatalf("a report of cursor %d that moves nothing was written: commit index %d -> %d", r.GetAppliedCursor(), first, got)
 		}
 	}
-	withInventory := report(&kv1.ReportCursorRequest{Region: "eu", AppliedCursor: 1, HasInventory: true})
+	inv := []*kv1.KeyRef{{Tenant: "acme", Service: "pay", Version: 1}}
+	withInventory := report(&kv1.ReportCursorRequest{Region: "eu", AppliedCursor: 1, HasInventory: true, Inventory: inv})
 	if withInventory <= first {
-		t.Fatalf("a report with an inventory was not written: commit index %d -> %d", first, withInventory)
+		t.Fatalf("a report with a new inventory was not written: commit index %d -> %d", first, withInventory)
+	}
+	// The same inventory again changes nothing: not written (a voter cannot grow the log with it).
+	if again := report(&kv1.ReportCursorRequest{Region: "eu", AppliedCursor: 1, HasInventory: true, Inventory: inv}); again != withInventory {
+		t.Fatalf("a report of an unchanged inventory was written: commit index %d -> %d", withInventory, again)
 	}
 	g.CreateTenant("globex", devAnchor, "eu") // event 2
 	before := report(&kv1.ReportCursorRequest{Region: "eu", AppliedCursor: 1})

@@ -56,6 +56,12 @@ type Command struct {
 	Cursor       uint64   `json:"cursor,omitempty"`
 	Inventory    []KeyRef `json:"inv,omitempty"`
 	HasInventory bool     `json:"has-inv,omitempty"`
+	// OpReport: the reporting node (from its verified certificate, never from the request), and
+	// the region's Raft configuration it reported (index of its latest configuration entry, its
+	// voters sorted); ConfigIndex 0 reports none.
+	Node        string   `json:"node,omitempty"`
+	ConfigIndex uint64   `json:"cfg-index,omitempty"`
+	Voters      []string `json:"voters,omitempty"`
 }
 
 // MaxCommandSize bounds an encoded command (a full policy or a full

@@ -51,6 +51,14 @@ var (
 	// ErrWrongRegion is returned when a node calls the feed for a region its
 	// certificate does not name (or calls an operator RPC).
 	ErrWrongRegion = newError("wrong-region", codes.PermissionDenied, "governance: the caller's certificate does not name this region")
+	// ErrNotRegionVoter is returned when a region node that is not a voter of its region's Raft
+	// configuration, as governance last learned it, reports for the region or follows its feed:
+	// a node removed from its region is refused once governance has learned the configuration
+	// that removed it.
+	ErrNotRegionVoter = newError("not-region-voter", codes.PermissionDenied, "governance: this node is not a voter of its region's Raft configuration as governance last learned it, so it may not report for the region or follow its feed (a removed node stays refused; a node added lately is accepted once the region's leader has reported the new configuration)")
+	// ErrReportRate is returned when a region's reports that do not advance its cursor arrive
+	// faster than governance writes them (ReportCursor); retry after a second.
+	ErrReportRate = newError("report-rate", codes.ResourceExhausted, "governance: this region's reports change governance's state faster than one a second; retry in a second")
 	// ErrWaitTimeout is returned by Revoke and DeleteAnchor with wait when
 	// the deadline passed before every region reported the event applied.
 	// The event has committed; retry with the same request_id to wait again.

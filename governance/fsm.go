@@ -73,6 +73,40 @@ type region struct {
 	Cursor     uint64   `json:"cursor"`
 	ReportedAt int64    `json:"reported"`
 	Inventory  []KeyRef `json:"inventory,omitempty"`
+	// The region's Raft configuration as governance last learned it from an accepted report (the
+	// highest index): once it is known, only its voters may report (DESIGN.md, "Who may report").
+	ConfigIndex uint64   `json:"cfg-index,omitempty"`
+	Voters      []string `json:"voters,omitempty"`
+}
+
+// admits reports whether node may report for region r: any node until a configuration is known
+// (trust on first use, but a node reporting a configuration must be among its voters), then its
+// voters only. r may be nil (never reported).
+func (r *region) admits(c *Command) bool {
+	if r != nil && r.ConfigIndex > 0 {
+		return slices.Contains(r.Voters, c.Node)
+	}
+	return c.ConfigIndex == 0 || slices.Contains(c.Voters, c.Node)
+}
+
+// changes reports whether applying report c to r would change anything but the report time.
+func (r *region) changes(c *Command) bool {
+	if r == nil {
+		return true
+	}
+	// A configuration index is a position in the region's log: a newer one with the same voters
+	// changes nothing worth a write.
+	if c.Cursor > r.Cursor || (c.ConfigIndex > r.ConfigIndex && !slices.Equal(c.Voters, r.Voters)) {
+		return true
+	}
+	return c.HasInventory && !slices.Equal(normInventory(c.Inventory), r.Inventory)
+}
+
+// normInventory returns inv sorted and without duplicates, as the state keeps it.
+func normInventory(inv []KeyRef) []KeyRef {
+	out := slices.Clone(inv)
+	slices.SortFunc(out, compareKeyRef)
+	return slices.Compact(out)
 }
 
 func newState() *state {
@@ -428,10 +462,18 @@ func (s *state) report(c *Command, now int64) *Result {
 	if wrap.ValidateName(c.Region) != nil || len(c.Inventory) > MaxInventory {
 		return &Result{Err: ErrInvalidCommand}
 	}
+	if !validConfig(c.ConfigIndex, c.Voters) {
+		return &Result{Err: ErrInvalidCommand}
+	}
+	r := s.Regions[c.Region]
+	// Checked here too, not only where the report arrived: the configuration that removed the
+	// node may have been learned between that check and this entry.
+	if !r.admits(c) {
+		return &Result{Err: ErrNotRegionVoter}
+	}
 	if c.Cursor > uint64(len(s.Events)) {
 		return &Result{Err: ErrCursorAhead}
 	}
-	r := s.Regions[c.Region]
 	if r == nil {
 		r = &region{}
 		s.Regions[c.Region] = r
@@ -441,9 +483,10 @@ func (s *state) report(c *Command, now int64) *Result {
 	}
 	r.ReportedAt = now
 	if c.HasInventory {
-		inv := slices.Clone(c.Inventory)
-		slices.SortFunc(inv, compareKeyRef)
-		r.Inventory = slices.Compact(inv)
+		r.Inventory = normInventory(c.Inventory)
+	}
+	if c.ConfigIndex > r.ConfigIndex {
+		r.ConfigIndex, r.Voters = c.ConfigIndex, slices.Clone(c.Voters)
 	}
 	return &Result{Recorded: r.Cursor}
 }
@@ -573,7 +616,7 @@ func decodeState(b []byte) (*state, error) {
 		}
 	}
 	for name, r := range st.Regions {
-		if r == nil || wrap.ValidateName(name) != nil || r.Cursor > n {
+		if r == nil || wrap.ValidateName(name) != nil || r.Cursor > n || !validConfig(r.ConfigIndex, r.Voters) {
 			return nil, bad("region")
 		}
 	}
@@ -698,11 +741,37 @@ func (s *state) forRegion(e *Event, region string) bool {
 func (f *FSM) Report(region string) RegionReport {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	out := RegionReport{Region: region}
-	if r := f.st.Regions[region]; r != nil {
+	return f.st.Regions[region].report(region)
+}
+
+func (r *region) report(name string) RegionReport {
+	out := RegionReport{Region: name}
+	if r != nil {
 		out.Cursor, out.ReportedAt = r.Cursor, r.ReportedAt
+		out.ConfigIndex, out.Voters = r.ConfigIndex, slices.Clone(r.Voters)
 	}
 	return out
+}
+
+// CheckReport says what report c would do to this node's state: ErrNotRegionVoter if its node
+// may not report for the region, else whether it changes anything but the report time, and the
+// region's report now. The API uses it to refuse, or answer without a write, before the log.
+func (f *FSM) CheckReport(c *Command) (changes bool, last RegionReport, err error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	r := f.st.Regions[c.Region]
+	if !r.admits(c) {
+		return false, RegionReport{}, ErrNotRegionVoter
+	}
+	return r.changes(c), r.report(c.Region), nil
+}
+
+// MayFollow reports whether node may follow region's feed: any node of the region until governance
+// has learned the region's configuration, then its voters only.
+func (f *FSM) MayFollow(region, node string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.Regions[region].admits(&Command{Node: node})
 }
 
 // RegionLag is one region's lag behind the log.
@@ -728,10 +797,7 @@ func (f *FSM) Lags() []RegionLag {
 	}
 	var out []RegionLag
 	for _, name := range slices.Sorted(maps.Keys(names)) {
-		l := RegionLag{RegionReport: RegionReport{Region: name}}
-		if r := f.st.Regions[name]; r != nil {
-			l.Cursor, l.ReportedAt = r.Cursor, r.ReportedAt
-		}
+		l := RegionLag{RegionReport: f.st.Regions[name].report(name)}
 		for c := l.Cursor + 1; c <= uint64(len(f.st.Events)); c++ {
 			e := f.st.Events[c-1]
 			if f.st.forRegion(e, name) {

@@ -211,11 +211,14 @@ type RegionReport struct {
 	Region     string
 	Cursor     uint64
 	ReportedAt int64 // Unix ns; 0 if never
+	// The region's Raft configuration governance last learned (0, none: not yet).
+	ConfigIndex uint64
+	Voters      []string
 }
 
 // Proto returns the report as the API sends it.
 func (r *RegionReport) Proto() *kv1.RegionCursor {
-	out := &kv1.RegionCursor{Region: r.Region, AppliedCursor: r.Cursor}
+	out := &kv1.RegionCursor{Region: r.Region, AppliedCursor: r.Cursor, ConfigurationIndex: r.ConfigIndex, Voters: r.Voters}
 	if r.ReportedAt != 0 {
 		out.ReportedAt = ts(r.ReportedAt)
 	}

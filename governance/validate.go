@@ -30,6 +30,8 @@ const (
 	MaxCallerPattern = policy.MaxPattern
 	// MaxInventory is the most key versions one region reports.
 	MaxInventory = 100000
+	// MaxVoters is the most voters of a region's Raft configuration a report may name.
+	MaxVoters = 100
 	// MaxTenants is the most tenants governance holds.
 	MaxTenants = 100000
 	// MaxServices is the most services of one tenant.
@@ -94,7 +96,8 @@ func requireReason(r string) error {
 // field by field with messages that name the field; Validate is the shared net under them.
 func (c *Command) Validate() error {
 	if c.Op == OpReport {
-		if checkName("region", c.Region) != nil || len(c.Inventory) > MaxInventory {
+		if checkName("region", c.Region) != nil || len(c.Inventory) > MaxInventory || !validConfig(c.ConfigIndex, c.Voters) ||
+			(c.Node != "" && wrap.ValidateName(c.Node) != nil) {
 			return invalid("malformed report")
 		}
 		return nil
@@ -264,3 +267,20 @@ func policyOf(rules []Rule) policy.Policy {
 }
 
 func validName(s string) bool { return wrap.ValidateName(s) == nil }
+
+// validConfig checks a reported Raft configuration: none (index 0, no voters), or an index with
+// 1 to MaxVoters voters, each a valid node name, sorted and without duplicates.
+func validConfig(index uint64, voters []string) bool {
+	if index == 0 {
+		return len(voters) == 0
+	}
+	if len(voters) == 0 || len(voters) > MaxVoters || !slices.IsSorted(voters) {
+		return false
+	}
+	for i, v := range voters {
+		if wrap.ValidateName(v) != nil || (i > 0 && voters[i-1] == v) {
+			return false
+		}
+	}
+	return true
+}

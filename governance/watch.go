@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -42,6 +43,13 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	if err != nil {
 		return ErrUnavailable
 	}
+	// Once governance knows the region's configuration, only its voters follow the feed: a node
+	// removed from the region reads no more of it (the anchor URIs and policies of its tenants).
+	// Checked after the barrier, so against every configuration governance has acknowledged.
+	id, _ := transport.IdentityFromContext(ctx)
+	if !n.fsm.MayFollow(region, id.NodeID) {
+		return ErrNotRegionVoter
+	}
 	pos := req.GetAfterCursor()
 	if pos > n.fsm.Head() {
 		return ErrCursorAhead
@@ -59,6 +67,9 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 		if pos > head {
 			// A restore from an older snapshot moved the head back.
 			return ErrCursorAhead
+		}
+		if !n.fsm.MayFollow(region, id.NodeID) {
+			return ErrNotRegionVoter // removed from the region since the stream opened
 		}
 		for {
 			events, upTo := n.fsm.EventsFor(region, pos, watchBatch)

@@ -320,6 +320,12 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 			return progressed, errResync
 		}
 		req := &kv1.ReportCursorRequest{Region: n.cfg.Region, AppliedCursor: msg.GetHeadCursor()}
+		// The Raft configuration goes with every report: governance accepts reports only from the
+		// voters of the latest configuration it learned, so a node removed from this region is
+		// refused there once this report tells it so (governance/DESIGN.md, "Who may report").
+		if req.ConfigurationIndex, req.Voters, err = n.cl.Configuration(); err != nil {
+			return progressed, fmt.Errorf("raft configuration: %w", err)
+		}
 		f.addInventory(req, first)
 		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err = client.ReportCursor(rctx, req)

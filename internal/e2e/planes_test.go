@@ -205,7 +205,8 @@ func (p *planes) governanceLog(regionName string, head uint64) []*kv1.Revocation
 	p.t.Helper()
 	var events []*kv1.RevocationEvent
 	ld := p.g.WaitLeader()
-	c := p.g.NodeClient(ld, regionName, "log-reader")
+	// Governance serves a region's feed only to the voters of its configuration.
+	c := p.g.NodeClient(ld, regionName, p.regions()[regionName].Cfgs[0].NodeID)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	stream, err := c.WatchRevocations(ctx, &kv1.WatchRevocationsRequest{Region: regionName})

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -25,13 +27,14 @@ import (
 type replayProxy struct {
 	kv1.UnimplementedGovernanceServiceServer
 	upstream []string
-	client   transport.ClientConfig // a node certificate naming the region, for the upstream calls
+	ca       *pki.CA
+	region   string
 	srv      *grpc.Server
 	ln       net.Listener
 	cutAfter int // messages per stream before the proxy cuts it
 
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn
+	conns map[string]*grpc.ClientConn // by upstream address and calling node
 	next  int
 
 	sent, replayed, cuts atomic.Int64
@@ -44,13 +47,10 @@ func startReplayProxy(t *testing.T, ca *pki.CA, region string, upstream []string
 	if err != nil {
 		t.Fatal(err)
 	}
-	cliCert, err := ca.IssueNode("replay-proxy", pki.NodeOptions{Region: region})
-	if err != nil {
-		t.Fatal(err)
-	}
 	p := &replayProxy{
 		upstream: upstream,
-		client:   transport.ClientConfig{Roots: ca.Pool(), Certificate: cliCert.TLSCertificate(), Server: pki.Identity{Kind: pki.KindGovernance}},
+		ca:       ca,
+		region:   region,
 		conns:    map[string]*grpc.ClientConn{},
 		cutAfter: 12,
 	}
@@ -80,25 +80,51 @@ func startReplayProxy(t *testing.T, ca *pki.CA, region string, upstream []string
 func (p *replayProxy) Addr() string { return p.ln.Addr().String() }
 
 // upstreamClient returns a client of the next governance node, round robin, so that a dead node
-// is passed over on the region's next reconnect.
-func (p *replayProxy) upstreamClient() (kv1.GovernanceServiceClient, error) {
+// is passed over on the region's next reconnect. It calls as the region node that called the
+// proxy (a certificate with the caller's node ID): governance admits only the region's voters.
+func (p *replayProxy) upstreamClient(ctx context.Context) (kv1.GovernanceServiceClient, error) {
+	node, err := callerNode(ctx)
+	if err != nil {
+		return nil, err
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	addr := p.upstream[p.next%len(p.upstream)]
 	p.next++
-	c := p.conns[addr]
+	c := p.conns[addr+"/"+node]
 	if c == nil {
-		var err error
-		if c, err = transport.Dial(context.Background(), addr, p.client); err != nil {
+		cert, err := p.ca.IssueNode(node, pki.NodeOptions{Region: p.region})
+		if err != nil {
 			return nil, err
 		}
-		p.conns[addr] = c
+		cfg := transport.ClientConfig{Roots: p.ca.Pool(), Certificate: cert.TLSCertificate(), Server: pki.Identity{Kind: pki.KindGovernance}}
+		if c, err = transport.Dial(context.Background(), addr, cfg); err != nil {
+			return nil, err
+		}
+		p.conns[addr+"/"+node] = c
 	}
 	return kv1.NewGovernanceServiceClient(c), nil
 }
 
+// callerNode returns the node ID of the region node calling the proxy.
+func callerNode(ctx context.Context) (string, error) {
+	pr, ok := peer.FromContext(ctx)
+	if !ok {
+		return "", errors.New("replay proxy: no peer")
+	}
+	info, ok := pr.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.PeerCertificates) == 0 {
+		return "", errors.New("replay proxy: no client certificate")
+	}
+	id, err := pki.IdentityFromCertificate(info.State.PeerCertificates[0])
+	if err != nil {
+		return "", err
+	}
+	return id.NodeID, nil
+}
+
 func (p *replayProxy) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.GovernanceService_WatchRevocationsServer) error {
-	c, err := p.upstreamClient()
+	c, err := p.upstreamClient(stream.Context())
 	if err != nil {
 		return status.Error(codes.Unavailable, err.Error())
 	}
@@ -138,7 +164,7 @@ func (p *replayProxy) WatchRevocations(req *kv1.WatchRevocationsRequest, stream 
 }
 
 func (p *replayProxy) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*kv1.ReportCursorResponse, error) {
-	c, err := p.upstreamClient()
+	c, err := p.upstreamClient(ctx)
 	if err != nil {
 		return nil, status.Error(codes.Unavailable, err.Error())
 	}

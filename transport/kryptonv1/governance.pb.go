@@ -1843,10 +1843,20 @@ type ReportCursorRequest struct {
 	// Without has_inventory the last inventory stays. Send it when it changed
 	// (after a key is created, rotated or revoked) and on the first report
 	// of a stream, not on every report: it is replicated.
-	Inventory     []*KeyRef `protobuf:"bytes,3,rep,name=inventory,proto3" json:"inventory,omitempty"`
-	HasInventory  bool      `protobuf:"varint,4,opt,name=has_inventory,json=hasInventory,proto3" json:"has_inventory,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Inventory    []*KeyRef `protobuf:"bytes,3,rep,name=inventory,proto3" json:"inventory,omitempty"`
+	HasInventory bool      `protobuf:"varint,4,opt,name=has_inventory,json=hasInventory,proto3" json:"has_inventory,omitempty"`
+	// The region's Raft configuration as the reporting node knows it: the log
+	// index of its latest configuration entry and the IDs of its voters (at
+	// most 100, sorted or not). Governance keeps, per region, the
+	// configuration with the highest index it has learned from an accepted
+	// report, and accepts reports (and feed subscriptions) only from a node
+	// among its voters; until it has learned one, it trusts any node
+	// certificate of the region (trust on first use). A report without a
+	// configuration (configuration_index 0) teaches governance nothing.
+	ConfigurationIndex uint64   `protobuf:"varint,5,opt,name=configuration_index,json=configurationIndex,proto3" json:"configuration_index,omitempty"`
+	Voters             []string `protobuf:"bytes,6,rep,name=voters,proto3" json:"voters,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ReportCursorRequest) Reset() {
@@ -1905,6 +1915,20 @@ func (x *ReportCursorRequest) GetHasInventory() bool {
 		return x.HasInventory
 	}
 	return false
+}
+
+func (x *ReportCursorRequest) GetConfigurationIndex() uint64 {
+	if x != nil {
+		return x.ConfigurationIndex
+	}
+	return 0
+}
+
+func (x *ReportCursorRequest) GetVoters() []string {
+	if x != nil {
+		return x.Voters
+	}
+	return nil
 }
 
 type ReportCursorResponse struct {
@@ -1994,9 +2018,14 @@ type RegionCursor struct {
 	Region        string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
 	AppliedCursor uint64                 `protobuf:"varint,2,opt,name=applied_cursor,json=appliedCursor,proto3" json:"applied_cursor,omitempty"`
 	// When the region last reported; unset if never.
-	ReportedAt    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ReportedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=reported_at,json=reportedAt,proto3" json:"reported_at,omitempty"`
+	// The region's Raft configuration governance last learned (see
+	// ReportCursorRequest): only these voters may report for the region or
+	// follow its feed. Unset (0, none) until a report carried one.
+	ConfigurationIndex uint64   `protobuf:"varint,4,opt,name=configuration_index,json=configurationIndex,proto3" json:"configuration_index,omitempty"`
+	Voters             []string `protobuf:"bytes,5,rep,name=voters,proto3" json:"voters,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *RegionCursor) Reset() {
@@ -2046,6 +2075,20 @@ func (x *RegionCursor) GetAppliedCursor() uint64 {
 func (x *RegionCursor) GetReportedAt() *timestamppb.Timestamp {
 	if x != nil {
 		return x.ReportedAt
+	}
+	return nil
+}
+
+func (x *RegionCursor) GetConfigurationIndex() uint64 {
+	if x != nil {
+		return x.ConfigurationIndex
+	}
+	return 0
+}
+
+func (x *RegionCursor) GetVoters() []string {
+	if x != nil {
+		return x.Voters
 	}
 	return nil
 }
@@ -2349,20 +2392,24 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x18WatchRevocationsResponse\x123\n" +
 	"\x06events\x18\x01 \x03(\v2\x1b.krypton.v1.RevocationEventR\x06events\x12\x1f\n" +
 	"\vhead_cursor\x18\x02 \x01(\x04R\n" +
-	"headCursor\"\xab\x01\n" +
+	"headCursor\"\xf4\x01\n" +
 	"\x13ReportCursorRequest\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12%\n" +
 	"\x0eapplied_cursor\x18\x02 \x01(\x04R\rappliedCursor\x120\n" +
 	"\tinventory\x18\x03 \x03(\v2\x12.krypton.v1.KeyRefR\tinventory\x12#\n" +
-	"\rhas_inventory\x18\x04 \x01(\bR\fhasInventory\"?\n" +
+	"\rhas_inventory\x18\x04 \x01(\bR\fhasInventory\x12/\n" +
+	"\x13configuration_index\x18\x05 \x01(\x04R\x12configurationIndex\x12\x16\n" +
+	"\x06voters\x18\x06 \x03(\tR\x06voters\"?\n" +
 	"\x14ReportCursorResponse\x12'\n" +
 	"\x0frecorded_cursor\x18\x01 \x01(\x04R\x0erecordedCursor\"\x19\n" +
-	"\x17GovernanceStatusRequest\"\x8a\x01\n" +
+	"\x17GovernanceStatusRequest\"\xd3\x01\n" +
 	"\fRegionCursor\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12%\n" +
 	"\x0eapplied_cursor\x18\x02 \x01(\x04R\rappliedCursor\x12;\n" +
 	"\vreported_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"reportedAt\"\x91\x01\n" +
+	"reportedAt\x12/\n" +
+	"\x13configuration_index\x18\x04 \x01(\x04R\x12configurationIndex\x12\x16\n" +
+	"\x06voters\x18\x05 \x03(\tR\x06voters\"\x91\x01\n" +
 	"\tRegionLag\x120\n" +
 	"\x06cursor\x18\x01 \x01(\v2\x18.krypton.v1.RegionCursorR\x06cursor\x12%\n" +
 	"\x0epending_events\x18\x02 \x01(\x04R\rpendingEvents\x12+\n" +

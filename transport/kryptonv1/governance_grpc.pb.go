@@ -203,6 +203,10 @@ type GovernanceServiceClient interface {
 	// ends the stream with UNAVAILABLE rather than let a partitioned node
 	// hold a region on a stale log; so does a node that shuts down.
 	//
+	// Only a voter of the region's configuration as governance last learned
+	// it may subscribe (see ReportCursorRequest); a stream whose node drops
+	// out of that configuration is ended with PERMISSION_DENIED.
+	//
 	// Errors: OUT_OF_RANGE if after_cursor is beyond the head of the log (the
 	// region is ahead of governance, e.g. governance was restored from an old
 	// backup; an operator must decide); UNAVAILABLE when the serving
@@ -214,12 +218,23 @@ type GovernanceServiceClient interface {
 	// backwards are ignored.
 	//
 	// Reports are replicated (so that a Revoke waiting on any governance node
-	// sees them); a report that neither advances the cursor nor carries an
-	// inventory still records its time.
+	// sees them). A report is written only if it changes something (a higher
+	// cursor, a different inventory, a newer configuration), or to refresh
+	// the report time at most once a minute; writes that do not advance the
+	// cursor are rate-limited per region (a burst of 20, then one a second
+	// on each governance node).
+	//
+	// Only a voter of the region's Raft configuration as governance last
+	// learned it may report (see ReportCursorRequest.configuration_index): a
+	// node removed from its region is refused once governance has learned
+	// the configuration that removed it.
 	//
 	// Errors: PERMISSION_DENIED if region is not the one the caller's
-	// certificate names; OUT_OF_RANGE if applied_cursor is beyond the head;
-	// INVALID_ARGUMENT for more than 100000 inventory entries or a bad name.
+	// certificate names, or the caller is not a voter of the region's
+	// configuration governance knows; OUT_OF_RANGE if applied_cursor is
+	// beyond the head; INVALID_ARGUMENT for more than 100000 inventory
+	// entries, more than 100 voters or a bad name; RESOURCE_EXHAUSTED when
+	// the region's writes exceed the rate (retry after a second).
 	ReportCursor(ctx context.Context, in *ReportCursorRequest, opts ...grpc.CallOption) (*ReportCursorResponse, error)
 	// Status describes the governance cluster and each region's lag, from the
 	// answering node's state.
@@ -569,6 +584,10 @@ type GovernanceServiceServer interface {
 	// ends the stream with UNAVAILABLE rather than let a partitioned node
 	// hold a region on a stale log; so does a node that shuts down.
 	//
+	// Only a voter of the region's configuration as governance last learned
+	// it may subscribe (see ReportCursorRequest); a stream whose node drops
+	// out of that configuration is ended with PERMISSION_DENIED.
+	//
 	// Errors: OUT_OF_RANGE if after_cursor is beyond the head of the log (the
 	// region is ahead of governance, e.g. governance was restored from an old
 	// backup; an operator must decide); UNAVAILABLE when the serving
@@ -580,12 +599,23 @@ type GovernanceServiceServer interface {
 	// backwards are ignored.
 	//
 	// Reports are replicated (so that a Revoke waiting on any governance node
-	// sees them); a report that neither advances the cursor nor carries an
-	// inventory still records its time.
+	// sees them). A report is written only if it changes something (a higher
+	// cursor, a different inventory, a newer configuration), or to refresh
+	// the report time at most once a minute; writes that do not advance the
+	// cursor are rate-limited per region (a burst of 20, then one a second
+	// on each governance node).
+	//
+	// Only a voter of the region's Raft configuration as governance last
+	// learned it may report (see ReportCursorRequest.configuration_index): a
+	// node removed from its region is refused once governance has learned
+	// the configuration that removed it.
 	//
 	// Errors: PERMISSION_DENIED if region is not the one the caller's
-	// certificate names; OUT_OF_RANGE if applied_cursor is beyond the head;
-	// INVALID_ARGUMENT for more than 100000 inventory entries or a bad name.
+	// certificate names, or the caller is not a voter of the region's
+	// configuration governance knows; OUT_OF_RANGE if applied_cursor is
+	// beyond the head; INVALID_ARGUMENT for more than 100000 inventory
+	// entries, more than 100 voters or a bad name; RESOURCE_EXHAUSTED when
+	// the region's writes exceed the rate (retry after a second).
 	ReportCursor(context.Context, *ReportCursorRequest) (*ReportCursorResponse, error)
 	// Status describes the governance cluster and each region's lag, from the
 	// answering node's state.
