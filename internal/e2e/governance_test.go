@@ -20,6 +20,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor/file"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/governance/governancetest"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/region/regiontest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -232,7 +233,8 @@ func testKillSwitch(t *testing.T, p *planes) {
 	var cursor uint64
 	id = governancetest.RequestID()
 	p.gov("set a wrong anchor", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
-		tn, err := c.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: id, Tenant: "kill", AnchorUri: other})
+		tn, err := c.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: id, Tenant: "kill", AnchorUri: other,
+			Consent: p.g.Owner.Consent(t, owner.Statement{Tenant: "kill", Op: owner.OpSetAnchor, Anchor: other, RequestID: id})})
 		cursor = tn.GetCursor()
 		return err
 	})
@@ -249,7 +251,8 @@ func testKillSwitch(t *testing.T, p *planes) {
 	// The right pointer again: every node serves, every blob opens.
 	id = governancetest.RequestID()
 	p.gov("set the anchor back", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
-		_, err := c.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: id, Tenant: "kill", AnchorUri: p.eu.Anchor})
+		_, err := c.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: id, Tenant: "kill", AnchorUri: p.eu.Anchor,
+			Consent: p.g.Owner.Consent(t, owner.Statement{Tenant: "kill", Op: owner.OpSetAnchor, Anchor: p.eu.Anchor, RequestID: id})})
 		return err
 	})
 	for _, w := range blobs {

@@ -27,6 +27,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -284,4 +285,15 @@ func quoteOp(op string) string {
 		return op
 	}
 	return "unknown"
+}
+
+// ValidFingerprint reports whether s has the form of a key fingerprint ("sha256:" and 43
+// base64url characters), so that a fingerprint read from a message can be logged safely.
+func ValidFingerprint(s string) bool {
+	rest, ok := strings.CutPrefix(s, "sha256:")
+	if !ok || len(rest) != 43 {
+		return false
+	}
+	_, err := base64.RawURLEncoding.DecodeString(rest)
+	return err == nil
 }
