@@ -297,3 +297,17 @@ func ValidFingerprint(s string) bool {
 	_, err := base64.RawURLEncoding.DecodeString(rest)
 	return err == nil
 }
+
+// RequestIDOf returns the request id a consent names, without checking its signature (the
+// operator's CLI uses it to send the change under that id; the planes verify the consent).
+func RequestIDOf(consent string) (string, error) {
+	jws, err := jose.ParseSignedCompact(consent, algorithms)
+	if err != nil {
+		return "", malformed("not a consent")
+	}
+	var st Statement
+	if err := json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &st); err != nil || st.Type != Type {
+		return "", malformed("not a consent")
+	}
+	return st.RequestID, nil
+}
