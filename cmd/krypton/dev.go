@@ -809,9 +809,13 @@ func (d *devRegion) demoGovernanceKillSwitch(ctx context.Context, gov kv1.Govern
 		}
 		say("%s refuses acme: %s", d.cfgs[i].NodeID, status.Convert(err).Message())
 	}
-	step("set the pointer again: the region checks that the anchor opens the sealed tenant keys, then serves")
+	step("the tenant's owner signs a consent and governance sets the pointer again: the region checks that the anchor opens the sealed tenant keys, then serves")
+	consent, err := d.ownerConsent("acme", d.anchorURI, "demo-restore")
+	if err != nil {
+		return err
+	}
 	if _, err := retryWrite(ctx, func() (*kv1.GovernanceTenant, error) {
-		return gov.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: "demo-restore", Tenant: "acme", AnchorUri: d.anchorURI})
+		return gov.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: "demo-restore", Tenant: "acme", AnchorUri: d.anchorURI, Consent: consent})
 	}); err != nil {
 		return err
 	}
@@ -909,4 +913,18 @@ func (d *devRegion) ownerKey() (string, error) {
 		return "", err
 	}
 	return string(pub), os.WriteFile(path+".pub", pub, 0o644)
+}
+
+// ownerConsent signs, with the demo owner key, the consent to set tenant's anchor to uri under rid.
+func (d *devRegion) ownerConsent(tenant, uri, rid string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(d.dir, devOwnerKey))
+	if err != nil {
+		return "", err
+	}
+	signer, err := owner.ParsePrivateKey(b)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	return signer.Sign(owner.Statement{Tenant: tenant, Op: owner.OpSetAnchor, Anchor: uri, RequestID: rid, Issued: now.Unix(), Expires: now.Add(time.Hour).Unix()})
 }
