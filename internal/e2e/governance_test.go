@@ -275,7 +275,10 @@ func testKillSwitch(t *testing.T, p *planes) {
 			var deleted, set int
 			for i := range r.Nodes {
 				deleted += len(auditLines(t, r, i, `"kind":"tenant.anchor-delete"`, `"tenant":"kill"`))
-				set += len(auditLines(t, r, i, `"kind":"tenant.anchor-set"`, `"tenant":"kill"`))
+				// The lift's record names the old anchor (deleted), the new one and the owner key that
+				// consented (issue 14, finding 4).
+				set += len(auditLines(t, r, i, `"kind":"tenant.anchor-set"`, `"tenant":"kill"`, `"old-anchor":"(deleted: this lifts the kill switch)"`,
+					`"anchor":"`+p.eu.Anchor+`"`, `"owner-key":"`+p.g.Owner.Fingerprint()+`"`))
 			}
 			return deleted > 0 && set > 0
 		})
