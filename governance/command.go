@@ -22,6 +22,7 @@ const (
 	OpUnlock        Op = "unlock"
 	OpReport        Op = "report"
 	OpResync        Op = "resync"
+	OpSetOwner      Op = "set-owner"
 )
 
 // Command is one entry of the governance Raft log. The proposing node fills
@@ -48,6 +49,10 @@ type Command struct {
 	AnchorURI string   `json:"anchor,omitempty"`
 	Regions   []string `json:"regions,omitempty"`
 	Reason    string   `json:"reason,omitempty"`
+	// OwnerKey is a tenant owner public key (PKIX PEM): create-tenant, set-owner. Consent is the
+	// owner's consent (a compact JWS, package internal/owner): set-anchor, set-owner.
+	OwnerKey string `json:"owner-key,omitempty"`
+	Consent  string `json:"consent,omitempty"`
 
 	Rules            []Rule `json:"rules,omitempty"`
 	ExpectedRevision uint64 `json:"expect,omitempty"`
@@ -99,7 +104,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: trailing data", errBadCommand)
 	}
 	switch c.Op {
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLock, OpUnlock, OpReport, OpResync:
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLock, OpUnlock, OpReport, OpResync, OpSetOwner:
 	default:
 		return nil, fmt.Errorf("%w: unknown op", errBadCommand)
 	}
@@ -116,6 +121,11 @@ type Result struct {
 	Service  *Service
 	Policy   *Policy
 	Recorded uint64 // OpReport: the cursor recorded for the region
+	// OpSetAnchor, OpSetOwner: what the change replaced (the anchor URI, empty if it was
+	// deleted; the owner key's fingerprint), for the audit log. Empty for a retried request.
+	Previous string
+	// Retry is set for a retried request id: nothing changed now.
+	Retry bool
 }
 
 // resultWire is Result on the wire between a leader and a follower that
@@ -127,6 +137,8 @@ type resultWire struct {
 	Service  *Service `json:"service,omitempty"`
 	Policy   *Policy  `json:"policy,omitempty"`
 	Recorded uint64   `json:"recorded,omitempty"`
+	Previous string   `json:"previous,omitempty"`
+	Retry    bool     `json:"retry,omitempty"`
 }
 
 // Codec is the cluster.ResponseCodec of the governance state machine: it
@@ -140,7 +152,7 @@ func (Codec) EncodeResponse(resp any) ([]byte, error) {
 	if !ok {
 		return nil, fmt.Errorf("governance: cannot encode a %T response", resp)
 	}
-	w := resultWire{Event: r.Event, Tenant: r.Tenant, Service: r.Service, Policy: r.Policy, Recorded: r.Recorded}
+	w := resultWire{Event: r.Event, Tenant: r.Tenant, Service: r.Service, Policy: r.Policy, Recorded: r.Recorded, Previous: r.Previous, Retry: r.Retry}
 	if r.Err != nil {
 		var e *Error
 		if !errors.As(r.Err, &e) {
@@ -157,7 +169,7 @@ func (Codec) DecodeResponse(data []byte) (any, error) {
 	if err := json.Unmarshal(data, &w); err != nil {
 		return nil, fmt.Errorf("governance: decode response: %w", err)
 	}
-	r := &Result{Event: w.Event, Tenant: w.Tenant, Service: w.Service, Policy: w.Policy, Recorded: w.Recorded}
+	r := &Result{Event: w.Event, Tenant: w.Tenant, Service: w.Service, Policy: w.Policy, Recorded: w.Recorded, Previous: w.Previous, Retry: w.Retry}
 	if w.Err != "" {
 		e, ok := errorsByKey[w.Err]
 		if !ok {

@@ -42,6 +42,14 @@ var (
 	// fails its own validation (the server validates first, so this means a
 	// bug or a forged entry).
 	ErrInvalidCommand = newError("invalid-command", codes.InvalidArgument, "governance: invalid command")
+	// ErrConsentDenied is returned by SetAnchor and SetOwnerKey when the tenant owner's consent
+	// does not verify against the owner key governance holds (the handlers say why, before
+	// proposing; this is the state machine's last word, where the owner key may have changed).
+	ErrConsentDenied = newError("consent-denied", codes.PermissionDenied, "governance: the tenant owner's consent does not allow this change; the owner makes one with `krypton owner consent`")
+	// ErrConsentUsed is returned when a consent was already used for another request.
+	ErrConsentUsed = newError("consent-used", codes.PermissionDenied, "governance: this consent was already used; the owner makes a new one with `krypton owner consent`")
+	// ErrNoOwnerKey is returned by SetAnchor for a tenant without an owner key.
+	ErrNoOwnerKey = newError("no-owner-key", codes.FailedPrecondition, "governance: the tenant has no owner key, so its anchor cannot be moved nor a deleted anchor lifted; register the owner's key with `krypton tenant set-owner -owner-pub <file> <tenant>` (the owner makes it with `krypton owner keygen`)")
 	// ErrLimit is returned when a write would exceed a size limit of the
 	// state (tenants, services, inventory).
 	ErrLimit = newError("limit", codes.ResourceExhausted, "governance: limit reached")

@@ -7,9 +7,11 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/raft"
 
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -53,7 +55,22 @@ type tenant struct {
 	DeleteCursor    uint64              `json:"delete-cursor,omitempty"` // the DELETE_ANCHOR in force
 	Services        map[string]*service `json:"services,omitempty"`
 	Policy          *Policy             `json:"policy,omitempty"`
+	// OwnerKey is the tenant owner's public key (PKIX PEM), whose consent moving the anchor
+	// needs; Consents are the consents applied that have not expired yet, each usable once.
+	// Both absent in snapshots from before owner keys, which restore as tenants without one.
+	OwnerKey string        `json:"owner-key,omitempty"`
+	Consents []usedConsent `json:"consents,omitempty"`
 }
+
+// usedConsent is a consent applied: its digest (owner.Consent.Digest) and expiry (Unix s).
+type usedConsent struct {
+	Digest  string `json:"digest"`
+	Expires int64  `json:"exp"`
+}
+
+// maxLiveConsents bounds the unexpired consents one tenant keeps (each lives at most
+// owner.MaxTTL).
+const maxLiveConsents = 256
 
 type service struct {
 	CreatedAt    int64             `json:"created"`
@@ -165,7 +182,9 @@ func (s *state) apply(c *Command) *Result {
 		if r.Fingerprint != c.Fingerprint {
 			return &Result{Err: ErrRequestIDReused}
 		}
-		return s.result(c, s.event(r.Cursor))
+		res := s.result(c, s.event(r.Cursor))
+		res.Retry = true
+		return res
 	}
 	res := s.write(c, now)
 	if res.Err == nil {
@@ -260,7 +279,10 @@ func (s *state) write(c *Command, now int64) *Result {
 				return &Result{Err: ErrInvalidCommand}
 			}
 		}
-		t = &tenant{Name: c.Tenant, AnchorURI: c.AnchorURI, Regions: slices.Clone(c.Regions), CreatedAt: now}
+		if c.OwnerKey != "" && checkOwnerKey(c.OwnerKey) != nil {
+			return &Result{Err: ErrInvalidCommand}
+		}
+		t = &tenant{Name: c.Tenant, AnchorURI: c.AnchorURI, Regions: slices.Clone(c.Regions), CreatedAt: now, OwnerKey: c.OwnerKey}
 		s.Tenants[c.Tenant] = t
 		e := s.emit(c, KindCreateTenant, now)
 		e.AnchorURI, e.Regions = c.AnchorURI, slices.Clone(c.Regions)
@@ -299,10 +321,40 @@ func (s *state) write(c *Command, now int64) *Result {
 		if t.RevokeCursor != 0 {
 			return &Result{Err: ErrRevoked}
 		}
+		fp, err := t.consume(c, owner.Statement{Tenant: c.Tenant, Op: owner.OpSetAnchor, Anchor: c.AnchorURI, RequestID: c.RequestID}, now)
+		if err != nil {
+			return &Result{Err: err}
+		}
+		prev := t.AnchorURI
 		t.AnchorURI, t.AnchorDeletedAt, t.DeleteCursor = c.AnchorURI, 0, 0
 		e := s.emit(c, KindSetAnchor, now)
-		e.AnchorURI = c.AnchorURI
-		return s.result(c, e)
+		e.AnchorURI, e.OwnerKey = c.AnchorURI, fp
+		r := s.result(c, e)
+		r.Previous = prev
+		return r
+
+	case OpSetOwner:
+		if t.RevokeCursor != 0 {
+			return &Result{Err: ErrRevoked}
+		}
+		nk, err := owner.ParsePublicKey(c.OwnerKey)
+		if err != nil {
+			return &Result{Err: ErrInvalidCommand}
+		}
+		prev := ""
+		if t.OwnerKey != "" {
+			// Replacing a key needs the current key's consent; the first key of a tenant without
+			// one is registered on the operator's word (docs/security.md, "Tenant owner consent").
+			if prev, err = t.consume(c, owner.Statement{Tenant: c.Tenant, Op: owner.OpSetOwner, OwnerKey: nk.Fingerprint(), RequestID: c.RequestID}, now); err != nil {
+				return &Result{Err: err}
+			}
+		} else if c.Consent != "" {
+			return &Result{Err: ErrInvalidCommand}
+		}
+		t.OwnerKey = c.OwnerKey
+		r := s.result(c, nil) // no event: the regions do not hold governance's owner keys
+		r.Previous = prev
+		return r
 
 	case OpDeleteAnchor:
 		if t.DeleteCursor != 0 {
@@ -350,6 +402,37 @@ func (s *state) write(c *Command, now int64) *Result {
 		return s.resync(c, t, now)
 	}
 	return &Result{Err: ErrInvalidCommand}
+}
+
+// consume checks c's consent against the tenant's owner key as st, at now (the command's clock,
+// so that every replica decides alike), and records it as used. It returns the owner key's
+// fingerprint. A tenant without an owner key takes a command without a consent: such commands
+// are in logs from before owner keys (the API refuses new ones, ErrNoOwnerKey).
+func (t *tenant) consume(c *Command, st owner.Statement, now int64) (string, error) {
+	if t.OwnerKey == "" {
+		if c.Consent != "" {
+			return "", ErrConsentDenied
+		}
+		return "", nil
+	}
+	key, err := owner.ParsePublicKey(t.OwnerKey)
+	if err != nil {
+		return "", ErrConsentDenied
+	}
+	cs, err := owner.Verify(c.Consent, key, st, time.Unix(0, now))
+	if err != nil {
+		return "", ErrConsentDenied
+	}
+	secs := time.Unix(0, now).Unix()
+	t.Consents = slices.DeleteFunc(t.Consents, func(u usedConsent) bool { return u.Expires <= secs })
+	if slices.ContainsFunc(t.Consents, func(u usedConsent) bool { return u.Digest == cs.Digest }) {
+		return "", ErrConsentUsed
+	}
+	if len(t.Consents) >= maxLiveConsents {
+		return "", ErrLimit
+	}
+	t.Consents = append(t.Consents, usedConsent{Digest: cs.Digest, Expires: cs.Expires})
+	return key.Fingerprint(), nil
 }
 
 // resync emits a RESYNC_TENANT event: what a region needs to converge on
@@ -516,6 +599,7 @@ func (t *tenant) view() *Tenant {
 	return &Tenant{
 		Name: t.Name, AnchorURI: t.AnchorURI, Regions: slices.Clone(t.Regions), Locked: t.Locked,
 		Revoked: t.RevokeCursor != 0, AnchorDeletedAt: t.AnchorDeletedAt, CreatedAt: t.CreatedAt, Cursor: t.Cursor,
+		OwnerKey: t.OwnerKey,
 	}
 }
 
@@ -601,7 +685,8 @@ func decodeState(b []byte) (*state, error) {
 		}
 	}
 	for name, t := range st.Tenants {
-		if t == nil || t.Name != name || wrap.ValidateName(name) != nil || t.Cursor > n || t.RevokeCursor > n || t.DeleteCursor > n {
+		if t == nil || t.Name != name || wrap.ValidateName(name) != nil || t.Cursor > n || t.RevokeCursor > n || t.DeleteCursor > n ||
+			(t.OwnerKey != "" && checkOwnerKey(t.OwnerKey) != nil) || len(t.Consents) > maxLiveConsents {
 			return nil, bad("tenant")
 		}
 		for sn, sv := range t.Services {

@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kryptonkms/krypton/governance/governancetest"
+	"github.com/kryptonkms/krypton/internal/owner"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -64,7 +65,7 @@ func TestRequestIDReuseIsRefused(t *testing.T) {
 	}
 	createTenant := func(tenant, anchor string, regions ...string) func() (proto.Message, error) {
 		return func() (proto.Message, error) {
-			return op.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "ct", Tenant: tenant, AnchorUri: anchor, Regions: regions})
+			return op.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "ct", Tenant: tenant, AnchorUri: anchor, Regions: regions, OwnerPublicKey: g.Owner.Public})
 		}
 	}
 	check("CreateTenant", createTenant("acme", devAnchor, "eu"),
@@ -82,7 +83,8 @@ func TestRequestIDReuseIsRefused(t *testing.T) {
 
 	setAnchor := func(tenant, anchor string) func() (proto.Message, error) {
 		return func() (proto.Message, error) {
-			return op.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: "sa", Tenant: tenant, AnchorUri: anchor})
+			consent := g.Owner.Consent(t, owner.Statement{Tenant: tenant, Op: owner.OpSetAnchor, Anchor: anchor, RequestID: "sa"})
+			return op.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: "sa", Tenant: tenant, AnchorUri: anchor, Consent: consent})
 		}
 	}
 	check("SetAnchor", setAnchor("acme", devAnchor+"3"), setAnchor("globex", devAnchor+"3"), setAnchor("acme", devAnchor+"4"))

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -33,6 +35,7 @@ const (
 	AuditServiceCreate = "governance.service.create"
 	AuditAnchorSet     = "governance.anchor.set"
 	AuditAnchorDelete  = "governance.anchor.delete"
+	AuditOwnerSet      = "governance.owner.set"
 	AuditPolicySet     = "governance.policy.set"
 	AuditTenantLock    = "governance.tenant.lock"
 	AuditTenantUnlock  = "governance.tenant.unlock"
@@ -203,13 +206,19 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions})
+	if k := req.GetOwnerPublicKey(); k != "" {
+		if err := checkOwnerKey(k); err != nil {
+			return nil, err
+		}
+	}
+	r, err := s.n.propose(ctx, &Command{Op: OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions, OwnerKey: req.GetOwnerPublicKey()})
 	if err != nil {
 		return nil, err
 	}
 	d := eventDetail(r.Event)
 	d["anchor"] = anchor.Redact(req.GetAnchorUri())
 	d["regions"] = fmt.Sprint(regions)
+	d["owner-key"] = ownerKeyText(r.Tenant.OwnerFingerprint())
 	s.n.record(ctx, audit.Event{Kind: AuditTenantCreate, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
 	return r.Tenant.Proto(), nil
 }
@@ -338,14 +347,114 @@ func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.Go
 	if err := checkAnchor(req.GetAnchorUri(), s.n.cfg.AllowDevAnchor); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpSetAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri()})
+	st := owner.Statement{Tenant: req.GetTenant(), Op: owner.OpSetAnchor, Anchor: req.GetAnchorUri(), RequestID: req.GetRequestId()}
+	how := fmt.Sprintf("krypton owner consent -key <owner.key> -op set-anchor -anchor <uri> -request-id <id> -out consent.jws %s", req.GetTenant())
+	if err := s.checkConsent(ctx, req.GetConsent(), st, how, true); err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &Command{Op: OpSetAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Consent: req.GetConsent()})
 	if err != nil {
 		return nil, err
 	}
 	d := eventDetail(r.Event)
 	d["anchor"] = anchor.Redact(req.GetAnchorUri())
+	d["owner-key"] = ownerKeyText(r.Event.OwnerKey)
+	if !r.Retry {
+		// What the change replaced: the anchor in place, or the kill switch it lifts.
+		if r.Previous == "" {
+			d["old-anchor"] = "(deleted: this lifts the kill switch)"
+		} else {
+			d["old-anchor"] = anchor.Redact(r.Previous)
+		}
+	}
 	s.n.record(ctx, audit.Event{Kind: AuditAnchorSet, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
 	return r.Tenant.Proto(), nil
+}
+
+// SetOwnerKey registers a tenant's owner key, or replaces it with the current key's consent.
+func (s *api) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequest) (*kv1.GovernanceTenant, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if req.GetOwnerPublicKey() == "" {
+		return nil, invalid("owner_public_key is required (krypton owner keygen makes one)")
+	}
+	nk, err := owner.ParsePublicKey(req.GetOwnerPublicKey())
+	if err != nil {
+		return nil, checkOwnerKey(req.GetOwnerPublicKey())
+	}
+	st := owner.Statement{Tenant: req.GetTenant(), Op: owner.OpSetOwner, OwnerKey: nk.Fingerprint(), RequestID: req.GetRequestId()}
+	how := fmt.Sprintf("krypton owner consent -key <current-owner.key> -op set-owner -owner-pub <new-owner.pub> -request-id <id> -out consent.jws %s", req.GetTenant())
+	if err := s.checkConsent(ctx, req.GetConsent(), st, how, false); err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &Command{Op: OpSetOwner, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), OwnerKey: req.GetOwnerPublicKey(), Consent: req.GetConsent()})
+	if err != nil {
+		return nil, err
+	}
+	d := map[string]string{"owner-key": ownerKeyText(nk.Fingerprint())}
+	if !r.Retry {
+		if r.Previous == "" {
+			d["old-owner-key"] = "(none: registered on the operator's word)"
+		} else {
+			d["old-owner-key"] = r.Previous
+			d["consented-by"] = r.Previous
+		}
+	}
+	s.n.record(ctx, audit.Event{Kind: AuditOwnerSet, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
+	return r.Tenant.Proto(), nil
+}
+
+func ownerKeyText(fp string) string {
+	if fp == "" {
+		return "(none)"
+	}
+	return fp
+}
+
+// checkConsent verifies a consent against the tenant's owner key as governance holds it, before
+// anything is proposed, with an error that says what is wrong and how to make a consent (how);
+// the state machine verifies it again where it applies. needKey refuses a tenant without an owner
+// key (ErrNoOwnerKey); otherwise such a tenant takes no consent (the first owner key).
+func (s *api) checkConsent(ctx context.Context, consent string, st owner.Statement, how string, needKey bool) error {
+	if err := s.n.barrier(ctx); err != nil {
+		return err
+	}
+	t, err := s.n.fsm.Tenant(st.Tenant)
+	if err != nil {
+		return err
+	}
+	if t.Revoked {
+		return ErrRevoked
+	}
+	if t.OwnerKey == "" {
+		if needKey {
+			return ErrNoOwnerKey
+		}
+		if consent != "" {
+			return invalid("the tenant has no owner key yet: registering its first takes no consent")
+		}
+		return nil
+	}
+	key, err := owner.ParsePublicKey(t.OwnerKey)
+	if err != nil {
+		return ErrConsentDenied
+	}
+	_, err = owner.Verify(consent, key, st, time.Now())
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, owner.ErrMalformed):
+		return invalid(strings.TrimPrefix(err.Error(), "owner: malformed: ") + "; the tenant's owner makes a consent with `" + how + "`, and the operator gives it with -consent consent.jws")
+	}
+	return status.Error(codes.PermissionDenied, "governance: "+strings.TrimPrefix(err.Error(), "owner: ")+
+		"; the tenant's owner (key "+key.Fingerprint()+") makes a consent with `"+how+"`, and the operator gives it with -consent consent.jws")
 }
 
 func (s *api) DeleteAnchor(ctx context.Context, req *kv1.DeleteAnchorRequest) (*kv1.DeleteAnchorResponse, error) {

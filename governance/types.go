@@ -6,6 +6,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/internal/owner"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -79,6 +80,9 @@ type Event struct {
 	// services that are not revoked, and governance's lock.
 	Services []string `json:"services,omitempty"`
 	Locked   bool     `json:"locked,omitempty"`
+	// OwnerKey is set by SET_ANCHOR: the fingerprint of the owner key that
+	// consented (empty for a tenant without one, before owner keys).
+	OwnerKey string `json:"owner-key,omitempty"`
 }
 
 // Proto returns the event as the API sends it.
@@ -97,6 +101,8 @@ func (e *Event) Proto() *kv1.RevocationEvent {
 		Regions:   append([]string(nil), e.Regions...),
 		Services:  append([]string(nil), e.Services...),
 		Locked:    e.Locked,
+
+		OwnerKeyFingerprint: e.OwnerKey,
 	}
 	if e.Policy != nil {
 		out.Policy = e.Policy.Proto(e.Tenant)
@@ -160,6 +166,15 @@ type Tenant struct {
 	AnchorDeletedAt int64 // Unix ns; 0 unless deleted
 	CreatedAt       int64
 	Cursor          uint64 // last event that changed the tenant
+	OwnerKey        string // the owner's public key (PKIX PEM); empty if none
+}
+
+// OwnerFingerprint names the tenant's owner key ("" if none).
+func (t *Tenant) OwnerFingerprint() string {
+	if t.OwnerKey == "" {
+		return ""
+	}
+	return owner.Fingerprint(t.OwnerKey)
 }
 
 // State is the tenant's state as the API reports it.
@@ -185,6 +200,8 @@ func (t *Tenant) Proto() *kv1.GovernanceTenant {
 		State:     t.State(),
 		CreatedAt: ts(t.CreatedAt),
 		Cursor:    t.Cursor,
+
+		OwnerKeyFingerprint: t.OwnerFingerprint(),
 	}
 	if t.AnchorDeletedAt != 0 {
 		out.AnchorDeletedAt = ts(t.AnchorDeletedAt)

@@ -7,6 +7,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/policy"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
@@ -129,10 +130,13 @@ func (c *Command) Validate() error {
 	if !validRules(c.Rules) {
 		return invalid("malformed policy rules")
 	}
+	if err := c.validateOwner(); err != nil {
+		return err
+	}
 	switch c.Op {
 	case OpRevoke, OpLock, OpDeleteAnchor:
 		return requireReason(c.Reason)
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpSetPolicy, OpUnlock, OpResync:
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpSetPolicy, OpUnlock, OpResync, OpSetOwner:
 		if c.Reason != "" {
 			return invalid("this request takes no reason")
 		}
@@ -283,4 +287,38 @@ func validConfig(index uint64, voters []string) bool {
 		}
 	}
 	return true
+}
+
+// validateOwner checks a command's owner key and consent: each only where its op takes one, the
+// key well formed (whether the consent verifies depends on the state: the handlers and the state
+// machine check that).
+func (c *Command) validateOwner() error {
+	if c.OwnerKey != "" {
+		if c.Op != OpCreateTenant && c.Op != OpSetOwner {
+			return invalid("this request takes no owner key")
+		}
+		if err := checkOwnerKey(c.OwnerKey); err != nil {
+			return err
+		}
+	} else if c.Op == OpSetOwner {
+		return invalid("owner_public_key is required")
+	}
+	if c.Consent != "" {
+		if c.Op != OpSetAnchor && c.Op != OpSetOwner {
+			return invalid("this request takes no consent")
+		}
+		if len(c.Consent) > owner.MaxConsent {
+			return invalid(fmt.Sprintf("consent longer than %d bytes", owner.MaxConsent))
+		}
+	}
+	return nil
+}
+
+// checkOwnerKey checks an owner public key (owner.ParsePublicKey says what is wrong, never echoing
+// the key).
+func checkOwnerKey(pemText string) error {
+	if _, err := owner.ParsePublicKey(pemText); err != nil {
+		return invalid(strings.TrimPrefix(err.Error(), "owner: malformed: ") + " (owner_public_key)")
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	// The file:// development anchor, whose key files the cluster makes.
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -79,6 +80,15 @@ type cluster struct {
 	// after the region's (host index len(nodes)+j), with a gossip key of their own.
 	gov          []*node
 	govGossipKey string // a file, as gossipKey
+	// The tenants' owner key: governance lifts a deleted anchor only with its consent.
+	owner    *owner.Signer
+	ownerPub string
+}
+
+// consent signs the owner's consent to set tenant's anchor to uri under request id rid.
+func (c *cluster) consent(tenant, uri, rid string) (string, error) {
+	now := time.Now()
+	return c.owner.Sign(owner.Statement{Tenant: tenant, Op: owner.OpSetAnchor, Anchor: uri, RequestID: rid, Issued: now.Unix(), Expires: now.Add(time.Hour).Unix()})
 }
 
 // regionName is the region's name, which the node certificates name.
@@ -86,6 +96,14 @@ const regionName = "jepsen"
 
 func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govNodes int) (*cluster, error) {
 	c := &cluster{bin: bin, dir: dir, net: nw, timing: timing}
+	priv, pub, err := owner.GenerateKey()
+	if err != nil {
+		return nil, err
+	}
+	if c.owner, err = owner.ParsePrivateKey(priv); err != nil {
+		return nil, err
+	}
+	c.ownerPub = string(pub)
 	pkiDir := filepath.Join(dir, "pki")
 	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
 		return nil, err
@@ -99,7 +117,6 @@ func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govN
 		path := filepath.Join(pkiDir, name)
 		return path, os.WriteFile(path, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600)
 	}
-	var err error
 	if c.gossipKey, err = newKeyFile("gossip.key"); err != nil {
 		return nil, err
 	}

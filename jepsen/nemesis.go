@@ -651,9 +651,13 @@ func (nm *nemesis) killSwitch(ctx context.Context, hold time.Duration, f *Fault)
 	f.Lifted = nm.h.now()
 	rid := fmt.Sprintf("jepsen-restore-%s-%d", tenant, nm.h.now())
 	deadline := time.Now().Add(30 * time.Second)
+	consent, err := c.consent(tenant, c.anchorURI(t), rid)
+	if err != nil {
+		return err
+	}
 	for ctx.Err() == nil {
 		err = callGov(ctx, nm.cs, nm.r.IntN(len(c.gov)), 10*time.Second, func(cctx context.Context, g kv1.GovernanceServiceClient) error {
-			_, err := g.SetAnchor(cctx, &kv1.SetAnchorRequest{RequestId: rid, Tenant: tenant, AnchorUri: c.anchorURI(t)})
+			_, err := g.SetAnchor(cctx, &kv1.SetAnchorRequest{RequestId: rid, Tenant: tenant, AnchorUri: c.anchorURI(t), Consent: consent})
 			return err
 		})
 		if err == nil || time.Now().After(deadline) {

@@ -398,7 +398,7 @@ func setupGovernance(ctx context.Context, c *cluster, cs *conns, nm *nemesis, lo
 			}
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			_, err = g.CreateTenant(cctx, &kv1.GovernanceCreateTenantRequest{RequestId: "jepsen-tenant-" + name, Tenant: name,
-				AnchorUri: c.anchorURI(t), Regions: []string{regionName}})
+				AnchorUri: c.anchorURI(t), Regions: []string{regionName}, OwnerPublicKey: c.ownerPub})
 			cancel()
 			if err == nil || strings.Contains(err.Error(), "AlreadyExists") {
 				err = nil

@@ -19,6 +19,7 @@ import (
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/transport"
@@ -388,6 +389,11 @@ func (f *feed) addInventory(req *kv1.ReportCursorRequest, first bool) {
 // applied it, or an error that ends the session (the next one resyncs and retries the event).
 func (f *feed) applyEvent(ctx context.Context, cursor uint64, ev *kv1.RevocationEvent) (uint64, error) {
 	n := f.n
+	// The anchor a SET_ANCHOR replaces, for the audit record ("" if deleted or no tenant).
+	oldAnchor := ""
+	if t, err := n.state.Tenant(ev.GetTarget().GetTenant()); err == nil {
+		oldAnchor = t.Anchor
+	}
 	cmd, refused, err := f.prepare(ctx, ev)
 	if err != nil {
 		return 0, err
@@ -410,12 +416,12 @@ func (f *feed) applyEvent(ctx context.Context, cursor uint64, ev *kv1.Revocation
 	if t := ev.GetTime(); t != nil {
 		f.metrics.lag.Set(time.Since(t.AsTime()).Seconds())
 	}
-	f.afterApply(ctx, ev, cmd, res)
+	f.afterApply(ctx, ev, cmd, res, oldAnchor)
 	return res.Index, nil
 }
 
 // afterApply logs, audits and counts an applied event, and keeps a new L3 in the keyring.
-func (f *feed) afterApply(ctx context.Context, ev *kv1.RevocationEvent, cmd fsm.Command, res fsm.Result) {
+func (f *feed) afterApply(ctx context.Context, ev *kv1.RevocationEvent, cmd fsm.Command, res fsm.Result, oldAnchor string) {
 	n := f.n
 	kind := eventKindName(ev.GetKind())
 	target := ev.GetTarget()
@@ -452,6 +458,17 @@ func (f *feed) afterApply(ctx context.Context, ev *kv1.RevocationEvent, cmd fsm.
 		e.Detail["kill-switch"] = "on"
 	case fsm.SetAnchor:
 		e.Kind = auditGovAnchorSet
+		// Old and new root of trust, and the owner key whose consent governance verified.
+		e.Detail["anchor"] = anchor.Redact(c.Anchor)
+		e.Detail["old-anchor"] = anchor.Redact(oldAnchor)
+		if oldAnchor == "" {
+			e.Detail["old-anchor"] = "(deleted: this lifts the kill switch)"
+		}
+		if fp := ev.GetOwnerKeyFingerprint(); owner.ValidFingerprint(fp) {
+			e.Detail["owner-key"] = fp
+		} else {
+			e.Detail["owner-key"] = "(none)"
+		}
 		if len(c.Resealed) > 0 {
 			e.Detail["resealed"] = fmt.Sprint(len(c.Resealed))
 		}

@@ -48,6 +48,7 @@ var TokenMethods = map[string]Role{
 	// the role is per method, and a dry run is a rehearsal of a change.
 	"/krypton.v1.GovernanceService/CreateTenant":  RoleAdmin,
 	"/krypton.v1.GovernanceService/SetAnchor":     RoleAdmin,
+	"/krypton.v1.GovernanceService/SetOwnerKey":   RoleAdmin,
 	"/krypton.v1.GovernanceService/DeleteAnchor":  RoleAdmin,
 	"/krypton.v1.GovernanceService/CreateService": RoleAdmin,
 	"/krypton.v1.GovernanceService/SetPolicy":     RoleAdmin,

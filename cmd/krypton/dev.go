@@ -27,6 +27,7 @@ import (
 	"github.com/kryptonkms/krypton/gateway"
 	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/internal/netutil"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/transport"
@@ -348,14 +349,19 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 		return nil, err
 	}
 	// The tenant and key the welcome text's commands use, made at governance: the region's leader
-	// follows the feed, seals the tenant key with the anchor and creates the service key.
+	// follows the feed, seals the tenant key with the anchor and creates the service key. The
+	// demo tenants' owner key (the customer's, in a real deployment) is in the dev directory.
+	ownerPub, err := d.ownerKey()
+	if err != nil {
+		return nil, err
+	}
 	govConn, err := d.dialAddr(d.gov.Addr(), pki.Identity{Kind: pki.KindGovernance}, d.operator[0], d.operator[1])
 	if err != nil {
 		return nil, err
 	}
 	gov := kv1.NewGovernanceServiceClient(govConn)
 	if _, err := retryWrite(ctx, func() (*kv1.GovernanceTenant, error) {
-		return gov.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "dev-demo-tenant", Tenant: "demo", AnchorUri: d.anchorURI, Regions: []string{devRegionName}})
+		return gov.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "dev-demo-tenant", Tenant: "demo", AnchorUri: d.anchorURI, Regions: []string{devRegionName}, OwnerPublicKey: ownerPub})
 	}); err != nil && status.Code(err) != codes.AlreadyExists {
 		return nil, err
 	}
@@ -526,11 +532,14 @@ func (d *devRegion) printWelcome(w io.Writer) {
 	fmt.Fprintln(w, "    krypton key rotate demo app")
 	fmt.Fprintln(w, "    krypton key describe demo app")
 	fmt.Fprintf(w, "\nGovern it (tenants, policy, revocation, the kill switch):\n    export KRYPTON_GOVERNANCE_ADDR=%s\n", d.gov.Addr())
-	fmt.Fprintln(w, "    krypton tenant create -anchor "+d.anchorURI+" -regions dev acme")
+	ownerKey := filepath.Join(d.dir, devOwnerKey)
+	fmt.Fprintln(w, "    krypton tenant create -anchor "+d.anchorURI+" -regions dev -owner-pub "+ownerKey+".pub acme")
 	fmt.Fprintln(w, "    krypton service create acme payments")
 	fmt.Fprintln(w, "    krypton revoke -tenant acme -service payments -version 1 -reason demo -dry-run")
 	fmt.Fprintln(w, "    krypton tenant delete-anchor -reason \"trying the kill switch\" -wait acme   # every node refuses acme")
-	fmt.Fprintln(w, "    krypton tenant set-anchor -anchor "+d.anchorURI+" acme   # lifts it; nothing was lost")
+	consent := filepath.Join(d.dir, "consent.jws")
+	fmt.Fprintln(w, "    krypton owner consent -key "+ownerKey+" -op set-anchor -anchor "+d.anchorURI+" -out "+consent+" acme   # the tenant's owner agrees")
+	fmt.Fprintln(w, "    krypton tenant set-anchor -anchor "+d.anchorURI+" -consent "+consent+" acme   # lifts it; nothing was lost")
 	fmt.Fprintln(w, "    krypton governance status")
 	fmt.Fprintln(w, "\nWrap and unwrap as the service demo/app (wrapping takes a service certificate):")
 	// The blob datakey prints goes straight to unwrap, which gives the data key back: one pipe,
@@ -595,13 +604,17 @@ func (d *devRegion) runDemo(ctx context.Context, w io.Writer) error {
 	}
 
 	step("governance creates tenant acme on %s in region dev, and its service acme/payments; the region's leader follows the feed", d.anchorURI)
+	ownerPub, err := d.ownerKey()
+	if err != nil {
+		return err
+	}
 	govConn, err := d.dialAddr(d.gov.Addr(), pki.Identity{Kind: pki.KindGovernance}, d.operator[0], d.operator[1])
 	if err != nil {
 		return err
 	}
 	gov := kv1.NewGovernanceServiceClient(govConn)
 	if _, err := retryWrite(ctx, func() (*kv1.GovernanceTenant, error) {
-		return gov.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "demo-tenant", Tenant: "acme", AnchorUri: d.anchorURI, Regions: []string{devRegionName}})
+		return gov.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: "demo-tenant", Tenant: "acme", AnchorUri: d.anchorURI, Regions: []string{devRegionName}, OwnerPublicKey: ownerPub})
 	}); err != nil {
 		return err
 	}
@@ -796,9 +809,13 @@ func (d *devRegion) demoGovernanceKillSwitch(ctx context.Context, gov kv1.Govern
 		}
 		say("%s refuses acme: %s", d.cfgs[i].NodeID, status.Convert(err).Message())
 	}
-	step("set the pointer again: the region checks that the anchor opens the sealed tenant keys, then serves")
+	step("the tenant's owner signs a consent and governance sets the pointer again: the region checks that the anchor opens the sealed tenant keys, then serves")
+	consent, err := d.ownerConsent("acme", d.anchorURI, "demo-restore")
+	if err != nil {
+		return err
+	}
 	if _, err := retryWrite(ctx, func() (*kv1.GovernanceTenant, error) {
-		return gov.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: "demo-restore", Tenant: "acme", AnchorUri: d.anchorURI})
+		return gov.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: "demo-restore", Tenant: "acme", AnchorUri: d.anchorURI, Consent: consent})
 	}); err != nil {
 		return err
 	}
@@ -876,4 +893,38 @@ func retryWrite[T any](ctx context.Context, call func() (T, error)) (T, error) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// devOwnerKey is the file, in the dev directory, of the demo tenants' owner key (its public key
+// beside it, .pub): moving a tenant's anchor needs its consent (`krypton owner consent`).
+const devOwnerKey = "owner.key"
+
+// ownerKey returns the demo tenants' owner public key, made on the first run (kept with -keep).
+func (d *devRegion) ownerKey() (string, error) {
+	path := filepath.Join(d.dir, devOwnerKey)
+	if pub, err := os.ReadFile(path + ".pub"); err == nil {
+		return string(pub), nil
+	}
+	priv, pub, err := owner.GenerateKey()
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(path, priv, 0o600); err != nil {
+		return "", err
+	}
+	return string(pub), os.WriteFile(path+".pub", pub, 0o644)
+}
+
+// ownerConsent signs, with the demo owner key, the consent to set tenant's anchor to uri under rid.
+func (d *devRegion) ownerConsent(tenant, uri, rid string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(d.dir, devOwnerKey))
+	if err != nil {
+		return "", err
+	}
+	signer, err := owner.ParsePrivateKey(b)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	return signer.Sign(owner.Statement{Tenant: tenant, Op: owner.OpSetAnchor, Anchor: uri, RequestID: rid, Issued: now.Unix(), Expires: now.Add(time.Hour).Unix()})
 }

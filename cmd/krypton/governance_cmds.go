@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/kryptonkms/krypton/governance"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/internal/pki"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -170,7 +171,7 @@ func tenantCommandWithGovernance() *command {
 			t.sub[i] = dualCommand(sub, g)
 		}
 	}
-	t.sub = append(t.sub, govSetAnchorCommand(), govDeleteAnchorCommand(), govTenantResyncCommand())
+	t.sub = append(t.sub, govSetAnchorCommand(), govDeleteAnchorCommand(), govSetOwnerCommand(), govTenantResyncCommand())
 	t.synopsis = "create, list, describe, lock, unlock and rekey tenants; set and delete their anchor, resync them (governance)"
 	return t
 }
@@ -187,6 +188,7 @@ func govTenantText(w io.Writer, t *kv1.GovernanceTenant, extra ...[]string) erro
 		{"Regions:", strings.Join(t.GetRegions(), ", ")},
 		{"Created:", timeText(t.GetCreatedAt())},
 		{"Last event:", strconv.FormatUint(t.GetCursor(), 10)},
+		{"Owner key:", ownerKeyText(t.GetOwnerKeyFingerprint())},
 	}
 	if t.GetAnchorDeletedAt() != nil {
 		rows = append(rows, []string{"Anchor deleted:", timeText(t.GetAnchorDeletedAt())})
@@ -195,7 +197,7 @@ func govTenantText(w io.Writer, t *kv1.GovernanceTenant, extra ...[]string) erro
 }
 
 func govTenantCreateCommand() *command {
-	var anchorURI, regions string
+	var anchorURI, regions, ownerPub, ownerPEM string
 	return govCommand(clientSpec{
 		name: "create", synopsis: "create a tenant at governance", usage: "-anchor <uri> -regions <r1,r2> <tenant>",
 		help: "Creates <tenant> at governance with its L1 anchor URI and the regions it may live in; every one of those regions " +
@@ -204,6 +206,7 @@ func govTenantCreateCommand() *command {
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&anchorURI, "anchor", "", "the tenant's L1 anchor URI (required)")
 			fs.StringVar(&regions, "regions", "", "regions the tenant may live in, comma-separated (governance only; required there)")
+			fs.StringVar(&ownerPub, "owner-pub", "", "the tenant owner's public key file (`krypton owner keygen`); without one the anchor can never be moved until one is registered (governance only)")
 		},
 		check: func(fs *flag.FlagSet) error {
 			if err := nargs(fs, 1, 1, "-anchor <uri> -regions <r1,r2> <tenant>"); err != nil {
@@ -215,10 +218,12 @@ func govTenantCreateCommand() *command {
 			if len(splitList(regions)) == 0 {
 				return usagef("%s: -regions is required at governance", cmdName(fs))
 			}
-			return nil
+			var err error
+			ownerPEM, err = readOwnerPub(ownerPub)
+			return err
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			t, err := c.gov().CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Regions: splitList(regions)})
+			t, err := c.gov().CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Regions: splitList(regions), OwnerPublicKey: ownerPEM})
 			if err != nil {
 				return err
 			}
@@ -378,26 +383,34 @@ func govTenantUnlockCommand() *command {
 }
 
 func govSetAnchorCommand() *command {
-	var anchorURI string
+	var anchorURI, consentPath, consent string
 	return govCommand(clientSpec{
-		name: "set-anchor", synopsis: "point a tenant at a (new) L1 anchor (governance)", usage: "-anchor <uri> <tenant>",
+		name: "set-anchor", synopsis: "point a tenant at a (new) L1 anchor (governance)", usage: "-anchor <uri> -consent <file> <tenant>",
 		help: "Sets <tenant>'s L1 anchor URI at governance; every region of the tenant follows. After `tenant delete-anchor` " +
-			"it turns the kill switch off: regions unseal the tenant's keys again and every blob wrapped before still unwraps.",
+			"it turns the kill switch off: regions unseal the tenant's keys again and every blob wrapped before still unwraps. " +
+			"It needs the tenant owner's consent (-consent), which the owner makes with `krypton owner consent -op set-anchor`; " +
+			"the change is sent under the request id the consent names.",
 		write: true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&anchorURI, "anchor", "", "the tenant's L1 anchor URI (required)")
+			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file (`krypton owner consent`; required)")
 		},
 		check: func(fs *flag.FlagSet) error {
-			if err := nargs(fs, 1, 1, "-anchor <uri> <tenant>"); err != nil {
+			if err := nargs(fs, 1, 1, "-anchor <uri> -consent <file> <tenant>"); err != nil {
 				return err
 			}
 			if anchorURI == "" {
 				return usagef("%s: -anchor is required", cmdName(fs))
 			}
-			return nil
+			if consentPath == "" {
+				return usagef("%s: -consent is required: the tenant's owner makes one with `krypton owner consent -key <owner.key> -op set-anchor -anchor <uri> -out consent.jws %s`", cmdName(fs), fs.Arg(0))
+			}
+			var err error
+			consent, err = consentFlag(fs, consentPath)
+			return err
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			t, err := c.gov().SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI})
+			t, err := c.gov().SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Consent: consent})
 			if err != nil {
 				return err
 			}
@@ -985,4 +998,62 @@ func governanceServerCommand() *command {
 			return n.Close()
 		},
 	}
+}
+
+func ownerKeyText(fp string) string {
+	if fp == "" {
+		return "none (the anchor cannot be moved until one is registered: tenant set-owner)"
+	}
+	return fp
+}
+
+// readOwnerPub reads an owner public key file ("" for none) and checks it.
+func readOwnerPub(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	if _, err := owner.ParsePublicKey(string(b)); err != nil {
+		return "", fmt.Errorf("%s: %v", path, err)
+	}
+	return string(b), nil
+}
+
+func govSetOwnerCommand() *command {
+	var ownerPub, ownerPEM, consentPath, consent string
+	return govCommand(clientSpec{
+		name: "set-owner", synopsis: "register or replace a tenant's owner key (governance)", usage: "-owner-pub <file> [-consent <file>] <tenant>",
+		help: "Registers <tenant>'s owner public key at governance, whose consent moving the anchor needs. The first key of a " +
+			"tenant without one is registered on the operator's word (and audited); replacing a key needs a consent by the " +
+			"current one: `krypton owner consent -op set-owner -owner-pub <new.pub>`.",
+		write: true,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&ownerPub, "owner-pub", "", "the owner public key file (`krypton owner keygen`; required)")
+			fs.StringVar(&consentPath, "consent", "", "the current owner's consent, when replacing a key")
+		},
+		check: func(fs *flag.FlagSet) error {
+			if err := nargs(fs, 1, 1, "-owner-pub <file> [-consent <file>] <tenant>"); err != nil {
+				return err
+			}
+			if ownerPub == "" {
+				return usagef("%s: -owner-pub is required", cmdName(fs))
+			}
+			var err error
+			if ownerPEM, err = readOwnerPub(ownerPub); err != nil {
+				return err
+			}
+			consent, err = consentFlag(fs, consentPath)
+			return err
+		},
+		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
+			t, err := c.gov().SetOwnerKey(ctx, &kv1.SetOwnerKeyRequest{RequestId: c.requestID, Tenant: fs.Arg(0), OwnerPublicKey: ownerPEM, Consent: consent})
+			if err != nil {
+				return err
+			}
+			return c.output(s.out, t, func(w io.Writer) error { return govTenantText(w, t) })
+		},
+	})
 }

@@ -32,6 +32,7 @@ func rootCommand() *command {
 			benchCommand(),
 			auditCommand(),
 			governanceCommand(),
+			ownerCommand(),
 			serviceCommand(),
 			policyCommand(),
 			revokeCommand(),

@@ -21,7 +21,9 @@
 //	g.NodeClient(i, region, nodeID) // ... with a node certificate naming region (the feed's caller)
 //	g.OperatorConfig() / g.NodeConfig(region, nodeID) // transport.ClientConfig to dial any node
 //	g.Context(d)               // a context ending after d or with the test
-//	g.CreateTenant(tenant, anchorURI, regions...) // a tenant, through the leader
+//	g.CreateTenant(tenant, anchorURI, regions...) // a tenant, through the leader, owned by g.Owner
+//	g.Owner                    // *ownertest.Key: the tenants' owner key (CreateTenant registers it)
+//	g.SetAnchor(tenant, anchorURI) // SetAnchor with g.Owner's consent, through the leader
 //	governancetest.RequestID() // a request id unique in the process
 //
 // Everything stops when the test ends (t.Cleanup). The file:// development
@@ -45,6 +47,8 @@ import (
 	"github.com/kryptonkms/krypton/cluster/clustertest"
 	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/internal/netutil"
+	"github.com/kryptonkms/krypton/internal/owner"
+	"github.com/kryptonkms/krypton/internal/owner/ownertest"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -55,6 +59,7 @@ type Cluster struct {
 	t     testing.TB
 	Dir   string
 	CA    *pki.CA
+	Owner *ownertest.Key     // the owner key CreateTenant registers
 	Nodes []*governance.Node // nil while killed
 	Cfgs  []governance.Config
 
@@ -98,7 +103,7 @@ func WithClusterConfig(f func(*cluster.Config)) Option { return func(o *options)
 // a leader is elected and every node has caught up with it.
 func Start(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, Dir: t.TempDir()}
+	c := &Cluster{t: t, Dir: t.TempDir(), Owner: ownertest.New(t)}
 	c.opts.heartbeat = 200 * time.Millisecond
 	for _, o := range opts {
 		o(&c.opts)
@@ -346,10 +351,25 @@ func (c *Cluster) CreateTenant(tenant, anchorURI string, regions ...string) *kv1
 	c.t.Helper()
 	i := c.WaitLeader()
 	t, err := c.Client(i).CreateTenant(c.Context(20*time.Second), &kv1.GovernanceCreateTenantRequest{
-		RequestId: RequestID(), Tenant: tenant, AnchorUri: anchorURI, Regions: regions,
+		RequestId: RequestID(), Tenant: tenant, AnchorUri: anchorURI, Regions: regions, OwnerPublicKey: c.Owner.Public,
 	})
 	if err != nil {
 		c.t.Fatalf("creating tenant: %v", err)
+	}
+	return t
+}
+
+// SetAnchor points a tenant at anchorURI with g.Owner's consent, through the leader, and fails
+// the test on error.
+func (c *Cluster) SetAnchor(tenant, anchorURI string) *kv1.GovernanceTenant {
+	c.t.Helper()
+	id := RequestID()
+	consent := c.Owner.Consent(c.t, owner.Statement{Tenant: tenant, Op: owner.OpSetAnchor, Anchor: anchorURI, RequestID: id})
+	t, err := c.Client(c.WaitLeader()).SetAnchor(c.Context(20*time.Second), &kv1.SetAnchorRequest{
+		RequestId: id, Tenant: tenant, AnchorUri: anchorURI, Consent: consent,
+	})
+	if err != nil {
+		c.t.Fatalf("setting the anchor: %v", err)
 	}
 	return t
 }

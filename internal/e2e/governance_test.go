@@ -20,6 +20,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor/file"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/governance/governancetest"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/region/regiontest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -232,7 +233,8 @@ func testKillSwitch(t *testing.T, p *planes) {
 	var cursor uint64
 	id = governancetest.RequestID()
 	p.gov("set a wrong anchor", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
-		tn, err := c.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: id, Tenant: "kill", AnchorUri: other})
+		tn, err := c.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: id, Tenant: "kill", AnchorUri: other,
+			Consent: p.g.Owner.Consent(t, owner.Statement{Tenant: "kill", Op: owner.OpSetAnchor, Anchor: other, RequestID: id})})
 		cursor = tn.GetCursor()
 		return err
 	})
@@ -249,7 +251,8 @@ func testKillSwitch(t *testing.T, p *planes) {
 	// The right pointer again: every node serves, every blob opens.
 	id = governancetest.RequestID()
 	p.gov("set the anchor back", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
-		_, err := c.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: id, Tenant: "kill", AnchorUri: p.eu.Anchor})
+		_, err := c.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: id, Tenant: "kill", AnchorUri: p.eu.Anchor,
+			Consent: p.g.Owner.Consent(t, owner.Statement{Tenant: "kill", Op: owner.OpSetAnchor, Anchor: p.eu.Anchor, RequestID: id})})
 		return err
 	})
 	for _, w := range blobs {
@@ -272,7 +275,10 @@ func testKillSwitch(t *testing.T, p *planes) {
 			var deleted, set int
 			for i := range r.Nodes {
 				deleted += len(auditLines(t, r, i, `"kind":"tenant.anchor-delete"`, `"tenant":"kill"`))
-				set += len(auditLines(t, r, i, `"kind":"tenant.anchor-set"`, `"tenant":"kill"`))
+				// The lift's record names the old anchor (deleted), the new one and the owner key that
+				// consented (issue 14, finding 4).
+				set += len(auditLines(t, r, i, `"kind":"tenant.anchor-set"`, `"tenant":"kill"`, `"old-anchor":"(deleted: this lifts the kill switch)"`,
+					`"anchor":"`+p.eu.Anchor+`"`, `"owner-key":"`+p.g.Owner.Fingerprint()+`"`))
 			}
 			return deleted > 0 && set > 0
 		})

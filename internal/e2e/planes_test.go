@@ -133,7 +133,7 @@ func (p *planes) createTenantOn(tenant, anchorURI string, services ...string) {
 	p.t.Helper()
 	id := governancetest.RequestID()
 	p.gov("create tenant "+tenant, func(ctx context.Context, c kv1.GovernanceServiceClient) error {
-		_, err := c.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: id, Tenant: tenant, AnchorUri: anchorURI, Regions: []string{"eu", "us"}})
+		_, err := c.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: id, Tenant: tenant, AnchorUri: anchorURI, Regions: []string{"eu", "us"}, OwnerPublicKey: p.g.Owner.Public})
 		return err
 	})
 	p.createServices(tenant, services...)

@@ -1499,9 +1499,12 @@ type Tenant struct {
 	LockedReason string                 `protobuf:"bytes,6,opt,name=locked_reason,json=lockedReason,proto3" json:"locked_reason,omitempty"`
 	LockedAt     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=locked_at,json=lockedAt,proto3" json:"locked_at,omitempty"`
 	// Number of services with a key.
-	ServiceCount  uint32 `protobuf:"varint,8,opt,name=service_count,json=serviceCount,proto3" json:"service_count,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	ServiceCount uint32 `protobuf:"varint,8,opt,name=service_count,json=serviceCount,proto3" json:"service_count,omitempty"`
+	// The tenant owner key's fingerprint ("sha256:" and its RFC 7638 JWK
+	// thumbprint); empty if the tenant has none.
+	OwnerKeyFingerprint string `protobuf:"bytes,9,opt,name=owner_key_fingerprint,json=ownerKeyFingerprint,proto3" json:"owner_key_fingerprint,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
@@ -1590,13 +1593,24 @@ func (x *Tenant) GetServiceCount() uint32 {
 	return 0
 }
 
+func (x *Tenant) GetOwnerKeyFingerprint() string {
+	if x != nil {
+		return x.OwnerKeyFingerprint
+	}
+	return ""
+}
+
 type CreateTenantRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Tenant        string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	AnchorUri     string                 `protobuf:"bytes,3,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	AnchorUri string                 `protobuf:"bytes,3,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
+	// The tenant owner's public key (PKIX PEM, Ed25519 or ECDSA P-256), whose
+	// consent RekeyTenant needs. Optional, but a tenant without one cannot be
+	// rekeyed.
+	OwnerPublicKey string `protobuf:"bytes,4,opt,name=owner_public_key,json=ownerPublicKey,proto3" json:"owner_public_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *CreateTenantRequest) Reset() {
@@ -1646,6 +1660,13 @@ func (x *CreateTenantRequest) GetTenant() string {
 func (x *CreateTenantRequest) GetAnchorUri() string {
 	if x != nil {
 		return x.AnchorUri
+	}
+	return ""
+}
+
+func (x *CreateTenantRequest) GetOwnerPublicKey() string {
+	if x != nil {
+		return x.OwnerPublicKey
 	}
 	return ""
 }
@@ -2573,7 +2594,10 @@ type RekeyTenantRequest struct {
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	// The new L1 anchor URI.
-	AnchorUri     string `protobuf:"bytes,3,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
+	AnchorUri string `protobuf:"bytes,3,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
+	// The tenant owner's consent: a compact JWS by the owner key over
+	// {tenant, op "rekey", anchor, region, request_id, iat, exp}.
+	Consent       string `protobuf:"bytes,4,opt,name=consent,proto3" json:"consent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2625,6 +2649,13 @@ func (x *RekeyTenantRequest) GetTenant() string {
 func (x *RekeyTenantRequest) GetAnchorUri() string {
 	if x != nil {
 		return x.AnchorUri
+	}
+	return ""
+}
+
+func (x *RekeyTenantRequest) GetConsent() string {
+	if x != nil {
+		return x.Consent
 	}
 	return ""
 }
@@ -2720,7 +2751,7 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12/\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x19.krypton.v1.SnapshotChunkR\x05chunk\"/\n" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"\xd6\x02\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x8a\x03\n" +
 	"\x06Tenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -2731,13 +2762,15 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12#\n" +
 	"\rlocked_reason\x18\x06 \x01(\tR\flockedReason\x127\n" +
 	"\tlocked_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blockedAt\x12#\n" +
-	"\rservice_count\x18\b \x01(\rR\fserviceCount\"k\n" +
+	"\rservice_count\x18\b \x01(\rR\fserviceCount\x122\n" +
+	"\x15owner_key_fingerprint\x18\t \x01(\tR\x13ownerKeyFingerprint\"\x95\x01\n" +
 	"\x13CreateTenantRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1d\n" +
 	"\n" +
-	"anchor_uri\x18\x03 \x01(\tR\tanchorUri\"P\n" +
+	"anchor_uri\x18\x03 \x01(\tR\tanchorUri\x12(\n" +
+	"\x10owner_public_key\x18\x04 \x01(\tR\x0eownerPublicKey\"P\n" +
 	"\x12ListTenantsRequest\x12\x1b\n" +
 	"\tpage_size\x18\x01 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
@@ -2805,13 +2838,14 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\x13UnlockTenantRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
-	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"j\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"\x84\x01\n" +
 	"\x12RekeyTenantRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1d\n" +
 	"\n" +
-	"anchor_uri\x18\x03 \x01(\tR\tanchorUri*\x91\x01\n" +
+	"anchor_uri\x18\x03 \x01(\tR\tanchorUri\x12\x18\n" +
+	"\aconsent\x18\x04 \x01(\tR\aconsent*\x91\x01\n" +
 	"\fMemberStatus\x12\x1d\n" +
 	"\x19MEMBER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATUS_ALIVE\x10\x01\x12\x19\n" +

@@ -192,11 +192,17 @@ type AdminServiceClient interface {
 	// L2 itself does not change, so no wrapped L3 or L4 anywhere needs
 	// rewrapping. The new anchor must pass a seal/unseal round trip first.
 	//
+	// It needs the tenant owner's consent (consent), signed by the owner key
+	// registered with CreateTenant, which the operator does not hold: `krypton
+	// owner consent -op rekey` (docs/security.md, "Tenant owner consent").
+	//
 	// Errors: INVALID_ARGUMENT for a malformed or unknown-scheme anchor_uri (or
-	// a file:// anchor on a node that does not allow development anchors);
-	// NOT_FOUND for an unknown tenant; FAILED_PRECONDITION if the tenant is
-	// revoked, its anchor was deleted, or either anchor denies access;
-	// UNAVAILABLE if an anchor could not be reached.
+	// a file:// anchor on a node that does not allow development anchors) or
+	// a malformed consent; PERMISSION_DENIED for a missing, wrongly signed,
+	// mismatched, expired or already used consent; NOT_FOUND for an unknown
+	// tenant; FAILED_PRECONDITION if the tenant is revoked, has no owner key,
+	// its anchor was deleted, or either anchor denies access; UNAVAILABLE if
+	// an anchor could not be reached.
 	RekeyTenant(ctx context.Context, in *RekeyTenantRequest, opts ...grpc.CallOption) (*Tenant, error)
 }
 
@@ -569,11 +575,17 @@ type AdminServiceServer interface {
 	// L2 itself does not change, so no wrapped L3 or L4 anywhere needs
 	// rewrapping. The new anchor must pass a seal/unseal round trip first.
 	//
+	// It needs the tenant owner's consent (consent), signed by the owner key
+	// registered with CreateTenant, which the operator does not hold: `krypton
+	// owner consent -op rekey` (docs/security.md, "Tenant owner consent").
+	//
 	// Errors: INVALID_ARGUMENT for a malformed or unknown-scheme anchor_uri (or
-	// a file:// anchor on a node that does not allow development anchors);
-	// NOT_FOUND for an unknown tenant; FAILED_PRECONDITION if the tenant is
-	// revoked, its anchor was deleted, or either anchor denies access;
-	// UNAVAILABLE if an anchor could not be reached.
+	// a file:// anchor on a node that does not allow development anchors) or
+	// a malformed consent; PERMISSION_DENIED for a missing, wrongly signed,
+	// mismatched, expired or already used consent; NOT_FOUND for an unknown
+	// tenant; FAILED_PRECONDITION if the tenant is revoked, has no owner key,
+	// its anchor was deleted, or either anchor denies access; UNAVAILABLE if
+	// an anchor could not be reached.
 	RekeyTenant(context.Context, *RekeyTenantRequest) (*Tenant, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }

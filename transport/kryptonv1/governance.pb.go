@@ -368,9 +368,12 @@ type GovernanceTenant struct {
 	// When DeleteAnchor removed the anchor; unset otherwise.
 	AnchorDeletedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=anchor_deleted_at,json=anchorDeletedAt,proto3" json:"anchor_deleted_at,omitempty"`
 	// Cursor of the last event that changed this tenant.
-	Cursor        uint64 `protobuf:"varint,7,opt,name=cursor,proto3" json:"cursor,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Cursor uint64 `protobuf:"varint,7,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// The tenant owner key's fingerprint ("sha256:" and its RFC 7638 JWK
+	// thumbprint); empty if the tenant has none.
+	OwnerKeyFingerprint string `protobuf:"bytes,8,opt,name=owner_key_fingerprint,json=ownerKeyFingerprint,proto3" json:"owner_key_fingerprint,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *GovernanceTenant) Reset() {
@@ -452,15 +455,26 @@ func (x *GovernanceTenant) GetCursor() uint64 {
 	return 0
 }
 
+func (x *GovernanceTenant) GetOwnerKeyFingerprint() string {
+	if x != nil {
+		return x.OwnerKeyFingerprint
+	}
+	return ""
+}
+
 type GovernanceCreateTenantRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	AnchorUri string                 `protobuf:"bytes,3,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
 	// At least one region.
-	Regions       []string `protobuf:"bytes,4,rep,name=regions,proto3" json:"regions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Regions []string `protobuf:"bytes,4,rep,name=regions,proto3" json:"regions,omitempty"`
+	// The tenant owner's public key (PKIX PEM, Ed25519 or ECDSA P-256), whose
+	// consent SetAnchor needs. Optional, but a tenant without one cannot have
+	// its anchor moved until one is registered (SetOwnerKey).
+	OwnerPublicKey string `protobuf:"bytes,5,opt,name=owner_public_key,json=ownerPublicKey,proto3" json:"owner_public_key,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GovernanceCreateTenantRequest) Reset() {
@@ -519,6 +533,13 @@ func (x *GovernanceCreateTenantRequest) GetRegions() []string {
 		return x.Regions
 	}
 	return nil
+}
+
+func (x *GovernanceCreateTenantRequest) GetOwnerPublicKey() string {
+	if x != nil {
+		return x.OwnerPublicKey
+	}
+	return ""
 }
 
 type GetTenantRequest struct {
@@ -670,10 +691,13 @@ func (x *GovernanceListTenantsResponse) GetNextPageToken() string {
 }
 
 type SetAnchorRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Tenant        string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	AnchorUri     string                 `protobuf:"bytes,3,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	AnchorUri string                 `protobuf:"bytes,3,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
+	// The tenant owner's consent: a compact JWS by the owner key over
+	// {tenant, op "set-anchor", anchor, request_id, iat, exp}.
+	Consent       string `protobuf:"bytes,4,opt,name=consent,proto3" json:"consent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -729,6 +753,85 @@ func (x *SetAnchorRequest) GetAnchorUri() string {
 	return ""
 }
 
+func (x *SetAnchorRequest) GetConsent() string {
+	if x != nil {
+		return x.Consent
+	}
+	return ""
+}
+
+type SetOwnerKeyRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// The new owner public key (PKIX PEM, Ed25519 or ECDSA P-256).
+	OwnerPublicKey string `protobuf:"bytes,3,opt,name=owner_public_key,json=ownerPublicKey,proto3" json:"owner_public_key,omitempty"`
+	// Required if the tenant has an owner key: a consent by it over {tenant,
+	// op "set-owner", owner_key (the new key's fingerprint), request_id, iat,
+	// exp}.
+	Consent       string `protobuf:"bytes,4,opt,name=consent,proto3" json:"consent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetOwnerKeyRequest) Reset() {
+	*x = SetOwnerKeyRequest{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetOwnerKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetOwnerKeyRequest) ProtoMessage() {}
+
+func (x *SetOwnerKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetOwnerKeyRequest.ProtoReflect.Descriptor instead.
+func (*SetOwnerKeyRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SetOwnerKeyRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SetOwnerKeyRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SetOwnerKeyRequest) GetOwnerPublicKey() string {
+	if x != nil {
+		return x.OwnerPublicKey
+	}
+	return ""
+}
+
+func (x *SetOwnerKeyRequest) GetConsent() string {
+	if x != nil {
+		return x.Consent
+	}
+	return ""
+}
+
 type DeleteAnchorRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -743,7 +846,7 @@ type DeleteAnchorRequest struct {
 
 func (x *DeleteAnchorRequest) Reset() {
 	*x = DeleteAnchorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[10]
+	mi := &file_krypton_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +858,7 @@ func (x *DeleteAnchorRequest) String() string {
 func (*DeleteAnchorRequest) ProtoMessage() {}
 
 func (x *DeleteAnchorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[10]
+	mi := &file_krypton_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +871,7 @@ func (x *DeleteAnchorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAnchorRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAnchorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *DeleteAnchorRequest) GetRequestId() string {
@@ -811,7 +914,7 @@ type DeleteAnchorResponse struct {
 
 func (x *DeleteAnchorResponse) Reset() {
 	*x = DeleteAnchorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[11]
+	mi := &file_krypton_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +926,7 @@ func (x *DeleteAnchorResponse) String() string {
 func (*DeleteAnchorResponse) ProtoMessage() {}
 
 func (x *DeleteAnchorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[11]
+	mi := &file_krypton_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +939,7 @@ func (x *DeleteAnchorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAnchorResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAnchorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DeleteAnchorResponse) GetEvent() *RevocationEvent {
@@ -870,7 +973,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[12]
+	mi := &file_krypton_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -882,7 +985,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[12]
+	mi := &file_krypton_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -895,7 +998,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Policy) GetTenant() string {
@@ -944,7 +1047,7 @@ type PolicyRule struct {
 
 func (x *PolicyRule) Reset() {
 	*x = PolicyRule{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[13]
+	mi := &file_krypton_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -956,7 +1059,7 @@ func (x *PolicyRule) String() string {
 func (*PolicyRule) ProtoMessage() {}
 
 func (x *PolicyRule) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[13]
+	mi := &file_krypton_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -969,7 +1072,7 @@ func (x *PolicyRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRule.ProtoReflect.Descriptor instead.
 func (*PolicyRule) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PolicyRule) GetCaller() string {
@@ -1008,7 +1111,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[14]
+	mi := &file_krypton_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1020,7 +1123,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[14]
+	mi := &file_krypton_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1033,7 +1136,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetPolicyRequest) GetRequestId() string {
@@ -1066,7 +1169,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[15]
+	mi := &file_krypton_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1181,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[15]
+	mi := &file_krypton_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1194,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *GetPolicyRequest) GetTenant() string {
@@ -1118,7 +1221,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[16]
+	mi := &file_krypton_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +1233,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[16]
+	mi := &file_krypton_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1246,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *RevokeRequest) GetRequestId() string {
@@ -1197,7 +1300,7 @@ type BlastRadius struct {
 
 func (x *BlastRadius) Reset() {
 	*x = BlastRadius{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[17]
+	mi := &file_krypton_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1312,7 @@ func (x *BlastRadius) String() string {
 func (*BlastRadius) ProtoMessage() {}
 
 func (x *BlastRadius) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[17]
+	mi := &file_krypton_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1325,7 @@ func (x *BlastRadius) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlastRadius.ProtoReflect.Descriptor instead.
 func (*BlastRadius) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BlastRadius) GetTenants() []string {
@@ -1267,7 +1370,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[18]
+	mi := &file_krypton_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1382,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[18]
+	mi := &file_krypton_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1395,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevokeResponse) GetBlastRadius() *BlastRadius {
@@ -1328,7 +1431,7 @@ type GovernanceLockTenantRequest struct {
 
 func (x *GovernanceLockTenantRequest) Reset() {
 	*x = GovernanceLockTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[19]
+	mi := &file_krypton_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1340,7 +1443,7 @@ func (x *GovernanceLockTenantRequest) String() string {
 func (*GovernanceLockTenantRequest) ProtoMessage() {}
 
 func (x *GovernanceLockTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[19]
+	mi := &file_krypton_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1353,7 +1456,7 @@ func (x *GovernanceLockTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceLockTenantRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceLockTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GovernanceLockTenantRequest) GetRequestId() string {
@@ -1387,7 +1490,7 @@ type GovernanceUnlockTenantRequest struct {
 
 func (x *GovernanceUnlockTenantRequest) Reset() {
 	*x = GovernanceUnlockTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[20]
+	mi := &file_krypton_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1399,7 +1502,7 @@ func (x *GovernanceUnlockTenantRequest) String() string {
 func (*GovernanceUnlockTenantRequest) ProtoMessage() {}
 
 func (x *GovernanceUnlockTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[20]
+	mi := &file_krypton_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1412,7 +1515,7 @@ func (x *GovernanceUnlockTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceUnlockTenantRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceUnlockTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *GovernanceUnlockTenantRequest) GetRequestId() string {
@@ -1443,7 +1546,7 @@ type ResyncTenantRequest struct {
 
 func (x *ResyncTenantRequest) Reset() {
 	*x = ResyncTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	mi := &file_krypton_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1455,7 +1558,7 @@ func (x *ResyncTenantRequest) String() string {
 func (*ResyncTenantRequest) ProtoMessage() {}
 
 func (x *ResyncTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	mi := &file_krypton_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1468,7 +1571,7 @@ func (x *ResyncTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncTenantRequest.ProtoReflect.Descriptor instead.
 func (*ResyncTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ResyncTenantRequest) GetRequestId() string {
@@ -1511,7 +1614,7 @@ type ResyncTenantResponse struct {
 
 func (x *ResyncTenantResponse) Reset() {
 	*x = ResyncTenantResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	mi := &file_krypton_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1523,7 +1626,7 @@ func (x *ResyncTenantResponse) String() string {
 func (*ResyncTenantResponse) ProtoMessage() {}
 
 func (x *ResyncTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	mi := &file_krypton_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1536,7 +1639,7 @@ func (x *ResyncTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncTenantResponse.ProtoReflect.Descriptor instead.
 func (*ResyncTenantResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ResyncTenantResponse) GetEvent() *RevocationEvent {
@@ -1607,14 +1710,18 @@ type RevocationEvent struct {
 	Services []string `protobuf:"bytes,10,rep,name=services,proto3" json:"services,omitempty"`
 	// For RESYNC_TENANT: whether governance has the tenant locked
 	// (LockTenant).
-	Locked        bool `protobuf:"varint,11,opt,name=locked,proto3" json:"locked,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Locked bool `protobuf:"varint,11,opt,name=locked,proto3" json:"locked,omitempty"`
+	// For SET_ANCHOR: the fingerprint of the owner key whose consent allowed
+	// the change (empty for a change made before owner keys), for the
+	// regions' audit log.
+	OwnerKeyFingerprint string `protobuf:"bytes,12,opt,name=owner_key_fingerprint,json=ownerKeyFingerprint,proto3" json:"owner_key_fingerprint,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[23]
+	mi := &file_krypton_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1733,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[23]
+	mi := &file_krypton_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1746,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *RevocationEvent) GetCursor() uint64 {
@@ -1719,6 +1826,13 @@ func (x *RevocationEvent) GetLocked() bool {
 	return false
 }
 
+func (x *RevocationEvent) GetOwnerKeyFingerprint() string {
+	if x != nil {
+		return x.OwnerKeyFingerprint
+	}
+	return ""
+}
+
 type WatchRevocationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stream events with a cursor greater than this; 0 for the whole log.
@@ -1733,7 +1847,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[24]
+	mi := &file_krypton_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1859,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[24]
+	mi := &file_krypton_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1872,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *WatchRevocationsRequest) GetAfterCursor() uint64 {
@@ -1790,7 +1904,7 @@ type WatchRevocationsResponse struct {
 
 func (x *WatchRevocationsResponse) Reset() {
 	*x = WatchRevocationsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[25]
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1802,7 +1916,7 @@ func (x *WatchRevocationsResponse) String() string {
 func (*WatchRevocationsResponse) ProtoMessage() {}
 
 func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[25]
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1815,7 +1929,7 @@ func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchRevocationsResponse) GetEvents() []*RevocationEvent {
@@ -1861,7 +1975,7 @@ type ReportCursorRequest struct {
 
 func (x *ReportCursorRequest) Reset() {
 	*x = ReportCursorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +1987,7 @@ func (x *ReportCursorRequest) String() string {
 func (*ReportCursorRequest) ProtoMessage() {}
 
 func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2000,7 @@ func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorRequest.ProtoReflect.Descriptor instead.
 func (*ReportCursorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ReportCursorRequest) GetRegion() string {
@@ -1941,7 +2055,7 @@ type ReportCursorResponse struct {
 
 func (x *ReportCursorResponse) Reset() {
 	*x = ReportCursorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2067,7 @@ func (x *ReportCursorResponse) String() string {
 func (*ReportCursorResponse) ProtoMessage() {}
 
 func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2080,7 @@ func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorResponse.ProtoReflect.Descriptor instead.
 func (*ReportCursorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ReportCursorResponse) GetRecordedCursor() uint64 {
@@ -1984,7 +2098,7 @@ type GovernanceStatusRequest struct {
 
 func (x *GovernanceStatusRequest) Reset() {
 	*x = GovernanceStatusRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1996,7 +2110,7 @@ func (x *GovernanceStatusRequest) String() string {
 func (*GovernanceStatusRequest) ProtoMessage() {}
 
 func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2009,7 +2123,7 @@ func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 // RegionCursor is how far one region has applied the governance log.
@@ -2030,7 +2144,7 @@ type RegionCursor struct {
 
 func (x *RegionCursor) Reset() {
 	*x = RegionCursor{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2042,7 +2156,7 @@ func (x *RegionCursor) String() string {
 func (*RegionCursor) ProtoMessage() {}
 
 func (x *RegionCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2055,7 +2169,7 @@ func (x *RegionCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionCursor.ProtoReflect.Descriptor instead.
 func (*RegionCursor) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RegionCursor) GetRegion() string {
@@ -2107,7 +2221,7 @@ type RegionLag struct {
 
 func (x *RegionLag) Reset() {
 	*x = RegionLag{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2119,7 +2233,7 @@ func (x *RegionLag) String() string {
 func (*RegionLag) ProtoMessage() {}
 
 func (x *RegionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2132,7 +2246,7 @@ func (x *RegionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionLag.ProtoReflect.Descriptor instead.
 func (*RegionLag) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegionLag) GetCursor() *RegionCursor {
@@ -2174,7 +2288,7 @@ type GovernanceStatusResponse struct {
 
 func (x *GovernanceStatusResponse) Reset() {
 	*x = GovernanceStatusResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2186,7 +2300,7 @@ func (x *GovernanceStatusResponse) String() string {
 func (*GovernanceStatusResponse) ProtoMessage() {}
 
 func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2199,7 +2313,7 @@ func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GovernanceStatusResponse) GetNodeId() string {
@@ -2276,7 +2390,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\x87\x01\n" +
 	"\x1eGovernanceListServicesResponse\x12=\n" +
 	"\bservices\x18\x01 \x03(\v2!.krypton.v1.GovernanceServiceInfoR\bservices\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa9\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xdd\x02\n" +
 	"\x10GovernanceTenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -2286,14 +2400,16 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12F\n" +
 	"\x11anchor_deleted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fanchorDeletedAt\x12\x16\n" +
-	"\x06cursor\x18\a \x01(\x04R\x06cursor\"\x8f\x01\n" +
+	"\x06cursor\x18\a \x01(\x04R\x06cursor\x122\n" +
+	"\x15owner_key_fingerprint\x18\b \x01(\tR\x13ownerKeyFingerprint\"\xb9\x01\n" +
 	"\x1dGovernanceCreateTenantRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1d\n" +
 	"\n" +
 	"anchor_uri\x18\x03 \x01(\tR\tanchorUri\x12\x18\n" +
-	"\aregions\x18\x04 \x03(\tR\aregions\"*\n" +
+	"\aregions\x18\x04 \x03(\tR\aregions\x12(\n" +
+	"\x10owner_public_key\x18\x05 \x01(\tR\x0eownerPublicKey\"*\n" +
 	"\x10GetTenantRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"Z\n" +
 	"\x1cGovernanceListTenantsRequest\x12\x1b\n" +
@@ -2302,13 +2418,20 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"\x7f\n" +
 	"\x1dGovernanceListTenantsResponse\x126\n" +
 	"\atenants\x18\x01 \x03(\v2\x1c.krypton.v1.GovernanceTenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"h\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x82\x01\n" +
 	"\x10SetAnchorRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1d\n" +
 	"\n" +
-	"anchor_uri\x18\x03 \x01(\tR\tanchorUri\"x\n" +
+	"anchor_uri\x18\x03 \x01(\tR\tanchorUri\x12\x18\n" +
+	"\aconsent\x18\x04 \x01(\tR\aconsent\"\x8f\x01\n" +
+	"\x12SetOwnerKeyRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12(\n" +
+	"\x10owner_public_key\x18\x03 \x01(\tR\x0eownerPublicKey\x12\x18\n" +
+	"\aconsent\x18\x04 \x01(\tR\aconsent\"x\n" +
 	"\x13DeleteAnchorRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -2371,7 +2494,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x04wait\x18\x04 \x01(\bR\x04wait\"}\n" +
 	"\x14ResyncTenantResponse\x121\n" +
 	"\x05event\x18\x01 \x01(\v2\x1b.krypton.v1.RevocationEventR\x05event\x122\n" +
-	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"\xfe\x02\n" +
+	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"\xb2\x03\n" +
 	"\x0fRevocationEvent\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x04R\x06cursor\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12)\n" +
@@ -2385,7 +2508,8 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x06policy\x18\t \x01(\v2\x12.krypton.v1.PolicyR\x06policy\x12\x1a\n" +
 	"\bservices\x18\n" +
 	" \x03(\tR\bservices\x12\x16\n" +
-	"\x06locked\x18\v \x01(\bR\x06locked\"T\n" +
+	"\x06locked\x18\v \x01(\bR\x06locked\x122\n" +
+	"\x15owner_key_fingerprint\x18\f \x01(\tR\x13ownerKeyFingerprint\"T\n" +
 	"\x17WatchRevocationsRequest\x12!\n" +
 	"\fafter_cursor\x18\x01 \x01(\x04R\vafterCursor\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\"p\n" +
@@ -2436,13 +2560,13 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x18EVENT_KIND_CREATE_TENANT\x10\t\x12\x1d\n" +
 	"\x19EVENT_KIND_CREATE_SERVICE\x10\n" +
 	"\x12\x1c\n" +
-	"\x18EVENT_KIND_RESYNC_TENANT\x10\v2\xc5\n" +
-	"\n" +
+	"\x18EVENT_KIND_RESYNC_TENANT\x10\v2\x92\v\n" +
 	"\x11GovernanceService\x12W\n" +
 	"\fCreateTenant\x12).krypton.v1.GovernanceCreateTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12G\n" +
 	"\tGetTenant\x12\x1c.krypton.v1.GetTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12b\n" +
 	"\vListTenants\x12(.krypton.v1.GovernanceListTenantsRequest\x1a).krypton.v1.GovernanceListTenantsResponse\x12G\n" +
-	"\tSetAnchor\x12\x1c.krypton.v1.SetAnchorRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12^\n" +
+	"\tSetAnchor\x12\x1c.krypton.v1.SetAnchorRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12K\n" +
+	"\vSetOwnerKey\x12\x1e.krypton.v1.SetOwnerKeyRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12^\n" +
 	"\rCreateService\x12*.krypton.v1.GovernanceCreateServiceRequest\x1a!.krypton.v1.GovernanceServiceInfo\x12e\n" +
 	"\fListServices\x12).krypton.v1.GovernanceListServicesRequest\x1a*.krypton.v1.GovernanceListServicesResponse\x12Q\n" +
 	"\fDeleteAnchor\x12\x1f.krypton.v1.DeleteAnchorRequest\x1a .krypton.v1.DeleteAnchorResponse\x12=\n" +
@@ -2470,7 +2594,7 @@ func file_krypton_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_krypton_v1_governance_proto_goTypes = []any{
 	(EventKind)(0),                         // 0: krypton.v1.EventKind
 	(*GovernanceServiceInfo)(nil),          // 1: krypton.v1.GovernanceServiceInfo
@@ -2483,100 +2607,103 @@ var file_krypton_v1_governance_proto_goTypes = []any{
 	(*GovernanceListTenantsRequest)(nil),   // 8: krypton.v1.GovernanceListTenantsRequest
 	(*GovernanceListTenantsResponse)(nil),  // 9: krypton.v1.GovernanceListTenantsResponse
 	(*SetAnchorRequest)(nil),               // 10: krypton.v1.SetAnchorRequest
-	(*DeleteAnchorRequest)(nil),            // 11: krypton.v1.DeleteAnchorRequest
-	(*DeleteAnchorResponse)(nil),           // 12: krypton.v1.DeleteAnchorResponse
-	(*Policy)(nil),                         // 13: krypton.v1.Policy
-	(*PolicyRule)(nil),                     // 14: krypton.v1.PolicyRule
-	(*SetPolicyRequest)(nil),               // 15: krypton.v1.SetPolicyRequest
-	(*GetPolicyRequest)(nil),               // 16: krypton.v1.GetPolicyRequest
-	(*RevokeRequest)(nil),                  // 17: krypton.v1.RevokeRequest
-	(*BlastRadius)(nil),                    // 18: krypton.v1.BlastRadius
-	(*RevokeResponse)(nil),                 // 19: krypton.v1.RevokeResponse
-	(*GovernanceLockTenantRequest)(nil),    // 20: krypton.v1.GovernanceLockTenantRequest
-	(*GovernanceUnlockTenantRequest)(nil),  // 21: krypton.v1.GovernanceUnlockTenantRequest
-	(*ResyncTenantRequest)(nil),            // 22: krypton.v1.ResyncTenantRequest
-	(*ResyncTenantResponse)(nil),           // 23: krypton.v1.ResyncTenantResponse
-	(*RevocationEvent)(nil),                // 24: krypton.v1.RevocationEvent
-	(*WatchRevocationsRequest)(nil),        // 25: krypton.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil),       // 26: krypton.v1.WatchRevocationsResponse
-	(*ReportCursorRequest)(nil),            // 27: krypton.v1.ReportCursorRequest
-	(*ReportCursorResponse)(nil),           // 28: krypton.v1.ReportCursorResponse
-	(*GovernanceStatusRequest)(nil),        // 29: krypton.v1.GovernanceStatusRequest
-	(*RegionCursor)(nil),                   // 30: krypton.v1.RegionCursor
-	(*RegionLag)(nil),                      // 31: krypton.v1.RegionLag
-	(*GovernanceStatusResponse)(nil),       // 32: krypton.v1.GovernanceStatusResponse
-	(*timestamppb.Timestamp)(nil),          // 33: google.protobuf.Timestamp
-	(TenantState)(0),                       // 34: krypton.v1.TenantState
-	(Operation)(0),                         // 35: krypton.v1.Operation
-	(*KeyScope)(nil),                       // 36: krypton.v1.KeyScope
-	(*KeyRef)(nil),                         // 37: krypton.v1.KeyRef
-	(*durationpb.Duration)(nil),            // 38: google.protobuf.Duration
+	(*SetOwnerKeyRequest)(nil),             // 11: krypton.v1.SetOwnerKeyRequest
+	(*DeleteAnchorRequest)(nil),            // 12: krypton.v1.DeleteAnchorRequest
+	(*DeleteAnchorResponse)(nil),           // 13: krypton.v1.DeleteAnchorResponse
+	(*Policy)(nil),                         // 14: krypton.v1.Policy
+	(*PolicyRule)(nil),                     // 15: krypton.v1.PolicyRule
+	(*SetPolicyRequest)(nil),               // 16: krypton.v1.SetPolicyRequest
+	(*GetPolicyRequest)(nil),               // 17: krypton.v1.GetPolicyRequest
+	(*RevokeRequest)(nil),                  // 18: krypton.v1.RevokeRequest
+	(*BlastRadius)(nil),                    // 19: krypton.v1.BlastRadius
+	(*RevokeResponse)(nil),                 // 20: krypton.v1.RevokeResponse
+	(*GovernanceLockTenantRequest)(nil),    // 21: krypton.v1.GovernanceLockTenantRequest
+	(*GovernanceUnlockTenantRequest)(nil),  // 22: krypton.v1.GovernanceUnlockTenantRequest
+	(*ResyncTenantRequest)(nil),            // 23: krypton.v1.ResyncTenantRequest
+	(*ResyncTenantResponse)(nil),           // 24: krypton.v1.ResyncTenantResponse
+	(*RevocationEvent)(nil),                // 25: krypton.v1.RevocationEvent
+	(*WatchRevocationsRequest)(nil),        // 26: krypton.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil),       // 27: krypton.v1.WatchRevocationsResponse
+	(*ReportCursorRequest)(nil),            // 28: krypton.v1.ReportCursorRequest
+	(*ReportCursorResponse)(nil),           // 29: krypton.v1.ReportCursorResponse
+	(*GovernanceStatusRequest)(nil),        // 30: krypton.v1.GovernanceStatusRequest
+	(*RegionCursor)(nil),                   // 31: krypton.v1.RegionCursor
+	(*RegionLag)(nil),                      // 32: krypton.v1.RegionLag
+	(*GovernanceStatusResponse)(nil),       // 33: krypton.v1.GovernanceStatusResponse
+	(*timestamppb.Timestamp)(nil),          // 34: google.protobuf.Timestamp
+	(TenantState)(0),                       // 35: krypton.v1.TenantState
+	(Operation)(0),                         // 36: krypton.v1.Operation
+	(*KeyScope)(nil),                       // 37: krypton.v1.KeyScope
+	(*KeyRef)(nil),                         // 38: krypton.v1.KeyRef
+	(*durationpb.Duration)(nil),            // 39: google.protobuf.Duration
 }
 var file_krypton_v1_governance_proto_depIdxs = []int32{
-	33, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
+	34, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
-	34, // 2: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
-	33, // 3: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
-	33, // 4: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
+	35, // 2: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
+	34, // 3: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
+	34, // 4: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
 	5,  // 5: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
-	24, // 6: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
-	30, // 7: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
-	14, // 8: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
-	33, // 9: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	35, // 10: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
-	13, // 11: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
-	36, // 12: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
-	37, // 13: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
-	37, // 14: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
-	18, // 15: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
-	24, // 16: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
-	30, // 17: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
-	24, // 18: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
-	30, // 19: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
+	25, // 6: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
+	31, // 7: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
+	15, // 8: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
+	34, // 9: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	36, // 10: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
+	14, // 11: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
+	37, // 12: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
+	38, // 13: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
+	38, // 14: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
+	19, // 15: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
+	25, // 16: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
+	31, // 17: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
+	25, // 18: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
+	31, // 19: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
 	0,  // 20: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
-	36, // 21: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
-	33, // 22: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
-	13, // 23: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
-	24, // 24: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
-	37, // 25: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
-	33, // 26: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
-	30, // 27: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
-	38, // 28: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
-	31, // 29: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
+	37, // 21: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
+	34, // 22: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
+	14, // 23: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
+	25, // 24: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
+	38, // 25: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
+	34, // 26: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
+	31, // 27: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
+	39, // 28: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
+	32, // 29: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
 	6,  // 30: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
 	7,  // 31: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
 	8,  // 32: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
 	10, // 33: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
-	2,  // 34: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
-	3,  // 35: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
-	11, // 36: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
-	15, // 37: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
-	16, // 38: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
-	17, // 39: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
-	20, // 40: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
-	21, // 41: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
-	22, // 42: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
-	25, // 43: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
-	27, // 44: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
-	29, // 45: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
-	5,  // 46: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 47: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
-	9,  // 48: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
-	5,  // 49: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
-	1,  // 50: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
-	4,  // 51: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
-	12, // 52: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
-	13, // 53: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
-	13, // 54: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
-	19, // 55: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
-	5,  // 56: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 57: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
-	23, // 58: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
-	26, // 59: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
-	28, // 60: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
-	32, // 61: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
-	46, // [46:62] is the sub-list for method output_type
-	30, // [30:46] is the sub-list for method input_type
+	11, // 34: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
+	2,  // 35: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
+	3,  // 36: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
+	12, // 37: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
+	16, // 38: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
+	17, // 39: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
+	18, // 40: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
+	21, // 41: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
+	22, // 42: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
+	23, // 43: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
+	26, // 44: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
+	28, // 45: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
+	30, // 46: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
+	5,  // 47: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 48: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
+	9,  // 49: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
+	5,  // 50: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
+	5,  // 51: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
+	1,  // 52: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
+	4,  // 53: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
+	13, // 54: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
+	14, // 55: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
+	14, // 56: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
+	20, // 57: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
+	5,  // 58: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 59: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
+	24, // 60: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
+	27, // 61: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
+	29, // 62: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
+	33, // 63: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
+	47, // [47:64] is the sub-list for method output_type
+	30, // [30:47] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -2594,7 +2721,7 @@ func file_krypton_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_governance_proto_rawDesc), len(file_krypton_v1_governance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   32,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -25,6 +25,7 @@ const (
 	GovernanceService_GetTenant_FullMethodName        = "/krypton.v1.GovernanceService/GetTenant"
 	GovernanceService_ListTenants_FullMethodName      = "/krypton.v1.GovernanceService/ListTenants"
 	GovernanceService_SetAnchor_FullMethodName        = "/krypton.v1.GovernanceService/SetAnchor"
+	GovernanceService_SetOwnerKey_FullMethodName      = "/krypton.v1.GovernanceService/SetOwnerKey"
 	GovernanceService_CreateService_FullMethodName    = "/krypton.v1.GovernanceService/CreateService"
 	GovernanceService_ListServices_FullMethodName     = "/krypton.v1.GovernanceService/ListServices"
 	GovernanceService_DeleteAnchor_FullMethodName     = "/krypton.v1.GovernanceService/DeleteAnchor"
@@ -90,11 +91,27 @@ type GovernanceServiceClient interface {
 	// Errors: INVALID_ARGUMENT for a bad page_size or page_token.
 	ListTenants(ctx context.Context, in *GovernanceListTenantsRequest, opts ...grpc.CallOption) (*GovernanceListTenantsResponse, error)
 	// SetAnchor points a tenant at a (new) L1 anchor URI; regions re-seal the
-	// tenant's L2 under it. Emits EVENT_KIND_SET_ANCHOR.
+	// tenant's L2 under it. After DeleteAnchor it lifts the kill switch. Emits
+	// EVENT_KIND_SET_ANCHOR. It needs the tenant owner's consent (consent): a
+	// statement signed by the tenant's owner key, which the operator does not
+	// hold, naming this tenant, the anchor URI and the request_id (`krypton
+	// owner consent`; docs/security.md, "Tenant owner consent").
 	//
 	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for an unknown
-	// anchor scheme; FAILED_PRECONDITION if the tenant is revoked.
+	// anchor scheme or a malformed consent; PERMISSION_DENIED for a missing,
+	// wrongly signed, mismatched, expired or already used consent;
+	// FAILED_PRECONDITION if the tenant is revoked or has no owner key.
 	SetAnchor(ctx context.Context, in *SetAnchorRequest, opts ...grpc.CallOption) (*GovernanceTenant, error)
+	// SetOwnerKey registers a tenant's owner public key, or replaces it. The
+	// first key of a tenant that has none is registered on an operator's word
+	// (and audited); replacing a key needs a consent signed by the current
+	// one. No event is emitted: the owner key is governance's.
+	//
+	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for a
+	// malformed key or consent; PERMISSION_DENIED for a missing, wrongly
+	// signed, mismatched, expired or used consent; FAILED_PRECONDITION if the
+	// tenant is revoked.
+	SetOwnerKey(ctx context.Context, in *SetOwnerKeyRequest, opts ...grpc.CallOption) (*GovernanceTenant, error)
 	// CreateService registers a service of a tenant (a name for which regions
 	// keep an L3 key) and emits an EVENT_KIND_CREATE_SERVICE event, so that
 	// every region of the tenant creates the service. A retry with the same
@@ -291,6 +308,16 @@ func (c *governanceServiceClient) SetAnchor(ctx context.Context, in *SetAnchorRe
 	return out, nil
 }
 
+func (c *governanceServiceClient) SetOwnerKey(ctx context.Context, in *SetOwnerKeyRequest, opts ...grpc.CallOption) (*GovernanceTenant, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GovernanceTenant)
+	err := c.cc.Invoke(ctx, GovernanceService_SetOwnerKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *governanceServiceClient) CreateService(ctx context.Context, in *GovernanceCreateServiceRequest, opts ...grpc.CallOption) (*GovernanceServiceInfo, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GovernanceServiceInfo)
@@ -471,11 +498,27 @@ type GovernanceServiceServer interface {
 	// Errors: INVALID_ARGUMENT for a bad page_size or page_token.
 	ListTenants(context.Context, *GovernanceListTenantsRequest) (*GovernanceListTenantsResponse, error)
 	// SetAnchor points a tenant at a (new) L1 anchor URI; regions re-seal the
-	// tenant's L2 under it. Emits EVENT_KIND_SET_ANCHOR.
+	// tenant's L2 under it. After DeleteAnchor it lifts the kill switch. Emits
+	// EVENT_KIND_SET_ANCHOR. It needs the tenant owner's consent (consent): a
+	// statement signed by the tenant's owner key, which the operator does not
+	// hold, naming this tenant, the anchor URI and the request_id (`krypton
+	// owner consent`; docs/security.md, "Tenant owner consent").
 	//
 	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for an unknown
-	// anchor scheme; FAILED_PRECONDITION if the tenant is revoked.
+	// anchor scheme or a malformed consent; PERMISSION_DENIED for a missing,
+	// wrongly signed, mismatched, expired or already used consent;
+	// FAILED_PRECONDITION if the tenant is revoked or has no owner key.
 	SetAnchor(context.Context, *SetAnchorRequest) (*GovernanceTenant, error)
+	// SetOwnerKey registers a tenant's owner public key, or replaces it. The
+	// first key of a tenant that has none is registered on an operator's word
+	// (and audited); replacing a key needs a consent signed by the current
+	// one. No event is emitted: the owner key is governance's.
+	//
+	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for a
+	// malformed key or consent; PERMISSION_DENIED for a missing, wrongly
+	// signed, mismatched, expired or used consent; FAILED_PRECONDITION if the
+	// tenant is revoked.
+	SetOwnerKey(context.Context, *SetOwnerKeyRequest) (*GovernanceTenant, error)
 	// CreateService registers a service of a tenant (a name for which regions
 	// keep an L3 key) and emits an EVENT_KIND_CREATE_SERVICE event, so that
 	// every region of the tenant creates the service. A retry with the same
@@ -644,6 +687,9 @@ func (UnimplementedGovernanceServiceServer) ListTenants(context.Context, *Govern
 func (UnimplementedGovernanceServiceServer) SetAnchor(context.Context, *SetAnchorRequest) (*GovernanceTenant, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetAnchor not implemented")
 }
+func (UnimplementedGovernanceServiceServer) SetOwnerKey(context.Context, *SetOwnerKeyRequest) (*GovernanceTenant, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetOwnerKey not implemented")
+}
 func (UnimplementedGovernanceServiceServer) CreateService(context.Context, *GovernanceCreateServiceRequest) (*GovernanceServiceInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateService not implemented")
 }
@@ -769,6 +815,24 @@ func _GovernanceService_SetAnchor_Handler(srv interface{}, ctx context.Context, 
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(GovernanceServiceServer).SetAnchor(ctx, req.(*SetAnchorRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GovernanceService_SetOwnerKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetOwnerKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).SetOwnerKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_SetOwnerKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).SetOwnerKey(ctx, req.(*SetOwnerKeyRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -1004,6 +1068,10 @@ var GovernanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetAnchor",
 			Handler:    _GovernanceService_SetAnchor_Handler,
+		},
+		{
+			MethodName: "SetOwnerKey",
+			Handler:    _GovernanceService_SetOwnerKey_Handler,
 		},
 		{
 			MethodName: "CreateService",
