@@ -14,7 +14,8 @@ import (
 // without a serving lease (-tags krypton_unsafe_no_lease), a follower cut off by a partition
 // keeps using keys revoked after it was cut off, and the checkers must say so. The schedule makes
 // that very likely in one run; the test allows three. With -long it also runs the governance-fed
-// variant (BrokenGovernanceScenario), whose revocations are issued at governance.
+// variant (BrokenGovernanceScenario), whose revocations are issued at governance, and the
+// restore-ungated build (BrokenRestoreScenario), in which an old backup undoes revocations.
 func TestBrokenBuildCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the chaos schedule does not run with -short")
