@@ -74,6 +74,11 @@ var (
 	// ErrUnavailable is returned when no leader can be reached or the
 	// serving node lost contact with it; retry (with the same request_id).
 	ErrUnavailable = newError("unavailable", codes.Unavailable, "governance: no leader reachable; retry")
+	// ErrSnapshotLacksRevocations is returned by Node.Restore (and by a
+	// follower's install of a snapshot) when the snapshot lacks a revocation
+	// of the event log: restoring it would undo a revocation, which is final.
+	// The error wrapping it names what the snapshot lacks.
+	ErrSnapshotLacksRevocations = newError("snapshot-lacks-revocations", codes.FailedPrecondition, "governance: the snapshot lacks revocations the event log holds; revocation is final: restore a snapshot taken after them")
 	// ErrShutdown is returned by every call after Close.
 	ErrShutdown = newError("shutdown", codes.Unavailable, "governance: node is shut down")
 )

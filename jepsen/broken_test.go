@@ -3,6 +3,8 @@ package jepsen_test
 import (
 	"context"
 	"os"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/kryptonkms/krypton/jepsen"
@@ -12,7 +14,8 @@ import (
 // without a serving lease (-tags krypton_unsafe_no_lease), a follower cut off by a partition
 // keeps using keys revoked after it was cut off, and the checkers must say so. The schedule makes
 // that very likely in one run; the test allows three. With -long it also runs the governance-fed
-// variant (BrokenGovernanceScenario), whose revocations are issued at governance.
+// variant (BrokenGovernanceScenario), whose revocations are issued at governance, and the
+// restore-ungated build (BrokenRestoreScenario), in which an old backup undoes revocations.
 func TestBrokenBuildCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the chaos schedule does not run with -short")
@@ -33,11 +36,26 @@ func TestBrokenBuildCaught(t *testing.T) {
 		scenarios = append(scenarios, jepsen.BrokenGovernanceScenario())
 	}
 	for _, sc := range scenarios {
-		t.Run(sc.Name, func(t *testing.T) { brokenCaught(t, bin, sc) })
+		if *only != "" && !strings.Contains(sc.Name, *only) {
+			continue
+		}
+		t.Run(sc.Name, func(t *testing.T) { brokenCaught(t, bin, sc, "revocation-fence") })
+	}
+	if *long && (*only == "" || strings.Contains(jepsen.BrokenRestoreScenario().Name, *only)) {
+		// The second broken build: revocations do not survive a restore (region/unsafe_restore_on.go).
+		// The snapshot-restore nemesis's old backup is applied, and the history must show the
+		// damage: a revoked key used again, or an acknowledged write lost. (restore-refused, the
+		// nemesis's own verdict, fails too, but is not what this test is about.) Under -long only:
+		// a second binary to build and a scenario to run would add most of a minute to make test.
+		rbin := build(t, "krypton-unsafe-restore", "krypton_unsafe_restore_ungated")
+		sc := jepsen.BrokenRestoreScenario()
+		t.Run(sc.Name, func(t *testing.T) { brokenCaught(t, rbin, sc, "revocation-fence", "acked-writes-durable") })
 	}
 }
 
-func brokenCaught(t *testing.T, bin string, sc jepsen.Scenario) {
+// brokenCaught runs sc against a broken binary, up to three times, until one of the checkers
+// caughtBy fails.
+func brokenCaught(t *testing.T, bin string, sc jepsen.Scenario, caughtBy ...string) {
 	base := seed()
 	for attempt := range 3 {
 		s := base + uint64(attempt)
@@ -52,7 +70,7 @@ func brokenCaught(t *testing.T, bin string, sc jepsen.Scenario) {
 		}
 		t.Logf("attempt %d (seed %d): failed checkers %v", attempt+1, s, caught)
 		for _, c := range caught {
-			if c == "revocation-fence" {
+			if slices.Contains(caughtBy, c) {
 				// The report of a caught violation is worth keeping only when asked for.
 				if *dirFlag == "" {
 					os.RemoveAll(dir)
@@ -62,5 +80,5 @@ func brokenCaught(t *testing.T, bin string, sc jepsen.Scenario) {
 		}
 		t.Log("\n" + res.Text())
 	}
-	t.Fatal("three runs against a node that serves without a lease, and the checkers saw no revoked key used")
+	t.Fatalf("three runs of %s against a broken build, and none of the checkers %v failed", sc.Name, caughtBy)
 }

@@ -34,6 +34,9 @@ const (
 	AnchorFlaky       = "anchor-flaky"       // a tenant's L1 fails transiently
 	AnchorDead        = "anchor-dead"        // a tenant's L1 denies definitely, then returns
 	AnchorHung        = "anchor-hung"        // one tenant's L1 answers nothing while another's is disabled
+	// SnapshotRestore restores, on the leader, a snapshot saved early in the run once a
+	// revocation it lacks was acknowledged; the region must refuse it (restore.go).
+	SnapshotRestore = "snapshot-restore"
 
 	// Governance nemeses: only in a scenario with Governance set (a no-op otherwise).
 	GovernanceKill      = "governance-kill"      // SIGKILL the governance leader (or its only node), restart it later
@@ -49,7 +52,7 @@ const (
 
 // AllNemeses lists every kind.
 var AllNemeses = []string{KillLeader, KillFollower, KillAll, PauseLeader, PauseFollower, PartitionLeader,
-	PartitionFollower, Bridge, OneWay, Slow, Member, Transfer, AnchorFlaky, AnchorDead, AnchorHung}
+	PartitionFollower, Bridge, OneWay, Slow, Member, Transfer, AnchorFlaky, AnchorDead, AnchorHung, SnapshotRestore}
 
 // GovernanceNemeses lists the governance kinds (not in AllNemeses: the mixed scenarios run
 // without governance).
@@ -69,6 +72,10 @@ type Fault struct {
 	// first SetAnchor that lifted it was invoked; 0 if that did not happen.
 	Acked  int64 `json:"acked-ns,omitempty"`
 	Lifted int64 `json:"lifted-ns,omitempty"`
+	// Snapshot restore only: what the region did with the old snapshot (RestoreRefused, ...)
+	// and the acknowledged revocation (op id) the snapshot lacks.
+	Restore    string `json:"restore,omitempty"`
+	Revocation int    `json:"revocation,omitempty"`
 }
 
 // nemesis injects faults into a cluster.
@@ -79,9 +86,10 @@ type nemesis struct {
 	r    *rand.Rand
 	logf func(string, ...any)
 
-	mu     sync.Mutex // guards faults and active, which the progress line reads
+	mu     sync.Mutex // guards faults and active, which the progress line reads, and snap
 	faults []Fault
-	active string // the fault now in force
+	active string         // the fault now in force
+	snap   *savedSnapshot // the backup SnapshotRestore restores (restore.go)
 }
 
 func (nm *nemesis) setActive(kind string) {
@@ -312,6 +320,8 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		return nil
 	case Member:
 		return nm.member(ctx, l, &f)
+	case SnapshotRestore:
+		return nm.restore(ctx, &f)
 	case GovernanceKill:
 		if len(c.gov) == 0 {
 			f.Detail = "no governance"

@@ -86,6 +86,10 @@ func (r *Result) Text() string {
 	for _, k := range fkeys {
 		fmt.Fprintf(&b, "  %-20s %3d\n", k, r.Faults[k])
 	}
+	if len(r.Restores) > 0 {
+		fmt.Fprintf(&b, "snapshot restores of the early backup: %d refused, %d applied, %d indeterminate, %d skipped\n",
+			r.Restores[RestoreRefused], r.Restores[RestoreApplied], r.Restores[RestoreIndeterminate], r.Restores[RestoreSkipped])
+	}
 	fmt.Fprintf(&b, "\nrevocations probed: %d node refusals (%d probes of paused or cut-off nodes unanswered); worst time from acknowledgement to the last node's refusal: %s\n", r.Refusals, r.Unanswered, r.WorstRefusal.Round(time.Millisecond))
 	if l := r.RevokeLatency; l != nil {
 		fmt.Fprintf(&b, "governance revocations acknowledged (every region applied and fenced): %d; latency p50 %s, p99 %s, max %s\n",

@@ -72,9 +72,11 @@ type Result struct {
 	WorstKillSwitch time.Duration `json:"worst-kill-switch"`
 	// RevokeLatency is, in governance mode, the time from invoking a governance revocation to
 	// its acknowledgement (every region applied and fenced it): median, 99th percentile, max.
-	RevokeLatency *Latency      `json:"revoke-latency,omitempty"`
-	Elapsed       time.Duration `json:"elapsed"`
-	Skipped       []string      `json:"skipped,omitempty"` // nemeses this network cannot run
+	RevokeLatency *Latency `json:"revoke-latency,omitempty"`
+	// Restores counts the snapshot-restore nemesis's restores by outcome (RestoreRefused, ...).
+	Restores map[string]int `json:"restores,omitempty"`
+	Elapsed  time.Duration  `json:"elapsed"`
+	Skipped  []string       `json:"skipped,omitempty"` // nemeses this network cannot run
 }
 
 // OK reports whether every checker passed (an "unknown" linearizability verdict counts as
@@ -231,11 +233,24 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	}()
 	warmup := 4 * time.Second
 	sleep(ctx, warmup)
+	// The snapshot-restore nemesis's backup is taken now, early, and restored later: in the
+	// second fault slot at the latest, so that every scenario that lists it runs it once.
+	restoreListed, restored := slices.Contains(nemeses, SnapshotRestore), false
+	var nemErr error
+	if restoreListed {
+		if err := nm.saveSnapshot(ctx); err != nil {
+			nemErr = err
+			logf("nemesis %s: %v", SnapshotRestore, err)
+		}
+	}
 	firstFault := h.now()
 	deadline := start.Add(sc.Duration)
-	var nemErr error
-	for ctx.Err() == nil && time.Until(deadline) > 3*time.Second && len(nemeses) > 0 {
+	for slot := 0; ctx.Err() == nil && time.Until(deadline) > 3*time.Second && len(nemeses) > 0; slot++ {
 		kind := nemeses[nm.r.IntN(len(nemeses))]
+		if restoreListed && slot == 1 && !restored {
+			kind = SnapshotRestore
+		}
+		restored = restored || kind == SnapshotRestore
 		if err := nm.inject(ctx, kind); err != nil {
 			nemErr = err
 			logf("nemesis %s: %v", kind, err)
@@ -271,6 +286,11 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	faults := nm.injected()
 	for _, f := range faults {
 		res.Faults[f.Kind]++
+	}
+	if restoreListed {
+		rv, counts := checkRestores(faults)
+		res.Verdicts = append(res.Verdicts, rv)
+		res.Restores = counts
 	}
 	ks, worstKill := checkKillSwitch(ops, faults, timing)
 	res.Verdicts = append(res.Verdicts, ks)

@@ -611,6 +611,9 @@ func (s *adminService) UnlockTenant(ctx context.Context, req *kv1.UnlockTenantRe
 // which a revocation stays after a restore emptied the log: otherwise restoring a snapshot from
 // before a tenant existed, then one from before its revocation, would undo it.
 func (n *Node) checkRestoreKeepsRevocations(data io.Reader) error {
+	if unsafeRestoreUngated {
+		return nil // the chaos suite's broken build only (unsafe_restore_on.go)
+	}
 	scratch := fsm.NewState(fsm.Options{})
 	if err := scratch.Restore(data); err != nil {
 		return status.Error(codes.InvalidArgument, "region: malformed snapshot state")

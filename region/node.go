@@ -434,6 +434,9 @@ type regionFSM struct {
 // An operator's restore was checked under the cluster's apply gate before Raft took it (and
 // Raft panics on a refusal there).
 func (f *regionFSM) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind, index uint64) error {
+	if unsafeRestoreUngated {
+		return f.FSM.Restore(rc)
+	}
 	switch kind {
 	case cluster.RestoreInstall:
 		return f.FSM.RestoreChecked(rc, func(s *fsm.State) error {

