@@ -26,6 +26,9 @@ type CreateTenant struct {
 	Tenant   string `json:"tenant"`
 	Anchor   string `json:"anchor"`
 	SealedL2 []byte `json:"sealed-l2"` // L2 v1, sealed by the anchor
+	// OwnerKey is the tenant owner's public key (PKIX PEM), whose consent the region's own
+	// rekey of the tenant needs (owner.go); empty for none.
+	OwnerKey string `json:"owner-key,omitempty"`
 }
 
 // RotateTenantKey adds L2 version Version, which must be the current one
@@ -99,10 +102,14 @@ type UnlockTenant struct {
 // new anchor opens every sealed L2 version. A proposer whose check failed
 // proposes the event refused instead (ApplyGovernanceEvent.Refused), so
 // the tenant stays locked out.
+//
+// Consent is the tenant owner's consent to a region's own SetAnchor (a rekey) of a tenant with
+// an owner key (owner.go); a SetAnchor from governance's feed carries none.
 type SetAnchor struct {
 	Tenant   string   `json:"tenant"`
 	Anchor   string   `json:"anchor"`
 	Resealed [][]byte `json:"resealed,omitempty"`
+	Consent  string   `json:"consent,omitempty"`
 }
 
 // DeleteAnchor deletes the tenant's L1 pointer: the kill switch. Every use
@@ -236,6 +243,8 @@ func newCommand(tag string) Command {
 		return &SetPolicy{}
 	case "resync-tenant":
 		return &ResyncTenant{}
+	case "set-owner-key":
+		return &SetOwnerKey{}
 	}
 	return nil
 }
@@ -272,6 +281,8 @@ func deref(c Command) Command {
 	case *SetPolicy:
 		return *c
 	case *ResyncTenant:
+		return *c
+	case *SetOwnerKey:
 		return *c
 	}
 	return c

@@ -66,6 +66,12 @@ var (
 	// ErrAnchorUnavailable records a governance event refused because the
 	// tenant's anchor did not answer while the region prepared it.
 	ErrAnchorUnavailable = errors.New("fsm: anchor unavailable")
+	// ErrConsentDenied is returned when a region's own rekey or owner-key change of a tenant
+	// with an owner key does not carry a consent by that key for exactly this change (tenant,
+	// operation, anchor or new key, region, request id), valid at the entry's time.
+	ErrConsentDenied = errors.New("fsm: the tenant owner's consent does not allow this change; the owner makes one with `krypton owner consent`")
+	// ErrConsentUsed is returned when the consent was already applied (a consent is used once).
+	ErrConsentUsed = errors.New("fsm: this consent was already used; the owner makes a new one with `krypton owner consent`")
 )
 
 // codes maps each sentinel to its stable wire code. Codes never change
@@ -90,6 +96,8 @@ var codes = []struct {
 	{ErrCursorMismatch, "cursor-mismatch"},
 	{ErrAnchorMismatch, "anchor-mismatch"},
 	{ErrAnchorUnavailable, "anchor-unavailable"},
+	{ErrConsentDenied, "consent-denied"},
+	{ErrConsentUsed, "consent-used"},
 }
 
 // codeOf returns the wire code of err's sentinel, or "" if it has none.

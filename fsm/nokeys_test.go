@@ -68,7 +68,7 @@ func TestNoPlaintextKeyMaterial(t *testing.T) {
 		Entry{}, Result{}, Change{}, Settings{},
 		CreateTenant{}, RotateTenantKey{}, CreateService{}, RotateServiceKey{},
 		RevokeTenant{}, RevokeService{}, RevokeKeyVersion{}, LockTenant{}, UnlockTenant{},
-		SetAnchor{}, DeleteAnchor{}, ApplyGovernanceEvent{}, SetSettings{}, SetPolicy{}, ResyncTenant{},
+		SetAnchor{}, DeleteAnchor{}, ApplyGovernanceEvent{}, SetSettings{}, SetPolicy{}, ResyncTenant{}, SetOwnerKey{},
 		policy.Policy{}, policy.Rule{}, tenantNode{},
 		wireEntry{}, wireEvent{}, wireResponse{},
 		root{}, snapshotHeader{}, snapshot{}, dedupeEntry{},
@@ -82,7 +82,7 @@ func TestNoPlaintextKeyMaterial(t *testing.T) {
 	// Every command type is listed above.
 	for _, tag := range []string{"create-tenant", "rotate-tenant-key", "create-service", "rotate-service-key",
 		"revoke-tenant", "revoke-service", "revoke-key-version", "lock-tenant", "unlock-tenant",
-		"set-anchor", "delete-anchor", "governance-event", "set-settings", "set-policy", "resync-tenant"} {
+		"set-anchor", "delete-anchor", "governance-event", "set-settings", "set-policy", "resync-tenant", "set-owner-key"} {
 		if newCommand(tag) == nil {
 			t.Errorf("unknown tag %s", tag)
 		}
@@ -106,17 +106,21 @@ func TestPlaintextKeyWalkerCatches(t *testing.T) {
 }
 
 // TestImports: fsm does no I/O of its own and depends on no other part of
-// Krypton but wrap (for names) and policy (the key-use policy language,
-// itself standard library only); only Raft, for the FSM interface.
+// Krypton but wrap (for names), policy (the key-use policy language,
+// itself standard library only) and internal/owner (verifying a tenant
+// owner's consent: a signature check, deterministic, at the entry's time);
+// only Raft, for the FSM interface.
 func TestImports(t *testing.T) {
 	allowed := map[string]bool{
 		"bufio": true, "bytes": true, "crypto/sha256": true, "encoding/binary": true, "encoding/json": true, "errors": true,
 		"math": true,
 		"fmt":  true, "io": true, "maps": true, "slices": true, "strconv": true, "strings": true,
 		"sync": true, "sync/atomic": true, "time": true,
-		"github.com/hashicorp/raft":            true,
-		"github.com/kryptonkms/krypton/wrap":   true,
-		"github.com/kryptonkms/krypton/policy": true,
+		"github.com/hashicorp/raft":                    true,
+		"github.com/kryptonkms/krypton/wrap":           true,
+		"github.com/kryptonkms/krypton/policy":         true,
+		"encoding/hex":                                 true,
+		"github.com/kryptonkms/krypton/internal/owner": true,
 	}
 	files, _ := filepath.Glob("*.go")
 	fset := token.NewFileSet()

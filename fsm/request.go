@@ -59,7 +59,7 @@ func Validate(e Entry) error {
 func validate(cmd Command) error {
 	switch c := cmd.(type) {
 	case CreateTenant:
-		return firstErr(checkTenantName(c.Tenant), checkAnchor(c.Anchor), checkBlob(c.SealedL2, "sealed-l2"))
+		return firstErr(checkTenantName(c.Tenant), checkAnchor(c.Anchor), checkBlob(c.SealedL2, "sealed-l2"), checkOwnerKey(c.OwnerKey))
 	case RotateTenantKey:
 		return firstErr(checkTenantName(c.Tenant), checkBlob(c.SealedL2, "sealed-l2"))
 	case CreateService:
@@ -77,7 +77,7 @@ func validate(cmd Command) error {
 	case UnlockTenant:
 		return checkTenantName(c.Tenant)
 	case SetAnchor:
-		if err := firstErr(checkTenantName(c.Tenant), checkAnchor(c.Anchor)); err != nil {
+		if err := firstErr(checkTenantName(c.Tenant), checkAnchor(c.Anchor), checkConsent(c.Consent)); err != nil {
 			return err
 		}
 		for _, b := range c.Resealed {
@@ -92,6 +92,11 @@ func validate(cmd Command) error {
 		return firstErr(checkTenantName(c.Tenant), checkPolicy(c.Policy))
 	case SetSettings:
 		return c.Settings.Validate()
+	case SetOwnerKey:
+		if c.OwnerKey == "" {
+			return invalid(ErrInvalidCommand, "owner-key")
+		}
+		return firstErr(checkTenantName(c.Tenant), checkOwnerKey(c.OwnerKey), checkConsent(c.Consent))
 	case ResyncTenant:
 		if err := checkTenantName(c.Tenant); err != nil {
 			return err

@@ -16,15 +16,16 @@ import (
 	"github.com/kryptonkms/krypton/policy"
 )
 
-// Snapshot format, version 3.
+// Snapshot format, version 4.
 //
 // The first line is a JSON header (format, version, applied index), so that
 // `head -1` says what a file is. Then come length-prefixed binary records,
 // each a kind byte, a uvarint payload length and the payload, in an order
 // fully determined by the state: settings, cursor, each tenant (sorted by
 // name, with its L2 versions) followed by each of its services (sorted by
-// name), each followed by its key versions in order (a tenant with a policy
-// has a policy record right after its own); then the revocation log
+// name), each followed by its key versions in order (a tenant with an owner
+// key has an owner record right after its own, and one with a policy a policy
+// record after that); then the revocation log
 // and the dedupe table in order; and last an end record with the record
 // count, so that a truncated stream is refused. A key version record names
 // neither tenant nor service: it belongs to the service record before it.
@@ -45,14 +46,17 @@ import (
 // (the last field). Version 3 added the dedupe record's request digest (its
 // last field, 32 bytes). Version 1 and 2 snapshots still restore; their
 // dedupe entries have no digest, so their ids are refused if used again
-// (a retry cannot be told from another request without it).
+// (a retry cannot be told from another request without it). Version 4 added
+// the owner record (owner.go: the key and the consents applied); earlier
+// snapshots restore as tenants without an owner key. A state without owner
+// keys writes the same records as before, so its Hash did not change.
 
 // SnapshotFormat names the snapshot format in its header.
 const SnapshotFormat = "krypton-fsm-snapshot"
 
 // SnapshotVersion is the snapshot format version written. Restore accepts
 // it and every earlier version.
-const SnapshotVersion = 3
+const SnapshotVersion = 4
 
 // maxRecord bounds one record's payload: the largest is a tenant with its L2
 // versions, each at most maxBlobLen bytes.
@@ -75,6 +79,7 @@ const (
 	recDedupe
 	recEnd
 	recPolicy // since version 2
+	recOwner  // since version 4
 )
 
 // capture returns the current root and makes it immutable by starting a new
@@ -188,6 +193,7 @@ func writeRecords(w *bufio.Writer, r *root) error {
 			e.varint(l2.CreatedAt)
 		}
 		e.end(recTenant)
+		writeOwner(e, &t.owner)
 		if p := &t.policy; p.Revision != 0 {
 			e.begin()
 			e.uvarint(p.Revision)
@@ -537,6 +543,16 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 			tenant = &tenantNode{t: t, services: map[string]*serviceNode{}}
 			r.tenants[t.Name] = tenant
 			lastTenant = true
+		case recOwner:
+			if hdr.V < 4 || !wasTenant || tenant.owner.pem != "" {
+				return fail("owner outside its tenant")
+			}
+			o, ok := readOwner(d)
+			if !ok {
+				return fail("bad owner")
+			}
+			tenant.owner = o
+			lastTenant = true // its policy may follow
 		case recPolicy:
 			if hdr.V < 2 || !wasTenant {
 				return fail("policy outside its tenant")

@@ -23,6 +23,9 @@ type Options struct {
 	// It must not block: Raft applies nothing else until it returns. It may
 	// call the State's queries, and must not call Apply or Restore.
 	OnChange func(Change)
+	// Region is the region's name, which an owner's consent to a rekey names (owner.go). It is
+	// the same on every node of a region, for good: the sealed L2 versions are bound to it too.
+	Region string
 }
 
 // State is the region's deterministic state machine: Apply a log of entries
@@ -37,6 +40,7 @@ type Options struct {
 // OnChange returns. A snapshot holds no lock: see cow.
 type State struct {
 	onChange func(Change)
+	region   string
 
 	mu   sync.RWMutex
 	root *root
@@ -50,7 +54,7 @@ type State struct {
 
 // NewState returns an empty State with DefaultSettings.
 func NewState(opts Options) *State {
-	s := &State{onChange: opts.OnChange, gen: 1}
+	s := &State{onChange: opts.OnChange, gen: 1, region: opts.Region}
 	s.root = newRoot(s.gen)
 	return s
 }
@@ -74,6 +78,7 @@ type tenantNode struct {
 	// policy is replaced whole by SetPolicy, never changed in place, so
 	// sharing its rules with a snapshot is safe.
 	policy policy.Policy
+	owner  ownerState // replaced whole, likewise (owner.go)
 }
 
 type serviceNode struct {
@@ -271,7 +276,7 @@ func (a *applier) command(cmd Command, src source) (Result, error) {
 	case UnlockTenant:
 		return a.unlockTenant(c)
 	case SetAnchor:
-		return a.setAnchor(c)
+		return a.setAnchor(c, src)
 	case DeleteAnchor:
 		return a.deleteAnchor(c, src)
 	case ApplyGovernanceEvent:
@@ -285,6 +290,8 @@ func (a *applier) command(cmd Command, src source) (Result, error) {
 		return a.setPolicy(c)
 	case ResyncTenant:
 		return a.resyncTenant(c)
+	case SetOwnerKey:
+		return a.setOwnerKey(c, src)
 	}
 	return Result{}, invalid(ErrInvalidCommand, "type")
 }
@@ -378,6 +385,10 @@ func (a *applier) createTenant(c CreateTenant) (Result, error) {
 	if err := checkBlob(c.SealedL2, "sealed-l2"); err != nil {
 		return Result{}, err
 	}
+	o, err := newOwnerState(c.OwnerKey)
+	if err != nil {
+		return Result{}, err
+	}
 	if a.s.root.tenants[c.Tenant] != nil {
 		return Result{}, refuse(ErrTenantExists, c.Tenant, "", 0)
 	}
@@ -393,6 +404,7 @@ func (a *applier) createTenant(c CreateTenant) (Result, error) {
 			L2:        []L2Version{{Version: 1, Sealed: c.SealedL2, Status: StatusActive, CreatedAt: a.at}},
 		},
 		services: map[string]*serviceNode{},
+		owner:    o,
 	}
 	a.changed(TenantCreated, c.Tenant, "", 1, "")
 	return Result{Tenant: c.Tenant, Version: 1}, nil
@@ -628,7 +640,7 @@ func (a *applier) unlockTenant(c UnlockTenant) (Result, error) {
 	return Result{Tenant: c.Tenant}, nil
 }
 
-func (a *applier) setAnchor(c SetAnchor) (Result, error) {
+func (a *applier) setAnchor(c SetAnchor, src source) (Result, error) {
 	if err := checkTenantName(c.Tenant); err != nil {
 		return Result{}, err
 	}
@@ -658,7 +670,14 @@ func (a *applier) setAnchor(c SetAnchor) (Result, error) {
 			}
 		}
 	}
+	o, err := a.rekeyConsent(t, c, src) // last: it is the one check that records something
+	if err != nil {
+		return Result{}, err
+	}
 	t = a.s.wTenant(c.Tenant)
+	if o != nil {
+		t.owner = *o
+	}
 	t.t.Anchor = c.Anchor
 	t.t.AnchorDeleted = false
 	for i, b := range c.Resealed {
