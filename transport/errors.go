@@ -78,6 +78,10 @@ var errorTable = []errorRow{
 	{fsm.ErrInvalidName, codes.InvalidArgument, "fsm: invalid name"},
 	{fsm.ErrInvalidCommand, codes.InvalidArgument, "fsm: invalid command"},
 	{fsm.ErrRequestIDReused, codes.InvalidArgument, "fsm: request id reused for a different command"},
+	// The state machine's last word on a tenant owner's consent (the region's handlers say
+	// why before proposing): an authorisation decision, the owner's.
+	{fsm.ErrConsentDenied, codes.PermissionDenied, "fsm: the tenant owner's consent does not allow this change; the owner makes one with `krypton owner consent`"},
+	{fsm.ErrConsentUsed, codes.PermissionDenied, "fsm: this consent was already used; the owner makes a new one with `krypton owner consent`"},
 
 	// Package anchor. Definite denials by the customer's provider are
 	// FailedPrecondition (the tenant's root key refuses; nothing will change

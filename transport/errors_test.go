@@ -52,6 +52,8 @@ var errorCases = []struct {
 	{fsm.ErrInvalidName, codes.InvalidArgument},
 	{fsm.ErrInvalidCommand, codes.InvalidArgument},
 	{fsm.ErrRequestIDReused, codes.InvalidArgument},
+	{fsm.ErrConsentDenied, codes.PermissionDenied},
+	{fsm.ErrConsentUsed, codes.PermissionDenied},
 
 	{anchor.ErrDisabled, codes.FailedPrecondition},
 	{anchor.ErrPendingDeletion, codes.FailedPrecondition},

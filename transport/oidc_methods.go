@@ -37,6 +37,7 @@ var TokenMethods = map[string]Role{
 	"/krypton.v1.AdminService/LockTenant":         RoleAdmin,
 	"/krypton.v1.AdminService/UnlockTenant":       RoleAdmin,
 	"/krypton.v1.AdminService/RekeyTenant":        RoleAdmin,
+	"/krypton.v1.AdminService/SetOwnerKey":        RoleAdmin,
 
 	// GovernanceService, read-only.
 	"/krypton.v1.GovernanceService/Status":       RoleViewer,

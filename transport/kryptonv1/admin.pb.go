@@ -2665,7 +2665,7 @@ var File_krypton_v1_admin_proto protoreflect.FileDescriptor
 const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16krypton/v1/admin.proto\x12\n" +
-	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\"\x10\n" +
+	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\x1a\x1bkrypton/v1/governance.proto\"\x10\n" +
 	"\x0eMembersRequest\"?\n" +
 	"\x0fMembersResponse\x12,\n" +
 	"\amembers\x18\x01 \x03(\v2\x12.krypton.v1.MemberR\amembers\"\xf0\x01\n" +
@@ -2868,7 +2868,7 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\x17LEASE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13LEASE_STATE_SERVING\x10\x01\x12\x17\n" +
 	"\x13LEASE_STATE_EXPIRED\x10\x02\x12\x1b\n" +
-	"\x17LEASE_STATE_CATCHING_UP\x10\x032\xc0\v\n" +
+	"\x17LEASE_STATE_CATCHING_UP\x10\x032\x83\f\n" +
 	"\fAdminService\x12B\n" +
 	"\aMembers\x12\x1a.krypton.v1.MembersRequest\x1a\x1b.krypton.v1.MembersResponse\x12H\n" +
 	"\tListPeers\x12\x1c.krypton.v1.ListPeersRequest\x1a\x1d.krypton.v1.ListPeersResponse\x129\n" +
@@ -2891,7 +2891,8 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"LockTenant\x12\x1d.krypton.v1.LockTenantRequest\x1a\x1e.krypton.v1.LockTenantResponse\x12C\n" +
 	"\fUnlockTenant\x12\x1f.krypton.v1.UnlockTenantRequest\x1a\x12.krypton.v1.Tenant\x12A\n" +
-	"\vRekeyTenant\x12\x1e.krypton.v1.RekeyTenantRequest\x1a\x12.krypton.v1.TenantB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
+	"\vRekeyTenant\x12\x1e.krypton.v1.RekeyTenantRequest\x1a\x12.krypton.v1.Tenant\x12A\n" +
+	"\vSetOwnerKey\x12\x1e.krypton.v1.SetOwnerKeyRequest\x1a\x12.krypton.v1.TenantB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
 
 var (
 	file_krypton_v1_admin_proto_rawDescOnce sync.Once
@@ -2959,6 +2960,7 @@ var file_krypton_v1_admin_proto_goTypes = []any{
 	(*KeyScope)(nil),                   // 48: krypton.v1.KeyScope
 	(*KeyRef)(nil),                     // 49: krypton.v1.KeyRef
 	(*FenceResult)(nil),                // 50: krypton.v1.FenceResult
+	(*SetOwnerKeyRequest)(nil),         // 51: krypton.v1.SetOwnerKeyRequest
 }
 var file_krypton_v1_admin_proto_depIdxs = []int32{
 	6,  // 0: krypton.v1.MembersResponse.members:type_name -> krypton.v1.Member
@@ -3009,28 +3011,30 @@ var file_krypton_v1_admin_proto_depIdxs = []int32{
 	40, // 45: krypton.v1.AdminService.LockTenant:input_type -> krypton.v1.LockTenantRequest
 	42, // 46: krypton.v1.AdminService.UnlockTenant:input_type -> krypton.v1.UnlockTenantRequest
 	43, // 47: krypton.v1.AdminService.RekeyTenant:input_type -> krypton.v1.RekeyTenantRequest
-	5,  // 48: krypton.v1.AdminService.Members:output_type -> krypton.v1.MembersResponse
-	8,  // 49: krypton.v1.AdminService.ListPeers:output_type -> krypton.v1.ListPeersResponse
-	11, // 50: krypton.v1.AdminService.Join:output_type -> krypton.v1.JoinResponse
-	13, // 51: krypton.v1.AdminService.Leave:output_type -> krypton.v1.LeaveResponse
-	15, // 52: krypton.v1.AdminService.RemovePeer:output_type -> krypton.v1.RemovePeerResponse
-	17, // 53: krypton.v1.AdminService.TransferLeadership:output_type -> krypton.v1.TransferLeadershipResponse
-	19, // 54: krypton.v1.AdminService.Status:output_type -> krypton.v1.StatusResponse
-	22, // 55: krypton.v1.AdminService.SnapshotSave:output_type -> krypton.v1.SnapshotChunk
-	24, // 56: krypton.v1.AdminService.SnapshotRestore:output_type -> krypton.v1.SnapshotRestoreResponse
-	25, // 57: krypton.v1.AdminService.CreateTenant:output_type -> krypton.v1.Tenant
-	28, // 58: krypton.v1.AdminService.ListTenants:output_type -> krypton.v1.ListTenantsResponse
-	30, // 59: krypton.v1.AdminService.DescribeTenant:output_type -> krypton.v1.DescribeTenantResponse
-	31, // 60: krypton.v1.AdminService.CreateKey:output_type -> krypton.v1.Key
-	31, // 61: krypton.v1.AdminService.RotateKey:output_type -> krypton.v1.Key
-	36, // 62: krypton.v1.AdminService.ListKeys:output_type -> krypton.v1.ListKeysResponse
-	31, // 63: krypton.v1.AdminService.DescribeKey:output_type -> krypton.v1.Key
-	39, // 64: krypton.v1.AdminService.RevokeKey:output_type -> krypton.v1.RevokeKeyResponse
-	41, // 65: krypton.v1.AdminService.LockTenant:output_type -> krypton.v1.LockTenantResponse
-	25, // 66: krypton.v1.AdminService.UnlockTenant:output_type -> krypton.v1.Tenant
-	25, // 67: krypton.v1.AdminService.RekeyTenant:output_type -> krypton.v1.Tenant
-	48, // [48:68] is the sub-list for method output_type
-	28, // [28:48] is the sub-list for method input_type
+	51, // 48: krypton.v1.AdminService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
+	5,  // 49: krypton.v1.AdminService.Members:output_type -> krypton.v1.MembersResponse
+	8,  // 50: krypton.v1.AdminService.ListPeers:output_type -> krypton.v1.ListPeersResponse
+	11, // 51: krypton.v1.AdminService.Join:output_type -> krypton.v1.JoinResponse
+	13, // 52: krypton.v1.AdminService.Leave:output_type -> krypton.v1.LeaveResponse
+	15, // 53: krypton.v1.AdminService.RemovePeer:output_type -> krypton.v1.RemovePeerResponse
+	17, // 54: krypton.v1.AdminService.TransferLeadership:output_type -> krypton.v1.TransferLeadershipResponse
+	19, // 55: krypton.v1.AdminService.Status:output_type -> krypton.v1.StatusResponse
+	22, // 56: krypton.v1.AdminService.SnapshotSave:output_type -> krypton.v1.SnapshotChunk
+	24, // 57: krypton.v1.AdminService.SnapshotRestore:output_type -> krypton.v1.SnapshotRestoreResponse
+	25, // 58: krypton.v1.AdminService.CreateTenant:output_type -> krypton.v1.Tenant
+	28, // 59: krypton.v1.AdminService.ListTenants:output_type -> krypton.v1.ListTenantsResponse
+	30, // 60: krypton.v1.AdminService.DescribeTenant:output_type -> krypton.v1.DescribeTenantResponse
+	31, // 61: krypton.v1.AdminService.CreateKey:output_type -> krypton.v1.Key
+	31, // 62: krypton.v1.AdminService.RotateKey:output_type -> krypton.v1.Key
+	36, // 63: krypton.v1.AdminService.ListKeys:output_type -> krypton.v1.ListKeysResponse
+	31, // 64: krypton.v1.AdminService.DescribeKey:output_type -> krypton.v1.Key
+	39, // 65: krypton.v1.AdminService.RevokeKey:output_type -> krypton.v1.RevokeKeyResponse
+	41, // 66: krypton.v1.AdminService.LockTenant:output_type -> krypton.v1.LockTenantResponse
+	25, // 67: krypton.v1.AdminService.UnlockTenant:output_type -> krypton.v1.Tenant
+	25, // 68: krypton.v1.AdminService.RekeyTenant:output_type -> krypton.v1.Tenant
+	25, // 69: krypton.v1.AdminService.SetOwnerKey:output_type -> krypton.v1.Tenant
+	49, // [49:70] is the sub-list for method output_type
+	28, // [28:49] is the sub-list for method input_type
 	28, // [28:28] is the sub-list for extension type_name
 	28, // [28:28] is the sub-list for extension extendee
 	0,  // [0:28] is the sub-list for field type_name
@@ -3042,6 +3046,7 @@ func file_krypton_v1_admin_proto_init() {
 		return
 	}
 	file_krypton_v1_common_proto_init()
+	file_krypton_v1_governance_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -41,6 +41,7 @@ const (
 	AdminService_LockTenant_FullMethodName         = "/krypton.v1.AdminService/LockTenant"
 	AdminService_UnlockTenant_FullMethodName       = "/krypton.v1.AdminService/UnlockTenant"
 	AdminService_RekeyTenant_FullMethodName        = "/krypton.v1.AdminService/RekeyTenant"
+	AdminService_SetOwnerKey_FullMethodName        = "/krypton.v1.AdminService/SetOwnerKey"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -204,6 +205,19 @@ type AdminServiceClient interface {
 	// its anchor was deleted, or either anchor denies access; UNAVAILABLE if
 	// an anchor could not be reached.
 	RekeyTenant(ctx context.Context, in *RekeyTenantRequest, opts ...grpc.CallOption) (*Tenant, error)
+	// SetOwnerKey registers a tenant's owner public key in this region, or
+	// replaces it. The first key of a tenant without one is registered on the
+	// operator's word (and audited, tenant.owner.set); replacing a key needs a
+	// consent signed by the current one over {tenant, op "set-owner", the new
+	// key's fingerprint, region, request_id}: `krypton owner consent -op
+	// set-owner -region`. A region that follows governance refuses it, naming
+	// governance's command.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed key or consent (or a consent
+	// with a first key); PERMISSION_DENIED for a missing, wrongly signed,
+	// mismatched, expired or used consent; NOT_FOUND for an unknown tenant;
+	// FAILED_PRECONDITION if the tenant is revoked or the region is governed.
+	SetOwnerKey(ctx context.Context, in *SetOwnerKeyRequest, opts ...grpc.CallOption) (*Tenant, error)
 }
 
 type adminServiceClient struct {
@@ -426,6 +440,16 @@ func (c *adminServiceClient) RekeyTenant(ctx context.Context, in *RekeyTenantReq
 	return out, nil
 }
 
+func (c *adminServiceClient) SetOwnerKey(ctx context.Context, in *SetOwnerKeyRequest, opts ...grpc.CallOption) (*Tenant, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Tenant)
+	err := c.cc.Invoke(ctx, AdminService_SetOwnerKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -587,6 +611,19 @@ type AdminServiceServer interface {
 	// its anchor was deleted, or either anchor denies access; UNAVAILABLE if
 	// an anchor could not be reached.
 	RekeyTenant(context.Context, *RekeyTenantRequest) (*Tenant, error)
+	// SetOwnerKey registers a tenant's owner public key in this region, or
+	// replaces it. The first key of a tenant without one is registered on the
+	// operator's word (and audited, tenant.owner.set); replacing a key needs a
+	// consent signed by the current one over {tenant, op "set-owner", the new
+	// key's fingerprint, region, request_id}: `krypton owner consent -op
+	// set-owner -region`. A region that follows governance refuses it, naming
+	// governance's command.
+	//
+	// Errors: INVALID_ARGUMENT for a malformed key or consent (or a consent
+	// with a first key); PERMISSION_DENIED for a missing, wrongly signed,
+	// mismatched, expired or used consent; NOT_FOUND for an unknown tenant;
+	// FAILED_PRECONDITION if the tenant is revoked or the region is governed.
+	SetOwnerKey(context.Context, *SetOwnerKeyRequest) (*Tenant, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -656,6 +693,9 @@ func (UnimplementedAdminServiceServer) UnlockTenant(context.Context, *UnlockTena
 }
 func (UnimplementedAdminServiceServer) RekeyTenant(context.Context, *RekeyTenantRequest) (*Tenant, error) {
 	return nil, status.Error(codes.Unimplemented, "method RekeyTenant not implemented")
+}
+func (UnimplementedAdminServiceServer) SetOwnerKey(context.Context, *SetOwnerKeyRequest) (*Tenant, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetOwnerKey not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1020,6 +1060,24 @@ func _AdminService_RekeyTenant_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_SetOwnerKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetOwnerKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetOwnerKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetOwnerKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetOwnerKey(ctx, req.(*SetOwnerKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1098,6 +1156,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RekeyTenant",
 			Handler:    _AdminService_RekeyTenant_Handler,
+		},
+		{
+			MethodName: "SetOwnerKey",
+			Handler:    _AdminService_SetOwnerKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

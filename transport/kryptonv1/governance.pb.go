@@ -768,7 +768,7 @@ type SetOwnerKeyRequest struct {
 	OwnerPublicKey string `protobuf:"bytes,3,opt,name=owner_public_key,json=ownerPublicKey,proto3" json:"owner_public_key,omitempty"`
 	// Required if the tenant has an owner key: a consent by it over {tenant,
 	// op "set-owner", owner_key (the new key's fingerprint), request_id, iat,
-	// exp}.
+	// exp}; at a region (AdminService.SetOwnerKey) also region.
 	Consent       string `protobuf:"bytes,4,opt,name=consent,proto3" json:"consent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
