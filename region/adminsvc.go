@@ -353,6 +353,7 @@ func (n *Node) tenantProto(t fsm.Tenant) *kv1.Tenant {
 	if svcs, err := n.state.ListServices(t.Name); err == nil {
 		out.ServiceCount = uint32(len(svcs))
 	}
+	_, out.OwnerKeyFingerprint, _ = n.state.OwnerKey(t.Name)
 	return out
 }
 
@@ -405,13 +406,13 @@ func (n *Node) writtenKeyProto(svc fsm.Service) (*kv1.Key, error) {
 }
 
 func (s *adminService) CreateTenant(ctx context.Context, req *kv1.CreateTenantRequest) (*kv1.Tenant, error) {
-	if err := s.n.governedCreateTenant(req.GetTenant(), req.GetAnchorUri()); err != nil {
+	if err := s.n.governedCreateTenant(req.GetTenant(), req.GetAnchorUri(), req.GetOwnerPublicKey() != ""); err != nil {
 		return nil, err
 	}
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
-	t, err := s.n.CreateTenant(ctx, req.GetRequestId(), req.GetTenant(), req.GetAnchorUri())
+	t, err := s.n.CreateOwnedTenant(ctx, req.GetRequestId(), req.GetTenant(), req.GetAnchorUri(), req.GetOwnerPublicKey())
 	if err != nil {
 		return nil, err
 	}
@@ -581,7 +582,7 @@ func (s *adminService) RekeyTenant(ctx context.Context, req *kv1.RekeyTenantRequ
 	if err := checkRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
-	t, err := s.n.RekeyTenant(ctx, req.GetRequestId(), req.GetTenant(), req.GetAnchorUri())
+	t, err := s.n.RekeyTenant(ctx, req.GetRequestId(), req.GetTenant(), req.GetAnchorUri(), req.GetConsent())
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 	_ "github.com/kryptonkms/krypton/anchor/pkcs11"
 	"github.com/kryptonkms/krypton/anchor/pkcs11/pkcs11test"
 	"github.com/kryptonkms/krypton/cluster/clustertest"
+	"github.com/kryptonkms/krypton/internal/owner/ownertest"
 	"github.com/kryptonkms/krypton/region/regiontest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -259,7 +260,9 @@ func TestAnchorsRekeyKMSToHSM(t *testing.T) {
 
 	newKey := a.tok.NewKey(t)
 	admin := a.r.AdminClient(a.r.Followers()[0])
-	tn, err := admin.RekeyTenant(ctxT(t), &kv1.RekeyTenantRequest{RequestId: "rekey-cloud", Tenant: "cloud", AnchorUri: a.tok.URI(newKey)})
+	k := ownertest.New(t)
+	registerOwner(t, a.r, "cloud", k)
+	tn, err := admin.RekeyTenant(ctxT(t), &kv1.RekeyTenantRequest{RequestId: "rekey-cloud", Tenant: "cloud", AnchorUri: a.tok.URI(newKey), Consent: rekeyConsent(t, k, "cloud", a.tok.URI(newKey), "rekey-cloud")})
 	if err != nil {
 		t.Fatalf("RekeyTenant: %v", err)
 	}

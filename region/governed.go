@@ -94,9 +94,12 @@ func shellWord(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func (n *Node) governedCreateTenant(tenant, anchorURI string) error {
-	return n.governedWrite("create the tenant", govCommand{words: []string{"tenant", "create"},
-		flags: [][2]string{{"anchor", anchorOr(anchorURI)}, {"regions", n.cfg.Region}}, args: []string{nameOr(tenant, "<tenant>")}})
+func (n *Node) governedCreateTenant(tenant, anchorURI string, owned bool) error {
+	flags := [][2]string{{"anchor", anchorOr(anchorURI)}, {"regions", n.cfg.Region}}
+	if owned {
+		flags = append(flags, [2]string{"owner-pub", "<file>"})
+	}
+	return n.governedWrite("create the tenant", govCommand{words: []string{"tenant", "create"}, flags: flags, args: []string{nameOr(tenant, "<tenant>")}})
 }
 
 func (n *Node) governedCreateKey(tenant, service string) error {

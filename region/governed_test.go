@@ -39,7 +39,7 @@ func startGoverned(t *testing.T) (*governancetest.Cluster, *regiontest.Region) {
 }
 
 // TestGovernedRegionRefusesGovernanceWrites: on a region that follows governance, an operator's
-// region-level tenant create, key create, revoke, lock, unlock and rekey are refused with
+// region-level tenant create, key create, revoke, lock, unlock, rekey and set-owner are refused with
 // FailedPrecondition naming the governance command that makes the change (issue 14: a tenant made
 // that way was unknown to governance, out of reach of its kill switch, and a region-level unlock
 // lifted governance's lock). Nothing reaches the Raft log (krypton_raft_proposals_total stays) and
@@ -94,6 +94,10 @@ func TestGovernedRegionRefusesGovernanceWrites(t *testing.T) {
 		}},
 		{"tenant rekey", "krypton tenant set-anchor -governance " + gov + " -anchor " + r.Anchor + " acme", func(a kv1.AdminServiceClient) error {
 			_, err := a.RekeyTenant(ctxShort(t), &kv1.RekeyTenantRequest{RequestId: "rk", Tenant: "acme", AnchorUri: r.Anchor})
+			return err
+		}},
+		{"tenant set-owner", "krypton tenant set-owner -governance " + gov + " -owner-pub <file> acme", func(a kv1.AdminServiceClient) error {
+			_, err := a.SetOwnerKey(ctxShort(t), &kv1.SetOwnerKeyRequest{RequestId: "so", Tenant: "acme", OwnerPublicKey: "x"})
 			return err
 		}},
 		{"a name that is not one is not echoed", "krypton tenant unlock -governance " + gov + " <tenant>", func(a kv1.AdminServiceClient) error {

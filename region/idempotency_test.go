@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/internal/owner/ownertest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -141,7 +142,8 @@ func TestRequestIDReuseIsRefused(t *testing.T) {
 	}
 
 	// LockTenant, UnlockTenant (on acme, the only live tenant left).
-	if _, err := admin.CreateTenant(ctx, &kv1.CreateTenantRequest{RequestId: "ct-initech", Tenant: "initech", AnchorUri: r.Anchor}); err != nil {
+	k := ownertest.New(t) // the tenants' owner key: a rekey needs its consent
+	if _, err := admin.CreateTenant(ctx, &kv1.CreateTenantRequest{RequestId: "ct-initech", Tenant: "initech", AnchorUri: r.Anchor, OwnerPublicKey: k.Public}); err != nil {
 		t.Fatal(err)
 	}
 	lk := &kv1.LockTenantRequest{RequestId: "lk", Tenant: "initech", Reason: "test"}
@@ -177,20 +179,22 @@ func TestRequestIDReuseIsRefused(t *testing.T) {
 	}
 	same("UnlockTenant", tn, tnAgain)
 
-	// RekeyTenant: a retry reseals afresh and is still the same request.
+	// RekeyTenant: a retry reseals afresh and is still the same request (acme gets the owner key
+	// too, so that its rekey under initech's id passes the consent check and meets the reuse).
+	registerOwner(t, r, "acme", k)
 	newURI := "file://" + filepath.Join(t.TempDir(), "new-root.key")
 	p, err := anchor.Open(ctx, newURI, anchor.Options{Create: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	p.Close()
-	rt := &kv1.RekeyTenantRequest{RequestId: "rt", Tenant: "initech", AnchorUri: newURI}
+	rt := &kv1.RekeyTenantRequest{RequestId: "rt", Tenant: "initech", AnchorUri: newURI, Consent: rekeyConsent(t, k, "initech", newURI, "rt")}
 	tn, err = admin.RekeyTenant(ctx, rt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reuse("RekeyTenant of another tenant", func() error {
-		_, err := admin.RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: "rt", Tenant: "acme", AnchorUri: newURI})
+		_, err := admin.RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: "rt", Tenant: "acme", AnchorUri: newURI, Consent: rekeyConsent(t, k, "acme", newURI, "rt")})
 		return err
 	})
 	tnAgain, err = admin.RekeyTenant(ctx, rt)

@@ -13,6 +13,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor"
 	anchorfile "github.com/kryptonkms/krypton/anchor/file"
 	"github.com/kryptonkms/krypton/cluster/clustertest"
+	"github.com/kryptonkms/krypton/internal/owner/ownertest"
 	"github.com/kryptonkms/krypton/region/regiontest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -123,7 +124,9 @@ func TestRekeyTenant(t *testing.T) {
 	}
 	p.Close()
 	admin := r.AdminClient(r.Followers()[0])
-	tn, err := admin.RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: "rekey", Tenant: "acme", AnchorUri: newURI})
+	k := ownertest.New(t)
+	registerOwner(t, r, "acme", k)
+	tn, err := admin.RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: "rekey", Tenant: "acme", AnchorUri: newURI, Consent: rekeyConsent(t, k, "acme", newURI, "rekey")})
 	if err != nil {
 		t.Fatalf("RekeyTenant: %v", err)
 	}
@@ -145,7 +148,8 @@ func TestRekeyTenant(t *testing.T) {
 		mustUnwrap(t, r, i, "acme", "payments", before)
 	}
 	// A rekey to an anchor that does not work is refused and changes nothing.
-	_, err = r.AdminClient(r.WaitLeader()).RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: "rekey-bad", Tenant: "acme", AnchorUri: "file:///nonexistent/root.key"})
+	bad := "file:///nonexistent/root.key"
+	_, err = r.AdminClient(r.WaitLeader()).RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: "rekey-bad", Tenant: "acme", AnchorUri: bad, Consent: rekeyConsent(t, k, "acme", bad, "rekey-bad")})
 	if status.Code(err) == codes.OK {
 		t.Fatal("a rekey to a missing root key was accepted")
 	}

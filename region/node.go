@@ -160,7 +160,7 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { n.revs.close() })
-	n.fsm = fsm.New(fsm.Options{OnChange: n.onChange})
+	n.fsm = fsm.New(fsm.Options{OnChange: n.onChange, Region: cfg.Region})
 	n.state = n.fsm.State()
 
 	ccfg := cluster.DefaultConfig()

@@ -15,6 +15,7 @@ import (
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
@@ -151,12 +152,23 @@ func (n *Node) storableAnchor(uri string) error {
 	return nil
 }
 
-// CreateTenant creates a tenant whose L2 version 1 is sealed by the anchor at anchorURI.
+// CreateTenant creates a tenant whose L2 version 1 is sealed by the anchor at anchorURI, without
+// an owner key (it cannot be rekeyed until one is registered: SetOwnerKey).
 func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI string) (fsm.Tenant, error) {
+	return n.CreateOwnedTenant(ctx, requestID, tenant, anchorURI, "")
+}
+
+// CreateOwnedTenant is CreateTenant with the tenant owner's public key (PKIX PEM; "" for none),
+// whose consent rekeying the tenant needs (owner.go).
+func (n *Node) CreateOwnedTenant(ctx context.Context, requestID, tenant, anchorURI, ownerKey string) (fsm.Tenant, error) {
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
 	}
 	if err := n.storableAnchor(anchorURI); err != nil {
+		return fsm.Tenant{}, err
+	}
+	ownerPub, err := ownerKeyPEM(ownerKey)
+	if err != nil {
 		return fsm.Tenant{}, err
 	}
 	p, err := n.probedAnchor(ctx, anchorURI)
@@ -173,7 +185,7 @@ func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI st
 		l2.Destroy()
 		return fsm.Tenant{}, err
 	}
-	res, err := n.apply(ctx, requestID, fsm.CreateTenant{Tenant: tenant, Anchor: anchorURI, SealedL2: sealed})
+	res, err := n.apply(ctx, requestID, fsm.CreateTenant{Tenant: tenant, Anchor: anchorURI, SealedL2: sealed, OwnerKey: ownerKey})
 	if err != nil || res.Duplicate {
 		l2.Destroy()
 		if err != nil {
@@ -181,7 +193,11 @@ func (n *Node) CreateTenant(ctx context.Context, requestID, tenant, anchorURI st
 		}
 	} else {
 		n.keys.putTenantKey(l2)
-		n.record(ctx, audit.Event{Kind: audit.KindKeyCreate, Tenant: tenant, Version: 1, RequestID: requestID, Detail: map[string]string{"layer": "L2", "anchor": anchor.Redact(anchorURI)}})
+		fp := ""
+		if ownerPub != nil {
+			fp = ownerPub.Fingerprint()
+		}
+		n.record(ctx, audit.Event{Kind: audit.KindKeyCreate, Tenant: tenant, Version: 1, RequestID: requestID, Detail: map[string]string{"layer": "L2", "anchor": anchor.Redact(anchorURI), "owner-key": ownerKeyText(fp)}})
 	}
 	return n.state.Tenant(res.Tenant)
 }
@@ -371,8 +387,9 @@ func (n *Node) UnlockTenant(ctx context.Context, requestID, tenant string) (fsm.
 }
 
 // RekeyTenant seals every L2 version of a tenant under a new anchor (DESIGN.md of package anchor:
-// rotating L1 never changes L2, so nothing below it needs rewrapping).
-func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI string) (fsm.Tenant, error) {
+// rotating L1 never changes L2, so nothing below it needs rewrapping). It needs the tenant owner's
+// consent to exactly this rekey (owner.go), checked before the anchor is opened or any L2 unsealed.
+func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI, consent string) (fsm.Tenant, error) {
 	if err := transport.CheckName("tenant", tenant); err != nil {
 		return fsm.Tenant{}, err
 	}
@@ -388,6 +405,11 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI str
 		return fsm.Tenant{}, &fsm.Error{Err: fsm.ErrRevoked, Tenant: tenant}
 	case t.AnchorDeleted:
 		return fsm.Tenant{}, &fsm.Error{Err: fsm.ErrAnchorDeleted, Tenant: tenant}
+	}
+	st := owner.Statement{Tenant: tenant, Op: owner.OpRekey, Anchor: anchorURI, Region: n.cfg.Region, RequestID: requestID}
+	fp, err := n.checkConsent(consent, st, n.rekeyConsentHow(tenant, anchorURI), true)
+	if err != nil {
+		return fsm.Tenant{}, err
 	}
 	p, err := n.probedAnchor(ctx, anchorURI)
 	if err != nil {
@@ -406,11 +428,14 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI str
 		}
 		resealed[i] = sealed
 	}
-	res, err := n.apply(ctx, requestID, fsm.SetAnchor{Tenant: tenant, Anchor: anchorURI, Resealed: resealed})
+	res, err := n.apply(ctx, requestID, fsm.SetAnchor{Tenant: tenant, Anchor: anchorURI, Resealed: resealed, Consent: consent})
 	if err != nil {
 		return fsm.Tenant{}, err
 	}
-	n.record(ctx, audit.Event{Kind: "tenant.rekey", Tenant: tenant, RequestID: requestID, Detail: map[string]string{"anchor": anchor.Redact(anchorURI)}})
+	if !res.Duplicate { // a retry's answer is the first's, and so is its record
+		n.record(ctx, audit.Event{Kind: "tenant.rekey", Tenant: tenant, RequestID: requestID, Detail: map[string]string{
+			"anchor": anchor.Redact(anchorURI), "old-anchor": anchor.Redact(t.Anchor), "owner-key": fp}})
+	}
 	return n.state.Tenant(res.Tenant)
 }
 

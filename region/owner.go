@@ -1,0 +1,149 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/internal/owner"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// Tenant owner keys in a region that is not governed (docs/security.md, "Tenant owner consent"):
+// the region holds each tenant's owner public key (fsm, owner.go), and its own rekey of a tenant
+// needs the owner's consent, checked here before anything is opened or proposed, and again by the
+// state machine when it applies the rekey. A governed region refuses both writes: governance
+// holds the owner keys and moves anchors.
+
+// AuditOwnerSet is the audit record of a region-level owner key registration or handover.
+const AuditOwnerSet = "tenant.owner.set"
+
+// ownerKeyPEM checks an owner public key from a request ("" for none) and returns it parsed (nil
+// for none). The refusal names the fix and never echoes the key.
+func ownerKeyPEM(pem string) (*owner.PublicKey, error) {
+	if pem == "" {
+		return nil, nil
+	}
+	k, err := owner.ParsePublicKey(pem)
+	if err != nil {
+		return nil, &codedErrorInvalid{"region: " + strings.TrimPrefix(err.Error(), "owner: malformed: ")}
+	}
+	return k, nil
+}
+
+// checkConsent verifies a consent against the tenant's owner key as this node holds it, before
+// anything is proposed, with an error that says what is wrong and how to make a consent (how);
+// the state machine verifies it again where it applies (and refuses a consent used before). It
+// returns the owner key's fingerprint ("" if the tenant has none). needKey refuses a tenant
+// without an owner key (FailedPrecondition, naming `tenant set-owner`); otherwise such a tenant
+// takes no consent (its first owner key).
+func (n *Node) checkConsent(consent string, st owner.Statement, how string, needKey bool) (string, error) {
+	pem, fp, err := n.state.OwnerKey(st.Tenant)
+	if err != nil {
+		return "", err
+	}
+	if pem == "" {
+		if needKey {
+			return "", &codedError{codes.FailedPrecondition, "region: the tenant has no owner key, so it cannot be rekeyed on the operator's word alone; " +
+				"register the owner's key with `krypton tenant set-owner -owner-pub <file> " + nameOr(st.Tenant, "<tenant>") +
+				"` (the owner makes it with `krypton owner keygen`), then give the owner's consent with -consent"}
+		}
+		if consent != "" {
+			return "", &codedErrorInvalid{"region: the tenant has no owner key yet: registering its first takes no consent"}
+		}
+		return "", nil
+	}
+	key, err := owner.ParsePublicKey(pem)
+	if err != nil {
+		return "", &fsm.Error{Err: fsm.ErrConsentDenied, Tenant: st.Tenant}
+	}
+	tail := "; the tenant's owner (key " + fp + ") makes a consent with `" + how + "`, and the operator gives it with -consent consent.jws"
+	if _, err := owner.Verify(consent, key, st, time.Now()); err != nil {
+		if errors.Is(err, owner.ErrMalformed) {
+			return "", &codedErrorInvalid{"region: " + strings.TrimPrefix(err.Error(), "owner: malformed: ") + tail}
+		}
+		return "", &codedError{codes.PermissionDenied, "region: " + strings.TrimPrefix(err.Error(), "owner: ") + tail}
+	}
+	return fp, nil
+}
+
+// rekeyConsentHow is the command that makes the owner's consent to a rekey.
+func (n *Node) rekeyConsentHow(tenant, anchorURI string) string {
+	return "krypton owner consent -key <owner.key> -op rekey -anchor " + shellWord(anchorOr(anchorURI)) + " -region " + shellWord(n.cfg.Region) +
+		" -request-id <id> -out consent.jws " + nameOr(tenant, "<tenant>")
+}
+
+// SetOwnerKey registers a tenant's owner public key, or replaces it with the current key's consent.
+func (n *Node) SetOwnerKey(ctx context.Context, requestID, tenant, pem, consent string) (fsm.Tenant, error) {
+	if err := transport.CheckName("tenant", tenant); err != nil {
+		return fsm.Tenant{}, err
+	}
+	if pem == "" {
+		return fsm.Tenant{}, &codedErrorInvalid{"region: owner_public_key is required (krypton owner keygen makes one)"}
+	}
+	nk, err := ownerKeyPEM(pem)
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
+	t, err := freshRead(ctx, n, func() (fsm.Tenant, error) { return n.state.Tenant(tenant) })
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
+	if t.Status == fsm.StatusRevoked {
+		return fsm.Tenant{}, &fsm.Error{Err: fsm.ErrRevoked, Tenant: tenant}
+	}
+	st := owner.Statement{Tenant: tenant, Op: owner.OpSetOwner, OwnerKey: nk.Fingerprint(), Region: n.cfg.Region, RequestID: requestID}
+	how := "krypton owner consent -key <current-owner.key> -op set-owner -owner-pub <new-owner.pub> -region " + shellWord(n.cfg.Region) +
+		" -request-id <id> -out consent.jws " + tenant
+	prev, err := n.checkConsent(consent, st, how, false)
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
+	res, err := n.apply(ctx, requestID, fsm.SetOwnerKey{Tenant: tenant, OwnerKey: pem, Consent: consent})
+	if err != nil {
+		return fsm.Tenant{}, err
+	}
+	if !res.Duplicate {
+		d := map[string]string{"owner-key": nk.Fingerprint()}
+		if prev == "" {
+			d["old-owner-key"] = "(none: registered on the operator's word)"
+		} else {
+			d["old-owner-key"], d["consented-by"] = prev, prev
+		}
+		n.record(ctx, audit.Event{Kind: AuditOwnerSet, Tenant: tenant, RequestID: requestID, Detail: d})
+	}
+	return n.state.Tenant(res.Tenant)
+}
+
+func (s *adminService) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequest) (*kv1.Tenant, error) {
+	if err := s.n.governedSetOwner(req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := checkRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	t, err := s.n.SetOwnerKey(ctx, req.GetRequestId(), req.GetTenant(), req.GetOwnerPublicKey(), req.GetConsent())
+	if err != nil {
+		return nil, err
+	}
+	return s.n.tenantProto(t), nil
+}
+
+func (n *Node) governedSetOwner(tenant string) error {
+	return n.governedWrite("register the owner key", govCommand{words: []string{"tenant", "set-owner"},
+		flags: [][2]string{{"owner-pub", "<file>"}}, args: []string{nameOr(tenant, "<tenant>")}})
+}
+
+// ownerKeyText names an owner key in an audit record: its fingerprint, or that there is none.
+func ownerKeyText(fp string) string {
+	if fp == "" {
+		return "(none)"
+	}
+	return fp
+}
