@@ -577,10 +577,11 @@ func sendSnapshot(ctx context.Context, admin kv1.AdminServiceClient, requestID, 
 
 func tenantCommand() *command {
 	return &command{
-		name: "tenant", synopsis: "create, list, describe, lock, unlock and rekey tenants",
+		name: "tenant", synopsis: "create, list, describe, lock, unlock and rekey tenants; register their owner key",
 		help: "Tenants of the region, each with its L1 anchor (a key in the customer's KMS or HSM) and its tenant key (L2) sealed by it.",
 		sub: []*command{
 			tenantCreateCommand(), tenantListCommand(), tenantDescribeCommand(), tenantLockCommand(), tenantUnlockCommand(), tenantRekeyCommand(),
+			tenantSetOwnerCommand(),
 		},
 	}
 }
@@ -593,6 +594,7 @@ func tenantText(w io.Writer, t *kv1.Tenant) error {
 		{"Tenant key version:", strconv.FormatUint(uint64(t.GetTenantKeyVersion()), 10)},
 		{"Services:", strconv.FormatUint(uint64(t.GetServiceCount()), 10)},
 		{"Created:", timeText(t.GetCreatedAt())},
+		{"Owner key:", regionOwnerKeyText(t.GetOwnerKeyFingerprint())},
 	}
 	if t.GetState() == kv1.TenantState_TENANT_STATE_LOCKED {
 		rows = append(rows, []string{"Locked:", timeText(t.GetLockedAt())}, []string{"Locked reason:", t.GetLockedReason()})
@@ -601,34 +603,41 @@ func tenantText(w io.Writer, t *kv1.Tenant) error {
 }
 
 func tenantCreateCommand() *command {
-	return tenantAnchorCommand("create", "create a tenant with its L1 anchor", "the tenant's L1 anchor URI (required)",
+	var ownerPub, ownerPEM string
+	return tenantAnchorCommand("create", "create a tenant with its L1 anchor", "-anchor <uri> [-owner-pub <file>] <tenant>", "the tenant's L1 anchor URI (required)",
 		"Creates <tenant>: the leader generates its tenant key (L2) and seals it through the anchor, a key in the tenant's own KMS or HSM "+
 			"(awskms://, gcpkms://, azurekv://, pkcs11:, or file:// for development), after a seal/unseal round trip through it. "+
+			"With -owner-pub the tenant's owner key is registered with it: rekeying the tenant then needs the owner's consent. "+
 			"Regions fed by governance get their tenants from it instead, and refuse this command naming the one to run there.",
+		func(fs *flag.FlagSet) { ownerPubFlag(fs, &ownerPub) },
+		func(*flag.FlagSet) (err error) { ownerPEM, err = readOwnerPub(ownerPub); return err },
 		func(ctx context.Context, c *apiClient, tenant, uri string) (*kv1.Tenant, error) {
-			return c.admin().CreateTenant(ctx, &kv1.CreateTenantRequest{RequestId: c.requestID, Tenant: tenant, AnchorUri: uri})
+			return c.admin().CreateTenant(ctx, &kv1.CreateTenantRequest{RequestId: c.requestID, Tenant: tenant, AnchorUri: uri, OwnerPublicKey: ownerPEM})
 		})
 }
 
 // tenantAnchorCommand is a tenant write that takes <tenant> and -anchor <uri>: create and rekey.
-func tenantAnchorCommand(name, synopsis, flagHelp, help string, call func(ctx context.Context, c *apiClient, tenant, uri string) (*kv1.Tenant, error)) *command {
+// flags declares the command's other flags and check reads them (after the arguments are checked).
+func tenantAnchorCommand(name, synopsis, usage, flagHelp, help string, flags func(fs *flag.FlagSet), check func(fs *flag.FlagSet) error,
+	call func(ctx context.Context, c *apiClient, tenant, uri string) (*kv1.Tenant, error)) *command {
 	var anchorURI string
 	return clientCommand(clientSpec{
-		name: name, synopsis: synopsis, usage: "-anchor <uri> <tenant>",
+		name: name, synopsis: synopsis, usage: usage,
 		help:  help,
 		kind:  pki.KindOperator,
 		write: true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&anchorURI, "anchor", "", flagHelp)
+			flags(fs)
 		},
 		check: func(fs *flag.FlagSet) error {
-			if err := nargs(fs, 1, 1, "-anchor <uri> <tenant>"); err != nil {
+			if err := nargs(fs, 1, 1, usage); err != nil {
 				return err
 			}
 			if anchorURI == "" {
 				return usagef("%s: -anchor is required", cmdName(fs))
 			}
-			return nil
+			return check(fs)
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
 			t, err := call(ctx, c, fs.Arg(0), anchorURI)
@@ -753,10 +762,17 @@ func tenantUnlockCommand() *command {
 }
 
 func tenantRekeyCommand() *command {
-	return tenantAnchorCommand("rekey", "move a tenant to another L1 anchor (L1 rotation)", "the tenant's new L1 anchor URI (required)",
+	var consentPath, consent string
+	return tenantAnchorCommand("rekey", "move a tenant to another L1 anchor (L1 rotation)", "-anchor <uri> -consent <file> <tenant>", "the tenant's new L1 anchor URI (required)",
 		"Seals every version of <tenant>'s tenant key (L2) again under the new anchor, after a seal/unseal round trip through it. "+
-			"L2 does not change, so nothing wrapped under the tenant needs rewrapping; the old root key may be retired afterwards.",
+			"L2 does not change, so nothing wrapped under the tenant needs rewrapping; the old root key may be retired afterwards. "+
+			"It needs the tenant owner's consent (-consent), which the owner makes with `krypton owner consent -op rekey -anchor <uri> -region <region>`; "+
+			"the change is sent under the request id the consent names.",
+		func(fs *flag.FlagSet) {
+			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file (`krypton owner consent -op rekey`; required)")
+		},
+		func(fs *flag.FlagSet) (err error) { consent, err = rekeyConsentFlag(fs, consentPath); return err },
 		func(ctx context.Context, c *apiClient, tenant, uri string) (*kv1.Tenant, error) {
-			return c.admin().RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: c.requestID, Tenant: tenant, AnchorUri: uri})
+			return c.admin().RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: c.requestID, Tenant: tenant, AnchorUri: uri, Consent: consent})
 		})
 }

@@ -160,19 +160,20 @@ func (f *capturedFlag) IsBoolFlag() bool   { return f.isBool }
 func tenantCommandWithGovernance() *command {
 	t := tenantCommand()
 	gov := map[string]*command{
-		"create":   govTenantCreateCommand(),
-		"list":     govTenantListCommand(),
-		"describe": govTenantDescribeCommand(),
-		"lock":     govTenantLockCommand(),
-		"unlock":   govTenantUnlockCommand(),
+		"create":    govTenantCreateCommand(),
+		"list":      govTenantListCommand(),
+		"describe":  govTenantDescribeCommand(),
+		"lock":      govTenantLockCommand(),
+		"unlock":    govTenantUnlockCommand(),
+		"set-owner": govSetOwnerCommand(),
 	}
 	for i, sub := range t.sub {
 		if g := gov[sub.name]; g != nil {
 			t.sub[i] = dualCommand(sub, g)
 		}
 	}
-	t.sub = append(t.sub, govSetAnchorCommand(), govDeleteAnchorCommand(), govSetOwnerCommand(), govTenantResyncCommand())
-	t.synopsis = "create, list, describe, lock, unlock and rekey tenants; set and delete their anchor, resync them (governance)"
+	t.sub = append(t.sub, govSetAnchorCommand(), govDeleteAnchorCommand(), govTenantResyncCommand())
+	t.synopsis = "create, list, describe, lock, unlock and rekey tenants, register their owner key; set and delete their anchor, resync them (governance)"
 	return t
 }
 
@@ -206,7 +207,7 @@ func govTenantCreateCommand() *command {
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&anchorURI, "anchor", "", "the tenant's L1 anchor URI (required)")
 			fs.StringVar(&regions, "regions", "", "regions the tenant may live in, comma-separated (governance only; required there)")
-			fs.StringVar(&ownerPub, "owner-pub", "", "the tenant owner's public key file (`krypton owner keygen`); without one the anchor can never be moved until one is registered (governance only)")
+			ownerPubFlag(fs, &ownerPub)
 		},
 		check: func(fs *flag.FlagSet) error {
 			if err := nargs(fs, 1, 1, "-anchor <uri> -regions <r1,r2> <tenant>"); err != nil {
@@ -1020,40 +1021,4 @@ func readOwnerPub(path string) (string, error) {
 		return "", fmt.Errorf("%s: %v", path, err)
 	}
 	return string(b), nil
-}
-
-func govSetOwnerCommand() *command {
-	var ownerPub, ownerPEM, consentPath, consent string
-	return govCommand(clientSpec{
-		name: "set-owner", synopsis: "register or replace a tenant's owner key (governance)", usage: "-owner-pub <file> [-consent <file>] <tenant>",
-		help: "Registers <tenant>'s owner public key at governance, whose consent moving the anchor needs. The first key of a " +
-			"tenant without one is registered on the operator's word (and audited); replacing a key needs a consent by the " +
-			"current one: `krypton owner consent -op set-owner -owner-pub <new.pub>`.",
-		write: true,
-		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&ownerPub, "owner-pub", "", "the owner public key file (`krypton owner keygen`; required)")
-			fs.StringVar(&consentPath, "consent", "", "the current owner's consent, when replacing a key")
-		},
-		check: func(fs *flag.FlagSet) error {
-			if err := nargs(fs, 1, 1, "-owner-pub <file> [-consent <file>] <tenant>"); err != nil {
-				return err
-			}
-			if ownerPub == "" {
-				return usagef("%s: -owner-pub is required", cmdName(fs))
-			}
-			var err error
-			if ownerPEM, err = readOwnerPub(ownerPub); err != nil {
-				return err
-			}
-			consent, err = consentFlag(fs, consentPath)
-			return err
-		},
-		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			t, err := c.gov().SetOwnerKey(ctx, &kv1.SetOwnerKeyRequest{RequestId: c.requestID, Tenant: fs.Arg(0), OwnerPublicKey: ownerPEM, Consent: consent})
-			if err != nil {
-				return err
-			}
-			return c.output(s.out, t, func(w io.Writer) error { return govTenantText(w, t) })
-		},
-	})
 }

@@ -20,8 +20,8 @@ import (
 func ownerCommand() *command {
 	return &command{
 		name: "owner", synopsis: "the tenant owner's key and consents (run by the customer, not the operator)",
-		help: "A tenant's owner key is the customer's: moving the tenant's anchor, lifting a deleted anchor and replacing the " +
-			"owner key need a consent signed by it, which the operator relays with -consent.",
+		help: "A tenant's owner key is the customer's: moving the tenant's anchor, lifting a deleted anchor, rekeying the tenant " +
+			"in a region and replacing the owner key need a consent signed by it, which the operator relays with -consent.",
 		sub: []*command{ownerKeygenCommand(), ownerConsentCommand()},
 	}
 }
@@ -80,14 +80,14 @@ func ownerConsentCommand() *command {
 		name: "consent", synopsis: "sign the owner's consent to a change of a tenant's root of trust",
 		usage: "-key <owner.key> -op set-anchor|rekey|set-owner [-anchor <uri>] [-region <r>] [-owner-pub <file>] [-request-id <id>] [-ttl 1h] -out <consent.jws> <tenant>",
 		help: "Signs, with the owner key, a consent to exactly one change of <tenant>: -op set-anchor -anchor <uri> (move the " +
-			"anchor at governance, or lift a deleted one), -op set-owner -owner-pub <new.pub> (hand over to a new owner key), " +
-			"-op rekey -anchor <uri> -region <r> (a region's tenant rekey). The consent is bound to a request id (a fresh one " +
+			"anchor at governance, or lift a deleted one), -op set-owner -owner-pub <new.pub> (hand over to a new owner key at " +
+			"governance; with -region <r>, at region r), -op rekey -anchor <uri> -region <r> (region r's tenant rekey). The consent is bound to a request id (a fresh one " +
 			"unless -request-id), valid for -ttl (at most 24h) and usable once; the operator gives it with -consent <file>.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&key, "key", "", "the owner private key (required)")
 			fs.StringVar(&op, "op", "", "set-anchor, set-owner or rekey (required)")
 			fs.StringVar(&anchorURI, "anchor", "", "set-anchor, rekey: the new anchor URI")
-			fs.StringVar(&region, "region", "", "rekey: the region")
+			fs.StringVar(&region, "region", "", "rekey: the region (required); set-owner: the region, for a region's tenant set-owner")
 			fs.StringVar(&ownerPub, "owner-pub", "", "set-owner: the new owner public key file")
 			fs.StringVar(&requestID, "request-id", "", "the request id the change must use (default: a fresh one)")
 			fs.DurationVar(&ttl, "ttl", owner.DefaultTTL, "how long the consent is valid (at most 24h)")
@@ -129,7 +129,7 @@ func ownerConsentCommand() *command {
 				if err != nil {
 					return fmt.Errorf("%s: %v", ownerPub, err)
 				}
-				st.OwnerKey = k.Fingerprint()
+				st.OwnerKey, st.Region = k.Fingerprint(), region
 			default:
 				return usagef("%s: -op must be set-anchor, set-owner or rekey", cmdName(fs))
 			}
