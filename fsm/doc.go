@@ -1,6 +1,6 @@
 // Package fsm is the region's deterministic state machine: tenants, their L1
 // anchors and sealed L2 versions, services and their sealed L3 key versions,
-// each tenant's access policy, the revocation log with the governance
+// each tenant's access policy and owner key, the revocation log with the governance
 // cursor, replicated region settings
 // and a request-id dedupe table. It holds sealed blobs only; no plaintext
 // key ever enters it.
@@ -8,7 +8,7 @@
 // State applies Entries: a Command (CreateTenant, RotateTenantKey,
 // CreateService, RotateServiceKey, RevokeTenant, RevokeService,
 // RevokeKeyVersion, LockTenant, UnlockTenant, SetAnchor, DeleteAnchor,
-// SetPolicy, ResyncTenant, ApplyGovernanceEvent, SetSettings) with a request id and the leader's
+// SetPolicy, ResyncTenant, ApplyGovernanceEvent, SetSettings, SetOwnerKey) with a request id and the leader's
 // clock. Everything a command needs (sealed blobs, versions, the time) is
 // chosen by the leader before it proposes, so Apply does no I/O and reads
 // no clock or randomness: every node that applies the same log reaches the
