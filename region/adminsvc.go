@@ -631,7 +631,7 @@ func (n *Node) checkRestoreKeepsRevocations(data io.Reader) error {
 	if undone > 0 {
 		return status.Errorf(codes.FailedPrecondition, "region: the snapshot predates %d revocation(s) made since; restoring it would make revoked keys usable again", undone)
 	}
-	return nil
+	return n.checkRestoreKeepsOwnerKeys(scratch)
 }
 
 // inForce returns the revocations of log that still stand: the log also records governance events

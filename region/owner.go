@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -138,6 +139,33 @@ func (s *adminService) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequ
 func (n *Node) governedSetOwner(tenant string) error {
 	return n.governedWrite("register the owner key", govCommand{words: []string{"tenant", "set-owner"},
 		flags: [][2]string{{"owner-pub", "<file>"}}, args: []string{nameOr(tenant, "<tenant>")}})
+}
+
+// checkRestoreKeepsOwnerKeys refuses a snapshot that would replace or drop the owner key of a
+// tenant this region holds: otherwise an operator could restore a snapshot that gives the tenant
+// a key of the operator's own (or none, and then register one on the operator's word) and rekey
+// the tenant with it. A snapshot taken before the owner's last handover is refused too; restore
+// one taken after it.
+func (n *Node) checkRestoreKeepsOwnerKeys(scratch *fsm.State) error {
+	var changed []string
+	for _, t := range n.state.ListTenants() {
+		_, fp, err := n.state.OwnerKey(t.Name)
+		if err != nil || fp == "" {
+			continue
+		}
+		if _, err := scratch.Tenant(t.Name); err != nil {
+			continue // not in the snapshot: nothing of it can be rekeyed
+		}
+		if _, sfp, _ := scratch.OwnerKey(t.Name); sfp != fp {
+			changed = append(changed, t.Name)
+		}
+	}
+	if len(changed) == 0 {
+		return nil
+	}
+	slices.Sort(changed)
+	return &codedError{codes.FailedPrecondition, "region: the snapshot holds another owner key (or none) for tenant(s) " + strings.Join(changed, ", ") +
+		" than this region; restoring it would replace the customer's owner key without its consent: restore a snapshot taken after the last owner key change"}
 }
 
 // ownerKeyText names an owner key in an audit record: its fingerprint, or that there is none.

@@ -269,3 +269,35 @@ func TestOwnerKeyAtRegion(t *testing.T) {
 		t.Fatalf("rekey with the new owner's consent: %v, %v", tn, err)
 	}
 }
+
+// An operator cannot swap a tenant's owner key through a backup: a restore that would replace or
+// drop the owner key of a tenant the region holds is refused, changing nothing; one taken after
+// the key was registered restores.
+func TestRestoreKeepsOwnerKeys(t *testing.T) {
+	r := setup(t) // acme, created without an owner key
+	admin := r.AdminClient(r.Leader())
+	keyless := saveSnapshot(t, admin)
+	// The snapshot an operator crafts: acme owned by a key of the operator's own (made here in a
+	// one-node region of the same name).
+	mallory := ownertest.New(t)
+	other := regiontest.Start(t, 1)
+	createTenant(t, other.AdminClient(0), other.Anchor, "acme")
+	registerOwner(t, other, "acme", mallory)
+	owned := saveSnapshot(t, other.AdminClient(0))
+
+	registerOwner(t, r, "acme", ownertest.New(t)) // the customer's key
+	waitSameState(t, r)
+	before := hashes(r)
+	for name, snap := range map[string][]*kv1.SnapshotChunk{"without the owner key": keyless, "with another owner key": owned} {
+		_, err := restoreSnapshot(t, admin, "restore-"+strings.ReplaceAll(name, " ", "-"), snap)
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "owner key") {
+			t.Errorf("restoring a snapshot %s: %v, want FailedPrecondition naming the owner key", name, err)
+		}
+	}
+	if !equalHashes(hashes(r), before) {
+		t.Fatal("a refused restore changed the state")
+	}
+	if _, err := restoreSnapshot(t, admin, "restore-ok", saveSnapshot(t, admin)); err != nil {
+		t.Fatalf("restoring a snapshot that keeps the owner key: %v", err)
+	}
+}
