@@ -186,6 +186,7 @@ func (a *applier) setOwnerKey(c SetOwnerKey, src source) (Result, error) {
 		return Result{}, invalid(ErrInvalidCommand, "consent") // the first key takes none
 	}
 	a.s.wTenant(c.Tenant).owner = next
+	a.changed(OwnerKeySet, c.Tenant, "", 0, "")
 	return Result{Tenant: c.Tenant}, nil
 }
 

@@ -407,6 +407,9 @@ func (a *applier) createTenant(c CreateTenant) (Result, error) {
 		owner:    o,
 	}
 	a.changed(TenantCreated, c.Tenant, "", 1, "")
+	if o.pem != "" {
+		a.changed(OwnerKeySet, c.Tenant, "", 0, "")
+	}
 	return Result{Tenant: c.Tenant, Version: 1}, nil
 }
 

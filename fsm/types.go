@@ -298,6 +298,8 @@ const (
 	Restored
 	// PolicySet: a tenant's access policy was replaced.
 	PolicySet
+	// OwnerKeySet: a tenant's owner key was registered or replaced (State.OwnerKey has it).
+	OwnerKeySet
 )
 
 var changeNames = [...]string{
@@ -315,6 +317,7 @@ var changeNames = [...]string{
 	SettingsChanged:   "settings-changed",
 	Restored:          "restored",
 	PolicySet:         "policy-set",
+	OwnerKeySet:       "owner-key-set",
 }
 
 func (k ChangeKind) String() string {

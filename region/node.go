@@ -388,12 +388,15 @@ func (n *Node) onChange(c fsm.Change) {
 		if p, err := n.state.Policy(c.Tenant); err == nil {
 			n.policies.set(c.Tenant, p)
 		}
+	case fsm.OwnerKeySet:
+		n.noteOwners(n.state, c.Tenant)
 	case fsm.Restored:
 		n.restores.Add(1)
 		n.keys.wipeAll()
 		// The union: what the snapshot revokes joins the set (its check made sure it lacks
 		// nothing of the set, save on a start, where the log that follows is replayed).
 		n.addRevoked(revFromLog(n.state.RevocationLog(0))...)
+		n.noteOwners(n.state) // its check made sure it swaps no owner key this node holds
 		n.policies.rebuild(n.state)
 		n.leaseBound.note(n.state.Settings().LeaseDuration, n.cfg.ClockDrift)
 	case fsm.SettingsChanged:

@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -142,22 +143,28 @@ func (n *Node) governedSetOwner(tenant string) error {
 }
 
 // checkRestoreKeepsOwnerKeys refuses a snapshot that would replace or drop the owner key of a
-// tenant this region holds: otherwise an operator could restore a snapshot that gives the tenant
-// a key of the operator's own (or none, and then register one on the operator's word) and rekey
-// the tenant with it. A snapshot taken before the owner's last handover is refused too; restore
-// one taken after it.
+// tenant this node holds or has held (the durable owner keys, ownerset.go): otherwise an operator
+// could restore a snapshot that gives the tenant a key of the operator's own (or none, and then
+// register one on the operator's word), or one without the tenant and then one that brings it back
+// so, and rekey the tenant with it. A snapshot taken before the owner's last handover is refused
+// too; restore one taken after it.
 func (n *Node) checkRestoreKeepsOwnerKeys(scratch *fsm.State) error {
-	var changed []string
+	held := maps.Clone(n.revs.ownerKeys())
+	if held == nil {
+		held = map[string]string{}
+	}
 	for _, t := range n.state.ListTenants() {
-		_, fp, err := n.state.OwnerKey(t.Name)
-		if err != nil || fp == "" {
-			continue
+		if _, fp, err := n.state.OwnerKey(t.Name); err == nil && fp != "" {
+			held[t.Name] = fp
 		}
-		if _, err := scratch.Tenant(t.Name); err != nil {
+	}
+	var changed []string
+	for tenant, fp := range held {
+		if _, err := scratch.Tenant(tenant); err != nil {
 			continue // not in the snapshot: nothing of it can be rekeyed
 		}
-		if _, sfp, _ := scratch.OwnerKey(t.Name); sfp != fp {
-			changed = append(changed, t.Name)
+		if _, sfp, _ := scratch.OwnerKey(tenant); sfp != fp {
+			changed = append(changed, tenant)
 		}
 	}
 	if len(changed) == 0 {

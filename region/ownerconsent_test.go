@@ -271,33 +271,47 @@ func TestOwnerKeyAtRegion(t *testing.T) {
 }
 
 // An operator cannot swap a tenant's owner key through a backup: a restore that would replace or
-// drop the owner key of a tenant the region holds is refused, changing nothing; one taken after
-// the key was registered restores.
+// drop the owner key of a tenant the region holds is refused, changing nothing, and so is the
+// two-step: a snapshot without the tenant (accepted), then one that brings it back with a key of
+// the operator's own (the nodes' durable owner keys refuse it). One that keeps the key restores.
 func TestRestoreKeepsOwnerKeys(t *testing.T) {
 	r := setup(t) // acme, created without an owner key
 	admin := r.AdminClient(r.Leader())
 	keyless := saveSnapshot(t, admin)
-	// The snapshot an operator crafts: acme owned by a key of the operator's own (made here in a
-	// one-node region of the same name).
+	// The snapshots an operator crafts (made here in a one-node region of the same name): one
+	// without acme, one where acme is owned by a key of the operator's own.
 	mallory := ownertest.New(t)
 	other := regiontest.Start(t, 1)
+	empty := saveSnapshot(t, other.AdminClient(0))
 	createTenant(t, other.AdminClient(0), other.Anchor, "acme")
 	registerOwner(t, other, "acme", mallory)
 	owned := saveSnapshot(t, other.AdminClient(0))
 
 	registerOwner(t, r, "acme", ownertest.New(t)) // the customer's key
+	good := saveSnapshot(t, admin)
 	waitSameState(t, r)
 	before := hashes(r)
-	for name, snap := range map[string][]*kv1.SnapshotChunk{"without the owner key": keyless, "with another owner key": owned} {
+	refused := func(name string, snap []*kv1.SnapshotChunk) {
+		t.Helper()
 		_, err := restoreSnapshot(t, admin, "restore-"+strings.ReplaceAll(name, " ", "-"), snap)
 		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "owner key") {
 			t.Errorf("restoring a snapshot %s: %v, want FailedPrecondition naming the owner key", name, err)
 		}
 	}
+	refused("without the owner key", keyless)
+	refused("with another owner key", owned)
 	if !equalHashes(hashes(r), before) {
 		t.Fatal("a refused restore changed the state")
 	}
-	if _, err := restoreSnapshot(t, admin, "restore-ok", saveSnapshot(t, admin)); err != nil {
+	// The two-step: without acme (nothing of it can be used then), then acme with mallory's key.
+	if _, err := restoreSnapshot(t, admin, "restore-empty", empty); err != nil {
+		t.Fatalf("restoring a snapshot without the tenant: %v", err)
+	}
+	refused("bringing the tenant back with another owner key", owned)
+	if _, err := r.Nodes[r.Leader()].State().Tenant("acme"); err == nil {
+		t.Fatal("acme came back")
+	}
+	if _, err := restoreSnapshot(t, admin, "restore-ok", good); err != nil {
 		t.Fatalf("restoring a snapshot that keeps the owner key: %v", err)
 	}
 }

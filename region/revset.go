@@ -85,6 +85,8 @@ type revSet struct {
 	db   *bbolt.DB
 	mu   sync.Mutex // serialises add
 	keys atomic.Pointer[map[string]revEntry]
+	// owners: the durable owner keys (ownerset.go), tenant to fingerprint.
+	owners atomic.Pointer[map[string]string]
 }
 
 func openRevSet(dataDir string) (*revSet, error) {
@@ -116,6 +118,10 @@ func openRevSet(dataDir string) (*revSet, error) {
 	}
 	s := &revSet{db: db}
 	s.keys.Store(&m)
+	if err := s.loadOwners(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("region: owner keys in %s: %w", filepath.Join(dataDir, revsetFile), err)
+	}
 	return s, nil
 }
 
