@@ -43,15 +43,15 @@ func rekeyConsentFlag(fs *flag.FlagSet, path string) (string, error) {
 // and returns the answer with its text form.
 func setOwnerSpec(where string, call func(ctx context.Context, c *apiClient, req *kv1.SetOwnerKeyRequest) (proto.Message, func(io.Writer) error, error)) clientSpec {
 	var ownerPub, ownerPEM, consentPath, consent string
-	what := "moving the anchor"
+	what, at := "moving the anchor", "at governance"
 	consentHow := "`krypton owner consent -op set-owner -owner-pub <new.pub>`"
 	if where == "region" {
-		what = "rekeying the tenant"
+		what, at = "rekeying the tenant", "at the region"
 		consentHow = "`krypton owner consent -op set-owner -owner-pub <new.pub> -region <region>`"
 	}
 	return clientSpec{
 		name: "set-owner", synopsis: "register or replace a tenant's owner key (" + where + ")", usage: "-owner-pub <file> [-consent <file>] <tenant>",
-		help: "Registers <tenant>'s owner public key at the " + where + ", whose consent " + what + " needs. The first key of a " +
+		help: "Registers <tenant>'s owner public key " + at + ", whose consent " + what + " needs. The first key of a " +
 			"tenant without one is registered on the operator's word (and audited); replacing a key needs a consent by the " +
 			"current one: " + consentHow + ".",
 		kind:  pki.KindOperator,
