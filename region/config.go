@@ -67,6 +67,12 @@ type Config struct {
 	// confirm. 0.05 by default.
 	ClockDrift float64
 
+	// KeyEventAckWait bounds how long a gateway watching key events may leave one unacknowledged
+	// before this node cuts its stream: the gateway then stops serving from its cache and
+	// subscribes again, and a revocation fence waits for it at most this plus one cache lease.
+	// 0 means DefaultKeyEventAckWait (2s).
+	KeyEventAckWait time.Duration
+
 	// Governance lists the addresses (host:port) of the governance plane's nodes. When set, the
 	// region's leader follows the governance feed (any node will do; it moves on to the next on
 	// failure) and reports back how far it has applied it; Region must then be the name that
@@ -170,6 +176,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ClockDrift < 0 || c.ClockDrift > 1 {
 		return fmt.Errorf("region: ClockDrift %v is outside [0, 1]", c.ClockDrift)
+	}
+	if c.KeyEventAckWait < 0 {
+		return fmt.Errorf("region: KeyEventAckWait %v is negative; use 0 for the default (%v)", c.KeyEventAckWait, DefaultKeyEventAckWait)
 	}
 	for i, addr := range c.Governance {
 		if _, _, err := net.SplitHostPort(addr); err != nil {

@@ -119,6 +119,9 @@ func New(cfg Config) (_ *Node, err error) {
 			"keys_per_kind", size, "default", DefaultKeyringSize, "memlock_limit_bytes", limit, "locked_bytes", used)
 	}
 	n.events = newKeyEvents(n.lease, cfg.ClockDrift)
+	if cfg.KeyEventAckWait > 0 {
+		n.events.ackWait = cfg.KeyEventAckWait
+	}
 	// Undo what was started if a later step fails.
 	var closers []func()
 	defer func() {
@@ -153,6 +156,7 @@ func New(cfg Config) (_ *Node, err error) {
 	closers = append(closers, n.anchors.close)
 	n.anchorChecks = newAnchorChecker(n)
 	n.metrics = newNodeMetrics(n.reg, n)
+	n.events.onCut = n.watcherCut
 
 	// The durable revocation set opens before Raft starts: restoring the local snapshot at start
 	// and replaying the log add to it (onChange).
