@@ -231,7 +231,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("region: HTTPAddr: %w", err)
 		}
-		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
+		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
 			ln.Close()
 			return nil, err
 		}
