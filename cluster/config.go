@@ -97,8 +97,8 @@ type Config struct {
 	// from anyone who can reach it, before memberlist decrypts a byte.
 	// More are closed as soon as they are accepted and counted in
 	// krypton_handshakes_refused_total{listener="gossip"}. Zero means
-	// DefaultGossipMaxStreams (256) and DefaultGossipMaxStreamsPerSource
-	// (32). UDP (probes and gossip messages) is not bounded here: it holds
+	// DefaultGossipMaxStreams (1,024) and DefaultGossipMaxStreamsPerSource
+	// (64). UDP (probes and gossip messages) is not bounded here: it holds
 	// no connection, and memberlist drops a packet that does not decrypt.
 	GossipMaxStreams          int
 	GossipMaxStreamsPerSource int

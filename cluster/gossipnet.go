@@ -14,15 +14,15 @@ import (
 )
 
 // Defaults of the gossip stream limits (Config.GossipMaxStreams, GossipMaxStreamsPerSource,
-// GossipTCPTimeout). memberlist opens one TCP stream per exchange (a push/pull every
-// PushPullInterval, a join, a probe's TCP fallback when UDP fails) and closes it when done, so a
-// peer rarely has more than two or three open to a node; memberlist itself serves at most 128
-// push/pulls at once. In tests every node of a cluster shares 127.0.0.1, hence a per-source cap
-// well above what one peer needs.
+// GossipTCPTimeout): those of the TLS listeners. memberlist opens one TCP stream per exchange (a
+// push/pull every PushPullInterval, a join, a probe's TCP fallback when UDP fails) and closes it
+// when done, so a peer rarely has more than a few open to a node; but in tests every node of a
+// cluster shares 127.0.0.1, and a stalled node collects the TCP fallbacks of every peer's probes,
+// hence a per-source cap well above what one peer needs.
 const (
-	DefaultGossipMaxStreams          = 256
-	DefaultGossipMaxStreamsPerSource = 32
-	DefaultGossipTCPTimeout          = 10 * time.Second // memberlist's LAN default
+	DefaultGossipMaxStreams          = netutil.DefaultMaxPending          // 1024
+	DefaultGossipMaxStreamsPerSource = netutil.DefaultMaxPendingPerSource // 64
+	DefaultGossipTCPTimeout          = 10 * time.Second                   // memberlist's LAN default
 )
 
 // gossipTransport is memberlist's own NetTransport (UDP packets, TCP dialing and accepting are
