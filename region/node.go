@@ -241,7 +241,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("region: PprofAddr: %w", err)
 		}
-		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log}); err != nil {
+		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log, Registerer: n.reg}); err != nil {
 			ln.Close()
 			return nil, err
 		}

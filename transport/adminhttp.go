@@ -81,7 +81,7 @@ const (
 // to operator certificates only.
 type AdminHTTP struct {
 	srv   *http.Server
-	conns *netutil.HandshakeListener // the admin port's limits; nil for pprof
+	conns *netutil.HandshakeListener // the listener's pre-authentication limits
 	log   *slog.Logger
 	done  chan struct{}
 
@@ -156,6 +156,10 @@ type PprofConfig struct {
 	Certificate tls.Certificate
 	// Logger receives the server's errors; nil discards.
 	Logger *slog.Logger
+	// Registerer receives krypton_handshakes_refused_total and
+	// krypton_handshakes_pending of listener "pprof"; nil does not export
+	// them.
+	Registerer prometheus.Registerer
 }
 
 // ServePprof serves Go's profiler (/debug/pprof/: index, heap, goroutine,
@@ -164,7 +168,9 @@ type PprofConfig struct {
 // client presenting an operator certificate of Roots completes the
 // handshake (pki.RequireKind); the handler checks the identity again.
 // /debug/pprof/cmdline is not served (the process's argv is nobody's
-// business over the network). It is off unless a process is started with
+// business over the network). The listener has the pre-authentication
+// limits of every TLS listener (netutil.LimitHandshakes, default limits):
+// a connection is pending until its handshake completes. It is off unless a process is started with
 // -pprof; docs/security.md explains the choice.
 //
 //	go tool pprof -tls_ca ca.pem -tls_cert operator-ops.pem -tls_key operator-ops-key.pem \
@@ -195,13 +201,24 @@ func ServePprof(ln net.Listener, cfg PprofConfig) (*AdminHTTP, error) {
 	})
 	// No Read or WriteTimeout: a CPU profile or trace runs for as long as
 	// the operator asked (pprof refuses a duration beyond WriteTimeout).
-	return serveHTTP(tls.NewListener(ln, tc), &http.Server{
+	hl := netutil.LimitHandshakes(ln, netutil.HandshakeLimits{Listener: "pprof", Registerer: cfg.Registerer})
+	a := serveHTTP(tls.NewListener(hl, tc), &http.Server{
 		Handler:           operatorOnly,
 		TLSConfig:         tc,
 		ReadHeaderTimeout: adminReadHeaderTimeout,
 		IdleTimeout:       DefaultAdminIdleTimeout,
 		MaxHeaderBytes:    adminMaxHeaderBytes,
-	}, log), nil
+		// net/http completes the TLS handshake before it reads a request, so
+		// a connection turns active only once its peer has authenticated:
+		// it then leaves the pending budget.
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if tc, ok := c.(*tls.Conn); ok && st == http.StateActive && !netutil.Authenticated(tc.NetConn()) {
+				c.Close()
+			}
+		},
+	}, log)
+	a.conns = hl
+	return a, nil
 }
 
 // serveHTTP serves srv on ln in the background. srv.TLSConfig, if set, is

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kryptonkms/krypton/internal/netutil"
 )
 
 // floodConn opens a connection from src to addr, sends one keep-alive request and reads its
@@ -88,10 +91,12 @@ func TestAdminHTTPFlood(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := ServeAdminHTTP(ln, AdminHTTPConfig{Gatherer: reg, Registerer: reg, Logger: testLogger(t, nil)})
+	a, err := ServeAdminHTTP(ln, AdminHTTPConfig{Gatherer: reg, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No test logger: the server logs the flood's closed connections from goroutines that may
+	// outlive the test.
 	t.Cleanup(func() { a.srv.Close() })
 	addr := ln.Addr().String()
 	scrape := func(what string) {
@@ -152,10 +157,12 @@ func TestAdminHTTPIdleTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := ServeAdminHTTP(ln, AdminHTTPConfig{Gatherer: reg, IdleTimeout: 100 * time.Millisecond, Logger: testLogger(t, nil)})
+	a, err := ServeAdminHTTP(ln, AdminHTTPConfig{Gatherer: reg, IdleTimeout: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// No test logger: the server logs the flood's closed connections from goroutines that may
+	// outlive the test.
 	t.Cleanup(func() { a.srv.Close() })
 	c, ok := floodConn(t, net.IPv4(127, 0, 0, 1), ln.Addr().String())
 	defer c.Close()
@@ -168,5 +175,63 @@ func TestAdminHTTPIdleTimeout(t *testing.T) {
 	}
 	if p, _ := a.conns.Counts(); p != 0 {
 		t.Fatalf("the closed connection still holds a slot: %d open", p)
+	}
+}
+
+// TestPprofPreAuthFlood: the profiler's TLS listener has the pre-authentication limits of every
+// TLS listener. Before, connections that never started their handshake were kept until the
+// server's handshake timeout, without bound. Now one source holds at most
+// netutil.DefaultMaxPendingPerSource; the rest are closed at once and counted, an operator is
+// served throughout, and an operator's connection leaves the pending budget once its handshake
+// completed.
+func TestPprofPreAuthFlood(t *testing.T) {
+	const flood = 300
+	f := testPKI(t)
+	reg := prometheus.NewRegistry()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ServePprof(ln, PprofConfig{Roots: f.ca.Pool(), Certificate: f.server, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// No test logger: the server logs the flood's closed connections from goroutines that may
+	// outlive the test.
+	t.Cleanup(func() { a.srv.Close() })
+	addr := ln.Addr().String()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 10 * time.Second}
+	for i := range flood {
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("flood connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	per := netutil.DefaultMaxPendingPerSource
+	deadline := time.Now().Add(20 * time.Second)
+	for refusedConns(t, reg, "pprof", "source_limit") < float64(flood-per) {
+		if time.Now().After(deadline) {
+			t.Fatalf("refused source_limit = %v after a flood of %d, want at least %d",
+				refusedConns(t, reg, "pprof", "source_limit"), flood, flood-per)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// An operator is served during the flood, on a keep-alive connection that then counts as
+	// authenticated, not pending.
+	tc := &tls.Config{RootCAs: f.ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{f.operator}}
+	tr := &http.Transport{TLSClientConfig: tc}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Timeout: 20 * time.Second, Transport: tr}).Get("https://" + addr + "/debug/pprof/heap")
+	if err != nil {
+		t.Fatalf("operator GET /debug/pprof/heap during the flood: %v", err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("operator GET /debug/pprof/heap during the flood: %d", resp.StatusCode)
+	}
+	if p, n := a.conns.Counts(); p > per || n != 1 {
+		t.Fatalf("pending, authenticated = %d, %d, want at most %d, and 1 (the operator's)", p, n, per)
 	}
 }
