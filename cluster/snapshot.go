@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -177,4 +178,24 @@ func (c *Cluster) RestoreChecked(ctx context.Context, r io.Reader, check func(fs
 	}
 	c.logger.Info("restored snapshot", "snapshot-index", meta.Index)
 	return nil
+}
+
+// SnapshotFSMData checks an operator snapshot file written by Snapshot (its header and digest) and
+// returns the FSM's own snapshot inside it, so that a caller can inspect a snapshot before it
+// restores it (the region refuses one that would bring revoked keys back).
+func SnapshotFSMData(file []byte) ([]byte, error) {
+	if len(file) < snapshotFileHeaderLen+8+sha256.Size || !bytes.Equal(file[:8], snapshotMagic[:]) {
+		return nil, fmt.Errorf("%w: not a snapshot file", ErrBadSnapshot)
+	}
+	body, sum := file[:len(file)-sha256.Size], file[len(file)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, fmt.Errorf("%w: checksum does not match", ErrBadSnapshot)
+	}
+	size := binary.BigEndian.Uint64(file[24:32])
+	data := body[snapshotFileHeaderLen:]
+	if uint64(len(data)) != size || size < 8 {
+		return nil, fmt.Errorf("%w: size does not match", ErrBadSnapshot)
+	}
+	// The cluster's 8-byte applied-index header comes first; the FSM's snapshot follows.
+	return data[8:], nil
 }
