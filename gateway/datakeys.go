@@ -9,7 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kryptonkms/krypton/gateway/envelope"
+	"github.com/kryptonkms/krypton/envelope"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/transport"

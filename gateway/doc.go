@@ -9,7 +9,7 @@
 //
 // Applications reach it over gRPC (krypton.v1.GatewayService: Encrypt, Decrypt, GenerateDataKey,
 // Unwrap) on TCP with mutual TLS or on a Unix socket, over KMIP (package gateway/kmip), or through
-// package client. Encrypt's ciphertext format is package gateway/envelope's. docs/gateway.md
+// package client. Encrypt's ciphertext format is package envelope's. docs/gateway.md
 // explains deployment, configuration, batching, the cache and the format.
 //
 //	cfg := gateway.DefaultConfig()
