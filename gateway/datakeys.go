@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 
@@ -95,9 +94,10 @@ func keyID(r *kv1.KeyRef) wrap.KeyID {
 	return wrap.KeyID{Tenant: r.GetTenant(), Service: r.GetService(), Version: r.GetVersion()}
 }
 
-// GenerateDataKey makes a fresh 32-byte data key with crypto/rand and has the region wrap it under
-// key (empty fields: the gateway's own service key, current version) with context. It returns
-// the plaintext key, the wrapped blob and the key version that wrapped it.
+// GenerateDataKey makes a fresh 32-byte data key (an L4, born as a wrap.DataKey from crypto/rand
+// and destroyed once its copies are out) and has the region wrap it under key (empty fields: the
+// gateway's own service key, current version) with context. It returns the plaintext key, the
+// wrapped blob and the key version that wrapped it.
 func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context []byte) (plaintext, blob []byte, used wrap.KeyID, err error) {
 	if g.isClosed() {
 		return nil, nil, wrap.KeyID{}, errShutdown
@@ -111,13 +111,12 @@ func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context [
 	if err := transport.CheckContext(context); err != nil {
 		return nil, nil, key, err
 	}
-	plaintext = make([]byte, wrap.KeySize)
-	if _, err := rand.Read(plaintext); err != nil {
-		return nil, nil, key, err
-	}
+	dk := wrap.NewDataKey()
+	plaintext = dk.Bytes() // the caller's copy
 	// The request gets its own copy, which sendWraps wipes once the region has answered (not
 	// here: a caller that gives up leaves its request in a batch still being sent).
-	sent := append([]byte(nil), plaintext...)
+	sent := dk.Bytes()
+	dk.Destroy()
 	resp, err := g.wraps.do(ctx, &kv1.WrapRequest{Key: keyRef(key), Plaintext: sent, Context: context})
 	if err != nil {
 		clear(plaintext)
