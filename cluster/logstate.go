@@ -2,16 +2,18 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"slices"
+	"sort"
 
 	"github.com/hashicorp/raft"
 )
 
 // This file holds what a node knows of the log: how far it has applied and committed, its term,
-// and the latest configuration. The region's serving leases (region/DESIGN.md) read them: a
-// follower extends its lease only once it has applied the log up to the commit index its grant
-// carries, and the leader reads that index after confirming its leadership; the region reports
-// the configuration's voters to governance.
+// the latest configuration (Peers, Configuration) and Raft's counters. The region's serving
+// leases (region/DESIGN.md) read them: a follower extends its lease only once it has applied the
+// log up to the commit index its grant carries, and the leader reads that index after confirming
+// its leadership; the region reports the configuration's voters to governance.
 
 // WaitApplied waits until this node's FSM reflects every command up to index. Entries the FSM
 // never sees (no-ops, barriers, configuration changes) count as applied.
@@ -51,4 +53,46 @@ func (c *Cluster) Configuration() (index uint64, voters []string, err error) {
 	}
 	slices.Sort(voters)
 	return index, voters, nil
+}
+
+// Stats returns Raft's diagnostic counters (raft.Raft.Stats) plus the
+// FSM's applied index.
+func (c *Cluster) Stats() map[string]string {
+	s := c.raft.Stats()
+	s["fsm_applied_index"] = fmt.Sprint(c.fsm.applied.Load())
+	return s
+}
+
+// AppliedIndex returns the index of the last log entry the FSM applied.
+func (c *Cluster) AppliedIndex() uint64 { return c.fsm.applied.Load() }
+
+// Peer is a server in the Raft configuration.
+type Peer struct {
+	ID       string
+	Address  string
+	Suffrage string // "Voter", "Nonvoter", "Staging"
+	Leader   bool
+}
+
+// Peers returns the latest Raft configuration as this node knows it.
+func (c *Cluster) Peers() ([]Peer, error) {
+	if c.isShutdown() {
+		return nil, ErrShutdown
+	}
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, mapRaftErr(err)
+	}
+	leader, _ := c.Leader()
+	var out []Peer
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Peer{
+			ID:       string(s.ID),
+			Address:  string(s.Address),
+			Suffrage: s.Suffrage.String(),
+			Leader:   string(s.ID) == leader,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
 }
