@@ -10,6 +10,7 @@ import (
 	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
 )
 
 // nodeService serves krypton.v1.NodeService: node-to-node calls. transport admits node
@@ -73,7 +74,7 @@ func (s *nodeService) FetchTenantKey(ctx context.Context, req *kv1.FetchTenantKe
 	if err != nil {
 		return nil, err
 	}
-	enc, ct, err := sealHandoff(n.cfg.Region, req.GetNodeId(), k, req.GetRecipientPublicKey())
+	enc, ct, err := wrap.SealHandoff(n.cfg.Region, req.GetNodeId(), k, req.GetRecipientPublicKey())
 	if err != nil {
 		return nil, &codedErrorInvalid{err.Error()}
 	}
