@@ -16,6 +16,7 @@ import (
 
 	"github.com/awnumar/memguard"
 
+	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/region"
 )
@@ -181,6 +182,9 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("server", pki.KindNode, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err
 	}
+	if cfg.Settings, err = fsm.ParseSettings(f.settings); err != nil {
+		return cfg, usagef("-region-settings: %v", err)
+	}
 	return cfg, cfg.Validate()
 }
 
@@ -317,10 +321,6 @@ func serverCommand() *command {
 			if err := f.gc.apply(log); err != nil {
 				return err
 			}
-			settings, err := parseRegionSettings(f.settings)
-			if err != nil {
-				return err
-			}
 			// Whatever happens below, no key outlives the process in locked memory.
 			defer memguard.Purge()
 			defer cfg.OIDC.Close() // after the node has stopped
@@ -329,13 +329,6 @@ func serverCommand() *command {
 				return err
 			}
 			fmt.Fprintf(s.err, "krypton: node %s of region %s serving on %s\n", cfg.NodeID, cfg.Region, n.RPCAddr())
-			if settings != nil {
-				// The node may stop without a signal (below): end the enforcer then as well.
-				sctx, cancel := context.WithCancel(ctx)
-				done := make(chan struct{})
-				defer func() { cancel(); <-done }()
-				go func() { defer close(done); enforceSettings(sctx, n, *settings, log) }()
-			}
 			select {
 			case <-ctx.Done():
 				log.Info("signal received; shutting down")
