@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
@@ -80,6 +81,12 @@ type Config struct {
 	// (spiffe://krypton/region/<region>/node/<id>). Empty: the region is run on its own, by its
 	// admin API only.
 	Governance []string
+
+	// Settings, if set, are region settings this node proposes whenever it leads and the replicated
+	// ones differ (settingsLoop): give every node the same. For tests and the chaos suite, which
+	// want short leases and L1 checks from the start (`krypton server -region-settings`,
+	// fsm.ParseSettings); nil leaves the settings to SetSettings.
+	Settings *fsm.Settings
 
 	// GovernanceAnchorWait is how long the feed retries an event that needs a tenant's anchor
 	// (create a tenant, set an anchor, create a service) while the anchor does not answer; then it
@@ -179,6 +186,11 @@ func (c *Config) Validate() error {
 	}
 	if c.KeyEventAckWait < 0 {
 		return fmt.Errorf("region: KeyEventAckWait %v is negative; use 0 for the default (%v)", c.KeyEventAckWait, DefaultKeyEventAckWait)
+	}
+	if c.Settings != nil {
+		if err := c.Settings.Validate(); err != nil {
+			return fmt.Errorf("region: Settings: %w", err)
+		}
 	}
 	for i, addr := range c.Governance {
 		if _, _, err := net.SplitHostPort(addr); err != nil {

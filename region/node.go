@@ -260,6 +260,10 @@ func New(cfg Config) (_ *Node, err error) {
 		n.wg.Add(1)
 		go newFeed(n).loop()
 	}
+	if cfg.Settings != nil {
+		n.wg.Add(1)
+		go n.settingsLoop(*cfg.Settings)
+	}
 	log.Info("region node started", "rpc", cfg.RPCAddr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr)
 	return n, nil
 }
