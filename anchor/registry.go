@@ -51,6 +51,26 @@ func (o Options) Log() *slog.Logger {
 	return slog.Default()
 }
 
+// ProviderOptions returns the options of type T that o carries for scheme, as each provider's
+// opener reads them from o.Provider: the zero T when there are none (or a nil *T), the T given
+// as a T or a *T, and an error naming the wanted type for anything else.
+func ProviderOptions[T any](o Options, scheme string) (T, error) {
+	var zero T
+	switch v := o.Provider[scheme].(type) {
+	case nil:
+		return zero, nil
+	case T:
+		return v, nil
+	case *T:
+		if v == nil {
+			return zero, nil
+		}
+		return *v, nil
+	default:
+		return zero, fmt.Errorf("%s: anchor.Options.Provider[%q] is a %T, want %T", scheme, scheme, v, zero)
+	}
+}
+
 // registry maps schemes to openers. Written by Register, usually from
 // provider packages' init functions; read by Open.
 var registry struct {

@@ -53,3 +53,31 @@ func TestOptionsLog(t *testing.T) {
 		t.Fatal("nil logger not defaulted")
 	}
 }
+
+// TestProviderOptions: what every provider's opener reads from Options.Provider: nothing, a T, a
+// *T (nil or not), and a refusal naming the wanted type for anything else.
+func TestProviderOptions(t *testing.T) {
+	type opts struct{ Region string }
+	for name, tc := range map[string]struct {
+		given any
+		want  opts
+	}{
+		"none":        {nil, opts{}},
+		"value":       {opts{Region: "eu"}, opts{Region: "eu"}},
+		"pointer":     {&opts{Region: "us"}, opts{Region: "us"}},
+		"nil pointer": {(*opts)(nil), opts{}},
+	} {
+		o := Options{Provider: map[string]any{"x": opts{Region: "other scheme"}}}
+		if tc.given != nil {
+			o.Provider[SchemeAWSKMS] = tc.given
+		}
+		got, err := ProviderOptions[opts](o, SchemeAWSKMS)
+		if err != nil || got != tc.want {
+			t.Errorf("%s: got %+v, %v; want %+v", name, got, err, tc.want)
+		}
+	}
+	_, err := ProviderOptions[opts](Options{Provider: map[string]any{SchemeAWSKMS: "region=eu"}}, SchemeAWSKMS)
+	if err == nil || !strings.Contains(err.Error(), `anchor.Options.Provider["awskms"] is a string, want anchor.opts`) {
+		t.Fatalf("err %v, want a refusal naming the type", err)
+	}
+}

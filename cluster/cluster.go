@@ -1,13 +1,11 @@
 package cluster
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -77,15 +75,6 @@ type Cluster struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	wg           sync.WaitGroup
-}
-
-// LeaderChange describes who leads after a change of leadership. LeaderID
-// is empty while there is no leader.
-type LeaderChange struct {
-	LeaderID   string
-	LeaderAddr string
-	// IsSelf is true when this node is the leader.
-	IsSelf bool
 }
 
 // Option adjusts New.
@@ -464,138 +453,12 @@ func (c *Cluster) serverAt(addr raft.ServerAddress) string {
 	return ""
 }
 
-// refusedSnapshotsDir holds, under DataDir, the newest snapshot the FSM refused, for inspection.
-const refusedSnapshotsDir = "snapshots-refused"
-
-// quarantineSnapshot takes a snapshot the FSM refused (ErrSnapshotRefused) out of the snapshot
-// store, into DataDir/snapshots-refused (which keeps only the newest): left in the store, a
-// snapshot refused on install would be restored unchecked at the next start, and sent to other
-// nodes as this node's newest should it lead. At a start it is taken out only if the node can do
-// without it: an older snapshot is left for Raft to try next, or the log begins at index 1.
-// Otherwise it stays, the start fails, and the FSM's error says what the snapshot lacks.
-func (c *Cluster) quarantineSnapshot(meta raft.SnapshotMeta, kind RestoreKind) {
-	if kind == RestoreInstall {
-		// The one Raft has just stored from the leader is the newest, and ahead of this node's
-		// state: a snapshot of its own (opened by a backup meanwhile) is neither.
-		list, err := c.snaps.List()
-		if err != nil || len(list) == 0 || list[0].ID != meta.ID || meta.Index <= c.fsm.applied.Load() {
-			c.logger.Error("cannot tell which snapshot the refused install stored; left in the store", "snapshot-id", meta.ID, "error", err)
-			return
-		}
-	}
-	if kind == RestoreStartup {
-		list, err := c.snaps.List()
-		if err != nil {
-			c.logger.Error("cannot list snapshots; the refused snapshot stays", "snapshot-id", meta.ID, "error", err)
-			return
-		}
-		older := false
-		for _, m := range list {
-			older = older || m.ID != meta.ID
-		}
-		first, err := c.logs.FirstIndex()
-		switch {
-		case older:
-		case err == nil && first <= 1:
-			c.fellBackToLog.Store(true)
-		default:
-			c.logger.Error("the state machine refused this node's only snapshot and the log no longer begins at index 1: cannot start without it",
-				"snapshot-id", meta.ID, "snapshot-index", meta.Index)
-			return
-		}
-	}
-	src := filepath.Join(c.cfg.DataDir, "snapshots", meta.ID)
-	dir := filepath.Join(c.cfg.DataDir, refusedSnapshotsDir)
-	// The leader sends a refused snapshot again and again: keep one, not each copy.
-	err := os.RemoveAll(dir)
-	if err == nil {
-		err = os.MkdirAll(dir, 0o700)
-	}
-	if err == nil {
-		err = os.Rename(src, filepath.Join(dir, meta.ID))
-	}
-	if err != nil {
-		// It must not stay either way: a removal is better than a snapshot restored unchecked.
-		c.logger.Error("cannot move a refused snapshot aside; removing it", "snapshot-id", meta.ID, "error", err)
-		if err := os.RemoveAll(src); err != nil {
-			c.logger.Error("cannot remove a refused snapshot", "snapshot-id", meta.ID, "error", err)
-		}
-		return
-	}
-	c.logger.Warn("took a refused snapshot out of the snapshot store", "snapshot-id", meta.ID,
-		"snapshot-index", meta.Index, "restore", kind.String(), "moved-to", filepath.Join(dir, meta.ID))
-}
-
 // NodeID returns this node's id.
 func (c *Cluster) NodeID() string { return c.cfg.NodeID }
 
 // RaftAddr returns the address other nodes reach this node's Raft and RPC
 // port on.
 func (c *Cluster) RaftAddr() string { return c.cfg.raftAdvertise() }
-
-// Leader returns the current leader's id and address as this node knows
-// them; both are empty when no leader is known.
-func (c *Cluster) Leader() (id, addr string) {
-	a, i := c.raft.LeaderWithID()
-	return string(i), string(a)
-}
-
-// IsLeader reports whether this node is the leader.
-func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
-
-// State returns this node's Raft state.
-func (c *Cluster) State() raft.RaftState { return c.raft.State() }
-
-// LastContact returns when this node last heard from the leader; the
-// leader itself returns the current time.
-func (c *Cluster) LastContact() time.Time {
-	if c.IsLeader() {
-		return time.Now()
-	}
-	return c.raft.LastContact()
-}
-
-// Stats returns Raft's diagnostic counters (raft.Raft.Stats) plus the
-// FSM's applied index.
-func (c *Cluster) Stats() map[string]string {
-	s := c.raft.Stats()
-	s["fsm_applied_index"] = fmt.Sprint(c.fsm.applied.Load())
-	return s
-}
-
-// AppliedIndex returns the index of the last log entry the FSM applied.
-func (c *Cluster) AppliedIndex() uint64 { return c.fsm.applied.Load() }
-
-// Peer is a server in the Raft configuration.
-type Peer struct {
-	ID       string
-	Address  string
-	Suffrage string // "Voter", "Nonvoter", "Staging"
-	Leader   bool
-}
-
-// Peers returns the latest Raft configuration as this node knows it.
-func (c *Cluster) Peers() ([]Peer, error) {
-	if c.isShutdown() {
-		return nil, ErrShutdown
-	}
-	f := c.raft.GetConfiguration()
-	if err := f.Error(); err != nil {
-		return nil, mapRaftErr(err)
-	}
-	leader, _ := c.Leader()
-	var out []Peer
-	for _, s := range f.Configuration().Servers {
-		out = append(out, Peer{
-			ID:       string(s.ID),
-			Address:  string(s.Address),
-			Suffrage: s.Suffrage.String(),
-			Leader:   string(s.ID) == leader,
-		})
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
-	return out, nil
-}
 
 // Members returns the nodes gossip knows, sorted by id, including dead and
 // departed ones it has seen.
@@ -605,82 +468,4 @@ func (c *Cluster) Members() ([]Member, error) {
 	}
 	m, _ := c.gossip.members()
 	return m, nil
-}
-
-// WaitForLeader blocks until a leader is known and returns its id.
-func (c *Cluster) WaitForLeader(ctx context.Context) (string, error) {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if c.isShutdown() {
-			return "", ErrShutdown
-		}
-		if id, _ := c.Leader(); id != "" {
-			return id, nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("%w: %w", ErrNoLeader, ctx.Err())
-		case <-c.shutdownCh:
-			return "", ErrShutdown
-		case <-t.C:
-		}
-	}
-}
-
-// OnLeaderChange registers f to be called after every change of leader
-// (including to none). Calls are made one at a time, in order, from one
-// goroutine the cluster owns, with the state at the time of the call
-// (changes in quick succession may be reported once); f must not block
-// for long. The returned function unregisters f.
-func (c *Cluster) OnLeaderChange(f func(LeaderChange)) (cancel func()) {
-	c.obsMu.Lock()
-	id := c.obsNext
-	c.obsNext++
-	c.observers[id] = f
-	c.obsMu.Unlock()
-	return func() {
-		c.obsMu.Lock()
-		delete(c.observers, id)
-		c.obsMu.Unlock()
-	}
-}
-
-func (c *Cluster) startObserver() {
-	ch := make(chan raft.Observation, 16)
-	obs := raft.NewObserver(ch, false, func(o *raft.Observation) bool {
-		switch o.Data.(type) {
-		case raft.LeaderObservation, raft.RaftState:
-			return true
-		}
-		return false
-	})
-	c.raft.RegisterObserver(obs)
-	c.goLoop(func() {
-		defer c.raft.DeregisterObserver(obs)
-		var last LeaderChange
-		first := true
-		for {
-			select {
-			case <-c.shutdownCh:
-				return
-			case <-ch:
-			}
-			id, addr := c.Leader()
-			now := LeaderChange{LeaderID: id, LeaderAddr: addr, IsSelf: c.IsLeader() && id == c.cfg.NodeID}
-			if !first && now == last {
-				continue
-			}
-			first, last = false, now
-			c.obsMu.Lock()
-			fs := make([]func(LeaderChange), 0, len(c.observers))
-			for _, f := range c.observers {
-				fs = append(fs, f)
-			}
-			c.obsMu.Unlock()
-			for _, f := range fs {
-				f(now)
-			}
-		}
-	})
 }

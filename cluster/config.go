@@ -87,6 +87,21 @@ type Config struct {
 	GossipInterval      time.Duration
 	GossipProbeInterval time.Duration
 	GossipProbeTimeout  time.Duration
+	// GossipTCPTimeout bounds one gossip TCP stream (a push/pull state
+	// exchange, a join, a probe's TCP fallback): memberlist's TCPTimeout.
+	// Zero means DefaultGossipTCPTimeout (10 s).
+	GossipTCPTimeout time.Duration
+	// GossipMaxStreams bounds the gossip TCP streams this node serves at
+	// once, and GossipMaxStreamsPerSource those from one source address
+	// (an IPv4 address or an IPv6 /64): the gossip port takes connections
+	// from anyone who can reach it, before memberlist decrypts a byte.
+	// More are closed as soon as they are accepted and counted in
+	// krypton_handshakes_refused_total{listener="gossip"}. Zero means
+	// DefaultGossipMaxStreams (1,024) and DefaultGossipMaxStreamsPerSource
+	// (64). UDP (probes and gossip messages) is not bounded here: it holds
+	// no connection, and memberlist drops a packet that does not decrypt.
+	GossipMaxStreams          int
+	GossipMaxStreamsPerSource int
 
 	// ReconcileInterval is how often the leader compares gossip with the
 	// Raft configuration (it also reacts to every gossip event at once).
@@ -227,6 +242,15 @@ func (c *Config) Validate() error {
 		if d.d <= 0 {
 			return bad(d.name, "must be positive")
 		}
+	}
+	if c.GossipTCPTimeout < 0 {
+		return bad("GossipTCPTimeout", "negative (0 takes the default, %v)", DefaultGossipTCPTimeout)
+	}
+	if c.GossipMaxStreams < 0 {
+		return bad("GossipMaxStreams", "negative (0 takes the default, %d)", DefaultGossipMaxStreams)
+	}
+	if c.GossipMaxStreamsPerSource < 0 {
+		return bad("GossipMaxStreamsPerSource", "negative (0 takes the default, %d)", DefaultGossipMaxStreamsPerSource)
 	}
 	if c.LeaderLeaseTimeout > c.HeartbeatTimeout {
 		return bad("LeaderLeaseTimeout", "must not exceed HeartbeatTimeout")

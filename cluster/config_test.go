@@ -74,6 +74,9 @@ func TestConfigValidate(t *testing.T) {
 		{"SnapshotThreshold", func(c *Config) { c.SnapshotThreshold = 0 }},
 		{"TrailingLogs", func(c *Config) { c.TrailingLogs = 0 }},
 		{"ReconcileInterval", func(c *Config) { c.ReconcileInterval = 0 }},
+		{"GossipTCPTimeout", func(c *Config) { c.GossipTCPTimeout = -1 }},
+		{"GossipMaxStreams", func(c *Config) { c.GossipMaxStreams = -1 }},
+		{"GossipMaxStreamsPerSource", func(c *Config) { c.GossipMaxStreamsPerSource = -1 }},
 		{"Meta", func(c *Config) { c.Meta = map[string]string{"": "x"} }},
 		{"Meta", func(c *Config) { c.Meta = map[string]string{"k": string(make([]byte, 400))} }},
 	}

@@ -3,12 +3,15 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
+	"log"
 	"net"
 	"sort"
 	"strconv"
 	"sync"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/kryptonkms/krypton/internal/netutil"
 )
 
 // nodeMeta is what every node gossips about itself. Bootstrap and the
@@ -203,8 +206,32 @@ func newGossip(c *Cluster) (*gossip, error) {
 	mc.Delegate = g
 	mc.Events = g
 	mc.LogOutput = memberlistWriter{l: c.logger}
+	mc.TCPTimeout = cfg.GossipTCPTimeout
+	if mc.TCPTimeout == 0 {
+		mc.TCPTimeout = DefaultGossipTCPTimeout
+	}
+	nt, err := newNetTransport(mc, host, port, log.New(mc.LogOutput, "", 0))
+	if err != nil {
+		return nil, err
+	}
+	maxStreams, perSource := cfg.GossipMaxStreams, cfg.GossipMaxStreamsPerSource
+	if maxStreams == 0 {
+		maxStreams = DefaultGossipMaxStreams
+	}
+	if perSource == 0 {
+		perSource = DefaultGossipMaxStreamsPerSource
+	}
+	tr := newGossipTransport(nt, &net.TCPAddr{IP: net.ParseIP(host), Port: mc.BindPort}, netutil.HandshakeLimits{
+		Listener:            "gossip",
+		MaxPending:          maxStreams,
+		MaxPendingPerSource: perSource,
+		HandshakeTimeout:    mc.TCPTimeout,
+		Registerer:          cfg.Registerer,
+	})
+	mc.Transport = tr
 	list, err := memberlist.Create(mc)
 	if err != nil {
+		tr.Shutdown()
 		return nil, fmt.Errorf("cluster: gossip: %w", err)
 	}
 	g.list = list

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/hashicorp/raft"
 )
@@ -177,4 +179,86 @@ func (c *Cluster) RestoreChecked(ctx context.Context, r io.Reader, check func(fs
 	}
 	c.logger.Info("restored snapshot", "snapshot-index", meta.Index)
 	return nil
+}
+
+// SnapshotFSMData checks an operator snapshot file written by Snapshot (its header and digest) and
+// returns the FSM's own snapshot inside it, so that a caller can inspect a snapshot before it
+// restores it (the region refuses one that would bring revoked keys back).
+func SnapshotFSMData(file []byte) ([]byte, error) {
+	if len(file) < snapshotFileHeaderLen+8+sha256.Size || !bytes.Equal(file[:8], snapshotMagic[:]) {
+		return nil, fmt.Errorf("%w: not a snapshot file", ErrBadSnapshot)
+	}
+	body, sum := file[:len(file)-sha256.Size], file[len(file)-sha256.Size:]
+	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
+		return nil, fmt.Errorf("%w: checksum does not match", ErrBadSnapshot)
+	}
+	size := binary.BigEndian.Uint64(file[24:32])
+	data := body[snapshotFileHeaderLen:]
+	if uint64(len(data)) != size || size < 8 {
+		return nil, fmt.Errorf("%w: size does not match", ErrBadSnapshot)
+	}
+	// The cluster's 8-byte applied-index header comes first; the FSM's snapshot follows.
+	return data[8:], nil
+}
+
+// refusedSnapshotsDir holds, under DataDir, the newest snapshot the FSM refused, for inspection.
+const refusedSnapshotsDir = "snapshots-refused"
+
+// quarantineSnapshot takes a snapshot the FSM refused (ErrSnapshotRefused) out of the snapshot
+// store, into DataDir/snapshots-refused (which keeps only the newest): left in the store, a
+// snapshot refused on install would be restored unchecked at the next start, and sent to other
+// nodes as this node's newest should it lead. At a start it is taken out only if the node can do
+// without it: an older snapshot is left for Raft to try next, or the log begins at index 1.
+// Otherwise it stays, the start fails, and the FSM's error says what the snapshot lacks.
+func (c *Cluster) quarantineSnapshot(meta raft.SnapshotMeta, kind RestoreKind) {
+	if kind == RestoreInstall {
+		// The one Raft has just stored from the leader is the newest, and ahead of this node's
+		// state: a snapshot of its own (opened by a backup meanwhile) is neither.
+		list, err := c.snaps.List()
+		if err != nil || len(list) == 0 || list[0].ID != meta.ID || meta.Index <= c.fsm.applied.Load() {
+			c.logger.Error("cannot tell which snapshot the refused install stored; left in the store", "snapshot-id", meta.ID, "error", err)
+			return
+		}
+	}
+	if kind == RestoreStartup {
+		list, err := c.snaps.List()
+		if err != nil {
+			c.logger.Error("cannot list snapshots; the refused snapshot stays", "snapshot-id", meta.ID, "error", err)
+			return
+		}
+		older := false
+		for _, m := range list {
+			older = older || m.ID != meta.ID
+		}
+		first, err := c.logs.FirstIndex()
+		switch {
+		case older:
+		case err == nil && first <= 1:
+			c.fellBackToLog.Store(true)
+		default:
+			c.logger.Error("the state machine refused this node's only snapshot and the log no longer begins at index 1: cannot start without it",
+				"snapshot-id", meta.ID, "snapshot-index", meta.Index)
+			return
+		}
+	}
+	src := filepath.Join(c.cfg.DataDir, "snapshots", meta.ID)
+	dir := filepath.Join(c.cfg.DataDir, refusedSnapshotsDir)
+	// The leader sends a refused snapshot again and again: keep one, not each copy.
+	err := os.RemoveAll(dir)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o700)
+	}
+	if err == nil {
+		err = os.Rename(src, filepath.Join(dir, meta.ID))
+	}
+	if err != nil {
+		// It must not stay either way: a removal is better than a snapshot restored unchecked.
+		c.logger.Error("cannot move a refused snapshot aside; removing it", "snapshot-id", meta.ID, "error", err)
+		if err := os.RemoveAll(src); err != nil {
+			c.logger.Error("cannot remove a refused snapshot", "snapshot-id", meta.ID, "error", err)
+		}
+		return
+	}
+	c.logger.Warn("took a refused snapshot out of the snapshot store", "snapshot-id", meta.ID,
+		"snapshot-index", meta.Index, "restore", kind.String(), "moved-to", filepath.Join(dir, meta.ID))
 }

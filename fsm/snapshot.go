@@ -1,3 +1,6 @@
+// One room: the snapshot format's writer and reader mirror each other record by record, and kept
+// side by side a change to one shows that the other must change with it.
+
 package fsm
 
 import (

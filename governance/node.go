@@ -172,7 +172,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("governance: HTTPAddr: %w", err)
 		}
-		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
+		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -183,7 +183,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("governance: PprofAddr: %w", err)
 		}
-		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log}); err != nil {
+		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log, Registerer: n.reg}); err != nil {
 			ln.Close()
 			return nil, err
 		}

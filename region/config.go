@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
@@ -67,6 +68,12 @@ type Config struct {
 	// confirm. 0.05 by default.
 	ClockDrift float64
 
+	// KeyEventAckWait bounds how long a gateway watching key events may leave one unacknowledged
+	// before this node cuts its stream: the gateway then stops serving from its cache and
+	// subscribes again, and a revocation fence waits for it at most this plus one cache lease.
+	// 0 means DefaultKeyEventAckWait (2s).
+	KeyEventAckWait time.Duration
+
 	// Governance lists the addresses (host:port) of the governance plane's nodes. When set, the
 	// region's leader follows the governance feed (any node will do; it moves on to the next on
 	// failure) and reports back how far it has applied it; Region must then be the name that
@@ -74,6 +81,12 @@ type Config struct {
 	// (spiffe://krypton/region/<region>/node/<id>). Empty: the region is run on its own, by its
 	// admin API only.
 	Governance []string
+
+	// Settings, if set, are region settings this node proposes whenever it leads and the replicated
+	// ones differ (settingsLoop): give every node the same. For tests and the chaos suite, which
+	// want short leases and L1 checks from the start (`krypton server -region-settings`,
+	// fsm.ParseSettings); nil leaves the settings to SetSettings.
+	Settings *fsm.Settings
 
 	// GovernanceAnchorWait is how long the feed retries an event that needs a tenant's anchor
 	// (create a tenant, set an anchor, create a service) while the anchor does not answer; then it
@@ -170,6 +183,14 @@ func (c *Config) Validate() error {
 	}
 	if c.ClockDrift < 0 || c.ClockDrift > 1 {
 		return fmt.Errorf("region: ClockDrift %v is outside [0, 1]", c.ClockDrift)
+	}
+	if c.KeyEventAckWait < 0 {
+		return fmt.Errorf("region: KeyEventAckWait %v is negative; use 0 for the default (%v)", c.KeyEventAckWait, DefaultKeyEventAckWait)
+	}
+	if c.Settings != nil {
+		if err := c.Settings.Validate(); err != nil {
+			return fmt.Errorf("region: Settings: %w", err)
+		}
 	}
 	for i, addr := range c.Governance {
 		if _, _, err := net.SplitHostPort(addr); err != nil {

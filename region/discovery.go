@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"slices"
 
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -23,12 +24,7 @@ func (s *wrapService) ListEndpoints(ctx context.Context, _ *kv1.ListEndpointsReq
 	if err != nil {
 		return nil, err
 	}
-	voters := map[string]bool{}
-	if peers, err := n.cl.Peers(); err == nil {
-		for _, p := range peers {
-			voters[p.ID] = p.Suffrage == "Voter"
-		}
-	}
+	voters, _ := n.voterIDs() // none known: every endpoint is reported as a non-voter
 	resp := &kv1.ListEndpointsResponse{NodeId: n.cfg.NodeID, Region: n.cfg.Region}
 	for _, m := range members {
 		addr := m.Meta[metaRPC]
@@ -44,7 +40,7 @@ func (s *wrapService) ListEndpoints(ctx context.Context, _ *kv1.ListEndpointsReq
 		case m.Status == cluster.StatusAlive && !m.Leaving:
 			st = kv1.EndpointStatus_ENDPOINT_STATUS_ALIVE
 		}
-		resp.Endpoints = append(resp.Endpoints, &kv1.Endpoint{NodeId: m.ID, Address: addr, Status: st, Voter: voters[m.ID]})
+		resp.Endpoints = append(resp.Endpoints, &kv1.Endpoint{NodeId: m.ID, Address: addr, Status: st, Voter: slices.Contains(voters, m.ID)})
 	}
 	// The caller's own tenant's key-use policy, for a gateway to check its callers by.
 	if id, ok := transport.IdentityFromContext(ctx); ok && id.Kind == pki.KindService {

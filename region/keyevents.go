@@ -1,6 +1,8 @@
 package region
 
 import (
+	"cmp"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -22,6 +24,9 @@ import (
 //   - the node reports an index as applied to a fence (waitApplied, through settled) only once
 //     every watcher has acknowledged every event up to it, or that watcher's cache lease has run
 //     out; a watcher whose stream broke stays as a tombstone until then;
+//   - a watcher that leaves an event unacknowledged for longer than Config.KeyEventAckWait is cut
+//     (its stream ends, its renewals are refused): it then holds fences back only until the cache
+//     lease it already holds runs out, not for as long as it keeps renewing (cut below);
 //   - a cache lease is granted only while this node's own serving lease outlasts it, so a node
 //     that is fenced by lease expiry has stopped every cache it fed by then too.
 //
@@ -37,8 +42,12 @@ const keyEventsMaxQueue = 4096
 const cacheLeaseFraction = 4
 
 type keyEvents struct {
-	l     *lease  // the node's serving lease, and its monotonic clock
-	drift float64 // Config.ClockDrift
+	l       *lease        // the node's serving lease, and its monotonic clock
+	drift   float64       // Config.ClockDrift
+	ackWait time.Duration // Config.KeyEventAckWait: how long an event may go unacknowledged
+	// onCut, if set, reports a watcher that was cut (the node's metric and log line). It runs
+	// under mu.
+	onCut func(w *keyWatcher, reason string, err error)
 
 	mu       sync.Mutex // guards watchers and every watcher's fields
 	watchers map[*keyWatcher]struct{}
@@ -46,15 +55,61 @@ type keyEvents struct {
 
 type keyWatcher struct {
 	tenant     string
+	who        string // the caller's identity, for the log line of a cut
 	queue      []*kv1.KeyEvent
 	kick       chan struct{} // 1-buffered: queue has grown
-	unacked    []uint64      // indexes of queued or sent events not yet acknowledged, ascending
+	unacked    []unacked     // queued or sent events not yet acknowledged, ascending by index
 	leaseUntil int64         // lease.now() reading at which the watcher's cache lease surely ended
 	closed     bool          // the stream ended: a tombstone until leaseUntil
+	cutErr     error         // why the node cut the watcher off; the stream ends with it
 }
 
+// unacked is an event a watcher owes an acknowledgement for.
+type unacked struct {
+	index uint64
+	at    int64 // lease.now() reading when the event was queued
+}
+
+// Reasons a watcher is cut off, for the metric's label.
+const (
+	cutBehind  = "behind"         // more than keyEventsMaxQueue events queued
+	cutUnacked = "unacknowledged" // an event left unacknowledged for longer than ackWait
+)
+
+var errWatcherBehind = &codedError{codes.ResourceExhausted, "region: key-event watcher fell too far behind; subscribe again"}
+
+// DefaultKeyEventAckWait is Config.KeyEventAckWait's default.
+const DefaultKeyEventAckWait = 2 * time.Second
+
 func newKeyEvents(l *lease, drift float64) *keyEvents {
-	return &keyEvents{l: l, drift: drift, watchers: map[*keyWatcher]struct{}{}}
+	return &keyEvents{l: l, drift: drift, ackWait: DefaultKeyEventAckWait, watchers: map[*keyWatcher]struct{}{}}
+}
+
+// cut ends w's stream (its sender sees closed and ends it with err) and refuses its renewals from
+// now on, so it stays in the set fences wait for only until the cache lease it holds runs out.
+// Run under k.mu.
+func (k *keyEvents) cut(w *keyWatcher, reason string, err error) {
+	w.closed = true
+	w.cutErr = err
+	w.signal()
+	if k.onCut != nil {
+		k.onCut(w, reason, err)
+	}
+}
+
+// cutIfLate cuts w if it has left an event unacknowledged for longer than ackWait: a watcher that
+// renews its cache lease without acknowledging would otherwise hold every fence of its tenant for
+// as long as the node's own lease (docs/security.md). Run under k.mu.
+func (k *keyEvents) cutIfLate(w *keyWatcher, now int64) {
+	if w.closed || len(w.unacked) == 0 {
+		return
+	}
+	first := w.unacked[0]
+	if late := time.Duration(now - first.at); late > k.ackWait {
+		k.cut(w, cutUnacked, &codedError{codes.Aborted, fmt.Sprintf(
+			"region: key event %d was not acknowledged within %v; subscribe again, and acknowledge each event once its keys are dropped",
+			first.index, k.ackWait)})
+	}
 }
 
 // keyEventFor maps an applied change to the event watchers get; nil for changes that make no key
@@ -102,16 +157,17 @@ func (k *keyEvents) onChange(c fsm.Change) {
 			delete(k.watchers, w)
 			continue
 		}
-		w.unacked = append(w.unacked, c.Index)
+		k.cutIfLate(w, now)
+		w.unacked = append(w.unacked, unacked{index: c.Index, at: now})
 		if w.closed {
 			continue
 		}
 		if len(w.queue) >= keyEventsMaxQueue {
-			w.closed = true // the stream's sender sees it and ends the stream
+			k.cut(w, cutBehind, errWatcherBehind)
 		} else {
 			w.queue = append(w.queue, e)
+			w.signal()
 		}
-		w.signal()
 	}
 }
 
@@ -129,14 +185,15 @@ func (k *keyEvents) settled(applied uint64) uint64 {
 	defer k.mu.Unlock()
 	now := k.l.now()
 	for w := range k.watchers {
+		k.cutIfLate(w, now)
 		if now >= w.leaseUntil {
 			if w.closed {
 				delete(k.watchers, w)
 			}
 			continue
 		}
-		if len(w.unacked) > 0 && w.unacked[0] <= applied {
-			applied = w.unacked[0] - 1
+		if len(w.unacked) > 0 && w.unacked[0].index <= applied {
+			applied = w.unacked[0].index - 1
 		}
 	}
 	return applied
@@ -146,9 +203,14 @@ func (k *keyEvents) settled(applied uint64) uint64 {
 // under k.mu, so that a change applied concurrently is either in the snapshot or queued after it
 // (or both: the events are idempotent).
 func (k *keyEvents) watch(tenant string, state *fsm.State) *keyWatcher {
+	return k.watchAs(tenant, "", state)
+}
+
+// watchAs is watch for the caller who, named in the log line if the watcher is cut.
+func (k *keyEvents) watchAs(tenant, who string, state *fsm.State) *keyWatcher {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	w := &keyWatcher{tenant: tenant, kick: make(chan struct{}, 1)}
+	w := &keyWatcher{tenant: tenant, who: who, kick: make(chan struct{}, 1)}
 	snap := &kv1.KeyEvent{Kind: kv1.KeyEventKind_KEY_EVENT_KIND_SNAPSHOT, Index: state.AppliedIndex(), Unusable: unusableScopes(state, tenant)}
 	w.queue = append(w.queue, snap)
 	w.signal()
@@ -182,7 +244,8 @@ func unusableScopes(state *fsm.State, tenant string) []*kv1.KeyScope {
 	return out
 }
 
-// take returns the queued events; ok is false once the watcher was cut off.
+// take returns the queued events; ok is false once the watcher was cut off, and cutErr then says
+// why.
 func (k *keyEvents) take(w *keyWatcher) (events []*kv1.KeyEvent, ok bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -190,11 +253,21 @@ func (k *keyEvents) take(w *keyWatcher) (events []*kv1.KeyEvent, ok bool) {
 	return events, !w.closed
 }
 
+// cutError is why the node cut w off (after take reported it).
+func (k *keyEvents) cutError(w *keyWatcher) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if w.cutErr == nil {
+		return errWatcherBehind
+	}
+	return w.cutErr
+}
+
 // ack records that the watcher dropped every key affected by events up to index.
 func (k *keyEvents) ack(w *keyWatcher, index uint64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	i, _ := slices.BinarySearch(w.unacked, index+1)
+	i, _ := slices.BinarySearchFunc(w.unacked, index+1, func(u unacked, i uint64) int { return cmp.Compare(u.index, i) })
 	w.unacked = w.unacked[i:]
 }
 
@@ -205,6 +278,8 @@ func (k *keyEvents) renew(w *keyWatcher, seq uint64, serving time.Duration) {
 	stretched := time.Duration(float64(d) * (1 + k.drift))
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	// A watcher that is late with an acknowledgement gets no more lease: it is cut instead.
+	k.cutIfLate(w, k.l.now())
 	if w.closed {
 		return
 	}
@@ -229,6 +304,13 @@ func (k *keyEvents) unwatch(w *keyWatcher) {
 	}
 }
 
+// watcherCut is keyEvents.onCut: the metric, and a log line naming the watcher.
+func (n *Node) watcherCut(w *keyWatcher, reason string, err error) {
+	n.metrics.watchersCut.WithLabelValues(reason).Inc()
+	n.log.Warn("key-event watcher cut off; fences wait for it only until its cache lease runs out",
+		"watcher", w.who, "tenant", w.tenant, "reason", reason, "err", err)
+}
+
 var errNoTenant = &codedError{codes.PermissionDenied, "region: the caller's certificate names no tenant"}
 
 // WatchKeyEvents streams key events of the caller's tenant (see keyEvents above).
@@ -242,7 +324,7 @@ func (s *wrapService) WatchKeyEvents(stream kv1.WrapService_WatchKeyEventsServer
 	if err := n.Serving(); err != nil {
 		return err
 	}
-	w := n.events.watch(id.Tenant, n.state)
+	w := n.events.watchAs(id.Tenant, id.String(), n.state)
 	defer n.events.unwatch(w)
 
 	recvErr := make(chan error, 1)
@@ -271,7 +353,7 @@ func (s *wrapService) WatchKeyEvents(stream kv1.WrapService_WatchKeyEventsServer
 				}
 			}
 			if !ok {
-				return &codedError{codes.ResourceExhausted, "region: key-event watcher fell too far behind"}
+				return n.events.cutError(w)
 			}
 		case err := <-recvErr:
 			if err == nil || ctx.Err() != nil {

@@ -4,6 +4,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/kryptonkms/krypton/cluster/clustertest"
 	"github.com/kryptonkms/krypton/fsm"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -111,5 +114,36 @@ func TestKeyEventsNoLeaseNoGrant(t *testing.T) {
 	k.onChange(fsm.Change{Index: 2, Kind: fsm.TenantRevoked, Tenant: "acme"})
 	if got := k.settled(2); got != 2 {
 		t.Fatalf("a watcher without a lease held the fence back: settled(2) = %d", got)
+	}
+}
+
+// TestKeyEventsCutsALateWatcher: a watcher that keeps renewing its cache lease but leaves an event
+// unacknowledged for longer than ackWait is cut: its renewals are refused, its stream is told to
+// end with Aborted, and it holds the fence back only until the cache lease it held runs out.
+func TestKeyEventsCutsALateWatcher(t *testing.T) {
+	k, state := newTestEvents()
+	k.ackWait = 50 * time.Millisecond
+	var cuts []string
+	k.onCut = func(_ *keyWatcher, reason string, _ error) { cuts = append(cuts, reason) }
+	w := k.watch("acme", state)
+	k.renew(w, 1, 400*time.Millisecond) // a 100 ms cache lease
+	drain(k, w)
+	k.onChange(fsm.Change{Index: 5, Kind: fsm.ServiceRevoked, Tenant: "acme", Service: "pay"})
+	seq := uint64(1)
+	clustertest.Eventually(t, 10*time.Second, "the fence no longer held by the late watcher", func() bool {
+		seq++
+		k.renew(w, seq, 400*time.Millisecond) // renews, never acknowledges
+		return k.settled(5) == 5
+	})
+	if _, ok := k.take(w); ok {
+		t.Fatal("the late watcher's stream was not told to end")
+	}
+	if err := k.cutError(w); status.Code(err) != codes.Aborted {
+		t.Fatalf("cut with %v, want Aborted", err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if len(cuts) != 1 || cuts[0] != cutUnacked {
+		t.Fatalf("cuts reported: %v, want one %q", cuts, cutUnacked)
 	}
 }

@@ -58,3 +58,41 @@ func TestKeyringBound(t *testing.T) {
 		t.Errorf("wipeTenant wiped %d, %d left", n, r.size())
 	}
 }
+
+func TestKeyringWipes(t *testing.T) {
+	r := newKeyring(0)
+	defer r.wipeAll()
+	mk := func(id wrap.KeyID) *wrap.ServiceKey {
+		k, err := wrap.NewServiceKey(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	l2, _ := wrap.NewTenantKey(wrap.KeyID{Tenant: "a", Version: 1})
+	r.putTenantKey(l2)
+	a1 := r.putServiceKey(mk(wrap.KeyID{Tenant: "a", Service: "s", Version: 1}))
+	r.putServiceKey(mk(wrap.KeyID{Tenant: "a", Service: "s", Version: 2}))
+	b1 := r.putServiceKey(mk(wrap.KeyID{Tenant: "b", Service: "s", Version: 1}))
+	if r.size() != 4 {
+		t.Fatalf("size = %d, want 4", r.size())
+	}
+	// A second key for a held id is destroyed, the held one kept.
+	dup := mk(wrap.KeyID{Tenant: "a", Service: "s", Version: 1})
+	if got := r.putServiceKey(dup); got != a1 || !dup.IsZero() {
+		t.Fatal("a duplicate put replaced the held key or leaked the duplicate")
+	}
+	if n := r.wipeService("a", "s", 2); n != 1 || r.serviceKey(wrap.KeyID{Tenant: "a", Service: "s", Version: 2}) != nil {
+		t.Fatalf("wipeService(version 2) wiped %d", n)
+	}
+	if n := r.wipeTenant("a"); n != 2 || !a1.IsZero() || r.tenantKey("a", 1) != nil {
+		t.Fatalf("wipeTenant wiped %d keys; a1 zero=%v", n, a1.IsZero())
+	}
+	if b1.IsZero() || r.size() != 1 {
+		t.Fatal("wiping tenant a touched tenant b")
+	}
+	r.wipeAll()
+	if !b1.IsZero() || r.size() != 0 {
+		t.Fatal("wipeAll left keys")
+	}
+}

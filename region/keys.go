@@ -112,7 +112,7 @@ func (n *Node) fetchTenantKey(ctx context.Context, tenant string, version uint32
 	if err != nil {
 		return nil, err
 	}
-	r, err := newHandoffRecipient()
+	r, err := wrap.NewHandoffRecipient()
 	if err != nil {
 		return nil, err
 	}
@@ -123,12 +123,12 @@ func (n *Node) fetchTenantKey(ctx context.Context, tenant string, version uint32
 		Tenant:             tenant,
 		TenantKeyVersion:   version,
 		Suite:              kv1.HpkeSuite_HPKE_SUITE_X25519_SHA256_AES256GCM,
-		RecipientPublicKey: r.publicKey(),
+		RecipientPublicKey: r.PublicKey(),
 	})
 	if err != nil {
 		return nil, err
 	}
-	return r.open(n.cfg.Region, n.cfg.NodeID, wrap.KeyID{Tenant: tenant, Version: version}, resp.GetEncapsulatedKey(), resp.GetCiphertext())
+	return r.Open(n.cfg.Region, n.cfg.NodeID, wrap.KeyID{Tenant: tenant, Version: version}, resp.GetEncapsulatedKey(), resp.GetCiphertext())
 }
 
 func (n *Node) countAnchor(op string, err error) {

@@ -1,8 +1,17 @@
 package region
 
 import (
+	"context"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/fsm"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
 // lease is this node's serving lease (see DESIGN.md, "Serving leases"). It is read on every wrap,
@@ -61,4 +70,151 @@ func (l *lease) expiresIn() time.Duration {
 		return 0
 	}
 	return time.Duration(until - l.now())
+}
+
+// leaseLoop keeps this node's serving lease fresh (DESIGN.md, "Serving leases"): every third of a
+// lease period, and at once when the leader changes. The period is counted from when each request
+// was sent, as the lease is, and is a third of the lease just granted: counted from the end of a
+// slow or timed-out renewal, or from a lease duration read before the settings changed, one late
+// renewal would let the lease lapse on a healthy node.
+func (n *Node) leaseLoop() {
+	defer n.wg.Done()
+	kick := make(chan struct{}, 1)
+	cancel := n.cl.OnLeaderChange(func(cluster.LeaderChange) {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	})
+	defer cancel()
+	for {
+		d := n.state.Settings().LeaseDuration
+		start := time.Now()
+		if granted := n.renewLease(d); granted > 0 {
+			d = granted
+		}
+		t := time.NewTimer(max(d/3-time.Since(start), 20*time.Millisecond))
+		select {
+		case <-n.stop:
+			t.Stop()
+			return
+		case <-kick:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// renewLease asks the leader for a lease (or, on the leader, confirms leadership with a quorum).
+// It returns the lease duration granted, or 0; a failure leaves the current lease to run out on
+// its own.
+func (n *Node) renewLease(d time.Duration) time.Duration {
+	sent := n.lease.now()
+	// A node that is no longer a voter gets no more grants; stop serving at once rather than at
+	// the end of the lease, and keep the departures the fence must wait out.
+	if voters, err := n.voters(); err == nil && !slices.Contains(voters, n.cfg.NodeID) {
+		n.log.Debug("not a voter; no lease", "voters", voters)
+		n.lease.drop()
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), max(d/3, 20*time.Millisecond))
+	defer cancel()
+	go func() {
+		select {
+		case <-n.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if n.cl.IsLeader() {
+		if err := n.cl.Barrier(ctx); err != nil {
+			return 0
+		}
+		n.lease.grant(sent, d, n.cl.Term())
+		return d
+	}
+	client, _, err := n.peers.leader()
+	if err != nil {
+		n.log.Debug("no leader to renew the lease with", "err", err)
+		return 0
+	}
+	resp, err := client.RenewLease(ctx, &kv1.RenewLeaseRequest{NodeId: n.cfg.NodeID, AppliedIndex: n.state.AppliedIndex()})
+	if err != nil {
+		n.log.Debug("lease renewal failed", "err", err)
+		return 0
+	}
+	// Serve under the grant only once everything committed before it is applied here: a
+	// revocation committed before the grant then already refuses its key on this node.
+	if err := n.cl.WaitApplied(ctx, resp.GetCommitIndex()); err != nil {
+		n.log.Debug("lease granted but the log is not applied in time", "commit-index", resp.GetCommitIndex(), "err", err)
+		return 0
+	}
+	granted := resp.GetLeaseDuration().AsDuration()
+	n.lease.grant(sent, granted, resp.GetTerm())
+	return granted
+}
+
+// RenewLease grants a serving lease, but only after confirming with a quorum that this node still
+// leads (the read barrier's VerifyLeader): a deposed leader cannot grant (DESIGN.md).
+func (s *nodeService) RenewLease(ctx context.Context, req *kv1.RenewLeaseRequest) (*kv1.RenewLeaseResponse, error) {
+	n := s.n
+	if err := n.authorizeVoter(ctx, req.GetNodeId()); err != nil {
+		return nil, err
+	}
+	if !n.cl.IsLeader() {
+		return nil, ErrNotLeader
+	}
+	if err := n.cl.Barrier(ctx); err != nil {
+		return nil, ErrNotLeader
+	}
+	// Read after the barrier: any revocation committed before this grant is at or below it.
+	return &kv1.RenewLeaseResponse{
+		Term:          n.cl.Term(),
+		CommitIndex:   n.cl.CommitIndex(),
+		LeaseDuration: durationpb.New(n.state.Settings().LeaseDuration),
+	}, nil
+}
+
+// leaseBound remembers a longer lease duration that was in force until lately. Grants made under
+// it may still run after the region's lease was shortened (a node cut off at the time keeps its
+// grant), so a revocation fence must wait for the longer of the two until such grants have surely
+// run out (DESIGN.md, "The revocation fence").
+type leaseBound struct {
+	mu      sync.Mutex    // guards the fields below
+	inForce time.Duration // the lease duration as this node last applied it; 0 before the first
+	longer  time.Duration // a longer duration in force until lately
+	until   time.Time     // when grants made under longer have run out
+}
+
+// note records the lease duration now in force (on every settings change and restore). drift is
+// Config.ClockDrift.
+func (b *leaseBound) note(d time.Duration, drift float64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	prev := b.inForce
+	if prev == 0 {
+		// Replaying the log from the start: the defaults were in force before.
+		prev = fsm.DefaultSettings().LeaseDuration
+	}
+	b.inForce = d
+	if prev > d {
+		// A grant made under prev was requested before this change committed, so before now.
+		until := time.Now().Add(time.Duration(float64(prev) * (1 + drift)))
+		if prev > b.longer || time.Now().After(b.until) {
+			b.longer = prev
+		}
+		if until.After(b.until) {
+			b.until = until
+		}
+	}
+}
+
+// max returns the longest lease a node may still hold, given the one in force now.
+func (b *leaseBound) max(current time.Duration) time.Duration {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.longer > current && time.Now().Before(b.until) {
+		return b.longer
+	}
+	return current
 }

@@ -23,6 +23,8 @@ type nodeMetrics struct {
 	// proposals counts the commands this node proposed to the Raft log, by command type. A request
 	// refused by validation never reaches it.
 	proposals *prometheus.CounterVec
+	// watchersCut counts the key-event watchers this node cut off, by reason (keyevents.go).
+	watchersCut *prometheus.CounterVec
 }
 
 func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
@@ -58,6 +60,11 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 		Name: "krypton_raft_proposals_total",
 		Help: "Commands this node proposed to the Raft log (after validation), by command type.",
 	}, []string{"command"})
+	m.watchersCut = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "krypton_key_event_watchers_cut_total",
+		Help: "Key-event watchers (gateways) this node cut off: behind (too many events queued) or unacknowledged (an event not acknowledged within the bound); each holds fences back only until its cache lease runs out.",
+	}, []string{"reason"})
+	reg.MustRegister(m.watchersCut)
 	reg.MustRegister(transport.LockedMemoryCollectors()...)
 	reg.MustRegister(m.ops, m.anchorCalls, m.fenceSeconds, m.fenceExpired, m.lockouts, m.anchorRoundsLate, m.proposals,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -119,6 +119,9 @@ func New(cfg Config) (_ *Node, err error) {
 			"keys_per_kind", size, "default", DefaultKeyringSize, "memlock_limit_bytes", limit, "locked_bytes", used)
 	}
 	n.events = newKeyEvents(n.lease, cfg.ClockDrift)
+	if cfg.KeyEventAckWait > 0 {
+		n.events.ackWait = cfg.KeyEventAckWait
+	}
 	// Undo what was started if a later step fails.
 	var closers []func()
 	defer func() {
@@ -153,6 +156,7 @@ func New(cfg Config) (_ *Node, err error) {
 	closers = append(closers, n.anchors.close)
 	n.anchorChecks = newAnchorChecker(n)
 	n.metrics = newNodeMetrics(n.reg, n)
+	n.events.onCut = n.watcherCut
 
 	// The durable revocation set opens before Raft starts: restoring the local snapshot at start
 	// and replaying the log add to it (onChange).
@@ -231,7 +235,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("region: HTTPAddr: %w", err)
 		}
-		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
+		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -241,7 +245,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("region: PprofAddr: %w", err)
 		}
-		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log}); err != nil {
+		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log, Registerer: n.reg}); err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -255,6 +259,10 @@ func New(cfg Config) (_ *Node, err error) {
 	if len(cfg.Governance) > 0 {
 		n.wg.Add(1)
 		go newFeed(n).loop()
+	}
+	if cfg.Settings != nil {
+		n.wg.Add(1)
+		go n.settingsLoop(*cfg.Settings)
 	}
 	log.Info("region node started", "rpc", cfg.RPCAddr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr)
 	return n, nil

@@ -2,16 +2,15 @@ package region
 
 import (
 	"context"
-	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
 )
 
 // nodeService serves krypton.v1.NodeService: node-to-node calls. transport admits node
@@ -19,20 +18,6 @@ import (
 type nodeService struct {
 	kv1.UnimplementedNodeServiceServer
 	n *Node
-}
-
-// isVoter reports whether id is a voter in the Raft configuration as this node knows it.
-func (n *Node) isVoter(id string) bool {
-	peers, err := n.cl.Peers()
-	if err != nil {
-		return false
-	}
-	for _, p := range peers {
-		if p.ID == id && p.Suffrage == "Voter" {
-			return true
-		}
-	}
-	return false
 }
 
 // authorizeVoter checks that the caller's certificate names nodeID (when given) and a voter.
@@ -89,7 +74,7 @@ func (s *nodeService) FetchTenantKey(ctx context.Context, req *kv1.FetchTenantKe
 	if err != nil {
 		return nil, err
 	}
-	enc, ct, err := sealHandoff(n.cfg.Region, req.GetNodeId(), k, req.GetRecipientPublicKey())
+	enc, ct, err := wrap.SealHandoff(n.cfg.Region, req.GetNodeId(), k, req.GetRecipientPublicKey())
 	if err != nil {
 		return nil, &codedErrorInvalid{err.Error()}
 	}
@@ -100,65 +85,6 @@ func (s *nodeService) FetchTenantKey(ctx context.Context, req *kv1.FetchTenantKe
 		EncapsulatedKey:  enc,
 		Ciphertext:       ct,
 	}, nil
-}
-
-// RenewLease grants a serving lease, but only after confirming with a quorum that this node still
-// leads (the read barrier's VerifyLeader): a deposed leader cannot grant (DESIGN.md).
-func (s *nodeService) RenewLease(ctx context.Context, req *kv1.RenewLeaseRequest) (*kv1.RenewLeaseResponse, error) {
-	n := s.n
-	if err := n.authorizeVoter(ctx, req.GetNodeId()); err != nil {
-		return nil, err
-	}
-	if !n.cl.IsLeader() {
-		return nil, ErrNotLeader
-	}
-	if err := n.cl.Barrier(ctx); err != nil {
-		return nil, ErrNotLeader
-	}
-	// Read after the barrier: any revocation committed before this grant is at or below it.
-	return &kv1.RenewLeaseResponse{
-		Term:          n.cl.Term(),
-		CommitIndex:   n.cl.CommitIndex(),
-		LeaseDuration: durationpb.New(n.state.Settings().LeaseDuration),
-	}, nil
-}
-
-// Fence waits until this node has applied the log up to the given index. Any voter may ask: a
-// revocation may be fenced by whichever node took the operator's call.
-func (s *nodeService) Fence(ctx context.Context, req *kv1.FenceRequest) (*kv1.FenceResponse, error) {
-	n := s.n
-	if err := n.authorizeVoter(ctx, ""); err != nil {
-		return nil, err
-	}
-	wait := req.GetWait().AsDuration()
-	if d, ok := ctx.Deadline(); ok {
-		// Leave time to answer before the caller gives up.
-		wait = min(wait, time.Until(d)-20*time.Millisecond)
-	}
-	applied := n.waitApplied(ctx, req.GetIndex(), wait)
-	return &kv1.FenceResponse{AppliedIndex: applied, Reached: applied >= req.GetIndex()}, nil
-}
-
-// waitApplied waits up to wait for the state machine to apply index, and returns the applied index.
-// It polls: fences are rare (one per revocation) and a millisecond is well inside their budget.
-func (n *Node) waitApplied(ctx context.Context, index uint64, wait time.Duration) uint64 {
-	deadline := time.Now().Add(wait)
-	t := time.NewTicker(time.Millisecond)
-	defer t.Stop()
-	for {
-		// Gateways watching key events must have dropped what the change revokes (keyevents.go).
-		applied := n.events.settled(n.state.AppliedIndex())
-		if applied >= index || !time.Now().Before(deadline) {
-			return applied
-		}
-		select {
-		case <-ctx.Done():
-			return n.events.settled(n.state.AppliedIndex())
-		case <-n.stop:
-			return n.events.settled(n.state.AppliedIndex())
-		case <-t.C:
-		}
-	}
 }
 
 // auditKeyHandout is the kind of the record of an L2 handed to a follower.

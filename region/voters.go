@@ -1,6 +1,7 @@
 package region
 
 import (
+	"slices"
 	"sync"
 	"time"
 )
@@ -56,18 +57,27 @@ func (w *voterWatch) departed() map[string]time.Time {
 	return out
 }
 
-// voters returns the current voters, and records them.
+// The region's voters, as this node knows the Raft configuration: the one list the fence waits
+// for, lease renewal and the node service admit, and discovery reports.
+
+// voterIDs returns the current voters, sorted.
+func (n *Node) voterIDs() ([]string, error) {
+	_, ids, err := n.cl.Configuration()
+	return ids, err
+}
+
+// voters returns the current voters, and records them (the departures the fence waits out).
 func (n *Node) voters() ([]string, error) {
-	peers, err := n.cl.Peers()
+	ids, err := n.voterIDs()
 	if err != nil {
 		return nil, err
 	}
-	var ids []string
-	for _, p := range peers {
-		if p.Suffrage == "Voter" {
-			ids = append(ids, p.ID)
-		}
-	}
 	n.watch.observe(ids, 2*n.cfg.leaseFenceWait(n.state.Settings().LeaseDuration))
 	return ids, nil
+}
+
+// isVoter reports whether id is a voter in the Raft configuration as this node knows it.
+func (n *Node) isVoter(id string) bool {
+	ids, err := n.voterIDs()
+	return err == nil && slices.Contains(ids, id)
 }

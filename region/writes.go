@@ -3,13 +3,9 @@ package region
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/cluster"
@@ -446,88 +442,4 @@ func (n *Node) SetSettings(ctx context.Context, s fsm.Settings) error {
 	}
 	_, err := n.apply(ctx, "", fsm.SetSettings{Settings: s})
 	return err
-}
-
-// fence returns once every voter has applied index, or can no longer be serving under a lease
-// granted before it (DESIGN.md, "The revocation fence").
-func (n *Node) fence(ctx context.Context, index uint64) (*kv1.FenceResult, error) {
-	start := time.Now()
-	wait := n.cfg.leaseFenceWait(n.leaseBound.max(n.state.Settings().LeaseDuration))
-	deadline := start.Add(wait)
-	voters, err := n.voters()
-	if err != nil {
-		return nil, ErrNoLeader
-	}
-	var (
-		mu                 sync.Mutex
-		confirmed, expired []string
-		wg                 sync.WaitGroup
-	)
-	done := func(id string, ok bool) {
-		mu.Lock()
-		defer mu.Unlock()
-		if ok {
-			confirmed = append(confirmed, id)
-		} else {
-			expired = append(expired, id)
-		}
-	}
-	// Non-voters are never granted a lease, so never serve; voters must confirm or run out.
-	for _, id := range voters {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if id == n.cfg.NodeID {
-				done(id, n.waitApplied(ctx, index, time.Until(deadline)) >= index)
-				return
-			}
-			done(id, n.fencePeer(ctx, id, index, deadline))
-		}()
-	}
-	// A node removed lately may still hold a lease granted before its removal (this node saw it
-	// gone at t, so the removal committed before t): its lease has run out by t + wait.
-	for id, gone := range n.watch.departed() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			done(id, n.fencePeer(ctx, id, index, gone.Add(wait)))
-		}()
-	}
-	wg.Wait()
-	if ctx.Err() != nil {
-		// The wait was cut short: a node that did not confirm may still be serving.
-		return nil, ErrFenceTimeout
-	}
-	n.metrics.fenceSeconds.Observe(time.Since(start).Seconds())
-	n.metrics.fenceExpired.Add(float64(len(expired)))
-	return &kv1.FenceResult{Index: index, ConfirmedNodes: confirmed, LeaseExpiredNodes: expired, EffectiveAt: timestamppb.Now()}, nil
-}
-
-// fencePeer asks one node to confirm index until the deadline; false means the deadline passed
-// without a confirmation (the node's lease has run out by then).
-func (n *Node) fencePeer(ctx context.Context, id string, index uint64, deadline time.Time) bool {
-	for {
-		remaining := time.Until(deadline)
-		if remaining <= 0 || ctx.Err() != nil {
-			return false
-		}
-		if client, err := n.peers.node(id); err == nil {
-			cctx, cancel := context.WithDeadline(ctx, deadline)
-			resp, err := client.Fence(cctx, &kv1.FenceRequest{Index: index, Wait: durationpb.New(remaining)})
-			cancel()
-			if err == nil && resp.GetReached() {
-				return true
-			}
-			if status.Code(err) == codes.Unavailable {
-				n.peers.redial(id)
-			}
-		}
-		t := time.NewTimer(min(50*time.Millisecond, max(remaining, 0)))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return false
-		case <-t.C:
-		}
-	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -29,7 +30,43 @@ type AdminHTTPConfig struct {
 	Healthy func() error
 	// Logger receives the server's errors; nil discards.
 	Logger *slog.Logger
+
+	// Pre-authentication limits: the port has no authentication, so every
+	// connection is an anonymous one, and these bound what anyone who can
+	// reach it holds. MaxConns bounds the connections open at once, and
+	// MaxConnsPerSource those from one source address (an IPv4 address or
+	// an IPv6 /64); more are closed as soon as they are accepted. Zero
+	// takes DefaultAdminMaxConns and DefaultAdminMaxConnsPerSource.
+	MaxConns          int
+	MaxConnsPerSource int
+	// IdleTimeout closes a keep-alive connection idle this long; zero
+	// takes DefaultAdminIdleTimeout.
+	IdleTimeout time.Duration
+	// Registerer receives krypton_handshakes_refused_total{listener="http"}
+	// (the connections the limits closed) and krypton_handshakes_pending
+	// {listener="http"} (those open); nil does not export them.
+	Registerer prometheus.Registerer
 }
+
+// Defaults of AdminHTTPConfig and the admin server's other bounds. A
+// scraper holds one keep-alive connection per target, a health checker
+// one at a time; a host running several of them behind one address stays
+// far below the per-source cap.
+const (
+	DefaultAdminMaxConns          = 256
+	DefaultAdminMaxConnsPerSource = 32
+	DefaultAdminIdleTimeout       = 60 * time.Second
+	// adminReadHeaderTimeout closes a connection that has not sent a
+	// whole request header this long after it was accepted or after its
+	// previous response (slowloris); adminReadTimeout and adminWriteTimeout
+	// bound the rest of a request and its response (a client that never
+	// reads the /metrics body).
+	adminReadHeaderTimeout = 10 * time.Second
+	adminReadTimeout       = 30 * time.Second
+	adminWriteTimeout      = 30 * time.Second
+	// adminMaxHeaderBytes is far above what a scraper sends.
+	adminMaxHeaderBytes = 16 << 10
+)
 
 // AdminHTTP is the plain-HTTP admin endpoint of a Krypton process:
 //
@@ -43,16 +80,21 @@ type AdminHTTPConfig struct {
 // operator's tool, so ServePprof serves them on a listener of their own,
 // to operator certificates only.
 type AdminHTTP struct {
-	srv  *http.Server
-	log  *slog.Logger
-	done chan struct{}
+	srv   *http.Server
+	conns *netutil.HandshakeListener // the listener's pre-authentication limits
+	log   *slog.Logger
+	done  chan struct{}
 
 	mu   sync.Mutex // guards shut
 	shut bool
 }
 
 // ServeAdminHTTP starts serving the admin endpoint on ln, in the background,
-// until Shutdown. It owns ln from then on.
+// until Shutdown. It owns ln from then on, and wraps it in the limits of
+// cfg (netutil.LimitHandshakes, with no handshake timer: no connection
+// ever authenticates here, so each one holds a slot of its source until it
+// closes, and the server's timeouts bound how long that is: a silent or
+// slow connection ReadHeaderTimeout, an idle keep-alive IdleTimeout).
 func ServeAdminHTTP(ln net.Listener, cfg AdminHTTPConfig) (*AdminHTTP, error) {
 	if cfg.Gatherer == nil {
 		return nil, errors.New("transport: AdminHTTPConfig.Gatherer is required")
@@ -75,7 +117,34 @@ func ServeAdminHTTP(ln net.Listener, cfg AdminHTTPConfig) (*AdminHTTP, error) {
 		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	return serveHTTP(ln, mux, nil, log), nil
+	idle := cfg.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultAdminIdleTimeout
+	}
+	maxConns, perSource := cfg.MaxConns, cfg.MaxConnsPerSource
+	if maxConns <= 0 {
+		maxConns = DefaultAdminMaxConns
+	}
+	if perSource <= 0 {
+		perSource = DefaultAdminMaxConnsPerSource
+	}
+	hl := netutil.LimitHandshakes(ln, netutil.HandshakeLimits{
+		Listener:            "http",
+		MaxPending:          maxConns,
+		MaxPendingPerSource: perSource,
+		HandshakeTimeout:    -1,
+		Registerer:          cfg.Registerer,
+	})
+	a := serveHTTP(hl, &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: adminReadHeaderTimeout,
+		ReadTimeout:       adminReadTimeout,
+		WriteTimeout:      adminWriteTimeout,
+		IdleTimeout:       idle,
+		MaxHeaderBytes:    adminMaxHeaderBytes,
+	}, log)
+	a.conns = hl
+	return a, nil
 }
 
 // PprofConfig configures ServePprof.
@@ -87,6 +156,10 @@ type PprofConfig struct {
 	Certificate tls.Certificate
 	// Logger receives the server's errors; nil discards.
 	Logger *slog.Logger
+	// Registerer receives krypton_handshakes_refused_total and
+	// krypton_handshakes_pending of listener "pprof"; nil does not export
+	// them.
+	Registerer prometheus.Registerer
 }
 
 // ServePprof serves Go's profiler (/debug/pprof/: index, heap, goroutine,
@@ -95,7 +168,9 @@ type PprofConfig struct {
 // client presenting an operator certificate of Roots completes the
 // handshake (pki.RequireKind); the handler checks the identity again.
 // /debug/pprof/cmdline is not served (the process's argv is nobody's
-// business over the network). It is off unless a process is started with
+// business over the network). The listener has the pre-authentication
+// limits of every TLS listener (netutil.LimitHandshakes, default limits):
+// a connection is pending until its handshake completes. It is off unless a process is started with
 // -pprof; docs/security.md explains the choice.
 //
 //	go tool pprof -tls_ca ca.pem -tls_cert operator-ops.pem -tls_key operator-ops-key.pem \
@@ -124,19 +199,34 @@ func ServePprof(ln net.Listener, cfg PprofConfig) (*AdminHTTP, error) {
 		}
 		mux.ServeHTTP(w, r)
 	})
-	return serveHTTP(tls.NewListener(ln, tc), operatorOnly, tc, log), nil
+	// No Read or WriteTimeout: a CPU profile or trace runs for as long as
+	// the operator asked (pprof refuses a duration beyond WriteTimeout).
+	hl := netutil.LimitHandshakes(ln, netutil.HandshakeLimits{Listener: "pprof", Registerer: cfg.Registerer})
+	a := serveHTTP(tls.NewListener(hl, tc), &http.Server{
+		Handler:           operatorOnly,
+		TLSConfig:         tc,
+		ReadHeaderTimeout: adminReadHeaderTimeout,
+		IdleTimeout:       DefaultAdminIdleTimeout,
+		MaxHeaderBytes:    adminMaxHeaderBytes,
+		// net/http completes the TLS handshake before it reads a request, so
+		// a connection turns active only once its peer has authenticated:
+		// it then leaves the pending budget.
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if tc, ok := c.(*tls.Conn); ok && st == http.StateActive && !netutil.Authenticated(tc.NetConn()) {
+				c.Close()
+			}
+		},
+	}, log)
+	a.conns = hl
+	return a, nil
 }
 
-// serveHTTP serves h on ln in the background. tc, if set, is ln's TLS
-// configuration (ln is then a tls.Listener already).
-func serveHTTP(ln net.Listener, h http.Handler, tc *tls.Config, log *slog.Logger) *AdminHTTP {
+// serveHTTP serves srv on ln in the background. srv.TLSConfig, if set, is
+// ln's TLS configuration (ln is then a tls.Listener already).
+func serveHTTP(ln net.Listener, srv *http.Server, log *slog.Logger) *AdminHTTP {
+	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	a := &AdminHTTP{
-		srv: &http.Server{
-			Handler:           h,
-			TLSConfig:         tc,
-			ReadHeaderTimeout: 10 * time.Second,
-			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		},
+		srv:  srv,
 		log:  log,
 		done: make(chan struct{}),
 	}

@@ -86,7 +86,7 @@
 //	kryptonv1.RegisterWrapServiceServer(srv, wrapService)
 //	srv.SetServing(transport.WrapService, leaseHeld)
 //	go srv.Serve(apiListener)
-//	admin, err := transport.ServeAdminHTTP(adminListener, transport.AdminHTTPConfig{Gatherer: reg})
+//	admin, err := transport.ServeAdminHTTP(adminListener, transport.AdminHTTPConfig{Gatherer: reg, Registerer: reg})
 //	...
 //	srv.Shutdown(ctx)
 //	admin.Shutdown(ctx)

@@ -69,6 +69,7 @@ var errorCases = []struct {
 	{anchor.ErrNotRegistered, codes.InvalidArgument},
 	{anchor.ErrSecretInURI, codes.InvalidArgument},
 	{anchor.ErrDevelopment, codes.InvalidArgument},
+	{anchor.ErrPlainEndpoint, codes.InvalidArgument},
 	{anchor.ErrPlaintextSize, codes.Internal},
 	{anchor.ErrInvalidContext, codes.Internal},
 

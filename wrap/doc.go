@@ -9,6 +9,10 @@
 // and to the caller's context, so that a blob made for one tenant, service,
 // version or context never opens under another.
 //
+// The L2 handoff from a region's leader to a follower is here too (handoff.go): SealHandoff
+// seals a TenantKey with HPKE to a one-time key pair of the follower, HandoffRecipient.Open opens
+// it straight into a TenantKey.
+//
 // Names: ValidateName is the one definition of a tenant or service name
 // in Krypton; KeyID names one key version.
 //

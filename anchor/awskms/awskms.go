@@ -94,17 +94,9 @@ func open(ctx context.Context, u anchor.URI, opts anchor.Options) (anchor.Provid
 	if !ok {
 		return nil, fmt.Errorf("awskms: not an awskms URI: %s", u.Scheme())
 	}
-	var o Options
-	switch v := opts.Provider[anchor.SchemeAWSKMS].(type) {
-	case nil:
-	case Options:
-		o = v
-	case *Options:
-		if v != nil {
-			o = *v
-		}
-	default:
-		return nil, fmt.Errorf("awskms: anchor.Options.Provider[%q] is a %T, want awskms.Options", anchor.SchemeAWSKMS, v)
+	o, err := anchor.ProviderOptions[Options](opts, anchor.SchemeAWSKMS)
+	if err != nil {
+		return nil, err
 	}
 	return Open(ctx, au, o, opts.Log())
 }

@@ -70,23 +70,6 @@ func open(ctx context.Context, u anchor.URI, opts anchor.Options) (anchor.Provid
 	return Open(ctx, au, opts)
 }
 
-// options returns the azurekv options carried by opts.
-func options(opts anchor.Options) (Options, error) {
-	switch o := opts.Provider[anchor.SchemeAzureKV].(type) {
-	case nil:
-		return Options{}, nil
-	case Options:
-		return o, nil
-	case *Options:
-		if o == nil {
-			return Options{}, nil
-		}
-		return *o, nil
-	default:
-		return Options{}, fmt.Errorf("azurekv: Options.Provider[%q] is a %T, want azurekv.Options", anchor.SchemeAzureKV, o)
-	}
-}
-
 // Open returns a Provider on the key u names. It reads the key (GET, the
 // keys/read permission) to learn its type, and so the wrap algorithm,
 // unless Options.Algorithm is set, and to fail early on a key that does not
@@ -97,7 +80,7 @@ func options(opts anchor.Options) (Options, error) {
 // cannot wrap), a *anchor.TransientError, or an error for bad Options or
 // a credential that cannot be built.
 func Open(ctx context.Context, u *anchor.AzureKVURI, opts anchor.Options) (*Provider, error) {
-	o, err := options(opts)
+	o, err := anchor.ProviderOptions[Options](opts, anchor.SchemeAzureKV)
 	if err != nil {
 		return nil, err
 	}

@@ -63,17 +63,9 @@ func open(ctx context.Context, u anchor.URI, opts anchor.Options) (anchor.Provid
 	if !ok {
 		return nil, fmt.Errorf("gcpkms: not a gcpkms URI: %s", u.Scheme())
 	}
-	var o Options
-	switch v := opts.Provider[anchor.SchemeGCPKMS].(type) {
-	case nil:
-	case Options:
-		o = v
-	case *Options:
-		if v != nil {
-			o = *v
-		}
-	default:
-		return nil, fmt.Errorf("gcpkms: anchor.Options.Provider[%q] is a %T, want gcpkms.Options", anchor.SchemeGCPKMS, v)
+	o, err := anchor.ProviderOptions[Options](opts, anchor.SchemeGCPKMS)
+	if err != nil {
+		return nil, err
 	}
 	return Open(ctx, gu, o, opts.Log())
 }

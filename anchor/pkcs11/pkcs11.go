@@ -77,16 +77,9 @@ func open(ctx context.Context, u anchor.URI, opts anchor.Options) (anchor.Provid
 	if !ok {
 		return nil, fmt.Errorf("pkcs11: not a pkcs11 URI: %s", u.Scheme())
 	}
-	var o Options
-	if v, ok := opts.Provider[anchor.SchemePKCS11]; ok {
-		switch v := v.(type) {
-		case Options:
-			o = v
-		case *Options:
-			o = *v
-		default:
-			return nil, fmt.Errorf("pkcs11: Options.Provider[%q] is a %T, want pkcs11.Options", anchor.SchemePKCS11, v)
-		}
+	o, err := anchor.ProviderOptions[Options](opts, anchor.SchemePKCS11)
+	if err != nil {
+		return nil, err
 	}
 	return Open(ctx, pu, opts.Log(), o)
 }

@@ -131,8 +131,12 @@ func (c *command) printSubcommands(w io.Writer, path string) {
 	fmt.Fprintln(w, "Commands:")
 	subs := append([]*command(nil), c.sub...)
 	sort.Slice(subs, func(i, j int) bool { return subs[i].name < subs[j].name })
+	width := 14 // the names' column: at least 14 wide, and one space more than the longest name
 	for _, sub := range subs {
-		fmt.Fprintf(w, "  %-14s %s\n", sub.name, sub.synopsis)
+		width = max(width, len(sub.name)+1)
+	}
+	for _, sub := range subs {
+		fmt.Fprintf(w, "  %-*s %s\n", width, sub.name, sub.synopsis)
 	}
 }
 

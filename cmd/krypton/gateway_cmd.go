@@ -8,8 +8,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/awnumar/memguard"
-
 	"github.com/kryptonkms/krypton/gateway"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
@@ -22,7 +20,7 @@ const defaultKMIPAddr = "127.0.0.1:5696"
 // a JSON config file (-config) whose keys are the flag names. The command line wins over the
 // environment, which wins over the file.
 type gatewayFlags struct {
-	config          string
+	daemon          daemonFlags
 	region          string
 	regionName      string
 	caCert          string
@@ -45,13 +43,11 @@ type gatewayFlags struct {
 	kmip            bool
 	kmipAddr        string
 	kmipRegistry    string
-	logLevel        string
-	logFormat       string
 }
 
 func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	d := gateway.DefaultConfig()
-	fs.StringVar(&f.config, "config", "", "JSON config file whose keys are these flags' names (e.g. \"batch-size\")")
+	f.daemon.declare(fs, "batch-size")
 	fs.StringVar(&f.region, "region", "", "API addresses (host:port) of one or more region nodes, comma-separated; the gateway finds the others")
 	fs.StringVar(&f.regionName, "region-name", "", "the name of that region (required): every node must present a node certificate of it, so a node of another region is refused")
 	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA of the region's and the applications' certificates")
@@ -75,8 +71,6 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	fs.BoolVar(&f.kmip, "kmip", false, "serve KMIP (TTLV over mutual TLS) on -kmip-addr, by default "+defaultKMIPAddr)
 	fs.StringVar(&f.kmipAddr, "kmip-addr", "", "host:port of the KMIP front end; setting it enables KMIP (needs -server-cert and -server-key)")
 	fs.StringVar(&f.kmipRegistry, "kmip-registry", "", "bbolt file keeping the KMIP objects (wrapped keys and attributes); empty keeps them in memory only")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 }
 
 func (f *gatewayFlags) gatewayConfig() (gateway.Config, error) {
@@ -145,57 +139,45 @@ func gatewayCommand() *command {
 			"a Unix socket, and KMIP. See docs/gateway.md.",
 		flags: f.declare,
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
-			if fs.NArg() != 0 {
-				return usagef("gateway takes no arguments")
-			}
-			fromEnv := map[string]bool{}
-			fs.VisitAll(func(fl *flag.Flag) {
-				if _, ok := os.LookupEnv(envName(fl.Name)); ok {
-					fromEnv[fl.Name] = true
+			return runDaemon(ctx, s, fs, "gateway", &f.daemon, nil, func(e *daemonEnv) (daemon, error) {
+				cfg, err := f.gatewayConfig()
+				if err != nil {
+					return daemon{}, err
 				}
+				cfg.Logger = e.log
+				g, err := gateway.New(cfg)
+				if err != nil {
+					return daemon{}, err
+				}
+				served := make(chan struct{})
+				var serveErr error
+				go func() { defer close(served); serveErr = g.Serve() }()
+				id := g.Identity()
+				fmt.Fprintf(e.s.err, "krypton: gateway for %s/%s", id.Tenant, id.Service)
+				if a := g.Addr(); a != nil {
+					fmt.Fprintf(e.s.err, " serving on %s", a)
+				}
+				if cfg.UnixSocket != "" {
+					fmt.Fprintf(e.s.err, ", %s", cfg.UnixSocket)
+				}
+				if a := g.KMIPAddr(); a != nil {
+					fmt.Fprintf(e.s.err, ", KMIP on %s", a)
+				}
+				fmt.Fprintln(e.s.err)
+				return daemon{
+					stop: func() error {
+						err := g.Close()
+						<-served
+						return err
+					},
+					// Serve returns before Close only on a front end's error.
+					done: served,
+					ended: func() error {
+						g.Close()
+						return serveErr
+					},
+				}, nil
 			})
-			if err := applyConfigFile(fs, f.config, fromEnv); err != nil {
-				return err
-			}
-			log, err := newLogger(f.logLevel, f.logFormat)
-			if err != nil {
-				return err
-			}
-			cfg, err := f.gatewayConfig()
-			if err != nil {
-				return err
-			}
-			cfg.Logger = log
-			// Whatever happens below, no cached key outlives the process in locked memory.
-			defer memguard.Purge()
-			g, err := gateway.New(cfg)
-			if err != nil {
-				return err
-			}
-			served := make(chan error, 1)
-			go func() { served <- g.Serve() }()
-			id := g.Identity()
-			fmt.Fprintf(s.err, "krypton: gateway for %s/%s", id.Tenant, id.Service)
-			if a := g.Addr(); a != nil {
-				fmt.Fprintf(s.err, " serving on %s", a)
-			}
-			if cfg.UnixSocket != "" {
-				fmt.Fprintf(s.err, ", %s", cfg.UnixSocket)
-			}
-			if a := g.KMIPAddr(); a != nil {
-				fmt.Fprintf(s.err, ", KMIP on %s", a)
-			}
-			fmt.Fprintln(s.err)
-			select {
-			case <-ctx.Done():
-				log.Info("signal received; shutting down")
-			case err := <-served:
-				g.Close()
-				return err
-			}
-			err = g.Close()
-			<-served
-			return err
 		},
 	}
 }

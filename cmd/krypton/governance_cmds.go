@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -876,7 +875,8 @@ func governanceStatusCommand() *command {
 // govServerFlags are the flags of `krypton governance server`, read as `krypton server` reads its
 // own (command line over KRYPTON_<NAME> over -config).
 type govServerFlags struct {
-	config, nodeID, dataDir                 string
+	daemon                                  daemonFlags
+	nodeID, dataDir                         string
 	raftAddr, gossipAddr, apiAddr, httpAddr string
 	pprofAddr                               string
 	bootstrapExpect                         int
@@ -884,14 +884,13 @@ type govServerFlags struct {
 	gossip                                  gossipKeyFlags
 	devAnchor                               bool
 	heartbeat                               time.Duration
-	logLevel, logFormat                     string
 	tuning                                  raftTuning
 	oidc                                    oidcFlags
 	audit                                   auditFlags
 }
 
 func (f *govServerFlags) declare(fs *flag.FlagSet) {
-	fs.StringVar(&f.config, "config", "", "JSON config file whose keys are these flags' names (e.g. \"node-id\")")
+	f.daemon.declare(fs, "node-id")
 	fs.StringVar(&f.nodeID, "node-id", "", "this node's id; its certificate must name it (spiffe://krypton/governance/node/<id>, krypton certs governance <id>)")
 	fs.StringVar(&f.dataDir, "data-dir", "", "directory for the Raft log, snapshots and the audit log")
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7510", "host:port for Raft (mutual TLS)")
@@ -908,8 +907,6 @@ func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.regions, "regions", "", "the only regions tenants may name, comma-separated; empty accepts any region name")
 	fs.BoolVar(&f.devAnchor, "dev-anchor", false, "allow tenants on the file:// development anchor (never in production)")
 	fs.DurationVar(&f.heartbeat, "heartbeat-interval", 5*time.Second, "how often the revocation feed sends a heartbeat when idle (at most 5s)")
-	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fs.StringVar(&f.logFormat, "log-format", "text", "text or json")
 	f.tuning.declare(fs)
 	f.oidc.declare(fs)
 	f.audit.declare(fs)
@@ -921,10 +918,7 @@ func (f *govServerFlags) governanceConfig() (governance.Config, error) {
 	if f.nodeID == "" {
 		return cfg, usagef("governance server: -node-id is required")
 	}
-	if f.dataDir == "" {
-		return cfg, usagef("governance server: -data-dir is required")
-	}
-	dir, err := filepath.Abs(f.dataDir)
+	dir, err := dataDirFlag("governance server", f.dataDir)
 	if err != nil {
 		return cfg, err
 	}
@@ -956,47 +950,26 @@ func governanceServerCommand() *command {
 			"(`krypton server -governance <addrs>`); operators use `krypton tenant|service|policy|revoke -governance <addr>`.",
 		flags: f.declare,
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
-			if fs.NArg() != 0 {
-				return usagef("governance server takes no arguments")
-			}
-			fromEnv := map[string]bool{}
-			fs.VisitAll(func(fl *flag.Flag) {
-				if _, ok := os.LookupEnv(envName(fl.Name)); ok {
-					fromEnv[fl.Name] = true
+			return runDaemon(ctx, s, fs, "governance server", &f.daemon, &f.gossip, func(e *daemonEnv) (daemon, error) {
+				cfg, err := f.governanceConfig()
+				if err != nil {
+					return daemon{}, err
 				}
+				cfg.Logger = e.log
+				if cfg.AuditSyslog, err = f.audit.syslogConfig(e.log); err != nil {
+					return daemon{}, err
+				}
+				if cfg.OIDC, err = f.oidc.verifier(e.log); err != nil {
+					return daemon{}, err
+				}
+				e.atExit(func() { cfg.OIDC.Close() }) // after the node has stopped
+				n, err := governance.Start(ctx, cfg)
+				if err != nil {
+					return daemon{}, err
+				}
+				fmt.Fprintf(e.s.err, "krypton: governance node %s serving on %s\n", cfg.NodeID, n.Addr())
+				return daemon{stop: n.Close}, nil
 			})
-			if err := f.gossip.refuseArgv("governance server"); err != nil {
-				return err
-			}
-			if err := applyConfigFile(fs, f.config, fromEnv); err != nil {
-				return err
-			}
-			log, err := newLogger(f.logLevel, f.logFormat)
-			if err != nil {
-				return err
-			}
-			cfg, err := f.governanceConfig()
-			if err != nil {
-				return err
-			}
-			cfg.Logger = log
-			if cfg.AuditSyslog, err = f.audit.syslogConfig(log); err != nil {
-				return err
-			}
-			if cfg.OIDC, err = f.oidc.verifier(log); err != nil {
-				return err
-			}
-			if cfg.OIDC != nil {
-				defer cfg.OIDC.Close() // after the node has stopped
-			}
-			n, err := governance.Start(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(s.err, "krypton: governance node %s serving on %s\n", cfg.NodeID, n.Addr())
-			<-ctx.Done()
-			log.Info("signal received; shutting down")
-			return n.Close()
 		},
 	}
 }

@@ -1,17 +1,12 @@
 package main
 
 import (
-	"context"
 	"flag"
-	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"strings"
 	"time"
 
 	"github.com/kryptonkms/krypton/cluster"
-	"github.com/kryptonkms/krypton/fsm"
-	"github.com/kryptonkms/krypton/region"
 )
 
 // raftTuning are the server's Raft timing and snapshot flags; zero keeps cluster.DefaultConfig's
@@ -86,68 +81,4 @@ func (g *gcTuning) apply(log *slog.Logger) error {
 	prev := debug.SetGCPercent(g.percent)
 	log.Info("garbage collector target set from -gc-percent", "gc-percent", g.percent, "was", prev)
 	return nil
-}
-
-// parseRegionSettings reads -region-settings: comma-separated name=value over the defaults of a
-// new region (fsm.DefaultSettings). Empty means none (nil).
-func parseRegionSettings(v string) (*fsm.Settings, error) {
-	if strings.TrimSpace(v) == "" {
-		return nil, nil
-	}
-	s := fsm.DefaultSettings()
-	for _, kv := range splitList(v) {
-		name, val, ok := strings.Cut(kv, "=")
-		if !ok {
-			return nil, usagef("-region-settings: %q is not name=value", kv)
-		}
-		var dst *time.Duration
-		switch name {
-		case "lease-duration":
-			dst = &s.LeaseDuration
-		case "anchor-check-period":
-			dst = &s.AnchorCheckPeriod
-		case "anchor-grace-period":
-			dst = &s.AnchorGracePeriod
-		case "dedupe-window":
-			if _, err := fmt.Sscanf(val, "%d", &s.DedupeWindow); err != nil {
-				return nil, usagef("-region-settings: dedupe-window %q is not a number", val)
-			}
-			continue
-		default:
-			return nil, usagef("-region-settings: unknown setting %q (want lease-duration, anchor-check-period, anchor-grace-period or dedupe-window)", name)
-		}
-		d, err := time.ParseDuration(val)
-		if err != nil {
-			return nil, usagef("-region-settings: %s: %v", name, err)
-		}
-		*dst = d
-	}
-	if err := s.Validate(); err != nil {
-		return nil, usagef("-region-settings: %v", err)
-	}
-	return &s, nil
-}
-
-// enforceSettings proposes want whenever this node leads and the replicated settings differ, until
-// ctx ends: a region started with -region-settings converges on them, whichever node leads.
-func enforceSettings(ctx context.Context, n *region.Node, want fsm.Settings, log *slog.Logger) {
-	t := time.NewTicker(250 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if !n.Cluster().IsLeader() || n.State().Settings() == want {
-			continue
-		}
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		if err := n.SetSettings(actx, want); err != nil {
-			log.Warn("proposing -region-settings failed; will retry", "err", err)
-		} else {
-			log.Info("region settings set from -region-settings")
-		}
-		cancel()
-	}
 }

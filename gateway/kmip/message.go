@@ -52,7 +52,8 @@ func parseVersion(it *ttlv.Item) (version, bool) {
 }
 
 // opNames are the operations the server knows by name (for metrics and
-// logs); handlers are in ops.go.
+// logs); handlers are in ops.go (the table, Query, and the life cycle: Activate, Revoke,
+// Destroy), opscreate.go (Create, Register, ReKey) and opsread.go (Get, attributes, Locate).
 var opNames = map[uint32]string{
 	ttlv.OpCreate:           "create",
 	ttlv.OpLocate:           "locate",

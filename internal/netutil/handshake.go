@@ -38,7 +38,10 @@ type HandshakeLimits struct {
 	// since one host is routinely given a whole /64).
 	MaxPendingPerSource int
 	// HandshakeTimeout closes a connection that has not authenticated this long after it was
-	// accepted, whatever deadlines the server sets on it.
+	// accepted, whatever deadlines the server sets on it. Negative means no such timer: for a
+	// listener whose connections never authenticate (plain HTTP, gossip streams), where the
+	// server's own deadlines (http.Server's ReadHeaderTimeout and IdleTimeout) bound how long
+	// a silent connection is kept, and a timer would cut a healthy long-lived one.
 	HandshakeTimeout time.Duration
 	// MaxConns bounds the authenticated connections: Authenticated reports false beyond it.
 	// Only connections that completed the handshake count, so a flood of connections that never
@@ -60,7 +63,7 @@ func (l HandshakeLimits) withDefaults() HandshakeLimits {
 	if l.MaxPendingPerSource <= 0 {
 		l.MaxPendingPerSource = DefaultMaxPendingPerSource
 	}
-	if l.HandshakeTimeout <= 0 {
+	if l.HandshakeTimeout == 0 {
 		l.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	return l
@@ -164,7 +167,9 @@ func (hl *HandshakeListener) Accept() (net.Conn, error) {
 		}
 		hl.pending.Inc()
 		pc := &pendingConn{Conn: c, hl: hl, src: src}
-		pc.timer = time.AfterFunc(hl.lim.HandshakeTimeout, pc.expire)
+		if hl.lim.HandshakeTimeout > 0 {
+			pc.timer = time.AfterFunc(hl.lim.HandshakeTimeout, pc.expire)
+		}
 		return pc, nil
 	}
 }
@@ -192,8 +197,14 @@ type pendingConn struct {
 	net.Conn
 	hl    *HandshakeListener
 	src   string
-	timer *time.Timer
-	state int // guarded by hl.mu
+	timer *time.Timer // nil when HandshakeTimeout is negative
+	state int         // guarded by hl.mu
+}
+
+func (c *pendingConn) stopTimer() {
+	if c.timer != nil {
+		c.timer.Stop()
+	}
 }
 
 // leavePending releases c's pending slot; the caller holds hl.mu and c is pending.
@@ -208,7 +219,7 @@ func (c *pendingConn) leavePending() {
 
 // authenticate moves c from pending to authenticated, if a slot is free.
 func (c *pendingConn) authenticate() bool {
-	c.timer.Stop()
+	c.stopTimer()
 	hl := c.hl
 	hl.mu.Lock()
 	defer hl.mu.Unlock()
@@ -245,7 +256,7 @@ func (c *pendingConn) expire() {
 }
 
 func (c *pendingConn) Close() error {
-	c.timer.Stop()
+	c.stopTimer()
 	hl := c.hl
 	hl.mu.Lock()
 	switch c.state {

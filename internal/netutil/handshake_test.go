@@ -214,3 +214,23 @@ func TestHandshakeConnLimit(t *testing.T) {
 		t.Fatalf("pending, authenticated = %d, %d, want 0, 2", p, n)
 	}
 }
+
+// TestHandshakeNoTimeout: a negative HandshakeTimeout sets no timer (the server's own deadlines
+// bound its connections, as for plain HTTP); the counts still hold, and Close frees the slot.
+func TestHandshakeNoTimeout(t *testing.T) {
+	a := newAcceptor(t, HandshakeLimits{MaxPendingPerSource: 1, HandshakeTimeout: -1})
+	a.dial("127.0.0.2")
+	sc := a.accepted()
+	if pc := sc.(*pendingConn); pc.timer != nil {
+		t.Fatal("a timer was set with a negative HandshakeTimeout")
+	}
+	if c := a.dial("127.0.0.2"); !closedByServer(t, c) {
+		t.Fatal("a connection over the per-source limit was not closed")
+	}
+	sc.Close()
+	if p, n := a.hl.Counts(); p != 0 || n != 0 {
+		t.Fatalf("pending, authenticated = %d, %d, want 0, 0", p, n)
+	}
+	a.dial("127.0.0.2")
+	a.accepted()
+}

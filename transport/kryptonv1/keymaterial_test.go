@@ -28,6 +28,14 @@ var allowedKeyFields = map[protoreflect.FullName]string{
 	// ephemeral private key, which never leaves it.
 	"krypton.v1.FetchTenantKeyRequest.recipient_public_key": "ephemeral HPKE public key",
 	"krypton.v1.FetchTenantKeyResponse.encapsulated_key":    "HPKE encapsulated key (public)",
+	// A tenant's owner key (internal/owner): only its public half (PKIX PEM) travels, and its
+	// RFC 7638 thumbprint names it in answers and events; the private half stays with the customer.
+	"krypton.v1.CreateTenantRequest.owner_public_key":           "owner public key (PEM)",
+	"krypton.v1.GovernanceCreateTenantRequest.owner_public_key": "owner public key (PEM)",
+	"krypton.v1.SetOwnerKeyRequest.owner_public_key":            "owner public key (PEM)",
+	"krypton.v1.Tenant.owner_key_fingerprint":                   "owner public key thumbprint",
+	"krypton.v1.GovernanceTenant.owner_key_fingerprint":         "owner public key thumbprint",
+	"krypton.v1.RevocationEvent.owner_key_fingerprint":          "owner public key thumbprint",
 }
 
 // Words that name key material. secretWords condemn a field of any type;

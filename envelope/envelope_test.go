@@ -6,7 +6,7 @@ import (
 	"errors"
 	"testing"
 
-	"github.com/kryptonkms/krypton/gateway/envelope"
+	"github.com/kryptonkms/krypton/envelope"
 	"github.com/kryptonkms/krypton/internal/leaktest"
 )
 

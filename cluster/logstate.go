@@ -1,19 +1,19 @@
 package cluster
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
 	"slices"
+	"sort"
 
 	"github.com/hashicorp/raft"
 )
 
-// These accessors serve the region's serving leases (region/DESIGN.md): a follower extends its
-// lease only once it has applied the log up to the commit index its grant carries, and the leader
-// reads that index after confirming its leadership.
+// This file holds what a node knows of the log: how far it has applied and committed, its term,
+// the latest configuration (Peers, Configuration) and Raft's counters. The region's serving
+// leases (region/DESIGN.md) read them: a follower extends its lease only once it has applied the
+// log up to the commit index its grant carries, and the leader reads that index after confirming
+// its leadership; the region reports the configuration's voters to governance.
 
 // WaitApplied waits until this node's FSM reflects every command up to index. Entries the FSM
 // never sees (no-ops, barriers, configuration changes) count as applied.
@@ -29,26 +29,6 @@ func (c *Cluster) CommitIndex() uint64 { return c.raft.CommitIndex() }
 
 // Term is this node's current Raft term.
 func (c *Cluster) Term() uint64 { return c.raft.CurrentTerm() }
-
-// SnapshotFSMData checks an operator snapshot file written by Snapshot (its header and digest) and
-// returns the FSM's own snapshot inside it, so that a caller can inspect a snapshot before it
-// restores it (the region refuses one that would bring revoked keys back).
-func SnapshotFSMData(file []byte) ([]byte, error) {
-	if len(file) < snapshotFileHeaderLen+8+sha256.Size || !bytes.Equal(file[:8], snapshotMagic[:]) {
-		return nil, fmt.Errorf("%w: not a snapshot file", ErrBadSnapshot)
-	}
-	body, sum := file[:len(file)-sha256.Size], file[len(file)-sha256.Size:]
-	if got := sha256.Sum256(body); !bytes.Equal(got[:], sum) {
-		return nil, fmt.Errorf("%w: checksum does not match", ErrBadSnapshot)
-	}
-	size := binary.BigEndian.Uint64(file[24:32])
-	data := body[snapshotFileHeaderLen:]
-	if uint64(len(data)) != size || size < 8 {
-		return nil, fmt.Errorf("%w: size does not match", ErrBadSnapshot)
-	}
-	// The cluster's 8-byte applied-index header comes first; the FSM's snapshot follows.
-	return data[8:], nil
-}
 
 // Configuration returns a log position and the IDs of the voters of the latest Raft configuration
 // this node knows at or after it, sorted. A region reports them to governance, which then accepts
@@ -73,4 +53,46 @@ func (c *Cluster) Configuration() (index uint64, voters []string, err error) {
 	}
 	slices.Sort(voters)
 	return index, voters, nil
+}
+
+// Stats returns Raft's diagnostic counters (raft.Raft.Stats) plus the
+// FSM's applied index.
+func (c *Cluster) Stats() map[string]string {
+	s := c.raft.Stats()
+	s["fsm_applied_index"] = fmt.Sprint(c.fsm.applied.Load())
+	return s
+}
+
+// AppliedIndex returns the index of the last log entry the FSM applied.
+func (c *Cluster) AppliedIndex() uint64 { return c.fsm.applied.Load() }
+
+// Peer is a server in the Raft configuration.
+type Peer struct {
+	ID       string
+	Address  string
+	Suffrage string // "Voter", "Nonvoter", "Staging"
+	Leader   bool
+}
+
+// Peers returns the latest Raft configuration as this node knows it.
+func (c *Cluster) Peers() ([]Peer, error) {
+	if c.isShutdown() {
+		return nil, ErrShutdown
+	}
+	f := c.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, mapRaftErr(err)
+	}
+	leader, _ := c.Leader()
+	var out []Peer
+	for _, s := range f.Configuration().Servers {
+		out = append(out, Peer{
+			ID:       string(s.ID),
+			Address:  string(s.Address),
+			Suffrage: s.Suffrage.String(),
+			Leader:   string(s.ID) == leader,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
 }

@@ -1,5 +1,7 @@
-// Package envelope is the gateway's ciphertext format: one self-contained ciphertext holding a
-// data key (L4) wrapped by a region and a payload sealed under that data key with AES-256-GCM.
+// Package envelope is the ciphertext format of Encrypt, which package gateway and package client
+// both make and read (so it sits beside wrap, not under either): one self-contained ciphertext
+// holding a data key (L4) wrapped by a region and a payload sealed under that data key with
+// AES-256-GCM.
 // Seal and Open are pure functions of their inputs and the data key; wrapping and unwrapping the
 // data key is the region's (package gateway or client does it). docs/gateway.md specifies the
 // format, with a test vector.

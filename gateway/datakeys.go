@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kryptonkms/krypton/envelope"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/policy"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// learnPolicy installs the tenant's policy from a region node's answer if it is newer than the
+// one held: revisions only grow, so a node that lags never takes the gateway back.
+func (g *Gateway) learnPolicy(p *kv1.Policy) {
+	if p.GetTenant() != g.id.Tenant {
+		return
+	}
+	for {
+		cur := g.policy.Load()
+		if cur != nil && cur.Revision() >= p.GetRevision() {
+			return
+		}
+		next := policy.Policy{Revision: p.GetRevision()}
+		for _, r := range p.GetRules() {
+			rule := policy.Rule{Caller: r.GetCaller(), Service: r.GetService()}
+			for _, op := range r.GetOperations() {
+				if op > 0 && op <= policy.NumOps {
+					rule.Operations = append(rule.Operations, policy.Op(op))
+				}
+			}
+			next.Rules = append(next.Rules, rule)
+		}
+		if g.policy.CompareAndSwap(cur, policy.Compile(next)) {
+			g.log.Info("tenant key-use policy", "revision", next.Revision, "rules", len(next.Rules))
+			return
+		}
+	}
+}
+
+// callerKey marks a context with the identity of a TCP front-end caller (a service of the
+// gateway's tenant); permit checks it against the tenant's policy.
+type callerKey struct{}
+
+// permit checks that the caller of ctx, if a TCP front end marked one, may use key for op by the
+// tenant's policy (the same compiled matcher the region uses), before the gateway acts for it:
+// a call through the gateway needs the policy to allow both that caller (here) and the gateway's
+// own service (at the region). Callers of the socket, of KMIP (which serves only the gateway's
+// own service) and in process act as the gateway's own service, which only the region checks.
+func (g *Gateway) permit(ctx context.Context, key wrap.KeyID, op policy.Op) error {
+	c, ok := ctx.Value(callerKey{}).(pki.Identity)
+	if !ok || c.Tenant == g.id.Tenant && c.Service == g.id.Service {
+		return nil
+	}
+	p := g.policy.Load()
+	if p == nil {
+		return status.Error(codes.Unavailable, "gateway: the tenant's key-use policy is not known yet (no region node has answered); retry later")
+	}
+	if c.Kind == pki.KindService && p.Permits(c.Tenant, c.Service, key.Tenant, key.Service, op) {
+		return nil
+	}
+	rule := "the default rule (a service may use only its own key)"
+	if !p.Default() {
+		rule = fmt.Sprintf("the tenant's policy (revision %d)", p.Revision())
+	}
+	return status.Errorf(codes.PermissionDenied, "gateway: %s may not %s with this key: refused by %s", c.String(), op, rule)
+}
+
+// resolve fills in the gateway's own tenant and service and refuses another tenant's key.
+func (g *Gateway) resolve(k wrap.KeyID) (wrap.KeyID, error) {
+	if k.Tenant == "" {
+		k.Tenant = g.id.Tenant
+	}
+	if k.Service == "" {
+		k.Service = g.id.Service
+	}
+	if k.Tenant != g.id.Tenant {
+		return k, errOtherTenant
+	}
+	return k, nil
+}
+
+func keyRef(k wrap.KeyID) *kv1.KeyRef {
+	return &kv1.KeyRef{Tenant: k.Tenant, Service: k.Service, Version: k.Version}
+}
+
+func keyID(r *kv1.KeyRef) wrap.KeyID {
+	return wrap.KeyID{Tenant: r.GetTenant(), Service: r.GetService(), Version: r.GetVersion()}
+}
+
+// GenerateDataKey makes a fresh 32-byte data key (an L4, born as a wrap.DataKey from crypto/rand
+// and destroyed once its copies are out) and has the region wrap it under key (empty fields: the
+// gateway's own service key, current version) with context. It returns the plaintext key, the
+// wrapped blob and the key version that wrapped it.
+func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context []byte) (plaintext, blob []byte, used wrap.KeyID, err error) {
+	if g.isClosed() {
+		return nil, nil, wrap.KeyID{}, errShutdown
+	}
+	if key, err = g.resolve(key); err != nil {
+		return nil, nil, key, err
+	}
+	if err := g.permit(ctx, key, policy.GenerateDataKey); err != nil {
+		return nil, nil, key, err
+	}
+	if err := transport.CheckContext(context); err != nil {
+		return nil, nil, key, err
+	}
+	dk := wrap.NewDataKey()
+	plaintext = dk.Bytes() // the caller's copy
+	// The request gets its own copy, which sendWraps wipes once the region has answered (not
+	// here: a caller that gives up leaves its request in a batch still being sent).
+	sent := dk.Bytes()
+	dk.Destroy()
+	resp, err := g.wraps.do(ctx, &kv1.WrapRequest{Key: keyRef(key), Plaintext: sent, Context: context})
+	if err != nil {
+		clear(plaintext)
+		return nil, nil, key, err
+	}
+	return plaintext, resp.GetBlob(), keyID(resp.GetKey()), nil
+}
+
+// Unwrap has the region open a wrapped data key (or serves it from the cache, when on and allowed).
+func (g *Gateway) Unwrap(ctx context.Context, blob, context []byte) (plaintext []byte, used wrap.KeyID, err error) {
+	if g.isClosed() {
+		return nil, wrap.KeyID{}, errShutdown
+	}
+	if err := transport.CheckBlob(blob); err != nil {
+		return nil, wrap.KeyID{}, err
+	}
+	if err := transport.CheckContext(context); err != nil {
+		return nil, wrap.KeyID{}, err
+	}
+	h, err := wrap.ParseHeader(blob)
+	if err != nil {
+		return nil, wrap.KeyID{}, err
+	}
+	if h.Parent.Tenant != g.id.Tenant {
+		return nil, h.Parent, errOtherTenant
+	}
+	if err := g.permit(ctx, h.Parent, policy.Unwrap); err != nil {
+		return nil, h.Parent, err
+	}
+	var epoch uint64
+	if g.cache != nil {
+		plaintext = make([]byte, wrap.KeySize)
+		if id, ok := g.cache.get(blob, context, plaintext); ok {
+			return plaintext, id, nil
+		}
+		epoch = g.cache.startEpoch()
+	}
+	resp, err := g.unwraps.do(ctx, &kv1.UnwrapRequest{Blob: blob, Context: context})
+	if err != nil {
+		return nil, h.Parent, err
+	}
+	used = keyID(resp.GetKey())
+	if g.cache != nil {
+		g.cache.put(epoch, used, blob, context, resp.GetPlaintext())
+	}
+	return resp.GetPlaintext(), used, nil
+}
+
+// Encrypt seals data under a fresh data key wrapped by the region (envelope format).
+func (g *Gateway) Encrypt(ctx context.Context, key wrap.KeyID, data, context []byte) (ciphertext []byte, used wrap.KeyID, err error) {
+	if len(data) > g.cfg.MaxDataSize {
+		return nil, key, status.Errorf(codes.InvalidArgument, "gateway: data over %d bytes", g.cfg.MaxDataSize)
+	}
+	dk, blob, used, err := g.GenerateDataKey(ctx, key, context)
+	if err != nil {
+		return nil, used, err
+	}
+	defer clear(dk)
+	ct, err := envelope.Seal(dk, blob, data, context)
+	if err != nil {
+		return nil, used, envelopeStatus(err)
+	}
+	return ct, used, nil
+}
+
+// Decrypt opens a ciphertext made by Encrypt (here, by another gateway of the tenant, or by the
+// client package in direct mode).
+func (g *Gateway) Decrypt(ctx context.Context, ciphertext, context []byte) (data []byte, used wrap.KeyID, err error) {
+	c, err := envelope.Parse(ciphertext)
+	if err != nil {
+		return nil, wrap.KeyID{}, envelopeStatus(err)
+	}
+	dk, used, err := g.Unwrap(ctx, c.Blob, context)
+	if err != nil {
+		return nil, used, err
+	}
+	defer clear(dk)
+	data, err = envelope.Open(dk, c, context)
+	if err != nil {
+		return nil, used, envelopeStatus(err)
+	}
+	return data, used, nil
+}
+
+// envelopeStatus maps the envelope package's errors to codes.
+func envelopeStatus(err error) error {
+	switch {
+	case errors.Is(err, envelope.ErrMalformed), errors.Is(err, envelope.ErrVersion),
+		errors.Is(err, envelope.ErrOpen), errors.Is(err, envelope.ErrTooLarge), errors.Is(err, envelope.ErrKeySize):
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	return err
+}
