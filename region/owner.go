@@ -44,8 +44,17 @@ func ownerKeyPEM(pem string) (*owner.PublicKey, error) {
 // the state machine verifies it again where it applies (and refuses a consent used before). It
 // returns the owner key's fingerprint ("" if the tenant has none). needKey refuses a tenant
 // without an owner key (FailedPrecondition, naming `tenant set-owner`); otherwise such a tenant
-// takes no consent (its first owner key).
-func (n *Node) checkConsent(consent string, st owner.Statement, how string, needKey bool) (string, error) {
+// takes no consent (its first owner key). It first catches up with the leader: a follower may not
+// yet have applied an owner key registered or replaced a moment ago, and must judge the consent
+// against the key the region holds, not an older one (a rekey or handover is rare; one barrier is
+// cheap beside it).
+func (n *Node) checkConsent(ctx context.Context, consent string, st owner.Statement, how string, needKey bool) (string, error) {
+	if err := n.catchUp(ctx); err != nil {
+		if errors.Is(err, context.Canceled) || (errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil) {
+			return "", ctx.Err()
+		}
+		return "", errCannotKnow
+	}
 	pem, fp, err := n.state.OwnerKey(st.Tenant)
 	if err != nil {
 		return "", err
@@ -103,7 +112,7 @@ func (n *Node) SetOwnerKey(ctx context.Context, requestID, tenant, pem, consent 
 	st := owner.Statement{Tenant: tenant, Op: owner.OpSetOwner, OwnerKey: nk.Fingerprint(), Region: n.cfg.Region, RequestID: requestID}
 	how := "krypton owner consent -key <current-owner.key> -op set-owner -owner-pub <new-owner.pub> -region " + shellWord(n.cfg.Region) +
 		" -request-id <id> -out consent.jws " + tenant
-	prev, err := n.checkConsent(consent, st, how, false)
+	prev, err := n.checkConsent(ctx, consent, st, how, false)
 	if err != nil {
 		return fsm.Tenant{}, err
 	}

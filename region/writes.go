@@ -403,7 +403,7 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI, co
 		return fsm.Tenant{}, &fsm.Error{Err: fsm.ErrAnchorDeleted, Tenant: tenant}
 	}
 	st := owner.Statement{Tenant: tenant, Op: owner.OpRekey, Anchor: anchorURI, Region: n.cfg.Region, RequestID: requestID}
-	fp, err := n.checkConsent(consent, st, n.rekeyConsentHow(tenant, anchorURI), true)
+	fp, err := n.checkConsent(ctx, consent, st, n.rekeyConsentHow(tenant, anchorURI), true)
 	if err != nil {
 		return fsm.Tenant{}, err
 	}
