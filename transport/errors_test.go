@@ -66,6 +66,7 @@ var errorCases = []struct {
 	{anchor.ErrUnknownScheme, codes.InvalidArgument},
 	{anchor.ErrNotRegistered, codes.InvalidArgument},
 	{anchor.ErrSecretInURI, codes.InvalidArgument},
+	{anchor.ErrPlainEndpoint, codes.InvalidArgument},
 	{anchor.ErrDevelopment, codes.InvalidArgument},
 	{anchor.ErrPlaintextSize, codes.Internal},
 	{anchor.ErrInvalidContext, codes.Internal},
