@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -193,7 +192,7 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -240,29 +239,11 @@ func (s *api) GetTenant(ctx context.Context, req *kv1.GetTenantRequest) (*kv1.Go
 	return t.Proto(), nil
 }
 
-// page decodes a page size and token (the base64url of the last name of
-// the previous page).
-func page(size int32, token string) (int, string, error) {
-	if size < 0 || size > MaxPageSize {
-		return 0, "", invalid(fmt.Sprintf("page_size must be 0 to %d", MaxPageSize))
-	}
-	if size == 0 {
-		size = DefaultPageSize
-	}
-	after, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || (token != "" && checkName("page_token", string(after)) != nil) {
-		return 0, "", invalid("page_token is not valid")
-	}
-	return int(size), string(after), nil
-}
-
-func nextToken(last string) string { return base64.RawURLEncoding.EncodeToString([]byte(last)) }
-
 func (s *api) ListTenants(ctx context.Context, req *kv1.GovernanceListTenantsRequest) (*kv1.GovernanceListTenantsResponse, error) {
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	size, after, err := page(req.GetPageSize(), req.GetPageToken())
+	size, after, err := transport.Page(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -273,7 +254,7 @@ func (s *api) ListTenants(ctx context.Context, req *kv1.GovernanceListTenantsReq
 	out := &kv1.GovernanceListTenantsResponse{}
 	if len(ts) > size {
 		ts = ts[:size]
-		out.NextPageToken = nextToken(ts[size-1].Name)
+		out.NextPageToken = transport.NextPageToken(ts[size-1].Name)
 	}
 	for _, t := range ts {
 		out.Tenants = append(out.Tenants, t.Proto())
@@ -285,7 +266,7 @@ func (s *api) CreateService(ctx context.Context, req *kv1.GovernanceCreateServic
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -312,7 +293,7 @@ func (s *api) ListServices(ctx context.Context, req *kv1.GovernanceListServicesR
 	if err := checkName("tenant", req.GetTenant()); err != nil {
 		return nil, err
 	}
-	size, after, err := page(req.GetPageSize(), req.GetPageToken())
+	size, after, err := transport.Page(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +307,7 @@ func (s *api) ListServices(ctx context.Context, req *kv1.GovernanceListServicesR
 	out := &kv1.GovernanceListServicesResponse{}
 	if len(svcs) > size {
 		svcs = svcs[:size]
-		out.NextPageToken = nextToken(svcs[size-1].Name)
+		out.NextPageToken = transport.NextPageToken(svcs[size-1].Name)
 	}
 	for _, sv := range svcs {
 		out.Services = append(out.Services, sv.Proto())
@@ -338,7 +319,7 @@ func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.Go
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -376,7 +357,7 @@ func (s *api) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequest) (*kv
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -461,7 +442,7 @@ func (s *api) DeleteAnchor(ctx context.Context, req *kv1.DeleteAnchorRequest) (*
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -488,7 +469,7 @@ func (s *api) SetPolicy(ctx context.Context, req *kv1.SetPolicyRequest) (*kv1.Po
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if req.GetPolicy() == nil {
@@ -574,7 +555,7 @@ func (s *api) Revoke(ctx context.Context, req *kv1.RevokeRequest) (*kv1.RevokeRe
 			RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: detail(nil)})
 		return &kv1.RevokeResponse{BlastRadius: blastProto(b)}, nil
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := requireReason(req.GetReason()); err != nil {
@@ -623,7 +604,7 @@ func (s *api) lock(ctx context.Context, op Op, rid, tenant, reason string) (*kv1
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(rid); err != nil {
+	if err := transport.CheckRequestID(rid); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", tenant); err != nil {
@@ -654,7 +635,7 @@ func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {

@@ -9,6 +9,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/policy"
+	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
 )
@@ -17,8 +18,6 @@ import (
 // every message; anything larger is refused whole with InvalidArgument (or
 // ResourceExhausted for the state limits).
 const (
-	// MaxRequestID is the longest request_id (common.proto).
-	MaxRequestID = 128
 	// MaxReason is the longest operator reason, in bytes.
 	MaxReason = 1024
 	// MaxAnchorURI is the longest anchor URI, in bytes.
@@ -37,30 +36,13 @@ const (
 	MaxTenants = 100000
 	// MaxServices is the most services of one tenant.
 	MaxServices = 10000
-	// MaxPageSize is the largest page of a List RPC; DefaultPageSize is
-	// used for 0.
-	MaxPageSize     = 1000
-	DefaultPageSize = 100
+	// MaxPageSize is the largest page of a List RPC (transport.Page, every plane's rule).
+	MaxPageSize = transport.MaxPageSize
 )
 
 func checkName(field, name string) error {
 	if wrap.ValidateName(name) != nil {
 		return invalid(field + " is not a valid name")
-	}
-	return nil
-}
-
-func checkRequestID(id string) error {
-	if id == "" {
-		return invalid("request_id is required")
-	}
-	if len(id) > MaxRequestID {
-		return invalid(fmt.Sprintf("request_id longer than %d characters", MaxRequestID))
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x21 || id[i] > 0x7e {
-			return invalid("request_id must be printable ASCII")
-		}
 	}
 	return nil
 }
@@ -103,7 +85,7 @@ func (c *Command) Validate() error {
 		}
 		return nil
 	}
-	if err := checkRequestID(c.RequestID); err != nil {
+	if err := transport.CheckRequestID(c.RequestID); err != nil {
 		return err
 	}
 	if err := checkName("tenant", c.Tenant); err != nil {

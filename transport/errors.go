@@ -111,6 +111,11 @@ var errorTable = []errorRow{
 	{pki.ErrInvalidIdentity, codes.Unauthenticated, "transport: client certificate names an invalid krypton identity"},
 	{pki.ErrWrongKind, codes.PermissionDenied, "transport: certificate kind not allowed"},
 
+	// The request checks every plane shares (request.go).
+	{ErrRequestID, codes.InvalidArgument, ErrRequestID.Error()},
+	{ErrPageSize, codes.InvalidArgument, ErrPageSize.Error()},
+	{ErrPageToken, codes.InvalidArgument, ErrPageToken.Error()},
+
 	// The call's own context.
 	{context.DeadlineExceeded, codes.DeadlineExceeded, "transport: deadline exceeded"},
 	{context.Canceled, codes.Canceled, "transport: canceled"},

@@ -77,6 +77,10 @@ var errorCases = []struct {
 	{pki.ErrInvalidIdentity, codes.Unauthenticated},
 	{pki.ErrWrongKind, codes.PermissionDenied},
 
+	{ErrRequestID, codes.InvalidArgument},
+	{ErrPageSize, codes.InvalidArgument},
+	{ErrPageToken, codes.InvalidArgument},
+
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},
 }

@@ -226,15 +226,10 @@ func newRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// checkRequestID applies the API's rule: 1 to 128 printable ASCII characters.
+// checkRequestID applies the API's rule (transport.CheckRequestID) to -request-id.
 func checkRequestID(id string) error {
-	if len(id) > 128 {
-		return usagef("-request-id is longer than 128 characters")
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x21 || id[i] > 0x7e {
-			return usagef("-request-id must be printable ASCII without spaces")
-		}
+	if transport.CheckRequestID(id) != nil {
+		return usagef("-request-id must be 1 to %d printable ASCII characters without spaces (or none: a random one is made)", transport.MaxRequestID)
 	}
 	return nil
 }
