@@ -1,4 +1,4 @@
-package governance
+package govfsm
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package governance_test
+package govfsm_test
 
 import (
 	"bytes"
