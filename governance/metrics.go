@@ -1,6 +1,7 @@
 package governance
 
 import (
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	"maps"
 	"sync"
 	"time"
@@ -55,7 +56,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, lag, l.Region)
 	}
 	counts := f.EventCounts()
-	for _, k := range allKinds {
+	for _, k := range govfsm.AllKinds {
 		ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(counts[k]), k.String())
 	}
 	ch <- prometheus.MustNewConstMetric(c.tenants, prometheus.GaugeValue, float64(f.TenantCount()))

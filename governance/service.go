@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,11 +80,11 @@ func regionNode(ctx context.Context, region string) error {
 // propose fills in what only the proposing node may choose (time, event id)
 // and the request's fingerprint, commits the command, and returns the
 // state machine's result or its error.
-func (n *Node) propose(ctx context.Context, c *Command) (*Result, error) {
-	if err := c.Validate(); err != nil {
+func (n *Node) propose(ctx context.Context, c *govfsm.Command) (*govfsm.Result, error) {
+	if err := validateCommand(c); err != nil {
 		return nil, err
 	}
-	if c.Op != OpReport {
+	if c.Op != govfsm.OpReport {
 		fp, err := json.Marshal(c) // the request's parameters: nothing chosen yet
 		if err != nil {
 			return nil, err
@@ -103,7 +104,7 @@ func (n *Node) propose(ctx context.Context, c *Command) (*Result, error) {
 	if err != nil {
 		return nil, n.clusterErr(err)
 	}
-	r, ok := resp.(*Result)
+	r, ok := resp.(*govfsm.Result)
 	if !ok {
 		return nil, fmt.Errorf("governance: unexpected apply response %T", resp)
 	}
@@ -150,7 +151,7 @@ func (n *Node) waitRegions(ctx context.Context, cursor uint64, regions []string)
 		done := true
 		for _, r := range regions {
 			rep := n.fsm.Report(r)
-			out = append(out, rep.Proto())
+			out = append(out, reportProto(&rep))
 			if rep.Cursor < cursor {
 				done = false
 			}
@@ -173,15 +174,15 @@ func (n *Node) waitRegions(ctx context.Context, cursor uint64, regions []string)
 
 // operatorEvent is an event as an operator's answer shows it: the anchor URI redacted
 // (anchor.Redact). The feed to the regions (watch.go) sends it as set.
-func operatorEvent(e *Event) *kv1.RevocationEvent {
-	pe := e.Proto()
+func operatorEvent(e *govfsm.Event) *kv1.RevocationEvent {
+	pe := EventProto(e)
 	if pe != nil {
 		pe.AnchorUri = anchor.Redact(pe.AnchorUri)
 	}
 	return pe
 }
 
-func eventDetail(e *Event) map[string]string {
+func eventDetail(e *govfsm.Event) map[string]string {
 	if e == nil {
 		return nil
 	}
@@ -210,7 +211,7 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 			return nil, err
 		}
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions, OwnerKey: req.GetOwnerPublicKey()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions, OwnerKey: req.GetOwnerPublicKey()})
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +220,7 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 	d["regions"] = fmt.Sprint(regions)
 	d["owner-key"] = ownerKeyText(r.Tenant.OwnerFingerprint())
 	s.n.record(ctx, audit.Event{Kind: AuditTenantCreate, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
-	return r.Tenant.Proto(), nil
+	return TenantProto(r.Tenant), nil
 }
 
 func (s *api) GetTenant(ctx context.Context, req *kv1.GetTenantRequest) (*kv1.GovernanceTenant, error) {
@@ -236,7 +237,7 @@ func (s *api) GetTenant(ctx context.Context, req *kv1.GetTenantRequest) (*kv1.Go
 	if err != nil {
 		return nil, err
 	}
-	return t.Proto(), nil
+	return TenantProto(t), nil
 }
 
 func (s *api) ListTenants(ctx context.Context, req *kv1.GovernanceListTenantsRequest) (*kv1.GovernanceListTenantsResponse, error) {
@@ -257,7 +258,7 @@ func (s *api) ListTenants(ctx context.Context, req *kv1.GovernanceListTenantsReq
 		out.NextPageToken = transport.NextPageToken(ts[size-1].Name)
 	}
 	for _, t := range ts {
-		out.Tenants = append(out.Tenants, t.Proto())
+		out.Tenants = append(out.Tenants, TenantProto(t))
 	}
 	return out, nil
 }
@@ -275,15 +276,15 @@ func (s *api) CreateService(ctx context.Context, req *kv1.GovernanceCreateServic
 	if err := checkName("service", req.GetService()); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpCreateService, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Service: req.GetService()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpCreateService, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Service: req.GetService()})
 	if err != nil {
 		return nil, err
 	}
 	s.n.record(ctx, audit.Event{Kind: AuditServiceCreate, Tenant: req.GetTenant(), Service: req.GetService(), RequestID: req.GetRequestId(), Detail: eventDetail(r.Event)})
 	if r.Service == nil {
-		return nil, ErrServiceNotFound
+		return nil, govfsm.ErrServiceNotFound
 	}
-	return r.Service.Proto(), nil
+	return serviceProto(r.Service), nil
 }
 
 func (s *api) ListServices(ctx context.Context, req *kv1.GovernanceListServicesRequest) (*kv1.GovernanceListServicesResponse, error) {
@@ -310,7 +311,7 @@ func (s *api) ListServices(ctx context.Context, req *kv1.GovernanceListServicesR
 		out.NextPageToken = transport.NextPageToken(svcs[size-1].Name)
 	}
 	for _, sv := range svcs {
-		out.Services = append(out.Services, sv.Proto())
+		out.Services = append(out.Services, serviceProto(sv))
 	}
 	return out, nil
 }
@@ -333,7 +334,7 @@ func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.Go
 	if err := s.checkConsent(ctx, req.GetConsent(), st, how, true); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpSetAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Consent: req.GetConsent()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Consent: req.GetConsent()})
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +350,7 @@ func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.Go
 		}
 	}
 	s.n.record(ctx, audit.Event{Kind: AuditAnchorSet, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
-	return r.Tenant.Proto(), nil
+	return TenantProto(r.Tenant), nil
 }
 
 // SetOwnerKey registers a tenant's owner key, or replaces it with the current key's consent.
@@ -375,7 +376,7 @@ func (s *api) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequest) (*kv
 	if err := s.checkConsent(ctx, req.GetConsent(), st, how, false); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpSetOwner, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), OwnerKey: req.GetOwnerPublicKey(), Consent: req.GetConsent()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetOwner, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), OwnerKey: req.GetOwnerPublicKey(), Consent: req.GetConsent()})
 	if err != nil {
 		return nil, err
 	}
@@ -389,7 +390,7 @@ func (s *api) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequest) (*kv
 		}
 	}
 	s.n.record(ctx, audit.Event{Kind: AuditOwnerSet, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
-	return r.Tenant.Proto(), nil
+	return TenantProto(r.Tenant), nil
 }
 
 func ownerKeyText(fp string) string {
@@ -412,11 +413,11 @@ func (s *api) checkConsent(ctx context.Context, consent string, st owner.Stateme
 		return err
 	}
 	if t.Revoked {
-		return ErrRevoked
+		return govfsm.ErrRevoked
 	}
 	if t.OwnerKey == "" {
 		if needKey {
-			return ErrNoOwnerKey
+			return govfsm.ErrNoOwnerKey
 		}
 		if consent != "" {
 			return invalid("the tenant has no owner key yet: registering its first takes no consent")
@@ -425,7 +426,7 @@ func (s *api) checkConsent(ctx context.Context, consent string, st owner.Stateme
 	}
 	key, err := owner.ParsePublicKey(t.OwnerKey)
 	if err != nil {
-		return ErrConsentDenied
+		return govfsm.ErrConsentDenied
 	}
 	_, err = owner.Verify(consent, key, st, time.Now())
 	switch {
@@ -451,7 +452,7 @@ func (s *api) DeleteAnchor(ctx context.Context, req *kv1.DeleteAnchorRequest) (*
 	if err := requireReason(req.GetReason()); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpDeleteAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Reason: req.GetReason()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpDeleteAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Reason: req.GetReason()})
 	if err != nil {
 		return nil, err
 	}
@@ -483,7 +484,7 @@ func (s *api) SetPolicy(ctx context.Context, req *kv1.SetPolicyRequest) (*kv1.Po
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpSetPolicy, RequestID: req.GetRequestId(), Tenant: tenant, Rules: rules, ExpectedRevision: req.GetExpectedRevision()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetPolicy, RequestID: req.GetRequestId(), Tenant: tenant, Rules: rules, ExpectedRevision: req.GetExpectedRevision()})
 	if err != nil {
 		return nil, err
 	}
@@ -491,7 +492,7 @@ func (s *api) SetPolicy(ctx context.Context, req *kv1.SetPolicyRequest) (*kv1.Po
 	d["rules"] = strconv.Itoa(len(rules))
 	d["revision"] = strconv.FormatUint(r.Policy.Revision, 10)
 	s.n.record(ctx, audit.Event{Kind: AuditPolicySet, Tenant: tenant, RequestID: req.GetRequestId(), Detail: d})
-	return r.Policy.Proto(tenant), nil
+	return policyProto(r.Policy, tenant), nil
 }
 
 func (s *api) GetPolicy(ctx context.Context, req *kv1.GetPolicyRequest) (*kv1.Policy, error) {
@@ -508,10 +509,10 @@ func (s *api) GetPolicy(ctx context.Context, req *kv1.GetPolicyRequest) (*kv1.Po
 	if err != nil {
 		return nil, err
 	}
-	return p.Proto(req.GetTenant()), nil
+	return policyProto(p, req.GetTenant()), nil
 }
 
-func blastProto(b *BlastRadius) *kv1.BlastRadius {
+func blastProto(b *govfsm.BlastRadius) *kv1.BlastRadius {
 	if b == nil {
 		return nil
 	}
@@ -561,7 +562,7 @@ func (s *api) Revoke(ctx context.Context, req *kv1.RevokeRequest) (*kv1.RevokeRe
 	if err := requireReason(req.GetReason()); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpRevoke, RequestID: req.GetRequestId(), Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(), Reason: req.GetReason()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpRevoke, RequestID: req.GetRequestId(), Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(), Reason: req.GetReason()})
 	if err != nil {
 		return nil, err
 	}
@@ -593,14 +594,14 @@ func scopeString(t *kv1.KeyScope) string {
 }
 
 func (s *api) LockTenant(ctx context.Context, req *kv1.GovernanceLockTenantRequest) (*kv1.GovernanceTenant, error) {
-	return s.lock(ctx, OpLock, req.GetRequestId(), req.GetTenant(), req.GetReason())
+	return s.lock(ctx, govfsm.OpLock, req.GetRequestId(), req.GetTenant(), req.GetReason())
 }
 
 func (s *api) UnlockTenant(ctx context.Context, req *kv1.GovernanceUnlockTenantRequest) (*kv1.GovernanceTenant, error) {
-	return s.lock(ctx, OpUnlock, req.GetRequestId(), req.GetTenant(), "")
+	return s.lock(ctx, govfsm.OpUnlock, req.GetRequestId(), req.GetTenant(), "")
 }
 
-func (s *api) lock(ctx context.Context, op Op, rid, tenant, reason string) (*kv1.GovernanceTenant, error) {
+func (s *api) lock(ctx context.Context, op govfsm.Op, rid, tenant, reason string) (*kv1.GovernanceTenant, error) {
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
@@ -611,22 +612,22 @@ func (s *api) lock(ctx context.Context, op Op, rid, tenant, reason string) (*kv1
 		return nil, err
 	}
 	check := checkReason
-	if op == OpLock {
+	if op == govfsm.OpLock {
 		check = requireReason
 	}
 	if err := check(reason); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: op, RequestID: rid, Tenant: tenant, Reason: reason})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: op, RequestID: rid, Tenant: tenant, Reason: reason})
 	if err != nil {
 		return nil, err
 	}
 	kind := AuditTenantLock
-	if op == OpUnlock {
+	if op == govfsm.OpUnlock {
 		kind = AuditTenantUnlock
 	}
 	s.n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, RequestID: rid, Reason: reason, Detail: eventDetail(r.Event)})
-	return r.Tenant.Proto(), nil
+	return TenantProto(r.Tenant), nil
 }
 
 // ResyncTenant emits a RESYNC_TENANT event for the named regions (all the
@@ -649,7 +650,7 @@ func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*
 			return nil, err
 		}
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpResync, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpResync, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
 	if err != nil {
 		return nil, err
 	}
@@ -715,25 +716,25 @@ func (s *api) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*
 		return nil, err
 	}
 	id, _ := transport.IdentityFromContext(ctx)
-	if len(req.GetInventory()) > MaxInventory {
-		return nil, invalid(fmt.Sprintf("more than %d inventory entries", MaxInventory))
+	if len(req.GetInventory()) > govfsm.MaxInventory {
+		return nil, invalid(fmt.Sprintf("more than %d inventory entries", govfsm.MaxInventory))
 	}
 	voters := slices.Sorted(slices.Values(req.GetVoters()))
-	if len(voters) > MaxVoters {
-		return nil, invalid(fmt.Sprintf("more than %d voters", MaxVoters))
+	if len(voters) > govfsm.MaxVoters {
+		return nil, invalid(fmt.Sprintf("more than %d voters", govfsm.MaxVoters))
 	}
-	if !validConfig(req.GetConfigurationIndex(), voters) {
+	if !govfsm.ValidConfig(req.GetConfigurationIndex(), voters) {
 		return nil, invalid("the reported configuration needs both configuration_index and voters, each voter a valid node name, none twice")
 	}
-	c := &Command{Op: OpReport, Region: req.GetRegion(), Cursor: req.GetAppliedCursor(), HasInventory: req.GetHasInventory(),
+	c := &govfsm.Command{Op: govfsm.OpReport, Region: req.GetRegion(), Cursor: req.GetAppliedCursor(), HasInventory: req.GetHasInventory(),
 		Node: id.NodeID, ConfigIndex: req.GetConfigurationIndex(), Voters: voters}
 	if c.HasInventory {
-		c.Inventory = make([]KeyRef, 0, len(req.GetInventory()))
+		c.Inventory = make([]govfsm.KeyRef, 0, len(req.GetInventory()))
 		for _, k := range req.GetInventory() {
 			if checkName("inventory tenant", k.GetTenant()) != nil || checkName("inventory service", k.GetService()) != nil || k.GetVersion() == 0 {
 				return nil, invalid("inventory holds a malformed key reference")
 			}
-			c.Inventory = append(c.Inventory, KeyRef{Tenant: k.GetTenant(), Service: k.GetService(), Version: k.GetVersion()})
+			c.Inventory = append(c.Inventory, govfsm.KeyRef{Tenant: k.GetTenant(), Service: k.GetService(), Version: k.GetVersion()})
 		}
 	}
 	changes, last, err := s.n.fsm.CheckReport(c)
@@ -741,7 +742,7 @@ func (s *api) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*
 		return nil, err
 	}
 	if c.Cursor > s.n.fsm.Head() {
-		return nil, ErrCursorAhead
+		return nil, govfsm.ErrCursorAhead
 	}
 	if !changes && c.HasInventory {
 		// Cursors and configuration indexes only grow, so this node's state can say they change
@@ -786,7 +787,7 @@ func (s *api) Status(ctx context.Context, _ *kv1.GovernanceStatusRequest) (*kv1.
 	}
 	now := time.Now()
 	for _, l := range n.fsm.Lags() {
-		rl := &kv1.RegionLag{Cursor: l.RegionReport.Proto(), PendingEvents: l.Pending, Lag: durationpb.New(0)}
+		rl := &kv1.RegionLag{Cursor: reportProto(&l.RegionReport), PendingEvents: l.Pending, Lag: durationpb.New(0)}
 		if l.Pending > 0 {
 			rl.Lag = durationpb.New(max(0, now.Sub(time.Unix(0, l.OldestPending))))
 		}

@@ -2,6 +2,7 @@ package governance
 
 import (
 	"context"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	"strconv"
 	"time"
 
@@ -48,11 +49,11 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	// Checked after the barrier, so against every configuration governance has acknowledged.
 	id, _ := transport.IdentityFromContext(ctx)
 	if !n.fsm.MayFollow(region, id.NodeID) {
-		return ErrNotRegionVoter
+		return govfsm.ErrNotRegionVoter
 	}
 	pos := req.GetAfterCursor()
 	if pos > n.fsm.Head() {
-		return ErrCursorAhead
+		return govfsm.ErrCursorAhead
 	}
 	n.watchers.add(region, 1)
 	defer n.watchers.add(region, -1)
@@ -66,17 +67,17 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 		head := n.fsm.Head()
 		if pos > head {
 			// A restore from an older snapshot moved the head back.
-			return ErrCursorAhead
+			return govfsm.ErrCursorAhead
 		}
 		if !n.fsm.MayFollow(region, id.NodeID) {
-			return ErrNotRegionVoter // removed from the region since the stream opened
+			return govfsm.ErrNotRegionVoter // removed from the region since the stream opened
 		}
 		for {
 			events, upTo := n.fsm.EventsFor(region, pos, watchBatch)
 			msg := &kv1.WatchRevocationsResponse{HeadCursor: upTo}
 			size := 0
 			for _, e := range events {
-				pe := e.Proto()
+				pe := EventProto(e)
 				size += proto.Size(pe)
 				if size > watchBytes && len(msg.Events) > 0 {
 					msg.HeadCursor = msg.Events[len(msg.Events)-1].Cursor

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/kryptonkms/krypton/governance"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 )
@@ -257,10 +257,10 @@ func definiteRefusal(err error) bool {
 }
 
 // revisionMismatch says whether err is governance's answer that a policy's revision is not the
-// one expected (governance.ErrRevisionMismatch: a fixed message under codes.Aborted).
+// one expected (govfsm.ErrRevisionMismatch: a fixed message under codes.Aborted).
 func revisionMismatch(err error) bool {
 	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.Aborted && st.Message() == governance.ErrRevisionMismatch.Error()
+	return ok && st.Code() == codes.Aborted && st.Message() == govfsm.ErrRevisionMismatch.Error()
 }
 
 // notSent recognises grpc-go's fail-fast error for a call made while the connection could not be

@@ -279,7 +279,7 @@ func (s *state) write(c *Command, now int64) *Result {
 				return &Result{Err: ErrInvalidCommand}
 			}
 		}
-		if c.OwnerKey != "" && checkOwnerKey(c.OwnerKey) != nil {
+		if c.OwnerKey != "" && !validOwnerKey(c.OwnerKey) {
 			return &Result{Err: ErrInvalidCommand}
 		}
 		t = &tenant{Name: c.Tenant, AnchorURI: c.AnchorURI, Regions: slices.Clone(c.Regions), CreatedAt: now, OwnerKey: c.OwnerKey}
@@ -365,7 +365,7 @@ func (s *state) write(c *Command, now int64) *Result {
 		return s.result(c, e)
 
 	case OpSetPolicy:
-		if !validRules(c.Rules) {
+		if !ValidRules(c.Rules) {
 			return &Result{Err: ErrInvalidCommand}
 		}
 		var rev uint64
@@ -545,7 +545,7 @@ func (s *state) report(c *Command, now int64) *Result {
 	if wrap.ValidateName(c.Region) != nil || len(c.Inventory) > MaxInventory {
 		return &Result{Err: ErrInvalidCommand}
 	}
-	if !validConfig(c.ConfigIndex, c.Voters) {
+	if !ValidConfig(c.ConfigIndex, c.Voters) {
 		return &Result{Err: ErrInvalidCommand}
 	}
 	r := s.Regions[c.Region]
@@ -686,7 +686,7 @@ func decodeState(b []byte) (*state, error) {
 	}
 	for name, t := range st.Tenants {
 		if t == nil || t.Name != name || wrap.ValidateName(name) != nil || t.Cursor > n || t.RevokeCursor > n || t.DeleteCursor > n ||
-			(t.OwnerKey != "" && checkOwnerKey(t.OwnerKey) != nil) || len(t.Consents) > maxLiveConsents {
+			(t.OwnerKey != "" && !validOwnerKey(t.OwnerKey)) || len(t.Consents) > maxLiveConsents {
 			return nil, bad("tenant")
 		}
 		for sn, sv := range t.Services {
@@ -701,7 +701,7 @@ func decodeState(b []byte) (*state, error) {
 		}
 	}
 	for name, r := range st.Regions {
-		if r == nil || wrap.ValidateName(name) != nil || r.Cursor > n || !validConfig(r.ConfigIndex, r.Voters) {
+		if r == nil || wrap.ValidateName(name) != nil || r.Cursor > n || !ValidConfig(r.ConfigIndex, r.Voters) {
 			return nil, bad("region")
 		}
 	}

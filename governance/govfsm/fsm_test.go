@@ -9,33 +9,34 @@ import (
 	"testing"
 
 	"github.com/kryptonkms/krypton/governance"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 )
 
 // cmd builds a write command the way the server does (time and event id
 // chosen by the proposer, fingerprint from the parameters).
-func cmd(op governance.Op, rid, tenant string, mod ...func(*governance.Command)) *governance.Command {
-	c := &governance.Command{Op: op, RequestID: rid, Fingerprint: "fp-" + string(op) + tenant, EventID: "ev-" + rid, Time: 1000, Tenant: tenant}
+func cmd(op govfsm.Op, rid, tenant string, mod ...func(*govfsm.Command)) *govfsm.Command {
+	c := &govfsm.Command{Op: op, RequestID: rid, Fingerprint: "fp-" + string(op) + tenant, EventID: "ev-" + rid, Time: 1000, Tenant: tenant}
 	for _, m := range mod {
 		m(c)
 	}
 	return c
 }
 
-func apply(t *testing.T, f *governance.FSM, c *governance.Command) *governance.Result {
+func apply(t *testing.T, f *govfsm.FSM, c *govfsm.Command) *govfsm.Result {
 	t.Helper()
 	// Every command goes through its log encoding, as under Raft.
 	b, err := c.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := governance.DecodeCommand(b)
+	d, err := govfsm.DecodeCommand(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return f.ApplyCommand(d)
 }
 
-func mustOK(t *testing.T, r *governance.Result) *governance.Result {
+func mustOK(t *testing.T, r *govfsm.Result) *govfsm.Result {
 	t.Helper()
 	if r.Err != nil {
 		t.Fatal(r.Err)
@@ -43,127 +44,127 @@ func mustOK(t *testing.T, r *governance.Result) *governance.Result {
 	return r
 }
 
-func mustErr(t *testing.T, r *governance.Result, want error) {
+func mustErr(t *testing.T, r *govfsm.Result, want error) {
 	t.Helper()
 	if !errors.Is(r.Err, want) {
 		t.Fatalf("got %v, want %v", r.Err, want)
 	}
 }
 
-func withAnchor(u string) func(*governance.Command) {
-	return func(c *governance.Command) { c.AnchorURI = u }
+func withAnchor(u string) func(*govfsm.Command) {
+	return func(c *govfsm.Command) { c.AnchorURI = u }
 }
-func withRegions(r ...string) func(*governance.Command) {
-	return func(c *governance.Command) { c.Regions = r }
+func withRegions(r ...string) func(*govfsm.Command) {
+	return func(c *govfsm.Command) { c.Regions = r }
 }
-func withService(s string, v uint32) func(*governance.Command) {
-	return func(c *governance.Command) { c.Service, c.Version = s, v }
+func withService(s string, v uint32) func(*govfsm.Command) {
+	return func(c *govfsm.Command) { c.Service, c.Version = s, v }
 }
-func withTime(ns int64) func(*governance.Command) { return func(c *governance.Command) { c.Time = ns } }
+func withTime(ns int64) func(*govfsm.Command) { return func(c *govfsm.Command) { c.Time = ns } }
 
 func TestStateRules(t *testing.T) {
-	f := governance.NewFSM()
-	mustOK(t, apply(t, f, cmd(governance.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu"))))
-	mustErr(t, apply(t, f, cmd(governance.OpCreateTenant, "r2", "acme", withAnchor(devAnchor), withRegions("eu"))), governance.ErrTenantExists)
-	mustErr(t, apply(t, f, cmd(governance.OpLock, "r3", "nobody")), governance.ErrTenantNotFound)
+	f := govfsm.NewFSM()
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu"))))
+	mustErr(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r2", "acme", withAnchor(devAnchor), withRegions("eu"))), govfsm.ErrTenantExists)
+	mustErr(t, apply(t, f, cmd(govfsm.OpLock, "r3", "nobody")), govfsm.ErrTenantNotFound)
 
 	// The kill switch: deleting twice returns the original event; unlock
 	// needs an anchor; set-anchor restores it.
-	del := mustOK(t, apply(t, f, cmd(governance.OpDeleteAnchor, "d1", "acme")))
-	if del.Tenant.AnchorURI != "" || del.Tenant.AnchorDeletedAt == 0 || del.Tenant.State().String() != "TENANT_STATE_LOCKED" {
+	del := mustOK(t, apply(t, f, cmd(govfsm.OpDeleteAnchor, "d1", "acme")))
+	if del.Tenant.AnchorURI != "" || del.Tenant.AnchorDeletedAt == 0 || governance.TenantProto(del.Tenant).GetState().String() != "TENANT_STATE_LOCKED" {
 		t.Fatalf("after delete: %+v", del.Tenant)
 	}
-	again := mustOK(t, apply(t, f, cmd(governance.OpDeleteAnchor, "d2", "acme")))
+	again := mustOK(t, apply(t, f, cmd(govfsm.OpDeleteAnchor, "d2", "acme")))
 	if again.Event.Cursor != del.Event.Cursor {
 		t.Fatalf("second delete made event %d, want the original %d", again.Event.Cursor, del.Event.Cursor)
 	}
-	mustErr(t, apply(t, f, cmd(governance.OpUnlock, "u1", "acme")), governance.ErrNoAnchor)
-	set := mustOK(t, apply(t, f, cmd(governance.OpSetAnchor, "s1", "acme", withAnchor(devAnchor))))
-	if set.Tenant.AnchorURI != devAnchor || set.Tenant.AnchorDeletedAt != 0 || set.Tenant.State().String() != "TENANT_STATE_ACTIVE" {
+	mustErr(t, apply(t, f, cmd(govfsm.OpUnlock, "u1", "acme")), govfsm.ErrNoAnchor)
+	set := mustOK(t, apply(t, f, cmd(govfsm.OpSetAnchor, "s1", "acme", withAnchor(devAnchor))))
+	if set.Tenant.AnchorURI != devAnchor || set.Tenant.AnchorDeletedAt != 0 || governance.TenantProto(set.Tenant).GetState().String() != "TENANT_STATE_ACTIVE" {
 		t.Fatalf("after set-anchor: %+v", set.Tenant)
 	}
 	// A new delete after a set is a new event.
-	if d := mustOK(t, apply(t, f, cmd(governance.OpDeleteAnchor, "d3", "acme"))); d.Event.Cursor == del.Event.Cursor {
+	if d := mustOK(t, apply(t, f, cmd(govfsm.OpDeleteAnchor, "d3", "acme"))); d.Event.Cursor == del.Event.Cursor {
 		t.Fatal("delete after set-anchor returned the old event")
 	}
-	mustOK(t, apply(t, f, cmd(governance.OpSetAnchor, "s2", "acme", withAnchor(devAnchor))))
+	mustOK(t, apply(t, f, cmd(govfsm.OpSetAnchor, "s2", "acme", withAnchor(devAnchor))))
 
 	// Lock and unlock.
-	if r := mustOK(t, apply(t, f, cmd(governance.OpLock, "l1", "acme"))); !r.Tenant.Locked {
+	if r := mustOK(t, apply(t, f, cmd(govfsm.OpLock, "l1", "acme"))); !r.Tenant.Locked {
 		t.Fatal("not locked")
 	}
-	if r := mustOK(t, apply(t, f, cmd(governance.OpUnlock, "u2", "acme"))); r.Tenant.Locked {
+	if r := mustOK(t, apply(t, f, cmd(govfsm.OpUnlock, "u2", "acme"))); r.Tenant.Locked {
 		t.Fatal("still locked")
 	}
 
 	// Services and revocations.
-	mustErr(t, apply(t, f, cmd(governance.OpRevoke, "v0", "acme", withService("billing", 0))), governance.ErrServiceNotFound)
-	mustOK(t, apply(t, f, cmd(governance.OpCreateService, "c1", "acme", withService("billing", 0))))
-	mustErr(t, apply(t, f, cmd(governance.OpCreateService, "c2", "acme", withService("billing", 0))), governance.ErrServiceExists)
-	v3 := mustOK(t, apply(t, f, cmd(governance.OpRevoke, "v1", "acme", withService("billing", 3))))
-	if v3.Event.Kind != governance.KindRevokeVersion {
+	mustErr(t, apply(t, f, cmd(govfsm.OpRevoke, "v0", "acme", withService("billing", 0))), govfsm.ErrServiceNotFound)
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateService, "c1", "acme", withService("billing", 0))))
+	mustErr(t, apply(t, f, cmd(govfsm.OpCreateService, "c2", "acme", withService("billing", 0))), govfsm.ErrServiceExists)
+	v3 := mustOK(t, apply(t, f, cmd(govfsm.OpRevoke, "v1", "acme", withService("billing", 3))))
+	if v3.Event.Kind != govfsm.KindRevokeVersion {
 		t.Fatal(v3.Event.Kind)
 	}
-	if r := mustOK(t, apply(t, f, cmd(governance.OpRevoke, "v2", "acme", withService("billing", 3)))); r.Event.Cursor != v3.Event.Cursor {
+	if r := mustOK(t, apply(t, f, cmd(govfsm.OpRevoke, "v2", "acme", withService("billing", 3)))); r.Event.Cursor != v3.Event.Cursor {
 		t.Fatal("revoking a revoked version made a new event")
 	}
-	svc := mustOK(t, apply(t, f, cmd(governance.OpRevoke, "v3", "acme", withService("billing", 0))))
-	if r := mustOK(t, apply(t, f, cmd(governance.OpRevoke, "v4", "acme", withService("billing", 5)))); r.Event.Cursor != svc.Event.Cursor {
+	svc := mustOK(t, apply(t, f, cmd(govfsm.OpRevoke, "v3", "acme", withService("billing", 0))))
+	if r := mustOK(t, apply(t, f, cmd(govfsm.OpRevoke, "v4", "acme", withService("billing", 5)))); r.Event.Cursor != svc.Event.Cursor {
 		t.Fatal("a version of a revoked service is covered by the service's event")
 	}
-	ten := mustOK(t, apply(t, f, cmd(governance.OpRevoke, "v5", "acme")))
+	ten := mustOK(t, apply(t, f, cmd(govfsm.OpRevoke, "v5", "acme")))
 	if !ten.Tenant.Revoked {
 		t.Fatal("not revoked")
 	}
-	for _, op := range []governance.Op{governance.OpLock, governance.OpUnlock} {
-		mustErr(t, apply(t, f, cmd(op, "x"+string(op), "acme")), governance.ErrRevoked)
+	for _, op := range []govfsm.Op{govfsm.OpLock, govfsm.OpUnlock} {
+		mustErr(t, apply(t, f, cmd(op, "x"+string(op), "acme")), govfsm.ErrRevoked)
 	}
-	mustErr(t, apply(t, f, cmd(governance.OpSetAnchor, "x1", "acme", withAnchor(devAnchor))), governance.ErrRevoked)
-	mustErr(t, apply(t, f, cmd(governance.OpCreateService, "x2", "acme", withService("new", 0))), governance.ErrRevoked)
-	if r := mustOK(t, apply(t, f, cmd(governance.OpRevoke, "v6", "acme", withService("billing", 0)))); r.Event.Cursor != ten.Event.Cursor {
+	mustErr(t, apply(t, f, cmd(govfsm.OpSetAnchor, "x1", "acme", withAnchor(devAnchor))), govfsm.ErrRevoked)
+	mustErr(t, apply(t, f, cmd(govfsm.OpCreateService, "x2", "acme", withService("new", 0))), govfsm.ErrRevoked)
+	if r := mustOK(t, apply(t, f, cmd(govfsm.OpRevoke, "v6", "acme", withService("billing", 0)))); r.Event.Cursor != ten.Event.Cursor {
 		t.Fatal("a service of a revoked tenant is covered by the tenant's event")
 	}
 
 	// Policy revisions.
-	rules := []governance.Rule{{Caller: "spiffe://krypton/tenant/acme/service/*", Service: "*", Operations: []int32{1, 2}}}
-	f2 := governance.NewFSM()
-	mustOK(t, apply(t, f2, cmd(governance.OpCreateTenant, "p0", "acme", withAnchor(devAnchor), withRegions("eu"))))
-	p1 := mustOK(t, apply(t, f2, cmd(governance.OpSetPolicy, "p1", "acme", func(c *governance.Command) { c.Rules = rules })))
+	rules := []govfsm.Rule{{Caller: "spiffe://krypton/tenant/acme/service/*", Service: "*", Operations: []int32{1, 2}}}
+	f2 := govfsm.NewFSM()
+	mustOK(t, apply(t, f2, cmd(govfsm.OpCreateTenant, "p0", "acme", withAnchor(devAnchor), withRegions("eu"))))
+	p1 := mustOK(t, apply(t, f2, cmd(govfsm.OpSetPolicy, "p1", "acme", func(c *govfsm.Command) { c.Rules = rules })))
 	if p1.Policy.Revision != 1 || p1.Event.Policy == nil || len(p1.Event.Policy.Rules) != 1 {
 		t.Fatalf("policy: %+v", p1)
 	}
-	mustErr(t, apply(t, f2, cmd(governance.OpSetPolicy, "p2", "acme", func(c *governance.Command) { c.ExpectedRevision = 7 })), governance.ErrRevisionMismatch)
-	if p := mustOK(t, apply(t, f2, cmd(governance.OpSetPolicy, "p3", "acme", func(c *governance.Command) { c.ExpectedRevision = 1 }))); p.Policy.Revision != 2 {
+	mustErr(t, apply(t, f2, cmd(govfsm.OpSetPolicy, "p2", "acme", func(c *govfsm.Command) { c.ExpectedRevision = 7 })), govfsm.ErrRevisionMismatch)
+	if p := mustOK(t, apply(t, f2, cmd(govfsm.OpSetPolicy, "p3", "acme", func(c *govfsm.Command) { c.ExpectedRevision = 1 }))); p.Policy.Revision != 2 {
 		t.Fatal(p.Policy.Revision)
 	}
-	bad := []governance.Rule{{Caller: "a**b", Service: "*", Operations: []int32{1}}}
-	mustErr(t, apply(t, f2, cmd(governance.OpSetPolicy, "p4", "acme", func(c *governance.Command) { c.Rules = bad })), governance.ErrInvalidCommand)
+	bad := []govfsm.Rule{{Caller: "a**b", Service: "*", Operations: []int32{1}}}
+	mustErr(t, apply(t, f2, cmd(govfsm.OpSetPolicy, "p4", "acme", func(c *govfsm.Command) { c.Rules = bad })), govfsm.ErrInvalidCommand)
 }
 
 func TestIdempotency(t *testing.T) {
-	f := governance.NewFSM()
-	first := mustOK(t, apply(t, f, cmd(governance.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu"))))
-	lock := mustOK(t, apply(t, f, cmd(governance.OpLock, "lock-1", "acme")))
+	f := govfsm.NewFSM()
+	first := mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu"))))
+	lock := mustOK(t, apply(t, f, cmd(govfsm.OpLock, "lock-1", "acme")))
 	head := f.Head()
 	// A retry (same id, same parameters, another time and event id) returns
 	// the original event and appends nothing.
-	retry := mustOK(t, apply(t, f, cmd(governance.OpLock, "lock-1", "acme", withTime(5000), func(c *governance.Command) { c.EventID = "other" })))
+	retry := mustOK(t, apply(t, f, cmd(govfsm.OpLock, "lock-1", "acme", withTime(5000), func(c *govfsm.Command) { c.EventID = "other" })))
 	if retry.Event.Cursor != lock.Event.Cursor || retry.Event.ID != lock.Event.ID || f.Head() != head {
 		t.Fatalf("retry: %+v, head %d -> %d", retry.Event, head, f.Head())
 	}
-	if r := mustOK(t, apply(t, f, cmd(governance.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu")))); r.Event.Cursor != first.Event.Cursor {
+	if r := mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu")))); r.Event.Cursor != first.Event.Cursor {
 		t.Fatal("create retry returned another event")
 	}
 	// The same id for another request is refused.
-	mustErr(t, apply(t, f, cmd(governance.OpLock, "lock-1", "acme", func(c *governance.Command) { c.Fingerprint = "different" })), governance.ErrRequestIDReused)
+	mustErr(t, apply(t, f, cmd(govfsm.OpLock, "lock-1", "acme", func(c *govfsm.Command) { c.Fingerprint = "different" })), govfsm.ErrRequestIDReused)
 }
 
 func TestReports(t *testing.T) {
-	f := governance.NewFSM()
-	mustOK(t, apply(t, f, cmd(governance.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu"))))
-	mustOK(t, apply(t, f, cmd(governance.OpLock, "r2", "acme")))
-	rep := func(cursor uint64) *governance.Result {
-		return apply(t, f, &governance.Command{Op: governance.OpReport, Region: "eu", Cursor: cursor, Time: 2000})
+	f := govfsm.NewFSM()
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu"))))
+	mustOK(t, apply(t, f, cmd(govfsm.OpLock, "r2", "acme")))
+	rep := func(cursor uint64) *govfsm.Result {
+		return apply(t, f, &govfsm.Command{Op: govfsm.OpReport, Region: "eu", Cursor: cursor, Time: 2000})
 	}
 	if r := mustOK(t, rep(2)); r.Recorded != 2 {
 		t.Fatal(r.Recorded)
@@ -171,54 +172,54 @@ func TestReports(t *testing.T) {
 	if r := mustOK(t, rep(1)); r.Recorded != 2 {
 		t.Fatalf("a report going backwards moved the cursor to %d", r.Recorded)
 	}
-	mustErr(t, rep(3), governance.ErrCursorAhead)
+	mustErr(t, rep(3), govfsm.ErrCursorAhead)
 	lags := f.Lags()
 	if len(lags) != 1 || lags[0].Region != "eu" || lags[0].Pending != 0 || lags[0].ReportedAt != 2000 {
 		t.Fatalf("lags: %+v", lags)
 	}
-	mustOK(t, apply(t, f, cmd(governance.OpUnlock, "r3", "acme", withTime(3000))))
+	mustOK(t, apply(t, f, cmd(govfsm.OpUnlock, "r3", "acme", withTime(3000))))
 	if l := f.Lags()[0]; l.Pending != 1 || l.OldestPending != 3000 {
 		t.Fatalf("lag: %+v", l)
 	}
 }
 
 // randomCommands returns a reproducible mix of valid and invalid commands.
-func randomCommands(seed uint64, n int) []*governance.Command {
+func randomCommands(seed uint64, n int) []*govfsm.Command {
 	r := rand.New(rand.NewPCG(seed, 1))
 	tenants := []string{"a", "b", "c"}
-	var out []*governance.Command
+	var out []*govfsm.Command
 	for i := range n {
 		tn := tenants[r.IntN(len(tenants))]
 		rid := fmt.Sprintf("r%d", r.IntN(n))  // ids repeat: retries and reuse
 		tm := int64(1000 + i*10 - r.IntN(50)) // clocks jitter backwards
-		var c *governance.Command
+		var c *govfsm.Command
 		switch r.IntN(10) {
 		case 0:
-			c = cmd(governance.OpCreateTenant, rid, tn, withAnchor(devAnchor), withRegions("eu"))
+			c = cmd(govfsm.OpCreateTenant, rid, tn, withAnchor(devAnchor), withRegions("eu"))
 		case 1:
-			c = cmd(governance.OpCreateService, rid, tn, withService([]string{"x", "y"}[r.IntN(2)], 0))
+			c = cmd(govfsm.OpCreateService, rid, tn, withService([]string{"x", "y"}[r.IntN(2)], 0))
 		case 2:
-			c = cmd(governance.OpSetAnchor, rid, tn, withAnchor(devAnchor))
+			c = cmd(govfsm.OpSetAnchor, rid, tn, withAnchor(devAnchor))
 		case 3:
-			c = cmd(governance.OpDeleteAnchor, rid, tn)
+			c = cmd(govfsm.OpDeleteAnchor, rid, tn)
 		case 4:
-			c = cmd(governance.OpSetPolicy, rid, tn, func(c *governance.Command) {
-				c.Rules = []governance.Rule{{Caller: "spiffe://krypton/**", Service: "*", Operations: []int32{1}}}
+			c = cmd(govfsm.OpSetPolicy, rid, tn, func(c *govfsm.Command) {
+				c.Rules = []govfsm.Rule{{Caller: "spiffe://krypton/**", Service: "*", Operations: []int32{1}}}
 			})
 		case 5:
-			c = cmd(governance.OpLock, rid, tn)
+			c = cmd(govfsm.OpLock, rid, tn)
 		case 6:
-			c = cmd(governance.OpUnlock, rid, tn)
+			c = cmd(govfsm.OpUnlock, rid, tn)
 		case 7:
-			c = cmd(governance.OpRevoke, rid, tn, withService([]string{"", "x", "y"}[r.IntN(3)], uint32(r.IntN(3))))
+			c = cmd(govfsm.OpRevoke, rid, tn, withService([]string{"", "x", "y"}[r.IntN(3)], uint32(r.IntN(3))))
 			if c.Service == "" {
 				c.Version = 0
 			}
 		case 9:
-			c = cmd(governance.OpResync, rid, tn, withRegions([][]string{nil, {"eu"}, {"us"}}[r.IntN(3)]...))
+			c = cmd(govfsm.OpResync, rid, tn, withRegions([][]string{nil, {"eu"}, {"us"}}[r.IntN(3)]...))
 		case 8:
-			c = &governance.Command{Op: governance.OpReport, Region: "eu", Cursor: uint64(r.IntN(i + 1)), HasInventory: r.IntN(2) == 0,
-				Inventory: []governance.KeyRef{{Tenant: tn, Service: "y", Version: 1}}}
+			c = &govfsm.Command{Op: govfsm.OpReport, Region: "eu", Cursor: uint64(r.IntN(i + 1)), HasInventory: r.IntN(2) == 0,
+				Inventory: []govfsm.KeyRef{{Tenant: tn, Service: "y", Version: 1}}}
 		}
 		c.Time = tm
 		c.EventID = fmt.Sprintf("e%d", i)
@@ -232,7 +233,7 @@ func randomCommands(seed uint64, n int) []*governance.Command {
 func TestLogProperties(t *testing.T) {
 	for seed := range uint64(20) {
 		cmds := randomCommands(seed, 300)
-		a, b := governance.NewFSM(), governance.NewFSM()
+		a, b := govfsm.NewFSM(), govfsm.NewFSM()
 		var lastTime int64
 		for i, c := range cmds {
 			before := a.Head()
@@ -264,7 +265,7 @@ func TestLogProperties(t *testing.T) {
 			t.Fatalf("seed %d: replicas' snapshots differ", seed)
 		}
 		// Snapshot round trip: restore into a fresh FSM, encode the same.
-		c := governance.NewFSM()
+		c := govfsm.NewFSM()
 		if err := c.Restore(io.NopCloser(bytes.NewReader(ea))); err != nil {
 			t.Fatal(err)
 		}
@@ -292,17 +293,17 @@ func TestRestoreRefusesBadSnapshots(t *testing.T) {
 		`{"regions":{"eu":{"cursor":5}}}`,
 		`not json`,
 	} {
-		if err := governance.NewFSM().Restore(io.NopCloser(bytes.NewReader([]byte(s)))); err == nil {
+		if err := govfsm.NewFSM().Restore(io.NopCloser(bytes.NewReader([]byte(s)))); err == nil {
 			t.Errorf("accepted %s", s)
 		}
 	}
 }
 
 func TestBlast(t *testing.T) {
-	f := governance.NewFSM()
-	mustOK(t, apply(t, f, cmd(governance.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu", "us"))))
-	mustOK(t, apply(t, f, cmd(governance.OpCreateService, "r2", "acme", withService("billing", 0))))
-	mustOK(t, apply(t, f, &governance.Command{Op: governance.OpReport, Region: "eu", HasInventory: true, Inventory: []governance.KeyRef{
+	f := govfsm.NewFSM()
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu", "us"))))
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateService, "r2", "acme", withService("billing", 0))))
+	mustOK(t, apply(t, f, &govfsm.Command{Op: govfsm.OpReport, Region: "eu", HasInventory: true, Inventory: []govfsm.KeyRef{
 		{Tenant: "acme", Service: "billing", Version: 1}, {Tenant: "acme", Service: "billing", Version: 2}, {Tenant: "acme", Service: "mail", Version: 1}}}))
 	before, _ := f.Encode()
 	b, err := f.Blast("acme", "", 0)
@@ -315,7 +316,7 @@ func TestBlast(t *testing.T) {
 	if b, _ = f.Blast("acme", "billing", 2); len(b.KeyVersions) != 1 || b.KeyVersions[0].Version != 2 {
 		t.Fatalf("version blast: %+v", b)
 	}
-	if _, err := f.Blast("acme", "nope", 0); !errors.Is(err, governance.ErrServiceNotFound) {
+	if _, err := f.Blast("acme", "nope", 0); !errors.Is(err, govfsm.ErrServiceNotFound) {
 		t.Fatal(err)
 	}
 	after, _ := f.Encode()
@@ -323,5 +324,8 @@ func TestBlast(t *testing.T) {
 		t.Fatal("Blast changed the state")
 	}
 	// A service known only from an inventory can be revoked.
-	mustOK(t, apply(t, f, cmd(governance.OpRevoke, "r3", "acme", withService("mail", 0))))
+	mustOK(t, apply(t, f, cmd(govfsm.OpRevoke, "r3", "acme", withService("mail", 0))))
 }
+
+// devAnchor is a development anchor URI; the state machine stores it and never opens it.
+const devAnchor = "file:///tmp/governance-test/root.key"

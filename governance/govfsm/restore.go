@@ -1,12 +1,9 @@
 package govfsm
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"strings"
-
-	"github.com/kryptonkms/krypton/cluster"
 )
 
 // Backups and restores (DESIGN.md, "Snapshots, backups and restores"). Revocation is final, and
@@ -18,45 +15,24 @@ import (
 // revocation is refused however many restores come first (a region needs a separate set,
 // region/revset.go, because its revocation log starts afresh with a restored snapshot's).
 
-// Snapshot writes a backup of governance's state to w: Raft's newest snapshot after a barrier,
-// in the cluster's snapshot file format (cluster.Snapshot), which Restore reads.
-func (n *Node) Snapshot(ctx context.Context, w io.Writer) error {
-	return n.cl.Snapshot(ctx, w)
-}
-
-// Restore replaces governance's state with a backup Snapshot wrote. It runs on the leader
-// (cluster.ErrNotLeader otherwise) and is refused, with the state untouched, if the snapshot
-// lacks a revocation the event log holds (ErrSnapshotLacksRevocations, wrapped by an error
-// naming up to five of them): restore a snapshot taken after them. The check runs under the
-// cluster's apply gate (cluster.RestoreChecked): no revocation is applied between it and the
-// restore. Followers check the snapshot the leader then sends them the same way (RestoreKind).
-//
-// Node.Cluster().Restore skips the check: it is for tests of the followers' check only.
-func (n *Node) Restore(ctx context.Context, r io.Reader) error {
-	return n.cl.RestoreChecked(ctx, r, func(data io.Reader) error {
-		b, err := io.ReadAll(data)
-		if err != nil {
-			return fmt.Errorf("governance: read snapshot: %w", err)
-		}
-		snap, err := decodeState(b)
-		if err != nil {
-			return err
-		}
-		return n.fsm.keepsRevocations(snap)
-	})
-}
-
-// RestoreKind implements cluster.KindRestorer: a snapshot the leader sends (InstallSnapshot) is
-// refused if it lacks a revocation of this node's event log; the node keeps its state and the
-// leader sends again later. The node's own snapshot at start is followed by its log; an
-// operator's restore was checked on the leader under the apply gate (Restore), and Raft panics
-// if the FSM refuses one, so neither is checked here. A refusal wraps cluster.ErrSnapshotRefused,
-// so the cluster also takes the refused snapshot out of the store (it would otherwise be the newest
-// and restored, unchecked, at the next start).
-func (f *FSM) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind, _ uint64) error {
-	if kind != cluster.RestoreInstall {
-		return f.Restore(rc)
+// CheckSnapshot checks the snapshot in b against the state now: an error wrapping
+// ErrSnapshotLacksRevocations if restoring it would undo a revocation (see
+// state.keepsRevocations), or the snapshot's decoding error. Governance's Node.Restore runs it
+// under the cluster's apply gate.
+func (f *FSM) CheckSnapshot(b []byte) error {
+	snap, err := decodeState(b)
+	if err != nil {
+		return err
 	}
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.st.keepsRevocations(snap)
+}
+
+// RestoreChecked is Restore for a snapshot another node sent (Raft's InstallSnapshot): it is
+// refused, the state untouched, if it lacks a revocation of the state now (an error wrapping
+// ErrSnapshotLacksRevocations).
+func (f *FSM) RestoreChecked(rc io.ReadCloser) error {
 	defer rc.Close()
 	b, err := io.ReadAll(rc)
 	if err != nil {
@@ -69,19 +45,12 @@ func (f *FSM) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind, _ uint64) 
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.st.keepsRevocations(st); err != nil {
-		return fmt.Errorf("%w: %w", cluster.ErrSnapshotRefused, err)
+		return err
 	}
 	f.st = st
 	close(f.changed)
 	f.changed = make(chan struct{})
 	return nil
-}
-
-// keepsRevocations checks snap against the state now (see state.keepsRevocations).
-func (f *FSM) keepsRevocations(snap *state) error {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.st.keepsRevocations(snap)
 }
 
 // keepsRevocations returns an error wrapping ErrSnapshotLacksRevocations if snap, restored in
@@ -147,5 +116,3 @@ func describeRevocation(e *Event) string {
 	}
 	return fmt.Sprintf("event %d: key %s/%s v%d revoked", e.Cursor, e.Tenant, e.Service, e.Version)
 }
-
-var _ cluster.KindRestorer = (*FSM)(nil)

@@ -1,31 +1,26 @@
 package govfsm
 
 import (
-	"time"
-
-	"google.golang.org/protobuf/types/known/timestamppb"
-
-	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/internal/owner"
-	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
-// Kind is the kind of a log event; the values are those of kv1.EventKind.
+// Kind is the kind of a log event; the values are those of kv1.EventKind (governance's
+// TestKindsAreTheWireKinds holds them to it: this package links no API code).
 type Kind int32
 
 // Event kinds.
 const (
-	KindRevokeTenant  = Kind(kv1.EventKind_EVENT_KIND_REVOKE_TENANT)
-	KindRevokeService = Kind(kv1.EventKind_EVENT_KIND_REVOKE_SERVICE)
-	KindRevokeVersion = Kind(kv1.EventKind_EVENT_KIND_REVOKE_VERSION)
-	KindLockTenant    = Kind(kv1.EventKind_EVENT_KIND_LOCK_TENANT)
-	KindUnlockTenant  = Kind(kv1.EventKind_EVENT_KIND_UNLOCK_TENANT)
-	KindDeleteAnchor  = Kind(kv1.EventKind_EVENT_KIND_DELETE_ANCHOR)
-	KindSetAnchor     = Kind(kv1.EventKind_EVENT_KIND_SET_ANCHOR)
-	KindSetPolicy     = Kind(kv1.EventKind_EVENT_KIND_SET_POLICY)
-	KindCreateTenant  = Kind(kv1.EventKind_EVENT_KIND_CREATE_TENANT)
-	KindCreateService = Kind(kv1.EventKind_EVENT_KIND_CREATE_SERVICE)
-	KindResyncTenant  = Kind(kv1.EventKind_EVENT_KIND_RESYNC_TENANT)
+	KindRevokeTenant  Kind = 1
+	KindRevokeService Kind = 2
+	KindRevokeVersion Kind = 3
+	KindLockTenant    Kind = 4
+	KindUnlockTenant  Kind = 5
+	KindDeleteAnchor  Kind = 6
+	KindSetAnchor     Kind = 7
+	KindSetPolicy     Kind = 8
+	KindCreateTenant  Kind = 9
+	KindCreateService Kind = 10
+	KindResyncTenant  Kind = 11
 )
 
 // String returns the kind in kebab case ("revoke-tenant"), as metrics and the
@@ -58,8 +53,8 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// allKinds lists every kind, for metrics.
-var allKinds = []Kind{KindCreateTenant, KindCreateService, KindSetAnchor, KindDeleteAnchor, KindSetPolicy,
+// AllKinds lists every kind, for metrics.
+var AllKinds = []Kind{KindCreateTenant, KindCreateService, KindSetAnchor, KindDeleteAnchor, KindSetPolicy,
 	KindLockTenant, KindUnlockTenant, KindRevokeTenant, KindRevokeService, KindRevokeVersion, KindResyncTenant}
 
 // Event is one entry of the governance log. Events are immutable once
@@ -85,31 +80,6 @@ type Event struct {
 	OwnerKey string `json:"owner-key,omitempty"`
 }
 
-// Proto returns the event as the API sends it.
-func (e *Event) Proto() *kv1.RevocationEvent {
-	if e == nil {
-		return nil
-	}
-	out := &kv1.RevocationEvent{
-		Cursor:    e.Cursor,
-		EventId:   e.ID,
-		Kind:      kv1.EventKind(e.Kind),
-		Target:    &kv1.KeyScope{Tenant: e.Tenant, Service: e.Service, Version: e.Version},
-		Time:      ts(e.Time),
-		Reason:    e.Reason,
-		AnchorUri: e.AnchorURI,
-		Regions:   append([]string(nil), e.Regions...),
-		Services:  append([]string(nil), e.Services...),
-		Locked:    e.Locked,
-
-		OwnerKeyFingerprint: e.OwnerKey,
-	}
-	if e.Policy != nil {
-		out.Policy = e.Policy.Proto(e.Tenant)
-	}
-	return out
-}
-
 // Policy is a tenant's access policy (see kv1.Policy for the rules'
 // meaning).
 type Policy struct {
@@ -123,22 +93,6 @@ type Rule struct {
 	Caller     string  `json:"caller"`
 	Service    string  `json:"service"`
 	Operations []int32 `json:"ops"` // kv1.Operation values, sorted, no duplicates
-}
-
-// Proto returns the policy of tenant as the API sends it.
-func (p *Policy) Proto(tenant string) *kv1.Policy {
-	out := &kv1.Policy{Tenant: tenant, Revision: p.Revision}
-	if p.UpdatedAt != 0 {
-		out.UpdatedAt = ts(p.UpdatedAt)
-	}
-	for _, r := range p.Rules {
-		pr := &kv1.PolicyRule{Caller: r.Caller, Service: r.Service}
-		for _, op := range r.Operations {
-			pr.Operations = append(pr.Operations, kv1.Operation(op))
-		}
-		out.Rules = append(out.Rules, pr)
-	}
-	return out
 }
 
 func (p *Policy) clone() *Policy {
@@ -177,38 +131,6 @@ func (t *Tenant) OwnerFingerprint() string {
 	return owner.Fingerprint(t.OwnerKey)
 }
 
-// State is the tenant's state as the API reports it.
-func (t *Tenant) State() kv1.TenantState {
-	switch {
-	case t.Revoked:
-		return kv1.TenantState_TENANT_STATE_REVOKED
-	case t.Locked || t.AnchorDeletedAt != 0:
-		return kv1.TenantState_TENANT_STATE_LOCKED
-	}
-	return kv1.TenantState_TENANT_STATE_ACTIVE
-}
-
-// Proto returns the tenant as the API sends it to operators: the anchor URI
-// as anchor.Redact shows it (a pkcs11 pin-value as "xxxxx", also in a URI
-// stored before pin-value was refused). The feed's events carry the URI as
-// set, for the regions.
-func (t *Tenant) Proto() *kv1.GovernanceTenant {
-	out := &kv1.GovernanceTenant{
-		Name:      t.Name,
-		AnchorUri: anchor.Redact(t.AnchorURI),
-		Regions:   append([]string(nil), t.Regions...),
-		State:     t.State(),
-		CreatedAt: ts(t.CreatedAt),
-		Cursor:    t.Cursor,
-
-		OwnerKeyFingerprint: t.OwnerFingerprint(),
-	}
-	if t.AnchorDeletedAt != 0 {
-		out.AnchorDeletedAt = ts(t.AnchorDeletedAt)
-	}
-	return out
-}
-
 // Service is a copy of one service's state.
 type Service struct {
 	Tenant    string
@@ -216,11 +138,6 @@ type Service struct {
 	CreatedAt int64
 	Cursor    uint64
 	Revoked   bool
-}
-
-// Proto returns the service as the API sends it.
-func (s *Service) Proto() *kv1.GovernanceServiceInfo {
-	return &kv1.GovernanceServiceInfo{Tenant: s.Tenant, Name: s.Name, CreatedAt: ts(s.CreatedAt), Revoked: s.Revoked, Cursor: s.Cursor}
 }
 
 // RegionReport is what a region last reported.
@@ -232,14 +149,3 @@ type RegionReport struct {
 	ConfigIndex uint64
 	Voters      []string
 }
-
-// Proto returns the report as the API sends it.
-func (r *RegionReport) Proto() *kv1.RegionCursor {
-	out := &kv1.RegionCursor{Region: r.Region, AppliedCursor: r.Cursor, ConfigurationIndex: r.ConfigIndex, Voters: r.Voters}
-	if r.ReportedAt != 0 {
-		out.ReportedAt = ts(r.ReportedAt)
-	}
-	return out
-}
-
-func ts(ns int64) *timestamppb.Timestamp { return timestamppb.New(time.Unix(0, ns).UTC()) }
