@@ -376,7 +376,7 @@ func (s *api) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequest) (*kv
 	if err := s.checkConsent(ctx, req.GetConsent(), st, how, false); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetOwner, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), OwnerKey: req.GetOwnerPublicKey(), Consent: req.GetConsent()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetOwnerKey, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), OwnerKey: req.GetOwnerPublicKey(), Consent: req.GetConsent()})
 	if err != nil {
 		return nil, err
 	}
@@ -594,11 +594,11 @@ func scopeString(t *kv1.KeyScope) string {
 }
 
 func (s *api) LockTenant(ctx context.Context, req *kv1.GovernanceLockTenantRequest) (*kv1.GovernanceTenant, error) {
-	return s.lock(ctx, govfsm.OpLock, req.GetRequestId(), req.GetTenant(), req.GetReason())
+	return s.lock(ctx, govfsm.OpLockTenant, req.GetRequestId(), req.GetTenant(), req.GetReason())
 }
 
 func (s *api) UnlockTenant(ctx context.Context, req *kv1.GovernanceUnlockTenantRequest) (*kv1.GovernanceTenant, error) {
-	return s.lock(ctx, govfsm.OpUnlock, req.GetRequestId(), req.GetTenant(), "")
+	return s.lock(ctx, govfsm.OpUnlockTenant, req.GetRequestId(), req.GetTenant(), "")
 }
 
 func (s *api) lock(ctx context.Context, op govfsm.Op, rid, tenant, reason string) (*kv1.GovernanceTenant, error) {
@@ -612,7 +612,7 @@ func (s *api) lock(ctx context.Context, op govfsm.Op, rid, tenant, reason string
 		return nil, err
 	}
 	check := checkReason
-	if op == govfsm.OpLock {
+	if op == govfsm.OpLockTenant {
 		check = requireReason
 	}
 	if err := check(reason); err != nil {
@@ -623,7 +623,7 @@ func (s *api) lock(ctx context.Context, op govfsm.Op, rid, tenant, reason string
 		return nil, err
 	}
 	kind := AuditTenantLock
-	if op == govfsm.OpUnlock {
+	if op == govfsm.OpUnlockTenant {
 		kind = AuditTenantUnlock
 	}
 	s.n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, RequestID: rid, Reason: reason, Detail: eventDetail(r.Event)})
@@ -650,7 +650,7 @@ func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*
 			return nil, err
 		}
 	}
-	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpResync, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpResyncTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
 	if err != nil {
 		return nil, err
 	}

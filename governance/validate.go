@@ -101,9 +101,9 @@ func validateCommand(c *govfsm.Command) error {
 		return err
 	}
 	switch c.Op {
-	case govfsm.OpRevoke, govfsm.OpLock, govfsm.OpDeleteAnchor:
+	case govfsm.OpRevoke, govfsm.OpLockTenant, govfsm.OpDeleteAnchor:
 		return requireReason(c.Reason)
-	case govfsm.OpCreateTenant, govfsm.OpCreateService, govfsm.OpSetAnchor, govfsm.OpSetPolicy, govfsm.OpUnlock, govfsm.OpResync, govfsm.OpSetOwner:
+	case govfsm.OpCreateTenant, govfsm.OpCreateService, govfsm.OpSetAnchor, govfsm.OpSetPolicy, govfsm.OpUnlockTenant, govfsm.OpResyncTenant, govfsm.OpSetOwnerKey:
 		if c.Reason != "" {
 			return invalid("this request takes no reason")
 		}
@@ -210,17 +210,17 @@ func rulesFromProto(rules []*kv1.PolicyRule) ([]govfsm.Rule, error) {
 // machine check that).
 func validateOwner(c *govfsm.Command) error {
 	if c.OwnerKey != "" {
-		if c.Op != govfsm.OpCreateTenant && c.Op != govfsm.OpSetOwner {
+		if c.Op != govfsm.OpCreateTenant && c.Op != govfsm.OpSetOwnerKey {
 			return invalid("this request takes no owner key")
 		}
 		if err := checkOwnerKey(c.OwnerKey); err != nil {
 			return err
 		}
-	} else if c.Op == govfsm.OpSetOwner {
+	} else if c.Op == govfsm.OpSetOwnerKey {
 		return invalid("owner_public_key is required")
 	}
 	if c.Consent != "" {
-		if c.Op != govfsm.OpSetAnchor && c.Op != govfsm.OpSetOwner {
+		if c.Op != govfsm.OpSetAnchor && c.Op != govfsm.OpSetOwnerKey {
 			return invalid("this request takes no consent")
 		}
 		if len(c.Consent) > owner.MaxConsent {

@@ -10,7 +10,9 @@ import (
 // Op names a state-machine command.
 type Op string
 
-// Commands of the governance state machine.
+// Commands of the governance state machine. The names use the lifecycle verbs of the API's RPCs
+// and of the region's fsm commands (LockTenant, UnlockTenant, ResyncTenant, SetOwnerKey); the
+// values are what the Raft log holds and never change.
 const (
 	OpCreateTenant  Op = "create-tenant"
 	OpCreateService Op = "create-service"
@@ -18,11 +20,11 @@ const (
 	OpDeleteAnchor  Op = "delete-anchor"
 	OpSetPolicy     Op = "set-policy"
 	OpRevoke        Op = "revoke"
-	OpLock          Op = "lock"
-	OpUnlock        Op = "unlock"
+	OpLockTenant    Op = "lock"
+	OpUnlockTenant  Op = "unlock"
 	OpReport        Op = "report"
-	OpResync        Op = "resync"
-	OpSetOwner      Op = "set-owner"
+	OpResyncTenant  Op = "resync"
+	OpSetOwnerKey   Op = "set-owner"
 )
 
 // Command is one entry of the governance Raft log. The proposing node fills
@@ -104,7 +106,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: trailing data", errBadCommand)
 	}
 	switch c.Op {
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLock, OpUnlock, OpReport, OpResync, OpSetOwner:
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey:
 	default:
 		return nil, fmt.Errorf("%w: unknown op", errBadCommand)
 	}
@@ -121,7 +123,7 @@ type Result struct {
 	Service  *Service
 	Policy   *Policy
 	Recorded uint64 // OpReport: the cursor recorded for the region
-	// OpSetAnchor, OpSetOwner: what the change replaced (the anchor URI, empty if it was
+	// OpSetAnchor, OpSetOwnerKey: what the change replaced (the anchor URI, empty if it was
 	// deleted; the owner key's fingerprint), for the audit log. Empty for a retried request.
 	Previous string
 	// Retry is set for a retried request id: nothing changed now.

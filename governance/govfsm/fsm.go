@@ -333,7 +333,7 @@ func (s *state) write(c *Command, now int64) *Result {
 		r.Previous = prev
 		return r
 
-	case OpSetOwner:
+	case OpSetOwnerKey:
 		if t.RevokeCursor != 0 {
 			return &Result{Err: ErrRevoked}
 		}
@@ -381,24 +381,24 @@ func (s *state) write(c *Command, now int64) *Result {
 		e.Policy = p.clone()
 		return s.result(c, e)
 
-	case OpLock, OpUnlock:
+	case OpLockTenant, OpUnlockTenant:
 		if t.RevokeCursor != 0 {
 			return &Result{Err: ErrRevoked}
 		}
 		kind := KindLockTenant
-		if c.Op == OpUnlock {
+		if c.Op == OpUnlockTenant {
 			if t.AnchorDeletedAt != 0 {
 				return &Result{Err: ErrNoAnchor}
 			}
 			kind = KindUnlockTenant
 		}
-		t.Locked = c.Op == OpLock
+		t.Locked = c.Op == OpLockTenant
 		return s.result(c, s.emit(c, kind, now))
 
 	case OpRevoke:
 		return s.revoke(c, t, now)
 
-	case OpResync:
+	case OpResyncTenant:
 		return s.resync(c, t, now)
 	}
 	return &Result{Err: ErrInvalidCommand}

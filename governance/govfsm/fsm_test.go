@@ -66,7 +66,7 @@ func TestStateRules(t *testing.T) {
 	f := govfsm.NewFSM()
 	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu"))))
 	mustErr(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r2", "acme", withAnchor(devAnchor), withRegions("eu"))), govfsm.ErrTenantExists)
-	mustErr(t, apply(t, f, cmd(govfsm.OpLock, "r3", "nobody")), govfsm.ErrTenantNotFound)
+	mustErr(t, apply(t, f, cmd(govfsm.OpLockTenant, "r3", "nobody")), govfsm.ErrTenantNotFound)
 
 	// The kill switch: deleting twice returns the original event; unlock
 	// needs an anchor; set-anchor restores it.
@@ -78,7 +78,7 @@ func TestStateRules(t *testing.T) {
 	if again.Event.Cursor != del.Event.Cursor {
 		t.Fatalf("second delete made event %d, want the original %d", again.Event.Cursor, del.Event.Cursor)
 	}
-	mustErr(t, apply(t, f, cmd(govfsm.OpUnlock, "u1", "acme")), govfsm.ErrNoAnchor)
+	mustErr(t, apply(t, f, cmd(govfsm.OpUnlockTenant, "u1", "acme")), govfsm.ErrNoAnchor)
 	set := mustOK(t, apply(t, f, cmd(govfsm.OpSetAnchor, "s1", "acme", withAnchor(devAnchor))))
 	if set.Tenant.AnchorURI != devAnchor || set.Tenant.AnchorDeletedAt != 0 || governance.TenantProto(set.Tenant).GetState().String() != "TENANT_STATE_ACTIVE" {
 		t.Fatalf("after set-anchor: %+v", set.Tenant)
@@ -90,10 +90,10 @@ func TestStateRules(t *testing.T) {
 	mustOK(t, apply(t, f, cmd(govfsm.OpSetAnchor, "s2", "acme", withAnchor(devAnchor))))
 
 	// Lock and unlock.
-	if r := mustOK(t, apply(t, f, cmd(govfsm.OpLock, "l1", "acme"))); !r.Tenant.Locked {
+	if r := mustOK(t, apply(t, f, cmd(govfsm.OpLockTenant, "l1", "acme"))); !r.Tenant.Locked {
 		t.Fatal("not locked")
 	}
-	if r := mustOK(t, apply(t, f, cmd(govfsm.OpUnlock, "u2", "acme"))); r.Tenant.Locked {
+	if r := mustOK(t, apply(t, f, cmd(govfsm.OpUnlockTenant, "u2", "acme"))); r.Tenant.Locked {
 		t.Fatal("still locked")
 	}
 
@@ -116,7 +116,7 @@ func TestStateRules(t *testing.T) {
 	if !ten.Tenant.Revoked {
 		t.Fatal("not revoked")
 	}
-	for _, op := range []govfsm.Op{govfsm.OpLock, govfsm.OpUnlock} {
+	for _, op := range []govfsm.Op{govfsm.OpLockTenant, govfsm.OpUnlockTenant} {
 		mustErr(t, apply(t, f, cmd(op, "x"+string(op), "acme")), govfsm.ErrRevoked)
 	}
 	mustErr(t, apply(t, f, cmd(govfsm.OpSetAnchor, "x1", "acme", withAnchor(devAnchor))), govfsm.ErrRevoked)
@@ -144,11 +144,11 @@ func TestStateRules(t *testing.T) {
 func TestIdempotency(t *testing.T) {
 	f := govfsm.NewFSM()
 	first := mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu"))))
-	lock := mustOK(t, apply(t, f, cmd(govfsm.OpLock, "lock-1", "acme")))
+	lock := mustOK(t, apply(t, f, cmd(govfsm.OpLockTenant, "lock-1", "acme")))
 	head := f.Head()
 	// A retry (same id, same parameters, another time and event id) returns
 	// the original event and appends nothing.
-	retry := mustOK(t, apply(t, f, cmd(govfsm.OpLock, "lock-1", "acme", withTime(5000), func(c *govfsm.Command) { c.EventID = "other" })))
+	retry := mustOK(t, apply(t, f, cmd(govfsm.OpLockTenant, "lock-1", "acme", withTime(5000), func(c *govfsm.Command) { c.EventID = "other" })))
 	if retry.Event.Cursor != lock.Event.Cursor || retry.Event.ID != lock.Event.ID || f.Head() != head {
 		t.Fatalf("retry: %+v, head %d -> %d", retry.Event, head, f.Head())
 	}
@@ -156,13 +156,13 @@ func TestIdempotency(t *testing.T) {
 		t.Fatal("create retry returned another event")
 	}
 	// The same id for another request is refused.
-	mustErr(t, apply(t, f, cmd(govfsm.OpLock, "lock-1", "acme", func(c *govfsm.Command) { c.Fingerprint = "different" })), govfsm.ErrRequestIDReused)
+	mustErr(t, apply(t, f, cmd(govfsm.OpLockTenant, "lock-1", "acme", func(c *govfsm.Command) { c.Fingerprint = "different" })), govfsm.ErrRequestIDReused)
 }
 
 func TestReports(t *testing.T) {
 	f := govfsm.NewFSM()
 	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu"))))
-	mustOK(t, apply(t, f, cmd(govfsm.OpLock, "r2", "acme")))
+	mustOK(t, apply(t, f, cmd(govfsm.OpLockTenant, "r2", "acme")))
 	rep := func(cursor uint64) *govfsm.Result {
 		return apply(t, f, &govfsm.Command{Op: govfsm.OpReport, Region: "eu", Cursor: cursor, Time: 2000})
 	}
@@ -177,7 +177,7 @@ func TestReports(t *testing.T) {
 	if len(lags) != 1 || lags[0].Region != "eu" || lags[0].Pending != 0 || lags[0].ReportedAt != 2000 {
 		t.Fatalf("lags: %+v", lags)
 	}
-	mustOK(t, apply(t, f, cmd(govfsm.OpUnlock, "r3", "acme", withTime(3000))))
+	mustOK(t, apply(t, f, cmd(govfsm.OpUnlockTenant, "r3", "acme", withTime(3000))))
 	if l := f.Lags()[0]; l.Pending != 1 || l.OldestPending != 3000 {
 		t.Fatalf("lag: %+v", l)
 	}
@@ -207,16 +207,16 @@ func randomCommands(seed uint64, n int) []*govfsm.Command {
 				c.Rules = []govfsm.Rule{{Caller: "spiffe://krypton/**", Service: "*", Operations: []int32{1}}}
 			})
 		case 5:
-			c = cmd(govfsm.OpLock, rid, tn)
+			c = cmd(govfsm.OpLockTenant, rid, tn)
 		case 6:
-			c = cmd(govfsm.OpUnlock, rid, tn)
+			c = cmd(govfsm.OpUnlockTenant, rid, tn)
 		case 7:
 			c = cmd(govfsm.OpRevoke, rid, tn, withService([]string{"", "x", "y"}[r.IntN(3)], uint32(r.IntN(3))))
 			if c.Service == "" {
 				c.Version = 0
 			}
 		case 9:
-			c = cmd(govfsm.OpResync, rid, tn, withRegions([][]string{nil, {"eu"}, {"us"}}[r.IntN(3)]...))
+			c = cmd(govfsm.OpResyncTenant, rid, tn, withRegions([][]string{nil, {"eu"}, {"us"}}[r.IntN(3)]...))
 		case 8:
 			c = &govfsm.Command{Op: govfsm.OpReport, Region: "eu", Cursor: uint64(r.IntN(i + 1)), HasInventory: r.IntN(2) == 0,
 				Inventory: []govfsm.KeyRef{{Tenant: tn, Service: "y", Version: 1}}}

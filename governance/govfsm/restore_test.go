@@ -41,7 +41,7 @@ func TestInstallRefusesSnapshotWithoutRevocation(t *testing.T) {
 	if err := newer.Restore(io.NopCloser(bytes.NewReader(before))); err != nil {
 		t.Fatal(err)
 	}
-	mustOK(t, apply(t, newer, cmd(govfsm.OpLock, "l1", "acme")))
+	mustOK(t, apply(t, newer, cmd(govfsm.OpLockTenant, "l1", "acme")))
 	newSnap, _ := newer.Encode()
 	if err := (governance.StateMachine{FSM: f}).RestoreKind(io.NopCloser(bytes.NewReader(newSnap)), cluster.RestoreInstall, 0); err != nil {
 		t.Fatalf("installing a later snapshot: %v", err)

@@ -14,7 +14,7 @@ import (
 func TestResyncRules(t *testing.T) {
 	f := govfsm.NewFSM()
 	resync := func(rid, tenant string, regions ...string) *govfsm.Result {
-		return apply(t, f, cmd(govfsm.OpResync, rid, tenant, withRegions(regions...)))
+		return apply(t, f, cmd(govfsm.OpResyncTenant, rid, tenant, withRegions(regions...)))
 	}
 	mustErr(t, resync("x0", "nobody"), govfsm.ErrTenantNotFound)
 	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "c0", "acme", withAnchor(devAnchor), withRegions("eu", "us"))))
@@ -30,7 +30,7 @@ func TestResyncRules(t *testing.T) {
 	mustOK(t, apply(t, f, cmd(govfsm.OpSetPolicy, "p1", "acme", func(c *govfsm.Command) {
 		c.Rules = []govfsm.Rule{{Caller: "spiffe://krypton/**", Service: "*", Operations: []int32{1}}}
 	})))
-	mustOK(t, apply(t, f, cmd(govfsm.OpLock, "l1", "acme")))
+	mustOK(t, apply(t, f, cmd(govfsm.OpLockTenant, "l1", "acme")))
 
 	all := mustOK(t, resync("r1", "acme"))
 	e := all.Event
@@ -47,7 +47,7 @@ func TestResyncRules(t *testing.T) {
 	if r := mustOK(t, resync("r1", "acme")); r.Event.Cursor != e.Cursor || f.Head() != head {
 		t.Fatalf("retry made event %d (head %d -> %d)", r.Event.Cursor, head, f.Head())
 	}
-	mustErr(t, apply(t, f, cmd(govfsm.OpResync, "r1", "acme", withRegions("eu"), func(c *govfsm.Command) { c.Fingerprint = "other" })),
+	mustErr(t, apply(t, f, cmd(govfsm.OpResyncTenant, "r1", "acme", withRegions("eu"), func(c *govfsm.Command) { c.Fingerprint = "other" })),
 		govfsm.ErrRequestIDReused)
 	eu := mustOK(t, resync("r2", "acme", "eu"))
 	if eu.Event.Cursor != head+1 || !slices.Equal(eu.Event.Regions, []string{"eu"}) {
