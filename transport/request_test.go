@@ -2,8 +2,12 @@ package transport
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/wrap"
 )
@@ -82,4 +86,30 @@ func FuzzPage(f *testing.F) {
 			t.Fatalf("token %q reads back as %q", token, NextPageToken(after))
 		}
 	})
+}
+
+// A server's own rows (ServerConfig.Errors) map what the table does not know, after it, with the
+// row's message or the sentinel's own text, never the text of the error that wraps it.
+func TestToStatusExtraRows(t *testing.T) {
+	own := errors.New("plane: thing not found")
+	fixed := errors.New("plane: other")
+	extra := []ErrorRow{{Err: own, Code: codes.NotFound}, {Err: fixed, Code: codes.Aborted, Msg: "plane: retry"}}
+	for _, c := range []struct {
+		err  error
+		code codes.Code
+		msg  string
+	}{
+		{fmt.Errorf("lookup %s: %w", secret, own), codes.NotFound, "plane: thing not found"},
+		{fixed, codes.Aborted, "plane: retry"},
+		{fmt.Errorf("%w and %w", ErrRequestID, own), codes.InvalidArgument, ErrRequestID.Error()}, // the table first
+		{errors.New("unknown"), codes.Internal, internalMessage},
+	} {
+		st, _ := toStatus(c.err, extra)
+		if st.Code() != c.code || st.Message() != c.msg {
+			t.Errorf("toStatus(%q) = %v %q, want %v %q", c.err, st.Code(), st.Message(), c.code, c.msg)
+		}
+	}
+	if st := status.Convert(ToStatus(own)); st.Code() != codes.Internal {
+		t.Errorf("ToStatus without the server's rows mapped %v", st.Code())
+	}
 }

@@ -645,7 +645,11 @@ func (s snapshot) Release() {}
 
 // Restore implements raft.FSM: it replaces the whole state with the
 // snapshot's.
-func (f *FSM) Restore(rc io.ReadCloser) error {
+func (f *FSM) Restore(rc io.ReadCloser) error { return f.restore(rc, false) }
+
+// restore replaces the state with the snapshot in rc; if keep, only if the snapshot keeps every
+// revocation of the state now (state.keepsRevocations), checked under the same lock.
+func (f *FSM) restore(rc io.ReadCloser, keep bool) error {
 	defer rc.Close()
 	b, err := io.ReadAll(rc)
 	if err != nil {
@@ -656,10 +660,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if keep {
+		if err := f.st.keepsRevocations(st); err != nil {
+			return err
+		}
+	}
 	f.st = st
 	close(f.changed)
 	f.changed = make(chan struct{})
-	f.mu.Unlock()
 	return nil
 }
 

@@ -32,26 +32,7 @@ func (f *FSM) CheckSnapshot(b []byte) error {
 // RestoreChecked is Restore for a snapshot another node sent (Raft's InstallSnapshot): it is
 // refused, the state untouched, if it lacks a revocation of the state now (an error wrapping
 // ErrSnapshotLacksRevocations).
-func (f *FSM) RestoreChecked(rc io.ReadCloser) error {
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		return fmt.Errorf("governance: read snapshot: %w", err)
-	}
-	st, err := decodeState(b)
-	if err != nil {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.st.keepsRevocations(st); err != nil {
-		return err
-	}
-	f.st = st
-	close(f.changed)
-	f.changed = make(chan struct{})
-	return nil
-}
+func (f *FSM) RestoreChecked(rc io.ReadCloser) error { return f.restore(rc, true) }
 
 // keepsRevocations returns an error wrapping ErrSnapshotLacksRevocations if snap, restored in
 // place of s, would undo a revocation of s: every REVOKE_TENANT, REVOKE_SERVICE and
