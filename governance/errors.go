@@ -12,21 +12,20 @@ import (
 // codes by fsmCodes). Each carries its gRPC status (transport passes such errors through
 // unchanged). None carries key material or echoes request bytes.
 var (
-	// ErrNotOperator is returned when a node certificate calls an operator
-	// RPC.
+	// ErrNotOperator is returned when a node certificate calls an operator RPC.
 	ErrNotOperator = newError(codes.PermissionDenied, "governance: only operators may call this")
-	// ErrWrongRegion is returned when a node calls the feed for a region its
-	// certificate does not name (or calls an operator RPC).
+	// ErrWrongRegion is returned when a node calls the feed for a region its certificate does not
+	// name (or calls an operator RPC).
 	ErrWrongRegion = newError(codes.PermissionDenied, "governance: the caller's certificate does not name this region")
 	// ErrReportRate is returned when a region's reports that do not advance its cursor arrive
 	// faster than governance writes them (ReportCursor); retry after a second.
 	ErrReportRate = newError(codes.ResourceExhausted, "governance: this region's reports change governance's state faster than one a second; retry in a second")
-	// ErrWaitTimeout is returned by Revoke and DeleteAnchor with wait when
-	// the deadline passed before every region reported the event applied.
-	// The event has committed; retry with the same request_id to wait again.
+	// ErrWaitTimeout is returned by Revoke and DeleteAnchor with wait when the deadline passed
+	// before every region reported the event applied. The event has committed; retry with the same
+	// request_id to wait again.
 	ErrWaitTimeout = newError(codes.DeadlineExceeded, "governance: committed, but not every region reported it applied before the deadline; retry with the same request_id to wait again")
-	// ErrUnavailable is returned when no leader can be reached or the
-	// serving node lost contact with it; retry (with the same request_id).
+	// ErrUnavailable is returned when no leader can be reached or the serving node lost contact
+	// with it; retry (with the same request_id).
 	ErrUnavailable = newError(codes.Unavailable, "governance: no leader reachable; retry")
 	// ErrShutdown is returned by every call after Close.
 	ErrShutdown = newError(codes.Unavailable, "governance: node is shut down")
@@ -40,8 +39,7 @@ type Error struct {
 
 func (e *Error) Error() string { return e.msg }
 
-// GRPCStatus lets transport.ToStatus and grpc pass the error on with its own
-// code.
+// GRPCStatus lets transport.ToStatus and grpc pass the error on with its own code.
 func (e *Error) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
 
 func newError(code codes.Code, msg string) *Error { return &Error{code: code, msg: msg} }
@@ -69,6 +67,6 @@ var fsmCodes = []transport.ErrorRow{
 	{Err: govfsm.ErrSnapshotLacksRevocations, Code: codes.FailedPrecondition},
 }
 
-// invalid returns an InvalidArgument status naming what is wrong; msg must
-// never hold request bytes.
+// invalid returns an InvalidArgument status naming what is wrong; msg must never hold request
+// bytes.
 func invalid(msg string) error { return status.Error(codes.InvalidArgument, "governance: "+msg) }

@@ -9,9 +9,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// collector exposes the governance log's metrics, read from the state
-// machine at scrape time (so every node reports the same figures for the
-// same applied state, and a restore needs no bookkeeping).
+// collector exposes the governance log's metrics, read from the state machine at scrape time (so
+// every node reports the same figures for the same applied state, and a restore needs no
+// bookkeeping).
 type collector struct {
 	n       *Node
 	head    *prometheus.Desc

@@ -64,10 +64,9 @@ func tenantState(t *govfsm.Tenant) kv1.TenantState {
 	return kv1.TenantState_TENANT_STATE_ACTIVE
 }
 
-// TenantProto returns the tenant as the API sends it to operators: the anchor URI
-// as anchor.Redact shows it (a pkcs11 pin-value as "xxxxx", also in a URI
-// stored before pin-value was refused). The feed's events carry the URI as
-// set, for the regions.
+// TenantProto returns the tenant as the API sends it to operators: the anchor URI as anchor.Redact
+// shows it (a pkcs11 pin-value as "xxxxx", also in a URI stored before pin-value was refused). The
+// feed's events carry the URI as set, for the regions.
 func TenantProto(t *govfsm.Tenant) *kv1.GovernanceTenant {
 	out := &kv1.GovernanceTenant{
 		Name:      t.Name,

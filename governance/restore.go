@@ -12,18 +12,18 @@ import (
 // Backups and restores (DESIGN.md, "Snapshots, backups and restores"); the check that a restore
 // undoes no revocation is the state machine's (package govfsm, restore.go).
 
-// Snapshot writes a backup of governance's state to w: Raft's newest snapshot after a barrier,
-// in the cluster's snapshot file format (cluster.Snapshot), which Restore reads.
+// Snapshot writes a backup of governance's state to w: Raft's newest snapshot after a barrier, in
+// the cluster's snapshot file format (cluster.Snapshot), which Restore reads.
 func (n *Node) Snapshot(ctx context.Context, w io.Writer) error {
 	return n.cl.Snapshot(ctx, w)
 }
 
 // Restore replaces governance's state with a backup Snapshot wrote. It runs on the leader
-// (cluster.ErrNotLeader otherwise) and is refused, with the state untouched, if the snapshot
-// lacks a revocation the event log holds (ErrSnapshotLacksRevocations, wrapped by an error
-// naming up to five of them): restore a snapshot taken after them. The check runs under the
-// cluster's apply gate (cluster.RestoreChecked): no revocation is applied between it and the
-// restore. Followers check the snapshot the leader then sends them the same way (RestoreKind).
+// (cluster.ErrNotLeader otherwise) and is refused, with the state untouched, if the snapshot lacks
+// a revocation the event log holds (ErrSnapshotLacksRevocations, wrapped by an error naming up to
+// five of them): restore a snapshot taken after them. The check runs under the cluster's apply gate
+// (cluster.RestoreChecked): no revocation is applied between it and the restore. Followers check
+// the snapshot the leader then sends them the same way (RestoreKind).
 //
 // Node.Cluster().Restore skips the check: it is for tests of the followers' check only.
 func (n *Node) Restore(ctx context.Context, r io.Reader) error {
@@ -38,11 +38,11 @@ func (n *Node) Restore(ctx context.Context, r io.Reader) error {
 
 // RestoreKind implements cluster.KindRestorer: a snapshot the leader sends (InstallSnapshot) is
 // refused if it lacks a revocation of this node's event log; the node keeps its state and the
-// leader sends again later. The node's own snapshot at start is followed by its log; an
-// operator's restore was checked on the leader under the apply gate (Restore), and Raft panics
-// if the FSM refuses one, so neither is checked here. A refusal wraps cluster.ErrSnapshotRefused,
-// so the cluster also takes the refused snapshot out of the store (it would otherwise be the newest
-// and restored, unchecked, at the next start).
+// leader sends again later. The node's own snapshot at start is followed by its log; an operator's
+// restore was checked on the leader under the apply gate (Restore), and Raft panics if the FSM
+// refuses one, so neither is checked here. A refusal wraps cluster.ErrSnapshotRefused, so the
+// cluster also takes the refused snapshot out of the store (it would otherwise be the newest and
+// restored, unchecked, at the next start).
 func (f StateMachine) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind, _ uint64) error {
 	if kind != cluster.RestoreInstall {
 		return f.Restore(rc)

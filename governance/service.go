@@ -52,8 +52,8 @@ type api struct {
 	limits reportLimits // ReportCursor's writes per region
 }
 
-// operator refuses callers that are not operators. transport's policy
-// admits operators and nodes to the service; nodes may only follow the feed.
+// operator refuses callers that are not operators. transport's policy admits operators and nodes to
+// the service; nodes may only follow the feed.
 func operator(ctx context.Context) error {
 	id, ok := transport.IdentityFromContext(ctx)
 	if !ok {
@@ -77,9 +77,8 @@ func regionNode(ctx context.Context, region string) error {
 	return nil
 }
 
-// propose fills in what only the proposing node may choose (time, event id)
-// and the request's fingerprint, commits the command, and returns the
-// state machine's result or its error.
+// propose fills in what only the proposing node may choose (time, event id) and the request's
+// fingerprint, commits the command, and returns the state machine's result or its error.
 func (n *Node) propose(ctx context.Context, c *govfsm.Command) (*govfsm.Result, error) {
 	if err := validateCommand(c); err != nil {
 		return nil, err
@@ -114,9 +113,8 @@ func (n *Node) propose(ctx context.Context, c *govfsm.Command) (*govfsm.Result, 
 	return r, nil
 }
 
-// clusterErr maps cluster errors to the API's. Ambiguous outcomes
-// (leadership lost, forwarding failed) are UNAVAILABLE: the client retries
-// with the same request_id and learns the outcome.
+// clusterErr maps cluster errors to the API's. Ambiguous outcomes (leadership lost, forwarding
+// failed) are UNAVAILABLE: the client retries with the same request_id and learns the outcome.
 func (n *Node) clusterErr(err error) error {
 	switch {
 	case errors.Is(err, cluster.ErrShutdown):
@@ -141,9 +139,8 @@ func (n *Node) barrier(ctx context.Context) error {
 	return nil
 }
 
-// waitRegions blocks until every region has reported a cursor at or beyond
-// cursor, waking on every state change (reports are replicated, so any node
-// sees them).
+// waitRegions blocks until every region has reported a cursor at or beyond cursor, waking on every
+// state change (reports are replicated, so any node sees them).
 func (n *Node) waitRegions(ctx context.Context, cursor uint64, regions []string) ([]*kv1.RegionCursor, error) {
 	for {
 		changed := n.fsm.Changed()
@@ -401,9 +398,9 @@ func ownerKeyText(fp string) string {
 }
 
 // checkConsent verifies a consent against the tenant's owner key as governance holds it, before
-// anything is proposed, with an error that says what is wrong and how to make a consent (how);
-// the state machine verifies it again where it applies. needKey refuses a tenant without an owner
-// key (ErrNoOwnerKey); otherwise such a tenant takes no consent (the first owner key).
+// anything is proposed, with an error that says what is wrong and how to make a consent (how); the
+// state machine verifies it again where it applies. needKey refuses a tenant without an owner key
+// (ErrNoOwnerKey); otherwise such a tenant takes no consent (the first owner key).
 func (s *api) checkConsent(ctx context.Context, consent string, st owner.Statement, how string, needKey bool) error {
 	if err := s.n.barrier(ctx); err != nil {
 		return err
@@ -569,8 +566,8 @@ func (s *api) Revoke(ctx context.Context, req *kv1.RevokeRequest) (*kv1.RevokeRe
 	s.n.record(ctx, audit.Event{Kind: AuditRevoke, Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(),
 		RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: detail(eventDetail(r.Event))})
 	out := &kv1.RevokeResponse{Event: operatorEvent(r.Event)}
-	// The blast radius from this node's state; it may lag the leader's by
-	// the entry just committed, which does not change what it covers.
+	// The blast radius from this node's state; it may lag the leader's by the entry just committed,
+	// which does not change what it covers.
 	if b, err := s.n.fsm.Blast(t.GetTenant(), t.GetService(), t.GetVersion()); err == nil {
 		out.BlastRadius = blastProto(b)
 	}
@@ -630,8 +627,8 @@ func (s *api) lock(ctx context.Context, op govfsm.Op, rid, tenant, reason string
 	return TenantProto(r.Tenant), nil
 }
 
-// ResyncTenant emits a RESYNC_TENANT event for the named regions (all the
-// tenant's if none), and with wait returns once they have reported it.
+// ResyncTenant emits a RESYNC_TENANT event for the named regions (all the tenant's if none), and
+// with wait returns once they have reported it.
 func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*kv1.ResyncTenantResponse, error) {
 	if err := operator(ctx); err != nil {
 		return nil, err
@@ -670,8 +667,8 @@ func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*
 // reportRefresh is how often a region's unchanged cursor report is written again (ReportCursor).
 const reportRefresh = time.Minute
 
-// Report writes that do not advance a region's cursor (a new inventory or configuration, a
-// refresh) are limited per region on each governance node to a burst of reportBurst, then one per
+// Report writes that do not advance a region's cursor (a new inventory or configuration, a refresh)
+// are limited per region on each governance node to a burst of reportBurst, then one per
 // reportEvery: a voter of the region cannot grow governance's log faster than that. Writes that
 // advance the cursor are not limited: there is at most one per event of the log.
 const (
@@ -682,8 +679,8 @@ const (
 	maxReportLimiters = 4096
 )
 
-// reportLimits holds the per-region limiters of ReportCursor. golang.org/x/time/rate is the
-// token bucket (transport's OIDC limiter uses it too).
+// reportLimits holds the per-region limiters of ReportCursor. golang.org/x/time/rate is the token
+// bucket (transport's OIDC limiter uses it too).
 type reportLimits struct {
 	mu sync.Mutex
 	m  map[string]*rate.Limiter
@@ -746,8 +743,8 @@ func (s *api) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*
 	}
 	if !changes && c.HasInventory {
 		// Cursors and configuration indexes only grow, so this node's state can say they change
-		// nothing; an inventory can change back and forth, so "the same as mine" needs this
-		// node's state to include every acknowledged write first.
+		// nothing; an inventory can change back and forth, so "the same as mine" needs this node's
+		// state to include every acknowledged write first.
 		if err := s.n.barrier(ctx); err != nil {
 			return nil, err
 		}
@@ -755,9 +752,9 @@ func (s *api) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*
 			return nil, err
 		}
 	}
-	// A region reports after every feed message, heartbeats included. A report that changes
-	// nothing is written at most once per reportRefresh, so that a quiet region costs a Raft write
-	// a minute rather than one a heartbeat; its reported-at time is then up to reportRefresh old.
+	// A region reports after every feed message, heartbeats included. A report that changes nothing
+	// is written at most once per reportRefresh, so that a quiet region costs a Raft write a minute
+	// rather than one a heartbeat; its reported-at time is then up to reportRefresh old.
 	if !changes && last.ReportedAt != 0 && time.Since(time.Unix(0, last.ReportedAt)) < reportRefresh {
 		return &kv1.ReportCursorResponse{RecordedCursor: last.Cursor}, nil
 	}

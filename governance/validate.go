@@ -14,8 +14,8 @@ import (
 	"github.com/kryptonkms/krypton/wrap"
 )
 
-// Limits on what governance's API accepts (the state's own are package govfsm's). Anything
-// larger is refused whole with InvalidArgument.
+// Limits on what governance's API accepts (the state's own are package govfsm's). Anything larger
+// is refused whole with InvalidArgument.
 const (
 	// MaxReason is the longest operator reason, in bytes.
 	MaxReason = 1024
@@ -60,8 +60,8 @@ func requireReason(r string) error {
 
 // validateCommand checks everything about a command that does not depend on the state, before it is
 // proposed: a malformed command is refused where it arrives and never reaches the Raft log (the
-// state machine's own checks stay the last line). The API's handlers check their requests
-// field by field with messages that name the field; validateCommand is the shared net under them.
+// state machine's own checks stay the last line). The API's handlers check their requests field by
+// field with messages that name the field; validateCommand is the shared net under them.
 func validateCommand(c *govfsm.Command) error {
 	if c.Op == govfsm.OpReport {
 		if checkName("region", c.Region) != nil || len(c.Inventory) > govfsm.MaxInventory || !govfsm.ValidConfig(c.ConfigIndex, c.Voters) ||
@@ -112,9 +112,8 @@ func validateCommand(c *govfsm.Command) error {
 	return invalid("unknown op")
 }
 
-// checkAnchor validates an anchor URI without contacting the provider and
-// refuses one that would store a secret. The URI is never echoed (a pkcs11
-// URI may hold a PIN).
+// checkAnchor validates an anchor URI without contacting the provider and refuses one that would
+// store a secret. The URI is never echoed (a pkcs11 URI may hold a PIN).
 func checkAnchor(uri string, allowDev bool) error {
 	if uri == "" {
 		return invalid("anchor_uri is required")
@@ -127,8 +126,8 @@ func checkAnchor(uri string, allowDev bool) error {
 		// anchor's errors name the part that is wrong and never the URI.
 		return invalid(err.Error())
 	}
-	// A tenant's URI is in every Raft log, snapshot and backup of governance and of its regions:
-	// no PIN in it (anchor.CheckStorable names pin-source as the fix).
+	// A tenant's URI is in every Raft log, snapshot and backup of governance and of its regions: no
+	// PIN in it (anchor.CheckStorable names pin-source as the fix).
 	if err := anchor.CheckStorable(u); err != nil {
 		return invalid(err.Error())
 	}
@@ -143,8 +142,8 @@ func checkAnchor(uri string, allowDev bool) error {
 	return nil
 }
 
-// normRegions checks a tenant's regions and returns them sorted without
-// duplicates. known, if not empty, is the set of regions governance accepts.
+// normRegions checks a tenant's regions and returns them sorted without duplicates. known, if not
+// empty, is the set of regions governance accepts.
 func normRegions(regions, known []string) ([]string, error) {
 	if len(regions) == 0 {
 		return nil, invalid("at least one region is required")
@@ -184,8 +183,8 @@ func checkScope(s *kv1.KeyScope) error {
 	return nil
 }
 
-// rulesFromProto validates policy rules by the language's one Validate (package policy) and
-// returns them normalised (operations sorted, without duplicates).
+// rulesFromProto validates policy rules by the language's one Validate (package policy) and returns
+// them normalised (operations sorted, without duplicates).
 func rulesFromProto(rules []*kv1.PolicyRule) ([]govfsm.Rule, error) {
 	if len(rules) > govfsm.MaxRules {
 		return nil, invalid(fmt.Sprintf("more than %d rules", govfsm.MaxRules))
@@ -205,8 +204,8 @@ func rulesFromProto(rules []*kv1.PolicyRule) ([]govfsm.Rule, error) {
 	return out, nil
 }
 
-// validateOwner checks a command's owner key and consent: each only where its op takes one, the
-// key well formed (whether the consent verifies depends on the state: the handlers and the state
+// validateOwner checks a command's owner key and consent: each only where its op takes one, the key
+// well formed (whether the consent verifies depends on the state: the handlers and the state
 // machine check that).
 func validateOwner(c *govfsm.Command) error {
 	if c.OwnerKey != "" {

@@ -13,19 +13,17 @@ import (
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
-// Stream batching: at most watchBatch events and about watchBytes bytes per
-// message, well inside transport's 8 MiB message limit (one SET_POLICY event
-// with 1000 maximal rules is about 600 KiB).
+// Stream batching: at most watchBatch events and about watchBytes bytes per message, well inside
+// transport's 8 MiB message limit (one SET_POLICY event with 1000 maximal rules is about 600 KiB).
 const (
 	watchBatch = 256
 	watchBytes = 4 << 20
 )
 
-// WatchRevocations streams the log to a region's node: the backlog from
-// after_cursor, then each new event as this node applies it (woken by the
-// state machine, never by polling), and a heartbeat every
-// HeartbeatInterval. Any node serves it: what a node has applied is
-// committed, so it streams a prefix of the one log; see DESIGN.md.
+// WatchRevocations streams the log to a region's node: the backlog from after_cursor, then each new
+// event as this node applies it (woken by the state machine, never by polling), and a heartbeat
+// every HeartbeatInterval. Any node serves it: what a node has applied is committed, so it streams
+// a prefix of the one log; see DESIGN.md.
 func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.GovernanceService_WatchRevocationsServer) error {
 	ctx := stream.Context()
 	n := s.n
@@ -36,8 +34,8 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	if err := regionNode(ctx, region); err != nil {
 		return err
 	}
-	// Check after_cursor against a head that includes every acknowledged
-	// write, not a lagging follower's.
+	// Check after_cursor against a head that includes every acknowledged write, not a lagging
+	// follower's.
 	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := n.barrier(bctx)
 	cancel()
@@ -113,9 +111,8 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	}
 }
 
-// stale returns ErrUnavailable if this node is a follower that has not
-// heard from a leader for StaleAfter: its log may be behind, and a region
-// should find another node.
+// stale returns ErrUnavailable if this node is a follower that has not heard from a leader for
+// StaleAfter: its log may be behind, and a region should find another node.
 func (n *Node) stale() error {
 	if n.cl.IsLeader() {
 		return nil

@@ -14,14 +14,13 @@ var (
 	ErrServiceNotFound = newError("service-not-found", "governance: service not found")
 	// ErrServiceExists is returned by CreateService for an existing service.
 	ErrServiceExists = newError("service-exists", "governance: service exists")
-	// ErrRevoked is returned when a change is refused because the tenant is revoked (revocation
-	// is terminal).
+	// ErrRevoked is returned when a change is refused because the tenant is revoked (revocation is
+	// terminal).
 	ErrRevoked = newError("revoked", "governance: tenant is revoked")
 	// ErrNoAnchor is returned by UnlockTenant while the tenant's anchor is deleted: set an anchor
 	// first.
 	ErrNoAnchor = newError("no-anchor", "governance: tenant has no anchor (deleted); set one first")
-	// ErrNotTenantRegion is returned by ResyncTenant for a region that is not one of the
-	// tenant's.
+	// ErrNotTenantRegion is returned by ResyncTenant for a region that is not one of the tenant's.
 	ErrNotTenantRegion = newError("not-tenant-region", "governance: a named region is not one of the tenant's regions")
 	// ErrRevisionMismatch is returned by SetPolicy when expected_revision is not the current
 	// revision.
@@ -42,17 +41,17 @@ var (
 	ErrConsentUsed = newError("consent-used", "governance: this consent was already used; the owner makes a new one with `krypton owner consent`")
 	// ErrNoOwnerKey is returned by SetAnchor for a tenant without an owner key.
 	ErrNoOwnerKey = newError("no-owner-key", "governance: the tenant has no owner key, so its anchor cannot be moved nor a deleted anchor lifted; register the owner's key with `krypton tenant set-owner -owner-pub <file> <tenant>` (the owner makes it with `krypton owner keygen`)")
-	// ErrLimit is returned when a write would exceed a size limit of the state (tenants,
-	// services, inventory).
+	// ErrLimit is returned when a write would exceed a size limit of the state (tenants, services,
+	// inventory).
 	ErrLimit = newError("limit", "governance: limit reached")
 	// ErrNotRegionVoter is returned when a region node that is not a voter of its region's Raft
-	// configuration, as governance last learned it, reports for the region or follows its feed:
-	// a node removed from its region is refused once governance has learned the configuration
-	// that removed it.
+	// configuration, as governance last learned it, reports for the region or follows its feed: a
+	// node removed from its region is refused once governance has learned the configuration that
+	// removed it.
 	ErrNotRegionVoter = newError("not-region-voter", "governance: this node is not a voter of its region's Raft configuration as governance last learned it, so it may not report for the region or follow its feed (a removed node stays refused; a node added lately is accepted once the region's leader has reported the new configuration)")
-	// ErrSnapshotLacksRevocations is returned when a snapshot to restore lacks a revocation of
-	// the event log: restoring it would undo a revocation, which is final. The error wrapping
-	// it names what the snapshot lacks.
+	// ErrSnapshotLacksRevocations is returned when a snapshot to restore lacks a revocation of the
+	// event log: restoring it would undo a revocation, which is final. The error wrapping it names
+	// what the snapshot lacks.
 	ErrSnapshotLacksRevocations = newError("snapshot-lacks-revocations", "governance: the snapshot lacks revocations the event log holds; revocation is final: restore a snapshot taken after them")
 )
 

@@ -12,8 +12,8 @@ import (
 	"github.com/kryptonkms/krypton/governance/govfsm"
 )
 
-// cmd builds a write command the way the server does (time and event id
-// chosen by the proposer, fingerprint from the parameters).
+// cmd builds a write command the way the server does (time and event id chosen by the proposer,
+// fingerprint from the parameters).
 func cmd(op govfsm.Op, rid, tenant string, mod ...func(*govfsm.Command)) *govfsm.Command {
 	c := &govfsm.Command{Op: op, RequestID: rid, Fingerprint: "fp-" + string(op) + tenant, EventID: "ev-" + rid, Time: 1000, Tenant: tenant}
 	for _, m := range mod {
@@ -68,8 +68,8 @@ func TestStateRules(t *testing.T) {
 	mustErr(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r2", "acme", withAnchor(devAnchor), withRegions("eu"))), govfsm.ErrTenantExists)
 	mustErr(t, apply(t, f, cmd(govfsm.OpLockTenant, "r3", "nobody")), govfsm.ErrTenantNotFound)
 
-	// The kill switch: deleting twice returns the original event; unlock
-	// needs an anchor; set-anchor restores it.
+	// The kill switch: deleting twice returns the original event; unlock needs an anchor;
+	// set-anchor restores it.
 	del := mustOK(t, apply(t, f, cmd(govfsm.OpDeleteAnchor, "d1", "acme")))
 	if del.Tenant.AnchorURI != "" || del.Tenant.AnchorDeletedAt == 0 || governance.TenantProto(del.Tenant).GetState().String() != "TENANT_STATE_LOCKED" {
 		t.Fatalf("after delete: %+v", del.Tenant)
@@ -146,8 +146,8 @@ func TestIdempotency(t *testing.T) {
 	first := mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "r1", "acme", withAnchor(devAnchor), withRegions("eu"))))
 	lock := mustOK(t, apply(t, f, cmd(govfsm.OpLockTenant, "lock-1", "acme")))
 	head := f.Head()
-	// A retry (same id, same parameters, another time and event id) returns
-	// the original event and appends nothing.
+	// A retry (same id, same parameters, another time and event id) returns the original event and
+	// appends nothing.
 	retry := mustOK(t, apply(t, f, cmd(govfsm.OpLockTenant, "lock-1", "acme", withTime(5000), func(c *govfsm.Command) { c.EventID = "other" })))
 	if retry.Event.Cursor != lock.Event.Cursor || retry.Event.ID != lock.Event.ID || f.Head() != head {
 		t.Fatalf("retry: %+v, head %d -> %d", retry.Event, head, f.Head())
@@ -228,8 +228,8 @@ func randomCommands(seed uint64, n int) []*govfsm.Command {
 	return out
 }
 
-// TestLogProperties applies random command sequences and checks the log's
-// invariants, determinism across replicas, and snapshot round trips.
+// TestLogProperties applies random command sequences and checks the log's invariants, determinism
+// across replicas, and snapshot round trips.
 func TestLogProperties(t *testing.T) {
 	for seed := range uint64(20) {
 		cmds := randomCommands(seed, 300)

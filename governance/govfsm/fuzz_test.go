@@ -8,10 +8,9 @@ import (
 	"github.com/kryptonkms/krypton/governance/govfsm"
 )
 
-// FuzzDecodeCommand feeds arbitrary bytes to the log decoder: it must never
-// panic, and a command it accepts must apply (to an empty state and to a
-// populated one) without panicking, deterministically, and re-encode to a
-// command that decodes the same.
+// FuzzDecodeCommand feeds arbitrary bytes to the log decoder: it must never panic, and a command it
+// accepts must apply (to an empty state and to a populated one) without panicking,
+// deterministically, and re-encode to a command that decodes the same.
 func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range randomCommands(7, 40) {
 		b, _ := c.Encode()
@@ -55,9 +54,8 @@ func FuzzDecodeCommand(f *testing.F) {
 	})
 }
 
-// FuzzRestore feeds arbitrary snapshots to Restore: it must refuse or
-// accept without panicking, and an accepted state must encode and restore
-// to the same bytes.
+// FuzzRestore feeds arbitrary snapshots to Restore: it must refuse or accept without panicking, and
+// an accepted state must encode and restore to the same bytes.
 func FuzzRestore(f *testing.F) {
 	s := govfsm.NewFSM()
 	for _, c := range randomCommands(11, 60) {

@@ -6,19 +6,19 @@ import (
 	"strings"
 )
 
-// Backups and restores (DESIGN.md, "Snapshots, backups and restores"). Revocation is final, and
-// a restore must not undo it: not one restore, nor two in a row. The event log is governance's
-// own durable revocation set: it is never compacted (Events[i].Cursor == i+1 from 1), every
-// revocation is an event in it, and a restore is accepted only if the snapshot holds every
-// revocation event of the log it replaces, at the same cursor, and keeps it in force. So the
-// revocations of the log only grow across accepted restores, and a snapshot from before a
-// revocation is refused however many restores come first (a region needs a separate set,
-// region/revset.go, because its revocation log starts afresh with a restored snapshot's).
+// Backups and restores (DESIGN.md, "Snapshots, backups and restores"). Revocation is final, and a
+// restore must not undo it: not one restore, nor two in a row. The event log is governance's own
+// durable revocation set: it is never compacted (Events[i].Cursor == i+1 from 1), every revocation
+// is an event in it, and a restore is accepted only if the snapshot holds every revocation event of
+// the log it replaces, at the same cursor, and keeps it in force. So the revocations of the log
+// only grow across accepted restores, and a snapshot from before a revocation is refused however
+// many restores come first (a region needs a separate set, region/revset.go, because its revocation
+// log starts afresh with a restored snapshot's).
 
 // CheckSnapshot checks the snapshot in b against the state now: an error wrapping
-// ErrSnapshotLacksRevocations if restoring it would undo a revocation (see
-// state.keepsRevocations), or the snapshot's decoding error. Governance's Node.Restore runs it
-// under the cluster's apply gate.
+// ErrSnapshotLacksRevocations if restoring it would undo a revocation (see state.keepsRevocations),
+// or the snapshot's decoding error. Governance's Node.Restore runs it under the cluster's apply
+// gate.
 func (f *FSM) CheckSnapshot(b []byte) error {
 	snap, err := decodeState(b)
 	if err != nil {
@@ -34,10 +34,10 @@ func (f *FSM) CheckSnapshot(b []byte) error {
 // ErrSnapshotLacksRevocations).
 func (f *FSM) RestoreChecked(rc io.ReadCloser) error { return f.restore(rc, true) }
 
-// keepsRevocations returns an error wrapping ErrSnapshotLacksRevocations if snap, restored in
-// place of s, would undo a revocation of s: every REVOKE_TENANT, REVOKE_SERVICE and
-// REVOKE_VERSION event of s must be in snap's log at the same cursor (same id, kind and scope),
-// and in force in snap's state. Anchor deletions are the reversible kill switch and not checked.
+// keepsRevocations returns an error wrapping ErrSnapshotLacksRevocations if snap, restored in place
+// of s, would undo a revocation of s: every REVOKE_TENANT, REVOKE_SERVICE and REVOKE_VERSION event
+// of s must be in snap's log at the same cursor (same id, kind and scope), and in force in snap's
+// state. Anchor deletions are the reversible kill switch and not checked.
 func (s *state) keepsRevocations(snap *state) error {
 	var missing []string
 	for _, e := range s.Events {

@@ -9,8 +9,8 @@ import (
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
-// TestResyncRules: what a RESYNC_TENANT event carries, to whom it goes, and what governance
-// refuses (the state machine's part).
+// TestResyncRules: what a RESYNC_TENANT event carries, to whom it goes, and what governance refuses
+// (the state machine's part).
 func TestResyncRules(t *testing.T) {
 	f := govfsm.NewFSM()
 	resync := func(rid, tenant string, regions ...string) *govfsm.Result {

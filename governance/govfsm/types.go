@@ -23,8 +23,7 @@ const (
 	KindResyncTenant  Kind = 11
 )
 
-// String returns the kind in kebab case ("revoke-tenant"), as metrics and the
-// audit log name it.
+// String returns the kind in kebab case ("revoke-tenant"), as metrics and the audit log name it.
 func (k Kind) String() string {
 	switch k {
 	case KindRevokeTenant:
@@ -57,8 +56,8 @@ func (k Kind) String() string {
 var AllKinds = []Kind{KindCreateTenant, KindCreateService, KindSetAnchor, KindDeleteAnchor, KindSetPolicy,
 	KindLockTenant, KindUnlockTenant, KindRevokeTenant, KindRevokeService, KindRevokeVersion, KindResyncTenant}
 
-// Event is one entry of the governance log. Events are immutable once
-// appended; Cursor is its position (1, 2, 3, ... without gaps).
+// Event is one entry of the governance log. Events are immutable once appended; Cursor is its
+// position (1, 2, 3, ... without gaps).
 type Event struct {
 	Cursor    uint64   `json:"cursor"`
 	ID        string   `json:"id"`
@@ -71,17 +70,16 @@ type Event struct {
 	AnchorURI string   `json:"anchor,omitempty"`
 	Regions   []string `json:"regions,omitempty"`
 	Policy    *Policy  `json:"policy,omitempty"`
-	// Services and Locked are set by RESYNC_TENANT only: the tenant's
-	// services that are not revoked, and governance's lock.
+	// Services and Locked are set by RESYNC_TENANT only: the tenant's services that are not
+	// revoked, and governance's lock.
 	Services []string `json:"services,omitempty"`
 	Locked   bool     `json:"locked,omitempty"`
-	// OwnerKey is set by SET_ANCHOR: the fingerprint of the owner key that
-	// consented (empty for a tenant without one, before owner keys).
+	// OwnerKey is set by SET_ANCHOR: the fingerprint of the owner key that consented (empty for a
+	// tenant without one, before owner keys).
 	OwnerKey string `json:"owner-key,omitempty"`
 }
 
-// Policy is a tenant's access policy (see kv1.Policy for the rules'
-// meaning).
+// Policy is a tenant's access policy (see kv1.Policy for the rules' meaning).
 type Policy struct {
 	Rules     []Rule `json:"rules,omitempty"`
 	Revision  uint64 `json:"revision"`

@@ -8,9 +8,9 @@ import (
 	"github.com/kryptonkms/krypton/wrap"
 )
 
-// Limits of the replicated state. The API refuses larger requests first (with InvalidArgument,
-// or ResourceExhausted for the state limits); the state machine refuses them again
-// (ErrInvalidCommand, ErrLimit) as the last line.
+// Limits of the replicated state. The API refuses larger requests first (with InvalidArgument, or
+// ResourceExhausted for the state limits); the state machine refuses them again (ErrInvalidCommand,
+// ErrLimit) as the last line.
 const (
 	// MaxTenantRegions is how many regions one tenant may name.
 	MaxTenantRegions = 64
@@ -44,8 +44,8 @@ func ValidRules(rules []Rule) bool {
 	return policyOf(rules).Validate(validName) == nil
 }
 
-// ValidatePolicy is the policy language's Validate (package policy) on rules in governance's
-// types; its error names the rule and never echoes a pattern or name.
+// ValidatePolicy is the policy language's Validate (package policy) on rules in governance's types;
+// its error names the rule and never echoes a pattern or name.
 func ValidatePolicy(rules []Rule) error { return policyOf(rules).Validate(validName) }
 
 // policyOf is rules in the policy language's types (operations are kv1.Operation values, which
@@ -66,8 +66,8 @@ func policyOf(rules []Rule) policy.Policy {
 
 func validName(s string) bool { return wrap.ValidateName(s) == nil }
 
-// ValidConfig checks a reported Raft configuration: none (index 0, no voters), or an index with
-// 1 to MaxVoters voters, each a valid node name, sorted and without duplicates.
+// ValidConfig checks a reported Raft configuration: none (index 0, no voters), or an index with 1
+// to MaxVoters voters, each a valid node name, sorted and without duplicates.
 func ValidConfig(index uint64, voters []string) bool {
 	if index == 0 {
 		return len(voters) == 0
