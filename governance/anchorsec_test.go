@@ -15,6 +15,7 @@ import (
 
 	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/governance/governancetest"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -104,8 +105,8 @@ func TestPINValueRefusedByGovernance(t *testing.T) {
 // A tenant whose stored URI holds a PIN (from before pin-value was refused) is shown redacted.
 func TestStoredPINIsRedactedByGovernance(t *testing.T) {
 	const pin = "Pin-governance-stored-5d2b7e08"
-	tn := &governance.Tenant{Name: "hsm", AnchorURI: "pkcs11:token=t;object=o?pin-value=" + pin, Regions: []string{"eu"}}
-	got := tn.Proto().GetAnchorUri()
+	tn := &govfsm.Tenant{Name: "hsm", AnchorURI: "pkcs11:token=t;object=o?pin-value=" + pin, Regions: []string{"eu"}}
+	got := governance.TenantProto(tn).GetAnchorUri()
 	if strings.Contains(got, pin) || !strings.Contains(got, "pin-value=xxxxx") {
 		t.Fatalf("Proto shows anchor %q, want the PIN as xxxxx", got)
 	}

@@ -1,14 +1,12 @@
-// Package governance is the governance plane ("the brain"): its own Raft
-// cluster (built on package cluster) whose replicated state is the tenants,
-// each tenant's L1 anchor URI and regions, services, access policy, and one
-// ordered, append-only event log (create, anchor set and deleted, policy
-// set, lock, unlock, revoke, resync) with a strictly increasing cursor. It never
-// encrypts and holds no key material.
+// Package governance is the governance plane ("the brain"): its own Raft cluster (built on package
+// cluster) whose replicated state is the tenants, each tenant's L1 anchor URI and regions,
+// services, access policy, and one ordered, append-only event log (create, anchor set and deleted,
+// policy set, lock, unlock, revoke, resync) with a strictly increasing cursor. It never encrypts
+// and holds no key material.
 //
-// Regions follow the log with GovernanceService.WatchRevocations and report
-// how far they have applied it with ReportCursor; Revoke, DeleteAnchor and
-// ResyncTenant with wait return once every region concerned has reported the
-// event.
+// Regions follow the log with GovernanceService.WatchRevocations and report how far they have
+// applied it with ReportCursor; Revoke, DeleteAnchor and ResyncTenant with wait return once every
+// region concerned has reported the event.
 //
 // Start one node (a single-node development governance):
 //
@@ -22,7 +20,7 @@
 //	defer n.Close()
 //	fmt.Println(n.Addr()) // the GovernanceService address
 //
-// The state machine (FSM) is usable without Raft: ApplyCommand replays
-// commands, which is how its tests check determinism. See DESIGN.md for
-// why it is built this way, and governancetest for in-process clusters.
+// The state machine is package govfsm, pure and usable without Raft: FSM.ApplyCommand replays
+// commands, which is how its tests check determinism. See DESIGN.md for why it is built this way,
+// and governancetest for in-process clusters.
 package governance

@@ -1,6 +1,7 @@
 package governance
 
 import (
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	"maps"
 	"sync"
 	"time"
@@ -8,9 +9,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// collector exposes the governance log's metrics, read from the state
-// machine at scrape time (so every node reports the same figures for the
-// same applied state, and a restore needs no bookkeeping).
+// collector exposes the governance log's metrics, read from the state machine at scrape time (so
+// every node reports the same figures for the same applied state, and a restore needs no
+// bookkeeping).
 type collector struct {
 	n       *Node
 	head    *prometheus.Desc
@@ -55,7 +56,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, lag, l.Region)
 	}
 	counts := f.EventCounts()
-	for _, k := range allKinds {
+	for _, k := range govfsm.AllKinds {
 		ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(counts[k]), k.String())
 	}
 	ch <- prometheus.MustNewConstMetric(c.tenants, prometheus.GaugeValue, float64(f.TenantCount()))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	"log/slog"
 	"net"
 	"path/filepath"
@@ -36,7 +37,7 @@ const (
 type Node struct {
 	cfg      Config
 	log      *slog.Logger
-	fsm      *FSM
+	fsm      *govfsm.FSM
 	cl       *cluster.Cluster
 	reg      *prometheus.Registry
 	audit    *audit.Log
@@ -72,7 +73,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.NodeID, "plane", "governance")
-	n := &Node{cfg: cfg, log: log, fsm: NewFSM(), reg: prometheus.NewRegistry(), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, fsm: govfsm.NewFSM(), reg: prometheus.NewRegistry(), stop: make(chan struct{})}
 	var closers []func()
 	defer func() {
 		if err != nil {
@@ -130,7 +131,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	closers = append(closers, func() { n.rpcLn.Close() })
 	ccfg.Meta = map[string]string{metaRPC: n.rpcLn.Addr().String(), metaRole: "governance", metaVersion: version.Version}
 
-	if n.cl, err = cluster.New(ccfg, n.fsm, append([]cluster.Option{cluster.WithResponseCodec(Codec{})}, cfg.ClusterOptions...)...); err != nil {
+	if n.cl, err = cluster.New(ccfg, StateMachine{n.fsm}, append([]cluster.Option{cluster.WithResponseCodec(govfsm.Codec{})}, cfg.ClusterOptions...)...); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { n.cl.Shutdown() })
@@ -152,6 +153,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		OIDC:        cfg.OIDC,
 		Listener:    "governance",
 		Registerer:  n.reg,
+		Errors:      fsmCodes,
 	})
 	if err != nil {
 		return nil, err
@@ -218,7 +220,7 @@ func (n *Node) Addr() string { return n.rpcLn.Addr().String() }
 func (n *Node) Cluster() *cluster.Cluster { return n.cl }
 
 // FSM is the node's replicated state, as applied here.
-func (n *Node) FSM() *FSM { return n.fsm }
+func (n *Node) FSM() *govfsm.FSM { return n.fsm }
 
 // Registry is where the node's metrics are registered.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }

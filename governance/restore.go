@@ -4,32 +4,26 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"strings"
 
 	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 )
 
-// Backups and restores (DESIGN.md, "Snapshots, backups and restores"). Revocation is final, and
-// a restore must not undo it: not one restore, nor two in a row. The event log is governance's
-// own durable revocation set: it is never compacted (Events[i].Cursor == i+1 from 1), every
-// revocation is an event in it, and a restore is accepted only if the snapshot holds every
-// revocation event of the log it replaces, at the same cursor, and keeps it in force. So the
-// revocations of the log only grow across accepted restores, and a snapshot from before a
-// revocation is refused however many restores come first (a region needs a separate set,
-// region/revset.go, because its revocation log starts afresh with a restored snapshot's).
+// Backups and restores (DESIGN.md, "Snapshots, backups and restores"); the check that a restore
+// undoes no revocation is the state machine's (package govfsm, restore.go).
 
-// Snapshot writes a backup of governance's state to w: Raft's newest snapshot after a barrier,
-// in the cluster's snapshot file format (cluster.Snapshot), which Restore reads.
+// Snapshot writes a backup of governance's state to w: Raft's newest snapshot after a barrier, in
+// the cluster's snapshot file format (cluster.Snapshot), which Restore reads.
 func (n *Node) Snapshot(ctx context.Context, w io.Writer) error {
 	return n.cl.Snapshot(ctx, w)
 }
 
 // Restore replaces governance's state with a backup Snapshot wrote. It runs on the leader
-// (cluster.ErrNotLeader otherwise) and is refused, with the state untouched, if the snapshot
-// lacks a revocation the event log holds (ErrSnapshotLacksRevocations, wrapped by an error
-// naming up to five of them): restore a snapshot taken after them. The check runs under the
-// cluster's apply gate (cluster.RestoreChecked): no revocation is applied between it and the
-// restore. Followers check the snapshot the leader then sends them the same way (RestoreKind).
+// (cluster.ErrNotLeader otherwise) and is refused, with the state untouched, if the snapshot lacks
+// a revocation the event log holds (ErrSnapshotLacksRevocations, wrapped by an error naming up to
+// five of them): restore a snapshot taken after them. The check runs under the cluster's apply gate
+// (cluster.RestoreChecked): no revocation is applied between it and the restore. Followers check
+// the snapshot the leader then sends them the same way (RestoreKind).
 //
 // Node.Cluster().Restore skips the check: it is for tests of the followers' check only.
 func (n *Node) Restore(ctx context.Context, r io.Reader) error {
@@ -38,114 +32,29 @@ func (n *Node) Restore(ctx context.Context, r io.Reader) error {
 		if err != nil {
 			return fmt.Errorf("governance: read snapshot: %w", err)
 		}
-		snap, err := decodeState(b)
-		if err != nil {
-			return err
-		}
-		return n.fsm.keepsRevocations(snap)
+		return n.fsm.CheckSnapshot(b)
 	})
 }
 
 // RestoreKind implements cluster.KindRestorer: a snapshot the leader sends (InstallSnapshot) is
 // refused if it lacks a revocation of this node's event log; the node keeps its state and the
-// leader sends again later. The node's own snapshot at start is followed by its log; an
-// operator's restore was checked on the leader under the apply gate (Restore), and Raft panics
-// if the FSM refuses one, so neither is checked here. A refusal wraps cluster.ErrSnapshotRefused,
-// so the cluster also takes the refused snapshot out of the store (it would otherwise be the newest
-// and restored, unchecked, at the next start).
-func (f *FSM) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind, _ uint64) error {
+// leader sends again later. The node's own snapshot at start is followed by its log; an operator's
+// restore was checked on the leader under the apply gate (Restore), and Raft panics if the FSM
+// refuses one, so neither is checked here. A refusal wraps cluster.ErrSnapshotRefused, so the
+// cluster also takes the refused snapshot out of the store (it would otherwise be the newest and
+// restored, unchecked, at the next start).
+func (f StateMachine) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind, _ uint64) error {
 	if kind != cluster.RestoreInstall {
 		return f.Restore(rc)
 	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		return fmt.Errorf("governance: read snapshot: %w", err)
-	}
-	st, err := decodeState(b)
-	if err != nil {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if err := f.st.keepsRevocations(st); err != nil {
+	if err := f.RestoreChecked(rc); err != nil {
 		return fmt.Errorf("%w: %w", cluster.ErrSnapshotRefused, err)
 	}
-	f.st = st
-	close(f.changed)
-	f.changed = make(chan struct{})
 	return nil
 }
 
-// keepsRevocations checks snap against the state now (see state.keepsRevocations).
-func (f *FSM) keepsRevocations(snap *state) error {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return f.st.keepsRevocations(snap)
-}
+// StateMachine is the state machine as the cluster runs it: package govfsm's, with the restore
+// kinds of package cluster, which govfsm does not link (as region's regionFSM is for fsm).
+type StateMachine struct{ *govfsm.FSM }
 
-// keepsRevocations returns an error wrapping ErrSnapshotLacksRevocations if snap, restored in
-// place of s, would undo a revocation of s: every REVOKE_TENANT, REVOKE_SERVICE and
-// REVOKE_VERSION event of s must be in snap's log at the same cursor (same id, kind and scope),
-// and in force in snap's state. Anchor deletions are the reversible kill switch and not checked.
-func (s *state) keepsRevocations(snap *state) error {
-	var missing []string
-	for _, e := range s.Events {
-		if e.Kind != KindRevokeTenant && e.Kind != KindRevokeService && e.Kind != KindRevokeVersion {
-			continue
-		}
-		if !snap.holdsRevocation(e) {
-			missing = append(missing, describeRevocation(e))
-		}
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	named := missing
-	more := ""
-	if len(named) > 5 {
-		named, more = named[:5], fmt.Sprintf(" and %d more", len(missing)-5)
-	}
-	return fmt.Errorf("%w (it lacks %d: %s%s)", ErrSnapshotLacksRevocations, len(missing), strings.Join(named, ", "), more)
-}
-
-// holdsRevocation reports whether st has revocation event e in its log at e's cursor and in force.
-func (st *state) holdsRevocation(e *Event) bool {
-	if e.Cursor == 0 || e.Cursor > uint64(len(st.Events)) {
-		return false
-	}
-	se := st.Events[e.Cursor-1]
-	if se.ID != e.ID || se.Kind != e.Kind || se.Tenant != e.Tenant || se.Service != e.Service || se.Version != e.Version {
-		return false
-	}
-	t := st.Tenants[e.Tenant]
-	if t == nil {
-		return false
-	}
-	if t.RevokeCursor != 0 {
-		return true // a revoked tenant covers its services and versions
-	}
-	if e.Kind == KindRevokeTenant {
-		return false
-	}
-	sv := t.Services[e.Service]
-	if sv == nil {
-		return false
-	}
-	if sv.RevokeCursor != 0 {
-		return true
-	}
-	return e.Kind == KindRevokeVersion && sv.Versions[e.Version] != 0
-}
-
-func describeRevocation(e *Event) string {
-	switch e.Kind {
-	case KindRevokeTenant:
-		return fmt.Sprintf("event %d: tenant %s revoked", e.Cursor, e.Tenant)
-	case KindRevokeService:
-		return fmt.Sprintf("event %d: service %s/%s revoked", e.Cursor, e.Tenant, e.Service)
-	}
-	return fmt.Sprintf("event %d: key %s/%s v%d revoked", e.Cursor, e.Tenant, e.Service, e.Version)
-}
-
-var _ cluster.KindRestorer = (*FSM)(nil)
+var _ cluster.KindRestorer = StateMachine{}

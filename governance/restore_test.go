@@ -3,15 +3,14 @@ package governance_test
 import (
 	"bytes"
 	"errors"
-	"io"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/cluster/clustertest"
-	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/governance/governancetest"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -79,7 +78,7 @@ func TestTwoBackupsCannotUndoRevocation(t *testing.T) {
 	}{{"a backup from before the tenant existed", snapA}, {"a backup from before the revocation", snapB},
 		{"the first backup again", snapA}} {
 		err := restore(t, g, c.snap)
-		if !errors.Is(err, governance.ErrSnapshotLacksRevocations) {
+		if !errors.Is(err, govfsm.ErrSnapshotLacksRevocations) {
 			t.Fatalf("restoring %s: %v, want ErrSnapshotLacksRevocations", c.name, err)
 		}
 		if !strings.Contains(err.Error(), "service beta/ledger revoked") {
@@ -103,54 +102,5 @@ func TestTwoBackupsCannotUndoRevocation(t *testing.T) {
 	svcs, err := g.Nodes[g.WaitLeader()].FSM().Services("beta", "", 10)
 	if err != nil || len(svcs) != 1 || !svcs[0].Revoked {
 		t.Fatalf("beta's services after restoring the later backup: %+v, %v", svcs, err)
-	}
-}
-
-// A follower refuses a snapshot from its leader (InstallSnapshot) that lacks a revocation in its
-// event log: the state machine's check, as the cluster calls it, with the state unchanged. A
-// snapshot that only adds to the log is installed.
-func TestInstallRefusesSnapshotWithoutRevocation(t *testing.T) {
-	old := governance.NewFSM()
-	mustOK(t, apply(t, old, cmd(governance.OpCreateTenant, "c1", "acme", withAnchor(devAnchor), withRegions("eu"))))
-	mustOK(t, apply(t, old, cmd(governance.OpCreateService, "s1", "acme", withService("billing", 0))))
-	oldSnap, err := old.Encode()
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := governance.NewFSM()
-	mustOK(t, apply(t, f, cmd(governance.OpCreateTenant, "c1", "acme", withAnchor(devAnchor), withRegions("eu"))))
-	mustOK(t, apply(t, f, cmd(governance.OpCreateService, "s1", "acme", withService("billing", 0))))
-	mustOK(t, apply(t, f, cmd(governance.OpRevoke, "r1", "acme", withService("billing", 2))))
-	before, _ := f.Encode()
-
-	err = f.RestoreKind(io.NopCloser(bytes.NewReader(oldSnap)), cluster.RestoreInstall, 0)
-	if !errors.Is(err, governance.ErrSnapshotLacksRevocations) || !errors.Is(err, cluster.ErrSnapshotRefused) || !strings.Contains(err.Error(), "key acme/billing v2 revoked") {
-		t.Fatalf("installing a snapshot without the revocation: %v, want ErrSnapshotLacksRevocations naming acme/billing v2", err)
-	}
-	if after, _ := f.Encode(); !bytes.Equal(after, before) {
-		t.Fatal("a refused install changed the state")
-	}
-	// A snapshot whose log has the revocation at its cursor, with more after it, installs.
-	newer := governance.NewFSM()
-	if err := newer.Restore(io.NopCloser(bytes.NewReader(before))); err != nil {
-		t.Fatal(err)
-	}
-	mustOK(t, apply(t, newer, cmd(governance.OpLock, "l1", "acme")))
-	newSnap, _ := newer.Encode()
-	if err := f.RestoreKind(io.NopCloser(bytes.NewReader(newSnap)), cluster.RestoreInstall, 0); err != nil {
-		t.Fatalf("installing a later snapshot: %v", err)
-	}
-	// A forked log (another revocation at the revocation's cursor) is refused too.
-	fork := governance.NewFSM()
-	mustOK(t, apply(t, fork, cmd(governance.OpCreateTenant, "c1", "acme", withAnchor(devAnchor), withRegions("eu"))))
-	mustOK(t, apply(t, fork, cmd(governance.OpCreateService, "s1", "acme", withService("billing", 0))))
-	mustOK(t, apply(t, fork, cmd(governance.OpRevoke, "r-other", "acme", withService("billing", 1))))
-	forkSnap, _ := fork.Encode()
-	if err := f.RestoreKind(io.NopCloser(bytes.NewReader(forkSnap)), cluster.RestoreInstall, 0); !errors.Is(err, governance.ErrSnapshotLacksRevocations) {
-		t.Fatalf("installing a forked snapshot: %v, want ErrSnapshotLacksRevocations", err)
-	}
-	// The node's own snapshot at start is not checked (its log follows).
-	if err := f.RestoreKind(io.NopCloser(bytes.NewReader(oldSnap)), cluster.RestoreStartup, 0); err != nil {
-		t.Fatalf("restoring at start: %v", err)
 	}
 }

@@ -4,11 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,8 +52,8 @@ type api struct {
 	limits reportLimits // ReportCursor's writes per region
 }
 
-// operator refuses callers that are not operators. transport's policy
-// admits operators and nodes to the service; nodes may only follow the feed.
+// operator refuses callers that are not operators. transport's policy admits operators and nodes to
+// the service; nodes may only follow the feed.
 func operator(ctx context.Context) error {
 	id, ok := transport.IdentityFromContext(ctx)
 	if !ok {
@@ -77,14 +77,13 @@ func regionNode(ctx context.Context, region string) error {
 	return nil
 }
 
-// propose fills in what only the proposing node may choose (time, event id)
-// and the request's fingerprint, commits the command, and returns the
-// state machine's result or its error.
-func (n *Node) propose(ctx context.Context, c *Command) (*Result, error) {
-	if err := c.Validate(); err != nil {
+// propose fills in what only the proposing node may choose (time, event id) and the request's
+// fingerprint, commits the command, and returns the state machine's result or its error.
+func (n *Node) propose(ctx context.Context, c *govfsm.Command) (*govfsm.Result, error) {
+	if err := validateCommand(c); err != nil {
 		return nil, err
 	}
-	if c.Op != OpReport {
+	if c.Op != govfsm.OpReport {
 		fp, err := json.Marshal(c) // the request's parameters: nothing chosen yet
 		if err != nil {
 			return nil, err
@@ -104,7 +103,7 @@ func (n *Node) propose(ctx context.Context, c *Command) (*Result, error) {
 	if err != nil {
 		return nil, n.clusterErr(err)
 	}
-	r, ok := resp.(*Result)
+	r, ok := resp.(*govfsm.Result)
 	if !ok {
 		return nil, fmt.Errorf("governance: unexpected apply response %T", resp)
 	}
@@ -114,9 +113,8 @@ func (n *Node) propose(ctx context.Context, c *Command) (*Result, error) {
 	return r, nil
 }
 
-// clusterErr maps cluster errors to the API's. Ambiguous outcomes
-// (leadership lost, forwarding failed) are UNAVAILABLE: the client retries
-// with the same request_id and learns the outcome.
+// clusterErr maps cluster errors to the API's. Ambiguous outcomes (leadership lost, forwarding
+// failed) are UNAVAILABLE: the client retries with the same request_id and learns the outcome.
 func (n *Node) clusterErr(err error) error {
 	switch {
 	case errors.Is(err, cluster.ErrShutdown):
@@ -141,9 +139,8 @@ func (n *Node) barrier(ctx context.Context) error {
 	return nil
 }
 
-// waitRegions blocks until every region has reported a cursor at or beyond
-// cursor, waking on every state change (reports are replicated, so any node
-// sees them).
+// waitRegions blocks until every region has reported a cursor at or beyond cursor, waking on every
+// state change (reports are replicated, so any node sees them).
 func (n *Node) waitRegions(ctx context.Context, cursor uint64, regions []string) ([]*kv1.RegionCursor, error) {
 	for {
 		changed := n.fsm.Changed()
@@ -151,7 +148,7 @@ func (n *Node) waitRegions(ctx context.Context, cursor uint64, regions []string)
 		done := true
 		for _, r := range regions {
 			rep := n.fsm.Report(r)
-			out = append(out, rep.Proto())
+			out = append(out, reportProto(&rep))
 			if rep.Cursor < cursor {
 				done = false
 			}
@@ -174,15 +171,15 @@ func (n *Node) waitRegions(ctx context.Context, cursor uint64, regions []string)
 
 // operatorEvent is an event as an operator's answer shows it: the anchor URI redacted
 // (anchor.Redact). The feed to the regions (watch.go) sends it as set.
-func operatorEvent(e *Event) *kv1.RevocationEvent {
-	pe := e.Proto()
+func operatorEvent(e *govfsm.Event) *kv1.RevocationEvent {
+	pe := EventProto(e)
 	if pe != nil {
 		pe.AnchorUri = anchor.Redact(pe.AnchorUri)
 	}
 	return pe
 }
 
-func eventDetail(e *Event) map[string]string {
+func eventDetail(e *govfsm.Event) map[string]string {
 	if e == nil {
 		return nil
 	}
@@ -193,7 +190,7 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -211,7 +208,7 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 			return nil, err
 		}
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions, OwnerKey: req.GetOwnerPublicKey()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions, OwnerKey: req.GetOwnerPublicKey()})
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +217,7 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 	d["regions"] = fmt.Sprint(regions)
 	d["owner-key"] = ownerKeyText(r.Tenant.OwnerFingerprint())
 	s.n.record(ctx, audit.Event{Kind: AuditTenantCreate, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
-	return r.Tenant.Proto(), nil
+	return TenantProto(r.Tenant), nil
 }
 
 func (s *api) GetTenant(ctx context.Context, req *kv1.GetTenantRequest) (*kv1.GovernanceTenant, error) {
@@ -237,32 +234,14 @@ func (s *api) GetTenant(ctx context.Context, req *kv1.GetTenantRequest) (*kv1.Go
 	if err != nil {
 		return nil, err
 	}
-	return t.Proto(), nil
+	return TenantProto(t), nil
 }
-
-// page decodes a page size and token (the base64url of the last name of
-// the previous page).
-func page(size int32, token string) (int, string, error) {
-	if size < 0 || size > MaxPageSize {
-		return 0, "", invalid(fmt.Sprintf("page_size must be 0 to %d", MaxPageSize))
-	}
-	if size == 0 {
-		size = DefaultPageSize
-	}
-	after, err := base64.RawURLEncoding.DecodeString(token)
-	if err != nil || (token != "" && checkName("page_token", string(after)) != nil) {
-		return 0, "", invalid("page_token is not valid")
-	}
-	return int(size), string(after), nil
-}
-
-func nextToken(last string) string { return base64.RawURLEncoding.EncodeToString([]byte(last)) }
 
 func (s *api) ListTenants(ctx context.Context, req *kv1.GovernanceListTenantsRequest) (*kv1.GovernanceListTenantsResponse, error) {
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	size, after, err := page(req.GetPageSize(), req.GetPageToken())
+	size, after, err := transport.Page(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -273,10 +252,10 @@ func (s *api) ListTenants(ctx context.Context, req *kv1.GovernanceListTenantsReq
 	out := &kv1.GovernanceListTenantsResponse{}
 	if len(ts) > size {
 		ts = ts[:size]
-		out.NextPageToken = nextToken(ts[size-1].Name)
+		out.NextPageToken = transport.NextPageToken(ts[size-1].Name)
 	}
 	for _, t := range ts {
-		out.Tenants = append(out.Tenants, t.Proto())
+		out.Tenants = append(out.Tenants, TenantProto(t))
 	}
 	return out, nil
 }
@@ -285,7 +264,7 @@ func (s *api) CreateService(ctx context.Context, req *kv1.GovernanceCreateServic
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -294,15 +273,15 @@ func (s *api) CreateService(ctx context.Context, req *kv1.GovernanceCreateServic
 	if err := checkName("service", req.GetService()); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpCreateService, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Service: req.GetService()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpCreateService, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Service: req.GetService()})
 	if err != nil {
 		return nil, err
 	}
 	s.n.record(ctx, audit.Event{Kind: AuditServiceCreate, Tenant: req.GetTenant(), Service: req.GetService(), RequestID: req.GetRequestId(), Detail: eventDetail(r.Event)})
 	if r.Service == nil {
-		return nil, ErrServiceNotFound
+		return nil, govfsm.ErrServiceNotFound
 	}
-	return r.Service.Proto(), nil
+	return serviceProto(r.Service), nil
 }
 
 func (s *api) ListServices(ctx context.Context, req *kv1.GovernanceListServicesRequest) (*kv1.GovernanceListServicesResponse, error) {
@@ -312,7 +291,7 @@ func (s *api) ListServices(ctx context.Context, req *kv1.GovernanceListServicesR
 	if err := checkName("tenant", req.GetTenant()); err != nil {
 		return nil, err
 	}
-	size, after, err := page(req.GetPageSize(), req.GetPageToken())
+	size, after, err := transport.Page(req.GetPageSize(), req.GetPageToken())
 	if err != nil {
 		return nil, err
 	}
@@ -326,10 +305,10 @@ func (s *api) ListServices(ctx context.Context, req *kv1.GovernanceListServicesR
 	out := &kv1.GovernanceListServicesResponse{}
 	if len(svcs) > size {
 		svcs = svcs[:size]
-		out.NextPageToken = nextToken(svcs[size-1].Name)
+		out.NextPageToken = transport.NextPageToken(svcs[size-1].Name)
 	}
 	for _, sv := range svcs {
-		out.Services = append(out.Services, sv.Proto())
+		out.Services = append(out.Services, serviceProto(sv))
 	}
 	return out, nil
 }
@@ -338,7 +317,7 @@ func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.Go
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -352,7 +331,7 @@ func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.Go
 	if err := s.checkConsent(ctx, req.GetConsent(), st, how, true); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpSetAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Consent: req.GetConsent()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Consent: req.GetConsent()})
 	if err != nil {
 		return nil, err
 	}
@@ -368,7 +347,7 @@ func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.Go
 		}
 	}
 	s.n.record(ctx, audit.Event{Kind: AuditAnchorSet, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
-	return r.Tenant.Proto(), nil
+	return TenantProto(r.Tenant), nil
 }
 
 // SetOwnerKey registers a tenant's owner key, or replaces it with the current key's consent.
@@ -376,7 +355,7 @@ func (s *api) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequest) (*kv
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -394,7 +373,7 @@ func (s *api) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequest) (*kv
 	if err := s.checkConsent(ctx, req.GetConsent(), st, how, false); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpSetOwner, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), OwnerKey: req.GetOwnerPublicKey(), Consent: req.GetConsent()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetOwnerKey, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), OwnerKey: req.GetOwnerPublicKey(), Consent: req.GetConsent()})
 	if err != nil {
 		return nil, err
 	}
@@ -408,7 +387,7 @@ func (s *api) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequest) (*kv
 		}
 	}
 	s.n.record(ctx, audit.Event{Kind: AuditOwnerSet, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
-	return r.Tenant.Proto(), nil
+	return TenantProto(r.Tenant), nil
 }
 
 func ownerKeyText(fp string) string {
@@ -419,9 +398,9 @@ func ownerKeyText(fp string) string {
 }
 
 // checkConsent verifies a consent against the tenant's owner key as governance holds it, before
-// anything is proposed, with an error that says what is wrong and how to make a consent (how);
-// the state machine verifies it again where it applies. needKey refuses a tenant without an owner
-// key (ErrNoOwnerKey); otherwise such a tenant takes no consent (the first owner key).
+// anything is proposed, with an error that says what is wrong and how to make a consent (how); the
+// state machine verifies it again where it applies. needKey refuses a tenant without an owner key
+// (ErrNoOwnerKey); otherwise such a tenant takes no consent (the first owner key).
 func (s *api) checkConsent(ctx context.Context, consent string, st owner.Statement, how string, needKey bool) error {
 	if err := s.n.barrier(ctx); err != nil {
 		return err
@@ -431,11 +410,11 @@ func (s *api) checkConsent(ctx context.Context, consent string, st owner.Stateme
 		return err
 	}
 	if t.Revoked {
-		return ErrRevoked
+		return govfsm.ErrRevoked
 	}
 	if t.OwnerKey == "" {
 		if needKey {
-			return ErrNoOwnerKey
+			return govfsm.ErrNoOwnerKey
 		}
 		if consent != "" {
 			return invalid("the tenant has no owner key yet: registering its first takes no consent")
@@ -444,7 +423,7 @@ func (s *api) checkConsent(ctx context.Context, consent string, st owner.Stateme
 	}
 	key, err := owner.ParsePublicKey(t.OwnerKey)
 	if err != nil {
-		return ErrConsentDenied
+		return govfsm.ErrConsentDenied
 	}
 	_, err = owner.Verify(consent, key, st, time.Now())
 	switch {
@@ -461,7 +440,7 @@ func (s *api) DeleteAnchor(ctx context.Context, req *kv1.DeleteAnchorRequest) (*
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -470,7 +449,7 @@ func (s *api) DeleteAnchor(ctx context.Context, req *kv1.DeleteAnchorRequest) (*
 	if err := requireReason(req.GetReason()); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpDeleteAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Reason: req.GetReason()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpDeleteAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Reason: req.GetReason()})
 	if err != nil {
 		return nil, err
 	}
@@ -488,7 +467,7 @@ func (s *api) SetPolicy(ctx context.Context, req *kv1.SetPolicyRequest) (*kv1.Po
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if req.GetPolicy() == nil {
@@ -502,7 +481,7 @@ func (s *api) SetPolicy(ctx context.Context, req *kv1.SetPolicyRequest) (*kv1.Po
 	if err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpSetPolicy, RequestID: req.GetRequestId(), Tenant: tenant, Rules: rules, ExpectedRevision: req.GetExpectedRevision()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetPolicy, RequestID: req.GetRequestId(), Tenant: tenant, Rules: rules, ExpectedRevision: req.GetExpectedRevision()})
 	if err != nil {
 		return nil, err
 	}
@@ -510,7 +489,7 @@ func (s *api) SetPolicy(ctx context.Context, req *kv1.SetPolicyRequest) (*kv1.Po
 	d["rules"] = strconv.Itoa(len(rules))
 	d["revision"] = strconv.FormatUint(r.Policy.Revision, 10)
 	s.n.record(ctx, audit.Event{Kind: AuditPolicySet, Tenant: tenant, RequestID: req.GetRequestId(), Detail: d})
-	return r.Policy.Proto(tenant), nil
+	return policyProto(r.Policy, tenant), nil
 }
 
 func (s *api) GetPolicy(ctx context.Context, req *kv1.GetPolicyRequest) (*kv1.Policy, error) {
@@ -527,10 +506,10 @@ func (s *api) GetPolicy(ctx context.Context, req *kv1.GetPolicyRequest) (*kv1.Po
 	if err != nil {
 		return nil, err
 	}
-	return p.Proto(req.GetTenant()), nil
+	return policyProto(p, req.GetTenant()), nil
 }
 
-func blastProto(b *BlastRadius) *kv1.BlastRadius {
+func blastProto(b *govfsm.BlastRadius) *kv1.BlastRadius {
 	if b == nil {
 		return nil
 	}
@@ -574,21 +553,21 @@ func (s *api) Revoke(ctx context.Context, req *kv1.RevokeRequest) (*kv1.RevokeRe
 			RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: detail(nil)})
 		return &kv1.RevokeResponse{BlastRadius: blastProto(b)}, nil
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := requireReason(req.GetReason()); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpRevoke, RequestID: req.GetRequestId(), Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(), Reason: req.GetReason()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpRevoke, RequestID: req.GetRequestId(), Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(), Reason: req.GetReason()})
 	if err != nil {
 		return nil, err
 	}
 	s.n.record(ctx, audit.Event{Kind: AuditRevoke, Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(),
 		RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: detail(eventDetail(r.Event))})
 	out := &kv1.RevokeResponse{Event: operatorEvent(r.Event)}
-	// The blast radius from this node's state; it may lag the leader's by
-	// the entry just committed, which does not change what it covers.
+	// The blast radius from this node's state; it may lag the leader's by the entry just committed,
+	// which does not change what it covers.
 	if b, err := s.n.fsm.Blast(t.GetTenant(), t.GetService(), t.GetVersion()); err == nil {
 		out.BlastRadius = blastProto(b)
 	}
@@ -612,49 +591,49 @@ func scopeString(t *kv1.KeyScope) string {
 }
 
 func (s *api) LockTenant(ctx context.Context, req *kv1.GovernanceLockTenantRequest) (*kv1.GovernanceTenant, error) {
-	return s.lock(ctx, OpLock, req.GetRequestId(), req.GetTenant(), req.GetReason())
+	return s.lock(ctx, govfsm.OpLockTenant, req.GetRequestId(), req.GetTenant(), req.GetReason())
 }
 
 func (s *api) UnlockTenant(ctx context.Context, req *kv1.GovernanceUnlockTenantRequest) (*kv1.GovernanceTenant, error) {
-	return s.lock(ctx, OpUnlock, req.GetRequestId(), req.GetTenant(), "")
+	return s.lock(ctx, govfsm.OpUnlockTenant, req.GetRequestId(), req.GetTenant(), "")
 }
 
-func (s *api) lock(ctx context.Context, op Op, rid, tenant, reason string) (*kv1.GovernanceTenant, error) {
+func (s *api) lock(ctx context.Context, op govfsm.Op, rid, tenant, reason string) (*kv1.GovernanceTenant, error) {
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(rid); err != nil {
+	if err := transport.CheckRequestID(rid); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", tenant); err != nil {
 		return nil, err
 	}
 	check := checkReason
-	if op == OpLock {
+	if op == govfsm.OpLockTenant {
 		check = requireReason
 	}
 	if err := check(reason); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &Command{Op: op, RequestID: rid, Tenant: tenant, Reason: reason})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: op, RequestID: rid, Tenant: tenant, Reason: reason})
 	if err != nil {
 		return nil, err
 	}
 	kind := AuditTenantLock
-	if op == OpUnlock {
+	if op == govfsm.OpUnlockTenant {
 		kind = AuditTenantUnlock
 	}
 	s.n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, RequestID: rid, Reason: reason, Detail: eventDetail(r.Event)})
-	return r.Tenant.Proto(), nil
+	return TenantProto(r.Tenant), nil
 }
 
-// ResyncTenant emits a RESYNC_TENANT event for the named regions (all the
-// tenant's if none), and with wait returns once they have reported it.
+// ResyncTenant emits a RESYNC_TENANT event for the named regions (all the tenant's if none), and
+// with wait returns once they have reported it.
 func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*kv1.ResyncTenantResponse, error) {
 	if err := operator(ctx); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
@@ -668,7 +647,7 @@ func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*
 			return nil, err
 		}
 	}
-	r, err := s.n.propose(ctx, &Command{Op: OpResync, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpResyncTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
 	if err != nil {
 		return nil, err
 	}
@@ -688,8 +667,8 @@ func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*
 // reportRefresh is how often a region's unchanged cursor report is written again (ReportCursor).
 const reportRefresh = time.Minute
 
-// Report writes that do not advance a region's cursor (a new inventory or configuration, a
-// refresh) are limited per region on each governance node to a burst of reportBurst, then one per
+// Report writes that do not advance a region's cursor (a new inventory or configuration, a refresh)
+// are limited per region on each governance node to a burst of reportBurst, then one per
 // reportEvery: a voter of the region cannot grow governance's log faster than that. Writes that
 // advance the cursor are not limited: there is at most one per event of the log.
 const (
@@ -700,8 +679,8 @@ const (
 	maxReportLimiters = 4096
 )
 
-// reportLimits holds the per-region limiters of ReportCursor. golang.org/x/time/rate is the
-// token bucket (transport's OIDC limiter uses it too).
+// reportLimits holds the per-region limiters of ReportCursor. golang.org/x/time/rate is the token
+// bucket (transport's OIDC limiter uses it too).
 type reportLimits struct {
 	mu sync.Mutex
 	m  map[string]*rate.Limiter
@@ -734,25 +713,25 @@ func (s *api) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*
 		return nil, err
 	}
 	id, _ := transport.IdentityFromContext(ctx)
-	if len(req.GetInventory()) > MaxInventory {
-		return nil, invalid(fmt.Sprintf("more than %d inventory entries", MaxInventory))
+	if len(req.GetInventory()) > govfsm.MaxInventory {
+		return nil, invalid(fmt.Sprintf("more than %d inventory entries", govfsm.MaxInventory))
 	}
 	voters := slices.Sorted(slices.Values(req.GetVoters()))
-	if len(voters) > MaxVoters {
-		return nil, invalid(fmt.Sprintf("more than %d voters", MaxVoters))
+	if len(voters) > govfsm.MaxVoters {
+		return nil, invalid(fmt.Sprintf("more than %d voters", govfsm.MaxVoters))
 	}
-	if !validConfig(req.GetConfigurationIndex(), voters) {
+	if !govfsm.ValidConfig(req.GetConfigurationIndex(), voters) {
 		return nil, invalid("the reported configuration needs both configuration_index and voters, each voter a valid node name, none twice")
 	}
-	c := &Command{Op: OpReport, Region: req.GetRegion(), Cursor: req.GetAppliedCursor(), HasInventory: req.GetHasInventory(),
+	c := &govfsm.Command{Op: govfsm.OpReport, Region: req.GetRegion(), Cursor: req.GetAppliedCursor(), HasInventory: req.GetHasInventory(),
 		Node: id.NodeID, ConfigIndex: req.GetConfigurationIndex(), Voters: voters}
 	if c.HasInventory {
-		c.Inventory = make([]KeyRef, 0, len(req.GetInventory()))
+		c.Inventory = make([]govfsm.KeyRef, 0, len(req.GetInventory()))
 		for _, k := range req.GetInventory() {
 			if checkName("inventory tenant", k.GetTenant()) != nil || checkName("inventory service", k.GetService()) != nil || k.GetVersion() == 0 {
 				return nil, invalid("inventory holds a malformed key reference")
 			}
-			c.Inventory = append(c.Inventory, KeyRef{Tenant: k.GetTenant(), Service: k.GetService(), Version: k.GetVersion()})
+			c.Inventory = append(c.Inventory, govfsm.KeyRef{Tenant: k.GetTenant(), Service: k.GetService(), Version: k.GetVersion()})
 		}
 	}
 	changes, last, err := s.n.fsm.CheckReport(c)
@@ -760,12 +739,12 @@ func (s *api) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*
 		return nil, err
 	}
 	if c.Cursor > s.n.fsm.Head() {
-		return nil, ErrCursorAhead
+		return nil, govfsm.ErrCursorAhead
 	}
 	if !changes && c.HasInventory {
 		// Cursors and configuration indexes only grow, so this node's state can say they change
-		// nothing; an inventory can change back and forth, so "the same as mine" needs this
-		// node's state to include every acknowledged write first.
+		// nothing; an inventory can change back and forth, so "the same as mine" needs this node's
+		// state to include every acknowledged write first.
 		if err := s.n.barrier(ctx); err != nil {
 			return nil, err
 		}
@@ -773,9 +752,9 @@ func (s *api) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*
 			return nil, err
 		}
 	}
-	// A region reports after every feed message, heartbeats included. A report that changes
-	// nothing is written at most once per reportRefresh, so that a quiet region costs a Raft write
-	// a minute rather than one a heartbeat; its reported-at time is then up to reportRefresh old.
+	// A region reports after every feed message, heartbeats included. A report that changes nothing
+	// is written at most once per reportRefresh, so that a quiet region costs a Raft write a minute
+	// rather than one a heartbeat; its reported-at time is then up to reportRefresh old.
 	if !changes && last.ReportedAt != 0 && time.Since(time.Unix(0, last.ReportedAt)) < reportRefresh {
 		return &kv1.ReportCursorResponse{RecordedCursor: last.Cursor}, nil
 	}
@@ -805,7 +784,7 @@ func (s *api) Status(ctx context.Context, _ *kv1.GovernanceStatusRequest) (*kv1.
 	}
 	now := time.Now()
 	for _, l := range n.fsm.Lags() {
-		rl := &kv1.RegionLag{Cursor: l.RegionReport.Proto(), PendingEvents: l.Pending, Lag: durationpb.New(0)}
+		rl := &kv1.RegionLag{Cursor: reportProto(&l.RegionReport), PendingEvents: l.Pending, Lag: durationpb.New(0)}
 		if l.Pending > 0 {
 			rl.Lag = durationpb.New(max(0, now.Sub(time.Unix(0, l.OldestPending))))
 		}

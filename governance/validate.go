@@ -7,60 +7,27 @@ import (
 	"unicode/utf8"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	"github.com/kryptonkms/krypton/internal/owner"
-	"github.com/kryptonkms/krypton/policy"
+	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
-// Limits on what governance accepts. They bound the replicated state and
-// every message; anything larger is refused whole with InvalidArgument (or
-// ResourceExhausted for the state limits).
+// Limits on what governance's API accepts (the state's own are package govfsm's). Anything larger
+// is refused whole with InvalidArgument.
 const (
-	// MaxRequestID is the longest request_id (common.proto).
-	MaxRequestID = 128
 	// MaxReason is the longest operator reason, in bytes.
 	MaxReason = 1024
 	// MaxAnchorURI is the longest anchor URI, in bytes.
 	MaxAnchorURI = 2048
-	// MaxTenantRegions is how many regions one tenant may name.
-	MaxTenantRegions = 64
-	// MaxRules is the most rules of one policy (governance.proto; package policy's limit).
-	MaxRules = policy.MaxRules
-	// MaxCallerPattern is the longest caller pattern of a rule (package policy's limit).
-	MaxCallerPattern = policy.MaxPattern
-	// MaxInventory is the most key versions one region reports.
-	MaxInventory = 100000
-	// MaxVoters is the most voters of a region's Raft configuration a report may name.
-	MaxVoters = 100
-	// MaxTenants is the most tenants governance holds.
-	MaxTenants = 100000
-	// MaxServices is the most services of one tenant.
-	MaxServices = 10000
-	// MaxPageSize is the largest page of a List RPC; DefaultPageSize is
-	// used for 0.
-	MaxPageSize     = 1000
-	DefaultPageSize = 100
+	// MaxPageSize is the largest page of a List RPC (transport.Page, every plane's rule).
+	MaxPageSize = transport.MaxPageSize
 )
 
 func checkName(field, name string) error {
 	if wrap.ValidateName(name) != nil {
 		return invalid(field + " is not a valid name")
-	}
-	return nil
-}
-
-func checkRequestID(id string) error {
-	if id == "" {
-		return invalid("request_id is required")
-	}
-	if len(id) > MaxRequestID {
-		return invalid(fmt.Sprintf("request_id longer than %d characters", MaxRequestID))
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x21 || id[i] > 0x7e {
-			return invalid("request_id must be printable ASCII")
-		}
 	}
 	return nil
 }
@@ -91,19 +58,19 @@ func requireReason(r string) error {
 	return checkReason(r)
 }
 
-// Validate checks everything about a command that does not depend on the state, before it is
+// validateCommand checks everything about a command that does not depend on the state, before it is
 // proposed: a malformed command is refused where it arrives and never reaches the Raft log (the
-// state machine's own checks stay the last line). The API's handlers check their requests
-// field by field with messages that name the field; Validate is the shared net under them.
-func (c *Command) Validate() error {
-	if c.Op == OpReport {
-		if checkName("region", c.Region) != nil || len(c.Inventory) > MaxInventory || !validConfig(c.ConfigIndex, c.Voters) ||
+// state machine's own checks stay the last line). The API's handlers check their requests field by
+// field with messages that name the field; validateCommand is the shared net under them.
+func validateCommand(c *govfsm.Command) error {
+	if c.Op == govfsm.OpReport {
+		if checkName("region", c.Region) != nil || len(c.Inventory) > govfsm.MaxInventory || !govfsm.ValidConfig(c.ConfigIndex, c.Voters) ||
 			(c.Node != "" && wrap.ValidateName(c.Node) != nil) {
 			return invalid("malformed report")
 		}
 		return nil
 	}
-	if err := checkRequestID(c.RequestID); err != nil {
+	if err := transport.CheckRequestID(c.RequestID); err != nil {
 		return err
 	}
 	if err := checkName("tenant", c.Tenant); err != nil {
@@ -119,7 +86,7 @@ func (c *Command) Validate() error {
 	if len(c.AnchorURI) > MaxAnchorURI {
 		return invalid(fmt.Sprintf("anchor_uri longer than %d bytes", MaxAnchorURI))
 	}
-	if len(c.Regions) > MaxTenantRegions || !slices.IsSorted(c.Regions) {
+	if len(c.Regions) > govfsm.MaxTenantRegions || !slices.IsSorted(c.Regions) {
 		return invalid("malformed regions")
 	}
 	for _, r := range c.Regions {
@@ -127,16 +94,16 @@ func (c *Command) Validate() error {
 			return err
 		}
 	}
-	if !validRules(c.Rules) {
+	if !govfsm.ValidRules(c.Rules) {
 		return invalid("malformed policy rules")
 	}
-	if err := c.validateOwner(); err != nil {
+	if err := validateOwner(c); err != nil {
 		return err
 	}
 	switch c.Op {
-	case OpRevoke, OpLock, OpDeleteAnchor:
+	case govfsm.OpRevoke, govfsm.OpLockTenant, govfsm.OpDeleteAnchor:
 		return requireReason(c.Reason)
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpSetPolicy, OpUnlock, OpResync, OpSetOwner:
+	case govfsm.OpCreateTenant, govfsm.OpCreateService, govfsm.OpSetAnchor, govfsm.OpSetPolicy, govfsm.OpUnlockTenant, govfsm.OpResyncTenant, govfsm.OpSetOwnerKey:
 		if c.Reason != "" {
 			return invalid("this request takes no reason")
 		}
@@ -145,9 +112,8 @@ func (c *Command) Validate() error {
 	return invalid("unknown op")
 }
 
-// checkAnchor validates an anchor URI without contacting the provider and
-// refuses one that would store a secret. The URI is never echoed (a pkcs11
-// URI may hold a PIN).
+// checkAnchor validates an anchor URI without contacting the provider and refuses one that would
+// store a secret. The URI is never echoed (a pkcs11 URI may hold a PIN).
 func checkAnchor(uri string, allowDev bool) error {
 	if uri == "" {
 		return invalid("anchor_uri is required")
@@ -160,8 +126,8 @@ func checkAnchor(uri string, allowDev bool) error {
 		// anchor's errors name the part that is wrong and never the URI.
 		return invalid(err.Error())
 	}
-	// A tenant's URI is in every Raft log, snapshot and backup of governance and of its regions:
-	// no PIN in it (anchor.CheckStorable names pin-source as the fix).
+	// A tenant's URI is in every Raft log, snapshot and backup of governance and of its regions: no
+	// PIN in it (anchor.CheckStorable names pin-source as the fix).
 	if err := anchor.CheckStorable(u); err != nil {
 		return invalid(err.Error())
 	}
@@ -176,14 +142,14 @@ func checkAnchor(uri string, allowDev bool) error {
 	return nil
 }
 
-// normRegions checks a tenant's regions and returns them sorted without
-// duplicates. known, if not empty, is the set of regions governance accepts.
+// normRegions checks a tenant's regions and returns them sorted without duplicates. known, if not
+// empty, is the set of regions governance accepts.
 func normRegions(regions, known []string) ([]string, error) {
 	if len(regions) == 0 {
 		return nil, invalid("at least one region is required")
 	}
-	if len(regions) > MaxTenantRegions {
-		return nil, invalid(fmt.Sprintf("more than %d regions", MaxTenantRegions))
+	if len(regions) > govfsm.MaxTenantRegions {
+		return nil, invalid(fmt.Sprintf("more than %d regions", govfsm.MaxTenantRegions))
 	}
 	out := make([]string, 0, len(regions))
 	for _, r := range regions {
@@ -217,94 +183,43 @@ func checkScope(s *kv1.KeyScope) error {
 	return nil
 }
 
-// rulesFromProto validates policy rules by the language's one Validate (package policy) and
-// returns them normalised (operations sorted, without duplicates).
-func rulesFromProto(rules []*kv1.PolicyRule) ([]Rule, error) {
-	if len(rules) > MaxRules {
-		return nil, invalid(fmt.Sprintf("more than %d rules", MaxRules))
+// rulesFromProto validates policy rules by the language's one Validate (package policy) and returns
+// them normalised (operations sorted, without duplicates).
+func rulesFromProto(rules []*kv1.PolicyRule) ([]govfsm.Rule, error) {
+	if len(rules) > govfsm.MaxRules {
+		return nil, invalid(fmt.Sprintf("more than %d rules", govfsm.MaxRules))
 	}
-	out := make([]Rule, 0, len(rules))
+	out := make([]govfsm.Rule, 0, len(rules))
 	for _, r := range rules {
 		var ops []int32
 		for _, op := range r.GetOperations() {
 			ops = append(ops, int32(op))
 		}
 		slices.Sort(ops)
-		out = append(out, Rule{Caller: r.GetCaller(), Service: r.GetService(), Operations: slices.Compact(ops)})
+		out = append(out, govfsm.Rule{Caller: r.GetCaller(), Service: r.GetService(), Operations: slices.Compact(ops)})
 	}
-	if err := policyOf(out).Validate(validName); err != nil {
+	if err := govfsm.ValidatePolicy(out); err != nil {
 		return nil, invalid(err.Error()) // "rule N: ...": never echoes a pattern or name
 	}
 	return out, nil
 }
 
-// validRules re-checks normalised rules inside the state machine: the language's Validate, and
-// governance's normal form (operations strictly ascending).
-func validRules(rules []Rule) bool {
-	if len(rules) > MaxRules {
-		return false
-	}
-	for _, r := range rules {
-		for i, op := range r.Operations {
-			if op <= 0 || op > policy.NumOps || (i > 0 && r.Operations[i-1] >= op) {
-				return false
-			}
-		}
-	}
-	return policyOf(rules).Validate(validName) == nil
-}
-
-// policyOf is rules in the policy language's types (operations are kv1.Operation values, which
-// policy.Op shares; one out of its range becomes 0, which Validate refuses as unknown).
-func policyOf(rules []Rule) policy.Policy {
-	p := policy.Policy{Rules: make([]policy.Rule, len(rules))}
-	for i, r := range rules {
-		ops := make([]policy.Op, len(r.Operations))
-		for j, op := range r.Operations {
-			if op > 0 && op <= policy.NumOps {
-				ops[j] = policy.Op(op)
-			}
-		}
-		p.Rules[i] = policy.Rule{Caller: r.Caller, Service: r.Service, Operations: ops}
-	}
-	return p
-}
-
-func validName(s string) bool { return wrap.ValidateName(s) == nil }
-
-// validConfig checks a reported Raft configuration: none (index 0, no voters), or an index with
-// 1 to MaxVoters voters, each a valid node name, sorted and without duplicates.
-func validConfig(index uint64, voters []string) bool {
-	if index == 0 {
-		return len(voters) == 0
-	}
-	if len(voters) == 0 || len(voters) > MaxVoters || !slices.IsSorted(voters) {
-		return false
-	}
-	for i, v := range voters {
-		if wrap.ValidateName(v) != nil || (i > 0 && voters[i-1] == v) {
-			return false
-		}
-	}
-	return true
-}
-
-// validateOwner checks a command's owner key and consent: each only where its op takes one, the
-// key well formed (whether the consent verifies depends on the state: the handlers and the state
+// validateOwner checks a command's owner key and consent: each only where its op takes one, the key
+// well formed (whether the consent verifies depends on the state: the handlers and the state
 // machine check that).
-func (c *Command) validateOwner() error {
+func validateOwner(c *govfsm.Command) error {
 	if c.OwnerKey != "" {
-		if c.Op != OpCreateTenant && c.Op != OpSetOwner {
+		if c.Op != govfsm.OpCreateTenant && c.Op != govfsm.OpSetOwnerKey {
 			return invalid("this request takes no owner key")
 		}
 		if err := checkOwnerKey(c.OwnerKey); err != nil {
 			return err
 		}
-	} else if c.Op == OpSetOwner {
+	} else if c.Op == govfsm.OpSetOwnerKey {
 		return invalid("owner_public_key is required")
 	}
 	if c.Consent != "" {
-		if c.Op != OpSetAnchor && c.Op != OpSetOwner {
+		if c.Op != govfsm.OpSetAnchor && c.Op != govfsm.OpSetOwnerKey {
 			return invalid("this request takes no consent")
 		}
 		if len(c.Consent) > owner.MaxConsent {

@@ -2,6 +2,7 @@ package governance
 
 import (
 	"context"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	"strconv"
 	"time"
 
@@ -12,19 +13,17 @@ import (
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
-// Stream batching: at most watchBatch events and about watchBytes bytes per
-// message, well inside transport's 8 MiB message limit (one SET_POLICY event
-// with 1000 maximal rules is about 600 KiB).
+// Stream batching: at most watchBatch events and about watchBytes bytes per message, well inside
+// transport's 8 MiB message limit (one SET_POLICY event with 1000 maximal rules is about 600 KiB).
 const (
 	watchBatch = 256
 	watchBytes = 4 << 20
 )
 
-// WatchRevocations streams the log to a region's node: the backlog from
-// after_cursor, then each new event as this node applies it (woken by the
-// state machine, never by polling), and a heartbeat every
-// HeartbeatInterval. Any node serves it: what a node has applied is
-// committed, so it streams a prefix of the one log; see DESIGN.md.
+// WatchRevocations streams the log to a region's node: the backlog from after_cursor, then each new
+// event as this node applies it (woken by the state machine, never by polling), and a heartbeat
+// every HeartbeatInterval. Any node serves it: what a node has applied is committed, so it streams
+// a prefix of the one log; see DESIGN.md.
 func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.GovernanceService_WatchRevocationsServer) error {
 	ctx := stream.Context()
 	n := s.n
@@ -35,8 +34,8 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	if err := regionNode(ctx, region); err != nil {
 		return err
 	}
-	// Check after_cursor against a head that includes every acknowledged
-	// write, not a lagging follower's.
+	// Check after_cursor against a head that includes every acknowledged write, not a lagging
+	// follower's.
 	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	err := n.barrier(bctx)
 	cancel()
@@ -48,11 +47,11 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	// Checked after the barrier, so against every configuration governance has acknowledged.
 	id, _ := transport.IdentityFromContext(ctx)
 	if !n.fsm.MayFollow(region, id.NodeID) {
-		return ErrNotRegionVoter
+		return govfsm.ErrNotRegionVoter
 	}
 	pos := req.GetAfterCursor()
 	if pos > n.fsm.Head() {
-		return ErrCursorAhead
+		return govfsm.ErrCursorAhead
 	}
 	n.watchers.add(region, 1)
 	defer n.watchers.add(region, -1)
@@ -66,17 +65,17 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 		head := n.fsm.Head()
 		if pos > head {
 			// A restore from an older snapshot moved the head back.
-			return ErrCursorAhead
+			return govfsm.ErrCursorAhead
 		}
 		if !n.fsm.MayFollow(region, id.NodeID) {
-			return ErrNotRegionVoter // removed from the region since the stream opened
+			return govfsm.ErrNotRegionVoter // removed from the region since the stream opened
 		}
 		for {
 			events, upTo := n.fsm.EventsFor(region, pos, watchBatch)
 			msg := &kv1.WatchRevocationsResponse{HeadCursor: upTo}
 			size := 0
 			for _, e := range events {
-				pe := e.Proto()
+				pe := EventProto(e)
 				size += proto.Size(pe)
 				if size > watchBytes && len(msg.Events) > 0 {
 					msg.HeadCursor = msg.Events[len(msg.Events)-1].Cursor
@@ -112,9 +111,8 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 	}
 }
 
-// stale returns ErrUnavailable if this node is a follower that has not
-// heard from a leader for StaleAfter: its log may be behind, and a region
-// should find another node.
+// stale returns ErrUnavailable if this node is a follower that has not heard from a leader for
+// StaleAfter: its log may be behind, and a region should find another node.
 func (n *Node) stale() error {
 	if n.cl.IsLeader() {
 		return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -24,24 +25,7 @@ type adminService struct {
 const (
 	snapshotChunkSize = 1 << 20
 	maxSnapshotSize   = 4 << 30
-	defaultPageSize   = 100
-	maxPageSize       = 1000
 )
-
-// checkRequestID requires the request id every operator write carries (docs/api.md,
-// "Idempotency"): 1 to 128 printable ASCII characters. Without one a retry after an ambiguous
-// failure could apply a write twice. (The node's own writes, such as L1 lockouts, do not pass here.)
-func checkRequestID(id string) error {
-	if id == "" || len(id) > 128 {
-		return &codedErrorInvalid{"region: request_id must be 1 to 128 printable ASCII characters"}
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x21 || id[i] > 0x7e {
-			return &codedErrorInvalid{"region: request_id must be 1 to 128 printable ASCII characters"}
-		}
-	}
-	return nil
-}
 
 // maxReason bounds an operator's reason in bytes (the state machine's own limit).
 const maxReason = 1024
@@ -150,7 +134,7 @@ func (s *adminService) CreateTenant(ctx context.Context, req *kv1.CreateTenantRe
 	if err := s.n.governedCreateTenant(req.GetTenant(), req.GetAnchorUri(), req.GetOwnerPublicKey() != ""); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	t, err := s.n.CreateOwnedTenant(ctx, req.GetRequestId(), req.GetTenant(), req.GetAnchorUri(), req.GetOwnerPublicKey())
@@ -160,29 +144,29 @@ func (s *adminService) CreateTenant(ctx context.Context, req *kv1.CreateTenantRe
 	return s.n.tenantProto(t), nil
 }
 
-// page cuts a sorted list of names at the page token (the last name of the previous page).
-func page[T any](items []T, name func(T) string, size int32, token string) ([]T, string) {
-	n := int(size)
-	if n <= 0 {
-		n = defaultPageSize
+// page cuts a sorted list of names at the page token (transport.Page: the name the previous page
+// ended with) and returns the next page's token.
+func page[T any](items []T, name func(T) string, size int32, token string) ([]T, string, error) {
+	n, after, err := transport.Page(size, token)
+	if err != nil {
+		return nil, "", err
 	}
-	n = min(n, maxPageSize)
-	start := sort.Search(len(items), func(i int) bool { return name(items[i]) > token })
-	if token == "" {
-		start = 0
-	}
+	start := sort.Search(len(items), func(i int) bool { return name(items[i]) > after })
 	end := min(start+n, len(items))
 	next := ""
 	if end < len(items) {
-		next = name(items[end-1])
+		next = transport.NextPageToken(name(items[end-1]))
 	}
-	return items[start:end], next
+	return items[start:end], next, nil
 }
 
 func (s *adminService) ListTenants(_ context.Context, req *kv1.ListTenantsRequest) (*kv1.ListTenantsResponse, error) {
 	all := s.n.state.ListTenants()
 	sort.Slice(all, func(i, j int) bool { return all[i].Name < all[j].Name })
-	items, next := page(all, func(t fsm.Tenant) string { return t.Name }, req.GetPageSize(), req.GetPageToken())
+	items, next, err := page(all, func(t fsm.Tenant) string { return t.Name }, req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
 	out := &kv1.ListTenantsResponse{NextPageToken: next}
 	for _, t := range items {
 		out.Tenants = append(out.Tenants, s.n.tenantProto(t))
@@ -214,7 +198,7 @@ func (s *adminService) CreateKey(ctx context.Context, req *kv1.CreateKeyRequest)
 	if err := s.n.governedCreateKey(req.GetTenant(), req.GetService()); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	svc, err := s.n.CreateKey(ctx, req.GetRequestId(), req.GetTenant(), req.GetService())
@@ -225,7 +209,7 @@ func (s *adminService) CreateKey(ctx context.Context, req *kv1.CreateKeyRequest)
 }
 
 func (s *adminService) RotateKey(ctx context.Context, req *kv1.RotateKeyRequest) (*kv1.Key, error) {
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	svc, err := s.n.RotateKey(ctx, req.GetRequestId(), req.GetTenant(), req.GetService())
@@ -241,7 +225,10 @@ func (s *adminService) ListKeys(_ context.Context, req *kv1.ListKeysRequest) (*k
 		return nil, err
 	}
 	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Name < svcs[j].Name })
-	items, next := page(svcs, func(s fsm.Service) string { return s.Name }, req.GetPageSize(), req.GetPageToken())
+	items, next, err := page(svcs, func(s fsm.Service) string { return s.Name }, req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
 	out := &kv1.ListKeysResponse{NextPageToken: next}
 	for _, svc := range items {
 		k, err := s.n.keyProto(svc)
@@ -265,7 +252,7 @@ func (s *adminService) RevokeKey(ctx context.Context, req *kv1.RevokeKeyRequest)
 	if err := s.n.governedRevoke(Scope{Tenant: req.GetScope().GetTenant(), Service: req.GetScope().GetService(), Version: req.GetScope().GetVersion()}, req.GetReason()); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkReason(req.GetReason()); err != nil {
@@ -299,7 +286,7 @@ func (s *adminService) LockTenant(ctx context.Context, req *kv1.LockTenantReques
 	if err := s.n.governedLock(req.GetTenant(), req.GetReason()); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	if err := checkReason(req.GetReason()); err != nil {
@@ -320,7 +307,7 @@ func (s *adminService) RekeyTenant(ctx context.Context, req *kv1.RekeyTenantRequ
 	if err := s.n.governedRekey(req.GetTenant(), req.GetAnchorUri()); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	t, err := s.n.RekeyTenant(ctx, req.GetRequestId(), req.GetTenant(), req.GetAnchorUri(), req.GetConsent())
@@ -334,7 +321,7 @@ func (s *adminService) UnlockTenant(ctx context.Context, req *kv1.UnlockTenantRe
 	if err := s.n.governedUnlock(req.GetTenant()); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	t, err := s.n.UnlockTenant(ctx, req.GetRequestId(), req.GetTenant())

@@ -136,7 +136,7 @@ func (s *adminService) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequ
 	if err := s.n.governedSetOwner(req.GetTenant()); err != nil {
 		return nil, err
 	}
-	if err := checkRequestID(req.GetRequestId()); err != nil {
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
 		return nil, err
 	}
 	t, err := s.n.SetOwnerKey(ctx, req.GetRequestId(), req.GetTenant(), req.GetOwnerPublicKey(), req.GetConsent())

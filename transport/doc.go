@@ -64,7 +64,17 @@
 // its detail goes to the log. Every wire message is a fixed string of the
 // table (plus, for fsm errors, the validated names they concern): none
 // carries key material or echoes request bytes. Clients act on the code and
-// never rebuild a domain error from a status message.
+// never rebuild a domain error from a status message. A server adds rows for
+// sentinels this package does not link with ServerConfig.Errors: governance
+// maps its state machine's (package governance/govfsm) so.
+//
+// # Requests
+//
+// Every plane checks a write's request_id with CheckRequestID and reads a
+// List request's page_size and page_token with Page (its next_page_token from
+// NextPageToken), so that region, governance and gateway speak one dialect
+// (docs/api.md, "Idempotency" and "Pagination"); their refusals are rows of
+// the table (InvalidArgument).
 //
 // # Clients
 //

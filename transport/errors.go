@@ -115,9 +115,24 @@ var errorTable = []errorRow{
 	{pki.ErrInvalidIdentity, codes.Unauthenticated, "transport: client certificate names an invalid krypton identity"},
 	{pki.ErrWrongKind, codes.PermissionDenied, "transport: certificate kind not allowed"},
 
+	// The request checks every plane shares (request.go).
+	{ErrRequestID, codes.InvalidArgument, ErrRequestID.Error()},
+	{ErrPageSize, codes.InvalidArgument, ErrPageSize.Error()},
+	{ErrPageToken, codes.InvalidArgument, ErrPageToken.Error()},
+
 	// The call's own context.
 	{context.DeadlineExceeded, codes.DeadlineExceeded, "transport: deadline exceeded"},
 	{context.Canceled, codes.Canceled, "transport: canceled"},
+}
+
+// ErrorRow maps a domain error of a package transport does not link (the state machine of
+// another plane: governance's, package govfsm) to a gRPC code, for ServerConfig.Errors. Msg is
+// the wire message; empty, it is the sentinel Err's own text (never that of the error that
+// wraps it), which must then be fixed and carry no request bytes.
+type ErrorRow struct {
+	Err  error
+	Code codes.Code
+	Msg  string
 }
 
 // internalMessage is all the wire learns of an error the table does not map.
@@ -138,13 +153,14 @@ const internalMessage = "transport: internal error"
 // not log; the server's error interceptor logs the detail of what it could
 // not map (see NewServer).
 func ToStatus(err error) error {
-	st, _ := toStatus(err)
+	st, _ := toStatus(err, nil)
 	return st.Err()
 }
 
-// toStatus is ToStatus, also reporting whether err was mapped (false: the
-// wire says Internal and the detail belongs in the log).
-func toStatus(err error) (*status.Status, bool) {
+// toStatus is ToStatus with the server's own rows after the table's (ServerConfig.Errors), also
+// reporting whether err was mapped (false: the wire says Internal and the detail belongs in the
+// log).
+func toStatus(err error, extra []ErrorRow) (*status.Status, bool) {
 	if err == nil {
 		return nil, true
 	}
@@ -160,6 +176,15 @@ func toStatus(err error) (*status.Status, bool) {
 	for _, row := range errorTable {
 		if errors.Is(err, row.err) {
 			return status.New(row.code, row.msg+subject(err)), true
+		}
+	}
+	for _, row := range extra {
+		if errors.Is(err, row.Err) {
+			msg := row.Msg
+			if msg == "" {
+				msg = row.Err.Error()
+			}
+			return status.New(row.Code, msg), true
 		}
 	}
 	return status.New(codes.Internal, internalMessage), false

@@ -68,8 +68,8 @@ var errorCases = []struct {
 	{anchor.ErrUnknownScheme, codes.InvalidArgument},
 	{anchor.ErrNotRegistered, codes.InvalidArgument},
 	{anchor.ErrSecretInURI, codes.InvalidArgument},
-	{anchor.ErrDevelopment, codes.InvalidArgument},
 	{anchor.ErrPlainEndpoint, codes.InvalidArgument},
+	{anchor.ErrDevelopment, codes.InvalidArgument},
 	{anchor.ErrPlaintextSize, codes.Internal},
 	{anchor.ErrInvalidContext, codes.Internal},
 
@@ -78,6 +78,10 @@ var errorCases = []struct {
 	{pki.ErrAmbiguousIdentity, codes.Unauthenticated},
 	{pki.ErrInvalidIdentity, codes.Unauthenticated},
 	{pki.ErrWrongKind, codes.PermissionDenied},
+
+	{ErrRequestID, codes.InvalidArgument},
+	{ErrPageSize, codes.InvalidArgument},
+	{ErrPageToken, codes.InvalidArgument},
 
 	{context.DeadlineExceeded, codes.DeadlineExceeded},
 	{context.Canceled, codes.Canceled},

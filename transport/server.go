@@ -110,6 +110,11 @@ type ServerConfig struct {
 	// from a client (a client pinging more often is disconnected). Clients
 	// made by Dial ping no more often than this default.
 	KeepaliveMinTime time.Duration
+
+	// Errors are rows the error translation (step 6 of NewServer) tests after its own table,
+	// for the sentinels of a package transport does not link: governance passes the codes of its
+	// state machine's errors (package govfsm) here.
+	Errors []ErrorRow
 }
 
 // DefaultServerConfig returns a configuration with every default set and
@@ -217,8 +222,8 @@ type Server struct {
 //  5. authorisation: cfg.Policy by certificate kind; Unauthenticated
 //     without an identity, PermissionDenied for the wrong kind; for a
 //     token, TokenMethods and its roles.
-//  6. error translation: the handler's error goes through ToStatus; what
-//     the table does not map is logged here and goes out as Internal.
+//  6. error translation: the handler's error goes through ToStatus, then
+//     cfg.Errors; what neither maps is logged here and goes out as Internal.
 //
 // Services are registered by the caller. The health service reports
 // SERVING for "" (the whole server) once NewServer returns; use SetServing
@@ -238,6 +243,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		self:    self,
 		audit:   cfg.Audit,
 		tokens:  cfg.OIDC,
+		errors:  cfg.Errors,
 	}
 	tlsCfg := pki.ServerTLSConfig(cfg.Roots, cfg.Certificate)
 	if cfg.OIDC != nil {
@@ -358,6 +364,7 @@ type interceptors struct {
 	self    pki.Identity // the server certificate's identity (see Policy.authorize)
 	audit   AuditFunc
 	tokens  *OIDCVerifier // nil: bearer tokens are refused
+	errors  []ErrorRow    // ServerConfig.Errors
 }
 
 // unary is the unary chain as one interceptor. grpc.ChainUnaryInterceptor
@@ -485,7 +492,7 @@ func (ic *interceptors) translate(method string, err error) error {
 	if err == nil {
 		return nil
 	}
-	st, mapped := toStatus(err)
+	st, mapped := toStatus(err, ic.errors)
 	if !mapped {
 		ic.log.Error("transport: unmapped error", "method", method, "error", err)
 	}

@@ -23,7 +23,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/kryptonkms/krypton/governance"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 )
@@ -226,15 +226,10 @@ func newRequestID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// checkRequestID applies the API's rule: 1 to 128 printable ASCII characters.
+// checkRequestID applies the API's rule (transport.CheckRequestID) to -request-id.
 func checkRequestID(id string) error {
-	if len(id) > 128 {
-		return usagef("-request-id is longer than 128 characters")
-	}
-	for i := 0; i < len(id); i++ {
-		if id[i] < 0x21 || id[i] > 0x7e {
-			return usagef("-request-id must be printable ASCII without spaces")
-		}
+	if transport.CheckRequestID(id) != nil {
+		return usagef("-request-id must be 1 to %d printable ASCII characters without spaces (or none: a random one is made)", transport.MaxRequestID)
 	}
 	return nil
 }
@@ -262,10 +257,10 @@ func definiteRefusal(err error) bool {
 }
 
 // revisionMismatch says whether err is governance's answer that a policy's revision is not the
-// one expected (governance.ErrRevisionMismatch: a fixed message under codes.Aborted).
+// one expected (govfsm.ErrRevisionMismatch: a fixed message under codes.Aborted).
 func revisionMismatch(err error) bool {
 	st, ok := status.FromError(err)
-	return ok && st.Code() == codes.Aborted && st.Message() == governance.ErrRevisionMismatch.Error()
+	return ok && st.Code() == codes.Aborted && st.Message() == govfsm.ErrRevisionMismatch.Error()
 }
 
 // notSent recognises grpc-go's fail-fast error for a call made while the connection could not be

@@ -1,17 +1,16 @@
-package governance_test
+package govfsm_test
 
 import (
 	"bytes"
 	"io"
 	"testing"
 
-	"github.com/kryptonkms/krypton/governance"
+	"github.com/kryptonkms/krypton/governance/govfsm"
 )
 
-// FuzzDecodeCommand feeds arbitrary bytes to the log decoder: it must never
-// panic, and a command it accepts must apply (to an empty state and to a
-// populated one) without panicking, deterministically, and re-encode to a
-// command that decodes the same.
+// FuzzDecodeCommand feeds arbitrary bytes to the log decoder: it must never panic, and a command it
+// accepts must apply (to an empty state and to a populated one) without panicking,
+// deterministically, and re-encode to a command that decodes the same.
 func FuzzDecodeCommand(f *testing.F) {
 	for _, c := range randomCommands(7, 40) {
 		b, _ := c.Encode()
@@ -19,13 +18,13 @@ func FuzzDecodeCommand(f *testing.F) {
 	}
 	f.Add([]byte(`{"op":"revoke","rid":"x","fp":"y","tenant":"a","service":"b","version":4294967295}`))
 	f.Add([]byte(`{"op":"report","region":"eu","cursor":18446744073709551615}`))
-	seed := governance.NewFSM()
+	seed := govfsm.NewFSM()
 	for _, c := range randomCommands(3, 100) {
 		seed.ApplyCommand(c)
 	}
 	base, _ := seed.Encode()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := governance.DecodeCommand(b)
+		c, err := govfsm.DecodeCommand(b)
 		if err != nil {
 			return
 		}
@@ -33,11 +32,11 @@ func FuzzDecodeCommand(f *testing.F) {
 		if err != nil {
 			return
 		}
-		c2, err := governance.DecodeCommand(re)
+		c2, err := govfsm.DecodeCommand(re)
 		if err != nil {
 			t.Fatalf("re-encoded command does not decode: %v", err)
 		}
-		x, y := governance.NewFSM(), governance.NewFSM()
+		x, y := govfsm.NewFSM(), govfsm.NewFSM()
 		if err := x.Restore(io.NopCloser(bytes.NewReader(base))); err != nil {
 			t.Fatal(err)
 		}
@@ -51,15 +50,14 @@ func FuzzDecodeCommand(f *testing.F) {
 		if !bytes.Equal(ex, ey) {
 			t.Fatal("applying a command and its re-encoding diverged")
 		}
-		governance.NewFSM().ApplyCommand(c)
+		govfsm.NewFSM().ApplyCommand(c)
 	})
 }
 
-// FuzzRestore feeds arbitrary snapshots to Restore: it must refuse or
-// accept without panicking, and an accepted state must encode and restore
-// to the same bytes.
+// FuzzRestore feeds arbitrary snapshots to Restore: it must refuse or accept without panicking, and
+// an accepted state must encode and restore to the same bytes.
 func FuzzRestore(f *testing.F) {
-	s := governance.NewFSM()
+	s := govfsm.NewFSM()
 	for _, c := range randomCommands(11, 60) {
 		s.ApplyCommand(c)
 	}
@@ -67,7 +65,7 @@ func FuzzRestore(f *testing.F) {
 	f.Add(b)
 	f.Add([]byte(`{}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		x := governance.NewFSM()
+		x := govfsm.NewFSM()
 		if err := x.Restore(io.NopCloser(bytes.NewReader(b))); err != nil {
 			return
 		}
@@ -75,7 +73,7 @@ func FuzzRestore(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		y := governance.NewFSM()
+		y := govfsm.NewFSM()
 		if err := y.Restore(io.NopCloser(bytes.NewReader(e1))); err != nil {
 			t.Fatalf("re-encoded snapshot refused: %v", err)
 		}

@@ -1,4 +1,4 @@
-package governance
+package govfsm
 
 import (
 	"bytes"
@@ -10,7 +10,9 @@ import (
 // Op names a state-machine command.
 type Op string
 
-// Commands of the governance state machine.
+// Commands of the governance state machine. The names use the lifecycle verbs of the API's RPCs and
+// of the region's fsm commands (LockTenant, UnlockTenant, ResyncTenant, SetOwnerKey); the values
+// are what the Raft log holds and never change.
 const (
 	OpCreateTenant  Op = "create-tenant"
 	OpCreateService Op = "create-service"
@@ -18,24 +20,23 @@ const (
 	OpDeleteAnchor  Op = "delete-anchor"
 	OpSetPolicy     Op = "set-policy"
 	OpRevoke        Op = "revoke"
-	OpLock          Op = "lock"
-	OpUnlock        Op = "unlock"
+	OpLockTenant    Op = "lock"
+	OpUnlockTenant  Op = "unlock"
 	OpReport        Op = "report"
-	OpResync        Op = "resync"
-	OpSetOwner      Op = "set-owner"
+	OpResyncTenant  Op = "resync"
+	OpSetOwnerKey   Op = "set-owner"
 )
 
-// Command is one entry of the governance Raft log. The proposing node fills
-// in everything that is not deterministic (Time, EventID) before it
-// proposes, so that Apply is a pure function of the state and the command.
+// Command is one entry of the governance Raft log. The proposing node fills in everything that is
+// not deterministic (Time, EventID) before it proposes, so that Apply is a pure function of the
+// state and the command.
 //
-// Commands are JSON: small, self-describing, and readable in a log dump.
-// encoding/json is the one decoder; FuzzDecodeCommand exercises it.
+// Commands are JSON: small, self-describing, and readable in a log dump. encoding/json is the one
+// decoder; FuzzDecodeCommand exercises it.
 type Command struct {
 	Op Op `json:"op"`
-	// RequestID makes a write idempotent; Fingerprint is a digest of the
-	// request's parameters, so that a reused id with other parameters is
-	// refused. Both empty for OpReport.
+	// RequestID makes a write idempotent; Fingerprint is a digest of the request's parameters, so
+	// that a reused id with other parameters is refused. Both empty for OpReport.
 	RequestID   string `json:"rid,omitempty"`
 	Fingerprint string `json:"fp,omitempty"`
 	// EventID is the id of the event this command emits, if it emits one.
@@ -61,16 +62,15 @@ type Command struct {
 	Cursor       uint64   `json:"cursor,omitempty"`
 	Inventory    []KeyRef `json:"inv,omitempty"`
 	HasInventory bool     `json:"has-inv,omitempty"`
-	// OpReport: the reporting node (from its verified certificate, never from the request), and
-	// the region's Raft configuration it reported (index of its latest configuration entry, its
-	// voters sorted); ConfigIndex 0 reports none.
+	// OpReport: the reporting node (from its verified certificate, never from the request), and the
+	// region's Raft configuration it reported (index of its latest configuration entry, its voters
+	// sorted); ConfigIndex 0 reports none.
 	Node        string   `json:"node,omitempty"`
 	ConfigIndex uint64   `json:"cfg-index,omitempty"`
 	Voters      []string `json:"voters,omitempty"`
 }
 
-// MaxCommandSize bounds an encoded command (a full policy or a full
-// inventory fits well within it).
+// MaxCommandSize bounds an encoded command (a full policy or a full inventory fits well within it).
 const MaxCommandSize = 16 << 20
 
 // Encode returns the command's log bytes.
@@ -87,9 +87,8 @@ func (c *Command) Encode() ([]byte, error) {
 
 var errBadCommand = errors.New("governance: malformed command")
 
-// DecodeCommand parses a command's log bytes. It refuses unknown fields,
-// trailing data and oversized input; it does not check the command's
-// meaning (Apply does).
+// DecodeCommand parses a command's log bytes. It refuses unknown fields, trailing data and
+// oversized input; it does not check the command's meaning (Apply does).
 func DecodeCommand(b []byte) (*Command, error) {
 	if len(b) > MaxCommandSize {
 		return nil, errBadCommand
@@ -104,16 +103,16 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: trailing data", errBadCommand)
 	}
 	switch c.Op {
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLock, OpUnlock, OpReport, OpResync, OpSetOwner:
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey:
 	default:
 		return nil, fmt.Errorf("%w: unknown op", errBadCommand)
 	}
 	return &c, nil
 }
 
-// Result is what Apply returns for a command: the event it emitted (or, for
-// a retried request, the original one), and the resulting state of what it
-// changed. Err is one of this package's sentinels.
+// Result is what Apply returns for a command: the event it emitted (or, for a retried request, the
+// original one), and the resulting state of what it changed. Err is one of this package's
+// sentinels.
 type Result struct {
 	Err      error
 	Event    *Event
@@ -121,15 +120,14 @@ type Result struct {
 	Service  *Service
 	Policy   *Policy
 	Recorded uint64 // OpReport: the cursor recorded for the region
-	// OpSetAnchor, OpSetOwner: what the change replaced (the anchor URI, empty if it was
+	// OpSetAnchor, OpSetOwnerKey: what the change replaced (the anchor URI, empty if it was
 	// deleted; the owner key's fingerprint), for the audit log. Empty for a retried request.
 	Previous string
 	// Retry is set for a retried request id: nothing changed now.
 	Retry bool
 }
 
-// resultWire is Result on the wire between a leader and a follower that
-// forwarded the command.
+// resultWire is Result on the wire between a leader and a follower that forwarded the command.
 type resultWire struct {
 	Err      string   `json:"err,omitempty"`
 	Event    *Event   `json:"event,omitempty"`
@@ -141,9 +139,8 @@ type resultWire struct {
 	Retry    bool     `json:"retry,omitempty"`
 }
 
-// Codec is the cluster.ResponseCodec of the governance state machine: it
-// carries a Result across a forwarded Apply, its error as the sentinel's
-// key (never a message to be parsed).
+// Codec is the cluster.ResponseCodec of the governance state machine: it carries a Result across a
+// forwarded Apply, its error as the sentinel's key (never a message to be parsed).
 type Codec struct{}
 
 // EncodeResponse implements cluster.ResponseCodec.

@@ -1,4 +1,4 @@
-package governance
+package govfsm
 
 import (
 	"errors"
@@ -11,8 +11,8 @@ import (
 
 // The state machine is the last line: it verifies the consent against the owner key it holds when
 // it applies the change (a command proposed past the handler, or one whose tenant's owner key
-// changed since the handler checked, is refused), and a consent is used once even after its
-// request id is forgotten (an operator who floods the request table cannot replay it).
+// changed since the handler checked, is refused), and a consent is used once even after its request
+// id is forgotten (an operator who floods the request table cannot replay it).
 func TestStateMachineChecksConsent(t *testing.T) {
 	k, mallory := ownertest.New(t), ownertest.New(t)
 	now := time.Now()

@@ -1,4 +1,4 @@
-package governance
+package govfsm
 
 import (
 	"encoding/json"
@@ -15,17 +15,17 @@ import (
 	"github.com/kryptonkms/krypton/wrap"
 )
 
-// requestTTL is how long request ids are remembered (common.proto promises
-// at least 24 hours), by the commands' own clock so that every node prunes
-// the same ids; maxRequests bounds them whatever their age.
+// requestTTL is how long request ids are remembered (common.proto promises at least 24 hours), by
+// the commands' own clock so that every node prunes the same ids; maxRequests bounds them whatever
+// their age.
 const (
 	requestTTL  = 48 * 3600 * 1e9 // ns
 	maxRequests = 1 << 20
 )
 
-// FSM is the governance state machine (a raft.FSM). Its Apply is a pure
-// function of the state and the command: no clock, no randomness, no I/O.
-// The methods that read state are safe for concurrent use with Apply.
+// FSM is the governance state machine (a raft.FSM). Its Apply is a pure function of the state and
+// the command: no clock, no randomness, no I/O. The methods that read state are safe for concurrent
+// use with Apply.
 type FSM struct {
 	mu      sync.RWMutex  // guards st and changed
 	st      *state        // replaced whole by Restore
@@ -55,9 +55,9 @@ type tenant struct {
 	DeleteCursor    uint64              `json:"delete-cursor,omitempty"` // the DELETE_ANCHOR in force
 	Services        map[string]*service `json:"services,omitempty"`
 	Policy          *Policy             `json:"policy,omitempty"`
-	// OwnerKey is the tenant owner's public key (PKIX PEM), whose consent moving the anchor
-	// needs; Consents are the consents applied that have not expired yet, each usable once.
-	// Both absent in snapshots from before owner keys, which restore as tenants without one.
+	// OwnerKey is the tenant owner's public key (PKIX PEM), whose consent moving the anchor needs;
+	// Consents are the consents applied that have not expired yet, each usable once. Both absent in
+	// snapshots from before owner keys, which restore as tenants without one.
 	OwnerKey string        `json:"owner-key,omitempty"`
 	Consents []usedConsent `json:"consents,omitempty"`
 }
@@ -68,8 +68,7 @@ type usedConsent struct {
 	Expires int64  `json:"exp"`
 }
 
-// maxLiveConsents bounds the unexpired consents one tenant keeps (each lives at most
-// owner.MaxTTL).
+// maxLiveConsents bounds the unexpired consents one tenant keeps (each lives at most owner.MaxTTL).
 const maxLiveConsents = 256
 
 type service struct {
@@ -135,9 +134,8 @@ func NewFSM() *FSM {
 	return &FSM{st: newState(), changed: make(chan struct{})}
 }
 
-// Apply implements raft.FSM. It returns a *Result. A command that does not
-// decode is a bug or a corrupt log: it stops the node loudly rather than
-// let replicas diverge.
+// Apply implements raft.FSM. It returns a *Result. A command that does not decode is a bug or a
+// corrupt log: it stops the node loudly rather than let replicas diverge.
 func (f *FSM) Apply(l *raft.Log) any {
 	c, err := DecodeCommand(l.Data)
 	if err != nil {
@@ -146,8 +144,7 @@ func (f *FSM) Apply(l *raft.Log) any {
 	return f.ApplyCommand(c)
 }
 
-// ApplyCommand applies one decoded command; Apply and log replays without
-// Raft use it.
+// ApplyCommand applies one decoded command; Apply and log replays without Raft use it.
 func (f *FSM) ApplyCommand(c *Command) *Result {
 	f.mu.Lock()
 	defer func() {
@@ -158,8 +155,8 @@ func (f *FSM) ApplyCommand(c *Command) *Result {
 	return f.st.apply(c)
 }
 
-// Changed returns a channel that is closed at the next Apply or Restore.
-// Watchers take it, read the state, and wait on it: no polling.
+// Changed returns a channel that is closed at the next Apply or Restore. Watchers take it, read the
+// state, and wait on it: no polling.
 func (f *FSM) Changed() <-chan struct{} {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -199,8 +196,7 @@ func (s *state) apply(c *Command) *Result {
 	return res
 }
 
-// pruneRequests forgets request ids older than requestTTL, and the oldest
-// beyond maxRequests.
+// pruneRequests forgets request ids older than requestTTL, and the oldest beyond maxRequests.
 func (s *state) pruneRequests(now int64) {
 	n := 0
 	for n < len(s.Requests) && (len(s.Requests)-n > maxRequests || now-s.Requests[n].Time > requestTTL) {
@@ -238,8 +234,7 @@ func (s *state) emit(c *Command, kind Kind, now int64) *Event {
 	return e
 }
 
-// result builds the answer to c after the fact: the event and the current
-// state of what c concerns.
+// result builds the answer to c after the fact: the event and the current state of what c concerns.
 func (s *state) result(c *Command, e *Event) *Result {
 	r := &Result{Event: e}
 	t := s.Tenants[c.Tenant]
@@ -279,7 +274,7 @@ func (s *state) write(c *Command, now int64) *Result {
 				return &Result{Err: ErrInvalidCommand}
 			}
 		}
-		if c.OwnerKey != "" && checkOwnerKey(c.OwnerKey) != nil {
+		if c.OwnerKey != "" && !validOwnerKey(c.OwnerKey) {
 			return &Result{Err: ErrInvalidCommand}
 		}
 		t = &tenant{Name: c.Tenant, AnchorURI: c.AnchorURI, Regions: slices.Clone(c.Regions), CreatedAt: now, OwnerKey: c.OwnerKey}
@@ -333,7 +328,7 @@ func (s *state) write(c *Command, now int64) *Result {
 		r.Previous = prev
 		return r
 
-	case OpSetOwner:
+	case OpSetOwnerKey:
 		if t.RevokeCursor != 0 {
 			return &Result{Err: ErrRevoked}
 		}
@@ -365,7 +360,7 @@ func (s *state) write(c *Command, now int64) *Result {
 		return s.result(c, e)
 
 	case OpSetPolicy:
-		if !validRules(c.Rules) {
+		if !ValidRules(c.Rules) {
 			return &Result{Err: ErrInvalidCommand}
 		}
 		var rev uint64
@@ -381,33 +376,33 @@ func (s *state) write(c *Command, now int64) *Result {
 		e.Policy = p.clone()
 		return s.result(c, e)
 
-	case OpLock, OpUnlock:
+	case OpLockTenant, OpUnlockTenant:
 		if t.RevokeCursor != 0 {
 			return &Result{Err: ErrRevoked}
 		}
 		kind := KindLockTenant
-		if c.Op == OpUnlock {
+		if c.Op == OpUnlockTenant {
 			if t.AnchorDeletedAt != 0 {
 				return &Result{Err: ErrNoAnchor}
 			}
 			kind = KindUnlockTenant
 		}
-		t.Locked = c.Op == OpLock
+		t.Locked = c.Op == OpLockTenant
 		return s.result(c, s.emit(c, kind, now))
 
 	case OpRevoke:
 		return s.revoke(c, t, now)
 
-	case OpResync:
+	case OpResyncTenant:
 		return s.resync(c, t, now)
 	}
 	return &Result{Err: ErrInvalidCommand}
 }
 
-// consume checks c's consent against the tenant's owner key as st, at now (the command's clock,
-// so that every replica decides alike), and records it as used. It returns the owner key's
-// fingerprint. A tenant without an owner key takes a command without a consent: such commands
-// are in logs from before owner keys (the API refuses new ones, ErrNoOwnerKey).
+// consume checks c's consent against the tenant's owner key as st, at now (the command's clock, so
+// that every replica decides alike), and records it as used. It returns the owner key's
+// fingerprint. A tenant without an owner key takes a command without a consent: such commands are
+// in logs from before owner keys (the API refuses new ones, ErrNoOwnerKey).
 func (t *tenant) consume(c *Command, st owner.Statement, now int64) (string, error) {
 	if t.OwnerKey == "" {
 		if c.Consent != "" {
@@ -435,12 +430,11 @@ func (t *tenant) consume(c *Command, st owner.Statement, now int64) (string, err
 	return key.Fingerprint(), nil
 }
 
-// resync emits a RESYNC_TENANT event: what a region needs to converge on
-// the tenant as governance holds it now (governance/DESIGN.md, "Resync").
-// c.Regions, sorted, names a subset of the tenant's regions; empty means
-// all of them. A revoked tenant, or one whose anchor is deleted, is
-// refused: a resync never brings back what a revocation or the kill switch
-// took away (and without an anchor no region could create the tenant).
+// resync emits a RESYNC_TENANT event: what a region needs to converge on the tenant as governance
+// holds it now (governance/DESIGN.md, "Resync"). c.Regions, sorted, names a subset of the tenant's
+// regions; empty means all of them. A revoked tenant, or one whose anchor is deleted, is refused: a
+// resync never brings back what a revocation or the kill switch took away (and without an anchor no
+// region could create the tenant).
 func (s *state) resync(c *Command, t *tenant, now int64) *Result {
 	if t.RevokeCursor != 0 {
 		return &Result{Err: ErrRevoked}
@@ -462,11 +456,10 @@ func (s *state) resync(c *Command, t *tenant, now int64) *Result {
 	}
 	var services []string
 	for _, name := range slices.Sorted(maps.Keys(t.Services)) {
-		// Only services created at governance (one learnt from a region's
-		// inventory was created in that region), not revoked, and with no
-		// revoked version: a region that lacks such a service would create
-		// it afresh and, by rotating, hand out the version numbers
-		// governance lists as revoked.
+		// Only services created at governance (one learnt from a region's inventory was created in
+		// that region), not revoked, and with no revoked version: a region that lacks such a
+		// service would create it afresh and, by rotating, hand out the version numbers governance
+		// lists as revoked.
 		if sv := t.Services[name]; sv.Cursor != 0 && sv.RevokeCursor == 0 && len(sv.Versions) == 0 {
 			services = append(services, name)
 		}
@@ -545,12 +538,12 @@ func (s *state) report(c *Command, now int64) *Result {
 	if wrap.ValidateName(c.Region) != nil || len(c.Inventory) > MaxInventory {
 		return &Result{Err: ErrInvalidCommand}
 	}
-	if !validConfig(c.ConfigIndex, c.Voters) {
+	if !ValidConfig(c.ConfigIndex, c.Voters) {
 		return &Result{Err: ErrInvalidCommand}
 	}
 	r := s.Regions[c.Region]
-	// Checked here too, not only where the report arrived: the configuration that removed the
-	// node may have been learned between that check and this entry.
+	// Checked here too, not only where the report arrived: the configuration that removed the node
+	// may have been learned between that check and this entry.
 	if !r.admits(c) {
 		return &Result{Err: ErrNotRegionVoter}
 	}
@@ -607,9 +600,8 @@ func (sv *service) view(t *tenant, name string) *Service {
 	return &Service{Tenant: t.Name, Name: name, CreatedAt: sv.CreatedAt, Cursor: sv.Cursor, Revoked: sv.RevokeCursor != 0 || t.RevokeCursor != 0}
 }
 
-// Snapshot implements raft.FSM: it encodes the state now (between Applies)
-// and Persist writes the bytes. Encoding here costs a copy of the state in
-// memory but keeps Persist free of any lock.
+// Snapshot implements raft.FSM: it encodes the state now (between Applies) and Persist writes the
+// bytes. Encoding here costs a copy of the state in memory but keeps Persist free of any lock.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -620,9 +612,8 @@ func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	return snapshot(b), nil
 }
 
-// encode returns the state's snapshot bytes. encoding/json writes struct
-// fields in order and map keys sorted, so equal states encode to equal
-// bytes on every node.
+// encode returns the state's snapshot bytes. encoding/json writes struct fields in order and map
+// keys sorted, so equal states encode to equal bytes on every node.
 func (s *state) encode() ([]byte, error) {
 	b, err := json.Marshal(s)
 	if err != nil {
@@ -643,9 +634,12 @@ func (s snapshot) Persist(sink raft.SnapshotSink) error {
 
 func (s snapshot) Release() {}
 
-// Restore implements raft.FSM: it replaces the whole state with the
-// snapshot's.
-func (f *FSM) Restore(rc io.ReadCloser) error {
+// Restore implements raft.FSM: it replaces the whole state with the snapshot's.
+func (f *FSM) Restore(rc io.ReadCloser) error { return f.restore(rc, false) }
+
+// restore replaces the state with the snapshot in rc; if keep, only if the snapshot keeps every
+// revocation of the state now (state.keepsRevocations), checked under the same lock.
+func (f *FSM) restore(rc io.ReadCloser, keep bool) error {
 	defer rc.Close()
 	b, err := io.ReadAll(rc)
 	if err != nil {
@@ -656,16 +650,20 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.mu.Lock()
+	defer f.mu.Unlock()
+	if keep {
+		if err := f.st.keepsRevocations(st); err != nil {
+			return err
+		}
+	}
 	f.st = st
 	close(f.changed)
 	f.changed = make(chan struct{})
-	f.mu.Unlock()
 	return nil
 }
 
-// decodeState parses and checks a snapshot: events numbered 1..n, names
-// valid, every cross-reference in range. A snapshot that fails is refused
-// whole.
+// decodeState parses and checks a snapshot: events numbered 1..n, names valid, every
+// cross-reference in range. A snapshot that fails is refused whole.
 func decodeState(b []byte) (*state, error) {
 	st := newState()
 	if err := json.Unmarshal(b, st); err != nil {
@@ -686,7 +684,7 @@ func decodeState(b []byte) (*state, error) {
 	}
 	for name, t := range st.Tenants {
 		if t == nil || t.Name != name || wrap.ValidateName(name) != nil || t.Cursor > n || t.RevokeCursor > n || t.DeleteCursor > n ||
-			(t.OwnerKey != "" && checkOwnerKey(t.OwnerKey) != nil) || len(t.Consents) > maxLiveConsents {
+			(t.OwnerKey != "" && !validOwnerKey(t.OwnerKey)) || len(t.Consents) > maxLiveConsents {
 			return nil, bad("tenant")
 		}
 		for sn, sv := range t.Services {
@@ -701,7 +699,7 @@ func decodeState(b []byte) (*state, error) {
 		}
 	}
 	for name, r := range st.Regions {
-		if r == nil || wrap.ValidateName(name) != nil || r.Cursor > n || !validConfig(r.ConfigIndex, r.Voters) {
+		if r == nil || wrap.ValidateName(name) != nil || r.Cursor > n || !ValidConfig(r.ConfigIndex, r.Voters) {
 			return nil, bad("region")
 		}
 	}
@@ -786,10 +784,9 @@ func (f *FSM) Event(cursor uint64) *Event {
 	return f.st.event(cursor)
 }
 
-// EventsFor returns up to max events after cursor that concern region's
-// tenants (all events if region is empty), and the head the answer is
-// complete up to: every event for region with a cursor up to head is in the
-// result, unless it was cut at max, when head is the last event's cursor.
+// EventsFor returns up to max events after cursor that concern region's tenants (all events if
+// region is empty), and the head the answer is complete up to: every event for region with a cursor
+// up to head is in the result, unless it was cut at max, when head is the last event's cursor.
 // Events are shared, immutable values.
 func (f *FSM) EventsFor(region string, after uint64, max int) (events []*Event, head uint64) {
 	f.mu.RLock()
@@ -813,8 +810,8 @@ func (s *state) inRegion(tenant, region string) bool {
 	return t != nil && slices.Contains(t.Regions, region)
 }
 
-// forRegion reports whether e is sent to region: every event of a tenant of
-// the region, but a RESYNC_TENANT only to the regions it names.
+// forRegion reports whether e is sent to region: every event of a tenant of the region, but a
+// RESYNC_TENANT only to the regions it names.
 func (s *state) forRegion(e *Event, region string) bool {
 	if e.Kind == KindResyncTenant {
 		return slices.Contains(e.Regions, region) && s.inRegion(e.Tenant, region)
@@ -838,9 +835,9 @@ func (r *region) report(name string) RegionReport {
 	return out
 }
 
-// CheckReport says what report c would do to this node's state: ErrNotRegionVoter if its node
-// may not report for the region, else whether it changes anything but the report time, and the
-// region's report now. The API uses it to refuse, or answer without a write, before the log.
+// CheckReport says what report c would do to this node's state: ErrNotRegionVoter if its node may
+// not report for the region, else whether it changes anything but the report time, and the region's
+// report now. The API uses it to refuse, or answer without a write, before the log.
 func (f *FSM) CheckReport(c *Command) (changes bool, last RegionReport, err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -866,8 +863,7 @@ type RegionLag struct {
 	OldestPending int64  // Unix ns of the oldest of them; 0 if none
 }
 
-// Lags returns every known region (named by a tenant or by a report),
-// sorted by name, with its lag.
+// Lags returns every known region (named by a tenant or by a report), sorted by name, with its lag.
 func (f *FSM) Lags() []RegionLag {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
@@ -908,8 +904,8 @@ func (f *FSM) EventCounts() map[Kind]uint64 {
 	return m
 }
 
-// BlastRadius is what revoking a scope would cover, from governance's
-// state and the regions' last inventories.
+// BlastRadius is what revoking a scope would cover, from governance's state and the regions' last
+// inventories.
 type BlastRadius struct {
 	Tenants     []string
 	Services    []KeyRef // Version 0
@@ -917,9 +913,8 @@ type BlastRadius struct {
 	Regions     []string
 }
 
-// Blast computes the blast radius of revoking tenant (and service, and
-// version). It returns ErrTenantNotFound or ErrServiceNotFound as Revoke
-// would.
+// Blast computes the blast radius of revoking tenant (and service, and version). It returns
+// ErrTenantNotFound or ErrServiceNotFound as Revoke would.
 func (f *FSM) Blast(tenant, svc string, version uint32) (*BlastRadius, error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()

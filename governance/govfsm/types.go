@@ -1,0 +1,149 @@
+package govfsm
+
+import (
+	"github.com/kryptonkms/krypton/internal/owner"
+)
+
+// Kind is the kind of a log event; the values are those of kv1.EventKind (governance's
+// TestKindsAreTheWireKinds holds them to it: this package links no API code).
+type Kind int32
+
+// Event kinds.
+const (
+	KindRevokeTenant  Kind = 1
+	KindRevokeService Kind = 2
+	KindRevokeVersion Kind = 3
+	KindLockTenant    Kind = 4
+	KindUnlockTenant  Kind = 5
+	KindDeleteAnchor  Kind = 6
+	KindSetAnchor     Kind = 7
+	KindSetPolicy     Kind = 8
+	KindCreateTenant  Kind = 9
+	KindCreateService Kind = 10
+	KindResyncTenant  Kind = 11
+)
+
+// String returns the kind in kebab case ("revoke-tenant"), as metrics and the audit log name it.
+func (k Kind) String() string {
+	switch k {
+	case KindRevokeTenant:
+		return "revoke-tenant"
+	case KindRevokeService:
+		return "revoke-service"
+	case KindRevokeVersion:
+		return "revoke-version"
+	case KindLockTenant:
+		return "lock-tenant"
+	case KindUnlockTenant:
+		return "unlock-tenant"
+	case KindDeleteAnchor:
+		return "delete-anchor"
+	case KindSetAnchor:
+		return "set-anchor"
+	case KindSetPolicy:
+		return "set-policy"
+	case KindCreateTenant:
+		return "create-tenant"
+	case KindCreateService:
+		return "create-service"
+	case KindResyncTenant:
+		return "resync-tenant"
+	}
+	return "unknown"
+}
+
+// AllKinds lists every kind, for metrics.
+var AllKinds = []Kind{KindCreateTenant, KindCreateService, KindSetAnchor, KindDeleteAnchor, KindSetPolicy,
+	KindLockTenant, KindUnlockTenant, KindRevokeTenant, KindRevokeService, KindRevokeVersion, KindResyncTenant}
+
+// Event is one entry of the governance log. Events are immutable once appended; Cursor is its
+// position (1, 2, 3, ... without gaps).
+type Event struct {
+	Cursor    uint64   `json:"cursor"`
+	ID        string   `json:"id"`
+	Kind      Kind     `json:"kind"`
+	Tenant    string   `json:"tenant"`
+	Service   string   `json:"service,omitempty"`
+	Version   uint32   `json:"version,omitempty"`
+	Time      int64    `json:"time"` // Unix nanoseconds, by the proposing node's clock, never decreasing
+	Reason    string   `json:"reason,omitempty"`
+	AnchorURI string   `json:"anchor,omitempty"`
+	Regions   []string `json:"regions,omitempty"`
+	Policy    *Policy  `json:"policy,omitempty"`
+	// Services and Locked are set by RESYNC_TENANT only: the tenant's services that are not
+	// revoked, and governance's lock.
+	Services []string `json:"services,omitempty"`
+	Locked   bool     `json:"locked,omitempty"`
+	// OwnerKey is set by SET_ANCHOR: the fingerprint of the owner key that consented (empty for a
+	// tenant without one, before owner keys).
+	OwnerKey string `json:"owner-key,omitempty"`
+}
+
+// Policy is a tenant's access policy (see kv1.Policy for the rules' meaning).
+type Policy struct {
+	Rules     []Rule `json:"rules,omitempty"`
+	Revision  uint64 `json:"revision"`
+	UpdatedAt int64  `json:"updated,omitempty"`
+}
+
+// Rule is one policy rule.
+type Rule struct {
+	Caller     string  `json:"caller"`
+	Service    string  `json:"service"`
+	Operations []int32 `json:"ops"` // kv1.Operation values, sorted, no duplicates
+}
+
+func (p *Policy) clone() *Policy {
+	c := &Policy{Revision: p.Revision, UpdatedAt: p.UpdatedAt}
+	for _, r := range p.Rules {
+		c.Rules = append(c.Rules, Rule{Caller: r.Caller, Service: r.Service, Operations: append([]int32(nil), r.Operations...)})
+	}
+	return c
+}
+
+// KeyRef names one key version of a tenant's service.
+type KeyRef struct {
+	Tenant  string `json:"t"`
+	Service string `json:"s"`
+	Version uint32 `json:"v"`
+}
+
+// Tenant is a copy of one tenant's state.
+type Tenant struct {
+	Name            string
+	AnchorURI       string // empty while the anchor is deleted
+	Regions         []string
+	Locked          bool // by LockTenant
+	Revoked         bool
+	AnchorDeletedAt int64 // Unix ns; 0 unless deleted
+	CreatedAt       int64
+	Cursor          uint64 // last event that changed the tenant
+	OwnerKey        string // the owner's public key (PKIX PEM); empty if none
+}
+
+// OwnerFingerprint names the tenant's owner key ("" if none).
+func (t *Tenant) OwnerFingerprint() string {
+	if t.OwnerKey == "" {
+		return ""
+	}
+	return owner.Fingerprint(t.OwnerKey)
+}
+
+// Service is a copy of one service's state.
+type Service struct {
+	Tenant    string
+	Name      string
+	CreatedAt int64
+	Cursor    uint64
+	Revoked   bool
+}
+
+// RegionReport is what a region last reported.
+type RegionReport struct {
+	Region     string
+	Cursor     uint64
+	ReportedAt int64 // Unix ns; 0 if never
+	// The region's Raft configuration governance last learned (0, none: not yet).
+	ConfigIndex uint64
+	Voters      []string
+}
