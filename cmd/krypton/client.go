@@ -229,7 +229,7 @@ func newRequestID() string {
 // checkRequestID applies the API's rule (transport.CheckRequestID) to -request-id.
 func checkRequestID(id string) error {
 	if transport.CheckRequestID(id) != nil {
-		return usagef("-request-id must be 1 to %d printable ASCII characters without spaces (or none: a random one is made)", transport.MaxRequestID)
+		return usagef("-request-id must be printable ASCII without spaces, 1 to %d characters (or none: a random one is made)", transport.MaxRequestID)
 	}
 	return nil
 }
