@@ -1,0 +1,262 @@
+// The API's tenant and service RPCs: create, read and list, policy, lock and unlock, resync.
+
+package governance
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/governance/govfsm"
+	"github.com/kryptonkms/krypton/internal/audit"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantRequest) (*kv1.GovernanceTenant, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := checkAnchor(req.GetAnchorUri(), s.n.cfg.AllowDevAnchor); err != nil {
+		return nil, err
+	}
+	regions, err := normRegions(req.GetRegions(), s.n.cfg.Regions)
+	if err != nil {
+		return nil, err
+	}
+	if k := req.GetOwnerPublicKey(); k != "" {
+		if err := checkOwnerKey(k); err != nil {
+			return nil, err
+		}
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions, OwnerKey: req.GetOwnerPublicKey()})
+	if err != nil {
+		return nil, err
+	}
+	d := eventDetail(r.Event)
+	d["anchor"] = anchor.Redact(req.GetAnchorUri())
+	d["regions"] = fmt.Sprint(regions)
+	d["owner-key"] = ownerKeyText(r.Tenant.OwnerFingerprint())
+	s.n.record(ctx, audit.Event{Kind: AuditTenantCreate, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
+	return TenantProto(r.Tenant), nil
+}
+
+func (s *api) GetTenant(ctx context.Context, req *kv1.GetTenantRequest) (*kv1.GovernanceTenant, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	t, err := s.n.fsm.Tenant(req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	return TenantProto(t), nil
+}
+
+func (s *api) ListTenants(ctx context.Context, req *kv1.GovernanceListTenantsRequest) (*kv1.GovernanceListTenantsResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	size, after, err := transport.Page(req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	ts := s.n.fsm.Tenants(after, size+1)
+	out := &kv1.GovernanceListTenantsResponse{}
+	if len(ts) > size {
+		ts = ts[:size]
+		out.NextPageToken = transport.NextPageToken(ts[size-1].Name)
+	}
+	for _, t := range ts {
+		out.Tenants = append(out.Tenants, TenantProto(t))
+	}
+	return out, nil
+}
+
+func (s *api) CreateService(ctx context.Context, req *kv1.GovernanceCreateServiceRequest) (*kv1.GovernanceServiceInfo, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := checkName("service", req.GetService()); err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpCreateService, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Service: req.GetService()})
+	if err != nil {
+		return nil, err
+	}
+	s.n.record(ctx, audit.Event{Kind: AuditServiceCreate, Tenant: req.GetTenant(), Service: req.GetService(), RequestID: req.GetRequestId(), Detail: eventDetail(r.Event)})
+	if r.Service == nil {
+		return nil, govfsm.ErrServiceNotFound
+	}
+	return serviceProto(r.Service), nil
+}
+
+func (s *api) ListServices(ctx context.Context, req *kv1.GovernanceListServicesRequest) (*kv1.GovernanceListServicesResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	size, after, err := transport.Page(req.GetPageSize(), req.GetPageToken())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	svcs, err := s.n.fsm.Services(req.GetTenant(), after, size+1)
+	if err != nil {
+		return nil, err
+	}
+	out := &kv1.GovernanceListServicesResponse{}
+	if len(svcs) > size {
+		svcs = svcs[:size]
+		out.NextPageToken = transport.NextPageToken(svcs[size-1].Name)
+	}
+	for _, sv := range svcs {
+		out.Services = append(out.Services, serviceProto(sv))
+	}
+	return out, nil
+}
+
+func (s *api) SetPolicy(ctx context.Context, req *kv1.SetPolicyRequest) (*kv1.Policy, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if req.GetPolicy() == nil {
+		return nil, invalid("policy is required")
+	}
+	tenant := req.GetPolicy().GetTenant()
+	if err := checkName("policy.tenant", tenant); err != nil {
+		return nil, err
+	}
+	rules, err := rulesFromProto(req.GetPolicy().GetRules())
+	if err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetPolicy, RequestID: req.GetRequestId(), Tenant: tenant, Rules: rules, ExpectedRevision: req.GetExpectedRevision()})
+	if err != nil {
+		return nil, err
+	}
+	d := eventDetail(r.Event)
+	d["rules"] = strconv.Itoa(len(rules))
+	d["revision"] = strconv.FormatUint(r.Policy.Revision, 10)
+	s.n.record(ctx, audit.Event{Kind: AuditPolicySet, Tenant: tenant, RequestID: req.GetRequestId(), Detail: d})
+	return policyProto(r.Policy, tenant), nil
+}
+
+func (s *api) GetPolicy(ctx context.Context, req *kv1.GetPolicyRequest) (*kv1.Policy, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	p, err := s.n.fsm.Policy(req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	return policyProto(p, req.GetTenant()), nil
+}
+
+func (s *api) LockTenant(ctx context.Context, req *kv1.GovernanceLockTenantRequest) (*kv1.GovernanceTenant, error) {
+	return s.lock(ctx, govfsm.OpLockTenant, req.GetRequestId(), req.GetTenant(), req.GetReason())
+}
+
+func (s *api) UnlockTenant(ctx context.Context, req *kv1.GovernanceUnlockTenantRequest) (*kv1.GovernanceTenant, error) {
+	return s.lock(ctx, govfsm.OpUnlockTenant, req.GetRequestId(), req.GetTenant(), "")
+}
+
+func (s *api) lock(ctx context.Context, op govfsm.Op, rid, tenant, reason string) (*kv1.GovernanceTenant, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := transport.CheckRequestID(rid); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", tenant); err != nil {
+		return nil, err
+	}
+	check := checkReason
+	if op == govfsm.OpLockTenant {
+		check = requireReason
+	}
+	if err := check(reason); err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: op, RequestID: rid, Tenant: tenant, Reason: reason})
+	if err != nil {
+		return nil, err
+	}
+	kind := AuditTenantLock
+	if op == govfsm.OpUnlockTenant {
+		kind = AuditTenantUnlock
+	}
+	s.n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, RequestID: rid, Reason: reason, Detail: eventDetail(r.Event)})
+	return TenantProto(r.Tenant), nil
+}
+
+// ResyncTenant emits a RESYNC_TENANT event for the named regions (all the tenant's if none), and
+// with wait returns once they have reported it.
+func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*kv1.ResyncTenantResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	var regions []string
+	if len(req.GetRegions()) > 0 {
+		var err error
+		// Whether they are the tenant's is the state machine's to say.
+		if regions, err = normRegions(req.GetRegions(), nil); err != nil {
+			return nil, err
+		}
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpResyncTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
+	if err != nil {
+		return nil, err
+	}
+	d := eventDetail(r.Event)
+	d["regions"] = fmt.Sprint(r.Event.Regions)
+	d["services"] = strconv.Itoa(len(r.Event.Services))
+	s.n.record(ctx, audit.Event{Kind: AuditTenantResync, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
+	out := &kv1.ResyncTenantResponse{Event: operatorEvent(r.Event)}
+	if req.GetWait() {
+		if out.Regions, err = s.n.waitRegions(ctx, r.Event.Cursor, r.Event.Regions); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
