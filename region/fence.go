@@ -20,15 +20,18 @@ import (
 // acknowledged the key events up to it (keyevents.go).
 
 // fence returns once every voter has applied index, or can no longer be serving under a lease
-// granted before it (DESIGN.md, "The revocation fence").
+// granted before it (DESIGN.md, "The revocation fence"): a full lease from the fence's start at
+// most, and on the leader no later than the end of the last lease it granted the voter.
 func (n *Node) fence(ctx context.Context, index uint64) (*kv1.FenceResult, error) {
 	start := time.Now()
-	wait := n.cfg.leaseFenceWait(n.leaseBound.max(n.state.Settings().LeaseDuration))
+	wait := n.fenceWait()
 	deadline := start.Add(wait)
 	voters, err := n.voters()
 	if err != nil {
 		return nil, ErrNoLeader
 	}
+	// Read after index was applied here: a grant made before it is on record (lease.go, grantLog).
+	runsOut := n.leaseRunsOut(start, wait)
 	var (
 		mu                 sync.Mutex
 		confirmed, expired []string
@@ -52,7 +55,9 @@ func (n *Node) fence(ctx context.Context, index uint64) (*kv1.FenceResult, error
 				done(id, n.waitApplied(ctx, index, time.Until(deadline)) >= index)
 				return
 			}
-			done(id, n.fencePeer(ctx, id, index, deadline))
+			// A voter whose last lease surely ran out before the fence's full wait is waited for
+			// only until then; one whose lease ran out already is not asked at all.
+			done(id, n.fencePeer(ctx, id, index, runsOut(id)))
 		}()
 	}
 	// A node removed lately may still hold a lease granted before its removal (this node saw it
@@ -72,6 +77,12 @@ func (n *Node) fence(ctx context.Context, index uint64) (*kv1.FenceResult, error
 	n.metrics.fenceSeconds.Observe(time.Since(start).Seconds())
 	n.metrics.fenceExpired.Add(float64(len(expired)))
 	return &kv1.FenceResult{Index: index, ConfirmedNodes: confirmed, LeaseExpiredNodes: expired, EffectiveAt: timestamppb.Now()}, nil
+}
+
+// fenceWait is the longest a lease granted before now may run: lease × (1 + drift), for the longer
+// lease while one was in force lately.
+func (n *Node) fenceWait() time.Duration {
+	return n.cfg.leaseFenceWait(n.leaseBound.max(n.state.Settings().LeaseDuration))
 }
 
 // fencePeer asks one node to confirm index until the deadline; false means the deadline passed

@@ -130,6 +130,7 @@ func (n *Node) renewLease(d time.Duration) time.Duration {
 		if err := n.cl.Barrier(ctx); err != nil {
 			return 0
 		}
+		n.leadingSince() // the start of this term's leadership, on record for the fence
 		n.lease.grant(sent, d, n.cl.Term())
 		return d
 	}
@@ -167,6 +168,9 @@ func (s *nodeService) RenewLease(ctx context.Context, req *kv1.RenewLeaseRequest
 	if err := n.cl.Barrier(ctx); err != nil {
 		return nil, ErrNotLeader
 	}
+	// On record before the commit index is read: a grant that carries an index below a
+	// revocation's is then on record for that revocation's fence (grantLog).
+	n.grants.granted(req.GetNodeId())
 	// Read after the barrier: any revocation committed before this grant is at or below it.
 	return &kv1.RenewLeaseResponse{
 		Term:          n.cl.Term(),
@@ -217,4 +221,89 @@ func (b *leaseBound) max(current time.Duration) time.Duration {
 		return b.longer
 	}
 	return current
+}
+
+// grantLog is the leader's record of the serving leases it granted (DESIGN.md, "The revocation
+// fence"), so that a fence need not wait a full lease for a voter that went silent long before.
+// For each voter it keeps when this node last granted it a lease, read after the request arrived
+// (so at or after the voter's own lease start, its send time) and before the grant's commit index
+// is read; and when this node first saw itself lead in its current term.
+//
+// A fence on this node, leading in term T, at index I: a lease a voter may still serve under
+// without having applied I comes from a grant whose commit index is below I. A grant by a leader
+// of a later term carries I (Raft's leader completeness: I was committed by T), and a leader of an
+// earlier term granted before this node was elected (a deposed leader cannot pass the barrier
+// afterwards), so before since. This node's own grants are on record: one whose commit index is
+// below I read it before I was committed here, and was recorded before that, so before the fence
+// reads the record. Hence every such lease has run out by max(last grant, since) + the fence's
+// full wait (lease × (1 + drift), the longer lease while leaseBound holds one); and a voter with
+// no grant on record needs waiting out only until since + that wait.
+type grantLog struct {
+	mu    sync.Mutex           // guards the fields below
+	last  map[string]time.Time // node ID -> when this node last granted it a lease
+	term  uint64               // the term since belongs to
+	since time.Time            // when this node first saw itself lead in term
+}
+
+// granted records a grant to id now (monotonic time).
+func (g *grantLog) granted(id string) {
+	now := time.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.last == nil {
+		g.last = map[string]time.Time{}
+	}
+	if now.After(g.last[id]) {
+		g.last[id] = now
+	}
+}
+
+// lastGrant returns when this node last granted id a lease; zero if never.
+func (g *grantLog) lastGrant(id string) time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.last[id]
+}
+
+// leading records that this node leads in term as of now, and returns when it first saw itself
+// lead in term.
+func (g *grantLog) leading(term uint64, now time.Time) time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.term != term {
+		g.term, g.since = term, now
+	}
+	return g.since
+}
+
+// leadingSince returns when this node first saw itself lead in the term it leads now; false if it
+// does not lead (its fences then wait a full lease for every voter that does not confirm). The
+// term is read on both sides of the state so that the two belong together.
+func (n *Node) leadingSince() (time.Time, bool) {
+	term := n.cl.Term()
+	if !n.cl.IsLeader() || n.cl.Term() != term {
+		return time.Time{}, false
+	}
+	return n.grants.leading(term, time.Now()), true
+}
+
+// leaseRunsOut returns, for a fence that began at start and waits wait at most, a function giving
+// when a voter's lease granted before the fence has surely run out: start + wait on a node that
+// does not lead, and no later than max(last grant, since) + wait on the leader (grantLog).
+func (n *Node) leaseRunsOut(start time.Time, wait time.Duration) func(id string) time.Time {
+	full := start.Add(wait)
+	since, ok := n.leadingSince()
+	if !ok {
+		return func(string) time.Time { return full }
+	}
+	return func(id string) time.Time {
+		from := since
+		if last := n.grants.lastGrant(id); last.After(from) {
+			from = last
+		}
+		if end := from.Add(wait); end.Before(full) {
+			return end
+		}
+		return full
+	}
 }

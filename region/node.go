@@ -67,6 +67,7 @@ type Node struct {
 	started  time.Time
 
 	leaseBound leaseBound // a longer lease in force until lately, for the fence
+	grants     grantLog   // the leases this node granted as leader, for the fence
 
 	// revs is the durable revocation set (revset.go): it only grows, and survives restores.
 	revs *revSet

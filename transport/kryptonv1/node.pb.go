@@ -227,7 +227,7 @@ type RenewLeaseRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The requesting follower; must match its certificate.
 	NodeId string `protobuf:"bytes,1,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
-	// The follower's applied index when it sent the request.
+	// The follower's applied index when it sent the request (informational).
 	AppliedIndex  uint64 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -67,9 +67,19 @@ type NodeServiceClient interface {
 	// RenewLease asks the leader for a serving lease. A follower serves wraps
 	// only while it holds a fresh lease and has applied the log at least up to
 	// the lease's commit_index. The follower starts its lease clock when it
-	// SENT the request, so network delay only shortens the lease; the leader
-	// counts a grant as live until its own grant time plus lease_duration plus
-	// a clock-drift margin, and treats the node's applied_index as reported.
+	// SENT the request, so network delay only shortens the lease.
+	//
+	// The leader records, per voter, when it granted: on its monotonic clock,
+	// after the request arrived (so no earlier than the follower's start) and
+	// before it read commit_index. It counts the grant as live until that time
+	// plus lease_duration x (1 + the clock-drift bound), using the longer
+	// duration while a longer lease was in force lately. A revocation fence on
+	// the leader waits for a voter that does not confirm only until its last
+	// grant, or the leader's own start of leadership in its term (grants of an
+	// earlier leader came before it), is that far in the past, and never
+	// longer than a full lease from the fence's start; a fence run on a node
+	// that does not lead waits the full lease. The leader does not rely on
+	// applied_index: the follower itself waits to apply commit_index.
 	//
 	// Errors: UNAVAILABLE if not the leader or the leader has lost its own
 	// leadership lease (no quorum); PERMISSION_DENIED for a node that is not a
@@ -165,9 +175,19 @@ type NodeServiceServer interface {
 	// RenewLease asks the leader for a serving lease. A follower serves wraps
 	// only while it holds a fresh lease and has applied the log at least up to
 	// the lease's commit_index. The follower starts its lease clock when it
-	// SENT the request, so network delay only shortens the lease; the leader
-	// counts a grant as live until its own grant time plus lease_duration plus
-	// a clock-drift margin, and treats the node's applied_index as reported.
+	// SENT the request, so network delay only shortens the lease.
+	//
+	// The leader records, per voter, when it granted: on its monotonic clock,
+	// after the request arrived (so no earlier than the follower's start) and
+	// before it read commit_index. It counts the grant as live until that time
+	// plus lease_duration x (1 + the clock-drift bound), using the longer
+	// duration while a longer lease was in force lately. A revocation fence on
+	// the leader waits for a voter that does not confirm only until its last
+	// grant, or the leader's own start of leadership in its term (grants of an
+	// earlier leader came before it), is that far in the past, and never
+	// longer than a full lease from the fence's start; a fence run on a node
+	// that does not lead waits the full lease. The leader does not rely on
+	// applied_index: the follower itself waits to apply commit_index.
 	//
 	// Errors: UNAVAILABLE if not the leader or the leader has lost its own
 	// leadership lease (no quorum); PERMISSION_DENIED for a node that is not a
