@@ -48,21 +48,21 @@ func freePort(t *testing.T) string {
 	return "127.0.0.1:" + strconv.Itoa(p)
 }
 
-// startProcesses starts a one-node region (with /metrics on HTTP and an audit syslog sink, so that
-// the sink's metrics exist), a one-node governance cluster and a gateway in front of the region
-// (serving, so that its admin endpoint's metrics exist).
+// startProcesses starts a one-node governance cluster, a one-node region following it (with
+// /metrics on HTTP and an audit syslog sink, so that the feed's and the sink's metrics exist) and
+// a gateway in front of the region (serving, so that its admin endpoint's metrics exist).
 func startProcesses(t *testing.T) *processes {
 	t.Helper()
 	p := &processes{}
 	httpAddr := freePort(t)
 	p.regionMetricsURL = "http://" + httpAddr + "/metrics"
-	p.region = regiontest.Start(t, 1, regiontest.WithConfig(func(c *region.Config) {
+	p.governance = governancetest.Start(t, 1)
+	p.region = regiontest.Start(t, 1, regiontest.WithCA(p.governance.CA), regiontest.WithGovernance(p.governance.Addrs()...), regiontest.WithConfig(func(c *region.Config) {
 		c.HTTPAddr = httpAddr
 		// Nothing listens there: the sink queues and reconnects in the background, which is all
 		// the test needs (its metrics are registered).
 		c.AuditSyslog = &audit.SyslogConfig{Addr: freePort(t), TLS: &tls.Config{MinVersion: tls.VersionTLS12}, MinBackoff: time.Second}
 	}))
-	p.governance = governancetest.Start(t, 1, governancetest.WithCA(p.region.CA))
 
 	r := p.region
 	cert, err := r.CA.IssueService("acme", "billing", time.Hour)
@@ -178,11 +178,40 @@ func leafNotAfter(t *testing.T, c tls.Certificate) float64 {
 	return float64(leaf.NotAfter.Unix())
 }
 
-// TestRuntimeAndProcessMetrics: a region node's and a gateway's /metrics, and a governance node's
+// TestRealProcesses starts one region node, governance node and gateway and checks what deploy/
+// relies on against them.
+func TestRealProcesses(t *testing.T) {
+	p := startProcesses(t)
+	t.Run("RuntimeAndProcessMetrics", func(t *testing.T) { testRuntimeAndProcessMetrics(t, p) })
+	t.Run("DeployNamesExportedMetrics", func(t *testing.T) { testDeployNamesExportedMetrics(t, p) })
+}
+
+// testDeployNamesExportedMetrics: every metric the rules and the dashboard name is one that a
+// region node, a governance node or a gateway registers (described by its registry, so a vector
+// counts before its first child exists). A renamed metric fails here, not silently on a dashboard.
+func testDeployNamesExportedMetrics(t *testing.T, p *processes) {
+	scrape(t, p.gatewayMetricsURL) // the gateway's admin endpoint registers its metrics in Serve
+	names := map[string]bool{}
+	for _, reg := range []*prometheus.Registry{p.region.Nodes[0].Registry(), p.governance.Nodes[0].Registry(), p.gateway.Registry()} {
+		for n := range registeredNames(t, reg) {
+			names[n] = true
+		}
+	}
+	used := usedMetricNames(t)
+	if len(used) < 20 {
+		t.Fatalf("the rules name only %d metrics: is the name pattern broken?", len(used))
+	}
+	for n, where := range used {
+		if !exported(names, n) {
+			t.Errorf("%s uses %s, which no region node, governance node or gateway exports", where, n)
+		}
+	}
+}
+
+// testRuntimeAndProcessMetrics: a region node's and a gateway's /metrics, and a governance node's
 // registry, carry the Go runtime and process collectors beside Krypton's own metrics, and the
 // expiry of the process's certificate.
-func TestRuntimeAndProcessMetrics(t *testing.T) {
-	p := startProcesses(t)
+func testRuntimeAndProcessMetrics(t *testing.T, p *processes) {
 	type target struct {
 		name  string
 		fams  map[string]*dto.MetricFamily
