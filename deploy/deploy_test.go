@@ -154,6 +154,9 @@ func usedMetricNames(t *testing.T) map[string]string {
 			add(rulesFile+" "+name, a)
 		}
 	}
+	for k, e := range dashboardExprs(t, readDashboard(t)) {
+		add(dashboardFile+" "+k, e)
+	}
 	return used
 }
 

@@ -199,7 +199,7 @@ func testDeployNamesExportedMetrics(t *testing.T, p *processes) {
 	}
 	used := usedMetricNames(t)
 	if len(used) < 20 {
-		t.Fatalf("the rules name only %d metrics: is the name pattern broken?", len(used))
+		t.Fatalf("the rules and the dashboard name only %d metrics: is the name pattern broken?", len(used))
 	}
 	for n, where := range used {
 		if !exported(names, n) {
