@@ -84,7 +84,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("tenant", id.Tenant, "service", id.Service)
-	g := &Gateway{cfg: cfg, log: log, id: id, reg: prometheus.NewRegistry(), serveErr: make(chan error, 4), done: make(chan struct{})}
+	g := &Gateway{cfg: cfg, log: log, id: id, reg: transport.NewRegistry(transport.CertificateExpiry{Name: "service", Certificate: cfg.Certificate}, transport.CertificateExpiry{Name: "server", Certificate: cfg.ServerCertificate}), serveErr: make(chan error, 4), done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			g.Close()

@@ -73,7 +73,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.NodeID, "plane", "governance")
-	n := &Node{cfg: cfg, log: log, fsm: govfsm.NewFSM(), reg: prometheus.NewRegistry(), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, fsm: govfsm.NewFSM(), reg: transport.NewRegistry(transport.CertificateExpiry{Name: "node", Certificate: cfg.Certificate}), stop: make(chan struct{})}
 	var closers []func()
 	defer func() {
 		if err != nil {

@@ -109,7 +109,7 @@ func New(cfg Config) (_ *Node, err error) {
 		lease:    newLease(),
 		watch:    newVoterWatch(),
 		policies: newPolicyTable(),
-		reg:      prometheus.NewRegistry(),
+		reg:      transport.NewRegistry(transport.CertificateExpiry{Name: "node", Certificate: cfg.Certificate}),
 		started:  time.Now(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
