@@ -41,8 +41,9 @@ func (s *adminService) Members(context.Context, *kv1.MembersRequest) (*kv1.Membe
 	listed := make(map[string]bool, len(members))
 	for _, m := range members {
 		st := kv1.MemberStatus_MEMBER_STATUS_UNSPECIFIED
+		// A node that left gracefully (krypton leave) was removed too: LEFT says more about it.
 		switch {
-		case m.Removed:
+		case m.Removed && m.Status != cluster.StatusLeft:
 			st = kv1.MemberStatus_MEMBER_STATUS_REMOVED
 		case m.Status == cluster.StatusAlive:
 			st = kv1.MemberStatus_MEMBER_STATUS_ALIVE

@@ -26,9 +26,11 @@ const (
 )
 
 // MemberStatus is a gossip member's health, as memberlist reports it, or
-// REMOVED for a node an operator removed from the Raft configuration: the
-// region's replicated state holds its tombstone, and no leader adds it back
-// until an operator joins it again (whether gossip still sees it or not).
+// REMOVED for a node removed from the Raft configuration (remove-peer, or a
+// leave after which it came back): the region's replicated state holds its
+// tombstone, and no leader adds it back until an operator joins it again,
+// whether gossip still sees it or not. A node that left gracefully and
+// stayed away is LEFT.
 type MemberStatus int32
 
 const (
