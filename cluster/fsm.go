@@ -16,10 +16,13 @@ import (
 // barrier: it counts entries handed to the FSM goroutine, not applied
 // (DESIGN.md, "Read barrier").
 //
+// It also applies the cluster's own entries, the tombstones of removed
+// nodes (tombstone.go), which the caller's FSM never sees.
+//
 // Restore does not receive the snapshot's index from Raft, so each
-// snapshot the wrapper persists starts with an 8-byte header holding the
-// snapshot's Raft index, which indexingStore hands to Persist through the
-// sink; Restore reads it back. That index may name a barrier or
+// snapshot the wrapper persists starts with a state header holding the
+// snapshot's Raft index (and the tombstones: encodeStateHeader), the index
+// handed to Persist by indexingStore through the sink; Restore reads it back. That index may name a barrier or
 // configuration entry after the last command: the state covers everything
 // up to it either way. An operator restore (Cluster.Restore) is the
 // exception: Raft re-indexes the snapshot, and the cluster tells the
