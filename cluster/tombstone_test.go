@@ -178,6 +178,9 @@ func TestRemovedNodeStaysRemovedAcrossLeaders(t *testing.T) {
 			if e == "from-removed" {
 				t.Errorf("%s applied the removed node's write", nd.ID)
 			}
+			if strings.Contains(e, `"op":"remove"`) {
+				t.Errorf("%s handed the cluster's tombstone entry to the caller's FSM: %s", nd.ID, e)
+			}
 		}
 	}
 
