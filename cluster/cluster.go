@@ -46,9 +46,13 @@ type Cluster struct {
 	observers map[int]func(LeaderChange)
 	obsNext   int
 
-	tombMu     sync.Mutex // guards tombstones and unjoined
-	tombstones map[string]time.Time
+	unjoinedMu sync.Mutex           // guards unjoined
 	unjoined   map[string]time.Time // id@addr -> when reconcile last logged it (noteUnjoined)
+
+	// memberMu serialises, on the leader, every change of the configuration and of the
+	// tombstones (Join, Remove, reconcile's address move) and an operator's restore: each reads
+	// the configuration and the tombstones and writes on that reading.
+	memberMu sync.Mutex
 
 	restoreMu sync.Mutex // serialises Restore
 
@@ -125,7 +129,6 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 		codec:      o.codec,
 		fsm:        newTrackingFSM(fsm),
 		observers:  make(map[int]func(LeaderChange)),
-		tombstones: make(map[string]time.Time),
 		unjoined:   make(map[string]time.Time),
 		shutdownCh: make(chan struct{}),
 		startedCh:  make(chan struct{}),
@@ -467,5 +470,8 @@ func (c *Cluster) Members() ([]Member, error) {
 		return nil, ErrShutdown
 	}
 	m, _ := c.gossip.members()
+	for i := range m {
+		_, m[i].Removed = c.fsm.tombstone(m[i].ID)
+	}
 	return m, nil
 }

@@ -1,7 +1,7 @@
 package cluster
 
 import (
-	"encoding/binary"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -16,10 +16,13 @@ import (
 // barrier: it counts entries handed to the FSM goroutine, not applied
 // (DESIGN.md, "Read barrier").
 //
+// It also applies the cluster's own entries, the tombstones of removed
+// nodes (tombstone.go), which the caller's FSM never sees.
+//
 // Restore does not receive the snapshot's index from Raft, so each
-// snapshot the wrapper persists starts with an 8-byte header holding the
-// snapshot's Raft index, which indexingStore hands to Persist through the
-// sink; Restore reads it back. That index may name a barrier or
+// snapshot the wrapper persists starts with a state header holding the
+// snapshot's Raft index (and the tombstones: encodeStateHeader), the index
+// handed to Persist by indexingStore through the sink; Restore reads it back. That index may name a barrier or
 // configuration entry after the last command: the state covers everything
 // up to it either way. An operator restore (Cluster.Restore) is the
 // exception: Raft re-indexes the snapshot, and the cluster tells the
@@ -42,6 +45,9 @@ type trackingFSM struct {
 	// reads); refused takes a snapshot the FSM refused out of the store.
 	store   *indexingStore
 	refused func(meta raft.SnapshotMeta, kind RestoreKind)
+
+	tombMu sync.RWMutex         // guards tombs
+	tombs  map[string]Tombstone // removed nodes (tombstone.go), applied from the log
 }
 
 // RestoreKind says why Raft restores the FSM.
@@ -87,7 +93,12 @@ func newTrackingFSM(inner raft.FSM) *trackingFSM {
 }
 
 func (f *trackingFSM) Apply(l *raft.Log) any {
-	resp := f.inner.Apply(l)
+	var resp any
+	if bytes.Equal(l.Extensions, membershipExt) {
+		resp = f.applyMembership(l) // the cluster's own entry: the caller's FSM never sees it
+	} else {
+		resp = f.inner.Apply(l)
+	}
 	f.advance(l.Index)
 	return resp
 }
@@ -122,16 +133,15 @@ func (f *trackingFSM) Snapshot() (raft.FSMSnapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &trackingSnapshot{inner: s, index: idx}, nil
+	return &trackingSnapshot{inner: s, index: idx, tombs: f.tombstoneList()}, nil
 }
 
 func (f *trackingFSM) Restore(rc io.ReadCloser) error {
-	var hdr [snapshotHeaderLen]byte
-	if _, err := io.ReadFull(rc, hdr[:]); err != nil {
+	idx, tombs, _, err := readStateHeader(rc)
+	if err != nil {
 		rc.Close()
-		return fmt.Errorf("cluster: read snapshot header: %w", err)
+		return err
 	}
-	idx := binary.BigEndian.Uint64(hdr[:])
 	kind := RestoreInstall
 	switch {
 	case f.userRestoring.Load():
@@ -153,7 +163,6 @@ func (f *trackingFSM) Restore(rc io.ReadCloser) error {
 	if kind == RestoreStartup && opened.ID != "" {
 		at = opened.Index // an operator's restore is stored at a Raft index of its own
 	}
-	var err error
 	if kr, ok := f.inner.(KindRestorer); ok {
 		err = kr.RestoreKind(rc, kind, at)
 	} else {
@@ -166,6 +175,9 @@ func (f *trackingFSM) Restore(rc io.ReadCloser) error {
 		}
 		return err
 	}
+	// The tombstones go with the state they were snapshotted with (an operator's restore carries
+	// the cluster's current ones: RestoreChecked writes them in).
+	f.setTombstones(tombs)
 	f.advance(idx)
 	return nil
 }
@@ -173,6 +185,7 @@ func (f *trackingFSM) Restore(rc io.ReadCloser) error {
 type trackingSnapshot struct {
 	inner raft.FSMSnapshot
 	index uint64
+	tombs []Tombstone
 }
 
 func (s *trackingSnapshot) Persist(sink raft.SnapshotSink) error {
@@ -180,9 +193,12 @@ func (s *trackingSnapshot) Persist(sink raft.SnapshotSink) error {
 	if is, ok := sink.(*indexedSink); ok {
 		idx = is.index
 	}
-	var hdr [snapshotHeaderLen]byte
-	binary.BigEndian.PutUint64(hdr[:], idx)
-	if _, err := sink.Write(hdr[:]); err != nil {
+	hdr, err := encodeStateHeader(idx, s.tombs)
+	if err != nil {
+		sink.Cancel()
+		return err
+	}
+	if _, err := sink.Write(hdr); err != nil {
 		sink.Cancel()
 		return fmt.Errorf("cluster: write snapshot header: %w", err)
 	}

@@ -47,6 +47,9 @@ type Member struct {
 	Leaving bool
 	// Meta is the node's Config.Meta.
 	Meta map[string]string
+	// Removed is set when the replicated state holds a tombstone for the node: it was removed
+	// from the configuration and stays out until an operator joins it (tombstone.go).
+	Removed bool
 }
 
 // gossip owns the memberlist and the delegate callbacks.

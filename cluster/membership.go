@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"errors"
+	"slices"
 	"sort"
 	"time"
 
@@ -195,23 +196,21 @@ func (c *Cluster) lead(stop chan struct{}) {
 	}
 }
 
-// tombstoneTTL bounds how long a removed node stays barred from being
-// re-added while gossip still sees it alive.
-const tombstoneTTL = 10 * time.Minute
-
 // reconcile compares gossip with the Raft configuration. Gossip may
 // propose, never promote (issue 14): anyone holding the gossip key can
 // advertise members, and a leader that made every advertised member a voter
 // lost its quorum for good to fake members at dead addresses. So an alive
 // member missing from the configuration is only logged (an operator adds it
-// with Join, which checks its certificate first), and a member that left
-// gossip stays a voter until removed (Leave removes itself through the
-// leader first). The one change made here: a voter seen at a new Raft
-// address is moved there, once the node at that address has proved with
-// its certificate (checkJoiner) that it is that voter. Failed (dead) nodes
-// are kept as well: they are usually restarting, and removing voters on a
-// failure detector's word would shrink the quorum behind the operator's
-// back.
+// with Join, which checks its certificate first; a removed node is logged as
+// such, from its replicated tombstone, so that no leader invites a join
+// back), and a member that left gossip stays a voter until removed (Leave
+// removes itself through the leader first). The one change made here: a
+// voter seen at a new Raft address is moved there, once the node at that
+// address has proved with its certificate (checkJoiner) that it is that
+// voter, and only if it is still a voter without a tombstone when the move
+// is made (memberMu). Failed (dead) nodes are kept as well: they are
+// usually restarting, and removing voters on a failure detector's word
+// would shrink the quorum behind the operator's back.
 func (c *Cluster) reconcile(ctx context.Context) {
 	cf := c.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
@@ -222,65 +221,62 @@ func (c *Cluster) reconcile(ctx context.Context) {
 		inConfig[string(s.ID)] = s
 	}
 	members, metas := c.gossip.members()
-	now := time.Now()
-	c.tombMu.Lock()
-	for id, t := range c.tombstones {
-		if now.Sub(t) > tombstoneTTL {
-			delete(c.tombstones, id)
-		}
-	}
-	c.tombMu.Unlock()
 	for _, m := range members {
-		if m.ID == c.cfg.NodeID {
+		if m.ID == c.cfg.NodeID || m.Status != StatusAlive {
 			continue
 		}
 		s, ok := inConfig[m.ID]
-		switch m.Status {
-		case StatusAlive:
-			meta, has := metas[m.ID]
-			if !has || meta.Leaving || meta.RaftAddr == "" {
-				continue
-			}
-			if !ok {
-				c.tombMu.Lock()
-				_, barred := c.tombstones[m.ID]
-				c.tombMu.Unlock()
-				if !barred && c.noteUnjoined(m.ID, meta.RaftAddr) {
-					c.logger.Info("a gossip member is not a voter; if it is a new node, add it with krypton join at the leader",
-						"peer-id", m.ID, "peer-addr", meta.RaftAddr)
-				}
-				continue
-			}
-			if string(s.Address) == meta.RaftAddr {
-				continue
-			}
-			actx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			if err := c.checkJoiner(actx, m.ID, meta.RaftAddr); err != nil {
-				c.logger.Warn("reconcile: a voter's new address failed the certificate check; kept the old one",
-					"peer-id", m.ID, "peer-addr", meta.RaftAddr, "error", err)
-				cancel()
-				continue
-			}
-			f := c.raft.AddVoter(raft.ServerID(m.ID), raft.ServerAddress(meta.RaftAddr), 0, 10*time.Second)
-			if err := c.waitFuture(actx, f); err != nil {
-				c.logger.Warn("reconcile: moving a voter failed", "peer-id", m.ID, "error", err)
-			} else {
-				c.logger.Info("reconcile: moved voter to its new address", "peer-id", m.ID, "peer-addr", meta.RaftAddr)
-			}
-			cancel()
-		case StatusLeft:
-			c.tombMu.Lock()
-			delete(c.tombstones, m.ID)
-			c.tombMu.Unlock()
-			if ok {
-				c.logger.Warn("a voter left gossip but is still in the configuration; remove it with krypton remove-peer if it is gone for good",
-					"peer-id", m.ID)
-			}
-		case StatusDead:
-			c.tombMu.Lock()
-			delete(c.tombstones, m.ID)
-			c.tombMu.Unlock()
+		meta, has := metas[m.ID]
+		if !has || meta.Leaving || meta.RaftAddr == "" {
+			continue
 		}
+		if !ok {
+			if !c.noteUnjoined(m.ID, meta.RaftAddr) {
+				continue
+			}
+			if t, removed := c.fsm.tombstone(m.ID); removed {
+				c.logger.Info("a removed node is still alive in gossip; it stays out of the configuration until an operator joins it again (krypton join)",
+					"peer-id", m.ID, "peer-addr", meta.RaftAddr, "removed-at-index", t.Index)
+			} else {
+				c.logger.Info("a gossip member is not a voter; if it is a new node, add it with krypton join at the leader",
+					"peer-id", m.ID, "peer-addr", meta.RaftAddr)
+			}
+			continue
+		}
+		if string(s.Address) == meta.RaftAddr {
+			continue
+		}
+		c.moveVoter(ctx, m.ID, string(s.Address), meta.RaftAddr)
+	}
+}
+
+// moveVoter moves voter id from address from to address to, once the node at to has proved with
+// its certificate that it is id, if id is still a voter at from without a tombstone by then.
+func (c *Cluster) moveVoter(ctx context.Context, id, from, to string) {
+	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := c.checkJoiner(actx, id, to); err != nil {
+		c.logger.Warn("reconcile: a voter's new address failed the certificate check; kept the old one",
+			"peer-id", id, "peer-addr", to, "error", err)
+		return
+	}
+	c.memberMu.Lock()
+	defer c.memberMu.Unlock()
+	cf := c.raft.GetConfiguration()
+	if cf.Error() != nil || !slices.ContainsFunc(cf.Configuration().Servers, func(s raft.Server) bool {
+		return string(s.ID) == id && string(s.Address) == from
+	}) {
+		return // removed or moved meanwhile: not re-added here
+	}
+	if _, removed := c.fsm.tombstone(id); removed {
+		c.logger.Warn("reconcile: not moving a voter that has a removal tombstone", "peer-id", id)
+		return
+	}
+	f := c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(to), 0, 10*time.Second)
+	if err := c.waitFuture(actx, f); err != nil {
+		c.logger.Warn("reconcile: moving a voter failed", "peer-id", id, "error", err)
+	} else {
+		c.logger.Info("reconcile: moved voter to its new address", "peer-id", id, "peer-addr", to)
 	}
 }
 
@@ -306,8 +302,8 @@ const unjoinedLogEvery = time.Minute
 // but not a voter: once per member and address per unjoinedLogEvery, so
 // that fake members cannot flood the log either.
 func (c *Cluster) noteUnjoined(id, addr string) bool {
-	c.tombMu.Lock()
-	defer c.tombMu.Unlock()
+	c.unjoinedMu.Lock()
+	defer c.unjoinedMu.Unlock()
 	key := id + "@" + addr
 	now := time.Now()
 	if t, ok := c.unjoined[key]; ok && now.Sub(t) < unjoinedLogEvery {

@@ -254,7 +254,8 @@ func (c *Cluster) appliedThrough(index uint64) bool {
 // Join adds a node to the Raft configuration as a voter (through the
 // leader). It is the only way a node becomes a voter after bootstrap:
 // gossip only proposes (reconcile logs members that are not voters), since
-// anyone holding the gossip key can advertise members.
+// anyone holding the gossip key can advertise members. It is also the only
+// way back for a removed node: the join lifts the node's tombstone.
 //
 // The leader first dials raftAddr and checks the node there (checkJoiner):
 // one typo in an address would otherwise add a voter that never answers,
@@ -262,6 +263,11 @@ func (c *Cluster) appliedThrough(index uint64) bool {
 // the quorum, with the bogus voter removable only by that quorum. A
 // malformed address is ErrBadAddress; a node that cannot be reached or is
 // not the one named is refused (ErrRejected, saying which).
+//
+// A join asked before a removal does not undo it: this node first catches
+// up with the leader (Barrier) and sends the removal of id it then knows
+// of; the leader refuses the join (ErrRejected) if id has been removed
+// again since.
 func (c *Cluster) Join(ctx context.Context, id, raftAddr string) error {
 	if c.isShutdown() {
 		return ErrShutdown
@@ -269,13 +275,23 @@ func (c *Cluster) Join(ctx context.Context, id, raftAddr string) error {
 	if err := checkRaftAddr(raftAddr); err != nil {
 		return err
 	}
+	if err := c.Barrier(ctx); err != nil {
+		return err
+	}
+	var seen uint64
+	if t, ok := c.fsm.tombstone(id); ok {
+		seen = t.Index
+	}
 	_, err := c.forward(ctx, func() (*rpcResponse, error) {
-		return &rpcResponse{}, c.addVoterLocal(ctx, id, raftAddr)
-	}, &rpcRequest{Op: opAddVoter, ID: id, Addr: raftAddr})
+		return &rpcResponse{}, c.addVoterLocal(ctx, id, raftAddr, &seen)
+	}, &rpcRequest{Op: opAddVoter, ID: id, Addr: raftAddr, Removal: &seen})
 	return err
 }
 
-func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string) error {
+// addVoterLocal adds id as a voter at addr, on the leader. seen is the index
+// of the removal of id the asking node knew of (0: none); nil from a node of
+// an older version, which sends none.
+func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string, seen *uint64) error {
 	if id == "" || addr == "" {
 		return fmt.Errorf("%w: join needs a node id and address", ErrRejected)
 	}
@@ -285,9 +301,23 @@ func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string) error {
 	if err := c.checkJoiner(ctx, id, addr); err != nil {
 		return err
 	}
-	c.tombMu.Lock()
-	delete(c.tombstones, id) // an explicit join overrides an earlier removal
-	c.tombMu.Unlock()
+	c.memberMu.Lock()
+	defer c.memberMu.Unlock()
+	// Every membership entry committed, by this leader or an earlier one, is applied after it.
+	if err := c.waitFuture(ctx, c.raft.Barrier(timeoutOf(ctx))); err != nil {
+		return err
+	}
+	if t, ok := c.fsm.tombstone(id); ok {
+		if seen != nil && t.Index > *seen {
+			return fmt.Errorf("%w: node %s was removed (log index %d) after this join was asked; join it again if it is to come back", ErrRejected, id, t.Index)
+		}
+		// An operator's explicit join overrides the removal: lifted before the node is added,
+		// so that no configuration ever holds a tombstoned node.
+		if err := c.proposeMembership(ctx, opReadmit, id); err != nil {
+			return err
+		}
+		c.logger.Info("lifted a removed node's tombstone on an operator's join", "peer-id", id, "removed-at-index", t.Index)
+	}
 	f := c.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, timeoutOf(ctx))
 	if err := c.waitFuture(ctx, f); err != nil {
 		return err
@@ -297,7 +327,9 @@ func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string) error {
 }
 
 // Remove removes a node from the Raft configuration (through the leader).
-// It comes back only through Join.
+// The removal is first committed as a tombstone (tombstone.go), which every
+// node applies and every later leader honours: the node comes back only
+// through Join.
 func (c *Cluster) Remove(ctx context.Context, id string) error {
 	_, err := c.forward(ctx, func() (*rpcResponse, error) {
 		return &rpcResponse{}, c.removeLocal(ctx, id)
@@ -309,6 +341,8 @@ func (c *Cluster) removeLocal(ctx context.Context, id string) error {
 	if id == "" {
 		return fmt.Errorf("%w: remove needs a node id", ErrRejected)
 	}
+	c.memberMu.Lock()
+	defer c.memberMu.Unlock()
 	// Removing a node that is not there would still append a configuration
 	// entry (and tombstone the name): say so instead, writing nothing.
 	cf := c.raft.GetConfiguration()
@@ -318,9 +352,12 @@ func (c *Cluster) removeLocal(ctx context.Context, id string) error {
 	if !slices.ContainsFunc(cf.Configuration().Servers, func(s raft.Server) bool { return string(s.ID) == id }) {
 		return fmt.Errorf("%w: %s", ErrUnknownServer, id)
 	}
-	c.tombMu.Lock()
-	c.tombstones[id] = time.Now()
-	c.tombMu.Unlock()
+	// The decision is durable before it takes effect: a leader that fails between the two
+	// leaves a tombstoned voter (harmless: it blocks adds only; Remove again), never a removed
+	// node without a tombstone.
+	if err := c.proposeMembership(ctx, opTombstone, id); err != nil {
+		return err
+	}
 	f := c.raft.RemoveServer(raft.ServerID(id), 0, timeoutOf(ctx))
 	if err := c.waitFuture(ctx, f); err != nil {
 		return err

@@ -39,6 +39,9 @@ type rpcRequest struct {
 	ID      string        `json:"id,omitempty"`
 	Addr    string        `json:"addr,omitempty"`
 	Timeout time.Duration `json:"timeout,omitempty"`
+	// Removal (add-voter) is the index of the target's tombstone the asking node knew of when
+	// it asked (0: none); absent from older versions (Cluster.Join).
+	Removal *uint64 `json:"removal,omitempty"`
 }
 
 // Error codes on the wire. A received code maps to a local sentinel; the
@@ -223,7 +226,7 @@ func (c *Cluster) serveMember(req *rpcRequest, peer pki.Identity) *rpcResponse {
 		}
 		return &rpcResponse{Index: idx}
 	case opAddVoter:
-		if err := c.addVoterLocal(ctx, req.ID, req.Addr); err != nil {
+		if err := c.addVoterLocal(ctx, req.ID, req.Addr, req.Removal); err != nil {
 			return errResponse(err)
 		}
 		return &rpcResponse{}

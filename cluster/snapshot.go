@@ -20,8 +20,9 @@ import (
 //	magic "KRYSNAP1" | index u64 | term u64 | size u64 | FSM data (size bytes) | SHA-256
 //
 // all integers big-endian, the digest over everything before it. The FSM
-// data is what Raft's snapshot holds (the cluster's 8-byte applied-index
-// header, then the FSM's own Persist output). Restore checks the digest
+// data is what Raft's snapshot holds (the cluster's state header: the applied
+// index and the tombstones of removed nodes, tombstone.go; then the FSM's own
+// Persist output). Restore checks the digest
 // before it touches the cluster, so a truncated or altered file is refused
 // whole.
 var snapshotMagic = [8]byte{'K', 'R', 'Y', 'S', 'N', 'A', 'P', '1'}
@@ -142,25 +143,45 @@ func (c *Cluster) RestoreChecked(ctx context.Context, r io.Reader, check func(fs
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return fmt.Errorf("cluster: restore: %w", err)
 	}
+	fileIndex, _, hdrLen, err := readStateHeader(io.LimitReader(tmp, meta.Size))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	dataLen := meta.Size - hdrLen
 
+	// Membership is not part of a backup: Raft keeps the current configuration across an
+	// operator's restore, and the tombstones of removed nodes stay with it. The file's are
+	// replaced by the cluster's current ones (memberMu: none is being written meanwhile; the
+	// barrier: every one committed is applied), so that a backup from before a removal does not
+	// lift it, nor one from before a re-join bar the node again.
+	c.memberMu.Lock()
+	defer c.memberMu.Unlock()
 	if check != nil {
 		c.applyGate.Lock()
 		defer c.applyGate.Unlock()
-		// Every entry proposed before the gate closed is resolved; a barrier makes sure the
-		// FSM has applied them (and any forwarded here before this node led).
-		if err := c.waitFuture(ctx, c.raft.Barrier(timeoutOf(ctx))); err != nil {
+	}
+	// Every entry proposed before the gate closed is resolved; a barrier makes sure the FSM has
+	// applied them (and any forwarded here before this node led).
+	if err := c.waitFuture(ctx, c.raft.Barrier(timeoutOf(ctx))); err != nil {
+		return fmt.Errorf("cluster: restore: %w", err)
+	}
+	if check != nil {
+		if _, err := tmp.Seek(hdrLen, io.SeekStart); err != nil {
 			return fmt.Errorf("cluster: restore: %w", err)
 		}
-		if _, err := tmp.Seek(snapshotHeaderLen, io.SeekStart); err != nil {
-			return fmt.Errorf("cluster: restore: %w", err)
-		}
-		if err := check(io.LimitReader(tmp, meta.Size-snapshotHeaderLen)); err != nil {
+		if err := check(io.LimitReader(tmp, dataLen)); err != nil {
 			return err
 		}
-		if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("cluster: restore: %w", err)
-		}
 	}
+	stateHdr, err := encodeStateHeader(fileIndex, c.fsm.tombstoneList())
+	if err != nil {
+		return fmt.Errorf("cluster: restore: %w", err)
+	}
+	if _, err := tmp.Seek(hdrLen, io.SeekStart); err != nil {
+		return fmt.Errorf("cluster: restore: %w", err)
+	}
+	meta.Size = int64(len(stateHdr)) + dataLen
+	body := io.MultiReader(bytes.NewReader(stateHdr), io.LimitReader(tmp, dataLen))
 
 	// Raft re-indexes the snapshot past everything it has; the FSM
 	// wrapper records that index instead of the one in the file
@@ -173,7 +194,7 @@ func (c *Cluster) RestoreChecked(ctx context.Context, r io.Reader, check func(fs
 
 	// Not abandoned on ctx: the temporary file must outlive Raft's reader.
 	// The timeout bounds the wait.
-	err = c.raft.Restore(meta, tmp, timeoutOf(ctx))
+	err = c.raft.Restore(meta, body, timeoutOf(ctx))
 	if err != nil {
 		return fmt.Errorf("cluster: restore: %w", mapRaftErr(err))
 	}
@@ -197,8 +218,13 @@ func SnapshotFSMData(file []byte) ([]byte, error) {
 	if uint64(len(data)) != size || size < 8 {
 		return nil, fmt.Errorf("%w: size does not match", ErrBadSnapshot)
 	}
-	// The cluster's 8-byte applied-index header comes first; the FSM's snapshot follows.
-	return data[8:], nil
+	// The cluster's state header (applied index, tombstones) comes first; the FSM's snapshot
+	// follows.
+	_, fsmData, err := splitStateHeader(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	return fsmData, nil
 }
 
 // refusedSnapshotsDir holds, under DataDir, the newest snapshot the FSM refused, for inspection.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -32,22 +33,39 @@ func (s *adminService) Members(context.Context, *kv1.MembersRequest) (*kv1.Membe
 	if err != nil {
 		return nil, err
 	}
+	removed, err := s.n.cl.Removed()
+	if err != nil {
+		return nil, err
+	}
 	out := &kv1.MembersResponse{}
+	listed := make(map[string]bool, len(members))
 	for _, m := range members {
 		st := kv1.MemberStatus_MEMBER_STATUS_UNSPECIFIED
-		switch m.Status {
-		case cluster.StatusAlive:
+		// A node that left gracefully (krypton leave) was removed too: LEFT says more about it.
+		switch {
+		case m.Removed && m.Status != cluster.StatusLeft:
+			st = kv1.MemberStatus_MEMBER_STATUS_REMOVED
+		case m.Status == cluster.StatusAlive:
 			st = kv1.MemberStatus_MEMBER_STATUS_ALIVE
-		case cluster.StatusDead:
+		case m.Status == cluster.StatusDead:
 			st = kv1.MemberStatus_MEMBER_STATUS_DEAD
-		case cluster.StatusLeft:
+		case m.Status == cluster.StatusLeft:
 			st = kv1.MemberStatus_MEMBER_STATUS_LEFT
 		}
+		listed[m.ID] = true
 		out.Members = append(out.Members, &kv1.Member{
 			NodeId: m.ID, GossipAddress: m.GossipAddr, RaftAddress: m.RaftAddr, ApiAddress: m.Meta[metaRPC],
 			Status: st, Region: m.Meta[metaRegion], Version: m.Meta[metaVersion],
 		})
 	}
+	// A removed node gossip never saw (or has forgotten) is listed too: its tombstone is part of
+	// the region's state.
+	for _, t := range removed {
+		if !listed[t.ID] {
+			out.Members = append(out.Members, &kv1.Member{NodeId: t.ID, Status: kv1.MemberStatus_MEMBER_STATUS_REMOVED, Region: s.n.cfg.Region})
+		}
+	}
+	slices.SortFunc(out.Members, func(a, b *kv1.Member) int { return strings.Compare(a.GetNodeId(), b.GetNodeId()) })
 	return out, nil
 }
 
@@ -98,10 +116,22 @@ func (s *adminService) Join(ctx context.Context, req *kv1.JoinRequest) (*kv1.Joi
 	if req.GetNonvoter() {
 		return nil, status.Error(codes.InvalidArgument, "region: non-voting members are not supported")
 	}
+	// Whether the join lifts a removal, for the audit record: read once caught up with the leader.
+	if err := s.n.cl.Barrier(ctx); err != nil {
+		return nil, clusterErr(err)
+	}
+	wasRemoved := false
+	if removed, err := s.n.cl.Removed(); err == nil {
+		wasRemoved = slices.ContainsFunc(removed, func(t cluster.Tombstone) bool { return t.ID == req.GetNodeId() })
+	}
 	if err := s.n.cl.Join(ctx, req.GetNodeId(), req.GetRaftAddress()); err != nil {
 		return nil, clusterErr(err)
 	}
-	s.n.record(ctx, audit.Event{Kind: audit.KindOperatorJoin, RequestID: req.GetRequestId(), Detail: map[string]string{"node": req.GetNodeId()}})
+	detail := map[string]string{"node": req.GetNodeId()}
+	if wasRemoved {
+		detail["readmitted"] = "true" // the join lifted the node's removal tombstone
+	}
+	s.n.record(ctx, audit.Event{Kind: audit.KindOperatorJoin, RequestID: req.GetRequestId(), Detail: detail})
 	return &kv1.JoinResponse{Index: s.n.raftStat("last_log_index")}, nil
 }
 

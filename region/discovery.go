@@ -37,7 +37,7 @@ func (s *wrapService) ListEndpoints(ctx context.Context, _ *kv1.ListEndpointsReq
 			if n.Serving() == nil {
 				st = kv1.EndpointStatus_ENDPOINT_STATUS_SERVING
 			}
-		case m.Status == cluster.StatusAlive && !m.Leaving:
+		case m.Status == cluster.StatusAlive && !m.Leaving && !m.Removed:
 			st = kv1.EndpointStatus_ENDPOINT_STATUS_ALIVE
 		}
 		resp.Endpoints = append(resp.Endpoints, &kv1.Endpoint{NodeId: m.ID, Address: addr, Status: st, Voter: slices.Contains(voters, m.ID)})

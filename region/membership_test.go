@@ -239,3 +239,92 @@ func TestJoinChecksTheNode(t *testing.T) {
 		t.Fatalf("peers %s, were %s", got, before)
 	}
 }
+
+// memberStatus returns the status node i's Members answer gives node id ("" if not listed).
+func memberStatus(t *testing.T, r *regiontest.Region, i int, id string) kv1.MemberStatus {
+	t.Helper()
+	resp, err := r.AdminClient(i).Members(ctxT(t), &kv1.MembersRequest{})
+	if err != nil {
+		return kv1.MemberStatus_MEMBER_STATUS_UNSPECIFIED
+	}
+	for _, m := range resp.GetMembers() {
+		if m.GetNodeId() == id {
+			return m.GetStatus()
+		}
+	}
+	return kv1.MemberStatus_MEMBER_STATUS_UNSPECIFIED
+}
+
+// TestRemovedMemberStaysRemoved (issue 16): an operator removes a follower that keeps running (in
+// gossip, still reaching the others). Every node's `members` marks it REMOVED, from the region's
+// replicated state, also after leadership moved to a node that did not make the removal; no
+// configuration lists it again, and discovery does not offer it as an endpoint to try. An
+// operator's join readmits it.
+func TestRemovedMemberStaysRemoved(t *testing.T) {
+	t.Parallel()
+	r := regiontest.Start(t, 3)
+	ld := r.WaitLeader()
+	victim := r.Followers()[0]
+	vid := r.Cfgs[victim].NodeID
+	if _, err := r.AdminClient(ld).RemovePeer(ctxT(t), &kv1.RemovePeerRequest{RequestId: "rm-victim", NodeId: vid}); err != nil {
+		t.Fatalf("RemovePeer: %v", err)
+	}
+	var stay []int
+	for _, i := range running(r) {
+		if i != victim {
+			stay = append(stay, i)
+		}
+	}
+	for _, i := range stay {
+		clustertest.Eventually(t, 10*time.Second, vid+" listed as removed by "+r.Cfgs[i].NodeID, func() bool {
+			return memberStatus(t, r, i, vid) == kv1.MemberStatus_MEMBER_STATUS_REMOVED
+		})
+	}
+
+	// Leadership moves to the other remaining node, which did not make the removal.
+	next := stay[0]
+	if next == ld {
+		next = stay[1]
+	}
+	if _, err := r.AdminClient(ld).TransferLeadership(ctxT(t), &kv1.TransferLeadershipRequest{RequestId: "tl", TargetId: r.Cfgs[next].NodeID}); err != nil {
+		t.Fatalf("TransferLeadership: %v", err)
+	}
+	clustertest.Eventually(t, 20*time.Second, r.Cfgs[next].NodeID+" to lead", func() bool { return r.Nodes[next].Cluster().IsLeader() })
+	if st := memberStatus(t, r, next, vid); st != kv1.MemberStatus_MEMBER_STATUS_REMOVED {
+		t.Fatalf("the new leader lists %s as %v, want REMOVED", vid, st)
+	}
+	end := time.After(8 * clustertest.Config().ReconcileInterval)
+	for done := false; !done; {
+		for _, i := range stay {
+			if slices.Contains(voterIDs(t, r, i), vid) {
+				t.Fatalf("%s lists the removed %s as a voter again", r.Cfgs[i].NodeID, vid)
+			}
+		}
+		select {
+		case <-end:
+			done = true
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	eps, err := r.WrapClient(next, "any", "caller").ListEndpoints(ctxT(t), &kv1.ListEndpointsRequest{})
+	if err != nil {
+		t.Fatalf("ListEndpoints: %v", err)
+	}
+	{
+		for _, e := range eps.GetEndpoints() {
+			if e.GetNodeId() == vid && e.GetStatus() != kv1.EndpointStatus_ENDPOINT_STATUS_NOT_SERVING {
+				t.Errorf("discovery offers the removed node: %v", e)
+			}
+		}
+	}
+
+	// An operator's join readmits it.
+	if _, err := r.AdminClient(next).Join(ctxT(t), &kv1.JoinRequest{RequestId: "rejoin", NodeId: vid, RaftAddress: r.Cfgs[victim].RaftAddr}); err != nil {
+		t.Fatalf("Join of the removed node: %v", err)
+	}
+	for _, i := range running(r) {
+		clustertest.Eventually(t, 10*time.Second, vid+" a voter again on "+r.Cfgs[i].NodeID, func() bool {
+			return slices.Contains(voterIDs(t, r, i), vid) && memberStatus(t, r, i, vid) == kv1.MemberStatus_MEMBER_STATUS_ALIVE
+		})
+	}
+}

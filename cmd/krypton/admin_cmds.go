@@ -56,7 +56,7 @@ func timeText(t *timestamppb.Timestamp) string {
 func membersCommand() *command {
 	return clientCommand(clientSpec{
 		name: "members", synopsis: "list the region's members and their health (gossip)",
-		help:  "Lists the members the node at -addr knows through gossip, with their API and Raft addresses and health, as `consul members` does.",
+		help:  "Lists the members the node at -addr knows through gossip, with their API and Raft addresses and health, as `consul members` does. A node removed from the Raft configuration (remove-peer) is listed as removed, gossip or not, until `krypton join` readmits it.",
 		kind:  pki.KindOperator,
 		check: exactArgs(0, "no arguments"),
 		body: func(ctx context.Context, s *streams, _ *flag.FlagSet, c *apiClient) error {
@@ -173,7 +173,7 @@ func listPeersCommand() *command {
 func removePeerCommand() *command {
 	return clientCommand(clientSpec{
 		name: "remove-peer", synopsis: "remove a dead node from the Raft configuration", usage: "<node-id>",
-		help:  "Removes a node that died and will not come back from the Raft configuration. A node that is alive should `krypton leave` instead.",
+		help:  "Removes a node that died and will not come back from the Raft configuration. A node that is alive should `krypton leave` instead. The removal is kept in the region's replicated state: no leader adds the node back, even if it runs again, until `krypton join` readmits it.",
 		kind:  pki.KindOperator,
 		write: true,
 		check: exactArgs(1, "<node-id>"),

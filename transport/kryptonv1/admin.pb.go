@@ -25,7 +25,12 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
-// MemberStatus is a gossip member's health, as memberlist reports it.
+// MemberStatus is a gossip member's health, as memberlist reports it, or
+// REMOVED for a node removed from the Raft configuration (remove-peer, or a
+// leave after which it came back): the region's replicated state holds its
+// tombstone, and no leader adds it back until an operator joins it again,
+// whether gossip still sees it or not. A node that left gracefully and
+// stayed away is LEFT.
 type MemberStatus int32
 
 const (
@@ -34,6 +39,7 @@ const (
 	MemberStatus_MEMBER_STATUS_SUSPECT     MemberStatus = 2
 	MemberStatus_MEMBER_STATUS_DEAD        MemberStatus = 3
 	MemberStatus_MEMBER_STATUS_LEFT        MemberStatus = 4
+	MemberStatus_MEMBER_STATUS_REMOVED     MemberStatus = 5
 )
 
 // Enum value maps for MemberStatus.
@@ -44,6 +50,7 @@ var (
 		2: "MEMBER_STATUS_SUSPECT",
 		3: "MEMBER_STATUS_DEAD",
 		4: "MEMBER_STATUS_LEFT",
+		5: "MEMBER_STATUS_REMOVED",
 	}
 	MemberStatus_value = map[string]int32{
 		"MEMBER_STATUS_UNSPECIFIED": 0,
@@ -51,6 +58,7 @@ var (
 		"MEMBER_STATUS_SUSPECT":     2,
 		"MEMBER_STATUS_DEAD":        3,
 		"MEMBER_STATUS_LEFT":        4,
+		"MEMBER_STATUS_REMOVED":     5,
 	}
 )
 
@@ -2845,13 +2853,14 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1d\n" +
 	"\n" +
 	"anchor_uri\x18\x03 \x01(\tR\tanchorUri\x12\x18\n" +
-	"\aconsent\x18\x04 \x01(\tR\aconsent*\x91\x01\n" +
+	"\aconsent\x18\x04 \x01(\tR\aconsent*\xac\x01\n" +
 	"\fMemberStatus\x12\x1d\n" +
 	"\x19MEMBER_STATUS_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13MEMBER_STATUS_ALIVE\x10\x01\x12\x19\n" +
 	"\x15MEMBER_STATUS_SUSPECT\x10\x02\x12\x16\n" +
 	"\x12MEMBER_STATUS_DEAD\x10\x03\x12\x16\n" +
-	"\x12MEMBER_STATUS_LEFT\x10\x04*e\n" +
+	"\x12MEMBER_STATUS_LEFT\x10\x04\x12\x19\n" +
+	"\x15MEMBER_STATUS_REMOVED\x10\x05*e\n" +
 	"\bSuffrage\x12\x18\n" +
 	"\x14SUFFRAGE_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eSUFFRAGE_VOTER\x10\x01\x12\x15\n" +
