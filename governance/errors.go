@@ -44,23 +44,17 @@ func (e *Error) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
 
 func newError(code codes.Code, msg string) *Error { return &Error{code: code, msg: msg} }
 
-// fsmCodes is the code of each state-machine error (package govfsm), as transport's table is for
-// package fsm's: the server's error translation (transport.ServerConfig.Errors) sends the
-// sentinel's fixed message under it. TestEveryStateMachineErrorHasACode holds it complete.
+// fsmCodes is the code of each of governance's own state-machine errors (package govfsm), as
+// transport's table is for package fsm's: the server's error translation
+// (transport.ServerConfig.Errors) sends the sentinel's fixed message under it.
+// TestEveryStateMachineErrorHasACode holds it complete. The errors both state machines make
+// (package staterr: tenant not found, revoked, ...) are mapped once, by transport's own table,
+// with governance's text.
 var fsmCodes = []transport.ErrorRow{
-	{Err: govfsm.ErrTenantNotFound, Code: codes.NotFound},
-	{Err: govfsm.ErrTenantExists, Code: codes.AlreadyExists},
-	{Err: govfsm.ErrServiceNotFound, Code: codes.NotFound},
-	{Err: govfsm.ErrServiceExists, Code: codes.AlreadyExists},
-	{Err: govfsm.ErrRevoked, Code: codes.FailedPrecondition},
 	{Err: govfsm.ErrNoAnchor, Code: codes.FailedPrecondition},
 	{Err: govfsm.ErrNotTenantRegion, Code: codes.InvalidArgument},
 	{Err: govfsm.ErrRevisionMismatch, Code: codes.Aborted},
-	{Err: govfsm.ErrRequestIDReused, Code: codes.InvalidArgument},
 	{Err: govfsm.ErrCursorAhead, Code: codes.OutOfRange},
-	{Err: govfsm.ErrInvalidCommand, Code: codes.InvalidArgument},
-	{Err: govfsm.ErrConsentDenied, Code: codes.PermissionDenied},
-	{Err: govfsm.ErrConsentUsed, Code: codes.PermissionDenied},
 	{Err: govfsm.ErrNoOwnerKey, Code: codes.FailedPrecondition},
 	{Err: govfsm.ErrLimit, Code: codes.ResourceExhausted},
 	{Err: govfsm.ErrNotRegionVoter, Code: codes.PermissionDenied},

@@ -66,7 +66,9 @@
 // carries key material or echoes request bytes. Clients act on the code and
 // never rebuild a domain error from a status message. A server adds rows for
 // sentinels this package does not link with ServerConfig.Errors: governance
-// maps its state machine's (package governance/govfsm) so.
+// maps its state machine's (package governance/govfsm) so. The refusals both
+// state machines make (internal/staterr) have one row each, for both planes,
+// whose message is the text of the plane's own sentinel.
 //
 // # Requests
 //

@@ -13,6 +13,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/staterr"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -54,6 +55,16 @@ var errorCases = []struct {
 	{fsm.ErrRequestIDReused, codes.InvalidArgument},
 	{fsm.ErrConsentDenied, codes.PermissionDenied},
 	{fsm.ErrConsentUsed, codes.PermissionDenied},
+	// The refusals both state machines make, mapped once (their fsm sentinels above match them).
+	{staterr.ErrTenantNotFound, codes.NotFound},
+	{staterr.ErrServiceNotFound, codes.NotFound},
+	{staterr.ErrTenantExists, codes.AlreadyExists},
+	{staterr.ErrServiceExists, codes.AlreadyExists},
+	{staterr.ErrRevoked, codes.FailedPrecondition},
+	{staterr.ErrInvalidCommand, codes.InvalidArgument},
+	{staterr.ErrRequestIDReused, codes.InvalidArgument},
+	{staterr.ErrConsentDenied, codes.PermissionDenied},
+	{staterr.ErrConsentUsed, codes.PermissionDenied},
 
 	{anchor.ErrDisabled, codes.FailedPrecondition},
 	{anchor.ErrPendingDeletion, codes.FailedPrecondition},
