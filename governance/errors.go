@@ -2,7 +2,6 @@ package governance
 
 import (
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/governance/govfsm"
 	"github.com/kryptonkms/krypton/transport"
@@ -31,18 +30,9 @@ var (
 	ErrShutdown = newError(codes.Unavailable, "governance: node is shut down")
 )
 
-// Error is a sentinel of governance's API: a gRPC code and a fixed message.
-type Error struct {
-	code codes.Code
-	msg  string
-}
-
-func (e *Error) Error() string { return e.msg }
-
-// GRPCStatus lets transport.ToStatus and grpc pass the error on with its own code.
-func (e *Error) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
-
-func newError(code codes.Code, msg string) *Error { return &Error{code: code, msg: msg} }
+// newError is a sentinel of governance's API: a gRPC code and a fixed message (transport's
+// CodedError, as region's are).
+func newError(code codes.Code, msg string) *transport.CodedError { return transport.Coded(code, msg) }
 
 // fsmCodes is the code of each of governance's own state-machine errors (package govfsm), as
 // transport's table is for package fsm's: the server's error translation
@@ -63,4 +53,4 @@ var fsmCodes = []transport.ErrorRow{
 
 // invalid returns an InvalidArgument status naming what is wrong; msg must never hold request
 // bytes.
-func invalid(msg string) error { return status.Error(codes.InvalidArgument, "governance: "+msg) }
+func invalid(msg string) error { return transport.Invalid("governance: " + msg) }

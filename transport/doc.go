@@ -59,8 +59,10 @@
 // InvalidArgument for malformed input and a blob that does not
 // authenticate, NotFound, AlreadyExists, FailedPrecondition for revoked keys,
 // locked tenants and anchor denials, Unavailable for what a retry may cure,
-// Aborted for races. Errors that carry a status already (region's own) pass
-// through. Anything else becomes codes.Internal with a generic message, and
+// Aborted for races. Errors that carry a status already pass through: a
+// plane's own errors are CodedErrors (Coded, and Invalid for an
+// InvalidArgument refusal that names the fix), region's and governance's
+// alike. Anything else becomes codes.Internal with a generic message, and
 // its detail goes to the log. Every wire message is a fixed string of the
 // table (plus, for fsm errors, the validated names they concern): none
 // carries key material or echoes request bytes. Clients act on the code and

@@ -131,6 +131,27 @@ var errorTable = []errorRow{
 	{context.Canceled, codes.Canceled, "transport: canceled"},
 }
 
+// CodedError is an error of a plane's own (region, governance) that carries its gRPC status: a
+// code and a fixed message, which ToStatus and grpc pass on unchanged. Use it for sentinels
+// (package variables) and for refusals that name the fix; the message must carry no key material
+// and echo no request bytes.
+type CodedError struct {
+	code codes.Code
+	msg  string
+}
+
+// Coded returns an error with code and the fixed message msg.
+func Coded(code codes.Code, msg string) *CodedError { return &CodedError{code: code, msg: msg} }
+
+// Invalid returns an InvalidArgument refusal with the fixed message msg (which names the fix and
+// carries no request bytes).
+func Invalid(msg string) *CodedError { return Coded(codes.InvalidArgument, msg) }
+
+func (e *CodedError) Error() string { return e.msg }
+
+// GRPCStatus lets ToStatus and grpc pass the error on with its own code.
+func (e *CodedError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
+
 // ErrorRow maps a domain error of a package transport does not link (the state machine of
 // another plane: governance's, package govfsm) to a gRPC code, for ServerConfig.Errors. Msg is
 // the wire message; empty, it is the sentinel Err's own text (never that of the error that

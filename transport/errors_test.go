@@ -180,3 +180,26 @@ type okStatusError struct{}
 
 func (okStatusError) Error() string              { return "ok?" }
 func (okStatusError) GRPCStatus() *status.Status { return status.New(codes.OK, "") }
+
+// TestCodedError: a plane's own error passes through ToStatus with its code and message, wrapped
+// or not, and Invalid is InvalidArgument.
+func TestCodedError(t *testing.T) {
+	for _, c := range []struct {
+		err  *CodedError
+		code codes.Code
+		msg  string
+	}{
+		{Coded(codes.Unavailable, "region: no leader"), codes.Unavailable, "region: no leader"},
+		{Invalid("governance: a reason is required"), codes.InvalidArgument, "governance: a reason is required"},
+	} {
+		for _, err := range []error{c.err, fmt.Errorf("wrapped %s: %w", secret, c.err)} {
+			st := status.Convert(ToStatus(err))
+			if st.Code() != c.code || st.Message() != c.msg {
+				t.Errorf("ToStatus(%q) = %v %q, want %v %q", err, st.Code(), st.Message(), c.code, c.msg)
+			}
+		}
+		if c.err.Error() != c.msg {
+			t.Errorf("Error() = %q", c.err.Error())
+		}
+	}
+}
