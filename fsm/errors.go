@@ -5,33 +5,37 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/kryptonkms/krypton/internal/staterr"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
 // Sentinel errors. Apply, the queries and Usable return these, bare (Usable)
 // or inside an *Error that names the subject (everything else): test with
 // errors.Is. Each has a stable code (see codes) so that a response forwarded
-// between nodes decodes to the same sentinel.
+// between nodes decodes to the same sentinel. Those governance's state
+// machine makes too are package staterr's, defined once there: fsm's own
+// sentinel keeps its "fsm: " text and matches the shared one with errors.Is
+// (and its code is the shared one's key).
 var (
 	// ErrTenantExists is returned when CreateTenant names a tenant that
 	// exists or existed: revoked tenants stay as tombstones and their names
 	// are never reused.
-	ErrTenantExists = errors.New("fsm: tenant exists")
+	ErrTenantExists error = staterr.Own(staterr.ErrTenantExists, "fsm: tenant exists")
 	// ErrTenantNotFound is returned when a command or query names an unknown
 	// tenant.
-	ErrTenantNotFound = errors.New("fsm: tenant not found")
+	ErrTenantNotFound error = staterr.Own(staterr.ErrTenantNotFound, "fsm: tenant not found")
 	// ErrServiceExists is returned when CreateService names a service that
 	// exists or existed in the tenant.
-	ErrServiceExists = errors.New("fsm: service exists")
+	ErrServiceExists error = staterr.Own(staterr.ErrServiceExists, "fsm: service exists")
 	// ErrServiceNotFound is returned when a command or query names an
 	// unknown service.
-	ErrServiceNotFound = errors.New("fsm: service not found")
+	ErrServiceNotFound error = staterr.Own(staterr.ErrServiceNotFound, "fsm: service not found")
 	// ErrVersionNotFound is returned when a key version does not exist (or
 	// when an unwrap asks for version 0, which only a wrap may use).
 	ErrVersionNotFound = errors.New("fsm: key version not found")
 	// ErrRevoked is returned when the tenant, service or key version is
 	// revoked. Revocation is terminal.
-	ErrRevoked = errors.New("fsm: revoked")
+	ErrRevoked error = staterr.Own(staterr.ErrRevoked, "fsm: revoked")
 	// ErrLocked is returned when the tenant is locked out (its L1 anchor
 	// denied access) and the operation needs it unlocked.
 	ErrLocked = errors.New("fsm: tenant locked")
@@ -52,10 +56,10 @@ var (
 	// ErrInvalidCommand is returned when a command is malformed: a missing
 	// or oversized blob, a bad anchor URI, bad settings, a nested governance
 	// event, an oversized request id.
-	ErrInvalidCommand = errors.New("fsm: invalid command")
+	ErrInvalidCommand error = staterr.Own(staterr.ErrInvalidCommand, "fsm: invalid command")
 	// ErrRequestIDReused is returned when a request id that is still
 	// remembered is reused for a different kind of command.
-	ErrRequestIDReused = errors.New("fsm: request id reused for a different command")
+	ErrRequestIDReused error = staterr.Own(staterr.ErrRequestIDReused, "fsm: request id reused for a different command")
 	// ErrCursorMismatch is returned when a governance event's After is not
 	// the region's governance cursor: the proposer's view is stale (another
 	// feed applied events meanwhile). Nothing changed; re-read the cursor.
@@ -69,35 +73,36 @@ var (
 	// ErrConsentDenied is returned when a region's own rekey or owner-key change of a tenant
 	// with an owner key does not carry a consent by that key for exactly this change (tenant,
 	// operation, anchor or new key, region, request id), valid at the entry's time.
-	ErrConsentDenied = errors.New("fsm: the tenant owner's consent does not allow this change; the owner makes one with `krypton owner consent`")
+	ErrConsentDenied error = staterr.Own(staterr.ErrConsentDenied, "fsm: the tenant owner's consent does not allow this change; the owner makes one with `krypton owner consent`")
 	// ErrConsentUsed is returned when the consent was already applied (a consent is used once).
-	ErrConsentUsed = errors.New("fsm: this consent was already used; the owner makes a new one with `krypton owner consent`")
+	ErrConsentUsed error = staterr.Own(staterr.ErrConsentUsed, "fsm: this consent was already used; the owner makes a new one with `krypton owner consent`")
 )
 
 // codes maps each sentinel to its stable wire code. Codes never change
-// meaning; add new ones at the end.
+// meaning; add new ones at the end. A shared error's code is its staterr key,
+// which governance's state machine sends for the same refusal.
 var codes = []struct {
 	err  error
 	code string
 }{
-	{ErrTenantExists, "tenant-exists"},
-	{ErrTenantNotFound, "tenant-not-found"},
-	{ErrServiceExists, "service-exists"},
-	{ErrServiceNotFound, "service-not-found"},
+	{ErrTenantExists, staterr.ErrTenantExists.Key()},
+	{ErrTenantNotFound, staterr.ErrTenantNotFound.Key()},
+	{ErrServiceExists, staterr.ErrServiceExists.Key()},
+	{ErrServiceNotFound, staterr.ErrServiceNotFound.Key()},
 	{ErrVersionNotFound, "version-not-found"},
-	{ErrRevoked, "revoked"},
+	{ErrRevoked, staterr.ErrRevoked.Key()},
 	{ErrLocked, "locked"},
 	{ErrAnchorDeleted, "anchor-deleted"},
 	{ErrDecryptOnly, "decrypt-only"},
 	{ErrBadVersion, "bad-version"},
 	{ErrInvalidName, "invalid-name"},
-	{ErrInvalidCommand, "invalid-command"},
-	{ErrRequestIDReused, "request-id-reused"},
+	{ErrInvalidCommand, staterr.ErrInvalidCommand.Key()},
+	{ErrRequestIDReused, staterr.ErrRequestIDReused.Key()},
 	{ErrCursorMismatch, "cursor-mismatch"},
 	{ErrAnchorMismatch, "anchor-mismatch"},
 	{ErrAnchorUnavailable, "anchor-unavailable"},
-	{ErrConsentDenied, "consent-denied"},
-	{ErrConsentUsed, "consent-used"},
+	{ErrConsentDenied, staterr.ErrConsentDenied.Key()},
+	{ErrConsentUsed, staterr.ErrConsentUsed.Key()},
 }
 
 // codeOf returns the wire code of err's sentinel, or "" if it has none.

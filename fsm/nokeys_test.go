@@ -108,19 +108,21 @@ func TestPlaintextKeyWalkerCatches(t *testing.T) {
 // TestImports: fsm does no I/O of its own and depends on no other part of
 // Krypton but wrap (for names), policy (the key-use policy language,
 // itself standard library only) and internal/owner (verifying a tenant
-// owner's consent: a signature check, deterministic, at the entry's time);
-// only Raft, for the FSM interface.
+// owner's consent: a signature check, deterministic, at the entry's time)
+// and internal/staterr (the refusals it shares with governance's state
+// machine, standard library only); only Raft, for the FSM interface.
 func TestImports(t *testing.T) {
 	allowed := map[string]bool{
 		"bufio": true, "bytes": true, "crypto/sha256": true, "encoding/binary": true, "encoding/json": true, "errors": true,
 		"math": true,
 		"fmt":  true, "io": true, "maps": true, "slices": true, "strconv": true, "strings": true,
 		"sync": true, "sync/atomic": true, "time": true,
-		"github.com/hashicorp/raft":                    true,
-		"github.com/kryptonkms/krypton/wrap":           true,
-		"github.com/kryptonkms/krypton/policy":         true,
-		"encoding/hex":                                 true,
-		"github.com/kryptonkms/krypton/internal/owner": true,
+		"github.com/hashicorp/raft":                      true,
+		"github.com/kryptonkms/krypton/wrap":             true,
+		"github.com/kryptonkms/krypton/policy":           true,
+		"encoding/hex":                                   true,
+		"github.com/kryptonkms/krypton/internal/owner":   true,
+		"github.com/kryptonkms/krypton/internal/staterr": true,
 	}
 	files, _ := filepath.Glob("*.go")
 	fset := token.NewFileSet()

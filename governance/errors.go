@@ -2,7 +2,6 @@ package governance
 
 import (
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/governance/govfsm"
 	"github.com/kryptonkms/krypton/transport"
@@ -31,36 +30,21 @@ var (
 	ErrShutdown = newError(codes.Unavailable, "governance: node is shut down")
 )
 
-// Error is a sentinel of governance's API: a gRPC code and a fixed message.
-type Error struct {
-	code codes.Code
-	msg  string
-}
+// newError is a sentinel of governance's API: a gRPC code and a fixed message (transport's
+// CodedError, as region's are).
+func newError(code codes.Code, msg string) *transport.CodedError { return transport.Coded(code, msg) }
 
-func (e *Error) Error() string { return e.msg }
-
-// GRPCStatus lets transport.ToStatus and grpc pass the error on with its own code.
-func (e *Error) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
-
-func newError(code codes.Code, msg string) *Error { return &Error{code: code, msg: msg} }
-
-// fsmCodes is the code of each state-machine error (package govfsm), as transport's table is for
-// package fsm's: the server's error translation (transport.ServerConfig.Errors) sends the
-// sentinel's fixed message under it. TestEveryStateMachineErrorHasACode holds it complete.
+// fsmCodes is the code of each of governance's own state-machine errors (package govfsm), as
+// transport's table is for package fsm's: the server's error translation
+// (transport.ServerConfig.Errors) sends the sentinel's fixed message under it.
+// TestEveryStateMachineErrorHasACode holds it complete. The errors both state machines make
+// (package staterr: tenant not found, revoked, ...) are mapped once, by transport's own table,
+// with governance's text.
 var fsmCodes = []transport.ErrorRow{
-	{Err: govfsm.ErrTenantNotFound, Code: codes.NotFound},
-	{Err: govfsm.ErrTenantExists, Code: codes.AlreadyExists},
-	{Err: govfsm.ErrServiceNotFound, Code: codes.NotFound},
-	{Err: govfsm.ErrServiceExists, Code: codes.AlreadyExists},
-	{Err: govfsm.ErrRevoked, Code: codes.FailedPrecondition},
 	{Err: govfsm.ErrNoAnchor, Code: codes.FailedPrecondition},
 	{Err: govfsm.ErrNotTenantRegion, Code: codes.InvalidArgument},
 	{Err: govfsm.ErrRevisionMismatch, Code: codes.Aborted},
-	{Err: govfsm.ErrRequestIDReused, Code: codes.InvalidArgument},
 	{Err: govfsm.ErrCursorAhead, Code: codes.OutOfRange},
-	{Err: govfsm.ErrInvalidCommand, Code: codes.InvalidArgument},
-	{Err: govfsm.ErrConsentDenied, Code: codes.PermissionDenied},
-	{Err: govfsm.ErrConsentUsed, Code: codes.PermissionDenied},
 	{Err: govfsm.ErrNoOwnerKey, Code: codes.FailedPrecondition},
 	{Err: govfsm.ErrLimit, Code: codes.ResourceExhausted},
 	{Err: govfsm.ErrNotRegionVoter, Code: codes.PermissionDenied},
@@ -69,4 +53,4 @@ var fsmCodes = []transport.ErrorRow{
 
 // invalid returns an InvalidArgument status naming what is wrong; msg must never hold request
 // bytes.
-func invalid(msg string) error { return status.Error(codes.InvalidArgument, "governance: "+msg) }
+func invalid(msg string) error { return transport.Invalid("governance: " + msg) }

@@ -36,15 +36,15 @@ const maxReason = 1024
 func checkReason(r string) error {
 	switch {
 	case strings.TrimSpace(r) == "":
-		return &codedErrorInvalid{"region: a reason is required (it goes to the audit log)"}
+		return transport.Invalid("region: a reason is required (it goes to the audit log)")
 	case len(r) > maxReason:
-		return &codedErrorInvalid{"region: the reason is longer than 1024 bytes"}
+		return transport.Invalid("region: the reason is longer than 1024 bytes")
 	case !utf8.ValidString(r):
-		return &codedErrorInvalid{"region: the reason is not UTF-8"}
+		return transport.Invalid("region: the reason is not UTF-8")
 	}
 	for _, c := range r {
 		if c < 0x20 && c != '\t' || c == 0x7f {
-			return &codedErrorInvalid{"region: the reason holds control characters"}
+			return transport.Invalid("region: the reason holds control characters")
 		}
 	}
 	return nil

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"github.com/kryptonkms/krypton/transport"
 )
 
 // barriers coalesces read barriers (cluster.Barrier) so that a burst of requests for keys this node
@@ -79,7 +81,7 @@ func (b *barriers) run(turn *barrierTurn, barrier func() error) {
 
 // errCannotKnow is the answer of a node that finds no such key, tenant or service in its own state
 // and cannot catch up with the leader to make sure: it may only lag (DESIGN.md, "Catching up before NotFound").
-var errCannotKnow = &codedError{codes.Unavailable, "region: this node cannot reach the leader to learn whether the key exists; try another node"}
+var errCannotKnow = transport.Coded(codes.Unavailable, "region: this node cannot reach the leader to learn whether the key exists; try another node")
 
 // freshRead reads local state with read; if that finds the tenant, service or version missing, the
 // node may only lag behind a write acknowledged elsewhere, so it catches up and reads again. A node

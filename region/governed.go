@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/transport"
 )
 
 // A region that follows governance (Config.Governance set) has one source of truth for its tenants
@@ -26,9 +27,9 @@ func (n *Node) governedWrite(what string, cmd govCommand) error {
 		return nil
 	}
 	addr := n.cfg.Governance[0]
-	return &codedError{codes.FailedPrecondition, "region: this region follows governance (" + strings.Join(n.cfg.Governance, ", ") +
-		") and takes its tenants and keys from governance's feed, so that governance's kill switch, revocations and locks reach every one: " +
-		what + " at governance: `" + cmd.line(addr) + "`"}
+	return transport.Coded(codes.FailedPrecondition, "region: this region follows governance ("+strings.Join(n.cfg.Governance, ", ")+
+		") and takes its tenants and keys from governance's feed, so that governance's kill switch, revocations and locks reach every one: "+
+		what+" at governance: `"+cmd.line(addr)+"`")
 }
 
 // govCommand is the krypton command line that makes a refused write at governance. Its parts come

@@ -76,7 +76,7 @@ const (
 	cutUnacked = "unacknowledged" // an event left unacknowledged for longer than ackWait
 )
 
-var errWatcherBehind = &codedError{codes.ResourceExhausted, "region: key-event watcher fell too far behind; subscribe again"}
+var errWatcherBehind = transport.Coded(codes.ResourceExhausted, "region: key-event watcher fell too far behind; subscribe again")
 
 // DefaultKeyEventAckWait is Config.KeyEventAckWait's default.
 const DefaultKeyEventAckWait = 2 * time.Second
@@ -106,9 +106,9 @@ func (k *keyEvents) cutIfLate(w *keyWatcher, now int64) {
 	}
 	first := w.unacked[0]
 	if late := time.Duration(now - first.at); late > k.ackWait {
-		k.cut(w, cutUnacked, &codedError{codes.Aborted, fmt.Sprintf(
+		k.cut(w, cutUnacked, transport.Coded(codes.Aborted, fmt.Sprintf(
 			"region: key event %d was not acknowledged within %v; subscribe again, and acknowledge each event once its keys are dropped",
-			first.index, k.ackWait)})
+			first.index, k.ackWait)))
 	}
 }
 
@@ -311,7 +311,7 @@ func (n *Node) watcherCut(w *keyWatcher, reason string, err error) {
 		"watcher", w.who, "tenant", w.tenant, "reason", reason, "err", err)
 }
 
-var errNoTenant = &codedError{codes.PermissionDenied, "region: the caller's certificate names no tenant"}
+var errNoTenant = transport.Coded(codes.PermissionDenied, "region: the caller's certificate names no tenant")
 
 // WatchKeyEvents streams key events of the caller's tenant (see keyEvents above).
 func (s *wrapService) WatchKeyEvents(stream kv1.WrapService_WatchKeyEventsServer) error {

@@ -46,7 +46,7 @@ func (s *nodeService) FetchTenantKey(ctx context.Context, req *kv1.FetchTenantKe
 		return nil, ErrNotLeader
 	}
 	if req.GetSuite() != kv1.HpkeSuite_HPKE_SUITE_X25519_SHA256_AES256GCM {
-		return nil, &codedErrorInvalid{"region: unsupported HPKE suite"}
+		return nil, transport.Invalid("region: unsupported HPKE suite")
 	}
 	if err := transport.CheckName("tenant", req.GetTenant()); err != nil {
 		return nil, err
@@ -76,7 +76,7 @@ func (s *nodeService) FetchTenantKey(ctx context.Context, req *kv1.FetchTenantKe
 	}
 	enc, ct, err := wrap.SealHandoff(n.cfg.Region, req.GetNodeId(), k, req.GetRecipientPublicKey())
 	if err != nil {
-		return nil, &codedErrorInvalid{err.Error()}
+		return nil, transport.Invalid(err.Error())
 	}
 	n.auditHandout(ctx, req.GetNodeId(), req.GetTenant(), req.GetTenantKeyVersion())
 	return &kv1.FetchTenantKeyResponse{

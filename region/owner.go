@@ -34,7 +34,7 @@ func ownerKeyPEM(pem string) (*owner.PublicKey, error) {
 	}
 	k, err := owner.ParsePublicKey(pem)
 	if err != nil {
-		return nil, &codedErrorInvalid{"region: " + strings.TrimPrefix(err.Error(), "owner: malformed: ")}
+		return nil, transport.Invalid("region: " + strings.TrimPrefix(err.Error(), "owner: malformed: "))
 	}
 	return k, nil
 }
@@ -61,12 +61,12 @@ func (n *Node) checkConsent(ctx context.Context, consent string, st owner.Statem
 	}
 	if pem == "" {
 		if needKey {
-			return "", &codedError{codes.FailedPrecondition, "region: the tenant has no owner key, so it cannot be rekeyed on the operator's word alone; " +
-				"register the owner's key with `krypton tenant set-owner -owner-pub <file> " + nameOr(st.Tenant, "<tenant>") +
-				"` (the owner makes it with `krypton owner keygen`), then give the owner's consent with -consent"}
+			return "", transport.Coded(codes.FailedPrecondition, "region: the tenant has no owner key, so it cannot be rekeyed on the operator's word alone; "+
+				"register the owner's key with `krypton tenant set-owner -owner-pub <file> "+nameOr(st.Tenant, "<tenant>")+
+				"` (the owner makes it with `krypton owner keygen`), then give the owner's consent with -consent")
 		}
 		if consent != "" {
-			return "", &codedErrorInvalid{"region: the tenant has no owner key yet: registering its first takes no consent"}
+			return "", transport.Invalid("region: the tenant has no owner key yet: registering its first takes no consent")
 		}
 		return "", nil
 	}
@@ -77,9 +77,9 @@ func (n *Node) checkConsent(ctx context.Context, consent string, st owner.Statem
 	tail := "; the tenant's owner (key " + fp + ") makes a consent with `" + how + "`, and the operator gives it with -consent consent.jws"
 	if _, err := owner.Verify(consent, key, st, time.Now()); err != nil {
 		if errors.Is(err, owner.ErrMalformed) {
-			return "", &codedErrorInvalid{"region: " + strings.TrimPrefix(err.Error(), "owner: malformed: ") + tail}
+			return "", transport.Invalid("region: " + strings.TrimPrefix(err.Error(), "owner: malformed: ") + tail)
 		}
-		return "", &codedError{codes.PermissionDenied, "region: " + strings.TrimPrefix(err.Error(), "owner: ") + tail}
+		return "", transport.Coded(codes.PermissionDenied, "region: "+strings.TrimPrefix(err.Error(), "owner: ")+tail)
 	}
 	return fp, nil
 }
@@ -96,7 +96,7 @@ func (n *Node) SetOwnerKey(ctx context.Context, requestID, tenant, pem, consent 
 		return fsm.Tenant{}, err
 	}
 	if pem == "" {
-		return fsm.Tenant{}, &codedErrorInvalid{"region: owner_public_key is required (krypton owner keygen makes one)"}
+		return fsm.Tenant{}, transport.Invalid("region: owner_public_key is required (krypton owner keygen makes one)")
 	}
 	nk, err := ownerKeyPEM(pem)
 	if err != nil {
@@ -180,8 +180,8 @@ func (n *Node) checkRestoreKeepsOwnerKeys(scratch *fsm.State) error {
 		return nil
 	}
 	slices.Sort(changed)
-	return &codedError{codes.FailedPrecondition, "region: the snapshot holds another owner key (or none) for tenant(s) " + strings.Join(changed, ", ") +
-		" than this region; restoring it would replace the customer's owner key without its consent: restore a snapshot taken after the last owner key change"}
+	return transport.Coded(codes.FailedPrecondition, "region: the snapshot holds another owner key (or none) for tenant(s) "+strings.Join(changed, ", ")+
+		" than this region; restoring it would replace the customer's owner key without its consent: restore a snapshot taken after the last owner key change")
 }
 
 // ownerKeyText names an owner key in an audit record: its fingerprint, or that there is none.

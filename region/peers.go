@@ -32,7 +32,7 @@ func newPeerClients(cl *cluster.Cluster, cfg transport.ClientConfig, filter func
 }
 
 // errPeerUnreachable is what a call to a node cut off by Config.PeerFilter gets.
-var errPeerUnreachable = &codedError{codes.Unavailable, "region: peer unreachable"}
+var errPeerUnreachable = transport.Coded(codes.Unavailable, "region: peer unreachable")
 
 // apiAddr finds a node's API address in gossip.
 func (p *peerClients) apiAddr(nodeID string) (string, bool) {

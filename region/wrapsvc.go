@@ -210,7 +210,7 @@ func isNotFound(err error) bool {
 }
 
 // errWeakDataKey refuses a plaintext that cannot be a data key (all zero bytes).
-var errWeakDataKey = &codedErrorInvalid{"region: the plaintext is not a usable data key (all zero bytes)"}
+var errWeakDataKey = transport.Invalid("region: the plaintext is not a usable data key (all zero bytes)")
 
 // dataKey takes a caller's plaintext as a data key; the request's copy is wiped.
 func dataKey(plaintext []byte) (*wrap.DataKey, error) {

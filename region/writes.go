@@ -22,7 +22,7 @@ import (
 
 // ErrAmbiguous is returned when a write was sent but its outcome is unknown (the leader changed
 // while it was in flight). Retrying with the same request id is safe: it applies at most once.
-var ErrAmbiguous = &codedError{codes.Unavailable, "region: the write may or may not have been applied; retry with the same request id"}
+var ErrAmbiguous = transport.Coded(codes.Unavailable, "region: the write may or may not have been applied; retry with the same request id")
 
 // apply proposes one command and returns its result; the state machine's refusals come back as
 // errors. The command is validated first, here where the request arrived: a malformed one never
@@ -140,10 +140,10 @@ func (n *Node) storableAnchor(uri string) error {
 		return err
 	}
 	if err := anchor.CheckStorable(u); err != nil {
-		return &codedErrorInvalid{"region: " + err.Error()} // names the fix (pin-source), never the value
+		return transport.Invalid("region: " + err.Error()) // names the fix (pin-source), never the value
 	}
 	if err := anchor.CheckTransport(u, n.cfg.AllowDevAnchor); err != nil {
-		return &codedErrorInvalid{"region: " + err.Error()} // names the fix: https://
+		return transport.Invalid("region: " + err.Error()) // names the fix: https://
 	}
 	return nil
 }
@@ -297,7 +297,7 @@ func (n *Node) revoke(ctx context.Context, requestID string, s Scope, reason str
 	var cmd fsm.Command
 	switch {
 	case s.Service == "" && s.Version != 0:
-		return Scope{}, nil, &codedErrorInvalid{"region: a key version needs a service"}
+		return Scope{}, nil, transport.Invalid("region: a key version needs a service")
 	case s.Service == "":
 		cmd = fsm.RevokeTenant{Tenant: s.Tenant, Reason: reason}
 	case s.Version == 0:

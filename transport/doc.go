@@ -59,14 +59,18 @@
 // InvalidArgument for malformed input and a blob that does not
 // authenticate, NotFound, AlreadyExists, FailedPrecondition for revoked keys,
 // locked tenants and anchor denials, Unavailable for what a retry may cure,
-// Aborted for races. Errors that carry a status already (region's own) pass
-// through. Anything else becomes codes.Internal with a generic message, and
+// Aborted for races. Errors that carry a status already pass through: a
+// plane's own errors are CodedErrors (Coded, and Invalid for an
+// InvalidArgument refusal that names the fix), region's and governance's
+// alike. Anything else becomes codes.Internal with a generic message, and
 // its detail goes to the log. Every wire message is a fixed string of the
 // table (plus, for fsm errors, the validated names they concern): none
 // carries key material or echoes request bytes. Clients act on the code and
 // never rebuild a domain error from a status message. A server adds rows for
 // sentinels this package does not link with ServerConfig.Errors: governance
-// maps its state machine's (package governance/govfsm) so.
+// maps its state machine's (package governance/govfsm) so. The refusals both
+// state machines make (internal/staterr) have one row each, for both planes,
+// whose message is the text of the plane's own sentinel.
 //
 // # Requests
 //

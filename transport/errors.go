@@ -11,6 +11,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/staterr"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -62,13 +63,18 @@ var errorTable = []errorRow{
 
 	// Package fsm. Its *Error text names the tenant, service and version
 	// (names it validated, never an invalid one), which helps an operator
-	// and carries no key material: subject appends it.
-	{fsm.ErrTenantNotFound, codes.NotFound, "fsm: tenant not found"},
-	{fsm.ErrServiceNotFound, codes.NotFound, "fsm: service not found"},
+	// and carries no key material: subject appends it. The refusals both
+	// state machines make (fsm's and governance's, package govfsm) are
+	// package staterr's, mapped once here for both planes: a row with no
+	// message sends the text of the plane's own sentinel (a
+	// *staterr.Sentinel, "fsm: tenant not found" or "governance: tenant not
+	// found"), fixed like every message here.
+	{staterr.ErrTenantNotFound, codes.NotFound, ""},
+	{staterr.ErrServiceNotFound, codes.NotFound, ""},
 	{fsm.ErrVersionNotFound, codes.NotFound, "fsm: key version not found"},
-	{fsm.ErrTenantExists, codes.AlreadyExists, "fsm: tenant exists"},
-	{fsm.ErrServiceExists, codes.AlreadyExists, "fsm: service exists"},
-	{fsm.ErrRevoked, codes.FailedPrecondition, "fsm: revoked"},
+	{staterr.ErrTenantExists, codes.AlreadyExists, ""},
+	{staterr.ErrServiceExists, codes.AlreadyExists, ""},
+	{staterr.ErrRevoked, codes.FailedPrecondition, ""},
 	{fsm.ErrLocked, codes.FailedPrecondition, "fsm: tenant locked"},
 	{fsm.ErrAnchorDeleted, codes.FailedPrecondition, "fsm: anchor deleted"},
 	{fsm.ErrDecryptOnly, codes.FailedPrecondition, "fsm: key version is decrypt-only"},
@@ -76,12 +82,12 @@ var errorTable = []errorRow{
 	// on: nothing is wrong with the request, and a retry sees the new state.
 	{fsm.ErrBadVersion, codes.Aborted, "fsm: unexpected key version; retry"},
 	{fsm.ErrInvalidName, codes.InvalidArgument, "fsm: invalid name"},
-	{fsm.ErrInvalidCommand, codes.InvalidArgument, "fsm: invalid command"},
-	{fsm.ErrRequestIDReused, codes.InvalidArgument, "fsm: request id reused for a different command"},
+	{staterr.ErrInvalidCommand, codes.InvalidArgument, ""},
+	{staterr.ErrRequestIDReused, codes.InvalidArgument, ""},
 	// The state machine's last word on a tenant owner's consent (the region's handlers say
 	// why before proposing): an authorisation decision, the owner's.
-	{fsm.ErrConsentDenied, codes.PermissionDenied, "fsm: the tenant owner's consent does not allow this change; the owner makes one with `krypton owner consent`"},
-	{fsm.ErrConsentUsed, codes.PermissionDenied, "fsm: this consent was already used; the owner makes a new one with `krypton owner consent`"},
+	{staterr.ErrConsentDenied, codes.PermissionDenied, ""},
+	{staterr.ErrConsentUsed, codes.PermissionDenied, ""},
 
 	// Package anchor. Definite denials by the customer's provider are
 	// FailedPrecondition (the tenant's root key refuses; nothing will change
@@ -124,6 +130,27 @@ var errorTable = []errorRow{
 	{context.DeadlineExceeded, codes.DeadlineExceeded, "transport: deadline exceeded"},
 	{context.Canceled, codes.Canceled, "transport: canceled"},
 }
+
+// CodedError is an error of a plane's own (region, governance) that carries its gRPC status: a
+// code and a fixed message, which ToStatus and grpc pass on unchanged. Use it for sentinels
+// (package variables) and for refusals that name the fix; the message must carry no key material
+// and echo no request bytes.
+type CodedError struct {
+	code codes.Code
+	msg  string
+}
+
+// Coded returns an error with code and the fixed message msg.
+func Coded(code codes.Code, msg string) *CodedError { return &CodedError{code: code, msg: msg} }
+
+// Invalid returns an InvalidArgument refusal with the fixed message msg (which names the fix and
+// carries no request bytes).
+func Invalid(msg string) *CodedError { return Coded(codes.InvalidArgument, msg) }
+
+func (e *CodedError) Error() string { return e.msg }
+
+// GRPCStatus lets ToStatus and grpc pass the error on with its own code.
+func (e *CodedError) GRPCStatus() *status.Status { return status.New(e.code, e.msg) }
 
 // ErrorRow maps a domain error of a package transport does not link (the state machine of
 // another plane: governance's, package govfsm) to a gRPC code, for ServerConfig.Errors. Msg is
@@ -175,7 +202,11 @@ func toStatus(err error, extra []ErrorRow) (*status.Status, bool) {
 	}
 	for _, row := range errorTable {
 		if errors.Is(err, row.err) {
-			return status.New(row.code, row.msg+subject(err)), true
+			msg := row.msg
+			if msg == "" {
+				msg = sentinelText(err, row.err)
+			}
+			return status.New(row.code, msg+subject(err)), true
 		}
 	}
 	for _, row := range extra {
@@ -188,6 +219,17 @@ func toStatus(err error, extra []ErrorRow) (*status.Status, bool) {
 		}
 	}
 	return status.New(codes.Internal, internalMessage), false
+}
+
+// sentinelText is the wire message of a shared state-machine error (a row without a message): the
+// text of the plane's own sentinel that err carries, or the shared error's own text. Both are
+// fixed strings of a package variable, never the text of what wraps them.
+func sentinelText(err, shared error) string {
+	var s *staterr.Sentinel
+	if errors.As(err, &s) && s.Shared() == shared {
+		return s.Error()
+	}
+	return shared.Error()
 }
 
 // subject returns " (tenant "a", service "b", version 3)" for an fsm.Error,

@@ -13,6 +13,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/staterr"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -54,6 +55,16 @@ var errorCases = []struct {
 	{fsm.ErrRequestIDReused, codes.InvalidArgument},
 	{fsm.ErrConsentDenied, codes.PermissionDenied},
 	{fsm.ErrConsentUsed, codes.PermissionDenied},
+	// The refusals both state machines make, mapped once (their fsm sentinels above match them).
+	{staterr.ErrTenantNotFound, codes.NotFound},
+	{staterr.ErrServiceNotFound, codes.NotFound},
+	{staterr.ErrTenantExists, codes.AlreadyExists},
+	{staterr.ErrServiceExists, codes.AlreadyExists},
+	{staterr.ErrRevoked, codes.FailedPrecondition},
+	{staterr.ErrInvalidCommand, codes.InvalidArgument},
+	{staterr.ErrRequestIDReused, codes.InvalidArgument},
+	{staterr.ErrConsentDenied, codes.PermissionDenied},
+	{staterr.ErrConsentUsed, codes.PermissionDenied},
 
 	{anchor.ErrDisabled, codes.FailedPrecondition},
 	{anchor.ErrPendingDeletion, codes.FailedPrecondition},
@@ -169,3 +180,26 @@ type okStatusError struct{}
 
 func (okStatusError) Error() string              { return "ok?" }
 func (okStatusError) GRPCStatus() *status.Status { return status.New(codes.OK, "") }
+
+// TestCodedError: a plane's own error passes through ToStatus with its code and message, wrapped
+// or not, and Invalid is InvalidArgument.
+func TestCodedError(t *testing.T) {
+	for _, c := range []struct {
+		err  *CodedError
+		code codes.Code
+		msg  string
+	}{
+		{Coded(codes.Unavailable, "region: no leader"), codes.Unavailable, "region: no leader"},
+		{Invalid("governance: a reason is required"), codes.InvalidArgument, "governance: a reason is required"},
+	} {
+		for _, err := range []error{c.err, fmt.Errorf("wrapped %s: %w", secret, c.err)} {
+			st := status.Convert(ToStatus(err))
+			if st.Code() != c.code || st.Message() != c.msg {
+				t.Errorf("ToStatus(%q) = %v %q, want %v %q", err, st.Code(), st.Message(), c.code, c.msg)
+			}
+		}
+		if c.err.Error() != c.msg {
+			t.Errorf("Error() = %q", c.err.Error())
+		}
+	}
+}

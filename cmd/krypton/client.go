@@ -76,6 +76,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 // command's own, and runs body with a dialled connection and a context bounded by -timeout.
 type clientSpec struct {
 	name, synopsis, usage, help string
+	aliases                     []string // other names of the command (command.aliases)
 	kind                        pki.Kind
 	// server is the kind of server the command talks to; 0 means a region node (KindNode).
 	server pki.Kind
@@ -107,7 +108,7 @@ func clientCommand(spec clientSpec) *command {
 		help += "\n\n" + serviceCertHelp
 	}
 	return &command{
-		name: spec.name, synopsis: spec.synopsis, usage: spec.usage, help: help,
+		name: spec.name, aliases: spec.aliases, synopsis: spec.synopsis, usage: spec.usage, help: help,
 		flags: func(fs *flag.FlagSet) {
 			cf.register(fs)
 			if spec.flags != nil {

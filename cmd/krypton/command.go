@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -17,7 +18,10 @@ import (
 
 // command is one node of the command tree: either it runs, or it holds subcommands.
 type command struct {
-	name     string
+	name string
+	// aliases are other names that run the command: a verb another plane used for the same action
+	// (`policy get` for `policy describe`), kept so that scripts keep working (docs/governance.md, "Operator commands").
+	aliases  []string
 	synopsis string                 // one line, shown in listings
 	usage    string                 // arguments after the name, for the usage line
 	help     string                 // a paragraph shown by -h
@@ -116,7 +120,7 @@ func (c *command) dispatch(ctx context.Context, path string, args []string, s *s
 
 func (c *command) find(name string) *command {
 	for _, sub := range c.sub {
-		if sub.name == name {
+		if sub.name == name || slices.Contains(sub.aliases, name) {
 			return sub
 		}
 	}
@@ -136,7 +140,11 @@ func (c *command) printSubcommands(w io.Writer, path string) {
 		width = max(width, len(sub.name)+1)
 	}
 	for _, sub := range subs {
-		fmt.Fprintf(w, "  %-*s %s\n", width, sub.name, sub.synopsis)
+		synopsis := sub.synopsis
+		if len(sub.aliases) > 0 {
+			synopsis += " (also: " + strings.Join(sub.aliases, ", ") + ")"
+		}
+		fmt.Fprintf(w, "  %-*s %s\n", width, sub.name, synopsis)
 	}
 }
 

@@ -142,7 +142,7 @@ func policySetCommand() *command {
 
 func policyGetCommand() *command {
 	return govCommand(clientSpec{
-		name: "get", synopsis: "show a tenant's access policy", usage: "<tenant>",
+		name: "describe", aliases: []string{"get"}, synopsis: "show a tenant's access policy", usage: "<tenant>",
 		check: exactArgs(1, "<tenant>"),
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
 			p, err := c.gov().GetPolicy(ctx, &kv1.GetPolicyRequest{Tenant: fs.Arg(0)})

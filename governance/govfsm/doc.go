@@ -12,7 +12,9 @@
 // key.
 //
 // The errors carry no gRPC code: governance's API maps each to one (governance/errors.go,
-// fsmCodes), as transport's table does for package fsm. The package links no RPC, cluster or API
+// fsmCodes), as transport's table does for package fsm; those the region's state machine makes too
+// (tenant not found, revoked, ...) are defined once in internal/staterr and mapped by transport's
+// table for both planes. The package links no RPC, cluster or API
 // code (internal/deptest holds it to that); governance wraps FSM for the cluster's restore kinds
 // (governance.StateMachine) and turns its values into API messages (governance/proto.go).
 // governance/DESIGN.md says why the state is what it is.

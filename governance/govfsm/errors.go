@@ -1,22 +1,27 @@
 package govfsm
 
+import "github.com/kryptonkms/krypton/internal/staterr"
+
 // Errors of the governance state machine. They carry no gRPC code (governance's API maps each to
 // one, as transport does for package fsm) and a stable key, so that an error the state machine
 // returns on the leader survives forwarding to a follower as the same sentinel (Codec; errors.Is
-// works on both sides). None carries key material or echoes request bytes.
+// works on both sides). None carries key material or echoes request bytes. Those the region's
+// state machine makes too are package staterr's, defined once there: the sentinel here keeps its
+// "governance: " text, matches the shared one with errors.Is, and its key is the shared one's
+// (transport's table maps them, for both planes).
 var (
 	// ErrTenantNotFound is returned when a request names an unknown tenant.
-	ErrTenantNotFound = newError("tenant-not-found", "governance: tenant not found")
+	ErrTenantNotFound = newShared(staterr.ErrTenantNotFound, "governance: tenant not found")
 	// ErrTenantExists is returned by CreateTenant for an existing tenant.
-	ErrTenantExists = newError("tenant-exists", "governance: tenant exists")
+	ErrTenantExists = newShared(staterr.ErrTenantExists, "governance: tenant exists")
 	// ErrServiceNotFound is returned when a request names a service governance does not know
 	// (neither created nor reported by a region).
-	ErrServiceNotFound = newError("service-not-found", "governance: service not found")
+	ErrServiceNotFound = newShared(staterr.ErrServiceNotFound, "governance: service not found")
 	// ErrServiceExists is returned by CreateService for an existing service.
-	ErrServiceExists = newError("service-exists", "governance: service exists")
+	ErrServiceExists = newShared(staterr.ErrServiceExists, "governance: service exists")
 	// ErrRevoked is returned when a change is refused because the tenant is revoked (revocation is
 	// terminal).
-	ErrRevoked = newError("revoked", "governance: tenant is revoked")
+	ErrRevoked = newShared(staterr.ErrRevoked, "governance: tenant is revoked")
 	// ErrNoAnchor is returned by UnlockTenant while the tenant's anchor is deleted: set an anchor
 	// first.
 	ErrNoAnchor = newError("no-anchor", "governance: tenant has no anchor (deleted); set one first")
@@ -26,19 +31,19 @@ var (
 	// revision.
 	ErrRevisionMismatch = newError("revision-mismatch", "governance: policy revision changed; re-read and retry")
 	// ErrRequestIDReused is returned when a request_id already named a different change.
-	ErrRequestIDReused = newError("request-id-reused", "governance: request_id reused for a different request")
+	ErrRequestIDReused = newShared(staterr.ErrRequestIDReused, "governance: request_id reused for a different request")
 	// ErrCursorAhead is returned when a cursor beyond the head of the log is given
 	// (WatchRevocations, ReportCursor).
 	ErrCursorAhead = newError("cursor-ahead", "governance: cursor is beyond the head of the log")
 	// ErrInvalidCommand is returned for a command that fails the state machine's own validation
 	// (the server validates first, so this means a bug or a forged entry).
-	ErrInvalidCommand = newError("invalid-command", "governance: invalid command")
+	ErrInvalidCommand = newShared(staterr.ErrInvalidCommand, "governance: invalid command")
 	// ErrConsentDenied is returned by SetAnchor and SetOwnerKey when the tenant owner's consent
 	// does not verify against the owner key governance holds (the handlers say why, before
 	// proposing; this is the state machine's last word, where the owner key may have changed).
-	ErrConsentDenied = newError("consent-denied", "governance: the tenant owner's consent does not allow this change; the owner makes one with `krypton owner consent`")
+	ErrConsentDenied = newShared(staterr.ErrConsentDenied, "governance: the tenant owner's consent does not allow this change; the owner makes one with `krypton owner consent`")
 	// ErrConsentUsed is returned when a consent was already used for another request.
-	ErrConsentUsed = newError("consent-used", "governance: this consent was already used; the owner makes a new one with `krypton owner consent`")
+	ErrConsentUsed = newShared(staterr.ErrConsentUsed, "governance: this consent was already used; the owner makes a new one with `krypton owner consent`")
 	// ErrNoOwnerKey is returned by SetAnchor for a tenant without an owner key.
 	ErrNoOwnerKey = newError("no-owner-key", "governance: the tenant has no owner key, so its anchor cannot be moved nor a deleted anchor lifted; register the owner's key with `krypton tenant set-owner -owner-pub <file> <tenant>` (the owner makes it with `krypton owner keygen`)")
 	// ErrLimit is returned when a write would exceed a size limit of the state (tenants, services,
@@ -55,15 +60,27 @@ var (
 	ErrSnapshotLacksRevocations = newError("snapshot-lacks-revocations", "governance: the snapshot lacks revocations the event log holds; revocation is final: restore a snapshot taken after them")
 )
 
-// Error is a sentinel of the state machine: a stable key and a fixed message.
+// Error is a sentinel of the state machine: a stable key and a fixed message, and for a shared
+// error the staterr sentinel it stands for.
 type Error struct {
-	key string
-	msg string
+	key    string
+	msg    string
+	shared *staterr.Sentinel // nil for governance's own errors
 }
 
 func (e *Error) Error() string { return e.msg }
 
-// Errors lists every sentinel, for the API's table of codes (which must map each).
+// Unwrap returns the staterr sentinel of a shared error (so errors.Is matches the shared error),
+// and nil for governance's own.
+func (e *Error) Unwrap() error {
+	if e.shared == nil {
+		return nil
+	}
+	return e.shared
+}
+
+// Errors lists governance's own sentinels, for the API's table of codes (which must map each);
+// the shared ones (package staterr) are mapped by transport's table.
 func Errors() []*Error { return append([]*Error(nil), errorList...) }
 
 var (
@@ -75,5 +92,12 @@ func newError(key, msg string) *Error {
 	e := &Error{key: key, msg: msg}
 	errorsByKey[key] = e
 	errorList = append(errorList, e)
+	return e
+}
+
+// newShared is governance's sentinel for a shared error: the shared key, governance's own text.
+func newShared(shared *staterr.Error, msg string) *Error {
+	e := &Error{key: shared.Key(), msg: msg, shared: staterr.Own(shared, msg)}
+	errorsByKey[e.key] = e
 	return e
 }
