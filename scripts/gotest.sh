@@ -42,21 +42,44 @@ done
 flags=(-race -count=1 -timeout 20m)
 read -r -a extra <<<"${GOTEST_FLAGS:-}"
 
-summary="$(mktemp)"
-trap 'rm -f "$summary"' EXIT
+summary="$(mktemp)" jsonlog="$(mktemp)"
+trap 'rm -f "$summary" "$jsonlog"' EXIT
 # The post-run command gets the counts in its environment. A package that does not build, or whose
 # test binary dies outside a test, is an error in gotestsum's words: it counts as a failure here.
 post='bash -c '\''echo "tests: $((TESTS_TOTAL - TESTS_FAILED - TESTS_SKIPPED)) passed, $((TESTS_FAILED + TESTS_ERRORS)) failed, $TESTS_SKIPPED skipped" >"$0"'\'' '"$summary"
 
 rc=0
 "$bin/gotestsum" --format pkgname-and-test-fails --format-hide-empty-pkg --hide-summary=output \
-	--post-run-command "$post" --raw-command -- bash -c '
+	--jsonfile "$jsonlog" --post-run-command "$post" --raw-command -- bash -c '
 		rc=0 n=$1 j=$2
 		shift 2
 		if [[ $# -gt $n+$j ]]; then "$0" test -json "${@:1:$n}" "${@:$n+$j+1}" || rc=$?; fi
 		if [[ $j -gt 0 ]]; then "$0" test -json "${@:1:$n}" "${@:$n+1:$j}" || rc=$?; fi
 		exit $rc' "$GO" "$((${#flags[@]} + ${#extra[@]}))" "${#jepsen[@]}" \
 	"${flags[@]}" "${extra[@]}" "${jepsen[@]}" "${pkgs[@]}" || rc=$?
+
+# A test binary killed by -timeout prints the panic and every goroutine's stack as output of the
+# package, not of a test, and gotestsum shows only tests' output: print that part here, so that a
+# hang names where it hung. (python3 reads test2json's records; it is on every CI machine.)
+if [[ $rc -ne 0 ]] && grep -q 'panic: test timed out' "$jsonlog"; then
+	echo "gotest: a test binary timed out; its stacks follow (first 2000 lines)" >&2
+	python3 - "$jsonlog" <<'PY' | head -400 >&2
+import json, sys
+show = False
+for raw in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    try:
+        ev = json.loads(raw)
+    except ValueError:
+        continue
+    out = ev.get("Output") or ""
+    if "panic: test timed out" in out:
+        show = True
+    if show and ev.get("Action") == "output":
+        sys.stdout.write(out)
+    if show and ev.get("Action") in ("fail", "pass") and not ev.get("Test"):
+        show = False
+PY
+fi
 
 line="$(cat "$summary" 2>/dev/null || true)"
 if [[ -z "$line" ]]; then
