@@ -170,6 +170,13 @@ func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
 		c.notePeerRequest(PeerRequest{Op: string(req.Op), Peer: peer, Target: req.ID, Addr: req.Addr, Err: err, Refused: true})
 		return &rpcResponse{Code: codeRejected, Msg: err.Error()}
 	}
+	if req.Op == opAddVoter {
+		if err := checkAddVoterRequest(req, peer); err != nil {
+			c.logger.Warn("cluster rpc refused", "op", string(req.Op), "peer", peer.String(), "target", req.ID, "error", err)
+			c.notePeerRequest(PeerRequest{Op: string(req.Op), Peer: peer, Target: req.ID, Addr: req.Addr, Err: err, Refused: true})
+			return &rpcResponse{Code: codeRejected, Msg: err.Error()}
+		}
+	}
 	resp := c.serveMember(req, peer)
 	switch req.Op {
 	case opAddVoter, opRemove, opTransfer:
@@ -242,6 +249,23 @@ func (c *Cluster) serveMember(req *rpcRequest, peer pki.Identity) *rpcResponse {
 		return &rpcResponse{}
 	}
 	return &rpcResponse{Code: codeBadRequest, Msg: "unknown op"}
+}
+
+// checkAddVoterRequest refuses an add-voter that a member forwards for itself, and one without the
+// removal index an operator's join always sends. A node asks the leader to add another node when
+// an operator runs `krypton join` at it; a member never needs to add itself, except a node whose
+// removal was cut short (its tombstone committed, the leader gone before the configuration change),
+// which must not lift its own tombstone. The removal index is what lets the leader refuse a join
+// asked before a later removal; an older node that sends none is refused too (join at the leader
+// while the region is upgraded).
+func checkAddVoterRequest(req *rpcRequest, peer pki.Identity) error {
+	if req.ID == peer.NodeID {
+		return fmt.Errorf("%w: node %s may not ask to add itself as a voter; an operator joins it (krypton join at the leader)", ErrRejected, peer.NodeID)
+	}
+	if req.Removal == nil {
+		return fmt.Errorf("%w: add-voter for %s carries no removal index (a node of an older version forwarded it); run krypton join at the leader", ErrRejected, req.ID)
+	}
+	return nil
 }
 
 func errResponse(err error) *rpcResponse {

@@ -222,3 +222,40 @@ func TestGossipNeverPromotes(t *testing.T) {
 	h.Kill(h.Index(h.Followers()[0]))
 	applyN(t, h, h.WaitForLeader(), "b", 1)
 }
+
+// TestMemberCannotAddItself: a member asking the leader to add itself as a voter is refused, as is
+// an add-voter without the removal index an operator's join always carries. Otherwise a node whose
+// removal was cut short (its tombstone committed, the leader gone before the configuration change)
+// could lift its own tombstone with no operator (review of issue 16's tombstones). The control: the
+// same request without those faults reaches the join checks.
+func TestMemberCannotAddItself(t *testing.T) {
+	h := clustertest.Start(t, 3)
+	leader := h.WaitForLeader()
+	follower := h.Followers()[0]
+	cert, err := h.CA.IssueNode(follower.ID, pki.NodeOptions{Region: clustertest.Region})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peersBefore, err := leader.Cluster.Peers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := map[string]any{"op": "add-voter", "id": follower.ID, "addr": follower.Config.RaftAddr, "removal": 0}
+	if got := rpcAttempt(t, h, leader.Config.RaftAddr, cert, self); got != "rejected" {
+		t.Errorf("%s asking to add itself: %s, want rejected", follower.ID, got)
+	}
+	other := h.Followers()[1]
+	noRemoval := map[string]any{"op": "add-voter", "id": other.ID, "addr": other.Config.RaftAddr}
+	if got := rpcAttempt(t, h, leader.Config.RaftAddr, cert, noRemoval); got != "rejected" {
+		t.Errorf("an add-voter without a removal index: %s, want rejected", got)
+	}
+	// Control: the same member asking for another member, with the index, passes the checks (the
+	// node is a voter already, so the leader's add is a no-op).
+	ok := map[string]any{"op": "add-voter", "id": other.ID, "addr": other.Config.RaftAddr, "removal": 0}
+	if got := rpcAttempt(t, h, leader.Config.RaftAddr, cert, ok); got != "ok" {
+		t.Errorf("control: a member asking to add another member: %s, want ok", got)
+	}
+	if peersAfter, err := leader.Cluster.Peers(); err != nil || fmt.Sprint(peersAfter) != fmt.Sprint(peersBefore) {
+		t.Errorf("configuration changed: %+v, was %+v (%v)", peersAfter, peersBefore, err)
+	}
+}
