@@ -7,7 +7,15 @@ import "context"
 // it.
 func (c *Cluster) JoinAsOf(ctx context.Context, id, raftAddr string, seen uint64) error {
 	_, err := c.forward(ctx, func() (*rpcResponse, error) {
-		return &rpcResponse{}, c.addVoterLocal(ctx, id, raftAddr, &seen)
+		return &rpcResponse{}, c.addVoterLocal(ctx, id, raftAddr, &seen, false)
 	}, &rpcRequest{Op: opAddVoter, ID: id, Addr: raftAddr, Removal: &seen})
 	return err
+}
+
+// TombstoneOnly commits a tombstone for id and stops there, as a leader that fails between the
+// tombstone and the configuration change leaves it: id is still a voter, tombstoned.
+func (c *Cluster) TombstoneOnly(ctx context.Context, id string) error {
+	c.memberMu.Lock()
+	defer c.memberMu.Unlock()
+	return c.proposeMembership(ctx, opTombstone, id)
 }

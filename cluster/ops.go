@@ -283,7 +283,7 @@ func (c *Cluster) Join(ctx context.Context, id, raftAddr string) error {
 		seen = t.Index
 	}
 	_, err := c.forward(ctx, func() (*rpcResponse, error) {
-		return &rpcResponse{}, c.addVoterLocal(ctx, id, raftAddr, &seen)
+		return &rpcResponse{}, c.addVoterLocal(ctx, id, raftAddr, &seen, false)
 	}, &rpcRequest{Op: opAddVoter, ID: id, Addr: raftAddr, Removal: &seen})
 	return err
 }
@@ -291,7 +291,7 @@ func (c *Cluster) Join(ctx context.Context, id, raftAddr string) error {
 // addVoterLocal adds id as a voter at addr, on the leader. seen is the index
 // of the removal of id the asking node knew of (0: none); nil from a node of
 // an older version, which sends none.
-func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string, seen *uint64) error {
+func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string, seen *uint64, selfAsked bool) error {
 	if id == "" || addr == "" {
 		return fmt.Errorf("%w: join needs a node id and address", ErrRejected)
 	}
@@ -308,6 +308,12 @@ func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string, seen *uint
 		return err
 	}
 	if t, ok := c.fsm.tombstone(id); ok {
+		if selfAsked {
+			// A tombstoned voter (its removal cut short: the tombstone committed, the leader gone
+			// before the configuration change) forwarding its own join must not lift its tombstone;
+			// an operator joins it at another node, or removes it again.
+			return fmt.Errorf("%w: node %s was removed (log index %d) and may not readmit itself; run krypton join at another node, or remove-peer it again", ErrRejected, id, t.Index)
+		}
 		if seen != nil && t.Index > *seen {
 			return fmt.Errorf("%w: node %s was removed (log index %d) after this join was asked; join it again if it is to come back", ErrRejected, id, t.Index)
 		}

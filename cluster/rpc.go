@@ -171,7 +171,7 @@ func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
 		return &rpcResponse{Code: codeRejected, Msg: err.Error()}
 	}
 	if req.Op == opAddVoter {
-		if err := checkAddVoterRequest(req, peer); err != nil {
+		if err := checkAddVoterRequest(req); err != nil {
 			c.logger.Warn("cluster rpc refused", "op", string(req.Op), "peer", peer.String(), "target", req.ID, "error", err)
 			c.notePeerRequest(PeerRequest{Op: string(req.Op), Peer: peer, Target: req.ID, Addr: req.Addr, Err: err, Refused: true})
 			return &rpcResponse{Code: codeRejected, Msg: err.Error()}
@@ -233,7 +233,7 @@ func (c *Cluster) serveMember(req *rpcRequest, peer pki.Identity) *rpcResponse {
 		}
 		return &rpcResponse{Index: idx}
 	case opAddVoter:
-		if err := c.addVoterLocal(ctx, req.ID, req.Addr, req.Removal); err != nil {
+		if err := c.addVoterLocal(ctx, req.ID, req.Addr, req.Removal, req.ID == peer.NodeID); err != nil {
 			return errResponse(err)
 		}
 		return &rpcResponse{}
@@ -251,17 +251,10 @@ func (c *Cluster) serveMember(req *rpcRequest, peer pki.Identity) *rpcResponse {
 	return &rpcResponse{Code: codeBadRequest, Msg: "unknown op"}
 }
 
-// checkAddVoterRequest refuses an add-voter that a member forwards for itself, and one without the
-// removal index an operator's join always sends. A node asks the leader to add another node when
-// an operator runs `krypton join` at it; a member never needs to add itself, except a node whose
-// removal was cut short (its tombstone committed, the leader gone before the configuration change),
-// which must not lift its own tombstone. The removal index is what lets the leader refuse a join
-// asked before a later removal; an older node that sends none is refused too (join at the leader
-// while the region is upgraded).
-func checkAddVoterRequest(req *rpcRequest, peer pki.Identity) error {
-	if req.ID == peer.NodeID {
-		return fmt.Errorf("%w: node %s may not ask to add itself as a voter; an operator joins it (krypton join at the leader)", ErrRejected, peer.NodeID)
-	}
+// checkAddVoterRequest refuses an add-voter without the removal index an operator's join always
+// sends: that index is what lets the leader refuse a join asked before a later removal. An older
+// node that sends none is refused (join at the leader while the region is upgraded).
+func checkAddVoterRequest(req *rpcRequest) error {
 	if req.Removal == nil {
 		return fmt.Errorf("%w: add-voter for %s carries no removal index (a node of an older version forwarded it); run krypton join at the leader", ErrRejected, req.ID)
 	}

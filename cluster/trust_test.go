@@ -223,39 +223,61 @@ func TestGossipNeverPromotes(t *testing.T) {
 	applyN(t, h, h.WaitForLeader(), "b", 1)
 }
 
-// TestMemberCannotAddItself: a member asking the leader to add itself as a voter is refused, as is
-// an add-voter without the removal index an operator's join always carries. Otherwise a node whose
-// removal was cut short (its tombstone committed, the leader gone before the configuration change)
-// could lift its own tombstone with no operator (review of issue 16's tombstones). The control: the
-// same request without those faults reaches the join checks.
+// TestMemberCannotAddItself: a voter whose removal was cut short (its tombstone committed, the
+// leader gone before the configuration change) cannot lift its own tombstone by forwarding a join
+// of itself with no operator (review of issue 16's tombstones), and an add-voter without the removal
+// index an operator's join always carries is refused. Controls: a member that is not tombstoned may
+// forward its own (idempotent) join, and an operator's join at another node readmits the
+// tombstoned one.
 func TestMemberCannotAddItself(t *testing.T) {
 	h := clustertest.Start(t, 3)
 	leader := h.WaitForLeader()
-	follower := h.Followers()[0]
+	follower, other := h.Followers()[0], h.Followers()[1]
 	cert, err := h.CA.IssueNode(follower.ID, pki.NodeOptions{Region: clustertest.Region})
 	if err != nil {
 		t.Fatal(err)
 	}
-	peersBefore, err := leader.Cluster.Peers()
-	if err != nil {
-		t.Fatal(err)
-	}
 	self := map[string]any{"op": "add-voter", "id": follower.ID, "addr": follower.Config.RaftAddr, "removal": 0}
-	if got := rpcAttempt(t, h, leader.Config.RaftAddr, cert, self); got != "rejected" {
-		t.Errorf("%s asking to add itself: %s, want rejected", follower.ID, got)
+	if got := rpcAttempt(t, h, leader.Config.RaftAddr, cert, self); got != "ok" {
+		t.Errorf("control: %s forwarding its own join while not removed: %s, want ok", follower.ID, got)
 	}
-	other := h.Followers()[1]
 	noRemoval := map[string]any{"op": "add-voter", "id": other.ID, "addr": other.Config.RaftAddr}
 	if got := rpcAttempt(t, h, leader.Config.RaftAddr, cert, noRemoval); got != "rejected" {
 		t.Errorf("an add-voter without a removal index: %s, want rejected", got)
 	}
-	// Control: the same member asking for another member, with the index, passes the checks (the
-	// node is a voter already, so the leader's add is a no-op).
-	ok := map[string]any{"op": "add-voter", "id": other.ID, "addr": other.Config.RaftAddr, "removal": 0}
-	if got := rpcAttempt(t, h, leader.Config.RaftAddr, cert, ok); got != "ok" {
-		t.Errorf("control: a member asking to add another member: %s, want ok", got)
+
+	if err := leader.Cluster.TombstoneOnly(h.Context(10*time.Second), follower.ID); err != nil {
+		t.Fatal(err)
 	}
-	if peersAfter, err := leader.Cluster.Peers(); err != nil || fmt.Sprint(peersAfter) != fmt.Sprint(peersBefore) {
-		t.Errorf("configuration changed: %+v, was %+v (%v)", peersAfter, peersBefore, err)
+	tombstoned := func() bool {
+		removed, err := leader.Cluster.Removed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range removed {
+			if r.ID == follower.ID {
+				return true
+			}
+		}
+		return false
+	}
+	if !tombstoned() {
+		t.Fatalf("%s has no tombstone after TombstoneOnly", follower.ID)
+	}
+	for _, seen := range []int{0, 1 << 30} {
+		req := map[string]any{"op": "add-voter", "id": follower.ID, "addr": follower.Config.RaftAddr, "removal": seen}
+		if got := rpcAttempt(t, h, leader.Config.RaftAddr, cert, req); got != "rejected" {
+			t.Errorf("tombstoned %s forwarding its own join (removal %d): %s, want rejected", follower.ID, seen, got)
+		}
+	}
+	if !tombstoned() {
+		t.Fatalf("%s lifted its own tombstone", follower.ID)
+	}
+	// An operator's join at another node readmits it.
+	if err := other.Cluster.Join(h.Context(10*time.Second), follower.ID, follower.Config.RaftAddr); err != nil {
+		t.Fatalf("an operator's join at %s: %v", other.ID, err)
+	}
+	if tombstoned() {
+		t.Errorf("an operator's join left %s tombstoned", follower.ID)
 	}
 }
