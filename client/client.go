@@ -63,7 +63,8 @@ func DialGateway(ctx context.Context, addr string, cfg transport.ClientConfig) (
 // DialGatewayUnix connects to a gateway's Unix socket (no TLS: the socket's file mode says who
 // may connect).
 func DialGatewayUnix(path string) (*Client, error) {
-	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+path, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(transport.ReconnectParams())) // a restarted gateway is reached again within seconds
 	if err != nil {
 		return nil, err
 	}

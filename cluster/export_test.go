@@ -8,7 +8,7 @@ import "context"
 func (c *Cluster) JoinAsOf(ctx context.Context, id, raftAddr string, seen uint64) error {
 	_, err := c.forward(ctx, func() (*rpcResponse, error) {
 		return &rpcResponse{}, c.addVoterLocal(ctx, id, raftAddr, &seen, false)
-	}, &rpcRequest{Op: opAddVoter, ID: id, Addr: raftAddr, Removal: &seen})
+	}, &rpcRequest{Op: opAddVoter, ID: id, Addr: raftAddr, Removal: &seen}, false)
 	return err
 }
 

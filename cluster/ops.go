@@ -66,8 +66,20 @@ func (c *Cluster) waitFuture(ctx context.Context, f raft.Future) error {
 // forward runs op on the leader: locally when this node leads, otherwise
 // over the cluster RPC. It retries while the request was certainly not
 // performed (no leader yet, leader changed) until ctx ends.
-func (c *Cluster) forward(ctx context.Context, local func() (*rpcResponse, error), req *rpcRequest) (*rpcResponse, error) {
+//
+// With resend set, the request is one the leader may perform twice (a read
+// index; an Apply the FSM deduplicates by request id: ApplyIdempotent), and
+// forward also rides out a leader change whose outcome is unknown: when the
+// leader it sent to stops answering (the connection failed, ErrForward), says
+// it lost leadership (ErrLeadershipLost), or is no longer the leader this node
+// knows of while the answer is awaited (a leader cut off by a partition, or
+// stopped without closing its connections, answers nothing), it waits for a
+// leader with a bounded backoff and sends the same request again, to the new
+// leader or locally if this node now leads, until ctx ends. Definite answers
+// (a refusal, the leader's own timeout) are returned as they are.
+func (c *Cluster) forward(ctx context.Context, local func() (*rpcResponse, error), req *rpcRequest, resend bool) (*rpcResponse, error) {
 	backoff := 5 * time.Millisecond
+	resent := 0
 	for {
 		if c.isShutdown() {
 			return nil, ErrShutdown
@@ -80,13 +92,22 @@ func (c *Cluster) forward(ctx context.Context, local func() (*rpcResponse, error
 			err = ErrNoLeader
 		case id == c.cfg.NodeID:
 			resp, err = local()
+		case resend:
+			resp, err = c.callWhileLeader(ctx, id, addr, req)
 		default:
 			resp, err = c.rpc.call(ctx, id, addr, req)
-			if err == nil {
-				err = resp.err()
-			}
+		}
+		if err == nil && resp != nil {
+			err = resp.err()
 		}
 		retry := errors.Is(err, ErrNotLeader) || errors.Is(err, ErrNoLeader)
+		if resend && ctx.Err() == nil && (errors.Is(err, ErrForward) || errors.Is(err, ErrLeadershipLost)) {
+			// The outcome is unknown, and a second copy is harmless: send it again.
+			retry = true
+			resent++
+			c.logger.Info("leader changed or stopped answering during a forwarded request; sending it again to the next leader",
+				"op", string(req.Op), "leader", id, "attempt", resent+1, "error", err)
+		}
 		if !retry {
 			return resp, err
 		}
@@ -106,6 +127,45 @@ func (c *Cluster) forward(ctx context.Context, local func() (*rpcResponse, error
 	}
 }
 
+// leaderWatchInterval is how often callWhileLeader checks whom this node
+// knows as the leader while it awaits an answer.
+const leaderWatchInterval = 20 * time.Millisecond
+
+// callWhileLeader is rpc.call to leader id, abandoned (ErrForward) as soon as
+// this node no longer knows id as the leader: a leader cut off from the
+// others answers nothing until the caller's deadline, while the rest of the
+// cluster elects another within an election timeout.
+func (c *Cluster) callWhileLeader(ctx context.Context, id, addr string, req *rpcRequest) (*rpcResponse, error) {
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type answer struct {
+		resp *rpcResponse
+		err  error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		r, err := c.rpc.call(actx, id, addr, req)
+		done <- answer{r, err}
+	}()
+	t := time.NewTicker(leaderWatchInterval)
+	defer t.Stop()
+	for {
+		select {
+		case a := <-done:
+			return a.resp, a.err
+		case <-t.C:
+			if now, _ := c.Leader(); now != id {
+				cancel() // the call ends at once: its connection's deadline is poked
+				a := <-done
+				if a.err == nil {
+					return a.resp, nil // the answer came first
+				}
+				return nil, fmt.Errorf("%w: leader %s replaced by %q while the request was in flight: %v", ErrForward, id, now, a.err)
+			}
+		}
+	}
+}
+
 // Apply commits cmd to the Raft log and returns the FSM's response to it.
 // On a follower the command is forwarded to the leader and the response
 // comes back through the ResponseCodec. An FSM that reports errors in its
@@ -116,12 +176,27 @@ func (c *Cluster) forward(ctx context.Context, local func() (*rpcResponse, error
 // committed. Commands should carry a request id so that the FSM can ignore
 // a retried duplicate. ErrNotLeader and ErrNoLeader mean it was not sent.
 func (c *Cluster) Apply(ctx context.Context, cmd []byte) (any, error) {
+	return c.apply(ctx, cmd, false)
+}
+
+// ApplyIdempotent is Apply for a command that the FSM applies at most once
+// however often it is committed (it carries a request id, and a second copy
+// answers the first's result). Where Apply returns an ambiguous error because
+// the leader changed or stopped answering, ApplyIdempotent sends the same
+// bytes again to the next leader (or applies them here if this node now
+// leads), until ctx ends: a write rides out a leader change within its
+// caller's deadline. Only a context error after a send stays ambiguous.
+func (c *Cluster) ApplyIdempotent(ctx context.Context, cmd []byte) (any, error) {
+	return c.apply(ctx, cmd, true)
+}
+
+func (c *Cluster) apply(ctx context.Context, cmd []byte, resend bool) (any, error) {
 	var localResp any
 	resp, err := c.forward(ctx, func() (*rpcResponse, error) {
 		r, err := c.applyLocal(ctx, cmd)
 		localResp = r
 		return &rpcResponse{}, err
-	}, &rpcRequest{Op: opApply, Cmd: cmd})
+	}, &rpcRequest{Op: opApply, Cmd: cmd}, resend)
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +242,7 @@ func (c *Cluster) Barrier(ctx context.Context) error {
 	resp, err := c.forward(ctx, func() (*rpcResponse, error) {
 		idx, err := c.leaderReadIndex(ctx)
 		return &rpcResponse{Index: idx}, err
-	}, &rpcRequest{Op: opReadIndex})
+	}, &rpcRequest{Op: opReadIndex}, true)
 	if err != nil {
 		return err
 	}
@@ -284,7 +359,7 @@ func (c *Cluster) Join(ctx context.Context, id, raftAddr string) error {
 	}
 	_, err := c.forward(ctx, func() (*rpcResponse, error) {
 		return &rpcResponse{}, c.addVoterLocal(ctx, id, raftAddr, &seen, false)
-	}, &rpcRequest{Op: opAddVoter, ID: id, Addr: raftAddr, Removal: &seen})
+	}, &rpcRequest{Op: opAddVoter, ID: id, Addr: raftAddr, Removal: &seen}, false)
 	return err
 }
 
@@ -339,7 +414,7 @@ func (c *Cluster) addVoterLocal(ctx context.Context, id, addr string, seen *uint
 func (c *Cluster) Remove(ctx context.Context, id string) error {
 	_, err := c.forward(ctx, func() (*rpcResponse, error) {
 		return &rpcResponse{}, c.removeLocal(ctx, id)
-	}, &rpcRequest{Op: opRemove, ID: id})
+	}, &rpcRequest{Op: opRemove, ID: id}, false)
 	return err
 }
 
@@ -380,7 +455,7 @@ func (c *Cluster) removeLocal(ctx context.Context, id string) error {
 func (c *Cluster) TransferLeadership(ctx context.Context, to string) error {
 	_, err := c.forward(ctx, func() (*rpcResponse, error) {
 		return &rpcResponse{}, c.transferLocal(ctx, to)
-	}, &rpcRequest{Op: opTransfer, ID: to})
+	}, &rpcRequest{Op: opTransfer, ID: to}, false)
 	return err
 }
 

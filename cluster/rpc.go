@@ -318,12 +318,14 @@ func (rc *rpcClient) call(ctx context.Context, id, addr string, req *rpcRequest)
 		return nil, err
 	}
 	// The deadline bounds the whole exchange; a context without one still
-	// ends the exchange when cancelled.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
-	defer stop()
+	// ends the exchange when cancelled. The deadline is set first: a
+	// cancellation that came meanwhile (a forward abandoning a replaced
+	// leader) must not be overridden by it.
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl.Add(time.Second))
 	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
 	if err := writeFrame(conn, req); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("%w: %v", ErrForward, err)

@@ -95,7 +95,14 @@ func (n *Node) propose(ctx context.Context, c *govfsm.Command) (*govfsm.Result, 
 	if err != nil {
 		return nil, err
 	}
-	resp, err := n.cl.Apply(ctx, b)
+	// A write with a request id applies at most once (govfsm deduplicates it by request id and
+	// fingerprint, answering a second copy with the first's result): the cluster may send it
+	// again to a new leader when the one it went to changes or stops answering.
+	apply := n.cl.Apply
+	if c.RequestID != "" {
+		apply = n.cl.ApplyIdempotent
+	}
+	resp, err := apply(ctx, b)
 	if err != nil {
 		return nil, n.clusterErr(err)
 	}

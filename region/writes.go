@@ -17,8 +17,8 @@ import (
 	"github.com/kryptonkms/krypton/wrap"
 )
 
-// Writes are prepared on the node that receives them and proposed through cluster.Apply, which
-// forwards to the leader (DESIGN.md, "Who makes a write").
+// Writes are prepared on the node that receives them and proposed through cluster.ApplyIdempotent,
+// which forwards to the leader and rides out a leader change (DESIGN.md, "Who makes a write").
 
 // ErrAmbiguous is returned when a write was sent but its outcome is unknown (the leader changed
 // while it was in flight). Retrying with the same request id is safe: it applies at most once.
@@ -43,7 +43,15 @@ func (n *Node) apply(ctx context.Context, requestID string, cmd fsm.Command) (fs
 		return fsm.Result{}, err
 	}
 	n.metrics.proposals.WithLabelValues(cmd.Type()).Inc()
-	v, err := n.cl.Apply(ctx, b)
+	// With a request id the state machine applies the entry at most once (a second copy answers
+	// the first's result), so the cluster may send it again when the leader changes or stops
+	// answering mid-flight, until ctx ends (DESIGN.md, "Who makes a write"). The same bytes are
+	// resent: same request id, same time, same sealed blobs.
+	apply := n.cl.Apply
+	if requestID != "" {
+		apply = n.cl.ApplyIdempotent
+	}
+	v, err := apply(ctx, b)
 	switch {
 	case err == nil:
 	case errors.Is(err, cluster.ErrNotLeader), errors.Is(err, cluster.ErrNoLeader):

@@ -16,10 +16,32 @@ type FSM struct {
 	mu      sync.Mutex // guards entries, applied
 	entries [][]byte
 	applied uint64
+
+	holdMu     sync.Mutex // guards holdPrefix, holdCh
+	holdPrefix string
+	holdCh     chan struct{}
+}
+
+// Hold makes Apply of a command starting with prefix wait until release is called: this node's
+// state machine stalls on it, as a node that stopped answering would (its Raft goroutines run on,
+// and the leader's answer to a forwarded Apply never comes). release may be called more than once.
+func (f *FSM) Hold(prefix string) (release func()) {
+	ch := make(chan struct{})
+	f.holdMu.Lock()
+	f.holdPrefix, f.holdCh = prefix, ch
+	f.holdMu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
 }
 
 // Apply implements raft.FSM.
 func (f *FSM) Apply(l *raft.Log) any {
+	f.holdMu.Lock()
+	prefix, ch := f.holdPrefix, f.holdCh
+	f.holdMu.Unlock()
+	if ch != nil && len(l.Data) >= len(prefix) && string(l.Data[:len(prefix)]) == prefix {
+		<-ch
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.applied = l.Index
