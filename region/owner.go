@@ -177,11 +177,56 @@ func (n *Node) checkRestoreKeepsOwnerKeys(scratch *fsm.State) error {
 		}
 	}
 	if len(changed) == 0 {
-		return nil
+		return n.checkRestoreKeepsOwnerAnchors(scratch)
 	}
 	slices.Sort(changed)
 	return transport.Coded(codes.FailedPrecondition, "region: the snapshot holds another owner key (or none) for tenant(s) "+strings.Join(changed, ", ")+
 		" than this region; restoring it would replace the customer's owner key without its consent: restore a snapshot taken after the last owner key change")
+}
+
+// checkRestoreKeepsOwnerAnchors refuses a snapshot in which a tenant with an owner key (one this
+// node holds, or has held: the durable record, ownerset.go) is on another anchor than this node
+// last applied. A rekey of such a tenant took its owner's consent; a snapshot from before it would
+// move the tenant back to the old anchor without one: to an anchor the operator may control, where
+// the customer disabling the new anchor no longer stops the tenant. Two restores in a row (one
+// without the tenant, then the old one) are refused the same way, by the durable anchors.
+//
+// Only the anchor URI is compared, not the sealed L2 versions: they are sealed by the anchor the
+// URI names, so a snapshot with the same anchor gives no one a key they could not already use,
+// and one taken before an L2 rotation is an ordinary backup.
+//
+// The snapshot also lacks the used-consent digest of a rekey made after it, so that consent could
+// be applied again while valid; refusing the snapshot closes that too, since the rekey moved the
+// tenant to another anchor. (A rekey back to the first anchor, A to B to A, leaves a snapshot
+// from the first A restorable, without the digests of both consents: replaying the one to B
+// needs that same consent, so moves the tenant only to an anchor its owner consented to.)
+func (n *Node) checkRestoreKeepsOwnerAnchors(scratch *fsm.State) error {
+	held := maps.Clone(n.revs.ownerAnchors())
+	if held == nil {
+		held = map[string]string{}
+	}
+	for _, t := range n.state.ListTenants() {
+		if _, fp, err := n.state.OwnerKey(t.Name); err == nil && fp != "" {
+			held[t.Name] = anchorDigest(t.Anchor)
+		}
+	}
+	var moved []string
+	for tenant, digest := range held {
+		st, err := scratch.Tenant(tenant)
+		if err != nil {
+			continue // not in the snapshot: nothing of it can be used
+		}
+		if anchorDigest(st.Anchor) != digest {
+			moved = append(moved, tenant)
+		}
+	}
+	if len(moved) == 0 {
+		return nil
+	}
+	slices.Sort(moved)
+	return transport.Coded(codes.FailedPrecondition, "region: the snapshot puts tenant(s) "+strings.Join(moved, ", ")+
+		" on another anchor than this region, which its owner moved them from (a rekey with the owner's consent); restoring it would undo that without the owner's consent: "+
+		"restore a snapshot taken after the rekey, or first rekey the tenant to the snapshot's anchor with the owner's consent (`krypton tenant rekey -consent`)")
 }
 
 // ownerKeyText names an owner key in an audit record: its fingerprint, or that there is none.
