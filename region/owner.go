@@ -195,11 +195,15 @@ func (n *Node) checkRestoreKeepsOwnerKeys(scratch *fsm.State) error {
 // URI names, so a snapshot with the same anchor gives no one a key they could not already use,
 // and one taken before an L2 rotation is an ordinary backup.
 //
-// The snapshot also lacks the used-consent digest of a rekey made after it, so that consent could
-// be applied again while valid; refusing the snapshot closes that too, since the rekey moved the
-// tenant to another anchor. (A rekey back to the first anchor, A to B to A, leaves a snapshot
-// from the first A restorable, without the digests of both consents: replaying the one to B
-// needs that same consent, so moves the tenant only to an anchor its owner consented to.)
+// A snapshot from before a rekey also lacks its consent's used digest, so the consent could be
+// applied again while valid. The anchor check refuses most such snapshots, but not one taken
+// before a rekey and the rekey back (A to B to A): so a snapshot must also hold every used consent
+// the current state records that may not have expired yet (checkRestoreKeepsConsents). This is
+// checked against the current state only, not a durable record: a restore without the tenant
+// first forgets them, but the dangerous restore (back to an anchor the tenant left) is still
+// refused by the durable anchors, a replay then moves the tenant only to an anchor (or owner key)
+// its owner consented to, and a consent is valid for minutes (owner.MaxTTL): not worth another
+// record on disk.
 func (n *Node) checkRestoreKeepsOwnerAnchors(scratch *fsm.State) error {
 	held := maps.Clone(n.revs.ownerAnchors())
 	if held == nil {
@@ -221,12 +225,46 @@ func (n *Node) checkRestoreKeepsOwnerAnchors(scratch *fsm.State) error {
 		}
 	}
 	if len(moved) == 0 {
-		return nil
+		return n.checkRestoreKeepsConsents(scratch)
 	}
 	slices.Sort(moved)
 	return transport.Coded(codes.FailedPrecondition, "region: the snapshot puts tenant(s) "+strings.Join(moved, ", ")+
 		" on another anchor than this region, which its owner moved them from (a rekey with the owner's consent); restoring it would undo that without the owner's consent: "+
 		"restore a snapshot taken after the rekey, or first rekey the tenant to the snapshot's anchor with the owner's consent (`krypton tenant rekey -consent`)")
+}
+
+// checkRestoreKeepsConsents refuses a snapshot that lacks a consent applied in this region's
+// current state that may still be valid (checkRestoreKeepsOwnerAnchors says why), naming when the
+// last of them expires.
+func (n *Node) checkRestoreKeepsConsents(scratch *fsm.State) error {
+	// A consent is refused once expired at the entry's time (the leader's clock, this node's
+	// when it leads); owner.MaxSkew covers another node's leading with a slower clock.
+	live := time.Now().Add(-owner.MaxSkew).Unix()
+	var missing []string
+	var until int64
+	for _, t := range n.state.ListTenants() {
+		if _, err := scratch.Tenant(t.Name); err != nil {
+			continue // not in the snapshot: nothing of it can be used
+		}
+		kept := scratch.UsedConsents(t.Name)
+		lacks := false
+		for digest, exp := range n.state.UsedConsents(t.Name) {
+			if _, ok := kept[digest]; !ok && exp > live {
+				lacks = true
+				until = max(until, exp)
+			}
+		}
+		if lacks {
+			missing = append(missing, t.Name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	return transport.Coded(codes.FailedPrecondition, "region: the snapshot lacks owner consent(s) tenant(s) "+strings.Join(missing, ", ")+
+		" used since it was taken, which are still valid; restoring it would let them be used again: restore a snapshot taken after them, or wait until "+
+		time.Unix(until, 0).Add(owner.MaxSkew).UTC().Format(time.RFC3339)+" when they have expired")
 }
 
 // ownerKeyText names an owner key in an audit record: its fingerprint, or that there is none.

@@ -379,3 +379,42 @@ func TestRestoreKeepsConsentedRekey(t *testing.T) {
 		t.Fatalf("the rekey's consent replayed after the restore: %v", err)
 	}
 }
+
+// A snapshot from before a rekey and the rekey back (A to B to A) has the tenant on its current
+// anchor, but lacks both consents' used digests: restored, the consent to B could be applied
+// again while valid. It is refused, naming when the consents expire, changing nothing; a snapshot
+// taken after them restores, and the consents stay used.
+func TestRestoreKeepsUsedConsents(t *testing.T) {
+	r := setup(t) // acme, created without an owner key, on r.Anchor
+	ctx := ctxT(t)
+	admin := r.AdminClient(r.Leader())
+	k := ownertest.New(t)
+	registerOwner(t, r, "acme", k)
+	onA := saveSnapshot(t, admin)
+	b := newAnchor(t, "customer-b.key")
+	toB := &kv1.RekeyTenantRequest{RequestId: "rk-b", Tenant: "acme", AnchorUri: b, Consent: rekeyConsent(t, k, "acme", b, "rk-b")}
+	for _, req := range []*kv1.RekeyTenantRequest{toB,
+		{RequestId: "rk-a", Tenant: "acme", AnchorUri: r.Anchor, Consent: rekeyConsent(t, k, "acme", r.Anchor, "rk-a")}} {
+		if _, err := admin.RekeyTenant(ctx, req); err != nil {
+			t.Fatalf("rekey %s with the owner's consent: %v", req.GetRequestId(), err)
+		}
+	}
+	after := saveSnapshot(t, admin)
+	waitSameState(t, r)
+	before := hashes(r)
+	_, err := restoreSnapshot(t, admin, "restore-old", onA)
+	if msg := status.Convert(err).Message(); status.Code(err) != codes.FailedPrecondition || !strings.Contains(msg, "consent") || !strings.Contains(msg, "acme") {
+		t.Fatalf("restoring a snapshot without the used consents: %v, want FailedPrecondition naming them", err)
+	}
+	if !equalHashes(hashes(r), before) {
+		t.Fatal("a refused restore changed the state")
+	}
+	if _, err := restoreSnapshot(t, admin, "restore-ok", after); err != nil {
+		t.Fatalf("restoring a snapshot taken after the rekeys: %v", err)
+	}
+	// The request to B again is a retry of the first (its answer, changing nothing), not a rekey.
+	r.AdminClient(r.Leader()).RekeyTenant(ctx, toB)
+	if tn, err := r.Nodes[r.Leader()].State().Tenant("acme"); err != nil || tn.Anchor != r.Anchor {
+		t.Fatalf("the consent to B replayed after the restore: %+v, %v", tn, err)
+	}
+}
