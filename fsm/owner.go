@@ -91,6 +91,23 @@ func (s *State) OwnerKey(tenant string) (pem, fingerprint string, err error) {
 	return t.owner.pem, t.owner.fingerprint, nil
 }
 
+// UsedConsents returns the consents applied with tenant's owner key that the state still records
+// (digest to expiry, Unix seconds; some may have expired since), nil for an unknown tenant. A
+// region's restore check uses it to refuse a snapshot that would forget one still valid.
+func (s *State) UsedConsents(tenant string) map[string]int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	t := s.root.tenants[tenant]
+	if t == nil {
+		return nil
+	}
+	out := make(map[string]int64, len(t.owner.consents))
+	for _, u := range t.owner.consents {
+		out[u.digest] = u.expires
+	}
+	return out
+}
+
 // consume verifies consent against t's owner key as st, at the entry's time, and returns t's
 // owner state with the consent recorded as used; the caller stores it once nothing else can
 // refuse the command. Expired consents are dropped from the record here.

@@ -387,6 +387,9 @@ func (n *Node) onChange(c fsm.Change) {
 		n.addRevoked(revEntry{Tenant: c.Tenant, Index: c.Index})
 	case fsm.TenantLocked, fsm.AnchorDeleted:
 		n.keys.wipeTenant(c.Tenant)
+		if c.Kind == fsm.AnchorDeleted {
+			n.noteOwners(n.state, c.Tenant) // an owned tenant's anchor
+		}
 	case fsm.ServiceRevoked:
 		n.keys.wipeService(c.Tenant, c.Service, 0)
 		n.addRevoked(revEntry{Tenant: c.Tenant, Service: c.Service, Index: c.Index})
@@ -397,8 +400,8 @@ func (n *Node) onChange(c fsm.Change) {
 		if p, err := n.state.Policy(c.Tenant); err == nil {
 			n.policies.set(c.Tenant, p)
 		}
-	case fsm.OwnerKeySet:
-		n.noteOwners(n.state, c.Tenant)
+	case fsm.OwnerKeySet, fsm.AnchorSet:
+		n.noteOwners(n.state, c.Tenant) // an owned tenant's key or anchor
 	case fsm.Restored:
 		n.restores.Add(1)
 		n.keys.wipeAll()

@@ -177,11 +177,94 @@ func (n *Node) checkRestoreKeepsOwnerKeys(scratch *fsm.State) error {
 		}
 	}
 	if len(changed) == 0 {
-		return nil
+		return n.checkRestoreKeepsOwnerAnchors(scratch)
 	}
 	slices.Sort(changed)
 	return transport.Coded(codes.FailedPrecondition, "region: the snapshot holds another owner key (or none) for tenant(s) "+strings.Join(changed, ", ")+
 		" than this region; restoring it would replace the customer's owner key without its consent: restore a snapshot taken after the last owner key change")
+}
+
+// checkRestoreKeepsOwnerAnchors refuses a snapshot in which a tenant with an owner key (one this
+// node holds, or has held: the durable record, ownerset.go) is on another anchor than this node
+// last applied. A rekey of such a tenant took its owner's consent; a snapshot from before it would
+// move the tenant back to the old anchor without one: to an anchor the operator may control, where
+// the customer disabling the new anchor no longer stops the tenant. Two restores in a row (one
+// without the tenant, then the old one) are refused the same way, by the durable anchors.
+//
+// Only the anchor URI is compared, not the sealed L2 versions: they are sealed by the anchor the
+// URI names, so a snapshot with the same anchor gives no one a key they could not already use,
+// and one taken before an L2 rotation is an ordinary backup.
+//
+// A snapshot from before a rekey also lacks its consent's used digest, so the consent could be
+// applied again while valid. The anchor check refuses most such snapshots, but not one taken
+// before a rekey and the rekey back (A to B to A): so a snapshot must also hold every used consent
+// the current state records that may not have expired yet (checkRestoreKeepsConsents). This is
+// checked against the current state only, not a durable record: a restore without the tenant
+// first forgets them, but the dangerous restore (back to an anchor the tenant left) is still
+// refused by the durable anchors, a replay then moves the tenant only to an anchor (or owner key)
+// its owner consented to, and a consent is valid for minutes (owner.MaxTTL): not worth another
+// record on disk.
+func (n *Node) checkRestoreKeepsOwnerAnchors(scratch *fsm.State) error {
+	held := maps.Clone(n.revs.ownerAnchors())
+	if held == nil {
+		held = map[string]string{}
+	}
+	for _, t := range n.state.ListTenants() {
+		if _, fp, err := n.state.OwnerKey(t.Name); err == nil && fp != "" {
+			held[t.Name] = anchorDigest(t.Anchor)
+		}
+	}
+	var moved []string
+	for tenant, digest := range held {
+		st, err := scratch.Tenant(tenant)
+		if err != nil {
+			continue // not in the snapshot: nothing of it can be used
+		}
+		if anchorDigest(st.Anchor) != digest {
+			moved = append(moved, tenant)
+		}
+	}
+	if len(moved) == 0 {
+		return n.checkRestoreKeepsConsents(scratch)
+	}
+	slices.Sort(moved)
+	return transport.Coded(codes.FailedPrecondition, "region: the snapshot puts tenant(s) "+strings.Join(moved, ", ")+
+		" on another anchor than this region, which its owner moved them from (a rekey with the owner's consent); restoring it would undo that without the owner's consent: "+
+		"restore a snapshot taken after the rekey, or first rekey the tenant to the snapshot's anchor with the owner's consent (`krypton tenant rekey -consent`)")
+}
+
+// checkRestoreKeepsConsents refuses a snapshot that lacks a consent applied in this region's
+// current state that may still be valid (checkRestoreKeepsOwnerAnchors says why), naming when the
+// last of them expires.
+func (n *Node) checkRestoreKeepsConsents(scratch *fsm.State) error {
+	// A consent is refused once expired at the entry's time (the leader's clock, this node's
+	// when it leads); owner.MaxSkew covers another node's leading with a slower clock.
+	live := time.Now().Add(-owner.MaxSkew).Unix()
+	var missing []string
+	var until int64
+	for _, t := range n.state.ListTenants() {
+		if _, err := scratch.Tenant(t.Name); err != nil {
+			continue // not in the snapshot: nothing of it can be used
+		}
+		kept := scratch.UsedConsents(t.Name)
+		lacks := false
+		for digest, exp := range n.state.UsedConsents(t.Name) {
+			if _, ok := kept[digest]; !ok && exp > live {
+				lacks = true
+				until = max(until, exp)
+			}
+		}
+		if lacks {
+			missing = append(missing, t.Name)
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	slices.Sort(missing)
+	return transport.Coded(codes.FailedPrecondition, "region: the snapshot lacks owner consent(s) tenant(s) "+strings.Join(missing, ", ")+
+		" used since it was taken, which are still valid; restoring it would let them be used again: restore a snapshot taken after them, or wait until "+
+		time.Unix(until, 0).Add(owner.MaxSkew).UTC().Format(time.RFC3339)+" when they have expired")
 }
 
 // ownerKeyText names an owner key in an audit record: its fingerprint, or that there is none.

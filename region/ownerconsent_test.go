@@ -315,3 +315,106 @@ func TestRestoreKeepsOwnerKeys(t *testing.T) {
 		t.Fatalf("restoring a snapshot that keeps the owner key: %v", err)
 	}
 }
+
+// An operator cannot undo a consented rekey through a backup: with a snapshot saved while an owned
+// tenant was on anchor A, then a rekey to B with the owner's consent, restoring the snapshot would
+// put the tenant back on A (an anchor the operator may control, where the customer disabling B no
+// longer stops it) and drop the consent's used digest. It is refused, changing nothing (the state,
+// the anchor, the audit log); so is the two-step, a snapshot without the tenant (accepted) then the
+// old one (the nodes' durable anchors refuse it). A snapshot taken after the rekey restores.
+func TestRestoreKeepsConsentedRekey(t *testing.T) {
+	r := setup(t) // acme, created without an owner key, on r.Anchor
+	ctx := ctxT(t)
+	admin := r.AdminClient(r.Leader())
+	k := ownertest.New(t)
+	registerOwner(t, r, "acme", k)
+	onA := saveSnapshot(t, admin)
+	other := regiontest.Start(t, 1)
+	empty := saveSnapshot(t, other.AdminClient(0))
+
+	b := newAnchor(t, "customer-b.key")
+	if tn, err := admin.RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: "rk-b", Tenant: "acme", AnchorUri: b, Consent: rekeyConsent(t, k, "acme", b, "rk-b")}); err != nil || tn.GetAnchorUri() != b {
+		t.Fatalf("rekey with the owner's consent: %v, %v", tn, err)
+	}
+	onB := saveSnapshot(t, admin)
+	waitSameState(t, r)
+	before := hashes(r)
+	ld := r.Leader()
+	auditBefore := len(auditLines(t, r, ld))
+	refused := func(name string, snap []*kv1.SnapshotChunk) {
+		t.Helper()
+		_, err := restoreSnapshot(t, r.AdminClient(r.Leader()), "restore-"+strings.ReplaceAll(name, " ", "-"), snap)
+		if msg := status.Convert(err).Message(); status.Code(err) != codes.FailedPrecondition || !strings.Contains(msg, "acme") || !strings.Contains(msg, "snapshot taken after the rekey") {
+			t.Errorf("restoring a snapshot %s: %v, want FailedPrecondition naming the tenant and the fix", name, err)
+		}
+		if tn, err := r.Nodes[r.Leader()].State().Tenant("acme"); err == nil && tn.Anchor != b {
+			t.Fatalf("after restoring a snapshot %s, acme is on %s, want %s", name, anchor.Redact(tn.Anchor), anchor.Redact(b))
+		}
+	}
+	refused("from before the rekey", onA)
+	if !equalHashes(hashes(r), before) {
+		t.Fatal("a refused restore changed the state")
+	}
+	for _, e := range auditLines(t, r, ld)[auditBefore:] {
+		if e.Kind != "call.refused" { // the refusal itself is recorded as one
+			t.Errorf("a refused restore wrote an audit record: %+v", e)
+		}
+	}
+	// The two-step: without acme (nothing of it can be used then), then acme back on A.
+	if _, err := restoreSnapshot(t, admin, "restore-empty", empty); err != nil {
+		t.Fatalf("restoring a snapshot without the tenant: %v", err)
+	}
+	refused("bringing the tenant back on its old anchor", onA)
+	if _, err := r.Nodes[r.Leader()].State().Tenant("acme"); err == nil {
+		t.Fatal("acme came back")
+	}
+	if _, err := restoreSnapshot(t, r.AdminClient(r.Leader()), "restore-ok", onB); err != nil {
+		t.Fatalf("restoring a snapshot taken after the rekey: %v", err)
+	}
+	if tn, err := r.Nodes[r.Leader()].State().Tenant("acme"); err != nil || tn.Anchor != b {
+		t.Fatalf("after restoring the snapshot taken after the rekey: %+v, %v", tn, err)
+	}
+	// Its consent stays used: it is in that snapshot.
+	if _, err := r.AdminClient(r.Leader()).RekeyTenant(ctx, &kv1.RekeyTenantRequest{RequestId: "rk-b-again", Tenant: "acme", AnchorUri: b, Consent: rekeyConsent(t, k, "acme", b, "rk-b")}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("the rekey's consent replayed after the restore: %v", err)
+	}
+}
+
+// A snapshot from before a rekey and the rekey back (A to B to A) has the tenant on its current
+// anchor, but lacks both consents' used digests: restored, the consent to B could be applied
+// again while valid. It is refused, naming when the consents expire, changing nothing; a snapshot
+// taken after them restores, and the consents stay used.
+func TestRestoreKeepsUsedConsents(t *testing.T) {
+	r := setup(t) // acme, created without an owner key, on r.Anchor
+	ctx := ctxT(t)
+	admin := r.AdminClient(r.Leader())
+	k := ownertest.New(t)
+	registerOwner(t, r, "acme", k)
+	onA := saveSnapshot(t, admin)
+	b := newAnchor(t, "customer-b.key")
+	toB := &kv1.RekeyTenantRequest{RequestId: "rk-b", Tenant: "acme", AnchorUri: b, Consent: rekeyConsent(t, k, "acme", b, "rk-b")}
+	for _, req := range []*kv1.RekeyTenantRequest{toB,
+		{RequestId: "rk-a", Tenant: "acme", AnchorUri: r.Anchor, Consent: rekeyConsent(t, k, "acme", r.Anchor, "rk-a")}} {
+		if _, err := admin.RekeyTenant(ctx, req); err != nil {
+			t.Fatalf("rekey %s with the owner's consent: %v", req.GetRequestId(), err)
+		}
+	}
+	after := saveSnapshot(t, admin)
+	waitSameState(t, r)
+	before := hashes(r)
+	_, err := restoreSnapshot(t, admin, "restore-old", onA)
+	if msg := status.Convert(err).Message(); status.Code(err) != codes.FailedPrecondition || !strings.Contains(msg, "consent") || !strings.Contains(msg, "acme") {
+		t.Fatalf("restoring a snapshot without the used consents: %v, want FailedPrecondition naming them", err)
+	}
+	if !equalHashes(hashes(r), before) {
+		t.Fatal("a refused restore changed the state")
+	}
+	if _, err := restoreSnapshot(t, admin, "restore-ok", after); err != nil {
+		t.Fatalf("restoring a snapshot taken after the rekeys: %v", err)
+	}
+	// The request to B again is a retry of the first (its answer, changing nothing), not a rekey.
+	r.AdminClient(r.Leader()).RekeyTenant(ctx, toB)
+	if tn, err := r.Nodes[r.Leader()].State().Tenant("acme"); err != nil || tn.Anchor != r.Anchor {
+		t.Fatalf("the consent to B replayed after the restore: %+v, %v", tn, err)
+	}
+}

@@ -87,6 +87,8 @@ type revSet struct {
 	keys atomic.Pointer[map[string]revEntry]
 	// owners: the durable owner keys (ownerset.go), tenant to fingerprint.
 	owners atomic.Pointer[map[string]string]
+	// anchors: the durable anchors of owned tenants (ownerset.go), tenant to anchorDigest.
+	anchors atomic.Pointer[map[string]string]
 }
 
 func openRevSet(dataDir string) (*revSet, error) {
