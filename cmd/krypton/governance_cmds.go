@@ -166,7 +166,7 @@ func regionCursorsText(w io.Writer, regions []*kv1.RegionCursor, waited bool) er
 
 func governanceCommand() *command {
 	return &command{
-		name: "governance", synopsis: "run and inspect the governance plane",
+		name: "governance", synopsis: "run and inspect the governance plane, reset a region's learned voters",
 		help: "The governance plane holds tenants, their L1 anchor pointers, services, access policy and the revocation log that every region follows.",
 		sub:  []*command{governanceServerCommand(), governanceStatusCommand(), governanceRegionCommand()},
 	}
