@@ -143,6 +143,11 @@ func (s *api) ResetRegionVoters(ctx context.Context, req *kv1.ResetRegionVotersR
 	if err := requireReason(req.GetReason()); err != nil {
 		return nil, err
 	}
+	// What is forgotten, for the audit log: read after a barrier, so that this node's state is not
+	// behind what the leader will forget.
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
 	prev := s.n.fsm.Report(req.GetRegion())
 	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpResetVoters, RequestID: req.GetRequestId(), Region: req.GetRegion(), Reason: req.GetReason()})
 	if err != nil {
