@@ -6,12 +6,14 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
 
 	"github.com/kryptonkms/krypton/governance/govfsm"
+	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -75,8 +77,13 @@ func (s *api) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*
 	if !govfsm.ValidConfig(req.GetConfigurationIndex(), voters) {
 		return nil, invalid("the reported configuration needs both configuration_index and voters, each voter a valid node name, none twice")
 	}
+	// A configuration takes effect at a position of the region's log the node has: an unbounded
+	// index (2^64-1) would outrank every later report and pin the voter list for good.
+	if req.GetConfigurationIndex() > req.GetCommitIndex() {
+		return nil, invalid("configuration_index is beyond commit_index: a configuration takes effect at a log index the node has; report the node's Raft commit index with it")
+	}
 	c := &govfsm.Command{Op: govfsm.OpReport, Region: req.GetRegion(), Cursor: req.GetAppliedCursor(), HasInventory: req.GetHasInventory(),
-		Node: id.NodeID, ConfigIndex: req.GetConfigurationIndex(), Voters: voters}
+		Node: id.NodeID, ConfigIndex: req.GetConfigurationIndex(), Voters: voters, CommitIndex: req.GetCommitIndex()}
 	if c.HasInventory {
 		c.Inventory = make([]govfsm.KeyRef, 0, len(req.GetInventory()))
 		for _, k := range req.GetInventory() {
@@ -118,4 +125,52 @@ func (s *api) ReportCursor(ctx context.Context, req *kv1.ReportCursorRequest) (*
 		return nil, err
 	}
 	return &kv1.ReportCursorResponse{RecordedCursor: r.Recorded}, nil
+}
+
+// ResetRegionVoters forgets the region's Raft configuration governance learned from its reports, so
+// that the next report teaches it again (DESIGN.md, "Who may report"): the operator's way out when
+// a node reported a configuration that is not the region's. Audited with the operator and reason.
+func (s *api) ResetRegionVoters(ctx context.Context, req *kv1.ResetRegionVotersRequest) (*kv1.RegionCursor, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("region", req.GetRegion()); err != nil {
+		return nil, err
+	}
+	if err := requireReason(req.GetReason()); err != nil {
+		return nil, err
+	}
+	// What is forgotten, for the audit log: read after a barrier, so that this node's state is not
+	// behind what the leader will forget.
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	prev := s.n.fsm.Report(req.GetRegion())
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpResetVoters, RequestID: req.GetRequestId(), Region: req.GetRegion(), Reason: req.GetReason()})
+	if err != nil {
+		return nil, err
+	}
+	if !r.Retry {
+		s.n.record(ctx, audit.Event{Kind: AuditRegionVotersReset, RequestID: req.GetRequestId(), Reason: req.GetReason(),
+			Detail: map[string]string{"region": req.GetRegion(), "forgotten-configuration-index": fmt.Sprint(prev.ConfigIndex),
+				"forgotten-voters": detailText(strings.Join(prev.Voters, ","))}})
+	}
+	// This node's state may lag the leader that applied the command.
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	rep := s.n.fsm.Report(req.GetRegion())
+	return reportProto(&rep), nil
+}
+
+// detailText cuts s to what an audit detail value holds (audit.MaxDetailValue bytes; up to 100
+// voter names may not fit), marking the cut.
+func detailText(s string) string {
+	if len(s) <= audit.MaxDetailValue {
+		return s
+	}
+	return strings.ToValidUTF8(s[:audit.MaxDetailValue-len("...")], "") + "..."
 }

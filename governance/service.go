@@ -39,6 +39,8 @@ const (
 	AuditRevokeDryRun  = "governance.revoke.dry-run"
 	AuditWatchStart    = "governance.watch.start"
 	AuditTenantResync  = "governance.tenant.resync"
+	// AuditRegionVotersReset: ResetRegionVoters forgot a region's configuration.
+	AuditRegionVotersReset = "governance.region.reset-voters"
 )
 
 // api implements kv1.GovernanceServiceServer over a Node.

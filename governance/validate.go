@@ -64,7 +64,7 @@ func requireReason(r string) error {
 // field with messages that name the field; validateCommand is the shared net under them.
 func validateCommand(c *govfsm.Command) error {
 	if c.Op == govfsm.OpReport {
-		if checkName("region", c.Region) != nil || len(c.Inventory) > govfsm.MaxInventory || !govfsm.ValidConfig(c.ConfigIndex, c.Voters) ||
+		if checkName("region", c.Region) != nil || len(c.Inventory) > govfsm.MaxInventory || !govfsm.ValidReportConfig(c.ConfigIndex, c.CommitIndex, c.Voters) ||
 			(c.Node != "" && wrap.ValidateName(c.Node) != nil) {
 			return invalid("malformed report")
 		}
@@ -72,6 +72,12 @@ func validateCommand(c *govfsm.Command) error {
 	}
 	if err := transport.CheckRequestID(c.RequestID); err != nil {
 		return err
+	}
+	if c.Op == govfsm.OpResetVoters {
+		if err := checkName("region", c.Region); err != nil {
+			return err
+		}
+		return requireReason(c.Reason)
 	}
 	if err := checkName("tenant", c.Tenant); err != nil {
 		return err

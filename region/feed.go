@@ -325,6 +325,10 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 		if req.ConfigurationIndex, req.Voters, err = n.cl.Configuration(); err != nil {
 			return progressed, fmt.Errorf("raft configuration: %w", err)
 		}
+		// Governance refuses a configuration index beyond the commit index; the index
+		// Configuration returns is the commit index itself (a position at or after the
+		// configuration's entry, cluster.Cluster.Configuration).
+		req.CommitIndex = req.ConfigurationIndex
 		f.addInventory(req, first)
 		rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err = client.ReportCursor(rctx, req)

@@ -47,16 +47,17 @@ var TokenMethods = map[string]Role{
 	"/krypton.v1.GovernanceService/GetPolicy":    RoleViewer,
 	// GovernanceService, changes. Revoke is RoleAdmin even with dry_run:
 	// the role is per method, and a dry run is a rehearsal of a change.
-	"/krypton.v1.GovernanceService/CreateTenant":  RoleAdmin,
-	"/krypton.v1.GovernanceService/SetAnchor":     RoleAdmin,
-	"/krypton.v1.GovernanceService/SetOwnerKey":   RoleAdmin,
-	"/krypton.v1.GovernanceService/DeleteAnchor":  RoleAdmin,
-	"/krypton.v1.GovernanceService/CreateService": RoleAdmin,
-	"/krypton.v1.GovernanceService/SetPolicy":     RoleAdmin,
-	"/krypton.v1.GovernanceService/Revoke":        RoleAdmin,
-	"/krypton.v1.GovernanceService/LockTenant":    RoleAdmin,
-	"/krypton.v1.GovernanceService/UnlockTenant":  RoleAdmin,
-	"/krypton.v1.GovernanceService/ResyncTenant":  RoleAdmin,
+	"/krypton.v1.GovernanceService/CreateTenant":      RoleAdmin,
+	"/krypton.v1.GovernanceService/SetAnchor":         RoleAdmin,
+	"/krypton.v1.GovernanceService/SetOwnerKey":       RoleAdmin,
+	"/krypton.v1.GovernanceService/DeleteAnchor":      RoleAdmin,
+	"/krypton.v1.GovernanceService/CreateService":     RoleAdmin,
+	"/krypton.v1.GovernanceService/SetPolicy":         RoleAdmin,
+	"/krypton.v1.GovernanceService/Revoke":            RoleAdmin,
+	"/krypton.v1.GovernanceService/LockTenant":        RoleAdmin,
+	"/krypton.v1.GovernanceService/UnlockTenant":      RoleAdmin,
+	"/krypton.v1.GovernanceService/ResyncTenant":      RoleAdmin,
+	"/krypton.v1.GovernanceService/ResetRegionVoters": RoleAdmin,
 }
 
 // certificateOnly are the methods of the operator services that no token may

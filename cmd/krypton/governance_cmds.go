@@ -166,10 +166,45 @@ func regionCursorsText(w io.Writer, regions []*kv1.RegionCursor, waited bool) er
 
 func governanceCommand() *command {
 	return &command{
-		name: "governance", synopsis: "run and inspect the governance plane",
+		name: "governance", synopsis: "run and inspect the governance plane, reset a region's learned voters",
 		help: "The governance plane holds tenants, their L1 anchor pointers, services, access policy and the revocation log that every region follows.",
-		sub:  []*command{governanceServerCommand(), governanceStatusCommand()},
+		sub:  []*command{governanceServerCommand(), governanceStatusCommand(), governanceRegionCommand()},
 	}
+}
+
+func governanceRegionCommand() *command {
+	return &command{
+		name: "region", synopsis: "what governance knows of a region",
+		help: "Commands on governance's record of a region (its progress is in `krypton governance status`).",
+		sub:  []*command{governanceRegionResetVotersCommand()},
+	}
+}
+
+func governanceRegionResetVotersCommand() *command {
+	var reason string
+	return govCommand(clientSpec{
+		name: "reset-voters", synopsis: "forget a region's voters governance learned from its reports", usage: "-reason <text> <region>",
+		help: "Governance accepts a region's reports and feed subscriptions only from the voters of the region's Raft configuration " +
+			"it last learned from a report. This forgets that configuration: the next report, from any node certificate of " +
+			"<region>, teaches it again (trust on first use). Run it when a node reported a configuration that is not the " +
+			"region's (its real voters are refused with \"not a voter\"), once that node is removed from the region and its " +
+			"certificate revoked, so that the region's real voters are the ones reporting; a region rebuilt with new node IDs " +
+			"needs it too. Recorded in the audit log with -reason.",
+		write: true,
+		flags: func(fs *flag.FlagSet) { fs.StringVar(&reason, "reason", "", "why, for the audit log (required)") },
+		check: reasonRequired(&reason, "-reason <text> <region>"),
+		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
+			r, err := c.gov().ResetRegionVoters(ctx, &kv1.ResetRegionVotersRequest{RequestId: c.requestID, Region: fs.Arg(0), Reason: reason})
+			if err != nil {
+				return err
+			}
+			return c.output(s.out, r, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "Governance forgot %s's voters: the next report from a node of the region teaches them again "+
+					"(`krypton governance status` shows the region).\n", r.GetRegion())
+				return err
+			})
+		},
+	})
 }
 
 func governanceStatusCommand() *command {

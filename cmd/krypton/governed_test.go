@@ -12,6 +12,7 @@ import (
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/governance/governancetest"
 	"github.com/kryptonkms/krypton/region/regiontest"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
 // shellSplit splits a command line as a POSIX shell would for the words a governed region's
@@ -137,4 +138,25 @@ func TestGovernedRegionNamesAWorkingCommand(t *testing.T) {
 		}
 		clustertest.Eventually(t, 30*time.Second, "the region applying "+hint, s.done)
 	}
+
+	// The operator's reset of the region's learned voters: governance forgets them, and the
+	// region's own reports (each with its commit index) teach them again.
+	voters := func() []string {
+		st, err := g.Client(0).Status(g.Context(10*time.Second), &kv1.GovernanceStatusRequest{})
+		if err != nil {
+			return nil
+		}
+		for _, l := range st.GetRegions() {
+			if l.GetCursor().GetRegion() == "eu" {
+				return l.GetCursor().GetVoters()
+			}
+		}
+		return nil
+	}
+	clustertest.Eventually(t, 30*time.Second, "governance learning eu's voters", func() bool { return len(voters()) == 1 })
+	out, errOut, code := krypton([]string{"governance", "region", "reset-voters", "-governance", g.Addr(0), "-reason", "test", "eu"})
+	if code != 0 || !strings.Contains(out, "forgot eu's voters") {
+		t.Fatalf("governance region reset-voters: exit %d: %s%s", code, out, errOut)
+	}
+	clustertest.Eventually(t, 30*time.Second, "eu's reports teaching its voters again", func() bool { return len(voters()) == 1 })
 }

@@ -52,7 +52,7 @@ func (s *state) report(c *Command, now int64) *Result {
 	if wrap.ValidateName(c.Region) != nil || len(c.Inventory) > MaxInventory {
 		return &Result{Err: ErrInvalidCommand}
 	}
-	if !ValidConfig(c.ConfigIndex, c.Voters) {
+	if !ValidReportConfig(c.ConfigIndex, c.CommitIndex, c.Voters) {
 		return &Result{Err: ErrInvalidCommand}
 	}
 	r := s.Regions[c.Region]
@@ -79,6 +79,19 @@ func (s *state) report(c *Command, now int64) *Result {
 		r.ConfigIndex, r.Voters = c.ConfigIndex, slices.Clone(c.Voters)
 	}
 	return &Result{Recorded: r.Cursor}
+}
+
+// resetVoters forgets region c.Region's configuration (OpResetVoters): any node certificate of the
+// region may report again, and the next report that carries a configuration sets it (trust on first
+// use). The cursor, report time and inventory stay.
+func (s *state) resetVoters(c *Command) *Result {
+	if wrap.ValidateName(c.Region) != nil || c.Reason == "" {
+		return &Result{Err: ErrInvalidCommand}
+	}
+	if r := s.Regions[c.Region]; r != nil {
+		r.ConfigIndex, r.Voters = 0, nil
+	}
+	return &Result{}
 }
 
 func compareKeyRef(a, b KeyRef) int {

@@ -25,6 +25,9 @@ const (
 	OpReport        Op = "report"
 	OpResyncTenant  Op = "resync"
 	OpSetOwnerKey   Op = "set-owner"
+	// OpResetVoters forgets a region's Raft configuration learned from its reports
+	// (ResetRegionVoters): the next report teaches it again.
+	OpResetVoters Op = "reset-voters"
 )
 
 // Command is one entry of the governance Raft log. The proposing node fills in everything that is
@@ -64,10 +67,12 @@ type Command struct {
 	HasInventory bool     `json:"has-inv,omitempty"`
 	// OpReport: the reporting node (from its verified certificate, never from the request), and the
 	// region's Raft configuration it reported (index of its latest configuration entry, its voters
-	// sorted); ConfigIndex 0 reports none.
+	// sorted); ConfigIndex 0 reports none. CommitIndex is the node's Raft commit index, which
+	// ConfigIndex may not exceed (ValidReportConfig).
 	Node        string   `json:"node,omitempty"`
 	ConfigIndex uint64   `json:"cfg-index,omitempty"`
 	Voters      []string `json:"voters,omitempty"`
+	CommitIndex uint64   `json:"commit,omitempty"`
 }
 
 // MaxCommandSize bounds an encoded command (a full policy or a full inventory fits well within it).
@@ -103,7 +108,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: trailing data", errBadCommand)
 	}
 	switch c.Op {
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey:
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey, OpResetVoters:
 	default:
 		return nil, fmt.Errorf("%w: unknown op", errBadCommand)
 	}

@@ -129,7 +129,7 @@ func (s *state) apply(c *Command) *Result {
 	if c.Op == OpReport {
 		return s.report(c, now)
 	}
-	if c.RequestID == "" || c.Fingerprint == "" || wrap.ValidateName(c.Tenant) != nil {
+	if c.RequestID == "" || c.Fingerprint == "" || (c.Op != OpResetVoters && wrap.ValidateName(c.Tenant) != nil) {
 		return &Result{Err: ErrInvalidCommand}
 	}
 	s.pruneRequests(now)
@@ -216,6 +216,9 @@ func (s *state) result(c *Command, e *Event) *Result {
 }
 
 func (s *state) write(c *Command, now int64) *Result {
+	if c.Op == OpResetVoters {
+		return s.resetVoters(c)
+	}
 	t := s.Tenants[c.Tenant]
 	if c.Op == OpCreateTenant {
 		if t != nil {

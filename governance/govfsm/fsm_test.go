@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/kryptonkms/krypton/governance"
@@ -181,6 +183,45 @@ func TestReports(t *testing.T) {
 	if l := f.Lags()[0]; l.Pending != 1 || l.OldestPending != 3000 {
 		t.Fatalf("lag: %+v", l)
 	}
+}
+
+// TestReportConfigBound: a reported configuration index beyond the report's commit index is refused
+// by the state machine itself (a configuration takes effect at a log index the node has); without
+// the bound, index 2^64-1 would outrank every later report and pin the voter list for good. A liar
+// within the bound still pins it: the operator's reset forgets it, and the next report (the real
+// voters') teaches the configuration again.
+func TestReportConfigBound(t *testing.T) {
+	f := govfsm.NewFSM()
+	rep := func(node string, index, commit uint64, voters ...string) *govfsm.Result {
+		return apply(t, f, &govfsm.Command{Op: govfsm.OpReport, Region: "eu", Time: 2000, Node: node,
+			ConfigIndex: index, CommitIndex: commit, Voters: voters})
+	}
+	mustOK(t, rep("n1", 5, 5, "n1", "n2", "n3"))
+	mustErr(t, rep("n2", math.MaxUint64, 10, "n2"), govfsm.ErrInvalidCommand)
+	mustErr(t, rep("n2", 11, 10, "n2"), govfsm.ErrInvalidCommand)
+	if r := f.Report("eu"); r.ConfigIndex != 5 || !slices.Equal(r.Voters, []string{"n1", "n2", "n3"}) {
+		t.Fatalf("a report beyond its commit index changed the configuration: %+v", r)
+	}
+
+	// Within the bound, a liar inflating both pins the list; the real voters are refused.
+	mustOK(t, rep("n2", math.MaxUint64, math.MaxUint64, "n2"))
+	mustErr(t, rep("n1", 6, 6, "n1", "n3"), govfsm.ErrNotRegionVoter)
+
+	reset := cmd(govfsm.OpResetVoters, "reset-1", "", func(c *govfsm.Command) { c.Region, c.Reason = "eu", "n2 lied" })
+	noReason := cmd(govfsm.OpResetVoters, "reset-2", "", func(c *govfsm.Command) { c.Region = "eu" })
+	mustErr(t, apply(t, f, noReason), govfsm.ErrInvalidCommand)
+	mustOK(t, apply(t, f, reset))
+	if r := f.Report("eu"); r.ConfigIndex != 0 || len(r.Voters) != 0 || r.Cursor != 0 {
+		t.Fatalf("after the reset: %+v", r)
+	}
+	mustOK(t, rep("n1", 6, 6, "n1", "n3"))
+	if r := mustOK(t, apply(t, f, reset)); !r.Retry {
+		t.Fatal("a retried reset was applied again")
+	}
+	if r := f.Report("eu"); r.ConfigIndex != 6 || !slices.Equal(r.Voters, []string{"n1", "n3"}) {
+		t.Fatalf("a retried reset forgot the configuration again: %+v", r)
+	}
+	mustErr(t, rep("n2", 7, 7, "n2"), govfsm.ErrNotRegionVoter)
 }
 
 // randomCommands returns a reproducible mix of valid and invalid commands.

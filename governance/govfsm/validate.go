@@ -83,6 +83,15 @@ func ValidConfig(index uint64, voters []string) bool {
 	return true
 }
 
+// ValidReportConfig is ValidConfig for a report, which also bounds the configuration's index by the
+// reporter's commit index: a configuration takes effect at a position of the log the node has. An
+// index without that bound could be 2^64-1, which no later report could exceed, so one node could
+// pin the region's voter list forever (ResetRegionVoters is the way out from a liar who inflates
+// both within the bound).
+func ValidReportConfig(index, commit uint64, voters []string) bool {
+	return ValidConfig(index, voters) && index <= commit
+}
+
 // validOwnerKey reports whether pemText is an owner public key package owner accepts.
 func validOwnerKey(pemText string) bool {
 	_, err := owner.ParsePublicKey(pemText)

@@ -133,7 +133,7 @@ func TestRemovedNodeCannotReportForItsRegion(t *testing.T) {
 			"caught up":       {Region: "eu", AppliedCursor: stuck.GetCursor()},
 			"empty inventory": {Region: "eu", AppliedCursor: stuck.GetCursor(), HasInventory: true},
 			"a configuration of its own": {Region: "eu", AppliedCursor: stuck.GetCursor(), HasInventory: true,
-				ConfigurationIndex: 1 << 40, Voters: []string{ghostID}},
+				ConfigurationIndex: 1 << 40, CommitIndex: 1 << 40, Voters: []string{ghostID}},
 		} {
 			if _, err := c.ReportCursor(ctx, req); status.Code(err) != codes.PermissionDenied {
 				t.Errorf("node %d: the removed node's report (%s): %v, want PermissionDenied", i, name, err)

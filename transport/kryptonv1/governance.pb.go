@@ -1969,8 +1969,12 @@ type ReportCursorRequest struct {
 	// configuration (configuration_index 0) teaches governance nothing.
 	ConfigurationIndex uint64   `protobuf:"varint,5,opt,name=configuration_index,json=configurationIndex,proto3" json:"configuration_index,omitempty"`
 	Voters             []string `protobuf:"bytes,6,rep,name=voters,proto3" json:"voters,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The reporting node's Raft commit index. configuration_index is a
+	// position in the region's log the node has, so it must not exceed this
+	// (INVALID_ARGUMENT otherwise).
+	CommitIndex   uint64 `protobuf:"varint,7,opt,name=commit_index,json=commitIndex,proto3" json:"commit_index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReportCursorRequest) Reset() {
@@ -2045,6 +2049,74 @@ func (x *ReportCursorRequest) GetVoters() []string {
 	return nil
 }
 
+func (x *ReportCursorRequest) GetCommitIndex() uint64 {
+	if x != nil {
+		return x.CommitIndex
+	}
+	return 0
+}
+
+type ResetRegionVotersRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Region    string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	// Operator's reason, recorded in the audit log (required).
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResetRegionVotersRequest) Reset() {
+	*x = ResetRegionVotersRequest{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResetRegionVotersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResetRegionVotersRequest) ProtoMessage() {}
+
+func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResetRegionVotersRequest.ProtoReflect.Descriptor instead.
+func (*ResetRegionVotersRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ResetRegionVotersRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *ResetRegionVotersRequest) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *ResetRegionVotersRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type ReportCursorResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The cursor governance has recorded for the region (the maximum reported).
@@ -2055,7 +2127,7 @@ type ReportCursorResponse struct {
 
 func (x *ReportCursorResponse) Reset() {
 	*x = ReportCursorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2067,7 +2139,7 @@ func (x *ReportCursorResponse) String() string {
 func (*ReportCursorResponse) ProtoMessage() {}
 
 func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2080,7 +2152,7 @@ func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorResponse.ProtoReflect.Descriptor instead.
 func (*ReportCursorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReportCursorResponse) GetRecordedCursor() uint64 {
@@ -2098,7 +2170,7 @@ type GovernanceStatusRequest struct {
 
 func (x *GovernanceStatusRequest) Reset() {
 	*x = GovernanceStatusRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2110,7 +2182,7 @@ func (x *GovernanceStatusRequest) String() string {
 func (*GovernanceStatusRequest) ProtoMessage() {}
 
 func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2123,7 +2195,7 @@ func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 // RegionCursor is how far one region has applied the governance log.
@@ -2144,7 +2216,7 @@ type RegionCursor struct {
 
 func (x *RegionCursor) Reset() {
 	*x = RegionCursor{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2156,7 +2228,7 @@ func (x *RegionCursor) String() string {
 func (*RegionCursor) ProtoMessage() {}
 
 func (x *RegionCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2169,7 +2241,7 @@ func (x *RegionCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionCursor.ProtoReflect.Descriptor instead.
 func (*RegionCursor) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RegionCursor) GetRegion() string {
@@ -2221,7 +2293,7 @@ type RegionLag struct {
 
 func (x *RegionLag) Reset() {
 	*x = RegionLag{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2233,7 +2305,7 @@ func (x *RegionLag) String() string {
 func (*RegionLag) ProtoMessage() {}
 
 func (x *RegionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2246,7 +2318,7 @@ func (x *RegionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionLag.ProtoReflect.Descriptor instead.
 func (*RegionLag) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RegionLag) GetCursor() *RegionCursor {
@@ -2288,7 +2360,7 @@ type GovernanceStatusResponse struct {
 
 func (x *GovernanceStatusResponse) Reset() {
 	*x = GovernanceStatusResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	mi := &file_krypton_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2300,7 +2372,7 @@ func (x *GovernanceStatusResponse) String() string {
 func (*GovernanceStatusResponse) ProtoMessage() {}
 
 func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	mi := &file_krypton_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2313,7 +2385,7 @@ func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *GovernanceStatusResponse) GetNodeId() string {
@@ -2516,14 +2588,20 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x18WatchRevocationsResponse\x123\n" +
 	"\x06events\x18\x01 \x03(\v2\x1b.krypton.v1.RevocationEventR\x06events\x12\x1f\n" +
 	"\vhead_cursor\x18\x02 \x01(\x04R\n" +
-	"headCursor\"\xf4\x01\n" +
+	"headCursor\"\x97\x02\n" +
 	"\x13ReportCursorRequest\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12%\n" +
 	"\x0eapplied_cursor\x18\x02 \x01(\x04R\rappliedCursor\x120\n" +
 	"\tinventory\x18\x03 \x03(\v2\x12.krypton.v1.KeyRefR\tinventory\x12#\n" +
 	"\rhas_inventory\x18\x04 \x01(\bR\fhasInventory\x12/\n" +
 	"\x13configuration_index\x18\x05 \x01(\x04R\x12configurationIndex\x12\x16\n" +
-	"\x06voters\x18\x06 \x03(\tR\x06voters\"?\n" +
+	"\x06voters\x18\x06 \x03(\tR\x06voters\x12!\n" +
+	"\fcommit_index\x18\a \x01(\x04R\vcommitIndex\"i\n" +
+	"\x18ResetRegionVotersRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"?\n" +
 	"\x14ReportCursorResponse\x12'\n" +
 	"\x0frecorded_cursor\x18\x01 \x01(\x04R\x0erecordedCursor\"\x19\n" +
 	"\x17GovernanceStatusRequest\"\xd3\x01\n" +
@@ -2560,7 +2638,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x18EVENT_KIND_CREATE_TENANT\x10\t\x12\x1d\n" +
 	"\x19EVENT_KIND_CREATE_SERVICE\x10\n" +
 	"\x12\x1c\n" +
-	"\x18EVENT_KIND_RESYNC_TENANT\x10\v2\x92\v\n" +
+	"\x18EVENT_KIND_RESYNC_TENANT\x10\v2\xe7\v\n" +
 	"\x11GovernanceService\x12W\n" +
 	"\fCreateTenant\x12).krypton.v1.GovernanceCreateTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12G\n" +
 	"\tGetTenant\x12\x1c.krypton.v1.GetTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12b\n" +
@@ -2579,6 +2657,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\fResyncTenant\x12\x1f.krypton.v1.ResyncTenantRequest\x1a .krypton.v1.ResyncTenantResponse\x12_\n" +
 	"\x10WatchRevocations\x12#.krypton.v1.WatchRevocationsRequest\x1a$.krypton.v1.WatchRevocationsResponse0\x01\x12Q\n" +
 	"\fReportCursor\x12\x1f.krypton.v1.ReportCursorRequest\x1a .krypton.v1.ReportCursorResponse\x12S\n" +
+	"\x11ResetRegionVoters\x12$.krypton.v1.ResetRegionVotersRequest\x1a\x18.krypton.v1.RegionCursor\x12S\n" +
 	"\x06Status\x12#.krypton.v1.GovernanceStatusRequest\x1a$.krypton.v1.GovernanceStatusResponseB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
 
 var (
@@ -2594,7 +2673,7 @@ func file_krypton_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_krypton_v1_governance_proto_goTypes = []any{
 	(EventKind)(0),                         // 0: krypton.v1.EventKind
 	(*GovernanceServiceInfo)(nil),          // 1: krypton.v1.GovernanceServiceInfo
@@ -2625,49 +2704,50 @@ var file_krypton_v1_governance_proto_goTypes = []any{
 	(*WatchRevocationsRequest)(nil),        // 26: krypton.v1.WatchRevocationsRequest
 	(*WatchRevocationsResponse)(nil),       // 27: krypton.v1.WatchRevocationsResponse
 	(*ReportCursorRequest)(nil),            // 28: krypton.v1.ReportCursorRequest
-	(*ReportCursorResponse)(nil),           // 29: krypton.v1.ReportCursorResponse
-	(*GovernanceStatusRequest)(nil),        // 30: krypton.v1.GovernanceStatusRequest
-	(*RegionCursor)(nil),                   // 31: krypton.v1.RegionCursor
-	(*RegionLag)(nil),                      // 32: krypton.v1.RegionLag
-	(*GovernanceStatusResponse)(nil),       // 33: krypton.v1.GovernanceStatusResponse
-	(*timestamppb.Timestamp)(nil),          // 34: google.protobuf.Timestamp
-	(TenantState)(0),                       // 35: krypton.v1.TenantState
-	(Operation)(0),                         // 36: krypton.v1.Operation
-	(*KeyScope)(nil),                       // 37: krypton.v1.KeyScope
-	(*KeyRef)(nil),                         // 38: krypton.v1.KeyRef
-	(*durationpb.Duration)(nil),            // 39: google.protobuf.Duration
+	(*ResetRegionVotersRequest)(nil),       // 29: krypton.v1.ResetRegionVotersRequest
+	(*ReportCursorResponse)(nil),           // 30: krypton.v1.ReportCursorResponse
+	(*GovernanceStatusRequest)(nil),        // 31: krypton.v1.GovernanceStatusRequest
+	(*RegionCursor)(nil),                   // 32: krypton.v1.RegionCursor
+	(*RegionLag)(nil),                      // 33: krypton.v1.RegionLag
+	(*GovernanceStatusResponse)(nil),       // 34: krypton.v1.GovernanceStatusResponse
+	(*timestamppb.Timestamp)(nil),          // 35: google.protobuf.Timestamp
+	(TenantState)(0),                       // 36: krypton.v1.TenantState
+	(Operation)(0),                         // 37: krypton.v1.Operation
+	(*KeyScope)(nil),                       // 38: krypton.v1.KeyScope
+	(*KeyRef)(nil),                         // 39: krypton.v1.KeyRef
+	(*durationpb.Duration)(nil),            // 40: google.protobuf.Duration
 }
 var file_krypton_v1_governance_proto_depIdxs = []int32{
-	34, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
+	35, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
 	1,  // 1: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
-	35, // 2: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
-	34, // 3: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
-	34, // 4: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
+	36, // 2: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
+	35, // 3: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
+	35, // 4: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
 	5,  // 5: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
 	25, // 6: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
-	31, // 7: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
+	32, // 7: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
 	15, // 8: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
-	34, // 9: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	36, // 10: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
+	35, // 9: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	37, // 10: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
 	14, // 11: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
-	37, // 12: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
-	38, // 13: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
-	38, // 14: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
+	38, // 12: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
+	39, // 13: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
+	39, // 14: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
 	19, // 15: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
 	25, // 16: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
-	31, // 17: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
+	32, // 17: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
 	25, // 18: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
-	31, // 19: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
+	32, // 19: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
 	0,  // 20: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
-	37, // 21: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
-	34, // 22: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
+	38, // 21: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
+	35, // 22: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
 	14, // 23: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
 	25, // 24: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
-	38, // 25: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
-	34, // 26: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
-	31, // 27: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
-	39, // 28: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
-	32, // 29: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
+	39, // 25: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
+	35, // 26: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
+	32, // 27: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
+	40, // 28: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
+	33, // 29: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
 	6,  // 30: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
 	7,  // 31: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
 	8,  // 32: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
@@ -2684,26 +2764,28 @@ var file_krypton_v1_governance_proto_depIdxs = []int32{
 	23, // 43: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
 	26, // 44: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
 	28, // 45: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
-	30, // 46: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
-	5,  // 47: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 48: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
-	9,  // 49: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
-	5,  // 50: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
-	5,  // 51: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
-	1,  // 52: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
-	4,  // 53: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
-	13, // 54: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
-	14, // 55: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
-	14, // 56: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
-	20, // 57: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
-	5,  // 58: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 59: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
-	24, // 60: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
-	27, // 61: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
-	29, // 62: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
-	33, // 63: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
-	47, // [47:64] is the sub-list for method output_type
-	30, // [30:47] is the sub-list for method input_type
+	29, // 46: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
+	31, // 47: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
+	5,  // 48: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 49: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
+	9,  // 50: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
+	5,  // 51: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
+	5,  // 52: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
+	1,  // 53: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
+	4,  // 54: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
+	13, // 55: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
+	14, // 56: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
+	14, // 57: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
+	20, // 58: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
+	5,  // 59: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 60: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
+	24, // 61: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
+	27, // 62: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
+	30, // 63: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
+	32, // 64: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
+	34, // 65: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
+	48, // [48:66] is the sub-list for method output_type
+	30, // [30:48] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -2721,7 +2803,7 @@ func file_krypton_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_governance_proto_rawDesc), len(file_krypton_v1_governance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   33,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

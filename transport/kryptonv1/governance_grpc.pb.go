@@ -21,23 +21,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	GovernanceService_CreateTenant_FullMethodName     = "/krypton.v1.GovernanceService/CreateTenant"
-	GovernanceService_GetTenant_FullMethodName        = "/krypton.v1.GovernanceService/GetTenant"
-	GovernanceService_ListTenants_FullMethodName      = "/krypton.v1.GovernanceService/ListTenants"
-	GovernanceService_SetAnchor_FullMethodName        = "/krypton.v1.GovernanceService/SetAnchor"
-	GovernanceService_SetOwnerKey_FullMethodName      = "/krypton.v1.GovernanceService/SetOwnerKey"
-	GovernanceService_CreateService_FullMethodName    = "/krypton.v1.GovernanceService/CreateService"
-	GovernanceService_ListServices_FullMethodName     = "/krypton.v1.GovernanceService/ListServices"
-	GovernanceService_DeleteAnchor_FullMethodName     = "/krypton.v1.GovernanceService/DeleteAnchor"
-	GovernanceService_SetPolicy_FullMethodName        = "/krypton.v1.GovernanceService/SetPolicy"
-	GovernanceService_GetPolicy_FullMethodName        = "/krypton.v1.GovernanceService/GetPolicy"
-	GovernanceService_Revoke_FullMethodName           = "/krypton.v1.GovernanceService/Revoke"
-	GovernanceService_LockTenant_FullMethodName       = "/krypton.v1.GovernanceService/LockTenant"
-	GovernanceService_UnlockTenant_FullMethodName     = "/krypton.v1.GovernanceService/UnlockTenant"
-	GovernanceService_ResyncTenant_FullMethodName     = "/krypton.v1.GovernanceService/ResyncTenant"
-	GovernanceService_WatchRevocations_FullMethodName = "/krypton.v1.GovernanceService/WatchRevocations"
-	GovernanceService_ReportCursor_FullMethodName     = "/krypton.v1.GovernanceService/ReportCursor"
-	GovernanceService_Status_FullMethodName           = "/krypton.v1.GovernanceService/Status"
+	GovernanceService_CreateTenant_FullMethodName      = "/krypton.v1.GovernanceService/CreateTenant"
+	GovernanceService_GetTenant_FullMethodName         = "/krypton.v1.GovernanceService/GetTenant"
+	GovernanceService_ListTenants_FullMethodName       = "/krypton.v1.GovernanceService/ListTenants"
+	GovernanceService_SetAnchor_FullMethodName         = "/krypton.v1.GovernanceService/SetAnchor"
+	GovernanceService_SetOwnerKey_FullMethodName       = "/krypton.v1.GovernanceService/SetOwnerKey"
+	GovernanceService_CreateService_FullMethodName     = "/krypton.v1.GovernanceService/CreateService"
+	GovernanceService_ListServices_FullMethodName      = "/krypton.v1.GovernanceService/ListServices"
+	GovernanceService_DeleteAnchor_FullMethodName      = "/krypton.v1.GovernanceService/DeleteAnchor"
+	GovernanceService_SetPolicy_FullMethodName         = "/krypton.v1.GovernanceService/SetPolicy"
+	GovernanceService_GetPolicy_FullMethodName         = "/krypton.v1.GovernanceService/GetPolicy"
+	GovernanceService_Revoke_FullMethodName            = "/krypton.v1.GovernanceService/Revoke"
+	GovernanceService_LockTenant_FullMethodName        = "/krypton.v1.GovernanceService/LockTenant"
+	GovernanceService_UnlockTenant_FullMethodName      = "/krypton.v1.GovernanceService/UnlockTenant"
+	GovernanceService_ResyncTenant_FullMethodName      = "/krypton.v1.GovernanceService/ResyncTenant"
+	GovernanceService_WatchRevocations_FullMethodName  = "/krypton.v1.GovernanceService/WatchRevocations"
+	GovernanceService_ReportCursor_FullMethodName      = "/krypton.v1.GovernanceService/ReportCursor"
+	GovernanceService_ResetRegionVoters_FullMethodName = "/krypton.v1.GovernanceService/ResetRegionVoters"
+	GovernanceService_Status_FullMethodName            = "/krypton.v1.GovernanceService/Status"
 )
 
 // GovernanceServiceClient is the client API for GovernanceService service.
@@ -250,9 +251,25 @@ type GovernanceServiceClient interface {
 	// certificate names, or the caller is not a voter of the region's
 	// configuration governance knows; OUT_OF_RANGE if applied_cursor is
 	// beyond the head; INVALID_ARGUMENT for more than 100000 inventory
-	// entries, more than 100 voters or a bad name; RESOURCE_EXHAUSTED when
-	// the region's writes exceed the rate (retry after a second).
+	// entries, more than 100 voters, a bad name, or a configuration_index
+	// beyond commit_index; RESOURCE_EXHAUSTED when the region's writes exceed
+	// the rate (retry after a second).
 	ReportCursor(ctx context.Context, in *ReportCursorRequest, opts ...grpc.CallOption) (*ReportCursorResponse, error)
+	// ResetRegionVoters forgets the region's Raft configuration governance
+	// learned from its reports (see ReportCursorRequest.configuration_index),
+	// so that the next report from any node certificate of the region
+	// teaches it again (trust on first use). It is the way out when a node
+	// reported a configuration that is not the region's (one that lists only
+	// itself, with an inflated index): run it once the node is removed from
+	// the region and the region's real voters are the ones reporting.
+	// Audited with the operator and the reason. Emits no event.
+	//
+	// A region whose configuration governance does not know (it never
+	// reported one, or was reset already) is left as it is.
+	//
+	// Errors: INVALID_ARGUMENT for a bad region name, a missing reason or a
+	// malformed request_id.
+	ResetRegionVoters(ctx context.Context, in *ResetRegionVotersRequest, opts ...grpc.CallOption) (*RegionCursor, error)
 	// Status describes the governance cluster and each region's lag, from the
 	// answering node's state.
 	//
@@ -431,6 +448,16 @@ func (c *governanceServiceClient) ReportCursor(ctx context.Context, in *ReportCu
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ReportCursorResponse)
 	err := c.cc.Invoke(ctx, GovernanceService_ReportCursor_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *governanceServiceClient) ResetRegionVoters(ctx context.Context, in *ResetRegionVotersRequest, opts ...grpc.CallOption) (*RegionCursor, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RegionCursor)
+	err := c.cc.Invoke(ctx, GovernanceService_ResetRegionVoters_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -657,9 +684,25 @@ type GovernanceServiceServer interface {
 	// certificate names, or the caller is not a voter of the region's
 	// configuration governance knows; OUT_OF_RANGE if applied_cursor is
 	// beyond the head; INVALID_ARGUMENT for more than 100000 inventory
-	// entries, more than 100 voters or a bad name; RESOURCE_EXHAUSTED when
-	// the region's writes exceed the rate (retry after a second).
+	// entries, more than 100 voters, a bad name, or a configuration_index
+	// beyond commit_index; RESOURCE_EXHAUSTED when the region's writes exceed
+	// the rate (retry after a second).
 	ReportCursor(context.Context, *ReportCursorRequest) (*ReportCursorResponse, error)
+	// ResetRegionVoters forgets the region's Raft configuration governance
+	// learned from its reports (see ReportCursorRequest.configuration_index),
+	// so that the next report from any node certificate of the region
+	// teaches it again (trust on first use). It is the way out when a node
+	// reported a configuration that is not the region's (one that lists only
+	// itself, with an inflated index): run it once the node is removed from
+	// the region and the region's real voters are the ones reporting.
+	// Audited with the operator and the reason. Emits no event.
+	//
+	// A region whose configuration governance does not know (it never
+	// reported one, or was reset already) is left as it is.
+	//
+	// Errors: INVALID_ARGUMENT for a bad region name, a missing reason or a
+	// malformed request_id.
+	ResetRegionVoters(context.Context, *ResetRegionVotersRequest) (*RegionCursor, error)
 	// Status describes the governance cluster and each region's lag, from the
 	// answering node's state.
 	//
@@ -722,6 +765,9 @@ func (UnimplementedGovernanceServiceServer) WatchRevocations(*WatchRevocationsRe
 }
 func (UnimplementedGovernanceServiceServer) ReportCursor(context.Context, *ReportCursorRequest) (*ReportCursorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportCursor not implemented")
+}
+func (UnimplementedGovernanceServiceServer) ResetRegionVoters(context.Context, *ResetRegionVotersRequest) (*RegionCursor, error) {
+	return nil, status.Error(codes.Unimplemented, "method ResetRegionVoters not implemented")
 }
 func (UnimplementedGovernanceServiceServer) Status(context.Context, *GovernanceStatusRequest) (*GovernanceStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
@@ -1028,6 +1074,24 @@ func _GovernanceService_ReportCursor_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GovernanceService_ResetRegionVoters_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResetRegionVotersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).ResetRegionVoters(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_ResetRegionVoters_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).ResetRegionVoters(ctx, req.(*ResetRegionVotersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _GovernanceService_Status_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(GovernanceStatusRequest)
 	if err := dec(in); err != nil {
@@ -1112,6 +1176,10 @@ var GovernanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReportCursor",
 			Handler:    _GovernanceService_ReportCursor_Handler,
+		},
+		{
+			MethodName: "ResetRegionVoters",
+			Handler:    _GovernanceService_ResetRegionVoters_Handler,
 		},
 		{
 			MethodName: "Status",
