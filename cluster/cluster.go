@@ -79,6 +79,9 @@ type Cluster struct {
 	shutdownOnce sync.Once
 	shutdownErr  error
 	wg           sync.WaitGroup
+	// futures counts the goroutines that wait on a Raft future for a caller (waitFuture,
+	// applyLocal). Shutdown waits for them only for a while: see drainFSM.
+	futures sync.WaitGroup
 }
 
 // Option adjusts New.
@@ -296,12 +299,16 @@ func (c *Cluster) shutdown() error {
 			first = err
 		}
 	}
+	c.drainFSM(2 * time.Second)
 	note(c.raft.Shutdown().Error())
 	note(c.trans.Close())
 	c.rpc.close()
 	c.mux.close()
 	note(c.gossip.list.Shutdown())
 	c.wg.Wait()
+	if !waitGroupWithin(&c.futures, 5*time.Second) {
+		c.logger.Error("Raft futures left unresolved at shutdown: hashicorp/raft stops its FSM loop without answering the committed entries it has not applied; their waiters are abandoned")
+	}
 	if c.metrics != nil {
 		c.cfg.Registerer.Unregister(c.metrics)
 	}
@@ -474,4 +481,32 @@ func (c *Cluster) Members() ([]Member, error) {
 		_, m[i].Removed = c.fsm.tombstone(m[i].ID)
 	}
 	return m, nil
+}
+
+// drainFSM gives the FSM up to d to apply every entry already committed, before Raft is shut
+// down. hashicorp/raft's FSM loop returns at shutdown without applying, or answering, the
+// committed entries still queued for it (raft v1.7.3 fsm.go, runFSM), so the future of an entry
+// this node proposed would never resolve and its waiter would block for ever (a test's cleanup,
+// or a process's exit, hung on it). New proposals are refused once shutdownCh is closed
+// (applyLocal, proposeMembership), so only entries already in flight are waited for.
+func (c *Cluster) drainFSM(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for c.raft.AppliedIndex() < c.raft.CommitIndex() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond) // a bounded poll: Raft offers no signal for "applied up to"
+	}
+}
+
+// waitGroupWithin waits for wg at most d and reports whether it finished.
+func waitGroupWithin(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
 }

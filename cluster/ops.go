@@ -46,13 +46,14 @@ func timeoutOf(ctx context.Context) time.Duration {
 }
 
 // waitFuture waits for a Raft future or the context, whichever ends first.
-// The future is always resolved eventually (at the latest by Raft's
-// shutdown), so the helper goroutine ends; the cluster's WaitGroup owns it.
+// The helper goroutine ends when Raft resolves the future; c.futures owns it.
+// Raft resolves every future but one it committed and never applied before it
+// shut down: Shutdown first lets the FSM apply what is committed (drainFSM).
 func (c *Cluster) waitFuture(ctx context.Context, f raft.Future) error {
 	done := make(chan error, 1)
-	c.wg.Add(1)
+	c.futures.Add(1)
 	go func() {
-		defer c.wg.Done()
+		defer c.futures.Done()
 		done <- f.Error()
 	}()
 	select {
@@ -211,11 +212,15 @@ func (c *Cluster) applyLocal(ctx context.Context, cmd []byte) (any, error) {
 	// this caller stops waiting: RestoreChecked's check must see every entry proposed before it.
 	// (A raft future has one waiter: its Error hands the result to the first caller only.)
 	c.applyGate.RLock()
+	if c.isShutdown() {
+		c.applyGate.RUnlock()
+		return nil, ErrShutdown // drainFSM waits only for entries already proposed
+	}
 	f := c.raft.Apply(cmd, timeoutOf(ctx))
 	done := make(chan error, 1)
-	c.wg.Add(1)
+	c.futures.Add(1)
 	go func() {
-		defer c.wg.Done()
+		defer c.futures.Done()
 		err := f.Error()
 		c.applyGate.RUnlock()
 		done <- err

@@ -190,6 +190,9 @@ func (c *Cluster) proposeMembership(ctx context.Context, op, id string) error {
 	if err != nil {
 		return err
 	}
+	if c.isShutdown() {
+		return ErrShutdown // drainFSM waits only for entries already proposed
+	}
 	f := c.raft.ApplyLog(raft.Log{Data: data, Extensions: membershipExt}, timeoutOf(ctx))
 	if err := c.waitFuture(ctx, f); err != nil {
 		return err
