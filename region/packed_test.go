@@ -403,6 +403,9 @@ func TestPackedErrors(t *testing.T) {
 		// A node cut off from the others loses its lease within a lease period.
 		r.Partition(f)
 		clustertest.Eventually(t, 20*time.Second, "the partitioned node without a lease", func() bool { return r.Nodes[f].Serving() != nil })
+		// A plain client: c makes an Unavailable call again until its context ends, and then
+		// answers DeadlineExceeded on a busy machine.
+		c := r.WrapClient(f, "acme", "payments")
 		_, err := c.PackedWrap(ctxShort(t), &kv1.PackedWrapRequest{Key: ref, Plaintexts: [][]byte{randKey(t)}})
 		wantCode(t, err, codes.Unavailable, "PackedWrap on a node without a lease")
 		_, err = c.PackedGenerateDataKey(ctxShort(t), &kv1.PackedGenerateDataKeyRequest{Key: ref, Count: 1})
