@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 
 	"github.com/kryptonkms/krypton/gateway/kmip/ttlv"
@@ -12,15 +14,29 @@ import (
 
 // Encrypt and Decrypt offer two modes of AES-256:
 //
-//   - GCM (the default): the server draws a random 96-bit nonce for every
-//     Encrypt and returns it, with the 128-bit tag in Authenticated
-//     Encryption Tag (KMIP 1.4 and later). A client may not choose the
-//     nonce: with random nonces the key is good for 2^32 encryptions, and a
-//     repeated nonce would reveal GCM's authentication key.
+//   - GCM (the default). Without a nonce in the request the server draws a
+//     random 96-bit nonce, encrypts under the object's key and returns the
+//     nonce, with the 128-bit tag in Authenticated Encryption Tag (KMIP 1.4
+//     and later). With random nonces a key is good for 2^32 encryptions.
+//     A client may also send its own 96-bit nonce (KMIP auto-unseal clients
+//     do). The object's key is never used with a client's nonce: a nonce
+//     the client repeats, by mistake or on purpose, would give away GCM's
+//     authentication key for every ciphertext under it. Instead each such
+//     Encrypt draws a fresh random 256-bit salt and encrypts under
+//     HKDF-SHA256(object key, salt, label || object), a key used for that
+//     one message only, with the client's nonce as the GCM nonce; Data is
+//     salt || ciphertext. Whatever nonces the client sends, no (key, nonce)
+//     pair is used twice (up to a 2^-128 salt collision), and nothing has to
+//     be remembered. Decrypt tries the plain form, then the salted form:
+//     both are authenticated, so a forgery fails both.
 //   - CBC with PKCS#5 padding (or none), because many KMIP clients, PyKMIP
 //     among them, only speak CBC: their Encrypt result has no place for a
 //     GCM tag. CBC is not authenticated; the padding check in Decrypt is a
 //     padding oracle only for a client that may decrypt with the key anyway.
+//
+// KMIP 1.2 and 1.3 have no Authenticated Encryption Tag (nor Additional
+// Data): in those versions the tag is appended to Data, as servers of that
+// time did, and Decrypt takes it from the end of Data.
 //
 // Other modes, paddings and streaming (Init/Final Indicator, Correlation
 // Value) are refused.
@@ -28,6 +44,9 @@ import (
 const (
 	gcmNonceSize = 12
 	gcmTagSize   = 16
+	// saltSize is the random salt that opens an encryption under a
+	// client's nonce (see above).
+	saltSize = 32
 	// maxData bounds one Encrypt or Decrypt; the message size limit is the
 	// first bound, this one keeps a larger limit from meaning larger
 	// cryptographic calls.
@@ -37,7 +56,7 @@ const (
 type cryptoParams struct {
 	mode, padding uint32
 	randomIV      *bool
-	ivLength      int64 // bits; 0: not given
+	ivLength      int64 // as sent: bits or bytes (see ivLengthIs); 0: not given
 	tagLength     int64 // bytes; 0: not given
 }
 
@@ -83,8 +102,8 @@ func (p cryptoParams) check() error {
 		if p.padding != 0 && p.padding != ttlv.PaddingNone {
 			return invalidField("GCM takes no padding")
 		}
-		if p.ivLength != 0 && p.ivLength != 8*gcmNonceSize {
-			return invalidField("GCM nonces are 96 bits")
+		if p.ivLength != 0 && !ivLengthIs(p.ivLength, gcmNonceSize) {
+			return invalidField("GCM nonces are 96 bits (IV Length 96, or 12 as bytes)")
 		}
 		if p.tagLength != 0 && p.tagLength != gcmTagSize {
 			return invalidField("GCM tags are 16 bytes")
@@ -93,14 +112,20 @@ func (p cryptoParams) check() error {
 		if p.padding != 0 && p.padding != ttlv.PaddingPKCS5 && p.padding != ttlv.PaddingNone {
 			return invalidField("CBC takes PKCS5 padding or none")
 		}
-		if p.ivLength != 0 && p.ivLength != 8*aes.BlockSize {
-			return invalidField("CBC IVs are 128 bits")
+		if p.ivLength != 0 && !ivLengthIs(p.ivLength, aes.BlockSize) {
+			return invalidField("CBC IVs are 128 bits (IV Length 128, or 16 as bytes)")
 		}
 	default:
 		return invalidField("block cipher modes: GCM and CBC")
 	}
 	return nil
 }
+
+// ivLengthIs reports whether an IV Length names n bytes. KMIP defines IV
+// Length in bits, but clients send bytes too (12 for a GCM nonce). The two
+// readings cannot be confused for the sizes served: a 12- or 16-byte IV in
+// bits would be 96 or 128, and 12 or 16 bits is no IV any mode takes.
+func ivLengthIs(l int64, n int) bool { return l == int64(8*n) || l == int64(n) }
 
 // effective fills unset fields from the object's own Cryptographic
 // Parameters, then the server's defaults (GCM; PKCS5 for CBC).
@@ -193,23 +218,43 @@ func (s *Server) encrypt(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.I
 	out := []ttlv.Item{ttlv.Text(ttlv.TagUniqueIdentifier, o.ID)}
 	switch cp.mode {
 	case ttlv.ModeGCM:
+		nonce, prefix, gcmKey := iv, []byte(nil), key
 		if haveIV {
-			return nil, invalidField("the server chooses GCM nonces")
+			if len(iv) != gcmNonceSize {
+				return nil, invalidField("GCM nonces are 12 bytes")
+			}
+			// A client's nonce: a fresh key for this one message.
+			prefix = make([]byte, saltSize)
+			if _, err := rand.Read(prefix); err != nil {
+				return nil, err
+			}
+			if gcmKey, err = clientNonceKey(r, o, key, prefix); err != nil {
+				return nil, err
+			}
+		} else {
+			nonce = make([]byte, gcmNonceSize)
+			if _, err := rand.Read(nonce); err != nil {
+				return nil, err
+			}
 		}
-		aead, err := cipher.NewGCM(block)
+		aead, err := newGCM(gcmKey)
 		if err != nil {
 			return nil, err
 		}
-		nonce := make([]byte, gcmNonceSize)
-		if _, err := rand.Read(nonce); err != nil {
-			return nil, err
+		sealed := aead.Seal(prefix, nonce, data, aad)
+		ct, tag := sealed, []byte(nil)
+		if r.v.atLeast(1, 4) {
+			// Before 1.4 there is no tag field: the tag stays at the end
+			// of Data.
+			ct, tag = sealed[:len(sealed)-gcmTagSize], sealed[len(sealed)-gcmTagSize:]
 		}
-		sealed := aead.Seal(nil, nonce, data, aad)
-		ct, tag := sealed[:len(data)], sealed[len(data):]
-		out = append(out,
-			ttlv.Bytes(ttlv.TagData, ct),
-			ttlv.Bytes(ttlv.TagIVCounterNonce, nonce),
-			ttlv.Bytes(ttlv.TagAuthenticatedEncryptionTag, tag))
+		out = append(out, ttlv.Bytes(ttlv.TagData, ct))
+		if !haveIV {
+			out = append(out, ttlv.Bytes(ttlv.TagIVCounterNonce, nonce))
+		}
+		if tag != nil {
+			out = append(out, ttlv.Bytes(ttlv.TagAuthenticatedEncryptionTag, tag))
+		}
 	case ttlv.ModeCBC:
 		if len(aad) > 0 {
 			return nil, invalidField("CBC takes no additional data")
@@ -271,6 +316,10 @@ func (s *Server) decrypt(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.I
 		if len(iv) != gcmNonceSize {
 			return nil, invalidField("GCM nonces are 12 bytes")
 		}
+		if !haveTag && !r.v.atLeast(1, 4) && len(data) >= gcmTagSize {
+			// KMIP 1.2 and 1.3: the tag ends Data.
+			data, tag, haveTag = data[:len(data)-gcmTagSize], data[len(data)-gcmTagSize:], true
+		}
 		if !haveTag || len(tag) != gcmTagSize {
 			return nil, invalidField("a 16-byte Authenticated Encryption Tag is required")
 		}
@@ -295,15 +344,8 @@ func (s *Server) decrypt(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.I
 	}
 	switch cp.mode {
 	case ttlv.ModeGCM:
-		aead, err := cipher.NewGCM(block)
-		if err != nil {
+		if pt, err = s.openGCM(r, o, key, iv, data, tag, aad); err != nil {
 			return nil, err
-		}
-		sealed := make([]byte, 0, len(data)+len(tag))
-		sealed = append(append(sealed, data...), tag...)
-		pt, err = aead.Open(nil, iv, sealed, aad)
-		if err != nil {
-			return nil, fail(ttlv.ReasonCryptographicFailure, "authentication failed")
 		}
 	case ttlv.ModeCBC:
 		buf := make([]byte, len(data))
@@ -320,6 +362,59 @@ func (s *Server) decrypt(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.I
 	}
 	r.wipe = append(r.wipe, pt)
 	return []ttlv.Item{ttlv.Text(ttlv.TagUniqueIdentifier, o.ID), ttlv.Bytes(ttlv.TagData, pt)}, nil
+}
+
+// openGCM opens a GCM ciphertext made by encrypt: under the object's key
+// with the server's nonce, or (Data at least a salt long) under the key of a
+// client's nonce, salt || ciphertext. The two forms are not marked apart, so
+// both are tried; each is authenticated, so a forgery fails both, and a
+// message of one form opens under the other only with probability 2^-128.
+func (s *Server) openGCM(r *request, o *object, key, nonce, data, tag, aad []byte) ([]byte, error) {
+	sealed := make([]byte, 0, len(data)+len(tag))
+	sealed = append(append(sealed, data...), tag...)
+	r.wipe = append(r.wipe, sealed)
+	aead, err := newGCM(key)
+	if err != nil {
+		return nil, err
+	}
+	if pt, err := aead.Open(nil, nonce, sealed, aad); err == nil {
+		return pt, nil
+	}
+	if len(data) >= saltSize {
+		sub, err := clientNonceKey(r, o, key, data[:saltSize])
+		if err != nil {
+			return nil, err
+		}
+		if aead, err = newGCM(sub); err != nil {
+			return nil, err
+		}
+		if pt, err := aead.Open(nil, nonce, sealed[saltSize:], aad); err == nil {
+			return pt, nil
+		}
+	}
+	return nil, fail(ttlv.ReasonCryptographicFailure, "authentication failed")
+}
+
+// clientNonceKey derives the one-message key of an encryption under a
+// client's nonce: HKDF-SHA256 (crypto/hkdf) of the object's key with the
+// message's random salt, bound by its info to the object (tenant, service,
+// unique identifier) like the wrapped key itself. The request wipes it.
+func clientNonceKey(r *request, o *object, key, salt []byte) ([]byte, error) {
+	info := append([]byte("krypton-kmip-gcm-client-nonce-v1\x00"), objectAAD(r.sess.id, o.ID)...)
+	sub, err := hkdf.Key(sha256.New, key, salt, string(info), 32)
+	if err != nil {
+		return nil, err
+	}
+	r.wipe = append(r.wipe, sub)
+	return sub, nil
+}
+
+func newGCM(key []byte) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
 }
 
 // pkcs7Pad pads to whole AES blocks (KMIP's "PKCS5" padding for a 16-byte

@@ -35,6 +35,11 @@ func (v version) supported() bool {
 
 func (v version) v2() bool { return v.major >= 2 }
 
+// atLeast reports whether v is major.minor or later.
+func (v version) atLeast(major, minor int32) bool {
+	return v.major > major || v.major == major && v.minor >= minor
+}
+
 func (v version) item() ttlv.Item {
 	return ttlv.Struct(ttlv.TagProtocolVersion,
 		ttlv.Int(ttlv.TagProtocolVersionMajor, v.major), ttlv.Int(ttlv.TagProtocolVersionMinor, v.minor))

@@ -128,7 +128,7 @@ func TestLifecycle(t *testing.T) {
 				ttlv.Bytes(ttlv.TagIVCounterNonce, iv), ttlv.Bytes(ttlv.TagAuthenticatedEncryptionAdditionalData, aad),
 				ttlv.Bytes(ttlv.TagAuthenticatedEncryptionTag, badTag))
 			c.failure(v, ttlv.ReasonInvalidField, ttlv.OpEncrypt, uidItem(id), gcmParams(), ttlv.Bytes(ttlv.TagData, msg),
-				ttlv.Bytes(ttlv.TagIVCounterNonce, make([]byte, 12)))
+				ttlv.Bytes(ttlv.TagIVCounterNonce, make([]byte, 11)))
 			// Default parameters are GCM.
 			if d := c.ok(v, ttlv.OpEncrypt, uidItem(id), ttlv.Bytes(ttlv.TagData, msg)); d.Child(ttlv.TagAuthenticatedEncryptionTag) == nil {
 				t.Fatal("default mode is not GCM")

@@ -11,9 +11,13 @@ const (
 	OpRegister         uint32 = 0x03
 	OpRekey            uint32 = 0x04
 	OpLocate           uint32 = 0x08
+	OpCheck            uint32 = 0x09
 	OpGet              uint32 = 0x0A
 	OpGetAttributes    uint32 = 0x0B
 	OpGetAttributeList uint32 = 0x0C
+	OpAddAttribute     uint32 = 0x0D
+	OpModifyAttribute  uint32 = 0x0E
+	OpDeleteAttribute  uint32 = 0x0F
 	OpActivate         uint32 = 0x12
 	OpRevoke           uint32 = 0x13
 	OpDestroy          uint32 = 0x14
@@ -33,20 +37,30 @@ const (
 // Result Reason (KMIP 1.4; values up to 0x18 and General Failure are the
 // same in 2.0).
 const (
-	ReasonItemNotFound           uint32 = 0x01
-	ReasonResponseTooLarge       uint32 = 0x02
-	ReasonInvalidMessage         uint32 = 0x04
-	ReasonOperationNotSupported  uint32 = 0x05
-	ReasonMissingData            uint32 = 0x06
-	ReasonInvalidField           uint32 = 0x07
-	ReasonFeatureNotSupported    uint32 = 0x08
-	ReasonCryptographicFailure   uint32 = 0x0A
-	ReasonIllegalOperation       uint32 = 0x0B
-	ReasonPermissionDenied       uint32 = 0x0C
-	ReasonKeyFormatNotSupported  uint32 = 0x10
-	ReasonKeyValueNotPresent     uint32 = 0x13
-	ReasonGeneralFailure         uint32 = 0x100
-	ReasonWrongKeyLifecycleState uint32 = 0x43 // KMIP 2.0
+	ReasonItemNotFound          uint32 = 0x01
+	ReasonResponseTooLarge      uint32 = 0x02
+	ReasonInvalidMessage        uint32 = 0x04
+	ReasonOperationNotSupported uint32 = 0x05
+	ReasonMissingData           uint32 = 0x06
+	ReasonInvalidField          uint32 = 0x07
+	ReasonFeatureNotSupported   uint32 = 0x08
+	ReasonCryptographicFailure  uint32 = 0x0A
+	ReasonIllegalOperation      uint32 = 0x0B
+	ReasonPermissionDenied      uint32 = 0x0C
+	ReasonIndexOutOfBounds      uint32 = 0x0E
+	ReasonKeyFormatNotSupported uint32 = 0x10
+	ReasonKeyValueNotPresent    uint32 = 0x13
+	ReasonGeneralFailure        uint32 = 0x100
+	// KMIP 2.0 only.
+	ReasonUnsupportedAttribute               uint32 = 0x1F
+	ReasonAttributeInstanceNotFound          uint32 = 0x20
+	ReasonAttributeNotFound                  uint32 = 0x21
+	ReasonAttributeReadOnly                  uint32 = 0x22
+	ReasonAttributeSingleValued              uint32 = 0x23
+	ReasonIncompatibleCryptographicUsageMask uint32 = 0x29
+	ReasonInvalidAttributeValue              uint32 = 0x2D
+	ReasonNonUniqueNameAttribute             uint32 = 0x35
+	ReasonWrongKeyLifecycleState             uint32 = 0x43
 )
 
 // Object Type.

@@ -37,6 +37,7 @@ const (
 	TagKeyWrappingData                       Tag = 0x420046
 	TagKeyWrappingSpecification              Tag = 0x420047
 	TagLastChangeDate                        Tag = 0x420048
+	TagLeaseTime                             Tag = 0x420049
 	TagLink                                  Tag = 0x42004A
 	TagLinkType                              Tag = 0x42004B
 	TagLinkedObjectIdentifier                Tag = 0x42004C
@@ -77,6 +78,7 @@ const (
 	TagTimeStamp                             Tag = 0x420092
 	TagUniqueBatchItemID                     Tag = 0x420093
 	TagUniqueIdentifier                      Tag = 0x420094
+	TagUsageLimitsCount                      Tag = 0x420096
 	TagVendorIdentification                  Tag = 0x42009D
 	TagObjectGroupMember                     Tag = 0x4200AC
 	TagOriginalCreationDate                  Tag = 0x4200BC
@@ -99,6 +101,8 @@ const (
 	TagNeverExtractable                      Tag = 0x420123
 	TagAttributes                            Tag = 0x420125 // KMIP 2.0
 	TagAttributeReference                    Tag = 0x42013B // KMIP 2.0
+	TagCurrentAttribute                      Tag = 0x42013C // KMIP 2.0
+	TagNewAttribute                          Tag = 0x42013D // KMIP 2.0
 	TagEphemeral                             Tag = 0x420154 // KMIP 2.0
 	TagProtectionStorageMasks                Tag = 0x42015F // KMIP 2.0
 )
