@@ -66,6 +66,24 @@ func reasonName(r uint32) string {
 		return "key_value_not_present"
 	case ttlv.ReasonWrongKeyLifecycleState:
 		return "wrong_key_lifecycle_state"
+	case ttlv.ReasonIndexOutOfBounds:
+		return "index_out_of_bounds"
+	case ttlv.ReasonUnsupportedAttribute:
+		return "unsupported_attribute"
+	case ttlv.ReasonAttributeInstanceNotFound:
+		return "attribute_instance_not_found"
+	case ttlv.ReasonAttributeNotFound:
+		return "attribute_not_found"
+	case ttlv.ReasonAttributeReadOnly:
+		return "attribute_read_only"
+	case ttlv.ReasonAttributeSingleValued:
+		return "attribute_single_valued"
+	case ttlv.ReasonIncompatibleCryptographicUsageMask:
+		return "incompatible_cryptographic_usage_mask"
+	case ttlv.ReasonInvalidAttributeValue:
+		return "invalid_attribute_value"
+	case ttlv.ReasonNonUniqueNameAttribute:
+		return "non_unique_name_attribute"
 	case ttlv.ReasonGeneralFailure:
 		return "general_failure"
 	}

@@ -72,6 +72,10 @@ var opNames = map[uint32]string{
 	ttlv.OpDiscoverVersions: "discover_versions",
 	ttlv.OpEncrypt:          "encrypt",
 	ttlv.OpDecrypt:          "decrypt",
+	ttlv.OpAddAttribute:     "add_attribute",
+	ttlv.OpModifyAttribute:  "modify_attribute",
+	ttlv.OpDeleteAttribute:  "delete_attribute",
+	ttlv.OpCheck:            "check",
 }
 
 // result is the outcome of one batch item.

@@ -33,6 +33,10 @@ func init() {
 		ttlv.OpDestroy:          (*Server).destroy,
 		ttlv.OpEncrypt:          (*Server).encrypt,
 		ttlv.OpDecrypt:          (*Server).decrypt,
+		ttlv.OpAddAttribute:     (*Server).addAttribute,
+		ttlv.OpModifyAttribute:  (*Server).modifyAttribute,
+		ttlv.OpDeleteAttribute:  (*Server).deleteAttribute,
+		ttlv.OpCheck:            (*Server).check,
 	}
 }
 
