@@ -167,7 +167,15 @@ func TestAttributeOpsV2(t *testing.T) {
 	c.failure(v, ttlv.ReasonAttributeNotFound, ttlv.OpModifyAttribute, uidItem(id), newAttr(cbcParams()))
 	c.failure(v, ttlv.ReasonAttributeReadOnly, ttlv.OpModifyAttribute, uidItem(id), newAttr(ttlv.Int(ttlv.TagCryptographicLength, 128)))
 
-	c.ok(v, ttlv.OpDeleteAttribute, uidItem(id), curAttr(nameItem("a")))
+	c.ok(v, ttlv.OpAddAttribute, uidItem(id), newAttr(nameItem("d")))
+	// Attribute Reference (without Current Attribute: the first instance,
+	// "a") as PyKMIP writes it: Vendor Identification and
+	// Attribute Name; a vendor's attribute is not kept.
+	c.ok(v, ttlv.OpDeleteAttribute, uidItem(id), ttlv.Struct(ttlv.TagAttributeReference,
+		ttlv.Text(ttlv.TagVendorIdentification, ""), ttlv.Text(ttlv.TagAttributeName, "Name")))
+	c.failure(v, ttlv.ReasonUnsupportedAttribute, ttlv.OpDeleteAttribute, uidItem(id), ttlv.Struct(ttlv.TagAttributeReference,
+		ttlv.Text(ttlv.TagVendorIdentification, "acme"), ttlv.Text(ttlv.TagAttributeName, "Name")))
+	c.ok(v, ttlv.OpDeleteAttribute, uidItem(id), curAttr(nameItem("d")))
 	c.ok(v, ttlv.OpDeleteAttribute, uidItem(id), ttlv.Enum(ttlv.TagAttributeReference, uint32(ttlv.TagObjectGroup)))
 	c.failure(v, ttlv.ReasonAttributeNotFound, ttlv.OpDeleteAttribute, uidItem(id), ttlv.Enum(ttlv.TagAttributeReference, uint32(ttlv.TagObjectGroup)))
 	c.failure(v, ttlv.ReasonAttributeReadOnly, ttlv.OpDeleteAttribute, uidItem(id), ttlv.Enum(ttlv.TagAttributeReference, uint32(ttlv.TagUniqueIdentifier)))
@@ -198,7 +206,14 @@ func TestCheck(t *testing.T) {
 		if v.v2() {
 			usageReason = ttlv.ReasonIncompatibleCryptographicUsageMask
 		}
-		c.failure(v, usageReason, ttlv.OpCheck, uidItem(id), mask(0x01)) // Sign
+		bi := c.do(v, ttlv.OpCheck, uidItem(id), mask(0x01)) // Sign
+		checkFailure(t, bi, usageReason)
+		// The failure names the object and the parameter that failed
+		// (PyKMIP reads them).
+		if p := bi.Child(ttlv.TagResponsePayload); p == nil || p.Child(ttlv.TagUniqueIdentifier).Text() != id ||
+			p.Child(ttlv.TagCryptographicUsageMask) == nil || p.Child(ttlv.TagCryptographicUsageMask).Int != 1 {
+			t.Fatal("a failed Check does not answer with the failed parameters")
+		}
 		c.failure(v, ttlv.ReasonInvalidField, ttlv.OpCheck, uidItem(id), ttlv.Int(ttlv.TagUsageLimitsCount, 1))
 		c.failure(v, ttlv.ReasonItemNotFound, ttlv.OpCheck, uidItem("no-such-id"))
 		c.ok(v, ttlv.OpRevoke, uidItem(id), ttlv.Struct(ttlv.TagRevocationReason, ttlv.Enum(ttlv.TagRevocationReasonCode, ttlv.RevocationUnspecified)))

@@ -25,6 +25,10 @@ var (
 type opError struct {
 	reason uint32
 	msg    string
+	// payload, if not nil, is sent as the failed item's Response Payload:
+	// Check answers a failure with the object and the parameters that
+	// failed (KMIP 1.4 section 4.10), and PyKMIP reads them.
+	payload []ttlv.Item
 }
 
 func (e *opError) Error() string { return fmt.Sprintf("kmip: %s (%s)", e.msg, reasonName(e.reason)) }

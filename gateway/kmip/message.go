@@ -100,6 +100,11 @@ func (r result) item() ttlv.Item {
 			ttlv.Enum(ttlv.TagResultStatus, ttlv.StatusOperationFailed),
 			ttlv.Enum(ttlv.TagResultReason, r.err.reason),
 			ttlv.Text(ttlv.TagResultMessage, r.err.msg))
+		if r.payload != nil {
+			// A failure that answers with fields (Check's failed
+			// parameters).
+			bi.Children = append(bi.Children, *r.payload)
+		}
 		return bi
 	}
 	bi.Children = append(bi.Children, ttlv.Enum(ttlv.TagResultStatus, ttlv.StatusSuccess))
@@ -252,12 +257,12 @@ func (s *Server) handleItem(ctx context.Context, r *request, it *ttlv.Item) (res
 	res.batchID = it.Child(ttlv.TagUniqueBatchItemID)
 	if res.batchID != nil && res.batchID.Type != ttlv.TypeByteString {
 		res.batchID = nil
-		res.err = &opError{ttlv.ReasonInvalidMessage, "Unique Batch Item ID is not a byte string"}
+		res.err = &opError{reason: ttlv.ReasonInvalidMessage, msg: "Unique Batch Item ID is not a byte string"}
 		return res
 	}
 	opItem := it.Child(ttlv.TagOperation)
 	if opItem == nil || opItem.Type != ttlv.TypeEnumeration {
-		res.err = &opError{ttlv.ReasonInvalidMessage, "batch item has no Operation"}
+		res.err = &opError{reason: ttlv.ReasonInvalidMessage, msg: "batch item has no Operation"}
 		return res
 	}
 	res.op, res.hasOp = uint32(opItem.Int), true
@@ -273,18 +278,18 @@ func (s *Server) handleItem(ctx context.Context, r *request, it *ttlv.Item) (res
 	}()
 	for _, ext := range it.All(ttlv.TagMessageExtension) {
 		if ci := ext.Child(ttlv.TagCriticalityIndicator); ci != nil && ci.Type == ttlv.TypeBoolean && ci.Int == 1 {
-			res.err = &opError{ttlv.ReasonFeatureNotSupported, "critical Message Extension not supported"}
+			res.err = &opError{reason: ttlv.ReasonFeatureNotSupported, msg: "critical Message Extension not supported"}
 			return res
 		}
 	}
 	payload := it.Child(ttlv.TagRequestPayload)
 	if payload == nil || payload.Type != ttlv.TypeStructure {
-		res.err = &opError{ttlv.ReasonInvalidMessage, "batch item has no Request Payload"}
+		res.err = &opError{reason: ttlv.ReasonInvalidMessage, msg: "batch item has no Request Payload"}
 		return res
 	}
 	h, ok := handlers[res.op]
 	if !ok {
-		res.err = &opError{ttlv.ReasonOperationNotSupported, "operation not supported"}
+		res.err = &opError{reason: ttlv.ReasonOperationNotSupported, msg: "operation not supported"}
 		r.log.Info("kmip: operation not supported", "operation", res.op)
 		return res
 	}
@@ -295,11 +300,15 @@ func (s *Server) handleItem(ctx context.Context, r *request, it *ttlv.Item) (res
 		var oe *opError
 		if !errors.As(err, &oe) {
 			r.log.Error("kmip: operation failed", "kmip-op", name, "err", err)
-			oe = &opError{ttlv.ReasonGeneralFailure, "internal error"}
+			oe = &opError{reason: ttlv.ReasonGeneralFailure, msg: "internal error"}
 		} else {
 			r.log.Info("kmip: operation refused", "kmip-op", name, "reason", reasonName(oe.reason), "msg", oe.msg)
 		}
 		res.err = oe
+		if oe.payload != nil {
+			p := ttlv.Struct(ttlv.TagResponsePayload, oe.payload...)
+			res.payload = &p
+		}
 		return res
 	}
 	r.log.Debug("kmip: operation", "kmip-op", name)

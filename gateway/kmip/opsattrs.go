@@ -189,6 +189,25 @@ func (r *request) v2Value(a *ttlv.Item) (*attrDef, *ttlv.Item, error) {
 	return d, &v, nil
 }
 
+// attrRefDef reads a KMIP 2.0 Attribute Reference: an enumeration of the
+// attribute's tag, or (as PyKMIP sends it) a structure of Vendor
+// Identification and Attribute Name, which names a standard attribute when
+// the vendor is empty. nil: an attribute the server does not keep.
+func attrRefDef(ref *ttlv.Item) *attrDef {
+	switch ref.Type {
+	case ttlv.TypeEnumeration:
+		return defByTag(ttlv.Tag(ref.Int))
+	case ttlv.TypeStructure:
+		if vi := ref.Child(ttlv.TagVendorIdentification); vi != nil && (vi.Type != ttlv.TypeTextString || len(vi.Bytes) > 0) {
+			return nil
+		}
+		if n := ref.Child(ttlv.TagAttributeName); n != nil && n.Type == ttlv.TypeTextString {
+			return defByName(n.Text())
+		}
+	}
+	return nil
+}
+
 // checkTarget refuses a value of the wrong type for its attribute, and an
 // attribute clients may not change.
 func (r *request) checkTarget(t target) error {
@@ -358,11 +377,7 @@ func (s *Server) deleteAttribute(_ context.Context, r *request, p ttlv.Item) ([]
 			return nil, err
 		}
 	case p.Child(ttlv.TagAttributeReference) != nil:
-		ref := p.Child(ttlv.TagAttributeReference)
-		if ref.Type != ttlv.TypeEnumeration {
-			return nil, r.attrFail(errAttrUnsupported) // a Vendor Attribute Reference: none are kept
-		}
-		if t.def = defByTag(ttlv.Tag(ref.Int)); t.def == nil {
+		if t.def = attrRefDef(p.Child(ttlv.TagAttributeReference)); t.def == nil {
 			return nil, r.attrFail(errAttrUnsupported)
 		}
 	default:
@@ -391,31 +406,46 @@ func (s *Server) deleteAttribute(_ context.Context, r *request, p ttlv.Item) ([]
 // objects fail. No usage limits or leases are kept, so Usage Limits Count
 // and Lease Time always pass.
 func (s *Server) check(_ context.Context, r *request, p ttlv.Item) ([]ttlv.Item, error) {
-	o, err := s.lookup(r, p)
+	id, err := r.uid(p)
 	if err != nil {
 		return nil, err
 	}
+	// A failed Check answers with the object and the parameters that
+	// failed.
+	failed := func(err error, params ...ttlv.Item) error {
+		var oe *opError
+		if errors.As(err, &oe) {
+			oe.payload = append([]ttlv.Item{ttlv.Text(ttlv.TagUniqueIdentifier, id)}, params...)
+		}
+		return err
+	}
 	if u := p.Child(ttlv.TagUsageLimitsCount); u != nil && (u.Type != ttlv.TypeLongInteger || u.Int < 0) {
-		return nil, invalidField("Usage Limits Count must be a non-negative long integer")
+		return nil, failed(invalidField("Usage Limits Count must be a non-negative long integer"))
 	}
 	if l := p.Child(ttlv.TagLeaseTime); l != nil && l.Type != ttlv.TypeInterval {
-		return nil, invalidField("Lease Time must be an interval")
+		return nil, failed(invalidField("Lease Time must be an interval"))
+	}
+	m := p.Child(ttlv.TagCryptographicUsageMask)
+	if m != nil && m.Type != ttlv.TypeInteger {
+		return nil, failed(invalidField("Cryptographic Usage Mask must be an integer"))
+	}
+	o, err := s.lookup(r, p)
+	if err != nil {
+		return nil, failed(err)
 	}
 	if err := usable(r, o); err != nil {
-		return nil, err
+		return nil, failed(err)
 	}
-	if m := p.Child(ttlv.TagCryptographicUsageMask); m != nil {
-		if m.Type != ttlv.TypeInteger {
-			return nil, invalidField("Cryptographic Usage Mask must be an integer")
-		}
+	if m != nil {
 		if o.UsageMask&int32(m.Int) != int32(m.Int) {
+			reason := ttlv.ReasonPermissionDenied
 			if r.v.v2() {
-				return nil, fail(ttlv.ReasonIncompatibleCryptographicUsageMask, "the object's usage mask does not allow this use")
+				reason = ttlv.ReasonIncompatibleCryptographicUsageMask
 			}
-			return nil, fail(ttlv.ReasonPermissionDenied, "the object's usage mask does not allow this use")
+			return nil, failed(fail(reason, "the object's usage mask does not allow this use"), *m)
 		}
 		if o.State != ttlv.StateActive {
-			return nil, stateError(r, "the object is not active")
+			return nil, failed(stateError(r, "the object is not active"))
 		}
 	}
 	r.placeholder = o.ID

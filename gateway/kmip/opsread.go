@@ -88,11 +88,11 @@ func requestedTags(p ttlv.Item) (tags []ttlv.Tag, any bool) {
 			if d := defByName(c.Text()); d != nil {
 				tags = append(tags, d.tag)
 			}
-		case c.Tag == ttlv.TagAttributeReference && c.Type == ttlv.TypeEnumeration:
-			any = true
-			tags = append(tags, ttlv.Tag(c.Int))
 		case c.Tag == ttlv.TagAttributeReference:
-			any = true // a Vendor Attribute Reference: none are kept
+			any = true
+			if d := attrRefDef(&c); d != nil {
+				tags = append(tags, d.tag)
+			} // else a vendor attribute: none are kept
 		}
 	}
 	return tags, any

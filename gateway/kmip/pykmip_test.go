@@ -80,21 +80,26 @@ func TestPyKMIP(t *testing.T) {
 			}
 			uid := lines["create"]
 			want := map[string]string{
-				"activate":                    "ok",
-				"encrypt-decrypt-cbc":         "ok",
-				"encrypt-decrypt-gcm":         "ok",
-				"decrypt-default-without-tag": "INVALID_FIELD",
-				"get-attributes":              fmt.Sprintf("state=ACTIVE algorithm=AES length=256 name=%s", name),
-				"locate":                      uid,
-				"get":                         "32 bytes",
-				"rekey":                       "ok",
-				"register":                    "ok",
-				"revoke":                      "ok",
-				"encrypt-after-revoke":        "PERMISSION_DENIED",
-				"destroy":                     "state=DESTROYED",
+				"activate":                         "ok",
+				"encrypt-decrypt-cbc":              "ok",
+				"encrypt-decrypt-gcm":              "ok",
+				"decrypt-default-without-tag":      "INVALID_FIELD",
+				"get-attributes":                   fmt.Sprintf("state=ACTIVE algorithm=AES length=256 name=%s", name),
+				"locate":                           uid,
+				"get":                              "32 bytes",
+				"rekey":                            "ok",
+				"register":                         "ok",
+				"encrypt-decrypt-gcm-client-nonce": "ok",
+				"check":                            "ok",
+				"check-sign":                       "PERMISSION_DENIED",
+				"modify-delete-attribute":          "ok",
+				"revoke":                           "ok",
+				"encrypt-after-revoke":             "PERMISSION_DENIED",
+				"destroy":                          "state=DESTROYED",
 			}
 			if v == "2.0" {
 				want["encrypt-after-revoke"] = "WRONG_KEY_LIFECYCLE_STATE"
+				want["check-sign"] = "INCOMPATIBLE_CRYPTOGRAPHIC_USAGE_MASK"
 			}
 			if uid == "" {
 				t.Fatal("no key created")

@@ -16,6 +16,7 @@ import sys
 
 from kmip.core import enums
 from kmip.core import exceptions as core_exceptions
+from kmip.core import objects as core_objects
 from kmip.core.attributes import CryptographicParameters
 from kmip.core.factories import attributes as attribute_factories
 from kmip.core.messages import payloads
@@ -168,6 +169,85 @@ def main():
                               cryptographic_parameters=cbc,
                               iv_counter_nonce=iv) == data
         print("register: ok")
+
+        # AES-GCM with the client's own 96-bit nonce and IV Length 12 (in
+        # bytes, as KMIP auto-unseal clients send it): the gateway encrypts
+        # under a one-message key, so a repeated nonce costs nothing.
+        gcm12 = CryptographicParameters(
+            block_cipher_mode=enums.BlockCipherMode.GCM,
+            cryptographic_algorithm=enums.CryptographicAlgorithm.AES,
+            iv_length=12, tag_length=16)
+        nonce = os.urandom(12)
+        sealed = []
+        for _ in range(2):
+            enc = client.proxy.send_request_payload(
+                enums.Operation.ENCRYPT,
+                payloads.EncryptRequestPayload(
+                    unique_identifier=reg_uid, cryptographic_parameters=gcm12,
+                    data=data, iv_counter_nonce=nonce,
+                    auth_additional_data=aad))
+            assert enc.iv_counter_nonce is None and len(enc.auth_tag) == 16
+            dec = client.proxy.send_request_payload(
+                enums.Operation.DECRYPT,
+                payloads.DecryptRequestPayload(
+                    unique_identifier=reg_uid,
+                    cryptographic_parameters=gcm12, data=enc.data,
+                    iv_counter_nonce=nonce, auth_additional_data=aad,
+                    auth_tag=enc.auth_tag))
+            assert dec.data == data
+            sealed.append(enc.data)
+        assert sealed[0] != sealed[1]
+        print("encrypt-decrypt-gcm-client-nonce: ok")
+
+        # Check: the key may encrypt, not sign.
+        assert client.check(
+            uid=reg_uid,
+            cryptographic_usage_mask=[enums.CryptographicUsageMask.ENCRYPT,
+                                      enums.CryptographicUsageMask.DECRYPT]
+        ) == reg_uid
+        print("check: ok")
+        try:
+            client.check(
+                uid=reg_uid,
+                cryptographic_usage_mask=[enums.CryptographicUsageMask.SIGN])
+            raise AssertionError("check of a usage the key lacks succeeded")
+        except pie_exceptions.KmipOperationFailure as e:
+            print("check-sign:", e.reason.name)
+
+        # Modify and Delete Attribute on the re-keyed key's Name.
+        renamed = name + "-renamed"
+        values = client.attribute_value_factory
+        if kmip_version == enums.KMIPVersion.KMIP_2_0:
+            client.modify_attribute(
+                unique_identifier=new_uid,
+                current_attribute=core_objects.CurrentAttribute(
+                    attribute=values.create_attribute_value(
+                        enums.AttributeType.NAME, name)),
+                new_attribute=core_objects.NewAttribute(
+                    attribute=values.create_attribute_value(
+                        enums.AttributeType.NAME, renamed)))
+        else:
+            client.modify_attribute(
+                unique_identifier=new_uid,
+                attribute=factory.create_attribute(
+                    enums.AttributeType.NAME, renamed, index=0))
+        located = client.locate(
+            attributes=[factory.create_attribute(enums.AttributeType.NAME,
+                                                 renamed)])
+        assert located == [new_uid], located
+        if kmip_version == enums.KMIPVersion.KMIP_2_0:
+            client.delete_attribute(
+                unique_identifier=new_uid,
+                attribute_reference=core_objects.AttributeReference(
+                    vendor_identification="", attribute_name="Name"))
+        else:
+            _, deleted = client.delete_attribute(
+                unique_identifier=new_uid, attribute_name="Name",
+                attribute_index=0)
+            assert deleted.attribute_value.name_value.value == renamed
+        _, attrs = client.get_attributes(new_uid, ["Name"])
+        assert attrs == [], attrs
+        print("modify-delete-attribute: ok")
 
         client.revoke(enums.RevocationReasonCode.CESSATION_OF_OPERATION, uid)
         print("revoke: ok")
