@@ -34,6 +34,9 @@ func FuzzHandleMessage(f *testing.F) {
 			batchItem(ttlv.OpDecrypt, cbcParams(), ttlv.Bytes(ttlv.TagData, make([]byte, 16)), ttlv.Bytes(ttlv.TagIVCounterNonce, make([]byte, 16))),
 			batchItem(ttlv.OpDecrypt, gcmParams(), ttlv.Bytes(ttlv.TagData, make([]byte, 16)), ttlv.Bytes(ttlv.TagIVCounterNonce, make([]byte, 12)),
 				ttlv.Bytes(ttlv.TagAuthenticatedEncryptionTag, make([]byte, 16))))))
+		for _, seed := range attrSeeds(v, create) {
+			f.Add(ttlv.Marshal(seed))
+		}
 	}
 	files, _ := filepath.Glob(filepath.Join("ttlv", "testdata", "vectors", "*request.hex"))
 	for _, file := range files {
@@ -93,4 +96,49 @@ func FuzzHandleMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// attrSeeds are requests of the attribute operations, Check and GCM with a
+// client's nonce, in the encoding of v, each after create (and Activate).
+func attrSeeds(v version, create ttlv.Item) []ttlv.Item {
+	name := func(n string) ttlv.Item {
+		return ttlv.Struct(ttlv.TagName, ttlv.Text(ttlv.TagNameValue, n), ttlv.Enum(ttlv.TagNameType, ttlv.NameUninterpretedText))
+	}
+	v1 := func(attr string, index int32, value ttlv.Item) ttlv.Item {
+		a := ttlv.Struct(ttlv.TagAttribute, ttlv.Text(ttlv.TagAttributeName, attr))
+		if index >= 0 {
+			a.Children = append(a.Children, ttlv.Int(ttlv.TagAttributeIndex, index))
+		}
+		value.Tag = ttlv.TagAttributeValue
+		return ttlv.Struct(a.Tag, append(a.Children, value)...)
+	}
+	nonce := ttlv.Bytes(ttlv.TagIVCounterNonce, []byte("abcdefghijkl"))
+	gcm12 := ttlv.Struct(ttlv.TagCryptographicParameters, ttlv.Enum(ttlv.TagBlockCipherMode, ttlv.ModeGCM), ttlv.Int(ttlv.TagIVLength, 12))
+	items := []ttlv.Item{create, batchItem(ttlv.OpActivate),
+		batchItem(ttlv.OpEncrypt, gcm12, nonce, ttlv.Bytes(ttlv.TagData, []byte("data"))),
+		batchItem(ttlv.OpDecrypt, gcm12, nonce, ttlv.Bytes(ttlv.TagData, make([]byte, 48)), ttlv.Bytes(ttlv.TagAuthenticatedEncryptionTag, make([]byte, 16))),
+		batchItem(ttlv.OpCheck, ttlv.Int(ttlv.TagCryptographicUsageMask, int32(ttlv.UsageEncrypt)),
+			ttlv.Long(ttlv.TagUsageLimitsCount, 1), ttlv.Interval(ttlv.TagLeaseTime, 60))}
+	if v.v2() {
+		items = append(items,
+			batchItem(ttlv.OpAddAttribute, ttlv.Struct(ttlv.TagNewAttribute, name("b"))),
+			batchItem(ttlv.OpModifyAttribute, ttlv.Struct(ttlv.TagCurrentAttribute, name("b")), ttlv.Struct(ttlv.TagNewAttribute, name("c"))),
+			batchItem(ttlv.OpDeleteAttribute, ttlv.Struct(ttlv.TagCurrentAttribute, name("c"))),
+			batchItem(ttlv.OpAddAttribute, ttlv.Struct(ttlv.TagNewAttribute, ttlv.Text(ttlv.TagObjectGroup, "g"))),
+			batchItem(ttlv.OpDeleteAttribute, ttlv.Enum(ttlv.TagAttributeReference, uint32(ttlv.TagObjectGroup))),
+			batchItem(ttlv.OpDeleteAttribute, ttlv.Struct(ttlv.TagAttributeReference,
+				ttlv.Text(ttlv.TagVendorIdentification, ""), ttlv.Text(ttlv.TagAttributeName, "Name"))))
+	} else {
+		items = append(items,
+			batchItem(ttlv.OpAddAttribute, v1("Name", -1, name("b"))),
+			batchItem(ttlv.OpModifyAttribute, v1("Name", 1, name("c"))),
+			batchItem(ttlv.OpDeleteAttribute, ttlv.Text(ttlv.TagAttributeName, "Name"), ttlv.Int(ttlv.TagAttributeIndex, 1)),
+			batchItem(ttlv.OpAddAttribute, v1("Cryptographic Parameters", -1, ttlv.Struct(0, ttlv.Enum(ttlv.TagBlockCipherMode, ttlv.ModeCBC)))),
+			batchItem(ttlv.OpDeleteAttribute, ttlv.Text(ttlv.TagAttributeName, "Cryptographic Parameters")))
+	}
+	// With Continue, a refusal does not hide the items after it.
+	msg := requestMessage(v, items...)
+	hdr := msg.Child(ttlv.TagRequestHeader)
+	hdr.Children = append(hdr.Children, ttlv.Enum(ttlv.TagBatchErrorContinuationOption, ttlv.BatchContinue))
+	return []ttlv.Item{msg, requestMessage(v, create, batchItem(ttlv.OpCheck))}
 }
