@@ -58,7 +58,8 @@ func parseVersion(it *ttlv.Item) (version, bool) {
 
 // opNames are the operations the server knows by name (for metrics and
 // logs); handlers are in ops.go (the table, Query, and the life cycle: Activate, Revoke,
-// Destroy), opscreate.go (Create, Register, ReKey) and opsread.go (Get, attributes, Locate).
+// Destroy), opscreate.go (Create, Register, ReKey), opsread.go (Get, attributes, Locate),
+// opsattrs.go (Add, Modify, Delete Attribute, Check) and crypto.go (Encrypt, Decrypt).
 var opNames = map[uint32]string{
 	ttlv.OpCreate:           "create",
 	ttlv.OpLocate:           "locate",
