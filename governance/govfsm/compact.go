@@ -92,13 +92,12 @@ func defines(e *Event, latest map[stateKey]uint64) bool {
 	return ok && latest[k] == e.Cursor
 }
 
-// CompactTarget returns the floor an OpCompact with cursor upper and retention would set now
-// (log time: the newest command's), and the floor now: the leader proposes one only when it would
-// raise the floor.
-func (f *FSM) CompactTarget(upper uint64, retention int64) (target, floor uint64) {
+// CompactTarget returns the floor an OpCompact with cursor upper and retention would set at now
+// (Unix ns), and the floor now: the leader proposes one only when it would raise the floor.
+func (f *FSM) CompactTarget(upper uint64, retention, now int64) (target, floor uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return f.st.compactTarget(upper, retention, f.st.LastTime), f.st.Floor
+	return f.st.compactTarget(upper, retention, max(now, f.st.LastTime)), f.st.Floor
 }
 
 // Floor returns the cursor the log was last compacted to (0: never).
