@@ -16,10 +16,18 @@ func (r *region) pins(now, retention int64) bool {
 
 // compactTarget is the floor an OpCompact with cursor upper and retention would set at time now:
 // the lowest cursor of the pinning regions, at most upper and the head, never below the floor.
+// Only a region some tenant names pins: any node certificate of a region name no tenant uses may
+// report (trust on first use), and its reports must not hold the log back.
 func (s *state) compactTarget(upper uint64, retention, now int64) uint64 {
+	named := map[string]bool{}
+	for _, t := range s.Tenants {
+		for _, r := range t.Regions {
+			named[r] = true
+		}
+	}
 	floor := min(upper, s.Head)
-	for _, r := range s.Regions {
-		if r.pins(now, retention) {
+	for name, r := range s.Regions {
+		if named[name] && r.pins(now, retention) {
 			floor = min(floor, r.Cursor)
 		}
 	}

@@ -199,8 +199,9 @@ func dump(m regionModel) string {
 }
 
 // TestCompactionFloorAndRetention: the floor is the lowest cursor of the regions that reported
-// within the retention (by log time); a region that never reported, or has been silent longer,
-// does not hold it. A retried request whose event was dropped is answered with the event's cursor,
+// within the retention (by log time); a region that never reported, has been silent longer, or
+// that no tenant names (a node certificate of a made-up region reporting cursor 0) does not hold
+// it. A retried request whose event was dropped is answered with the event's cursor,
 // id and kind. A compaction with no retention is refused.
 func TestCompactionFloorAndRetention(t *testing.T) {
 	f := govfsm.NewFSM()
@@ -242,8 +243,11 @@ func TestCompactionFloorAndRetention(t *testing.T) {
 		t.Fatalf("floor went to %d", r.Recorded)
 	}
 	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "c2", "beta", withAnchor(devAnchor), withRegions("ap"))))
+	// A node certificate of a region no tenant names ("rogue") reports cursor 0, again and again:
+	// it does not hold the floor.
+	rep("rogue", 0, 4000)
 	rep("eu", 22, 4000)
 	if r := mustOK(t, apply(t, f, compactCmd(22, 1000, 4000))); r.Recorded != 22 {
-		t.Fatalf("floor %d, want 22: ap never reported and must not pin", r.Recorded)
+		t.Fatalf("floor %d, want 22: ap never reported and rogue is no tenant's region, neither may pin", r.Recorded)
 	}
 }
