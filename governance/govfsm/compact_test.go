@@ -251,3 +251,31 @@ func TestCompactionFloorAndRetention(t *testing.T) {
 		t.Fatalf("floor %d, want 22: ap never reported and rogue is no tenant's region, neither may pin", r.Recorded)
 	}
 }
+
+// TestRestoreRefusesBadCompactedSnapshots: a compacted snapshot is refused if its cursors do not
+// ascend, if the log after the floor is not gapless up to the head, if the floor is beyond the
+// head, or if the state names a revocation or anchor deletion the log lacks; a good one restores.
+func TestRestoreRefusesBadCompactedSnapshots(t *testing.T) {
+	const tn = `"tenants":{"a":{"name":"a","regions":["eu"],"created":1,"cursor":4%s}}`
+	ev := func(c int, kind int) string {
+		return fmt.Sprintf(`{"cursor":%d,"id":"e%d","kind":%d,"tenant":"a","time":1}`, c, c, kind)
+	}
+	for name, s := range map[string]string{
+		"live log with a gap":   fmt.Sprintf(`{`+tn+`,"events":[%s,%s],"head":4,"floor":2}`, "", ev(1, 9), ev(4, 4)),
+		"cursors not ascending": fmt.Sprintf(`{`+tn+`,"events":[%s,%s,%s,%s],"head":4,"floor":2}`, "", ev(2, 9), ev(1, 9), ev(3, 4), ev(4, 4)),
+		"floor beyond head":     fmt.Sprintf(`{`+tn+`,"events":[%s],"head":1,"floor":2}`, "", ev(1, 9)),
+		"revocation dropped":    fmt.Sprintf(`{`+tn+`,"events":[%s,%s,%s],"head":4,"floor":2}`, `,"revoked":2`, ev(1, 9), ev(3, 4), ev(4, 4)),
+	} {
+		if err := govfsm.NewFSM().Restore(io.NopCloser(bytes.NewReader([]byte(s)))); err == nil {
+			t.Errorf("%s: accepted %s", name, s)
+		}
+	}
+	ok := fmt.Sprintf(`{`+tn+`,"events":[%s,%s,%s,%s],"head":4,"floor":2}`, `,"revoked":2`, ev(1, 9), ev(2, 1), ev(3, 5), ev(4, 4))
+	f := govfsm.NewFSM()
+	if err := f.Restore(io.NopCloser(bytes.NewReader([]byte(ok)))); err != nil {
+		t.Fatalf("a good compacted snapshot: %v", err)
+	}
+	if f.Head() != 4 || f.Floor() != 2 || f.LogLen() != 4 || f.Event(2).Kind != govfsm.KindRevokeTenant {
+		t.Fatalf("restored: head %d floor %d len %d", f.Head(), f.Floor(), f.LogLen())
+	}
+}
