@@ -1,5 +1,7 @@
 package fsm
 
+import "slices"
+
 func (a *applier) revoked(kind RevocationKind, tenant, service string, version uint32, reason string, src source) uint64 {
 	return a.logged(Revocation{Kind: kind, Tenant: tenant, Service: service, Version: version, Reason: reason}, src)
 }
@@ -8,7 +10,7 @@ func (a *applier) revoked(kind RevocationKind, tenant, service string, version u
 // number, index, time and source.
 func (a *applier) logged(rv Revocation, src source) uint64 {
 	r := a.s.wRoot()
-	rv.Seq = uint64(len(r.revlog)) + 1
+	rv.Seq = r.lastSeq() + 1
 	rv.Index, rv.At = a.index, a.at
 	rv.RequestID, rv.Cursor, rv.EventID = src.requestID, src.cursor, src.eventID
 	r.revlog = append(r.revlog, rv)
@@ -121,4 +123,62 @@ func (a *applier) deleteAnchor(c DeleteAnchor, src source) (Result, error) {
 	seq := a.revoked(RevokedAnchor, c.Tenant, "", 0, c.Reason, src)
 	a.changed(AnchorDeleted, c.Tenant, "", 0, c.Reason)
 	return Result{Tenant: c.Tenant, Seq: seq}, nil
+}
+
+// lastSeq is the newest revocation log entry's Seq (0 for an empty log). Compaction never drops
+// the newest entry, so numbering goes on where it was.
+func (r *root) lastSeq() uint64 {
+	if len(r.revlog) == 0 {
+		return 0
+	}
+	return r.revlog[len(r.revlog)-1].Seq
+}
+
+// compactRevocations drops the history entries with Seq up to c.Through: it keeps the revocations
+// in force (InForce: what enforcing them forever, and checking a restore against them, needs) and
+// the newest entry. The log is replaced by a new slice: a snapshot being persisted may share the
+// old one.
+func (a *applier) compactRevocations(c CompactRevocations) (Result, error) {
+	if c.Through == 0 {
+		return Result{}, invalid(ErrInvalidCommand, "through")
+	}
+	r := a.s.root
+	if len(r.revlog) == 0 {
+		return Result{}, nil
+	}
+	last := r.lastSeq()
+	keep := map[uint64]bool{last: true}
+	for _, rv := range InForce(r.revlog) {
+		keep[rv.Seq] = true
+	}
+	out := make([]Revocation, 0, len(r.revlog))
+	for _, rv := range r.revlog {
+		if rv.Seq > c.Through || keep[rv.Seq] {
+			out = append(out, rv)
+		}
+	}
+	if len(out) < len(r.revlog) {
+		a.s.wRoot().revlog = out
+	}
+	return Result{}, nil
+}
+
+// InForce returns the revocations of log that still stand: the log also records governance events
+// that revoke nothing, refused ones, and anchor deletions that a later SetAnchor from governance
+// lifted (the kill switch is reversible; revocation is not).
+func InForce(log []Revocation) []Revocation {
+	lifted := map[string]bool{} // tenants whose anchor a later event set, walking back
+	var out []Revocation
+	for i := len(log) - 1; i >= 0; i-- {
+		r := log[i]
+		if r.Kind == EventAnchorSet && r.Error == "" {
+			lifted[r.Tenant] = true
+		}
+		if r.Error != "" || !r.Kind.IsRevocation() || (r.Kind == RevokedAnchor && lifted[r.Tenant]) {
+			continue
+		}
+		out = append(out, r)
+	}
+	slices.Reverse(out)
+	return out
 }

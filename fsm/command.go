@@ -178,6 +178,14 @@ type SetSettings struct {
 	Settings Settings `json:"settings"`
 }
 
+// CompactRevocations drops from the revocation log the history entries with Seq up to Through:
+// everything but the revocations in force (InForce) and the newest entry. The leader chooses
+// Through (region's revocation-log compactor), so every node drops the same entries at the same
+// index.
+type CompactRevocations struct {
+	Through uint64 `json:"through"`
+}
+
 func (CreateTenant) Type() string         { return "create-tenant" }
 func (RotateTenantKey) Type() string      { return "rotate-tenant-key" }
 func (CreateService) Type() string        { return "create-service" }
@@ -193,6 +201,7 @@ func (ApplyGovernanceEvent) Type() string { return "governance-event" }
 func (SetSettings) Type() string          { return "set-settings" }
 func (SetPolicy) Type() string            { return "set-policy" }
 func (ResyncTenant) Type() string         { return "resync-tenant" }
+func (CompactRevocations) Type() string   { return "compact-revocations" }
 
 func (CreateTenant) command()         {}
 func (RotateTenantKey) command()      {}
@@ -209,6 +218,7 @@ func (ApplyGovernanceEvent) command() {}
 func (SetSettings) command()          {}
 func (SetPolicy) command()            {}
 func (ResyncTenant) command()         {}
+func (CompactRevocations) command()   {}
 
 // newCommand returns a pointer to a zero command of the given tag.
 func newCommand(tag string) Command {
@@ -239,6 +249,8 @@ func newCommand(tag string) Command {
 		return &ApplyGovernanceEvent{}
 	case "set-settings":
 		return &SetSettings{}
+	case "compact-revocations":
+		return &CompactRevocations{}
 	case "set-policy":
 		return &SetPolicy{}
 	case "resync-tenant":
@@ -277,6 +289,8 @@ func deref(c Command) Command {
 	case *ApplyGovernanceEvent:
 		return *c
 	case *SetSettings:
+		return *c
+	case *CompactRevocations:
 		return *c
 	case *SetPolicy:
 		return *c

@@ -8,7 +8,7 @@
 // State applies Entries: a Command (CreateTenant, RotateTenantKey,
 // CreateService, RotateServiceKey, RevokeTenant, RevokeService,
 // RevokeKeyVersion, LockTenant, UnlockTenant, SetAnchor, DeleteAnchor,
-// SetPolicy, ResyncTenant, ApplyGovernanceEvent, SetSettings, SetOwnerKey) with a request id and the leader's
+// SetPolicy, ResyncTenant, ApplyGovernanceEvent, SetSettings, SetOwnerKey, CompactRevocations) with a request id and the leader's
 // clock. Everything a command needs (sealed blobs, versions, the time) is
 // chosen by the leader before it proposes, so Apply does no I/O and reads
 // no clock or randomness: every node that applies the same log reaches the

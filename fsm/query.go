@@ -181,10 +181,49 @@ func (s *State) RevocationLog(since uint64) []Revocation {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	log := s.root.revlog
-	if since >= uint64(len(log)) {
+	// Seq ascends, with gaps where CompactRevocations dropped entries.
+	i, _ := slices.BinarySearchFunc(log, since+1, func(r Revocation, seq uint64) int {
+		switch {
+		case r.Seq < seq:
+			return -1
+		case r.Seq > seq:
+			return 1
+		}
+		return 0
+	})
+	if i >= len(log) {
 		return nil
 	}
-	return slices.Clone(log[since:])
+	return slices.Clone(log[i:])
+}
+
+// RevocationLogLen returns how many entries the revocation log holds.
+func (s *State) RevocationLogLen() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.root.revlog)
+}
+
+// RevocationCompactThrough returns the Through of a CompactRevocations that keeps the newest keep
+// history entries (those not in force), or 0 if there are no more than keep.
+func (s *State) RevocationCompactThrough(keep int) uint64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	log := s.root.revlog
+	force := map[uint64]bool{}
+	for _, rv := range InForce(log) {
+		force[rv.Seq] = true
+	}
+	n := 0
+	for i := len(log) - 1; i >= 0; i-- {
+		if force[log[i].Seq] {
+			continue
+		}
+		if n++; n > keep {
+			return log[i].Seq
+		}
+	}
+	return 0
 }
 
 // Policy returns a tenant's access policy (Revision 0 and no rules if none

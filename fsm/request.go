@@ -92,6 +92,11 @@ func validate(cmd Command) error {
 		return firstErr(checkTenantName(c.Tenant), checkPolicy(c.Policy))
 	case SetSettings:
 		return c.Settings.Validate()
+	case CompactRevocations:
+		if c.Through == 0 {
+			return invalid(ErrInvalidCommand, "through")
+		}
+		return nil
 	case SetOwnerKey:
 		if c.OwnerKey == "" {
 			return invalid(ErrInvalidCommand, "owner-key")

@@ -52,7 +52,10 @@ import (
 // (a retry cannot be told from another request without it). Version 4 added
 // the owner record (owner.go: the key and the consents applied); earlier
 // snapshots restore as tenants without an owner key. A state without owner
-// keys writes the same records as before, so its Hash did not change.
+// keys writes the same records as before, so its Hash did not change. The
+// revocation records' Seq ascends, with gaps where CompactRevocations dropped
+// history entries: the records did not change, so neither did the version (a
+// release from before compaction refuses a compacted log's snapshot whole).
 
 // SnapshotFormat names the snapshot format in its header.
 const SnapshotFormat = "krypton-fsm-snapshot"
@@ -622,7 +625,8 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 			if hdr.V >= 2 {
 				rv.Error = d.str()
 			}
-			if !d.ok() || rv.Seq != uint64(len(r.revlog))+1 {
+			// The log may be compacted (CompactRevocations): Seq ascends, with gaps.
+			if !d.ok() || rv.Seq <= r.lastSeq() {
 				return fail("bad revocation")
 			}
 			r.revlog = append(r.revlog, rv)

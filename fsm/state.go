@@ -64,7 +64,7 @@ func NewState(opts Options) *State {
 type root struct {
 	gen      uint64
 	tenants  map[string]*tenantNode
-	revlog   []Revocation // append-only: elements are never changed
+	revlog   []Revocation // Seq ascending; appended to, and replaced whole by CompactRevocations: elements are never changed
 	cursor   uint64
 	settings Settings
 	dedupe   dedupe
@@ -289,6 +289,8 @@ func (a *applier) command(cmd Command, src source) (Result, error) {
 		return a.governance(c)
 	case SetSettings:
 		return a.setSettings(c)
+	case CompactRevocations:
+		return a.compactRevocations(c)
 	case SetPolicy:
 		return a.setPolicy(c)
 	case ResyncTenant:

@@ -65,6 +65,14 @@ type Config struct {
 	// UNAVAILABLE (default 3 × the Raft election timeout).
 	StaleAfter time.Duration
 
+	// EventRetention is how long after its last report a region still holds back compaction of the
+	// event log (DESIGN.md, "Compaction"); a region silent longer stops pinning it and, when it
+	// comes back below the floor, catches up from the events that still define the state
+	// (default 7 days). CompactInterval is how often the leader considers compacting (default 1
+	// minute; negative: never).
+	EventRetention  time.Duration
+	CompactInterval time.Duration
+
 	// AuditPath is the hash-chained audit log; empty means
 	// DataDir/audit.log.
 	AuditPath string
@@ -93,7 +101,7 @@ const MaxHeartbeatInterval = 5 * time.Second
 // DefaultConfig returns a Config with the defaults and no identity,
 // addresses or certificates.
 func DefaultConfig() Config {
-	return Config{HeartbeatInterval: 5 * time.Second}
+	return Config{HeartbeatInterval: 5 * time.Second, EventRetention: 7 * 24 * time.Hour, CompactInterval: time.Minute}
 }
 
 // Validate names the first bad field.
@@ -143,6 +151,9 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval < 0 || c.StaleAfter < 0 {
 		return fmt.Errorf("governance: HeartbeatInterval and StaleAfter must not be negative")
+	}
+	if c.EventRetention < 0 {
+		return fmt.Errorf("governance: EventRetention %v is negative: set how long a silent region holds back compaction (0 for the default, 7 days)", c.EventRetention)
 	}
 	if c.HeartbeatInterval > MaxHeartbeatInterval {
 		// The API promises a heartbeat at least every 5 s; regions time out

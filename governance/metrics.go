@@ -21,6 +21,8 @@ type collector struct {
 	events  *prometheus.Desc
 	tenants *prometheus.Desc
 	streams *prometheus.Desc
+	logLen  *prometheus.Desc
+	floor   *prometheus.Desc
 }
 
 func newCollector(n *Node) *collector {
@@ -30,14 +32,16 @@ func newCollector(n *Node) *collector {
 		applied: prometheus.NewDesc("krypton_governance_region_applied_cursor", "Cursor each region last reported applied.", []string{"region"}, nil),
 		pending: prometheus.NewDesc("krypton_governance_region_pending_events", "Events of a region's tenants not yet reported applied by it.", []string{"region"}, nil),
 		lag:     prometheus.NewDesc("krypton_governance_region_lag_seconds", "Age of the oldest event a region has not reported applied; 0 when none is pending.", []string{"region"}, nil),
-		events:  prometheus.NewDesc("krypton_governance_events_total", "Events in the governance log, by kind.", []string{"kind"}, nil),
+		events:  prometheus.NewDesc("krypton_governance_events_total", "Events the governance log has had, by kind (compaction lowers none).", []string{"kind"}, nil),
 		tenants: prometheus.NewDesc("krypton_governance_tenants", "Tenants governance holds.", nil, nil),
 		streams: prometheus.NewDesc("krypton_governance_watch_streams", "WatchRevocations streams this node serves now, by region.", []string{"region"}, nil),
+		logLen:  prometheus.NewDesc("krypton_governance_event_log_entries", "Events the governance log holds now (compaction drops those every pinning region applied that no longer define the state).", nil, nil),
+		floor:   prometheus.NewDesc("krypton_governance_event_log_floor_cursor", "Cursor the governance log was last compacted to (0: never); a region below it catches up from the retained events.", nil, nil),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.head, c.applied, c.pending, c.lag, c.events, c.tenants, c.streams} {
+	for _, d := range []*prometheus.Desc{c.head, c.applied, c.pending, c.lag, c.events, c.tenants, c.streams, c.logLen, c.floor} {
 		ch <- d
 	}
 }
@@ -60,6 +64,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(c.events, prometheus.CounterValue, float64(counts[k]), k.String())
 	}
 	ch <- prometheus.MustNewConstMetric(c.tenants, prometheus.GaugeValue, float64(f.TenantCount()))
+	ch <- prometheus.MustNewConstMetric(c.logLen, prometheus.GaugeValue, float64(f.LogLen()))
+	ch <- prometheus.MustNewConstMetric(c.floor, prometheus.GaugeValue, float64(f.Floor()))
 	for region, n := range c.n.watchers.snapshot() {
 		ch <- prometheus.MustNewConstMetric(c.streams, prometheus.GaugeValue, float64(n), region)
 	}

@@ -68,6 +68,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.HeartbeatInterval == 0 {
 		cfg.HeartbeatInterval = DefaultConfig().HeartbeatInterval
 	}
+	if cfg.EventRetention == 0 {
+		cfg.EventRetention = DefaultConfig().EventRetention
+	}
+	if cfg.CompactInterval == 0 {
+		cfg.CompactInterval = DefaultConfig().CompactInterval
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -168,6 +174,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 	closers = append(closers, func() { n.srv.Stop() })
+	if cfg.CompactInterval > 0 {
+		n.wg.Add(1)
+		go n.compactLoop()
+	}
 
 	if cfg.HTTPAddr != "" {
 		ln, err := net.Listen("tcp", cfg.HTTPAddr)

@@ -81,7 +81,7 @@ func (n *Node) propose(ctx context.Context, c *govfsm.Command) (*govfsm.Result, 
 	if err := validateCommand(c); err != nil {
 		return nil, err
 	}
-	if c.Op != govfsm.OpReport {
+	if c.Op != govfsm.OpReport && c.Op != govfsm.OpCompact {
 		fp, err := json.Marshal(c) // the request's parameters: nothing chosen yet
 		if err != nil {
 			return nil, err

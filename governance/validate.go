@@ -70,6 +70,12 @@ func validateCommand(c *govfsm.Command) error {
 		}
 		return nil
 	}
+	if c.Op == govfsm.OpCompact {
+		if c.Retention <= 0 {
+			return invalid("compaction needs a positive retention")
+		}
+		return nil
+	}
 	if err := transport.CheckRequestID(c.RequestID); err != nil {
 		return err
 	}

@@ -332,24 +332,8 @@ func (n *Node) checkRestoreKeepsRevocations(data io.Reader) error {
 	return n.checkRestoreKeepsOwnerKeys(scratch)
 }
 
-// inForce returns the revocations of log that still stand: the log also records governance events
-// that revoke nothing, refused ones, and anchor deletions that a later SetAnchor lifted (the kill
-// switch is reversible; revocation is not).
-func inForce(log []fsm.Revocation) []fsm.Revocation {
-	var out []fsm.Revocation
-	for i, r := range log {
-		if r.Error != "" || !r.Kind.IsRevocation() {
-			continue
-		}
-		if r.Kind == fsm.RevokedAnchor && slices.ContainsFunc(log[i+1:], func(l fsm.Revocation) bool {
-			return l.Kind == fsm.EventAnchorSet && l.Error == "" && l.Tenant == r.Tenant
-		}) {
-			continue
-		}
-		out = append(out, r)
-	}
-	return out
-}
+// inForce returns the revocations of log that still stand (fsm.InForce).
+func inForce(log []fsm.Revocation) []fsm.Revocation { return fsm.InForce(log) }
 
 // revokedIn reports whether state s keeps revocation r in force (or does not hold the key at all).
 func revokedIn(s *fsm.State, r fsm.Revocation) bool {

@@ -94,6 +94,14 @@ type Config struct {
 	// cannot hold back the revocations behind it. One minute by default.
 	GovernanceAnchorWait time.Duration
 
+	// RevocationHistory is how many history entries of the revocation log (governance events that
+	// revoke nothing, refused events, lifted anchor deletions) the leader keeps when it compacts
+	// the log; the revocations in force are always kept (DESIGN.md, "Revocation log compaction").
+	// 10,000 by default. RevocationCompactInterval is how often the leader looks (1 minute by
+	// default; negative: never).
+	RevocationHistory         int
+	RevocationCompactInterval time.Duration
+
 	// KeyringSize bounds the unsealed keys the node holds in locked memory: at most this many L2
 	// versions and this many L3 versions; a full keyring evicts a key not used lately (it is
 	// opened again on its next use). 0 means DefaultKeyringSize (512), or what RLIMIT_MEMLOCK
@@ -143,7 +151,7 @@ type Config struct {
 
 // DefaultConfig returns a Config with the defaults filled in and the per-node fields empty.
 func DefaultConfig() Config {
-	return Config{Region: "dev", ClockDrift: 0.05, GovernanceAnchorWait: time.Minute}
+	return Config{Region: "dev", ClockDrift: 0.05, GovernanceAnchorWait: time.Minute, RevocationHistory: 10000, RevocationCompactInterval: time.Minute}
 }
 
 // Validate names the first bad field.
@@ -216,6 +224,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AnchorCheckTimeout < 0 {
 		return fmt.Errorf("region: AnchorCheckTimeout %v is negative", c.AnchorCheckTimeout)
+	}
+	if c.RevocationHistory < 0 {
+		return fmt.Errorf("region: RevocationHistory %d is negative: set how many history entries of the revocation log to keep (0 for the default, 10000)", c.RevocationHistory)
 	}
 	if c.GovernanceAnchorWait < 0 {
 		return fmt.Errorf("region: GovernanceAnchorWait %v is negative", c.GovernanceAnchorWait)

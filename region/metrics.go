@@ -72,6 +72,10 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 			Help: "Keys this node's keyring gave back because the process's locked memory (RLIMIT_MEMLOCK) was full.",
 		}, func() float64 { return float64(n.keys.pressure.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "krypton_region_revocation_log_entries",
+			Help: "Entries of the region's revocation log: the revocations in force and the history the leader's compaction keeps (Config.RevocationHistory).",
+		}, func() float64 { return float64(n.state.RevocationLogLen()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "krypton_anchor_checks_in_flight",
 			Help: "L1 checks this node (as leader) is running now.",
 		}, func() float64 { return float64(n.anchorChecks.inFlightCount()) }),

@@ -98,6 +98,12 @@ func New(cfg Config) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.NodeID, "region", cfg.Region)
+	if cfg.RevocationHistory == 0 {
+		cfg.RevocationHistory = DefaultConfig().RevocationHistory
+	}
+	if cfg.RevocationCompactInterval == 0 {
+		cfg.RevocationCompactInterval = DefaultConfig().RevocationCompactInterval
+	}
 	size, err := keyringSize(cfg.KeyringSize)
 	if err != nil {
 		return nil, err
@@ -264,6 +270,10 @@ func New(cfg Config) (_ *Node, err error) {
 	if cfg.Settings != nil {
 		n.wg.Add(1)
 		go n.settingsLoop(*cfg.Settings)
+	}
+	if n.cfg.RevocationCompactInterval >= 0 {
+		n.wg.Add(1)
+		go n.revocationCompactLoop()
 	}
 	log.Info("region node started", "rpc", cfg.RPCAddr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr)
 	return n, nil

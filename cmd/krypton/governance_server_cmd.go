@@ -23,7 +23,7 @@ type govServerFlags struct {
 	join, caCert, cert, key, regions        string
 	gossip                                  gossipKeyFlags
 	devAnchor                               bool
-	heartbeat                               time.Duration
+	heartbeat, eventRetention               time.Duration
 	tuning                                  raftTuning
 	oidc                                    oidcFlags
 	audit                                   auditFlags
@@ -47,6 +47,7 @@ func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.regions, "regions", "", "the only regions tenants may name, comma-separated; empty accepts any region name")
 	fs.BoolVar(&f.devAnchor, "dev-anchor", false, "allow tenants on the file:// development anchor (never in production)")
 	fs.DurationVar(&f.heartbeat, "heartbeat-interval", 5*time.Second, "how often the revocation feed sends a heartbeat when idle (at most 5s)")
+	fs.DurationVar(&f.eventRetention, "event-retention", 7*24*time.Hour, "how long after its last report a region holds back compaction of the event log; a region silent longer catches up from the events that define the state")
 	f.tuning.declare(fs)
 	f.oidc.declare(fs)
 	f.audit.declare(fs)
@@ -73,6 +74,10 @@ func (f *govServerFlags) governanceConfig() (governance.Config, error) {
 		return cfg, usagef("governance server: -heartbeat-interval must be positive")
 	}
 	cfg.HeartbeatInterval = f.heartbeat
+	if f.eventRetention <= 0 {
+		return cfg, usagef("governance server: -event-retention must be positive (7 days by default: how long a silent region holds back compaction)")
+	}
+	cfg.EventRetention = f.eventRetention
 	cfg.Tune = f.tuning.apply
 	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("governance server", pki.KindGovernance, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err

@@ -10,7 +10,8 @@
 //	        governancetest.WithHeartbeat(100*time.Millisecond), // WatchRevocations heartbeat (default 200 ms)
 //	        governancetest.WithRegions("eu", "us"), // Config.Regions (default: any region name)
 //	        governancetest.WithLogs(w),             // node logs to w instead of t.Log
-//	        governancetest.WithClusterConfig(f))    // adjust Raft timings and snapshot thresholds
+//	        governancetest.WithClusterConfig(f),    // adjust Raft timings and snapshot thresholds
+//	        governancetest.WithConfig(f))           // adjust the governance Config (compaction)
 //	g.CA                       // *pki.CA
 //	g.Nodes[i], g.Cfgs[i]      // *governance.Node (nil while killed), governance.Config
 //	g.Addr(i) / g.Addrs()      // gRPC address of node i / of every node (stable across restarts)
@@ -79,6 +80,7 @@ type options struct {
 	regions   []string
 	logs      io.Writer
 	tune      func(*cluster.Config)
+	config    func(*governance.Config)
 }
 
 // WithCA issues the nodes' certificates from ca (e.g. a regiontest
@@ -98,6 +100,11 @@ func WithLogs(w io.Writer) Option { return func(o *options) { o.logs = w } }
 // WithClusterConfig lets a test adjust every node's cluster configuration
 // after the test timings are set (snapshot thresholds, say).
 func WithClusterConfig(f func(*cluster.Config)) Option { return func(o *options) { o.tune = f } }
+
+// WithConfig lets a test adjust every node's Config after the test defaults are set (compaction's
+// CompactInterval and EventRetention, say). The kit turns the compactor off (CompactInterval -1)
+// unless a test sets it: other tests read events that compaction would drop.
+func WithConfig(f func(*governance.Config)) Option { return func(o *options) { o.config = f } }
 
 // Start starts n governance nodes that bootstrap together, and waits until
 // a leader is elected and every node has caught up with it.
@@ -177,6 +184,10 @@ func (c *Cluster) config(id string, expect int, key []byte) governance.Config {
 		}
 	}
 	g.ClusterOptions = []cluster.Option{cluster.WithConnFilter(c.links.Allowed)}
+	g.CompactInterval = -1
+	if c.opts.config != nil {
+		c.opts.config(&g)
+	}
 	return g
 }
 

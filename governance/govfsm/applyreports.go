@@ -61,7 +61,7 @@ func (s *state) report(c *Command, now int64) *Result {
 	if !r.admits(c) {
 		return &Result{Err: ErrNotRegionVoter}
 	}
-	if c.Cursor > uint64(len(s.Events)) {
+	if c.Cursor > s.Head {
 		return &Result{Err: ErrCursorAhead}
 	}
 	if r == nil {

@@ -28,6 +28,9 @@ const (
 	// OpResetVoters forgets a region's Raft configuration learned from its reports
 	// (ResetRegionVoters): the next report teaches it again.
 	OpResetVoters Op = "reset-voters"
+	// OpCompact drops the events every region that pins the log has applied and that no longer
+	// define the state (compact.go); the leader proposes it (governance's compactor).
+	OpCompact Op = "compact"
 )
 
 // Command is one entry of the governance Raft log. The proposing node fills in everything that is
@@ -73,6 +76,9 @@ type Command struct {
 	ConfigIndex uint64   `json:"cfg-index,omitempty"`
 	Voters      []string `json:"voters,omitempty"`
 	CommitIndex uint64   `json:"commit,omitempty"`
+	// OpCompact: Cursor is the highest floor the proposer asks for, Retention (ns) how long after
+	// its last report a region still pins the floor.
+	Retention int64 `json:"retention,omitempty"`
 }
 
 // MaxCommandSize bounds an encoded command (a full policy or a full inventory fits well within it).
@@ -108,7 +114,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: trailing data", errBadCommand)
 	}
 	switch c.Op {
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey, OpResetVoters:
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey, OpResetVoters, OpCompact:
 	default:
 		return nil, fmt.Errorf("%w: unknown op", errBadCommand)
 	}
@@ -124,7 +130,7 @@ type Result struct {
 	Tenant   *Tenant
 	Service  *Service
 	Policy   *Policy
-	Recorded uint64 // OpReport: the cursor recorded for the region
+	Recorded uint64 // OpReport: the cursor recorded for the region; OpCompact: the floor
 	// OpSetAnchor, OpSetOwnerKey: what the change replaced (the anchor URI, empty if it was
 	// deleted; the owner key's fingerprint), for the audit log. Empty for a retried request.
 	Previous string

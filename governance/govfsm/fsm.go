@@ -32,11 +32,19 @@ type FSM struct {
 
 // state is everything governance replicates. Its JSON form is the snapshot.
 type state struct {
-	Tenants  map[string]*tenant `json:"tenants"`
-	Events   []*Event           `json:"events"` // Events[i].Cursor == i+1
+	Tenants map[string]*tenant `json:"tenants"`
+	// Events is the log, by cursor: every event after Floor (cursors Floor+1..Head without gaps),
+	// and at or below it only the events that still define the state (compact.go).
+	Events   []*Event           `json:"events"`
 	Requests []*request         `json:"requests"`
 	Regions  map[string]*region `json:"regions"`
 	LastTime int64              `json:"last-time"`
+	// Head is the newest event's cursor; Floor the cursor the log was last compacted to (0: never).
+	// Snapshots from before compaction have neither: Head is then len(Events).
+	Head  uint64 `json:"head,omitempty"`
+	Floor uint64 `json:"floor,omitempty"`
+	// Counts is how many events of each kind the log ever had (compaction does not lower it).
+	Counts map[Kind]uint64 `json:"counts,omitempty"`
 
 	reqIndex map[string]*request // by id; rebuilt from Requests
 }
@@ -81,6 +89,10 @@ type request struct {
 	Fingerprint string `json:"fp"`
 	Cursor      uint64 `json:"cursor"` // the event it made (0: none)
 	Time        int64  `json:"time"`
+	// The event's id and kind, so that a retry answers with them after compaction dropped the
+	// event (retried).
+	EventID string `json:"eid,omitempty"`
+	Kind    Kind   `json:"kind,omitempty"`
 }
 
 func newState() *state {
@@ -126,8 +138,11 @@ func (s *state) apply(c *Command) *Result {
 		s.LastTime = c.Time
 	}
 	now := s.LastTime // never decreases along the log
-	if c.Op == OpReport {
+	switch c.Op {
+	case OpReport:
 		return s.report(c, now)
+	case OpCompact:
+		return s.compact(c, now)
 	}
 	if c.RequestID == "" || c.Fingerprint == "" || (c.Op != OpResetVoters && wrap.ValidateName(c.Tenant) != nil) {
 		return &Result{Err: ErrInvalidCommand}
@@ -137,17 +152,16 @@ func (s *state) apply(c *Command) *Result {
 		if r.Fingerprint != c.Fingerprint {
 			return &Result{Err: ErrRequestIDReused}
 		}
-		res := s.result(c, s.event(r.Cursor))
+		res := s.result(c, s.retried(c, r))
 		res.Retry = true
 		return res
 	}
 	res := s.write(c, now)
 	if res.Err == nil {
-		var cur uint64
-		if res.Event != nil {
-			cur = res.Event.Cursor
+		r := &request{ID: c.RequestID, Fingerprint: c.Fingerprint, Time: now}
+		if e := res.Event; e != nil {
+			r.Cursor, r.EventID, r.Kind = e.Cursor, e.ID, e.Kind
 		}
-		r := &request{ID: c.RequestID, Fingerprint: c.Fingerprint, Cursor: cur, Time: now}
 		s.Requests = append(s.Requests, r)
 		s.reqIndex[r.ID] = r
 	}
@@ -166,17 +180,57 @@ func (s *state) pruneRequests(now int64) {
 	}
 }
 
+// event returns the event at cursor, or nil if there is none (or compaction dropped it).
 func (s *state) event(cursor uint64) *Event {
-	if cursor == 0 || cursor > uint64(len(s.Events)) {
+	if cursor == 0 || cursor > s.Head {
 		return nil
 	}
-	return s.Events[cursor-1]
+	if cursor > s.Floor {
+		// After the floor the log is gapless and ends at Head.
+		return s.Events[len(s.Events)-int(s.Head-cursor)-1]
+	}
+	i, ok := slices.BinarySearchFunc(s.Events, cursor, func(e *Event, c uint64) int { return cmpUint(e.Cursor, c) })
+	if !ok {
+		return nil
+	}
+	return s.Events[i]
+}
+
+// after returns the index in Events of the first event after cursor.
+func (s *state) after(cursor uint64) int {
+	if cursor >= s.Floor {
+		return len(s.Events) - int(s.Head-min(cursor, s.Head))
+	}
+	i, _ := slices.BinarySearchFunc(s.Events, cursor+1, func(e *Event, c uint64) int { return cmpUint(e.Cursor, c) })
+	return i
+}
+
+func cmpUint(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// retried returns the event a request made, for its retry: a stub (cursor, id, kind and scope)
+// if compaction dropped it; every region that pinned the floor has applied it.
+func (s *state) retried(c *Command, r *request) *Event {
+	if r.Cursor == 0 {
+		return nil
+	}
+	if e := s.event(r.Cursor); e != nil {
+		return e
+	}
+	return &Event{Cursor: r.Cursor, ID: r.EventID, Kind: r.Kind, Tenant: c.Tenant, Service: c.Service, Version: c.Version, Time: r.Time, Reason: c.Reason}
 }
 
 // emit appends an event for c and returns it.
 func (s *state) emit(c *Command, kind Kind, now int64) *Event {
 	e := &Event{
-		Cursor:  uint64(len(s.Events)) + 1,
+		Cursor:  s.Head + 1,
 		ID:      c.EventID,
 		Kind:    kind,
 		Tenant:  c.Tenant,
@@ -186,6 +240,11 @@ func (s *state) emit(c *Command, kind Kind, now int64) *Event {
 		Reason:  c.Reason,
 	}
 	s.Events = append(s.Events, e)
+	s.Head = e.Cursor
+	if s.Counts == nil {
+		s.Counts = map[Kind]uint64{}
+	}
+	s.Counts[kind]++
 	if t := s.Tenants[c.Tenant]; t != nil {
 		t.Cursor = e.Cursor
 	}

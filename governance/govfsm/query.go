@@ -25,7 +25,7 @@ func (sv *service) view(t *tenant, name string) *Service {
 func (f *FSM) Head() uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	return uint64(len(f.st.Events))
+	return f.st.Head
 }
 
 // Tenant returns a copy of one tenant, or ErrTenantNotFound.
@@ -98,18 +98,18 @@ func (f *FSM) Event(cursor uint64) *Event {
 func (f *FSM) EventsFor(region string, after uint64, max int) (events []*Event, head uint64) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	n := uint64(len(f.st.Events))
-	for c := after + 1; c <= n; c++ {
-		e := f.st.Events[c-1]
+	// Below the floor only the events that still define the state remain (compact.go): a region
+	// that was behind it gets those, in cursor order, and ends in the state the whole log gives.
+	for _, e := range f.st.Events[f.st.after(after):] {
 		if region != "" && !f.st.forRegion(e, region) {
 			continue
 		}
 		events = append(events, e)
 		if len(events) >= max {
-			return events, c
+			return events, e.Cursor
 		}
 	}
-	return events, n
+	return events, f.st.Head
 }
 
 func (s *state) inRegion(tenant, region string) bool {
@@ -186,8 +186,7 @@ func (f *FSM) Lags() []RegionLag {
 	var out []RegionLag
 	for _, name := range slices.Sorted(maps.Keys(names)) {
 		l := RegionLag{RegionReport: f.st.Regions[name].report(name)}
-		for c := l.Cursor + 1; c <= uint64(len(f.st.Events)); c++ {
-			e := f.st.Events[c-1]
+		for _, e := range f.st.Events[f.st.after(l.Cursor):] {
 			if f.st.forRegion(e, name) {
 				if l.Pending == 0 {
 					l.OldestPending = e.Time
@@ -200,15 +199,11 @@ func (f *FSM) Lags() []RegionLag {
 	return out
 }
 
-// EventCounts returns how many events of each kind the log holds.
+// EventCounts returns how many events of each kind the log has had (compaction lowers none).
 func (f *FSM) EventCounts() map[Kind]uint64 {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	m := map[Kind]uint64{}
-	for _, e := range f.st.Events {
-		m[e.Kind]++
-	}
-	return m
+	return maps.Clone(f.st.Counts)
 }
 
 // BlastRadius is what revoking a scope would cover, from governance's state and the regions' last

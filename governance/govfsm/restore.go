@@ -8,8 +8,8 @@ import (
 
 // Backups and restores (DESIGN.md, "Snapshots, backups and restores"). Revocation is final, and a
 // restore must not undo it: not one restore, nor two in a row. The event log is governance's own
-// durable revocation set: it is never compacted (Events[i].Cursor == i+1 from 1), every revocation
-// is an event in it, and a restore is accepted only if the snapshot holds every revocation event of
+// durable revocation set: compaction keeps every revocation event at its cursor (compact.go),
+// every revocation is an event in it, and a restore is accepted only if the snapshot holds every revocation event of
 // the log it replaces, at the same cursor, and keeps it in force. So the revocations of the log
 // only grow across accepted restores, and a snapshot from before a revocation is refused however
 // many restores come first (a region needs a separate set, region/revset.go, because its revocation
@@ -40,7 +40,7 @@ func (f *FSM) RestoreChecked(rc io.ReadCloser) error { return f.restore(rc, true
 // state. Anchor deletions are the reversible kill switch and not checked.
 func (s *state) keepsRevocations(snap *state) error {
 	var missing []string
-	for _, e := range s.Events {
+	for _, e := range s.Events { // compaction keeps every revocation
 		if e.Kind != KindRevokeTenant && e.Kind != KindRevokeService && e.Kind != KindRevokeVersion {
 			continue
 		}
@@ -61,11 +61,8 @@ func (s *state) keepsRevocations(snap *state) error {
 
 // holdsRevocation reports whether st has revocation event e in its log at e's cursor and in force.
 func (st *state) holdsRevocation(e *Event) bool {
-	if e.Cursor == 0 || e.Cursor > uint64(len(st.Events)) {
-		return false
-	}
-	se := st.Events[e.Cursor-1]
-	if se.ID != e.ID || se.Kind != e.Kind || se.Tenant != e.Tenant || se.Service != e.Service || se.Version != e.Version {
+	se := st.event(e.Cursor)
+	if se == nil || se.ID != e.ID || se.Kind != e.Kind || se.Tenant != e.Tenant || se.Service != e.Service || se.Version != e.Version {
 		return false
 	}
 	t := st.Tenants[e.Tenant]

@@ -74,7 +74,8 @@ func (f *FSM) restore(rc io.ReadCloser, keep bool) error {
 	return nil
 }
 
-// decodeState parses and checks a snapshot: events numbered 1..n, names valid, every
+// decodeState parses and checks a snapshot: event cursors ascending and gapless after the floor,
+// names valid, every
 // cross-reference in range. A snapshot that fails is refused whole.
 func decodeState(b []byte) (*state, error) {
 	st := newState()
@@ -88,23 +89,40 @@ func decodeState(b []byte) (*state, error) {
 	if st.Regions == nil {
 		st.Regions = map[string]*region{}
 	}
-	n := uint64(len(st.Events))
+	if st.Head == 0 && st.Floor == 0 {
+		st.Head = uint64(len(st.Events)) // a snapshot from before compaction
+	}
+	n := st.Head
+	// Cursors ascend; after the floor they run gapless to the head (compact.go).
+	if st.Floor > n || uint64(len(st.Events)) < n-st.Floor {
+		return nil, bad("event log")
+	}
+	live := len(st.Events) - int(n-st.Floor)
 	for i, e := range st.Events {
-		if e == nil || e.Cursor != uint64(i)+1 || wrap.ValidateName(e.Tenant) != nil {
+		if e == nil || e.Cursor == 0 || e.Cursor > n || wrap.ValidateName(e.Tenant) != nil ||
+			(i > 0 && e.Cursor <= st.Events[i-1].Cursor) || (i < live) != (e.Cursor <= st.Floor) {
 			return nil, bad("event log")
 		}
 	}
+	if st.Counts == nil { // a snapshot from before compaction: its log is whole
+		st.Counts = map[Kind]uint64{}
+		for _, e := range st.Events {
+			st.Counts[e.Kind]++
+		}
+	}
+	// What the state names as its revocation and anchor deletion events compaction keeps.
+	held := func(c uint64) bool { return c == 0 || st.event(c) != nil }
 	for name, t := range st.Tenants {
-		if t == nil || t.Name != name || wrap.ValidateName(name) != nil || t.Cursor > n || t.RevokeCursor > n || t.DeleteCursor > n ||
+		if t == nil || t.Name != name || wrap.ValidateName(name) != nil || t.Cursor > n || !held(t.RevokeCursor) || !held(t.DeleteCursor) ||
 			(t.OwnerKey != "" && !validOwnerKey(t.OwnerKey)) || len(t.Consents) > maxLiveConsents {
 			return nil, bad("tenant")
 		}
 		for sn, sv := range t.Services {
-			if sv == nil || wrap.ValidateName(sn) != nil || sv.Cursor > n || sv.RevokeCursor > n {
+			if sv == nil || wrap.ValidateName(sn) != nil || sv.Cursor > n || !held(sv.RevokeCursor) {
 				return nil, bad("service")
 			}
 			for _, c := range sv.Versions {
-				if c > n {
+				if c == 0 || !held(c) {
 					return nil, bad("service")
 				}
 			}

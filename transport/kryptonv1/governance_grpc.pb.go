@@ -210,8 +210,12 @@ type GovernanceServiceClient interface {
 	// of event, not only revocations) from after_cursor on: first the
 	// backlog, then new events as they commit. Each response carries a batch
 	// of events in cursor order, or none as a heartbeat (at least every 5
-	// seconds) telling the head cursor. The stream never skips an event; a
-	// watcher that reconnects with the last cursor it applied loses nothing.
+	// seconds) telling the head cursor. The stream never skips an event above
+	// the log's compaction floor; at or below it, it sends only the events that
+	// still define the state (creations, every revocation, each tenant's newest
+	// anchor, policy and lock event), which leave a watcher in the state the
+	// whole log would. A watcher that reconnects with the last cursor it
+	// applied loses nothing.
 	//
 	// Any governance node serves the stream: a node only ever applies
 	// committed entries, so what it streams is a prefix of the one log. The
@@ -643,8 +647,12 @@ type GovernanceServiceServer interface {
 	// of event, not only revocations) from after_cursor on: first the
 	// backlog, then new events as they commit. Each response carries a batch
 	// of events in cursor order, or none as a heartbeat (at least every 5
-	// seconds) telling the head cursor. The stream never skips an event; a
-	// watcher that reconnects with the last cursor it applied loses nothing.
+	// seconds) telling the head cursor. The stream never skips an event above
+	// the log's compaction floor; at or below it, it sends only the events that
+	// still define the state (creations, every revocation, each tenant's newest
+	// anchor, policy and lock event), which leave a watcher in the state the
+	// whole log would. A watcher that reconnects with the last cursor it
+	// applied loses nothing.
 	//
 	// Any governance node serves the stream: a node only ever applies
 	// committed entries, so what it streams is a prefix of the one log. The
