@@ -50,7 +50,7 @@ type Config struct {
 	// UnixSocketGroup, if not -1, is the numeric group the socket file is given (with mode 0660,
 	// say, to admit one group of applications). DefaultConfig sets -1.
 	UnixSocketGroup int
-	// HTTPAddr, if set, serves /metrics and /healthz.
+	// HTTPAddr, if set, serves /metrics, /livez, /readyz and /healthz.
 	HTTPAddr string
 	// KMIPAddr is the TCP address of the KMIP front end (TTLV over mutual TLS, package
 	// gateway/kmip; 127.0.0.1:5696 is KMIP's port); empty disables it. Needs ServerCertificate.

@@ -273,6 +273,27 @@ func (g *Gateway) Close() error {
 	return nil
 }
 
+// healthy decides the admin port's /livez (and /healthz): the gateway runs until Close.
+func (g *Gateway) healthy() error {
+	if g.isClosed() {
+		return transport.NotReady("closed")
+	}
+	return nil
+}
+
+// ready decides /readyz: the gateway can serve while it reaches a serving region node. The
+// reasons are fixed phrases: /readyz has no authentication (docs/security.md, "Limits before
+// authentication").
+func (g *Gateway) ready() error {
+	if g.isClosed() {
+		return transport.NotReady("closed")
+	}
+	if !g.pool.reachesServing() {
+		return transport.NotReady("no serving region node reached")
+	}
+	return nil
+}
+
 func (g *Gateway) isClosed() bool {
 	select {
 	case <-g.done:

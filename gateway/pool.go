@@ -240,6 +240,18 @@ func (p *pool) endpoints() []*endpoint {
 	return p.list
 }
 
+// reachesServing reports whether some region node is serving as the pool last saw it (its own
+// word in ListEndpoints, or a call that succeeded since) and not avoided after a failure.
+func (p *pool) reachesServing() bool {
+	now := time.Now().UnixNano()
+	for _, e := range p.endpoints() {
+		if e.serving.Load() && e.down.Load() <= now {
+			return true
+		}
+	}
+	return false
+}
+
 // pick returns a node to call, preferring serving ones not avoided nor tried, or nil.
 func (p *pool) pick(tried map[*endpoint]bool) *endpoint {
 	now := time.Now().UnixNano()

@@ -73,7 +73,7 @@ func (g *Gateway) Serve() error {
 		go func() { g.serveErr <- g.kmipSrv.Serve(g.kmipLn) }()
 	}
 	if g.httpLn != nil {
-		h, err := transport.ServeAdminHTTP(g.httpLn, transport.AdminHTTPConfig{Gatherer: g.reg, Registerer: g.reg, Logger: g.log})
+		h, err := transport.ServeAdminHTTP(g.httpLn, transport.AdminHTTPConfig{Gatherer: g.reg, Registerer: g.reg, Logger: g.log, Healthy: g.healthy, Ready: g.ready})
 		if err != nil {
 			g.mu.Unlock()
 			return err

@@ -28,7 +28,7 @@ type Config struct {
 	// RaftAddr (Raft and cluster RPC, mutual TLS), GossipAddr (memberlist,
 	// encrypted) and RPCAddr (the gRPC API, mutual TLS) are host:port to
 	// bind; port 0 picks a free port for RPCAddr only. HTTPAddr serves
-	// /metrics and /healthz in plain HTTP; empty disables it.
+	// /metrics, /livez, /readyz and /healthz in plain HTTP; empty disables it.
 	RaftAddr   string
 	GossipAddr string
 	RPCAddr    string

@@ -174,7 +174,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("governance: HTTPAddr: %w", err)
 		}
-		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
+		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy, Ready: n.ready}); err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -222,12 +222,41 @@ func (n *Node) Cluster() *cluster.Cluster { return n.cl }
 // FSM is the node's replicated state, as applied here.
 func (n *Node) FSM() *govfsm.FSM { return n.fsm }
 
+// HTTPAddr is the address the admin HTTP port (/metrics, /livez, /readyz) listens on, or "" when
+// Config.HTTPAddr was empty.
+func (n *Node) HTTPAddr() string {
+	if n.http == nil {
+		return ""
+	}
+	return n.http.Addr()
+}
+
 // Registry is where the node's metrics are registered.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
 func (n *Node) healthy() error {
 	if n.shut.Load() {
 		return ErrShutdown
+	}
+	return nil
+}
+
+// readyLag is how many log entries a governance node may have left to apply and still answer
+// /readyz with 200: a busy node applies continuously, and an exact match would flap.
+const readyLag = 64
+
+// ready decides the admin port's /readyz: a leader is known and this node has applied what it
+// knows committed (within readyLag). The reasons are fixed phrases: /readyz has no
+// authentication (docs/security.md, "Limits before authentication").
+func (n *Node) ready() error {
+	if n.shut.Load() {
+		return transport.NotReady("shutting down")
+	}
+	if id, _ := n.cl.Leader(); id == "" {
+		return transport.NotReady("no leader")
+	}
+	if c := n.cl.CommitIndex(); c > readyLag && !n.cl.AppliedThrough(c-readyLag) {
+		return transport.NotReady("catching up with the leader")
 	}
 	return nil
 }

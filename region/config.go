@@ -28,7 +28,7 @@ type Config struct {
 	DataDir string
 
 	// RaftAddr (Raft and cluster RPC, mutual TLS), GossipAddr (memberlist, encrypted) and RPCAddr
-	// (the gRPC API, mutual TLS) are host:port to bind. HTTPAddr serves /metrics and /healthz
+	// (the gRPC API, mutual TLS) are host:port to bind. HTTPAddr serves /metrics, /livez, /readyz and /healthz
 	// in plain HTTP: bind it to loopback or a management network; empty disables it.
 	RaftAddr   string
 	GossipAddr string

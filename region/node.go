@@ -236,7 +236,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("region: HTTPAddr: %w", err)
 		}
-		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
+		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy, Ready: n.ready}); err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -279,6 +279,15 @@ func (n *Node) Cluster() *cluster.Cluster { return n.cl }
 // State is the node's replicated state, as applied here.
 func (n *Node) State() *fsm.State { return n.state }
 
+// HTTPAddr is the address the admin HTTP port (/metrics, /livez, /readyz) listens on, or "" when
+// Config.HTTPAddr was empty.
+func (n *Node) HTTPAddr() string {
+	if n.http == nil {
+		return ""
+	}
+	return n.http.Addr()
+}
+
 // Registry is where the node's metrics are registered.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
@@ -293,6 +302,20 @@ func (n *Node) Serving() error {
 func (n *Node) healthy() error {
 	if n.shut.Load() {
 		return ErrShutdown
+	}
+	return nil
+}
+
+// ready decides the admin port's /readyz: the node serves wraps only under a serving lease, and a
+// lease is only granted once the node has applied the log up to the commit index its grant carries
+// (renewLease), so holding one is being caught up. The reasons are fixed phrases: /readyz has no
+// authentication (docs/security.md, "Limits before authentication").
+func (n *Node) ready() error {
+	if n.shut.Load() {
+		return transport.NotReady("shutting down")
+	}
+	if n.lease.check() != nil {
+		return transport.NotReady("no serving lease (not caught up with a leader)")
 	}
 	return nil
 }

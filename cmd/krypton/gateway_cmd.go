@@ -59,7 +59,7 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.unixSocket, "unix-socket", "", "path of a Unix socket serving the same API without TLS (whoever can open it acts as the gateway); empty disables")
 	fs.StringVar(&f.unixSocketMode, "unix-socket-mode", "0600", "the socket file's mode, in octal")
 	fs.IntVar(&f.unixSocketGroup, "unix-socket-group", -1, "numeric group id given to the socket file (with -unix-socket-mode 0660 to admit that group); -1 keeps the default")
-	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics and /healthz (plain HTTP); empty disables")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics, /livez, /readyz and /healthz (plain HTTP); empty disables")
 	fs.IntVar(&f.batchSize, "batch-size", d.BatchSize, "most requests coalesced into one region call (1 turns batching off)")
 	fs.DurationVar(&f.batchWait, "batch-wait", d.BatchWait, "longest a request waits for others to join its batch")
 	fs.IntVar(&f.cacheEntries, "cache-entries", 0, "entries of the cache of unwrapped data keys; 0 (the default) turns the cache off")

@@ -36,7 +36,7 @@ func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7510", "host:port for Raft (mutual TLS)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7520", "host:port for gossip (encrypted, TCP and UDP)")
 	fs.StringVar(&f.apiAddr, "api-addr", defaultGovernanceAddr, "host:port for the GovernanceService API (mutual TLS)")
-	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics and /healthz (plain HTTP); empty disables")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics, /livez, /readyz and /healthz (plain HTTP); empty disables")
 	fs.StringVar(&f.pprofAddr, "pprof", "", "host:port to serve /debug/pprof on, over mutual TLS to operator certificates only; empty (the default) disables the profiler")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "number of nodes that bootstrap a new governance cluster together (3 in production, 1 for development); 0 joins an existing one")
 	fs.StringVar(&f.join, "join", "", "gossip addresses of other governance nodes, comma-separated")

@@ -51,7 +51,7 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7410", "host:port for Raft (mutual TLS)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7420", "host:port for gossip (encrypted, TCP and UDP)")
 	fs.StringVar(&f.apiAddr, "api-addr", "127.0.0.1:7400", "host:port for the gRPC API (mutual TLS)")
-	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics and /healthz (plain HTTP: keep it on loopback or a management network); empty disables")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics, /livez, /readyz and /healthz (plain HTTP: keep it on loopback or a management network); empty disables")
 	fs.StringVar(&f.pprofAddr, "pprof", "", "host:port to serve /debug/pprof on, over mutual TLS to operator certificates only; empty (the default) disables the profiler")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "number of nodes that bootstrap a new region together (3 or 5); 0 joins an existing region")
 	fs.StringVar(&f.join, "join", "", "gossip addresses of other nodes, comma-separated")

@@ -79,7 +79,11 @@ type options struct {
 	regions   []string
 	logs      io.Writer
 	tune      func(*cluster.Config)
+	config    func(*governance.Config)
 }
+
+// WithConfig lets f change each node's configuration last (e.g. to set HTTPAddr).
+func WithConfig(f func(*governance.Config)) Option { return func(o *options) { o.config = f } }
 
 // WithCA issues the nodes' certificates from ca (e.g. a regiontest
 // region's CA, so that its nodes can follow the feed).
@@ -177,6 +181,9 @@ func (c *Cluster) config(id string, expect int, key []byte) governance.Config {
 		}
 	}
 	g.ClusterOptions = []cluster.Option{cluster.WithConnFilter(c.links.Allowed)}
+	if c.opts.config != nil {
+		c.opts.config(&g)
+	}
 	return g
 }
 
