@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/awnumar/memguard"
 
@@ -53,9 +54,29 @@ type daemonEnv struct {
 	log      *slog.Logger
 	s        *streams
 	deferred []func()
+
+	bg     context.Context // ends when the daemon is about to stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
 }
 
 func (e *daemonEnv) atExit(f func()) { e.deferred = append(e.deferred, f) }
+
+// background runs f in a goroutine beside the daemon (e.g. scheduled snapshots); f's context ends
+// when the daemon is about to stop, and the daemon stops only once f has returned.
+func (e *daemonEnv) background(f func(ctx context.Context)) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f(e.bg)
+	}()
+}
+
+// stopBackground ends what background started and waits for it.
+func (e *daemonEnv) stopBackground() {
+	e.cancel()
+	e.wg.Wait()
+}
 
 // runDaemon runs a daemon command: cmd names it in errors ("server", "governance server",
 // "gateway"); gossip, if not nil, is its gossip key, refused on the command line. It reads the
@@ -87,6 +108,8 @@ func runDaemon(ctx context.Context, s *streams, fs *flag.FlagSet, cmd string, d 
 	// Whatever happens below, no key outlives the process in locked memory.
 	defer memguard.Purge()
 	e := &daemonEnv{log: log, s: s}
+	e.bg, e.cancel = context.WithCancel(context.Background())
+	defer e.stopBackground()
 	defer func() {
 		for i := len(e.deferred) - 1; i >= 0; i-- {
 			e.deferred[i]()
@@ -99,8 +122,10 @@ func runDaemon(ctx context.Context, s *streams, fs *flag.FlagSet, cmd string, d 
 	select {
 	case <-ctx.Done():
 		log.Info("signal received; shutting down")
+		e.stopBackground()
 		return dm.stop()
 	case <-dm.done:
+		e.stopBackground()
 		return dm.ended()
 	}
 }

@@ -27,6 +27,7 @@ type govServerFlags struct {
 	tuning                                  raftTuning
 	oidc                                    oidcFlags
 	audit                                   auditFlags
+	snapshots                               snapshotFlags
 }
 
 func (f *govServerFlags) declare(fs *flag.FlagSet) {
@@ -50,6 +51,7 @@ func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	f.tuning.declare(fs)
 	f.oidc.declare(fs)
 	f.audit.declare(fs)
+	f.snapshots.declare(fs)
 }
 
 func (f *govServerFlags) governanceConfig() (governance.Config, error) {
@@ -103,9 +105,17 @@ func governanceServerCommand() *command {
 					return daemon{}, err
 				}
 				e.atExit(func() { cfg.OIDC.Close() }) // after the node has stopped
+				sched, err := f.snapshots.schedule("governance server", cfg.DataDir, "governance", e.log)
+				if err != nil {
+					return daemon{}, err
+				}
 				n, err := governance.Start(ctx, cfg)
 				if err != nil {
 					return daemon{}, err
+				}
+				if sched != nil {
+					sched.take = governanceSnapshot(n)
+					e.background(sched.run)
 				}
 				fmt.Fprintf(e.s.err, "krypton: governance node %s serving on %s\n", cfg.NodeID, n.Addr())
 				return daemon{stop: n.Close}, nil

@@ -41,6 +41,7 @@ type serverFlags struct {
 	keyringSize     int
 	anchorChecks    int
 	anchorTimeout   time.Duration
+	snapshots       snapshotFlags
 }
 
 func (f *serverFlags) declare(fs *flag.FlagSet) {
@@ -68,6 +69,7 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.DurationVar(&f.anchorTimeout, "anchor-check-timeout", 0, "how long one L1 check may take before it counts as a transient failure (0: 10s)")
 	f.oidc.declare(fs)
 	f.audit.declare(fs)
+	f.snapshots.declare(fs)
 	fs.StringVar(&f.settings, "region-settings", "", "region settings the leader keeps proposing while the replicated ones differ, as lease-duration=2s,anchor-check-period=1s,anchor-grace-period=10s (give every node the same; for tests and the chaos suite)")
 }
 
@@ -129,9 +131,17 @@ func serverCommand() *command {
 					return daemon{}, err
 				}
 				e.atExit(func() { cfg.OIDC.Close() }) // after the node has stopped
+				sched, err := f.snapshots.schedule("server", cfg.DataDir, "region-"+cfg.Region, e.log)
+				if err != nil {
+					return daemon{}, err
+				}
 				n, err := region.New(cfg)
 				if err != nil {
 					return daemon{}, err
+				}
+				if sched != nil {
+					sched.take = n.Snapshot
+					e.background(sched.run)
 				}
 				fmt.Fprintf(e.s.err, "krypton: node %s of region %s serving on %s\n", cfg.NodeID, cfg.Region, n.RPCAddr())
 				return daemon{
