@@ -42,6 +42,11 @@ type Config struct {
 	// listener accepts a gateway's, so a gateway that is broken into holds nothing that speaks for
 	// a node.
 	ServerCertificate tls.Certificate
+	// CertSource and ServerCertSource, if set, are where every handshake takes Certificate (with
+	// Roots) and ServerCertificate (with Roots) from, so that certificates reloaded from their
+	// files (pki.Reloader: on a change, or the process's SIGHUP) are used by new connections
+	// without a restart. Roots, Certificate and ServerCertificate must hold what they held at start.
+	CertSource, ServerCertSource *pki.Source
 	// UnixSocket is the path of a Unix socket serving the same API without TLS; anyone who can
 	// open the file acts with the gateway's identity, so its mode matters. Empty disables it.
 	UnixSocket string

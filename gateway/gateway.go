@@ -84,7 +84,13 @@ func New(cfg Config) (_ *Gateway, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("tenant", id.Tenant, "service", id.Service)
-	g := &Gateway{cfg: cfg, log: log, id: id, reg: transport.NewRegistry(transport.CertificateExpiry{Name: "service", Certificate: cfg.Certificate}, transport.CertificateExpiry{Name: "server", Certificate: cfg.ServerCertificate}), serveErr: make(chan error, 4), done: make(chan struct{})}
+	if cfg.CertSource == nil {
+		cfg.CertSource = pki.StaticSource(cfg.Roots, cfg.Certificate)
+	}
+	if cfg.ServerCertSource == nil && len(cfg.ServerCertificate.Certificate) > 0 {
+		cfg.ServerCertSource = pki.StaticSource(cfg.Roots, cfg.ServerCertificate)
+	}
+	g := &Gateway{cfg: cfg, log: log, id: id, reg: transport.NewRegistry(transport.CertificateExpiry{Name: "service", Source: cfg.CertSource}, transport.CertificateExpiry{Name: "server", Source: cfg.ServerCertSource}), serveErr: make(chan error, 4), done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -134,7 +140,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 	}
 	if cfg.KMIPAddr != "" {
 		kc := kmip.DefaultConfig()
-		kc.ClientCAs, kc.Certificate = cfg.Roots, cfg.ServerCertificate
+		kc.ClientCAs, kc.Certificate, kc.Source = cfg.Roots, cfg.ServerCertificate, cfg.ServerCertSource
 		kc.RegistryPath, kc.Logger, kc.Registerer = cfg.KMIPRegistryPath, log, g.reg
 		if g.kmipSrv, err = kmip.New(kc, KMIPKeys{G: g}); err != nil {
 			return nil, err

@@ -34,8 +34,7 @@ func (g *Gateway) Serve() error {
 	n := 0
 	if g.tcpLn != nil {
 		srv, err := transport.NewServer(transport.ServerConfig{
-			Roots:          g.cfg.Roots,
-			Certificate:    g.cfg.ServerCertificate,
+			Source:         g.cfg.ServerCertSource,
 			Policy:         transport.Policy{GatewayServiceName: {pki.KindService}, transport.HealthService: {}},
 			Logger:         g.log,
 			MaxRecvMsgSize: maxMsgSize,

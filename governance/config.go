@@ -50,6 +50,11 @@ type Config struct {
 	// Certificate is this node's: a governance node certificate naming NodeID.
 	Roots       *x509.CertPool
 	Certificate tls.Certificate
+	// CertSource, if set, is where every TLS handshake of the node (its API, Raft, the profiler)
+	// takes the certificate and CA pool from, so that certificates reloaded from their files
+	// (pki.Reloader) are used without a restart. Roots and Certificate must hold what it held at
+	// start.
+	CertSource *pki.Source
 
 	// Regions, if not empty, are the only regions tenants may name; empty
 	// accepts any valid region name.

@@ -73,7 +73,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.NodeID, "plane", "governance")
-	n := &Node{cfg: cfg, log: log, fsm: govfsm.NewFSM(), reg: transport.NewRegistry(transport.CertificateExpiry{Name: "node", Certificate: cfg.Certificate}), stop: make(chan struct{})}
+	if cfg.CertSource == nil {
+		cfg.CertSource = pki.StaticSource(cfg.Roots, cfg.Certificate)
+	}
+	n := &Node{cfg: cfg, log: log, fsm: govfsm.NewFSM(), reg: transport.NewRegistry(transport.CertificateExpiry{Name: "node", Source: cfg.CertSource}), stop: make(chan struct{})}
 	var closers []func()
 	defer func() {
 		if err != nil {
@@ -114,6 +117,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	ccfg.BootstrapExpect = cfg.BootstrapExpect
 	ccfg.Join = cfg.Join
 	ccfg.TLS = pki.NodeTLSConfig(cfg.Roots, cfg.Certificate)
+	ccfg.TLSSource = cfg.CertSource
 	ccfg.Logger = log
 	ccfg.Registerer = n.reg
 	if cfg.Tune != nil {
@@ -145,15 +149,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.srv, err = transport.NewServer(transport.ServerConfig{
-		Roots:       cfg.Roots,
-		Certificate: cfg.Certificate,
-		Metrics:     tm,
-		Audit:       n.auditRefusal,
-		Logger:      log,
-		OIDC:        cfg.OIDC,
-		Listener:    "governance",
-		Registerer:  n.reg,
-		Errors:      fsmCodes,
+		Source:     cfg.CertSource,
+		Metrics:    tm,
+		Audit:      n.auditRefusal,
+		Logger:     log,
+		OIDC:       cfg.OIDC,
+		Listener:   "governance",
+		Registerer: n.reg,
+		Errors:     fsmCodes,
 	})
 	if err != nil {
 		return nil, err
@@ -185,7 +188,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("governance: PprofAddr: %w", err)
 		}
-		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log, Registerer: n.reg}); err != nil {
+		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Source: cfg.CertSource, Logger: log, Registerer: n.reg}); err != nil {
 			ln.Close()
 			return nil, err
 		}

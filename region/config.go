@@ -51,6 +51,11 @@ type Config struct {
 	// (spiffe://krypton/region/<region>/node/<id>, `krypton certs node -region R`).
 	Roots       *x509.CertPool
 	Certificate tls.Certificate
+	// CertSource, if set, is where every TLS handshake of the node (its API, Raft, its calls to
+	// other nodes and to governance, the profiler) takes the certificate and CA pool from, so that
+	// certificates reloaded from their files (pki.Reloader: on a change, or the process's SIGHUP)
+	// are used without a restart. Roots and Certificate must then hold what it held at start.
+	CertSource *pki.Source
 
 	// AllowDevAnchor lets tenants use the file:// development anchor. Off by default: a root key in
 	// a file on the server is not a customer-held key.

@@ -98,6 +98,9 @@ func New(cfg Config) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.NodeID, "region", cfg.Region)
+	if cfg.CertSource == nil {
+		cfg.CertSource = pki.StaticSource(cfg.Roots, cfg.Certificate)
+	}
 	size, err := keyringSize(cfg.KeyringSize)
 	if err != nil {
 		return nil, err
@@ -109,7 +112,7 @@ func New(cfg Config) (_ *Node, err error) {
 		lease:    newLease(),
 		watch:    newVoterWatch(),
 		policies: newPolicyTable(),
-		reg:      transport.NewRegistry(transport.CertificateExpiry{Name: "node", Certificate: cfg.Certificate}),
+		reg:      transport.NewRegistry(transport.CertificateExpiry{Name: "node", Source: cfg.CertSource}),
 		started:  time.Now(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -177,6 +180,7 @@ func New(cfg Config) (_ *Node, err error) {
 	ccfg.BootstrapExpect = cfg.BootstrapExpect
 	ccfg.Join = cfg.Join
 	ccfg.TLS = pki.NodeTLSConfig(cfg.Roots, cfg.Certificate)
+	ccfg.TLSSource = cfg.CertSource
 	ccfg.Meta = map[string]string{metaRPC: cfg.RPCAddr, metaRegion: cfg.Region, metaVersion: version.Version}
 	ccfg.OnPeerRequest = n.auditPeerRequest
 	ccfg.Logger = log
@@ -198,7 +202,7 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { n.cl.Shutdown() })
-	n.peers = newPeerClients(n.cl, transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate,
+	n.peers = newPeerClients(n.cl, transport.ClientConfig{Source: cfg.CertSource,
 		Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region}}, cfg.PeerFilter)
 	closers = append(closers, n.peers.close)
 
@@ -207,14 +211,13 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.srv, err = transport.NewServer(transport.ServerConfig{
-		Roots:       cfg.Roots,
-		Certificate: cfg.Certificate,
-		Metrics:     tm,
-		Audit:       n.auditRefusal,
-		OIDC:        cfg.OIDC,
-		Logger:      log,
-		Listener:    "api",
-		Registerer:  n.reg,
+		Source:     cfg.CertSource,
+		Metrics:    tm,
+		Audit:      n.auditRefusal,
+		OIDC:       cfg.OIDC,
+		Logger:     log,
+		Listener:   "api",
+		Registerer: n.reg,
 	})
 	if err != nil {
 		return nil, err
@@ -246,7 +249,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("region: PprofAddr: %w", err)
 		}
-		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log, Registerer: n.reg}); err != nil {
+		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Source: cfg.CertSource, Logger: log, Registerer: n.reg}); err != nil {
 			ln.Close()
 			return nil, err
 		}

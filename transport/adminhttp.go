@@ -193,6 +193,9 @@ type PprofConfig struct {
 	// Required.
 	Roots       *x509.CertPool
 	Certificate tls.Certificate
+	// Source, if set, replaces Roots and Certificate, read at every
+	// handshake (pki.Source.Server).
+	Source *pki.Source
 	// Logger receives the server's errors; nil discards.
 	Logger *slog.Logger
 	// Registerer receives krypton_handshakes_refused_total and
@@ -215,12 +218,19 @@ type PprofConfig struct {
 //	go tool pprof -tls_ca ca.pem -tls_cert operator-ops.pem -tls_key operator-ops-key.pem \
 //		https://127.0.0.1:7431/debug/pprof/heap
 func ServePprof(ln net.Listener, cfg PprofConfig) (*AdminHTTP, error) {
+	if cfg.Source != nil {
+		m := cfg.Source.Current()
+		cfg.Roots, cfg.Certificate = m.Roots, m.Certificate
+	}
 	if cfg.Roots == nil || len(cfg.Certificate.Certificate) == 0 {
 		return nil, errors.New("transport: PprofConfig.Roots and Certificate are required")
 	}
 	log := orDiscard(cfg.Logger)
 	tc := pki.ServerTLSConfig(cfg.Roots, cfg.Certificate)
 	tc.VerifyConnection = pki.RequireKind(pki.KindOperator)
+	if cfg.Source != nil {
+		cfg.Source.Server(tc)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", http.NotFound)

@@ -54,7 +54,7 @@ func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	f.snapshots.declare(fs)
 }
 
-func (f *govServerFlags) governanceConfig() (governance.Config, error) {
+func (f *govServerFlags) governanceConfig(e *daemonEnv) (governance.Config, error) {
 	cfg := governance.DefaultConfig()
 	cfg.NodeID = f.nodeID
 	if f.nodeID == "" {
@@ -76,9 +76,11 @@ func (f *govServerFlags) governanceConfig() (governance.Config, error) {
 	}
 	cfg.HeartbeatInterval = f.heartbeat
 	cfg.Tune = f.tuning.apply
-	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("governance server", pki.KindGovernance, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
+	if cfg.GossipKey, cfg.CertSource, err = nodeSecrets(e, "governance server", pki.KindGovernance, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err
 	}
+	m := cfg.CertSource.Current()
+	cfg.Roots, cfg.Certificate = m.Roots, m.Certificate
 	return cfg, cfg.Validate()
 }
 
@@ -93,7 +95,7 @@ func governanceServerCommand() *command {
 		flags: f.declare,
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
 			return runDaemon(ctx, s, fs, "governance server", &f.daemon, &f.gossip, func(e *daemonEnv) (daemon, error) {
-				cfg, err := f.governanceConfig()
+				cfg, err := f.governanceConfig(e)
 				if err != nil {
 					return daemon{}, err
 				}

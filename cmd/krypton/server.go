@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/kryptonkms/krypton/fsm"
@@ -73,7 +72,8 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.settings, "region-settings", "", "region settings the leader keeps proposing while the replicated ones differ, as lease-duration=2s,anchor-check-period=1s,anchor-grace-period=10s (give every node the same; for tests and the chaos suite)")
 }
 
-func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
+func (f *serverFlags) regionConfig(e *daemonEnv) (region.Config, error) {
+	log := e.log
 	cfg := region.DefaultConfig()
 	cfg.NodeID, cfg.Region = f.nodeID, f.region
 	dir, err := dataDirFlag("server", f.dataDir)
@@ -103,9 +103,11 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	if cfg.OIDC, err = f.oidc.verifier(log); err != nil {
 		return cfg, err
 	}
-	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("server", pki.KindNode, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
+	if cfg.GossipKey, cfg.CertSource, err = nodeSecrets(e, "server", pki.KindNode, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err
 	}
+	m := cfg.CertSource.Current()
+	cfg.Roots, cfg.Certificate = m.Roots, m.Certificate
 	if cfg.Settings, err = fsm.ParseSettings(f.settings); err != nil {
 		return cfg, usagef("-region-settings: %v", err)
 	}
@@ -123,7 +125,7 @@ func serverCommand() *command {
 		flags: f.declare,
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
 			return runDaemon(ctx, s, fs, "server", &f.daemon, &f.gossip, func(e *daemonEnv) (daemon, error) {
-				cfg, err := f.regionConfig(e.log)
+				cfg, err := f.regionConfig(e)
 				if err != nil {
 					return daemon{}, err
 				}
