@@ -21,8 +21,9 @@ import (
 // The daemon set-up, shared by the three long-running commands: `krypton server` (a region node),
 // `krypton governance server` (a governance node) and `krypton gateway`. Each reads its flags the
 // same way (command line over KRYPTON_<NAME> over the -config file), logs the same way, wipes
-// locked memory on the way out, and runs until a signal (main turns SIGINT, SIGTERM and SIGHUP
-// into the end of the command's context) or until it stops on its own. What each one serves, and
+// locked memory on the way out, and runs until a signal (main turns SIGINT and SIGTERM into the
+// end of the command's context; SIGHUP reloads the certificate files, watchCerts) or until it
+// stops on its own. What each one serves, and
 // its listeners, TLS, admin HTTP port and profiler, are the libraries' (region, governance,
 // gateway): a command only turns flags into their Config.
 

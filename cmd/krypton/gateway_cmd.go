@@ -82,6 +82,12 @@ func (f *gatewayFlags) gatewayConfig(e *daemonEnv) (gateway.Config, error) {
 	if f.caCert == "" || f.cert == "" || f.key == "" {
 		return cfg, usagef("gateway: -ca-cert, -cert and -key are required: the gateway calls the region with its own service certificate")
 	}
+	// The service certificate is checked first: it names what the gateway serves.
+	if cert, err := pki.LoadCertificate(f.cert, f.key); err != nil {
+		return cfg, err
+	} else if id, err := cert.Identity(); err != nil || id.Kind != pki.KindService {
+		return cfg, usagef("gateway: -cert must be a service certificate (krypton certs service TENANT SERVICE)")
+	}
 	cfg.ListenAddr = f.listen
 	if f.kmip && f.kmipAddr == "" {
 		f.kmipAddr = defaultKMIPAddr
@@ -103,9 +109,6 @@ func (f *gatewayFlags) gatewayConfig(e *daemonEnv) (gateway.Config, error) {
 	cfg.CertSource = r.Source(0)
 	m := cfg.CertSource.Current()
 	cfg.Roots, cfg.Certificate = m.Roots, m.Certificate
-	if id, err := pki.LeafIdentity(cfg.Certificate); err != nil || id.Kind != pki.KindService {
-		return cfg, usagef("gateway: -cert must be a service certificate (krypton certs service TENANT SERVICE)")
-	}
 	if len(pairs) > 1 {
 		cfg.ServerCertSource = r.Source(1)
 		cfg.ServerCertificate = cfg.ServerCertSource.Current().Certificate
@@ -135,7 +138,7 @@ func gatewayCommand() *command {
 	return &command{
 		name:     "gateway",
 		synopsis: "run a gateway beside applications",
-		help: "Runs a gateway until SIGINT or SIGTERM: it makes data keys at the edge, has the region wrap and unwrap them\n" +
+		help: "Runs a gateway until SIGINT or SIGTERM (SIGHUP reloads its certificate files, as a change of them does): it makes data keys at the edge, has the region wrap and unwrap them\n" +
 			"(batching concurrent requests, failing over between nodes), and serves applications over gRPC with TLS,\n" +
 			"a Unix socket, and KMIP. See docs/gateway.md.",
 		flags: f.declare,

@@ -89,7 +89,7 @@ func governanceServerCommand() *command {
 	return &command{
 		name:     "server",
 		synopsis: "run a governance node",
-		help: "Runs one node of the governance cluster until SIGINT or SIGTERM. Start three nodes with -bootstrap-expect 3 and -join " +
+		help: "Runs one node of the governance cluster until SIGINT or SIGTERM (SIGHUP reloads its certificate files, as a change of them does). Start three nodes with -bootstrap-expect 3 and -join " +
 			"pointing at one another (one with -bootstrap-expect 1 for development). Region nodes follow its feed " +
 			"(`krypton server -governance <addrs>`); operators use `krypton tenant|service|policy|revoke -governance <addr>`.",
 		flags: f.declare,

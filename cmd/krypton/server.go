@@ -119,7 +119,8 @@ func serverCommand() *command {
 	return &command{
 		name:     "server",
 		synopsis: "run a region node",
-		help: "Runs one node of a region until SIGINT or SIGTERM, which stop it cleanly and wipe every key from memory,\n" +
+		help: "Runs one node of a region until SIGINT or SIGTERM, which stop it cleanly and wipe every key from memory\n" +
+			"(SIGHUP reloads its certificate files, as a change of them does),\n" +
 			"or until `krypton leave` takes the node out of the region, after which the process exits (code 0).\n" +
 			"Start three (or five) nodes the same way with -bootstrap-expect 3 and -join pointing at one another.",
 		flags: f.declare,
