@@ -187,7 +187,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 		ln.Close()
 		return nil, fmt.Errorf("cluster: RaftAdvertise: %w", err)
 	}
-	c.mux = newMux(cfg.NodeID, ln, advertise, cfg.TLS, o.filter, logger)
+	c.mux = newMux(cfg.NodeID, ln, advertise, cfg.TLS, cfg.TLSSource, o.filter, logger)
 	c.mux.start(c.serveRPC, c.admitPeer)
 	cleanup = append(cleanup, c.mux.close)
 	c.rpc = &rpcClient{m: c.mux, idle: make(map[string][]*rpcConn)}

@@ -66,6 +66,13 @@ type Config struct {
 	// TLS.ServerName is set), so node certificates must name the
 	// advertised Raft host (pki.NodeOptions IPs or DNSNames).
 	TLS *tls.Config
+	// TLSSource, if set, is where every handshake takes the node's
+	// certificate and CA pool from (pki.Source.Server, pki.Source.Client):
+	// a certificate reloaded from its files (pki.Reloader) is used by the
+	// next connection, in both directions, without a restart; connections
+	// open keep theirs. TLS stays the base of both, and must hold the
+	// certificate the Source held at start.
+	TLSSource *pki.Source
 
 	// Raft timing; see raft.Config. On loopback, tests use tens of
 	// milliseconds; across a region's zones the defaults are sensible.

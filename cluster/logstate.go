@@ -66,6 +66,11 @@ func (c *Cluster) Stats() map[string]string {
 // AppliedIndex returns the index of the last log entry the FSM applied.
 func (c *Cluster) AppliedIndex() uint64 { return c.fsm.applied.Load() }
 
+// AppliedThrough reports whether this node's FSM state includes every command
+// up to index (entries the FSM never sees count as applied, as for
+// WaitApplied). It does not wait; readiness checks poll it.
+func (c *Cluster) AppliedThrough(index uint64) bool { return c.appliedThrough(index) }
+
 // Peer is a server in the Raft configuration.
 type Peer struct {
 	ID       string

@@ -58,11 +58,13 @@ type mux struct {
 	closeOnce  sync.Once
 	wg         sync.WaitGroup
 
+	src *pki.Source // nil: server and client hold the certificate for good
+
 	mu    sync.Mutex          // guards conns
 	conns map[net.Conn]string // the raw connection -> the peer's node ID, for Raft streams
 }
 
-func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, filter ConnFilter, logger *slog.Logger) *mux {
+func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, src *pki.Source, filter ConnFilter, logger *slog.Logger) *mux {
 	var plane pki.Identity
 	if len(base.Certificates) > 0 {
 		plane = pki.PlaneOf(base.Certificates[0])
@@ -74,7 +76,11 @@ func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, 
 	client := base.Clone()
 	client.MinVersion = tls.VersionTLS13
 	client.VerifyConnection = requirePlane(base.VerifyConnection, plane)
+	if src != nil {
+		src.Server(server)
+	}
 	return &mux{
+		src:        src,
 		self:       self,
 		plane:      plane,
 		ln:         ln,
@@ -87,6 +93,15 @@ func newMux(self string, ln net.Listener, advertise net.Addr, base *tls.Config, 
 		shutdownCh: make(chan struct{}),
 		conns:      make(map[net.Conn]string),
 	}
+}
+
+// clientConfig is the configuration of a new outgoing connection: with a Source, a copy holding
+// its current certificate and CA pool.
+func (m *mux) clientConfig() *tls.Config {
+	if m.src != nil {
+		return m.src.Client(m.client)
+	}
+	return m.client
 }
 
 // requirePlane refuses a peer whose verified certificate does not name a
@@ -249,7 +264,7 @@ func (m *mux) dial(ctx context.Context, addr, wantID string, proto byte) (net.Co
 		m.untrack(raw)
 		return nil, err
 	}
-	cfg := m.client
+	cfg := m.clientConfig()
 	if cfg.ServerName == "" {
 		cfg = cfg.Clone()
 		cfg.ServerName = host
@@ -295,7 +310,7 @@ func (m *mux) probe(ctx context.Context, addr string) (pki.Identity, error) {
 		return pki.Identity{}, err
 	}
 	defer raw.Close()
-	cfg := m.client
+	cfg := m.clientConfig()
 	if cfg.ServerName == "" {
 		cfg = cfg.Clone()
 		cfg.ServerName = host

@@ -42,6 +42,11 @@ type Config struct {
 	// listener accepts a gateway's, so a gateway that is broken into holds nothing that speaks for
 	// a node.
 	ServerCertificate tls.Certificate
+	// CertSource and ServerCertSource, if set, are where every handshake takes Certificate (with
+	// Roots) and ServerCertificate (with Roots) from, so that certificates reloaded from their
+	// files (pki.Reloader: on a change, or the process's SIGHUP) are used by new connections
+	// without a restart. Roots, Certificate and ServerCertificate must hold what they held at start.
+	CertSource, ServerCertSource *pki.Source
 	// UnixSocket is the path of a Unix socket serving the same API without TLS; anyone who can
 	// open the file acts with the gateway's identity, so its mode matters. Empty disables it.
 	UnixSocket string
@@ -50,7 +55,7 @@ type Config struct {
 	// UnixSocketGroup, if not -1, is the numeric group the socket file is given (with mode 0660,
 	// say, to admit one group of applications). DefaultConfig sets -1.
 	UnixSocketGroup int
-	// HTTPAddr, if set, serves /metrics and /healthz.
+	// HTTPAddr, if set, serves /metrics, /livez, /readyz and /healthz.
 	HTTPAddr string
 	// KMIPAddr is the TCP address of the KMIP front end (TTLV over mutual TLS, package
 	// gateway/kmip; 127.0.0.1:5696 is KMIP's port); empty disables it. Needs ServerCertificate.

@@ -84,7 +84,13 @@ func New(cfg Config) (_ *Gateway, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("tenant", id.Tenant, "service", id.Service)
-	g := &Gateway{cfg: cfg, log: log, id: id, reg: transport.NewRegistry(transport.CertificateExpiry{Name: "service", Certificate: cfg.Certificate}, transport.CertificateExpiry{Name: "server", Certificate: cfg.ServerCertificate}), serveErr: make(chan error, 4), done: make(chan struct{})}
+	if cfg.CertSource == nil {
+		cfg.CertSource = pki.StaticSource(cfg.Roots, cfg.Certificate)
+	}
+	if cfg.ServerCertSource == nil && len(cfg.ServerCertificate.Certificate) > 0 {
+		cfg.ServerCertSource = pki.StaticSource(cfg.Roots, cfg.ServerCertificate)
+	}
+	g := &Gateway{cfg: cfg, log: log, id: id, reg: transport.NewRegistry(transport.CertificateExpiry{Name: "service", Source: cfg.CertSource}, transport.CertificateExpiry{Name: "server", Source: cfg.ServerCertSource}), serveErr: make(chan error, 4), done: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -134,7 +140,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 	}
 	if cfg.KMIPAddr != "" {
 		kc := kmip.DefaultConfig()
-		kc.ClientCAs, kc.Certificate = cfg.Roots, cfg.ServerCertificate
+		kc.ClientCAs, kc.Certificate, kc.Source = cfg.Roots, cfg.ServerCertificate, cfg.ServerCertSource
 		kc.RegistryPath, kc.Logger, kc.Registerer = cfg.KMIPRegistryPath, log, g.reg
 		if g.kmipSrv, err = kmip.New(kc, KMIPKeys{G: g}); err != nil {
 			return nil, err
@@ -270,6 +276,27 @@ func (g *Gateway) Close() error {
 		g.pool.close()
 	}
 	g.log.Info("gateway stopped")
+	return nil
+}
+
+// healthy decides the admin port's /livez (and /healthz): the gateway runs until Close.
+func (g *Gateway) healthy() error {
+	if g.isClosed() {
+		return transport.NotReady("closed")
+	}
+	return nil
+}
+
+// ready decides /readyz: the gateway can serve while it reaches a serving region node. The
+// reasons are fixed phrases: /readyz has no authentication (docs/security.md, "Limits before
+// authentication").
+func (g *Gateway) ready() error {
+	if g.isClosed() {
+		return transport.NotReady("closed")
+	}
+	if !g.pool.reachesServing() {
+		return transport.NotReady("no serving region node reached")
+	}
 	return nil
 }
 

@@ -99,7 +99,7 @@ func newPool(cfg Config, log *slog.Logger, m *metrics) (*pool, error) {
 		// Only a node of the configured region answers for it: the gateway's calls (and its
 		// tenant's data keys) never go to a node of another region, another gateway or anything
 		// else of the CA that took the address.
-		ccfg:    transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region}},
+		ccfg:    transport.ClientConfig{Source: cfg.CertSource, Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region}},
 		log:     log,
 		metrics: m,
 		eps:     map[string]*endpoint{},
@@ -238,6 +238,18 @@ func (p *pool) endpoints() []*endpoint {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.list
+}
+
+// reachesServing reports whether some region node is serving as the pool last saw it (its own
+// word in ListEndpoints, or a call that succeeded since) and not avoided after a failure.
+func (p *pool) reachesServing() bool {
+	now := time.Now().UnixNano()
+	for _, e := range p.endpoints() {
+		if e.serving.Load() && e.down.Load() <= now {
+			return true
+		}
+	}
+	return false
 }
 
 // pick returns a node to call, preferring serving ones not avoided nor tried, or nil.

@@ -34,8 +34,7 @@ func (g *Gateway) Serve() error {
 	n := 0
 	if g.tcpLn != nil {
 		srv, err := transport.NewServer(transport.ServerConfig{
-			Roots:          g.cfg.Roots,
-			Certificate:    g.cfg.ServerCertificate,
+			Source:         g.cfg.ServerCertSource,
 			Policy:         transport.Policy{GatewayServiceName: {pki.KindService}, transport.HealthService: {}},
 			Logger:         g.log,
 			MaxRecvMsgSize: maxMsgSize,
@@ -73,7 +72,7 @@ func (g *Gateway) Serve() error {
 		go func() { g.serveErr <- g.kmipSrv.Serve(g.kmipLn) }()
 	}
 	if g.httpLn != nil {
-		h, err := transport.ServeAdminHTTP(g.httpLn, transport.AdminHTTPConfig{Gatherer: g.reg, Registerer: g.reg, Logger: g.log})
+		h, err := transport.ServeAdminHTTP(g.httpLn, transport.AdminHTTPConfig{Gatherer: g.reg, Registerer: g.reg, Logger: g.log, Healthy: g.healthy, Ready: g.ready})
 		if err != nil {
 			g.mu.Unlock()
 			return err

@@ -28,7 +28,7 @@ type Config struct {
 	// RaftAddr (Raft and cluster RPC, mutual TLS), GossipAddr (memberlist,
 	// encrypted) and RPCAddr (the gRPC API, mutual TLS) are host:port to
 	// bind; port 0 picks a free port for RPCAddr only. HTTPAddr serves
-	// /metrics and /healthz in plain HTTP; empty disables it.
+	// /metrics, /livez, /readyz and /healthz in plain HTTP; empty disables it.
 	RaftAddr   string
 	GossipAddr string
 	RPCAddr    string
@@ -50,6 +50,11 @@ type Config struct {
 	// Certificate is this node's: a governance node certificate naming NodeID.
 	Roots       *x509.CertPool
 	Certificate tls.Certificate
+	// CertSource, if set, is where every TLS handshake of the node (its API, Raft, the profiler)
+	// takes the certificate and CA pool from, so that certificates reloaded from their files
+	// (pki.Reloader) are used without a restart. Roots and Certificate must hold what it held at
+	// start.
+	CertSource *pki.Source
 
 	// Regions, if not empty, are the only regions tenants may name; empty
 	// accepts any valid region name.

@@ -79,7 +79,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("node", cfg.NodeID, "plane", "governance")
-	n := &Node{cfg: cfg, log: log, fsm: govfsm.NewFSM(), reg: transport.NewRegistry(transport.CertificateExpiry{Name: "node", Certificate: cfg.Certificate}), stop: make(chan struct{})}
+	if cfg.CertSource == nil {
+		cfg.CertSource = pki.StaticSource(cfg.Roots, cfg.Certificate)
+	}
+	n := &Node{cfg: cfg, log: log, fsm: govfsm.NewFSM(), reg: transport.NewRegistry(transport.CertificateExpiry{Name: "node", Source: cfg.CertSource}), stop: make(chan struct{})}
 	var closers []func()
 	defer func() {
 		if err != nil {
@@ -120,6 +123,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	ccfg.BootstrapExpect = cfg.BootstrapExpect
 	ccfg.Join = cfg.Join
 	ccfg.TLS = pki.NodeTLSConfig(cfg.Roots, cfg.Certificate)
+	ccfg.TLSSource = cfg.CertSource
 	ccfg.Logger = log
 	ccfg.Registerer = n.reg
 	if cfg.Tune != nil {
@@ -151,15 +155,14 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.srv, err = transport.NewServer(transport.ServerConfig{
-		Roots:       cfg.Roots,
-		Certificate: cfg.Certificate,
-		Metrics:     tm,
-		Audit:       n.auditRefusal,
-		Logger:      log,
-		OIDC:        cfg.OIDC,
-		Listener:    "governance",
-		Registerer:  n.reg,
-		Errors:      fsmCodes,
+		Source:     cfg.CertSource,
+		Metrics:    tm,
+		Audit:      n.auditRefusal,
+		Logger:     log,
+		OIDC:       cfg.OIDC,
+		Listener:   "governance",
+		Registerer: n.reg,
+		Errors:     fsmCodes,
 	})
 	if err != nil {
 		return nil, err
@@ -184,7 +187,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("governance: HTTPAddr: %w", err)
 		}
-		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
+		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy, Ready: n.ready}); err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -195,7 +198,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("governance: PprofAddr: %w", err)
 		}
-		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log, Registerer: n.reg}); err != nil {
+		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Source: cfg.CertSource, Logger: log, Registerer: n.reg}); err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -232,12 +235,41 @@ func (n *Node) Cluster() *cluster.Cluster { return n.cl }
 // FSM is the node's replicated state, as applied here.
 func (n *Node) FSM() *govfsm.FSM { return n.fsm }
 
+// HTTPAddr is the address the admin HTTP port (/metrics, /livez, /readyz) listens on, or "" when
+// Config.HTTPAddr was empty.
+func (n *Node) HTTPAddr() string {
+	if n.http == nil {
+		return ""
+	}
+	return n.http.Addr()
+}
+
 // Registry is where the node's metrics are registered.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
 func (n *Node) healthy() error {
 	if n.shut.Load() {
 		return ErrShutdown
+	}
+	return nil
+}
+
+// readyLag is how many log entries a governance node may have left to apply and still answer
+// /readyz with 200: a busy node applies continuously, and an exact match would flap.
+const readyLag = 64
+
+// ready decides the admin port's /readyz: a leader is known and this node has applied what it
+// knows committed (within readyLag). The reasons are fixed phrases: /readyz has no
+// authentication (docs/security.md, "Limits before authentication").
+func (n *Node) ready() error {
+	if n.shut.Load() {
+		return transport.NotReady("shutting down")
+	}
+	if id, _ := n.cl.Leader(); id == "" {
+		return transport.NotReady("no leader")
+	}
+	if c := n.cl.CommitIndex(); c > readyLag && !n.cl.AppliedThrough(c-readyLag) {
+		return transport.NotReady("catching up with the leader")
 	}
 	return nil
 }

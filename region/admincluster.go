@@ -207,14 +207,25 @@ func (n *Node) Status() *kv1.StatusResponse {
 	return st
 }
 
-func (s *adminService) SnapshotSave(_ *kv1.SnapshotSaveRequest, stream kv1.AdminService_SnapshotSaveServer) error {
+// Snapshot takes a consistent snapshot of the node's state (sealed blobs only, never an unsealed
+// key) as AdminService's SnapshotSave streams it: the data and its metadata. The process's
+// scheduled backups (krypton server -snapshot-interval) call it in-process.
+func (n *Node) Snapshot(ctx context.Context) (*kv1.SnapshotMeta, []byte, error) {
 	var buf bytes.Buffer
-	if err := s.n.cl.Snapshot(stream.Context(), &buf); err != nil {
-		return clusterErr(err)
+	if err := n.cl.Snapshot(ctx, &buf); err != nil {
+		return nil, nil, err
 	}
 	data := buf.Bytes()
+	meta := &kv1.SnapshotMeta{Region: n.cfg.Region, Index: n.state.AppliedIndex(), Term: n.raftStat("term"), Size: uint64(len(data)), CreatedAt: timestamppb.Now()}
+	return meta, data, nil
+}
+
+func (s *adminService) SnapshotSave(_ *kv1.SnapshotSaveRequest, stream kv1.AdminService_SnapshotSaveServer) error {
+	meta, data, err := s.n.Snapshot(stream.Context())
+	if err != nil {
+		return clusterErr(err)
+	}
 	sum := sha256.Sum256(data)
-	meta := &kv1.SnapshotMeta{Region: s.n.cfg.Region, Index: s.n.state.AppliedIndex(), Term: s.n.raftStat("term"), Size: uint64(len(data)), CreatedAt: timestamppb.Now()}
 	for off := 0; ; off += snapshotChunkSize {
 		end := min(off+snapshotChunkSize, len(data))
 		chunk := &kv1.SnapshotChunk{Data: data[off:end]}

@@ -28,7 +28,7 @@ type Config struct {
 	DataDir string
 
 	// RaftAddr (Raft and cluster RPC, mutual TLS), GossipAddr (memberlist, encrypted) and RPCAddr
-	// (the gRPC API, mutual TLS) are host:port to bind. HTTPAddr serves /metrics and /healthz
+	// (the gRPC API, mutual TLS) are host:port to bind. HTTPAddr serves /metrics, /livez, /readyz and /healthz
 	// in plain HTTP: bind it to loopback or a management network; empty disables it.
 	RaftAddr   string
 	GossipAddr string
@@ -51,6 +51,11 @@ type Config struct {
 	// (spiffe://krypton/region/<region>/node/<id>, `krypton certs node -region R`).
 	Roots       *x509.CertPool
 	Certificate tls.Certificate
+	// CertSource, if set, is where every TLS handshake of the node (its API, Raft, its calls to
+	// other nodes and to governance, the profiler) takes the certificate and CA pool from, so that
+	// certificates reloaded from their files (pki.Reloader: on a change, or the process's SIGHUP)
+	// are used without a restart. Roots and Certificate must then hold what it held at start.
+	CertSource *pki.Source
 
 	// AllowDevAnchor lets tenants use the file:// development anchor. Off by default: a root key in
 	// a file on the server is not a customer-held key.

@@ -206,7 +206,7 @@ func (f *feed) client(ctx context.Context, addr string) (kv1.GovernanceServiceCl
 	conn := f.conns[addr]
 	if conn == nil {
 		var err error
-		conn, err = transport.Dial(ctx, addr, transport.ClientConfig{Roots: f.n.cfg.Roots, Certificate: f.n.cfg.Certificate,
+		conn, err = transport.Dial(ctx, addr, transport.ClientConfig{Source: f.n.cfg.CertSource,
 			// Only governance feeds a region: a region node, gateway or anything else answering at
 			// a governance address is refused at the handshake.
 			Server: pki.Identity{Kind: pki.KindGovernance}})

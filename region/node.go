@@ -104,6 +104,9 @@ func New(cfg Config) (_ *Node, err error) {
 	if cfg.RevocationCompactInterval == 0 {
 		cfg.RevocationCompactInterval = DefaultConfig().RevocationCompactInterval
 	}
+	if cfg.CertSource == nil {
+		cfg.CertSource = pki.StaticSource(cfg.Roots, cfg.Certificate)
+	}
 	size, err := keyringSize(cfg.KeyringSize)
 	if err != nil {
 		return nil, err
@@ -115,7 +118,7 @@ func New(cfg Config) (_ *Node, err error) {
 		lease:    newLease(),
 		watch:    newVoterWatch(),
 		policies: newPolicyTable(),
-		reg:      transport.NewRegistry(transport.CertificateExpiry{Name: "node", Certificate: cfg.Certificate}),
+		reg:      transport.NewRegistry(transport.CertificateExpiry{Name: "node", Source: cfg.CertSource}),
 		started:  time.Now(),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -183,6 +186,7 @@ func New(cfg Config) (_ *Node, err error) {
 	ccfg.BootstrapExpect = cfg.BootstrapExpect
 	ccfg.Join = cfg.Join
 	ccfg.TLS = pki.NodeTLSConfig(cfg.Roots, cfg.Certificate)
+	ccfg.TLSSource = cfg.CertSource
 	ccfg.Meta = map[string]string{metaRPC: cfg.RPCAddr, metaRegion: cfg.Region, metaVersion: version.Version}
 	ccfg.OnPeerRequest = n.auditPeerRequest
 	ccfg.Logger = log
@@ -204,7 +208,7 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { n.cl.Shutdown() })
-	n.peers = newPeerClients(n.cl, transport.ClientConfig{Roots: cfg.Roots, Certificate: cfg.Certificate,
+	n.peers = newPeerClients(n.cl, transport.ClientConfig{Source: cfg.CertSource,
 		Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region}}, cfg.PeerFilter)
 	closers = append(closers, n.peers.close)
 
@@ -213,14 +217,13 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	n.srv, err = transport.NewServer(transport.ServerConfig{
-		Roots:       cfg.Roots,
-		Certificate: cfg.Certificate,
-		Metrics:     tm,
-		Audit:       n.auditRefusal,
-		OIDC:        cfg.OIDC,
-		Logger:      log,
-		Listener:    "api",
-		Registerer:  n.reg,
+		Source:     cfg.CertSource,
+		Metrics:    tm,
+		Audit:      n.auditRefusal,
+		OIDC:       cfg.OIDC,
+		Logger:     log,
+		Listener:   "api",
+		Registerer: n.reg,
 	})
 	if err != nil {
 		return nil, err
@@ -242,7 +245,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("region: HTTPAddr: %w", err)
 		}
-		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy}); err != nil {
+		if n.http, err = transport.ServeAdminHTTP(ln, transport.AdminHTTPConfig{Gatherer: n.reg, Registerer: n.reg, Logger: log, Healthy: n.healthy, Ready: n.ready}); err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -252,7 +255,7 @@ func New(cfg Config) (_ *Node, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("region: PprofAddr: %w", err)
 		}
-		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Roots: cfg.Roots, Certificate: cfg.Certificate, Logger: log, Registerer: n.reg}); err != nil {
+		if n.pprof, err = transport.ServePprof(ln, transport.PprofConfig{Source: cfg.CertSource, Logger: log, Registerer: n.reg}); err != nil {
 			ln.Close()
 			return nil, err
 		}
@@ -289,6 +292,15 @@ func (n *Node) Cluster() *cluster.Cluster { return n.cl }
 // State is the node's replicated state, as applied here.
 func (n *Node) State() *fsm.State { return n.state }
 
+// HTTPAddr is the address the admin HTTP port (/metrics, /livez, /readyz) listens on, or "" when
+// Config.HTTPAddr was empty.
+func (n *Node) HTTPAddr() string {
+	if n.http == nil {
+		return ""
+	}
+	return n.http.Addr()
+}
+
 // Registry is where the node's metrics are registered.
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
@@ -303,6 +315,20 @@ func (n *Node) Serving() error {
 func (n *Node) healthy() error {
 	if n.shut.Load() {
 		return ErrShutdown
+	}
+	return nil
+}
+
+// ready decides the admin port's /readyz: the node serves wraps only under a serving lease, and a
+// lease is only granted once the node has applied the log up to the commit index its grant carries
+// (renewLease), so holding one is being caught up. The reasons are fixed phrases: /readyz has no
+// authentication (docs/security.md, "Limits before authentication").
+func (n *Node) ready() error {
+	if n.shut.Load() {
+		return transport.NotReady("shutting down")
+	}
+	if n.lease.check() != nil {
+		return transport.NotReady("no serving lease (not caught up with a leader)")
 	}
 	return nil
 }

@@ -28,6 +28,13 @@ type AdminHTTPConfig struct {
 	// "unhealthy" (the error goes to the log, not the response). Unset, the
 	// process answering is healthy enough.
 	Healthy func() error
+	// Ready, if set, decides /readyz: nil means 200 "ready", an error 503.
+	// The response names the reason only when the error is a NotReady (a
+	// fixed phrase chosen by the caller, e.g. "no serving lease"); any other
+	// error answers "not ready" and goes to the log, so that no error text
+	// (addresses, node ids, key ids) reaches an unauthenticated client.
+	// Unset, /readyz answers as /livez does.
+	Ready func() error
 	// Logger receives the server's errors; nil discards.
 	Logger *slog.Logger
 
@@ -68,10 +75,19 @@ const (
 	adminMaxHeaderBytes = 16 << 10
 )
 
+// NotReady is a reason /readyz gives for answering 503: a short fixed
+// phrase, the only error text the unauthenticated admin port ever shows.
+type NotReady string
+
+func (r NotReady) Error() string { return string(r) }
+
 // AdminHTTP is the plain-HTTP admin endpoint of a Krypton process:
 //
 //	/metrics         Prometheus exposition of the Gatherer
-//	/healthz         liveness for load balancers and orchestrators
+//	/livez           liveness: 200 "ok" while the process's loops run (Healthy)
+//	/healthz         the same as /livez (kept for existing checks)
+//	/readyz          readiness: 200 "ready" while the process can serve (Ready),
+//	                 503 and a short reason (a NotReady) otherwise
 //
 // It carries no TLS and no authentication, like Consul's and etcd's metrics
 // ports: bind it to loopback or a management network. Nothing it serves
@@ -80,6 +96,7 @@ const (
 // operator's tool, so ServePprof serves them on a listener of their own,
 // to operator certificates only.
 type AdminHTTP struct {
+	addr  string
 	srv   *http.Server
 	conns *netutil.HandshakeListener // the listener's pre-authentication limits
 	log   *slog.Logger
@@ -105,7 +122,7 @@ func ServeAdminHTTP(ln net.Listener, cfg AdminHTTPConfig) (*AdminHTTP, error) {
 		ErrorLog:      slog.NewLogLogger(log.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,
 	}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+	live := func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if cfg.Healthy != nil {
 			if err := cfg.Healthy(); err != nil {
@@ -116,6 +133,28 @@ func ServeAdminHTTP(ln net.Listener, cfg AdminHTTPConfig) (*AdminHTTP, error) {
 			}
 		}
 		_, _ = w.Write([]byte("ok\n"))
+	}
+	mux.HandleFunc("GET /healthz", live)
+	mux.HandleFunc("GET /livez", live)
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ready := cfg.Ready
+		if ready == nil {
+			live(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := ready(); err != nil {
+			reason := "not ready"
+			if nr, ok := err.(NotReady); ok {
+				reason = string(nr)
+			} else {
+				log.Warn("transport: not ready", "error", err)
+			}
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(reason + "\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
 	})
 	idle := cfg.IdleTimeout
 	if idle <= 0 {
@@ -154,6 +193,9 @@ type PprofConfig struct {
 	// Required.
 	Roots       *x509.CertPool
 	Certificate tls.Certificate
+	// Source, if set, replaces Roots and Certificate, read at every
+	// handshake (pki.Source.Server).
+	Source *pki.Source
 	// Logger receives the server's errors; nil discards.
 	Logger *slog.Logger
 	// Registerer receives krypton_handshakes_refused_total and
@@ -176,12 +218,19 @@ type PprofConfig struct {
 //	go tool pprof -tls_ca ca.pem -tls_cert operator-ops.pem -tls_key operator-ops-key.pem \
 //		https://127.0.0.1:7431/debug/pprof/heap
 func ServePprof(ln net.Listener, cfg PprofConfig) (*AdminHTTP, error) {
+	if cfg.Source != nil {
+		m := cfg.Source.Current()
+		cfg.Roots, cfg.Certificate = m.Roots, m.Certificate
+	}
 	if cfg.Roots == nil || len(cfg.Certificate.Certificate) == 0 {
 		return nil, errors.New("transport: PprofConfig.Roots and Certificate are required")
 	}
 	log := orDiscard(cfg.Logger)
 	tc := pki.ServerTLSConfig(cfg.Roots, cfg.Certificate)
 	tc.VerifyConnection = pki.RequireKind(pki.KindOperator)
+	if cfg.Source != nil {
+		cfg.Source.Server(tc)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", http.NotFound)
@@ -226,6 +275,7 @@ func ServePprof(ln net.Listener, cfg PprofConfig) (*AdminHTTP, error) {
 func serveHTTP(ln net.Listener, srv *http.Server, log *slog.Logger) *AdminHTTP {
 	srv.ErrorLog = slog.NewLogLogger(log.Handler(), slog.LevelWarn)
 	a := &AdminHTTP{
+		addr: ln.Addr().String(),
 		srv:  srv,
 		log:  log,
 		done: make(chan struct{}),
@@ -238,6 +288,9 @@ func serveHTTP(ln net.Listener, srv *http.Server, log *slog.Logger) *AdminHTTP {
 	}()
 	return a
 }
+
+// Addr is the address the endpoint listens on.
+func (a *AdminHTTP) Addr() string { return a.addr }
 
 // Shutdown stops the endpoint: it closes the listener, waits for requests
 // in flight until ctx ends (a CPU profile runs for its full duration), then

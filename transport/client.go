@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
@@ -43,6 +44,11 @@ type ClientConfig struct {
 	// {Kind: pki.KindGovernance} to call governance, {Kind: pki.KindGateway,
 	// Tenant: "acme"} to call acme's gateway.
 	Server pki.Identity
+	// Source, if set, replaces Roots and Certificate: each new connection
+	// (a reconnect included) presents the certificate and trusts the CA
+	// pool it holds then, so a reloaded certificate (pki.Reloader) is used
+	// without a restart; connections already open keep theirs.
+	Source *pki.Source
 
 	// MaxMsgSize bounds one message sent or received, in bytes; 0 means
 	// DefaultMaxMsgSize.
@@ -126,6 +132,10 @@ func ReconnectParams() grpc.ConnectParams {
 //
 // The caller closes the connection.
 func Dial(ctx context.Context, addr string, cfg ClientConfig) (*grpc.ClientConn, error) {
+	if cfg.Source != nil {
+		m := cfg.Source.Current()
+		cfg.Roots, cfg.Certificate = m.Roots, m.Certificate
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -149,8 +159,12 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*grpc.ClientConn,
 	}
 	// Windows and buffers stay gRPC's defaults: see NewServer for what was
 	// measured.
+	creds := credentials.NewTLS(tlsCfg)
+	if cfg.Source != nil {
+		creds = &sourceCreds{TransportCredentials: creds, src: cfg.Source, base: tlsCfg}
+	}
 	conn, err := grpc.NewClient(addr, append(extra,
-		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
+		grpc.WithTransportCredentials(creds),
 		experimental.WithBufferPool(bufferPool), // see bufferPool
 		grpc.WithConnectParams(ReconnectParams()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
@@ -185,4 +199,27 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*grpc.ClientConn,
 			return nil, fmt.Errorf("transport: connecting to %s: %w", addr, ctx.Err())
 		}
 	}
+}
+
+// sourceCreds are client TLS credentials that take a fresh configuration from a pki.Source for
+// every handshake (pki.Source.Client), so that a reconnect presents the certificate, and trusts
+// the CA pool, in use now. The TLS itself is grpc's (credentials.NewTLS).
+type sourceCreds struct {
+	credentials.TransportCredentials // Info, ServerHandshake
+	src                              *pki.Source
+	base                             *tls.Config
+}
+
+func (c *sourceCreds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return credentials.NewTLS(c.src.Client(c.base)).ClientHandshake(ctx, authority, raw)
+}
+
+func (c *sourceCreds) Clone() credentials.TransportCredentials {
+	return &sourceCreds{TransportCredentials: c.TransportCredentials.Clone(), src: c.src, base: c.base.Clone()}
+}
+
+//nolint:staticcheck // part of the interface
+func (c *sourceCreds) OverrideServerName(name string) error {
+	c.base.ServerName = name
+	return c.TransportCredentials.OverrideServerName(name) //nolint:staticcheck
 }

@@ -72,6 +72,7 @@ func TestAdminHTTP(t *testing.T) {
 	g.Set(42)
 	reg.MustRegister(g)
 	healthy := errors.New("no quorum")
+	var ready error = errors.New("leader 10.0.0.7:7410 unreachable")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -79,6 +80,7 @@ func TestAdminHTTP(t *testing.T) {
 	a, err := ServeAdminHTTP(ln, AdminHTTPConfig{
 		Gatherer: reg,
 		Healthy:  func() error { return healthy },
+		Ready:    func() error { return ready },
 		Logger:   testLogger(t, nil),
 	})
 	if err != nil {
@@ -104,9 +106,28 @@ func TestAdminHTTP(t *testing.T) {
 	if code, body := get("/healthz"); code != http.StatusServiceUnavailable || strings.Contains(body, "quorum") {
 		t.Errorf("/healthz while unhealthy: %d %q", code, body)
 	}
+	if code, body := get("/livez"); code != http.StatusServiceUnavailable || body != "unhealthy\n" {
+		t.Errorf("/livez while unhealthy: %d %q", code, body)
+	}
 	healthy = nil
 	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz: %d %q", code, body)
+	}
+	if code, body := get("/livez"); code != 200 || body != "ok\n" {
+		t.Errorf("/livez: %d %q", code, body)
+	}
+	// /readyz is unauthenticated: an error that is not a NotReady (whose text may name
+	// addresses, node or key ids) is not shown, only "not ready".
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body != "not ready\n" {
+		t.Errorf("/readyz with a plain error: %d %q, want 503 \"not ready\"", code, body)
+	}
+	ready = NotReady("no serving lease")
+	if code, body := get("/readyz"); code != http.StatusServiceUnavailable || body != "no serving lease\n" {
+		t.Errorf("/readyz with a NotReady: %d %q", code, body)
+	}
+	ready = nil
+	if code, body := get("/readyz"); code != 200 || body != "ready\n" {
+		t.Errorf("/readyz: %d %q", code, body)
 	}
 	// The profiler is not on the plain-HTTP port: /debug/pprof/cmdline showed argv to anyone.
 	for _, p := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/heap"} {

@@ -53,6 +53,11 @@ type ServerConfig struct {
 	// Certificate is the server's own certificate and key (a node
 	// certificate for region and governance nodes).
 	Certificate tls.Certificate
+	// Source, if set, replaces Roots and Certificate: every handshake
+	// presents the certificate and trusts the CA pool it holds then
+	// (pki.Source.Server), so a reloaded certificate is used without a
+	// restart and without dropping the connections open.
+	Source *pki.Source
 
 	// Policy says which kinds of certificate may call which service; nil
 	// means DefaultPolicy().
@@ -229,6 +234,10 @@ type Server struct {
 // SERVING for "" (the whole server) once NewServer returns; use SetServing
 // for each service.
 func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.Source != nil {
+		m := cfg.Source.Current()
+		cfg.Roots, cfg.Certificate = m.Roots, m.Certificate
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -250,6 +259,9 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		// A certificate, if given, is still verified against Roots; a
 		// connection without one can only carry token-authenticated calls.
 		tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
+	}
+	if cfg.Source != nil {
+		cfg.Source.Server(tlsCfg)
 	}
 	// Flow-control windows, buffer sizes and the shared write buffer are
 	// gRPC's defaults on purpose. Measured on unary and BatchWrap/BatchUnwrap

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"flag"
@@ -12,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/awnumar/memguard"
 
@@ -21,14 +21,16 @@ import (
 // The daemon set-up, shared by the three long-running commands: `krypton server` (a region node),
 // `krypton governance server` (a governance node) and `krypton gateway`. Each reads its flags the
 // same way (command line over KRYPTON_<NAME> over the -config file), logs the same way, wipes
-// locked memory on the way out, and runs until a signal (main turns SIGINT, SIGTERM and SIGHUP
-// into the end of the command's context) or until it stops on its own. What each one serves, and
+// locked memory on the way out, and runs until a signal (main turns SIGINT and SIGTERM into the
+// end of the command's context; SIGHUP reloads the certificate files, watchCerts) or until it
+// stops on its own. What each one serves, and
 // its listeners, TLS, admin HTTP port and profiler, are the libraries' (region, governance,
 // gateway): a command only turns flags into their Config.
 
 // daemonFlags are the flags every daemon has: -config, -log-level and -log-format.
 type daemonFlags struct {
 	config, logLevel, logFormat string
+	certExpiryWarning           time.Duration
 }
 
 // declare declares them; example is a flag name the -config help shows as a key.
@@ -36,6 +38,7 @@ func (d *daemonFlags) declare(fs *flag.FlagSet, example string) {
 	fs.StringVar(&d.config, "config", "", "JSON config file whose keys are these flags' names (e.g. \""+example+"\")")
 	fs.StringVar(&d.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&d.logFormat, "log-format", "text", "text or json")
+	fs.DurationVar(&d.certExpiryWarning, "cert-expiry-warning", pki.DefaultExpiryWarning, "log a warning, at start, on every reload and hourly, while a certificate expires within this long")
 }
 
 // daemon is a started daemon, as runDaemon's start returns it. stop ends it on a signal and
@@ -53,9 +56,65 @@ type daemonEnv struct {
 	log      *slog.Logger
 	s        *streams
 	deferred []func()
+
+	bg     context.Context // ends when the daemon is about to stop
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	certWarning time.Duration
+	reloaders   []*pki.Reloader // watched once the daemon has started
+}
+
+// certs loads a daemon's certificate files into a Reloader (an error names the file to fix),
+// which runDaemon keeps fresh once the daemon has started: on a change of the files, and on
+// SIGHUP.
+func (e *daemonEnv) certs(caFile string, pairs ...pki.ReloadPair) (*pki.Reloader, error) {
+	r, err := pki.NewReloader(pki.ReloaderConfig{CAFile: caFile, Pairs: pairs, ExpiryWarning: e.certWarning, Logger: e.log})
+	if err != nil {
+		return nil, err
+	}
+	e.reloaders = append(e.reloaders, r)
+	return r, nil
+}
+
+// watchCerts starts watching the reloaders' files and makes SIGHUP reload them.
+func (e *daemonEnv) watchCerts() {
+	if len(e.reloaders) == 0 {
+		return
+	}
+	reload := func() {
+		e.log.Info("SIGHUP: reloading the certificate files")
+		for _, r := range e.reloaders {
+			_ = r.Reload() // a refusal is logged and counted there
+		}
+	}
+	e.atExit(onHangup(reload))
+	for _, r := range e.reloaders {
+		e.background(func(ctx context.Context) {
+			if err := r.Watch(ctx, 0); err != nil {
+				e.log.Warn("certificate files are not watched (SIGHUP still reloads them)", "err", err)
+			}
+		})
+	}
 }
 
 func (e *daemonEnv) atExit(f func()) { e.deferred = append(e.deferred, f) }
+
+// background runs f in a goroutine beside the daemon (e.g. scheduled snapshots); f's context ends
+// when the daemon is about to stop, and the daemon stops only once f has returned.
+func (e *daemonEnv) background(f func(ctx context.Context)) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		f(e.bg)
+	}()
+}
+
+// stopBackground ends what background started and waits for it.
+func (e *daemonEnv) stopBackground() {
+	e.cancel()
+	e.wg.Wait()
+}
 
 // runDaemon runs a daemon command: cmd names it in errors ("server", "governance server",
 // "gateway"); gossip, if not nil, is its gossip key, refused on the command line. It reads the
@@ -86,7 +145,9 @@ func runDaemon(ctx context.Context, s *streams, fs *flag.FlagSet, cmd string, d 
 	}
 	// Whatever happens below, no key outlives the process in locked memory.
 	defer memguard.Purge()
-	e := &daemonEnv{log: log, s: s}
+	e := &daemonEnv{log: log, s: s, certWarning: d.certExpiryWarning}
+	e.bg, e.cancel = context.WithCancel(context.Background())
+	defer e.stopBackground()
 	defer func() {
 		for i := len(e.deferred) - 1; i >= 0; i-- {
 			e.deferred[i]()
@@ -96,11 +157,14 @@ func runDaemon(ctx context.Context, s *streams, fs *flag.FlagSet, cmd string, d 
 	if err != nil {
 		return err
 	}
+	e.watchCerts()
 	select {
 	case <-ctx.Done():
 		log.Info("signal received; shutting down")
+		e.stopBackground()
 		return dm.stop()
 	case <-dm.done:
+		e.stopBackground()
 		return dm.ended()
 	}
 }
@@ -240,34 +304,32 @@ func (s *secretValue) Set(v string) error {
 }
 
 // nodeSecrets checks and loads what every node command (server, governance server) needs to join
-// its cluster: the gossip key, the CA pool, and a node certificate of kind (a region node's, or a
-// governance node's) naming nodeID. cmd prefixes the usage errors.
-func nodeSecrets(cmd string, kind pki.Kind, gossip *gossipKeyFlags, caCert, certFile, keyFile, nodeID string) ([]byte, *x509.CertPool, tls.Certificate, error) {
+// its cluster: the gossip key, and the CA pool and a node certificate of kind (a region node's, or
+// a governance node's) naming nodeID, in a Reloader that keeps them fresh. cmd prefixes the usage
+// errors.
+func nodeSecrets(e *daemonEnv, cmd string, kind pki.Kind, gossip *gossipKeyFlags, caCert, certFile, keyFile, nodeID string) ([]byte, *pki.Source, error) {
 	key, err := gossip.load(cmd)
 	if err != nil {
-		return nil, nil, tls.Certificate{}, err
+		return nil, nil, err
 	}
 	if caCert == "" || certFile == "" || keyFile == "" {
-		return nil, nil, tls.Certificate{}, usagef("%s: -ca-cert, -cert and -key are required: Krypton never runs without mutual TLS (`krypton certs` makes development ones)", cmd)
+		return nil, nil, usagef("%s: -ca-cert, -cert and -key are required: Krypton never runs without mutual TLS (`krypton certs` makes development ones)", cmd)
 	}
-	roots, err := pki.LoadCertPool(caCert)
+	r, err := e.certs(caCert, pki.ReloadPair{Name: "node", CertFile: certFile, KeyFile: keyFile})
 	if err != nil {
-		return nil, nil, tls.Certificate{}, err
+		return nil, nil, err
 	}
-	cert, err := pki.LoadCertificate(certFile, keyFile)
+	src := r.Source(0)
+	id, err := pki.LeafIdentity(src.Current().Certificate)
 	if err != nil {
-		return nil, nil, tls.Certificate{}, err
-	}
-	id, err := cert.Identity()
-	if err != nil {
-		return nil, nil, tls.Certificate{}, err
+		return nil, nil, err
 	}
 	if id.Kind != kind || id.NodeID != nodeID {
 		fix := "krypton certs node -region R " + nodeID
 		if kind == pki.KindGovernance {
 			fix = "krypton certs governance " + nodeID
 		}
-		return nil, nil, tls.Certificate{}, usagef("%s: the certificate names %s, not the %s %q (%s)", cmd, id, kind, nodeID, fix)
+		return nil, nil, usagef("%s: the certificate names %s, not the %s %q (%s)", cmd, id, kind, nodeID, fix)
 	}
-	return key, roots, cert.TLSCertificate(), nil
+	return key, src, nil
 }

@@ -59,7 +59,7 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.unixSocket, "unix-socket", "", "path of a Unix socket serving the same API without TLS (whoever can open it acts as the gateway); empty disables")
 	fs.StringVar(&f.unixSocketMode, "unix-socket-mode", "0600", "the socket file's mode, in octal")
 	fs.IntVar(&f.unixSocketGroup, "unix-socket-group", -1, "numeric group id given to the socket file (with -unix-socket-mode 0660 to admit that group); -1 keeps the default")
-	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics and /healthz (plain HTTP); empty disables")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics, /livez, /readyz and /healthz (plain HTTP); empty disables")
 	fs.IntVar(&f.batchSize, "batch-size", d.BatchSize, "most requests coalesced into one region call (1 turns batching off)")
 	fs.DurationVar(&f.batchWait, "batch-wait", d.BatchWait, "longest a request waits for others to join its batch")
 	fs.IntVar(&f.cacheEntries, "cache-entries", 0, "entries of the cache of unwrapped data keys; 0 (the default) turns the cache off")
@@ -73,7 +73,7 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.kmipRegistry, "kmip-registry", "", "bbolt file keeping the KMIP objects (wrapped keys and attributes); empty keeps them in memory only")
 }
 
-func (f *gatewayFlags) gatewayConfig() (gateway.Config, error) {
+func (f *gatewayFlags) gatewayConfig(e *daemonEnv) (gateway.Config, error) {
 	cfg := gateway.DefaultConfig()
 	cfg.RegionAddrs, cfg.Region = splitList(f.region), f.regionName
 	if len(cfg.RegionAddrs) == 0 {
@@ -82,32 +82,36 @@ func (f *gatewayFlags) gatewayConfig() (gateway.Config, error) {
 	if f.caCert == "" || f.cert == "" || f.key == "" {
 		return cfg, usagef("gateway: -ca-cert, -cert and -key are required: the gateway calls the region with its own service certificate")
 	}
-	var err error
-	if cfg.Roots, err = pki.LoadCertPool(f.caCert); err != nil {
+	// The service certificate is checked first: it names what the gateway serves.
+	if cert, err := pki.LoadCertificate(f.cert, f.key); err != nil {
 		return cfg, err
-	}
-	cert, err := pki.LoadCertificate(f.cert, f.key)
-	if err != nil {
-		return cfg, err
-	}
-	if id, err := cert.Identity(); err != nil || id.Kind != pki.KindService {
+	} else if id, err := cert.Identity(); err != nil || id.Kind != pki.KindService {
 		return cfg, usagef("gateway: -cert must be a service certificate (krypton certs service TENANT SERVICE)")
 	}
-	cfg.Certificate = cert.TLSCertificate()
 	cfg.ListenAddr = f.listen
 	if f.kmip && f.kmipAddr == "" {
 		f.kmipAddr = defaultKMIPAddr
 	}
 	cfg.KMIPAddr, cfg.KMIPRegistryPath = f.kmipAddr, f.kmipRegistry
+	// One Reloader for both certificates: they share the CA bundle, and a reload uses both new
+	// files or neither.
+	pairs := []pki.ReloadPair{{Name: "service", CertFile: f.cert, KeyFile: f.key}}
 	if f.listen != "" || f.kmipAddr != "" {
 		if f.serverCert == "" || f.serverKey == "" {
 			return cfg, usagef("gateway: -listen and -kmip-addr need -server-cert and -server-key (or -listen '' for the Unix socket only)")
 		}
-		sc, err := pki.LoadCertificate(f.serverCert, f.serverKey)
-		if err != nil {
-			return cfg, err
-		}
-		cfg.ServerCertificate = sc.TLSCertificate()
+		pairs = append(pairs, pki.ReloadPair{Name: "server", CertFile: f.serverCert, KeyFile: f.serverKey})
+	}
+	r, err := e.certs(f.caCert, pairs...)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.CertSource = r.Source(0)
+	m := cfg.CertSource.Current()
+	cfg.Roots, cfg.Certificate = m.Roots, m.Certificate
+	if len(pairs) > 1 {
+		cfg.ServerCertSource = r.Source(1)
+		cfg.ServerCertificate = cfg.ServerCertSource.Current().Certificate
 	}
 	cfg.UnixSocket = f.unixSocket
 	mode, err := strconv.ParseUint(f.unixSocketMode, 8, 32)
@@ -134,13 +138,13 @@ func gatewayCommand() *command {
 	return &command{
 		name:     "gateway",
 		synopsis: "run a gateway beside applications",
-		help: "Runs a gateway until SIGINT or SIGTERM: it makes data keys at the edge, has the region wrap and unwrap them\n" +
+		help: "Runs a gateway until SIGINT or SIGTERM (SIGHUP reloads its certificate files, as a change of them does): it makes data keys at the edge, has the region wrap and unwrap them\n" +
 			"(batching concurrent requests, failing over between nodes), and serves applications over gRPC with TLS,\n" +
 			"a Unix socket, and KMIP. See docs/gateway.md.",
 		flags: f.declare,
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
 			return runDaemon(ctx, s, fs, "gateway", &f.daemon, nil, func(e *daemonEnv) (daemon, error) {
-				cfg, err := f.gatewayConfig()
+				cfg, err := f.gatewayConfig(e)
 				if err != nil {
 					return daemon{}, err
 				}

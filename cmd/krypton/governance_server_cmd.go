@@ -27,6 +27,7 @@ type govServerFlags struct {
 	tuning                                  raftTuning
 	oidc                                    oidcFlags
 	audit                                   auditFlags
+	snapshots                               snapshotFlags
 }
 
 func (f *govServerFlags) declare(fs *flag.FlagSet) {
@@ -36,7 +37,7 @@ func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7510", "host:port for Raft (mutual TLS)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7520", "host:port for gossip (encrypted, TCP and UDP)")
 	fs.StringVar(&f.apiAddr, "api-addr", defaultGovernanceAddr, "host:port for the GovernanceService API (mutual TLS)")
-	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics and /healthz (plain HTTP); empty disables")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics, /livez, /readyz and /healthz (plain HTTP); empty disables")
 	fs.StringVar(&f.pprofAddr, "pprof", "", "host:port to serve /debug/pprof on, over mutual TLS to operator certificates only; empty (the default) disables the profiler")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "number of nodes that bootstrap a new governance cluster together (3 in production, 1 for development); 0 joins an existing one")
 	fs.StringVar(&f.join, "join", "", "gossip addresses of other governance nodes, comma-separated")
@@ -51,9 +52,10 @@ func (f *govServerFlags) declare(fs *flag.FlagSet) {
 	f.tuning.declare(fs)
 	f.oidc.declare(fs)
 	f.audit.declare(fs)
+	f.snapshots.declare(fs)
 }
 
-func (f *govServerFlags) governanceConfig() (governance.Config, error) {
+func (f *govServerFlags) governanceConfig(e *daemonEnv) (governance.Config, error) {
 	cfg := governance.DefaultConfig()
 	cfg.NodeID = f.nodeID
 	if f.nodeID == "" {
@@ -79,9 +81,11 @@ func (f *govServerFlags) governanceConfig() (governance.Config, error) {
 	}
 	cfg.EventRetention = f.eventRetention
 	cfg.Tune = f.tuning.apply
-	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("governance server", pki.KindGovernance, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
+	if cfg.GossipKey, cfg.CertSource, err = nodeSecrets(e, "governance server", pki.KindGovernance, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err
 	}
+	m := cfg.CertSource.Current()
+	cfg.Roots, cfg.Certificate = m.Roots, m.Certificate
 	return cfg, cfg.Validate()
 }
 
@@ -90,13 +94,13 @@ func governanceServerCommand() *command {
 	return &command{
 		name:     "server",
 		synopsis: "run a governance node",
-		help: "Runs one node of the governance cluster until SIGINT or SIGTERM. Start three nodes with -bootstrap-expect 3 and -join " +
+		help: "Runs one node of the governance cluster until SIGINT or SIGTERM (SIGHUP reloads its certificate files, as a change of them does). Start three nodes with -bootstrap-expect 3 and -join " +
 			"pointing at one another (one with -bootstrap-expect 1 for development). Region nodes follow its feed " +
 			"(`krypton server -governance <addrs>`); operators use `krypton tenant|service|policy|revoke -governance <addr>`.",
 		flags: f.declare,
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
 			return runDaemon(ctx, s, fs, "governance server", &f.daemon, &f.gossip, func(e *daemonEnv) (daemon, error) {
-				cfg, err := f.governanceConfig()
+				cfg, err := f.governanceConfig(e)
 				if err != nil {
 					return daemon{}, err
 				}
@@ -108,9 +112,17 @@ func governanceServerCommand() *command {
 					return daemon{}, err
 				}
 				e.atExit(func() { cfg.OIDC.Close() }) // after the node has stopped
+				sched, err := f.snapshots.schedule("governance server", cfg.DataDir, "governance", e.log)
+				if err != nil {
+					return daemon{}, err
+				}
 				n, err := governance.Start(ctx, cfg)
 				if err != nil {
 					return daemon{}, err
+				}
+				if sched != nil {
+					sched.take = governanceSnapshot(n)
+					e.background(sched.run)
 				}
 				fmt.Fprintf(e.s.err, "krypton: governance node %s serving on %s\n", cfg.NodeID, n.Addr())
 				return daemon{stop: n.Close}, nil

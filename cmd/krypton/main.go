@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -30,19 +31,45 @@ func main() { os.Exit(runMain()) }
 // and stderr), before any cleanup. Caught, the write fails with EPIPE instead, and run treats that
 // as a reason to shut down cleanly (pipeWatch).
 //
+// SIGHUP stops a command too, except while a daemon (`krypton server`, `krypton governance
+// server`, `krypton gateway`) runs: it has registered a handler with onHangup, and SIGHUP then
+// reloads its certificate files instead, as it does for consul, vault and nginx. `krypton dev`
+// registers none, so SIGHUP (a closed terminal) still stops it and removes its directory.
 // SIGHUP is left alone when the process started with it ignored: `nohup krypton server` must not
-// stop when its terminal closes.
+// stop when its terminal closes (a daemon's files are still reloaded when they change).
 func runMain() int {
-	sigs := []os.Signal{os.Interrupt, syscall.SIGTERM}
-	if !signal.Ignored(syscall.SIGHUP) {
-		sigs = append(sigs, syscall.SIGHUP)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), sigs...)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if !signal.Ignored(syscall.SIGHUP) {
+		var hangup context.CancelFunc
+		ctx, hangup = context.WithCancel(ctx)
+		defer hangup()
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for range hup {
+				if h := hangupHandler.Load(); h != nil {
+					(*h)()
+				} else {
+					hangup()
+				}
+			}
+		}()
+	}
 	pipe := make(chan os.Signal, 1)
 	signal.Notify(pipe, syscall.SIGPIPE) // never read: catching it is what keeps the process alive
 	defer signal.Stop(pipe)
 	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+}
+
+// hangupHandler is what SIGHUP runs instead of stopping the command (onHangup).
+var hangupHandler atomic.Pointer[func()]
+
+// onHangup makes SIGHUP run f instead of stopping the command, until the returned func is called.
+func onHangup(f func()) (restore func()) {
+	hangupHandler.Store(&f)
+	return func() { hangupHandler.CompareAndSwap(&f, nil) }
 }
 
 // run executes one command line and returns the process exit code: 0 success, 1 failure, 2 usage.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"log/slog"
 	"time"
 
 	"github.com/kryptonkms/krypton/fsm"
@@ -41,6 +40,7 @@ type serverFlags struct {
 	keyringSize     int
 	anchorChecks    int
 	anchorTimeout   time.Duration
+	snapshots       snapshotFlags
 }
 
 func (f *serverFlags) declare(fs *flag.FlagSet) {
@@ -51,7 +51,7 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.raftAddr, "raft-addr", "127.0.0.1:7410", "host:port for Raft (mutual TLS)")
 	fs.StringVar(&f.gossipAddr, "gossip-addr", "127.0.0.1:7420", "host:port for gossip (encrypted, TCP and UDP)")
 	fs.StringVar(&f.apiAddr, "api-addr", "127.0.0.1:7400", "host:port for the gRPC API (mutual TLS)")
-	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics and /healthz (plain HTTP: keep it on loopback or a management network); empty disables")
+	fs.StringVar(&f.httpAddr, "http-addr", "", "host:port for /metrics, /livez, /readyz and /healthz (plain HTTP: keep it on loopback or a management network); empty disables")
 	fs.StringVar(&f.pprofAddr, "pprof", "", "host:port to serve /debug/pprof on, over mutual TLS to operator certificates only; empty (the default) disables the profiler")
 	fs.IntVar(&f.bootstrapExpect, "bootstrap-expect", 0, "number of nodes that bootstrap a new region together (3 or 5); 0 joins an existing region")
 	fs.StringVar(&f.join, "join", "", "gossip addresses of other nodes, comma-separated")
@@ -68,10 +68,12 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.DurationVar(&f.anchorTimeout, "anchor-check-timeout", 0, "how long one L1 check may take before it counts as a transient failure (0: 10s)")
 	f.oidc.declare(fs)
 	f.audit.declare(fs)
+	f.snapshots.declare(fs)
 	fs.StringVar(&f.settings, "region-settings", "", "region settings the leader keeps proposing while the replicated ones differ, as lease-duration=2s,anchor-check-period=1s,anchor-grace-period=10s (give every node the same; for tests and the chaos suite)")
 }
 
-func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
+func (f *serverFlags) regionConfig(e *daemonEnv) (region.Config, error) {
+	log := e.log
 	cfg := region.DefaultConfig()
 	cfg.NodeID, cfg.Region = f.nodeID, f.region
 	dir, err := dataDirFlag("server", f.dataDir)
@@ -101,9 +103,11 @@ func (f *serverFlags) regionConfig(log *slog.Logger) (region.Config, error) {
 	if cfg.OIDC, err = f.oidc.verifier(log); err != nil {
 		return cfg, err
 	}
-	if cfg.GossipKey, cfg.Roots, cfg.Certificate, err = nodeSecrets("server", pki.KindNode, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
+	if cfg.GossipKey, cfg.CertSource, err = nodeSecrets(e, "server", pki.KindNode, &f.gossip, f.caCert, f.cert, f.key, f.nodeID); err != nil {
 		return cfg, err
 	}
+	m := cfg.CertSource.Current()
+	cfg.Roots, cfg.Certificate = m.Roots, m.Certificate
 	if cfg.Settings, err = fsm.ParseSettings(f.settings); err != nil {
 		return cfg, usagef("-region-settings: %v", err)
 	}
@@ -115,13 +119,14 @@ func serverCommand() *command {
 	return &command{
 		name:     "server",
 		synopsis: "run a region node",
-		help: "Runs one node of a region until SIGINT or SIGTERM, which stop it cleanly and wipe every key from memory,\n" +
+		help: "Runs one node of a region until SIGINT or SIGTERM, which stop it cleanly and wipe every key from memory\n" +
+			"(SIGHUP reloads its certificate files, as a change of them does),\n" +
 			"or until `krypton leave` takes the node out of the region, after which the process exits (code 0).\n" +
 			"Start three (or five) nodes the same way with -bootstrap-expect 3 and -join pointing at one another.",
 		flags: f.declare,
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
 			return runDaemon(ctx, s, fs, "server", &f.daemon, &f.gossip, func(e *daemonEnv) (daemon, error) {
-				cfg, err := f.regionConfig(e.log)
+				cfg, err := f.regionConfig(e)
 				if err != nil {
 					return daemon{}, err
 				}
@@ -129,9 +134,17 @@ func serverCommand() *command {
 					return daemon{}, err
 				}
 				e.atExit(func() { cfg.OIDC.Close() }) // after the node has stopped
+				sched, err := f.snapshots.schedule("server", cfg.DataDir, "region-"+cfg.Region, e.log)
+				if err != nil {
+					return daemon{}, err
+				}
 				n, err := region.New(cfg)
 				if err != nil {
 					return daemon{}, err
+				}
+				if sched != nil {
+					sched.take = n.Snapshot
+					e.background(sched.run)
 				}
 				fmt.Fprintf(e.s.err, "krypton: node %s of region %s serving on %s\n", cfg.NodeID, cfg.Region, n.RPCAddr())
 				return daemon{

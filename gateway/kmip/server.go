@@ -30,6 +30,11 @@ type Config struct {
 	ClientCAs *x509.CertPool
 	// Certificate is the server's own certificate and key. Required.
 	Certificate tls.Certificate
+	// Source, if set, is where every handshake takes the certificate and
+	// the client CAs from (pki.Source.Server), so that a reloaded
+	// certificate is used without a restart; it must hold ClientCAs and
+	// Certificate at start.
+	Source *pki.Source
 	// AllowTLS12 lets clients that cannot speak TLS 1.3 connect with TLS
 	// 1.2, restricted to ECDHE key exchange and AEAD cipher suites. Off by
 	// default: Krypton's minimum is TLS 1.3 (internal/pki), but KMIP's own
@@ -192,6 +197,9 @@ func New(cfg Config, keys Keys) (*Server, error) {
 			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
 			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 		}
+	}
+	if cfg.Source != nil {
+		cfg.Source.Server(tc)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	lim := ttlv.DefaultLimits()
