@@ -527,6 +527,12 @@ func (n *Node) auditPeerRequest(r cluster.PeerRequest) {
 		if entry, err := fsm.Decode(r.Cmd); err == nil {
 			e.Detail["command"] = entry.Command.Type()
 			e.RequestID = entry.RequestID
+			// The entry's origin is the forwarding node's word; every node's replicated record
+			// names it as proposer. A node that claims to forward for another is on record here.
+			if entry.Origin.Node != r.Peer.NodeID {
+				e.Detail["proposer-mismatch"] = detailText(entry.Origin.Node)
+				n.log.Warn("a forwarded write names another node as its proposer", "peer", r.Peer.String(), "proposer", entry.Origin.Node, "request-id", entry.RequestID)
+			}
 		} else {
 			e.Detail["command"] = "(undecodable)"
 		}
