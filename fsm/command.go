@@ -313,6 +313,9 @@ type Entry struct {
 	// the only time Apply uses.
 	At      int64
 	Command Command
+	// Origin says who made the proposer propose the entry, for every node's audit record of it
+	// (origin.go). It does not change what the entry does.
+	Origin Origin
 }
 
 // EncodingVersion is the version of the log entry encoding that Encode
@@ -328,6 +331,7 @@ type wireEntry struct {
 	RequestID string          `json:"request-id,omitempty"`
 	At        int64           `json:"at"`
 	Cmd       json.RawMessage `json:"cmd"`
+	Origin    *Origin         `json:"origin,omitempty"`
 }
 
 type wireEvent struct {
@@ -349,7 +353,12 @@ func Encode(e Entry) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := json.Marshal(wireEntry{V: EncodingVersion, Type: e.Command.Type(), RequestID: e.RequestID, At: e.At, Cmd: cmd})
+	w := wireEntry{V: EncodingVersion, Type: e.Command.Type(), RequestID: e.RequestID, At: e.At, Cmd: cmd}
+	if e.Origin.Kind != "" || e.Origin.Actor != "" || e.Origin.Node != "" || len(e.Origin.Detail) > 0 {
+		o := e.Origin
+		w.Origin = &o
+	}
+	b, err := json.Marshal(w)
 	if err != nil {
 		return nil, err
 	}
@@ -404,7 +413,11 @@ func Decode(b []byte) (Entry, error) {
 	if err != nil {
 		return Entry{}, err
 	}
-	return Entry{RequestID: w.RequestID, At: w.At, Command: c}, nil
+	e := Entry{RequestID: w.RequestID, At: w.At, Command: c}
+	if w.Origin != nil {
+		e.Origin = *w.Origin
+	}
+	return e, nil
 }
 
 func decodeCommand(tag string, raw json.RawMessage, outer bool) (Command, error) {

@@ -116,7 +116,7 @@ func TestImports(t *testing.T) {
 		"bufio": true, "bytes": true, "crypto/sha256": true, "encoding/binary": true, "encoding/json": true, "errors": true,
 		"math": true,
 		"fmt":  true, "io": true, "maps": true, "slices": true, "strconv": true, "strings": true,
-		"sync": true, "sync/atomic": true, "time": true,
+		"sync": true, "sync/atomic": true, "time": true, "unicode/utf8": true,
 		"github.com/hashicorp/raft":                      true,
 		"github.com/kryptonkms/krypton/wrap":             true,
 		"github.com/kryptonkms/krypton/policy":           true,

@@ -53,6 +53,9 @@ func Validate(e Entry) error {
 	if e.Command == nil {
 		return invalid(ErrInvalidCommand, "command")
 	}
+	if err := checkOrigin(e.Origin); err != nil {
+		return err
+	}
 	return validate(deref(e.Command))
 }
 

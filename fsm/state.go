@@ -22,6 +22,13 @@ type Options struct {
 	// It must not block: Raft applies nothing else until it returns. It may
 	// call the State's queries, and must not call Apply or Restore.
 	OnChange func(Change)
+	// OnApplied, if set, is called once per applied entry (refused or not), synchronously, in
+	// log order, after OnChange returned for its changes and before AppliedIndex advances to its
+	// index: once AppliedIndex() >= i, OnApplied has returned for every entry at or below i. It
+	// is not called for a snapshot's restore. The region and governance write their audit
+	// record of each replicated change here, on every node. Same rules as OnChange: it must
+	// not block for long, may call the State's queries, must not call Apply or Restore.
+	OnApplied func(Applied)
 	// Region is the region's name, which an owner's consent to a rekey names (owner.go). It is
 	// the same on every node of a region, for good: the sealed L2 versions are bound to it too.
 	Region string
@@ -38,8 +45,9 @@ type Options struct {
 // Usable hold it for reading. applied is atomic and only advanced after
 // OnChange returns. A snapshot holds no lock: see cow.
 type State struct {
-	onChange func(Change)
-	region   string
+	onChange  func(Change)
+	onApplied func(Applied)
+	region    string
 
 	mu   sync.RWMutex
 	root *root
@@ -53,7 +61,7 @@ type State struct {
 
 // NewState returns an empty State with DefaultSettings.
 func NewState(opts Options) *State {
-	s := &State{onChange: opts.OnChange, gen: 1, region: opts.Region}
+	s := &State{onChange: opts.OnChange, onApplied: opts.OnApplied, gen: 1, region: opts.Region}
 	s.root = newRoot(s.gen)
 	return s
 }
@@ -178,6 +186,10 @@ type source struct {
 func (s *State) Apply(index uint64, e Entry) (Result, error) {
 	s.mu.Lock()
 	a := applier{s: s, index: index, at: e.At}
+	var oldAnchor string
+	if s.onApplied != nil {
+		oldAnchor = s.anchorBefore(e.Command)
+	}
 	res, err := a.entry(e)
 	s.mu.Unlock()
 	if s.onChange != nil {
@@ -185,8 +197,26 @@ func (s *State) Apply(index uint64, e Entry) (Result, error) {
 			s.onChange(c)
 		}
 	}
+	if s.onApplied != nil {
+		s.onApplied(Applied{Index: index, Entry: e, Result: res, Err: err, OldAnchor: oldAnchor})
+	}
 	s.applied.Store(index)
 	return res, err
+}
+
+// anchorBefore returns the anchor of the tenant a SetAnchor (its own or a governance event's)
+// re-points, for OnApplied. The caller holds mu.
+func (s *State) anchorBefore(c Command) string {
+	c = deref(c)
+	if g, ok := c.(ApplyGovernanceEvent); ok && g.Event != nil {
+		c = deref(g.Event)
+	}
+	if sa, ok := c.(SetAnchor); ok {
+		if t, ok := s.root.tenants[sa.Tenant]; ok {
+			return t.t.Anchor
+		}
+	}
+	return ""
 }
 
 // applier applies one entry; it holds the changes for OnChange.
@@ -210,6 +240,9 @@ func (a *applier) entry(e Entry) (Result, error) {
 	cmd := deref(e.Command)
 	if len(e.RequestID) > MaxRequestID {
 		return Result{}, invalid(ErrInvalidCommand, "request-id")
+	}
+	if err := checkOrigin(e.Origin); err != nil {
+		return Result{}, err
 	}
 	var digest [32]byte
 	if e.RequestID != "" {

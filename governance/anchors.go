@@ -12,9 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/governance/govfsm"
-	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -42,18 +40,6 @@ func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.Go
 	if err != nil {
 		return nil, err
 	}
-	d := eventDetail(r.Event)
-	d["anchor"] = anchor.Redact(req.GetAnchorUri())
-	d["owner-key"] = ownerKeyText(r.Event.OwnerKey)
-	if !r.Retry {
-		// What the change replaced: the anchor in place, or the kill switch it lifts.
-		if r.Previous == "" {
-			d["old-anchor"] = "(deleted: this lifts the kill switch)"
-		} else {
-			d["old-anchor"] = anchor.Redact(r.Previous)
-		}
-	}
-	s.n.record(ctx, audit.Event{Kind: AuditAnchorSet, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
 	return TenantProto(r.Tenant), nil
 }
 
@@ -84,16 +70,6 @@ func (s *api) SetOwnerKey(ctx context.Context, req *kv1.SetOwnerKeyRequest) (*kv
 	if err != nil {
 		return nil, err
 	}
-	d := map[string]string{"owner-key": ownerKeyText(nk.Fingerprint())}
-	if !r.Retry {
-		if r.Previous == "" {
-			d["old-owner-key"] = "(none: registered on the operator's word)"
-		} else {
-			d["old-owner-key"] = r.Previous
-			d["consented-by"] = r.Previous
-		}
-	}
-	s.n.record(ctx, audit.Event{Kind: AuditOwnerSet, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
 	return TenantProto(r.Tenant), nil
 }
 
@@ -160,7 +136,6 @@ func (s *api) DeleteAnchor(ctx context.Context, req *kv1.DeleteAnchorRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	s.n.record(ctx, audit.Event{Kind: AuditAnchorDelete, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: eventDetail(r.Event)})
 	out := &kv1.DeleteAnchorResponse{Event: operatorEvent(r.Event)}
 	if req.GetWait() {
 		if out.Regions, err = s.n.waitRegions(ctx, r.Event.Cursor, r.Tenant.Regions); err != nil {

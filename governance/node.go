@@ -35,20 +35,23 @@ const (
 // replicated state (FSM), the audit log, and the GovernanceService API on
 // RPCAddr.
 type Node struct {
-	cfg      Config
-	log      *slog.Logger
-	fsm      *govfsm.FSM
-	cl       *cluster.Cluster
-	reg      *prometheus.Registry
-	audit    *audit.Log
-	syslog   *audit.Syslog // nil without Config.AuditSyslog
-	srv      *transport.Server
-	rpcLn    net.Listener
-	http     *transport.AdminHTTP
-	pprof    *transport.AdminHTTP // nil unless Config.PprofAddr
-	svc      *api
-	metrics  *collector
-	watchers watchCount // streams served, by region (metrics)
+	cfg   Config
+	log   *slog.Logger
+	fsm   *govfsm.FSM
+	cl    *cluster.Cluster
+	reg   *prometheus.Registry
+	audit *audit.Log
+	// auditFloor is the highest log index the audit log records; a replay records nothing at or
+	// below it (auditapply.go). Only Raft's FSM goroutine uses it once Raft runs.
+	auditFloor uint64
+	syslog     *audit.Syslog // nil without Config.AuditSyslog
+	srv        *transport.Server
+	rpcLn      net.Listener
+	http       *transport.AdminHTTP
+	pprof      *transport.AdminHTTP // nil unless Config.PprofAddr
+	svc        *api
+	metrics    *collector
+	watchers   watchCount // streams served, by region (metrics)
 
 	stop     chan struct{} // closed by Close: streams and waits end
 	wg       sync.WaitGroup
@@ -113,6 +116,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("governance: audit log: %w", err)
 	}
 	closers = append(closers, func() { n.audit.Close() })
+	if n.auditFloor, err = audit.LastIndex(auditPath); err != nil {
+		return nil, fmt.Errorf("governance: audit log: %w", err)
+	}
+	n.fsm.OnApplied(n.auditApplied)
 
 	ccfg := cluster.DefaultConfig()
 	ccfg.NodeID = cfg.NodeID
@@ -141,7 +148,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	closers = append(closers, func() { n.rpcLn.Close() })
 	ccfg.Meta = map[string]string{metaRPC: n.rpcLn.Addr().String(), metaRole: "governance", metaVersion: version.Version}
 
-	if n.cl, err = cluster.New(ccfg, StateMachine{n.fsm}, append([]cluster.Option{cluster.WithResponseCodec(govfsm.Codec{})}, cfg.ClusterOptions...)...); err != nil {
+	if n.cl, err = cluster.New(ccfg, StateMachine{FSM: n.fsm, n: n}, append([]cluster.Option{cluster.WithResponseCodec(govfsm.Codec{})}, cfg.ClusterOptions...)...); err != nil {
 		return nil, err
 	}
 	closers = append(closers, func() { n.cl.Shutdown() })

@@ -143,20 +143,10 @@ func (s *api) ResetRegionVoters(ctx context.Context, req *kv1.ResetRegionVotersR
 	if err := requireReason(req.GetReason()); err != nil {
 		return nil, err
 	}
-	// What is forgotten, for the audit log: read after a barrier, so that this node's state is not
-	// behind what the leader will forget.
-	if err := s.n.barrier(ctx); err != nil {
-		return nil, err
-	}
-	prev := s.n.fsm.Report(req.GetRegion())
-	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpResetVoters, RequestID: req.GetRequestId(), Region: req.GetRegion(), Reason: req.GetReason()})
+	// What is forgotten is in every node's audit record, from the state machine (auditapply.go).
+	_, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpResetVoters, RequestID: req.GetRequestId(), Region: req.GetRegion(), Reason: req.GetReason()})
 	if err != nil {
 		return nil, err
-	}
-	if !r.Retry {
-		s.n.record(ctx, audit.Event{Kind: AuditRegionVotersReset, RequestID: req.GetRequestId(), Reason: req.GetReason(),
-			Detail: map[string]string{"region": req.GetRegion(), "forgotten-configuration-index": fmt.Sprint(prev.ConfigIndex),
-				"forgotten-voters": detailText(strings.Join(prev.Voters, ","))}})
 	}
 	// This node's state may lag the leader that applied the command.
 	if err := s.n.barrier(ctx); err != nil {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/governance/govfsm"
 )
@@ -43,18 +45,40 @@ func (n *Node) Restore(ctx context.Context, r io.Reader) error {
 // refuses one, so neither is checked here. A refusal wraps cluster.ErrSnapshotRefused, so the
 // cluster also takes the refused snapshot out of the store (it would otherwise be the newest and
 // restored, unchecked, at the next start).
-func (f StateMachine) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind, _ uint64) error {
+//
+// A snapshot restored here whole has its commands' audit records on the nodes that applied them,
+// not here: the node records that (auditInstalled), unless its audit log records the index.
+func (f StateMachine) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind, index uint64) error {
 	if kind != cluster.RestoreInstall {
-		return f.Restore(rc)
-	}
-	if err := f.RestoreChecked(rc); err != nil {
+		if err := f.Restore(rc); err != nil {
+			return err
+		}
+	} else if err := f.RestoreChecked(rc); err != nil {
 		return fmt.Errorf("%w: %w", cluster.ErrSnapshotRefused, err)
+	}
+	if f.n != nil {
+		f.n.auditInstalled(index)
 	}
 	return nil
 }
 
+// Snapshot fsyncs the audit log before Raft captures the state: the log entries a snapshot covers
+// are compacted away and not replayed at a restart, so their records must be on disk.
+func (f StateMachine) Snapshot() (raft.FSMSnapshot, error) {
+	if f.n != nil {
+		if err := f.n.audit.Sync(); err != nil {
+			return nil, err
+		}
+	}
+	return f.FSM.Snapshot()
+}
+
 // StateMachine is the state machine as the cluster runs it: package govfsm's, with the restore
-// kinds of package cluster, which govfsm does not link (as region's regionFSM is for fsm).
-type StateMachine struct{ *govfsm.FSM }
+// kinds of package cluster, which govfsm does not link (as region's regionFSM is for fsm), and the
+// node whose audit log records its snapshots (nil in tests of the state machine alone).
+type StateMachine struct {
+	*govfsm.FSM
+	n *Node
+}
 
 var _ cluster.KindRestorer = StateMachine{}

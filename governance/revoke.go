@@ -66,8 +66,6 @@ func (s *api) Revoke(ctx context.Context, req *kv1.RevokeRequest) (*kv1.RevokeRe
 	if err != nil {
 		return nil, err
 	}
-	s.n.record(ctx, audit.Event{Kind: AuditRevoke, Tenant: t.GetTenant(), Service: t.GetService(), Version: t.GetVersion(),
-		RequestID: req.GetRequestId(), Reason: req.GetReason(), Detail: detail(eventDetail(r.Event))})
 	out := &kv1.RevokeResponse{Event: operatorEvent(r.Event)}
 	// The blast radius from this node's state; it may lag the leader's by the entry just committed,
 	// which does not change what it covers.

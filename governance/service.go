@@ -91,6 +91,9 @@ func (n *Node) propose(ctx context.Context, c *govfsm.Command) (*govfsm.Result, 
 		var id [16]byte
 		rand.Read(id[:])
 		c.EventID = hex.EncodeToString(id[:])
+		// Who asked, for every node's audit record (auditapply.go): set after the fingerprint, so
+		// that a retry by another caller or through another node is still the same request.
+		c.Actor, c.Proposer = caller(ctx), n.cfg.NodeID
 	}
 	c.Time = time.Now().UnixNano()
 	b, err := c.Encode()

@@ -4,12 +4,8 @@ package governance
 
 import (
 	"context"
-	"fmt"
-	"strconv"
 
-	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/governance/govfsm"
-	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -40,11 +36,6 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 	if err != nil {
 		return nil, err
 	}
-	d := eventDetail(r.Event)
-	d["anchor"] = anchor.Redact(req.GetAnchorUri())
-	d["regions"] = fmt.Sprint(regions)
-	d["owner-key"] = ownerKeyText(r.Tenant.OwnerFingerprint())
-	s.n.record(ctx, audit.Event{Kind: AuditTenantCreate, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
 	return TenantProto(r.Tenant), nil
 }
 
@@ -105,7 +96,6 @@ func (s *api) CreateService(ctx context.Context, req *kv1.GovernanceCreateServic
 	if err != nil {
 		return nil, err
 	}
-	s.n.record(ctx, audit.Event{Kind: AuditServiceCreate, Tenant: req.GetTenant(), Service: req.GetService(), RequestID: req.GetRequestId(), Detail: eventDetail(r.Event)})
 	if r.Service == nil {
 		return nil, govfsm.ErrServiceNotFound
 	}
@@ -163,10 +153,6 @@ func (s *api) SetPolicy(ctx context.Context, req *kv1.SetPolicyRequest) (*kv1.Po
 	if err != nil {
 		return nil, err
 	}
-	d := eventDetail(r.Event)
-	d["rules"] = strconv.Itoa(len(rules))
-	d["revision"] = strconv.FormatUint(r.Policy.Revision, 10)
-	s.n.record(ctx, audit.Event{Kind: AuditPolicySet, Tenant: tenant, RequestID: req.GetRequestId(), Detail: d})
 	return policyProto(r.Policy, tenant), nil
 }
 
@@ -216,11 +202,6 @@ func (s *api) lock(ctx context.Context, op govfsm.Op, rid, tenant, reason string
 	if err != nil {
 		return nil, err
 	}
-	kind := AuditTenantLock
-	if op == govfsm.OpUnlockTenant {
-		kind = AuditTenantUnlock
-	}
-	s.n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, RequestID: rid, Reason: reason, Detail: eventDetail(r.Event)})
 	return TenantProto(r.Tenant), nil
 }
 
@@ -248,10 +229,6 @@ func (s *api) ResyncTenant(ctx context.Context, req *kv1.ResyncTenantRequest) (*
 	if err != nil {
 		return nil, err
 	}
-	d := eventDetail(r.Event)
-	d["regions"] = fmt.Sprint(r.Event.Regions)
-	d["services"] = strconv.Itoa(len(r.Event.Services))
-	s.n.record(ctx, audit.Event{Kind: AuditTenantResync, Tenant: req.GetTenant(), RequestID: req.GetRequestId(), Detail: d})
 	out := &kv1.ResyncTenantResponse{Event: operatorEvent(r.Event)}
 	if req.GetWait() {
 		if out.Regions, err = s.n.waitRegions(ctx, r.Event.Cursor, r.Event.Regions); err != nil {

@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
@@ -32,9 +31,6 @@ import (
 
 // Audit kinds of the governance events a region applies.
 const (
-	auditGovRevoke       = audit.KindKeyRevoke
-	auditGovLock         = audit.KindTenantLock
-	auditGovUnlock       = audit.KindTenantUnlock
 	auditGovAnchorDelete = "tenant.anchor-delete"
 	auditGovAnchorSet    = "tenant.anchor-set"
 	auditGovPolicy       = "policy.set"
@@ -391,11 +387,6 @@ func (f *feed) addInventory(req *kv1.ReportCursorRequest, first bool) {
 // applied it, or an error that ends the session (the next one resyncs and retries the event).
 func (f *feed) applyEvent(ctx context.Context, cursor uint64, ev *kv1.RevocationEvent) (uint64, error) {
 	n := f.n
-	// The anchor a SET_ANCHOR replaces, for the audit record ("" if deleted or no tenant).
-	oldAnchor := ""
-	if t, err := n.state.Tenant(ev.GetTarget().GetTenant()); err == nil {
-		oldAnchor = t.Anchor
-	}
 	cmd, refused, err := f.prepare(ctx, ev)
 	if err != nil {
 		return 0, err
@@ -404,8 +395,8 @@ func (f *feed) applyEvent(ctx context.Context, cursor uint64, ev *kv1.Revocation
 	g := fsm.ApplyGovernanceEvent{Cursor: ev.GetCursor(), After: cursor, EventID: ev.GetEventId(), Event: cmd, Refused: refused}
 	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	res, err := n.apply(actx, "", g)
 	kind := eventKindName(ev.GetKind())
+	res, err := n.applyAs(actx, "", g, f.origin(ev, kind))
 	switch {
 	case errors.Is(err, fsm.ErrCursorMismatch):
 		return 0, errResync
@@ -418,82 +409,40 @@ func (f *feed) applyEvent(ctx context.Context, cursor uint64, ev *kv1.Revocation
 	if t := ev.GetTime(); t != nil {
 		f.metrics.lag.Set(time.Since(t.AsTime()).Seconds())
 	}
-	f.afterApply(ctx, ev, cmd, res, oldAnchor)
+	f.afterApply(ev, res)
 	return res.Index, nil
 }
 
-// afterApply logs, audits and counts an applied event, and keeps a new L3 in the keyring.
-func (f *feed) afterApply(ctx context.Context, ev *kv1.RevocationEvent, cmd fsm.Command, res fsm.Result, oldAnchor string) {
+// origin is the fsm.Origin of a governance event's entry: what every node's audit record of it
+// carries beyond the command (auditapply.go).
+func (f *feed) origin(ev *kv1.RevocationEvent, kind string) fsm.Origin {
+	d := map[string]string{"event": kind, "governance": originText(f.source)}
+	if r := ev.GetReason(); r != "" {
+		d["reason"] = originText(r)
+	}
+	if ev.GetKind() == kv1.EventKind_EVENT_KIND_SET_ANCHOR {
+		// The owner key whose consent governance verified.
+		d["owner-key"] = "(none)"
+		if fp := ev.GetOwnerKeyFingerprint(); owner.ValidFingerprint(fp) {
+			d["owner-key"] = fp
+		}
+	}
+	return fsm.Origin{Kind: fsm.OriginFeed, Actor: "governance", Node: f.n.cfg.NodeID, Detail: d}
+}
+
+// afterApply logs and counts an applied event. Its audit record is written from the log, on every
+// node (auditapply.go).
+func (f *feed) afterApply(ev *kv1.RevocationEvent, res fsm.Result) {
 	n := f.n
 	kind := eventKindName(ev.GetKind())
-	target := ev.GetTarget()
-	e := audit.Event{
-		Actor:   "governance",
-		Tenant:  validOrEmpty(target.GetTenant()),
-		Service: validOrEmpty(target.GetService()),
-		Version: target.GetVersion(),
-		Reason:  ev.GetReason(),
-		Detail: map[string]string{"cursor": fmt.Sprint(ev.GetCursor()), "event-id": validOrEmpty(ev.GetEventId()), "event": kind,
-			"origin": originFeed, "governance": f.source},
-	}
+	tenant := validOrEmpty(ev.GetTarget().GetTenant())
 	if res.EventErr != nil {
 		f.metrics.events.WithLabelValues(kind, "refused").Inc()
-		n.log.Warn("governance event refused in this region", "cursor", ev.GetCursor(), "kind", kind, "tenant", e.Tenant, "err", res.EventErr)
-		e.Kind = auditGovRefused
-		e.Code = status.Code(transport.ToStatus(res.EventErr)).String()
-		e.Detail["refusal"] = res.EventErr.Error()
-		n.recordAs(e)
+		n.log.Warn("governance event refused in this region", "cursor", ev.GetCursor(), "kind", kind, "tenant", tenant, "err", res.EventErr)
 		return
 	}
 	f.metrics.events.WithLabelValues(kind, "applied").Inc()
-	n.log.Info("governance event applied", "cursor", ev.GetCursor(), "kind", kind, "tenant", e.Tenant, "service", e.Service, "index", res.Index)
-	switch c := cmd.(type) {
-	case fsm.RevokeTenant, fsm.RevokeService, fsm.RevokeKeyVersion:
-		e.Kind = auditGovRevoke
-	case fsm.LockTenant:
-		e.Kind = auditGovLock
-		e.Reason = c.Reason
-	case fsm.UnlockTenant:
-		e.Kind = auditGovUnlock
-	case fsm.DeleteAnchor:
-		e.Kind = auditGovAnchorDelete
-		e.Detail["kill-switch"] = "on"
-	case fsm.SetAnchor:
-		e.Kind = auditGovAnchorSet
-		// Old and new root of trust, and the owner key whose consent governance verified.
-		e.Detail["anchor"] = anchor.Redact(c.Anchor)
-		e.Detail["old-anchor"] = anchor.Redact(oldAnchor)
-		if oldAnchor == "" {
-			e.Detail["old-anchor"] = "(deleted: this lifts the kill switch)"
-		}
-		if fp := ev.GetOwnerKeyFingerprint(); owner.ValidFingerprint(fp) {
-			e.Detail["owner-key"] = fp
-		} else {
-			e.Detail["owner-key"] = "(none)"
-		}
-		if len(c.Resealed) > 0 {
-			e.Detail["resealed"] = fmt.Sprint(len(c.Resealed))
-		}
-	case fsm.SetPolicy:
-		e.Kind = auditGovPolicy
-		e.Detail["revision"] = fmt.Sprint(c.Policy.Revision)
-		e.Detail["rules"] = fmt.Sprint(len(c.Policy.Rules))
-	case fsm.CreateTenant:
-		e.Kind = auditGovTenant
-		e.Version = 1
-	case fsm.CreateService:
-		e.Kind = auditGovService
-		e.Version = 1
-	case fsm.ResyncTenant:
-		e.Kind = auditGovResync
-		e.Detail["tenant-created"] = fmt.Sprint(c.Create != nil)
-		e.Detail["services-created"] = fmt.Sprint(len(c.Services))
-		e.Detail["policy-set"] = fmt.Sprint(c.Policy != nil)
-		e.Detail["locked"] = fmt.Sprint(c.Lock != "")
-	default:
-		e.Kind = "governance." + kind
-	}
-	n.recordAs(e)
+	n.log.Info("governance event applied", "cursor", ev.GetCursor(), "kind", kind, "tenant", tenant, "service", validOrEmpty(ev.GetTarget().GetService()), "index", res.Index)
 }
 
 // feedSilence is how long a stream may go without a message before the feed gives up on it.

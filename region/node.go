@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/codes"
@@ -51,12 +52,15 @@ type Node struct {
 	reg          *prometheus.Registry
 	metrics      *nodeMetrics
 	audit        *audit.Log
-	syslog       *audit.Syslog // nil without Config.AuditSyslog
-	srv          *transport.Server
-	rpcLn        net.Listener
-	http         *transport.AdminHTTP
-	pprof        *transport.AdminHTTP // nil unless Config.PprofAddr
-	flight       singleflight.Group   // one unseal or fetch per L2 version at a time
+	// auditFloor is the highest log index the audit log records; entries at or below it are not
+	// recorded again when the log is replayed (auditapply.go). Only the FSM goroutine uses it.
+	auditFloor uint64
+	syslog     *audit.Syslog // nil without Config.AuditSyslog
+	srv        *transport.Server
+	rpcLn      net.Listener
+	http       *transport.AdminHTTP
+	pprof      *transport.AdminHTTP // nil unless Config.PprofAddr
+	flight     singleflight.Group   // one unseal or fetch per L2 version at a time
 	// barriers coalesces the read barriers of requests that find nothing in local state (catchup.go).
 	barriers barriers
 	watch    *voterWatch
@@ -161,6 +165,9 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("region: audit log: %w", err)
 	}
 	closers = append(closers, func() { n.audit.Close() })
+	if n.auditFloor, err = audit.LastIndex(auditPath); err != nil {
+		return nil, fmt.Errorf("region: audit log: %w", err)
+	}
 
 	n.anchors = newAnchorCache(log, cfg.AllowDevAnchor, cfg.AnchorOptions)
 	closers = append(closers, n.anchors.close)
@@ -174,7 +181,7 @@ func New(cfg Config) (_ *Node, err error) {
 		return nil, err
 	}
 	closers = append(closers, func() { n.revs.close() })
-	n.fsm = fsm.New(fsm.Options{OnChange: n.onChange, Region: cfg.Region})
+	n.fsm = fsm.New(fsm.Options{OnChange: n.onChange, OnApplied: n.auditApplied, Region: cfg.Region})
 	n.state = n.fsm.State()
 
 	ccfg := cluster.DefaultConfig()
@@ -485,6 +492,25 @@ type regionFSM struct {
 // An operator's restore was checked under the cluster's apply gate before Raft took it (and
 // Raft panics on a refusal there).
 func (f *regionFSM) RestoreKind(rc io.ReadCloser, kind cluster.RestoreKind, index uint64) error {
+	err := f.restoreKind(rc, kind, index)
+	if err == nil {
+		// A snapshot's entries were not applied here one by one: say so in the audit log, unless
+		// it records them already (this node's own snapshot, at a start).
+		f.n.auditInstalled(index)
+	}
+	return err
+}
+
+// Snapshot fsyncs the audit log before Raft captures the state: a snapshot lets Raft compact the
+// log entries it covers, which a restart then no longer replays, so their records must be on disk.
+func (f *regionFSM) Snapshot() (raft.FSMSnapshot, error) {
+	if err := f.n.audit.Sync(); err != nil {
+		return nil, err
+	}
+	return f.FSM.Snapshot()
+}
+
+func (f *regionFSM) restoreKind(rc io.ReadCloser, kind cluster.RestoreKind, index uint64) error {
 	if unsafeRestoreUngated {
 		return f.FSM.Restore(rc)
 	}
@@ -537,6 +563,12 @@ func (n *Node) auditPeerRequest(r cluster.PeerRequest) {
 		if entry, err := fsm.Decode(r.Cmd); err == nil {
 			e.Detail["command"] = entry.Command.Type()
 			e.RequestID = entry.RequestID
+			// The entry's origin is the forwarding node's word; every node's replicated record
+			// names it as proposer. A node that claims to forward for another is on record here.
+			if entry.Origin.Node != r.Peer.NodeID {
+				e.Detail["proposer-mismatch"] = detailText(entry.Origin.Node)
+				n.log.Warn("a forwarded write names another node as its proposer", "peer", r.Peer.String(), "proposer", entry.Origin.Node, "request-id", entry.RequestID)
+			}
 		} else {
 			e.Detail["command"] = "(undecodable)"
 		}

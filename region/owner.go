@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/kryptonkms/krypton/fsm"
-	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -116,18 +115,18 @@ func (n *Node) SetOwnerKey(ctx context.Context, requestID, tenant, pem, consent 
 	if err != nil {
 		return fsm.Tenant{}, err
 	}
-	res, err := n.apply(ctx, requestID, fsm.SetOwnerKey{Tenant: tenant, OwnerKey: pem, Consent: consent})
+	// The record (auditapply.go, written from the log on every node) names the new key and the
+	// key whose consent was checked here.
+	origin := n.origin(ctx)
+	origin.Detail = map[string]string{"owner-key": nk.Fingerprint()}
+	if prev == "" {
+		origin.Detail["old-owner-key"] = "(none: registered on the operator's word)"
+	} else {
+		origin.Detail["old-owner-key"], origin.Detail["consented-by"] = prev, prev
+	}
+	res, err := n.applyAs(ctx, requestID, fsm.SetOwnerKey{Tenant: tenant, OwnerKey: pem, Consent: consent}, origin)
 	if err != nil {
 		return fsm.Tenant{}, err
-	}
-	if !res.Duplicate {
-		d := map[string]string{"owner-key": nk.Fingerprint()}
-		if prev == "" {
-			d["old-owner-key"] = "(none: registered on the operator's word)"
-		} else {
-			d["old-owner-key"], d["consented-by"] = prev, prev
-		}
-		n.record(ctx, audit.Event{Kind: AuditOwnerSet, Tenant: tenant, RequestID: requestID, Detail: d})
 	}
 	return n.state.Tenant(res.Tenant)
 }

@@ -30,11 +30,19 @@ var ErrAmbiguous = transport.Coded(codes.Unavailable, "region: the write may or 
 //
 // For a retried request id the result is the first request's (Result.Duplicate): callers build
 // their answer from it, never from their own arguments.
+//
+// The entry carries its origin (the API caller, or the node itself) for every node's audit record
+// of it (auditapply.go): apply writes no record itself.
 func (n *Node) apply(ctx context.Context, requestID string, cmd fsm.Command) (fsm.Result, error) {
+	return n.applyAs(ctx, requestID, cmd, n.origin(ctx))
+}
+
+// applyAs is apply with the origin the entry carries for the audit records.
+func (n *Node) applyAs(ctx context.Context, requestID string, cmd fsm.Command, origin fsm.Origin) (fsm.Result, error) {
 	if n.shut.Load() {
 		return fsm.Result{}, ErrShutdown
 	}
-	e := fsm.Entry{RequestID: requestID, At: time.Now().UnixNano(), Command: cmd}
+	e := fsm.Entry{RequestID: requestID, At: time.Now().UnixNano(), Command: cmd, Origin: origin}
 	if err := fsm.Validate(e); err != nil {
 		return fsm.Result{}, err
 	}
@@ -171,8 +179,7 @@ func (n *Node) CreateOwnedTenant(ctx context.Context, requestID, tenant, anchorU
 	if err := n.storableAnchor(anchorURI); err != nil {
 		return fsm.Tenant{}, err
 	}
-	ownerPub, err := ownerKeyPEM(ownerKey)
-	if err != nil {
+	if _, err := ownerKeyPEM(ownerKey); err != nil {
 		return fsm.Tenant{}, err
 	}
 	p, err := n.probedAnchor(ctx, anchorURI)
@@ -196,12 +203,7 @@ func (n *Node) CreateOwnedTenant(ctx context.Context, requestID, tenant, anchorU
 			return fsm.Tenant{}, err
 		}
 	} else {
-		n.keys.putTenantKey(l2)
-		fp := ""
-		if ownerPub != nil {
-			fp = ownerPub.Fingerprint()
-		}
-		n.record(ctx, audit.Event{Kind: audit.KindKeyCreate, Tenant: tenant, Version: 1, RequestID: requestID, Detail: map[string]string{"layer": "L2", "anchor": anchor.Redact(anchorURI), "owner-key": ownerKeyText(fp)}})
+		n.keys.putTenantKey(l2) // its audit record is written from the log (auditapply.go)
 	}
 	return n.state.Tenant(res.Tenant)
 }
@@ -257,10 +259,8 @@ func (n *Node) sealNewVersion(ctx context.Context, requestID, tenant, service st
 		return fsm.Service{}, err
 	}
 	var cmd fsm.Command = fsm.CreateService{Tenant: tenant, Service: service, SealedL3: sealed, SealedBy: t.CurrentL2}
-	kind := audit.KindKeyCreate
 	if version > 1 {
 		cmd = fsm.RotateServiceKey{Tenant: tenant, Service: service, Version: version, SealedL3: sealed, SealedBy: t.CurrentL2}
-		kind = audit.KindKeyRotate
 	}
 	res, err := n.apply(ctx, requestID, cmd)
 	if err != nil || res.Duplicate {
@@ -270,7 +270,6 @@ func (n *Node) sealNewVersion(ctx context.Context, requestID, tenant, service st
 		}
 	} else {
 		n.keys.putServiceKey(l3)
-		n.record(ctx, audit.Event{Kind: kind, Tenant: tenant, Service: service, Version: version, RequestID: requestID})
 	}
 	svc, err := n.state.Service(res.Tenant, res.Service)
 	if err != nil {
@@ -337,9 +336,6 @@ func (n *Node) revoke(ctx context.Context, requestID string, s Scope, reason str
 	if err != nil {
 		return Scope{}, nil, err
 	}
-	if !res.Duplicate {
-		n.record(ctx, audit.Event{Kind: audit.KindKeyRevoke, Tenant: s.Tenant, Service: s.Service, Version: s.Version, Reason: reason, RequestID: requestID})
-	}
 	fence, err := n.fence(ctx, res.Index)
 	return Scope{Tenant: res.Tenant, Service: res.Service, Version: res.Version}, fence, err
 }
@@ -361,7 +357,6 @@ func (n *Node) lockTenantResult(ctx context.Context, requestID, tenant, reason s
 	if err != nil {
 		return "", nil, err
 	}
-	n.record(ctx, audit.Event{Kind: audit.KindTenantLock, Tenant: tenant, Reason: reason, RequestID: requestID})
 	fence, err := n.fence(ctx, res.Index)
 	return res.Tenant, fence, err
 }
@@ -386,7 +381,6 @@ func (n *Node) UnlockTenant(ctx context.Context, requestID, tenant string) (fsm.
 	if err != nil {
 		return fsm.Tenant{}, err
 	}
-	n.record(ctx, audit.Event{Kind: audit.KindTenantUnlock, Tenant: tenant, RequestID: requestID})
 	return n.state.Tenant(res.Tenant)
 }
 
@@ -432,13 +426,12 @@ func (n *Node) RekeyTenant(ctx context.Context, requestID, tenant, anchorURI, co
 		}
 		resealed[i] = sealed
 	}
-	res, err := n.apply(ctx, requestID, fsm.SetAnchor{Tenant: tenant, Anchor: anchorURI, Resealed: resealed, Consent: consent})
+	// The record (auditapply.go) names the owner key whose consent was checked here.
+	origin := n.origin(ctx)
+	origin.Detail = map[string]string{"owner-key": originText(fp)}
+	res, err := n.applyAs(ctx, requestID, fsm.SetAnchor{Tenant: tenant, Anchor: anchorURI, Resealed: resealed, Consent: consent}, origin)
 	if err != nil {
 		return fsm.Tenant{}, err
-	}
-	if !res.Duplicate { // a retry's answer is the first's, and so is its record
-		n.record(ctx, audit.Event{Kind: "tenant.rekey", Tenant: tenant, RequestID: requestID, Detail: map[string]string{
-			"anchor": anchor.Redact(anchorURI), "old-anchor": anchor.Redact(t.Anchor), "owner-key": fp}})
 	}
 	return n.state.Tenant(res.Tenant)
 }

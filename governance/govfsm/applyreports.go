@@ -4,6 +4,8 @@ package govfsm
 
 import (
 	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/kryptonkms/krypton/wrap"
 )
@@ -88,10 +90,13 @@ func (s *state) resetVoters(c *Command) *Result {
 	if wrap.ValidateName(c.Region) != nil || c.Reason == "" {
 		return &Result{Err: ErrInvalidCommand}
 	}
+	// What is forgotten, for the audit records: "<configuration index> <voters, comma-separated>".
+	prev := "0 "
 	if r := s.Regions[c.Region]; r != nil {
+		prev = strconv.FormatUint(r.ConfigIndex, 10) + " " + strings.Join(r.Voters, ",")
 		r.ConfigIndex, r.Voters = 0, nil
 	}
-	return &Result{}
+	return &Result{Previous: prev}
 }
 
 func compareKeyRef(a, b KeyRef) int {

@@ -49,6 +49,12 @@ type Command struct {
 	EventID string `json:"eid,omitempty"`
 	// Time is the proposing node's clock (Unix ns).
 	Time int64 `json:"time"`
+	// Actor is the caller's identity (a certificate's SPIFFE URI, an OIDC subject) and Proposer the
+	// node that proposed the command, for every node's audit record of it (Node.auditApplied). The
+	// proposer sets both after the fingerprint: they never make a retry another request. At most
+	// MaxActor bytes each.
+	Actor    string `json:"actor,omitempty"`
+	Proposer string `json:"proposer,omitempty"`
 
 	Tenant    string   `json:"tenant,omitempty"`
 	Service   string   `json:"service,omitempty"`
@@ -80,6 +86,10 @@ type Command struct {
 	// its last report a region still pins the floor.
 	Retention int64 `json:"retention,omitempty"`
 }
+
+// MaxActor bounds Command.Actor and Command.Proposer, so that an audit record made from them is
+// never refused (audit.MaxDetailValue is 1 KiB).
+const MaxActor = 512
 
 // MaxCommandSize bounds an encoded command (a full policy or a full inventory fits well within it).
 const MaxCommandSize = 16 << 20
@@ -131,8 +141,9 @@ type Result struct {
 	Service  *Service
 	Policy   *Policy
 	Recorded uint64 // OpReport: the cursor recorded for the region; OpCompact: the floor
-	// OpSetAnchor, OpSetOwnerKey: what the change replaced (the anchor URI, empty if it was
-	// deleted; the owner key's fingerprint), for the audit log. Empty for a retried request.
+	// OpSetAnchor, OpSetOwnerKey, OpResetVoters: what the change replaced (the anchor URI, empty
+	// if it was deleted; the owner key's fingerprint; "<configuration index> <voters>"), for the
+	// audit log. Empty for a retried request.
 	Previous string
 	// Retry is set for a retried request id: nothing changed now.
 	Retry bool

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/hashicorp/raft"
 
@@ -28,7 +29,15 @@ type FSM struct {
 	mu      sync.RWMutex  // guards st and changed
 	st      *state        // replaced whole by Restore
 	changed chan struct{} // closed (and replaced) after every Apply and Restore
+
+	onApplied func(index uint64, c *Command, r *Result) // set before Raft starts; see OnApplied
 }
+
+// OnApplied sets fn to be called by Apply with every log entry it applied, in log order, before
+// Apply returns (so before Raft counts the entry applied): the governance node writes its audit
+// record of each replicated change there, on every node. fn must not block for long and must not
+// call Apply or Restore; it may read the state. Call it before the FSM is handed to Raft.
+func (f *FSM) OnApplied(fn func(index uint64, c *Command, r *Result)) { f.onApplied = fn }
 
 // state is everything governance replicates. Its JSON form is the snapshot.
 type state struct {
@@ -111,7 +120,11 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err != nil {
 		panic(fmt.Sprintf("governance: log entry %d does not decode: %v", l.Index, err))
 	}
-	return f.ApplyCommand(c)
+	r := f.ApplyCommand(c)
+	if f.onApplied != nil {
+		f.onApplied(l.Index, c, r)
+	}
+	return r
 }
 
 // ApplyCommand applies one decoded command; Apply and log replays without Raft use it.
@@ -145,6 +158,9 @@ func (s *state) apply(c *Command) *Result {
 		return s.compact(c, now)
 	}
 	if c.RequestID == "" || c.Fingerprint == "" || (c.Op != OpResetVoters && wrap.ValidateName(c.Tenant) != nil) {
+		return &Result{Err: ErrInvalidCommand}
+	}
+	if !shortText(c.Actor) || !shortText(c.Proposer) {
 		return &Result{Err: ErrInvalidCommand}
 	}
 	s.pruneRequests(now)
@@ -418,3 +434,6 @@ func (s *state) write(c *Command, now int64) *Result {
 	}
 	return &Result{Err: ErrInvalidCommand}
 }
+
+// shortText reports whether s fits an audit record: at most MaxActor bytes of valid UTF-8.
+func shortText(s string) bool { return len(s) <= MaxActor && utf8.ValidString(s) }

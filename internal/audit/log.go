@@ -303,6 +303,26 @@ func (l *Log) syncIfDirty() {
 	}
 }
 
+// Sync fsyncs the lines written so far (with a SyncInterval, Record leaves that to a goroutine).
+// It returns the error that broke the log, if any; on a closed log or one made by New it does
+// nothing.
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return l.err
+	}
+	if l.closed || l.f == nil {
+		return nil
+	}
+	if err := l.f.Sync(); err != nil {
+		l.err = fmt.Errorf("audit: fsync failed, log unusable: %w", err)
+		return l.err
+	}
+	l.dirty = false
+	return nil
+}
+
 // Close stops the log: it fsyncs and closes the file that Open opened (New's
 // writer is left open) and stops the sync goroutine. It returns the error
 // that broke the log, if any. Later calls to Close return nil; later calls
