@@ -245,6 +245,8 @@ func newCommand(tag string) Command {
 		return &ResyncTenant{}
 	case "set-owner-key":
 		return &SetOwnerKey{}
+	case "set-quota":
+		return &SetQuota{}
 	}
 	return nil
 }
@@ -283,6 +285,8 @@ func deref(c Command) Command {
 	case *ResyncTenant:
 		return *c
 	case *SetOwnerKey:
+		return *c
+	case *SetQuota:
 		return *c
 	}
 	return c

@@ -92,6 +92,8 @@ func validate(cmd Command) error {
 		return firstErr(checkTenantName(c.Tenant), checkPolicy(c.Policy))
 	case SetSettings:
 		return c.Settings.Validate()
+	case SetQuota:
+		return checkQuota(c)
 	case SetOwnerKey:
 		if c.OwnerKey == "" {
 			return invalid(ErrInvalidCommand, "owner-key")
