@@ -274,8 +274,8 @@ func itemError(err error) *kv1.ItemError {
 // distinct key, not once per item. The checks are the same as for unary calls; they only run
 // earlier for the later items of a batch (microseconds), as a unary call's run before its wrap.
 type batchKeys struct {
-	n       *Node
-	ctx     context.Context
+	n   *Node
+	ctx context.Context
 	// refused is a quota's refusal of one of the keys: it fails the whole call, before any key is
 	// used (quota.go).
 	refused error
