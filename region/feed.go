@@ -38,6 +38,7 @@ const (
 	auditGovAnchorDelete = "tenant.anchor-delete"
 	auditGovAnchorSet    = "tenant.anchor-set"
 	auditGovPolicy       = "policy.set"
+	auditQuotaSet        = "quota.set"
 	auditGovTenant       = "tenant.create"
 	auditGovService      = audit.KindKeyCreate
 	auditGovResync       = "tenant.resync"
@@ -478,6 +479,9 @@ func (f *feed) afterApply(ctx context.Context, ev *kv1.RevocationEvent, cmd fsm.
 		e.Kind = auditGovPolicy
 		e.Detail["revision"] = fmt.Sprint(c.Policy.Revision)
 		e.Detail["rules"] = fmt.Sprint(len(c.Policy.Rules))
+	case fsm.SetQuota:
+		e.Kind = auditQuotaSet
+		e.Detail["quota"] = c.Quota.String()
 	case fsm.CreateTenant:
 		e.Kind = auditGovTenant
 		e.Version = 1

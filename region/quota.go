@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/quota"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -192,13 +193,18 @@ func (n *Node) raiseQuota(tenant, service string) string {
 		args = append(args, service)
 	}
 	if len(n.cfg.Governance) > 0 {
-		return "`" + govCommand{words: []string{"governance", "quota", "set"}, flags: [][2]string{{"rate", "<n>"}, {"burst", "<n>"}, {"concurrency", "<n>"}}, args: args}.line(n.cfg.Governance[0]) + "`"
+		return "`" + quotaCommand(args).line(n.cfg.Governance[0]) + "` (at governance)"
 	}
-	line := "krypton quota set -rate <n> -burst <n> -concurrency <n> " + shellWord(tenant)
+	line := "krypton tenant set-quota -rate <n> -burst <n> -concurrency <n> " + shellWord(tenant)
 	if service != "" {
 		line += " " + shellWord(service)
 	}
 	return "`" + line + "` (AdminService.SetQuota)"
+}
+
+// quotaCommand is `krypton tenant set-quota` at governance for tenant (and service) args.
+func quotaCommand(args []string) govCommand {
+	return govCommand{words: []string{"tenant", "set-quota"}, flags: [][2]string{{"rate", "<n>"}, {"burst", "<n>"}, {"concurrency", "<n>"}}, args: args}
 }
 
 // SetQuota sets a tenant's (service empty) or a service's quota in this region: validated here,
@@ -215,8 +221,12 @@ func (n *Node) SetQuota(ctx context.Context, requestID, tenant, service string, 
 	if err := q.Validate(); err != nil {
 		return fsm.Quota{}, transport.Invalid("region: " + err.Error())
 	}
-	if _, err := n.apply(ctx, requestID, fsm.SetQuota{Tenant: tenant, Service: service, Quota: q}); err != nil {
+	res, err := n.apply(ctx, requestID, fsm.SetQuota{Tenant: tenant, Service: service, Quota: q})
+	if err != nil {
 		return fsm.Quota{}, err
+	}
+	if !res.Duplicate {
+		n.record(ctx, audit.Event{Kind: auditQuotaSet, Tenant: tenant, Service: service, RequestID: requestID, Detail: map[string]string{"quota": q.String()}})
 	}
 	if service == "" {
 		t, err := n.state.Tenant(tenant)
@@ -231,8 +241,7 @@ func (s *adminService) SetQuota(ctx context.Context, req *kv1.SetQuotaRequest) (
 	if req.GetService() != "" {
 		args = append(args, nameOr(req.GetService(), "<service>"))
 	}
-	if err := s.n.governedWrite("set the quota", govCommand{words: []string{"governance", "quota", "set"},
-		flags: [][2]string{{"rate", "<n>"}, {"burst", "<n>"}, {"concurrency", "<n>"}}, args: args}); err != nil {
+	if err := s.n.governedWrite("set the quota", quotaCommand(args)); err != nil {
 		return nil, err
 	}
 	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {

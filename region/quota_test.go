@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/cluster/clustertest"
+	"github.com/kryptonkms/krypton/governance/governancetest"
 	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/region/regiontest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -143,7 +144,7 @@ func TestQuotaRate(t *testing.T) {
 	if d := retryDelay(refused); d <= 0 || d > 2*time.Second {
 		t.Errorf("RetryInfo delay %v, want (0, 1s]", d)
 	}
-	for _, want := range []string{"tenant acme", "rate 1/s", "krypton quota set"} {
+	for _, want := range []string{"tenant acme", "rate 1/s", "krypton tenant set-quota"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("refusal %q does not name %q", msg, want)
 		}
@@ -239,5 +240,49 @@ func TestQuotaConcurrency(t *testing.T) {
 	// Every slot came back: one call at a time passes.
 	for range 5 {
 		mustUnwrap(t, r, leader, "acme", "pay", w)
+	}
+}
+
+// A quota set at governance reaches every node of the region through the feed and is enforced
+// there; the region's own SetQuota is refused, naming governance's command; governance refuses a
+// quota out of bounds with InvalidArgument.
+func TestQuotaFromGovernance(t *testing.T) {
+	g, r := startGoverned(t)
+	gov := g.Client(g.WaitLeader())
+	_, err := gov.SetQuota(g.Context(20*time.Second), &kv1.GovernanceSetQuotaRequest{RequestId: governancetest.RequestID(), Tenant: "acme", Quota: &kv1.Quota{Burst: 4}})
+	if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "without a rate") {
+		t.Fatalf("a burst without a rate at governance: %v", err)
+	}
+	_, err = gov.SetQuota(g.Context(20*time.Second), &kv1.GovernanceSetQuotaRequest{RequestId: governancetest.RequestID(), Tenant: "acme", Service: "payments", Quota: &kv1.Quota{Rate: 1, Burst: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	clustertest.Eventually(t, 30*time.Second, "the quota on every region node", func() bool {
+		for _, n := range r.Nodes {
+			if s, err := n.State().Service("acme", "payments"); err != nil || s.Quota.Rate != 1 || s.Quota.Burst != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	err = setQuota(t, r, r.WaitLeader(), "local", "acme", "payments", &kv1.Quota{Rate: 1000})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "krypton tenant set-quota -governance") {
+		t.Fatalf("the region's own SetQuota on a governed region: %v", err)
+	}
+	for _, i := range running(r) {
+		c := r.ServingWrapClient(i, "acme", "payments")
+		var refused error
+		for range 50 {
+			_, err := c.Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: "payments"}, Plaintext: randKey(t)})
+			if status.Code(err) == codes.ResourceExhausted {
+				refused = err
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if refused == nil || retryDelay(refused) <= 0 || !strings.Contains(refused.Error(), "-governance") {
+			t.Fatalf("node %s: 50 calls over a governance quota of 1/s: %v", r.Cfgs[i].NodeID, refused)
+		}
 	}
 }

@@ -28,6 +28,8 @@ const (
 	// OpResetVoters forgets a region's Raft configuration learned from its reports
 	// (ResetRegionVoters): the next report teaches it again.
 	OpResetVoters Op = "reset-voters"
+	// OpSetQuota sets a tenant's (Service empty) or a service's quota (Quota; nil removes it).
+	OpSetQuota Op = "set-quota"
 )
 
 // Command is one entry of the governance Raft log. The proposing node fills in everything that is
@@ -57,6 +59,8 @@ type Command struct {
 	// owner's consent (a compact JWS, package internal/owner): set-anchor, set-owner.
 	OwnerKey string `json:"owner-key,omitempty"`
 	Consent  string `json:"consent,omitempty"`
+
+	Quota *Quota `json:"quota,omitempty"`
 
 	Rules            []Rule `json:"rules,omitempty"`
 	ExpectedRevision uint64 `json:"expect,omitempty"`
@@ -108,7 +112,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: trailing data", errBadCommand)
 	}
 	switch c.Op {
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey, OpResetVoters:
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey, OpResetVoters, OpSetQuota:
 	default:
 		return nil, fmt.Errorf("%w: unknown op", errBadCommand)
 	}
