@@ -3,6 +3,7 @@ package region
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -241,7 +242,18 @@ func (s *adminService) SetQuota(ctx context.Context, req *kv1.SetQuotaRequest) (
 	if req.GetService() != "" {
 		args = append(args, nameOr(req.GetService(), "<service>"))
 	}
-	if err := s.n.governedWrite("set the quota", quotaCommand(args)); err != nil {
+	// The command at governance with the request's own values, to run as printed.
+	cmd := govCommand{words: []string{"tenant", "set-quota"}, args: args}
+	rq := req.GetQuota()
+	for _, f := range []struct {
+		name string
+		v    uint32
+	}{{"rate", rq.GetRate()}, {"burst", rq.GetBurst()}, {"concurrency", rq.GetConcurrency()}} {
+		if f.v != 0 {
+			cmd.flags = append(cmd.flags, [2]string{f.name, strconv.FormatUint(uint64(f.v), 10)})
+		}
+	}
+	if err := s.n.governedWrite("set the quota", cmd); err != nil {
 		return nil, err
 	}
 	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
