@@ -72,6 +72,8 @@ func eventTarget(c Command) Revocation {
 		rv.Tenant = c.Tenant
 	case SetPolicy:
 		rv.Tenant = c.Tenant
+	case SetQuota:
+		rv.Tenant, rv.Service = c.Tenant, c.Service
 	case ResyncTenant:
 		rv.Tenant = c.Tenant
 	case CreateTenant:

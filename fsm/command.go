@@ -257,6 +257,8 @@ func newCommand(tag string) Command {
 		return &ResyncTenant{}
 	case "set-owner-key":
 		return &SetOwnerKey{}
+	case "set-quota":
+		return &SetQuota{}
 	}
 	return nil
 }
@@ -297,6 +299,8 @@ func deref(c Command) Command {
 	case *ResyncTenant:
 		return *c
 	case *SetOwnerKey:
+		return *c
+	case *SetQuota:
 		return *c
 	}
 	return c

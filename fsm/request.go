@@ -100,6 +100,8 @@ func validate(cmd Command) error {
 			return invalid(ErrInvalidCommand, "through")
 		}
 		return nil
+	case SetQuota:
+		return checkQuota(c)
 	case SetOwnerKey:
 		if c.OwnerKey == "" {
 			return invalid(ErrInvalidCommand, "owner-key")

@@ -55,14 +55,15 @@ import (
 // keys writes the same records as before, so its Hash did not change. The
 // revocation records' Seq ascends, with gaps where CompactRevocations dropped
 // history entries: the records did not change, so neither did the version (a
-// release from before compaction refuses a compacted log's snapshot whole).
+// release from before compaction refuses a compacted log's snapshot whole). Version 5 added
+// the quota records after the dedupe table (quota.go); a state without quotas writes none.
 
 // SnapshotFormat names the snapshot format in its header.
 const SnapshotFormat = "krypton-fsm-snapshot"
 
 // SnapshotVersion is the snapshot format version written. Restore accepts
 // it and every earlier version.
-const SnapshotVersion = 4
+const SnapshotVersion = 5
 
 // maxRecord bounds one record's payload: the largest is a tenant with its L2
 // versions, each at most maxBlobLen bytes.
@@ -86,6 +87,7 @@ const (
 	recEnd
 	recPolicy // since version 2
 	recOwner  // since version 4
+	recQuota  // since version 5 (quota.go)
 )
 
 // capture returns the current root and makes it immutable by starting a new
@@ -268,6 +270,7 @@ func writeRecords(w *bufio.Writer, r *root) error {
 		e.bytes(d.Digest[:])
 		e.end(recDedupe)
 	}
+	writeQuotas(e, r)
 	n := e.n
 	e.begin()
 	e.uvarint(n)
@@ -655,6 +658,14 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 			}
 			r.dedupe.ids[id] = dedupeEntry{ID: id, Type: typ, Result: res, Digest: digest}
 			r.dedupe.order = append(r.dedupe.order, id)
+		case recQuota:
+			if !closeService() {
+				return fail("service without its versions")
+			}
+			tenant = nil
+			if hdr.V < 5 || !readQuota(d, r) {
+				return fail("bad quota")
+			}
 		case recEnd:
 			if !closeService() {
 				return fail("service without its versions")

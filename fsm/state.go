@@ -330,6 +330,8 @@ func (a *applier) command(cmd Command, src source) (Result, error) {
 		return a.resyncTenant(c)
 	case SetOwnerKey:
 		return a.setOwnerKey(c, src)
+	case SetQuota:
+		return a.setQuota(c)
 	}
 	return Result{}, invalid(ErrInvalidCommand, "type")
 }

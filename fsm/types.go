@@ -74,6 +74,8 @@ type Tenant struct {
 	RevokedAt     int64  `json:"revoked-at,omitempty"`
 	// L2 lists the tenant key versions, oldest first; L2[i].Version == i+1.
 	L2 []L2Version `json:"l2"`
+	// Quota is the tenant's quota on every node (SetQuota); zero: none.
+	Quota Quota `json:"quota,omitzero"`
 }
 
 // L2Version is one version of a tenant key, sealed by the tenant's L1.
@@ -94,6 +96,8 @@ type Service struct {
 	Current   uint32 `json:"current"`
 	CreatedAt int64  `json:"created-at"`
 	RevokedAt int64  `json:"revoked-at,omitempty"`
+	// Quota is the service's quota on every node (SetQuota), on top of its tenant's; zero: none.
+	Quota Quota `json:"quota,omitzero"`
 }
 
 // KeyVersion is one version of a service key (L3), sealed by an L2 version.
@@ -134,6 +138,7 @@ const (
 	EventAnchorSet      RevocationKind = "anchor-set"
 	EventPolicySet      RevocationKind = "policy-set"
 	EventTenantResynced RevocationKind = "tenant-resynced"
+	EventQuotaSet       RevocationKind = "quota-set"
 )
 
 // IsRevocation reports whether k revokes something or deletes an anchor,
@@ -171,6 +176,8 @@ func eventKind(c Command) RevocationKind {
 		return EventPolicySet
 	case ResyncTenant:
 		return EventTenantResynced
+	case SetQuota:
+		return EventQuotaSet
 	}
 	return RevocationKind(c.Type())
 }
@@ -300,6 +307,8 @@ const (
 	PolicySet
 	// OwnerKeySet: a tenant's owner key was registered or replaced (State.OwnerKey has it).
 	OwnerKeySet
+	// QuotaSet: a tenant's (Service empty) or a service's quota was set.
+	QuotaSet
 )
 
 var changeNames = [...]string{
@@ -318,6 +327,7 @@ var changeNames = [...]string{
 	Restored:          "restored",
 	PolicySet:         "policy-set",
 	OwnerKeySet:       "owner-key-set",
+	QuotaSet:          "quota-set",
 }
 
 func (k ChangeKind) String() string {

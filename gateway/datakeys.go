@@ -108,6 +108,11 @@ func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context [
 	if err := g.permit(ctx, key, policy.GenerateDataKey); err != nil {
 		return nil, nil, key, err
 	}
+	release, err := g.admit(key)
+	if err != nil {
+		return nil, nil, key, err
+	}
+	defer release()
 	if err := transport.CheckContext(context); err != nil {
 		return nil, nil, key, err
 	}
@@ -146,6 +151,12 @@ func (g *Gateway) Unwrap(ctx context.Context, blob, context []byte) (plaintext [
 	if err := g.permit(ctx, h.Parent, policy.Unwrap); err != nil {
 		return nil, h.Parent, err
 	}
+	// The quota before the cache: a cached unwrap is a request served like any other.
+	release, err := g.admit(h.Parent)
+	if err != nil {
+		return nil, h.Parent, err
+	}
+	defer release()
 	var epoch uint64
 	if g.cache != nil {
 		plaintext = make([]byte, wrap.KeySize)

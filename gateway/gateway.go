@@ -58,6 +58,8 @@ type Gateway struct {
 	// policy is the tenant's key-use policy as last learnt from the region (nil until a node has
 	// answered): TCP callers are checked by it (permit).
 	policy atomic.Pointer[policy.Compiled]
+	// quotas are the tenant's and the gateway's service's quotas as last learnt (quota.go).
+	quotas *gatewayQuotas
 
 	mu       sync.Mutex // guards closed
 	closed   bool
@@ -104,6 +106,9 @@ func New(cfg Config) (_ *Gateway, err error) {
 		return nil, err
 	}
 	g.pool.onPolicy = g.learnPolicy
+	g.quotas = newGatewayQuotas()
+	g.reg.MustRegister(g.quotas.refusals)
+	g.pool.onQuotas = g.learnQuotas
 	g.wraps = &batcher[*kv1.WrapRequest, *kv1.WrapResponse]{
 		size: cfg.BatchSize, wait: cfg.BatchWait, send: g.sendWraps,
 		onBatch: func(n int) { g.metrics.batch("wrap", n) },

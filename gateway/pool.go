@@ -86,6 +86,8 @@ type pool struct {
 	// onPolicy, if set before start, gets the tenant's key-use policy from every ListEndpoints
 	// answer (concurrently).
 	onPolicy func(*kv1.Policy)
+	// onQuotas, likewise, gets every ListEndpoints answer for its quotas.
+	onQuotas func(*kv1.ListEndpointsResponse)
 	// kick asks for a refresh now (1-buffered; refreshNow).
 	kick chan struct{}
 
@@ -187,6 +189,9 @@ func (p *pool) refresh(ctx context.Context) {
 			e.nodeID.Store(&self)
 			if pol := resp.GetPolicy(); pol != nil && p.onPolicy != nil {
 				p.onPolicy(pol)
+			}
+			if p.onQuotas != nil {
+				p.onQuotas(resp)
 			}
 			mu.Lock()
 			defer mu.Unlock()

@@ -140,6 +140,9 @@ func auditEventOf(index uint64, c *govfsm.Command, r *govfsm.Result) audit.Event
 			d["regions"] = detailText(fmt.Sprint(r.Event.Regions))
 			d["services"] = strconv.Itoa(len(r.Event.Services))
 		}
+	case govfsm.OpSetQuota:
+		e.Kind, e.Service = AuditQuotaSet, c.Service
+		d["quota"] = quotaText(c.Quota)
 	case govfsm.OpResetVoters:
 		e.Kind, e.Tenant, e.Reason = AuditRegionVotersReset, "", c.Reason
 		idx, voters, _ := strings.Cut(r.Previous, " ")

@@ -34,7 +34,16 @@ func EventProto(e *govfsm.Event) *kv1.RevocationEvent {
 	if e.Policy != nil {
 		out.Policy = policyProto(e.Policy, e.Tenant)
 	}
+	out.Quota = quotaProto(e.Quota)
 	return out
+}
+
+// quotaProto is a quota as the API sends it (nil: none).
+func quotaProto(q *govfsm.Quota) *kv1.Quota {
+	if q == nil || *q == (govfsm.Quota{}) {
+		return nil
+	}
+	return &kv1.Quota{Rate: q.Rate, Burst: q.Burst, Concurrency: q.Concurrency}
 }
 
 // policyProto returns the policy of tenant as the API sends it.
@@ -77,6 +86,7 @@ func TenantProto(t *govfsm.Tenant) *kv1.GovernanceTenant {
 		Cursor:    t.Cursor,
 
 		OwnerKeyFingerprint: t.OwnerFingerprint(),
+		Quota:               quotaProto(t.Quota),
 	}
 	if t.AnchorDeletedAt != 0 {
 		out.AnchorDeletedAt = ts(t.AnchorDeletedAt)
@@ -86,7 +96,7 @@ func TenantProto(t *govfsm.Tenant) *kv1.GovernanceTenant {
 
 // serviceProto returns the service as the API sends it.
 func serviceProto(s *govfsm.Service) *kv1.GovernanceServiceInfo {
-	return &kv1.GovernanceServiceInfo{Tenant: s.Tenant, Name: s.Name, CreatedAt: ts(s.CreatedAt), Revoked: s.Revoked, Cursor: s.Cursor}
+	return &kv1.GovernanceServiceInfo{Tenant: s.Tenant, Name: s.Name, CreatedAt: ts(s.CreatedAt), Revoked: s.Revoked, Cursor: s.Cursor, Quota: quotaProto(s.Quota)}
 }
 
 // reportProto returns the report as the API sends it.

@@ -33,6 +33,7 @@ const (
 	AuditAnchorDelete  = "governance.anchor.delete"
 	AuditOwnerSet      = "governance.owner.set"
 	AuditPolicySet     = "governance.policy.set"
+	AuditQuotaSet      = "governance.quota.set"
 	AuditTenantLock    = "governance.tenant.lock"
 	AuditTenantUnlock  = "governance.tenant.unlock"
 	AuditRevoke        = "governance.revoke"

@@ -4,6 +4,7 @@ package governance
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/kryptonkms/krypton/governance/govfsm"
 	"github.com/kryptonkms/krypton/transport"
@@ -154,6 +155,43 @@ func (s *api) SetPolicy(ctx context.Context, req *kv1.SetPolicyRequest) (*kv1.Po
 		return nil, err
 	}
 	return policyProto(r.Policy, tenant), nil
+}
+
+// SetQuota sets a tenant's or a service's quota in every region of the tenant (a SET_QUOTA event).
+func (s *api) SetQuota(ctx context.Context, req *kv1.GovernanceSetQuotaRequest) (*kv1.GovernanceSetQuotaResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if req.GetService() != "" {
+		if err := checkName("service", req.GetService()); err != nil {
+			return nil, err
+		}
+	}
+	var q *govfsm.Quota
+	if p := req.GetQuota(); p != nil && (p.GetRate() != 0 || p.GetBurst() != 0 || p.GetConcurrency() != 0) {
+		q = &govfsm.Quota{Rate: p.GetRate(), Burst: p.GetBurst(), Concurrency: p.GetConcurrency()}
+	}
+	if err := checkQuota(q); err != nil {
+		return nil, err
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetQuota, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Service: req.GetService(), Quota: q})
+	if err != nil {
+		return nil, err
+	}
+	return &kv1.GovernanceSetQuotaResponse{Tenant: req.GetTenant(), Service: req.GetService(), Quota: quotaProto(r.Event.Quota), Cursor: r.Event.Cursor}, nil
+}
+
+func quotaText(q *govfsm.Quota) string {
+	if q == nil {
+		return "none"
+	}
+	return fmt.Sprintf("rate=%d burst=%d concurrency=%d", q.Rate, q.Burst, q.Concurrency)
 }
 
 func (s *api) GetPolicy(ctx context.Context, req *kv1.GetPolicyRequest) (*kv1.Policy, error) {

@@ -109,13 +109,19 @@ func validateCommand(c *govfsm.Command) error {
 	if !govfsm.ValidRules(c.Rules) {
 		return invalid("malformed policy rules")
 	}
+	if c.Quota != nil && c.Op != govfsm.OpSetQuota {
+		return invalid("only SetQuota takes a quota")
+	}
+	if err := checkQuota(c.Quota); err != nil {
+		return err
+	}
 	if err := validateOwner(c); err != nil {
 		return err
 	}
 	switch c.Op {
 	case govfsm.OpRevoke, govfsm.OpLockTenant, govfsm.OpDeleteAnchor:
 		return requireReason(c.Reason)
-	case govfsm.OpCreateTenant, govfsm.OpCreateService, govfsm.OpSetAnchor, govfsm.OpSetPolicy, govfsm.OpUnlockTenant, govfsm.OpResyncTenant, govfsm.OpSetOwnerKey:
+	case govfsm.OpCreateTenant, govfsm.OpCreateService, govfsm.OpSetAnchor, govfsm.OpSetPolicy, govfsm.OpUnlockTenant, govfsm.OpResyncTenant, govfsm.OpSetOwnerKey, govfsm.OpSetQuota:
 		if c.Reason != "" {
 			return invalid("this request takes no reason")
 		}
@@ -246,6 +252,23 @@ func validateOwner(c *govfsm.Command) error {
 func checkOwnerKey(pemText string) error {
 	if _, err := owner.ParsePublicKey(pemText); err != nil {
 		return invalid(strings.TrimPrefix(err.Error(), "owner: malformed: ") + " (owner_public_key)")
+	}
+	return nil
+}
+
+// checkQuota refuses a quota out of bounds, naming the field and the valid range.
+func checkQuota(q *govfsm.Quota) error {
+	switch {
+	case q == nil:
+		return nil
+	case q.Rate > govfsm.MaxQuotaRate:
+		return invalid(fmt.Sprintf("quota rate %d is too large (at most %d requests/s; 0 means unlimited)", q.Rate, govfsm.MaxQuotaRate))
+	case q.Burst > govfsm.MaxQuotaBurst:
+		return invalid(fmt.Sprintf("quota burst %d is too large (at most %d; 0 means the rate)", q.Burst, govfsm.MaxQuotaBurst))
+	case q.Burst != 0 && q.Rate == 0:
+		return invalid(fmt.Sprintf("quota burst %d without a rate: set a rate too, or leave the burst 0", q.Burst))
+	case q.Concurrency > govfsm.MaxQuotaConcurrency:
+		return invalid(fmt.Sprintf("quota concurrency %d is too large (at most %d calls in flight; 0 means unlimited)", q.Concurrency, govfsm.MaxQuotaConcurrency))
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/quota"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -79,6 +80,7 @@ func (n *Node) tenantProto(t fsm.Tenant) *kv1.Tenant {
 		out.ServiceCount = uint32(len(svcs))
 	}
 	_, out.OwnerKeyFingerprint, _ = n.state.OwnerKey(t.Name)
+	out.Quota = quota.ToProto(limitsOf(t.Quota))
 	return out
 }
 

@@ -204,6 +204,9 @@ func describeCommand(e *audit.Event, cmd fsm.Command, a fsm.Applied) {
 		}
 	case fsm.SetSettings:
 		e.Kind = kindSettingsSet
+	case fsm.SetQuota:
+		e.Kind, e.Tenant, e.Service = auditQuotaSet, c.Tenant, c.Service
+		e.Detail["quota"] = c.Quota.String()
 	default:
 		e.Kind = "state." + cmd.Type()
 	}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/quota"
 	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -46,6 +47,13 @@ func (s *wrapService) ListEndpoints(ctx context.Context, _ *kv1.ListEndpointsReq
 	if id, ok := transport.IdentityFromContext(ctx); ok && id.Kind == pki.KindService {
 		if p, err := n.state.Policy(id.Tenant); err == nil {
 			resp.Policy = policyToProto(id.Tenant, p)
+		}
+		// And its tenant's and service's quotas, which a gateway enforces on what it serves itself.
+		if t, err := n.state.Tenant(id.Tenant); err == nil {
+			resp.TenantQuota = quota.ToProto(limitsOf(t.Quota))
+		}
+		if s, err := n.state.Service(id.Tenant, id.Service); err == nil {
+			resp.ServiceQuota = quota.ToProto(limitsOf(s.Quota))
 		}
 	}
 	return resp, nil

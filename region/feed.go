@@ -34,6 +34,7 @@ const (
 	auditGovAnchorDelete = "tenant.anchor-delete"
 	auditGovAnchorSet    = "tenant.anchor-set"
 	auditGovPolicy       = "policy.set"
+	auditQuotaSet        = "quota.set"
 	auditGovTenant       = "tenant.create"
 	auditGovService      = audit.KindKeyCreate
 	auditGovResync       = "tenant.resync"

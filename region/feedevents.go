@@ -9,6 +9,7 @@ import (
 
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/quota"
 	"github.com/kryptonkms/krypton/policy"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
@@ -49,6 +50,9 @@ func (f *feed) prepare(ctx context.Context, ev *kv1.RevocationEvent) (cmd fsm.Co
 		return f.prepareUnlock(ctx, tenant)
 	case kv1.EventKind_EVENT_KIND_SET_POLICY:
 		return fsm.SetPolicy{Tenant: tenant, Policy: policyFromProto(ev.GetPolicy())}, nil, nil
+	case kv1.EventKind_EVENT_KIND_SET_QUOTA:
+		// A quota out of bounds is refused by the state machine, as an event refused.
+		return fsm.SetQuota{Tenant: tenant, Service: service, Quota: quotaOf(quota.FromProto(ev.GetQuota()))}, nil, nil
 	case kv1.EventKind_EVENT_KIND_SET_ANCHOR:
 		return f.prepareSetAnchor(ctx, ev, tenant, ev.GetAnchorUri())
 	case kv1.EventKind_EVENT_KIND_CREATE_TENANT:

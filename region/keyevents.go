@@ -127,10 +127,11 @@ func keyEventFor(c fsm.Change) *kv1.KeyEvent {
 		e.Scope.Service, e.Scope.Version = c.Service, c.Version
 	case fsm.TenantLocked, fsm.AnchorDeleted:
 		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_LOCKED
-	case fsm.PolicySet, fsm.TenantUnlocked:
+	case fsm.PolicySet, fsm.TenantUnlocked, fsm.QuotaSet:
 		// What the policy now allows is the region's to judge: the tenant's gateways drop their
 		// cached keys and fetch them again through the region's checks. After an unlock, the new
-		// stream's snapshot no longer denies the tenant, so its gateways may cache again.
+		// stream's snapshot no longer denies the tenant, so its gateways may cache again. After a
+		// quota change the flush makes the gateways ask ListEndpoints for the new quotas.
 		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_FLUSH
 	case fsm.Restored:
 		e.Kind, e.Scope = kv1.KeyEventKind_KEY_EVENT_KIND_FLUSH, nil

@@ -25,6 +25,10 @@ type nodeMetrics struct {
 	proposals *prometheus.CounterVec
 	// watchersCut counts the key-event watchers this node cut off, by reason (keyevents.go).
 	watchersCut *prometheus.CounterVec
+	// quotaRefusals counts calls refused by a quota (quota.go), by kind (rate, concurrency, batch)
+	// and scope (tenant, service). No tenant or service label: the series would grow with the
+	// tenants and never go; the refusal's answer and the node's log name them.
+	quotaRefusals *prometheus.CounterVec
 }
 
 func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
@@ -65,6 +69,11 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 		Help: "Key-event watchers (gateways) this node cut off: behind (too many events queued) or unacknowledged (an event not acknowledged within the bound); each holds fences back only until its cache lease runs out.",
 	}, []string{"reason"})
 	reg.MustRegister(m.watchersCut)
+	m.quotaRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "krypton_quota_refusals_total",
+		Help: "Wrap-path calls this node refused with ResourceExhausted because a tenant's or service's quota was exhausted, by kind (rate, concurrency, batch: larger than the burst) and scope (tenant, service).",
+	}, []string{"kind", "scope"})
+	reg.MustRegister(m.quotaRefusals)
 	reg.MustRegister(transport.LockedMemoryCollectors()...)
 	reg.MustRegister(m.ops, m.anchorCalls, m.fenceSeconds, m.fenceExpired, m.lockouts, m.anchorRoundsLate, m.proposals,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -67,8 +67,10 @@ type Node struct {
 	// policies are the tenants' compiled access policies (policy.go), kept in step with the state
 	// machine by onChange.
 	policies *policyTable
-	events   *keyEvents // gateways' key-event watchers (keyevents.go)
-	started  time.Time
+	// quotas are the tenants' and services' quota buckets (quota.go), likewise.
+	quotas  *quotaTable
+	events  *keyEvents // gateways' key-event watchers (keyevents.go)
+	started time.Time
 
 	leaseBound leaseBound // a longer lease in force until lately, for the fence
 	grants     grantLog   // the leases this node granted as leader, for the fence
@@ -122,6 +124,7 @@ func New(cfg Config) (_ *Node, err error) {
 		lease:    newLease(),
 		watch:    newVoterWatch(),
 		policies: newPolicyTable(),
+		quotas:   newQuotaTable(),
 		reg:      transport.NewRegistry(transport.CertificateExpiry{Name: "node", Source: cfg.CertSource}),
 		started:  time.Now(),
 		stop:     make(chan struct{}),
@@ -443,6 +446,16 @@ func (n *Node) onChange(c fsm.Change) {
 		if p, err := n.state.Policy(c.Tenant); err == nil {
 			n.policies.set(c.Tenant, p)
 		}
+	case fsm.QuotaSet:
+		var q fsm.Quota
+		if c.Service == "" {
+			t, _ := n.state.Tenant(c.Tenant)
+			q = t.Quota
+		} else {
+			s, _ := n.state.Service(c.Tenant, c.Service)
+			q = s.Quota
+		}
+		n.quotas.set(c.Tenant, c.Service, q)
 	case fsm.OwnerKeySet, fsm.AnchorSet:
 		n.noteOwners(n.state, c.Tenant) // an owned tenant's key or anchor
 	case fsm.Restored:
@@ -453,6 +466,7 @@ func (n *Node) onChange(c fsm.Change) {
 		n.addRevoked(revFromLog(n.state.RevocationLog(0))...)
 		n.noteOwners(n.state) // its check made sure it swaps no owner key this node holds
 		n.policies.rebuild(n.state)
+		n.quotas.rebuild(n.state)
 		n.leaseBound.note(n.state.Settings().LeaseDuration, n.cfg.ClockDrift)
 	case fsm.SettingsChanged:
 		n.leaseBound.note(n.state.Settings().LeaseDuration, n.cfg.ClockDrift)

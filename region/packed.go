@@ -108,6 +108,8 @@ func (s *wrapService) PackedWrap(ctx context.Context, req *kv1.PackedWrapRequest
 	if err := packedContexts(req.GetContexts(), len(plaintexts)); err != nil {
 		return nil, err
 	}
+	ctx, qc := s.n.quotaStart(ctx, len(plaintexts))
+	defer qc.end()
 	keys, k, err := s.n.packedKey(ctx, req.GetKey(), policy.Wrap)
 	if err != nil {
 		return nil, err
@@ -130,6 +132,8 @@ func (s *wrapService) PackedGenerateDataKey(ctx context.Context, req *kv1.Packed
 	if err := packedContexts(req.GetContexts(), count); err != nil {
 		return nil, err
 	}
+	ctx, qc := s.n.quotaStart(ctx, count)
+	defer qc.end()
 	keys, k, err := s.n.packedKey(ctx, req.GetKey(), policy.GenerateDataKey)
 	if err != nil {
 		return nil, err
@@ -162,6 +166,8 @@ func (s *wrapService) PackedUnwrap(ctx context.Context, req *kv1.PackedUnwrapReq
 	if err := s.n.Serving(); err != nil {
 		return nil, err
 	}
+	ctx, qc := s.n.quotaStart(ctx, len(blobs))
+	defer qc.end()
 	var errs []error // one per item, nil where it opened; made at the first failure
 	fail := func(i int, err error) {
 		if errs == nil {
@@ -214,6 +220,9 @@ func (s *wrapService) PackedUnwrap(ctx context.Context, req *kv1.PackedUnwrapReq
 			list = append(list, g)
 		}
 		g.idx = append(g.idx, i)
+	}
+	if keys.refused != nil {
+		return nil, keys.refused
 	}
 	resp := &kv1.PackedUnwrapResponse{
 		Plaintexts: make([][]byte, len(blobs)),

@@ -37,6 +37,11 @@ func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop po
 	if err := n.authorize(ctx, ref.GetTenant(), ref.GetService(), pop); err != nil {
 		return nil, err
 	}
+	// The quota after the policy, so that no caller spends another tenant's quota; before the
+	// state is read at the leader and any key is opened.
+	if err := n.admitQuota(ctx, ref.GetTenant(), ref.GetService()); err != nil {
+		return nil, err
+	}
 	// A key created a moment ago on another node may not be applied here yet: freshRead catches
 	// up with the leader and looks again, so that "create, then wrap anywhere" works, and a node
 	// that cannot catch up answers Unavailable, not NotFound.
@@ -232,21 +237,29 @@ func (n *Node) observe(op string, start time.Time) {
 
 func (s *wrapService) Wrap(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResponse, error) {
 	defer s.n.observe("wrap", time.Now())
+	ctx, qc := s.n.quotaStart(ctx, 1)
+	defer qc.end()
 	return s.n.wrapOne(ctx, req)
 }
 
 func (s *wrapService) Unwrap(ctx context.Context, req *kv1.UnwrapRequest) (*kv1.UnwrapResponse, error) {
 	defer s.n.observe("unwrap", time.Now())
+	ctx, qc := s.n.quotaStart(ctx, 1)
+	defer qc.end()
 	return s.n.unwrapOne(ctx, req)
 }
 
 func (s *wrapService) GenerateDataKey(ctx context.Context, req *kv1.GenerateDataKeyRequest) (*kv1.GenerateDataKeyResponse, error) {
 	defer s.n.observe("generate-data-key", time.Now())
+	ctx, qc := s.n.quotaStart(ctx, 1)
+	defer qc.end()
 	return s.n.generateOne(ctx, req)
 }
 
 func (s *wrapService) Rewrap(ctx context.Context, req *kv1.RewrapRequest) (*kv1.RewrapResponse, error) {
 	defer s.n.observe("rewrap", time.Now())
+	ctx, qc := s.n.quotaStart(ctx, 1)
+	defer qc.end()
 	return s.n.rewrapOne(ctx, req)
 }
 
@@ -261,8 +274,11 @@ func itemError(err error) *kv1.ItemError {
 // distinct key, not once per item. The checks are the same as for unary calls; they only run
 // earlier for the later items of a batch (microseconds), as a unary call's run before its wrap.
 type batchKeys struct {
-	n       *Node
-	ctx     context.Context
+	n   *Node
+	ctx context.Context
+	// refused is a quota's refusal of one of the keys: it fails the whole call, before any key is
+	// used (quota.go).
+	refused error
 	last    *batchKey // the entry found or made last: batches usually name one key
 	entries map[batchKeyRef]*batchKey
 }
@@ -293,6 +309,8 @@ func (b *batchKeys) get(ref *kv1.KeyRef, op fsm.Op, pop policy.Op) *batchKey {
 		e.l3, e.err = b.n.usableKey(b.ctx, ref, op, pop)
 		if e.err == nil {
 			e.out = keyRef(e.l3.ID())
+		} else if b.refused == nil && isQuotaRefusal(e.err) {
+			b.refused = e.err
 		}
 		if b.entries == nil {
 			b.entries = make(map[batchKeyRef]*batchKey)
@@ -339,6 +357,15 @@ type groups struct {
 	byKey map[*batchKey]*batchGroup
 }
 
+// destroy wipes the data keys of every group (a call refused after they were made).
+func (gs *groups) destroy() {
+	for _, g := range gs.list {
+		for _, dk := range g.dks {
+			dk.Destroy()
+		}
+	}
+}
+
 func (gs *groups) add(k *batchKey, i int, dk *wrap.DataKey, ctx []byte, size int) {
 	g := gs.byKey[k]
 	if g == nil {
@@ -363,6 +390,8 @@ func (s *wrapService) BatchWrap(ctx context.Context, req *kv1.BatchWrapRequest) 
 	if err := s.n.batchPreamble(len(items)); err != nil {
 		return nil, err
 	}
+	ctx, qc := s.n.quotaStart(ctx, len(items))
+	defer qc.end()
 	results := make([]*kv1.WrapResult, len(items))
 	keys := batchKeys{n: s.n, ctx: ctx}
 	var gs groups
@@ -389,6 +418,10 @@ func (s *wrapService) BatchWrap(ctx context.Context, req *kv1.BatchWrapRequest) 
 			continue
 		}
 		gs.add(k, i, dk, item.GetContext(), len(items))
+	}
+	if keys.refused != nil {
+		gs.destroy()
+		return nil, keys.refused
 	}
 	// The successful results, in three allocations rather than three per item.
 	vals := make([]kv1.WrapResult, len(items))
@@ -419,6 +452,8 @@ func (s *wrapService) BatchUnwrap(ctx context.Context, req *kv1.BatchUnwrapReque
 	if err := s.n.batchPreamble(len(items)); err != nil {
 		return nil, err
 	}
+	ctx, qc := s.n.quotaStart(ctx, len(items))
+	defer qc.end()
 	results := make([]*kv1.UnwrapResult, len(items))
 	fail := func(i int, err error) {
 		results[i] = &kv1.UnwrapResult{Result: &kv1.UnwrapResult_Error{Error: itemError(err)}}
@@ -452,6 +487,9 @@ func (s *wrapService) BatchUnwrap(ctx context.Context, req *kv1.BatchUnwrapReque
 		g.idx = append(g.idx, i)
 		g.blobs = append(g.blobs, item.GetBlob())
 		g.ctxs = append(g.ctxs, item.GetContext())
+	}
+	if keys.refused != nil {
+		return nil, keys.refused
 	}
 	vals := make([]kv1.UnwrapResult, len(items))
 	oneofs := make([]kv1.UnwrapResult_Value, len(items))
@@ -492,6 +530,8 @@ func (s *wrapService) BatchGenerateDataKey(ctx context.Context, req *kv1.BatchGe
 	if err := s.n.batchPreamble(len(items)); err != nil {
 		return nil, err
 	}
+	ctx, qc := s.n.quotaStart(ctx, len(items))
+	defer qc.end()
 	results := make([]*kv1.GenerateDataKeyResult, len(items))
 	fail := func(i int, err error) {
 		results[i] = &kv1.GenerateDataKeyResult{Result: &kv1.GenerateDataKeyResult_Error{Error: itemError(err)}}
@@ -509,6 +549,10 @@ func (s *wrapService) BatchGenerateDataKey(ctx context.Context, req *kv1.BatchGe
 			continue
 		}
 		gs.add(k, i, wrap.NewDataKey(), item.GetContext(), len(items))
+	}
+	if keys.refused != nil {
+		gs.destroy()
+		return nil, keys.refused
 	}
 	vals := make([]kv1.GenerateDataKeyResult, len(items))
 	oneofs := make([]kv1.GenerateDataKeyResult_Value, len(items))
@@ -536,9 +580,14 @@ func (s *wrapService) BatchRewrap(ctx context.Context, req *kv1.BatchRewrapReque
 	if err := s.n.batchPreamble(len(req.GetItems())); err != nil {
 		return nil, err
 	}
+	ctx, qc := s.n.quotaStart(ctx, len(req.GetItems()))
+	defer qc.end()
 	results := make([]*kv1.RewrapResult, len(req.GetItems()))
 	for i, item := range req.GetItems() {
 		resp, err := s.n.rewrapOne(ctx, item)
+		if isQuotaRefusal(err) {
+			return nil, err
+		}
 		if err != nil {
 			results[i] = &kv1.RewrapResult{Result: &kv1.RewrapResult_Error{Error: itemError(err)}}
 			continue

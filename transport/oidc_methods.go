@@ -38,6 +38,7 @@ var TokenMethods = map[string]Role{
 	"/krypton.v1.AdminService/UnlockTenant":       RoleAdmin,
 	"/krypton.v1.AdminService/RekeyTenant":        RoleAdmin,
 	"/krypton.v1.AdminService/SetOwnerKey":        RoleAdmin,
+	"/krypton.v1.AdminService/SetQuota":           RoleAdmin,
 
 	// GovernanceService, read-only.
 	"/krypton.v1.GovernanceService/Status":       RoleViewer,
@@ -53,6 +54,7 @@ var TokenMethods = map[string]Role{
 	"/krypton.v1.GovernanceService/DeleteAnchor":      RoleAdmin,
 	"/krypton.v1.GovernanceService/CreateService":     RoleAdmin,
 	"/krypton.v1.GovernanceService/SetPolicy":         RoleAdmin,
+	"/krypton.v1.GovernanceService/SetQuota":          RoleAdmin,
 	"/krypton.v1.GovernanceService/Revoke":            RoleAdmin,
 	"/krypton.v1.GovernanceService/LockTenant":        RoleAdmin,
 	"/krypton.v1.GovernanceService/UnlockTenant":      RoleAdmin,

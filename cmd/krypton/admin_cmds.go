@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/quota"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -260,7 +261,7 @@ func tenantCommand() *command {
 		help: "Tenants of the region, each with its L1 anchor (a key in the customer's KMS or HSM) and its tenant key (L2) sealed by it.",
 		sub: []*command{
 			tenantCreateCommand(), tenantListCommand(), tenantDescribeCommand(), tenantLockCommand(), tenantUnlockCommand(), tenantRekeyCommand(),
-			tenantSetOwnerCommand(),
+			tenantSetOwnerCommand(), tenantSetQuotaCommand(),
 		},
 	}
 }
@@ -274,6 +275,7 @@ func tenantText(w io.Writer, t *kv1.Tenant) error {
 		{"Services:", strconv.FormatUint(uint64(t.GetServiceCount()), 10)},
 		{"Created:", timeText(t.GetCreatedAt())},
 		{"Owner key:", regionOwnerKeyText(t.GetOwnerKeyFingerprint())},
+		{"Quota:", quota.FromProto(t.GetQuota()).String()},
 	}
 	if t.GetState() == kv1.TenantState_TENANT_STATE_LOCKED {
 		rows = append(rows, []string{"Locked:", timeText(t.GetLockedAt())}, []string{"Locked reason:", t.GetLockedReason()})

@@ -52,7 +52,8 @@ type benchOptions struct {
 	cfg                           bench.Config
 	out, plot                     string
 	quiet                         bool
-	gw                            gatewayBench // bench_gateway.go
+	gw                            gatewayBench   // bench_gateway.go
+	nb                            neighbourBench // bench_neighbour.go
 }
 
 func benchCommand() *command {
@@ -77,6 +78,10 @@ func benchCommand() *command {
 			"KRYPTON_CA_CERT). With -spawn 3 it starts a development region in this process on free ports instead (as\n" +
 			"`krypton dev`), creates tenant \"bench\" with key bench/load and a service certificate, runs, and stops it;\n" +
 			"region and load generator then share this machine's cores.\n\n" +
+			"With -spawn 3 -neighbour it measures a noisy neighbour instead: a second tenant (neighbour/light) sends unary\n" +
+			"wraps at -neighbour-rate (open loop), first alone, then while this run's load floods the region as tenant bench,\n" +
+			"and with -neighbour-quota N once more with tenant bench under a quota of N requests/s; it prints the second\n" +
+			"tenant's p50 and p99 in each phase and their ratios to the unloaded ones (docs/performance.md).\n\n" +
 			"Errors are counted by code and never stop the run; it exits 1 if no operation succeeded.",
 		flags: func(fs *flag.FlagSet) {
 			fs.Var(&o.addrs, "addr", "host:port of a region node's API; repeat it or give a comma list to spread the load (default "+defaultAPIAddr+")")
@@ -104,6 +109,10 @@ func benchCommand() *command {
 			fs.IntVar(&o.gw.batch, "gateway-batch", 128, "with -spawn-gateway: the gateway's batch size (1: batching off)")
 			fs.DurationVar(&o.gw.batchWait, "gateway-batch-wait", 500*time.Microsecond, "with -spawn-gateway: the gateway's batch wait")
 			fs.IntVar(&o.gw.payload, "gateway-payload", 1024, "with -op encrypt through a gateway: bytes of data per Encrypt")
+			fs.BoolVar(&o.nb.on, "neighbour", false, "with -spawn: measure a noisy neighbour: a second tenant's light wraps (-neighbour-rate) alone, then beside this run's load as tenant bench, and print its p50/p99 in each phase and their ratios")
+			fs.Float64Var(&o.nb.rate, "neighbour-rate", 50, "with -neighbour: the second tenant's wraps per second (open loop)")
+			fs.IntVar(&o.nb.callers, "neighbour-callers", 8, "with -neighbour: the second tenant's most calls in flight")
+			fs.UintVar(&o.nb.quota, "neighbour-quota", 0, "with -neighbour: add a phase with the flooding tenant under a quota of this many requests/s (on each node)")
 		},
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
 			if err := o.check(fs); err != nil {
@@ -127,6 +136,9 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 		return err
 	}
 	if err := o.gw.check(o); err != nil {
+		return err
+	}
+	if err := o.nb.check(o); err != nil {
 		return err
 	}
 	if o.gw.enabled() && isSet(fs, "batch-form") {
@@ -239,6 +251,9 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 			addrs = append(addrs, d.cfgs[i].RPCAddr)
 		}
 		fmt.Fprintf(s.err, "krypton: %d-node region started; load on %s\n", devNodes, strings.Join(addrs, ", "))
+		if o.nb.on {
+			return o.runNeighbour(ctx, s, d, cfg, addrs)
+		}
 	} else {
 		cf := &clientFlags{kind: pki.KindService, caCert: o.caCert, clientCert: o.clientCert, clientKey: o.clientKey}
 		var err error

@@ -14,6 +14,7 @@ import (
 
 	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/internal/owner"
+	"github.com/kryptonkms/krypton/internal/quota"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -28,6 +29,7 @@ func tenantCommandWithGovernance() *command {
 		"lock":      govTenantLockCommand(),
 		"unlock":    govTenantUnlockCommand(),
 		"set-owner": govSetOwnerCommand(),
+		"set-quota": govSetQuotaCommand(),
 	}
 	for i, sub := range t.sub {
 		if g := gov[sub.name]; g != nil {
@@ -52,6 +54,7 @@ func govTenantText(w io.Writer, t *kv1.GovernanceTenant, extra ...[]string) erro
 		{"Created:", timeText(t.GetCreatedAt())},
 		{"Last event:", strconv.FormatUint(t.GetCursor(), 10)},
 		{"Owner key:", ownerKeyText(t.GetOwnerKeyFingerprint())},
+		{"Quota:", quota.FromProto(t.GetQuota()).String()},
 	}
 	if t.GetAnchorDeletedAt() != nil {
 		rows = append(rows, []string{"Anchor deleted:", timeText(t.GetAnchorDeletedAt())})

@@ -56,7 +56,7 @@ func shellSplit(t *testing.T, line string) []string {
 }
 
 // TestGovernedRegionNamesAWorkingCommand: a region that follows governance refuses `tenant
-// create`, `key create`, `key revoke`, `tenant lock` and `tenant unlock` given at -addr, and the
+// create`, `key create`, `key revoke`, `tenant lock`, `tenant unlock` and `tenant set-quota` given at -addr, and the
 // command its refusal names, run as printed (with the same certificate flags), makes the change
 // at governance, which the region then applies from the feed.
 func TestGovernedRegionNamesAWorkingCommand(t *testing.T) {
@@ -115,6 +115,10 @@ func TestGovernedRegionNamesAWorkingCommand(t *testing.T) {
 		{[]string{"tenant", "unlock", "acme"}, "krypton tenant unlock -governance ", func() bool {
 			t, err := st.Tenant("acme")
 			return err == nil && t.Status == fsm.StatusActive
+		}},
+		{[]string{"tenant", "set-quota", "-rate", "5", "-concurrency", "3", "acme", "payments"}, "krypton tenant set-quota -governance ", func() bool {
+			s, err := st.Service("acme", "payments")
+			return err == nil && s.Quota == fsm.Quota{Rate: 5, Concurrency: 3}
 		}},
 		{[]string{"key", "revoke", "-reason", "leaked", "acme", "payments", "1"}, "krypton revoke -governance ", func() bool {
 			kv, err := st.KeyVersion("acme", "payments", 1)

@@ -31,6 +31,8 @@ const (
 	// OpCompact drops the events every region that pins the log has applied and that no longer
 	// define the state (compact.go); the leader proposes it (governance's compactor).
 	OpCompact Op = "compact"
+	// OpSetQuota sets a tenant's (Service empty) or a service's quota (Quota; nil removes it).
+	OpSetQuota Op = "set-quota"
 )
 
 // Command is one entry of the governance Raft log. The proposing node fills in everything that is
@@ -66,6 +68,8 @@ type Command struct {
 	// owner's consent (a compact JWS, package internal/owner): set-anchor, set-owner.
 	OwnerKey string `json:"owner-key,omitempty"`
 	Consent  string `json:"consent,omitempty"`
+
+	Quota *Quota `json:"quota,omitempty"`
 
 	Rules            []Rule `json:"rules,omitempty"`
 	ExpectedRevision uint64 `json:"expect,omitempty"`
@@ -124,7 +128,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: trailing data", errBadCommand)
 	}
 	switch c.Op {
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey, OpResetVoters, OpCompact:
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey, OpResetVoters, OpCompact, OpSetQuota:
 	default:
 		return nil, fmt.Errorf("%w: unknown op", errBadCommand)
 	}

@@ -75,6 +75,7 @@ type tenant struct {
 	// snapshots from before owner keys, which restore as tenants without one.
 	OwnerKey string        `json:"owner-key,omitempty"`
 	Consents []usedConsent `json:"consents,omitempty"`
+	Quota    *Quota        `json:"quota,omitempty"`
 }
 
 // usedConsent is a consent applied: its digest (owner.Consent.Digest) and expiry (Unix s).
@@ -91,6 +92,7 @@ type service struct {
 	Cursor       uint64            `json:"cursor"`
 	RevokeCursor uint64            `json:"revoked,omitempty"`
 	Versions     map[uint32]uint64 `json:"versions,omitempty"` // revoked version -> its event
+	Quota        *Quota            `json:"quota,omitempty"`
 }
 
 type request struct {
@@ -276,7 +278,7 @@ func (s *state) result(c *Command, e *Event) *Result {
 	}
 	r.Tenant = t.view()
 	switch c.Op {
-	case OpCreateService:
+	case OpCreateService, OpSetQuota:
 		if sv := t.Services[c.Service]; sv != nil {
 			r.Service = sv.view(t, c.Service)
 		}
@@ -410,6 +412,33 @@ func (s *state) write(c *Command, now int64) *Result {
 		t.Policy = p
 		e := s.emit(c, KindSetPolicy, now)
 		e.Policy = p.clone()
+		return s.result(c, e)
+
+	case OpSetQuota:
+		if !ValidQuota(c.Quota) {
+			return &Result{Err: ErrInvalidCommand}
+		}
+		if t.RevokeCursor != 0 {
+			return &Result{Err: ErrRevoked}
+		}
+		q := c.Quota
+		if q != nil && *q == (Quota{}) {
+			q = nil
+		}
+		if c.Service == "" {
+			t.Quota = q.clone()
+		} else {
+			sv := t.Services[c.Service]
+			switch {
+			case sv == nil:
+				return &Result{Err: ErrServiceNotFound}
+			case sv.RevokeCursor != 0:
+				return &Result{Err: ErrRevoked}
+			}
+			sv.Quota = q.clone()
+		}
+		e := s.emit(c, KindSetQuota, now)
+		e.Quota = q.clone()
 		return s.result(c, e)
 
 	case OpLockTenant, OpUnlockTenant:

@@ -11,12 +11,20 @@ func (t *tenant) view() *Tenant {
 	return &Tenant{
 		Name: t.Name, AnchorURI: t.AnchorURI, Regions: slices.Clone(t.Regions), Locked: t.Locked,
 		Revoked: t.RevokeCursor != 0, AnchorDeletedAt: t.AnchorDeletedAt, CreatedAt: t.CreatedAt, Cursor: t.Cursor,
-		OwnerKey: t.OwnerKey,
+		OwnerKey: t.OwnerKey, Quota: t.Quota.clone(),
 	}
 }
 
+func (q *Quota) clone() *Quota {
+	if q == nil {
+		return nil
+	}
+	c := *q
+	return &c
+}
+
 func (sv *service) view(t *tenant, name string) *Service {
-	return &Service{Tenant: t.Name, Name: name, CreatedAt: sv.CreatedAt, Cursor: sv.Cursor, Revoked: sv.RevokeCursor != 0 || t.RevokeCursor != 0}
+	return &Service{Tenant: t.Name, Name: name, CreatedAt: sv.CreatedAt, Cursor: sv.Cursor, Revoked: sv.RevokeCursor != 0 || t.RevokeCursor != 0, Quota: sv.Quota.clone()}
 }
 
 // --- Reads. Each takes the read lock and returns copies. ---

@@ -21,6 +21,7 @@ const (
 	KindCreateTenant  Kind = 9
 	KindCreateService Kind = 10
 	KindResyncTenant  Kind = 11
+	KindSetQuota      Kind = 12
 )
 
 // String returns the kind in kebab case ("revoke-tenant"), as metrics and the audit log name it.
@@ -48,13 +49,15 @@ func (k Kind) String() string {
 		return "create-service"
 	case KindResyncTenant:
 		return "resync-tenant"
+	case KindSetQuota:
+		return "set-quota"
 	}
 	return "unknown"
 }
 
 // AllKinds lists every kind, for metrics.
 var AllKinds = []Kind{KindCreateTenant, KindCreateService, KindSetAnchor, KindDeleteAnchor, KindSetPolicy,
-	KindLockTenant, KindUnlockTenant, KindRevokeTenant, KindRevokeService, KindRevokeVersion, KindResyncTenant}
+	KindLockTenant, KindUnlockTenant, KindRevokeTenant, KindRevokeService, KindRevokeVersion, KindResyncTenant, KindSetQuota}
 
 // Event is one entry of the governance log. Events are immutable once appended; Cursor is its
 // position (1, 2, 3, ... without gaps).
@@ -77,6 +80,29 @@ type Event struct {
 	// OwnerKey is set by SET_ANCHOR: the fingerprint of the owner key that consented (empty for a
 	// tenant without one, before owner keys).
 	OwnerKey string `json:"owner-key,omitempty"`
+	// Quota is set by SET_QUOTA: the tenant's (Service empty) or the service's new quota; nil
+	// removes it.
+	Quota *Quota `json:"quota,omitempty"`
+}
+
+// Quota is a tenant's or a service's quota on every node of its regions (the region's fsm.Quota:
+// rate in requests/s, burst, calls in flight; 0 is unlimited).
+type Quota struct {
+	Rate        uint32 `json:"rate,omitempty"`
+	Burst       uint32 `json:"burst,omitempty"`
+	Concurrency uint32 `json:"concurrency,omitempty"`
+}
+
+// Bounds of a quota's fields, the region's (fsm.MaxQuota*).
+const (
+	MaxQuotaRate        = 10_000_000
+	MaxQuotaBurst       = 10_000_000
+	MaxQuotaConcurrency = 1_000_000
+)
+
+// ValidQuota reports whether q is within bounds (a burst needs a rate).
+func ValidQuota(q *Quota) bool {
+	return q == nil || q.Rate <= MaxQuotaRate && q.Burst <= MaxQuotaBurst && q.Concurrency <= MaxQuotaConcurrency && (q.Burst == 0 || q.Rate != 0)
 }
 
 // Policy is a tenant's access policy (see kv1.Policy for the rules' meaning).
@@ -119,6 +145,7 @@ type Tenant struct {
 	CreatedAt       int64
 	Cursor          uint64 // last event that changed the tenant
 	OwnerKey        string // the owner's public key (PKIX PEM); empty if none
+	Quota           *Quota // nil if none
 }
 
 // OwnerFingerprint names the tenant's owner key ("" if none).
@@ -136,6 +163,7 @@ type Service struct {
 	CreatedAt int64
 	Cursor    uint64
 	Revoked   bool
+	Quota     *Quota // nil if none
 }
 
 // RegionReport is what a region last reported.

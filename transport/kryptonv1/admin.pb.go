@@ -257,6 +257,135 @@ func (LeaseState) EnumDescriptor() ([]byte, []int) {
 	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
+type SetQuotaRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Empty: the tenant's own quota.
+	Service       string `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	Quota         *Quota `protobuf:"bytes,4,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQuotaRequest) Reset() {
+	*x = SetQuotaRequest{}
+	mi := &file_krypton_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQuotaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQuotaRequest) ProtoMessage() {}
+
+func (x *SetQuotaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQuotaRequest.ProtoReflect.Descriptor instead.
+func (*SetQuotaRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SetQuotaRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SetQuotaRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SetQuotaRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *SetQuotaRequest) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+type SetQuotaResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Service       string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Quota         *Quota                 `protobuf:"bytes,3,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetQuotaResponse) Reset() {
+	*x = SetQuotaResponse{}
+	mi := &file_krypton_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetQuotaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetQuotaResponse) ProtoMessage() {}
+
+func (x *SetQuotaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetQuotaResponse.ProtoReflect.Descriptor instead.
+func (*SetQuotaResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *SetQuotaResponse) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SetQuotaResponse) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *SetQuotaResponse) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 type MembersRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -265,7 +394,7 @@ type MembersRequest struct {
 
 func (x *MembersRequest) Reset() {
 	*x = MembersRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[0]
+	mi := &file_krypton_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -277,7 +406,7 @@ func (x *MembersRequest) String() string {
 func (*MembersRequest) ProtoMessage() {}
 
 func (x *MembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[0]
+	mi := &file_krypton_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -290,7 +419,7 @@ func (x *MembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
 func (*MembersRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 type MembersResponse struct {
@@ -302,7 +431,7 @@ type MembersResponse struct {
 
 func (x *MembersResponse) Reset() {
 	*x = MembersResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[1]
+	mi := &file_krypton_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -314,7 +443,7 @@ func (x *MembersResponse) String() string {
 func (*MembersResponse) ProtoMessage() {}
 
 func (x *MembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[1]
+	mi := &file_krypton_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -327,7 +456,7 @@ func (x *MembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
 func (*MembersResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *MembersResponse) GetMembers() []*Member {
@@ -358,7 +487,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[2]
+	mi := &file_krypton_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +499,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[2]
+	mi := &file_krypton_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,7 +512,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Member) GetNodeId() string {
@@ -443,7 +572,7 @@ type ListPeersRequest struct {
 
 func (x *ListPeersRequest) Reset() {
 	*x = ListPeersRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[3]
+	mi := &file_krypton_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -455,7 +584,7 @@ func (x *ListPeersRequest) String() string {
 func (*ListPeersRequest) ProtoMessage() {}
 
 func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[3]
+	mi := &file_krypton_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -468,7 +597,7 @@ func (x *ListPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListPeersRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 type ListPeersResponse struct {
@@ -482,7 +611,7 @@ type ListPeersResponse struct {
 
 func (x *ListPeersResponse) Reset() {
 	*x = ListPeersResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[4]
+	mi := &file_krypton_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +623,7 @@ func (x *ListPeersResponse) String() string {
 func (*ListPeersResponse) ProtoMessage() {}
 
 func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[4]
+	mi := &file_krypton_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +636,7 @@ func (x *ListPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListPeersResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListPeersResponse) GetPeers() []*Peer {
@@ -539,7 +668,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[5]
+	mi := &file_krypton_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +680,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[5]
+	mi := &file_krypton_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +693,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Peer) GetNodeId() string {
@@ -611,7 +740,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[6]
+	mi := &file_krypton_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -623,7 +752,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[6]
+	mi := &file_krypton_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -636,7 +765,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinRequest) GetRequestId() string {
@@ -677,7 +806,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[7]
+	mi := &file_krypton_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +818,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[7]
+	mi := &file_krypton_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +831,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JoinResponse) GetIndex() uint64 {
@@ -721,7 +850,7 @@ type LeaveRequest struct {
 
 func (x *LeaveRequest) Reset() {
 	*x = LeaveRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[8]
+	mi := &file_krypton_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -733,7 +862,7 @@ func (x *LeaveRequest) String() string {
 func (*LeaveRequest) ProtoMessage() {}
 
 func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[8]
+	mi := &file_krypton_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -746,7 +875,7 @@ func (x *LeaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveRequest.ProtoReflect.Descriptor instead.
 func (*LeaveRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LeaveRequest) GetRequestId() string {
@@ -766,7 +895,7 @@ type LeaveResponse struct {
 
 func (x *LeaveResponse) Reset() {
 	*x = LeaveResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[9]
+	mi := &file_krypton_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -778,7 +907,7 @@ func (x *LeaveResponse) String() string {
 func (*LeaveResponse) ProtoMessage() {}
 
 func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[9]
+	mi := &file_krypton_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -791,7 +920,7 @@ func (x *LeaveResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaveResponse.ProtoReflect.Descriptor instead.
 func (*LeaveResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *LeaveResponse) GetIndex() uint64 {
@@ -811,7 +940,7 @@ type RemovePeerRequest struct {
 
 func (x *RemovePeerRequest) Reset() {
 	*x = RemovePeerRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[10]
+	mi := &file_krypton_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -823,7 +952,7 @@ func (x *RemovePeerRequest) String() string {
 func (*RemovePeerRequest) ProtoMessage() {}
 
 func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[10]
+	mi := &file_krypton_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -836,7 +965,7 @@ func (x *RemovePeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerRequest.ProtoReflect.Descriptor instead.
 func (*RemovePeerRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemovePeerRequest) GetRequestId() string {
@@ -863,7 +992,7 @@ type RemovePeerResponse struct {
 
 func (x *RemovePeerResponse) Reset() {
 	*x = RemovePeerResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[11]
+	mi := &file_krypton_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -875,7 +1004,7 @@ func (x *RemovePeerResponse) String() string {
 func (*RemovePeerResponse) ProtoMessage() {}
 
 func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[11]
+	mi := &file_krypton_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -888,7 +1017,7 @@ func (x *RemovePeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemovePeerResponse.ProtoReflect.Descriptor instead.
 func (*RemovePeerResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RemovePeerResponse) GetIndex() uint64 {
@@ -909,7 +1038,7 @@ type TransferLeadershipRequest struct {
 
 func (x *TransferLeadershipRequest) Reset() {
 	*x = TransferLeadershipRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[12]
+	mi := &file_krypton_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -921,7 +1050,7 @@ func (x *TransferLeadershipRequest) String() string {
 func (*TransferLeadershipRequest) ProtoMessage() {}
 
 func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[12]
+	mi := &file_krypton_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -934,7 +1063,7 @@ func (x *TransferLeadershipRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipRequest.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *TransferLeadershipRequest) GetRequestId() string {
@@ -963,7 +1092,7 @@ type TransferLeadershipResponse struct {
 
 func (x *TransferLeadershipResponse) Reset() {
 	*x = TransferLeadershipResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[13]
+	mi := &file_krypton_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -975,7 +1104,7 @@ func (x *TransferLeadershipResponse) String() string {
 func (*TransferLeadershipResponse) ProtoMessage() {}
 
 func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[13]
+	mi := &file_krypton_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -988,7 +1117,7 @@ func (x *TransferLeadershipResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TransferLeadershipResponse.ProtoReflect.Descriptor instead.
 func (*TransferLeadershipResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *TransferLeadershipResponse) GetLeaderId() string {
@@ -1013,7 +1142,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[14]
+	mi := &file_krypton_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1025,7 +1154,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[14]
+	mi := &file_krypton_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1038,7 +1167,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type StatusResponse struct {
@@ -1073,7 +1202,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[15]
+	mi := &file_krypton_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1085,7 +1214,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[15]
+	mi := &file_krypton_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1098,7 +1227,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StatusResponse) GetNodeId() string {
@@ -1221,7 +1350,7 @@ type SnapshotSaveRequest struct {
 
 func (x *SnapshotSaveRequest) Reset() {
 	*x = SnapshotSaveRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[16]
+	mi := &file_krypton_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1362,7 @@ func (x *SnapshotSaveRequest) String() string {
 func (*SnapshotSaveRequest) ProtoMessage() {}
 
 func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[16]
+	mi := &file_krypton_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1375,7 @@ func (x *SnapshotSaveRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSaveRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotSaveRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 // SnapshotMeta describes a snapshot.
@@ -1267,7 +1396,7 @@ type SnapshotMeta struct {
 
 func (x *SnapshotMeta) Reset() {
 	*x = SnapshotMeta{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[17]
+	mi := &file_krypton_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1408,7 @@ func (x *SnapshotMeta) String() string {
 func (*SnapshotMeta) ProtoMessage() {}
 
 func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[17]
+	mi := &file_krypton_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1421,7 @@ func (x *SnapshotMeta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMeta.ProtoReflect.Descriptor instead.
 func (*SnapshotMeta) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotMeta) GetRegion() string {
@@ -1344,7 +1473,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[18]
+	mi := &file_krypton_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +1485,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[18]
+	mi := &file_krypton_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +1498,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotChunk) GetMeta() *SnapshotMeta {
@@ -1405,7 +1534,7 @@ type SnapshotRestoreRequest struct {
 
 func (x *SnapshotRestoreRequest) Reset() {
 	*x = SnapshotRestoreRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[19]
+	mi := &file_krypton_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1417,7 +1546,7 @@ func (x *SnapshotRestoreRequest) String() string {
 func (*SnapshotRestoreRequest) ProtoMessage() {}
 
 func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[19]
+	mi := &file_krypton_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1430,7 +1559,7 @@ func (x *SnapshotRestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SnapshotRestoreRequest) GetRequestId() string {
@@ -1457,7 +1586,7 @@ type SnapshotRestoreResponse struct {
 
 func (x *SnapshotRestoreResponse) Reset() {
 	*x = SnapshotRestoreResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[20]
+	mi := &file_krypton_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1469,7 +1598,7 @@ func (x *SnapshotRestoreResponse) String() string {
 func (*SnapshotRestoreResponse) ProtoMessage() {}
 
 func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[20]
+	mi := &file_krypton_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1482,7 +1611,7 @@ func (x *SnapshotRestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRestoreResponse.ProtoReflect.Descriptor instead.
 func (*SnapshotRestoreResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SnapshotRestoreResponse) GetIndex() uint64 {
@@ -1511,13 +1640,15 @@ type Tenant struct {
 	// The tenant owner key's fingerprint ("sha256:" and its RFC 7638 JWK
 	// thumbprint); empty if the tenant has none.
 	OwnerKeyFingerprint string `protobuf:"bytes,9,opt,name=owner_key_fingerprint,json=ownerKeyFingerprint,proto3" json:"owner_key_fingerprint,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The tenant's quota (SetQuota); unset: none.
+	Quota         *Quota `protobuf:"bytes,10,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Tenant) Reset() {
 	*x = Tenant{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[21]
+	mi := &file_krypton_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1660,7 @@ func (x *Tenant) String() string {
 func (*Tenant) ProtoMessage() {}
 
 func (x *Tenant) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[21]
+	mi := &file_krypton_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1673,7 @@ func (x *Tenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tenant.ProtoReflect.Descriptor instead.
 func (*Tenant) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Tenant) GetName() string {
@@ -1608,6 +1739,13 @@ func (x *Tenant) GetOwnerKeyFingerprint() string {
 	return ""
 }
 
+func (x *Tenant) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 type CreateTenantRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -1623,7 +1761,7 @@ type CreateTenantRequest struct {
 
 func (x *CreateTenantRequest) Reset() {
 	*x = CreateTenantRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[22]
+	mi := &file_krypton_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1635,7 +1773,7 @@ func (x *CreateTenantRequest) String() string {
 func (*CreateTenantRequest) ProtoMessage() {}
 
 func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[22]
+	mi := &file_krypton_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1648,7 +1786,7 @@ func (x *CreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*CreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CreateTenantRequest) GetRequestId() string {
@@ -1689,7 +1827,7 @@ type ListTenantsRequest struct {
 
 func (x *ListTenantsRequest) Reset() {
 	*x = ListTenantsRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[23]
+	mi := &file_krypton_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1701,7 +1839,7 @@ func (x *ListTenantsRequest) String() string {
 func (*ListTenantsRequest) ProtoMessage() {}
 
 func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[23]
+	mi := &file_krypton_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1714,7 +1852,7 @@ func (x *ListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*ListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListTenantsRequest) GetPageSize() int32 {
@@ -1741,7 +1879,7 @@ type ListTenantsResponse struct {
 
 func (x *ListTenantsResponse) Reset() {
 	*x = ListTenantsResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[24]
+	mi := &file_krypton_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1891,7 @@ func (x *ListTenantsResponse) String() string {
 func (*ListTenantsResponse) ProtoMessage() {}
 
 func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[24]
+	mi := &file_krypton_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1904,7 @@ func (x *ListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*ListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListTenantsResponse) GetTenants() []*Tenant {
@@ -1792,7 +1930,7 @@ type DescribeTenantRequest struct {
 
 func (x *DescribeTenantRequest) Reset() {
 	*x = DescribeTenantRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[25]
+	mi := &file_krypton_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1804,7 +1942,7 @@ func (x *DescribeTenantRequest) String() string {
 func (*DescribeTenantRequest) ProtoMessage() {}
 
 func (x *DescribeTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[25]
+	mi := &file_krypton_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1817,7 +1955,7 @@ func (x *DescribeTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTenantRequest.ProtoReflect.Descriptor instead.
 func (*DescribeTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *DescribeTenantRequest) GetTenant() string {
@@ -1838,7 +1976,7 @@ type DescribeTenantResponse struct {
 
 func (x *DescribeTenantResponse) Reset() {
 	*x = DescribeTenantResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[26]
+	mi := &file_krypton_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1988,7 @@ func (x *DescribeTenantResponse) String() string {
 func (*DescribeTenantResponse) ProtoMessage() {}
 
 func (x *DescribeTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[26]
+	mi := &file_krypton_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +2001,7 @@ func (x *DescribeTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeTenantResponse.ProtoReflect.Descriptor instead.
 func (*DescribeTenantResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *DescribeTenantResponse) GetTenant() *Tenant {
@@ -1897,7 +2035,7 @@ type Key struct {
 
 func (x *Key) Reset() {
 	*x = Key{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[27]
+	mi := &file_krypton_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1909,7 +2047,7 @@ func (x *Key) String() string {
 func (*Key) ProtoMessage() {}
 
 func (x *Key) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[27]
+	mi := &file_krypton_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1922,7 +2060,7 @@ func (x *Key) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Key.ProtoReflect.Descriptor instead.
 func (*Key) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Key) GetTenant() string {
@@ -1969,7 +2107,7 @@ type KeyVersion struct {
 
 func (x *KeyVersion) Reset() {
 	*x = KeyVersion{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[28]
+	mi := &file_krypton_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1981,7 +2119,7 @@ func (x *KeyVersion) String() string {
 func (*KeyVersion) ProtoMessage() {}
 
 func (x *KeyVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[28]
+	mi := &file_krypton_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1994,7 +2132,7 @@ func (x *KeyVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyVersion.ProtoReflect.Descriptor instead.
 func (*KeyVersion) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *KeyVersion) GetVersion() uint32 {
@@ -2043,7 +2181,7 @@ type CreateKeyRequest struct {
 
 func (x *CreateKeyRequest) Reset() {
 	*x = CreateKeyRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[29]
+	mi := &file_krypton_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2055,7 +2193,7 @@ func (x *CreateKeyRequest) String() string {
 func (*CreateKeyRequest) ProtoMessage() {}
 
 func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[29]
+	mi := &file_krypton_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2068,7 +2206,7 @@ func (x *CreateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateKeyRequest.ProtoReflect.Descriptor instead.
 func (*CreateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CreateKeyRequest) GetRequestId() string {
@@ -2103,7 +2241,7 @@ type RotateKeyRequest struct {
 
 func (x *RotateKeyRequest) Reset() {
 	*x = RotateKeyRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[30]
+	mi := &file_krypton_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2115,7 +2253,7 @@ func (x *RotateKeyRequest) String() string {
 func (*RotateKeyRequest) ProtoMessage() {}
 
 func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[30]
+	mi := &file_krypton_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2128,7 +2266,7 @@ func (x *RotateKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RotateKeyRequest.ProtoReflect.Descriptor instead.
 func (*RotateKeyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *RotateKeyRequest) GetRequestId() string {
@@ -2163,7 +2301,7 @@ type ListKeysRequest struct {
 
 func (x *ListKeysRequest) Reset() {
 	*x = ListKeysRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[31]
+	mi := &file_krypton_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2175,7 +2313,7 @@ func (x *ListKeysRequest) String() string {
 func (*ListKeysRequest) ProtoMessage() {}
 
 func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[31]
+	mi := &file_krypton_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2188,7 +2326,7 @@ func (x *ListKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListKeysRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListKeysRequest) GetTenant() string {
@@ -2222,7 +2360,7 @@ type ListKeysResponse struct {
 
 func (x *ListKeysResponse) Reset() {
 	*x = ListKeysResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[32]
+	mi := &file_krypton_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2234,7 +2372,7 @@ func (x *ListKeysResponse) String() string {
 func (*ListKeysResponse) ProtoMessage() {}
 
 func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[32]
+	mi := &file_krypton_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2247,7 +2385,7 @@ func (x *ListKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListKeysResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListKeysResponse) GetKeys() []*Key {
@@ -2274,7 +2412,7 @@ type DescribeKeyRequest struct {
 
 func (x *DescribeKeyRequest) Reset() {
 	*x = DescribeKeyRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[33]
+	mi := &file_krypton_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2286,7 +2424,7 @@ func (x *DescribeKeyRequest) String() string {
 func (*DescribeKeyRequest) ProtoMessage() {}
 
 func (x *DescribeKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[33]
+	mi := &file_krypton_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2299,7 +2437,7 @@ func (x *DescribeKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeKeyRequest.ProtoReflect.Descriptor instead.
 func (*DescribeKeyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DescribeKeyRequest) GetTenant() string {
@@ -2329,7 +2467,7 @@ type RevokeKeyRequest struct {
 
 func (x *RevokeKeyRequest) Reset() {
 	*x = RevokeKeyRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[34]
+	mi := &file_krypton_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2341,7 +2479,7 @@ func (x *RevokeKeyRequest) String() string {
 func (*RevokeKeyRequest) ProtoMessage() {}
 
 func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[34]
+	mi := &file_krypton_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2354,7 +2492,7 @@ func (x *RevokeKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyRequest.ProtoReflect.Descriptor instead.
 func (*RevokeKeyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RevokeKeyRequest) GetRequestId() string {
@@ -2390,7 +2528,7 @@ type RevokeKeyResponse struct {
 
 func (x *RevokeKeyResponse) Reset() {
 	*x = RevokeKeyResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[35]
+	mi := &file_krypton_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2402,7 +2540,7 @@ func (x *RevokeKeyResponse) String() string {
 func (*RevokeKeyResponse) ProtoMessage() {}
 
 func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[35]
+	mi := &file_krypton_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2415,7 +2553,7 @@ func (x *RevokeKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeKeyResponse.ProtoReflect.Descriptor instead.
 func (*RevokeKeyResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RevokeKeyResponse) GetRevoked() []*KeyRef {
@@ -2444,7 +2582,7 @@ type LockTenantRequest struct {
 
 func (x *LockTenantRequest) Reset() {
 	*x = LockTenantRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[36]
+	mi := &file_krypton_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2456,7 +2594,7 @@ func (x *LockTenantRequest) String() string {
 func (*LockTenantRequest) ProtoMessage() {}
 
 func (x *LockTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[36]
+	mi := &file_krypton_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2469,7 +2607,7 @@ func (x *LockTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockTenantRequest.ProtoReflect.Descriptor instead.
 func (*LockTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *LockTenantRequest) GetRequestId() string {
@@ -2503,7 +2641,7 @@ type LockTenantResponse struct {
 
 func (x *LockTenantResponse) Reset() {
 	*x = LockTenantResponse{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[37]
+	mi := &file_krypton_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2653,7 @@ func (x *LockTenantResponse) String() string {
 func (*LockTenantResponse) ProtoMessage() {}
 
 func (x *LockTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[37]
+	mi := &file_krypton_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2666,7 @@ func (x *LockTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LockTenantResponse.ProtoReflect.Descriptor instead.
 func (*LockTenantResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *LockTenantResponse) GetTenant() *Tenant {
@@ -2555,7 +2693,7 @@ type UnlockTenantRequest struct {
 
 func (x *UnlockTenantRequest) Reset() {
 	*x = UnlockTenantRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[38]
+	mi := &file_krypton_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2705,7 @@ func (x *UnlockTenantRequest) String() string {
 func (*UnlockTenantRequest) ProtoMessage() {}
 
 func (x *UnlockTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[38]
+	mi := &file_krypton_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2718,7 @@ func (x *UnlockTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnlockTenantRequest.ProtoReflect.Descriptor instead.
 func (*UnlockTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *UnlockTenantRequest) GetRequestId() string {
@@ -2612,7 +2750,7 @@ type RekeyTenantRequest struct {
 
 func (x *RekeyTenantRequest) Reset() {
 	*x = RekeyTenantRequest{}
-	mi := &file_krypton_v1_admin_proto_msgTypes[39]
+	mi := &file_krypton_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2624,7 +2762,7 @@ func (x *RekeyTenantRequest) String() string {
 func (*RekeyTenantRequest) ProtoMessage() {}
 
 func (x *RekeyTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_admin_proto_msgTypes[39]
+	mi := &file_krypton_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2637,7 +2775,7 @@ func (x *RekeyTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RekeyTenantRequest.ProtoReflect.Descriptor instead.
 func (*RekeyTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_krypton_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RekeyTenantRequest) GetRequestId() string {
@@ -2673,7 +2811,17 @@ var File_krypton_v1_admin_proto protoreflect.FileDescriptor
 const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"\x16krypton/v1/admin.proto\x12\n" +
-	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\x1a\x1bkrypton/v1/governance.proto\"\x10\n" +
+	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\x1a\x1bkrypton/v1/governance.proto\"\x8b\x01\n" +
+	"\x0fSetQuotaRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
+	"\aservice\x18\x03 \x01(\tR\aservice\x12'\n" +
+	"\x05quota\x18\x04 \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"m\n" +
+	"\x10SetQuotaResponse\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12'\n" +
+	"\x05quota\x18\x03 \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"\x10\n" +
 	"\x0eMembersRequest\"?\n" +
 	"\x0fMembersResponse\x12,\n" +
 	"\amembers\x18\x01 \x03(\v2\x12.krypton.v1.MemberR\amembers\"\xf0\x01\n" +
@@ -2759,7 +2907,7 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12/\n" +
 	"\x05chunk\x18\x02 \x01(\v2\x19.krypton.v1.SnapshotChunkR\x05chunk\"/\n" +
 	"\x17SnapshotRestoreResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"\x8a\x03\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\xb3\x03\n" +
 	"\x06Tenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -2771,7 +2919,9 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\rlocked_reason\x18\x06 \x01(\tR\flockedReason\x127\n" +
 	"\tlocked_at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\blockedAt\x12#\n" +
 	"\rservice_count\x18\b \x01(\rR\fserviceCount\x122\n" +
-	"\x15owner_key_fingerprint\x18\t \x01(\tR\x13ownerKeyFingerprint\"\x95\x01\n" +
+	"\x15owner_key_fingerprint\x18\t \x01(\tR\x13ownerKeyFingerprint\x12'\n" +
+	"\x05quota\x18\n" +
+	" \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"\x95\x01\n" +
 	"\x13CreateTenantRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -2877,7 +3027,7 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"\x17LEASE_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13LEASE_STATE_SERVING\x10\x01\x12\x17\n" +
 	"\x13LEASE_STATE_EXPIRED\x10\x02\x12\x1b\n" +
-	"\x17LEASE_STATE_CATCHING_UP\x10\x032\x83\f\n" +
+	"\x17LEASE_STATE_CATCHING_UP\x10\x032\xca\f\n" +
 	"\fAdminService\x12B\n" +
 	"\aMembers\x12\x1a.krypton.v1.MembersRequest\x1a\x1b.krypton.v1.MembersResponse\x12H\n" +
 	"\tListPeers\x12\x1c.krypton.v1.ListPeersRequest\x1a\x1d.krypton.v1.ListPeersResponse\x129\n" +
@@ -2901,7 +3051,8 @@ const file_krypton_v1_admin_proto_rawDesc = "" +
 	"LockTenant\x12\x1d.krypton.v1.LockTenantRequest\x1a\x1e.krypton.v1.LockTenantResponse\x12C\n" +
 	"\fUnlockTenant\x12\x1f.krypton.v1.UnlockTenantRequest\x1a\x12.krypton.v1.Tenant\x12A\n" +
 	"\vRekeyTenant\x12\x1e.krypton.v1.RekeyTenantRequest\x1a\x12.krypton.v1.Tenant\x12A\n" +
-	"\vSetOwnerKey\x12\x1e.krypton.v1.SetOwnerKeyRequest\x1a\x12.krypton.v1.TenantB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
+	"\vSetOwnerKey\x12\x1e.krypton.v1.SetOwnerKeyRequest\x1a\x12.krypton.v1.Tenant\x12E\n" +
+	"\bSetQuota\x12\x1b.krypton.v1.SetQuotaRequest\x1a\x1c.krypton.v1.SetQuotaResponseB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
 
 var (
 	file_krypton_v1_admin_proto_rawDescOnce sync.Once
@@ -2916,137 +3067,145 @@ func file_krypton_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_krypton_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_krypton_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 42)
 var file_krypton_v1_admin_proto_goTypes = []any{
 	(MemberStatus)(0),                  // 0: krypton.v1.MemberStatus
 	(Suffrage)(0),                      // 1: krypton.v1.Suffrage
 	(RaftState)(0),                     // 2: krypton.v1.RaftState
 	(LeaseState)(0),                    // 3: krypton.v1.LeaseState
-	(*MembersRequest)(nil),             // 4: krypton.v1.MembersRequest
-	(*MembersResponse)(nil),            // 5: krypton.v1.MembersResponse
-	(*Member)(nil),                     // 6: krypton.v1.Member
-	(*ListPeersRequest)(nil),           // 7: krypton.v1.ListPeersRequest
-	(*ListPeersResponse)(nil),          // 8: krypton.v1.ListPeersResponse
-	(*Peer)(nil),                       // 9: krypton.v1.Peer
-	(*JoinRequest)(nil),                // 10: krypton.v1.JoinRequest
-	(*JoinResponse)(nil),               // 11: krypton.v1.JoinResponse
-	(*LeaveRequest)(nil),               // 12: krypton.v1.LeaveRequest
-	(*LeaveResponse)(nil),              // 13: krypton.v1.LeaveResponse
-	(*RemovePeerRequest)(nil),          // 14: krypton.v1.RemovePeerRequest
-	(*RemovePeerResponse)(nil),         // 15: krypton.v1.RemovePeerResponse
-	(*TransferLeadershipRequest)(nil),  // 16: krypton.v1.TransferLeadershipRequest
-	(*TransferLeadershipResponse)(nil), // 17: krypton.v1.TransferLeadershipResponse
-	(*StatusRequest)(nil),              // 18: krypton.v1.StatusRequest
-	(*StatusResponse)(nil),             // 19: krypton.v1.StatusResponse
-	(*SnapshotSaveRequest)(nil),        // 20: krypton.v1.SnapshotSaveRequest
-	(*SnapshotMeta)(nil),               // 21: krypton.v1.SnapshotMeta
-	(*SnapshotChunk)(nil),              // 22: krypton.v1.SnapshotChunk
-	(*SnapshotRestoreRequest)(nil),     // 23: krypton.v1.SnapshotRestoreRequest
-	(*SnapshotRestoreResponse)(nil),    // 24: krypton.v1.SnapshotRestoreResponse
-	(*Tenant)(nil),                     // 25: krypton.v1.Tenant
-	(*CreateTenantRequest)(nil),        // 26: krypton.v1.CreateTenantRequest
-	(*ListTenantsRequest)(nil),         // 27: krypton.v1.ListTenantsRequest
-	(*ListTenantsResponse)(nil),        // 28: krypton.v1.ListTenantsResponse
-	(*DescribeTenantRequest)(nil),      // 29: krypton.v1.DescribeTenantRequest
-	(*DescribeTenantResponse)(nil),     // 30: krypton.v1.DescribeTenantResponse
-	(*Key)(nil),                        // 31: krypton.v1.Key
-	(*KeyVersion)(nil),                 // 32: krypton.v1.KeyVersion
-	(*CreateKeyRequest)(nil),           // 33: krypton.v1.CreateKeyRequest
-	(*RotateKeyRequest)(nil),           // 34: krypton.v1.RotateKeyRequest
-	(*ListKeysRequest)(nil),            // 35: krypton.v1.ListKeysRequest
-	(*ListKeysResponse)(nil),           // 36: krypton.v1.ListKeysResponse
-	(*DescribeKeyRequest)(nil),         // 37: krypton.v1.DescribeKeyRequest
-	(*RevokeKeyRequest)(nil),           // 38: krypton.v1.RevokeKeyRequest
-	(*RevokeKeyResponse)(nil),          // 39: krypton.v1.RevokeKeyResponse
-	(*LockTenantRequest)(nil),          // 40: krypton.v1.LockTenantRequest
-	(*LockTenantResponse)(nil),         // 41: krypton.v1.LockTenantResponse
-	(*UnlockTenantRequest)(nil),        // 42: krypton.v1.UnlockTenantRequest
-	(*RekeyTenantRequest)(nil),         // 43: krypton.v1.RekeyTenantRequest
-	(*timestamppb.Timestamp)(nil),      // 44: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 45: google.protobuf.Duration
-	(TenantState)(0),                   // 46: krypton.v1.TenantState
-	(KeyState)(0),                      // 47: krypton.v1.KeyState
-	(*KeyScope)(nil),                   // 48: krypton.v1.KeyScope
-	(*KeyRef)(nil),                     // 49: krypton.v1.KeyRef
-	(*FenceResult)(nil),                // 50: krypton.v1.FenceResult
-	(*SetOwnerKeyRequest)(nil),         // 51: krypton.v1.SetOwnerKeyRequest
+	(*SetQuotaRequest)(nil),            // 4: krypton.v1.SetQuotaRequest
+	(*SetQuotaResponse)(nil),           // 5: krypton.v1.SetQuotaResponse
+	(*MembersRequest)(nil),             // 6: krypton.v1.MembersRequest
+	(*MembersResponse)(nil),            // 7: krypton.v1.MembersResponse
+	(*Member)(nil),                     // 8: krypton.v1.Member
+	(*ListPeersRequest)(nil),           // 9: krypton.v1.ListPeersRequest
+	(*ListPeersResponse)(nil),          // 10: krypton.v1.ListPeersResponse
+	(*Peer)(nil),                       // 11: krypton.v1.Peer
+	(*JoinRequest)(nil),                // 12: krypton.v1.JoinRequest
+	(*JoinResponse)(nil),               // 13: krypton.v1.JoinResponse
+	(*LeaveRequest)(nil),               // 14: krypton.v1.LeaveRequest
+	(*LeaveResponse)(nil),              // 15: krypton.v1.LeaveResponse
+	(*RemovePeerRequest)(nil),          // 16: krypton.v1.RemovePeerRequest
+	(*RemovePeerResponse)(nil),         // 17: krypton.v1.RemovePeerResponse
+	(*TransferLeadershipRequest)(nil),  // 18: krypton.v1.TransferLeadershipRequest
+	(*TransferLeadershipResponse)(nil), // 19: krypton.v1.TransferLeadershipResponse
+	(*StatusRequest)(nil),              // 20: krypton.v1.StatusRequest
+	(*StatusResponse)(nil),             // 21: krypton.v1.StatusResponse
+	(*SnapshotSaveRequest)(nil),        // 22: krypton.v1.SnapshotSaveRequest
+	(*SnapshotMeta)(nil),               // 23: krypton.v1.SnapshotMeta
+	(*SnapshotChunk)(nil),              // 24: krypton.v1.SnapshotChunk
+	(*SnapshotRestoreRequest)(nil),     // 25: krypton.v1.SnapshotRestoreRequest
+	(*SnapshotRestoreResponse)(nil),    // 26: krypton.v1.SnapshotRestoreResponse
+	(*Tenant)(nil),                     // 27: krypton.v1.Tenant
+	(*CreateTenantRequest)(nil),        // 28: krypton.v1.CreateTenantRequest
+	(*ListTenantsRequest)(nil),         // 29: krypton.v1.ListTenantsRequest
+	(*ListTenantsResponse)(nil),        // 30: krypton.v1.ListTenantsResponse
+	(*DescribeTenantRequest)(nil),      // 31: krypton.v1.DescribeTenantRequest
+	(*DescribeTenantResponse)(nil),     // 32: krypton.v1.DescribeTenantResponse
+	(*Key)(nil),                        // 33: krypton.v1.Key
+	(*KeyVersion)(nil),                 // 34: krypton.v1.KeyVersion
+	(*CreateKeyRequest)(nil),           // 35: krypton.v1.CreateKeyRequest
+	(*RotateKeyRequest)(nil),           // 36: krypton.v1.RotateKeyRequest
+	(*ListKeysRequest)(nil),            // 37: krypton.v1.ListKeysRequest
+	(*ListKeysResponse)(nil),           // 38: krypton.v1.ListKeysResponse
+	(*DescribeKeyRequest)(nil),         // 39: krypton.v1.DescribeKeyRequest
+	(*RevokeKeyRequest)(nil),           // 40: krypton.v1.RevokeKeyRequest
+	(*RevokeKeyResponse)(nil),          // 41: krypton.v1.RevokeKeyResponse
+	(*LockTenantRequest)(nil),          // 42: krypton.v1.LockTenantRequest
+	(*LockTenantResponse)(nil),         // 43: krypton.v1.LockTenantResponse
+	(*UnlockTenantRequest)(nil),        // 44: krypton.v1.UnlockTenantRequest
+	(*RekeyTenantRequest)(nil),         // 45: krypton.v1.RekeyTenantRequest
+	(*Quota)(nil),                      // 46: krypton.v1.Quota
+	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 48: google.protobuf.Duration
+	(TenantState)(0),                   // 49: krypton.v1.TenantState
+	(KeyState)(0),                      // 50: krypton.v1.KeyState
+	(*KeyScope)(nil),                   // 51: krypton.v1.KeyScope
+	(*KeyRef)(nil),                     // 52: krypton.v1.KeyRef
+	(*FenceResult)(nil),                // 53: krypton.v1.FenceResult
+	(*SetOwnerKeyRequest)(nil),         // 54: krypton.v1.SetOwnerKeyRequest
 }
 var file_krypton_v1_admin_proto_depIdxs = []int32{
-	6,  // 0: krypton.v1.MembersResponse.members:type_name -> krypton.v1.Member
-	0,  // 1: krypton.v1.Member.status:type_name -> krypton.v1.MemberStatus
-	9,  // 2: krypton.v1.ListPeersResponse.peers:type_name -> krypton.v1.Peer
-	1,  // 3: krypton.v1.Peer.suffrage:type_name -> krypton.v1.Suffrage
-	2,  // 4: krypton.v1.StatusResponse.raft_state:type_name -> krypton.v1.RaftState
-	3,  // 5: krypton.v1.StatusResponse.lease_state:type_name -> krypton.v1.LeaseState
-	44, // 6: krypton.v1.StatusResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
-	45, // 7: krypton.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
-	44, // 8: krypton.v1.SnapshotMeta.created_at:type_name -> google.protobuf.Timestamp
-	21, // 9: krypton.v1.SnapshotChunk.meta:type_name -> krypton.v1.SnapshotMeta
-	22, // 10: krypton.v1.SnapshotRestoreRequest.chunk:type_name -> krypton.v1.SnapshotChunk
-	46, // 11: krypton.v1.Tenant.state:type_name -> krypton.v1.TenantState
-	44, // 12: krypton.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
-	44, // 13: krypton.v1.Tenant.locked_at:type_name -> google.protobuf.Timestamp
-	25, // 14: krypton.v1.ListTenantsResponse.tenants:type_name -> krypton.v1.Tenant
-	25, // 15: krypton.v1.DescribeTenantResponse.tenant:type_name -> krypton.v1.Tenant
-	31, // 16: krypton.v1.DescribeTenantResponse.keys:type_name -> krypton.v1.Key
-	32, // 17: krypton.v1.Key.versions:type_name -> krypton.v1.KeyVersion
-	47, // 18: krypton.v1.KeyVersion.state:type_name -> krypton.v1.KeyState
-	44, // 19: krypton.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
-	44, // 20: krypton.v1.KeyVersion.rotated_at:type_name -> google.protobuf.Timestamp
-	44, // 21: krypton.v1.KeyVersion.revoked_at:type_name -> google.protobuf.Timestamp
-	31, // 22: krypton.v1.ListKeysResponse.keys:type_name -> krypton.v1.Key
-	48, // 23: krypton.v1.RevokeKeyRequest.scope:type_name -> krypton.v1.KeyScope
-	49, // 24: krypton.v1.RevokeKeyResponse.revoked:type_name -> krypton.v1.KeyRef
-	50, // 25: krypton.v1.RevokeKeyResponse.fence:type_name -> krypton.v1.FenceResult
-	25, // 26: krypton.v1.LockTenantResponse.tenant:type_name -> krypton.v1.Tenant
-	50, // 27: krypton.v1.LockTenantResponse.fence:type_name -> krypton.v1.FenceResult
-	4,  // 28: krypton.v1.AdminService.Members:input_type -> krypton.v1.MembersRequest
-	7,  // 29: krypton.v1.AdminService.ListPeers:input_type -> krypton.v1.ListPeersRequest
-	10, // 30: krypton.v1.AdminService.Join:input_type -> krypton.v1.JoinRequest
-	12, // 31: krypton.v1.AdminService.Leave:input_type -> krypton.v1.LeaveRequest
-	14, // 32: krypton.v1.AdminService.RemovePeer:input_type -> krypton.v1.RemovePeerRequest
-	16, // 33: krypton.v1.AdminService.TransferLeadership:input_type -> krypton.v1.TransferLeadershipRequest
-	18, // 34: krypton.v1.AdminService.Status:input_type -> krypton.v1.StatusRequest
-	20, // 35: krypton.v1.AdminService.SnapshotSave:input_type -> krypton.v1.SnapshotSaveRequest
-	23, // 36: krypton.v1.AdminService.SnapshotRestore:input_type -> krypton.v1.SnapshotRestoreRequest
-	26, // 37: krypton.v1.AdminService.CreateTenant:input_type -> krypton.v1.CreateTenantRequest
-	27, // 38: krypton.v1.AdminService.ListTenants:input_type -> krypton.v1.ListTenantsRequest
-	29, // 39: krypton.v1.AdminService.DescribeTenant:input_type -> krypton.v1.DescribeTenantRequest
-	33, // 40: krypton.v1.AdminService.CreateKey:input_type -> krypton.v1.CreateKeyRequest
-	34, // 41: krypton.v1.AdminService.RotateKey:input_type -> krypton.v1.RotateKeyRequest
-	35, // 42: krypton.v1.AdminService.ListKeys:input_type -> krypton.v1.ListKeysRequest
-	37, // 43: krypton.v1.AdminService.DescribeKey:input_type -> krypton.v1.DescribeKeyRequest
-	38, // 44: krypton.v1.AdminService.RevokeKey:input_type -> krypton.v1.RevokeKeyRequest
-	40, // 45: krypton.v1.AdminService.LockTenant:input_type -> krypton.v1.LockTenantRequest
-	42, // 46: krypton.v1.AdminService.UnlockTenant:input_type -> krypton.v1.UnlockTenantRequest
-	43, // 47: krypton.v1.AdminService.RekeyTenant:input_type -> krypton.v1.RekeyTenantRequest
-	51, // 48: krypton.v1.AdminService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
-	5,  // 49: krypton.v1.AdminService.Members:output_type -> krypton.v1.MembersResponse
-	8,  // 50: krypton.v1.AdminService.ListPeers:output_type -> krypton.v1.ListPeersResponse
-	11, // 51: krypton.v1.AdminService.Join:output_type -> krypton.v1.JoinResponse
-	13, // 52: krypton.v1.AdminService.Leave:output_type -> krypton.v1.LeaveResponse
-	15, // 53: krypton.v1.AdminService.RemovePeer:output_type -> krypton.v1.RemovePeerResponse
-	17, // 54: krypton.v1.AdminService.TransferLeadership:output_type -> krypton.v1.TransferLeadershipResponse
-	19, // 55: krypton.v1.AdminService.Status:output_type -> krypton.v1.StatusResponse
-	22, // 56: krypton.v1.AdminService.SnapshotSave:output_type -> krypton.v1.SnapshotChunk
-	24, // 57: krypton.v1.AdminService.SnapshotRestore:output_type -> krypton.v1.SnapshotRestoreResponse
-	25, // 58: krypton.v1.AdminService.CreateTenant:output_type -> krypton.v1.Tenant
-	28, // 59: krypton.v1.AdminService.ListTenants:output_type -> krypton.v1.ListTenantsResponse
-	30, // 60: krypton.v1.AdminService.DescribeTenant:output_type -> krypton.v1.DescribeTenantResponse
-	31, // 61: krypton.v1.AdminService.CreateKey:output_type -> krypton.v1.Key
-	31, // 62: krypton.v1.AdminService.RotateKey:output_type -> krypton.v1.Key
-	36, // 63: krypton.v1.AdminService.ListKeys:output_type -> krypton.v1.ListKeysResponse
-	31, // 64: krypton.v1.AdminService.DescribeKey:output_type -> krypton.v1.Key
-	39, // 65: krypton.v1.AdminService.RevokeKey:output_type -> krypton.v1.RevokeKeyResponse
-	41, // 66: krypton.v1.AdminService.LockTenant:output_type -> krypton.v1.LockTenantResponse
-	25, // 67: krypton.v1.AdminService.UnlockTenant:output_type -> krypton.v1.Tenant
-	25, // 68: krypton.v1.AdminService.RekeyTenant:output_type -> krypton.v1.Tenant
-	25, // 69: krypton.v1.AdminService.SetOwnerKey:output_type -> krypton.v1.Tenant
-	49, // [49:70] is the sub-list for method output_type
-	28, // [28:49] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	46, // 0: krypton.v1.SetQuotaRequest.quota:type_name -> krypton.v1.Quota
+	46, // 1: krypton.v1.SetQuotaResponse.quota:type_name -> krypton.v1.Quota
+	8,  // 2: krypton.v1.MembersResponse.members:type_name -> krypton.v1.Member
+	0,  // 3: krypton.v1.Member.status:type_name -> krypton.v1.MemberStatus
+	11, // 4: krypton.v1.ListPeersResponse.peers:type_name -> krypton.v1.Peer
+	1,  // 5: krypton.v1.Peer.suffrage:type_name -> krypton.v1.Suffrage
+	2,  // 6: krypton.v1.StatusResponse.raft_state:type_name -> krypton.v1.RaftState
+	3,  // 7: krypton.v1.StatusResponse.lease_state:type_name -> krypton.v1.LeaseState
+	47, // 8: krypton.v1.StatusResponse.lease_expires_at:type_name -> google.protobuf.Timestamp
+	48, // 9: krypton.v1.StatusResponse.uptime:type_name -> google.protobuf.Duration
+	47, // 10: krypton.v1.SnapshotMeta.created_at:type_name -> google.protobuf.Timestamp
+	23, // 11: krypton.v1.SnapshotChunk.meta:type_name -> krypton.v1.SnapshotMeta
+	24, // 12: krypton.v1.SnapshotRestoreRequest.chunk:type_name -> krypton.v1.SnapshotChunk
+	49, // 13: krypton.v1.Tenant.state:type_name -> krypton.v1.TenantState
+	47, // 14: krypton.v1.Tenant.created_at:type_name -> google.protobuf.Timestamp
+	47, // 15: krypton.v1.Tenant.locked_at:type_name -> google.protobuf.Timestamp
+	46, // 16: krypton.v1.Tenant.quota:type_name -> krypton.v1.Quota
+	27, // 17: krypton.v1.ListTenantsResponse.tenants:type_name -> krypton.v1.Tenant
+	27, // 18: krypton.v1.DescribeTenantResponse.tenant:type_name -> krypton.v1.Tenant
+	33, // 19: krypton.v1.DescribeTenantResponse.keys:type_name -> krypton.v1.Key
+	34, // 20: krypton.v1.Key.versions:type_name -> krypton.v1.KeyVersion
+	50, // 21: krypton.v1.KeyVersion.state:type_name -> krypton.v1.KeyState
+	47, // 22: krypton.v1.KeyVersion.created_at:type_name -> google.protobuf.Timestamp
+	47, // 23: krypton.v1.KeyVersion.rotated_at:type_name -> google.protobuf.Timestamp
+	47, // 24: krypton.v1.KeyVersion.revoked_at:type_name -> google.protobuf.Timestamp
+	33, // 25: krypton.v1.ListKeysResponse.keys:type_name -> krypton.v1.Key
+	51, // 26: krypton.v1.RevokeKeyRequest.scope:type_name -> krypton.v1.KeyScope
+	52, // 27: krypton.v1.RevokeKeyResponse.revoked:type_name -> krypton.v1.KeyRef
+	53, // 28: krypton.v1.RevokeKeyResponse.fence:type_name -> krypton.v1.FenceResult
+	27, // 29: krypton.v1.LockTenantResponse.tenant:type_name -> krypton.v1.Tenant
+	53, // 30: krypton.v1.LockTenantResponse.fence:type_name -> krypton.v1.FenceResult
+	6,  // 31: krypton.v1.AdminService.Members:input_type -> krypton.v1.MembersRequest
+	9,  // 32: krypton.v1.AdminService.ListPeers:input_type -> krypton.v1.ListPeersRequest
+	12, // 33: krypton.v1.AdminService.Join:input_type -> krypton.v1.JoinRequest
+	14, // 34: krypton.v1.AdminService.Leave:input_type -> krypton.v1.LeaveRequest
+	16, // 35: krypton.v1.AdminService.RemovePeer:input_type -> krypton.v1.RemovePeerRequest
+	18, // 36: krypton.v1.AdminService.TransferLeadership:input_type -> krypton.v1.TransferLeadershipRequest
+	20, // 37: krypton.v1.AdminService.Status:input_type -> krypton.v1.StatusRequest
+	22, // 38: krypton.v1.AdminService.SnapshotSave:input_type -> krypton.v1.SnapshotSaveRequest
+	25, // 39: krypton.v1.AdminService.SnapshotRestore:input_type -> krypton.v1.SnapshotRestoreRequest
+	28, // 40: krypton.v1.AdminService.CreateTenant:input_type -> krypton.v1.CreateTenantRequest
+	29, // 41: krypton.v1.AdminService.ListTenants:input_type -> krypton.v1.ListTenantsRequest
+	31, // 42: krypton.v1.AdminService.DescribeTenant:input_type -> krypton.v1.DescribeTenantRequest
+	35, // 43: krypton.v1.AdminService.CreateKey:input_type -> krypton.v1.CreateKeyRequest
+	36, // 44: krypton.v1.AdminService.RotateKey:input_type -> krypton.v1.RotateKeyRequest
+	37, // 45: krypton.v1.AdminService.ListKeys:input_type -> krypton.v1.ListKeysRequest
+	39, // 46: krypton.v1.AdminService.DescribeKey:input_type -> krypton.v1.DescribeKeyRequest
+	40, // 47: krypton.v1.AdminService.RevokeKey:input_type -> krypton.v1.RevokeKeyRequest
+	42, // 48: krypton.v1.AdminService.LockTenant:input_type -> krypton.v1.LockTenantRequest
+	44, // 49: krypton.v1.AdminService.UnlockTenant:input_type -> krypton.v1.UnlockTenantRequest
+	45, // 50: krypton.v1.AdminService.RekeyTenant:input_type -> krypton.v1.RekeyTenantRequest
+	54, // 51: krypton.v1.AdminService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
+	4,  // 52: krypton.v1.AdminService.SetQuota:input_type -> krypton.v1.SetQuotaRequest
+	7,  // 53: krypton.v1.AdminService.Members:output_type -> krypton.v1.MembersResponse
+	10, // 54: krypton.v1.AdminService.ListPeers:output_type -> krypton.v1.ListPeersResponse
+	13, // 55: krypton.v1.AdminService.Join:output_type -> krypton.v1.JoinResponse
+	15, // 56: krypton.v1.AdminService.Leave:output_type -> krypton.v1.LeaveResponse
+	17, // 57: krypton.v1.AdminService.RemovePeer:output_type -> krypton.v1.RemovePeerResponse
+	19, // 58: krypton.v1.AdminService.TransferLeadership:output_type -> krypton.v1.TransferLeadershipResponse
+	21, // 59: krypton.v1.AdminService.Status:output_type -> krypton.v1.StatusResponse
+	24, // 60: krypton.v1.AdminService.SnapshotSave:output_type -> krypton.v1.SnapshotChunk
+	26, // 61: krypton.v1.AdminService.SnapshotRestore:output_type -> krypton.v1.SnapshotRestoreResponse
+	27, // 62: krypton.v1.AdminService.CreateTenant:output_type -> krypton.v1.Tenant
+	30, // 63: krypton.v1.AdminService.ListTenants:output_type -> krypton.v1.ListTenantsResponse
+	32, // 64: krypton.v1.AdminService.DescribeTenant:output_type -> krypton.v1.DescribeTenantResponse
+	33, // 65: krypton.v1.AdminService.CreateKey:output_type -> krypton.v1.Key
+	33, // 66: krypton.v1.AdminService.RotateKey:output_type -> krypton.v1.Key
+	38, // 67: krypton.v1.AdminService.ListKeys:output_type -> krypton.v1.ListKeysResponse
+	33, // 68: krypton.v1.AdminService.DescribeKey:output_type -> krypton.v1.Key
+	41, // 69: krypton.v1.AdminService.RevokeKey:output_type -> krypton.v1.RevokeKeyResponse
+	43, // 70: krypton.v1.AdminService.LockTenant:output_type -> krypton.v1.LockTenantResponse
+	27, // 71: krypton.v1.AdminService.UnlockTenant:output_type -> krypton.v1.Tenant
+	27, // 72: krypton.v1.AdminService.RekeyTenant:output_type -> krypton.v1.Tenant
+	27, // 73: krypton.v1.AdminService.SetOwnerKey:output_type -> krypton.v1.Tenant
+	5,  // 74: krypton.v1.AdminService.SetQuota:output_type -> krypton.v1.SetQuotaResponse
+	53, // [53:75] is the sub-list for method output_type
+	31, // [31:53] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_admin_proto_init() }
@@ -3062,7 +3221,7 @@ func file_krypton_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_admin_proto_rawDesc), len(file_krypton_v1_admin_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   40,
+			NumMessages:   42,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

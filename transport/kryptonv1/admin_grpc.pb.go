@@ -42,6 +42,7 @@ const (
 	AdminService_UnlockTenant_FullMethodName       = "/krypton.v1.AdminService/UnlockTenant"
 	AdminService_RekeyTenant_FullMethodName        = "/krypton.v1.AdminService/RekeyTenant"
 	AdminService_SetOwnerKey_FullMethodName        = "/krypton.v1.AdminService/SetOwnerKey"
+	AdminService_SetQuota_FullMethodName           = "/krypton.v1.AdminService/SetQuota"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -218,6 +219,15 @@ type AdminServiceClient interface {
 	// mismatched, expired or used consent; NOT_FOUND for an unknown tenant;
 	// FAILED_PRECONDITION if the tenant is revoked or the region is governed.
 	SetOwnerKey(ctx context.Context, in *SetOwnerKeyRequest, opts ...grpc.CallOption) (*Tenant, error)
+	// SetQuota sets the quota of a tenant (service empty) or of one of its
+	// services, replacing the one it had; a zero quota removes it. Every node
+	// enforces it on the wrap path (docs/operations.md, "Quotas"). A region
+	// that follows governance refuses it, naming governance's command.
+	//
+	// Errors: INVALID_ARGUMENT for a bad name or a quota out of bounds;
+	// NOT_FOUND for an unknown tenant or service; FAILED_PRECONDITION if it is
+	// revoked or the region is governed.
+	SetQuota(ctx context.Context, in *SetQuotaRequest, opts ...grpc.CallOption) (*SetQuotaResponse, error)
 }
 
 type adminServiceClient struct {
@@ -450,6 +460,16 @@ func (c *adminServiceClient) SetOwnerKey(ctx context.Context, in *SetOwnerKeyReq
 	return out, nil
 }
 
+func (c *adminServiceClient) SetQuota(ctx context.Context, in *SetQuotaRequest, opts ...grpc.CallOption) (*SetQuotaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetQuotaResponse)
+	err := c.cc.Invoke(ctx, AdminService_SetQuota_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -624,6 +644,15 @@ type AdminServiceServer interface {
 	// mismatched, expired or used consent; NOT_FOUND for an unknown tenant;
 	// FAILED_PRECONDITION if the tenant is revoked or the region is governed.
 	SetOwnerKey(context.Context, *SetOwnerKeyRequest) (*Tenant, error)
+	// SetQuota sets the quota of a tenant (service empty) or of one of its
+	// services, replacing the one it had; a zero quota removes it. Every node
+	// enforces it on the wrap path (docs/operations.md, "Quotas"). A region
+	// that follows governance refuses it, naming governance's command.
+	//
+	// Errors: INVALID_ARGUMENT for a bad name or a quota out of bounds;
+	// NOT_FOUND for an unknown tenant or service; FAILED_PRECONDITION if it is
+	// revoked or the region is governed.
+	SetQuota(context.Context, *SetQuotaRequest) (*SetQuotaResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -696,6 +725,9 @@ func (UnimplementedAdminServiceServer) RekeyTenant(context.Context, *RekeyTenant
 }
 func (UnimplementedAdminServiceServer) SetOwnerKey(context.Context, *SetOwnerKeyRequest) (*Tenant, error) {
 	return nil, status.Error(codes.Unimplemented, "method SetOwnerKey not implemented")
+}
+func (UnimplementedAdminServiceServer) SetQuota(context.Context, *SetQuotaRequest) (*SetQuotaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetQuota not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -1078,6 +1110,24 @@ func _AdminService_SetOwnerKey_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_SetQuota_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetQuotaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).SetQuota(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_SetQuota_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).SetQuota(ctx, req.(*SetQuotaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1160,6 +1210,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetOwnerKey",
 			Handler:    _AdminService_SetOwnerKey_Handler,
+		},
+		{
+			MethodName: "SetQuota",
+			Handler:    _AdminService_SetQuota_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -505,6 +505,73 @@ func (x *FenceResult) GetEffectiveAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// Quota limits a tenant's or a service's use of a region, on every node on
+// its own: a token bucket of rate requests per second with burst, and a bound
+// on calls in flight. An item of a batch or packed call is one request; the
+// call is one in flight. 0 in a field: that dimension is unlimited; all 0:
+// no quota. Bounds: rate and burst at most 10,000,000, concurrency at most
+// 1,000,000; a burst needs a rate.
+type Quota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rate  uint32                 `protobuf:"varint,1,opt,name=rate,proto3" json:"rate,omitempty"`
+	// 0: the rate.
+	Burst         uint32 `protobuf:"varint,2,opt,name=burst,proto3" json:"burst,omitempty"`
+	Concurrency   uint32 `protobuf:"varint,3,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_krypton_v1_common_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_common_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_common_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Quota) GetRate() uint32 {
+	if x != nil {
+		return x.Rate
+	}
+	return 0
+}
+
+func (x *Quota) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+func (x *Quota) GetConcurrency() uint32 {
+	if x != nil {
+		return x.Concurrency
+	}
+	return 0
+}
+
 var File_krypton_v1_common_proto protoreflect.FileDescriptor
 
 const file_krypton_v1_common_proto_rawDesc = "" +
@@ -526,7 +593,11 @@ const file_krypton_v1_common_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12'\n" +
 	"\x0fconfirmed_nodes\x18\x02 \x03(\tR\x0econfirmedNodes\x12.\n" +
 	"\x13lease_expired_nodes\x18\x03 \x03(\tR\x11leaseExpiredNodes\x12=\n" +
-	"\feffective_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveAt*n\n" +
+	"\feffective_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveAt\"S\n" +
+	"\x05Quota\x12\x12\n" +
+	"\x04rate\x18\x01 \x01(\rR\x04rate\x12\x14\n" +
+	"\x05burst\x18\x02 \x01(\rR\x05burst\x12 \n" +
+	"\vconcurrency\x18\x03 \x01(\rR\vconcurrency*n\n" +
 	"\bKeyState\x12\x19\n" +
 	"\x15KEY_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10KEY_STATE_ACTIVE\x10\x01\x12\x1a\n" +
@@ -557,7 +628,7 @@ func file_krypton_v1_common_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_common_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_krypton_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
+var file_krypton_v1_common_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_krypton_v1_common_proto_goTypes = []any{
 	(KeyState)(0),                 // 0: krypton.v1.KeyState
 	(TenantState)(0),              // 1: krypton.v1.TenantState
@@ -566,10 +637,11 @@ var file_krypton_v1_common_proto_goTypes = []any{
 	(*KeyScope)(nil),              // 4: krypton.v1.KeyScope
 	(*ItemError)(nil),             // 5: krypton.v1.ItemError
 	(*FenceResult)(nil),           // 6: krypton.v1.FenceResult
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*Quota)(nil),                 // 7: krypton.v1.Quota
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_krypton_v1_common_proto_depIdxs = []int32{
-	7, // 0: krypton.v1.FenceResult.effective_at:type_name -> google.protobuf.Timestamp
+	8, // 0: krypton.v1.FenceResult.effective_at:type_name -> google.protobuf.Timestamp
 	1, // [1:1] is the sub-list for method output_type
 	1, // [1:1] is the sub-list for method input_type
 	1, // [1:1] is the sub-list for extension type_name
@@ -588,7 +660,7 @@ func file_krypton_v1_common_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_common_proto_rawDesc), len(file_krypton_v1_common_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   4,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -41,6 +41,7 @@ const (
 	EventKind_EVENT_KIND_CREATE_TENANT  EventKind = 9
 	EventKind_EVENT_KIND_CREATE_SERVICE EventKind = 10
 	EventKind_EVENT_KIND_RESYNC_TENANT  EventKind = 11
+	EventKind_EVENT_KIND_SET_QUOTA      EventKind = 12
 )
 
 // Enum value maps for EventKind.
@@ -58,6 +59,7 @@ var (
 		9:  "EVENT_KIND_CREATE_TENANT",
 		10: "EVENT_KIND_CREATE_SERVICE",
 		11: "EVENT_KIND_RESYNC_TENANT",
+		12: "EVENT_KIND_SET_QUOTA",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":    0,
@@ -72,6 +74,7 @@ var (
 		"EVENT_KIND_CREATE_TENANT":  9,
 		"EVENT_KIND_CREATE_SERVICE": 10,
 		"EVENT_KIND_RESYNC_TENANT":  11,
+		"EVENT_KIND_SET_QUOTA":      12,
 	}
 )
 
@@ -111,7 +114,9 @@ type GovernanceServiceInfo struct {
 	// True once the service (or its whole tenant) was revoked.
 	Revoked bool `protobuf:"varint,4,opt,name=revoked,proto3" json:"revoked,omitempty"`
 	// Cursor of the event that created it.
-	Cursor        uint64 `protobuf:"varint,5,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	Cursor uint64 `protobuf:"varint,5,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	// The service's quota (SetQuota); unset: none.
+	Quota         *Quota `protobuf:"bytes,6,opt,name=quota,proto3" json:"quota,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -179,6 +184,13 @@ func (x *GovernanceServiceInfo) GetCursor() uint64 {
 		return x.Cursor
 	}
 	return 0
+}
+
+func (x *GovernanceServiceInfo) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
 }
 
 type GovernanceCreateServiceRequest struct {
@@ -372,8 +384,10 @@ type GovernanceTenant struct {
 	// The tenant owner key's fingerprint ("sha256:" and its RFC 7638 JWK
 	// thumbprint); empty if the tenant has none.
 	OwnerKeyFingerprint string `protobuf:"bytes,8,opt,name=owner_key_fingerprint,json=ownerKeyFingerprint,proto3" json:"owner_key_fingerprint,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// The tenant's quota (SetQuota); unset: none.
+	Quota         *Quota `protobuf:"bytes,9,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GovernanceTenant) Reset() {
@@ -462,6 +476,13 @@ func (x *GovernanceTenant) GetOwnerKeyFingerprint() string {
 	return ""
 }
 
+func (x *GovernanceTenant) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 type GovernanceCreateTenantRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -542,6 +563,144 @@ func (x *GovernanceCreateTenantRequest) GetOwnerPublicKey() string {
 	return ""
 }
 
+type GovernanceSetQuotaRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	// Empty: the tenant's own quota.
+	Service       string `protobuf:"bytes,3,opt,name=service,proto3" json:"service,omitempty"`
+	Quota         *Quota `protobuf:"bytes,4,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GovernanceSetQuotaRequest) Reset() {
+	*x = GovernanceSetQuotaRequest{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GovernanceSetQuotaRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GovernanceSetQuotaRequest) ProtoMessage() {}
+
+func (x *GovernanceSetQuotaRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GovernanceSetQuotaRequest.ProtoReflect.Descriptor instead.
+func (*GovernanceSetQuotaRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GovernanceSetQuotaRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *GovernanceSetQuotaRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GovernanceSetQuotaRequest) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *GovernanceSetQuotaRequest) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+type GovernanceSetQuotaResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Tenant  string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Service string                 `protobuf:"bytes,2,opt,name=service,proto3" json:"service,omitempty"`
+	Quota   *Quota                 `protobuf:"bytes,3,opt,name=quota,proto3" json:"quota,omitempty"`
+	// Cursor of the SET_QUOTA event.
+	Cursor        uint64 `protobuf:"varint,4,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GovernanceSetQuotaResponse) Reset() {
+	*x = GovernanceSetQuotaResponse{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GovernanceSetQuotaResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GovernanceSetQuotaResponse) ProtoMessage() {}
+
+func (x *GovernanceSetQuotaResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GovernanceSetQuotaResponse.ProtoReflect.Descriptor instead.
+func (*GovernanceSetQuotaResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *GovernanceSetQuotaResponse) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *GovernanceSetQuotaResponse) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *GovernanceSetQuotaResponse) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+func (x *GovernanceSetQuotaResponse) GetCursor() uint64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
 type GetTenantRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Tenant        string                 `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -551,7 +710,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[6]
+	mi := &file_krypton_v1_governance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +722,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[6]
+	mi := &file_krypton_v1_governance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +735,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{6}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetTenantRequest) GetTenant() string {
@@ -596,7 +755,7 @@ type GovernanceListTenantsRequest struct {
 
 func (x *GovernanceListTenantsRequest) Reset() {
 	*x = GovernanceListTenantsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[7]
+	mi := &file_krypton_v1_governance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +767,7 @@ func (x *GovernanceListTenantsRequest) String() string {
 func (*GovernanceListTenantsRequest) ProtoMessage() {}
 
 func (x *GovernanceListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[7]
+	mi := &file_krypton_v1_governance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +780,7 @@ func (x *GovernanceListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{7}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GovernanceListTenantsRequest) GetPageSize() int32 {
@@ -648,7 +807,7 @@ type GovernanceListTenantsResponse struct {
 
 func (x *GovernanceListTenantsResponse) Reset() {
 	*x = GovernanceListTenantsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[8]
+	mi := &file_krypton_v1_governance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -660,7 +819,7 @@ func (x *GovernanceListTenantsResponse) String() string {
 func (*GovernanceListTenantsResponse) ProtoMessage() {}
 
 func (x *GovernanceListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[8]
+	mi := &file_krypton_v1_governance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -673,7 +832,7 @@ func (x *GovernanceListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{8}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GovernanceListTenantsResponse) GetTenants() []*GovernanceTenant {
@@ -704,7 +863,7 @@ type SetAnchorRequest struct {
 
 func (x *SetAnchorRequest) Reset() {
 	*x = SetAnchorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[9]
+	mi := &file_krypton_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -716,7 +875,7 @@ func (x *SetAnchorRequest) String() string {
 func (*SetAnchorRequest) ProtoMessage() {}
 
 func (x *SetAnchorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[9]
+	mi := &file_krypton_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -729,7 +888,7 @@ func (x *SetAnchorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAnchorRequest.ProtoReflect.Descriptor instead.
 func (*SetAnchorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{9}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *SetAnchorRequest) GetRequestId() string {
@@ -776,7 +935,7 @@ type SetOwnerKeyRequest struct {
 
 func (x *SetOwnerKeyRequest) Reset() {
 	*x = SetOwnerKeyRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[10]
+	mi := &file_krypton_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +947,7 @@ func (x *SetOwnerKeyRequest) String() string {
 func (*SetOwnerKeyRequest) ProtoMessage() {}
 
 func (x *SetOwnerKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[10]
+	mi := &file_krypton_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +960,7 @@ func (x *SetOwnerKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOwnerKeyRequest.ProtoReflect.Descriptor instead.
 func (*SetOwnerKeyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetOwnerKeyRequest) GetRequestId() string {
@@ -846,7 +1005,7 @@ type DeleteAnchorRequest struct {
 
 func (x *DeleteAnchorRequest) Reset() {
 	*x = DeleteAnchorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[11]
+	mi := &file_krypton_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -858,7 +1017,7 @@ func (x *DeleteAnchorRequest) String() string {
 func (*DeleteAnchorRequest) ProtoMessage() {}
 
 func (x *DeleteAnchorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[11]
+	mi := &file_krypton_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -871,7 +1030,7 @@ func (x *DeleteAnchorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAnchorRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAnchorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DeleteAnchorRequest) GetRequestId() string {
@@ -914,7 +1073,7 @@ type DeleteAnchorResponse struct {
 
 func (x *DeleteAnchorResponse) Reset() {
 	*x = DeleteAnchorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[12]
+	mi := &file_krypton_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1085,7 @@ func (x *DeleteAnchorResponse) String() string {
 func (*DeleteAnchorResponse) ProtoMessage() {}
 
 func (x *DeleteAnchorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[12]
+	mi := &file_krypton_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1098,7 @@ func (x *DeleteAnchorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAnchorResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAnchorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DeleteAnchorResponse) GetEvent() *RevocationEvent {
@@ -973,7 +1132,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[13]
+	mi := &file_krypton_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1144,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[13]
+	mi := &file_krypton_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1157,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Policy) GetTenant() string {
@@ -1047,7 +1206,7 @@ type PolicyRule struct {
 
 func (x *PolicyRule) Reset() {
 	*x = PolicyRule{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[14]
+	mi := &file_krypton_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1059,7 +1218,7 @@ func (x *PolicyRule) String() string {
 func (*PolicyRule) ProtoMessage() {}
 
 func (x *PolicyRule) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[14]
+	mi := &file_krypton_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1072,7 +1231,7 @@ func (x *PolicyRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRule.ProtoReflect.Descriptor instead.
 func (*PolicyRule) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PolicyRule) GetCaller() string {
@@ -1111,7 +1270,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[15]
+	mi := &file_krypton_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1282,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[15]
+	mi := &file_krypton_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1295,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetPolicyRequest) GetRequestId() string {
@@ -1169,7 +1328,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[16]
+	mi := &file_krypton_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1181,7 +1340,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[16]
+	mi := &file_krypton_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1194,7 +1353,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetPolicyRequest) GetTenant() string {
@@ -1221,7 +1380,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[17]
+	mi := &file_krypton_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1392,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[17]
+	mi := &file_krypton_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1405,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *RevokeRequest) GetRequestId() string {
@@ -1300,7 +1459,7 @@ type BlastRadius struct {
 
 func (x *BlastRadius) Reset() {
 	*x = BlastRadius{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[18]
+	mi := &file_krypton_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1312,7 +1471,7 @@ func (x *BlastRadius) String() string {
 func (*BlastRadius) ProtoMessage() {}
 
 func (x *BlastRadius) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[18]
+	mi := &file_krypton_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1325,7 +1484,7 @@ func (x *BlastRadius) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlastRadius.ProtoReflect.Descriptor instead.
 func (*BlastRadius) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BlastRadius) GetTenants() []string {
@@ -1370,7 +1529,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[19]
+	mi := &file_krypton_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1382,7 +1541,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[19]
+	mi := &file_krypton_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1395,7 +1554,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RevokeResponse) GetBlastRadius() *BlastRadius {
@@ -1431,7 +1590,7 @@ type GovernanceLockTenantRequest struct {
 
 func (x *GovernanceLockTenantRequest) Reset() {
 	*x = GovernanceLockTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[20]
+	mi := &file_krypton_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1443,7 +1602,7 @@ func (x *GovernanceLockTenantRequest) String() string {
 func (*GovernanceLockTenantRequest) ProtoMessage() {}
 
 func (x *GovernanceLockTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[20]
+	mi := &file_krypton_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1456,7 +1615,7 @@ func (x *GovernanceLockTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceLockTenantRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceLockTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *GovernanceLockTenantRequest) GetRequestId() string {
@@ -1490,7 +1649,7 @@ type GovernanceUnlockTenantRequest struct {
 
 func (x *GovernanceUnlockTenantRequest) Reset() {
 	*x = GovernanceUnlockTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	mi := &file_krypton_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +1661,7 @@ func (x *GovernanceUnlockTenantRequest) String() string {
 func (*GovernanceUnlockTenantRequest) ProtoMessage() {}
 
 func (x *GovernanceUnlockTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	mi := &file_krypton_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +1674,7 @@ func (x *GovernanceUnlockTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceUnlockTenantRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceUnlockTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *GovernanceUnlockTenantRequest) GetRequestId() string {
@@ -1546,7 +1705,7 @@ type ResyncTenantRequest struct {
 
 func (x *ResyncTenantRequest) Reset() {
 	*x = ResyncTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	mi := &file_krypton_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1717,7 @@ func (x *ResyncTenantRequest) String() string {
 func (*ResyncTenantRequest) ProtoMessage() {}
 
 func (x *ResyncTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	mi := &file_krypton_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1730,7 @@ func (x *ResyncTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncTenantRequest.ProtoReflect.Descriptor instead.
 func (*ResyncTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ResyncTenantRequest) GetRequestId() string {
@@ -1614,7 +1773,7 @@ type ResyncTenantResponse struct {
 
 func (x *ResyncTenantResponse) Reset() {
 	*x = ResyncTenantResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[23]
+	mi := &file_krypton_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1626,7 +1785,7 @@ func (x *ResyncTenantResponse) String() string {
 func (*ResyncTenantResponse) ProtoMessage() {}
 
 func (x *ResyncTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[23]
+	mi := &file_krypton_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1639,7 +1798,7 @@ func (x *ResyncTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncTenantResponse.ProtoReflect.Descriptor instead.
 func (*ResyncTenantResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ResyncTenantResponse) GetEvent() *RevocationEvent {
@@ -1676,6 +1835,8 @@ func (x *ResyncTenantResponse) GetRegions() []*RegionCursor {
 //   - REVOKE_VERSION: target.service and target.version; reason.
 //   - SET_POLICY: policy, the whole new policy (tenant, rules, revision,
 //     updated_at); it replaces the previous one.
+//   - SET_QUOTA: target.service (empty for the tenant's own quota) and
+//     quota, the whole new quota (unset: none).
 //   - RESYNC_TENANT: anchor_uri (the tenant's current one), regions (those
 //     to resync: the event is sent only to them), services (the tenant's
 //     services that are not revoked, sorted), policy (unset if none was ever
@@ -1715,13 +1876,15 @@ type RevocationEvent struct {
 	// the change (empty for a change made before owner keys), for the
 	// regions' audit log.
 	OwnerKeyFingerprint string `protobuf:"bytes,12,opt,name=owner_key_fingerprint,json=ownerKeyFingerprint,proto3" json:"owner_key_fingerprint,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// For SET_QUOTA: the new quota; unset removes it.
+	Quota         *Quota `protobuf:"bytes,13,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[24]
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1733,7 +1896,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[24]
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1746,7 +1909,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RevocationEvent) GetCursor() uint64 {
@@ -1833,6 +1996,13 @@ func (x *RevocationEvent) GetOwnerKeyFingerprint() string {
 	return ""
 }
 
+func (x *RevocationEvent) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 type WatchRevocationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stream events with a cursor greater than this; 0 for the whole log.
@@ -1847,7 +2017,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[25]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1859,7 +2029,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[25]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1872,7 +2042,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WatchRevocationsRequest) GetAfterCursor() uint64 {
@@ -1904,7 +2074,7 @@ type WatchRevocationsResponse struct {
 
 func (x *WatchRevocationsResponse) Reset() {
 	*x = WatchRevocationsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1916,7 +2086,7 @@ func (x *WatchRevocationsResponse) String() string {
 func (*WatchRevocationsResponse) ProtoMessage() {}
 
 func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1929,7 +2099,7 @@ func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchRevocationsResponse) GetEvents() []*RevocationEvent {
@@ -1979,7 +2149,7 @@ type ReportCursorRequest struct {
 
 func (x *ReportCursorRequest) Reset() {
 	*x = ReportCursorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1991,7 +2161,7 @@ func (x *ReportCursorRequest) String() string {
 func (*ReportCursorRequest) ProtoMessage() {}
 
 func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2004,7 +2174,7 @@ func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorRequest.ProtoReflect.Descriptor instead.
 func (*ReportCursorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReportCursorRequest) GetRegion() string {
@@ -2068,7 +2238,7 @@ type ResetRegionVotersRequest struct {
 
 func (x *ResetRegionVotersRequest) Reset() {
 	*x = ResetRegionVotersRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2080,7 +2250,7 @@ func (x *ResetRegionVotersRequest) String() string {
 func (*ResetRegionVotersRequest) ProtoMessage() {}
 
 func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2093,7 +2263,7 @@ func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRegionVotersRequest.ProtoReflect.Descriptor instead.
 func (*ResetRegionVotersRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ResetRegionVotersRequest) GetRequestId() string {
@@ -2127,7 +2297,7 @@ type ReportCursorResponse struct {
 
 func (x *ReportCursorResponse) Reset() {
 	*x = ReportCursorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2309,7 @@ func (x *ReportCursorResponse) String() string {
 func (*ReportCursorResponse) ProtoMessage() {}
 
 func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2322,7 @@ func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorResponse.ProtoReflect.Descriptor instead.
 func (*ReportCursorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ReportCursorResponse) GetRecordedCursor() uint64 {
@@ -2170,7 +2340,7 @@ type GovernanceStatusRequest struct {
 
 func (x *GovernanceStatusRequest) Reset() {
 	*x = GovernanceStatusRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2182,7 +2352,7 @@ func (x *GovernanceStatusRequest) String() string {
 func (*GovernanceStatusRequest) ProtoMessage() {}
 
 func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2195,7 +2365,7 @@ func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 // RegionCursor is how far one region has applied the governance log.
@@ -2216,7 +2386,7 @@ type RegionCursor struct {
 
 func (x *RegionCursor) Reset() {
 	*x = RegionCursor{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2398,7 @@ func (x *RegionCursor) String() string {
 func (*RegionCursor) ProtoMessage() {}
 
 func (x *RegionCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2411,7 @@ func (x *RegionCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionCursor.ProtoReflect.Descriptor instead.
 func (*RegionCursor) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *RegionCursor) GetRegion() string {
@@ -2293,7 +2463,7 @@ type RegionLag struct {
 
 func (x *RegionLag) Reset() {
 	*x = RegionLag{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	mi := &file_krypton_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2305,7 +2475,7 @@ func (x *RegionLag) String() string {
 func (*RegionLag) ProtoMessage() {}
 
 func (x *RegionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	mi := &file_krypton_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2318,7 +2488,7 @@ func (x *RegionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionLag.ProtoReflect.Descriptor instead.
 func (*RegionLag) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RegionLag) GetCursor() *RegionCursor {
@@ -2360,7 +2530,7 @@ type GovernanceStatusResponse struct {
 
 func (x *GovernanceStatusResponse) Reset() {
 	*x = GovernanceStatusResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[33]
+	mi := &file_krypton_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2372,7 +2542,7 @@ func (x *GovernanceStatusResponse) String() string {
 func (*GovernanceStatusResponse) ProtoMessage() {}
 
 func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[33]
+	mi := &file_krypton_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2385,7 +2555,7 @@ func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *GovernanceStatusResponse) GetNodeId() string {
@@ -2442,14 +2612,15 @@ var File_krypton_v1_governance_proto protoreflect.FileDescriptor
 const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"\x1bkrypton/v1/governance.proto\x12\n" +
-	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\"\xb0\x01\n" +
+	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\"\xd9\x01\n" +
 	"\x15GovernanceServiceInfo\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
 	"\n" +
 	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12\x18\n" +
 	"\arevoked\x18\x04 \x01(\bR\arevoked\x12\x16\n" +
-	"\x06cursor\x18\x05 \x01(\x04R\x06cursor\"q\n" +
+	"\x06cursor\x18\x05 \x01(\x04R\x06cursor\x12'\n" +
+	"\x05quota\x18\x06 \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"q\n" +
 	"\x1eGovernanceCreateServiceRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -2462,7 +2633,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\x87\x01\n" +
 	"\x1eGovernanceListServicesResponse\x12=\n" +
 	"\bservices\x18\x01 \x03(\v2!.krypton.v1.GovernanceServiceInfoR\bservices\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xdd\x02\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x86\x03\n" +
 	"\x10GovernanceTenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -2473,7 +2644,8 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"created_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x12F\n" +
 	"\x11anchor_deleted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fanchorDeletedAt\x12\x16\n" +
 	"\x06cursor\x18\a \x01(\x04R\x06cursor\x122\n" +
-	"\x15owner_key_fingerprint\x18\b \x01(\tR\x13ownerKeyFingerprint\"\xb9\x01\n" +
+	"\x15owner_key_fingerprint\x18\b \x01(\tR\x13ownerKeyFingerprint\x12'\n" +
+	"\x05quota\x18\t \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"\xb9\x01\n" +
 	"\x1dGovernanceCreateTenantRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -2481,7 +2653,18 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"anchor_uri\x18\x03 \x01(\tR\tanchorUri\x12\x18\n" +
 	"\aregions\x18\x04 \x03(\tR\aregions\x12(\n" +
-	"\x10owner_public_key\x18\x05 \x01(\tR\x0eownerPublicKey\"*\n" +
+	"\x10owner_public_key\x18\x05 \x01(\tR\x0eownerPublicKey\"\x95\x01\n" +
+	"\x19GovernanceSetQuotaRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
+	"\aservice\x18\x03 \x01(\tR\aservice\x12'\n" +
+	"\x05quota\x18\x04 \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"\x8f\x01\n" +
+	"\x1aGovernanceSetQuotaResponse\x12\x16\n" +
+	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x18\n" +
+	"\aservice\x18\x02 \x01(\tR\aservice\x12'\n" +
+	"\x05quota\x18\x03 \x01(\v2\x11.krypton.v1.QuotaR\x05quota\x12\x16\n" +
+	"\x06cursor\x18\x04 \x01(\x04R\x06cursor\"*\n" +
 	"\x10GetTenantRequest\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\"Z\n" +
 	"\x1cGovernanceListTenantsRequest\x12\x1b\n" +
@@ -2566,7 +2749,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x04wait\x18\x04 \x01(\bR\x04wait\"}\n" +
 	"\x14ResyncTenantResponse\x121\n" +
 	"\x05event\x18\x01 \x01(\v2\x1b.krypton.v1.RevocationEventR\x05event\x122\n" +
-	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"\xb2\x03\n" +
+	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"\xdb\x03\n" +
 	"\x0fRevocationEvent\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x04R\x06cursor\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12)\n" +
@@ -2581,7 +2764,8 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\bservices\x18\n" +
 	" \x03(\tR\bservices\x12\x16\n" +
 	"\x06locked\x18\v \x01(\bR\x06locked\x122\n" +
-	"\x15owner_key_fingerprint\x18\f \x01(\tR\x13ownerKeyFingerprint\"T\n" +
+	"\x15owner_key_fingerprint\x18\f \x01(\tR\x13ownerKeyFingerprint\x12'\n" +
+	"\x05quota\x18\r \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"T\n" +
 	"\x17WatchRevocationsRequest\x12!\n" +
 	"\fafter_cursor\x18\x01 \x01(\x04R\vafterCursor\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\"p\n" +
@@ -2624,7 +2808,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x1f\n" +
 	"\vhead_cursor\x18\x06 \x01(\x04R\n" +
 	"headCursor\x12/\n" +
-	"\aregions\x18\a \x03(\v2\x15.krypton.v1.RegionLagR\aregions*\xec\x02\n" +
+	"\aregions\x18\a \x03(\v2\x15.krypton.v1.RegionLagR\aregions*\x86\x03\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18EVENT_KIND_REVOKE_TENANT\x10\x01\x12\x1d\n" +
@@ -2638,7 +2822,8 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x18EVENT_KIND_CREATE_TENANT\x10\t\x12\x1d\n" +
 	"\x19EVENT_KIND_CREATE_SERVICE\x10\n" +
 	"\x12\x1c\n" +
-	"\x18EVENT_KIND_RESYNC_TENANT\x10\v2\xe7\v\n" +
+	"\x18EVENT_KIND_RESYNC_TENANT\x10\v\x12\x18\n" +
+	"\x14EVENT_KIND_SET_QUOTA\x10\f2\xc2\f\n" +
 	"\x11GovernanceService\x12W\n" +
 	"\fCreateTenant\x12).krypton.v1.GovernanceCreateTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12G\n" +
 	"\tGetTenant\x12\x1c.krypton.v1.GetTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12b\n" +
@@ -2649,7 +2834,8 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\fListServices\x12).krypton.v1.GovernanceListServicesRequest\x1a*.krypton.v1.GovernanceListServicesResponse\x12Q\n" +
 	"\fDeleteAnchor\x12\x1f.krypton.v1.DeleteAnchorRequest\x1a .krypton.v1.DeleteAnchorResponse\x12=\n" +
 	"\tSetPolicy\x12\x1c.krypton.v1.SetPolicyRequest\x1a\x12.krypton.v1.Policy\x12=\n" +
-	"\tGetPolicy\x12\x1c.krypton.v1.GetPolicyRequest\x1a\x12.krypton.v1.Policy\x12?\n" +
+	"\tGetPolicy\x12\x1c.krypton.v1.GetPolicyRequest\x1a\x12.krypton.v1.Policy\x12Y\n" +
+	"\bSetQuota\x12%.krypton.v1.GovernanceSetQuotaRequest\x1a&.krypton.v1.GovernanceSetQuotaResponse\x12?\n" +
 	"\x06Revoke\x12\x19.krypton.v1.RevokeRequest\x1a\x1a.krypton.v1.RevokeResponse\x12S\n" +
 	"\n" +
 	"LockTenant\x12'.krypton.v1.GovernanceLockTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12W\n" +
@@ -2673,7 +2859,7 @@ func file_krypton_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_krypton_v1_governance_proto_goTypes = []any{
 	(EventKind)(0),                         // 0: krypton.v1.EventKind
 	(*GovernanceServiceInfo)(nil),          // 1: krypton.v1.GovernanceServiceInfo
@@ -2682,113 +2868,123 @@ var file_krypton_v1_governance_proto_goTypes = []any{
 	(*GovernanceListServicesResponse)(nil), // 4: krypton.v1.GovernanceListServicesResponse
 	(*GovernanceTenant)(nil),               // 5: krypton.v1.GovernanceTenant
 	(*GovernanceCreateTenantRequest)(nil),  // 6: krypton.v1.GovernanceCreateTenantRequest
-	(*GetTenantRequest)(nil),               // 7: krypton.v1.GetTenantRequest
-	(*GovernanceListTenantsRequest)(nil),   // 8: krypton.v1.GovernanceListTenantsRequest
-	(*GovernanceListTenantsResponse)(nil),  // 9: krypton.v1.GovernanceListTenantsResponse
-	(*SetAnchorRequest)(nil),               // 10: krypton.v1.SetAnchorRequest
-	(*SetOwnerKeyRequest)(nil),             // 11: krypton.v1.SetOwnerKeyRequest
-	(*DeleteAnchorRequest)(nil),            // 12: krypton.v1.DeleteAnchorRequest
-	(*DeleteAnchorResponse)(nil),           // 13: krypton.v1.DeleteAnchorResponse
-	(*Policy)(nil),                         // 14: krypton.v1.Policy
-	(*PolicyRule)(nil),                     // 15: krypton.v1.PolicyRule
-	(*SetPolicyRequest)(nil),               // 16: krypton.v1.SetPolicyRequest
-	(*GetPolicyRequest)(nil),               // 17: krypton.v1.GetPolicyRequest
-	(*RevokeRequest)(nil),                  // 18: krypton.v1.RevokeRequest
-	(*BlastRadius)(nil),                    // 19: krypton.v1.BlastRadius
-	(*RevokeResponse)(nil),                 // 20: krypton.v1.RevokeResponse
-	(*GovernanceLockTenantRequest)(nil),    // 21: krypton.v1.GovernanceLockTenantRequest
-	(*GovernanceUnlockTenantRequest)(nil),  // 22: krypton.v1.GovernanceUnlockTenantRequest
-	(*ResyncTenantRequest)(nil),            // 23: krypton.v1.ResyncTenantRequest
-	(*ResyncTenantResponse)(nil),           // 24: krypton.v1.ResyncTenantResponse
-	(*RevocationEvent)(nil),                // 25: krypton.v1.RevocationEvent
-	(*WatchRevocationsRequest)(nil),        // 26: krypton.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil),       // 27: krypton.v1.WatchRevocationsResponse
-	(*ReportCursorRequest)(nil),            // 28: krypton.v1.ReportCursorRequest
-	(*ResetRegionVotersRequest)(nil),       // 29: krypton.v1.ResetRegionVotersRequest
-	(*ReportCursorResponse)(nil),           // 30: krypton.v1.ReportCursorResponse
-	(*GovernanceStatusRequest)(nil),        // 31: krypton.v1.GovernanceStatusRequest
-	(*RegionCursor)(nil),                   // 32: krypton.v1.RegionCursor
-	(*RegionLag)(nil),                      // 33: krypton.v1.RegionLag
-	(*GovernanceStatusResponse)(nil),       // 34: krypton.v1.GovernanceStatusResponse
-	(*timestamppb.Timestamp)(nil),          // 35: google.protobuf.Timestamp
-	(TenantState)(0),                       // 36: krypton.v1.TenantState
-	(Operation)(0),                         // 37: krypton.v1.Operation
-	(*KeyScope)(nil),                       // 38: krypton.v1.KeyScope
-	(*KeyRef)(nil),                         // 39: krypton.v1.KeyRef
-	(*durationpb.Duration)(nil),            // 40: google.protobuf.Duration
+	(*GovernanceSetQuotaRequest)(nil),      // 7: krypton.v1.GovernanceSetQuotaRequest
+	(*GovernanceSetQuotaResponse)(nil),     // 8: krypton.v1.GovernanceSetQuotaResponse
+	(*GetTenantRequest)(nil),               // 9: krypton.v1.GetTenantRequest
+	(*GovernanceListTenantsRequest)(nil),   // 10: krypton.v1.GovernanceListTenantsRequest
+	(*GovernanceListTenantsResponse)(nil),  // 11: krypton.v1.GovernanceListTenantsResponse
+	(*SetAnchorRequest)(nil),               // 12: krypton.v1.SetAnchorRequest
+	(*SetOwnerKeyRequest)(nil),             // 13: krypton.v1.SetOwnerKeyRequest
+	(*DeleteAnchorRequest)(nil),            // 14: krypton.v1.DeleteAnchorRequest
+	(*DeleteAnchorResponse)(nil),           // 15: krypton.v1.DeleteAnchorResponse
+	(*Policy)(nil),                         // 16: krypton.v1.Policy
+	(*PolicyRule)(nil),                     // 17: krypton.v1.PolicyRule
+	(*SetPolicyRequest)(nil),               // 18: krypton.v1.SetPolicyRequest
+	(*GetPolicyRequest)(nil),               // 19: krypton.v1.GetPolicyRequest
+	(*RevokeRequest)(nil),                  // 20: krypton.v1.RevokeRequest
+	(*BlastRadius)(nil),                    // 21: krypton.v1.BlastRadius
+	(*RevokeResponse)(nil),                 // 22: krypton.v1.RevokeResponse
+	(*GovernanceLockTenantRequest)(nil),    // 23: krypton.v1.GovernanceLockTenantRequest
+	(*GovernanceUnlockTenantRequest)(nil),  // 24: krypton.v1.GovernanceUnlockTenantRequest
+	(*ResyncTenantRequest)(nil),            // 25: krypton.v1.ResyncTenantRequest
+	(*ResyncTenantResponse)(nil),           // 26: krypton.v1.ResyncTenantResponse
+	(*RevocationEvent)(nil),                // 27: krypton.v1.RevocationEvent
+	(*WatchRevocationsRequest)(nil),        // 28: krypton.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil),       // 29: krypton.v1.WatchRevocationsResponse
+	(*ReportCursorRequest)(nil),            // 30: krypton.v1.ReportCursorRequest
+	(*ResetRegionVotersRequest)(nil),       // 31: krypton.v1.ResetRegionVotersRequest
+	(*ReportCursorResponse)(nil),           // 32: krypton.v1.ReportCursorResponse
+	(*GovernanceStatusRequest)(nil),        // 33: krypton.v1.GovernanceStatusRequest
+	(*RegionCursor)(nil),                   // 34: krypton.v1.RegionCursor
+	(*RegionLag)(nil),                      // 35: krypton.v1.RegionLag
+	(*GovernanceStatusResponse)(nil),       // 36: krypton.v1.GovernanceStatusResponse
+	(*timestamppb.Timestamp)(nil),          // 37: google.protobuf.Timestamp
+	(*Quota)(nil),                          // 38: krypton.v1.Quota
+	(TenantState)(0),                       // 39: krypton.v1.TenantState
+	(Operation)(0),                         // 40: krypton.v1.Operation
+	(*KeyScope)(nil),                       // 41: krypton.v1.KeyScope
+	(*KeyRef)(nil),                         // 42: krypton.v1.KeyRef
+	(*durationpb.Duration)(nil),            // 43: google.protobuf.Duration
 }
 var file_krypton_v1_governance_proto_depIdxs = []int32{
-	35, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
-	1,  // 1: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
-	36, // 2: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
-	35, // 3: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
-	35, // 4: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
-	5,  // 5: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
-	25, // 6: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
-	32, // 7: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
-	15, // 8: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
-	35, // 9: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	37, // 10: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
-	14, // 11: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
-	38, // 12: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
-	39, // 13: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
-	39, // 14: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
-	19, // 15: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
-	25, // 16: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
-	32, // 17: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
-	25, // 18: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
-	32, // 19: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
-	0,  // 20: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
-	38, // 21: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
-	35, // 22: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
-	14, // 23: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
-	25, // 24: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
-	39, // 25: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
-	35, // 26: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
-	32, // 27: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
-	40, // 28: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
-	33, // 29: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
-	6,  // 30: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
-	7,  // 31: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
-	8,  // 32: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
-	10, // 33: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
-	11, // 34: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
-	2,  // 35: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
-	3,  // 36: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
-	12, // 37: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
-	16, // 38: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
-	17, // 39: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
-	18, // 40: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
-	21, // 41: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
-	22, // 42: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
-	23, // 43: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
-	26, // 44: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
-	28, // 45: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
-	29, // 46: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
-	31, // 47: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
-	5,  // 48: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 49: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
-	9,  // 50: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
-	5,  // 51: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
-	5,  // 52: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
-	1,  // 53: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
-	4,  // 54: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
-	13, // 55: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
-	14, // 56: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
-	14, // 57: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
-	20, // 58: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
-	5,  // 59: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 60: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
-	24, // 61: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
-	27, // 62: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
-	30, // 63: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
-	32, // 64: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
-	34, // 65: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
-	48, // [48:66] is the sub-list for method output_type
-	30, // [30:48] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	37, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
+	38, // 1: krypton.v1.GovernanceServiceInfo.quota:type_name -> krypton.v1.Quota
+	1,  // 2: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
+	39, // 3: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
+	37, // 4: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
+	37, // 5: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
+	38, // 6: krypton.v1.GovernanceTenant.quota:type_name -> krypton.v1.Quota
+	38, // 7: krypton.v1.GovernanceSetQuotaRequest.quota:type_name -> krypton.v1.Quota
+	38, // 8: krypton.v1.GovernanceSetQuotaResponse.quota:type_name -> krypton.v1.Quota
+	5,  // 9: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
+	27, // 10: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
+	34, // 11: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
+	17, // 12: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
+	37, // 13: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	40, // 14: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
+	16, // 15: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
+	41, // 16: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
+	42, // 17: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
+	42, // 18: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
+	21, // 19: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
+	27, // 20: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
+	34, // 21: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
+	27, // 22: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
+	34, // 23: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
+	0,  // 24: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
+	41, // 25: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
+	37, // 26: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
+	16, // 27: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
+	38, // 28: krypton.v1.RevocationEvent.quota:type_name -> krypton.v1.Quota
+	27, // 29: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
+	42, // 30: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
+	37, // 31: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
+	34, // 32: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
+	43, // 33: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
+	35, // 34: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
+	6,  // 35: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
+	9,  // 36: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
+	10, // 37: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
+	12, // 38: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
+	13, // 39: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
+	2,  // 40: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
+	3,  // 41: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
+	14, // 42: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
+	18, // 43: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
+	19, // 44: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
+	7,  // 45: krypton.v1.GovernanceService.SetQuota:input_type -> krypton.v1.GovernanceSetQuotaRequest
+	20, // 46: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
+	23, // 47: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
+	24, // 48: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
+	25, // 49: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
+	28, // 50: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
+	30, // 51: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
+	31, // 52: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
+	33, // 53: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
+	5,  // 54: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 55: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
+	11, // 56: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
+	5,  // 57: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
+	5,  // 58: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
+	1,  // 59: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
+	4,  // 60: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
+	15, // 61: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
+	16, // 62: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
+	16, // 63: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
+	8,  // 64: krypton.v1.GovernanceService.SetQuota:output_type -> krypton.v1.GovernanceSetQuotaResponse
+	22, // 65: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
+	5,  // 66: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 67: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
+	26, // 68: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
+	29, // 69: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
+	32, // 70: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
+	34, // 71: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
+	36, // 72: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
+	54, // [54:73] is the sub-list for method output_type
+	35, // [35:54] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_governance_proto_init() }
@@ -2803,7 +2999,7 @@ func file_krypton_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_governance_proto_rawDesc), len(file_krypton_v1_governance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   34,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -31,6 +31,7 @@ const (
 	GovernanceService_DeleteAnchor_FullMethodName      = "/krypton.v1.GovernanceService/DeleteAnchor"
 	GovernanceService_SetPolicy_FullMethodName         = "/krypton.v1.GovernanceService/SetPolicy"
 	GovernanceService_GetPolicy_FullMethodName         = "/krypton.v1.GovernanceService/GetPolicy"
+	GovernanceService_SetQuota_FullMethodName          = "/krypton.v1.GovernanceService/SetQuota"
 	GovernanceService_Revoke_FullMethodName            = "/krypton.v1.GovernanceService/Revoke"
 	GovernanceService_LockTenant_FullMethodName        = "/krypton.v1.GovernanceService/LockTenant"
 	GovernanceService_UnlockTenant_FullMethodName      = "/krypton.v1.GovernanceService/UnlockTenant"
@@ -150,6 +151,14 @@ type GovernanceServiceClient interface {
 	//
 	// Errors: NOT_FOUND for an unknown tenant.
 	GetPolicy(ctx context.Context, in *GetPolicyRequest, opts ...grpc.CallOption) (*Policy, error)
+	// SetQuota sets the quota of a tenant (service empty) or of one of its
+	// services in every region of the tenant, replacing the one it had; a zero
+	// quota removes it. Emits EVENT_KIND_SET_QUOTA.
+	//
+	// Errors: INVALID_ARGUMENT for a bad name or a quota out of bounds;
+	// NOT_FOUND for an unknown tenant or service; FAILED_PRECONDITION if it
+	// is revoked.
+	SetQuota(ctx context.Context, in *GovernanceSetQuotaRequest, opts ...grpc.CallOption) (*GovernanceSetQuotaResponse, error)
 	// Revoke revokes a tenant, a service or one key version in every region.
 	// With dry_run it changes nothing and returns the blast radius. With wait
 	// it returns once every region of the tenant reports the event applied —
@@ -389,6 +398,16 @@ func (c *governanceServiceClient) GetPolicy(ctx context.Context, in *GetPolicyRe
 	return out, nil
 }
 
+func (c *governanceServiceClient) SetQuota(ctx context.Context, in *GovernanceSetQuotaRequest, opts ...grpc.CallOption) (*GovernanceSetQuotaResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GovernanceSetQuotaResponse)
+	err := c.cc.Invoke(ctx, GovernanceService_SetQuota_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *governanceServiceClient) Revoke(ctx context.Context, in *RevokeRequest, opts ...grpc.CallOption) (*RevokeResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(RevokeResponse)
@@ -587,6 +606,14 @@ type GovernanceServiceServer interface {
 	//
 	// Errors: NOT_FOUND for an unknown tenant.
 	GetPolicy(context.Context, *GetPolicyRequest) (*Policy, error)
+	// SetQuota sets the quota of a tenant (service empty) or of one of its
+	// services in every region of the tenant, replacing the one it had; a zero
+	// quota removes it. Emits EVENT_KIND_SET_QUOTA.
+	//
+	// Errors: INVALID_ARGUMENT for a bad name or a quota out of bounds;
+	// NOT_FOUND for an unknown tenant or service; FAILED_PRECONDITION if it
+	// is revoked.
+	SetQuota(context.Context, *GovernanceSetQuotaRequest) (*GovernanceSetQuotaResponse, error)
 	// Revoke revokes a tenant, a service or one key version in every region.
 	// With dry_run it changes nothing and returns the blast radius. With wait
 	// it returns once every region of the tenant reports the event applied —
@@ -755,6 +782,9 @@ func (UnimplementedGovernanceServiceServer) SetPolicy(context.Context, *SetPolic
 }
 func (UnimplementedGovernanceServiceServer) GetPolicy(context.Context, *GetPolicyRequest) (*Policy, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetPolicy not implemented")
+}
+func (UnimplementedGovernanceServiceServer) SetQuota(context.Context, *GovernanceSetQuotaRequest) (*GovernanceSetQuotaResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetQuota not implemented")
 }
 func (UnimplementedGovernanceServiceServer) Revoke(context.Context, *RevokeRequest) (*RevokeResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Revoke not implemented")
@@ -981,6 +1011,24 @@ func _GovernanceService_GetPolicy_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GovernanceService_SetQuota_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GovernanceSetQuotaRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).SetQuota(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_SetQuota_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).SetQuota(ctx, req.(*GovernanceSetQuotaRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _GovernanceService_Revoke_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RevokeRequest)
 	if err := dec(in); err != nil {
@@ -1164,6 +1212,10 @@ var GovernanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetPolicy",
 			Handler:    _GovernanceService_GetPolicy_Handler,
+		},
+		{
+			MethodName: "SetQuota",
+			Handler:    _GovernanceService_SetQuota_Handler,
 		},
 		{
 			MethodName: "Revoke",

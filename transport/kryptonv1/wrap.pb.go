@@ -200,7 +200,12 @@ type ListEndpointsResponse struct {
 	// applied it (revision 0 and no rules: the default rule), so that a gateway
 	// checks the services that call it by the same policy before it acts for
 	// them (policy/DESIGN.md). A caller learns only its own tenant's policy.
-	Policy        *Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	Policy *Policy `protobuf:"bytes,4,opt,name=policy,proto3" json:"policy,omitempty"`
+	// The quotas of the caller's tenant and of its certificate's service as
+	// the answering node has applied them (unset: none), so that a gateway
+	// enforces them on the requests it serves itself (docs/gateway.md).
+	TenantQuota   *Quota `protobuf:"bytes,5,opt,name=tenant_quota,json=tenantQuota,proto3" json:"tenant_quota,omitempty"`
+	ServiceQuota  *Quota `protobuf:"bytes,6,opt,name=service_quota,json=serviceQuota,proto3" json:"service_quota,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -259,6 +264,20 @@ func (x *ListEndpointsResponse) GetRegion() string {
 func (x *ListEndpointsResponse) GetPolicy() *Policy {
 	if x != nil {
 		return x.Policy
+	}
+	return nil
+}
+
+func (x *ListEndpointsResponse) GetTenantQuota() *Quota {
+	if x != nil {
+		return x.TenantQuota
+	}
+	return nil
+}
+
+func (x *ListEndpointsResponse) GetServiceQuota() *Quota {
+	if x != nil {
+		return x.ServiceQuota
 	}
 	return nil
 }
@@ -2160,12 +2179,14 @@ const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"\n" +
 	"\x15krypton/v1/wrap.proto\x12\n" +
 	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x17krypton/v1/common.proto\x1a\x1bkrypton/v1/governance.proto\"\x16\n" +
-	"\x14ListEndpointsRequest\"\xa8\x01\n" +
+	"\x14ListEndpointsRequest\"\x96\x02\n" +
 	"\x15ListEndpointsResponse\x122\n" +
 	"\tendpoints\x18\x01 \x03(\v2\x14.krypton.v1.EndpointR\tendpoints\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06region\x18\x03 \x01(\tR\x06region\x12*\n" +
-	"\x06policy\x18\x04 \x01(\v2\x12.krypton.v1.PolicyR\x06policy\"\x87\x01\n" +
+	"\x06policy\x18\x04 \x01(\v2\x12.krypton.v1.PolicyR\x06policy\x124\n" +
+	"\ftenant_quota\x18\x05 \x01(\v2\x11.krypton.v1.QuotaR\vtenantQuota\x126\n" +
+	"\rservice_quota\x18\x06 \x01(\v2\x11.krypton.v1.QuotaR\fserviceQuota\"\x87\x01\n" +
 	"\bEndpoint\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\x122\n" +
@@ -2374,80 +2395,83 @@ var file_krypton_v1_wrap_proto_goTypes = []any{
 	(*PackedGenerateDataKeyRequest)(nil),  // 32: krypton.v1.PackedGenerateDataKeyRequest
 	(*PackedGenerateDataKeyResponse)(nil), // 33: krypton.v1.PackedGenerateDataKeyResponse
 	(*Policy)(nil),                        // 34: krypton.v1.Policy
-	(*KeyScope)(nil),                      // 35: krypton.v1.KeyScope
-	(*durationpb.Duration)(nil),           // 36: google.protobuf.Duration
-	(*KeyRef)(nil),                        // 37: krypton.v1.KeyRef
-	(*ItemError)(nil),                     // 38: krypton.v1.ItemError
+	(*Quota)(nil),                         // 35: krypton.v1.Quota
+	(*KeyScope)(nil),                      // 36: krypton.v1.KeyScope
+	(*durationpb.Duration)(nil),           // 37: google.protobuf.Duration
+	(*KeyRef)(nil),                        // 38: krypton.v1.KeyRef
+	(*ItemError)(nil),                     // 39: krypton.v1.ItemError
 }
 var file_krypton_v1_wrap_proto_depIdxs = []int32{
 	4,  // 0: krypton.v1.ListEndpointsResponse.endpoints:type_name -> krypton.v1.Endpoint
 	34, // 1: krypton.v1.ListEndpointsResponse.policy:type_name -> krypton.v1.Policy
-	0,  // 2: krypton.v1.Endpoint.status:type_name -> krypton.v1.EndpointStatus
-	1,  // 3: krypton.v1.KeyEvent.kind:type_name -> krypton.v1.KeyEventKind
-	35, // 4: krypton.v1.KeyEvent.scope:type_name -> krypton.v1.KeyScope
-	35, // 5: krypton.v1.KeyEvent.unusable:type_name -> krypton.v1.KeyScope
-	36, // 6: krypton.v1.KeyEvent.lease:type_name -> google.protobuf.Duration
-	37, // 7: krypton.v1.WrapRequest.key:type_name -> krypton.v1.KeyRef
-	37, // 8: krypton.v1.WrapResponse.key:type_name -> krypton.v1.KeyRef
-	37, // 9: krypton.v1.UnwrapResponse.key:type_name -> krypton.v1.KeyRef
-	37, // 10: krypton.v1.GenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
-	37, // 11: krypton.v1.GenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
-	37, // 12: krypton.v1.RewrapResponse.key:type_name -> krypton.v1.KeyRef
-	37, // 13: krypton.v1.RewrapResponse.source_key:type_name -> krypton.v1.KeyRef
-	7,  // 14: krypton.v1.BatchWrapRequest.items:type_name -> krypton.v1.WrapRequest
-	17, // 15: krypton.v1.BatchWrapResponse.results:type_name -> krypton.v1.WrapResult
-	8,  // 16: krypton.v1.WrapResult.value:type_name -> krypton.v1.WrapResponse
-	38, // 17: krypton.v1.WrapResult.error:type_name -> krypton.v1.ItemError
-	9,  // 18: krypton.v1.BatchUnwrapRequest.items:type_name -> krypton.v1.UnwrapRequest
-	20, // 19: krypton.v1.BatchUnwrapResponse.results:type_name -> krypton.v1.UnwrapResult
-	10, // 20: krypton.v1.UnwrapResult.value:type_name -> krypton.v1.UnwrapResponse
-	38, // 21: krypton.v1.UnwrapResult.error:type_name -> krypton.v1.ItemError
-	11, // 22: krypton.v1.BatchGenerateDataKeyRequest.items:type_name -> krypton.v1.GenerateDataKeyRequest
-	23, // 23: krypton.v1.BatchGenerateDataKeyResponse.results:type_name -> krypton.v1.GenerateDataKeyResult
-	12, // 24: krypton.v1.GenerateDataKeyResult.value:type_name -> krypton.v1.GenerateDataKeyResponse
-	38, // 25: krypton.v1.GenerateDataKeyResult.error:type_name -> krypton.v1.ItemError
-	13, // 26: krypton.v1.BatchRewrapRequest.items:type_name -> krypton.v1.RewrapRequest
-	26, // 27: krypton.v1.BatchRewrapResponse.results:type_name -> krypton.v1.RewrapResult
-	14, // 28: krypton.v1.RewrapResult.value:type_name -> krypton.v1.RewrapResponse
-	38, // 29: krypton.v1.RewrapResult.error:type_name -> krypton.v1.ItemError
-	37, // 30: krypton.v1.PackedWrapRequest.key:type_name -> krypton.v1.KeyRef
-	37, // 31: krypton.v1.PackedWrapResponse.key:type_name -> krypton.v1.KeyRef
-	37, // 32: krypton.v1.PackedUnwrapResponse.keys:type_name -> krypton.v1.KeyRef
-	31, // 33: krypton.v1.PackedUnwrapResponse.errors:type_name -> krypton.v1.PackedItemError
-	38, // 34: krypton.v1.PackedItemError.error:type_name -> krypton.v1.ItemError
-	37, // 35: krypton.v1.PackedGenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
-	37, // 36: krypton.v1.PackedGenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
-	7,  // 37: krypton.v1.WrapService.Wrap:input_type -> krypton.v1.WrapRequest
-	9,  // 38: krypton.v1.WrapService.Unwrap:input_type -> krypton.v1.UnwrapRequest
-	11, // 39: krypton.v1.WrapService.GenerateDataKey:input_type -> krypton.v1.GenerateDataKeyRequest
-	13, // 40: krypton.v1.WrapService.Rewrap:input_type -> krypton.v1.RewrapRequest
-	15, // 41: krypton.v1.WrapService.BatchWrap:input_type -> krypton.v1.BatchWrapRequest
-	18, // 42: krypton.v1.WrapService.BatchUnwrap:input_type -> krypton.v1.BatchUnwrapRequest
-	21, // 43: krypton.v1.WrapService.BatchGenerateDataKey:input_type -> krypton.v1.BatchGenerateDataKeyRequest
-	24, // 44: krypton.v1.WrapService.BatchRewrap:input_type -> krypton.v1.BatchRewrapRequest
-	27, // 45: krypton.v1.WrapService.PackedWrap:input_type -> krypton.v1.PackedWrapRequest
-	29, // 46: krypton.v1.WrapService.PackedUnwrap:input_type -> krypton.v1.PackedUnwrapRequest
-	32, // 47: krypton.v1.WrapService.PackedGenerateDataKey:input_type -> krypton.v1.PackedGenerateDataKeyRequest
-	2,  // 48: krypton.v1.WrapService.ListEndpoints:input_type -> krypton.v1.ListEndpointsRequest
-	5,  // 49: krypton.v1.WrapService.WatchKeyEvents:input_type -> krypton.v1.WatchKeyEventsRequest
-	8,  // 50: krypton.v1.WrapService.Wrap:output_type -> krypton.v1.WrapResponse
-	10, // 51: krypton.v1.WrapService.Unwrap:output_type -> krypton.v1.UnwrapResponse
-	12, // 52: krypton.v1.WrapService.GenerateDataKey:output_type -> krypton.v1.GenerateDataKeyResponse
-	14, // 53: krypton.v1.WrapService.Rewrap:output_type -> krypton.v1.RewrapResponse
-	16, // 54: krypton.v1.WrapService.BatchWrap:output_type -> krypton.v1.BatchWrapResponse
-	19, // 55: krypton.v1.WrapService.BatchUnwrap:output_type -> krypton.v1.BatchUnwrapResponse
-	22, // 56: krypton.v1.WrapService.BatchGenerateDataKey:output_type -> krypton.v1.BatchGenerateDataKeyResponse
-	25, // 57: krypton.v1.WrapService.BatchRewrap:output_type -> krypton.v1.BatchRewrapResponse
-	28, // 58: krypton.v1.WrapService.PackedWrap:output_type -> krypton.v1.PackedWrapResponse
-	30, // 59: krypton.v1.WrapService.PackedUnwrap:output_type -> krypton.v1.PackedUnwrapResponse
-	33, // 60: krypton.v1.WrapService.PackedGenerateDataKey:output_type -> krypton.v1.PackedGenerateDataKeyResponse
-	3,  // 61: krypton.v1.WrapService.ListEndpoints:output_type -> krypton.v1.ListEndpointsResponse
-	6,  // 62: krypton.v1.WrapService.WatchKeyEvents:output_type -> krypton.v1.KeyEvent
-	50, // [50:63] is the sub-list for method output_type
-	37, // [37:50] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	35, // 2: krypton.v1.ListEndpointsResponse.tenant_quota:type_name -> krypton.v1.Quota
+	35, // 3: krypton.v1.ListEndpointsResponse.service_quota:type_name -> krypton.v1.Quota
+	0,  // 4: krypton.v1.Endpoint.status:type_name -> krypton.v1.EndpointStatus
+	1,  // 5: krypton.v1.KeyEvent.kind:type_name -> krypton.v1.KeyEventKind
+	36, // 6: krypton.v1.KeyEvent.scope:type_name -> krypton.v1.KeyScope
+	36, // 7: krypton.v1.KeyEvent.unusable:type_name -> krypton.v1.KeyScope
+	37, // 8: krypton.v1.KeyEvent.lease:type_name -> google.protobuf.Duration
+	38, // 9: krypton.v1.WrapRequest.key:type_name -> krypton.v1.KeyRef
+	38, // 10: krypton.v1.WrapResponse.key:type_name -> krypton.v1.KeyRef
+	38, // 11: krypton.v1.UnwrapResponse.key:type_name -> krypton.v1.KeyRef
+	38, // 12: krypton.v1.GenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
+	38, // 13: krypton.v1.GenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
+	38, // 14: krypton.v1.RewrapResponse.key:type_name -> krypton.v1.KeyRef
+	38, // 15: krypton.v1.RewrapResponse.source_key:type_name -> krypton.v1.KeyRef
+	7,  // 16: krypton.v1.BatchWrapRequest.items:type_name -> krypton.v1.WrapRequest
+	17, // 17: krypton.v1.BatchWrapResponse.results:type_name -> krypton.v1.WrapResult
+	8,  // 18: krypton.v1.WrapResult.value:type_name -> krypton.v1.WrapResponse
+	39, // 19: krypton.v1.WrapResult.error:type_name -> krypton.v1.ItemError
+	9,  // 20: krypton.v1.BatchUnwrapRequest.items:type_name -> krypton.v1.UnwrapRequest
+	20, // 21: krypton.v1.BatchUnwrapResponse.results:type_name -> krypton.v1.UnwrapResult
+	10, // 22: krypton.v1.UnwrapResult.value:type_name -> krypton.v1.UnwrapResponse
+	39, // 23: krypton.v1.UnwrapResult.error:type_name -> krypton.v1.ItemError
+	11, // 24: krypton.v1.BatchGenerateDataKeyRequest.items:type_name -> krypton.v1.GenerateDataKeyRequest
+	23, // 25: krypton.v1.BatchGenerateDataKeyResponse.results:type_name -> krypton.v1.GenerateDataKeyResult
+	12, // 26: krypton.v1.GenerateDataKeyResult.value:type_name -> krypton.v1.GenerateDataKeyResponse
+	39, // 27: krypton.v1.GenerateDataKeyResult.error:type_name -> krypton.v1.ItemError
+	13, // 28: krypton.v1.BatchRewrapRequest.items:type_name -> krypton.v1.RewrapRequest
+	26, // 29: krypton.v1.BatchRewrapResponse.results:type_name -> krypton.v1.RewrapResult
+	14, // 30: krypton.v1.RewrapResult.value:type_name -> krypton.v1.RewrapResponse
+	39, // 31: krypton.v1.RewrapResult.error:type_name -> krypton.v1.ItemError
+	38, // 32: krypton.v1.PackedWrapRequest.key:type_name -> krypton.v1.KeyRef
+	38, // 33: krypton.v1.PackedWrapResponse.key:type_name -> krypton.v1.KeyRef
+	38, // 34: krypton.v1.PackedUnwrapResponse.keys:type_name -> krypton.v1.KeyRef
+	31, // 35: krypton.v1.PackedUnwrapResponse.errors:type_name -> krypton.v1.PackedItemError
+	39, // 36: krypton.v1.PackedItemError.error:type_name -> krypton.v1.ItemError
+	38, // 37: krypton.v1.PackedGenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
+	38, // 38: krypton.v1.PackedGenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
+	7,  // 39: krypton.v1.WrapService.Wrap:input_type -> krypton.v1.WrapRequest
+	9,  // 40: krypton.v1.WrapService.Unwrap:input_type -> krypton.v1.UnwrapRequest
+	11, // 41: krypton.v1.WrapService.GenerateDataKey:input_type -> krypton.v1.GenerateDataKeyRequest
+	13, // 42: krypton.v1.WrapService.Rewrap:input_type -> krypton.v1.RewrapRequest
+	15, // 43: krypton.v1.WrapService.BatchWrap:input_type -> krypton.v1.BatchWrapRequest
+	18, // 44: krypton.v1.WrapService.BatchUnwrap:input_type -> krypton.v1.BatchUnwrapRequest
+	21, // 45: krypton.v1.WrapService.BatchGenerateDataKey:input_type -> krypton.v1.BatchGenerateDataKeyRequest
+	24, // 46: krypton.v1.WrapService.BatchRewrap:input_type -> krypton.v1.BatchRewrapRequest
+	27, // 47: krypton.v1.WrapService.PackedWrap:input_type -> krypton.v1.PackedWrapRequest
+	29, // 48: krypton.v1.WrapService.PackedUnwrap:input_type -> krypton.v1.PackedUnwrapRequest
+	32, // 49: krypton.v1.WrapService.PackedGenerateDataKey:input_type -> krypton.v1.PackedGenerateDataKeyRequest
+	2,  // 50: krypton.v1.WrapService.ListEndpoints:input_type -> krypton.v1.ListEndpointsRequest
+	5,  // 51: krypton.v1.WrapService.WatchKeyEvents:input_type -> krypton.v1.WatchKeyEventsRequest
+	8,  // 52: krypton.v1.WrapService.Wrap:output_type -> krypton.v1.WrapResponse
+	10, // 53: krypton.v1.WrapService.Unwrap:output_type -> krypton.v1.UnwrapResponse
+	12, // 54: krypton.v1.WrapService.GenerateDataKey:output_type -> krypton.v1.GenerateDataKeyResponse
+	14, // 55: krypton.v1.WrapService.Rewrap:output_type -> krypton.v1.RewrapResponse
+	16, // 56: krypton.v1.WrapService.BatchWrap:output_type -> krypton.v1.BatchWrapResponse
+	19, // 57: krypton.v1.WrapService.BatchUnwrap:output_type -> krypton.v1.BatchUnwrapResponse
+	22, // 58: krypton.v1.WrapService.BatchGenerateDataKey:output_type -> krypton.v1.BatchGenerateDataKeyResponse
+	25, // 59: krypton.v1.WrapService.BatchRewrap:output_type -> krypton.v1.BatchRewrapResponse
+	28, // 60: krypton.v1.WrapService.PackedWrap:output_type -> krypton.v1.PackedWrapResponse
+	30, // 61: krypton.v1.WrapService.PackedUnwrap:output_type -> krypton.v1.PackedUnwrapResponse
+	33, // 62: krypton.v1.WrapService.PackedGenerateDataKey:output_type -> krypton.v1.PackedGenerateDataKeyResponse
+	3,  // 63: krypton.v1.WrapService.ListEndpoints:output_type -> krypton.v1.ListEndpointsResponse
+	6,  // 64: krypton.v1.WrapService.WatchKeyEvents:output_type -> krypton.v1.KeyEvent
+	52, // [52:65] is the sub-list for method output_type
+	39, // [39:52] is the sub-list for method input_type
+	39, // [39:39] is the sub-list for extension type_name
+	39, // [39:39] is the sub-list for extension extendee
+	0,  // [0:39] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_wrap_proto_init() }
