@@ -2,6 +2,7 @@ package region
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/fsm"
 )
 
@@ -96,8 +98,11 @@ func openRevSet(dataDir string) (*revSet, error) {
 		return nil, fmt.Errorf("region: revocation set: %w", err)
 	}
 	db, err := bbolt.Open(filepath.Join(dataDir, revsetFile), 0o600, &bbolt.Options{Timeout: time.Second})
-	if err != nil {
+	if errors.Is(err, bbolt.ErrTimeout) {
 		return nil, fmt.Errorf("region: revocation set %s: %w (is another node using this data directory?)", filepath.Join(dataDir, revsetFile), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("region: revocation set: %w", cluster.DamagedState(filepath.Join(dataDir, revsetFile), dataDir, err))
 	}
 	m := map[string]revEntry{}
 	err = db.Update(func(tx *bbolt.Tx) error {
