@@ -86,6 +86,8 @@ func revFromLog(log []fsm.Revocation) []revEntry {
 type revSet struct {
 	db   *bbolt.DB
 	mu   sync.Mutex // serialises add
+	// unsaved are entries enforced in memory whose write failed (mu held): written with the next.
+	unsaved []revEntry
 	keys atomic.Pointer[map[string]revEntry]
 	// owners: the durable owner keys (ownerset.go), tenant to fingerprint.
 	owners atomic.Pointer[map[string]string]
@@ -135,7 +137,8 @@ func openRevSet(dataDir string) (*revSet, error) {
 func (s *revSet) close() error { return s.db.Close() }
 
 // add records the entries not yet in the set, durably (one fsync), then makes them visible.
-// On a write failure they are still enforced in memory, and the error says so.
+// On a write failure they are still enforced in memory, the error says so, and the next add
+// writes them again (a full disk: once space returns, the set on disk catches up).
 func (s *revSet) add(entries []revEntry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -149,7 +152,7 @@ func (s *revSet) add(entries []revEntry) error {
 			fresh = append(fresh, e)
 		}
 	}
-	if len(fresh) == 0 {
+	if len(fresh) == 0 && len(s.unsaved) == 0 {
 		return nil
 	}
 	m := make(map[string]revEntry, len(old)+len(fresh))
@@ -160,9 +163,10 @@ func (s *revSet) add(entries []revEntry) error {
 		m[e.key()] = e
 	}
 	s.keys.Store(&m)
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	write := append(s.unsaved, fresh...)
+	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(revsetBucket)
-		for _, e := range fresh {
+		for _, e := range write {
 			v, err := json.Marshal(e)
 			if err != nil {
 				return err
@@ -173,6 +177,12 @@ func (s *revSet) add(entries []revEntry) error {
 		}
 		return nil
 	})
+	if err != nil {
+		s.unsaved = write
+		return fmt.Errorf("%w (%d revocations in memory only until a write succeeds)", err, len(write))
+	}
+	s.unsaved = nil
+	return nil
 }
 
 // revoked reports whether the set revokes version of tenant/service (version 0: the service).
