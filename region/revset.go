@@ -84,11 +84,11 @@ func revFromLog(log []fsm.Revocation) []revEntry {
 // revSet is the durable set and its copy in memory (copy-on-write: read lock-free on the wrap
 // path, replaced whole on the rare write).
 type revSet struct {
-	db   *bbolt.DB
-	mu   sync.Mutex // serialises add
+	db *bbolt.DB
+	mu sync.Mutex // serialises add
 	// unsaved are entries enforced in memory whose write failed (mu held): written with the next.
 	unsaved []revEntry
-	keys atomic.Pointer[map[string]revEntry]
+	keys    atomic.Pointer[map[string]revEntry]
 	// owners: the durable owner keys (ownerset.go), tenant to fingerprint.
 	owners atomic.Pointer[map[string]string]
 	// anchors: the durable anchors of owned tenants (ownerset.go), tenant to anchorDigest.
