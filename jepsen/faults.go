@@ -51,6 +51,10 @@ func (nm *nemesis) diskFull(ctx context.Context, l int, hold time.Duration, f *F
 	if t == l {
 		role = "leader"
 	}
+	// Held three times as long as other faults: bbolt reuses the pages log compaction freed, so
+	// the Raft store meets ENOSPC only once snapshots (which need new files) have failed long
+	// enough for the log to outgrow its file.
+	hold *= 3
 	f.Detail = fmt.Sprintf("%s (%s) disk full (%d MiB filler)", nd.id, role, n>>20)
 	nm.logf("nemesis: %s for %s", f.Detail, hold)
 	sleep(ctx, hold)
