@@ -162,7 +162,14 @@ func (nm *nemesis) corruptRestart(ctx context.Context, l int, f *Fault) error {
 	}
 	nd := c.nodes[t]
 	f.Node = nd.id
-	file := corruptFiles[nm.r.IntN(len(corruptFiles))]
+	// The files in turn, the Raft store first, so that a scenario with two of these hits both.
+	done := 0
+	for _, g := range nm.injected() {
+		if g.Kind == CorruptRestart {
+			done++
+		}
+	}
+	file := corruptFiles[done%len(corruptFiles)]
 	f.Detail = fmt.Sprintf("%s: %s corrupted", nd.id, file)
 	nm.logf("nemesis: corrupt-restart: stopping %s and corrupting its %s", nd.id, file)
 	c.stop(t, 10*time.Second)
