@@ -156,7 +156,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 		BoltOptions: &bbolt.Options{Timeout: time.Second},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("cluster: open raft store: %w", err)
+		return nil, fmt.Errorf("cluster: open raft store: %w", DamagedState(filepath.Join(cfg.DataDir, "raft", "raft.db"), cfg.DataDir, err))
 	}
 	cleanup = append(cleanup, func() { c.store.Close() })
 	c.logs, err = raft.NewLogCache(512, c.store)

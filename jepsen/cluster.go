@@ -61,6 +61,11 @@ type node struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	paused  bool
+	// expectExit: the harness started the node expecting it to refuse to start (corrupt-restart);
+	// its exit is not a crash.
+	expectExit bool
+	// crashes are the exits the harness did not cause (the no-crash checker).
+	crashes []string
 }
 
 // cluster runs the region under test: certificates, anchors, node processes, the network; and,
@@ -75,6 +80,8 @@ type cluster struct {
 	caPath    string
 	nodes     []*node
 	anchors   []string // anchor key files, one per tenant
+	// disks are the nodes' own filesystems (disk.go), when the scenario lists a disk nemesis.
+	disks []*nodeDisk
 
 	// Governance mode (Scenario.Governance > 0): the governance nodes, on the network's hosts
 	// after the region's (host index len(nodes)+j), with a gossip key of their own.
@@ -309,9 +316,20 @@ func (c *cluster) launch(nd *node, argv []string) error {
 	nd.paused = false
 	exited := make(chan struct{})
 	nd.exited = exited
+	started := time.Now()
 	go func() {
-		cmd.Wait()
+		err := cmd.Wait()
 		logf.Close()
+		nd.mu.Lock()
+		if nd.cmd == cmd {
+			// Nobody stopped it (kill and stop clear nd.cmd first): it exited on its own. It is
+			// down now, and healAll starts it again.
+			nd.cmd, nd.paused = nil, false
+			if !nd.expectExit {
+				nd.crashes = append(nd.crashes, fmt.Sprintf("%s exited on its own after %s: %v (see %s)", nd.id, time.Since(started).Round(time.Millisecond), err, nd.logPath))
+			}
+		}
+		nd.mu.Unlock()
 		close(exited)
 	}()
 	return nil
@@ -391,6 +409,29 @@ func runningNode(nd *node) bool {
 	nd.mu.Lock()
 	defer nd.mu.Unlock()
 	return nd.cmd != nil && !nd.paused
+}
+
+// useDisks puts every region node's data directory on a filesystem of its own (disk.go).
+func (c *cluster) useDisks() error {
+	for _, nd := range c.nodes {
+		home := filepath.Dir(nd.dir)
+		d, err := newDisk(filepath.Join(home, "disk.img"), filepath.Join(home, "disk"))
+		if err != nil {
+			c.closeDisks(false)
+			return err
+		}
+		c.disks = append(c.disks, d)
+		nd.dir = filepath.Join(home, "disk", "data")
+	}
+	return nil
+}
+
+// closeDisks unmounts the nodes' disks (the nodes must be down); keep keeps the images.
+func (c *cluster) closeDisks(keep bool) {
+	for _, d := range c.disks {
+		d.close(keep)
+	}
+	c.disks = nil
 }
 
 // wipe deletes node i's data directory (it must be down).

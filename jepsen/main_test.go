@@ -25,6 +25,7 @@ var (
 	nemeses  = flag.String("jepsen.nemeses", "", "comma-separated nemeses: one scenario of just these (overrides the schedule)")
 	nodes    = flag.Int("jepsen.nodes", 3, "nodes of the -jepsen.nemeses scenario")
 	netFlag  = flag.String("jepsen.network", "", "netns or loopback (default: netns when root)")
+	keepFlag = flag.Bool("jepsen.keep", false, "keep the nodes' logs and data (disk images) of passing runs too")
 	govFlag  = flag.Int("jepsen.governance", 0, "governance nodes of the -jepsen.nemeses scenario (0: a region on its own)")
 )
 
@@ -128,7 +129,7 @@ func TestSchedule(t *testing.T) {
 			dir := runDir(t, sc.Name, s)
 			t.Logf("scenario %s, seed %d, report in %s (repeat: go test ./jepsen -run 'TestSchedule/%s' -args -jepsen.seed %d%s)",
 				sc.Name, s, dir, sc.Name, s-uint64(i), longArg())
-			res, err := jepsen.Run(context.Background(), sc, jepsen.Options{Binary: bin, Dir: dir, Seed: s, Logf: t.Logf, Network: *netFlag})
+			res, err := jepsen.Run(context.Background(), sc, jepsen.Options{Binary: bin, Dir: dir, Seed: s, Logf: t.Logf, Network: *netFlag, KeepData: *keepFlag})
 			if err != nil {
 				t.Fatalf("the harness failed: %v (report in %s)", err, dir)
 			}

@@ -33,6 +33,14 @@ const (
 	// revocation it lacks was acknowledged; the region must refuse it (restore.go).
 	SnapshotRestore = "snapshot-restore"
 
+	// Disk and clock nemeses (faults.go; DESIGN.md, "Disks" and "Clocks").
+	DiskFull       = "disk-full"       // one node's filesystem filled until ENOSPC, then freed
+	SlowFsync      = "slow-fsync"      // one node's disk throttled to a few writes a second
+	CorruptRestart = "corrupt-restart" // one node stopped, a bbolt file of its state corrupted, started: it must refuse; then reset and rejoined
+	// ClockJump steps the machine's wall clock by hours (clock_settime): it moves every process's
+	// wall clock at once, so it runs only in make jepsen's clock scenario, not in AllNemeses.
+	ClockJump = "clock-jump"
+
 	// Governance nemeses: only in a scenario with Governance set (a no-op otherwise).
 	GovernanceKill      = "governance-kill"      // SIGKILL the governance leader (or its only node), restart it later
 	GovernancePartition = "governance-partition" // the region's leader cut off from every governance node
@@ -47,7 +55,8 @@ const (
 
 // AllNemeses lists every kind.
 var AllNemeses = []string{KillLeader, KillFollower, KillAll, PauseLeader, PauseFollower, PartitionLeader,
-	PartitionFollower, Bridge, OneWay, Slow, Member, Transfer, AnchorFlaky, AnchorDead, AnchorHung, SnapshotRestore}
+	PartitionFollower, Bridge, OneWay, Slow, Member, Transfer, AnchorFlaky, AnchorDead, AnchorHung, SnapshotRestore,
+	DiskFull, SlowFsync, CorruptRestart}
 
 // GovernanceNemeses lists the governance kinds (not in AllNemeses: the mixed scenarios run
 // without governance).
@@ -71,6 +80,9 @@ type Fault struct {
 	// and the acknowledged revocation (op id) the snapshot lacks.
 	Restore    string `json:"restore,omitempty"`
 	Revocation int    `json:"revocation,omitempty"`
+	// Disk and clock nemeses: the node hit, and what went wrong (the disk-faults checker).
+	Node    string `json:"node,omitempty"`
+	Problem string `json:"problem,omitempty"`
 }
 
 // nemesis injects faults into a cluster.
@@ -315,6 +327,14 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		return nil
 	case Member:
 		return nm.member(ctx, l, &f)
+	case DiskFull:
+		return nm.diskFull(ctx, l, hold, &f)
+	case SlowFsync:
+		return nm.slowFsync(ctx, l, hold, &f)
+	case CorruptRestart:
+		return nm.corruptRestart(ctx, l, &f)
+	case ClockJump:
+		return nm.clockJump(ctx, l, hold, &f)
 	case SnapshotRestore:
 		return nm.restore(ctx, &f)
 	case GovernanceKill:
@@ -450,6 +470,10 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 func (nm *nemesis) healAll() {
 	c := nm.c
 	c.net.heal()
+	for _, d := range c.disks {
+		d.heal()
+	}
+	restoreClock()
 	for t := range c.anchors {
 		c.setAnchor(t, "ok")
 	}

@@ -185,6 +185,29 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	if err != nil {
 		return nil, err
 	}
+	// Disks are unmounted after the nodes stop (defers run last first); a failed run keeps
+	// their images.
+	defer func() { c.closeDisks(res == nil || !res.OK() || opts.KeepData) }()
+	defer restoreClock()
+	if slices.ContainsFunc(nemeses, func(k string) bool { return diskKinds[k] }) {
+		if err := c.useDisks(); err != nil {
+			// Like the network nemeses without namespaces: skipped, unless CI (root) requires
+			// every fault to run.
+			if os.Getenv("KRYPTON_REQUIRE_PEERS") != "" {
+				return nil, fmt.Errorf("jepsen: the disk nemeses need each node's data directory on a loop-mounted filesystem of its own (root, mkfs.ext4, losetup, mount): %w", err)
+			}
+			logf("disk nemeses skipped: each node's data directory on a filesystem of its own needs root, mkfs.ext4, losetup and mount: %v", err)
+			kept := nemeses[:0:0]
+			for _, k := range nemeses {
+				if diskKinds[k] {
+					res.Skipped = append(res.Skipped, k)
+				} else {
+					kept = append(kept, k)
+				}
+			}
+			nemeses = kept
+		}
+	}
 	defer c.shutdown()
 	cs := newConns(c)
 	defer cs.close()
@@ -311,9 +334,13 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 		res.RefusalCodes[rf.Code]++
 		res.WorstRefusal = max(res.WorstRefusal, rf.After)
 	}
+	if len(c.disks) > 0 {
+		res.Verdicts = append(res.Verdicts, checkDiskFaults(c, faults))
+	}
 	c.shutdown()
 	h.close()
-	res.Verdicts = append(res.Verdicts, checkNoPlaintext(c, h))
+	res.Verdicts = append(res.Verdicts, checkNoCrash(c), checkNoPlaintext(c, h))
+	c.closeDisks(!res.OK() || opts.KeepData)
 	res.Elapsed = time.Since(start)
 	if err := writeReport(res, c, ops, faults, wl.refusals, model, info, sc.Clients); err != nil {
 		logf("writing the report: %v", err)

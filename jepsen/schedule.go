@@ -15,9 +15,10 @@ func ShortSchedule() []Scenario {
 	}
 }
 
-// LongSchedule is `make jepsen`: eleven scenarios of d each (about a minute), every nemesis alone
-// and then all of them mixed, on three and five nodes, and the governance-fed region with its
-// revocations issued at governance.
+// LongSchedule is `make jepsen`: thirteen scenarios of d each (about a minute), every nemesis
+// alone (the disk faults together, the clock jump on its own) and then all of them mixed (but the
+// clock jump), on three and five nodes, and the governance-fed region with its revocations issued
+// at governance.
 func LongSchedule(d time.Duration) []Scenario {
 	return []Scenario{
 		{Name: "kill-restore", Nodes: 3, Duration: d, Nemeses: []string{KillLeader, KillFollower, KillAll, SnapshotRestore}},
@@ -28,6 +29,10 @@ func LongSchedule(d time.Duration) []Scenario {
 		{Name: "member", Nodes: 3, Duration: d, Nemeses: []string{Member}},
 		{Name: "transfer-5", Nodes: 5, Duration: d, Nemeses: []string{Transfer, KillLeader}},
 		{Name: "anchor", Nodes: 3, Duration: d, Nemeses: []string{AnchorFlaky, AnchorDead, AnchorHung}},
+		{Name: "disk", Nodes: 3, Duration: d, Nemeses: []string{DiskFull, SlowFsync, CorruptRestart}},
+		// The wall clock of the whole machine (every process, the harness's and the lead's
+		// other tests alike) is stepped: make jepsen only.
+		{Name: "clock", Nodes: 3, Duration: d, Nemeses: []string{ClockJump}},
 		{Name: "mixed-3", Nodes: 3, Duration: d, Nemeses: AllNemeses},
 		{Name: "mixed-5", Nodes: 5, Duration: d, Nemeses: AllNemeses},
 		{Name: "governance", Nodes: 3, Governance: 3, Duration: d,

@@ -2,6 +2,7 @@ package region
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	"go.etcd.io/bbolt"
 
+	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/fsm"
 )
 
@@ -82,9 +84,11 @@ func revFromLog(log []fsm.Revocation) []revEntry {
 // revSet is the durable set and its copy in memory (copy-on-write: read lock-free on the wrap
 // path, replaced whole on the rare write).
 type revSet struct {
-	db   *bbolt.DB
-	mu   sync.Mutex // serialises add
-	keys atomic.Pointer[map[string]revEntry]
+	db *bbolt.DB
+	mu sync.Mutex // serialises add
+	// unsaved are entries enforced in memory whose write failed (mu held): written with the next.
+	unsaved []revEntry
+	keys    atomic.Pointer[map[string]revEntry]
 	// owners: the durable owner keys (ownerset.go), tenant to fingerprint.
 	owners atomic.Pointer[map[string]string]
 	// anchors: the durable anchors of owned tenants (ownerset.go), tenant to anchorDigest.
@@ -96,8 +100,11 @@ func openRevSet(dataDir string) (*revSet, error) {
 		return nil, fmt.Errorf("region: revocation set: %w", err)
 	}
 	db, err := bbolt.Open(filepath.Join(dataDir, revsetFile), 0o600, &bbolt.Options{Timeout: time.Second})
-	if err != nil {
+	if errors.Is(err, bbolt.ErrTimeout) {
 		return nil, fmt.Errorf("region: revocation set %s: %w (is another node using this data directory?)", filepath.Join(dataDir, revsetFile), err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("region: revocation set: %w", cluster.DamagedState(filepath.Join(dataDir, revsetFile), dataDir, err))
 	}
 	m := map[string]revEntry{}
 	err = db.Update(func(tx *bbolt.Tx) error {
@@ -130,7 +137,8 @@ func openRevSet(dataDir string) (*revSet, error) {
 func (s *revSet) close() error { return s.db.Close() }
 
 // add records the entries not yet in the set, durably (one fsync), then makes them visible.
-// On a write failure they are still enforced in memory, and the error says so.
+// On a write failure they are still enforced in memory, the error says so, and the next add
+// writes them again (a full disk: once space returns, the set on disk catches up).
 func (s *revSet) add(entries []revEntry) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -144,7 +152,7 @@ func (s *revSet) add(entries []revEntry) error {
 			fresh = append(fresh, e)
 		}
 	}
-	if len(fresh) == 0 {
+	if len(fresh) == 0 && len(s.unsaved) == 0 {
 		return nil
 	}
 	m := make(map[string]revEntry, len(old)+len(fresh))
@@ -155,9 +163,10 @@ func (s *revSet) add(entries []revEntry) error {
 		m[e.key()] = e
 	}
 	s.keys.Store(&m)
-	return s.db.Update(func(tx *bbolt.Tx) error {
+	write := append(s.unsaved, fresh...)
+	err := s.db.Update(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(revsetBucket)
-		for _, e := range fresh {
+		for _, e := range write {
 			v, err := json.Marshal(e)
 			if err != nil {
 				return err
@@ -168,6 +177,12 @@ func (s *revSet) add(entries []revEntry) error {
 		}
 		return nil
 	})
+	if err != nil {
+		s.unsaved = write
+		return fmt.Errorf("%w (%d revocations in memory only until a write succeeds)", err, len(write))
+	}
+	s.unsaved = nil
+	return nil
 }
 
 // revoked reports whether the set revokes version of tenant/service (version 0: the service).

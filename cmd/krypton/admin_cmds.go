@@ -140,7 +140,7 @@ func operatorCommand() *command {
 			name: "raft", synopsis: "list, remove and lead Raft peers",
 			help: "Raft peer management, as `consul operator raft`.",
 			sub:  []*command{listPeersCommand(), removePeerCommand(), transferLeaderCommand()},
-		}},
+		}, resetNodeCommand()},
 	}
 }
 

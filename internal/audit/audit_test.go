@@ -7,10 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -516,5 +518,63 @@ func TestRecordFillsFields(t *testing.T) {
 	}
 	if l.Close() != nil {
 		t.Fatal("Close failed")
+	}
+}
+
+// fullDisk writes half of what it is given, then fails as a full disk does, while full is set.
+type fullDisk struct {
+	w    io.Writer
+	full bool
+}
+
+func (d *fullDisk) Write(p []byte) (int, error) {
+	if !d.full {
+		return d.w.Write(p)
+	}
+	n, _ := d.w.Write(p[:len(p)/2])
+	return n, syscall.ENOSPC
+}
+
+// TestFullDiskLeavesLogUsable: a write to the log file that fails part way (ENOSPC) is cut back to
+// the last whole line, the event is refused, and once space returns the chain goes on and the file
+// opens again (before, the log broke for good and the next Open refused the partial line, so a
+// region node whose disk had filled could not start again).
+func TestFullDiskLeavesLogUsable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.log")
+	l, err := audit.Open(path, audit.Options{Node: "n1", SyncInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := &fullDisk{}
+	audit.WrapWriter(l, func(w io.Writer) io.Writer { disk.w = w; return disk })
+	e := audit.Event{Kind: audit.KindKeyRevoke, Tenant: "acme"}
+	if err := l.Record(e); err != nil {
+		t.Fatal(err)
+	}
+	disk.full = true
+	for range 3 {
+		if err := l.Record(e); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("Record on a full disk = %v, want ENOSPC", err)
+		}
+	}
+	disk.full = false
+	if err := l.Record(e); err != nil {
+		t.Fatalf("Record once space returned = %v, want success", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	l, err = audit.Open(path, audit.Options{})
+	if err != nil {
+		t.Fatalf("reopening after a full disk: %v", err)
+	}
+	l.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if res, err := audit.Verify(f); err != nil || res.Lines != 2 {
+		t.Fatalf("Verify = %+v, %v; want 2 lines, a valid chain", res, err)
 	}
 }

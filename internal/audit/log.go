@@ -76,7 +76,8 @@ type Log struct {
 	prev   string     // Hash of the last line written, or Genesis
 	dirty  bool       // written since the last fsync (batched mode)
 	closed bool
-	err    error // sticky: once a write or fsync failed, every Record fails
+	err    error // sticky: once an fsync (or a write New's writer) failed, every Record fails
+	size   int64 // the file's length up to its last whole line (Open's logs)
 }
 
 // New returns a Log that writes a new chain, starting at Seq 1, to w (a
@@ -113,7 +114,7 @@ func Open(path string, opts Options) (*Log, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	seq, prev, err := resume(f)
+	seq, prev, size, err := resume(f)
 	if err == nil && seq == 0 {
 		// A new or empty file: make its directory entry durable.
 		err = syncDir(dir)
@@ -122,7 +123,7 @@ func Open(path string, opts Options) (*Log, error) {
 		f.Close()
 		return nil, fmt.Errorf("audit: %s: %w", path, err)
 	}
-	l := &Log{opts: opts, w: f, f: f, seq: seq, prev: prev}
+	l := &Log{opts: opts, w: f, f: f, seq: seq, prev: prev, size: size}
 	if opts.SyncInterval > 0 {
 		l.stop = make(chan struct{})
 		l.syncDone = make(chan struct{})
@@ -132,8 +133,21 @@ func Open(path string, opts Options) (*Log, error) {
 }
 
 // resume returns the Seq and Hash of the last line of f, or 0 and Genesis if
-// f is empty, after checking that line and its link to the one before.
-func resume(f *os.File) (uint64, string, error) {
+// f is empty, after checking that line and its link to the one before, and
+// f's size.
+func resume(f *os.File) (uint64, string, int64, error) {
+	seq, prev, err := resumeTail(f)
+	if err != nil {
+		return 0, "", 0, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, "", 0, err
+	}
+	return seq, prev, fi.Size(), nil
+}
+
+func resumeTail(f *os.File) (uint64, string, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return 0, "", err
@@ -199,10 +213,13 @@ func syncDir(dir string) error {
 // the line with one write and, unless SyncInterval is set, fsyncs it.
 //
 // A caller that must not act without an audit trail (every key operation)
-// treats an error as a refusal. After a failed write or fsync the log is
-// broken for good: the file may end in a partial line, so every later Record
-// returns the first error; Close and a new Open (which will refuse the
-// partial line) are the way out.
+// treats an error as a refusal. A failed write to Open's file (a full disk)
+// is cut back to the last whole line and the event is not recorded; the log
+// goes on once the write succeeds again. After a failed fsync (what reached
+// the disk is unknown), or a failed write that could not be cut back or went
+// to New's writer, the log is broken for good: every later Record returns
+// the first error; Close and a new Open (which refuses a partial last line)
+// are the way out.
 func (l *Log) Record(e Event) error {
 	if e.Kind == "" {
 		return fmt.Errorf("%w: no kind", ErrInvalidEvent)
@@ -241,9 +258,19 @@ func (l *Log) Record(e Event) error {
 		return fmt.Errorf("%w: line of %d bytes, more than %d", ErrInvalidEvent, len(line), MaxLineSize)
 	}
 	if _, err := l.w.Write(line); err != nil {
+		if l.f != nil {
+			// A file that filled up (ENOSPC) may end in part of the line now: cut it back to the
+			// last whole line, so that the chain goes on once space returns and the next Open
+			// does not refuse a truncated last line. Only a file that cannot be cut back is
+			// broken for good.
+			if terr := l.f.Truncate(l.size); terr == nil {
+				return fmt.Errorf("audit: write failed, event not recorded (the log is unchanged; free space or fix the disk): %w", err)
+			}
+		}
 		l.err = fmt.Errorf("audit: write failed, log unusable: %w", err)
 		return l.err
 	}
+	l.size += int64(len(line))
 	if l.f != nil {
 		if l.stop == nil {
 			if err := l.f.Sync(); err != nil {
