@@ -52,7 +52,8 @@ type benchOptions struct {
 	cfg                           bench.Config
 	out, plot                     string
 	quiet                         bool
-	gw                            gatewayBench // bench_gateway.go
+	gw                            gatewayBench  // bench_gateway.go
+	el                            electionBench // bench_elections.go
 }
 
 func benchCommand() *command {
@@ -104,8 +105,19 @@ func benchCommand() *command {
 			fs.IntVar(&o.gw.batch, "gateway-batch", 128, "with -spawn-gateway: the gateway's batch size (1: batching off)")
 			fs.DurationVar(&o.gw.batchWait, "gateway-batch-wait", 500*time.Microsecond, "with -spawn-gateway: the gateway's batch wait")
 			fs.IntVar(&o.gw.payload, "gateway-payload", 1024, "with -op encrypt through a gateway: bytes of data per Encrypt")
+			o.el.declare(fs)
 		},
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
+			if o.el.hogFor > 0 {
+				return o.el.hog(ctx)
+			}
+			if o.el.enabled {
+				if err := o.checkElections(fs); err != nil {
+					return err
+				}
+				defer memguard.Purge()
+				return o.runElections(ctx, s)
+			}
 			if err := o.check(fs); err != nil {
 				return err
 			}
@@ -174,6 +186,40 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 		}
 		if fi, err := os.Stat(filepath.Dir(f.path)); err != nil || !fi.IsDir() {
 			return usagef("-%s %s: directory %s does not exist", f.flag, f.path, filepath.Dir(f.path))
+		}
+	}
+	return nil
+}
+
+// checkElections validates the flags of -elections: only the ones it reads may be given.
+func (o *benchOptions) checkElections(fs *flag.FlagSet) error {
+	if fs.NArg() != 0 {
+		return usagef("bench takes no arguments")
+	}
+	var other []string
+	fs.Visit(func(f *flag.Flag) {
+		switch {
+		case f.Name == "elections" || f.Name == "duration" || f.Name == "hogs" || f.Name == "probe-interval" || f.Name == "out" || f.Name == "quiet":
+		case strings.HasPrefix(f.Name, "raft-"):
+		case os.Getenv(envName(f.Name)) != "" && f.Value.String() == os.Getenv(envName(f.Name)):
+			// From a KRYPTON_* variable (as `krypton dev` suggests exporting): not asked for here.
+		default:
+			other = append(other, "-"+f.Name)
+		}
+	})
+	switch {
+	case len(other) > 0:
+		return usagef("%s cannot be given with -elections (it takes -duration, -hogs, -probe-interval, -out and the -raft-* timings)", strings.Join(other, ", "))
+	case o.cfg.Duration <= 0:
+		return usagef("-duration must be positive")
+	case o.el.hogs < 0 || o.el.hogs > 64:
+		return usagef("-hogs must be 0 to 64")
+	case o.el.probe < 0:
+		return usagef("-probe-interval must not be negative (0: no probes)")
+	}
+	if o.out != "" {
+		if fi, err := os.Stat(filepath.Dir(o.out)); err != nil || !fi.IsDir() {
+			return usagef("-out %s: directory %s does not exist", o.out, filepath.Dir(o.out))
 		}
 	}
 	return nil
