@@ -109,12 +109,14 @@ type electionResult struct {
 	Probes            int               `json:"probes"`
 	ProbesRefused     int               `json:"probes_refused_no_lease"`
 	ProbesFailed      int               `json:"probes_failed_other"`
+	LogEntries        uint64            `json:"log_entries"`
+	CPUSeconds        float64           `json:"process_cpu_seconds"`
 	TermsPerHour      float64           `json:"term_changes_per_hour"`
 	LeadersPerHour    float64           `json:"leader_changes_per_hour"`
 	StepDownsPerHour  float64           `json:"step_downs_per_hour"`
 }
 
-// gaugeValue reads one unlabelled gauge from a node's registry: the figures come from the metrics
+// gaugeValue reads one unlabelled gauge or counter from a node's registry: the figures come from the metrics
 // the node exports (cluster/metrics.go, region/metrics.go), read in this process.
 func gaugeValue(d *devRegion, i int, name string) (float64, bool) {
 	mfs, err := d.nodes[i].Registry().Gather()
@@ -123,7 +125,11 @@ func gaugeValue(d *devRegion, i int, name string) (float64, bool) {
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue(), true
+			m := mf.GetMetric()[0]
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue(), true
+			}
+			return m.GetGauge().GetValue(), true
 		}
 	}
 	return 0, false
@@ -203,6 +209,17 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 		return uint64(t)
 	}
 	res.TermStart = termOf()
+	indexOf := func() uint64 {
+		var t float64
+		for i := range d.nodes {
+			if v, ok := gaugeValue(d, i, "krypton_cluster_raft_commit_index"); ok && v > t {
+				t = v
+			}
+		}
+		return uint64(t)
+	}
+	indexStart := indexOf()
+	cpuStart, _ := gaugeValue(d, 0, "process_cpu_seconds_total")
 	ref := &kv1.KeyRef{Tenant: "demo", Service: "app"}
 	plain := bytes.Repeat([]byte{5}, 32)
 	start := time.Now()
@@ -272,6 +289,10 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 	probeWG.Wait()
 	res.TermEnd = termOf()
 	res.TermChanges = res.TermEnd - res.TermStart
+	res.LogEntries = indexOf() - indexStart
+	if cpu, ok := gaugeValue(d, 0, "process_cpu_seconds_total"); ok {
+		res.CPUSeconds = cpu - cpuStart
+	}
 	res.StepDowns = countLines(d.logPath, logStart, "failed to contact quorum of nodes, stepping down")
 	if loadN > 0 {
 		res.LoadAvgMean = loadSum / float64(loadN)
@@ -286,6 +307,8 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 		dur, e.hogs, res.LoadAvgMean, res.LoadAvgMax, res.Timings)
 	fmt.Fprintf(s.out, "term %d -> %d: %d term changes (%.1f/h), %d leader changes (%.1f/h), %d step-downs for lost quorum contact (%.1f/h), %.1f s without a leader\n",
 		res.TermStart, res.TermEnd, res.TermChanges, res.TermsPerHour, res.LeaderChanges, res.LeadersPerHour, res.StepDowns, res.StepDownsPerHour, res.NoLeaderSeconds)
+	fmt.Fprintf(s.out, "raft log: %d entries committed; process CPU %.1f s (%.0f %% of one core; region, its governance node, gateway and probes)\n",
+		res.LogEntries, res.CPUSeconds, 100*res.CPUSeconds/dur.Seconds())
 	fmt.Fprintf(s.out, "serving leases: %d lapses, %.1f node-seconds not serving; probe wraps: %d, %d refused (no lease), %d failed otherwise\n",
 		res.LeaseLapses, res.NotServingSeconds, res.Probes, res.ProbesRefused, res.ProbesFailed)
 	if o.out != "" {
