@@ -91,6 +91,9 @@ func (e *electionBench) startHogs(d time.Duration) (stop func(), err error) {
 	}, nil
 }
 
+// silenceBuckets are the lower bounds of the follower silences counted (electionResult.Silences).
+var silenceBuckets = []float64{0.5, 1, 2, 4}
+
 // electionResult is what -elections reports (and writes with -out).
 type electionResult struct {
 	Duration          string            `json:"duration"`
@@ -109,11 +112,14 @@ type electionResult struct {
 	Probes            int               `json:"probes"`
 	ProbesRefused     int               `json:"probes_refused_no_lease"`
 	ProbesFailed      int               `json:"probes_failed_other"`
-	LogEntries        uint64            `json:"log_entries"`
-	CPUSeconds        float64           `json:"process_cpu_seconds"`
-	TermsPerHour      float64           `json:"term_changes_per_hour"`
-	LeadersPerHour    float64           `json:"leader_changes_per_hour"`
-	StepDownsPerHour  float64           `json:"step_downs_per_hour"`
+	// Silences counts followers' silences (no word from the leader) of at least 0.5, 1, 2 and 4 s.
+	Silences         []int   `json:"follower_silences_over_0_5_1_2_4_s"`
+	MaxSampleGap     float64 `json:"max_sample_gap_seconds"`
+	LogEntries       uint64  `json:"log_entries"`
+	CPUSeconds       float64 `json:"process_cpu_seconds"`
+	TermsPerHour     float64 `json:"term_changes_per_hour"`
+	LeadersPerHour   float64 `json:"leader_changes_per_hour"`
+	StepDownsPerHour float64 `json:"step_downs_per_hour"`
 }
 
 // gaugeValue reads one unlabelled gauge or counter from a node's registry: the figures come from the metrics
@@ -195,7 +201,10 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 		loadN              int
 		probeWG            sync.WaitGroup
 		lastLoad, lastProb time.Time
+		silence            = make([]float64, len(d.nodes))
+		lastSample         = time.Now()
 	)
+	res.Silences = make([]int, len(silenceBuckets))
 	for i := range serving {
 		serving[i] = true
 	}
@@ -231,10 +240,25 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 			return ctx.Err()
 		case <-t.C:
 		}
+		dt := time.Since(lastSample).Seconds()
+		lastSample = time.Now()
+		res.MaxSampleGap = max(res.MaxSampleGap, dt)
 		now := -1
 		for i := range d.nodes {
 			if v, _ := gaugeValue(d, i, "krypton_cluster_raft_is_leader"); v == 1 {
 				now = i
+			}
+			// A follower's silence: how long since it last heard from the leader, kept at its
+			// peak until it hears again, then counted by length.
+			if v, _ := gaugeValue(d, i, "krypton_cluster_raft_last_contact_seconds"); v > silence[i] {
+				silence[i] = v
+			} else if v < 0.25 && silence[i] > 0 {
+				for b, limit := range silenceBuckets {
+					if silence[i] >= limit {
+						res.Silences[b]++
+					}
+				}
+				silence[i] = 0
 			}
 			v, _ := gaugeValue(d, i, "krypton_lease_serving")
 			if on := v == 1; on != serving[i] {
@@ -244,11 +268,11 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 				serving[i] = on
 			}
 			if !serving[i] {
-				res.NotServingSeconds += tick.Seconds()
+				res.NotServingSeconds += dt
 			}
 		}
 		if now < 0 {
-			res.NoLeaderSeconds += tick.Seconds()
+			res.NoLeaderSeconds += dt
 		} else if now != leader {
 			if leader != -2 {
 				res.LeaderChanges++
@@ -309,6 +333,8 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 		res.TermStart, res.TermEnd, res.TermChanges, res.TermsPerHour, res.LeaderChanges, res.LeadersPerHour, res.StepDowns, res.StepDownsPerHour, res.NoLeaderSeconds)
 	fmt.Fprintf(s.out, "raft log: %d entries committed; process CPU %.1f s (%.0f %% of one core; region, its governance node, gateway and probes)\n",
 		res.LogEntries, res.CPUSeconds, 100*res.CPUSeconds/dur.Seconds())
+	fmt.Fprintf(s.out, "follower silences (no word from the leader) of >= 0.5 s, 1 s, 2 s, 4 s: %v; longest gap between two samples (this process not running) %.2f s\n",
+		res.Silences, res.MaxSampleGap)
 	fmt.Fprintf(s.out, "serving leases: %d lapses, %.1f node-seconds not serving; probe wraps: %d, %d refused (no lease), %d failed otherwise\n",
 		res.LeaseLapses, res.NotServingSeconds, res.Probes, res.ProbesRefused, res.ProbesFailed)
 	if o.out != "" {
