@@ -199,7 +199,7 @@ func (o *benchOptions) checkElections(fs *flag.FlagSet) error {
 	var other []string
 	fs.Visit(func(f *flag.Flag) {
 		switch {
-		case f.Name == "elections" || f.Name == "duration" || f.Name == "hogs" || f.Name == "probe-interval" || f.Name == "out" || f.Name == "quiet":
+		case f.Name == "elections" || f.Name == "duration" || f.Name == "hogs" || f.Name == "probe-interval" || f.Name == "in-process" || f.Name == "out" || f.Name == "quiet":
 		case strings.HasPrefix(f.Name, "raft-"):
 		case os.Getenv(envName(f.Name)) != "" && f.Value.String() == os.Getenv(envName(f.Name)):
 			// From a KRYPTON_* variable (as `krypton dev` suggests exporting): not asked for here.
@@ -209,7 +209,7 @@ func (o *benchOptions) checkElections(fs *flag.FlagSet) error {
 	})
 	switch {
 	case len(other) > 0:
-		return usagef("%s cannot be given with -elections (it takes -duration, -hogs, -probe-interval, -out and the -raft-* timings)", strings.Join(other, ", "))
+		return usagef("%s cannot be given with -elections (it takes -duration, -hogs, -in-process, -probe-interval, -out and the -raft-* timings)", strings.Join(other, ", "))
 	case o.cfg.Duration <= 0:
 		return usagef("-duration must be positive")
 	case o.el.hogs < 0 || o.el.hogs > 64:

@@ -32,13 +32,16 @@ type electionBench struct {
 	hogs    int           // busy goroutines in a separate process beside the region
 	probe   time.Duration // one wrap per node this often; 0: none
 	hogFor  time.Duration // with -cpu-hog: this process is the hog child
-	raft    raftTuning
+	// inProcess runs the nodes in this process (as krypton dev) instead of one process each.
+	inProcess bool
+	raft      raftTuning
 }
 
 func (e *electionBench) declare(fs *flag.FlagSet) {
 	fs.BoolVar(&e.enabled, "elections", false, "measure leadership stability instead of throughput: start a development region with production settings (-raft-* timings, a 5 s serving lease), leave it idle for -duration (with -hogs: beside CPU hogs) and report Raft term changes, leader changes and leader step-downs per hour, and the serving-lease lapses and refused probe wraps")
 	fs.IntVar(&e.hogs, "hogs", 0, "with -elections: this many busy goroutines burn CPU in a separate process (krypton bench -cpu-hog) for the whole run; it is killed when the run ends and exits by itself when this process does")
-	fs.DurationVar(&e.probe, "probe-interval", time.Second, "with -elections: one wrap on each node this often, to count refusals for a lapsed lease (0: none, a fully idle region)")
+	fs.DurationVar(&e.probe, "probe-interval", time.Second, "with -elections -in-process: one wrap on each node this often, to count refusals for a lapsed lease (0: none, a fully idle region)")
+	fs.BoolVar(&e.inProcess, "in-process", false, "with -elections: run the three nodes in this process, as krypton dev does, with a governance node, a tenant and -probe-interval wraps; by default each node is its own krypton server process (this binary), as in production, and the figures come from their /metrics")
 	fs.DurationVar(&e.hogFor, "cpu-hog", 0, "internal, what -hogs starts: burn -hogs cores for this long, or until stdin closes")
 	e.raft.declare(fs)
 }
@@ -97,6 +100,7 @@ var silenceBuckets = []float64{0.5, 1, 2, 4}
 // electionResult is what -elections reports (and writes with -out).
 type electionResult struct {
 	Duration          string            `json:"duration"`
+	Processes         bool              `json:"node_processes"`
 	Hogs              int               `json:"hogs"`
 	Timings           map[string]string `json:"raft_timings"`
 	LoadAvgMean       float64           `json:"loadavg1_mean"`
@@ -122,25 +126,6 @@ type electionResult struct {
 	StepDownsPerHour float64 `json:"step_downs_per_hour"`
 }
 
-// gaugeValue reads one unlabelled gauge or counter from a node's registry: the figures come from the metrics
-// the node exports (cluster/metrics.go, region/metrics.go), read in this process.
-func gaugeValue(d *devRegion, i int, name string) (float64, bool) {
-	mfs, err := d.nodes[i].Registry().Gather()
-	if err != nil {
-		return 0, false
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			m := mf.GetMetric()[0]
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue(), true
-			}
-			return m.GetGauge().GetValue(), true
-		}
-	}
-	return 0, false
-}
-
 // loadAvg reads the one-minute load average (Linux); false elsewhere.
 func loadAvg() (float64, bool) {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -159,28 +144,43 @@ func loadAvg() (float64, bool) {
 func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 	e := &o.el
 	dur := o.cfg.Duration
-	res := electionResult{Duration: dur.String(), Hogs: e.hogs, Timings: map[string]string{}}
-	dopts := &devOptions{logLevel: "warn", defaultSettings: true, tune: func(c *cluster.Config) {
-		e.raft.apply(c)
-		res.Timings["heartbeat"] = c.HeartbeatTimeout.String()
-		res.Timings["election"] = c.ElectionTimeout.String()
-		res.Timings["leader_lease"] = c.LeaderLeaseTimeout.String()
-		res.Timings["commit"] = c.CommitTimeout.String()
-	}}
-	d, err := startDev(ctx, dopts, s.err)
-	if err != nil {
-		return err
-	}
-	defer d.close()
-	var clients []kv1.WrapServiceClient
-	if e.probe > 0 {
-		for i := range d.nodes {
-			conn, err := d.dial(i, d.service[0], d.service[1])
-			if err != nil {
-				return err
-			}
-			clients = append(clients, kv1.NewWrapServiceClient(conn))
+	res := electionResult{Duration: dur.String(), Hogs: e.hogs, Timings: map[string]string{}, Processes: !e.inProcess}
+	// The timings as the nodes get them: cluster.DefaultConfig with the -raft-* flags applied.
+	c := cluster.DefaultConfig()
+	e.raft.apply(&c)
+	res.Timings["heartbeat"] = c.HeartbeatTimeout.String()
+	res.Timings["election"] = c.ElectionTimeout.String()
+	res.Timings["leader_lease"] = c.LeaderLeaseTimeout.String()
+	res.Timings["commit"] = c.CommitTimeout.String()
+	var (
+		w       watchedRegion
+		clients []kv1.WrapServiceClient
+	)
+	if e.inProcess {
+		d, err := startDev(ctx, &devOptions{logLevel: "warn", defaultSettings: true, tune: e.raft.apply}, s.err)
+		if err != nil {
+			return err
 		}
+		defer d.close()
+		w = &devWatch{d: d}
+		if e.probe > 0 {
+			for i := range d.nodes {
+				conn, err := d.dial(i, d.service[0], d.service[1])
+				if err != nil {
+					return err
+				}
+				clients = append(clients, kv1.NewWrapServiceClient(conn))
+			}
+		}
+	} else {
+		p, err := startProcRegion(ctx, &e.raft, s.err)
+		if p != nil {
+			defer p.close()
+		}
+		if err != nil {
+			return err
+		}
+		w = p
 	}
 	if e.hogs > 0 {
 		stop, err := e.startHogs(dur + 10*time.Second)
@@ -191,44 +191,40 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 	}
 	fmt.Fprintf(s.err, "krypton: watching the idle region for %s (hogs: %d, GOMAXPROCS %d, timings %v)\n", dur, e.hogs, runtime.GOMAXPROCS(0), res.Timings)
 
-	logStart := logSize(d.logPath)
+	logStart := make([]int64, len(w.logs()))
+	for i, l := range w.logs() {
+		logStart[i] = logSize(l)
+	}
+	n := w.nodes()
 	const tick = 100 * time.Millisecond
 	var (
 		mu                 sync.Mutex
-		serving            = make([]bool, len(d.nodes))
+		serving            = make([]bool, n)
 		leader             = -2
 		loadSum            float64
 		loadN              int
 		probeWG            sync.WaitGroup
 		lastLoad, lastProb time.Time
-		silence            = make([]float64, len(d.nodes))
+		silence            = make([]float64, n)
 		lastSample         = time.Now()
 	)
 	res.Silences = make([]int, len(silenceBuckets))
 	for i := range serving {
 		serving[i] = true
 	}
-	termOf := func() uint64 {
+	maxOf := func(name string) float64 {
 		var t float64
-		for i := range d.nodes {
-			if v, ok := gaugeValue(d, i, "krypton_cluster_raft_term"); ok && v > t {
+		for i := range n {
+			if v, ok := w.metric(i, name); ok && v > t {
 				t = v
 			}
 		}
-		return uint64(t)
+		return t
 	}
-	res.TermStart = termOf()
-	indexOf := func() uint64 {
-		var t float64
-		for i := range d.nodes {
-			if v, ok := gaugeValue(d, i, "krypton_cluster_raft_commit_index"); ok && v > t {
-				t = v
-			}
-		}
-		return uint64(t)
-	}
-	indexStart := indexOf()
-	cpuStart, _ := gaugeValue(d, 0, "process_cpu_seconds_total")
+	w.refresh()
+	res.TermStart = uint64(maxOf("krypton_cluster_raft_term"))
+	indexStart := maxOf("krypton_cluster_raft_commit_index")
+	cpuStart := w.cpu()
 	ref := &kv1.KeyRef{Tenant: "demo", Service: "app"}
 	plain := bytes.Repeat([]byte{5}, 32)
 	start := time.Now()
@@ -240,17 +236,18 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 			return ctx.Err()
 		case <-t.C:
 		}
+		w.refresh()
 		dt := time.Since(lastSample).Seconds()
 		lastSample = time.Now()
 		res.MaxSampleGap = max(res.MaxSampleGap, dt)
 		now := -1
-		for i := range d.nodes {
-			if v, _ := gaugeValue(d, i, "krypton_cluster_raft_is_leader"); v == 1 {
+		for i := range n {
+			if v, _ := w.metric(i, "krypton_cluster_raft_is_leader"); v == 1 {
 				now = i
 			}
 			// A follower's silence: how long since it last heard from the leader, kept at its
 			// peak until it hears again, then counted by length.
-			if v, _ := gaugeValue(d, i, "krypton_cluster_raft_last_contact_seconds"); v > silence[i] {
+			if v, _ := w.metric(i, "krypton_cluster_raft_last_contact_seconds"); v > silence[i] {
 				silence[i] = v
 			} else if v < 0.25 && silence[i] > 0 {
 				for b, limit := range silenceBuckets {
@@ -260,7 +257,7 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 				}
 				silence[i] = 0
 			}
-			v, _ := gaugeValue(d, i, "krypton_lease_serving")
+			v, _ := w.metric(i, "krypton_lease_serving")
 			if on := v == 1; on != serving[i] {
 				if !on {
 					res.LeaseLapses++
@@ -311,13 +308,14 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 		}
 	}
 	probeWG.Wait()
-	res.TermEnd = termOf()
+	w.refresh()
+	res.TermEnd = uint64(maxOf("krypton_cluster_raft_term"))
 	res.TermChanges = res.TermEnd - res.TermStart
-	res.LogEntries = indexOf() - indexStart
-	if cpu, ok := gaugeValue(d, 0, "process_cpu_seconds_total"); ok {
-		res.CPUSeconds = cpu - cpuStart
+	res.LogEntries = uint64(maxOf("krypton_cluster_raft_commit_index") - indexStart)
+	res.CPUSeconds = w.cpu() - cpuStart
+	for i, l := range w.logs() {
+		res.StepDowns += countLines(l, logStart[i], "failed to contact quorum of nodes, stepping down")
 	}
-	res.StepDowns = countLines(d.logPath, logStart, "failed to contact quorum of nodes, stepping down")
 	if loadN > 0 {
 		res.LoadAvgMean = loadSum / float64(loadN)
 	}
@@ -327,11 +325,15 @@ func (o *benchOptions) runElections(ctx context.Context, s *streams) error {
 	res.StepDownsPerHour = float64(res.StepDowns) / h
 	mu.Lock()
 	defer mu.Unlock()
-	fmt.Fprintf(s.out, "duration %s, hogs %d, load average (1 min) mean %.1f max %.1f, raft timings %v\n",
-		dur, e.hogs, res.LoadAvgMean, res.LoadAvgMax, res.Timings)
+	how := "one process per node"
+	if e.inProcess {
+		how = "all nodes in this process"
+	}
+	fmt.Fprintf(s.out, "duration %s, %s, hogs %d, load average (1 min) mean %.1f max %.1f, raft timings %v\n",
+		dur, how, e.hogs, res.LoadAvgMean, res.LoadAvgMax, res.Timings)
 	fmt.Fprintf(s.out, "term %d -> %d: %d term changes (%.1f/h), %d leader changes (%.1f/h), %d step-downs for lost quorum contact (%.1f/h), %.1f s without a leader\n",
 		res.TermStart, res.TermEnd, res.TermChanges, res.TermsPerHour, res.LeaderChanges, res.LeadersPerHour, res.StepDowns, res.StepDownsPerHour, res.NoLeaderSeconds)
-	fmt.Fprintf(s.out, "raft log: %d entries committed; process CPU %.1f s (%.0f %% of one core; region, its governance node, gateway and probes)\n",
+	fmt.Fprintf(s.out, "raft log: %d entries committed; CPU of the nodes' processes %.1f s (%.0f %% of one core)\n",
 		res.LogEntries, res.CPUSeconds, 100*res.CPUSeconds/dur.Seconds())
 	fmt.Fprintf(s.out, "follower silences (no word from the leader) of >= 0.5 s, 1 s, 2 s, 4 s: %v; longest gap between two samples (this process not running) %.2f s\n",
 		res.Silences, res.MaxSampleGap)
