@@ -14,6 +14,7 @@ import (
 
 	"github.com/awnumar/memguard"
 
+	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/cmd/krypton/internal/bench"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
@@ -61,7 +62,7 @@ func benchCommand() *command {
 	return &command{
 		name:     "bench",
 		synopsis: "measure wrap throughput and latency under load",
-		usage:    "[-spawn 3 | -addr <host:port>[,...] -key <tenant>/<service>] [-op wrap|unwrap|datakey|rewrap|mixed] [-batch N [-batch-form packed|items]] [-callers N | -rate ops/s]",
+		usage:    "[-spawn 3 | -addr <host:port>[,...] -key <tenant>/<service>] [-op wrap|unwrap|datakey|rewrap|mixed] [-batch N [-batch-form packed|items]] [-callers N | -rate ops/s] | -elections [-duration 10m] [-hogs N] [-raft-* D]",
 		help: "Drives a region's WrapService over gRPC with mutual TLS and reports throughput and latency: a live line on stderr\n" +
 			"once a second, then a table (ops/s, p50, p90, p99, p99.9, max, errors by gRPC code) on stdout, and with -out and -plot\n" +
 			"a JSON result and a latency plot.\n\n" +
@@ -78,7 +79,12 @@ func benchCommand() *command {
 			"KRYPTON_CA_CERT). With -spawn 3 it starts a development region in this process on free ports instead (as\n" +
 			"`krypton dev`), creates tenant \"bench\" with key bench/load and a service certificate, runs, and stops it;\n" +
 			"region and load generator then share this machine's cores.\n\n" +
-			"Errors are counted by code and never stop the run; it exits 1 if no operation succeeded.",
+			"Errors are counted by code and never stop the run; it exits 1 if no operation succeeded.\n\n" +
+			"With -elections it measures leadership stability instead (docs/performance.md, \"Leadership under CPU starvation\"):\n" +
+			"it starts a three-node region of krypton server processes (this binary; -in-process: in this process, as krypton dev)\n" +
+			"with production settings and the -raft-* timings, leaves it idle for -duration, with -hogs N beside N busy cores,\n" +
+			"and reports Raft term changes, leader changes and leader step-downs per hour, followers' silences, and the serving\n" +
+			"leases that lapsed, from the nodes' metrics.",
 		flags: func(fs *flag.FlagSet) {
 			fs.Var(&o.addrs, "addr", "host:port of a region node's API; repeat it or give a comma list to spread the load (default "+defaultAPIAddr+")")
 			fs.StringVar(&o.caCert, "ca-cert", "", "PEM file of the CA that signed the node certificates")
@@ -216,6 +222,16 @@ func (o *benchOptions) checkElections(fs *flag.FlagSet) error {
 		return usagef("-hogs must be 0 to 64")
 	case o.el.probe < 0:
 		return usagef("-probe-interval must not be negative (0: no probes)")
+	}
+	// The timings as the nodes will get them, checked as cluster.Config.Validate does, before
+	// any node starts.
+	c := cluster.DefaultConfig()
+	o.el.raft.apply(&c)
+	switch {
+	case c.ElectionTimeout < c.HeartbeatTimeout:
+		return usagef("-raft-election-timeout %s is less than the heartbeat timeout %s: give at least that", c.ElectionTimeout, c.HeartbeatTimeout)
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return usagef("-raft-leader-lease-timeout %s exceeds the heartbeat timeout %s: give at most that", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
 	}
 	if o.out != "" {
 		if fi, err := os.Stat(filepath.Dir(o.out)); err != nil || !fi.IsDir() {
