@@ -141,9 +141,17 @@ type Config struct {
 // identity, addresses or TLS: the caller fills those in.
 func DefaultConfig() Config {
 	return Config{
-		HeartbeatTimeout:   1000 * time.Millisecond,
-		ElectionTimeout:    1000 * time.Millisecond,
-		LeaderLeaseTimeout: 500 * time.Millisecond,
+		// Raft's election timings ride out CPU starvation (issue 16; DESIGN.md, "Timings"): at
+		// 1 s, 1 s and 500 ms, regions on two starved cores (load average 34–47, CPU hogs beside
+		// them) changed term 6–66 times an hour, the leader stepping down whenever it went 500 ms
+		// without hearing from a follower; at these, none in the same runs side by side
+		// (docs/performance.md, "Leadership under CPU starvation"). A follower still calls an
+		// election 1.5–3 s after the leader's last word, so a crashed leader is replaced before
+		// the followers' 5 s serving leases (renewed every third of a lease) run out; the leader
+		// gives up after 1 s without a quorum, before any follower can call that election.
+		HeartbeatTimeout:   1500 * time.Millisecond,
+		ElectionTimeout:    1500 * time.Millisecond,
+		LeaderLeaseTimeout: 1000 * time.Millisecond,
 		// Followers learn that an entry committed on the leader's next append, at the latest
 		// one to two commit timeouts later when no other write is under way: this bounds how
 		// soon an idle region's followers apply (and refuse after) a revocation. At raft's 50 ms

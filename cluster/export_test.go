@@ -1,6 +1,10 @@
 package cluster
 
-import "context"
+import (
+	"context"
+
+	"github.com/hashicorp/raft"
+)
 
 // JoinAsOf is Join as a node asks it when it knew of the removal of id at
 // index seen (0: none): a join asked before a later removal, arriving after
@@ -19,3 +23,6 @@ func (c *Cluster) TombstoneOnly(ctx context.Context, id string) error {
 	defer c.memberMu.Unlock()
 	return c.proposeMembership(ctx, opTombstone, id)
 }
+
+// RaftTransport wraps t as New gives it to Raft.
+func RaftTransport(t *raft.NetworkTransport) raft.Transport { return noPipeline{t} }

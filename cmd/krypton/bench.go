@@ -14,6 +14,7 @@ import (
 
 	"github.com/awnumar/memguard"
 
+	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/cmd/krypton/internal/bench"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
@@ -54,6 +55,7 @@ type benchOptions struct {
 	quiet                         bool
 	gw                            gatewayBench   // bench_gateway.go
 	nb                            neighbourBench // bench_neighbour.go
+	el                            electionBench  // bench_elections.go
 }
 
 func benchCommand() *command {
@@ -61,7 +63,7 @@ func benchCommand() *command {
 	return &command{
 		name:     "bench",
 		synopsis: "measure wrap throughput and latency under load",
-		usage:    "[-spawn 3 | -addr <host:port>[,...] -key <tenant>/<service>] [-op wrap|unwrap|datakey|rewrap|mixed] [-batch N [-batch-form packed|items]] [-callers N | -rate ops/s]",
+		usage:    "[-spawn 3 | -addr <host:port>[,...] -key <tenant>/<service>] [-op wrap|unwrap|datakey|rewrap|mixed] [-batch N [-batch-form packed|items]] [-callers N | -rate ops/s] | -elections [-duration 10m] [-hogs N] [-raft-* D]",
 		help: "Drives a region's WrapService over gRPC with mutual TLS and reports throughput and latency: a live line on stderr\n" +
 			"once a second, then a table (ops/s, p50, p90, p99, p99.9, max, errors by gRPC code) on stdout, and with -out and -plot\n" +
 			"a JSON result and a latency plot.\n\n" +
@@ -82,7 +84,12 @@ func benchCommand() *command {
 			"wraps at -neighbour-rate (open loop), first alone, then while this run's load floods the region as tenant bench,\n" +
 			"and with -neighbour-quota N once more with tenant bench under a quota of N requests/s; it prints the second\n" +
 			"tenant's p50 and p99 in each phase and their ratios to the unloaded ones (docs/performance.md).\n\n" +
-			"Errors are counted by code and never stop the run; it exits 1 if no operation succeeded.",
+						"Errors are counted by code and never stop the run; it exits 1 if no operation succeeded.\n\n" +
+			"With -elections it measures leadership stability instead (docs/performance.md, \"Leadership under CPU starvation\"):\n" +
+			"it starts a three-node region of krypton server processes (this binary; -in-process: in this process, as krypton dev)\n" +
+			"with production settings and the -raft-* timings, leaves it idle for -duration, with -hogs N beside N busy cores,\n" +
+			"and reports Raft term changes, leader changes and leader step-downs per hour, followers' silences, and the serving\n" +
+			"leases that lapsed, from the nodes' metrics.",
 		flags: func(fs *flag.FlagSet) {
 			fs.Var(&o.addrs, "addr", "host:port of a region node's API; repeat it or give a comma list to spread the load (default "+defaultAPIAddr+")")
 			fs.StringVar(&o.caCert, "ca-cert", "", "PEM file of the CA that signed the node certificates")
@@ -113,8 +120,19 @@ func benchCommand() *command {
 			fs.Float64Var(&o.nb.rate, "neighbour-rate", 50, "with -neighbour: the second tenant's wraps per second (open loop)")
 			fs.IntVar(&o.nb.callers, "neighbour-callers", 8, "with -neighbour: the second tenant's most calls in flight")
 			fs.UintVar(&o.nb.quota, "neighbour-quota", 0, "with -neighbour: add a phase with the flooding tenant under a quota of this many requests/s (on each node)")
+			o.el.declare(fs)
 		},
 		run: func(ctx context.Context, s *streams, fs *flag.FlagSet) error {
+			if o.el.hogFor > 0 {
+				return o.el.hog(ctx)
+			}
+			if o.el.enabled {
+				if err := o.checkElections(fs); err != nil {
+					return err
+				}
+				defer memguard.Purge()
+				return o.runElections(ctx, s)
+			}
 			if err := o.check(fs); err != nil {
 				return err
 			}
@@ -186,6 +204,50 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 		}
 		if fi, err := os.Stat(filepath.Dir(f.path)); err != nil || !fi.IsDir() {
 			return usagef("-%s %s: directory %s does not exist", f.flag, f.path, filepath.Dir(f.path))
+		}
+	}
+	return nil
+}
+
+// checkElections validates the flags of -elections: only the ones it reads may be given.
+func (o *benchOptions) checkElections(fs *flag.FlagSet) error {
+	if fs.NArg() != 0 {
+		return usagef("bench takes no arguments")
+	}
+	var other []string
+	fs.Visit(func(f *flag.Flag) {
+		switch {
+		case f.Name == "elections" || f.Name == "duration" || f.Name == "hogs" || f.Name == "probe-interval" || f.Name == "in-process" || f.Name == "out" || f.Name == "quiet":
+		case strings.HasPrefix(f.Name, "raft-"):
+		case os.Getenv(envName(f.Name)) != "" && f.Value.String() == os.Getenv(envName(f.Name)):
+			// From a KRYPTON_* variable (as `krypton dev` suggests exporting): not asked for here.
+		default:
+			other = append(other, "-"+f.Name)
+		}
+	})
+	switch {
+	case len(other) > 0:
+		return usagef("%s cannot be given with -elections (it takes -duration, -hogs, -in-process, -probe-interval, -out and the -raft-* timings)", strings.Join(other, ", "))
+	case o.cfg.Duration <= 0:
+		return usagef("-duration must be positive")
+	case o.el.hogs < 0 || o.el.hogs > 64:
+		return usagef("-hogs must be 0 to 64")
+	case o.el.probe < 0:
+		return usagef("-probe-interval must not be negative (0: no probes)")
+	}
+	// The timings as the nodes will get them, checked as cluster.Config.Validate does, before
+	// any node starts.
+	c := cluster.DefaultConfig()
+	o.el.raft.apply(&c)
+	switch {
+	case c.ElectionTimeout < c.HeartbeatTimeout:
+		return usagef("-raft-election-timeout %s is less than the heartbeat timeout %s: give at least that", c.ElectionTimeout, c.HeartbeatTimeout)
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return usagef("-raft-leader-lease-timeout %s exceeds the heartbeat timeout %s: give at most that", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	}
+	if o.out != "" {
+		if fi, err := os.Stat(filepath.Dir(o.out)); err != nil || !fi.IsDir() {
+			return usagef("-out %s: directory %s does not exist", o.out, filepath.Dir(o.out))
 		}
 	}
 	return nil

@@ -105,3 +105,48 @@ func TestBenchSpawn(t *testing.T) {
 		t.Fatalf("goroutines left behind by krypton bench: %v", err)
 	}
 }
+
+// TestBenchElections runs `krypton bench -elections -in-process` for a few seconds: a real
+// three-node region watched through its metrics. It checks what the run reports — a term, the
+// timings the nodes got, probe wraps served — never how stable the region was.
+func TestBenchElections(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	out := filepath.Join(t.TempDir(), "e.json")
+	var stdout, stderr bytes.Buffer
+	err := dispatch(context.Background(), rootCommand(), []string{"bench", "-elections", "-in-process",
+		"-duration", "3s", "-probe-interval", "500ms", "-raft-heartbeat-timeout", "2s", "-raft-election-timeout", "3s", "-out", out},
+		&streams{out: &stdout, err: &stderr})
+	if err != nil {
+		t.Fatalf("krypton bench -elections: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	var res struct {
+		Processes bool              `json:"node_processes"`
+		Timings   map[string]string `json:"raft_timings"`
+		TermStart uint64            `json:"term_start"`
+		TermEnd   uint64            `json:"term_end"`
+		Probes    int               `json:"probes"`
+		Silences  []int             `json:"follower_silences_over_0_5_1_2_4_s"`
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatalf("-out is not the result JSON: %v\n%s", err, b)
+	}
+	if res.Processes || res.TermStart == 0 || res.TermEnd < res.TermStart || res.Probes == 0 || len(res.Silences) != 4 {
+		t.Errorf("result %+v: want in-process nodes, a term, probes and four silence counts", res)
+	}
+	// The -raft-* timings are the ones reported.
+	if res.Timings["heartbeat"] != "2s" || res.Timings["election"] != "3s" || res.Timings["leader_lease"] != "1s" {
+		t.Errorf("timings %v: want the 2 s heartbeat and 3 s election given, and the default 1 s leader lease", res.Timings)
+	}
+	for _, want := range []string{"term changes", "step-downs for lost quorum contact", "serving leases:", "result: " + out} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
+		}
+	}
+	if err := leaktest.Check(10*time.Second, ignore); err != nil {
+		t.Fatalf("goroutines left behind by krypton bench -elections: %v", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/gateway"
 	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -30,6 +31,11 @@ type devOptions struct {
 	anchor   string
 	// newAnchor, if set, is where to write a new development root key, and all there is to do.
 	newAnchor string
+	// tune, if set, adjusts each node's cluster configuration (bench -elections: Raft timings).
+	tune func(*cluster.Config)
+	// defaultSettings keeps the production settings (fsm.DefaultSettings: a 5 s lease, the L1
+	// check's default period) instead of the short ones that make the demo quick to watch.
+	defaultSettings bool
 }
 
 func devCommand() *command {

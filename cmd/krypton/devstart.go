@@ -200,6 +200,7 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 		c.Certificate = cert.TLSCertificate()
 		c.AllowDevAnchor = true
 		c.Logger = log
+		c.Tune = o.tune
 		d.cfgs = append(d.cfgs, c)
 	}
 	// Every node joins through all the others, as production nodes are started: a node restarted
@@ -223,9 +224,11 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 	// Development settings: a short lease and a fast L1 check, so that revocation and the kill
 	// switch are quick to watch.
 	s := fsm.DefaultSettings()
-	s.LeaseDuration = 2 * time.Second
-	s.AnchorCheckPeriod = time.Second
-	s.AnchorGracePeriod = 10 * time.Second
+	if !o.defaultSettings {
+		s.LeaseDuration = 2 * time.Second
+		s.AnchorCheckPeriod = time.Second
+		s.AnchorGracePeriod = 10 * time.Second
+	}
 	// Settings replace the replicated ones whole, so a retry after an ambiguous failure (the
 	// leader changed while the write was in flight, as happens on a loaded machine) is safe.
 	var setErr error

@@ -19,9 +19,10 @@ type raftTuning struct {
 }
 
 func (t *raftTuning) declare(fs *flag.FlagSet) {
-	fs.DurationVar(&t.heartbeat, "raft-heartbeat-timeout", 0, "Raft heartbeat timeout (0: 1s)")
-	fs.DurationVar(&t.election, "raft-election-timeout", 0, "Raft election timeout, at least the heartbeat timeout (0: 1s)")
-	fs.DurationVar(&t.leaderLease, "raft-leader-lease-timeout", 0, "Raft leader lease timeout, at most the heartbeat timeout (0: 500ms)")
+	d := cluster.DefaultConfig()
+	fs.DurationVar(&t.heartbeat, "raft-heartbeat-timeout", 0, "Raft heartbeat timeout: a follower calls an election after 1 to 2 times this without word from the leader (0: "+d.HeartbeatTimeout.String()+")")
+	fs.DurationVar(&t.election, "raft-election-timeout", 0, "Raft election timeout, at least the heartbeat timeout (0: "+d.ElectionTimeout.String()+")")
+	fs.DurationVar(&t.leaderLease, "raft-leader-lease-timeout", 0, "Raft leader lease timeout, at most the heartbeat timeout: the leader steps down after this long without a quorum (0: "+d.LeaderLeaseTimeout.String()+")")
 	fs.DurationVar(&t.snapshotInterval, "raft-snapshot-interval", 0, "how often Raft checks whether to snapshot (0: 2m)")
 	fs.Uint64Var(&t.snapshotThreshold, "raft-snapshot-threshold", 0, "log entries since the last snapshot that trigger a new one (0: 8192)")
 	fs.Uint64Var(&t.trailingLogs, "raft-trailing-logs", 0, "log entries kept after a snapshot for lagging followers (0: 10240)")
