@@ -154,6 +154,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Listener:    "governance",
 		Registerer:  n.reg,
 		Errors:      fsmCodes,
+		// An operator's CLI or a region's feed may be a call's trace parent (tracing.Sampler
+		// bounds how many are recorded).
+		TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return nil, err

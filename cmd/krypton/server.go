@@ -129,6 +129,9 @@ func serverCommand() *command {
 					return daemon{}, err
 				}
 				e.atExit(func() { cfg.OIDC.Close() }) // after the node has stopped
+				if cfg.TracerProvider, err = e.tracing(&f.daemon, "krypton-region", cfg.NodeID); err != nil {
+					return daemon{}, err
+				}
 				n, err := region.New(cfg)
 				if err != nil {
 					return daemon{}, err
