@@ -152,6 +152,14 @@ func (t *Tracing) Provider() trace.TracerProvider {
 	return t.tp
 }
 
+// ForceFlush sends the spans that have ended and not been sent yet; nil-safe.
+func (t *Tracing) ForceFlush(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
+	return t.tp.ForceFlush(ctx)
+}
+
 // Shutdown sends what is buffered and stops the exporter; nil-safe.
 func (t *Tracing) Shutdown(ctx context.Context) error {
 	if t == nil {
