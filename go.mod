@@ -25,7 +25,7 @@ require (
 	github.com/rogpeppe/go-internal v1.16.0
 	github.com/sirupsen/logrus v1.4.2
 	go.etcd.io/bbolt v1.3.5
-	go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc v1.47.0
+	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0
 	go.opentelemetry.io/otel/sdk v1.47.0
 	go.opentelemetry.io/proto/otlp v1.11.0
 	go.uber.org/goleak v1.3.0
@@ -37,11 +37,7 @@ require (
 	google.golang.org/protobuf v1.36.12
 )
 
-require (
-	github.com/cenkalti/backoff/v5 v5.0.3 // indirect
-	github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
-	go.opentelemetry.io/otel/exporters/otlp/otlptrace v1.47.0 // indirect
-)
+require github.com/grpc-ecosystem/grpc-gateway/v2 v2.30.0 // indirect
 
 require (
 	cloud.google.com/go v0.123.0 // indirect

@@ -20,7 +20,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -116,14 +116,11 @@ func Start(ctx context.Context, cfg Config) (*Tracing, error) {
 	if !cfg.Enabled() {
 		return nil, nil
 	}
-	var opts []otlptracegrpc.Option
-	if cfg.Endpoint != "" {
-		opts = append(opts, otlptracegrpc.WithEndpoint(cfg.Endpoint))
+	client, err := newOTLPClient(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Insecure {
-		opts = append(opts, otlptracegrpc.WithInsecure())
-	}
-	exp, err := otlptracegrpc.New(ctx, opts...)
+	exp, err := otlptrace.New(ctx, client)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: the OTLP exporter: %w", err)
 	}
