@@ -103,3 +103,19 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestOffAllocatesNothing: with tracing off (a nil tracer) the spans the hot path starts cost no
+// allocation (gateway's BenchmarkGenerateDataKey compares whole calls; docs/operations.md).
+func TestOffAllocatesNothing(t *testing.T) {
+	ctx := context.Background()
+	if n := testing.AllocsPerRun(1000, func() {
+		c, span := tracing.StartSpan(ctx, nil, "region.key")
+		if span.IsRecording() {
+			span.SetAttributes(tracing.Tenant.String("acme"), tracing.BatchSize.Int(1))
+		}
+		_ = c
+		span.End()
+	}); n != 0 {
+		t.Errorf("%v allocations a span with tracing off, want 0", n)
+	}
+}
