@@ -2,104 +2,20 @@ package gateway_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/hex"
-	"net"
 	"strconv"
-	"sync"
 	"testing"
-	"time"
 
-	collectorpb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/kryptonkms/krypton/gateway"
 	"github.com/kryptonkms/krypton/internal/tracing"
+	"github.com/kryptonkms/krypton/internal/tracing/tracingtest"
 	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/region/regiontest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
-
-// otlpReceiver is an OTLP/gRPC trace receiver (what an OpenTelemetry Collector serves) on
-// loopback: it keeps every export request it is sent.
-type otlpReceiver struct {
-	collectorpb.UnimplementedTraceServiceServer
-	mu   sync.Mutex
-	reqs []*collectorpb.ExportTraceServiceRequest
-}
-
-func (r *otlpReceiver) Export(_ context.Context, req *collectorpb.ExportTraceServiceRequest) (*collectorpb.ExportTraceServiceResponse, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.reqs = append(r.reqs, proto.Clone(req).(*collectorpb.ExportTraceServiceRequest))
-	return &collectorpb.ExportTraceServiceResponse{}, nil
-}
-
-// startReceiver serves an otlpReceiver on a loopback port and returns it and its address.
-func startReceiver(t *testing.T) (*otlpReceiver, string) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rcv := &otlpReceiver{}
-	srv := grpc.NewServer()
-	collectorpb.RegisterTraceServiceServer(srv, rcv)
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	return rcv, ln.Addr().String()
-}
-
-// exportedSpan is a span as the receiver got it, with its resource's service.name.
-type exportedSpan struct {
-	service string
-	span    *tracepb.Span
-}
-
-// spans returns every span received so far, and every request's bytes, concatenated.
-func (r *otlpReceiver) spans(t *testing.T) ([]exportedSpan, []byte) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []exportedSpan
-	var raw []byte
-	for _, req := range r.reqs {
-		b, err := proto.Marshal(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw = append(raw, b...)
-		for _, rs := range req.GetResourceSpans() {
-			var svc string
-			for _, a := range rs.GetResource().GetAttributes() {
-				if a.GetKey() == "service.name" {
-					svc = a.GetValue().GetStringValue()
-				}
-			}
-			for _, ss := range rs.GetScopeSpans() {
-				for _, s := range ss.GetSpans() {
-					out = append(out, exportedSpan{svc, s})
-				}
-			}
-		}
-	}
-	return out, raw
-}
-
-// startTracing starts tracing to the receiver at addr, every call recorded, and shuts it down
-// with the test.
-func startTracing(t *testing.T, addr, service, node string) *tracing.Tracing {
-	t.Helper()
-	tr, err := tracing.Start(context.Background(), tracing.Config{Endpoint: addr, Insecure: true,
-		SampleRatio: 1, RemoteParentRate: 1000, ServiceName: service, NodeID: node})
-	if err != nil || tr == nil {
-		t.Fatalf("tracing.Start: %v, %v", tr, err)
-	}
-	t.Cleanup(func() { tr.Shutdown(context.Background()) })
-	return tr
-}
 
 // TestTraceGatewayToRegion sends one GenerateDataKey through a traced gateway to a traced region
 // node, with both exporting to a real OTLP receiver, and checks that one trace holds the
@@ -108,18 +24,14 @@ func startTracing(t *testing.T, addr, service, node string) *tracing.Tracing {
 // only a link, not the parent; and that neither the data key nor any attribute outside the
 // allowlist left in a span.
 func TestTraceGatewayToRegion(t *testing.T) {
-	rcv, addr := startReceiver(t)
-	var mu sync.Mutex
-	var nodes []*tracing.Tracing
+	rcv := tracingtest.Start(t)
+	var node *tracing.Tracing
 	r := regiontest.Start(t, 1, regiontest.WithConfig(func(c *region.Config) {
-		tr := startTracing(t, addr, "krypton-region", c.NodeID)
-		mu.Lock()
-		nodes = append(nodes, tr)
-		mu.Unlock()
-		c.TracerProvider = tr.Provider()
+		node = rcv.Tracing(t, "krypton-region", c.NodeID)
+		c.TracerProvider = node.Provider()
 	}))
 	setupTenant(t, r, "acme", "payments")
-	gwTrace := startTracing(t, addr, "krypton-gateway", "")
+	gwTrace := rcv.Tracing(t, "krypton-gateway", "")
 	g := startGateway(t, r, "acme", "payments", func(c *gateway.Config) {
 		c.TracerProvider = gwTrace.Provider()
 		c.BatchSize = 1
@@ -138,8 +50,6 @@ func TestTraceGatewayToRegion(t *testing.T) {
 		t.Fatalf("plaintext of %d bytes", len(key))
 	}
 
-	// The spans end as their calls return, a moment after the answer: flush until the trace is
-	// complete.
 	want := []struct{ service, name string }{
 		{"krypton-gateway", "krypton.v1.GatewayService/GenerateDataKey"},
 		{"krypton-gateway", "gateway.generate-data-key"},
@@ -150,30 +60,11 @@ func TestTraceGatewayToRegion(t *testing.T) {
 	}
 	var chain []*tracepb.Span
 	var crypto *tracepb.Span
-	var all []exportedSpan
-	var raw []byte
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		gwTrace.ForceFlush(fctx)
-		mu.Lock()
-		for _, n := range nodes {
-			n.ForceFlush(fctx)
-		}
-		mu.Unlock()
-		cancel()
-		all, raw = rcv.spans(t)
-		chain, crypto = traceOf(all, want)
-		if chain != nil && crypto != nil || time.Now().After(deadline) {
-			break
-		}
-	}
-	if chain == nil || crypto == nil {
-		for _, s := range all {
-			t.Logf("span %s %q trace %x parent %x", s.service, s.span.GetName(), s.span.GetTraceId(), s.span.GetParentSpanId())
-		}
-		t.Fatalf("no trace with the spans %v (parent before child) and region.crypto was exported", want)
-	}
+	all := rcv.Await(t, func(spans []tracingtest.Span) bool {
+		chain, crypto = traceOf(spans, want)
+		return chain != nil && crypto != nil
+	}, gwTrace, node)
+	_, raw := rcv.Spans(t)
 
 	root := chain[0]
 	if len(root.GetParentSpanId()) != 0 {
@@ -210,41 +101,37 @@ func TestTraceGatewayToRegion(t *testing.T) {
 		"rpc.system": true, "rpc.system.name": true, "rpc.service": true, "rpc.method": true,
 		"rpc.grpc.status_code": true, "rpc.response.status_code": true}
 	for _, s := range all {
-		for _, a := range s.span.GetAttributes() {
+		for _, a := range s.GetAttributes() {
 			if !allowed[a.GetKey()] {
-				t.Errorf("span %s %q carries attribute %s", s.service, s.span.GetName(), a.GetKey())
+				t.Errorf("span %s %q carries attribute %s", s.Service, s.GetName(), a.GetKey())
 			}
 		}
-		if len(s.span.GetEvents()) > 0 || s.span.GetStatus().GetMessage() != "" {
-			t.Errorf("span %s %q carries events or a status message", s.service, s.span.GetName())
+		if len(s.GetEvents()) > 0 || s.GetStatus().GetMessage() != "" {
+			t.Errorf("span %s %q carries events or a status message", s.Service, s.GetName())
 		}
 	}
 }
 
 // traceOf finds, among spans, a chain matching want (each the parent of the next) and the
 // region.crypto span under the chain's region server span.
-func traceOf(spans []exportedSpan, want []struct{ service, name string }) ([]*tracepb.Span, *tracepb.Span) {
-	find := func(service, name string, parent []byte) *tracepb.Span {
-		for _, s := range spans {
-			if s.service == service && s.span.GetName() == name && (parent == nil || bytes.Equal(s.span.GetParentSpanId(), parent)) {
-				return s.span
-			}
-		}
-		return nil
-	}
-	root := find(want[0].service, want[0].name, nil)
+func traceOf(spans []tracingtest.Span, want []struct{ service, name string }) ([]*tracepb.Span, *tracepb.Span) {
+	root := tracingtest.Find(spans, want[0].service, want[0].name, nil)
 	if root == nil {
 		return nil, nil
 	}
-	chain := []*tracepb.Span{root}
+	chain := []*tracepb.Span{root.Span}
 	for _, w := range want[1:] {
-		s := find(w.service, w.name, chain[len(chain)-1].GetSpanId())
+		s := tracingtest.Find(spans, w.service, w.name, chain[len(chain)-1].GetSpanId())
 		if s == nil || !bytes.Equal(s.GetTraceId(), root.GetTraceId()) {
 			return nil, nil
 		}
-		chain = append(chain, s)
+		chain = append(chain, s.Span)
 	}
-	return chain, find("krypton-region", "region.crypto", chain[4].GetSpanId())
+	crypto := tracingtest.Find(spans, "krypton-region", "region.crypto", chain[4].GetSpanId())
+	if crypto == nil {
+		return chain, nil
+	}
+	return chain, crypto.Span
 }
 
 // attrs returns a span's attributes as strings.

@@ -116,6 +116,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	ccfg.TLS = pki.NodeTLSConfig(cfg.Roots, cfg.Certificate)
 	ccfg.Logger = log
 	ccfg.Registerer = n.reg
+	ccfg.TracerProvider = cfg.TracerProvider // a forwarded write's trace goes on to the leader
 	if cfg.Tune != nil {
 		cfg.Tune(&ccfg)
 	}

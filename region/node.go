@@ -187,6 +187,7 @@ func New(cfg Config) (_ *Node, err error) {
 	ccfg.OnPeerRequest = n.auditPeerRequest
 	ccfg.Logger = log
 	ccfg.Registerer = n.reg
+	ccfg.TracerProvider = cfg.TracerProvider // a forwarded write's trace goes on to the leader
 	if cfg.Tune != nil {
 		cfg.Tune(&ccfg)
 	}
