@@ -173,7 +173,12 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 // TraceTrust) sent a sampled trace context is kept, but at most remotePerSecond such calls a
 // second (a burst of as many), and the rest are dropped. A caller's "not sampled" is followed.
 func Sampler(ratio, remotePerSecond float64) sdktrace.Sampler {
-	burst := max(1, int(remotePerSecond))
+	// A burst of a second's worth (at least one, unless the rate is 0: no remote parent is
+	// followed at all).
+	burst := int(remotePerSecond)
+	if remotePerSecond > 0 && burst < 1 {
+		burst = 1
+	}
 	return sdktrace.ParentBased(rootSampler{sdktrace.TraceIDRatioBased(ratio)},
 		sdktrace.WithRemoteParentSampled(&limited{lim: rate.NewLimiter(rate.Limit(remotePerSecond), burst)}),
 	)

@@ -57,6 +57,9 @@ func TestSamplerBoundsRemoteParents(t *testing.T) {
 			t.Errorf("a %v root (background work): %v, want Drop", k, d)
 		}
 	}
+	if r := tracing.Sampler(1, 0).ShouldSample(sdktrace.SamplingParameters{ParentContext: remoteParent(true), TraceID: trace.TraceID{1}, Kind: trace.SpanKindServer}); r.Decision != sdktrace.Drop {
+		t.Errorf("a sampled remote parent with a rate of 0: %v, want Drop", r.Decision)
+	}
 	if d := root(tracing.Sampler(0, 3), trace.SpanKindServer); d != sdktrace.Drop {
 		t.Errorf("a server root at ratio 0: %v", d)
 	}
