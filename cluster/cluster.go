@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kryptonkms/krypton/internal/netutil"
 )
@@ -23,6 +24,7 @@ import (
 type Cluster struct {
 	cfg    Config
 	logger *slog.Logger
+	tracer trace.Tracer // nil unless Config.TracerProvider
 	codec  ResponseCodec
 
 	fsm    *trackingFSM
@@ -126,6 +128,7 @@ func New(cfg Config, fsm raft.FSM, opts ...Option) (_ *Cluster, err error) {
 	logClosed := new(atomic.Bool)
 	logger = slog.New(gateHandler{h: logger.Handler(), closed: logClosed}).With("node-id", cfg.NodeID)
 	c := &Cluster{
+		tracer:     tracerOf(cfg.TracerProvider),
 		logClosed:  logClosed,
 		cfg:        cfg,
 		logger:     logger,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/wrap"
@@ -131,6 +132,10 @@ type Config struct {
 	// Logger receives structured logs, including Raft's and memberlist's.
 	// nil discards them.
 	Logger *slog.Logger
+	// TracerProvider, if set, carries a forwarded write's trace on to the leader: the follower
+	// sends its call's W3C traceparent with the request, and the leader records a
+	// "cluster.apply" span under it. Nil (the default) sends and records nothing.
+	TracerProvider trace.TracerProvider
 
 	// Registerer, if set, receives the cluster's Prometheus collectors;
 	// they are unregistered at Shutdown.

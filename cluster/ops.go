@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kryptonkms/krypton/internal/pki"
 )
@@ -193,11 +195,17 @@ func (c *Cluster) ApplyIdempotent(ctx context.Context, cmd []byte) (any, error) 
 
 func (c *Cluster) apply(ctx context.Context, cmd []byte, resend bool) (any, error) {
 	var localResp any
+	req := &rpcRequest{Op: opApply, Cmd: cmd}
+	if c.tracer != nil && trace.SpanContextFromContext(ctx).IsSampled() {
+		carrier := propagation.MapCarrier{}
+		tracePropagator.Inject(ctx, carrier)
+		req.Trace = carrier["traceparent"]
+	}
 	resp, err := c.forward(ctx, func() (*rpcResponse, error) {
 		r, err := c.applyLocal(ctx, cmd)
 		localResp = r
 		return &rpcResponse{}, err
-	}, &rpcRequest{Op: opApply, Cmd: cmd}, resend)
+	}, req, resend)
 	if err != nil {
 		return nil, err
 	}
@@ -593,4 +601,14 @@ func (c *Cluster) ownRegion() string {
 		return ""
 	}
 	return id.Region
+}
+
+// tracePropagator carries a forwarded write's trace context (Config.TracerProvider).
+var tracePropagator = propagation.TraceContext{}
+
+func tracerOf(tp trace.TracerProvider) trace.Tracer {
+	if tp == nil {
+		return nil
+	}
+	return tp.Tracer("github.com/kryptonkms/krypton/cluster")
 }

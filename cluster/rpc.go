@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kryptonkms/krypton/internal/pki"
 )
@@ -42,6 +44,9 @@ type rpcRequest struct {
 	// Removal (add-voter) is the index of the target's tombstone the asking node knew of when
 	// it asked (0: none); absent from older versions (Cluster.Join).
 	Removal *uint64 `json:"removal,omitempty"`
+	// Trace (apply) is the forwarding call's W3C traceparent, when tracing is on
+	// (Config.TracerProvider); older versions ignore it.
+	Trace string `json:"trace,omitempty"`
 }
 
 // Error codes on the wire. A received code maps to a local sentinel; the
@@ -176,6 +181,13 @@ func (c *Cluster) handleRPC(req *rpcRequest, peer pki.Identity) *rpcResponse {
 			c.notePeerRequest(PeerRequest{Op: string(req.Op), Peer: peer, Target: req.ID, Addr: req.Addr, Err: err, Refused: true})
 			return &rpcResponse{Code: codeRejected, Msg: err.Error()}
 		}
+	}
+	if req.Op == opApply && req.Trace != "" && c.tracer != nil {
+		// The peer is a member, checked above: its trace context may be the parent (the
+		// tracer provider's sampler bounds how many such spans are recorded).
+		ctx := tracePropagator.Extract(context.Background(), propagation.MapCarrier{"traceparent": req.Trace})
+		_, span := c.tracer.Start(ctx, "cluster.apply", trace.WithSpanKind(trace.SpanKindServer))
+		defer span.End()
 	}
 	resp := c.serveMember(req, peer)
 	switch req.Op {

@@ -4,6 +4,10 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/kryptonkms/krypton/internal/tracing"
 )
 
 // batcher coalesces concurrent requests into batch calls. A batch is sent when it holds size
@@ -23,6 +27,10 @@ type batcher[Req, Res any] struct {
 	// drop is called with a result nobody will read (its caller gave up), so that key material
 	// in it can be wiped.
 	drop func(Res)
+	// tracer, if set, traces each batch (a "gateway.batch" span, op and size as attributes): its
+	// parent is the first of its callers' spans that is sampled, the others' are its links.
+	tracer trace.Tracer
+	op     string
 
 	mu       sync.Mutex // guards pending, gen, inflight and closed
 	pending  []*call[Req, Res]
@@ -33,6 +41,7 @@ type batcher[Req, Res any] struct {
 }
 
 type call[Req, Res any] struct {
+	ctx  context.Context // the caller's, for its trace context only
 	req  Req
 	res  Res
 	err  error
@@ -43,7 +52,7 @@ type call[Req, Res any] struct {
 
 // do queues req and waits for its answer or for ctx to end.
 func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
-	c := &call[Req, Res]{req: req, done: make(chan struct{})}
+	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan struct{})}
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
@@ -101,7 +110,13 @@ func (b *batcher[Req, Res]) flushLocked() {
 		}
 		// The batch serves several callers: it runs to its own deadline (the pool's attempts),
 		// not to any one caller's.
-		res, errs := b.send(context.Background(), reqs)
+		ctx := context.Background()
+		if b.tracer != nil {
+			var span trace.Span
+			ctx, span = b.startSpan(batch)
+			defer span.End()
+		}
+		res, errs := b.send(ctx, reqs)
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.inflight--
@@ -117,6 +132,28 @@ func (b *batcher[Req, Res]) flushLocked() {
 			close(c.done)
 		}
 	}()
+}
+
+// startSpan starts the span of a batch (see batcher.tracer).
+func (b *batcher[Req, Res]) startSpan(batch []*call[Req, Res]) (context.Context, trace.Span) {
+	var parent trace.SpanContext
+	var links []trace.Link
+	for _, c := range batch {
+		sc := trace.SpanContextFromContext(c.ctx)
+		switch {
+		case !sc.IsValid():
+		case !parent.IsSampled() && sc.IsSampled():
+			if parent.IsValid() {
+				links = append(links, trace.Link{SpanContext: parent})
+			}
+			parent = sc
+		default:
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	return tracing.StartSpanWith(trace.ContextWithSpanContext(context.Background(), parent), b.tracer, "gateway.batch",
+		trace.WithLinks(links...),
+		trace.WithAttributes(tracing.Op.String(b.op), tracing.BatchSize.Int(len(batch))))
 }
 
 // close refuses new requests, sends what is pending and waits for every batch in flight.

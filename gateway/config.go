@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/wrap"
@@ -94,6 +95,11 @@ type Config struct {
 
 	// Logger receives the gateway's logs (never key material); nil discards.
 	Logger *slog.Logger
+	// TracerProvider, if set, traces the gateway's calls: each application call, each batch and
+	// each region call, with the trace context sent on to the region (docs/operations.md,
+	// "Traces"). Applications' own trace context is only linked, never followed. Nil (the
+	// default) is off, at no cost.
+	TracerProvider trace.TracerProvider
 	// Registerer, if set, is where the gateway's metrics are registered, in addition to the
 	// gateway's own registry (Gateway.Registry).
 	Registerer prometheus.Registerer

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kryptonkms/krypton/envelope"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/tracing"
 	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -105,6 +106,12 @@ func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context [
 	if key, err = g.resolve(key); err != nil {
 		return nil, nil, key, err
 	}
+	ctx, span := tracing.StartSpan(ctx, g.tracer, "gateway.generate-data-key")
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.Op.String("generate-data-key"), tracing.Tenant.String(key.Tenant),
+			tracing.Service.String(key.Service), tracing.KeyVersion.Int64(int64(key.Version)))
+	}
 	if err := g.permit(ctx, key, policy.GenerateDataKey); err != nil {
 		return nil, nil, key, err
 	}
@@ -150,6 +157,12 @@ func (g *Gateway) Unwrap(ctx context.Context, blob, context []byte) (plaintext [
 	}
 	if err := g.permit(ctx, h.Parent, policy.Unwrap); err != nil {
 		return nil, h.Parent, err
+	}
+	ctx, span := tracing.StartSpan(ctx, g.tracer, "gateway.unwrap")
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.Op.String("unwrap"), tracing.Tenant.String(h.Parent.Tenant),
+			tracing.Service.String(h.Parent.Service), tracing.KeyVersion.Int64(int64(h.Parent.Version)))
 	}
 	// The quota before the cache: a cached unwrap is a request served like any other.
 	release, err := g.admit(h.Parent)

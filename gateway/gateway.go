@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/gateway/kmip"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/tracing"
 	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -44,8 +46,9 @@ type Gateway struct {
 	reg     *prometheus.Registry
 	metrics *metrics
 	pool    *pool
-	cache   *cache   // nil when off
-	watch   *watcher // nil when the cache is off
+	tracer  trace.Tracer // nil when tracing is off
+	cache   *cache       // nil when off
+	watch   *watcher     // nil when the cache is off
 	wraps   *batcher[*kv1.WrapRequest, *kv1.WrapResponse]
 	unwraps *batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
 
@@ -109,14 +112,17 @@ func New(cfg Config) (_ *Gateway, err error) {
 	g.quotas = newGatewayQuotas()
 	g.reg.MustRegister(g.quotas.refusals)
 	g.pool.onQuotas = g.learnQuotas
+	g.tracer = tracing.Tracer(cfg.TracerProvider, "gateway")
 	g.wraps = &batcher[*kv1.WrapRequest, *kv1.WrapResponse]{
 		size: cfg.BatchSize, wait: cfg.BatchWait, send: g.sendWraps,
 		onBatch: func(n int) { g.metrics.batch("wrap", n) },
+		tracer:  g.tracer, op: "wrap",
 	}
 	g.unwraps = &batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]{
 		size: cfg.BatchSize, wait: cfg.BatchWait, send: g.sendUnwraps,
 		onBatch: func(n int) { g.metrics.batch("unwrap", n) },
 		drop:    func(r *kv1.UnwrapResponse) { clear(r.GetPlaintext()) },
+		tracer:  g.tracer, op: "unwrap",
 	}
 	if cfg.BatchSize == 1 {
 		g.wraps.wait, g.unwraps.wait = 0, 0

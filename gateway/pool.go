@@ -101,7 +101,8 @@ func newPool(cfg Config, log *slog.Logger, m *metrics) (*pool, error) {
 		// Only a node of the configured region answers for it: the gateway's calls (and its
 		// tenant's data keys) never go to a node of another region, another gateway or anything
 		// else of the CA that took the address.
-		ccfg:    transport.ClientConfig{Source: cfg.CertSource, Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region}},
+		ccfg: transport.ClientConfig{Source: cfg.CertSource, Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region},
+			TracerProvider: cfg.TracerProvider},
 		log:     log,
 		metrics: m,
 		eps:     map[string]*endpoint{},

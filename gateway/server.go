@@ -41,6 +41,10 @@ func (g *Gateway) Serve() error {
 			MaxSendMsgSize: maxMsgSize,
 			Listener:       "gateway",
 			Registerer:     g.reg,
+			// Applications' trace context is a link, never the parent: a caller cannot decide
+			// what the gateway records.
+			TracerProvider:      g.cfg.TracerProvider,
+			PublicTraceEndpoint: true,
 		})
 		if err != nil {
 			g.mu.Unlock()
@@ -54,12 +58,12 @@ func (g *Gateway) Serve() error {
 	if g.unixLn != nil {
 		// The socket's file mode is its access control: no TLS, and every call acts with the
 		// gateway's identity (marked in the context so the handlers can tell).
-		srv := grpc.NewServer(
+		srv := grpc.NewServer(append(transport.ServerTracing(g.cfg.TracerProvider, true),
 			grpc.MaxRecvMsgSize(maxMsgSize), grpc.MaxSendMsgSize(maxMsgSize),
 			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 				return h(context.WithValue(ctx, unixKey{}, true), req)
 			}),
-		)
+		)...)
 		hs := health.NewServer()
 		healthpb.RegisterHealthServer(srv, hs)
 		kv1.RegisterGatewayServiceServer(srv, svc)

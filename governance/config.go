@@ -8,6 +8,8 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -91,6 +93,9 @@ type Config struct {
 
 	// Logger receives structured logs; nil discards them.
 	Logger *slog.Logger
+	// TracerProvider, if set, traces the node's calls (a server span each, a caller with a
+	// certificate as its parent; docs/operations.md, "Traces"). Nil (the default) is off.
+	TracerProvider trace.TracerProvider
 
 	// Tune, if set, adjusts the cluster configuration before the node
 	// starts (test timings).

@@ -133,6 +133,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	ccfg.TLSSource = cfg.CertSource
 	ccfg.Logger = log
 	ccfg.Registerer = n.reg
+	ccfg.TracerProvider = cfg.TracerProvider // a forwarded write's trace goes on to the leader
 	if cfg.Tune != nil {
 		cfg.Tune(&ccfg)
 	}
@@ -170,6 +171,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		Listener:   "governance",
 		Registerer: n.reg,
 		Errors:     fsmCodes,
+		// An operator's CLI or a region's feed may be a call's trace parent (tracing.Sampler
+		// bounds how many are recorded).
+		TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return nil, err

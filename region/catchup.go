@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/kryptonkms/krypton/internal/tracing"
 	"github.com/kryptonkms/krypton/transport"
 )
 
@@ -91,7 +92,11 @@ func freshRead[T any](ctx context.Context, n *Node, read func() (T, error)) (T, 
 	if !isNotFound(err) {
 		return v, err
 	}
-	if cerr := n.catchUp(ctx); cerr != nil {
+	// The wait for the leader's read barrier: the span shows a call that had to catch up.
+	_, span := tracing.StartSpan(ctx, n.tracer, "region.catch-up")
+	cerr := n.catchUp(ctx)
+	span.End()
+	if cerr != nil {
 		var zero T
 		if errors.Is(cerr, context.Canceled) || (errors.Is(cerr, context.DeadlineExceeded) && ctx.Err() != nil) {
 			return zero, ctx.Err()

@@ -8,6 +8,8 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
@@ -145,6 +147,11 @@ type Config struct {
 	// timing in tests and in the chaos suite).
 	Tune func(*cluster.Config)
 
+	// TracerProvider, if set, traces the node's calls: each RPC it serves or makes, and the steps
+	// of a wrap (region.key: lease, policy, state; region.catch-up; region.open-key;
+	// region.crypto), with no key material in any span (docs/operations.md, "Traces"). Nil (the
+	// default) is off, at no cost.
+	TracerProvider trace.TracerProvider
 	// ClusterOptions are passed to cluster.New (tests partition nodes with cluster.WithConnFilter).
 	ClusterOptions []cluster.Option
 

@@ -206,7 +206,7 @@ func (f *feed) client(ctx context.Context, addr string) (kv1.GovernanceServiceCl
 		conn, err = transport.Dial(ctx, addr, transport.ClientConfig{Source: f.n.cfg.CertSource,
 			// Only governance feeds a region: a region node, gateway or anything else answering at
 			// a governance address is refused at the handshake.
-			Server: pki.Identity{Kind: pki.KindGovernance}})
+			Server: pki.Identity{Kind: pki.KindGovernance}, TracerProvider: f.n.cfg.TracerProvider})
 		if err != nil {
 			return nil, err
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/tracing"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
 )
@@ -19,6 +20,10 @@ func (n *Node) serviceKey(ctx context.Context, id wrap.KeyID) (*wrap.ServiceKey,
 	if k := n.keys.serviceKey(id); k != nil {
 		return k, nil
 	}
+	// Not in the keyring: the span shows the wait to open the key (its L2 from the anchor, if
+	// that is not open either).
+	ctx, span := tracing.StartSpan(ctx, n.tracer, "region.open-key")
+	defer span.End()
 	kv, err := n.state.KeyVersion(id.Tenant, id.Service, id.Version)
 	if err != nil {
 		return nil, err

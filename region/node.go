@@ -15,6 +15,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc/codes"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/tracing"
 	"github.com/kryptonkms/krypton/internal/version"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -72,6 +74,9 @@ type Node struct {
 	events  *keyEvents // gateways' key-event watchers (keyevents.go)
 	started time.Time
 
+	// tracer traces calls' steps (region.key, region.crypto...); nil when tracing is off.
+	tracer trace.Tracer
+
 	leaseBound leaseBound // a longer lease in force until lately, for the fence
 	grants     grantLog   // the leases this node granted as leader, for the fence
 
@@ -119,6 +124,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	n := &Node{
 		cfg:      cfg,
+		tracer:   tracing.Tracer(cfg.TracerProvider, "region"),
 		log:      log,
 		keys:     newKeyring(size),
 		lease:    newLease(),
@@ -201,6 +207,7 @@ func New(cfg Config) (_ *Node, err error) {
 	ccfg.OnPeerRequest = n.auditPeerRequest
 	ccfg.Logger = log
 	ccfg.Registerer = n.reg
+	ccfg.TracerProvider = cfg.TracerProvider // a forwarded write's trace goes on to the leader
 	if cfg.Tune != nil {
 		cfg.Tune(&ccfg)
 	}
@@ -219,7 +226,7 @@ func New(cfg Config) (_ *Node, err error) {
 	}
 	closers = append(closers, func() { n.cl.Shutdown() })
 	n.peers = newPeerClients(n.cl, transport.ClientConfig{Source: cfg.CertSource,
-		Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region}}, cfg.PeerFilter)
+		Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region}, TracerProvider: cfg.TracerProvider}, cfg.PeerFilter)
 	closers = append(closers, n.peers.close)
 
 	tm, err := transport.NewMetrics(n.reg)
@@ -234,6 +241,9 @@ func New(cfg Config) (_ *Node, err error) {
 		Logger:     log,
 		Listener:   "api",
 		Registerer: n.reg,
+		// Callers with a certificate (gateways, the client library, peers) may be a call's
+		// trace parent; tracing.Sampler bounds how many such calls are recorded.
+		TracerProvider: cfg.TracerProvider,
 	})
 	if err != nil {
 		return nil, err

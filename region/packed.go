@@ -80,6 +80,7 @@ func (n *Node) packedKey(ctx context.Context, ref *kv1.KeyRef, pop policy.Op) (*
 // wrap.ItemsPerDerivedKey items, no copy of a plaintext), looking the key up once more if it was
 // destroyed meanwhile.
 func (k *batchKey) wrapKeys(b *batchKeys, plaintexts, contexts [][]byte) ([][]byte, error) {
+	defer b.n.cryptoSpan(b.ctx, len(plaintexts)).End()
 	blobs, err := k.l3.WrapKeys(plaintexts, contexts)
 	if errors.Is(err, wrap.ErrDestroyed) {
 		if err = k.again(b); err == nil {
@@ -246,12 +247,14 @@ func (s *wrapService) PackedUnwrap(ctx context.Context, req *kv1.PackedUnwrapReq
 		}
 		dst := buf[:len(g.idx)*wrap.KeySize]
 		buf = buf[len(dst):]
+		span := s.n.cryptoSpan(ctx, len(gBlobs))
 		plain, err := g.key.l3.UnwrapKeys(dst, gBlobs, gContexts)
 		if errors.Is(err, wrap.ErrDestroyed) && !errors.As(err, new(*wrap.BatchError)) {
 			if err = g.key.again(&keys); err == nil {
 				plain, err = g.key.l3.UnwrapKeys(dst, gBlobs, gContexts)
 			}
 		}
+		span.End()
 		var be *wrap.BatchError
 		errors.As(err, &be)
 		keyIndex := -1

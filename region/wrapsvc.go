@@ -6,10 +6,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/tracing"
 	"github.com/kryptonkms/krypton/policy"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -28,6 +30,12 @@ type wrapService struct {
 // usableKey checks everything but the request's payload and returns the L3 version to use.
 // pop is the operation the caller asked for, as policy names it.
 func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop policy.Op) (*wrap.ServiceKey, error) {
+	ctx, span := tracing.StartSpan(ctx, n.tracer, "region.key")
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.Tenant.String(ref.GetTenant()), tracing.Service.String(ref.GetService()),
+			tracing.KeyVersion.Int64(int64(ref.GetVersion())), tracing.Op.String(string(pop)))
+	}
 	if err := n.Serving(); err != nil {
 		return nil, err
 	}
@@ -123,6 +131,7 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 		return nil, err
 	}
 	defer dk.Destroy()
+	defer n.cryptoSpan(ctx, 1).End()
 	blob, err := l3.Wrap(dk, req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
 		l3, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap)
@@ -141,6 +150,7 @@ func (n *Node) unwrapOne(ctx context.Context, req *kv1.UnwrapRequest) (*kv1.Unwr
 	if err != nil {
 		return nil, err
 	}
+	defer n.cryptoSpan(ctx, 1).End()
 	dk, err := l3.Unwrap(req.GetBlob(), req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
 		l3, err = n.lookAgain(ctx, keyRef(l3.ID()), fsm.OpUnwrap, policy.Unwrap)
@@ -163,6 +173,7 @@ func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest)
 	if err != nil {
 		return nil, err
 	}
+	defer n.cryptoSpan(ctx, 1).End()
 	dk := wrap.NewDataKey()
 	defer dk.Destroy()
 	blob, err := l3.Wrap(dk, req.GetContext())
@@ -224,6 +235,16 @@ func dataKey(plaintext []byte) (*wrap.DataKey, error) {
 		return nil, errWeakDataKey
 	}
 	return dk, err
+}
+
+// cryptoSpan starts the span of a call's cryptography on items items (a child of ctx's span);
+// the caller ends it. Off, it is a span that records nothing.
+func (n *Node) cryptoSpan(ctx context.Context, items int) trace.Span {
+	_, span := tracing.StartSpan(ctx, n.tracer, "region.crypto")
+	if span.IsRecording() {
+		span.SetAttributes(tracing.BatchSize.Int(items))
+	}
+	return span
 }
 
 // observe records an operation's latency on the node's histogram.
@@ -334,6 +355,7 @@ func (k *batchKey) again(b *batchKeys) error {
 
 // wrapBatch wraps dks under k's key, looking it up once more if it was destroyed meanwhile.
 func (k *batchKey) wrapBatch(b *batchKeys, dks []*wrap.DataKey, ctxs [][]byte) ([][]byte, error) {
+	defer b.n.cryptoSpan(b.ctx, len(dks)).End()
 	blobs, err := k.l3.WrapBatch(dks, ctxs)
 	if errors.Is(err, wrap.ErrDestroyed) {
 		if err = k.again(b); err == nil {
@@ -495,7 +517,9 @@ func (s *wrapService) BatchUnwrap(ctx context.Context, req *kv1.BatchUnwrapReque
 	oneofs := make([]kv1.UnwrapResult_Value, len(items))
 	resps := make([]kv1.UnwrapResponse, len(items))
 	for _, g := range list {
+		span := s.n.cryptoSpan(ctx, len(g.blobs))
 		dks, err := g.key.l3.UnwrapBatch(g.blobs, g.ctxs)
+		span.End()
 		if errors.Is(err, wrap.ErrDestroyed) && !errors.As(err, new(*wrap.BatchError)) {
 			if err = g.key.again(&keys); err == nil {
 				dks, err = g.key.l3.UnwrapBatch(g.blobs, g.ctxs)

@@ -12,6 +12,7 @@ import (
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/internal/owner"
+	"github.com/kryptonkms/krypton/internal/tracing"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
@@ -41,6 +42,12 @@ func (n *Node) apply(ctx context.Context, requestID string, cmd fsm.Command) (fs
 func (n *Node) applyAs(ctx context.Context, requestID string, cmd fsm.Command, origin fsm.Origin) (fsm.Result, error) {
 	if n.shut.Load() {
 		return fsm.Result{}, ErrShutdown
+	}
+	// A write's span: on a follower it covers the forward to the leader (cluster.ApplyIdempotent).
+	ctx, span := tracing.StartSpan(ctx, n.tracer, "region.apply")
+	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.Op.String(cmd.Type()), tracing.NodeID.String(n.cfg.NodeID))
 	}
 	e := fsm.Entry{RequestID: requestID, At: time.Now().UnixNano(), Command: cmd, Origin: origin}
 	if err := fsm.Validate(e); err != nil {

@@ -9,6 +9,7 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/connectivity"
@@ -60,6 +61,9 @@ type ClientConfig struct {
 	// KeepaliveTimeout is how long the client waits for a ping's answer
 	// before it considers the connection dead; 0 means 10 s.
 	KeepaliveTimeout time.Duration
+	// TracerProvider, if set, traces every call (an OpenTelemetry client span) and sends its W3C
+	// trace context in the call's metadata. Nil, the default: no stats handler, no cost.
+	TracerProvider trace.TracerProvider
 	// WaitReady makes Dial wait, until ctx ends, for the connection to be
 	// established, and fail if it cannot be (a refused handshake, say).
 	// Without it Dial returns at once and connects on the first call, as
@@ -153,6 +157,9 @@ func Dial(ctx context.Context, addr string, cfg ClientConfig) (*grpc.ClientConn,
 	var extra []grpc.DialOption
 	if cfg.Token != nil {
 		extra = append(extra, grpc.WithPerRPCCredentials(tokenCredentials{cfg.Token}))
+	}
+	if cfg.TracerProvider != nil {
+		extra = append(extra, clientTracing(cfg.TracerProvider))
 	}
 	if len(cfg.Certificate.Certificate) == 0 {
 		tlsCfg.Certificates = nil // a token-only client presents no certificate

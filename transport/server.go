@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -115,6 +116,16 @@ type ServerConfig struct {
 	// from a client (a client pinging more often is disconnected). Clients
 	// made by Dial ping no more often than this default.
 	KeepaliveMinTime time.Duration
+
+	// TracerProvider, if set, traces every call (an OpenTelemetry server span, the caller's W3C
+	// trace context as its parent; docs/operations.md, "Traces"). Nil, the default, installs no
+	// stats handler at all: tracing off costs nothing.
+	TracerProvider trace.TracerProvider
+	// PublicTraceEndpoint makes callers' trace context a link of the server span, never its
+	// parent, so that callers cannot decide what is recorded (the gateway's front end). Without
+	// it, a caller with a verified certificate may be the parent (tracing.Sampler bounds how
+	// many such calls are recorded); a token or no identity never is.
+	PublicTraceEndpoint bool
 
 	// Errors are rows the error translation (step 6 of NewServer) tests after its own table,
 	// for the sentinels of a package transport does not link: governance passes the codes of its
@@ -271,7 +282,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	// stop gRPC's BDP pings) and 128 KiB read and write buffers changed the
 	// CPU per call by nothing measurable; static 64 KiB windows cost batches
 	// 8-18 % more CPU. The shared write buffer is on by default in this gRPC.
-	gs := grpc.NewServer(
+	opts := []grpc.ServerOption{
 		grpc.Creds(identifyingCreds{credentials.NewTLS(tlsCfg)}),
 		grpc.MaxRecvMsgSize(cfg.MaxRecvMsgSize),
 		grpc.MaxSendMsgSize(cfg.MaxSendMsgSize),
@@ -290,12 +301,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		// copying was ~9 % of a loaded node's CPU (docs/performance.md);
 		// with 2 workers per core it was still 5 %, with 8 under 1 %. Calls
 		// beyond the pool still get a goroutine of their own.
-		grpc.NumStreamWorkers(uint32(8*runtime.GOMAXPROCS(0))),
+		grpc.NumStreamWorkers(uint32(8 * runtime.GOMAXPROCS(0))),
 		experimental.BufferPool(bufferPool),
 		grpc.ForceServerCodecV2(codec{}),
 		grpc.ChainUnaryInterceptor(ic.unary()...),
 		grpc.ChainStreamInterceptor(ic.stream()...),
-	)
+	}
+	opts = append(opts, ServerTracing(cfg.TracerProvider, cfg.PublicTraceEndpoint)...)
+	gs := grpc.NewServer(opts...)
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(gs, h)
 	limits := netutil.HandshakeLimits{

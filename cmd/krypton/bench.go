@@ -84,7 +84,7 @@ func benchCommand() *command {
 			"wraps at -neighbour-rate (open loop), first alone, then while this run's load floods the region as tenant bench,\n" +
 			"and with -neighbour-quota N once more with tenant bench under a quota of N requests/s; it prints the second\n" +
 			"tenant's p50 and p99 in each phase and their ratios to the unloaded ones (docs/performance.md).\n\n" +
-						"Errors are counted by code and never stop the run; it exits 1 if no operation succeeded.\n\n" +
+			"Errors are counted by code and never stop the run; it exits 1 if no operation succeeded.\n\n" +
 			"With -elections it measures leadership stability instead (docs/performance.md, \"Leadership under CPU starvation\"):\n" +
 			"it starts a three-node region of krypton server processes (this binary; -in-process: in this process, as krypton dev)\n" +
 			"with production settings and the -raft-* timings, leaves it idle for -duration, with -hogs N beside N busy cores,\n" +

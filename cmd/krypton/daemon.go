@@ -14,8 +14,11 @@ import (
 	"time"
 
 	"github.com/awnumar/memguard"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/internal/tracing"
 )
 
 // The daemon set-up, shared by the three long-running commands: `krypton server` (a region node),
@@ -31,6 +34,15 @@ import (
 type daemonFlags struct {
 	config, logLevel, logFormat string
 	certExpiryWarning           time.Duration
+	trace                       traceFlags
+}
+
+// traceFlags turn on OpenTelemetry traces (internal/tracing; docs/operations.md, "Traces").
+type traceFlags struct {
+	endpoint     string
+	insecure     bool
+	ratio        float64
+	remoteParent float64
 }
 
 // declare declares them; example is a flag name the -config help shows as a key.
@@ -39,6 +51,39 @@ func (d *daemonFlags) declare(fs *flag.FlagSet, example string) {
 	fs.StringVar(&d.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&d.logFormat, "log-format", "text", "text or json")
 	fs.DurationVar(&d.certExpiryWarning, "cert-expiry-warning", pki.DefaultExpiryWarning, "log a warning, at start, on every reload and hourly, while a certificate expires within this long")
+	fs.StringVar(&d.trace.endpoint, "trace-otlp-endpoint", "", "host:port of an OTLP/gRPC receiver to send traces to; empty (the default) turns tracing off, unless OTEL_EXPORTER_OTLP_ENDPOINT is set")
+	fs.BoolVar(&d.trace.insecure, "trace-otlp-insecure", false, "send traces without TLS (a collector on loopback); otherwise TLS with the system's roots or OTEL_EXPORTER_OTLP_CERTIFICATE")
+	fs.Float64Var(&d.trace.ratio, "trace-sample-ratio", tracing.DefaultSampleRatio, "share of the calls that start a trace here that are recorded, 0 to 1")
+	fs.Float64Var(&d.trace.remoteParent, "trace-remote-parent-rate", tracing.DefaultRemoteParentRate, "most calls a second recorded because their caller's trace context said sampled; the rest are not")
+}
+
+// tracing starts tracing as the daemon's flags say, for the daemon service (krypton-region...)
+// of node nodeID, and stops it (sending what is buffered) when the command returns. Off, it
+// returns nil, which every Config takes as off.
+func (e *daemonEnv) tracing(d *daemonFlags, service, nodeID string) (trace.TracerProvider, error) {
+	t, err := tracing.Start(context.Background(), tracing.Config{
+		Endpoint: d.trace.endpoint, Insecure: d.trace.insecure,
+		SampleRatio: d.trace.ratio, RemoteParentRate: d.trace.remoteParent,
+		ServiceName: service, NodeID: nodeID,
+	})
+	if err != nil {
+		return nil, usagef("%v", err)
+	}
+	if t == nil {
+		return nil, nil
+	}
+	log := e.log
+	// The exporter's errors (a receiver away) go to the log, not to stderr.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("tracing: exporting spans failed", "err", err) }))
+	e.atExit(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), tracing.ShutdownTimeout)
+		defer cancel()
+		if err := t.Shutdown(ctx); err != nil {
+			log.Warn("tracing: sending the last spans failed", "err", err)
+		}
+	})
+	log.Info("tracing on", "service", service, "sample-ratio", d.trace.ratio, "remote-parent-rate", d.trace.remoteParent)
+	return t.Provider(), nil
 }
 
 // daemon is a started daemon, as runDaemon's start returns it. stop ends it on a signal and

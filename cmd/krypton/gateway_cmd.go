@@ -149,6 +149,9 @@ func gatewayCommand() *command {
 					return daemon{}, err
 				}
 				cfg.Logger = e.log
+				if cfg.TracerProvider, err = e.tracing(&f.daemon, "krypton-gateway", ""); err != nil {
+					return daemon{}, err
+				}
 				g, err := gateway.New(cfg)
 				if err != nil {
 					return daemon{}, err

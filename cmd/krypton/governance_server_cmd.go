@@ -105,6 +105,9 @@ func governanceServerCommand() *command {
 					return daemon{}, err
 				}
 				cfg.Logger = e.log
+				if cfg.TracerProvider, err = e.tracing(&f.daemon, "krypton-governance", cfg.NodeID); err != nil {
+					return daemon{}, err
+				}
 				if cfg.AuditSyslog, err = f.audit.syslogConfig(e.log); err != nil {
 					return daemon{}, err
 				}

@@ -134,6 +134,9 @@ func serverCommand() *command {
 					return daemon{}, err
 				}
 				e.atExit(func() { cfg.OIDC.Close() }) // after the node has stopped
+				if cfg.TracerProvider, err = e.tracing(&f.daemon, "krypton-region", cfg.NodeID); err != nil {
+					return daemon{}, err
+				}
 				sched, err := f.snapshots.schedule("server", cfg.DataDir, "region-"+cfg.Region, e.log)
 				if err != nil {
 					return daemon{}, err

@@ -97,6 +97,8 @@ var rules = []rule{
 		forbidden: []string{module + "/governance"}},
 	{pkg: module + "/governance", transitive: true, why: "governance talks to regions over the API only; it links none of the region's code",
 		forbidden: []string{module + "/region"}},
+	{pkg: module + "/cmd/krypton", exact: true, transitive: true, why: "linking gRPC's gzip registers it for the whole process, and every gRPC call then carries a grpc-accept-encoding header the server parses (more allocations per wrap, tracing on or off; internal/tracing/otlpgrpc.go)",
+		forbidden: []string{"=google.golang.org/grpc/encoding/gzip"}},
 }
 
 // matches reports whether path is prefix or below it; a prefix ending in "/" matches below it only,
