@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/kryptonkms/krypton/gateway/xks"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/wrap"
 )
@@ -66,6 +67,14 @@ type Config struct {
 	// KMIPRegistryPath is the bbolt file where the KMIP front end keeps its objects (wrapped keys
 	// and attributes); empty keeps them in memory, lost when the gateway stops.
 	KMIPRegistryPath string
+	// XKSAddr is the TCP address of the AWS KMS External Key Store proxy front end (HTTPS, SigV4,
+	// package gateway/xks; docs/xks.md); empty disables it. Needs XKS's Certificate, Region,
+	// CredentialsFile and KeysPath. Its external keys are wrapped under the gateway's own
+	// service key.
+	XKSAddr string
+	// XKS configures that front end (start from xks.DefaultConfig; Logger and Registerer are
+	// the gateway's).
+	XKS xks.Config
 
 	// BatchSize is the most requests coalesced into one region batch call (1 to 1024). 1 turns
 	// batching off: every request is its own RPC.
@@ -118,6 +127,7 @@ func DefaultConfig() Config {
 		MaxAttempts:     6,
 		RefreshInterval: 2 * time.Second,
 		MaxDataSize:     4 << 20,
+		XKS:             xks.DefaultConfig(),
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/gateway/kmip"
+	"github.com/kryptonkms/krypton/gateway/xks"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/internal/tracing"
 	"github.com/kryptonkms/krypton/policy"
@@ -52,11 +53,12 @@ type Gateway struct {
 	wraps   *batcher[*kv1.WrapRequest, *kv1.WrapResponse]
 	unwraps *batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
 
-	tcpLn, unixLn, httpLn, kmipLn net.Listener
-	tcpSrv                        *transport.Server
-	kmipSrv                       *kmip.Server
-	unixSrv                       *grpc.Server
-	http                          *transport.AdminHTTP
+	tcpLn, unixLn, httpLn, kmipLn, xksLn net.Listener
+	tcpSrv                               *transport.Server
+	kmipSrv                              *kmip.Server
+	xksSrv                               *xks.Server
+	unixSrv                              *grpc.Server
+	http                                 *transport.AdminHTTP
 
 	// policy is the tenant's key-use policy as last learnt from the region (nil until a node has
 	// answered): TCP callers are checked by it (permit).
@@ -160,6 +162,19 @@ func New(cfg Config) (_ *Gateway, err error) {
 			return nil, fmt.Errorf("gateway: KMIPAddr: %w", err)
 		}
 	}
+	if cfg.XKSAddr != "" {
+		xc := cfg.XKS
+		xc.Logger, xc.Registerer = log, g.reg
+		if xc.EKMName == "" {
+			xc.EKMName = "krypton-region-" + cfg.Region
+		}
+		if g.xksSrv, err = xks.New(xc, XKSKeys{G: g}); err != nil {
+			return nil, err
+		}
+		if g.xksLn, err = net.Listen("tcp", cfg.XKSAddr); err != nil {
+			return nil, fmt.Errorf("gateway: XKSAddr: %w", err)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.AttemptTimeout)
 	g.pool.start(ctx)
 	cancel()
@@ -221,6 +236,18 @@ func (g *Gateway) KMIPAddr() net.Addr {
 	return g.kmipLn.Addr()
 }
 
+// XKSAddr is the XKS proxy front end's address (nil when off).
+func (g *Gateway) XKSAddr() net.Addr {
+	if g.xksLn == nil {
+		return nil
+	}
+	return g.xksLn.Addr()
+}
+
+// XKS is the XKS proxy front end (nil when off): its CreateKey makes external keys, its Reload
+// reads the SigV4 credentials file again.
+func (g *Gateway) XKS() *xks.Server { return g.xksSrv }
+
 // UnixSocket is the Unix socket's path, or "".
 func (g *Gateway) UnixSocket() string { return g.cfg.UnixSocket }
 
@@ -261,11 +288,14 @@ func (g *Gateway) Close() error {
 	if g.kmipSrv != nil {
 		g.kmipSrv.Close()
 	}
+	if g.xksSrv != nil {
+		g.xksSrv.Close()
+	}
 	if g.http != nil {
 		g.http.Shutdown(ctx)
 	}
 	// Listeners a server never took (Serve not called, or it failed early).
-	for _, ln := range []net.Listener{g.tcpLn, g.unixLn, g.kmipLn} {
+	for _, ln := range []net.Listener{g.tcpLn, g.unixLn, g.kmipLn, g.xksLn} {
 		if ln != nil {
 			ln.Close()
 		}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/gateway/kmip"
+	"github.com/kryptonkms/krypton/gateway/xks"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -75,6 +76,10 @@ func (g *Gateway) Serve() error {
 		n++
 		go func() { g.serveErr <- g.kmipSrv.Serve(g.kmipLn) }()
 	}
+	if g.xksLn != nil {
+		n++
+		go func() { g.serveErr <- g.xksSrv.Serve(g.xksLn) }()
+	}
 	if g.httpLn != nil {
 		h, err := transport.ServeAdminHTTP(g.httpLn, transport.AdminHTTPConfig{Gatherer: g.reg, Registerer: g.reg, Logger: g.log, Healthy: g.healthy, Ready: g.ready})
 		if err != nil {
@@ -87,7 +92,7 @@ func (g *Gateway) Serve() error {
 	for range n {
 		select {
 		case err := <-g.serveErr:
-			if err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, kmip.ErrShutdown) && !g.isClosed() {
+			if err != nil && !errors.Is(err, grpc.ErrServerStopped) && !errors.Is(err, kmip.ErrShutdown) && !errors.Is(err, xks.ErrShutdown) && !g.isClosed() {
 				return err
 			}
 		case <-g.done:

@@ -2,13 +2,20 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/kryptonkms/krypton/gateway"
+	"github.com/kryptonkms/krypton/gateway/xks"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
 
@@ -43,6 +50,16 @@ type gatewayFlags struct {
 	kmip            bool
 	kmipAddr        string
 	kmipRegistry    string
+	xksAddr         string
+	xksCert, xksKey string
+	xksPrefix       string
+	xksRegion       string
+	xksCredentials  string
+	xksKeysFile     string
+	xksCreateKeys   string
+	xksClientCA     string
+	xksClientSubj   string
+	xksTimeout      time.Duration
 }
 
 func (f *gatewayFlags) declare(fs *flag.FlagSet) {
@@ -71,6 +88,17 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	fs.BoolVar(&f.kmip, "kmip", false, "serve KMIP (TTLV over mutual TLS) on -kmip-addr, by default "+defaultKMIPAddr)
 	fs.StringVar(&f.kmipAddr, "kmip-addr", "", "host:port of the KMIP front end; setting it enables KMIP (needs -server-cert and -server-key)")
 	fs.StringVar(&f.kmipRegistry, "kmip-registry", "", "bbolt file keeping the KMIP objects (wrapped keys and attributes); empty keeps them in memory only")
+	fs.StringVar(&f.xksAddr, "xks-addr", "", "host:port of the AWS KMS External Key Store proxy (HTTPS, SigV4; docs/xks.md); empty disables")
+	fs.StringVar(&f.xksCert, "xks-cert", "", "PEM file of the XKS HTTPS certificate (naming the proxy's DNS name, from a CA AWS KMS trusts)")
+	fs.StringVar(&f.xksKey, "xks-key", "", "PEM file of its private key")
+	fs.StringVar(&f.xksPrefix, "xks-path-prefix", "", "path before /kms/xks/v1 (the key store's XksProxyUriPath minus /kms/xks/v1), e.g. /keystores/acme; empty for none")
+	fs.StringVar(&f.xksRegion, "xks-region", "", "the AWS region whose KMS calls the proxy (the SigV4 credential scope's region), e.g. eu-west-1")
+	fs.StringVar(&f.xksCredentials, "xks-credentials", "", "file of the SigV4 credentials accepted, one 'ACCESS_KEY_ID SECRET_ACCESS_KEY' a line, mode 0600; re-read when it changes")
+	fs.StringVar(&f.xksKeysFile, "xks-keys-file", "", "JSON file of the external keys (IDs and their region-wrapped blobs)")
+	fs.StringVar(&f.xksCreateKeys, "xks-create-keys", "", "external key IDs, comma-separated, to create at start if the keys file lacks them")
+	fs.StringVar(&f.xksClientCA, "xks-client-ca", "", "PEM file of the CAs whose client certificates the XKS proxy requires (mutual TLS); empty: SigV4 only")
+	fs.StringVar(&f.xksClientSubj, "xks-client-subject", "", "common name the XKS client certificate must carry, e.g. cks.kms.eu-west-1.amazonaws.com (needs -xks-client-ca)")
+	fs.DurationVar(&f.xksTimeout, "xks-timeout", d.XKS.Timeout, "bound on one XKS request's work (AWS KMS gives up at 250 ms)")
 }
 
 func (f *gatewayFlags) gatewayConfig(e *daemonEnv) (gateway.Config, error) {
@@ -124,13 +152,72 @@ func (f *gatewayFlags) gatewayConfig(e *daemonEnv) (gateway.Config, error) {
 	cfg.BatchSize, cfg.BatchWait = f.batchSize, f.batchWait
 	cfg.CacheEntries, cfg.CacheBytes, cfg.CacheTTL = f.cacheEntries, f.cacheBytes, f.cacheTTL
 	cfg.AttemptTimeout, cfg.MaxAttempts, cfg.RefreshInterval = f.attemptTimeout, f.maxAttempts, f.refresh
-	if cfg.ListenAddr == "" && cfg.UnixSocket == "" && f.kmipAddr == "" {
-		return cfg, usagef("gateway: nothing to serve: give -listen, -unix-socket or -kmip-addr")
+	if f.xksAddr != "" {
+		if err := f.xksConfig(&cfg); err != nil {
+			return cfg, err
+		}
+	}
+	if cfg.ListenAddr == "" && cfg.UnixSocket == "" && f.kmipAddr == "" && f.xksAddr == "" {
+		return cfg, usagef("gateway: nothing to serve: give -listen, -unix-socket, -kmip-addr or -xks-addr")
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, usageError{err.Error()}
 	}
 	return cfg, nil
+}
+
+// xksConfig fills the XKS proxy front end's configuration from the -xks-* flags.
+func (f *gatewayFlags) xksConfig(cfg *gateway.Config) error {
+	if f.xksCert == "" || f.xksKey == "" || f.xksRegion == "" || f.xksCredentials == "" || f.xksKeysFile == "" {
+		return usagef("gateway: -xks-addr needs -xks-cert, -xks-key, -xks-region, -xks-credentials and -xks-keys-file (docs/xks.md)")
+	}
+	cert, err := tls.LoadX509KeyPair(f.xksCert, f.xksKey)
+	if err != nil {
+		return fmt.Errorf("gateway: -xks-cert/-xks-key: %w", err)
+	}
+	cfg.XKSAddr = f.xksAddr
+	x := &cfg.XKS
+	x.Certificate, x.PathPrefix, x.Region = cert, f.xksPrefix, f.xksRegion
+	x.CredentialsFile, x.KeysPath, x.Timeout = f.xksCredentials, f.xksKeysFile, f.xksTimeout
+	x.ClientSubject = f.xksClientSubj
+	if f.xksClientCA != "" {
+		if x.ClientCAs, err = pki.LoadCertPool(f.xksClientCA); err != nil {
+			return err
+		}
+	}
+	for _, id := range splitList(f.xksCreateKeys) {
+		if !xks.ValidKeyID(id) {
+			return usagef("gateway: -xks-create-keys: %q is not an external key ID (1 to 128 letters, digits, '-', '.' or '_')", id)
+		}
+	}
+	return x.Validate()
+}
+
+// createXKSKeys makes the -xks-create-keys keys the keys file lacks, retrying while the region is
+// unavailable (a gateway may start before its region serves).
+func createXKSKeys(ctx context.Context, g *gateway.Gateway, ids []string, w io.Writer) error {
+	for _, id := range ids {
+		ctx, cancel := context.WithTimeout(ctx, time.Minute)
+		for {
+			created, err := g.XKS().CreateKey(ctx, id)
+			if err == nil {
+				if created {
+					fmt.Fprintf(w, "krypton: created XKS external key %s\n", id)
+				}
+				break
+			}
+			if status.Code(errors.Unwrap(err)) != codes.Unavailable || ctx.Err() != nil {
+				cancel()
+				return err
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+		cancel()
+	}
+	return nil
 }
 
 func gatewayCommand() *command {
@@ -156,6 +243,12 @@ func gatewayCommand() *command {
 				if err != nil {
 					return daemon{}, err
 				}
+				if cfg.XKSAddr != "" {
+					if err := createXKSKeys(ctx, g, splitList(f.xksCreateKeys), e.s.err); err != nil {
+						g.Close()
+						return daemon{}, err
+					}
+				}
 				served := make(chan struct{})
 				var serveErr error
 				go func() { defer close(served); serveErr = g.Serve() }()
@@ -169,6 +262,9 @@ func gatewayCommand() *command {
 				}
 				if a := g.KMIPAddr(); a != nil {
 					fmt.Fprintf(e.s.err, ", KMIP on %s", a)
+				}
+				if a := g.XKSAddr(); a != nil {
+					fmt.Fprintf(e.s.err, ", AWS XKS proxy on https://%s%s/kms/xks/v1 (%d external keys)", a, cfg.XKS.PathPrefix, len(g.XKS().KeyIDs()))
 				}
 				fmt.Fprintln(e.s.err)
 				return daemon{
