@@ -57,6 +57,7 @@ type Node struct {
 	http         *transport.AdminHTTP
 	pprof        *transport.AdminHTTP // nil unless Config.PprofAddr
 	flight       singleflight.Group   // one unseal or fetch per L2 version at a time
+	svcFlight    singleflight.Group   // one open per L3 version at a time
 	// barriers coalesces the read barriers of requests that find nothing in local state (catchup.go).
 	barriers barriers
 	watch    *voterWatch
