@@ -2,17 +2,25 @@ package region
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 
 	"github.com/kryptonkms/krypton/wrap"
 )
 
-// DefaultKeyringSize is how many unsealed keys of each kind (L2 versions, and L3 versions) a node
-// holds at most unless Config.KeyringSize says otherwise, and RLIMIT_MEMLOCK allows it. Each held
-// key is a memguard LockedBuffer: one mlocked page between two guard pages. 512 of each kind lock
-// 4 MiB, half of the 8 MiB RLIMIT_MEMLOCK an unprivileged process gets by default.
+// DefaultKeyringSize is the keyring a node sizes for itself (keys of each kind) when nothing bounds
+// its locked memory (CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK) and Config.KeyringSize is unset.
+// Under a limit the node takes three quarters of what fits (keyringBudgetShare), at least
+// MinKeyringSize and at most MaxAutoKeyringSize.
 const DefaultKeyringSize = 512
+
+// MaxAutoKeyringSize caps the size a node picks from RLIMIT_MEMLOCK (keys of each kind).
+const MaxAutoKeyringSize = 8192
+
+// keyringBudgetShare is the part of the free locked-memory budget an unconfigured keyring takes; the
+// rest is headroom for writes, hand-offs and the feed's keys, which lock pages outside the keyring.
+const keyringBudgetShare = 0.75
 
 // MinKeyringSize is the smallest keyring a node sizes for itself from RLIMIT_MEMLOCK: below it a
 // node would spend its time reopening keys, so it refuses to start instead.
@@ -21,12 +29,11 @@ const MinKeyringSize = 16
 // keyringSize returns the size of a node's keyring (keys of each kind) from the configured size and
 // the process's locked-memory budget (wrap/locked.go; DESIGN.md, "Locked memory"). A configured
 // size must fit beside what the process has locked already, or the node refuses to start with an
-// error that names the fixes; with none configured the node takes DefaultKeyringSize, or what
-// fits if that is less (at least MinKeyringSize).
+// error that names the fixes; with none configured the node takes autoKeyringSize.
 func keyringSize(configured int) (int, error) {
 	size := configured
 	if size <= 0 {
-		size = min(DefaultKeyringSize, max(wrap.LockedKeysThatFit()/2, MinKeyringSize))
+		size = autoKeyringSize(wrap.LockedKeysThatFit())
 	}
 	need := 2 * int64(size) * wrap.KeyLockedBytes
 	what := fmt.Sprintf("a keyring of %d L2 and %d L3 keys", size, size)
@@ -34,6 +41,17 @@ func keyringSize(configured int) (int, error) {
 		return 0, fmt.Errorf("region: %w", err)
 	}
 	return size, nil
+}
+
+// autoKeyringSize is the keyring (keys of each kind) for fit keys free in the locked-memory budget
+// (math.MaxInt: unbounded): three quarters of it shared by L2 and L3, within
+// [MinKeyringSize, MaxAutoKeyringSize]; DefaultKeyringSize when unbounded. With the 8 MiB an
+// unprivileged process gets, that is 744 of each kind.
+func autoKeyringSize(fit int) int {
+	if fit == math.MaxInt {
+		return DefaultKeyringSize
+	}
+	return min(MaxAutoKeyringSize, max(int(float64(fit)*keyringBudgetShare)/2, MinKeyringSize))
 }
 
 // keyring holds the unsealed keys of one node: each tenant's L2 versions and the L3 versions opened

@@ -121,10 +121,10 @@ func New(cfg Config) (_ *Node, err error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	if size < DefaultKeyringSize && cfg.KeyringSize == 0 {
-		used, limit, _ := wrap.LockedMemory()
-		log.Warn("keyring sized below the default to fit RLIMIT_MEMLOCK; raise the limit (ulimit -l, systemd LimitMEMLOCK=) for more",
-			"keys_per_kind", size, "default", DefaultKeyringSize, "memlock_limit_bytes", limit, "locked_bytes", used)
+	{
+		used, limit, enforced := wrap.LockedMemory()
+		log.Info("keyring sized", "keys_per_kind", size, "configured", cfg.KeyringSize > 0,
+			"memlock_enforced", enforced, "memlock_limit_bytes", limit, "locked_bytes", used)
 	}
 	n.events = newKeyEvents(n.lease, cfg.ClockDrift)
 	if cfg.KeyEventAckWait > 0 {
