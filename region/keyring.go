@@ -2,17 +2,25 @@ package region
 
 import (
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 
 	"github.com/kryptonkms/krypton/wrap"
 )
 
-// DefaultKeyringSize is how many unsealed keys of each kind (L2 versions, and L3 versions) a node
-// holds at most unless Config.KeyringSize says otherwise, and RLIMIT_MEMLOCK allows it. Each held
-// key is a memguard LockedBuffer: one mlocked page between two guard pages. 512 of each kind lock
-// 4 MiB, half of the 8 MiB RLIMIT_MEMLOCK an unprivileged process gets by default.
+// DefaultKeyringSize is the keyring a node sizes for itself (keys of each kind) when nothing bounds
+// its locked memory (CAP_IPC_LOCK or an unlimited RLIMIT_MEMLOCK) and Config.KeyringSize is unset.
+// Under a limit the node takes three quarters of what fits (keyringBudgetShare), at least
+// MinKeyringSize and at most MaxAutoKeyringSize.
 const DefaultKeyringSize = 512
+
+// MaxAutoKeyringSize caps the size a node picks from RLIMIT_MEMLOCK (keys of each kind).
+const MaxAutoKeyringSize = 8192
+
+// keyringBudgetShare is the part of the free locked-memory budget an unconfigured keyring takes; the
+// rest is headroom for writes, hand-offs and the feed's keys, which lock pages outside the keyring.
+const keyringBudgetShare = 0.75
 
 // MinKeyringSize is the smallest keyring a node sizes for itself from RLIMIT_MEMLOCK: below it a
 // node would spend its time reopening keys, so it refuses to start instead.
@@ -21,12 +29,11 @@ const MinKeyringSize = 16
 // keyringSize returns the size of a node's keyring (keys of each kind) from the configured size and
 // the process's locked-memory budget (wrap/locked.go; DESIGN.md, "Locked memory"). A configured
 // size must fit beside what the process has locked already, or the node refuses to start with an
-// error that names the fixes; with none configured the node takes DefaultKeyringSize, or what
-// fits if that is less (at least MinKeyringSize).
+// error that names the fixes; with none configured the node takes autoKeyringSize.
 func keyringSize(configured int) (int, error) {
 	size := configured
 	if size <= 0 {
-		size = min(DefaultKeyringSize, max(wrap.LockedKeysThatFit()/2, MinKeyringSize))
+		size = autoKeyringSize(wrap.LockedKeysThatFit())
 	}
 	need := 2 * int64(size) * wrap.KeyLockedBytes
 	what := fmt.Sprintf("a keyring of %d L2 and %d L3 keys", size, size)
@@ -34,6 +41,17 @@ func keyringSize(configured int) (int, error) {
 		return 0, fmt.Errorf("region: %w", err)
 	}
 	return size, nil
+}
+
+// autoKeyringSize is the keyring (keys of each kind) for fit keys free in the locked-memory budget
+// (math.MaxInt: unbounded): three quarters of it shared by L2 and L3, within
+// [MinKeyringSize, MaxAutoKeyringSize]; DefaultKeyringSize when unbounded. With the 8 MiB an
+// unprivileged process gets, that is 744 of each kind.
+func autoKeyringSize(fit int) int {
+	if fit == math.MaxInt {
+		return DefaultKeyringSize
+	}
+	return min(MaxAutoKeyringSize, max(int(float64(fit)*keyringBudgetShare)/2, MinKeyringSize))
 }
 
 // keyring holds the unsealed keys of one node: each tenant's L2 versions and the L3 versions opened
@@ -52,8 +70,11 @@ func keyringSize(configured int) (int, error) {
 // the write lock on every call). A key put starts unflagged, so a burst of keys opened once
 // (a batch naming many services, say) evicts among themselves, not the keys in steady use. An evicted L3 is opened again from its sealed blob on its next use
 // (~0.1 ms); an evicted L2 is fetched from the leader, or unsealed through the anchor on the leader.
-// A call that found a key just before it was evicted gets wrap.ErrDestroyed when it uses it; the
-// wrap path then looks the key up once more (wrapsvc.go).
+// A call pins the key it uses (acquire ... release) and eviction passes pinned keys by, so a cold
+// key costs a call latency, never an error: with every key pinned the bound is overrun (by at most
+// the calls in flight) rather than a key in use destroyed. Wipes (revocation, shutdown, restore)
+// destroy pinned keys too: a call whose key was wiped gets wrap.ErrDestroyed and looks the key up
+// once more through the state check (wrapsvc.go), which refuses a revoked key.
 //
 // Locked memory is also a budget of the whole process (wrap/locked.go): when a new key does not fit
 // in RLIMIT_MEMLOCK, the budget asks every keyring for a key back (evictOne) before it refuses the
@@ -65,6 +86,8 @@ type keyring struct {
 	svc     bounded[wrap.KeyID, *wrap.ServiceKey]
 
 	pressure    atomic.Uint64 // keys given back to the locked-memory budget
+	tenantOpens atomic.Uint64 // L2 versions unsealed or fetched into the keyring
+	svcOpens    atomic.Uint64 // L3 versions opened from their sealed blobs into the keyring
 	stopEvictor func()
 }
 
@@ -83,8 +106,13 @@ type bounded[K comparable, V interface{ Destroy() }] struct {
 
 type held[V any] struct {
 	key  V
-	used atomic.Bool // looked up since the last eviction sweep passed it
+	used atomic.Bool  // looked up since the last eviction sweep passed it
+	pins atomic.Int32 // calls using the key now: eviction passes it by (wipes do not)
 }
+
+// release unpins a key taken with acquire or putPinned. It touches only the entry, which may have
+// left the map meanwhile (a wipe), so it needs no lock.
+func (h *held[V]) release() { h.pins.Add(-1) }
 
 func newBounded[K comparable, V interface{ Destroy() }](max int) bounded[K, V] {
 	return bounded[K, V]{m: make(map[K]*held[V]), max: max}
@@ -102,26 +130,56 @@ func (b *bounded[K, V]) get(k K) (v V) {
 	return h.key
 }
 
-// put stores v for k, or destroys v and returns the key already held; the caller holds mu.
-func (b *bounded[K, V]) put(k K, v V) V {
-	if h := b.m[k]; h != nil {
-		v.Destroy()
-		return h.key
+// acquire returns the entry for k pinned (nil if none); the caller holds mu for reading and
+// calls release when done with the key. An entry pinned under the read lock cannot be evicted
+// before release: eviction runs under the write lock and passes pinned entries by.
+func (b *bounded[K, V]) acquire(k K) *held[V] {
+	h := b.m[k]
+	if h == nil {
+		return nil
 	}
-	if len(b.m) >= b.max {
-		b.evict()
+	h.pins.Add(1)
+	if !h.used.Load() {
+		h.used.Store(true)
 	}
-	b.m[k] = &held[V]{key: v} // not yet used: it earns its second chance by a lookup
-	return v
+	return h
 }
 
-// evict destroys one key that was not used since the last sweep passed it, clearing the flags of
-// those it passes, and reports whether there was one to destroy. Go's map order starts each sweep
-// at a random place; a second sweep always finds a key, since the first cleared every flag
-// (lookups cannot run: the caller holds mu).
+// put stores v for k, or destroys v and returns the key already held; the caller holds mu.
+func (b *bounded[K, V]) put(k K, v V) V {
+	return b.putPinned(k, v, false).key
+}
+
+// putPinned is put, returning the entry; with pin it is pinned for the caller (who releases it).
+// When every held key is pinned the bound is overrun rather than a key in use destroyed: by at
+// most the number of calls in flight, and the next puts evict back down to it.
+func (b *bounded[K, V]) putPinned(k K, v V, pin bool) *held[V] {
+	h := b.m[k]
+	if h != nil {
+		v.Destroy()
+	} else {
+		for len(b.m) >= b.max && b.evict() {
+		}
+		h = &held[V]{key: v} // not yet used: it earns its second chance by a lookup
+		b.m[k] = h
+	}
+	if pin {
+		h.pins.Add(1)
+	}
+	return h
+}
+
+// evict destroys one key that was not used since the last sweep passed it and is not pinned,
+// clearing the flags of those it passes, and reports whether there was one to destroy. Go's map
+// order starts each sweep at a random place; a second sweep finds a key unless every key is
+// pinned, since the first cleared every flag (lookups cannot run: the caller holds mu; a pin
+// released meanwhile only makes a key evictable).
 func (b *bounded[K, V]) evict() bool {
 	for range 2 {
 		for k, h := range b.m {
+			if h.pins.Load() > 0 {
+				continue
+			}
 			if h.used.Load() {
 				h.used.Store(false)
 				continue
@@ -193,6 +251,43 @@ func (r *keyring) putTenantKey(k *wrap.TenantKey) *wrap.TenantKey {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.tenants.put(tenantVersion{id.Tenant, id.Version}, k)
+}
+
+// acquireTenantKey returns the L2 version pinned, and its release (nil, nil if not held).
+func (r *keyring) acquireTenantKey(tenant string, version uint32) (*wrap.TenantKey, func()) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if h := r.tenants.acquire(tenantVersion{tenant, version}); h != nil {
+		return h.key, h.release
+	}
+	return nil, nil
+}
+
+// putTenantKeyPinned is putTenantKey, the key returned pinned with its release.
+func (r *keyring) putTenantKeyPinned(k *wrap.TenantKey) (*wrap.TenantKey, func()) {
+	id := k.ID()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.tenants.putPinned(tenantVersion{id.Tenant, id.Version}, k, true)
+	return h.key, h.release
+}
+
+// acquireServiceKey returns the L3 version pinned, and its release (nil, nil if not held).
+func (r *keyring) acquireServiceKey(id wrap.KeyID) (*wrap.ServiceKey, func()) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if h := r.svc.acquire(id); h != nil {
+		return h.key, h.release
+	}
+	return nil, nil
+}
+
+// putServiceKeyPinned is putServiceKey, the key returned pinned with its release.
+func (r *keyring) putServiceKeyPinned(k *wrap.ServiceKey) (*wrap.ServiceKey, func()) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.svc.putPinned(k.ID(), k, true)
+	return h.key, h.release
 }
 
 func (r *keyring) serviceKey(id wrap.KeyID) *wrap.ServiceKey {

@@ -1,6 +1,7 @@
 package region
 
 import (
+	"math"
 	"testing"
 
 	"github.com/kryptonkms/krypton/wrap"
@@ -94,5 +95,20 @@ func TestKeyringWipes(t *testing.T) {
 	r.wipeAll()
 	if !b1.IsZero() || r.size() != 0 {
 		t.Fatal("wipeAll left keys")
+	}
+}
+
+// TestAutoKeyringSize: an unconfigured keyring takes three quarters of the free locked-memory
+// budget, shared by L2 and L3, within its bounds.
+func TestAutoKeyringSize(t *testing.T) {
+	for _, c := range []struct{ fit, want int }{
+		{math.MaxInt, DefaultKeyringSize},
+		{1984, 744}, // 8 MiB less the margin, one page per key
+		{10, MinKeyringSize},
+		{1 << 30, MaxAutoKeyringSize},
+	} {
+		if got := autoKeyringSize(c.fit); got != c.want {
+			t.Errorf("autoKeyringSize(%d) = %d, want %d", c.fit, got, c.want)
+		}
 	}
 }

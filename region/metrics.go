@@ -102,6 +102,16 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 			Help:        "Keys evicted from this node's keyring to keep it within its bound (Config.KeyringSize), by kind.",
 			ConstLabels: prometheus.Labels{"kind": "service"},
 		}, func() float64 { _, s := n.keys.evictions(); return float64(s) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "krypton_keyring_opens_total",
+			Help:        "Keys this node opened into its keyring (an L2 unsealed through its anchor or fetched from the leader; an L3 opened from its sealed blob), by kind: the cost of cold keys.",
+			ConstLabels: prometheus.Labels{"kind": "tenant"},
+		}, func() float64 { return float64(n.keys.tenantOpens.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name:        "krypton_keyring_opens_total",
+			Help:        "Keys this node opened into its keyring (an L2 unsealed through its anchor or fetched from the leader; an L3 opened from its sealed blob), by kind: the cost of cold keys.",
+			ConstLabels: prometheus.Labels{"kind": "service"},
+		}, func() float64 { return float64(n.keys.svcOpens.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "krypton_lease_serving",
 			Help: "1 when this node holds a serving lease and has applied the log up to it.",

@@ -63,6 +63,7 @@ type Node struct {
 	http       *transport.AdminHTTP
 	pprof      *transport.AdminHTTP // nil unless Config.PprofAddr
 	flight     singleflight.Group   // one unseal or fetch per L2 version at a time
+	svcFlight  singleflight.Group   // one open per L3 version at a time
 	// barriers coalesces the read barriers of requests that find nothing in local state (catchup.go).
 	barriers barriers
 	watch    *voterWatch
@@ -136,10 +137,10 @@ func New(cfg Config) (_ *Node, err error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	if size < DefaultKeyringSize && cfg.KeyringSize == 0 {
-		used, limit, _ := wrap.LockedMemory()
-		log.Warn("keyring sized below the default to fit RLIMIT_MEMLOCK; raise the limit (ulimit -l, systemd LimitMEMLOCK=) for more",
-			"keys_per_kind", size, "default", DefaultKeyringSize, "memlock_limit_bytes", limit, "locked_bytes", used)
+	{
+		used, limit, enforced := wrap.LockedMemory()
+		log.Info("keyring sized", "keys_per_kind", size, "configured", cfg.KeyringSize > 0,
+			"memlock_enforced", enforced, "memlock_limit_bytes", limit, "locked_bytes", used)
 	}
 	n.events = newKeyEvents(n.lease, cfg.ClockDrift)
 	if cfg.KeyEventAckWait > 0 {

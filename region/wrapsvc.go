@@ -27,9 +27,10 @@ type wrapService struct {
 	n *Node
 }
 
-// usableKey checks everything but the request's payload and returns the L3 version to use.
+// usableKey checks everything but the request's payload and returns the L3 version to use, pinned
+// in the keyring until the caller calls release (eviction passes it by meanwhile).
 // pop is the operation the caller asked for, as policy names it.
-func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop policy.Op) (*wrap.ServiceKey, error) {
+func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop policy.Op) (_ *wrap.ServiceKey, release func(), _ error) {
 	ctx, span := tracing.StartSpan(ctx, n.tracer, "region.key")
 	defer span.End()
 	if span.IsRecording() {
@@ -37,18 +38,18 @@ func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop po
 			tracing.KeyVersion.Int64(int64(ref.GetVersion())), tracing.Op.String(string(pop)))
 	}
 	if err := n.Serving(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if ref.GetTenant() == "" || ref.GetService() == "" {
-		return nil, ErrMissingKey
+		return nil, nil, ErrMissingKey
 	}
 	if err := n.authorize(ctx, ref.GetTenant(), ref.GetService(), pop); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The quota after the policy, so that no caller spends another tenant's quota; before the
 	// state is read at the leader and any key is opened.
 	if err := n.admitQuota(ctx, ref.GetTenant(), ref.GetService()); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// A key created a moment ago on another node may not be applied here yet: freshRead catches
 	// up with the leader and looks again, so that "create, then wrap anywhere" works, and a node
@@ -57,30 +58,30 @@ func (n *Node) usableKey(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop po
 		return n.state.Usable(ref.GetTenant(), ref.GetService(), ref.GetVersion(), op)
 	})
 	if errors.Is(err, fsm.ErrLocked) {
-		return nil, n.lockedError(ref.GetTenant())
+		return nil, nil, n.lockedError(ref.GetTenant())
 	}
 	if errors.Is(err, fsm.ErrAnchorDeleted) {
-		return nil, status.Error(codes.FailedPrecondition, "region: tenant "+ref.GetTenant()+"'s root-key pointer was deleted (the kill switch): every use of its keys is refused until governance sets an anchor again")
+		return nil, nil, status.Error(codes.FailedPrecondition, "region: tenant "+ref.GetTenant()+"'s root-key pointer was deleted (the kill switch): every use of its keys is refused until governance sets an anchor again")
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// The durable revocation set holds every revocation this node has seen, whatever snapshot
 	// the state was restored from since (DESIGN.md, "Revocations survive every restore").
 	if !unsafeRestoreUngated && n.revs.revoked(ref.GetTenant(), ref.GetService(), v) {
-		return nil, status.Errorf(codes.FailedPrecondition, "region: key %s/%s v%d was revoked (this node's durable revocation set); revocation is final", ref.GetTenant(), ref.GetService(), v)
+		return nil, nil, status.Errorf(codes.FailedPrecondition, "region: key %s/%s v%d was revoked (this node's durable revocation set); revocation is final", ref.GetTenant(), ref.GetService(), v)
 	}
 	return n.serviceKey(ctx, wrap.KeyID{Tenant: ref.GetTenant(), Service: ref.GetService(), Version: v})
 }
 
 // blobKey reads the key a blob names and checks it as usableKey does.
-func (n *Node) blobKey(ctx context.Context, blob, context []byte, op fsm.Op, pop policy.Op) (*wrap.ServiceKey, error) {
+func (n *Node) blobKey(ctx context.Context, blob, context []byte, op fsm.Op, pop policy.Op) (*wrap.ServiceKey, func(), error) {
 	if err := n.Serving(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ref, err := blobRef(blob, context)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	return n.usableKey(ctx, &ref, op, pop)
 }
@@ -103,10 +104,11 @@ func blobRef(blob, context []byte) (kv1.KeyRef, error) {
 	return kv1.KeyRef{Tenant: h.Parent.Tenant, Service: h.Parent.Service, Version: h.Parent.Version}, nil
 }
 
-// lookAgain is usableKey for a call whose key was destroyed between its lookup and its use:
-// evicted from the bounded keyring (the next lookup opens it again) or wiped by a revocation
-// (the state check now refuses it).
-func (n *Node) lookAgain(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop policy.Op) (*wrap.ServiceKey, error) {
+// lookAgain is usableKey for a call whose key was destroyed between its lookup and its use: wiped
+// by a revocation (the state check now refuses it) or by a restore or shutdown (the next lookup
+// opens it again). A pinned key is never evicted. It releases the pin on the destroyed key first.
+func (n *Node) lookAgain(ctx context.Context, ref *kv1.KeyRef, op fsm.Op, pop policy.Op, release func()) (*wrap.ServiceKey, func(), error) {
+	release()
 	return n.usableKey(ctx, ref, op, pop)
 }
 
@@ -121,10 +123,11 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 	if err := transport.CheckContext(req.GetContext()); err != nil {
 		return nil, err
 	}
-	l3, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap)
+	l3, release, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap)
 	if err != nil {
 		return nil, err
 	}
+	defer func() { release() }()
 	// DataKeyFromBytes copies the plaintext into the key and wipes the request's copy.
 	dk, err := dataKey(req.GetPlaintext())
 	if err != nil {
@@ -134,8 +137,9 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 	defer n.cryptoSpan(ctx, 1).End()
 	blob, err := l3.Wrap(dk, req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
-		l3, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap)
-		if err == nil {
+		if l3, release, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap, release); err != nil {
+			release = func() {}
+		} else {
 			blob, err = l3.Wrap(dk, req.GetContext())
 		}
 	}
@@ -146,15 +150,17 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 }
 
 func (n *Node) unwrapOne(ctx context.Context, req *kv1.UnwrapRequest) (*kv1.UnwrapResponse, error) {
-	l3, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap, policy.Unwrap)
+	l3, release, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap, policy.Unwrap)
 	if err != nil {
 		return nil, err
 	}
 	defer n.cryptoSpan(ctx, 1).End()
+	defer func() { release() }()
 	dk, err := l3.Unwrap(req.GetBlob(), req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
-		l3, err = n.lookAgain(ctx, keyRef(l3.ID()), fsm.OpUnwrap, policy.Unwrap)
-		if err == nil {
+		if l3, release, err = n.lookAgain(ctx, keyRef(l3.ID()), fsm.OpUnwrap, policy.Unwrap, release); err != nil {
+			release = func() {}
+		} else {
 			dk, err = l3.Unwrap(req.GetBlob(), req.GetContext())
 		}
 	}
@@ -169,17 +175,19 @@ func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest)
 	if err := transport.CheckContext(req.GetContext()); err != nil {
 		return nil, err
 	}
-	l3, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, policy.GenerateDataKey)
+	l3, release, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, policy.GenerateDataKey)
 	if err != nil {
 		return nil, err
 	}
 	defer n.cryptoSpan(ctx, 1).End()
+	defer func() { release() }()
 	dk := wrap.NewDataKey()
 	defer dk.Destroy()
 	blob, err := l3.Wrap(dk, req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
-		l3, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, policy.GenerateDataKey)
-		if err == nil {
+		if l3, release, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, policy.GenerateDataKey, release); err != nil {
+			release = func() {}
+		} else {
 			blob, err = l3.Wrap(dk, req.GetContext())
 		}
 	}
@@ -190,15 +198,17 @@ func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest)
 }
 
 func (n *Node) rewrapOne(ctx context.Context, req *kv1.RewrapRequest) (*kv1.RewrapResponse, error) {
-	src, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap, policy.Rewrap)
+	src, releaseSrc, err := n.blobKey(ctx, req.GetBlob(), req.GetContext(), fsm.OpUnwrap, policy.Rewrap)
 	if err != nil {
 		return nil, err
 	}
+	defer releaseSrc()
 	sid := src.ID()
-	dst, err := n.usableKey(ctx, &kv1.KeyRef{Tenant: sid.Tenant, Service: sid.Service}, fsm.OpWrap, policy.Rewrap)
+	dst, releaseDst, err := n.usableKey(ctx, &kv1.KeyRef{Tenant: sid.Tenant, Service: sid.Service}, fsm.OpWrap, policy.Rewrap)
 	if err != nil {
 		return nil, err
 	}
+	defer releaseDst()
 	dk, err := src.Unwrap(req.GetBlob(), req.GetContext())
 	if err != nil {
 		return nil, err
@@ -312,10 +322,11 @@ type batchKeyRef struct {
 }
 
 type batchKey struct {
-	ref batchKeyRef
-	l3  *wrap.ServiceKey
-	err error
-	out *kv1.KeyRef // the key as responses name it, shared by the items wrapped under it
+	ref     batchKeyRef
+	l3      *wrap.ServiceKey
+	release func() // unpins l3 (nil when err is set)
+	err     error
+	out     *kv1.KeyRef // the key as responses name it, shared by the items wrapped under it
 }
 
 // get is usableKey for ref, op and pop, once per batch.
@@ -327,7 +338,7 @@ func (b *batchKeys) get(ref *kv1.KeyRef, op fsm.Op, pop policy.Op) *batchKey {
 	e := b.entries[k]
 	if e == nil {
 		e = &batchKey{ref: k}
-		e.l3, e.err = b.n.usableKey(b.ctx, ref, op, pop)
+		e.l3, e.release, e.err = b.n.usableKey(b.ctx, ref, op, pop)
 		if e.err == nil {
 			e.out = keyRef(e.l3.ID())
 		} else if b.refused == nil && isQuotaRefusal(e.err) {
@@ -345,12 +356,23 @@ func (b *batchKeys) get(ref *kv1.KeyRef, op fsm.Op, pop policy.Op) *batchKey {
 // again looks k up once more after its key was destroyed under the batch (see lookAgain).
 func (k *batchKey) again(b *batchKeys) error {
 	ref := &kv1.KeyRef{Tenant: k.ref.tenant, Service: k.ref.service, Version: k.ref.version}
-	l3, err := b.n.lookAgain(b.ctx, ref, k.ref.op, k.ref.pop)
+	l3, release, err := b.n.lookAgain(b.ctx, ref, k.ref.op, k.ref.pop, k.release)
+	k.release = release
 	if err != nil {
 		return err
 	}
 	k.l3 = l3
 	return nil
+}
+
+// done unpins the keys the batch looked up; the batch's handler defers it.
+func (b *batchKeys) done() {
+	for _, e := range b.entries {
+		if e.release != nil {
+			e.release()
+			e.release = nil
+		}
+	}
 }
 
 // wrapBatch wraps dks under k's key, looking it up once more if it was destroyed meanwhile.
@@ -416,6 +438,7 @@ func (s *wrapService) BatchWrap(ctx context.Context, req *kv1.BatchWrapRequest) 
 	defer qc.end()
 	results := make([]*kv1.WrapResult, len(items))
 	keys := batchKeys{n: s.n, ctx: ctx}
+	defer keys.done()
 	var gs groups
 	for i, item := range items {
 		fail := func(err error) {
@@ -481,6 +504,7 @@ func (s *wrapService) BatchUnwrap(ctx context.Context, req *kv1.BatchUnwrapReque
 		results[i] = &kv1.UnwrapResult{Result: &kv1.UnwrapResult_Error{Error: itemError(err)}}
 	}
 	keys := batchKeys{n: s.n, ctx: ctx}
+	defer keys.done()
 	type group struct {
 		key   *batchKey
 		idx   []int
@@ -561,6 +585,7 @@ func (s *wrapService) BatchGenerateDataKey(ctx context.Context, req *kv1.BatchGe
 		results[i] = &kv1.GenerateDataKeyResult{Result: &kv1.GenerateDataKeyResult_Error{Error: itemError(err)}}
 	}
 	keys := batchKeys{n: s.n, ctx: ctx}
+	defer keys.done()
 	var gs groups
 	for i, item := range items {
 		if err := transport.CheckContext(item.GetContext()); err != nil {
