@@ -15,7 +15,7 @@ DURATION ?= 60s
 SEED ?= 0
 JEPSEN_DIR ?= $(or $(TMPDIR),/tmp)/krypton-jepsen
 
-.PHONY: help build test test-stress test-short dev demo proto proto-check bench fuzz jepsen lint clean
+.PHONY: help build test test-stress test-short dev demo proto proto-check bench fuzz jepsen soak lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -65,6 +65,16 @@ fuzz: ## run every fuzz target for FUZZTIME each
 jepsen: ## the long chaos schedule (jepsen/) and the broken builds it must catch: DURATION per scenario, SEED (0: the clock), reports in JEPSEN_DIR
 	$(GO) test -count=1 -timeout 90m -v -run 'TestSchedule|TestBrokenBuildCaught' ./jepsen/ -args -long \
 	  -jepsen.duration $(DURATION) -jepsen.seed $(SEED) -jepsen.dir $(JEPSEN_DIR)
+
+# `make soak`: one long scenario at a moderate, capped rate with kills and partitions, sampling every
+# node's memory, goroutines, descriptors and keyring into samples.csv and resources.png in the run
+# directory (jepsen/DESIGN.md, "Soak"). SOAK_DURATION=10m for a shorter one.
+SOAK_DURATION ?= 1h
+SOAK_RATE ?= 100
+soak: ## a one-hour chaos run at SOAK_RATE ops/s that plots the nodes' resources
+	$(GO) test ./jepsen -run 'TestSchedule' -count=1 -timeout 0 -v -args \
+	  -jepsen.nemeses kill-leader,kill-follower,partition-leader,partition-follower \
+	  -jepsen.duration $(SOAK_DURATION) -jepsen.rate $(SOAK_RATE) -jepsen.sample 15s -jepsen.seed $(SEED) -jepsen.dir $(JEPSEN_DIR)
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '\.pb\.go$$')); \

@@ -204,6 +204,9 @@ func (c *cluster) addr(i, kind int) string {
 // apiAddr is node i's gRPC address.
 func (c *cluster) apiAddr(i int) string { return c.addr(i, 0) }
 
+// httpAddr is node i's plain HTTP address (/metrics, for the soak sampler).
+func (c *cluster) httpAddr(i int) string { return c.addr(i, 3) }
+
 // govAddr is governance node j's GovernanceService address.
 func (c *cluster) govAddr(j int) string { return c.addr(len(c.nodes)+j, 0) }
 
@@ -241,7 +244,7 @@ func (c *cluster) start(i int, bootstrap bool) error {
 	t := c.timing
 	argv := []string{c.bin, "server",
 		"-node-id", nd.id, "-region", "jepsen", "-data-dir", nd.dir,
-		"-api-addr", c.addr(i, 0), "-raft-addr", c.addr(i, 1), "-gossip-addr", c.addr(i, 2),
+		"-api-addr", c.addr(i, 0), "-raft-addr", c.addr(i, 1), "-gossip-addr", c.addr(i, 2), "-http-addr", c.httpAddr(i),
 		"-bootstrap-expect", strconv.Itoa(expect), "-join", joinList(join),
 		"-gossip-key-file", c.gossipKey, "-ca-cert", c.caPath, "-cert", c.certPath(nd), "-key", c.keyPath(nd),
 		"-dev-anchor", "-log-level", "info",

@@ -27,6 +27,8 @@ var (
 	netFlag  = flag.String("jepsen.network", "", "netns or loopback (default: netns when root)")
 	keepFlag = flag.Bool("jepsen.keep", false, "keep the nodes' logs and data (disk images) of passing runs too")
 	govFlag  = flag.Int("jepsen.governance", 0, "governance nodes of the -jepsen.nemeses scenario (0: a region on its own)")
+	sample   = flag.Duration("jepsen.sample", 0, "scrape every node's /metrics this often into samples.csv and resources.png (a soak; 0: off)")
+	rateFlag = flag.Float64("jepsen.rate", 0, "cap the workload at this many operations a second (0: as fast as the clients go)")
 )
 
 // binDir holds the krypton binaries the nodes run, built once by TestMain.
@@ -108,6 +110,9 @@ func schedule() []jepsen.Scenario {
 		if *duration > 0 {
 			sc.Duration = *duration
 		}
+		if *rateFlag > 0 {
+			sc.Rate = *rateFlag
+		}
 		if *only == "" || strings.Contains(sc.Name, *only) {
 			out = append(out, sc)
 		}
@@ -129,7 +134,7 @@ func TestSchedule(t *testing.T) {
 			dir := runDir(t, sc.Name, s)
 			t.Logf("scenario %s, seed %d, report in %s (repeat: go test ./jepsen -run 'TestSchedule/%s' -args -jepsen.seed %d%s)",
 				sc.Name, s, dir, sc.Name, s-uint64(i), longArg())
-			res, err := jepsen.Run(context.Background(), sc, jepsen.Options{Binary: bin, Dir: dir, Seed: s, Logf: t.Logf, Network: *netFlag, KeepData: *keepFlag})
+			res, err := jepsen.Run(context.Background(), sc, jepsen.Options{Binary: bin, Dir: dir, Seed: s, Logf: t.Logf, Network: *netFlag, KeepData: *keepFlag, Sample: *sample})
 			if err != nil {
 				t.Fatalf("the harness failed: %v (report in %s)", err, dir)
 			}

@@ -21,7 +21,8 @@ type network interface {
 	wrap(i int, argv []string) []string
 	// dial connects to addr from where the clients live.
 	dial(ctx context.Context, addr string) (net.Conn, error)
-	// port returns the port of node i's listener kind (0 api, 1 raft, 2 gossip).
+	// port returns the port of node i's listener kind (0 api, 1 raft, 2 gossip, 3 plain HTTP for
+	// /metrics).
 	port(i, kind int) int
 	// canPartition reports whether drop, slow and heal work.
 	canPartition() bool
@@ -58,13 +59,13 @@ func freePort(udp bool) (int, error) {
 // loopbackNet runs every node on 127.0.0.1 with ports of its own: no namespace, no privileges, and
 // no network faults (only process faults: kill, pause, membership, anchor, leadership).
 type loopbackNet struct {
-	ports [][3]int
+	ports [][4]int
 }
 
 func newLoopbackNet(n int) (*loopbackNet, error) {
-	l := &loopbackNet{ports: make([][3]int, n)}
+	l := &loopbackNet{ports: make([][4]int, n)}
 	for i := range n {
-		for k := range 3 {
+		for k := range 4 {
 			p, err := freePort(k == 2)
 			if err != nil {
 				return nil, err

@@ -50,7 +50,7 @@ func (w *netnsNet) name() string       { return "netns" }
 func (w *netnsNet) canPartition() bool { return true }
 func (w *netnsNet) host(i int) string  { return fmt.Sprintf("10.213.%d.2", i+1) }
 func (w *netnsNet) port(_, kind int) int {
-	return [3]int{7400, 7410, 7420}[kind]
+	return [4]int{7400, 7410, 7420, 7430}[kind]
 }
 func (w *netnsNet) wrap(i int, argv []string) []string {
 	return append([]string{"ip", "netns", "exec", w.node(i)}, argv...)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"golang.org/x/time/rate"
 )
 
 // Scenario is one run of the harness: a fresh region, a workload, and a mix of nemeses.
@@ -29,6 +30,9 @@ type Scenario struct {
 	// server` nodes (1 or 3) that feeds the region: tenants and services are created there and
 	// revocations issued there (governanceRevoker). See DESIGN.md, "Governance mode".
 	Governance int `json:"governance,omitempty"`
+	// Rate, when positive, caps the workload at that many operations a second across all clients
+	// (a soak's moderate load; its history stays small enough to check).
+	Rate float64 `json:"rate,omitempty"`
 }
 
 // Options configure Run.
@@ -44,6 +48,9 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// KeepData keeps the nodes' data directories and logs even when every checker passes.
 	KeepData bool
+	// Sample, when positive, scrapes every node's /metrics this often into samples.csv and adds
+	// the resources-flat verdict (a soak: `make soak`).
+	Sample time.Duration
 }
 
 // Result is what a run found.
@@ -70,8 +77,11 @@ type Result struct {
 	RevokeLatency *Latency `json:"revoke-latency,omitempty"`
 	// Restores counts the snapshot-restore nemesis's restores by outcome (RestoreRefused, ...).
 	Restores map[string]int `json:"restores,omitempty"`
-	Elapsed  time.Duration  `json:"elapsed"`
-	Skipped  []string       `json:"skipped,omitempty"` // nemeses this network cannot run
+	// Resources is, with Options.Sample, each sampled metric's median in the first and the last
+	// third of the run (samples.csv in Dir has every sample).
+	Resources []string      `json:"resources,omitempty"`
+	Elapsed   time.Duration `json:"elapsed"`
+	Skipped   []string      `json:"skipped,omitempty"` // nemeses this network cannot run
 }
 
 // OK reports whether every checker passed (an "unknown" linearizability verdict counts as
@@ -238,6 +248,9 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 		tenants = append(tenants, fmt.Sprintf("t%d", t+1))
 	}
 	wl := newWorkload(c, cs, h, tenants, timing)
+	if sc.Rate > 0 {
+		wl.limit = rate.NewLimiter(rate.Limit(sc.Rate), 1)
+	}
 	wctx, wcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	for p := range sc.Clients {
@@ -249,6 +262,25 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 		defer close(progressDone)
 		progress(wctx, h, nm, logf)
 	}()
+	var smp *sampler
+	sampleDone := make(chan struct{})
+	if opts.Sample > 0 {
+		f, err := os.Create(filepath.Join(opts.Dir, "samples.csv"))
+		if err != nil {
+			wcancel()
+			wg.Wait()
+			<-progressDone
+			return nil, err
+		}
+		defer f.Close()
+		smp = newSampler(c, start, opts.Sample, f)
+		go func() {
+			defer close(sampleDone)
+			smp.run(wctx)
+		}()
+	} else {
+		close(sampleDone)
+	}
 	warmup := 4 * time.Second
 	sleep(ctx, warmup)
 	// The snapshot-restore nemesis's backup is taken now, early, and restored later: in the
@@ -284,12 +316,18 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	wcancel()
 	wg.Wait()
 	<-progressDone
+	<-sampleDone
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
 
 	ops := h.snapshot()
 	res.Verdicts = append(res.Verdicts, checkThroughput(ops, firstFault, opts.MinRate))
+	if smp != nil {
+		v, lines := checkResourcesFlat(smp.snapshot(), time.Since(start))
+		res.Verdicts = append(res.Verdicts, v)
+		res.Resources = lines
+	}
 	if nemErr != nil {
 		v := newVerdict("nemesis")
 		v.problem("%v", nemErr)
@@ -344,6 +382,11 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	res.Elapsed = time.Since(start)
 	if err := writeReport(res, c, ops, faults, wl.refusals, model, info, sc.Clients); err != nil {
 		logf("writing the report: %v", err)
+	}
+	if smp != nil {
+		if err := plotResources(filepath.Join(opts.Dir, "resources.png"), res, smp.snapshot(), faults); err != nil {
+			logf("plotting the samples: %v", err)
+		}
 	}
 	if res.OK() && !opts.KeepData {
 		os.RemoveAll(filepath.Join(opts.Dir, "nodes"))

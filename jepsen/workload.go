@@ -6,6 +6,7 @@ import (
 	cryptorand "crypto/rand"
 	"errors"
 	"fmt"
+	"golang.org/x/time/rate"
 	"math/rand/v2"
 	"strconv"
 	"strings"
@@ -116,6 +117,7 @@ func (g governanceRevoker) Revoke(ctx context.Context, n int, requestID string, 
 
 // workload drives the clients.
 type workload struct {
+	limit   *rate.Limiter // Scenario.Rate; nil: unthrottled
 	c       *cluster
 	cs      *conns
 	h       *history
@@ -154,6 +156,9 @@ func (w *workload) requestID(p int) string {
 func (w *workload) client(ctx context.Context, p int, seed uint64) {
 	r := rand.New(rand.NewPCG(seed, uint64(p)))
 	for ctx.Err() == nil {
+		if w.limit != nil && w.limit.Wait(ctx) != nil {
+			return
+		}
 		if op := w.step(ctx, p, r); op.Code == codes.Unavailable.String() {
 			// A node that is down refuses connections at once: back off a little rather than
 			// fill the history with a million instant failures.
