@@ -208,7 +208,7 @@ func (e *xksEnv) post(t testing.TB, method, path string, body []byte, s signer) 
 	return resp.StatusCode, out
 }
 
-var metadata = map[string]any{
+var xksMetadata = map[string]any{
 	"awsPrincipalArn": "arn:aws:iam::123456789012:user/Alice",
 	"kmsKeyArn":       "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab",
 	"kmsOperation":    "Encrypt",
@@ -218,7 +218,7 @@ var metadata = map[string]any{
 
 func jsonBody(t testing.TB, fields map[string]any) []byte {
 	t.Helper()
-	m := map[string]any{"requestMetadata": metadata}
+	m := map[string]any{"requestMetadata": xksMetadata}
 	for k, v := range fields {
 		if v == nil {
 			delete(m, k)
@@ -299,7 +299,7 @@ func TestXKS(t *testing.T) {
 	t.Run("GetKeyMetadata", func(t *testing.T) {
 		code, out := e.post(t, http.MethodPost, "/keys/"+xksKey+"/metadata", jsonBody(t, nil), e.good())
 		if code != http.StatusOK || out["keySpec"] != "AES_256" || out["keyStatus"] != "ENABLED" {
-			t.Fatalf("metadata: %d %v", code, out)
+			t.Fatalf("xksMetadata: %d %v", code, out)
 		}
 		if u, _ := out["keyUsage"].([]any); len(u) != 2 || u[0] != "ENCRYPT" || u[1] != "DECRYPT" {
 			t.Errorf("keyUsage %v", out["keyUsage"])
@@ -318,7 +318,7 @@ func TestXKS(t *testing.T) {
 			h.Write(p)
 		}
 		if got := unb64(t, enc["ciphertextDataIntegrityValue"]); !bytes.Equal(got, h.Sum(nil)) {
-			t.Error("ciphertextDataIntegrityValue is not SHA-256 of AAD || metadata || IV || ciphertext || tag (Appendix C)")
+			t.Error("ciphertextDataIntegrityValue is not SHA-256 of AAD || xksMetadata || IV || ciphertext || tag (Appendix C)")
 		}
 		if bytes.Contains(ct, pt[:8]) {
 			t.Error("plaintext in the ciphertext")
@@ -583,7 +583,7 @@ func TestXKSKillSwitch(t *testing.T) {
 			wantError(t, "encrypt after the kill switch", code, out, 400, xks.InvalidStateException)
 			code, out = e.post(t, "POST", "/keys/"+xksKey+"/metadata", jsonBody(t, nil), e.good())
 			if code != http.StatusOK || out["keyStatus"] != "DISABLED" {
-				t.Errorf("metadata after the kill switch: %d %v", code, out)
+				t.Errorf("xksMetadata after the kill switch: %d %v", code, out)
 			}
 		})
 	}
