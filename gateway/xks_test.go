@@ -299,7 +299,7 @@ func TestXKS(t *testing.T) {
 	t.Run("GetKeyMetadata", func(t *testing.T) {
 		code, out := e.post(t, http.MethodPost, "/keys/"+xksKey+"/metadata", jsonBody(t, nil), e.good())
 		if code != http.StatusOK || out["keySpec"] != "AES_256" || out["keyStatus"] != "ENABLED" {
-			t.Fatalf("xksMetadata: %d %v", code, out)
+			t.Fatalf("metadata: %d %v", code, out)
 		}
 		if u, _ := out["keyUsage"].([]any); len(u) != 2 || u[0] != "ENCRYPT" || u[1] != "DECRYPT" {
 			t.Errorf("keyUsage %v", out["keyUsage"])
