@@ -219,7 +219,7 @@ func (o *benchOptions) checkElections(fs *flag.FlagSet) error {
 		switch {
 		case f.Name == "elections" || f.Name == "duration" || f.Name == "hogs" || f.Name == "probe-interval" || f.Name == "in-process" || f.Name == "out" || f.Name == "quiet":
 		case strings.HasPrefix(f.Name, "raft-"):
-		case os.Getenv(envName(f.Name)) != "" && f.Value.String() == os.Getenv(envName(f.Name)):
+		case envSet(envName(f.Name)) && f.Value.String() == os.Getenv(envName(f.Name)):
 			// From a KRYPTON_* variable (as `krypton dev` suggests exporting): not asked for here.
 		default:
 			other = append(other, "-"+f.Name)
@@ -436,4 +436,10 @@ func endProgress(w io.Writer) {
 	if isTerminal(w) {
 		fmt.Fprint(w, "\r\033[K")
 	}
+}
+
+// envSet reports whether the variable is set, even to nothing (KRYPTON_ADDR= in a script).
+func envSet(name string) bool {
+	_, ok := os.LookupEnv(name)
+	return ok
 }
