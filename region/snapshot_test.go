@@ -91,6 +91,9 @@ func TestSnapshotIntoFreshRegion(t *testing.T) {
 	}
 	ld := r2.Leader()
 	admin2 := r2.AdminClient(ld)
+	// Start returns once every node serves, which a follower may do before it has applied the
+	// leader's last entry (the test settings): compare against the settled state.
+	waitSameState(t, r2)
 	before := hashes(r2)
 
 	bad := map[string]func([]*kv1.SnapshotChunk) []*kv1.SnapshotChunk{
