@@ -138,6 +138,21 @@ func (s *State) Quotas() []QuotaEntry {
 // service with a quota, in Quotas order; a state without quotas writes none, so its Hash is as
 // before.
 
+// hasQuotas reports whether writeQuotas writes any record.
+func hasQuotas(r *root) bool {
+	for _, t := range r.tenants {
+		if !t.t.Quota.IsZero() {
+			return true
+		}
+		for _, s := range t.services {
+			if !s.s.Quota.IsZero() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func writeQuotas(e *recWriter, r *root) {
 	for _, tn := range sortedKeys(r.tenants) {
 		t := r.tenants[tn]

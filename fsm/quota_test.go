@@ -56,6 +56,9 @@ func TestSetQuota(t *testing.T) {
 		t.Fatalf("Quotas() = %+v", got)
 	}
 	snap := snapshotBytes(t, h.s)
+	if !bytes.Contains(snap[:64], []byte(`"v":5`)) {
+		t.Fatalf("a snapshot with quotas is not version 5: %.64s", snap)
+	}
 	r := NewState(Options{})
 	if err := r.Restore(bytes.NewReader(snap)); err != nil {
 		t.Fatal(err)

@@ -312,7 +312,13 @@ func (s *State) WriteSnapshot(w io.Writer) error {
 
 func writeSnapshot(w io.Writer, r *root, index uint64) error {
 	bw := bufio.NewWriterSize(w, 256<<10)
-	hdr, err := json.Marshal(snapshotHeader{Format: SnapshotFormat, V: SnapshotVersion, Index: index})
+	// The lowest version that holds the state, so that a node of an older release (a rolling
+	// upgrade, docs/operations.md) can install the snapshot: version 5 only adds the quota records.
+	v := SnapshotVersion
+	if !hasQuotas(r) {
+		v = 4
+	}
+	hdr, err := json.Marshal(snapshotHeader{Format: SnapshotFormat, V: v, Index: index})
 	if err != nil {
 		return fmt.Errorf("fsm: snapshot: %w", err)
 	}

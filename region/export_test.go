@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"time"
+
+	"github.com/kryptonkms/krypton/fsm"
 )
 
 // RestoreUnchecked restores an operator snapshot file through the cluster without the admin
@@ -28,3 +30,9 @@ func (n *Node) LeaseEndsAt() time.Time {
 	}
 	return time.Time{}
 }
+
+// RegionFormat is the lowest log format the voters advertise, and a voter that advertises it.
+func (n *Node) RegionFormat() (int, string) { return n.regionFormat() }
+
+// GateEntry adapts e to the region's log format as a write would (upgrade.go).
+func (n *Node) GateEntry(e *fsm.Entry) error { return n.gateEntry(e) }

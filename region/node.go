@@ -204,7 +204,7 @@ func New(cfg Config) (_ *Node, err error) {
 	ccfg.Join = cfg.Join
 	ccfg.TLS = pki.NodeTLSConfig(cfg.Roots, cfg.Certificate)
 	ccfg.TLSSource = cfg.CertSource
-	ccfg.Meta = map[string]string{metaRPC: cfg.RPCAddr, metaRegion: cfg.Region, metaVersion: version.Version}
+	ccfg.Meta = map[string]string{metaRPC: cfg.RPCAddr, metaRegion: cfg.Region, metaVersion: version.Version, metaFormat: strconv.Itoa(LogFormat)}
 	ccfg.OnPeerRequest = n.auditPeerRequest
 	ccfg.Logger = log
 	ccfg.Registerer = n.reg

@@ -35,6 +35,9 @@ func (n *Node) revocationCompactLoop() {
 		if !n.cl.IsLeader() {
 			continue
 		}
+		if f, _ := n.regionFormat(); f < formatOf(fsm.CompactRevocations{}) {
+			continue // a voter of an older release could not decode it (upgrade.go)
+		}
 		through := n.state.RevocationCompactThrough(n.cfg.RevocationHistory)
 		if through == 0 {
 			continue

@@ -50,6 +50,9 @@ func (n *Node) applyAs(ctx context.Context, requestID string, cmd fsm.Command, o
 		span.SetAttributes(tracing.Op.String(cmd.Type()), tracing.NodeID.String(n.cfg.NodeID))
 	}
 	e := fsm.Entry{RequestID: requestID, At: time.Now().UnixNano(), Command: cmd, Origin: origin}
+	if err := n.gateEntry(&e); err != nil { // a voter of an older release must decode it (upgrade.go)
+		return fsm.Result{}, err
+	}
 	if err := fsm.Validate(e); err != nil {
 		return fsm.Result{}, err
 	}
