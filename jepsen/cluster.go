@@ -55,6 +55,7 @@ func randomTiming(r *rand.Rand) Timing {
 type node struct {
 	i       int
 	id      string
+	bin     string // the binary it runs: the cluster's, or, in an upgrade scenario, the old one until upgraded
 	dir     string // data directory
 	logPath string
 	mu      sync.Mutex
@@ -72,6 +73,7 @@ type node struct {
 // in governance mode, the governance plane that feeds the region.
 type cluster struct {
 	bin       string
+	oldBin    string // an upgrade scenario's previous release (upgrade.go); "" otherwise
 	dir       string
 	net       network
 	timing    Timing
@@ -242,7 +244,7 @@ func (c *cluster) start(i int, bootstrap bool) error {
 		expect = len(c.nodes)
 	}
 	t := c.timing
-	argv := []string{c.bin, "server",
+	argv := []string{c.binOf(nd), "server",
 		"-node-id", nd.id, "-region", "jepsen", "-data-dir", nd.dir,
 		"-api-addr", c.addr(i, 0), "-raft-addr", c.addr(i, 1), "-gossip-addr", c.addr(i, 2), "-http-addr", c.httpAddr(i),
 		"-bootstrap-expect", strconv.Itoa(expect), "-join", joinList(join),
@@ -259,6 +261,14 @@ func (c *cluster) start(i int, bootstrap bool) error {
 		argv = append(argv, "-governance", joinList(c.govAddrs()))
 	}
 	return c.launch(nd, argv)
+}
+
+// binOf is the binary nd runs.
+func (c *cluster) binOf(nd *node) string {
+	if nd.bin != "" {
+		return nd.bin
+	}
+	return c.bin
 }
 
 // startGov launches governance node j; bootstrap as for start.

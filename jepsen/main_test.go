@@ -128,13 +128,19 @@ func TestSchedule(t *testing.T) {
 	}
 	bin := build(t, "krypton")
 	base := seed()
+	var old string
+	for _, sc := range schedule() {
+		if slices.Contains(sc.Nemeses, jepsen.Upgrade) && old == "" {
+			old = buildOld(t)
+		}
+	}
 	for i, sc := range schedule() {
 		t.Run(sc.Name, func(t *testing.T) {
 			s := base + uint64(i)
 			dir := runDir(t, sc.Name, s)
 			t.Logf("scenario %s, seed %d, report in %s (repeat: go test ./jepsen -run 'TestSchedule/%s' -args -jepsen.seed %d%s)",
 				sc.Name, s, dir, sc.Name, s-uint64(i), longArg())
-			res, err := jepsen.Run(context.Background(), sc, jepsen.Options{Binary: bin, Dir: dir, Seed: s, Logf: t.Logf, Network: *netFlag, KeepData: *keepFlag, Sample: *sample})
+			res, err := jepsen.Run(context.Background(), sc, jepsen.Options{Binary: bin, OldBinary: old, Dir: dir, Seed: s, Logf: t.Logf, Network: *netFlag, KeepData: *keepFlag, Sample: *sample})
 			if err != nil {
 				t.Fatalf("the harness failed: %v (report in %s)", err, dir)
 			}

@@ -41,6 +41,11 @@ const (
 	// wall clock at once, so it runs only in make jepsen's clock scenario, not in AllNemeses.
 	ClockJump = "clock-jump"
 
+	// Upgrade replaces the next node still on the previous release's binary (Options.OldBinary)
+	// with the binary under test, and hands it the leadership over the old followers
+	// (upgrade.go). Only in a scenario that lists it, never in AllNemeses.
+	Upgrade = "upgrade"
+
 	// Governance nemeses: only in a scenario with Governance set (a no-op otherwise).
 	GovernanceKill      = "governance-kill"      // SIGKILL the governance leader (or its only node), restart it later
 	GovernancePartition = "governance-partition" // the region's leader cut off from every governance node
@@ -337,6 +342,8 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		return nm.clockJump(ctx, l, hold, &f)
 	case SnapshotRestore:
 		return nm.restore(ctx, &f)
+	case Upgrade:
+		return nm.upgrade(ctx, l, hold, &f)
 	case GovernanceKill:
 		if len(c.gov) == 0 {
 			f.Detail = "no governance"

@@ -38,6 +38,9 @@ type Scenario struct {
 // Options configure Run.
 type Options struct {
 	Binary string // the krypton binary the nodes run
+	// OldBinary is the previous release's binary, which the nodes of a scenario that lists the
+	// upgrade nemesis run until it replaces them one at a time with Binary (upgrade.go).
+	OldBinary string
 	Dir    string // the run directory (created); the report goes here
 	Seed   uint64
 	// Network forces "netns" or "loopback"; empty picks netns when root.
@@ -195,6 +198,16 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 	if err != nil {
 		return nil, err
 	}
+	if slices.Contains(nemeses, Upgrade) {
+		if opts.OldBinary == "" {
+			return nil, fmt.Errorf("jepsen: the %s nemesis needs Options.OldBinary, the previous release's krypton binary", Upgrade)
+		}
+		c.oldBin = opts.OldBinary
+		for _, nd := range c.nodes {
+			nd.bin = c.oldBin
+		}
+		logf("upgrade: the region starts on %s and is upgraded to %s one node at a time", c.oldBin, c.bin)
+	}
 	// Disks are unmounted after the nodes stop (defers run last first); a failed run keeps
 	// their images.
 	defer func() { c.closeDisks(res == nil || !res.OK() || opts.KeepData) }()
@@ -301,6 +314,11 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 			kind = SnapshotRestore
 		}
 		restored = restored || kind == SnapshotRestore
+		if c.oldBin != "" && c.oldNodes() > 0 && (slot%2 == 0 || len(nemeses) == 1) {
+			// An upgrade scenario replaces a node every other slot until none runs the old
+			// binary; the other slots draw from its other kinds (faults on a mixed region).
+			kind = Upgrade
+		}
 		if err := nm.inject(ctx, kind); err != nil {
 			nemErr = err
 			logf("nemesis %s: %v", kind, err)
@@ -347,6 +365,9 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 		rv, counts := checkRestores(faults)
 		res.Verdicts = append(res.Verdicts, rv)
 		res.Restores = counts
+	}
+	if c.oldBin != "" {
+		res.Verdicts = append(res.Verdicts, checkUpgrade(c, faults))
 	}
 	ks, worstKill := checkKillSwitch(ops, faults, timing)
 	res.Verdicts = append(res.Verdicts, ks)

@@ -12,6 +12,8 @@ func ShortSchedule() []Scenario {
 			Nemeses: []string{PartitionLeader, PartitionFollower, PauseFollower, KillLeader, SnapshotRestore}},
 		{Name: "short-member-anchor", Nodes: 3, Duration: 30 * time.Second,
 			Nemeses: []string{Member, AnchorDead, Transfer, OneWay}},
+		// A rolling upgrade from the previous release (upgrade.go): a node replaced every slot.
+		{Name: "short-upgrade", Nodes: 3, Duration: 40 * time.Second, Nemeses: []string{Upgrade}},
 	}
 }
 
@@ -35,6 +37,9 @@ func LongSchedule(d time.Duration) []Scenario {
 		{Name: "clock", Nodes: 3, Duration: d, Nemeses: []string{ClockJump}},
 		{Name: "mixed-3", Nodes: 3, Duration: d, Nemeses: AllNemeses},
 		{Name: "mixed-5", Nodes: 5, Duration: d, Nemeses: AllNemeses},
+		// A rolling upgrade from the previous release under load, with kills and partitions
+		// of the mixed region between the replacements.
+		{Name: "upgrade", Nodes: 3, Duration: d, Nemeses: []string{Upgrade, KillFollower, PartitionLeader, KillLeader}},
 		{Name: "governance", Nodes: 3, Governance: 3, Duration: d,
 			Nemeses: []string{KillLeader, PartitionFollower, GovernanceKill, GovernancePartition, GovernanceIsolate, GovernanceKillSwitch}},
 	}
