@@ -41,8 +41,8 @@ type Options struct {
 	// OldBinary is the previous release's binary, which the nodes of a scenario that lists the
 	// upgrade nemesis run until it replaces them one at a time with Binary (upgrade.go).
 	OldBinary string
-	Dir    string // the run directory (created); the report goes here
-	Seed   uint64
+	Dir       string // the run directory (created); the report goes here
+	Seed      uint64
 	// Network forces "netns" or "loopback"; empty picks netns when root.
 	Network string
 	// MinRate is the minimum ok operations per second before the first fault (0: 5).
