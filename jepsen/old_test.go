@@ -30,17 +30,21 @@ func buildOld(t *testing.T) string {
 	if ref == "" {
 		ref = defaultOld
 	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		cache = os.TempDir()
+	}
+	cached := func(commit string) string { return filepath.Join(cache, "krypton-jepsen", "old-"+commit, "krypton") }
+	if _, err := os.Stat(cached(ref)); err == nil && len(ref) == 40 {
+		return cached(ref) // a full commit id, built before: no git needed
+	}
 	out, err := exec.Command("git", "rev-parse", "--verify", ref+"^{commit}").Output()
 	if err != nil {
 		t.Fatalf("the upgrade scenario builds the previous release from git history: git rev-parse %s: %v (a checkout with its history is needed; give another commit with -jepsen.old)", ref, err)
 	}
 	commit := strings.TrimSpace(string(out))
-	cache, err := os.UserCacheDir()
-	if err != nil {
-		cache = os.TempDir()
-	}
-	dir := filepath.Join(cache, "krypton-jepsen", "old-"+commit)
-	bin := filepath.Join(dir, "krypton")
+	bin := cached(commit)
+	dir := filepath.Dir(bin)
 	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
