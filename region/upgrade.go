@@ -47,7 +47,7 @@ func formatOf(cmd fsm.Command) int {
 
 // ErrUpgradeInProgress refuses a command that a voter of an older release could not decode.
 var ErrUpgradeInProgress = transport.Coded(codes.FailedPrecondition,
-	"region: a voter runs an older release that cannot decode this command; upgrade every node first (krypton admin cluster members shows each node's version)")
+	"region: a voter runs an older release that cannot decode this command; upgrade every node first (`krypton members` shows each node's version)")
 
 // regionFormat returns the lowest log format the region's voters advertise, and the first voter
 // that advertises it (or is not known to gossip: a voter this node cannot hear might be of any

@@ -139,7 +139,7 @@ func operatorCommand() *command {
 		sub: []*command{{
 			name: "raft", synopsis: "list, remove and lead Raft peers",
 			help: "Raft peer management, as `consul operator raft`.",
-			sub:  []*command{listPeersCommand(), removePeerCommand(), transferLeaderCommand()},
+			sub:  []*command{listPeersCommand(), removePeerCommand(), transferLeaderCommand(), raftRecoverCommand()},
 		}, resetNodeCommand()},
 	}
 }
