@@ -129,13 +129,22 @@ func TestSchedule(t *testing.T) {
 	bin := build(t, "krypton")
 	base := seed()
 	var old string
+	var oldErr error
 	for _, sc := range schedule() {
-		if slices.Contains(sc.Nemeses, jepsen.Upgrade) && old == "" {
-			old = buildOld(t)
+		if slices.Contains(sc.Nemeses, jepsen.Upgrade) && old == "" && oldErr == nil {
+			old, oldErr = buildOld(t)
 		}
 	}
 	for i, sc := range schedule() {
 		t.Run(sc.Name, func(t *testing.T) {
+			if slices.Contains(sc.Nemeses, jepsen.Upgrade) && oldErr != nil {
+				// Without the repository's history (a shallow clone) there is no previous
+				// release to build: skipped, unless CI requires every scenario to run.
+				if os.Getenv("KRYPTON_REQUIRE_PEERS") != "" {
+					t.Fatal(oldErr)
+				}
+				t.Skip(oldErr)
+			}
 			s := base + uint64(i)
 			dir := runDir(t, sc.Name, s)
 			t.Logf("scenario %s, seed %d, report in %s (repeat: go test ./jepsen -run 'TestSchedule/%s' -args -jepsen.seed %d%s)",

@@ -21,7 +21,7 @@ var oldFlag = flag.String("jepsen.old", "", "commit of the previous release the 
 // buildOld builds the krypton binary of the previous release from the repository's history: the
 // commit's tree (git archive, so no worktree is registered) built into a cache directory named
 // by the commit, so that make test and make jepsen build it once per machine.
-func buildOld(t *testing.T) string {
+func buildOld(t *testing.T) (string, error) {
 	t.Helper()
 	ref := *oldFlag
 	if ref == "" {
@@ -36,17 +36,17 @@ func buildOld(t *testing.T) string {
 	}
 	cached := func(commit string) string { return filepath.Join(cache, "krypton-jepsen", "old-"+commit, "krypton") }
 	if _, err := os.Stat(cached(ref)); err == nil && len(ref) == 40 {
-		return cached(ref) // a full commit id, built before: no git needed
+		return cached(ref), nil // a full commit id, built before: no git needed
 	}
 	out, err := exec.Command("git", "rev-parse", "--verify", ref+"^{commit}").Output()
 	if err != nil {
-		t.Fatalf("the upgrade scenario builds the previous release from git history: git rev-parse %s: %v (a checkout with its history is needed; give another commit with -jepsen.old)", ref, err)
+		return "", fmt.Errorf("the upgrade scenario builds the previous release from git history: git rev-parse %s: %v (a checkout with its history is needed, not a shallow one; or name another commit with -jepsen.old)", ref, err)
 	}
 	commit := strings.TrimSpace(string(out))
 	bin := cached(commit)
 	dir := filepath.Dir(bin)
 	if _, err := os.Stat(bin); err == nil {
-		return bin
+		return bin, nil
 	}
 	src, err := os.MkdirTemp("", "krypton-old-src-")
 	if err != nil {
@@ -76,5 +76,5 @@ func buildOld(t *testing.T) string {
 		t.Fatal(err)
 	}
 	t.Logf("built the previous release %s into %s", commit[:12], bin)
-	return bin
+	return bin, nil
 }

@@ -314,10 +314,13 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 			kind = SnapshotRestore
 		}
 		restored = restored || kind == SnapshotRestore
-		if c.oldBin != "" && c.oldNodes() > 0 && (slot%2 == 0 || len(nemeses) == 1) {
+		if old := c.oldNodes(); c.oldBin != "" && old > 0 && (slot%2 == 0 || len(nemeses) == 1 || time.Until(deadline) < time.Duration(old)*15*time.Second) {
 			// An upgrade scenario replaces a node every other slot until none runs the old
-			// binary; the other slots draw from its other kinds (faults on a mixed region).
+			// binary (every slot when time runs short); the other slots draw from its other
+			// kinds (faults on a mixed region).
 			kind = Upgrade
+		} else if kind == Upgrade {
+			kind = nemeses[(slices.Index(nemeses, Upgrade)+1)%len(nemeses)]
 		}
 		if err := nm.inject(ctx, kind); err != nil {
 			nemErr = err

@@ -38,9 +38,19 @@ const metaFormat = "log-format"
 
 // formatOf returns the log format command needs to be decoded, above 0.
 func formatOf(cmd fsm.Command) int {
-	switch cmd.(type) {
+	switch c := cmd.(type) {
 	case fsm.CompactRevocations, *fsm.CompactRevocations, fsm.SetQuota, *fsm.SetQuota:
 		return 1
+	case fsm.ApplyGovernanceEvent:
+		// A governance event holds a command of its own (the feed waits, retrying, until the
+		// region is upgraded).
+		if c.Event != nil {
+			return formatOf(c.Event)
+		}
+	case *fsm.ApplyGovernanceEvent:
+		if c != nil && c.Event != nil {
+			return formatOf(c.Event)
+		}
 	}
 	return 0
 }
