@@ -61,8 +61,10 @@ import (
 // SnapshotFormat names the snapshot format in its header.
 const SnapshotFormat = "krypton-fsm-snapshot"
 
-// SnapshotVersion is the snapshot format version written. Restore accepts
-// it and every earlier version.
+// SnapshotVersion is the newest snapshot format version, written when the
+// state needs it (quota records); otherwise version 4 is written, so that a
+// node of the previous release installs it (a rolling upgrade). Restore
+// accepts it and every earlier version.
 const SnapshotVersion = 5
 
 // maxRecord bounds one record's payload: the largest is a tenant with its L2
