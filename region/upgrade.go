@@ -60,8 +60,9 @@ var ErrUpgradeInProgress = transport.Coded(codes.FailedPrecondition,
 	"region: a voter runs an older release that cannot decode this command; upgrade every node first (`krypton members` shows each node's version)")
 
 // regionFormat returns the lowest log format the region's voters advertise, and the first voter
-// that advertises it (or is not known to gossip: a voter this node cannot hear might be of any
-// release, so it counts as 0). It never exceeds this node's own LogFormat.
+// that advertises it. A voter that is down counts with the tags it last gossiped (cluster keeps
+// them); one gossip has not told this node of since it started might be of any release, so it
+// counts as 0. It never exceeds this node's own LogFormat.
 func (n *Node) regionFormat() (int, string) {
 	ids, err := n.voterIDs()
 	if err != nil || len(ids) == 0 {
