@@ -214,6 +214,10 @@ type earlyRefusal struct {
 	scope, whose, raise string
 }
 
+// maxEarlyPause bounds the pause of an early refusal (earlyAdmit): the wait for one token, at
+// most this; a pause delays the connection's pings and window updates too.
+const maxEarlyPause = 50 * time.Millisecond
+
 // maxEarlyRefused bounds the callers remembered for early refusal (one per service certificate
 // refused lately; past it a refused caller is simply refused by the handler, as before).
 const maxEarlyRefused = 4096
@@ -263,6 +267,12 @@ func (n *Node) earlyAdmit(method string, caller pki.Identity) error {
 	}
 	n.metrics.quotaRefusals.WithLabelValues(kind, e.scope).Inc()
 	n.metrics.quotaEarly.Inc()
+	// Pace the caller's connection: this runs on the connection's reader goroutine, and a pause
+	// here stops the node reading that connection (TCP and HTTP/2 flow control push back on the
+	// caller), so a client that ignores RetryInfo and resends at once cannot turn cheap refusals
+	// into a flood of their own. The connection is the caller's alone (one certificate, one
+	// service); other callers' connections are read meanwhile.
+	time.Sleep(min(after, maxEarlyPause))
 	r := &quota.Refusal{Kind: kind, Limits: b.Limits(), RetryAfter: after, Items: 1}
 	return quota.Status(r, quotaMessage(r, e.whose, e.raise)).Err()
 }
