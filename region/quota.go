@@ -271,7 +271,8 @@ func (n *Node) earlyAdmit(method string, caller pki.Identity) error {
 	// here stops the node reading that connection (TCP and HTTP/2 flow control push back on the
 	// caller), so a client that ignores RetryInfo and resends at once cannot turn cheap refusals
 	// into a flood of their own. The connection is the caller's alone (one certificate, one
-	// service); other callers' connections are read meanwhile.
+	// service); other callers' connections are read meanwhile. (gRPC calls the tap holding that
+	// connection's own lock, so the caller's admitted calls on it finish at most this late too.)
 	time.Sleep(min(after, maxEarlyPause))
 	r := &quota.Refusal{Kind: kind, Limits: b.Limits(), RetryAfter: after, Items: 1}
 	return quota.Status(r, quotaMessage(r, e.whose, e.raise)).Err()
