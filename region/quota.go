@@ -225,6 +225,17 @@ const maxEarlyRefused = 4096
 func (t *quotaTable) noteRefused(id pki.Identity, e earlyRefusal) {
 	t.refusedMu.Lock()
 	defer t.refusedMu.Unlock()
+	if _, ok := t.refused[id]; !ok && len(t.refused) >= maxEarlyRefused {
+		// Full: forget the callers whose bucket admits again (callers that stopped calling).
+		now := time.Now()
+		for k, old := range t.refused {
+			if b := t.get(old.bucket.tenant, old.bucket.service); b == nil {
+				delete(t.refused, k)
+			} else if _, _, ex := b.Exhausted(now); !ex {
+				delete(t.refused, k)
+			}
+		}
+	}
 	if _, ok := t.refused[id]; ok || len(t.refused) < maxEarlyRefused {
 		t.refused[id] = e
 	}
