@@ -269,6 +269,32 @@ func (a *applier) resyncTenant(c ResyncTenant) (Result, error) {
 			return Result{}, err
 		}
 	}
+	if len(c.Quotas) > maxResyncServices+1 {
+		return Result{}, invalid(ErrInvalidCommand, "quotas")
+	}
+	quotaSeen := make(map[string]bool, len(c.Quotas))
+	for _, q := range c.Quotas {
+		if q.Tenant != c.Tenant || quotaSeen[q.Service] {
+			return Result{}, invalid(ErrInvalidCommand, "quotas")
+		}
+		quotaSeen[q.Service] = true
+		if err := checkQuota(q); err != nil {
+			return Result{}, err
+		}
+		if q.Service == "" || seen[q.Service] {
+			continue
+		}
+		var sv *serviceNode
+		if t != nil {
+			sv = t.services[q.Service]
+		}
+		switch {
+		case sv == nil:
+			return Result{}, refuse(ErrServiceNotFound, c.Tenant, q.Service, 0)
+		case sv.s.Status == StatusRevoked:
+			return Result{}, refuse(ErrRevoked, c.Tenant, q.Service, 0)
+		}
+	}
 	// Everything checked: from here on no part is refused.
 	res := Result{Tenant: c.Tenant}
 	if c.Create != nil {
@@ -284,6 +310,11 @@ func (a *applier) resyncTenant(c ResyncTenant) (Result, error) {
 	}
 	if c.Policy != nil {
 		if _, err := a.setPolicy(SetPolicy{Tenant: c.Tenant, Policy: *c.Policy}); err != nil {
+			return Result{}, err
+		}
+	}
+	for _, q := range c.Quotas {
+		if _, err := a.setQuota(q); err != nil {
 			return Result{}, err
 		}
 	}

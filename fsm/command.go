@@ -161,7 +161,7 @@ type ApplyGovernanceEvent struct {
 // if set, replaces a policy of a lower revision; Lock, if set, locks the
 // tenant with that reason (a locked tenant's reason is replaced, as
 // LockTenant does; the proposer sets Lock only when that changes
-// something). It never unlocks,
+// something); Quotas sets quotas. It never unlocks,
 // revives or re-points anything. It is all or nothing: if any part would
 // be refused, nothing changes. With nothing set it changes nothing (the
 // region already has what governance has) and still advances the cursor.
@@ -171,6 +171,10 @@ type ResyncTenant struct {
 	Services []CreateService `json:"services,omitempty"`
 	Policy   *policy.Policy  `json:"policy,omitempty"`
 	Lock     string          `json:"lock,omitempty"`
+	// Quotas sets the tenant's quota (Service empty) and its services' quotas, as governance
+	// holds them, each as SetQuota does (a service here, or one of Services). The proposer lists
+	// only those that differ here and never a zero quota: a resync removes no quota.
+	Quotas []SetQuota `json:"quotas,omitempty"`
 }
 
 // SetSettings replaces the region settings.

@@ -93,3 +93,50 @@ func TestSetQuotaFromGovernance(t *testing.T) {
 		t.Fatalf("log entry %+v", last)
 	}
 }
+
+// A resync carries quotas: it sets the tenant's and its services' (a service it creates too),
+// changes nothing when any quota is refused, and a resync of a tenant created afresh brings its
+// quotas with it.
+func TestResyncTenantQuotas(t *testing.T) {
+	h := fixture(t)
+	before := h.s.Hash()
+	bad := map[string]ResyncTenant{
+		"another tenant's":  {Tenant: "acme", Quotas: []SetQuota{{Tenant: "globex", Quota: Quota{Rate: 1}}}},
+		"unknown service":   {Tenant: "acme", Quotas: []SetQuota{{Tenant: "acme", Service: "nope", Quota: Quota{Rate: 1}}}},
+		"revoked service":   {Tenant: "acme", Quotas: []SetQuota{{Tenant: "acme", Service: "old", Quota: Quota{Rate: 1}}}},
+		"out of bounds":     {Tenant: "acme", Quotas: []SetQuota{{Tenant: "acme", Quota: Quota{Rate: MaxQuotaRate + 1}}}},
+		"twice":             {Tenant: "acme", Quotas: []SetQuota{{Tenant: "acme", Quota: Quota{Rate: 1}}, {Tenant: "acme", Quota: Quota{Rate: 2}}}},
+		"one good, one bad": {Tenant: "acme", Quotas: []SetQuota{{Tenant: "acme", Quota: Quota{Rate: 1}}, {Tenant: "acme", Service: "nope", Quota: Quota{Rate: 1}}}},
+	}
+	for name, c := range bad {
+		if _, err := h.apply(c); err == nil {
+			t.Errorf("%s: applied", name)
+		}
+	}
+	if h.s.Hash() != before {
+		t.Fatal("a refused resync changed the state")
+	}
+	tq, sq := Quota{Rate: 100, Burst: 200}, Quota{Concurrency: 3}
+	h.must(ResyncTenant{Tenant: "acme", Quotas: []SetQuota{{Tenant: "acme", Quota: tq}, {Tenant: "acme", Service: "pay", Quota: sq}}})
+	if tn, _ := h.s.Tenant("acme"); tn.Quota != tq {
+		t.Fatalf("tenant quota after resync %+v", tn.Quota)
+	}
+	if sv, _ := h.s.Service("acme", "pay"); sv.Quota != sq {
+		t.Fatalf("service quota after resync %+v", sv.Quota)
+	}
+	if got := h.changes[len(h.changes)-1]; got.Kind != QuotaSet || got.Service != "pay" {
+		t.Fatalf("last change %+v, want the service's QuotaSet (the node's buckets follow it)", got)
+	}
+
+	// A tenant the resync creates, with a service it creates, gets both quotas.
+	h.must(ResyncTenant{Tenant: "fresh",
+		Create:   &CreateTenant{Tenant: "fresh", Anchor: "file:///x", SealedL2: []byte{7}},
+		Services: []CreateService{{Tenant: "fresh", Service: "api", SealedL3: []byte{8}, SealedBy: 1}},
+		Quotas:   []SetQuota{{Tenant: "fresh", Quota: tq}, {Tenant: "fresh", Service: "api", Quota: sq}}})
+	if tn, _ := h.s.Tenant("fresh"); tn.Quota != tq {
+		t.Fatalf("created tenant's quota %+v", tn.Quota)
+	}
+	if sv, _ := h.s.Service("fresh", "api"); sv.Quota != sq {
+		t.Fatalf("created service's quota %+v", sv.Quota)
+	}
+}

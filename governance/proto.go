@@ -35,6 +35,9 @@ func EventProto(e *govfsm.Event) *kv1.RevocationEvent {
 		out.Policy = policyProto(e.Policy, e.Tenant)
 	}
 	out.Quota = quotaProto(e.Quota)
+	for _, sq := range e.ServiceQuotas {
+		out.ServiceQuotas = append(out.ServiceQuotas, &kv1.ServiceQuota{Service: sq.Service, Quota: quotaProto(&sq.Quota)})
+	}
 	return out
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -271,12 +272,40 @@ const resyncLockReason = governanceLockPrefix + "locked by governance (resync)"
 // governanceLockPrefix starts the reason of every lock the feed applies for governance.
 const governanceLockPrefix = "governance: "
 
+// resyncQuotas are the quotas of a RESYNC_TENANT event (the tenant's, its services') that differ
+// here: each non-zero one of the tenant, or of a service that is here and not revoked or that the
+// resync creates (creating). A resync removes no quota (an event from a governance that sends
+// none leaves the region's as they are).
+func (n *Node) resyncQuotas(ev *kv1.RevocationEvent, tenant string, creating []string) []fsm.SetQuota {
+	var out []fsm.SetQuota
+	if q := quotaOf(quota.FromProto(ev.GetQuota())); !q.IsZero() {
+		if t, err := n.state.Tenant(tenant); err != nil || t.Quota != q {
+			out = append(out, fsm.SetQuota{Tenant: tenant, Quota: q})
+		}
+	}
+	for _, sq := range ev.GetServiceQuotas() {
+		q := quotaOf(quota.FromProto(sq.GetQuota()))
+		if q.IsZero() {
+			continue
+		}
+		if slices.Contains(creating, sq.GetService()) {
+			out = append(out, fsm.SetQuota{Tenant: tenant, Service: sq.GetService(), Quota: q})
+			continue
+		}
+		if s, err := n.state.Service(tenant, sq.GetService()); err == nil && s.Status != fsm.StatusRevoked && s.Quota != q {
+			out = append(out, fsm.SetQuota{Tenant: tenant, Service: sq.GetService(), Quota: q})
+		}
+	}
+	return out
+}
+
 // prepareResync compares a RESYNC_TENANT event with this region's state and proposes only what is
 // missing here (DESIGN.md, "Resync"): the tenant, created as CREATE_TENANT would (L2 sealed
 // through the anchor, with the same anchor-wait and refusal rules) together with every listed
 // service, or, for a tenant present here, each listed service that is missing (L3 sealed under the
 // current L2); the policy if this region's is older; governance's lock if governance has the
-// tenant locked and this region does not hold that lock. What is present is left alone: a resync of a converged tenant
+// tenant locked and this region does not hold that lock; the tenant's and its services' quotas
+// where they differ (resyncQuotas). What is present is left alone: a resync of a converged tenant
 // proposes an empty command and creates no key version. It never revives or unlocks anything: a
 // tenant revoked here is refused (ErrRevoked); a tenant whose anchor is deleted here (the kill
 // switch, or a SET_ANCHOR this region refused) or that is locked here is refused if services are
@@ -290,6 +319,11 @@ func (f *feed) prepareResync(ctx context.Context, ev *kv1.RevocationEvent, tenan
 	services := ev.GetServices()
 	for _, s := range services {
 		if !validName(s) {
+			return cmd, &fsm.Error{Err: fsm.ErrInvalidName, Field: "service"}, nil
+		}
+	}
+	for _, sq := range ev.GetServiceQuotas() {
+		if !validName(sq.GetService()) {
 			return cmd, &fsm.Error{Err: fsm.ErrInvalidName, Field: "service"}, nil
 		}
 	}
@@ -320,6 +354,7 @@ func (f *feed) prepareResync(ctx context.Context, ev *kv1.RevocationEvent, tenan
 		if ev.GetLocked() {
 			cmd.Lock = resyncLockReason
 		}
+		cmd.Quotas = n.resyncQuotas(ev, tenant, services)
 		return cmd, nil, nil
 	}
 	if err != nil {
@@ -340,6 +375,7 @@ func (f *feed) prepareResync(ctx context.Context, ev *kv1.RevocationEvent, tenan
 		}
 	}
 	cmd.Policy = newPolicy
+	cmd.Quotas = n.resyncQuotas(ev, tenant, missing)
 	// Governance's lock, unless this region holds it already. A lockout of the L1 check (another
 	// reason) is taken over, as LOCK_TENANT does, so that the check's lifting it does not lift
 	// governance's lock too. A deleted anchor locks the tenant out already.

@@ -29,6 +29,9 @@ type nodeMetrics struct {
 	// and scope (tenant, service). No tenant or service label: the series would grow with the
 	// tenants and never go; the refusal's answer and the node's log name them.
 	quotaRefusals *prometheus.CounterVec
+	// quotaEarly counts the refusals of quotaRefusals made before the request was read (quota.go,
+	// earlyAdmit).
+	quotaEarly prometheus.Counter
 }
 
 func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
@@ -74,6 +77,11 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 		Help: "Wrap-path calls this node refused with ResourceExhausted because a tenant's or service's quota was exhausted, by kind (rate, concurrency, batch: larger than the burst) and scope (tenant, service).",
 	}, []string{"kind", "scope"})
 	reg.MustRegister(m.quotaRefusals)
+	m.quotaEarly = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "krypton_quota_early_refusals_total",
+		Help: "Of krypton_quota_refusals_total, the calls refused as soon as their headers arrived, before their request was read: the caller's previous call was refused by a quota that is still exhausted.",
+	})
+	reg.MustRegister(m.quotaEarly)
 	reg.MustRegister(transport.LockedMemoryCollectors()...)
 	reg.MustRegister(m.ops, m.anchorCalls, m.fenceSeconds, m.fenceExpired, m.lockouts, m.anchorRoundsLate, m.proposals,
 		prometheus.NewCounterFunc(prometheus.CounterOpts{

@@ -245,6 +245,8 @@ func New(cfg Config) (_ *Node, err error) {
 		// Callers with a certificate (gateways, the client library, peers) may be a call's
 		// trace parent; tracing.Sampler bounds how many such calls are recorded.
 		TracerProvider: cfg.TracerProvider,
+		// A caller a quota refused is refused again before its request is read (quota.go).
+		EarlyAdmit: n.earlyAdmit,
 	})
 	if err != nil {
 		return nil, err

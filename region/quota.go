@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/internal/quota"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -34,12 +35,17 @@ type quotaTable struct {
 	m  map[quotaKey]*quota.Bucket
 	// any is whether m has an entry: without one a call skips the table altogether.
 	any atomic.Bool
+	// refused are the callers (service identities) whose last call a quota refused, with the
+	// bucket that refused it: until that bucket admits again, their calls are refused as soon as
+	// their headers arrive (earlyAdmit), before the request is read, decoded or handled.
+	refusedMu sync.Mutex
+	refused   map[pki.Identity]earlyRefusal
 	// logEvery bounds the log lines about refusals (a flood refused must not flood the log).
 	logEvery *rate.Limiter
 }
 
 func newQuotaTable() *quotaTable {
-	return &quotaTable{m: map[quotaKey]*quota.Bucket{}, logEvery: rate.NewLimiter(rate.Every(10*time.Second), 1)}
+	return &quotaTable{m: map[quotaKey]*quota.Bucket{}, refused: map[pki.Identity]earlyRefusal{}, logEvery: rate.NewLimiter(rate.Every(10*time.Second), 1)}
 }
 
 func limitsOf(q fsm.Quota) quota.Limits {
@@ -182,8 +188,115 @@ func (n *Node) admitQuota(ctx context.Context, tenant, service string) error {
 	if n.quotas.logEvery.Allow() {
 		n.log.Info("quota refused calls (one line per 10s at most; krypton_quota_refusals_total counts them all)", "tenant", tenant, "service", service, "scope", scope, "kind", r.Kind)
 	}
-	msg := "region: " + quota.Describe(r, whose) + " (this node's share: each node enforces it on the calls it serves); to raise it: " + raise
+	msg := quotaMessage(r, whose, raise)
+	if r.Kind != quota.KindBatch {
+		// Only a caller's own tenant's (or own service's) bucket: the early refusal cannot see
+		// which key a call names, and a service calls its own keys.
+		if id, ok := transport.IdentityFromContext(ctx); ok && id.Kind == pki.KindService && id.Tenant == tenant && (r.Index == 0 || id.Service == service) {
+			bk := k
+			if r.Index == 0 {
+				bk = tk
+			}
+			n.quotas.noteRefused(id, earlyRefusal{bucket: bk, scope: scope, whose: whose, raise: raise})
+		}
+	}
 	return &errQuota{st: quota.Status(r, msg)}
+}
+
+func quotaMessage(r *quota.Refusal, whose, raise string) string {
+	return "region: " + quota.Describe(r, whose) + " (this node's share: each node enforces it on the calls it serves); to raise it: " + raise
+}
+
+// earlyRefusal is the quota that refused a caller's last call: the bucket's key, and what the
+// refusal's message says.
+type earlyRefusal struct {
+	bucket              quotaKey
+	scope, whose, raise string
+}
+
+// maxEarlyPause bounds the pause of an early refusal (earlyAdmit): the wait for one token, at
+// most this; a pause delays the connection's pings and window updates too.
+const maxEarlyPause = 50 * time.Millisecond
+
+// maxEarlyRefused bounds the callers remembered for early refusal (one per service certificate
+// refused lately; past it a refused caller is simply refused by the handler, as before).
+const maxEarlyRefused = 4096
+
+func (t *quotaTable) noteRefused(id pki.Identity, e earlyRefusal) {
+	t.refusedMu.Lock()
+	defer t.refusedMu.Unlock()
+	if _, ok := t.refused[id]; !ok && len(t.refused) >= maxEarlyRefused {
+		// Full: forget the callers whose bucket admits again (callers that stopped calling).
+		now := time.Now()
+		for k, old := range t.refused {
+			if b := t.get(old.bucket.tenant, old.bucket.service); b == nil {
+				delete(t.refused, k)
+			} else if _, _, ex := b.Exhausted(now); !ex {
+				delete(t.refused, k)
+			}
+		}
+	}
+	if _, ok := t.refused[id]; ok || len(t.refused) < maxEarlyRefused {
+		t.refused[id] = e
+	}
+}
+
+// earlyAdmit is the region's transport.ServerConfig.EarlyAdmit: a unary WrapService call from a
+// caller whose last call a quota refused is refused at once, with the same answer, while that quota's
+// bucket is still exhausted; that costs the node no read of the request, no protobuf decode, no
+// handler, no key lookup. The first call after the bucket admits again goes through to the
+// handler (which admits it, charging the key's tenant and service as always) and the caller is
+// forgotten. Hand-written: gRPC's InTapHandle is the only hook before the request is read, and
+// the bucket check must not take a token (the handler takes it).
+func (n *Node) earlyAdmit(method string, caller pki.Identity) error {
+	if caller.Kind != pki.KindService || !n.quotas.any.Load() || !earlyMethods[method] {
+		return nil
+	}
+	t := n.quotas
+	t.refusedMu.Lock()
+	e, ok := t.refused[caller]
+	t.refusedMu.Unlock()
+	if !ok {
+		return nil
+	}
+	b := t.get(e.bucket.tenant, e.bucket.service)
+	var (
+		kind  string
+		after time.Duration
+		still bool
+	)
+	if b != nil {
+		kind, after, still = b.Exhausted(time.Now())
+	}
+	if !still {
+		t.refusedMu.Lock()
+		if t.refused[caller] == e {
+			delete(t.refused, caller)
+		}
+		t.refusedMu.Unlock()
+		return nil
+	}
+	n.metrics.quotaRefusals.WithLabelValues(kind, e.scope).Inc()
+	n.metrics.quotaEarly.Inc()
+	// Pace the caller's connection: this runs on the connection's reader goroutine, and a pause
+	// here stops the node reading that connection (TCP and HTTP/2 flow control push back on the
+	// caller), so a client that ignores RetryInfo and resends at once cannot turn cheap refusals
+	// into a flood of their own. The connection is the caller's alone (one certificate, one
+	// service); other callers' connections are read meanwhile. (gRPC calls the tap holding that
+	// connection's own lock, so the caller's admitted calls on it finish at most this late too.)
+	time.Sleep(min(after, maxEarlyPause))
+	r := &quota.Refusal{Kind: kind, Limits: b.Limits(), RetryAfter: after, Items: 1}
+	return quota.Status(r, quotaMessage(r, e.whose, e.raise)).Err()
+}
+
+// earlyMethods are the calls refused early: the unary ones, which count as one request each, so
+// that the early answer is the one the handler would give (a batch may be larger than the burst,
+// which has its own answer, and is left to the handler).
+var earlyMethods = map[string]bool{
+	kv1.WrapService_Wrap_FullMethodName:            true,
+	kv1.WrapService_Unwrap_FullMethodName:          true,
+	kv1.WrapService_GenerateDataKey_FullMethodName: true,
+	kv1.WrapService_Rewrap_FullMethodName:          true,
 }
 
 // raiseQuota is the command that raises a quota: at governance if this region follows it.

@@ -286,3 +286,91 @@ func TestQuotaFromGovernance(t *testing.T) {
 		}
 	}
 }
+
+// A tenant flooding past its quota is refused with ResourceExhausted (and a RetryInfo detail),
+// most of its calls before their request is read (krypton_quota_early_refusals_total), while
+// another tenant's calls on the same node all succeed; once the bucket refills the flooder is
+// admitted again.
+func TestQuotaEarlyRefusal(t *testing.T) {
+	t.Parallel()
+	r := regiontest.Start(t, 1)
+	leader := r.WaitLeader()
+	admin := r.AdminClient(leader)
+	createTenant(t, admin, r.Anchor, "acme", "pay")
+	createTenant(t, admin, r.Anchor, "globex", "pay")
+	mustWrap(t, r, leader, "acme", "pay")
+	mustWrap(t, r, leader, "globex", "pay")
+	if err := setQuota(t, r, leader, "acme-early", "acme", "", &kv1.Quota{Rate: 5, Burst: 5}); err != nil {
+		t.Fatal(err)
+	}
+	clustertest.Eventually(t, 20*time.Second, "the quota applied", func() bool {
+		tn, err := r.Nodes[leader].State().Tenant("acme")
+		return err == nil && tn.Quota.Rate == 5
+	})
+	acme := r.ServingWrapClient(leader, "acme", "pay")
+	globex := r.ServingWrapClient(leader, "globex", "pay")
+	var (
+		mu                  sync.Mutex
+		exhausted, acmeOK   int
+		noRetry, globexErrs []error
+	)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for range 100 {
+				_, err := acme.Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: "pay"}, Plaintext: randKey(t)})
+				mu.Lock()
+				switch {
+				case err == nil:
+					acmeOK++
+				case status.Code(err) == codes.ResourceExhausted:
+					exhausted++
+					if retryDelay(err) < 0 {
+						noRetry = append(noRetry, err)
+					}
+				default:
+					globexErrs = append(globexErrs, err) // reported below: acme's other errors
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Go(func() {
+		for range 50 {
+			_, err := globex.Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "globex", Service: "pay"}, Plaintext: randKey(t)})
+			if err != nil {
+				mu.Lock()
+				globexErrs = append(globexErrs, err)
+				mu.Unlock()
+			}
+		}
+	})
+	wg.Wait()
+	if len(globexErrs) > 0 {
+		t.Fatalf("%d unexpected errors (the neighbour's, or acme's not ResourceExhausted), first: %v", len(globexErrs), globexErrs[0])
+	}
+	if exhausted == 0 || acmeOK == 0 {
+		t.Fatalf("acme: %d admitted, %d ResourceExhausted; want both", acmeOK, exhausted)
+	}
+	if len(noRetry) > 0 {
+		t.Errorf("a refusal without RetryInfo: %v", noRetry[0])
+	}
+	mfs, err := r.Nodes[leader].Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var early float64
+	for _, mf := range mfs {
+		if mf.GetName() == "krypton_quota_early_refusals_total" {
+			early = mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	if early == 0 {
+		t.Errorf("no refusal before the request was read (krypton_quota_early_refusals_total 0 of %d)", exhausted)
+	}
+	// The bucket refills: acme is admitted again (the early refusal lets the first call through).
+	clustertest.Eventually(t, 20*time.Second, "acme admitted again", func() bool {
+		_, err := acme.Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: "pay"}, Plaintext: randKey(t)})
+		return err == nil
+	})
+}

@@ -23,6 +23,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 
 	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -126,6 +127,14 @@ type ServerConfig struct {
 	// it, a caller with a verified certificate may be the parent (tracing.Sampler bounds how
 	// many such calls are recorded); a token or no identity never is.
 	PublicTraceEndpoint bool
+
+	// EarlyAdmit, if set, is asked about every call whose connection's client certificate names
+	// a Krypton identity, as soon as the call's headers arrive: before its request is read or
+	// decoded, before any interceptor, on the connection's reader goroutine (so it must be
+	// cheap and never block). A non-nil error, a *status.Status error, refuses the call with
+	// that status at once (grpc.InTapHandle). The region refuses here a caller whose previous
+	// call a quota refused while that quota stays exhausted (region/quota.go).
+	EarlyAdmit func(method string, caller pki.Identity) error
 
 	// Errors are rows the error translation (step 6 of NewServer) tests after its own table,
 	// for the sentinels of a package transport does not link: governance passes the codes of its
@@ -306,6 +315,15 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		grpc.ForceServerCodecV2(codec{}),
 		grpc.ChainUnaryInterceptor(ic.unary()...),
 		grpc.ChainStreamInterceptor(ic.stream()...),
+	}
+	if admit := cfg.EarlyAdmit; admit != nil {
+		opts = append(opts, grpc.InTapHandle(func(ctx context.Context, info *tap.Info) (context.Context, error) {
+			r := peerIdentity(ctx)
+			if r.err != nil {
+				return ctx, nil // the interceptors refuse it, with their own answer
+			}
+			return ctx, admit(info.FullMethodName, r.id)
+		}))
 	}
 	opts = append(opts, ServerTracing(cfg.TracerProvider, cfg.PublicTraceEndpoint)...)
 	gs := grpc.NewServer(opts...)

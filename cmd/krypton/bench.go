@@ -119,6 +119,7 @@ func benchCommand() *command {
 			fs.BoolVar(&o.nb.on, "neighbour", false, "with -spawn: measure a noisy neighbour: a second tenant's light wraps (-neighbour-rate) alone, then beside this run's load as tenant bench, and print its p50/p99 in each phase and their ratios")
 			fs.Float64Var(&o.nb.rate, "neighbour-rate", 50, "with -neighbour: the second tenant's wraps per second (open loop)")
 			fs.IntVar(&o.nb.callers, "neighbour-callers", 8, "with -neighbour: the second tenant's most calls in flight")
+			fs.IntVar(&o.nb.rounds, "neighbour-rounds", 3, "with -neighbour: run the phases this many times, interleaved (alone, flooding, under the quota, alone, ...), and merge each phase's rounds")
 			fs.UintVar(&o.nb.quota, "neighbour-quota", 0, "with -neighbour: add a phase with the flooding tenant under a quota of this many requests/s (on each node)")
 			o.el.declare(fs)
 		},

@@ -8,6 +8,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	hdrhistogram "github.com/HdrHistogram/hdrhistogram-go"
+
 	"github.com/kryptonkms/krypton/cmd/krypton/internal/bench"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -29,6 +31,7 @@ type neighbourBench struct {
 	rate    float64 // tenant B's open-loop rate
 	callers int     // tenant B's most calls in flight
 	quota   uint    // with a value: a third phase with tenant A under a quota of this many requests/s
+	rounds  int     // rounds of every phase, interleaved
 }
 
 func (nb *neighbourBench) check(o *benchOptions) error {
@@ -43,6 +46,8 @@ func (nb *neighbourBench) check(o *benchOptions) error {
 		return usagef("-neighbour needs -spawn %d: it creates the second tenant itself", devNodes)
 	case o.gw.enabled():
 		return usagef("-neighbour loads the region's nodes, not a gateway")
+	case nb.rounds < 1:
+		return usagef("-neighbour-rounds must be at least 1")
 	case nb.rate <= 0:
 		return usagef("-neighbour-rate must be positive")
 	case nb.quota > fsm.MaxQuotaRate:
@@ -51,11 +56,28 @@ func (nb *neighbourBench) check(o *benchOptions) error {
 	return nil
 }
 
-// neighbourPhase is one phase's figures: tenant B's latency, and tenant A's throughput.
+// neighbourPhase is one phase's figures over every round: tenant B's latency and errors, and
+// tenant A's throughput and errors.
 type neighbourPhase struct {
-	name    string
-	b, a    *bench.Result
-	aErrors string
+	name         string
+	bHist        *hdrhistogram.Histogram
+	bErrs, aErrs map[string]int64
+	aOps         float64 // summed over the rounds: divided by rounds when printed
+	rounds       int
+}
+
+func (p *neighbourPhase) add(b, a *bench.Result) {
+	p.rounds++
+	p.bHist.Merge(b.Histogram())
+	for k, v := range b.Total.Errors {
+		p.bErrs[k] += v
+	}
+	if a != nil {
+		p.aOps += a.Total.OpsPerSecond
+		for k, v := range a.Total.Errors {
+			p.aErrs[k] += v
+		}
+	}
 }
 
 // runNeighbour measures tenant B (unary wraps at -neighbour-rate, open loop) alone, then beside
@@ -115,40 +137,21 @@ func (o *benchOptions) runNeighbour(ctx context.Context, s *streams, d *devRegio
 	b.Tenant, b.Service = neighbourTenant, neighbourService
 	b.Op, b.Batch, b.Rate, b.Callers = bench.OpWrap, 0, o.nb.rate, o.nb.callers
 
-	var phases []neighbourPhase
-	fmt.Fprintf(s.err, "krypton: phase 1: tenant %s alone at %.0f wraps/s\n", neighbourTenant, b.Rate)
-	alone, err := bench.Run(ctx, b, targetsB, nil)
-	if err != nil {
-		return err
-	}
-	phases = append(phases, neighbourPhase{name: "B alone", b: alone})
-	loaded := func(name string) error {
-		fmt.Fprintf(s.err, "krypton: %s\n", name)
-		type out struct {
-			r   *bench.Result
-			err error
-		}
-		ach := make(chan out, 1)
-		go func() {
-			r, err := bench.Run(ctx, o.cfg, targetsA, nil)
-			ach <- out{r, err}
-		}()
-		rb, errB := bench.Run(ctx, b, targetsB, nil)
-		ra := <-ach
-		if errB != nil {
-			return errB
-		}
-		if ra.err != nil {
-			return ra.err
-		}
-		phases = append(phases, neighbourPhase{name: name, b: rb, a: ra.r, aErrors: errorList(ra.r.Total.Errors)})
-		return nil
-	}
-	if err := loaded("B beside A flooding"); err != nil {
-		return err
-	}
+	// The phases are interleaved: each round runs every phase once, in order, and each phase's
+	// figures merge its windows of every round, so that a drift of the machine's load over the
+	// run (other work on shared cores) falls on every phase alike.
+	names := []string{"B alone", "B beside A flooding"}
 	if o.nb.quota > 0 {
-		q := fsm.Quota{Rate: uint32(o.nb.quota)}
+		names = append(names, fmt.Sprintf("B beside A flooding under a quota of %d/s per node", o.nb.quota))
+	}
+	phases := make([]neighbourPhase, len(names))
+	for i, name := range names {
+		phases[i] = neighbourPhase{name: name, bHist: bench.NewHistogram(), bErrs: map[string]int64{}}
+		if i > 0 {
+			phases[i].aErrs = map[string]int64{}
+		}
+	}
+	setQuota := func(q fsm.Quota) error {
 		if _, err := d.nodes[leader].SetQuota(ctx, newRequestID(), benchTenant, "", q); err != nil {
 			return fmt.Errorf("bench: setting tenant %s's quota: %w", benchTenant, err)
 		}
@@ -160,15 +163,51 @@ func (o *benchOptions) runNeighbour(ctx context.Context, s *streams, d *devRegio
 				}
 			}
 			if all {
-				break
+				return nil
 			}
 			if time.Now().After(deadline) {
 				return fmt.Errorf("bench: tenant %s's quota did not reach every node in 30s", benchTenant)
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
-		if err := loaded(fmt.Sprintf("B beside A flooding under a quota of %d/s per node", o.nb.quota)); err != nil {
-			return err
+	}
+	for round := 1; round <= o.nb.rounds; round++ {
+		for i := range phases {
+			p := &phases[i]
+			fmt.Fprintf(s.err, "krypton: round %d/%d: %s\n", round, o.nb.rounds, p.name)
+			if i == 2 {
+				if err := setQuota(fsm.Quota{Rate: uint32(o.nb.quota)}); err != nil {
+					return err
+				}
+			}
+			type out struct {
+				r   *bench.Result
+				err error
+			}
+			ach := make(chan out, 1)
+			if i > 0 {
+				go func() {
+					r, err := bench.Run(ctx, o.cfg, targetsA, nil)
+					ach <- out{r, err}
+				}()
+			}
+			rb, errB := bench.Run(ctx, b, targetsB, nil)
+			var ra out
+			if i > 0 {
+				ra = <-ach
+			}
+			if errB != nil {
+				return errB
+			}
+			if ra.err != nil {
+				return ra.err
+			}
+			p.add(rb, ra.r)
+			if i == 2 {
+				if err := setQuota(fsm.Quota{}); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return writeNeighbour(s.out, o, b, phases)
@@ -190,24 +229,25 @@ func writeNeighbour(w io.Writer, o *benchOptions, b bench.Config, phases []neigh
 		load += fmt.Sprintf(", batches of %d", o.cfg.Batch)
 	}
 	fmt.Fprintf(w, "Noisy neighbour: tenant B (%s/%s) sends unary wraps at %.0f/s (open loop, latency from intended send);\n"+
-		"tenant A (%s/%s) floods with %s %s; %s measured per phase.\n\n",
-		neighbourTenant, neighbourService, b.Rate, benchTenant, benchService, o.cfg.Op, load, o.cfg.Duration)
+		"tenant A (%s/%s) floods with %s %s; %d interleaved rounds of every phase, %s measured per phase and round.\n\n",
+		neighbourTenant, neighbourService, b.Rate, benchTenant, benchService, o.cfg.Op, load, o.nb.rounds, o.cfg.Duration)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "phase\tB p50 ms\tB p99 ms\tB errors\tA ops/s\tA errors\t")
+	fmt.Fprintln(tw, "phase\tB calls\tB p50 ms\tB p99 ms\tB errors\tA ops/s\tA errors\t")
 	for _, p := range phases {
 		aOps, aErr := "-", "-"
-		if p.a != nil {
-			aOps, aErr = fmt.Sprintf("%.0f", p.a.Total.OpsPerSecond), p.aErrors
+		if p.aErrs != nil {
+			aOps, aErr = fmt.Sprintf("%.0f", p.aOps/float64(max(p.rounds, 1))), errorList(p.aErrs)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", p.name, ms(p.b.Total.Latency.P50), ms(p.b.Total.Latency.P99), errorList(p.b.Total.Errors), aOps, aErr)
+		l := bench.LatencyOf(p.bHist)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t\n", p.name, l.Count, ms(l.P50), ms(l.P99), errorList(p.bErrs), aOps, aErr)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	base := phases[0].b.Total.Latency
+	base := bench.LatencyOf(phases[0].bHist)
 	var lines []string
 	for _, p := range phases[1:] {
-		l := p.b.Total.Latency
+		l := bench.LatencyOf(p.bHist)
 		lines = append(lines, fmt.Sprintf("%s / B alone: p50 x%.2f, p99 x%.2f", p.name, ratio(l.P50, base.P50), ratio(l.P99, base.P99)))
 	}
 	_, err := fmt.Fprintf(w, "\n%s\n", strings.Join(lines, "\n"))

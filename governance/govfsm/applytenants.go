@@ -80,5 +80,13 @@ func (s *state) resync(c *Command, t *tenant, now int64) *Result {
 	if t.Policy != nil {
 		e.Policy = t.Policy.clone()
 	}
+	// The quotas too, so that a region resynced from scratch (or restored from an old snapshot)
+	// enforces what governance set.
+	e.Quota = t.Quota.clone()
+	for _, name := range slices.Sorted(maps.Keys(t.Services)) {
+		if sv := t.Services[name]; sv.RevokeCursor == 0 && sv.Quota != nil && *sv.Quota != (Quota{}) {
+			e.ServiceQuotas = append(e.ServiceQuotas, ServiceQuota{Service: name, Quota: *sv.Quota})
+		}
+	}
 	return s.result(c, e)
 }

@@ -31,8 +31,19 @@ func TestResyncRules(t *testing.T) {
 		c.Rules = []govfsm.Rule{{Caller: "spiffe://krypton/**", Service: "*", Operations: []int32{1}}}
 	})))
 	mustOK(t, apply(t, f, cmd(govfsm.OpLockTenant, "l1", "acme")))
+	// The quotas travel too: the tenant's and its live services'.
+	tq, sq := govfsm.Quota{Rate: 100, Burst: 200}, govfsm.Quota{Concurrency: 3}
+	mustOK(t, apply(t, f, cmd(govfsm.OpSetQuota, "q1", "acme", func(c *govfsm.Command) { c.Quota = &tq })))
+	mustOK(t, apply(t, f, cmd(govfsm.OpSetQuota, "q2", "acme", withService("live", 0), func(c *govfsm.Command) { c.Quota = &sq })))
 
 	all := mustOK(t, resync("r1", "acme"))
+	if q := all.Event.Quota; q == nil || *q != tq || !slices.Equal(all.Event.ServiceQuotas, []govfsm.ServiceQuota{{Service: "live", Quota: sq}}) {
+		t.Fatalf("resync event's quotas: %+v %+v", all.Event.Quota, all.Event.ServiceQuotas)
+	}
+	if p := governance.EventProto(all.Event); p.GetQuota().GetRate() != 100 || len(p.GetServiceQuotas()) != 1 ||
+		p.GetServiceQuotas()[0].GetService() != "live" || p.GetServiceQuotas()[0].GetQuota().GetConcurrency() != 3 {
+		t.Fatalf("resync event's quotas on the wire: %v", p)
+	}
 	e := all.Event
 	if e.Kind != govfsm.KindResyncTenant || e.AnchorURI != devAnchor || !slices.Equal(e.Regions, []string{"eu", "us"}) ||
 		!slices.Equal(e.Services, []string{"live"}) || !e.Locked || e.Policy == nil || e.Policy.Revision != 1 {

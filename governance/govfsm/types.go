@@ -81,8 +81,17 @@ type Event struct {
 	// tenant without one, before owner keys).
 	OwnerKey string `json:"owner-key,omitempty"`
 	// Quota is set by SET_QUOTA: the tenant's (Service empty) or the service's new quota; nil
-	// removes it.
+	// removes it. RESYNC_TENANT sets it to the tenant's quota (nil: none).
 	Quota *Quota `json:"quota,omitempty"`
+	// ServiceQuotas is set by RESYNC_TENANT only: the quotas of the tenant's services that have
+	// one, sorted by service.
+	ServiceQuotas []ServiceQuota `json:"service-quotas,omitempty"`
+}
+
+// ServiceQuota is one service's quota, in a RESYNC_TENANT event.
+type ServiceQuota struct {
+	Service string `json:"service"`
+	Quota   Quota  `json:"quota"`
 }
 
 // Quota is a tenant's or a service's quota on every node of its regions (the region's fsm.Quota:

@@ -54,6 +54,18 @@ func testResync(t *testing.T, p *planes) {
 		svc = s.GetCursor()
 		return err
 	})
+	// Its quotas, which the regions refuse too (no tenant) and the resync must bring.
+	tq, sq := &kv1.Quota{Rate: 1000, Burst: 2000}, &kv1.Quota{Concurrency: 7}
+	for _, q := range []struct {
+		service string
+		quota   *kv1.Quota
+	}{{"", tq}, {"pay", sq}} {
+		id := governancetest.RequestID()
+		p.gov("set a quota", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+			_, err := c.SetQuota(ctx, &kv1.GovernanceSetQuotaRequest{RequestId: id, Tenant: "resync", Service: q.service, Quota: q.quota})
+			return err
+		})
+	}
 	id = governancetest.RequestID()
 	var rev uint64
 	p.gov("set its policy", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
@@ -114,6 +126,12 @@ func testResync(t *testing.T, p *planes) {
 		}
 		if got, _ := st.Policy("resync"); got.Revision != rev {
 			t.Fatalf("%s: policy revision %d, want %d", where, got.Revision, rev)
+		}
+		if tn, _ := st.Tenant("resync"); tn.Quota != (fsm.Quota{Rate: 1000, Burst: 2000}) {
+			t.Fatalf("%s: tenant quota %v after the resync, want governance's", where, tn.Quota)
+		}
+		if sv, _ := st.Service("resync", "pay"); sv.Quota != (fsm.Quota{Concurrency: 7}) {
+			t.Fatalf("%s: service quota %v after the resync, want governance's", where, sv.Quota)
 		}
 		if e := refusal(st.RevocationLog(0), first.GetEvent().GetCursor()); e != "" {
 			t.Fatalf("%s: resync refused: %s", where, e)

@@ -114,6 +114,24 @@ func (b *Bucket) Limits() Limits { return b.state.Load().limits }
 // InFlight is the number of calls admitted and not yet released.
 func (b *Bucket) InFlight() int64 { return b.inflight.Load() }
 
+// Exhausted reports, without taking anything, whether a call of one request would be refused by
+// b now, and how long to wait: the token bucket is empty or every slot in flight is taken. It is
+// the cheap check of an early admission (before a request is read); the call, if let through,
+// is admitted by Admit as usual.
+func (b *Bucket) Exhausted(now time.Time) (kind string, retryAfter time.Duration, exhausted bool) {
+	st := b.state.Load()
+	if c := st.limits.Concurrency; c != 0 && b.inflight.Load() >= int64(c) {
+		return KindConcurrency, 50 * time.Millisecond, true
+	}
+	if st.lim == nil {
+		return "", 0, false
+	}
+	if tokens := st.lim.TokensAt(now); tokens < 1 {
+		return KindRate, time.Duration((1 - tokens) / float64(st.limits.Rate) * float64(time.Second)), true
+	}
+	return "", 0, false
+}
+
 // Refusal kinds, the values of the kind label of the refusal metrics.
 const (
 	KindRate        = "rate"

@@ -64,3 +64,37 @@ func TestAdmit(t *testing.T) {
 		t.Fatal("changing the concurrency refilled the tokens")
 	}
 }
+
+// Exhausted says whether one request would be refused, and takes nothing.
+func TestExhausted(t *testing.T) {
+	now := time.Now()
+	b := NewBucket(Limits{Rate: 10, Burst: 1})
+	if _, _, ex := b.Exhausted(now); ex {
+		t.Fatal("a full bucket is exhausted")
+	}
+	if _, _, ex := b.Exhausted(now); ex {
+		t.Fatal("Exhausted took a token")
+	}
+	if _, r := Admit(now, 1, b); r != nil {
+		t.Fatal(r)
+	}
+	kind, after, ex := b.Exhausted(now)
+	if !ex || kind != KindRate || after <= 0 || after > 100*time.Millisecond {
+		t.Fatalf("an empty bucket: %q %v %v; want rate, within 100ms", kind, after, ex)
+	}
+	if _, _, ex := b.Exhausted(now.Add(100 * time.Millisecond)); ex {
+		t.Fatal("exhausted after a token's worth of time")
+	}
+	c := NewBucket(Limits{Concurrency: 1})
+	release, r := Admit(now, 1, c)
+	if r != nil {
+		t.Fatal(r)
+	}
+	if kind, _, ex := c.Exhausted(now); !ex || kind != KindConcurrency {
+		t.Fatalf("every slot taken: %q %v", kind, ex)
+	}
+	release()
+	if _, _, ex := c.Exhausted(now); ex {
+		t.Fatal("exhausted with a free slot")
+	}
+}

@@ -1844,6 +1844,59 @@ func (x *ResyncTenantResponse) GetRegions() []*RegionCursor {
 //
 // event_id is 32 lowercase hex digits; time never goes backwards along the
 // log.
+// ServiceQuota is one service's quota, in a RESYNC_TENANT event.
+type ServiceQuota struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Quota         *Quota                 `protobuf:"bytes,2,opt,name=quota,proto3" json:"quota,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ServiceQuota) Reset() {
+	*x = ServiceQuota{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ServiceQuota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ServiceQuota) ProtoMessage() {}
+
+func (x *ServiceQuota) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ServiceQuota.ProtoReflect.Descriptor instead.
+func (*ServiceQuota) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ServiceQuota) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *ServiceQuota) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
 type RevocationEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Position in the log: strictly increasing, starting at 1, no gaps.
@@ -1876,15 +1929,19 @@ type RevocationEvent struct {
 	// the change (empty for a change made before owner keys), for the
 	// regions' audit log.
 	OwnerKeyFingerprint string `protobuf:"bytes,12,opt,name=owner_key_fingerprint,json=ownerKeyFingerprint,proto3" json:"owner_key_fingerprint,omitempty"`
-	// For SET_QUOTA: the new quota; unset removes it.
-	Quota         *Quota `protobuf:"bytes,13,opt,name=quota,proto3" json:"quota,omitempty"`
+	// For SET_QUOTA: the new quota; unset removes it. For RESYNC_TENANT: the
+	// tenant's quota at governance (unset: none).
+	Quota *Quota `protobuf:"bytes,13,opt,name=quota,proto3" json:"quota,omitempty"`
+	// For RESYNC_TENANT: the quotas of the tenant's services at governance
+	// (only those with one).
+	ServiceQuotas []*ServiceQuota `protobuf:"bytes,14,rep,name=service_quotas,json=serviceQuotas,proto3" json:"service_quotas,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +1953,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +1966,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RevocationEvent) GetCursor() uint64 {
@@ -2003,6 +2060,13 @@ func (x *RevocationEvent) GetQuota() *Quota {
 	return nil
 }
 
+func (x *RevocationEvent) GetServiceQuotas() []*ServiceQuota {
+	if x != nil {
+		return x.ServiceQuotas
+	}
+	return nil
+}
+
 type WatchRevocationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stream events with a cursor greater than this; 0 for the whole log.
@@ -2017,7 +2081,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2029,7 +2093,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2042,7 +2106,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchRevocationsRequest) GetAfterCursor() uint64 {
@@ -2074,7 +2138,7 @@ type WatchRevocationsResponse struct {
 
 func (x *WatchRevocationsResponse) Reset() {
 	*x = WatchRevocationsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2150,7 @@ func (x *WatchRevocationsResponse) String() string {
 func (*WatchRevocationsResponse) ProtoMessage() {}
 
 func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2163,7 @@ func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WatchRevocationsResponse) GetEvents() []*RevocationEvent {
@@ -2149,7 +2213,7 @@ type ReportCursorRequest struct {
 
 func (x *ReportCursorRequest) Reset() {
 	*x = ReportCursorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2225,7 @@ func (x *ReportCursorRequest) String() string {
 func (*ReportCursorRequest) ProtoMessage() {}
 
 func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2238,7 @@ func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorRequest.ProtoReflect.Descriptor instead.
 func (*ReportCursorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ReportCursorRequest) GetRegion() string {
@@ -2238,7 +2302,7 @@ type ResetRegionVotersRequest struct {
 
 func (x *ResetRegionVotersRequest) Reset() {
 	*x = ResetRegionVotersRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2250,7 +2314,7 @@ func (x *ResetRegionVotersRequest) String() string {
 func (*ResetRegionVotersRequest) ProtoMessage() {}
 
 func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2263,7 +2327,7 @@ func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRegionVotersRequest.ProtoReflect.Descriptor instead.
 func (*ResetRegionVotersRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ResetRegionVotersRequest) GetRequestId() string {
@@ -2297,7 +2361,7 @@ type ReportCursorResponse struct {
 
 func (x *ReportCursorResponse) Reset() {
 	*x = ReportCursorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2309,7 +2373,7 @@ func (x *ReportCursorResponse) String() string {
 func (*ReportCursorResponse) ProtoMessage() {}
 
 func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2322,7 +2386,7 @@ func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorResponse.ProtoReflect.Descriptor instead.
 func (*ReportCursorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReportCursorResponse) GetRecordedCursor() uint64 {
@@ -2340,7 +2404,7 @@ type GovernanceStatusRequest struct {
 
 func (x *GovernanceStatusRequest) Reset() {
 	*x = GovernanceStatusRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	mi := &file_krypton_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2416,7 @@ func (x *GovernanceStatusRequest) String() string {
 func (*GovernanceStatusRequest) ProtoMessage() {}
 
 func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	mi := &file_krypton_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2429,7 @@ func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 // RegionCursor is how far one region has applied the governance log.
@@ -2386,7 +2450,7 @@ type RegionCursor struct {
 
 func (x *RegionCursor) Reset() {
 	*x = RegionCursor{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[33]
+	mi := &file_krypton_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2398,7 +2462,7 @@ func (x *RegionCursor) String() string {
 func (*RegionCursor) ProtoMessage() {}
 
 func (x *RegionCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[33]
+	mi := &file_krypton_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2411,7 +2475,7 @@ func (x *RegionCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionCursor.ProtoReflect.Descriptor instead.
 func (*RegionCursor) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RegionCursor) GetRegion() string {
@@ -2463,7 +2527,7 @@ type RegionLag struct {
 
 func (x *RegionLag) Reset() {
 	*x = RegionLag{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	mi := &file_krypton_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2475,7 +2539,7 @@ func (x *RegionLag) String() string {
 func (*RegionLag) ProtoMessage() {}
 
 func (x *RegionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	mi := &file_krypton_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2488,7 +2552,7 @@ func (x *RegionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionLag.ProtoReflect.Descriptor instead.
 func (*RegionLag) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RegionLag) GetCursor() *RegionCursor {
@@ -2530,7 +2594,7 @@ type GovernanceStatusResponse struct {
 
 func (x *GovernanceStatusResponse) Reset() {
 	*x = GovernanceStatusResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[35]
+	mi := &file_krypton_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2542,7 +2606,7 @@ func (x *GovernanceStatusResponse) String() string {
 func (*GovernanceStatusResponse) ProtoMessage() {}
 
 func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[35]
+	mi := &file_krypton_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2555,7 +2619,7 @@ func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GovernanceStatusResponse) GetNodeId() string {
@@ -2749,7 +2813,10 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x04wait\x18\x04 \x01(\bR\x04wait\"}\n" +
 	"\x14ResyncTenantResponse\x121\n" +
 	"\x05event\x18\x01 \x01(\v2\x1b.krypton.v1.RevocationEventR\x05event\x122\n" +
-	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"\xdb\x03\n" +
+	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"Q\n" +
+	"\fServiceQuota\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12'\n" +
+	"\x05quota\x18\x02 \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"\x9c\x04\n" +
 	"\x0fRevocationEvent\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x04R\x06cursor\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12)\n" +
@@ -2765,7 +2832,8 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	" \x03(\tR\bservices\x12\x16\n" +
 	"\x06locked\x18\v \x01(\bR\x06locked\x122\n" +
 	"\x15owner_key_fingerprint\x18\f \x01(\tR\x13ownerKeyFingerprint\x12'\n" +
-	"\x05quota\x18\r \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"T\n" +
+	"\x05quota\x18\r \x01(\v2\x11.krypton.v1.QuotaR\x05quota\x12?\n" +
+	"\x0eservice_quotas\x18\x0e \x03(\v2\x18.krypton.v1.ServiceQuotaR\rserviceQuotas\"T\n" +
 	"\x17WatchRevocationsRequest\x12!\n" +
 	"\fafter_cursor\x18\x01 \x01(\x04R\vafterCursor\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\"p\n" +
@@ -2859,7 +2927,7 @@ func file_krypton_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
 var file_krypton_v1_governance_proto_goTypes = []any{
 	(EventKind)(0),                         // 0: krypton.v1.EventKind
 	(*GovernanceServiceInfo)(nil),          // 1: krypton.v1.GovernanceServiceInfo
@@ -2888,103 +2956,106 @@ var file_krypton_v1_governance_proto_goTypes = []any{
 	(*GovernanceUnlockTenantRequest)(nil),  // 24: krypton.v1.GovernanceUnlockTenantRequest
 	(*ResyncTenantRequest)(nil),            // 25: krypton.v1.ResyncTenantRequest
 	(*ResyncTenantResponse)(nil),           // 26: krypton.v1.ResyncTenantResponse
-	(*RevocationEvent)(nil),                // 27: krypton.v1.RevocationEvent
-	(*WatchRevocationsRequest)(nil),        // 28: krypton.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil),       // 29: krypton.v1.WatchRevocationsResponse
-	(*ReportCursorRequest)(nil),            // 30: krypton.v1.ReportCursorRequest
-	(*ResetRegionVotersRequest)(nil),       // 31: krypton.v1.ResetRegionVotersRequest
-	(*ReportCursorResponse)(nil),           // 32: krypton.v1.ReportCursorResponse
-	(*GovernanceStatusRequest)(nil),        // 33: krypton.v1.GovernanceStatusRequest
-	(*RegionCursor)(nil),                   // 34: krypton.v1.RegionCursor
-	(*RegionLag)(nil),                      // 35: krypton.v1.RegionLag
-	(*GovernanceStatusResponse)(nil),       // 36: krypton.v1.GovernanceStatusResponse
-	(*timestamppb.Timestamp)(nil),          // 37: google.protobuf.Timestamp
-	(*Quota)(nil),                          // 38: krypton.v1.Quota
-	(TenantState)(0),                       // 39: krypton.v1.TenantState
-	(Operation)(0),                         // 40: krypton.v1.Operation
-	(*KeyScope)(nil),                       // 41: krypton.v1.KeyScope
-	(*KeyRef)(nil),                         // 42: krypton.v1.KeyRef
-	(*durationpb.Duration)(nil),            // 43: google.protobuf.Duration
+	(*ServiceQuota)(nil),                   // 27: krypton.v1.ServiceQuota
+	(*RevocationEvent)(nil),                // 28: krypton.v1.RevocationEvent
+	(*WatchRevocationsRequest)(nil),        // 29: krypton.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil),       // 30: krypton.v1.WatchRevocationsResponse
+	(*ReportCursorRequest)(nil),            // 31: krypton.v1.ReportCursorRequest
+	(*ResetRegionVotersRequest)(nil),       // 32: krypton.v1.ResetRegionVotersRequest
+	(*ReportCursorResponse)(nil),           // 33: krypton.v1.ReportCursorResponse
+	(*GovernanceStatusRequest)(nil),        // 34: krypton.v1.GovernanceStatusRequest
+	(*RegionCursor)(nil),                   // 35: krypton.v1.RegionCursor
+	(*RegionLag)(nil),                      // 36: krypton.v1.RegionLag
+	(*GovernanceStatusResponse)(nil),       // 37: krypton.v1.GovernanceStatusResponse
+	(*timestamppb.Timestamp)(nil),          // 38: google.protobuf.Timestamp
+	(*Quota)(nil),                          // 39: krypton.v1.Quota
+	(TenantState)(0),                       // 40: krypton.v1.TenantState
+	(Operation)(0),                         // 41: krypton.v1.Operation
+	(*KeyScope)(nil),                       // 42: krypton.v1.KeyScope
+	(*KeyRef)(nil),                         // 43: krypton.v1.KeyRef
+	(*durationpb.Duration)(nil),            // 44: google.protobuf.Duration
 }
 var file_krypton_v1_governance_proto_depIdxs = []int32{
-	37, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
-	38, // 1: krypton.v1.GovernanceServiceInfo.quota:type_name -> krypton.v1.Quota
+	38, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
+	39, // 1: krypton.v1.GovernanceServiceInfo.quota:type_name -> krypton.v1.Quota
 	1,  // 2: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
-	39, // 3: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
-	37, // 4: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
-	37, // 5: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
-	38, // 6: krypton.v1.GovernanceTenant.quota:type_name -> krypton.v1.Quota
-	38, // 7: krypton.v1.GovernanceSetQuotaRequest.quota:type_name -> krypton.v1.Quota
-	38, // 8: krypton.v1.GovernanceSetQuotaResponse.quota:type_name -> krypton.v1.Quota
+	40, // 3: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
+	38, // 4: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
+	38, // 5: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
+	39, // 6: krypton.v1.GovernanceTenant.quota:type_name -> krypton.v1.Quota
+	39, // 7: krypton.v1.GovernanceSetQuotaRequest.quota:type_name -> krypton.v1.Quota
+	39, // 8: krypton.v1.GovernanceSetQuotaResponse.quota:type_name -> krypton.v1.Quota
 	5,  // 9: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
-	27, // 10: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
-	34, // 11: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
+	28, // 10: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
+	35, // 11: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
 	17, // 12: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
-	37, // 13: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	40, // 14: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
+	38, // 13: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	41, // 14: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
 	16, // 15: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
-	41, // 16: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
-	42, // 17: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
-	42, // 18: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
+	42, // 16: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
+	43, // 17: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
+	43, // 18: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
 	21, // 19: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
-	27, // 20: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
-	34, // 21: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
-	27, // 22: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
-	34, // 23: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
-	0,  // 24: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
-	41, // 25: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
-	37, // 26: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
-	16, // 27: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
-	38, // 28: krypton.v1.RevocationEvent.quota:type_name -> krypton.v1.Quota
-	27, // 29: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
-	42, // 30: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
-	37, // 31: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
-	34, // 32: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
-	43, // 33: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
-	35, // 34: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
-	6,  // 35: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
-	9,  // 36: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
-	10, // 37: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
-	12, // 38: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
-	13, // 39: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
-	2,  // 40: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
-	3,  // 41: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
-	14, // 42: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
-	18, // 43: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
-	19, // 44: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
-	7,  // 45: krypton.v1.GovernanceService.SetQuota:input_type -> krypton.v1.GovernanceSetQuotaRequest
-	20, // 46: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
-	23, // 47: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
-	24, // 48: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
-	25, // 49: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
-	28, // 50: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
-	30, // 51: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
-	31, // 52: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
-	33, // 53: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
-	5,  // 54: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 55: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
-	11, // 56: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
-	5,  // 57: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
-	5,  // 58: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
-	1,  // 59: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
-	4,  // 60: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
-	15, // 61: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
-	16, // 62: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
-	16, // 63: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
-	8,  // 64: krypton.v1.GovernanceService.SetQuota:output_type -> krypton.v1.GovernanceSetQuotaResponse
-	22, // 65: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
-	5,  // 66: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 67: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
-	26, // 68: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
-	29, // 69: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
-	32, // 70: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
-	34, // 71: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
-	36, // 72: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
-	54, // [54:73] is the sub-list for method output_type
-	35, // [35:54] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	28, // 20: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
+	35, // 21: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
+	28, // 22: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
+	35, // 23: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
+	39, // 24: krypton.v1.ServiceQuota.quota:type_name -> krypton.v1.Quota
+	0,  // 25: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
+	42, // 26: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
+	38, // 27: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
+	16, // 28: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
+	39, // 29: krypton.v1.RevocationEvent.quota:type_name -> krypton.v1.Quota
+	27, // 30: krypton.v1.RevocationEvent.service_quotas:type_name -> krypton.v1.ServiceQuota
+	28, // 31: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
+	43, // 32: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
+	38, // 33: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
+	35, // 34: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
+	44, // 35: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
+	36, // 36: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
+	6,  // 37: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
+	9,  // 38: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
+	10, // 39: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
+	12, // 40: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
+	13, // 41: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
+	2,  // 42: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
+	3,  // 43: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
+	14, // 44: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
+	18, // 45: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
+	19, // 46: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
+	7,  // 47: krypton.v1.GovernanceService.SetQuota:input_type -> krypton.v1.GovernanceSetQuotaRequest
+	20, // 48: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
+	23, // 49: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
+	24, // 50: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
+	25, // 51: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
+	29, // 52: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
+	31, // 53: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
+	32, // 54: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
+	34, // 55: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
+	5,  // 56: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 57: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
+	11, // 58: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
+	5,  // 59: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
+	5,  // 60: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
+	1,  // 61: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
+	4,  // 62: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
+	15, // 63: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
+	16, // 64: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
+	16, // 65: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
+	8,  // 66: krypton.v1.GovernanceService.SetQuota:output_type -> krypton.v1.GovernanceSetQuotaResponse
+	22, // 67: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
+	5,  // 68: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 69: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
+	26, // 70: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
+	30, // 71: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
+	33, // 72: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
+	35, // 73: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
+	37, // 74: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
+	56, // [56:75] is the sub-list for method output_type
+	37, // [37:56] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_governance_proto_init() }
@@ -2999,7 +3070,7 @@ func file_krypton_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_governance_proto_rawDesc), len(file_krypton_v1_governance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   36,
+			NumMessages:   37,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

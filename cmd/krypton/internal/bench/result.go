@@ -46,6 +46,10 @@ type Result struct {
 	hists map[Op]*hdrhistogram.Histogram
 }
 
+// Histogram is the latency histogram of Total, in microseconds (NewHistogram's form), for
+// merging the results of several runs; do not modify it.
+func (r *Result) Histogram() *hdrhistogram.Histogram { return r.hist }
+
 // RunConfig is the configuration as the result shows it.
 type RunConfig struct {
 	Op                 Op       `json:"op"`
