@@ -15,13 +15,16 @@ DURATION ?= 60s
 SEED ?= 0
 JEPSEN_DIR ?= $(or $(TMPDIR),/tmp)/krypton-jepsen
 
-.PHONY: help build test test-stress test-short dev demo proto proto-check bench fuzz jepsen soak lint clean
+.PHONY: help build image test test-stress test-short dev demo proto proto-check bench fuzz jepsen soak lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 build: ## build bin/krypton
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/krypton ./cmd/krypton
+
+image: ## the OCI image layout in bin/image, reproducibly and with no container engine (scripts/image.sh)
+	GO=$(GO) bash scripts/image.sh bin/image
 
 # scripts/gotest.sh runs every package with -race, then the chaos suite's short schedule on its own,
 # through gotestsum: failed tests' output only, their names again at the end, and a summary line.
