@@ -47,6 +47,7 @@ func render(t *testing.T, dir string, vals map[string]any) (map[string]string, e
 // its kind names (an unknown field fails).
 type objects struct {
 	sts    []appsv1.StatefulSet
+	deps   []appsv1.Deployment
 	svc    []corev1.Service
 	pdb    []policyv1.PodDisruptionBudget
 	netpol []networkingv1.NetworkPolicy
@@ -78,6 +79,9 @@ func decode(t *testing.T, out map[string]string) objects {
 			case "StatefulSet":
 				o.sts = append(o.sts, appsv1.StatefulSet{})
 				target = &o.sts[len(o.sts)-1]
+			case "Deployment":
+				o.deps = append(o.deps, appsv1.Deployment{})
+				target = &o.deps[len(o.deps)-1]
 			case "Service":
 				o.svc = append(o.svc, corev1.Service{})
 				target = &o.svc[len(o.svc)-1]
@@ -254,5 +258,126 @@ func TestRegionChart(t *testing.T) {
 		if _, err := render(t, "region", map[string]any{"replicas": n}); err == nil || !strings.Contains(err.Error(), "replicas must be 3 or 5") {
 			t.Errorf("replicas %d: %v, want the chart to refuse", n, err)
 		}
+	}
+}
+
+// checkArgs checks a container's krypton arguments against the command's flags and returns them.
+func checkArgs(t *testing.T, c corev1.Container, command string, flags map[string]bool) map[string]string {
+	t.Helper()
+	if len(c.Args) == 0 || c.Args[0] != command {
+		t.Fatalf("args %q: want krypton %s", c.Args, command)
+	}
+	args := map[string]string{}
+	for _, a := range c.Args[1:] {
+		name, val, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
+		if !flags[name] {
+			t.Errorf("arg %s: krypton %s has no flag -%s", a, command, name)
+		}
+		args[name] = val
+	}
+	return args
+}
+
+func checkHardened(t *testing.T, c corev1.Container) {
+	t.Helper()
+	sc := c.SecurityContext
+	if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" {
+		t.Errorf("container %s security context %+v: want non-root, a read-only root, no escalation, ALL dropped", c.Name, sc)
+	}
+	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/livez" || c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" {
+		t.Errorf("container %s probes: want /livez and /readyz", c.Name)
+	}
+}
+
+// TestGatewayChart: as a Deployment the gateway gets a service certificate (client) and a gateway
+// certificate (server) of its tenant as cert-manager Certificates, a Service and a NetworkPolicy
+// for its gRPC port; as a sidecar the chart renders only the service Certificate and prints the
+// container and volumes to add to the application's pod, serving on a Unix socket.
+func TestGatewayChart(t *testing.T) {
+	flags := kryptonFlags(t, "gateway")
+	lintRes := lint.RunAll("gateway", nil, "krypton", lint.WithSkipSchemaValidation(true))
+	for _, m := range lintRes.Messages {
+		if m.Severity > 1 {
+			t.Errorf("helm lint: %v", m)
+		}
+	}
+	kinds := func(o objects) map[string]bool {
+		k := map[string]bool{}
+		for _, c := range o.certs {
+			u := c["spec"].(map[string]any)["uris"].([]any)
+			if len(u) != 1 {
+				t.Errorf("Certificate with URIs %v: want exactly one", u)
+				continue
+			}
+			us := u[0].(string)
+			usages := fmt.Sprint(c["spec"].(map[string]any)["usages"])
+			switch {
+			case us == "spiffe://krypton/tenant/acme/service/payments" && strings.Contains(usages, "client auth") && !strings.Contains(usages, "server auth"):
+				k["service"] = true
+			case us == "spiffe://krypton/tenant/acme/gateway/gateway-1" && strings.Contains(usages, "server auth") && !strings.Contains(usages, "client auth"):
+				k["gateway"] = true
+			default:
+				t.Errorf("Certificate %s with usages %s: not a kind the gateway uses", us, usages)
+			}
+		}
+		return k
+	}
+
+	out, err := render(t, "gateway", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := decode(t, out)
+	if len(o.deps) != 1 || len(o.svc) != 1 || len(o.netpol) != 1 {
+		t.Fatalf("deployment mode: %d Deployments, %d Services, %d NetworkPolicies, want one each", len(o.deps), len(o.svc), len(o.netpol))
+	}
+	if k := kinds(o); !k["service"] || !k["gateway"] {
+		t.Errorf("deployment mode certificates %v: want a service and a gateway certificate", k)
+	}
+	c := o.deps[0].Spec.Template.Spec.Containers[0]
+	checkHardened(t, c)
+	args := checkArgs(t, c, "gateway", flags)
+	if args["listen"] != fmt.Sprintf("0.0.0.0:%d", c.Ports[0].ContainerPort) || o.svc[0].Spec.Ports[0].Port != c.Ports[0].ContainerPort {
+		t.Errorf("-listen=%s, container port %d, service port %d", args["listen"], c.Ports[0].ContainerPort, o.svc[0].Spec.Ports[0].Port)
+	}
+	if args["server-cert"] == "" || args["cert"] == "" || args["region-name"] == "" {
+		t.Errorf("args %v: want -cert, -server-cert and -region-name", args)
+	}
+
+	out, err = render(t, "gateway", map[string]any{"mode": "sidecar"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := out["krypton-gateway/templates/NOTES.txt"]
+	delete(out, "krypton-gateway/templates/NOTES.txt")
+	o = decode(t, out)
+	if len(o.deps) != 0 || len(o.svc) != 0 {
+		t.Errorf("sidecar mode renders a workload")
+	}
+	if k := kinds(o); !k["service"] || k["gateway"] {
+		t.Errorf("sidecar mode certificates %v: want only the service certificate", k)
+	}
+	i := strings.Index(notes, "containers:")
+	if i < 0 {
+		t.Fatalf("sidecar NOTES print no snippet:\n%s", notes)
+	}
+	var snippet struct {
+		Containers []corev1.Container `json:"containers"`
+		Volumes    []corev1.Volume    `json:"volumes"`
+	}
+	if err := yaml.UnmarshalStrict([]byte(notes[i:]), &snippet); err != nil {
+		t.Fatalf("sidecar snippet: %v\n%s", err, notes[i:])
+	}
+	if len(snippet.Containers) != 1 || len(snippet.Volumes) != 3 {
+		t.Fatalf("sidecar snippet: %d containers, %d volumes", len(snippet.Containers), len(snippet.Volumes))
+	}
+	checkHardened(t, snippet.Containers[0])
+	args = checkArgs(t, snippet.Containers[0], "gateway", flags)
+	if args["listen"] != "" || args["unix-socket"] == "" || args["server-cert"] != "" {
+		t.Errorf("sidecar args %v: want the Unix socket only", args)
+	}
+	if _, err := render(t, "gateway", map[string]any{"mode": "daemonset"}); err == nil {
+		t.Errorf("mode daemonset rendered; want a refusal")
 	}
 }
