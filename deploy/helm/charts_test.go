@@ -126,9 +126,19 @@ func kryptonFlags(t *testing.T, command ...string) map[string]bool {
 	return flags
 }
 
+// TestRegionChart and TestGovernanceChart render the two Raft charts for the default values and
+// two variants (five nodes; other ports, no operator Certificate) and refuse 1 or 4 nodes.
 func TestRegionChart(t *testing.T) {
-	flags := kryptonFlags(t, "server")
-	lintRes := lint.RunAll("region", nil, "krypton", lint.WithSkipSchemaValidation(true))
+	raftChart(t, "region", []string{"server"}, "spiffe://krypton/region/eu/node/${POD_NAME}")
+}
+
+func TestGovernanceChart(t *testing.T) {
+	raftChart(t, "governance", []string{"governance", "server"}, "spiffe://krypton/governance/node/${POD_NAME}")
+}
+
+func raftChart(t *testing.T, chart string, command []string, wantURI string) {
+	flags := kryptonFlags(t, command...)
+	lintRes := lint.RunAll(chart, nil, "krypton", lint.WithSkipSchemaValidation(true))
 	for _, m := range lintRes.Messages {
 		if m.Severity > 1 { // above INFO
 			t.Errorf("helm lint: %v", m)
@@ -141,11 +151,14 @@ func TestRegionChart(t *testing.T) {
 		maxUnav  int32
 	}{
 		{"default", nil, 3, 1},
-		{"five", map[string]any{"replicas": 5, "governance": "gov-0.gov.krypton.svc:7500"}, 5, 2},
+		{"five", map[string]any{"replicas": 5}, 5, 2},
 		{"ports", map[string]any{"ports": map[string]any{"api": 8400, "raft": 8410, "gossip": 8420, "http": 8480}, "certificates": map[string]any{"operator": ""}}, 3, 1},
 	} {
+		if chart == "region" && tc.name == "five" {
+			tc.vals["governance"] = "kr-krypton-governance-0.kr-krypton-governance.krypton.svc:7500"
+		}
 		t.Run(tc.name, func(t *testing.T) {
-			out, err := render(t, "region", tc.vals)
+			out, err := render(t, chart, tc.vals)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,11 +192,11 @@ func TestRegionChart(t *testing.T) {
 				len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "IPC_LOCK" {
 				t.Errorf("container security context %+v: want a read-only root, no escalation, ALL dropped, IPC_LOCK only", sc)
 			}
-			if c.Args[0] != "server" {
-				t.Errorf("args %q: want krypton server", c.Args)
+			if strings.Join(c.Args[:len(command)], " ") != strings.Join(command, " ") {
+				t.Fatalf("args %q: want krypton %s", c.Args, strings.Join(command, " "))
 			}
 			args := map[string]string{}
-			for _, a := range c.Args[1:] {
+			for _, a := range c.Args[len(command):] {
 				name, val, _ := strings.Cut(strings.TrimPrefix(a, "-"), "=")
 				if !flags[name] {
 					t.Errorf("arg %s: krypton server has no flag -%s", a, name)
@@ -235,7 +248,7 @@ func TestRegionChart(t *testing.T) {
 					uri = v.CSI.VolumeAttributes["csi.cert-manager.io/uri-sans"]
 				}
 			}
-			if uri != "spiffe://krypton/region/eu/node/${POD_NAME}" {
+			if uri != wantURI {
 				t.Errorf("node certificate URI %q: want the region-node kind named by the pod", uri)
 			}
 			for _, cert := range o.certs {
@@ -255,7 +268,7 @@ func TestRegionChart(t *testing.T) {
 		})
 	}
 	for _, n := range []int{1, 4} {
-		if _, err := render(t, "region", map[string]any{"replicas": n}); err == nil || !strings.Contains(err.Error(), "replicas must be 3 or 5") {
+		if _, err := render(t, chart, map[string]any{"replicas": n}); err == nil || !strings.Contains(err.Error(), "replicas must be 3 or 5") {
 			t.Errorf("replicas %d: %v, want the chart to refuse", n, err)
 		}
 	}
