@@ -15,7 +15,7 @@ DURATION ?= 60s
 SEED ?= 0
 JEPSEN_DIR ?= $(or $(TMPDIR),/tmp)/krypton-jepsen
 
-.PHONY: help build test test-stress test-short dev demo proto proto-check bench fuzz jepsen soak lint clean
+.PHONY: help build image charts test test-stress test-short dev demo proto proto-check bench fuzz jepsen soak lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -23,9 +23,17 @@ help: ## list the targets
 build: ## build bin/krypton
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/krypton ./cmd/krypton
 
+image: ## the OCI image layout in bin/image, reproducibly and with no container engine (scripts/image.sh)
+	GO=$(GO) bash scripts/image.sh bin/image
+
+# deploy/helm is a module of its own (Helm's library brings the Kubernetes modules, kept out of
+# Krypton's go.mod): its test renders and lints the charts (docs/operations.md, "Deploy").
+charts: ## render, lint and check the Helm charts of deploy/helm
+	cd deploy/helm && $(GO) vet ./... && $(GO) test -count=1 ./...
+
 # scripts/gotest.sh runs every package with -race, then the chaos suite's short schedule on its own,
 # through gotestsum: failed tests' output only, their names again at the end, and a summary line.
-test: build lint proto-check ## the one test command: lint, generated-code check, all tests with -race
+test: build lint proto-check charts ## the one test command: lint, generated-code check, the Helm charts, all tests with -race
 	GO=$(GO) bash scripts/gotest.sh
 
 # CI's machine is shared: the suite must pass with both cores busy. This runs it with stress-ng (Debian

@@ -1,0 +1,13 @@
+{{- define "krypton.fullname" -}}{{ printf "%s-%s" .Release.Name "krypton-region" | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- define "krypton.selector" -}}
+app.kubernetes.io/name: krypton-region
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+{{- define "krypton.labels" -}}
+{{ include "krypton.selector" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+{{- define "krypton.check" -}}
+{{- if not (has (int .Values.replicas) (list 3 5)) -}}{{ fail "replicas must be 3 or 5: a Raft region of another size either loses quorum sooner or gains nothing" }}{{- end -}}
+{{- end -}}
