@@ -10,6 +10,7 @@ import (
 	"crypto/fips140"
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Mode is the FIPS 140-3 mode of the process: "off" (a normal run), "on" (GODEBUG=fips140=on, or
@@ -74,4 +75,37 @@ func OpenGCM(key, nonce, ciphertext, aad []byte) ([]byte, error) {
 	in := make([]byte, 0, len(nonce)+len(ciphertext))
 	in = append(append(in, nonce...), ciphertext...)
 	return aead.Open(nil, nil, in, aad)
+}
+
+// fipsPhrase is what every refusal of the Go Cryptographic Module in FIPS 140-only mode says,
+// and what Krypton's own refusals (ErrRefused, wrap.ErrFIPSMode) say too.
+const fipsPhrase = "FIPS 140-only mode"
+
+// Cause reports whether err is a refusal by FIPS 140-only mode, and if so the sentence that names
+// it: Go's own ("crypto/cipher: use of GCM with arbitrary IVs is not allowed in FIPS 140-only
+// mode, use NewGCMWithRandomNonce"), from its "crypto/" prefix on, or, for Krypton's refusals,
+// the whole message. The crypto packages' refusals are fixed strings and carry no input, so the
+// sentence is safe to return to a client; a status that said only "root key unusable" would
+// hide why.
+func Cause(err error) (string, bool) {
+	if err == nil {
+		return "", false
+	}
+	s := err.Error()
+	i := strings.Index(s, fipsPhrase)
+	if i < 0 {
+		return "", false
+	}
+	if errors.Is(err, ErrRefused) {
+		return s, true
+	}
+	j := strings.LastIndex(s[:i], "crypto/")
+	cause := s[j+1:] // Krypton's own refusals (wrap.ErrFIPSMode) say why in full
+	if j >= 0 {
+		cause = s[j:]
+	}
+	if len(cause) > 240 {
+		cause = cause[:240]
+	}
+	return cause, true
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/fips140"
+	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -51,5 +53,16 @@ func TestMode(t *testing.T) {
 	}
 	if Mode() != want {
 		t.Fatalf("Mode() = %q, want %q", Mode(), want)
+	}
+}
+
+func TestCause(t *testing.T) {
+	inner := errors.New("crypto/cipher: use of GCM with arbitrary IVs is not allowed in FIPS 140-only mode, use NewGCMWithRandomNonce")
+	err := fmt.Errorf("anchor: seal: file: %w", inner)
+	if c, ok := Cause(err); !ok || c != inner.Error() {
+		t.Fatalf("Cause = %q, %v", c, ok)
+	}
+	if _, ok := Cause(errors.New("anchor: key unusable")); ok {
+		t.Fatal("an unrelated error read as a FIPS refusal")
 	}
 }
