@@ -29,6 +29,9 @@ func Mode() string {
 // Describe is Mode with the module version, for `krypton version` and start-up logs:
 // "fips140=only, Go Cryptographic Module v1.0.0-c2097c7c".
 func Describe() string {
+	if Mode() == "off" {
+		return "fips140=off"
+	}
 	return fmt.Sprintf("fips140=%s, Go Cryptographic Module %s", Mode(), fips140.Version())
 }
 
