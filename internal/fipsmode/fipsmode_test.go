@@ -7,6 +7,8 @@ import (
 	"crypto/fips140"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"testing"
 )
 
@@ -64,5 +66,18 @@ func TestCause(t *testing.T) {
 	}
 	if _, ok := Cause(errors.New("anchor: key unusable")); ok {
 		t.Fatal("an unrelated error read as a FIPS refusal")
+	}
+}
+
+// TestExpectedMode: make test-fips sets KRYPTON_FIPS_EXPECT to the module version it builds
+// against, so a run that silently lost GODEBUG or GOFIPS140 fails here instead of passing in
+// the normal mode.
+func TestExpectedMode(t *testing.T) {
+	want := os.Getenv("KRYPTON_FIPS_EXPECT")
+	if want == "" {
+		t.Skip("KRYPTON_FIPS_EXPECT not set: not a make test-fips run")
+	}
+	if Mode() != "only" || !strings.HasPrefix(fips140.Version(), want) {
+		t.Fatalf("running %s, make test-fips wants fips140=only with module %s", Describe(), want)
 	}
 }
