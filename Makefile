@@ -31,12 +31,14 @@ test: build lint proto-check test-fips ## the one test command: lint, generated-
 # Strict FIPS 140-3 mode (docs/security.md, "FIPS 140-3 mode"): built against the Go Cryptographic
 # Module v1.0.0 (GOFIPS140, `go help environment`), run with GODEBUG=fips140=only, where every
 # algorithm or construction outside the module's approved services fails. FIPS_RUN selects the
-# tests that prove it: the wrap suites and the cross-mode vectors, the file anchor, the envelope,
+# tests that prove it: the wrap suites and the cross-mode vectors, the anchors (file, PKCS#11 on
+# SoftHSM2, AWS KMS on local-kms, GCP KMS and Azure Key Vault on their emulators), the envelope,
 # the FIPS error mapping, a three-node region's wrap and unwrap on every node (regiontest), and a
 # three-node cluster's gossip over mutual TLS electing a leader.
 GOFIPS140_VERSION ?= v1.0.0
 FIPS_ENV := GOFIPS140=$(GOFIPS140_VERSION) GODEBUG=fips140=only KRYPTON_FIPS_EXPECT=$(GOFIPS140_VERSION)
-FIPS_PKGS := ./wrap/ ./anchor/file/ ./envelope/ ./internal/fipsmode/ ./transport/
+FIPS_PKGS := ./wrap/ ./anchor/file/ ./anchor/pkcs11/ ./anchor/awskms/ ./anchor/gcpkms/ ./anchor/azurekv/ \
+             ./envelope/ ./internal/fipsmode/ ./transport/
 FIPS_RUN := ^(TestWrapOnOneNodeUnwrapOnEveryOther|TestGossipOverTLSElects|TestBootstrapApplyForward)$$
 build-fips: ## build bin/krypton-fips against the Go Cryptographic Module (run it with GODEBUG=fips140=only)
 	GOFIPS140=$(GOFIPS140_VERSION) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/krypton-fips ./cmd/krypton
