@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"crypto/fips140"
+	"crypto/tls"
 	"testing"
 	"time"
 
@@ -19,7 +20,7 @@ func TestGossipOverTLSElects(t *testing.T) {
 		c.GossipTLS = true
 		c.GossipKey = nil
 	}))
-	h.WaitForLeader()
+	leader := h.WaitForLeader()
 	ctx := h.Context(10 * time.Second)
 	if _, err := h.Followers()[0].Cluster.Apply(ctx, []byte("over-tls")); err != nil {
 		t.Fatalf("apply through a follower (fips140 enabled: %v): %v", fips140.Enabled(), err)
@@ -43,4 +44,15 @@ func TestGossipOverTLSElects(t *testing.T) {
 		}
 		return true
 	})
+	// A peer without a node certificate of the region gets no gossip through: the listener
+	// requires and verifies one before it reads a byte.
+	conn, err := tls.Dial("tcp", leader.Config.GossipAddr, &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13})
+	if err == nil {
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = conn.Write([]byte{'P', 0, 0})
+		if _, err = conn.Read(make([]byte, 1)); err == nil {
+			t.Fatal("a peer without a certificate kept its gossip connection")
+		}
+	}
 }
