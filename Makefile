@@ -15,7 +15,7 @@ DURATION ?= 60s
 SEED ?= 0
 JEPSEN_DIR ?= $(or $(TMPDIR),/tmp)/krypton-jepsen
 
-.PHONY: help build image charts test test-stress test-short dev demo proto proto-check bench fuzz jepsen soak lint clean
+.PHONY: help build build-fips image charts test-fips test test-stress test-short dev demo proto proto-check bench fuzz jepsen soak lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,8 +33,27 @@ charts: ## render, lint and check the Helm charts of deploy/helm
 
 # scripts/gotest.sh runs every package with -race, then the chaos suite's short schedule on its own,
 # through gotestsum: failed tests' output only, their names again at the end, and a summary line.
-test: build lint proto-check charts ## the one test command: lint, generated-code check, the Helm charts, all tests with -race
+test: build lint proto-check charts test-fips ## the one test command: lint, generated-code check, the Helm charts, FIPS tests, all tests with -race
 	GO=$(GO) bash scripts/gotest.sh
+
+# Strict FIPS 140-3 mode (docs/security.md, "FIPS 140-3 mode"): built against the Go Cryptographic
+# Module v1.0.0 (GOFIPS140, `go help environment`), run with GODEBUG=fips140=only, where every
+# algorithm or construction outside the module's approved services fails. FIPS_RUN selects the
+# tests that prove it: the wrap suites and the cross-mode vectors, the anchors (file, PKCS#11 on
+# SoftHSM2, AWS KMS on local-kms, GCP KMS and Azure Key Vault on their emulators), the envelope,
+# the FIPS error mapping, a three-node region's wrap and unwrap on every node (regiontest), and a
+# three-node cluster's gossip over mutual TLS electing a leader.
+GOFIPS140_VERSION ?= v1.0.0
+FIPS_ENV := GOFIPS140=$(GOFIPS140_VERSION) GODEBUG=fips140=only KRYPTON_FIPS_EXPECT=$(GOFIPS140_VERSION)
+FIPS_PKGS := ./wrap/ ./anchor/file/ ./anchor/pkcs11/ ./anchor/awskms/ ./anchor/gcpkms/ ./anchor/azurekv/ \
+             ./envelope/ ./internal/fipsmode/ ./transport/
+FIPS_RUN := ^(TestWrapOnOneNodeUnwrapOnEveryOther|TestGossipOverTLSElects|TestBootstrapApplyForward)$$
+build-fips: ## build bin/krypton-fips against the Go Cryptographic Module (run it with GODEBUG=fips140=only)
+	GOFIPS140=$(GOFIPS140_VERSION) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/krypton-fips ./cmd/krypton
+
+test-fips: ## the FIPS tests: key packages built with GOFIPS140 and run under GODEBUG=fips140=only
+	$(FIPS_ENV) $(GO) test -count=1 $(FIPS_PKGS)
+	$(FIPS_ENV) $(GO) test -count=1 -run '$(FIPS_RUN)' ./region/ ./cluster/
 
 # CI's machine is shared: the suite must pass with both cores busy. This runs it with stress-ng (Debian
 # package stress-ng; not installed by .ci/run, which does not run this target) hogging STRESS_CPUS.

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/fips140"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -43,8 +44,16 @@ type Config struct {
 	// means GossipAddr.
 	GossipAdvertise string
 	// GossipKey is the 32-byte AES-256 key that encrypts and authenticates
-	// gossip. All nodes share it.
+	// gossip. All nodes share it. It is not used when gossip runs over TLS
+	// (GossipTLS, or FIPS 140-3 mode), and may then be empty.
 	GossipKey []byte
+	// GossipTLS carries gossip, UDP-style packets included, over the
+	// node's mutual TLS (TLS, TLSSource) on the GossipAddr TCP port instead
+	// of memberlist's UDP and TCP with its own AES-GCM encryption under
+	// GossipKey. It is forced on in FIPS 140-3 mode (crypto/fips140.Enabled:
+	// GODEBUG=fips140=on or only), where memberlist's encryption is refused.
+	// Every node of a region must use the same gossip mode.
+	GossipTLS bool
 
 	// BootstrapExpect is the number of servers that bootstrap a new
 	// cluster together: when a node without Raft state sees that many
@@ -212,7 +221,7 @@ func (c *Config) Validate() error {
 			return bad("GossipAdvertise", "%v", err)
 		}
 	}
-	if len(c.GossipKey) != 32 {
+	if len(c.GossipKey) != 32 && !c.gossipOverTLS() {
 		return bad("GossipKey", "must be 32 bytes, got %d", len(c.GossipKey))
 	}
 	if c.BootstrapExpect < 0 {
@@ -328,3 +337,7 @@ func validHostPort(s string, bind bool) error {
 	}
 	return nil
 }
+
+// gossipOverTLS reports whether gossip runs over the node's mutual TLS: GossipTLS, or FIPS
+// 140-3 mode, where memberlist's own AES-GCM (caller-drawn nonces) is refused.
+func (c *Config) gossipOverTLS() bool { return c.GossipTLS || fips140.Enabled() }

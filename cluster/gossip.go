@@ -191,13 +191,16 @@ func newGossip(c *Cluster) (*gossip, error) {
 	if ip := net.ParseIP(ahost); ip != nil && !ip.IsUnspecified() {
 		mc.AdvertiseAddr, mc.AdvertisePort = ahost, aport
 	}
-	kr, err := memberlist.NewKeyring(nil, cfg.GossipKey)
-	if err != nil {
-		return nil, fmt.Errorf("cluster: gossip keyring: %w", err)
+	overTLS := cfg.gossipOverTLS()
+	if !overTLS {
+		kr, err := memberlist.NewKeyring(nil, cfg.GossipKey)
+		if err != nil {
+			return nil, fmt.Errorf("cluster: gossip keyring: %w", err)
+		}
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
 	}
-	mc.Keyring = kr
-	mc.GossipVerifyIncoming = true
-	mc.GossipVerifyOutgoing = true
 	mc.GossipInterval = cfg.GossipInterval
 	mc.ProbeInterval = cfg.GossipProbeInterval
 	mc.ProbeTimeout = cfg.GossipProbeTimeout
@@ -213,10 +216,6 @@ func newGossip(c *Cluster) (*gossip, error) {
 	if mc.TCPTimeout == 0 {
 		mc.TCPTimeout = DefaultGossipTCPTimeout
 	}
-	nt, err := newNetTransport(mc, host, port, log.New(mc.LogOutput, "", 0))
-	if err != nil {
-		return nil, err
-	}
 	maxStreams, perSource := cfg.GossipMaxStreams, cfg.GossipMaxStreamsPerSource
 	if maxStreams == 0 {
 		maxStreams = DefaultGossipMaxStreams
@@ -224,13 +223,32 @@ func newGossip(c *Cluster) (*gossip, error) {
 	if perSource == 0 {
 		perSource = DefaultGossipMaxStreamsPerSource
 	}
-	tr := newGossipTransport(nt, &net.TCPAddr{IP: net.ParseIP(host), Port: mc.BindPort}, netutil.HandshakeLimits{
+	limits := netutil.HandshakeLimits{
 		Listener:            "gossip",
 		MaxPending:          maxStreams,
 		MaxPendingPerSource: perSource,
 		HandshakeTimeout:    mc.TCPTimeout,
 		Registerer:          cfg.Registerer,
-	})
+	}
+	var tr memberlist.Transport
+	if overTLS {
+		limits.HandshakeTimeout = handshakeTimeout
+		tt, err := newTLSGossipTransport(c.mux, host, port, cfg.GossipAdvertise, limits, mc.TCPTimeout)
+		if err != nil {
+			return nil, err
+		}
+		mc.BindPort = tt.bindPort
+		if mc.AdvertiseAddr != "" && aport == 0 {
+			mc.AdvertisePort = tt.bindPort
+		}
+		tr = tt
+	} else {
+		nt, err := newNetTransport(mc, host, port, log.New(mc.LogOutput, "", 0))
+		if err != nil {
+			return nil, err
+		}
+		tr = newGossipTransport(nt, &net.TCPAddr{IP: net.ParseIP(host), Port: mc.BindPort}, limits)
+	}
 	mc.Transport = tr
 	list, err := memberlist.Create(mc)
 	if err != nil {

@@ -14,9 +14,10 @@ package envelope
 import (
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
+
+	"github.com/kryptonkms/krypton/internal/fipsmode"
 )
 
 // Format constants (docs/gateway.md, "Ciphertext format").
@@ -115,15 +116,35 @@ func additionalData(header, context []byte) []byte {
 // Seal encrypts data under dataKey and returns the ciphertext holding blob (dataKey wrapped by
 // the region under the same context). Each data key must seal one message only: the gateway
 // makes a fresh one per Encrypt, so the random 96-bit nonce never repeats under a key.
+//
+// The nonce is drawn by the Go Cryptographic Module (cipher.NewGCMWithRandomNonce, which writes it
+// where the format keeps it, in front of the encrypted data), so Seal works in every FIPS 140-3
+// mode, including GODEBUG=fips140=only.
 func Seal(dataKey, blob, data, context []byte) ([]byte, error) {
-	var nonce [NonceSize]byte
-	if _, err := rand.Read(nonce[:]); err != nil {
+	if len(dataKey) != KeySize {
+		return nil, ErrKeySize
+	}
+	if len(blob) == 0 || len(blob) > MaxBlobSize {
+		return nil, ErrMalformed
+	}
+	if len(data) > MaxDataSize || len(context) > MaxContextSize {
+		return nil, ErrTooLarge
+	}
+	aead, err := fipsmode.NewRandomNonceGCM(dataKey)
+	if err != nil {
 		return nil, err
 	}
-	return SealWithNonce(dataKey, blob, data, context, nonce[:])
+	out := make([]byte, 0, Overhead+len(blob)+len(data))
+	out = append(out, magic[:]...)
+	out = append(out, Version)
+	out = binary.BigEndian.AppendUint16(out, uint16(len(blob)))
+	out = append(out, blob...)
+	header := out[:len(out):len(out)]
+	return aead.Seal(out, nil, data, additionalData(header, context)), nil
 }
 
 // SealWithNonce is Seal with a given nonce, for test vectors. Never reuse a (key, nonce) pair.
+// GODEBUG=fips140=only refuses it (GCM with a caller-chosen nonce).
 func SealWithNonce(dataKey, blob, data, context, nonce []byte) ([]byte, error) {
 	if len(dataKey) != KeySize {
 		return nil, ErrKeySize
@@ -156,11 +177,7 @@ func Open(dataKey []byte, c Ciphertext, context []byte) ([]byte, error) {
 	if len(c.header) == 0 || len(c.Nonce) != NonceSize {
 		return nil, ErrMalformed
 	}
-	aead, err := newGCM(dataKey)
-	if err != nil {
-		return nil, err
-	}
-	data, err := aead.Open(nil, c.Nonce, c.Sealed, additionalData(c.header, context))
+	data, err := fipsmode.OpenGCM(dataKey, c.Nonce, c.Sealed, additionalData(c.header, context))
 	if err != nil {
 		return nil, ErrOpen
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/fipsmode"
 	"github.com/kryptonkms/krypton/internal/pki"
 	"github.com/kryptonkms/krypton/internal/staterr"
 	"github.com/kryptonkms/krypton/wrap"
@@ -199,6 +200,12 @@ func toStatus(err error, extra []ErrorRow) (*status.Status, bool) {
 		}
 		// A status error that says OK is a bug; it must not read as success.
 		return status.New(codes.Internal, internalMessage), false
+	}
+	// A refusal by FIPS 140-only mode is said as such, before the table: an anchor's denial or
+	// an unwrap failure that wraps one would otherwise read as "root key unusable" or an
+	// internal error, hiding the cause (docs/security.md, "FIPS 140-3 mode").
+	if cause, ok := fipsmode.Cause(err); ok {
+		return status.New(codes.FailedPrecondition, "refused in FIPS 140-only mode (GODEBUG=fips140=only): "+cause), true
 	}
 	for _, row := range errorTable {
 		if errors.Is(err, row.err) {

@@ -203,3 +203,15 @@ func TestCodedError(t *testing.T) {
 		}
 	}
 }
+
+// TestToStatusNamesFIPSCause: an anchor denial wrapping a refusal of FIPS 140-only mode says so,
+// rather than "root key unusable".
+func TestToStatusNamesFIPSCause(t *testing.T) {
+	cause := errors.New("crypto/cipher: use of GCM with arbitrary IVs is not allowed in FIPS 140-only mode, use NewGCMWithRandomNonce")
+	err := anchor.Deny("seal", anchor.SchemeFile, anchor.ReasonKeyUnusable, cause)
+	st, _ := status.FromError(ToStatus(err))
+	if st.Code() != codes.FailedPrecondition || !strings.Contains(st.Message(), "GCM with arbitrary IVs") ||
+		strings.Contains(st.Message(), "root key unusable") {
+		t.Fatalf("status = %v %q", st.Code(), st.Message())
+	}
+}

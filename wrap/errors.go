@@ -38,6 +38,12 @@ var (
 	// its header, or fields that contradict its kind.
 	ErrMalformed = errors.New("wrap: malformed blob")
 
+	// ErrFIPSMode is returned when FIPS 140-only mode
+	// (GODEBUG=fips140=only) refuses an operation: writing a blob of a
+	// suite whose GCM nonce the caller chooses. The error names the suite
+	// to use instead.
+	ErrFIPSMode = errors.New("wrap: refused in FIPS 140-only mode")
+
 	// ErrUnsupportedVersion is returned when a blob's format version, kind
 	// or KDF id is well formed but unknown to this build: it was written by
 	// a newer Krypton.

@@ -224,7 +224,8 @@ func headerSize(kind Kind, parent, subject KeyID) int {
 }
 
 // appendHeader appends the header for a blob to b. The ids must have been
-// validated (names of at most MaxNameLen bytes).
+// validated (names of at most MaxNameLen bytes). A nil nonce ends the
+// header after the salt.
 func appendHeader(b []byte, kind Kind, kdf KDF, parent, subject KeyID, salt *[SaltSize]byte, nonce *[NonceSize]byte) []byte {
 	b = append(b, magic, formatVersion, byte(kind), byte(kdf))
 	b = append(b, byte(len(parent.Tenant)))
@@ -238,7 +239,9 @@ func appendHeader(b []byte, kind Kind, kdf KDF, parent, subject KeyID, salt *[Sa
 		b = binary.BigEndian.AppendUint32(b, subject.Version)
 	}
 	b = append(b, salt[:]...)
-	b = append(b, nonce[:]...)
+	if nonce != nil { // nil: the random-nonce AEAD writes it
+		b = append(b, nonce[:]...)
+	}
 	return b
 }
 

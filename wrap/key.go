@@ -1,6 +1,7 @@
 package wrap
 
 import (
+	"crypto/fips140"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/binary"
@@ -121,8 +122,12 @@ func (k *lockedKey) derive(out *[KeySize]byte, kdf KDF, label string, salt *[Sal
 	defer k.release()
 	switch kdf {
 	case KDFCounterHMACSHA256:
+		if fips140.Enabled() {
+			deriveCounterHMAC(out, b[offKey:offInner], label, salt)
+			break
+		}
 		deriveCounter(out, b[offInner:offOuter], b[offOuter:lockedSize], label, salt)
-	case KDFHKDFSHA256:
+	case KDFHKDFSHA256, KDFHKDFSHA256RandomNonce:
 		deriveHKDF(out, b[offKey:offInner], label, salt)
 	default:
 		return fmt.Errorf("%w: KDF id %d", ErrUnsupportedVersion, uint8(kdf))

@@ -34,7 +34,7 @@ func (l3 *ServiceKey) WrapKeys(plaintexts, contexts [][]byte) ([][]byte, error) 
 			return nil, fmt.Errorf("wrap: batch item %d: %w", i, err)
 		}
 	}
-	return l3.sealItems(len(plaintexts), func(i int) []byte { return plaintexts[i] }, contexts, defaultKDF, nil)
+	return l3.sealItems(len(plaintexts), func(i int) []byte { return plaintexts[i] }, contexts, writeKDF, nil)
 }
 
 // UnwrapKeys opens each blobs[i] under l3 as UnwrapBatch does (one

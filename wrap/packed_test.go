@@ -45,7 +45,8 @@ func TestWrapKeysRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			salts[h.Salt]++
-			if h.Nonce != nonceFor(uint64(i%ItemsPerDerivedKey)) || h.Parent != l3ID || h.Kind != KindWrappedDataKey {
+			wantCounter := !WriteKDF().randomNonce() // the FIPS suite's nonces are random
+			if (wantCounter && h.Nonce != nonceFor(uint64(i%ItemsPerDerivedKey))) || h.Parent != l3ID || h.Kind != KindWrappedDataKey {
 				t.Fatalf("%s item %d: header %+v", tc.name, i, h)
 			}
 		}

@@ -3,6 +3,7 @@ package wrap
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/fips140"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -66,6 +67,13 @@ func saltFrom(r io.Reader) ([SaltSize]byte, error) {
 // newAEAD derives the one-time key from parent, label and salt and returns
 // AES-256-GCM under it. The derived key bytes are wiped; the AES key
 // schedule inside the returned AEAD is not (it cannot be), see DESIGN.md.
+//
+// The AEAD is the module's random-nonce GCM (NonceSize 0: the nonce
+// travels in front of the ciphertext, which is where the blob keeps it)
+// for the FIPS suite, and for every suite when FIPS 140-only mode is
+// enforced: that mode refuses GCM with caller-chosen nonces altogether,
+// and the random-nonce Open accepts any nonce, so blobs of the other
+// suites still open (they cannot be written: checkWriteKDF).
 func newAEAD(parent *lockedKey, kdf KDF, label string, salt *[SaltSize]byte) (cipher.AEAD, error) {
 	var k [KeySize]byte
 	defer clear(k[:])
@@ -76,11 +84,27 @@ func newAEAD(parent *lockedKey, kdf KDF, label string, salt *[SaltSize]byte) (ci
 	if err != nil {
 		return nil, fmt.Errorf("wrap: %w", err) // cannot happen: 32-byte key
 	}
-	aead, err := cipher.NewGCM(block)
+	var aead cipher.AEAD
+	if kdf.randomNonce() || fips140.Enforced() {
+		aead, err = cipher.NewGCMWithRandomNonce(block)
+	} else {
+		aead, err = cipher.NewGCM(block)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("wrap: %w", err)
+		return nil, fmt.Errorf("wrap: AES-256-GCM for suite %v: %w", kdf, err)
 	}
 	return aead, nil
+}
+
+// checkWriteKDF refuses to write a blob of a suite whose GCM nonce the
+// caller chooses when FIPS 140-only mode is enforced (GODEBUG=fips140=only):
+// the module allows such GCM only inside its own constructions.
+func checkWriteKDF(kdf KDF) error {
+	if !kdf.randomNonce() && fips140.Enforced() {
+		return fmt.Errorf("%w: suite %v seals with a caller-chosen GCM nonce, which FIPS 140-only mode (GODEBUG=fips140=only) refuses; write suite %v",
+			ErrFIPSMode, kdf, KDFHKDFSHA256RandomNonce)
+	}
+	return nil
 }
 
 // aadPool holds buffers for the additional data: header plus context, up
@@ -98,6 +122,18 @@ var aadPool = sync.Pool{New: func() any {
 func seal(dst []byte, aead cipher.AEAD, kind Kind, kdf KDF, parent, subject KeyID,
 	salt *[SaltSize]byte, nonce *[NonceSize]byte, plaintext []byte, context []byte) []byte {
 	start := len(dst)
+	if kdf.randomNonce() {
+		// The module draws the nonce and Seal writes it, then the
+		// ciphertext and tag: exactly where the blob keeps them. The
+		// additional data is the header without the nonce.
+		dst = appendHeader(dst, kind, kdf, parent, subject, salt, nil)
+		ap := aadPool.Get().(*[]byte)
+		aad := appendAAD((*ap)[:0], dst[start:], context)
+		dst = aead.Seal(dst, nil, plaintext, aad)
+		*ap = aad[:0]
+		aadPool.Put(ap)
+		return dst
+	}
 	dst = appendHeader(dst, kind, kdf, parent, subject, salt, nonce)
 	ap := aadPool.Get().(*[]byte)
 	aad := appendAAD((*ap)[:0], dst[start:], context)
@@ -114,8 +150,19 @@ func seal(dst []byte, aead cipher.AEAD, kind Kind, kdf KDF, parent, subject KeyI
 // capacity must be at least KeySize).
 func open(out []byte, aead cipher.AEAD, blob []byte, h *rawHeader, context []byte) error {
 	ap := aadPool.Get().(*[]byte)
-	aad := appendAAD((*ap)[:0], blob[:h.size], context)
-	_, err := aead.Open(out[:0], h.nonce[:], blob[h.size:], aad)
+	authenticated := blob[:h.size]
+	if h.kdf.randomNonce() {
+		authenticated = blob[:h.size-NonceSize]
+	}
+	aad := appendAAD((*ap)[:0], authenticated, context)
+	var err error
+	if aead.NonceSize() == 0 {
+		// The random-nonce AEAD reads the nonce in front of the
+		// ciphertext: the blob's nonce field.
+		_, err = aead.Open(out[:0], nil, blob[h.size-NonceSize:], aad)
+	} else {
+		_, err = aead.Open(out[:0], h.nonce[:], blob[h.size:], aad)
+	}
 	*ap = aad[:0]
 	aadPool.Put(ap)
 	if err != nil {
@@ -141,7 +188,7 @@ func (l2 *TenantKey) SealServiceKey(l3 *ServiceKey) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l2.sealServiceKey(l3, defaultKDF, &salt)
+	return l2.sealServiceKey(l3, writeKDF, &salt)
 }
 
 func (l2 *TenantKey) sealServiceKey(l3 *ServiceKey, kdf KDF, salt *[SaltSize]byte) ([]byte, error) {
@@ -151,6 +198,9 @@ func (l2 *TenantKey) sealServiceKey(l3 *ServiceKey, kdf KDF, salt *[SaltSize]byt
 	}
 	if subject.Tenant != parent.Tenant {
 		return nil, fmt.Errorf("%w: service key of another tenant", ErrKeyMismatch)
+	}
+	if err := checkWriteKDF(kdf); err != nil {
+		return nil, err
 	}
 	aead, err := newAEAD(l2.core(), kdf, labelSealServiceKey, salt)
 	if err != nil {
@@ -212,7 +262,7 @@ func (l3 *ServiceKey) Wrap(dk *DataKey, context []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return l3.wrap(dk, context, defaultKDF, &salt)
+	return l3.wrap(dk, context, writeKDF, &salt)
 }
 
 func (l3 *ServiceKey) wrap(dk *DataKey, context []byte, kdf KDF, salt *[SaltSize]byte) ([]byte, error) {
@@ -220,6 +270,9 @@ func (l3 *ServiceKey) wrap(dk *DataKey, context []byte, kdf KDF, salt *[SaltSize
 		return nil, ErrDestroyed
 	}
 	if err := checkContext(context); err != nil {
+		return nil, err
+	}
+	if err := checkWriteKDF(kdf); err != nil {
 		return nil, err
 	}
 	aead, err := newAEAD(l3.core(), kdf, labelWrapDataKey, salt)
@@ -281,7 +334,7 @@ func openDataKey(aead cipher.AEAD, blob []byte, h *rawHeader, context []byte) (*
 // self-contained (it carries its salt and its own nonce) and opens alone
 // with Unwrap. Either every item is wrapped or none is.
 func (l3 *ServiceKey) WrapBatch(dks []*DataKey, contexts [][]byte) ([][]byte, error) {
-	return l3.wrapBatch(dks, contexts, defaultKDF, nil)
+	return l3.wrapBatch(dks, contexts, writeKDF, nil)
 }
 
 func (l3 *ServiceKey) wrapBatch(dks []*DataKey, contexts [][]byte, kdf KDF, saltSource io.Reader) ([][]byte, error) {
@@ -308,6 +361,9 @@ func (l3 *ServiceKey) wrapBatch(dks []*DataKey, contexts [][]byte, kdf KDF, salt
 // ItemContext(contexts, i), one derivation per ItemsPerDerivedKey items. The
 // caller has checked the keys and contexts.
 func (l3 *ServiceKey) sealItems(n int, plaintext func(int) []byte, contexts [][]byte, kdf KDF, saltSource io.Reader) ([][]byte, error) {
+	if err := checkWriteKDF(kdf); err != nil {
+		return nil, err
+	}
 	id := l3.ID()
 	size := headerSize(KindWrappedDataKey, id, KeyID{}) + ciphertextSize
 	// One allocation for all blobs; each blob is a full slice expression

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/fips140"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/sha256"
@@ -64,7 +65,7 @@ func (r *counterReader) Read(p []byte) (int, error) {
 }
 
 func kdfByName(t *testing.T, s string) KDF {
-	for _, k := range kdfs {
+	for _, k := range allKDFs {
 		if k.String() == s {
 			return k
 		}
@@ -101,6 +102,7 @@ func makeVectors(t *testing.T) []vector {
 			if err != nil {
 				t.Fatal(err)
 			}
+			blobs[tc.item] = fixNonce(t, kdf, pk, labelWrapDataKey, blobs[tc.item], []byte(tc.ctx), dks[tc.item].b[:])
 			vs = append(vs, vector{
 				Name: "wrapped-data-key/" + kdf.String() + "/item" + string(rune('0'+tc.item)),
 				Kind: KindWrappedDataKey.String(), KDF: kdf.String(),
@@ -122,6 +124,7 @@ func makeVectors(t *testing.T) []vector {
 		if err != nil {
 			t.Fatal(err)
 		}
+		blob = fixNonce(t, kdf, pk, labelSealServiceKey, blob, nil, sk)
 		vs = append(vs, vector{
 			Name: "sealed-service-key/" + kdf.String(),
 			Kind: KindSealedServiceKey.String(), KDF: kdf.String(),
@@ -139,18 +142,70 @@ func makeVectors(t *testing.T) []vector {
 		v.Salt = hex.EncodeToString(salt)
 		v.Nonce = hex.EncodeToString(hdr[len(hdr)-NonceSize:])
 		v.DerivedKey = hex.EncodeToString(deriveByHand(t, v.KDF, unhex(t, v.ParentKey), v.Label, salt))
-		ctx := unhex(t, v.Context)
-		aad := binary.BigEndian.AppendUint32(bytes.Clone(hdr), uint32(len(ctx)))
-		v.AAD = hex.EncodeToString(append(aad, ctx...))
+		v.AAD = hex.EncodeToString(aadByHand(v.KDF, hdr, unhex(t, v.Context)))
 	}
 	return vs
+}
+
+// aadByHand is step 3 of docs/format.md: the header (without its nonce for
+// the random-nonce suite), the context's length, the context.
+func aadByHand(kdf string, hdr, ctx []byte) []byte {
+	if kdf == KDFHKDFSHA256RandomNonce.String() {
+		hdr = hdr[:len(hdr)-NonceSize]
+	}
+	aad := binary.BigEndian.AppendUint32(bytes.Clone(hdr), uint32(len(ctx)))
+	return append(aad, ctx...)
+}
+
+// gcmByHand is AES-256-GCM with caller-chosen nonces: the test oracle.
+// FIPS 140-only mode refuses it to programs, so it runs outside the
+// enforcement (fips140.WithoutEnforcement); the package never does this.
+func gcmByHand(t *testing.T, k []byte) cipher.AEAD {
+	t.Helper()
+	var aead cipher.AEAD
+	var err error
+	fips140.WithoutEnforcement(func() {
+		var block cipher.Block
+		if block, err = aes.NewCipher(k); err == nil {
+			aead, err = cipher.NewGCM(block)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return aead
+}
+
+// vectorNonce is the fixed nonce of the random-nonce suite's vectors.
+var vectorNonce = []byte{0x70, 0x71, 0x72, 0x73, 0x74, 0x75, 0x76, 0x77, 0x78, 0x79, 0x7a, 0x7b}
+
+// fixNonce makes a random-nonce suite blob reproducible: it checks that the
+// implementation's blob (whose nonce the module drew) opens by hand to
+// plaintext, then seals plaintext again by hand under the fixed vectorNonce.
+// Blobs of the other suites are returned as they are.
+func fixNonce(t *testing.T, kdf KDF, parentKey []byte, label string, blob, ctx, plaintext []byte) []byte {
+	t.Helper()
+	if !kdf.randomNonce() {
+		return blob
+	}
+	hdr := blob[:len(blob)-KeySize-TagSize]
+	salt := hdr[len(hdr)-SaltSize-NonceSize : len(hdr)-NonceSize]
+	k := deriveByHand(t, kdf.String(), parentKey, label, salt)
+	aead := gcmByHand(t, k)
+	aad := aadByHand(kdf.String(), hdr, ctx)
+	pt, err := aead.Open(nil, hdr[len(hdr)-NonceSize:], blob[len(hdr):], aad)
+	if err != nil || !bytes.Equal(pt, plaintext) {
+		t.Fatalf("the implementation's %v blob does not open by hand: %v", kdf, err)
+	}
+	out := append(bytes.Clone(hdr[:len(hdr)-NonceSize]), vectorNonce...)
+	return aead.Seal(out, vectorNonce, plaintext, aad)
 }
 
 // deriveByHand derives a one-time key with crypto/hmac and crypto/hkdf,
 // not with the package's hand-written HMAC.
 func deriveByHand(t *testing.T, kdf string, key []byte, label string, salt []byte) []byte {
 	switch kdf {
-	case "hkdf-sha256":
+	case "hkdf-sha256", "hkdf-sha256+gcm-random-nonce":
 		k, err := hkdf.Key(sha256.New, key, salt, label, 32)
 		if err != nil {
 			t.Fatal(err)
@@ -193,15 +248,31 @@ func TestVectors(t *testing.T) {
 	if err := json.Unmarshal(b, &f); err != nil {
 		t.Fatal(err)
 	}
-	if len(f.Vectors) != len(got) {
+	made := make(map[string]vector, len(got))
+	for _, v := range got {
+		made[v.Name] = v
+	}
+	suites := make(map[string]bool)
+	for _, v := range f.Vectors {
+		suites[v.KDF] = true
+	}
+	if len(suites) != len(allKDFs) {
+		t.Fatalf("%s covers %d suites, the format has %d", vectorsFile, len(suites), len(allKDFs))
+	}
+	if !fips140.Enforced() && len(f.Vectors) != len(got) {
 		t.Fatalf("%d vectors in %s, implementation makes %d", len(f.Vectors), vectorsFile, len(got))
 	}
-	for i, v := range f.Vectors {
+	for _, v := range f.Vectors {
 		t.Run(v.Name, func(t *testing.T) {
 			// Direction 1: the implementation, from the same key and
-			// salt, makes exactly the stored blob.
-			if got[i] != v {
-				t.Fatalf("implementation makes\n%+v\nstored vector\n%+v", got[i], v)
+			// salt, makes exactly the stored blob (the random-nonce
+			// suite with the vector's nonce, see fixNonce). Under
+			// fips140=only it writes the FIPS suite only; the others
+			// must still open (directions 2 and 3): the cross-mode test.
+			if g, ok := made[v.Name]; ok && g != v {
+				t.Fatalf("implementation makes\n%+v\nstored vector\n%+v", g, v)
+			} else if !ok && !fips140.Enforced() {
+				t.Fatalf("the implementation makes no vector %s", v.Name)
 			}
 			// Direction 2: the stored blob opens to the stored
 			// plaintext, through the public API.
@@ -263,28 +334,20 @@ func openByHand(t *testing.T, v vector) []byte {
 	hdr := blob[:len(blob)-48]
 	salt := hdr[len(hdr)-44 : len(hdr)-12]
 	nonce := hdr[len(hdr)-12:]
+	// (For the random-nonce suite, the header in the AAD stops before
+	// the nonce.)
 	// Step 2: derive.
 	k := deriveByHand(t, v.KDF, unhex(t, v.ParentKey), v.Label, salt)
 	if hex.EncodeToString(k) != v.DerivedKey {
 		t.Fatal("derived key differs")
 	}
 	// Step 3: AAD = header || uint32_be(len(context)) || context.
-	ctx := unhex(t, v.Context)
-	aad := binary.BigEndian.AppendUint32(bytes.Clone(hdr), uint32(len(ctx)))
-	aad = append(aad, ctx...)
+	aad := aadByHand(v.KDF, hdr, unhex(t, v.Context))
 	if hex.EncodeToString(aad) != v.AAD {
 		t.Fatal("AAD differs")
 	}
 	// Step 4: AES-256-GCM open.
-	block, err := aes.NewCipher(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gcm, err := cipher.NewGCM(block)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pt, err := gcm.Open(nil, nonce, ct, aad)
+	pt, err := gcmByHand(t, k).Open(nil, nonce, ct, aad)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package wrap
 
 import (
 	"bytes"
+	"crypto/fips140"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -45,7 +46,18 @@ func serviceKeyWith(t testing.TB, id KeyID, b []byte) *ServiceKey {
 	return k
 }
 
-var kdfs = []KDF{KDFHKDFSHA256, KDFCounterHMACSHA256}
+// allKDFs are the suites a blob may have; kdfs those this process may write:
+// all of them, except under GODEBUG=fips140=only, which writes the FIPS
+// suite only (and still reads every suite).
+var (
+	allKDFs = []KDF{KDFHKDFSHA256, KDFCounterHMACSHA256, KDFHKDFSHA256RandomNonce}
+	kdfs    = func() []KDF {
+		if fips140.Enforced() {
+			return []KDF{KDFHKDFSHA256RandomNonce}
+		}
+		return allKDFs
+	}()
+)
 
 func TestWrapUnwrapRoundTrip(t *testing.T) {
 	l3 := newServiceKey(t, l3ID)
@@ -81,8 +93,11 @@ func TestWrapUnwrapRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h, _ := ParseHeader(blob); h.KDF != defaultKDF {
-		t.Fatalf("Wrap used KDF %v, want %v", h.KDF, defaultKDF)
+	if h, _ := ParseHeader(blob); h.KDF != WriteKDF() {
+		t.Fatalf("Wrap used KDF %v, want %v", h.KDF, WriteKDF())
+	}
+	if want := map[bool]KDF{false: defaultKDF, true: KDFHKDFSHA256RandomNonce}[fips140.Enabled()]; WriteKDF() != want {
+		t.Fatalf("WriteKDF() = %v with fips140.Enabled() = %v, want %v", WriteKDF(), fips140.Enabled(), want)
 	}
 	if got, err := l3.Unwrap(blob, []byte{}); err != nil || !got.Equal(dk) {
 		t.Fatalf("nil and empty contexts differ: %v", err)
@@ -270,18 +285,25 @@ func TestBatch(t *testing.T) {
 			t.Fatal(err)
 		}
 		salts := map[[SaltSize]byte]int{}
+		nonces := map[[NonceSize]byte]int{}
 		for i, b := range blobs {
 			h, err := ParseHeader(b)
 			if err != nil {
 				t.Fatal(err)
 			}
 			salts[h.Salt]++
-			if h.Nonce != nonceFor(uint64(i%ItemsPerDerivedKey)) {
+			if !kdf.randomNonce() && h.Nonce != nonceFor(uint64(i%ItemsPerDerivedKey)) {
 				t.Fatalf("item %d nonce %x", i, h.Nonce)
+			}
+			if kdf.randomNonce() {
+				nonces[h.Nonce]++
 			}
 		}
 		if len(salts) != 2 {
 			t.Fatalf("%d salts for %d items, want 2", len(salts), n)
+		}
+		if kdf.randomNonce() && len(nonces) != n {
+			t.Fatalf("%d distinct random nonces for %d items", len(nonces), n)
 		}
 		// Each blob opens alone.
 		for _, i := range []int{0, 1, n - 1} {

@@ -2,6 +2,7 @@ package file
 
 import (
 	"context"
+	"crypto/fips140"
 	"crypto/rand"
 	"crypto/subtle"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/internal/fipsmode"
 )
 
 func init() { anchor.Register(anchor.SchemeFile, open) }
@@ -275,16 +277,23 @@ func (p *Provider) Seal(ctx context.Context, plaintext []byte, ac anchor.Context
 		return nil, err
 	}
 	defer k.wipe()
-	out := make([]byte, headerSize, headerSize+len(plaintext)+tagSize)
+	fips := fips140.Enabled()
+	out := make([]byte, headerSize, headerSize+nonceSize+len(plaintext)+tagSize)
 	copy(out, blobMagic)
+	if fips {
+		copy(out, blobMagic2)
+	}
 	copy(out[len(blobMagic):], k.id[:])
 	salt := out[len(blobMagic)+keyIDSize : headerSize]
 	if _, err := io.ReadFull(rand.Reader, salt); err != nil {
 		return nil, anchor.Transient("seal", anchor.SchemeFile, err)
 	}
-	aead, err := k.aead(salt)
+	aead, err := k.aead(salt, fips)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("file: seal (FIPS 140-3 mode %s): %w", fipsmode.Mode(), err)
+	}
+	if fips { // the module draws the nonce and appends it, then ciphertext and tag
+		return aead.Seal(out, nil, plaintext, aad(out[:headerSize], ac)), nil
 	}
 	return aead.Seal(out, zeroNonce[:], plaintext, aad(out[:headerSize], ac)), nil
 }
@@ -305,17 +314,30 @@ func (p *Provider) Unseal(ctx context.Context, sealed []byte, ac anchor.Context)
 	invalid := func(why string) error {
 		return anchor.Deny("unseal", anchor.SchemeFile, anchor.ReasonInvalidCiphertext, errors.New("file: "+why))
 	}
-	if len(sealed) < headerSize+tagSize+1 || string(sealed[:len(blobMagic)]) != blobMagic {
+	if len(sealed) < headerSize+tagSize+1 {
+		return nil, invalid("not a file anchor blob")
+	}
+	var nonce, body []byte
+	switch string(sealed[:len(blobMagic)]) {
+	case blobMagic:
+		nonce, body = zeroNonce[:], sealed[headerSize:]
+	case blobMagic2:
+		if len(sealed) < headerSize+nonceSize+tagSize+1 {
+			return nil, invalid("not a file anchor blob")
+		}
+		nonce, body = sealed[headerSize:headerSize+nonceSize], sealed[headerSize+nonceSize:]
+	default:
 		return nil, invalid("not a file anchor blob")
 	}
 	if subtle.ConstantTimeCompare(sealed[len(blobMagic):len(blobMagic)+keyIDSize], k.id[:]) != 1 {
 		return nil, invalid("sealed under another key")
 	}
-	aead, err := k.aead(sealed[len(blobMagic)+keyIDSize : headerSize])
+	dk, err := k.oneTimeKey(sealed[len(blobMagic)+keyIDSize : headerSize])
 	if err != nil {
 		return nil, err
 	}
-	pt, err := aead.Open(nil, zeroNonce[:], sealed[headerSize:], aad(sealed[:headerSize], ac))
+	defer clear(dk)
+	pt, err := fipsmode.OpenGCM(dk, nonce, body, aad(sealed[:headerSize], ac))
 	if err != nil {
 		return nil, invalid("message authentication failed (tampered, or another context)")
 	}

@@ -10,6 +10,7 @@ import (
 	"fmt"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/internal/fipsmode"
 )
 
 // Key file format, 73 bytes, all fixed size:
@@ -48,8 +49,16 @@ const (
 // keeps the root key itself out of GCM. The AAD is the header (magic, key
 // id, salt) followed by anchor.Context.AAD, so neither the header nor the
 // Context can be changed without the tag failing.
+//
+// Format 2 ("KFA\x02"), written in FIPS 140-3 mode (crypto/fips140.Enabled), is the same
+// derivation with AES-256-GCM through the Go Cryptographic Module's random-nonce construction:
+// after the salt come the module's 12-byte random nonce, then ciphertext and tag; the AAD is the
+// same (magic, key id, salt, Context). GODEBUG=fips140=only refuses the fixed zero nonce of
+// format 1 for sealing; both formats open in every mode (fipsmode.OpenGCM).
 const (
 	blobMagic  = "KFA\x01"
+	blobMagic2 = "KFA\x02"
+	nonceSize  = 12
 	saltSize   = 32
 	tagSize    = 16
 	headerSize = len(blobMagic) + keyIDSize + saltSize
@@ -100,13 +109,26 @@ func parseKey(b []byte) (*rootKey, error) {
 	return k, nil
 }
 
-// aead returns AES-256-GCM under the one-time key derived from salt.
-func (k *rootKey) aead(salt []byte) (cipher.AEAD, error) {
+// oneTimeKey derives the one-time key of a blob from its salt. The caller clears it.
+func (k *rootKey) oneTimeKey(salt []byte) ([]byte, error) {
 	dk, err := hkdf.Key(sha256.New, k.key[:], salt, sealInfo, 32)
 	if err != nil {
 		return nil, fmt.Errorf("file: derive key: %w", err)
 	}
+	return dk, nil
+}
+
+// aead returns AES-256-GCM under the one-time key derived from salt: format 1's fixed-nonce
+// GCM, or format 2's random-nonce GCM in FIPS mode.
+func (k *rootKey) aead(salt []byte, randomNonce bool) (cipher.AEAD, error) {
+	dk, err := k.oneTimeKey(salt)
+	if err != nil {
+		return nil, err
+	}
 	defer clear(dk)
+	if randomNonce {
+		return fipsmode.NewRandomNonceGCM(dk)
+	}
 	block, err := aes.NewCipher(dk)
 	if err != nil {
 		return nil, fmt.Errorf("file: %w", err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/fips140"
 	"crypto/hkdf"
 	"crypto/sha256"
 	"encoding/hex"
@@ -259,10 +260,22 @@ func TestBlobFormatFromSpec(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	block, _ := aes.NewCipher(dk)
-	gcm, _ := cipher.NewGCM(block)
+	// Format 1 (fixed zero nonce), built outside FIPS 140-only enforcement as an older writer
+	// would: it must open in every mode.
+	var gcm cipher.AEAD
+	fips140.WithoutEnforcement(func() {
+		block, _ := aes.NewCipher(dk)
+		gcm, err = cipher.NewGCM(block)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	pt := []byte("tenant key bytes, thirty-two!!!!")
 	blob := gcm.Seal(bytes.Clone(header), make([]byte, 12), pt, append(bytes.Clone(header), ac.AAD()...))
+	// Format 2: the same with a nonce after the salt.
+	nonce := bytes.Repeat([]byte{0x6b}, 12)
+	header2 := append(append([]byte("KFA\x02"), k.id[:]...), salt...)
+	blob2 := gcm.Seal(append(bytes.Clone(header2), nonce...), nonce, pt, append(bytes.Clone(header2), ac.AAD()...))
 
 	p, err := openAt(t, path, false, nil)
 	if err != nil {
@@ -275,12 +288,19 @@ func TestBlobFormatFromSpec(t *testing.T) {
 	if !bytes.Equal(got, pt) {
 		t.Fatal("wrong plaintext")
 	}
-	// And the provider's own blobs have the specified shape.
+	if got, err := p.Unseal(context.Background(), blob2, ac); err != nil || !bytes.Equal(got, pt) {
+		t.Fatalf("format 2 blob built from the spec does not open: %v", err)
+	}
+	// And the provider's own blobs have the specified shape: format 2 in FIPS mode.
 	sealed, err := p.Seal(context.Background(), pt, ac)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(sealed) != headerSize+len(pt)+tagSize || string(sealed[:4]) != "KFA\x01" || !bytes.Equal(sealed[4:20], k.id[:]) {
+	wantMagic, wantLen := "KFA\x01", headerSize+len(pt)+tagSize
+	if fips140.Enabled() {
+		wantMagic, wantLen = "KFA\x02", headerSize+nonceSize+len(pt)+tagSize
+	}
+	if len(sealed) != wantLen || string(sealed[:4]) != wantMagic || !bytes.Equal(sealed[4:20], k.id[:]) {
 		t.Fatalf("sealed blob %x does not follow the format", sealed)
 	}
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/fips140"
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 
 	"github.com/kryptonkms/krypton/gateway/kmip/ttlv"
+	"github.com/kryptonkms/krypton/internal/fipsmode"
 )
 
 // Encrypt and Decrypt offer two modes of AES-256:
@@ -223,6 +225,11 @@ func (s *Server) encrypt(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.I
 			if len(iv) != gcmNonceSize {
 				return nil, invalidField("GCM nonces are 12 bytes")
 			}
+			if fips140.Enforced() {
+				// SP 800-38D's IV rules, as the Go Cryptographic Module enforces them: the
+				// module draws GCM nonces; a caller's nonce is refused.
+				return nil, invalidField("a client-supplied GCM nonce is refused in FIPS 140-only mode (GODEBUG=fips140=only): omit IV/Counter/Nonce and the server draws one")
+			}
 			// A client's nonce: a fresh key for this one message.
 			prefix = make([]byte, saltSize)
 			if _, err := rand.Read(prefix); err != nil {
@@ -231,17 +238,24 @@ func (s *Server) encrypt(ctx context.Context, r *request, p ttlv.Item) ([]ttlv.I
 			if gcmKey, err = clientNonceKey(r, o, key, prefix); err != nil {
 				return nil, err
 			}
-		} else {
-			nonce = make([]byte, gcmNonceSize)
-			if _, err := rand.Read(nonce); err != nil {
+		}
+		var sealed []byte
+		if haveIV {
+			aead, err := newGCM(gcmKey)
+			if err != nil {
 				return nil, err
 			}
+			sealed = aead.Seal(prefix, nonce, data, aad)
+		} else {
+			// The module draws the nonce (cipher.NewGCMWithRandomNonce), so this works in
+			// FIPS 140-only mode; it is written in front of the ciphertext.
+			aead, err := fipsmode.NewRandomNonceGCM(gcmKey)
+			if err != nil {
+				return nil, err
+			}
+			out := aead.Seal(nil, nil, data, aad)
+			nonce, sealed = out[:gcmNonceSize], out[gcmNonceSize:]
 		}
-		aead, err := newGCM(gcmKey)
-		if err != nil {
-			return nil, err
-		}
-		sealed := aead.Seal(prefix, nonce, data, aad)
 		ct, tag := sealed, []byte(nil)
 		if r.v.atLeast(1, 4) {
 			// Before 1.4 there is no tag field: the tag stays at the end
@@ -373,11 +387,8 @@ func (s *Server) openGCM(r *request, o *object, key, nonce, data, tag, aad []byt
 	sealed := make([]byte, 0, len(data)+len(tag))
 	sealed = append(append(sealed, data...), tag...)
 	r.wipe = append(r.wipe, sealed)
-	aead, err := newGCM(key)
-	if err != nil {
-		return nil, err
-	}
-	if pt, err := aead.Open(nil, nonce, sealed, aad); err == nil {
+	// fipsmode.OpenGCM works in every mode, GODEBUG=fips140=only included.
+	if pt, err := fipsmode.OpenGCM(key, nonce, sealed, aad); err == nil {
 		return pt, nil
 	}
 	if len(data) >= saltSize {
@@ -385,10 +396,7 @@ func (s *Server) openGCM(r *request, o *object, key, nonce, data, tag, aad []byt
 		if err != nil {
 			return nil, err
 		}
-		if aead, err = newGCM(sub); err != nil {
-			return nil, err
-		}
-		if pt, err := aead.Open(nil, nonce, sealed[saltSize:], aad); err == nil {
+		if pt, err := fipsmode.OpenGCM(sub, nonce, sealed[saltSize:], aad); err == nil {
 			return pt, nil
 		}
 	}

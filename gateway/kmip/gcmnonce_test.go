@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/fips140"
+	"strings"
 	"testing"
 
 	"github.com/kryptonkms/krypton/gateway/kmip/ttlv"
@@ -26,6 +28,17 @@ func gcmParamsIV(ivLength int32) ttlv.Item {
 func TestGCMClientNonce(t *testing.T) {
 	e := newEnv(t, nil)
 	c := e.dial("acme", "app")
+	if fips140.Enforced() {
+		// FIPS 140-only mode: the module draws GCM nonces; a client's is refused, naming why.
+		id := c.create(v14, "")
+		c.ok(v14, ttlv.OpActivate, uidItem(id))
+		bi := c.do(v14, ttlv.OpEncrypt, uidItem(id), gcmParamsIV(96), ttlv.Bytes(ttlv.TagData, []byte("x")),
+			ttlv.Bytes(ttlv.TagIVCounterNonce, []byte("abcdefghijkl")))
+		if msg := describeFailure(bi); !strings.Contains(msg, "FIPS 140-only") {
+			t.Fatalf("client nonce under fips140=only: %s", msg)
+		}
+		return
+	}
 	for _, v := range []version{{1, 2}, {1, 3}, v14, v20} {
 		id := c.create(v14, "")
 		c.ok(v14, ttlv.OpActivate, uidItem(id))

@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
-	"crypto/rand"
+	"crypto/fips140"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/kryptonkms/krypton/internal/fipsmode"
 )
 
 // ErrShutdown is returned by Serve once Close has been called.
@@ -388,11 +390,15 @@ func (s *Server) do(ctx context.Context, op Operation, keyID string, req *Reques
 	}
 	switch op {
 	case OpEncrypt:
-		gcm, _ := cipher.NewGCM(block)
-		iv := make([]byte, gcm.NonceSize())
-		rand.Read(iv)
+		// The Go Cryptographic Module draws the 12-byte IV (cipher.NewGCMWithRandomNonce), so
+		// Encrypt works under GODEBUG=fips140=only, which refuses caller-chosen GCM nonces.
+		gcm, err := cipher.NewGCMWithRandomNonce(block)
+		if err != nil {
+			return nil, xerr(InternalException, "AES-GCM is not available: "+err.Error())
+		}
 		aad := gcmAAD(req.AAD, ciphertextMetadata)
-		sealed := gcm.Seal(nil, iv, req.Plaintext, aad)
+		out := gcm.Seal(nil, nil, req.Plaintext, aad)
+		iv, sealed := out[:12], out[12:]
 		n := len(req.Plaintext)
 		resp := encryptResponse{Ciphertext: sealed[:n], Tag: sealed[n:], IV: iv, CiphertextMetadata: ciphertextMetadata}
 		if req.HasCDIVAlgo {
@@ -402,7 +408,7 @@ func (s *Server) do(ctx context.Context, op Operation, keyID string, req *Reques
 				h.Write(p)
 			}
 			resp.CDIV = h.Sum(nil)
-			pt, err := gcm.Open(nil, iv, sealed, aad)
+			pt, err := gcm.Open(nil, nil, out, aad)
 			if err != nil {
 				return nil, xerr(InternalException, "the ciphertext failed its own decryption check; retry")
 			}
@@ -413,13 +419,22 @@ func (s *Server) do(ctx context.Context, op Operation, keyID string, req *Reques
 		if !req.HasMetadata || len(req.CiphertextMetadata) != 1 || req.CiphertextMetadata[0] != ciphertextMetadata[0] {
 			return nil, xerr(InvalidCiphertextException, "the ciphertext metadata is missing or not of a Krypton XKS ciphertext")
 		}
-		gcm, err := cipher.NewGCMWithNonceSize(block, len(req.IV))
-		if err != nil {
-			return nil, xerr(InvalidCiphertextException, "the initialization vector is not usable")
-		}
 		ct := make([]byte, 0, len(req.Ciphertext)+len(req.Tag))
 		ct = append(append(ct, req.Ciphertext...), req.Tag...)
-		pt, err := gcm.Open(nil, req.IV, ct, gcmAAD(req.AAD, req.CiphertextMetadata))
+		var pt []byte
+		if len(req.IV) == 12 {
+			// Every mode, fips140=only included (Krypton writes 12-byte IVs).
+			pt, err = fipsmode.OpenGCM(kek, req.IV, ct, gcmAAD(req.AAD, req.CiphertextMetadata))
+		} else {
+			if fips140.Enforced() {
+				return nil, xerr(InvalidCiphertextException, "a 16-byte initialization vector cannot be used in FIPS 140-only mode (GODEBUG=fips140=only); Krypton's own ciphertexts have 12-byte IVs")
+			}
+			gcm, gerr := cipher.NewGCMWithNonceSize(block, len(req.IV))
+			if gerr != nil {
+				return nil, xerr(InvalidCiphertextException, "the initialization vector is not usable")
+			}
+			pt, err = gcm.Open(nil, req.IV, ct, gcmAAD(req.AAD, req.CiphertextMetadata))
+		}
 		if err != nil {
 			return nil, xerr(InvalidCiphertextException, "the ciphertext, initialization vector, authentication tag or additional authenticated data is corrupted or does not match")
 		}

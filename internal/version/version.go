@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/kryptonkms/krypton/internal/fipsmode"
 )
 
 // Version and Commit are overridden at link time; the defaults mark an unreleased build.
@@ -27,5 +29,7 @@ func String() string {
 			}
 		}
 	}
-	return fmt.Sprintf("krypton %s (commit %s, %s, %s/%s)", Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	// The FIPS 140-3 mode and module version (docs/security.md): "fips140=off" in a normal
+	// build and run.
+	return fmt.Sprintf("krypton %s (commit %s, %s, %s/%s, %s)", Version, commit, runtime.Version(), runtime.GOOS, runtime.GOARCH, fipsmode.Describe())
 }

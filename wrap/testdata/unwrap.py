@@ -10,7 +10,7 @@ def derive(kdf, key, label, salt):
     if kdf == 2:  # SP 800-108 counter mode, HMAC-SHA256
         msg = struct.pack(">I", 1) + label + b"\x00" + salt + struct.pack(">I", 256)
         return hmac.new(key, msg, hashlib.sha256).digest()
-    if kdf == 1:  # HKDF-SHA256 (RFC 5869), one block of expand
+    if kdf in (1, 3):  # HKDF-SHA256 (RFC 5869), one block of expand
         prk = hmac.new(salt, key, hashlib.sha256).digest()
         return hmac.new(prk, label + b"\x01", hashlib.sha256).digest()
     raise ValueError("unknown KDF id %d" % kdf)
@@ -45,7 +45,9 @@ def main():
         kind, kdf, ids, salt, nonce, header, ct = parse(blob)
         key = derive(kdf, bytes.fromhex(v["parent_key"]), labels[kind], salt)
         ctx = bytes.fromhex(v["context"])
-        aad = header + struct.pack(">I", len(ctx)) + ctx
+        # Suite 3 (random-nonce GCM): the header in the AAD stops before the nonce.
+        authenticated = header[:-12] if kdf == 3 else header
+        aad = authenticated + struct.pack(">I", len(ctx)) + ctx
         pt = AESGCM(key).decrypt(nonce, ct, aad)
         ok = pt.hex() == v["plaintext"]
         print(("ok  " if ok else "FAIL"), v["name"], ids)
