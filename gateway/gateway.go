@@ -58,6 +58,8 @@ type Gateway struct {
 	kmipSrv                              *kmip.Server
 	xksSrv                               *xks.Server
 	unixSrv                              *grpc.Server
+	sniff                                *sniffListener // the Unix socket's, telling gRPC from framed
+	framed                               *framedServer  // the Unix socket's framed connections
 	http                                 *transport.AdminHTTP
 
 	// policy is the tenant's key-use policy as last learnt from the region (nil until a node has
@@ -284,6 +286,11 @@ func (g *Gateway) Close() error {
 			g.unixSrv.Stop()
 			<-stopped
 		}
+	}
+	if g.sniff != nil {
+		g.sniff.Close()
+		g.sniff.wait()
+		g.framed.close()
 	}
 	if g.kmipSrv != nil {
 		g.kmipSrv.Close()
