@@ -110,4 +110,3 @@ func TestFramedClosedByGateway(t *testing.T) {
 		t.Fatalf("after Close: %v, want Unavailable", err)
 	}
 }
-
