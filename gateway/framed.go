@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -231,8 +232,24 @@ type framedConn struct {
 	kick chan struct{} // 1-buffered: out has something
 }
 
-// read reads requests and starts each on its own goroutine (it waits in a batch).
+// read reads requests and hands each to a worker goroutine (it waits in a batch): an idle one,
+// or a new one when all are busy. Workers live as long as the connection, so their number is the
+// most requests it had in flight at once, and their stacks, grown by a first request, serve the
+// next ones without being grown again (a goroutine per request spent ~8 % of the CPU on
+// runtime.newstack).
 func (fc *framedConn) read(ctx context.Context, br *bufio.Reader) error {
+	work := make(chan []byte)
+	defer close(work)
+	worker := func(body []byte) {
+		defer fc.reqs.Done()
+		for {
+			fc.handle(ctx, body)
+			var ok bool
+			if body, ok = <-work; !ok {
+				return
+			}
+		}
+	}
 	var hdr [4]byte
 	for {
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
@@ -246,11 +263,12 @@ func (fc *framedConn) read(ctx context.Context, br *bufio.Reader) error {
 		if _, err := io.ReadFull(br, body); err != nil {
 			return err
 		}
-		fc.reqs.Add(1)
-		go func() {
-			defer fc.reqs.Done()
-			fc.handle(ctx, body)
-		}()
+		select {
+		case work <- body:
+		default:
+			fc.reqs.Add(1)
+			go worker(body)
+		}
 	}
 }
 
@@ -332,6 +350,10 @@ func (fc *framedConn) handle(ctx context.Context, body []byte) {
 func (fc *framedConn) writer(stop chan struct{}) {
 	var spare []byte
 	flush := func() bool {
+		// The answers of one region batch are queued by as many workers woken at once: let them
+		// run first, so that one write carries them all rather than the first alone (a write to
+		// the socket costs more than the answer it carries).
+		runtime.Gosched()
 		fc.mu.Lock()
 		buf := fc.out
 		fc.out = spare[:0]
@@ -512,6 +534,7 @@ func (fc *FramedClient) writer() {
 		case <-fc.done:
 			return
 		}
+		runtime.Gosched() // let concurrent callers queue theirs too (see framedConn.writer)
 		fc.mu.Lock()
 		buf := fc.out
 		fc.out = spare[:0]

@@ -51,7 +51,9 @@ type Gateway struct {
 	cache   *cache       // nil when off
 	watch   *watcher     // nil when the cache is off
 	wraps   *batcher[*kv1.WrapRequest, *kv1.WrapResponse]
-	unwraps *batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
+	// datakeys batches GenerateDataKey: the keys are made per batch (sendDataKeys).
+	datakeys *batcher[dataKeyReq, dataKeyRes]
+	unwraps  *batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
 
 	tcpLn, unixLn, httpLn, kmipLn, xksLn net.Listener
 	tcpSrv                               *transport.Server
@@ -122,6 +124,12 @@ func New(cfg Config) (_ *Gateway, err error) {
 		onBatch: func(n int) { g.metrics.batch("wrap", n) },
 		tracer:  g.tracer, op: "wrap",
 	}
+	g.datakeys = &batcher[dataKeyReq, dataKeyRes]{
+		size: cfg.BatchSize, wait: cfg.BatchWait, send: g.sendDataKeys,
+		onBatch: func(n int) { g.metrics.batch("wrap", n) },
+		drop:    func(r dataKeyRes) { clear(r.plaintext) },
+		tracer:  g.tracer, op: "wrap",
+	}
 	g.unwraps = &batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]{
 		size: cfg.BatchSize, wait: cfg.BatchWait, send: g.sendUnwraps,
 		onBatch: func(n int) { g.metrics.batch("unwrap", n) },
@@ -129,7 +137,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 		tracer:  g.tracer, op: "unwrap",
 	}
 	if cfg.BatchSize == 1 {
-		g.wraps.wait, g.unwraps.wait = 0, 0
+		g.wraps.wait, g.unwraps.wait, g.datakeys.wait = 0, 0, 0
 	}
 	if cfg.CacheEntries > 0 {
 		g.watch = newWatcher(g.pool, log)
@@ -312,6 +320,7 @@ func (g *Gateway) Close() error {
 	}
 	if g.wraps != nil {
 		g.wraps.close()
+		g.datakeys.close()
 		g.unwraps.close()
 	}
 	if g.watch != nil {
