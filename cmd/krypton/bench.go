@@ -319,7 +319,7 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 		if o.nb.on {
 			return o.runNeighbour(ctx, s, d, cfg, addrs)
 		}
-	} else {
+	} else if !o.gw.onSocket() {
 		cf := &clientFlags{kind: pki.KindService, caCert: o.caCert, clientCert: o.clientCert, clientKey: o.clientKey}
 		var err error
 		if cfg, err = cf.loadConfig(); err != nil {

@@ -66,6 +66,12 @@ func (b *gatewayBench) relabel(r *bench.Result) {
 
 func (b *gatewayBench) enabled() bool { return b.addr != "" || b.spawn }
 
+// onSocket says whether a running gateway is loaded on its Unix socket, where no certificate is
+// presented (the socket file's mode is the access control).
+func (b *gatewayBench) onSocket() bool {
+	return strings.HasPrefix(b.addr, "unix:") || strings.HasPrefix(b.addr, "framed:")
+}
+
 // check validates the gateway flags against the rest of bench's.
 func (b *gatewayBench) check(o *benchOptions) error {
 	if !b.enabled() {
