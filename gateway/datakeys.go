@@ -162,8 +162,16 @@ func (g *Gateway) sendDataKeys(ctx context.Context, reqs []dataKeyReq) ([]dataKe
 		wreqs[i] = w
 	}
 	wres, errs := make([]*kv1.WrapResponse, n), make([]error, n)
-	for _, group := range groupByKey(wreqs) {
-		g.sendWrapGroup(ctx, wreqs, group, wres, errs)
+	if n == 1 {
+		// A batch of one (an idle gateway, or batching off) is a unary Wrap, as in sendWraps.
+		errs[0] = g.pool.call(ctx, "Wrap", func(ctx context.Context, c kv1.WrapServiceClient) (err error) {
+			wres[0], err = c.Wrap(ctx, wreqs[0])
+			return err
+		})
+	} else {
+		for _, group := range groupByKey(wreqs) {
+			g.sendWrapGroup(ctx, wreqs, group, wres, errs)
+		}
 	}
 	res := make([]dataKeyRes, n)
 	var (
