@@ -32,6 +32,10 @@ type batcher[Req, Res any] struct {
 	tracer trace.Tracer
 	op     string
 
+	// calls recycles the calls (and their channels): a call is put back by its caller once it has
+	// its answer, or by the batch that answers it when its caller gave up.
+	calls sync.Pool
+
 	mu       sync.Mutex // guards pending, gen, inflight and closed
 	pending  []*call[Req, Res]
 	gen      uint64 // counts batches started, so that a late timer does not cut a younger batch
@@ -45,17 +49,22 @@ type call[Req, Res any] struct {
 	req  Req
 	res  Res
 	err  error
-	done chan struct{}
+	done chan struct{} // 1-buffered: one send answers the call
 	// abandoned is set (under the batcher's mutex) by a caller that stopped waiting.
 	abandoned bool
 }
 
 // do queues req and waits for its answer or for ctx to end.
 func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
-	c := &call[Req, Res]{ctx: ctx, req: req, done: make(chan struct{})}
+	c, _ := b.calls.Get().(*call[Req, Res])
+	if c == nil {
+		c = &call[Req, Res]{done: make(chan struct{}, 1)}
+	}
+	c.ctx, c.req = ctx, req
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
+		b.recycle(c)
 		var zero Res
 		return zero, errShutdown
 	}
@@ -76,20 +85,29 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	b.mu.Unlock()
 	select {
 	case <-c.done:
-		return c.res, c.err
 	case <-ctx.Done():
 		b.mu.Lock()
 		select {
 		case <-c.done:
 			b.mu.Unlock()
-			return c.res, c.err
 		default:
+			c.abandoned = true // the batch recycles c
+			b.mu.Unlock()
+			var zero Res
+			return zero, errOr(nil, ctx.Err())
 		}
-		c.abandoned = true
-		b.mu.Unlock()
-		var zero Res
-		return zero, errOr(nil, ctx.Err())
 	}
+	res, err := c.res, c.err
+	b.recycle(c)
+	return res, err
+}
+
+// recycle clears c and puts it back for another request.
+func (b *batcher[Req, Res]) recycle(c *call[Req, Res]) {
+	var zr Req
+	var zs Res
+	c.ctx, c.req, c.res, c.err, c.abandoned = nil, zr, zs, nil, false
+	b.calls.Put(c)
 }
 
 // flushLocked sends what is pending as one batch. The caller holds b.mu.
@@ -125,11 +143,15 @@ func (b *batcher[Req, Res]) flushLocked() {
 			b.flushLocked()
 		}
 		for i, c := range batch {
-			c.res, c.err = res[i], errs[i]
-			if c.abandoned && c.err == nil && b.drop != nil {
-				b.drop(c.res)
+			if c.abandoned {
+				if errs[i] == nil && b.drop != nil {
+					b.drop(res[i])
+				}
+				b.recycle(c)
+				continue
 			}
-			close(c.done)
+			c.res, c.err = res[i], errs[i]
+			c.done <- struct{}{}
 		}
 	}()
 }

@@ -123,18 +123,72 @@ func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context [
 	if err := transport.CheckContext(context); err != nil {
 		return nil, nil, key, err
 	}
-	dk := wrap.NewDataKey()
-	plaintext = dk.Bytes() // the caller's copy
-	// The request gets its own copy, which sendWraps wipes once the region has answered (not
-	// here: a caller that gives up leaves its request in a batch still being sent).
-	sent := dk.Bytes()
-	dk.Destroy()
-	resp, err := g.wraps.do(ctx, &kv1.WrapRequest{Key: keyRef(key), Plaintext: sent, Context: context})
+	// The data key is made with the others of its batch (sendDataKeys: one crypto/rand read and
+	// one packed region call per batch).
+	res, err := g.datakeys.do(ctx, dataKeyReq{key: key, context: context})
 	if err != nil {
-		clear(plaintext)
 		return nil, nil, key, err
 	}
-	return plaintext, resp.GetBlob(), keyID(resp.GetKey()), nil
+	return res.plaintext, res.blob, res.used, nil
+}
+
+// dataKeyReq and dataKeyRes are a GenerateDataKey in the datakeys batcher.
+type dataKeyReq struct {
+	key     wrap.KeyID
+	context []byte
+}
+
+type dataKeyRes struct {
+	plaintext, blob []byte
+	used            wrap.KeyID
+}
+
+// sendDataKeys makes the data keys of one batch, from one crypto/rand read, and has the region
+// wrap them, each key's in one PackedWrap (see sendWrapGroup). The plaintexts go to the callers
+// as they are: the region's copies are gRPC's, gone once the request is marshalled.
+func (g *Gateway) sendDataKeys(ctx context.Context, reqs []dataKeyReq) ([]dataKeyRes, []error) {
+	n := len(reqs)
+	keys := wrap.NewDataKeys(n)
+	// One allocation for the batch's requests and one key reference per distinct key.
+	slab := make([]kv1.WrapRequest, n)
+	wreqs := make([]*kv1.WrapRequest, n)
+	var ref *kv1.KeyRef
+	for i := range reqs {
+		if i == 0 || reqs[i].key != reqs[i-1].key {
+			ref = keyRef(reqs[i].key)
+		}
+		w := &slab[i]
+		w.Key, w.Plaintext, w.Context = ref, keys[i], reqs[i].context
+		wreqs[i] = w
+	}
+	wres, errs := make([]*kv1.WrapResponse, n), make([]error, n)
+	if n == 1 {
+		// A batch of one (an idle gateway, or batching off) is a unary Wrap, as in sendWraps.
+		errs[0] = g.pool.call(ctx, "Wrap", func(ctx context.Context, c kv1.WrapServiceClient) (err error) {
+			wres[0], err = c.Wrap(ctx, wreqs[0])
+			return err
+		})
+	} else {
+		for _, group := range groupByKey(wreqs) {
+			g.sendWrapGroup(ctx, wreqs, group, wres, errs)
+		}
+	}
+	res := make([]dataKeyRes, n)
+	var (
+		lastRef  *kv1.KeyRef
+		lastUsed wrap.KeyID
+	)
+	for i := range res {
+		if errs[i] != nil {
+			clear(keys[i])
+			continue
+		}
+		if r := wres[i].GetKey(); r != lastRef {
+			lastRef, lastUsed = r, keyID(r)
+		}
+		res[i] = dataKeyRes{plaintext: keys[i], blob: wres[i].GetBlob(), used: lastUsed}
+	}
+	return res, errs
 }
 
 // Unwrap has the region open a wrapped data key (or serves it from the cache, when on and allowed).

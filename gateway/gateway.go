@@ -51,13 +51,17 @@ type Gateway struct {
 	cache   *cache       // nil when off
 	watch   *watcher     // nil when the cache is off
 	wraps   *batcher[*kv1.WrapRequest, *kv1.WrapResponse]
-	unwraps *batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
+	// datakeys batches GenerateDataKey: the keys are made per batch (sendDataKeys).
+	datakeys *batcher[dataKeyReq, dataKeyRes]
+	unwraps  *batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
 
 	tcpLn, unixLn, httpLn, kmipLn, xksLn net.Listener
 	tcpSrv                               *transport.Server
 	kmipSrv                              *kmip.Server
 	xksSrv                               *xks.Server
 	unixSrv                              *grpc.Server
+	sniff                                *sniffListener // the Unix socket's, telling gRPC from framed
+	framed                               *framedServer  // the Unix socket's framed connections
 	http                                 *transport.AdminHTTP
 
 	// policy is the tenant's key-use policy as last learnt from the region (nil until a node has
@@ -120,6 +124,12 @@ func New(cfg Config) (_ *Gateway, err error) {
 		onBatch: func(n int) { g.metrics.batch("wrap", n) },
 		tracer:  g.tracer, op: "wrap",
 	}
+	g.datakeys = &batcher[dataKeyReq, dataKeyRes]{
+		size: cfg.BatchSize, wait: cfg.BatchWait, send: g.sendDataKeys,
+		onBatch: func(n int) { g.metrics.batch("wrap", n) },
+		drop:    func(r dataKeyRes) { clear(r.plaintext) },
+		tracer:  g.tracer, op: "wrap",
+	}
 	g.unwraps = &batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]{
 		size: cfg.BatchSize, wait: cfg.BatchWait, send: g.sendUnwraps,
 		onBatch: func(n int) { g.metrics.batch("unwrap", n) },
@@ -127,7 +137,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 		tracer:  g.tracer, op: "unwrap",
 	}
 	if cfg.BatchSize == 1 {
-		g.wraps.wait, g.unwraps.wait = 0, 0
+		g.wraps.wait, g.unwraps.wait, g.datakeys.wait = 0, 0, 0
 	}
 	if cfg.CacheEntries > 0 {
 		g.watch = newWatcher(g.pool, log)
@@ -285,6 +295,11 @@ func (g *Gateway) Close() error {
 			<-stopped
 		}
 	}
+	if g.sniff != nil {
+		g.sniff.Close()
+		g.sniff.wait()
+		g.framed.close()
+	}
 	if g.kmipSrv != nil {
 		g.kmipSrv.Close()
 	}
@@ -305,6 +320,7 @@ func (g *Gateway) Close() error {
 	}
 	if g.wraps != nil {
 		g.wraps.close()
+		g.datakeys.close()
 		g.unwraps.close()
 	}
 	if g.watch != nil {

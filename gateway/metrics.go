@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/status"
 )
@@ -18,6 +20,9 @@ type metrics struct {
 	entries    prometheus.Gauge
 	cacheBytes prometheus.Gauge
 	nodes      *prometheus.GaugeVec // node
+	// okRequests caches requests' counters for code OK by op (op → prometheus.Counter): the
+	// success of every request is counted without hashing its labels.
+	okRequests sync.Map
 }
 
 func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
@@ -60,6 +65,14 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 }
 
 func (m *metrics) request(op string, err error) {
+	if err == nil {
+		c, ok := m.okRequests.Load(op)
+		if !ok {
+			c, _ = m.okRequests.LoadOrStore(op, m.requests.WithLabelValues(op, "OK"))
+		}
+		c.(prometheus.Counter).Inc()
+		return
+	}
 	m.requests.WithLabelValues(op, status.Code(err).String()).Inc()
 }
 

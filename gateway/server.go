@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"errors"
+	"net"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -69,8 +70,11 @@ func (g *Gateway) Serve() error {
 		healthpb.RegisterHealthServer(srv, hs)
 		kv1.RegisterGatewayServiceServer(srv, svc)
 		g.unixSrv = srv
+		// The socket also speaks the framed protocol (framed.go), told apart by its first bytes.
+		g.framed = &framedServer{g: g, conns: map[net.Conn]struct{}{}}
+		g.sniff = newSniffListener(g.unixLn, g.framed.serve)
 		n++
-		go func() { g.serveErr <- srv.Serve(g.unixLn) }()
+		go func() { g.serveErr <- srv.Serve(g.sniff) }()
 	}
 	if g.kmipLn != nil {
 		n++

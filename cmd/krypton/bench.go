@@ -111,8 +111,11 @@ func benchCommand() *command {
 			fs.StringVar(&o.out, "out", "", "write the result as JSON to this file (configuration, figures, percentile distribution, timeline)")
 			fs.StringVar(&o.plot, "plot", "", "write a latency plot to this file, .svg or .png (by percentile, and per second over time)")
 			fs.BoolVar(&o.quiet, "quiet", false, "no live progress line on stderr")
-			fs.StringVar(&o.gw.addr, "gateway", "", "load a running gateway's gRPC front end at host:port instead of region nodes (-op datakey or unwrap; -key names the gateway's tenant/service)")
+			fs.StringVar(&o.gw.addr, "gateway", "", "load a running gateway instead of region nodes: its gRPC front end at host:port, or its Unix socket as unix:PATH (gRPC) or framed:PATH (the framed protocol) (-op datakey or unwrap; -key names the gateway's tenant/service)")
+			fs.IntVar(&o.gw.pid, "gateway-pid", 0, "with -gateway: the gateway's process id, to report its CPU per operation (Linux)")
 			fs.BoolVar(&o.gw.spawn, "spawn-gateway", false, "with -spawn: start a gateway in this process in front of the region and load it")
+			fs.BoolVar(&o.gw.process, "gateway-process", false, "with -spawn-gateway: run the gateway as a krypton gateway process of its own and report its CPU per operation")
+			fs.StringVar(&o.gw.front, "gateway-front", "tls", "with -spawn-gateway: the front end loaded: tls (gRPC over TCP with mutual TLS), unix (gRPC on the Unix socket) or framed (the framed protocol on the Unix socket)")
 			fs.IntVar(&o.gw.batch, "gateway-batch", 128, "with -spawn-gateway: the gateway's batch size (1: batching off)")
 			fs.DurationVar(&o.gw.batchWait, "gateway-batch-wait", 500*time.Microsecond, "with -spawn-gateway: the gateway's batch wait")
 			fs.IntVar(&o.gw.payload, "gateway-payload", 1024, "with -op encrypt through a gateway: bytes of data per Encrypt")
@@ -317,7 +320,7 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 		if o.nb.on {
 			return o.runNeighbour(ctx, s, d, cfg, addrs)
 		}
-	} else {
+	} else if !o.gw.onSocket() {
 		cf := &clientFlags{kind: pki.KindService, caCert: o.caCert, clientCert: o.clientCert, clientKey: o.clientKey}
 		var err error
 		if cfg, err = cf.loadConfig(); err != nil {
@@ -326,10 +329,11 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 	}
 	var targets []bench.Target
 	if o.gw.enabled() {
-		client, name, stop, err := o.gw.start(ctx, cfg, ca, addrs, s.err)
+		client, name, stop, gwCPU, err := o.gw.start(ctx, cfg, ca, addrs, s.err)
 		if err != nil {
 			return err
 		}
+		o.cfg.GatewayCPU = gwCPU
 		defer stop()
 		addrs, targets = nil, []bench.Target{{Name: name, Client: client}}
 	}

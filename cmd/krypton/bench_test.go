@@ -150,3 +150,21 @@ func TestBenchElections(t *testing.T) {
 		t.Fatalf("goroutines left behind by krypton bench -elections: %v", err)
 	}
 }
+
+// TestBenchSpawnGatewayFramed runs `krypton bench -spawn 3 -spawn-gateway -gateway-front framed`
+// for a second: data keys through a real gateway's Unix socket in the framed protocol, with no
+// error.
+func TestBenchSpawnGatewayFramed(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := dispatch(context.Background(), rootCommand(), []string{"bench", "-spawn", "3", "-spawn-gateway",
+		"-gateway-front", "framed", "-op", "datakey", "-duration", "1s", "-warmup", "300ms", "-callers", "8", "-quiet"},
+		&streams{out: &stdout, err: &stderr})
+	if err != nil {
+		t.Fatalf("krypton bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	for _, want := range []string{"datakey", "errors by code: none", "framed:"} {
+		if !strings.Contains(stdout.String()+stderr.String(), want) {
+			t.Errorf("output lacks %q:\nstdout:\n%s\nstderr:\n%s", want, stdout.String(), stderr.String())
+		}
+	}
+}

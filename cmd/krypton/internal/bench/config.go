@@ -72,6 +72,10 @@ type Config struct {
 	Service string
 	// Context is the additional data bound to every blob.
 	Context []byte
+	// GatewayCPU, if set, reads the CPU time a gateway process (another process: `krypton bench
+	// -gateway-pid`, or -spawn-gateway -gateway-process) has used so far; it is sampled with
+	// this process's over the measured time, and reported per operation beside it.
+	GatewayCPU func() (time.Duration, bool) `json:"-"`
 }
 
 // DefaultConfig returns the defaults of `krypton bench`: unary wraps from 16 callers for 10 s

@@ -33,6 +33,10 @@ type Result struct {
 	// 0 when not measured (an interrupted run, or a platform without getrusage).
 	ProcessCPUSeconds float64 `json:"process_cpu_seconds,omitempty"`
 	CPUMicrosPerOp    float64 `json:"process_cpu_us_per_op,omitempty"`
+	// GatewayCPUSeconds and GatewayCPUMicrosPerOp are the same for the gateway's process, when
+	// Config.GatewayCPU reads it (0 otherwise).
+	GatewayCPUSeconds     float64 `json:"gateway_cpu_seconds,omitempty"`
+	GatewayCPUMicrosPerOp float64 `json:"gateway_cpu_us_per_op,omitempty"`
 	// Total sums every operation; ByOp has one summary per operation of a mixed run.
 	Total Summary   `json:"total"`
 	ByOp  []Summary `json:"by_op,omitempty"`
@@ -176,6 +180,14 @@ func (r *Result) setCPU(used time.Duration) {
 	}
 }
 
+// setGatewayCPU records the gateway process's CPU time over the measured time.
+func (r *Result) setGatewayCPU(used time.Duration) {
+	r.GatewayCPUSeconds = used.Seconds()
+	if r.Total.OK > 0 {
+		r.GatewayCPUMicrosPerOp = float64(used.Microseconds()) / float64(r.Total.OK)
+	}
+}
+
 // scheduled counts the open-loop calls due in [from, end): call i is due at start + i·interval.
 func scheduled(cfg Config, start, from, end time.Time) int64 {
 	iv := cfg.interval()
@@ -290,6 +302,10 @@ func (r *Result) WriteTable(w io.Writer) error {
 	if r.ProcessCPUSeconds > 0 && r.MeasuredSeconds > 0 {
 		fmt.Fprintf(&b, "process CPU: %.2f cores busy, %.2f µs per ok op (this process: the load generator, and the nodes with -spawn)\n",
 			r.ProcessCPUSeconds/r.MeasuredSeconds, r.CPUMicrosPerOp)
+	}
+	if r.GatewayCPUSeconds > 0 && r.MeasuredSeconds > 0 {
+		fmt.Fprintf(&b, "gateway CPU: %.2f cores busy, %.2f µs per ok op (the gateway's own process)\n",
+			r.GatewayCPUSeconds/r.MeasuredSeconds, r.GatewayCPUMicrosPerOp)
 	}
 	if r.Config.Load == "open-loop" {
 		b.WriteString("latency: from each call's intended send time (open loop; queueing behind slow calls counts)\n")

@@ -52,8 +52,13 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 	measureFrom := start.Add(cfg.Warmup)
 	end := measureFrom.Add(cfg.Duration)
 	rec := newRecorder(cfg.ops(), start, measureFrom, end)
-	cpu := newCPUWindow(cfg.Warmup, cfg.Warmup+cfg.Duration)
+	cpu := newCPUWindow(cfg.Warmup, cfg.Warmup+cfg.Duration, processCPU)
 	defer cpu.stop()
+	var gwCPU *cpuWindow
+	if cfg.GatewayCPU != nil {
+		gwCPU = newCPUWindow(cfg.Warmup, cfg.Warmup+cfg.Duration, cfg.GatewayCPU)
+		defer gwCPU.stop()
+	}
 	runCtx, cancel := context.WithDeadline(ctx, end.Add(cfg.CallTimeout))
 	defer cancel()
 
@@ -108,10 +113,15 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 	if used, ok := cpu.used(); ok && !interrupted {
 		r.setCPU(used)
 	}
+	if gwCPU != nil {
+		if used, ok := gwCPU.used(); ok && !interrupted {
+			r.setGatewayCPU(used)
+		}
+	}
 	return r, nil
 }
 
-// cpuWindow samples the process's CPU time when the measured time starts and when it ends, on
+// cpuWindow samples a process's CPU time (read) when the measured time starts and when it ends, on
 // timers: the calls still in flight after the end, and the warm-up, are not counted.
 type cpuWindow struct {
 	mu         sync.Mutex
@@ -122,11 +132,11 @@ type cpuWindow struct {
 	endTimer   *time.Timer
 }
 
-func newCPUWindow(from, to time.Duration) *cpuWindow {
+func newCPUWindow(from, to time.Duration, read func() (time.Duration, bool)) *cpuWindow {
 	w := &cpuWindow{}
 	sample := func(d *time.Duration, ok *bool) func() {
 		return func() {
-			v, measured := processCPU()
+			v, measured := read()
 			w.mu.Lock()
 			*d, *ok = v, measured
 			w.mu.Unlock()

@@ -1,0 +1,112 @@
+package gateway_test
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/kryptonkms/krypton/gateway"
+	"github.com/kryptonkms/krypton/region/regiontest"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// TestFramedSocket: the Unix socket serves the framed protocol beside gRPC. Data keys made over
+// it open over gRPC and the other way round, concurrent calls on one connection each get their
+// own answer, and the region's and the gateway's refusals come back with their codes.
+func TestFramedSocket(t *testing.T) {
+	t.Parallel()
+	r := regiontest.Start(t, 3)
+	setupTenant(t, r, "acme", "payments")
+	g := startGateway(t, r, "acme", "payments", nil)
+	fc, err := gateway.DialFramed(ctxT(t), g.UnixSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	grpcc := unixClient(t, g) // the same socket, in gRPC
+
+	ctx := []byte("order 7")
+	pt, blob, used, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{}, ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pt) != wrap.KeySize || used.Tenant != "acme" || used.Service != "payments" || used.Version == 0 {
+		t.Fatalf("GenerateDataKey: %d bytes, key %v", len(pt), used)
+	}
+	got, err := grpcc.Unwrap(ctxT(t), &kv1.UnwrapRequest{Blob: blob, Context: ctx})
+	if err != nil || !bytes.Equal(got.GetPlaintext(), pt) {
+		t.Fatalf("gRPC Unwrap of a framed data key: %v", err)
+	}
+	dk, err := grpcc.GenerateDataKey(ctxT(t), &kv1.GenerateDataKeyRequest{Context: ctx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pt2, used2, err := fc.Unwrap(ctxT(t), dk.GetBlob(), ctx)
+	if err != nil || !bytes.Equal(pt2, dk.GetPlaintext()) || used2 != used {
+		t.Fatalf("framed Unwrap of a gRPC data key: %v (key %v)", err, used2)
+	}
+
+	// Concurrent calls on the one connection.
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pt, blob, _, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{}, ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			back, _, err := fc.Unwrap(ctxT(t), blob, ctx)
+			if err == nil && !bytes.Equal(back, pt) {
+				err = status.Error(codes.DataLoss, "a data key came back different")
+			}
+			if err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	// Refusals keep their codes: the wrong context (the region), another tenant's key (the
+	// gateway), a blob that is not one.
+	if _, _, err := fc.Unwrap(ctxT(t), blob, []byte("other")); status.Code(err) == codes.OK || status.Code(err) == codes.Unavailable {
+		t.Fatalf("Unwrap with the wrong context: %v", err)
+	}
+	if _, _, _, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{Tenant: "globex"}, nil); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("another tenant's key: %v, want PermissionDenied", err)
+	}
+	if _, _, err := fc.Unwrap(ctxT(t), []byte("junk"), nil); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a junk blob: %v, want InvalidArgument", err)
+	}
+}
+
+// TestFramedClosedByGateway: closing the gateway ends framed connections; calls then fail with
+// UNAVAILABLE rather than hang.
+func TestFramedClosedByGateway(t *testing.T) {
+	t.Parallel()
+	r := regiontest.Start(t, 3)
+	setupTenant(t, r, "acme", "payments")
+	g := startGateway(t, r, "acme", "payments", nil)
+	fc, err := gateway.DialFramed(ctxT(t), g.UnixSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	if _, _, _, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	g.Close()
+	if _, _, _, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil); status.Code(err) != codes.Unavailable {
+		t.Fatalf("after Close: %v, want Unavailable", err)
+	}
+}
