@@ -117,6 +117,11 @@ type Config struct {
 	// pages do not fit the limit (raise RLIMIT_MEMLOCK, systemd LimitMEMLOCK=, before raising this
 	// past ~900). See DESIGN.md, "Locked memory".
 	KeyringSize int
+	// NoKeyWarmup turns off the warm-up of recently used keys (warmup.go; DESIGN.md, "Key
+	// warm-up"): by default a node keeps the IDs (never the keys) of the L3 versions in its keyring
+	// in <DataDir>/recent-keys and, after a restart or when it becomes leader, opens them again
+	// before calls need them.
+	NoKeyWarmup bool
 
 	// AnchorCheckConcurrency bounds the leader's L1 checks in flight at once (DESIGN.md, "L1
 	// checks"): each period every distinct anchor URI is asked once. 0 means

@@ -88,6 +88,7 @@ type keyring struct {
 	pressure    atomic.Uint64 // keys given back to the locked-memory budget
 	tenantOpens atomic.Uint64 // L2 versions unsealed or fetched into the keyring
 	svcOpens    atomic.Uint64 // L3 versions opened from their sealed blobs into the keyring
+	warmed      atomic.Uint64 // L3 versions opened by the warm-up (warmup.go), before a call asked
 	stopEvictor func()
 }
 
