@@ -65,7 +65,7 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	f.tuning.declare(fs)
 	f.gc.declare(fs)
 	fs.BoolVar(&f.keyWarmup, "key-warmup", true, "after a restart, and on becoming leader, open again the keys that were in the keyring (their IDs, never the keys, are kept in <data-dir>/recent-keys) before calls need them; -key-warmup=false starts cold")
-	fs.IntVar(&f.keyringSize, "keyring-size", 0, "most unsealed L2 versions, and most L3 versions, held in locked memory at once (0: three quarters of what RLIMIT_MEMLOCK leaves free, 16 to 8192, or 512 when memory locking is unlimited; the node logs the size it chose); each locks a page, and a size that does not fit the memlock limit refuses to start: raise it (ulimit -l, systemd LimitMEMLOCK=) first")
+	fs.IntVar(&f.keyringSize, "keyring-size", 0, "most unsealed L2 versions, and most L3 versions, held in locked memory at once (0: three quarters of what RLIMIT_MEMLOCK leaves free, 16 to 8192, or 8192 when memory locking is unlimited; the node logs the size it chose); each locks a page, and a size that does not fit the memlock limit refuses to start: raise it (ulimit -l, systemd LimitMEMLOCK=) first")
 	fs.IntVar(&f.anchorChecks, "anchor-check-concurrency", 0, "most L1 checks the leader runs at once, each anchor once per anchor-check-period (0: 64); raise it when krypton_anchor_check_rounds_late_total grows")
 	fs.DurationVar(&f.anchorTimeout, "anchor-check-timeout", 0, "how long one L1 check may take before it counts as a transient failure (0: 10s)")
 	f.oidc.declare(fs)
