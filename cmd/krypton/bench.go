@@ -50,6 +50,7 @@ type benchOptions struct {
 	conns                         int
 	keyDist                       string
 	keyringSize                   int
+	cpuProfile                    string
 	op                            string
 	batchForm                     string
 	cfg                           bench.Config
@@ -102,6 +103,7 @@ func benchCommand() *command {
 			fs.IntVar(&o.conns, "conns", 1, "gRPC connections to each node, 1 to 10000; callers are spread over them, so give at least as many -callers to use them all (one HTTP/2 connection carries all its callers through one reader and one writer goroutine on each side)")
 			fs.IntVar(&o.cfg.Keys, "keys", 0, "spread the calls over this many service keys (-op wrap or datakey): with -spawn the run creates them (bench/load, bench/load-1, ...) and a policy that lets its certificate use them all; against running nodes -key names the first and <service>-1 ... must exist and be allowed to the certificate (0: the one -key)")
 			fs.StringVar(&o.keyDist, "key-dist", string(bench.DistZipf), "with -keys: how each call picks its key: zipf (s=1.1: a few hot keys, a long tail) or uniform")
+			fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process over the load (warm-up and measured time) to this file, for go tool pprof; with -spawn it holds the nodes and the generator")
 			fs.IntVar(&o.keyringSize, "keyring-size", 0, "with -spawn: each node's keyring size, as krypton server -keyring-size (0: the node's own choice from RLIMIT_MEMLOCK); the run raises RLIMIT_MEMLOCK to fit it if it can")
 			fs.IntVar(&o.via, "via", 0, "with -spawn: spread the load over this many of its nodes (default: all; 1 measures through one node)")
 			fs.StringVar(&o.op, "op", string(o.cfg.Op), "operation: wrap, unwrap, datakey, rewrap or mixed (all four in equal shares)")
@@ -377,6 +379,13 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 	var progress func(bench.Tick)
 	if !o.quiet {
 		progress = progressLine(s.err)
+	}
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	res, err := bench.Run(ctx, o.cfg, targets, progress)
 	if progress != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -149,4 +151,20 @@ func raiseLimits(w io.Writer, conns int) {
 		}
 	}
 	raise(syscall.RLIMIT_NOFILE, "RLIMIT_NOFILE", uint64(2*conns+4096))
+}
+
+// startCPUProfile starts Go's CPU profiler writing to path (-cpuprofile) and returns its stop.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("-cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }

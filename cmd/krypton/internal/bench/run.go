@@ -79,8 +79,9 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 
 	var seq atomic.Int64 // the open loop's next call
 	var wg sync.WaitGroup
+	refs := cfg.keyRefs() // made once: callers share them (a request only reads its KeyRef)
 	for w := range cfg.Callers {
-		c := newCaller(cfg, targets[w%len(targets)].Client, blobs, w)
+		c := newCaller(cfg, targets[w%len(targets)].Client, blobs, refs, w)
 		wg.Go(func() {
 			if cfg.Rate > 0 {
 				c.openLoop(runCtx, rec, &seq)
@@ -282,7 +283,8 @@ type caller struct {
 	pick func() int
 }
 
-func newCaller(cfg Config, client kv1.WrapServiceClient, blobs [][]byte, w int) *caller {
+// newCaller makes caller w; refs are cfg.keyRefs(), shared by the callers.
+func newCaller(cfg Config, client kv1.WrapServiceClient, blobs [][]byte, refs []*kv1.KeyRef, w int) *caller {
 	c := &caller{cfg: cfg, client: client, blobs: blobs, next: w * 7}
 	ref := cfg.keyRef()
 	plaintext := make([]byte, wrap.KeySize)
@@ -312,7 +314,7 @@ func newCaller(cfg Config, client kv1.WrapServiceClient, blobs [][]byte, w int) 
 		c.pdatakey = &kv1.PackedGenerateDataKeyRequest{Key: ref, Count: uint32(cfg.Batch), Contexts: cfg.contexts()}
 	}
 	if cfg.Keys > 1 {
-		c.refs = cfg.keyRefs()
+		c.refs = refs
 		// A generator of the caller's own (no lock shared between callers), seeded apart.
 		var seed [16]byte
 		rand.Read(seed[:])

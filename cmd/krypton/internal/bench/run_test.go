@@ -408,7 +408,7 @@ func TestKeysSpread(t *testing.T) {
 	}
 	for _, dist := range []KeyDist{DistZipf, DistUniform} {
 		cfg.KeyDist = dist
-		c := newCaller(cfg, nil, nil, 0)
+		c := newCaller(cfg, nil, nil, cfg.keyRefs(), 0)
 		counts := map[string]int{}
 		for range 5000 {
 			c.nextKey()
