@@ -112,11 +112,16 @@ type Config struct {
 	// KeyringSize bounds the unsealed keys the node holds in locked memory: at most this many L2
 	// versions and this many L3 versions; a full keyring evicts a key not used lately (it is
 	// opened again on its next use). 0 means three quarters of what RLIMIT_MEMLOCK leaves
-	// free (autoKeyringSize: MinKeyringSize to MaxAutoKeyringSize; DefaultKeyringSize, 512, when
+	// free (autoKeyringSize: MinKeyringSize to MaxAutoKeyringSize; DefaultKeyringSize, 8192, when
 	// unbounded). Each key locks one page; New refuses a size whose
 	// pages do not fit the limit (raise RLIMIT_MEMLOCK, systemd LimitMEMLOCK=, before raising this
 	// past ~900). See DESIGN.md, "Locked memory".
 	KeyringSize int
+	// NoKeyWarmup turns off the warm-up of recently used keys (warmup.go; DESIGN.md, "Key
+	// warm-up"): by default a node keeps the IDs (never the keys) of the L3 versions in its keyring
+	// in <DataDir>/recent-keys and, after a restart or when it becomes leader, opens them again
+	// before calls need them.
+	NoKeyWarmup bool
 
 	// AnchorCheckConcurrency bounds the leader's L1 checks in flight at once (DESIGN.md, "L1
 	// checks"): each period every distinct anchor URI is asked once. 0 means

@@ -120,6 +120,10 @@ func newNodeMetrics(reg prometheus.Registerer, n *Node) *nodeMetrics {
 			Help:        "Keys this node opened into its keyring (an L2 unsealed through its anchor or fetched from the leader; an L3 opened from its sealed blob), by kind: the cost of cold keys.",
 			ConstLabels: prometheus.Labels{"kind": "service"},
 		}, func() float64 { return float64(n.keys.svcOpens.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "krypton_keyring_warmed_total",
+			Help: "L3 versions this node opened ahead of calls by its key warm-up (after a restart or on becoming leader, from <data-dir>/recent-keys); they are counted in krypton_keyring_opens_total too.",
+		}, func() float64 { return float64(n.keys.warmed.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "krypton_lease_serving",
 			Help: "1 when this node holds a serving lease and has applied the log up to it.",

@@ -301,6 +301,10 @@ func New(cfg Config) (_ *Node, err error) {
 		n.wg.Add(1)
 		go n.revocationCompactLoop()
 	}
+	if !cfg.NoKeyWarmup {
+		n.wg.Add(1)
+		go n.warmupLoop()
+	}
 	log.Info("region node started", "rpc", cfg.RPCAddr, "raft", cfg.RaftAddr, "gossip", cfg.GossipAddr)
 	return n, nil
 }
@@ -417,6 +421,12 @@ func (n *Node) shutdown(stopCluster func() error) error {
 		n.pprof.Shutdown(ctx)
 	}
 	n.wg.Wait()
+	if !n.cfg.NoKeyWarmup {
+		// The keys held now are the ones the restarted node opens first (warmup.go).
+		if e := n.writeRecentKeys(); e != nil {
+			n.log.Warn("key warm-up: writing the list of recent keys", "err", e)
+		}
+	}
 	n.peers.close()
 	n.anchors.close()
 	n.keys.close()

@@ -48,6 +48,9 @@ type benchOptions struct {
 	key                           string
 	spawn, via                    int
 	conns                         int
+	keyDist                       string
+	keyringSize                   int
+	cpuProfile                    string
 	op                            string
 	batchForm                     string
 	cfg                           bench.Config
@@ -63,7 +66,7 @@ func benchCommand() *command {
 	return &command{
 		name:     "bench",
 		synopsis: "measure wrap throughput and latency under load",
-		usage:    "[-spawn 3 | -addr <host:port>[,...] -key <tenant>/<service>] [-op wrap|unwrap|datakey|rewrap|mixed] [-batch N [-batch-form packed|items]] [-callers N | -rate ops/s] | -elections [-duration 10m] [-hogs N] [-raft-* D]",
+		usage:    "[-spawn 3 | -addr <host:port>[,...] -key <tenant>/<service>] [-op wrap|unwrap|datakey|rewrap|mixed] [-batch N [-batch-form packed|items]] [-callers N | -rate ops/s] [-conns N] [-keys N [-key-dist zipf|uniform]] | -elections [-duration 10m] [-hogs N] [-raft-* D]",
 		help: "Drives a region's WrapService over gRPC with mutual TLS and reports throughput and latency: a live line on stderr\n" +
 			"once a second, then a table (ops/s, p50, p90, p99, p99.9, max, errors by gRPC code) on stdout, and with -out and -plot\n" +
 			"a JSON result and a latency plot.\n\n" +
@@ -97,7 +100,11 @@ func benchCommand() *command {
 			fs.StringVar(&o.clientKey, "client-key", "", "PEM file of the client certificate's private key")
 			fs.StringVar(&o.key, "key", "", "the service key, tenant/service (required without -spawn)")
 			fs.IntVar(&o.spawn, "spawn", 0, "start a local development region of this many nodes (3) and measure it")
-			fs.IntVar(&o.conns, "conns", 1, "gRPC connections to each node; callers are spread over them (one HTTP/2 connection carries all its callers through one reader and one writer goroutine on each side)")
+			fs.IntVar(&o.conns, "conns", 1, "gRPC connections to each node, 1 to 10000; callers are spread over them, so give at least as many -callers to use them all (one HTTP/2 connection carries all its callers through one reader and one writer goroutine on each side)")
+			fs.IntVar(&o.cfg.Keys, "keys", 0, "spread the calls over this many service keys (-op wrap or datakey): with -spawn the run creates them (bench/load, bench/load-1, ...) and a policy that lets its certificate use them all; against running nodes -key names the first and <service>-1 ... must exist and be allowed to the certificate (0: the one -key)")
+			fs.StringVar(&o.keyDist, "key-dist", string(bench.DistZipf), "with -keys: how each call picks its key: zipf (s=1.1: a few hot keys, a long tail) or uniform")
+			fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of this process over the load (warm-up and measured time) to this file, for go tool pprof; with -spawn it holds the nodes and the generator")
+			fs.IntVar(&o.keyringSize, "keyring-size", 0, "with -spawn: each node's keyring size, as krypton server -keyring-size (0: the node's own choice from RLIMIT_MEMLOCK); the run raises RLIMIT_MEMLOCK to fit it if it can")
 			fs.IntVar(&o.via, "via", 0, "with -spawn: spread the load over this many of its nodes (default: all; 1 measures through one node)")
 			fs.StringVar(&o.op, "op", string(o.cfg.Op), "operation: wrap, unwrap, datakey, rewrap or mixed (all four in equal shares)")
 			fs.IntVar(&o.cfg.Batch, "batch", 0, "items per call with the batch RPCs, 1 to 1024; 0 sends unary RPCs")
@@ -163,6 +170,9 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 	if err := o.nb.check(o); err != nil {
 		return err
 	}
+	if o.cfg.Keys > 0 && (o.gw.enabled() || o.nb.on) {
+		return usagef("-keys loads region nodes: not with -gateway, -spawn-gateway or -neighbour")
+	}
 	if o.gw.enabled() && isSet(fs, "batch-form") {
 		return usagef("-batch-form is for the region's batch RPCs (-batch); the gateway sends its own batches packed")
 	}
@@ -187,6 +197,9 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 	} else {
 		if o.via != 0 {
 			return usagef("-via is for -spawn; give the nodes to load with -addr")
+		}
+		if o.keyringSize != 0 {
+			return usagef("-keyring-size is for -spawn; a running node takes krypton server -keyring-size")
 		}
 		ref, err := parseKeyFlag(o.key)
 		if err != nil {
@@ -270,8 +283,16 @@ func (o *benchOptions) checkLoad() error {
 		return usagef("-batch-form must be packed or items, not %q", o.batchForm)
 	case c.Callers < 1 || c.Callers > bench.MaxCallers:
 		return usagef("-callers must be 1 to %d", bench.MaxCallers)
-	case o.conns < 1 || o.conns > 64:
-		return usagef("-conns must be 1 to 64")
+	case o.conns < 1 || o.conns > maxBenchConns:
+		return usagef("-conns must be 1 to %d", maxBenchConns)
+	case o.keyDist != string(bench.DistZipf) && o.keyDist != string(bench.DistUniform):
+		return usagef("-key-dist must be zipf or uniform, not %q", o.keyDist)
+	case o.cfg.Keys < 0 || o.cfg.Keys > bench.MaxKeys:
+		return usagef("-keys must be 0 (the one -key) to %d", bench.MaxKeys)
+	case o.cfg.Keys > 1 && c.Op != bench.OpWrap && c.Op != bench.OpDataKey:
+		return usagef("-keys takes -op wrap or datakey (unwrap and rewrap open the blobs of one key)")
+	case o.keyringSize < 0:
+		return usagef("-keyring-size must not be negative (0: the node's own choice)")
 	case c.Rate < 0:
 		return usagef("-rate must not be negative")
 	case c.Duration <= 0:
@@ -283,7 +304,8 @@ func (o *benchOptions) checkLoad() error {
 	case c.ReadyTimeout <= 0:
 		return usagef("-ready-timeout must be positive")
 	}
-	probe := c
+	o.cfg.KeyDist = bench.KeyDist(o.keyDist)
+	probe := o.cfg
 	probe.Tenant, probe.Service = "t", "s"
 	if err := probe.Validate(); err != nil {
 		return usagef("%s", strings.TrimPrefix(err.Error(), "bench: "))
@@ -304,12 +326,18 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 	addrs := []string(o.addrs)
 	if o.spawn > 0 {
 		defer memguard.Purge()
-		d, err := startDev(ctx, &devOptions{logLevel: "warn"}, s.err)
+		raiseLimits(s.err, o.conns*o.via)
+		d, err := startDev(ctx, &devOptions{logLevel: "warn", keyringSize: o.keyringSize}, s.err)
 		if err != nil {
 			return err
 		}
 		defer d.close()
-		if cfg, err = d.benchSetup(ctx); err != nil {
+		if o.cfg.Keys > 0 {
+			cfg, err = d.benchSetupKeys(ctx, o.cfg.Keys, s.err)
+		} else {
+			cfg, err = d.benchSetup(ctx)
+		}
+		if err != nil {
 			return err
 		}
 		addrs, ca = nil, d.ca
@@ -321,6 +349,7 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 			return o.runNeighbour(ctx, s, d, cfg, addrs)
 		}
 	} else if !o.gw.onSocket() {
+		raiseLimits(s.err, o.conns*len(addrs))
 		cf := &clientFlags{kind: pki.KindService, caCert: o.caCert, clientCert: o.clientCert, clientKey: o.clientKey}
 		var err error
 		if cfg, err = cf.loadConfig(); err != nil {
@@ -355,6 +384,13 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 	var progress func(bench.Tick)
 	if !o.quiet {
 		progress = progressLine(s.err)
+	}
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer stop()
 	}
 	res, err := bench.Run(ctx, o.cfg, targets, progress)
 	if progress != nil {

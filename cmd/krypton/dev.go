@@ -36,6 +36,8 @@ type devOptions struct {
 	// defaultSettings keeps the production settings (fsm.DefaultSettings: a 5 s lease, the L1
 	// check's default period) instead of the short ones that make the demo quick to watch.
 	defaultSettings bool
+	// keyringSize is each node's Config.KeyringSize (bench -keyring-size; 0: the node's own choice).
+	keyringSize int
 }
 
 func devCommand() *command {

@@ -195,6 +195,7 @@ func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, e
 			return nil, err
 		}
 		c.BootstrapExpect = devNodes
+		c.KeyringSize = o.keyringSize
 		c.GossipKey = gossipKey
 		c.Roots = d.ca.Pool()
 		c.Certificate = cert.TLSCertificate()

@@ -38,6 +38,7 @@ type serverFlags struct {
 	audit           auditFlags
 	settings        string
 	keyringSize     int
+	keyWarmup       bool
 	anchorChecks    int
 	anchorTimeout   time.Duration
 	snapshots       snapshotFlags
@@ -63,7 +64,8 @@ func (f *serverFlags) declare(fs *flag.FlagSet) {
 	fs.StringVar(&f.governance, "governance", "", "gRPC addresses of the governance nodes, comma-separated: the region's leader follows their feed (the node certificate must then name the region: spiffe://krypton/region/<region>/node/<id>); empty runs the region on its own")
 	f.tuning.declare(fs)
 	f.gc.declare(fs)
-	fs.IntVar(&f.keyringSize, "keyring-size", 0, "most unsealed L2 versions, and most L3 versions, held in locked memory at once (0: three quarters of what RLIMIT_MEMLOCK leaves free, 16 to 8192, or 512 when memory locking is unlimited; the node logs the size it chose); each locks a page, and a size that does not fit the memlock limit refuses to start: raise it (ulimit -l, systemd LimitMEMLOCK=) first")
+	fs.BoolVar(&f.keyWarmup, "key-warmup", true, "after a restart, and on becoming leader, open again the keys that were in the keyring (their IDs, never the keys, are kept in <data-dir>/recent-keys) before calls need them; -key-warmup=false starts cold")
+	fs.IntVar(&f.keyringSize, "keyring-size", 0, "most unsealed L2 versions, and most L3 versions, held in locked memory at once (0: three quarters of what RLIMIT_MEMLOCK leaves free, 16 to 8192, or 8192 when memory locking is unlimited; the node logs the size it chose); each locks a page, and a size that does not fit the memlock limit refuses to start: raise it (ulimit -l, systemd LimitMEMLOCK=) first")
 	fs.IntVar(&f.anchorChecks, "anchor-check-concurrency", 0, "most L1 checks the leader runs at once, each anchor once per anchor-check-period (0: 64); raise it when krypton_anchor_check_rounds_late_total grows")
 	fs.DurationVar(&f.anchorTimeout, "anchor-check-timeout", 0, "how long one L1 check may take before it counts as a transient failure (0: 10s)")
 	f.oidc.declare(fs)
@@ -93,6 +95,7 @@ func (f *serverFlags) regionConfig(e *daemonEnv) (region.Config, error) {
 		return cfg, usagef("server: -keyring-size %d is negative", f.keyringSize)
 	}
 	cfg.KeyringSize = f.keyringSize
+	cfg.NoKeyWarmup = !f.keyWarmup
 	if f.anchorChecks < 0 || f.anchorTimeout < 0 {
 		return cfg, usagef("server: -anchor-check-concurrency and -anchor-check-timeout must not be negative")
 	}

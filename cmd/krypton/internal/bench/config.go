@@ -41,6 +41,26 @@ const (
 	FormItems BatchForm = "items"
 )
 
+// KeyDist is how a run with Config.Keys > 1 picks each call's key.
+type KeyDist string
+
+// The key distributions.
+const (
+	DistZipf    KeyDist = "zipf"
+	DistUniform KeyDist = "uniform"
+)
+
+// ZipfS is the exponent of DistZipf: with 10,000 keys the hottest key takes ~9 % of the calls,
+// the hottest 100 ~45 %, and every key is drawn now and then.
+const ZipfS = 1.1
+
+// MaxKeys bounds Config.Keys.
+const MaxKeys = 100_000
+
+// KeyName is the service name of key i (i ≥ 1) of a run spread over several keys; key 0 is
+// Service itself.
+func KeyName(service string, i int) string { return fmt.Sprintf("%s-%d", service, i) }
+
 // Config is one run of the generator.
 type Config struct {
 	// Op is the operation sent.
@@ -70,6 +90,14 @@ type Config struct {
 	// Tenant and Service name the service key used.
 	Tenant  string
 	Service string
+	// Keys, if more than 1, spreads the calls over that many service keys of Tenant: Service and
+	// KeyName(Service, 1) ... KeyName(Service, Keys-1), each call's key drawn by KeyDist. The
+	// certificate must be allowed every one of them (a governance policy; bench -spawn sets one).
+	// Wrap and datakey only: unwrap and rewrap open the blobs of Service.
+	Keys int
+	// KeyDist is how calls pick among Keys: DistZipf (s = ZipfS: a few hot keys, a long tail) or
+	// DistUniform. "" is DistZipf.
+	KeyDist KeyDist
 	// Context is the additional data bound to every blob.
 	Context []byte
 	// GatewayCPU, if set, reads the CPU time a gateway process (another process: `krypton bench
@@ -124,6 +152,12 @@ func (c Config) Validate() error {
 		return errors.New("bench: Config.Tenant is not a valid tenant name")
 	case wrap.ValidateName(c.Service) != nil:
 		return errors.New("bench: Config.Service is not a valid service name")
+	case c.Keys < 0 || c.Keys > MaxKeys:
+		return fmt.Errorf("bench: Config.Keys must be 0 to %d, not %d", MaxKeys, c.Keys)
+	case c.Keys > 1 && c.Op != OpWrap && c.Op != OpDataKey:
+		return fmt.Errorf("bench: Config.Keys > 1 takes Op wrap or datakey, not %s (unwrap and rewrap open the blobs of one key)", c.Op)
+	case c.KeyDist != "" && c.KeyDist != DistZipf && c.KeyDist != DistUniform:
+		return fmt.Errorf("bench: Config.KeyDist %q is not zipf or uniform", c.KeyDist)
 	case len(c.Context) > wrap.MaxContextSize:
 		return fmt.Errorf("bench: Config.Context is longer than %d bytes", wrap.MaxContextSize)
 	}
@@ -176,3 +210,12 @@ func (c Config) contexts() [][]byte {
 }
 
 func (c Config) keyRef() *kv1.KeyRef { return &kv1.KeyRef{Tenant: c.Tenant, Service: c.Service} }
+
+// keyRefs are the keys a run spreads its calls over: Service, then KeyName(Service, i).
+func (c Config) keyRefs() []*kv1.KeyRef {
+	refs := []*kv1.KeyRef{c.keyRef()}
+	for i := 1; i < c.Keys; i++ {
+		refs = append(refs, &kv1.KeyRef{Tenant: c.Tenant, Service: KeyName(c.Service, i)})
+	}
+	return refs
+}

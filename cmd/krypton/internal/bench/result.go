@@ -68,6 +68,8 @@ type RunConfig struct {
 	CallTimeoutSeconds float64  `json:"call_timeout_seconds"`
 	Tenant             string   `json:"tenant"`
 	Service            string   `json:"service"`
+	Keys               int      `json:"keys,omitempty"`     // > 1: calls spread over this many keys
+	KeyDist            string   `json:"key_dist,omitempty"` // with Keys: zipf or uniform
 	Targets            []string `json:"targets"`
 }
 
@@ -151,6 +153,12 @@ func newResult(cfg Config, targets []string, start time.Time, measured time.Dura
 		Start: start.UTC(), MeasuredSeconds: measured.Seconds(), Interrupted: interrupted,
 		Timeline: append([]Point{}, rec.timeline...),
 		hist:     NewHistogram(), hists: map[Op]*hdrhistogram.Histogram{},
+	}
+	if cfg.Keys > 1 {
+		r.Config.Keys, r.Config.KeyDist = cfg.Keys, string(cfg.KeyDist)
+		if r.Config.KeyDist == "" {
+			r.Config.KeyDist = string(DistZipf)
+		}
 	}
 	if cfg.Rate > 0 {
 		r.Config.Load, r.Config.LatencyFrom = "open-loop", "intended-send"
@@ -243,6 +251,9 @@ func (r *Result) Description() string {
 		fmt.Fprintf(&b, ", open loop at %g ops/s (at most %d in flight)", c.Rate, c.Callers)
 	} else {
 		fmt.Fprintf(&b, ", %d callers", c.Callers)
+	}
+	if c.Keys > 1 {
+		fmt.Fprintf(&b, ", %d keys (%s)", c.Keys, c.KeyDist)
 	}
 	fmt.Fprintf(&b, ", %gs after %gs warm-up, %d node(s)", c.DurationSeconds, c.WarmupSeconds, len(c.Targets))
 	return b.String()

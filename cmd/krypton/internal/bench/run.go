@@ -3,8 +3,10 @@ package bench
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -82,8 +84,9 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 
 	var seq atomic.Int64 // the open loop's next call
 	var wg sync.WaitGroup
+	refs := cfg.keyRefs() // made once: callers share them (a request only reads its KeyRef)
 	for w := range cfg.Callers {
-		c := newCaller(cfg, targets[w%len(targets)].Client, blobs, w)
+		c := newCaller(cfg, targets[w%len(targets)].Client, blobs, refs, w)
 		wg.Go(func() {
 			if cfg.Rate > 0 {
 				c.openLoop(runCtx, rec, &seq)
@@ -284,9 +287,14 @@ type caller struct {
 	pwrap    *kv1.PackedWrapRequest
 	punwrap  *kv1.PackedUnwrapRequest
 	pdatakey *kv1.PackedGenerateDataKeyRequest
+
+	// With Config.Keys > 1: the keys, and the draw of each call's key.
+	refs []*kv1.KeyRef
+	pick func() int
 }
 
-func newCaller(cfg Config, client kv1.WrapServiceClient, blobs [][]byte, w int) *caller {
+// newCaller makes caller w; refs are cfg.keyRefs(), shared by the callers.
+func newCaller(cfg Config, client kv1.WrapServiceClient, blobs [][]byte, refs []*kv1.KeyRef, w int) *caller {
 	c := &caller{cfg: cfg, client: client, blobs: blobs, next: w * 7}
 	ref := cfg.keyRef()
 	plaintext := make([]byte, wrap.KeySize)
@@ -315,7 +323,32 @@ func newCaller(cfg Config, client kv1.WrapServiceClient, blobs [][]byte, w int) 
 		c.punwrap = &kv1.PackedUnwrapRequest{Blobs: make([][]byte, cfg.Batch), Contexts: cfg.contexts()}
 		c.pdatakey = &kv1.PackedGenerateDataKeyRequest{Key: ref, Count: uint32(cfg.Batch), Contexts: cfg.contexts()}
 	}
+	if cfg.Keys > 1 {
+		c.refs = refs
+		// A generator of the caller's own (no lock shared between callers), seeded apart.
+		var seed [16]byte
+		rand.Read(seed[:])
+		r := mrand.New(mrand.NewPCG(binary.LittleEndian.Uint64(seed[:8]), binary.LittleEndian.Uint64(seed[8:])))
+		if cfg.KeyDist == DistUniform {
+			c.pick = func() int { return r.IntN(len(c.refs)) }
+		} else {
+			z := mrand.NewZipf(r, ZipfS, 1, uint64(len(c.refs)-1))
+			c.pick = func() int { return int(z.Uint64()) }
+		}
+	}
 	return c
+}
+
+// nextKey points the requests at the next call's key, when the run spreads over several.
+func (c *caller) nextKey() {
+	if c.pick == nil {
+		return
+	}
+	ref := c.refs[c.pick()]
+	c.wrap.Key, c.datakey.Key = ref, ref // the per-item batches share these two requests
+	if c.pwrap != nil {
+		c.pwrap.Key, c.pdatakey.Key = ref, ref
+	}
 }
 
 func (c *caller) blob() []byte {
@@ -376,6 +409,7 @@ func (c *caller) openLoop(ctx context.Context, rec *recorder, seq *atomic.Int64)
 func (c *caller) call(ctx context.Context, op Op) outcome {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
 	defer cancel()
+	c.nextKey()
 	if c.cfg.Batch == 0 {
 		var err error
 		switch op {

@@ -389,3 +389,36 @@ func TestRunInterrupted(t *testing.T) {
 		t.Errorf("an interrupted run reports process CPU %.3fs (%.2f µs/op) for a window it did not finish", res.ProcessCPUSeconds, res.CPUMicrosPerOp)
 	}
 }
+
+// TestKeysSpread: a run over several keys names them Service, Service-1, ...; refuses ops that
+// open one key's blobs; and a caller's draws cover the keys, Zipf's favouring the first.
+func TestKeysSpread(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Tenant, cfg.Service, cfg.Keys = "t", "s", 50
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if refs := cfg.keyRefs(); len(refs) != 50 || refs[0].GetService() != "s" || refs[49].GetService() != "s-49" {
+		t.Fatalf("keyRefs: %d, first %s, last %s", len(refs), refs[0].GetService(), refs[len(refs)-1].GetService())
+	}
+	bad := cfg
+	bad.Op = OpUnwrap
+	if err := bad.Validate(); err == nil {
+		t.Fatal("Keys with unwrap validated")
+	}
+	for _, dist := range []KeyDist{DistZipf, DistUniform} {
+		cfg.KeyDist = dist
+		c := newCaller(cfg, nil, nil, cfg.keyRefs(), 0)
+		counts := map[string]int{}
+		for range 5000 {
+			c.nextKey()
+			counts[c.wrap.GetKey().GetService()]++
+		}
+		if len(counts) < 20 {
+			t.Errorf("%s: 5000 draws hit %d of 50 keys", dist, len(counts))
+		}
+		if dist == DistZipf && counts["s"] < 5000/10 {
+			t.Errorf("zipf: the first key drawn %d of 5000 times", counts["s"])
+		}
+	}
+}
