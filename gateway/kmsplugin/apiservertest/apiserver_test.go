@@ -227,6 +227,17 @@ func TestKMSv2StatusRefusals(t *testing.T) {
 		if _, _, err := a.transformer().TransformFromStorage(ctx, stored, secretKey); err == nil {
 			t.Error("a Secret opened while the tenant is locked")
 		}
+		// Unlocked, the plugin is healthy again by itself, under the same key.
+		if _, err := admin.UnlockTenant(ctx, &kv1.UnlockTenantRequest{RequestId: "unlock-halted", Tenant: "halted"}); err != nil {
+			t.Fatalf("UnlockTenant: %v", err)
+		}
+		clustertest.Eventually(t, 10*time.Second, "Status ok after unlock", func() bool {
+			st, err := a.svc.Status(ctx)
+			return err == nil && st.Healthz == "ok" && st.KeyID == "krypton:halted/k8s@v1"
+		})
+		if got, _, err := a.transformer().TransformFromStorage(ctx, stored, secretKey); err != nil || !bytes.Equal(got, secret) {
+			t.Errorf("a Secret after unlock: %q %v", got, err)
+		}
 	})
 
 	t.Run("gateway unreachable", func(t *testing.T) {
