@@ -28,6 +28,7 @@ func rootCommand() *command {
 			datakeyCommand(),
 			serverCommand(),
 			gatewayCommand(),
+			kmsPluginCommand(),
 			devCommand(),
 			benchCommand(),
 			auditCommand(),
