@@ -56,14 +56,16 @@ import (
 // revocation records' Seq ascends, with gaps where CompactRevocations dropped
 // history entries: the records did not change, so neither did the version (a
 // release from before compaction refuses a compacted log's snapshot whole). Version 5 added
-// the quota records after the dedupe table (quota.go); a state without quotas writes none.
+// the quota records after the dedupe table (quota.go); a state without quotas writes none. Version 6
+// added the shared record (shared.go: a shared tenant's home and regions) right after its tenant
+// record; a state without shared tenants writes none, and earlier snapshots restore without them.
 
 // SnapshotFormat names the snapshot format in its header.
 const SnapshotFormat = "krypton-fsm-snapshot"
 
 // SnapshotVersion is the snapshot format version written. Restore accepts
 // it and every earlier version.
-const SnapshotVersion = 5
+const SnapshotVersion = 6
 
 // maxRecord bounds one record's payload: the largest is a tenant with its L2
 // versions, each at most maxBlobLen bytes.
@@ -88,6 +90,7 @@ const (
 	recPolicy // since version 2
 	recOwner  // since version 4
 	recQuota  // since version 5 (quota.go)
+	recShared // since version 6 (shared.go)
 )
 
 // capture returns the current root and makes it immutable by starting a new
@@ -201,6 +204,7 @@ func writeRecords(w *bufio.Writer, r *root) error {
 			e.varint(l2.CreatedAt)
 		}
 		e.end(recTenant)
+		writeShared(e, &t.t)
 		writeOwner(e, &t.owner)
 		if p := &t.policy; p.Revision != 0 {
 			e.begin()
@@ -552,6 +556,14 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 			tenant = &tenantNode{t: t, services: map[string]*serviceNode{}}
 			r.tenants[t.Name] = tenant
 			lastTenant = true
+		case recShared:
+			if hdr.V < 6 || !wasTenant || tenant.t.Shared() || tenant.owner.pem != "" {
+				return fail("shared record outside its tenant")
+			}
+			if !readShared(d, &tenant.t) {
+				return fail("bad shared record")
+			}
+			lastTenant = true // its owner and policy may follow
 		case recOwner:
 			if hdr.V < 4 || !wasTenant || tenant.owner.pem != "" {
 				return fail("owner outside its tenant")
