@@ -236,7 +236,7 @@ func TestSnapshotOwnerKeys(t *testing.T) {
 	if strings.Count(string(snap), k.Public) != 1 {
 		t.Fatal("the owner key is not in the snapshot once")
 	}
-	v3 := strings.Replace(hdr, `"v":5`, `"v":3`, 1)
+	v3 := strings.Replace(hdr, `"v":6`, `"v":3`, 1)
 	if err := NewState(Options{}).Restore(strings.NewReader(joinSnapshot(v3, recs))); err == nil {
 		t.Fatal("an owner record in a version 3 snapshot was restored")
 	}
@@ -255,7 +255,7 @@ func TestSnapshotOwnerKeys(t *testing.T) {
 	old := fixture(t)
 	hdr, recs = splitSnapshot(t, snapshotBytes(t, old.s))
 	s = NewState(Options{})
-	if err := s.Restore(strings.NewReader(joinSnapshot(strings.Replace(hdr, `"v":5`, `"v":3`, 1), recs))); err != nil {
+	if err := s.Restore(strings.NewReader(joinSnapshot(strings.Replace(hdr, `"v":6`, `"v":3`, 1), recs))); err != nil {
 		t.Fatal(err)
 	}
 	if s.Hash() != old.s.Hash() {

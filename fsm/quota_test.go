@@ -64,7 +64,7 @@ func TestSetQuota(t *testing.T) {
 		t.Fatalf("restored quotas %+v", r.Quotas())
 	}
 	// A quota record in a version 4 snapshot is refused.
-	if err := NewState(Options{}).Restore(strings.NewReader(strings.Replace(string(snap), `"v":5`, `"v":4`, 1))); err == nil {
+	if err := NewState(Options{}).Restore(strings.NewReader(strings.Replace(string(snap), `"v":6`, `"v":4`, 1))); err == nil {
 		t.Fatal("a quota record in a version 4 snapshot was restored")
 	}
 	// Clearing the quotas gives back the hash of the state before them.

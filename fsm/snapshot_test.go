@@ -23,7 +23,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	h.must(ApplyGovernanceEvent{Cursor: 7, After: 6, EventID: "e7", Event: SetAnchor{Tenant: "acme", Anchor: "file:///x"}, Refused: refuse(ErrAnchorMismatch, "acme", "", 0)})
 	h.applyEntry(Entry{RequestID: "r1", Command: UnlockTenant{Tenant: "acme"}})
 	snap := snapshotBytes(t, h.s)
-	if !bytes.HasPrefix(snap, []byte(`{"format":"krypton-fsm-snapshot","v":5,"index":`)) {
+	if !bytes.HasPrefix(snap, []byte(`{"format":"krypton-fsm-snapshot","v":6,"index":`)) {
 		t.Fatalf("header: %.80s", snap)
 	}
 	var restored []Change
@@ -165,10 +165,10 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 		"policy outside a tenant": insert(cursor+1, policy(1, "*")),
 		"policy revision 0":       insert(tenant+1, policy(0, "*")),
 		"policy bad service":      insert(tenant+1, policy(1, "A")),
-		"policy in version 1":     strings.Replace(insert(tenant+1, policy(1, "*")), `"v":5`, `"v":1`, 1),
+		"policy in version 1":     strings.Replace(insert(tenant+1, policy(1, "*")), `"v":6`, `"v":1`, 1),
 		"empty":                   "",
 		"not a snapshot":          "{}\n",
-		"future version":          strings.Replace(good, `"v":5`, `"v":6`, 1),
+		"future version":          strings.Replace(good, `"v":6`, `"v":7`, 1),
 		"header only":             hdr,
 		"truncated":               joinSnapshot(hdr, recs[:end]),
 		"cut mid-record":          good[:len(good)-2],
@@ -311,7 +311,7 @@ func oldSnapshot(t *testing.T, snap []byte, v int) *bytes.Buffer {
 	t.Helper()
 	hdr, recs := splitSnapshot(t, snap)
 	var out bytes.Buffer
-	out.WriteString(strings.Replace(hdr, `"v":5`, fmt.Sprintf(`"v":%d`, v), 1))
+	out.WriteString(strings.Replace(hdr, `"v":6`, fmt.Sprintf(`"v":%d`, v), 1))
 	for _, r := range recs {
 		p := r.payload
 		if r.kind == recRevocation && v < 2 {
