@@ -76,6 +76,10 @@ func eventTarget(c Command) Revocation {
 		rv.Tenant, rv.Service = c.Tenant, c.Service
 	case ResyncTenant:
 		rv.Tenant = c.Tenant
+	case SetTenantRegions:
+		rv.Tenant = c.Tenant
+	case RemoveTenant:
+		rv.Tenant, rv.Reason = c.Tenant, c.Reason
 	case CreateTenant:
 		rv.Tenant = c.Tenant
 	case CreateService:

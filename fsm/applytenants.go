@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/kryptonkms/krypton/policy"
 )
@@ -43,6 +44,11 @@ func (a *applier) createTenant(c CreateTenant) (Result, error) {
 	if a.s.root.tenants[c.Tenant] != nil {
 		return Result{}, refuse(ErrTenantExists, c.Tenant, "", 0)
 	}
+	if c.Home != "" || len(c.Regions) > 0 {
+		if err := checkRegions(c.Regions, c.Home); err != nil {
+			return Result{}, err
+		}
+	}
 	r := a.s.wRoot()
 	r.tenants[c.Tenant] = &tenantNode{
 		gen: a.s.gen,
@@ -53,6 +59,8 @@ func (a *applier) createTenant(c CreateTenant) (Result, error) {
 			CurrentL2: 1,
 			CreatedAt: a.at,
 			L2:        []L2Version{{Version: 1, Sealed: c.SealedL2, Status: StatusActive, CreatedAt: a.at}},
+			Home:      c.Home,
+			Regions:   slices.Clone(c.Regions),
 		},
 		services: map[string]*serviceNode{},
 		owner:    o,
@@ -295,6 +303,11 @@ func (a *applier) resyncTenant(c ResyncTenant) (Result, error) {
 			return Result{}, refuse(ErrRevoked, c.Tenant, q.Service, 0)
 		}
 	}
+	if c.Import != nil {
+		if err := a.checkImport(c, t); err != nil {
+			return Result{}, err
+		}
+	}
 	// Everything checked: from here on no part is refused.
 	res := Result{Tenant: c.Tenant}
 	if c.Create != nil {
@@ -302,6 +315,9 @@ func (a *applier) resyncTenant(c ResyncTenant) (Result, error) {
 			return Result{}, err
 		}
 		res.Version = 1
+	}
+	if c.Import != nil {
+		a.importKeys(c.Tenant, *c.Import)
 	}
 	for _, sv := range c.Services {
 		if _, err := a.createService(sv); err != nil {

@@ -29,6 +29,9 @@ type CreateTenant struct {
 	// OwnerKey is the tenant owner's public key (PKIX PEM), whose consent the region's own
 	// rekey of the tenant needs (owner.go); empty for none.
 	OwnerKey string `json:"owner-key,omitempty"`
+	// Home and Regions make a shared tenant (Tenant.Home): Home one of Regions.
+	Home    string   `json:"home,omitempty"`
+	Regions []string `json:"regions,omitempty"`
 }
 
 // RotateTenantKey adds L2 version Version, which must be the current one
@@ -175,6 +178,51 @@ type ResyncTenant struct {
 	// holds them, each as SetQuota does (a service here, or one of Services). The proposer lists
 	// only those that differ here and never a zero quota: a resync removes no quota.
 	Quotas []SetQuota `json:"quotas,omitempty"`
+	// Import, for a shared tenant, adds the key versions its home region made that this
+	// region lacks (a TENANT_KEYS event; shared.go), after Create and before Services.
+	Import *KeyImport `json:"import,omitempty"`
+}
+
+// KeyImport is the part of a shared tenant's hierarchy a region lacks: L2 versions sealed under
+// L1 for this region, continuing the tenant's own (CurrentL2+1, ...), and L3 versions sealed
+// under L2, each service's continuing its own (version 1 creates the service). Revoked marks a
+// version governance revoked: it is imported REVOKED.
+type KeyImport struct {
+	L2 []ImportedL2 `json:"l2,omitempty"`
+	L3 []ImportedL3 `json:"l3,omitempty"`
+}
+
+// ImportedL2 is one L2 version of a KeyImport.
+type ImportedL2 struct {
+	Version uint32 `json:"version"`
+	Sealed  []byte `json:"sealed"`
+}
+
+// ImportedL3 is one L3 version of a KeyImport.
+type ImportedL3 struct {
+	Service  string `json:"service"`
+	Version  uint32 `json:"version"`
+	SealedBy uint32 `json:"sealed-by"`
+	Sealed   []byte `json:"sealed"`
+	Revoked  bool   `json:"revoked,omitempty"`
+}
+
+// SetTenantRegions records a shared tenant's new region set (a SET_REGIONS event that keeps
+// this region): the home region's leader then seals its L2 versions for the regions added. For a
+// tenant not here (yet), or with no Regions, it changes nothing: a region other than the home
+// records a shared tenant's CREATE_TENANT and CREATE_SERVICE with it, and waits for its keys.
+type SetTenantRegions struct {
+	Tenant  string   `json:"tenant"`
+	Regions []string `json:"regions"`
+}
+
+// RemoveTenant deletes a shared tenant from this region: every sealed L2 and L3 version, its
+// services, policy and quotas (a SET_REGIONS event that removed this region from its residency).
+// Its keyring entries are wiped (TenantRemoved). The revocation log keeps its entries. A tenant
+// not here changes nothing.
+type RemoveTenant struct {
+	Tenant string `json:"tenant"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // SetSettings replaces the region settings.
@@ -205,6 +253,8 @@ func (ApplyGovernanceEvent) Type() string { return "governance-event" }
 func (SetSettings) Type() string          { return "set-settings" }
 func (SetPolicy) Type() string            { return "set-policy" }
 func (ResyncTenant) Type() string         { return "resync-tenant" }
+func (SetTenantRegions) Type() string     { return "set-tenant-regions" }
+func (RemoveTenant) Type() string         { return "remove-tenant" }
 func (CompactRevocations) Type() string   { return "compact-revocations" }
 
 func (CreateTenant) command()         {}
@@ -222,6 +272,8 @@ func (ApplyGovernanceEvent) command() {}
 func (SetSettings) command()          {}
 func (SetPolicy) command()            {}
 func (ResyncTenant) command()         {}
+func (SetTenantRegions) command()     {}
+func (RemoveTenant) command()         {}
 func (CompactRevocations) command()   {}
 
 // newCommand returns a pointer to a zero command of the given tag.
@@ -257,6 +309,10 @@ func newCommand(tag string) Command {
 		return &CompactRevocations{}
 	case "set-policy":
 		return &SetPolicy{}
+	case "set-tenant-regions":
+		return &SetTenantRegions{}
+	case "remove-tenant":
+		return &RemoveTenant{}
 	case "resync-tenant":
 		return &ResyncTenant{}
 	case "set-owner-key":
@@ -301,6 +357,10 @@ func deref(c Command) Command {
 	case *SetPolicy:
 		return *c
 	case *ResyncTenant:
+		return *c
+	case *SetTenantRegions:
+		return *c
+	case *RemoveTenant:
 		return *c
 	case *SetOwnerKey:
 		return *c

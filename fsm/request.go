@@ -107,6 +107,10 @@ func validate(cmd Command) error {
 			return invalid(ErrInvalidCommand, "owner-key")
 		}
 		return firstErr(checkTenantName(c.Tenant), checkOwnerKey(c.OwnerKey), checkConsent(c.Consent))
+	case SetTenantRegions:
+		return firstErr(checkTenantName(c.Tenant), checkRegions(c.Regions, ""))
+	case RemoveTenant:
+		return firstErr(checkTenantName(c.Tenant), checkReason(c.Reason))
 	case ResyncTenant:
 		if err := checkTenantName(c.Tenant); err != nil {
 			return err

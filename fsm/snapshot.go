@@ -56,16 +56,19 @@ import (
 // revocation records' Seq ascends, with gaps where CompactRevocations dropped
 // history entries: the records did not change, so neither did the version (a
 // release from before compaction refuses a compacted log's snapshot whole). Version 5 added
-// the quota records after the dedupe table (quota.go); a state without quotas writes none.
+// the quota records after the dedupe table (quota.go); a state without quotas writes none. Version 6
+// added the shared record (shared.go: a shared tenant's home and regions) right after its tenant
+// record; a state without shared tenants writes none, and earlier snapshots restore without them.
 
 // SnapshotFormat names the snapshot format in its header.
 const SnapshotFormat = "krypton-fsm-snapshot"
 
 // SnapshotVersion is the newest snapshot format version, written when the
-// state needs it (quota records); otherwise version 4 is written, so that a
-// node of the previous release installs it (a rolling upgrade). Restore
-// accepts it and every earlier version.
-const SnapshotVersion = 5
+// state needs it (shared tenants); a state without them writes version 5 if
+// it has quota records and version 4 otherwise, so that a node of the
+// previous release installs it (a rolling upgrade). Restore accepts it and
+// every earlier version.
+const SnapshotVersion = 6
 
 // maxRecord bounds one record's payload: the largest is a tenant with its L2
 // versions, each at most maxBlobLen bytes.
@@ -90,6 +93,7 @@ const (
 	recPolicy // since version 2
 	recOwner  // since version 4
 	recQuota  // since version 5 (quota.go)
+	recShared // since version 6 (shared.go)
 )
 
 // capture returns the current root and makes it immutable by starting a new
@@ -203,6 +207,7 @@ func writeRecords(w *bufio.Writer, r *root) error {
 			e.varint(l2.CreatedAt)
 		}
 		e.end(recTenant)
+		writeShared(e, &t.t)
 		writeOwner(e, &t.owner)
 		if p := &t.policy; p.Revision != 0 {
 			e.begin()
@@ -315,10 +320,14 @@ func (s *State) WriteSnapshot(w io.Writer) error {
 func writeSnapshot(w io.Writer, r *root, index uint64) error {
 	bw := bufio.NewWriterSize(w, 256<<10)
 	// The lowest version that holds the state, so that a node of an older release (a rolling
-	// upgrade, docs/operations.md) can install the snapshot: version 5 only adds the quota records.
-	v := SnapshotVersion
-	if !hasQuotas(r) {
-		v = 4
+	// upgrade, docs/operations.md) can install the snapshot: version 5 only adds the quota
+	// records, version 6 the shared-tenant records.
+	v := 4
+	switch {
+	case hasShared(r):
+		v = 6
+	case hasQuotas(r):
+		v = 5
 	}
 	hdr, err := json.Marshal(snapshotHeader{Format: SnapshotFormat, V: v, Index: index})
 	if err != nil {
@@ -560,6 +569,14 @@ func readSnapshot(rd io.Reader) (*root, uint64, error) {
 			tenant = &tenantNode{t: t, services: map[string]*serviceNode{}}
 			r.tenants[t.Name] = tenant
 			lastTenant = true
+		case recShared:
+			if hdr.V < 6 || !wasTenant || tenant.t.Shared() || tenant.owner.pem != "" {
+				return fail("shared record outside its tenant")
+			}
+			if !readShared(d, &tenant.t) {
+				return fail("bad shared record")
+			}
+			lastTenant = true // its owner and policy may follow
 		case recOwner:
 			if hdr.V < 4 || !wasTenant || tenant.owner.pem != "" {
 				return fail("owner outside its tenant")

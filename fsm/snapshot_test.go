@@ -170,7 +170,7 @@ func TestRestoreRefusesMalformed(t *testing.T) {
 		"policy in version 1":     strings.Replace(insert(tenant+1, policy(1, "*")), `"v":4`, `"v":1`, 1),
 		"empty":                   "",
 		"not a snapshot":          "{}\n",
-		"future version":          strings.Replace(good, `"v":4`, `"v":6`, 1),
+		"future version":          strings.Replace(good, `"v":4`, `"v":7`, 1),
 		"header only":             hdr,
 		"truncated":               joinSnapshot(hdr, recs[:end]),
 		"cut mid-record":          good[:len(good)-2],

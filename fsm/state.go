@@ -328,6 +328,10 @@ func (a *applier) command(cmd Command, src source) (Result, error) {
 		return a.setPolicy(c)
 	case ResyncTenant:
 		return a.resyncTenant(c)
+	case SetTenantRegions:
+		return a.setTenantRegions(c)
+	case RemoveTenant:
+		return a.removeTenant(c)
 	case SetOwnerKey:
 		return a.setOwnerKey(c, src)
 	case SetQuota:

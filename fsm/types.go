@@ -76,7 +76,14 @@ type Tenant struct {
 	L2 []L2Version `json:"l2"`
 	// Quota is the tenant's quota on every node (SetQuota); zero: none.
 	Quota Quota `json:"quota,omitzero"`
+	// Home is a shared tenant's home region, whose leader makes every key version; the other
+	// regions of Regions import them sealed (shared.go). Empty: a tenant of this region alone.
+	Home    string   `json:"home,omitempty"`
+	Regions []string `json:"regions,omitempty"`
 }
+
+// Shared reports whether t is a shared tenant (one key hierarchy across its regions).
+func (t Tenant) Shared() bool { return t.Home != "" }
 
 // L2Version is one version of a tenant key, sealed by the tenant's L1.
 type L2Version struct {
@@ -139,6 +146,8 @@ const (
 	EventPolicySet      RevocationKind = "policy-set"
 	EventTenantResynced RevocationKind = "tenant-resynced"
 	EventQuotaSet       RevocationKind = "quota-set"
+	EventRegionsSet     RevocationKind = "regions-set"
+	EventTenantRemoved  RevocationKind = "tenant-removed"
 )
 
 // IsRevocation reports whether k revokes something or deletes an anchor,
@@ -178,6 +187,10 @@ func eventKind(c Command) RevocationKind {
 		return EventTenantResynced
 	case SetQuota:
 		return EventQuotaSet
+	case SetTenantRegions:
+		return EventRegionsSet
+	case RemoveTenant:
+		return EventTenantRemoved
 	}
 	return RevocationKind(c.Type())
 }
@@ -309,6 +322,10 @@ const (
 	OwnerKeySet
 	// QuotaSet: a tenant's (Service empty) or a service's quota was set.
 	QuotaSet
+	// TenantRemoved: a shared tenant left this region's residency; everything of it is gone.
+	TenantRemoved
+	// KeysImported: a shared tenant's key versions made in its home region were imported.
+	KeysImported
 )
 
 var changeNames = [...]string{
@@ -328,6 +345,8 @@ var changeNames = [...]string{
 	PolicySet:         "policy-set",
 	OwnerKeySet:       "owner-key-set",
 	QuotaSet:          "quota-set",
+	TenantRemoved:     "tenant-removed",
+	KeysImported:      "keys-imported",
 }
 
 func (k ChangeKind) String() string {

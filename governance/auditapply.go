@@ -143,6 +143,21 @@ func auditEventOf(index uint64, c *govfsm.Command, r *govfsm.Result) audit.Event
 	case govfsm.OpSetQuota:
 		e.Kind, e.Service = AuditQuotaSet, c.Service
 		d["quota"] = quotaText(c.Quota)
+	case govfsm.OpSetRegions:
+		e.Kind = AuditTenantSetRegions
+		d["regions"] = detailText(fmt.Sprint(c.Regions))
+		if r.Event != nil {
+			d["removed"] = detailText(fmt.Sprint(r.Event.Removed))
+		}
+	case govfsm.OpPublishKeys:
+		e.Kind = AuditTenantKeys
+		d["region"] = c.Region
+		if c.Keys != nil {
+			d["l2-blobs"], d["l3-blobs"] = strconv.Itoa(len(c.Keys.L2)), strconv.Itoa(len(c.Keys.L3))
+		}
+		if r.Event == nil {
+			d["event"] = "none: governance held them all"
+		}
 	case govfsm.OpResetVoters:
 		e.Kind, e.Tenant, e.Reason = AuditRegionVotersReset, "", c.Reason
 		idx, voters, _ := strings.Cut(r.Previous, " ")

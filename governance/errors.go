@@ -43,6 +43,8 @@ func newError(code codes.Code, msg string) *transport.CodedError { return transp
 var fsmCodes = []transport.ErrorRow{
 	{Err: govfsm.ErrNoAnchor, Code: codes.FailedPrecondition},
 	{Err: govfsm.ErrNotTenantRegion, Code: codes.InvalidArgument},
+	{Err: govfsm.ErrNotShared, Code: codes.FailedPrecondition},
+	{Err: govfsm.ErrNotHome, Code: codes.PermissionDenied},
 	{Err: govfsm.ErrRevisionMismatch, Code: codes.Aborted},
 	{Err: govfsm.ErrCursorAhead, Code: codes.OutOfRange},
 	{Err: govfsm.ErrNoOwnerKey, Code: codes.FailedPrecondition},

@@ -37,6 +37,8 @@ func TestKindsAreTheWireKinds(t *testing.T) {
 		govfsm.KindCreateService: kv1.EventKind_EVENT_KIND_CREATE_SERVICE,
 		govfsm.KindResyncTenant:  kv1.EventKind_EVENT_KIND_RESYNC_TENANT,
 		govfsm.KindSetQuota:      kv1.EventKind_EVENT_KIND_SET_QUOTA,
+		govfsm.KindTenantKeys:    kv1.EventKind_EVENT_KIND_TENANT_KEYS,
+		govfsm.KindSetRegions:    kv1.EventKind_EVENT_KIND_SET_REGIONS,
 	}
 	if len(want) != len(govfsm.AllKinds) || len(kv1.EventKind_name) != len(want)+1 {
 		t.Fatalf("%d kinds in govfsm, %d tested, %d on the wire (with UNSPECIFIED)", len(govfsm.AllKinds), len(want), len(kv1.EventKind_name))

@@ -30,6 +30,14 @@ func EventProto(e *govfsm.Event) *kv1.RevocationEvent {
 		Locked:    e.Locked,
 
 		OwnerKeyFingerprint: e.OwnerKey,
+		HomeRegion:          e.Home,
+		RemovedRegions:      append([]string(nil), e.Removed...),
+	}
+	if e.Keys != nil {
+		out.Keys = TenantKeysProto(e.Keys)
+	}
+	for _, k := range e.Revoked {
+		out.Revoked = append(out.Revoked, &kv1.KeyRef{Tenant: k.Tenant, Service: k.Service, Version: k.Version})
 	}
 	if e.Policy != nil {
 		out.Policy = policyProto(e.Policy, e.Tenant)
@@ -90,6 +98,7 @@ func TenantProto(t *govfsm.Tenant) *kv1.GovernanceTenant {
 
 		OwnerKeyFingerprint: t.OwnerFingerprint(),
 		Quota:               quotaProto(t.Quota),
+		HomeRegion:          t.Home,
 	}
 	if t.AnchorDeletedAt != 0 {
 		out.AnchorDeletedAt = ts(t.AnchorDeletedAt)

@@ -40,6 +40,10 @@ const (
 	AuditRevokeDryRun  = "governance.revoke.dry-run"
 	AuditWatchStart    = "governance.watch.start"
 	AuditTenantResync  = "governance.tenant.resync"
+	// AuditTenantSetRegions: a shared tenant's region set changed; AuditTenantKeys: its home
+	// region published sealed keys.
+	AuditTenantSetRegions = "governance.tenant.set-regions"
+	AuditTenantKeys       = "governance.tenant.keys"
 	// AuditRegionVotersReset: ResetRegionVoters forgot a region's configuration.
 	AuditRegionVotersReset = "governance.region.reset-voters"
 )
@@ -184,6 +188,7 @@ func operatorEvent(e *govfsm.Event) *kv1.RevocationEvent {
 	pe := EventProto(e)
 	if pe != nil {
 		pe.AnchorUri = anchor.Redact(pe.AnchorUri)
+		pe.Keys = nil // sealed blobs are for the regions
 	}
 	return pe
 }

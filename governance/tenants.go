@@ -5,6 +5,7 @@ package governance
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/kryptonkms/krypton/governance/govfsm"
 	"github.com/kryptonkms/krypton/transport"
@@ -33,7 +34,16 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 			return nil, err
 		}
 	}
-	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions, OwnerKey: req.GetOwnerPublicKey()})
+	home := req.GetHomeRegion()
+	if home != "" {
+		if err := checkName("home_region", home); err != nil {
+			return nil, err
+		}
+		if !slices.Contains(regions, home) {
+			return nil, invalid("home_region " + home + " is not one of the tenant's regions: name it in -regions too")
+		}
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions, OwnerKey: req.GetOwnerPublicKey(), Home: home})
 	if err != nil {
 		return nil, err
 	}

@@ -121,7 +121,7 @@ func validateCommand(c *govfsm.Command) error {
 	switch c.Op {
 	case govfsm.OpRevoke, govfsm.OpLockTenant, govfsm.OpDeleteAnchor:
 		return requireReason(c.Reason)
-	case govfsm.OpCreateTenant, govfsm.OpCreateService, govfsm.OpSetAnchor, govfsm.OpSetPolicy, govfsm.OpUnlockTenant, govfsm.OpResyncTenant, govfsm.OpSetOwnerKey, govfsm.OpSetQuota:
+	case govfsm.OpCreateTenant, govfsm.OpCreateService, govfsm.OpSetAnchor, govfsm.OpSetPolicy, govfsm.OpUnlockTenant, govfsm.OpResyncTenant, govfsm.OpSetOwnerKey, govfsm.OpSetQuota, govfsm.OpSetRegions, govfsm.OpPublishKeys:
 		if c.Reason != "" {
 			return invalid("this request takes no reason")
 		}

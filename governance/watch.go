@@ -75,7 +75,7 @@ func (s *api) WatchRevocations(req *kv1.WatchRevocationsRequest, stream kv1.Gove
 			msg := &kv1.WatchRevocationsResponse{HeadCursor: upTo}
 			size := 0
 			for _, e := range events {
-				pe := EventProto(e)
+				pe := eventForRegion(e, region)
 				size += proto.Size(pe)
 				if size > watchBytes && len(msg.Events) > 0 {
 					msg.HeadCursor = msg.Events[len(msg.Events)-1].Cursor

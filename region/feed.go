@@ -104,10 +104,17 @@ type feed struct {
 	// source is the governance node the current session follows, for the audit records of the
 	// events it applies; only the feed goroutine touches it.
 	source string
+	// published is the fingerprint of each shared home tenant as last published to governance,
+	// publishedAt the applied index at the last complete pass, sealed the L2 versions sealed for
+	// the tenant's other regions (shared.go); only the feed goroutine touches them.
+	published   map[string][32]byte
+	publishedAt uint64
+	sealed      map[sealKey][]byte
 }
 
 func newFeed(n *Node) *feed {
-	return &feed{n: n, metrics: newFeedMetrics(n.reg), conns: map[string]*grpc.ClientConn{}, anchorWaits: map[uint64]time.Time{}}
+	return &feed{n: n, metrics: newFeedMetrics(n.reg), conns: map[string]*grpc.ClientConn{}, anchorWaits: map[uint64]time.Time{},
+		published: map[string][32]byte{}, sealed: map[sealKey][]byte{}}
 }
 
 // loop starts a feed session runner whenever this node becomes leader and stops it when it loses
@@ -249,6 +256,9 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 	// events after it apply again, rather than go on reporting the stream's head as applied.
 	restores := n.restores.Load()
 	f.source = addr
+	// A new session (maybe a new term after another leader's): publish every shared tenant once.
+	clear(f.published)
+	f.publishedAt = 0
 	cursor := n.state.GovernanceCursor()
 	unfenced := n.state.AppliedIndex()
 	f.metrics.cursor.Set(float64(cursor))
@@ -339,6 +349,7 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 		first = false
 		progressed = true
 		f.metrics.reported.Set(float64(msg.GetHeadCursor()))
+		f.publishShared(ctx, client)
 	}
 }
 

@@ -57,9 +57,19 @@ func (f *feed) prepare(ctx context.Context, ev *kv1.RevocationEvent) (cmd fsm.Co
 	case kv1.EventKind_EVENT_KIND_SET_ANCHOR:
 		return f.prepareSetAnchor(ctx, ev, tenant, ev.GetAnchorUri())
 	case kv1.EventKind_EVENT_KIND_CREATE_TENANT:
+		if ev.GetHomeRegion() != "" {
+			return f.prepareCreateShared(ctx, ev, tenant)
+		}
 		return f.prepareCreateTenant(ctx, ev, tenant, ev.GetAnchorUri())
 	case kv1.EventKind_EVENT_KIND_CREATE_SERVICE:
+		if t, err := n.state.Tenant(tenant); err == nil && t.Shared() && t.Home != n.cfg.Region {
+			return awaitKeys(tenant, t.Regions), nil, nil // its L3 comes from the home region
+		}
 		return f.prepareCreateService(ctx, ev, tenant, service)
+	case kv1.EventKind_EVENT_KIND_TENANT_KEYS:
+		return f.prepareImport(ev, tenant)
+	case kv1.EventKind_EVENT_KIND_SET_REGIONS:
+		return f.prepareSetRegions(ev, tenant)
 	case kv1.EventKind_EVENT_KIND_RESYNC_TENANT:
 		return f.prepareResync(ctx, ev, tenant)
 	}
@@ -317,6 +327,13 @@ func (f *feed) prepareResync(ctx context.Context, ev *kv1.RevocationEvent, tenan
 		return cmd, &fsm.Error{Err: fsm.ErrInvalidName, Field: "tenant"}, nil
 	}
 	services := ev.GetServices()
+	if home := ev.GetHomeRegion(); home != "" && home != n.cfg.Region {
+		// A shared tenant: its keys come from its home region (TENANT_KEYS), never made here.
+		if _, err := n.state.Tenant(tenant); errors.Is(err, fsm.ErrTenantNotFound) {
+			return awaitKeys(tenant, nil), nil, nil
+		}
+		services = nil
+	}
 	for _, s := range services {
 		if !validName(s) {
 			return cmd, &fsm.Error{Err: fsm.ErrInvalidName, Field: "service"}, nil
@@ -458,6 +475,12 @@ func eventKindName(k kv1.EventKind) string {
 		return "create-service"
 	case kv1.EventKind_EVENT_KIND_RESYNC_TENANT:
 		return "resync-tenant"
+	case kv1.EventKind_EVENT_KIND_SET_QUOTA:
+		return "set-quota"
+	case kv1.EventKind_EVENT_KIND_TENANT_KEYS:
+		return "tenant-keys"
+	case kv1.EventKind_EVENT_KIND_SET_REGIONS:
+		return "set-regions"
 	}
 	return "unknown"
 }

@@ -125,7 +125,7 @@ func keyEventFor(c fsm.Change) *kv1.KeyEvent {
 	case fsm.KeyVersionRevoked:
 		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_REVOKED
 		e.Scope.Service, e.Scope.Version = c.Service, c.Version
-	case fsm.TenantLocked, fsm.AnchorDeleted:
+	case fsm.TenantLocked, fsm.AnchorDeleted, fsm.TenantRemoved:
 		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_LOCKED
 	case fsm.PolicySet, fsm.TenantUnlocked, fsm.QuotaSet:
 		// What the policy now allows is the region's to judge: the tenant's gateways drop their

@@ -454,6 +454,9 @@ func (n *Node) onChange(c fsm.Change) {
 	case fsm.TenantRevoked:
 		n.keys.wipeTenant(c.Tenant)
 		n.addRevoked(revEntry{Tenant: c.Tenant, Index: c.Index})
+	case fsm.TenantRemoved:
+		n.keys.wipeTenant(c.Tenant)
+		n.policies.set(c.Tenant, policyNone)
 	case fsm.TenantLocked, fsm.AnchorDeleted:
 		n.keys.wipeTenant(c.Tenant)
 		if c.Kind == fsm.AnchorDeleted {

@@ -31,7 +31,9 @@ import (
 //	   set-quota commands.
 //	1: entries carry their origin (fsm.Entry.Origin); the compact-revocations and set-quota
 //	   commands.
-const LogFormat = 1
+//	2: shared (multi-region) tenants: create-tenant with a home region, resync-tenant with a
+//	   key import, and the set-tenant-regions and remove-tenant commands.
+const LogFormat = 2
 
 // metaFormat is the gossip tag holding a node's LogFormat.
 const metaFormat = "log-format"
@@ -39,6 +41,22 @@ const metaFormat = "log-format"
 // formatOf returns the log format command needs to be decoded, above 0.
 func formatOf(cmd fsm.Command) int {
 	switch c := cmd.(type) {
+	case fsm.SetTenantRegions, *fsm.SetTenantRegions, fsm.RemoveTenant, *fsm.RemoveTenant:
+		return 2
+	case fsm.CreateTenant:
+		if c.Home != "" || len(c.Regions) > 0 {
+			return 2
+		}
+	case *fsm.CreateTenant:
+		if c != nil && (c.Home != "" || len(c.Regions) > 0) {
+			return 2
+		}
+	case fsm.ResyncTenant:
+		return resyncFormat(&c)
+	case *fsm.ResyncTenant:
+		if c != nil {
+			return resyncFormat(c)
+		}
 	case fsm.CompactRevocations, *fsm.CompactRevocations, fsm.SetQuota, *fsm.SetQuota:
 		return 1
 	case fsm.ApplyGovernanceEvent:
@@ -51,6 +69,18 @@ func formatOf(cmd fsm.Command) int {
 		if c != nil && c.Event != nil {
 			return formatOf(c.Event)
 		}
+	}
+	return 0
+}
+
+// resyncFormat returns the log format a resync-tenant command needs: 2 with a key import or a
+// shared tenant's creation, 1 with quotas.
+func resyncFormat(c *fsm.ResyncTenant) int {
+	switch {
+	case c.Import != nil || (c.Create != nil && (c.Create.Home != "" || len(c.Create.Regions) > 0)):
+		return 2
+	case len(c.Quotas) > 0:
+		return 1
 	}
 	return 0
 }

@@ -225,6 +225,9 @@ func (n *Node) CreateKey(ctx context.Context, requestID, tenant, service string)
 
 // RotateKey makes a new L3 version current; the previous one becomes decrypt-only.
 func (n *Node) RotateKey(ctx context.Context, requestID, tenant, service string) (fsm.Service, error) {
+	if err := n.notHome(tenant); err != nil {
+		return fsm.Service{}, err
+	}
 	for attempt := 0; ; attempt++ {
 		svc, err := freshRead(ctx, n, func() (fsm.Service, error) { return n.state.Service(tenant, service) })
 		if err != nil {

@@ -36,7 +36,7 @@ func tenantCommandWithGovernance() *command {
 			t.sub[i] = dualCommand(sub, g)
 		}
 	}
-	t.sub = append(t.sub, govSetAnchorCommand(), govDeleteAnchorCommand(), govTenantResyncCommand())
+	t.sub = append(t.sub, govSetAnchorCommand(), govDeleteAnchorCommand(), govTenantResyncCommand(), govTenantSetRegionsCommand())
 	t.synopsis = "create, list, describe, lock, unlock and rekey tenants, register their owner key; set and delete their anchor, resync them (governance)"
 	return t
 }
@@ -51,6 +51,7 @@ func govTenantText(w io.Writer, t *kv1.GovernanceTenant, extra ...[]string) erro
 		{"State:", enumName(t.GetState(), "TENANT_STATE_")},
 		{"Anchor:", anchor},
 		{"Regions:", strings.Join(t.GetRegions(), ", ")},
+		{"Home region:", homeText(t.GetHomeRegion())},
 		{"Created:", timeText(t.GetCreatedAt())},
 		{"Last event:", strconv.FormatUint(t.GetCursor(), 10)},
 		{"Owner key:", ownerKeyText(t.GetOwnerKeyFingerprint())},
@@ -63,15 +64,18 @@ func govTenantText(w io.Writer, t *kv1.GovernanceTenant, extra ...[]string) erro
 }
 
 func govTenantCreateCommand() *command {
-	var anchorURI, regions, ownerPub, ownerPEM string
+	var anchorURI, regions, ownerPub, ownerPEM, home string
 	return govCommand(clientSpec{
-		name: "create", synopsis: "create a tenant at governance", usage: "-anchor <uri> -regions <r1,r2> <tenant>",
+		name: "create", synopsis: "create a tenant at governance", usage: "-anchor <uri> -regions <r1,r2> [-home <region>] <tenant>",
 		help: "Creates <tenant> at governance with its L1 anchor URI and the regions it may live in; every one of those regions " +
-			"creates it from the governance feed.",
+			"creates it from the governance feed. With -home the tenant is shared: the home region makes every key version and " +
+			"the others receive them sealed through governance, so a blob wrapped in one region unwraps in all of them " +
+			"(docs/governance.md, \"Multi-region tenants\"); without it each region makes its own keys.",
 		write: true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&anchorURI, "anchor", "", "the tenant's L1 anchor URI (required)")
 			fs.StringVar(&regions, "regions", "", "regions the tenant may live in, comma-separated (governance only; required there)")
+			fs.StringVar(&home, "home", "", "the shared tenant's home region, one of -regions, whose leader makes its keys (governance only)")
 			ownerPubFlag(fs, &ownerPub)
 		},
 		check: func(fs *flag.FlagSet) error {
@@ -89,7 +93,7 @@ func govTenantCreateCommand() *command {
 			return err
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			t, err := c.gov().CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Regions: splitList(regions), OwnerPublicKey: ownerPEM})
+			t, err := c.gov().CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Regions: splitList(regions), OwnerPublicKey: ownerPEM, HomeRegion: home})
 			if err != nil {
 				return err
 			}
@@ -380,4 +384,52 @@ func readOwnerPub(path string) (string, error) {
 		return "", fmt.Errorf("%s: %v", path, err)
 	}
 	return string(b), nil
+}
+
+func homeText(h string) string {
+	if h == "" {
+		return "(none: each region makes its own keys)"
+	}
+	return h + " (shared: one key hierarchy in every region)"
+}
+
+func govTenantSetRegionsCommand() *command {
+	var regions string
+	var wait bool
+	return govCommand(clientSpec{
+		name: "set-regions", synopsis: "change a shared tenant's regions (residency; governance)", usage: "-regions <r1,r2> [-wait] <tenant>",
+		help: "Replaces the regions a shared tenant (created with -home) lives in. A region added receives the tenant's sealed " +
+			"keys from its home region and opens every blob wrapped before; a region removed wipes the tenant and refuses its " +
+			"blobs. The home region must stay. With -wait it returns once every old and new region has reported the change " +
+			"(bounded by -timeout; on timeout the change stands, and the same -request-id waits again).",
+		write: true,
+		flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&regions, "regions", "", "the tenant's new regions, comma-separated (required)")
+			fs.BoolVar(&wait, "wait", false, "return only once every old and new region reports the change")
+		},
+		check: func(fs *flag.FlagSet) error {
+			if err := nargs(fs, 1, 1, "-regions <r1,r2> [-wait] <tenant>"); err != nil {
+				return err
+			}
+			if len(splitList(regions)) == 0 {
+				return usagef("%s: -regions is required", cmdName(fs))
+			}
+			return nil
+		},
+		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
+			resp, err := c.gov().SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: c.requestID, Tenant: fs.Arg(0), Regions: splitList(regions), Wait: wait})
+			if err != nil {
+				return err
+			}
+			return c.output(s.out, resp, func(w io.Writer) error {
+				e := resp.GetEvent()
+				removed := strings.Join(e.GetRemovedRegions(), ", ")
+				if removed == "" {
+					removed = "none"
+				}
+				fmt.Fprintf(w, "Regions of tenant %s: %s (removed: %s); event %d at %s\n", fs.Arg(0), strings.Join(e.GetRegions(), ", "), removed, e.GetCursor(), timeText(e.GetTime()))
+				return regionCursorsText(w, resp.GetRegions(), wait)
+			})
+		},
+	})
 }

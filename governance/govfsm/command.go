@@ -33,6 +33,11 @@ const (
 	OpCompact Op = "compact"
 	// OpSetQuota sets a tenant's (Service empty) or a service's quota (Quota; nil removes it).
 	OpSetQuota Op = "set-quota"
+	// OpSetRegions replaces a shared tenant's region set (Regions).
+	OpSetRegions Op = "set-regions"
+	// OpPublishKeys stores the sealed hierarchy (Keys) the tenant's home region (Region)
+	// published, and emits what is new in a TENANT_KEYS event.
+	OpPublishKeys Op = "publish-keys"
 )
 
 // Command is one entry of the governance Raft log. The proposing node fills in everything that is
@@ -70,6 +75,10 @@ type Command struct {
 	Consent  string `json:"consent,omitempty"`
 
 	Quota *Quota `json:"quota,omitempty"`
+
+	// Home: create-tenant of a shared tenant. Keys: publish-keys.
+	Home string      `json:"home,omitempty"`
+	Keys *TenantKeys `json:"keys,omitempty"`
 
 	Rules            []Rule `json:"rules,omitempty"`
 	ExpectedRevision uint64 `json:"expect,omitempty"`
@@ -128,7 +137,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 		return nil, fmt.Errorf("%w: trailing data", errBadCommand)
 	}
 	switch c.Op {
-	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey, OpResetVoters, OpCompact, OpSetQuota:
+	case OpCreateTenant, OpCreateService, OpSetAnchor, OpDeleteAnchor, OpSetPolicy, OpRevoke, OpLockTenant, OpUnlockTenant, OpReport, OpResyncTenant, OpSetOwnerKey, OpResetVoters, OpCompact, OpSetQuota, OpSetRegions, OpPublishKeys:
 	default:
 		return nil, fmt.Errorf("%w: unknown op", errBadCommand)
 	}

@@ -49,6 +49,9 @@ func supersedes(e *Event) (stateKey, bool) {
 		return stateKey{e.Tenant, KindSetPolicy}, true
 	case KindLockTenant, KindUnlockTenant:
 		return stateKey{e.Tenant, KindLockTenant}, true
+	case KindTenantKeys, KindSetRegions:
+		// TENANT_KEYS carries the whole hierarchy, SET_REGIONS the whole set: the newest defines it.
+		return stateKey{e.Tenant, e.Kind}, true
 	}
 	return stateKey{}, false
 }

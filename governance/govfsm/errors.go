@@ -27,6 +27,11 @@ var (
 	ErrNoAnchor = newError("no-anchor", "governance: tenant has no anchor (deleted); set one first")
 	// ErrNotTenantRegion is returned by ResyncTenant for a region that is not one of the tenant's.
 	ErrNotTenantRegion = newError("not-tenant-region", "governance: a named region is not one of the tenant's regions")
+	// ErrNotShared is returned by SetTenantRegions for a tenant created without a home region
+	// (each of its regions has its own keys: a region added could open none of its blobs).
+	ErrNotShared = newError("not-shared", "governance: the tenant has no home region (created without -home): its regions keep separate keys, so its region set cannot change")
+	// ErrNotHome is returned by PublishTenantKeys from a region other than the tenant's home.
+	ErrNotHome = newError("not-home", "governance: only the tenant's home region publishes its keys")
 	// ErrRevisionMismatch is returned by SetPolicy when expected_revision is not the current
 	// revision.
 	ErrRevisionMismatch = newError("revision-mismatch", "governance: policy revision changed; re-read and retry")

@@ -76,6 +76,10 @@ type tenant struct {
 	OwnerKey string        `json:"owner-key,omitempty"`
 	Consents []usedConsent `json:"consents,omitempty"`
 	Quota    *Quota        `json:"quota,omitempty"`
+	// Home is a shared tenant's home region (empty: each region makes its own keys); Keys the
+	// sealed hierarchy it published (absent in older snapshots, which have no shared tenants).
+	Home string      `json:"home,omitempty"`
+	Keys *TenantKeys `json:"keys,omitempty"`
 }
 
 // usedConsent is a consent applied: its digest (owner.Consent.Digest) and expiry (Unix s).
@@ -315,10 +319,13 @@ func (s *state) write(c *Command, now int64) *Result {
 		if c.OwnerKey != "" && !validOwnerKey(c.OwnerKey) {
 			return &Result{Err: ErrInvalidCommand}
 		}
-		t = &tenant{Name: c.Tenant, AnchorURI: c.AnchorURI, Regions: slices.Clone(c.Regions), CreatedAt: now, OwnerKey: c.OwnerKey}
+		if c.Home != "" && !slices.Contains(c.Regions, c.Home) {
+			return &Result{Err: ErrInvalidCommand}
+		}
+		t = &tenant{Name: c.Tenant, AnchorURI: c.AnchorURI, Regions: slices.Clone(c.Regions), CreatedAt: now, OwnerKey: c.OwnerKey, Home: c.Home}
 		s.Tenants[c.Tenant] = t
 		e := s.emit(c, KindCreateTenant, now)
-		e.AnchorURI, e.Regions = c.AnchorURI, slices.Clone(c.Regions)
+		e.AnchorURI, e.Regions, e.Home = c.AnchorURI, slices.Clone(c.Regions), c.Home
 		return s.result(c, e)
 	}
 	if t == nil {
@@ -460,6 +467,12 @@ func (s *state) write(c *Command, now int64) *Result {
 
 	case OpResyncTenant:
 		return s.resync(c, t, now)
+
+	case OpSetRegions:
+		return s.setRegions(c, t, now)
+
+	case OpPublishKeys:
+		return s.publishKeys(c, t, now)
 	}
 	return &Result{Err: ErrInvalidCommand}
 }

@@ -11,7 +11,7 @@ func (t *tenant) view() *Tenant {
 	return &Tenant{
 		Name: t.Name, AnchorURI: t.AnchorURI, Regions: slices.Clone(t.Regions), Locked: t.Locked,
 		Revoked: t.RevokeCursor != 0, AnchorDeletedAt: t.AnchorDeletedAt, CreatedAt: t.CreatedAt, Cursor: t.Cursor,
-		OwnerKey: t.OwnerKey, Quota: t.Quota.clone(),
+		OwnerKey: t.OwnerKey, Quota: t.Quota.clone(), Home: t.Home,
 	}
 }
 
@@ -128,6 +128,13 @@ func (s *state) inRegion(tenant, region string) bool {
 // forRegion reports whether e is sent to region: every event of a tenant of the region, but a
 // RESYNC_TENANT only to the regions it names.
 func (s *state) forRegion(e *Event, region string) bool {
+	switch e.Kind {
+	case KindSetRegions:
+		// The old and the new regions: a removed one must learn it, to wipe the tenant.
+		return slices.Contains(e.Regions, region) || slices.Contains(e.Removed, region)
+	case KindTenantKeys:
+		return slices.Contains(e.Regions, region) && s.inRegion(e.Tenant, region)
+	}
 	if e.Kind == KindResyncTenant {
 		return slices.Contains(e.Regions, region) && s.inRegion(e.Tenant, region)
 	}

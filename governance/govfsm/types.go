@@ -22,6 +22,8 @@ const (
 	KindCreateService Kind = 10
 	KindResyncTenant  Kind = 11
 	KindSetQuota      Kind = 12
+	KindTenantKeys    Kind = 13
+	KindSetRegions    Kind = 14
 )
 
 // String returns the kind in kebab case ("revoke-tenant"), as metrics and the audit log name it.
@@ -51,13 +53,17 @@ func (k Kind) String() string {
 		return "resync-tenant"
 	case KindSetQuota:
 		return "set-quota"
+	case KindTenantKeys:
+		return "tenant-keys"
+	case KindSetRegions:
+		return "set-regions"
 	}
 	return "unknown"
 }
 
 // AllKinds lists every kind, for metrics.
 var AllKinds = []Kind{KindCreateTenant, KindCreateService, KindSetAnchor, KindDeleteAnchor, KindSetPolicy,
-	KindLockTenant, KindUnlockTenant, KindRevokeTenant, KindRevokeService, KindRevokeVersion, KindResyncTenant, KindSetQuota}
+	KindLockTenant, KindUnlockTenant, KindRevokeTenant, KindRevokeService, KindRevokeVersion, KindResyncTenant, KindSetQuota, KindTenantKeys, KindSetRegions}
 
 // Event is one entry of the governance log. Events are immutable once appended; Cursor is its
 // position (1, 2, 3, ... without gaps).
@@ -86,12 +92,44 @@ type Event struct {
 	// ServiceQuotas is set by RESYNC_TENANT only: the quotas of the tenant's services that have
 	// one, sorted by service.
 	ServiceQuotas []ServiceQuota `json:"service-quotas,omitempty"`
+	// Home is set for a shared tenant's CREATE_TENANT, TENANT_KEYS and SET_REGIONS: the region
+	// that makes its keys. Keys (TENANT_KEYS) is the tenant's sealed hierarchy as governance holds
+	// it then, Revoked the key versions governance revoked; Removed (SET_REGIONS) the regions
+	// taken out of the set, which wipe the tenant.
+	Home    string      `json:"home,omitempty"`
+	Keys    *TenantKeys `json:"keys,omitempty"`
+	Revoked []KeyRef    `json:"revoked-versions,omitempty"`
+	Removed []string    `json:"removed,omitempty"`
 }
 
 // ServiceQuota is one service's quota, in a RESYNC_TENANT event.
 type ServiceQuota struct {
 	Service string `json:"service"`
 	Quota   Quota  `json:"quota"`
+}
+
+// TenantKeys is a shared tenant's sealed key hierarchy, as its home region published it:
+// governance stores and forwards it and can open none of it. L2 holds each L2 version sealed
+// under L1 once per region of the tenant (bound to that region), by region then version; L3 each
+// service key version sealed under an L2 version, by service then version.
+type TenantKeys struct {
+	L2 []SealedL2 `json:"l2,omitempty"`
+	L3 []SealedL3 `json:"l3,omitempty"`
+}
+
+// SealedL2 is one L2 version sealed under L1 for one region.
+type SealedL2 struct {
+	Region  string `json:"r"`
+	Version uint32 `json:"v"`
+	Sealed  []byte `json:"b"`
+}
+
+// SealedL3 is one L3 version sealed under L2 version SealedBy.
+type SealedL3 struct {
+	Service  string `json:"s"`
+	Version  uint32 `json:"v"`
+	SealedBy uint32 `json:"by"`
+	Sealed   []byte `json:"b"`
 }
 
 // Quota is a tenant's or a service's quota on every node of its regions (the region's fsm.Quota:
@@ -155,6 +193,7 @@ type Tenant struct {
 	Cursor          uint64 // last event that changed the tenant
 	OwnerKey        string // the owner's public key (PKIX PEM); empty if none
 	Quota           *Quota // nil if none
+	Home            string // a shared tenant's home region; empty: each region has its own keys
 }
 
 // OwnerFingerprint names the tenant's owner key ("" if none).

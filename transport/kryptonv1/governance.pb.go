@@ -42,6 +42,8 @@ const (
 	EventKind_EVENT_KIND_CREATE_SERVICE EventKind = 10
 	EventKind_EVENT_KIND_RESYNC_TENANT  EventKind = 11
 	EventKind_EVENT_KIND_SET_QUOTA      EventKind = 12
+	EventKind_EVENT_KIND_TENANT_KEYS    EventKind = 13
+	EventKind_EVENT_KIND_SET_REGIONS    EventKind = 14
 )
 
 // Enum value maps for EventKind.
@@ -60,6 +62,8 @@ var (
 		10: "EVENT_KIND_CREATE_SERVICE",
 		11: "EVENT_KIND_RESYNC_TENANT",
 		12: "EVENT_KIND_SET_QUOTA",
+		13: "EVENT_KIND_TENANT_KEYS",
+		14: "EVENT_KIND_SET_REGIONS",
 	}
 	EventKind_value = map[string]int32{
 		"EVENT_KIND_UNSPECIFIED":    0,
@@ -75,6 +79,8 @@ var (
 		"EVENT_KIND_CREATE_SERVICE": 10,
 		"EVENT_KIND_RESYNC_TENANT":  11,
 		"EVENT_KIND_SET_QUOTA":      12,
+		"EVENT_KIND_TENANT_KEYS":    13,
+		"EVENT_KIND_SET_REGIONS":    14,
 	}
 )
 
@@ -385,7 +391,9 @@ type GovernanceTenant struct {
 	// thumbprint); empty if the tenant has none.
 	OwnerKeyFingerprint string `protobuf:"bytes,8,opt,name=owner_key_fingerprint,json=ownerKeyFingerprint,proto3" json:"owner_key_fingerprint,omitempty"`
 	// The tenant's quota (SetQuota); unset: none.
-	Quota         *Quota `protobuf:"bytes,9,opt,name=quota,proto3" json:"quota,omitempty"`
+	Quota *Quota `protobuf:"bytes,9,opt,name=quota,proto3" json:"quota,omitempty"`
+	// For a shared tenant: its home region (GovernanceCreateTenantRequest).
+	HomeRegion    string `protobuf:"bytes,10,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -483,6 +491,13 @@ func (x *GovernanceTenant) GetQuota() *Quota {
 	return nil
 }
 
+func (x *GovernanceTenant) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
+	}
+	return ""
+}
+
 type GovernanceCreateTenantRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -494,8 +509,13 @@ type GovernanceCreateTenantRequest struct {
 	// consent SetAnchor needs. Optional, but a tenant without one cannot have
 	// its anchor moved until one is registered (SetOwnerKey).
 	OwnerPublicKey string `protobuf:"bytes,5,opt,name=owner_public_key,json=ownerPublicKey,proto3" json:"owner_public_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// For a shared tenant (one key hierarchy in all its regions): the region,
+	// one of regions, whose leader makes every key version; the others
+	// receive them sealed through governance. Empty: each region makes its
+	// own keys (blobs open only where they were made).
+	HomeRegion    string `protobuf:"bytes,6,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GovernanceCreateTenantRequest) Reset() {
@@ -559,6 +579,13 @@ func (x *GovernanceCreateTenantRequest) GetRegions() []string {
 func (x *GovernanceCreateTenantRequest) GetOwnerPublicKey() string {
 	if x != nil {
 		return x.OwnerPublicKey
+	}
+	return ""
+}
+
+func (x *GovernanceCreateTenantRequest) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
 	}
 	return ""
 }
@@ -1815,6 +1842,427 @@ func (x *ResyncTenantResponse) GetRegions() []*RegionCursor {
 	return nil
 }
 
+// SealedTenantKey is one L2 version of a shared tenant sealed under L1 for
+// one region (bound to region, tenant and version, as every sealed L2).
+type SealedTenantKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Region        string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Sealed        []byte                 `protobuf:"bytes,3,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealedTenantKey) Reset() {
+	*x = SealedTenantKey{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealedTenantKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealedTenantKey) ProtoMessage() {}
+
+func (x *SealedTenantKey) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealedTenantKey.ProtoReflect.Descriptor instead.
+func (*SealedTenantKey) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SealedTenantKey) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *SealedTenantKey) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SealedTenantKey) GetSealed() []byte {
+	if x != nil {
+		return x.Sealed
+	}
+	return nil
+}
+
+// SealedServiceKey is one L3 version sealed under L2 version sealed_by (a
+// wrap format kind 1 blob: it names tenant, service and version, never a
+// region, so it opens in every region of the tenant).
+type SealedServiceKey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Service       string                 `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	SealedBy      uint32                 `protobuf:"varint,3,opt,name=sealed_by,json=sealedBy,proto3" json:"sealed_by,omitempty"`
+	Sealed        []byte                 `protobuf:"bytes,4,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SealedServiceKey) Reset() {
+	*x = SealedServiceKey{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SealedServiceKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SealedServiceKey) ProtoMessage() {}
+
+func (x *SealedServiceKey) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SealedServiceKey.ProtoReflect.Descriptor instead.
+func (*SealedServiceKey) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SealedServiceKey) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *SealedServiceKey) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SealedServiceKey) GetSealedBy() uint32 {
+	if x != nil {
+		return x.SealedBy
+	}
+	return 0
+}
+
+func (x *SealedServiceKey) GetSealed() []byte {
+	if x != nil {
+		return x.Sealed
+	}
+	return nil
+}
+
+// TenantKeys is a shared tenant's sealed hierarchy.
+type TenantKeys struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	L2            []*SealedTenantKey     `protobuf:"bytes,1,rep,name=l2,proto3" json:"l2,omitempty"`
+	L3            []*SealedServiceKey    `protobuf:"bytes,2,rep,name=l3,proto3" json:"l3,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantKeys) Reset() {
+	*x = TenantKeys{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantKeys) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantKeys) ProtoMessage() {}
+
+func (x *TenantKeys) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantKeys.ProtoReflect.Descriptor instead.
+func (*TenantKeys) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *TenantKeys) GetL2() []*SealedTenantKey {
+	if x != nil {
+		return x.L2
+	}
+	return nil
+}
+
+func (x *TenantKeys) GetL3() []*SealedServiceKey {
+	if x != nil {
+		return x.L3
+	}
+	return nil
+}
+
+type SetTenantRegionsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant        string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Regions       []string               `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty"`
+	Wait          bool                   `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantRegionsRequest) Reset() {
+	*x = SetTenantRegionsRequest{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantRegionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantRegionsRequest) ProtoMessage() {}
+
+func (x *SetTenantRegionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantRegionsRequest.ProtoReflect.Descriptor instead.
+func (*SetTenantRegionsRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *SetTenantRegionsRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SetTenantRegionsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *SetTenantRegionsRequest) GetRegions() []string {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
+func (x *SetTenantRegionsRequest) GetWait() bool {
+	if x != nil {
+		return x.Wait
+	}
+	return false
+}
+
+type SetTenantRegionsResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Tenant *GovernanceTenant      `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Event  *RevocationEvent       `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	// With wait: every old and new region and the cursor it reported.
+	Regions       []*RegionCursor `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetTenantRegionsResponse) Reset() {
+	*x = SetTenantRegionsResponse{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetTenantRegionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetTenantRegionsResponse) ProtoMessage() {}
+
+func (x *SetTenantRegionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetTenantRegionsResponse.ProtoReflect.Descriptor instead.
+func (*SetTenantRegionsResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *SetTenantRegionsResponse) GetTenant() *GovernanceTenant {
+	if x != nil {
+		return x.Tenant
+	}
+	return nil
+}
+
+func (x *SetTenantRegionsResponse) GetEvent() *RevocationEvent {
+	if x != nil {
+		return x.Event
+	}
+	return nil
+}
+
+func (x *SetTenantRegionsResponse) GetRegions() []*RegionCursor {
+	if x != nil {
+		return x.Regions
+	}
+	return nil
+}
+
+type PublishTenantKeysRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The publishing region: the tenant's home, as the caller's certificate names.
+	Region        string      `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	Tenant        string      `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Keys          *TenantKeys `protobuf:"bytes,3,opt,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishTenantKeysRequest) Reset() {
+	*x = PublishTenantKeysRequest{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishTenantKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishTenantKeysRequest) ProtoMessage() {}
+
+func (x *PublishTenantKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishTenantKeysRequest.ProtoReflect.Descriptor instead.
+func (*PublishTenantKeysRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *PublishTenantKeysRequest) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *PublishTenantKeysRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+func (x *PublishTenantKeysRequest) GetKeys() *TenantKeys {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type PublishTenantKeysResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The TENANT_KEYS event's cursor, 0 if governance had everything already.
+	Cursor        uint64 `protobuf:"varint,1,opt,name=cursor,proto3" json:"cursor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishTenantKeysResponse) Reset() {
+	*x = PublishTenantKeysResponse{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishTenantKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishTenantKeysResponse) ProtoMessage() {}
+
+func (x *PublishTenantKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishTenantKeysResponse.ProtoReflect.Descriptor instead.
+func (*PublishTenantKeysResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *PublishTenantKeysResponse) GetCursor() uint64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
 // RevocationEvent is one event of the governance log. Applying an event
 // twice has the same effect as applying it once (regions dedupe by
 // event_id and cursor).
@@ -1855,7 +2303,7 @@ type ServiceQuota struct {
 
 func (x *ServiceQuota) Reset() {
 	*x = ServiceQuota{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +2315,7 @@ func (x *ServiceQuota) String() string {
 func (*ServiceQuota) ProtoMessage() {}
 
 func (x *ServiceQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +2328,7 @@ func (x *ServiceQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceQuota.ProtoReflect.Descriptor instead.
 func (*ServiceQuota) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ServiceQuota) GetService() string {
@@ -1935,13 +2383,23 @@ type RevocationEvent struct {
 	// For RESYNC_TENANT: the quotas of the tenant's services at governance
 	// (only those with one).
 	ServiceQuotas []*ServiceQuota `protobuf:"bytes,14,rep,name=service_quotas,json=serviceQuotas,proto3" json:"service_quotas,omitempty"`
+	// For CREATE_TENANT, TENANT_KEYS and SET_REGIONS of a shared tenant: its
+	// home region, whose leader makes every key version.
+	HomeRegion string `protobuf:"bytes,15,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	// For TENANT_KEYS: the sealed hierarchy (each region is sent only its own
+	// L2 blobs).
+	Keys *TenantKeys `protobuf:"bytes,16,opt,name=keys,proto3" json:"keys,omitempty"`
+	// For SET_REGIONS: the regions removed from the set (they wipe the tenant).
+	RemovedRegions []string `protobuf:"bytes,17,rep,name=removed_regions,json=removedRegions,proto3" json:"removed_regions,omitempty"`
+	// For TENANT_KEYS: the key versions governance revoked.
+	Revoked       []*KeyRef `protobuf:"bytes,18,rep,name=revoked,proto3" json:"revoked,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1953,7 +2411,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1966,7 +2424,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RevocationEvent) GetCursor() uint64 {
@@ -2067,6 +2525,34 @@ func (x *RevocationEvent) GetServiceQuotas() []*ServiceQuota {
 	return nil
 }
 
+func (x *RevocationEvent) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
+	}
+	return ""
+}
+
+func (x *RevocationEvent) GetKeys() *TenantKeys {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *RevocationEvent) GetRemovedRegions() []string {
+	if x != nil {
+		return x.RemovedRegions
+	}
+	return nil
+}
+
+func (x *RevocationEvent) GetRevoked() []*KeyRef {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
 type WatchRevocationsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Stream events with a cursor greater than this; 0 for the whole log.
@@ -2081,7 +2567,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2579,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2592,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *WatchRevocationsRequest) GetAfterCursor() uint64 {
@@ -2138,7 +2624,7 @@ type WatchRevocationsResponse struct {
 
 func (x *WatchRevocationsResponse) Reset() {
 	*x = WatchRevocationsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2150,7 +2636,7 @@ func (x *WatchRevocationsResponse) String() string {
 func (*WatchRevocationsResponse) ProtoMessage() {}
 
 func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2163,7 +2649,7 @@ func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *WatchRevocationsResponse) GetEvents() []*RevocationEvent {
@@ -2213,7 +2699,7 @@ type ReportCursorRequest struct {
 
 func (x *ReportCursorRequest) Reset() {
 	*x = ReportCursorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2711,7 @@ func (x *ReportCursorRequest) String() string {
 func (*ReportCursorRequest) ProtoMessage() {}
 
 func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2724,7 @@ func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorRequest.ProtoReflect.Descriptor instead.
 func (*ReportCursorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReportCursorRequest) GetRegion() string {
@@ -2302,7 +2788,7 @@ type ResetRegionVotersRequest struct {
 
 func (x *ResetRegionVotersRequest) Reset() {
 	*x = ResetRegionVotersRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2314,7 +2800,7 @@ func (x *ResetRegionVotersRequest) String() string {
 func (*ResetRegionVotersRequest) ProtoMessage() {}
 
 func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2327,7 +2813,7 @@ func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRegionVotersRequest.ProtoReflect.Descriptor instead.
 func (*ResetRegionVotersRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ResetRegionVotersRequest) GetRequestId() string {
@@ -2361,7 +2847,7 @@ type ReportCursorResponse struct {
 
 func (x *ReportCursorResponse) Reset() {
 	*x = ReportCursorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	mi := &file_krypton_v1_governance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2373,7 +2859,7 @@ func (x *ReportCursorResponse) String() string {
 func (*ReportCursorResponse) ProtoMessage() {}
 
 func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	mi := &file_krypton_v1_governance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2386,7 +2872,7 @@ func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorResponse.ProtoReflect.Descriptor instead.
 func (*ReportCursorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ReportCursorResponse) GetRecordedCursor() uint64 {
@@ -2404,7 +2890,7 @@ type GovernanceStatusRequest struct {
 
 func (x *GovernanceStatusRequest) Reset() {
 	*x = GovernanceStatusRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[33]
+	mi := &file_krypton_v1_governance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2416,7 +2902,7 @@ func (x *GovernanceStatusRequest) String() string {
 func (*GovernanceStatusRequest) ProtoMessage() {}
 
 func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[33]
+	mi := &file_krypton_v1_governance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2429,7 +2915,7 @@ func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{40}
 }
 
 // RegionCursor is how far one region has applied the governance log.
@@ -2450,7 +2936,7 @@ type RegionCursor struct {
 
 func (x *RegionCursor) Reset() {
 	*x = RegionCursor{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	mi := &file_krypton_v1_governance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2462,7 +2948,7 @@ func (x *RegionCursor) String() string {
 func (*RegionCursor) ProtoMessage() {}
 
 func (x *RegionCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	mi := &file_krypton_v1_governance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2475,7 +2961,7 @@ func (x *RegionCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionCursor.ProtoReflect.Descriptor instead.
 func (*RegionCursor) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RegionCursor) GetRegion() string {
@@ -2527,7 +3013,7 @@ type RegionLag struct {
 
 func (x *RegionLag) Reset() {
 	*x = RegionLag{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[35]
+	mi := &file_krypton_v1_governance_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2539,7 +3025,7 @@ func (x *RegionLag) String() string {
 func (*RegionLag) ProtoMessage() {}
 
 func (x *RegionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[35]
+	mi := &file_krypton_v1_governance_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2552,7 +3038,7 @@ func (x *RegionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionLag.ProtoReflect.Descriptor instead.
 func (*RegionLag) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *RegionLag) GetCursor() *RegionCursor {
@@ -2594,7 +3080,7 @@ type GovernanceStatusResponse struct {
 
 func (x *GovernanceStatusResponse) Reset() {
 	*x = GovernanceStatusResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[36]
+	mi := &file_krypton_v1_governance_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2606,7 +3092,7 @@ func (x *GovernanceStatusResponse) String() string {
 func (*GovernanceStatusResponse) ProtoMessage() {}
 
 func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[36]
+	mi := &file_krypton_v1_governance_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2619,7 +3105,7 @@ func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *GovernanceStatusResponse) GetNodeId() string {
@@ -2697,7 +3183,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\x87\x01\n" +
 	"\x1eGovernanceListServicesResponse\x12=\n" +
 	"\bservices\x18\x01 \x03(\v2!.krypton.v1.GovernanceServiceInfoR\bservices\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x86\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa7\x03\n" +
 	"\x10GovernanceTenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -2709,7 +3195,10 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x11anchor_deleted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x0fanchorDeletedAt\x12\x16\n" +
 	"\x06cursor\x18\a \x01(\x04R\x06cursor\x122\n" +
 	"\x15owner_key_fingerprint\x18\b \x01(\tR\x13ownerKeyFingerprint\x12'\n" +
-	"\x05quota\x18\t \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"\xb9\x01\n" +
+	"\x05quota\x18\t \x01(\v2\x11.krypton.v1.QuotaR\x05quota\x12\x1f\n" +
+	"\vhome_region\x18\n" +
+	" \x01(\tR\n" +
+	"homeRegion\"\xda\x01\n" +
 	"\x1dGovernanceCreateTenantRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -2717,7 +3206,9 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"anchor_uri\x18\x03 \x01(\tR\tanchorUri\x12\x18\n" +
 	"\aregions\x18\x04 \x03(\tR\aregions\x12(\n" +
-	"\x10owner_public_key\x18\x05 \x01(\tR\x0eownerPublicKey\"\x95\x01\n" +
+	"\x10owner_public_key\x18\x05 \x01(\tR\x0eownerPublicKey\x12\x1f\n" +
+	"\vhome_region\x18\x06 \x01(\tR\n" +
+	"homeRegion\"\x95\x01\n" +
 	"\x19GovernanceSetQuotaRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -2813,10 +3304,39 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x04wait\x18\x04 \x01(\bR\x04wait\"}\n" +
 	"\x14ResyncTenantResponse\x121\n" +
 	"\x05event\x18\x01 \x01(\v2\x1b.krypton.v1.RevocationEventR\x05event\x122\n" +
-	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"Q\n" +
+	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"[\n" +
+	"\x0fSealedTenantKey\x12\x16\n" +
+	"\x06region\x18\x01 \x01(\tR\x06region\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x16\n" +
+	"\x06sealed\x18\x03 \x01(\fR\x06sealed\"{\n" +
+	"\x10SealedServiceKey\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1b\n" +
+	"\tsealed_by\x18\x03 \x01(\rR\bsealedBy\x12\x16\n" +
+	"\x06sealed\x18\x04 \x01(\fR\x06sealed\"g\n" +
+	"\n" +
+	"TenantKeys\x12+\n" +
+	"\x02l2\x18\x01 \x03(\v2\x1b.krypton.v1.SealedTenantKeyR\x02l2\x12,\n" +
+	"\x02l3\x18\x02 \x03(\v2\x1c.krypton.v1.SealedServiceKeyR\x02l3\"~\n" +
+	"\x17SetTenantRegionsRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
+	"\aregions\x18\x03 \x03(\tR\aregions\x12\x12\n" +
+	"\x04wait\x18\x04 \x01(\bR\x04wait\"\xb7\x01\n" +
+	"\x18SetTenantRegionsResponse\x124\n" +
+	"\x06tenant\x18\x01 \x01(\v2\x1c.krypton.v1.GovernanceTenantR\x06tenant\x121\n" +
+	"\x05event\x18\x02 \x01(\v2\x1b.krypton.v1.RevocationEventR\x05event\x122\n" +
+	"\aregions\x18\x03 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"v\n" +
+	"\x18PublishTenantKeysRequest\x12\x16\n" +
+	"\x06region\x18\x01 \x01(\tR\x06region\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12*\n" +
+	"\x04keys\x18\x03 \x01(\v2\x16.krypton.v1.TenantKeysR\x04keys\"3\n" +
+	"\x19PublishTenantKeysResponse\x12\x16\n" +
+	"\x06cursor\x18\x01 \x01(\x04R\x06cursor\"Q\n" +
 	"\fServiceQuota\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12'\n" +
-	"\x05quota\x18\x02 \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"\x9c\x04\n" +
+	"\x05quota\x18\x02 \x01(\v2\x11.krypton.v1.QuotaR\x05quota\"\xc0\x05\n" +
 	"\x0fRevocationEvent\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x04R\x06cursor\x12\x19\n" +
 	"\bevent_id\x18\x02 \x01(\tR\aeventId\x12)\n" +
@@ -2833,7 +3353,12 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x06locked\x18\v \x01(\bR\x06locked\x122\n" +
 	"\x15owner_key_fingerprint\x18\f \x01(\tR\x13ownerKeyFingerprint\x12'\n" +
 	"\x05quota\x18\r \x01(\v2\x11.krypton.v1.QuotaR\x05quota\x12?\n" +
-	"\x0eservice_quotas\x18\x0e \x03(\v2\x18.krypton.v1.ServiceQuotaR\rserviceQuotas\"T\n" +
+	"\x0eservice_quotas\x18\x0e \x03(\v2\x18.krypton.v1.ServiceQuotaR\rserviceQuotas\x12\x1f\n" +
+	"\vhome_region\x18\x0f \x01(\tR\n" +
+	"homeRegion\x12*\n" +
+	"\x04keys\x18\x10 \x01(\v2\x16.krypton.v1.TenantKeysR\x04keys\x12'\n" +
+	"\x0fremoved_regions\x18\x11 \x03(\tR\x0eremovedRegions\x12,\n" +
+	"\arevoked\x18\x12 \x03(\v2\x12.krypton.v1.KeyRefR\arevoked\"T\n" +
 	"\x17WatchRevocationsRequest\x12!\n" +
 	"\fafter_cursor\x18\x01 \x01(\x04R\vafterCursor\x12\x16\n" +
 	"\x06region\x18\x02 \x01(\tR\x06region\"p\n" +
@@ -2876,7 +3401,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x1f\n" +
 	"\vhead_cursor\x18\x06 \x01(\x04R\n" +
 	"headCursor\x12/\n" +
-	"\aregions\x18\a \x03(\v2\x15.krypton.v1.RegionLagR\aregions*\x86\x03\n" +
+	"\aregions\x18\a \x03(\v2\x15.krypton.v1.RegionLagR\aregions*\xbe\x03\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18EVENT_KIND_REVOKE_TENANT\x10\x01\x12\x1d\n" +
@@ -2891,7 +3416,9 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x19EVENT_KIND_CREATE_SERVICE\x10\n" +
 	"\x12\x1c\n" +
 	"\x18EVENT_KIND_RESYNC_TENANT\x10\v\x12\x18\n" +
-	"\x14EVENT_KIND_SET_QUOTA\x10\f2\xc2\f\n" +
+	"\x14EVENT_KIND_SET_QUOTA\x10\f\x12\x1a\n" +
+	"\x16EVENT_KIND_TENANT_KEYS\x10\r\x12\x1a\n" +
+	"\x16EVENT_KIND_SET_REGIONS\x10\x0e2\x83\x0e\n" +
 	"\x11GovernanceService\x12W\n" +
 	"\fCreateTenant\x12).krypton.v1.GovernanceCreateTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12G\n" +
 	"\tGetTenant\x12\x1c.krypton.v1.GetTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12b\n" +
@@ -2912,7 +3439,9 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x10WatchRevocations\x12#.krypton.v1.WatchRevocationsRequest\x1a$.krypton.v1.WatchRevocationsResponse0\x01\x12Q\n" +
 	"\fReportCursor\x12\x1f.krypton.v1.ReportCursorRequest\x1a .krypton.v1.ReportCursorResponse\x12S\n" +
 	"\x11ResetRegionVoters\x12$.krypton.v1.ResetRegionVotersRequest\x1a\x18.krypton.v1.RegionCursor\x12S\n" +
-	"\x06Status\x12#.krypton.v1.GovernanceStatusRequest\x1a$.krypton.v1.GovernanceStatusResponseB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
+	"\x06Status\x12#.krypton.v1.GovernanceStatusRequest\x1a$.krypton.v1.GovernanceStatusResponse\x12]\n" +
+	"\x10SetTenantRegions\x12#.krypton.v1.SetTenantRegionsRequest\x1a$.krypton.v1.SetTenantRegionsResponse\x12`\n" +
+	"\x11PublishTenantKeys\x12$.krypton.v1.PublishTenantKeysRequest\x1a%.krypton.v1.PublishTenantKeysResponseB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
 
 var (
 	file_krypton_v1_governance_proto_rawDescOnce sync.Once
@@ -2927,7 +3456,7 @@ func file_krypton_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 37)
+var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_krypton_v1_governance_proto_goTypes = []any{
 	(EventKind)(0),                         // 0: krypton.v1.EventKind
 	(*GovernanceServiceInfo)(nil),          // 1: krypton.v1.GovernanceServiceInfo
@@ -2956,106 +3485,125 @@ var file_krypton_v1_governance_proto_goTypes = []any{
 	(*GovernanceUnlockTenantRequest)(nil),  // 24: krypton.v1.GovernanceUnlockTenantRequest
 	(*ResyncTenantRequest)(nil),            // 25: krypton.v1.ResyncTenantRequest
 	(*ResyncTenantResponse)(nil),           // 26: krypton.v1.ResyncTenantResponse
-	(*ServiceQuota)(nil),                   // 27: krypton.v1.ServiceQuota
-	(*RevocationEvent)(nil),                // 28: krypton.v1.RevocationEvent
-	(*WatchRevocationsRequest)(nil),        // 29: krypton.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil),       // 30: krypton.v1.WatchRevocationsResponse
-	(*ReportCursorRequest)(nil),            // 31: krypton.v1.ReportCursorRequest
-	(*ResetRegionVotersRequest)(nil),       // 32: krypton.v1.ResetRegionVotersRequest
-	(*ReportCursorResponse)(nil),           // 33: krypton.v1.ReportCursorResponse
-	(*GovernanceStatusRequest)(nil),        // 34: krypton.v1.GovernanceStatusRequest
-	(*RegionCursor)(nil),                   // 35: krypton.v1.RegionCursor
-	(*RegionLag)(nil),                      // 36: krypton.v1.RegionLag
-	(*GovernanceStatusResponse)(nil),       // 37: krypton.v1.GovernanceStatusResponse
-	(*timestamppb.Timestamp)(nil),          // 38: google.protobuf.Timestamp
-	(*Quota)(nil),                          // 39: krypton.v1.Quota
-	(TenantState)(0),                       // 40: krypton.v1.TenantState
-	(Operation)(0),                         // 41: krypton.v1.Operation
-	(*KeyScope)(nil),                       // 42: krypton.v1.KeyScope
-	(*KeyRef)(nil),                         // 43: krypton.v1.KeyRef
-	(*durationpb.Duration)(nil),            // 44: google.protobuf.Duration
+	(*SealedTenantKey)(nil),                // 27: krypton.v1.SealedTenantKey
+	(*SealedServiceKey)(nil),               // 28: krypton.v1.SealedServiceKey
+	(*TenantKeys)(nil),                     // 29: krypton.v1.TenantKeys
+	(*SetTenantRegionsRequest)(nil),        // 30: krypton.v1.SetTenantRegionsRequest
+	(*SetTenantRegionsResponse)(nil),       // 31: krypton.v1.SetTenantRegionsResponse
+	(*PublishTenantKeysRequest)(nil),       // 32: krypton.v1.PublishTenantKeysRequest
+	(*PublishTenantKeysResponse)(nil),      // 33: krypton.v1.PublishTenantKeysResponse
+	(*ServiceQuota)(nil),                   // 34: krypton.v1.ServiceQuota
+	(*RevocationEvent)(nil),                // 35: krypton.v1.RevocationEvent
+	(*WatchRevocationsRequest)(nil),        // 36: krypton.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil),       // 37: krypton.v1.WatchRevocationsResponse
+	(*ReportCursorRequest)(nil),            // 38: krypton.v1.ReportCursorRequest
+	(*ResetRegionVotersRequest)(nil),       // 39: krypton.v1.ResetRegionVotersRequest
+	(*ReportCursorResponse)(nil),           // 40: krypton.v1.ReportCursorResponse
+	(*GovernanceStatusRequest)(nil),        // 41: krypton.v1.GovernanceStatusRequest
+	(*RegionCursor)(nil),                   // 42: krypton.v1.RegionCursor
+	(*RegionLag)(nil),                      // 43: krypton.v1.RegionLag
+	(*GovernanceStatusResponse)(nil),       // 44: krypton.v1.GovernanceStatusResponse
+	(*timestamppb.Timestamp)(nil),          // 45: google.protobuf.Timestamp
+	(*Quota)(nil),                          // 46: krypton.v1.Quota
+	(TenantState)(0),                       // 47: krypton.v1.TenantState
+	(Operation)(0),                         // 48: krypton.v1.Operation
+	(*KeyScope)(nil),                       // 49: krypton.v1.KeyScope
+	(*KeyRef)(nil),                         // 50: krypton.v1.KeyRef
+	(*durationpb.Duration)(nil),            // 51: google.protobuf.Duration
 }
 var file_krypton_v1_governance_proto_depIdxs = []int32{
-	38, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
-	39, // 1: krypton.v1.GovernanceServiceInfo.quota:type_name -> krypton.v1.Quota
+	45, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
+	46, // 1: krypton.v1.GovernanceServiceInfo.quota:type_name -> krypton.v1.Quota
 	1,  // 2: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
-	40, // 3: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
-	38, // 4: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
-	38, // 5: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
-	39, // 6: krypton.v1.GovernanceTenant.quota:type_name -> krypton.v1.Quota
-	39, // 7: krypton.v1.GovernanceSetQuotaRequest.quota:type_name -> krypton.v1.Quota
-	39, // 8: krypton.v1.GovernanceSetQuotaResponse.quota:type_name -> krypton.v1.Quota
+	47, // 3: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
+	45, // 4: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
+	45, // 5: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
+	46, // 6: krypton.v1.GovernanceTenant.quota:type_name -> krypton.v1.Quota
+	46, // 7: krypton.v1.GovernanceSetQuotaRequest.quota:type_name -> krypton.v1.Quota
+	46, // 8: krypton.v1.GovernanceSetQuotaResponse.quota:type_name -> krypton.v1.Quota
 	5,  // 9: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
-	28, // 10: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
-	35, // 11: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
+	35, // 10: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
+	42, // 11: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
 	17, // 12: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
-	38, // 13: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	41, // 14: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
+	45, // 13: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	48, // 14: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
 	16, // 15: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
-	42, // 16: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
-	43, // 17: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
-	43, // 18: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
+	49, // 16: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
+	50, // 17: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
+	50, // 18: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
 	21, // 19: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
-	28, // 20: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
-	35, // 21: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
-	28, // 22: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
-	35, // 23: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
-	39, // 24: krypton.v1.ServiceQuota.quota:type_name -> krypton.v1.Quota
-	0,  // 25: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
-	42, // 26: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
-	38, // 27: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
-	16, // 28: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
-	39, // 29: krypton.v1.RevocationEvent.quota:type_name -> krypton.v1.Quota
-	27, // 30: krypton.v1.RevocationEvent.service_quotas:type_name -> krypton.v1.ServiceQuota
-	28, // 31: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
-	43, // 32: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
-	38, // 33: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
-	35, // 34: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
-	44, // 35: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
-	36, // 36: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
-	6,  // 37: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
-	9,  // 38: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
-	10, // 39: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
-	12, // 40: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
-	13, // 41: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
-	2,  // 42: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
-	3,  // 43: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
-	14, // 44: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
-	18, // 45: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
-	19, // 46: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
-	7,  // 47: krypton.v1.GovernanceService.SetQuota:input_type -> krypton.v1.GovernanceSetQuotaRequest
-	20, // 48: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
-	23, // 49: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
-	24, // 50: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
-	25, // 51: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
-	29, // 52: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
-	31, // 53: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
-	32, // 54: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
-	34, // 55: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
-	5,  // 56: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 57: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
-	11, // 58: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
-	5,  // 59: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
-	5,  // 60: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
-	1,  // 61: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
-	4,  // 62: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
-	15, // 63: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
-	16, // 64: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
-	16, // 65: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
-	8,  // 66: krypton.v1.GovernanceService.SetQuota:output_type -> krypton.v1.GovernanceSetQuotaResponse
-	22, // 67: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
-	5,  // 68: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 69: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
-	26, // 70: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
-	30, // 71: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
-	33, // 72: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
-	35, // 73: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
-	37, // 74: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
-	56, // [56:75] is the sub-list for method output_type
-	37, // [37:56] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	35, // 20: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
+	42, // 21: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
+	35, // 22: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
+	42, // 23: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
+	27, // 24: krypton.v1.TenantKeys.l2:type_name -> krypton.v1.SealedTenantKey
+	28, // 25: krypton.v1.TenantKeys.l3:type_name -> krypton.v1.SealedServiceKey
+	5,  // 26: krypton.v1.SetTenantRegionsResponse.tenant:type_name -> krypton.v1.GovernanceTenant
+	35, // 27: krypton.v1.SetTenantRegionsResponse.event:type_name -> krypton.v1.RevocationEvent
+	42, // 28: krypton.v1.SetTenantRegionsResponse.regions:type_name -> krypton.v1.RegionCursor
+	29, // 29: krypton.v1.PublishTenantKeysRequest.keys:type_name -> krypton.v1.TenantKeys
+	46, // 30: krypton.v1.ServiceQuota.quota:type_name -> krypton.v1.Quota
+	0,  // 31: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
+	49, // 32: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
+	45, // 33: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
+	16, // 34: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
+	46, // 35: krypton.v1.RevocationEvent.quota:type_name -> krypton.v1.Quota
+	34, // 36: krypton.v1.RevocationEvent.service_quotas:type_name -> krypton.v1.ServiceQuota
+	29, // 37: krypton.v1.RevocationEvent.keys:type_name -> krypton.v1.TenantKeys
+	50, // 38: krypton.v1.RevocationEvent.revoked:type_name -> krypton.v1.KeyRef
+	35, // 39: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
+	50, // 40: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
+	45, // 41: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
+	42, // 42: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
+	51, // 43: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
+	43, // 44: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
+	6,  // 45: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
+	9,  // 46: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
+	10, // 47: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
+	12, // 48: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
+	13, // 49: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
+	2,  // 50: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
+	3,  // 51: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
+	14, // 52: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
+	18, // 53: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
+	19, // 54: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
+	7,  // 55: krypton.v1.GovernanceService.SetQuota:input_type -> krypton.v1.GovernanceSetQuotaRequest
+	20, // 56: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
+	23, // 57: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
+	24, // 58: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
+	25, // 59: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
+	36, // 60: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
+	38, // 61: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
+	39, // 62: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
+	41, // 63: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
+	30, // 64: krypton.v1.GovernanceService.SetTenantRegions:input_type -> krypton.v1.SetTenantRegionsRequest
+	32, // 65: krypton.v1.GovernanceService.PublishTenantKeys:input_type -> krypton.v1.PublishTenantKeysRequest
+	5,  // 66: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 67: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
+	11, // 68: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
+	5,  // 69: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
+	5,  // 70: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
+	1,  // 71: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
+	4,  // 72: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
+	15, // 73: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
+	16, // 74: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
+	16, // 75: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
+	8,  // 76: krypton.v1.GovernanceService.SetQuota:output_type -> krypton.v1.GovernanceSetQuotaResponse
+	22, // 77: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
+	5,  // 78: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
+	5,  // 79: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
+	26, // 80: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
+	37, // 81: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
+	40, // 82: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
+	42, // 83: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
+	44, // 84: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
+	31, // 85: krypton.v1.GovernanceService.SetTenantRegions:output_type -> krypton.v1.SetTenantRegionsResponse
+	33, // 86: krypton.v1.GovernanceService.PublishTenantKeys:output_type -> krypton.v1.PublishTenantKeysResponse
+	66, // [66:87] is the sub-list for method output_type
+	45, // [45:66] is the sub-list for method input_type
+	45, // [45:45] is the sub-list for extension type_name
+	45, // [45:45] is the sub-list for extension extendee
+	0,  // [0:45] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_governance_proto_init() }
@@ -3070,7 +3618,7 @@ func file_krypton_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_governance_proto_rawDesc), len(file_krypton_v1_governance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   37,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

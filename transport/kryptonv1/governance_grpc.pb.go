@@ -40,6 +40,8 @@ const (
 	GovernanceService_ReportCursor_FullMethodName      = "/krypton.v1.GovernanceService/ReportCursor"
 	GovernanceService_ResetRegionVoters_FullMethodName = "/krypton.v1.GovernanceService/ResetRegionVoters"
 	GovernanceService_Status_FullMethodName            = "/krypton.v1.GovernanceService/Status"
+	GovernanceService_SetTenantRegions_FullMethodName  = "/krypton.v1.GovernanceService/SetTenantRegions"
+	GovernanceService_PublishTenantKeys_FullMethodName = "/krypton.v1.GovernanceService/PublishTenantKeys"
 )
 
 // GovernanceServiceClient is the client API for GovernanceService service.
@@ -288,6 +290,29 @@ type GovernanceServiceClient interface {
 	//
 	// Errors: only UNAUTHENTICATED and PERMISSION_DENIED.
 	Status(ctx context.Context, in *GovernanceStatusRequest, opts ...grpc.CallOption) (*GovernanceStatusResponse, error)
+	// SetTenantRegions replaces a shared tenant's region set (its residency):
+	// a SET_REGIONS event, sent to the old and the new regions. A region
+	// added receives the tenant's sealed hierarchy from its home region
+	// (TENANT_KEYS); a region removed wipes the tenant. With wait, it returns
+	// once every old and new region has reported the event.
+	//
+	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for a bad or
+	// empty region list, a region outside -regions, or one that leaves out
+	// the tenant's home region; FAILED_PRECONDITION for a tenant that is not
+	// shared (created without home_region) or revoked; DEADLINE_EXCEEDED if
+	// the wait ran out (the change stands).
+	SetTenantRegions(ctx context.Context, in *SetTenantRegionsRequest, opts ...grpc.CallOption) (*SetTenantRegionsResponse, error)
+	// PublishTenantKeys is called by the leader of a shared tenant's home
+	// region: it hands governance the tenant's sealed hierarchy (each L2
+	// version sealed under L1 once for each region of the tenant, each L3
+	// version sealed under L2). Governance keeps what is new, cannot open
+	// any of it, and forwards it to the tenant's other regions in a
+	// TENANT_KEYS event. Publishing what governance has already is a no-op.
+	//
+	// Errors: PERMISSION_DENIED unless the caller is a node of the tenant's
+	// home region; INVALID_ARGUMENT for versions out of order or blobs for
+	// regions outside the tenant's set; NOT_FOUND for an unknown tenant.
+	PublishTenantKeys(ctx context.Context, in *PublishTenantKeysRequest, opts ...grpc.CallOption) (*PublishTenantKeysResponse, error)
 }
 
 type governanceServiceClient struct {
@@ -491,6 +516,26 @@ func (c *governanceServiceClient) Status(ctx context.Context, in *GovernanceStat
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(GovernanceStatusResponse)
 	err := c.cc.Invoke(ctx, GovernanceService_Status_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *governanceServiceClient) SetTenantRegions(ctx context.Context, in *SetTenantRegionsRequest, opts ...grpc.CallOption) (*SetTenantRegionsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetTenantRegionsResponse)
+	err := c.cc.Invoke(ctx, GovernanceService_SetTenantRegions_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *governanceServiceClient) PublishTenantKeys(ctx context.Context, in *PublishTenantKeysRequest, opts ...grpc.CallOption) (*PublishTenantKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PublishTenantKeysResponse)
+	err := c.cc.Invoke(ctx, GovernanceService_PublishTenantKeys_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -743,6 +788,29 @@ type GovernanceServiceServer interface {
 	//
 	// Errors: only UNAUTHENTICATED and PERMISSION_DENIED.
 	Status(context.Context, *GovernanceStatusRequest) (*GovernanceStatusResponse, error)
+	// SetTenantRegions replaces a shared tenant's region set (its residency):
+	// a SET_REGIONS event, sent to the old and the new regions. A region
+	// added receives the tenant's sealed hierarchy from its home region
+	// (TENANT_KEYS); a region removed wipes the tenant. With wait, it returns
+	// once every old and new region has reported the event.
+	//
+	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for a bad or
+	// empty region list, a region outside -regions, or one that leaves out
+	// the tenant's home region; FAILED_PRECONDITION for a tenant that is not
+	// shared (created without home_region) or revoked; DEADLINE_EXCEEDED if
+	// the wait ran out (the change stands).
+	SetTenantRegions(context.Context, *SetTenantRegionsRequest) (*SetTenantRegionsResponse, error)
+	// PublishTenantKeys is called by the leader of a shared tenant's home
+	// region: it hands governance the tenant's sealed hierarchy (each L2
+	// version sealed under L1 once for each region of the tenant, each L3
+	// version sealed under L2). Governance keeps what is new, cannot open
+	// any of it, and forwards it to the tenant's other regions in a
+	// TENANT_KEYS event. Publishing what governance has already is a no-op.
+	//
+	// Errors: PERMISSION_DENIED unless the caller is a node of the tenant's
+	// home region; INVALID_ARGUMENT for versions out of order or blobs for
+	// regions outside the tenant's set; NOT_FOUND for an unknown tenant.
+	PublishTenantKeys(context.Context, *PublishTenantKeysRequest) (*PublishTenantKeysResponse, error)
 	mustEmbedUnimplementedGovernanceServiceServer()
 }
 
@@ -809,6 +877,12 @@ func (UnimplementedGovernanceServiceServer) ResetRegionVoters(context.Context, *
 }
 func (UnimplementedGovernanceServiceServer) Status(context.Context, *GovernanceStatusRequest) (*GovernanceStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedGovernanceServiceServer) SetTenantRegions(context.Context, *SetTenantRegionsRequest) (*SetTenantRegionsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetTenantRegions not implemented")
+}
+func (UnimplementedGovernanceServiceServer) PublishTenantKeys(context.Context, *PublishTenantKeysRequest) (*PublishTenantKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PublishTenantKeys not implemented")
 }
 func (UnimplementedGovernanceServiceServer) mustEmbedUnimplementedGovernanceServiceServer() {}
 func (UnimplementedGovernanceServiceServer) testEmbeddedByValue()                           {}
@@ -1166,6 +1240,42 @@ func _GovernanceService_Status_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GovernanceService_SetTenantRegions_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetTenantRegionsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).SetTenantRegions(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_SetTenantRegions_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).SetTenantRegions(ctx, req.(*SetTenantRegionsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _GovernanceService_PublishTenantKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PublishTenantKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).PublishTenantKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_PublishTenantKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).PublishTenantKeys(ctx, req.(*PublishTenantKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GovernanceService_ServiceDesc is the grpc.ServiceDesc for GovernanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1244,6 +1354,14 @@ var GovernanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _GovernanceService_Status_Handler,
+		},
+		{
+			MethodName: "SetTenantRegions",
+			Handler:    _GovernanceService_SetTenantRegions_Handler,
+		},
+		{
+			MethodName: "PublishTenantKeys",
+			Handler:    _GovernanceService_PublishTenantKeys_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

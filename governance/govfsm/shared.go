@@ -1,0 +1,163 @@
+// Shared tenants: one key hierarchy in every region of the tenant's set (docs/governance.md,
+// "Multi-region tenants"). Governance keeps the set, and stores and forwards the sealed
+// hierarchy the tenant's home region publishes; it can open none of it.
+
+package govfsm
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// Bounds of a published hierarchy: a sealed L2 (an anchor's ciphertext) and a sealed L3 (a wrap
+// format kind 1 blob, at most wrap.MaxBlobSize).
+const (
+	maxSealedL2   = 8 << 10
+	maxSealedL3   = 1 << 10
+	maxKeyEntries = 100000
+)
+
+// ValidRegionSet reports whether regions is a usable region set: 1 to MaxTenantRegions valid
+// names, sorted, without repeats.
+func ValidRegionSet(regions []string) bool {
+	if len(regions) == 0 || len(regions) > MaxTenantRegions || !slices.IsSorted(regions) ||
+		len(slices.Compact(slices.Clone(regions))) != len(regions) {
+		return false
+	}
+	for _, r := range regions {
+		if wrap.ValidateName(r) != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// setRegions applies OpSetRegions: the new set must keep the home region. The sealed L2 blobs of
+// the regions removed are dropped: governance no longer forwards anything of the tenant there.
+func (s *state) setRegions(c *Command, t *tenant, now int64) *Result {
+	switch {
+	case t.RevokeCursor != 0:
+		return &Result{Err: ErrRevoked}
+	case t.Home == "":
+		return &Result{Err: ErrNotShared}
+	case !ValidRegionSet(c.Regions) || !slices.Contains(c.Regions, t.Home):
+		return &Result{Err: ErrInvalidCommand}
+	}
+	var removed []string
+	for _, r := range t.Regions {
+		if !slices.Contains(c.Regions, r) {
+			removed = append(removed, r)
+		}
+	}
+	if t.Keys != nil && len(removed) > 0 {
+		k := *t.Keys
+		k.L2 = slices.DeleteFunc(slices.Clone(k.L2), func(b SealedL2) bool { return slices.Contains(removed, b.Region) })
+		t.Keys = &k
+	}
+	t.Regions = slices.Clone(c.Regions)
+	e := s.emit(c, KindSetRegions, now)
+	e.Regions, e.Removed, e.Home = slices.Clone(c.Regions), removed, t.Home
+	return s.result(c, e)
+}
+
+// publishKeys applies OpPublishKeys: it merges what the home region published into what
+// governance holds (a version already held is kept as it is) and, if anything is new, emits a
+// TENANT_KEYS event with the whole hierarchy to the tenant's other regions, each of which takes
+// what it lacks.
+func (s *state) publishKeys(c *Command, t *tenant, now int64) *Result {
+	switch {
+	case t.RevokeCursor != 0:
+		return &Result{Err: ErrRevoked}
+	case t.Home == "":
+		return &Result{Err: ErrNotShared}
+	case c.Region != t.Home:
+		return &Result{Err: ErrNotHome}
+	case c.Keys == nil || len(c.Keys.L2)+len(c.Keys.L3) > maxKeyEntries:
+		return &Result{Err: ErrInvalidCommand}
+	}
+	for _, b := range c.Keys.L2 {
+		if !slices.Contains(t.Regions, b.Region) || b.Version == 0 || len(b.Sealed) == 0 || len(b.Sealed) > maxSealedL2 {
+			return &Result{Err: ErrInvalidCommand}
+		}
+	}
+	for _, b := range c.Keys.L3 {
+		if wrap.ValidateName(b.Service) != nil || b.Version == 0 || b.SealedBy == 0 || len(b.Sealed) == 0 || len(b.Sealed) > maxSealedL3 {
+			return &Result{Err: ErrInvalidCommand}
+		}
+	}
+	var have TenantKeys
+	if t.Keys != nil {
+		have = *t.Keys
+	}
+	type l2k struct {
+		r string
+		v uint32
+	}
+	type l3k struct {
+		s string
+		v uint32
+	}
+	l2s := map[l2k]SealedL2{}
+	for _, b := range have.L2 {
+		l2s[l2k{b.Region, b.Version}] = b
+	}
+	l3s := map[l3k]SealedL3{}
+	for _, b := range have.L3 {
+		l3s[l3k{b.Service, b.Version}] = b
+	}
+	n := len(l2s) + len(l3s)
+	for _, b := range c.Keys.L2 {
+		if _, ok := l2s[l2k{b.Region, b.Version}]; !ok {
+			l2s[l2k{b.Region, b.Version}] = b
+		}
+	}
+	for _, b := range c.Keys.L3 {
+		if _, ok := l3s[l3k{b.Service, b.Version}]; !ok {
+			l3s[l3k{b.Service, b.Version}] = b
+		}
+	}
+	if len(l2s)+len(l3s) == n {
+		return s.result(c, nil) // nothing new: no event
+	}
+	next := &TenantKeys{
+		L2: slices.SortedFunc(maps.Values(l2s), func(a, b SealedL2) int {
+			return cmp.Or(cmp.Compare(a.Region, b.Region), cmp.Compare(a.Version, b.Version))
+		}),
+		L3: slices.SortedFunc(maps.Values(l3s), func(a, b SealedL3) int {
+			return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Version, b.Version))
+		}),
+	}
+	t.Keys = next
+	e := s.emit(c, KindTenantKeys, now)
+	e.Home, e.Keys = t.Home, next
+	e.Regions = slices.DeleteFunc(slices.Clone(t.Regions), func(r string) bool { return r == t.Home })
+	e.AnchorURI, e.Locked = t.AnchorURI, t.Locked
+	if t.Policy != nil {
+		e.Policy = t.Policy.clone()
+	}
+	for _, name := range slices.Sorted(maps.Keys(t.Services)) {
+		sv := t.Services[name]
+		if sv.RevokeCursor != 0 {
+			e.Revoked = append(e.Revoked, KeyRef{Tenant: t.Name, Service: name}) // version 0: the whole service
+			continue
+		}
+		for _, v := range slices.Sorted(maps.Keys(sv.Versions)) {
+			e.Revoked = append(e.Revoked, KeyRef{Tenant: t.Name, Service: name, Version: v})
+		}
+	}
+	return s.result(c, e)
+}
+
+// TenantKeysFor returns the sealed hierarchy governance holds for a shared tenant (nil if none).
+func (f *FSM) TenantKeysFor(tenant string) *TenantKeys {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if t := f.st.Tenants[tenant]; t != nil && t.Keys != nil {
+		k := *t.Keys
+		return &k
+	}
+	return nil
+}

@@ -1,0 +1,75 @@
+package govfsm_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/kryptonkms/krypton/governance/govfsm"
+)
+
+// TestSharedTenantRules: a shared tenant's region set and the sealed keys its home publishes — who
+// may publish, what makes an event and to whom it goes, and what the set may not lose.
+func TestSharedTenantRules(t *testing.T) {
+	f := govfsm.NewFSM()
+	withHome := func(h string) func(*govfsm.Command) { return func(c *govfsm.Command) { c.Home = h } }
+	mustErr(t, apply(t, f, cmd(govfsm.OpCreateTenant, "c-bad", "acme", withAnchor(devAnchor), withRegions("eu", "us"), withHome("ap"))), govfsm.ErrInvalidCommand)
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "c0", "acme", withAnchor(devAnchor), withRegions("eu", "us"), withHome("eu"))))
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "c1", "solo", withAnchor(devAnchor), withRegions("eu", "us"))))
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateService, "s0", "acme", withService("pay", 0))))
+
+	publish := func(rid, tenant, region string, keys *govfsm.TenantKeys) *govfsm.Result {
+		return apply(t, f, cmd(govfsm.OpPublishKeys, rid, tenant, func(c *govfsm.Command) { c.Region, c.Keys = region, keys }))
+	}
+	keys := &govfsm.TenantKeys{
+		L2: []govfsm.SealedL2{{Region: "us", Version: 1, Sealed: []byte("l2-us-1")}},
+		L3: []govfsm.SealedL3{{Service: "pay", Version: 1, SealedBy: 1, Sealed: []byte("l3-pay-1")}},
+	}
+	mustErr(t, publish("p-us", "acme", "us", keys), govfsm.ErrNotHome)
+	mustErr(t, publish("p-solo", "solo", "eu", keys), govfsm.ErrNotShared)
+	mustErr(t, publish("p-out", "acme", "eu", &govfsm.TenantKeys{L2: []govfsm.SealedL2{{Region: "ap", Version: 1, Sealed: []byte("x")}}}), govfsm.ErrInvalidCommand)
+	e := mustOK(t, publish("p1", "acme", "eu", keys)).Event
+	if e == nil || e.Kind != govfsm.KindTenantKeys || e.Home != "eu" || !slices.Equal(e.Regions, []string{"us"}) || len(e.Keys.L2) != 1 || len(e.Keys.L3) != 1 {
+		t.Fatalf("TENANT_KEYS event: %+v", e)
+	}
+	// The same keys again: nothing new, no event.
+	head := f.Head()
+	if r := mustOK(t, publish("p2", "acme", "eu", keys)); r.Event != nil || f.Head() != head {
+		t.Fatalf("a publish of nothing new made event %+v", r.Event)
+	}
+	// A revoked version is listed in the next TENANT_KEYS event.
+	mustOK(t, apply(t, f, cmd(govfsm.OpRevoke, "rv", "acme", withService("pay", 1))))
+	keys.L3 = append(keys.L3, govfsm.SealedL3{Service: "pay", Version: 2, SealedBy: 1, Sealed: []byte("l3-pay-2")})
+	e = mustOK(t, publish("p3", "acme", "eu", keys)).Event
+	if !slices.Contains(e.Revoked, govfsm.KeyRef{Tenant: "acme", Service: "pay", Version: 1}) || len(e.Keys.L3) != 2 {
+		t.Fatalf("TENANT_KEYS after a revocation: %+v", e)
+	}
+
+	setRegions := func(rid, tenant string, regions ...string) *govfsm.Result {
+		return apply(t, f, cmd(govfsm.OpSetRegions, rid, tenant, withRegions(regions...)))
+	}
+	mustErr(t, setRegions("r-solo", "solo", "eu"), govfsm.ErrNotShared)
+	mustErr(t, setRegions("r-home", "acme", "us"), govfsm.ErrInvalidCommand) // the home must stay
+	add := mustOK(t, setRegions("r1", "acme", "ap", "eu", "us")).Event
+	if add.Kind != govfsm.KindSetRegions || !slices.Equal(add.Regions, []string{"ap", "eu", "us"}) || len(add.Removed) != 0 {
+		t.Fatalf("SET_REGIONS adding ap: %+v", add)
+	}
+	rm := mustOK(t, setRegions("r2", "acme", "ap", "eu")).Event
+	if !slices.Equal(rm.Removed, []string{"us"}) {
+		t.Fatalf("SET_REGIONS removing us: %+v", rm)
+	}
+	// us learns of its removal, and of nothing of the tenant after it.
+	usEvents, _ := f.EventsFor("us", rm.Cursor-1, 100)
+	if len(usEvents) != 1 || usEvents[0].Cursor != rm.Cursor {
+		t.Fatalf("us after its removal sees %+v", usEvents)
+	}
+	mustOK(t, apply(t, f, cmd(govfsm.OpLockTenant, "l1", "acme")))
+	if ev, _ := f.EventsFor("us", rm.Cursor, 100); len(ev) != 0 {
+		t.Fatalf("us, removed, still gets %+v", ev)
+	}
+	// Governance dropped the L2 blobs it held for us.
+	for _, b := range f.TenantKeysFor("acme").L2 {
+		if b.Region == "us" {
+			t.Fatal("governance still holds an L2 sealed for a removed region")
+		}
+	}
+}

@@ -1,0 +1,118 @@
+// Shared tenants (docs/governance.md, "Multi-region tenants"): the region set, and the sealed key
+// hierarchy the home region publishes and governance forwards without being able to open it.
+
+package governance
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"slices"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/kryptonkms/krypton/governance/govfsm"
+	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+)
+
+// TenantKeysProto returns a sealed hierarchy as the API sends it.
+func TenantKeysProto(k *govfsm.TenantKeys) *kv1.TenantKeys {
+	out := &kv1.TenantKeys{}
+	for _, b := range k.L2 {
+		out.L2 = append(out.L2, &kv1.SealedTenantKey{Region: b.Region, Version: b.Version, Sealed: b.Sealed})
+	}
+	for _, b := range k.L3 {
+		out.L3 = append(out.L3, &kv1.SealedServiceKey{Service: b.Service, Version: b.Version, SealedBy: b.SealedBy, Sealed: b.Sealed})
+	}
+	return out
+}
+
+// eventForRegion is e as the feed sends it to region: of a TENANT_KEYS event's sealed L2 blobs only
+// region's own (each is bound to its region by the anchor; no region receives another's).
+func eventForRegion(e *govfsm.Event, region string) *kv1.RevocationEvent {
+	pe := EventProto(e)
+	if pe.GetKeys() != nil {
+		pe.Keys.L2 = slices.DeleteFunc(pe.Keys.L2, func(b *kv1.SealedTenantKey) bool { return b.GetRegion() != region })
+	}
+	return pe
+}
+
+// SetTenantRegions replaces a shared tenant's region set and, with wait, returns once every old and
+// new region has reported the SET_REGIONS event (the removed ones have wiped the tenant).
+func (s *api) SetTenantRegions(ctx context.Context, req *kv1.SetTenantRegionsRequest) (*kv1.SetTenantRegionsResponse, error) {
+	if err := operator(ctx); err != nil {
+		return nil, err
+	}
+	if err := transport.CheckRequestID(req.GetRequestId()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	regions, err := normRegions(req.GetRegions(), s.n.cfg.Regions)
+	if err != nil {
+		return nil, err
+	}
+	if t, err := s.n.fsm.Tenant(req.GetTenant()); err == nil && t.Home != "" && !slices.Contains(regions, t.Home) {
+		return nil, invalid(fmt.Sprintf("the region set leaves out the tenant's home region %s, which makes its keys: keep %s in -regions", t.Home, t.Home))
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetRegions, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
+	if err != nil {
+		return nil, err
+	}
+	out := &kv1.SetTenantRegionsResponse{Tenant: TenantProto(r.Tenant), Event: operatorEvent(r.Event)}
+	if req.GetWait() && r.Event != nil {
+		all := slices.Sorted(slices.Values(append(slices.Clone(r.Event.Regions), r.Event.Removed...)))
+		if out.Regions, err = s.n.waitRegions(ctx, r.Event.Cursor, slices.Compact(all)); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// PublishTenantKeys takes the sealed hierarchy from a node of the tenant's home region.
+func (s *api) PublishTenantKeys(ctx context.Context, req *kv1.PublishTenantKeysRequest) (*kv1.PublishTenantKeysResponse, error) {
+	if err := checkName("region", req.GetRegion()); err != nil {
+		return nil, err
+	}
+	if err := regionNode(ctx, req.GetRegion()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	k := req.GetKeys()
+	keys := &govfsm.TenantKeys{}
+	for _, b := range k.GetL2() {
+		if checkName("l2 region", b.GetRegion()) != nil || b.GetVersion() == 0 || len(b.GetSealed()) == 0 {
+			return nil, invalid("keys: a sealed L2 needs a region, a version and a blob")
+		}
+		keys.L2 = append(keys.L2, govfsm.SealedL2{Region: b.GetRegion(), Version: b.GetVersion(), Sealed: b.GetSealed()})
+	}
+	for _, b := range k.GetL3() {
+		if checkName("l3 service", b.GetService()) != nil || b.GetVersion() == 0 || b.GetSealedBy() == 0 || len(b.GetSealed()) == 0 {
+			return nil, invalid("keys: a sealed L3 needs a service, a version, its L2 version and a blob")
+		}
+		keys.L3 = append(keys.L3, govfsm.SealedL3{Service: b.GetService(), Version: b.GetVersion(), SealedBy: b.GetSealedBy(), Sealed: b.GetSealed()})
+	}
+	// The request id is the content's: a publish repeated after a lost answer is the same request.
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpPublishKeys, RequestID: publishID(req), Tenant: req.GetTenant(), Region: req.GetRegion(), Keys: keys})
+	if err != nil {
+		return nil, err
+	}
+	out := &kv1.PublishTenantKeysResponse{}
+	if r.Event != nil {
+		out.Cursor = r.Event.Cursor
+	}
+	return out, nil
+}
+
+// publishID names a publish by its content (deterministic encoding): the same hierarchy published
+// twice is one request, answered once.
+func publishID(req *kv1.PublishTenantKeysRequest) string {
+	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(req)
+	sum := sha256.Sum256(b)
+	return "publish-keys-" + hex.EncodeToString(sum[:16])
+}

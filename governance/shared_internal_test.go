@@ -1,0 +1,27 @@
+package governance
+
+import (
+	"testing"
+
+	"github.com/kryptonkms/krypton/governance/govfsm"
+)
+
+// TestEventForRegionSendsOnlyItsOwnL2: a TENANT_KEYS event reaches each region with only the L2
+// blobs sealed for it (the L3 blobs are the same everywhere), and operators see no blob at all.
+func TestEventForRegionSendsOnlyItsOwnL2(t *testing.T) {
+	e := &govfsm.Event{Cursor: 3, Kind: govfsm.KindTenantKeys, Tenant: "acme", Home: "eu", Regions: []string{"ap", "us"},
+		Keys: &govfsm.TenantKeys{
+			L2: []govfsm.SealedL2{{Region: "ap", Version: 1, Sealed: []byte("ap1")}, {Region: "us", Version: 1, Sealed: []byte("us1")}},
+			L3: []govfsm.SealedL3{{Service: "pay", Version: 1, SealedBy: 1, Sealed: []byte("pay1")}},
+		}}
+	us := eventForRegion(e, "us")
+	if l2 := us.GetKeys().GetL2(); len(l2) != 1 || l2[0].GetRegion() != "us" || len(us.GetKeys().GetL3()) != 1 || us.GetHomeRegion() != "eu" {
+		t.Fatalf("us gets %v", us.GetKeys())
+	}
+	if len(e.Keys.L2) != 2 {
+		t.Fatal("the stored event was changed")
+	}
+	if op := operatorEvent(e); op.GetKeys() != nil {
+		t.Fatal("an operator's view of the event carries sealed blobs")
+	}
+}
