@@ -15,10 +15,12 @@ import (
 	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/governance/governancetest"
 	"github.com/kryptonkms/krypton/internal/oidcop"
+	"github.com/kryptonkms/krypton/region"
+	"github.com/kryptonkms/krypton/region/regiontest"
 )
 
-// TestLoginRealOIDCProvider runs a real OpenID provider (zitadel/oidc's OP, internal/oidcop) and a
-// governance node that accepts its tokens, and drives everything through the CLI:
+// TestLoginRealOIDCProvider runs a real OpenID provider (zitadel/oidc's OP, internal/oidcop), a
+// governance node and a region node that accept its tokens, and drives everything through the CLI:
 //
 //   - tokens the OP really issued but that are expired, for another client, from another issuer,
 //     or signed by a key the issuer never published are refused, each with its reason;
@@ -52,6 +54,7 @@ func TestLoginRealOIDCProvider(t *testing.T) {
 	t.Cleanup(v.Close) // after governance's own cleanup, registered later, has stopped it
 	g := governancetest.Start(t, 1, governancetest.WithConfig(func(c *governance.Config) { c.OIDC = v }))
 	g.CreateTenant("acme", "file:///tmp/governance-test/root.key", "eu")
+	r := regiontest.Start(t, 1, regiontest.WithCA(g.CA), regiontest.WithConfig(func(c *region.Config) { c.OIDC = v }))
 	caFile := filepath.Join(dir, "ca.pem")
 	if err := os.WriteFile(caFile, g.CA.CertPEM(), 0o600); err != nil {
 		t.Fatal(err)
@@ -77,6 +80,7 @@ func TestLoginRealOIDCProvider(t *testing.T) {
 	}
 	conn := []string{"-governance", g.Addr(0), "-ca-cert", caFile, "-timeout", "30s"}
 	status := append([]string{"governance", "status"}, conn...)
+	regionStatus := []string{"status", "-addr", r.Cfgs[0].RPCAddr, "-ca-cert", caFile, "-timeout", "30s"}
 	lock := append(append([]string{"tenant", "lock"}, conn...), "-reason", "oidc test")
 	unlock := append([]string{"tenant", "unlock"}, conn...)
 
@@ -116,9 +120,11 @@ func TestLoginRealOIDCProvider(t *testing.T) {
 		"other-issuer":   "not valid for this server",
 		"unknown-key":    "not valid for this server",
 	} {
-		_, errOut, code := krypton(append(status, "-token-file", filepath.Join(dir, name+".jwt"))...)
-		if code != 1 || !strings.Contains(errOut, "Unauthenticated") || !strings.Contains(errOut, want) {
-			t.Errorf("%s token: exit %d, %q; want Unauthenticated, %q", name, code, errOut, want)
+		for _, cmd := range [][]string{status, regionStatus} {
+			_, errOut, code := krypton(append(cmd, "-token-file", filepath.Join(dir, name+".jwt"))...)
+			if code != 1 || !strings.Contains(errOut, "Unauthenticated") || !strings.Contains(errOut, want) {
+				t.Errorf("%s token, krypton %s: exit %d, %q; want Unauthenticated, %q", name, cmd[0], code, errOut, want)
+			}
 		}
 	}
 	viewerFile := []string{"-token-file", filepath.Join(dir, "viewer.jwt")}
@@ -190,9 +196,12 @@ func TestLoginRealOIDCProvider(t *testing.T) {
 			t.Fatalf("%s: %v, %v; want mode %04o", path, fi, err, want)
 		}
 	}
-	// Operator commands use the cached token: alice is an admin.
+	// Operator commands use the cached token, at governance and at a region: alice is an admin.
 	if _, errOut, code := krypton(append(lock, "acme")...); code != 0 {
 		t.Fatalf("tenant lock with the cached login: exit %d, %s", code, errOut)
+	}
+	if out, errOut, code := krypton(append(regionStatus, "-format", "json")...); code != 0 || !strings.Contains(out, `"node_id"`) {
+		t.Fatalf("region status with the cached login: exit %d, %s%s", code, out, errOut)
 	}
 
 	// An expired cached token is refreshed, and the cache rewritten.
