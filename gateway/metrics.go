@@ -19,7 +19,7 @@ type metrics struct {
 	evictions  *prometheus.CounterVec // reason
 	entries    prometheus.Gauge
 	cacheBytes prometheus.Gauge
-	nodes      *prometheus.GaugeVec // node
+	nodes      *prometheus.GaugeVec   // node
 	failovers  *prometheus.CounterVec // from, to: region names
 	active     *prometheus.GaugeVec   // region
 	// okRequests caches requests' counters for code OK by op (op → prometheus.Counter): the
