@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"strconv"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +22,7 @@ type metrics struct {
 	cacheBytes prometheus.Gauge
 	nodes      *prometheus.GaugeVec   // node
 	failovers  *prometheus.CounterVec // from, to: region names
-	active     *prometheus.GaugeVec   // region
+	active     *prometheus.GaugeVec   // region, preference
 	// okRequests caches requests' counters for code OK by op (op → prometheus.Counter): the
 	// success of every request is counted without hashing its labels.
 	okRequests sync.Map
@@ -56,8 +57,8 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 			Name: "krypton_gateway_region_failovers_total", Help: "Moves of the gateway from one region to another (-failover-regions): failovers, and moves back to a preferred region.",
 		}, []string{"from", "to"}),
 		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "krypton_gateway_region_active", Help: "1 for the region the gateway sends its calls to, 0 for the other regions it may fail over to.",
-		}, []string{"region"}),
+			Name: "krypton_gateway_region_active", Help: "1 for the region the gateway sends its calls to, 0 for the other regions it may fail over to; preference is the region's place in the gateway's list (0: -region-name, the preferred).",
+		}, []string{"region", "preference"}),
 	}
 	for _, r := range regs {
 		if r == nil {
@@ -118,13 +119,14 @@ func (m *metrics) nodeHealthy(addr, id string, ok bool) {
 
 func (m *metrics) regionFailover(from, to string) { m.failovers.WithLabelValues(from, to).Inc() }
 
-// regionActive sets the active-region gauge: 1 for active, 0 for the other names.
+// regionActive sets the active-region gauge: 1 for active, 0 for the other names (in order of
+// preference).
 func (m *metrics) regionActive(names []string, active string) {
-	for _, n := range names {
+	for i, n := range names {
 		v := 0.0
 		if n == active {
 			v = 1
 		}
-		m.active.WithLabelValues(n).Set(v)
+		m.active.WithLabelValues(n, strconv.Itoa(i)).Set(v)
 	}
 }
