@@ -69,6 +69,10 @@ func TestGatewayRegionFailover(t *testing.T) {
 		mu    sync.Mutex
 		acked []dataKey
 		fails []error
+		// slowest is the longest a data key request took once the stop had begun: what the
+		// failover cost the callers.
+		stopping atomic.Bool
+		slowest  time.Duration
 	)
 	count := func() int {
 		mu.Lock()
@@ -82,9 +86,14 @@ func TestGatewayRegionFailover(t *testing.T) {
 			for i := 0; !stop.Load(); i++ {
 				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 				bind := fmt.Appendf(nil, "w=%d i=%d", w, i)
+				began := time.Now()
 				plain, blob, _, err := gw.GenerateDataKey(ctx, wrap.KeyID{}, bind)
+				took := time.Since(began)
 				cancel()
 				mu.Lock()
+				if stopping.Load() {
+					slowest = max(slowest, took)
+				}
 				if err != nil {
 					fails = append(fails, err)
 				} else {
@@ -96,6 +105,7 @@ func TestGatewayRegionFailover(t *testing.T) {
 	}
 	t.Cleanup(func() { stop.Store(true); wg.Wait() }) // on an early Fatal
 	clustertest.Eventually(t, 30*time.Second, "data keys before the stop", func() bool { return count() >= 40 })
+	stopping.Store(true)
 	for i := range eu.Nodes {
 		eu.Kill(i)
 	}
@@ -132,7 +142,7 @@ func TestGatewayRegionFailover(t *testing.T) {
 		}
 	}
 	unwrapAll("us")
-	t.Logf("%d data keys acknowledged, %d after the stop; all unwrap on us", len(acked), len(acked)-stopped)
+	t.Logf("%d data keys acknowledged, %d after the stop; all unwrap on us; slowest request from the stop on: %v", len(acked), len(acked)-stopped, slowest)
 
 	// eu comes back: once it has served for the failback time, the gateway returns to it, and eu
 	// opens every data key, those us wrapped too.
