@@ -107,6 +107,7 @@ type pool struct {
 	// regions are Config.regions(), in order of preference; active indexes the one calls go to.
 	regions []*regionState
 	active  atomic.Int32
+	moveMu  sync.Mutex // serializes moves, so that the active-region gauge ends as active does
 
 	mu   sync.RWMutex // guards eps and list
 	eps  map[epKey]*endpoint
@@ -359,6 +360,8 @@ func (p *pool) failover(from int, reason string, tried ...map[int]bool) bool {
 
 // move makes region to the active one if from still is, and says so: metric and log.
 func (p *pool) move(from, to int, reason string) {
+	p.moveMu.Lock()
+	defer p.moveMu.Unlock()
 	if !p.active.CompareAndSwap(int32(from), int32(to)) {
 		return
 	}
@@ -408,10 +411,12 @@ func (p *pool) reachesServing() bool {
 
 // pick returns a node of the active region to call, preferring serving ones not avoided nor
 // tried, or nil.
-func (p *pool) pick(tried map[*endpoint]bool) *endpoint {
+func (p *pool) pick(tried map[*endpoint]bool) *endpoint { return p.pickIn(p.activeRegion(), tried) }
+
+// pickIn is pick in region r.
+func (p *pool) pickIn(r *regionState, tried map[*endpoint]bool) *endpoint {
 	now := time.Now().UnixNano()
 	all := p.endpoints()
-	r := p.activeRegion()
 	var cands []*endpoint
 	for pass := 0; pass < 3 && len(cands) == 0; pass++ {
 		for _, e := range all {
@@ -491,15 +496,15 @@ func (p *pool) callOn(ctx context.Context, fn func(ctx context.Context, e *endpo
 	backoff := 20 * time.Millisecond
 	var last error
 	for attempt := 0; attempt < p.cfg.MaxAttempts; attempt++ {
-		cur := int(p.active.Load())
-		e := p.pick(tried)
+		cur := p.activeRegion()
+		e := p.pickIn(cur, tried)
 		if e == nil && len(tried) > 0 && len(p.regions) > 1 {
 			// Every node of the active region failed this call: the region is unavailable.
 			if exhausted == nil {
 				exhausted = map[int]bool{}
 			}
-			exhausted[cur] = true
-			if p.failover(cur, "every node of the region failed a call", exhausted) {
+			exhausted[cur.index] = true
+			if p.failover(cur.index, "every node of the region failed a call", exhausted) {
 				if e = p.pick(tried); e != nil {
 					attempt = 0
 				}
