@@ -25,8 +25,21 @@ type Config struct {
 	RegionAddrs []string
 	// Region is the name of the region those nodes belong to. Every node must present a node
 	// certificate of that region (spiffe://krypton/region/<region>/node/<id>); a node of another
-	// region, though of the same CA, is refused at the handshake. Required.
+	// region, though of the same CA, is refused at the handshake. Required. It is the region the
+	// gateway prefers: with FailoverRegions, the first of the list.
 	Region string
+	// FailoverRegions are the regions the gateway moves to, in order of preference after Region,
+	// when every node of the region it uses is unavailable; it moves back to a more preferred
+	// region once that region has served for RegionFailback. Each has its name and one or more of
+	// its nodes' addresses, and its nodes are pinned to that name as Region's are: no call of the
+	// gateway ever goes to a region it does not list. The regions must hold the gateway's tenant as
+	// a shared tenant (docs/governance.md), so that a data key wrapped in one unwraps in the
+	// others. Empty (the default): one region, no failover between regions.
+	FailoverRegions []Region
+	// RegionFailback is how long a more preferred region must be seen serving, without a break, at
+	// every refresh before the gateway moves back to it (hysteresis: a region that flaps does not
+	// drag the gateway along). Used with FailoverRegions.
+	RegionFailback time.Duration
 	// Roots are the CAs the region nodes' certificates chain to, and the CAs whose service
 	// certificates the TCP front end accepts from applications. Required.
 	Roots *x509.CertPool
@@ -121,6 +134,13 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+// Region is one region the gateway may use: its name and the addresses of one or more of its
+// nodes (the gateway finds the others).
+type Region struct {
+	Name  string
+	Addrs []string
+}
+
 // DefaultConfig returns a configuration with every default set and no addresses or certificates.
 func DefaultConfig() Config {
 	return Config{
@@ -134,6 +154,7 @@ func DefaultConfig() Config {
 		MaxAttempts:     6,
 		RetryBudget:     5 * time.Second,
 		RefreshInterval: 2 * time.Second,
+		RegionFailback:  30 * time.Second,
 		MaxDataSize:     4 << 20,
 		XKS:             xks.DefaultConfig(),
 	}
@@ -180,7 +201,47 @@ func (c Config) Validate() error {
 	case wrap.ValidateName(c.Region) != nil:
 		return fmt.Errorf("gateway: Config.Region %q is not a valid region name", c.Region)
 	}
+	return c.validateFailover()
+}
+
+// validateFailover checks FailoverRegions and RegionFailback.
+func (c Config) validateFailover() error {
+	if len(c.FailoverRegions) == 0 {
+		return nil
+	}
+	if c.RegionFailback <= 0 {
+		return errors.New("gateway: Config.RegionFailback must be positive with FailoverRegions")
+	}
+	names := map[string]bool{c.Region: true}
+	addrs := map[string]string{}
+	for _, a := range c.RegionAddrs {
+		addrs[a] = c.Region
+	}
+	for i, r := range c.FailoverRegions {
+		switch {
+		case r.Name == "":
+			return fmt.Errorf("gateway: Config.FailoverRegions[%d] has no name: give each region's name with its addresses (-failover-regions NAME=ADDR,...)", i)
+		case wrap.ValidateName(r.Name) != nil:
+			return fmt.Errorf("gateway: Config.FailoverRegions[%d]: %q is not a valid region name", i, r.Name)
+		case names[r.Name]:
+			return fmt.Errorf("gateway: Config.FailoverRegions[%d]: region %q is listed twice; list each region once, in order of preference", i, r.Name)
+		case len(r.Addrs) == 0:
+			return fmt.Errorf("gateway: Config.FailoverRegions[%d] (%s) has no address: give one or more of its nodes' addresses", i, r.Name)
+		}
+		names[r.Name] = true
+		for _, a := range r.Addrs {
+			if other, ok := addrs[a]; ok {
+				return fmt.Errorf("gateway: address %s is listed for regions %s and %s; a node belongs to one region", a, other, r.Name)
+			}
+			addrs[a] = r.Name
+		}
+	}
 	return nil
+}
+
+// regions is every region the gateway may use, in order of preference.
+func (c Config) regions() []Region {
+	return append([]Region{{Name: c.Region, Addrs: c.RegionAddrs}}, c.FailoverRegions...)
 }
 
 // isGatewayOf reports whether server is a gateway certificate of the tenant that the service

@@ -191,7 +191,11 @@ func New(cfg Config) (_ *Gateway, err error) {
 	if g.watch != nil {
 		g.watch.start()
 	}
-	log.Info("gateway started", "region", cfg.RegionAddrs, "listen", cfg.ListenAddr, "unix", cfg.UnixSocket,
+	var failover []string
+	for _, r := range cfg.FailoverRegions {
+		failover = append(failover, r.Name)
+	}
+	log.Info("gateway started", "region", cfg.Region, "region-addrs", cfg.RegionAddrs, "failover-regions", failover, "listen", cfg.ListenAddr, "unix", cfg.UnixSocket,
 		"batch-size", cfg.BatchSize, "batch-wait", cfg.BatchWait, "cache-entries", cfg.CacheEntries)
 	return g, nil
 }

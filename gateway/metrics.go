@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"strconv"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +20,9 @@ type metrics struct {
 	evictions  *prometheus.CounterVec // reason
 	entries    prometheus.Gauge
 	cacheBytes prometheus.Gauge
-	nodes      *prometheus.GaugeVec // node
+	nodes      *prometheus.GaugeVec   // node
+	failovers  *prometheus.CounterVec // from, to: region names
+	active     *prometheus.GaugeVec   // region, preference
 	// okRequests caches requests' counters for code OK by op (op → prometheus.Counter): the
 	// success of every request is counted without hashing its labels.
 	okRequests sync.Map
@@ -50,12 +53,18 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "krypton_gateway_region_node_serving", Help: "1 if the region node at addr serves (its own word, or a call that succeeded), else 0; node is empty until the node has answered once.",
 		}, []string{"addr", "node"}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "krypton_gateway_region_failovers_total", Help: "Moves of the gateway from one region to another (-failover-regions): failovers, and moves back to a preferred region.",
+		}, []string{"from", "to"}),
+		active: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "krypton_gateway_region_active", Help: "1 for the region the gateway sends its calls to, 0 for the other regions it may fail over to; preference is the region's place in the gateway's list (0: -region-name, the preferred).",
+		}, []string{"region", "preference"}),
 	}
 	for _, r := range regs {
 		if r == nil {
 			continue
 		}
-		for _, c := range []prometheus.Collector{m.requests, m.batches, m.batchSize, m.rpcs, m.hits, m.misses, m.evictions, m.entries, m.cacheBytes, m.nodes} {
+		for _, c := range []prometheus.Collector{m.requests, m.batches, m.batchSize, m.rpcs, m.hits, m.misses, m.evictions, m.entries, m.cacheBytes, m.nodes, m.failovers, m.active} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}
@@ -106,4 +115,18 @@ func (m *metrics) nodeHealthy(addr, id string, ok bool) {
 		m.nodes.DeleteLabelValues(addr, "")
 	}
 	m.nodes.WithLabelValues(addr, id).Set(v)
+}
+
+func (m *metrics) regionFailover(from, to string) { m.failovers.WithLabelValues(from, to).Inc() }
+
+// regionActive sets the active-region gauge: 1 for active, 0 for the other names (in order of
+// preference).
+func (m *metrics) regionActive(names []string, active string) {
+	for i, n := range names {
+		v := 0.0
+		if n == active {
+			v = 1
+		}
+		m.active.WithLabelValues(n, strconv.Itoa(i)).Set(v)
+	}
 }

@@ -23,10 +23,11 @@ var errNoNode = status.Error(codes.Unavailable, "gateway: no region node could s
 
 // endpoint is one region node's API, as discovered.
 type endpoint struct {
-	addr string
-	conn *grpc.ClientConn
-	wrap kv1.WrapServiceClient
-	seed bool // given in Config.RegionAddrs: never forgotten
+	addr   string
+	region *regionState // the region it was given or discovered in, whose name its certificate must bear
+	conn   *grpc.ClientConn
+	wrap   kv1.WrapServiceClient
+	seed   bool // given in Config.RegionAddrs (or FailoverRegions): never forgotten
 
 	nodeID   atomic.Pointer[string]
 	inflight atomic.Int64
@@ -55,9 +56,33 @@ func (e *endpoint) id() string {
 	return e.addr
 }
 
+// regionState is one region of Config.regions() as the pool sees it.
+type regionState struct {
+	index int // in Config.regions(): 0 is the most preferred
+	name  string
+	// ccfg pins the region's nodes to its name: a node must present a node certificate of this
+	// region, so a call meant for it never reaches another region, even one of the same CA.
+	ccfg transport.ClientConfig
+	// healthySince is the unix nanoseconds since which every refresh has found a node of the
+	// region serving by its own word; 0 when the last refresh did not, or the gateway has just
+	// moved away from the region. Failback waits on it (Config.RegionFailback).
+	healthySince atomic.Int64
+}
+
 // pool finds the region's nodes (ListEndpoints), keeps the list fresh, and sends each call to a
 // serving node: the less loaded of two picked at random ("power of two choices" on in-flight
 // calls), failing over to another node on a retryable error.
+//
+// Regions. With Config.FailoverRegions the pool knows several regions, in order of preference,
+// and sends calls to the nodes of one of them, the active one. When one request has tried every
+// node of the active region and each failed with a retryable error (the failover between nodes
+// below, run out), or when a refresh reaches no node of it at all, the pool moves to the most
+// preferred other region that has a serving node, and the request goes on there with a fresh
+// budget of attempts. It moves back to a more preferred region once every refresh for
+// Config.RegionFailback has found that region serving (hysteresis). Every move counts in
+// krypton_gateway_region_failovers_total{from,to}, sets krypton_gateway_region_active and is
+// logged. Wraps are reads of the region (below), and the regions hold the tenant as a shared
+// tenant, so a call retried in another region is as safe as one retried on another node.
 //
 // Retries. Every RPC the gateway makes is a WrapService read (ListEndpoints, PackedWrap,
 // PackedUnwrap, BatchWrap, BatchUnwrap, Wrap, Unwrap, WatchKeyEvents): none changes replicated
@@ -79,9 +104,14 @@ type pool struct {
 	log     *slog.Logger
 	metrics *metrics
 
+	// regions are Config.regions(), in order of preference; active indexes the one calls go to.
+	regions []*regionState
+	active  atomic.Int32
+	moveMu  sync.Mutex // serializes moves, so that the active-region gauge ends as active does
+
 	mu   sync.RWMutex // guards eps and list
-	eps  map[string]*endpoint
-	list []*endpoint
+	eps  map[epKey]*endpoint
+	list []*endpoint // of every region
 
 	// onPolicy, if set before start, gets the tenant's key-use policy from every ListEndpoints
 	// answer (concurrently).
@@ -95,28 +125,51 @@ type pool struct {
 	wg   sync.WaitGroup
 }
 
+// epKey names an endpoint: an address in a region.
+type epKey struct {
+	region int
+	addr   string
+}
+
 func newPool(cfg Config, log *slog.Logger, m *metrics) (*pool, error) {
 	p := &pool{
-		cfg: cfg,
-		// Only a node of the configured region answers for it: the gateway's calls (and its
-		// tenant's data keys) never go to a node of another region, another gateway or anything
-		// else of the CA that took the address.
-		ccfg: transport.ClientConfig{Source: cfg.CertSource, Server: pki.Identity{Kind: pki.KindNode, Region: cfg.Region},
-			TracerProvider: cfg.TracerProvider},
+		cfg:     cfg,
 		log:     log,
 		metrics: m,
-		eps:     map[string]*endpoint{},
+		eps:     map[epKey]*endpoint{},
 		stop:    make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 	}
-	for _, a := range cfg.RegionAddrs {
-		if _, err := p.add(a, true); err != nil {
-			p.close()
-			return nil, err
+	for i, r := range cfg.regions() {
+		p.regions = append(p.regions, &regionState{index: i, name: r.Name,
+			// Only a node of the configured region answers for it: the gateway's calls (and its
+			// tenant's data keys) never go to a node of another region, another gateway or
+			// anything else of the CA that took the address.
+			ccfg: transport.ClientConfig{Source: cfg.CertSource, Server: pki.Identity{Kind: pki.KindNode, Region: r.Name},
+				TracerProvider: cfg.TracerProvider}})
+	}
+	for i, r := range cfg.regions() {
+		for _, a := range r.Addrs {
+			if _, err := p.add(p.regions[i], a, true); err != nil {
+				p.close()
+				return nil, err
+			}
 		}
 	}
+	m.regionActive(p.regionNames(), p.regions[0].name)
 	return p, nil
 }
+
+func (p *pool) regionNames() []string {
+	names := make([]string, len(p.regions))
+	for i, r := range p.regions {
+		names[i] = r.name
+	}
+	return names
+}
+
+// activeRegion is the region calls go to.
+func (p *pool) activeRegion() *regionState { return p.regions[p.active.Load()] }
 
 // start refreshes once (bounded by ctx) and then every RefreshInterval until close.
 func (p *pool) start(ctx context.Context) {
@@ -148,33 +201,45 @@ func (p *pool) refreshNow() {
 	}
 }
 
-func (p *pool) add(addr string, seed bool) (*endpoint, error) {
+func (p *pool) add(r *regionState, addr string, seed bool) (*endpoint, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if e := p.eps[addr]; e != nil {
+	k := epKey{r.index, addr}
+	if e := p.eps[k]; e != nil {
 		return e, nil
 	}
-	conn, err := transport.Dial(context.Background(), addr, p.ccfg)
+	conn, err := transport.Dial(context.Background(), addr, r.ccfg)
 	if err != nil {
 		return nil, err
 	}
-	e := &endpoint{addr: addr, conn: conn, wrap: kv1.NewWrapServiceClient(conn), seed: seed}
-	p.eps[addr] = e
+	e := &endpoint{addr: addr, region: r, conn: conn, wrap: kv1.NewWrapServiceClient(conn), seed: seed}
+	p.eps[k] = e
 	p.list = append(p.list, e)
 	return e, nil
 }
 
-// refresh asks every known node for the region's endpoints and its own status.
+// regionSeen is what one refresh learnt of one region.
+type regionSeen struct {
+	seen     map[string]bool // the addresses its nodes listed
+	answered int             // nodes that answered
+	serving  bool            // some node said it serves
+}
+
+// refresh asks every known node, of every region, for its region's endpoints and its own status,
+// then moves between regions if that is due (failover, failback).
 func (p *pool) refresh(ctx context.Context) {
 	p.mu.RLock()
 	list := p.list
 	p.mu.RUnlock()
 	var (
-		mu       sync.Mutex
-		seen     = map[string]bool{}
-		answered int
-		wg       sync.WaitGroup
+		mu     sync.Mutex
+		per    = make([]regionSeen, len(p.regions))
+		active = p.active.Load()
+		wg     sync.WaitGroup
 	)
+	for i := range per {
+		per[i].seen = map[string]bool{}
+	}
 	for _, e := range list {
 		wg.Add(1)
 		go func() {
@@ -191,28 +256,38 @@ func (p *pool) refresh(ctx context.Context) {
 			if pol := resp.GetPolicy(); pol != nil && p.onPolicy != nil {
 				p.onPolicy(pol)
 			}
-			if p.onQuotas != nil {
+			// The quotas are those the active region's nodes enforce (each region applies the
+			// tenant's quotas itself).
+			if p.onQuotas != nil && int32(e.region.index) == active {
 				p.onQuotas(resp)
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			answered++
+			rs := &per[e.region.index]
+			rs.answered++
 			for _, ep := range resp.GetEndpoints() {
-				seen[ep.GetAddress()] = true
+				rs.seen[ep.GetAddress()] = true
 				if ep.GetNodeId() == self {
-					e.serving.Store(ep.GetStatus() == kv1.EndpointStatus_ENDPOINT_STATUS_SERVING)
+					serving := ep.GetStatus() == kv1.EndpointStatus_ENDPOINT_STATUS_SERVING
+					e.serving.Store(serving)
+					rs.serving = rs.serving || serving
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	for addr := range seen {
-		if _, err := p.add(addr, false); err != nil {
-			p.log.Warn("cannot dial a region node", "addr", addr, "err", err)
+	for i, rs := range per {
+		for addr := range rs.seen {
+			if _, err := p.add(p.regions[i], addr, false); err != nil {
+				p.log.Warn("cannot dial a region node", "region", p.regions[i].name, "addr", addr, "err", err)
+			}
+		}
+		if rs.answered > 0 {
+			p.forget(i, rs.seen)
 		}
 	}
-	if answered > 0 {
-		p.forget(seen)
+	if len(p.regions) > 1 {
+		p.steer(per)
 	}
 	for _, e := range p.endpoints() {
 		id := ""
@@ -223,21 +298,97 @@ func (p *pool) refresh(ctx context.Context) {
 	}
 }
 
-// forget drops discovered (not seed) endpoints that no node listed any more.
-func (p *pool) forget(seen map[string]bool) {
+// forget drops discovered (not seed) endpoints of region i that no node of it listed any more.
+func (p *pool) forget(i int, seen map[string]bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	keep := p.list[:0:0]
 	for _, e := range p.list {
-		if e.seed || seen[e.addr] {
+		if e.seed || e.region.index != i || seen[e.addr] {
 			keep = append(keep, e)
 			continue
 		}
 		p.metrics.forgetNode(e.addr)
-		delete(p.eps, e.addr)
+		delete(p.eps, epKey{i, e.addr})
 		e.conn.Close()
 	}
 	p.list = keep
+}
+
+// steer moves between regions after a refresh: away from the active region if no node of it
+// answered, and back to a more preferred region that every refresh for RegionFailback has found
+// serving.
+func (p *pool) steer(per []regionSeen) {
+	now := time.Now().UnixNano()
+	for i, rs := range per {
+		r := p.regions[i]
+		if !rs.serving {
+			r.healthySince.Store(0)
+		} else {
+			r.healthySince.CompareAndSwap(0, now)
+		}
+	}
+	active := int(p.active.Load())
+	if per[active].answered == 0 {
+		p.failover(active, "no node of the region answered")
+		return
+	}
+	for i := 0; i < active; i++ {
+		if since := p.regions[i].healthySince.Load(); since != 0 && now-since >= int64(p.cfg.RegionFailback) {
+			p.move(active, i, "the preferred region has served for "+p.cfg.RegionFailback.String())
+			return
+		}
+	}
+}
+
+// failover moves the pool from region from, where calls fail, to the most preferred other region
+// with a serving node, unless tried says a request has already run through it. It reports whether
+// the active region is now another than from (moved by this call or by a concurrent one).
+func (p *pool) failover(from int, reason string, tried ...map[int]bool) bool {
+	if int(p.active.Load()) != from {
+		return true
+	}
+	for _, r := range p.regions {
+		if r.index == from || len(tried) > 0 && tried[0][r.index] || !p.regionServing(r) {
+			continue
+		}
+		p.move(from, r.index, reason)
+		return int(p.active.Load()) != from
+	}
+	return false
+}
+
+// move makes region to the active one if from still is, and says so: metric and log.
+func (p *pool) move(from, to int, reason string) {
+	p.moveMu.Lock()
+	defer p.moveMu.Unlock()
+	if !p.active.CompareAndSwap(int32(from), int32(to)) {
+		return
+	}
+	f, t := p.regions[from], p.regions[to]
+	// The region left must serve without a break for RegionFailback from now on before the pool
+	// comes back to it: a region whose nodes answer the refresh but fail the calls does not
+	// draw the gateway back at every refresh.
+	f.healthySince.Store(0)
+	p.metrics.regionFailover(f.name, t.name)
+	p.metrics.regionActive(p.regionNames(), t.name)
+	if to < from {
+		p.log.Info("gateway failed back to a preferred region", "from", f.name, "to", t.name, "reason", reason)
+	} else {
+		p.log.Warn("gateway failed over to another region", "from", f.name, "to", t.name, "reason", reason)
+	}
+}
+
+// regionServing reports whether some node of r serves as the pool last saw it (see
+// reachesServing).
+func (p *pool) regionServing(r *regionState) bool {
+	now := time.Now().UnixNano()
+	for _, e := range p.endpoints() {
+		if e.region == r && e.serving.Load() && e.down.Load() <= now {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *pool) endpoints() []*endpoint {
@@ -258,14 +409,18 @@ func (p *pool) reachesServing() bool {
 	return false
 }
 
-// pick returns a node to call, preferring serving ones not avoided nor tried, or nil.
-func (p *pool) pick(tried map[*endpoint]bool) *endpoint {
+// pick returns a node of the active region to call, preferring serving ones not avoided nor
+// tried, or nil.
+func (p *pool) pick(tried map[*endpoint]bool) *endpoint { return p.pickIn(p.activeRegion(), tried) }
+
+// pickIn is pick in region r.
+func (p *pool) pickIn(r *regionState, tried map[*endpoint]bool) *endpoint {
 	now := time.Now().UnixNano()
 	all := p.endpoints()
 	var cands []*endpoint
 	for pass := 0; pass < 3 && len(cands) == 0; pass++ {
 		for _, e := range all {
-			if tried[e] {
+			if tried[e] || e.region != r {
 				continue
 			}
 			switch {
@@ -332,14 +487,30 @@ func (p *pool) callPacked(ctx context.Context, packedMethod, batchMethod string,
 }
 
 // callOn runs fn against region nodes until it succeeds, fails for good, or runs out of attempts;
-// fn returns the method it called, for the metrics.
+// fn returns the method it called, for the metrics. When it has tried every node of the active
+// region, it fails over to another region (see pool) and goes on there with a fresh budget of
+// attempts; each region at most once per call.
 func (p *pool) callOn(ctx context.Context, fn func(ctx context.Context, e *endpoint) (method string, err error)) error {
 	tried := map[*endpoint]bool{}
+	var exhausted map[int]bool // regions this call has run through, when there are several
 	backoff := 20 * time.Millisecond
 	var last error
 	start := time.Now()
 	for attempt := 0; attempt < p.cfg.MaxAttempts || time.Since(start) < p.cfg.RetryBudget; attempt++ {
-		e := p.pick(tried)
+		cur := p.activeRegion()
+		e := p.pickIn(cur, tried)
+		if e == nil && len(tried) > 0 && len(p.regions) > 1 {
+			// Every node of the active region failed this call: the region is unavailable.
+			if exhausted == nil {
+				exhausted = map[int]bool{}
+			}
+			exhausted[cur.index] = true
+			if p.failover(cur.index, "every node of the region failed a call", exhausted) {
+				if e = p.pick(tried); e != nil {
+					attempt, start = 0, time.Now()
+				}
+			}
+		}
 		if e == nil && len(tried) > 0 {
 			// Every node has been tried: wait a little, then go round again.
 			t := time.NewTimer(backoff)

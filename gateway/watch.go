@@ -139,6 +139,12 @@ func (w *watcher) session(e *endpoint) error {
 					return
 				}
 			case <-t.C:
+				if w.pool.activeRegion() != e.region {
+					// The gateway moved to another region (failover or failback): follow it, so
+					// that the cache lease comes from the region the calls go to.
+					cancel()
+					return
+				}
 				if renew() != nil {
 					return
 				}

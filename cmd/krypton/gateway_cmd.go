@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -30,6 +31,8 @@ type gatewayFlags struct {
 	daemon          daemonFlags
 	region          string
 	regionName      string
+	failoverRegions string
+	regionFailback  time.Duration
 	caCert          string
 	cert, key       string
 	serverCert      string
@@ -68,6 +71,8 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	f.daemon.declare(fs, "batch-size")
 	fs.StringVar(&f.region, "region", "", "API addresses (host:port) of one or more region nodes, comma-separated; the gateway finds the others")
 	fs.StringVar(&f.regionName, "region-name", "", "the name of that region (required): every node must present a node certificate of it, so a node of another region is refused")
+	fs.StringVar(&f.failoverRegions, "failover-regions", "", "regions to fail over to, in order of preference after -region-name, as NAME=ADDR[,ADDR...][,NAME=ADDR...] (each node must present a node certificate of its region); the tenant must be shared across them")
+	fs.DurationVar(&f.regionFailback, "region-failback", d.RegionFailback, "how long a more preferred region must serve without a break before the gateway moves back to it")
 	fs.StringVar(&f.caCert, "ca-cert", "", "PEM file of the CA of the region's and the applications' certificates")
 	fs.StringVar(&f.cert, "cert", "", "PEM file of the gateway's service certificate (krypton certs service TENANT SERVICE): the tenant and service it acts for")
 	fs.StringVar(&f.key, "key", "", "PEM file of that certificate's private key")
@@ -109,6 +114,11 @@ func (f *gatewayFlags) gatewayConfig(e *daemonEnv) (gateway.Config, error) {
 	if len(cfg.RegionAddrs) == 0 {
 		return cfg, usagef("gateway: -region is required")
 	}
+	var err error
+	if cfg.FailoverRegions, err = parseFailoverRegions(f.failoverRegions); err != nil {
+		return cfg, err
+	}
+	cfg.RegionFailback = f.regionFailback
 	if f.caCert == "" || f.cert == "" || f.key == "" {
 		return cfg, usagef("gateway: -ca-cert, -cert and -key are required: the gateway calls the region with its own service certificate")
 	}
@@ -166,6 +176,28 @@ func (f *gatewayFlags) gatewayConfig(e *daemonEnv) (gateway.Config, error) {
 		return cfg, usageError{err.Error()}
 	}
 	return cfg, nil
+}
+
+// parseFailoverRegions parses -failover-regions: NAME=ADDR starts a region, and the bare
+// addresses after it are more of its nodes (an address never holds '=').
+func parseFailoverRegions(v string) ([]gateway.Region, error) {
+	var out []gateway.Region
+	for _, p := range splitList(v) {
+		name, addr, named := strings.Cut(p, "=")
+		switch {
+		case named:
+			name, addr = strings.TrimSpace(name), strings.TrimSpace(addr)
+			if name == "" || addr == "" {
+				return nil, usagef("gateway: -failover-regions: %q: want NAME=ADDR, e.g. eu-2=10.0.1.1:7400", p)
+			}
+			out = append(out, gateway.Region{Name: name, Addrs: []string{addr}})
+		case len(out) == 0:
+			return nil, usagef("gateway: -failover-regions: %q comes before any region name: start with NAME=ADDR, e.g. eu-2=10.0.1.1:7400,10.0.1.2:7400", p)
+		default:
+			out[len(out)-1].Addrs = append(out[len(out)-1].Addrs, p)
+		}
+	}
+	return out, nil
 }
 
 // xksConfig fills the XKS proxy front end's configuration from the -xks-* flags.
