@@ -24,6 +24,7 @@ import (
 	"github.com/kryptonkms/krypton/gateway"
 	"github.com/kryptonkms/krypton/gateway/xks"
 	"github.com/kryptonkms/krypton/region/regiontest"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
 // The request examples of the XKS Proxy API specification (aws/aws-kms-xksproxy-api-spec,
@@ -356,7 +357,8 @@ func TestXKSCurl(t *testing.T) {
 }
 
 // TestXKSDependencyErrors causes the errors of the specification's table that come from Krypton
-// or from load rather than from the request: ThrottlingException (a request beyond MaxInFlight),
+// or from load rather than from the request: ThrottlingException (a request beyond MaxInFlight, and
+// the tenant's quota in Krypton),
 // AccessDeniedException (the region refuses the gateway the key: the keys file of another
 // service's gateway), InternalException (a damaged entry of the keys file) and
 // DependencyTimeoutException (no region node answers), each with its HTTP status.
@@ -443,6 +445,25 @@ func TestXKSDependencyErrors(t *testing.T) {
 	t.Run("InternalException", func(t *testing.T) {
 		code, out := e.post(t, "POST", "/keys/damaged/encrypt", encBody, e.good())
 		wantError(t, "a damaged keys file entry", code, out, 500, xks.InternalException)
+	})
+	t.Run("ThrottlingException over the tenant's quota", func(t *testing.T) {
+		// A key of this gateway's own (xksKey here is the ledger gateway's).
+		if _, err := e.g.XKS().CreateKey(ctxT(t), "own-key"); err != nil {
+			t.Fatal(err)
+		}
+		if code, out := e.post(t, "POST", "/keys/own-key/encrypt", encBody, e.good()); code != 200 {
+			t.Fatalf("Encrypt under the gateway's own key: %d %v", code, out)
+		}
+		if _, err := r.AdminClient(r.WaitLeader()).SetQuota(ctxT(t), &kv1.SetQuotaRequest{RequestId: "xks-quota", Tenant: "acme", Quota: &kv1.Quota{Rate: 1, Burst: 2}}); err != nil {
+			t.Fatal(err)
+		}
+		var code int
+		var out map[string]any
+		clustertest.Eventually(t, 20*time.Second, "an Encrypt refused over the quota", func() bool {
+			code, out = e.post(t, "POST", "/keys/own-key/encrypt", encBody, e.good())
+			return code != 200
+		})
+		wantError(t, "an Encrypt over the tenant's quota", code, out, 429, xks.ThrottlingException)
 	})
 	t.Run("DependencyTimeoutException", func(t *testing.T) {
 		r.Kill(0)
