@@ -94,8 +94,15 @@ type Config struct {
 
 	// AttemptTimeout bounds one RPC to one region node.
 	AttemptTimeout time.Duration
-	// MaxAttempts bounds how many nodes one request (or batch) is tried on.
+	// MaxAttempts is how many times one request (or batch) is tried, at least, before its error
+	// goes back to the caller; RetryBudget keeps it retrying beyond that while no node serves.
 	MaxAttempts int
+	// RetryBudget is how long a request keeps being retried while the region answers only "try
+	// another node" (a leader election, a node restarting), counted from its first attempt and
+	// always within the caller's deadline. Six attempts over three nodes take well under a
+	// second; a region electing a leader on a busy machine needs one to three (Raft's heartbeat
+	// timeout, then the new leader's serving leases), so the default outlasts that.
+	RetryBudget time.Duration
 	// RefreshInterval is how often the gateway asks the nodes for the region's endpoints.
 	RefreshInterval time.Duration
 
@@ -125,6 +132,7 @@ func DefaultConfig() Config {
 		CacheTTL:        5 * time.Minute,
 		AttemptTimeout:  2 * time.Second,
 		MaxAttempts:     6,
+		RetryBudget:     5 * time.Second,
 		RefreshInterval: 2 * time.Second,
 		MaxDataSize:     4 << 20,
 		XKS:             xks.DefaultConfig(),
@@ -159,6 +167,8 @@ func (c Config) Validate() error {
 		return errors.New("gateway: Config.AttemptTimeout must be positive")
 	case c.MaxAttempts < 1 || c.MaxAttempts > 16:
 		return fmt.Errorf("gateway: Config.MaxAttempts %d is outside [1, 16]", c.MaxAttempts)
+	case c.RetryBudget < 0 || c.RetryBudget > time.Minute:
+		return fmt.Errorf("gateway: Config.RetryBudget %v is outside [0, 1m]", c.RetryBudget)
 	case c.RefreshInterval <= 0:
 		return errors.New("gateway: Config.RefreshInterval must be positive")
 	case c.MaxDataSize < 0 || c.MaxDataSize > 4<<20:

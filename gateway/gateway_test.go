@@ -171,7 +171,7 @@ func TestCoalescing(t *testing.T) {
 		}
 	}
 	// Every blob opens, directly on the region, to the key its caller was given.
-	wc := r.WrapClient(0, "acme", "payments")
+	wc := r.ServingWrapClient(0, "acme", "payments")
 	for i := range results {
 		for _, res := range results[i] {
 			resp, err := wc.Unwrap(ctxT(t), &kv1.UnwrapRequest{Blob: res.blob, Context: res.ctx})
@@ -375,6 +375,7 @@ func TestRefusesNodeOfAnotherRegion(t *testing.T) {
 	g := startGateway(t, r, "acme", "payments", func(c *gateway.Config) {
 		c.Region = "other"
 		c.MaxAttempts = 2
+		c.RetryBudget = 0
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

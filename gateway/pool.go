@@ -69,10 +69,10 @@ func (e *endpoint) id() string {
 //     still has time: a slow or partitioned node. Safe for the reason above.
 //
 // Every other code is the region's answer about the request (INVALID_ARGUMENT, PERMISSION_DENIED,
-// NOT_FOUND, FAILED_PRECONDITION, ...) and goes back to the caller unchanged. Attempts are bounded
-// by Config.MaxAttempts and by the request's deadline; once every known node has been tried, the
-// next round waits a short, growing backoff (a region electing a leader serves again within a
-// lease period).
+// NOT_FOUND, FAILED_PRECONDITION, ...) and goes back to the caller unchanged. A request is tried
+// Config.MaxAttempts times, and then again until Config.RetryBudget has passed since its first
+// attempt, always within its own deadline; once every known node has been tried, the next round
+// waits a short, growing backoff (a region electing a leader serves again within a lease period).
 type pool struct {
 	cfg     Config
 	ccfg    transport.ClientConfig
@@ -337,7 +337,8 @@ func (p *pool) callOn(ctx context.Context, fn func(ctx context.Context, e *endpo
 	tried := map[*endpoint]bool{}
 	backoff := 20 * time.Millisecond
 	var last error
-	for attempt := 0; attempt < p.cfg.MaxAttempts; attempt++ {
+	start := time.Now()
+	for attempt := 0; attempt < p.cfg.MaxAttempts || time.Since(start) < p.cfg.RetryBudget; attempt++ {
 		e := p.pick(tried)
 		if e == nil && len(tried) > 0 {
 			// Every node has been tried: wait a little, then go round again.

@@ -60,11 +60,14 @@ var TokenMethods = map[string]Role{
 	"/krypton.v1.GovernanceService/UnlockTenant":      RoleAdmin,
 	"/krypton.v1.GovernanceService/ResyncTenant":      RoleAdmin,
 	"/krypton.v1.GovernanceService/ResetRegionVoters": RoleAdmin,
+	"/krypton.v1.GovernanceService/SetTenantRegions":  RoleAdmin,
 }
 
 // certificateOnly are the methods of the operator services that no token may
 // call: region nodes call them with their node certificates.
 var certificateOnly = map[string]bool{
 	"/krypton.v1.GovernanceService/WatchRevocations": true,
-	"/krypton.v1.GovernanceService/ReportCursor":     true,
+	// PublishTenantKeys is called by a region node (a home region's leader) only.
+	"/krypton.v1.GovernanceService/PublishTenantKeys": true,
+	"/krypton.v1.GovernanceService/ReportCursor":      true,
 }

@@ -33,7 +33,7 @@ import (
 
 const defaultAPIAddr = "127.0.0.1:7400"
 
-const operatorCertHelp = "Needs an OPERATOR certificate (`krypton certs operator <name>`): -client-cert, -client-key and -ca-cert, or KRYPTON_CLIENT_CERT, KRYPTON_CLIENT_KEY and KRYPTON_CA_CERT; or, on a server that accepts OIDC, a bearer token (-token-file or KRYPTON_TOKEN) and -ca-cert."
+const operatorCertHelp = "Needs an OPERATOR certificate (`krypton certs operator <name>`): -client-cert, -client-key and -ca-cert, or KRYPTON_CLIENT_CERT, KRYPTON_CLIENT_KEY and KRYPTON_CA_CERT; or, on a server that accepts OIDC, a bearer token (-token-file or KRYPTON_TOKEN, else the one `krypton login` cached) and -ca-cert."
 
 const serviceCertHelp = "Needs a SERVICE certificate naming the tenant and service (`krypton certs service <tenant> <service>`): -client-cert, -client-key and -ca-cert, or KRYPTON_CLIENT_CERT, KRYPTON_CLIENT_KEY and KRYPTON_CA_CERT. Operator certificates cannot use keys."
 

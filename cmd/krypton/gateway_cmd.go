@@ -46,6 +46,7 @@ type gatewayFlags struct {
 	cacheTTL        time.Duration
 	attemptTimeout  time.Duration
 	maxAttempts     int
+	retryBudget     time.Duration
 	refresh         time.Duration
 	kmip            bool
 	kmipAddr        string
@@ -83,7 +84,8 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	fs.IntVar(&f.cacheBytes, "cache-bytes", d.CacheBytes, "bytes the cache may hold (blobs, contexts and keys)")
 	fs.DurationVar(&f.cacheTTL, "cache-ttl", d.CacheTTL, "longest a cached data key is used after the region unwrapped it")
 	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", d.AttemptTimeout, "bound on one call to one region node")
-	fs.IntVar(&f.maxAttempts, "max-attempts", d.MaxAttempts, "attempts per request across region nodes (1 to 16)")
+	fs.IntVar(&f.maxAttempts, "max-attempts", d.MaxAttempts, "attempts per request across region nodes, at least (1 to 16)")
+	fs.DurationVar(&f.retryBudget, "retry-budget", d.RetryBudget, "how long a request keeps being retried while no region node serves (a leader election), within the caller's deadline")
 	fs.DurationVar(&f.refresh, "refresh-interval", d.RefreshInterval, "how often the gateway asks the region for its nodes")
 	fs.BoolVar(&f.kmip, "kmip", false, "serve KMIP (TTLV over mutual TLS) on -kmip-addr, by default "+defaultKMIPAddr)
 	fs.StringVar(&f.kmipAddr, "kmip-addr", "", "host:port of the KMIP front end; setting it enables KMIP (needs -server-cert and -server-key)")
@@ -151,7 +153,7 @@ func (f *gatewayFlags) gatewayConfig(e *daemonEnv) (gateway.Config, error) {
 	cfg.HTTPAddr = f.httpAddr
 	cfg.BatchSize, cfg.BatchWait = f.batchSize, f.batchWait
 	cfg.CacheEntries, cfg.CacheBytes, cfg.CacheTTL = f.cacheEntries, f.cacheBytes, f.cacheTTL
-	cfg.AttemptTimeout, cfg.MaxAttempts, cfg.RefreshInterval = f.attemptTimeout, f.maxAttempts, f.refresh
+	cfg.AttemptTimeout, cfg.MaxAttempts, cfg.RetryBudget, cfg.RefreshInterval = f.attemptTimeout, f.maxAttempts, f.retryBudget, f.refresh
 	if f.xksAddr != "" {
 		if err := f.xksConfig(&cfg); err != nil {
 			return cfg, err

@@ -124,8 +124,8 @@ func (f *oidcFlags) verifier(log *slog.Logger) (*transport.OIDCVerifier, error) 
 	return transport.NewOIDCVerifier(cfg)
 }
 
-// token returns the bearer token source the flags name: -token-file, else KRYPTON_TOKEN; nil if
-// neither (operator commands only).
+// token returns the bearer token source the flags name: -token-file, else KRYPTON_TOKEN, else
+// (with no client certificate) the token `krypton login` cached; nil if none (operator commands only).
 func (c *clientFlags) token() transport.TokenSource {
 	if c.kind != pki.KindOperator {
 		return nil
@@ -135,6 +135,11 @@ func (c *clientFlags) token() transport.TokenSource {
 	}
 	if tok := strings.TrimSpace(os.Getenv("KRYPTON_TOKEN")); tok != "" {
 		return transport.StaticToken(tok)
+	}
+	if c.clientCert == "" && c.clientKey == "" {
+		if l := loginCacheSource(); l != nil {
+			return l
+		}
 	}
 	return nil
 }
@@ -146,6 +151,9 @@ func (c *clientFlags) loadTokenConfig(tok transport.TokenSource) (transport.Clie
 		return transport.ClientConfig{}, usagef("-ca-cert is required (or set KRYPTON_CA_CERT): the CA that signed the server's certificate")
 	}
 	if _, err := tok.Token(context.Background()); err != nil {
+		if _, ok := tok.(*cachedLogin); ok {
+			return transport.ClientConfig{}, err // it names the cache and the fix
+		}
 		return transport.ClientConfig{}, fmt.Errorf("-token-file: %w", err)
 	}
 	roots, err := pki.LoadCertPool(c.caCert)

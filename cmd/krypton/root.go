@@ -37,6 +37,8 @@ func rootCommand() *command {
 			serviceCommand(),
 			policyCommand(),
 			revokeCommand(),
+			loginCommand(),
+			logoutCommand(),
 		},
 	}
 }

@@ -56,7 +56,10 @@
 // seq, prev and hash as structured data (SD-ID SyslogSDID), the line itself
 // as the message. Pass its Forward method as Options.Forward. It never
 // blocks Record: lines wait in a bounded queue whose oldest line is dropped
-// when it is full (counted and logged); the file stays the record.
+// when it is full (counted and logged); the file stays the record. Delivery
+// is at least once within the queue: lines sent within ResendWindow before
+// a connection broke are sent again on the next one (syslog has no
+// acknowledgements), so the SIEM deduplicates on node and seq.
 //
 // # Secrets
 //

@@ -30,15 +30,23 @@ import (
 // is small (one header line, one structured-data element, the JSON line as
 // the message) and is tested against a receiver that parses it.
 //
-// Delivery is best effort: the file log is the record, the SIEM a copy. A
-// SIEM outage must never hold up a wrap or a revocation, so Forward never
-// blocks: lines wait in a bounded queue, and when it is full the oldest
-// line is dropped (the freshest events are the ones a responder needs
-// first). Drops are counted (krypton_audit_syslog_dropped_total) and
-// logged, and each message carries the line's seq, so the SIEM can see a
-// gap and the file can fill it. A line being written when the connection
-// breaks may be lost or, after a reconnection, arrive twice; seq and hash
-// identify duplicates.
+// Delivery is at least once within the queue's bounds: the file log is the
+// record, the SIEM a copy. A SIEM outage must never hold up a wrap or a
+// revocation, so Forward never blocks: lines wait in a bounded queue, and
+// when it is full the oldest line is dropped (the freshest events are the
+// ones a responder needs first). Drops are counted
+// (krypton_audit_syslog_dropped_total) and logged, and each message carries
+// the line's seq, so the SIEM can see a gap and the file can fill it.
+//
+// Syslog over TLS has no acknowledgements: a write that succeeded put the
+// line in the kernel's buffers, not in the SIEM, and a receiver that stops
+// (a restart, say) discards what it had not read yet. So a sent line stays
+// held for ResendWindow after its write; when the connection breaks, the
+// held lines go back to the front of the queue and are sent again, in
+// order, on the next connection. The SIEM may get such a line twice (same
+// node, seq and hash: the key to deduplicate on); it loses none unless its
+// receiver went more than ResendWindow without reading, or the queue
+// overflowed (counted).
 
 // SyslogConfig configures NewSyslog. Addr and TLS are required.
 type SyslogConfig struct {
@@ -74,12 +82,16 @@ type SyslogConfig struct {
 	// FlushTimeout bounds how long Close spends sending what is queued;
 	// 0 means 2 s.
 	FlushTimeout time.Duration
+	// ResendWindow is how long a sent line is held to be sent again if
+	// the connection breaks (the receiver may not have read it); 0 means
+	// 10 s. At most QueueSize lines are held.
+	ResendWindow time.Duration
 
 	// Logger receives connection changes and drops; nil discards.
 	Logger *slog.Logger
 	// Registerer, if set, gets the sink's metrics:
-	// krypton_audit_syslog_sent_total, _dropped_total, _queue_length and
-	// _connected.
+	// krypton_audit_syslog_sent_total, _dropped_total, _resent_total,
+	// _queue_length and _connected.
 	Registerer prometheus.Registerer
 }
 
@@ -95,7 +107,7 @@ func (c SyslogConfig) Validate() error {
 		return fmt.Errorf("audit: SyslogConfig.Facility %d is outside 0..23", c.Facility)
 	case c.QueueSize < 0:
 		return errors.New("audit: SyslogConfig.QueueSize is negative")
-	case c.MinBackoff < 0 || c.MaxBackoff < 0 || c.DialTimeout < 0 || c.WriteTimeout < 0 || c.FlushTimeout < 0:
+	case c.MinBackoff < 0 || c.MaxBackoff < 0 || c.DialTimeout < 0 || c.WriteTimeout < 0 || c.FlushTimeout < 0 || c.ResendWindow < 0:
 		return errors.New("audit: SyslogConfig durations must not be negative")
 	case !printASCII(c.AppName, 48) && c.AppName != "":
 		return errors.New("audit: SyslogConfig.AppName must be 1-48 printable ASCII characters")
@@ -138,6 +150,9 @@ func (c SyslogConfig) withDefaults() SyslogConfig {
 	if c.FlushTimeout == 0 {
 		c.FlushTimeout = 2 * time.Second
 	}
+	if c.ResendWindow == 0 {
+		c.ResendWindow = 10 * time.Second
+	}
 	return c
 }
 
@@ -154,8 +169,14 @@ type Syslog struct {
 	stop context.CancelFunc // called by Close; ends ctx
 	done chan struct{}      // closed when run returns
 
-	sent, dropped atomic.Uint64
-	connected     atomic.Bool
+	sent, dropped, resent atomic.Uint64
+	connected             atomic.Bool
+
+	now func() time.Time // the clock of the resend window
+
+	// held are the lines sent on the current connection within
+	// ResendWindow, oldest first: owned by run.
+	held []heldLine
 
 	mu        sync.Mutex // guards the fields below
 	queue     [][]byte   // ring buffer of lines, len = QueueSize
@@ -166,7 +187,10 @@ type Syslog struct {
 
 // NewSyslog starts a sink for cfg: its goroutine connects (and reconnects)
 // in the background, so NewSyslog succeeds while the receiver is down.
-func NewSyslog(cfg SyslogConfig) (*Syslog, error) {
+func NewSyslog(cfg SyslogConfig) (*Syslog, error) { return newSyslog(cfg, time.Now) }
+
+// newSyslog is NewSyslog with a clock for the resend window (a test's).
+func newSyslog(cfg SyslogConfig, now func() time.Time) (*Syslog, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -190,6 +214,7 @@ func NewSyslog(cfg SyslogConfig) (*Syslog, error) {
 		wake:  make(chan struct{}, 1),
 		done:  make(chan struct{}),
 		queue: make([][]byte, cfg.QueueSize),
+		now:   now,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -211,6 +236,9 @@ func (s *Syslog) register(r prometheus.Registerer) error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "krypton_audit_syslog_dropped_total",
 			Help: "Audit lines dropped because the syslog queue was full (they remain in the audit file)."},
 			func() float64 { return float64(s.dropped.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "krypton_audit_syslog_resent_total",
+			Help: "Audit lines sent again after a broken connection (the receiver may hold them twice: same node, seq and hash)."},
+			func() float64 { return float64(s.resent.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "krypton_audit_syslog_queue_length",
 			Help: "Audit lines waiting for the syslog receiver."}, func() float64 { return float64(s.Stats().Queued) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "krypton_audit_syslog_connected",
@@ -231,7 +259,8 @@ func (s *Syslog) register(r prometheus.Registerer) error {
 
 // SyslogStats is a snapshot of a sink's counters.
 type SyslogStats struct {
-	Sent, Dropped uint64 // lines written, lines dropped from a full queue
+	Sent, Dropped uint64 // lines written (resent ones again), lines dropped from a full queue
+	Resent        uint64 // lines sent again after a broken connection
 	Queued        int    // lines waiting
 	Connected     bool
 }
@@ -241,7 +270,7 @@ func (s *Syslog) Stats() SyslogStats {
 	s.mu.Lock()
 	q := s.n
 	s.mu.Unlock()
-	return SyslogStats{Sent: s.sent.Load(), Dropped: s.dropped.Load(), Queued: q, Connected: s.connected.Load()}
+	return SyslogStats{Sent: s.sent.Load(), Dropped: s.dropped.Load(), Resent: s.resent.Load(), Queued: q, Connected: s.connected.Load()}
 }
 
 // Forward queues one audit line (as Log passes it to Options.Forward) and
@@ -291,6 +320,65 @@ func (s *Syslog) pop(line []byte) (drops uint64) {
 	}
 	drops, s.dropSince = s.dropSince, 0
 	return drops
+}
+
+// heldLine is a line sent at a time, held in case the receiver did not
+// read it.
+type heldLine struct {
+	line []byte
+	at   time.Time
+}
+
+// hold keeps line, just sent, for a resend, and forgets the held lines
+// older than ResendWindow, or beyond QueueSize.
+func (s *Syslog) hold(line []byte, now time.Time) {
+	s.held = append(s.held, heldLine{line, now})
+	s.expire(now)
+	if over := len(s.held) - len(s.queue); over > 0 {
+		s.held = slices.Delete(s.held, 0, over)
+	}
+}
+
+// expire forgets the held lines sent more than ResendWindow before now:
+// the receiver has read them.
+func (s *Syslog) expire(now time.Time) {
+	i := 0
+	for i < len(s.held) && now.Sub(s.held[i].at) > s.cfg.ResendWindow {
+		i++
+	}
+	if i > 0 {
+		s.held = slices.Delete(s.held, 0, i)
+	}
+}
+
+// requeue puts the held lines back at the front of the queue, in order, to
+// be sent again on the next connection: called when a connection broke.
+// Lines the queue cannot take are the oldest, and are dropped (counted).
+func (s *Syslog) requeue() int {
+	s.expire(s.now())
+	held := s.held
+	s.held = nil
+	if len(held) == 0 {
+		return 0
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0
+	}
+	room := len(s.queue) - s.n
+	if drop := len(held) - room; drop > 0 {
+		held = held[drop:]
+		s.dropped.Add(uint64(drop))
+		s.dropSince += uint64(drop)
+	}
+	for i := len(held) - 1; i >= 0; i-- {
+		s.head = (s.head - 1 + len(s.queue)) % len(s.queue)
+		s.queue[s.head] = held[i].line
+		s.n++
+	}
+	s.resent.Add(uint64(len(held)))
+	return len(held)
 }
 
 // Close stops the sink: it spends up to FlushTimeout sending what is queued
@@ -361,8 +449,10 @@ func (s *Syslog) run() {
 	}()
 	backoff := s.cfg.MinBackoff
 	lost := func(err error) bool {
-		s.log.Warn("audit: syslog connection lost", "addr", s.cfg.Addr, "err", err, "retry-in", backoff)
 		cn.close()
+		resend := s.requeue()
+		s.log.Warn("audit: syslog connection lost", "addr", s.cfg.Addr, "err", err, "retry-in", backoff,
+			"resending", resend)
 		cn = nil
 		s.connected.Store(false)
 		if !s.wait(jitter(backoff)) {
@@ -460,7 +550,8 @@ func (s *Syslog) drain(cn *conn, until *time.Time) error {
 		if _, err := cn.c.Write(frame); err != nil {
 			return err
 		}
-		s.sent.Add(1)
+		s.hold(line, s.now())
+		s.sent.Add(1) // after hold: a test that sees the count sees the line held
 		if drops := s.pop(line); drops > 0 {
 			s.log.Warn("audit: syslog queue full, oldest lines dropped (they remain in the audit file)",
 				"dropped", drops, "dropped-total", s.dropped.Load())

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -390,7 +391,8 @@ func TestSyslogReconnects(t *testing.T) {
 	msgs := make(chan syslogMsg, 64)
 	r := startReceiver(t, fix, "127.0.0.1:0", msgs)
 	addr := r.addr()
-	sink := newSink(t, fix, addr, nil)
+	// Every line sent is held for a resend (however slow the machine).
+	sink := newSink(t, fix, addr, func(c *audit.SyslogConfig) { c.ResendWindow = time.Hour })
 
 	var file bytes.Buffer
 	l, err := audit.New(&file, audit.Options{Node: "n1", Forward: sink.Forward})
@@ -419,9 +421,11 @@ func TestSyslogReconnects(t *testing.T) {
 		t.Fatal("lines recorded while the receiver is down are not queued")
 	}
 
-	// It comes back on the same address: the queued lines arrive, in order.
+	// It comes back on the same address: the line sent before the break is
+	// sent again (the receiver may not have read it: syslog has no
+	// acknowledgements), then the queued lines, in order.
 	r2 := startReceiver(t, fix, addr, msgs)
-	for want := 2; want <= 4; want++ {
+	for want := 1; want <= 4; want++ {
 		if m := next(t, r2, msgs); m.params["seq"] != strconv.Itoa(want) {
 			t.Fatalf("after reconnection got seq %q, want %d", m.params["seq"], want)
 		}
@@ -429,6 +433,62 @@ func TestSyslogReconnects(t *testing.T) {
 	record(5)
 	if m := next(t, r2, msgs); m.params["seq"] != "5" {
 		t.Fatalf("got seq %q, want 5", m.params["seq"])
+	}
+	if st := sink.Stats(); st.Resent != 1 {
+		t.Fatalf("stats %+v, want 1 line resent", st)
+	}
+}
+
+// TestSyslogResendWindow: a line sent longer than ResendWindow before the
+// connection broke is not sent again; one within it is. The window runs on
+// a test clock.
+func TestSyslogResendWindow(t *testing.T) {
+	fix := newPKI(t)
+	msgs := make(chan syslogMsg, 64)
+	r := startReceiver(t, fix, "127.0.0.1:0", msgs)
+	addr := r.addr()
+	var clock atomic.Int64 // seconds
+	sink, err := audit.NewSyslogClock(audit.SyslogConfig{
+		Addr:         addr,
+		TLS:          &tls.Config{RootCAs: fix.ca.Pool(), Certificates: []tls.Certificate{fix.client}},
+		MinBackoff:   5 * time.Millisecond,
+		MaxBackoff:   50 * time.Millisecond,
+		ResendWindow: 10 * time.Second,
+	}, func() time.Time { return time.Unix(clock.Load(), 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sink.Close() })
+	var file bytes.Buffer
+	l, err := audit.New(&file, audit.Options{Node: "n1", Forward: sink.Forward})
+	if err != nil {
+		t.Fatal(err)
+	}
+	record := func() {
+		t.Helper()
+		if err := l.Record(audit.Event{Kind: audit.KindKeyCreate}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	record()
+	next(t, r, msgs)
+	waitFor(t, "line 1 sent", func() bool { return sink.Stats().Sent == 1 })
+	clock.Store(11) // line 1 is now older than the window
+	record()
+	next(t, r, msgs)
+	waitFor(t, "line 2 sent", func() bool { return sink.Stats().Sent == 2 })
+	clock.Store(15) // line 2 is 4 s old, within the window
+	r.close()
+	waitFor(t, "the sink to notice the receiver is gone", func() bool { return !sink.Stats().Connected })
+	r2 := startReceiver(t, fix, addr, msgs)
+	record()
+	for _, want := range []string{"2", "3"} {
+		if m := next(t, r2, msgs); m.params["seq"] != want {
+			t.Fatalf("after the reconnection got seq %q, want %s (line 2 resent, line 1 not)", m.params["seq"], want)
+		}
+	}
+	if st := sink.Stats(); st.Resent != 1 {
+		t.Fatalf("stats %+v, want 1 line resent", st)
 	}
 }
 

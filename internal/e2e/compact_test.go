@@ -136,7 +136,7 @@ func TestCompactionBehindSlowestRegion(t *testing.T) {
 	}
 	var encoded []byte
 	for _, n := range g.Nodes {
-		clustertest.Eventually(t, 20*time.Second, "every node compacted alike", func() bool {
+		clustertest.Eventually(t, 60*time.Second, "every node compacted alike", func() bool {
 			b, _ := n.FSM().Encode()
 			if encoded == nil {
 				encoded = b

@@ -152,13 +152,23 @@ func start(t testing.TB, n int, wait bool, opts []Option) *Region {
 	if !wait {
 		return r
 	}
-	ld := r.WaitLeader()
 	s := fsm.DefaultSettings()
 	s.LeaseDuration = LeaseDuration
 	s.AnchorCheckPeriod = 200 * time.Millisecond
 	s.AnchorGracePeriod = 2 * time.Second
-	if err := r.Nodes[ld].SetSettings(r.Context(10*time.Second), s); err != nil {
-		t.Fatalf("setting the test lease: %v", err)
+	// Setting the same settings twice is harmless, so a write that may or may not have been
+	// applied (the leader lost its lead on a busy machine) is sent again, to whichever node leads.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ld := r.WaitLeader()
+		err := r.Nodes[ld].SetSettings(r.Context(10*time.Second), s)
+		if err == nil {
+			break
+		}
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			t.Fatalf("setting the test lease: %v", err)
+		}
+		t.Logf("setting the test lease again: %v", err)
 	}
 	r.WaitServing()
 	return r

@@ -250,7 +250,8 @@ func decryptGuard(w http.ResponseWriter, r *http.Request, db *data.Database) boo
 	if json.Unmarshal(body, &in) != nil {
 		return true // local-kms answers the bad request itself
 	}
-	if b := in.CiphertextBlob; len(b) > 0 && len(b) < 1+int(b[0])+4+1 {
+	// local-kms computes its offsets in uint8: a key ARN length above 250 wraps them.
+	if b := in.CiphertextBlob; len(b) > 0 && (len(b) < 1+int(b[0])+4+1 || int(b[0])+5 > 255) {
 		kmsError(w, "InvalidCiphertextException")
 		return false
 	}
