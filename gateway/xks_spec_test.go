@@ -95,6 +95,7 @@ const (
 // the specification's table that a request alone can cause are checked too; TestXKS has the
 // others, TestXKSDependencyErrors and TestXKSKillSwitch those that need Krypton to fail or refuse.
 func TestXKSSpecExamples(t *testing.T) {
+	t.Parallel()
 	r := regiontest.Start(t, 1)
 	setupTenant(t, r, "acme", "payments")
 	e := startXKS(t, r, "acme", "payments", nil)
@@ -274,6 +275,7 @@ func contains(list []any, v any) bool {
 // AWS SDK (the specification: "XKS proxies SHOULD ensure they can handle XKS API requests
 // generated via curl"), with Appendix D's own access key ID and secret, over HTTP/2 and HTTP/1.1.
 func TestXKSCurl(t *testing.T) {
+	t.Parallel()
 	curl, err := exec.LookPath("curl")
 	if err != nil {
 		if os.Getenv("KRYPTON_REQUIRE_PEERS") != "" {
@@ -363,6 +365,7 @@ func TestXKSCurl(t *testing.T) {
 // service's gateway), InternalException (a damaged entry of the keys file) and
 // DependencyTimeoutException (no region node answers), each with its HTTP status.
 func TestXKSDependencyErrors(t *testing.T) {
+	t.Parallel()
 	r := regiontest.Start(t, 1)
 	setupTenant(t, r, "acme", "payments", "ledger")
 	ledger := startXKS(t, r, "acme", "ledger", nil)
@@ -388,7 +391,13 @@ func TestXKSDependencyErrors(t *testing.T) {
 	e := startXKS(t, r, "acme", "payments", func(c *gateway.Config) {
 		c.XKS.KeysPath = keysFile
 		c.XKS.MaxInFlight = 1
-		c.XKS.Timeout = 3 * time.Second
+		c.XKS.HealthMaxAge = time.Millisecond
+	})
+	// A second proxy with a short deadline for the region's answers, for DependencyTimeoutException
+	// (the first keeps startXKS's long one, so that a busy machine's slow answer is not taken for
+	// that error).
+	short := startXKS(t, r, "acme", "payments", func(c *gateway.Config) {
+		c.XKS.Timeout = 2 * time.Second
 		c.XKS.HealthMaxAge = time.Millisecond
 	})
 	encBody := jsonBody(t, map[string]any{"plaintext": b64([]byte("data key")), "encryptionAlgorithm": "AES_GCM"})
@@ -472,7 +481,7 @@ func TestXKSDependencyErrors(t *testing.T) {
 			if path == "/health" {
 				body = []byte(specGetHealthStatusExample)
 			}
-			code, out := e.post(t, "POST", path, body, e.good())
+			code, out := short.post(t, "POST", path, body, short.good())
 			wantError(t, path+" with no region node", code, out, 503, xks.DependencyTimeoutException)
 		}
 	})
