@@ -41,19 +41,24 @@ test: build lint proto-check charts test-fips ## the one test command: lint, gen
 # algorithm or construction outside the module's approved services fails. FIPS_RUN selects the
 # tests that prove it: the wrap suites and the cross-mode vectors, the anchors (file, PKCS#11 on
 # SoftHSM2, AWS KMS on local-kms, GCP KMS and Azure Key Vault on their emulators), the envelope,
-# the FIPS error mapping, a three-node region's wrap and unwrap on every node (regiontest), and a
-# three-node cluster's gossip over mutual TLS electing a leader.
+# the FIPS error mapping, a three-node region's wrap and unwrap on every node (regiontest), a
+# three-node cluster's gossip over mutual TLS electing a leader, and the gateway (FIPS_GATEWAY_RUN:
+# round trips and failover, revocation, the XKS proxy and its kill switch, certificate rotation,
+# KMIP's lifecycle with the server's nonces; the KMIP client tests send their own GCM nonces, which
+# fips140=only refuses by design: docs/security.md).
 GOFIPS140_VERSION ?= v1.0.0
 FIPS_ENV := GOFIPS140=$(GOFIPS140_VERSION) GODEBUG=fips140=only KRYPTON_FIPS_EXPECT=$(GOFIPS140_VERSION)
 FIPS_PKGS := ./wrap/ ./anchor/file/ ./anchor/pkcs11/ ./anchor/awskms/ ./anchor/gcpkms/ ./anchor/azurekv/ \
-             ./envelope/ ./internal/fipsmode/ ./transport/
+             ./envelope/ ./internal/fipsmode/ ./transport/ ./gateway/xks/ ./gateway/kmsplugin/
 FIPS_RUN := ^(TestWrapOnOneNodeUnwrapOnEveryOther|TestGossipOverTLSElects|TestBootstrapApplyForward)$$
+FIPS_GATEWAY_RUN := ^(TestRoundTripAndFailover|TestRevocation|TestXKS|TestXKSKillSwitch|TestCertificateRotation|TestLifecycle|TestIsolationInWrapping)$$
 build-fips: ## build bin/krypton-fips against the Go Cryptographic Module (run it with GODEBUG=fips140=only)
 	GOFIPS140=$(GOFIPS140_VERSION) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/krypton-fips ./cmd/krypton
 
 test-fips: ## the FIPS tests: key packages built with GOFIPS140 and run under GODEBUG=fips140=only
 	$(FIPS_ENV) $(GO) test -count=1 $(FIPS_PKGS)
 	$(FIPS_ENV) $(GO) test -count=1 -run '$(FIPS_RUN)' ./region/ ./cluster/
+	$(FIPS_ENV) $(GO) test -count=1 -run '$(FIPS_GATEWAY_RUN)' ./gateway/ ./gateway/kmip/
 
 # CI's machine is shared: the suite must pass with both cores busy. This runs it with stress-ng (Debian
 # package stress-ng; not installed by .ci/run, which does not run this target) hogging STRESS_CPUS.

@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"io"
 	"math/big"
@@ -69,6 +70,10 @@ func newXKSCA(t testing.TB) *xksCA {
 	return &xksCA{cert: cert, key: key}
 }
 
+func (ca *xksCA) pem() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.cert.Raw})
+}
+
 func (ca *xksCA) pool() *x509.CertPool {
 	p := x509.NewCertPool()
 	p.AddCert(ca.cert)
@@ -109,6 +114,7 @@ type xksEnv struct {
 	ca      *xksCA
 	base    string
 	creds   string
+	keys    string // the keys file
 	secrets map[string]string
 	client  *http.Client
 }
@@ -133,7 +139,7 @@ func startXKS(t testing.TB, r *regiontest.Region, tenant, service string, tune f
 	t.Helper()
 	e := &xksEnv{r: r, ca: newXKSCA(t), secrets: map[string]string{akidOld: secretOf(t)}}
 	dir := t.TempDir()
-	e.creds = filepath.Join(dir, "xks-credentials")
+	e.creds, e.keys = filepath.Join(dir, "xks-credentials"), filepath.Join(dir, "xks-keys.json")
 	writeCreds(t, e.creds, e.secrets)
 	e.g = startGateway(t, r, tenant, service, func(c *gateway.Config) {
 		c.XKSAddr = "127.0.0.1:0"
@@ -141,7 +147,7 @@ func startXKS(t testing.TB, r *regiontest.Region, tenant, service string, tune f
 		c.XKS.PathPrefix = xksPrefix
 		c.XKS.Region = xksRegion
 		c.XKS.CredentialsFile = e.creds
-		c.XKS.KeysPath = filepath.Join(dir, "xks-keys.json")
+		c.XKS.KeysPath = e.keys
 		c.XKS.Timeout = 20 * time.Second // a busy test machine; the default is 200 ms
 		if tune != nil {
 			tune(c)
@@ -526,8 +532,8 @@ func TestXKSMutualTLS(t *testing.T) {
 func ptr[T any](v T) *T { return &v }
 
 // TestXKSKillSwitch: once Krypton revokes the service key (or locks the tenant), AWS KMS's
-// Decrypt and Encrypt are refused with InvalidStateException and GetKeyMetadata says DISABLED,
-// with the gateway's cache off and on.
+// Decrypt and Encrypt are refused with InvalidStateException, GetKeyMetadata says DISABLED and
+// GetHealthStatus answers InvalidStateException, with the gateway's cache off and on.
 func TestXKSKillSwitch(t *testing.T) {
 	r := regiontest.Start(t, 3)
 	setupTenant(t, r, "acme", "payments", "ledger")
@@ -546,6 +552,7 @@ func TestXKSKillSwitch(t *testing.T) {
 				if tc.cache {
 					c.CacheEntries = 100
 				}
+				c.XKS.HealthMaxAge = time.Millisecond // each GetHealthStatus checks anew
 			})
 			enc := e.encrypt(t, []byte("data key"), []byte("aad"))
 			decrypt := func() (int, map[string]any) {
@@ -585,6 +592,9 @@ func TestXKSKillSwitch(t *testing.T) {
 			if code != http.StatusOK || out["keyStatus"] != "DISABLED" {
 				t.Errorf("xksMetadata after the kill switch: %d %v", code, out)
 			}
+			// The deep health check wraps under the same service key: the key store shows unhealthy.
+			code, out = e.post(t, "POST", "/health", []byte(`{"requestMetadata":{"kmsRequestId":"h","kmsOperation":"KmsHealthCheck"}}`), e.good())
+			wantError(t, "GetHealthStatus after the kill switch", code, out, 400, xks.InvalidStateException)
 		})
 	}
 }

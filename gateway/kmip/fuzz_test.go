@@ -2,6 +2,7 @@ package kmip
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -19,7 +20,7 @@ import (
 // never panics. The committed corpus is in testdata/fuzz/FuzzHandleMessage;
 // valid requests of every operation and the published vectors are seeds.
 func FuzzHandleMessage(f *testing.F) {
-	for _, v := range []version{v14, v20} {
+	for _, v := range []version{{1, 2}, v14, v20} {
 		create := batchItem(ttlv.OpCreate, append([]ttlv.Item{ttlv.Enum(ttlv.TagObjectType, ttlv.ObjectSymmetricKey)}, keyAttrs(v, 256, "fuzz")...)...)
 		f.Add(ttlv.Marshal(requestMessage(v, create, batchItem(ttlv.OpActivate),
 			batchItem(ttlv.OpEncrypt, ttlv.Bytes(ttlv.TagData, []byte("data"))),
@@ -36,6 +37,9 @@ func FuzzHandleMessage(f *testing.F) {
 				ttlv.Bytes(ttlv.TagAuthenticatedEncryptionTag, make([]byte, 16))))))
 		for _, seed := range attrSeeds(v, create) {
 			f.Add(ttlv.Marshal(seed))
+		}
+		for _, seed := range opSeeds(v, create) {
+			f.Add(ttlv.Marshal(seed.msg))
 		}
 	}
 	files, _ := filepath.Glob(filepath.Join("ttlv", "testdata", "vectors", "*request.hex"))
@@ -96,6 +100,67 @@ func FuzzHandleMessage(f *testing.F) {
 			}
 		}
 	})
+}
+
+// opSeed is a request message of one operation, named for the committed corpus
+// (testdata/fuzz/FuzzHandleMessage/op-<name>-v<version>).
+type opSeed struct {
+	name string
+	msg  ttlv.Item
+}
+
+// opSeeds are one message per operation added for real clients (Add, Modify
+// and Delete Attribute, Check, Get Attributes with names, Get Attribute List,
+// and Encrypt and Decrypt with a client's nonce and IV Length in bytes), each
+// after Create and Activate, in the encoding of v: a mutation of one of them
+// reaches that operation's parser at once.
+func opSeeds(v version, create ttlv.Item) []opSeed {
+	items := attrSeeds(v, create)[0].All(ttlv.TagBatchItem)[2:] // after Create and Activate
+	name := func(n string) ttlv.Item {
+		return ttlv.Struct(ttlv.TagName, ttlv.Text(ttlv.TagNameValue, n), ttlv.Enum(ttlv.TagNameType, ttlv.NameUninterpretedText))
+	}
+	getNamed := batchItem(ttlv.OpGetAttributes, ttlv.Text(ttlv.TagAttributeName, "State"), ttlv.Text(ttlv.TagAttributeName, "Name"))
+	if v.v2() {
+		getNamed = batchItem(ttlv.OpGetAttributes, ttlv.Enum(ttlv.TagAttributeReference, uint32(ttlv.TagState)),
+			ttlv.Struct(ttlv.TagAttributeReference, ttlv.Text(ttlv.TagVendorIdentification, ""), ttlv.Text(ttlv.TagAttributeName, "Name")))
+	}
+	var out []opSeed
+	add := func(op string, it ttlv.Item) {
+		out = append(out, opSeed{fmt.Sprintf("op-%s-v%d%d", op, v.major, v.minor), requestMessage(v, create, batchItem(ttlv.OpActivate), it)})
+	}
+	ops := map[uint32]string{ttlv.OpEncrypt: "encrypt-client-nonce", ttlv.OpDecrypt: "decrypt-client-nonce", ttlv.OpCheck: "check",
+		ttlv.OpAddAttribute: "add-attribute", ttlv.OpModifyAttribute: "modify-attribute", ttlv.OpDeleteAttribute: "delete-attribute"}
+	seen := map[string]bool{}
+	for _, it := range items {
+		op := ops[uint32(it.Child(ttlv.TagOperation).Int)]
+		if op == "" || seen[op] {
+			continue
+		}
+		seen[op] = true
+		if op == "modify-attribute" || op == "delete-attribute" {
+			// The instance they change must exist: an Add of it first (the 2.0 Delete names "c").
+			n := "b"
+			if op == "delete-attribute" && v.v2() {
+				n = "c"
+			}
+			out = append(out, opSeed{fmt.Sprintf("op-%s-v%d%d", op, v.major, v.minor),
+				requestMessage(v, create, batchItem(ttlv.OpActivate), addName(v, name(n)), *it)})
+			continue
+		}
+		add(op, *it)
+	}
+	add("get-attributes-named", getNamed)
+	add("get-attribute-list", batchItem(ttlv.OpGetAttributeList))
+	return out
+}
+
+// addName is an Add Attribute of a Name in the encoding of v.
+func addName(v version, n ttlv.Item) ttlv.Item {
+	if v.v2() {
+		return batchItem(ttlv.OpAddAttribute, ttlv.Struct(ttlv.TagNewAttribute, n))
+	}
+	n.Tag = ttlv.TagAttributeValue
+	return batchItem(ttlv.OpAddAttribute, ttlv.Struct(ttlv.TagAttribute, ttlv.Text(ttlv.TagAttributeName, "Name"), n))
 }
 
 // attrSeeds are requests of the attribute operations, Check and GCM with a

@@ -324,6 +324,17 @@ func gcmAAD(aad, md []byte) []byte {
 	return append(out, md...)
 }
 
+// cdiv is the specification's ciphertextDataIntegrityValue with SHA_256 (Appendix C): the hash of
+// additionalAuthenticatedData || ciphertextMetadata || initializationVector || ciphertext ||
+// authenticationTag, absent fields contributing nothing and no lengths in between.
+func cdiv(aad, md, iv, ct, tag []byte) []byte {
+	h := sha256.New()
+	for _, p := range [][]byte{aad, md, iv, ct, tag} {
+		h.Write(p)
+	}
+	return h.Sum(nil)
+}
+
 type metadataResponse struct {
 	KeySpec   string   `json:"keySpec"`
 	KeyUsage  []string `json:"keyUsage"`
@@ -403,11 +414,7 @@ func (s *Server) do(ctx context.Context, op Operation, keyID string, req *Reques
 		resp := encryptResponse{Ciphertext: sealed[:n], Tag: sealed[n:], IV: iv, CiphertextMetadata: ciphertextMetadata}
 		if req.HasCDIVAlgo {
 			// Appendix C: hash first, then check that the answer decrypts.
-			h := sha256.New()
-			for _, p := range [][]byte{req.AAD, ciphertextMetadata, iv, resp.Ciphertext, resp.Tag} {
-				h.Write(p)
-			}
-			resp.CDIV = h.Sum(nil)
+			resp.CDIV = cdiv(req.AAD, ciphertextMetadata, iv, resp.Ciphertext, resp.Tag)
 			pt, err := gcm.Open(nil, nil, out, aad)
 			if err != nil {
 				return nil, xerr(InternalException, "the ciphertext failed its own decryption check; retry")
