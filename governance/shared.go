@@ -31,8 +31,15 @@ func TenantKeysProto(k *govfsm.TenantKeys) *kv1.TenantKeys {
 
 // eventForRegion is e as the feed sends it to region: of a TENANT_KEYS event's sealed L2 blobs only
 // region's own (each is bound to its region by the anchor; no region receives another's).
+//
+// A tenant with per-region anchors: the event's anchor_uri is the region's own pointer (the
+// tenant's anchor if it has none), and no region learns another's pointer this way (the home
+// region asks TenantAnchors when it seals for the others).
 func eventForRegion(e *govfsm.Event, region string) *kv1.RevocationEvent {
 	pe := EventProto(e)
+	if u, ok := e.RegionAnchors[region]; ok {
+		pe.AnchorUri = u
+	}
 	if pe.GetKeys() != nil {
 		pe.Keys.L2 = slices.DeleteFunc(pe.Keys.L2, func(b *kv1.SealedTenantKey) bool { return b.GetRegion() != region })
 	}
@@ -89,7 +96,7 @@ func (s *api) PublishTenantKeys(ctx context.Context, req *kv1.PublishTenantKeysR
 		if checkName("l2 region", b.GetRegion()) != nil || b.GetVersion() == 0 || len(b.GetSealed()) == 0 {
 			return nil, invalid("keys: a sealed L2 needs a region, a version and a blob")
 		}
-		keys.L2 = append(keys.L2, govfsm.SealedL2{Region: b.GetRegion(), Version: b.GetVersion(), Sealed: b.GetSealed()})
+		keys.L2 = append(keys.L2, govfsm.SealedL2{Region: b.GetRegion(), Version: b.GetVersion(), Sealed: b.GetSealed(), Anchor: b.GetAnchorUri()})
 	}
 	for _, b := range k.GetL3() {
 		if checkName("l3 service", b.GetService()) != nil || b.GetVersion() == 0 || b.GetSealedBy() == 0 || len(b.GetSealed()) == 0 {
@@ -115,4 +122,45 @@ func publishID(req *kv1.PublishTenantKeysRequest) string {
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(req)
 	sum := sha256.Sum256(b)
 	return "publish-keys-" + hex.EncodeToString(sum[:16])
+}
+
+// TenantAnchors answers the home region's leader, which seals L2 under each region's anchor:
+// the anchor URI of every region of the tenant. Only a node of the tenant's home region may ask.
+func (s *api) TenantAnchors(ctx context.Context, req *kv1.TenantAnchorsRequest) (*kv1.TenantAnchorsResponse, error) {
+	if err := checkName("region", req.GetRegion()); err != nil {
+		return nil, err
+	}
+	if err := regionNode(ctx, req.GetRegion()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	home, anchors, err := s.n.fsm.TenantAnchors(req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	if home != req.GetRegion() {
+		return nil, govfsm.ErrNotHome
+	}
+	return &kv1.TenantAnchorsResponse{Anchors: anchors}, nil
+}
+
+// checkRegionAnchors checks per-region anchors: each region one of regions, each URI usable.
+func checkRegionAnchors(m map[string]string, regions []string, allowDev bool) error {
+	for r, u := range m {
+		if err := checkName("region_anchors region", r); err != nil {
+			return err
+		}
+		if !slices.Contains(regions, r) {
+			return invalid("region_anchors names region " + r + ", which is not one of the tenant's regions: name it in -regions too")
+		}
+		if err := checkAnchor(u, allowDev); err != nil {
+			return err
+		}
+	}
+	return nil
 }

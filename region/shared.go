@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/fsm"
@@ -229,7 +230,7 @@ func (f *feed) publishTenant(ctx context.Context, client kv1.GovernanceServiceCl
 	n := f.n
 	actx, cancel := context.WithTimeout(ctx, eventDeadline)
 	defer cancel()
-	p, err := n.anchors.get(actx, t.Anchor)
+	anchors, err := f.tenantAnchors(actx, client, t)
 	if err != nil {
 		return err
 	}
@@ -239,9 +240,17 @@ func (f *feed) publishTenant(ctx context.Context, client kv1.GovernanceServiceCl
 			if r == n.cfg.Region {
 				continue
 			}
-			ck := sealKey{tenant: t.Name, region: r, version: v, anchor: t.Anchor}
+			uri := anchors[r]
+			if uri == "" {
+				continue // the region has no pointer (the kill switch was lifted elsewhere only)
+			}
+			ck := sealKey{tenant: t.Name, region: r, version: v, anchor: uri}
 			sealed := f.sealed[ck]
 			if sealed == nil {
+				p, err := n.anchors.get(actx, uri)
+				if err != nil {
+					return err
+				}
 				k, err := n.tenantKey(actx, t.Name, v)
 				if err != nil {
 					return err
@@ -253,7 +262,7 @@ func (f *feed) publishTenant(ctx context.Context, client kv1.GovernanceServiceCl
 				}
 				f.sealed[ck] = sealed
 			}
-			keys.L2 = append(keys.L2, &kv1.SealedTenantKey{Region: r, Version: v, Sealed: sealed})
+			keys.L2 = append(keys.L2, &kv1.SealedTenantKey{Region: r, Version: v, Sealed: sealed, AnchorUri: uri})
 		}
 	}
 	for _, s := range svcs {
@@ -270,6 +279,25 @@ func (f *feed) publishTenant(ctx context.Context, client kv1.GovernanceServiceCl
 	}
 	n.log.Info("published a shared tenant's sealed keys to governance", "tenant", t.Name, "l2", len(keys.L2), "l3", len(keys.L3), "cursor", resp.GetCursor())
 	return nil
+}
+
+// tenantAnchors returns the anchor URI of each region of the shared tenant t, from governance
+// (TenantAnchors: a region may have a pointer of its own, cloud KMS keys being regional). A
+// governance of an older release, which has no per-region anchors, answers Unimplemented: every
+// region then uses this region's pointer.
+func (f *feed) tenantAnchors(ctx context.Context, client kv1.GovernanceServiceClient, t fsm.Tenant) (map[string]string, error) {
+	resp, err := client.TenantAnchors(ctx, &kv1.TenantAnchorsRequest{Region: f.n.cfg.Region, Tenant: t.Name})
+	if status.Code(err) == codes.Unimplemented {
+		out := map[string]string{}
+		for _, r := range t.Regions {
+			out[r] = t.Anchor
+		}
+		return out, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetAnchors(), nil
 }
 
 // sealKey names an L2 version sealed for another region under one anchor URI.

@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -57,16 +59,41 @@ func govTenantText(w io.Writer, t *kv1.GovernanceTenant, extra ...[]string) erro
 		{"Owner key:", ownerKeyText(t.GetOwnerKeyFingerprint())},
 		{"Quota:", quota.FromProto(t.GetQuota()).String()},
 	}
+	for _, r := range slices.Sorted(maps.Keys(t.GetRegionAnchors())) {
+		u := t.GetRegionAnchors()[r]
+		if u == "" {
+			u = "(deleted: the kill switch is on)"
+		}
+		rows = append(rows, []string{"Anchor of " + r + ":", u})
+	}
 	if t.GetAnchorDeletedAt() != nil {
 		rows = append(rows, []string{"Anchor deleted:", timeText(t.GetAnchorDeletedAt())})
 	}
 	return tableNoHeader(w, append(rows, extra...))
 }
 
+// regionAnchorsFlag is a repeated -region-anchor REGION=URI: a region's own anchor.
+type regionAnchorsFlag map[string]string
+
+func (f regionAnchorsFlag) String() string { return "" }
+
+func (f regionAnchorsFlag) Set(v string) error {
+	r, u, ok := strings.Cut(v, "=")
+	if !ok || r == "" || u == "" {
+		return fmt.Errorf("want REGION=URI (one region's own anchor, e.g. eu=awskms://arn:aws:kms:eu-west-1:111122223333:alias/acme)")
+	}
+	if _, dup := f[r]; dup {
+		return fmt.Errorf("region %s is named twice", r)
+	}
+	f[r] = u
+	return nil
+}
+
 func govTenantCreateCommand() *command {
 	var anchorURI, regions, ownerPub, ownerPEM, home string
+	regionAnchors := regionAnchorsFlag{}
 	return govCommand(clientSpec{
-		name: "create", synopsis: "create a tenant at governance", usage: "-anchor <uri> -regions <r1,r2> [-home <region>] <tenant>",
+		name: "create", synopsis: "create a tenant at governance", usage: "-anchor <uri> -regions <r1,r2> [-home <region>] [-region-anchor <region>=<uri> ...] <tenant>",
 		help: "Creates <tenant> at governance with its L1 anchor URI and the regions it may live in; every one of those regions " +
 			"creates it from the governance feed. With -home the tenant is shared: the home region makes every key version and " +
 			"the others receive them sealed through governance, so a blob wrapped in one region unwraps in all of them " +
@@ -76,6 +103,7 @@ func govTenantCreateCommand() *command {
 			fs.StringVar(&anchorURI, "anchor", "", "the tenant's L1 anchor URI (required)")
 			fs.StringVar(&regions, "regions", "", "regions the tenant may live in, comma-separated (governance only; required there)")
 			fs.StringVar(&home, "home", "", "the shared tenant's home region, one of -regions, whose leader makes its keys (governance only)")
+			fs.Var(regionAnchors, "region-anchor", "`region=uri`: that region's own L1 anchor (a regional KMS key), instead of -anchor; repeat for each region (governance only)")
 			ownerPubFlag(fs, &ownerPub)
 		},
 		check: func(fs *flag.FlagSet) error {
@@ -93,7 +121,7 @@ func govTenantCreateCommand() *command {
 			return err
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			t, err := c.gov().CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Regions: splitList(regions), OwnerPublicKey: ownerPEM, HomeRegion: home})
+			t, err := c.gov().CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Regions: splitList(regions), OwnerPublicKey: ownerPEM, HomeRegion: home, RegionAnchors: regionAnchors})
 			if err != nil {
 				return err
 			}
@@ -241,10 +269,11 @@ func govTenantUnlockCommand() *command {
 }
 
 func govSetAnchorCommand() *command {
-	var anchorURI, consentPath, consent string
+	var anchorURI, consentPath, consent, region string
 	return govCommand(clientSpec{
-		name: "set-anchor", synopsis: "point a tenant at a (new) L1 anchor (governance)", usage: "-anchor <uri> -consent <file> <tenant>",
-		help: "Sets <tenant>'s L1 anchor URI at governance; every region of the tenant follows. After `tenant delete-anchor` " +
+		name: "set-anchor", synopsis: "point a tenant at a (new) L1 anchor (governance)", usage: "-anchor <uri> [-region <region>] -consent <file> <tenant>",
+		help: "Sets <tenant>'s L1 anchor URI at governance; every region of the tenant without an anchor of its own follows " +
+			"(with -region, only that region's own anchor). After `tenant delete-anchor` " +
 			"it turns the kill switch off: regions unseal the tenant's keys again and every blob wrapped before still unwraps. " +
 			"It needs the tenant owner's consent (-consent), which the owner makes with `krypton owner consent -op set-anchor`; " +
 			"the change is sent under the request id the consent names.",
@@ -252,6 +281,7 @@ func govSetAnchorCommand() *command {
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&anchorURI, "anchor", "", "the tenant's L1 anchor URI (required)")
 			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file (`krypton owner consent`; required)")
+			fs.StringVar(&region, "region", "", "set only this region's own anchor (the consent must name it too)")
 		},
 		check: func(fs *flag.FlagSet) error {
 			if err := nargs(fs, 1, 1, "-anchor <uri> -consent <file> <tenant>"); err != nil {
@@ -268,7 +298,7 @@ func govSetAnchorCommand() *command {
 			return err
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			t, err := c.gov().SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Consent: consent})
+			t, err := c.gov().SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Consent: consent, Region: region})
 			if err != nil {
 				return err
 			}

@@ -57,6 +57,9 @@ func (s *state) setRegions(c *Command, t *tenant, now int64) *Result {
 		k.L2 = slices.DeleteFunc(slices.Clone(k.L2), func(b SealedL2) bool { return slices.Contains(removed, b.Region) })
 		t.Keys = &k
 	}
+	for _, r := range removed {
+		delete(t.RegionAnchors, r)
+	}
 	t.Regions = slices.Clone(c.Regions)
 	e := s.emit(c, KindSetRegions, now)
 	e.Regions, e.Removed, e.Home = slices.Clone(c.Regions), removed, t.Home
@@ -81,6 +84,12 @@ func (s *state) publishKeys(c *Command, t *tenant, now int64) *Result {
 	for _, b := range c.Keys.L2 {
 		if !slices.Contains(t.Regions, b.Region) || b.Version == 0 || len(b.Sealed) == 0 || len(b.Sealed) > maxSealedL2 {
 			return &Result{Err: ErrInvalidCommand}
+		}
+	}
+	for _, b := range c.Keys.L2 {
+		// A home region of an older release names no anchor: it has only the tenant's.
+		if b.Anchor != "" && b.Anchor != t.anchorFor(b.Region) {
+			return &Result{Err: ErrStaleAnchor}
 		}
 	}
 	for _, b := range c.Keys.L3 {
@@ -111,6 +120,7 @@ func (s *state) publishKeys(c *Command, t *tenant, now int64) *Result {
 	n := len(l2s) + len(l3s)
 	for _, b := range c.Keys.L2 {
 		if _, ok := l2s[l2k{b.Region, b.Version}]; !ok {
+			b.Anchor = "" // checked above; the pointer is no part of what governance holds
 			l2s[l2k{b.Region, b.Version}] = b
 		}
 	}
@@ -134,7 +144,7 @@ func (s *state) publishKeys(c *Command, t *tenant, now int64) *Result {
 	e := s.emit(c, KindTenantKeys, now)
 	e.Home, e.Keys = t.Home, next
 	e.Regions = slices.DeleteFunc(slices.Clone(t.Regions), func(r string) bool { return r == t.Home })
-	e.AnchorURI, e.Locked = t.AnchorURI, t.Locked
+	e.AnchorURI, e.Locked, e.RegionAnchors = t.AnchorURI, t.Locked, cloneAnchors(t.RegionAnchors)
 	if t.Policy != nil {
 		e.Policy = t.Policy.clone()
 	}
@@ -160,4 +170,73 @@ func (f *FSM) TenantKeysFor(tenant string) *TenantKeys {
 		return &k
 	}
 	return nil
+}
+
+// cloneAnchors copies a per-region anchor map (nil for none).
+func cloneAnchors(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return maps.Clone(m)
+}
+
+// setAnchor applies a consented OpSetAnchor: the tenant's anchor, or with c.Region that region's
+// own pointer. Either lifts the kill switch (the regions whose pointer is still empty stay locked
+// out: they receive none). Governance drops the sealed L2 blobs it holds for every region whose
+// anchor changed: each region reseals its own L2 versions under its new anchor, and the home
+// region publishes them again sealed under it.
+func (s *state) setAnchor(c *Command, t *tenant, fp string, now int64) *Result {
+	before := map[string]string{}
+	for _, r := range t.Regions {
+		before[r] = t.anchorFor(r)
+	}
+	prev := t.AnchorURI
+	if c.Region != "" {
+		prev = t.anchorFor(c.Region)
+		if t.RegionAnchors == nil {
+			t.RegionAnchors = map[string]string{}
+		}
+		t.RegionAnchors[c.Region] = c.AnchorURI
+	} else {
+		t.AnchorURI = c.AnchorURI
+	}
+	t.AnchorDeletedAt, t.DeleteCursor = 0, 0
+	if t.Keys != nil {
+		k := *t.Keys
+		k.L2 = slices.DeleteFunc(slices.Clone(k.L2), func(b SealedL2) bool { return before[b.Region] != t.anchorFor(b.Region) })
+		t.Keys = &k
+	}
+	e := s.emit(c, KindSetAnchor, now)
+	e.AnchorURI, e.OwnerKey, e.RegionAnchors = t.AnchorURI, fp, cloneAnchors(t.RegionAnchors)
+	if c.Region != "" {
+		e.Regions = []string{c.Region}
+	}
+	r := s.result(c, e)
+	r.Previous = prev
+	return r
+}
+
+// TenantAnchors returns the anchor URI of every region of a shared tenant, for its home region's
+// sealing. ErrNotShared for a tenant without a home, ErrRevoked, ErrNoAnchor while deleted.
+func (f *FSM) TenantAnchors(tenant string) (home string, anchors map[string]string, err error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t := f.st.Tenants[tenant]
+	switch {
+	case t == nil:
+		return "", nil, ErrTenantNotFound
+	case t.Home == "":
+		return "", nil, ErrNotShared
+	case t.RevokeCursor != 0:
+		return "", nil, ErrRevoked
+	case t.AnchorDeletedAt != 0:
+		return "", nil, ErrNoAnchor
+	}
+	anchors = map[string]string{}
+	for _, r := range t.Regions {
+		if u := t.anchorFor(r); u != "" {
+			anchors[r] = u
+		}
+	}
+	return t.Home, anchors, nil
 }

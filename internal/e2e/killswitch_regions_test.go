@@ -205,3 +205,170 @@ func TestMultiRegionKillSwitch(t *testing.T) {
 	}
 	x.unwrapsEverywhere("acme", "pay", blob, plain)
 }
+
+// regionLog reads governance's event log as region name's feed sees it, up to head.
+func (x *threeRegions) regionLog(name string, head uint64) []*kv1.RevocationEvent {
+	x.t.Helper()
+	var events []*kv1.RevocationEvent
+	c := x.g.NodeClient(x.g.WaitLeader(), name, x.byName[name].Cfgs[0].NodeID)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	stream, err := c.WatchRevocations(ctx, &kv1.WatchRevocationsRequest{Region: name})
+	if err != nil {
+		x.t.Fatal(err)
+	}
+	for {
+		msg, err := stream.Recv()
+		if err != nil {
+			x.t.Fatalf("reading governance's log for %s: %v", name, err)
+		}
+		events = append(events, msg.GetEvents()...)
+		if msg.GetHeadCursor() >= head {
+			return events
+		}
+	}
+}
+
+// setAnchor sets the tenant's anchor (region empty) or one region's own, with the owner's
+// consent naming the region.
+func (x *threeRegions) setAnchor(tenant, region, uri string) {
+	x.t.Helper()
+	id := governancetest.RequestID()
+	x.gov("set the anchor of "+region, func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+		_, err := c.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: id, Tenant: tenant, AnchorUri: uri, Region: region,
+			Consent: x.g.Owner.Consent(x.t, owner.Statement{Tenant: tenant, Op: owner.OpSetAnchor, Anchor: uri, Region: region, RequestID: id})})
+		return err
+	})
+}
+
+// TestMultiRegionPerRegionAnchors: a shared tenant whose L1 is one key per region (three file://
+// root keys: eu's is the tenant's anchor, us and ap have their own). The home region seals L2
+// once under each region's anchor; each region receives only its own pointer and its own sealed
+// L2, and every blob opens everywhere. The customer disabling one region's key stops that region
+// only; the kill switch (DeleteAnchor) stops all three. Lifting it takes each region's pointer
+// again, each with the owner's consent naming the region (one naming no region is refused), and
+// a rotation after it reaches every region sealed under its own anchor.
+func TestMultiRegionPerRegionAnchors(t *testing.T) {
+	x := startThreeRegions(t, false)
+	eu, us, ap := x.byName["eu"], x.byName["us"], x.byName["ap"]
+	anchors := map[string]string{"eu": eu.Anchor, "us": us.Anchor, "ap": ap.Anchor}
+	id := governancetest.RequestID()
+	x.gov("create the shared tenant", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+		_, err := c.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: id, Tenant: "acme", AnchorUri: eu.Anchor,
+			Regions: []string{"ap", "eu", "us"}, HomeRegion: "eu", OwnerPublicKey: x.g.Owner.Public,
+			RegionAnchors: map[string]string{"us": us.Anchor, "ap": ap.Anchor}})
+		return err
+	})
+	id = governancetest.RequestID()
+	x.gov("create the service", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+		_, err := c.CreateService(ctx, &kv1.GovernanceCreateServiceRequest{RequestId: id, Tenant: "acme", Service: "pay"})
+		return err
+	})
+	x.every("acme/pay v1 on every node of every region", func(n *region.Node) bool {
+		_, err := n.State().Usable("acme", "pay", 1, fsm.OpUnwrap)
+		return err == nil
+	})
+	plain := bytes.Repeat([]byte{0x11}, 32)
+	blob := x.wrapIn("eu", 0, "acme", "pay", plain)
+	x.unwrapsEverywhere("acme", "pay", blob, plain)
+
+	// Each region holds its own pointer, and its L2 opens under its own root key only.
+	for name, r := range x.byName {
+		tn, err := r.Nodes[0].State().Tenant("acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tn.Anchor != anchors[name] {
+			t.Fatalf("%s holds anchor %s, want its own %s", name, tn.Anchor, anchors[name])
+		}
+	}
+	// The customer disables us's key: us stops, eu and ap go on.
+	usKey := strings.TrimPrefix(us.Anchor, "file://")
+	if err := anchorfile.Disable(usKey); err != nil {
+		t.Fatal(err)
+	}
+	x.names = []string{"us"}
+	x.allRefuse("acme", "pay", blob, time.Now(), "L1 unavailable")
+	x.names = []string{"ap", "eu"}
+	x.unwrapsEverywhere("acme", "pay", blob, plain)
+	x.names = []string{"ap", "eu", "us"}
+	if err := anchorfile.Enable(usKey); err != nil {
+		t.Fatal(err)
+	}
+	x.unwrapsEverywhere("acme", "pay", blob, plain)
+
+	// The kill switch covers every region's pointer.
+	id = governancetest.RequestID()
+	var returned time.Time
+	x.gov("delete the anchor", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+		_, err := c.DeleteAnchor(ctx, &kv1.DeleteAnchorRequest{RequestId: id, Tenant: "acme", Reason: "customer pulled the plug", Wait: true})
+		returned = time.Now()
+		return err
+	})
+	last := x.allRefuse("acme", "pay", blob, returned, "anchor")
+	t.Logf("per-region anchors: DeleteAnchor -wait -> last of 9 nodes refusing %v after it returned", last.Round(time.Millisecond))
+	var gt *kv1.GovernanceTenant
+	x.gov("describe", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+		var err error
+		gt, err = c.GetTenant(ctx, &kv1.GetTenantRequest{Tenant: "acme"})
+		return err
+	})
+	if gt.GetAnchorUri() != "" || gt.GetRegionAnchors()["us"] != "" || gt.GetRegionAnchors()["ap"] != "" {
+		t.Fatalf("after the kill switch governance still holds pointers: %q %v", gt.GetAnchorUri(), gt.GetRegionAnchors())
+	}
+
+	// Lifting: the tenant's anchor brings eu back; us and ap (their keys are others) stay out.
+	x.setAnchor("acme", "", eu.Anchor)
+	x.names = []string{"eu"}
+	x.unwrapsEverywhere("acme", "pay", blob, plain)
+	x.names = []string{"ap", "us"}
+	x.allRefuse("acme", "pay", blob, time.Now(), "anchor")
+	// A consent that does not name the region does not move the region's pointer.
+	id = governancetest.RequestID()
+	x.gov("set us's anchor with a consent naming no region", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+		_, err := c.SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: id, Tenant: "acme", AnchorUri: us.Anchor, Region: "us",
+			Consent: x.g.Owner.Consent(t, owner.Statement{Tenant: "acme", Op: owner.OpSetAnchor, Anchor: us.Anchor, RequestID: id})})
+		if status.Code(err) != codes.PermissionDenied {
+			return fmt.Errorf("want PermissionDenied, got %v", err)
+		}
+		return nil
+	})
+	x.setAnchor("acme", "us", us.Anchor)
+	x.setAnchor("acme", "ap", ap.Anchor)
+	x.names = []string{"ap", "eu", "us"}
+	x.unwrapsEverywhere("acme", "pay", blob, plain)
+
+	// A rotation in eu reaches us and ap, sealed under their own keys.
+	adm := eu.AdminClient(eu.WaitLeader())
+	if _, err := adm.RotateKey(eu.Context(20*time.Second), &kv1.RotateKeyRequest{RequestId: "rot-2", Tenant: "acme", Service: "pay"}); err != nil {
+		t.Fatalf("rotate in eu: %v", err)
+	}
+	x.every("acme/pay v2 current everywhere", func(n *region.Node) bool {
+		v, err := n.State().Usable("acme", "pay", 0, fsm.OpWrap)
+		return err == nil && v == 2
+	})
+	plain2 := bytes.Repeat([]byte{0x22}, 32)
+	blob2 := x.wrapIn("ap", 1, "acme", "pay", plain2)
+	x.unwrapsEverywhere("acme", "pay", blob2, plain2)
+
+	// Each region's feed carried only its own pointer, throughout (the lifting too).
+	head := x.head()
+	for _, name := range x.names {
+		for _, ev := range x.regionLog(name, head) {
+			if ev.GetTarget().GetTenant() != "acme" {
+				continue
+			}
+			for other, u := range anchors {
+				if other != name && ev.GetAnchorUri() == u {
+					t.Fatalf("region %s received %s's anchor in event %d (%v)", name, other, ev.GetCursor(), ev.GetKind())
+				}
+			}
+			for _, k := range ev.GetKeys().GetL2() {
+				if k.GetRegion() != name || k.GetAnchorUri() != "" {
+					t.Fatalf("region %s received an L2 sealed for %s (anchor %q)", name, k.GetRegion(), k.GetAnchorUri())
+				}
+			}
+		}
+	}
+
+}
