@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -65,7 +66,24 @@ func (s *api) SetTenantRegions(ctx context.Context, req *kv1.SetTenantRegionsReq
 	if t, err := s.n.fsm.Tenant(req.GetTenant()); err == nil && t.Home != "" && !slices.Contains(regions, t.Home) {
 		return nil, invalid(fmt.Sprintf("the region set leaves out the tenant's home region %s, which makes its keys: keep %s in -regions", t.Home, t.Home))
 	}
-	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetRegions, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
+	home := req.GetHomeRegion()
+	if home != "" {
+		if err := checkName("home_region", home); err != nil {
+			return nil, err
+		}
+		t, err := s.n.fsm.Tenant(req.GetTenant())
+		switch {
+		case err != nil:
+			return nil, err
+		case t.Home != "" && t.Home != home:
+			return nil, invalid(fmt.Sprintf("the tenant's home region is %s and does not move: leave out -home", t.Home))
+		case t.Home == "" && !slices.Equal(regions, t.Regions):
+			return nil, invalid(fmt.Sprintf("making a tenant shared keeps its regions: give -regions %s (change them afterwards)", strings.Join(t.Regions, ",")))
+		case !slices.Contains(regions, home):
+			return nil, invalid("home_region " + home + " is not one of the tenant's regions")
+		}
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetRegions, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions, Home: home})
 	if err != nil {
 		return nil, err
 	}
@@ -89,6 +107,21 @@ func (s *api) PublishTenantKeys(ctx context.Context, req *kv1.PublishTenantKeysR
 	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
 		return nil, err
+	}
+	if f := req.GetFloor(); f != nil {
+		if !s.n.fsm.FloorWanted(req.GetTenant(), req.GetRegion()) {
+			return &kv1.PublishTenantKeysResponse{}, nil // reported already, or never needed: no write
+		}
+		for name := range f.GetServices() {
+			if err := checkName("floor service", name); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpPublishKeys, RequestID: publishID(req), Tenant: req.GetTenant(), Region: req.GetRegion(),
+			Floor: &govfsm.Floor{L2: f.GetL2(), Services: f.GetServices()}}); err != nil {
+			return nil, err
+		}
+		return &kv1.PublishTenantKeysResponse{}, nil
 	}
 	k := req.GetKeys()
 	keys := &govfsm.TenantKeys{}
@@ -139,14 +172,18 @@ func (s *api) TenantAnchors(ctx context.Context, req *kv1.TenantAnchorsRequest) 
 	if err := s.n.barrier(ctx); err != nil {
 		return nil, err
 	}
-	home, anchors, err := s.n.fsm.TenantAnchors(req.GetTenant())
+	home, anchors, floor, pending, err := s.n.fsm.TenantAnchors(req.GetTenant())
 	if err != nil {
 		return nil, err
 	}
 	if home != req.GetRegion() {
 		return nil, govfsm.ErrNotHome
 	}
-	return &kv1.TenantAnchorsResponse{Anchors: anchors}, nil
+	out := &kv1.TenantAnchorsResponse{Anchors: anchors, FloorPending: pending}
+	if floor != nil {
+		out.Floor = &kv1.TenantFloor{L2: floor.L2, Services: floor.Services}
+	}
+	return out, nil
 }
 
 // checkRegionAnchors checks per-region anchors: each region one of regions, each URI usable.

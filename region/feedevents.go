@@ -67,7 +67,7 @@ func (f *feed) prepare(ctx context.Context, ev *kv1.RevocationEvent) (cmd fsm.Co
 		}
 		return f.prepareCreateService(ctx, ev, tenant, service)
 	case kv1.EventKind_EVENT_KIND_TENANT_KEYS:
-		return f.prepareImport(ev, tenant)
+		return f.prepareImport(ctx, ev, tenant)
 	case kv1.EventKind_EVENT_KIND_SET_REGIONS:
 		return f.prepareSetRegions(ev, tenant)
 	case kv1.EventKind_EVENT_KIND_RESYNC_TENANT:

@@ -424,17 +424,20 @@ func homeText(h string) string {
 }
 
 func govTenantSetRegionsCommand() *command {
-	var regions string
+	var regions, home string
 	var wait bool
 	return govCommand(clientSpec{
-		name: "set-regions", synopsis: "change a shared tenant's regions (residency; governance)", usage: "-regions <r1,r2> [-wait] <tenant>",
+		name: "set-regions", synopsis: "change a shared tenant's regions (residency; governance)", usage: "-regions <r1,r2> [-home <region>] [-wait] <tenant>",
 		help: "Replaces the regions a shared tenant (created with -home) lives in. A region added receives the tenant's sealed " +
 			"keys from its home region and opens every blob wrapped before; a region removed wipes the tenant and refuses its " +
 			"blobs. The home region must stay. With -wait it returns once every old and new region has reported the change " +
-			"(bounded by -timeout; on timeout the change stands, and the same -request-id waits again).",
+			"(bounded by -timeout; on timeout the change stands, and the same -request-id waits again). With -home, it makes a " +
+			"tenant created without one shared (-regions its regions as they are): each region keeps its own key versions, and " +
+			"the home's next ones, numbered above every region's, are shared.",
 		write: true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&regions, "regions", "", "the tenant's new regions, comma-separated (required)")
+			fs.StringVar(&home, "home", "", "make a tenant created without a home shared, with this home region")
 			fs.BoolVar(&wait, "wait", false, "return only once every old and new region reports the change")
 		},
 		check: func(fs *flag.FlagSet) error {
@@ -447,7 +450,7 @@ func govTenantSetRegionsCommand() *command {
 			return nil
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			resp, err := c.gov().SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: c.requestID, Tenant: fs.Arg(0), Regions: splitList(regions), Wait: wait})
+			resp, err := c.gov().SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: c.requestID, Tenant: fs.Arg(0), Regions: splitList(regions), Wait: wait, HomeRegion: home})
 			if err != nil {
 				return err
 			}

@@ -85,6 +85,10 @@ type tenant struct {
 	// named: lifting it with the tenant's anchor does not hand that anchor to a region that has
 	// its own key.
 	RegionAnchors map[string]string `json:"region-anchors,omitempty"`
+	// A tenant made shared (SetTenantRegions with a home): Floors holds each other region's own
+	// newest versions as it reported them, FloorPending the regions yet to report.
+	Floors       map[string]*Floor `json:"floors,omitempty"`
+	FloorPending []string          `json:"floor-pending,omitempty"`
 }
 
 // anchorFor returns region's anchor URI: its own pointer (empty while the kill switch is on),

@@ -41,6 +41,10 @@ func (s *state) setRegions(c *Command, t *tenant, now int64) *Result {
 	switch {
 	case t.RevokeCursor != 0:
 		return &Result{Err: ErrRevoked}
+	case t.Home == "" && c.Home != "":
+		return s.makeShared(c, t, now)
+	case c.Home != "" && c.Home != t.Home:
+		return &Result{Err: ErrInvalidCommand} // the home region does not move
 	case t.Home == "":
 		return &Result{Err: ErrNotShared}
 	case !ValidRegionSet(c.Regions) || !slices.Contains(c.Regions, t.Home):
@@ -76,6 +80,8 @@ func (s *state) publishKeys(c *Command, t *tenant, now int64) *Result {
 		return &Result{Err: ErrRevoked}
 	case t.Home == "":
 		return &Result{Err: ErrNotShared}
+	case c.Floor != nil:
+		return s.recordFloor(c, t)
 	case c.Region != t.Home:
 		return &Result{Err: ErrNotHome}
 	case c.Keys == nil || len(c.Keys.L2)+len(c.Keys.L3) > maxKeyEntries:
@@ -218,19 +224,22 @@ func (s *state) setAnchor(c *Command, t *tenant, fp string, now int64) *Result {
 
 // TenantAnchors returns the anchor URI of every region of a shared tenant, for its home region's
 // sealing. ErrNotShared for a tenant without a home, ErrRevoked, ErrNoAnchor while deleted.
-func (f *FSM) TenantAnchors(tenant string) (home string, anchors map[string]string, err error) {
+//
+// For a tenant made shared it returns too the highest of the regions' own versions (floor) and
+// the regions that have not reported theirs yet (pending).
+func (f *FSM) TenantAnchors(tenant string) (home string, anchors map[string]string, floor *Floor, pending []string, err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	t := f.st.Tenants[tenant]
 	switch {
 	case t == nil:
-		return "", nil, ErrTenantNotFound
+		return "", nil, nil, nil, ErrTenantNotFound
 	case t.Home == "":
-		return "", nil, ErrNotShared
+		return "", nil, nil, nil, ErrNotShared
 	case t.RevokeCursor != 0:
-		return "", nil, ErrRevoked
+		return "", nil, nil, nil, ErrRevoked
 	case t.AnchorDeletedAt != 0:
-		return "", nil, ErrNoAnchor
+		return "", nil, nil, nil, ErrNoAnchor
 	}
 	anchors = map[string]string{}
 	for _, r := range t.Regions {
@@ -238,5 +247,66 @@ func (f *FSM) TenantAnchors(tenant string) (home string, anchors map[string]stri
 			anchors[r] = u
 		}
 	}
-	return t.Home, anchors, nil
+	return t.Home, anchors, t.floor(), slices.Clone(t.FloorPending), nil
+}
+
+// makeShared applies the OpSetRegions that makes a per-region tenant shared (c.Home): the region
+// set stays as it is; every region but the home is to report its own newest versions (Floor),
+// above which the home numbers the shared ones, so that each region's own versions keep opening
+// its old blobs and no shared version takes a number one of them has.
+func (s *state) makeShared(c *Command, t *tenant, now int64) *Result {
+	if !slices.Equal(c.Regions, t.Regions) || !slices.Contains(t.Regions, c.Home) {
+		return &Result{Err: ErrInvalidCommand}
+	}
+	t.Home = c.Home
+	t.Floors = map[string]*Floor{}
+	t.FloorPending = slices.DeleteFunc(slices.Clone(t.Regions), func(r string) bool { return r == c.Home })
+	e := s.emit(c, KindSetRegions, now)
+	e.Regions, e.Home = slices.Clone(t.Regions), t.Home
+	return s.result(c, e)
+}
+
+// recordFloor records a region's own newest versions of a tenant made shared, once: a region that
+// reported already, or a tenant that was shared from its start, changes nothing.
+func (s *state) recordFloor(c *Command, t *tenant) *Result {
+	if len(c.Floor.Services) > MaxServices {
+		return &Result{Err: ErrInvalidCommand}
+	}
+	for name := range c.Floor.Services {
+		if wrap.ValidateName(name) != nil {
+			return &Result{Err: ErrInvalidCommand}
+		}
+	}
+	i := slices.Index(t.FloorPending, c.Region)
+	if i < 0 {
+		return s.result(c, nil)
+	}
+	f := &Floor{L2: c.Floor.L2, Services: maps.Clone(c.Floor.Services)}
+	t.Floors[c.Region] = f
+	t.FloorPending = slices.Delete(slices.Clone(t.FloorPending), i, i+1)
+	return s.result(c, nil)
+}
+
+// floor returns the highest of the reported floors (nil for a tenant shared from its start).
+func (t *tenant) floor() *Floor {
+	if t.Floors == nil {
+		return nil
+	}
+	out := &Floor{Services: map[string]uint32{}}
+	for _, f := range t.Floors {
+		out.L2 = max(out.L2, f.L2)
+		for s, v := range f.Services {
+			out.Services[s] = max(out.Services[s], v)
+		}
+	}
+	return out
+}
+
+// FloorWanted reports whether governance still waits for region's own versions of tenant (a
+// tenant made shared): a report from any other region, or a second one, would change nothing.
+func (f *FSM) FloorWanted(tenant, region string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t := f.st.Tenants[tenant]
+	return t != nil && slices.Contains(t.FloorPending, region)
 }

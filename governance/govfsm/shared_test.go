@@ -90,7 +90,7 @@ func TestPerRegionAnchors(t *testing.T) {
 	if e.AnchorURI != euA || e.RegionAnchors["us"] != usA {
 		t.Fatalf("CREATE_TENANT: %+v", e)
 	}
-	_, anchors, err := f.TenantAnchors("acme")
+	_, anchors, _, _, err := f.TenantAnchors("acme")
 	if err != nil || anchors["eu"] != euA || anchors["us"] != usA {
 		t.Fatalf("TenantAnchors: %v %v", anchors, err)
 	}
@@ -127,19 +127,19 @@ func TestPerRegionAnchors(t *testing.T) {
 	if err != nil || tn.AnchorURI != "" || tn.RegionAnchors["us"] != "" || len(tn.RegionAnchors) != 1 {
 		t.Fatalf("after the kill switch: %+v %v", tn, err)
 	}
-	if _, _, err := f.TenantAnchors("acme"); err != govfsm.ErrNoAnchor {
+	if _, _, _, _, err := f.TenantAnchors("acme"); err != govfsm.ErrNoAnchor {
 		t.Fatalf("TenantAnchors after the kill switch: %v", err)
 	}
 	e = mustOK(t, setAnchor("s2", "", euA)).Event
 	if e.AnchorURI != euA || e.RegionAnchors["us"] != "" {
 		t.Fatalf("SET_ANCHOR after the kill switch: %+v", e)
 	}
-	_, anchors, _ = f.TenantAnchors("acme")
+	_, anchors, _, _, _ = f.TenantAnchors("acme")
 	if _, ok := anchors["us"]; ok || anchors["eu"] != euA {
 		t.Fatalf("TenantAnchors with us still off: %v", anchors)
 	}
 	mustOK(t, setAnchor("s3", "us", usB))
-	_, anchors, _ = f.TenantAnchors("acme")
+	_, anchors, _, _, _ = f.TenantAnchors("acme")
 	if anchors["us"] != usB {
 		t.Fatalf("TenantAnchors after us is back: %v", anchors)
 	}

@@ -132,6 +132,13 @@ type SealedL2 struct {
 	Anchor string `json:"a,omitempty"`
 }
 
+// Floor is a region's own newest versions of a tenant made shared: its L2 version and each
+// service's key version. The home region numbers the shared versions above the highest.
+type Floor struct {
+	L2       uint32            `json:"l2"`
+	Services map[string]uint32 `json:"s,omitempty"`
+}
+
 // SealedL3 is one L3 version sealed under L2 version SealedBy.
 type SealedL3 struct {
 	Service  string `json:"s"`

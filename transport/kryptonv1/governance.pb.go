@@ -167,7 +167,13 @@ func (x *TenantAnchorsRequest) GetTenant() string {
 type TenantAnchorsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Region -> anchor URI, for every region of the tenant.
-	Anchors       map[string]string `protobuf:"bytes,1,rep,name=anchors,proto3" json:"anchors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Anchors map[string]string `protobuf:"bytes,1,rep,name=anchors,proto3" json:"anchors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// For a tenant made shared: the highest of its regions' own versions
+	// (TenantFloor); the shared versions are numbered above it.
+	Floor *TenantFloor `protobuf:"bytes,2,opt,name=floor,proto3" json:"floor,omitempty"`
+	// The regions that have not reported their own versions yet: the home
+	// makes no shared version before they have.
+	FloorPending  []string `protobuf:"bytes,3,rep,name=floor_pending,json=floorPending,proto3" json:"floor_pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -205,6 +211,20 @@ func (*TenantAnchorsResponse) Descriptor() ([]byte, []int) {
 func (x *TenantAnchorsResponse) GetAnchors() map[string]string {
 	if x != nil {
 		return x.Anchors
+	}
+	return nil
+}
+
+func (x *TenantAnchorsResponse) GetFloor() *TenantFloor {
+	if x != nil {
+		return x.Floor
+	}
+	return nil
+}
+
+func (x *TenantAnchorsResponse) GetFloorPending() []string {
+	if x != nil {
+		return x.FloorPending
 	}
 	return nil
 }
@@ -2171,11 +2191,17 @@ func (x *TenantKeys) GetL3() []*SealedServiceKey {
 }
 
 type SetTenantRegionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Tenant        string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Regions       []string               `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty"`
-	Wait          bool                   `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Regions   []string               `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty"`
+	Wait      bool                   `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Makes a tenant created without a home region (each region with its own
+	// keys) shared, with this home: regions must be its regions as they are.
+	// Each region keeps its own key versions (old blobs open where they were
+	// made); the home's versions from then on are shared, numbered above every
+	// region's own.
+	HomeRegion    string `protobuf:"bytes,5,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2236,6 +2262,13 @@ func (x *SetTenantRegionsRequest) GetWait() bool {
 		return x.Wait
 	}
 	return false
+}
+
+func (x *SetTenantRegionsRequest) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
+	}
+	return ""
 }
 
 type SetTenantRegionsResponse struct {
@@ -2302,9 +2335,13 @@ func (x *SetTenantRegionsResponse) GetRegions() []*RegionCursor {
 type PublishTenantKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The publishing region: the tenant's home, as the caller's certificate names.
-	Region        string      `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
-	Tenant        string      `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Keys          *TenantKeys `protobuf:"bytes,3,opt,name=keys,proto3" json:"keys,omitempty"`
+	Region string      `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	Tenant string      `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Keys   *TenantKeys `protobuf:"bytes,3,opt,name=keys,proto3" json:"keys,omitempty"`
+	// Instead of keys, from a region other than the home of a tenant made
+	// shared (SetTenantRegions with home_region): its own newest versions,
+	// above which the shared ones are numbered.
+	Floor         *TenantFloor `protobuf:"bytes,4,opt,name=floor,proto3" json:"floor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2360,6 +2397,67 @@ func (x *PublishTenantKeysRequest) GetKeys() *TenantKeys {
 	return nil
 }
 
+func (x *PublishTenantKeysRequest) GetFloor() *TenantFloor {
+	if x != nil {
+		return x.Floor
+	}
+	return nil
+}
+
+// TenantFloor is a region's own newest L2 version and service key versions
+// of a tenant made shared.
+type TenantFloor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	L2            uint32                 `protobuf:"varint,1,opt,name=l2,proto3" json:"l2,omitempty"`
+	Services      map[string]uint32      `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantFloor) Reset() {
+	*x = TenantFloor{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantFloor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantFloor) ProtoMessage() {}
+
+func (x *TenantFloor) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantFloor.ProtoReflect.Descriptor instead.
+func (*TenantFloor) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *TenantFloor) GetL2() uint32 {
+	if x != nil {
+		return x.L2
+	}
+	return 0
+}
+
+func (x *TenantFloor) GetServices() map[string]uint32 {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
 type PublishTenantKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The TENANT_KEYS event's cursor, 0 if governance had everything already.
@@ -2370,7 +2468,7 @@ type PublishTenantKeysResponse struct {
 
 func (x *PublishTenantKeysResponse) Reset() {
 	*x = PublishTenantKeysResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	mi := &file_krypton_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2382,7 +2480,7 @@ func (x *PublishTenantKeysResponse) String() string {
 func (*PublishTenantKeysResponse) ProtoMessage() {}
 
 func (x *PublishTenantKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	mi := &file_krypton_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2395,7 +2493,7 @@ func (x *PublishTenantKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishTenantKeysResponse.ProtoReflect.Descriptor instead.
 func (*PublishTenantKeysResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PublishTenantKeysResponse) GetCursor() uint64 {
@@ -2445,7 +2543,7 @@ type ServiceQuota struct {
 
 func (x *ServiceQuota) Reset() {
 	*x = ServiceQuota{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[35]
+	mi := &file_krypton_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2457,7 +2555,7 @@ func (x *ServiceQuota) String() string {
 func (*ServiceQuota) ProtoMessage() {}
 
 func (x *ServiceQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[35]
+	mi := &file_krypton_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2470,7 +2568,7 @@ func (x *ServiceQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceQuota.ProtoReflect.Descriptor instead.
 func (*ServiceQuota) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ServiceQuota) GetService() string {
@@ -2541,7 +2639,7 @@ type RevocationEvent struct {
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[36]
+	mi := &file_krypton_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2651,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[36]
+	mi := &file_krypton_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2664,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RevocationEvent) GetCursor() uint64 {
@@ -2709,7 +2807,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[37]
+	mi := &file_krypton_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2721,7 +2819,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[37]
+	mi := &file_krypton_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2734,7 +2832,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{37}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchRevocationsRequest) GetAfterCursor() uint64 {
@@ -2766,7 +2864,7 @@ type WatchRevocationsResponse struct {
 
 func (x *WatchRevocationsResponse) Reset() {
 	*x = WatchRevocationsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[38]
+	mi := &file_krypton_v1_governance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +2876,7 @@ func (x *WatchRevocationsResponse) String() string {
 func (*WatchRevocationsResponse) ProtoMessage() {}
 
 func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[38]
+	mi := &file_krypton_v1_governance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +2889,7 @@ func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{38}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchRevocationsResponse) GetEvents() []*RevocationEvent {
@@ -2841,7 +2939,7 @@ type ReportCursorRequest struct {
 
 func (x *ReportCursorRequest) Reset() {
 	*x = ReportCursorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[39]
+	mi := &file_krypton_v1_governance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2853,7 +2951,7 @@ func (x *ReportCursorRequest) String() string {
 func (*ReportCursorRequest) ProtoMessage() {}
 
 func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[39]
+	mi := &file_krypton_v1_governance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2866,7 +2964,7 @@ func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorRequest.ProtoReflect.Descriptor instead.
 func (*ReportCursorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{39}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReportCursorRequest) GetRegion() string {
@@ -2930,7 +3028,7 @@ type ResetRegionVotersRequest struct {
 
 func (x *ResetRegionVotersRequest) Reset() {
 	*x = ResetRegionVotersRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[40]
+	mi := &file_krypton_v1_governance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2942,7 +3040,7 @@ func (x *ResetRegionVotersRequest) String() string {
 func (*ResetRegionVotersRequest) ProtoMessage() {}
 
 func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[40]
+	mi := &file_krypton_v1_governance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2955,7 +3053,7 @@ func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRegionVotersRequest.ProtoReflect.Descriptor instead.
 func (*ResetRegionVotersRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{40}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ResetRegionVotersRequest) GetRequestId() string {
@@ -2989,7 +3087,7 @@ type ReportCursorResponse struct {
 
 func (x *ReportCursorResponse) Reset() {
 	*x = ReportCursorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[41]
+	mi := &file_krypton_v1_governance_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3001,7 +3099,7 @@ func (x *ReportCursorResponse) String() string {
 func (*ReportCursorResponse) ProtoMessage() {}
 
 func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[41]
+	mi := &file_krypton_v1_governance_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3014,7 +3112,7 @@ func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorResponse.ProtoReflect.Descriptor instead.
 func (*ReportCursorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{41}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReportCursorResponse) GetRecordedCursor() uint64 {
@@ -3032,7 +3130,7 @@ type GovernanceStatusRequest struct {
 
 func (x *GovernanceStatusRequest) Reset() {
 	*x = GovernanceStatusRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[42]
+	mi := &file_krypton_v1_governance_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3044,7 +3142,7 @@ func (x *GovernanceStatusRequest) String() string {
 func (*GovernanceStatusRequest) ProtoMessage() {}
 
 func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[42]
+	mi := &file_krypton_v1_governance_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3057,7 +3155,7 @@ func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{42}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{43}
 }
 
 // RegionCursor is how far one region has applied the governance log.
@@ -3078,7 +3176,7 @@ type RegionCursor struct {
 
 func (x *RegionCursor) Reset() {
 	*x = RegionCursor{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[43]
+	mi := &file_krypton_v1_governance_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3090,7 +3188,7 @@ func (x *RegionCursor) String() string {
 func (*RegionCursor) ProtoMessage() {}
 
 func (x *RegionCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[43]
+	mi := &file_krypton_v1_governance_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3103,7 +3201,7 @@ func (x *RegionCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionCursor.ProtoReflect.Descriptor instead.
 func (*RegionCursor) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{43}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RegionCursor) GetRegion() string {
@@ -3155,7 +3253,7 @@ type RegionLag struct {
 
 func (x *RegionLag) Reset() {
 	*x = RegionLag{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[44]
+	mi := &file_krypton_v1_governance_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3167,7 +3265,7 @@ func (x *RegionLag) String() string {
 func (*RegionLag) ProtoMessage() {}
 
 func (x *RegionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[44]
+	mi := &file_krypton_v1_governance_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3180,7 +3278,7 @@ func (x *RegionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionLag.ProtoReflect.Descriptor instead.
 func (*RegionLag) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{44}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RegionLag) GetCursor() *RegionCursor {
@@ -3222,7 +3320,7 @@ type GovernanceStatusResponse struct {
 
 func (x *GovernanceStatusResponse) Reset() {
 	*x = GovernanceStatusResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[45]
+	mi := &file_krypton_v1_governance_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3234,7 +3332,7 @@ func (x *GovernanceStatusResponse) String() string {
 func (*GovernanceStatusResponse) ProtoMessage() {}
 
 func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[45]
+	mi := &file_krypton_v1_governance_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3247,7 +3345,7 @@ func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{45}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GovernanceStatusResponse) GetNodeId() string {
@@ -3307,9 +3405,11 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\"F\n" +
 	"\x14TenantAnchorsRequest\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x16\n" +
-	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"\x9d\x01\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"\xf1\x01\n" +
 	"\x15TenantAnchorsResponse\x12H\n" +
-	"\aanchors\x18\x01 \x03(\v2..krypton.v1.TenantAnchorsResponse.AnchorsEntryR\aanchors\x1a:\n" +
+	"\aanchors\x18\x01 \x03(\v2..krypton.v1.TenantAnchorsResponse.AnchorsEntryR\aanchors\x12-\n" +
+	"\x05floor\x18\x02 \x01(\v2\x17.krypton.v1.TenantFloorR\x05floor\x12#\n" +
+	"\rfloor_pending\x18\x03 \x03(\tR\ffloorPending\x1a:\n" +
 	"\fAnchorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x01\n" +
@@ -3478,21 +3578,30 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"TenantKeys\x12+\n" +
 	"\x02l2\x18\x01 \x03(\v2\x1b.krypton.v1.SealedTenantKeyR\x02l2\x12,\n" +
-	"\x02l3\x18\x02 \x03(\v2\x1c.krypton.v1.SealedServiceKeyR\x02l3\"~\n" +
+	"\x02l3\x18\x02 \x03(\v2\x1c.krypton.v1.SealedServiceKeyR\x02l3\"\x9f\x01\n" +
 	"\x17SetTenantRegionsRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
 	"\aregions\x18\x03 \x03(\tR\aregions\x12\x12\n" +
-	"\x04wait\x18\x04 \x01(\bR\x04wait\"\xb7\x01\n" +
+	"\x04wait\x18\x04 \x01(\bR\x04wait\x12\x1f\n" +
+	"\vhome_region\x18\x05 \x01(\tR\n" +
+	"homeRegion\"\xb7\x01\n" +
 	"\x18SetTenantRegionsResponse\x124\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x1c.krypton.v1.GovernanceTenantR\x06tenant\x121\n" +
 	"\x05event\x18\x02 \x01(\v2\x1b.krypton.v1.RevocationEventR\x05event\x122\n" +
-	"\aregions\x18\x03 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"v\n" +
+	"\aregions\x18\x03 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"\xa5\x01\n" +
 	"\x18PublishTenantKeysRequest\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12*\n" +
-	"\x04keys\x18\x03 \x01(\v2\x16.krypton.v1.TenantKeysR\x04keys\"3\n" +
+	"\x04keys\x18\x03 \x01(\v2\x16.krypton.v1.TenantKeysR\x04keys\x12-\n" +
+	"\x05floor\x18\x04 \x01(\v2\x17.krypton.v1.TenantFloorR\x05floor\"\x9d\x01\n" +
+	"\vTenantFloor\x12\x0e\n" +
+	"\x02l2\x18\x01 \x01(\rR\x02l2\x12A\n" +
+	"\bservices\x18\x02 \x03(\v2%.krypton.v1.TenantFloor.ServicesEntryR\bservices\x1a;\n" +
+	"\rServicesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"3\n" +
 	"\x19PublishTenantKeysResponse\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x04R\x06cursor\"Q\n" +
 	"\fServiceQuota\x12\x18\n" +
@@ -3618,7 +3727,7 @@ func file_krypton_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_krypton_v1_governance_proto_goTypes = []any{
 	(EventKind)(0),                         // 0: krypton.v1.EventKind
 	(*TenantAnchorsRequest)(nil),           // 1: krypton.v1.TenantAnchorsRequest
@@ -3655,127 +3764,132 @@ var file_krypton_v1_governance_proto_goTypes = []any{
 	(*SetTenantRegionsRequest)(nil),        // 32: krypton.v1.SetTenantRegionsRequest
 	(*SetTenantRegionsResponse)(nil),       // 33: krypton.v1.SetTenantRegionsResponse
 	(*PublishTenantKeysRequest)(nil),       // 34: krypton.v1.PublishTenantKeysRequest
-	(*PublishTenantKeysResponse)(nil),      // 35: krypton.v1.PublishTenantKeysResponse
-	(*ServiceQuota)(nil),                   // 36: krypton.v1.ServiceQuota
-	(*RevocationEvent)(nil),                // 37: krypton.v1.RevocationEvent
-	(*WatchRevocationsRequest)(nil),        // 38: krypton.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil),       // 39: krypton.v1.WatchRevocationsResponse
-	(*ReportCursorRequest)(nil),            // 40: krypton.v1.ReportCursorRequest
-	(*ResetRegionVotersRequest)(nil),       // 41: krypton.v1.ResetRegionVotersRequest
-	(*ReportCursorResponse)(nil),           // 42: krypton.v1.ReportCursorResponse
-	(*GovernanceStatusRequest)(nil),        // 43: krypton.v1.GovernanceStatusRequest
-	(*RegionCursor)(nil),                   // 44: krypton.v1.RegionCursor
-	(*RegionLag)(nil),                      // 45: krypton.v1.RegionLag
-	(*GovernanceStatusResponse)(nil),       // 46: krypton.v1.GovernanceStatusResponse
-	nil,                                    // 47: krypton.v1.TenantAnchorsResponse.AnchorsEntry
-	nil,                                    // 48: krypton.v1.GovernanceTenant.RegionAnchorsEntry
-	nil,                                    // 49: krypton.v1.GovernanceCreateTenantRequest.RegionAnchorsEntry
-	(*timestamppb.Timestamp)(nil),          // 50: google.protobuf.Timestamp
-	(*Quota)(nil),                          // 51: krypton.v1.Quota
-	(TenantState)(0),                       // 52: krypton.v1.TenantState
-	(Operation)(0),                         // 53: krypton.v1.Operation
-	(*KeyScope)(nil),                       // 54: krypton.v1.KeyScope
-	(*KeyRef)(nil),                         // 55: krypton.v1.KeyRef
-	(*durationpb.Duration)(nil),            // 56: google.protobuf.Duration
+	(*TenantFloor)(nil),                    // 35: krypton.v1.TenantFloor
+	(*PublishTenantKeysResponse)(nil),      // 36: krypton.v1.PublishTenantKeysResponse
+	(*ServiceQuota)(nil),                   // 37: krypton.v1.ServiceQuota
+	(*RevocationEvent)(nil),                // 38: krypton.v1.RevocationEvent
+	(*WatchRevocationsRequest)(nil),        // 39: krypton.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil),       // 40: krypton.v1.WatchRevocationsResponse
+	(*ReportCursorRequest)(nil),            // 41: krypton.v1.ReportCursorRequest
+	(*ResetRegionVotersRequest)(nil),       // 42: krypton.v1.ResetRegionVotersRequest
+	(*ReportCursorResponse)(nil),           // 43: krypton.v1.ReportCursorResponse
+	(*GovernanceStatusRequest)(nil),        // 44: krypton.v1.GovernanceStatusRequest
+	(*RegionCursor)(nil),                   // 45: krypton.v1.RegionCursor
+	(*RegionLag)(nil),                      // 46: krypton.v1.RegionLag
+	(*GovernanceStatusResponse)(nil),       // 47: krypton.v1.GovernanceStatusResponse
+	nil,                                    // 48: krypton.v1.TenantAnchorsResponse.AnchorsEntry
+	nil,                                    // 49: krypton.v1.GovernanceTenant.RegionAnchorsEntry
+	nil,                                    // 50: krypton.v1.GovernanceCreateTenantRequest.RegionAnchorsEntry
+	nil,                                    // 51: krypton.v1.TenantFloor.ServicesEntry
+	(*timestamppb.Timestamp)(nil),          // 52: google.protobuf.Timestamp
+	(*Quota)(nil),                          // 53: krypton.v1.Quota
+	(TenantState)(0),                       // 54: krypton.v1.TenantState
+	(Operation)(0),                         // 55: krypton.v1.Operation
+	(*KeyScope)(nil),                       // 56: krypton.v1.KeyScope
+	(*KeyRef)(nil),                         // 57: krypton.v1.KeyRef
+	(*durationpb.Duration)(nil),            // 58: google.protobuf.Duration
 }
 var file_krypton_v1_governance_proto_depIdxs = []int32{
-	47, // 0: krypton.v1.TenantAnchorsResponse.anchors:type_name -> krypton.v1.TenantAnchorsResponse.AnchorsEntry
-	50, // 1: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
-	51, // 2: krypton.v1.GovernanceServiceInfo.quota:type_name -> krypton.v1.Quota
-	3,  // 3: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
-	52, // 4: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
-	50, // 5: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
-	50, // 6: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
-	51, // 7: krypton.v1.GovernanceTenant.quota:type_name -> krypton.v1.Quota
-	48, // 8: krypton.v1.GovernanceTenant.region_anchors:type_name -> krypton.v1.GovernanceTenant.RegionAnchorsEntry
-	49, // 9: krypton.v1.GovernanceCreateTenantRequest.region_anchors:type_name -> krypton.v1.GovernanceCreateTenantRequest.RegionAnchorsEntry
-	51, // 10: krypton.v1.GovernanceSetQuotaRequest.quota:type_name -> krypton.v1.Quota
-	51, // 11: krypton.v1.GovernanceSetQuotaResponse.quota:type_name -> krypton.v1.Quota
-	7,  // 12: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
-	37, // 13: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
-	44, // 14: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
-	19, // 15: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
-	50, // 16: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	53, // 17: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
-	18, // 18: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
-	54, // 19: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
-	55, // 20: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
-	55, // 21: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
-	23, // 22: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
-	37, // 23: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
-	44, // 24: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
-	37, // 25: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
-	44, // 26: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
-	29, // 27: krypton.v1.TenantKeys.l2:type_name -> krypton.v1.SealedTenantKey
-	30, // 28: krypton.v1.TenantKeys.l3:type_name -> krypton.v1.SealedServiceKey
-	7,  // 29: krypton.v1.SetTenantRegionsResponse.tenant:type_name -> krypton.v1.GovernanceTenant
-	37, // 30: krypton.v1.SetTenantRegionsResponse.event:type_name -> krypton.v1.RevocationEvent
-	44, // 31: krypton.v1.SetTenantRegionsResponse.regions:type_name -> krypton.v1.RegionCursor
-	31, // 32: krypton.v1.PublishTenantKeysRequest.keys:type_name -> krypton.v1.TenantKeys
-	51, // 33: krypton.v1.ServiceQuota.quota:type_name -> krypton.v1.Quota
-	0,  // 34: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
-	54, // 35: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
-	50, // 36: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
-	18, // 37: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
-	51, // 38: krypton.v1.RevocationEvent.quota:type_name -> krypton.v1.Quota
-	36, // 39: krypton.v1.RevocationEvent.service_quotas:type_name -> krypton.v1.ServiceQuota
-	31, // 40: krypton.v1.RevocationEvent.keys:type_name -> krypton.v1.TenantKeys
-	55, // 41: krypton.v1.RevocationEvent.revoked:type_name -> krypton.v1.KeyRef
-	37, // 42: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
-	55, // 43: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
-	50, // 44: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
-	44, // 45: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
-	56, // 46: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
-	45, // 47: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
-	8,  // 48: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
-	11, // 49: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
-	12, // 50: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
-	14, // 51: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
-	15, // 52: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
-	4,  // 53: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
-	5,  // 54: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
-	16, // 55: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
-	20, // 56: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
-	21, // 57: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
-	9,  // 58: krypton.v1.GovernanceService.SetQuota:input_type -> krypton.v1.GovernanceSetQuotaRequest
-	22, // 59: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
-	25, // 60: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
-	26, // 61: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
-	27, // 62: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
-	38, // 63: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
-	40, // 64: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
-	41, // 65: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
-	43, // 66: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
-	32, // 67: krypton.v1.GovernanceService.SetTenantRegions:input_type -> krypton.v1.SetTenantRegionsRequest
-	34, // 68: krypton.v1.GovernanceService.PublishTenantKeys:input_type -> krypton.v1.PublishTenantKeysRequest
-	1,  // 69: krypton.v1.GovernanceService.TenantAnchors:input_type -> krypton.v1.TenantAnchorsRequest
-	7,  // 70: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
-	7,  // 71: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
-	13, // 72: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
-	7,  // 73: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
-	7,  // 74: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
-	3,  // 75: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
-	6,  // 76: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
-	17, // 77: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
-	18, // 78: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
-	18, // 79: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
-	10, // 80: krypton.v1.GovernanceService.SetQuota:output_type -> krypton.v1.GovernanceSetQuotaResponse
-	24, // 81: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
-	7,  // 82: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
-	7,  // 83: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
-	28, // 84: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
-	39, // 85: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
-	42, // 86: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
-	44, // 87: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
-	46, // 88: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
-	33, // 89: krypton.v1.GovernanceService.SetTenantRegions:output_type -> krypton.v1.SetTenantRegionsResponse
-	35, // 90: krypton.v1.GovernanceService.PublishTenantKeys:output_type -> krypton.v1.PublishTenantKeysResponse
-	2,  // 91: krypton.v1.GovernanceService.TenantAnchors:output_type -> krypton.v1.TenantAnchorsResponse
-	70, // [70:92] is the sub-list for method output_type
-	48, // [48:70] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	48, // 0: krypton.v1.TenantAnchorsResponse.anchors:type_name -> krypton.v1.TenantAnchorsResponse.AnchorsEntry
+	35, // 1: krypton.v1.TenantAnchorsResponse.floor:type_name -> krypton.v1.TenantFloor
+	52, // 2: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
+	53, // 3: krypton.v1.GovernanceServiceInfo.quota:type_name -> krypton.v1.Quota
+	3,  // 4: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
+	54, // 5: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
+	52, // 6: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
+	52, // 7: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
+	53, // 8: krypton.v1.GovernanceTenant.quota:type_name -> krypton.v1.Quota
+	49, // 9: krypton.v1.GovernanceTenant.region_anchors:type_name -> krypton.v1.GovernanceTenant.RegionAnchorsEntry
+	50, // 10: krypton.v1.GovernanceCreateTenantRequest.region_anchors:type_name -> krypton.v1.GovernanceCreateTenantRequest.RegionAnchorsEntry
+	53, // 11: krypton.v1.GovernanceSetQuotaRequest.quota:type_name -> krypton.v1.Quota
+	53, // 12: krypton.v1.GovernanceSetQuotaResponse.quota:type_name -> krypton.v1.Quota
+	7,  // 13: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
+	38, // 14: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
+	45, // 15: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
+	19, // 16: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
+	52, // 17: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	55, // 18: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
+	18, // 19: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
+	56, // 20: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
+	57, // 21: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
+	57, // 22: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
+	23, // 23: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
+	38, // 24: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
+	45, // 25: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
+	38, // 26: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
+	45, // 27: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
+	29, // 28: krypton.v1.TenantKeys.l2:type_name -> krypton.v1.SealedTenantKey
+	30, // 29: krypton.v1.TenantKeys.l3:type_name -> krypton.v1.SealedServiceKey
+	7,  // 30: krypton.v1.SetTenantRegionsResponse.tenant:type_name -> krypton.v1.GovernanceTenant
+	38, // 31: krypton.v1.SetTenantRegionsResponse.event:type_name -> krypton.v1.RevocationEvent
+	45, // 32: krypton.v1.SetTenantRegionsResponse.regions:type_name -> krypton.v1.RegionCursor
+	31, // 33: krypton.v1.PublishTenantKeysRequest.keys:type_name -> krypton.v1.TenantKeys
+	35, // 34: krypton.v1.PublishTenantKeysRequest.floor:type_name -> krypton.v1.TenantFloor
+	51, // 35: krypton.v1.TenantFloor.services:type_name -> krypton.v1.TenantFloor.ServicesEntry
+	53, // 36: krypton.v1.ServiceQuota.quota:type_name -> krypton.v1.Quota
+	0,  // 37: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
+	56, // 38: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
+	52, // 39: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
+	18, // 40: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
+	53, // 41: krypton.v1.RevocationEvent.quota:type_name -> krypton.v1.Quota
+	37, // 42: krypton.v1.RevocationEvent.service_quotas:type_name -> krypton.v1.ServiceQuota
+	31, // 43: krypton.v1.RevocationEvent.keys:type_name -> krypton.v1.TenantKeys
+	57, // 44: krypton.v1.RevocationEvent.revoked:type_name -> krypton.v1.KeyRef
+	38, // 45: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
+	57, // 46: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
+	52, // 47: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
+	45, // 48: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
+	58, // 49: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
+	46, // 50: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
+	8,  // 51: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
+	11, // 52: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
+	12, // 53: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
+	14, // 54: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
+	15, // 55: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
+	4,  // 56: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
+	5,  // 57: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
+	16, // 58: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
+	20, // 59: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
+	21, // 60: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
+	9,  // 61: krypton.v1.GovernanceService.SetQuota:input_type -> krypton.v1.GovernanceSetQuotaRequest
+	22, // 62: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
+	25, // 63: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
+	26, // 64: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
+	27, // 65: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
+	39, // 66: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
+	41, // 67: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
+	42, // 68: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
+	44, // 69: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
+	32, // 70: krypton.v1.GovernanceService.SetTenantRegions:input_type -> krypton.v1.SetTenantRegionsRequest
+	34, // 71: krypton.v1.GovernanceService.PublishTenantKeys:input_type -> krypton.v1.PublishTenantKeysRequest
+	1,  // 72: krypton.v1.GovernanceService.TenantAnchors:input_type -> krypton.v1.TenantAnchorsRequest
+	7,  // 73: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
+	7,  // 74: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
+	13, // 75: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
+	7,  // 76: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
+	7,  // 77: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
+	3,  // 78: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
+	6,  // 79: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
+	17, // 80: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
+	18, // 81: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
+	18, // 82: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
+	10, // 83: krypton.v1.GovernanceService.SetQuota:output_type -> krypton.v1.GovernanceSetQuotaResponse
+	24, // 84: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
+	7,  // 85: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
+	7,  // 86: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
+	28, // 87: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
+	40, // 88: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
+	43, // 89: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
+	45, // 90: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
+	47, // 91: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
+	33, // 92: krypton.v1.GovernanceService.SetTenantRegions:output_type -> krypton.v1.SetTenantRegionsResponse
+	36, // 93: krypton.v1.GovernanceService.PublishTenantKeys:output_type -> krypton.v1.PublishTenantKeysResponse
+	2,  // 94: krypton.v1.GovernanceService.TenantAnchors:output_type -> krypton.v1.TenantAnchorsResponse
+	73, // [73:95] is the sub-list for method output_type
+	51, // [51:73] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_governance_proto_init() }
@@ -3790,7 +3904,7 @@ func file_krypton_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_governance_proto_rawDesc), len(file_krypton_v1_governance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   49,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
