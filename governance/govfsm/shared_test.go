@@ -144,3 +144,47 @@ func TestPerRegionAnchors(t *testing.T) {
 		t.Fatalf("TenantAnchors after us is back: %v", anchors)
 	}
 }
+
+// TestMakeShared: a tenant created without a home is made shared with its regions as they are;
+// each other region reports its own newest versions once, and TenantAnchors returns the highest
+// and the regions still to report.
+func TestMakeShared(t *testing.T) {
+	f := govfsm.NewFSM()
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "c0", "acme", withAnchor(devAnchor), withRegions("ap", "eu", "us"))))
+	setRegions := func(rid, home string, regions ...string) *govfsm.Result {
+		return apply(t, f, cmd(govfsm.OpSetRegions, rid, "acme", withRegions(regions...), func(c *govfsm.Command) { c.Home = home }))
+	}
+	mustErr(t, setRegions("r-other", "eu", "eu", "us"), govfsm.ErrInvalidCommand) // the regions stay as they are
+	mustErr(t, setRegions("r-home", "xx", "ap", "eu", "us"), govfsm.ErrInvalidCommand)
+	e := mustOK(t, setRegions("r1", "eu", "ap", "eu", "us")).Event
+	if e.Kind != govfsm.KindSetRegions || e.Home != "eu" || !slices.Equal(e.Regions, []string{"ap", "eu", "us"}) {
+		t.Fatalf("SET_REGIONS making the tenant shared: %+v", e)
+	}
+	mustErr(t, setRegions("r-move", "us", "ap", "eu", "us"), govfsm.ErrInvalidCommand) // the home does not move
+	_, _, floor, pending, err := f.TenantAnchors("acme")
+	if err != nil || !slices.Equal(pending, []string{"ap", "us"}) || floor == nil || floor.L2 != 0 {
+		t.Fatalf("before any report: floor %+v pending %v err %v", floor, pending, err)
+	}
+	report := func(rid, region string, fl govfsm.Floor) *govfsm.Result {
+		return apply(t, f, cmd(govfsm.OpPublishKeys, rid, "acme", func(c *govfsm.Command) { c.Region, c.Floor = region, &fl }))
+	}
+	if !f.FloorWanted("acme", "us") || f.FloorWanted("acme", "eu") {
+		t.Fatal("FloorWanted: us is wanted, the home never")
+	}
+	head := f.Head()
+	mustOK(t, report("f-us", "us", govfsm.Floor{L2: 2, Services: map[string]uint32{"pay": 3}}))
+	mustOK(t, report("f-us-again", "us", govfsm.Floor{L2: 9, Services: map[string]uint32{"pay": 9}})) // once only
+	mustOK(t, report("f-ap", "ap", govfsm.Floor{L2: 1, Services: map[string]uint32{"pay": 1, "log": 4}}))
+	if f.Head() != head {
+		t.Fatal("a floor report made an event")
+	}
+	_, _, floor, pending, _ = f.TenantAnchors("acme")
+	if len(pending) != 0 || floor.L2 != 2 || floor.Services["pay"] != 3 || floor.Services["log"] != 4 {
+		t.Fatalf("after every report: floor %+v pending %v", floor, pending)
+	}
+	// A tenant shared from its start has no floor.
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "c1", "born", withAnchor(devAnchor), withRegions("eu", "us"), func(c *govfsm.Command) { c.Home = "eu" })))
+	if _, _, floor, pending, _ := f.TenantAnchors("born"); floor != nil || len(pending) != 0 {
+		t.Fatalf("a tenant shared from its start: floor %+v pending %v", floor, pending)
+	}
+}

@@ -99,8 +99,9 @@ func (x *threeRegions) unwrapsEverywhere(tenant, service string, blob, plain []b
 
 // allRefuse polls every node of every region with an unwrap of blob until each has answered
 // FailedPrecondition, and returns how long after start the last one did. A node that refused is
-// asked once more at the end: the lockout must hold.
-func (x *threeRegions) allRefuse(tenant, service string, blob []byte, start time.Time, want string) time.Duration {
+// asked once more at the end: the lockout must hold. With atOnce (after a call with -wait
+// returned) every node must refuse the first time it is asked.
+func (x *threeRegions) allRefuse(tenant, service string, blob []byte, start time.Time, want string, atOnce ...bool) time.Duration {
 	x.t.Helper()
 	type node struct {
 		name string
@@ -120,6 +121,9 @@ func (x *threeRegions) allRefuse(tenant, service string, blob []byte, start time
 				if status.Code(err) == codes.FailedPrecondition {
 					refusedAt[k] = time.Since(start)
 					continue
+				}
+				if len(atOnce) > 0 && atOnce[0] {
+					x.t.Fatalf("%s/%s still serves %s after the call with wait returned: %v", name, r.Cfgs[i].NodeID, tenant, err)
 				}
 				all = false
 			}
@@ -177,7 +181,7 @@ func TestMultiRegionKillSwitch(t *testing.T) {
 		}
 		return err
 	})
-	last := x.allRefuse("acme", "pay", blob, returned, "anchor")
+	last := x.allRefuse("acme", "pay", blob, returned, "anchor", true)
 	t.Logf("DeleteAnchor -wait: call took %v; last of 9 nodes in 3 regions refusing %v after it returned",
 		returned.Sub(called).Round(time.Millisecond), last.Round(time.Millisecond))
 
@@ -305,7 +309,7 @@ func TestMultiRegionPerRegionAnchors(t *testing.T) {
 		returned = time.Now()
 		return err
 	})
-	last := x.allRefuse("acme", "pay", blob, returned, "anchor")
+	last := x.allRefuse("acme", "pay", blob, returned, "anchor", true)
 	t.Logf("per-region anchors: DeleteAnchor -wait -> last of 9 nodes refusing %v after it returned", last.Round(time.Millisecond))
 	var gt *kv1.GovernanceTenant
 	x.gov("describe", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
