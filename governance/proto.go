@@ -99,6 +99,7 @@ func TenantProto(t *govfsm.Tenant) *kv1.GovernanceTenant {
 		OwnerKeyFingerprint: t.OwnerFingerprint(),
 		Quota:               quotaProto(t.Quota),
 		HomeRegion:          t.Home,
+		FloorPending:        append([]string(nil), t.FloorPending...),
 	}
 	if t.AnchorDeletedAt != 0 {
 		out.AnchorDeletedAt = ts(t.AnchorDeletedAt)

@@ -69,6 +69,9 @@ func govTenantText(w io.Writer, t *kv1.GovernanceTenant, extra ...[]string) erro
 	if t.GetAnchorDeletedAt() != nil {
 		rows = append(rows, []string{"Anchor deleted:", timeText(t.GetAnchorDeletedAt())})
 	}
+	if p := t.GetFloorPending(); len(p) > 0 {
+		rows = append(rows, []string{"Made shared:", "waiting for " + strings.Join(p, ", ") + " to report their own key versions (each must have the tenant)"})
+	}
 	return tableNoHeader(w, append(rows, extra...))
 }
 

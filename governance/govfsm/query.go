@@ -12,6 +12,7 @@ func (t *tenant) view() *Tenant {
 		Name: t.Name, AnchorURI: t.AnchorURI, Regions: slices.Clone(t.Regions), Locked: t.Locked,
 		Revoked: t.RevokeCursor != 0, AnchorDeletedAt: t.AnchorDeletedAt, CreatedAt: t.CreatedAt, Cursor: t.Cursor,
 		OwnerKey: t.OwnerKey, Quota: t.Quota.clone(), Home: t.Home, RegionAnchors: cloneAnchors(t.RegionAnchors),
+		FloorPending: slices.Clone(t.FloorPending),
 	}
 }
 

@@ -165,6 +165,9 @@ func TestMakeShared(t *testing.T) {
 	if err != nil || !slices.Equal(pending, []string{"ap", "us"}) || floor == nil || floor.L2 != 0 {
 		t.Fatalf("before any report: floor %+v pending %v err %v", floor, pending, err)
 	}
+	if tn, _ := f.Tenant("acme"); !slices.Equal(tn.FloorPending, []string{"ap", "us"}) || tn.Home != "eu" {
+		t.Fatalf("the tenant made shared: %+v", tn)
+	}
 	report := func(rid, region string, fl govfsm.Floor) *govfsm.Result {
 		return apply(t, f, cmd(govfsm.OpPublishKeys, rid, "acme", func(c *govfsm.Command) { c.Region, c.Floor = region, &fl }))
 	}

@@ -212,6 +212,8 @@ type Tenant struct {
 	// RegionAnchors are the per-region anchors (region -> URI); a region not named uses
 	// AnchorURI. Each URI is empty while the anchor is deleted.
 	RegionAnchors map[string]string
+	// FloorPending: a tenant made shared, the regions yet to report their own versions.
+	FloorPending []string
 }
 
 // OwnerFingerprint names the tenant's owner key ("" if none).

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -71,6 +72,13 @@ func TestMakePerRegionTenantShared(t *testing.T) {
 	x.every("the shared pay v4 in eu and us", func(n *region.Node) bool {
 		v, err := n.State().Usable("acme", "pay", 0, fsm.OpWrap)
 		return err == nil && v == 4
+	})
+	x.gov("describe", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
+		tn, err := c.GetTenant(ctx, &kv1.GetTenantRequest{Tenant: "acme"})
+		if err == nil && (tn.GetHomeRegion() != "eu" || len(tn.GetFloorPending()) != 0) {
+			return fmt.Errorf("governance's tenant after the shared versions: home %q, waiting for %v", tn.GetHomeRegion(), tn.GetFloorPending())
+		}
+		return err
 	})
 	// Each region's own versions stay: its old blob opens there.
 	x.names = []string{"eu"}

@@ -515,6 +515,10 @@ type GovernanceTenant struct {
 	// Per-region anchors (region -> anchor URI); regions not named use
 	// anchor_uri. Empty after DeleteAnchor.
 	RegionAnchors map[string]string `protobuf:"bytes,11,rep,name=region_anchors,json=regionAnchors,proto3" json:"region_anchors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// A tenant made shared (SetTenantRegions with home_region): the regions
+	// that have not reported their own key versions yet; its home makes no
+	// shared version before they have.
+	FloorPending  []string `protobuf:"bytes,12,rep,name=floor_pending,json=floorPending,proto3" json:"floor_pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -622,6 +626,13 @@ func (x *GovernanceTenant) GetHomeRegion() string {
 func (x *GovernanceTenant) GetRegionAnchors() map[string]string {
 	if x != nil {
 		return x.RegionAnchors
+	}
+	return nil
+}
+
+func (x *GovernanceTenant) GetFloorPending() []string {
+	if x != nil {
+		return x.FloorPending
 	}
 	return nil
 }
@@ -3433,7 +3444,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\x87\x01\n" +
 	"\x1eGovernanceListServicesResponse\x12=\n" +
 	"\bservices\x18\x01 \x03(\v2!.krypton.v1.GovernanceServiceInfoR\bservices\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xc1\x04\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe6\x04\n" +
 	"\x10GovernanceTenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -3449,7 +3460,8 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\vhome_region\x18\n" +
 	" \x01(\tR\n" +
 	"homeRegion\x12V\n" +
-	"\x0eregion_anchors\x18\v \x03(\v2/.krypton.v1.GovernanceTenant.RegionAnchorsEntryR\rregionAnchors\x1a@\n" +
+	"\x0eregion_anchors\x18\v \x03(\v2/.krypton.v1.GovernanceTenant.RegionAnchorsEntryR\rregionAnchors\x12#\n" +
+	"\rfloor_pending\x18\f \x03(\tR\ffloorPending\x1a@\n" +
 	"\x12RegionAnchorsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x81\x03\n" +
