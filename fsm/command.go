@@ -211,9 +211,13 @@ type ImportedL3 struct {
 // this region): the home region's leader then seals its L2 versions for the regions added. For a
 // tenant not here (yet), or with no Regions, it changes nothing: a region other than the home
 // records a shared tenant's CREATE_TENANT and CREATE_SERVICE with it, and waits for its keys.
+//
+// With Home, it makes a tenant of this region (created without a home, with its own keys) shared:
+// its versions stay as they are, the home makes every later one (log format 3).
 type SetTenantRegions struct {
 	Tenant  string   `json:"tenant"`
 	Regions []string `json:"regions"`
+	Home    string   `json:"home,omitempty"`
 }
 
 // RemoveTenant deletes a shared tenant from this region: every sealed L2 and L3 version, its

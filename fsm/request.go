@@ -108,7 +108,7 @@ func validate(cmd Command) error {
 		}
 		return firstErr(checkTenantName(c.Tenant), checkOwnerKey(c.OwnerKey), checkConsent(c.Consent))
 	case SetTenantRegions:
-		return firstErr(checkTenantName(c.Tenant), checkRegions(c.Regions, ""))
+		return firstErr(checkTenantName(c.Tenant), checkRegions(c.Regions, c.Home))
 	case RemoveTenant:
 		return firstErr(checkTenantName(c.Tenant), checkReason(c.Reason))
 	case ResyncTenant:

@@ -126,7 +126,16 @@ func (a *applier) setTenantRegions(c SetTenantRegions) (Result, error) {
 		// Not here yet (its keys arrive from its home region), or nothing to record: the event
 		// is recorded and changes nothing.
 		return Result{Tenant: c.Tenant}, nil
-	case !t.t.Shared():
+	case c.Home != "" && !t.t.Shared():
+		// A tenant of this region made shared: its own versions stay; from now on its home makes
+		// every version and this region (unless it is the home) imports them.
+		if err := checkRegions(c.Regions, c.Home); err != nil {
+			return Result{}, err
+		}
+		t = a.s.wTenant(c.Tenant)
+		t.t.Home, t.t.Regions = c.Home, slices.Clone(c.Regions)
+		return Result{Tenant: c.Tenant}, nil
+	case !t.t.Shared(), c.Home != "" && c.Home != t.t.Home:
 		return Result{}, &Error{Err: ErrInvalidCommand, Tenant: c.Tenant, Field: "regions"}
 	}
 	if err := checkRegions(c.Regions, t.t.Home); err != nil {

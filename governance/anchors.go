@@ -31,12 +31,20 @@ func (s *api) SetAnchor(ctx context.Context, req *kv1.SetAnchorRequest) (*kv1.Go
 	if err := checkAnchor(req.GetAnchorUri(), s.n.cfg.AllowDevAnchor); err != nil {
 		return nil, err
 	}
-	st := owner.Statement{Tenant: req.GetTenant(), Op: owner.OpSetAnchor, Anchor: req.GetAnchorUri(), RequestID: req.GetRequestId()}
-	how := fmt.Sprintf("krypton owner consent -key <owner.key> -op set-anchor -anchor <uri> -request-id <id> -out consent.jws %s", req.GetTenant())
+	region := req.GetRegion()
+	regionFlag := ""
+	if region != "" {
+		if err := checkName("region", region); err != nil {
+			return nil, err
+		}
+		regionFlag = " -region " + region
+	}
+	st := owner.Statement{Tenant: req.GetTenant(), Op: owner.OpSetAnchor, Anchor: req.GetAnchorUri(), Region: region, RequestID: req.GetRequestId()}
+	how := fmt.Sprintf("krypton owner consent -key <owner.key> -op set-anchor -anchor <uri>%s -request-id <id> -out consent.jws %s", regionFlag, req.GetTenant())
 	if err := s.checkConsent(ctx, req.GetConsent(), st, how, true); err != nil {
 		return nil, err
 	}
-	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Consent: req.GetConsent()})
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetAnchor, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Region: region, Consent: req.GetConsent()})
 	if err != nil {
 		return nil, err
 	}

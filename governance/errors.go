@@ -45,6 +45,7 @@ var fsmCodes = []transport.ErrorRow{
 	{Err: govfsm.ErrNotTenantRegion, Code: codes.InvalidArgument},
 	{Err: govfsm.ErrNotShared, Code: codes.FailedPrecondition},
 	{Err: govfsm.ErrNotHome, Code: codes.PermissionDenied},
+	{Err: govfsm.ErrStaleAnchor, Code: codes.Aborted},
 	{Err: govfsm.ErrRevisionMismatch, Code: codes.Aborted},
 	{Err: govfsm.ErrCursorAhead, Code: codes.OutOfRange},
 	{Err: govfsm.ErrNoOwnerKey, Code: codes.FailedPrecondition},

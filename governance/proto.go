@@ -99,9 +99,16 @@ func TenantProto(t *govfsm.Tenant) *kv1.GovernanceTenant {
 		OwnerKeyFingerprint: t.OwnerFingerprint(),
 		Quota:               quotaProto(t.Quota),
 		HomeRegion:          t.Home,
+		FloorPending:        append([]string(nil), t.FloorPending...),
 	}
 	if t.AnchorDeletedAt != 0 {
 		out.AnchorDeletedAt = ts(t.AnchorDeletedAt)
+	}
+	for r, u := range t.RegionAnchors {
+		if out.RegionAnchors == nil {
+			out.RegionAnchors = map[string]string{}
+		}
+		out.RegionAnchors[r] = anchor.Redact(u) // empty while the kill switch is on
 	}
 	return out
 }

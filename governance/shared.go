@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"slices"
+	"strings"
 
 	"google.golang.org/protobuf/proto"
 
@@ -31,8 +32,15 @@ func TenantKeysProto(k *govfsm.TenantKeys) *kv1.TenantKeys {
 
 // eventForRegion is e as the feed sends it to region: of a TENANT_KEYS event's sealed L2 blobs only
 // region's own (each is bound to its region by the anchor; no region receives another's).
+//
+// A tenant with per-region anchors: the event's anchor_uri is the region's own pointer (the
+// tenant's anchor if it has none), and no region learns another's pointer this way (the home
+// region asks TenantAnchors when it seals for the others).
 func eventForRegion(e *govfsm.Event, region string) *kv1.RevocationEvent {
 	pe := EventProto(e)
+	if u, ok := e.RegionAnchors[region]; ok {
+		pe.AnchorUri = u
+	}
 	if pe.GetKeys() != nil {
 		pe.Keys.L2 = slices.DeleteFunc(pe.Keys.L2, func(b *kv1.SealedTenantKey) bool { return b.GetRegion() != region })
 	}
@@ -58,7 +66,24 @@ func (s *api) SetTenantRegions(ctx context.Context, req *kv1.SetTenantRegionsReq
 	if t, err := s.n.fsm.Tenant(req.GetTenant()); err == nil && t.Home != "" && !slices.Contains(regions, t.Home) {
 		return nil, invalid(fmt.Sprintf("the region set leaves out the tenant's home region %s, which makes its keys: keep %s in -regions", t.Home, t.Home))
 	}
-	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetRegions, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions})
+	home := req.GetHomeRegion()
+	if home != "" {
+		if err := checkName("home_region", home); err != nil {
+			return nil, err
+		}
+		t, err := s.n.fsm.Tenant(req.GetTenant())
+		switch {
+		case err != nil:
+			return nil, err
+		case t.Home != "" && t.Home != home:
+			return nil, invalid(fmt.Sprintf("the tenant's home region is %s and does not move: leave out -home", t.Home))
+		case t.Home == "" && !slices.Equal(regions, t.Regions):
+			return nil, invalid(fmt.Sprintf("making a tenant shared keeps its regions: give -regions %s (change them afterwards)", strings.Join(t.Regions, ",")))
+		case !slices.Contains(regions, home):
+			return nil, invalid("home_region " + home + " is not one of the tenant's regions")
+		}
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetRegions, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions, Home: home})
 	if err != nil {
 		return nil, err
 	}
@@ -83,13 +108,28 @@ func (s *api) PublishTenantKeys(ctx context.Context, req *kv1.PublishTenantKeysR
 	if err := checkName("tenant", req.GetTenant()); err != nil {
 		return nil, err
 	}
+	if f := req.GetFloor(); f != nil {
+		if !s.n.fsm.FloorWanted(req.GetTenant(), req.GetRegion()) {
+			return &kv1.PublishTenantKeysResponse{}, nil // reported already, or never needed: no write
+		}
+		for name := range f.GetServices() {
+			if err := checkName("floor service", name); err != nil {
+				return nil, err
+			}
+		}
+		if _, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpPublishKeys, RequestID: publishID(req), Tenant: req.GetTenant(), Region: req.GetRegion(),
+			Floor: &govfsm.Floor{L2: f.GetL2(), Services: f.GetServices()}}); err != nil {
+			return nil, err
+		}
+		return &kv1.PublishTenantKeysResponse{}, nil
+	}
 	k := req.GetKeys()
 	keys := &govfsm.TenantKeys{}
 	for _, b := range k.GetL2() {
 		if checkName("l2 region", b.GetRegion()) != nil || b.GetVersion() == 0 || len(b.GetSealed()) == 0 {
 			return nil, invalid("keys: a sealed L2 needs a region, a version and a blob")
 		}
-		keys.L2 = append(keys.L2, govfsm.SealedL2{Region: b.GetRegion(), Version: b.GetVersion(), Sealed: b.GetSealed()})
+		keys.L2 = append(keys.L2, govfsm.SealedL2{Region: b.GetRegion(), Version: b.GetVersion(), Sealed: b.GetSealed(), Anchor: b.GetAnchorUri()})
 	}
 	for _, b := range k.GetL3() {
 		if checkName("l3 service", b.GetService()) != nil || b.GetVersion() == 0 || b.GetSealedBy() == 0 || len(b.GetSealed()) == 0 {
@@ -115,4 +155,49 @@ func publishID(req *kv1.PublishTenantKeysRequest) string {
 	b, _ := proto.MarshalOptions{Deterministic: true}.Marshal(req)
 	sum := sha256.Sum256(b)
 	return "publish-keys-" + hex.EncodeToString(sum[:16])
+}
+
+// TenantAnchors answers the home region's leader, which seals L2 under each region's anchor:
+// the anchor URI of every region of the tenant. Only a node of the tenant's home region may ask.
+func (s *api) TenantAnchors(ctx context.Context, req *kv1.TenantAnchorsRequest) (*kv1.TenantAnchorsResponse, error) {
+	if err := checkName("region", req.GetRegion()); err != nil {
+		return nil, err
+	}
+	if err := regionNode(ctx, req.GetRegion()); err != nil {
+		return nil, err
+	}
+	if err := checkName("tenant", req.GetTenant()); err != nil {
+		return nil, err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return nil, err
+	}
+	home, anchors, floor, pending, err := s.n.fsm.TenantAnchors(req.GetTenant())
+	if err != nil {
+		return nil, err
+	}
+	if home != req.GetRegion() {
+		return nil, govfsm.ErrNotHome
+	}
+	out := &kv1.TenantAnchorsResponse{Anchors: anchors, FloorPending: pending}
+	if floor != nil {
+		out.Floor = &kv1.TenantFloor{L2: floor.L2, Services: floor.Services}
+	}
+	return out, nil
+}
+
+// checkRegionAnchors checks per-region anchors: each region one of regions, each URI usable.
+func checkRegionAnchors(m map[string]string, regions []string, allowDev bool) error {
+	for r, u := range m {
+		if err := checkName("region_anchors region", r); err != nil {
+			return err
+		}
+		if !slices.Contains(regions, r) {
+			return invalid("region_anchors names region " + r + ", which is not one of the tenant's regions: name it in -regions too")
+		}
+		if err := checkAnchor(u, allowDev); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -43,7 +43,14 @@ func (s *api) CreateTenant(ctx context.Context, req *kv1.GovernanceCreateTenantR
 			return nil, invalid("home_region " + home + " is not one of the tenant's regions: name it in -regions too")
 		}
 	}
-	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions, OwnerKey: req.GetOwnerPublicKey(), Home: home})
+	if err := checkRegionAnchors(req.GetRegionAnchors(), regions, s.n.cfg.AllowDevAnchor); err != nil {
+		return nil, err
+	}
+	var ra map[string]string
+	if len(req.GetRegionAnchors()) > 0 {
+		ra = req.GetRegionAnchors()
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpCreateTenant, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), AnchorURI: req.GetAnchorUri(), Regions: regions, OwnerKey: req.GetOwnerPublicKey(), Home: home, RegionAnchors: ra})
 	if err != nil {
 		return nil, err
 	}

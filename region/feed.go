@@ -110,11 +110,14 @@ type feed struct {
 	published   map[string][32]byte
 	publishedAt uint64
 	sealed      map[sealKey][]byte
+	// floored names the shared tenants whose own key versions this region reported this session
+	// (migrate.go); only the feed goroutine touches it.
+	floored map[string]bool
 }
 
 func newFeed(n *Node) *feed {
 	return &feed{n: n, metrics: newFeedMetrics(n.reg), conns: map[string]*grpc.ClientConn{}, anchorWaits: map[uint64]time.Time{},
-		published: map[string][32]byte{}, sealed: map[sealKey][]byte{}}
+		published: map[string][32]byte{}, sealed: map[sealKey][]byte{}, floored: map[string]bool{}}
 }
 
 // loop starts a feed session runner whenever this node becomes leader and stops it when it loses
@@ -258,6 +261,7 @@ func (f *feed) session(ctx context.Context, addr string) (progressed bool, err e
 	f.source = addr
 	// A new session (maybe a new term after another leader's): publish every shared tenant once.
 	clear(f.published)
+	clear(f.floored)
 	f.publishedAt = 0
 	cursor := n.state.GovernanceCursor()
 	unfenced := n.state.AppliedIndex()

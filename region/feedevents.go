@@ -67,7 +67,7 @@ func (f *feed) prepare(ctx context.Context, ev *kv1.RevocationEvent) (cmd fsm.Co
 		}
 		return f.prepareCreateService(ctx, ev, tenant, service)
 	case kv1.EventKind_EVENT_KIND_TENANT_KEYS:
-		return f.prepareImport(ev, tenant)
+		return f.prepareImport(ctx, ev, tenant)
 	case kv1.EventKind_EVENT_KIND_SET_REGIONS:
 		return f.prepareSetRegions(ev, tenant)
 	case kv1.EventKind_EVENT_KIND_RESYNC_TENANT:
@@ -137,8 +137,18 @@ func (f *feed) prepareSetAnchor(ctx context.Context, ev *kv1.RevocationEvent, te
 	if err != nil {
 		return cmd, err, nil
 	}
+	if t.Home == n.cfg.Region {
+		// Another region's pointer may have moved: publish again, sealed under the anchors
+		// governance has now.
+		delete(f.published, tenant)
+	}
 	if t.Status == fsm.StatusRevoked {
 		return cmd, &fsm.Error{Err: fsm.ErrRevoked, Tenant: tenant}, nil
+	}
+	if uri == "" {
+		// Per-region anchors: another region's pointer was set after the kill switch; this
+		// region has none yet and stays locked out.
+		return cmd, &fsm.Error{Err: fsm.ErrAnchorDeleted, Tenant: tenant}, nil
 	}
 	actx, cancel := context.WithTimeout(ctx, eventDeadline)
 	defer cancel()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/fsm"
@@ -63,13 +64,22 @@ func (f *feed) prepareSetRegions(ev *kv1.RevocationEvent, tenant string) (fsm.Co
 	if slices.Contains(ev.GetRemovedRegions(), f.n.cfg.Region) {
 		return fsm.RemoveTenant{Tenant: tenant, Reason: "region removed from the tenant's residency at governance"}, nil, nil
 	}
+	if t, err := f.n.state.Tenant(tenant); err == nil && !t.Shared() && ev.GetHomeRegion() != "" {
+		// A tenant of this region made shared: it keeps its own versions; its home makes the
+		// next ones (migrate.go).
+		return fsm.SetTenantRegions{Tenant: tenant, Regions: slices.Clone(ev.GetRegions()), Home: ev.GetHomeRegion()}, nil, nil
+	}
 	return awaitKeys(tenant, ev.GetRegions()), nil, nil
 }
 
 // prepareImport turns a TENANT_KEYS event into the ResyncTenant that adds what this region lacks:
 // the tenant itself if it is missing (with governance's policy and lock), every L2 version sealed
 // for this region beyond its own, and every L3 version beyond each service's.
-func (f *feed) prepareImport(ev *kv1.RevocationEvent, tenant string) (fsm.Command, error, error) {
+//
+// The shared versions of a tenant made shared start above this region's own (migrate.go): the
+// numbers between are filled with throwaway versions of this region's own (fill), L2 sealed
+// through this region's anchor, L3 under its newest own L2.
+func (f *feed) prepareImport(ctx context.Context, ev *kv1.RevocationEvent, tenant string) (fsm.Command, error, error) {
 	n := f.n
 	cmd := fsm.ResyncTenant{Tenant: tenant}
 	home := ev.GetHomeRegion()
@@ -95,17 +105,33 @@ func (f *feed) prepareImport(ev *kv1.RevocationEvent, tenant string) (fsm.Comman
 		}
 	}
 	im := &fsm.KeyImport{}
+	fill := &filler{f: f, ev: ev, tenant: tenant, uri: ev.GetAnchorUri()}
 	t, err := n.state.Tenant(tenant)
 	var have uint32
 	switch {
 	case errors.Is(err, fsm.ErrTenantNotFound):
-		if len(l2) == 0 || l2[0].GetVersion() != 1 {
+		if len(l2) == 0 {
 			// The home has not sealed this region's L2 yet (it was just added): a later
 			// TENANT_KEYS carries it.
 			return awaitKeys(tenant, nil), nil, nil
 		}
 		regions := slices.Sorted(slices.Values(append(slices.Clone(ev.GetRegions()), home)))
-		cmd.Create = &fsm.CreateTenant{Tenant: tenant, Anchor: ev.GetAnchorUri(), SealedL2: l2[0].GetSealed(), Home: home, Regions: slices.Compact(regions)}
+		cmd.Create = &fsm.CreateTenant{Tenant: tenant, Anchor: ev.GetAnchorUri(), Home: home, Regions: slices.Compact(regions)}
+		if l2[0].GetVersion() == 1 {
+			cmd.Create.SealedL2 = l2[0].GetSealed()
+		} else {
+			// A tenant made shared: its shared versions start above the regions' own, and this
+			// region has none: its L2 v1 is a throwaway of its own.
+			actx, cancel := context.WithTimeout(ctx, eventDeadline)
+			k, sealed, refused, retry := f.newSealedTenantKey(actx, ev, tenant, ev.GetAnchorUri())
+			cancel()
+			if k == nil {
+				return cmd, refused, retry
+			}
+			fill.top = k
+			defer k.Destroy()
+			cmd.Create.SealedL2 = sealed
+		}
 		have = 1
 		if p := ev.GetPolicy(); p.GetRevision() > 0 {
 			pol := policyFromProto(p)
@@ -120,7 +146,23 @@ func (f *feed) prepareImport(ev *kv1.RevocationEvent, tenant string) (fsm.Comman
 		return cmd, &fsm.Error{Err: fsm.ErrRevoked, Tenant: tenant}, nil
 	default:
 		have = t.CurrentL2
+		fill.uri, fill.topVersion = t.Anchor, t.CurrentL2
 	}
+	if len(l2) > 0 && l2[0].GetVersion() > have+1 {
+		fill.topVersion = have
+		for have+1 < l2[0].GetVersion() {
+			sealed, refused, retry := fill.l2(ctx, have+1)
+			if sealed == nil {
+				return cmd, refused, retry
+			}
+			im.L2 = append(im.L2, fsm.ImportedL2{Version: have + 1, Sealed: sealed})
+			have++
+		}
+	}
+	if cmd.Create != nil && fill.topVersion == 0 {
+		fill.topVersion = 1
+	}
+	defer fill.destroy()
 	for _, k := range l2 {
 		if k.GetVersion() == have+1 {
 			im.L2 = append(im.L2, fsm.ImportedL2{Version: k.GetVersion(), Sealed: k.GetSealed()})
@@ -152,6 +194,20 @@ func (f *feed) prepareImport(ev *kv1.RevocationEvent, tenant string) (fsm.Comman
 				continue
 			case err == nil:
 				cur = sv.Current
+			}
+		}
+		if !seen && k.GetVersion() > cur+1 && k.GetSealedBy() <= have {
+			// The first shared version of a tenant made shared: this region's own fill the
+			// numbers below it.
+			for cur+1 < k.GetVersion() {
+				sealed, err := fill.l3(ctx, s, cur+1)
+				if err != nil {
+					refused, retry := f.anchorTrouble(ev, tenant, err, &fsm.Error{Err: fsm.ErrAnchorUnavailable, Tenant: tenant})
+					return cmd, refused, retry
+				}
+				im.L3 = append(im.L3, fsm.ImportedL3{Service: s, Version: cur + 1, SealedBy: fill.topVersion, Sealed: sealed,
+					Revoked: revokedVer[fmt.Sprintf("%s/%d", s, cur+1)]})
+				cur++
 			}
 		}
 		if k.GetVersion() != cur+1 || k.GetSealedBy() > have {
@@ -203,7 +259,7 @@ func (f *feed) publishShared(ctx context.Context, client kv1.GovernanceServiceCl
 	if applied == f.publishedAt {
 		return
 	}
-	retry := false
+	retry := f.reportFloors(ctx, client)
 	for _, t := range n.state.ListTenants() {
 		if t.Home != n.cfg.Region || t.Status != fsm.StatusActive || t.AnchorDeleted || len(t.Regions) < 2 {
 			continue
@@ -213,7 +269,11 @@ func (f *feed) publishShared(ctx context.Context, client kv1.GovernanceServiceCl
 		if f.published[t.Name] == fp {
 			continue
 		}
-		if err := f.publishTenant(ctx, client, t, svcs); err != nil {
+		if err := f.publishTenant(ctx, client, t, svcs); errors.Is(err, errFloorPending) {
+			n.log.Debug("a shared tenant waits for its regions' own key versions before its shared ones are made", "tenant", t.Name)
+			retry = true
+			continue
+		} else if err != nil {
 			n.log.Warn("publishing a shared tenant's sealed keys to governance failed; retrying after the next feed message", "tenant", t.Name, "err", err)
 			retry = true
 			continue
@@ -229,19 +289,43 @@ func (f *feed) publishTenant(ctx context.Context, client kv1.GovernanceServiceCl
 	n := f.n
 	actx, cancel := context.WithTimeout(ctx, eventDeadline)
 	defer cancel()
-	p, err := n.anchors.get(actx, t.Anchor)
+	ta, err := f.tenantAnchors(actx, client, t)
 	if err != nil {
 		return err
 	}
+	if len(ta.GetFloorPending()) > 0 {
+		return errFloorPending
+	}
+	anchors, floor := ta.GetAnchors(), ta.GetFloor()
+	if floor != nil {
+		// A tenant made shared: its shared versions are numbered above every region's own.
+		if t, err = f.raiseToFloor(actx, t, floor); err != nil {
+			return err
+		}
+		if svcs, err = n.state.ListServices(t.Name); err != nil {
+			return err
+		}
+	}
 	keys := &kv1.TenantKeys{}
 	for v := uint32(1); v <= t.CurrentL2; v++ {
+		if !aboveFloor(floor, "", v, 0) {
+			continue
+		}
 		for _, r := range t.Regions {
 			if r == n.cfg.Region {
 				continue
 			}
-			ck := sealKey{tenant: t.Name, region: r, version: v, anchor: t.Anchor}
+			uri := anchors[r]
+			if uri == "" {
+				continue // the region has no pointer (the kill switch was lifted elsewhere only)
+			}
+			ck := sealKey{tenant: t.Name, region: r, version: v, anchor: uri}
 			sealed := f.sealed[ck]
 			if sealed == nil {
+				p, err := n.anchors.get(actx, uri)
+				if err != nil {
+					return err
+				}
 				k, err := n.tenantKey(actx, t.Name, v)
 				if err != nil {
 					return err
@@ -253,12 +337,15 @@ func (f *feed) publishTenant(ctx context.Context, client kv1.GovernanceServiceCl
 				}
 				f.sealed[ck] = sealed
 			}
-			keys.L2 = append(keys.L2, &kv1.SealedTenantKey{Region: r, Version: v, Sealed: sealed})
+			keys.L2 = append(keys.L2, &kv1.SealedTenantKey{Region: r, Version: v, Sealed: sealed, AnchorUri: uri})
 		}
 	}
 	for _, s := range svcs {
 		versions, _ := n.state.ListKeyVersions(t.Name, s.Name)
 		for _, kv := range versions {
+			if !aboveFloor(floor, s.Name, kv.Version, kv.SealedBy) {
+				continue
+			}
 			keys.L3 = append(keys.L3, &kv1.SealedServiceKey{Service: s.Name, Version: kv.Version, SealedBy: kv.SealedBy, Sealed: kv.Sealed})
 		}
 	}
@@ -270,6 +357,22 @@ func (f *feed) publishTenant(ctx context.Context, client kv1.GovernanceServiceCl
 	}
 	n.log.Info("published a shared tenant's sealed keys to governance", "tenant", t.Name, "l2", len(keys.L2), "l3", len(keys.L3), "cursor", resp.GetCursor())
 	return nil
+}
+
+// tenantAnchors returns the anchor URI of each region of the shared tenant t, from governance
+// (TenantAnchors: a region may have a pointer of its own, cloud KMS keys being regional). A
+// governance of an older release, which has no per-region anchors, answers Unimplemented: every
+// region then uses this region's pointer.
+func (f *feed) tenantAnchors(ctx context.Context, client kv1.GovernanceServiceClient, t fsm.Tenant) (*kv1.TenantAnchorsResponse, error) {
+	resp, err := client.TenantAnchors(ctx, &kv1.TenantAnchorsRequest{Region: f.n.cfg.Region, Tenant: t.Name})
+	if status.Code(err) == codes.Unimplemented {
+		out := &kv1.TenantAnchorsResponse{Anchors: map[string]string{}}
+		for _, r := range t.Regions {
+			out.Anchors[r] = t.Anchor
+		}
+		return out, nil
+	}
+	return resp, err
 }
 
 // sealKey names an L2 version sealed for another region under one anchor URI.

@@ -33,7 +33,8 @@ import (
 //	   commands.
 //	2: shared (multi-region) tenants: create-tenant with a home region, resync-tenant with a
 //	   key import, and the set-tenant-regions and remove-tenant commands.
-const LogFormat = 2
+//	3: set-tenant-regions with a home (a tenant of each region made shared).
+const LogFormat = 3
 
 // metaFormat is the gossip tag holding a node's LogFormat.
 const metaFormat = "log-format"
@@ -41,7 +42,17 @@ const metaFormat = "log-format"
 // formatOf returns the log format command needs to be decoded, above 0.
 func formatOf(cmd fsm.Command) int {
 	switch c := cmd.(type) {
-	case fsm.SetTenantRegions, *fsm.SetTenantRegions, fsm.RemoveTenant, *fsm.RemoveTenant:
+	case fsm.SetTenantRegions:
+		if c.Home != "" {
+			return 3
+		}
+		return 2
+	case *fsm.SetTenantRegions:
+		if c != nil && c.Home != "" {
+			return 3
+		}
+		return 2
+	case fsm.RemoveTenant, *fsm.RemoveTenant:
 		return 2
 	case fsm.CreateTenant:
 		if c.Home != "" || len(c.Regions) > 0 {

@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -57,16 +59,44 @@ func govTenantText(w io.Writer, t *kv1.GovernanceTenant, extra ...[]string) erro
 		{"Owner key:", ownerKeyText(t.GetOwnerKeyFingerprint())},
 		{"Quota:", quota.FromProto(t.GetQuota()).String()},
 	}
+	for _, r := range slices.Sorted(maps.Keys(t.GetRegionAnchors())) {
+		u := t.GetRegionAnchors()[r]
+		if u == "" {
+			u = "(deleted: the kill switch is on)"
+		}
+		rows = append(rows, []string{"Anchor of " + r + ":", u})
+	}
 	if t.GetAnchorDeletedAt() != nil {
 		rows = append(rows, []string{"Anchor deleted:", timeText(t.GetAnchorDeletedAt())})
+	}
+	if p := t.GetFloorPending(); len(p) > 0 {
+		rows = append(rows, []string{"Made shared:", "waiting for " + strings.Join(p, ", ") + " to report their own key versions (each must have the tenant)"})
 	}
 	return tableNoHeader(w, append(rows, extra...))
 }
 
+// regionAnchorsFlag is a repeated -region-anchor REGION=URI: a region's own anchor.
+type regionAnchorsFlag map[string]string
+
+func (f regionAnchorsFlag) String() string { return "" }
+
+func (f regionAnchorsFlag) Set(v string) error {
+	r, u, ok := strings.Cut(v, "=")
+	if !ok || r == "" || u == "" {
+		return fmt.Errorf("want REGION=URI (one region's own anchor, e.g. eu=awskms://arn:aws:kms:eu-west-1:111122223333:alias/acme)")
+	}
+	if _, dup := f[r]; dup {
+		return fmt.Errorf("region %s is named twice", r)
+	}
+	f[r] = u
+	return nil
+}
+
 func govTenantCreateCommand() *command {
 	var anchorURI, regions, ownerPub, ownerPEM, home string
+	regionAnchors := regionAnchorsFlag{}
 	return govCommand(clientSpec{
-		name: "create", synopsis: "create a tenant at governance", usage: "-anchor <uri> -regions <r1,r2> [-home <region>] <tenant>",
+		name: "create", synopsis: "create a tenant at governance", usage: "-anchor <uri> -regions <r1,r2> [-home <region>] [-region-anchor <region>=<uri> ...] <tenant>",
 		help: "Creates <tenant> at governance with its L1 anchor URI and the regions it may live in; every one of those regions " +
 			"creates it from the governance feed. With -home the tenant is shared: the home region makes every key version and " +
 			"the others receive them sealed through governance, so a blob wrapped in one region unwraps in all of them " +
@@ -76,6 +106,7 @@ func govTenantCreateCommand() *command {
 			fs.StringVar(&anchorURI, "anchor", "", "the tenant's L1 anchor URI (required)")
 			fs.StringVar(&regions, "regions", "", "regions the tenant may live in, comma-separated (governance only; required there)")
 			fs.StringVar(&home, "home", "", "the shared tenant's home region, one of -regions, whose leader makes its keys (governance only)")
+			fs.Var(regionAnchors, "region-anchor", "`region=uri`: that region's own L1 anchor (a regional KMS key), instead of -anchor; repeat for each region (governance only)")
 			ownerPubFlag(fs, &ownerPub)
 		},
 		check: func(fs *flag.FlagSet) error {
@@ -93,7 +124,7 @@ func govTenantCreateCommand() *command {
 			return err
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			t, err := c.gov().CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Regions: splitList(regions), OwnerPublicKey: ownerPEM, HomeRegion: home})
+			t, err := c.gov().CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Regions: splitList(regions), OwnerPublicKey: ownerPEM, HomeRegion: home, RegionAnchors: regionAnchors})
 			if err != nil {
 				return err
 			}
@@ -241,10 +272,11 @@ func govTenantUnlockCommand() *command {
 }
 
 func govSetAnchorCommand() *command {
-	var anchorURI, consentPath, consent string
+	var anchorURI, consentPath, consent, region string
 	return govCommand(clientSpec{
-		name: "set-anchor", synopsis: "point a tenant at a (new) L1 anchor (governance)", usage: "-anchor <uri> -consent <file> <tenant>",
-		help: "Sets <tenant>'s L1 anchor URI at governance; every region of the tenant follows. After `tenant delete-anchor` " +
+		name: "set-anchor", synopsis: "point a tenant at a (new) L1 anchor (governance)", usage: "-anchor <uri> [-region <region>] -consent <file> <tenant>",
+		help: "Sets <tenant>'s L1 anchor URI at governance; every region of the tenant without an anchor of its own follows " +
+			"(with -region, only that region's own anchor). After `tenant delete-anchor` " +
 			"it turns the kill switch off: regions unseal the tenant's keys again and every blob wrapped before still unwraps. " +
 			"It needs the tenant owner's consent (-consent), which the owner makes with `krypton owner consent -op set-anchor`; " +
 			"the change is sent under the request id the consent names.",
@@ -252,6 +284,7 @@ func govSetAnchorCommand() *command {
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&anchorURI, "anchor", "", "the tenant's L1 anchor URI (required)")
 			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file (`krypton owner consent`; required)")
+			fs.StringVar(&region, "region", "", "set only this region's own anchor (the consent must name it too)")
 		},
 		check: func(fs *flag.FlagSet) error {
 			if err := nargs(fs, 1, 1, "-anchor <uri> -consent <file> <tenant>"); err != nil {
@@ -268,7 +301,7 @@ func govSetAnchorCommand() *command {
 			return err
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			t, err := c.gov().SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Consent: consent})
+			t, err := c.gov().SetAnchor(ctx, &kv1.SetAnchorRequest{RequestId: c.requestID, Tenant: fs.Arg(0), AnchorUri: anchorURI, Consent: consent, Region: region})
 			if err != nil {
 				return err
 			}
@@ -394,17 +427,20 @@ func homeText(h string) string {
 }
 
 func govTenantSetRegionsCommand() *command {
-	var regions string
+	var regions, home string
 	var wait bool
 	return govCommand(clientSpec{
-		name: "set-regions", synopsis: "change a shared tenant's regions (residency; governance)", usage: "-regions <r1,r2> [-wait] <tenant>",
+		name: "set-regions", synopsis: "change a shared tenant's regions (residency; governance)", usage: "-regions <r1,r2> [-home <region>] [-wait] <tenant>",
 		help: "Replaces the regions a shared tenant (created with -home) lives in. A region added receives the tenant's sealed " +
 			"keys from its home region and opens every blob wrapped before; a region removed wipes the tenant and refuses its " +
 			"blobs. The home region must stay. With -wait it returns once every old and new region has reported the change " +
-			"(bounded by -timeout; on timeout the change stands, and the same -request-id waits again).",
+			"(bounded by -timeout; on timeout the change stands, and the same -request-id waits again). With -home, it makes a " +
+			"tenant created without one shared (-regions its regions as they are): each region keeps its own key versions, and " +
+			"the home's next ones, numbered above every region's, are shared.",
 		write: true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&regions, "regions", "", "the tenant's new regions, comma-separated (required)")
+			fs.StringVar(&home, "home", "", "make a tenant created without a home shared, with this home region")
 			fs.BoolVar(&wait, "wait", false, "return only once every old and new region reports the change")
 		},
 		check: func(fs *flag.FlagSet) error {
@@ -417,7 +453,7 @@ func govTenantSetRegionsCommand() *command {
 			return nil
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			resp, err := c.gov().SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: c.requestID, Tenant: fs.Arg(0), Regions: splitList(regions), Wait: wait})
+			resp, err := c.gov().SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: c.requestID, Tenant: fs.Arg(0), Regions: splitList(regions), Wait: wait, HomeRegion: home})
 			if err != nil {
 				return err
 			}

@@ -87,7 +87,7 @@ func ownerConsentCommand() *command {
 			fs.StringVar(&key, "key", "", "the owner private key (required)")
 			fs.StringVar(&op, "op", "", "set-anchor, set-owner or rekey (required)")
 			fs.StringVar(&anchorURI, "anchor", "", "set-anchor, rekey: the new anchor URI")
-			fs.StringVar(&region, "region", "", "rekey: the region (required); set-owner: the region, for a region's tenant set-owner")
+			fs.StringVar(&region, "region", "", "rekey: the region (required); set-anchor: the region, for one region's own anchor; set-owner: the region, for a region's tenant set-owner")
 			fs.StringVar(&ownerPub, "owner-pub", "", "set-owner: the new owner public key file")
 			fs.StringVar(&requestID, "request-id", "", "the request id the change must use (default: a fresh one)")
 			fs.DurationVar(&ttl, "ttl", owner.DefaultTTL, "how long the consent is valid (at most 24h)")
@@ -111,12 +111,10 @@ func ownerConsentCommand() *command {
 					return usagef("%s: -op %s needs -anchor", cmdName(fs), op)
 				}
 				st.Anchor = anchorURI
-				if op == owner.OpRekey {
-					if region == "" {
-						return usagef("%s: -op rekey needs -region", cmdName(fs))
-					}
-					st.Region = region
+				if op == owner.OpRekey && region == "" {
+					return usagef("%s: -op rekey needs -region", cmdName(fs))
 				}
+				st.Region = region
 			case owner.OpSetOwner:
 				if ownerPub == "" {
 					return usagef("%s: -op set-owner needs -owner-pub", cmdName(fs))

@@ -77,6 +77,7 @@ func (s *state) resync(c *Command, t *tenant, now int64) *Result {
 	}
 	e := s.emit(c, KindResyncTenant, now)
 	e.AnchorURI, e.Regions, e.Services, e.Locked, e.Home = t.AnchorURI, regions, services, t.Locked, t.Home
+	e.RegionAnchors = cloneAnchors(t.RegionAnchors)
 	if t.Policy != nil {
 		e.Policy = t.Policy.clone()
 	}

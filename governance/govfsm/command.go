@@ -79,6 +79,11 @@ type Command struct {
 	// Home: create-tenant of a shared tenant. Keys: publish-keys.
 	Home string      `json:"home,omitempty"`
 	Keys *TenantKeys `json:"keys,omitempty"`
+	// RegionAnchors: create-tenant's per-region anchors (region -> URI). Region, for set-anchor:
+	// set only that region's pointer.
+	RegionAnchors map[string]string `json:"region-anchors,omitempty"`
+	// Floor: publish-keys from a region other than the home of a tenant made shared.
+	Floor *Floor `json:"floor,omitempty"`
 
 	Rules            []Rule `json:"rules,omitempty"`
 	ExpectedRevision uint64 `json:"expect,omitempty"`

@@ -32,6 +32,9 @@ var (
 	ErrNotShared = newError("not-shared", "governance: the tenant has no home region (created without -home): its regions keep separate keys, so its region set cannot change")
 	// ErrNotHome is returned by PublishTenantKeys from a region other than the tenant's home.
 	ErrNotHome = newError("not-home", "governance: only the tenant's home region publishes its keys")
+	// ErrStaleAnchor is returned by PublishTenantKeys for an L2 sealed under an anchor its region
+	// no longer has (the pointer moved meanwhile): the home region fetches the anchors again.
+	ErrStaleAnchor = newError("stale-anchor", "governance: a sealed L2 was sealed under an anchor its region no longer has; fetch the tenant's anchors again (TenantAnchors) and reseal")
 	// ErrRevisionMismatch is returned by SetPolicy when expected_revision is not the current
 	// revision.
 	ErrRevisionMismatch = newError("revision-mismatch", "governance: policy revision changed; re-read and retry")

@@ -80,6 +80,24 @@ type tenant struct {
 	// sealed hierarchy it published (absent in older snapshots, which have no shared tenants).
 	Home string      `json:"home,omitempty"`
 	Keys *TenantKeys `json:"keys,omitempty"`
+	// RegionAnchors are the per-region anchors (region -> URI, each region one of Regions); a
+	// region not named uses AnchorURI. The kill switch empties each URI but keeps the region
+	// named: lifting it with the tenant's anchor does not hand that anchor to a region that has
+	// its own key.
+	RegionAnchors map[string]string `json:"region-anchors,omitempty"`
+	// A tenant made shared (SetTenantRegions with a home): Floors holds each other region's own
+	// newest versions as it reported them, FloorPending the regions yet to report.
+	Floors       map[string]*Floor `json:"floors,omitempty"`
+	FloorPending []string          `json:"floor-pending,omitempty"`
+}
+
+// anchorFor returns region's anchor URI: its own pointer (empty while the kill switch is on),
+// else the tenant's.
+func (t *tenant) anchorFor(region string) string {
+	if u, ok := t.RegionAnchors[region]; ok {
+		return u
+	}
+	return t.AnchorURI
 }
 
 // usedConsent is a consent applied: its digest (owner.Consent.Digest) and expiry (Unix s).
@@ -322,10 +340,16 @@ func (s *state) write(c *Command, now int64) *Result {
 		if c.Home != "" && !slices.Contains(c.Regions, c.Home) {
 			return &Result{Err: ErrInvalidCommand}
 		}
-		t = &tenant{Name: c.Tenant, AnchorURI: c.AnchorURI, Regions: slices.Clone(c.Regions), CreatedAt: now, OwnerKey: c.OwnerKey, Home: c.Home}
+		for r, u := range c.RegionAnchors {
+			if !slices.Contains(c.Regions, r) || u == "" {
+				return &Result{Err: ErrInvalidCommand}
+			}
+		}
+		t = &tenant{Name: c.Tenant, AnchorURI: c.AnchorURI, Regions: slices.Clone(c.Regions), CreatedAt: now, OwnerKey: c.OwnerKey, Home: c.Home,
+			RegionAnchors: cloneAnchors(c.RegionAnchors)}
 		s.Tenants[c.Tenant] = t
 		e := s.emit(c, KindCreateTenant, now)
-		e.AnchorURI, e.Regions, e.Home = c.AnchorURI, slices.Clone(c.Regions), c.Home
+		e.AnchorURI, e.Regions, e.Home, e.RegionAnchors = c.AnchorURI, slices.Clone(c.Regions), c.Home, cloneAnchors(t.RegionAnchors)
 		return s.result(c, e)
 	}
 	if t == nil {
@@ -361,17 +385,14 @@ func (s *state) write(c *Command, now int64) *Result {
 		if t.RevokeCursor != 0 {
 			return &Result{Err: ErrRevoked}
 		}
-		fp, err := t.consume(c, owner.Statement{Tenant: c.Tenant, Op: owner.OpSetAnchor, Anchor: c.AnchorURI, RequestID: c.RequestID}, now)
+		if c.Region != "" && !slices.Contains(t.Regions, c.Region) {
+			return &Result{Err: ErrNotTenantRegion}
+		}
+		fp, err := t.consume(c, owner.Statement{Tenant: c.Tenant, Op: owner.OpSetAnchor, Anchor: c.AnchorURI, Region: c.Region, RequestID: c.RequestID}, now)
 		if err != nil {
 			return &Result{Err: err}
 		}
-		prev := t.AnchorURI
-		t.AnchorURI, t.AnchorDeletedAt, t.DeleteCursor = c.AnchorURI, 0, 0
-		e := s.emit(c, KindSetAnchor, now)
-		e.AnchorURI, e.OwnerKey = c.AnchorURI, fp
-		r := s.result(c, e)
-		r.Previous = prev
-		return r
+		return s.setAnchor(c, t, fp, now)
 
 	case OpSetOwnerKey:
 		if t.RevokeCursor != 0 {
@@ -401,6 +422,10 @@ func (s *state) write(c *Command, now int64) *Result {
 			return s.result(c, s.event(t.DeleteCursor)) // already deleted: the original event
 		}
 		e := s.emit(c, KindDeleteAnchor, now)
+		// Every pointer goes: the tenant's and each region's own (the kill switch covers them all).
+		for r := range t.RegionAnchors {
+			t.RegionAnchors[r] = ""
+		}
 		t.AnchorURI, t.AnchorDeletedAt, t.DeleteCursor = "", now, e.Cursor
 		return s.result(c, e)
 

@@ -11,7 +11,8 @@ func (t *tenant) view() *Tenant {
 	return &Tenant{
 		Name: t.Name, AnchorURI: t.AnchorURI, Regions: slices.Clone(t.Regions), Locked: t.Locked,
 		Revoked: t.RevokeCursor != 0, AnchorDeletedAt: t.AnchorDeletedAt, CreatedAt: t.CreatedAt, Cursor: t.Cursor,
-		OwnerKey: t.OwnerKey, Quota: t.Quota.clone(), Home: t.Home,
+		OwnerKey: t.OwnerKey, Quota: t.Quota.clone(), Home: t.Home, RegionAnchors: cloneAnchors(t.RegionAnchors),
+		FloorPending: slices.Clone(t.FloorPending),
 	}
 }
 

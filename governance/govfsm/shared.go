@@ -41,6 +41,10 @@ func (s *state) setRegions(c *Command, t *tenant, now int64) *Result {
 	switch {
 	case t.RevokeCursor != 0:
 		return &Result{Err: ErrRevoked}
+	case t.Home == "" && c.Home != "":
+		return s.makeShared(c, t, now)
+	case c.Home != "" && c.Home != t.Home:
+		return &Result{Err: ErrInvalidCommand} // the home region does not move
 	case t.Home == "":
 		return &Result{Err: ErrNotShared}
 	case !ValidRegionSet(c.Regions) || !slices.Contains(c.Regions, t.Home):
@@ -56,6 +60,9 @@ func (s *state) setRegions(c *Command, t *tenant, now int64) *Result {
 		k := *t.Keys
 		k.L2 = slices.DeleteFunc(slices.Clone(k.L2), func(b SealedL2) bool { return slices.Contains(removed, b.Region) })
 		t.Keys = &k
+	}
+	for _, r := range removed {
+		delete(t.RegionAnchors, r)
 	}
 	t.Regions = slices.Clone(c.Regions)
 	e := s.emit(c, KindSetRegions, now)
@@ -73,6 +80,8 @@ func (s *state) publishKeys(c *Command, t *tenant, now int64) *Result {
 		return &Result{Err: ErrRevoked}
 	case t.Home == "":
 		return &Result{Err: ErrNotShared}
+	case c.Floor != nil:
+		return s.recordFloor(c, t)
 	case c.Region != t.Home:
 		return &Result{Err: ErrNotHome}
 	case c.Keys == nil || len(c.Keys.L2)+len(c.Keys.L3) > maxKeyEntries:
@@ -81,6 +90,12 @@ func (s *state) publishKeys(c *Command, t *tenant, now int64) *Result {
 	for _, b := range c.Keys.L2 {
 		if !slices.Contains(t.Regions, b.Region) || b.Version == 0 || len(b.Sealed) == 0 || len(b.Sealed) > maxSealedL2 {
 			return &Result{Err: ErrInvalidCommand}
+		}
+	}
+	for _, b := range c.Keys.L2 {
+		// A home region of an older release names no anchor: it has only the tenant's.
+		if b.Anchor != "" && b.Anchor != t.anchorFor(b.Region) {
+			return &Result{Err: ErrStaleAnchor}
 		}
 	}
 	for _, b := range c.Keys.L3 {
@@ -111,6 +126,7 @@ func (s *state) publishKeys(c *Command, t *tenant, now int64) *Result {
 	n := len(l2s) + len(l3s)
 	for _, b := range c.Keys.L2 {
 		if _, ok := l2s[l2k{b.Region, b.Version}]; !ok {
+			b.Anchor = "" // checked above; the pointer is no part of what governance holds
 			l2s[l2k{b.Region, b.Version}] = b
 		}
 	}
@@ -134,7 +150,7 @@ func (s *state) publishKeys(c *Command, t *tenant, now int64) *Result {
 	e := s.emit(c, KindTenantKeys, now)
 	e.Home, e.Keys = t.Home, next
 	e.Regions = slices.DeleteFunc(slices.Clone(t.Regions), func(r string) bool { return r == t.Home })
-	e.AnchorURI, e.Locked = t.AnchorURI, t.Locked
+	e.AnchorURI, e.Locked, e.RegionAnchors = t.AnchorURI, t.Locked, cloneAnchors(t.RegionAnchors)
 	if t.Policy != nil {
 		e.Policy = t.Policy.clone()
 	}
@@ -160,4 +176,137 @@ func (f *FSM) TenantKeysFor(tenant string) *TenantKeys {
 		return &k
 	}
 	return nil
+}
+
+// cloneAnchors copies a per-region anchor map (nil for none).
+func cloneAnchors(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return maps.Clone(m)
+}
+
+// setAnchor applies a consented OpSetAnchor: the tenant's anchor, or with c.Region that region's
+// own pointer. Either lifts the kill switch (the regions whose pointer is still empty stay locked
+// out: they receive none). Governance drops the sealed L2 blobs it holds for every region whose
+// anchor changed: each region reseals its own L2 versions under its new anchor, and the home
+// region publishes them again sealed under it.
+func (s *state) setAnchor(c *Command, t *tenant, fp string, now int64) *Result {
+	before := map[string]string{}
+	for _, r := range t.Regions {
+		before[r] = t.anchorFor(r)
+	}
+	prev := t.AnchorURI
+	if c.Region != "" {
+		prev = t.anchorFor(c.Region)
+		if t.RegionAnchors == nil {
+			t.RegionAnchors = map[string]string{}
+		}
+		t.RegionAnchors[c.Region] = c.AnchorURI
+	} else {
+		t.AnchorURI = c.AnchorURI
+	}
+	t.AnchorDeletedAt, t.DeleteCursor = 0, 0
+	if t.Keys != nil {
+		k := *t.Keys
+		k.L2 = slices.DeleteFunc(slices.Clone(k.L2), func(b SealedL2) bool { return before[b.Region] != t.anchorFor(b.Region) })
+		t.Keys = &k
+	}
+	e := s.emit(c, KindSetAnchor, now)
+	e.AnchorURI, e.OwnerKey, e.RegionAnchors = t.AnchorURI, fp, cloneAnchors(t.RegionAnchors)
+	if c.Region != "" {
+		e.Regions = []string{c.Region}
+	}
+	r := s.result(c, e)
+	r.Previous = prev
+	return r
+}
+
+// TenantAnchors returns the anchor URI of every region of a shared tenant, for its home region's
+// sealing. ErrNotShared for a tenant without a home, ErrRevoked, ErrNoAnchor while deleted.
+//
+// For a tenant made shared it returns too the highest of the regions' own versions (floor) and
+// the regions that have not reported theirs yet (pending).
+func (f *FSM) TenantAnchors(tenant string) (home string, anchors map[string]string, floor *Floor, pending []string, err error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t := f.st.Tenants[tenant]
+	switch {
+	case t == nil:
+		return "", nil, nil, nil, ErrTenantNotFound
+	case t.Home == "":
+		return "", nil, nil, nil, ErrNotShared
+	case t.RevokeCursor != 0:
+		return "", nil, nil, nil, ErrRevoked
+	case t.AnchorDeletedAt != 0:
+		return "", nil, nil, nil, ErrNoAnchor
+	}
+	anchors = map[string]string{}
+	for _, r := range t.Regions {
+		if u := t.anchorFor(r); u != "" {
+			anchors[r] = u
+		}
+	}
+	return t.Home, anchors, t.floor(), slices.Clone(t.FloorPending), nil
+}
+
+// makeShared applies the OpSetRegions that makes a per-region tenant shared (c.Home): the region
+// set stays as it is; every region but the home is to report its own newest versions (Floor),
+// above which the home numbers the shared ones, so that each region's own versions keep opening
+// its old blobs and no shared version takes a number one of them has.
+func (s *state) makeShared(c *Command, t *tenant, now int64) *Result {
+	if !slices.Equal(c.Regions, t.Regions) || !slices.Contains(t.Regions, c.Home) {
+		return &Result{Err: ErrInvalidCommand}
+	}
+	t.Home = c.Home
+	t.Floors = map[string]*Floor{}
+	t.FloorPending = slices.DeleteFunc(slices.Clone(t.Regions), func(r string) bool { return r == c.Home })
+	e := s.emit(c, KindSetRegions, now)
+	e.Regions, e.Home = slices.Clone(t.Regions), t.Home
+	return s.result(c, e)
+}
+
+// recordFloor records a region's own newest versions of a tenant made shared, once: a region that
+// reported already, or a tenant that was shared from its start, changes nothing.
+func (s *state) recordFloor(c *Command, t *tenant) *Result {
+	if len(c.Floor.Services) > MaxServices {
+		return &Result{Err: ErrInvalidCommand}
+	}
+	for name := range c.Floor.Services {
+		if wrap.ValidateName(name) != nil {
+			return &Result{Err: ErrInvalidCommand}
+		}
+	}
+	i := slices.Index(t.FloorPending, c.Region)
+	if i < 0 {
+		return s.result(c, nil)
+	}
+	f := &Floor{L2: c.Floor.L2, Services: maps.Clone(c.Floor.Services)}
+	t.Floors[c.Region] = f
+	t.FloorPending = slices.Delete(slices.Clone(t.FloorPending), i, i+1)
+	return s.result(c, nil)
+}
+
+// floor returns the highest of the reported floors (nil for a tenant shared from its start).
+func (t *tenant) floor() *Floor {
+	if t.Floors == nil {
+		return nil
+	}
+	out := &Floor{Services: map[string]uint32{}}
+	for _, f := range t.Floors {
+		out.L2 = max(out.L2, f.L2)
+		for s, v := range f.Services {
+			out.Services[s] = max(out.Services[s], v)
+		}
+	}
+	return out
+}
+
+// FloorWanted reports whether governance still waits for region's own versions of tenant (a
+// tenant made shared): a report from any other region, or a second one, would change nothing.
+func (f *FSM) FloorWanted(tenant, region string) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	t := f.st.Tenants[tenant]
+	return t != nil && slices.Contains(t.FloorPending, region)
 }

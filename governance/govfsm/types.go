@@ -100,6 +100,10 @@ type Event struct {
 	Keys    *TenantKeys `json:"keys,omitempty"`
 	Revoked []KeyRef    `json:"revoked-versions,omitempty"`
 	Removed []string    `json:"removed,omitempty"`
+	// RegionAnchors is the tenant's per-region anchors (region -> URI) when the event was made, on
+	// every event that carries AnchorURI (the tenant's anchor for the regions not named). The feed
+	// sends each region only its own pointer, as AnchorURI (governance's eventForRegion).
+	RegionAnchors map[string]string `json:"region-anchors,omitempty"`
 }
 
 // ServiceQuota is one service's quota, in a RESYNC_TENANT event.
@@ -122,6 +126,17 @@ type SealedL2 struct {
 	Region  string `json:"r"`
 	Version uint32 `json:"v"`
 	Sealed  []byte `json:"b"`
+	// Anchor is, in a publish-keys command only, the anchor URI the home region sealed it under:
+	// a blob sealed under an anchor its region no longer has is refused (ErrStaleAnchor). Never
+	// stored.
+	Anchor string `json:"a,omitempty"`
+}
+
+// Floor is a region's own newest versions of a tenant made shared: its L2 version and each
+// service's key version. The home region numbers the shared versions above the highest.
+type Floor struct {
+	L2       uint32            `json:"l2"`
+	Services map[string]uint32 `json:"s,omitempty"`
 }
 
 // SealedL3 is one L3 version sealed under L2 version SealedBy.
@@ -194,6 +209,11 @@ type Tenant struct {
 	OwnerKey        string // the owner's public key (PKIX PEM); empty if none
 	Quota           *Quota // nil if none
 	Home            string // a shared tenant's home region; empty: each region has its own keys
+	// RegionAnchors are the per-region anchors (region -> URI); a region not named uses
+	// AnchorURI. Each URI is empty while the anchor is deleted.
+	RegionAnchors map[string]string
+	// FloorPending: a tenant made shared, the regions yet to report their own versions.
+	FloorPending []string
 }
 
 // OwnerFingerprint names the tenant's owner key ("" if none).

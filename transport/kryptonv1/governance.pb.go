@@ -111,6 +111,124 @@ func (EventKind) EnumDescriptor() ([]byte, []int) {
 	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{0}
 }
 
+type TenantAnchorsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The calling region: the tenant's home, as the caller's certificate names.
+	Region        string `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	Tenant        string `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantAnchorsRequest) Reset() {
+	*x = TenantAnchorsRequest{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantAnchorsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantAnchorsRequest) ProtoMessage() {}
+
+func (x *TenantAnchorsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantAnchorsRequest.ProtoReflect.Descriptor instead.
+func (*TenantAnchorsRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *TenantAnchorsRequest) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *TenantAnchorsRequest) GetTenant() string {
+	if x != nil {
+		return x.Tenant
+	}
+	return ""
+}
+
+type TenantAnchorsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Region -> anchor URI, for every region of the tenant.
+	Anchors map[string]string `protobuf:"bytes,1,rep,name=anchors,proto3" json:"anchors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// For a tenant made shared: the highest of its regions' own versions
+	// (TenantFloor); the shared versions are numbered above it.
+	Floor *TenantFloor `protobuf:"bytes,2,opt,name=floor,proto3" json:"floor,omitempty"`
+	// The regions that have not reported their own versions yet: the home
+	// makes no shared version before they have.
+	FloorPending  []string `protobuf:"bytes,3,rep,name=floor_pending,json=floorPending,proto3" json:"floor_pending,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantAnchorsResponse) Reset() {
+	*x = TenantAnchorsResponse{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantAnchorsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantAnchorsResponse) ProtoMessage() {}
+
+func (x *TenantAnchorsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantAnchorsResponse.ProtoReflect.Descriptor instead.
+func (*TenantAnchorsResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *TenantAnchorsResponse) GetAnchors() map[string]string {
+	if x != nil {
+		return x.Anchors
+	}
+	return nil
+}
+
+func (x *TenantAnchorsResponse) GetFloor() *TenantFloor {
+	if x != nil {
+		return x.Floor
+	}
+	return nil
+}
+
+func (x *TenantAnchorsResponse) GetFloorPending() []string {
+	if x != nil {
+		return x.FloorPending
+	}
+	return nil
+}
+
 // GovernanceServiceInfo is a service as governance knows it.
 type GovernanceServiceInfo struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -129,7 +247,7 @@ type GovernanceServiceInfo struct {
 
 func (x *GovernanceServiceInfo) Reset() {
 	*x = GovernanceServiceInfo{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[0]
+	mi := &file_krypton_v1_governance_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -141,7 +259,7 @@ func (x *GovernanceServiceInfo) String() string {
 func (*GovernanceServiceInfo) ProtoMessage() {}
 
 func (x *GovernanceServiceInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[0]
+	mi := &file_krypton_v1_governance_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -154,7 +272,7 @@ func (x *GovernanceServiceInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceServiceInfo.ProtoReflect.Descriptor instead.
 func (*GovernanceServiceInfo) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{0}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *GovernanceServiceInfo) GetTenant() string {
@@ -210,7 +328,7 @@ type GovernanceCreateServiceRequest struct {
 
 func (x *GovernanceCreateServiceRequest) Reset() {
 	*x = GovernanceCreateServiceRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[1]
+	mi := &file_krypton_v1_governance_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -222,7 +340,7 @@ func (x *GovernanceCreateServiceRequest) String() string {
 func (*GovernanceCreateServiceRequest) ProtoMessage() {}
 
 func (x *GovernanceCreateServiceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[1]
+	mi := &file_krypton_v1_governance_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -235,7 +353,7 @@ func (x *GovernanceCreateServiceRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceCreateServiceRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceCreateServiceRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{1}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GovernanceCreateServiceRequest) GetRequestId() string {
@@ -270,7 +388,7 @@ type GovernanceListServicesRequest struct {
 
 func (x *GovernanceListServicesRequest) Reset() {
 	*x = GovernanceListServicesRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[2]
+	mi := &file_krypton_v1_governance_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +400,7 @@ func (x *GovernanceListServicesRequest) String() string {
 func (*GovernanceListServicesRequest) ProtoMessage() {}
 
 func (x *GovernanceListServicesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[2]
+	mi := &file_krypton_v1_governance_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,7 +413,7 @@ func (x *GovernanceListServicesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceListServicesRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceListServicesRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{2}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GovernanceListServicesRequest) GetTenant() string {
@@ -329,7 +447,7 @@ type GovernanceListServicesResponse struct {
 
 func (x *GovernanceListServicesResponse) Reset() {
 	*x = GovernanceListServicesResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[3]
+	mi := &file_krypton_v1_governance_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -341,7 +459,7 @@ func (x *GovernanceListServicesResponse) String() string {
 func (*GovernanceListServicesResponse) ProtoMessage() {}
 
 func (x *GovernanceListServicesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[3]
+	mi := &file_krypton_v1_governance_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -354,7 +472,7 @@ func (x *GovernanceListServicesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceListServicesResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceListServicesResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{3}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GovernanceListServicesResponse) GetServices() []*GovernanceServiceInfo {
@@ -393,14 +511,21 @@ type GovernanceTenant struct {
 	// The tenant's quota (SetQuota); unset: none.
 	Quota *Quota `protobuf:"bytes,9,opt,name=quota,proto3" json:"quota,omitempty"`
 	// For a shared tenant: its home region (GovernanceCreateTenantRequest).
-	HomeRegion    string `protobuf:"bytes,10,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	HomeRegion string `protobuf:"bytes,10,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	// Per-region anchors (region -> anchor URI); regions not named use
+	// anchor_uri. Empty after DeleteAnchor.
+	RegionAnchors map[string]string `protobuf:"bytes,11,rep,name=region_anchors,json=regionAnchors,proto3" json:"region_anchors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// A tenant made shared (SetTenantRegions with home_region): the regions
+	// that have not reported their own key versions yet; its home makes no
+	// shared version before they have.
+	FloorPending  []string `protobuf:"bytes,12,rep,name=floor_pending,json=floorPending,proto3" json:"floor_pending,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GovernanceTenant) Reset() {
 	*x = GovernanceTenant{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[4]
+	mi := &file_krypton_v1_governance_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -412,7 +537,7 @@ func (x *GovernanceTenant) String() string {
 func (*GovernanceTenant) ProtoMessage() {}
 
 func (x *GovernanceTenant) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[4]
+	mi := &file_krypton_v1_governance_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -425,7 +550,7 @@ func (x *GovernanceTenant) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceTenant.ProtoReflect.Descriptor instead.
 func (*GovernanceTenant) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{4}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GovernanceTenant) GetName() string {
@@ -498,6 +623,20 @@ func (x *GovernanceTenant) GetHomeRegion() string {
 	return ""
 }
 
+func (x *GovernanceTenant) GetRegionAnchors() map[string]string {
+	if x != nil {
+		return x.RegionAnchors
+	}
+	return nil
+}
+
+func (x *GovernanceTenant) GetFloorPending() []string {
+	if x != nil {
+		return x.FloorPending
+	}
+	return nil
+}
+
 type GovernanceCreateTenantRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -513,14 +652,19 @@ type GovernanceCreateTenantRequest struct {
 	// one of regions, whose leader makes every key version; the others
 	// receive them sealed through governance. Empty: each region makes its
 	// own keys (blobs open only where they were made).
-	HomeRegion    string `protobuf:"bytes,6,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	HomeRegion string `protobuf:"bytes,6,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	// Per-region anchors: region (one of regions) -> the anchor URI of that
+	// region's L1 key (cloud KMS keys are regional). A region not named uses
+	// anchor_uri. Each region receives only its own pointer; the home region
+	// of a shared tenant also seals L2 under every other region's.
+	RegionAnchors map[string]string `protobuf:"bytes,7,rep,name=region_anchors,json=regionAnchors,proto3" json:"region_anchors,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GovernanceCreateTenantRequest) Reset() {
 	*x = GovernanceCreateTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[5]
+	mi := &file_krypton_v1_governance_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +676,7 @@ func (x *GovernanceCreateTenantRequest) String() string {
 func (*GovernanceCreateTenantRequest) ProtoMessage() {}
 
 func (x *GovernanceCreateTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[5]
+	mi := &file_krypton_v1_governance_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +689,7 @@ func (x *GovernanceCreateTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceCreateTenantRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceCreateTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{5}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GovernanceCreateTenantRequest) GetRequestId() string {
@@ -590,6 +734,13 @@ func (x *GovernanceCreateTenantRequest) GetHomeRegion() string {
 	return ""
 }
 
+func (x *GovernanceCreateTenantRequest) GetRegionAnchors() map[string]string {
+	if x != nil {
+		return x.RegionAnchors
+	}
+	return nil
+}
+
 type GovernanceSetQuotaRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -603,7 +754,7 @@ type GovernanceSetQuotaRequest struct {
 
 func (x *GovernanceSetQuotaRequest) Reset() {
 	*x = GovernanceSetQuotaRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[6]
+	mi := &file_krypton_v1_governance_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -615,7 +766,7 @@ func (x *GovernanceSetQuotaRequest) String() string {
 func (*GovernanceSetQuotaRequest) ProtoMessage() {}
 
 func (x *GovernanceSetQuotaRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[6]
+	mi := &file_krypton_v1_governance_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -628,7 +779,7 @@ func (x *GovernanceSetQuotaRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceSetQuotaRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceSetQuotaRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{6}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GovernanceSetQuotaRequest) GetRequestId() string {
@@ -672,7 +823,7 @@ type GovernanceSetQuotaResponse struct {
 
 func (x *GovernanceSetQuotaResponse) Reset() {
 	*x = GovernanceSetQuotaResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[7]
+	mi := &file_krypton_v1_governance_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -684,7 +835,7 @@ func (x *GovernanceSetQuotaResponse) String() string {
 func (*GovernanceSetQuotaResponse) ProtoMessage() {}
 
 func (x *GovernanceSetQuotaResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[7]
+	mi := &file_krypton_v1_governance_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -697,7 +848,7 @@ func (x *GovernanceSetQuotaResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceSetQuotaResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceSetQuotaResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{7}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GovernanceSetQuotaResponse) GetTenant() string {
@@ -737,7 +888,7 @@ type GetTenantRequest struct {
 
 func (x *GetTenantRequest) Reset() {
 	*x = GetTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[8]
+	mi := &file_krypton_v1_governance_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +900,7 @@ func (x *GetTenantRequest) String() string {
 func (*GetTenantRequest) ProtoMessage() {}
 
 func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[8]
+	mi := &file_krypton_v1_governance_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +913,7 @@ func (x *GetTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetTenantRequest.ProtoReflect.Descriptor instead.
 func (*GetTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{8}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetTenantRequest) GetTenant() string {
@@ -782,7 +933,7 @@ type GovernanceListTenantsRequest struct {
 
 func (x *GovernanceListTenantsRequest) Reset() {
 	*x = GovernanceListTenantsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[9]
+	mi := &file_krypton_v1_governance_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +945,7 @@ func (x *GovernanceListTenantsRequest) String() string {
 func (*GovernanceListTenantsRequest) ProtoMessage() {}
 
 func (x *GovernanceListTenantsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[9]
+	mi := &file_krypton_v1_governance_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +958,7 @@ func (x *GovernanceListTenantsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceListTenantsRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceListTenantsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{9}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GovernanceListTenantsRequest) GetPageSize() int32 {
@@ -834,7 +985,7 @@ type GovernanceListTenantsResponse struct {
 
 func (x *GovernanceListTenantsResponse) Reset() {
 	*x = GovernanceListTenantsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[10]
+	mi := &file_krypton_v1_governance_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -846,7 +997,7 @@ func (x *GovernanceListTenantsResponse) String() string {
 func (*GovernanceListTenantsResponse) ProtoMessage() {}
 
 func (x *GovernanceListTenantsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[10]
+	mi := &file_krypton_v1_governance_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -859,7 +1010,7 @@ func (x *GovernanceListTenantsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceListTenantsResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceListTenantsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{10}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GovernanceListTenantsResponse) GetTenants() []*GovernanceTenant {
@@ -882,15 +1033,19 @@ type SetAnchorRequest struct {
 	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
 	AnchorUri string                 `protobuf:"bytes,3,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
 	// The tenant owner's consent: a compact JWS by the owner key over
-	// {tenant, op "set-anchor", anchor, request_id, iat, exp}.
-	Consent       string `protobuf:"bytes,4,opt,name=consent,proto3" json:"consent,omitempty"`
+	// {tenant, op "set-anchor", anchor, region, request_id, iat, exp}.
+	Consent string `protobuf:"bytes,4,opt,name=consent,proto3" json:"consent,omitempty"`
+	// Set only this region's pointer (a per-region anchor); the consent must
+	// name the region. Empty: the tenant's anchor (every region without a
+	// pointer of its own).
+	Region        string `protobuf:"bytes,5,opt,name=region,proto3" json:"region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetAnchorRequest) Reset() {
 	*x = SetAnchorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[11]
+	mi := &file_krypton_v1_governance_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -902,7 +1057,7 @@ func (x *SetAnchorRequest) String() string {
 func (*SetAnchorRequest) ProtoMessage() {}
 
 func (x *SetAnchorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[11]
+	mi := &file_krypton_v1_governance_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -915,7 +1070,7 @@ func (x *SetAnchorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetAnchorRequest.ProtoReflect.Descriptor instead.
 func (*SetAnchorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{11}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetAnchorRequest) GetRequestId() string {
@@ -946,6 +1101,13 @@ func (x *SetAnchorRequest) GetConsent() string {
 	return ""
 }
 
+func (x *SetAnchorRequest) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
 type SetOwnerKeyRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
@@ -962,7 +1124,7 @@ type SetOwnerKeyRequest struct {
 
 func (x *SetOwnerKeyRequest) Reset() {
 	*x = SetOwnerKeyRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[12]
+	mi := &file_krypton_v1_governance_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -974,7 +1136,7 @@ func (x *SetOwnerKeyRequest) String() string {
 func (*SetOwnerKeyRequest) ProtoMessage() {}
 
 func (x *SetOwnerKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[12]
+	mi := &file_krypton_v1_governance_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -987,7 +1149,7 @@ func (x *SetOwnerKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetOwnerKeyRequest.ProtoReflect.Descriptor instead.
 func (*SetOwnerKeyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{12}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetOwnerKeyRequest) GetRequestId() string {
@@ -1032,7 +1194,7 @@ type DeleteAnchorRequest struct {
 
 func (x *DeleteAnchorRequest) Reset() {
 	*x = DeleteAnchorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[13]
+	mi := &file_krypton_v1_governance_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1044,7 +1206,7 @@ func (x *DeleteAnchorRequest) String() string {
 func (*DeleteAnchorRequest) ProtoMessage() {}
 
 func (x *DeleteAnchorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[13]
+	mi := &file_krypton_v1_governance_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1057,7 +1219,7 @@ func (x *DeleteAnchorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAnchorRequest.ProtoReflect.Descriptor instead.
 func (*DeleteAnchorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{13}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *DeleteAnchorRequest) GetRequestId() string {
@@ -1100,7 +1262,7 @@ type DeleteAnchorResponse struct {
 
 func (x *DeleteAnchorResponse) Reset() {
 	*x = DeleteAnchorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[14]
+	mi := &file_krypton_v1_governance_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1112,7 +1274,7 @@ func (x *DeleteAnchorResponse) String() string {
 func (*DeleteAnchorResponse) ProtoMessage() {}
 
 func (x *DeleteAnchorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[14]
+	mi := &file_krypton_v1_governance_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1125,7 +1287,7 @@ func (x *DeleteAnchorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteAnchorResponse.ProtoReflect.Descriptor instead.
 func (*DeleteAnchorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{14}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteAnchorResponse) GetEvent() *RevocationEvent {
@@ -1159,7 +1321,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[15]
+	mi := &file_krypton_v1_governance_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1171,7 +1333,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[15]
+	mi := &file_krypton_v1_governance_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1184,7 +1346,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{15}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Policy) GetTenant() string {
@@ -1233,7 +1395,7 @@ type PolicyRule struct {
 
 func (x *PolicyRule) Reset() {
 	*x = PolicyRule{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[16]
+	mi := &file_krypton_v1_governance_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1245,7 +1407,7 @@ func (x *PolicyRule) String() string {
 func (*PolicyRule) ProtoMessage() {}
 
 func (x *PolicyRule) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[16]
+	mi := &file_krypton_v1_governance_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1258,7 +1420,7 @@ func (x *PolicyRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PolicyRule.ProtoReflect.Descriptor instead.
 func (*PolicyRule) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{16}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PolicyRule) GetCaller() string {
@@ -1297,7 +1459,7 @@ type SetPolicyRequest struct {
 
 func (x *SetPolicyRequest) Reset() {
 	*x = SetPolicyRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[17]
+	mi := &file_krypton_v1_governance_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1309,7 +1471,7 @@ func (x *SetPolicyRequest) String() string {
 func (*SetPolicyRequest) ProtoMessage() {}
 
 func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[17]
+	mi := &file_krypton_v1_governance_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1322,7 +1484,7 @@ func (x *SetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*SetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{17}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetPolicyRequest) GetRequestId() string {
@@ -1355,7 +1517,7 @@ type GetPolicyRequest struct {
 
 func (x *GetPolicyRequest) Reset() {
 	*x = GetPolicyRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[18]
+	mi := &file_krypton_v1_governance_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1367,7 +1529,7 @@ func (x *GetPolicyRequest) String() string {
 func (*GetPolicyRequest) ProtoMessage() {}
 
 func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[18]
+	mi := &file_krypton_v1_governance_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1380,7 +1542,7 @@ func (x *GetPolicyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPolicyRequest.ProtoReflect.Descriptor instead.
 func (*GetPolicyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{18}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *GetPolicyRequest) GetTenant() string {
@@ -1407,7 +1569,7 @@ type RevokeRequest struct {
 
 func (x *RevokeRequest) Reset() {
 	*x = RevokeRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[19]
+	mi := &file_krypton_v1_governance_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1419,7 +1581,7 @@ func (x *RevokeRequest) String() string {
 func (*RevokeRequest) ProtoMessage() {}
 
 func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[19]
+	mi := &file_krypton_v1_governance_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1432,7 +1594,7 @@ func (x *RevokeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeRequest.ProtoReflect.Descriptor instead.
 func (*RevokeRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{19}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RevokeRequest) GetRequestId() string {
@@ -1486,7 +1648,7 @@ type BlastRadius struct {
 
 func (x *BlastRadius) Reset() {
 	*x = BlastRadius{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[20]
+	mi := &file_krypton_v1_governance_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1498,7 +1660,7 @@ func (x *BlastRadius) String() string {
 func (*BlastRadius) ProtoMessage() {}
 
 func (x *BlastRadius) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[20]
+	mi := &file_krypton_v1_governance_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1511,7 +1673,7 @@ func (x *BlastRadius) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BlastRadius.ProtoReflect.Descriptor instead.
 func (*BlastRadius) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{20}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BlastRadius) GetTenants() []string {
@@ -1556,7 +1718,7 @@ type RevokeResponse struct {
 
 func (x *RevokeResponse) Reset() {
 	*x = RevokeResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	mi := &file_krypton_v1_governance_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1730,7 @@ func (x *RevokeResponse) String() string {
 func (*RevokeResponse) ProtoMessage() {}
 
 func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[21]
+	mi := &file_krypton_v1_governance_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1743,7 @@ func (x *RevokeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeResponse.ProtoReflect.Descriptor instead.
 func (*RevokeResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{21}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RevokeResponse) GetBlastRadius() *BlastRadius {
@@ -1617,7 +1779,7 @@ type GovernanceLockTenantRequest struct {
 
 func (x *GovernanceLockTenantRequest) Reset() {
 	*x = GovernanceLockTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	mi := &file_krypton_v1_governance_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +1791,7 @@ func (x *GovernanceLockTenantRequest) String() string {
 func (*GovernanceLockTenantRequest) ProtoMessage() {}
 
 func (x *GovernanceLockTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[22]
+	mi := &file_krypton_v1_governance_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +1804,7 @@ func (x *GovernanceLockTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceLockTenantRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceLockTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{22}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *GovernanceLockTenantRequest) GetRequestId() string {
@@ -1676,7 +1838,7 @@ type GovernanceUnlockTenantRequest struct {
 
 func (x *GovernanceUnlockTenantRequest) Reset() {
 	*x = GovernanceUnlockTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[23]
+	mi := &file_krypton_v1_governance_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1688,7 +1850,7 @@ func (x *GovernanceUnlockTenantRequest) String() string {
 func (*GovernanceUnlockTenantRequest) ProtoMessage() {}
 
 func (x *GovernanceUnlockTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[23]
+	mi := &file_krypton_v1_governance_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1701,7 +1863,7 @@ func (x *GovernanceUnlockTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceUnlockTenantRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceUnlockTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{23}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *GovernanceUnlockTenantRequest) GetRequestId() string {
@@ -1732,7 +1894,7 @@ type ResyncTenantRequest struct {
 
 func (x *ResyncTenantRequest) Reset() {
 	*x = ResyncTenantRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[24]
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1744,7 +1906,7 @@ func (x *ResyncTenantRequest) String() string {
 func (*ResyncTenantRequest) ProtoMessage() {}
 
 func (x *ResyncTenantRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[24]
+	mi := &file_krypton_v1_governance_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1757,7 +1919,7 @@ func (x *ResyncTenantRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncTenantRequest.ProtoReflect.Descriptor instead.
 func (*ResyncTenantRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{24}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ResyncTenantRequest) GetRequestId() string {
@@ -1800,7 +1962,7 @@ type ResyncTenantResponse struct {
 
 func (x *ResyncTenantResponse) Reset() {
 	*x = ResyncTenantResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[25]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1812,7 +1974,7 @@ func (x *ResyncTenantResponse) String() string {
 func (*ResyncTenantResponse) ProtoMessage() {}
 
 func (x *ResyncTenantResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[25]
+	mi := &file_krypton_v1_governance_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1825,7 +1987,7 @@ func (x *ResyncTenantResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncTenantResponse.ProtoReflect.Descriptor instead.
 func (*ResyncTenantResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{25}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ResyncTenantResponse) GetEvent() *RevocationEvent {
@@ -1845,17 +2007,21 @@ func (x *ResyncTenantResponse) GetRegions() []*RegionCursor {
 // SealedTenantKey is one L2 version of a shared tenant sealed under L1 for
 // one region (bound to region, tenant and version, as every sealed L2).
 type SealedTenantKey struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Region        string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
-	Version       uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
-	Sealed        []byte                 `protobuf:"bytes,3,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Region  string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	Version uint32                 `protobuf:"varint,2,opt,name=version,proto3" json:"version,omitempty"`
+	Sealed  []byte                 `protobuf:"bytes,3,opt,name=sealed,proto3" json:"sealed,omitempty"`
+	// PublishTenantKeys: the anchor URI it was sealed under (the region's
+	// anchor as TenantAnchors returned it); governance refuses a publish
+	// sealed under an anchor the region no longer has. Never sent to regions.
+	AnchorUri     string `protobuf:"bytes,4,opt,name=anchor_uri,json=anchorUri,proto3" json:"anchor_uri,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SealedTenantKey) Reset() {
 	*x = SealedTenantKey{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1867,7 +2033,7 @@ func (x *SealedTenantKey) String() string {
 func (*SealedTenantKey) ProtoMessage() {}
 
 func (x *SealedTenantKey) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[26]
+	mi := &file_krypton_v1_governance_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1880,7 +2046,7 @@ func (x *SealedTenantKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedTenantKey.ProtoReflect.Descriptor instead.
 func (*SealedTenantKey) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{26}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SealedTenantKey) GetRegion() string {
@@ -1904,6 +2070,13 @@ func (x *SealedTenantKey) GetSealed() []byte {
 	return nil
 }
 
+func (x *SealedTenantKey) GetAnchorUri() string {
+	if x != nil {
+		return x.AnchorUri
+	}
+	return ""
+}
+
 // SealedServiceKey is one L3 version sealed under L2 version sealed_by (a
 // wrap format kind 1 blob: it names tenant, service and version, never a
 // region, so it opens in every region of the tenant).
@@ -1919,7 +2092,7 @@ type SealedServiceKey struct {
 
 func (x *SealedServiceKey) Reset() {
 	*x = SealedServiceKey{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1931,7 +2104,7 @@ func (x *SealedServiceKey) String() string {
 func (*SealedServiceKey) ProtoMessage() {}
 
 func (x *SealedServiceKey) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[27]
+	mi := &file_krypton_v1_governance_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1944,7 +2117,7 @@ func (x *SealedServiceKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SealedServiceKey.ProtoReflect.Descriptor instead.
 func (*SealedServiceKey) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{27}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *SealedServiceKey) GetService() string {
@@ -1986,7 +2159,7 @@ type TenantKeys struct {
 
 func (x *TenantKeys) Reset() {
 	*x = TenantKeys{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1998,7 +2171,7 @@ func (x *TenantKeys) String() string {
 func (*TenantKeys) ProtoMessage() {}
 
 func (x *TenantKeys) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[28]
+	mi := &file_krypton_v1_governance_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2011,7 +2184,7 @@ func (x *TenantKeys) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TenantKeys.ProtoReflect.Descriptor instead.
 func (*TenantKeys) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{28}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *TenantKeys) GetL2() []*SealedTenantKey {
@@ -2029,18 +2202,24 @@ func (x *TenantKeys) GetL3() []*SealedServiceKey {
 }
 
 type SetTenantRegionsRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	RequestId     string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	Tenant        string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Regions       []string               `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty"`
-	Wait          bool                   `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	RequestId string                 `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	Tenant    string                 `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Regions   []string               `protobuf:"bytes,3,rep,name=regions,proto3" json:"regions,omitempty"`
+	Wait      bool                   `protobuf:"varint,4,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Makes a tenant created without a home region (each region with its own
+	// keys) shared, with this home: regions must be its regions as they are.
+	// Each region keeps its own key versions (old blobs open where they were
+	// made); the home's versions from then on are shared, numbered above every
+	// region's own.
+	HomeRegion    string `protobuf:"bytes,5,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetTenantRegionsRequest) Reset() {
 	*x = SetTenantRegionsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2052,7 +2231,7 @@ func (x *SetTenantRegionsRequest) String() string {
 func (*SetTenantRegionsRequest) ProtoMessage() {}
 
 func (x *SetTenantRegionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[29]
+	mi := &file_krypton_v1_governance_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2065,7 +2244,7 @@ func (x *SetTenantRegionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantRegionsRequest.ProtoReflect.Descriptor instead.
 func (*SetTenantRegionsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{29}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *SetTenantRegionsRequest) GetRequestId() string {
@@ -2096,6 +2275,13 @@ func (x *SetTenantRegionsRequest) GetWait() bool {
 	return false
 }
 
+func (x *SetTenantRegionsRequest) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
+	}
+	return ""
+}
+
 type SetTenantRegionsResponse struct {
 	state  protoimpl.MessageState `protogen:"open.v1"`
 	Tenant *GovernanceTenant      `protobuf:"bytes,1,opt,name=tenant,proto3" json:"tenant,omitempty"`
@@ -2108,7 +2294,7 @@ type SetTenantRegionsResponse struct {
 
 func (x *SetTenantRegionsResponse) Reset() {
 	*x = SetTenantRegionsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2120,7 +2306,7 @@ func (x *SetTenantRegionsResponse) String() string {
 func (*SetTenantRegionsResponse) ProtoMessage() {}
 
 func (x *SetTenantRegionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[30]
+	mi := &file_krypton_v1_governance_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2133,7 +2319,7 @@ func (x *SetTenantRegionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetTenantRegionsResponse.ProtoReflect.Descriptor instead.
 func (*SetTenantRegionsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{30}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *SetTenantRegionsResponse) GetTenant() *GovernanceTenant {
@@ -2160,16 +2346,20 @@ func (x *SetTenantRegionsResponse) GetRegions() []*RegionCursor {
 type PublishTenantKeysRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The publishing region: the tenant's home, as the caller's certificate names.
-	Region        string      `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
-	Tenant        string      `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
-	Keys          *TenantKeys `protobuf:"bytes,3,opt,name=keys,proto3" json:"keys,omitempty"`
+	Region string      `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	Tenant string      `protobuf:"bytes,2,opt,name=tenant,proto3" json:"tenant,omitempty"`
+	Keys   *TenantKeys `protobuf:"bytes,3,opt,name=keys,proto3" json:"keys,omitempty"`
+	// Instead of keys, from a region other than the home of a tenant made
+	// shared (SetTenantRegions with home_region): its own newest versions,
+	// above which the shared ones are numbered.
+	Floor         *TenantFloor `protobuf:"bytes,4,opt,name=floor,proto3" json:"floor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PublishTenantKeysRequest) Reset() {
 	*x = PublishTenantKeysRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2181,7 +2371,7 @@ func (x *PublishTenantKeysRequest) String() string {
 func (*PublishTenantKeysRequest) ProtoMessage() {}
 
 func (x *PublishTenantKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[31]
+	mi := &file_krypton_v1_governance_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2194,7 +2384,7 @@ func (x *PublishTenantKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishTenantKeysRequest.ProtoReflect.Descriptor instead.
 func (*PublishTenantKeysRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{31}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PublishTenantKeysRequest) GetRegion() string {
@@ -2218,6 +2408,67 @@ func (x *PublishTenantKeysRequest) GetKeys() *TenantKeys {
 	return nil
 }
 
+func (x *PublishTenantKeysRequest) GetFloor() *TenantFloor {
+	if x != nil {
+		return x.Floor
+	}
+	return nil
+}
+
+// TenantFloor is a region's own newest L2 version and service key versions
+// of a tenant made shared.
+type TenantFloor struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	L2            uint32                 `protobuf:"varint,1,opt,name=l2,proto3" json:"l2,omitempty"`
+	Services      map[string]uint32      `protobuf:"bytes,2,rep,name=services,proto3" json:"services,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TenantFloor) Reset() {
+	*x = TenantFloor{}
+	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TenantFloor) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TenantFloor) ProtoMessage() {}
+
+func (x *TenantFloor) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TenantFloor.ProtoReflect.Descriptor instead.
+func (*TenantFloor) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *TenantFloor) GetL2() uint32 {
+	if x != nil {
+		return x.L2
+	}
+	return 0
+}
+
+func (x *TenantFloor) GetServices() map[string]uint32 {
+	if x != nil {
+		return x.Services
+	}
+	return nil
+}
+
 type PublishTenantKeysResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The TENANT_KEYS event's cursor, 0 if governance had everything already.
@@ -2228,7 +2479,7 @@ type PublishTenantKeysResponse struct {
 
 func (x *PublishTenantKeysResponse) Reset() {
 	*x = PublishTenantKeysResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	mi := &file_krypton_v1_governance_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2240,7 +2491,7 @@ func (x *PublishTenantKeysResponse) String() string {
 func (*PublishTenantKeysResponse) ProtoMessage() {}
 
 func (x *PublishTenantKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[32]
+	mi := &file_krypton_v1_governance_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2253,7 +2504,7 @@ func (x *PublishTenantKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishTenantKeysResponse.ProtoReflect.Descriptor instead.
 func (*PublishTenantKeysResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{32}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PublishTenantKeysResponse) GetCursor() uint64 {
@@ -2303,7 +2554,7 @@ type ServiceQuota struct {
 
 func (x *ServiceQuota) Reset() {
 	*x = ServiceQuota{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[33]
+	mi := &file_krypton_v1_governance_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2315,7 +2566,7 @@ func (x *ServiceQuota) String() string {
 func (*ServiceQuota) ProtoMessage() {}
 
 func (x *ServiceQuota) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[33]
+	mi := &file_krypton_v1_governance_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2328,7 +2579,7 @@ func (x *ServiceQuota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServiceQuota.ProtoReflect.Descriptor instead.
 func (*ServiceQuota) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{33}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *ServiceQuota) GetService() string {
@@ -2399,7 +2650,7 @@ type RevocationEvent struct {
 
 func (x *RevocationEvent) Reset() {
 	*x = RevocationEvent{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	mi := &file_krypton_v1_governance_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2411,7 +2662,7 @@ func (x *RevocationEvent) String() string {
 func (*RevocationEvent) ProtoMessage() {}
 
 func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[34]
+	mi := &file_krypton_v1_governance_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2424,7 +2675,7 @@ func (x *RevocationEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevocationEvent.ProtoReflect.Descriptor instead.
 func (*RevocationEvent) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{34}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RevocationEvent) GetCursor() uint64 {
@@ -2567,7 +2818,7 @@ type WatchRevocationsRequest struct {
 
 func (x *WatchRevocationsRequest) Reset() {
 	*x = WatchRevocationsRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[35]
+	mi := &file_krypton_v1_governance_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2579,7 +2830,7 @@ func (x *WatchRevocationsRequest) String() string {
 func (*WatchRevocationsRequest) ProtoMessage() {}
 
 func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[35]
+	mi := &file_krypton_v1_governance_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2592,7 +2843,7 @@ func (x *WatchRevocationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsRequest.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{35}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *WatchRevocationsRequest) GetAfterCursor() uint64 {
@@ -2624,7 +2875,7 @@ type WatchRevocationsResponse struct {
 
 func (x *WatchRevocationsResponse) Reset() {
 	*x = WatchRevocationsResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[36]
+	mi := &file_krypton_v1_governance_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2636,7 +2887,7 @@ func (x *WatchRevocationsResponse) String() string {
 func (*WatchRevocationsResponse) ProtoMessage() {}
 
 func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[36]
+	mi := &file_krypton_v1_governance_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2649,7 +2900,7 @@ func (x *WatchRevocationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRevocationsResponse.ProtoReflect.Descriptor instead.
 func (*WatchRevocationsResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{36}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *WatchRevocationsResponse) GetEvents() []*RevocationEvent {
@@ -2699,7 +2950,7 @@ type ReportCursorRequest struct {
 
 func (x *ReportCursorRequest) Reset() {
 	*x = ReportCursorRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[37]
+	mi := &file_krypton_v1_governance_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2711,7 +2962,7 @@ func (x *ReportCursorRequest) String() string {
 func (*ReportCursorRequest) ProtoMessage() {}
 
 func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[37]
+	mi := &file_krypton_v1_governance_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2724,7 +2975,7 @@ func (x *ReportCursorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorRequest.ProtoReflect.Descriptor instead.
 func (*ReportCursorRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{37}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReportCursorRequest) GetRegion() string {
@@ -2788,7 +3039,7 @@ type ResetRegionVotersRequest struct {
 
 func (x *ResetRegionVotersRequest) Reset() {
 	*x = ResetRegionVotersRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[38]
+	mi := &file_krypton_v1_governance_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2800,7 +3051,7 @@ func (x *ResetRegionVotersRequest) String() string {
 func (*ResetRegionVotersRequest) ProtoMessage() {}
 
 func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[38]
+	mi := &file_krypton_v1_governance_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2813,7 +3064,7 @@ func (x *ResetRegionVotersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResetRegionVotersRequest.ProtoReflect.Descriptor instead.
 func (*ResetRegionVotersRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{38}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ResetRegionVotersRequest) GetRequestId() string {
@@ -2847,7 +3098,7 @@ type ReportCursorResponse struct {
 
 func (x *ReportCursorResponse) Reset() {
 	*x = ReportCursorResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[39]
+	mi := &file_krypton_v1_governance_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2859,7 +3110,7 @@ func (x *ReportCursorResponse) String() string {
 func (*ReportCursorResponse) ProtoMessage() {}
 
 func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[39]
+	mi := &file_krypton_v1_governance_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2872,7 +3123,7 @@ func (x *ReportCursorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportCursorResponse.ProtoReflect.Descriptor instead.
 func (*ReportCursorResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{39}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ReportCursorResponse) GetRecordedCursor() uint64 {
@@ -2890,7 +3141,7 @@ type GovernanceStatusRequest struct {
 
 func (x *GovernanceStatusRequest) Reset() {
 	*x = GovernanceStatusRequest{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[40]
+	mi := &file_krypton_v1_governance_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2902,7 +3153,7 @@ func (x *GovernanceStatusRequest) String() string {
 func (*GovernanceStatusRequest) ProtoMessage() {}
 
 func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[40]
+	mi := &file_krypton_v1_governance_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2915,7 +3166,7 @@ func (x *GovernanceStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusRequest.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{40}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{43}
 }
 
 // RegionCursor is how far one region has applied the governance log.
@@ -2936,7 +3187,7 @@ type RegionCursor struct {
 
 func (x *RegionCursor) Reset() {
 	*x = RegionCursor{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[41]
+	mi := &file_krypton_v1_governance_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2948,7 +3199,7 @@ func (x *RegionCursor) String() string {
 func (*RegionCursor) ProtoMessage() {}
 
 func (x *RegionCursor) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[41]
+	mi := &file_krypton_v1_governance_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2961,7 +3212,7 @@ func (x *RegionCursor) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionCursor.ProtoReflect.Descriptor instead.
 func (*RegionCursor) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{41}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RegionCursor) GetRegion() string {
@@ -3013,7 +3264,7 @@ type RegionLag struct {
 
 func (x *RegionLag) Reset() {
 	*x = RegionLag{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[42]
+	mi := &file_krypton_v1_governance_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3025,7 +3276,7 @@ func (x *RegionLag) String() string {
 func (*RegionLag) ProtoMessage() {}
 
 func (x *RegionLag) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[42]
+	mi := &file_krypton_v1_governance_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3038,7 +3289,7 @@ func (x *RegionLag) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionLag.ProtoReflect.Descriptor instead.
 func (*RegionLag) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{42}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RegionLag) GetCursor() *RegionCursor {
@@ -3080,7 +3331,7 @@ type GovernanceStatusResponse struct {
 
 func (x *GovernanceStatusResponse) Reset() {
 	*x = GovernanceStatusResponse{}
-	mi := &file_krypton_v1_governance_proto_msgTypes[43]
+	mi := &file_krypton_v1_governance_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3092,7 +3343,7 @@ func (x *GovernanceStatusResponse) String() string {
 func (*GovernanceStatusResponse) ProtoMessage() {}
 
 func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_governance_proto_msgTypes[43]
+	mi := &file_krypton_v1_governance_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3105,7 +3356,7 @@ func (x *GovernanceStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GovernanceStatusResponse.ProtoReflect.Descriptor instead.
 func (*GovernanceStatusResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{43}
+	return file_krypton_v1_governance_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *GovernanceStatusResponse) GetNodeId() string {
@@ -3162,7 +3413,17 @@ var File_krypton_v1_governance_proto protoreflect.FileDescriptor
 const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"\x1bkrypton/v1/governance.proto\x12\n" +
-	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\"\xd9\x01\n" +
+	"krypton.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17krypton/v1/common.proto\"F\n" +
+	"\x14TenantAnchorsRequest\x12\x16\n" +
+	"\x06region\x18\x01 \x01(\tR\x06region\x12\x16\n" +
+	"\x06tenant\x18\x02 \x01(\tR\x06tenant\"\xf1\x01\n" +
+	"\x15TenantAnchorsResponse\x12H\n" +
+	"\aanchors\x18\x01 \x03(\v2..krypton.v1.TenantAnchorsResponse.AnchorsEntryR\aanchors\x12-\n" +
+	"\x05floor\x18\x02 \x01(\v2\x17.krypton.v1.TenantFloorR\x05floor\x12#\n" +
+	"\rfloor_pending\x18\x03 \x03(\tR\ffloorPending\x1a:\n" +
+	"\fAnchorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x01\n" +
 	"\x15GovernanceServiceInfo\x12\x16\n" +
 	"\x06tenant\x18\x01 \x01(\tR\x06tenant\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
@@ -3183,7 +3444,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\"\x87\x01\n" +
 	"\x1eGovernanceListServicesResponse\x12=\n" +
 	"\bservices\x18\x01 \x03(\v2!.krypton.v1.GovernanceServiceInfoR\bservices\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xa7\x03\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\xe6\x04\n" +
 	"\x10GovernanceTenant\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
@@ -3198,7 +3459,12 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x05quota\x18\t \x01(\v2\x11.krypton.v1.QuotaR\x05quota\x12\x1f\n" +
 	"\vhome_region\x18\n" +
 	" \x01(\tR\n" +
-	"homeRegion\"\xda\x01\n" +
+	"homeRegion\x12V\n" +
+	"\x0eregion_anchors\x18\v \x03(\v2/.krypton.v1.GovernanceTenant.RegionAnchorsEntryR\rregionAnchors\x12#\n" +
+	"\rfloor_pending\x18\f \x03(\tR\ffloorPending\x1a@\n" +
+	"\x12RegionAnchorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x81\x03\n" +
 	"\x1dGovernanceCreateTenantRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -3208,7 +3474,11 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\aregions\x18\x04 \x03(\tR\aregions\x12(\n" +
 	"\x10owner_public_key\x18\x05 \x01(\tR\x0eownerPublicKey\x12\x1f\n" +
 	"\vhome_region\x18\x06 \x01(\tR\n" +
-	"homeRegion\"\x95\x01\n" +
+	"homeRegion\x12c\n" +
+	"\x0eregion_anchors\x18\a \x03(\v2<.krypton.v1.GovernanceCreateTenantRequest.RegionAnchorsEntryR\rregionAnchors\x1a@\n" +
+	"\x12RegionAnchorsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
 	"\x19GovernanceSetQuotaRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -3228,14 +3498,15 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"page_token\x18\x02 \x01(\tR\tpageToken\"\x7f\n" +
 	"\x1dGovernanceListTenantsResponse\x126\n" +
 	"\atenants\x18\x01 \x03(\v2\x1c.krypton.v1.GovernanceTenantR\atenants\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x82\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9a\x01\n" +
 	"\x10SetAnchorRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x1d\n" +
 	"\n" +
 	"anchor_uri\x18\x03 \x01(\tR\tanchorUri\x12\x18\n" +
-	"\aconsent\x18\x04 \x01(\tR\aconsent\"\x8f\x01\n" +
+	"\aconsent\x18\x04 \x01(\tR\aconsent\x12\x16\n" +
+	"\x06region\x18\x05 \x01(\tR\x06region\"\x8f\x01\n" +
 	"\x12SetOwnerKeyRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -3304,11 +3575,13 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x04wait\x18\x04 \x01(\bR\x04wait\"}\n" +
 	"\x14ResyncTenantResponse\x121\n" +
 	"\x05event\x18\x01 \x01(\v2\x1b.krypton.v1.RevocationEventR\x05event\x122\n" +
-	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"[\n" +
+	"\aregions\x18\x02 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"z\n" +
 	"\x0fSealedTenantKey\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12\x16\n" +
-	"\x06sealed\x18\x03 \x01(\fR\x06sealed\"{\n" +
+	"\x06sealed\x18\x03 \x01(\fR\x06sealed\x12\x1d\n" +
+	"\n" +
+	"anchor_uri\x18\x04 \x01(\tR\tanchorUri\"{\n" +
 	"\x10SealedServiceKey\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\rR\aversion\x12\x1b\n" +
@@ -3317,21 +3590,30 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"TenantKeys\x12+\n" +
 	"\x02l2\x18\x01 \x03(\v2\x1b.krypton.v1.SealedTenantKeyR\x02l2\x12,\n" +
-	"\x02l3\x18\x02 \x03(\v2\x1c.krypton.v1.SealedServiceKeyR\x02l3\"~\n" +
+	"\x02l3\x18\x02 \x03(\v2\x1c.krypton.v1.SealedServiceKeyR\x02l3\"\x9f\x01\n" +
 	"\x17SetTenantRegionsRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12\x18\n" +
 	"\aregions\x18\x03 \x03(\tR\aregions\x12\x12\n" +
-	"\x04wait\x18\x04 \x01(\bR\x04wait\"\xb7\x01\n" +
+	"\x04wait\x18\x04 \x01(\bR\x04wait\x12\x1f\n" +
+	"\vhome_region\x18\x05 \x01(\tR\n" +
+	"homeRegion\"\xb7\x01\n" +
 	"\x18SetTenantRegionsResponse\x124\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x1c.krypton.v1.GovernanceTenantR\x06tenant\x121\n" +
 	"\x05event\x18\x02 \x01(\v2\x1b.krypton.v1.RevocationEventR\x05event\x122\n" +
-	"\aregions\x18\x03 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"v\n" +
+	"\aregions\x18\x03 \x03(\v2\x18.krypton.v1.RegionCursorR\aregions\"\xa5\x01\n" +
 	"\x18PublishTenantKeysRequest\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12\x16\n" +
 	"\x06tenant\x18\x02 \x01(\tR\x06tenant\x12*\n" +
-	"\x04keys\x18\x03 \x01(\v2\x16.krypton.v1.TenantKeysR\x04keys\"3\n" +
+	"\x04keys\x18\x03 \x01(\v2\x16.krypton.v1.TenantKeysR\x04keys\x12-\n" +
+	"\x05floor\x18\x04 \x01(\v2\x17.krypton.v1.TenantFloorR\x05floor\"\x9d\x01\n" +
+	"\vTenantFloor\x12\x0e\n" +
+	"\x02l2\x18\x01 \x01(\rR\x02l2\x12A\n" +
+	"\bservices\x18\x02 \x03(\v2%.krypton.v1.TenantFloor.ServicesEntryR\bservices\x1a;\n" +
+	"\rServicesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"3\n" +
 	"\x19PublishTenantKeysResponse\x12\x16\n" +
 	"\x06cursor\x18\x01 \x01(\x04R\x06cursor\"Q\n" +
 	"\fServiceQuota\x12\x18\n" +
@@ -3418,7 +3700,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x18EVENT_KIND_RESYNC_TENANT\x10\v\x12\x18\n" +
 	"\x14EVENT_KIND_SET_QUOTA\x10\f\x12\x1a\n" +
 	"\x16EVENT_KIND_TENANT_KEYS\x10\r\x12\x1a\n" +
-	"\x16EVENT_KIND_SET_REGIONS\x10\x0e2\x83\x0e\n" +
+	"\x16EVENT_KIND_SET_REGIONS\x10\x0e2\xd9\x0e\n" +
 	"\x11GovernanceService\x12W\n" +
 	"\fCreateTenant\x12).krypton.v1.GovernanceCreateTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12G\n" +
 	"\tGetTenant\x12\x1c.krypton.v1.GetTenantRequest\x1a\x1c.krypton.v1.GovernanceTenant\x12b\n" +
@@ -3441,7 +3723,8 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\x11ResetRegionVoters\x12$.krypton.v1.ResetRegionVotersRequest\x1a\x18.krypton.v1.RegionCursor\x12S\n" +
 	"\x06Status\x12#.krypton.v1.GovernanceStatusRequest\x1a$.krypton.v1.GovernanceStatusResponse\x12]\n" +
 	"\x10SetTenantRegions\x12#.krypton.v1.SetTenantRegionsRequest\x1a$.krypton.v1.SetTenantRegionsResponse\x12`\n" +
-	"\x11PublishTenantKeys\x12$.krypton.v1.PublishTenantKeysRequest\x1a%.krypton.v1.PublishTenantKeysResponseB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
+	"\x11PublishTenantKeys\x12$.krypton.v1.PublishTenantKeysRequest\x1a%.krypton.v1.PublishTenantKeysResponse\x12T\n" +
+	"\rTenantAnchors\x12 .krypton.v1.TenantAnchorsRequest\x1a!.krypton.v1.TenantAnchorsResponseB=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
 
 var (
 	file_krypton_v1_governance_proto_rawDescOnce sync.Once
@@ -3456,154 +3739,169 @@ func file_krypton_v1_governance_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_governance_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_krypton_v1_governance_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_krypton_v1_governance_proto_goTypes = []any{
 	(EventKind)(0),                         // 0: krypton.v1.EventKind
-	(*GovernanceServiceInfo)(nil),          // 1: krypton.v1.GovernanceServiceInfo
-	(*GovernanceCreateServiceRequest)(nil), // 2: krypton.v1.GovernanceCreateServiceRequest
-	(*GovernanceListServicesRequest)(nil),  // 3: krypton.v1.GovernanceListServicesRequest
-	(*GovernanceListServicesResponse)(nil), // 4: krypton.v1.GovernanceListServicesResponse
-	(*GovernanceTenant)(nil),               // 5: krypton.v1.GovernanceTenant
-	(*GovernanceCreateTenantRequest)(nil),  // 6: krypton.v1.GovernanceCreateTenantRequest
-	(*GovernanceSetQuotaRequest)(nil),      // 7: krypton.v1.GovernanceSetQuotaRequest
-	(*GovernanceSetQuotaResponse)(nil),     // 8: krypton.v1.GovernanceSetQuotaResponse
-	(*GetTenantRequest)(nil),               // 9: krypton.v1.GetTenantRequest
-	(*GovernanceListTenantsRequest)(nil),   // 10: krypton.v1.GovernanceListTenantsRequest
-	(*GovernanceListTenantsResponse)(nil),  // 11: krypton.v1.GovernanceListTenantsResponse
-	(*SetAnchorRequest)(nil),               // 12: krypton.v1.SetAnchorRequest
-	(*SetOwnerKeyRequest)(nil),             // 13: krypton.v1.SetOwnerKeyRequest
-	(*DeleteAnchorRequest)(nil),            // 14: krypton.v1.DeleteAnchorRequest
-	(*DeleteAnchorResponse)(nil),           // 15: krypton.v1.DeleteAnchorResponse
-	(*Policy)(nil),                         // 16: krypton.v1.Policy
-	(*PolicyRule)(nil),                     // 17: krypton.v1.PolicyRule
-	(*SetPolicyRequest)(nil),               // 18: krypton.v1.SetPolicyRequest
-	(*GetPolicyRequest)(nil),               // 19: krypton.v1.GetPolicyRequest
-	(*RevokeRequest)(nil),                  // 20: krypton.v1.RevokeRequest
-	(*BlastRadius)(nil),                    // 21: krypton.v1.BlastRadius
-	(*RevokeResponse)(nil),                 // 22: krypton.v1.RevokeResponse
-	(*GovernanceLockTenantRequest)(nil),    // 23: krypton.v1.GovernanceLockTenantRequest
-	(*GovernanceUnlockTenantRequest)(nil),  // 24: krypton.v1.GovernanceUnlockTenantRequest
-	(*ResyncTenantRequest)(nil),            // 25: krypton.v1.ResyncTenantRequest
-	(*ResyncTenantResponse)(nil),           // 26: krypton.v1.ResyncTenantResponse
-	(*SealedTenantKey)(nil),                // 27: krypton.v1.SealedTenantKey
-	(*SealedServiceKey)(nil),               // 28: krypton.v1.SealedServiceKey
-	(*TenantKeys)(nil),                     // 29: krypton.v1.TenantKeys
-	(*SetTenantRegionsRequest)(nil),        // 30: krypton.v1.SetTenantRegionsRequest
-	(*SetTenantRegionsResponse)(nil),       // 31: krypton.v1.SetTenantRegionsResponse
-	(*PublishTenantKeysRequest)(nil),       // 32: krypton.v1.PublishTenantKeysRequest
-	(*PublishTenantKeysResponse)(nil),      // 33: krypton.v1.PublishTenantKeysResponse
-	(*ServiceQuota)(nil),                   // 34: krypton.v1.ServiceQuota
-	(*RevocationEvent)(nil),                // 35: krypton.v1.RevocationEvent
-	(*WatchRevocationsRequest)(nil),        // 36: krypton.v1.WatchRevocationsRequest
-	(*WatchRevocationsResponse)(nil),       // 37: krypton.v1.WatchRevocationsResponse
-	(*ReportCursorRequest)(nil),            // 38: krypton.v1.ReportCursorRequest
-	(*ResetRegionVotersRequest)(nil),       // 39: krypton.v1.ResetRegionVotersRequest
-	(*ReportCursorResponse)(nil),           // 40: krypton.v1.ReportCursorResponse
-	(*GovernanceStatusRequest)(nil),        // 41: krypton.v1.GovernanceStatusRequest
-	(*RegionCursor)(nil),                   // 42: krypton.v1.RegionCursor
-	(*RegionLag)(nil),                      // 43: krypton.v1.RegionLag
-	(*GovernanceStatusResponse)(nil),       // 44: krypton.v1.GovernanceStatusResponse
-	(*timestamppb.Timestamp)(nil),          // 45: google.protobuf.Timestamp
-	(*Quota)(nil),                          // 46: krypton.v1.Quota
-	(TenantState)(0),                       // 47: krypton.v1.TenantState
-	(Operation)(0),                         // 48: krypton.v1.Operation
-	(*KeyScope)(nil),                       // 49: krypton.v1.KeyScope
-	(*KeyRef)(nil),                         // 50: krypton.v1.KeyRef
-	(*durationpb.Duration)(nil),            // 51: google.protobuf.Duration
+	(*TenantAnchorsRequest)(nil),           // 1: krypton.v1.TenantAnchorsRequest
+	(*TenantAnchorsResponse)(nil),          // 2: krypton.v1.TenantAnchorsResponse
+	(*GovernanceServiceInfo)(nil),          // 3: krypton.v1.GovernanceServiceInfo
+	(*GovernanceCreateServiceRequest)(nil), // 4: krypton.v1.GovernanceCreateServiceRequest
+	(*GovernanceListServicesRequest)(nil),  // 5: krypton.v1.GovernanceListServicesRequest
+	(*GovernanceListServicesResponse)(nil), // 6: krypton.v1.GovernanceListServicesResponse
+	(*GovernanceTenant)(nil),               // 7: krypton.v1.GovernanceTenant
+	(*GovernanceCreateTenantRequest)(nil),  // 8: krypton.v1.GovernanceCreateTenantRequest
+	(*GovernanceSetQuotaRequest)(nil),      // 9: krypton.v1.GovernanceSetQuotaRequest
+	(*GovernanceSetQuotaResponse)(nil),     // 10: krypton.v1.GovernanceSetQuotaResponse
+	(*GetTenantRequest)(nil),               // 11: krypton.v1.GetTenantRequest
+	(*GovernanceListTenantsRequest)(nil),   // 12: krypton.v1.GovernanceListTenantsRequest
+	(*GovernanceListTenantsResponse)(nil),  // 13: krypton.v1.GovernanceListTenantsResponse
+	(*SetAnchorRequest)(nil),               // 14: krypton.v1.SetAnchorRequest
+	(*SetOwnerKeyRequest)(nil),             // 15: krypton.v1.SetOwnerKeyRequest
+	(*DeleteAnchorRequest)(nil),            // 16: krypton.v1.DeleteAnchorRequest
+	(*DeleteAnchorResponse)(nil),           // 17: krypton.v1.DeleteAnchorResponse
+	(*Policy)(nil),                         // 18: krypton.v1.Policy
+	(*PolicyRule)(nil),                     // 19: krypton.v1.PolicyRule
+	(*SetPolicyRequest)(nil),               // 20: krypton.v1.SetPolicyRequest
+	(*GetPolicyRequest)(nil),               // 21: krypton.v1.GetPolicyRequest
+	(*RevokeRequest)(nil),                  // 22: krypton.v1.RevokeRequest
+	(*BlastRadius)(nil),                    // 23: krypton.v1.BlastRadius
+	(*RevokeResponse)(nil),                 // 24: krypton.v1.RevokeResponse
+	(*GovernanceLockTenantRequest)(nil),    // 25: krypton.v1.GovernanceLockTenantRequest
+	(*GovernanceUnlockTenantRequest)(nil),  // 26: krypton.v1.GovernanceUnlockTenantRequest
+	(*ResyncTenantRequest)(nil),            // 27: krypton.v1.ResyncTenantRequest
+	(*ResyncTenantResponse)(nil),           // 28: krypton.v1.ResyncTenantResponse
+	(*SealedTenantKey)(nil),                // 29: krypton.v1.SealedTenantKey
+	(*SealedServiceKey)(nil),               // 30: krypton.v1.SealedServiceKey
+	(*TenantKeys)(nil),                     // 31: krypton.v1.TenantKeys
+	(*SetTenantRegionsRequest)(nil),        // 32: krypton.v1.SetTenantRegionsRequest
+	(*SetTenantRegionsResponse)(nil),       // 33: krypton.v1.SetTenantRegionsResponse
+	(*PublishTenantKeysRequest)(nil),       // 34: krypton.v1.PublishTenantKeysRequest
+	(*TenantFloor)(nil),                    // 35: krypton.v1.TenantFloor
+	(*PublishTenantKeysResponse)(nil),      // 36: krypton.v1.PublishTenantKeysResponse
+	(*ServiceQuota)(nil),                   // 37: krypton.v1.ServiceQuota
+	(*RevocationEvent)(nil),                // 38: krypton.v1.RevocationEvent
+	(*WatchRevocationsRequest)(nil),        // 39: krypton.v1.WatchRevocationsRequest
+	(*WatchRevocationsResponse)(nil),       // 40: krypton.v1.WatchRevocationsResponse
+	(*ReportCursorRequest)(nil),            // 41: krypton.v1.ReportCursorRequest
+	(*ResetRegionVotersRequest)(nil),       // 42: krypton.v1.ResetRegionVotersRequest
+	(*ReportCursorResponse)(nil),           // 43: krypton.v1.ReportCursorResponse
+	(*GovernanceStatusRequest)(nil),        // 44: krypton.v1.GovernanceStatusRequest
+	(*RegionCursor)(nil),                   // 45: krypton.v1.RegionCursor
+	(*RegionLag)(nil),                      // 46: krypton.v1.RegionLag
+	(*GovernanceStatusResponse)(nil),       // 47: krypton.v1.GovernanceStatusResponse
+	nil,                                    // 48: krypton.v1.TenantAnchorsResponse.AnchorsEntry
+	nil,                                    // 49: krypton.v1.GovernanceTenant.RegionAnchorsEntry
+	nil,                                    // 50: krypton.v1.GovernanceCreateTenantRequest.RegionAnchorsEntry
+	nil,                                    // 51: krypton.v1.TenantFloor.ServicesEntry
+	(*timestamppb.Timestamp)(nil),          // 52: google.protobuf.Timestamp
+	(*Quota)(nil),                          // 53: krypton.v1.Quota
+	(TenantState)(0),                       // 54: krypton.v1.TenantState
+	(Operation)(0),                         // 55: krypton.v1.Operation
+	(*KeyScope)(nil),                       // 56: krypton.v1.KeyScope
+	(*KeyRef)(nil),                         // 57: krypton.v1.KeyRef
+	(*durationpb.Duration)(nil),            // 58: google.protobuf.Duration
 }
 var file_krypton_v1_governance_proto_depIdxs = []int32{
-	45, // 0: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
-	46, // 1: krypton.v1.GovernanceServiceInfo.quota:type_name -> krypton.v1.Quota
-	1,  // 2: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
-	47, // 3: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
-	45, // 4: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
-	45, // 5: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
-	46, // 6: krypton.v1.GovernanceTenant.quota:type_name -> krypton.v1.Quota
-	46, // 7: krypton.v1.GovernanceSetQuotaRequest.quota:type_name -> krypton.v1.Quota
-	46, // 8: krypton.v1.GovernanceSetQuotaResponse.quota:type_name -> krypton.v1.Quota
-	5,  // 9: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
-	35, // 10: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
-	42, // 11: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
-	17, // 12: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
-	45, // 13: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
-	48, // 14: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
-	16, // 15: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
-	49, // 16: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
-	50, // 17: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
-	50, // 18: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
-	21, // 19: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
-	35, // 20: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
-	42, // 21: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
-	35, // 22: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
-	42, // 23: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
-	27, // 24: krypton.v1.TenantKeys.l2:type_name -> krypton.v1.SealedTenantKey
-	28, // 25: krypton.v1.TenantKeys.l3:type_name -> krypton.v1.SealedServiceKey
-	5,  // 26: krypton.v1.SetTenantRegionsResponse.tenant:type_name -> krypton.v1.GovernanceTenant
-	35, // 27: krypton.v1.SetTenantRegionsResponse.event:type_name -> krypton.v1.RevocationEvent
-	42, // 28: krypton.v1.SetTenantRegionsResponse.regions:type_name -> krypton.v1.RegionCursor
-	29, // 29: krypton.v1.PublishTenantKeysRequest.keys:type_name -> krypton.v1.TenantKeys
-	46, // 30: krypton.v1.ServiceQuota.quota:type_name -> krypton.v1.Quota
-	0,  // 31: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
-	49, // 32: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
-	45, // 33: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
-	16, // 34: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
-	46, // 35: krypton.v1.RevocationEvent.quota:type_name -> krypton.v1.Quota
-	34, // 36: krypton.v1.RevocationEvent.service_quotas:type_name -> krypton.v1.ServiceQuota
-	29, // 37: krypton.v1.RevocationEvent.keys:type_name -> krypton.v1.TenantKeys
-	50, // 38: krypton.v1.RevocationEvent.revoked:type_name -> krypton.v1.KeyRef
-	35, // 39: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
-	50, // 40: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
-	45, // 41: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
-	42, // 42: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
-	51, // 43: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
-	43, // 44: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
-	6,  // 45: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
-	9,  // 46: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
-	10, // 47: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
-	12, // 48: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
-	13, // 49: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
-	2,  // 50: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
-	3,  // 51: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
-	14, // 52: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
-	18, // 53: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
-	19, // 54: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
-	7,  // 55: krypton.v1.GovernanceService.SetQuota:input_type -> krypton.v1.GovernanceSetQuotaRequest
-	20, // 56: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
-	23, // 57: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
-	24, // 58: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
-	25, // 59: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
-	36, // 60: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
-	38, // 61: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
-	39, // 62: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
-	41, // 63: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
-	30, // 64: krypton.v1.GovernanceService.SetTenantRegions:input_type -> krypton.v1.SetTenantRegionsRequest
-	32, // 65: krypton.v1.GovernanceService.PublishTenantKeys:input_type -> krypton.v1.PublishTenantKeysRequest
-	5,  // 66: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 67: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
-	11, // 68: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
-	5,  // 69: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
-	5,  // 70: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
-	1,  // 71: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
-	4,  // 72: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
-	15, // 73: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
-	16, // 74: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
-	16, // 75: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
-	8,  // 76: krypton.v1.GovernanceService.SetQuota:output_type -> krypton.v1.GovernanceSetQuotaResponse
-	22, // 77: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
-	5,  // 78: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
-	5,  // 79: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
-	26, // 80: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
-	37, // 81: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
-	40, // 82: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
-	42, // 83: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
-	44, // 84: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
-	31, // 85: krypton.v1.GovernanceService.SetTenantRegions:output_type -> krypton.v1.SetTenantRegionsResponse
-	33, // 86: krypton.v1.GovernanceService.PublishTenantKeys:output_type -> krypton.v1.PublishTenantKeysResponse
-	66, // [66:87] is the sub-list for method output_type
-	45, // [45:66] is the sub-list for method input_type
-	45, // [45:45] is the sub-list for extension type_name
-	45, // [45:45] is the sub-list for extension extendee
-	0,  // [0:45] is the sub-list for field type_name
+	48, // 0: krypton.v1.TenantAnchorsResponse.anchors:type_name -> krypton.v1.TenantAnchorsResponse.AnchorsEntry
+	35, // 1: krypton.v1.TenantAnchorsResponse.floor:type_name -> krypton.v1.TenantFloor
+	52, // 2: krypton.v1.GovernanceServiceInfo.created_at:type_name -> google.protobuf.Timestamp
+	53, // 3: krypton.v1.GovernanceServiceInfo.quota:type_name -> krypton.v1.Quota
+	3,  // 4: krypton.v1.GovernanceListServicesResponse.services:type_name -> krypton.v1.GovernanceServiceInfo
+	54, // 5: krypton.v1.GovernanceTenant.state:type_name -> krypton.v1.TenantState
+	52, // 6: krypton.v1.GovernanceTenant.created_at:type_name -> google.protobuf.Timestamp
+	52, // 7: krypton.v1.GovernanceTenant.anchor_deleted_at:type_name -> google.protobuf.Timestamp
+	53, // 8: krypton.v1.GovernanceTenant.quota:type_name -> krypton.v1.Quota
+	49, // 9: krypton.v1.GovernanceTenant.region_anchors:type_name -> krypton.v1.GovernanceTenant.RegionAnchorsEntry
+	50, // 10: krypton.v1.GovernanceCreateTenantRequest.region_anchors:type_name -> krypton.v1.GovernanceCreateTenantRequest.RegionAnchorsEntry
+	53, // 11: krypton.v1.GovernanceSetQuotaRequest.quota:type_name -> krypton.v1.Quota
+	53, // 12: krypton.v1.GovernanceSetQuotaResponse.quota:type_name -> krypton.v1.Quota
+	7,  // 13: krypton.v1.GovernanceListTenantsResponse.tenants:type_name -> krypton.v1.GovernanceTenant
+	38, // 14: krypton.v1.DeleteAnchorResponse.event:type_name -> krypton.v1.RevocationEvent
+	45, // 15: krypton.v1.DeleteAnchorResponse.regions:type_name -> krypton.v1.RegionCursor
+	19, // 16: krypton.v1.Policy.rules:type_name -> krypton.v1.PolicyRule
+	52, // 17: krypton.v1.Policy.updated_at:type_name -> google.protobuf.Timestamp
+	55, // 18: krypton.v1.PolicyRule.operations:type_name -> krypton.v1.Operation
+	18, // 19: krypton.v1.SetPolicyRequest.policy:type_name -> krypton.v1.Policy
+	56, // 20: krypton.v1.RevokeRequest.target:type_name -> krypton.v1.KeyScope
+	57, // 21: krypton.v1.BlastRadius.services:type_name -> krypton.v1.KeyRef
+	57, // 22: krypton.v1.BlastRadius.key_versions:type_name -> krypton.v1.KeyRef
+	23, // 23: krypton.v1.RevokeResponse.blast_radius:type_name -> krypton.v1.BlastRadius
+	38, // 24: krypton.v1.RevokeResponse.event:type_name -> krypton.v1.RevocationEvent
+	45, // 25: krypton.v1.RevokeResponse.regions:type_name -> krypton.v1.RegionCursor
+	38, // 26: krypton.v1.ResyncTenantResponse.event:type_name -> krypton.v1.RevocationEvent
+	45, // 27: krypton.v1.ResyncTenantResponse.regions:type_name -> krypton.v1.RegionCursor
+	29, // 28: krypton.v1.TenantKeys.l2:type_name -> krypton.v1.SealedTenantKey
+	30, // 29: krypton.v1.TenantKeys.l3:type_name -> krypton.v1.SealedServiceKey
+	7,  // 30: krypton.v1.SetTenantRegionsResponse.tenant:type_name -> krypton.v1.GovernanceTenant
+	38, // 31: krypton.v1.SetTenantRegionsResponse.event:type_name -> krypton.v1.RevocationEvent
+	45, // 32: krypton.v1.SetTenantRegionsResponse.regions:type_name -> krypton.v1.RegionCursor
+	31, // 33: krypton.v1.PublishTenantKeysRequest.keys:type_name -> krypton.v1.TenantKeys
+	35, // 34: krypton.v1.PublishTenantKeysRequest.floor:type_name -> krypton.v1.TenantFloor
+	51, // 35: krypton.v1.TenantFloor.services:type_name -> krypton.v1.TenantFloor.ServicesEntry
+	53, // 36: krypton.v1.ServiceQuota.quota:type_name -> krypton.v1.Quota
+	0,  // 37: krypton.v1.RevocationEvent.kind:type_name -> krypton.v1.EventKind
+	56, // 38: krypton.v1.RevocationEvent.target:type_name -> krypton.v1.KeyScope
+	52, // 39: krypton.v1.RevocationEvent.time:type_name -> google.protobuf.Timestamp
+	18, // 40: krypton.v1.RevocationEvent.policy:type_name -> krypton.v1.Policy
+	53, // 41: krypton.v1.RevocationEvent.quota:type_name -> krypton.v1.Quota
+	37, // 42: krypton.v1.RevocationEvent.service_quotas:type_name -> krypton.v1.ServiceQuota
+	31, // 43: krypton.v1.RevocationEvent.keys:type_name -> krypton.v1.TenantKeys
+	57, // 44: krypton.v1.RevocationEvent.revoked:type_name -> krypton.v1.KeyRef
+	38, // 45: krypton.v1.WatchRevocationsResponse.events:type_name -> krypton.v1.RevocationEvent
+	57, // 46: krypton.v1.ReportCursorRequest.inventory:type_name -> krypton.v1.KeyRef
+	52, // 47: krypton.v1.RegionCursor.reported_at:type_name -> google.protobuf.Timestamp
+	45, // 48: krypton.v1.RegionLag.cursor:type_name -> krypton.v1.RegionCursor
+	58, // 49: krypton.v1.RegionLag.lag:type_name -> google.protobuf.Duration
+	46, // 50: krypton.v1.GovernanceStatusResponse.regions:type_name -> krypton.v1.RegionLag
+	8,  // 51: krypton.v1.GovernanceService.CreateTenant:input_type -> krypton.v1.GovernanceCreateTenantRequest
+	11, // 52: krypton.v1.GovernanceService.GetTenant:input_type -> krypton.v1.GetTenantRequest
+	12, // 53: krypton.v1.GovernanceService.ListTenants:input_type -> krypton.v1.GovernanceListTenantsRequest
+	14, // 54: krypton.v1.GovernanceService.SetAnchor:input_type -> krypton.v1.SetAnchorRequest
+	15, // 55: krypton.v1.GovernanceService.SetOwnerKey:input_type -> krypton.v1.SetOwnerKeyRequest
+	4,  // 56: krypton.v1.GovernanceService.CreateService:input_type -> krypton.v1.GovernanceCreateServiceRequest
+	5,  // 57: krypton.v1.GovernanceService.ListServices:input_type -> krypton.v1.GovernanceListServicesRequest
+	16, // 58: krypton.v1.GovernanceService.DeleteAnchor:input_type -> krypton.v1.DeleteAnchorRequest
+	20, // 59: krypton.v1.GovernanceService.SetPolicy:input_type -> krypton.v1.SetPolicyRequest
+	21, // 60: krypton.v1.GovernanceService.GetPolicy:input_type -> krypton.v1.GetPolicyRequest
+	9,  // 61: krypton.v1.GovernanceService.SetQuota:input_type -> krypton.v1.GovernanceSetQuotaRequest
+	22, // 62: krypton.v1.GovernanceService.Revoke:input_type -> krypton.v1.RevokeRequest
+	25, // 63: krypton.v1.GovernanceService.LockTenant:input_type -> krypton.v1.GovernanceLockTenantRequest
+	26, // 64: krypton.v1.GovernanceService.UnlockTenant:input_type -> krypton.v1.GovernanceUnlockTenantRequest
+	27, // 65: krypton.v1.GovernanceService.ResyncTenant:input_type -> krypton.v1.ResyncTenantRequest
+	39, // 66: krypton.v1.GovernanceService.WatchRevocations:input_type -> krypton.v1.WatchRevocationsRequest
+	41, // 67: krypton.v1.GovernanceService.ReportCursor:input_type -> krypton.v1.ReportCursorRequest
+	42, // 68: krypton.v1.GovernanceService.ResetRegionVoters:input_type -> krypton.v1.ResetRegionVotersRequest
+	44, // 69: krypton.v1.GovernanceService.Status:input_type -> krypton.v1.GovernanceStatusRequest
+	32, // 70: krypton.v1.GovernanceService.SetTenantRegions:input_type -> krypton.v1.SetTenantRegionsRequest
+	34, // 71: krypton.v1.GovernanceService.PublishTenantKeys:input_type -> krypton.v1.PublishTenantKeysRequest
+	1,  // 72: krypton.v1.GovernanceService.TenantAnchors:input_type -> krypton.v1.TenantAnchorsRequest
+	7,  // 73: krypton.v1.GovernanceService.CreateTenant:output_type -> krypton.v1.GovernanceTenant
+	7,  // 74: krypton.v1.GovernanceService.GetTenant:output_type -> krypton.v1.GovernanceTenant
+	13, // 75: krypton.v1.GovernanceService.ListTenants:output_type -> krypton.v1.GovernanceListTenantsResponse
+	7,  // 76: krypton.v1.GovernanceService.SetAnchor:output_type -> krypton.v1.GovernanceTenant
+	7,  // 77: krypton.v1.GovernanceService.SetOwnerKey:output_type -> krypton.v1.GovernanceTenant
+	3,  // 78: krypton.v1.GovernanceService.CreateService:output_type -> krypton.v1.GovernanceServiceInfo
+	6,  // 79: krypton.v1.GovernanceService.ListServices:output_type -> krypton.v1.GovernanceListServicesResponse
+	17, // 80: krypton.v1.GovernanceService.DeleteAnchor:output_type -> krypton.v1.DeleteAnchorResponse
+	18, // 81: krypton.v1.GovernanceService.SetPolicy:output_type -> krypton.v1.Policy
+	18, // 82: krypton.v1.GovernanceService.GetPolicy:output_type -> krypton.v1.Policy
+	10, // 83: krypton.v1.GovernanceService.SetQuota:output_type -> krypton.v1.GovernanceSetQuotaResponse
+	24, // 84: krypton.v1.GovernanceService.Revoke:output_type -> krypton.v1.RevokeResponse
+	7,  // 85: krypton.v1.GovernanceService.LockTenant:output_type -> krypton.v1.GovernanceTenant
+	7,  // 86: krypton.v1.GovernanceService.UnlockTenant:output_type -> krypton.v1.GovernanceTenant
+	28, // 87: krypton.v1.GovernanceService.ResyncTenant:output_type -> krypton.v1.ResyncTenantResponse
+	40, // 88: krypton.v1.GovernanceService.WatchRevocations:output_type -> krypton.v1.WatchRevocationsResponse
+	43, // 89: krypton.v1.GovernanceService.ReportCursor:output_type -> krypton.v1.ReportCursorResponse
+	45, // 90: krypton.v1.GovernanceService.ResetRegionVoters:output_type -> krypton.v1.RegionCursor
+	47, // 91: krypton.v1.GovernanceService.Status:output_type -> krypton.v1.GovernanceStatusResponse
+	33, // 92: krypton.v1.GovernanceService.SetTenantRegions:output_type -> krypton.v1.SetTenantRegionsResponse
+	36, // 93: krypton.v1.GovernanceService.PublishTenantKeys:output_type -> krypton.v1.PublishTenantKeysResponse
+	2,  // 94: krypton.v1.GovernanceService.TenantAnchors:output_type -> krypton.v1.TenantAnchorsResponse
+	73, // [73:95] is the sub-list for method output_type
+	51, // [51:73] is the sub-list for method input_type
+	51, // [51:51] is the sub-list for extension type_name
+	51, // [51:51] is the sub-list for extension extendee
+	0,  // [0:51] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_governance_proto_init() }
@@ -3618,7 +3916,7 @@ func file_krypton_v1_governance_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_governance_proto_rawDesc), len(file_krypton_v1_governance_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   44,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -42,6 +42,7 @@ const (
 	GovernanceService_Status_FullMethodName            = "/krypton.v1.GovernanceService/Status"
 	GovernanceService_SetTenantRegions_FullMethodName  = "/krypton.v1.GovernanceService/SetTenantRegions"
 	GovernanceService_PublishTenantKeys_FullMethodName = "/krypton.v1.GovernanceService/PublishTenantKeys"
+	GovernanceService_TenantAnchors_FullMethodName     = "/krypton.v1.GovernanceService/TenantAnchors"
 )
 
 // GovernanceServiceClient is the client API for GovernanceService service.
@@ -313,6 +314,15 @@ type GovernanceServiceClient interface {
 	// home region; INVALID_ARGUMENT for versions out of order or blobs for
 	// regions outside the tenant's set; NOT_FOUND for an unknown tenant.
 	PublishTenantKeys(ctx context.Context, in *PublishTenantKeysRequest, opts ...grpc.CallOption) (*PublishTenantKeysResponse, error)
+	// TenantAnchors is called by the leader of a shared tenant's home region
+	// before it seals L2 for the other regions: it returns the anchor URI of
+	// every region of the tenant (its own pointer, or the tenant's anchor).
+	// Only the home region learns the other regions' pointers.
+	//
+	// Errors: PERMISSION_DENIED unless the caller is a node of the tenant's
+	// home region; NOT_FOUND for an unknown tenant; FAILED_PRECONDITION for
+	// a tenant that is not shared, revoked, or whose anchor is deleted.
+	TenantAnchors(ctx context.Context, in *TenantAnchorsRequest, opts ...grpc.CallOption) (*TenantAnchorsResponse, error)
 }
 
 type governanceServiceClient struct {
@@ -536,6 +546,16 @@ func (c *governanceServiceClient) PublishTenantKeys(ctx context.Context, in *Pub
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PublishTenantKeysResponse)
 	err := c.cc.Invoke(ctx, GovernanceService_PublishTenantKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *governanceServiceClient) TenantAnchors(ctx context.Context, in *TenantAnchorsRequest, opts ...grpc.CallOption) (*TenantAnchorsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(TenantAnchorsResponse)
+	err := c.cc.Invoke(ctx, GovernanceService_TenantAnchors_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -811,6 +831,15 @@ type GovernanceServiceServer interface {
 	// home region; INVALID_ARGUMENT for versions out of order or blobs for
 	// regions outside the tenant's set; NOT_FOUND for an unknown tenant.
 	PublishTenantKeys(context.Context, *PublishTenantKeysRequest) (*PublishTenantKeysResponse, error)
+	// TenantAnchors is called by the leader of a shared tenant's home region
+	// before it seals L2 for the other regions: it returns the anchor URI of
+	// every region of the tenant (its own pointer, or the tenant's anchor).
+	// Only the home region learns the other regions' pointers.
+	//
+	// Errors: PERMISSION_DENIED unless the caller is a node of the tenant's
+	// home region; NOT_FOUND for an unknown tenant; FAILED_PRECONDITION for
+	// a tenant that is not shared, revoked, or whose anchor is deleted.
+	TenantAnchors(context.Context, *TenantAnchorsRequest) (*TenantAnchorsResponse, error)
 	mustEmbedUnimplementedGovernanceServiceServer()
 }
 
@@ -883,6 +912,9 @@ func (UnimplementedGovernanceServiceServer) SetTenantRegions(context.Context, *S
 }
 func (UnimplementedGovernanceServiceServer) PublishTenantKeys(context.Context, *PublishTenantKeysRequest) (*PublishTenantKeysResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PublishTenantKeys not implemented")
+}
+func (UnimplementedGovernanceServiceServer) TenantAnchors(context.Context, *TenantAnchorsRequest) (*TenantAnchorsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method TenantAnchors not implemented")
 }
 func (UnimplementedGovernanceServiceServer) mustEmbedUnimplementedGovernanceServiceServer() {}
 func (UnimplementedGovernanceServiceServer) testEmbeddedByValue()                           {}
@@ -1276,6 +1308,24 @@ func _GovernanceService_PublishTenantKeys_Handler(srv interface{}, ctx context.C
 	return interceptor(ctx, in, info, handler)
 }
 
+func _GovernanceService_TenantAnchors_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TenantAnchorsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GovernanceServiceServer).TenantAnchors(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: GovernanceService_TenantAnchors_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GovernanceServiceServer).TenantAnchors(ctx, req.(*TenantAnchorsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // GovernanceService_ServiceDesc is the grpc.ServiceDesc for GovernanceService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1362,6 +1412,10 @@ var GovernanceService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PublishTenantKeys",
 			Handler:    _GovernanceService_PublishTenantKeys_Handler,
+		},
+		{
+			MethodName: "TenantAnchors",
+			Handler:    _GovernanceService_TenantAnchors_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
