@@ -69,5 +69,7 @@ var certificateOnly = map[string]bool{
 	"/krypton.v1.GovernanceService/WatchRevocations": true,
 	// PublishTenantKeys is called by a region node (a home region's leader) only.
 	"/krypton.v1.GovernanceService/PublishTenantKeys": true,
-	"/krypton.v1.GovernanceService/ReportCursor":      true,
+	// TenantAnchors is called by a node of a shared tenant's home region only.
+	"/krypton.v1.GovernanceService/TenantAnchors": true,
+	"/krypton.v1.GovernanceService/ReportCursor":  true,
 }
