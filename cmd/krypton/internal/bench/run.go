@@ -61,6 +61,11 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 		gwCPU = newCPUWindow(cfg.Warmup, cfg.Warmup+cfg.Duration, cfg.GatewayCPU)
 		defer gwCPU.stop()
 	}
+	var srvCPU *cpuWindow
+	if cfg.ServerCPU != nil {
+		srvCPU = newCPUWindow(cfg.Warmup, cfg.Warmup+cfg.Duration, cfg.ServerCPU)
+		defer srvCPU.stop()
+	}
 	runCtx, cancel := context.WithDeadline(ctx, end.Add(cfg.CallTimeout))
 	defer cancel()
 
@@ -119,6 +124,11 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 	if gwCPU != nil {
 		if used, ok := gwCPU.used(); ok && !interrupted {
 			r.setGatewayCPU(used)
+		}
+	}
+	if srvCPU != nil {
+		if used, ok := srvCPU.used(); ok && !interrupted {
+			r.setServerCPU(used)
 		}
 	}
 	return r, nil
