@@ -118,6 +118,13 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 		}
 	}
 	r := newResult(cfg, names, start, measured, interrupted, rec)
+	if !interrupted {
+		for _, w := range []*cpuWindow{cpu, gwCPU, srvCPU} {
+			if w != nil {
+				w.finish()
+			}
+		}
+	}
 	if used, ok := cpu.used(); ok && !interrupted {
 		r.setCPU(used)
 	}
@@ -143,6 +150,8 @@ type cpuWindow struct {
 	toOK       bool
 	startTimer *time.Timer
 	endTimer   *time.Timer
+	takeEnd    func()        // takes the end sample, then closes endDone
+	endDone    chan struct{} // closed when the end sample is taken
 }
 
 func newCPUWindow(from, to time.Duration, read func() (time.Duration, bool)) *cpuWindow {
@@ -156,8 +165,23 @@ func newCPUWindow(from, to time.Duration, read func() (time.Duration, bool)) *cp
 		}
 	}
 	w.startTimer = time.AfterFunc(from, sample(&w.from, &w.fromOK))
-	w.endTimer = time.AfterFunc(to, sample(&w.to, &w.toOK))
+	w.endDone = make(chan struct{})
+	end := sample(&w.to, &w.toOK)
+	w.takeEnd = func() { end(); close(w.endDone) }
+	w.endTimer = time.AfterFunc(to, w.takeEnd)
 	return w
+}
+
+// finish makes sure the end sample is taken once the run is over: on a loaded machine its timer
+// can fire after the callers have stopped, and the run then read no CPU at all. A timer not yet
+// fired is stopped and the sample taken now (a little late, when the callers' last calls are
+// done); one firing is waited for.
+func (w *cpuWindow) finish() {
+	if w.endTimer.Stop() {
+		w.takeEnd()
+		return
+	}
+	<-w.endDone
 }
 
 // used is the CPU time of the measured window, if both samples were taken.
