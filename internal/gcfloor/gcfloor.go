@@ -4,7 +4,8 @@
 // Why: with GOGC=100 the collector runs each time the heap doubles. A region node's live heap is
 // small (tens of MiB) while each unary call allocates ~6 KiB on the server, so at 15,000 calls/s
 // the collector ran several times a second and cost ~15 % of a call's CPU (docs/performance.md,
-// "Unary wrap: region CPU per call"). Raising GOGC for every node (krypton server -gc-percent) also
+// item 11 of "What was changed, and the proof"; the floor's effect: "Unary wrap: region CPU per
+// call"). Raising GOGC for every node (krypton server -gc-percent) also
 // multiplies the peak heap of a node that holds millions of key versions, which is why it is not
 // the default. A floor costs a small node at most the headroom and a large one nothing: its heap
 // goal is already further than the headroom.
