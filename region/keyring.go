@@ -112,6 +112,9 @@ type held[V any] struct {
 	key  V
 	used atomic.Bool  // looked up since the last eviction sweep passed it
 	pins atomic.Int32 // calls using the key now: eviction passes it by (wipes do not)
+	// unpin is release, bound once when the entry is made: handing out the method value h.release
+	// allocated a closure on every call that pinned the key (one of a unary wrap's allocations).
+	unpin func()
 }
 
 // release unpins a key taken with acquire or putPinned. It touches only the entry, which may have
@@ -165,6 +168,7 @@ func (b *bounded[K, V]) putPinned(k K, v V, pin bool) *held[V] {
 		for len(b.m) >= b.max && b.evict() {
 		}
 		h = &held[V]{key: v} // not yet used: it earns its second chance by a lookup
+		h.unpin = h.release
 		b.m[k] = h
 	}
 	if pin {
@@ -262,7 +266,7 @@ func (r *keyring) acquireTenantKey(tenant string, version uint32) (*wrap.TenantK
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if h := r.tenants.acquire(tenantVersion{tenant, version}); h != nil {
-		return h.key, h.release
+		return h.key, h.unpin
 	}
 	return nil, nil
 }
@@ -273,7 +277,7 @@ func (r *keyring) putTenantKeyPinned(k *wrap.TenantKey) (*wrap.TenantKey, func()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := r.tenants.putPinned(tenantVersion{id.Tenant, id.Version}, k, true)
-	return h.key, h.release
+	return h.key, h.unpin
 }
 
 // acquireServiceKey returns the L3 version pinned, and its release (nil, nil if not held).
@@ -281,7 +285,7 @@ func (r *keyring) acquireServiceKey(id wrap.KeyID) (*wrap.ServiceKey, func()) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if h := r.svc.acquire(id); h != nil {
-		return h.key, h.release
+		return h.key, h.unpin
 	}
 	return nil, nil
 }
@@ -291,7 +295,7 @@ func (r *keyring) putServiceKeyPinned(k *wrap.ServiceKey) (*wrap.ServiceKey, fun
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := r.svc.putPinned(k.ID(), k, true)
-	return h.key, h.release
+	return h.key, h.unpin
 }
 
 func (r *keyring) serviceKey(id wrap.KeyID) *wrap.ServiceKey {

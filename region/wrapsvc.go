@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"time"
 
@@ -116,7 +117,31 @@ func keyRef(id wrap.KeyID) *kv1.KeyRef {
 	return &kv1.KeyRef{Tenant: id.Tenant, Service: id.Service, Version: id.Version}
 }
 
+// The unary answers and the key reference they carry, each pair in one allocation.
+type (
+	wrapAnswer struct {
+		resp kv1.WrapResponse
+		ref  kv1.KeyRef
+	}
+	unwrapAnswer struct {
+		resp kv1.UnwrapResponse
+		ref  kv1.KeyRef
+	}
+	dataKeyAnswer struct {
+		resp kv1.GenerateDataKeyResponse
+		ref  kv1.KeyRef
+	}
+)
+
+// setKeyRef sets ref to name id.
+func setKeyRef(ref *kv1.KeyRef, id wrap.KeyID) {
+	ref.Tenant, ref.Service, ref.Version = id.Tenant, id.Service, id.Version
+}
+
 func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResponse, error) {
+	// The request's copy of the plaintext is wiped whatever the outcome (as wrap.DataKeyFromBytes
+	// did); it is wrapped from where it lies, without a wrap.DataKey.
+	defer clear(req.GetPlaintext())
 	if err := transport.CheckPlaintext(req.GetPlaintext()); err != nil {
 		return nil, err
 	}
@@ -128,25 +153,27 @@ func (n *Node) wrapOne(ctx context.Context, req *kv1.WrapRequest) (*kv1.WrapResp
 		return nil, err
 	}
 	defer func() { release() }()
-	// DataKeyFromBytes copies the plaintext into the key and wipes the request's copy.
-	dk, err := dataKey(req.GetPlaintext())
-	if err != nil {
+	if err := wrap.CheckDataKey(req.GetPlaintext()); errors.Is(err, wrap.ErrInvalidKey) {
+		return nil, errWeakDataKey
+	} else if err != nil {
 		return nil, err
 	}
-	defer dk.Destroy()
 	defer n.cryptoSpan(ctx, 1).End()
-	blob, err := l3.Wrap(dk, req.GetContext())
+	blob, err := l3.WrapKey(req.GetPlaintext(), req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
 		if l3, release, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap, release); err != nil {
 			release = func() {}
 		} else {
-			blob, err = l3.Wrap(dk, req.GetContext())
+			blob, err = l3.WrapKey(req.GetPlaintext(), req.GetContext())
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &kv1.WrapResponse{Blob: blob, Key: keyRef(l3.ID())}, nil
+	a := &wrapAnswer{}
+	setKeyRef(&a.ref, l3.ID())
+	a.resp.Blob, a.resp.Key = blob, &a.ref
+	return &a.resp, nil
 }
 
 func (n *Node) unwrapOne(ctx context.Context, req *kv1.UnwrapRequest) (*kv1.UnwrapResponse, error) {
@@ -156,19 +183,22 @@ func (n *Node) unwrapOne(ctx context.Context, req *kv1.UnwrapRequest) (*kv1.Unwr
 	}
 	defer n.cryptoSpan(ctx, 1).End()
 	defer func() { release() }()
-	dk, err := l3.Unwrap(req.GetBlob(), req.GetContext())
+	// The plaintext goes into the answer as UnwrapKey returns it: no wrap.DataKey and no copy.
+	plaintext, err := l3.UnwrapKey(req.GetBlob(), req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
 		if l3, release, err = n.lookAgain(ctx, keyRef(l3.ID()), fsm.OpUnwrap, policy.Unwrap, release); err != nil {
 			release = func() {}
 		} else {
-			dk, err = l3.Unwrap(req.GetBlob(), req.GetContext())
+			plaintext, err = l3.UnwrapKey(req.GetBlob(), req.GetContext())
 		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	defer dk.Destroy()
-	return &kv1.UnwrapResponse{Plaintext: dk.Bytes(), Key: keyRef(l3.ID())}, nil
+	a := &unwrapAnswer{}
+	setKeyRef(&a.ref, l3.ID())
+	a.resp.Plaintext, a.resp.Key = plaintext, &a.ref
+	return &a.resp, nil
 }
 
 func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest) (*kv1.GenerateDataKeyResponse, error) {
@@ -181,20 +211,26 @@ func (n *Node) generateOne(ctx context.Context, req *kv1.GenerateDataKeyRequest)
 	}
 	defer n.cryptoSpan(ctx, 1).End()
 	defer func() { release() }()
-	dk := wrap.NewDataKey()
-	defer dk.Destroy()
-	blob, err := l3.Wrap(dk, req.GetContext())
+	// The data key is made where the answer carries it, as the packed form's are: no wrap.DataKey
+	// and no copy. It is wiped if the call fails.
+	plaintext := make([]byte, wrap.KeySize)
+	_, _ = rand.Read(plaintext) // never fails: crypto/rand crashes the process instead (Go 1.24+)
+	blob, err := l3.WrapKey(plaintext, req.GetContext())
 	if errors.Is(err, wrap.ErrDestroyed) {
 		if l3, release, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, policy.GenerateDataKey, release); err != nil {
 			release = func() {}
 		} else {
-			blob, err = l3.Wrap(dk, req.GetContext())
+			blob, err = l3.WrapKey(plaintext, req.GetContext())
 		}
 	}
 	if err != nil {
+		clear(plaintext)
 		return nil, err
 	}
-	return &kv1.GenerateDataKeyResponse{Plaintext: dk.Bytes(), Blob: blob, Key: keyRef(l3.ID())}, nil
+	a := &dataKeyAnswer{}
+	setKeyRef(&a.ref, l3.ID())
+	a.resp.Plaintext, a.resp.Blob, a.resp.Key = plaintext, blob, &a.ref
+	return &a.resp, nil
 }
 
 func (n *Node) rewrapOne(ctx context.Context, req *kv1.RewrapRequest) (*kv1.RewrapResponse, error) {

@@ -43,7 +43,12 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 		if err != nil {
 			return nil, err
 		}
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
+		// gRPC's codec returns mem.BufferSlice{mem.SliceBuffer(b)}: the slice of one and the
+		// slice header boxed in its interface are two allocations per message. Here they are one:
+		// the interface holds a pointer into the same object as the slice's array.
+		h := &smallMessage{b: b}
+		h.s[0] = &h.b
+		return h.s[:], nil
 	}
 	buf := bufferPool.Get(size)
 	if _, err := opts.MarshalAppend((*buf)[:0], m); err != nil {
@@ -51,6 +56,13 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 		return nil, err
 	}
 	return mem.BufferSlice{mem.NewBuffer(buf, bufferPool)}, nil
+}
+
+// smallMessage holds a marshalled message below gRPC's pooling threshold as the one Buffer of a
+// BufferSlice (*mem.SliceBuffer is a Buffer: SliceBuffer's methods have value receivers).
+type smallMessage struct {
+	s [1]mem.Buffer
+	b mem.SliceBuffer
 }
 
 func (codec) Unmarshal(data mem.BufferSlice, v any) error {

@@ -142,6 +142,9 @@ type ServerConfig struct {
 	Errors []ErrorRow
 }
 
+// streamWorkersPerCore sizes a server's pool of stream workers (NewServer).
+const streamWorkersPerCore = 64
+
 // DefaultServerConfig returns a configuration with every default set and
 // no certificates.
 func DefaultServerConfig() ServerConfig {
@@ -308,9 +311,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		// A pool of stream workers instead of a new goroutine per call: a
 		// fresh goroutine grows its stack while serving a call, and that
 		// copying was ~9 % of a loaded node's CPU (docs/performance.md);
-		// with 2 workers per core it was still 5 %, with 8 under 1 %. Calls
-		// beyond the pool still get a goroutine of their own.
-		grpc.NumStreamWorkers(uint32(8 * runtime.GOMAXPROCS(0))),
+		// with 2 workers per core it was still 5 %, with 8 under 1 % at 16
+		// callers. Calls beyond the pool still get a goroutine of their own:
+		// at 64 callers on 2 cores, 8 per core left two thirds of the calls
+		// to fresh goroutines and runtime.copystack at 6 % of all CPU again
+		// (docs/performance.md, "Unary wrap: region CPU per call"), so the
+		// pool covers 64 calls in flight per core. An idle worker is a parked
+		// goroutine: its stack, which the collector shrinks when unused.
+		grpc.NumStreamWorkers(uint32(streamWorkersPerCore * runtime.GOMAXPROCS(0))),
 		experimental.BufferPool(bufferPool),
 		grpc.ForceServerCodecV2(codec{}),
 		grpc.ChainUnaryInterceptor(ic.unary()...),

@@ -1,6 +1,7 @@
 package wrap
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/awnumar/memguard"
@@ -172,4 +173,55 @@ func BenchmarkNewDataKey(b *testing.B) {
 	for b.Loop() {
 		NewDataKey().Destroy()
 	}
+}
+
+// BenchmarkUnaryForms compares the region's unary forms on bytes (WrapKey, UnwrapKey) with Wrap
+// and Unwrap on a DataKey, with the copy the region's answer needed of the latter (Bytes).
+func BenchmarkUnaryForms(b *testing.B) {
+	l3 := newServiceKey(b, l3ID)
+	ctx := []byte("bucket=invoices/2026")
+	plaintext := NewDataKey().Bytes()
+	blob, err := l3.WrapKey(plaintext, ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("wrap/DataKey", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			dk, err := DataKeyFromBytes(bytes.Clone(plaintext))
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := l3.Wrap(dk, ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("wrap/WrapKey", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := l3.WrapKey(bytes.Clone(plaintext), ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("unwrap/DataKey", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			dk, err := l3.Unwrap(blob, ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = dk.Bytes()
+			dk.Destroy()
+		}
+	})
+	b.Run("unwrap/UnwrapKey", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := l3.UnwrapKey(blob, ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

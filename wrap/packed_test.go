@@ -311,3 +311,58 @@ func BenchmarkUnwrapKeys256(b *testing.B) {
 		}
 	}
 }
+
+// TestWrapKeyUnwrapKey checks the unary byte forms against Wrap and Unwrap: each opens what the
+// other made, the plaintext is only read, bad keys and contexts are refused, and a destroyed key
+// answers ErrDestroyed (what the region looks a key up again on).
+func TestWrapKeyUnwrapKey(t *testing.T) {
+	l3 := newServiceKey(t, l3ID)
+	dk := NewDataKey()
+	key := dk.Bytes()
+	orig := bytes.Clone(key)
+	ctx := []byte("ctx")
+	blob, err := l3.WrapKey(key, ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(key, orig) {
+		t.Fatal("WrapKey changed the plaintext")
+	}
+	if len(blob) != cap(blob) {
+		t.Errorf("blob of %d bytes has capacity %d: the salt's spare bytes are visible to appends", len(blob), cap(blob))
+	}
+	if got, err := l3.Unwrap(blob, ctx); err != nil || !got.Equal(dk) {
+		t.Fatalf("Unwrap of WrapKey's blob: %v", err)
+	}
+	other, err := l3.Wrap(dk, ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range [][]byte{blob, other} {
+		got, err := l3.UnwrapKey(b, ctx)
+		if err != nil || !bytes.Equal(got, orig) {
+			t.Fatalf("UnwrapKey: %v", err)
+		}
+		if _, err := l3.UnwrapKey(b, []byte("other")); !errors.Is(err, ErrAuthentication) {
+			t.Fatalf("UnwrapKey under another context: %v, want ErrAuthentication", err)
+		}
+	}
+	if bytes.Equal(blob[:len(blob)-ciphertextSize], other[:len(other)-ciphertextSize]) {
+		t.Fatal("two wraps drew the same salt and nonce")
+	}
+	for _, bad := range [][]byte{nil, key[:31], make([]byte, KeySize)} {
+		if _, err := l3.WrapKey(bad, nil); !errors.Is(err, ErrInvalidKey) {
+			t.Errorf("WrapKey(%d bytes): %v, want ErrInvalidKey", len(bad), err)
+		}
+	}
+	if _, err := l3.WrapKey(key, make([]byte, MaxContextSize+1)); !errors.Is(err, ErrContextTooLarge) {
+		t.Errorf("WrapKey with a long context: %v", err)
+	}
+	l3.Destroy()
+	if _, err := l3.WrapKey(key, ctx); !errors.Is(err, ErrDestroyed) {
+		t.Errorf("WrapKey after Destroy: %v, want ErrDestroyed", err)
+	}
+	if _, err := l3.UnwrapKey(blob, ctx); !errors.Is(err, ErrDestroyed) {
+		t.Errorf("UnwrapKey after Destroy: %v, want ErrDestroyed", err)
+	}
+}

@@ -265,10 +265,40 @@ func (l3 *ServiceKey) Wrap(dk *DataKey, context []byte) ([]byte, error) {
 	return l3.wrap(dk, context, writeKDF, &salt)
 }
 
+// WrapKey is Wrap for a data key held as bytes (KeySize bytes, not all zero: CheckDataKey), as
+// WrapKeys is for a batch: no DataKey is made, which saves a unary wrap an allocation. plaintext is
+// only read; the caller wipes it.
+func (l3 *ServiceKey) WrapKey(plaintext, context []byte) ([]byte, error) {
+	if err := CheckDataKey(plaintext); err != nil {
+		return nil, err
+	}
+	// The salt is drawn into spare capacity at the end of the blob's own buffer: a salt variable
+	// escapes through the key derivation's hash interface and costs an allocation per wrap. The
+	// blob is appended before those bytes and never reaches them; they hold only the salt, which
+	// the blob's header carries in the clear anyway.
+	size := headerSize(KindWrappedDataKey, l3.ID(), KeyID{}) + ciphertextSize
+	buf := make([]byte, size+SaltSize)
+	salt := (*[SaltSize]byte)(buf[size:])
+	if _, err := rand.Read(salt[:]); err != nil {
+		return nil, fmt.Errorf("wrap: reading salt: %w", err)
+	}
+	return l3.wrapInto(buf[:0:size], plaintext, context, writeKDF, salt)
+}
+
 func (l3 *ServiceKey) wrap(dk *DataKey, context []byte, kdf KDF, salt *[SaltSize]byte) ([]byte, error) {
 	if dk.IsZero() {
 		return nil, ErrDestroyed
 	}
+	return l3.wrapBytes(dk.b[:], context, kdf, salt)
+}
+
+// wrapBytes wraps the KeySize bytes of key.
+func (l3 *ServiceKey) wrapBytes(key, context []byte, kdf KDF, salt *[SaltSize]byte) ([]byte, error) {
+	return l3.wrapInto(nil, key, context, kdf, salt)
+}
+
+// wrapInto wraps the KeySize bytes of key, appending the blob to out (nil: a new buffer).
+func (l3 *ServiceKey) wrapInto(out, key, context []byte, kdf KDF, salt *[SaltSize]byte) ([]byte, error) {
 	if err := checkContext(context); err != nil {
 		return nil, err
 	}
@@ -281,8 +311,10 @@ func (l3 *ServiceKey) wrap(dk *DataKey, context []byte, kdf KDF, salt *[SaltSize
 	}
 	id := l3.ID()
 	nonce := nonceFor(0)
-	out := make([]byte, 0, headerSize(KindWrappedDataKey, id, KeyID{})+ciphertextSize)
-	return seal(out, aead, KindWrappedDataKey, kdf, id, KeyID{}, salt, &nonce, dk.b[:], context), nil
+	if out == nil {
+		out = make([]byte, 0, headerSize(KindWrappedDataKey, id, KeyID{})+ciphertextSize)
+	}
+	return seal(out, aead, KindWrappedDataKey, kdf, id, KeyID{}, salt, &nonce, key, context), nil
 }
 
 // Unwrap opens a blob made by Wrap or WrapBatch under l3 with the same
@@ -306,6 +338,31 @@ func (l3 *ServiceKey) Unwrap(blob, context []byte) (*DataKey, error) {
 		return nil, err
 	}
 	return openDataKey(aead, blob, &h, context)
+}
+
+// UnwrapKey is Unwrap returning the data key as a new KeySize slice (the caller owns and wipes it)
+// instead of a DataKey: for a caller that hands the plaintext on, as the region's Unwrap answer
+// does, it saves the DataKey and its copy.
+func (l3 *ServiceKey) UnwrapKey(blob, context []byte) ([]byte, error) {
+	if l3.IsZero() {
+		return nil, ErrDestroyed
+	}
+	h, err := parse(blob)
+	if err != nil {
+		return nil, err
+	}
+	if err := l3.checkWrapped(&h, context); err != nil {
+		return nil, err
+	}
+	aead, err := newAEAD(l3.core(), h.kdf, labelWrapDataKey, h.salt)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, 0, KeySize)
+	if err := open(out, aead, blob, &h, context); err != nil {
+		return nil, err
+	}
+	return out[:KeySize], nil
 }
 
 func (l3 *ServiceKey) checkWrapped(h *rawHeader, context []byte) error {

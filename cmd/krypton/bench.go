@@ -51,6 +51,7 @@ type benchOptions struct {
 	keyDist                       string
 	keyringSize                   int
 	cpuProfile                    string
+	serverPID                     int
 	op                            string
 	batchForm                     string
 	cfg                           bench.Config
@@ -119,6 +120,7 @@ func benchCommand() *command {
 			fs.StringVar(&o.plot, "plot", "", "write a latency plot to this file, .svg or .png (by percentile, and per second over time)")
 			fs.BoolVar(&o.quiet, "quiet", false, "no live progress line on stderr")
 			fs.StringVar(&o.gw.addr, "gateway", "", "load a running gateway instead of region nodes: its gRPC front end at host:port, or its Unix socket as unix:PATH (gRPC) or framed:PATH (the framed protocol) (-op datakey or unwrap; -key names the gateway's tenant/service)")
+			fs.IntVar(&o.serverPID, "server-pid", 0, "against running nodes (-addr): the process id of the nodes' server (krypton server, or krypton dev for its three nodes), to report its CPU per operation beside this process's (Linux)")
 			fs.IntVar(&o.gw.pid, "gateway-pid", 0, "with -gateway: the gateway's process id, to report its CPU per operation (Linux)")
 			fs.BoolVar(&o.gw.spawn, "spawn-gateway", false, "with -spawn: start a gateway in this process in front of the region and load it")
 			fs.BoolVar(&o.gw.process, "gateway-process", false, "with -spawn-gateway: run the gateway as a krypton gateway process of its own and report its CPU per operation")
@@ -176,6 +178,9 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 	if o.gw.enabled() && isSet(fs, "batch-form") {
 		return usagef("-batch-form is for the region's batch RPCs (-batch); the gateway sends its own batches packed")
 	}
+	if o.serverPID != 0 && (o.spawn != 0 || o.gw.enabled()) {
+		return usagef("-server-pid is for running nodes loaded with -addr: with -spawn the nodes are this process (process CPU), a gateway has -gateway-pid")
+	}
 	if o.spawn != 0 {
 		if o.spawn != devNodes {
 			return usagef("-spawn %d: the development region has %d nodes; give -spawn %d", o.spawn, devNodes, devNodes)
@@ -200,6 +205,9 @@ func (o *benchOptions) check(fs *flag.FlagSet) error {
 		}
 		if o.keyringSize != 0 {
 			return usagef("-keyring-size is for -spawn; a running node takes krypton server -keyring-size")
+		}
+		if o.serverPID < 0 {
+			return usagef("-server-pid %d: give the process id of the server loaded with -addr", o.serverPID)
 		}
 		ref, err := parseKeyFlag(o.key)
 		if err != nil {
@@ -365,6 +373,12 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 		o.cfg.GatewayCPU = gwCPU
 		defer stop()
 		addrs, targets = nil, []bench.Target{{Name: name, Client: client}}
+	}
+	if o.serverPID != 0 {
+		o.cfg.ServerCPU = procCPU(o.serverPID)
+		if _, ok := o.cfg.ServerCPU(); !ok {
+			return fmt.Errorf("bench: -server-pid %d: cannot read /proc/%d/stat: no such process, or not Linux", o.serverPID, o.serverPID)
+		}
 	}
 	// Connections in rounds over the addresses, so that callers, given targets round robin,
 	// spread over every node and every connection.

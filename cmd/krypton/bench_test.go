@@ -168,3 +168,18 @@ func TestBenchSpawnGatewayFramed(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchServerPIDFlag: -server-pid is for running nodes; with -spawn or a gateway it is refused
+// before anything starts, naming what to use instead.
+func TestBenchServerPIDFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"bench", "-spawn", "3", "-server-pid", "1"},
+		{"bench", "-gateway", "127.0.0.1:1", "-key", "a/b", "-op", "datakey", "-server-pid", "1"},
+	} {
+		var stdout, stderr bytes.Buffer
+		err := dispatch(context.Background(), rootCommand(), args, &streams{out: &stdout, err: &stderr})
+		if err == nil || !strings.Contains(err.Error(), "-server-pid is for running nodes") {
+			t.Errorf("%v: %v, want a refusal naming -server-pid", args, err)
+		}
+	}
+}

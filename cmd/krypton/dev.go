@@ -123,6 +123,7 @@ type devRegion struct {
 	logPath    string
 	logFile    *os.File
 	service    [2]string // of the demo/app service
+	gcStop     func()    // ends the garbage collector's floor (gcfloor), as krypton server keeps one
 }
 
 const (
@@ -156,5 +157,8 @@ func (d *devRegion) close() {
 	}
 	if d.temp && !d.opts.keep {
 		os.RemoveAll(d.dir)
+	}
+	if d.gcStop != nil {
+		d.gcStop()
 	}
 }

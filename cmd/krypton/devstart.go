@@ -22,6 +22,7 @@ import (
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/gateway"
 	"github.com/kryptonkms/krypton/governance"
+	"github.com/kryptonkms/krypton/internal/gcfloor"
 	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/internal/pki"
@@ -97,7 +98,9 @@ func (d *devRegion) startGovernance(ctx context.Context, log *slog.Logger, gossi
 }
 
 func startDev(ctx context.Context, o *devOptions, logw io.Writer) (*devRegion, error) {
-	d := &devRegion{opts: o, dir: o.dir}
+	// The nodes' collector keeps krypton server's default floor, so that the development region
+	// (and krypton bench -spawn, which runs one) costs what a server does per call.
+	d := &devRegion{opts: o, dir: o.dir, gcStop: gcfloor.Start(gcfloor.DefaultHeadroom)}
 	if d.dir == "" {
 		dir, err := os.MkdirTemp("", "krypton-dev-")
 		if err != nil {

@@ -133,9 +133,11 @@ func serverCommand() *command {
 				if err != nil {
 					return daemon{}, err
 				}
-				if err := f.gc.apply(e.log); err != nil {
+				gcStop, err := f.gc.apply(e.log)
+				if err != nil {
 					return daemon{}, err
 				}
+				e.atExit(gcStop)
 				e.atExit(func() { cfg.OIDC.Close() }) // after the node has stopped
 				if cfg.TracerProvider, err = e.tracing(&f.daemon, "krypton-region", cfg.NodeID); err != nil {
 					return daemon{}, err

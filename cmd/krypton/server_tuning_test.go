@@ -4,11 +4,14 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"testing"
 	"time"
 
 	"github.com/kryptonkms/krypton/cluster"
+	"github.com/kryptonkms/krypton/cluster/clustertest"
+	"github.com/kryptonkms/krypton/internal/gcfloor"
 )
 
 func TestRaftTuning(t *testing.T) {
@@ -39,31 +42,57 @@ func TestGCTuning(t *testing.T) {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	g.declare(fs)
-	if err := fs.Parse(nil); err != nil {
-		t.Fatal(err)
+	apply := func(args ...string) error {
+		t.Helper()
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		stop, err := g.apply(log)
+		if err == nil {
+			t.Cleanup(stop)
+			stop() // the checks below read GOGC as the flags set it, without the floor
+		}
+		return err
 	}
-	if err := g.apply(log); err != nil {
+	if g.headroomMiB != 64 {
+		t.Fatalf("-gc-headroom-mib defaults to %d, want 64", g.headroomMiB)
+	}
+	if err := apply(); err != nil {
 		t.Fatal(err)
 	}
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Fatalf("no -gc-percent changed GOGC to %d", got)
 	}
-	if err := fs.Parse([]string{"-gc-percent", "250"}); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.apply(log); err != nil {
+	if err := apply("-gc-percent", "250"); err != nil {
 		t.Fatal(err)
 	}
 	if got := debug.SetGCPercent(100); got != 250 {
 		t.Fatalf("-gc-percent 250 set GOGC to %d", got)
 	}
-	if err := fs.Parse([]string{"-gc-percent", "-1"}); err != nil {
+	for _, bad := range [][]string{{"-gc-percent", "-1"}, {"-gc-percent", "0", "-gc-headroom-mib", "-1"}} {
+		if err := apply(bad...); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+		if got := debug.SetGCPercent(100); got != 100 {
+			t.Fatalf("a refused %v changed GOGC to %d", bad, got)
+		}
+	}
+	// The floor itself: a headroom larger than any test's heap raises GOGC past -gc-percent.
+	if err := fs.Parse([]string{"-gc-percent", "0", "-gc-headroom-mib", "4096"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := g.apply(log); err == nil {
-		t.Error("-gc-percent -1 accepted")
+	stop, err := g.apply(log)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got := debug.SetGCPercent(100); got != 100 {
-		t.Fatalf("a refused -gc-percent changed GOGC to %d", got)
+	defer stop()
+	runtime.GC()
+	clustertest.Eventually(t, 10*time.Second, "GOGC raised by the floor", func() bool {
+		runtime.GC()
+		return gcfloor.Percent() > 100
+	})
+	stop()
+	if got := gcfloor.Percent(); got != 100 {
+		t.Fatalf("stopping the floor left GOGC at %d", got)
 	}
 }

@@ -104,6 +104,9 @@ type Config struct {
 	// -gateway-pid`, or -spawn-gateway -gateway-process) has used so far; it is sampled with
 	// this process's over the measured time, and reported per operation beside it.
 	GatewayCPU func() (time.Duration, bool) `json:"-"`
+	// ServerCPU, if set, reads the CPU time of the process serving the region nodes loaded
+	// (`krypton bench -server-pid`): sampled and reported as GatewayCPU is.
+	ServerCPU func() (time.Duration, bool) `json:"-"`
 }
 
 // DefaultConfig returns the defaults of `krypton bench`: unary wraps from 16 callers for 10 s

@@ -37,6 +37,10 @@ type Result struct {
 	// Config.GatewayCPU reads it (0 otherwise).
 	GatewayCPUSeconds     float64 `json:"gateway_cpu_seconds,omitempty"`
 	GatewayCPUMicrosPerOp float64 `json:"gateway_cpu_us_per_op,omitempty"`
+	// ServerCPUSeconds and ServerCPUMicrosPerOp are the same for the nodes' server process, when
+	// Config.ServerCPU reads it (`krypton bench -server-pid`; 0 otherwise).
+	ServerCPUSeconds     float64 `json:"server_cpu_seconds,omitempty"`
+	ServerCPUMicrosPerOp float64 `json:"server_cpu_us_per_op,omitempty"`
 	// Total sums every operation; ByOp has one summary per operation of a mixed run.
 	Total Summary   `json:"total"`
 	ByOp  []Summary `json:"by_op,omitempty"`
@@ -196,6 +200,14 @@ func (r *Result) setGatewayCPU(used time.Duration) {
 	}
 }
 
+// setServerCPU records the server process's CPU time over the measured time.
+func (r *Result) setServerCPU(used time.Duration) {
+	r.ServerCPUSeconds = used.Seconds()
+	if r.Total.OK > 0 {
+		r.ServerCPUMicrosPerOp = float64(used.Microseconds()) / float64(r.Total.OK)
+	}
+}
+
 // scheduled counts the open-loop calls due in [from, end): call i is due at start + i·interval.
 func scheduled(cfg Config, start, from, end time.Time) int64 {
 	iv := cfg.interval()
@@ -317,6 +329,10 @@ func (r *Result) WriteTable(w io.Writer) error {
 	if r.GatewayCPUSeconds > 0 && r.MeasuredSeconds > 0 {
 		fmt.Fprintf(&b, "gateway CPU: %.2f cores busy, %.2f µs per ok op (the gateway's own process)\n",
 			r.GatewayCPUSeconds/r.MeasuredSeconds, r.GatewayCPUMicrosPerOp)
+	}
+	if r.ServerCPUSeconds > 0 && r.MeasuredSeconds > 0 {
+		fmt.Fprintf(&b, "server CPU: %.2f cores busy, %.2f µs per ok op (the nodes' server process, -server-pid)\n",
+			r.ServerCPUSeconds/r.MeasuredSeconds, r.ServerCPUMicrosPerOp)
 	}
 	if r.Config.Load == "open-loop" {
 		b.WriteString("latency: from each call's intended send time (open loop; queueing behind slow calls counts)\n")

@@ -61,6 +61,11 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 		gwCPU = newCPUWindow(cfg.Warmup, cfg.Warmup+cfg.Duration, cfg.GatewayCPU)
 		defer gwCPU.stop()
 	}
+	var srvCPU *cpuWindow
+	if cfg.ServerCPU != nil {
+		srvCPU = newCPUWindow(cfg.Warmup, cfg.Warmup+cfg.Duration, cfg.ServerCPU)
+		defer srvCPU.stop()
+	}
 	runCtx, cancel := context.WithDeadline(ctx, end.Add(cfg.CallTimeout))
 	defer cancel()
 
@@ -113,12 +118,24 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 		}
 	}
 	r := newResult(cfg, names, start, measured, interrupted, rec)
+	if !interrupted {
+		for _, w := range []*cpuWindow{cpu, gwCPU, srvCPU} {
+			if w != nil {
+				w.finish()
+			}
+		}
+	}
 	if used, ok := cpu.used(); ok && !interrupted {
 		r.setCPU(used)
 	}
 	if gwCPU != nil {
 		if used, ok := gwCPU.used(); ok && !interrupted {
 			r.setGatewayCPU(used)
+		}
+	}
+	if srvCPU != nil {
+		if used, ok := srvCPU.used(); ok && !interrupted {
+			r.setServerCPU(used)
 		}
 	}
 	return r, nil
@@ -133,6 +150,8 @@ type cpuWindow struct {
 	toOK       bool
 	startTimer *time.Timer
 	endTimer   *time.Timer
+	takeEnd    func()        // takes the end sample, then closes endDone
+	endDone    chan struct{} // closed when the end sample is taken
 }
 
 func newCPUWindow(from, to time.Duration, read func() (time.Duration, bool)) *cpuWindow {
@@ -146,8 +165,23 @@ func newCPUWindow(from, to time.Duration, read func() (time.Duration, bool)) *cp
 		}
 	}
 	w.startTimer = time.AfterFunc(from, sample(&w.from, &w.fromOK))
-	w.endTimer = time.AfterFunc(to, sample(&w.to, &w.toOK))
+	w.endDone = make(chan struct{})
+	end := sample(&w.to, &w.toOK)
+	w.takeEnd = func() { end(); close(w.endDone) }
+	w.endTimer = time.AfterFunc(to, w.takeEnd)
 	return w
+}
+
+// finish makes sure the end sample is taken once the run is over: on a loaded machine its timer
+// can fire after the callers have stopped, and the run then read no CPU at all. A timer not yet
+// fired is stopped and the sample taken now (a little late, when the callers' last calls are
+// done); one firing is waited for.
+func (w *cpuWindow) finish() {
+	if w.endTimer.Stop() {
+		w.takeEnd()
+		return
+	}
+	<-w.endDone
 }
 
 // used is the CPU time of the measured window, if both samples were taken.

@@ -422,3 +422,36 @@ func TestKeysSpread(t *testing.T) {
 		}
 	}
 }
+
+// TestRunServerCPU: a ServerCPU reader (here a counter that grows with every read) is sampled when
+// the measured time starts and ends, and reported per successful operation in the JSON and the
+// table; the end sample is taken even when the run is over before its timer fires.
+func TestRunServerCPU(t *testing.T) {
+	var reads atomic.Int64
+	cfg := testConfig(OpWrap)
+	cfg.ServerCPU = func() (time.Duration, bool) { return time.Duration(reads.Add(1)) * time.Second, true }
+	res, err := Run(context.Background(), cfg, []Target{{"a", &fakeWrap{}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reads.Load() != 2 || res.ServerCPUSeconds != 1 || res.Total.OK == 0 {
+		t.Fatalf("%d reads, server CPU %v s over %d ok ops: want 2 reads 1 s apart", reads.Load(), res.ServerCPUSeconds, res.Total.OK)
+	}
+	if want := 1e6 / float64(res.Total.OK); res.ServerCPUMicrosPerOp != want {
+		t.Errorf("server CPU %v µs per op, want %v", res.ServerCPUMicrosPerOp, want)
+	}
+	var b strings.Builder
+	if err := res.WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "server CPU: ") {
+		t.Errorf("the table has no server CPU line:\n%s", b.String())
+	}
+
+	w := newCPUWindow(time.Hour, 2*time.Hour, cfg.ServerCPU) // timers that never fire in the test
+	w.finish()
+	if _, ok := w.used(); ok {
+		t.Error("a window whose start was never sampled reported CPU")
+	}
+	w.stop()
+}
