@@ -56,6 +56,9 @@ func (r *Result) Text() string {
 	}
 	fmt.Fprintf(&b, "%s  scenario %s: %d nodes, %s, nemeses %s\n", verdict, r.Scenario.Name, r.Scenario.Nodes, r.Scenario.Duration, strings.Join(r.Scenario.Nemeses, ","))
 	fmt.Fprintf(&b, "seed %d, network %s, elapsed %s\n", r.Seed, r.Network, r.Elapsed.Round(time.Second))
+	if r.Scenario.Regions > 1 {
+		fmt.Fprintf(&b, "multi-region mode: regions %s and %s of %d nodes each; tenant %s homed in %s and in both, %s in %s only\n", regionA, regionB, r.Scenario.Nodes, sharedTenant, regionA, residentTenant, regionA)
+	}
 	if r.Scenario.Governance > 0 {
 		fmt.Fprintf(&b, "governance mode: %d governance node(s) feed the region; tenants, services and revocations from governance\n", r.Scenario.Governance)
 	}

@@ -42,6 +42,10 @@ func LongSchedule(d time.Duration) []Scenario {
 		{Name: "upgrade", Nodes: 3, Duration: d, Nemeses: []string{Upgrade, KillFollower, PartitionLeader, KillLeader}},
 		{Name: "governance", Nodes: 3, Governance: 3, Duration: d,
 			Nemeses: []string{KillLeader, PartitionFollower, GovernanceKill, GovernancePartition, GovernanceIsolate, GovernanceKillSwitch}},
+		// Two regions fed by one governance plane, a tenant shared by both and one resident in
+		// the first: the feed cut to a region or its leader, the regions cut from each other,
+		// leaders killed and partitioned in either region (multiregion.go).
+		{Name: "multi-region", Nodes: 3, Governance: 3, Regions: 2, Duration: d, Nemeses: MultiRegionNemeses},
 	}
 }
 
