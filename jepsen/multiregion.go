@@ -205,6 +205,7 @@ func runMulti(ctx context.Context, sc Scenario, opts Options, timing Timing, res
 		res.Ops[op.Type+" "+op.Outcome]++
 	}
 	res.RevokeLatency = revokeLatency(ops)
+	res.ImportLag = importLag(ops, b)
 	for _, rf := range wl.refusals {
 		switch rf.Code {
 		case "Canceled":
@@ -540,4 +541,49 @@ func checkResidency(a, b *cluster, tenant string) *Verdict {
 		v.Detail = fmt.Sprintf("%q in %d of %s's %d files", tenant, bh, b.region, bf)
 	}
 	return v
+}
+
+// importLag measures, for each version of the shared tenant's keys made by an acknowledged
+// rotation (in its home region), the time from the acknowledgement to the completion of the
+// first successful wrap or unwrap with that version on a node of region b. The workload uses
+// every key hundreds of times a second, so this bounds how long a version takes to reach the
+// other region through governance (publish, TENANT_KEYS, import) from above.
+func importLag(ops []Op, b *cluster) *Latency {
+	inB := map[string]bool{}
+	for _, nd := range b.nodes {
+		inB[nd.id] = true
+	}
+	type kv struct {
+		key string
+		v   uint32
+	}
+	made := map[kv]int64{}
+	for _, op := range ops {
+		if op.Type == OpRotate && op.Outcome == OK && strings.HasPrefix(op.Key, sharedTenant+"/") {
+			if t, ok := made[kv{op.Key, op.Version}]; !ok || op.Complete < t {
+				made[kv{op.Key, op.Version}] = op.Complete
+			}
+		}
+	}
+	first := map[kv]int64{}
+	for _, op := range ops {
+		if (op.Type != OpWrap && op.Type != OpUnwrap) || op.Outcome != OK || !inB[op.Node] {
+			continue
+		}
+		k := kv{op.Key, op.Version}
+		if _, ok := made[k]; ok {
+			if t, seen := first[k]; !seen || op.Complete < t {
+				first[k] = op.Complete
+			}
+		}
+	}
+	var d []time.Duration
+	for k, t := range first {
+		d = append(d, time.Duration(max(0, t-made[k])))
+	}
+	if len(d) == 0 {
+		return &Latency{}
+	}
+	slices.Sort(d)
+	return &Latency{Count: len(d), P50: d[len(d)/2], P99: d[len(d)*99/100], Max: d[len(d)-1]}
 }

@@ -98,6 +98,10 @@ func (r *Result) Text() string {
 		fmt.Fprintf(&b, "governance revocations acknowledged (every region applied and fenced): %d; latency p50 %s, p99 %s, max %s\n",
 			l.Count, l.P50.Round(time.Millisecond), l.P99.Round(time.Millisecond), l.Max.Round(time.Millisecond))
 	}
+	if l := r.ImportLag; l != nil {
+		fmt.Fprintf(&b, "versions made in %s and then used in %s: %d; from the rotation's acknowledgement to the first use there p50 %s, p99 %s, max %s\n",
+			regionA, regionB, l.Count, l.P50.Round(time.Millisecond), l.P99.Round(time.Millisecond), l.Max.Round(time.Millisecond))
+	}
 	if len(r.RefusalCodes) > 0 {
 		var codes []string
 		for c, n := range r.RefusalCodes {

@@ -82,6 +82,10 @@ type Result struct {
 	// RevokeLatency is, in governance mode, the time from invoking a governance revocation to
 	// its acknowledgement (every region applied and fenced it): median, 99th percentile, max.
 	RevokeLatency *Latency `json:"revoke-latency,omitempty"`
+	// ImportLag is, in multi-region mode, the time from the acknowledgement of a rotation of the
+	// shared tenant in its home region to the first successful use of the new version in the
+	// other region (an upper bound of the replication through governance; multiregion.go).
+	ImportLag *Latency `json:"import-lag,omitempty"`
 	// Restores counts the snapshot-restore nemesis's restores by outcome (RestoreRefused, ...).
 	Restores map[string]int `json:"restores,omitempty"`
 	// Resources is, with Options.Sample, each sampled metric's median in the first and the last

@@ -17,10 +17,10 @@ func ShortSchedule() []Scenario {
 	}
 }
 
-// LongSchedule is `make jepsen`: thirteen scenarios of d each (about a minute), every nemesis
+// LongSchedule is `make jepsen`: fifteen scenarios of d each (about a minute), every nemesis
 // alone (the disk faults together, the clock jump on its own) and then all of them mixed (but the
-// clock jump), on three and five nodes, and the governance-fed region with its revocations issued
-// at governance.
+// clock jump), on three and five nodes, a rolling upgrade, the governance-fed region with its
+// revocations issued at governance, and two regions fed by one governance plane.
 func LongSchedule(d time.Duration) []Scenario {
 	return []Scenario{
 		{Name: "kill-restore", Nodes: 3, Duration: d, Nemeses: []string{KillLeader, KillFollower, KillAll, SnapshotRestore}},
