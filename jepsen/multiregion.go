@@ -250,6 +250,7 @@ func (m *multiRegion) workload(h *history, timing Timing) *workload {
 	wl.groups = map[string][][]int{sharedTenant: {inA, inB}, residentTenant: {inA}}
 	wl.home = map[string][]int{sharedTenant: inA, residentTenant: inA}
 	wl.outside = map[string][]int{residentTenant: inB}
+	wl.rotations = 1
 	return wl
 }
 

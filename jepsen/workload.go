@@ -139,10 +139,15 @@ type workload struct {
 	// outside[t] lists endpoints of regions outside tenant t's residency: one in fifty of its
 	// unwraps goes there, and must be refused (checkResidentOps).
 	outside map[string][]int
-	h       *history
-	tenants []string
-	timing  Timing
-	revoker Revoker
+	// rotations is the percentage of operations that rotate (0: 3). Multi-region mode rotates
+	// less, so that its keys do not run through their versions (maxRotations) and retire, every
+	// version revoked, before the run ends: the final unwraps in both regions then check live
+	// blobs, not refusals.
+	rotations int
+	h         *history
+	tenants   []string
+	timing    Timing
+	revoker   Revoker
 	// governance: services are created at governance (CreateService, then awaited in the
 	// region) and revoked there (governanceRevoker); rotations stay region admin writes.
 	governance bool
@@ -187,6 +192,13 @@ func (w *workload) client(ctx context.Context, p int, seed uint64) {
 			sleep(ctx, time.Duration(20+r.IntN(60))*time.Millisecond)
 		}
 	}
+}
+
+func (w *workload) rotatePct() int {
+	if w.rotations == 0 {
+		return 3
+	}
+	return w.rotations
 }
 
 // groupsOf lists the endpoints of each region of tenant's residency.
@@ -285,7 +297,7 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 			n = within(out, drawn)
 		}
 		return w.unwrap(ctx, p, n, k, r)
-	case x < 98 && canRotate:
+	case x < 95+w.rotatePct() && canRotate:
 		return w.rotate(ctx, p, within(w.home[k.tenant], drawn), k)
 	case x < 99:
 		return w.wrap(ctx, p, n, k, r)
