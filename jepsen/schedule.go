@@ -4,8 +4,9 @@ import "time"
 
 // ShortSchedule is what `make test` runs on every submission: two scenarios of about half a minute
 // that between them cover crashes, pauses, partitions, membership, leadership transfer, the
-// anchor and the restore of an old backup (which runs once in every scenario that lists it) — a
-// smoke test of the fence, not a search.
+// anchor and the restore of an old backup (which runs once in every scenario that lists it), a
+// rolling upgrade, and two regions under one governance node — a smoke test of the fence, not a
+// search.
 func ShortSchedule() []Scenario {
 	return []Scenario{
 		{Name: "short-partition-kill", Nodes: 3, Duration: 30 * time.Second,
