@@ -17,7 +17,7 @@ func ShortSchedule() []Scenario {
 		{Name: "short-upgrade", Nodes: 3, Duration: 40 * time.Second, Nemeses: []string{Upgrade}},
 		// Two regions under one governance node, a shared and a resident tenant (multiregion.go):
 		// a region's feed cut, leaders killed and partitioned in either region.
-		{Name: "short-multi-region", Nodes: 3, Governance: 1, Regions: 2, Duration: 20 * time.Second,
+		{Name: "short-multi-region", Nodes: 3, Governance: 1, Regions: 2, Duration: 15 * time.Second,
 			Nemeses: []string{RegionGovernancePartition, KillLeader, PartitionLeader}},
 	}
 }
