@@ -16,8 +16,10 @@ func ShortSchedule() []Scenario {
 		// A rolling upgrade from the previous release (upgrade.go): a node replaced every slot.
 		{Name: "short-upgrade", Nodes: 3, Duration: 40 * time.Second, Nemeses: []string{Upgrade}},
 		// Two regions under one governance node, a shared and a resident tenant (multiregion.go):
-		// a region's feed cut, leaders killed and partitioned in either region.
-		{Name: "short-multi-region", Nodes: 3, Governance: 1, Regions: 2, Duration: 15 * time.Second,
+		// a region's feed cut, leaders killed and partitioned in either region. Nine processes
+		// on two cores: the rate cap keeps the history small enough to check in a second or two
+		// and leaves the machine to the rest of make test.
+		{Name: "short-multi-region", Nodes: 3, Governance: 1, Regions: 2, Duration: 15 * time.Second, Rate: 1000,
 			Nemeses: []string{RegionGovernancePartition, KillLeader, PartitionLeader}},
 	}
 }
