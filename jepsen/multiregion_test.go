@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"gonum.org/v1/plot/plotter"
 )
 
 // fakeRegion is a cluster of n nodes whose data directories hold the given files (name ->
@@ -70,5 +72,32 @@ func TestCheckResidentOps(t *testing.T) {
 	}
 	if v := checkResidentOps(ops[:1], b); v.Result != Fail {
 		t.Fatal("no operation sent outside passes")
+	}
+}
+
+// TestThinPoints: a long series keeps at most n fast and n slow points, every slow one when they
+// are few, and its first point; a short one is unchanged.
+func TestThinPoints(t *testing.T) {
+	t.Parallel()
+	var pts plotter.XYs
+	for i := range 10000 {
+		y := 1.0
+		if i%1000 == 0 {
+			y = 500
+		}
+		pts = append(pts, plotter.XY{X: float64(i), Y: y})
+	}
+	got := thinPoints(pts, 300)
+	slow := 0
+	for _, p := range got {
+		if p.Y >= 100 {
+			slow++
+		}
+	}
+	if len(got) != 310 || slow != 10 {
+		t.Fatalf("got %d points, %d slow; want 310, 10", len(got), slow)
+	}
+	if short := thinPoints(pts[:200], 300); len(short) != 200 {
+		t.Fatalf("a short series lost points: %d", len(short))
 	}
 }

@@ -149,6 +149,39 @@ func (s shade) Plot(c draw.Canvas, p *plot.Plot) {
 	}
 }
 
+// maxPlotPoints bounds the fast and the slow points of each series of the latency plot: drawing a
+// glyph per operation took 13 s for 26,000 operations under -race (make test), longer than the
+// run's checks.
+const maxPlotPoints = 3000
+
+// thinPoints keeps at most n of pts: an even sample of the fast ones (under 100 ms) and, apart,
+// of the slow ones (what a fault does), up to n each, so that the plot keeps its shape and a
+// few slow operations among many fast ones all stay.
+func thinPoints(pts plotter.XYs, n int) plotter.XYs {
+	if len(pts) <= n {
+		return pts
+	}
+	var slow, fast plotter.XYs
+	for _, p := range pts {
+		if p.Y >= 100 {
+			slow = append(slow, p)
+		} else {
+			fast = append(fast, p)
+		}
+	}
+	even := func(ps plotter.XYs, k int) plotter.XYs {
+		if len(ps) <= k {
+			return ps
+		}
+		out := make(plotter.XYs, 0, k)
+		for i := range k {
+			out = append(out, ps[i*len(ps)/k])
+		}
+		return out
+	}
+	return append(even(slow, n), even(fast, n)...)
+}
+
 func plotLatency(path string, res *Result, ops []Op, faults []Fault) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("%s (seed %d): latency of every operation; fault windows shaded", res.Scenario.Name, res.Seed)
@@ -172,6 +205,7 @@ func plotLatency(path string, res *Result, ops []Op, faults []Fault) error {
 					pts = append(pts, plotter.XY{X: float64(op.Invoke) / 1e9, Y: max(float64(op.Complete-op.Invoke)/1e6, 0.05)})
 				}
 			}
+			pts = thinPoints(pts, maxPlotPoints)
 			if len(pts) == 0 {
 				continue
 			}
