@@ -46,7 +46,7 @@ const (
 
 // MultiRegionNemeses lists the kinds a multi-region scenario draws from: the region kinds are
 // applied to one region drawn at random, the governance ones to the shared governance plane.
-var MultiRegionNemeses = []string{KillLeader, PartitionLeader, GovernancePartition, RegionGovernancePartition, RegionsPartition, GovernanceKill}
+var MultiRegionNemeses = []string{KillLeader, PartitionLeader, PartitionFollower, GovernancePartition, RegionGovernancePartition, RegionsPartition, GovernanceKill}
 
 // multiRegion is a run's two regions, their connections and nemeses.
 type multiRegion struct {

@@ -71,6 +71,15 @@ func BrokenRestoreScenario() Scenario {
 	return Scenario{Name: "broken-restore-ungated", Nodes: 3, Duration: 20 * time.Second, Nemeses: []string{SnapshotRestore}}
 }
 
+// BrokenMultiRegionScenario is BrokenScenario in multi-region mode (one governance node): the
+// follower cut off is in either region, so a node of the region that does not make the shared
+// tenant's keys keeps using versions revoked at governance just as well.
+func BrokenMultiRegionScenario() Scenario {
+	sc := BrokenScenario()
+	sc.Name, sc.Governance, sc.Regions = "broken-no-lease-multi-region", 1, 2
+	return sc
+}
+
 // BrokenGovernanceScenario is BrokenScenario with the region fed by a one-node governance plane
 // and every revocation issued there (governanceRevoker): a region reports a governance event only
 // after its fence, which a node serving without a lease defeats just the same.
