@@ -251,6 +251,7 @@ func (m *multiRegion) workload(h *history, timing Timing) *workload {
 	wl.home = map[string][]int{sharedTenant: inA, residentTenant: inA}
 	wl.outside = map[string][]int{residentTenant: inB}
 	wl.rotations = 1
+	wl.lifetime = 3 * keyLifetime
 	return wl
 }
 

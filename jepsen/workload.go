@@ -144,10 +144,13 @@ type workload struct {
 	// version revoked, before the run ends: the final unwraps in both regions then check live
 	// blobs, not refusals.
 	rotations int
-	h         *history
-	tenants   []string
-	timing    Timing
-	revoker   Revoker
+	// lifetime is how many operations a key serves before it is retired (0: keyLifetime);
+	// multi-region mode keeps keys longer for the same reason.
+	lifetime int
+	h        *history
+	tenants  []string
+	timing   Timing
+	revoker  Revoker
 	// governance: services are created at governance (CreateService, then awaited in the
 	// region) and revoked there (governanceRevoker); rotations stay region admin writes.
 	governance bool
@@ -192,6 +195,13 @@ func (w *workload) client(ctx context.Context, p int, seed uint64) {
 			sleep(ctx, time.Duration(20+r.IntN(60))*time.Millisecond)
 		}
 	}
+}
+
+func (w *workload) keyLifetime() int {
+	if w.lifetime == 0 {
+		return keyLifetime
+	}
+	return w.lifetime
 }
 
 func (w *workload) rotatePct() int {
@@ -252,7 +262,7 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 
 	k.mu.Lock()
 	k.ops++
-	retire := k.ops > keyLifetime && !k.retired
+	retire := k.ops > w.keyLifetime() && !k.retired
 	if retire {
 		k.retired = true
 	}
