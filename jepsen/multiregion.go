@@ -523,7 +523,7 @@ func checkResidency(a, b *cluster, tenant string) *Verdict {
 	for _, p := range bfound {
 		v.problem("%s (a node of %s) holds %q, a tenant resident in %s only", p, b.region, tenant, a.region)
 	}
-	af, ah, _, afound := scan(a)
+	af, ah, _, _ := scan(a)
 	if ah == 0 {
 		v.problem("the control failed: %q is in none of %s's %d files, so the scan of %s proves nothing", tenant, a.region, af, b.region)
 	}
@@ -536,7 +536,6 @@ func checkResidency(a, b *cluster, tenant string) *Verdict {
 	if raftB == 0 {
 		v.problem("no raft/raft.db under %s's nodes: the scan read no Raft state", b.region)
 	}
-	_ = afound
 	v.Detail = fmt.Sprintf("%q in 0 of %s's %d files (%d MB, %d Raft stores, snapshots, revocation sets; audit logs aside); control: in %d of %s's %d files",
 		tenant, b.region, bf, bmb, raftB, ah, a.region, af)
 	if bh > 0 {
