@@ -31,6 +31,7 @@ const (
 	// (checkResidency searches region B's files for residentTenant).
 	sharedTenant   = "shared-ab"
 	residentTenant = "resident-a"
+	witnessService = "witness"
 )
 
 // Multi-region nemeses (a no-op outside multi-region mode).
@@ -251,7 +252,6 @@ func (m *multiRegion) workload(h *history, timing Timing) *workload {
 	wl.home = map[string][]int{sharedTenant: inA, residentTenant: inA}
 	wl.outside = map[string][]int{residentTenant: inB}
 	wl.rotations = 1
-	wl.lifetime = 3 * keyLifetime
 	return wl
 }
 
@@ -296,8 +296,21 @@ func (m *multiRegion) setup(ctx context.Context, wl *workload, logf func(string,
 			return fmt.Errorf("jepsen: tenant %s, created at governance, not on every node of its regions within 60 s", t)
 		}
 	}
-	logf("regions up: %s and %s, %d governance node(s); tenant %s homed in %s and in both, %s in %s only",
-		regionA, regionB, len(a.gov), sharedTenant, regionA, residentTenant, regionA)
+	// The witness: a key of the shared tenant never revoked whole, so that the final phase
+	// finds every write acknowledged on it over the whole run in both regions (keys of the
+	// workload are retired, revoked whole, after keyLifetime operations, and a service revoked
+	// whole is not sought in the other region).
+	k := &wkey{tenant: sharedTenant, service: witnessService, byVersion: map[uint32][]int{}, revoked: map[uint32]bool{},
+		permanent: true, maxVersion: 1}
+	if err := wl.createAtGovernance(ctx, 0, "jepsen-witness", k.tenant, k.service, 60*time.Second); err != nil {
+		return fmt.Errorf("jepsen: creating the witness key %s at governance: %w", k.name(), err)
+	}
+	wl.mu.Lock()
+	wl.active = append(wl.active, k)
+	wl.all[k.name()] = k
+	wl.mu.Unlock()
+	logf("regions up: %s and %s, %d governance node(s); tenant %s homed in %s and in both, %s in %s only; witness key %s",
+		regionA, regionB, len(a.gov), sharedTenant, regionA, residentTenant, regionA, k.name())
 	return nil
 }
 

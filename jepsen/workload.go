@@ -43,6 +43,9 @@ type wkey struct {
 	maxVersion      uint32           // highest version acknowledged (create: 1)
 	revoked         map[uint32]bool  // versions whose revocation was acknowledged
 	retired         bool
+	// permanent: never retired (revoked whole), so that it lives through the whole run (the
+	// multi-region witness key, multiregion.go).
+	permanent bool
 }
 
 func (k *wkey) name() string { return k.tenant + "/" + k.service }
@@ -144,13 +147,10 @@ type workload struct {
 	// version revoked, before the run ends: the final unwraps in both regions then check live
 	// blobs, not refusals.
 	rotations int
-	// lifetime is how many operations a key serves before it is retired (0: keyLifetime);
-	// multi-region mode keeps keys longer for the same reason.
-	lifetime int
-	h        *history
-	tenants  []string
-	timing   Timing
-	revoker  Revoker
+	h         *history
+	tenants   []string
+	timing    Timing
+	revoker   Revoker
 	// governance: services are created at governance (CreateService, then awaited in the
 	// region) and revoked there (governanceRevoker); rotations stay region admin writes.
 	governance bool
@@ -195,13 +195,6 @@ func (w *workload) client(ctx context.Context, p int, seed uint64) {
 			sleep(ctx, time.Duration(20+r.IntN(60))*time.Millisecond)
 		}
 	}
-}
-
-func (w *workload) keyLifetime() int {
-	if w.lifetime == 0 {
-		return keyLifetime
-	}
-	return w.lifetime
 }
 
 func (w *workload) rotatePct() int {
@@ -262,7 +255,7 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 
 	k.mu.Lock()
 	k.ops++
-	retire := k.ops > w.keyLifetime() && !k.retired
+	retire := k.ops > keyLifetime && !k.retired && !k.permanent
 	if retire {
 		k.retired = true
 	}
@@ -277,7 +270,7 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 	// The current version was revoked: wraps fail until a rotation, so rotate soon (or retire
 	// the key when it may rotate no more).
 	currentRevoked := k.maxVersion > 0 && k.revoked[k.maxVersion]
-	if currentRevoked && !canRotate && !k.retired {
+	if currentRevoked && !canRotate && !k.retired && !k.permanent {
 		retire = true
 		k.retired = true
 	}
