@@ -204,6 +204,26 @@ func (w *workload) rotatePct() int {
 	return w.rotations
 }
 
+// newKeyTenant draws the tenant of a new key (w.mu held): at random, or with several regions the
+// tenant with the fewest active keys, so that a short run cannot draw every key for one tenant
+// and leave the residency checks nothing to check.
+func (w *workload) newKeyTenant(r *rand.Rand) string {
+	t := w.tenants[r.IntN(len(w.tenants))]
+	if w.groups == nil {
+		return t
+	}
+	count := map[string]int{}
+	for _, k := range w.active {
+		count[k.tenant]++
+	}
+	for _, u := range w.tenants {
+		if count[u] < count[t] {
+			t = u
+		}
+	}
+	return t
+}
+
 // groupsOf lists the endpoints of each region of tenant's residency.
 func (w *workload) groupsOf(tenant string) [][]int {
 	if g, ok := w.groups[tenant]; ok {
@@ -238,7 +258,7 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 	w.mu.Lock()
 	if len(w.active) < activeKeys {
 		w.nextSvc++
-		k := &wkey{tenant: w.tenants[r.IntN(len(w.tenants))], service: "s" + strconv.Itoa(w.nextSvc),
+		k := &wkey{tenant: w.newKeyTenant(r), service: "s" + strconv.Itoa(w.nextSvc),
 			byVersion: map[uint32][]int{}, revoked: map[uint32]bool{}}
 		w.active = append(w.active, k)
 		w.all[k.name()] = k
