@@ -15,7 +15,8 @@ import (
 // keeps using keys revoked after it was cut off, and the checkers must say so. The schedule makes
 // that very likely in one run; the test allows three. With -long it also runs the governance-fed
 // variant (BrokenGovernanceScenario), whose revocations are issued at governance, and the
-// restore-ungated build (BrokenRestoreScenario), in which an old backup undoes revocations.
+// restore-ungated build (BrokenRestoreScenario), in which an old backup undoes revocations, and
+// the multi-region variant (BrokenMultiRegionScenario).
 func TestBrokenBuildCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the chaos schedule does not run with -short")
@@ -34,6 +35,8 @@ func TestBrokenBuildCaught(t *testing.T) {
 		// The same fault with the region fed by governance and every revocation issued there:
 		// the checkers apply to governance-issued revocations unchanged, so they must fail too.
 		scenarios = append(scenarios, jepsen.BrokenGovernanceScenario())
+		// And with two regions: a cut-off follower of either serves what governance revoked.
+		scenarios = append(scenarios, jepsen.BrokenMultiRegionScenario())
 	}
 	for _, sc := range scenarios {
 		if *only != "" && !strings.Contains(sc.Name, *only) {

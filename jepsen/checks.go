@@ -81,7 +81,7 @@ func finalChecks(ctx context.Context, c *cluster, cs *conns, nm *nemesis, wl *wo
 
 	ops := h.snapshot()
 	acked := checkAckedWrites(ops, c, cs)
-	unwraps := checkFinalUnwraps(ctx, ops, c, wl, h)
+	unwraps := checkFinalUnwraps(ctx, ops, wl, h)
 	if len(c.gov) > 0 {
 		return []*Verdict{members, final, conv, checkFeedCaughtUp(ctx, c, cs, nm), acked, unwraps}
 	}
@@ -103,10 +103,10 @@ func checkFeedCaughtUp(ctx context.Context, c *cluster, cs *conns, nm *nemesis) 
 				if err == nil {
 					last = fmt.Sprintf("head cursor %d, region not reported", st.GetHeadCursor())
 					for _, r := range st.GetRegions() {
-						if r.GetCursor().GetRegion() != regionName {
+						if r.GetCursor().GetRegion() != c.region {
 							continue
 						}
-						last = fmt.Sprintf("head cursor %d, region %s applied %d, %d pending", st.GetHeadCursor(), regionName,
+						last = fmt.Sprintf("head cursor %d, region %s applied %d, %d pending", st.GetHeadCursor(), c.region,
 							r.GetCursor().GetAppliedCursor(), r.GetPendingEvents())
 						if r.GetPendingEvents() == 0 {
 							v.Detail = last
@@ -254,7 +254,7 @@ const maxFinalUnwraps = 5000
 
 // checkFinalUnwraps: every acknowledged wrap unwraps (to its plaintext) after healing unless its
 // version was revoked, in which case every node refuses it.
-func checkFinalUnwraps(ctx context.Context, ops []Op, c *cluster, wl *workload, h *history) *Verdict {
+func checkFinalUnwraps(ctx context.Context, ops []Op, wl *workload, h *history) *Verdict {
 	v := newVerdict("acked-wraps-unwrap")
 	revoked := map[string]map[uint32]bool{}
 	svcRevoked := map[string]bool{}
@@ -320,21 +320,24 @@ func checkFinalUnwraps(ctx context.Context, ops []Op, c *cluster, wl *workload, 
 				if k == nil {
 					continue
 				}
-				n := j.op.ID % len(c.nodes)
-				res := wl.unwrapOnce(ctx, probeProcess+len(c.nodes)+n, n, k, j.op.ID, j.d)
-				isRevoked := svcRevoked[j.op.Key] || revoked[j.op.Key][j.op.Version]
-				mu.Lock()
-				switch {
-				case res.Outcome == OK && res.Error != "":
-					v.problem("wrap %d: final unwrap on %s: %s", j.op.ID, res.Node, res.Error)
-				case res.Outcome == OK:
-					unwrapped++
-				case isRevoked:
-					refused++
-				default:
-					v.problem("wrap %d (%s v%d): final unwrap on %s failed: %s %s", j.op.ID, j.op.Key, j.op.Version, res.Node, res.Code, res.Error)
+				// One node of each region of the tenant (with one region: one node).
+				for _, g := range wl.groupsOf(k.tenant) {
+					n := g[j.op.ID%len(g)]
+					res := wl.unwrapOnce(ctx, probeProcess+len(wl.eps)+n, n, k, j.op.ID, j.d)
+					isRevoked := svcRevoked[j.op.Key] || revoked[j.op.Key][j.op.Version]
+					mu.Lock()
+					switch {
+					case res.Outcome == OK && res.Error != "":
+						v.problem("wrap %d: final unwrap on %s: %s", j.op.ID, res.Node, res.Error)
+					case res.Outcome == OK:
+						unwrapped++
+					case isRevoked:
+						refused++
+					default:
+						v.problem("wrap %d (%s v%d, wrapped on %s): final unwrap on %s failed: %s %s", j.op.ID, j.op.Key, j.op.Version, j.op.Node, res.Node, res.Code, res.Error)
+					}
+					mu.Unlock()
 				}
-				mu.Unlock()
 			}
 		}()
 	}
@@ -343,6 +346,6 @@ func checkFinalUnwraps(ctx context.Context, ops []Op, c *cluster, wl *workload, 
 	}
 	close(ch)
 	wg.Wait()
-	v.Detail = fmt.Sprintf("%d of %d acknowledged wraps unwrapped again: %d opened, %d refused as revoked", len(jobs), total, unwrapped, refused)
+	v.Detail = fmt.Sprintf("%d of %d acknowledged wraps unwrapped again (on a node of each region of the tenant): %d opened, %d refused as revoked", len(jobs), total, unwrapped, refused)
 	return v
 }

@@ -42,11 +42,15 @@ func (cs *conns) cert(ident string, issue func() (*pki.Certificate, error)) (*pk
 }
 
 func (cs *conns) conn(ident string, i int, issue func() (*pki.Certificate, error)) (*grpc.ClientConn, error) {
-	return cs.connTo(ident, cs.c.nodes[i].id, i, cs.c.apiAddr(i), issue)
+	id := cs.c.nodes[i].id
+	return cs.connTo(ident, pki.Identity{Kind: pki.KindNode, Region: cs.c.region, NodeID: id}, cs.c.host(i), cs.c.apiAddr(i), issue)
 }
 
-// connTo returns the connection of ident to the node named id at network host index i, addr.
-func (cs *conns) connTo(ident, id string, i int, addr string, issue func() (*pki.Certificate, error)) (*grpc.ClientConn, error) {
+// connTo returns the connection of ident to server (the node of the region, or of governance,
+// that the server's certificate must name, as transport.Dial's ClientConfig.Server has it) at
+// network host index i, addr.
+func (cs *conns) connTo(ident string, server pki.Identity, i int, addr string, issue func() (*pki.Certificate, error)) (*grpc.ClientConn, error) {
+	id := server.NodeID
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	key := ident + "@" + id
@@ -58,12 +62,6 @@ func (cs *conns) connTo(ident, id string, i int, addr string, issue func() (*pki
 		return nil, err
 	}
 	tlsCfg := pki.ClientTLSConfig(cs.c.ca.Pool(), cert.TLSCertificate(), cs.c.net.host(i))
-	// The server must be the node named id, of the region or of governance, as transport.Dial's
-	// ClientConfig.Server has it.
-	server := pki.Identity{Kind: pki.KindNode, Region: regionName, NodeID: id}
-	if i >= len(cs.c.nodes) {
-		server = pki.Identity{Kind: pki.KindGovernance, NodeID: id}
-	}
 	tlsCfg.VerifyConnection = pki.RequirePeer(server)
 	cc, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)),
@@ -90,7 +88,7 @@ func (cs *conns) admin(i int) (kv1.AdminServiceClient, error) {
 // gov is governance node j's GovernanceService, as the operator.
 func (cs *conns) gov(j int) (kv1.GovernanceServiceClient, error) {
 	nd := cs.c.gov[j]
-	cc, err := cs.connTo("operator", nd.id, nd.i, cs.c.govAddr(j), func() (*pki.Certificate, error) { return cs.c.ca.IssueOperator("jepsen", 0) })
+	cc, err := cs.connTo("operator", pki.Identity{Kind: pki.KindGovernance, NodeID: nd.id}, nd.i, cs.c.govAddr(j), func() (*pki.Certificate, error) { return cs.c.ca.IssueOperator("jepsen", 0) })
 	if err != nil {
 		return nil, err
 	}

@@ -82,6 +82,14 @@ type cluster struct {
 	caPath    string
 	nodes     []*node
 	anchors   []string // anchor key files, one per tenant
+	// region is the region's name (the nodes' -region and certificates); prefix starts its node
+	// ids (n1…, or a1… and b1… with two regions); base is the network host index of its first
+	// node and govBase that of the first governance node (multiregion.go puts a second region's
+	// nodes after the first's, and governance after both).
+	region  string
+	prefix  string
+	base    int
+	govBase int
 	// disks are the nodes' own filesystems (disk.go), when the scenario lists a disk nemesis.
 	disks []*nodeDisk
 
@@ -104,7 +112,13 @@ func (c *cluster) consent(tenant, uri, rid string) (string, error) {
 const regionName = "jepsen"
 
 func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govNodes int) (*cluster, error) {
-	c := &cluster{bin: bin, dir: dir, net: nw, timing: timing}
+	return newRegionCluster(bin, dir, nw, n, timing, tenants, govNodes, regionName, "n", 0, n)
+}
+
+// newRegionCluster is newCluster for a region named region whose node ids start with prefix,
+// its nodes on network hosts base… and governance's on govBase….
+func newRegionCluster(bin, dir string, nw network, n int, timing Timing, tenants, govNodes int, region, prefix string, base, govBase int) (*cluster, error) {
+	c := &cluster{bin: bin, dir: dir, net: nw, timing: timing, region: region, prefix: prefix, base: base, govBase: govBase}
 	priv, pub, err := owner.GenerateKey()
 	if err != nil {
 		return nil, err
@@ -143,25 +157,11 @@ func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govN
 	if err := ca.WriteFiles(c.caPath, filepath.Join(pkiDir, "ca-key.pem")); err != nil {
 		return nil, err
 	}
-	for i := range n {
-		nd := &node{i: i, id: "n" + strconv.Itoa(i+1), dir: filepath.Join(dir, "nodes", "n"+strconv.Itoa(i+1), "data")}
-		nd.logPath = filepath.Join(dir, "nodes", nd.id, "server.log")
-		if err := os.MkdirAll(filepath.Dir(nd.dir), 0o700); err != nil {
-			return nil, err
-		}
-		// The certificate names the region: peers and governance's feed admit only its nodes.
-		opts := pki.NodeOptions{IPs: []net.IP{net.ParseIP(nw.host(i))}, Region: regionName}
-		cert, err := ca.IssueNode(nd.id, opts)
-		if err != nil {
-			return nil, err
-		}
-		if err := cert.WriteFiles(c.certPath(nd), c.keyPath(nd)); err != nil {
-			return nil, err
-		}
-		c.nodes = append(c.nodes, nd)
+	if err := c.addNodes(n); err != nil {
+		return nil, err
 	}
 	for j := range govNodes {
-		i := n + j
+		i := govBase + j
 		nd := &node{i: i, id: "g" + strconv.Itoa(j+1), dir: filepath.Join(dir, "nodes", "g"+strconv.Itoa(j+1), "data")}
 		nd.logPath = filepath.Join(dir, "nodes", nd.id, "server.log")
 		if err := os.MkdirAll(filepath.Dir(nd.dir), 0o700); err != nil {
@@ -192,6 +192,49 @@ func newCluster(bin, dir string, nw network, n int, timing Timing, tenants, govN
 	return c, nil
 }
 
+// addNodes issues certificates for the region's n nodes.
+func (c *cluster) addNodes(n int) error {
+	for i := range n {
+		id := c.prefix + strconv.Itoa(i+1)
+		nd := &node{i: c.base + i, id: id, dir: filepath.Join(c.dir, "nodes", id, "data")}
+		nd.logPath = filepath.Join(c.dir, "nodes", nd.id, "server.log")
+		if err := os.MkdirAll(filepath.Dir(nd.dir), 0o700); err != nil {
+			return err
+		}
+		// The certificate names the region: peers and governance's feed admit only its nodes.
+		opts := pki.NodeOptions{IPs: []net.IP{net.ParseIP(c.net.host(nd.i))}, Region: c.region}
+		cert, err := c.ca.IssueNode(nd.id, opts)
+		if err != nil {
+			return err
+		}
+		if err := cert.WriteFiles(c.certPath(nd), c.keyPath(nd)); err != nil {
+			return err
+		}
+		c.nodes = append(c.nodes, nd)
+	}
+	return nil
+}
+
+// sibling is a second region fed by c's governance plane: the same CA, owner, anchors and
+// governance nodes, its own name, node ids, gossip key and network hosts (base…).
+func (c *cluster) sibling(n int, region, prefix string, base int) (*cluster, error) {
+	s := &cluster{bin: c.bin, dir: c.dir, net: c.net, timing: c.timing, ca: c.ca, caPath: c.caPath, anchors: c.anchors,
+		gov: c.gov, govGossipKey: c.govGossipKey, owner: c.owner, ownerPub: c.ownerPub,
+		region: region, prefix: prefix, base: base, govBase: c.govBase}
+	key := make([]byte, 32)
+	if _, err := cryptorand.Read(key); err != nil {
+		return nil, err
+	}
+	s.gossipKey = filepath.Join(c.dir, "pki", "gossip-"+region+".key")
+	if err := os.WriteFile(s.gossipKey, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return s, s.addNodes(n)
+}
+
+// host is the network host index of node i.
+func (c *cluster) host(i int) int { return c.base + i }
+
 func (c *cluster) certPath(nd *node) string {
 	return filepath.Join(c.dir, "pki", "node-"+nd.id+".pem")
 }
@@ -199,18 +242,19 @@ func (c *cluster) keyPath(nd *node) string {
 	return filepath.Join(c.dir, "pki", "node-"+nd.id+"-key.pem")
 }
 
+// addr is the address of network host i's listener kind (host indices: c.host, c.govBase+j).
 func (c *cluster) addr(i, kind int) string {
 	return net.JoinHostPort(c.net.host(i), strconv.Itoa(c.net.port(i, kind)))
 }
 
 // apiAddr is node i's gRPC address.
-func (c *cluster) apiAddr(i int) string { return c.addr(i, 0) }
+func (c *cluster) apiAddr(i int) string { return c.addr(c.host(i), 0) }
 
 // httpAddr is node i's plain HTTP address (/metrics, for the soak sampler).
-func (c *cluster) httpAddr(i int) string { return c.addr(i, 3) }
+func (c *cluster) httpAddr(i int) string { return c.addr(c.host(i), 3) }
 
 // govAddr is governance node j's GovernanceService address.
-func (c *cluster) govAddr(j int) string { return c.addr(len(c.nodes)+j, 0) }
+func (c *cluster) govAddr(j int) string { return c.addr(c.govBase+j, 0) }
 
 // govAddrs lists every governance node's API address (the region's -governance flag).
 func (c *cluster) govAddrs() []string {
@@ -236,7 +280,7 @@ func (c *cluster) start(i int, bootstrap bool) error {
 	var join []string
 	for j := range c.nodes {
 		if j != i {
-			join = append(join, c.addr(j, 2))
+			join = append(join, c.addr(c.host(j), 2))
 		}
 	}
 	expect := 0
@@ -245,8 +289,8 @@ func (c *cluster) start(i int, bootstrap bool) error {
 	}
 	t := c.timing
 	argv := []string{c.binOf(nd), "server",
-		"-node-id", nd.id, "-region", "jepsen", "-data-dir", nd.dir,
-		"-api-addr", c.addr(i, 0), "-raft-addr", c.addr(i, 1), "-gossip-addr", c.addr(i, 2), "-http-addr", c.httpAddr(i),
+		"-node-id", nd.id, "-region", c.region, "-data-dir", nd.dir,
+		"-api-addr", c.addr(nd.i, 0), "-raft-addr", c.addr(nd.i, 1), "-gossip-addr", c.addr(nd.i, 2), "-http-addr", c.httpAddr(i),
 		"-bootstrap-expect", strconv.Itoa(expect), "-join", joinList(join),
 		"-gossip-key-file", c.gossipKey, "-ca-cert", c.caPath, "-cert", c.certPath(nd), "-key", c.keyPath(nd),
 		"-dev-anchor", "-log-level", "info",
@@ -279,11 +323,10 @@ func (c *cluster) startGov(j int, bootstrap bool) error {
 	if nd.cmd != nil {
 		return fmt.Errorf("jepsen: %s is already running", nd.id)
 	}
-	n := len(c.nodes)
 	var join []string
 	for k := range c.gov {
 		if k != j {
-			join = append(join, c.addr(n+k, 2))
+			join = append(join, c.addr(c.gov[k].i, 2))
 		}
 	}
 	expect := 0

@@ -27,6 +27,7 @@ var (
 	netFlag  = flag.String("jepsen.network", "", "netns or loopback (default: netns when root)")
 	keepFlag = flag.Bool("jepsen.keep", false, "keep the nodes' logs and data (disk images) of passing runs too")
 	govFlag  = flag.Int("jepsen.governance", 0, "governance nodes of the -jepsen.nemeses scenario (0: a region on its own)")
+	regFlag  = flag.Int("jepsen.regions", 0, "regions of the -jepsen.nemeses scenario: 2 runs multi-region mode (its nemeses only; DESIGN.md)")
 	sample   = flag.Duration("jepsen.sample", 0, "scrape every node's /metrics this often into samples.csv and resources.png (a soak; 0: off)")
 	rateFlag = flag.Float64("jepsen.rate", 0, "cap the workload at this many operations a second (0: as fast as the clients go)")
 )
@@ -94,7 +95,7 @@ func schedule() []jepsen.Scenario {
 	var s []jepsen.Scenario
 	switch {
 	case *nemeses != "":
-		s = []jepsen.Scenario{{Name: "custom", Nodes: *nodes, Governance: *govFlag, Duration: time.Minute, Nemeses: strings.Split(*nemeses, ",")}}
+		s = []jepsen.Scenario{{Name: "custom", Nodes: *nodes, Governance: *govFlag, Regions: *regFlag, Duration: time.Minute, Nemeses: strings.Split(*nemeses, ",")}}
 	case *long:
 		s = jepsen.LongSchedule(time.Minute)
 	default:

@@ -101,7 +101,7 @@ func (nm *nemesis) ensureVoter(ctx context.Context, i int, d time.Duration) erro
 				continue
 			}
 			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			_, err = a.Join(cctx, &kv1.JoinRequest{RequestId: fmt.Sprintf("jepsen-join-%s-%d", c.nodes[i].id, nm.h.now()), NodeId: c.nodes[i].id, RaftAddress: c.addr(i, 1)})
+			_, err = a.Join(cctx, &kv1.JoinRequest{RequestId: fmt.Sprintf("jepsen-join-%s-%d", c.nodes[i].id, nm.h.now()), NodeId: c.nodes[i].id, RaftAddress: c.addr(c.host(i), 1)})
 			cancel()
 			if err == nil {
 				break

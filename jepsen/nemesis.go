@@ -69,7 +69,7 @@ var GovernanceNemeses = []string{GovernanceKill, GovernancePartition, Governance
 
 // needsNetwork are the kinds that need the netns network.
 var needsNetwork = map[string]bool{PartitionLeader: true, PartitionFollower: true, Bridge: true, OneWay: true, Slow: true,
-	GovernancePartition: true, GovernanceIsolate: true}
+	GovernancePartition: true, GovernanceIsolate: true, RegionGovernancePartition: true, RegionsPartition: true}
 
 // Fault is one injected fault, as the report shows it.
 type Fault struct {
@@ -102,9 +102,37 @@ type nemesis struct {
 	faults []Fault
 	active string         // the fault now in force
 	snap   *savedSnapshot // the backup SnapshotRestore restores (restore.go)
+	// rec, when set, records this nemesis's faults instead (a second region's nemesis records
+	// into the first's: one list of faults for the run, multiregion.go).
+	rec *nemesis
+}
+
+// recorder is the nemesis that records nm's faults.
+func (nm *nemesis) recorder() *nemesis {
+	if nm.rec != nil {
+		return nm.rec
+	}
+	return nm
+}
+
+// begin starts recording a fault of kind; finish ends it.
+func (nm *nemesis) begin(kind string) *Fault {
+	nm.setActive(kind)
+	return &Fault{Kind: kind, Start: nm.h.now()}
+}
+
+func (nm *nemesis) finish(f *Fault) {
+	f.End = nm.h.now()
+	r := nm.recorder()
+	r.mu.Lock()
+	r.faults = append(r.faults, *f)
+	r.active = ""
+	r.mu.Unlock()
+	nm.logf("nemesis: %s healed (%s)", f.Kind, f.Detail)
 }
 
 func (nm *nemesis) setActive(kind string) {
+	nm = nm.recorder()
 	nm.mu.Lock()
 	defer nm.mu.Unlock()
 	nm.active = kind
@@ -188,8 +216,21 @@ func (nm *nemesis) hold() time.Duration {
 	return base + time.Duration(nm.r.IntN(2500))*time.Millisecond
 }
 
-// partition cuts every pair of nodes in different groups, both ways.
+// partition cuts every pair of the region's nodes (indices in c.nodes) in different groups,
+// both ways.
 func (nm *nemesis) partition(groups ...[]int) error {
+	hosts := make([][]int, len(groups))
+	for gi, g := range groups {
+		for _, i := range g {
+			hosts[gi] = append(hosts[gi], nm.c.host(i))
+		}
+	}
+	return nm.partitionHosts(hosts...)
+}
+
+// partitionHosts cuts every pair of network hosts (region nodes: c.host(i); governance nodes:
+// c.govBase+j) in different groups, both ways.
+func (nm *nemesis) partitionHosts(groups ...[]int) error {
 	for gi, g := range groups {
 		for gj, h := range groups {
 			if gi == gj {
@@ -219,16 +260,9 @@ func (nm *nemesis) ids(is []int) string {
 func (nm *nemesis) inject(ctx context.Context, kind string) error {
 	c := nm.c
 	n := len(c.nodes)
-	f := Fault{Kind: kind, Start: nm.h.now()}
-	nm.setActive(kind)
-	defer func() {
-		f.End = nm.h.now()
-		nm.mu.Lock()
-		nm.faults = append(nm.faults, f)
-		nm.active = ""
-		nm.mu.Unlock()
-		nm.logf("nemesis: %s healed (%s)", kind, f.Detail)
-	}()
+	f := nm.begin(kind)
+	defer func() { nm.finish(f) }()
+
 	l := nm.leader(ctx)
 	hold := nm.hold()
 	switch kind {
@@ -317,12 +351,12 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 				fo = (l + 1) % n
 			}
 			f.Detail = c.nodes[l].id + " -/-> " + c.nodes[fo].id
-			err = c.net.drop(l, fo)
+			err = c.net.drop(c.host(l), c.host(fo))
 		case Slow:
 			t := nm.r.IntN(n)
 			loss := 10 + nm.r.IntN(30)
 			f.Detail = fmt.Sprintf("%s loss %d%%, slow link", c.nodes[t].id, loss)
-			err = c.net.slow(t, loss, 50)
+			err = c.net.slow(c.host(t), loss, 50)
 		}
 		if err != nil {
 			return err
@@ -331,19 +365,19 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		sleep(ctx, hold)
 		return nil
 	case Member:
-		return nm.member(ctx, l, &f)
+		return nm.member(ctx, l, f)
 	case DiskFull:
-		return nm.diskFull(ctx, l, hold, &f)
+		return nm.diskFull(ctx, l, hold, f)
 	case SlowFsync:
-		return nm.slowFsync(ctx, l, hold, &f)
+		return nm.slowFsync(ctx, l, hold, f)
 	case CorruptRestart:
-		return nm.corruptRestart(ctx, l, &f)
+		return nm.corruptRestart(ctx, l, f)
 	case ClockJump:
-		return nm.clockJump(ctx, l, hold, &f)
+		return nm.clockJump(ctx, l, hold, f)
 	case SnapshotRestore:
-		return nm.restore(ctx, &f)
+		return nm.restore(ctx, f)
 	case Upgrade:
-		return nm.upgrade(ctx, l, hold, &f)
+		return nm.upgrade(ctx, l, hold, f)
 	case GovernanceKill:
 		if len(c.gov) == 0 {
 			f.Detail = "no governance"
@@ -369,13 +403,13 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		}
 		var gs []int
 		for j := range c.gov {
-			gs = append(gs, len(c.nodes)+j)
+			gs = append(gs, c.govBase+j)
 		}
 		// The leader's feed is cut, and so is any new leader's if it moves back; the other
 		// region nodes keep their links to governance, so a leader elected among them (after a
 		// region fault) follows the feed again.
 		f.Detail = c.nodes[l].id + " | governance"
-		if err := nm.partition([]int{l}, gs); err != nil {
+		if err := nm.partitionHosts([]int{c.host(l)}, gs); err != nil {
 			return err
 		}
 		nm.logf("nemesis: %s %s for %s", kind, f.Detail, hold)
@@ -394,11 +428,11 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 		var rest []int
 		for j := range c.gov {
 			if j != g {
-				rest = append(rest, len(c.nodes)+j)
+				rest = append(rest, c.govBase+j)
 			}
 		}
 		f.Detail = c.gov[g].id + " | other governance nodes"
-		if err := nm.partition([]int{len(c.nodes) + g}, rest); err != nil {
+		if err := nm.partitionHosts([]int{c.govBase + g}, rest); err != nil {
 			return err
 		}
 		nm.logf("nemesis: %s %s for %s", kind, f.Detail, hold)
@@ -409,7 +443,7 @@ func (nm *nemesis) inject(ctx context.Context, kind string) error {
 			f.Detail = "no governance"
 			return nil
 		}
-		return nm.killSwitch(ctx, hold, &f)
+		return nm.killSwitch(ctx, hold, f)
 	case Transfer:
 		f.Detail = "transfers"
 		deadline := time.Now().Add(hold)

@@ -56,6 +56,9 @@ func (r *Result) Text() string {
 	}
 	fmt.Fprintf(&b, "%s  scenario %s: %d nodes, %s, nemeses %s\n", verdict, r.Scenario.Name, r.Scenario.Nodes, r.Scenario.Duration, strings.Join(r.Scenario.Nemeses, ","))
 	fmt.Fprintf(&b, "seed %d, network %s, elapsed %s\n", r.Seed, r.Network, r.Elapsed.Round(time.Second))
+	if r.Scenario.Regions > 1 {
+		fmt.Fprintf(&b, "multi-region mode: regions %s and %s of %d nodes each; tenant %s homed in %s and in both, %s in %s only\n", regionA, regionB, r.Scenario.Nodes, sharedTenant, regionA, residentTenant, regionA)
+	}
 	if r.Scenario.Governance > 0 {
 		fmt.Fprintf(&b, "governance mode: %d governance node(s) feed the region; tenants, services and revocations from governance\n", r.Scenario.Governance)
 	}
@@ -94,6 +97,10 @@ func (r *Result) Text() string {
 	if l := r.RevokeLatency; l != nil {
 		fmt.Fprintf(&b, "governance revocations acknowledged (every region applied and fenced): %d; latency p50 %s, p99 %s, max %s\n",
 			l.Count, l.P50.Round(time.Millisecond), l.P99.Round(time.Millisecond), l.Max.Round(time.Millisecond))
+	}
+	if l := r.ImportLag; l != nil {
+		fmt.Fprintf(&b, "versions made in %s and then used in %s: %d; from the rotation's acknowledgement to the first use there p50 %s, p99 %s, max %s\n",
+			regionA, regionB, l.Count, l.P50.Round(time.Millisecond), l.P99.Round(time.Millisecond), l.Max.Round(time.Millisecond))
 	}
 	if len(r.RefusalCodes) > 0 {
 		var codes []string
@@ -142,6 +149,39 @@ func (s shade) Plot(c draw.Canvas, p *plot.Plot) {
 	}
 }
 
+// maxPlotPoints bounds the fast and the slow points of each series of the latency plot: drawing a
+// glyph per operation took 13 s for 26,000 operations under -race (make test), longer than the
+// run's checks.
+const maxPlotPoints = 3000
+
+// thinPoints keeps at most n of pts: an even sample of the fast ones (under 100 ms) and, apart,
+// of the slow ones (what a fault does), up to n each, so that the plot keeps its shape and a
+// few slow operations among many fast ones all stay.
+func thinPoints(pts plotter.XYs, n int) plotter.XYs {
+	if len(pts) <= n {
+		return pts
+	}
+	var slow, fast plotter.XYs
+	for _, p := range pts {
+		if p.Y >= 100 {
+			slow = append(slow, p)
+		} else {
+			fast = append(fast, p)
+		}
+	}
+	even := func(ps plotter.XYs, k int) plotter.XYs {
+		if len(ps) <= k {
+			return ps
+		}
+		out := make(plotter.XYs, 0, k)
+		for i := range k {
+			out = append(out, ps[i*len(ps)/k])
+		}
+		return out
+	}
+	return append(even(slow, n), even(fast, n)...)
+}
+
 func plotLatency(path string, res *Result, ops []Op, faults []Fault) error {
 	p := plot.New()
 	p.Title.Text = fmt.Sprintf("%s (seed %d): latency of every operation; fault windows shaded", res.Scenario.Name, res.Seed)
@@ -165,6 +205,7 @@ func plotLatency(path string, res *Result, ops []Op, faults []Fault) error {
 					pts = append(pts, plotter.XY{X: float64(op.Invoke) / 1e9, Y: max(float64(op.Complete-op.Invoke)/1e6, 0.05)})
 				}
 			}
+			pts = thinPoints(pts, maxPlotPoints)
 			if len(pts) == 0 {
 				continue
 			}

@@ -30,6 +30,10 @@ type Scenario struct {
 	// server` nodes (1 or 3) that feeds the region: tenants and services are created there and
 	// revocations issued there (governanceRevoker). See DESIGN.md, "Governance mode".
 	Governance int `json:"governance,omitempty"`
+	// Regions, when 2, runs two regions of Nodes nodes each fed by one governance plane
+	// (Governance nodes, 3 if unset), with a tenant shared by both and one resident in the first
+	// (multiregion.go; DESIGN.md, "Multi-region mode"). 0 or 1: one region.
+	Regions int `json:"regions,omitempty"`
 	// Rate, when positive, caps the workload at that many operations a second across all clients
 	// (a soak's moderate load; its history stays small enough to check).
 	Rate float64 `json:"rate,omitempty"`
@@ -78,6 +82,10 @@ type Result struct {
 	// RevokeLatency is, in governance mode, the time from invoking a governance revocation to
 	// its acknowledgement (every region applied and fenced it): median, 99th percentile, max.
 	RevokeLatency *Latency `json:"revoke-latency,omitempty"`
+	// ImportLag is, in multi-region mode, the time from the acknowledgement of a rotation of the
+	// shared tenant in its home region to the first successful use of the new version in the
+	// other region (an upper bound of the replication through governance; multiregion.go).
+	ImportLag *Latency `json:"import-lag,omitempty"`
 	// Restores counts the snapshot-restore nemesis's restores by outcome (RestoreRefused, ...).
 	Restores map[string]int `json:"restores,omitempty"`
 	// Resources is, with Options.Sample, each sampled metric's median in the first and the last
@@ -160,6 +168,9 @@ func Run(ctx context.Context, sc Scenario, opts Options) (res *Result, err error
 		}
 	}()
 
+	if sc.Regions > 1 {
+		return runMulti(ctx, sc, opts, timing, res, logf)
+	}
 	var nw network
 	switch {
 	case opts.Network == "netns" || (opts.Network == "" && isRoot()):
@@ -519,10 +530,10 @@ func setupGovernance(ctx context.Context, c *cluster, cs *conns, nm *nemesis, lo
 			return fmt.Errorf("jepsen: creating tenant %s at governance: %w", name, err)
 		}
 	}
-	wl := &workload{c: c, cs: cs}
+	wl := newWorkload(c, cs, nil, nil, c.timing)
 	for t := range c.anchors {
 		name := fmt.Sprintf("t%d", t+1)
-		if !wl.regionHas(ctx, 0, 60*time.Second, func(cctx context.Context, a kv1.AdminServiceClient) error {
+		if !wl.regionHas(ctx, wl.groupsOf(name), 0, 60*time.Second, func(cctx context.Context, a kv1.AdminServiceClient) error {
 			_, err := a.DescribeTenant(cctx, &kv1.DescribeTenantRequest{Tenant: name})
 			return err
 		}, true) {

@@ -4,8 +4,9 @@ import "time"
 
 // ShortSchedule is what `make test` runs on every submission: two scenarios of about half a minute
 // that between them cover crashes, pauses, partitions, membership, leadership transfer, the
-// anchor and the restore of an old backup (which runs once in every scenario that lists it) — a
-// smoke test of the fence, not a search.
+// anchor and the restore of an old backup (which runs once in every scenario that lists it), a
+// rolling upgrade, and two regions under one governance node — a smoke test of the fence, not a
+// search.
 func ShortSchedule() []Scenario {
 	return []Scenario{
 		{Name: "short-partition-kill", Nodes: 3, Duration: 30 * time.Second,
@@ -14,13 +15,19 @@ func ShortSchedule() []Scenario {
 			Nemeses: []string{Member, AnchorDead, Transfer, OneWay}},
 		// A rolling upgrade from the previous release (upgrade.go): a node replaced every slot.
 		{Name: "short-upgrade", Nodes: 3, Duration: 40 * time.Second, Nemeses: []string{Upgrade}},
+		// Two regions under one governance node, a shared and a resident tenant (multiregion.go):
+		// a region's feed cut, leaders killed and partitioned in either region. Nine processes
+		// on two cores: the rate cap keeps the history small enough to check in a second or two
+		// and leaves the machine to the rest of make test.
+		{Name: "short-multi-region", Nodes: 3, Governance: 1, Regions: 2, Duration: 15 * time.Second, Rate: 1000,
+			Nemeses: []string{RegionGovernancePartition, KillLeader, PartitionLeader}},
 	}
 }
 
-// LongSchedule is `make jepsen`: thirteen scenarios of d each (about a minute), every nemesis
+// LongSchedule is `make jepsen`: fifteen scenarios of d each (about a minute), every nemesis
 // alone (the disk faults together, the clock jump on its own) and then all of them mixed (but the
-// clock jump), on three and five nodes, and the governance-fed region with its revocations issued
-// at governance.
+// clock jump), on three and five nodes, a rolling upgrade, the governance-fed region with its
+// revocations issued at governance, and two regions fed by one governance plane.
 func LongSchedule(d time.Duration) []Scenario {
 	return []Scenario{
 		{Name: "kill-restore", Nodes: 3, Duration: d, Nemeses: []string{KillLeader, KillFollower, KillAll, SnapshotRestore}},
@@ -42,6 +49,10 @@ func LongSchedule(d time.Duration) []Scenario {
 		{Name: "upgrade", Nodes: 3, Duration: d, Nemeses: []string{Upgrade, KillFollower, PartitionLeader, KillLeader}},
 		{Name: "governance", Nodes: 3, Governance: 3, Duration: d,
 			Nemeses: []string{KillLeader, PartitionFollower, GovernanceKill, GovernancePartition, GovernanceIsolate, GovernanceKillSwitch}},
+		// Two regions fed by one governance plane, a tenant shared by both and one resident in
+		// the first: the feed cut to a region or its leader, the regions cut from each other,
+		// leaders killed and partitioned in either region (multiregion.go).
+		{Name: "multi-region", Nodes: 3, Governance: 3, Regions: 2, Duration: d, Nemeses: MultiRegionNemeses},
 	}
 }
 
@@ -58,6 +69,15 @@ func BrokenScenario() Scenario {
 // revoked since are usable again and writes acknowledged since are lost.
 func BrokenRestoreScenario() Scenario {
 	return Scenario{Name: "broken-restore-ungated", Nodes: 3, Duration: 20 * time.Second, Nemeses: []string{SnapshotRestore}}
+}
+
+// BrokenMultiRegionScenario is BrokenScenario in multi-region mode (one governance node): the
+// follower cut off is in either region, so a node of the region that does not make the shared
+// tenant's keys keeps using versions revoked at governance just as well.
+func BrokenMultiRegionScenario() Scenario {
+	sc := BrokenScenario()
+	sc.Name, sc.Governance, sc.Regions = "broken-no-lease-multi-region", 1, 2
+	return sc
 }
 
 // BrokenGovernanceScenario is BrokenScenario with the region fed by a one-node governance plane

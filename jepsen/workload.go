@@ -43,6 +43,9 @@ type wkey struct {
 	maxVersion      uint32           // highest version acknowledged (create: 1)
 	revoked         map[uint32]bool  // versions whose revocation was acknowledged
 	retired         bool
+	// permanent: never retired (revoked whole), so that it lives through the whole run (the
+	// multi-region witness key, multiregion.go).
+	permanent bool
 }
 
 func (k *wkey) name() string { return k.tenant + "/" + k.service }
@@ -72,7 +75,7 @@ type Revoker interface {
 // region's revocation fence has run.
 type adminRevoker struct{ w *workload }
 
-func (a adminRevoker) target(n int) string { return a.w.c.nodes[n].id }
+func (a adminRevoker) target(n int) string { return a.w.eps[n].id() }
 
 func (a adminRevoker) Revoke(ctx context.Context, n int, requestID string, scope *kv1.KeyScope) (string, error) {
 	var resp *kv1.RevokeKeyResponse
@@ -115,15 +118,39 @@ func (g governanceRevoker) Revoke(ctx context.Context, n int, requestID string, 
 	return fmt.Sprintf("governance event=%d regions=%s", resp.GetEvent().GetCursor(), strings.Join(regions, ",")), nil
 }
 
+// endpoint is one region node the clients call: node i of region c, through cs.
+type endpoint struct {
+	c  *cluster
+	cs *conns
+	i  int
+}
+
+func (e endpoint) id() string { return e.c.nodes[e.i].id }
+
 // workload drives the clients.
 type workload struct {
-	limit   *rate.Limiter // Scenario.Rate; nil: unthrottled
-	c       *cluster
-	cs      *conns
-	h       *history
-	tenants []string
-	timing  Timing
-	revoker Revoker
+	limit *rate.Limiter // Scenario.Rate; nil: unthrottled
+	c     *cluster      // the (first) region; its governance nodes are every region's
+	cs    *conns
+	// eps are the region nodes the clients call: c's nodes, or with several regions every
+	// region's (multiregion.go). groups[t] lists, for tenant t, the endpoints of each region of
+	// its residency (one group per region), and home[t] those of the region that makes its key
+	// versions (rotations go there); with one region both are nil: every node, one group.
+	eps    []endpoint
+	groups map[string][][]int
+	home   map[string][]int
+	// outside[t] lists endpoints of regions outside tenant t's residency: one in fifty of its
+	// unwraps goes there, and must be refused (checkResidentOps).
+	outside map[string][]int
+	// rotations is the percentage of operations that rotate (0: 3). Multi-region mode rotates
+	// less, so that its keys do not run through their versions (maxRotations) and retire, every
+	// version revoked, before the run ends: the final unwraps in both regions then check live
+	// blobs, not refusals.
+	rotations int
+	h         *history
+	tenants   []string
+	timing    Timing
+	revoker   Revoker
 	// governance: services are created at governance (CreateService, then awaited in the
 	// region) and revoked there (governanceRevoker); rotations stay region admin writes.
 	governance bool
@@ -140,6 +167,9 @@ type workload struct {
 
 func newWorkload(c *cluster, cs *conns, h *history, tenants []string, timing Timing) *workload {
 	w := &workload{c: c, cs: cs, h: h, tenants: tenants, timing: timing, all: map[string]*wkey{}}
+	for i := range c.nodes {
+		w.eps = append(w.eps, endpoint{c: c, cs: cs, i: i})
+	}
 	w.revoker = adminRevoker{w}
 	if len(c.gov) > 0 {
 		w.governance = true
@@ -167,12 +197,68 @@ func (w *workload) client(ctx context.Context, p int, seed uint64) {
 	}
 }
 
+func (w *workload) rotatePct() int {
+	if w.rotations == 0 {
+		return 3
+	}
+	return w.rotations
+}
+
+// newKeyTenant draws the tenant of a new key (w.mu held): at random, or with several regions the
+// tenant with the fewest active keys, so that a short run cannot draw every key for one tenant
+// and leave the residency checks nothing to check.
+func (w *workload) newKeyTenant(r *rand.Rand) string {
+	t := w.tenants[r.IntN(len(w.tenants))]
+	if w.groups == nil {
+		return t
+	}
+	count := map[string]int{}
+	for _, k := range w.active {
+		count[k.tenant]++
+	}
+	for _, u := range w.tenants {
+		if count[u] < count[t] {
+			t = u
+		}
+	}
+	return t
+}
+
+// groupsOf lists the endpoints of each region of tenant's residency.
+func (w *workload) groupsOf(tenant string) [][]int {
+	if g, ok := w.groups[tenant]; ok {
+		return g
+	}
+	all := make([]int, len(w.eps))
+	for i := range all {
+		all[i] = i
+	}
+	return [][]int{all}
+}
+
+// nodesOf lists the endpoints of every region of tenant's residency.
+func (w *workload) nodesOf(tenant string) []int {
+	var out []int
+	for _, g := range w.groupsOf(tenant) {
+		out = append(out, g...)
+	}
+	return out
+}
+
+// within maps a drawn endpoint n into set (nil: every endpoint).
+func within(set []int, n int) int {
+	if set == nil {
+		return n
+	}
+	return set[n%len(set)]
+}
+
 func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
-	n := r.IntN(len(w.c.nodes))
+	n := r.IntN(len(w.eps))
 	w.mu.Lock()
 	if len(w.active) < activeKeys {
 		w.nextSvc++
-		k := &wkey{tenant: w.tenants[r.IntN(len(w.tenants))], service: "s" + strconv.Itoa(w.nextSvc),
+		k := &wkey{tenant: w.newKeyTenant(r), service: "s" + strconv.Itoa(w.nextSvc),
 			byVersion: map[uint32][]int{}, revoked: map[uint32]bool{}}
 		w.active = append(w.active, k)
 		w.all[k.name()] = k
@@ -181,10 +267,15 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 	}
 	k := w.active[r.IntN(len(w.active))]
 	w.mu.Unlock()
+	// Several regions: the node is one of the key's tenant's regions (rotations: its home).
+	drawn := n
+	if w.groups != nil {
+		n = within(w.nodesOf(k.tenant), drawn)
+	}
 
 	k.mu.Lock()
 	k.ops++
-	retire := k.ops > keyLifetime && !k.retired
+	retire := k.ops > keyLifetime && !k.retired && !k.permanent
 	if retire {
 		k.retired = true
 	}
@@ -199,7 +290,7 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 	// The current version was revoked: wraps fail until a rotation, so rotate soon (or retire
 	// the key when it may rotate no more).
 	currentRevoked := k.maxVersion > 0 && k.revoked[k.maxVersion]
-	if currentRevoked && !canRotate && !k.retired {
+	if currentRevoked && !canRotate && !k.retired && !k.permanent {
 		retire = true
 		k.retired = true
 	}
@@ -219,15 +310,18 @@ func (w *workload) step(ctx context.Context, p int, r *rand.Rand) Op {
 		return w.revoke(ctx, p, n, k, 0)
 	}
 	if currentRevoked && r.IntN(4) == 0 {
-		return w.rotate(ctx, p, n, k)
+		return w.rotate(ctx, p, within(w.home[k.tenant], drawn), k)
 	}
 	switch x := r.IntN(100); {
 	case x < 55 || nwraps == 0:
 		return w.wrap(ctx, p, n, k, r)
 	case x < 95:
+		if out := w.outside[k.tenant]; out != nil && r.IntN(50) == 0 {
+			n = within(out, drawn)
+		}
 		return w.unwrap(ctx, p, n, k, r)
-	case x < 98 && canRotate:
-		return w.rotate(ctx, p, n, k)
+	case x < 95+w.rotatePct() && canRotate:
+		return w.rotate(ctx, p, within(w.home[k.tenant], drawn), k)
 	case x < 99:
 		return w.wrap(ctx, p, n, k, r)
 	default:
@@ -286,7 +380,7 @@ func errText(err error) string {
 }
 
 func (w *workload) create(ctx context.Context, p, n int, k *wkey) Op {
-	op := Op{Process: p, Type: OpCreate, Key: k.name(), Node: w.c.nodes[n].id, RequestID: w.requestID(p)}
+	op := Op{Process: p, Type: OpCreate, Key: k.name(), Node: w.eps[n].id(), RequestID: w.requestID(p)}
 	w.h.begin(&op)
 	var err error
 	if w.governance {
@@ -326,7 +420,7 @@ func (w *workload) create(ctx context.Context, p, n int, k *wkey) Op {
 }
 
 func (w *workload) rotate(ctx context.Context, p, n int, k *wkey) Op {
-	op := Op{Process: p, Type: OpRotate, Key: k.name(), Node: w.c.nodes[n].id, RequestID: w.requestID(p)}
+	op := Op{Process: p, Type: OpRotate, Key: k.name(), Node: w.eps[n].id(), RequestID: w.requestID(p)}
 	k.mu.Lock()
 	k.rotations++
 	k.mu.Unlock()
@@ -408,7 +502,7 @@ func (w *workload) probe(ctx context.Context, rev Op, k *wkey, wrapID int) {
 		return
 	}
 	var wg sync.WaitGroup
-	for i := range w.c.nodes {
+	for _, i := range w.nodesOf(k.tenant) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -417,7 +511,7 @@ func (w *workload) probe(ctx context.Context, rev Op, k *wkey, wrapID int) {
 				op := w.unwrapOnce(ctx, probeProcess+i, i, k, wrapID, d)
 				if op.Outcome != OK {
 					w.mu.Lock()
-					w.refusals = append(w.refusals, Refusal{Revoke: rev.ID, Node: w.c.nodes[i].id,
+					w.refusals = append(w.refusals, Refusal{Revoke: rev.ID, Node: w.eps[i].id(),
 						After: time.Duration(op.Complete - rev.Complete), Code: op.Code})
 					w.mu.Unlock()
 					return
@@ -430,12 +524,12 @@ func (w *workload) probe(ctx context.Context, rev Op, k *wkey, wrapID int) {
 }
 
 func (w *workload) wrap(ctx context.Context, p, n int, k *wkey, r *rand.Rand) Op {
-	op := Op{Process: p, Type: OpWrap, Key: k.name(), Node: w.c.nodes[n].id}
+	op := Op{Process: p, Type: OpWrap, Key: k.name(), Node: w.eps[n].id()}
 	d := &opData{plaintext: make([]byte, 32)}
 	cryptorand.Read(d.plaintext)
 	w.h.begin(&op)
 	d.context = []byte("jepsen op " + strconv.Itoa(op.ID))
-	cl, err := w.cs.wrap(n, k.tenant, k.service)
+	cl, err := w.eps[n].cs.wrap(w.eps[n].i, k.tenant, k.service)
 	var resp *kv1.WrapResponse
 	if err == nil {
 		cctx, cancel := context.WithTimeout(ctx, wrapTimeout)
@@ -477,10 +571,10 @@ func (w *workload) unwrap(ctx context.Context, p, n int, k *wkey, r *rand.Rand) 
 
 // unwrapOnce unwraps the blob of wrap op wrapID on node n and checks the plaintext.
 func (w *workload) unwrapOnce(ctx context.Context, p, n int, k *wkey, wrapID int, d *opData) Op {
-	op := Op{Process: p, Type: OpUnwrap, Key: k.name(), Node: w.c.nodes[n].id, WrapOf: wrapID}
+	op := Op{Process: p, Type: OpUnwrap, Key: k.name(), Node: w.eps[n].id(), WrapOf: wrapID}
 	op.Arg = d.version
 	w.h.begin(&op)
-	cl, err := w.cs.wrap(n, k.tenant, k.service)
+	cl, err := w.eps[n].cs.wrap(w.eps[n].i, k.tenant, k.service)
 	var resp *kv1.UnwrapResponse
 	if err == nil {
 		cctx, cancel := context.WithTimeout(ctx, wrapTimeout)
@@ -512,7 +606,8 @@ func (w *workload) withGov(ctx context.Context, n int, timeout time.Duration, f 
 }
 
 // createAtGovernance creates tenant/service at governance (through governance node n) and waits,
-// up to timeout more, until the region has applied it: a region node describes the key. An
+// up to timeout more, until the region has applied it: a region node describes the key (with
+// several regions: a node of each region of the tenant). An
 // acknowledged governance write that the region has not applied in time is indeterminate
 // (DEADLINE_EXCEEDED): the region will apply it later, but a wrap now may not find it.
 func (w *workload) createAtGovernance(ctx context.Context, n int, requestID, tenant, service string, timeout time.Duration) error {
@@ -523,7 +618,7 @@ func (w *workload) createAtGovernance(ctx context.Context, n int, requestID, ten
 	if err != nil {
 		return err
 	}
-	if !w.regionHas(ctx, n, timeout, func(cctx context.Context, a kv1.AdminServiceClient) error {
+	if !w.regionHas(ctx, w.groupsOf(tenant), n, timeout, func(cctx context.Context, a kv1.AdminServiceClient) error {
 		_, err := a.DescribeKey(cctx, &kv1.DescribeKeyRequest{Tenant: tenant, Service: service})
 		return err
 	}, false) {
@@ -532,33 +627,39 @@ func (w *workload) createAtGovernance(ctx context.Context, n int, requestID, ten
 	return nil
 }
 
-// regionHas asks region nodes (from n on, round robin) until describe succeeds on one, or, with
-// all, on every node; false if that did not happen within timeout. A node that describes a key
-// has applied its creation, so the region committed it.
-func (w *workload) regionHas(ctx context.Context, n int, timeout time.Duration, describe func(context.Context, kv1.AdminServiceClient) error, all bool) bool {
+// regionHas asks, in each group of endpoints (a region), the nodes (from n on, round robin)
+// until describe succeeds on one, or, with all, on every node; false if that did not happen in
+// every group within timeout. A node that describes a key has applied its creation, so its
+// region committed it.
+func (w *workload) regionHas(ctx context.Context, groups [][]int, n int, timeout time.Duration, describe func(context.Context, kv1.AdminServiceClient) error, all bool) bool {
 	deadline := time.Now().Add(timeout)
-	have := map[int]bool{}
-	for try := 0; ctx.Err() == nil; try++ {
-		i := (n + try) % len(w.c.nodes)
-		if !have[i] && w.withAdmin(ctx, i, time.Second, describe) == nil {
-			have[i] = true
-			if !all || len(have) == len(w.c.nodes) {
-				return true
+	for _, g := range groups {
+		have := map[int]bool{}
+		for try := 0; ; try++ {
+			if ctx.Err() != nil {
+				return false
+			}
+			i := g[(n+try)%len(g)]
+			if !have[i] && w.withAdmin(ctx, i, time.Second, describe) == nil {
+				have[i] = true
+				if !all || len(have) == len(g) {
+					break
+				}
+			}
+			if time.Now().After(deadline) {
+				return false
+			}
+			if i == g[len(g)-1] || !all {
+				sleep(ctx, 50*time.Millisecond)
 			}
 		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		if i == len(w.c.nodes)-1 || !all {
-			sleep(ctx, 50*time.Millisecond)
-		}
 	}
-	return false
+	return true
 }
 
-// withAdmin calls f with node n's AdminService under a timeout.
+// withAdmin calls f with endpoint n's AdminService under a timeout.
 func (w *workload) withAdmin(ctx context.Context, n int, timeout time.Duration, f func(context.Context, kv1.AdminServiceClient) error) error {
-	a, err := w.cs.admin(n)
+	a, err := w.eps[n].cs.admin(w.eps[n].i)
 	if err != nil {
 		return err
 	}
