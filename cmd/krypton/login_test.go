@@ -14,7 +14,7 @@ import (
 
 	"github.com/kryptonkms/krypton/governance"
 	"github.com/kryptonkms/krypton/governance/governancetest"
-	"github.com/kryptonkms/krypton/internal/oidcop"
+	"github.com/kryptonkms/krypton/internal/oidcoptest"
 	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/region/regiontest"
 )
@@ -31,13 +31,13 @@ import (
 //   - an expired cached token is refreshed with the refresh token and the cache rewritten;
 //   - a cache others may read is refused; a denied login fails; `krypton logout` removes the cache.
 func TestLoginRealOIDCProvider(t *testing.T) {
-	users := []oidcop.User{
+	users := []oidcoptest.User{
 		{Name: "alice", Password: "alice-pw", Groups: []string{"krypton-admins"}},
 		{Name: "victor", Password: "victor-pw", Groups: []string{"krypton-auditors"}},
 	}
-	idp := oidcop.Start(t, oidcop.Options{Clients: []string{"krypton-cli", "other-app"}, Users: users})
-	otherIssuer := oidcop.Start(t, oidcop.Options{Clients: []string{"krypton-cli"}, Users: users})
-	forger := oidcop.Start(t, oidcop.Options{Clients: []string{"krypton-cli"}, Users: users, Issuer: idp.Issuer})
+	idp := oidcoptest.Start(t, oidcoptest.Options{Clients: []string{"krypton-cli", "other-app"}, Users: users})
+	otherIssuer := oidcoptest.Start(t, oidcoptest.Options{Clients: []string{"krypton-cli"}, Users: users})
+	forger := oidcoptest.Start(t, oidcoptest.Options{Clients: []string{"krypton-cli"}, Users: users, Issuer: idp.Issuer})
 
 	dir := t.TempDir()
 	issuerCA := filepath.Join(dir, "issuer-ca.pem")

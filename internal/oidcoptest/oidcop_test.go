@@ -1,4 +1,4 @@
-package oidcop
+package oidcoptest
 
 import (
 	"context"

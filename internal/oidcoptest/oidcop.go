@@ -1,4 +1,4 @@
-// Package oidcop runs a real OpenID provider for tests: zitadel/oidc's OP (github.com/zitadel/oidc/v3/pkg/op)
+// Package oidcoptest runs a real OpenID provider for tests: zitadel/oidc's OP (github.com/zitadel/oidc/v3/pkg/op)
 // over HTTPS on loopback, with the in-memory storage of zitadel's own example server. It serves the
 // real endpoints (discovery, JWKS, token, device authorization, refresh) and signs real ID tokens;
 // nothing in it is a stand-in for the protocol. What this package adds around zitadel's example:
@@ -11,15 +11,15 @@
 //   - a minimal user-facing approval page at /device (the verification URI), taking the user code,
 //     a user name and password and "allow" or "deny", which the example storage then records.
 //
-//     op := oidcop.Start(t, oidcop.Options{
+//     op := oidcoptest.Start(t, oidcoptest.Options{
 //     Clients: []string{"krypton-cli"},
-//     Users:   []oidcop.User{{Name: "alice", Password: "pw", Groups: []string{"krypton-admins"}}},
+//     Users:   []oidcoptest.User{{Name: "alice", Password: "pw", Groups: []string{"krypton-admins"}}},
 //     })
 //     op.Issuer      // https://127.0.0.1:port, as tokens carry it in "iss"
 //     op.CAPEM()     // the CA of its HTTPS certificate
 //     op.Approve(ctx, verificationURL, "alice", "pw", true)  // what the user does in a browser
 //     op.Token(ctx, "krypton-cli", "alice")                   // a whole device flow, approved in storage
-package oidcop
+package oidcoptest
 
 import (
 	"context"
