@@ -67,6 +67,11 @@ func checkField(fd protoreflect.FieldDescriptor) string {
 			return "field name contains " + bad
 		}
 	}
+	// A map's key field is named "key" by protobuf itself (the map's index: a region or a service
+	// name); its values are checked like any other field.
+	if fd.ContainingMessage().IsMapEntry() && fd.Name() == "key" && fd.Kind() == protoreflect.StringKind {
+		return ""
+	}
 	switch fd.Kind() {
 	case protoreflect.BytesKind, protoreflect.StringKind:
 		for _, w := range words {
