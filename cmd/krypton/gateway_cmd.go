@@ -29,6 +29,7 @@ const defaultKMIPAddr = "127.0.0.1:5696"
 // environment, which wins over the file.
 type gatewayFlags struct {
 	daemon          daemonFlags
+	gc              gcTuning
 	region          string
 	regionName      string
 	failoverRegions string
@@ -69,6 +70,7 @@ type gatewayFlags struct {
 func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	d := gateway.DefaultConfig()
 	f.daemon.declare(fs, "batch-size")
+	f.gc.declare(fs)
 	fs.StringVar(&f.region, "region", "", "API addresses (host:port) of one or more region nodes, comma-separated; the gateway finds the others")
 	fs.StringVar(&f.regionName, "region-name", "", "the name of that region (required): every node must present a node certificate of it, so a node of another region is refused")
 	fs.StringVar(&f.failoverRegions, "failover-regions", "", "regions to fail over to, in order of preference after -region-name, as NAME=ADDR[,ADDR...][,NAME=ADDR...] (each node must present a node certificate of its region); the tenant must be shared across them")
@@ -269,6 +271,13 @@ func gatewayCommand() *command {
 				if err != nil {
 					return daemon{}, err
 				}
+				// The gateway's live heap is small and each data key allocates: the same floor
+				// under the collector's goal as a region node (server_tuning.go).
+				gcStop, err := f.gc.apply("gateway", e.log)
+				if err != nil {
+					return daemon{}, err
+				}
+				e.atExit(gcStop)
 				cfg.Logger = e.log
 				if cfg.TracerProvider, err = e.tracing(&f.daemon, "krypton-gateway", ""); err != nil {
 					return daemon{}, err

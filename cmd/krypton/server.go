@@ -133,7 +133,7 @@ func serverCommand() *command {
 				if err != nil {
 					return daemon{}, err
 				}
-				gcStop, err := f.gc.apply(e.log)
+				gcStop, err := f.gc.apply("server", e.log)
 				if err != nil {
 					return daemon{}, err
 				}

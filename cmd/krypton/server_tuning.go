@@ -85,12 +85,12 @@ func (g *gcTuning) declare(fs *flag.FlagSet) {
 
 // apply sets the collector's target, if the flag asks for one, and starts the floor under the heap
 // goal; the caller calls stop when the node has stopped.
-func (g *gcTuning) apply(log *slog.Logger) (stop func(), err error) {
+func (g *gcTuning) apply(cmd string, log *slog.Logger) (stop func(), err error) {
 	switch {
 	case g.percent < 0:
-		return nil, usagef("server: -gc-percent %d is negative (0 keeps Go's default)", g.percent)
+		return nil, usagef("%s: -gc-percent %d is negative (0 keeps Go's default)", cmd, g.percent)
 	case g.headroomMiB < 0 || g.headroomMiB > 1<<20:
-		return nil, usagef("server: -gc-headroom-mib %d: want 0 (no floor) to %d", g.headroomMiB, 1<<20)
+		return nil, usagef("%s: -gc-headroom-mib %d: want 0 (no floor) to %d", cmd, g.headroomMiB, 1<<20)
 	}
 	if g.percent > 0 {
 		prev := debug.SetGCPercent(g.percent)

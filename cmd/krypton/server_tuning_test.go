@@ -47,7 +47,7 @@ func TestGCTuning(t *testing.T) {
 		if err := fs.Parse(args); err != nil {
 			t.Fatal(err)
 		}
-		stop, err := g.apply(log)
+		stop, err := g.apply("server", log)
 		if err == nil {
 			t.Cleanup(stop)
 			stop() // the checks below read GOGC as the flags set it, without the floor
@@ -81,7 +81,7 @@ func TestGCTuning(t *testing.T) {
 	if err := fs.Parse([]string{"-gc-percent", "0", "-gc-headroom-mib", "4096"}); err != nil {
 		t.Fatal(err)
 	}
-	stop, err := g.apply(log)
+	stop, err := g.apply("server", log)
 	if err != nil {
 		t.Fatal(err)
 	}
