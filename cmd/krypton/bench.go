@@ -366,11 +366,11 @@ func (o *benchOptions) run(ctx context.Context, s *streams) error {
 	}
 	var targets []bench.Target
 	if o.gw.enabled() {
-		client, name, stop, gwCPU, err := o.gw.start(ctx, cfg, ca, addrs, s.err)
+		client, name, stop, probe, err := o.gw.start(ctx, cfg, ca, addrs, s.err)
 		if err != nil {
 			return err
 		}
-		o.cfg.GatewayCPU = gwCPU
+		o.cfg.GatewayCPU, o.cfg.GatewayBatches = probe.cpu, probe.batches
 		defer stop()
 		addrs, targets = nil, []bench.Target{{Name: name, Client: client}}
 	}

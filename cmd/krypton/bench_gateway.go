@@ -6,14 +6,20 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -107,28 +113,34 @@ func (b *gatewayBench) check(o *benchOptions) error {
 	return nil
 }
 
+// gatewayProbe reads what a bench run reports of the gateway: its process's CPU (nil when it
+// runs in this process or is not known) and its batches (nil when not known).
+type gatewayProbe struct {
+	cpu     func() (time.Duration, bool)
+	batches func() (bench.BatchCount, bool)
+}
+
 // start returns the bench target for the gateway: a running one at b.addr, or a new one in front
-// of regionAddrs (with its stop function), and the reader of its process's CPU (nil when it runs
-// in this process).
-func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca *pki.CA, regionAddrs []string, logw io.Writer) (kv1.WrapServiceClient, string, func(), func() (time.Duration, bool), error) {
+// of regionAddrs (with its stop function), and what can be read of it.
+func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca *pki.CA, regionAddrs []string, logw io.Writer) (kv1.WrapServiceClient, string, func(), gatewayProbe, error) {
 	addr := b.addr
 	stop := func() {}
-	var cpu func() (time.Duration, bool)
+	var probe gatewayProbe
 	if b.pid != 0 {
-		cpu = procCPU(b.pid)
+		probe.cpu = procCPU(b.pid)
 	}
 	if b.spawn {
 		if ca == nil {
-			return nil, "", nil, nil, errors.New("bench: -spawn-gateway needs -spawn")
+			return nil, "", nil, probe, errors.New("bench: -spawn-gateway needs -spawn")
 		}
 		var err error
 		if b.process {
-			addr, stop, cpu, err = b.startProcess(ctx, ca, regionAddrs)
+			addr, stop, probe, err = b.startProcess(ctx, ca, regionAddrs)
 		} else {
-			addr, stop, err = b.startInProcess(cfg, ca, regionAddrs)
+			addr, stop, probe, err = b.startInProcess(cfg, ca, regionAddrs)
 		}
 		if err != nil {
-			return nil, "", nil, nil, err
+			return nil, "", nil, probe, err
 		}
 		where := "in this process"
 		if b.process {
@@ -143,14 +155,14 @@ func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca
 		fc, err := gateway.DialFramed(ctx, strings.TrimPrefix(addr, "framed:"))
 		if err != nil {
 			stop()
-			return nil, "", nil, nil, err
+			return nil, "", nil, probe, err
 		}
 		gw, closeConn = framedGatewayClient{fc}, func() { fc.Close() }
 	case strings.HasPrefix(addr, "unix:"):
 		conn, err := grpc.NewClient("unix://"+strings.TrimPrefix(addr, "unix:"), grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			stop()
-			return nil, "", nil, nil, err
+			return nil, "", nil, probe, err
 		}
 		gw, closeConn = kv1.NewGatewayServiceClient(conn), func() { conn.Close() }
 	default:
@@ -162,7 +174,7 @@ func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca
 		conn, err := transport.Dial(ctx, addr, gcfg)
 		if err != nil {
 			stop()
-			return nil, "", nil, nil, err
+			return nil, "", nil, probe, err
 		}
 		gw, closeConn = kv1.NewGatewayServiceClient(conn), func() { conn.Close() }
 	}
@@ -170,14 +182,14 @@ func (b *gatewayBench) start(ctx context.Context, cfg transport.ClientConfig, ca
 	if b.encrypt {
 		client.payload = make([]byte, b.payload)
 	}
-	return client, addr, func() { closeConn(); stop() }, cpu, nil
+	return client, addr, func() { closeConn(); stop() }, probe, nil
 }
 
 // startInProcess starts the gateway in this process and returns the address bench calls.
-func (b *gatewayBench) startInProcess(cfg transport.ClientConfig, ca *pki.CA, regionAddrs []string) (string, func(), error) {
+func (b *gatewayBench) startInProcess(cfg transport.ClientConfig, ca *pki.CA, regionAddrs []string) (string, func(), gatewayProbe, error) {
 	srvCert, err := ca.IssueGateway(benchTenant, "gateway-bench", pki.NodeOptions{})
 	if err != nil {
-		return "", nil, err
+		return "", nil, gatewayProbe{}, err
 	}
 	gc := gateway.DefaultConfig()
 	gc.RegionAddrs, gc.Region = regionAddrs, devRegionName // -spawn starts a development region
@@ -187,35 +199,42 @@ func (b *gatewayBench) startInProcess(cfg transport.ClientConfig, ca *pki.CA, re
 	var dir string
 	if b.front != "tls" {
 		if dir, err = os.MkdirTemp("", "krypton-bench-gateway-"); err != nil {
-			return "", nil, err
+			return "", nil, gatewayProbe{}, err
 		}
 		gc.UnixSocket = filepath.Join(dir, "gateway.sock")
 	}
 	g, err := gateway.New(gc)
 	if err != nil {
 		os.RemoveAll(dir)
-		return "", nil, err
+		return "", nil, gatewayProbe{}, err
 	}
 	served := make(chan error, 1)
 	go func() { served <- g.Serve() }()
 	stop := func() { g.Close(); <-served; os.RemoveAll(dir) }
+	probe := gatewayProbe{batches: func() (bench.BatchCount, bool) {
+		mfs, err := g.Registry().Gather()
+		if err != nil {
+			return bench.BatchCount{}, false
+		}
+		return batchCount(mfs)
+	}}
 	if b.front != "tls" {
-		return b.front + ":" + gc.UnixSocket, stop, nil
+		return b.front + ":" + gc.UnixSocket, stop, probe, nil
 	}
-	return g.Addr().String(), stop, nil
+	return g.Addr().String(), stop, probe, nil
 }
 
 // startProcess starts the gateway as `krypton gateway` (this binary) with certificates written to
 // a temporary directory, waits for its socket or port, and returns the address bench calls and
 // the reader of the process's CPU.
-func (b *gatewayBench) startProcess(ctx context.Context, ca *pki.CA, regionAddrs []string) (string, func(), func() (time.Duration, bool), error) {
+func (b *gatewayBench) startProcess(ctx context.Context, ca *pki.CA, regionAddrs []string) (string, func(), gatewayProbe, error) {
 	dir, err := os.MkdirTemp("", "krypton-bench-gateway-")
 	if err != nil {
-		return "", nil, nil, err
+		return "", nil, gatewayProbe{}, err
 	}
-	fail := func(err error) (string, func(), func() (time.Duration, bool), error) {
+	fail := func(err error) (string, func(), gatewayProbe, error) {
 		os.RemoveAll(dir)
-		return "", nil, nil, err
+		return "", nil, gatewayProbe{}, err
 	}
 	svc, err := ca.IssueService(benchTenant, benchService, 24*time.Hour)
 	if err != nil {
@@ -241,6 +260,12 @@ func (b *gatewayBench) startProcess(ctx context.Context, ca *pki.CA, regionAddrs
 	}
 	port := ln.Addr().String()
 	ln.Close()
+	hln, err := net.Listen("tcp", "127.0.0.1:0") // and one for its metrics
+	if err != nil {
+		return fail(err)
+	}
+	httpAddr := hln.Addr().String()
+	hln.Close()
 	exe, err := os.Executable()
 	if err != nil {
 		return fail(err)
@@ -250,7 +275,7 @@ func (b *gatewayBench) startProcess(ctx context.Context, ca *pki.CA, regionAddrs
 		"-ca-cert", p("ca.pem"), "-cert", p("gateway.pem"), "-key", p("gateway-key.pem"),
 		"-server-cert", p("server.pem"), "-server-key", p("server-key.pem"), "-listen", port,
 		"-unix-socket", sock, "-batch-size", fmt.Sprint(b.batch), "-batch-wait", b.batchWait.String(),
-		"-log-level", "warn")
+		"-http-addr", httpAddr, "-log-level", "warn")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Start(); err != nil {
 		return fail(err)
@@ -279,22 +304,56 @@ func (b *gatewayBench) startProcess(ctx context.Context, ca *pki.CA, regionAddrs
 		select {
 		case <-exited:
 			os.RemoveAll(dir)
-			return "", nil, nil, errors.New("bench: the gateway process exited at start (its log is above)")
+			return "", nil, gatewayProbe{}, errors.New("bench: the gateway process exited at start (its log is above)")
 		case <-ctx.Done():
 			stop()
-			return "", nil, nil, ctx.Err()
+			return "", nil, gatewayProbe{}, ctx.Err()
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return "", nil, nil, errors.New("bench: the gateway process did not open its socket within 30s")
+			return "", nil, gatewayProbe{}, errors.New("bench: the gateway process did not open its socket within 30s")
 		}
 	}
 	addr := port
 	if b.front != "tls" {
 		addr = b.front + ":" + sock
 	}
-	return addr, stop, procCPU(cmd.Process.Pid), nil
+	return addr, stop, gatewayProbe{cpu: procCPU(cmd.Process.Pid), batches: scrapeBatches("http://" + httpAddr + "/metrics")}, nil
+}
+
+// scrapeBatches reads a gateway's batches from its /metrics at url.
+func scrapeBatches(url string) func() (bench.BatchCount, bool) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	return func() (bench.BatchCount, bool) {
+		resp, err := client.Get(url)
+		if err != nil {
+			return bench.BatchCount{}, false
+		}
+		defer resp.Body.Close()
+		parser := expfmt.NewTextParser(model.UTF8Validation)
+		mfs, err := parser.TextToMetricFamilies(resp.Body)
+		if err != nil {
+			return bench.BatchCount{}, false
+		}
+		return batchCount(slices.Collect(maps.Values(mfs)))
+	}
+}
+
+// batchCount sums krypton_gateway_batch_size over its operations: the batches and their requests.
+func batchCount(mfs []*dto.MetricFamily) (bench.BatchCount, bool) {
+	for _, mf := range mfs {
+		if mf.GetName() != "krypton_gateway_batch_size" {
+			continue
+		}
+		var c bench.BatchCount
+		for _, m := range mf.GetMetric() {
+			c.Batches += float64(m.GetHistogram().GetSampleCount())
+			c.Items += m.GetHistogram().GetSampleSum()
+		}
+		return c, true
+	}
+	return bench.BatchCount{}, true // no batch yet
 }
 
 // procCPU reads a process's user and system CPU time from /proc/PID/stat (Linux).

@@ -153,7 +153,7 @@ func TestBenchElections(t *testing.T) {
 
 // TestBenchSpawnGatewayFramed runs `krypton bench -spawn 3 -spawn-gateway -gateway-front framed`
 // for a second: data keys through a real gateway's Unix socket in the framed protocol, with no
-// error.
+// error, and the gateway's batches reported.
 func TestBenchSpawnGatewayFramed(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	err := dispatch(context.Background(), rootCommand(), []string{"bench", "-spawn", "3", "-spawn-gateway",
@@ -162,7 +162,7 @@ func TestBenchSpawnGatewayFramed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("krypton bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
-	for _, want := range []string{"datakey", "errors by code: none", "framed:"} {
+	for _, want := range []string{"datakey", "errors by code: none", "framed:", "gateway batches: "} {
 		if !strings.Contains(stdout.String()+stderr.String(), want) {
 			t.Errorf("output lacks %q:\nstdout:\n%s\nstderr:\n%s", want, stdout.String(), stderr.String())
 		}

@@ -104,10 +104,17 @@ type Config struct {
 	// -gateway-pid`, or -spawn-gateway -gateway-process) has used so far; it is sampled with
 	// this process's over the measured time, and reported per operation beside it.
 	GatewayCPU func() (time.Duration, bool) `json:"-"`
+	// GatewayBatches, if set, reads how many batches the gateway has sent to the region and how
+	// many requests they carried (its krypton_gateway_batch_size histogram), sampled as
+	// GatewayCPU is: the mean batch of the measured time explains its CPU per operation.
+	GatewayBatches func() (BatchCount, bool) `json:"-"`
 	// ServerCPU, if set, reads the CPU time of the process serving the region nodes loaded
 	// (`krypton bench -server-pid`): sampled and reported as GatewayCPU is.
 	ServerCPU func() (time.Duration, bool) `json:"-"`
 }
+
+// BatchCount is a gateway's batches sent to the region and the requests they carried, so far.
+type BatchCount struct{ Batches, Items float64 }
 
 // DefaultConfig returns the defaults of `krypton bench`: unary wraps from 16 callers for 10 s
 // after a 2 s warm-up. Tenant and Service must still be set.

@@ -37,6 +37,10 @@ type Result struct {
 	// Config.GatewayCPU reads it (0 otherwise).
 	GatewayCPUSeconds     float64 `json:"gateway_cpu_seconds,omitempty"`
 	GatewayCPUMicrosPerOp float64 `json:"gateway_cpu_us_per_op,omitempty"`
+	// GatewayBatches and GatewayBatchItems are the batches the gateway sent to the region in the
+	// measured time and the requests they carried, when Config.GatewayBatches reads them.
+	GatewayBatches    float64 `json:"gateway_batches,omitempty"`
+	GatewayBatchItems float64 `json:"gateway_batch_items,omitempty"`
 	// ServerCPUSeconds and ServerCPUMicrosPerOp are the same for the nodes' server process, when
 	// Config.ServerCPU reads it (`krypton bench -server-pid`; 0 otherwise).
 	ServerCPUSeconds     float64 `json:"server_cpu_seconds,omitempty"`
@@ -200,6 +204,11 @@ func (r *Result) setGatewayCPU(used time.Duration) {
 	}
 }
 
+// setGatewayBatches records the gateway's batches over the measured time.
+func (r *Result) setGatewayBatches(batches, items float64) {
+	r.GatewayBatches, r.GatewayBatchItems = batches, items
+}
+
 // setServerCPU records the server process's CPU time over the measured time.
 func (r *Result) setServerCPU(used time.Duration) {
 	r.ServerCPUSeconds = used.Seconds()
@@ -329,6 +338,10 @@ func (r *Result) WriteTable(w io.Writer) error {
 	if r.GatewayCPUSeconds > 0 && r.MeasuredSeconds > 0 {
 		fmt.Fprintf(&b, "gateway CPU: %.2f cores busy, %.2f µs per ok op (the gateway's own process)\n",
 			r.GatewayCPUSeconds/r.MeasuredSeconds, r.GatewayCPUMicrosPerOp)
+	}
+	if r.GatewayBatches > 0 && r.MeasuredSeconds > 0 {
+		fmt.Fprintf(&b, "gateway batches: %.0f a second, %.1f requests each on average (region calls of the gateway)\n",
+			r.GatewayBatches/r.MeasuredSeconds, r.GatewayBatchItems/r.GatewayBatches)
 	}
 	if r.ServerCPUSeconds > 0 && r.MeasuredSeconds > 0 {
 		fmt.Fprintf(&b, "server CPU: %.2f cores busy, %.2f µs per ok op (the nodes' server process, -server-pid)\n",

@@ -61,6 +61,11 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 		gwCPU = newCPUWindow(cfg.Warmup, cfg.Warmup+cfg.Duration, cfg.GatewayCPU)
 		defer gwCPU.stop()
 	}
+	var gwBatches *window[BatchCount]
+	if cfg.GatewayBatches != nil {
+		gwBatches = newWindow(cfg.Warmup, cfg.Warmup+cfg.Duration, cfg.GatewayBatches)
+		defer gwBatches.stop()
+	}
 	var srvCPU *cpuWindow
 	if cfg.ServerCPU != nil {
 		srvCPU = newCPUWindow(cfg.Warmup, cfg.Warmup+cfg.Duration, cfg.ServerCPU)
@@ -124,17 +129,25 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 				w.finish()
 			}
 		}
+		if gwBatches != nil {
+			gwBatches.finish()
+		}
 	}
-	if used, ok := cpu.used(); ok && !interrupted {
+	if used, ok := cpuUsed(cpu); ok && !interrupted {
 		r.setCPU(used)
 	}
 	if gwCPU != nil {
-		if used, ok := gwCPU.used(); ok && !interrupted {
+		if used, ok := cpuUsed(gwCPU); ok && !interrupted {
 			r.setGatewayCPU(used)
 		}
 	}
+	if gwBatches != nil {
+		if from, to, ok := gwBatches.samples(); ok && !interrupted {
+			r.setGatewayBatches(to.Batches-from.Batches, to.Items-from.Items)
+		}
+	}
 	if srvCPU != nil {
-		if used, ok := srvCPU.used(); ok && !interrupted {
+		if used, ok := cpuUsed(srvCPU); ok && !interrupted {
 			r.setServerCPU(used)
 		}
 	}
@@ -143,9 +156,13 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 
 // cpuWindow samples a process's CPU time (read) when the measured time starts and when it ends, on
 // timers: the calls still in flight after the end, and the warm-up, are not counted.
-type cpuWindow struct {
+type cpuWindow = window[time.Duration]
+
+// window samples a reading when the measured time starts and when it ends (a CPU time, a count
+// of batches): the difference is what the measured time used.
+type window[T any] struct {
 	mu         sync.Mutex
-	from, to   time.Duration
+	from, to   T
 	fromOK     bool
 	toOK       bool
 	startTimer *time.Timer
@@ -155,8 +172,12 @@ type cpuWindow struct {
 }
 
 func newCPUWindow(from, to time.Duration, read func() (time.Duration, bool)) *cpuWindow {
-	w := &cpuWindow{}
-	sample := func(d *time.Duration, ok *bool) func() {
+	return newWindow(from, to, read)
+}
+
+func newWindow[T any](from, to time.Duration, read func() (T, bool)) *window[T] {
+	w := &window[T]{}
+	sample := func(d *T, ok *bool) func() {
 		return func() {
 			v, measured := read()
 			w.mu.Lock()
@@ -176,7 +197,7 @@ func newCPUWindow(from, to time.Duration, read func() (time.Duration, bool)) *cp
 // can fire after the callers have stopped, and the run then read no CPU at all. A timer not yet
 // fired is stopped and the sample taken now (a little late, when the callers' last calls are
 // done); one firing is waited for.
-func (w *cpuWindow) finish() {
+func (w *window[T]) finish() {
 	if w.endTimer.Stop() {
 		w.takeEnd()
 		return
@@ -184,18 +205,24 @@ func (w *cpuWindow) finish() {
 	<-w.endDone
 }
 
-// used is the CPU time of the measured window, if both samples were taken.
-func (w *cpuWindow) used() (time.Duration, bool) {
+// samples are the readings at the start and the end of the measured window, if both were taken.
+func (w *window[T]) samples() (from, to T, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.fromOK || !w.toOK {
+	return w.from, w.to, w.fromOK && w.toOK
+}
+
+// used is the CPU time of the measured window, if both samples were taken.
+func cpuUsed(w *cpuWindow) (time.Duration, bool) {
+	from, to, ok := w.samples()
+	if !ok {
 		return 0, false
 	}
-	return w.to - w.from, true
+	return to - from, true
 }
 
 // stop cancels the samples not yet taken (a run that ended early).
-func (w *cpuWindow) stop() {
+func (w *window[T]) stop() {
 	w.startTimer.Stop()
 	w.endTimer.Stop()
 }
