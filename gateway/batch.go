@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -52,6 +53,70 @@ type call[Req, Res any] struct {
 	done chan struct{} // 1-buffered: one send answers the call
 	// abandoned is set (under the batcher's mutex) by a caller that stopped waiting.
 	abandoned bool
+	// then, for a call queued by submit, takes its answer (instead of done), on the goroutine of
+	// the batch that answered it; notify, if set, is flushed once after every call of that batch
+	// was answered, so that a connection writes its answers of one batch in one write.
+	then   func(Res, error)
+	notify flusher
+}
+
+// flusher is told that a batch's answers were handed to it (see call.notify).
+type flusher interface{ flush() }
+
+// newCall returns a recycled call for submit.
+func (b *batcher[Req, Res]) newCall() *call[Req, Res] {
+	c, _ := b.calls.Get().(*call[Req, Res])
+	if c == nil {
+		c = &call[Req, Res]{done: make(chan struct{}, 1)}
+	}
+	return c
+}
+
+// submit queues calls made with newCall, whose then takes the answer, and returns at once: the
+// framed protocol's reader hands over every request of one read this way, so that they go in one
+// batch with no goroutine waiting for each. The rules of do decide when a batch goes, applied once
+// to the whole group.
+func (b *batcher[Req, Res]) submit(cs []*call[Req, Res]) {
+	if len(cs) == 0 {
+		return
+	}
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		var zero Res
+		for _, c := range cs {
+			then := c.then
+			b.recycle(c)
+			then(zero, errShutdown)
+		}
+		return
+	}
+	fresh := len(b.pending) == 0 // the group starts a batch: its timer is to start
+	b.pending = append(b.pending, cs...)
+	for len(b.pending) >= b.size {
+		b.flushLocked(b.size)
+		fresh = true
+	}
+	switch {
+	case len(b.pending) == 0:
+	case b.wait == 0 || b.inflight == 0:
+		b.flushLocked(len(b.pending))
+	case fresh:
+		b.startTimerLocked()
+	}
+	b.mu.Unlock()
+}
+
+// startTimerLocked sends what is pending once wait has passed, unless it was sent before.
+func (b *batcher[Req, Res]) startTimerLocked() {
+	gen := b.gen
+	time.AfterFunc(b.wait, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		if b.gen == gen && len(b.pending) > 0 {
+			b.flushLocked(len(b.pending))
+		}
+	})
 }
 
 // do queues req and waits for its answer or for ctx to end.
@@ -71,16 +136,9 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 	b.pending = append(b.pending, c)
 	switch {
 	case len(b.pending) >= b.size || b.wait == 0 || b.inflight == 0:
-		b.flushLocked()
+		b.flushLocked(len(b.pending))
 	case len(b.pending) == 1:
-		gen := b.gen
-		time.AfterFunc(b.wait, func() {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			if b.gen == gen && len(b.pending) > 0 {
-				b.flushLocked()
-			}
-		})
+		b.startTimerLocked()
 	}
 	b.mu.Unlock()
 	select {
@@ -106,14 +164,18 @@ func (b *batcher[Req, Res]) do(ctx context.Context, req Req) (Res, error) {
 func (b *batcher[Req, Res]) recycle(c *call[Req, Res]) {
 	var zr Req
 	var zs Res
-	c.ctx, c.req, c.res, c.err, c.abandoned = nil, zr, zs, nil, false
+	c.ctx, c.req, c.res, c.err, c.abandoned, c.then, c.notify = nil, zr, zs, nil, false, nil, nil
 	b.calls.Put(c)
 }
 
-// flushLocked sends what is pending as one batch. The caller holds b.mu.
-func (b *batcher[Req, Res]) flushLocked() {
-	batch := b.pending
-	b.pending = nil
+// flushLocked sends the first n pending requests as one batch. The caller holds b.mu.
+func (b *batcher[Req, Res]) flushLocked(n int) {
+	batch := b.pending[:n:n]
+	if rest := b.pending[n:]; len(rest) > 0 {
+		b.pending = append([]*call[Req, Res](nil), rest...)
+	} else {
+		b.pending = nil
+	}
 	b.gen++
 	b.inflight++
 	b.wg.Add(1)
@@ -136,13 +198,17 @@ func (b *batcher[Req, Res]) flushLocked() {
 		}
 		res, errs := b.send(ctx, reqs)
 		b.mu.Lock()
-		defer b.mu.Unlock()
 		b.inflight--
 		if b.inflight == 0 && len(b.pending) > 0 {
 			// What queued behind this batch goes now, without waiting out its timer.
-			b.flushLocked()
+			b.flushLocked(min(len(b.pending), b.size))
 		}
+		async := false
 		for i, c := range batch {
+			if c.then != nil {
+				async = true // answered below, outside the lock
+				continue
+			}
 			if c.abandoned {
 				if errs[i] == nil && b.drop != nil {
 					b.drop(res[i])
@@ -153,7 +219,31 @@ func (b *batcher[Req, Res]) flushLocked() {
 			c.res, c.err = res[i], errs[i]
 			c.done <- struct{}{}
 		}
+		b.mu.Unlock()
+		if async {
+			b.answerAsync(batch, res, errs)
+		}
 	}()
+}
+
+// answerAsync hands the answers of a batch's submitted calls to their then, and flushes each of
+// their notify once.
+func (b *batcher[Req, Res]) answerAsync(batch []*call[Req, Res], res []Res, errs []error) {
+	var notified []flusher
+	for i, c := range batch {
+		if c.then == nil {
+			continue
+		}
+		then, f := c.then, c.notify
+		b.recycle(c)
+		then(res[i], errs[i])
+		if f != nil && !slices.Contains(notified, f) {
+			notified = append(notified, f)
+		}
+	}
+	for _, f := range notified {
+		f.flush()
+	}
 }
 
 // startSpan starts the span of a batch (see batcher.tracer).
@@ -184,7 +274,7 @@ func (b *batcher[Req, Res]) close() {
 	if !b.closed {
 		b.closed = true
 		if len(b.pending) > 0 {
-			b.flushLocked()
+			b.flushLocked(len(b.pending))
 		}
 	}
 	b.mu.Unlock()

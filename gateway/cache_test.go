@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -227,5 +229,72 @@ func TestBatcherLoneRequest(t *testing.T) {
 	close(gate)
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// flushCount counts the flushes of a call.notify.
+type flushCount struct{ n atomic.Int32 }
+
+func (f *flushCount) flush() { f.n.Add(1) }
+
+// TestBatcherSubmit: a group handed over by submit is cut into full batches, its rest goes when
+// the batches in flight are back; every call's then gets its own answer, and each notify is
+// flushed once per batch it had calls in. After close, then gets errShutdown at once.
+func TestBatcherSubmit(t *testing.T) {
+	var mu sync.Mutex
+	var sizes []int
+	gate := make(chan struct{})
+	b := &batcher[int, int]{
+		size: 4, wait: time.Hour, // no timer closes a batch here
+		send: func(_ context.Context, reqs []int) ([]int, []error) {
+			<-gate
+			res, errs := make([]int, len(reqs)), make([]error, len(reqs))
+			for i, r := range reqs {
+				if r == 5 {
+					errs[i] = errors.New("item 5 refused")
+				}
+				res[i] = r * 10
+			}
+			return res, errs
+		},
+		onBatch: func(n int) { mu.Lock(); sizes = append(sizes, n); mu.Unlock() },
+	}
+	var f flushCount
+	var wg sync.WaitGroup
+	calls := make([]*call[int, int], 10)
+	for i := range calls {
+		c := b.newCall()
+		c.req, c.notify = i, &f
+		wg.Add(1)
+		c.then = func(res int, err error) {
+			defer wg.Done()
+			switch {
+			case i == 5 && (err == nil || err.Error() != "item 5 refused"):
+				t.Errorf("call 5: %v", err)
+			case i != 5 && (err != nil || res != i*10):
+				t.Errorf("call %d: %d, %v", i, res, err)
+			}
+		}
+		calls[i] = c
+	}
+	b.submit(calls)
+	close(gate)
+	wg.Wait()
+	b.close()
+	mu.Lock()
+	if !slices.Equal(sizes, []int{4, 4, 2}) {
+		t.Errorf("batch sizes %v, want [4 4 2]", sizes)
+	}
+	mu.Unlock()
+	if got := f.n.Load(); got != 3 {
+		t.Errorf("notify flushed %d times, want 3 (once a batch)", got)
+	}
+
+	c := b.newCall()
+	var got error
+	c.then = func(_ int, err error) { got = err }
+	b.submit([]*call[int, int]{c})
+	if !errors.Is(got, errShutdown) {
+		t.Errorf("submit after close: %v", got)
 	}
 }

@@ -100,29 +100,11 @@ func keyID(r *kv1.KeyRef) wrap.KeyID {
 // gateway's own service key, current version) with context. It returns the plaintext key, the
 // wrapped blob and the key version that wrapped it.
 func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context []byte) (plaintext, blob []byte, used wrap.KeyID, err error) {
-	if g.isClosed() {
-		return nil, nil, wrap.KeyID{}, errShutdown
-	}
-	if key, err = g.resolve(key); err != nil {
-		return nil, nil, key, err
-	}
-	ctx, span := tracing.StartSpan(ctx, g.tracer, "gateway.generate-data-key")
-	defer span.End()
-	if span.IsRecording() {
-		span.SetAttributes(tracing.Op.String("generate-data-key"), tracing.Tenant.String(key.Tenant),
-			tracing.Service.String(key.Service), tracing.KeyVersion.Int64(int64(key.Version)))
-	}
-	if err := g.permit(ctx, key, policy.GenerateDataKey); err != nil {
-		return nil, nil, key, err
-	}
-	release, err := g.admit(key)
+	ctx, key, finish, err := g.prepareDataKey(ctx, key, context)
 	if err != nil {
 		return nil, nil, key, err
 	}
-	defer release()
-	if err := transport.CheckContext(context); err != nil {
-		return nil, nil, key, err
-	}
+	defer finish()
 	// The data key is made with the others of its batch (sendDataKeys: one crypto/rand read and
 	// one packed region call per batch).
 	res, err := g.datakeys.do(ctx, dataKeyReq{key: key, context: context})
@@ -130,6 +112,62 @@ func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context [
 		return nil, nil, key, err
 	}
 	return res.plaintext, res.blob, res.used, nil
+}
+
+// prepareDataKey is what GenerateDataKey does before the request joins a batch: it resolves key,
+// starts the request's span and checks the policy, the quota and the context. finish, to be
+// called once the answer is in, ends the span and gives the quota's concurrency slot back.
+func (g *Gateway) prepareDataKey(ctx context.Context, key wrap.KeyID, context []byte) (_ context.Context, _ wrap.KeyID, finish func(), err error) {
+	if g.isClosed() {
+		return ctx, wrap.KeyID{}, nil, errShutdown
+	}
+	if key, err = g.resolve(key); err != nil {
+		return ctx, key, nil, err
+	}
+	ctx, span := tracing.StartSpan(ctx, g.tracer, "gateway.generate-data-key")
+	if span.IsRecording() {
+		span.SetAttributes(tracing.Op.String("generate-data-key"), tracing.Tenant.String(key.Tenant),
+			tracing.Service.String(key.Service), tracing.KeyVersion.Int64(int64(key.Version)))
+	}
+	if err := g.permit(ctx, key, policy.GenerateDataKey); err != nil {
+		span.End()
+		return ctx, key, nil, err
+	}
+	release, err := g.admit(key)
+	if err != nil {
+		span.End()
+		return ctx, key, nil, err
+	}
+	if err := transport.CheckContext(context); err != nil {
+		release()
+		span.End()
+		return ctx, key, nil, err
+	}
+	return ctx, key, func() { release(); span.End() }, nil
+}
+
+// generateDataKeyAsync is GenerateDataKey for the framed protocol's reader, which must not wait:
+// it returns the request as a call for the datakeys batcher's submit (nil when it was refused
+// before, and answered at once). answer takes the outcome, on the goroutine of the batch that
+// answered it; notify is flushed once per batch.
+func (g *Gateway) generateDataKeyAsync(ctx context.Context, key wrap.KeyID, context []byte, notify flusher,
+	answer func(plaintext, blob []byte, used wrap.KeyID, err error)) *call[dataKeyReq, dataKeyRes] {
+	ctx, key, finish, err := g.prepareDataKey(ctx, key, context)
+	if err != nil {
+		answer(nil, nil, key, err)
+		return nil
+	}
+	c := g.datakeys.newCall()
+	c.ctx, c.req, c.notify = ctx, dataKeyReq{key: key, context: context}, notify
+	c.then = func(res dataKeyRes, err error) {
+		finish()
+		if err != nil {
+			answer(nil, nil, key, err)
+			return
+		}
+		answer(res.plaintext, res.blob, res.used, nil)
+	}
+	return c
 }
 
 // dataKeyReq and dataKeyRes are a GenerateDataKey in the datakeys batcher.

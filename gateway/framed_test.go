@@ -2,8 +2,12 @@ package gateway_test
 
 import (
 	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
 	"sync"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -108,5 +112,79 @@ func TestFramedClosedByGateway(t *testing.T) {
 	g.Close()
 	if _, _, _, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil); status.Code(err) != codes.Unavailable {
 		t.Fatalf("after Close: %v, want Unavailable", err)
+	}
+}
+
+// TestFramedPipelinedRequestsShareABatch: data keys asked for in one write reach the region in
+// one batch, with no goroutine per request in between (framedConn.read submits them together),
+// and each gets its own answer.
+func TestFramedPipelinedRequestsShareABatch(t *testing.T) {
+	t.Parallel()
+	r := regiontest.Start(t, 3)
+	setupTenant(t, r, "acme", "payments")
+	g := startGateway(t, r, "acme", "payments", nil)
+	fc, err := gateway.DialFramed(ctxT(t), g.UnixSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	if _, _, _, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil); err != nil { // the region is found
+		t.Fatal(err)
+	}
+	wrapOp := map[string]string{"op": "wrap"} // data keys are wrapped in batches of op "wrap"
+	batches := counter(t, g.Registry(), "krypton_gateway_batches_total", wrapOp)
+
+	c, err := net.Dial("unix", g.UnixSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	const n = 16
+	msg := []byte("KRF1")
+	for id := range uint32(n) {
+		var f []byte
+		f = binary.BigEndian.AppendUint32(f, id)
+		f = append(f, 1)                            // GenerateDataKey
+		f = binary.BigEndian.AppendUint32(f, 30000) // timeout, ms
+		f = binary.BigEndian.AppendUint32(f, 0)     // the gateway's tenant
+		f = binary.BigEndian.AppendUint32(f, 0)     // and service
+		f = binary.BigEndian.AppendUint32(f, 0)     // the current version
+		f = binary.BigEndian.AppendUint32(f, 5)
+		f = append(f, "frame"...)
+		msg = binary.BigEndian.AppendUint32(msg, uint32(len(f)))
+		msg = append(msg, f...)
+	}
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[uint32]bool{}
+	for range n {
+		var hdr [4]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			t.Fatal(err)
+		}
+		body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+		if _, err := io.ReadFull(c, body); err != nil {
+			t.Fatal(err)
+		}
+		id, code := binary.BigEndian.Uint32(body), body[4]
+		if code != 0 || seen[id] || id >= n {
+			t.Fatalf("answer to %d: code %d (seen before: %v)", id, code, seen[id])
+		}
+		seen[id] = true
+		// plaintext | blob: the blob opens to the plaintext, under the context sent.
+		pl := binary.BigEndian.Uint32(body[5:])
+		pt := body[9 : 9+pl]
+		bl := binary.BigEndian.Uint32(body[9+pl:])
+		blob := body[13+pl : 13+pl+bl]
+		back, _, err := fc.Unwrap(ctxT(t), blob, []byte("frame"))
+		if err != nil || !bytes.Equal(back, pt) {
+			t.Fatalf("answer %d does not open to its key: %v", id, err)
+		}
+	}
+	// The unwraps above went in batches of their own (op "unwrap"); the data keys in one.
+	if got := counter(t, g.Registry(), "krypton_gateway_batches_total", wrapOp) - batches; got != 1 {
+		t.Errorf("%d data keys asked for in one write went in %v batches, want 1", n, got)
 	}
 }
