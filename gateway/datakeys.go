@@ -231,27 +231,48 @@ func (g *Gateway) sendDataKeys(ctx context.Context, reqs []dataKeyReq) ([]dataKe
 
 // Unwrap has the region open a wrapped data key (or serves it from the cache, when on and allowed).
 func (g *Gateway) Unwrap(ctx context.Context, blob, context []byte) (plaintext []byte, used wrap.KeyID, err error) {
+	p, plaintext, used, err := g.prepareUnwrap(ctx, blob, context)
+	if err != nil || plaintext != nil {
+		return plaintext, used, err // refused, or served from the cache
+	}
+	defer p.finish()
+	resp, err := g.unwraps.do(p.ctx, &kv1.UnwrapRequest{Blob: blob, Context: context})
+	return g.unwrapped(p, blob, context, resp, err)
+}
+
+// unwrapPrep is an Unwrap on its way to a batch (see prepareUnwrap).
+type unwrapPrep struct {
+	ctx    context.Context // with the request's span
+	parent wrap.KeyID      // the key the blob names
+	epoch  uint64          // the cache's, when the request left for the region
+	finish func()          // ends the span, gives the quota's concurrency slot back
+}
+
+// prepareUnwrap is what Unwrap does before the request joins a batch: it checks the blob, the
+// context, the tenant, the policy and the quota, and serves the key from the cache when it can
+// (plaintext then holds it, and the request is done). Otherwise p.finish is to be called once
+// the region's answer is in (unwrapped).
+func (g *Gateway) prepareUnwrap(ctx context.Context, blob, context []byte) (p unwrapPrep, plaintext []byte, used wrap.KeyID, err error) {
 	if g.isClosed() {
-		return nil, wrap.KeyID{}, errShutdown
+		return p, nil, wrap.KeyID{}, errShutdown
 	}
 	if err := transport.CheckBlob(blob); err != nil {
-		return nil, wrap.KeyID{}, err
+		return p, nil, wrap.KeyID{}, err
 	}
 	if err := transport.CheckContext(context); err != nil {
-		return nil, wrap.KeyID{}, err
+		return p, nil, wrap.KeyID{}, err
 	}
 	h, err := wrap.ParseHeader(blob)
 	if err != nil {
-		return nil, wrap.KeyID{}, err
+		return p, nil, wrap.KeyID{}, err
 	}
 	if h.Parent.Tenant != g.id.Tenant {
-		return nil, h.Parent, errOtherTenant
+		return p, nil, h.Parent, errOtherTenant
 	}
 	if err := g.permit(ctx, h.Parent, policy.Unwrap); err != nil {
-		return nil, h.Parent, err
+		return p, nil, h.Parent, err
 	}
 	ctx, span := tracing.StartSpan(ctx, g.tracer, "gateway.unwrap")
-	defer span.End()
 	if span.IsRecording() {
 		span.SetAttributes(tracing.Op.String("unwrap"), tracing.Tenant.String(h.Parent.Tenant),
 			tracing.Service.String(h.Parent.Service), tracing.KeyVersion.Int64(int64(h.Parent.Version)))
@@ -259,26 +280,50 @@ func (g *Gateway) Unwrap(ctx context.Context, blob, context []byte) (plaintext [
 	// The quota before the cache: a cached unwrap is a request served like any other.
 	release, err := g.admit(h.Parent)
 	if err != nil {
-		return nil, h.Parent, err
+		span.End()
+		return p, nil, h.Parent, err
 	}
-	defer release()
-	var epoch uint64
+	p = unwrapPrep{ctx: ctx, parent: h.Parent, finish: func() { release(); span.End() }}
 	if g.cache != nil {
 		plaintext = make([]byte, wrap.KeySize)
 		if id, ok := g.cache.get(blob, context, plaintext); ok {
-			return plaintext, id, nil
+			p.finish()
+			return p, plaintext, id, nil
 		}
-		epoch = g.cache.startEpoch()
+		p.epoch = g.cache.startEpoch()
 	}
-	resp, err := g.unwraps.do(ctx, &kv1.UnwrapRequest{Blob: blob, Context: context})
+	return p, nil, h.Parent, nil
+}
+
+// unwrapped is the end of an Unwrap: the region's answer, cached when the cache is on.
+func (g *Gateway) unwrapped(p unwrapPrep, blob, context []byte, resp *kv1.UnwrapResponse, err error) ([]byte, wrap.KeyID, error) {
 	if err != nil {
-		return nil, h.Parent, err
+		return nil, p.parent, err
 	}
-	used = keyID(resp.GetKey())
+	used := keyID(resp.GetKey())
 	if g.cache != nil {
-		g.cache.put(epoch, used, blob, context, resp.GetPlaintext())
+		g.cache.put(p.epoch, used, blob, context, resp.GetPlaintext())
 	}
 	return resp.GetPlaintext(), used, nil
+}
+
+// unwrapAsync is Unwrap for the framed protocol's reader (as generateDataKeyAsync): the request as
+// a call for the unwraps batcher's submit, or nil when it was answered at once (refused, or
+// served from the cache).
+func (g *Gateway) unwrapAsync(ctx context.Context, blob, context []byte, notify flusher,
+	answer func(plaintext []byte, used wrap.KeyID, err error)) *call[*kv1.UnwrapRequest, *kv1.UnwrapResponse] {
+	p, plaintext, used, err := g.prepareUnwrap(ctx, blob, context)
+	if err != nil || plaintext != nil {
+		answer(plaintext, used, err)
+		return nil
+	}
+	c := g.unwraps.newCall()
+	c.ctx, c.req, c.notify = p.ctx, &kv1.UnwrapRequest{Blob: blob, Context: context}, notify
+	c.then = func(resp *kv1.UnwrapResponse, err error) {
+		p.finish()
+		answer(g.unwrapped(p, blob, context, resp, err))
+	}
+	return c
 }
 
 // Encrypt seals data under a fresh data key wrapped by the region (envelope format).

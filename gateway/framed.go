@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/transport"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -193,7 +194,8 @@ func (s *framedServer) serve(c net.Conn, br *bufio.Reader) {
 	s.mu.Unlock()
 	defer s.wg.Done()
 	fc := &framedConn{s: s, c: c, kick: make(chan struct{}, 1)}
-	// ctx is the requests': a connection that closes cancels its calls in flight, as on gRPC.
+	// ctx is the requests' (their spans' parent). Requests in a batch when the connection closes
+	// are answered to nobody: their keys are wiped as they come.
 	ctx, cancel := context.WithCancel(context.Background())
 	stop, writerDone := make(chan struct{}), make(chan struct{})
 	go func() { defer close(writerDone); fc.writer(stop) }()
@@ -202,8 +204,6 @@ func (s *framedServer) serve(c net.Conn, br *bufio.Reader) {
 		s.g.log.Debug("framed connection closed", "err", err)
 	}
 	cancel()
-	fc.reqs.Wait() // every request served by a worker answered
-	// Data keys still in a batch (submitted by read) are answered to nobody: wiped as they come.
 	fc.mu.Lock()
 	fc.closed = true
 	fc.mu.Unlock()
@@ -227,9 +227,8 @@ func (s *framedServer) close() {
 }
 
 type framedConn struct {
-	s    *framedServer
-	c    net.Conn
-	reqs sync.WaitGroup
+	s *framedServer
+	c net.Conn
 
 	mu     sync.Mutex
 	out    []byte        // answers not yet written
@@ -237,35 +236,36 @@ type framedConn struct {
 	kick   chan struct{} // 1-buffered: out has something
 }
 
-// read reads requests. A GenerateDataKey is handed to the datakeys batcher without a goroutine
-// waiting for it (generateDataKeyAsync), with the others of the same read: they are submitted
+// read reads requests and hands each to its batcher without a goroutine waiting for it
+// (generateDataKeyAsync, unwrapAsync), with the others of the same read: they are submitted
 // together once no whole frame is left in the buffer, so that the requests a client wrote at once
-// go in one batch and their answers in one write. Other requests are served by worker goroutines
-// (they wait in a batch): an idle one, or a new one when all are busy. Workers live as long as
-// the connection, so their number is the most requests it had in flight at once, and their
-// stacks, grown by a first request, serve the next ones without being grown again (a goroutine per
-// request spent ~8 % of the CPU on runtime.newstack).
+// go in one batch and their answers in one write. Measured before, with a worker goroutine per
+// request in flight that called GenerateDataKey and waited: the first request of a read went
+// alone and the others behind it, and the hand-offs and per-request timers cost the gateway
+// about half of its CPU per data key at 16 callers (docs/performance.md).
 func (fc *framedConn) read(ctx context.Context, br *bufio.Reader) error {
-	work := make(chan []byte)
-	defer close(work)
-	worker := func(body []byte) {
-		defer fc.reqs.Done()
-		for {
-			fc.handle(ctx, body)
-			var ok bool
-			if body, ok = <-work; !ok {
-				return
-			}
+	g := fc.s.g
+	var (
+		datakeys []*call[dataKeyReq, dataKeyRes]
+		unwraps  []*call[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
+	)
+	answered := false // answers queued at once (refusals, cache hits), written once per read
+	submit := func() {
+		if answered {
+			fc.flush()
+			answered = false
 		}
+		g.datakeys.submit(datakeys)
+		g.unwraps.submit(unwraps)
+		clear(datakeys)
+		clear(unwraps)
+		datakeys, unwraps = datakeys[:0], unwraps[:0]
 	}
-	var burst []*call[dataKeyReq, dataKeyRes]
-	defer func() { fc.s.g.datakeys.submit(burst) }() // answered to a closed connection: wiped
+	defer submit() // what was read before the connection failed: answered to nobody, wiped
 	var hdr [4]byte
 	for {
-		if len(burst) > 0 && !frameBuffered(br) {
-			fc.s.g.datakeys.submit(burst)
-			clear(burst)
-			burst = burst[:0]
+		if (answered || len(datakeys)+len(unwraps) > 0) && !frameBuffered(br) {
+			submit()
 		}
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			return err
@@ -278,17 +278,48 @@ func (fc *framedConn) read(ctx context.Context, br *bufio.Reader) error {
 		if _, err := io.ReadFull(br, body); err != nil {
 			return err
 		}
-		if body[4] == framedGenerateDataKey {
-			if c := fc.startDataKey(ctx, body); c != nil {
-				burst = append(burst, c)
-			}
-			continue
+		id, op := binary.BigEndian.Uint32(body), body[4]
+		var deadline time.Time
+		if ms := binary.BigEndian.Uint32(body[5:]); ms > 0 {
+			deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
 		}
-		select {
-		case work <- body:
+		d := framedDecoder{b: body[9:]}
+		switch op {
+		case framedGenerateDataKey:
+			var key wrap.KeyID
+			key.Tenant, key.Service, key.Version = string(d.bytes()), string(d.bytes()), d.u32()
+			aad := d.bytes()
+			answer := fc.answerer(id, "generate-data-key", deadline)
+			if d.err != nil {
+				answer(nil, nil, wrap.KeyID{}, status.Error(codes.InvalidArgument, d.err.Error()))
+				answered = true
+				continue
+			}
+			if c := g.generateDataKeyAsync(ctx, key, aad, fc, answer); c != nil {
+				datakeys = append(datakeys, c)
+			} else {
+				answered = true
+			}
+		case framedUnwrap:
+			blob, aad := d.bytes(), d.bytes()
+			answer := fc.answerer(id, "unwrap", deadline)
+			if d.err != nil {
+				answer(nil, nil, wrap.KeyID{}, status.Error(codes.InvalidArgument, d.err.Error()))
+				answered = true
+				continue
+			}
+			c := g.unwrapAsync(ctx, blob, aad, fc, func(pt []byte, used wrap.KeyID, err error) {
+				answer(pt, nil, used, err)
+			})
+			if c != nil {
+				unwraps = append(unwraps, c)
+			} else {
+				answered = true
+			}
 		default:
-			fc.reqs.Add(1)
-			go worker(body)
+			fc.answer(id, nil, nil, wrap.KeyID{}, status.Errorf(codes.Unimplemented,
+				"gateway: framed operation %d is not known (1 GenerateDataKey, 2 Unwrap)", op))
+			answered = true
 		}
 	}
 }
@@ -302,76 +333,18 @@ func frameBuffered(br *bufio.Reader) bool {
 	return uint64(binary.BigEndian.Uint32(hdr)) <= uint64(br.Buffered()-4)
 }
 
-// startDataKey starts a framed GenerateDataKey: the call to submit, or nil when it was answered
-// at once (refused). The answer is queued by the batch that made the key; a request whose timeout
-// passed meanwhile is answered DEADLINE_EXCEEDED, its key wiped, as GenerateDataKey's caller gets
-// when its context ends first.
-func (fc *framedConn) startDataKey(ctx context.Context, body []byte) *call[dataKeyReq, dataKeyRes] {
-	g := fc.s.g
-	id := binary.BigEndian.Uint32(body)
-	var deadline time.Time
-	if ms := binary.BigEndian.Uint32(body[5:]); ms > 0 {
-		deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
-	}
-	d := framedDecoder{b: body[9:]}
-	var key wrap.KeyID
-	key.Tenant, key.Service, key.Version = string(d.bytes()), string(d.bytes()), d.u32()
-	aad := d.bytes()
-	answer := func(pt, blob []byte, used wrap.KeyID, err error) {
+// answerer returns what answers request id of operation name (for the metrics), which its batch
+// calls with the outcome. A request whose timeout passed before is answered DEADLINE_EXCEEDED,
+// its key wiped, as GenerateDataKey's and Unwrap's callers get when their context ends first.
+func (fc *framedConn) answerer(id uint32, name string, deadline time.Time) func(pt, blob []byte, used wrap.KeyID, err error) {
+	return func(pt, blob []byte, used wrap.KeyID, err error) {
 		if err == nil && !deadline.IsZero() && time.Now().After(deadline) {
 			clear(pt)
 			pt, blob, err = nil, nil, status.FromContextError(context.DeadlineExceeded).Err()
 		}
-		g.metrics.request("generate-data-key", err)
+		fc.s.g.metrics.request(name, err)
 		fc.answer(id, pt, blob, used, err)
 	}
-	if d.err != nil {
-		answer(nil, nil, wrap.KeyID{}, status.Error(codes.InvalidArgument, d.err.Error()))
-		fc.flush()
-		return nil
-	}
-	c := g.generateDataKeyAsync(ctx, key, aad, fc, answer)
-	if c == nil {
-		fc.flush()
-	}
-	return c
-}
-
-// handle serves one request other than GenerateDataKey (see read) and queues its answer.
-func (fc *framedConn) handle(ctx context.Context, body []byte) {
-	g := fc.s.g
-	id := binary.BigEndian.Uint32(body)
-	op := body[4]
-	if ms := binary.BigEndian.Uint32(body[5:]); ms > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Duration(ms)*time.Millisecond)
-		defer cancel()
-	}
-	d := framedDecoder{b: body[9:]}
-	var (
-		pt, blob []byte
-		used     wrap.KeyID
-		err      error
-		name     string
-	)
-	switch op {
-	case framedUnwrap:
-		name = "unwrap"
-		blob, context := d.bytes(), d.bytes()
-		if d.err != nil {
-			err = status.Error(codes.InvalidArgument, d.err.Error())
-			break
-		}
-		pt, used, err = g.Unwrap(ctx, blob, context)
-		blob = nil
-	default:
-		err = status.Errorf(codes.Unimplemented, "gateway: framed operation %d is not known (1 GenerateDataKey, 2 Unwrap)", op)
-	}
-	if name != "" {
-		g.metrics.request(name, err)
-	}
-	fc.answer(id, pt, blob, used, err)
-	fc.flush()
 }
 
 // answer queues the answer to request id (the writer sends it once flushed), and wipes pt: the
@@ -421,10 +394,8 @@ func (fc *framedConn) flush() {
 func (fc *framedConn) writer(stop chan struct{}) {
 	var spare []byte
 	flush := func() bool {
-		// The answers of one region batch are queued by as many workers woken at once: let them
-		// run first, so that one write carries them all rather than the first alone (a write to
-		// the socket costs more than the answer it carries).
-		runtime.Gosched()
+		// The writer is kicked once a batch's answers are all queued (call.notify) and once per
+		// read for answers given at once, so one write carries them together.
 		fc.mu.Lock()
 		buf := fc.out
 		fc.out = spare[:0]
@@ -451,6 +422,10 @@ func (fc *framedConn) writer(stop chan struct{}) {
 						fc.out = fc.out[:0]
 						fc.mu.Unlock()
 					case <-stop:
+						fc.mu.Lock()
+						clear(fc.out)
+						fc.out = nil
+						fc.mu.Unlock()
 						return
 					}
 				}
@@ -605,7 +580,9 @@ func (fc *FramedClient) writer() {
 		case <-fc.done:
 			return
 		}
-		runtime.Gosched() // let concurrent callers queue theirs too (see framedConn.writer)
+		// Concurrent callers queue theirs too before this write: a write to the socket costs more
+		// than the request it carries.
+		runtime.Gosched()
 		fc.mu.Lock()
 		buf := fc.out
 		fc.out = spare[:0]

@@ -117,7 +117,7 @@ func TestFramedClosedByGateway(t *testing.T) {
 
 // TestFramedPipelinedRequestsShareABatch: data keys asked for in one write reach the region in
 // one batch, with no goroutine per request in between (framedConn.read submits them together),
-// and each gets its own answer.
+// and each gets its own answer; so do the unwraps of their blobs, asked for in one write.
 func TestFramedPipelinedRequestsShareABatch(t *testing.T) {
 	t.Parallel()
 	r := regiontest.Start(t, 3)
@@ -128,63 +128,96 @@ func TestFramedPipelinedRequestsShareABatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fc.Close()
-	if _, _, _, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil); err != nil { // the region is found
+	pt0, blob0, _, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{}, []byte("frame"))
+	if err != nil { // the region is found
 		t.Fatal(err)
 	}
-	wrapOp := map[string]string{"op": "wrap"} // data keys are wrapped in batches of op "wrap"
-	batches := counter(t, g.Registry(), "krypton_gateway_batches_total", wrapOp)
+	if _, _, err := fc.Unwrap(ctxT(t), blob0, []byte("frame")); err != nil {
+		t.Fatal(err)
+	}
+	clear(pt0)
 
 	c, err := net.Dial("unix", g.UnixSocket())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	const n = 16
-	msg := []byte("KRF1")
-	for id := range uint32(n) {
-		var f []byte
-		f = binary.BigEndian.AppendUint32(f, id)
-		f = append(f, 1)                            // GenerateDataKey
-		f = binary.BigEndian.AppendUint32(f, 30000) // timeout, ms
-		f = binary.BigEndian.AppendUint32(f, 0)     // the gateway's tenant
-		f = binary.BigEndian.AppendUint32(f, 0)     // and service
-		f = binary.BigEndian.AppendUint32(f, 0)     // the current version
-		f = binary.BigEndian.AppendUint32(f, 5)
-		f = append(f, "frame"...)
-		msg = binary.BigEndian.AppendUint32(msg, uint32(len(f)))
-		msg = append(msg, f...)
-	}
 	c.SetDeadline(time.Now().Add(30 * time.Second))
-	if _, err := c.Write(msg); err != nil {
+	if _, err := c.Write([]byte("KRF1")); err != nil {
 		t.Fatal(err)
 	}
-	seen := map[uint32]bool{}
-	for range n {
-		var hdr [4]byte
-		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+	const n = 16
+	// roundTrip writes n frames of op in one write, each made by fields from its id, and returns
+	// the answers' fields after their code (checked OK), by id.
+	roundTrip := func(op byte, fields func(id uint32, f []byte) []byte) [][]byte {
+		var msg []byte
+		for id := range uint32(n) {
+			var f []byte
+			f = binary.BigEndian.AppendUint32(f, id)
+			f = append(f, op)
+			f = binary.BigEndian.AppendUint32(f, 30000) // timeout, ms
+			f = fields(id, f)
+			msg = binary.BigEndian.AppendUint32(msg, uint32(len(f)))
+			msg = append(msg, f...)
+		}
+		if _, err := c.Write(msg); err != nil {
 			t.Fatal(err)
 		}
-		body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
-		if _, err := io.ReadFull(c, body); err != nil {
-			t.Fatal(err)
+		answers := make([][]byte, n)
+		for range n {
+			var hdr [4]byte
+			if _, err := io.ReadFull(c, hdr[:]); err != nil {
+				t.Fatal(err)
+			}
+			body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+			if _, err := io.ReadFull(c, body); err != nil {
+				t.Fatal(err)
+			}
+			id, code := binary.BigEndian.Uint32(body), body[4]
+			if code != 0 || id >= n || answers[id] != nil {
+				t.Fatalf("op %d: answer to %d: code %d", op, id, code)
+			}
+			answers[id] = body[5:]
 		}
-		id, code := binary.BigEndian.Uint32(body), body[4]
-		if code != 0 || seen[id] || id >= n {
-			t.Fatalf("answer to %d: code %d (seen before: %v)", id, code, seen[id])
-		}
-		seen[id] = true
-		// plaintext | blob: the blob opens to the plaintext, under the context sent.
-		pl := binary.BigEndian.Uint32(body[5:])
-		pt := body[9 : 9+pl]
-		bl := binary.BigEndian.Uint32(body[9+pl:])
-		blob := body[13+pl : 13+pl+bl]
-		back, _, err := fc.Unwrap(ctxT(t), blob, []byte("frame"))
-		if err != nil || !bytes.Equal(back, pt) {
-			t.Fatalf("answer %d does not open to its key: %v", id, err)
-		}
+		return answers
 	}
-	// The unwraps above went in batches of their own (op "unwrap"); the data keys in one.
-	if got := counter(t, g.Registry(), "krypton_gateway_batches_total", wrapOp) - batches; got != 1 {
+	field := func(b []byte) ([]byte, []byte) { // a length-prefixed field and what follows
+		l := binary.BigEndian.Uint32(b)
+		return b[4 : 4+l], b[4+l:]
+	}
+	batches := func(op string) float64 {
+		return counter(t, g.Registry(), "krypton_gateway_batches_total", map[string]string{"op": op})
+	}
+
+	before := batches("wrap") // data keys are wrapped in batches of op "wrap"
+	keys := roundTrip(1, func(_ uint32, f []byte) []byte {
+		f = binary.BigEndian.AppendUint32(f, 0) // the gateway's tenant
+		f = binary.BigEndian.AppendUint32(f, 0) // and service
+		f = binary.BigEndian.AppendUint32(f, 0) // the current version
+		f = binary.BigEndian.AppendUint32(f, 5)
+		return append(f, "frame"...)
+	})
+	if got := batches("wrap") - before; got != 1 {
 		t.Errorf("%d data keys asked for in one write went in %v batches, want 1", n, got)
+	}
+
+	before = batches("unwrap")
+	opened := roundTrip(2, func(id uint32, f []byte) []byte {
+		_, rest := field(keys[id])
+		blob, _ := field(rest)
+		f = binary.BigEndian.AppendUint32(f, uint32(len(blob)))
+		f = append(f, blob...)
+		f = binary.BigEndian.AppendUint32(f, 5)
+		return append(f, "frame"...)
+	})
+	if got := batches("unwrap") - before; got != 1 {
+		t.Errorf("%d unwraps asked for in one write went in %v batches, want 1", n, got)
+	}
+	for id := range n {
+		pt, _ := field(keys[id])
+		back, _ := field(opened[id])
+		if len(pt) != wrap.KeySize || !bytes.Equal(back, pt) {
+			t.Errorf("data key %d: the unwrap of its blob gave another key", id)
+		}
 	}
 }
