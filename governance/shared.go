@@ -102,10 +102,10 @@ func (s *api) PublishTenantKeys(ctx context.Context, req *kv1.PublishTenantKeysR
 	if err := checkName("region", req.GetRegion()); err != nil {
 		return nil, err
 	}
-	if err := regionNode(ctx, req.GetRegion()); err != nil {
+	if err := checkName("tenant", req.GetTenant()); err != nil {
 		return nil, err
 	}
-	if err := checkName("tenant", req.GetTenant()); err != nil {
+	if err := s.regionVoter(ctx, req.GetRegion()); err != nil {
 		return nil, err
 	}
 	if f := req.GetFloor(); f != nil {
@@ -122,6 +122,9 @@ func (s *api) PublishTenantKeys(ctx context.Context, req *kv1.PublishTenantKeysR
 			return nil, err
 		}
 		return &kv1.PublishTenantKeysResponse{}, nil
+	}
+	if err := s.homeOf(req.GetTenant(), req.GetRegion()); err != nil {
+		return nil, err
 	}
 	k := req.GetKeys()
 	keys := &govfsm.TenantKeys{}
@@ -163,27 +166,53 @@ func (s *api) TenantAnchors(ctx context.Context, req *kv1.TenantAnchorsRequest) 
 	if err := checkName("region", req.GetRegion()); err != nil {
 		return nil, err
 	}
-	if err := regionNode(ctx, req.GetRegion()); err != nil {
-		return nil, err
-	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
 		return nil, err
 	}
-	if err := s.n.barrier(ctx); err != nil {
+	if err := s.regionVoter(ctx, req.GetRegion()); err != nil {
 		return nil, err
 	}
-	home, anchors, floor, pending, err := s.n.fsm.TenantAnchors(req.GetTenant())
+	if err := s.homeOf(req.GetTenant(), req.GetRegion()); err != nil {
+		return nil, err
+	}
+	_, anchors, floor, pending, err := s.n.fsm.TenantAnchors(req.GetTenant())
 	if err != nil {
 		return nil, err
-	}
-	if home != req.GetRegion() {
-		return nil, govfsm.ErrNotHome
 	}
 	out := &kv1.TenantAnchorsResponse{Anchors: anchors, FloorPending: pending}
 	if floor != nil {
 		out.Floor = &kv1.TenantFloor{L2: floor.L2, Services: floor.Services}
 	}
 	return out, nil
+}
+
+// regionVoter refuses a caller that is not a node of region or, once governance knows region's
+// Raft configuration, not one of its voters (as the feed and reports do: "Who may report for a
+// region"): a node removed from the home region neither learns a tenant's anchors nor plants
+// sealed keys that every other region would import. Checked after a barrier, against every
+// configuration governance has acknowledged.
+func (s *api) regionVoter(ctx context.Context, region string) error {
+	if err := regionNode(ctx, region); err != nil {
+		return err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return err
+	}
+	id, _ := transport.IdentityFromContext(ctx)
+	if !s.n.fsm.MayFollow(region, id.NodeID) {
+		return govfsm.ErrNotRegionVoter
+	}
+	return nil
+}
+
+// homeOf refuses, before the log, a region that is not tenant's home: ErrNotHome, for an unknown
+// or per-region tenant too, so that a node of a region outside the tenant's residency learns
+// nothing of it, not even whether it exists.
+func (s *api) homeOf(tenant, region string) error {
+	if t, err := s.n.fsm.Tenant(tenant); err != nil || t.Home == "" || t.Home != region {
+		return govfsm.ErrNotHome
+	}
+	return nil
 }
 
 // checkRegionAnchors checks per-region anchors: each region one of regions, each URI usable.
