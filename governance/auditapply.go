@@ -152,6 +152,9 @@ func auditEventOf(index uint64, c *govfsm.Command, r *govfsm.Result) audit.Event
 		if c.Home != "" { // makes a per-region tenant shared: this region makes its keys from now on
 			d["home"] = c.Home
 		}
+		if r.Previous != "" {
+			d["consented-by"] = r.Previous // the owner key that consented to a region added or a home
+		}
 	case govfsm.OpPublishKeys:
 		e.Kind = AuditTenantKeys
 		d["region"] = c.Region

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kryptonkms/krypton/governance/govfsm"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -83,7 +84,22 @@ func (s *api) SetTenantRegions(ctx context.Context, req *kv1.SetTenantRegionsReq
 			return nil, invalid("home_region " + home + " is not one of the tenant's regions")
 		}
 	}
-	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetRegions, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions, Home: home})
+	// Adding a region or choosing a home needs the owner's consent; removing regions does not.
+	if t, err := s.n.fsm.Tenant(req.GetTenant()); err == nil && (home != "" || slices.ContainsFunc(regions, func(r string) bool { return !slices.Contains(t.Regions, r) })) {
+		homeFlag := ""
+		if home != "" {
+			homeFlag = " -home " + home
+		}
+		st := owner.Statement{Tenant: req.GetTenant(), Op: owner.OpSetRegions, Regions: strings.Join(regions, ","), Region: home, RequestID: req.GetRequestId()}
+		how := fmt.Sprintf("krypton owner consent -key <owner.key> -op set-regions -regions %s%s -request-id <id> -out consent.jws %s", strings.Join(regions, ","), homeFlag, req.GetTenant())
+		if err := s.checkConsent(ctx, req.GetConsent(), st, how, false); err != nil {
+			return nil, err
+		}
+	} else if req.GetConsent() != "" {
+		return nil, invalid("this change adds no region and sets no home: it takes no consent")
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetRegions, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions, Home: home,
+		Consent: req.GetConsent(), OwnerRule: true})
 	if err != nil {
 		return nil, err
 	}

@@ -1,6 +1,8 @@
 package governance_test
 
 import (
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -8,6 +10,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/governance/governancetest"
+	"github.com/kryptonkms/krypton/internal/owner"
+	"github.com/kryptonkms/krypton/internal/owner/ownertest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -102,5 +106,95 @@ func TestSharedTenantCallsCheckTheCaller(t *testing.T) {
 	resp, err := eu1.PublishTenantKeys(ctx, &kv1.PublishTenantKeysRequest{Region: "eu", Tenant: "acme", Keys: keys(1)})
 	if err != nil || resp.GetCursor() <= before.GetHeadCursor() {
 		t.Fatalf("PublishTenantKeys from eu-1: %v %v", resp, err)
+	}
+}
+
+// TestOperatorAloneCannotWidenResidency: adding a region to a shared tenant's set, or making a
+// tenant shared (choosing the home region that makes every region's keys), needs the tenant
+// owner's consent to exactly that set, home and request id, as moving its anchor does: otherwise
+// an operator alone could spread the tenant's keys to a region the customer never chose, or, by
+// removing a region with an anchor of its own and adding it back, move that region onto the
+// tenant's anchor. Removing a region needs none (it only takes access away); a tenant without an
+// owner key takes the change on the operator's word.
+func TestOperatorAloneCannotWidenResidency(t *testing.T) {
+	g := governancetest.Start(t, 1)
+	ctx := g.Context(60 * time.Second)
+	op := g.Client(0)
+	create := func(tenant, home, ownerPub string) {
+		t.Helper()
+		if _, err := op.CreateTenant(ctx, &kv1.GovernanceCreateTenantRequest{RequestId: rid(), Tenant: tenant, AnchorUri: devAnchor,
+			Regions: []string{"eu", "us"}, HomeRegion: home, RegionAnchors: map[string]string{"us": devAnchor + "-us"}, OwnerPublicKey: ownerPub}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create("acme", "eu", g.Owner.Public)
+	setRegions := func(tenant, id, home, consent string, regions ...string) (*kv1.SetTenantRegionsResponse, error) {
+		return op.SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: id, Tenant: tenant, Regions: regions, HomeRegion: home, Consent: consent})
+	}
+	consent := func(tenant, id, home string, regions ...string) string {
+		return g.Owner.Consent(t, owner.Statement{Tenant: tenant, Op: owner.OpSetRegions, Regions: strings.Join(regions, ","), Region: home, RequestID: id})
+	}
+	regionsOf := func(tenant string) []string {
+		t.Helper()
+		tn, err := op.GetTenant(ctx, &kv1.GetTenantRequest{Tenant: tenant})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tn.GetRegions()
+	}
+
+	// The operator alone, or with a consent to something else, adds no region.
+	id := rid()
+	for name, c := range map[string]string{
+		"no consent":             "",
+		"another region set":     consent("acme", id, "", "ap", "eu", "us", "za"),
+		"another request id":     consent("acme", rid(), "", "ap", "eu", "us"),
+		"another tenant":         consent("other", id, "", "ap", "eu", "us"),
+		"an anchor move consent": g.Owner.Consent(t, owner.Statement{Tenant: "acme", Op: owner.OpSetAnchor, Anchor: devAnchor, RequestID: id}),
+		"the operator's own key": ownertest.New(t).Consent(t, owner.Statement{Tenant: "acme", Op: owner.OpSetRegions, Regions: "ap,eu,us", RequestID: id}),
+	} {
+		if _, err := setRegions("acme", id, "", c, "ap", "eu", "us"); status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("adding ap with %s: %v, want PermissionDenied", name, err)
+		}
+	}
+	if got := regionsOf("acme"); !slices.Equal(got, []string{"eu", "us"}) {
+		t.Fatalf("regions after the refused additions: %v", got)
+	}
+
+	// Removing us needs no consent; adding it back (onto the tenant's anchor, its own was
+	// dropped) does.
+	if _, err := setRegions("acme", rid(), "", "", "eu"); err != nil {
+		t.Fatalf("removing us: %v", err)
+	}
+	_, err := setRegions("acme", rid(), "", "", "eu", "us")
+	wantCode(t, err, codes.PermissionDenied)
+	_, err = setRegions("acme", rid(), "", consent("acme", "x", "", "eu"), "eu")
+	wantCode(t, err, codes.InvalidArgument) // a narrowing takes no consent
+
+	// The owner's consent adds exactly what it names, once.
+	id = rid()
+	c := consent("acme", id, "", "eu", "us")
+	if _, err := setRegions("acme", id, "", c, "eu", "us"); err != nil {
+		t.Fatalf("adding us with the owner's consent: %v", err)
+	}
+	if got := regionsOf("acme"); !slices.Equal(got, []string{"eu", "us"}) {
+		t.Fatalf("regions after the consented addition: %v", got)
+	}
+
+	// Making a per-region tenant shared chooses who makes every region's keys: consent too.
+	create("solo", "", g.Owner.Public)
+	id = rid()
+	_, err = setRegions("solo", id, "eu", "", "eu", "us")
+	wantCode(t, err, codes.PermissionDenied)
+	_, err = setRegions("solo", id, "eu", consent("solo", id, "us", "eu", "us"), "eu", "us")
+	wantCode(t, err, codes.PermissionDenied) // consent to another home
+	if _, err := setRegions("solo", id, "eu", consent("solo", id, "eu", "eu", "us"), "eu", "us"); err != nil {
+		t.Fatalf("making solo shared with the owner's consent: %v", err)
+	}
+
+	// A tenant without an owner key: on the operator's word, as its first owner key is.
+	create("keyless", "eu", "")
+	if _, err := setRegions("keyless", rid(), "", "", "ap", "eu", "us"); err != nil {
+		t.Fatalf("adding ap to a tenant without an owner key: %v", err)
 	}
 }
