@@ -107,6 +107,29 @@ func TestSharedTenantCallsCheckTheCaller(t *testing.T) {
 	if err != nil || resp.GetCursor() <= before.GetHeadCursor() {
 		t.Fatalf("PublishTenantKeys from eu-1: %v %v", resp, err)
 	}
+
+	// The feed: us gets the TENANT_KEYS event with its own L2 only; ap, outside the residency,
+	// gets nothing of the tenant (its first message, up to the head, holds no event).
+	us, err := us1.WatchRevocations(ctx, &kv1.WatchRevocationsRequest{Region: "us"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tk *kv1.RevocationEvent
+	for _, e := range recvEvents(t, us, 2) {
+		if e.GetKeys() != nil {
+			tk = e
+		}
+	}
+	if tk == nil || len(tk.GetKeys().GetL2()) != 1 || tk.GetKeys().GetL2()[0].GetRegion() != "us" || tk.GetAnchorUri() != devAnchor+"-us" {
+		t.Fatalf("us's TENANT_KEYS event: %v", tk)
+	}
+	ap, err := ap1.WatchRevocations(ctx, &kv1.WatchRevocationsRequest{Region: "ap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, ap); len(m.GetEvents()) != 0 || m.GetHeadCursor() < resp.GetCursor() {
+		t.Fatalf("ap, outside acme's residency, is sent %v (head %d)", m.GetEvents(), m.GetHeadCursor())
+	}
 }
 
 // TestOperatorAloneCannotWidenResidency: adding a region to a shared tenant's set, or making a
