@@ -12,6 +12,8 @@ import (
 	"github.com/kryptonkms/krypton/governance/governancetest"
 	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/internal/owner/ownertest"
+	"github.com/kryptonkms/krypton/internal/pki"
+	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
 
@@ -75,8 +77,38 @@ func TestSharedTenantCallsCheckTheCaller(t *testing.T) {
 			t.Fatalf("%s: TenantAnchors: %v, want %v", c.name, err, c.code)
 		}
 	}
+	// A service's certificate (and a gateway's, which is a server certificate only) can neither
+	// change the residency nor act as a node; nor can a node change the residency.
+	svcCert, err := g.CA.IssueService("acme", "billing", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwCert, err := g.CA.IssueGateway("acme", "gw-1", pki.NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, cert := range map[string]*pki.Certificate{"a service": svcCert, "a gateway": gwCert} {
+		conn, err := transport.Dial(ctx, g.Addr(0), transport.ClientConfig{Roots: g.CA.Pool(), Certificate: cert.TLSCertificate(), Server: pki.Identity{Kind: pki.KindGovernance}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		c := kv1.NewGovernanceServiceClient(conn)
+		if _, err := c.SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: rid(), Tenant: "acme", Regions: []string{"ap", "eu", "us"}}); err == nil {
+			t.Fatalf("%s's certificate changed the residency", name)
+		}
+		if _, err := c.PublishTenantKeys(ctx, &kv1.PublishTenantKeysRequest{Region: "eu", Tenant: "acme", Keys: keys(1)}); err == nil {
+			t.Fatalf("%s's certificate published keys", name)
+		}
+		if _, err := c.TenantAnchors(ctx, &kv1.TenantAnchorsRequest{Region: "eu", Tenant: "acme"}); err == nil {
+			t.Fatalf("%s's certificate read the anchors", name)
+		}
+	}
+	_, err = eu1.SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: rid(), Tenant: "acme", Regions: []string{"ap", "eu", "us"}})
+	wantCode(t, err, codes.PermissionDenied)
+
 	// A removed node of the home region reports no floor either.
-	_, err := eu3.PublishTenantKeys(ctx, &kv1.PublishTenantKeysRequest{Region: "eu", Tenant: "acme", Floor: &kv1.TenantFloor{L2: 7}})
+	_, err = eu3.PublishTenantKeys(ctx, &kv1.PublishTenantKeysRequest{Region: "eu", Tenant: "acme", Floor: &kv1.TenantFloor{L2: 7}})
 	wantCode(t, err, codes.PermissionDenied)
 
 	// A region outside the residency cannot tell the tenant from one that does not exist.
