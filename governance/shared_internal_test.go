@@ -31,8 +31,8 @@ func TestEventForRegionSendsOnlyItsOwnL2(t *testing.T) {
 // own versions (a floor) says so and which region, not "governance held them all".
 func TestSharedTenantAuditRecords(t *testing.T) {
 	e := auditEventOf(9, &govfsm.Command{Op: govfsm.OpSetRegions, Tenant: "acme", Regions: []string{"eu", "us"}, Home: "eu", Actor: "spiffe://krypton/operator/op"},
-		&govfsm.Result{Event: &govfsm.Event{Cursor: 4, Regions: []string{"eu", "us"}, Home: "eu"}})
-	if e.Kind != AuditTenantSetRegions || e.Tenant != "acme" || e.Detail["regions"] != "[eu us]" || e.Detail["home"] != "eu" {
+		&govfsm.Result{Event: &govfsm.Event{Cursor: 4, Regions: []string{"eu", "us"}, Home: "eu"}, Previous: "sha256:owner"})
+	if e.Kind != AuditTenantSetRegions || e.Tenant != "acme" || e.Detail["regions"] != "[eu us]" || e.Detail["home"] != "eu" || e.Detail["consented-by"] != "sha256:owner" {
 		t.Errorf("set-regions making acme shared: %+v", e)
 	}
 	e = auditEventOf(10, &govfsm.Command{Op: govfsm.OpPublishKeys, Tenant: "acme", Region: "us", Floor: &govfsm.Floor{L2: 3, Services: map[string]uint32{"pay": 2}}},
