@@ -236,6 +236,11 @@ func TestOperatorAloneCannotWidenResidency(t *testing.T) {
 		t.Fatalf("regions after the consented addition: %v", got)
 	}
 
+	// The home does not move, consent or not.
+	id = rid()
+	_, err = setRegions("acme", id, "us", consent("acme", id, "us", "eu", "us"), "eu", "us")
+	wantCode(t, err, codes.InvalidArgument)
+
 	// Making a per-region tenant shared chooses who makes every region's keys: consent too.
 	create("solo", "", g.Owner.Public)
 	id = rid()
