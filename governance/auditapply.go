@@ -149,13 +149,21 @@ func auditEventOf(index uint64, c *govfsm.Command, r *govfsm.Result) audit.Event
 		if r.Event != nil {
 			d["removed"] = detailText(fmt.Sprint(r.Event.Removed))
 		}
+		if c.Home != "" { // makes a per-region tenant shared: this region makes its keys from now on
+			d["home"] = c.Home
+		}
+		if r.Previous != "" {
+			d["consented-by"] = r.Previous // the owner key that consented to a region added or a home
+		}
 	case govfsm.OpPublishKeys:
 		e.Kind = AuditTenantKeys
 		d["region"] = c.Region
 		if c.Keys != nil {
 			d["l2-blobs"], d["l3-blobs"] = strconv.Itoa(len(c.Keys.L2)), strconv.Itoa(len(c.Keys.L3))
 		}
-		if r.Event == nil {
+		if c.Floor != nil { // a region's own newest versions of a tenant made shared
+			d["floor-l2"], d["floor-services"] = strconv.FormatUint(uint64(c.Floor.L2), 10), strconv.Itoa(len(c.Floor.Services))
+		} else if r.Event == nil {
 			d["event"] = "none: governance held them all"
 		}
 	case govfsm.OpResetVoters:

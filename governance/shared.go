@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/kryptonkms/krypton/governance/govfsm"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -83,7 +84,22 @@ func (s *api) SetTenantRegions(ctx context.Context, req *kv1.SetTenantRegionsReq
 			return nil, invalid("home_region " + home + " is not one of the tenant's regions")
 		}
 	}
-	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetRegions, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions, Home: home})
+	// Adding a region or choosing a home needs the owner's consent; removing regions does not.
+	if t, err := s.n.fsm.Tenant(req.GetTenant()); err == nil && (home != "" || slices.ContainsFunc(regions, func(r string) bool { return !slices.Contains(t.Regions, r) })) {
+		homeFlag := ""
+		if home != "" {
+			homeFlag = " -home " + home
+		}
+		st := owner.Statement{Tenant: req.GetTenant(), Op: owner.OpSetRegions, Regions: strings.Join(regions, ","), Region: home, RequestID: req.GetRequestId()}
+		how := fmt.Sprintf("krypton owner consent -key <owner.key> -op set-regions -regions %s%s -request-id <id> -out consent.jws %s", strings.Join(regions, ","), homeFlag, req.GetTenant())
+		if err := s.checkConsent(ctx, req.GetConsent(), st, how, false); err != nil {
+			return nil, err
+		}
+	} else if req.GetConsent() != "" {
+		return nil, invalid("this change adds no region and sets no home: it takes no consent")
+	}
+	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetRegions, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions, Home: home,
+		Consent: req.GetConsent(), OwnerRule: true})
 	if err != nil {
 		return nil, err
 	}
@@ -102,10 +118,10 @@ func (s *api) PublishTenantKeys(ctx context.Context, req *kv1.PublishTenantKeysR
 	if err := checkName("region", req.GetRegion()); err != nil {
 		return nil, err
 	}
-	if err := regionNode(ctx, req.GetRegion()); err != nil {
+	if err := checkName("tenant", req.GetTenant()); err != nil {
 		return nil, err
 	}
-	if err := checkName("tenant", req.GetTenant()); err != nil {
+	if err := s.regionVoter(ctx, req.GetRegion()); err != nil {
 		return nil, err
 	}
 	if f := req.GetFloor(); f != nil {
@@ -122,6 +138,9 @@ func (s *api) PublishTenantKeys(ctx context.Context, req *kv1.PublishTenantKeysR
 			return nil, err
 		}
 		return &kv1.PublishTenantKeysResponse{}, nil
+	}
+	if err := s.homeOf(req.GetTenant(), req.GetRegion()); err != nil {
+		return nil, err
 	}
 	k := req.GetKeys()
 	keys := &govfsm.TenantKeys{}
@@ -163,27 +182,53 @@ func (s *api) TenantAnchors(ctx context.Context, req *kv1.TenantAnchorsRequest) 
 	if err := checkName("region", req.GetRegion()); err != nil {
 		return nil, err
 	}
-	if err := regionNode(ctx, req.GetRegion()); err != nil {
-		return nil, err
-	}
 	if err := checkName("tenant", req.GetTenant()); err != nil {
 		return nil, err
 	}
-	if err := s.n.barrier(ctx); err != nil {
+	if err := s.regionVoter(ctx, req.GetRegion()); err != nil {
 		return nil, err
 	}
-	home, anchors, floor, pending, err := s.n.fsm.TenantAnchors(req.GetTenant())
+	if err := s.homeOf(req.GetTenant(), req.GetRegion()); err != nil {
+		return nil, err
+	}
+	_, anchors, floor, pending, err := s.n.fsm.TenantAnchors(req.GetTenant())
 	if err != nil {
 		return nil, err
-	}
-	if home != req.GetRegion() {
-		return nil, govfsm.ErrNotHome
 	}
 	out := &kv1.TenantAnchorsResponse{Anchors: anchors, FloorPending: pending}
 	if floor != nil {
 		out.Floor = &kv1.TenantFloor{L2: floor.L2, Services: floor.Services}
 	}
 	return out, nil
+}
+
+// regionVoter refuses a caller that is not a node of region or, once governance knows region's
+// Raft configuration, not one of its voters (as the feed and reports do: "Who may report for a
+// region"): a node removed from the home region neither learns a tenant's anchors nor plants
+// sealed keys that every other region would import. Checked after a barrier, against every
+// configuration governance has acknowledged.
+func (s *api) regionVoter(ctx context.Context, region string) error {
+	if err := regionNode(ctx, region); err != nil {
+		return err
+	}
+	if err := s.n.barrier(ctx); err != nil {
+		return err
+	}
+	id, _ := transport.IdentityFromContext(ctx)
+	if !s.n.fsm.MayFollow(region, id.NodeID) {
+		return govfsm.ErrNotRegionVoter
+	}
+	return nil
+}
+
+// homeOf refuses, before the log, a region that is not tenant's home: ErrNotHome, for an unknown
+// or per-region tenant too, so that a node of a region outside the tenant's residency learns
+// nothing of it, not even whether it exists.
+func (s *api) homeOf(tenant, region string) error {
+	if t, err := s.n.fsm.Tenant(tenant); err != nil || t.Home == "" || t.Home != region {
+		return govfsm.ErrNotHome
+	}
+	return nil
 }
 
 // checkRegionAnchors checks per-region anchors: each region one of regions, each URI usable.

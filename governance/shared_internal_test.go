@@ -25,3 +25,19 @@ func TestEventForRegionSendsOnlyItsOwnL2(t *testing.T) {
 		t.Fatal("an operator's view of the event carries sealed blobs")
 	}
 }
+
+// TestSharedTenantAuditRecords: governance's audit records of a shared tenant's changes say what
+// changed: a set-regions names the home it makes a tenant shared with; a region's report of its
+// own versions (a floor) says so and which region, not "governance held them all".
+func TestSharedTenantAuditRecords(t *testing.T) {
+	e := auditEventOf(9, &govfsm.Command{Op: govfsm.OpSetRegions, Tenant: "acme", Regions: []string{"eu", "us"}, Home: "eu", Actor: "spiffe://krypton/operator/op"},
+		&govfsm.Result{Event: &govfsm.Event{Cursor: 4, Regions: []string{"eu", "us"}, Home: "eu"}, Previous: "sha256:owner"})
+	if e.Kind != AuditTenantSetRegions || e.Tenant != "acme" || e.Detail["regions"] != "[eu us]" || e.Detail["home"] != "eu" || e.Detail["consented-by"] != "sha256:owner" {
+		t.Errorf("set-regions making acme shared: %+v", e)
+	}
+	e = auditEventOf(10, &govfsm.Command{Op: govfsm.OpPublishKeys, Tenant: "acme", Region: "us", Floor: &govfsm.Floor{L2: 3, Services: map[string]uint32{"pay": 2}}},
+		&govfsm.Result{})
+	if e.Kind != AuditTenantKeys || e.Detail["region"] != "us" || e.Detail["floor-l2"] != "3" || e.Detail["floor-services"] != "1" || e.Detail["event"] != "" {
+		t.Errorf("a floor report: %+v", e)
+	}
+}

@@ -237,7 +237,7 @@ func validateOwner(c *govfsm.Command) error {
 		return invalid("owner_public_key is required")
 	}
 	if c.Consent != "" {
-		if c.Op != govfsm.OpSetAnchor && c.Op != govfsm.OpSetOwnerKey {
+		if c.Op != govfsm.OpSetAnchor && c.Op != govfsm.OpSetOwnerKey && c.Op != govfsm.OpSetRegions {
 			return invalid("this request takes no consent")
 		}
 		if len(c.Consent) > owner.MaxConsent {

@@ -197,6 +197,20 @@ func describeCommand(e *audit.Event, cmd fsm.Command, a fsm.Applied) {
 		e.Detail["services-created"] = strconv.Itoa(len(c.Services))
 		e.Detail["policy-set"] = strconv.FormatBool(c.Policy != nil)
 		e.Detail["locked"] = strconv.FormatBool(c.Lock != "")
+		if c.Import != nil { // a shared tenant's versions from its home region (TENANT_KEYS)
+			e.Detail["imported-l2"] = strconv.Itoa(len(c.Import.L2))
+			e.Detail["imported-l3"] = strconv.Itoa(len(c.Import.L3))
+		}
+	case fsm.SetTenantRegions:
+		e.Kind, e.Tenant = auditGovSetRegions, c.Tenant
+		e.Detail["regions"] = detailText(fmt.Sprint(c.Regions))
+		if c.Home != "" {
+			e.Detail["home"] = c.Home
+		}
+	case fsm.RemoveTenant:
+		// The region left the tenant's residency: every sealed version of it is deleted here.
+		e.Kind, e.Tenant, e.Reason = auditGovRemoveTenant, c.Tenant, c.Reason
+		e.Detail["wiped"] = "true"
 	case fsm.SetOwnerKey:
 		e.Kind, e.Tenant = AuditOwnerSet, c.Tenant
 		if k, err := ownerKeyPEM(c.OwnerKey); err == nil && k != nil {

@@ -38,6 +38,8 @@ const (
 	auditGovTenant       = "tenant.create"
 	auditGovService      = audit.KindKeyCreate
 	auditGovResync       = "tenant.resync"
+	auditGovSetRegions   = "tenant.set-regions"
+	auditGovRemoveTenant = "tenant.remove"
 	auditGovRefused      = "governance.event-refused"
 	auditPolicyDenied    = "policy.deny"
 )

@@ -427,21 +427,24 @@ func homeText(h string) string {
 }
 
 func govTenantSetRegionsCommand() *command {
-	var regions, home string
+	var regions, home, consentPath, consent string
 	var wait bool
 	return govCommand(clientSpec{
-		name: "set-regions", synopsis: "change a shared tenant's regions (residency; governance)", usage: "-regions <r1,r2> [-home <region>] [-wait] <tenant>",
+		name: "set-regions", synopsis: "change a shared tenant's regions (residency; governance)", usage: "-regions <r1,r2> [-home <region>] [-consent <file>] [-wait] <tenant>",
 		help: "Replaces the regions a shared tenant (created with -home) lives in. A region added receives the tenant's sealed " +
 			"keys from its home region and opens every blob wrapped before; a region removed wipes the tenant and refuses its " +
 			"blobs. The home region must stay. With -wait it returns once every old and new region has reported the change " +
 			"(bounded by -timeout; on timeout the change stands, and the same -request-id waits again). With -home, it makes a " +
 			"tenant created without one shared (-regions its regions as they are): each region keeps its own key versions, and " +
-			"the home's next ones, numbered above every region's, are shared.",
+			"the home's next ones, numbered above every region's, are shared. Adding a region or -home needs the tenant " +
+			"owner's consent (-consent), which the owner makes with `krypton owner consent -op set-regions -regions <r1,r2> " +
+			"[-home <region>]`; the change is sent under the request id the consent names. Removing regions needs none.",
 		write: true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&regions, "regions", "", "the tenant's new regions, comma-separated (required)")
 			fs.StringVar(&home, "home", "", "make a tenant created without a home shared, with this home region")
 			fs.BoolVar(&wait, "wait", false, "return only once every old and new region reports the change")
+			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file, to add a region or set -home (`krypton owner consent -op set-regions`)")
 		},
 		check: func(fs *flag.FlagSet) error {
 			if err := nargs(fs, 1, 1, "-regions <r1,r2> [-wait] <tenant>"); err != nil {
@@ -450,10 +453,12 @@ func govTenantSetRegionsCommand() *command {
 			if len(splitList(regions)) == 0 {
 				return usagef("%s: -regions is required", cmdName(fs))
 			}
-			return nil
+			var err error
+			consent, err = consentFlag(fs, consentPath)
+			return err
 		},
 		body: func(ctx context.Context, s *streams, fs *flag.FlagSet, c *apiClient) error {
-			resp, err := c.gov().SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: c.requestID, Tenant: fs.Arg(0), Regions: splitList(regions), Wait: wait, HomeRegion: home})
+			resp, err := c.gov().SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: c.requestID, Tenant: fs.Arg(0), Regions: splitList(regions), Wait: wait, HomeRegion: home, Consent: consent})
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,7 +22,8 @@ func ownerCommand() *command {
 	return &command{
 		name: "owner", synopsis: "the tenant owner's key and consents (run by the customer, not the operator)",
 		help: "A tenant's owner key is the customer's: moving the tenant's anchor, lifting a deleted anchor, rekeying the tenant " +
-			"in a region and replacing the owner key need a consent signed by it, which the operator relays with -consent.",
+			"in a region, replacing the owner key, and adding a region to a shared tenant or making a tenant shared need a consent " +
+			"signed by it, which the operator relays with -consent.",
 		sub: []*command{ownerKeygenCommand(), ownerConsentCommand()},
 	}
 }
@@ -74,21 +76,25 @@ func writeNew(path string, b []byte, mode os.FileMode) error {
 }
 
 func ownerConsentCommand() *command {
-	var key, op, anchorURI, region, ownerPub, requestID, out string
+	var key, op, anchorURI, region, regions, home, ownerPub, requestID, out string
 	var ttl time.Duration
 	return &command{
 		name: "consent", synopsis: "sign the owner's consent to a change of a tenant's root of trust",
-		usage: "-key <owner.key> -op set-anchor|rekey|set-owner [-anchor <uri>] [-region <r>] [-owner-pub <file>] [-request-id <id>] [-ttl 1h] -out <consent.jws> <tenant>",
+		usage: "-key <owner.key> -op set-anchor|rekey|set-owner|set-regions [-anchor <uri>] [-region <r>] [-regions <r1,r2>] [-home <r>] [-owner-pub <file>] [-request-id <id>] [-ttl 1h] -out <consent.jws> <tenant>",
 		help: "Signs, with the owner key, a consent to exactly one change of <tenant>: -op set-anchor -anchor <uri> (move the " +
 			"anchor at governance, or lift a deleted one), -op set-owner -owner-pub <new.pub> (hand over to a new owner key at " +
-			"governance; with -region <r>, at region r), -op rekey -anchor <uri> -region <r> (region r's tenant rekey). The consent is bound to a request id (a fresh one " +
+			"governance; with -region <r>, at region r), -op rekey -anchor <uri> -region <r> (region r's tenant rekey), -op set-regions " +
+			"-regions <r1,r2> [-home <r>] (at governance, a shared tenant's new region set when it adds a region, or making a tenant shared " +
+			"with home r). The consent is bound to a request id (a fresh one " +
 			"unless -request-id), valid for -ttl (at most 24h) and usable once; the operator gives it with -consent <file>.",
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&key, "key", "", "the owner private key (required)")
-			fs.StringVar(&op, "op", "", "set-anchor, set-owner or rekey (required)")
+			fs.StringVar(&op, "op", "", "set-anchor, set-owner, rekey or set-regions (required)")
 			fs.StringVar(&anchorURI, "anchor", "", "set-anchor, rekey: the new anchor URI")
 			fs.StringVar(&region, "region", "", "rekey: the region (required); set-anchor: the region, for one region's own anchor; set-owner: the region, for a region's tenant set-owner")
 			fs.StringVar(&ownerPub, "owner-pub", "", "set-owner: the new owner public key file")
+			fs.StringVar(&regions, "regions", "", "set-regions: the tenant's new regions, comma-separated, exactly as `tenant set-regions -regions` gives them")
+			fs.StringVar(&home, "home", "", "set-regions: the home region, when making a tenant shared (as `tenant set-regions -home`)")
 			fs.StringVar(&requestID, "request-id", "", "the request id the change must use (default: a fresh one)")
 			fs.DurationVar(&ttl, "ttl", owner.DefaultTTL, "how long the consent is valid (at most 24h)")
 			fs.StringVar(&out, "out", "", "where to write the consent (required)")
@@ -128,8 +134,16 @@ func ownerConsentCommand() *command {
 					return fmt.Errorf("%s: %v", ownerPub, err)
 				}
 				st.OwnerKey, st.Region = k.Fingerprint(), region
+			case owner.OpSetRegions:
+				set := splitList(regions)
+				if len(set) == 0 {
+					return usagef("%s: -op set-regions needs -regions", cmdName(fs))
+				}
+				// Governance compares the set sorted and without repeats, as it stores it.
+				slices.Sort(set)
+				st.Regions, st.Region = strings.Join(slices.Compact(set), ","), home
 			default:
-				return usagef("%s: -op must be set-anchor, set-owner or rekey", cmdName(fs))
+				return usagef("%s: -op must be set-anchor, set-owner, rekey or set-regions", cmdName(fs))
 			}
 			if st.RequestID == "" {
 				st.RequestID = newRequestID()

@@ -70,7 +70,7 @@ type Command struct {
 	Regions   []string `json:"regions,omitempty"`
 	Reason    string   `json:"reason,omitempty"`
 	// OwnerKey is a tenant owner public key (PKIX PEM): create-tenant, set-owner. Consent is the
-	// owner's consent (a compact JWS, package internal/owner): set-anchor, set-owner.
+	// owner's consent (a compact JWS, package internal/owner): set-anchor, set-owner, set-regions.
 	OwnerKey string `json:"owner-key,omitempty"`
 	Consent  string `json:"consent,omitempty"`
 
@@ -84,6 +84,10 @@ type Command struct {
 	RegionAnchors map[string]string `json:"region-anchors,omitempty"`
 	// Floor: publish-keys from a region other than the home of a tenant made shared.
 	Floor *Floor `json:"floor,omitempty"`
+	// OwnerRule: set-regions proposed by a release that asks the tenant owner's consent (Consent)
+	// for a region added or a home set (setRegions). Absent in entries from before, which replay as
+	// they applied.
+	OwnerRule bool `json:"owner-rule,omitempty"`
 
 	Rules            []Rule `json:"rules,omitempty"`
 	ExpectedRevision uint64 `json:"expect,omitempty"`
@@ -161,7 +165,8 @@ type Result struct {
 	Recorded uint64 // OpReport: the cursor recorded for the region; OpCompact: the floor
 	// OpSetAnchor, OpSetOwnerKey, OpResetVoters: what the change replaced (the anchor URI, empty
 	// if it was deleted; the owner key's fingerprint; "<configuration index> <voters>"), for the
-	// audit log. Empty for a retried request.
+	// audit log; OpSetRegions: the fingerprint of the owner key that consented, if one did. Empty
+	// for a retried request.
 	Previous string
 	// Retry is set for a retried request id: nothing changed now.
 	Retry bool

@@ -8,7 +8,9 @@ import (
 	"cmp"
 	"maps"
 	"slices"
+	"strings"
 
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/wrap"
 )
 
@@ -50,6 +52,10 @@ func (s *state) setRegions(c *Command, t *tenant, now int64) *Result {
 	case !ValidRegionSet(c.Regions) || !slices.Contains(c.Regions, t.Home):
 		return &Result{Err: ErrInvalidCommand}
 	}
+	fp, err := t.consentToRegions(c, now)
+	if err != nil {
+		return &Result{Err: err}
+	}
 	var removed []string
 	for _, r := range t.Regions {
 		if !slices.Contains(c.Regions, r) {
@@ -67,7 +73,27 @@ func (s *state) setRegions(c *Command, t *tenant, now int64) *Result {
 	t.Regions = slices.Clone(c.Regions)
 	e := s.emit(c, KindSetRegions, now)
 	e.Regions, e.Removed, e.Home = slices.Clone(c.Regions), removed, t.Home
-	return s.result(c, e)
+	r := s.result(c, e)
+	r.Previous = fp
+	return r
+}
+
+// consentToRegions checks and uses the tenant owner's consent to a set-regions that widens the
+// tenant's residency (a region added) or makes it shared (c.Home): either changes where the
+// tenant's keys live and who makes them, which the operator alone may not decide
+// (docs/security.md, "Tenant owner consent"). Removing regions only takes access away and needs
+// none. A tenant without an owner key takes the change on the operator's word (consume), and an
+// entry from before the rule (no OwnerRule) replays as it applied. It returns the fingerprint of
+// the key that consented, if one did.
+func (t *tenant) consentToRegions(c *Command, now int64) (string, error) {
+	widens := c.Home != "" || slices.ContainsFunc(c.Regions, func(r string) bool { return !slices.Contains(t.Regions, r) })
+	if !c.OwnerRule || !widens {
+		if c.Consent != "" {
+			return "", ErrInvalidCommand
+		}
+		return "", nil
+	}
+	return t.consume(c, owner.Statement{Tenant: c.Tenant, Op: owner.OpSetRegions, Regions: strings.Join(c.Regions, ","), Region: c.Home, RequestID: c.RequestID}, now)
 }
 
 // publishKeys applies OpPublishKeys: it merges what the home region published into what
@@ -258,12 +284,18 @@ func (s *state) makeShared(c *Command, t *tenant, now int64) *Result {
 	if !slices.Equal(c.Regions, t.Regions) || !slices.Contains(t.Regions, c.Home) {
 		return &Result{Err: ErrInvalidCommand}
 	}
+	fp, err := t.consentToRegions(c, now)
+	if err != nil {
+		return &Result{Err: err}
+	}
 	t.Home = c.Home
 	t.Floors = map[string]*Floor{}
 	t.FloorPending = slices.DeleteFunc(slices.Clone(t.Regions), func(r string) bool { return r == c.Home })
 	e := s.emit(c, KindSetRegions, now)
 	e.Regions, e.Home = slices.Clone(t.Regions), t.Home
-	return s.result(c, e)
+	r := s.result(c, e)
+	r.Previous = fp
+	return r
 }
 
 // recordFloor records a region's own newest versions of a tenant made shared, once: a region that

@@ -2,9 +2,13 @@ package govfsm_test
 
 import (
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/kryptonkms/krypton/governance/govfsm"
+	"github.com/kryptonkms/krypton/internal/owner"
+	"github.com/kryptonkms/krypton/internal/owner/ownertest"
 )
 
 // TestSharedTenantRules: a shared tenant's region set and the sealed keys its home publishes — who
@@ -190,4 +194,31 @@ func TestMakeShared(t *testing.T) {
 	if _, _, floor, pending, _ := f.TenantAnchors("born"); floor != nil || len(pending) != 0 {
 		t.Fatalf("a tenant shared from its start: floor %+v pending %v", floor, pending)
 	}
+}
+
+// TestSetRegionsConsent: the state machine itself holds a set-regions that adds a region or sets a
+// home (OwnerRule) to the owner's consent, against the owner key it holds when it applies, once;
+// a removal needs none, and an entry from before the rule replays as it applied.
+func TestSetRegionsConsent(t *testing.T) {
+	f := govfsm.NewFSM()
+	k := ownertest.New(t)
+	now := func(c *govfsm.Command) { c.Time = time.Now().UnixNano() }
+	withOwner := func(c *govfsm.Command) { c.OwnerKey, c.Home = k.Public, "eu" }
+	mustOK(t, apply(t, f, cmd(govfsm.OpCreateTenant, "c0", "acme", withAnchor(devAnchor), withRegions("eu", "us"), withOwner, now)))
+	set := func(rid, consent string, rule bool, regions ...string) *govfsm.Result {
+		return apply(t, f, cmd(govfsm.OpSetRegions, rid, "acme", withRegions(regions...), now, func(c *govfsm.Command) { c.Consent, c.OwnerRule = consent, rule }))
+	}
+	consent := func(rid string, regions ...string) string {
+		return k.Consent(t, owner.Statement{Tenant: "acme", Op: owner.OpSetRegions, Regions: strings.Join(regions, ","), RequestID: rid})
+	}
+	mustErr(t, set("r1", "", true, "ap", "eu", "us"), govfsm.ErrConsentDenied)
+	mustErr(t, set("r1", consent("r1", "eu", "us", "za"), true, "ap", "eu", "us"), govfsm.ErrConsentDenied)
+	r := mustOK(t, set("r1", consent("r1", "ap", "eu", "us"), true, "ap", "eu", "us"))
+	if r.Previous != k.Fingerprint() {
+		t.Fatalf("consenting key %q, want %q", r.Previous, k.Fingerprint())
+	}
+	mustOK(t, set("r2", "", true, "eu", "us"))                                       // a removal: no consent
+	mustErr(t, set("r3", consent("r3", "eu"), true, "eu"), govfsm.ErrInvalidCommand) // nor takes one
+	mustOK(t, set("r4", "", false, "ap", "eu", "us"))                                // from before the rule
+	mustErr(t, set("r5", consent("r1", "ap", "eu", "us"), true, "eu", "us", "za"), govfsm.ErrConsentDenied)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/governance/governancetest"
+	"github.com/kryptonkms/krypton/internal/owner"
 	"github.com/kryptonkms/krypton/region"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -66,7 +67,8 @@ func TestMakePerRegionTenantShared(t *testing.T) {
 	// Make it shared, home eu.
 	id = governancetest.RequestID()
 	x.gov("make the tenant shared", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
-		_, err := c.SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: id, Tenant: "acme", Regions: []string{"eu", "us"}, HomeRegion: "eu", Wait: true})
+		_, err := c.SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: id, Tenant: "acme", Regions: []string{"eu", "us"}, HomeRegion: "eu", Wait: true,
+			Consent: x.g.Owner.Consent(t, owner.Statement{Tenant: "acme", Op: owner.OpSetRegions, Regions: "eu,us", Region: "eu", RequestID: id})})
 		return err
 	})
 	x.every("the shared pay v4 in eu and us", func(n *region.Node) bool {
@@ -99,7 +101,8 @@ func TestMakePerRegionTenantShared(t *testing.T) {
 	// ap joins: it opens the shared blobs.
 	id = governancetest.RequestID()
 	x.gov("add ap", func(ctx context.Context, c kv1.GovernanceServiceClient) error {
-		_, err := c.SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: id, Tenant: "acme", Regions: []string{"ap", "eu", "us"}, Wait: true})
+		_, err := c.SetTenantRegions(ctx, &kv1.SetTenantRegionsRequest{RequestId: id, Tenant: "acme", Regions: []string{"ap", "eu", "us"}, Wait: true,
+			Consent: x.g.Owner.Consent(t, owner.Statement{Tenant: "acme", Op: owner.OpSetRegions, Regions: "ap,eu,us", RequestID: id})})
 		return err
 	})
 	x.names = []string{"ap", "eu", "us"}

@@ -41,6 +41,9 @@ const (
 	OpSetAnchor = "set-anchor" // governance: move the anchor, or lift a deleted one
 	OpSetOwner  = "set-owner"  // governance or a region: replace the owner key
 	OpRekey     = "rekey"      // a region: reseal the tenant's L2 under another anchor
+	// OpSetRegions: governance, a shared tenant's region set widened (a region added) or a
+	// tenant made shared (its home region chosen).
+	OpSetRegions = "set-regions"
 )
 
 // Limits.
@@ -78,7 +81,8 @@ type Statement struct {
 	Tenant    string `json:"tenant"`
 	Op        string `json:"op"`
 	Anchor    string `json:"anchor,omitempty"`    // OpSetAnchor, OpRekey: the new anchor URI, exactly
-	Region    string `json:"region,omitempty"`    // OpRekey: the region it is for
+	Region    string `json:"region,omitempty"`    // OpRekey: the region it is for; OpSetRegions: the home region it sets
+	Regions   string `json:"regions,omitempty"`   // OpSetRegions: the new region set, sorted, joined with ","
 	OwnerKey  string `json:"owner_key,omitempty"` // OpSetOwner: fingerprint of the new owner key
 	RequestID string `json:"request_id"`
 	Issued    int64  `json:"iat"` // Unix seconds
@@ -225,7 +229,7 @@ type Consent struct {
 }
 
 // Verify checks that consent is signed by key and allows exactly want (Tenant, Op, Anchor, Region,
-// OwnerKey, RequestID) at now. It returns ErrMalformed for a consent that does not parse and
+// Regions, OwnerKey, RequestID) at now. It returns ErrMalformed for a consent that does not parse and
 // ErrDenied for any other refusal; the error never echoes the consent.
 func Verify(consent string, key *PublicKey, want Statement, now time.Time) (*Consent, error) {
 	if consent == "" {
@@ -260,6 +264,8 @@ func Verify(consent string, key *PublicKey, want Statement, now time.Time) (*Con
 		return nil, denied("the consent names another anchor")
 	case st.Region != want.Region:
 		return nil, denied("the consent names another region")
+	case st.Regions != want.Regions:
+		return nil, denied("the consent names another region set")
 	case st.OwnerKey != want.OwnerKey:
 		return nil, denied("the consent names another owner key")
 	case st.RequestID != want.RequestID:
@@ -281,7 +287,7 @@ func Verify(consent string, key *PublicKey, want Statement, now time.Time) (*Con
 // quoteOp names an operation from a verified statement, or "unknown" for one that is not.
 func quoteOp(op string) string {
 	switch op {
-	case OpSetAnchor, OpSetOwner, OpRekey:
+	case OpSetAnchor, OpSetOwner, OpRekey, OpSetRegions:
 		return op
 	}
 	return "unknown"

@@ -2212,7 +2212,12 @@ type SetTenantRegionsRequest struct {
 	// Each region keeps its own key versions (old blobs open where they were
 	// made); the home's versions from then on are shared, numbered above every
 	// region's own.
-	HomeRegion    string `protobuf:"bytes,5,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	HomeRegion string `protobuf:"bytes,5,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
+	// The tenant owner's consent, when the change adds a region or sets
+	// home_region: a compact JWS by the owner key over the tenant, the
+	// operation set-regions, the new region set, the home region and this
+	// request id (`krypton owner consent -op set-regions`).
+	Consent       string `protobuf:"bytes,6,opt,name=consent,proto3" json:"consent,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2278,6 +2283,13 @@ func (x *SetTenantRegionsRequest) GetWait() bool {
 func (x *SetTenantRegionsRequest) GetHomeRegion() string {
 	if x != nil {
 		return x.HomeRegion
+	}
+	return ""
+}
+
+func (x *SetTenantRegionsRequest) GetConsent() string {
+	if x != nil {
+		return x.Consent
 	}
 	return ""
 }
@@ -3590,7 +3602,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\n" +
 	"TenantKeys\x12+\n" +
 	"\x02l2\x18\x01 \x03(\v2\x1b.krypton.v1.SealedTenantKeyR\x02l2\x12,\n" +
-	"\x02l3\x18\x02 \x03(\v2\x1c.krypton.v1.SealedServiceKeyR\x02l3\"\x9f\x01\n" +
+	"\x02l3\x18\x02 \x03(\v2\x1c.krypton.v1.SealedServiceKeyR\x02l3\"\xb9\x01\n" +
 	"\x17SetTenantRegionsRequest\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12\x16\n" +
@@ -3598,7 +3610,8 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\aregions\x18\x03 \x03(\tR\aregions\x12\x12\n" +
 	"\x04wait\x18\x04 \x01(\bR\x04wait\x12\x1f\n" +
 	"\vhome_region\x18\x05 \x01(\tR\n" +
-	"homeRegion\"\xb7\x01\n" +
+	"homeRegion\x12\x18\n" +
+	"\aconsent\x18\x06 \x01(\tR\aconsent\"\xb7\x01\n" +
 	"\x18SetTenantRegionsResponse\x124\n" +
 	"\x06tenant\x18\x01 \x01(\v2\x1c.krypton.v1.GovernanceTenantR\x06tenant\x121\n" +
 	"\x05event\x18\x02 \x01(\v2\x1b.krypton.v1.RevocationEventR\x05event\x122\n" +

@@ -297,11 +297,18 @@ type GovernanceServiceClient interface {
 	// (TENANT_KEYS); a region removed wipes the tenant. With wait, it returns
 	// once every old and new region has reported the event.
 	//
+	// Adding a region (widening the tenant's residency) or making a tenant
+	// shared (home_region) needs the tenant owner's consent (consent, made
+	// with `krypton owner consent -op set-regions`) for a tenant with an owner
+	// key; removing regions does not (it only takes access away).
+	//
 	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for a bad or
 	// empty region list, a region outside -regions, or one that leaves out
-	// the tenant's home region; FAILED_PRECONDITION for a tenant that is not
-	// shared (created without home_region) or revoked; DEADLINE_EXCEEDED if
-	// the wait ran out (the change stands).
+	// the tenant's home region, or a malformed consent; PERMISSION_DENIED for
+	// a missing, wrongly signed, mismatched, expired or used consent;
+	// FAILED_PRECONDITION for a tenant that is not shared (created without
+	// home_region) or revoked; DEADLINE_EXCEEDED if the wait ran out (the
+	// change stands).
 	SetTenantRegions(ctx context.Context, in *SetTenantRegionsRequest, opts ...grpc.CallOption) (*SetTenantRegionsResponse, error)
 	// PublishTenantKeys is called by the leader of a shared tenant's home
 	// region: it hands governance the tenant's sealed hierarchy (each L2
@@ -814,11 +821,18 @@ type GovernanceServiceServer interface {
 	// (TENANT_KEYS); a region removed wipes the tenant. With wait, it returns
 	// once every old and new region has reported the event.
 	//
+	// Adding a region (widening the tenant's residency) or making a tenant
+	// shared (home_region) needs the tenant owner's consent (consent, made
+	// with `krypton owner consent -op set-regions`) for a tenant with an owner
+	// key; removing regions does not (it only takes access away).
+	//
 	// Errors: NOT_FOUND for an unknown tenant; INVALID_ARGUMENT for a bad or
 	// empty region list, a region outside -regions, or one that leaves out
-	// the tenant's home region; FAILED_PRECONDITION for a tenant that is not
-	// shared (created without home_region) or revoked; DEADLINE_EXCEEDED if
-	// the wait ran out (the change stands).
+	// the tenant's home region, or a malformed consent; PERMISSION_DENIED for
+	// a missing, wrongly signed, mismatched, expired or used consent;
+	// FAILED_PRECONDITION for a tenant that is not shared (created without
+	// home_region) or revoked; DEADLINE_EXCEEDED if the wait ran out (the
+	// change stands).
 	SetTenantRegions(context.Context, *SetTenantRegionsRequest) (*SetTenantRegionsResponse, error)
 	// PublishTenantKeys is called by the leader of a shared tenant's home
 	// region: it hands governance the tenant's sealed hierarchy (each L2
