@@ -134,20 +134,20 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	ccfg.Logger = log
 	ccfg.Registerer = n.reg
 	ccfg.TracerProvider = cfg.TracerProvider // a forwarded write's trace goes on to the leader
-	if cfg.Tune != nil {
-		cfg.Tune(&ccfg)
-	}
-	if n.cfg.StaleAfter == 0 {
-		n.cfg.StaleAfter = 3 * ccfg.ElectionTimeout
-	}
-
 	// The API listener comes first so that a port clash fails before Raft
 	// starts, and so that port 0 resolves before gossip publishes it.
 	if n.rpcLn, err = net.Listen("tcp", cfg.RPCAddr); err != nil {
 		return nil, fmt.Errorf("governance: RPCAddr: %w", err)
 	}
 	closers = append(closers, func() { n.rpcLn.Close() })
-	ccfg.Meta = map[string]string{metaRPC: n.rpcLn.Addr().String(), metaRole: "governance", metaVersion: version.Version}
+	ccfg.Meta = map[string]string{metaRPC: n.rpcLn.Addr().String(), metaRole: "governance", metaVersion: version.Version,
+		metaFormat: strconv.Itoa(LogFormat)}
+	if cfg.Tune != nil {
+		cfg.Tune(&ccfg) // after the tags, so that a test may play an older release's
+	}
+	if n.cfg.StaleAfter == 0 {
+		n.cfg.StaleAfter = 3 * ccfg.ElectionTimeout
+	}
 
 	if n.cl, err = cluster.New(ccfg, StateMachine{FSM: n.fsm, n: n}, append([]cluster.Option{cluster.WithResponseCodec(govfsm.Codec{})}, cfg.ClusterOptions...)...); err != nil {
 		return nil, err

@@ -86,6 +86,9 @@ func (n *Node) propose(ctx context.Context, c *govfsm.Command) (*govfsm.Result, 
 	if err := validateCommand(c); err != nil {
 		return nil, err
 	}
+	if err := n.gate(c); err != nil {
+		return nil, err
+	}
 	if c.Op != govfsm.OpReport && c.Op != govfsm.OpCompact {
 		fp, err := json.Marshal(c) // the request's parameters: nothing chosen yet
 		if err != nil {
@@ -213,7 +216,10 @@ func (s *api) Status(ctx context.Context, _ *kv1.GovernanceStatusRequest) (*kv1.
 		CommitIndex:  n.cl.CommitIndex(),
 		AppliedIndex: n.cl.AppliedIndex(),
 		HeadCursor:   n.fsm.Head(),
+		LogFormat:    LogFormat,
 	}
+	f, who := clusterFormat(n.cl)
+	out.VotersLogFormat, out.OldestVoter = uint32(f), who
 	now := time.Now()
 	for _, l := range n.fsm.Lags() {
 		rl := &kv1.RegionLag{Cursor: reportProto(&l.RegionReport), PendingEvents: l.Pending, Lag: durationpb.New(0)}

@@ -84,8 +84,11 @@ func (s *api) SetTenantRegions(ctx context.Context, req *kv1.SetTenantRegionsReq
 			return nil, invalid("home_region " + home + " is not one of the tenant's regions")
 		}
 	}
-	// Adding a region or choosing a home needs the owner's consent; removing regions does not.
-	if t, err := s.n.fsm.Tenant(req.GetTenant()); err == nil && (home != "" || slices.ContainsFunc(regions, func(r string) bool { return !slices.Contains(t.Regions, r) })) {
+	// Adding a region or choosing a home needs the owner's consent; removing regions does not. A
+	// tenant this node has not applied yet (a follower just behind its creation) is left to the
+	// state machine, which checks the same.
+	t, terr := s.n.fsm.Tenant(req.GetTenant())
+	if terr == nil && (home != "" || slices.ContainsFunc(regions, func(r string) bool { return !slices.Contains(t.Regions, r) })) {
 		homeFlag := ""
 		if home != "" {
 			homeFlag = " -home " + home
@@ -95,7 +98,7 @@ func (s *api) SetTenantRegions(ctx context.Context, req *kv1.SetTenantRegionsReq
 		if err := s.checkConsent(ctx, req.GetConsent(), st, how, false); err != nil {
 			return nil, err
 		}
-	} else if req.GetConsent() != "" {
+	} else if terr == nil && req.GetConsent() != "" {
 		return nil, invalid("this change adds no region and sets no home: it takes no consent")
 	}
 	r, err := s.n.propose(ctx, &govfsm.Command{Op: govfsm.OpSetRegions, RequestID: req.GetRequestId(), Tenant: req.GetTenant(), Regions: regions, Home: home,

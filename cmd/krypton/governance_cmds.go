@@ -207,6 +207,16 @@ func governanceRegionResetVotersCommand() *command {
 	})
 }
 
+// logFormatLine describes the log formats of a governance status: this node's, and the voters'
+// lowest while a rolling upgrade is under way.
+func logFormatLine(st *kv1.GovernanceStatusResponse) string {
+	if st.GetOldestVoter() == "" {
+		return fmt.Sprintf("%d (every voter reads it)", st.GetLogFormat())
+	}
+	return fmt.Sprintf("%d here; voter %s reads %d (upgrade it: commands of a newer format are refused until then)",
+		st.GetLogFormat(), st.GetOldestVoter(), st.GetVotersLogFormat())
+}
+
 func governanceStatusCommand() *command {
 	return govCommand(clientSpec{
 		name: "status", synopsis: "the governance cluster and each region's lag",
@@ -229,6 +239,7 @@ func governanceStatusCommand() *command {
 					{"Commit index:", strconv.FormatUint(st.GetCommitIndex(), 10)},
 					{"Applied index:", strconv.FormatUint(st.GetAppliedIndex(), 10)},
 					{"Head cursor:", strconv.FormatUint(st.GetHeadCursor(), 10)},
+					{"Log format:", logFormatLine(st)},
 				}); err != nil {
 					return err
 				}

@@ -3336,9 +3336,17 @@ type GovernanceStatusResponse struct {
 	// Newest cursor of the log.
 	HeadCursor uint64 `protobuf:"varint,6,opt,name=head_cursor,json=headCursor,proto3" json:"head_cursor,omitempty"`
 	// Every known region, ordered by name.
-	Regions       []*RegionLag `protobuf:"bytes,7,rep,name=regions,proto3" json:"regions,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Regions []*RegionLag `protobuf:"bytes,7,rep,name=regions,proto3" json:"regions,omitempty"`
+	// The log format this node reads, and the lowest one the voters advertise
+	// in gossip, with the first voter advertising it (empty when every voter
+	// reads this node's). A command that needs a newer format than
+	// voters_log_format is refused with FAILED_PRECONDITION until every
+	// governance node runs a release that reads it (a rolling upgrade).
+	LogFormat       uint32 `protobuf:"varint,8,opt,name=log_format,json=logFormat,proto3" json:"log_format,omitempty"`
+	VotersLogFormat uint32 `protobuf:"varint,9,opt,name=voters_log_format,json=votersLogFormat,proto3" json:"voters_log_format,omitempty"`
+	OldestVoter     string `protobuf:"bytes,10,opt,name=oldest_voter,json=oldestVoter,proto3" json:"oldest_voter,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *GovernanceStatusResponse) Reset() {
@@ -3418,6 +3426,27 @@ func (x *GovernanceStatusResponse) GetRegions() []*RegionLag {
 		return x.Regions
 	}
 	return nil
+}
+
+func (x *GovernanceStatusResponse) GetLogFormat() uint32 {
+	if x != nil {
+		return x.LogFormat
+	}
+	return 0
+}
+
+func (x *GovernanceStatusResponse) GetVotersLogFormat() uint32 {
+	if x != nil {
+		return x.VotersLogFormat
+	}
+	return 0
+}
+
+func (x *GovernanceStatusResponse) GetOldestVoter() string {
+	if x != nil {
+		return x.OldestVoter
+	}
+	return ""
 }
 
 var File_krypton_v1_governance_proto protoreflect.FileDescriptor
@@ -3687,7 +3716,7 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\tRegionLag\x120\n" +
 	"\x06cursor\x18\x01 \x01(\v2\x18.krypton.v1.RegionCursorR\x06cursor\x12%\n" +
 	"\x0epending_events\x18\x02 \x01(\x04R\rpendingEvents\x12+\n" +
-	"\x03lag\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03lag\"\xfe\x01\n" +
+	"\x03lag\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03lag\"\xec\x02\n" +
 	"\x18GovernanceStatusResponse\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1b\n" +
 	"\tleader_id\x18\x02 \x01(\tR\bleaderId\x12\x12\n" +
@@ -3696,7 +3725,12 @@ const file_krypton_v1_governance_proto_rawDesc = "" +
 	"\rapplied_index\x18\x05 \x01(\x04R\fappliedIndex\x12\x1f\n" +
 	"\vhead_cursor\x18\x06 \x01(\x04R\n" +
 	"headCursor\x12/\n" +
-	"\aregions\x18\a \x03(\v2\x15.krypton.v1.RegionLagR\aregions*\xbe\x03\n" +
+	"\aregions\x18\a \x03(\v2\x15.krypton.v1.RegionLagR\aregions\x12\x1d\n" +
+	"\n" +
+	"log_format\x18\b \x01(\rR\tlogFormat\x12*\n" +
+	"\x11voters_log_format\x18\t \x01(\rR\x0fvotersLogFormat\x12!\n" +
+	"\foldest_voter\x18\n" +
+	" \x01(\tR\voldestVoter*\xbe\x03\n" +
 	"\tEventKind\x12\x1a\n" +
 	"\x16EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1c\n" +
 	"\x18EVENT_KIND_REVOKE_TENANT\x10\x01\x12\x1d\n" +
