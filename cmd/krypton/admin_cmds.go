@@ -450,7 +450,7 @@ func tenantRekeyCommand() *command {
 			"It needs the tenant owner's consent (-consent), which the owner makes with `krypton owner consent -op rekey -anchor <uri> -region <region>`; "+
 			"the change is sent under the request id the consent names.",
 		func(fs *flag.FlagSet) {
-			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file (`krypton owner consent -op rekey`; required)")
+			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file ('krypton owner consent -op rekey'; required)")
 		},
 		func(fs *flag.FlagSet) (err error) { consent, err = rekeyConsentFlag(fs, consentPath); return err },
 		func(ctx context.Context, c *apiClient, tenant, uri string) (*kv1.Tenant, error) {

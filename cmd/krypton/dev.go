@@ -4,11 +4,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/awnumar/memguard"
 	"google.golang.org/grpc"
@@ -68,6 +70,9 @@ func devCommand() *command {
 				return newDevAnchor(ctx, s, o.newAnchor)
 			}
 			d, err := startDev(ctx, o, s.err)
+			if errors.Is(err, syscall.EADDRINUSE) && o.portBase != 0 {
+				return fmt.Errorf("%w\nanother krypton dev (or another program) holds a port from %d on: stop it, or run `krypton dev -port-base 0` for free ports", err, o.portBase)
+			}
 			if err != nil {
 				return err
 			}

@@ -56,6 +56,7 @@ func (d *devRegion) printWelcome(w io.Writer) {
 	fmt.Fprintf(w, "PyKMIP connect to %s with a demo/app service certificate (docs/gateway.md, docs/kmip.md).\n\n", d.gw.KMIPAddr())
 	if d.anchorPath != "" {
 		fmt.Fprintf(w, "Pull the plug on the root key (the L1 kill switch) and watch calls fail:  touch %s.disabled\n", d.anchorPath)
+		fmt.Fprintf(w, "  (obeyed within one root-key check, a few seconds; rm %s.disabled enables it again)\n", d.anchorPath)
 	} else {
 		fmt.Fprintf(w, "Pull the plug: disable %s in its console, and every node refuses the tenant within one check period.\n", d.anchorURI)
 	}

@@ -91,7 +91,7 @@ func policySetCommand() *command {
 		write: true,
 		flags: func(fs *flag.FlagSet) {
 			fs.Var(&rules, "rule", "a policy rule, caller=<pattern>,service=<name|*>,ops=<op>+<op>; repeat for more")
-			fs.StringVar(&file, "file", "", "JSON file holding the policy (as `policy get -format json` prints it)")
+			fs.StringVar(&file, "file", "", "JSON file holding the policy (as 'policy get -format json' prints it)")
 			fs.Uint64Var(&expected, "expected-revision", 0, "apply only if the policy's current revision is this one (0: unconditionally)")
 		},
 		check: func(fs *flag.FlagSet) error {

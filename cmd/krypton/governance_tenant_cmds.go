@@ -283,7 +283,7 @@ func govSetAnchorCommand() *command {
 		write: true,
 		flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&anchorURI, "anchor", "", "the tenant's L1 anchor URI (required)")
-			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file (`krypton owner consent`; required)")
+			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file ('krypton owner consent'; required)")
 			fs.StringVar(&region, "region", "", "set only this region's own anchor (the consent must name it too)")
 		},
 		check: func(fs *flag.FlagSet) error {
@@ -444,7 +444,7 @@ func govTenantSetRegionsCommand() *command {
 			fs.StringVar(&regions, "regions", "", "the tenant's new regions, comma-separated (required)")
 			fs.StringVar(&home, "home", "", "make a tenant created without a home shared, with this home region")
 			fs.BoolVar(&wait, "wait", false, "return only once every old and new region reports the change")
-			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file, to add a region or set -home (`krypton owner consent -op set-regions`)")
+			fs.StringVar(&consentPath, "consent", "", "the tenant owner's consent file, to add a region or set -home ('krypton owner consent -op set-regions')")
 		},
 		check: func(fs *flag.FlagSet) error {
 			if err := nargs(fs, 1, 1, "-regions <r1,r2> [-wait] <tenant>"); err != nil {

@@ -18,14 +18,14 @@ import (
 
 // ownerPubFlag declares -owner-pub, the owner public key file of tenant create.
 func ownerPubFlag(fs *flag.FlagSet, path *string) {
-	fs.StringVar(path, "owner-pub", "", "the tenant owner's public key file (`krypton owner keygen`); without one the tenant's anchor "+
+	fs.StringVar(path, "owner-pub", "", "the tenant owner's public key file ('krypton owner keygen'); without one the tenant's anchor "+
 		"cannot be moved (governance) nor the tenant rekeyed (a region) until one is registered with `tenant set-owner`")
 }
 
 // regionOwnerKeyText is the owner key row of a region's tenant.
 func regionOwnerKeyText(fp string) string {
 	if fp == "" {
-		return "none (the tenant cannot be rekeyed until one is registered: tenant set-owner)"
+		return "none in this region (a region that follows governance keeps none: governance holds it, see `krypton tenant describe -governance ADDR`; otherwise the tenant cannot be rekeyed until `tenant set-owner` registers one)"
 	}
 	return fp
 }
@@ -57,7 +57,7 @@ func setOwnerSpec(where string, call func(ctx context.Context, c *apiClient, req
 		kind:  pki.KindOperator,
 		write: true,
 		flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&ownerPub, "owner-pub", "", "the owner public key file (`krypton owner keygen`; required)")
+			fs.StringVar(&ownerPub, "owner-pub", "", "the owner public key file ('krypton owner keygen'; required)")
 			fs.StringVar(&consentPath, "consent", "", "the current owner's consent, when replacing a key")
 		},
 		check: func(fs *flag.FlagSet) error {
