@@ -145,7 +145,10 @@ func TestKeyringColdKeyOpensOnce(t *testing.T) {
 	}
 	waitSameState(t, r)
 	for _, svc := range []string{"a", "b", "c", "a", "b", "c"} { // pushes "cold" out if it was held
-		if _, err := r.WrapClient(node, "acme", svc).Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: svc}, Plaintext: randKey(t)}); err != nil {
+		if err := retryUnavailable(t, "wrap "+svc, func() error {
+			_, err := r.WrapClient(node, "acme", svc).Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: svc}, Plaintext: randKey(t)})
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}

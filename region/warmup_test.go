@@ -47,7 +47,10 @@ func TestKeyWarmupAfterRestartAndLeadership(t *testing.T) {
 	waitSameState(t, r)
 	node := r.Followers()[0]
 	for _, s := range names {
-		if _, err := r.WrapClient(node, "acme", s).Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: s}, Plaintext: randKey(t)}); err != nil {
+		if err := retryUnavailable(t, "wrap "+s, func() error {
+			_, err := r.WrapClient(node, "acme", s).Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: s}, Plaintext: randKey(t)})
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -80,7 +83,10 @@ func TestKeyWarmupAfterRestartAndLeadership(t *testing.T) {
 	})
 	before := keyringOpens(t, r.Nodes[node], "service")
 	for _, s := range names {
-		if _, err := r.WrapClient(node, "acme", s).Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: s}, Plaintext: randKey(t)}); err != nil {
+		if err := retryUnavailable(t, "wrap "+s, func() error {
+			_, err := r.WrapClient(node, "acme", s).Wrap(ctxT(t), &kv1.WrapRequest{Key: &kv1.KeyRef{Tenant: "acme", Service: s}, Plaintext: randKey(t)})
+			return err
+		}); err != nil {
 			t.Fatal(err)
 		}
 	}
