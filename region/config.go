@@ -81,6 +81,12 @@ type Config struct {
 	// 0 means DefaultKeyEventAckWait (2s).
 	KeyEventAckWait time.Duration
 
+	// DelegateTTL is how long a gateway may use a delegated wrapping key (DelegateWrap) before it
+	// asks for another: the longest a policy change that takes WRAP away from a service takes to
+	// reach a holder that does not watch key events (one that does wipes the key at once). 0 means
+	// DefaultDelegateTTL (30s); negative turns DelegateWrap off, so that every wrap is done here.
+	DelegateTTL time.Duration
+
 	// Governance lists the addresses (host:port) of the governance plane's nodes. When set, the
 	// region's leader follows the governance feed (any node will do; it moves on to the next on
 	// failure) and reports back how far it has applied it; Region must then be the name that

@@ -135,6 +135,11 @@ func keyEventFor(c fsm.Change) *kv1.KeyEvent {
 		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_FLUSH
 	case fsm.Restored:
 		e.Kind, e.Scope = kv1.KeyEventKind_KEY_EVENT_KIND_FLUSH, nil
+	case fsm.ServiceKeyRotated:
+		// Not fenced: the old version stays usable for unwraps (it is decrypt-only now). Gateways
+		// drop their delegated keys of older versions, so that new data keys go under this one.
+		e.Kind = kv1.KeyEventKind_KEY_EVENT_KIND_ROTATED
+		e.Scope.Service, e.Scope.Version = c.Service, c.Version
 	default:
 		return nil
 	}
@@ -159,7 +164,11 @@ func (k *keyEvents) onChange(c fsm.Change) {
 			continue
 		}
 		k.cutIfLate(w, now)
-		w.unacked = append(w.unacked, unacked{index: c.Index, at: now})
+		if e.Kind != kv1.KeyEventKind_KEY_EVENT_KIND_ROTATED {
+			// A rotation is owed no acknowledgement: no fence waits for it, and a gateway of an
+			// older version, which ignores the kind, must not be cut for not answering it.
+			w.unacked = append(w.unacked, unacked{index: c.Index, at: now})
+		}
 		if w.closed {
 			continue
 		}

@@ -494,3 +494,7 @@ func (gatewayWrapClient) PackedUnwrap(context.Context, *kv1.PackedUnwrapRequest,
 func (gatewayWrapClient) PackedGenerateDataKey(context.Context, *kv1.PackedGenerateDataKeyRequest, ...grpc.CallOption) (*kv1.PackedGenerateDataKeyResponse, error) {
 	return nil, errNotThroughGateway
 }
+
+func (gatewayWrapClient) DelegateWrap(context.Context, *kv1.DelegateWrapRequest, ...grpc.CallOption) (*kv1.DelegateWrapResponse, error) {
+	return nil, errNotThroughGateway
+}

@@ -102,6 +102,13 @@ const (
 	// A cache lease, answering the renewal renew_seq: cached keys may be used
 	// for lease after the renewal was sent.
 	KeyEventKind_KEY_EVENT_KIND_LEASE KeyEventKind = 5
+	// scope.version became the current version of scope's service at index
+	// (the version before is decrypt-only from then): a gateway drops its
+	// delegated wrapping keys (DelegateWrap) of older versions of the service
+	// and takes none of them any more, so that new data keys are wrapped under
+	// the new version. Cached keys stay valid. It is not fenced and needs no acknowledgement (one is accepted);
+	// a gateway that does not know it ignores it.
+	KeyEventKind_KEY_EVENT_KIND_ROTATED KeyEventKind = 6
 )
 
 // Enum value maps for KeyEventKind.
@@ -113,6 +120,7 @@ var (
 		3: "KEY_EVENT_KIND_LOCKED",
 		4: "KEY_EVENT_KIND_FLUSH",
 		5: "KEY_EVENT_KIND_LEASE",
+		6: "KEY_EVENT_KIND_ROTATED",
 	}
 	KeyEventKind_value = map[string]int32{
 		"KEY_EVENT_KIND_UNSPECIFIED": 0,
@@ -121,6 +129,7 @@ var (
 		"KEY_EVENT_KIND_LOCKED":      3,
 		"KEY_EVENT_KIND_FLUSH":       4,
 		"KEY_EVENT_KIND_LEASE":       5,
+		"KEY_EVENT_KIND_ROTATED":     6,
 	}
 )
 
@@ -1985,6 +1994,152 @@ func (x *PackedUnwrapResponse) GetErrors() []*PackedItemError {
 }
 
 // PackedItemError is the error of one item of a packed batch.
+type DelegateWrapRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional; correlates the call in the audit log.
+	RequestId string `protobuf:"bytes,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// The service key, as WrapRequest.key (version 0: the current version).
+	Key           *KeyRef `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegateWrapRequest) Reset() {
+	*x = DelegateWrapRequest{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegateWrapRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegateWrapRequest) ProtoMessage() {}
+
+func (x *DelegateWrapRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegateWrapRequest.ProtoReflect.Descriptor instead.
+func (*DelegateWrapRequest) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *DelegateWrapRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
+func (x *DelegateWrapRequest) GetKey() *KeyRef {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+type DelegateWrapResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key version the delegated key belongs to: the blobs' parent.
+	Key *KeyRef `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// The blob suite (wrap.KDF) the key was derived with, to be written in
+	// each blob's header.
+	Kdf uint32 `protobuf:"varint,2,opt,name=kdf,proto3" json:"kdf,omitempty"`
+	// The 32-byte salt, written in each blob's header.
+	Salt []byte `protobuf:"bytes,3,opt,name=salt,proto3" json:"salt,omitempty"`
+	// The 32-byte delegated key. Secret.
+	DerivedKey []byte `protobuf:"bytes,4,opt,name=derived_key,json=derivedKey,proto3" json:"derived_key,omitempty"`
+	// How many data keys the holder may seal with it (nonces 0 to
+	// max_items-1).
+	MaxItems uint32 `protobuf:"varint,5,opt,name=max_items,json=maxItems,proto3" json:"max_items,omitempty"`
+	// How long the holder may use it, counted from when it sent the request.
+	Ttl           *durationpb.Duration `protobuf:"bytes,6,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DelegateWrapResponse) Reset() {
+	*x = DelegateWrapResponse{}
+	mi := &file_krypton_v1_wrap_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DelegateWrapResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DelegateWrapResponse) ProtoMessage() {}
+
+func (x *DelegateWrapResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_krypton_v1_wrap_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DelegateWrapResponse.ProtoReflect.Descriptor instead.
+func (*DelegateWrapResponse) Descriptor() ([]byte, []int) {
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *DelegateWrapResponse) GetKey() *KeyRef {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *DelegateWrapResponse) GetKdf() uint32 {
+	if x != nil {
+		return x.Kdf
+	}
+	return 0
+}
+
+func (x *DelegateWrapResponse) GetSalt() []byte {
+	if x != nil {
+		return x.Salt
+	}
+	return nil
+}
+
+func (x *DelegateWrapResponse) GetDerivedKey() []byte {
+	if x != nil {
+		return x.DerivedKey
+	}
+	return nil
+}
+
+func (x *DelegateWrapResponse) GetMaxItems() uint32 {
+	if x != nil {
+		return x.MaxItems
+	}
+	return 0
+}
+
+func (x *DelegateWrapResponse) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
 type PackedItemError struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The item's index in the request.
@@ -1996,7 +2151,7 @@ type PackedItemError struct {
 
 func (x *PackedItemError) Reset() {
 	*x = PackedItemError{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[29]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2008,7 +2163,7 @@ func (x *PackedItemError) String() string {
 func (*PackedItemError) ProtoMessage() {}
 
 func (x *PackedItemError) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[29]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2021,7 +2176,7 @@ func (x *PackedItemError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackedItemError.ProtoReflect.Descriptor instead.
 func (*PackedItemError) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{29}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PackedItemError) GetIndex() uint32 {
@@ -2054,7 +2209,7 @@ type PackedGenerateDataKeyRequest struct {
 
 func (x *PackedGenerateDataKeyRequest) Reset() {
 	*x = PackedGenerateDataKeyRequest{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[30]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2066,7 +2221,7 @@ func (x *PackedGenerateDataKeyRequest) String() string {
 func (*PackedGenerateDataKeyRequest) ProtoMessage() {}
 
 func (x *PackedGenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[30]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2079,7 +2234,7 @@ func (x *PackedGenerateDataKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackedGenerateDataKeyRequest.ProtoReflect.Descriptor instead.
 func (*PackedGenerateDataKeyRequest) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{30}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PackedGenerateDataKeyRequest) GetRequestId() string {
@@ -2124,7 +2279,7 @@ type PackedGenerateDataKeyResponse struct {
 
 func (x *PackedGenerateDataKeyResponse) Reset() {
 	*x = PackedGenerateDataKeyResponse{}
-	mi := &file_krypton_v1_wrap_proto_msgTypes[31]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2136,7 +2291,7 @@ func (x *PackedGenerateDataKeyResponse) String() string {
 func (*PackedGenerateDataKeyResponse) ProtoMessage() {}
 
 func (x *PackedGenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_krypton_v1_wrap_proto_msgTypes[31]
+	mi := &file_krypton_v1_wrap_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2149,7 +2304,7 @@ func (x *PackedGenerateDataKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PackedGenerateDataKeyResponse.ProtoReflect.Descriptor instead.
 func (*PackedGenerateDataKeyResponse) Descriptor() ([]byte, []int) {
-	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{31}
+	return file_krypton_v1_wrap_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PackedGenerateDataKeyResponse) GetKey() *KeyRef {
@@ -2301,7 +2456,19 @@ const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"plaintexts\x12&\n" +
 	"\x04keys\x18\x02 \x03(\v2\x12.krypton.v1.KeyRefR\x04keys\x12\x1b\n" +
 	"\tkey_index\x18\x03 \x03(\rR\bkeyIndex\x123\n" +
-	"\x06errors\x18\x04 \x03(\v2\x1b.krypton.v1.PackedItemErrorR\x06errors\"T\n" +
+	"\x06errors\x18\x04 \x03(\v2\x1b.krypton.v1.PackedItemErrorR\x06errors\"Z\n" +
+	"\x13DelegateWrapRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\tR\trequestId\x12$\n" +
+	"\x03key\x18\x02 \x01(\v2\x12.krypton.v1.KeyRefR\x03key\"\xcd\x01\n" +
+	"\x14DelegateWrapResponse\x12$\n" +
+	"\x03key\x18\x01 \x01(\v2\x12.krypton.v1.KeyRefR\x03key\x12\x10\n" +
+	"\x03kdf\x18\x02 \x01(\rR\x03kdf\x12\x12\n" +
+	"\x04salt\x18\x03 \x01(\fR\x04salt\x12\x1f\n" +
+	"\vderived_key\x18\x04 \x01(\fR\n" +
+	"derivedKey\x12\x1b\n" +
+	"\tmax_items\x18\x05 \x01(\rR\bmaxItems\x12+\n" +
+	"\x03ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"T\n" +
 	"\x0fPackedItemError\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\rR\x05index\x12+\n" +
 	"\x05error\x18\x02 \x01(\v2\x15.krypton.v1.ItemErrorR\x05error\"\x95\x01\n" +
@@ -2321,14 +2488,15 @@ const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"\x1bENDPOINT_STATUS_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17ENDPOINT_STATUS_SERVING\x10\x01\x12\x1f\n" +
 	"\x1bENDPOINT_STATUS_NOT_SERVING\x10\x02\x12\x19\n" +
-	"\x15ENDPOINT_STATUS_ALIVE\x10\x03*\xb6\x01\n" +
+	"\x15ENDPOINT_STATUS_ALIVE\x10\x03*\xd2\x01\n" +
 	"\fKeyEventKind\x12\x1e\n" +
 	"\x1aKEY_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17KEY_EVENT_KIND_SNAPSHOT\x10\x01\x12\x1a\n" +
 	"\x16KEY_EVENT_KIND_REVOKED\x10\x02\x12\x19\n" +
 	"\x15KEY_EVENT_KIND_LOCKED\x10\x03\x12\x18\n" +
 	"\x14KEY_EVENT_KIND_FLUSH\x10\x04\x12\x18\n" +
-	"\x14KEY_EVENT_KIND_LEASE\x10\x052\xae\b\n" +
+	"\x14KEY_EVENT_KIND_LEASE\x10\x05\x12\x1a\n" +
+	"\x16KEY_EVENT_KIND_ROTATED\x10\x062\x81\t\n" +
 	"\vWrapService\x129\n" +
 	"\x04Wrap\x12\x17.krypton.v1.WrapRequest\x1a\x18.krypton.v1.WrapResponse\x12?\n" +
 	"\x06Unwrap\x12\x19.krypton.v1.UnwrapRequest\x1a\x1a.krypton.v1.UnwrapResponse\x12Z\n" +
@@ -2341,7 +2509,8 @@ const file_krypton_v1_wrap_proto_rawDesc = "" +
 	"\n" +
 	"PackedWrap\x12\x1d.krypton.v1.PackedWrapRequest\x1a\x1e.krypton.v1.PackedWrapResponse\x12Q\n" +
 	"\fPackedUnwrap\x12\x1f.krypton.v1.PackedUnwrapRequest\x1a .krypton.v1.PackedUnwrapResponse\x12l\n" +
-	"\x15PackedGenerateDataKey\x12(.krypton.v1.PackedGenerateDataKeyRequest\x1a).krypton.v1.PackedGenerateDataKeyResponse\x12T\n" +
+	"\x15PackedGenerateDataKey\x12(.krypton.v1.PackedGenerateDataKeyRequest\x1a).krypton.v1.PackedGenerateDataKeyResponse\x12Q\n" +
+	"\fDelegateWrap\x12\x1f.krypton.v1.DelegateWrapRequest\x1a .krypton.v1.DelegateWrapResponse\x12T\n" +
 	"\rListEndpoints\x12 .krypton.v1.ListEndpointsRequest\x1a!.krypton.v1.ListEndpointsResponse\x12M\n" +
 	"\x0eWatchKeyEvents\x12!.krypton.v1.WatchKeyEventsRequest\x1a\x14.krypton.v1.KeyEvent(\x010\x01B=Z;github.com/kryptonkms/krypton/transport/kryptonv1;kryptonv1b\x06proto3"
 
@@ -2358,7 +2527,7 @@ func file_krypton_v1_wrap_proto_rawDescGZIP() []byte {
 }
 
 var file_krypton_v1_wrap_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_krypton_v1_wrap_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
+var file_krypton_v1_wrap_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_krypton_v1_wrap_proto_goTypes = []any{
 	(EndpointStatus)(0),                   // 0: krypton.v1.EndpointStatus
 	(KeyEventKind)(0),                     // 1: krypton.v1.KeyEventKind
@@ -2391,87 +2560,94 @@ var file_krypton_v1_wrap_proto_goTypes = []any{
 	(*PackedWrapResponse)(nil),            // 28: krypton.v1.PackedWrapResponse
 	(*PackedUnwrapRequest)(nil),           // 29: krypton.v1.PackedUnwrapRequest
 	(*PackedUnwrapResponse)(nil),          // 30: krypton.v1.PackedUnwrapResponse
-	(*PackedItemError)(nil),               // 31: krypton.v1.PackedItemError
-	(*PackedGenerateDataKeyRequest)(nil),  // 32: krypton.v1.PackedGenerateDataKeyRequest
-	(*PackedGenerateDataKeyResponse)(nil), // 33: krypton.v1.PackedGenerateDataKeyResponse
-	(*Policy)(nil),                        // 34: krypton.v1.Policy
-	(*Quota)(nil),                         // 35: krypton.v1.Quota
-	(*KeyScope)(nil),                      // 36: krypton.v1.KeyScope
-	(*durationpb.Duration)(nil),           // 37: google.protobuf.Duration
-	(*KeyRef)(nil),                        // 38: krypton.v1.KeyRef
-	(*ItemError)(nil),                     // 39: krypton.v1.ItemError
+	(*DelegateWrapRequest)(nil),           // 31: krypton.v1.DelegateWrapRequest
+	(*DelegateWrapResponse)(nil),          // 32: krypton.v1.DelegateWrapResponse
+	(*PackedItemError)(nil),               // 33: krypton.v1.PackedItemError
+	(*PackedGenerateDataKeyRequest)(nil),  // 34: krypton.v1.PackedGenerateDataKeyRequest
+	(*PackedGenerateDataKeyResponse)(nil), // 35: krypton.v1.PackedGenerateDataKeyResponse
+	(*Policy)(nil),                        // 36: krypton.v1.Policy
+	(*Quota)(nil),                         // 37: krypton.v1.Quota
+	(*KeyScope)(nil),                      // 38: krypton.v1.KeyScope
+	(*durationpb.Duration)(nil),           // 39: google.protobuf.Duration
+	(*KeyRef)(nil),                        // 40: krypton.v1.KeyRef
+	(*ItemError)(nil),                     // 41: krypton.v1.ItemError
 }
 var file_krypton_v1_wrap_proto_depIdxs = []int32{
 	4,  // 0: krypton.v1.ListEndpointsResponse.endpoints:type_name -> krypton.v1.Endpoint
-	34, // 1: krypton.v1.ListEndpointsResponse.policy:type_name -> krypton.v1.Policy
-	35, // 2: krypton.v1.ListEndpointsResponse.tenant_quota:type_name -> krypton.v1.Quota
-	35, // 3: krypton.v1.ListEndpointsResponse.service_quota:type_name -> krypton.v1.Quota
+	36, // 1: krypton.v1.ListEndpointsResponse.policy:type_name -> krypton.v1.Policy
+	37, // 2: krypton.v1.ListEndpointsResponse.tenant_quota:type_name -> krypton.v1.Quota
+	37, // 3: krypton.v1.ListEndpointsResponse.service_quota:type_name -> krypton.v1.Quota
 	0,  // 4: krypton.v1.Endpoint.status:type_name -> krypton.v1.EndpointStatus
 	1,  // 5: krypton.v1.KeyEvent.kind:type_name -> krypton.v1.KeyEventKind
-	36, // 6: krypton.v1.KeyEvent.scope:type_name -> krypton.v1.KeyScope
-	36, // 7: krypton.v1.KeyEvent.unusable:type_name -> krypton.v1.KeyScope
-	37, // 8: krypton.v1.KeyEvent.lease:type_name -> google.protobuf.Duration
-	38, // 9: krypton.v1.WrapRequest.key:type_name -> krypton.v1.KeyRef
-	38, // 10: krypton.v1.WrapResponse.key:type_name -> krypton.v1.KeyRef
-	38, // 11: krypton.v1.UnwrapResponse.key:type_name -> krypton.v1.KeyRef
-	38, // 12: krypton.v1.GenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
-	38, // 13: krypton.v1.GenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
-	38, // 14: krypton.v1.RewrapResponse.key:type_name -> krypton.v1.KeyRef
-	38, // 15: krypton.v1.RewrapResponse.source_key:type_name -> krypton.v1.KeyRef
+	38, // 6: krypton.v1.KeyEvent.scope:type_name -> krypton.v1.KeyScope
+	38, // 7: krypton.v1.KeyEvent.unusable:type_name -> krypton.v1.KeyScope
+	39, // 8: krypton.v1.KeyEvent.lease:type_name -> google.protobuf.Duration
+	40, // 9: krypton.v1.WrapRequest.key:type_name -> krypton.v1.KeyRef
+	40, // 10: krypton.v1.WrapResponse.key:type_name -> krypton.v1.KeyRef
+	40, // 11: krypton.v1.UnwrapResponse.key:type_name -> krypton.v1.KeyRef
+	40, // 12: krypton.v1.GenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
+	40, // 13: krypton.v1.GenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
+	40, // 14: krypton.v1.RewrapResponse.key:type_name -> krypton.v1.KeyRef
+	40, // 15: krypton.v1.RewrapResponse.source_key:type_name -> krypton.v1.KeyRef
 	7,  // 16: krypton.v1.BatchWrapRequest.items:type_name -> krypton.v1.WrapRequest
 	17, // 17: krypton.v1.BatchWrapResponse.results:type_name -> krypton.v1.WrapResult
 	8,  // 18: krypton.v1.WrapResult.value:type_name -> krypton.v1.WrapResponse
-	39, // 19: krypton.v1.WrapResult.error:type_name -> krypton.v1.ItemError
+	41, // 19: krypton.v1.WrapResult.error:type_name -> krypton.v1.ItemError
 	9,  // 20: krypton.v1.BatchUnwrapRequest.items:type_name -> krypton.v1.UnwrapRequest
 	20, // 21: krypton.v1.BatchUnwrapResponse.results:type_name -> krypton.v1.UnwrapResult
 	10, // 22: krypton.v1.UnwrapResult.value:type_name -> krypton.v1.UnwrapResponse
-	39, // 23: krypton.v1.UnwrapResult.error:type_name -> krypton.v1.ItemError
+	41, // 23: krypton.v1.UnwrapResult.error:type_name -> krypton.v1.ItemError
 	11, // 24: krypton.v1.BatchGenerateDataKeyRequest.items:type_name -> krypton.v1.GenerateDataKeyRequest
 	23, // 25: krypton.v1.BatchGenerateDataKeyResponse.results:type_name -> krypton.v1.GenerateDataKeyResult
 	12, // 26: krypton.v1.GenerateDataKeyResult.value:type_name -> krypton.v1.GenerateDataKeyResponse
-	39, // 27: krypton.v1.GenerateDataKeyResult.error:type_name -> krypton.v1.ItemError
+	41, // 27: krypton.v1.GenerateDataKeyResult.error:type_name -> krypton.v1.ItemError
 	13, // 28: krypton.v1.BatchRewrapRequest.items:type_name -> krypton.v1.RewrapRequest
 	26, // 29: krypton.v1.BatchRewrapResponse.results:type_name -> krypton.v1.RewrapResult
 	14, // 30: krypton.v1.RewrapResult.value:type_name -> krypton.v1.RewrapResponse
-	39, // 31: krypton.v1.RewrapResult.error:type_name -> krypton.v1.ItemError
-	38, // 32: krypton.v1.PackedWrapRequest.key:type_name -> krypton.v1.KeyRef
-	38, // 33: krypton.v1.PackedWrapResponse.key:type_name -> krypton.v1.KeyRef
-	38, // 34: krypton.v1.PackedUnwrapResponse.keys:type_name -> krypton.v1.KeyRef
-	31, // 35: krypton.v1.PackedUnwrapResponse.errors:type_name -> krypton.v1.PackedItemError
-	39, // 36: krypton.v1.PackedItemError.error:type_name -> krypton.v1.ItemError
-	38, // 37: krypton.v1.PackedGenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
-	38, // 38: krypton.v1.PackedGenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
-	7,  // 39: krypton.v1.WrapService.Wrap:input_type -> krypton.v1.WrapRequest
-	9,  // 40: krypton.v1.WrapService.Unwrap:input_type -> krypton.v1.UnwrapRequest
-	11, // 41: krypton.v1.WrapService.GenerateDataKey:input_type -> krypton.v1.GenerateDataKeyRequest
-	13, // 42: krypton.v1.WrapService.Rewrap:input_type -> krypton.v1.RewrapRequest
-	15, // 43: krypton.v1.WrapService.BatchWrap:input_type -> krypton.v1.BatchWrapRequest
-	18, // 44: krypton.v1.WrapService.BatchUnwrap:input_type -> krypton.v1.BatchUnwrapRequest
-	21, // 45: krypton.v1.WrapService.BatchGenerateDataKey:input_type -> krypton.v1.BatchGenerateDataKeyRequest
-	24, // 46: krypton.v1.WrapService.BatchRewrap:input_type -> krypton.v1.BatchRewrapRequest
-	27, // 47: krypton.v1.WrapService.PackedWrap:input_type -> krypton.v1.PackedWrapRequest
-	29, // 48: krypton.v1.WrapService.PackedUnwrap:input_type -> krypton.v1.PackedUnwrapRequest
-	32, // 49: krypton.v1.WrapService.PackedGenerateDataKey:input_type -> krypton.v1.PackedGenerateDataKeyRequest
-	2,  // 50: krypton.v1.WrapService.ListEndpoints:input_type -> krypton.v1.ListEndpointsRequest
-	5,  // 51: krypton.v1.WrapService.WatchKeyEvents:input_type -> krypton.v1.WatchKeyEventsRequest
-	8,  // 52: krypton.v1.WrapService.Wrap:output_type -> krypton.v1.WrapResponse
-	10, // 53: krypton.v1.WrapService.Unwrap:output_type -> krypton.v1.UnwrapResponse
-	12, // 54: krypton.v1.WrapService.GenerateDataKey:output_type -> krypton.v1.GenerateDataKeyResponse
-	14, // 55: krypton.v1.WrapService.Rewrap:output_type -> krypton.v1.RewrapResponse
-	16, // 56: krypton.v1.WrapService.BatchWrap:output_type -> krypton.v1.BatchWrapResponse
-	19, // 57: krypton.v1.WrapService.BatchUnwrap:output_type -> krypton.v1.BatchUnwrapResponse
-	22, // 58: krypton.v1.WrapService.BatchGenerateDataKey:output_type -> krypton.v1.BatchGenerateDataKeyResponse
-	25, // 59: krypton.v1.WrapService.BatchRewrap:output_type -> krypton.v1.BatchRewrapResponse
-	28, // 60: krypton.v1.WrapService.PackedWrap:output_type -> krypton.v1.PackedWrapResponse
-	30, // 61: krypton.v1.WrapService.PackedUnwrap:output_type -> krypton.v1.PackedUnwrapResponse
-	33, // 62: krypton.v1.WrapService.PackedGenerateDataKey:output_type -> krypton.v1.PackedGenerateDataKeyResponse
-	3,  // 63: krypton.v1.WrapService.ListEndpoints:output_type -> krypton.v1.ListEndpointsResponse
-	6,  // 64: krypton.v1.WrapService.WatchKeyEvents:output_type -> krypton.v1.KeyEvent
-	52, // [52:65] is the sub-list for method output_type
-	39, // [39:52] is the sub-list for method input_type
-	39, // [39:39] is the sub-list for extension type_name
-	39, // [39:39] is the sub-list for extension extendee
-	0,  // [0:39] is the sub-list for field type_name
+	41, // 31: krypton.v1.RewrapResult.error:type_name -> krypton.v1.ItemError
+	40, // 32: krypton.v1.PackedWrapRequest.key:type_name -> krypton.v1.KeyRef
+	40, // 33: krypton.v1.PackedWrapResponse.key:type_name -> krypton.v1.KeyRef
+	40, // 34: krypton.v1.PackedUnwrapResponse.keys:type_name -> krypton.v1.KeyRef
+	33, // 35: krypton.v1.PackedUnwrapResponse.errors:type_name -> krypton.v1.PackedItemError
+	40, // 36: krypton.v1.DelegateWrapRequest.key:type_name -> krypton.v1.KeyRef
+	40, // 37: krypton.v1.DelegateWrapResponse.key:type_name -> krypton.v1.KeyRef
+	39, // 38: krypton.v1.DelegateWrapResponse.ttl:type_name -> google.protobuf.Duration
+	41, // 39: krypton.v1.PackedItemError.error:type_name -> krypton.v1.ItemError
+	40, // 40: krypton.v1.PackedGenerateDataKeyRequest.key:type_name -> krypton.v1.KeyRef
+	40, // 41: krypton.v1.PackedGenerateDataKeyResponse.key:type_name -> krypton.v1.KeyRef
+	7,  // 42: krypton.v1.WrapService.Wrap:input_type -> krypton.v1.WrapRequest
+	9,  // 43: krypton.v1.WrapService.Unwrap:input_type -> krypton.v1.UnwrapRequest
+	11, // 44: krypton.v1.WrapService.GenerateDataKey:input_type -> krypton.v1.GenerateDataKeyRequest
+	13, // 45: krypton.v1.WrapService.Rewrap:input_type -> krypton.v1.RewrapRequest
+	15, // 46: krypton.v1.WrapService.BatchWrap:input_type -> krypton.v1.BatchWrapRequest
+	18, // 47: krypton.v1.WrapService.BatchUnwrap:input_type -> krypton.v1.BatchUnwrapRequest
+	21, // 48: krypton.v1.WrapService.BatchGenerateDataKey:input_type -> krypton.v1.BatchGenerateDataKeyRequest
+	24, // 49: krypton.v1.WrapService.BatchRewrap:input_type -> krypton.v1.BatchRewrapRequest
+	27, // 50: krypton.v1.WrapService.PackedWrap:input_type -> krypton.v1.PackedWrapRequest
+	29, // 51: krypton.v1.WrapService.PackedUnwrap:input_type -> krypton.v1.PackedUnwrapRequest
+	34, // 52: krypton.v1.WrapService.PackedGenerateDataKey:input_type -> krypton.v1.PackedGenerateDataKeyRequest
+	31, // 53: krypton.v1.WrapService.DelegateWrap:input_type -> krypton.v1.DelegateWrapRequest
+	2,  // 54: krypton.v1.WrapService.ListEndpoints:input_type -> krypton.v1.ListEndpointsRequest
+	5,  // 55: krypton.v1.WrapService.WatchKeyEvents:input_type -> krypton.v1.WatchKeyEventsRequest
+	8,  // 56: krypton.v1.WrapService.Wrap:output_type -> krypton.v1.WrapResponse
+	10, // 57: krypton.v1.WrapService.Unwrap:output_type -> krypton.v1.UnwrapResponse
+	12, // 58: krypton.v1.WrapService.GenerateDataKey:output_type -> krypton.v1.GenerateDataKeyResponse
+	14, // 59: krypton.v1.WrapService.Rewrap:output_type -> krypton.v1.RewrapResponse
+	16, // 60: krypton.v1.WrapService.BatchWrap:output_type -> krypton.v1.BatchWrapResponse
+	19, // 61: krypton.v1.WrapService.BatchUnwrap:output_type -> krypton.v1.BatchUnwrapResponse
+	22, // 62: krypton.v1.WrapService.BatchGenerateDataKey:output_type -> krypton.v1.BatchGenerateDataKeyResponse
+	25, // 63: krypton.v1.WrapService.BatchRewrap:output_type -> krypton.v1.BatchRewrapResponse
+	28, // 64: krypton.v1.WrapService.PackedWrap:output_type -> krypton.v1.PackedWrapResponse
+	30, // 65: krypton.v1.WrapService.PackedUnwrap:output_type -> krypton.v1.PackedUnwrapResponse
+	35, // 66: krypton.v1.WrapService.PackedGenerateDataKey:output_type -> krypton.v1.PackedGenerateDataKeyResponse
+	32, // 67: krypton.v1.WrapService.DelegateWrap:output_type -> krypton.v1.DelegateWrapResponse
+	3,  // 68: krypton.v1.WrapService.ListEndpoints:output_type -> krypton.v1.ListEndpointsResponse
+	6,  // 69: krypton.v1.WrapService.WatchKeyEvents:output_type -> krypton.v1.KeyEvent
+	56, // [56:70] is the sub-list for method output_type
+	42, // [42:56] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_krypton_v1_wrap_proto_init() }
@@ -2503,7 +2679,7 @@ func file_krypton_v1_wrap_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_krypton_v1_wrap_proto_rawDesc), len(file_krypton_v1_wrap_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   32,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,7 @@ const (
 	WrapService_PackedWrap_FullMethodName            = "/krypton.v1.WrapService/PackedWrap"
 	WrapService_PackedUnwrap_FullMethodName          = "/krypton.v1.WrapService/PackedUnwrap"
 	WrapService_PackedGenerateDataKey_FullMethodName = "/krypton.v1.WrapService/PackedGenerateDataKey"
+	WrapService_DelegateWrap_FullMethodName          = "/krypton.v1.WrapService/DelegateWrap"
 	WrapService_ListEndpoints_FullMethodName         = "/krypton.v1.WrapService/ListEndpoints"
 	WrapService_WatchKeyEvents_FullMethodName        = "/krypton.v1.WrapService/WatchKeyEvents"
 )
@@ -161,6 +162,25 @@ type WrapServiceClient interface {
 	//
 	// Errors: as PackedWrap.
 	PackedGenerateDataKey(ctx context.Context, in *PackedGenerateDataKeyRequest, opts ...grpc.CallOption) (*PackedGenerateDataKeyResponse, error)
+	// DelegateWrap hands the caller one delegated wrapping key of a service
+	// key: the one-time AES-256-GCM key that a batch of data-key wraps under
+	// that version would use, derived from the service key and a fresh random
+	// salt. The caller (a gateway) seals up to max_items data keys with it
+	// itself, in the ordinary blob format, with nonces counting from zero;
+	// every node opens those blobs as it opens its own. The delegated key
+	// lets its holder seal data keys under that one salt, which the Wrap
+	// operation already allows it, and open only the blobs of that salt, which
+	// it sealed itself; it reveals nothing about the service key or any other
+	// salt's key. It is key material: a holder keeps it in memory only and
+	// wipes it after ttl, on any key event of its tenant, and when its cache
+	// lease lapses (docs/gateway.md, "Delegated data keys").
+	//
+	// Checked as Wrap: the caller's policy must allow WRAP on the key, the
+	// key version must be ACTIVE, the tenant usable. Each call counts as one
+	// request against the tenant's quota.
+	//
+	// Errors: as Wrap.
+	DelegateWrap(ctx context.Context, in *DelegateWrapRequest, opts ...grpc.CallOption) (*DelegateWrapResponse, error)
 	// ListEndpoints returns the region's nodes as the answering node knows
 	// them (gossip and the Raft configuration): each node's WrapService address
 	// and status. Gateways call it on the addresses they were given to find
@@ -304,6 +324,16 @@ func (c *wrapServiceClient) PackedGenerateDataKey(ctx context.Context, in *Packe
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(PackedGenerateDataKeyResponse)
 	err := c.cc.Invoke(ctx, WrapService_PackedGenerateDataKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *wrapServiceClient) DelegateWrap(ctx context.Context, in *DelegateWrapRequest, opts ...grpc.CallOption) (*DelegateWrapResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DelegateWrapResponse)
+	err := c.cc.Invoke(ctx, WrapService_DelegateWrap_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -458,6 +488,25 @@ type WrapServiceServer interface {
 	//
 	// Errors: as PackedWrap.
 	PackedGenerateDataKey(context.Context, *PackedGenerateDataKeyRequest) (*PackedGenerateDataKeyResponse, error)
+	// DelegateWrap hands the caller one delegated wrapping key of a service
+	// key: the one-time AES-256-GCM key that a batch of data-key wraps under
+	// that version would use, derived from the service key and a fresh random
+	// salt. The caller (a gateway) seals up to max_items data keys with it
+	// itself, in the ordinary blob format, with nonces counting from zero;
+	// every node opens those blobs as it opens its own. The delegated key
+	// lets its holder seal data keys under that one salt, which the Wrap
+	// operation already allows it, and open only the blobs of that salt, which
+	// it sealed itself; it reveals nothing about the service key or any other
+	// salt's key. It is key material: a holder keeps it in memory only and
+	// wipes it after ttl, on any key event of its tenant, and when its cache
+	// lease lapses (docs/gateway.md, "Delegated data keys").
+	//
+	// Checked as Wrap: the caller's policy must allow WRAP on the key, the
+	// key version must be ACTIVE, the tenant usable. Each call counts as one
+	// request against the tenant's quota.
+	//
+	// Errors: as Wrap.
+	DelegateWrap(context.Context, *DelegateWrapRequest) (*DelegateWrapResponse, error)
 	// ListEndpoints returns the region's nodes as the answering node knows
 	// them (gossip and the Raft configuration): each node's WrapService address
 	// and status. Gateways call it on the addresses they were given to find
@@ -529,6 +578,9 @@ func (UnimplementedWrapServiceServer) PackedUnwrap(context.Context, *PackedUnwra
 }
 func (UnimplementedWrapServiceServer) PackedGenerateDataKey(context.Context, *PackedGenerateDataKeyRequest) (*PackedGenerateDataKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PackedGenerateDataKey not implemented")
+}
+func (UnimplementedWrapServiceServer) DelegateWrap(context.Context, *DelegateWrapRequest) (*DelegateWrapResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DelegateWrap not implemented")
 }
 func (UnimplementedWrapServiceServer) ListEndpoints(context.Context, *ListEndpointsRequest) (*ListEndpointsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListEndpoints not implemented")
@@ -755,6 +807,24 @@ func _WrapService_PackedGenerateDataKey_Handler(srv interface{}, ctx context.Con
 	return interceptor(ctx, in, info, handler)
 }
 
+func _WrapService_DelegateWrap_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DelegateWrapRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(WrapServiceServer).DelegateWrap(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: WrapService_DelegateWrap_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(WrapServiceServer).DelegateWrap(ctx, req.(*DelegateWrapRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _WrapService_ListEndpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListEndpointsRequest)
 	if err := dec(in); err != nil {
@@ -830,6 +900,10 @@ var WrapService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "PackedGenerateDataKey",
 			Handler:    _WrapService_PackedGenerateDataKey_Handler,
+		},
+		{
+			MethodName: "DelegateWrap",
+			Handler:    _WrapService_DelegateWrap_Handler,
 		},
 		{
 			MethodName: "ListEndpoints",

@@ -1,0 +1,71 @@
+package region
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/policy"
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// DefaultDelegateTTL is Config.DelegateTTL's default.
+const DefaultDelegateTTL = 30 * time.Second
+
+// errDelegationOff answers DelegateWrap on a node whose Config.DelegateTTL is negative.
+var errDelegationOff = status.Error(codes.FailedPrecondition,
+	"region: this node hands out no delegated wrapping keys (its Config.DelegateTTL is negative); wrap with PackedWrap instead")
+
+// DelegateWrap hands the caller one delegated wrapping key of a service key (wrap.DeriveWrapKey):
+// checked exactly as a Wrap of that key is — serving lease, policy (WRAP), quota (one request),
+// state, durable revocation set — since what the key lets its holder do is seal data keys under
+// that version, which a Wrap does. See docs/gateway.md, "Delegated data keys".
+func (s *wrapService) DelegateWrap(ctx context.Context, req *kv1.DelegateWrapRequest) (*kv1.DelegateWrapResponse, error) {
+	n := s.n
+	defer n.observe("delegate-wrap", time.Now())
+	ttl := n.cfg.DelegateTTL
+	switch {
+	case ttl < 0:
+		if err := n.Serving(); err != nil {
+			return nil, err
+		}
+		return nil, errDelegationOff
+	case ttl == 0:
+		ttl = DefaultDelegateTTL
+	}
+	ctx, qc := n.quotaStart(ctx, 1)
+	defer qc.end()
+	l3, release, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap)
+	if err != nil {
+		return nil, err
+	}
+	// The derived key goes into the answer, whose bytes are gRPC's once it is marshalled (as a
+	// GenerateDataKey's plaintext is); this copy is the answer's own.
+	key := new([wrap.KeySize]byte)
+	kdf, salt, err := l3.DeriveWrapKey(key)
+	if errors.Is(err, wrap.ErrDestroyed) {
+		if l3, release, err = n.lookAgain(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap, release); err != nil {
+			return nil, err
+		}
+		kdf, salt, err = l3.DeriveWrapKey(key)
+	}
+	id := l3.ID()
+	release()
+	if err != nil {
+		return nil, err
+	}
+	return &kv1.DelegateWrapResponse{
+		Key:        keyRef(id),
+		Kdf:        uint32(kdf),
+		Salt:       salt[:],
+		DerivedKey: key[:],
+		MaxItems:   wrap.ItemsPerDerivedKey,
+		Ttl:        durationpb.New(ttl),
+	}, nil
+}
