@@ -217,6 +217,9 @@ func (c *cache) revoke(scope wrap.KeyID) {
 	}
 }
 
+// rotated is a service's new current version: cached keys of the old one stay valid.
+func (c *cache) rotated(wrap.KeyID) {}
+
 // reset wipes every entry and replaces the deny set (a new event stream's snapshot, a restored
 // region state).
 func (c *cache) reset(deny []wrap.KeyID) {

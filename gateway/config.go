@@ -105,6 +105,13 @@ type Config struct {
 	// CacheTTL bounds how long an entry may be used after the region unwrapped it.
 	CacheTTL time.Duration
 
+	// DelegateWraps makes GenerateDataKey (and Encrypt) wrap data keys here, under delegated
+	// wrapping keys the region hands out (DelegateWrap), rather than sending each key to the
+	// region: no region round trip per data key. The keys are used under the same cache lease
+	// and key events as the cache, so revocation is as exact; requests take the region path
+	// while no delegated key is held. On by default.
+	DelegateWraps bool
+
 	// AttemptTimeout bounds one RPC to one region node.
 	AttemptTimeout time.Duration
 	// MaxAttempts is how many times one request (or batch) is tried, at least, before its error
@@ -150,6 +157,7 @@ func DefaultConfig() Config {
 		BatchWait:       500 * time.Microsecond,
 		CacheBytes:      8 << 20,
 		CacheTTL:        5 * time.Minute,
+		DelegateWraps:   true,
 		AttemptTimeout:  2 * time.Second,
 		MaxAttempts:     6,
 		RetryBudget:     5 * time.Second,

@@ -105,6 +105,11 @@ func (g *Gateway) GenerateDataKey(ctx context.Context, key wrap.KeyID, context [
 		return nil, nil, key, err
 	}
 	defer finish()
+	if g.delegated != nil {
+		if plaintext, blob, used, ok := g.delegated.generate(key, context); ok {
+			return plaintext, blob, used, nil
+		}
+	}
 	// The data key is made with the others of its batch (sendDataKeys: one crypto/rand read and
 	// one packed region call per batch).
 	res, err := g.datakeys.do(ctx, dataKeyReq{key: key, context: context})
@@ -148,7 +153,7 @@ func (g *Gateway) prepareDataKey(ctx context.Context, key wrap.KeyID, context []
 
 // generateDataKeyAsync is GenerateDataKey for the framed protocol's reader, which must not wait:
 // it returns the request as a call for the datakeys batcher's submit (nil when it was refused
-// before, and answered at once). answer takes the outcome, on the goroutine of the batch that
+// before, or made under a delegated key, and answered at once). answer takes the outcome, on the goroutine of the batch that
 // answered it; notify is flushed once per batch.
 func (g *Gateway) generateDataKeyAsync(ctx context.Context, key wrap.KeyID, context []byte, notify flusher,
 	answer func(plaintext, blob []byte, used wrap.KeyID, err error)) *call[dataKeyReq, dataKeyRes] {
@@ -156,6 +161,13 @@ func (g *Gateway) generateDataKeyAsync(ctx context.Context, key wrap.KeyID, cont
 	if err != nil {
 		answer(nil, nil, key, err)
 		return nil
+	}
+	if g.delegated != nil {
+		if plaintext, blob, used, ok := g.delegated.generate(key, context); ok {
+			finish()
+			answer(plaintext, blob, used, nil)
+			return nil
+		}
 	}
 	c := g.datakeys.newCall()
 	c.ctx, c.req, c.notify = ctx, dataKeyReq{key: key, context: context}, notify

@@ -49,8 +49,10 @@ type Gateway struct {
 	pool    *pool
 	tracer  trace.Tracer // nil when tracing is off
 	cache   *cache       // nil when off
-	watch   *watcher     // nil when the cache is off
-	wraps   *batcher[*kv1.WrapRequest, *kv1.WrapResponse]
+	watch   *watcher     // nil when the cache and delegated wrapping are off
+	// delegated holds the delegated wrapping keys (delegate.go); nil when Config.DelegateWraps is off.
+	delegated *delegates
+	wraps     *batcher[*kv1.WrapRequest, *kv1.WrapResponse]
 	// datakeys batches GenerateDataKey: the keys are made per batch (sendDataKeys).
 	datakeys *batcher[dataKeyReq, dataKeyRes]
 	unwraps  *batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
@@ -139,12 +141,18 @@ func New(cfg Config) (_ *Gateway, err error) {
 	if cfg.BatchSize == 1 {
 		g.wraps.wait, g.unwraps.wait, g.datakeys.wait = 0, 0, 0
 	}
-	if cfg.CacheEntries > 0 {
+	if cfg.CacheEntries > 0 || cfg.DelegateWraps {
 		g.watch = newWatcher(g.pool, log)
+	}
+	if cfg.CacheEntries > 0 {
 		if g.cache, err = newCache(cfg, g.watch.leaseValid, g.metrics); err != nil {
 			return nil, err
 		}
-		g.watch.cache = g.cache
+		g.watch.sinks = append(g.watch.sinks, g.cache)
+	}
+	if cfg.DelegateWraps {
+		g.delegated = newDelegates(g.pool, g.watch, log, g.metrics)
+		g.watch.sinks = append(g.watch.sinks, g.delegated)
 	}
 	if cfg.ListenAddr != "" {
 		if g.tcpLn, err = net.Listen("tcp", cfg.ListenAddr); err != nil {
@@ -329,6 +337,9 @@ func (g *Gateway) Close() error {
 	}
 	if g.watch != nil {
 		g.watch.close()
+	}
+	if g.delegated != nil {
+		g.delegated.close()
 	}
 	if g.cache != nil {
 		g.cache.close()

@@ -16,6 +16,7 @@ type metrics struct {
 	batchSize  *prometheus.HistogramVec // op
 	rpcs       *prometheus.CounterVec   // method, code
 	hits       prometheus.Counter
+	delegated  prometheus.Counter
 	misses     prometheus.Counter
 	evictions  *prometheus.CounterVec // reason
 	entries    prometheus.Gauge
@@ -43,6 +44,8 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "krypton_gateway_region_rpcs_total", Help: "RPCs sent to region nodes, by method and gRPC code.",
 		}, []string{"method", "code"}),
+		delegated: prometheus.NewCounter(prometheus.CounterOpts{Name: "krypton_gateway_delegated_data_keys_total",
+			Help: "Data keys made and wrapped here under a delegated wrapping key, with no region call (Config.DelegateWraps)."}),
 		hits:   prometheus.NewCounter(prometheus.CounterOpts{Name: "krypton_gateway_cache_hits_total", Help: "Data keys served from the cache."}),
 		misses: prometheus.NewCounter(prometheus.CounterOpts{Name: "krypton_gateway_cache_misses_total", Help: "Cache lookups that went to the region."}),
 		evictions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -64,7 +67,7 @@ func newMetrics(regs ...prometheus.Registerer) (*metrics, error) {
 		if r == nil {
 			continue
 		}
-		for _, c := range []prometheus.Collector{m.requests, m.batches, m.batchSize, m.rpcs, m.hits, m.misses, m.evictions, m.entries, m.cacheBytes, m.nodes, m.failovers, m.active} {
+		for _, c := range []prometheus.Collector{m.requests, m.batches, m.batchSize, m.rpcs, m.hits, m.delegated, m.misses, m.evictions, m.entries, m.cacheBytes, m.nodes, m.failovers, m.active} {
 			if err := r.Register(c); err != nil {
 				return nil, err
 			}
@@ -95,6 +98,7 @@ func (m *metrics) rpc(method string, err error) {
 }
 
 func (m *metrics) cacheHit()                { m.hits.Inc() }
+func (m *metrics) delegatedKey()            { m.delegated.Inc() }
 func (m *metrics) cacheMiss()               { m.misses.Inc() }
 func (m *metrics) cacheEvict(reason string) { m.evictions.WithLabelValues(reason).Inc() }
 func (m *metrics) cacheSize(n, bytes int) {

@@ -133,6 +133,7 @@ func TestRollingUpgrade(t *testing.T) {
 	g := startGateway(t, r, "acme", "payments", func(c *gateway.Config) {
 		c.RegionAddrs = []string{old.addr} // the rest is discovered through it
 		c.BatchWait = 5 * time.Millisecond // batches, not lone unary calls, on a busy machine
+		c.DelegateWraps = false            // the packed wraps' fallback is what is tested; see TestDelegatedWrapsFallBack
 	})
 	// The old node, the two others, and node 1 as the others name it.
 	clustertest.Eventually(t, 20*time.Second, "the gateway sees four serving endpoints", func() bool {

@@ -14,13 +14,14 @@ import (
 	"github.com/kryptonkms/krypton/wrap"
 )
 
-// watcher keeps one WatchKeyEvents stream open to a serving region node while the cache is on: it
-// applies the node's events to the cache (wiping before acknowledging, which the node's fence waits
-// for) and holds the cache lease without which no cached key is served. See region/keyevents.go
-// for the node's side and docs/gateway.md for why this makes revocation exact with the cache on.
+// watcher keeps one WatchKeyEvents stream open to a serving region node while the cache or
+// delegated wrapping is on: it applies the node's events to the cache and the delegated keys
+// (wiping before acknowledging, which the node's fence waits for) and holds the cache lease
+// without which no cached key is served and no delegated key used. See region/keyevents.go for
+// the node's side and docs/gateway.md for why this makes revocation exact.
 type watcher struct {
 	pool  *pool
-	cache *cache
+	sinks []keyEventSink // the cache and the delegated keys, those that are on
 	log   *slog.Logger
 
 	epoch time.Time    // origin of the monotonic readings below
@@ -28,6 +29,40 @@ type watcher struct {
 
 	stop chan struct{}
 	wg   sync.WaitGroup
+}
+
+// keyEventSink is what holds keys the region's events concern: the cache of unwrapped keys and the
+// delegated wrapping keys. Each wipes what an event concerns before it returns; the watcher
+// acknowledges the event after.
+type keyEventSink interface {
+	revoke(scope wrap.KeyID)  // wipe everything under scope and deny it from now on
+	reset(deny []wrap.KeyID)  // wipe everything; deny exactly these from now on
+	denyAll()                 // use nothing until the next reset
+	rotated(scope wrap.KeyID) // a service\'s current version changed
+}
+
+func (w *watcher) revoke(scope wrap.KeyID) {
+	for _, s := range w.sinks {
+		s.revoke(scope)
+	}
+}
+
+func (w *watcher) reset(deny []wrap.KeyID) {
+	for _, s := range w.sinks {
+		s.reset(deny)
+	}
+}
+
+func (w *watcher) rotated(scope wrap.KeyID) {
+	for _, s := range w.sinks {
+		s.rotated(scope)
+	}
+}
+
+func (w *watcher) denyAll() {
+	for _, s := range w.sinks {
+		s.denyAll()
+	}
 }
 
 func newWatcher(p *pool, log *slog.Logger) *watcher {
@@ -171,18 +206,21 @@ func (w *watcher) session(e *endpoint) error {
 			for _, s := range ev.GetUnusable() {
 				deny = append(deny, scopeID(s))
 			}
-			w.cache.reset(deny)
+			w.reset(deny)
 		case kv1.KeyEventKind_KEY_EVENT_KIND_REVOKED, kv1.KeyEventKind_KEY_EVENT_KIND_LOCKED:
 			w.log.Info("key event: dropping cached keys", "kind", ev.GetKind().String(), "tenant", ev.GetScope().GetTenant(),
 				"service", ev.GetScope().GetService(), "version", ev.GetScope().GetVersion(), "index", ev.GetIndex())
-			w.cache.revoke(scopeID(ev.GetScope()))
+			w.revoke(scopeID(ev.GetScope()))
 			ack(ev.GetIndex())
+		case kv1.KeyEventKind_KEY_EVENT_KIND_ROTATED:
+			// Not fenced and owed no acknowledgement: new data keys go under the new version.
+			w.rotated(scopeID(ev.GetScope()))
 		case kv1.KeyEventKind_KEY_EVENT_KIND_FLUSH:
 			// The node's whole state was replaced: drop everything and start a new stream, whose
 			// snapshot says afresh what is unusable.
 			w.until.Store(0)
-			w.cache.reset(nil)
-			w.cache.denyAll()
+			w.reset(nil)
+			w.denyAll()
 			w.pool.refreshNow() // a policy change flushes too: learn the new policy at once
 			ack(ev.GetIndex())
 			return status.Error(codes.Aborted, "gateway: region state restored; resubscribing")

@@ -48,6 +48,7 @@ type gatewayFlags struct {
 	cacheEntries    int
 	cacheBytes      int
 	cacheTTL        time.Duration
+	delegateWraps   bool
 	attemptTimeout  time.Duration
 	maxAttempts     int
 	retryBudget     time.Duration
@@ -90,6 +91,7 @@ func (f *gatewayFlags) declare(fs *flag.FlagSet) {
 	fs.IntVar(&f.cacheEntries, "cache-entries", 0, "entries of the cache of unwrapped data keys; 0 (the default) turns the cache off")
 	fs.IntVar(&f.cacheBytes, "cache-bytes", d.CacheBytes, "bytes the cache may hold (blobs, contexts and keys)")
 	fs.DurationVar(&f.cacheTTL, "cache-ttl", d.CacheTTL, "longest a cached data key is used after the region unwrapped it")
+	fs.BoolVar(&f.delegateWraps, "delegate-wraps", d.DelegateWraps, "wrap data keys here under delegated wrapping keys from the region, with no region call per key (docs/gateway.md, Delegated data keys); -delegate-wraps=false sends every key to the region")
 	fs.DurationVar(&f.attemptTimeout, "attempt-timeout", d.AttemptTimeout, "bound on one call to one region node")
 	fs.IntVar(&f.maxAttempts, "max-attempts", d.MaxAttempts, "attempts per request across region nodes, at least (1 to 16)")
 	fs.DurationVar(&f.retryBudget, "retry-budget", d.RetryBudget, "how long a request keeps being retried while no region node serves (a leader election), within the caller's deadline")
@@ -165,6 +167,7 @@ func (f *gatewayFlags) gatewayConfig(e *daemonEnv) (gateway.Config, error) {
 	cfg.HTTPAddr = f.httpAddr
 	cfg.BatchSize, cfg.BatchWait = f.batchSize, f.batchWait
 	cfg.CacheEntries, cfg.CacheBytes, cfg.CacheTTL = f.cacheEntries, f.cacheBytes, f.cacheTTL
+	cfg.DelegateWraps = f.delegateWraps
 	cfg.AttemptTimeout, cfg.MaxAttempts, cfg.RetryBudget, cfg.RefreshInterval = f.attemptTimeout, f.maxAttempts, f.retryBudget, f.refresh
 	if f.xksAddr != "" {
 		if err := f.xksConfig(&cfg); err != nil {

@@ -1,0 +1,56 @@
+package gateway
+
+import (
+	"bytes"
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
+	"github.com/kryptonkms/krypton/wrap"
+)
+
+// TestDelegateAnswerChecked: the gateway installs a region's DelegateWrap answer only if it is for
+// the key asked for, within the blob format's limits, and well formed; anything else is refused
+// (and the request takes the region path), so a wrong answer never seals a data key.
+func TestDelegateAnswerChecked(t *testing.T) {
+	var d delegates
+	asked := wrap.KeyID{Tenant: "acme", Service: "payments"}
+	good := func() *kv1.DelegateWrapResponse {
+		return &kv1.DelegateWrapResponse{
+			Key: &kv1.KeyRef{Tenant: "acme", Service: "payments", Version: 3}, Kdf: uint32(wrap.WriteKDF()),
+			Salt: bytes.Repeat([]byte{1}, wrap.SaltSize), DerivedKey: bytes.Repeat([]byte{2}, wrap.KeySize),
+			MaxItems: wrap.ItemsPerDerivedKey, Ttl: durationpb.New(30 * time.Second),
+		}
+	}
+	wd, err := d.check(asked, good())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd.Destroy()
+	for name, spoil := range map[string]func(r *kv1.DelegateWrapResponse){
+		"another service":   func(r *kv1.DelegateWrapResponse) { r.Key.Service = "ledger" },
+		"another tenant":    func(r *kv1.DelegateWrapResponse) { r.Key.Tenant = "other" },
+		"no version":        func(r *kv1.DelegateWrapResponse) { r.Key.Version = 0 },
+		"no items":          func(r *kv1.DelegateWrapResponse) { r.MaxItems = 0 },
+		"too many items":    func(r *kv1.DelegateWrapResponse) { r.MaxItems = wrap.ItemsPerDerivedKey + 1 },
+		"no ttl":            func(r *kv1.DelegateWrapResponse) { r.Ttl = nil },
+		"a ttl over a hour": func(r *kv1.DelegateWrapResponse) { r.Ttl = durationpb.New(2 * time.Hour) },
+		"an unknown suite":  func(r *kv1.DelegateWrapResponse) { r.Kdf = 77 },
+		"a short salt":      func(r *kv1.DelegateWrapResponse) { r.Salt = r.Salt[:4] },
+		"a short key":       func(r *kv1.DelegateWrapResponse) { r.DerivedKey = r.DerivedKey[:16] },
+		"a zero key":        func(r *kv1.DelegateWrapResponse) { r.DerivedKey = make([]byte, wrap.KeySize) },
+	} {
+		r := good()
+		spoil(r)
+		if wd, err := d.check(asked, r); err == nil {
+			wd.Destroy()
+			t.Errorf("%s: installed", name)
+		}
+	}
+	// A version asked for is the version that must come back.
+	if _, err := d.check(wrap.KeyID{Tenant: "acme", Service: "payments", Version: 2}, good()); err == nil {
+		t.Error("a key of v3 installed for v2")
+	}
+}
