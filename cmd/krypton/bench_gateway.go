@@ -340,20 +340,25 @@ func scrapeBatches(url string) func() (bench.BatchCount, bool) {
 	}
 }
 
-// batchCount sums krypton_gateway_batch_size over its operations: the batches and their requests.
+// batchCount sums krypton_gateway_batch_size over its operations (the batches and their
+// requests) and reads krypton_gateway_delegated_data_keys_total. Either may not exist yet: no
+// batch, no delegated key, or a gateway of an older version.
 func batchCount(mfs []*dto.MetricFamily) (bench.BatchCount, bool) {
+	var c bench.BatchCount
 	for _, mf := range mfs {
-		if mf.GetName() != "krypton_gateway_batch_size" {
-			continue
+		switch mf.GetName() {
+		case "krypton_gateway_batch_size":
+			for _, m := range mf.GetMetric() {
+				c.Batches += float64(m.GetHistogram().GetSampleCount())
+				c.Items += m.GetHistogram().GetSampleSum()
+			}
+		case "krypton_gateway_delegated_data_keys_total":
+			for _, m := range mf.GetMetric() {
+				c.Delegated += m.GetCounter().GetValue()
+			}
 		}
-		var c bench.BatchCount
-		for _, m := range mf.GetMetric() {
-			c.Batches += float64(m.GetHistogram().GetSampleCount())
-			c.Items += m.GetHistogram().GetSampleSum()
-		}
-		return c, true
 	}
-	return bench.BatchCount{}, true // no batch yet
+	return c, true
 }
 
 // procCPU reads a process's user and system CPU time from /proc/PID/stat (Linux).

@@ -113,8 +113,9 @@ type Config struct {
 	ServerCPU func() (time.Duration, bool) `json:"-"`
 }
 
-// BatchCount is a gateway's batches sent to the region and the requests they carried, so far.
-type BatchCount struct{ Batches, Items float64 }
+// BatchCount is a gateway's batches sent to the region and the requests they carried, and the
+// data keys it wrapped itself under delegated wrapping keys, so far.
+type BatchCount struct{ Batches, Items, Delegated float64 }
 
 // DefaultConfig returns the defaults of `krypton bench`: unary wraps from 16 callers for 10 s
 // after a 2 s warm-up. Tenant and Service must still be set.

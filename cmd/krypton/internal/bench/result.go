@@ -41,6 +41,9 @@ type Result struct {
 	// measured time and the requests they carried, when Config.GatewayBatches reads them.
 	GatewayBatches    float64 `json:"gateway_batches,omitempty"`
 	GatewayBatchItems float64 `json:"gateway_batch_items,omitempty"`
+	// GatewayDelegated is the data keys the gateway wrapped itself, under delegated wrapping
+	// keys, in the measured time (no region call).
+	GatewayDelegated float64 `json:"gateway_delegated_data_keys,omitempty"`
 	// ServerCPUSeconds and ServerCPUMicrosPerOp are the same for the nodes' server process, when
 	// Config.ServerCPU reads it (`krypton bench -server-pid`; 0 otherwise).
 	ServerCPUSeconds     float64 `json:"server_cpu_seconds,omitempty"`
@@ -205,8 +208,8 @@ func (r *Result) setGatewayCPU(used time.Duration) {
 }
 
 // setGatewayBatches records the gateway's batches over the measured time.
-func (r *Result) setGatewayBatches(batches, items float64) {
-	r.GatewayBatches, r.GatewayBatchItems = batches, items
+func (r *Result) setGatewayBatches(batches, items, delegated float64) {
+	r.GatewayBatches, r.GatewayBatchItems, r.GatewayDelegated = batches, items, delegated
 }
 
 // setServerCPU records the server process's CPU time over the measured time.
@@ -339,9 +342,19 @@ func (r *Result) WriteTable(w io.Writer) error {
 		fmt.Fprintf(&b, "gateway CPU: %.2f cores busy, %.2f µs per ok op (the gateway's own process)\n",
 			r.GatewayCPUSeconds/r.MeasuredSeconds, r.GatewayCPUMicrosPerOp)
 	}
-	if r.GatewayBatches > 0 && r.MeasuredSeconds > 0 {
-		fmt.Fprintf(&b, "gateway batches: %.0f a second, %.1f requests each on average (region calls of the gateway)\n",
-			r.GatewayBatches/r.MeasuredSeconds, r.GatewayBatchItems/r.GatewayBatches)
+	if (r.GatewayBatches > 0 || r.GatewayDelegated > 0) && r.MeasuredSeconds > 0 {
+		b.WriteString("gateway batches: ")
+		if r.GatewayBatches > 0 {
+			fmt.Fprintf(&b, "%.0f a second, %.1f requests each on average (region calls of the gateway)",
+				r.GatewayBatches/r.MeasuredSeconds, r.GatewayBatchItems/r.GatewayBatches)
+		} else {
+			b.WriteString("none")
+		}
+		if r.GatewayDelegated > 0 {
+			fmt.Fprintf(&b, "; %.0f data keys a second wrapped by the gateway itself (delegated wrapping keys)",
+				r.GatewayDelegated/r.MeasuredSeconds)
+		}
+		b.WriteString("\n")
 	}
 	if r.ServerCPUSeconds > 0 && r.MeasuredSeconds > 0 {
 		fmt.Fprintf(&b, "server CPU: %.2f cores busy, %.2f µs per ok op (the nodes' server process, -server-pid)\n",

@@ -143,7 +143,7 @@ func Run(ctx context.Context, cfg Config, targets []Target, progress func(Tick))
 	}
 	if gwBatches != nil {
 		if from, to, ok := gwBatches.samples(); ok && !interrupted {
-			r.setGatewayBatches(to.Batches-from.Batches, to.Items-from.Items)
+			r.setGatewayBatches(to.Batches-from.Batches, to.Items-from.Items, to.Delegated-from.Delegated)
 		}
 	}
 	if srvCPU != nil {
