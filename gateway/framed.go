@@ -52,6 +52,12 @@ const (
 // framedMaxFrame bounds a frame: a request holds at most a blob and a context.
 const framedMaxFrame = 64 << 10
 
+// framedMaxPending bounds the requests of one connection that are read but whose answers are not
+// yet written: past it the reader stops reading until the writer has written answers. Without a
+// bound, a client that pipelines requests and never reads its answers would make the gateway
+// queue answers (holding data keys) without end. A var so that a test may lower it.
+var framedMaxPending = 1024
+
 // errFramed is a malformed frame: the connection is closed.
 var errFramed = errors.New("gateway: malformed frame on the framed protocol")
 
@@ -193,7 +199,7 @@ func (s *framedServer) serve(c net.Conn, br *bufio.Reader) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 	defer s.wg.Done()
-	fc := &framedConn{s: s, c: c, kick: make(chan struct{}, 1)}
+	fc := &framedConn{s: s, c: c, kick: make(chan struct{}, 1), room: make(chan struct{}, 1)}
 	// ctx is the requests' (their spans' parent). Requests in a batch when the connection closes
 	// are answered to nobody: their keys are wiped as they come.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -230,10 +236,51 @@ type framedConn struct {
 	s *framedServer
 	c net.Conn
 
-	mu     sync.Mutex
-	out    []byte        // answers not yet written
-	closed bool          // the connection is done: answers still coming are wiped and dropped
-	kick   chan struct{} // 1-buffered: out has something
+	mu      sync.Mutex
+	out     []byte        // answers not yet written
+	outN    int           // how many answers out holds
+	pending int           // requests read whose answers are not yet written (framedMaxPending)
+	broken  bool          // a write failed: nothing more is written
+	closed  bool          // the connection is done: answers still coming are wiped and dropped
+	kick    chan struct{} // 1-buffered: out has something
+	room    chan struct{} // 1-buffered: answers were written (or dropped), pending went down
+}
+
+// written counts n answers as written (or dropped) and wakes a reader waiting for room.
+func (fc *framedConn) written(n int) {
+	fc.mu.Lock()
+	fc.pending -= n
+	fc.mu.Unlock()
+	select {
+	case fc.room <- struct{}{}:
+	default:
+	}
+}
+
+// full says whether framedMaxPending requests of the connection are unanswered.
+func (fc *framedConn) full() bool {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return fc.pending >= framedMaxPending
+}
+
+// waitRoom counts one more request read, first waiting while framedMaxPending requests of the
+// connection are unanswered. It fails once the connection can write no more.
+func (fc *framedConn) waitRoom() error {
+	for {
+		fc.mu.Lock()
+		if fc.broken {
+			fc.mu.Unlock()
+			return net.ErrClosed
+		}
+		if fc.pending < framedMaxPending {
+			fc.pending++
+			fc.mu.Unlock()
+			return nil
+		}
+		fc.mu.Unlock()
+		<-fc.room
+	}
 }
 
 // read reads requests and hands each to its batcher without a goroutine waiting for it
@@ -268,6 +315,12 @@ func (fc *framedConn) read(ctx context.Context, br *bufio.Reader) error {
 			submit()
 		}
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return err
+		}
+		if fc.full() {
+			submit() // what was read must go before the reader waits for its answers
+		}
+		if err := fc.waitRoom(); err != nil {
 			return err
 		}
 		n := binary.BigEndian.Uint32(hdr[:])
@@ -356,9 +409,10 @@ func (fc *framedConn) answer(id uint32, pt, blob []byte, used wrap.KeyID, err er
 		}
 	}
 	fc.mu.Lock()
-	if fc.closed {
+	if fc.closed || fc.broken {
 		fc.mu.Unlock()
 		clear(pt)
+		fc.written(1)
 		return
 	}
 	start := len(fc.out)
@@ -377,6 +431,7 @@ func (fc *framedConn) answer(id uint32, pt, blob []byte, used wrap.KeyID, err er
 		fc.out = binary.BigEndian.AppendUint32(fc.out, used.Version)
 	}
 	binary.BigEndian.PutUint32(fc.out[start:], uint32(len(fc.out)-start-4))
+	fc.outN++
 	fc.mu.Unlock()
 	clear(pt)
 }
@@ -397,8 +452,8 @@ func (fc *framedConn) writer(stop chan struct{}) {
 		// The writer is kicked once a batch's answers are all queued (call.notify) and once per
 		// read for answers given at once, so one write carries them together.
 		fc.mu.Lock()
-		buf := fc.out
-		fc.out = spare[:0]
+		buf, n := fc.out, fc.outN
+		fc.out, fc.outN = spare[:0], 0
 		fc.mu.Unlock()
 		if len(buf) == 0 {
 			spare = buf
@@ -407,6 +462,12 @@ func (fc *framedConn) writer(stop chan struct{}) {
 		_, err := fc.c.Write(buf)
 		clear(buf) // answers hold data keys
 		spare = buf
+		if err != nil {
+			fc.mu.Lock()
+			fc.broken = true
+			fc.mu.Unlock()
+		}
+		fc.written(n)
 		return err == nil
 	}
 	for {
@@ -420,11 +481,14 @@ func (fc *framedConn) writer(stop chan struct{}) {
 						fc.mu.Lock()
 						clear(fc.out)
 						fc.out = fc.out[:0]
+						n := fc.outN
+						fc.outN = 0
 						fc.mu.Unlock()
+						fc.written(n)
 					case <-stop:
 						fc.mu.Lock()
 						clear(fc.out)
-						fc.out = nil
+						fc.out, fc.outN = nil, 0
 						fc.mu.Unlock()
 						return
 					}

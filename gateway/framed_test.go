@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"sync"
@@ -221,5 +222,40 @@ func TestFramedPipelinedRequestsShareABatch(t *testing.T) {
 		if len(pt) != wrap.KeySize || !bytes.Equal(back, pt) {
 			t.Errorf("data key %d: the unwrap of its blob gave another key", id)
 		}
+	}
+}
+
+// TestFramedClientThatDoesNotRead: a client that pipelines requests and never reads its answers
+// cannot make the gateway queue answers without end: once a connection has framedMaxPending
+// requests unanswered on the wire, the gateway stops reading it, and the client's writes block.
+// The gateway goes on serving other connections.
+func TestFramedClientThatDoesNotRead(t *testing.T) {
+	defer gateway.SetFramedMaxPending(64)()
+	r := regiontest.Start(t, 3)
+	setupTenant(t, r, "acme", "payments")
+	g := startGateway(t, r, "acme", "payments", nil)
+	c, err := net.Dial("unix", g.UnixSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// 300,000 requests of an unknown operation (each answered at once, with a message): 3.9 MB
+	// of requests, over 20 MB of answers, far more than the socket buffers hold.
+	req := []byte{0, 0, 0, 9, 0, 0, 0, 1, 99, 0, 0, 0, 0}
+	buf := append([]byte("KRF1"), bytes.Repeat(req, 300_000)...)
+	c.SetWriteDeadline(time.Now().Add(3 * time.Second))
+	n, err := c.Write(buf)
+	var ne net.Error
+	if err == nil || !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("a client that reads nothing wrote %d of %d bytes (%v): the gateway kept reading", n, len(buf), err)
+	}
+	// Another connection is served.
+	fc, err := gateway.DialFramed(ctxT(t), g.UnixSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	if _, _, _, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil); err != nil {
+		t.Fatalf("another connection: %v", err)
 	}
 }
