@@ -43,15 +43,15 @@ test: build lint proto-check charts test-fips ## the one test command: lint, gen
 # SoftHSM2, AWS KMS on local-kms, GCP KMS and Azure Key Vault on their emulators), the envelope,
 # the FIPS error mapping, a three-node region's wrap and unwrap on every node (regiontest), a
 # three-node cluster's gossip over mutual TLS electing a leader, and the gateway (FIPS_GATEWAY_RUN:
-# round trips and failover, revocation, the XKS proxy and its kill switch, certificate rotation,
-# KMIP's lifecycle with the server's nonces; the KMIP client tests send their own GCM nonces, which
+# round trips and failover, revocation, data keys under delegated wrapping keys, the XKS proxy and
+# its kill switch, certificate rotation, KMIP's lifecycle with the server's nonces; the KMIP client tests send their own GCM nonces, which
 # fips140=only refuses by design: docs/security.md).
 GOFIPS140_VERSION ?= v1.0.0
 FIPS_ENV := GOFIPS140=$(GOFIPS140_VERSION) GODEBUG=fips140=only KRYPTON_FIPS_EXPECT=$(GOFIPS140_VERSION)
 FIPS_PKGS := ./wrap/ ./anchor/file/ ./anchor/pkcs11/ ./anchor/awskms/ ./anchor/gcpkms/ ./anchor/azurekv/ \
              ./envelope/ ./internal/fipsmode/ ./transport/ ./gateway/xks/ ./gateway/kmsplugin/
 FIPS_RUN := ^(TestWrapOnOneNodeUnwrapOnEveryOther|TestGossipOverTLSElects|TestBootstrapApplyForward)$$
-FIPS_GATEWAY_RUN := ^(TestRoundTripAndFailover|TestRevocation|TestXKS|TestXKSKillSwitch|TestCertificateRotation|TestLifecycle|TestIsolationInWrapping)$$
+FIPS_GATEWAY_RUN := ^(TestRoundTripAndFailover|TestRevocation|TestDelegatedDataKeys|TestDelegatedKeysRevocation|TestXKS|TestXKSKillSwitch|TestCertificateRotation|TestLifecycle|TestIsolationInWrapping)$$
 build-fips: ## build bin/krypton-fips against the Go Cryptographic Module (run it with GODEBUG=fips140=only)
 	GOFIPS140=$(GOFIPS140_VERSION) $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/krypton-fips ./cmd/krypton
 
