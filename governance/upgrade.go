@@ -2,8 +2,6 @@ package governance
 
 import (
 	"fmt"
-	"slices"
-	"strconv"
 
 	"google.golang.org/grpc/codes"
 
@@ -49,26 +47,10 @@ func upgradeInProgress(voter string, reads int, op govfsm.Op, needs int) error {
 // advertises it ("" when all read LogFormat). A voter not in gossip counts as format 0.
 func clusterFormat(cl *cluster.Cluster) (int, string) {
 	_, ids, err := cl.Configuration()
-	if err != nil || len(ids) == 0 {
-		return 0, ""
-	}
-	members, err := cl.Members()
 	if err != nil {
 		return 0, ""
 	}
-	low, who := LogFormat, ""
-	for _, id := range ids {
-		f := 0
-		if i := slices.IndexFunc(members, func(m cluster.Member) bool { return m.ID == id }); i >= 0 {
-			if v, err := strconv.Atoi(members[i].Meta[metaFormat]); err == nil && v > 0 {
-				f = v
-			}
-		}
-		if f < low {
-			low, who = f, id
-		}
-	}
-	return low, who
+	return cl.LowestTag(ids, metaFormat, LogFormat)
 }
 
 // gate refuses c if a voter could not decode it.

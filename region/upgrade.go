@@ -2,12 +2,9 @@ package region
 
 import (
 	"fmt"
-	"slices"
-	"strconv"
 
 	"google.golang.org/grpc/codes"
 
-	"github.com/kryptonkms/krypton/cluster"
 	"github.com/kryptonkms/krypton/fsm"
 	"github.com/kryptonkms/krypton/transport"
 )
@@ -106,27 +103,10 @@ var ErrUpgradeInProgress = transport.Coded(codes.FailedPrecondition,
 // counts as 0. It never exceeds this node's own LogFormat.
 func (n *Node) regionFormat() (int, string) {
 	ids, err := n.voterIDs()
-	if err != nil || len(ids) == 0 {
-		return 0, ""
-	}
-	members, err := n.cl.Members()
 	if err != nil {
 		return 0, ""
 	}
-	low, who := LogFormat, ""
-	for _, id := range ids {
-		f := 0
-		i := slices.IndexFunc(members, func(m cluster.Member) bool { return m.ID == id })
-		if i >= 0 {
-			if v, err := strconv.Atoi(members[i].Meta[metaFormat]); err == nil && v > 0 {
-				f = v
-			}
-		}
-		if f < low {
-			low, who = f, id
-		}
-	}
-	return low, who
+	return n.cl.LowestTag(ids, metaFormat, LogFormat)
 }
 
 // gateEntry adapts an entry to the region's log format: it drops the origin when a voter reads
