@@ -111,7 +111,12 @@ func TestGatewayRegionFailover(t *testing.T) {
 	}
 	stopped := count()
 	t.Logf("stopped every node of eu after %d data keys", stopped)
-	clustertest.Eventually(t, 60*time.Second, "data keys after the stop", func() bool { return count() >= stopped+80 })
+	// The gateway goes on making data keys under its delegated wrapping key while its cache lease
+	// from eu lasts (a fraction of a serving lease); then they take the region path, find eu down
+	// and move the gateway to us.
+	clustertest.Eventually(t, 60*time.Second, "data keys after the stop, and the move to us", func() bool {
+		return count() >= stopped+80 && metric("krypton_gateway_region_active", prometheus.Labels{"region": "us"}) == 1
+	})
 	stop.Store(true)
 	wg.Wait()
 	for _, err := range fails {
