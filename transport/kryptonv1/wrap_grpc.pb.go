@@ -176,8 +176,9 @@ type WrapServiceClient interface {
 	// lease lapses (docs/gateway.md, "Delegated data keys").
 	//
 	// Checked as Wrap: the caller's policy must allow WRAP on the key, the
-	// key version must be ACTIVE, the tenant usable. Each call counts as one
-	// request against the tenant's quota.
+	// key version must be ACTIVE, the tenant usable. A key whose tenant or
+	// service has a quota gets none (FAILED_PRECONDITION): each data key is
+	// to be counted, so the caller wraps them with PackedWrap.
 	//
 	// Errors: as Wrap.
 	DelegateWrap(ctx context.Context, in *DelegateWrapRequest, opts ...grpc.CallOption) (*DelegateWrapResponse, error)
@@ -502,8 +503,9 @@ type WrapServiceServer interface {
 	// lease lapses (docs/gateway.md, "Delegated data keys").
 	//
 	// Checked as Wrap: the caller's policy must allow WRAP on the key, the
-	// key version must be ACTIVE, the tenant usable. Each call counts as one
-	// request against the tenant's quota.
+	// key version must be ACTIVE, the tenant usable. A key whose tenant or
+	// service has a quota gets none (FAILED_PRECONDITION): each data key is
+	// to be counted, so the caller wraps them with PackedWrap.
 	//
 	// Errors: as Wrap.
 	DelegateWrap(context.Context, *DelegateWrapRequest) (*DelegateWrapResponse, error)
