@@ -221,7 +221,9 @@ func (d *delegates) check(key wrap.KeyID, resp *kv1.DelegateWrapResponse) (*wrap
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "gateway: the region's delegated key: %v", err)
 	}
-	return wd, nil
+	// The region's max_items, not the format's bound: the key seals no more than it was handed
+	// out for.
+	return wd.Limit(int(resp.GetMaxItems())), nil
 }
 
 // wipeLocked destroys the delegated keys that scope covers (every one for an empty scope).

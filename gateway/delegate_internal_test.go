@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"testing"
 	"time"
 
@@ -52,5 +53,33 @@ func TestDelegateAnswerChecked(t *testing.T) {
 	// A version asked for is the version that must come back.
 	if _, err := d.check(wrap.KeyID{Tenant: "acme", Service: "payments", Version: 2}, good()); err == nil {
 		t.Error("a key of v3 installed for v2")
+	}
+}
+
+// TestDelegateHonoursMaxItems: a delegated key seals no more data keys than the region's max_items
+// says, even where the blob format would allow more.
+func TestDelegateHonoursMaxItems(t *testing.T) {
+	var d delegates
+	resp := &kv1.DelegateWrapResponse{
+		Key: &kv1.KeyRef{Tenant: "acme", Service: "payments", Version: 3}, Kdf: uint32(wrap.WriteKDF()),
+		Salt: bytes.Repeat([]byte{1}, wrap.SaltSize), DerivedKey: bytes.Repeat([]byte{2}, wrap.KeySize),
+		MaxItems: 2, Ttl: durationpb.New(30 * time.Second),
+	}
+	wd, err := d.check(wrap.KeyID{Tenant: "acme", Service: "payments"}, resp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wd.Destroy()
+	if n := wd.Remaining(); n != 2 {
+		t.Fatalf("%d remaining, want 2", n)
+	}
+	pt := bytes.Repeat([]byte{7}, wrap.KeySize)
+	for i := range 2 {
+		if _, err := wd.Wrap(pt, nil); err != nil {
+			t.Fatalf("wrap %d: %v", i, err)
+		}
+	}
+	if _, err := wd.Wrap(pt, nil); !errors.Is(err, wrap.ErrDelegateSpent) {
+		t.Fatalf("a third wrap under a key for 2: %v", err)
 	}
 }
