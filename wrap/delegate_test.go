@@ -2,6 +2,7 @@ package wrap
 
 import (
 	"bytes"
+	"crypto/cipher"
 	"errors"
 	"sync"
 	"testing"
@@ -173,4 +174,50 @@ func TestDeriveWrapKeyIsOneWay(t *testing.T) {
 	if sa == sb || a == b || bytes.Equal(a[:], raw) || bytes.Equal(b[:], raw) {
 		t.Fatal("delegated keys repeat, or are the service key")
 	}
+}
+
+// TestCounterNonceBeyondLimitRefused: a holder of a delegated key (a service certificate may ask
+// for one) that seals past the count it was handed out for, choosing the nonce in the header
+// itself, makes a blob no unwrap opens: one delegated key stands for at most ItemsPerDerivedKey
+// data keys, however its holder behaves.
+func TestCounterNonceBeyondLimitRefused(t *testing.T) {
+	if WriteKDF().randomNonce() {
+		t.Skip("the FIPS suite's nonces are random")
+	}
+	l3 := newServiceKey(t, l3ID)
+	var k [KeySize]byte
+	kdf, salt, err := l3.DeriveWrapKey(&k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := newAEADFromKey(k[:], kdf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := NewDataKeys(1)[0]
+	for _, c := range []uint64{ItemsPerDerivedKey - 1, ItemsPerDerivedKey, 1 << 40} {
+		nonce := nonceFor(c)
+		blob := seal(nil, aead, KindWrappedDataKey, kdf, l3ID, KeyID{}, &salt, &nonce, key, []byte("ctx"))
+		dk, err := l3.Unwrap(blob, []byte("ctx"))
+		if err == nil {
+			dk.Destroy()
+		}
+		if ok := err == nil; ok != (c < ItemsPerDerivedKey) {
+			t.Errorf("nonce %d: %v", c, err)
+		}
+	}
+	nonce := nonceFor(0)
+	nonce[0] = 1
+	blob := seal(nil, aead, KindWrappedDataKey, kdf, l3ID, KeyID{}, &salt, &nonce, key, nil)
+	if _, err := l3.UnwrapKeys(nil, [][]byte{blob}, nil); err == nil {
+		t.Error("a nonce with its high bytes set opened")
+	}
+}
+
+func newAEADFromKey(k []byte, kdf KDF) (cipher.AEAD, error) {
+	d, err := NewWrapDelegate(l3ID, kdf, make([]byte, SaltSize), k)
+	if err != nil {
+		return nil, err
+	}
+	return *d.aead.Load(), nil
 }
