@@ -103,7 +103,7 @@ func (d *delegates) generate(key wrap.KeyID, context []byte) (plaintext, blob []
 		}
 	}
 	want := !usable || now >= h.refresh || h.d.Remaining() < h.limit/4
-	if h != nil && (h.fetching || now < h.off) || h == nil && len(d.held) >= maxDelegated {
+	if h != nil && (h.fetching || now < h.off) {
 		want = false
 	}
 	d.mu.RUnlock()
@@ -126,7 +126,7 @@ func (d *delegates) fetch(key wrap.KeyID) {
 	}
 	h := d.held[key]
 	if h == nil {
-		if len(d.held) >= maxDelegated {
+		if !d.roomLocked() {
 			return
 		}
 		h = &delegated{}
@@ -139,6 +139,23 @@ func (d *delegates) fetch(key wrap.KeyID) {
 	epoch := d.epoch
 	d.wg.Add(1)
 	go d.run(key, epoch)
+}
+
+// roomLocked makes room for one more key reference if the map is full, by forgetting one that
+// holds no delegated key and has no fetch in flight (one the region refused, a caller's mistyped
+// version, or one wiped by an event): key references a caller names and the region refuses must
+// not keep the gateway's real keys from ever getting a delegated key. false: every entry is in use.
+func (d *delegates) roomLocked() bool {
+	if len(d.held) < maxDelegated {
+		return true
+	}
+	for k, h := range d.held {
+		if h.d == nil && !h.fetching {
+			delete(d.held, k)
+			return true
+		}
+	}
+	return false
 }
 
 // run is one DelegateWrap and the install of its answer.

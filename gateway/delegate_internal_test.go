@@ -83,3 +83,26 @@ func TestDelegateHonoursMaxItems(t *testing.T) {
 		t.Fatalf("a third wrap under a key for 2: %v", err)
 	}
 }
+
+// TestDelegatedMapMakesRoom: key references the region refused (a caller naming versions that do
+// not exist, say) fill the map only until a key the gateway can use needs its place: an entry that
+// holds no delegated key and has no fetch in flight makes room; one in use does not.
+func TestDelegatedMapMakesRoom(t *testing.T) {
+	d := &delegates{held: map[wrap.KeyID]*delegated{}}
+	for v := range maxDelegated {
+		d.held[wrap.KeyID{Tenant: "acme", Service: "payments", Version: uint32(1000 + v)}] = &delegated{off: 1 << 62}
+	}
+	if !d.roomLocked() {
+		t.Fatal("a map full of refused key references makes no room")
+	}
+	if len(d.held) != maxDelegated-1 {
+		t.Fatalf("%d entries", len(d.held))
+	}
+	busy := &delegates{held: map[wrap.KeyID]*delegated{}}
+	for v := range maxDelegated {
+		busy.held[wrap.KeyID{Tenant: "acme", Service: "payments", Version: uint32(1 + v)}] = &delegated{fetching: true}
+	}
+	if busy.roomLocked() || len(busy.held) != maxDelegated {
+		t.Fatal("an entry with a fetch in flight was dropped")
+	}
+}
