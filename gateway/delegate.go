@@ -302,6 +302,10 @@ func (d *delegates) reset(deny []wrap.KeyID) {
 	for _, h := range d.held {
 		h.off = 0 // a policy change flushes too: it may allow what was refused
 	}
+	// The current versions are learned afresh: a restored state may have a rotation undone, and
+	// a floor above the region's current version would refuse every delegated key it hands out
+	// (asking again every delegateLagRetry, for good).
+	clear(d.floor)
 }
 
 // denyAll uses no delegated key until the next reset.
