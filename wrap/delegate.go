@@ -79,6 +79,12 @@ func NewWrapDelegate(parent KeyID, kdf KDF, salt, key []byte) (*WrapDelegate, er
 	if err := checkWriteKDF(kdf); err != nil {
 		return nil, err
 	}
+	if fips140.Enabled() && !kdf.randomNonce() {
+		// This process writes the FIPS suite only (writeKDF), whatever suite a region of another
+		// mode derived the key for.
+		return nil, fmt.Errorf("%w: a delegated key of suite %v, in FIPS 140-3 mode, which writes suite %v only",
+			ErrFIPSMode, kdf, KDFHKDFSHA256RandomNonce)
+	}
 	if len(salt) != SaltSize {
 		return nil, fmt.Errorf("%w: a %d-byte salt, want %d", ErrInvalidKey, len(salt), SaltSize)
 	}

@@ -3,6 +3,7 @@ package wrap
 import (
 	"bytes"
 	"crypto/cipher"
+	"crypto/fips140"
 	"errors"
 	"sync"
 	"testing"
@@ -220,4 +221,20 @@ func newAEADFromKey(k []byte, kdf KDF) (cipher.AEAD, error) {
 		return nil, err
 	}
 	return *d.aead.Load(), nil
+}
+
+// TestWrapDelegateFIPSWritesFIPSSuite: in FIPS 140-3 mode (GODEBUG=fips140=on or only) a process
+// writes the FIPS suite only, so it takes no delegated key of another suite (one a region not in
+// that mode derived); out of it, every suite is taken. Run with GODEBUG=fips140=on to see the
+// first half.
+func TestWrapDelegateFIPSWritesFIPSSuite(t *testing.T) {
+	k := bytes.Repeat([]byte{2}, KeySize)
+	salt := make([]byte, SaltSize)
+	for _, kdf := range []KDF{KDFHKDFSHA256, KDFCounterHMACSHA256, KDFHKDFSHA256RandomNonce} {
+		d, err := NewWrapDelegate(l3ID, kdf, salt, k)
+		if want := !fips140.Enabled() || kdf.randomNonce(); (err == nil) != want {
+			t.Errorf("suite %v with fips140.Enabled() = %v: %v", kdf, fips140.Enabled(), err)
+		}
+		d.Destroy()
+	}
 }
