@@ -106,3 +106,32 @@ func TestDelegatedMapMakesRoom(t *testing.T) {
 		t.Fatal("an entry with a fetch in flight was dropped")
 	}
 }
+
+// TestDelegateSaltRepeatRefused: an answer whose salt an earlier one had (a region node's broken
+// random source, an answer replayed) is refused: sealing under it would repeat the first key's
+// nonces, under the same key (AES-GCM nonce reuse).
+func TestDelegateSaltRepeatRefused(t *testing.T) {
+	var d delegates
+	resp := func(salt byte) *kv1.DelegateWrapResponse {
+		return &kv1.DelegateWrapResponse{
+			Key: &kv1.KeyRef{Tenant: "acme", Service: "payments", Version: 3}, Kdf: uint32(wrap.WriteKDF()),
+			Salt: bytes.Repeat([]byte{salt}, wrap.SaltSize), DerivedKey: bytes.Repeat([]byte{2}, wrap.KeySize),
+			MaxItems: wrap.ItemsPerDerivedKey, Ttl: durationpb.New(30 * time.Second),
+		}
+	}
+	asked := wrap.KeyID{Tenant: "acme", Service: "payments"}
+	first, err := d.check(asked, resp(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Destroy()
+	if wd, err := d.check(asked, resp(1)); err == nil {
+		wd.Destroy()
+		t.Fatal("a delegated key of a salt seen before was taken")
+	}
+	second, err := d.check(asked, resp(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	second.Destroy()
+}
