@@ -44,6 +44,11 @@ type delegates struct {
 	deny   denySet
 	floor  map[[2]string]uint32 // by tenant and service: the current version the last rotation event named
 	closed bool
+	// salts are those of the last maxSalts delegated keys checked: one handed out twice (a
+	// region node's broken random source, a replayed answer) would seal under nonces the first
+	// already used, with the same key.
+	salts    map[[wrap.SaltSize]byte]struct{}
+	saltRing [][wrap.SaltSize]byte
 
 	stop chan struct{}
 	wg   sync.WaitGroup // fetches in flight
@@ -63,6 +68,10 @@ type delegated struct {
 // ever new services (each refused by the region) must not grow the map without end. The gateway
 // acts for one tenant and, almost always, one service.
 const maxDelegated = 64
+
+// maxSalts is how many salts of delegated keys the gateway remembers, to refuse one handed out
+// again: at one delegated key per 22 s per key reference (three quarters of 30 s), hours' worth.
+const maxSalts = 4096
 
 // delegateRetry is how long the gateway waits before asking again after a DelegateWrap failed.
 // A region that hands out no delegated keys (an older version: UNIMPLEMENTED, or delegation off:
@@ -103,7 +112,7 @@ func (d *delegates) generate(key wrap.KeyID, context []byte) (plaintext, blob []
 		}
 	}
 	want := !usable || now >= h.refresh || h.d.Remaining() < h.limit/4
-	if h != nil && (h.fetching || now < h.off) || h == nil && len(d.held) >= maxDelegated {
+	if h != nil && (h.fetching || now < h.off) {
 		want = false
 	}
 	d.mu.RUnlock()
@@ -126,7 +135,7 @@ func (d *delegates) fetch(key wrap.KeyID) {
 	}
 	h := d.held[key]
 	if h == nil {
-		if len(d.held) >= maxDelegated {
+		if !d.roomLocked() {
 			return
 		}
 		h = &delegated{}
@@ -139,6 +148,23 @@ func (d *delegates) fetch(key wrap.KeyID) {
 	epoch := d.epoch
 	d.wg.Add(1)
 	go d.run(key, epoch)
+}
+
+// roomLocked makes room for one more key reference if the map is full, by forgetting one that
+// holds no delegated key and has no fetch in flight (one the region refused, a caller's mistyped
+// version, or one wiped by an event): key references a caller names and the region refuses must
+// not keep the gateway's real keys from ever getting a delegated key. false: every entry is in use.
+func (d *delegates) roomLocked() bool {
+	if len(d.held) < maxDelegated {
+		return true
+	}
+	for k, h := range d.held {
+		if h.d == nil && !h.fetching {
+			delete(d.held, k)
+			return true
+		}
+	}
+	return false
 }
 
 // run is one DelegateWrap and the install of its answer.
@@ -221,7 +247,32 @@ func (d *delegates) check(key wrap.KeyID, resp *kv1.DelegateWrapResponse) (*wrap
 	if err != nil {
 		return nil, status.Errorf(codes.Internal, "gateway: the region's delegated key: %v", err)
 	}
-	return wd, nil
+	if !d.newSalt([wrap.SaltSize]byte(resp.GetSalt())) {
+		wd.Destroy()
+		return nil, status.Error(codes.Internal, "gateway: the region handed out a delegated key of a salt it handed out before; refused (its nonces would repeat)")
+	}
+	// The region's max_items, not the format's bound: the key seals no more than it was handed
+	// out for.
+	return wd.Limit(int(resp.GetMaxItems())), nil
+}
+
+// newSalt records salt and reports whether it is not among the last maxSalts recorded.
+func (d *delegates) newSalt(salt [wrap.SaltSize]byte) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.salts == nil {
+		d.salts = map[[wrap.SaltSize]byte]struct{}{}
+	}
+	if _, seen := d.salts[salt]; seen {
+		return false
+	}
+	if len(d.saltRing) >= maxSalts {
+		delete(d.salts, d.saltRing[0])
+		d.saltRing = d.saltRing[1:]
+	}
+	d.salts[salt] = struct{}{}
+	d.saltRing = append(d.saltRing, salt)
+	return true
 }
 
 // wipeLocked destroys the delegated keys that scope covers (every one for an empty scope).
@@ -283,6 +334,10 @@ func (d *delegates) reset(deny []wrap.KeyID) {
 	for _, h := range d.held {
 		h.off = 0 // a policy change flushes too: it may allow what was refused
 	}
+	// The current versions are learned afresh: a restored state may have a rotation undone, and
+	// a floor above the region's current version would refuse every delegated key it hands out
+	// (asking again every delegateLagRetry, for good).
+	clear(d.floor)
 }
 
 // denyAll uses no delegated key until the next reset.

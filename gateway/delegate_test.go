@@ -216,3 +216,50 @@ func TestDelegatedKeysFollowRotation(t *testing.T) {
 		return used == v2 && counter(t, g.Registry(), "krypton_gateway_delegated_data_keys_total", nil) > before
 	})
 }
+
+// TestDelegatedKeysAfterRefusedReferences: a caller that names 64 key versions that do not exist
+// (each refused by the region, which the gateway remembers) does not keep the gateway's own key
+// from getting a delegated key afterwards.
+func TestDelegatedKeysAfterRefusedReferences(t *testing.T) {
+	r := regiontest.Start(t, 3)
+	setupTenant(t, r, "acme", "payments")
+	g := startGateway(t, r, "acme", "payments", nil)
+	for v := range 64 {
+		if _, _, _, err := g.GenerateDataKey(ctxT(t), wrap.KeyID{Version: uint32(100 + v)}, nil); status.Code(err) != codes.NotFound {
+			t.Fatalf("v%d: %v, want NotFound", 100+v, err)
+		}
+	}
+	clustertest.Eventually(t, 30*time.Second, "the gateway's own key made here after the refusals", func() bool {
+		if _, _, _, err := g.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		return counter(t, g.Registry(), "krypton_gateway_delegated_data_keys_total", nil) > 0
+	})
+}
+
+// TestDelegatedKeysAfterRotationUndone: a rotation the gateway heard of and a restored region state
+// then undid (the FLUSH, and the new stream's snapshot) does not leave the gateway refusing every
+// delegated key of the version that is current again, asking for one every 20 ms for good.
+func TestDelegatedKeysAfterRotationUndone(t *testing.T) {
+	r := regiontest.Start(t, 3)
+	setupTenant(t, r, "acme", "payments")
+	g := startGateway(t, r, "acme", "payments", nil)
+	made := func() float64 { return counter(t, g.Registry(), "krypton_gateway_delegated_data_keys_total", nil) }
+	clustertest.Eventually(t, 30*time.Second, "a data key under a delegated key", func() bool {
+		if _, _, _, err := g.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil); err != nil {
+			t.Fatal(err)
+		}
+		return made() > 0
+	})
+	g.RotatedForTest(wrap.KeyID{Tenant: "acme", Service: "payments", Version: 2})
+	g.ResetForTest()
+	v1 := wrap.KeyID{Tenant: "acme", Service: "payments", Version: 1}
+	clustertest.Eventually(t, 10*time.Second, "data keys under v1 made here again", func() bool {
+		before := made()
+		_, _, used, err := g.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return used == v1 && made() > before
+	})
+}

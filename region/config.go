@@ -82,8 +82,9 @@ type Config struct {
 	KeyEventAckWait time.Duration
 
 	// DelegateTTL is how long a gateway may use a delegated wrapping key (DelegateWrap) before it
-	// asks for another: the longest a policy change that takes WRAP away from a service takes to
-	// reach a holder that does not watch key events (one that does wipes the key at once). 0 means
+	// asks for another. It binds an honest gateway only (which also wipes the key on key events):
+	// the derived key does not expire, and a caller that keeps it may seal with it after a policy
+	// change or rotation (docs/gateway.md, "Delegated data keys"). 0 means
 	// DefaultDelegateTTL (30s); negative turns DelegateWrap off, so that every wrap is done here.
 	DelegateTTL time.Duration
 

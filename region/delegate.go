@@ -22,6 +22,13 @@ const DefaultDelegateTTL = 30 * time.Second
 var errDelegationOff = status.Error(codes.FailedPrecondition,
 	"region: this node hands out no delegated wrapping keys (its Config.DelegateTTL is negative); wrap with PackedWrap instead")
 
+// errDelegationQuota answers DelegateWrap for a key whose tenant or service has a quota: a
+// delegated key seals up to wrap.ItemsPerDerivedKey data keys that no node sees, so one call would
+// count as one request where the wraps it stands for are thousands; those keys are wrapped here,
+// each counted.
+var errDelegationQuota = status.Error(codes.FailedPrecondition,
+	"region: no delegated wrapping keys for a key under a quota (each data key counts against it); wrap with PackedWrap instead")
+
 // DelegateWrap hands the caller one delegated wrapping key of a service key (wrap.DeriveWrapKey):
 // checked exactly as a Wrap of that key is — serving lease, policy (WRAP), quota (one request),
 // state, durable revocation set — since what the key lets its holder do is seal data keys under
@@ -44,6 +51,11 @@ func (s *wrapService) DelegateWrap(ctx context.Context, req *kv1.DelegateWrapReq
 	l3, release, err := n.usableKey(ctx, req.GetKey(), fsm.OpWrap, policy.Wrap)
 	if err != nil {
 		return nil, err
+	}
+	// After the policy (usableKey), so that no caller learns whether another's key has a quota.
+	if n.quotas.any.Load() && (n.quotas.get(req.GetKey().GetTenant(), "") != nil || n.quotas.get(req.GetKey().GetTenant(), req.GetKey().GetService()) != nil) {
+		release()
+		return nil, errDelegationQuota
 	}
 	// The derived key goes into the answer, whose bytes are gRPC's once it is marshalled (as a
 	// GenerateDataKey's plaintext is); this copy is the answer's own.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -150,5 +151,39 @@ func TestDelegatedKeyOpensNothingElse(t *testing.T) {
 	c := r.ServingWrapClient(0, "acme", "payments")
 	if _, err := c.Unwrap(ctxT(t), &kv1.UnwrapRequest{Blob: blob, Context: theirs.ctx}); err == nil {
 		t.Fatal("a blob sealed with a delegated key under another salt opened")
+	}
+}
+
+// TestDelegateWrapUnderQuota: a delegated key stands for up to wrap.ItemsPerDerivedKey wraps that
+// no node counts, so a key whose service or tenant has a quota gets none (FailedPrecondition: the
+// gateway wraps at the region, each data key counted); a key with no quota still gets one.
+func TestDelegateWrapUnderQuota(t *testing.T) {
+	r := regiontest.Start(t, 3)
+	createTenant(t, r.AdminClient(r.WaitLeader()), r.Anchor, "acme", "payments", "ledger")
+	createTenant(t, r.AdminClient(r.WaitLeader()), r.Anchor, "other", "app")
+	if err := setQuota(t, r, r.WaitLeader(), "quota-svc", "acme", "payments", &kv1.Quota{Rate: 1000, Burst: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if err := setQuota(t, r, r.WaitLeader(), "quota-tenant", "other", "", &kv1.Quota{Rate: 1000, Burst: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	for _, caller := range [][2]string{{"acme", "payments"}, {"other", "app"}} {
+		for i := range r.Nodes {
+			// SetQuota returned once applied on the leader; the others apply it a moment later.
+			var err error
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				_, err = delegate(t, r, i, caller, &kv1.KeyRef{Tenant: caller[0], Service: caller[1]})
+				if status.Code(err) == codes.FailedPrecondition || time.Now().After(deadline) {
+					break
+				}
+			}
+			if status.Code(err) != codes.FailedPrecondition {
+				t.Fatalf("%v on %s: %v, want FailedPrecondition", caller, r.Cfgs[i].NodeID, err)
+			}
+		}
+	}
+	// Not the service next to it, which has no quota of its own nor its tenant's.
+	if _, err := delegate(t, r, 0, [2]string{"acme", "ledger"}, &kv1.KeyRef{Tenant: "acme", Service: "ledger"}); err != nil {
+		t.Fatal(err)
 	}
 }

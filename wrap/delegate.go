@@ -26,7 +26,7 @@ import (
 // keys", for how revocation reaches it.
 
 // ErrDelegateSpent is returned by WrapDelegate.Wrap once the delegated key has sealed
-// ItemsPerDerivedKey data keys: the holder asks the region for another.
+// ItemsPerDerivedKey data keys (or its Limit): the holder asks the region for another.
 var ErrDelegateSpent = errors.New("wrap: delegated wrapping key used up")
 
 // DeriveWrapKey derives a fresh one-time data-key wrapping key of l3 into dst, under a new random
@@ -55,11 +55,12 @@ func (l3 *ServiceKey) DeriveWrapKey(dst *[KeySize]byte) (KDF, [SaltSize]byte, er
 // honestly"), the AES key schedule lives in the Go heap inside crypto/cipher for the delegate's
 // life; the derived key bytes themselves are not kept.
 type WrapDelegate struct {
-	id   KeyID
-	kdf  KDF
-	salt [SaltSize]byte
-	aead atomic.Pointer[cipher.AEAD] // nil once destroyed
-	used atomic.Uint64               // nonces handed out
+	id    KeyID
+	kdf   KDF
+	salt  [SaltSize]byte
+	aead  atomic.Pointer[cipher.AEAD] // nil once destroyed
+	used  atomic.Uint64               // nonces handed out
+	limit uint64                      // data keys it may seal: ItemsPerDerivedKey, or fewer (Limit)
 }
 
 // NewWrapDelegate makes a WrapDelegate for the service key version parent from a delegated key:
@@ -77,6 +78,12 @@ func NewWrapDelegate(parent KeyID, kdf KDF, salt, key []byte) (*WrapDelegate, er
 	}
 	if err := checkWriteKDF(kdf); err != nil {
 		return nil, err
+	}
+	if fips140.Enabled() && !kdf.randomNonce() {
+		// This process writes the FIPS suite only (writeKDF), whatever suite a region of another
+		// mode derived the key for.
+		return nil, fmt.Errorf("%w: a delegated key of suite %v, in FIPS 140-3 mode, which writes suite %v only",
+			ErrFIPSMode, kdf, KDFHKDFSHA256RandomNonce)
 	}
 	if len(salt) != SaltSize {
 		return nil, fmt.Errorf("%w: a %d-byte salt, want %d", ErrInvalidKey, len(salt), SaltSize)
@@ -97,7 +104,7 @@ func NewWrapDelegate(parent KeyID, kdf KDF, salt, key []byte) (*WrapDelegate, er
 	if err != nil {
 		return nil, fmt.Errorf("wrap: AES-256-GCM for suite %v: %w", kdf, err)
 	}
-	d := &WrapDelegate{id: parent, kdf: kdf, salt: [SaltSize]byte(salt)}
+	d := &WrapDelegate{id: parent, kdf: kdf, salt: [SaltSize]byte(salt), limit: ItemsPerDerivedKey}
 	d.aead.Store(&aead)
 	return d, nil
 }
@@ -105,14 +112,23 @@ func NewWrapDelegate(parent KeyID, kdf KDF, salt, key []byte) (*WrapDelegate, er
 // ID is the service key version the delegate wraps under.
 func (d *WrapDelegate) ID() KeyID { return d.id }
 
+// Limit lowers how many data keys the delegate seals in all to n (the max_items the region
+// handed it out for), when n is below ItemsPerDerivedKey; it returns d. Call it before any Wrap.
+func (d *WrapDelegate) Limit(n int) *WrapDelegate {
+	if n >= 0 && uint64(n) < d.limit {
+		d.limit = uint64(n)
+	}
+	return d
+}
+
 // Remaining is how many more data keys the delegate may seal.
 func (d *WrapDelegate) Remaining() int {
-	return ItemsPerDerivedKey - int(min(d.used.Load(), ItemsPerDerivedKey))
+	return int(d.limit - min(d.used.Load(), d.limit))
 }
 
 // Wrap seals the data key plaintext (KeySize bytes, not all zero), bound to context, into a blob
 // that any node holding the parent service key opens with Unwrap. plaintext is only read.
-// ErrDelegateSpent: the delegate has sealed ItemsPerDerivedKey keys; ErrDestroyed: Destroy was
+// ErrDelegateSpent: the delegate has sealed its limit of keys; ErrDestroyed: Destroy was
 // called.
 func (d *WrapDelegate) Wrap(plaintext, context []byte) ([]byte, error) {
 	if err := CheckDataKey(plaintext); err != nil {
@@ -126,7 +142,7 @@ func (d *WrapDelegate) Wrap(plaintext, context []byte) ([]byte, error) {
 		return nil, ErrDestroyed
 	}
 	c := d.used.Add(1) - 1
-	if c >= ItemsPerDerivedKey {
+	if c >= d.limit {
 		return nil, ErrDelegateSpent
 	}
 	nonce := nonceFor(c)

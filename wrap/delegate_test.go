@@ -2,6 +2,8 @@ package wrap
 
 import (
 	"bytes"
+	"crypto/cipher"
+	"crypto/fips140"
 	"errors"
 	"sync"
 	"testing"
@@ -172,5 +174,67 @@ func TestDeriveWrapKeyIsOneWay(t *testing.T) {
 	}
 	if sa == sb || a == b || bytes.Equal(a[:], raw) || bytes.Equal(b[:], raw) {
 		t.Fatal("delegated keys repeat, or are the service key")
+	}
+}
+
+// TestCounterNonceBeyondLimitRefused: a holder of a delegated key (a service certificate may ask
+// for one) that seals past the count it was handed out for, choosing the nonce in the header
+// itself, makes a blob no unwrap opens: one delegated key stands for at most ItemsPerDerivedKey
+// data keys, however its holder behaves.
+func TestCounterNonceBeyondLimitRefused(t *testing.T) {
+	if WriteKDF().randomNonce() {
+		t.Skip("the FIPS suite's nonces are random")
+	}
+	l3 := newServiceKey(t, l3ID)
+	var k [KeySize]byte
+	kdf, salt, err := l3.DeriveWrapKey(&k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aead, err := newAEADFromKey(k[:], kdf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := NewDataKeys(1)[0]
+	for _, c := range []uint64{ItemsPerDerivedKey - 1, ItemsPerDerivedKey, 1 << 40} {
+		nonce := nonceFor(c)
+		blob := seal(nil, aead, KindWrappedDataKey, kdf, l3ID, KeyID{}, &salt, &nonce, key, []byte("ctx"))
+		dk, err := l3.Unwrap(blob, []byte("ctx"))
+		if err == nil {
+			dk.Destroy()
+		}
+		if ok := err == nil; ok != (c < ItemsPerDerivedKey) {
+			t.Errorf("nonce %d: %v", c, err)
+		}
+	}
+	nonce := nonceFor(0)
+	nonce[0] = 1
+	blob := seal(nil, aead, KindWrappedDataKey, kdf, l3ID, KeyID{}, &salt, &nonce, key, nil)
+	if _, err := l3.UnwrapKeys(nil, [][]byte{blob}, nil); err == nil {
+		t.Error("a nonce with its high bytes set opened")
+	}
+}
+
+func newAEADFromKey(k []byte, kdf KDF) (cipher.AEAD, error) {
+	d, err := NewWrapDelegate(l3ID, kdf, make([]byte, SaltSize), k)
+	if err != nil {
+		return nil, err
+	}
+	return *d.aead.Load(), nil
+}
+
+// TestWrapDelegateFIPSWritesFIPSSuite: in FIPS 140-3 mode (GODEBUG=fips140=on or only) a process
+// writes the FIPS suite only, so it takes no delegated key of another suite (one a region not in
+// that mode derived); out of it, every suite is taken. Run with GODEBUG=fips140=on to see the
+// first half.
+func TestWrapDelegateFIPSWritesFIPSSuite(t *testing.T) {
+	k := bytes.Repeat([]byte{2}, KeySize)
+	salt := make([]byte, SaltSize)
+	for _, kdf := range []KDF{KDFHKDFSHA256, KDFCounterHMACSHA256, KDFHKDFSHA256RandomNonce} {
+		d, err := NewWrapDelegate(l3ID, kdf, salt, k)
+		if want := !fips140.Enabled() || kdf.randomNonce(); (err == nil) != want {
+			t.Errorf("suite %v with fips140.Enabled() = %v: %v", kdf, fips140.Enabled(), err)
+		}
+		d.Destroy()
 	}
 }

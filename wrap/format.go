@@ -185,8 +185,20 @@ func parse(blob []byte) (rawHeader, error) {
 	}
 	h.salt = (*[SaltSize]byte)(p[:SaltSize])
 	h.nonce = (*[NonceSize]byte)(p[SaltSize : SaltSize+NonceSize])
+	if !h.kdf.randomNonce() && !counterNonce(h.nonce) {
+		// Every writer of the counter suites counts nonces from zero under one salt and derives
+		// a new key every ItemsPerDerivedKey items, so no honest blob has another nonce; one that
+		// does was sealed by a holder of a delegated key (WrapDelegate) past the count it was
+		// handed out for.
+		return h, fmt.Errorf("%w: a nonce beyond the %d items one derived key seals", ErrMalformed, ItemsPerDerivedKey)
+	}
 	h.size = len(blob) - ciphertextSize
 	return h, nil
+}
+
+// counterNonce says whether n is nonceFor(c) for some c below ItemsPerDerivedKey.
+func counterNonce(n *[NonceSize]byte) bool {
+	return binary.BigEndian.Uint32(n[:4]) == 0 && binary.BigEndian.Uint64(n[4:]) < ItemsPerDerivedKey
 }
 
 // readName reads a length-prefixed name and checks it with the same rules

@@ -173,11 +173,15 @@ type WrapServiceClient interface {
 	// it sealed itself; it reveals nothing about the service key or any other
 	// salt's key. It is key material: a holder keeps it in memory only and
 	// wipes it after ttl, on any key event of its tenant, and when its cache
-	// lease lapses (docs/gateway.md, "Delegated data keys").
+	// lease lapses (docs/gateway.md, "Delegated data keys"). ttl and max_items
+	// bind an honest holder only: the key does not expire, and a holder that
+	// keeps it can seal (up to max_items blobs in the counter suites) after a
+	// policy change took WRAP away or a rotation made the version decrypt-only.
 	//
 	// Checked as Wrap: the caller's policy must allow WRAP on the key, the
-	// key version must be ACTIVE, the tenant usable. Each call counts as one
-	// request against the tenant's quota.
+	// key version must be ACTIVE, the tenant usable. A key whose tenant or
+	// service has a quota gets none (FAILED_PRECONDITION): each data key is
+	// to be counted, so the caller wraps them with PackedWrap.
 	//
 	// Errors: as Wrap.
 	DelegateWrap(ctx context.Context, in *DelegateWrapRequest, opts ...grpc.CallOption) (*DelegateWrapResponse, error)
@@ -499,11 +503,15 @@ type WrapServiceServer interface {
 	// it sealed itself; it reveals nothing about the service key or any other
 	// salt's key. It is key material: a holder keeps it in memory only and
 	// wipes it after ttl, on any key event of its tenant, and when its cache
-	// lease lapses (docs/gateway.md, "Delegated data keys").
+	// lease lapses (docs/gateway.md, "Delegated data keys"). ttl and max_items
+	// bind an honest holder only: the key does not expire, and a holder that
+	// keeps it can seal (up to max_items blobs in the counter suites) after a
+	// policy change took WRAP away or a rotation made the version decrypt-only.
 	//
 	// Checked as Wrap: the caller's policy must allow WRAP on the key, the
-	// key version must be ACTIVE, the tenant usable. Each call counts as one
-	// request against the tenant's quota.
+	// key version must be ACTIVE, the tenant usable. A key whose tenant or
+	// service has a quota gets none (FAILED_PRECONDITION): each data key is
+	// to be counted, so the caller wraps them with PackedWrap.
 	//
 	// Errors: as Wrap.
 	DelegateWrap(context.Context, *DelegateWrapRequest) (*DelegateWrapResponse, error)
