@@ -23,6 +23,11 @@ var allowedKeyFields = map[protoreflect.FullName]string{
 	"krypton.v1.PackedWrapRequest.plaintexts":             "L4 data keys to wrap",
 	"krypton.v1.PackedUnwrapResponse.plaintexts":          "unwrapped L4 data keys",
 	"krypton.v1.PackedGenerateDataKeyResponse.plaintexts": "generated L4 data keys",
+	// A delegated wrapping key (WrapService.DelegateWrap): not L3 but the one-time key derived
+	// from L3 and one fresh salt (wrap.DeriveWrapKey, one-way), which opens only the blobs of that
+	// salt, all sealed by its holder; it lets its holder do what Wrap already does
+	// (docs/gateway.md, "Delegated data keys"; docs/security.md).
+	"krypton.v1.DelegateWrapResponse.derived_key": "one-time data-key wrapping key of one salt (not L3)",
 	// HPKE transfer of an L2 (NodeService.FetchTenantKey): a public key, the
 	// public KEM output and the sealed L2; none opens without the follower's
 	// ephemeral private key, which never leaves it.
