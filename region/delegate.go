@@ -2,7 +2,9 @@ package region
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
+	"strconv"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -10,10 +12,14 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/policy"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
 )
+
+// auditKeyDelegate is the kind of the record of a delegated wrapping key handed out.
+const auditKeyDelegate = "key.delegate"
 
 // DefaultDelegateTTL is Config.DelegateTTL's default.
 const DefaultDelegateTTL = 30 * time.Second
@@ -72,6 +78,12 @@ func (s *wrapService) DelegateWrap(ctx context.Context, req *kv1.DelegateWrapReq
 	if err != nil {
 		return nil, err
 	}
+	// Audited as an L2 hand-out is: who holds a delegated key of which version, and its salt,
+	// which every blob sealed under it carries in the clear, so that the blobs a leaked delegated
+	// key could have made can be found.
+	n.record(ctx, audit.Event{Kind: auditKeyDelegate, Tenant: id.Tenant, Service: id.Service, Version: id.Version,
+		RequestID: req.GetRequestId(), Detail: map[string]string{"salt": hex.EncodeToString(salt[:]),
+			"ttl": ttl.String(), "max-items": strconv.Itoa(wrap.ItemsPerDerivedKey)}})
 	return &kv1.DelegateWrapResponse{
 		Key:        keyRef(id),
 		Kdf:        uint32(kdf),

@@ -3,12 +3,18 @@ package region_test
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kryptonkms/krypton/internal/audit"
 	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/region/regiontest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
@@ -185,5 +191,36 @@ func TestDelegateWrapUnderQuota(t *testing.T) {
 	// Not the service next to it, which has no quota of its own nor its tenant's.
 	if _, err := delegate(t, r, 0, [2]string{"acme", "ledger"}, &kv1.KeyRef{Tenant: "acme", Service: "ledger"}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestDelegateWrapAudited: every delegated key handed out is audited on the node that handed it
+// out — the caller, the key version and the salt, which every blob sealed under it carries — so
+// that the blobs a leaked delegated key could have made can be found; the record carries no key
+// bytes.
+func TestDelegateWrapAudited(t *testing.T) {
+	r := regiontest.Start(t, 3)
+	createTenant(t, r.AdminClient(r.WaitLeader()), r.Anchor, "acme", "payments")
+	resp, err := delegate(t, r, 1, [2]string{"acme", "payments"}, &kv1.KeyRef{Tenant: "acme", Service: "payments"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, ok := findAudit(auditLines(t, r, 1), func(e audit.Event) bool { return e.Kind == "key.delegate" })
+	switch {
+	case !ok:
+		t.Fatal("no key.delegate record on the node that handed the key out")
+	case rec.Tenant != "acme" || rec.Service != "payments" || rec.Version != 1 ||
+		rec.Detail["salt"] != hex.EncodeToString(resp.GetSalt()) || !strings.Contains(rec.Actor, "tenant/acme/service/payments"):
+		t.Fatalf("record %+v: want acme/payments v1, the salt, the caller", rec)
+	}
+	b, err := os.ReadFile(filepath.Join(r.Cfgs[1].DataDir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := resp.GetDerivedKey()
+	for _, enc := range [][]byte{key, []byte(hex.EncodeToString(key)), []byte(base64.StdEncoding.EncodeToString(key))} {
+		if bytes.Contains(b, enc) {
+			t.Fatal("the audit log holds the delegated key's bytes")
+		}
 	}
 }
