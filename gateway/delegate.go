@@ -199,13 +199,16 @@ func (d *delegates) run(key wrap.KeyID, epoch uint64) {
 			wd.Destroy()
 		}
 		switch status.Code(err) {
-		case codes.Unimplemented, codes.FailedPrecondition, codes.PermissionDenied, codes.NotFound, codes.InvalidArgument:
-			// The region's word (an older version, delegation off, or this key refused): the
-			// region path answers the callers, with the region's own error where there is one.
+		case codes.Unimplemented, codes.FailedPrecondition, codes.PermissionDenied, codes.NotFound, codes.InvalidArgument, codes.Internal:
+			// The region's word (an older version, delegation off, or this key refused), or an
+			// answer check refused (Internal: another key, limits out of range, another suite in
+			// FIPS mode), which asking again every second would not change: the region path
+			// answers the callers, with the region's own error where there is one. The errors name
+			// keys, codes and limits, never key bytes.
 			h.off = d.now() + int64(delegateOffRetry)
 			d.log.Info("no delegated wrapping key from the region; data keys of this key are wrapped at the region",
 				"tenant", key.Tenant, "service", key.Service, "version", key.Version,
-				"code", status.Code(err).String(), "retry-in", delegateOffRetry)
+				"code", status.Code(err).String(), "err", err, "retry-in", delegateOffRetry)
 		default:
 			h.off = d.now() + int64(delegateRetry)
 		}
