@@ -191,7 +191,8 @@ func TestDelegatedWrapsFallBack(t *testing.T) {
 
 // TestDelegatedKeysFollowRotation: once a rotation has been applied, the gateway's data keys go
 // under the new version (the region's ROTATED key event drops the delegated key of the old one,
-// which would otherwise be used for the rest of its 30 s), again under a delegated key.
+// which would otherwise be used until it is refreshed, 22 s after it was handed out), again under a
+// delegated key.
 func TestDelegatedKeysFollowRotation(t *testing.T) {
 	r := regiontest.Start(t, 3)
 	setupTenant(t, r, "acme", "payments")
@@ -207,7 +208,7 @@ func TestDelegatedKeysFollowRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	v2 := wrap.KeyID{Tenant: "acme", Service: "payments", Version: 2}
-	clustertest.Eventually(t, 10*time.Second, "data keys under v2, made here", func() bool {
+	clustertest.Eventually(t, 20*time.Second, "data keys under v2, made here", func() bool {
 		before := counter(t, g.Registry(), "krypton_gateway_delegated_data_keys_total", nil)
 		_, _, used, err := g.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil)
 		if err != nil {
