@@ -1,7 +1,6 @@
 package wrap
 
 import (
-	"crypto/aes"
 	"crypto/cipher"
 	"crypto/fips140"
 	"errors"
@@ -91,18 +90,9 @@ func NewWrapDelegate(parent KeyID, kdf KDF, salt, key []byte) (*WrapDelegate, er
 	if len(key) != KeySize || isAllZero(key) {
 		return nil, ErrInvalidKey
 	}
-	block, err := aes.NewCipher(key)
+	aead, err := gcmFor(key, kdf)
 	if err != nil {
-		return nil, fmt.Errorf("wrap: %w", err) // cannot happen: 32-byte key
-	}
-	var aead cipher.AEAD
-	if kdf.randomNonce() || fips140.Enforced() {
-		aead, err = cipher.NewGCMWithRandomNonce(block)
-	} else {
-		aead, err = cipher.NewGCM(block)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("wrap: AES-256-GCM for suite %v: %w", kdf, err)
+		return nil, err
 	}
 	d := &WrapDelegate{id: parent, kdf: kdf, salt: [SaltSize]byte(salt), limit: ItemsPerDerivedKey}
 	d.aead.Store(&aead)

@@ -80,7 +80,14 @@ func newAEAD(parent *lockedKey, kdf KDF, label string, salt *[SaltSize]byte) (ci
 	if err := parent.derive(&k, kdf, label, salt); err != nil {
 		return nil, err
 	}
-	block, err := aes.NewCipher(k[:])
+	return gcmFor(k[:], kdf)
+}
+
+// gcmFor returns AES-256-GCM under the 32-byte key for a blob of suite kdf: the module's
+// random-nonce GCM for the FIPS suite, or for every suite when FIPS 140-only mode is enforced (see
+// newAEAD); the caller-nonce GCM otherwise. key is only read.
+func gcmFor(key []byte, kdf KDF) (cipher.AEAD, error) {
+	block, err := aes.NewCipher(key)
 	if err != nil {
 		return nil, fmt.Errorf("wrap: %w", err) // cannot happen: 32-byte key
 	}
