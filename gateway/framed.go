@@ -244,6 +244,12 @@ type framedConn struct {
 	closed  bool          // the connection is done: answers still coming are wiped and dropped
 	kick    chan struct{} // 1-buffered: out has something
 	room    chan struct{} // 1-buffered: answers were written (or dropped), pending went down
+
+	// wmu serializes writes to c: the writer goroutine's, and the reader's own when it writes the
+	// answers it gave at once (writeOut). spare is the buffer the last write used, reused for the
+	// next answers.
+	wmu   sync.Mutex
+	spare []byte
 }
 
 // written counts n answers as written (or dropped) and wakes a reader waiting for room.
@@ -299,7 +305,10 @@ func (fc *framedConn) read(ctx context.Context, br *bufio.Reader) error {
 	answered := false // answers queued at once (refusals, cache hits), written once per read
 	submit := func() {
 		if answered {
-			fc.flush()
+			// Written here rather than by the writer goroutine: when every answer of a read was
+			// given at once (delegated data keys, cache hits, refusals), handing them to another
+			// goroutine costs a wake-up, often on the other core, in every round trip.
+			fc.writeOut()
 			answered = false
 		}
 		g.datakeys.submit(datakeys)
@@ -444,58 +453,42 @@ func (fc *framedConn) flush() {
 	}
 }
 
-// writer writes queued answers, as many as have queued per write, until stop is closed (after the
-// last request was answered) and then once more.
-func (fc *framedConn) writer(stop chan struct{}) {
-	var spare []byte
-	flush := func() bool {
-		// The writer is kicked once a batch's answers are all queued (call.notify) and once per
-		// read for answers given at once, so one write carries them together.
-		fc.mu.Lock()
-		buf, n := fc.out, fc.outN
-		fc.out, fc.outN = spare[:0], 0
-		fc.mu.Unlock()
-		if len(buf) == 0 {
-			spare = buf
-			return true
-		}
-		_, err := fc.c.Write(buf)
-		clear(buf) // answers hold data keys
-		spare = buf
-		if err != nil {
+// writeOut writes the answers queued, as many as have queued, in one write. Once a write has
+// failed it writes nothing more: what is queued is wiped and counted as dropped, and the
+// connection is closed so that the reader stops.
+func (fc *framedConn) writeOut() {
+	fc.wmu.Lock()
+	defer fc.wmu.Unlock()
+	fc.mu.Lock()
+	buf, n, broken := fc.out, fc.outN, fc.broken
+	fc.out, fc.outN = fc.spare[:0], 0
+	fc.mu.Unlock()
+	fc.spare = buf
+	if n == 0 {
+		return
+	}
+	if !broken {
+		if _, err := fc.c.Write(buf); err != nil {
 			fc.mu.Lock()
 			fc.broken = true
 			fc.mu.Unlock()
+			fc.c.Close() // the reader then stops; answers still coming are dropped
 		}
-		fc.written(n)
-		return err == nil
 	}
+	clear(buf) // answers hold data keys
+	fc.written(n)
+}
+
+// writer writes the answers that batches give (call.notify kicks it once a batch's answers are
+// all queued, so that one write carries them together) until stop is closed, after the last
+// request was answered, and then once more.
+func (fc *framedConn) writer(stop chan struct{}) {
 	for {
 		select {
 		case <-fc.kick:
-			if !flush() {
-				fc.c.Close() // the reader then stops; answers still coming are dropped
-				for {
-					select {
-					case <-fc.kick:
-						fc.mu.Lock()
-						clear(fc.out)
-						fc.out = fc.out[:0]
-						n := fc.outN
-						fc.outN = 0
-						fc.mu.Unlock()
-						fc.written(n)
-					case <-stop:
-						fc.mu.Lock()
-						clear(fc.out)
-						fc.out, fc.outN = nil, 0
-						fc.mu.Unlock()
-						return
-					}
-				}
-			}
+			fc.writeOut()
 		case <-stop:
-			flush()
+			fc.writeOut()
 			return
 		}
 	}
@@ -551,10 +544,10 @@ type FramedClient struct {
 	mu      sync.Mutex
 	next    uint32
 	waiting map[uint32]*framedCall
-	out     []byte
-	err     error // set when the connection failed: every later call gets it
-	kick    chan struct{}
-	wdone   chan struct{}
+	out     []byte // requests not yet written
+	writing bool   // a caller is writing out (see send); spare is its
+	spare   []byte // the buffer of the last write, reused for the next requests
+	err     error  // set when the connection failed: every later call gets it
 }
 
 type framedCall struct {
@@ -575,10 +568,8 @@ func DialFramed(ctx context.Context, path string) (*FramedClient, error) {
 		c.Close()
 		return nil, fmt.Errorf("gateway: dial %s: %w", path, err)
 	}
-	fc := &FramedClient{c: c, done: make(chan struct{}), waiting: map[uint32]*framedCall{},
-		kick: make(chan struct{}, 1), wdone: make(chan struct{})}
+	fc := &FramedClient{c: c, done: make(chan struct{}), waiting: map[uint32]*framedCall{}}
 	go fc.reader()
-	go fc.writer()
 	return fc, nil
 }
 
@@ -586,7 +577,6 @@ func DialFramed(ctx context.Context, path string) (*FramedClient, error) {
 func (fc *FramedClient) Close() error {
 	err := fc.c.Close()
 	<-fc.done
-	<-fc.wdone
 	return err
 }
 
@@ -629,35 +619,37 @@ func (fc *FramedClient) reader() {
 		call.done <- struct{}{}
 	}
 	fc.mu.Unlock()
-	select {
-	case fc.kick <- struct{}{}:
-	default:
-	}
 }
 
-func (fc *FramedClient) writer() {
-	defer close(fc.wdone)
-	var spare []byte
-	for {
-		select {
-		case <-fc.kick:
-		case <-fc.done:
-			return
-		}
-		// Concurrent callers queue theirs too before this write: a write to the socket costs more
-		// than the request it carries.
-		runtime.Gosched()
-		fc.mu.Lock()
+// writeOut is called, with fc.mu held, by a caller that queued a request while no other caller
+// was writing: it writes what is queued, and again what others queued during that write, until
+// nothing is, and returns with fc.mu unlocked. The caller writes rather than a writer goroutine,
+// because handing each write to another goroutine costs a wake-up in every round trip; requests
+// that callers queue while a write is under way still go together in the next.
+func (fc *FramedClient) writeOut() {
+	fc.writing = true
+	// Callers made ready with this one (the reader wakes them by the batch) queue theirs first,
+	// so that one write carries them: a write costs more than the request it carries.
+	fc.mu.Unlock()
+	runtime.Gosched()
+	fc.mu.Lock()
+	for len(fc.out) > 0 {
 		buf := fc.out
-		fc.out = spare[:0]
+		fc.out = fc.spare[:0]
 		fc.mu.Unlock()
-		if len(buf) > 0 {
-			if _, err := fc.c.Write(buf); err != nil {
-				fc.c.Close()
-			}
+		_, err := fc.c.Write(buf)
+		if err != nil {
+			fc.c.Close() // the reader then fails the calls in flight
 		}
-		spare = buf
+		fc.mu.Lock()
+		fc.spare = buf
+		if err != nil {
+			fc.out = fc.out[:0]
+			break
+		}
 	}
+	fc.writing = false
+	fc.mu.Unlock()
 }
 
 // do sends a request whose fields are appended by fields, and waits for its answer.
@@ -684,10 +676,10 @@ func (fc *FramedClient) do(ctx context.Context, op byte, fields func([]byte) []b
 	fc.out = binary.BigEndian.AppendUint32(fc.out, ms)
 	fc.out = fields(fc.out)
 	binary.BigEndian.PutUint32(fc.out[start:], uint32(len(fc.out)-start-4))
-	fc.mu.Unlock()
-	select {
-	case fc.kick <- struct{}{}:
-	default:
+	if fc.writing {
+		fc.mu.Unlock() // the caller writing takes this one too
+	} else {
+		fc.writeOut()
 	}
 	select {
 	case <-call.done:
