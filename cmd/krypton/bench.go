@@ -114,7 +114,7 @@ func benchCommand() *command {
 			fs.Float64Var(&o.cfg.Rate, "rate", 0, "open-loop target rate in operations per second (0: closed loop)")
 			fs.DurationVar(&o.cfg.Duration, "duration", o.cfg.Duration, "how long to measure, after the warm-up")
 			fs.DurationVar(&o.cfg.Warmup, "warmup", o.cfg.Warmup, "how long to run unmeasured first")
-			fs.DurationVar(&o.cfg.CallTimeout, "call-timeout", o.cfg.CallTimeout, "deadline of each call; one that runs out counts as DeadlineExceeded")
+			fs.DurationVar(&o.cfg.CallTimeout, "call-timeout", o.cfg.CallTimeout, "deadline of each call: at least half of it, at most all (a caller renews one deadline at half); a call that runs out counts as DeadlineExceeded")
 			fs.DurationVar(&o.cfg.ReadyTimeout, "ready-timeout", o.cfg.ReadyTimeout, "how long each node may answer Unavailable to a first wrap before the run gives up")
 			fs.StringVar(&o.out, "out", "", "write the result as JSON to this file (configuration, figures, percentile distribution, timeline)")
 			fs.StringVar(&o.plot, "plot", "", "write a latency plot to this file, .svg or .png (by percentile, and per second over time)")

@@ -82,7 +82,8 @@ type Config struct {
 	// Warmup is how long the load runs, unmeasured, first: connections, key caches and the
 	// runtime settle.
 	Warmup time.Duration
-	// CallTimeout bounds each call; a call that runs out counts as a DeadlineExceeded error.
+	// CallTimeout bounds each call, to between half of it and all of it (see caller.callContext); a
+	// call that runs out counts as a DeadlineExceeded error.
 	CallTimeout time.Duration
 	// ReadyTimeout bounds how long Run waits for each target's first successful wrap, while a
 	// freshly started node may still answer Unavailable (no serving lease yet).
