@@ -547,6 +547,7 @@ type FramedClient struct {
 	out     []byte // requests not yet written
 	writing bool   // a caller is writing out (see send); spare is its
 	spare   []byte // the buffer of the last write, reused for the next requests
+	wdl     bool   // a write deadline is set on c (by the writing caller)
 	err     error  // set when the connection failed: every later call gets it
 }
 
@@ -626,7 +627,11 @@ func (fc *FramedClient) reader() {
 // nothing is, and returns with fc.mu unlocked. The caller writes rather than a writer goroutine,
 // because handing each write to another goroutine costs a wake-up in every round trip; requests
 // that callers queue while a write is under way still go together in the next.
-func (fc *FramedClient) writeOut() {
+//
+// The writes end at the caller's deadline (dl, zero for none), so that a gateway that stops
+// reading cannot hold the caller past it; a write cut short leaves a partial frame, so the
+// connection is closed and the calls in flight fail UNAVAILABLE.
+func (fc *FramedClient) writeOut(dl time.Time) {
 	fc.writing = true
 	// Callers made ready with this one (the reader wakes them by the batch) queue theirs first,
 	// so that one write carries them: a write costs more than the request it carries.
@@ -637,6 +642,10 @@ func (fc *FramedClient) writeOut() {
 		buf := fc.out
 		fc.out = fc.spare[:0]
 		fc.mu.Unlock()
+		if !dl.IsZero() || fc.wdl {
+			fc.c.SetWriteDeadline(dl)
+			fc.wdl = !dl.IsZero()
+		}
 		_, err := fc.c.Write(buf)
 		if err != nil {
 			fc.c.Close() // the reader then fails the calls in flight
@@ -656,7 +665,8 @@ func (fc *FramedClient) writeOut() {
 func (fc *FramedClient) do(ctx context.Context, op byte, fields func([]byte) []byte) ([]byte, error) {
 	call := framedCalls.Get().(*framedCall)
 	var ms uint32
-	if dl, ok := ctx.Deadline(); ok {
+	dl, ok := ctx.Deadline()
+	if ok {
 		ms = uint32(max(time.Until(dl).Milliseconds(), 1))
 	}
 	fc.mu.Lock()
@@ -679,7 +689,7 @@ func (fc *FramedClient) do(ctx context.Context, op byte, fields func([]byte) []b
 	if fc.writing {
 		fc.mu.Unlock() // the caller writing takes this one too
 	} else {
-		fc.writeOut()
+		fc.writeOut(dl)
 	}
 	select {
 	case <-call.done:

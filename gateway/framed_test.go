@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -257,5 +258,57 @@ func TestFramedClientThatDoesNotRead(t *testing.T) {
 	defer fc.Close()
 	if _, _, _, err := fc.GenerateDataKey(ctxT(t), wrap.KeyID{}, nil); err != nil {
 		t.Fatalf("another connection: %v", err)
+	}
+}
+
+// TestFramedClientWriteHonoursDeadline: a gateway that stops reading cannot hold a caller past
+// its deadline. The caller that writes the queued requests (there is no writer goroutine) would
+// otherwise block in its write for as long as the socket stays full.
+func TestFramedClientWriteHonoursDeadline(t *testing.T) {
+	path := t.TempDir() + "/stuck.sock"
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c // held open, never read
+		}
+	}()
+	fc, err := gateway.DialFramed(ctxT(t), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close()
+	server := <-accepted
+	defer server.Close()
+	big := bytes.Repeat([]byte("x"), 60<<10)
+	blocked := false
+	for i := 0; i < 40 && !blocked; i++ {
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		done := make(chan error, 1)
+		go func() {
+			_, _, _, err := fc.GenerateDataKey(ctx, wrap.KeyID{}, big)
+			done <- err
+		}()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(10 * time.Second):
+			// The deferred closes end the write, and with it the call.
+			t.Fatalf("call %d had not returned 10 s after its 100ms deadline: its write held it", i)
+		}
+		cancel()
+		if err == nil {
+			t.Fatal("a gateway that reads nothing answered")
+		}
+		// Once the socket is full the write is cut at the deadline and the connection closed.
+		blocked = status.Code(err) == codes.Unavailable
+	}
+	if !blocked {
+		t.Fatal("40 calls of 60 KiB never filled the socket: the test proves nothing")
 	}
 }
