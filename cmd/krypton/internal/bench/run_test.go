@@ -455,3 +455,36 @@ func TestRunServerCPU(t *testing.T) {
 	}
 	w.stop()
 }
+
+// TestCallContext: a caller's calls share one deadline context, which gives each call at least
+// half of CallTimeout and at most all of it, is made again once half has passed or it ended, and
+// is released when the caller is done.
+func TestCallContext(t *testing.T) {
+	const timeout = 10 * time.Second
+	c := &caller{cfg: Config{CallTimeout: timeout}}
+	now := time.Now()
+	first := c.callContext(t.Context(), now)
+	dl, ok := first.Deadline()
+	if !ok || dl.Before(now.Add(timeout-time.Second)) || dl.After(time.Now().Add(timeout)) {
+		t.Fatalf("first deadline %v, want about %v", dl, now.Add(timeout))
+	}
+	if got := c.callContext(t.Context(), now.Add(timeout/2-time.Millisecond)); got != first {
+		t.Fatal("a call before half of the timeout got a new context")
+	}
+	later := now.Add(timeout / 2)
+	second := c.callContext(t.Context(), later)
+	if second == first {
+		t.Fatal("a call at half of the timeout kept the old context: it would have less than half")
+	}
+	if first.Err() == nil {
+		t.Fatal("the replaced context was not released")
+	}
+	c.ccancel() // as if its deadline had fired
+	if third := c.callContext(t.Context(), later); third == second || third.Err() != nil {
+		t.Fatal("a context that ended was used again")
+	}
+	c.endContext()
+	if c.cctx != nil {
+		t.Fatal("endContext left the context")
+	}
+}
