@@ -425,10 +425,23 @@ func (fc *framedConn) answer(id uint32, pt, blob []byte, used wrap.KeyID, err er
 		return
 	}
 	start := len(fc.out)
+	var st *status.Status
+	need := 4 + 4 + 1 + 4 + len(pt) + 4 + len(blob) + 4 + len(used.Tenant) + 4 + len(used.Service) + 4
+	if err != nil {
+		st = status.Convert(err)
+		need = 4 + 4 + 1 + 4 + len(st.Message())
+	}
+	if cap(fc.out)-start < need {
+		// Grown here rather than by append, so that the old buffer, which holds the data keys of
+		// answers not yet written, is wiped.
+		grown := make([]byte, start, 2*cap(fc.out)+need)
+		copy(grown, fc.out)
+		clear(fc.out)
+		fc.out = grown
+	}
 	fc.out = append(fc.out, 0, 0, 0, 0)
 	fc.out = binary.BigEndian.AppendUint32(fc.out, id)
 	if err != nil {
-		st := status.Convert(err)
 		fc.out = append(fc.out, byte(st.Code()))
 		fc.out = appendBytes(fc.out, []byte(st.Message()))
 	} else {
@@ -544,11 +557,12 @@ type FramedClient struct {
 	mu      sync.Mutex
 	next    uint32
 	waiting map[uint32]*framedCall
-	out     []byte // requests not yet written
-	writing bool   // a caller is writing out (see send); spare is its
-	spare   []byte // the buffer of the last write, reused for the next requests
-	wdl     bool   // a write deadline is set on c (by the writing caller)
-	err     error  // set when the connection failed: every later call gets it
+	out     []byte         // requests not yet written
+	writing bool           // a caller is writing out (see send); spare is its
+	spare   []byte         // the buffer of the last write, reused for the next requests
+	wdl     time.Time      // the write deadline set on c (by the one writing); zero: none
+	wg      sync.WaitGroup // finishWrite
+	err     error          // set when the connection failed: every later call gets it
 }
 
 type framedCall struct {
@@ -578,6 +592,7 @@ func DialFramed(ctx context.Context, path string) (*FramedClient, error) {
 func (fc *FramedClient) Close() error {
 	err := fc.c.Close()
 	<-fc.done
+	fc.wg.Wait()
 	return err
 }
 
@@ -628,10 +643,11 @@ func (fc *FramedClient) reader() {
 // because handing each write to another goroutine costs a wake-up in every round trip; requests
 // that callers queue while a write is under way still go together in the next.
 //
-// The writes end at the caller's deadline (dl, zero for none), so that a gateway that stops
-// reading cannot hold the caller past it; a write cut short leaves a partial frame, so the
-// connection is closed and the calls in flight fail UNAVAILABLE.
-func (fc *FramedClient) writeOut(dl time.Time) {
+// A caller must not be held in a write past its own deadline, nor may its deadline cut other
+// callers' requests: a write that has not gone out within framedWriteStall (the gateway is not
+// reading) is handed, with the writing, to a goroutine that writes without a deadline
+// (finishWrite), and the caller goes back to waiting for its answer or its context.
+func (fc *FramedClient) writeOut() {
 	fc.writing = true
 	// Callers made ready with this one (the reader wakes them by the batch) queue theirs first,
 	// so that one write carries them: a write costs more than the request it carries.
@@ -642,11 +658,19 @@ func (fc *FramedClient) writeOut(dl time.Time) {
 		buf := fc.out
 		fc.out = fc.spare[:0]
 		fc.mu.Unlock()
-		if !dl.IsZero() || fc.wdl {
-			fc.c.SetWriteDeadline(dl)
-			fc.wdl = !dl.IsZero()
+		// The deadline is moved on only when less than half of the stall is left, so that a
+		// write costs a timer update at most once per half stall.
+		if now := time.Now(); fc.wdl.Sub(now) < framedWriteStall/2 {
+			fc.wdl = now.Add(framedWriteStall)
+			fc.c.SetWriteDeadline(fc.wdl)
 		}
-		_, err := fc.c.Write(buf)
+		n, err := fc.c.Write(buf)
+		var ne net.Error
+		if err != nil && errors.As(err, &ne) && ne.Timeout() {
+			fc.wg.Add(1)
+			go fc.finishWrite(buf, n)
+			return
+		}
 		if err != nil {
 			fc.c.Close() // the reader then fails the calls in flight
 		}
@@ -661,13 +685,46 @@ func (fc *FramedClient) writeOut(dl time.Time) {
 	fc.mu.Unlock()
 }
 
+// framedWriteStall is how long a caller may spend in a write before it is handed to finishWrite.
+const framedWriteStall = 20 * time.Millisecond
+
+// finishWrite writes buf[n:], the rest of a write that stalled, and then what callers queue
+// meanwhile, without a deadline, until nothing is queued; then callers write again.
+func (fc *FramedClient) finishWrite(buf []byte, n int) {
+	defer fc.wg.Done()
+	fc.wdl = time.Time{}
+	fc.c.SetWriteDeadline(time.Time{})
+	_, err := fc.c.Write(buf[n:])
+	fc.mu.Lock()
+	for {
+		fc.spare = buf
+		if err != nil {
+			fc.c.Close() // the reader then fails the calls in flight
+			fc.out = fc.out[:0]
+		}
+		if len(fc.out) == 0 {
+			break
+		}
+		buf = fc.out
+		fc.out = fc.spare[:0]
+		fc.mu.Unlock()
+		_, err = fc.c.Write(buf)
+		fc.mu.Lock()
+	}
+	fc.writing = false
+	fc.mu.Unlock()
+}
+
 // do sends a request whose fields are appended by fields, and waits for its answer.
 func (fc *FramedClient) do(ctx context.Context, op byte, fields func([]byte) []byte) ([]byte, error) {
 	call := framedCalls.Get().(*framedCall)
 	var ms uint32
-	dl, ok := ctx.Deadline()
-	if ok {
+	if dl, ok := ctx.Deadline(); ok {
 		ms = uint32(max(time.Until(dl).Milliseconds(), 1))
+	}
+	if err := ctx.Err(); err != nil {
+		framedCalls.Put(call)
+		return nil, errOr(nil, err) // not queued: a request no one waits for
 	}
 	fc.mu.Lock()
 	if fc.err != nil {
@@ -689,7 +746,7 @@ func (fc *FramedClient) do(ctx context.Context, op byte, fields func([]byte) []b
 	if fc.writing {
 		fc.mu.Unlock() // the caller writing takes this one too
 	} else {
-		fc.writeOut(dl)
+		fc.writeOut()
 	}
 	select {
 	case <-call.done:

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -262,8 +263,9 @@ func TestFramedClientThatDoesNotRead(t *testing.T) {
 }
 
 // TestFramedClientWriteHonoursDeadline: a gateway that stops reading cannot hold a caller past
-// its deadline. The caller that writes the queued requests (there is no writer goroutine) would
-// otherwise block in its write for as long as the socket stays full.
+// its deadline (the caller that writes the queued requests would otherwise block in its write for
+// as long as the socket stays full), nor does one caller's deadline cut the others' requests or
+// close the connection: every request is written whole once the gateway reads again.
 func TestFramedClientWriteHonoursDeadline(t *testing.T) {
 	path := t.TempDir() + "/stuck.sock"
 	ln, err := net.Listen("unix", path)
@@ -275,7 +277,7 @@ func TestFramedClientWriteHonoursDeadline(t *testing.T) {
 	go func() {
 		c, err := ln.Accept()
 		if err == nil {
-			accepted <- c // held open, never read
+			accepted <- c // not read until the calls are done
 		}
 	}()
 	fc, err := gateway.DialFramed(ctxT(t), path)
@@ -285,30 +287,53 @@ func TestFramedClientWriteHonoursDeadline(t *testing.T) {
 	defer fc.Close()
 	server := <-accepted
 	defer server.Close()
+
+	// A call whose context has already ended is refused before it is queued.
+	expired, cancel := context.WithTimeout(t.Context(), -time.Second)
+	cancel()
+	if _, _, _, err := fc.GenerateDataKey(expired, wrap.KeyID{}, nil); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a call past its deadline: %v, want DeadlineExceeded", err)
+	}
+
+	// 40 calls of 60 KiB: 2.4 MB, far more than the socket buffers hold.
+	const calls = 40
 	big := bytes.Repeat([]byte("x"), 60<<10)
-	blocked := false
-	for i := 0; i < 40 && !blocked; i++ {
-		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	for i := range calls {
+		ctx, cancel := context.WithTimeout(t.Context(), 50*time.Millisecond)
 		done := make(chan error, 1)
 		go func() {
 			_, _, _, err := fc.GenerateDataKey(ctx, wrap.KeyID{}, big)
 			done <- err
 		}()
-		var err error
 		select {
 		case err = <-done:
 		case <-time.After(10 * time.Second):
 			// The deferred closes end the write, and with it the call.
-			t.Fatalf("call %d had not returned 10 s after its 100ms deadline: its write held it", i)
+			t.Fatalf("call %d had not returned 10 s after its 50ms deadline: its write held it", i)
 		}
 		cancel()
-		if err == nil {
-			t.Fatal("a gateway that reads nothing answered")
+		if status.Code(err) != codes.DeadlineExceeded {
+			t.Fatalf("call %d: %v, want DeadlineExceeded (the connection must stay up)", i, err)
 		}
-		// Once the socket is full the write is cut at the deadline and the connection closed.
-		blocked = status.Code(err) == codes.Unavailable
 	}
-	if !blocked {
-		t.Fatal("40 calls of 60 KiB never filled the socket: the test proves nothing")
+	// The gateway reads again: the magic, then every request whole.
+	server.SetReadDeadline(time.Now().Add(30 * time.Second))
+	br := bufio.NewReader(server)
+	magic := make([]byte, 4)
+	if _, err := io.ReadFull(br, magic); err != nil || string(magic) != "KRF1" {
+		t.Fatalf("magic %q: %v", magic, err)
+	}
+	for i := range calls {
+		var hdr [4]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body := make([]byte, binary.BigEndian.Uint32(hdr[:]))
+		if _, err := io.ReadFull(br, body); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if !bytes.HasSuffix(body, big) {
+			t.Fatalf("request %d of %d bytes does not end with its context: cut or mixed", i, len(body))
+		}
 	}
 }
