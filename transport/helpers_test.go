@@ -17,7 +17,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -27,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/kryptonkms/krypton/internal/leaktest"
+	"github.com/kryptonkms/krypton/internal/logtest"
 	"github.com/kryptonkms/krypton/internal/pki"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -138,16 +138,16 @@ func anonymousCert(ca *pki.CA) (tls.Certificate, error) {
 
 // testLogger writes to t.Log and, if buf is not nil, to buf too.
 func testLogger(t *testing.T, buf *syncBuffer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(logWriter{t: t, buf: buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(logWriter{t: logtest.New(t), buf: buf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 type logWriter struct {
-	t   *testing.T
+	t   *logtest.Writer
 	buf *syncBuffer
 }
 
 func (w logWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	w.t.Write(p)
 	if w.buf != nil {
 		w.buf.Write(p)
 	}

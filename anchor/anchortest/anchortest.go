@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/kryptonkms/krypton/anchor"
+	"github.com/kryptonkms/krypton/internal/logtest"
 )
 
 // A Harness tells Run how to drive one provider implementation.
@@ -77,15 +78,7 @@ type Harness struct {
 
 // Logger returns a logger that writes to t.Log, for providers under test.
 func Logger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(b []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
+	return slog.New(slog.NewTextHandler(logtest.New(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // Run runs the conformance suite against h.

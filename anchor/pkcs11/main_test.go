@@ -14,6 +14,7 @@ import (
 	"github.com/kryptonkms/krypton/anchor"
 	"github.com/kryptonkms/krypton/anchor/pkcs11/pkcs11test"
 	"github.com/kryptonkms/krypton/internal/leaktest"
+	"github.com/kryptonkms/krypton/internal/logtest"
 	p11 "github.com/miekg/pkcs11"
 )
 
@@ -113,17 +114,16 @@ func needHSM(t testing.TB) {
 
 // testLogger writes to t.Log and to env.logs.
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(logWriter{logtest.New(t)}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type logWriter struct{ t testing.TB }
+type logWriter struct{ t *logtest.Writer }
 
 func (w logWriter) Write(b []byte) (int, error) {
 	env.logMu.Lock()
 	env.logs.Write(b)
 	env.logMu.Unlock()
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
+	return w.t.Write(b)
 }
 
 // token returns the pkcs11test token with label.

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/kryptonkms/krypton/gateway/kmip/kmiptest"
 	"github.com/kryptonkms/krypton/gateway/kmip/ttlv"
 	"github.com/kryptonkms/krypton/internal/leaktest"
+	"github.com/kryptonkms/krypton/internal/logtest"
 	"github.com/kryptonkms/krypton/internal/netutil"
 	"github.com/kryptonkms/krypton/internal/pki"
 )
@@ -40,16 +40,8 @@ type env struct {
 	cfg  Config
 }
 
-type testLogWriter struct{ t testing.TB }
-
-func (w testLogWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	return len(p), nil
-}
-
 func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(slog.NewTextHandler(logtest.New(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // newEnv starts a server on 127.0.0.1 with a throwaway CA. mod may change
