@@ -13,6 +13,7 @@ import (
 
 	"github.com/kryptonkms/krypton/cluster/clustertest"
 	"github.com/kryptonkms/krypton/fsm"
+	"github.com/kryptonkms/krypton/region"
 	"github.com/kryptonkms/krypton/region/regiontest"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 )
@@ -353,5 +354,46 @@ func TestFenceConfirmsARestartedNode(t *testing.T) {
 	}
 	if got := resp.GetFence().GetConfirmedNodes(); !slices.Contains(got, oid) {
 		t.Fatalf("fence after %s restarted: confirmed %v, expired %v; want %s confirmed", oid, got, resp.GetFence().GetLeaseExpiredNodes(), oid)
+	}
+}
+
+// TestLeaseHoldsWhenRenewalsAreSlow: a follower whose lease renewals take longer than a third of a
+// lease period, but less than two thirds, keeps serving without a gap. Renewals overlap, and each
+// may take up to a period: a grant is counted from when its request was sent. A node serving
+// 10,000 connections on a starved machine answered its renewals that slowly, and lapsed its lease
+// while each renewal had to finish within the third of a period before the next (it then answered
+// UNAVAILABLE "no serving lease" to tens of thousands of calls; docs/performance.md).
+func TestLeaseHoldsWhenRenewalsAreSlow(t *testing.T) {
+	t.Parallel()
+	const (
+		lease = 3 * time.Second
+		delay = 1200 * time.Millisecond // more than lease/3; and delay+lease/3 < lease by 0.8 s
+	)
+	var slow sync.Map // node id → true: its node-service calls wait delay before they go
+	r := regiontest.Start(t, 3, regiontest.WithConfig(func(c *region.Config) {
+		id, cut := c.NodeID, c.PeerFilter
+		c.PeerFilter = func(remote string) bool {
+			if _, ok := slow.Load(id); ok {
+				time.Sleep(delay)
+			}
+			return cut(remote)
+		}
+	}))
+	s := fsm.DefaultSettings()
+	s.LeaseDuration = lease
+	if err := r.Nodes[r.Leader()].SetSettings(ctxT(t), s); err != nil {
+		t.Fatal(err)
+	}
+	f := r.Followers()[0]
+	n := r.Nodes[f]
+	clustertest.Eventually(t, 10*time.Second, "a lease of the new duration on the follower", func() bool {
+		until := n.Status().GetLeaseExpiresAt()
+		return n.Serving() == nil && until != nil && time.Until(until.AsTime()) > lease/2
+	})
+	slow.Store(r.Cfgs[f].NodeID, true)
+	for end := time.Now().Add(3 * lease); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		if err := n.Serving(); err != nil {
+			t.Fatalf("%s stopped serving while its renewals took %v of a %v lease: %v", r.Cfgs[f].NodeID, delay, lease, err)
+		}
 	}
 }

@@ -15,7 +15,7 @@ import (
 // newTestEvents returns key events on a node lease that runs for an hour, and an empty state.
 func newTestEvents() (*keyEvents, *fsm.State) {
 	l := newLease()
-	l.grant(l.now(), time.Hour, 1)
+	l.grant(l.dropped(), l.now(), time.Hour, 1)
 	return newKeyEvents(l, 0.05), fsm.New(fsm.Options{}).State()
 }
 
@@ -102,7 +102,7 @@ func TestKeyEventsTombstone(t *testing.T) {
 // none.
 func TestKeyEventsNoLeaseNoGrant(t *testing.T) {
 	l := newLease()
-	l.grant(l.now(), 500*time.Millisecond, 1)
+	l.grant(l.dropped(), l.now(), 500*time.Millisecond, 1)
 	k := newKeyEvents(l, 0.05)
 	w := k.watch("acme", fsm.New(fsm.Options{}).State())
 	drain(k, w)

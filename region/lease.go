@@ -22,6 +22,9 @@ type lease struct {
 	epoch time.Time    // process start; the origin of the monotonic readings below
 	until atomic.Int64 // nanoseconds since epoch when the lease runs out; 0 = no lease
 	term  atomic.Uint64
+
+	mu    sync.Mutex // serialises grant and drop (never taken by check)
+	drops uint64     // how many times the lease was dropped; guarded by mu
 }
 
 func newLease() *lease { return &lease{epoch: time.Now()} }
@@ -29,27 +32,40 @@ func newLease() *lease { return &lease{epoch: time.Now()} }
 // now reads the monotonic clock as nanoseconds since epoch.
 func (l *lease) now() int64 { return int64(time.Since(l.epoch)) }
 
+// dropped returns how many times the lease has been dropped: a renewal reads it before it sends
+// its request and hands it to grant.
+func (l *lease) dropped() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.drops
+}
+
 // grant extends the lease to sentAt+d, where sentAt is when the renewal request was sent (a
 // monotonic reading from now()), so that network delay only ever shortens a lease. A grant never
-// shortens a lease already held.
-func (l *lease) grant(sentAt int64, d time.Duration, term uint64) {
-	until := sentAt + int64(d)
-	for {
-		t := l.term.Load()
-		if term <= t || l.term.CompareAndSwap(t, term) {
-			break
-		}
+// shortens a lease already held, and is ignored if the lease was dropped since drops was read
+// (before the request was sent): renewals overlap, and one sent before the node learnt it was no
+// longer a voter must not make it serve again after it stopped.
+func (l *lease) grant(drops uint64, sentAt int64, d time.Duration, term uint64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.drops != drops {
+		return
 	}
-	for {
-		cur := l.until.Load()
-		if until <= cur || l.until.CompareAndSwap(cur, until) {
-			return
-		}
+	if term > l.term.Load() {
+		l.term.Store(term)
+	}
+	if until := sentAt + int64(d); until > l.until.Load() {
+		l.until.Store(until)
 	}
 }
 
 // drop ends the lease at once: on shutdown, or when the node learns it may be stale.
-func (l *lease) drop() { l.until.Store(0) }
+func (l *lease) drop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.drops++
+	l.until.Store(0)
+}
 
 // check reports whether the node may serve now.
 func (l *lease) check() error {
@@ -72,11 +88,19 @@ func (l *lease) expiresIn() time.Duration {
 	return time.Duration(until - l.now())
 }
 
-// leaseLoop keeps this node's serving lease fresh (DESIGN.md, "Serving leases"): every third of a
-// lease period, and at once when the leader changes. The period is counted from when each request
-// was sent, as the lease is, and is a third of the lease just granted: counted from the end of a
-// slow or timed-out renewal, or from a lease duration read before the settings changed, one late
-// renewal would let the lease lapse on a healthy node.
+// leaseLoop keeps this node's serving lease fresh (DESIGN.md, "Serving leases"): it starts a
+// renewal every third of a lease period, and at once when the leader changes, without waiting for
+// the renewals still under way. Each may take up to a whole lease period: a grant is counted from
+// when its request was sent, so a late answer only ever shortens it, and one that comes back
+// within a period still extends the lease. A loaded node or leader (a node serving 10,000
+// connections on a starved machine answered a renewal in over a third of a period) then keeps
+// serving as long as renewals take less than two thirds of a period, where a renewal that had to
+// finish within the third before the next lapsed the lease.
+//
+// The period is a third of the shorter of the duration in force here and the one last granted,
+// counted from when the last renewal started, and is worked out again as each renewal ends: the
+// two durations differ while a settings change replicates, and a period read from the longer one
+// would let a shorter grant run out before the next renewal.
 func (n *Node) leaseLoop() {
 	defer n.wg.Done()
 	kick := make(chan struct{}, 1)
@@ -87,28 +111,61 @@ func (n *Node) leaseLoop() {
 		}
 	})
 	defer cancel()
+	// ended receives each renewal's grant (0: none); its room means a renewal never waits to
+	// send, also once this loop has returned.
+	ended := make(chan time.Duration, maxRenewalsInFlight)
+	inFlight := 0
+	var granted time.Duration // the duration last granted; 0 before the first grant
 	for {
 		d := n.state.Settings().LeaseDuration
-		start := time.Now()
-		if granted := n.renewLease(d); granted > 0 {
-			d = granted
+		// A period's renewals, plus one the leader's change asked for, are all that may be under
+		// way: more would only mean that renewals never return, which the lease already shows.
+		started := time.Now()
+		if inFlight < maxRenewalsInFlight {
+			inFlight++
+			n.wg.Add(1)
+			go func() {
+				defer n.wg.Done()
+				ended <- n.renewLease(d)
+			}()
 		}
-		t := time.NewTimer(max(d/3-time.Since(start), 20*time.Millisecond))
-		select {
-		case <-n.stop:
-			t.Stop()
-			return
-		case <-kick:
-			t.Stop()
-		case <-t.C:
+	wait:
+		for {
+			period := d
+			if granted > 0 {
+				period = min(period, granted)
+			}
+			t := time.NewTimer(max(period/3-time.Since(started), 20*time.Millisecond))
+			select {
+			case <-n.stop:
+				t.Stop()
+				return
+			case <-kick:
+				t.Stop()
+				break wait
+			case <-t.C:
+				break wait
+			case g := <-ended:
+				t.Stop()
+				inFlight--
+				if g > 0 {
+					granted = g
+				}
+			}
 		}
 	}
 }
 
-// renewLease asks the leader for a lease (or, on the leader, confirms leadership with a quorum).
-// It returns the lease duration granted, or 0; a failure leaves the current lease to run out on
-// its own.
+// maxRenewalsInFlight bounds the lease renewals under way at once: the three of a lease period,
+// each of which may take the whole period, and one started when the leader changed.
+const maxRenewalsInFlight = 4
+
+// renewLease asks the leader for a lease (or, on the leader, confirms leadership with a quorum),
+// giving it up to d, the lease duration: a grant that came later would have run out already. It
+// returns the lease duration granted, or 0; a failure leaves the current lease to run out on its
+// own.
 func (n *Node) renewLease(d time.Duration) time.Duration {
+	drops := n.lease.dropped()
 	sent := n.lease.now()
 	// A node that is no longer a voter gets no more grants; stop serving at once rather than at
 	// the end of the lease, and keep the departures the fence must wait out.
@@ -117,7 +174,7 @@ func (n *Node) renewLease(d time.Duration) time.Duration {
 		n.lease.drop()
 		return 0
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), max(d/3, 20*time.Millisecond))
+	ctx, cancel := context.WithTimeout(context.Background(), max(d, 20*time.Millisecond))
 	defer cancel()
 	go func() {
 		select {
@@ -131,7 +188,7 @@ func (n *Node) renewLease(d time.Duration) time.Duration {
 			return 0
 		}
 		n.leadingSince() // the start of this term's leadership, on record for the fence
-		n.lease.grant(sent, d, n.cl.Term())
+		n.lease.grant(drops, sent, d, n.cl.Term())
 		return d
 	}
 	client, _, err := n.peers.leader()
@@ -151,7 +208,7 @@ func (n *Node) renewLease(d time.Duration) time.Duration {
 		return 0
 	}
 	granted := resp.GetLeaseDuration().AsDuration()
-	n.lease.grant(sent, granted, resp.GetTerm())
+	n.lease.grant(drops, sent, granted, resp.GetTerm())
 	return granted
 }
 
