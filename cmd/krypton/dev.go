@@ -58,6 +58,7 @@ func devCommand() *command {
 			fs.IntVar(&o.portBase, "port-base", 7400, "API ports are base, base+1, base+2; Raft +10, gossip +20, metrics +30; 0 picks free ports")
 			fs.BoolVar(&o.demo, "demo", false, "run the walkthrough and exit")
 			fs.StringVar(&o.anchor, "anchor", "", "the L1 anchor URI for the demo tenants (awskms://, gcpkms://, azurekv://, pkcs11:); default: a file:// development root key in -dir")
+			fs.BoolVar(&o.defaultSettings, "production-settings", false, "keep the production region settings (a 5 s serving lease, the L1 check every 30 s) instead of the short development ones (2 s, 1 s) that make revocation and the kill switch quick to watch: for measuring under load")
 			fs.StringVar(&o.logLevel, "log-level", "info", "level of the node logs written to krypton.log in -dir: debug, info, warn or error")
 			fs.StringVar(&o.newAnchor, "new-anchor", "", "only write a new development root key to this file (mode 0600), print its file:// URI and exit: for hand-started nodes with -dev-anchor, which never create one")
 		},
