@@ -366,8 +366,8 @@ func TestFenceConfirmsARestartedNode(t *testing.T) {
 func TestLeaseHoldsWhenRenewalsAreSlow(t *testing.T) {
 	t.Parallel()
 	const (
-		lease = 3 * time.Second
-		delay = 1200 * time.Millisecond // more than lease/3; and delay+lease/3 < lease by 0.8 s
+		lease = 6 * time.Second
+		delay = 2200 * time.Millisecond // more than lease/3; and delay+lease/3 < lease by 1.8 s, for a busy machine
 	)
 	var slow sync.Map // node id → true: its node-service calls wait delay before they go
 	r := regiontest.Start(t, 3, regiontest.WithConfig(func(c *region.Config) {
@@ -390,10 +390,18 @@ func TestLeaseHoldsWhenRenewalsAreSlow(t *testing.T) {
 		until := n.Status().GetLeaseExpiresAt()
 		return n.Serving() == nil && until != nil && time.Until(until.AsTime()) > lease/2
 	})
+	ld := r.Leader()
 	slow.Store(r.Cfgs[f].NodeID, true)
-	for end := time.Now().Add(3 * lease); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+	for end := time.Now().Add(2 * lease); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 		if err := n.Serving(); err != nil {
+			if r.Leader() != ld {
+				t.Skipf("the leader changed during the test (a starved machine): %v", err)
+			}
 			t.Fatalf("%s stopped serving while its renewals took %v of a %v lease: %v", r.Cfgs[f].NodeID, delay, lease, err)
 		}
+	}
+	// A follower that became leader renews without a peer call: it would have tested nothing.
+	if r.Leader() != ld {
+		t.Skip("the leader changed during the test (a starved machine); the slow renewals were not tested throughout")
 	}
 }

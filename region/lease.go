@@ -116,13 +116,15 @@ func (n *Node) leaseLoop() {
 	ended := make(chan time.Duration, maxRenewalsInFlight)
 	inFlight := 0
 	var granted time.Duration // the duration last granted; 0 before the first grant
+	var started time.Time     // when the last renewal started
 	for {
-		d := n.state.Settings().LeaseDuration
 		// A period's renewals, plus one the leader's change asked for, are all that may be under
 		// way: more would only mean that renewals never return, which the lease already shows.
-		started := time.Now()
+		// At the limit, the next starts as soon as one ends (the timer below has run out by then).
 		if inFlight < maxRenewalsInFlight {
+			d := n.state.Settings().LeaseDuration
 			inFlight++
+			started = time.Now()
 			n.wg.Add(1)
 			go func() {
 				defer n.wg.Done()
@@ -131,28 +133,40 @@ func (n *Node) leaseLoop() {
 		}
 	wait:
 		for {
-			period := d
-			if granted > 0 {
-				period = min(period, granted)
+			var next <-chan time.Time
+			var t *time.Timer
+			if inFlight < maxRenewalsInFlight {
+				period := n.state.Settings().LeaseDuration
+				if granted > 0 {
+					period = min(period, granted)
+				}
+				t = time.NewTimer(max(period/3-time.Since(started), 20*time.Millisecond))
+				next = t.C
 			}
-			t := time.NewTimer(max(period/3-time.Since(started), 20*time.Millisecond))
 			select {
 			case <-n.stop:
-				t.Stop()
+				stopTimer(t)
 				return
 			case <-kick:
-				t.Stop()
+				stopTimer(t)
 				break wait
-			case <-t.C:
+			case <-next:
 				break wait
 			case g := <-ended:
-				t.Stop()
 				inFlight--
 				if g > 0 {
 					granted = g
 				}
 			}
+			stopTimer(t)
 		}
+	}
+}
+
+// stopTimer stops t, if there is one.
+func stopTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
 	}
 }
 
@@ -166,6 +180,9 @@ const maxRenewalsInFlight = 4
 // own.
 func (n *Node) renewLease(d time.Duration) time.Duration {
 	drops := n.lease.dropped()
+	if n.shut.Load() {
+		return 0 // shutdown sets shut before it drops the lease: drops may be read after the drop
+	}
 	sent := n.lease.now()
 	// A node that is no longer a voter gets no more grants; stop serving at once rather than at
 	// the end of the lease, and keep the departures the fence must wait out.
