@@ -58,26 +58,39 @@ rc=0
 		exit $rc' "$GO" "$((${#flags[@]} + ${#extra[@]}))" "${#jepsen[@]}" \
 	"${flags[@]}" "${extra[@]}" "${jepsen[@]}" "${pkgs[@]}" || rc=$?
 
-# A test binary killed by -timeout prints the panic and every goroutine's stack as output of the
-# package, not of a test, and gotestsum shows only tests' output: print that part here, so that a
-# hang names where it hung. (python3 reads test2json's records; it is on every CI machine.)
-if [[ $rc -ne 0 ]] && grep -q 'panic: test timed out' "$jsonlog"; then
-	echo "gotest: a test binary timed out; its stacks follow (first 2000 lines)" >&2
-	python3 - "$jsonlog" <<'PY' | head -400 >&2
-import json, sys
-show = False
+# A test binary that dies outside a test (killed by -timeout, a panic in a goroutine after its test
+# ended, a leak check in TestMain, a race report after the tests) prints why as output of the
+# package, not of a test, and gotestsum shows only tests' output: such a package is listed as
+# "=== FAIL: pkg (0.00s)" and nothing more. Print that package-level output here (its last 400
+# lines), so that the log names the cause. (python3 reads test2json's records; it is on every CI
+# machine.)
+if [[ $rc -ne 0 ]]; then
+	python3 - "$jsonlog" <<'PY' >&2
+import collections, json, sys
+out = collections.defaultdict(list)   # package -> its output outside any test
+failed_tests = set()                  # packages with a failed test: gotestsum shows those
+failed_pkgs = []
 for raw in open(sys.argv[1], encoding="utf-8", errors="replace"):
     try:
         ev = json.loads(raw)
     except ValueError:
         continue
-    out = ev.get("Output") or ""
-    if "panic: test timed out" in out:
-        show = True
-    if show and ev.get("Action") == "output":
-        sys.stdout.write(out)
-    if show and ev.get("Action") in ("fail", "pass") and not ev.get("Test"):
-        show = False
+    pkg, test, action = ev.get("Package", ""), ev.get("Test"), ev.get("Action")
+    if action == "output" and not test:
+        out[pkg].append(ev.get("Output") or "")
+    elif action == "fail" and test:
+        failed_tests.add(pkg)
+    elif action == "fail" and not test:
+        failed_pkgs.append(pkg)
+for pkg in failed_pkgs:
+    lines = out.get(pkg, [])
+    # A package with a failed test still gets its package-level output when it timed out.
+    if pkg in failed_tests and not any("panic: test timed out" in l for l in lines):
+        continue
+    lines = [l for l in lines if not l.startswith(("=== RUN", "=== PAUSE", "=== CONT", "PASS\n", "FAIL\n", "ok ", "FAIL\t"))]
+    print(f"gotest: {pkg} failed outside its tests; its own output (last 400 lines):")
+    sys.stdout.write("".join(lines[-400:]))
+    print(f"gotest: end of {pkg}")
 PY
 fi
 
