@@ -68,6 +68,7 @@ if [[ $rc -ne 0 ]]; then
 	python3 - "$jsonlog" <<'PY' >&2
 import collections, json, sys
 out = collections.defaultdict(list)   # package -> its output outside any test
+every = collections.defaultdict(list) # package -> all its output (test2json may give a timeout's dump to the test that hung)
 failed_tests = set()                  # packages with a failed test: gotestsum shows those
 failed_pkgs = []
 for raw in open(sys.argv[1], encoding="utf-8", errors="replace"):
@@ -76,18 +77,28 @@ for raw in open(sys.argv[1], encoding="utf-8", errors="replace"):
     except ValueError:
         continue
     pkg, test, action = ev.get("Package", ""), ev.get("Test"), ev.get("Action")
-    if action == "output" and not test:
-        out[pkg].append(ev.get("Output") or "")
+    if action == "output":
+        every[pkg].append(ev.get("Output") or "")
+        if not test:
+            out[pkg].append(ev.get("Output") or "")
     elif action == "fail" and test:
         failed_tests.add(pkg)
     elif action == "fail" and not test:
         failed_pkgs.append(pkg)
 for pkg in failed_pkgs:
-    lines = out.get(pkg, [])
-    # A package with a failed test still gets its package-level output when it timed out.
-    if pkg in failed_tests and not any("panic: test timed out" in l for l in lines):
+    # A timeout's dump starts with the tests still running and the stacks that matter most: keep
+    # its head. gotestsum shows none of it, whichever test test2json gives it to.
+    lines = every.get(pkg, [])
+    start = next((i for i, l in enumerate(lines) if "panic: test timed out" in l), None)
+    if start is not None:
+        print(f"gotest: {pkg} timed out; its output from the timeout on (first 400 lines):")
+        sys.stdout.write("".join(lines[start:start + 400]))
+        print(f"gotest: end of {pkg}")
         continue
-    lines = [l for l in lines if not l.startswith(("=== RUN", "=== PAUSE", "=== CONT", "PASS\n", "FAIL\n", "ok ", "FAIL\t"))]
+    if pkg in failed_tests:
+        continue  # gotestsum shows the failed tests' output
+    # Any other cause (a leak report, a panic after the tests, a race) ends the output: keep the tail.
+    lines = [l for l in out.get(pkg, []) if not l.startswith(("=== RUN", "=== PAUSE", "=== CONT", "PASS\n", "FAIL\n", "ok ", "FAIL\t"))]
     print(f"gotest: {pkg} failed outside its tests; its own output (last 400 lines):")
     sys.stdout.write("".join(lines[-400:]))
     print(f"gotest: end of {pkg}")
