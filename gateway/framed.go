@@ -55,7 +55,8 @@ const framedMaxFrame = 64 << 10
 // framedMaxPending bounds the requests of one connection that are read but whose answers are not
 // yet written: past it the reader stops reading until the writer has written answers. Without a
 // bound, a client that pipelines requests and never reads its answers would make the gateway
-// queue answers (holding data keys) without end. A var so that a test may lower it.
+// queue answers (holding data keys) without end. A var so that a test may lower it; a gateway
+// reads it once, in New.
 var framedMaxPending = 1024
 
 // errFramed is a malformed frame: the connection is closed.
@@ -106,6 +107,7 @@ func (l *sniffListener) loop() {
 
 // sniff reads the first four bytes of c (within ten seconds) and routes it.
 func (l *sniffListener) sniff(c net.Conn) {
+	c = newRawIO(c)
 	l.mu.Lock()
 	select {
 	case <-l.done:
@@ -180,11 +182,12 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // framedServer tracks the framed connections, so that Close ends them.
 type framedServer struct {
-	g     *Gateway
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
-	shut  bool
-	wg    sync.WaitGroup // connections and their requests
+	g          *Gateway
+	maxPending int // Gateway.framedMaxPending
+	mu         sync.Mutex
+	conns      map[net.Conn]struct{}
+	shut       bool
+	wg         sync.WaitGroup // connections and their requests
 }
 
 // serve serves one framed connection until it closes or the gateway does.
@@ -267,7 +270,7 @@ func (fc *framedConn) written(n int) {
 func (fc *framedConn) full() bool {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	return fc.pending >= framedMaxPending
+	return fc.pending >= fc.s.maxPending
 }
 
 // waitRoom counts one more request read, first waiting while framedMaxPending requests of the
@@ -279,7 +282,7 @@ func (fc *framedConn) waitRoom() error {
 			fc.mu.Unlock()
 			return net.ErrClosed
 		}
-		if fc.pending < framedMaxPending {
+		if fc.pending < fc.s.maxPending {
 			fc.pending++
 			fc.mu.Unlock()
 			return nil
@@ -579,6 +582,7 @@ func DialFramed(ctx context.Context, path string) (*FramedClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: dial %s: %w", path, err)
 	}
+	c = newRawIO(c)
 	if _, err := c.Write([]byte(framedMagic)); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("gateway: dial %s: %w", path, err)

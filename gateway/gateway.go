@@ -52,7 +52,9 @@ type Gateway struct {
 	watch   *watcher     // nil when the cache and delegated wrapping are off
 	// delegated holds the delegated wrapping keys (delegate.go); nil when Config.DelegateWraps is off.
 	delegated *delegates
-	wraps     *batcher[*kv1.WrapRequest, *kv1.WrapResponse]
+	// framedMaxPending is framedMaxPending when the gateway was made, for its framed connections.
+	framedMaxPending int
+	wraps            *batcher[*kv1.WrapRequest, *kv1.WrapResponse]
 	// datakeys batches GenerateDataKey: the keys are made per batch (sendDataKeys).
 	datakeys *batcher[dataKeyReq, dataKeyRes]
 	unwraps  *batcher[*kv1.UnwrapRequest, *kv1.UnwrapResponse]
@@ -103,7 +105,7 @@ func New(cfg Config) (_ *Gateway, err error) {
 	if cfg.ServerCertSource == nil && len(cfg.ServerCertificate.Certificate) > 0 {
 		cfg.ServerCertSource = pki.StaticSource(cfg.Roots, cfg.ServerCertificate)
 	}
-	g := &Gateway{cfg: cfg, log: log, id: id, reg: transport.NewRegistry(transport.CertificateExpiry{Name: "service", Source: cfg.CertSource}, transport.CertificateExpiry{Name: "server", Source: cfg.ServerCertSource}), serveErr: make(chan error, 4), done: make(chan struct{})}
+	g := &Gateway{cfg: cfg, log: log, id: id, reg: transport.NewRegistry(transport.CertificateExpiry{Name: "service", Source: cfg.CertSource}, transport.CertificateExpiry{Name: "server", Source: cfg.ServerCertSource}), serveErr: make(chan error, 4), done: make(chan struct{}), framedMaxPending: framedMaxPending}
 	defer func() {
 		if err != nil {
 			g.Close()

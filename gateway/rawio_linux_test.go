@@ -1,0 +1,116 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// rawPair returns the two ends of a Unix stream connection, the first reading and writing with
+// raw system calls as the framed protocol's connections do.
+func rawPair(t *testing.T) (raw, peer net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := <-accepted
+	if p == nil {
+		t.Fatal("accept failed")
+	}
+	raw = newRawIO(c)
+	if _, ok := raw.(*rawIO); !ok {
+		t.Fatalf("newRawIO gave %T for a Unix connection", raw)
+	}
+	t.Cleanup(func() { raw.Close(); p.Close() })
+	return raw, p
+}
+
+// TestRawIOCarriesBytesBothWays: what one side writes (more than the socket's buffer holds, so
+// that the raw write waits in the poller for room) arrives whole and in order on the other, in
+// both directions; the peer's close reads as io.EOF.
+func TestRawIOCarriesBytesBothWays(t *testing.T) {
+	raw, peer := rawPair(t)
+	big := make([]byte, 8<<20)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	got := make(chan []byte, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(peer, int64(len(big))))
+		got <- b
+	}()
+	if n, err := raw.Write(big); n != len(big) || err != nil {
+		t.Fatalf("raw write: %d of %d bytes, %v", n, len(big), err)
+	}
+	if b := <-got; !bytes.Equal(b, big) {
+		t.Fatalf("the peer read %d bytes, not what was written", len(b))
+	}
+	go func() {
+		peer.Write(big)
+		peer.Close()
+	}()
+	b, err := io.ReadAll(raw)
+	if err != nil || !bytes.Equal(b, big) {
+		t.Fatalf("raw read: %d bytes (equal %v), %v; want the %d written, then io.EOF", len(b), bytes.Equal(b, big), err, len(big))
+	}
+	if n, err := raw.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("read after the peer closed: %d, %v; want io.EOF", n, err)
+	}
+}
+
+// TestRawIOHonoursDeadlinesAndClose: the raw reads and writes keep net.Conn's contract that the
+// framed client and server rely on: a deadline ends a read or a stalled write with a timeout
+// (the write reporting what it did write), and Close ends a read waiting in the poller with
+// net.ErrClosed.
+func TestRawIOHonoursDeadlinesAndClose(t *testing.T) {
+	raw, _ := rawPair(t)
+	raw.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	_, err := raw.Read(make([]byte, 1))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline: %v, want a timeout", err)
+	}
+	raw.SetReadDeadline(time.Time{})
+
+	raw.SetWriteDeadline(time.Now().Add(50 * time.Millisecond))
+	n, err := raw.Write(make([]byte, 64<<20)) // the peer reads nothing
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("write past its deadline: %d bytes, %v; want a timeout", n, err)
+	}
+	if n <= 0 || n >= 64<<20 {
+		t.Fatalf("a stalled write reports %d bytes written, want what the socket took", n)
+	}
+	raw.SetWriteDeadline(time.Time{})
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := raw.Read(make([]byte, 1))
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // let the read reach the poller; it is ended either way
+	raw.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read on a closed connection: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end a read waiting in the poller")
+	}
+}
