@@ -15,7 +15,7 @@ DURATION ?= 60s
 SEED ?= 0
 JEPSEN_DIR ?= $(or $(TMPDIR),/tmp)/krypton-jepsen
 
-.PHONY: help build build-fips image charts test-fips test test-stress test-short dev demo proto proto-check bench fuzz jepsen soak lint clean
+.PHONY: help build build-fips image charts test-fips test-rawio test test-stress test-short dev demo proto proto-check bench fuzz jepsen soak lint clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -33,7 +33,7 @@ charts: ## render, lint and check the Helm charts of deploy/helm
 
 # scripts/gotest.sh runs every package with -race, then the chaos suite's short schedule on its own,
 # through gotestsum: failed tests' output only, their names again at the end, and a summary line.
-test: build lint proto-check charts test-fips ## the one test command: lint, generated-code check, the Helm charts, FIPS tests, all tests with -race
+test: build lint proto-check charts test-fips test-rawio ## the one test command: lint, generated-code check, the Helm charts, FIPS tests, all tests with -race
 	GO=$(GO) bash scripts/gotest.sh
 
 # Strict FIPS 140-3 mode (docs/security.md, "FIPS 140-3 mode"): built against the Go Cryptographic
@@ -59,6 +59,12 @@ test-fips: ## the FIPS tests: key packages built with GOFIPS140 and run under GO
 	$(FIPS_ENV) $(GO) test -count=1 $(FIPS_PKGS)
 	$(FIPS_ENV) $(GO) test -count=1 -run '$(FIPS_RUN)' ./region/ ./cluster/
 	$(FIPS_ENV) $(GO) test -count=1 -run '$(FIPS_GATEWAY_RUN)' ./gateway/ ./gateway/kmip/
+
+# The gateway's Unix socket reads and writes with raw system calls, except in race-detector builds,
+# which go through syscall.Read and syscall.Write to tell the detector (gateway/rawio_linux.go): so
+# the tests of that path also run once without -race, where the raw calls are the ones made.
+test-rawio: ## the gateway's raw-socket and framed-protocol tests without -race (the race build uses other system calls)
+	$(GO) test -count=1 -run '^(TestRawIO|TestFramed)' ./gateway/
 
 # CI's machine is shared: the suite must pass with both cores busy. This runs it with stress-ng (Debian
 # package stress-ng; not installed by .ci/run, which does not run this target) hogging STRESS_CPUS.

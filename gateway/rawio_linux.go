@@ -1,28 +1,46 @@
 package gateway
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
+	"sync"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// rawIO reads and writes a Unix socket with raw system calls, for the framed protocol's
-// connections. The net package's Read and Write enter the system call through the scheduler
-// (entersyscall), and when the process was idle just before, as it is between the bursts of a
-// closed-loop client, that entry wakes the runtime's monitor thread (sysmon) from its long sleep:
-// a futex wake and a context switch in every round trip (golang/go#18236). Measured on the 2-core
-// development machine with perf, the monitor's wake-ups and the entries that woke it were about a
-// fifth of the gateway's CPU at 16 callers (docs/performance.md, "The framed socket's round trip").
-// A read or write of a non-blocking socket never blocks, so telling the scheduler is not needed:
-// the socket stays in the net package's poller, which waits when there is nothing to read or no
-// room to write (RawConn.Read, RawConn.Write) and keeps the deadlines and Close.
+// rawIO reads and writes a Unix socket with raw system calls, for the connections of the
+// gateway's Unix socket and of DialFramed. The net package's Read and Write enter the system call
+// through the scheduler (entersyscall), and when the process was idle just before, as it is
+// between the bursts of a closed-loop client, that entry wakes the runtime's monitor thread
+// (sysmon) from its long sleep: a futex wake and context switches in every round trip
+// (golang/go#18236). Measured on the 2-core development machine with perf, the monitor's
+// wake-ups and the entries that woke it were about a fifth of the gateway's CPU at 16 callers
+// (docs/performance.md, "The framed socket without the runtime's monitor wake-ups").
+//
+// The socket is non-blocking (net opens it so), so a read or write returns at once, with what
+// the socket's buffers hold or have room for; the thread can still stall in the kernel (a page
+// fault on the buffer, memory reclaim for a socket buffer), and for that time its P is neither
+// handed off nor stoppable for the collector, as for any code that runs without a system call.
+// The socket stays in the net package's poller, which waits when there is nothing to read or no
+// room to write (RawConn.Read, RawConn.Write), and keeps the deadlines, Close and the read and
+// write locks. Race-detector builds make the same calls through syscall.Read and syscall.Write
+// (rawio_race_linux.go), which tell the detector what the kernel read and wrote.
 type rawIO struct {
 	net.Conn
 	rc syscall.RawConn
+
+	// The state of the Read and the Write under way, kept here with the callbacks bound once, so
+	// that a call allocates nothing; rmu and wmu serialize Reads and Writes (as the fd's own
+	// locks do, but from before the state is set).
+	rmu, wmu       sync.Mutex
+	rbuf, wbuf     []byte
+	rn, wn         int
+	rerrno, werrno syscall.Errno
+	readFn         func(fd uintptr) bool
+	writeFn        func(fd uintptr) bool
 }
 
 // newRawIO returns c reading and writing with raw system calls, or c itself if it has no
@@ -36,67 +54,90 @@ func newRawIO(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &rawIO{Conn: c, rc: rc}
+	r := &rawIO{Conn: c, rc: rc}
+	r.readFn, r.writeFn = r.read, r.write
+	return r
+}
+
+// read is RawConn.Read's callback: false asks the poller to wait for something to read.
+func (r *rawIO) read(fd uintptr) bool {
+	if len(r.rbuf) == 0 {
+		return true // a zero-length read: only the checks of closed and deadline
+	}
+	for {
+		n, e := sysRead(int(fd), r.rbuf)
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		r.rn, r.rerrno = n, e
+		return true
+	}
+}
+
+// write is RawConn.Write's callback: it writes all of wbuf, or asks the poller (false) to wait
+// for room.
+func (r *rawIO) write(fd uintptr) bool {
+	for r.wn < len(r.wbuf) {
+		n, e := sysWrite(int(fd), r.wbuf[r.wn:])
+		switch {
+		case e == unix.EINTR:
+		case e == unix.EAGAIN:
+			return false
+		case e != 0:
+			r.werrno = e
+			return true
+		case n <= 0 || n > len(r.wbuf)-r.wn: // not a socket's answer; net fails it the same way
+			r.werrno = unix.EIO
+			return true
+		default:
+			r.wn += n
+		}
+	}
+	return true
 }
 
 func (r *rawIO) Read(p []byte) (int, error) {
-	if len(p) == 0 {
-		return 0, nil
-	}
-	var (
-		n     int
-		errno syscall.Errno
-	)
-	err := r.rc.Read(func(fd uintptr) bool {
-		for {
-			m, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // nothing yet: the poller waits for more
-			}
-			n, errno = int(m), e
-			return true
-		}
-	})
+	r.rmu.Lock()
+	defer r.rmu.Unlock()
+	r.rbuf, r.rn, r.rerrno = p, 0, 0
+	err := r.rc.Read(r.readFn)
+	n, errno := r.rn, r.rerrno
+	r.rbuf = nil
 	switch {
 	case err != nil: // closed, or the deadline passed
-		return 0, &net.OpError{Op: "read", Net: "unix", Source: r.LocalAddr(), Addr: r.RemoteAddr(), Err: err}
+		return 0, r.opError("read", err)
 	case errno != 0:
-		return 0, &net.OpError{Op: "read", Net: "unix", Source: r.LocalAddr(), Addr: r.RemoteAddr(), Err: os.NewSyscallError("read", errno)}
-	case n == 0:
+		return 0, r.opError("read", os.NewSyscallError("read", errno))
+	case n == 0 && len(p) > 0:
 		return 0, io.EOF
 	}
 	return n, nil
 }
 
 func (r *rawIO) Write(p []byte) (int, error) {
-	var (
-		n     int
-		errno syscall.Errno
-	)
-	err := r.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			m, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
-			switch e {
-			case 0:
-				n += int(m)
-			case unix.EINTR:
-			case unix.EAGAIN:
-				return false // the socket's buffer is full: the poller waits for room
-			default:
-				errno = e
-				return true
-			}
-		}
-		return true
-	})
+	r.wmu.Lock()
+	defer r.wmu.Unlock()
+	r.wbuf, r.wn, r.werrno = p, 0, 0
+	err := r.rc.Write(r.writeFn)
+	n, errno := r.wn, r.werrno
+	r.wbuf = nil
 	switch {
 	case err != nil:
-		return n, &net.OpError{Op: "write", Net: "unix", Source: r.LocalAddr(), Addr: r.RemoteAddr(), Err: err}
+		return n, r.opError("write", err)
 	case errno != 0:
-		return n, &net.OpError{Op: "write", Net: "unix", Source: r.LocalAddr(), Addr: r.RemoteAddr(), Err: os.NewSyscallError("write", errno)}
+		return n, r.opError("write", os.NewSyscallError("write", errno))
 	}
 	return n, nil
+}
+
+// opError is the error net.Conn gives, of err or of the error RawConn wrapped.
+func (r *rawIO) opError(op string, err error) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		err = oe.Err
+	}
+	return &net.OpError{Op: op, Net: r.LocalAddr().Network(), Source: r.LocalAddr(), Addr: r.RemoteAddr(), Err: err}
 }

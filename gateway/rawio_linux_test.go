@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -65,12 +67,106 @@ func TestRawIOCarriesBytesBothWays(t *testing.T) {
 		peer.Write(big)
 		peer.Close()
 	}()
+	raw.SetReadDeadline(time.Now().Add(time.Minute)) // a read that missed the EOF fails, not hangs
 	b, err := io.ReadAll(raw)
 	if err != nil || !bytes.Equal(b, big) {
 		t.Fatalf("raw read: %d bytes (equal %v), %v; want the %d written, then io.EOF", len(b), bytes.Equal(b, big), err, len(big))
 	}
 	if n, err := raw.Read(make([]byte, 1)); n != 0 || err != io.EOF {
 		t.Fatalf("read after the peer closed: %d, %v; want io.EOF", n, err)
+	}
+	if _, err := raw.Write(make([]byte, 4<<20)); !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("write to a closed peer: %v, want EPIPE or ECONNRESET", err)
+	}
+}
+
+// TestRawIOWritesDoNotInterleave: concurrent Writes each go out whole, and a Read runs beside
+// them, as net.Conn promises.
+func TestRawIOWritesDoNotInterleave(t *testing.T) {
+	raw, peer := rawPair(t)
+	const writers, size = 8, 1 << 20
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := raw.Write(bytes.Repeat([]byte{byte('a' + i)}, size)); err != nil {
+				t.Errorf("writer %d: %v", i, err)
+			}
+		}()
+	}
+	echo := make(chan error, 1)
+	go func() { // the peer sends while it reads, so that a raw Read runs beside the Writes
+		_, err := peer.Write([]byte("ping"))
+		echo <- err
+	}()
+	seen := map[byte]bool{}
+	block := make([]byte, size)
+	for range writers {
+		if _, err := io.ReadFull(peer, block); err != nil {
+			t.Fatal(err)
+		}
+		if c := block[0]; seen[c] || !bytes.Equal(block, bytes.Repeat([]byte{c}, size)) {
+			t.Fatalf("a block of %d bytes mixes writes (starts %q)", size, c)
+		}
+		seen[block[0]] = true
+	}
+	wg.Wait()
+	got := make([]byte, 4)
+	raw.SetReadDeadline(time.Now().Add(time.Minute))
+	if _, err := io.ReadFull(raw, got); err != nil || string(got) != "ping" || <-echo != nil {
+		t.Fatalf("read beside the writes: %q, %v", got, err)
+	}
+}
+
+// TestRawIOZeroLengthAndClosed: a zero-length Read or Write does nothing on an open connection
+// and fails with net.ErrClosed on a closed one, as net's; Close ends a Write waiting for room.
+func TestRawIOZeroLengthAndClosed(t *testing.T) {
+	raw, _ := rawPair(t)
+	if n, err := raw.Read(nil); n != 0 || err != nil {
+		t.Fatalf("zero-length read: %d, %v", n, err)
+	}
+	if n, err := raw.Write(nil); n != 0 || err != nil {
+		t.Fatalf("zero-length write: %d, %v", n, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := raw.Write(make([]byte, 64<<20)) // the peer reads nothing: it waits for room
+		done <- err
+	}()
+	time.Sleep(10 * time.Millisecond) // let the write fill the socket; it is ended either way
+	raw.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("write on a closed connection: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end a write waiting for room")
+	}
+	if _, err := raw.Read(nil); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("zero-length read on a closed connection: %v, want net.ErrClosed", err)
+	}
+	if _, err := raw.Write(nil); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("zero-length write on a closed connection: %v, want net.ErrClosed", err)
+	}
+}
+
+// TestRawIOOrdersWriteBeforeRead: bytes written after a change to memory and read by the peer
+// order that change before what the reader does next (the race detector is told, in race
+// builds, as net's own reads and writes tell it): a -race run reports no race here.
+func TestRawIOOrdersWriteBeforeRead(t *testing.T) {
+	raw, peer := rawPair(t)
+	var shared int
+	go func() {
+		shared = 42
+		raw.Write([]byte{1})
+	}()
+	if _, err := io.ReadFull(peer, make([]byte, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if shared != 42 {
+		t.Fatal("the write's bytes arrived before the change made before it")
 	}
 }
 
