@@ -60,11 +60,14 @@ test-fips: ## the FIPS tests: key packages built with GOFIPS140 and run under GO
 	$(FIPS_ENV) $(GO) test -count=1 -run '$(FIPS_RUN)' ./region/ ./cluster/
 	$(FIPS_ENV) $(GO) test -count=1 -run '$(FIPS_GATEWAY_RUN)' ./gateway/ ./gateway/kmip/
 
-# The gateway's Unix socket reads and writes with raw system calls, except in race-detector builds,
-# which go through syscall.Read and syscall.Write to tell the detector (gateway/rawio_linux.go): so
-# the tests of that path also run once without -race, where the raw calls are the ones made.
-test-rawio: ## the gateway's raw-socket and framed-protocol tests without -race (the race build uses other system calls)
-	$(GO) test -count=1 -run '^(TestRawIO|TestFramed)' ./gateway/
+# The servers' and the gateway's Unix socket's connections read and write with raw system calls,
+# except in race-detector builds, which go through syscall.Read and syscall.Write to tell the
+# detector (internal/rawio): so the tests of that path also run once without -race, where the raw
+# calls are the ones made: rawio's own, the gateway's framed protocol, a region's wraps.
+test-rawio: ## the raw-socket tests without -race (the race build makes other system calls)
+	$(GO) test -count=1 ./internal/rawio/
+	$(GO) test -count=1 -run '^(TestFramed|TestRoundTripAndFailover)' ./gateway/
+	$(GO) test -count=1 -run '^TestWrapOnOneNodeUnwrapOnEveryOther$$' ./region/
 
 # CI's machine is shared: the suite must pass with both cores busy. This runs it with stress-ng (Debian
 # package stress-ng; not installed by .ci/run, which does not run this target) hogging STRESS_CPUS.

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/kryptonkms/krypton/internal/rawio"
 	"github.com/kryptonkms/krypton/transport"
 	kv1 "github.com/kryptonkms/krypton/transport/kryptonv1"
 	"github.com/kryptonkms/krypton/wrap"
@@ -107,7 +108,7 @@ func (l *sniffListener) loop() {
 
 // sniff reads the first four bytes of c (within ten seconds) and routes it.
 func (l *sniffListener) sniff(c net.Conn) {
-	c = newRawIO(c)
+	c = rawio.Wrap(c)
 	l.mu.Lock()
 	select {
 	case <-l.done:
@@ -582,7 +583,7 @@ func DialFramed(ctx context.Context, path string) (*FramedClient, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gateway: dial %s: %w", path, err)
 	}
-	c = newRawIO(c)
+	c = rawio.Wrap(c)
 	if _, err := c.Write([]byte(framedMagic)); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("gateway: dial %s: %w", path, err)

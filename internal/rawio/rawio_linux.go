@@ -1,4 +1,4 @@
-package gateway
+package rawio
 
 import (
 	"errors"
@@ -11,14 +11,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// rawIO reads and writes a Unix socket with raw system calls, for the connections of the
-// gateway's Unix socket and of DialFramed. The net package's Read and Write enter the system call
-// through the scheduler (entersyscall), and when the process was idle just before, as it is
-// between the bursts of a closed-loop client, that entry wakes the runtime's monitor thread
-// (sysmon) from its long sleep: a futex wake and context switches in every round trip
-// (golang/go#18236). Measured on the 2-core development machine with perf, the monitor's
-// wake-ups and the entries that woke it were about a fifth of the gateway's CPU at 16 callers
-// (docs/performance.md, "The framed socket without the runtime's monitor wake-ups").
+// rawIO reads and writes a socket with raw system calls. The net package's Read and Write enter
+// the system call through the scheduler (entersyscall), and when the process was idle just
+// before, as it is between the bursts of a closed-loop client, that entry wakes the runtime's
+// monitor thread (sysmon) from its long sleep: a futex wake and context switches in every round
+// trip (golang/go#18236). Measured on the 2-core development machine with perf, the monitor's
+// wake-ups and the entries that woke it were about a fifth of the gateway's CPU at 16 callers on
+// its framed socket, and raw calls cut a node's CPU per unary wrap by ~9 % (docs/performance.md,
+// "The framed socket without the runtime's monitor wake-ups").
 //
 // The socket is non-blocking (net opens it so), so a read or write returns at once, with what
 // the socket's buffers hold or have room for; the thread can still stall in the kernel (a page
@@ -27,7 +27,7 @@ import (
 // The socket stays in the net package's poller, which waits when there is nothing to read or no
 // room to write (RawConn.Read, RawConn.Write), and keeps the deadlines, Close and the read and
 // write locks. Race-detector builds make the same calls through syscall.Read and syscall.Write
-// (rawio_race_linux.go), which tell the detector what the kernel read and wrote.
+// (race_linux.go), which tell the detector what the kernel read and wrote.
 type rawIO struct {
 	net.Conn
 	rc syscall.RawConn
@@ -43,9 +43,12 @@ type rawIO struct {
 	writeFn        func(fd uintptr) bool
 }
 
-// newRawIO returns c reading and writing with raw system calls, or c itself if it has no
-// file descriptor to call them on.
-func newRawIO(c net.Conn) net.Conn {
+// Wrap returns c reading and writing with raw system calls, or c itself if it has no file
+// descriptor to call them on. Its other methods are c's.
+func Wrap(c net.Conn) net.Conn {
+	if _, ok := c.(*rawIO); ok {
+		return c
+	}
 	sc, ok := c.(syscall.Conn)
 	if !ok {
 		return c
@@ -140,4 +143,17 @@ func (r *rawIO) opError(op string, err error) error {
 		err = oe.Err
 	}
 	return &net.OpError{Op: op, Net: r.LocalAddr().Network(), Source: r.LocalAddr(), Addr: r.RemoteAddr(), Err: err}
+}
+
+// Listener returns l with every connection it accepts wrapped (Wrap).
+func Listener(l net.Listener) net.Listener { return listener{l} }
+
+type listener struct{ net.Listener }
+
+func (l listener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return Wrap(c), nil
 }

@@ -1,4 +1,4 @@
-package gateway
+package rawio
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 )
 
 // rawPair returns the two ends of a Unix stream connection, the first reading and writing with
-// raw system calls as the framed protocol's connections do.
+// raw system calls.
 func rawPair(t *testing.T) (raw, peer net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
@@ -35,9 +35,9 @@ func rawPair(t *testing.T) (raw, peer net.Conn) {
 	if p == nil {
 		t.Fatal("accept failed")
 	}
-	raw = newRawIO(c)
+	raw = Wrap(c)
 	if _, ok := raw.(*rawIO); !ok {
-		t.Fatalf("newRawIO gave %T for a Unix connection", raw)
+		t.Fatalf("Wrap gave %T for a Unix connection", raw)
 	}
 	t.Cleanup(func() { raw.Close(); p.Close() })
 	return raw, p
