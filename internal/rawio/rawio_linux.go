@@ -21,9 +21,13 @@ import (
 // "The framed socket without the runtime's monitor wake-ups").
 //
 // The socket is non-blocking (net opens it so), so a read or write returns at once, with what
-// the socket's buffers hold or have room for; the thread can still stall in the kernel (a page
-// fault on the buffer, memory reclaim for a socket buffer), and for that time its P is neither
-// handed off nor stoppable for the collector, as for any code that runs without a system call.
+// the socket's buffers hold or have room for. The thread can still sleep in the kernel for a
+// moment: a page fault on the buffer, the socket's lock held by the other direction's call,
+// memory reclaim when socket buffers are charged to a memory cgroup under pressure (which a
+// remote peer can add to with unread data, within the servers' pre-authentication limits). For
+// that time its P is neither handed off to another thread nor stoppable for the collector, as
+// for any code that runs without a system call; through the net package, the monitor would hand
+// the P off after 20 µs. Bounded by the kernel's own stalls, which slow the whole process alike.
 // The socket stays in the net package's poller, which waits when there is nothing to read or no
 // room to write (RawConn.Read, RawConn.Write), and keeps the deadlines, Close and the read and
 // write locks. Race-detector builds make the same calls through syscall.Read and syscall.Write
@@ -43,14 +47,19 @@ type rawIO struct {
 	writeFn        func(fd uintptr) bool
 }
 
-// Wrap returns c reading and writing with raw system calls, or c itself if it has no file
-// descriptor to call them on. Its other methods are c's.
+// Wrap returns c, a *net.TCPConn or *net.UnixConn, reading and writing with raw system calls;
+// any other connection it returns as it is: a type that embeds one of those and reads otherwise
+// (TLS, a connection that peeked at its first bytes) must not have its socket read under it, the
+// hazard gRPC's own readyreader guards against the same way. The result has net.Conn's methods
+// only (not CloseWrite, SyscallConn or File).
 func Wrap(c net.Conn) net.Conn {
-	if _, ok := c.(*rawIO); ok {
-		return c
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
+	var sc syscall.Conn
+	switch c := c.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
 		return c
 	}
 	rc, err := sc.SyscallConn()
@@ -156,4 +165,10 @@ func (l listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	return Wrap(c), nil
+}
+
+// Wrapped tells whether c reads and writes with raw system calls (for tests).
+func Wrapped(c net.Conn) bool {
+	_, ok := c.(*rawIO)
+	return ok
 }

@@ -210,3 +210,75 @@ func TestRawIOHonoursDeadlinesAndClose(t *testing.T) {
 		t.Fatal("Close did not end a read waiting in the poller")
 	}
 }
+
+// TestRawIOOverTCP: a TCP connection is wrapped too (the gRPC servers'), carries bytes, keeps its
+// read deadline and reads the peer's half-close as io.EOF, while writing back still works.
+func TestRawIOOverTCP(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	c := <-accepted
+	if c == nil {
+		t.Fatal("accept failed")
+	}
+	w := Wrap(c)
+	defer w.Close()
+	if _, ok := w.(*rawIO); !ok {
+		t.Fatalf("Wrap gave %T for a TCP connection", w)
+	}
+	w.SetReadDeadline(time.Now().Add(20 * time.Millisecond))
+	if _, err := w.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past its deadline: %v", err)
+	}
+	w.SetReadDeadline(time.Now().Add(time.Minute))
+	peer.Write([]byte("hello"))
+	peer.(*net.TCPConn).CloseWrite()
+	b, err := io.ReadAll(w)
+	if err != nil || string(b) != "hello" {
+		t.Fatalf("read %q, %v; want hello, then io.EOF", b, err)
+	}
+	if _, err := w.Write([]byte("back")); err != nil {
+		t.Fatalf("write after the peer's half-close: %v", err)
+	}
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(peer, got); err != nil || string(got) != "back" {
+		t.Fatalf("the peer read %q, %v", got, err)
+	}
+}
+
+// TestWrapLeavesOtherConnections: a connection that is not a bare TCP or Unix socket (here one
+// that embeds a *net.TCPConn and reads otherwise, as a peeking or TLS wrapper does) is returned
+// as it is, never read under; and wrapping twice wraps once.
+func TestWrapLeavesOtherConnections(t *testing.T) {
+	raw, _ := rawPair(t)
+	if Wrap(raw) != raw {
+		t.Fatal("Wrap of a wrapped connection wrapped it again")
+	}
+	type peeking struct{ *net.UnixConn }
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "p"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	p := peeking{c.(*net.UnixConn)}
+	if got := Wrap(p); got != net.Conn(p) {
+		t.Fatalf("Wrap of a connection that embeds a socket gave %T, want it unchanged", got)
+	}
+}
