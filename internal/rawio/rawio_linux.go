@@ -17,7 +17,7 @@ import (
 // monitor thread (sysmon) from its long sleep: a futex wake and context switches in every round
 // trip (golang/go#18236). Measured on the 2-core development machine with perf, the monitor's
 // wake-ups and the entries that woke it were about a fifth of the gateway's CPU at 16 callers on
-// its framed socket, and raw calls cut a node's CPU per unary wrap by ~9 % (docs/performance.md,
+// its framed socket, and raw calls cut a node's CPU per unary wrap by 9–13 % (docs/performance.md,
 // "The framed socket without the runtime's monitor wake-ups").
 //
 // The socket is non-blocking (net opens it so), so a read or write returns at once, with what
