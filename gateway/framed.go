@@ -183,12 +183,11 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 
 // framedServer tracks the framed connections, so that Close ends them.
 type framedServer struct {
-	g          *Gateway
-	maxPending int // Gateway.framedMaxPending
-	mu         sync.Mutex
-	conns      map[net.Conn]struct{}
-	shut       bool
-	wg         sync.WaitGroup // connections and their requests
+	g     *Gateway
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	shut  bool
+	wg    sync.WaitGroup // connections and their requests
 }
 
 // serve serves one framed connection until it closes or the gateway does.
@@ -271,7 +270,7 @@ func (fc *framedConn) written(n int) {
 func (fc *framedConn) full() bool {
 	fc.mu.Lock()
 	defer fc.mu.Unlock()
-	return fc.pending >= fc.s.maxPending
+	return fc.pending >= fc.s.g.framedMaxPending
 }
 
 // waitRoom counts one more request read, first waiting while framedMaxPending requests of the
@@ -283,7 +282,7 @@ func (fc *framedConn) waitRoom() error {
 			fc.mu.Unlock()
 			return net.ErrClosed
 		}
-		if fc.pending < fc.s.maxPending {
+		if fc.pending < fc.s.g.framedMaxPending {
 			fc.pending++
 			fc.mu.Unlock()
 			return nil

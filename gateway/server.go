@@ -71,7 +71,7 @@ func (g *Gateway) Serve() error {
 		kv1.RegisterGatewayServiceServer(srv, svc)
 		g.unixSrv = srv
 		// The socket also speaks the framed protocol (framed.go), told apart by its first bytes.
-		g.framed = &framedServer{g: g, maxPending: g.framedMaxPending, conns: map[net.Conn]struct{}{}}
+		g.framed = &framedServer{g: g, conns: map[net.Conn]struct{}{}}
 		g.sniff = newSniffListener(g.unixLn, g.framed.serve)
 		n++
 		go func() { g.serveErr <- srv.Serve(g.sniff) }()

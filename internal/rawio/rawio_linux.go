@@ -115,14 +115,12 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	r.rmu.Lock()
 	defer r.rmu.Unlock()
 	r.rbuf, r.rn, r.rerrno = p, 0, 0
-	err := r.rc.Read(r.readFn)
-	n, errno := r.rn, r.rerrno
+	err := r.fail("read", r.rc.Read(r.readFn), r.rerrno)
+	n := r.rn
 	r.rbuf = nil
 	switch {
-	case err != nil: // closed, or the deadline passed
-		return 0, r.opError("read", err)
-	case errno != 0:
-		return 0, r.opError("read", os.NewSyscallError("read", errno))
+	case err != nil:
+		return 0, err
 	case n == 0 && len(p) > 0:
 		return 0, io.EOF
 	}
@@ -133,23 +131,24 @@ func (r *rawIO) Write(p []byte) (int, error) {
 	r.wmu.Lock()
 	defer r.wmu.Unlock()
 	r.wbuf, r.wn, r.werrno = p, 0, 0
-	err := r.rc.Write(r.writeFn)
-	n, errno := r.wn, r.werrno
+	err := r.fail("write", r.rc.Write(r.writeFn), r.werrno)
 	r.wbuf = nil
-	switch {
-	case err != nil:
-		return n, r.opError("write", err)
-	case errno != 0:
-		return n, r.opError("write", os.NewSyscallError("write", errno))
-	}
-	return n, nil
+	return r.wn, err
 }
 
-// opError is the error net.Conn gives, of err or of the error RawConn wrapped.
-func (r *rawIO) opError(op string, err error) error {
+// fail is the error net.Conn gives for a call whose RawConn call ended in err (closed, or the
+// deadline passed; its own net.OpError is unwrapped) or whose system call failed with errno; nil
+// if neither.
+func (r *rawIO) fail(op string, err error, errno syscall.Errno) error {
 	var oe *net.OpError
-	if errors.As(err, &oe) {
+	switch {
+	case err != nil && errors.As(err, &oe):
 		err = oe.Err
+	case err != nil:
+	case errno != 0:
+		err = os.NewSyscallError(op, errno)
+	default:
+		return nil
 	}
 	return &net.OpError{Op: op, Net: r.LocalAddr().Network(), Source: r.LocalAddr(), Addr: r.RemoteAddr(), Err: err}
 }

@@ -13,34 +13,41 @@ import (
 	"time"
 )
 
-// rawPair returns the two ends of a Unix stream connection, the first reading and writing with
-// raw system calls.
-func rawPair(t *testing.T) (raw, peer net.Conn) {
+// connPair returns the two ends of a stream connection over a listener on network and address:
+// the dialled one and the accepted one, closed when the test ends.
+func connPair(t *testing.T, network, address string) (dialled, accepted net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
+	acc := make(chan net.Conn, 1)
 	go func() {
 		c, _ := ln.Accept()
-		accepted <- c
+		acc <- c
 	}()
-	c, err := net.Dial("unix", ln.Addr().String())
+	dialled, err = net.Dial(network, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := <-accepted
-	if p == nil {
+	if accepted = <-acc; accepted == nil {
 		t.Fatal("accept failed")
 	}
+	t.Cleanup(func() { dialled.Close(); accepted.Close() })
+	return dialled, accepted
+}
+
+// rawPair returns the two ends of a Unix stream connection, the first reading and writing with
+// raw system calls.
+func rawPair(t *testing.T) (raw, peer net.Conn) {
+	t.Helper()
+	c, peer := connPair(t, "unix", filepath.Join(t.TempDir(), "s"))
 	raw = Wrap(c)
 	if _, ok := raw.(*rawIO); !ok {
 		t.Fatalf("Wrap gave %T for a Unix connection", raw)
 	}
-	t.Cleanup(func() { raw.Close(); p.Close() })
-	return raw, p
+	return raw, peer
 }
 
 // TestRawIOCarriesBytesBothWays: what one side writes (more than the socket's buffer holds, so
@@ -214,27 +221,8 @@ func TestRawIOHonoursDeadlinesAndClose(t *testing.T) {
 // TestRawIOOverTCP: a TCP connection is wrapped too (the gRPC servers'), carries bytes, keeps its
 // read deadline and reads the peer's half-close as io.EOF, while writing back still works.
 func TestRawIOOverTCP(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	c := <-accepted
-	if c == nil {
-		t.Fatal("accept failed")
-	}
+	peer, c := connPair(t, "tcp", "127.0.0.1:0")
 	w := Wrap(c)
-	defer w.Close()
 	if _, ok := w.(*rawIO); !ok {
 		t.Fatalf("Wrap gave %T for a TCP connection", w)
 	}
@@ -267,16 +255,7 @@ func TestWrapLeavesOtherConnections(t *testing.T) {
 		t.Fatal("Wrap of a wrapped connection wrapped it again")
 	}
 	type peeking struct{ *net.UnixConn }
-	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "p"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, _ := connPair(t, "unix", filepath.Join(t.TempDir(), "p"))
 	p := peeking{c.(*net.UnixConn)}
 	if got := Wrap(p); got != net.Conn(p) {
 		t.Fatalf("Wrap of a connection that embeds a socket gave %T, want it unchanged", got)
